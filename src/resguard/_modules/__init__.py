@@ -1,0 +1,1 @@
+"""Private helpers shared by resguard's modules; nothing here is public API."""

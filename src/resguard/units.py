@@ -1,0 +1,173 @@
+"""Sizes, durations and percentages as people type them.
+
+Sizes
+    ``1024``, ``"512MiB"``, ``"2GB"``, ``"2g"``, ``"1.5 GiB"``, ``"512Mi"``, ``"1e9"``,
+    ``"kB"`` (a bare unit means one of it). Suffixes with an ``i`` are binary (IEC:
+    ``KiB`` = 2¹⁰ … ``PiB`` = 2⁵⁰); suffixes ending in ``B`` are decimal (SI: ``kB``/``KB`` =
+    10³, ``GB`` = 10⁹), as in Kubernetes, dask and humanfriendly. A bare letter (``k``, ``m``,
+    ``g``, ``t``, either case) is **binary**, as Docker (``--memory 2g``) and the JVM
+    (``-Xmx2g``) read it. Units are case-insensitive except that ``b`` is always bytes.
+Durations
+    Go style ``"1h30m"``, ``"250ms"``, ``"1.5s"``, ``"2d"``; a plain number (or numeric
+    string) is seconds; a :class:`datetime.timedelta` is accepted.
+Percentages
+    ``"85%"`` or ``85.0`` (0–100), resolved against an effective limit by
+    :func:`resolve_bytes`.
+
+Every rejection is an :class:`~resguard.InvalidValue` (a ``ValueError``) or
+:class:`~resguard.InvalidType` (a ``TypeError``) whose message names the value and the
+accepted forms.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+from typing import Final
+
+from resguard._errors import InvalidType, InvalidValue
+
+__all__ = [
+    "format_bytes",
+    "format_duration",
+    "parse_bytes",
+    "parse_duration",
+    "parse_percent",
+    "resolve_bytes",
+]
+
+_SIZE_HINT: Final = 'expected e.g. "512MiB", "2GB", "2g" or a number of bytes'
+_DURATION_HINT: Final = 'expected e.g. "250ms", "30s", "1h30m" or a number of seconds'
+_PERCENT_HINT: Final = 'expected e.g. "85%" or a number from 0 to 100'
+
+_SIZE_UNITS: Final[dict[str, int]] = {
+    "": 1, "b": 1, "byte": 1, "bytes": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50,
+    "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50,
+    "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50,
+}
+_NUMBER: Final = r"[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?|[0-9]+\."
+_SIZE_RE: Final = re.compile(rf"\s*(?P<num>{_NUMBER})?\s*(?P<unit>[A-Za-z]*)\s*")
+
+_DURATION_UNITS: Final[dict[str, float]] = {
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3,
+    "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0,
+}
+_DURATION_PART: Final = re.compile(rf"({_NUMBER})(ns|us|µs|μs|ms|s|m|h|d)")
+_PLAIN_NUMBER: Final = re.compile(rf"\s*(?:{_NUMBER})\s*")
+
+
+def _check_number(value: object, what: str, hint: str) -> float:
+    """Return *value* as a finite, non-negative float, or raise naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidType(f"{value!r} is not {what}; {hint}")
+    number = float(value)
+    if math.isnan(number) or math.isinf(number) or number < 0:
+        raise InvalidValue(f"{value!r} is not {what}; {hint}")
+    return number
+
+
+def parse_bytes(value: int | float | str) -> int:
+    """Return *value* as a whole number of bytes (see the module docstring for the forms)."""
+    if not isinstance(value, str):
+        return round(_check_number(value, "a size", _SIZE_HINT))
+    match = _SIZE_RE.fullmatch(value)
+    if match is None or (match["num"] is None and not match["unit"]):
+        raise InvalidValue(f"{value!r} is not a size; {_SIZE_HINT}")
+    unit = match["unit"]
+    factor = _SIZE_UNITS.get(unit if unit in ("b", "B") else unit.lower())
+    if factor is None:
+        raise InvalidValue(f"{value!r} is not a size: unknown unit {unit!r}; {_SIZE_HINT}")
+    number = float(match["num"]) if match["num"] is not None else 1.0
+    result = number * factor
+    if math.isinf(result):
+        raise InvalidValue(f"{value!r} is not a size: too large; {_SIZE_HINT}")
+    return round(result)
+
+
+_BINARY_STEPS: Final = (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20),
+                        ("KiB", 2**10))
+_DECIMAL_STEPS: Final = (("PB", 10**15), ("TB", 10**12), ("GB", 10**9), ("MB", 10**6),
+                         ("kB", 10**3))
+
+
+def format_bytes(n_bytes: int | float, *, binary: bool = True, precision: int = 1) -> str:
+    """Format a byte count for people: ``1.5 GiB`` (or ``1.6 GB`` with ``binary=False``).
+
+    Negative values (a shrinking delta) keep their sign. The result parses back with
+    :func:`parse_bytes` to within the rounding of *precision* digits.
+    """
+    if isinstance(n_bytes, bool) or not isinstance(n_bytes, (int, float)):
+        raise InvalidType(f"{n_bytes!r} is not a number of bytes")
+    if math.isnan(n_bytes) or math.isinf(n_bytes):
+        raise InvalidValue(f"{n_bytes!r} is not a number of bytes")
+    sign = "-" if n_bytes < 0 else ""
+    magnitude = abs(n_bytes)
+    for unit, factor in _BINARY_STEPS if binary else _DECIMAL_STEPS:
+        if magnitude >= factor:
+            return f"{sign}{magnitude / factor:.{precision}f} {unit}"
+    return f"{sign}{round(magnitude)} B"
+
+
+def parse_duration(value: int | float | str | _dt.timedelta) -> float:
+    """Return *value* as seconds (float); see the module docstring for the forms."""
+    if isinstance(value, _dt.timedelta):
+        return _check_number(value.total_seconds(), "a duration", _DURATION_HINT)
+    if not isinstance(value, str):
+        return _check_number(value, "a duration", _DURATION_HINT)
+    text = value.strip()
+    if _PLAIN_NUMBER.fullmatch(text):
+        return _check_number(float(text), "a duration", _DURATION_HINT)
+    position, total = 0, 0.0
+    for part in _DURATION_PART.finditer(text):
+        if part.start() != position:
+            break
+        total += float(part[1]) * _DURATION_UNITS[part[2]]
+        position = part.end()
+    if position != len(text) or not text or math.isinf(total):
+        raise InvalidValue(f"{value!r} is not a duration; {_DURATION_HINT}")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """Format seconds for people: ``250ms``, ``42s``, ``5m30s``, ``2h05m``."""
+    seconds = _check_number(seconds, "a duration", _DURATION_HINT)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.3g}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def parse_percent(value: int | float | str) -> float:
+    """Return a percentage from 0 to 100: ``"85%"``, ``"85"`` or ``85.0``."""
+    if isinstance(value, str):
+        text = value.strip()
+        number_text = text[:-1] if text.endswith("%") else text
+        if not _PLAIN_NUMBER.fullmatch(number_text):
+            raise InvalidValue(f"{value!r} is not a percentage; {_PERCENT_HINT}")
+        number = float(number_text)
+    else:
+        number = _check_number(value, "a percentage", _PERCENT_HINT)
+    if not 0 <= number <= 100:
+        raise InvalidValue(f"{value!r} is not a percentage; {_PERCENT_HINT}")
+    return number
+
+
+def is_percent(value: object) -> bool:
+    """Tell whether *value* is written as a percentage (a string ending in ``%``)."""
+    return isinstance(value, str) and value.strip().endswith("%")
+
+
+def resolve_bytes(value: int | float | str, limit_bytes: int) -> int:
+    """Return *value* in bytes, reading ``"85%"`` as a share of *limit_bytes*."""
+    if is_percent(value):
+        assert isinstance(value, str)
+        return round(parse_percent(value) / 100 * limit_bytes)
+    return parse_bytes(value)
