@@ -1,0 +1,1 @@
+"""pytest plugins with the fixtures for the real parts: cgroups, Docker, Ollama stand-in."""
