@@ -1,0 +1,5 @@
+"""Probes: pure functions from the operating system to values.
+
+One module per source. Each returns ``None`` (never raises) where its source does not
+exist on this platform or could not be read.
+"""
