@@ -239,7 +239,7 @@ class OllamaStandIn:
     # ----------------------------------------------------------------- test hooks
     def fail(self, status: int, message: str = "internal error", *,
              paths: Iterable[str] | None = None, count: int | None = None) -> None:
-        """Answer requests to *paths* (all when None) with *status*, *count* times (None = always)."""
+        """Answer requests to *paths* (None: all) with *status*, *count* times (None: always)."""
         self._faults.append(_Fault(status, message, tuple(paths) if paths else None, count))
 
     def clear_faults(self) -> None:
@@ -515,7 +515,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "ollama-standin"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     # ----------------------------------------------------------------- plumbing

@@ -1,0 +1,331 @@
+"""LazyModel and ModelPool: load once, pin, idle expiry, LRU eviction, variant choice."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from resguard import reclaim
+from resguard._errors import InvalidType, InvalidValue, ResourceExhausted
+from resguard._modules.clock import ManualClock
+from resguard.models import LazyModel, ModelPool, machine_headroom_bytes
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+class Loader:
+    """A real loader: allocates *size* bytes, counts loads and unloads, can be slow."""
+
+    def __init__(self, size: int = MiB, delay_s: float = 0.0, fail: int = 0) -> None:
+        self.size = size
+        self.delay_s = delay_s
+        self.fail = fail
+        self.loads = 0
+        self.unloaded: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def load(self) -> bytearray:
+        with self._lock:
+            self.loads += 1
+            failing = self.fail > 0
+            self.fail -= 1
+        time.sleep(self.delay_s)
+        if failing:
+            raise OSError("weights file is corrupt")
+        return bytearray(self.size)
+
+    def unload(self, model: bytearray) -> None:
+        self.unloaded.append(model)
+
+
+def test_fifty_threads_load_once() -> None:
+    loader = Loader(delay_s=0.2)
+    model = LazyModel(loader.load, loader.unload, size=MiB, name="m")
+    barrier = threading.Barrier(50)
+    seen: list[int] = []
+
+    def worker() -> None:
+        barrier.wait()
+        with model as m:
+            seen.append(id(m))
+
+    threads = [threading.Thread(target=worker) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert loader.loads == 1
+    assert model.loads == 1
+    assert len(seen) == 50
+    assert len(set(seen)) == 1
+    assert not model.pinned
+    assert model.loaded
+
+
+@pytest.mark.anyio
+async def test_fifty_tasks_load_once() -> None:
+    loader = Loader(delay_s=0.2)
+    model = LazyModel(loader.load, loader.unload, size=MiB, name="m")
+    seen: list[int] = []
+
+    async def worker() -> None:
+        async with model as m:
+            seen.append(id(m))
+            await anyio.sleep(0.01)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(50):
+            tg.start_soon(worker)
+    assert loader.loads == 1
+    assert len(seen) == 50
+    assert len(set(seen)) == 1
+    assert not model.pinned
+
+
+@pytest.mark.anyio
+async def test_fifty_tasks_with_an_async_loader_load_once() -> None:
+    loads = 0
+
+    async def load() -> dict[str, int]:
+        nonlocal loads
+        loads += 1
+        await anyio.sleep(0.1)
+        return {"weights": 1}
+
+    model = LazyModel(load, size=MiB)
+    results: list[dict[str, int]] = []
+
+    async def worker() -> None:
+        results.append(await model.aget())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(50):
+            tg.start_soon(worker)
+    assert loads == 1
+    assert all(r is results[0] for r in results)
+    with pytest.raises(InvalidType, match="async loader"):
+        model.get()
+
+
+def test_threads_and_a_failed_load_share_the_error_then_retry_works() -> None:
+    loader = Loader(delay_s=0.2, fail=1)
+    model = LazyModel(loader.load, size=MiB)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(10)
+
+    def worker() -> None:
+        barrier.wait()
+        try:
+            model.get()
+        except OSError as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    # the slow failing load is shared by whoever was waiting for it; late comers may retry
+    assert errors
+    assert loader.loads >= 1
+    assert model.get() is not None
+    assert model.loaded
+
+
+def test_pinned_model_is_never_unloaded() -> None:
+    loader = Loader()
+    clock = ManualClock()
+    model = LazyModel(loader.load, loader.unload, size=MiB, idle_ttl="1m", clock=clock,
+                      sweep=False)
+    with model:
+        clock.advance(3600)
+        assert not model.unload_if_idle()
+        assert not model.unload()
+        assert model.reclaimable_bytes() == 0
+        assert model.reclaim(10 * MiB) == 0
+        assert model.loaded
+    assert loader.unloaded == []
+    # the end of the block counts as use: the TTL starts again
+    assert not model.unload_if_idle()
+    clock.advance(61)
+    assert model.unload_if_idle()
+    assert len(loader.unloaded) == 1
+    assert not model.loaded
+
+
+def test_idle_ttl_with_an_injected_clock() -> None:
+    loader = Loader()
+    clock = ManualClock()
+    model = LazyModel(loader.load, loader.unload, size=MiB, idle_ttl=30, clock=clock,
+                      sweep=False)
+    model.get()
+    clock.advance(29)
+    assert not model.unload_if_idle()
+    assert model.unload_if_idle(now=clock() + 1)
+    assert not model.loaded
+    assert model.unloads == 1
+    model.get()  # loads again on next use
+    assert loader.loads == 2
+
+
+def test_shared_sweeper_unloads_an_idle_model_without_being_asked() -> None:
+    loader = Loader()
+    model = LazyModel(loader.load, loader.unload, size=MiB, idle_ttl=0.2)
+    model.get()
+    deadline = time.monotonic() + 20
+    while model.loaded and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not model.loaded
+    assert len(loader.unloaded) == 1
+    assert sum(t.name == "resguard-model-sweeper" for t in threading.enumerate()) <= 1
+
+
+def test_model_is_a_reclaimable_at_model_cost_plus_reload_time() -> None:
+    loader = Loader(delay_s=0.1)
+    model = LazyModel(loader.load, loader.unload, size=3 * MiB, name="reclaim-me")
+    assert model in reclaim.registered()
+    assert isinstance(model, reclaim.Reclaimable)
+    assert model.reclaimable_bytes() == 0  # not loaded
+    model.get()
+    assert model.cost >= reclaim.Cost.MODEL + 0.1
+    assert model.reclaimable_bytes() == 3 * MiB
+    assert model.reclaim(MiB) == 3 * MiB
+    assert not model.loaded
+    del model
+    gc.collect()
+    assert all(item.name != "reclaim-me" for item in reclaim.registered())
+
+
+def test_refuses_when_the_machine_has_no_room() -> None:
+    loader = Loader()
+    model = LazyModel(loader.load, size=machine_headroom_bytes() * 4, name="huge")
+    with pytest.raises(ResourceExhausted) as caught:
+        model.get()
+    assert caught.value.reason == "memory"
+    assert caught.value.numbers["size_bytes"] > caught.value.numbers["headroom_bytes"]
+    assert loader.loads == 0
+    assert not model.loading  # a refused load leaves no attempt behind
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(InvalidValue, match="size"):
+        LazyModel(Loader().load, size="lots")
+    with pytest.raises(InvalidType, match="load must be a callable"):
+        LazyModel(3, size=MiB)  # type: ignore[call-overload]
+    with pytest.raises(InvalidValue):
+        LazyModel(Loader().load, size=MiB, idle_ttl="soon")
+    with pytest.raises(InvalidType, match="headroom_bytes"):
+        LazyModel(Loader().load, size=MiB, guard=object())  # type: ignore[arg-type]
+
+
+def test_uses_decorator_pins_during_the_call() -> None:
+    loader = Loader()
+    model = LazyModel(loader.load, size=MiB)
+
+    @model.uses
+    def infer(weights: bytearray, x: int) -> tuple[int, bool]:
+        return len(weights) + x, model.pinned
+
+    assert infer(1) == (MiB + 1, True)
+    assert not model.pinned
+
+
+# ---------------------------------------------------------------------- pools
+def make(pool: ModelPool, name: str, size: int, loaders: dict[str, Loader]) -> LazyModel[Any]:
+    loaders[name] = Loader(size)
+    return LazyModel(loaders[name].load, loaders[name].unload, size=size, name=name, pool=pool,
+                     sweep=False)
+
+
+def test_pool_evicts_the_least_recently_used_idle_model() -> None:
+    pool = ModelPool(budget=100 * MiB)
+    loaders: dict[str, Loader] = {}
+    a, b, c = (make(pool, n, 40 * MiB, loaders) for n in "abc")
+    a.get()
+    b.get()
+    a.get()  # a is now more recent than b
+    c.get()  # needs 40 MiB of the 100: b goes
+    assert (a.loaded, b.loaded, c.loaded) == (True, False, True)
+    assert len(loaders["b"].unloaded) == 1
+    assert pool.used_bytes() == 80 * MiB
+
+
+def test_pool_never_evicts_a_pinned_model_and_refuses_instead() -> None:
+    pool = ModelPool(budget=100 * MiB)
+    loaders: dict[str, Loader] = {}
+    a = make(pool, "a", 60 * MiB, loaders)
+    b = make(pool, "b", 60 * MiB, loaders)
+    with a, pytest.raises(ResourceExhausted) as caught:
+        b.get()
+    assert caught.value.reason == "memory"
+    assert a.loaded
+    assert not b.loaded
+    assert loaders["b"].loads == 0
+    b.get()  # a is idle now and is evicted
+    assert b.loaded
+    assert not a.loaded
+
+
+def test_pool_sweeps_expired_models_before_counting() -> None:
+    clock = ManualClock()
+    pool = ModelPool(budget=10 * MiB)
+    a = LazyModel(Loader().load, size=4 * MiB, idle_ttl=60, clock=clock, pool=pool, sweep=False)
+    a.get()
+    clock.advance(61)
+    assert pool.unload_idle() == [a]
+    assert pool.used_bytes() == 0
+
+
+@pytest.mark.parametrize(
+    ("budget_mib", "loaded", "expected"),
+    [
+        (100, None, "large"),   # everything fits
+        (80, None, "large"),    # exactly fits
+        (79, None, "medium"),
+        (40, None, "medium"),
+        (39, None, "small"),
+        (10, None, "small"),
+        (100, "small", "large"),    # an idle member counts as evictable
+        (50, "medium", "medium"),   # already loaded always fits
+        (15, "small", "small"),
+    ],
+)
+def test_choose_picks_the_largest_variant_that_fits(budget_mib: int, loaded: str | None,
+                                                     expected: str) -> None:
+    pool = ModelPool(budget=budget_mib * MiB)
+    loaders: dict[str, Loader] = {}
+    variants = {name: make(pool, name, size * MiB, loaders)
+                for name, size in (("small", 10), ("large", 80), ("medium", 40))}
+    if loaded is not None:
+        variants[loaded].get()
+    assert pool.choose(list(variants.values())).name == expected
+    with pool.choose(list(variants.values())) as model:
+        assert len(model) == variants[expected].size_bytes
+
+
+def test_choose_refuses_when_nothing_fits() -> None:
+    pool = ModelPool(budget=5 * MiB)
+    loaders: dict[str, Loader] = {}
+    variants = [make(pool, n, s * MiB, loaders) for n, s in (("s", 10), ("l", 80))]
+    with pytest.raises(ResourceExhausted, match="'s'"):
+        pool.choose(variants)
+
+
+def test_pool_budget_as_a_share_of_the_limit_and_bad_budgets() -> None:
+    pool = ModelPool(budget="50%")
+    assert pool.budget_bytes is not None
+    assert pool.budget_bytes > 0
+    with pytest.raises(InvalidValue, match="budget"):
+        ModelPool(budget="a lot")
+    with pytest.raises(InvalidType):
+        pool.add("model")  # type: ignore[arg-type]
