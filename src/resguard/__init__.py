@@ -13,6 +13,23 @@ from resguard._errors import (
     ResourceExhausted,
     UnknownMetric,
 )
+from resguard.processes import ProcessTable, top_processes
+from resguard.snapshot import (
+    ContainersInfo,
+    ContainerStats,
+    CpuInfo,
+    MemoryInfo,
+    OllamaModelInfo,
+    PressureInfo,
+    PressureLine,
+    ProcessInfo,
+    ProcessSelf,
+    ResourcePressure,
+    Sampler,
+    Snapshot,
+    SwapInfo,
+)
+from resguard.snapshot import snapshot as snapshot  # the function shadows its module's name
 from resguard.units import (
     format_bytes,
     format_duration,
@@ -23,6 +40,22 @@ from resguard.units import (
 )
 
 __all__ = [
+    "ContainerStats",
+    "ContainersInfo",
+    "CpuInfo",
+    "MemoryInfo",
+    "OllamaModelInfo",
+    "PressureInfo",
+    "PressureLine",
+    "ProcessInfo",
+    "ProcessSelf",
+    "ProcessTable",
+    "ResourcePressure",
+    "Sampler",
+    "Snapshot",
+    "SwapInfo",
+    "snapshot",
+    "top_processes",
     "ConfigError",
     "DockerError",
     "IntegrationError",

@@ -273,8 +273,7 @@ class Sampler:
         if uptime and stat:
             start_s = _procfs.parse_pid_stat(stat)[5] / _procfs.TICKS_PER_S
             self._previous_self = (0, time.monotonic() - (float(uptime.split()[0]) - start_s))
-        system = self._files.read(self._stat_path)
-        self._previous_system = _procfs.parse_total_cpu_ticks(system) if system else (0, 0)
+        self._previous_system = (0, 0)  # the first sample reports the average since boot
 
     @property
     def location(self) -> _cgroup.CgroupLocation | None:

@@ -6,7 +6,7 @@ Sizes
     ``KiB`` = 2¹⁰ … ``PiB`` = 2⁵⁰); suffixes ending in ``B`` are decimal (SI: ``kB``/``KB`` =
     10³, ``GB`` = 10⁹), as in Kubernetes, dask and humanfriendly. A bare letter (``k``, ``m``,
     ``g``, ``t``, either case) is **binary**, as Docker (``--memory 2g``) and the JVM
-    (``-Xmx2g``) read it. Units are case-insensitive except that ``b`` is always bytes.
+    (``-Xmx2g``) read it. Units are case-insensitive (``b``/``B`` alone is bytes).
 Durations
     Go style ``"1h30m"``, ``"250ms"``, ``"1.5s"``, ``"2d"``; a plain number (or numeric
     string) is seconds; a :class:`datetime.timedelta` is accepted.
@@ -77,7 +77,7 @@ def parse_bytes(value: int | float | str) -> int:
     if match is None or (match["num"] is None and not match["unit"]):
         raise InvalidValue(f"{value!r} is not a size; {_SIZE_HINT}")
     unit = match["unit"]
-    factor = _SIZE_UNITS.get(unit if unit in ("b", "B") else unit.lower())
+    factor = _SIZE_UNITS.get(unit.lower())
     if factor is None:
         raise InvalidValue(f"{value!r} is not a size: unknown unit {unit!r}; {_SIZE_HINT}")
     number = float(match["num"]) if match["num"] is not None else 1.0

@@ -1,0 +1,135 @@
+"""The ``resguard`` command line.
+
+Exit codes: 0 success, 1 the verdict is not OK (``watch --once``), 2 bad usage or an
+unreachable service. ``--json`` prints machine-readable output on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from resguard.units import format_bytes
+
+__all__ = ["main"]
+
+
+def _print_json(value: Any, out: TextIO) -> None:
+    json.dump(value, out, indent=2, sort_keys=False)
+    out.write("\n")
+
+
+def _pressure_text(pressure: Any) -> str:
+    if pressure is None:
+        return "n/a"
+    full = f", full {pressure.full.avg10:.1f}%" if pressure.full is not None else ""
+    return f"some {pressure.some.avg10:.1f}%{full} (avg10)"
+
+
+def format_snapshot(snap: Any) -> str:
+    """A short human-readable summary of a snapshot."""
+    memory, cpu, process = snap.memory, snap.cpu, snap.process
+    lines = [
+        f"memory   {format_bytes(memory.used)} used of {format_bytes(memory.limit)} "
+        f"({memory.percent:.1f}%), {format_bytes(memory.available)} available; "
+        f"limit from {memory.source} ({memory.source_detail})",
+        f"swap     {format_bytes(snap.swap.used)} used of {format_bytes(snap.swap.total)}",
+        f"cpu      {cpu.percent:.1f}% busy, {cpu.effective:g} of {cpu.count} CPUs usable "
+        f"({cpu.effective_source}), load {cpu.load_1m:.2f} {cpu.load_5m:.2f} {cpu.load_15m:.2f}",
+        f"pressure memory {_pressure_text(snap.pressure.memory)}; "
+        f"cpu {_pressure_text(snap.pressure.cpu)}; io {_pressure_text(snap.pressure.io)}",
+        f"process  pid {process.pid}: rss {format_bytes(process.rss)}, "
+        f"{process.cpu_percent:.1f}% cpu, {process.num_threads} threads, "
+        f"children {format_bytes(process.children_rss)}",
+    ]
+    return "\n".join(lines)
+
+
+def format_processes(rows: Sequence[Any]) -> str:
+    """A fixed-width table of process rows."""
+    lines = [f"{'PID':>7} {'CPU%':>6} {'RSS':>10} {'N':>3} {'USER':<10} COMMAND"]
+    for row in rows:
+        command = " ".join(row.cmdline) or row.name
+        lines.append(f"{row.pid:>7} {row.cpu_percent:>6.1f} {format_bytes(row.rss):>10} "
+                     f"{row.count:>3} {(row.username or '?')[:10]:<10} {command[:80]}")
+    return "\n".join(lines)
+
+
+def _cmd_snapshot(args: argparse.Namespace, out: TextIO) -> int:
+    from resguard.snapshot import snapshot
+
+    snap = snapshot(uss=args.uss)
+    if args.json:
+        _print_json(snap.to_dict(), out)
+    else:
+        out.write(format_snapshot(snap) + "\n")
+    return 0
+
+
+def _cmd_top(args: argparse.Namespace, out: TextIO) -> int:
+    import time
+
+    from resguard.processes import ProcessTable
+
+    table = ProcessTable()
+    if args.interval > 0:  # a first sample, so CPU percent covers the interval
+        table.sample()
+        time.sleep(args.interval)
+    rows = table.top(args.n, by=args.by, group=args.group)
+    if args.json:
+        _print_json([row.to_dict() for row in rows], out)
+    else:
+        out.write(format_processes(rows) + "\n")
+    return 0
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative; expected 0 or more")
+    return value
+
+
+def _duration(text: str) -> float:
+    from resguard.units import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resguard", description="See memory and CPU pressure early and act on it.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    snap = commands.add_parser("snapshot", help="memory, CPU, pressure and this process, once")
+    snap.add_argument("--json", action="store_true", help="print JSON")
+    snap.add_argument("--uss", action="store_true", help="also measure unique set size (slow)")
+    snap.set_defaults(handler=_cmd_snapshot)
+
+    top = commands.add_parser("top", help="the processes using the most CPU or memory")
+    top.add_argument("-n", type=_non_negative_int, default=10, help="rows (default 10)")
+    top.add_argument("--by", choices=("cpu", "memory"), default="cpu")
+    top.add_argument("--group", action="store_true", help="one row per process name")
+    top.add_argument("--interval", type=_duration, default=0.5,
+                     help="measure CPU over this long (default 0.5s; 0 = since start)")
+    top.add_argument("--json", action="store_true", help="print JSON")
+    top.set_defaults(handler=_cmd_top)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args, out or sys.stdout))
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,108 @@
+"""The process table: top-N without sleeping, identity, grouping, vanished processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from resguard.processes import ProcessTable, _group_by_name, top_processes
+from resguard.snapshot import ProcessInfo
+
+BUSY = "import time\nwhile True: pass"
+
+
+@pytest.fixture
+def busy_child() -> Iterator[subprocess.Popen[bytes]]:
+    child = subprocess.Popen([sys.executable, "-c", BUSY])
+    yield child
+    child.kill()
+    child.wait()
+
+
+def test_a_busy_process_leads_by_cpu_after_one_interval(busy_child: subprocess.Popen[bytes]) -> None:
+    table = ProcessTable()
+    table.sample()
+    time.sleep(1.0)
+    top = table.top(3, by="cpu")
+    assert top[0].pid == busy_child.pid
+    assert top[0].cpu_percent > 50
+    assert top[0].cmdline[-1] == BUSY  # cmdline is filled in for the rows returned
+    assert top[0].username is not None
+
+
+def test_first_sample_needs_no_sleep_and_reports_lifetime_average() -> None:
+    rows = ProcessTable().sample()
+    me = next(row for row in rows if row.pid == os.getpid())
+    assert me.cpu_percent > 0  # this interpreter has burnt CPU since it started
+    assert me.rss > 0
+
+
+def test_top_by_memory_finds_the_big_process() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "x = b'x' * (300 * 2**20); input()"],
+                             stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            top = ProcessTable().top(1, by="memory")
+            if top[0].pid == child.pid and top[0].rss >= 300 * 2**20:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert top[0].rss >= 300 * 2**20
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_grouping_merges_processes_by_name() -> None:
+    children = [subprocess.Popen(["sleep", "30"]) for _ in range(3)]
+    try:
+        rows = ProcessTable().sample()
+        grouped = _group_by_name(rows)
+        sleeps = [row for row in grouped if row.name == "sleep"]
+        assert len(sleeps) == 1
+        members = [row for row in rows if row.name == "sleep"]
+        assert sleeps[0].count == len(members) >= 3
+        assert sleeps[0].rss == sum(row.rss for row in members)
+        assert sleeps[0].pid in {child.pid for child in children} | {row.pid for row in members}
+        top = ProcessTable().top(1000, by="memory", group=True)
+        assert len([row for row in top if row.name == "sleep"]) == 1
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+
+
+def test_identity_is_pid_and_create_time() -> None:
+    table = ProcessTable()
+    rows = {row.pid: row for row in table.sample()}
+    me = rows[os.getpid()]
+    assert abs(me.create_time - __import__("psutil").Process().create_time()) < 1.0
+
+
+def test_vanished_processes_are_skipped_silently() -> None:
+    table = ProcessTable()
+    children = [subprocess.Popen(["sleep", "0.01"]) for _ in range(20)]
+    for _ in range(20):
+        rows = table.sample()
+        assert all(isinstance(row, ProcessInfo) for row in rows)
+    for child in children:
+        child.wait()
+    assert all(row.pid != child.pid for row in table.sample() for child in children)
+
+
+@pytest.mark.parametrize(("n", "by"), [(-1, "cpu"), (True, "cpu"), (3, "disk"), ("3", "cpu")])
+def test_bad_arguments_are_named(n: object, by: str) -> None:
+    with pytest.raises(ValueError, match=repr(n) if by != "disk" else "'disk'"):
+        ProcessTable().top(n, by=by)  # type: ignore[arg-type]
+
+
+def test_top_processes_default_table() -> None:
+    rows = top_processes(5, by="memory")
+    assert len(rows) == 5
+    assert rows == sorted(rows, key=lambda row: row.rss, reverse=True)

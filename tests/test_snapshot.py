@@ -1,0 +1,175 @@
+"""Snapshots of the real machine, and inside real memory cgroups."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+import resguard
+from resguard.snapshot import Sampler, Snapshot, metric_paths
+
+MiB = 2**20
+
+CHILD = """
+import json, psutil, resguard
+snap = resguard.snapshot()
+print(json.dumps({"snapshot": snap.to_dict(), "psutil_total": psutil.virtual_memory().total}))
+"""
+
+
+def test_snapshot_of_this_machine_is_consistent() -> None:
+    snap = resguard.snapshot()
+    assert isinstance(snap, Snapshot)
+    assert 0 < snap.memory.used <= snap.memory.limit <= snap.memory.total
+    assert snap.memory.available <= snap.memory.limit
+    assert snap.memory.percent == pytest.approx(100 * snap.memory.used / snap.memory.limit)
+    assert snap.memory.total == psutil.virtual_memory().total
+    assert snap.process.pid == os.getpid()
+    assert snap.process.rss == pytest.approx(psutil.Process().memory_info().rss, rel=0.2)
+    assert snap.process.num_threads >= 1
+    assert snap.cpu.count == psutil.cpu_count()
+    assert 0 < snap.cpu.effective <= snap.cpu.count
+    assert abs(snap.taken_at - time.time()) < 5
+    assert snap.process.uss is None
+
+
+def test_uss_on_request() -> None:
+    snap = resguard.snapshot(uss=True)
+    assert snap.process.uss is not None
+    assert 0 < snap.process.uss <= snap.process.rss
+
+
+def test_children_rss_counts_descendants() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "x = bytearray(64 * 2**20); input()"],
+                             stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while resguard.snapshot().process.children_rss < 64 * MiB:
+            assert time.monotonic() < deadline, "the child's RSS never showed up"
+            time.sleep(0.05)
+        assert resguard.snapshot(children=False).process.children_rss == 0
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_process_cpu_percent_covers_the_time_between_samples() -> None:
+    sampler = Sampler()
+    sampler.sample()
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    assert sampler.sample().process.cpu_percent > 20
+
+
+def test_pressure_is_read_where_the_kernel_has_it() -> None:
+    snap = resguard.snapshot()
+    if not os.path.exists("/proc/pressure/memory"):
+        assert snap.pressure.memory is None
+        return
+    assert snap.pressure.memory is not None
+    assert 0 <= snap.pressure.memory.some.avg10 <= 100
+
+
+def test_to_dict_is_json_and_html_renders() -> None:
+    snap = resguard.snapshot()
+    data = json.loads(json.dumps(snap.to_dict()))
+    assert data["memory"]["limit"] == snap.memory.limit
+    html = snap._repr_html_()
+    assert "<table>" in html
+    assert "memory.limit" in html
+
+
+def test_snapshots_are_immutable() -> None:
+    snap = resguard.snapshot()
+    with pytest.raises(AttributeError):
+        snap.memory.limit = 1  # type: ignore[misc]
+
+
+def test_metric_paths_name_the_numeric_fields() -> None:
+    paths = metric_paths()
+    for path in ("memory.percent", "memory.available", "pressure.memory.some.avg10",
+                 "process.rss", "cpu.percent", "containers.memory.total"):
+        assert path in paths
+    assert "memory.source" not in paths
+
+
+def test_sampler_survives_fork() -> None:
+    sampler = Sampler()
+    parent = sampler.sample()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os.close(read)
+        os.write(write, str(sampler.sample().process.pid).encode())
+        os._exit(0)
+    os.close(write)
+    child_pid = int(os.read(read, 100))
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child_pid == pid != parent.process.pid
+
+
+@pytest.mark.cgroup
+def test_limit_inside_a_real_memory_cgroup(memory_cgroup) -> None:  # type: ignore[no-untyped-def]
+    memory_cgroup.set_limit(128 * MiB)
+    child = memory_cgroup.python(CHILD, stdout=subprocess.PIPE)
+    out, _ = child.communicate(timeout=60)
+    assert child.returncode == 0
+    result = json.loads(out)
+    memory = result["snapshot"]["memory"]
+    assert memory["limit"] == 134217728
+    assert memory["source"] == "cgroup"
+    assert memory["cgroup"] == memory_cgroup.relative
+    assert 0 < memory["used"] < 128 * MiB
+    assert result["psutil_total"] == psutil.virtual_memory().total  # psutil sees the host
+
+
+@pytest.mark.cgroup
+def test_cli_snapshot_json_inside_a_real_memory_cgroup(memory_cgroup) -> None:  # type: ignore[no-untyped-def]
+    memory_cgroup.set_limit(128 * MiB)
+    child = memory_cgroup.spawn([sys.executable, "-m", "resguard", "snapshot", "--json"],
+                                stdout=subprocess.PIPE)
+    out, _ = child.communicate(timeout=60)
+    assert child.returncode == 0
+    memory = json.loads(out)["memory"]
+    assert memory["limit"] == 134217728
+    assert memory["source"] == "cgroup"
+
+
+@pytest.mark.cgroup
+def test_nested_cgroup_whose_middle_level_carries_the_limit(memory_cgroup) -> None:  # type: ignore[no-untyped-def]
+    middle = memory_cgroup.child("middle")
+    leaf = middle.child("leaf")
+    middle.set_limit(128 * MiB)
+    child = leaf.python(CHILD, stdout=subprocess.PIPE)
+    out, _ = child.communicate(timeout=60)
+    assert child.returncode == 0
+    memory = json.loads(out)["snapshot"]["memory"]
+    assert memory["limit"] == 134217728
+    assert memory["source"] == "cgroup"
+    assert "/middle/" in memory["source_detail"]
+    assert "/leaf/" not in memory["source_detail"]
+    assert memory["cgroup"] == leaf.relative
+
+
+@pytest.mark.cgroup
+def test_used_in_a_cgroup_tracks_the_child_allocation(memory_cgroup) -> None:  # type: ignore[no-untyped-def]
+    memory_cgroup.set_limit(256 * MiB)
+    code = """
+import json, resguard
+before = resguard.snapshot().memory.used
+block = bytearray(100 * 2**20)
+after = resguard.snapshot().memory.used
+print(json.dumps([before, after]))
+"""
+    child = memory_cgroup.python(code, stdout=subprocess.PIPE)
+    out, _ = child.communicate(timeout=60)
+    before, after = json.loads(out)
+    assert after - before == pytest.approx(100 * MiB, rel=0.1)

@@ -1,0 +1,165 @@
+"""Sizes, durations and percentages as people type them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from resguard import InvalidType, InvalidValue, ResguardError
+from resguard.units import (
+    format_bytes,
+    format_duration,
+    parse_bytes,
+    parse_duration,
+    parse_percent,
+    resolve_bytes,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("512MiB", 512 * 2**20),
+        ("512Mi", 512 * 2**20),  # Kubernetes
+        ("2GB", 2 * 10**9),  # SI
+        ("2gb", 2 * 10**9),
+        ("2g", 2 * 2**30),  # Docker, JVM
+        ("2G", 2 * 2**30),
+        ("1.5 GiB", int(1.5 * 2**30)),
+        ("1e9", 10**9),  # scientific notation, bytes
+        ("1.5e3KB", 1_500_000),
+        ("kB", 1000),  # a bare unit means one of it
+        ("MiB", 2**20),
+        ("100", 100),
+        ("100 B", 100),
+        ("100 bytes", 100),
+        ("  7 kib  ", 7 * 1024),
+        ("5.", 5),
+        (".5KiB", 512),
+        (0, 0),
+        (4096, 4096),
+        (1.6, 2),
+    ],
+)
+def test_parse_bytes_accepts_the_forms_in_the_wild(text: str | int, expected: int) -> None:
+    assert parse_bytes(text) == expected
+
+
+BAD_SIZES = ["20 GB/s", "-1", "nan", "85%%", "", "1.2.3GB", "GB GB", "12 parsecs", "1e999GB"]
+
+
+@pytest.mark.parametrize("bad", [*BAD_SIZES, -1, float("nan"), float("inf"), -0.5])
+def test_parse_bytes_rejects_garbage_naming_it(bad: object) -> None:
+    with pytest.raises(InvalidValue) as info:
+        parse_bytes(bad)  # type: ignore[arg-type]
+    assert repr(bad) in str(info.value)
+    assert "512MiB" in str(info.value)  # shows the accepted forms
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, ResguardError)
+
+
+@pytest.mark.parametrize("bad", [True, False, None, [1], b"1GB"])
+def test_parse_bytes_rejects_wrong_types_with_type_error(bad: object) -> None:
+    with pytest.raises(InvalidType, match="is not a size"):
+        parse_bytes(bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        parse_bytes(bad)  # type: ignore[arg-type]
+
+
+@given(st.integers(min_value=0, max_value=2**60), st.booleans())
+def test_format_bytes_parses_back_within_rounding(n: int, binary: bool) -> None:
+    text = format_bytes(n, binary=binary, precision=3)
+    back = parse_bytes(text)
+    assert math.isclose(back, n, rel_tol=1e-3, abs_tol=1)
+
+
+@given(st.integers(min_value=0, max_value=2**50), st.sampled_from(["KiB", "MiB", "GiB", "kB",
+                                                                     "MB", "GB", "k", "m", "g"]))
+def test_integer_amounts_of_a_unit_are_exact(amount: int, unit: str) -> None:
+    factors = {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "kB": 10**3, "MB": 10**6, "GB": 10**9,
+               "k": 2**10, "m": 2**20, "g": 2**30}
+    if amount * factors[unit] < 2**53:  # float precision of the parser
+        assert parse_bytes(f"{amount}{unit}") == amount * factors[unit]
+
+
+def test_format_bytes_reads_well() -> None:
+    assert format_bytes(1536 * 2**20) == "1.5 GiB"
+    assert format_bytes(999) == "999 B"
+    assert format_bytes(2 * 10**9, binary=False) == "2.0 GB"
+    assert format_bytes(-3 * 2**20) == "-3.0 MiB"
+    with pytest.raises(InvalidType):
+        format_bytes("1GB")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1h30m", 5400.0),
+        ("250ms", 0.25),
+        ("1.5s", 1.5),
+        ("2m30s", 150.0),
+        ("10us", 1e-5),
+        ("10µs", 1e-5),
+        ("500ns", 5e-7),
+        ("2d", 172800.0),
+        ("30", 30.0),
+        ("0", 0.0),
+        (5, 5.0),
+        (0.25, 0.25),
+        (dt.timedelta(minutes=2), 120.0),
+    ],
+)
+def test_parse_duration(text: object, expected: float) -> None:
+    assert parse_duration(text) == pytest.approx(expected)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["", "5 minutes", "1h30", "-5s", "1.2.3s", "s", "5x", "nan", -1,
+                                 float("inf"), dt.timedelta(seconds=-1)])
+def test_parse_duration_rejects_garbage(bad: object) -> None:
+    with pytest.raises(InvalidValue) as info:
+        parse_duration(bad)  # type: ignore[arg-type]
+    assert "1h30m" in str(info.value)
+
+
+def test_parse_duration_rejects_bool() -> None:
+    with pytest.raises(InvalidType):
+        parse_duration(True)  # type: ignore[arg-type]
+
+
+@given(st.integers(min_value=0, max_value=10**6), st.integers(min_value=0, max_value=59),
+       st.integers(min_value=0, max_value=999))
+def test_go_durations_add_up(hours: int, minutes: int, millis: int) -> None:
+    assert parse_duration(f"{hours}h{minutes}m{millis}ms") == pytest.approx(
+        hours * 3600 + minutes * 60 + millis / 1000)
+
+
+def test_format_duration() -> None:
+    assert format_duration(0.25) == "250ms"
+    assert format_duration(42) == "42s"
+    assert format_duration(330) == "5m30s"
+    assert format_duration(7500) == "2h05m"
+
+
+@pytest.mark.parametrize(("text", "expected"), [("85%", 85.0), ("85", 85.0), (85, 85.0),
+                                                ("0%", 0.0), (" 99.5 % ".replace(" %", "%"), 99.5)])
+def test_parse_percent(text: object, expected: float) -> None:
+    assert parse_percent(text) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["85%%", "101%", "-5%", "%", "abc", 100.5, float("nan")])
+def test_parse_percent_rejects_garbage(bad: object) -> None:
+    with pytest.raises(InvalidValue, match="is not a percentage"):
+        parse_percent(bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidType):
+        parse_percent(True)
+
+
+def test_resolve_bytes_reads_percent_of_the_limit() -> None:
+    assert resolve_bytes("50%", 1000) == 500
+    assert resolve_bytes("2KiB", 1000) == 2048
+    with pytest.raises(InvalidValue):
+        resolve_bytes("50%%", 1000)
