@@ -654,13 +654,14 @@ def find_duplicates(refs: Iterable[ContainerRef]) -> tuple[Duplicate, ...]:
         members.sort(key=lambda member: (member.created, member.name))
         groups.append(Duplicate(reason, key, tuple(members)))
 
+    # The more telling reason first: a group found both ways is reported once.
+    for service, members in by_service.items():
+        if len({member.compose_project for member in members}) >= 2:
+            add("compose service", service, members)
     for members in by_image.values():
         owners = {member.compose_project or "container:" + member.id for member in members}
         if len(members) >= 2 and len(owners) >= 2:
             add("image", members[0].image, members)
-    for service, members in by_service.items():
-        if len({member.compose_project for member in members}) >= 2:
-            add("compose service", service, members)
     return tuple(groups)
 
 

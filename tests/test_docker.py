@@ -1,0 +1,434 @@
+"""resguard.docker against a real Docker engine (started by .ci/docker-up.sh).
+
+Tests marked ``docker`` need the engine; the others check the rules and the error boundary
+without one (an unreachable socket is real enough to fail on).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+docker_sdk = pytest.importorskip("docker")
+
+import resguard  # noqa: E402
+from plugins.docker import GROW, HOLD, wait_for  # noqa: E402
+from resguard._modules.faults import FaultLog  # noqa: E402
+from resguard.docker import (  # noqa: E402
+    ContainerLimits,
+    ContainerRef,
+    Containers,
+    ContainersSource,
+    cli,
+    find_duplicates,
+)
+from resguard.snapshot import ContainersInfo, ContainerStats  # noqa: E402
+
+MiB = 1 << 20
+
+
+def _unreachable(tmp_path: Any) -> Any:
+    """A client for a socket that does not exist (the engine down or never installed)."""
+    return docker_sdk.DockerClient(base_url=f"unix://{tmp_path}/missing/docker.sock",
+                                   version="1.41", timeout=5)
+
+
+def _engine_used_bytes(client: Any, container_id: str) -> int:
+    """What the engine's own stats API reports as used memory, computed like the docker
+    CLI: usage minus total_inactive_file (cgroup v1) or inactive_file (v2)."""
+    data = client.api.stats(container_id, stream=False)
+    memory = data["memory_stats"]
+    stats = memory.get("stats", {})
+    inactive = stats.get("total_inactive_file", stats.get("inactive_file", 0))
+    return int(memory["usage"] - inactive) if inactive < memory["usage"] else int(memory["usage"])
+
+
+def _only(items: tuple[ContainerStats, ...], container_id: str) -> ContainerStats | None:
+    found = [item for item in items if item.id == container_id]
+    return found[0] if found else None
+
+
+# --------------------------------------------------------------------------------------
+# without an engine
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(resguard.InvalidValue, match="method='fast'"):
+        Containers(method="fast")  # type: ignore[arg-type]
+    with pytest.raises(resguard.InvalidValue, match="timeout_s"):
+        Containers(timeout_s=0)
+    engine = Containers()
+    with pytest.raises(resguard.InvalidValue, match="memory= or memswap="):
+        engine.set_limit("web")
+    with pytest.raises(resguard.InvalidValue, match="'lots' is not a size"):
+        engine.set_limit("web", memory="lots")
+    with pytest.raises(resguard.InvalidValue, match="below memory"):
+        engine.set_limit("web", memory="2GiB", memswap="1GiB")
+    with pytest.raises(resguard.InvalidType, match="not a container"):
+        engine.set_limit(42, memory="1GiB")  # type: ignore[arg-type]
+
+
+def test_engine_down_raises_one_documented_error(tmp_path: Any) -> None:
+    engine = Containers(_unreachable(tmp_path))
+    calls = [engine.stats, engine.info, engine.limits, engine.duplicates,
+             lambda: engine.set_limit("web", memory="1GiB", memswap="2GiB"),
+             lambda: engine.stop("web")]
+    for call in calls:
+        with pytest.raises(resguard.DockerError, match="not reachable") as caught:
+            call()
+        assert isinstance(caught.value, resguard.IntegrationError)
+        assert caught.value.__cause__ is not None  # the SDK's error is kept, not shown
+
+
+def test_missing_socket_from_the_environment(tmp_path: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nowhere.sock")
+    engine = Containers()  # building it never touches the engine
+    with pytest.raises(resguard.DockerError, match="connecting to the Docker engine"):
+        engine.stats()
+
+
+def test_cli_engine_down_exits_2_with_message_on_stderr(tmp_path: Any) -> None:
+    for command in ("stats", "limits"):
+        out, err = io.StringIO(), io.StringIO()
+        code = cli(command, as_json=True, out=out, err=err,
+                   containers=Containers(_unreachable(tmp_path)), cpu_sample_s=0)
+        assert code == 2
+        assert out.getvalue() == ""
+        assert "not reachable" in err.getvalue()
+        assert err.getvalue().count("\n") == 1
+
+
+def test_source_fault_is_logged_once(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """What a Monitor does with a failing source: FaultLog logs the fault once."""
+    source = Containers(_unreachable(tmp_path)).as_source()
+    assert isinstance(source, ContainersSource)
+    assert source.name == "containers"
+    faults = FaultLog(logging.getLogger("test.monitor"))
+    with caplog.at_level(logging.WARNING, logger="test.monitor"):
+        for _ in range(5):
+            try:
+                source.sample()
+            except resguard.DockerError as exc:
+                faults.failed(source.name, exc)
+    assert len(caplog.records) == 1
+    assert "containers is failing" in caplog.records[0].getMessage()
+    assert "DockerError" in caplog.records[0].getMessage()
+
+
+def _ref(index: int, image: str, project: str | None = None,
+         service: str | None = None) -> ContainerRef:
+    return ContainerRef(id=f"id{index}", name=f"c{index}", image=image, image_id="sha:" + image,
+                        status="running", created=float(index), compose_project=project,
+                        compose_service=service)
+
+
+def test_duplicate_rules() -> None:
+    refs = [
+        _ref(1, "redis"), _ref(2, "redis"),                        # same image twice
+        _ref(3, "app", "shop", "web"), _ref(4, "app", "shop", "worker"),  # one project's own
+        _ref(5, "postgres:15", "supabase", "db"),
+        _ref(6, "postgres:16", "supabase-old", "db"),               # one service, 2 projects
+        _ref(7, "ollama"),
+    ]
+    groups = {(group.reason, group.key): [ref.name for ref in group.containers]
+              for group in find_duplicates(refs)}
+    assert groups == {("image", "redis"): ["c1", "c2"],
+                      ("compose service", "db"): ["c5", "c6"]}
+
+
+_refs = st.lists(
+    st.builds(_ref, st.integers(0, 10**6), st.sampled_from(["a", "b", "c"]),
+              st.one_of(st.none(), st.sampled_from(["p1", "p2"])),
+              st.one_of(st.none(), st.sampled_from(["s1", "s2"]))),
+    max_size=12, unique_by=lambda ref: ref.id)
+
+
+@given(_refs)
+def test_duplicates_properties(refs: list[ContainerRef]) -> None:
+    groups = find_duplicates(refs)
+    for group in groups:
+        assert len(group.containers) >= 2
+        created = [ref.created for ref in group.containers]
+        assert created == sorted(created)
+        if group.reason == "image":
+            assert len({ref.image_id for ref in group.containers}) == 1
+            owners = {ref.compose_project or ref.id for ref in group.containers}
+            assert len(owners) >= 2  # never one compose project's own containers
+        else:
+            assert len({ref.compose_project for ref in group.containers}) >= 2
+    # Every pair of containers of one image with different owners is reported.
+    grouped = [{ref.id for ref in group.containers} for group in groups]
+    for first in refs:
+        for second in refs:
+            if (first.id != second.id and first.image_id == second.image_id
+                    and (first.compose_project is None
+                         or first.compose_project != second.compose_project)):
+                assert any({first.id, second.id} <= ids for ids in grouped)
+
+
+# --------------------------------------------------------------------------------------
+# against the real engine
+
+
+@pytest.fixture
+def engine(docker_client: Any) -> Any:
+    with Containers(docker_client) as containers:
+        yield containers
+
+
+def _require_local_cgroups(docker_client: Any, container_id: str) -> None:
+    try:
+        Containers(docker_client, method="cgroup").stats()
+    except resguard.DockerError as exc:
+        from plugins.integration import unavailable
+
+        unavailable(f"the engine's cgroups are not on this machine ({exc})")
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_stats_agree_with_the_engine_for_1_16_48_mb(docker_client: Any, docker_run: Any,
+                                                    engine: Containers) -> None:
+    sizes_mb = (1, 16, 48)
+    started = {size: docker_run(HOLD.format(kib=size * 1024), memory="128m")
+               for size in sizes_mb}
+    _require_local_cgroups(docker_client, started[1].id)
+    for size, container in started.items():  # wait until each holds its memory
+        wait_for(lambda c=container, s=size: (_only(engine.stats(), c.id) or _never()).memory_used
+                 >= s * MiB, what=f"{size} MB allocated")
+    api_path = Containers(docker_client, method="api")
+    for size, container in started.items():
+        ours = _only(engine.stats(), container.id)
+        theirs = _engine_used_bytes(docker_client, container.id)
+        assert ours is not None
+        assert ours.memory_used == pytest.approx(theirs, rel=0.05), size
+        assert ours.memory_used <= ours.memory_usage
+        assert ours.memory_limit == 128 * MiB
+        assert ours.memory_percent == pytest.approx(ours.memory_used / (128 * MiB) * 100)
+        assert ours.pids is not None and ours.pids >= 1
+        assert ours.name == container.name
+        assert ours.image.startswith("resguard-busybox")
+        assert ours.status == "running"
+        # The API path gives the same numbers as the cgroup path.
+        through_api = _only(api_path.stats(), container.id)
+        assert through_api is not None
+        assert through_api.memory_used == pytest.approx(ours.memory_used, rel=0.05)
+        assert through_api.memory_limit == ours.memory_limit
+        assert through_api.pids == ours.pids
+    api_path.close()
+
+
+def _never() -> Any:
+    raise AssertionError("the container is not running any more")
+
+
+@pytest.mark.docker
+def test_unlimited_container_has_no_limit_and_no_percent(docker_run: Any,
+                                                         engine: Containers) -> None:
+    container = docker_run(HOLD.format(kib=64))
+    stats = wait_for(lambda: _only(engine.stats(), container.id), what="stats")
+    assert stats.memory_limit is None
+    assert stats.memory_percent is None
+    assert [item.id for item in engine.limits()].count(container.id) == 1
+
+
+@pytest.mark.docker
+def test_cpu_percent_between_two_calls(docker_run: Any, engine: Containers) -> None:
+    busy = docker_run("while :; do :; done")
+    idle = docker_run("sleep 100000; true")
+    first = engine.stats()
+    assert _only(first, busy.id) is not None
+    assert _only(first, busy.id).cpu_percent is None  # type: ignore[union-attr]
+    time.sleep(1.0)  # CPU time needs real time to pass
+    second = engine.stats()
+    busy_stats, idle_stats = _only(second, busy.id), _only(second, idle.id)
+    assert busy_stats is not None and idle_stats is not None
+    assert busy_stats.cpu_percent is not None and idle_stats.cpu_percent is not None
+    assert busy_stats.cpu_percent > 20.0  # about 100 on an idle machine
+    assert idle_stats.cpu_percent < busy_stats.cpu_percent
+    assert idle_stats.cpu_percent < 10.0
+
+
+@pytest.mark.docker
+def test_set_limit_changes_what_inspect_reports(docker_client: Any, docker_run: Any,
+                                                engine: Containers) -> None:
+    limited = docker_run(HOLD.format(kib=64), memory="64m")  # swap allowance: 64m
+    unlimited = docker_run(HOLD.format(kib=64))
+
+    def inspect(container: Any) -> tuple[int, int]:
+        host = docker_client.api.inspect_container(container.id)["HostConfig"]
+        return host["Memory"], host["MemorySwap"]
+
+    assert inspect(limited) == (64 * MiB, 128 * MiB)
+    after = engine.set_limit(limited.name, memory="256MiB")
+    assert isinstance(after, ContainerLimits)
+    # docker update --memory 256m alone would fail (above the old memswap); the swap
+    # allowance of 64 MiB is kept instead.
+    assert inspect(limited) == (256 * MiB, 320 * MiB)
+    assert (after.memory_limit, after.memswap_limit) == (256 * MiB, 320 * MiB)
+    engine.set_limit(after, memory="96MiB", memswap="96MiB")
+    assert inspect(limited) == (96 * MiB, 96 * MiB)
+    stats = _only(engine.stats(), limited.id)
+    assert stats is not None and stats.memory_limit == 96 * MiB
+
+    assert unlimited.id in [item.id for item in engine.limits()]
+    assert limited.id not in [item.id for item in engine.limits()]
+    assert {limited.id, unlimited.id} <= {item.id for item in engine.limits(all=True)}
+    engine.set_limit(unlimited.id, memory="2GiB", memswap="unlimited")
+    assert inspect(unlimited) == (2 << 30, -1)
+    assert unlimited.id not in [item.id for item in engine.limits()]
+
+    with pytest.raises(resguard.DockerError, match="no such container"):
+        engine.set_limit("resguard-test-no-such-container", memory="1GiB", memswap="2GiB")
+    with pytest.raises(resguard.DockerError, match="refused"):
+        engine.set_limit(limited, memory="1MiB", memswap="1MiB")  # below docker's minimum
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_container_past_its_limit_shows_above_90_percent_before_it_is_killed(
+        docker_client: Any, docker_run: Any, engine: Containers) -> None:
+    container = docker_run(GROW, memory="32m", memswap="32m")
+    highest = 0.0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        stats = _only(engine.stats(), container.id)
+        if stats is None:
+            break  # killed
+        assert stats.memory_percent is not None
+        highest = max(highest, stats.memory_percent)
+        time.sleep(0.02)
+    else:
+        pytest.fail("the growing container was not killed within 120 s")
+    assert highest > 90.0
+    state = wait_for(lambda: _exited(docker_client, container.id), what="exit state")
+    assert state["OOMKilled"] is True or state["ExitCode"] == 137
+
+
+def _exited(client: Any, container_id: str) -> dict[str, Any] | None:
+    state: dict[str, Any] = client.api.inspect_container(container_id)["State"]
+    return state if state["Status"] == "exited" else None
+
+
+@pytest.mark.docker
+def test_duplicates_finds_two_containers_from_one_image(docker_run: Any,
+                                                        engine: Containers) -> None:
+    first = docker_run(HOLD.format(kib=16))
+    second = docker_run(HOLD.format(kib=16))
+    one = docker_run(HOLD.format(kib=16), labels={"com.docker.compose.project": "rgtest-a",
+                                                  "com.docker.compose.service": "cache"})
+    other = docker_run(HOLD.format(kib=16), labels={"com.docker.compose.project": "rgtest-b",
+                                                    "com.docker.compose.service": "cache"})
+    groups = engine.duplicates()
+    ours = {first.id, second.id, one.id, other.id}
+    image_groups = [group for group in groups if group.reason == "image"
+                    and {first.id, second.id} <= {ref.id for ref in group.containers}]
+    assert len(image_groups) == 1
+    assert image_groups[0].containers[0].created <= image_groups[0].containers[-1].created
+    named = {ref.id: ref for ref in image_groups[0].containers}
+    assert named[first.id].name == first.name
+    assert ours <= set(named)  # two compose projects are two owners of the same image
+    # Reporting stops nothing.
+    assert {item.id for item in engine.stats()} >= ours
+
+
+@pytest.mark.docker
+def test_duplicate_compose_service_under_two_projects(docker_client: Any, docker_run: Any,
+                                                      engine: Containers) -> None:
+    labels = {"com.docker.compose.service": "rgtest-db"}
+    one = docker_run(HOLD.format(kib=16),
+                     labels={**labels, "com.docker.compose.project": "rgtest-a"})
+    other = docker_run(HOLD.format(kib=16),
+                       labels={**labels, "com.docker.compose.project": "rgtest-b"})
+    groups = [group for group in engine.duplicates()
+              if group.reason == "compose service" and group.key == "rgtest-db"]
+    assert len(groups) == 1
+    assert {ref.id for ref in groups[0].containers} == {one.id, other.id}
+    assert {ref.compose_project for ref in groups[0].containers} == {"rgtest-a", "rgtest-b"}
+    engine.stop(other, timeout_s=0)
+    assert docker_client.api.inspect_container(other.id)["State"]["Running"] is False
+    assert not [group for group in engine.duplicates() if group.key == "rgtest-db"]
+
+
+@pytest.mark.docker
+def test_source_gives_the_judge_layer_totals(docker_run: Any, engine: Containers) -> None:
+    small = docker_run(HOLD.format(kib=2048), memory="64m")
+    big = docker_run(HOLD.format(kib=8192), memory="32m")
+    wait_for(lambda: (_only(engine.stats(), big.id) or _never()).memory_used >= 8 * MiB,
+             what="8 MB allocated")
+    sample = engine.as_source().sample()
+    info = sample["containers"]
+    assert isinstance(info, ContainersInfo)
+    assert info.memory.total == sum(item.memory_used for item in info.items)
+    mine = {item.id: item for item in info.items if item.id in (small.id, big.id)}
+    assert len(mine) == 2
+    assert info.memory.max_percent is not None
+    assert info.memory.max_percent >= mine[big.id].memory_percent  # type: ignore[operator]
+    assert mine[big.id].memory_percent > 20  # type: ignore[operator]
+    assert json.loads(json.dumps(info.to_dict()))["memory"]["total"] == info.memory.total
+
+
+@pytest.mark.docker
+def test_source_recovers_when_the_engine_comes_back(
+        docker_client: Any, tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    base_url = docker_client.api.base_url
+    socket_path = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not socket_path.startswith("unix://") or not os.path.exists(socket_path[7:]):
+        from plugins.integration import unavailable
+
+        unavailable(f"the engine is not on a local unix socket ({base_url})")
+    link = tmp_path / "docker.sock"
+    client = docker_sdk.DockerClient(base_url=f"unix://{link}", version="1.41", timeout=10)
+    source = Containers(client).as_source()
+    faults = FaultLog(logging.getLogger("test.monitor"))
+    with caplog.at_level(logging.WARNING, logger="test.monitor"):
+        for tick in range(6):
+            if tick == 3:
+                link.symlink_to(socket_path[7:])  # the engine "comes back"
+            try:
+                sample = source.sample()
+            except resguard.DockerError as exc:
+                faults.failed(source.name, exc)
+            else:
+                faults.recovered(source.name)
+                assert isinstance(sample["containers"], ContainersInfo)
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2
+    assert "is failing" in messages[0]
+    assert "works again" in messages[1]
+    client.close()
+
+
+@pytest.mark.docker
+def test_cli_prints_tables_and_json(docker_run: Any, docker_client: Any) -> None:
+    container = docker_run(HOLD.format(kib=1024), memory="48m")
+    engine = Containers(docker_client)
+    out = io.StringIO()
+    assert cli("stats", as_json=True, out=out, containers=engine, cpu_sample_s=0.1) == 0
+    data = json.loads(out.getvalue())
+    row = [item for item in data["items"] if item["id"] == container.id]
+    assert row and row[0]["memory_limit"] == 48 * MiB
+    assert row[0]["cpu_percent"] is not None
+    out = io.StringIO()
+    assert cli("stats", as_json=False, out=out, containers=engine, cpu_sample_s=0) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0].split()[:3] == ["CONTAINER", "ID", "NAME"]
+    assert any(container.name in line and "48.0 MiB" in line for line in lines)
+    assert "running" in lines[-1]
+    out = io.StringIO()
+    assert cli("limits", as_json=False, out=out, containers=engine) == 0
+    assert any(container.name in line and "48.0 MiB" in line
+               for line in out.getvalue().splitlines())
+    out = io.StringIO()
+    assert cli("limits", as_json=True, out=out, containers=engine) == 0
+    assert container.id in [item["id"] for item in json.loads(out.getvalue())]
+    engine.close()
