@@ -214,7 +214,8 @@ def test_stats_agree_with_the_engine_for_1_16_48_mb(docker_client: Any, docker_r
         assert ours.memory_used <= ours.memory_usage
         assert ours.memory_limit == 128 * MiB
         assert ours.memory_percent == pytest.approx(ours.memory_used / (128 * MiB) * 100)
-        assert ours.pids is not None and ours.pids >= 1
+        assert ours.pids is not None
+        assert ours.pids >= 1
         assert ours.name == container.name
         assert ours.image.startswith("resguard-busybox")
         assert ours.status == "running"
@@ -251,8 +252,10 @@ def test_cpu_percent_between_two_calls(docker_run: Any, engine: Containers) -> N
     time.sleep(1.0)  # CPU time needs real time to pass
     second = engine.stats()
     busy_stats, idle_stats = _only(second, busy.id), _only(second, idle.id)
-    assert busy_stats is not None and idle_stats is not None
-    assert busy_stats.cpu_percent is not None and idle_stats.cpu_percent is not None
+    assert busy_stats is not None
+    assert idle_stats is not None
+    assert busy_stats.cpu_percent is not None
+    assert idle_stats.cpu_percent is not None
     assert busy_stats.cpu_percent > 20.0  # about 100 on an idle machine
     assert idle_stats.cpu_percent < busy_stats.cpu_percent
     assert idle_stats.cpu_percent < 10.0
@@ -278,7 +281,8 @@ def test_set_limit_changes_what_inspect_reports(docker_client: Any, docker_run: 
     engine.set_limit(after, memory="96MiB", memswap="96MiB")
     assert inspect(limited) == (96 * MiB, 96 * MiB)
     stats = _only(engine.stats(), limited.id)
-    assert stats is not None and stats.memory_limit == 96 * MiB
+    assert stats is not None
+    assert stats.memory_limit == 96 * MiB
 
     assert unlimited.id in [item.id for item in engine.limits()]
     assert limited.id not in [item.id for item in engine.limits()]
@@ -416,7 +420,8 @@ def test_cli_prints_tables_and_json(docker_run: Any, docker_client: Any) -> None
     assert cli("stats", as_json=True, out=out, containers=engine, cpu_sample_s=0.1) == 0
     data = json.loads(out.getvalue())
     row = [item for item in data["items"] if item["id"] == container.id]
-    assert row and row[0]["memory_limit"] == 48 * MiB
+    assert row
+    assert row[0]["memory_limit"] == 48 * MiB
     assert row[0]["cpu_percent"] is not None
     out = io.StringIO()
     assert cli("stats", as_json=False, out=out, containers=engine, cpu_sample_s=0) == 0
