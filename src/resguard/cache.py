@@ -253,19 +253,26 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
     # ----------------------------------------------------------------- reading
 
     def __getitem__(self, key: K) -> V:
+        data = self._data
+        with self._lock:  # the hot path: one lookup, one move, no allocation
+            entry = data.get(key)
+            if entry is not None and (self._ttl_s is None or entry[2] > self._clock()):
+                data.move_to_end(key)
+                self._hits += 1
+                return entry[0]  # type: ignore[no-any-return]
+        return self._getitem_miss(key)
+
+    def _getitem_miss(self, key: K) -> V:
         dropped = None
         with self._lock:
-            try:
-                entry = self._data[key]
-            except KeyError:
-                self._misses += 1
-            else:
-                if self._ttl_s is None or entry[2] > self._clock():
+            entry = self._data.get(key)
+            if entry is not None:
+                if self._ttl_s is None or entry[2] > self._clock():  # stored meanwhile
                     self._data.move_to_end(key)
                     self._hits += 1
-                    return cast(V, entry[0])
+                    return entry[0]  # type: ignore[no-any-return]
                 dropped = [self._drop_expired_locked(key, entry)]
-                self._misses += 1
+            self._misses += 1
         if dropped:
             self._notify(dropped)
         return self.__missing__(key)
@@ -1005,7 +1012,7 @@ def _sync_wrapper(function: Callable[..., Any], cache: LRUCache[Any, Any],
                   merge: bool) -> Callable[..., Any]:
     lock, data, clock = cache._lock, cache._data, cache._clock
     expiring = cache._ttl_s is not None
-    make_key = _make_key
+    make_key, fast_types = _make_key, _FAST_TYPES
     get_ident = threading.get_ident
 
     def miss(k: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -1033,7 +1040,12 @@ def _sync_wrapper(function: Callable[..., Any], cache: LRUCache[Any, Any],
             # the leader was interrupted without a result: try again
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        k = make_key(args, kwargs, typed) if key is None else key(*args, **kwargs)
+        if key is not None:
+            k = key(*args, **kwargs)
+        elif not kwargs and len(args) == 1 and type(args[0]) in fast_types and not typed:
+            k = args[0]  # as _make_key would, without the call
+        else:
+            k = make_key(args, kwargs, typed)
         with lock:
             entry = data.get(k)
             if entry is not None and (not expiring or entry[2] > clock()):
@@ -1063,7 +1075,7 @@ def _async_wrapper(function: Callable[..., Awaitable[Any]], cache: LRUCache[Any,
 
     lock, data, clock = cache._lock, cache._data, cache._clock
     expiring = cache._ttl_s is not None
-    make_key = _make_key
+    make_key, fast_types = _make_key, _FAST_TYPES
 
     async def compute(k: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any],
                       call: _Call | None) -> Any:
@@ -1100,7 +1112,12 @@ def _async_wrapper(function: Callable[..., Awaitable[Any]], cache: LRUCache[Any,
                 raise call.error
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        k = make_key(args, kwargs, typed) if key is None else key(*args, **kwargs)
+        if key is not None:
+            k = key(*args, **kwargs)
+        elif not kwargs and len(args) == 1 and type(args[0]) in fast_types and not typed:
+            k = args[0]
+        else:
+            k = make_key(args, kwargs, typed)
         with lock:
             entry = data.get(k)
             if entry is not None and (not expiring or entry[2] > clock()):
