@@ -355,12 +355,14 @@ class Containers:
     (``DOCKER_HOST`` or the local socket) is used, connected on first use so that building
     this object never fails. *method* ``"auto"`` reads cgroup files where it can and asks
     the API for the rest; ``"cgroup"`` and ``"api"`` force one path (tests, comparisons).
-    *timeout_s* bounds each request to the engine.
+    *timeout_s* bounds each request to the engine; *max_workers* API requests run at once
+    (the engine answers one-shot stats on its 1 s collection tick, so the API path takes
+    about 1 s per *max_workers* containers; keep it at most the client's connection pool).
     """
 
     def __init__(self, client: Any = None, *, method: Method = "auto",
                  timeout_s: float = 10.0, cgroup_root: str = "/sys/fs/cgroup",
-                 max_workers: int = 8, clock: Clock = monotonic) -> None:
+                 max_workers: int = 10, clock: Clock = monotonic) -> None:
         if method not in _METHODS:
             raise InvalidValue(f"method={method!r} is not one of {', '.join(_METHODS)}")
         if timeout_s <= 0:
@@ -389,7 +391,8 @@ class Containers:
         with self._lock:
             if self._client is None:
                 with _engine("connecting to the Docker engine"):
-                    self._client = _sdk.from_env(timeout=max(1, round(self._timeout_s)))
+                    self._client = _sdk.from_env(timeout=max(1, round(self._timeout_s)),
+                                                 max_pool_size=max(10, self._max_workers))
             return self._client
 
     def _map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
