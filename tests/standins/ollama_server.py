@@ -183,7 +183,7 @@ class OllamaStandIn:
         # test hooks
         self.delay_s = 0.0
         self.drop_connections = False
-        self.requests: list[tuple[str, str, Any]] = []
+        self.requests: list[tuple[str, str, Any]] = []  # POSTs: (method, path, JSON body)
         self._faults: list[_Fault] = []
         # scheduler state
         self._lock = threading.RLock()
@@ -253,6 +253,16 @@ class OllamaStandIn:
             return {name: r.process.pid for name, r in self._runners.items()
                     if r.process is not None}
 
+    def load_requests(self, name: str) -> int:
+        """How many load-path requests (empty prompt, no zero keep-alive) named *name*."""
+        count = 0
+        for _, path, body in list(self.requests):
+            if path in ("/api/generate", "/api/chat") and body.get("model") == name and not (
+                    body.get("prompt") or body.get("messages")) and body.get("keep_alive") not in (
+                    0, 0.0, "0", "0s"):
+                count += 1
+        return count
+
     def loaded_names(self) -> list[str]:
         with self._lock:
             return list(self._runners)
@@ -294,11 +304,6 @@ class OllamaStandIn:
             key += ":latest"
         if key in self.catalogue:
             return self.catalogue[key]
-        if key.endswith(":latest"):  # llama3.2 == llama3.2:latest -> the 3b in real Ollama
-            base = key[: -len(":latest")]
-            aliases = {"llama3.2": "llama3.2:3b"}
-            if base in aliases and aliases[base] in self.catalogue:
-                return self.catalogue[aliases[base]]
         return None
 
     # ----------------------------------------------------------------- scheduler
@@ -560,6 +565,7 @@ class _Handler(BaseHTTPRequestHandler):
                              ) from None
         if not isinstance(body, dict):
             raise _HTTPError(400, "json: cannot unmarshal into Go value of type api.Request")
+        self.standin.requests.append((self.command, self.path, body))
         model = body.get("model", body.get("name"))
         if model is not None and not isinstance(model, str):
             raise _HTTPError(400, "json: cannot unmarshal number into Go struct field "

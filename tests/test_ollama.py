@@ -1,0 +1,497 @@
+"""resguard.ollama through the official ollama client against the stand-in server."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import httpx
+import ollama
+import psutil
+import pytest
+
+from resguard import reclaim
+from resguard._errors import InvalidType, OllamaError, ResourceExhausted
+from resguard._probes.cgroup import read_memory
+from resguard.ollama import AsyncOllamaModels, OllamaModels, canonical, cli
+from resguard.snapshot import OllamaModelInfo
+from standins.ollama_server import CatalogueModel, OffsetClock, OllamaStandIn
+
+SMALL = "llama3.2:1b"
+MEDIUM = "llama3.2:3b"
+BIG = "qwen3:8b"
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def models(ollama_server: OllamaStandIn, ollama_clock: OffsetClock) -> Any:
+    with OllamaModels(ollama_server.host, clock=ollama_clock, timeout=10) as m:
+        yield m
+
+
+class Headroom:
+    """A HeadroomSource with a set value (what a Guard would report), for admission tests."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def headroom_bytes(self) -> int:
+        return self.value
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---------------------------------------------------------------- load, list, unload
+def test_load_list_unload_and_confirm(models: OllamaModels, ollama_server: OllamaStandIn) -> None:
+    info = models.ensure(SMALL)
+    assert isinstance(info, OllamaModelInfo)
+    assert info.name == SMALL
+    assert info.size == 1_514_584_145
+    assert info.size_vram == 0
+    assert info.expires_at is not None
+    assert info.expires_at > time.time()
+    assert [i.name for i in models.loaded()] == [SMALL]
+    pid = ollama_server.runner_pids()[SMALL]
+    assert psutil.Process(pid).memory_info().rss > 1_400_000  # 1.5 GB scaled to ~1.4 MB
+
+    # a real client sees the same state
+    client = ollama.Client(host=ollama_server.host)
+    assert [m.model for m in client.ps().models] == [SMALL]
+
+    assert models.unload(SMALL) == info.size
+    assert models.loaded() == ()
+    assert gone(pid)
+    assert models.unload(SMALL) == 0  # not loaded: nothing to do
+    with pytest.raises(OllamaError) as caught:
+        models.unload("no-such-model:7b")
+    assert caught.value.status_code == 404
+
+
+def test_ensure_is_a_no_op_when_loaded_and_names_are_canonical(
+        models: OllamaModels, ollama_server: OllamaStandIn) -> None:
+    models.ensure("LLAMA3.2:1B")
+    models.ensure(SMALL)
+    assert ollama_server.load_requests("LLAMA3.2:1B") == 1
+    assert ollama_server.load_requests(SMALL) == 0
+    assert canonical("library/Llama3.2") == "llama3.2:latest"
+    with pytest.raises(OllamaError, match="not installed") as caught:
+        models.ensure("missing:1b")
+    assert caught.value.status_code == 404
+
+
+def test_idle_since_comes_from_the_keep_alive_resguard_set(
+        models: OllamaModels, ollama_clock: OffsetClock) -> None:
+    before = ollama_clock()
+    models.ensure(SMALL, keep_alive="10m")
+    ollama_clock.advance(120)
+    (info,) = models.loaded()
+    assert info.idle_since is not None
+    assert before - 1 <= info.idle_since <= before + 5  # expires_at - 10 min = the last use
+    assert models.unload_idle(min_idle="5m") == []
+    assert models.unload_idle(min_idle="1m") == [SMALL]
+    assert models.loaded() == ()
+
+
+def test_idle_since_of_a_model_loaded_by_someone_else(
+        ollama_server: OllamaStandIn, ollama_clock: OffsetClock) -> None:
+    ollama.Client(host=ollama_server.host).generate(model=SMALL)  # another program loads it
+    with OllamaModels(ollama_server.host, clock=ollama_clock) as unknowing:
+        assert unknowing.loaded()[0].idle_since is None  # keep-alive unknown: no guess
+    with OllamaModels(ollama_server.host, clock=ollama_clock,
+                      default_keep_alive="5m") as knowing:
+        ollama_clock.advance(60)
+        idle_since = knowing.loaded()[0].idle_since
+        assert idle_since is not None
+        assert 55 <= ollama_clock() - idle_since <= 70
+
+
+def test_server_unloads_after_the_keep_alive(models: OllamaModels,
+                                             ollama_clock: OffsetClock,
+                                             ollama_server: OllamaStandIn) -> None:
+    models.ensure(SMALL, keep_alive="1m")
+    pid = ollama_server.runner_pids()[SMALL]
+    ollama_clock.advance(30)
+    assert [i.name for i in models.loaded()] == [SMALL]
+    ollama_clock.advance(31)
+    assert models.loaded() == ()
+    assert gone(pid)
+
+
+def test_lazy_model_loads_on_use_and_unloads_after_its_idle_ttl(
+        models: OllamaModels, ollama_server: OllamaStandIn) -> None:
+    lazy = models.lazy(SMALL, idle_ttl="30s", keep_alive="1h")
+    assert models.loaded() == ()
+    with lazy as name:
+        reply = ollama.Client(host=ollama_server.host).generate(model=name, prompt="hi there")
+        assert reply.response == "there hi"
+        assert not lazy.unload_if_idle(now=lazy.clock() + 3600)  # pinned
+    assert [i.name for i in models.loaded()] == [SMALL]
+    assert not lazy.unload_if_idle(now=lazy.clock() + 29)
+    assert lazy.unload_if_idle(now=lazy.clock() + 31)
+    assert models.loaded() == ()
+    assert lazy.size_bytes == 1_514_584_145  # learnt from /api/ps when it was loaded
+
+
+def test_fifty_threads_ask_for_one_lazy_ollama_model(models: OllamaModels,
+                                                    ollama_server: OllamaStandIn) -> None:
+    ollama_server.catalogue[SMALL] = CatalogueModel(SMALL, 1_321_098_329, 1_514_584_145,
+                                                    load_s=0.3)
+    lazy = models.lazy(SMALL)
+    barrier = threading.Barrier(50)
+    names: list[str] = []
+
+    def worker() -> None:
+        barrier.wait()
+        with lazy as name:
+            names.append(name)
+
+    threads = [threading.Thread(target=worker) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert names == [SMALL] * 50
+    assert ollama_server.load_requests(SMALL) == 1
+    assert lazy.loads == 1
+
+
+@pytest.mark.anyio
+async def test_fifty_tasks_ask_for_one_lazy_ollama_model(ollama_server: OllamaStandIn,
+                                                        ollama_clock: OffsetClock) -> None:
+    ollama_server.catalogue[SMALL] = CatalogueModel(SMALL, 1_321_098_329, 1_514_584_145,
+                                                    load_s=0.3)
+    async with AsyncOllamaModels(ollama_server.host, clock=ollama_clock) as models:
+        lazy = models.lazy(SMALL)
+        names: list[str] = []
+
+        async def worker() -> None:
+            async with lazy as name:
+                names.append(name)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(worker)
+        assert names == [SMALL] * 50
+        assert ollama_server.load_requests(SMALL) == 1
+        assert [i.name for i in await models.loaded()] == [SMALL]
+
+
+# ---------------------------------------------------------------- admission
+def test_ensure_unloads_idle_models_lru_to_make_room(ollama_server: OllamaStandIn,
+                                                    ollama_clock: OffsetClock) -> None:
+    headroom = Headroom(1_000_000_000)
+    with OllamaModels(ollama_server.host, clock=ollama_clock, guard=headroom,
+                      register=False) as models:
+        headroom.value = 10**12
+        models.ensure(BIG)
+        ollama_clock.advance(10)
+        models.ensure(SMALL)
+        headroom.value = 1_000_000_000  # 1 GB free: MEDIUM (2.5 GB estimated) does not fit
+        models.ensure(MEDIUM)  # BIG was used longest ago and is enough on its own
+        assert sorted(i.name for i in models.loaded()) == sorted([SMALL, MEDIUM])
+
+
+def test_ensure_refuses_when_only_busy_models_could_make_room(ollama_server: OllamaStandIn,
+                                                             ollama_clock: OffsetClock) -> None:
+    headroom = Headroom(10**12)
+    with OllamaModels(ollama_server.host, clock=ollama_clock, guard=headroom,
+                      register=False) as models, models.using(BIG):
+        headroom.value = 1_000_000_000
+        with pytest.raises(ResourceExhausted) as caught:
+            models.ensure(MEDIUM)
+        assert caught.value.reason == "memory"
+        assert caught.value.numbers["size_bytes"] == round(2_019_393_189 * 1.25) + 1 or (
+            caught.value.numbers["size_bytes"] >= 2_019_393_189)
+        assert [i.name for i in models.loaded()] == [BIG]
+        assert ollama_server.load_requests(MEDIUM) == 0
+
+
+def test_uses_decorator_marks_the_model_busy_during_the_call(
+        models: OllamaModels, ollama_server: OllamaStandIn, ollama_clock: OffsetClock) -> None:
+    client = ollama.Client(host=ollama_server.host)
+    seen: dict[str, Any] = {}
+
+    @models.uses(SMALL)
+    def ask(prompt: str) -> str:
+        seen["reclaimable"] = models.reclaimable_bytes()
+        seen["idle_since"] = models.loaded()[0].idle_since
+        return client.generate(model=SMALL, prompt=prompt).response
+
+    assert ask("a b") == "b a"
+    assert seen["reclaimable"] == 0  # in use: not on offer to the ladder
+    assert seen["idle_since"] == pytest.approx(ollama_clock(), abs=5)
+    assert models.reclaimable_bytes() == 1_514_584_145
+
+
+@pytest.mark.anyio
+async def test_uses_decorator_on_async_functions(ollama_server: OllamaStandIn,
+                                                 ollama_clock: OffsetClock) -> None:
+    sync_models = OllamaModels(ollama_server.host, clock=ollama_clock, register=False)
+    async with AsyncOllamaModels(ollama_server.host, clock=ollama_clock,
+                                 register=False) as models:
+        client = ollama.AsyncClient(host=ollama_server.host)
+
+        @models.uses(SMALL, keep_alive="1h")
+        async def ask(prompt: str) -> str:
+            return (await client.generate(model=SMALL, prompt=prompt)).response
+
+        @sync_models.uses(MEDIUM, keep_alive="1h")
+        async def ask_medium(prompt: str) -> str:
+            assert sync_models.reclaimable_bytes() == 1_514_584_145  # SMALL idle, MEDIUM busy
+            return (await client.generate(model=MEDIUM, prompt=prompt)).response
+
+        assert await ask("x y") == "y x"
+        assert await ask_medium("1 2") == "2 1"
+        assert {i.name for i in await models.loaded()} == {SMALL, MEDIUM}
+        assert await models.unload_idle(min_idle="1m") == []
+        ollama_clock.advance(11 * 60)
+        assert await models.unload_idle(min_idle="10m") == [SMALL]  # MEDIUM's idle time unknown
+        assert await models.unload(MEDIUM) == 3_518_155_776
+        assert await models.loaded() == ()
+        with pytest.raises(InvalidType):
+            models.uses(SMALL)(lambda: None)
+        await client._client.aclose()
+    sync_models.close()
+
+
+# ---------------------------------------------------------------- the ladder
+def test_reclaim_unloads_idle_models_least_recently_used_first(
+        models: OllamaModels, ollama_clock: OffsetClock) -> None:
+    assert models in reclaim.registered()
+    assert models.cost >= reclaim.Cost.MODEL
+    for name in (SMALL, MEDIUM, BIG):
+        models.ensure(name, keep_alive="1h")
+        ollama_clock.advance(5)
+    with models.using(SMALL):
+        assert models.reclaim(1) == 3_518_155_776  # MEDIUM: the oldest that is not in use
+        assert {i.name for i in models.loaded()} == {SMALL, BIG}
+        assert models.reclaim(10**12) == 6_654_289_920  # BIG; SMALL is in use
+        assert [i.name for i in models.loaded()] == [SMALL]
+    assert models.reclaim(10**12) == 1_514_584_145
+
+
+def test_ladder_unloads_the_idle_model_under_a_real_squeeze(
+        memory_cgroup: Any, ollama_server_factory: Callable[..., OllamaStandIn],
+        ollama_clock: OffsetClock) -> None:
+    gb = 10**9
+    catalogue = [CatalogueModel("idle:1b", gb, int(1.6 * gb)),
+                 CatalogueModel("busy:1b", gb, int(1.6 * gb))]
+    server = ollama_server_factory(catalogue=catalogue, scale=1 / 16,  # ~100 MB per runner
+                                   cgroup=memory_cgroup.path)
+    models = OllamaModels(server.host, clock=ollama_clock)
+
+    def working_set() -> int:
+        memory = read_memory(memory_cgroup.path, memory_cgroup.version)
+        assert memory is not None
+        return int(memory.working_set)
+
+    try:
+        models.ensure("idle:1b")
+        ollama_clock.advance(5)
+        with models.using("busy:1b"):
+            loaded_ws = working_set()
+            assert loaded_ws > 190 * 2**20
+            limit = loaded_ws + 24 * 2**20
+            memory_cgroup.set_limit(limit)
+            percent = 100 * working_set() / limit
+            assert percent > 85  # a real squeeze: WARNING by the laptop preset's numbers
+            needed = working_set() - int(0.8 * limit)
+            idle_pid = server.runner_pids()["idle:1b"]
+            busy_pid = server.runner_pids()["busy:1b"]
+
+            report = reclaim.Ladder(working_set, min_reclaim="1MiB").run(needed)
+
+            assert [i.name for i in models.loaded()] == ["busy:1b"]
+            assert gone(idle_pid)
+            assert not gone(busy_pid)
+            assert working_set() < loaded_ws - 80 * 2**20  # measurably dropped
+            assert report.freed_bytes > 80 * 2**20
+            assert any(step.name == models.name for step in report.steps)
+            assert memory_cgroup.oom_kills() == 0
+    finally:
+        models.close()
+
+
+# ---------------------------------------------------------------- faults
+FAULTS = ["down", "slow", "http500", "dropped"]
+
+
+def break_server(kind: str, server: OllamaStandIn) -> str:
+    """Make the server misbehave; return the host to talk to."""
+    if kind == "down":
+        return f"http://127.0.0.1:{free_port()}"
+    if kind == "slow":
+        server.delay_s = 2.0
+    elif kind == "http500":
+        server.fail(500, "runner crashed")
+    elif kind == "dropped":
+        server.drop_connections = True
+    return server.host
+
+
+@pytest.mark.parametrize("kind", FAULTS)
+def test_faults_raise_one_documented_error(kind: str, ollama_server: OllamaStandIn) -> None:
+    host = break_server(kind, ollama_server)
+    with OllamaModels(host, timeout=0.5, register=False) as models:
+        with pytest.raises(OllamaError) as caught:
+            models.loaded()
+        assert caught.value.__cause__ is not None
+        assert caught.value.status_code == (500 if kind == "http500" else None)
+        with pytest.raises(OllamaError) as caught_unload:
+            models.unload(SMALL)
+        assert caught_unload.value.__cause__ is not None
+        with pytest.raises(OllamaError):
+            models.ensure(SMALL)
+
+
+@pytest.mark.parametrize("kind", FAULTS)
+@pytest.mark.anyio
+async def test_async_faults_raise_one_documented_error(kind: str,
+                                                      ollama_server: OllamaStandIn) -> None:
+    host = break_server(kind, ollama_server)
+    async with AsyncOllamaModels(host, timeout=0.5, register=False) as models:
+        with pytest.raises(OllamaError) as caught:
+            await models.loaded()
+        assert caught.value.status_code == (500 if kind == "http500" else None)
+        with pytest.raises(OllamaError):
+            await models.unload(SMALL)
+
+
+@pytest.mark.parametrize("kind", FAULTS)
+def test_source_and_ladder_degrade_and_log_once(kind: str, ollama_server: OllamaStandIn,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    host = break_server(kind, ollama_server)
+    models = OllamaModels(host, timeout=0.5, register=False)
+    source = models.source()
+    assert source.name == "ollama"
+    caplog.set_level(logging.WARNING, logger="resguard.ollama")
+    for _ in range(3):
+        assert source.sample() == {"ollama": None}
+        assert models.reclaimable_bytes() == 0
+        assert models.reclaim(10**9) == 0
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2  # once for the source, once for the ladder
+    if kind != "down":
+        ollama_server.clear_faults()
+        caplog.clear()
+        with OllamaModels(ollama_server.host, register=False) as healthy:
+            healthy.ensure(SMALL)
+        assert [i.name for i in source.sample()["ollama"]] == [SMALL]  # type: ignore[union-attr]
+        assert any("works again" in r.getMessage() for r in caplog.records)
+    models.close()
+
+
+def test_stream_error_and_bad_answers_are_translated(ollama_server: OllamaStandIn) -> None:
+    ollama_server.fail(503, "server busy, please try again.  maximum pending requests exceeded",
+                       paths=["/api/generate"])
+    with OllamaModels(ollama_server.host, register=False) as models:
+        with pytest.raises(OllamaError, match="server busy") as caught:
+            models.ensure(SMALL)
+        assert caught.value.status_code == 503
+        assert isinstance(caught.value.__cause__, ollama.ResponseError)
+
+
+# ---------------------------------------------------------------- packaging and CLI
+def test_import_without_ollama_names_the_extra() -> None:
+    code = ("import sys; sys.modules['ollama'] = None\n"
+            "try:\n    import resguard.ollama\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert "pip install 'resguard[ollama]'" in out
+
+
+def test_models_module_does_not_import_ollama() -> None:
+    code = "import sys, resguard, resguard.models; print('ollama' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_cli_ps_and_unload(ollama_server: OllamaStandIn) -> None:
+    ollama.Client(host=ollama_server.host).generate(model=SMALL)
+    out = io.StringIO()
+    assert cli("ps", [], host=ollama_server.host, as_json=False, out=out) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0].split() == ["NAME", "SIZE", "PROCESSOR", "UNTIL", "IDLE"]
+    assert lines[1].startswith(SMALL)
+    assert "100% CPU" in lines[1]
+
+    out = io.StringIO()
+    assert cli("ps", [], host=ollama_server.host, as_json=True, out=out) == 0
+    payload = json.loads(out.getvalue())
+    assert payload["models"][0]["name"] == SMALL
+    assert payload["models"][0]["size"] == 1_514_584_145
+
+    out = io.StringIO()
+    assert cli("unload", [SMALL], host=ollama_server.host, as_json=True, out=out) == 0
+    assert json.loads(out.getvalue())["unloaded"] == [{"name": SMALL,
+                                                       "freed_bytes": 1_514_584_145}]
+    assert ollama_server.loaded_names() == []
+
+    err = io.StringIO()
+    assert cli("unload", [], host=ollama_server.host, as_json=False, out=out, err=err) == 2
+    assert cli("stop", [], host=ollama_server.host, as_json=False, out=out, err=err) == 2
+    down = f"http://127.0.0.1:{free_port()}"
+    assert cli("ps", [], host=down, as_json=False, out=out, err=err) == 1
+    assert "cannot reach Ollama" in err.getvalue()
+
+
+# ---------------------------------------------------------------- the stand-in itself
+def test_standin_speaks_the_protocol(ollama_server: OllamaStandIn) -> None:
+    with httpx.Client(base_url=ollama_server.host) as http:
+        assert http.get("/").text == "Ollama is running"
+        assert http.head("/api/tags").status_code == 200
+        assert http.get("/api/version").json() == {"version": "0.12.3"}
+        missing = http.get("/api/nothing")
+        assert (missing.status_code, missing.text) == (404, "404 page not found")
+        assert http.get("/api/generate").status_code == 405
+        assert http.post("/api/generate", content=b"").json() == {
+            "error": "missing request body"}
+        assert http.post("/api/generate", json={"model": ""}).status_code == 404
+        assert http.post("/api/chat", json={"model": ""}).status_code == 400
+        assert http.get("/api/ps").json() == {"models": []}
+        bad = http.post("/api/generate", json={"model": SMALL, "keep_alive": "300"})
+        assert bad.status_code == 400
+        assert "missing unit" in bad.json()["error"]
+        chat = http.post("/api/chat", json={"model": SMALL, "stream": False})
+        assert chat.json()["done_reason"] == "load"
+        assert "message" in chat.json()
+        lines = http.post("/api/generate", json={"model": SMALL, "prompt": "a b"}).text
+        assert all(line for line in lines.split("\n")[:-1])  # NDJSON without blank lines
+        assert http.post("/api/show", json={"model": SMALL}).json()["model_info"]
+
+
+def test_standin_evicts_by_shortest_keep_alive_not_lru(ollama_server_factory: Any) -> None:
+    server = ollama_server_factory(max_loaded=2)
+    client = ollama.Client(host=server.host)
+    client.generate(model=SMALL, keep_alive="1m")
+    client.generate(model=MEDIUM, keep_alive="1h")
+    client.generate(model=SMALL)  # SMALL is the most recently used, yet goes first
+    client.generate(model=BIG)
+    assert sorted(server.loaded_names()) == sorted([MEDIUM, BIG])
+    sticky = client.ps().models
+    assert [m.model for m in sticky] == [MEDIUM, BIG]  # by expires_at: 1h before the 5m default
