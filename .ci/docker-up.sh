@@ -9,11 +9,13 @@
 # - imports resguard-busybox:latest from a tarball built from busybox-static's /bin/busybox,
 #   so no registry is needed.
 # Environment: RESGUARD_DOCKERD_LOG (default /var/log/resguard-dockerd.log),
-#              RESGUARD_DOCKERD_WAIT_S (default 60).
+#              RESGUARD_DOCKERD_WAIT_S (default 60),
+#              RESGUARD_DOCKER_STORAGE_DRIVERS (default "overlay2 vfs", tried in order).
 set -eu
 
 LOG=${RESGUARD_DOCKERD_LOG:-/var/log/resguard-dockerd.log}
 WAIT_S=${RESGUARD_DOCKERD_WAIT_S:-60}
+DRIVERS=${RESGUARD_DOCKER_STORAGE_DRIVERS:-overlay2 vfs}
 IMAGE=resguard-busybox:latest
 PIDFILE=/var/run/resguard-dockerd.pid
 
@@ -124,7 +126,7 @@ if engine_up; then
     say "engine already running"
 else
     started=""
-    for driver in overlay2 vfs; do
+    for driver in $DRIVERS; do
         if start_engine "$driver"; then
             import_image
             if storage_works; then
