@@ -10,6 +10,8 @@ import io
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -437,3 +439,69 @@ def test_cli_prints_tables_and_json(docker_run: Any, docker_client: Any) -> None
     assert cli("limits", as_json=True, out=out, containers=engine) == 0
     assert container.id in [item["id"] for item in json.loads(out.getvalue())]
     engine.close()
+
+
+def _monitor_module() -> Any:
+    try:
+        from resguard import monitor, rules
+    except ImportError as exc:  # the monitor is optional for these tests
+        pytest.skip(f"resguard.monitor is not importable ({exc})")
+    return monitor, rules
+
+
+def test_monitor_keeps_running_and_reports_the_fault_once(
+        tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    monitor, rules = _monitor_module()
+    policy = rules.Policy([rules.Threshold("containers.memory.total", ">", "5GB")])
+    source = Containers(_unreachable(tmp_path)).as_source()
+    mon = monitor.Monitor(policy=policy, sources=[source], reclaim=False, psi_trigger=False)
+    with caplog.at_level(logging.WARNING, logger="resguard"):
+        for _ in range(4):
+            mon.sample_slow()
+            state = mon.sample_now()
+    assert state.snapshot.containers is None
+    assert state.verdict.level == rules.Level.OK
+    assert list(mon.faults) == ["containers"]
+    failing = [record for record in caplog.records if "containers is failing" in
+               record.getMessage()]
+    assert len(failing) == 1
+
+
+@pytest.mark.docker
+def test_monitor_judges_containers_with_a_policy(docker_run: Any, docker_client: Any) -> None:
+    monitor, rules = _monitor_module()
+    container = docker_run(HOLD.format(kib=8192), memory="16m")
+    engine = Containers(docker_client)
+    wait_for(lambda: (_only(engine.stats(), container.id) or _never()).memory_used >= 8 * MiB,
+             what="8 MB allocated")
+    policy = rules.Policy([
+        rules.Threshold("containers.memory.total", ">", "5GB", level="CRITICAL"),
+        rules.Threshold("containers.memory.max_percent", ">", 40, level="WARNING"),
+    ])
+    mon = monitor.Monitor(policy=policy, sources=[engine.as_source()], reclaim=False,
+                          psi_trigger=False)
+    mon.sample_slow()
+    state = mon.sample_now()
+    assert state.snapshot.containers is not None
+    assert container.id in [item.id for item in state.snapshot.containers.items]
+    assert state.verdict.level == rules.Level.WARNING
+    assert [breach.metric for breach in state.verdict.breaches] == [
+        "containers.memory.max_percent"]
+    assert mon.faults == {}
+    engine.close()
+
+
+def test_import_without_the_docker_package_names_the_extra() -> None:
+    code = ("import sys; sys.modules['docker'] = None\n"
+            "try:\n    import resguard.docker\n"
+            "except ImportError as exc:\n    print(exc)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)
+    assert "pip install 'resguard[docker]'" in result.stdout
+
+
+def test_import_resguard_does_not_import_docker() -> None:
+    code = "import sys, resguard; print('docker' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)
+    assert result.stdout.strip() == "False"

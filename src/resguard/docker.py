@@ -672,8 +672,11 @@ class ContainersSource:
     """A monitor source: ``sample()`` returns ``{"containers": ContainersInfo}``.
 
     It raises :class:`DockerError` when the engine is down; the monitor logs that once
-    (``FaultLog``) and keeps sampling everything else.
+    (``FaultLog``), clears the ``fields`` it fills (no stale numbers) and keeps sampling
+    everything else.
     """
+
+    fields = ("containers",)
 
     def __init__(self, containers: Containers | None = None, *,
                  name: str = "containers") -> None:
