@@ -329,3 +329,26 @@ def test_pool_budget_as_a_share_of_the_limit_and_bad_budgets() -> None:
         ModelPool(budget="a lot")
     with pytest.raises(InvalidType):
         pool.add("model")  # type: ignore[arg-type]
+
+
+def test_a_guard_is_asked_for_room_and_holds_a_reservation_while_loading() -> None:
+    from resguard.guard import Guard
+
+    guard = Guard()
+    during: dict[str, int] = {}
+
+    def load() -> bytearray:
+        stats = guard.stats()
+        during["in_flight"] = stats.in_flight
+        during["reserved"] = stats.reserved_bytes
+        return bytearray(MiB)
+
+    model = LazyModel(load, size=4 * MiB, guard=guard)
+    model.get()
+    assert during == {"in_flight": 1, "reserved": 4 * MiB}
+    assert guard.stats().reserved_bytes == 0
+    tight = Guard(memory="1MiB")  # the guard's own budget leaves no headroom
+    refused = LazyModel(load, size=MiB, guard=tight)
+    with pytest.raises(ResourceExhausted):
+        refused.get()
+    assert not refused.loaded

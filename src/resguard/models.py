@@ -380,6 +380,15 @@ class LazyModel(Generic[T]):
         _log.info("unloaded model %r", self._name)
         return True
 
+    def _forget(self) -> bool:
+        """Mark the model unloaded without calling ``unload`` (something else freed it)."""
+        with self._lock:
+            if not self._loaded or self._pins or self._attempt is not None:
+                return False
+            self._value, self._loaded = None, False
+            self.unloads += 1
+        return True
+
     def unload(self) -> bool:
         """Unload now unless pinned or not loaded; return True when it unloaded."""
         return self._unload_if(lambda: True)

@@ -294,11 +294,14 @@ class OllamaModels(_Common):
         self.unload_timeout_s = parse_duration(unload_timeout)
         self.reclaim_min_idle_s = parse_duration(reclaim_min_idle)
         self.name = f"ollama@{self._state.host}"
+        self._closed = False
         if register:
             _reclaim.register(self)
 
     def close(self) -> None:
-        """Close the HTTP client (when resguard made it)."""
+        """Take this object off the ladder and close the HTTP client (when resguard made it)."""
+        self._closed = True
+        _reclaim.unregister(self)
         if self._owns_client:
             self.client._client.close()
 
@@ -344,6 +347,9 @@ class OllamaModels(_Common):
         with _boundary(self.host, f"unloading {name!r}"):
             self.client.generate(model=name, keep_alive=0)
         self._state.forget(key)
+        lazy = self._state.lazies.get(key)
+        if lazy is not None:
+            lazy._forget()  # its next use loads (and admits) it again
         deadline = time.monotonic() + (self.unload_timeout_s if timeout is None
                                        else parse_duration(timeout))
         delay_s = 0.01
@@ -456,6 +462,8 @@ class OllamaModels(_Common):
     # ------------------------------------------------------------------ the ladder
     def reclaimable_bytes(self) -> int:
         """Bytes held by loaded models that nobody is using (0 when Ollama is unreachable)."""
+        if self._closed:
+            return 0
         try:
             infos = self.loaded()
         except OllamaError as error:
@@ -467,6 +475,8 @@ class OllamaModels(_Common):
 
     def reclaim(self, target_bytes: int) -> int:
         """Unload idle models, least recently used first, until *target_bytes* are freed."""
+        if self._closed:
+            return 0
         try:
             freed = self._free(max(int(target_bytes), 1), None, self.reclaim_min_idle_s,
                                timeout_s=min(self.unload_timeout_s, 5.0))
@@ -562,6 +572,8 @@ class AsyncOllamaModels(_Common):
             _reclaim.register(self)
 
     async def aclose(self) -> None:
+        """Take this object off the ladder and close the HTTP clients."""
+        _reclaim.unregister(self)
         if self._owns_client:
             await self.client._client.aclose()
         self.sync.close()
@@ -598,6 +610,9 @@ class AsyncOllamaModels(_Common):
         with _boundary(self.host, f"unloading {name!r}"):
             await self.client.generate(model=name, keep_alive=0)
         self._state.forget(key)
+        lazy = self._state.lazies.get(key)
+        if lazy is not None:
+            lazy._forget()
         with anyio.move_on_after(self.unload_timeout_s if timeout is None
                                  else parse_duration(timeout)):
             delay_s = 0.01
