@@ -505,3 +505,85 @@ def test_import_resguard_does_not_import_docker() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, timeout=60)
     assert result.stdout.strip() == "False"
+
+
+def _write(path: Any, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+@pytest.mark.parametrize("relative", ["system.slice/docker-{id}.scope", "docker/{id}"])
+def test_cgroup_v2_layouts_are_found(tmp_path: Any, relative: str) -> None:
+    """The v2 layouts of the systemd and cgroupfs drivers (this CI host runs v1)."""
+    from resguard.docker import _CgroupFinder, _read_cgroup
+
+    container_id = "ab" * 32
+    _write(tmp_path / "cgroup.controllers", "cpuset cpu io memory pids\n")
+    base = tmp_path / relative.format(id=container_id)
+    _write(base / "memory.current", f"{40 * MiB}\n")
+    _write(base / "memory.max", f"{64 * MiB}\n")
+    _write(base / "memory.high", "max\n")
+    _write(base / "memory.stat", f"anon {30 * MiB}\nfile {10 * MiB}\ninactive_file {8 * MiB}\n")
+    _write(base / "cpu.stat", "usage_usec 2500000\nuser_usec 2000000\n")
+    _write(base / "pids.current", "3\n")
+    finder = _CgroupFinder(str(tmp_path))
+    dirs = finder.find(container_id)
+    assert dirs is not None
+    assert dirs.version == "v2"
+    assert finder.find("cd" * 32) is None
+    reading = _read_cgroup(dirs, host_total=1 << 34)
+    assert reading is not None
+    assert (reading.memory_usage, reading.memory_used) == (40 * MiB, 32 * MiB)
+    assert reading.memory_limit == 64 * MiB
+    assert (reading.cpu_ns, reading.pids) == (2_500_000_000, 3)
+    _write(base / "memory.max", "max\n")
+    assert _read_cgroup(dirs, host_total=1 << 34).memory_limit is None  # type: ignore[union-attr]
+
+
+def test_cgroup_v1_systemd_layout_with_joined_cpu_controllers(tmp_path: Any) -> None:
+    from resguard.docker import _CgroupFinder, _read_cgroup
+
+    container_id = "ef" * 32
+    relative = f"system.slice/docker-{container_id}.scope"
+    for controller in ("memory", "cpu,cpuacct", "pids"):
+        _write(tmp_path / controller / "cgroup.procs", "")
+    memory = tmp_path / "memory" / relative
+    _write(memory / "memory.usage_in_bytes", f"{20 * MiB}\n")
+    _write(memory / "memory.limit_in_bytes", "9223372036854771712\n")  # v1's "no limit"
+    _write(memory / "memory.stat", f"inactive_file {1 * MiB}\ntotal_inactive_file {4 * MiB}\n")
+    _write(tmp_path / "cpu,cpuacct" / relative / "cpuacct.usage", "123456789\n")
+    _write(tmp_path / "pids" / relative / "pids.current", "7\n")
+    dirs = _CgroupFinder(str(tmp_path)).find(container_id)
+    assert dirs is not None
+    assert dirs.version == "v1"
+    reading = _read_cgroup(dirs, host_total=1 << 34)
+    assert reading is not None
+    assert reading.memory_used == 16 * MiB  # hierarchical total_inactive_file, like docker
+    assert reading.memory_limit is None
+    assert (reading.cpu_ns, reading.pids) == (123456789, 7)
+
+
+def test_no_cgroup_filesystem_means_the_api_path(tmp_path: Any) -> None:
+    from resguard.docker import _CgroupFinder
+
+    assert _CgroupFinder(str(tmp_path / "absent")).find("ab" * 32) is None
+
+
+def test_api_answers_of_both_cgroup_versions() -> None:
+    from resguard.docker import _read_api
+
+    host = 16 << 30
+    v2 = {"memory_stats": {"usage": 50 * MiB, "limit": host,
+                           "stats": {"inactive_file": 5 * MiB, "anon": 40 * MiB}},
+          "cpu_stats": {"cpu_usage": {"total_usage": 10**9}}, "pids_stats": {"current": 4}}
+    reading = _read_api(v2, host)
+    assert reading is not None
+    assert (reading.memory_used, reading.memory_limit) == (45 * MiB, None)  # host = no limit
+    assert (reading.cpu_ns, reading.pids) == (10**9, 4)
+    v1 = {"memory_stats": {"usage": 50 * MiB, "limit": 64 * MiB,
+                           "stats": {"inactive_file": 1 * MiB, "total_inactive_file": 6 * MiB}}}
+    reading = _read_api(v1, host)
+    assert reading is not None
+    assert (reading.memory_used, reading.memory_limit) == (44 * MiB, 64 * MiB)
+    assert (reading.cpu_ns, reading.pids) == (None, None)
+    assert _read_api({"memory_stats": {}}, host) is None  # a container that just stopped
