@@ -612,14 +612,14 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         self._name = state["name"]
         self._setup()
         now = self._clock()
-        for key, value, size, left_s in state["entries"]:
-            if self._ttl_s is not None and left_s <= 0:
-                continue
+        live = [entry for entry in state["entries"] if self._ttl_s is None or entry[3] > 0]
+        for key, value, size, left_s in live:  # least recently used first
             expires = now + left_s if self._ttl_s is not None else math.inf
             self._data[key] = _Entry(value, size, expires)
-            if self._ttl_s is not None:
-                self._expiry[key] = None
             self._bytes += size
+        if self._ttl_s is not None:  # the expiry order is the order of time left
+            for key, *_ in sorted(live, key=operator.itemgetter(3)):
+                self._expiry[key] = None
         (self._hits, self._misses, self._evictions, self._expirations, self._shrinks,
          self._shrink_evictions, self._reclaimed_bytes, self._too_large,
          self._merged) = state["counters"]
@@ -670,17 +670,19 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         old = data.pop(key, None)
         if old is not None:
             self._forget_locked(key, old)
-        data[key] = _Entry(value, size, expires)
-        self._bytes += size
-        if self._ttl_s is not None:
-            self._expiry[key] = None
+        # Make room before inserting, so that even a reader that does not take the lock
+        # (``current_bytes``) never sees more than max_bytes.
         max_bytes, max_items = self._max_bytes, self._max_items
-        while ((max_bytes is not None and self._bytes > max_bytes)
-               or (max_items is not None and len(data) > max_items)):
+        while data and ((max_bytes is not None and self._bytes + size > max_bytes)
+                        or (max_items is not None and len(data) >= max_items)):
             old_key, old_entry = data.popitem(last=False)
             self._forget_locked(old_key, old_entry)
             self._evictions += 1
             dropped.append((old_key, old_entry[0]))
+        data[key] = _Entry(value, size, expires)
+        self._bytes += size
+        if self._ttl_s is not None:
+            self._expiry[key] = None
         return dropped
 
     def _forget_locked(self, key: Any, entry: _Entry) -> None:
@@ -883,6 +885,8 @@ class Memoized(Protocol[P, R]):
 
     cache: LRUCache[Any, Any]
     __wrapped__: Callable[P, R]
+    __name__: str
+    __qualname__: str
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 

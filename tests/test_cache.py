@@ -1,0 +1,858 @@
+"""LRUCache and memoize: bounds, order, TTL, shrinking, threads, asyncio and trio."""
+
+from __future__ import annotations
+
+import collections
+import copy
+import gc
+import logging
+import pickle
+import random
+import sys
+import threading
+import time
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from resguard import reclaim
+from resguard._errors import InvalidType, InvalidValue
+from resguard._modules.clock import ManualClock
+from resguard._modules.sizeof import sizeof
+from resguard.cache import CacheInfo, CacheStats, LRUCache, ValueTooLarge, memoize
+
+JOIN_TIMEOUT_S = 120.0
+
+
+def _entry_bytes(key: object, value: bytes) -> int:
+    return sizeof(key) + len(value)
+
+
+# ------------------------------------------------------------------ construction
+
+
+def test_sizes_accept_what_parse_bytes_accepts() -> None:
+    cache: LRUCache[str, bytes] = LRUCache(max_bytes="512MiB", max_items=10, ttl="5m")
+    assert cache.max_bytes == 512 * 2**20
+    assert cache.max_items == 10
+    assert cache.ttl == 300.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({"max_bytes": "lots"}, InvalidValue, "max_bytes"),
+        ({"max_bytes": 0}, InvalidValue, "at least 1 byte"),
+        ({"max_bytes": -5}, InvalidValue, "max_bytes"),
+        ({"max_bytes": True}, InvalidType, "max_bytes=True"),
+        ({"max_bytes": [1]}, InvalidType, "max_bytes"),
+        ({"max_items": 0}, InvalidValue, "max_items=0"),
+        ({"max_items": 2.5}, InvalidType, "max_items=2.5"),
+        ({"ttl": "soon"}, InvalidValue, "ttl"),
+        ({"ttl": 0}, InvalidValue, "ttl=0"),
+        ({"sizeof": 3}, InvalidType, "sizeof=3"),
+        ({"on_evict": "x"}, InvalidType, "on_evict"),
+    ],
+)
+def test_bad_arguments_raise_naming_the_value(kwargs: dict[str, Any], error: type[Exception],
+                                              words: str) -> None:
+    with pytest.raises(error, match=words):
+        LRUCache(**kwargs)
+    assert issubclass(error, (ValueError, TypeError))
+
+
+def test_annotations_and_cachetools_attributes() -> None:
+    cache: LRUCache[str, bytes] = LRUCache[str, bytes](max_items=3)
+    assert cache.maxsize == 3
+    cache["a"] = b"1"
+    assert cache.currsize == 1
+    by_bytes: LRUCache[str, bytes] = LRUCache(max_bytes=1000)
+    by_bytes["a"] = b"12345"
+    assert by_bytes.currsize == _entry_bytes("a", b"12345") - len(b"12345") + sizeof(b"12345")
+    assert by_bytes.getsizeof(b"12345") == sizeof(b"12345")
+    assert LRUCache().maxsize == float("inf")
+
+
+# ------------------------------------------------------------------ mapping behaviour
+
+
+def test_mapping_operations_and_lru_order() -> None:
+    cache: LRUCache[str, int] = LRUCache(max_items=3)
+    cache["a"], cache["b"], cache["c"] = 1, 2, 3
+    assert cache["a"] == 1  # a becomes most recently used
+    cache["d"] = 4  # evicts b, the least recently used
+    assert list(cache) == ["c", "a", "d"]
+    assert "b" not in cache
+    assert cache.get("b") is None
+    assert cache.get("b", 0) == 0
+    assert len(cache) == 3
+    assert dict(cache.items()) == {"c": 3, "a": 1, "d": 4}
+    assert list(cache) == ["c", "a", "d"]  # iterating items() left the order alone
+    assert sorted(cache.values()) == [1, 3, 4]
+    assert cache.pop("c") == 3
+    assert cache.pop("c", None) is None
+    with pytest.raises(KeyError):
+        cache.pop("c")
+    assert cache.setdefault("a", 99) == 1
+    assert cache.setdefault("e", 5) == 5
+    assert cache.popitem() == ("d", 4)  # setdefault refreshed a
+    del cache["a"]
+    with pytest.raises(KeyError):
+        del cache["a"]
+    cache.update({"x": 10})
+    assert dict(cache) == {"e": 5, "x": 10}
+    cache.clear()
+    assert len(cache) == 0
+    assert cache.current_bytes == 0
+    with pytest.raises(KeyError, match="empty"):
+        cache.popitem()
+
+
+def test_stats_count_hits_misses_and_evictions() -> None:
+    cache: LRUCache[int, bytes] = LRUCache(max_items=2)
+    cache[1], cache[2], cache[3] = b"a", b"b", b"c"
+    assert cache[3] == b"c"
+    with pytest.raises(KeyError):
+        cache[1]
+    stats = cache.stats()
+    assert isinstance(stats, CacheStats)
+    assert (stats.hits, stats.misses, stats.evictions, stats.items) == (1, 1, 1, 2)
+    assert stats.hit_rate == 0.5
+    assert stats.bytes == sum(_entry_bytes(k, v) - len(v) + sizeof(v) for k, v in cache.items())
+    assert stats.to_dict()["hit_rate"] == 0.5
+    cache.reset_stats()
+    assert cache.stats().hits == 0
+
+
+def test_byte_bound_evicts_least_recently_used_first() -> None:
+    size = _entry_bytes(0, bytes(1000)) - 1000 + sizeof(bytes(1000))
+    cache: LRUCache[int, bytes] = LRUCache(max_bytes=size * 3)
+    for key in range(5):
+        cache[key] = bytes(1000)
+        assert cache.current_bytes <= size * 3
+    assert list(cache) == [2, 3, 4]
+    assert cache.stats().evictions == 2
+
+
+def test_value_larger_than_max_bytes_raises_and_changes_nothing() -> None:
+    evicted: list[object] = []
+    cache: LRUCache[str, bytes] = LRUCache(max_bytes="1KiB",
+                                           on_evict=lambda k, v: evicted.append(k))
+    cache["keep"] = b"old"
+    with pytest.raises(ValueTooLarge) as info:
+        cache["keep"] = bytes(4096)
+    assert isinstance(info.value, ValueError)  # as cachetools raises
+    assert info.value.size_bytes > info.value.max_bytes == 1024
+    assert "1.0 KiB" in str(info.value)
+    assert cache["keep"] == b"old"
+    assert cache.stats().too_large == 1
+    assert evicted == []
+
+
+def test_keys_count_toward_the_size() -> None:
+    cache: LRUCache[str, bytes] = LRUCache(sizeof=len)
+    long_key = "k" * 10_000
+    cache[long_key] = b"v"
+    assert cache.current_bytes == sizeof(long_key) + 1
+
+
+def test_a_sizeof_hook_returning_nonsense_is_reported() -> None:
+    cache: LRUCache[str, str] = LRUCache(sizeof=lambda v: "big")  # type: ignore[arg-type,return-value]
+    with pytest.raises(InvalidType, match="whole number"):
+        cache["a"] = "b"
+    negative: LRUCache[str, str] = LRUCache(sizeof=lambda v: -1)
+    with pytest.raises(InvalidValue, match=">= 0"):
+        negative["a"] = "b"
+    assert len(cache) == len(negative) == 0
+
+
+def test_missing_hook_works_like_cachetools() -> None:
+    class Squares(LRUCache[int, int]):
+        def __missing__(self, key: int) -> int:
+            self[key] = key * key
+            return key * key
+
+    squares = Squares(max_items=10)
+    assert squares[7] == 49
+    assert 7 in squares
+    assert squares.get(8) is None  # get does not compute, as in cachetools
+
+
+def test_on_evict_sees_capacity_drops_and_its_errors_are_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[tuple[object, object]] = []
+
+    def on_evict(key: object, value: object) -> None:
+        seen.append((key, value))
+        raise RuntimeError("callback bug")
+
+    cache: LRUCache[str, int] = LRUCache(max_items=1, on_evict=on_evict)
+    cache["a"] = 1
+    with caplog.at_level(logging.WARNING, logger="resguard.cache"):
+        cache["b"] = 2
+    assert seen == [("a", 1)]
+    assert "on_evict" in caplog.text
+    del cache["b"]  # an explicit delete is not an eviction
+    assert seen == [("a", 1)]
+
+
+# ------------------------------------------------------------------ TTL
+
+
+def test_ttl_expires_entries_with_an_injected_clock() -> None:
+    clock = ManualClock()
+    evicted: list[object] = []
+    cache: LRUCache[str, int] = LRUCache(ttl="10s", clock=clock,
+                                         on_evict=lambda k, v: evicted.append(k))
+    cache["a"] = 1
+    clock.advance(5)
+    cache["b"] = 2
+    assert cache["a"] == 1  # a read does not extend the life of an entry
+    clock.advance(5)
+    assert "a" not in cache
+    assert cache.get("a") is None
+    assert list(cache) == ["b"]
+    clock.advance(5)
+    assert len(cache) == 0
+    stats = cache.stats()
+    assert stats.expirations == 2
+    assert stats.bytes == 0
+    assert sorted(evicted) == ["a", "b"]  # type: ignore[type-var]
+    cache["c"] = 3
+    clock.advance(10)
+    assert cache.expire() == 1
+
+
+# ------------------------------------------------------------------ shrinking and the ladder
+
+
+def _sized_cache() -> LRUCache[str, bytes]:
+    cache: LRUCache[str, bytes] = LRUCache(sizeof=len)
+    for i in range(10):
+        cache[f"small{i}"] = bytes(100)
+    cache["big"] = bytes(50_000)
+    cache["medium"] = bytes(10_000)
+    return cache
+
+
+def test_reclaim_takes_large_values_first_and_reports_its_accounting() -> None:
+    cache = _sized_cache()
+    before = cache.current_bytes
+    freed = cache.reclaim(1)
+    assert "big" not in cache
+    assert freed == before - cache.current_bytes == 50_000 + sizeof("big")
+    freed = cache.reclaim(10_400)
+    assert "medium" not in cache
+    assert freed >= 10_400
+    assert len(cache) == 7  # medium went, then the three least recently used small ones
+    assert list(cache) == [f"small{i}" for i in range(3, 10)]
+    stats = cache.stats()
+    assert stats.shrinks == 2
+    assert stats.shrink_evictions == 5
+    assert stats.reclaimed_bytes == before - cache.current_bytes
+    assert stats.evictions == 0  # capacity evictions are counted apart
+
+
+def test_shrink_accepts_bytes_shares_and_percentages() -> None:
+    cache = _sized_cache()
+    total = cache.current_bytes
+    assert cache.shrink(0.0) == 0
+    assert cache.shrink("10KiB") >= 10 * 1024
+    cache = _sized_cache()
+    assert cache.shrink("50%") >= total / 2
+    cache = _sized_cache()
+    assert cache.shrink(1.0) == total
+    assert len(cache) == 0
+
+
+@pytest.mark.parametrize("amount", ["lots", -1, True, None, [1]])
+def test_bad_shrink_amounts_raise_before_anything_changes(amount: object) -> None:
+    cache = _sized_cache()
+    before = dict(cache.items())
+    with pytest.raises((InvalidValue, InvalidType)):
+        cache.shrink(amount)  # type: ignore[arg-type]
+    assert dict(cache.items()) == before
+    assert cache.stats().shrinks == 0
+
+
+def test_every_cache_is_on_the_reclaim_ladder_by_weak_reference() -> None:
+    cache: LRUCache[str, bytes] = LRUCache(name="embeddings")
+    assert cache in reclaim.registered()
+    assert isinstance(cache, reclaim.Reclaimable)
+    assert cache.cost == reclaim.Cost.CACHE
+    assert cache.name == "embeddings"
+    cache["a"] = bytes(1000)
+    assert cache.reclaimable_bytes() == cache.current_bytes > 1000
+
+    @memoize
+    def f(x: int) -> int:
+        return x
+
+    assert f.cache in reclaim.registered()
+    assert f.cache.name.startswith("memoize:")
+    del cache
+    gc.collect()
+    assert "embeddings" not in [item.name for item in reclaim.registered()]
+    assert f.cache in reclaim.registered()
+
+
+# ------------------------------------------------------------------ pickling
+
+
+def test_pickles_without_its_lock_and_keeps_time_left() -> None:
+    clock = ManualClock()
+    cache: LRUCache[str, bytes] = LRUCache(max_items=5, ttl=10, clock=clock)
+    cache["a"] = b"1"
+    clock.advance(4)
+    cache["b"] = b"2"
+    cache["a"]
+    restored = pickle.loads(pickle.dumps(cache))
+    assert list(restored) == ["b", "a"]
+    assert restored.current_bytes == cache.current_bytes
+    assert restored.stats().hits == 1
+    assert restored in reclaim.registered()
+    restored._clock.advance(6)  # a's 10 s are up, b has 4 left
+    assert list(restored) == ["b"]
+    duplicate = copy.deepcopy(cache)
+    duplicate["c"] = b"3"
+    assert "c" not in cache
+
+
+# ------------------------------------------------------------------ the model check
+
+
+class CacheModel(RuleBasedStateMachine):
+    """Random operations against a list-based model: same LRU order, never over budget."""
+
+    MAX_BYTES = 600
+    MAX_ITEMS = 6
+    TTL_S = 10.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = ManualClock()
+        self.cache: LRUCache[int, bytes] = LRUCache(
+            max_bytes=self.MAX_BYTES, max_items=self.MAX_ITEMS, ttl=self.TTL_S,
+            sizeof=len, clock=self.clock)
+        self.model: list[tuple[int, bytes, int, float]] = []  # LRU first: key, value, size, expiry
+
+    def _find(self, key: int) -> int | None:
+        for index, item in enumerate(self.model):
+            if item[0] == key:
+                return index
+        return None
+
+    def _purge(self) -> None:
+        now = self.clock()
+        self.model = [item for item in self.model if item[3] > now]
+
+    @rule(key=st.integers(0, 9), length=st.integers(0, 700))
+    def set(self, key: int, length: int) -> None:
+        value = bytes([key]) * length
+        size = _entry_bytes(key, value)
+        if size > self.MAX_BYTES:
+            with pytest.raises(ValueTooLarge):
+                self.cache[key] = value
+            return
+        self.cache[key] = value
+        self._purge()
+        index = self._find(key)
+        if index is not None:
+            del self.model[index]
+        self.model.append((key, value, size, self.clock() + self.TTL_S))
+        while (sum(item[2] for item in self.model) > self.MAX_BYTES
+               or len(self.model) > self.MAX_ITEMS):
+            self.model.pop(0)
+
+    @rule(key=st.integers(0, 9))
+    def get(self, key: int) -> None:
+        index = self._find(key)
+        if index is not None and self.model[index][3] <= self.clock():
+            del self.model[index]
+            index = None
+        if index is None:
+            with pytest.raises(KeyError):
+                self.cache[key]
+            return
+        item = self.model.pop(index)
+        self.model.append(item)
+        assert self.cache[key] == item[1]
+
+    @rule(key=st.integers(0, 9))
+    def delete(self, key: int) -> None:
+        index = self._find(key)
+        live = index is not None and self.model[index][3] > self.clock()
+        if index is not None:
+            del self.model[index]
+        if live:
+            del self.cache[key]
+        else:
+            with pytest.raises(KeyError):
+                del self.cache[key]
+
+    @rule(target_bytes=st.integers(0, 700))
+    def shrink(self, target_bytes: int) -> None:
+        self._purge()
+        order = sorted(self.model, key=lambda item: item[2], reverse=True)
+        freed, gone = 0, set()
+        for item in order:
+            if freed >= target_bytes:
+                break
+            freed += item[2]
+            gone.add(item[0])
+        self.model = [item for item in self.model if item[0] not in gone]
+        assert self.cache.reclaim(target_bytes) == freed
+
+    @rule(seconds=st.sampled_from([0.5, 3.0, 9.99, 10.0, 25.0]))
+    def expire(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @precondition(lambda self: bool(self.model))
+    @rule()
+    def popitem(self) -> None:
+        self._purge()
+        if not self.model:
+            with pytest.raises(KeyError):
+                self.cache.popitem()
+            return
+        key, value, _, _ = self.model.pop(0)
+        assert self.cache.popitem() == (key, value)
+
+    @invariant()
+    def within_budget(self) -> None:
+        assert self.cache.current_bytes <= self.MAX_BYTES
+        assert len(self.cache._data) <= self.MAX_ITEMS
+
+    @invariant()
+    def same_order_and_bytes(self) -> None:
+        self._purge()
+        assert list(self.cache) == [item[0] for item in self.model]
+        assert self.cache.current_bytes == sum(item[2] for item in self.model)
+        assert self.cache.stats().items == len(self.model)
+
+
+CacheModel.TestCase.settings = settings(max_examples=300, stateful_step_count=40,
+                                        deadline=None,
+                                        suppress_health_check=[HealthCheck.too_slow])
+TestCacheModel = CacheModel.TestCase
+
+
+# ------------------------------------------------------------------ threads
+
+
+def _run_threads(count: int, target: Any) -> None:
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def body(index: int) -> None:
+        try:
+            barrier.wait()
+            target(index)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(JOIN_TIMEOUT_S)
+    assert not any(thread.is_alive() for thread in threads), "threads hung"
+    assert errors == []
+
+
+def test_32_threads_hammering_one_cache_keep_its_invariants() -> None:
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        cache: LRUCache[tuple[int, int], bytes] = LRUCache(max_bytes=20_000, max_items=64)
+        gets = [0] * 32
+
+        def hammer(index: int) -> None:
+            rng = random.Random(index)
+            for _ in range(1500):
+                key = (rng.randrange(8), rng.randrange(20))
+                action = rng.random()
+                if action < 0.45:
+                    gets[index] += 1
+                    value = cache.get(key)
+                    assert value is None or value[:2] == bytes(key)
+                elif action < 0.9:
+                    cache[key] = bytes(key) + bytes(rng.randrange(500))
+                elif action < 0.97:
+                    cache.pop(key, None)
+                else:
+                    cache.shrink(0.25)
+                assert cache.current_bytes <= 20_000
+
+        _run_threads(32, hammer)
+        stats = cache.stats()
+        assert stats.hits + stats.misses == sum(gets)
+        assert stats.bytes == sum(sizeof(k) + sizeof(v) for k, v in cache.items())
+        assert stats.bytes <= 20_000
+        assert stats.items == len(cache) <= 64
+
+        # no lost updates: with room for everything, every write is there afterwards
+        roomy: LRUCache[tuple[int, int], int] = LRUCache()
+
+        def write(index: int) -> None:
+            for i in range(300):
+                roomy[(index, i)] = i
+
+        _run_threads(32, write)
+        assert len(roomy) == 32 * 300
+        assert all(roomy[(t, i)] == i for t in range(32) for i in range(300))
+    finally:
+        sys.setswitchinterval(old_interval)
+
+
+def test_32_threads_on_one_memoized_function_compute_each_key_once() -> None:
+    computed: collections.Counter[int] = collections.Counter()
+    counter_lock = threading.Lock()
+
+    @memoize(max_items=1000)
+    def slow_square(x: int) -> int:
+        with counter_lock:
+            computed[x] += 1
+        time.sleep(0.002)  # widen the window in which other threads miss
+        return x * x
+
+    def call(index: int) -> None:
+        rng = random.Random(index)
+        for _ in range(200):
+            x = rng.randrange(40)
+            assert slow_square(x) == x * x
+
+    _run_threads(32, call)
+    assert set(computed) == set(range(40))
+    assert all(count == 1 for count in computed.values()), computed
+    info = slow_square.cache_info()
+    assert info.hits + info.misses == 32 * 200
+    stats = slow_square.cache_stats()
+    assert stats.misses - stats.merged == 40  # a miss either computed or waited
+
+
+def test_32_threads_on_an_evicting_memoized_function_stay_consistent() -> None:
+    computed = collections.Counter[int]()
+    counter_lock = threading.Lock()
+
+    @memoize(max_items=5)
+    def ident(x: int) -> int:
+        with counter_lock:
+            computed[x] += 1
+        return x
+
+    def call(index: int) -> None:
+        rng = random.Random(index)
+        for _ in range(300):
+            x = rng.randrange(20)
+            assert ident(x) == x
+
+    _run_threads(32, call)
+    stats = ident.cache_stats()
+    assert stats.items <= 5
+    assert sum(computed.values()) == stats.misses - stats.merged
+
+
+# ------------------------------------------------------------------ memoize, sync
+
+
+def test_memoize_caches_and_reports_like_lru_cache() -> None:
+    calls: list[tuple[Any, ...]] = []
+
+    @memoize(max_items=2)
+    def add(a: int, b: int = 0) -> int:
+        calls.append((a, b))
+        return a + b
+
+    assert add(1) == 1
+    assert add(1) == 1
+    assert add(1, b=2) == 3
+    assert add(1, 2) == 3  # positional and keyword calls are different keys, as in lru_cache
+    assert calls == [(1, 0), (1, 2), (1, 2)]
+    assert add.cache_info() == CacheInfo(hits=1, misses=3, maxsize=2, currsize=2)
+    assert add.__name__ == "add"
+    assert add.__wrapped__(5) == 5
+    assert add.cache_parameters()["maxsize"] == 2
+    add.cache_clear()
+    assert add.cache_info() == CacheInfo(0, 0, 2, 0)
+
+
+def test_memoize_typed_and_custom_keys() -> None:
+    @memoize(typed=True)
+    def kind(x: object) -> str:
+        return type(x).__name__
+
+    assert kind(1) == "int"
+    assert kind(1.0) == "float"
+
+    @memoize(key=lambda text, **_: text.lower())
+    def shout(text: str, *, loud: bool = True) -> str:
+        return text.upper()
+
+    assert shout("Hi") == "HI"
+    assert shout("hI", loud=False) == "HI"
+    assert shout.cache_info().hits == 1
+
+    with pytest.raises(InvalidType, match="key"):
+        memoize(key=5)  # type: ignore[call-overload]
+    with pytest.raises(InvalidValue, match="max_bytes"):
+        memoize(max_bytes="huge")
+
+
+def test_memoize_does_not_cache_failures_or_oversized_results() -> None:
+    attempts = collections.Counter[int]()
+
+    @memoize(max_bytes="1KiB")
+    def flaky(x: int) -> bytes:
+        attempts[x] += 1
+        if attempts[x] == 1:
+            raise ConnectionError("first try fails")
+        return bytes(x)
+
+    with pytest.raises(ConnectionError):
+        flaky(10)
+    assert flaky(10) == bytes(10)
+    assert flaky(10) == bytes(10)
+    assert attempts[10] == 2
+    with pytest.raises(ConnectionError):
+        flaky(5000)
+    assert flaky(5000) == bytes(5000)  # too large: returned, not kept
+    assert flaky(5000) == bytes(5000)
+    assert attempts[5000] == 3
+    assert flaky.cache_stats().too_large == 2
+    assert flaky.cache_info().currsize == 1
+
+
+def test_memoize_ttl_recomputes_after_expiry() -> None:
+    clock = ManualClock()
+    calls = []
+
+    @memoize(ttl="1m", clock=clock)
+    def now(tag: str) -> float:
+        calls.append(tag)
+        return clock()
+
+    first = now("a")
+    clock.advance(30)
+    assert now("a") == first
+    clock.advance(31)
+    assert now("a") == first + 61
+    assert calls == ["a", "a"]
+
+
+def test_recursion_with_the_same_key_does_not_deadlock() -> None:
+    depth = []
+
+    @memoize
+    def reentrant(x: int) -> int:
+        depth.append(x)
+        if len(depth) == 1:
+            return reentrant(x) + 1  # calls itself with the key it is computing
+        return x
+
+    assert reentrant(3) == 4
+
+    @memoize
+    def fib(n: int) -> int:
+        return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+    assert fib(80) == 23416728348467685
+
+
+def test_two_threads_waiting_on_each_others_keys_do_not_deadlock() -> None:
+    started = {1: threading.Event(), 2: threading.Event()}
+    nested = threading.local()
+
+    @memoize
+    def crossed(x: int) -> int:
+        if getattr(nested, "inside", False):
+            return x
+        nested.inside = True
+        started[x].set()
+        other = 2 if x == 1 else 1
+        assert started[other].wait(JOIN_TIMEOUT_S)
+        time.sleep(0.05)  # both computations are now in flight: each now needs the other's
+        return crossed(other) + 10 * x
+
+    results: dict[int, int] = {}
+
+    def call(index: int) -> None:
+        results[index + 1] = crossed(index + 1)
+
+    _run_threads(2, call)
+    assert set(results) == {1, 2}
+
+
+def test_merge_false_lets_every_missing_caller_compute() -> None:
+    computed = collections.Counter[int]()
+    gate = threading.Barrier(4)
+
+    @memoize(merge=False)
+    def slow(x: int) -> int:
+        computed[x] += 1
+        gate.wait(JOIN_TIMEOUT_S)  # all four are computing at the same time
+        return x
+
+    _run_threads(4, lambda index: slow(1))
+    assert computed[1] == 4
+
+
+def test_waiters_get_the_first_callers_exception() -> None:
+    entered = threading.Event()
+    release = threading.Event()
+    calls = collections.Counter[int]()
+
+    @memoize
+    def failing(x: int) -> int:
+        calls[x] += 1
+        entered.set()
+        release.wait(JOIN_TIMEOUT_S)
+        raise LookupError("backend down")
+
+    outcomes: list[str] = []
+
+    def call(index: int) -> None:
+        if index:
+            entered.wait(JOIN_TIMEOUT_S)
+            time.sleep(0.05)
+            threading.Timer(0.2, release.set).start()
+        try:
+            failing(1)
+        except LookupError:
+            outcomes.append("LookupError")
+
+    _run_threads(2, call)
+    assert outcomes == ["LookupError", "LookupError"]
+    assert calls[1] == 1
+    assert failing.cache_stats().items == 0
+
+
+def test_memoized_methods_bind() -> None:
+    class Model:
+        def __init__(self, scale: int) -> None:
+            self.scale = scale
+
+        @memoize(max_items=10)
+        def predict(self, x: int) -> int:
+            return x * self.scale
+
+    assert Model(2).predict(3) == 6
+    assert Model(3).predict(3) == 9
+
+
+def test_bare_decorator_rejects_non_functions() -> None:
+    with pytest.raises(InvalidType, match="function"):
+        memoize(max_items=3)(42)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ memoize, async
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.mark.anyio
+async def test_async_memoize_merges_concurrent_callers() -> None:
+    computed = collections.Counter[int]()
+
+    @memoize(max_items=100)
+    async def fetch(x: int) -> int:
+        computed[x] += 1
+        await anyio.sleep(0.01)
+        return x * 2
+
+    results: list[int] = []
+
+    async def call(x: int) -> None:
+        results.append(await fetch(x))
+
+    async with anyio.create_task_group() as group:
+        for i in range(50):
+            group.start_soon(call, i % 5)
+    assert sorted(results) == sorted([2 * (i % 5) for i in range(50)])
+    assert computed == dict.fromkeys(range(5), 1)
+    assert await fetch(3) == 6
+    stats = fetch.cache_stats()
+    assert stats.merged == 45
+    assert fetch.cache_info().hits == 1
+
+
+@pytest.mark.anyio
+async def test_cancelling_the_first_caller_does_not_poison_the_key() -> None:
+    calls = 0
+    first_started = anyio.Event()
+
+    @memoize
+    async def load(x: int) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            first_started.set()
+            await anyio.sleep_forever()  # the first caller hangs until cancelled
+        return f"value-{x}"
+
+    results: list[str] = []
+
+    async def waiter() -> None:
+        results.append(await load(1))
+
+    first_scope = anyio.CancelScope()
+
+    async def leader() -> None:
+        with first_scope:
+            await load(1)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(leader)
+        await first_started.wait()
+        group.start_soon(waiter)  # waits for the leader's computation
+        await anyio.sleep(0.05)
+        assert load.cache_stats().misses == 2
+        first_scope.cancel()
+    assert calls == 2
+    assert results == ["value-1"]
+    assert await load(1) == "value-1"
+    assert calls == 2
+
+
+@pytest.mark.anyio
+async def test_async_failures_are_not_cached_and_reentry_does_not_deadlock() -> None:
+    attempts = 0
+
+    @memoize
+    async def flaky(x: int) -> int:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise TimeoutError("slow backend")
+        if attempts == 2:
+            return await flaky(x) + 1  # re-enters with the key it is computing
+        return x
+
+    with pytest.raises(TimeoutError):
+        await flaky(7)
+    assert await flaky(7) == 8
+    assert await flaky(7) == 8
+    assert attempts == 3
+
+
+@pytest.mark.anyio
+async def test_async_and_threads_share_one_cache() -> None:
+    @memoize(max_items=10)
+    async def double(x: int) -> int:
+        await anyio.sleep(0)
+        return 2 * x
+
+    assert await double(4) == 8
+
+    def in_thread() -> int:
+        return anyio.from_thread.run(double, 4)
+
+    assert await anyio.to_thread.run_sync(in_thread) == 8
+    assert double.cache_info().misses == 1
