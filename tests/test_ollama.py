@@ -553,3 +553,46 @@ def test_standin_keep_alive_durations(number: int, unit: tuple[str, float]) -> N
     if number:
         with pytest.raises(BadRequest, match="missing unit"):
             parse_keep_alive(str(number))
+
+
+def test_monitor_on_warning_unloads_the_idle_model_in_a_squeezed_cgroup(
+        memory_cgroup: Any, ollama_server_factory: Callable[..., OllamaStandIn],
+        ollama_clock: OffsetClock) -> None:
+    try:
+        from resguard.monitor import Monitor
+        from resguard.rules import Level, Policy, Threshold
+    except ImportError as exc:  # pragma: no cover - the monitor is the lead's part
+        pytest.skip(f"resguard.monitor is not importable ({exc})")
+    gb = 10**9
+    catalogue = [CatalogueModel("idle:1b", gb, int(1.6 * gb)),
+                 CatalogueModel("busy:1b", gb, int(1.6 * gb))]
+    server = ollama_server_factory(catalogue=catalogue, scale=1 / 16,
+                                   cgroup=memory_cgroup.path)
+    models = OllamaModels(server.host, clock=ollama_clock)
+    try:
+        models.ensure("idle:1b")
+        ollama_clock.advance(5)
+        with models.using("busy:1b"):
+            usage = memory_cgroup.usage_bytes()
+            memory_cgroup.set_limit(usage + 24 * 2**20)
+            policy = Policy([Threshold("memory.percent", ">", 85, level=Level.WARNING)])
+            monitor = Monitor(policy=policy, cgroup=str(memory_cgroup.path),
+                              sources=[models.source()], psi_trigger=False, reclaim_to="80%")
+            monitor.sample_slow()
+            state = monitor.sample_now()
+            assert state.level == Level.WARNING
+            assert state.snapshot.ollama is not None
+            assert {i.name for i in state.snapshot.ollama} == {"idle:1b", "busy:1b"}
+            used_before = state.snapshot.memory.used
+
+            report = monitor.reclaim_now()
+
+            assert [i.name for i in models.loaded()] == ["busy:1b"]
+            monitor.sample_slow()
+            after = monitor.sample_now()
+            assert after.snapshot.memory.used < used_before - 80 * 2**20
+            assert after.level == Level.OK
+            assert report.freed_bytes > 80 * 2**20
+            assert memory_cgroup.oom_kills() == 0
+    finally:
+        models.close()

@@ -523,6 +523,8 @@ class OllamaSource:
     When Ollama cannot be read it returns ``{"ollama": None}`` and logs the fault once.
     """
 
+    fields = ("ollama",)
+
     def __init__(self, models: OllamaModels, name: str = "ollama") -> None:
         self.models = models
         self.name = name
