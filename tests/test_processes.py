@@ -24,7 +24,8 @@ def busy_child() -> Iterator[subprocess.Popen[bytes]]:
     child.wait()
 
 
-def test_a_busy_process_leads_by_cpu_after_one_interval(busy_child: subprocess.Popen[bytes]) -> None:
+def test_a_busy_process_leads_by_cpu_after_one_interval(
+        busy_child: subprocess.Popen[bytes]) -> None:
     table = ProcessTable()
     table.sample()
     time.sleep(1.0)

@@ -96,7 +96,8 @@ class ProcessTable:
                     cpu = 100.0 * (ticks - before[0]) / _procfs.TICKS_PER_S / (now - before[1])
                 else:
                     lifetime_s = uptime_s - start_ticks / _procfs.TICKS_PER_S
-                    cpu = 100.0 * ticks / _procfs.TICKS_PER_S / lifetime_s if lifetime_s > 0 else 0.0
+                    cpu = (100.0 * ticks / _procfs.TICKS_PER_S / lifetime_s
+                           if lifetime_s > 0 else 0.0)
                 current[key] = (ticks, now)
                 rows.append(ProcessInfo(
                     pid=key[0], name=name, cmdline=(), username=None, uid=uid, ppid=ppid,

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import attrs
 import psutil
 
-from resguard._modules.render import ValueMixin, html_table, flatten
+from resguard._modules.render import ValueMixin, flatten, html_table
 from resguard._probes import cgroup as _cgroup
 from resguard._probes import procfs as _procfs
 from resguard._probes.files import FileCache
@@ -43,11 +43,10 @@ __all__ = [
     "snapshot",
 ]
 
-_frozen = attrs.frozen(slots=True)
 _T = TypeVar("_T")
 
 
-@_frozen
+@attrs.frozen
 class MemoryInfo(ValueMixin):
     """Memory against the *effective* limit.
 
@@ -70,7 +69,7 @@ class MemoryInfo(ValueMixin):
     cgroup: str | None
 
 
-@_frozen
+@attrs.frozen
 class SwapInfo(ValueMixin):
     """Swap space of the host, in bytes."""
 
@@ -80,7 +79,7 @@ class SwapInfo(ValueMixin):
     percent: float
 
 
-@_frozen
+@attrs.frozen
 class CpuInfo(ValueMixin):
     """CPU use and the CPUs this process may really use.
 
@@ -99,7 +98,7 @@ class CpuInfo(ValueMixin):
     load_15m: float
 
 
-@_frozen
+@attrs.frozen
 class PressureInfo(ValueMixin):
     """PSI for memory, CPU and I/O (``None`` where the kernel has none); ``source`` names
     ``"system"`` (``/proc/pressure``) or the cgroup v2 directory it was read from."""
@@ -110,7 +109,7 @@ class PressureInfo(ValueMixin):
     source: str | None
 
 
-@_frozen
+@attrs.frozen
 class ProcessSelf(ValueMixin):
     """This process: resident and virtual size, USS (only when asked for, it is costly),
     CPU percent since the previous sample (100 = one full core), threads, and the summed
@@ -125,7 +124,7 @@ class ProcessSelf(ValueMixin):
     children_rss: int
 
 
-@_frozen
+@attrs.frozen
 class ProcessInfo(ValueMixin):
     """One row of the process table (or a group of processes with one name when ``count``
     is above 1). Identity is ``(pid, create_time)``; ``cpu_percent`` is since the table's
@@ -145,7 +144,7 @@ class ProcessInfo(ValueMixin):
     count: int = 1
 
 
-@_frozen
+@attrs.frozen
 class ContainerStats(ValueMixin):
     """One running container. ``memory_used`` follows the working-set rule (usage minus
     inactive file cache); ``memory_percent`` is of ``memory_limit`` (``None`` when there is
@@ -165,7 +164,7 @@ class ContainerStats(ValueMixin):
     compose_service: str | None = None
 
 
-@_frozen
+@attrs.frozen
 class ContainersMemory(ValueMixin):
     """Totals over running containers: working-set bytes and the highest percent of limit."""
 
@@ -173,7 +172,7 @@ class ContainersMemory(ValueMixin):
     max_percent: float | None
 
 
-@_frozen
+@attrs.frozen
 class ContainersInfo(ValueMixin):
     """The running containers as the judge layer sees them (``containers.memory.total``)."""
 
@@ -187,7 +186,7 @@ class ContainersInfo(ValueMixin):
                                            max(percents) if percents else None))
 
 
-@_frozen
+@attrs.frozen
 class OllamaModelInfo(ValueMixin):
     """A model loaded in Ollama: total and GPU bytes, when its keep-alive ends and since
     when it has been idle (wall-clock epoch seconds; ``None`` when unknown)."""
@@ -200,7 +199,7 @@ class OllamaModelInfo(ValueMixin):
     context_length: int | None = None
 
 
-@_frozen
+@attrs.frozen
 class Snapshot(ValueMixin):
     """Everything resguard knows at one instant. ``taken_at`` is wall-clock epoch seconds,
     ``monotonic`` the :func:`time.monotonic` reading. ``processes``, ``containers`` and
@@ -227,10 +226,15 @@ class Sampler:
     It keeps the descriptors of the files it reads, the location of this process's cgroup
     and the previous CPU counters (so CPU percentages need no sleep). One sampler may be
     shared by threads. *roots* re-roots ``/proc`` and ``/sys/fs/cgroup`` for tests.
+    *cgroup* names a cgroup directory to judge memory by instead of this process's own
+    (e.g. a worker's cgroup watched from outside); the ``process`` part stays this process.
     """
 
-    def __init__(self, roots: Roots = DEFAULT_ROOTS) -> None:
+    def __init__(self, roots: Roots = DEFAULT_ROOTS, *, cgroup: str | None = None) -> None:
         self._roots = roots
+        self._cgroup_dir = cgroup
+        if cgroup is not None:
+            _cgroup.location_of(cgroup, roots)  # fail now, not on the first sample
         self._files = FileCache()
         self._lock = threading.Lock()
         self._pid = -1
@@ -254,7 +258,8 @@ class Sampler:
     def _setup(self) -> None:
         """(Re)discover cgroup and PSI locations; runs at first use and after a fork."""
         self._pid = os.getpid()
-        self._location = _cgroup.locate(self._roots)
+        self._location = (_cgroup.location_of(self._cgroup_dir, self._roots)
+                          if self._cgroup_dir else _cgroup.locate(self._roots))
         location = self._location
         cgroup_dir = location.memory_dir if location and location.version == "v2" else None
         if cgroup_dir and cgroup_dir != location.memory_mount and os.path.exists(  # type: ignore[union-attr]
@@ -310,7 +315,8 @@ class Sampler:
         if bound is not None and bound.limit < limit:
             limit, used = bound.limit, bound.memory.working_set
             source, detail = "cgroup", f"{bound.directory}/{bound.file}"
-        for name, kind in (("RLIMIT_AS", resource.RLIMIT_AS), ("RLIMIT_DATA", resource.RLIMIT_DATA)):
+        rlimits = (("RLIMIT_AS", resource.RLIMIT_AS), ("RLIMIT_DATA", resource.RLIMIT_DATA))
+        for name, kind in rlimits:
             soft = resource.getrlimit(kind)[0]
             if soft != resource.RLIM_INFINITY and 0 < soft < limit:
                 limit, source, detail = soft, "rlimit", name

@@ -24,9 +24,9 @@ V2_ROOT = Path("/sys/fs/cgroup")
 
 
 def _hierarchy() -> tuple[str, Path] | None:
-    if (V2_ROOT / "cgroup.controllers").exists():
-        if "memory" in (V2_ROOT / "cgroup.controllers").read_text().split():
-            return "v2", V2_ROOT
+    controllers = V2_ROOT / "cgroup.controllers"
+    if controllers.exists() and "memory" in controllers.read_text().split():
+        return "v2", V2_ROOT
     if (V1_ROOT / "memory.limit_in_bytes").exists():
         return "v1", V1_ROOT
     return None
@@ -54,8 +54,9 @@ class MemoryCgroup:
         else:
             value = "max" if limit_bytes is None else str(limit_bytes)
             (self.path / "memory.max").write_text(value)
-            (self.path / "memory.swap.max").write_text("0") if (
-                self.path / "memory.swap.max").exists() else None
+            swap = self.path / "memory.swap.max"
+            if swap.exists():
+                swap.write_text("0")
 
     def usage_bytes(self) -> int:
         name = "memory.usage_in_bytes" if self.version == "v1" else "memory.current"
@@ -71,7 +72,7 @@ class MemoryCgroup:
         return 0
 
     def spawn(self, argv: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
-        """Start *argv* inside this cgroup (it joins before exec, so it is charged from the start)."""
+        """Start *argv* inside this cgroup; it joins before exec, so all of it is charged."""
         procs = self.path / "cgroup.procs"
         wrapper = ["/bin/sh", "-c", f'echo $$ > "{procs}" && exec "$@"', "sh", *argv]
         process = subprocess.Popen(wrapper, **kwargs)  # type: ignore[call-overload]

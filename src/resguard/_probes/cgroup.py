@@ -24,6 +24,7 @@ __all__ = [
     "MemoryBound",
     "cpu_quota",
     "locate",
+    "location_of",
     "memory_bound",
     "parse_proc_cgroup",
     "read_memory",
@@ -142,6 +143,26 @@ def locate(roots: Roots = DEFAULT_ROOTS, pid: str = "self") -> CgroupLocation | 
     return None
 
 
+def location_of(directory: str, roots: Roots = DEFAULT_ROOTS) -> CgroupLocation:
+    """The location of an explicit cgroup *directory* (e.g. to watch a child's cgroup)."""
+    directory = os.path.abspath(directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{directory!r} is not a cgroup directory")
+    if os.path.exists(os.path.join(directory, "memory.limit_in_bytes")):
+        mount = _v1_mount(roots.cgroup, "memory") or roots.cgroup
+        version = "v1"
+    else:
+        mount = roots.cgroup
+        if not directory.startswith(mount.rstrip("/") + "/") and directory != mount:
+            mount = os.path.dirname(directory)
+        version = "v2"
+    relative = "/" + os.path.relpath(directory, mount).lstrip(".")
+    cpu = directory if version == "v2" else None
+    return CgroupLocation(version=version, memory_dir=directory, memory_mount=mount,
+                          cpu_dir=cpu, cpu_mount=mount if cpu else None,
+                          relative=relative.rstrip("/") or "/")
+
+
 def _int_or_none(text: str | None) -> int | None:
     if text is None:
         return None
@@ -177,7 +198,7 @@ def read_memory(directory: str | Path, version: str,
         usage = _int_or_none(reader(base + "/memory.usage_in_bytes"))
         limit = _int_or_none(reader(base + "/memory.limit_in_bytes"))
         high = None
-        inactive_keys = ("total_inactive_file", "inactive_file")
+        inactive_keys: tuple[str, ...] = ("total_inactive_file", "inactive_file")
     else:
         usage = _int_or_none(reader(base + "/memory.current"))
         limit = _int_or_none(reader(base + "/memory.max"))

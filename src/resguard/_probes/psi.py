@@ -11,7 +11,7 @@ from resguard._modules.render import ValueMixin
 __all__ = ["PressureLine", "ResourcePressure", "parse_pressure"]
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen
 class PressureLine(ValueMixin):
     """One PSI line: share of wall time stalled (percent) over 10/60/300 s, total in µs."""
 
@@ -22,7 +22,7 @@ class PressureLine(ValueMixin):
 
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen
 class ResourcePressure(ValueMixin):
     """``some``: at least one task stalled; ``full``: all non-idle tasks stalled (may be absent)."""
 
@@ -43,3 +43,31 @@ def parse_pressure(text: str | None) -> ResourcePressure | None:
              for kind, a10, a60, a300, total in _LINE.findall(text)}
     some = lines.get("some")
     return None if some is None else ResourcePressure(some, lines.get("full"))
+
+
+def open_trigger(path: str, stall_us: int = 100_000, window_us: int = 1_000_000) -> int | None:
+    """Arm a PSI trigger on *path*: the descriptor becomes ready (``POLLPRI``) when tasks
+    stall for *stall_us* within *window_us*.
+
+    Without CAP_SYS_RESOURCE the kernel only accepts windows that are multiples of 2 s, so
+    that is tried next; ``None`` when the kernel refuses both (then the caller polls).
+    """
+    import os
+
+    attempts = [(stall_us, window_us)]
+    if window_us % 2_000_000:
+        unprivileged_window = 2_000_000
+        attempts.append((max(stall_us * unprivileged_window // window_us, 1),
+                         unprivileged_window))
+    for stall, window in attempts:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            os.write(fd, f"some {stall} {window}\0".encode())
+        except OSError:
+            os.close(fd)
+            continue
+        return fd
+    return None

@@ -1,0 +1,62 @@
+"""Developer sessions: tests, lint, typecheck, docs, bench, demo.
+
+``nox -s tests`` is the command README.md gives for running the tests; ``.ci/run`` runs it
+with ``RESGUARD_REQUIRE_INTEGRATION=1`` after starting a Docker engine.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = os.environ.get("RESGUARD_NOX_PYTHON")  # None: the interpreter running nox
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the test suite (integration tests skip with a reason unless required)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3",
+                silent=True)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff over the package, the tests and the benchmarks."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py", "docs/conf.py")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package."""
+    session.install("-e", ".[typecheck]")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the documentation with Sphinx; any warning is an error."""
+    session.install("-e", ".[docs]")
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "-d", "docs/_build/doctrees",
+                "docs", "docs/_build/html")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks and print one Markdown table (paste into docs/performance.md)."""
+    session.install("-e", ".[bench]")
+    session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The main job: a live view of this machine's pressure with verdicts (Ctrl-C stops)."""
+    session.install("-e", ".")
+    session.run("resguard", "watch", *session.posargs)
