@@ -1,0 +1,585 @@
+"""The judge layer: rule semantics with an injected clock, errors, and a reference model."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import operator
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import resguard
+from factories import MB, WALL_OFFSET_S, GiB, make_container, make_process, make_snapshot
+from resguard import InvalidType, InvalidValue, UnknownMetric
+from resguard.rules import (
+    Breach,
+    LeakDetector,
+    Level,
+    Policy,
+    ProcessCount,
+    ProcessThreshold,
+    Threshold,
+    TimeToLimit,
+    Verdict,
+    least_squares_slope,
+    theil_sen_slope,
+)
+
+
+def run(rule, snapshots):
+    """Evaluate *rule* in a fresh policy over (now, snapshot) pairs; return the verdicts."""
+    policy = Policy([rule])
+    state = policy.new_state()
+    return [policy.evaluate(snapshot, state, now=now) for now, snapshot in snapshots]
+
+
+def series(values, *, step_s=1.0, start=1000.0, **fields):
+    """Snapshots with memory.percent following *values*, one every *step_s* seconds."""
+    return [(start + i * step_s, make_snapshot(at=start + i * step_s, memory_percent=value,
+                                               **fields))
+            for i, value in enumerate(values)]
+
+
+def levels(verdicts):
+    return [verdict.level for verdict in verdicts]
+
+
+# ------------------------------------------------------------------ construction ---
+
+
+def test_unknown_metric_fails_at_construction_and_suggests_close_matches():
+    with pytest.raises(UnknownMetric, match=r"'memory\.percnt'.*'memory\.percent'"):
+        Threshold("memory.percnt", ">", 85)
+    with pytest.raises(UnknownMetric, match=r"pressure\.memory\.some\.avg10"):
+        Threshold("pressure.memory.some.avg01", ">", 10)
+    with pytest.raises(UnknownMetric, match=r"process\.rss"):
+        LeakDetector("process.rsss")
+    with pytest.raises(UnknownMetric, match=r"memory\.limit"):
+        TimeToLimit(limit="memory.limt")
+    with pytest.raises(UnknownMetric):
+        Threshold("processes", ">", 1)  # a table, judged by the process rules
+
+
+@pytest.mark.parametrize(("args", "kwargs", "error", "named"), [
+    (("memory.percent", ">", "85%%"), {}, InvalidValue, "85%%"),
+    (("memory.percent", "=>", 85), {}, InvalidValue, "=>"),
+    (("memory.percent", ">", 85), {"for_": -1}, InvalidValue, "-1"),
+    (("memory.percent", ">", 85), {"cooldown": "soon"}, InvalidValue, "soon"),
+    (("memory.percent", ">", 85), {"level": "fatal"}, InvalidValue, "fatal"),
+    (("memory.percent", ">", 85), {"clear": 90}, InvalidValue, "90"),
+    (("memory.percent", "<", 10), {"clear": 5}, InvalidValue, "5"),
+    (("memory.percent", ">", "2GiB"), {}, InvalidValue, "2GiB"),
+    (("process.rss", ">", "2 GiBs"), {}, InvalidValue, "2 GiBs"),
+    (("process.rss", ">", "120%"), {}, InvalidValue, "120%"),
+    (("cpu.count", ">", "85%"), {}, InvalidValue, "85%"),
+    (("memory.percent", ">", -1), {}, InvalidValue, "-1"),
+    (("memory.percent", ">", True), {}, InvalidType, "True"),
+    ((42, ">", 1), {}, InvalidType, "42"),
+])
+def test_bad_threshold_arguments_raise_naming_the_value(args, kwargs, error, named):
+    with pytest.raises(error) as raised:
+        Threshold(*args, **kwargs)
+    assert named in str(raised.value)
+
+
+def test_bad_process_and_trend_arguments_raise():
+    with pytest.raises(InvalidValue, match="exactly one"):
+        ProcessThreshold(for_="30s")
+    with pytest.raises(InvalidValue, match="exactly one"):
+        ProcessThreshold(cpu_percent_above=100, rss_above="1GiB")
+    with pytest.raises(InvalidValue, match="at_least=0"):
+        ProcessCount(cpu_percent_above=50, at_least=0)
+    with pytest.raises(InvalidValue, match="-5"):
+        ProcessCount(cpu_percent_above=-5)
+    with pytest.raises(InvalidValue, match="growth"):
+        LeakDetector(growth=0)
+    with pytest.raises(InvalidValue, match="10 parsecs"):
+        LeakDetector(window="10 parsecs")
+    with pytest.raises(InvalidValue, match="clear"):
+        TimeToLimit(within="5m", clear="1m")
+    with pytest.raises(InvalidType, match="not a rule"):
+        Policy([Threshold("memory.percent", ">", 85), "memory.percent > 85"])
+    with pytest.raises(InvalidType):
+        Policy("memory.percent > 85")  # type: ignore[arg-type]
+
+
+def test_values_accept_units_and_percentages():
+    snapshot = make_snapshot(memory_percent=50.0, limit=16 * GiB, rss=3 * GiB)
+    fired = [Threshold("memory.percent", ">", "45%"), Threshold("memory.percent", ">", "45"),
+             Threshold("memory.used", ">", "45%"), Threshold("memory.used", ">", "7GiB"),
+             Threshold("process.rss", ">=", "2g"), Threshold("process.rss", ">", 2 * 10**9),
+             Threshold("memory.available", "<", "9GiB"), Threshold("cpu.count", ">=", "8")]
+    quiet = [Threshold("memory.percent", ">", "55%"), Threshold("memory.used", ">", "55%"),
+             Threshold("process.rss", ">", "4GiB"), Threshold("memory.available", "<", "7GiB")]
+    policy = Policy(fired + quiet)
+    verdict = policy.evaluate(snapshot)
+    assert {breach.rule for breach in verdict.breaches} == {rule.name for rule in fired}
+
+
+def test_percent_of_limit_follows_the_limit_of_each_snapshot():
+    rule = Threshold("memory.used", ">", "85%")
+    used = 10 * GiB
+    small_limit = make_snapshot(at=1, used=used, limit=11 * GiB)   # 91 %
+    large_limit = make_snapshot(at=2, used=used, limit=32 * GiB)   # 31 %
+    verdicts = run(rule, [(1, small_limit), (2, large_limit)])
+    assert levels(verdicts) == [Level.WARNING, Level.OK]
+    assert verdicts[0].breaches[0].threshold == pytest.approx(0.85 * 11 * GiB)
+
+
+# ---------------------------------------------------------------- threshold logic ---
+
+
+def test_fires_at_once_without_grace_and_describes_the_breach():
+    rule = Threshold("memory.percent", ">=", 95, level=Level.CRITICAL)
+    (verdict,) = run(rule, series([96.5], start=500.0))
+    assert verdict.level is Level.CRITICAL
+    assert not verdict.ok
+    (breach,) = verdict.breaches
+    assert breach.rule == "memory.percent >= 95%"
+    assert breach.metric == "memory.percent"
+    assert breach.value == pytest.approx(96.5, abs=0.01)
+    assert breach.threshold == 95
+    assert breach.since == 500.0
+    assert breach.since_wall == WALL_OFFSET_S + 500.0
+    assert "CRITICAL" in verdict.reason
+    assert "96.5%" in verdict.reason
+
+
+def test_grace_period_needs_the_condition_on_every_sample():
+    rule = Threshold("memory.percent", ">", 85, for_="10s")
+    above = [90.0] * 15
+    verdicts = run(rule, series(above))
+    assert levels(verdicts)[:10] == [Level.OK] * 10        # t = 0 .. 9 s
+    assert levels(verdicts)[10:] == [Level.WARNING] * 5    # t >= 10 s
+    assert verdicts[-1].breaches[0].since == 1000.0        # held since the first sample
+    assert verdicts[-1].breaches[0].held_s == 14.0
+
+    dipping = [90.0] * 8 + [80.0] + [90.0] * 12             # one dip at t = 8 s resets it
+    verdicts = run(rule, series(dipping))
+    first = levels(verdicts).index(Level.WARNING)
+    assert first == 19                                      # 10 s after the dip
+
+
+def test_hysteresis_stops_flapping_around_the_threshold():
+    oscillating = [85 + (1 if i % 2 else -1) for i in range(40)]   # 84, 86, 84, ...
+    flapping = levels(run(Threshold("memory.percent", ">", 85), series(oscillating)))
+    steady = levels(run(Threshold("memory.percent", ">", 85, clear=80), series(oscillating)))
+    changes = sum(a != b for a, b in itertools.pairwise(flapping))
+    assert changes == len(oscillating) - 1                  # the plain rule flaps every sample
+    assert steady == [Level.OK] + [Level.WARNING] * 39      # one change, then it holds
+    cleared = levels(run(Threshold("memory.percent", ">", 85, clear=80),
+                         series([86, 84, 81, 80, 79, 84, 86])))
+    assert cleared == [Level.WARNING] * 3 + [Level.OK] * 3 + [Level.WARNING]
+
+
+def test_cooldown_blocks_refiring_for_its_duration():
+    rule = Threshold("memory.percent", ">", 85, cooldown="30s")
+    values = [90, 70] + [90] * 40
+    result = levels(run(rule, series(values)))
+    assert result[0] is Level.WARNING
+    assert result[1] is Level.OK                            # cleared at t = 1 s
+    assert result[2:31] == [Level.OK] * 29                  # t = 2 .. 30 s: cooling down
+    assert result[31] is Level.WARNING                      # t = 31 s: cooldown over
+
+
+def test_below_operator_and_hysteresis_upwards():
+    rule = Threshold("memory.available", "<", "2GiB", clear="3GiB")
+    limit = 16 * GiB
+    available = [4, 1.9, 2.5, 2.9, 3.1, 2.5]
+    snapshots = [(i, make_snapshot(at=i, used=round(limit - gib * GiB), limit=limit))
+                 for i, gib in enumerate(available)]
+    assert levels(run(rule, snapshots)) == [Level.OK, Level.WARNING, Level.WARNING,
+                                            Level.WARNING, Level.OK, Level.OK]
+
+
+def test_missing_metric_makes_the_rule_inactive():
+    some = Threshold("pressure.memory.some.avg10", ">", 10)
+    full = Threshold("pressure.memory.full.avg10", ">", 5, level=Level.CRITICAL)
+    containers = Threshold("containers.memory.total", ">", "5GB")
+    policy = Policy([some, full, containers])
+    no_psi = make_snapshot(psi_some=None, memory_percent=99)
+    assert policy.evaluate(no_psi).ok
+    no_full_line = make_snapshot(psi_some=50.0, psi_full=None)
+    assert {b.rule for b in policy.evaluate(no_full_line, policy.new_state()).breaches} == {
+        some.name}
+    many = (make_container("db", memory_used=4 * GiB), make_container("web", memory_used=2 * GiB))
+    verdict = policy.evaluate(make_snapshot(psi_full=9.0, psi_some=1.0, containers=many),
+                              policy.new_state())
+    assert verdict.level is Level.CRITICAL
+    assert {b.rule for b in verdict.breaches} == {full.name, containers.name}
+    # a firing rule whose metric disappears clears
+    verdicts = run(some, [(0, make_snapshot(at=0, psi_some=20.0)),
+                          (1, make_snapshot(at=1, psi_some=None))])
+    assert levels(verdicts) == [Level.WARNING, Level.OK]
+
+
+# ----------------------------------------------------------------- process rules ---
+
+
+def table(*rows):
+    return tuple(make_process(pid, name, cpu_percent=cpu) for pid, name, cpu in rows)
+
+
+def test_process_threshold_needs_one_process_sustained():
+    rule = ProcessThreshold(cpu_percent_above=100, for_="30s")
+    snapshots = []
+    for t in range(41):
+        rows = [(10, "renderer", 240.0), (11, "shell", 3.0)]
+        if t >= 20:
+            rows.append((12, "compiler", 150.0))            # above from t = 20 s only
+        snapshots.append((t, make_snapshot(at=t, processes=table(*rows))))
+    verdicts = run(rule, snapshots)
+    assert levels(verdicts)[:30] == [Level.OK] * 30
+    breach = verdicts[30].breaches[0]
+    assert [(o.pid, o.name, o.value) for o in breach.offenders] == [(10, "renderer", 240.0)]
+    assert breach.since == 0
+    assert breach.value == 240.0
+    assert "renderer" in verdicts[30].reason
+    last = verdicts[40].breaches[0]
+    assert [o.pid for o in last.offenders] == [10]           # compiler: 20 s only
+    assert run(rule, [(0, make_snapshot(processes=None))])[0].ok
+
+
+def test_process_threshold_tracks_identity_not_pid_and_forgets_gone_processes():
+    rule = ProcessThreshold(cpu_percent_above=100, for_="10s")
+    policy = Policy([rule])
+    state = policy.new_state()
+    for t in range(15):
+        # pid 7 restarts every 5 s (a new create_time): no instance is busy for 10 s
+        process = make_process(7, "worker", cpu_percent=200.0, create_time=float(t // 5))
+        verdict = policy.evaluate(make_snapshot(at=t, processes=(process,)), state)
+        assert verdict.ok
+    per_process = state.rule_states[0]
+    assert list(per_process) == [(7, 2.0)]                   # only the live instance is kept
+    policy.evaluate(make_snapshot(at=20, processes=()), state)
+    assert per_process == {}
+
+
+def test_process_threshold_hysteresis_and_rss():
+    rule = ProcessThreshold(cpu_percent_above=100, clear=80)
+    cpu = [120, 90, 85, 79, 95, 101]
+    verdicts = run(rule, [(t, make_snapshot(at=t, processes=table((5, "x", c))))
+                          for t, c in enumerate(cpu)])
+    assert levels(verdicts) == [Level.WARNING] * 3 + [Level.OK, Level.OK, Level.WARNING]
+    big = ProcessThreshold(rss_above="2GiB", level="critical")
+    rows = (make_process(1, "small", rss=GiB), make_process(2, "big", rss=3 * GiB))
+    (verdict,) = run(big, [(0, make_snapshot(processes=rows))])
+    assert verdict.level is Level.CRITICAL
+    assert [o.name for o in verdict.breaches[0].offenders] == ["big"]
+    assert "3.0 GiB" in verdict.reason
+
+
+def test_process_count_needs_enough_processes_at_once():
+    rule = ProcessCount(cpu_percent_above=50, at_least=2, for_="10s")
+    snapshots = []
+    for t in range(25):
+        # two busy processes at any time, but which ones changes every 4 s
+        busy = {t % 3, (t // 4) % 3 + 3}
+        rows = table(*[(pid, f"p{pid}", 60.0 if pid in busy else 10.0) for pid in range(6)])
+        snapshots.append((t, make_snapshot(at=t, processes=rows)))
+    verdicts = run(rule, snapshots)
+    assert levels(verdicts)[:10] == [Level.OK] * 10
+    assert levels(verdicts)[10:] == [Level.WARNING] * 15
+    breach = verdicts[-1].breaches[0]
+    assert breach.value == 2
+    assert breach.threshold == 2
+    assert len(breach.offenders) == 2
+    lonely = run(rule, [(t, make_snapshot(at=t, processes=table((1, "a", 99.0), (2, "b", 10.0))))
+                        for t in range(30)])
+    assert all(verdict.ok for verdict in lonely)
+
+
+# -------------------------------------------------------------------- leak detector ---
+
+
+def rss_series(*, seed, minutes, leak_mb_per_10min, noise_mb=20.0, step_s=5.0, spikes=0.0):
+    """(now, snapshot) pairs of process.rss: base + linear leak + uniform noise (+ spikes)."""
+    rng = random.Random(seed)
+    result = []
+    for i in range(int(minutes * 60 / step_s)):
+        t = 1000.0 + i * step_s
+        rss = 500 * MB + leak_mb_per_10min * MB * (i * step_s) / 600
+        rss += rng.uniform(-noise_mb, noise_mb) * MB
+        if spikes and rng.random() < spikes:
+            rss += 400 * MB                                  # a transient allocation
+        result.append((t, make_snapshot(at=t, rss=round(rss))))
+    return result
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_leak_detector_finds_a_noisy_leak(seed):
+    rule = LeakDetector("process.rss", growth="50MB", window="10m")
+    verdicts = run(rule, rss_series(seed=seed, minutes=20, leak_mb_per_10min=75))
+    first = levels(verdicts).index(Level.WARNING) * 5.0      # seconds after the start
+    assert first <= 600                                      # found within one window
+    assert all(level is Level.WARNING for level in levels(verdicts)[int(720 / 5):])
+    breach = verdicts[-1].breaches[0]
+    assert 55 * MB < breach.value < 95 * MB                  # the estimated growth per 10 min
+    assert breach.threshold == 50 * MB
+    assert "grows" in verdicts[-1].reason
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_leak_detector_stays_quiet_on_noise_and_spikes(seed):
+    rule = LeakDetector("process.rss", growth="50MB", window="10m")
+    assert all(v.ok for v in run(rule, rss_series(seed=seed, minutes=30, leak_mb_per_10min=0)))
+    spiky = rss_series(seed=seed, minutes=30, leak_mb_per_10min=0, spikes=0.1)
+    assert all(v.ok for v in run(rule, spiky))
+
+
+def test_robust_slope_ignores_outliers_where_least_squares_does_not():
+    times = [float(t) for t in range(100)]
+    values = [0.0] * 100
+    for i in range(90, 100):
+        values[i] = 1000.0                                   # 10 % outliers at the end
+    assert theil_sen_slope(times, values) == 0.0
+    assert least_squares_slope(times, values) > 1.0
+
+
+def test_leak_detector_state_is_bounded_and_clears_when_growth_stops():
+    rule = LeakDetector("process.rss", growth="50MB", window="10m", points=120)
+    policy = Policy([rule])
+    state = policy.new_state()
+    t, rss, verdict = 0.0, 100 * MB, None
+    while t < 1200:                                          # 20 min at 10 samples/s, leaking
+        verdict = policy.evaluate(make_snapshot(at=t, rss=round(rss)), state)
+        t += 0.1
+        rss += 100 * MB / 600 * 0.1                          # 100 MB per 10 min
+    assert verdict is not None
+    assert verdict.level is Level.WARNING
+    series_state = state.rule_states[0]
+    assert len(series_state.times) <= 121
+    while t < 2400:                                          # then flat for 20 min
+        verdict = policy.evaluate(make_snapshot(at=t, rss=round(rss)), state)
+        t += 1.0
+    assert verdict.ok
+    assert len(series_state.times) <= 121
+
+
+def test_leak_detector_is_inactive_without_the_metric():
+    rule = LeakDetector("process.uss", growth="10MB", window="1m")
+    assert all(v.ok for v in run(rule, [(t, make_snapshot(at=t)) for t in range(100)]))
+
+
+# ------------------------------------------------------------------- time to limit ---
+
+
+def filling(rate_bytes_per_s, *, limit=16 * GiB, start_used=8 * GiB, seconds=120, step=1.0,
+            noise=0.0, seed=0):
+    rng = random.Random(seed)
+    return [(i * step, make_snapshot(at=i * step, limit=limit, used=round(
+        start_used + rate_bytes_per_s * i * step + rng.uniform(-noise, noise))))
+        for i in range(int(seconds / step))]
+
+
+def test_time_to_limit_estimates_and_fires_below_within():
+    rule = TimeToLimit(within="5m", window="1m")
+    rate = 20 * MB                                          # 20 MB/s, ~8 GiB left -> ~7 min
+    verdicts = run(rule, filling(rate, seconds=300, noise=50 * MB))
+    policy_levels = levels(verdicts)
+    assert policy_levels[0] is Level.OK
+    fired_at = policy_levels.index(Level.WARNING)
+    # it fires when (limit - used) / rate drops under 300 s, give or take the noise
+    used_then = 8 * GiB + rate * fired_at
+    assert (16 * GiB - used_then) / rate == pytest.approx(300, abs=25)
+    breach = verdicts[-1].breaches[0]
+    left = (16 * GiB - (8 * GiB + rate * 299)) / rate
+    assert breach.estimate_s == pytest.approx(left, rel=0.15)
+    assert breach.value == breach.estimate_s
+    assert breach.unit == "seconds"
+    assert "reaches memory.limit" in verdicts[-1].reason
+
+
+def test_time_to_limit_is_quiet_when_flat_or_shrinking_and_zero_past_the_limit():
+    rule = TimeToLimit(within="5m", window="1m")
+    assert all(v.ok for v in run(rule, filling(0, noise=100 * MB, seed=3)))
+    assert all(v.ok for v in run(rule, filling(-10 * MB)))
+    policy = Policy([rule])
+    state = policy.new_state()
+    for now, snapshot in filling(1 * MB, start_used=16 * GiB + GiB):
+        verdict = policy.evaluate(snapshot, state, now=now)
+    assert verdict.breaches[0].estimate_s == 0.0
+    assert rule.estimate_s(state.rule_states[0]) == 0.0
+
+
+def test_time_to_limit_against_a_fixed_size():
+    rule = TimeToLimit(within="1m", metric="process.rss", limit="1GiB", window="30s")
+    snapshots = [(t, make_snapshot(at=t, rss=900 * 2**20 + t * 2 * 2**20)) for t in range(60)]
+    verdicts = run(rule, snapshots)                         # 2 MiB/s, 124 MiB left at first
+    assert levels(verdicts)[0] is Level.OK
+    assert verdicts[-1].level is Level.WARNING
+    assert verdicts[-1].breaches[0].estimate_s == pytest.approx((124 - 2 * 59) / 2, abs=1)
+
+
+# -------------------------------------------------------------------------- policy ---
+
+
+def test_verdict_is_the_max_of_breaches_and_serialises():
+    policy = Policy([Threshold("memory.percent", ">=", 85, clear=80),
+                     Threshold("memory.percent", ">=", 95, level=Level.CRITICAL, clear=90),
+                     Threshold("pressure.memory.some.avg10", ">", 10)])
+    assert policy.evaluate(make_snapshot(memory_percent=50)).ok
+    assert policy.evaluate(make_snapshot(memory_percent=50)) == Verdict(Level.OK, ())
+    verdict = policy.evaluate(make_snapshot(memory_percent=97, psi_some=30.0))
+    assert verdict.level is Level.CRITICAL
+    assert len(verdict.breaches) == 3
+    assert verdict.reason.startswith("CRITICAL: memory.percent >= 95%")
+    plain = verdict.to_dict()
+    assert plain["level"] == "CRITICAL"
+    assert plain["breaches"][0]["level"] == "WARNING"
+    json.dumps(plain)
+    assert "CRITICAL" in verdict._repr_html_()
+    assert isinstance(verdict.breaches[0], Breach)
+
+
+def test_states_are_independent_and_bound_to_their_policy():
+    policy = Policy([Threshold("memory.percent", ">", 85, for_="5s")])
+    first, second = policy.new_state(), policy.new_state()
+    for t in range(6):
+        policy.evaluate(make_snapshot(at=t, memory_percent=90), first)
+    assert not policy.evaluate(make_snapshot(at=6, memory_percent=90), first).ok
+    assert policy.evaluate(make_snapshot(at=6, memory_percent=90), second).ok
+    other = Policy([Threshold("memory.percent", ">", 85)])
+    with pytest.raises(InvalidValue, match="another policy"):
+        other.evaluate(make_snapshot(), first)
+    # the policy's own state is used when none is passed, and now is snapshot.monotonic
+    for t in range(6):
+        verdict = policy.evaluate(make_snapshot(at=t, memory_percent=90))
+    assert verdict.breaches[0].held_s == 5
+    policy.reset()
+    assert policy.evaluate(make_snapshot(at=7, memory_percent=90)).ok
+
+
+def test_a_real_snapshot_is_judged():
+    policy = Policy([Threshold("memory.percent", ">=", 0), Threshold("process.rss", ">", 0),
+                     Threshold("pressure.memory.some.avg10", ">=", 0)])
+    verdict = policy.evaluate(resguard.snapshot())
+    assert verdict.level is Level.WARNING
+    rules = {breach.rule for breach in verdict.breaches}
+    assert "process.rss > 0 B" in rules
+    assert "memory.percent >= 0%" in rules
+
+
+# ------------------------------------------------------- reference model (hypothesis) ---
+
+_COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+
+
+def reference_firing(samples, op, value, clear, for_s, cooldown_s):
+    """The documented semantics, from the whole history at each step (no state machine)."""
+    compare = _COMPARE[op]
+    firing_history: list[bool] = []
+    last_clear_t = -math.inf
+    last_clear_index = -1
+    for k, (t, x) in enumerate(samples):
+        trigger = x is not None and compare(x, value)
+        hold = x is not None and (trigger or compare(x, clear))
+        was_firing = bool(firing_history) and firing_history[-1]
+        if was_firing:
+            firing = hold
+            if not firing:
+                last_clear_t, last_clear_index = t, k
+        else:
+            # the run of consecutive triggering samples ending at k (after the last clear)
+            start = k
+            while start - 1 > last_clear_index:
+                _, prev_x = samples[start - 1]
+                if not (prev_x is not None and compare(prev_x, value)) or (
+                        firing_history[start - 1]):
+                    break
+                start -= 1
+            firing = trigger and t - samples[start][0] >= for_s and t >= last_clear_t + cooldown_s
+        firing_history.append(firing)
+    return firing_history
+
+
+@st.composite
+def threshold_cases(draw):
+    op = draw(st.sampled_from([">", ">=", "<", "<="]))
+    value = draw(st.integers(20, 80))
+    gap = draw(st.sampled_from([0, 0, 1, 5, 10]))
+    clear = value - gap if op in (">", ">=") else value + gap
+    for_s = draw(st.sampled_from([0, 0, 1, 2.5, 5, 10]))
+    cooldown_s = draw(st.sampled_from([0, 0, 1, 3, 10]))
+    steps = draw(st.lists(st.tuples(st.sampled_from([0.0, 0.5, 1.0, 1.0, 2.0, 7.0]),
+                                    st.one_of(st.none(), st.integers(0, 100))),
+                          min_size=1, max_size=60))
+    return op, value, clear, for_s, cooldown_s, steps
+
+
+@settings(max_examples=300, deadline=None)
+@given(threshold_cases())
+def test_threshold_matches_the_reference_model(case):
+    op, value, clear, for_s, cooldown_s, steps = case
+    metric = "pressure.memory.some.avg10"
+    rule = Threshold(metric, op, value, for_=for_s, clear=clear, cooldown=cooldown_s)
+    policy = Policy([rule])
+    state = policy.new_state()
+    t = 0.0
+    samples = []
+    for dt, x in steps:
+        t += dt
+        samples.append((t, None if x is None else float(x)))
+    expected = reference_firing(samples, op, value, clear, for_s, cooldown_s)
+    previous = False
+    for (now, x), want in zip(samples, expected, strict=True):
+        snapshot = make_snapshot(at=now, psi_some=x)
+        verdict = policy.evaluate(snapshot, state)
+        firing = not verdict.ok
+        assert firing == want, (now, x)
+        if firing and not previous:                          # OK -> firing: trigger held
+            assert x is not None
+            assert _COMPARE[op](x, value)
+        if previous and not firing:                          # firing -> OK: hold failed
+            assert x is None or not _COMPARE[op](x, clear)
+        previous = firing
+
+
+@st.composite
+def process_cases(draw):
+    threshold = 100.0
+    clear = draw(st.sampled_from([100.0, 90.0, 50.0]))
+    for_s = draw(st.sampled_from([0, 1, 3]))
+    frames = draw(st.lists(
+        st.dictionaries(st.integers(1, 4), st.sampled_from([0.0, 60.0, 95.0, 100.0, 150.0]),
+                        max_size=4),
+        min_size=1, max_size=30))
+    return threshold, clear, for_s, frames
+
+
+@settings(max_examples=200, deadline=None)
+@given(process_cases())
+def test_process_threshold_matches_a_per_process_reference(case):
+    threshold, clear, for_s, frames = case
+    rule = ProcessThreshold(cpu_percent_above=threshold, clear=clear, for_=for_s)
+    policy = Policy([rule])
+    state = policy.new_state()
+    # reference: each pid is its own Threshold series (absent = condition false)
+    histories: dict[int, list[tuple[float, float | None]]] = {pid: [] for pid in range(1, 5)}
+    for t, frame in enumerate(frames):
+        for pid in histories:
+            histories[pid].append((float(t), frame.get(pid)))
+        expected = {pid for pid, samples in histories.items()
+                    if reference_firing(samples, ">", threshold, clear, for_s, 0)[-1]}
+        rows = tuple(make_process(pid, f"p{pid}", cpu_percent=cpu) for pid, cpu in frame.items())
+        verdict = policy.evaluate(make_snapshot(at=float(t), processes=rows), state)
+        got = {o.pid for b in verdict.breaches for o in b.offenders}
+        assert got == expected
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), noise_mb=st.floats(0, 20), step_s=st.sampled_from(
+    [1.0, 5.0, 13.0]), base_mb=st.integers(50, 5000))
+def test_leak_detector_never_fires_on_bounded_random_noise(seed, noise_mb, step_s, base_mb):
+    rule = LeakDetector("process.rss", growth="50MB", window="10m")
+    policy = Policy([rule])
+    state = policy.new_state()
+    rng = random.Random(seed)
+    for i in range(int(1500 / step_s)):
+        rss = (base_mb + rng.uniform(-noise_mb, noise_mb)) * MB
+        verdict = policy.evaluate(make_snapshot(at=i * step_s, rss=round(rss)), state)
+        assert verdict.ok
