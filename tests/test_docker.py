@@ -289,8 +289,12 @@ def test_set_limit_changes_what_inspect_reports(docker_client: Any, docker_run: 
     assert unlimited.id in [item.id for item in engine.limits()]
     assert limited.id not in [item.id for item in engine.limits()]
     assert {limited.id, unlimited.id} <= {item.id for item in engine.limits(all=True)}
-    engine.set_limit(unlimited.id, memory="2GiB", memswap="unlimited")
+    engine.set_limit(unlimited.id, memory="2GiB")  # `docker update --memory 2g` fails here
     assert inspect(unlimited) == (2 << 30, -1)
+    engine.set_limit(unlimited.id, memory="1GiB", memswap="unlimited")
+    assert inspect(unlimited) == (1 << 30, -1)
+    engine.set_limit(unlimited.id, memswap="1536MiB")
+    assert inspect(unlimited) == (1 << 30, 1536 * MiB)
     assert unlimited.id not in [item.id for item in engine.limits()]
 
     with pytest.raises(resguard.DockerError, match="no such container"):

@@ -580,8 +580,9 @@ class Containers:
 
         *memory* and *memswap* are sizes (``"2GiB"``); *memswap* is memory plus swap,
         ``-1``/``"unlimited"`` for unlimited swap. Without *memswap* the container keeps the
-        swap allowance it had (``memswap - memory``), so raising the memory limit past the
-        old memswap does not fail as ``docker update --memory`` alone does.
+        swap allowance it had (``memswap - memory``, or unlimited swap), so raising the
+        memory limit past the old memswap, or limiting a container that had no limit, does
+        not fail as ``docker update --memory`` alone does.
         Returns the limits the engine holds afterwards.
         """
         container_id = _container_id(container)
@@ -593,7 +594,9 @@ class Containers:
         memswap_bytes = _swap_argument(memswap)
         if memory_bytes is not None and memswap_bytes is None:
             before = self._limits_of(container_id)
-            if before.memswap_limit is not None:
+            if before.memswap_limit is None:
+                memswap_bytes = -1  # swap stays unlimited (the engine refuses it left out)
+            else:
                 allowance = before.memswap_limit - (before.memory_limit or 0)
                 memswap_bytes = memory_bytes + max(allowance, 0)
         if (memory_bytes is not None and memswap_bytes is not None and memswap_bytes != -1
