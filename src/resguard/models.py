@@ -353,10 +353,18 @@ class LazyModel(Generic[T]):
             self.pool._touch(self)
 
     def __enter__(self) -> T:
+        with self._lock:  # fast path: loaded, no pool to tell
+            if self._loaded and self.pool is None:
+                self._pins += 1
+                return cast("T", self._value)
         return self._acquire(pin=True)
 
     def __exit__(self, *exc: object) -> None:
-        self._unpin()
+        with self._lock:
+            self._pins -= 1
+            self._last_used_s = self.clock()
+        if self.pool is not None:
+            self.pool._touch(self)
 
     async def __aenter__(self) -> T:
         return await self._aacquire(pin=True)

@@ -518,6 +518,7 @@ class _Dropped(Exception):
 class _Handler(BaseHTTPRequestHandler):
     standin: OllamaStandIn
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go in separate writes
     server_version = "ollama-standin"
 
     def log_message(self, format: str, *args: Any) -> None:
