@@ -42,8 +42,10 @@ def make_snapshot(*, at: float = 1000.0, memory_percent: float | None = None,
     ``full`` line. ``containers`` fills ``snapshot.containers``.
     """
     if used is None:
-        used = round(limit * (40.0 if memory_percent is None else memory_percent) / 100)
-    percent = 100.0 * used / limit
+        percent = 40.0 if memory_percent is None else float(memory_percent)
+        used = round(limit * percent / 100)
+    else:
+        percent = 100.0 * used / limit
     memory = MemoryInfo(total=32 * GiB, limit=limit, used=used, available=max(limit - used, 0),
                         percent=percent, source="cgroup", source_detail="memory.max",
                         cgroup="/test")

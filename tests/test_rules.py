@@ -583,3 +583,19 @@ def test_leak_detector_never_fires_on_bounded_random_noise(seed, noise_mb, step_
         rss = (base_mb + rng.uniform(-noise_mb, noise_mb)) * MB
         verdict = policy.evaluate(make_snapshot(at=i * step_s, rss=round(rss)), state)
         assert verdict.ok
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.01, 40.0), st.floats(-1e9, 1e9)), min_size=1,
+                max_size=300))
+def test_incremental_theil_sen_equals_a_full_recomputation(steps):
+    rule = LeakDetector("process.rss", growth="50MB", window="60s", points=12)
+    state = rule.new_state()
+    now = 0.0
+    for dt, value in steps:
+        now += dt
+        state.add(now, value, rule.width_s, rule.window_s)
+        assert len(state.times) <= 12
+        assert not state.times or state.times[0] >= now - rule.window_s - rule.width_s
+        expected = theil_sen_slope(state.times, state.values)
+        assert state.median_slope() == expected

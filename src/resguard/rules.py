@@ -40,6 +40,7 @@ State and time
 
 from __future__ import annotations
 
+import bisect
 import collections
 import difflib
 import enum
@@ -612,16 +613,21 @@ class SeriesState:
     """A metric's recent history, downsampled into at most ``points`` bucket means.
 
     ``times``/``values`` are the closed buckets' mean time and mean value; the open bucket
-    is accumulated in ``bucket``, ``time_sum``, ``value_sum``, ``count``. ``slope`` is the
-    estimate from the closed buckets (per second; ``None`` until there is enough data).
+    is accumulated in ``bucket``, ``time_sum``, ``value_sum``, ``count``. With
+    ``robust=True`` the slopes between every pair of closed buckets are kept sorted in
+    ``slopes`` and updated as buckets come and go (about ``2 * points`` insertions per
+    bucket instead of a full Theil-Sen recomputation). ``slope`` is the latest estimate
+    (per second; ``None`` until there is enough data).
     """
 
-    __slots__ = ("bucket", "count", "firing_since", "last_estimate", "slope", "time_sum",
-                 "times", "value_sum", "values")
+    __slots__ = ("bucket", "count", "firing_since", "last_estimate", "points", "slope",
+                 "slopes", "time_sum", "times", "value_sum", "values")
 
-    def __init__(self, points: int) -> None:
-        self.times: collections.deque[float] = collections.deque(maxlen=points + 1)
-        self.values: collections.deque[float] = collections.deque(maxlen=points + 1)
+    def __init__(self, points: int, *, robust: bool = False) -> None:
+        self.points = points
+        self.times: collections.deque[float] = collections.deque()
+        self.values: collections.deque[float] = collections.deque()
+        self.slopes: list[float] | None = [] if robust else None
         self.bucket = -1
         self.time_sum = 0.0
         self.value_sum = 0.0
@@ -631,38 +637,78 @@ class SeriesState:
         self.last_estimate: float | None = None
 
     def add(self, now: float, value: float, width_s: float, window_s: float) -> bool:
-        """Add a sample; return whether a bucket closed (the history changed)."""
+        """Add a sample; return whether the closed buckets changed."""
         bucket = math.floor(now / width_s)
-        closed = False
+        changed = False
         if bucket != self.bucket:
-            if self.count:
-                self.times.append(self.time_sum / self.count)
-                self.values.append(self.value_sum / self.count)
-                closed = True
             horizon = now - window_s
             while self.times and self.times[0] < horizon:
-                self.times.popleft()
-                self.values.popleft()
-                closed = True
+                self._pop()
+                changed = True
+            if self.count:
+                mean_t = self.time_sum / self.count
+                if mean_t >= horizon:
+                    if len(self.times) >= self.points:
+                        self._pop()
+                    self._push(mean_t, self.value_sum / self.count)
+                    changed = True
             self.bucket, self.time_sum, self.value_sum, self.count = bucket, 0.0, 0.0, 0
         self.time_sum += now
         self.value_sum += value
         self.count += 1
-        return closed
+        return changed
+
+    def _push(self, t: float, x: float) -> None:
+        slopes = self.slopes
+        if slopes is not None:
+            insort = bisect.insort
+            for earlier_t, earlier_x in zip(self.times, self.values, strict=True):
+                insort(slopes, (x - earlier_x) / (t - earlier_t))
+        self.times.append(t)
+        self.values.append(x)
+
+    def _pop(self) -> None:
+        t0, x0 = self.times.popleft(), self.values.popleft()
+        slopes = self.slopes
+        if slopes is None:
+            return
+        find = bisect.bisect_left
+        for t, x in zip(self.times, self.values, strict=True):
+            slope = (x - x0) / (t - t0)  # computed exactly as when it was inserted
+            index = find(slopes, slope)
+            if index < len(slopes) and slopes[index] == slope:
+                del slopes[index]
+            else:  # cannot happen with IEEE arithmetic; rebuild rather than drift
+                slopes[:] = sorted(_pair_slopes(list(self.times), list(self.values)))
+                return
+
+    def median_slope(self) -> float | None:
+        """The Theil-Sen slope of the closed buckets (needs ``robust=True``)."""
+        slopes = self.slopes
+        if not slopes:
+            return None
+        middle = len(slopes) // 2
+        if len(slopes) % 2:
+            return slopes[middle]
+        return (slopes[middle - 1] + slopes[middle]) / 2
 
     def span_s(self) -> float:
         return self.times[-1] - self.times[0] if len(self.times) > 1 else 0.0
 
 
-def theil_sen_slope(times: Iterable[float], values: Iterable[float]) -> float | None:
-    """The median of the slopes between every pair of points (robust to outliers: up to
-    29 % of the points may be arbitrary); ``None`` with fewer than two distinct times."""
-    ts, xs = list(times), list(values)
+def _pair_slopes(ts: list[float], xs: list[float]) -> list[float]:
     slopes: list[float] = []
     for i in range(len(ts) - 1):
         t0, x0 = ts[i], xs[i]
         slopes.extend([(x1 - x0) / (t1 - t0)
                        for t1, x1 in zip(ts[i + 1:], xs[i + 1:], strict=True) if t1 != t0])
+    return slopes
+
+
+def theil_sen_slope(times: Iterable[float], values: Iterable[float]) -> float | None:
+    """The median of the slopes between every pair of points (robust to outliers: up to
+    29 % of the points may be arbitrary); ``None`` with fewer than two distinct times."""
+    slopes = _pair_slopes(list(times), list(values))
     return statistics.median(slopes) if slopes else None
 
 
@@ -686,7 +732,7 @@ class LeakDetector:
     trend grows by more than 50 MB per 10 minutes. Samples are averaged into at most
     ``points`` buckets per window (bounded memory whatever the sampling rate); when a bucket
     closes, the Theil-Sen slope (median of pairwise slopes, robust to spikes such as a
-    transient allocation) of the buckets in the window is computed, and the estimated
+    transient allocation) of the buckets in the window is updated, and the estimated
     growth is that slope times the window. An estimate needs buckets covering at least
     ``min_fill`` of the window. The rule fires while the estimate is above ``growth`` and,
     once firing, until it drops to ``clear`` (default: half of ``growth``). A leak at
@@ -736,7 +782,7 @@ class LeakDetector:
         return f"LeakDetector({self.name!r}, level={self.level!r})"
 
     def new_state(self) -> SeriesState:
-        return SeriesState(self.points)
+        return SeriesState(self.points, robust=True)
 
     def step(self, snapshot: Snapshot, state: SeriesState, now: float) -> Breach | None:
         value = self._get(snapshot)
@@ -745,7 +791,7 @@ class LeakDetector:
         if state.add(now, float(value), self.width_s, self.window_s):
             enough = (len(state.times) >= 8
                       and state.span_s() >= self.min_fill * self.window_s - 2 * self.width_s)
-            state.slope = theil_sen_slope(state.times, state.values) if enough else None
+            state.slope = state.median_slope() if enough else None
         estimate = None if state.slope is None else state.slope * self.window_s
         state.last_estimate = estimate
         if state.firing_since is not None:

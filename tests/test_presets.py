@@ -1,0 +1,112 @@
+"""The presets fire at their documented numbers and clear without flapping."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import resguard
+from factories import MB, GiB, make_process, make_snapshot
+from resguard import presets
+from resguard.rules import Level, Policy, ProcessCount, ProcessThreshold
+
+
+def judge(policy, snapshots):
+    state = policy.new_state()
+    return [policy.evaluate(snapshot, state) for snapshot in snapshots]
+
+
+def memory_levels(policy, percents):
+    return [v.level for v in judge(policy, [make_snapshot(at=float(t), memory_percent=p)
+                                            for t, p in enumerate(percents)])]
+
+
+W, C, OK = Level.WARNING, Level.CRITICAL, Level.OK
+
+
+@pytest.mark.parametrize(("preset", "percents", "expected"), [
+    (presets.laptop, [50, 84.9, 85, 84, 80.5, 79.9, 95, 91, 89.9, 79], [
+        OK, OK, W, W, W, OK, C, C, W, OK]),
+    (presets.service, [50, 79.9, 80, 76, 74.9, 90, 86, 84.9, 70], [
+        OK, OK, W, W, OK, C, C, W, OK]),
+])
+def test_memory_levels_and_clear_levels(preset, percents, expected):
+    assert memory_levels(preset(), percents) == expected
+
+
+@pytest.mark.parametrize("preset", [presets.laptop, presets.service])
+def test_memory_at_the_edge_does_not_flap(preset):
+    policy = preset()
+    warning = 85 if preset is presets.laptop else 80
+    oscillating = [warning + (1 if i % 2 else -1) for i in range(1, 60)]
+    result = memory_levels(policy, oscillating)
+    assert result == [W] * len(oscillating)
+
+
+def test_laptop_pressure_rules():
+    policy = presets.laptop()
+    assert policy.evaluate(make_snapshot(psi_some=10.0)).ok
+    assert policy.evaluate(make_snapshot(psi_some=10.5), policy.new_state()).level is W
+    critical = policy.evaluate(make_snapshot(psi_some=30.0, psi_full=5.5), policy.new_state())
+    assert critical.level is C
+    assert "full avg10" in critical.reason
+    assert policy.evaluate(make_snapshot(psi_some=None), policy.new_state()).ok  # no PSI
+
+
+def test_laptop_single_busy_process_after_30_seconds():
+    policy = presets.laptop()
+    snapshots = [make_snapshot(at=float(t), processes=(
+        make_process(100, "renderer", cpu_percent=240.0),
+        make_process(101, "editor", cpu_percent=5.0))) for t in range(32)]
+    verdicts = judge(policy, snapshots)
+    assert all(v.ok for v in verdicts[:30])
+    assert verdicts[30].level is W
+    (breach,) = verdicts[30].breaches
+    assert (breach.offenders[0].pid, breach.offenders[0].name) == (100, "renderer")
+
+
+def test_laptop_two_processes_above_half_a_core_after_10_seconds():
+    policy = presets.laptop()
+    snapshots = [make_snapshot(at=float(t), processes=(
+        make_process(1, "api", cpu_percent=55.0), make_process(2, "worker", cpu_percent=60.0),
+        make_process(3, "idle", cpu_percent=0.5))) for t in range(12)]
+    verdicts = judge(policy, snapshots)
+    assert all(v.ok for v in verdicts[:10])
+    assert verdicts[10].level is W
+    assert {o.name for o in verdicts[10].breaches[0].offenders} == {"api", "worker"}
+
+
+def test_laptop_leak_of_the_process_rss():
+    policy = presets.laptop()
+    snapshots = [make_snapshot(at=float(t), rss=round(200 * MB + t * 100 * MB / 600))
+                 for t in range(0, 900, 2)]                # +100 MB per 10 min for 15 min
+    verdicts = judge(policy, snapshots)
+    assert verdicts[-1].level is W
+    assert "RSS grows" in verdicts[-1].reason
+
+
+def test_service_has_no_process_rules_and_forecasts_the_limit():
+    policy = presets.service()
+    assert not any(isinstance(r, (ProcessThreshold, ProcessCount)) for r in policy.rules)
+    busy = tuple(make_process(pid, "hog", cpu_percent=300.0) for pid in range(5))
+    verdicts = judge(policy, [make_snapshot(at=float(t), processes=busy) for t in range(60)])
+    assert all(v.ok for v in verdicts)
+    # 50 % used and filling at 40 MiB/s: 8 GiB left, about 205 s at first
+    filling = [make_snapshot(at=float(t), limit=16 * GiB, used=8 * GiB + t * 40 * 2**20)
+               for t in range(120)]
+    verdicts = judge(policy, filling)
+    fired = next(i for i, v in enumerate(verdicts) if not v.ok)
+    assert 80 <= fired <= 100                               # when about 120 s are left
+    assert verdicts[fired].breaches[0].estimate_s < 120
+
+
+def test_presets_are_fresh_policies_and_judge_a_real_snapshot():
+    first, second = presets.laptop(), presets.laptop()
+    assert isinstance(first, Policy)
+    assert first is not second
+    assert first.rules is not second.rules
+    for policy in (presets.laptop(), presets.service()):
+        verdict = policy.evaluate(resguard.snapshot())
+        assert verdict.level in (OK, W, C)
+        json.dumps(verdict.to_dict())
