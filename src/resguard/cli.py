@@ -86,6 +86,78 @@ def _cmd_top(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _top_rows(snap: Any, n: int) -> list[Any]:
+    rows = list(snap.processes or ())
+    rows.sort(key=lambda row: row.cpu_percent, reverse=True)
+    return rows[:n]
+
+
+def format_frame(state: Any, n: int) -> str:
+    """One full-screen frame of ``resguard watch``: verdict, reasons, numbers, top rows."""
+    import time
+
+    snap, verdict = state.snapshot, state.verdict
+    clock = time.strftime("%H:%M:%S", time.localtime(snap.taken_at))
+    lines = [f"resguard watch  {clock}  verdict: {verdict.level.name}"]
+    lines += [f"  ! {breach.message}" for breach in
+              sorted(verdict.breaches, key=lambda breach: -breach.level)]
+    lines += ["", format_snapshot(snap), ""]
+    rows = _top_rows(snap, n)
+    if rows:
+        lines.append(format_processes(rows))
+    return "\n".join(lines)
+
+
+def format_line(state: Any) -> str:
+    """One line of ``resguard watch`` when the output is not a terminal."""
+    import time
+
+    snap, verdict = state.snapshot, state.verdict
+    memory = snap.memory
+    psi = snap.pressure.memory
+    psi_text = f" psi-mem {psi.some.avg10:.1f}%" if psi is not None else ""
+    top = _top_rows(snap, 1)
+    top_text = f" top {top[0].name} {top[0].cpu_percent:.0f}%" if top else ""
+    return (f"{time.strftime('%H:%M:%S', time.localtime(snap.taken_at))} "
+            f"{verdict.level.name:<8} mem {memory.percent:.1f}% "
+            f"({format_bytes(memory.used)}/{format_bytes(memory.limit)} {memory.source})"
+            f"{psi_text} cpu {snap.cpu.percent:.0f}%{top_text} | {verdict.reason}")
+
+
+def _cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
+    import time
+
+    from resguard import presets
+    from resguard.monitor import Monitor
+
+    policy = presets.laptop() if args.preset == "laptop" else presets.service()
+    live = out.isatty() and not args.json and not args.once
+    monitor = Monitor(policy=policy, slow_interval=min(args.interval, 2.0), reclaim=False)
+    frames = 0
+    with monitor:
+        monitor.sample_slow()
+        while True:
+            state = monitor.sample_now() if frames == 0 else monitor.state
+            if args.json:
+                _print_compact_json({"level": state.verdict.level.name,
+                                     "reason": state.verdict.reason,
+                                     "snapshot": state.snapshot.to_dict()}, out)
+            elif live:
+                out.write("\x1b[H\x1b[2J" + format_frame(state, args.n) + "\n")
+            else:
+                out.write(format_line(state) + "\n")
+            out.flush()
+            frames += 1
+            if args.once or (args.count and frames >= args.count):
+                return 0 if state.verdict.ok or not args.once else 1
+            time.sleep(args.interval)
+
+
+def _print_compact_json(value: Any, out: TextIO) -> None:
+    json.dump(value, out, separators=(",", ":"))
+    out.write("\n")
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -123,6 +195,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="measure CPU over this long (default 0.5s; 0 = since start)")
     top.add_argument("--json", action="store_true", help="print JSON")
     top.set_defaults(handler=_cmd_top)
+
+    watch = commands.add_parser(
+        "watch", help="a live view of memory, pressure, top processes and the verdict")
+    watch.add_argument("--interval", type=_duration, default=1.0,
+                       help="refresh period (default 1s)")
+    watch.add_argument("--preset", choices=("laptop", "service"), default="laptop",
+                       help="the rules to judge by (default laptop)")
+    watch.add_argument("-n", type=_non_negative_int, default=8, help="process rows (default 8)")
+    watch.add_argument("--count", type=_non_negative_int, default=0,
+                       help="stop after this many updates (default: run until Ctrl-C)")
+    watch.add_argument("--once", action="store_true",
+                       help="print one update; exit 1 if the verdict is not OK")
+    watch.add_argument("--json", action="store_true", help="one JSON object per update")
+    watch.set_defaults(handler=_cmd_watch)
     return parser
 
 
