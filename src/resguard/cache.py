@@ -242,6 +242,7 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
     def _setup(self) -> None:
         """The unpicklable and per-instance state (also rebuilt when unpickling)."""
         self._lock = threading.Lock()
+        self._acquire, self._release = self._lock.acquire, self._lock.release
         self._data: OrderedDict[Any, _Entry] = OrderedDict()  # least recently used first
         self._expiry: OrderedDict[Any, None] = OrderedDict()  # insertion order = expiry order
         self._inflight: dict[Any, _Call] = {}
@@ -253,13 +254,18 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
     # ----------------------------------------------------------------- reading
 
     def __getitem__(self, key: K) -> V:
+        # The hot path: one lookup, one move, no allocation. Bound acquire/release with
+        # try/finally cost half of ``with lock`` and are as safe.
         data = self._data
-        with self._lock:  # the hot path: one lookup, one move, no allocation
+        self._acquire()
+        try:
             entry = data.get(key)
             if entry is not None and (self._ttl_s is None or entry[2] > self._clock()):
                 data.move_to_end(key)
                 self._hits += 1
                 return entry[0]  # type: ignore[no-any-return]
+        finally:
+            self._release()
         return self._getitem_miss(key)
 
     def _getitem_miss(self, key: K) -> V:
@@ -1014,7 +1020,8 @@ def _attach(wrapper: Any, cache: LRUCache[Any, Any], typed: bool, merge: bool) -
 def _sync_wrapper(function: Callable[..., Any], cache: LRUCache[Any, Any],
                   key: Callable[..., Hashable] | None, typed: bool,
                   merge: bool) -> Callable[..., Any]:
-    lock, data, clock = cache._lock, cache._data, cache._clock
+    acquire, release = cache._lock.acquire, cache._lock.release
+    data, clock = cache._data, cache._clock
     expiring = cache._ttl_s is not None
     make_key, fast_types = _make_key, _FAST_TYPES
     get_ident = threading.get_ident
@@ -1050,12 +1057,15 @@ def _sync_wrapper(function: Callable[..., Any], cache: LRUCache[Any, Any],
             k = args[0]  # as _make_key would, without the call
         else:
             k = make_key(args, kwargs, typed)
-        with lock:
+        acquire()
+        try:
             entry = data.get(k)
             if entry is not None and (not expiring or entry[2] > clock()):
                 data.move_to_end(k)
                 cache._hits += 1
                 return entry[0]
+        finally:
+            release()
         return miss(k, args, kwargs)
 
     return wrapper
@@ -1077,7 +1087,8 @@ def _async_wrapper(function: Callable[..., Awaitable[Any]], cache: LRUCache[Any,
                    merge: bool) -> Callable[..., Awaitable[Any]]:
     import anyio
 
-    lock, data, clock = cache._lock, cache._data, cache._clock
+    acquire, release = cache._lock.acquire, cache._lock.release
+    data, clock = cache._data, cache._clock
     expiring = cache._ttl_s is not None
     make_key, fast_types = _make_key, _FAST_TYPES
 
@@ -1122,12 +1133,15 @@ def _async_wrapper(function: Callable[..., Awaitable[Any]], cache: LRUCache[Any,
             k = args[0]
         else:
             k = make_key(args, kwargs, typed)
-        with lock:
+        acquire()
+        try:
             entry = data.get(k)
             if entry is not None and (not expiring or entry[2] > clock()):
                 data.move_to_end(k)
                 cache._hits += 1
                 return entry[0]
+        finally:
+            release()
         return await miss(k, args, kwargs)
 
     return wrapper

@@ -17,23 +17,25 @@
 - Other objects: :func:`sys.getsizeof` plus their ``__dict__`` (one level); pass ``sizeof=`` to
   the cache for anything this does not see (e.g. objects holding native memory).
 
-Error against :mod:`tracemalloc` (the bytes Python allocated to build the value), measured
-by ``benchmarks/bench_cache.py`` on CPython 3.11 / Linux x86-64:
+Error against :mod:`tracemalloc` (the bytes Python allocated to build the value, averaged over
+16 copies), measured by ``benchmarks/bench_cache.py`` on CPython 3.11 / Linux x86-64:
 
-=============================================  =========
-value                                          error
-=============================================  =========
-``bytes`` 1 KiB, 1 MiB; ``str`` 100 chars      < 2 %
-``bytearray`` 1 MiB, numpy ``float64[131072]``  < 1 %
-``list`` of 1,000 short ``str``                 about -3 %
-``dict`` of 1,000 ``str`` → ``int``             about +10 %
-``list`` of 10,000 ``float``                    about 0 %
-``tuple`` of 3 numpy arrays of 8 KiB            < 2 %
-=============================================  =========
+================================================  =======  ==================
+value                                             error    cost of sizeof()
+================================================  =======  ==================
+``bytes`` 1 KiB / 1 MiB, ``bytearray`` 1 MiB        -0.6 %   one getsizeof
+``str`` of 100 characters                           -4.5 %   one getsizeof
+``list`` of 1,000 short ``str``                      0.0 %   ~1 getsizeof/item
+``dict`` of 1,000 ``str`` -> ``int``                -3.5 %   ~2 getsizeof/item
+``list`` of 10,000 ``float``                         0.0 %   sampled: 1,000
+``tuple`` of 10 ``bytes`` of 10 KiB                  0.0 %   ~1 getsizeof/item
+numpy ``float64[131072]``; tuple of 3 arrays         0.0 %   one getsizeof each
+================================================  =======  ==================
 
-Over-counts come from shared small objects (small ints, interned strings) that Python did not
-allocate for this value; under-counts from allocator rounding on tiny objects. For byte
-budgets the figure is within the noise of what the allocator keeps anyway.
+Under-counts come from allocator rounding and a dict's spare slots; over-counts would come
+from shared objects met in different containers of one value (small ints, interned strings),
+which Python did not allocate for it. Sampling assumes a large container's first items are
+typical of the rest.
 """
 
 from __future__ import annotations
