@@ -20,17 +20,17 @@
 Error against :mod:`tracemalloc` (the bytes Python allocated to build the value, averaged over
 16 copies), measured by ``benchmarks/bench_cache.py`` on CPython 3.11 / Linux x86-64:
 
-================================================  =======  ==================
-value                                             error    cost of sizeof()
-================================================  =======  ==================
-``bytes`` 1 KiB / 1 MiB, ``bytearray`` 1 MiB        -0.6 %   one getsizeof
-``str`` of 100 characters                           -4.5 %   one getsizeof
-``list`` of 1,000 short ``str``                      0.0 %   ~1 getsizeof/item
-``dict`` of 1,000 ``str`` -> ``int``                -3.5 %   ~2 getsizeof/item
-``list`` of 10,000 ``float``                         0.0 %   sampled: 1,000
-``tuple`` of 10 ``bytes`` of 10 KiB                  0.0 %   ~1 getsizeof/item
-numpy ``float64[131072]``; tuple of 3 arrays         0.0 %   one getsizeof each
-================================================  =======  ==================
+================================================  ========  ====================
+value                                             error     cost of sizeof()
+================================================  ========  ====================
+``bytes`` 1 KiB / 1 MiB, ``bytearray`` 1 MiB      -0.6 %    one getsizeof
+``str`` of 100 characters                         -4.5 %    one getsizeof
+``list`` of 1,000 short ``str``                   0.0 %     ~1 getsizeof/item
+``dict`` of 1,000 ``str`` -> ``int``              -3.5 %    ~2 getsizeof/item
+``list`` of 10,000 ``float``                      0.0 %     sampled: 1,000
+``tuple`` of 10 ``bytes`` of 10 KiB               0.0 %     ~1 getsizeof/item
+numpy ``float64[131072]``; tuple of 3 arrays      0.0 %     one getsizeof each
+================================================  ========  ====================
 
 Under-counts come from allocator rounding and a dict's spare slots; over-counts would come
 from shared objects met in different containers of one value (small ints, interned strings),
