@@ -856,3 +856,50 @@ async def test_async_and_threads_share_one_cache() -> None:
 
     assert await anyio.to_thread.run_sync(in_thread) == 8
     assert double.cache_info().misses == 1
+
+
+# ------------------------------------------------------------------ the real ladder
+
+
+class _Model:
+    """A stand-in for a loaded model on the ladder, above every cache."""
+
+    name = "model"
+    cost = reclaim.Cost.MODEL + 5
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def reclaimable_bytes(self) -> int:
+        return 1 << 30
+
+    def reclaim(self, target_bytes: int) -> int:
+        self.asked += 1
+        return 0
+
+
+def test_the_ladder_shrinks_caches_before_models_and_large_buffers_really_go_back() -> None:
+    psutil = pytest.importorskip("psutil")
+    process = psutil.Process()
+
+    def rss() -> int:
+        return int(process.memory_info().rss)
+
+    cache: LRUCache[int, bytes] = LRUCache(max_bytes="1GiB", name="ladder-test")
+    for i in range(48):
+        cache[i] = bytes([i]) * (4 * 2**20)  # 4 MiB, touched; malloc maps, free unmaps them
+    for i in range(48, 2048):
+        cache[i] = bytes(64)  # and small ones, which would give little back
+    model = _Model()
+    ladder = reclaim.Ladder(rss, min_reclaim=0, extra=[model])
+    report = ladder.run(64 * 2**20)
+    assert report.reached, report.steps
+    assert model.asked == 0  # the caches were enough
+    step = next(s for s in report.steps if s.name == "ladder-test")
+    assert step.claimed_bytes >= 64 * 2**20
+    assert step.measured_bytes >= step.claimed_bytes // 2  # large values: RSS really fell
+    stats = cache.stats()
+    assert stats.shrinks == 1
+    assert stats.reclaimed_bytes == step.claimed_bytes
+    assert stats.items == 2048 - stats.shrink_evictions
+    assert all(i in cache for i in range(48, 2048))  # the small ones were left alone
