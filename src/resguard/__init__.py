@@ -1,6 +1,17 @@
-"""resguard: see memory and CPU pressure early and act on it."""
+"""resguard: see memory and CPU pressure early and act on it.
+
+The layers: sense (:func:`snapshot`, :class:`Sampler`, :func:`top_processes`), judge
+(:class:`Policy` of :class:`Threshold` and friends, :mod:`resguard.presets`), the
+:class:`Monitor`, and act (:class:`Guard`, the reclaim ladder in :mod:`resguard.reclaim`,
+:class:`LRUCache`, :func:`memoize`, :class:`LazyModel`, :class:`ModelPool`). Integrations
+are submodules imported on demand: :mod:`resguard.asgi`, :mod:`resguard.ollama`,
+:mod:`resguard.docker`, :mod:`resguard.prometheus`, :mod:`resguard.notebook`.
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from resguard._errors import (
     ConfigError,
@@ -13,23 +24,6 @@ from resguard._errors import (
     ResourceExhausted,
     UnknownMetric,
 )
-from resguard.processes import ProcessTable, top_processes
-from resguard.snapshot import (
-    ContainersInfo,
-    ContainerStats,
-    CpuInfo,
-    MemoryInfo,
-    OllamaModelInfo,
-    PressureInfo,
-    PressureLine,
-    ProcessInfo,
-    ProcessSelf,
-    ResourcePressure,
-    Sampler,
-    Snapshot,
-    SwapInfo,
-)
-from resguard.snapshot import snapshot as snapshot  # the function shadows its module's name
 from resguard.units import (
     format_bytes,
     format_duration,
@@ -39,36 +33,180 @@ from resguard.units import (
     resolve_bytes,
 )
 
+if TYPE_CHECKING:  # the names below load on first use (PEP 562); type checkers see them now
+    from resguard import presets, reclaim
+    from resguard.cache import CacheInfo, CacheStats, LRUCache, Memoized, ValueTooLarge, memoize
+    from resguard.guard import Admission, Guard, GuardStats, limit_self
+    from resguard.models import LazyModel, ModelPool
+    from resguard.monitor import Monitor, State
+    from resguard.processes import ProcessTable, top_processes
+    from resguard.reclaim import Cost, Ladder, Reclaimable, ReclaimReport
+    from resguard.rules import (
+        Breach,
+        LeakDetector,
+        Level,
+        Offender,
+        Policy,
+        ProcessCount,
+        ProcessThreshold,
+        Threshold,
+        TimeToLimit,
+        Verdict,
+    )
+    from resguard.snapshot import (
+        ContainersInfo,
+        ContainersMemory,
+        ContainerStats,
+        CpuInfo,
+        MemoryInfo,
+        OllamaModelInfo,
+        PressureInfo,
+        PressureLine,
+        ProcessInfo,
+        ProcessSelf,
+        ResourcePressure,
+        Sampler,
+        Snapshot,
+        SwapInfo,
+    )
+    from resguard.snapshot import snapshot as snapshot  # the function shadows its module's name
+
+# Name -> module for everything that loads on first use, so that `import resguard` stays
+# cheap and a script that only parses sizes never pays for snapshots, rules or caches.
+_LAZY: dict[str, str] = {
+    "CacheInfo": "resguard.cache",
+    "CacheStats": "resguard.cache",
+    "LRUCache": "resguard.cache",
+    "Memoized": "resguard.cache",
+    "ValueTooLarge": "resguard.cache",
+    "memoize": "resguard.cache",
+    "Admission": "resguard.guard",
+    "Guard": "resguard.guard",
+    "GuardStats": "resguard.guard",
+    "limit_self": "resguard.guard",
+    "LazyModel": "resguard.models",
+    "ModelPool": "resguard.models",
+    "Monitor": "resguard.monitor",
+    "State": "resguard.monitor",
+    "presets": "resguard.presets",
+    "ProcessTable": "resguard.processes",
+    "top_processes": "resguard.processes",
+    "Cost": "resguard.reclaim",
+    "Ladder": "resguard.reclaim",
+    "ReclaimReport": "resguard.reclaim",
+    "Reclaimable": "resguard.reclaim",
+    "reclaim": "resguard.reclaim",
+    "Breach": "resguard.rules",
+    "LeakDetector": "resguard.rules",
+    "Level": "resguard.rules",
+    "Offender": "resguard.rules",
+    "Policy": "resguard.rules",
+    "ProcessCount": "resguard.rules",
+    "ProcessThreshold": "resguard.rules",
+    "Threshold": "resguard.rules",
+    "TimeToLimit": "resguard.rules",
+    "Verdict": "resguard.rules",
+    "ContainerStats": "resguard.snapshot",
+    "ContainersInfo": "resguard.snapshot",
+    "ContainersMemory": "resguard.snapshot",
+    "CpuInfo": "resguard.snapshot",
+    "MemoryInfo": "resguard.snapshot",
+    "OllamaModelInfo": "resguard.snapshot",
+    "PressureInfo": "resguard.snapshot",
+    "PressureLine": "resguard.snapshot",
+    "ProcessInfo": "resguard.snapshot",
+    "ProcessSelf": "resguard.snapshot",
+    "ResourcePressure": "resguard.snapshot",
+    "Sampler": "resguard.snapshot",
+    "Snapshot": "resguard.snapshot",
+    "SwapInfo": "resguard.snapshot",
+    "snapshot": "resguard.snapshot",
+}
+_SUBMODULES = frozenset({"presets", "reclaim"})
+
 __all__ = [
+    "Admission",
+    "Breach",
+    "CacheInfo",
+    "CacheStats",
+    "ConfigError",
     "ContainerStats",
     "ContainersInfo",
+    "ContainersMemory",
+    "Cost",
     "CpuInfo",
-    "MemoryInfo",
-    "OllamaModelInfo",
-    "PressureInfo",
-    "PressureLine",
-    "ProcessInfo",
-    "ProcessSelf",
-    "ProcessTable",
-    "ResourcePressure",
-    "Sampler",
-    "Snapshot",
-    "SwapInfo",
-    "snapshot",
-    "top_processes",
-    "ConfigError",
     "DockerError",
+    "Guard",
+    "GuardStats",
     "IntegrationError",
     "InvalidType",
     "InvalidValue",
+    "LRUCache",
+    "Ladder",
+    "LazyModel",
+    "LeakDetector",
+    "Level",
+    "Memoized",
+    "MemoryInfo",
+    "ModelPool",
+    "Monitor",
+    "Offender",
     "OllamaError",
+    "OllamaModelInfo",
+    "Policy",
+    "PressureInfo",
+    "PressureLine",
+    "ProcessCount",
+    "ProcessInfo",
+    "ProcessSelf",
+    "ProcessTable",
+    "ProcessThreshold",
+    "ReclaimReport",
+    "Reclaimable",
     "ResguardError",
     "ResourceExhausted",
+    "ResourcePressure",
+    "Sampler",
+    "Snapshot",
+    "State",
+    "SwapInfo",
+    "Threshold",
+    "TimeToLimit",
     "UnknownMetric",
+    "ValueTooLarge",
+    "Verdict",
     "format_bytes",
     "format_duration",
+    "limit_self",
+    "load_ipython_extension",
+    "memoize",
     "parse_bytes",
     "parse_duration",
     "parse_percent",
+    "presets",
+    "reclaim",
     "resolve_bytes",
+    "snapshot",
+    "top_processes",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'resguard' has no attribute {name!r}")
+    module = importlib.import_module(module_name)
+    value = module if name in _SUBMODULES else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext resguard``: the ``%%resguard`` cell magic and ``%resguard_top``."""
+    from resguard import notebook
+
+    notebook.load_ipython_extension(ipython)

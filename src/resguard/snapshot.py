@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -479,3 +481,14 @@ def metric_paths() -> dict[str, Any]:
 
     walk(Snapshot, "")
     return result
+
+
+class _CallableModule(types.ModuleType):
+    """Makes ``resguard.snapshot()`` work whether the package attribute names this module
+    or the function: importing a submodule rebinds the package attribute to the module."""
+
+    def __call__(self, *, uss: bool = False, children: bool = True) -> Snapshot:
+        return snapshot(uss=uss, children=children)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,104 @@
+"""The public surface does not drift, and `import resguard` stays cheap."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import resguard
+
+PUBLIC = sorted([
+    "Admission", "Breach", "CacheInfo", "CacheStats", "ConfigError", "ContainerStats",
+    "ContainersInfo", "ContainersMemory", "Cost", "CpuInfo", "DockerError", "Guard",
+    "GuardStats", "IntegrationError", "InvalidType", "InvalidValue", "LRUCache", "Ladder",
+    "LazyModel", "LeakDetector", "Level", "Memoized", "MemoryInfo", "ModelPool", "Monitor",
+    "Offender", "OllamaError", "OllamaModelInfo", "Policy", "PressureInfo", "PressureLine",
+    "ProcessCount", "ProcessInfo", "ProcessSelf", "ProcessTable", "ProcessThreshold",
+    "ReclaimReport", "Reclaimable", "ResguardError", "ResourceExhausted", "ResourcePressure",
+    "Sampler", "Snapshot", "State", "SwapInfo", "Threshold", "TimeToLimit", "UnknownMetric",
+    "ValueTooLarge", "Verdict", "format_bytes", "format_duration", "limit_self",
+    "load_ipython_extension", "memoize", "parse_bytes", "parse_duration", "parse_percent",
+    "presets", "profile", "reclaim", "resolve_bytes", "snapshot", "top_processes",
+])
+
+HEAVY = ["docker", "ollama", "numpy", "pandas", "matplotlib", "IPython", "prometheus_client",
+         "httpx", "pydantic", "requests", "uvicorn", "starlette"]
+
+
+def test_all_is_the_documented_surface() -> None:
+    assert sorted(resguard.__all__) == PUBLIC
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_every_public_name_resolves(name: str) -> None:
+    assert getattr(resguard, name) is not None
+    assert name in dir(resguard)
+
+
+def test_lazy_table_and_type_checking_imports_agree() -> None:
+    tree = ast.parse(Path(resguard.__file__).read_text())
+    checked: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            for statement in node.body:
+                assert isinstance(statement, ast.ImportFrom)
+                checked |= {alias.asname or alias.name for alias in statement.names}
+    assert checked == set(resguard._LAZY)
+
+
+def test_unknown_attributes_raise_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'Gaurd'"):
+        resguard.Gaurd  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_snapshot_is_callable_however_it_was_reached() -> None:
+    import resguard.snapshot as module
+
+    assert module().memory.limit > 0  # type: ignore[operator]
+    assert resguard.snapshot().memory.limit > 0
+    assert module.Sampler is resguard.Sampler
+
+
+def test_errors_form_one_hierarchy() -> None:
+    for name in PUBLIC:
+        value = getattr(resguard, name)
+        if isinstance(value, type) and issubclass(value, BaseException):
+            assert issubclass(value, resguard.ResguardError), name
+
+
+def run_python(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60).stdout
+
+
+def test_import_resguard_imports_no_heavy_package() -> None:
+    out = run_python(f"import sys, resguard; print([m for m in {HEAVY!r} if m in sys.modules])")
+    assert out.strip() == "[]"
+
+
+def test_using_the_core_imports_no_heavy_package() -> None:
+    code = ("import sys, resguard as rg; rg.snapshot(); rg.Guard(); rg.LRUCache(max_items=2); "
+            "rg.presets.laptop(); rg.Monitor(reclaim=False); "
+            "rg.LazyModel(load=lambda: 1, size='1MiB'); "
+            f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    assert run_python(code).strip() == "[]"
+
+
+@pytest.mark.parametrize(("module", "extra"), [("resguard.docker", "docker"),
+                                               ("resguard.ollama", "ollama"),
+                                               ("resguard.prometheus", "prometheus")])
+def test_a_missing_extra_names_the_pip_command(module: str, extra: str) -> None:
+    blocked = {"docker": "docker", "ollama": "ollama", "prometheus": "prometheus_client"}[extra]
+    code = f"""
+import sys
+sys.modules[{blocked!r}] = None  # as if the package were not installed
+try:
+    import {module}
+except ImportError as error:
+    print(error)
+"""
+    assert f"pip install 'resguard[{extra}]'" in run_python(code)
