@@ -1,0 +1,292 @@
+"""resguard.profile against real allocations: RSS vs tracemalloc, the kernel's high-water
+mark, children, CPU, exports and the decorator forms."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import ctypes
+import io
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from resguard import InvalidValue
+from resguard.profile import Profile, Sample, profile
+
+MB = 1_000_000
+
+
+def _profile_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "resguard-profile"]
+
+
+def test_a_tiny_block_runs_once_and_has_two_samples() -> None:
+    runs = []
+    with profile(interval="100ms") as prof:
+        runs.append(1)
+    assert runs == [1]
+    assert len(prof.samples) == 2
+    assert all(isinstance(sample, Sample) for sample in prof.samples)
+    assert prof.samples[0].elapsed_s <= prof.samples[1].elapsed_s
+    assert prof.duration >= 0
+    assert prof.peak_rss >= prof.samples[-1].rss > 0
+    assert not _profile_threads()
+
+
+def test_samples_are_taken_in_the_background_while_the_block_runs() -> None:
+    with profile(interval="20ms") as prof:
+        time.sleep(0.5)
+    # 2 bracketing samples plus about 25 from the thread; generous for a loaded machine
+    assert len(prof.samples) >= 6
+    times = [sample.elapsed_s for sample in prof.samples]
+    assert times == sorted(times)
+    assert prof.duration == pytest.approx(0.5, abs=0.4)
+
+
+def test_peak_of_a_touched_bytearray_matches_its_size() -> None:
+    with profile(interval="20ms") as prof:
+        block = bytearray(200 * MB)  # bytearray(n) memsets: every page is resident
+        time.sleep(0.3)
+        del block
+    assert prof.peak_rss_delta == pytest.approx(200 * MB, rel=0.10)
+    assert prof.peak_rss >= max(s.rss for s in prof.samples)
+
+
+def test_a_spike_between_samples_is_caught_by_the_high_water_mark() -> None:
+    # A fresh interpreter, so that its lifetime peak is below the spike; the interval is
+    # far longer than the block, so only the kernel's VmHWM can see the 150 MB.
+    code = textwrap.dedent("""
+        from resguard.profile import profile
+        with profile(interval="60s", uss_interval=None) as prof:
+            block = bytearray(150_000_000)
+            del block
+        print(prof.peak_rss_delta, max(s.rss for s in prof.samples) - prof.baseline_rss)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, check=True)
+    peak_delta, sampled_delta = (int(word) for word in result.stdout.split())
+    assert sampled_delta < 20 * MB  # the samples saw nothing ...
+    assert peak_delta == pytest.approx(150 * MB, rel=0.10)  # ... the high-water mark did
+
+
+def test_numpy_zeros_are_traced_but_not_resident_and_ones_are_both() -> None:
+    numpy = pytest.importorskip("numpy")
+    with profile(interval="20ms", tracemalloc=True) as zeros:
+        array = numpy.zeros(25_000_000)  # 200 MB of float64 from calloc: pages untouched
+        time.sleep(0.1)
+        del array
+    assert zeros.peak_traced is not None
+    assert zeros.peak_traced >= 200 * MB
+    assert max(s.rss for s in zeros.samples) - zeros.baseline_rss < 20 * MB
+
+    with profile(interval="20ms", tracemalloc=True) as ones:
+        array = numpy.ones(25_000_000)  # written: resident
+        time.sleep(0.1)
+        del array
+    assert ones.peak_traced is not None
+    assert ones.peak_traced >= 200 * MB
+    assert max(s.rss for s in ones.samples) - ones.baseline_rss == pytest.approx(200 * MB,
+                                                                                 rel=0.10)
+
+
+def test_c_allocations_are_resident_but_not_traced() -> None:
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    with profile(interval="20ms", tracemalloc=True) as prof:
+        pointer = libc.malloc(100 * MB)
+        assert pointer
+        ctypes.memset(pointer, 1, 100 * MB)
+        time.sleep(0.1)
+        libc.free(pointer)
+    assert prof.peak_traced is not None
+    assert prof.peak_traced < 10 * MB
+    assert max(s.rss for s in prof.samples) - prof.baseline_rss == pytest.approx(100 * MB,
+                                                                                rel=0.10)
+
+
+def test_tracing_that_was_already_on_stays_on() -> None:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with profile(tracemalloc=True) as prof:
+            data = [bytes(1000) for _ in range(1000)]
+        assert tracemalloc.is_tracing()
+        assert prof.peak_traced is not None
+        assert prof.peak_traced >= 1000 * 1000
+        del data
+    finally:
+        tracemalloc.stop()
+    with profile(tracemalloc=True):
+        pass
+    assert not tracemalloc.is_tracing()
+
+
+def test_children_memory_is_summed() -> None:
+    code = ("b = bytearray(100_000_000); import sys; sys.stdout.write('ok\\n'); "
+            "sys.stdout.flush(); sys.stdin.read()")
+    with profile(interval="20ms", children=True) as prof:
+        child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline() == "ok\n"
+            time.sleep(0.2)
+        finally:
+            child.communicate("", timeout=60)
+    assert prof.peak_children_rss >= 100 * MB
+    assert prof.peak_total_rss >= prof.peak_children_rss
+
+    with profile(interval="20ms", children=False) as alone:
+        child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline() == "ok\n"
+            time.sleep(0.1)
+        finally:
+            child.communicate("", timeout=60)
+    assert alone.peak_children_rss == 0
+
+
+def test_cpu_of_a_busy_loop_is_seen() -> None:
+    with profile(interval="50ms") as prof:
+        deadline = time.process_time() + 0.5
+        while time.process_time() < deadline:
+            pass
+    assert prof.cpu_seconds >= 0.5
+    assert prof.mean_cpu_percent > 20  # one core busy; a loaded CI machine gets less wall share
+    assert prof.peak_cpu_percent > 20
+
+
+def test_headroom_and_uss_are_recorded() -> None:
+    with profile(interval="20ms", uss_interval="1h") as prof:
+        time.sleep(0.1)
+    first, last = prof.samples[0], prof.samples[-1]
+    assert first.uss is not None  # read at the start ...
+    assert last.uss is not None  # ... and at the end
+    assert all(s.uss is None for s in prof.samples[1:-1])  # not in between (1 h)
+    assert 0 < first.available <= first.limit
+    assert prof.min_available == min(s.available for s in prof.samples)
+    with profile(uss_interval=None) as no_uss:
+        pass
+    assert no_uss.peak_uss is None
+
+
+def test_decorator_forms_and_async() -> None:
+    calls = []
+
+    @profile
+    def bare(x: int) -> int:
+        calls.append(x)
+        return x * 2
+
+    @profile(interval="10ms", label="work")
+    def configured() -> bytes:
+        return bytes(10 * MB)
+
+    async def coroutine() -> str:
+        await asyncio.sleep(0.05)
+        return "done"
+
+    wrapped = profile(interval="10ms")(coroutine)
+
+    assert bare(3) == 6
+    assert calls == [3]
+    assert isinstance(bare.profile, Profile)  # type: ignore[attr-defined]
+    assert len(bare.profile.samples) >= 2  # type: ignore[attr-defined]
+    assert configured() == bytes(10 * MB)
+    assert configured.profile.label == "work"  # type: ignore[attr-defined]
+    assert asyncio.run(wrapped()) == "done"
+    assert wrapped.profile.duration >= 0.04  # type: ignore[attr-defined]
+
+
+def test_reuse_replaces_samples_and_reentry_is_refused() -> None:
+    prof = profile(interval="10ms")
+    with prof:
+        time.sleep(0.1)
+    first = prof.samples
+    with prof:
+        pass
+    assert prof.samples != first
+    assert len(prof.samples) == 2
+    with prof, pytest.raises(RuntimeError, match="already running"), prof:
+        pass
+    assert not prof.running
+
+
+def test_an_exception_in_the_block_propagates_and_the_profile_is_complete() -> None:
+    prof = profile(interval="10ms")
+    with pytest.raises(KeyError), prof:
+        raise KeyError("boom")
+    assert len(prof.samples) == 2
+    assert not prof.running
+    assert not _profile_threads()
+
+
+@pytest.mark.parametrize(("kwargs", "text"), [
+    ({"interval": "0s"}, "above zero"),
+    ({"interval": "soon"}, "soon"),
+    ({"uss_interval": "-1s"}, "uss_interval"),
+])
+def test_bad_arguments_name_the_value(kwargs: dict[str, object], text: str) -> None:
+    with pytest.raises(InvalidValue, match=text):
+        profile(**kwargs)  # type: ignore[arg-type]
+
+
+def test_csv_dataframe_html_and_plot(tmp_path: Path) -> None:
+    with profile(interval="10ms", tracemalloc=True, label="export") as prof:
+        time.sleep(0.05)
+    path = tmp_path / "profile.csv"
+    prof.to_csv(path)
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == len(prof.samples)
+    assert int(rows[0]["rss"]) == prof.samples[0].rss
+    assert set(rows[0]) >= {"elapsed_s", "rss", "uss", "cpu_percent", "available",
+                            "psi_memory_some_avg10", "traced_bytes"}
+    buffer = io.StringIO()
+    prof.to_csv(buffer)
+    assert buffer.getvalue().splitlines()[0].startswith("elapsed_s,rss")
+
+    frame = prof.to_dataframe()
+    assert list(frame["rss"]) == [s.rss for s in prof.samples]
+
+    html = prof._repr_html_()
+    assert "peak_rss" in html
+    assert "export" in html
+    assert "peak_rss" in prof.summary()
+    assert "peak RSS" in repr(prof)
+
+    figure = prof.plot()
+    assert len(figure.axes) == 2
+    png = io.BytesIO()
+    figure.savefig(png, format="png")
+    assert png.getvalue().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_missing_pandas_or_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    with profile() as prof:
+        pass
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(ImportError, match=r"resguard\[notebook\]"):
+        prof.to_dataframe()
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(ImportError, match=r"resguard\[notebook\]"):
+        prof.plot()
+
+
+def test_importing_profile_imports_no_optional_package() -> None:
+    code = ("import sys, resguard.profile; "
+            "print(sorted(m for m in ('pandas', 'matplotlib', 'numpy', 'IPython') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)
+    assert result.stdout.strip() == "[]"
