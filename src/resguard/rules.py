@@ -390,8 +390,8 @@ class Threshold:
     See the module docstring for the exact semantics and the forms of *value*.
     """
 
-    __slots__ = ("_clear", "_compare", "_get", "_value", "clear", "cooldown_s", "for_s",
-                 "kind", "level", "metric", "name", "op", "value")
+    __slots__ = ("_clear", "_compare", "_fixed_clear", "_fixed_value", "_get", "_value", "clear",
+                 "cooldown_s", "for_s", "kind", "level", "metric", "name", "op", "value")
 
     def __init__(self, metric: str, op: str, value: float | str, level: Level | str = Level.WARNING,
                  for_: float | str = 0, clear: float | str | None = None,
@@ -411,7 +411,8 @@ class Threshold:
         self.for_s = _duration(for_, "for_")
         self.cooldown_s = _duration(cooldown, "cooldown")
         self._compare = _OPS[op]
-        self._get = compile_getter(metric)
+        self._get = operator.attrgetter(metric)  # precompiled; step() maps a None part to None
+        self._fixed_value, self._fixed_clear = self._value.fixed, self._clear.fixed
         self.name = name if name is not None else f"{metric} {op} {self._value.text}"
 
     def __repr__(self) -> str:
@@ -423,16 +424,25 @@ class Threshold:
         return SustainState()
 
     def step(self, snapshot: Snapshot, state: SustainState, now: float) -> Breach | None:
-        measured = self._get(snapshot)
+        try:
+            measured = self._get(snapshot)
+        except AttributeError:  # a part on the way is None (no PSI, no containers)
+            measured = None
         if measured is None:
+            if state.pending_since is None and state.firing_since is None:
+                return None
             trigger = hold = False
             threshold = 0.0
         else:
-            threshold = self._value.resolve(snapshot)
+            fixed = self._fixed_value
+            threshold = self._value.resolve(snapshot) if fixed is None else fixed
             trigger = self._compare(measured, threshold)
-            hold = trigger or self._compare(measured, self._clear.resolve(snapshot))
-        if not trigger and state.pending_since is None and state.firing_since is None:
-            return None  # the common case: idle and staying idle
+            if not trigger and state.firing_since is None:
+                state.pending_since = None
+                return None  # the common case: idle and staying idle
+            fixed = self._fixed_clear
+            hold = trigger or self._compare(
+                measured, self._clear.resolve(snapshot) if fixed is None else fixed)
         if not _advance(state, trigger, hold, now, self.for_s, self.cooldown_s):
             return None
         since = state.firing_since
@@ -503,7 +513,8 @@ class ProcessThreshold:
              now: float) -> Breach | None:
         processes = snapshot.processes
         if processes is None:
-            state.clear()
+            if state:
+                state.clear()
             return None
         threshold = self._value.resolve(snapshot)
         clear = min(self._clear.resolve(snapshot), threshold)
@@ -578,6 +589,8 @@ class ProcessCount:
 
     def step(self, snapshot: Snapshot, state: SustainState, now: float) -> Breach | None:
         processes = snapshot.processes
+        if processes is None and state.pending_since is None and state.firing_since is None:
+            return None
         above: list[ProcessInfo] = []
         triggering = 0
         if processes is not None:
@@ -628,7 +641,7 @@ class SeriesState:
         self.times: collections.deque[float] = collections.deque()
         self.values: collections.deque[float] = collections.deque()
         self.slopes: list[float] | None = [] if robust else None
-        self.bucket = -1
+        self.bucket = -math.inf
         self.time_sum = 0.0
         self.value_sum = 0.0
         self.count = 0
@@ -638,7 +651,7 @@ class SeriesState:
 
     def add(self, now: float, value: float, width_s: float, window_s: float) -> bool:
         """Add a sample; return whether the closed buckets changed."""
-        bucket = math.floor(now / width_s)
+        bucket = now // width_s
         changed = False
         if bucket != self.bucket:
             horizon = now - window_s
@@ -745,7 +758,7 @@ class LeakDetector:
 
     def __init__(self, metric: str = "process.rss", growth: float | str = "50MB",
                  window: float | str = "10m", level: Level | str = Level.WARNING,
-                 clear: float | str | None = None, points: int = 120, min_fill: float = 0.5,
+                 clear: float | str | None = None, points: int = 60, min_fill: float = 0.5,
                  name: str | None = None) -> None:
         self.metric = _check_metric(metric)
         self.kind = _metric_kind(metric)
@@ -773,7 +786,7 @@ class LeakDetector:
         self.points, self.min_fill = points, float(min_fill)
         self.width_s = self.window_s / points
         self.level = _level(level)
-        self._get = compile_getter(metric)
+        self._get = operator.attrgetter(metric)
         growth_text = format_bytes(self.growth) if self.kind == "bytes" else f"{self.growth:g}"
         self.name = name if name is not None else (
             f"{metric} grows > {growth_text} per {format_duration(self.window_s)}")
@@ -785,24 +798,31 @@ class LeakDetector:
         return SeriesState(self.points, robust=True)
 
     def step(self, snapshot: Snapshot, state: SeriesState, now: float) -> Breach | None:
-        value = self._get(snapshot)
+        try:
+            value = self._get(snapshot)
+        except AttributeError:
+            return None
         if value is None:
             return None
-        if state.add(now, float(value), self.width_s, self.window_s):
+        if now // self.width_s == state.bucket:  # the common case: same bucket, same estimate
+            state.time_sum += now
+            state.value_sum += value
+            state.count += 1
+        elif state.add(now, float(value), self.width_s, self.window_s):
             enough = (len(state.times) >= 8
                       and state.span_s() >= self.min_fill * self.window_s - 2 * self.width_s)
             state.slope = state.median_slope() if enough else None
-        estimate = None if state.slope is None else state.slope * self.window_s
-        state.last_estimate = estimate
-        if state.firing_since is not None:
-            if estimate is None or estimate <= self.clear:
-                state.firing_since = None
-                return None
-        elif estimate is not None and estimate > self.growth:
-            state.firing_since = now
-        else:
-            return None
+            estimate = None if state.slope is None else state.slope * self.window_s
+            state.last_estimate = estimate
+            if state.firing_since is not None:
+                if estimate is None or estimate <= self.clear:
+                    state.firing_since = None
+            elif estimate is not None and estimate > self.growth:
+                state.firing_since = now
         since = state.firing_since
+        if since is None:
+            return None
+        estimate = state.last_estimate
         assert estimate is not None
         return Breach(self.name, self.metric, ">", estimate, self.growth, self.level, since,
                       _since_wall(snapshot, since), now - since, self.kind)
@@ -826,7 +846,7 @@ class TimeToLimit:
     def __init__(self, within: float | str = "5m", level: Level | str = Level.WARNING,
                  metric: str = "memory.used", limit: str | float = "memory.limit",
                  window: float | str = "1m", clear: float | str | None = None,
-                 points: int = 60, min_fill: float = 0.25, name: str | None = None) -> None:
+                 points: int = 30, min_fill: float = 0.25, name: str | None = None) -> None:
         self.metric = _check_metric(metric)
         self.within_s = _duration(within, "within")
         self.clear_s = self.within_s * 1.5 if clear is None else _duration(clear, "clear")
@@ -878,7 +898,11 @@ class TimeToLimit:
             state.last_estimate = None
             state.firing_since = None
             return None
-        if state.add(now, float(value), self.width_s, self.window_s):
+        if now // self.width_s == state.bucket:  # the common case: same bucket, same slope
+            state.time_sum += now
+            state.value_sum += value
+            state.count += 1
+        elif state.add(now, float(value), self.width_s, self.window_s):
             enough = (len(state.times) >= 3
                       and state.span_s() >= self.min_fill * self.window_s - 2 * self.width_s)
             state.slope = least_squares_slope(state.times, state.values) if enough else None
@@ -934,7 +958,7 @@ class Policy:
     one per thread.
     """
 
-    __slots__ = ("_pairs", "rules", "state")
+    __slots__ = ("_steps", "rules", "state")
 
     def __init__(self, rules: Iterable[Rule]) -> None:
         if isinstance(rules, (str, bytes)) or not isinstance(rules, Iterable):  # type: ignore[unreachable]
@@ -947,6 +971,7 @@ class Policy:
                                   f"or an object with name, level, new_state() and step()")
             checked.append(rule)
         self.rules: tuple[Rule, ...] = tuple(checked)
+        self._steps = tuple(rule.step for rule in self.rules)
         self.state = self.new_state()
 
     def __repr__(self) -> str:
@@ -977,8 +1002,8 @@ class Policy:
         if now is None:
             now = snapshot.monotonic
         breaches: list[Breach] | None = None
-        for rule, rule_state in zip(self.rules, state.rule_states, strict=True):
-            breach = rule.step(snapshot, rule_state, now)
+        for step, rule_state in zip(self._steps, state.rule_states, strict=True):
+            breach = step(snapshot, rule_state, now)
             if breach is not None:
                 if breaches is None:
                     breaches = [breach]
