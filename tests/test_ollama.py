@@ -504,6 +504,14 @@ def test_standin_evicts_by_shortest_keep_alive_not_lru(ollama_server_factory: An
     assert [m.model for m in sticky] == [MEDIUM, BIG]  # by expires_at: 1h before the 5m default
 
 
+def test_standin_answers_503_when_its_queue_is_full(ollama_server_factory: Any) -> None:
+    server = ollama_server_factory(max_queue=0)
+    with pytest.raises(ollama.ResponseError) as caught:
+        ollama.Client(host=server.host).generate(model=SMALL)
+    assert caught.value.status_code == 503
+    assert "maximum pending requests exceeded" in caught.value.error
+
+
 def test_a_lazy_model_learns_when_it_was_unloaded_behind_its_back(
         models: OllamaModels, ollama_server: OllamaStandIn) -> None:
     lazy = models.lazy(SMALL)

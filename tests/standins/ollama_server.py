@@ -444,6 +444,10 @@ class OllamaStandIn:
         with self._lock:
             runner.loading = False
             runner.loaded_event.set()
+            stopped = self._stop.is_set()
+        if stopped:  # the server stopped while this model loaded: leave no runner behind
+            self._kill(runner)
+            raise _HTTPError(500, "server is shutting down")
         return runner
 
     def release(self, runner: _Runner) -> None:
