@@ -70,6 +70,7 @@ def test_unknown_metric_fails_at_construction_and_suggests_close_matches():
     (("memory.percent", ">", 85), {"for_": -1}, InvalidValue, "-1"),
     (("memory.percent", ">", 85), {"cooldown": "soon"}, InvalidValue, "soon"),
     (("memory.percent", ">", 85), {"level": "fatal"}, InvalidValue, "fatal"),
+    (("memory.percent", ">", 85), {"level": Level.OK}, InvalidValue, "Level.OK"),
     (("memory.percent", ">", 85), {"clear": 90}, InvalidValue, "90"),
     (("memory.percent", "<", 10), {"clear": 5}, InvalidValue, "5"),
     (("memory.percent", ">", "2GiB"), {}, InvalidValue, "2GiB"),
@@ -118,6 +119,18 @@ def test_values_accept_units_and_percentages():
     policy = Policy(fired + quiet)
     verdict = policy.evaluate(snapshot)
     assert {breach.rule for breach in verdict.breaches} == {rule.name for rule in fired}
+
+
+def test_the_design_example_builds_and_judges():
+    policy = Policy([
+        Threshold("memory.percent", ">", 85, level=Level.WARNING, for_="10s", clear="80"),
+        Threshold("memory.percent", ">", 95, level=Level.CRITICAL),
+        LeakDetector("process.rss", growth="50MB", window="10m"),
+    ])
+    verdicts = [policy.evaluate(make_snapshot(at=float(t), memory_percent=p))
+                for t, p in enumerate([90] * 10 + [96, 82, 79])]
+    assert [v.level for v in verdicts] == [Level.OK] * 10 + [Level.CRITICAL, Level.WARNING,
+                                                             Level.OK]
 
 
 def test_percent_of_limit_follows_the_limit_of_each_snapshot():

@@ -246,14 +246,18 @@ def compile_getter(metric: str) -> Callable[[Snapshot], Any]:
 
 
 def _level(value: object) -> Level:
+    """A rule's level: WARNING or CRITICAL (a rule that fires at OK would say nothing)."""
+    level: Level | None = None
     if isinstance(value, Level):
-        return value
-    if isinstance(value, str) and value.strip().upper() in Level.__members__:
-        return Level[value.strip().upper()]
-    if isinstance(value, int) and not isinstance(value, bool) and value in (1, 2):
-        return Level(value)
-    raise InvalidValue(f"level={value!r} is not a level; expected Level.WARNING, "
-                       f"Level.CRITICAL, 'warning' or 'critical'")
+        level = value
+    elif isinstance(value, str) and value.strip().upper() in Level.__members__:
+        level = Level[value.strip().upper()]
+    elif isinstance(value, int) and not isinstance(value, bool) and value in (1, 2):
+        level = Level(value)
+    if level is None or level == Level.OK:
+        raise InvalidValue(f"level={value!r} is not a level a rule can fire at; expected "
+                           f"Level.WARNING, Level.CRITICAL, 'warning' or 'critical'")
+    return level
 
 
 def _duration(value: object, what: str) -> float:
