@@ -296,12 +296,22 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
 
     def get(self, key: K, /, default: object = None) -> object:
         """The value for *key* (refreshing recency) or *default*; never calls ``__missing__``."""
+        data = self._data
+        self._acquire()
+        try:
+            entry = data.get(key)
+            if entry is not None and (self._ttl_s is None or entry[2] > self._clock()):
+                data.move_to_end(key)
+                self._hits += 1
+                return entry[0]
+        finally:
+            self._release()
         dropped = None
         with self._lock:
-            entry = self._data.get(key)
+            entry = data.get(key)
             if entry is not None:
-                if self._ttl_s is None or entry[2] > self._clock():
-                    self._data.move_to_end(key)
+                if self._ttl_s is None or entry[2] > self._clock():  # stored meanwhile
+                    data.move_to_end(key)
                     self._hits += 1
                     return entry[0]
                 dropped = [self._drop_expired_locked(key, entry)]
