@@ -1,0 +1,363 @@
+"""Prometheus metrics: a custom collector for ``prometheus_client`` and a tiny server.
+
+``ResguardCollector(monitor=None, guards=(), caches=(), models=())`` is registered with a
+``prometheus_client`` registry; each scrape reads the monitor's latest state (one attribute
+read, no I/O) or, without a monitor, takes one fresh snapshot. Memory figures are the
+*effective* ones (the cgroup's limit inside a container, see :class:`resguard.MemoryInfo`),
+so many replicas scale and alert on what their own limits allow.
+
+=====================================  =======  ===============  ============================
+metric                                 type     labels           meaning
+=====================================  =======  ===============  ============================
+resguard_memory_limit_bytes            gauge    source           effective memory limit
+                                                                 (source: host/cgroup/rlimit)
+resguard_memory_used_bytes             gauge                     used against the limit
+                                                                 (working set in a cgroup)
+resguard_memory_available_bytes        gauge                     available under the limit
+resguard_memory_total_bytes            gauge                     the host's physical memory
+resguard_memory_used_percent           gauge                     used / limit, 0–100
+resguard_swap_used_bytes               gauge                     swap in use on the host
+resguard_cpu_percent                   gauge                     host CPU busy, 0–100
+resguard_cpu_effective                 gauge                     CPUs this process may use
+resguard_pressure_avg10_percent        gauge    resource, kind   PSI stall share over 10 s;
+                                                                 memory/cpu/io, some/full
+resguard_process_rss_bytes             gauge                     this process's RSS
+resguard_process_cpu_percent           gauge                     this process's CPU (100 =
+                                                                 one core)
+resguard_verdict_level                 gauge                     0 OK, 1 WARNING, 2 CRITICAL
+                                                                 (with a monitor only)
+resguard_verdict_breaches              gauge                     rules firing (with a monitor)
+resguard_guard_admitted_total          counter  guard            admissions
+resguard_guard_refused_total           counter  guard, reason    refusals by reason (memory,
+                                                                 rss, level, concurrency,
+                                                                 reservation, timeout)
+resguard_guard_in_flight               gauge    guard            admitted calls running
+resguard_guard_reserved_bytes          gauge    guard            reserved by calls in flight
+resguard_guard_waiting                 gauge    guard            calls queued for admission
+resguard_cache_bytes                   gauge    cache            bytes held
+resguard_cache_items                   gauge    cache            entries held
+resguard_cache_hit_ratio               gauge    cache            hits / lookups, 0–1
+resguard_cache_hits_total              counter  cache            hits
+resguard_cache_misses_total            counter  cache            misses
+resguard_cache_evictions_total         counter  cache            entries evicted for room
+resguard_model_loaded                  gauge    model, source    1 when in memory, else 0
+                                                                 (source: lazy, ollama)
+resguard_model_loaded_bytes            gauge    model, source    memory a loaded model takes
+resguard_model_vram_bytes              gauge    model            GPU memory of an Ollama model
+resguard_container_memory_used_bytes   gauge    container        a container's working set
+resguard_container_memory_limit_bytes  gauge    container        its limit, when it has one
+resguard_scrape_errors_total           counter  part             parts of scrapes that failed
+=====================================  =======  ===============  ============================
+
+Ollama and container metrics come from the monitor's snapshot, i.e. when the monitor has
+an Ollama or Docker source; a scrape never calls Docker or Ollama itself. A part that fails
+(a cache whose ``stats()`` raises) is skipped, counted in ``resguard_scrape_errors_total``
+and logged once; the scrape still answers.
+
+``serve(port)`` starts ``prometheus_client``'s HTTP server on a registry of its own
+(loopback by default) for processes without a web framework.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+try:
+    from prometheus_client import start_http_server
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.registry import Collector, CollectorRegistry
+except ImportError as error:  # pragma: no cover - exercised by the import test
+    raise ImportError("resguard.prometheus needs prometheus_client: "
+                      "pip install 'resguard[prometheus]'") from error
+
+from resguard._modules.faults import FaultLog
+from resguard.snapshot import Sampler, Snapshot
+
+__all__ = ["METRICS", "ResguardCollector", "Server", "serve"]
+
+_logger = logging.getLogger("resguard")
+
+#: Every metric name this module can expose (counters with their ``_total`` suffix).
+METRICS: tuple[str, ...] = (
+    "resguard_memory_limit_bytes", "resguard_memory_used_bytes",
+    "resguard_memory_available_bytes", "resguard_memory_total_bytes",
+    "resguard_memory_used_percent", "resguard_swap_used_bytes", "resguard_cpu_percent",
+    "resguard_cpu_effective", "resguard_pressure_avg10_percent", "resguard_process_rss_bytes",
+    "resguard_process_cpu_percent", "resguard_verdict_level", "resguard_verdict_breaches",
+    "resguard_guard_admitted_total", "resguard_guard_refused_total", "resguard_guard_in_flight",
+    "resguard_guard_reserved_bytes", "resguard_guard_waiting", "resguard_cache_bytes",
+    "resguard_cache_items", "resguard_cache_hit_ratio", "resguard_cache_hits_total",
+    "resguard_cache_misses_total", "resguard_cache_evictions_total", "resguard_model_loaded",
+    "resguard_model_loaded_bytes", "resguard_model_vram_bytes",
+    "resguard_container_memory_used_bytes", "resguard_container_memory_limit_bytes",
+    "resguard_scrape_errors_total",
+)
+
+
+def _as_cache(obj: Any) -> Any:
+    """An LRUCache, or the ``.cache`` of a memoized function."""
+    return obj.cache if hasattr(obj, "cache") and hasattr(obj.cache, "stats") else obj
+
+
+def _models_of(obj: Any) -> list[Any]:
+    """LazyModel objects of a LazyModel or a ModelPool."""
+    models = getattr(obj, "models", None)
+    if models is not None and not hasattr(obj, "loaded"):
+        return list(models)
+    return [obj]
+
+
+class ResguardCollector(Collector):
+    """A ``prometheus_client`` collector of resguard's figures (see the module's table).
+
+    *monitor*: a running :class:`resguard.Monitor` (its latest state is read, and its
+    verdict exported); without one, each scrape takes one snapshot (about 100 µs).
+    *guards*: :class:`resguard.Guard` objects; *caches*: :class:`resguard.LRUCache` objects or
+    memoized functions; *models*: :class:`resguard.LazyModel` or :class:`resguard.ModelPool`
+    objects. Names (``guard.name``, ``cache.name``, ``model.name``) become label values.
+    """
+
+    def __init__(self, monitor: Any = None, guards: Iterable[Any] = (),
+                 caches: Iterable[Any] = (), models: Iterable[Any] = (),
+                 *, sampler: Sampler | None = None) -> None:
+        self.monitor = monitor
+        self.guards: tuple[Any, ...] = tuple(guards)
+        self.caches: tuple[Any, ...] = tuple(_as_cache(cache) for cache in caches)
+        self.models: tuple[Any, ...] = tuple(models)
+        self._sampler = sampler
+        self._faults = FaultLog(_logger)
+        self._errors: dict[str, int] = {}
+
+    def describe(self) -> Iterable[Metric]:
+        """Nothing: the names depend on what is watched; no scrape at registration."""
+        return ()
+
+    def snapshot(self) -> tuple[Snapshot, Any]:
+        """The snapshot a scrape reports on, and the verdict (``None`` without a monitor)."""
+        if self.monitor is not None:
+            state = self.monitor.state
+            return state.snapshot, state.verdict
+        if self._sampler is None:
+            self._sampler = Sampler()
+        return self._sampler.sample(children=False), None
+
+    def collect(self) -> Iterator[Metric]:
+        snap, verdict = self.snapshot()
+        yield from _system_metrics(snap)
+        if verdict is not None:
+            yield GaugeMetricFamily("resguard_verdict_level",
+                                    "Verdict of the monitor: 0 OK, 1 WARNING, 2 CRITICAL",
+                                    value=int(verdict.level))
+            yield GaugeMetricFamily("resguard_verdict_breaches", "Rules firing now",
+                                    value=len(verdict.breaches))
+        yield from self._guard_metrics()
+        yield from self._cache_metrics()
+        yield from self._model_metrics(snap)
+        yield from _container_metrics(snap)
+        errors = CounterMetricFamily("resguard_scrape_errors",
+                                     "Parts of a scrape that failed", labels=["part"])
+        for part, count in sorted(self._errors.items()):
+            errors.add_metric([part], count)
+        yield errors
+
+    def _failed(self, part: str, error: BaseException) -> None:
+        self._errors[part] = self._errors.get(part, 0) + 1
+        self._faults.failed(f"prometheus {part}", error)
+
+    def _guard_metrics(self) -> Iterator[Metric]:
+        if not self.guards:
+            return
+        admitted = CounterMetricFamily("resguard_guard_admitted",
+                                       "Admissions through a guard", labels=["guard"])
+        refused = CounterMetricFamily("resguard_guard_refused",
+                                      "Refusals by a guard, by reason", labels=["guard", "reason"])
+        in_flight = GaugeMetricFamily("resguard_guard_in_flight",
+                                      "Admitted calls still running", labels=["guard"])
+        reserved = GaugeMetricFamily("resguard_guard_reserved_bytes",
+                                     "Bytes reserved by calls in flight", labels=["guard"])
+        waiting = GaugeMetricFamily("resguard_guard_waiting",
+                                    "Calls queued for admission", labels=["guard"])
+        for guard in self.guards:
+            try:
+                stats = guard.stats()
+            except Exception as error:
+                self._failed("guard", error)
+                continue
+            name = str(stats.name)
+            admitted.add_metric([name], stats.admitted)
+            for reason, count in sorted(stats.refused_by_reason.items()):
+                refused.add_metric([name, reason], count)
+            in_flight.add_metric([name], stats.in_flight)
+            reserved.add_metric([name], stats.reserved_bytes)
+            waiting.add_metric([name], stats.waiting)
+        yield from (admitted, refused, in_flight, reserved, waiting)
+
+    def _cache_metrics(self) -> Iterator[Metric]:
+        if not self.caches:
+            return
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "bytes": GaugeMetricFamily("resguard_cache_bytes", "Bytes held by a cache",
+                                       labels=["cache"]),
+            "items": GaugeMetricFamily("resguard_cache_items", "Entries in a cache",
+                                       labels=["cache"]),
+            "ratio": GaugeMetricFamily("resguard_cache_hit_ratio",
+                                       "Hits over lookups, 0 to 1", labels=["cache"]),
+            "hits": CounterMetricFamily("resguard_cache_hits", "Cache hits", labels=["cache"]),
+            "misses": CounterMetricFamily("resguard_cache_misses", "Cache misses",
+                                          labels=["cache"]),
+            "evictions": CounterMetricFamily("resguard_cache_evictions",
+                                             "Entries evicted for room", labels=["cache"]),
+        }
+        for cache in self.caches:
+            try:
+                stats = cache.stats()
+                name = [str(cache.name)]
+            except Exception as error:
+                self._failed("cache", error)
+                continue
+            families["bytes"].add_metric(name, stats.bytes)
+            families["items"].add_metric(name, stats.items)
+            families["ratio"].add_metric(name, stats.hit_rate)
+            families["hits"].add_metric(name, stats.hits)
+            families["misses"].add_metric(name, stats.misses)
+            families["evictions"].add_metric(name, stats.evictions)
+        yield from families.values()
+
+    def _model_metrics(self, snap: Snapshot) -> Iterator[Metric]:
+        ollama = snap.ollama or ()
+        if not self.models and not ollama:
+            return
+        loaded = GaugeMetricFamily("resguard_model_loaded", "1 when the model is in memory",
+                                   labels=["model", "source"])
+        loaded_bytes = GaugeMetricFamily("resguard_model_loaded_bytes",
+                                         "Memory a loaded model takes", labels=["model", "source"])
+        seen: set[int] = set()
+        for holder in self.models:
+            for model in _models_of(holder):
+                if id(model) in seen:
+                    continue
+                seen.add(id(model))
+                try:
+                    is_loaded = bool(model.loaded)
+                    size = int(model.size_bytes) if is_loaded else 0
+                    name = str(model.name)
+                except Exception as error:
+                    self._failed("model", error)
+                    continue
+                loaded.add_metric([name, "lazy"], 1 if is_loaded else 0)
+                loaded_bytes.add_metric([name, "lazy"], size)
+        vram = GaugeMetricFamily("resguard_model_vram_bytes", "GPU memory of an Ollama model",
+                                 labels=["model"])
+        for info in ollama:
+            loaded.add_metric([info.name, "ollama"], 1)
+            loaded_bytes.add_metric([info.name, "ollama"], info.size)
+            vram.add_metric([info.name], info.size_vram)
+        yield from (loaded, loaded_bytes)
+        if ollama:
+            yield vram
+
+
+def _system_metrics(snap: Snapshot) -> Iterator[Metric]:
+    memory = snap.memory
+    limit = GaugeMetricFamily("resguard_memory_limit_bytes", "Effective memory limit",
+                              labels=["source"])
+    limit.add_metric([memory.source], memory.limit)
+    yield limit
+    yield GaugeMetricFamily("resguard_memory_used_bytes", "Memory used against the limit",
+                            value=memory.used)
+    yield GaugeMetricFamily("resguard_memory_available_bytes",
+                            "Memory still available under the limit", value=memory.available)
+    yield GaugeMetricFamily("resguard_memory_total_bytes", "Host physical memory",
+                            value=memory.total)
+    yield GaugeMetricFamily("resguard_memory_used_percent", "Used over limit, 0-100",
+                            value=memory.percent)
+    yield GaugeMetricFamily("resguard_swap_used_bytes", "Swap in use", value=snap.swap.used)
+    yield GaugeMetricFamily("resguard_cpu_percent", "Host CPU busy, 0-100",
+                            value=snap.cpu.percent)
+    yield GaugeMetricFamily("resguard_cpu_effective", "CPUs this process may use",
+                            value=snap.cpu.effective)
+    pressure = GaugeMetricFamily("resguard_pressure_avg10_percent",
+                                 "PSI stall share over 10 s, percent",
+                                 labels=["resource", "kind"])
+    for resource in ("memory", "cpu", "io"):
+        value = getattr(snap.pressure, resource)
+        if value is None:
+            continue
+        pressure.add_metric([resource, "some"], value.some.avg10)
+        if value.full is not None:
+            pressure.add_metric([resource, "full"], value.full.avg10)
+    yield pressure
+    yield GaugeMetricFamily("resguard_process_rss_bytes", "This process's resident set size",
+                            value=snap.process.rss)
+    yield GaugeMetricFamily("resguard_process_cpu_percent",
+                            "This process's CPU, 100 = one core", value=snap.process.cpu_percent)
+
+
+def _container_metrics(snap: Snapshot) -> Iterator[Metric]:
+    containers = snap.containers
+    if containers is None:
+        return
+    used = GaugeMetricFamily("resguard_container_memory_used_bytes",
+                             "A container's working set", labels=["container"])
+    limit = GaugeMetricFamily("resguard_container_memory_limit_bytes",
+                              "A container's memory limit", labels=["container"])
+    for item in containers.items:
+        used.add_metric([item.name], item.memory_used)
+        if item.memory_limit is not None:
+            limit.add_metric([item.name], item.memory_limit)
+    yield from (used, limit)
+
+
+class Server:
+    """A running metrics endpoint from :func:`serve`: ``url``, ``port``, ``close()``."""
+
+    def __init__(self, httpd: Any, thread: Any, registry: CollectorRegistry) -> None:
+        self._httpd = httpd
+        self._thread = thread
+        self.registry = registry
+        self.addr, self.port = httpd.server_address[:2]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.addr}]" if ":" in str(self.addr) else self.addr
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        """Stop serving and free the port."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def serve(port: int = 9108, addr: str = "127.0.0.1", *,
+          collector: ResguardCollector | Sequence[Collector] | None = None) -> Server:
+    """Serve ``/metrics`` on *addr*:*port* from a registry of its own (``port=0``: any free port).
+
+    *collector* defaults to ``ResguardCollector()`` (machine and process figures); pass
+    your own with monitor, guards, caches and models, or a list of collectors. Loopback by
+    default: expose it wider only on purpose (``addr="0.0.0.0"`` in a container).
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        from resguard._errors import InvalidValue
+
+        raise InvalidValue(f"port={port!r} is not a TCP port; expected 0 to 65535")
+    registry = CollectorRegistry(auto_describe=False)
+    collectors: Sequence[Collector]
+    if collector is None:
+        collectors = (ResguardCollector(),)
+    elif hasattr(collector, "collect"):
+        collectors = (collector,)
+    else:
+        collectors = tuple(collector)
+    for item in collectors:
+        registry.register(item)
+    httpd, thread = start_http_server(port, addr=addr, registry=registry)
+    return Server(httpd, thread, registry)

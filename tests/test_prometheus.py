@@ -1,0 +1,244 @@
+"""resguard.prometheus scraped over a real prometheus_client HTTP endpoint on loopback."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from resguard import InvalidValue, ResourceExhausted, snapshot
+from resguard.cache import LRUCache
+from resguard.guard import Guard
+from resguard.models import LazyModel, ModelPool
+from resguard.monitor import Monitor, State
+from resguard.prometheus import METRICS, ResguardCollector, serve
+from resguard.rules import Level, Policy, Threshold
+from resguard.snapshot import ContainersInfo, ContainerStats, OllamaModelInfo
+from standins.ollama_server import OllamaStandIn
+
+ROOT = Path(__file__).resolve().parent.parent
+MIB = 1024 * 1024
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(url: str) -> Samples:
+    """Fetch the exposition text and parse it with prometheus_client's own parser."""
+    response = httpx.get(url, timeout=30)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def names(samples: Samples) -> set[str]:
+    return {name for name, _ in samples}
+
+
+def quiet_policy() -> Policy:
+    return Policy([Threshold("memory.percent", ">", 99.9, level=Level.CRITICAL)])
+
+
+@pytest.fixture
+def monitor() -> Iterator[Monitor]:
+    with Monitor(interval="50ms", policy=quiet_policy(), reclaim=False,
+                 slow_interval="100ms") as running:
+        yield running
+
+
+def test_machine_figures_match_a_snapshot_taken_at_the_same_time() -> None:
+    with serve(0) as server:
+        assert server.addr == "127.0.0.1"
+        samples = scrape(server.url)
+        snap = snapshot(children=False)
+    memory = snap.memory
+    assert value(samples, "resguard_memory_limit_bytes", source=memory.source) == memory.limit
+    assert value(samples, "resguard_memory_total_bytes") == memory.total
+    tolerance = max(128 * MIB, 0.02 * memory.limit)  # other programs keep running
+    assert value(samples, "resguard_memory_used_bytes") == pytest.approx(memory.used,
+                                                                          abs=tolerance)
+    assert value(samples, "resguard_memory_available_bytes") == pytest.approx(
+        memory.available, abs=tolerance)
+    assert value(samples, "resguard_memory_used_percent") == pytest.approx(
+        memory.percent, abs=100 * tolerance / memory.limit)
+    assert value(samples, "resguard_cpu_effective") == snap.cpu.effective
+    assert value(samples, "resguard_process_rss_bytes") == pytest.approx(snap.process.rss,
+                                                                          abs=64 * MIB)
+    if snap.pressure.memory is not None:
+        some = value(samples, "resguard_pressure_avg10_percent", resource="memory", kind="some")
+        assert 0 <= some <= 100
+    assert "resguard_verdict_level" not in names(samples)  # no monitor, no verdict
+
+
+def test_everything_a_service_registers_is_exported(monitor: Monitor) -> None:
+    api = Guard(max_concurrent=1, name="api")
+    cache: LRUCache[str, bytes] = LRUCache(max_bytes="1MiB", name="embeddings")
+    cache["a"] = b"x" * 1000
+    cache["b"] = b"y" * 1000
+    assert cache["a"] == b"x" * 1000
+    assert cache.get("missing") is None
+    lazy = LazyModel(lambda: "weights", size="5MiB", name="tiny", sweep=False, register=False)
+    lazy.get()
+    pool = ModelPool(budget="1GiB")
+    pooled = pool.lazy(lambda: "other", size="7MiB", name="pooled")
+    collector = ResguardCollector(monitor, guards=[api], caches=[cache], models=[lazy, pool])
+    with serve(0, collector=collector) as server:
+        with api.admit(reserve="10MiB"):
+            with pytest.raises(ResourceExhausted) as refused:
+                with api.admit():
+                    pass
+            during = scrape(server.url)
+        after = scrape(server.url)
+        state = monitor.state
+
+    assert refused.value.reason == "concurrency"
+    assert value(during, "resguard_guard_in_flight", guard="api") == 1
+    assert value(during, "resguard_guard_reserved_bytes", guard="api") == 10 * MIB
+    assert value(after, "resguard_guard_in_flight", guard="api") == 0
+    assert value(after, "resguard_guard_reserved_bytes", guard="api") == 0
+    stats = api.stats()
+    assert value(after, "resguard_guard_admitted_total", guard="api") == stats.admitted == 1
+    assert value(after, "resguard_guard_refused_total", guard="api",
+                 reason="concurrency") == 1
+    assert value(after, "resguard_guard_waiting", guard="api") == 0
+
+    cache_stats = cache.stats()
+    assert value(after, "resguard_cache_bytes", cache="embeddings") == cache_stats.bytes > 0
+    assert value(after, "resguard_cache_items", cache="embeddings") == 2
+    assert value(after, "resguard_cache_hits_total", cache="embeddings") == 1
+    assert value(after, "resguard_cache_misses_total", cache="embeddings") == 1
+    assert value(after, "resguard_cache_hit_ratio", cache="embeddings") == pytest.approx(0.5)
+
+    assert value(after, "resguard_model_loaded", model="tiny", source="lazy") == 1
+    assert value(after, "resguard_model_loaded_bytes", model="tiny", source="lazy") == 5 * MIB
+    assert value(after, "resguard_model_loaded", model="pooled", source="lazy") == 0
+    pooled.get()
+    assert pooled.loaded
+    assert value(after, "resguard_verdict_level") == int(state.verdict.level) == 0
+    assert value(after, "resguard_verdict_breaches") == 0
+    assert value(after, "resguard_memory_limit_bytes",
+                 source=state.snapshot.memory.source) == state.snapshot.memory.limit
+
+
+def test_ollama_models_of_the_monitor_snapshot_are_exported(
+        ollama_server: OllamaStandIn) -> None:
+    from resguard.ollama import OllamaModels
+
+    with OllamaModels(ollama_server.host, timeout=10, register=False) as models:
+        models.ensure("qwen2.5:0.5b")
+        loaded = {info.name: info for info in models.loaded()}
+        with Monitor(interval="50ms", policy=quiet_policy(), reclaim=False,
+                     slow_interval="50ms", sources=[models.source()]) as mon:
+            deadline = time.monotonic() + 30
+            while not mon.state.snapshot.ollama and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with serve(0, collector=ResguardCollector(mon)) as server:
+                samples = scrape(server.url)
+    info = loaded["qwen2.5:0.5b"]
+    assert value(samples, "resguard_model_loaded", model=info.name, source="ollama") == 1
+    assert value(samples, "resguard_model_loaded_bytes", model=info.name,
+                 source="ollama") == info.size
+    assert value(samples, "resguard_model_vram_bytes", model=info.name) == info.size_vram
+
+
+class _FrozenMonitor:
+    """A monitor stand-in holding one State, to show container figures without an engine."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+
+class _BrokenCache:
+    name = "broken"
+
+    def stats(self) -> Any:
+        raise OSError("cache went away")
+
+
+def test_container_figures_and_scrape_errors() -> None:
+    item = ContainerStats(id="abc", name="db", image="postgres", status="running",
+                          memory_usage=300 * MIB, memory_used=250 * MIB,
+                          memory_limit=512 * MIB, memory_percent=48.8, cpu_percent=3.0,
+                          pids=7)
+    unlimited = attrs.evolve(item, id="def", name="cache", memory_limit=None,
+                             memory_percent=None)
+    snap = attrs.evolve(snapshot(), containers=ContainersInfo.from_items((item, unlimited)))
+    verdict = quiet_policy().evaluate(snap)
+    collector = ResguardCollector(_FrozenMonitor(State(snap, verdict, 1)),
+                                  caches=[_BrokenCache()])
+    with serve(0, collector=collector) as server:
+        samples = scrape(server.url)
+    assert value(samples, "resguard_container_memory_used_bytes", container="db") == 250 * MIB
+    assert value(samples, "resguard_container_memory_limit_bytes", container="db") == 512 * MIB
+    assert ("resguard_container_memory_limit_bytes", (("container", "cache"),)) not in samples
+    assert value(samples, "resguard_scrape_errors_total", part="cache") == 1
+    assert value(samples, "resguard_memory_limit_bytes",
+                 source=snap.memory.source) == snap.memory.limit
+
+
+def test_every_documented_metric_is_exposed_and_every_exposed_one_documented(
+        monitor: Monitor) -> None:
+    docs = (ROOT / "docs" / "prometheus.md").read_text()
+    import resguard.prometheus as module
+
+    documented = set(re.findall(r"resguard_[a-z0-9_]+", docs))
+    assert set(METRICS) <= documented
+    assert set(METRICS) <= set(re.findall(r"resguard_[a-z0-9_]+", module.__doc__ or ""))
+
+    guard = Guard(max_concurrent=1, name="g")
+    with guard.admit(), pytest.raises(ResourceExhausted), guard.admit():
+        pass
+    cache: LRUCache[str, int] = LRUCache(max_items=2, name="c")
+    lazy = LazyModel(lambda: 1, size=1, name="m", sweep=False, register=False)
+    item = ContainerStats(id="abc", name="db", image="i", status="running", memory_usage=1,
+                          memory_used=1, memory_limit=2, memory_percent=50.0,
+                          cpu_percent=None, pids=None)
+    snap = attrs.evolve(monitor.state.snapshot, containers=ContainersInfo.from_items((item,)),
+                        ollama=(OllamaModelInfo("x:1b", 10, 5, None, None),))
+    frozen = _FrozenMonitor(State(snap, monitor.state.verdict, 1))
+    collector = ResguardCollector(frozen, guards=[guard], caches=[cache, _BrokenCache()],
+                                  models=[lazy])
+    with serve(0, collector=collector) as server:
+        exposed = names(scrape(server.url))
+    missing = set(METRICS) - exposed
+    # PSI needs a kernel with /proc/pressure
+    if snap.pressure.memory is None:
+        missing.discard("resguard_pressure_avg10_percent")
+    assert not missing
+    assert {name for name in exposed if name.startswith("resguard_")} <= set(METRICS)
+
+
+def test_bad_port_is_refused() -> None:
+    with pytest.raises(InvalidValue, match="70000"):
+        serve(70000)
+
+
+def test_missing_prometheus_client_names_the_extra() -> None:
+    code = ("import sys; sys.modules['prometheus_client'] = None\n"
+            "try:\n    import resguard.prometheus\n"
+            "except ImportError as e:\n    print(e)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)
+    assert "pip install 'resguard[prometheus]'" in result.stdout
+
+
+def test_import_resguard_does_not_import_prometheus_client() -> None:
+    code = "import sys, resguard; print('prometheus_client' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)
+    assert result.stdout.strip() == "False"
