@@ -612,3 +612,16 @@ def test_incremental_theil_sen_equals_a_full_recomputation(steps):
         assert not state.times or state.times[0] >= now - rule.window_s - rule.width_s
         expected = theil_sen_slope(state.times, state.values)
         assert state.median_slope() == expected
+
+
+def test_trend_rules_survive_a_clock_that_goes_back():
+    policy = Policy([LeakDetector("process.rss", growth="1MB", window="1m", points=8),
+                     TimeToLimit(within="1m", metric="process.rss", limit="1GiB", window="8s",
+                                 points=4)])
+    state = policy.new_state()
+    times = [0, 10, 20, 30, 5, 6, 40, 41, 7.5, 50, 60, 70, 80, 90, 100]
+    for i, t in enumerate(times):
+        verdict = policy.evaluate(make_snapshot(at=float(t), rss=100 * MB + i * 5 * MB), state)
+        assert verdict.level in (Level.OK, Level.WARNING)
+    for rule_state in state.rule_states:
+        assert list(rule_state.times) == sorted(rule_state.times)

@@ -664,7 +664,8 @@ class SeriesState:
                 changed = True
             if self.count:
                 mean_t = self.time_sum / self.count
-                if mean_t >= horizon:
+                # a bucket out of order (a clock that went back) is dropped, not inserted
+                if mean_t >= horizon and (not self.times or mean_t > self.times[-1]):
                     if len(self.times) >= self.points:
                         self._pop()
                     self._push(mean_t, self.value_sum / self.count)
