@@ -74,5 +74,6 @@ class Table:
         header = ("benchmark", "resguard", "alternative", "alternative's figure",
                   "speed-up (alt/ours)", "target")
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
+                  for row in self.rows]
         return "\n".join(lines)

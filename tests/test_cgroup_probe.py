@@ -174,3 +174,15 @@ def test_no_cgroups_at_all(tmp_path: Path) -> None:
 def test_parse_proc_cgroup() -> None:
     parsed = cgroup.parse_proc_cgroup("4:memory:/x\n2:cpu,cpuacct:/y\n1:name=systemd:/z\n0::/w\n")
     assert parsed == {"memory": "/x", "cpu": "/y", "cpuacct": "/y", "systemd": "/z", "": "/w"}
+
+
+def test_limits_are_cached_for_their_max_age(tmp_path: Path) -> None:
+    roots = v2_tree(tmp_path, {"/a": level(), "/a/b": level(max_=str(2 * GiB)),
+                               "/a/b/c": level()})
+    cached = Sampler(roots, limits_max_age_s=3600)
+    fresh = Sampler(roots, limits_max_age_s=0)
+    assert cached.sample(children=False).memory.limit == 2 * GiB
+    assert fresh.sample(children=False).memory.limit == 2 * GiB
+    (tmp_path / "cgroup/a/b/memory.max").write_text(f"{GiB}\n")  # like `docker update`
+    assert fresh.sample(children=False).memory.limit == GiB
+    assert cached.sample(children=False).memory.limit == 2 * GiB

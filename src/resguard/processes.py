@@ -33,10 +33,15 @@ TOP_COLUMNS = ("pid", "name", "count", "cpu_percent", "rss", "num_threads", "use
 
 def _read(path: str) -> bytes | None:
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        return os.read(fd, 65536)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 class ProcessTable:
@@ -78,15 +83,12 @@ class ProcessTable:
             for entry in os.scandir(self._proc):
                 if not entry.name.isdigit():
                     continue
-                base = entry.path
-                stat = _read(base + "/stat")
-                statm = _read(base + "/statm")
-                if stat is None or statm is None:
+                stat = _read(entry.path + "/stat")
+                if stat is None:
                     continue  # vanished or not ours to read
                 try:
-                    name, _, ppid, ticks, threads, start_ticks, _ = _procfs.parse_pid_stat(
+                    name, _, ppid, ticks, threads, start_ticks, rss = _procfs.parse_pid_stat(
                         stat.decode("utf-8", "replace"))
-                    rss = _procfs.parse_statm(statm.decode())[1]
                     uid = entry.stat(follow_symlinks=False).st_uid
                 except (ValueError, IndexError, OSError):
                     continue

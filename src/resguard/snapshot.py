@@ -222,6 +222,18 @@ class Snapshot(ValueMixin):
         return html_table(flatten(self), "resguard snapshot")
 
 
+LIMITS_MAX_AGE_S = 1.0
+"""How stale the limits in a snapshot may be (cgroup limit, rlimits, CPU quota)."""
+
+
+@attrs.frozen
+class _Limits:
+    memory: tuple[int, str, str] | None  # (bytes, cgroup directory, file) of the tightest
+    rlimits: tuple[tuple[str, int], ...]
+    cpu_effective: float
+    cpu_source: str
+
+
 class Sampler:
     """Builds snapshots from the kernel's files, cheaply and repeatedly.
 
@@ -230,10 +242,14 @@ class Sampler:
     shared by threads. *roots* re-roots ``/proc`` and ``/sys/fs/cgroup`` for tests.
     *cgroup* names a cgroup directory to judge memory by instead of this process's own
     (e.g. a worker's cgroup watched from outside); the ``process`` part stays this process.
+    Limits (the cgroup limit, rlimits, the CPU quota) are re-read at most every
+    *limits_max_age_s* (default one second); usage is read on every sample.
     """
 
-    def __init__(self, roots: Roots = DEFAULT_ROOTS, *, cgroup: str | None = None) -> None:
+    def __init__(self, roots: Roots = DEFAULT_ROOTS, *, cgroup: str | None = None,
+                 limits_max_age_s: float = LIMITS_MAX_AGE_S) -> None:
         self._roots = roots
+        self._limits_max_age_s = limits_max_age_s
         self._cgroup_dir = cgroup
         if cgroup is not None:
             _cgroup.location_of(cgroup, roots)  # fail now, not on the first sample
@@ -243,6 +259,8 @@ class Sampler:
         self._location: _cgroup.CgroupLocation | None = None
         self._previous_system: tuple[int, int] = (0, 0)
         self._previous_self: tuple[int, float] = (0, 0.0)
+        self._limits: _Limits | None = None
+        self._limits_expire_s = -1.0
         self._psi_paths: tuple[str, str, str] = ("", "", "")
         self._psi_source: str | None = None
         self._cpu_count = os.cpu_count() or 1
@@ -298,29 +316,58 @@ class Sampler:
             now_monotonic = time.monotonic()
             meminfo = _procfs.parse_meminfo(self._files.read(self._meminfo_path) or "")
             process = self._process(now_monotonic, uss=uss, children=children)
+            limits = self._current_limits(now_monotonic)
             return Snapshot(
-                memory=self._memory(meminfo, process),
+                memory=self._memory(meminfo, process, limits),
                 swap=_swap(meminfo),
-                cpu=self._cpu(),
+                cpu=self._cpu(limits),
                 pressure=self._pressure(),
                 process=process,
                 taken_at=time.time(),
                 monotonic=now_monotonic,
             )
 
-    def _memory(self, meminfo: dict[str, int], process: ProcessSelf) -> MemoryInfo:
+    def _current_limits(self, now_monotonic: float) -> _Limits:
+        """Limits change rarely (a `docker update`, a setrlimit): re-read them at most once
+        per :data:`LIMITS_MAX_AGE_S` instead of on every sample."""
+        if self._limits is not None and now_monotonic < self._limits_expire_s:
+            return self._limits
+        location = self._location
+        memory = _cgroup.memory_limit(location, self._files.read) if location else None
+        rlimits = []
+        for name, kind in (("RLIMIT_AS", resource.RLIMIT_AS),
+                           ("RLIMIT_DATA", resource.RLIMIT_DATA)):
+            soft = resource.getrlimit(kind)[0]
+            if soft != resource.RLIM_INFINITY and soft > 0:
+                rlimits.append((name, soft))
+        effective, source = float(self._cpu_count), "host"
+        try:
+            affinity = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            affinity = self._cpu_count
+        if affinity < effective:
+            effective, source = float(affinity), "affinity"
+        quota = _cgroup.cpu_quota(location, self._files.read) if location else None
+        if quota is not None and quota < effective:
+            effective, source = quota, "cgroup"
+        self._limits = _Limits(memory, tuple(rlimits), effective, source)
+        self._limits_expire_s = now_monotonic + self._limits_max_age_s
+        return self._limits
+
+    def _memory(self, meminfo: dict[str, int], process: ProcessSelf,
+                limits: _Limits) -> MemoryInfo:
         total = meminfo.get("MemTotal", 0)
         host_available = meminfo.get("MemAvailable", meminfo.get("MemFree", 0))
         limit, used, source, detail = total, total - host_available, "host", "/proc/meminfo"
         location = self._location
-        bound = _cgroup.memory_bound(location, self._files.read) if location else None
-        if bound is not None and bound.limit < limit:
-            limit, used = bound.limit, bound.memory.working_set
-            source, detail = "cgroup", f"{bound.directory}/{bound.file}"
-        rlimits = (("RLIMIT_AS", resource.RLIMIT_AS), ("RLIMIT_DATA", resource.RLIMIT_DATA))
-        for name, kind in rlimits:
-            soft = resource.getrlimit(kind)[0]
-            if soft != resource.RLIM_INFINITY and 0 < soft < limit:
+        if limits.memory is not None and limits.memory[0] < limit and location is not None:
+            bound_limit, directory, name = limits.memory
+            usage = _cgroup.read_memory(directory, location.version, self._files.read)
+            if usage is not None:
+                limit, used = bound_limit, usage.working_set
+                source, detail = "cgroup", f"{directory}/{name}"
+        for name, soft in limits.rlimits:
+            if soft < limit:
                 limit, source, detail = soft, "rlimit", name
                 used = process.vms if name == "RLIMIT_AS" else self._data_bytes()
         available = max(min(limit - used, host_available), 0)
@@ -333,7 +380,7 @@ class Sampler:
         text = self._files.read(self._self_statm_path)
         return int(text.split()[5]) * _procfs.PAGE_SIZE if text else 0
 
-    def _cpu(self) -> CpuInfo:
+    def _cpu(self, limits: _Limits) -> CpuInfo:
         text = self._files.read(self._stat_path)
         percent = 0.0
         if text:
@@ -342,19 +389,9 @@ class Sampler:
             if total > previous_total:
                 percent = 100.0 * (busy - previous_busy) / (total - previous_total)
                 self._previous_system = (busy, total)
-        effective, source = float(self._cpu_count), "host"
-        try:
-            affinity = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            affinity = self._cpu_count
-        if affinity < effective:
-            effective, source = float(affinity), "affinity"
-        quota = _cgroup.cpu_quota(self._location, self._files.read) if self._location else None
-        if quota is not None and quota < effective:
-            effective, source = quota, "cgroup"
         loads = self._parse_once(self._loadavg_path, _parse_loadavg)
         return CpuInfo(percent=min(max(percent, 0.0), 100.0), count=self._cpu_count,
-                       effective=effective, effective_source=source,
+                       effective=limits.cpu_effective, effective_source=limits.cpu_source,
                        load_1m=loads[0], load_5m=loads[1], load_15m=loads[2])
 
     def _pressure(self) -> PressureInfo:

@@ -26,6 +26,7 @@ __all__ = [
     "locate",
     "location_of",
     "memory_bound",
+    "memory_limit",
     "parse_proc_cgroup",
     "read_memory",
 ]
@@ -222,8 +223,10 @@ def _ancestors(directory: str, mount: str) -> tuple[str, ...]:
     return tuple(result)
 
 
-def memory_bound(location: CgroupLocation, reader: Reader = read_text) -> MemoryBound | None:
-    """The tightest memory limit between the process's cgroup and the root, or ``None``."""
+def memory_limit(location: CgroupLocation,
+                 reader: Reader = read_text) -> tuple[int, str, str] | None:
+    """The tightest limit between the process's cgroup and the root, as (bytes, directory,
+    file name), or ``None`` when no level sets one."""
     if location.memory_dir is None or location.memory_mount is None:
         return None
     files = (("memory.limit_in_bytes",) if location.version == "v1"
@@ -234,6 +237,12 @@ def memory_bound(location: CgroupLocation, reader: Reader = read_text) -> Memory
             limit = _int_or_none(reader(directory + "/" + name))
             if limit is not None and (best is None or limit < best[0]):
                 best = (limit, directory, name)
+    return best
+
+
+def memory_bound(location: CgroupLocation, reader: Reader = read_text) -> MemoryBound | None:
+    """The tightest memory limit on the walk with its cgroup's usage, or ``None``."""
+    best = memory_limit(location, reader)
     if best is None:
         return None
     memory = read_memory(best[1], location.version, reader)
