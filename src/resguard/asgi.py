@@ -1,0 +1,309 @@
+"""ASGI middleware: refuse requests with 503 + Retry-After under pressure; a readiness endpoint.
+
+:class:`GuardMiddleware` wraps any ASGI application (FastAPI, Starlette, a bare callable)
+without depending on a framework. For each HTTP request it admits through a
+:class:`~resguard.Guard`; a refusal answers ``503 Service Unavailable`` with a
+``Retry-After`` header and a small JSON body, without calling the application. A readiness
+path (default ``/readyz``) answers 503 while the Monitor's verdict is CRITICAL, so that a
+Kubernetes readiness probe or a load balancer sends traffic elsewhere. The ASGI lifespan
+starts and stops the Monitor.
+
+::
+
+    from fastapi import FastAPI
+    from resguard.asgi import GuardMiddleware
+
+    app = FastAPI()
+    app.add_middleware(GuardMiddleware, reserve="64MiB", wait="2s")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from resguard._errors import InvalidType, InvalidValue, ResourceExhausted
+from resguard.guard import Guard, Reserve
+from resguard.monitor import Monitor
+from resguard.rules import Level
+from resguard.units import parse_bytes, parse_duration
+
+__all__ = ["DEFAULT_EXCLUDE", "GuardMiddleware", "retry_after_header"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Paths that never go through the guard: liveness probes (refusing one would get the pod
+#: restarted, the opposite of shedding load) and metrics scrapes.
+DEFAULT_EXCLUDE: tuple[str, ...] = ("/healthz", "/livez", "/metrics")
+
+_JSON = (b"content-type", b"application/json")
+_NO_STORE = (b"cache-control", b"no-store")
+
+
+class GuardMiddleware:
+    """Admit each HTTP request through a guard; answer 503 + Retry-After when refused.
+
+    Arguments:
+        app: the ASGI application to protect.
+        guard: the guard to admit through (default ``Guard(memory="90%", monitor=monitor)``).
+        monitor: the Monitor whose verdict the readiness path reports (default: the guard's
+            monitor, or a new ``Monitor()`` when no guard is given).
+        exclude: paths that skip the guard: exact (``"/healthz"``) or, ending in ``*``, a
+            prefix (``"/static/*"``). Default :data:`DEFAULT_EXCLUDE`.
+        readiness_path: the path answering readiness (``None`` turns it off).
+        start_monitor: start the Monitor on ``lifespan.startup`` (or at the first request
+            when the server runs without lifespan) and stop it on ``lifespan.shutdown``. A
+            monitor that is already running is left alone.
+        reserve: the reservation per request (bytes, ``"64MiB"``, ``"auto"``; default the
+            guard's).
+        wait: how long a request may queue for admission (default the guard's).
+        unready_level: readiness answers 503 at and above this verdict level.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        guard: Guard | None = None,
+        *,
+        monitor: Monitor | None = None,
+        exclude: Iterable[str] = DEFAULT_EXCLUDE,
+        readiness_path: str | None = "/readyz",
+        start_monitor: bool = True,
+        reserve: Reserve = None,
+        wait: float | str | None = None,
+        unready_level: Level = Level.CRITICAL,
+    ) -> None:
+        if not callable(app):
+            raise InvalidType(f"app={app!r} is not an ASGI application (a callable)")
+        if guard is not None and not isinstance(guard, Guard):
+            raise InvalidType(f"guard={guard!r} is not a resguard.Guard")
+        if monitor is not None and not isinstance(monitor, Monitor):
+            raise InvalidType(f"monitor={monitor!r} is not a resguard.Monitor")
+        if not isinstance(unready_level, Level):
+            raise InvalidType(f"unready_level={unready_level!r} is not a resguard.Level")
+        if guard is None:
+            monitor = monitor if monitor is not None else Monitor()
+            guard = Guard(memory="90%", monitor=monitor)
+        elif monitor is None:
+            monitor = guard.monitor
+        self.app = app
+        self.guard = guard
+        self.monitor = monitor
+        self.readiness_path = _check_path(readiness_path, "readiness_path") \
+            if readiness_path is not None else None
+        if isinstance(exclude, str):
+            exclude = (exclude,)
+        exact, prefixes = [], []
+        for entry in exclude:
+            path = _check_path(entry, "exclude")
+            if path.endswith("*"):
+                prefixes.append(path[:-1])
+            else:
+                exact.append(path)
+        self._exact = frozenset(exact)
+        self._prefixes = tuple(prefixes)
+        self.start_monitor = start_monitor
+        self.unready_level = unready_level
+        # parsed once here, not per request (an invalid value fails at startup)
+        self._reserve: Reserve = (reserve if reserve is None or reserve == "auto"
+                                  else parse_bytes(reserve))
+        self._wait_s = parse_duration(wait) if wait is not None else None
+        self._monitor_ready = not start_monitor or monitor is None
+        self._owns_monitor = False
+        self._start_lock = threading.Lock()
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path = scope["path"]
+            if path == self.readiness_path:
+                await self._readiness(scope, send)
+            elif path in self._exact or (self._prefixes and path.startswith(self._prefixes)):
+                await self.app(scope, receive, send)
+            else:
+                await self._guarded(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        else:  # websocket and anything newer pass through
+            await self.app(scope, receive, send)
+
+    def excluded(self, path: str) -> bool:
+        """Whether requests for *path* skip the guard."""
+        return path in self._exact or (bool(self._prefixes) and path.startswith(self._prefixes))
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._monitor_ready:  # a server running without lifespan
+            self._start_lazily()
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            # the admission releases its reservation on every exit: a return, an exception,
+            # a cancellation when the client goes away
+            async with self.guard.admit(self._reserve, self._wait_s):
+                await self.app(scope, receive, tracking_send)
+        except ResourceExhausted as error:
+            # refused at the door, or by a guard inside the app (a guarded model call)
+            # before it answered: either way the client should come back later
+            if started:
+                raise
+            await self._refuse(send, error)
+
+    async def _refuse(self, send: Send, error: ResourceExhausted) -> None:
+        seconds = retry_after_header(error.retry_after)
+        body = json.dumps({"error": "overloaded", "reason": error.reason,
+                           "retry_after": seconds}).encode()
+        await send({"type": "http.response.start", "status": 503, "headers": [
+            _JSON, (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(seconds).encode()), _NO_STORE]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _readiness(self, scope: Scope, send: Send) -> None:
+        if not self._monitor_ready:
+            self._start_lazily()
+        answer = self.readiness()
+        status = 200 if answer["status"] == "ready" else 503
+        body = json.dumps(answer).encode()
+        await send({"type": "http.response.start", "status": status, "headers": [
+            _JSON, (b"content-length", str(len(body)).encode()), _NO_STORE]})
+        await send({"type": "http.response.body",
+                    "body": b"" if scope.get("method") == "HEAD" else body})
+
+    def readiness(self) -> dict[str, Any]:
+        """What the readiness path answers: ``{"status": "ready", "level": "OK"}``, or
+        ``"unready"`` with a reason while the verdict is at or above *unready_level*.
+
+        Without a Monitor the guard decides: unready while it is over its RSS or memory
+        share (``level`` is then ``None``).
+        """
+        monitor = self.monitor
+        if monitor is not None:
+            verdict = monitor.state.verdict
+            if verdict.level >= self.unready_level:
+                return {"status": "unready", "level": verdict.level.name,
+                        "reason": verdict.reason}
+            return {"status": "ready", "level": verdict.level.name}
+        breach = self.guard.breach()
+        if breach is not None:
+            return {"status": "unready", "level": None, "reason": str(breach)}
+        if self.guard.headroom_bytes() < 0:
+            return {"status": "unready", "level": None, "reason": "over the memory share"}
+        return {"status": "ready", "level": None}
+
+    # -- the monitor's life -----------------------------------------------------------------
+
+    def _start_lazily(self) -> None:
+        with self._start_lock:
+            if self._monitor_ready:
+                return
+            self._start_monitor_sync()
+
+    def _start_monitor_sync(self) -> None:
+        monitor = self.monitor
+        self._monitor_ready = True
+        if not self.start_monitor or monitor is None or self._owns_monitor:
+            return
+        if monitor._threads:  # started by its owner: theirs to stop
+            return
+        monitor.start()
+        self._owns_monitor = True
+
+    async def _start_monitor(self) -> None:
+        import anyio
+
+        with self._start_lock:
+            if self._owns_monitor:
+                return
+            self._monitor_ready = True
+        await anyio.to_thread.run_sync(self._start_monitor_sync)
+
+    async def _stop_monitor(self) -> None:
+        import anyio
+
+        if self._owns_monitor and self.monitor is not None:
+            self._owns_monitor = False
+            await anyio.to_thread.run_sync(self.monitor.stop)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        asked = False  # the app received lifespan.startup: it speaks the lifespan protocol
+
+        async def watched_receive() -> Message:
+            nonlocal asked
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                asked = True
+                await self._start_monitor()  # before the app's own startup code runs
+            return message
+
+        async def watched_send(message: Message) -> None:
+            if message["type"] in ("lifespan.startup.failed", "lifespan.shutdown.complete",
+                                   "lifespan.shutdown.failed"):
+                await self._stop_monitor()  # after the app's own shutdown code ran
+            await send(message)
+
+        try:
+            await self.app(scope, watched_receive, watched_send)
+        except Exception:
+            if asked:
+                await self._stop_monitor()
+                raise
+            # The app does not support lifespan (it raised at the unknown scope type):
+            # answer the protocol for it, so the monitor still starts and stops.
+            await self._serve_lifespan(receive, send)
+            return
+        except BaseException:
+            await self._stop_monitor()
+            raise
+        if not asked:  # the app returned at once: it ignores lifespan; so do not we
+            await self._serve_lifespan(receive, send)
+            return
+        await self._stop_monitor()
+
+    async def _serve_lifespan(self, receive: Receive, send: Send) -> None:
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    try:
+                        await self._start_monitor()
+                    except Exception as error:
+                        await send({"type": "lifespan.startup.failed", "message": str(error)})
+                        return
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await self._stop_monitor()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        finally:
+            await self._stop_monitor()
+
+
+def retry_after_header(retry_after_s: float) -> int:
+    """Whole seconds for a ``Retry-After`` header: rounded up, at least 1."""
+    if not math.isfinite(retry_after_s) or retry_after_s <= 1:
+        return 1
+    return math.ceil(retry_after_s)
+
+
+def _check_path(path: object, what: str) -> str:
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise InvalidValue(f"{what}={path!r} must be a URL path starting with '/', "
+                           f"e.g. '/healthz' (or '/static/*' for a prefix)")
+    return path
+

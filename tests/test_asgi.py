@@ -1,0 +1,727 @@
+"""GuardMiddleware: 503 + Retry-After, excluded paths, readiness, lifespan, releases, OOM.
+
+The first tests call the middleware with real ASGI messages; the rest run real uvicorn
+servers over loopback (in a thread, or as a child process inside a memory cgroup) and talk
+to them with httpx. Memory levels are driven by a Monitor whose Sampler reads a fixture
+/proc tree that the test rewrites.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, StreamingResponse
+from starlette.routing import Route
+
+from resguard import InvalidType, InvalidValue, ResourceExhausted
+from resguard._probes.paths import Roots
+from resguard.asgi import DEFAULT_EXCLUDE, GuardMiddleware, retry_after_header
+from resguard.guard import Guard
+from resguard.monitor import Monitor
+from resguard.rules import Level, Policy, Threshold
+from resguard.snapshot import Sampler
+
+MiB = 2**20
+GiB = 2**30
+TESTS = Path(__file__).parent
+
+
+# ------------------------------------------------------------------------ fixtures ---
+
+
+class Machine:
+    """A fixture /proc whose memory the test sets; a Sampler reads it like the real one."""
+
+    def __init__(self, root: Path, total_gib: float = 16) -> None:
+        self.proc = root / "proc"
+        (self.proc / "self").mkdir(parents=True)
+        self.total_gib = total_gib
+        statm = f"{GiB // 4096} {(256 * MiB) // 4096} 0 0 0 0 0\n"
+        (self.proc / "self" / "statm").write_text(statm)
+        self.set_used_percent(50)
+        self.sampler = Sampler(Roots(proc=str(self.proc), cgroup=str(root / "no-cgroup")))
+
+    def set_used_percent(self, percent: float) -> None:
+        total_kib = int(self.total_gib * GiB / 1024)
+        available_kib = int(total_kib * (100 - percent) / 100)
+        # rewritten in place: the sampler keeps the descriptor open and re-reads it
+        (self.proc / "meminfo").write_text(
+            f"MemTotal: {total_kib} kB\nMemFree: {available_kib} kB\n"
+            f"MemAvailable: {available_kib} kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n")
+
+
+@pytest.fixture
+def machine(tmp_path: Path) -> Machine:
+    return Machine(tmp_path)
+
+
+def make_monitor(machine: Machine, **kwargs: Any) -> Monitor:
+    """CRITICAL above 90 % used; no reclaiming (nothing to reclaim on a fixture)."""
+    policy = Policy([Threshold("memory.percent", ">", 90, level=Level.CRITICAL)])
+    return Monitor(policy=policy, sampler=machine.sampler, reclaim=False, psi_trigger=False,
+                   **kwargs)
+
+
+@pytest.fixture
+def monitor(machine: Machine) -> Monitor:
+    return make_monitor(machine)
+
+
+def running(monitor: Monitor) -> bool:
+    return any(thread.is_alive() for thread in monitor._threads)
+
+
+class Recorder:
+    """A bare ASGI app that answers 200 'ok' and records what reached it."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "http", "this app does not speak lifespan"
+        self.paths.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def http_scope(path: str, method: str = "GET") -> dict[str, Any]:
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+            "root_path": "", "query_string": b"", "headers": [(b"host", b"test")],
+            "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000)}
+
+
+class Response:
+    def __init__(self, messages: list[dict[str, Any]]) -> None:
+        start = messages[0]
+        assert start["type"] == "http.response.start"
+        self.status: int = start["status"]
+        self.headers = {name.decode(): value.decode() for name, value in start["headers"]}
+        self.body = b"".join(m.get("body", b"") for m in messages[1:])
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def call(app: Any, path: str, method: str = "GET") -> Response:
+    """One request through *app* with real ASGI messages, in a fresh event loop."""
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    async def main() -> None:
+        await app(http_scope(path, method), receive, send)
+
+    anyio.run(main)
+    return Response(messages)
+
+
+# ------------------------------------------------------------- direct ASGI calls ---
+
+
+def test_refusal_is_503_with_retry_after_and_json_without_calling_the_app(
+        monitor: Monitor) -> None:
+    app = Recorder()
+    guard = Guard(memory="40%", monitor=monitor, retry_after=2.5)  # 50 % is used
+    response = call(GuardMiddleware(app, guard, start_monitor=False), "/work")
+    assert response.status == 503
+    assert response.headers["retry-after"] == "3"  # rounded up to whole seconds
+    assert response.headers["content-type"] == "application/json"
+    assert int(response.headers["content-length"]) == len(response.body)
+    assert response.json() == {"error": "overloaded", "reason": "memory", "retry_after": 3}
+    assert app.paths == []
+    assert guard.stats().refused_by_reason == {"memory": 1}
+
+
+def test_admitted_request_reaches_the_app_and_its_reservation_is_released(
+        monitor: Monitor) -> None:
+    app = Recorder()
+    guard = Guard(memory="75%", monitor=monitor)  # 4 GiB of headroom
+    middleware = GuardMiddleware(app, guard, reserve="1GiB", start_monitor=False)
+    response = call(middleware, "/work")
+    assert (response.status, response.body) == (200, b"ok")
+    assert app.paths == ["/work"]
+    stats = guard.stats()
+    assert (stats.admitted, stats.in_flight, stats.reserved_bytes) == (1, 0, 0)
+    # a reservation larger than the headroom is refused with its own reason
+    big = GuardMiddleware(app, guard, reserve="5GiB", start_monitor=False)
+    assert call(big, "/work").json()["reason"] == "memory"
+
+
+@pytest.mark.parametrize(("retry_after_s", "header"), [
+    (0.0, 1), (0.01, 1), (1.0, 1), (1.2, 2), (2.5, 3), (30.0, 30), (float("inf"), 1),
+    (float("nan"), 1)])
+def test_retry_after_is_whole_seconds_at_least_one(retry_after_s: float, header: int) -> None:
+    assert retry_after_header(retry_after_s) == header
+
+
+def test_excluded_paths_bypass_the_guard(monitor: Monitor) -> None:
+    app = Recorder()
+    guard = Guard(memory="10%", monitor=monitor)  # refuses everything guarded
+    middleware = GuardMiddleware(app, guard, exclude=("/healthz", "/static/*"),
+                                 start_monitor=False)
+    assert call(middleware, "/healthz").status == 200
+    assert call(middleware, "/static/app.js").status == 200
+    assert call(middleware, "/static/").status == 200
+    assert call(middleware, "/healthz/deep").status == 503  # exact, not a prefix
+    assert call(middleware, "/staticx").status == 503
+    assert call(middleware, "/").status == 503
+    assert app.paths == ["/healthz", "/static/app.js", "/static/"]
+    assert guard.stats().refused == 3
+    assert middleware.excluded("/static/x")
+    assert not middleware.excluded("/api")
+    # the defaults keep liveness probes and metrics scrapes out of the guard
+    default = GuardMiddleware(app, guard, start_monitor=False)
+    for path in DEFAULT_EXCLUDE:
+        assert call(default, path).status == 200
+
+
+def test_readiness_follows_the_monitor_level(machine: Machine, monitor: Monitor) -> None:
+    app = Recorder()
+    middleware = GuardMiddleware(app, Guard(monitor=monitor), start_monitor=False)
+    ready = call(middleware, "/readyz")
+    assert (ready.status, ready.json()) == (200, {"status": "ready", "level": "OK"})
+    machine.set_used_percent(97)
+    assert monitor.sample_now().level == Level.CRITICAL
+    unready = call(middleware, "/readyz")
+    assert unready.status == 503
+    assert unready.json()["status"] == "unready"
+    assert unready.json()["level"] == "CRITICAL"
+    assert "memory.percent" in unready.json()["reason"]
+    assert call(middleware, "/readyz", method="HEAD").body == b""
+    machine.set_used_percent(40)
+    monitor.sample_now()
+    assert call(middleware, "/readyz").status == 200
+    assert app.paths == []  # answered by the middleware, never the app
+
+
+def test_readiness_level_and_path_are_configurable(machine: Machine, monitor: Monitor) -> None:
+    app = Recorder()
+    machine.set_used_percent(95)
+    monitor.sample_now()
+    lenient = GuardMiddleware(app, Guard(monitor=monitor, level=None), start_monitor=False,
+                              readiness_path="/ready", unready_level=Level.CRITICAL)
+    assert call(lenient, "/ready").status == 503
+    off = GuardMiddleware(app, Guard(monitor=monitor, level=None), start_monitor=False,
+                          readiness_path=None)
+    assert call(off, "/readyz").status == 200  # reaches the app
+    assert app.paths == ["/readyz"]
+
+
+def test_readiness_without_a_monitor_asks_the_guard() -> None:
+    app = Recorder()
+    refusing = GuardMiddleware(app, Guard(memory=1))  # one byte: already over
+    assert refusing.monitor is None
+    answer = call(refusing, "/readyz")
+    assert answer.status == 503
+    assert answer.json()["level"] is None
+    admitting = GuardMiddleware(app, Guard(memory="100%"))
+    assert call(admitting, "/readyz").status == 200
+
+
+def test_reservation_is_released_when_the_app_raises(monitor: Monitor) -> None:
+    async def broken(scope: Any, receive: Any, send: Any) -> None:
+        assert guard.stats().reserved_bytes == GiB
+        raise RuntimeError("handler bug")
+
+    guard = Guard(memory="90%", monitor=monitor)
+    with pytest.raises(RuntimeError, match="handler bug"):
+        call(GuardMiddleware(broken, guard, reserve="1GiB", start_monitor=False), "/")
+    stats = guard.stats()
+    assert (stats.in_flight, stats.reserved_bytes, stats.admitted) == (0, 0, 1)
+
+
+def test_reservation_is_released_when_the_request_is_cancelled(monitor: Monitor) -> None:
+    entered = threading.Event()
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        entered.set()
+        await anyio.sleep(60)
+
+    guard = Guard(memory="90%", monitor=monitor)
+    middleware = GuardMiddleware(slow, guard, reserve="1GiB", start_monitor=False)
+
+    async def main() -> None:
+        async def receive() -> dict[str, Any]:
+            await anyio.sleep(60)
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            raise AssertionError("nothing may be sent")
+
+        with anyio.move_on_after(0.2):  # what a server does when the client goes away
+            await middleware(http_scope("/"), receive, send)
+
+    anyio.run(main)
+    assert entered.is_set()
+    assert (guard.stats().in_flight, guard.stats().reserved_bytes) == (0, 0)
+
+
+def test_refusal_raised_inside_the_app_becomes_503_until_the_response_started(
+        monitor: Monitor) -> None:
+    async def guarded_inside(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/late":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise ResourceExhausted("model guard refused", reason="rss", retry_after=4.2)
+
+    guard = Guard(monitor=monitor)
+    middleware = GuardMiddleware(guarded_inside, guard, start_monitor=False)
+    early = call(middleware, "/early")
+    assert (early.status, early.headers["retry-after"]) == (503, "5")
+    assert early.json()["reason"] == "rss"
+    with pytest.raises(ResourceExhausted):  # too late to change the status
+        call(middleware, "/late")
+    assert guard.stats().in_flight == 0
+
+
+def test_websockets_pass_through(monitor: Monitor) -> None:
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["type"])
+
+    middleware = GuardMiddleware(app, Guard(memory="1%", monitor=monitor), start_monitor=False)
+    anyio.run(middleware, {"type": "websocket", "path": "/ws"}, None, None)
+    assert seen == ["websocket"]
+    assert guard_untouched(middleware.guard)
+
+
+def guard_untouched(guard: Guard) -> bool:
+    stats = guard.stats()
+    return stats.admitted == stats.refused == 0
+
+
+def test_bad_arguments_are_named(monitor: Monitor) -> None:
+    app = Recorder()
+    with pytest.raises(InvalidValue, match="exclude='healthz'"):
+        GuardMiddleware(app, monitor=monitor, exclude=("healthz",))
+    with pytest.raises(InvalidValue, match="readiness_path"):
+        GuardMiddleware(app, monitor=monitor, readiness_path="readyz")
+    with pytest.raises(InvalidType, match="guard="):
+        GuardMiddleware(app, "90%")  # type: ignore[arg-type]
+    with pytest.raises(InvalidType, match="not an ASGI application"):
+        GuardMiddleware(None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidValue):
+        GuardMiddleware(app, monitor=monitor, reserve="lots")
+
+
+def test_defaults_build_a_guard_at_90_percent_with_its_own_monitor() -> None:
+    middleware = GuardMiddleware(Recorder())
+    assert isinstance(middleware.monitor, Monitor)
+    assert middleware.guard.monitor is middleware.monitor
+    assert middleware.readiness_path == "/readyz"
+    # a machine above 90 % in use would refuse; below, the request gets through
+    expected = 503 if middleware.monitor.state.snapshot.memory.percent > 90 else 200
+    try:
+        assert call(middleware, "/x").status == expected
+        assert running(middleware.monitor)  # started at the first request (no lifespan)
+    finally:
+        middleware.monitor.stop()
+
+
+# ---------------------------------------------------------------------- lifespan ---
+
+
+class Lifespan:
+    """Drives the ASGI lifespan protocol like a server: startup, then shutdown."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.sent: list[dict[str, Any]] = []
+        self.between: Callable[[], object] = lambda: None
+        self.error: BaseException | None = None
+
+    def run(self) -> list[str]:
+        async def main() -> None:
+            inbox: list[dict[str, Any]] = [{"type": "lifespan.startup"}]
+            wake = anyio.Event()
+            started = anyio.Event()
+
+            async def receive() -> dict[str, Any]:
+                nonlocal wake
+                while not inbox:
+                    await wake.wait()
+                    wake = anyio.Event()
+                return inbox.pop(0)
+
+            async def send(message: dict[str, Any]) -> None:
+                self.sent.append(message)
+                if message["type"].startswith("lifespan.startup."):
+                    started.set()
+
+            async def serve() -> None:
+                try:
+                    await self.app({"type": "lifespan", "asgi": {"version": "3.0"}},
+                                   receive, send)
+                except Exception as error:
+                    self.error = error
+                started.set()
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(serve)
+                await started.wait()
+                if self.sent and self.sent[-1]["type"] == "lifespan.startup.complete":
+                    self.between()
+                    inbox.append({"type": "lifespan.shutdown"})
+                    wake.set()
+
+        anyio.run(main)
+        return [message["type"] for message in self.sent]
+
+
+def starlette_app(events: list[str], monitor: Monitor, fail: bool = False) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        events.append(f"startup, monitor running={running(monitor)}")
+        if fail:
+            raise RuntimeError("database is down")
+        yield
+        events.append(f"shutdown, monitor running={running(monitor)}")
+
+    return Starlette(lifespan=lifespan)
+
+
+def test_lifespan_starts_and_stops_the_monitor_around_the_app(monitor: Monitor) -> None:
+    events: list[str] = []
+    middleware = GuardMiddleware(starlette_app(events, monitor), monitor=monitor)
+    driver = Lifespan(middleware)
+    driver.between = lambda: events.append(f"serving, monitor running={running(monitor)}")
+    assert driver.run() == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    # started before the app's startup code, stopped after its shutdown code
+    assert events == ["startup, monitor running=True", "serving, monitor running=True",
+                      "shutdown, monitor running=True"]
+    assert not running(monitor)
+    assert driver.error is None
+
+
+def test_lifespan_failure_stops_the_monitor_and_is_reported(monitor: Monitor) -> None:
+    events: list[str] = []
+    middleware = GuardMiddleware(starlette_app(events, monitor, fail=True), monitor=monitor)
+    driver = Lifespan(middleware)
+    assert driver.run() == ["lifespan.startup.failed"]
+    assert "database is down" in driver.sent[0]["message"]
+    assert isinstance(driver.error, RuntimeError)  # the server sees the failure
+    assert not running(monitor)
+
+
+@pytest.mark.parametrize("style", ["raises", "returns"])
+def test_lifespan_is_answered_for_apps_without_lifespan(monitor: Monitor, style: str) -> None:
+    async def http_only(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" and style == "returns":
+            return
+        assert scope["type"] == "http"
+
+    seen: list[bool] = []
+    driver = Lifespan(GuardMiddleware(http_only, monitor=monitor))
+    driver.between = lambda: seen.append(running(monitor))
+    assert driver.run() == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert seen == [True]
+    assert not running(monitor)
+    assert driver.error is None
+
+
+def test_a_monitor_started_by_its_owner_is_left_running(monitor: Monitor) -> None:
+    with monitor:
+        driver = Lifespan(GuardMiddleware(starlette_app([], monitor), monitor=monitor))
+        assert driver.run()[-1] == "lifespan.shutdown.complete"
+        assert running(monitor)
+    assert not running(monitor)
+
+
+def test_start_monitor_false_leaves_the_monitor_alone(monitor: Monitor) -> None:
+    middleware = GuardMiddleware(Recorder(), monitor=monitor, start_monitor=False)
+    Lifespan(middleware).run()
+    call(middleware, "/x")
+    assert not running(monitor)
+
+
+# -------------------------------------------------------------- uvicorn in-process ---
+
+
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Run *app* under a real uvicorn server on a loopback port (in a thread)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive(), "uvicorn exited during startup"
+            assert time.monotonic() < deadline, "uvicorn did not start in 30 s"
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+        assert not thread.is_alive(), "uvicorn did not stop"
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+async def _stream(request: Request) -> StreamingResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        while True:
+            yield b"chunk\n"
+            await anyio.sleep(0.05)
+
+    return StreamingResponse(chunks())
+
+
+async def _boom(request: Request) -> PlainTextResponse:
+    raise RuntimeError("handler bug")
+
+
+async def _hello(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("hello")
+
+
+def test_starlette_under_uvicorn(machine: Machine, monitor: Monitor) -> None:
+    guard = Guard(memory="75%", reserve="1GiB", monitor=monitor)
+    app = Starlette(routes=[Route("/", _hello), Route("/boom", _boom),
+                            Route("/healthz", _hello)],
+                    middleware=[Middleware(GuardMiddleware, guard=guard)])
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        assert running(monitor)  # started by the lifespan
+        response = client.get("/")
+        assert (response.status_code, response.text) == (200, "hello")
+        assert client.get("/boom").status_code == 500
+        assert client.get("/readyz").json() == {"status": "ready", "level": "OK"}
+
+        machine.set_used_percent(80)  # over the guard's 75 % share, under CRITICAL
+        wait_until(lambda: monitor.state.snapshot.memory.percent >= 79)
+        refused = client.get("/")
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json() == {"error": "overloaded", "reason": "memory", "retry_after": 1}
+        assert client.get("/readyz").status_code == 200
+        assert client.get("/healthz").status_code == 200  # liveness is never refused
+
+        machine.set_used_percent(96)
+        wait_until(lambda: monitor.state.level == Level.CRITICAL)
+        assert client.get("/readyz").status_code == 503
+        assert client.get("/").json()["reason"] == "level"
+
+        machine.set_used_percent(50)
+        wait_until(lambda: monitor.state.level == Level.OK)
+        assert client.get("/").status_code == 200
+    assert not running(monitor)  # stopped by the lifespan
+    stats = guard.stats()
+    assert (stats.in_flight, stats.reserved_bytes) == (0, 0)
+    assert stats.admitted == 3
+    assert stats.refused_by_reason == {"memory": 1, "level": 1}
+
+
+def test_fastapi_under_uvicorn(machine: Machine, monitor: Monitor) -> None:
+    guard = Guard(memory="75%", reserve="1GiB", max_concurrent=2, monitor=monitor)
+    app = FastAPI()
+    release = threading.Event()
+
+    @app.get("/work")
+    async def work() -> dict[str, int]:
+        return {"in_flight": guard.stats().in_flight}
+
+    @app.get("/hold")
+    async def hold() -> dict[str, bool]:
+        while not release.is_set():
+            await anyio.sleep(0.01)
+        return {"held": True}
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("handler bug")
+
+    app.add_middleware(GuardMiddleware, guard=guard)
+
+    async def scenario(url: str) -> None:
+        limits = httpx.Limits(max_connections=10)
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+            assert (await client.get("/work")).json() == {"in_flight": 1}
+            assert (await client.get("/boom")).status_code == 500
+            async with anyio.create_task_group() as group:
+                for _ in range(2):
+                    group.start_soon(client.get, "/hold")
+                await anyio.to_thread.run_sync(
+                    lambda: wait_until(lambda: guard.stats().in_flight == 2))
+                third = await client.get("/work")  # both slots taken
+                assert third.status_code == 503
+                assert third.json()["reason"] == "concurrency"
+                assert int(third.headers["retry-after"]) >= 1
+                release.set()
+            assert (await client.get("/readyz")).status_code == 200
+            assert (await client.get("/docs")).status_code == 200
+
+    with serve(app) as url:
+        assert running(monitor)
+        anyio.run(scenario, url)
+    assert not running(monitor)
+    stats = guard.stats()
+    assert (stats.in_flight, stats.reserved_bytes) == (0, 0)
+    assert stats.refused_by_reason == {"concurrency": 1}
+
+
+def test_client_disconnect_releases_the_reservation_under_uvicorn(monitor: Monitor) -> None:
+    guard = Guard(memory="90%", reserve="1GiB", monitor=monitor)
+    app = Starlette(routes=[Route("/stream", _stream)],
+                    middleware=[Middleware(GuardMiddleware, guard=guard)])
+    with serve(app) as url:
+        for _ in range(3):
+            with httpx.Client(base_url=url, timeout=30) as client, \
+                    client.stream("GET", "/stream") as response:
+                assert response.status_code == 200
+                lines = response.iter_lines()  # dropping the iterator would hang up
+                assert next(lines) == "chunk"
+                assert next(lines) == "chunk"
+                assert guard.stats().reserved_bytes == GiB
+            # the client hung up mid-stream: Starlette cancels the response, we release
+            wait_until(lambda: guard.stats().in_flight == 0)
+            assert guard.stats().reserved_bytes == 0
+    assert guard.stats().admitted == 3
+
+
+def test_uvicorn_without_lifespan_starts_the_monitor_on_the_first_request(
+        monitor: Monitor) -> None:
+    app = Recorder()
+    middleware = GuardMiddleware(app, monitor=monitor)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(middleware, lifespan="off", log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started)
+        assert not running(monitor)
+        port = sock.getsockname()[1]
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=30).text == "ok"
+        assert running(monitor)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+        monitor.stop()
+
+
+# ----------------------------------------------------------------- the OOM test ---
+
+N_REQUESTS = 200
+CGROUP_LIMIT_BYTES = 256 * MiB
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_alloc_server(cgroup: Any, target: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+    """uvicorn running tests/apps/alloc_app.py inside *cgroup*; waits until it answers."""
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "--app-dir", str(TESTS), "--host", "127.0.0.1",
+            "--port", str(port), "--log-level", "warning", "--no-access-log", *target]
+    env = {**os.environ, "RESGUARD_TEST_WAIT": "8s"}
+    process = cgroup.spawn(argv, env=env, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, f"uvicorn exited with {process.returncode} at startup"
+        assert time.monotonic() < deadline, "uvicorn did not answer in 60 s"
+        try:
+            httpx.get(f"{url}/stats", timeout=5).raise_for_status()
+            return process, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+
+
+async def burst(url: str) -> list[Any]:
+    """N_REQUESTS concurrent GET /alloc; each result is (status, Retry-After) or an error."""
+    limits = httpx.Limits(max_connections=N_REQUESTS, max_keepalive_connections=N_REQUESTS)
+    timeout = httpx.Timeout(60, pool=60)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
+        async def one() -> Any:
+            try:
+                response = await client.get("/alloc")
+            except httpx.TransportError as error:
+                return type(error).__name__
+            return response.status_code, response.headers.get("retry-after")
+
+        return await asyncio.gather(*(one() for _ in range(N_REQUESTS)))
+
+
+@pytest.mark.cgroup
+@pytest.mark.slow
+def test_unguarded_server_is_oom_killed(memory_cgroup: Any) -> None:
+    memory_cgroup.set_limit(CGROUP_LIMIT_BYTES)
+    process, url = start_alloc_server(memory_cgroup, ["apps.alloc_app:app"])
+    results = asyncio.run(burst(url))
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    assert memory_cgroup.oom_kills() >= 1
+    assert any(isinstance(result, str) for result in results)  # connections were lost
+
+
+@pytest.mark.cgroup
+@pytest.mark.slow
+def test_guarded_server_sheds_load_and_survives(memory_cgroup: Any) -> None:
+    memory_cgroup.set_limit(CGROUP_LIMIT_BYTES)
+    process, url = start_alloc_server(memory_cgroup,
+                                      ["--factory", "apps.alloc_app:guarded_app"])
+    before = httpx.get(f"{url}/stats", timeout=30).json()
+    # the server judges memory by its own cgroup, not by the 24 GiB host
+    assert before["memory"]["source"] == "cgroup"
+    assert before["memory"]["limit"] == CGROUP_LIMIT_BYTES
+
+    results = asyncio.run(burst(url))
+
+    assert process.poll() is None, "the guarded server died"
+    assert memory_cgroup.oom_kills() == 0
+    counts = Counter(result if isinstance(result, str) else result[0] for result in results)
+    assert set(counts) <= {200, 503}, f"unexpected outcomes: {counts}"
+    assert all(retry_after is not None and int(retry_after) >= 1
+               for status, retry_after in results if status == 503)
+    assert counts[200] >= N_REQUESTS / 3, f"too few served: {counts}"
+
+    after = httpx.get(f"{url}/stats", timeout=30).json()
+    assert after["served"] == counts[200]  # every admitted request was answered
+    assert after["guard"]["admitted"] == counts[200]
+    assert after["guard"]["refused"] == counts[503]
+    assert (after["guard"]["in_flight"], after["guard"]["reserved_bytes"]) == (0, 0)
+    # at most what fits: 16 MiB each under the 70 % share of 256 MiB
+    assert after["peak_in_flight"] * 16 * MiB < 0.7 * CGROUP_LIMIT_BYTES
+    assert httpx.get(f"{url}/readyz", timeout=30).status_code == 200
