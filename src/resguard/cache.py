@@ -187,10 +187,8 @@ def _check_callable(value: object, what: str, optional: bool = False) -> None:
         raise InvalidType(f"{what}={value!r} is not callable")
 
 
-class _Entry(NamedTuple):
-    value: Any
-    size_bytes: int
-    expires_s: float
+_Entry = tuple[Any, int, float]
+"""An entry: (value, size in bytes, monotonic expiry time); a plain tuple, the cheapest to build."""
 
 
 class LRUCache(MutableMapping[K, V], Generic[K, V]):
@@ -631,7 +629,7 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         live = [entry for entry in state["entries"] if self._ttl_s is None or entry[3] > 0]
         for key, value, size, left_s in live:  # least recently used first
             expires = now + left_s if self._ttl_s is not None else math.inf
-            self._data[key] = _Entry(value, size, expires)
+            self._data[key] = (value, size, expires)
             self._bytes += size
         if self._ttl_s is not None:  # the expiry order is the order of time left
             for key, *_ in sorted(live, key=operator.itemgetter(3)):
@@ -695,7 +693,7 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
             self._forget_locked(old_key, old_entry)
             self._evictions += 1
             dropped.append((old_key, old_entry[0]))
-        data[key] = _Entry(value, size, expires)
+        data[key] = (value, size, expires)
         self._bytes += size
         if self._ttl_s is not None:
             self._expiry[key] = None
