@@ -42,11 +42,9 @@ from __future__ import annotations
 
 import bisect
 import collections
-import difflib
 import enum
 import math
 import operator
-import statistics
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, Protocol, runtime_checkable
 
@@ -216,6 +214,8 @@ def _check_metric(metric: object) -> str:
                           f"'memory.percent'")
     paths = _known_paths()
     if metric not in paths:
+        import difflib  # only on this error path: keeps `import resguard` light
+
         close = difflib.get_close_matches(metric, paths, n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise UnknownMetric(f"unknown metric {metric!r}{hint} "
@@ -702,13 +702,7 @@ class SeriesState:
 
     def median_slope(self) -> float | None:
         """The Theil-Sen slope of the closed buckets (needs ``robust=True``)."""
-        slopes = self.slopes
-        if not slopes:
-            return None
-        middle = len(slopes) // 2
-        if len(slopes) % 2:
-            return slopes[middle]
-        return (slopes[middle - 1] + slopes[middle]) / 2
+        return _median(self.slopes) if self.slopes else None
 
     def span_s(self) -> float:
         return self.times[-1] - self.times[0] if len(self.times) > 1 else 0.0
@@ -726,8 +720,16 @@ def _pair_slopes(ts: list[float], xs: list[float]) -> list[float]:
 def theil_sen_slope(times: Iterable[float], values: Iterable[float]) -> float | None:
     """The median of the slopes between every pair of points (robust to outliers: up to
     29 % of the points may be arbitrary); ``None`` with fewer than two distinct times."""
-    slopes = _pair_slopes(list(times), list(values))
-    return statistics.median(slopes) if slopes else None
+    return _median(sorted(_pair_slopes(list(times), list(values))))
+
+
+def _median(ordered: list[float]) -> float | None:
+    if not ordered:
+        return None
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def least_squares_slope(times: Iterable[float], values: Iterable[float]) -> float | None:
