@@ -158,6 +158,38 @@ def _print_compact_json(value: Any, out: TextIO) -> None:
     out.write("\n")
 
 
+def _integration(module: str) -> Any:
+    """Import an integration module, or explain on stderr which extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        sys.stderr.write(f"resguard: {error}\n")
+        return None
+
+
+def _cmd_docker(args: argparse.Namespace, out: TextIO) -> int:
+    docker = _integration("resguard.docker")
+    if docker is None:
+        return 2
+    return int(docker.cli(args.docker_command, as_json=args.json, out=out))
+
+
+def _cmd_ollama(args: argparse.Namespace, out: TextIO) -> int:
+    ollama = _integration("resguard.ollama")
+    if ollama is None:
+        return 2
+    return int(ollama.cli(args.ollama_command, args.names, host=args.host, as_json=args.json,
+                          out=out))
+
+
+def _cmd_budget(args: argparse.Namespace, out: TextIO) -> int:
+    from resguard import budget
+
+    return int(budget.cli(args.config, as_json=args.json, out=out))
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -209,6 +241,27 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print one update; exit 1 if the verdict is not OK")
     watch.add_argument("--json", action="store_true", help="one JSON object per update")
     watch.set_defaults(handler=_cmd_watch)
+
+    docker = commands.add_parser("docker", help="containers' memory, limits (needs the "
+                                 "docker extra)")
+    docker.add_argument("docker_command", choices=("stats", "limits"), metavar="stats|limits")
+    docker.add_argument("--json", action="store_true", help="print JSON")
+    docker.set_defaults(handler=_cmd_docker)
+
+    ollama = commands.add_parser("ollama", help="models loaded in Ollama (needs the ollama "
+                                 "extra)")
+    ollama.add_argument("ollama_command", choices=("ps", "unload"), metavar="ps|unload")
+    ollama.add_argument("names", nargs="*", metavar="NAME", help="models to unload")
+    ollama.add_argument("--host", default=None,
+                        help="the Ollama server (default $OLLAMA_HOST or 127.0.0.1:11434)")
+    ollama.add_argument("--json", action="store_true", help="print JSON")
+    ollama.set_defaults(handler=_cmd_ollama)
+
+    budget = commands.add_parser("budget", help="each component's use against its budget")
+    budget.add_argument("--config", default=None,
+                        help="a TOML file (default: [tool.resguard] in ./pyproject.toml)")
+    budget.add_argument("--json", action="store_true", help="print JSON")
+    budget.set_defaults(handler=_cmd_budget)
     return parser
 
 
