@@ -903,3 +903,32 @@ def test_the_ladder_shrinks_caches_before_models_and_large_buffers_really_go_bac
     assert stats.reclaimed_bytes == step.claimed_bytes
     assert stats.items == 2048 - stats.shrink_evictions
     assert all(i in cache for i in range(48, 2048))  # the small ones were left alone
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_waiter_leaves_the_computation_alone() -> None:
+    release = anyio.Event()
+    calls = 0
+
+    @memoize
+    async def slow(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return x + 1
+
+    results: list[int] = []
+
+    async def leader() -> None:
+        results.append(await slow(1))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(leader)
+        await anyio.sleep(0.01)
+        with anyio.move_on_after(0.05) as scope:
+            await slow(1)  # waits for the leader, then gives up
+        assert scope.cancelled_caught
+        release.set()
+    assert results == [2]
+    assert calls == 1
+    assert await slow(1) == 2
