@@ -20,9 +20,10 @@ import cachetools
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _harness import Table, per_call_s
 from resguard._modules.sizeof import sizeof
 from resguard.cache import LRUCache, memoize
+
+from _harness import Table, per_call_s
 
 N_KEYS = 1000
 
