@@ -7,9 +7,10 @@ import json
 import pytest
 
 import resguard
-from factories import MB, GiB, make_process, make_snapshot
 from resguard import presets
 from resguard.rules import Level, Policy, ProcessCount, ProcessThreshold
+
+from factories import MB, GiB, make_process, make_snapshot
 
 
 def judge(policy, snapshots):

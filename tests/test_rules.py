@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import resguard
-from factories import MB, WALL_OFFSET_S, GiB, make_container, make_process, make_snapshot
 from resguard import InvalidType, InvalidValue, UnknownMetric
 from resguard.rules import (
     Breach,
@@ -28,6 +27,8 @@ from resguard.rules import (
     least_squares_slope,
     theil_sen_slope,
 )
+
+from factories import MB, WALL_OFFSET_S, GiB, make_container, make_process, make_snapshot
 
 
 def run(rule, snapshots):
@@ -482,32 +483,39 @@ def test_a_real_snapshot_is_judged():
 _COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 
-def reference_firing(samples, op, value, clear, for_s, cooldown_s):
-    """The documented semantics, from the whole history at each step (no state machine)."""
-    compare = _COMPARE[op]
+def reference_from_conditions(samples, for_s, cooldown_s):
+    """The documented semantics over (t, trigger, hold) samples, from the whole history at
+    each step (no state machine): fire when the run of triggering samples since the last
+    clear has lasted for_s and the cooldown after that clear is over; stay firing while
+    hold holds."""
     firing_history: list[bool] = []
     last_clear_t = -math.inf
     last_clear_index = -1
-    for k, (t, x) in enumerate(samples):
-        trigger = x is not None and compare(x, value)
-        hold = x is not None and (trigger or compare(x, clear))
+    for k, (t, trigger, hold) in enumerate(samples):
         was_firing = bool(firing_history) and firing_history[-1]
         if was_firing:
             firing = hold
             if not firing:
                 last_clear_t, last_clear_index = t, k
         else:
-            # the run of consecutive triggering samples ending at k (after the last clear)
             start = k
-            while start - 1 > last_clear_index:
-                _, prev_x = samples[start - 1]
-                if not (prev_x is not None and compare(prev_x, value)) or (
-                        firing_history[start - 1]):
-                    break
+            while start - 1 > last_clear_index and samples[start - 1][1] and not (
+                    firing_history[start - 1]):
                 start -= 1
             firing = trigger and t - samples[start][0] >= for_s and t >= last_clear_t + cooldown_s
         firing_history.append(firing)
     return firing_history
+
+
+def reference_firing(samples, op, value, clear, for_s, cooldown_s):
+    """:func:`reference_from_conditions` for ``metric op value`` held by ``metric op clear``;
+    a ``None`` metric is a false condition."""
+    compare = _COMPARE[op]
+    conditions = []
+    for t, x in samples:
+        trigger = x is not None and compare(x, value)
+        conditions.append((t, trigger, x is not None and (trigger or compare(x, clear))))
+    return reference_from_conditions(conditions, for_s, cooldown_s)
 
 
 @st.composite
@@ -625,3 +633,27 @@ def test_trend_rules_survive_a_clock_that_goes_back():
         assert verdict.level in (Level.OK, Level.WARNING)
     for rule_state in state.rule_states:
         assert list(rule_state.times) == sorted(rule_state.times)
+
+
+@settings(max_examples=200, deadline=None)
+@given(clear=st.sampled_from([50.0, 40.0]), at_least=st.integers(1, 3),
+       for_s=st.sampled_from([0, 1, 3]), cooldown_s=st.sampled_from([0, 2]),
+       frames=st.lists(st.one_of(st.none(), st.lists(
+           st.sampled_from([0.0, 45.0, 50.0, 60.0]), max_size=5)), min_size=1, max_size=30))
+def test_process_count_matches_the_reference_model(clear, at_least, for_s, cooldown_s, frames):
+    rule = ProcessCount(cpu_percent_above=50, at_least=at_least, for_=for_s, clear=clear,
+                        cooldown=cooldown_s)
+    policy = Policy([rule])
+    state = policy.new_state()
+    conditions = []
+    for t, frame in enumerate(frames):
+        cpus = frame or []
+        conditions.append((float(t), sum(c > 50 for c in cpus) >= at_least,
+                           sum(c > clear for c in cpus) >= at_least))
+        expected = reference_from_conditions(conditions, for_s, cooldown_s)[-1]
+        rows = None if frame is None else tuple(
+            make_process(pid, f"p{pid}", cpu_percent=cpu) for pid, cpu in enumerate(frame, 1))
+        verdict = policy.evaluate(make_snapshot(at=float(t), processes=rows), state)
+        assert (not verdict.ok) == expected
+        if not verdict.ok:
+            assert verdict.breaches[0].value == sum(c > clear for c in cpus)
