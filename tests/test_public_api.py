@@ -102,3 +102,13 @@ except ImportError as error:
     print(error)
 """
     assert f"pip install 'resguard[{extra}]'" in run_python(code)
+
+
+def test_every_public_name_is_in_the_api_reference() -> None:
+    reference = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    documented = set()
+    for line in reference.splitlines():
+        for directive in (".. autoclass:: ", ".. autofunction:: ", ".. automodule:: resguard."):
+            if line.startswith(directive):
+                documented.add(line[len(directive):].split()[0])
+    assert set(PUBLIC) - documented == set()
