@@ -23,6 +23,7 @@ from resguard.monitor import Monitor, State
 from resguard.prometheus import METRICS, ResguardCollector, serve
 from resguard.rules import Level, Policy, Threshold
 from resguard.snapshot import ContainersInfo, ContainerStats, OllamaModelInfo
+
 from standins.ollama_server import OllamaStandIn
 
 ROOT = Path(__file__).resolve().parent.parent

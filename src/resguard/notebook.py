@@ -1,0 +1,124 @@
+# IPython's magic decorators are untyped:
+# mypy: disable-error-code="misc,no-untyped-call,untyped-decorator"
+"""The IPython extension: ``%load_ext resguard``, then ``%%resguard`` and ``%resguard_top``.
+
+``%%resguard`` on the first line of a cell runs the cell once under :func:`resguard.profile`
+and shows the summary table and the memory/CPU plot below the cell's own output::
+
+    %%resguard --interval 50ms --tracemalloc --label load
+    data = load_everything()
+
+Options: ``--interval`` (default ``100ms``), ``--uss-interval`` (default ``1s``; ``off``
+turns USS off), ``--tracemalloc``, ``--no-children``, ``--no-plot``, ``--label TEXT`` and
+``--out NAME`` (store the :class:`resguard.profile.Profile` in that variable; it is always
+stored in ``_resguard_profile`` too).
+
+``%resguard_top [-n 10] [--by cpu|memory] [--group] [--interval 0.5s]`` shows the top
+processes as an HTML table; CPU percent is measured since the previous ``%resguard_top``
+(the first one waits ``--interval``).
+
+Snapshots, states, verdicts, profiles and budget reports render as HTML tables on their own
+(``_repr_html_``); the extension also lets a bare matplotlib ``Figure`` (what
+``prof.plot()`` returns) show as PNG when pyplot's inline backend was never activated.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+try:
+    from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+    from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+    from IPython.display import HTML, Image, display
+except ImportError as error:  # pragma: no cover - exercised by the import test
+    raise ImportError("resguard.notebook needs IPython: pip install 'resguard[notebook]'") \
+        from error
+
+from resguard.processes import ProcessTable, processes_html
+from resguard.profile import Profile
+from resguard.units import parse_duration
+
+__all__ = ["ResguardMagics", "figure_png", "load_ipython_extension"]
+
+
+def figure_png(figure: Any, dpi: int = 100) -> bytes:
+    """A matplotlib figure rendered to PNG bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+@magics_class
+class ResguardMagics(Magics):
+    """``%%resguard`` (profile a cell) and ``%resguard_top`` (top processes)."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self._table: ProcessTable | None = None
+
+    @magic_arguments()
+    @argument("--interval", default="100ms", help="time between samples (default 100ms)")
+    @argument("--uss-interval", default="1s", help="time between USS reads, or 'off'")
+    @argument("--tracemalloc", action="store_true", help="also trace Python allocations")
+    @argument("--no-children", action="store_true", help="leave out child processes")
+    @argument("--no-plot", action="store_true", help="show the summary only")
+    @argument("--label", default=None, help="a name for the summary and the plot")
+    @argument("--out", default=None, help="store the Profile in this variable")
+    @cell_magic
+    def resguard(self, line: str, cell: str) -> None:
+        """Run the cell once under resguard.profile(); show the summary and the plot."""
+        args = parse_argstring(self.resguard, line)
+        uss = None if str(args.uss_interval).lower() in ("off", "none", "0") else args.uss_interval
+        prof = Profile(args.interval, children=not args.no_children,
+                       tracemalloc=args.tracemalloc, uss_interval=uss,
+                       label=_unquote(args.label))
+        shell = self.shell
+        assert shell is not None
+        with prof:
+            shell.run_cell(cell, store_history=False)
+        shell.user_ns["_resguard_profile"] = prof
+        if args.out:
+            shell.user_ns[args.out] = prof
+        display(HTML(prof._repr_html_()))
+        if not args.no_plot:
+            try:
+                figure = prof.plot()
+            except ImportError as error:
+                display(HTML(f"<p>no plot: {error}</p>"))
+            else:
+                display(Image(data=figure_png(figure), format="png"))
+
+    @magic_arguments()
+    @argument("-n", type=int, default=10, help="rows (default 10)")
+    @argument("--by", choices=("cpu", "memory"), default="cpu", help="sort order")
+    @argument("--group", action="store_true", help="one row per process name")
+    @argument("--interval", default="0.5s",
+              help="on the first call, measure CPU over this long (default 0.5s)")
+    @line_magic
+    def resguard_top(self, line: str) -> None:
+        """Show the top processes by CPU or memory as an HTML table."""
+        args = parse_argstring(self.resguard_top, line)
+        if self._table is None:
+            self._table = ProcessTable()
+            self._table.sample()
+            time.sleep(parse_duration(args.interval))
+        rows = self._table.top(args.n, by=args.by, group=args.group)
+        display(HTML(processes_html(rows, f"top {args.n} processes by {args.by}")))
+
+
+def _unquote(text: str | None) -> str | None:
+    if text and len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the magics and a PNG formatter for bare matplotlib figures."""
+    ipython.register_magics(ResguardMagics)
+    png = ipython.display_formatter.formatters["image/png"]
+    try:
+        png.lookup_by_type("matplotlib.figure.Figure")
+    except KeyError:
+        png.for_type_by_name("matplotlib.figure", "Figure", figure_png)

@@ -1,0 +1,204 @@
+"""The example notebook and the IPython extension, executed by a real Jupyter kernel."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / "docs" / "notebooks" / "profiling.ipynb"
+MB = 1_000_000
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="session")
+def kernel_name() -> str:
+    """A kernel that runs this interpreter: "python3" when its spec resolves here (a spec
+    whose argv starts with plain "python" is run with sys.executable by jupyter_client),
+    else one installed into this environment."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec("python3")
+    except NoSuchKernel:
+        spec = None
+    if spec is not None and spec.argv and spec.argv[0] in (
+            "python", "python3", sys.executable):
+        return "python3"
+    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix",
+                    "--name", "python3"], check=True, capture_output=True, timeout=120)
+    return "python3"
+
+
+def execute(notebook: Any, kernel_name: str, cwd: Path) -> Any:
+    client = nbclient.NotebookClient(notebook, kernel_name=kernel_name, timeout=300,
+                                     resources={"metadata": {"path": str(cwd)}})
+    client.execute()
+    return notebook
+
+
+def outputs_of(cell: Any, mime: str) -> list[Any]:
+    return [output["data"][mime] for output in cell.get("outputs", ())
+            if output.get("output_type") in ("display_data", "execute_result")
+            and mime in output.get("data", {})]
+
+
+def stream_text(cell: Any) -> str:
+    return "".join(output.get("text", "") for output in cell.get("outputs", ())
+                   if output.get("output_type") == "stream")
+
+
+def cell_with(notebook: Any, text: str) -> Any:
+    matches = [cell for cell in notebook.cells if cell.cell_type == "code" and text in cell.source]
+    assert len(matches) == 1, f"expected one code cell containing {text!r}"
+    return matches[0]
+
+
+def assert_png(data: str) -> None:
+    raw = base64.b64decode(data)
+    assert raw.startswith(PNG_SIGNATURE)
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(raw))
+    image.load()  # decodes every pixel, fails on a truncated or corrupt file
+    assert image.format == "PNG"
+    assert image.width > 100
+    assert image.height > 100
+
+
+@pytest.fixture(scope="module")
+def executed(kernel_name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    import resguard
+
+    if not hasattr(resguard, "load_ipython_extension"):
+        pytest.fail("resguard/__init__.py must define load_ipython_extension(ipython) "
+                    "(it imports resguard.notebook lazily) for %load_ext resguard")
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    yield execute(notebook, kernel_name, tmp_path_factory.mktemp("notebook"))
+
+
+@pytest.mark.slow
+def test_notebook_runs_top_to_bottom_without_errors(executed: Any) -> None:
+    for cell in executed.cells:
+        if cell.cell_type != "code":
+            continue
+        errors = [output for output in cell.outputs if output.output_type == "error"]
+        assert not errors, f"cell {cell.source[:40]!r} failed: {errors}"
+
+
+@pytest.mark.slow
+def test_the_profile_peak_matches_the_200_mb_allocation(executed: Any) -> None:
+    text = stream_text(cell_with(executed, "peak above baseline: {prof"))
+    match = re.search(r"peak above baseline: ([0-9.]+) MB", text)
+    assert match, text
+    assert float(match.group(1)) == pytest.approx(200, rel=0.10)
+
+    summary = outputs_of(cell_with(executed, 'label="200 MB bytearray"'), "text/html")
+    assert summary
+    assert "peak_rss" in summary[-1]
+    assert "200 MB bytearray" in summary[-1]
+
+
+@pytest.mark.slow
+def test_the_plot_is_rendered_as_png(executed: Any) -> None:
+    pngs = outputs_of(cell_with(executed, "prof.plot()"), "image/png")
+    assert len(pngs) == 1
+    assert_png(pngs[0])
+
+
+@pytest.mark.slow
+def test_the_cell_magic_shows_summary_and_plot_and_keeps_the_profile(executed: Any) -> None:
+    cell = cell_with(executed, "%%resguard")
+    html = outputs_of(cell, "text/html")
+    assert any("resguard profile: cell" in item for item in html)
+    pngs = outputs_of(cell, "image/png")
+    assert len(pngs) == 1
+    assert_png(pngs[0])
+    text = stream_text(cell_with(executed, "cell peak above baseline"))
+    match = re.search(r"cell peak above baseline: ([0-9.]+) MB", text)
+    assert match, text
+    assert float(match.group(1)) == pytest.approx(200, rel=0.10)
+
+
+@pytest.mark.slow
+def test_rss_and_tracemalloc_differ_for_numpy_zeros(executed: Any) -> None:
+    text = stream_text(cell_with(executed, "np.zeros(25_000_000)"))
+    found = dict(re.findall(r"(zeros|ones): RSS \+(-?[0-9]+) MB", text))
+    traced = dict(re.findall(r"(zeros|ones): .*tracemalloc peak ([0-9]+) MB", text))
+    assert int(found["zeros"]) < 20
+    assert int(found["ones"]) == pytest.approx(200, rel=0.10)
+    assert int(traced["zeros"]) >= 200
+    assert int(traced["ones"]) >= 200
+
+
+@pytest.mark.slow
+def test_top_and_snapshot_render_as_html_tables(executed: Any) -> None:
+    top = outputs_of(cell_with(executed, "%resguard_top"), "text/html")
+    assert top
+    assert "<table>" in top[0]
+    assert "top 5 processes by memory" in top[0]
+    assert top[0].count("<tr>") == 6  # a header and five rows
+    snapshot_html = outputs_of(cell_with(executed, "rg.snapshot()"), "text/html")
+    assert snapshot_html
+    assert "memory.limit" in snapshot_html[0]
+
+
+@pytest.mark.slow
+def test_magic_options_errors_and_a_bare_figure(kernel_name: str, tmp_path: Path) -> None:
+    """The extension in a fresh kernel: options, an error inside a profiled cell, and a
+    bare Figure shown as PNG without pyplot ever being imported."""
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    notebook = new_notebook(cells=[
+        new_code_cell("%load_ext resguard.notebook"),
+        new_code_cell("%%resguard --no-plot --tracemalloc --uss-interval off\n"
+                      "kept = [bytes(1000) for _ in range(1000)]"),
+        new_code_cell("p = _resguard_profile\n"
+                      "print(p.peak_traced >= 1_000_000, p.peak_uss is None, "
+                      "len(p.samples) >= 2)"),
+        new_code_cell("%%resguard --no-plot\nraise ValueError('inside the cell')"),
+        new_code_cell("print(type(_resguard_profile).__name__, "
+                      "len(_resguard_profile.samples))"),
+        new_code_cell("import sys\nfrom resguard.profile import profile\n"
+                      "with profile() as q:\n    pass\n"
+                      "print('matplotlib.pyplot' in sys.modules)\nq.plot()"),
+    ], metadata={"kernelspec": {"name": kernel_name, "language": "python",
+                                "display_name": "Python 3"}})
+    client = nbclient.NotebookClient(notebook, kernel_name=kernel_name, timeout=300,
+                                     allow_errors=True,
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    cells = notebook.cells
+    assert not outputs_of(cells[1], "image/png")  # --no-plot
+    assert outputs_of(cells[1], "text/html")
+    assert stream_text(cells[2]).split() == ["True", "True", "True"]
+    errors = [o for o in cells[3].outputs if o.output_type == "error"]
+    assert errors
+    assert errors[0].ename == "ValueError"
+    assert outputs_of(cells[3], "text/html")  # the summary still shows
+    assert stream_text(cells[4]).split() == ["Profile", "2"]
+    assert stream_text(cells[5]).strip() == "False"
+    pngs = outputs_of(cells[5], "image/png")
+    assert len(pngs) == 1
+    assert_png(pngs[0])
+
+
+def test_importing_the_extension_without_ipython_names_the_extra() -> None:
+    code = ("import sys; sys.modules['IPython'] = None\n"
+            "try:\n    import resguard.notebook\n"
+            "except ImportError as e:\n    print(e)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)
+    assert "pip install 'resguard[notebook]'" in result.stdout
