@@ -29,12 +29,12 @@ N_KEYS = 1000
 
 
 def _paired(ours: Callable[[], object], theirs: Callable[[], object],
-            rounds: int = 3) -> tuple[float, float]:
+            rounds: int = 5) -> tuple[float, float]:
     """Time both alternately and keep each one's best: fair on a shared, noisy machine."""
     ours_s, theirs_s = [], []
     for _ in range(rounds):
-        ours_s.append(per_call_s(ours))
-        theirs_s.append(per_call_s(theirs))
+        ours_s.append(per_call_s(ours, repeat=3, min_time_s=0.1))
+        theirs_s.append(per_call_s(theirs, repeat=3, min_time_s=0.1))
     return min(ours_s), min(theirs_s)
 
 

@@ -659,7 +659,9 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
 
     def _entry_size(self, key: object, value: object) -> int:
         """Bytes of one entry; raises ValueTooLarge (counting it) when it cannot fit."""
-        size = default_sizeof(key) + self._size_of_value(value)
+        sizer = self._sizeof
+        value_bytes = sizer(value) if sizer is default_sizeof else self._size_of_value(value)
+        size = default_sizeof(key) + value_bytes
         if self._max_bytes is not None and size > self._max_bytes:
             with self._lock:
                 self._too_large += 1
