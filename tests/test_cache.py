@@ -932,3 +932,19 @@ async def test_a_cancelled_waiter_leaves_the_computation_alone() -> None:
     assert results == [2]
     assert calls == 1
     assert await slow(1) == 2
+
+
+def test_works_as_the_cache_behind_cachetools_cached() -> None:
+    cachetools = pytest.importorskip("cachetools")
+    store: LRUCache[Any, bytes] = LRUCache(max_bytes="4KiB")
+    calls = collections.Counter[int]()
+
+    @cachetools.cached(store)
+    def payload(n: int) -> bytes:
+        calls[n] += 1
+        return bytes(n)
+
+    assert payload(100) == payload(100) == bytes(100)
+    assert payload(10_000) == payload(10_000)  # too large: cachetools swallows the ValueError
+    assert calls == {100: 1, 10_000: 2}
+    assert store.stats().too_large == 2
