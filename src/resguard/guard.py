@@ -271,26 +271,14 @@ class Guard:
         """Admit one call (blocking up to *wait_s* in FIFO order); returns the reservation
         to pass to :meth:`release`. Prefer ``with guard:`` or :meth:`admit`."""
         reserve = self.reserve_bytes if reserve is None else reserve
-        wait_s = self.wait_s if wait_s is None else wait_s
-        refusal = self._try_acquire(reserve, None)
-        if refusal is None:
+        waiter, deadline, wait_s = self._first_try(reserve, wait_s)
+        if waiter is None:
             return reserve
-        if wait_s <= 0:
-            raise self._count_refusal(refusal)
-        waiter = _Waiter(reserve)
-        with self._lock:
-            self._queue.append(waiter)
-        deadline = time.monotonic() + wait_s
         try:
-            while True:
-                refusal = self._try_acquire(reserve, waiter)
-                if refusal is None:
-                    return reserve
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise self._count_refusal(self._timed_out(refusal, wait_s))
+            while (remaining := self._try_again(waiter, deadline, wait_s)) is not None:
                 waiter.event.wait(min(remaining, self._poll_s()))
                 waiter.event.clear()
+            return reserve
         except BaseException:
             self._leave_queue(waiter)
             raise
@@ -300,24 +288,11 @@ class Guard:
         import anyio
 
         reserve = self.reserve_bytes if reserve is None else reserve
-        wait_s = self.wait_s if wait_s is None else wait_s
-        refusal = self._try_acquire(reserve, None)
-        if refusal is None:
+        waiter, deadline, wait_s = self._first_try(reserve, wait_s)
+        if waiter is None:
             return reserve
-        if wait_s <= 0:
-            raise self._count_refusal(refusal)
-        waiter = _Waiter(reserve)
-        with self._lock:
-            self._queue.append(waiter)
-        deadline = time.monotonic() + wait_s
         try:
-            while True:
-                refusal = self._try_acquire(reserve, waiter)
-                if refusal is None:
-                    return reserve
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise self._count_refusal(self._timed_out(refusal, wait_s))
+            while (remaining := self._try_again(waiter, deadline, wait_s)) is not None:
                 if waiter.event.is_set():  # woken from another thread
                     waiter.event.clear()
                     continue
@@ -328,9 +303,36 @@ class Guard:
                 waiter.async_event = anyio.Event()
                 with anyio.move_on_after(min(remaining, _HEAD_POLL_S if head else 1.0)):
                     await waiter.async_event.wait()
+            return reserve
         except BaseException:
             self._leave_queue(waiter)
             raise
+
+    def _first_try(self, reserve: int,
+                   wait_s: float | None) -> tuple[_Waiter | None, float, float]:
+        """Admit at once, raise when the caller may not wait, or queue the caller: returns
+        (its place in the queue or None when admitted, the deadline, the wait)."""
+        wait_s = self.wait_s if wait_s is None else wait_s
+        refusal = self._try_acquire(reserve, None)
+        if refusal is None:
+            return None, 0.0, wait_s
+        if wait_s <= 0:
+            raise self._count_refusal(refusal)
+        waiter = _Waiter(reserve)
+        with self._lock:
+            self._queue.append(waiter)
+        return waiter, time.monotonic() + wait_s, wait_s
+
+    def _try_again(self, waiter: _Waiter, deadline: float, wait_s: float) -> float | None:
+        """Admit a queued caller (None), or say how long it may still wait; raises at the
+        deadline."""
+        refusal = self._try_acquire(waiter.reserve, waiter)
+        if refusal is None:
+            return None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise self._count_refusal(self._timed_out(refusal, wait_s))
+        return remaining
 
     def _timed_out(self, refusal: ResourceExhausted, wait_s: float) -> ResourceExhausted:
         error = ResourceExhausted(f"{refusal} (after waiting {wait_s:g}s)", reason=refusal.reason,
