@@ -16,7 +16,7 @@ PUBLIC = sorted([
     "ContainersInfo", "ContainersMemory", "Cost", "CpuInfo", "DockerError", "Guard",
     "GuardStats", "IntegrationError", "InvalidType", "InvalidValue", "LRUCache", "Ladder",
     "LazyModel", "LeakDetector", "Level", "Memoized", "MemoryInfo", "ModelPool", "Monitor",
-    "Offender", "OllamaError", "OllamaModelInfo", "Policy", "PressureInfo", "PressureLine",
+    "Offender", "OllamaError", "OllamaModelInfo", "Policy", "PolicyState", "Rule", "PressureInfo", "PressureLine",
     "ProcessCount", "ProcessInfo", "ProcessSelf", "ProcessTable", "ProcessThreshold",
     "ReclaimReport", "Reclaimable", "ResguardError", "ResourceExhausted", "ResourcePressure",
     "Sampler", "Snapshot", "State", "SwapInfo", "Threshold", "TimeToLimit", "UnknownMetric",
