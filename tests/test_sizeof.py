@@ -144,3 +144,15 @@ def test_any_nested_builtin_value_is_sized_at_least_its_header(value: object) ->
     size = sizeof(value)
     assert isinstance(size, int)
     assert size >= sys.getsizeof(value)
+
+
+@given(st.lists(st.one_of(st.text(max_size=40), st.binary(max_size=40),
+                          st.floats(allow_nan=False)), max_size=30),
+       st.sampled_from(["str", "bytes", "float", "mixed"]))
+def test_the_shortcut_for_uniform_lists_matches_getsizeof(items: list[object], kind: str) -> None:
+    if kind != "mixed":
+        wanted = {"str": str, "bytes": bytes, "float": float}[kind]
+        items = [item for item in items if type(item) is wanted]
+    unique = {id(item): item for item in items}
+    exact = sys.getsizeof(items) + sum(map(sys.getsizeof, unique.values()))
+    assert sizeof(items) == exact
