@@ -125,7 +125,7 @@ class Response:
         return json.loads(self.body)
 
 
-def call(app: Any, path: str, method: str = "GET") -> Response:
+def call(app: Any, path: str, method: str = "GET", backend: str = "asyncio") -> Response:
     """One request through *app* with real ASGI messages, in a fresh event loop."""
     messages: list[dict[str, Any]] = []
 
@@ -138,18 +138,22 @@ def call(app: Any, path: str, method: str = "GET") -> Response:
     async def main() -> None:
         await app(http_scope(path, method), receive, send)
 
-    anyio.run(main)
+    anyio.run(main, backend=backend)
     return Response(messages)
 
 
 # ------------------------------------------------------------- direct ASGI calls ---
 
 
+BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
+
+
+@BACKENDS
 def test_refusal_is_503_with_retry_after_and_json_without_calling_the_app(
-        monitor: Monitor) -> None:
+        monitor: Monitor, backend: str) -> None:
     app = Recorder()
     guard = Guard(memory="40%", monitor=monitor, retry_after=2.5)  # 50 % is used
-    response = call(GuardMiddleware(app, guard, start_monitor=False), "/work")
+    response = call(GuardMiddleware(app, guard, start_monitor=False), "/work", backend=backend)
     assert response.status == 503
     assert response.headers["retry-after"] == "3"  # rounded up to whole seconds
     assert response.headers["content-type"] == "application/json"
@@ -257,7 +261,9 @@ def test_reservation_is_released_when_the_app_raises(monitor: Monitor) -> None:
     assert (stats.in_flight, stats.reserved_bytes, stats.admitted) == (0, 0, 1)
 
 
-def test_reservation_is_released_when_the_request_is_cancelled(monitor: Monitor) -> None:
+@BACKENDS
+def test_reservation_is_released_when_the_request_is_cancelled(monitor: Monitor,
+                                                               backend: str) -> None:
     entered = threading.Event()
 
     async def slow(scope: Any, receive: Any, send: Any) -> None:
@@ -278,7 +284,7 @@ def test_reservation_is_released_when_the_request_is_cancelled(monitor: Monitor)
         with anyio.move_on_after(0.2):  # what a server does when the client goes away
             await middleware(http_scope("/"), receive, send)
 
-    anyio.run(main)
+    anyio.run(main, backend=backend)
     assert entered.is_set()
     assert (guard.stats().in_flight, guard.stats().reserved_bytes) == (0, 0)
 
@@ -331,6 +337,15 @@ def test_bad_arguments_are_named(monitor: Monitor) -> None:
         GuardMiddleware(app, monitor=monitor, reserve="lots")
 
 
+def test_importing_the_middleware_imports_no_framework() -> None:
+    code = ("import sys, resguard.asgi; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'starlette', 'fastapi', 'uvicorn', 'httpx', 'h11'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert out.strip() == "[]"
+
+
 def test_defaults_build_a_guard_at_90_percent_with_its_own_monitor() -> None:
     middleware = GuardMiddleware(Recorder())
     assert isinstance(middleware.monitor, Monitor)
@@ -357,7 +372,7 @@ class Lifespan:
         self.between: Callable[[], object] = lambda: None
         self.error: BaseException | None = None
 
-    def run(self) -> list[str]:
+    def run(self, backend: str = "asyncio") -> list[str]:
         async def main() -> None:
             inbox: list[dict[str, Any]] = [{"type": "lifespan.startup"}]
             wake = anyio.Event()
@@ -391,7 +406,7 @@ class Lifespan:
                     inbox.append({"type": "lifespan.shutdown"})
                     wake.set()
 
-        anyio.run(main)
+        anyio.run(main, backend=backend)
         return [message["type"] for message in self.sent]
 
 
@@ -430,8 +445,10 @@ def test_lifespan_failure_stops_the_monitor_and_is_reported(monitor: Monitor) ->
     assert not running(monitor)
 
 
+@BACKENDS
 @pytest.mark.parametrize("style", ["raises", "returns"])
-def test_lifespan_is_answered_for_apps_without_lifespan(monitor: Monitor, style: str) -> None:
+def test_lifespan_is_answered_for_apps_without_lifespan(monitor: Monitor, style: str,
+                                                        backend: str) -> None:
     async def http_only(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" and style == "returns":
             return
@@ -440,7 +457,7 @@ def test_lifespan_is_answered_for_apps_without_lifespan(monitor: Monitor, style:
     seen: list[bool] = []
     driver = Lifespan(GuardMiddleware(http_only, monitor=monitor))
     driver.between = lambda: seen.append(running(monitor))
-    assert driver.run() == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert driver.run(backend) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert seen == [True]
     assert not running(monitor)
     assert driver.error is None
