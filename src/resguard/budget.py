@@ -619,7 +619,7 @@ def format_report(report: BudgetReport) -> str:
         budget = Budget(item.name, item.kind, item.pattern, item.min_bytes, item.max_bytes)
         use = "—" if item.used is None else format_bytes(item.used, binary=False)
         if item.used is None:
-            matches = item.detail[:60]
+            matches = item.detail[:100]
         else:
             shown = ", ".join(item.members[:3]) + (", …" if item.count > 3 else "")
             matches = f"{item.count}" + (f" ({shown})" if shown else "")
