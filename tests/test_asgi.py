@@ -106,10 +106,10 @@ class Recorder:
         await send({"type": "http.response.body", "body": b"ok"})
 
 
-def http_scope(path: str, method: str = "GET") -> dict[str, Any]:
+def http_scope(path: str, method: str = "GET", root_path: str = "") -> dict[str, Any]:
     return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
             "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
-            "root_path": "", "query_string": b"", "headers": [(b"host", b"test")],
+            "root_path": root_path, "query_string": b"", "headers": [(b"host", b"test")],
             "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000)}
 
 
@@ -125,7 +125,8 @@ class Response:
         return json.loads(self.body)
 
 
-def call(app: Any, path: str, method: str = "GET", backend: str = "asyncio") -> Response:
+def call(app: Any, path: str, method: str = "GET", backend: str = "asyncio",
+         root_path: str = "") -> Response:
     """One request through *app* with real ASGI messages, in a fresh event loop."""
     messages: list[dict[str, Any]] = []
 
@@ -136,7 +137,7 @@ def call(app: Any, path: str, method: str = "GET", backend: str = "asyncio") -> 
         messages.append(message)
 
     async def main() -> None:
-        await app(http_scope(path, method), receive, send)
+        await app(http_scope(path, method, root_path), receive, send)
 
     anyio.run(main, backend=backend)
     return Response(messages)
@@ -198,8 +199,13 @@ def test_excluded_paths_bypass_the_guard(monitor: Monitor) -> None:
     assert call(middleware, "/").status == 503
     assert app.paths == ["/healthz", "/static/app.js", "/static/"]
     assert guard.stats().refused == 3
+    app.paths.clear()
     assert middleware.excluded("/static/x")
     assert not middleware.excluded("/api")
+    # below a root path (uvicorn --root-path /api), paths are matched without the prefix
+    assert call(middleware, "/api/healthz", root_path="/api").status == 200
+    assert call(middleware, "/api/readyz", root_path="/api").status == 200
+    assert call(middleware, "/api/x", root_path="/api").status == 503
     # the defaults keep liveness probes and metrics scrapes out of the guard
     default = GuardMiddleware(app, guard, start_monitor=False)
     for path in DEFAULT_EXCLUDE:

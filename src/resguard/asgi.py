@@ -125,6 +125,9 @@ class GuardMiddleware:
         kind = scope["type"]
         if kind == "http":
             path = scope["path"]
+            root = scope.get("root_path")
+            if root and path.startswith(root):  # mounted below a prefix (--root-path)
+                path = path[len(root):]
             if path == self.readiness_path:
                 await self._readiness(scope, send)
             elif path in self._exact or (self._prefixes and path.startswith(self._prefixes)):
