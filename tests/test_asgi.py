@@ -712,8 +712,13 @@ async def burst(url: str) -> list[Any]:
 def test_unguarded_server_is_oom_killed(memory_cgroup: Any) -> None:
     memory_cgroup.set_limit(CGROUP_LIMIT_BYTES)
     process, url = start_alloc_server(memory_cgroup, ["apps.alloc_app:app"])
-    results = asyncio.run(burst(url))
-    process.wait(timeout=30)
+    results: list[Any] = []
+    for _ in range(3):  # one burst kills it; more only if a slow machine spread it out
+        results += asyncio.run(burst(url))
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+        if process.returncode is not None:
+            break
     assert process.returncode == -signal.SIGKILL
     assert memory_cgroup.oom_kills() >= 1
     assert any(isinstance(result, str) for result in results)  # connections were lost
