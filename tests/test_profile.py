@@ -290,3 +290,44 @@ def test_importing_profile_imports_no_optional_package() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, timeout=60)
     assert result.stdout.strip() == "[]"
+
+
+def test_concurrent_and_recursive_calls_of_a_decorated_function_all_run() -> None:
+    barrier = threading.Barrier(4, timeout=30)
+
+    @profile(interval="10ms")
+    def work(depth: int = 0) -> int:
+        if depth == 0:
+            barrier.wait()  # four threads inside at the same moment
+            return work(1) + 1
+        return 1
+
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(work())) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert results == [2, 2, 2, 2]
+    assert not work.profile.running  # type: ignore[attr-defined]
+    assert len(work.profile.samples) >= 2  # type: ignore[attr-defined]
+    time.sleep(0.05)
+    assert not _profile_threads()
+
+
+def test_overlapping_traced_profiles_share_tracing_and_stop_it_once() -> None:
+    import tracemalloc
+
+    assert not tracemalloc.is_tracing()
+    with profile(tracemalloc=True) as outer:
+        kept = bytes(3 * MB)
+        with profile(tracemalloc=True) as inner:
+            more = bytes(2 * MB)
+        assert tracemalloc.is_tracing()  # the outer profile still traces
+        del more
+    assert not tracemalloc.is_tracing()
+    assert inner.peak_traced is not None
+    assert inner.peak_traced >= 2 * MB
+    assert outer.peak_traced is not None
+    assert outer.peak_traced >= 3 * MB
+    del kept

@@ -45,6 +45,7 @@ still catches such a block's peak when it is a new one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import inspect
@@ -53,7 +54,7 @@ import os
 import threading
 import time
 import tracemalloc as _tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, TypeVar, overload
 
@@ -131,6 +132,44 @@ def _check_interval(value: float | str | None, what: str, *, optional: bool) -> 
     if seconds <= 0:
         raise InvalidValue(f"{what}={value!r} must be above zero, e.g. '100ms'")
     return seconds
+
+
+_tracing_lock = threading.Lock()
+_tracing_users = 0
+_tracing_ours = False
+
+
+def _tracing_begin() -> bool:
+    """Start tracemalloc for a profile (or share tracing that is on); True if we started it.
+
+    tracemalloc is process-wide: overlapping traced profiles share one trace, and each
+    start resets the peak (an overlapping profile's ``peak_traced`` covers from the later
+    start). Tracing that was on before stays on."""
+    global _tracing_users, _tracing_ours
+    with _tracing_lock:
+        started = False
+        if _tracing_users == 0:
+            if _tracemalloc.is_tracing():
+                _tracing_ours = False
+            else:
+                _tracemalloc.start()
+                _tracing_ours = started = True
+        _tracemalloc.reset_peak()
+        _tracing_users += 1
+        return started
+
+
+def _tracing_end() -> None:
+    global _tracing_users, _tracing_ours
+    with _tracing_lock:
+        _tracing_users -= 1
+        if _tracing_users == 0 and _tracing_ours:
+            _tracemalloc.stop()
+            _tracing_ours = False
+
+
+class _AlreadyRunning(RuntimeError):
+    pass
 
 
 class Profile:
@@ -226,7 +265,7 @@ class Profile:
     def __enter__(self) -> Profile:
         with self._lock:
             if self._running:
-                raise RuntimeError("this profile is already running; profiles are not "
+                raise _AlreadyRunning("this profile is already running; profiles are not "
                                    "re-entrant (make another one with resguard.profile())")
             self._running = True
             self._rows = []
@@ -234,11 +273,7 @@ class Profile:
         self._traced_peak = None
         self._started_tracing = False
         if self.tracemalloc:
-            if _tracemalloc.is_tracing():
-                _tracemalloc.reset_peak()
-            else:
-                _tracemalloc.start()
-                self._started_tracing = True
+            self._started_tracing = _tracing_begin()
         self._hwm_start = _read_hwm_bytes()
         self._next_uss = 0.0
         self._start_monotonic = time.monotonic()
@@ -263,8 +298,7 @@ class Profile:
         self._hwm_end = _read_hwm_bytes()
         if self.tracemalloc:
             self._traced_peak = _tracemalloc.get_traced_memory()[1]
-            if self._started_tracing:
-                _tracemalloc.stop()
+            _tracing_end()
         with self._lock:
             self._samples = tuple(self._rows)
             self._rows = []
@@ -275,11 +309,14 @@ class Profile:
     # -- decorator ------------------------------------------------------------------------
 
     def __call__(self, fn: _F) -> _F:
-        """Profile each call of *fn* (sync or async); the last call's figures stay here."""
+        """Profile each call of *fn* (sync or async); the last call's figures stay here.
+
+        A call that starts while this profile is busy (another thread, recursion) is
+        profiled by a fresh copy with the same settings, which is then dropped."""
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                with self:
+                with self._claim():
                     return await fn(*args, **kwargs)
 
             async_wrapper.profile = self  # type: ignore[attr-defined]
@@ -287,11 +324,27 @@ class Profile:
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with self:
+            with self._claim():
                 return fn(*args, **kwargs)
 
         wrapper.profile = self  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
+
+    @contextlib.contextmanager
+    def _claim(self) -> Iterator[Profile]:
+        """Run the block under this profile, or under a copy when this one is running."""
+        try:
+            target = self.__enter__()
+        except _AlreadyRunning:
+            target = Profile(self.interval_s or 0.1, children=self.children,
+                             tracemalloc=self.tracemalloc, uss_interval=self.uss_interval_s,
+                             label=self.label).__enter__()
+        try:
+            yield target
+        except BaseException as error:
+            target.__exit__(type(error), error, error.__traceback__)
+            raise
+        target.__exit__(None, None, None)
 
     # -- results --------------------------------------------------------------------------
 
