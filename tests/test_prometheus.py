@@ -243,3 +243,14 @@ def test_import_resguard_does_not_import_prometheus_client() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, timeout=60)
     assert result.stdout.strip() == "False"
+
+
+def test_repeated_names_become_distinct_series() -> None:
+    first, second = Guard(name="guard"), Guard(name="guard")
+    with first.admit():
+        pass
+    collector = ResguardCollector(guards=[first, second])
+    with serve(0, collector=collector) as server:
+        samples = scrape(server.url)
+    assert value(samples, "resguard_guard_admitted_total", guard="guard") == 1
+    assert value(samples, "resguard_guard_admitted_total", guard="guard#2") == 0

@@ -109,6 +109,20 @@ def _models_of(obj: Any) -> list[Any]:
     return [obj]
 
 
+class _Names:
+    """Label values that stay unique within one scrape: a repeated name gets ``#2``, ``#3``
+    (two guards both called "guard" would otherwise make duplicate series)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+
+    def __call__(self, name: object) -> str:
+        text = str(name)
+        count = self._seen.get(text, 0) + 1
+        self._seen[text] = count
+        return text if count == 1 else f"{text}#{count}"
+
+
 class ResguardCollector(Collector):
     """A ``prometheus_client`` collector of resguard's figures (see the module's table).
 
@@ -179,13 +193,14 @@ class ResguardCollector(Collector):
                                      "Bytes reserved by calls in flight", labels=["guard"])
         waiting = GaugeMetricFamily("resguard_guard_waiting",
                                     "Calls queued for admission", labels=["guard"])
+        unique = _Names()
         for guard in self.guards:
             try:
                 stats = guard.stats()
             except Exception as error:
                 self._failed("guard", error)
                 continue
-            name = str(stats.name)
+            name = unique(stats.name)
             admitted.add_metric([name], stats.admitted)
             for reason, count in sorted(stats.refused_by_reason.items()):
                 refused.add_metric([name, reason], count)
@@ -210,10 +225,11 @@ class ResguardCollector(Collector):
             "evictions": CounterMetricFamily("resguard_cache_evictions",
                                              "Entries evicted for room", labels=["cache"]),
         }
+        unique = _Names()
         for cache in self.caches:
             try:
                 stats = cache.stats()
-                name = [str(cache.name)]
+                name = [unique(cache.name)]
             except Exception as error:
                 self._failed("cache", error)
                 continue
@@ -234,6 +250,7 @@ class ResguardCollector(Collector):
         loaded_bytes = GaugeMetricFamily("resguard_model_loaded_bytes",
                                          "Memory a loaded model takes", labels=["model", "source"])
         seen: set[int] = set()
+        unique = _Names()
         for holder in self.models:
             for model in _models_of(holder):
                 if id(model) in seen:
@@ -242,7 +259,7 @@ class ResguardCollector(Collector):
                 try:
                     is_loaded = bool(model.loaded)
                     size = int(model.size_bytes) if is_loaded else 0
-                    name = str(model.name)
+                    name = unique(model.name)
                 except Exception as error:
                     self._failed("model", error)
                     continue
