@@ -7,7 +7,6 @@ import io
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,14 +78,14 @@ def assert_png(data: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def executed(kernel_name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def executed(kernel_name: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
     import resguard
 
     if not hasattr(resguard, "load_ipython_extension"):
         pytest.fail("resguard/__init__.py must define load_ipython_extension(ipython) "
                     "(it imports resguard.notebook lazily) for %load_ext resguard")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    yield execute(notebook, kernel_name, tmp_path_factory.mktemp("notebook"))
+    return execute(notebook, kernel_name, tmp_path_factory.mktemp("notebook"))
 
 
 @pytest.mark.slow
@@ -174,6 +173,12 @@ def test_magic_options_errors_and_a_bare_figure(kernel_name: str, tmp_path: Path
         new_code_cell("import sys\nfrom resguard.profile import profile\n"
                       "with profile() as q:\n    pass\n"
                       "print('matplotlib.pyplot' in sys.modules)\nq.plot()"),
+        new_code_cell("from resguard.processes import top_processes\ntop_processes(3)"),
+        new_code_cell("[1, 2]"),
+        new_code_cell("from resguard.rules import Level, Policy, Threshold\n"
+                      "from resguard.snapshot import snapshot\n"
+                      "Policy([Threshold('memory.percent', '>=', 0, "
+                      "level=Level.WARNING)]).evaluate(snapshot())"),
     ], metadata={"kernelspec": {"name": kernel_name, "language": "python",
                                 "display_name": "Python 3"}})
     client = nbclient.NotebookClient(notebook, kernel_name=kernel_name, timeout=300,
@@ -193,6 +198,13 @@ def test_magic_options_errors_and_a_bare_figure(kernel_name: str, tmp_path: Path
     pngs = outputs_of(cells[5], "image/png")
     assert len(pngs) == 1
     assert_png(pngs[0])
+    top = outputs_of(cells[6], "text/html")
+    assert top
+    assert top[0].count("<tr>") == 4  # a header and three process rows
+    assert not outputs_of(cells[7], "text/html")  # other lists show as usual
+    verdict = outputs_of(cells[8], "text/html")
+    assert verdict
+    assert "WARNING" in verdict[0]
 
 
 def test_importing_the_extension_without_ipython_names_the_extra() -> None:

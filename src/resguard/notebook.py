@@ -18,7 +18,8 @@ processes as an HTML table; CPU percent is measured since the previous ``%resgua
 (the first one waits ``--interval``).
 
 Snapshots, states, verdicts, profiles and budget reports render as HTML tables on their own
-(``_repr_html_``); the extension also lets a bare matplotlib ``Figure`` (what
+(``_repr_html_``); the extension also shows a list of process rows
+(``rg.top_processes()``) as a table, and lets a bare matplotlib ``Figure`` (what
 ``prof.plot()`` returns) show as PNG when pyplot's inline backend was never activated.
 """
 
@@ -114,11 +115,29 @@ def _unquote(text: str | None) -> str | None:
     return text
 
 
+def _process_rows_html(rows: Any) -> str | None:
+    """HTML for a list of process rows (``rg.top_processes()``); ``None`` for other lists,
+    which IPython then shows as usual."""
+    from resguard.snapshot import ProcessInfo
+
+    if rows and all(isinstance(row, ProcessInfo) for row in rows):
+        return processes_html(list(rows), f"{len(rows)} processes")
+    return None
+
+
 def load_ipython_extension(ipython: Any) -> None:
-    """Register the magics and a PNG formatter for bare matplotlib figures."""
+    """Register the magics, a PNG formatter for bare matplotlib figures, and an HTML table
+    for lists of process rows (where no other extension formats lists already)."""
     ipython.register_magics(ResguardMagics)
-    png = ipython.display_formatter.formatters["image/png"]
+    formatters = ipython.display_formatter.formatters
+    png = formatters["image/png"]
     try:
         png.lookup_by_type("matplotlib.figure.Figure")
     except KeyError:
         png.for_type_by_name("matplotlib.figure", "Figure", figure_png)
+    html = formatters["text/html"]
+    for sequence in (list, tuple):
+        try:
+            html.lookup_by_type(sequence)
+        except KeyError:
+            html.for_type(sequence, _process_rows_html)
