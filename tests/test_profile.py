@@ -331,3 +331,19 @@ def test_overlapping_traced_profiles_share_tracing_and_stop_it_once() -> None:
     assert outer.peak_traced is not None
     assert outer.peak_traced >= 3 * MB
     del kept
+
+
+def test_resguard_profile_is_callable_even_where_it_names_the_module() -> None:
+    import resguard
+    import resguard.profile  # rebinds the package attribute to the module
+
+    with resguard.profile(interval="10ms") as prof:
+        pass
+    assert isinstance(prof, Profile)
+
+    @resguard.profile
+    def one() -> int:
+        return 1
+
+    assert one() == 1
+    assert isinstance(one.profile, Profile)  # type: ignore[attr-defined]

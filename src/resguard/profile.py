@@ -51,9 +51,11 @@ import functools
 import inspect
 import logging
 import os
+import sys
 import threading
 import time
 import tracemalloc as _tracemalloc
+import types
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, TypeVar, overload
@@ -611,3 +613,14 @@ def profile(fn: Callable[..., Any] | None = None, /, *, interval: float | str = 
                                f"arguments such as interval='100ms'")
         return made(fn)
     return made
+
+
+class _CallableModule(types.ModuleType):
+    """Makes ``resguard.profile(...)`` work whether the package attribute names this module
+    or the function: importing a submodule rebinds the package attribute to the module."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return profile(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
