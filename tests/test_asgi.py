@@ -255,29 +255,48 @@ def test_readiness_without_a_monitor_asks_the_guard() -> None:
     assert call(admitting, "/readyz").status == 200
 
 
-def test_reservation_is_released_when_the_app_raises(monitor: Monitor) -> None:
+def guard_and_middleware(app: Any, monitor: Monitor, hot_path: bool) -> tuple[Guard,
+                                                                              GuardMiddleware]:
+    """A 1 GiB reservation per request, on the guard's sync hot path or through admit()."""
+    if hot_path:
+        guard = Guard(memory="90%", reserve="1GiB", monitor=monitor)
+        middleware = GuardMiddleware(app, guard, start_monitor=False)
+    else:
+        guard = Guard(memory="90%", monitor=monitor)
+        middleware = GuardMiddleware(app, guard, reserve="1GiB", start_monitor=False)
+    assert middleware._plain is hot_path
+    return guard, middleware
+
+
+HOT_PATH = pytest.mark.parametrize("hot_path", [True, False], ids=["hot-path", "admit"])
+
+
+@HOT_PATH
+def test_reservation_is_released_when_the_app_raises(monitor: Monitor, hot_path: bool) -> None:
     async def broken(scope: Any, receive: Any, send: Any) -> None:
         assert guard.stats().reserved_bytes == GiB
         raise RuntimeError("handler bug")
 
-    guard = Guard(memory="90%", monitor=monitor)
+    guard, middleware = guard_and_middleware(broken, monitor, hot_path)
     with pytest.raises(RuntimeError, match="handler bug"):
-        call(GuardMiddleware(broken, guard, reserve="1GiB", start_monitor=False), "/")
+        call(middleware, "/")
     stats = guard.stats()
     assert (stats.in_flight, stats.reserved_bytes, stats.admitted) == (0, 0, 1)
 
 
 @BACKENDS
+@HOT_PATH
 def test_reservation_is_released_when_the_request_is_cancelled(monitor: Monitor,
-                                                               backend: str) -> None:
+                                                               backend: str,
+                                                               hot_path: bool) -> None:
     entered = threading.Event()
 
     async def slow(scope: Any, receive: Any, send: Any) -> None:
+        assert guard.stats().reserved_bytes == GiB
         entered.set()
         await anyio.sleep(60)
 
-    guard = Guard(memory="90%", monitor=monitor)
-    middleware = GuardMiddleware(slow, guard, reserve="1GiB", start_monitor=False)
+    guard, middleware = guard_and_middleware(slow, monitor, hot_path)
 
     async def main() -> None:
         async def receive() -> dict[str, Any]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -115,6 +116,10 @@ class GuardMiddleware:
         self._reserve: Reserve = (reserve if reserve is None or reserve == "auto"
                                   else parse_bytes(reserve))
         self._wait_s = parse_duration(wait) if wait is not None else None
+        # a request that never waits, with the guard's own reservation and no in-flight
+        # watch, can take the guard's synchronous hot path (about 3x cheaper than admit())
+        self._plain = (self._reserve is None and not guard._auto and guard.on_breach is None
+                       and guard.wait_s <= 0 and (self._wait_s is None or self._wait_s <= 0))
         self._monitor_ready = not start_monitor or monitor is None
         self._owns_monitor = False
         self._start_lock = threading.Lock()
@@ -156,11 +161,20 @@ class GuardMiddleware:
                 started = True
             await send(message)
 
+        guard = self.guard
         try:
-            # the admission releases its reservation on every exit: a return, an exception,
-            # a cancellation when the client goes away
-            async with self.guard.admit(self._reserve, self._wait_s):
-                await self.app(scope, receive, tracking_send)
+            # both paths release the reservation on every exit: a return, an exception, a
+            # cancellation when the client goes away
+            if self._plain:  # the guard's own no-I/O hot path; it cannot block here
+                guard.__enter__()
+                started_s = time.monotonic()
+                try:
+                    await self.app(scope, receive, tracking_send)
+                finally:
+                    guard.release(guard.reserve_bytes, time.monotonic() - started_s)
+            else:
+                async with guard.admit(self._reserve, self._wait_s):
+                    await self.app(scope, receive, tracking_send)
         except ResourceExhausted as error:
             # refused at the door, or by a guard inside the app (a guarded model call)
             # before it answered: either way the client should come back later
