@@ -434,3 +434,33 @@ def test_machine_budget_in_a_running_monitor(holder: tuple[str, subprocess.Popen
             time.sleep(0.05)
     assert rules == {"budget machine", "budget service"}
     assert monitor.state.verdict.level == Level.WARNING
+
+
+def test_the_resguard_budget_command(tmp_path: Path,
+                                     holder: tuple[str, subprocess.Popen[str]]) -> None:
+    marker, _ = holder
+    path = write(tmp_path, f"""
+        [[tool.resguard.budget]]
+        name = "service"
+        cmdline = "{marker}"
+        max = "20MB"
+    """, "pyproject.toml")
+    over = subprocess.run([sys.executable, "-m", "resguard", "budget", "--config", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert over.returncode == 1, over.stderr
+    assert "service" in over.stdout
+    assert "over" in over.stdout
+    assert "efficiency score:" in over.stdout
+    # found without --config, from a subdirectory
+    (tmp_path / "sub").mkdir()
+    found = subprocess.run([sys.executable, "-m", "resguard", "budget", "--json"],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path / "sub")
+    assert found.returncode == 1, found.stderr
+    report = json.loads(found.stdout)
+    assert report["config"] == str(path)
+    assert report["components"][0]["status"] == "over"
+    bad = write(tmp_path, "[[budget]]\nname='a'\ncmdline='x'\nmax='lots'\n", "bad.toml")
+    failed = subprocess.run([sys.executable, "-m", "resguard", "budget", "--config", str(bad)],
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2
+    assert "budget.a.max" in failed.stderr
