@@ -464,3 +464,39 @@ def test_the_resguard_budget_command(tmp_path: Path,
                             capture_output=True, text=True, timeout=120)
     assert failed.returncode == 2
     assert "budget.a.max" in failed.stderr
+
+
+names_st = st.text(st.characters(categories=("L", "N"), max_codepoint=0x2FF), min_size=1,
+                   max_size=12)
+
+
+@given(names_st, st.integers(0, 10**13), st.one_of(st.none(), st.integers(0, 10**13)),
+       st.sampled_from(["B", "kB", "MB", "GiB"]))
+def test_parsed_sizes_round_trip(name: str, amount: int, floor: int | None,
+                                 unit: str) -> None:
+    from resguard.units import parse_bytes
+
+    table: dict[str, object] = {"name": name, "process": "x", "max": f"{amount}{unit}"}
+    ceiling = parse_bytes(f"{amount}{unit}")
+    if floor is not None:
+        table["min"] = floor
+    if floor is not None and floor > ceiling:
+        with pytest.raises(ConfigError) as raised:
+            parse({"budget": [table]}, "f.toml")
+        assert raised.value.key == f"budget.{name}.min"
+        return
+    (budget,) = parse({"budget": [table]}, "f.toml")
+    assert (budget.name, budget.max_bytes, budget.min_bytes) == (name, ceiling, floor)
+
+
+@given(st.text(st.characters(categories=("Ll",)), min_size=1, max_size=10).filter(
+    lambda key: key not in {"name", "process", "cmdline", "container", "image", "ollama",
+                            "machine", "target", "min", "max", "level", "for", "host"}),
+       st.integers() | st.text(max_size=5))
+def test_any_unknown_key_is_named(key: str, value: object) -> None:
+    table = {"name": "a", "process": "x", "max": "1MB", key: value}
+    with pytest.raises(ConfigError) as raised:
+        parse({"budget": [table]}, "f.toml")
+    assert raised.value.key == f"budget.a.{key}"
+    assert raised.value.value == value
+    assert "f.toml" in str(raised.value)
