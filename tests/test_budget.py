@@ -500,3 +500,13 @@ def test_any_unknown_key_is_named(key: str, value: object) -> None:
     assert raised.value.key == f"budget.a.{key}"
     assert raised.value.value == value
     assert "f.toml" in str(raised.value)
+
+
+def test_module_level_rules_load_the_file(tmp_path: Path) -> None:
+    from resguard import budget
+
+    path = write(tmp_path, "[[budget]]\nname='m'\nmachine=true\nmax='1MB'\nlevel='critical'\n")
+    (rule,) = budget.rules(path)
+    verdict = Policy([rule]).evaluate(snapshot())
+    assert verdict.level == Level.CRITICAL
+    assert verdict.breaches[0].metric == "budget.m"

@@ -99,6 +99,7 @@ __all__ = [
     "cli",
     "efficiency_score",
     "load",
+    "rules",
 ]
 
 SELECTORS = ("process", "cmdline", "container", "image", "ollama", "machine")
@@ -353,6 +354,11 @@ def load(path: str | os.PathLike[str] | None = None) -> Budgets:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{shown}: not valid TOML ({exc})", path=shown) from None
     return Budgets(parse(data, shown), config=shown)
+
+
+def rules(path: str | os.PathLike[str] | None = None) -> list[BudgetRule]:
+    """``load(path).rules()``: the budgets of a file as rules for a :class:`resguard.Policy`."""
+    return load(path).rules()
 
 
 # ----------------------------------------------------------------------- measuring ---
