@@ -46,7 +46,7 @@ def test_samples_are_taken_in_the_background_while_the_block_runs() -> None:
     assert len(prof.samples) >= 6
     times = [sample.elapsed_s for sample in prof.samples]
     assert times == sorted(times)
-    assert prof.duration == pytest.approx(0.5, abs=0.4)
+    assert 0.5 <= prof.duration < 60
 
 
 def test_peak_of_a_touched_bytearray_matches_its_size() -> None:
@@ -163,8 +163,10 @@ def test_cpu_of_a_busy_loop_is_seen() -> None:
         while time.process_time() < deadline:
             pass
     assert prof.cpu_seconds >= 0.5
-    assert prof.mean_cpu_percent > 20  # one core busy; a loaded CI machine gets less wall share
-    assert prof.peak_cpu_percent > 20
+    # one core busy; on a loaded CI machine the loop gets a smaller share of the wall time
+    assert prof.mean_cpu_percent > 5
+    assert prof.peak_cpu_percent > 5
+    assert prof.mean_cpu_percent == pytest.approx(100 * prof.cpu_seconds / prof.duration)
 
 
 def test_headroom_and_uss_are_recorded() -> None:
