@@ -30,7 +30,7 @@ without telling tracemalloc (a C extension's own ``malloc``, mmap'd model weight
 RSS only. tests/test_profile.py checks each of these statements.
 
 **Overhead** (benchmarks/bench_profile.py, 2-core Linux VM). One sample reads a handful of
-small kernel files: about 0.1 ms (90–270 µs measured, the high end on a loaded machine),
+small kernel files: about 0.1 ms (70–270 µs measured, the high end on a loaded machine),
 about what ``psutil``'s ``memory_info`` + ``cpu_times`` + ``virtual_memory`` cost together.
 A block also pays a fixed 1–3 ms (starting the thread, the first and last samples, USS).
 So a CPU-bound pure-Python loop runs about 0.1 % slower at ``interval="100ms"`` and about
