@@ -639,6 +639,28 @@ def test_fastapi_under_uvicorn(machine: Machine, monitor: Monitor) -> None:
     assert stats.refused_by_reason == {"concurrency": 1}
 
 
+def test_fastapi_with_the_default_guard_under_uvicorn() -> None:
+    app = FastAPI()
+
+    @app.get("/")
+    async def index() -> dict[str, str]:
+        return {"hello": "world"}
+
+    app.add_middleware(GuardMiddleware)  # Guard(memory="90%") and a Monitor of its own
+    with serve(app) as url:
+        middleware: Any = app.middleware_stack
+        while not isinstance(middleware, GuardMiddleware):  # down the framework's layers
+            middleware = middleware.app
+        monitor = middleware.monitor
+        assert monitor is not None
+        assert running(monitor)
+        with httpx.Client(base_url=url, timeout=30) as client:
+            expected = 503 if monitor.state.snapshot.memory.percent > 90 else 200
+            assert client.get("/").status_code == expected
+            assert client.get("/readyz").json()["status"] in ("ready", "unready")
+    assert not running(monitor)
+
+
 def test_client_disconnect_releases_the_reservation_under_uvicorn(monitor: Monitor) -> None:
     guard = Guard(memory="90%", reserve="1GiB", monitor=monitor)
     app = Starlette(routes=[Route("/stream", _stream)],
