@@ -17,7 +17,7 @@ PUBLIC = sorted([
     "GuardStats", "IntegrationError", "InvalidType", "InvalidValue", "LRUCache", "Ladder",
     "LazyModel", "LeakDetector", "Level", "Memoized", "MemoryInfo", "ModelPool", "Monitor",
     "Offender", "OllamaError", "OllamaModelInfo", "Policy", "PolicyState", "Rule", "PressureInfo", "PressureLine",
-    "ProcessCount", "ProcessInfo", "ProcessSelf", "ProcessTable", "ProcessThreshold",
+    "ProcessCount", "ProcessInfo", "ProcessSelf", "ProcessTable", "ProcessThreshold", "Profile",
     "ReclaimReport", "Reclaimable", "ResguardError", "ResourceExhausted", "ResourcePressure",
     "Sampler", "Snapshot", "State", "SwapInfo", "Threshold", "TimeToLimit", "UnknownMetric",
     "ValueTooLarge", "Verdict", "format_bytes", "format_duration", "limit_self",

@@ -40,6 +40,8 @@ if TYPE_CHECKING:  # the names below load on first use (PEP 562); type checkers 
     from resguard.models import LazyModel, ModelPool
     from resguard.monitor import Monitor, State
     from resguard.processes import ProcessTable, top_processes
+    from resguard.profile import Profile
+    from resguard.profile import profile as profile
     from resguard.reclaim import Cost, Ladder, Reclaimable, ReclaimReport
     from resguard.rules import (
         Breach,
@@ -92,6 +94,8 @@ _LAZY: dict[str, str] = {
     "State": "resguard.monitor",
     "presets": "resguard.presets",
     "ProcessTable": "resguard.processes",
+    "Profile": "resguard.profile",
+    "profile": "resguard.profile",
     "top_processes": "resguard.processes",
     "Cost": "resguard.reclaim",
     "Ladder": "resguard.reclaim",
@@ -166,6 +170,7 @@ __all__ = [
     "ProcessSelf",
     "ProcessTable",
     "ProcessThreshold",
+    "Profile",
     "ReclaimReport",
     "Reclaimable",
     "ResguardError",
@@ -190,6 +195,7 @@ __all__ = [
     "parse_duration",
     "parse_percent",
     "presets",
+    "profile",
     "reclaim",
     "resolve_bytes",
     "snapshot",
