@@ -314,6 +314,109 @@ def test_reservation_is_released_when_the_request_is_cancelled(monitor: Monitor,
     assert (guard.stats().in_flight, guard.stats().reserved_bytes) == (0, 0)
 
 
+async def _answer(send: Any, body: bytes = b"ok") -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _forever() -> dict[str, Any]:
+    await anyio.sleep(3600)
+    raise AssertionError("unreachable")
+
+
+@BACKENDS
+def test_a_client_that_leaves_while_queued_is_dropped(monitor: Monitor, backend: str) -> None:
+    guard = Guard(max_concurrent=1, wait="60s", monitor=monitor)
+    calls: list[str] = []
+    sent: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        release = anyio.Event()
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            calls.append(scope["path"])
+            await release.wait()
+            await _answer(send)
+
+        middleware = GuardMiddleware(app, guard, start_monitor=False)
+        assert middleware._watch
+
+        async def leaving() -> dict[str, Any]:
+            if not sent:
+                sent.append({"read": "request"})
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await anyio.sleep(0.1)
+            return {"type": "http.disconnect"}
+
+        async def nothing_to(message: Any) -> None:
+            raise AssertionError(f"sent {message} to a client that left")
+
+        async def ignore(message: Any) -> None:
+            pass
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(middleware, http_scope("/first"), _forever, ignore)
+            while guard.stats().in_flight == 0:
+                await anyio.sleep(0.01)
+            with anyio.fail_after(20):  # far less than the 60 s it could queue
+                await middleware(http_scope("/second"), leaving, nothing_to)
+            assert guard.stats().waiting == 0
+            release.set()
+
+    anyio.run(main, backend=backend)
+    assert calls == ["/first"]  # the second never reached the app
+    stats = guard.stats()
+    assert (stats.admitted, stats.refused, stats.in_flight, stats.waiting) == (1, 0, 0, 0)
+
+
+@BACKENDS
+def test_the_body_read_while_queued_is_replayed_to_the_app(monitor: Monitor,
+                                                           backend: str) -> None:
+    guard = Guard(max_concurrent=1, wait="60s", monitor=monitor)
+    bodies: list[bytes] = []
+    chunks = [{"type": "http.request", "body": b"ab", "more_body": True},
+              {"type": "http.request", "body": b"cd", "more_body": False}]
+
+    async def main() -> None:
+        release = anyio.Event()
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["path"] == "/first":
+                await release.wait()
+            else:
+                body = b""
+                while True:
+                    message = await receive()
+                    body += message["body"]
+                    if not message["more_body"]:
+                        break
+                bodies.append(body)
+            await _answer(send)
+
+        middleware = GuardMiddleware(app, guard, start_monitor=False)
+
+        async def upload() -> dict[str, Any]:
+            if chunks:
+                return chunks.pop(0)
+            return await _forever()
+
+        async def ignore(message: Any) -> None:
+            pass
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(middleware, http_scope("/first"), _forever, ignore)
+            while guard.stats().in_flight == 0:
+                await anyio.sleep(0.01)
+            group.start_soon(middleware, http_scope("/second", "POST"), upload, ignore)
+            while chunks:  # the watcher reads the whole body while the request queues
+                await anyio.sleep(0.01)
+            release.set()
+
+    anyio.run(main, backend=backend)
+    assert bodies == [b"abcd"]
+    assert guard.stats().admitted == 2
+
+
 def test_refusal_raised_inside_the_app_becomes_503_until_the_response_started(
         monitor: Monitor) -> None:
     async def guarded_inside(scope: Any, receive: Any, send: Any) -> None:
@@ -678,6 +781,34 @@ def test_client_disconnect_releases_the_reservation_under_uvicorn(monitor: Monit
             wait_until(lambda: guard.stats().in_flight == 0)
             assert guard.stats().reserved_bytes == 0
     assert guard.stats().admitted == 3
+
+
+def test_a_client_that_times_out_in_the_queue_leaves_it_under_uvicorn(
+        monitor: Monitor) -> None:
+    guard = Guard(max_concurrent=1, wait="60s", monitor=monitor)
+    release = threading.Event()
+
+    async def hold(request: Request) -> PlainTextResponse:
+        await anyio.to_thread.run_sync(release.wait, 30)
+        return PlainTextResponse("held")
+
+    app = Starlette(routes=[Route("/hold", hold), Route("/", _hello)],
+                    middleware=[Middleware(GuardMiddleware, guard=guard)])
+    with serve(app) as url:
+        holder = threading.Thread(target=lambda: httpx.get(f"{url}/hold", timeout=60))
+        holder.start()
+        try:
+            wait_until(lambda: guard.stats().in_flight == 1)
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.get(url, timeout=0.5)  # queues behind /hold, gives up after 0.5 s
+            # the server notices the hang-up and drops the request from the queue long
+            # before its 60 s wait is over
+            wait_until(lambda: guard.stats().waiting == 0, timeout_s=20)
+        finally:
+            release.set()
+            holder.join(timeout=30)
+    stats = guard.stats()
+    assert (stats.admitted, stats.refused, stats.in_flight) == (1, 0, 0)
 
 
 def test_uvicorn_without_lifespan_starts_the_monitor_on_the_first_request(

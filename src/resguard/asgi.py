@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from resguard._errors import InvalidType, InvalidValue, ResourceExhausted
-from resguard.guard import Guard, Reserve
+from resguard.guard import Admission, Guard, Reserve
 from resguard.monitor import Monitor
 from resguard.rules import Level
 from resguard.units import parse_bytes, parse_duration
@@ -43,6 +43,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: Paths that never go through the guard: liveness probes (refusing one would get the pod
 #: restarted, the opposite of shedding load) and metrics scrapes.
 DEFAULT_EXCLUDE: tuple[str, ...] = ("/healthz", "/livez", "/metrics")
+
+#: While a request queues for admission, the middleware reads its body to notice the client
+#: leaving (``http.disconnect``) and replays it to the app; it stops reading beyond this.
+WATCH_BODY_BYTES = 64 * 1024
 
 _JSON = (b"content-type", b"application/json")
 _NO_STORE = (b"cache-control", b"no-store")
@@ -118,8 +122,12 @@ class GuardMiddleware:
         self._wait_s = parse_duration(wait) if wait is not None else None
         # a request that never waits, with the guard's own reservation and no in-flight
         # watch, can take the guard's synchronous hot path (about 3x cheaper than admit())
+        may_wait = (self._wait_s if self._wait_s is not None else guard.wait_s) > 0
         self._plain = (self._reserve is None and not guard._auto and guard.on_breach is None
-                       and guard.wait_s <= 0 and (self._wait_s is None or self._wait_s <= 0))
+                       and not may_wait)
+        # a request that may queue is watched for its client leaving (not with on_breach,
+        # whose own task group must stay innermost)
+        self._watch = may_wait and guard.on_breach is None
         self._monitor_ready = not start_monitor or monitor is None
         self._owns_monitor = False
         self._start_lock = threading.Lock()
@@ -172,6 +180,17 @@ class GuardMiddleware:
                     await self.app(scope, receive, tracking_send)
                 finally:
                     guard.release(guard.reserve_bytes, time.monotonic() - started_s)
+            elif self._watch:  # it may queue: notice a client that leaves while it waits
+                admission = guard.admit(self._reserve, self._wait_s)
+                replay = await self._enter_watching(admission, receive)
+                if replay is None:
+                    return  # the client left while queued: nobody to answer
+                try:
+                    await self.app(scope, replay, tracking_send)
+                except BaseException as error:
+                    await admission.__aexit__(type(error), error, error.__traceback__)
+                    raise
+                await admission.__aexit__(None, None, None)
             else:
                 async with guard.admit(self._reserve, self._wait_s):
                     await self.app(scope, receive, tracking_send)
@@ -181,6 +200,52 @@ class GuardMiddleware:
             if started:
                 raise
             await self._refuse(send, error)
+
+    async def _enter_watching(self, admission: Admission, receive: Receive) -> Receive | None:
+        """Enter *admission* while reading the request for ``http.disconnect``; return the
+        receive to hand the app (replaying what was read), or None if the client left."""
+        import anyio
+
+        buffered: list[Message] = []
+        left = entered = False
+        refusal: ResourceExhausted | None = None
+
+        async def watch(scope: anyio.CancelScope) -> None:
+            nonlocal left
+            read_bytes = 0
+            while read_bytes <= WATCH_BODY_BYTES:  # never buffer a large upload
+                message = await receive()
+                buffered.append(message)
+                if message["type"] == "http.disconnect":
+                    left = True
+                    scope.cancel()  # stop queueing for a client that is gone
+                    return
+                read_bytes += len(message.get("body", b""))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch, group.cancel_scope)
+            try:
+                await admission.__aenter__()
+                entered = True
+            except ResourceExhausted as error:
+                refusal = error
+            finally:
+                group.cancel_scope.cancel()  # stop watching (receive() is cancel-safe)
+        if refusal is not None:
+            raise refusal
+        if left or not entered:
+            if entered:  # admitted in the same instant the client left
+                await admission.__aexit__(None, None, None)
+            return None
+        if not buffered:
+            return receive
+
+        async def replay() -> Message:
+            if buffered:
+                return buffered.pop(0)
+            return await receive()
+
+        return replay
 
     async def _refuse(self, send: Send, error: ResourceExhausted) -> None:
         seconds = retry_after_header(error.retry_after)
