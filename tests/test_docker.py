@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 docker_sdk = pytest.importorskip("docker")
 
 import resguard  # noqa: E402
-from plugins.docker import GROW, HOLD, wait_for  # noqa: E402
 from resguard._modules.faults import FaultLog  # noqa: E402
 from resguard.docker import (  # noqa: E402
     ContainerLimits,
@@ -33,6 +32,8 @@ from resguard.docker import (  # noqa: E402
     find_duplicates,
 )
 from resguard.snapshot import ContainersInfo, ContainerStats  # noqa: E402
+
+from plugins.docker import GROW, HOLD, wait_for  # noqa: E402
 
 MiB = 1 << 20
 
@@ -46,7 +47,13 @@ def _unreachable(tmp_path: Any) -> Any:
 def _engine_used_bytes(client: Any, container_id: str) -> int:
     """What the engine's own stats API reports as used memory, computed like the docker
     CLI: usage minus total_inactive_file (cgroup v1) or inactive_file (v2)."""
-    data = client.api.stats(container_id, stream=False)
+    for attempt in range(3):
+        try:
+            data = client.api.stats(container_id, stream=False, one_shot=True)
+            break
+        except ValueError:  # a busy engine now and then answers with an empty body
+            if attempt == 2:
+                raise
     memory = data["memory_stats"]
     stats = memory.get("stats", {})
     inactive = stats.get("total_inactive_file", stats.get("inactive_file", 0))
@@ -204,15 +211,17 @@ def test_stats_agree_with_the_engine_for_1_16_48_mb(docker_client: Any, docker_r
     started = {size: docker_run(HOLD.format(kib=size * 1024), memory="128m")
                for size in sizes_mb}
     _require_local_cgroups(docker_client, started[1].id)
-    for size, container in started.items():  # wait until each holds its memory
-        wait_for(lambda c=container, s=size: (_only(engine.stats(), c.id) or _never()).memory_used
-                 >= s * MiB, what=f"{size} MB allocated")
+    for size, container in started.items():  # wait until each holds its memory, settled
+        wait_for(lambda c=container, s=size: _settled(engine, c.id, s * MiB),
+                 what=f"{size} MB allocated and head/tr gone")
     api_path = Containers(docker_client, method="api")
     for size, container in started.items():
-        ours = _only(engine.stats(), container.id)
-        theirs = _engine_used_bytes(docker_client, container.id)
-        assert ours is not None
-        assert ours.memory_used == pytest.approx(theirs, rel=0.05), size
+        # The kernel charges memory to a cgroup in per-CPU batches of up to 64 pages, so a
+        # 1 MB container's usage moves by a few hundred KB between any two reads. Compare
+        # the engine's read with ours just before and after it, a few times: a systematic
+        # difference (the wrong inactive-file rule, a wrong cgroup) fails every time.
+        ours = _agree(lambda c=container: _engine_used_bytes(docker_client, c.id),
+                      engine, container.id, f"{size} MB vs the engine's stats API")
         assert ours.memory_used <= ours.memory_usage
         assert ours.memory_limit == 128 * MiB
         assert ours.memory_percent == pytest.approx(ours.memory_used / (128 * MiB) * 100)
@@ -224,10 +233,33 @@ def test_stats_agree_with_the_engine_for_1_16_48_mb(docker_client: Any, docker_r
         # The API path gives the same numbers as the cgroup path.
         through_api = _only(api_path.stats(), container.id)
         assert through_api is not None
-        assert through_api.memory_used == pytest.approx(ours.memory_used, rel=0.05)
+        _agree(lambda c=container: (_only(api_path.stats(), c.id) or _never()).memory_used,
+               engine, container.id, f"{size} MB, cgroup path vs API path")
         assert through_api.memory_limit == ours.memory_limit
         assert through_api.pids == ours.pids
     api_path.close()
+
+
+def _agree(theirs_bytes: Any, engine: Containers, container_id: str,
+           what: str) -> ContainerStats:
+    """Assert *theirs_bytes()* is within 5 % of our read just before or after it, in one of
+    ten tries; return our last stats of the container."""
+    misses = []
+    for _ in range(10):
+        before = _only(engine.stats(), container_id) or _never()
+        theirs = theirs_bytes()
+        after = _only(engine.stats(), container_id) or _never()
+        closest = min(before.memory_used, after.memory_used, key=lambda v: abs(v - theirs))
+        if closest == pytest.approx(theirs, rel=0.05):
+            return after
+        misses.append((before.memory_used, theirs, after.memory_used))
+    pytest.fail(f"{what}: (ours before, theirs, ours after) = {misses}")
+
+
+def _settled(engine: Containers, container_id: str, at_least_bytes: int) -> bool:
+    """The shell holds its string and only it and its sleep are left (pids == 2)."""
+    stats = _only(engine.stats(), container_id) or _never()
+    return stats.memory_used >= at_least_bytes and stats.pids == 2
 
 
 def _never() -> Any:

@@ -72,6 +72,7 @@ _R = TypeVar("_R")
 
 _COMPOSE_PROJECT = "com.docker.compose.project"
 _COMPOSE_SERVICE = "com.docker.compose.service"
+_API_TRIES = 3  # an engine under load now and then answers a stats request with nothing
 _ONE_SHOT_API = "1.41"  # the engine answers stats without waiting for a second CPU sample
 
 
@@ -173,6 +174,8 @@ def _engine(what: str) -> Iterator[None]:
                           f"({exc.explanation or exc})") from exc
     except _sdk_errors.APIError as exc:
         raise DockerError(f"{what}: the Docker engine refused: {exc.explanation or exc}") from exc
+    except ValueError as exc:  # requests' JSONDecodeError: an empty or cut-off answer
+        raise DockerError(f"{what}: the Docker engine's answer was not JSON ({exc})") from exc
     except _ENGINE_ERRORS as exc:
         raise DockerError(f"{what}: the Docker engine is not reachable ({exc}); is dockerd "
                           "running, and does DOCKER_HOST point at it?") from exc
@@ -472,17 +475,23 @@ class Containers:
             client = self.client
 
             def fetch(container_id: str) -> _Reading | None:
-                try:
-                    with _engine(f"reading stats of container {container_id[:12]}"):
-                        if one_shot:
-                            data = client.api.stats(container_id, stream=False, one_shot=True)
-                        else:
-                            data = client.api.stats(container_id, stream=False)
-                except DockerError as exc:
-                    if isinstance(exc.__cause__, _sdk_errors.NotFound):
-                        return None  # it stopped between the list and the read
-                    raise
-                return _read_api(data, host_total)
+                for attempt in range(_API_TRIES):
+                    try:
+                        with _engine(f"reading stats of container {container_id[:12]}"):
+                            if one_shot:
+                                data = client.api.stats(container_id, stream=False,
+                                                        one_shot=True)
+                            else:
+                                data = client.api.stats(container_id, stream=False)
+                    except DockerError as exc:
+                        if isinstance(exc.__cause__, _sdk_errors.NotFound):
+                            return None  # it stopped between the list and the read
+                        if not isinstance(exc.__cause__, ValueError) or \
+                                attempt == _API_TRIES - 1:
+                            raise
+                        continue  # a busy engine sometimes sends an empty answer
+                    return _read_api(data, host_total)
+                return None  # not reached: the last attempt returns or raises
 
             readings.update(zip(ask, self._map(fetch, ask), strict=True))
         if finder is not None:
