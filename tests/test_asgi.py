@@ -417,6 +417,42 @@ def test_the_body_read_while_queued_is_replayed_to_the_app(monitor: Monitor,
     assert guard.stats().admitted == 2
 
 
+def test_watching_a_queued_request_stops_at_a_server_that_breaks_the_protocol(
+        monitor: Monitor) -> None:
+    guard = Guard(max_concurrent=1, wait="60s", monitor=monitor)
+    served: list[str] = []
+
+    async def main() -> None:
+        release = anyio.Event()
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["path"] == "/first":
+                await release.wait()
+            served.append(scope["path"])
+            await _answer(send)
+
+        async def chatty() -> dict[str, Any]:  # never blocks, never says disconnect
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def ignore(message: Any) -> None:
+            pass
+
+        middleware = GuardMiddleware(app, guard, start_monitor=False)
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as group:
+                group.start_soon(middleware, http_scope("/first"), _forever, ignore)
+                while guard.stats().in_flight == 0:
+                    await anyio.sleep(0.01)
+                group.start_soon(middleware, http_scope("/second"), chatty, ignore)
+                while guard.stats().waiting == 0:
+                    await anyio.sleep(0.01)
+                await anyio.sleep(0.1)  # the loop still runs: the watcher did not spin
+                release.set()
+
+    anyio.run(main)
+    assert served == ["/first", "/second"]
+
+
 def test_refusal_raised_inside_the_app_becomes_503_until_the_response_started(
         monitor: Monitor) -> None:
     async def guarded_inside(scope: Any, receive: Any, send: Any) -> None:

@@ -47,6 +47,7 @@ DEFAULT_EXCLUDE: tuple[str, ...] = ("/healthz", "/livez", "/metrics")
 #: While a request queues for admission, the middleware reads its body to notice the client
 #: leaving (``http.disconnect``) and replays it to the app; it stops reading beyond this.
 WATCH_BODY_BYTES = 64 * 1024
+_WATCH_MESSAGES = 64
 
 _JSON = (b"content-type", b"application/json")
 _NO_STORE = (b"cache-control", b"no-store")
@@ -180,26 +181,40 @@ class GuardMiddleware:
                     await self.app(scope, receive, tracking_send)
                 finally:
                     guard.release(guard.reserve_bytes, time.monotonic() - started_s)
-            elif self._watch:  # it may queue: notice a client that leaves while it waits
-                admission = guard.admit(self._reserve, self._wait_s)
-                replay = await self._enter_watching(admission, receive)
-                if replay is None:
-                    return  # the client left while queued: nobody to answer
-                try:
-                    await self.app(scope, replay, tracking_send)
-                except BaseException as error:
-                    await admission.__aexit__(type(error), error, error.__traceback__)
-                    raise
-                await admission.__aexit__(None, None, None)
             else:
-                async with guard.admit(self._reserve, self._wait_s):
-                    await self.app(scope, receive, tracking_send)
+                admission = guard.admit(self._reserve, self._wait_s)
+                if self._watch and not self._admits_now(admission):
+                    # it will queue: notice a client that leaves while it waits
+                    replay = await self._enter_watching(admission, receive)
+                    if replay is None:
+                        return  # the client left while queued: nobody to answer
+                    try:
+                        await self.app(scope, replay, tracking_send)
+                    except BaseException as error:
+                        await admission.__aexit__(type(error), error, error.__traceback__)
+                        raise
+                    await admission.__aexit__(None, None, None)
+                else:
+                    async with admission:
+                        await self.app(scope, receive, tracking_send)
         except ResourceExhausted as error:
             # refused at the door, or by a guard inside the app (a guarded model call)
             # before it answered: either way the client should come back later
             if started:
                 raise
             await self._refuse(send, error)
+
+    def _admits_now(self, admission: Admission) -> bool:
+        """Whether *admission* would get in at once (nobody queued, room enough), so that
+        watching for a hang-up (a task per request) is only paid by requests that wait.
+        No await separates this from the admission, so on one event loop it cannot be
+        overtaken; a thread that takes the room in between only costs the watch."""
+        guard = self.guard
+        if guard._queue:
+            return False
+        snap, level = guard._current()
+        with guard._lock:
+            return guard._refusal(snap, level, admission._reserve) is None
 
     async def _enter_watching(self, admission: Admission, receive: Receive) -> Receive | None:
         """Enter *admission* while reading the request for ``http.disconnect``; return the
@@ -213,14 +228,20 @@ class GuardMiddleware:
         async def watch(scope: anyio.CancelScope) -> None:
             nonlocal left
             read_bytes = 0
-            while read_bytes <= WATCH_BODY_BYTES:  # never buffer a large upload
+            body_done = False
+            # never buffer a large upload; after the whole body only a disconnect may come
+            # (a server that keeps answering otherwise is not watched further)
+            while read_bytes <= WATCH_BODY_BYTES and len(buffered) < _WATCH_MESSAGES:
                 message = await receive()
                 buffered.append(message)
                 if message["type"] == "http.disconnect":
                     left = True
                     scope.cancel()  # stop queueing for a client that is gone
                     return
+                if body_done:
+                    return
                 read_bytes += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
 
         async with anyio.create_task_group() as group:
             group.start_soon(watch, group.cancel_scope)
