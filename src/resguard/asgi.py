@@ -124,7 +124,7 @@ class GuardMiddleware:
         # a request that never waits, with the guard's own reservation and no in-flight
         # watch, can take the guard's synchronous hot path (about 3x cheaper than admit())
         may_wait = (self._wait_s if self._wait_s is not None else guard.wait_s) > 0
-        self._plain = (self._reserve is None and not guard._auto and guard.on_breach is None
+        self._plain = (self._reserve is None and not guard.auto_reserve and guard.on_breach is None
                        and not may_wait)
         # a request that may queue is watched for its client leaving (not with on_breach,
         # whose own task group must stay innermost)
@@ -209,12 +209,7 @@ class GuardMiddleware:
         watching for a hang-up (a task per request) is only paid by requests that wait.
         No await separates this from the admission, so on one event loop it cannot be
         overtaken; a thread that takes the room in between only costs the watch."""
-        guard = self.guard
-        if guard._queue:
-            return False
-        snap, level = guard._current()
-        with guard._lock:
-            return guard._refusal(snap, level, admission._reserve) is None
+        return self.guard.would_admit(admission.reserve_bytes)
 
     async def _enter_watching(self, admission: Admission, receive: Receive) -> Receive | None:
         """Enter *admission* while reading the request for ``http.disconnect``; return the
@@ -322,7 +317,7 @@ class GuardMiddleware:
         self._monitor_ready = True
         if not self.start_monitor or monitor is None or self._owns_monitor:
             return
-        if monitor._threads:  # started by its owner: theirs to stop
+        if monitor.running:  # started by its owner: theirs to stop
             return
         monitor.start()
         self._owns_monitor = True

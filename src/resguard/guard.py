@@ -188,6 +188,21 @@ class Guard:
         finally:
             self._refreshing = False
 
+    @property
+    def auto_reserve(self) -> bool:
+        """Whether reservations are learned per guarded function (``reserve="auto"``)."""
+        return self._auto
+
+    def would_admit(self, reserve: int | None = None) -> bool:
+        """Whether a call reserving *reserve* bytes would be admitted at once now (nobody
+        queued, room enough); a hint, since another caller may take the room first."""
+        reserve = self.reserve_bytes if reserve is None else reserve
+        if self._queue:
+            return False
+        snap, level = self._current()
+        with self._lock:
+            return self._refusal(snap, level, reserve) is None
+
     def headroom_bytes(self) -> int:
         """Memory a new reservation could take now: the guard's headroom minus what is
         already reserved in flight (no I/O with a Monitor)."""
@@ -516,6 +531,11 @@ class Admission:
         self._task_group: Any = None
         self.reserved = 0
         self.breached: ResourceExhausted | None = None
+
+    @property
+    def reserve_bytes(self) -> int:
+        """The reservation this admission asks for (learned, given or the guard's)."""
+        return self._reserve
 
     def _begin(self) -> None:
         self._started = time.monotonic()

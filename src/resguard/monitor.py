@@ -136,6 +136,7 @@ class Monitor:
         self._reclaim_wanted = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._task_group: Any = None
         self._wake_read, self._wake_write = -1, -1
         self._trigger_fd: int | None = None
         self._sequence = 0
@@ -245,6 +246,11 @@ class Monitor:
 
     # -- threads --------------------------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        """Whether the background loops run (threads, or tasks under ``async with``)."""
+        return bool(self._threads) or self._task_group is not None
+
     def start(self) -> Monitor:
         """Start the background threads (idempotent)."""
         if self._threads:
@@ -340,8 +346,9 @@ class Monitor:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> bool | None:
-        self._task_group.cancel_scope.cancel()
-        return await self._task_group.__aexit__(exc_type, exc, tb)
+        task_group, self._task_group = self._task_group, None
+        task_group.cancel_scope.cancel()
+        return bool(await task_group.__aexit__(exc_type, exc, tb))
 
     async def _fast_task(self) -> None:
         import anyio
