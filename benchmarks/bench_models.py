@@ -14,8 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _harness import Table, per_call_s
 from resguard.models import LazyModel
+
+from _harness import Table, per_call_s
 
 
 def _model(x: int) -> int:
@@ -57,6 +58,7 @@ def _ollama_rows(table: Table) -> None:
     try:
         sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
         from resguard.ollama import OllamaModels
+
         from standins.ollama_server import OllamaStandIn
     except ImportError as error:  # the ollama extra is optional
         table.note("OllamaModels.ensure (loaded model)", f"skipped: {error}")

@@ -11,7 +11,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _harness import Table  # noqa: E402  (the path is set just above)
+from _harness import Table
 
 
 def main(argv: list[str]) -> int:

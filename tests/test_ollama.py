@@ -26,6 +26,7 @@ from resguard._errors import InvalidType, OllamaError, ResourceExhausted
 from resguard._probes.cgroup import read_memory
 from resguard.ollama import AsyncOllamaModels, OllamaModels, canonical, cli
 from resguard.snapshot import OllamaModelInfo
+
 from standins.ollama_server import (
     BadRequest,
     CatalogueModel,
