@@ -21,8 +21,6 @@ PYTHON = os.environ.get("RESGUARD_NOX_PYTHON")  # None: the interpreter running 
 def tests(session: nox.Session) -> None:
     """Run the test suite (integration tests skip with a reason unless required)."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3",
-                silent=True)
     session.run("pytest", *session.posargs)
 
 
