@@ -28,7 +28,7 @@ import sys
 blocks = []
 for line in sys.stdin:
     if line.strip() == "grow":
-        blocks.append(b"x" * (30 * 2**20))
+        blocks.append(b"x" * (10 * 2**20))
     else:
         blocks.clear()
     print("done", flush=True)
@@ -40,13 +40,18 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def monitor_cpu(table: Table) -> None:
-    """CPU the monitor costs at its default rate, vs a naive psutil poller at that rate."""
-    with Monitor():
+def _monitor_cpu(**options: object) -> float:
+    with Monitor(**options):  # type: ignore[arg-type]
         time.sleep(1)
         start_cpu, start = _cpu_s(), time.monotonic()
         time.sleep(MONITOR_CPU_S)
-        ours = (_cpu_s() - start_cpu) / (time.monotonic() - start)
+        return (_cpu_s() - start_cpu) / (time.monotonic() - start)
+
+
+def monitor_cpu(table: Table) -> None:
+    """CPU the monitor costs at its default settings, vs a naive psutil poller at 50 ms."""
+    ours = _monitor_cpu()
+    busy = _monitor_cpu(adaptive=False)  # as if memory stayed above half the limit
 
     stop = threading.Event()
 
@@ -63,10 +68,14 @@ def monitor_cpu(table: Table) -> None:
     stop.set()
     thread.join()
     theirs = (_cpu_s() - start_cpu) / (time.monotonic() - start)
-    table.note(f"Monitor CPU at the default 50 ms, over {MONITOR_CPU_S:g} s",
+    table.note(f"Monitor CPU, default settings, a calm machine, over {MONITOR_CPU_S:g} s",
                f"{ours * 100:.2f} % of a core", "psutil poller at 50 ms (vm, cpu, rss)",
                f"{theirs * 100:.2f} % of a core",
                f"{theirs / ours:.1f}×" if ours else "", "≤ 0.5 % of a core")
+    table.note("Monitor CPU sampling every 50 ms (memory above half the limit)",
+               f"{busy * 100:.2f} % of a core", "psutil poller at 50 ms (vm, cpu, rss)",
+               f"{theirs * 100:.2f} % of a core",
+               f"{theirs / busy:.1f}×" if busy else "")
 
 
 def reaction_latency(table: Table) -> None:
@@ -83,7 +92,7 @@ def reaction_latency(table: Table) -> None:
          "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert child.stdin is not None
     assert child.stdout is not None
-    threshold = 50.0
+    threshold = 80.0  # the service preset's WARNING
     policy = Policy([Threshold("memory.percent", ">", threshold, level=Level.WARNING,
                                clear=threshold)])
     monitor = Monitor(policy=policy, cgroup=str(path), reclaim=False)

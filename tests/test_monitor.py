@@ -166,23 +166,30 @@ def test_a_failing_source_is_logged_once_and_never_stops_sampling(
     assert sum("flaky works again" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_adaptive_interval_shrinks_with_the_measured_fill_rate(tmp_path: Path) -> None:
-    machine = FixedMachine(tmp_path)
+def test_adaptive_interval_follows_headroom_and_fill_rate(tmp_path: Path) -> None:
+    machine = FixedMachine(tmp_path)  # 10 % in use
     monitor = Monitor("100ms", policy=two_levels(), sampler=machine.sampler, reclaim=False,
-                      min_interval="5ms")
+                      min_interval="5ms", relaxed_interval="400ms", relax_below="30%")
     for _ in range(5):
         monitor.sample_now()
-    assert monitor.next_interval_s() == 0.1  # flat: the base interval
-    percent = 10.0
+    assert monitor.next_interval_s() == 0.4  # calm: OK, below 30 %, flat
+    machine.set_used_percent(12)  # a jump of two points of the limit
+    monitor.sample_now()
+    assert monitor.next_interval_s() <= 0.1
+    machine.set_used_percent(35)  # above relax_below, flat from here on
+    for _ in range(70):
+        monitor.sample_now()
+    assert monitor.next_interval_s() == 0.1
+    percent = 35.0
     for _ in range(6):  # fill quickly: 8 % of 16 GiB per sample
         percent += 8
         machine.set_used_percent(percent)
         monitor.sample_now()
         time.sleep(0.01)
-    fast = monitor.next_interval_s()
-    assert 0.005 <= fast < 0.1
-    assert Monitor("100ms", policy=two_levels(), sampler=machine.sampler, reclaim=False,
-                   adaptive=False).next_interval_s() == 0.1
+    assert 0.005 <= monitor.next_interval_s() < 0.1
+    fixed = Monitor("100ms", policy=two_levels(), sampler=machine.sampler, reclaim=False,
+                    adaptive=False)
+    assert fixed.next_interval_s() == 0.1
 
 
 def test_psi_trigger_is_armed_where_the_kernel_allows(tmp_path: Path) -> None:
@@ -286,10 +293,10 @@ def test_real_pressure_in_a_cgroup_goes_warning_critical_ok(memory_cgroup) -> No
         with monitor:
             assert monitor.state.snapshot.memory.limit == 200 * MiB
             assert monitor.state.snapshot.memory.source == "cgroup"
-            while monitor.state.snapshot.memory.percent < 55:
+            while monitor.sample_now().snapshot.memory.percent < 55:  # fresh, not relaxed
                 command("grow")
             wait_for(Level.WARNING)
-            while monitor.state.snapshot.memory.percent < 85:
+            while monitor.sample_now().snapshot.memory.percent < 85:
                 command("grow")
             wait_for(Level.CRITICAL)
             command("free")

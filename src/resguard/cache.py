@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import math
 import operator
 import threading
@@ -60,6 +59,7 @@ import attrs
 from resguard import reclaim as _reclaim
 from resguard._errors import InvalidType, InvalidValue
 from resguard._modules.clock import Clock, monotonic
+from resguard._modules.log import get_logger
 from resguard._modules.sizeof import sizeof as default_sizeof
 from resguard.units import format_bytes, parse_bytes, parse_duration
 
@@ -72,7 +72,7 @@ __all__ = [
     "memoize",
 ]
 
-logger = logging.getLogger("resguard.cache")
+logger = get_logger("resguard.cache")
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

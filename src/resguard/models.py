@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import threading
 import time
 import weakref
@@ -36,12 +35,13 @@ import anyio.to_thread
 from resguard import reclaim as _reclaim
 from resguard._errors import InvalidType, InvalidValue, ResourceExhausted
 from resguard._modules.clock import Clock, monotonic
+from resguard._modules.log import get_logger
 from resguard.units import format_bytes, parse_bytes, parse_duration, resolve_bytes
 
 __all__ = ["HeadroomSource", "LazyModel", "ModelPool"]
 
 T = TypeVar("T")
-_log = logging.getLogger("resguard.models")
+_log = get_logger("resguard.models")
 
 
 @runtime_checkable

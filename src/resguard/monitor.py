@@ -16,7 +16,6 @@ A thread runs each loop by default (``with monitor:`` or :meth:`Monitor.start`);
 
 from __future__ import annotations
 
-import logging
 import os
 import select
 import threading
@@ -29,6 +28,7 @@ from typing import Any, Protocol
 import attrs
 
 from resguard._modules.faults import FaultLog
+from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin, flatten, html_table
 from resguard._probes.psi import open_trigger
 from resguard.processes import ProcessTable
@@ -39,7 +39,7 @@ from resguard.units import parse_duration, parse_percent
 
 __all__ = ["Monitor", "Source", "State"]
 
-_logger = logging.getLogger("resguard")
+_logger = get_logger("resguard")
 
 
 class Source(Protocol):
@@ -81,7 +81,11 @@ class Monitor:
         sources: extra sources for the slow loop (Docker containers, Ollama models).
         slow_interval: the slow loop's period (default ``"2s"``).
         min_interval: the fastest the adaptive fast loop may go (default ``"10ms"``).
-        adaptive: sample faster while memory fills up (by the measured fill rate).
+        relaxed_interval: the period while all is calm: verdict OK, memory below
+            *relax_below* (default ``"50%"``) of the limit and not jumping (default
+            ``"200ms"``; a PSI trigger still wakes the loop at once).
+        adaptive: sample faster while memory fills up (by the measured fill rate) and
+            slower while all is calm; ``False`` keeps *interval*.
         psi_trigger: wake at once when the kernel reports memory stalls (PSI trigger).
         cgroup: judge this cgroup directory's memory instead of this process's own.
         reclaim: climb the reclaim ladder on WARNING (default True).
@@ -97,6 +101,8 @@ class Monitor:
         sources: Sequence[Source] = (),
         slow_interval: float | str = "2s",
         min_interval: float | str = "10ms",
+        relaxed_interval: float | str = "200ms",
+        relax_below: float | str = "50%",
         adaptive: bool = True,
         psi_trigger: bool = True,
         cgroup: str | None = None,
@@ -109,6 +115,9 @@ class Monitor:
         self.slow_interval_s = _positive_duration(slow_interval, "slow_interval")
         self.min_interval_s = min(_positive_duration(min_interval, "min_interval"),
                                   self.interval_s)
+        self.relaxed_interval_s = max(_positive_duration(relaxed_interval, "relaxed_interval"),
+                                      self.interval_s)
+        self.relax_below_percent = parse_percent(relax_below)
         if policy is None:
             from resguard import presets
 
@@ -233,16 +242,30 @@ class Monitor:
         return self._faults.failing()
 
     def next_interval_s(self) -> float:
-        """How long the fast loop waits now: *interval*, shorter while memory fills up."""
-        if not self.adaptive or len(self._history) < 4:
+        """How long the fast loop waits now.
+
+        *relaxed_interval* while all is calm (verdict OK, memory below *relax_below* of the
+        limit, and not growing by a point of the limit between the last two samples);
+        *interval* otherwise; shorter still while memory fills up, so that the limit is
+        seen coming at least 20 samples ahead at the measured fill rate.
+        """
+        if not self.adaptive:
             return self.interval_s
-        (t0, used0), (t1, used1) = self._history[0], self._history[-1]
-        if t1 <= t0 or used1 <= used0:
-            return self.interval_s
-        fill_rate = (used1 - used0) / (t1 - t0)
-        seconds_to_limit = self.state.snapshot.memory.available / fill_rate
-        # sample often enough to see the limit coming at least 20 samples ahead
-        return max(self.min_interval_s, min(self.interval_s, seconds_to_limit / 20))
+        state, history = self.state, self._history
+        memory = state.snapshot.memory
+        interval = self.interval_s
+        if len(history) >= 2:
+            (t0, used0), (t1, used1) = history[0], history[-1]
+            jump = history[-1][1] - history[-2][1]
+            calm = (state.verdict.level == Level.OK
+                    and memory.percent < self.relax_below_percent
+                    and jump < memory.limit / 100)
+            if calm:
+                interval = self.relaxed_interval_s
+            if len(history) >= 4 and t1 > t0 and used1 > used0:
+                seconds_to_limit = memory.available / ((used1 - used0) / (t1 - t0))
+                interval = min(interval, max(self.min_interval_s, seconds_to_limit / 20))
+        return interval
 
     # -- threads --------------------------------------------------------------------------
 

@@ -38,7 +38,6 @@ import contextlib
 import functools
 import inspect
 import json
-import logging
 import math
 import threading
 import time
@@ -60,6 +59,7 @@ import anyio.to_thread
 from resguard import reclaim as _reclaim
 from resguard._errors import InvalidType, InvalidValue, OllamaError, ResourceExhausted
 from resguard._modules.faults import FaultLog
+from resguard._modules.log import get_logger
 from resguard.models import HeadroomSource, LazyModel, ModelPool, machine_headroom_bytes
 from resguard.snapshot import OllamaModelInfo
 from resguard.units import format_bytes, format_duration, parse_duration
@@ -68,7 +68,7 @@ __all__ = ["AsyncOllamaModels", "OllamaError", "OllamaModelInfo", "OllamaModels"
            "OllamaSource", "cli"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-_log = logging.getLogger("resguard.ollama")
+_log = get_logger("resguard.ollama")
 FOREVER_AFTER_S = 20 * 365.25 * 86400.0  # the ollama CLI's "Forever" threshold
 DEFAULT_TIMEOUT_S = 10.0
 

@@ -87,7 +87,7 @@ class ProcessTable:
                 if stat is None:
                     continue  # vanished or not ours to read
                 try:
-                    name, _, ppid, ticks, threads, start_ticks, rss = _procfs.parse_pid_stat(
+                    name, _, ppid, ticks, threads, start_ticks, rss, _ = _procfs.parse_pid_stat(
                         stat.decode("utf-8", "replace"))
                     uid = entry.stat(follow_symlinks=False).st_uid
                 except (ValueError, IndexError, OSError):

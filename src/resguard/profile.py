@@ -49,7 +49,6 @@ import contextlib
 import csv
 import functools
 import inspect
-import logging
 import os
 import sys
 import threading
@@ -64,6 +63,7 @@ import attrs
 
 from resguard._errors import InvalidType, InvalidValue
 from resguard._modules.faults import FaultLog
+from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin, html_table
 from resguard.snapshot import Sampler, Snapshot
 from resguard.units import format_bytes, format_duration, parse_duration
@@ -73,7 +73,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Profile", "Sample", "profile"]
 
-_logger = logging.getLogger("resguard")
+_logger = get_logger("resguard")
 _F = TypeVar("_F", bound=Callable[..., Any])
 _NOTEBOOK_EXTRA = "pip install 'resguard[notebook]'"
 

@@ -60,7 +60,6 @@ and logged once; the scrape still answers.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -73,11 +72,12 @@ except ImportError as error:  # pragma: no cover - exercised by the import test
                       "pip install 'resguard[prometheus]'") from error
 
 from resguard._modules.faults import FaultLog
+from resguard._modules.log import get_logger
 from resguard.snapshot import Sampler, Snapshot
 
 __all__ = ["METRICS", "ResguardCollector", "Server", "serve"]
 
-_logger = logging.getLogger("resguard")
+_logger = get_logger("resguard")
 
 #: Every metric name this module can expose (counters with their ``_total`` suffix).
 METRICS: tuple[str, ...] = (

@@ -9,7 +9,6 @@ lower cost is reclaimed first (see :class:`Cost`).
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import re
 import threading
@@ -21,6 +20,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from resguard._errors import InvalidType, InvalidValue
+from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin
 from resguard.snapshot import ProcessInfo
 from resguard.units import format_bytes
@@ -78,7 +78,7 @@ class Reclaimable(Protocol):
         ...
 
 
-_logger = logging.getLogger("resguard")
+_logger = get_logger("resguard")
 _lock = threading.Lock()
 _registry: dict[int, weakref.ref[Reclaimable]] = {}
 

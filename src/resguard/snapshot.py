@@ -225,6 +225,9 @@ class Snapshot(ValueMixin):
 LIMITS_MAX_AGE_S = 1.0
 """How stale the limits in a snapshot may be (cgroup limit, rlimits, CPU quota)."""
 
+SLOW_FILES_MAX_AGE_S = 0.5
+"""How stale PSI and load averages may be; the kernel updates them every 2 s and 5 s."""
+
 
 @attrs.frozen
 class _Limits:
@@ -243,12 +246,15 @@ class Sampler:
     *cgroup* names a cgroup directory to judge memory by instead of this process's own
     (e.g. a worker's cgroup watched from outside); the ``process`` part stays this process.
     Limits (the cgroup limit, rlimits, the CPU quota) are re-read at most every
-    *limits_max_age_s* (default one second); usage is read on every sample.
+    *limits_max_age_s* (default one second), PSI and load averages at most every
+    *slow_files_max_age_s* (half a second); usage is read on every sample.
     """
 
     def __init__(self, roots: Roots = DEFAULT_ROOTS, *, cgroup: str | None = None,
-                 limits_max_age_s: float = LIMITS_MAX_AGE_S) -> None:
+                 limits_max_age_s: float = LIMITS_MAX_AGE_S,
+                 slow_files_max_age_s: float = SLOW_FILES_MAX_AGE_S) -> None:
         self._roots = roots
+        self._slow_max_age_s = slow_files_max_age_s
         self._limits_max_age_s = limits_max_age_s
         self._cgroup_dir = cgroup
         if cgroup is not None:
@@ -269,8 +275,7 @@ class Sampler:
         self._loadavg_path = self._proc("loadavg")
         self._self_stat_path = self._proc("self", "stat")
         self._self_statm_path = self._proc("self", "statm")
-        # PSI averages and load averages change every few seconds: parse each text once.
-        self._parsed: dict[str, tuple[str | None, Any]] = {}
+        self._parsed: dict[str, tuple[float, Any]] = {}  # slowly changing files
 
     def _proc(self, *parts: str) -> str:
         return os.path.join(self._roots.proc, *parts)
@@ -404,22 +409,21 @@ class Sampler:
         )
 
     def _parse_once(self, path: str, parse: Callable[[str | None], _T]) -> _T:
-        """Read *path* and parse it, reusing the last result while the text is unchanged."""
-        text = self._files.read(path)
+        """Read and parse a slowly changing file (PSI, load averages), at most once per
+        :data:`SLOW_FILES_MAX_AGE_S`; the kernel recomputes their averages every 2 to 5 s."""
+        now = time.monotonic()
         previous = self._parsed.get(path)
-        if previous is not None and previous[0] == text:
+        if previous is not None and now - previous[0] < self._slow_max_age_s:
             return previous[1]  # type: ignore[no-any-return]
-        value = parse(text)
-        self._parsed[path] = (text, value)
+        value = parse(self._files.read(path))
+        self._parsed[path] = (now, value)
         return value
 
     def _process(self, now_monotonic: float, *, uss: bool, children: bool) -> ProcessSelf:
         stat = self._files.read(self._self_stat_path) or ""
-        statm = self._files.read(self._self_statm_path) or "0 0"
-        vms, rss = _procfs.parse_statm(statm)
-        cpu_percent, threads = 0.0, 0
+        cpu_percent, threads, rss, vms = 0.0, 0, 0, 0
         if stat:
-            _, _, _, ticks, threads, _, _ = _procfs.parse_pid_stat(stat)
+            _, _, _, ticks, threads, _, rss, vms = _procfs.parse_pid_stat(stat)
             previous_ticks, previous_time = self._previous_self
             elapsed = now_monotonic - previous_time
             if elapsed > 0:

@@ -40,16 +40,17 @@ def parse_total_cpu_ticks(text: str) -> tuple[int, int]:
     return total - idle, total
 
 
-def parse_pid_stat(text: str) -> tuple[str, str, int, int, int, int, int]:
-    """(name, state, ppid, utime+stime ticks, num_threads, start time ticks, rss bytes)
-    from ``/proc/<pid>/stat``; the name may contain spaces and parentheses."""
+def parse_pid_stat(text: str) -> tuple[str, str, int, int, int, int, int, int]:
+    """(name, state, ppid, utime+stime ticks, num_threads, start time ticks, rss bytes,
+    virtual size bytes) from ``/proc/<pid>/stat``; the name may contain spaces and
+    parentheses."""
     open_paren = text.index("(")
     close_paren = text.rindex(")")
     name = text[open_paren + 1 : close_paren]
     fields = text[close_paren + 2 :].split()
     # fields[0] is field 3 (state) of proc(5); rss (field 24) is in pages
     return (name, fields[0], int(fields[1]), int(fields[11]) + int(fields[12]),
-            int(fields[17]), int(fields[19]), int(fields[21]) * PAGE_SIZE)
+            int(fields[17]), int(fields[19]), int(fields[21]) * PAGE_SIZE, int(fields[20]))
 
 
 def parse_statm(text: str) -> tuple[int, int]:
