@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
-import psutil
 
 from resguard._modules.render import ValueMixin, flatten, html_table
 from resguard._probes import cgroup as _cgroup
@@ -431,6 +430,8 @@ class Sampler:
                 self._previous_self = (ticks, now_monotonic)
         unique = None
         if uss:
+            import psutil  # only here: USS needs smaps, and psutil costs ~20 ms to import
+
             try:
                 unique = psutil.Process().memory_full_info().uss
             except (psutil.Error, OSError):
