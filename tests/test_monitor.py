@@ -234,7 +234,7 @@ def test_warning_climbs_the_ladder_cheapest_first(tmp_path: Path) -> None:
                 time.sleep(0.01)
         report = monitor.last_reclaim
         names = [step.name for step in report.steps]
-        assert names[:2] == ["gc.collect", "malloc_trim"]
+        assert names[0] == "gc.collect"
         assert names.index("cache") < names.index("model")
         assert calls[:2] == ["cache", "model"]
         assert report.target_bytes >= monitor.ladder.min_reclaim_bytes

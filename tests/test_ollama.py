@@ -464,7 +464,9 @@ def test_cli_ps_and_unload(ollama_server: OllamaStandIn) -> None:
     assert cli("unload", [], host=ollama_server.host, as_json=False, out=out, err=err) == 2
     assert cli("stop", [], host=ollama_server.host, as_json=False, out=out, err=err) == 2
     down = f"http://127.0.0.1:{free_port()}"
-    assert cli("ps", [], host=down, as_json=False, out=out, err=err) == 1
+    assert cli("ps", [], host=down, as_json=False, out=out, err=err) == 2  # unreachable
+    assert cli("unload", ["no-such-model:1b"], host=ollama_server.host, as_json=False,
+               out=out, err=err) == 1  # Ollama answered: unknown model
     assert "cannot reach Ollama" in err.getvalue()
 
 

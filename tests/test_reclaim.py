@@ -55,8 +55,8 @@ def test_caches_shrink_first_under_a_real_squeeze(memory_cgroup) -> None:  # typ
     result = json.loads(out)
     assert result["source"] == "cgroup"
     names = [name for name, _, _ in result["steps"]]
-    assert names[:2] == ["gc.collect", "malloc_trim"]
-    assert "LRUCache" in names[2] or "cache" in names[2].lower()
+    assert names[0] == "gc.collect"
+    assert "LRUCache" in names[1] or "cache" in names[1].lower()
     assert result["shrinks"] >= 1
     assert result["reclaimed"] >= 4 * MiB  # the cache's own account of what it gave back
     assert result["freed"] >= result["target"]  # measured, not claimed
@@ -90,8 +90,8 @@ def test_ladder_trusts_measurements_not_claims() -> None:
     ladder = Ladder(lambda: used[0], min_reclaim="10MiB", extra=[Liar(), Honest()])
     report = ladder.run(50 * MiB)
     assert report.target_bytes == 60 * MiB
-    assert [step.name for step in report.steps] == ["gc.collect", "malloc_trim", "liar", "honest"]
-    liar = report.steps[2]
+    assert [step.name for step in report.steps] == ["gc.collect", "liar", "honest"]
+    liar = report.steps[1]
     assert (liar.claimed_bytes, liar.measured_bytes) == (500 * MiB, 0)
     assert report.freed_bytes == 100 * MiB
     assert report.reached
@@ -140,7 +140,7 @@ def test_malloc_trim_is_found_on_glibc() -> None:
     trim = MallocTrim()
     if sys.platform.startswith("linux") and os.path.exists("/lib/x86_64-linux-gnu/libc.so.6"):
         assert trim.available
-    assert trim.reclaim(1) == 0
+    trim.trim()  # harmless where present, a no-op elsewhere
 
 
 def test_registry_holds_weak_references() -> None:

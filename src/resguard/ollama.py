@@ -733,7 +733,9 @@ def _until(info: OllamaModelInfo, now: float) -> str:
 
 def cli(command: str, names: list[str], *, host: str | None, as_json: bool, out: TextIO,
         err: TextIO | None = None) -> int:
-    """``resguard ollama ps|unload NAME...``; returns the exit code (0 ok, 1 failed, 2 usage)."""
+    """``resguard ollama ps|unload NAME...``; returns the exit code: 0 done, 1 Ollama
+    answered an error (e.g. an unknown model), 2 bad usage or Ollama unreachable (no
+    answer: down, too slow, connection dropped), as ``resguard docker`` does."""
     import sys
 
     err = err or sys.stderr
@@ -783,4 +785,5 @@ def cli(command: str, names: list[str], *, host: str | None, as_json: bool, out:
             return 0
     except (OllamaError, InvalidValue) as error:
         print(f"resguard ollama {command}: {error}", file=err)
-        return 1
+        unreachable = isinstance(error, OllamaError) and error.status_code is None
+        return 2 if unreachable else 1

@@ -49,7 +49,6 @@ class Cost:
     """
 
     GC = 0.0
-    MALLOC_TRIM = 0.5
     CACHE = 1.0
     MODEL = 10.0
     PROCESS = 1000.0
@@ -151,10 +150,14 @@ class GarbageCollect:
 
 
 class MallocTrim:
-    """glibc's ``malloc_trim(0)``: hands free heap pages back to the OS, where present."""
+    """glibc's ``malloc_trim(0)``: hands free heap pages back to the OS, where present.
+
+    The ladder runs it after every step rather than as a rung of its own: memory that a
+    step frees goes back to malloc's free lists first, and only a trim returns it (once
+    glibc has raised its mmap threshold, even multi-megabyte buffers live in the heap).
+    """
 
     name = "malloc_trim"
-    cost = Cost.MALLOC_TRIM
 
     def __init__(self) -> None:
         self._trim: Callable[[int], int] | None = None
@@ -173,13 +176,10 @@ class MallocTrim:
         """Whether this C library has ``malloc_trim`` (glibc does; musl and macOS do not)."""
         return self._trim is not None
 
-    def reclaimable_bytes(self) -> int:
-        return 0
-
-    def reclaim(self, target_bytes: int) -> int:
+    def trim(self) -> None:
+        """Return free heap pages to the OS (a no-op without glibc's ``malloc_trim``)."""
         if self._trim is not None:
             self._trim(0)
-        return 0
 
 
 @attrs.frozen
@@ -326,8 +326,9 @@ class Ladder:
 
     *measure* returns the memory in use now (bytes), and is called before and after each
     step: the ladder trusts measurements, not what a step claims (freed Python objects
-    often stay in CPython's arenas). It stops once the measured total reaches the target,
-    which :meth:`run` computes as what is needed plus *min_reclaim_bytes*.
+    often stay in CPython's arenas). After each step ``malloc_trim`` hands the heap pages
+    it freed back to the OS. It stops once the measured total reaches the target, which
+    :meth:`run` computes as what is needed plus *min_reclaim_bytes*.
     """
 
     def __init__(self, measure: Callable[[], int], *, min_reclaim: int | str = "16MiB",
@@ -343,8 +344,8 @@ class Ladder:
         self.last_report: ReclaimReport | None = None
 
     def steps(self) -> list[Reclaimable]:
-        """The rungs in order: gc, malloc_trim, then every registered item by cost."""
-        items: list[Reclaimable] = [self.gc_step, self.trim_step, *registered(), *self.extra]
+        """The rungs in order: gc, then every registered item by cost."""
+        items: list[Reclaimable] = [self.gc_step, *registered(), *self.extra]
         return sorted(items, key=lambda item: item.cost)
 
     def run(self, needed_bytes: int) -> ReclaimReport:
@@ -363,6 +364,7 @@ class Ladder:
             except Exception:  # a reclaimable must never break the ladder
                 _logger.exception("reclaim step %r failed", getattr(item, "name", item))
                 continue
+            self.trim_step.trim()
             after = self.measure()
             measured = max(before - after, 0)
             before = after
