@@ -42,6 +42,8 @@ from resguard.monitor import Monitor
 from resguard.rules import Level, Policy, Threshold
 from resguard.snapshot import Sampler
 
+from support import free_port
+
 MiB = 2**20
 GiB = 2**30
 TESTS = Path(__file__).parent
@@ -877,12 +879,6 @@ def test_uvicorn_without_lifespan_starts_the_monitor_on_the_first_request(
 
 N_REQUESTS = 200
 CGROUP_LIMIT_BYTES = 256 * MiB
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_alloc_server(cgroup: Any, target: list[str]) -> tuple[subprocess.Popen[bytes], str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -35,14 +34,9 @@ from resguard.monitor import Monitor
 from resguard.rules import Level, Policy
 
 from standins.ollama_server import OllamaStandIn
+from support import free_port
 
 MB = 1_000_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

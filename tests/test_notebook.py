@@ -205,12 +205,3 @@ def test_magic_options_errors_and_a_bare_figure(kernel_name: str, tmp_path: Path
     verdict = outputs_of(cells[8], "text/html")
     assert verdict
     assert "WARNING" in verdict[0]
-
-
-def test_importing_the_extension_without_ipython_names_the_extra() -> None:
-    code = ("import sys; sys.modules['IPython'] = None\n"
-            "try:\n    import resguard.notebook\n"
-            "except ImportError as e:\n    print(e)\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True, timeout=60)
-    assert "pip install 'resguard[notebook]'" in result.stdout

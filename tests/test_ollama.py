@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from standins.ollama_server import (
     OllamaStandIn,
     parse_keep_alive,
 )
+from support import free_port
 
 SMALL = "llama3.2:1b"
 MEDIUM = "llama3.2:3b"
@@ -66,12 +66,6 @@ def gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---------------------------------------------------------------- load, list, unload

@@ -19,6 +19,8 @@ import pytest
 from resguard import InvalidValue
 from resguard.profile import Profile, Sample, profile
 
+from support import run_python
+
 MB = 1_000_000
 
 
@@ -289,9 +291,7 @@ def test_importing_profile_imports_no_optional_package() -> None:
     code = ("import sys, resguard.profile; "
             "print(sorted(m for m in ('pandas', 'matplotlib', 'numpy', 'IPython') "
             "if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True, timeout=60)
-    assert result.stdout.strip() == "[]"
+    assert run_python(code).strip() == "[]"
 
 
 def test_concurrent_and_recursive_calls_of_a_decorated_function_all_run() -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import resguard
+
+from support import run_python
 
 PUBLIC = sorted([
     "Admission", "Breach", "CacheInfo", "CacheStats", "ConfigError", "ContainerStats",
@@ -71,11 +71,6 @@ def test_errors_form_one_hierarchy() -> None:
             assert issubclass(value, resguard.ResguardError), name
 
 
-def run_python(code: str) -> str:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, timeout=60).stdout
-
-
 def test_import_resguard_imports_no_heavy_package() -> None:
     out = run_python(f"import sys, resguard; print([m for m in {HEAVY!r} if m in sys.modules])")
     assert out.strip() == "[]"
@@ -89,11 +84,13 @@ def test_using_the_core_imports_no_heavy_package() -> None:
     assert run_python(code).strip() == "[]"
 
 
-@pytest.mark.parametrize(("module", "extra"), [("resguard.docker", "docker"),
-                                               ("resguard.ollama", "ollama"),
-                                               ("resguard.prometheus", "prometheus")])
-def test_a_missing_extra_names_the_pip_command(module: str, extra: str) -> None:
-    blocked = {"docker": "docker", "ollama": "ollama", "prometheus": "prometheus_client"}[extra]
+@pytest.mark.parametrize(("module", "extra", "blocked"), [
+    ("resguard.docker", "docker", "docker"),
+    ("resguard.ollama", "ollama", "ollama"),
+    ("resguard.prometheus", "prometheus", "prometheus_client"),
+    ("resguard.notebook", "notebook", "IPython"),
+])
+def test_a_missing_extra_names_the_pip_command(module: str, extra: str, blocked: str) -> None:
     code = f"""
 import sys
 sys.modules[{blocked!r}] = None  # as if the package were not installed
