@@ -25,8 +25,8 @@ def _print_json(value: Any, out: TextIO) -> None:
 def _pressure_text(pressure: Any) -> str:
     if pressure is None:
         return "n/a"
-    full = f", full {pressure.full.avg10:.1f}%" if pressure.full is not None else ""
-    return f"some {pressure.some.avg10:.1f}%{full} (avg10)"
+    full = f"{pressure.full.avg10:.1f}" if pressure.full is not None else "-"
+    return f"{pressure.some.avg10:.1f}/{full}%"
 
 
 def format_snapshot(snap: Any) -> str:
@@ -39,8 +39,9 @@ def format_snapshot(snap: Any) -> str:
         f"swap     {format_bytes(snap.swap.used)} used of {format_bytes(snap.swap.total)}",
         f"cpu      {cpu.percent:.1f}% busy, {cpu.effective:g} of {cpu.count} CPUs usable "
         f"({cpu.effective_source}), load {cpu.load_1m:.2f} {cpu.load_5m:.2f} {cpu.load_15m:.2f}",
-        f"pressure memory {_pressure_text(snap.pressure.memory)}; "
-        f"cpu {_pressure_text(snap.pressure.cpu)}; io {_pressure_text(snap.pressure.io)}",
+        f"pressure memory {_pressure_text(snap.pressure.memory)}, "
+        f"cpu {_pressure_text(snap.pressure.cpu)}, io {_pressure_text(snap.pressure.io)} "
+        "(PSI some/full, avg10)",
         f"process  pid {process.pid}: rss {format_bytes(process.rss)}, "
         f"{process.cpu_percent:.1f}% cpu, {process.num_threads} threads, "
         f"children {format_bytes(process.children_rss)}",
@@ -48,13 +49,14 @@ def format_snapshot(snap: Any) -> str:
     return "\n".join(lines)
 
 
-def format_processes(rows: Sequence[Any]) -> str:
-    """A fixed-width table of process rows."""
+def format_processes(rows: Sequence[Any], width: int = 120) -> str:
+    """A fixed-width table of process rows, command lines cut to fit *width* columns."""
     lines = [f"{'PID':>7} {'CPU%':>6} {'RSS':>10} {'N':>3} {'USER':<10} COMMAND"]
+    room = max(width - 42, 20)
     for row in rows:
         command = " ".join(row.cmdline) or row.name
         lines.append(f"{row.pid:>7} {row.cpu_percent:>6.1f} {format_bytes(row.rss):>10} "
-                     f"{row.count:>3} {(row.username or '?')[:10]:<10} {command[:80]}")
+                     f"{row.count:>3} {(row.username or '?')[:10]:<10} {command[:room]}")
     return "\n".join(lines)
 
 
@@ -87,9 +89,13 @@ def _cmd_top(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _top_rows(snap: Any, n: int) -> list[Any]:
-    rows = list(snap.processes or ())
-    rows.sort(key=lambda row: row.cpu_percent, reverse=True)
-    return rows[:n]
+    """The busiest user-space processes of the snapshot's table (kernel threads have no
+    resident memory), by CPU and then memory, with command lines and users filled in."""
+    from resguard.processes import describe
+
+    rows = [row for row in snap.processes or () if row.rss > 0]
+    rows.sort(key=lambda row: (row.cpu_percent, row.rss), reverse=True)
+    return [describe(row) for row in rows[:n]]
 
 
 def format_frame(state: Any, n: int) -> str:
@@ -104,7 +110,9 @@ def format_frame(state: Any, n: int) -> str:
     lines += ["", format_snapshot(snap), ""]
     rows = _top_rows(snap, n)
     if rows:
-        lines.append(format_processes(rows))
+        import shutil
+
+        lines.append(format_processes(rows, shutil.get_terminal_size().columns))
     return "\n".join(lines)
 
 

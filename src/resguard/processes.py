@@ -21,7 +21,7 @@ from resguard._probes import procfs as _procfs
 from resguard._probes.paths import DEFAULT_ROOTS, Roots
 from resguard.snapshot import ProcessInfo
 
-__all__ = ["ProcessTable", "top_processes"]
+__all__ = ["ProcessTable", "describe", "top_processes"]
 
 SortKey = Literal["cpu", "memory"]
 _SORT_KEYS: dict[str, Callable[[ProcessInfo], float]] = {
@@ -126,16 +126,22 @@ class ProcessTable:
         return [self._complete(row) for row in rows[:n]]
 
     def _complete(self, row: ProcessInfo) -> ProcessInfo:
-        import attrs
+        return describe(row, self._proc)
 
-        raw = _read(f"{self._proc}/{row.pid}/cmdline") or b""
-        cmdline = tuple(part.decode("utf-8", "replace") for part in raw.split(b"\0") if part)
-        username: str | None
-        try:
-            username = pwd.getpwuid(row.uid).pw_name if row.uid is not None else None
-        except KeyError:
-            username = str(row.uid)
-        return attrs.evolve(row, cmdline=cmdline, username=username)
+
+def describe(row: ProcessInfo, proc: str = "/proc") -> ProcessInfo:
+    """*row* with its command line and user name filled in (one read and one lookup);
+    the table leaves them empty because most rows are never shown."""
+    import attrs
+
+    raw = _read(f"{proc}/{row.pid}/cmdline") or b""
+    cmdline = tuple(part.decode("utf-8", "replace") for part in raw.split(b"\0") if part)
+    username: str | None
+    try:
+        username = pwd.getpwuid(row.uid).pw_name if row.uid is not None else None
+    except KeyError:
+        username = str(row.uid)
+    return attrs.evolve(row, cmdline=cmdline, username=username)
 
 
 def _group_by_name(rows: list[ProcessInfo]) -> list[ProcessInfo]:
