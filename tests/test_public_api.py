@@ -13,6 +13,7 @@ from support import run_python
 
 PUBLIC = sorted([
     "Admission", "Breach", "CacheInfo", "CacheStats", "ConfigError", "ContainerStats",
+    "ContainerThreshold",
     "ContainersInfo", "ContainersMemory", "Cost", "CpuInfo", "DockerError", "Guard",
     "GuardStats", "IntegrationError", "InvalidType", "InvalidValue", "LRUCache", "Ladder",
     "LazyModel", "LeakDetector", "Level", "Memoized", "MemoryInfo", "ModelPool", "Monitor",

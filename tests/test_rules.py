@@ -657,3 +657,64 @@ def test_process_count_matches_the_reference_model(clear, at_least, for_s, coold
         assert (not verdict.ok) == expected
         if not verdict.ok:
             assert verdict.breaches[0].value == sum(c > clear for c in cpus)
+
+
+# -------------------------------------------------------------- container threshold ---
+
+
+def test_container_threshold_names_the_container_over_its_limit() -> None:
+    from resguard.rules import ContainerThreshold
+
+    rule = ContainerThreshold(percent_above=90, for_="30s", clear=80)
+    policy = Policy([rule])
+    state = policy.new_state()
+
+    def judge(at: float, used_mb: int) -> Verdict:
+        containers = (make_container("postgres", memory_used=used_mb * MB,
+                                     memory_limit=100 * MB),
+                      make_container("redis", memory_used=10 * MB, memory_limit=100 * MB),
+                      make_container("unlimited", memory_used=5 * GiB))
+        return policy.evaluate(make_snapshot(at=at, containers=containers), state)
+
+    assert judge(0, 95).ok  # pending: the grace period runs
+    assert judge(20, 95).ok
+    fired = judge(31, 95)
+    assert fired.level == Level.WARNING
+    (breach,) = fired.breaches
+    assert [(o.name, o.pid, o.id) for o in breach.offenders] == [
+        ("postgres", None, "postgres" * 3)]
+    assert breach.value == pytest.approx(95)
+    assert breach.held_s == pytest.approx(31)
+    assert "postgrespost postgres 95.0%" in breach.message
+    assert judge(40, 85).level == Level.WARNING  # above clear: still firing (hysteresis)
+    assert judge(50, 79).ok  # below clear: cleared
+    assert judge(51, 95).ok  # and pending again from here
+
+
+def test_container_threshold_on_working_set_and_without_containers() -> None:
+    from resguard.rules import ContainerThreshold
+
+    rule = ContainerThreshold(used_above="1GiB")
+    state = rule.new_state()
+    big = (make_container("ollama", memory_used=2 * GiB),)
+    breach = rule.step(make_snapshot(at=0, containers=big), state, 0)
+    assert breach is not None
+    assert breach.offenders[0].name == "ollama"
+    assert rule.step(make_snapshot(at=1), state, 1) is None  # no Docker source: inactive
+    assert state == {}
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({}, "exactly one"),
+    ({"percent_above": 90, "used_above": "1GiB"}, "exactly one"),
+    ({"used_above": "90%"}, "percent_above"),
+    ({"percent_above": "90%%"}, "90%%"),
+    ({"used_above": "20 GB/s"}, "20 GB/s"),
+    ({"percent_above": 90, "clear": 95}, "clear"),
+])
+def test_container_threshold_rejects_bad_arguments(kwargs: dict[str, object],
+                                                   match: str) -> None:
+    from resguard.rules import ContainerThreshold
+
+    with pytest.raises((InvalidValue, InvalidType), match=match):
+        ContainerThreshold(**kwargs)  # type: ignore[arg-type]

@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # the names below load on first use (PEP 562); type checkers 
     from resguard.reclaim import Cost, Ladder, Reclaimable, ReclaimReport
     from resguard.rules import (
         Breach,
+        ContainerThreshold,
         LeakDetector,
         Level,
         Offender,
@@ -103,6 +104,7 @@ _LAZY: dict[str, str] = {
     "Reclaimable": "resguard.reclaim",
     "reclaim": "resguard.reclaim",
     "Breach": "resguard.rules",
+    "ContainerThreshold": "resguard.rules",
     "LeakDetector": "resguard.rules",
     "Level": "resguard.rules",
     "Offender": "resguard.rules",
@@ -139,6 +141,7 @@ __all__ = [
     "CacheStats",
     "ConfigError",
     "ContainerStats",
+    "ContainerThreshold",
     "ContainersInfo",
     "ContainersMemory",
     "Cost",

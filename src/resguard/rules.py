@@ -45,7 +45,7 @@ import collections
 import enum
 import math
 import operator
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
@@ -57,6 +57,7 @@ from resguard.units import format_bytes, format_duration, parse_bytes, parse_dur
 
 __all__ = [
     "Breach",
+    "ContainerThreshold",
     "LeakDetector",
     "Level",
     "Offender",
@@ -83,13 +84,20 @@ class Level(enum.IntEnum):
 
 @attrs.frozen(slots=True)
 class Offender(ValueMixin):
-    """A process named by a process-table breach: its value (CPU percent or RSS bytes) and
-    since when (monotonic seconds) it has been above the threshold."""
+    """A process (or container) named by a table breach: its value (CPU percent, RSS bytes,
+    percent of a container's limit) and since when (monotonic seconds) it has been above
+    the threshold. ``pid`` is ``None`` and ``id`` the container id for containers."""
 
-    pid: int
+    pid: int | None
     name: str
     value: float
     since: float
+    id: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``"1234 python"`` for a process, ``"3f2a1b9c0d4e postgres"`` for a container."""
+        return f"{self.pid if self.pid is not None else (self.id or '')[:12]} {self.name}"
 
 
 @attrs.frozen(slots=True)
@@ -122,7 +130,7 @@ class Breach(ValueMixin):
         """A one-line description for logs and the CLI."""
         text = f"{self.rule}: {_format_value(self.value, self.unit)}"
         if self.offenders:
-            shown = ", ".join(f"{o.pid} {o.name} {_format_value(o.value, self.unit)}"
+            shown = ", ".join(f"{o.label} {_format_value(o.value, self.unit)}"
                               for o in self.offenders[:3])
             more = len(self.offenders) - 3
             text += f" ({shown}{f', +{more} more' if more > 0 else ''})"
@@ -522,33 +530,115 @@ class ProcessThreshold:
             return None
         threshold = self._value.resolve(snapshot)
         clear = min(self._clear.resolve(snapshot), threshold)
-        get, for_s = self._get, self.for_s
-        previous = dict(state) if state else None
-        state.clear()
-        offenders: list[Offender] = []
-        for process in processes:
-            value = get(process)
-            if value <= clear:
-                continue  # neither triggers nor holds: forgotten
-            key = (process.pid, process.create_time)
-            entry = previous.get(key) if previous else None
-            if entry is None or not entry[1]:
-                if value <= threshold:
-                    continue  # pending needs the trigger on every sample
-                if entry is None:
-                    entry = [now, False]
-                if now - entry[0] >= for_s:
-                    entry[1] = True
-            state[key] = entry
-            if entry[1]:
-                offenders.append(Offender(process.pid, process.name, float(value), entry[0]))
-        if not offenders:
+        get = self._get
+        rows = ((get(process), (process.pid, process.create_time), process)
+                for process in processes)
+        offenders = _sustained_rows(
+            rows, threshold, clear, state, now, self.for_s,
+            lambda process, value, since: Offender(process.pid, process.name, value, since))
+        return _table_breach(self, snapshot, offenders, threshold, now)
+
+
+def _sustained_rows(rows: Iterable[tuple[Any, Hashable, Any]], threshold: float, clear: float,
+                    state: dict[Any, list[Any]], now: float, for_s: float,
+                    offender: Callable[[Any, float, float], Offender]) -> list[Offender]:
+    """The threshold semantics per table row: *rows* are (value, identity, row); *state*
+    maps identities to ``[pending_since, firing]`` and is rebuilt with only the rows above
+    *clear*, so it stays bounded. Returns the firing rows as offenders."""
+    previous = dict(state) if state else None
+    state.clear()
+    offenders: list[Offender] = []
+    for value, key, row in rows:
+        if value is None or value <= clear:
+            continue  # neither triggers nor holds: forgotten
+        entry = previous.get(key) if previous else None
+        if entry is None or not entry[1]:
+            if value <= threshold:
+                continue  # pending needs the trigger on every sample
+            if entry is None:
+                entry = [now, False]
+            if now - entry[0] >= for_s:
+                entry[1] = True
+        state[key] = entry
+        if entry[1]:
+            offenders.append(offender(row, float(value), entry[0]))
+    return offenders
+
+
+def _table_breach(rule: Any, snapshot: Snapshot, offenders: list[Offender], threshold: float,
+                  now: float) -> Breach | None:
+    """One breach naming every offender, the worst first; ``None`` without offenders."""
+    if not offenders:
+        return None
+    offenders.sort(key=lambda item: -item.value)
+    since = min(item.since for item in offenders)
+    return Breach(rule.name, rule.metric, ">", offenders[0].value, threshold, rule.level,
+                  since, _since_wall(snapshot, since), now - since, rule.kind,
+                  tuple(offenders))
+
+
+class ContainerThreshold:
+    """Any single container above a share of its memory limit (or a working-set size),
+    sustained per container, naming the containers.
+
+    ``ContainerThreshold(percent_above=90, for_="30s")`` fires when a container has used
+    more than 90 % of its own limit for 30 s; ``used_above="2GiB"`` judges the working set
+    instead (containers without a limit have no percent and are skipped by the first form).
+    Inactive while ``snapshot.containers`` is ``None`` (no Docker source, or the engine is
+    down). Same per-row semantics as :class:`ProcessThreshold`, identity = container id.
+    """
+
+    __slots__ = ("_clear", "_get", "_value", "field", "for_s", "kind", "level", "metric", "name")
+
+    def __init__(self, *, percent_above: float | str | None = None,
+                 used_above: float | str | None = None, for_: float | str = 0,
+                 clear: float | str | None = None, level: Level | str = Level.WARNING,
+                 name: str | None = None) -> None:
+        chosen = [(field, value) for field, value in (("memory_percent", percent_above),
+                                                      ("memory_used", used_above))
+                  if value is not None]
+        if len(chosen) != 1:
+            raise InvalidValue("ContainerThreshold needs exactly one of percent_above= or "
+                               f"used_above= (got {len(chosen)})")
+        self.field, raw = chosen[0]
+        self.kind = "percent" if self.field == "memory_percent" else "bytes"
+        what = "percent_above" if self.kind == "percent" else "used_above"
+        if self.kind == "bytes" and isinstance(raw, str) and raw.strip().endswith("%"):
+            raise InvalidValue(f"used_above={raw!r} must be a size such as '2GiB'; for a share "
+                               "of the container's limit use percent_above=")
+        self._value = _parse_bound(raw, self.kind, f"container {self.field}", what)
+        self._clear = self._value if clear is None else _parse_bound(
+            clear, self.kind, f"container {self.field}", "clear")
+        _check_clear_side(">", self._value, self._clear)
+        self.metric = f"containers.{self.field}"
+        self._get = operator.attrgetter(self.field)
+        self.for_s = _duration(for_, "for_")
+        self.level = _level(level)
+        self.name = name if name is not None else (
+            f"a container {'memory' if self.kind == 'bytes' else 'memory % of limit'} > "
+            f"{self._value.text}" + (f" for {format_duration(self.for_s)}" if self.for_s else ""))
+
+    def __repr__(self) -> str:
+        return f"ContainerThreshold({self.name!r}, level={self.level!r})"
+
+    def new_state(self) -> dict[str, list[Any]]:
+        """Per container id: ``[pending_since, firing]``."""
+        return {}
+
+    def step(self, snapshot: Snapshot, state: dict[str, list[Any]], now: float) -> Breach | None:
+        containers = snapshot.containers
+        if containers is None:
+            if state:
+                state.clear()
             return None
-        offenders.sort(key=lambda offender: -offender.value)
-        since = min(offender.since for offender in offenders)
-        return Breach(self.name, self.metric, ">", offenders[0].value, threshold, self.level,
-                      since, _since_wall(snapshot, since), now - since, self.kind,
-                      tuple(offenders))
+        threshold = self._value.resolve(snapshot)
+        clear = min(self._clear.resolve(snapshot), threshold)
+        get = self._get
+        rows = ((get(item), item.id, item) for item in containers.items)
+        offenders = _sustained_rows(
+            rows, threshold, clear, state, now, self.for_s,
+            lambda item, value, since: Offender(None, item.name, value, since, item.id))
+        return _table_breach(self, snapshot, offenders, threshold, now)
 
 
 class ProcessCount:
@@ -974,8 +1064,9 @@ class Policy:
         for rule in rules:
             if not isinstance(rule, Rule):
                 raise InvalidType(f"{rule!r} is not a rule; expected a Threshold, "
-                                  f"ProcessThreshold, ProcessCount, LeakDetector, TimeToLimit "
-                                  f"or an object with name, level, new_state() and step()")
+                                  "ProcessThreshold, ProcessCount, ContainerThreshold, "
+                                  "LeakDetector, TimeToLimit or an object with name, level, "
+                                  "new_state() and step()")
             checked.append(rule)
         self.rules: tuple[Rule, ...] = tuple(checked)
         self._steps = tuple(rule.step for rule in self.rules)
