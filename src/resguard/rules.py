@@ -835,6 +835,20 @@ def least_squares_slope(times: Iterable[float], values: Iterable[float]) -> floa
     return sum((t - mean_t) * (x - mean_x) for t, x in zip(ts, xs, strict=True)) / var
 
 
+def _series_window(window: object, points: object, min_fill: float, *,
+                   fewest_points: int) -> tuple[float, int, float, float]:
+    """Check a trend rule's window: (window_s, points, min_fill, bucket width_s)."""
+    window_s = _duration(window, "window")
+    if window_s <= 0:
+        raise InvalidValue(f"window={window!r} must be longer than 0 s")
+    if (isinstance(points, bool) or not isinstance(points, int)
+            or not fewest_points <= points <= 1000):
+        raise InvalidValue(f"points={points!r} is not a count from {fewest_points} to 1000")
+    if not 0 < min_fill <= 1:
+        raise InvalidValue(f"min_fill={min_fill!r} is not a share in (0, 1]")
+    return window_s, points, float(min_fill), window_s / points
+
+
 class LeakDetector:
     """Growth of a metric over a window, robust to noise: a leak.
 
@@ -873,15 +887,8 @@ class LeakDetector:
             else _plain_number(clear, "clear", "expected a number"))
         if self.clear > self.growth:
             raise InvalidValue(f"clear={clear!r} is above growth={growth!r}")
-        self.window_s = _duration(window, "window")
-        if self.window_s <= 0:
-            raise InvalidValue(f"window={window!r} must be longer than 0 s")
-        if isinstance(points, bool) or not isinstance(points, int) or not 8 <= points <= 1000:
-            raise InvalidValue(f"points={points!r} is not a count from 8 to 1000")
-        if not 0 < min_fill <= 1:
-            raise InvalidValue(f"min_fill={min_fill!r} is not a share in (0, 1]")
-        self.points, self.min_fill = points, float(min_fill)
-        self.width_s = self.window_s / points
+        self.window_s, self.points, self.min_fill, self.width_s = _series_window(
+            window, points, min_fill, fewest_points=8)
         self.level = _level(level)
         self._get = operator.attrgetter(metric)
         growth_text = format_bytes(self.growth) if self.kind == "bytes" else f"{self.growth:g}"
@@ -949,15 +956,8 @@ class TimeToLimit:
         self.clear_s = self.within_s * 1.5 if clear is None else _duration(clear, "clear")
         if self.clear_s < self.within_s:
             raise InvalidValue(f"clear={clear!r} is shorter than within={within!r}")
-        self.window_s = _duration(window, "window")
-        if self.window_s <= 0:
-            raise InvalidValue(f"window={window!r} must be longer than 0 s")
-        if isinstance(points, bool) or not isinstance(points, int) or not 4 <= points <= 1000:
-            raise InvalidValue(f"points={points!r} is not a count from 4 to 1000")
-        if not 0 < min_fill <= 1:
-            raise InvalidValue(f"min_fill={min_fill!r} is not a share in (0, 1]")
-        self.points, self.min_fill = points, float(min_fill)
-        self.width_s = self.window_s / points
+        self.window_s, self.points, self.min_fill, self.width_s = _series_window(
+            window, points, min_fill, fewest_points=4)
         self.limit = limit
         fixed_limit: float | None = None
         if isinstance(limit, str):
