@@ -104,24 +104,27 @@ def _deep(value: object, depth: int, seen: set[int] | None) -> int:
     if isinstance(value, (dict, *_SEQUENCES)):
         if depth <= 0:
             return header
-        if seen is None:
-            seen = set()
-        if id(value) in seen:
-            return 0
-        seen.add(id(value))
-        return header + _items(value, depth - 1, seen)
+        seen = _first_visit(value, seen)
+        return 0 if seen is None else header + _items(value, depth - 1, seen)
     buffer = _buffer_bytes(value, header)
     if buffer is not None:
         return buffer
     attributes = getattr(value, "__dict__", None)
     if isinstance(attributes, dict) and depth > 0:
-        if seen is None:
-            seen = set()
-        if id(value) in seen:
-            return 0
-        seen.add(id(value))
-        return header + _deep(attributes, depth - 1, seen)
+        seen = _first_visit(value, seen)
+        return 0 if seen is None else header + _deep(attributes, depth - 1, seen)
     return header
+
+
+def _first_visit(value: object, seen: set[int] | None) -> set[int] | None:
+    """The set of visited ids with *value* added, or ``None`` if it was counted already
+    (a shared or cyclic reference); the set is made on the first container only."""
+    if seen is None:
+        seen = set()
+    elif id(value) in seen:
+        return None
+    seen.add(id(value))
+    return seen
 
 
 def _items(container: object, depth: int, seen: set[int]) -> int:
