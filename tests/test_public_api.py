@@ -15,7 +15,7 @@ PUBLIC = sorted([
     "Admission", "Breach", "CacheInfo", "CacheStats", "ConfigError", "ContainerStats",
     "ContainerThreshold",
     "ContainersInfo", "ContainersMemory", "Cost", "CpuInfo", "DockerError", "Guard",
-    "GuardStats", "IntegrationError", "InvalidType", "InvalidValue", "LRUCache", "Ladder",
+    "GuardStats", "IntegrationError", "InvalidState", "InvalidType", "InvalidValue", "LRUCache", "Ladder",
     "LazyModel", "LeakDetector", "Level", "Memoized", "MemoryInfo", "ModelPool", "Monitor",
     "Offender", "OllamaError", "OllamaModelInfo", "Policy", "PolicyState", "PressureInfo",
     "PressureLine", "Rule",

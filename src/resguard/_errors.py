@@ -14,6 +14,7 @@ __all__ = [
     "ConfigError",
     "DockerError",
     "IntegrationError",
+    "InvalidState",
     "InvalidType",
     "InvalidValue",
     "OllamaError",
@@ -36,6 +37,11 @@ class InvalidValue(ResguardError, ValueError):
 
 class InvalidType(ResguardError, TypeError):
     """A value of a type resguard does not accept for that argument (e.g. ``True`` as a size)."""
+
+
+class InvalidState(ResguardError, RuntimeError):
+    """A call that is not allowed in the object's current state (e.g. re-entering a
+    running profile, starting a stopped monitor twice)."""
 
 
 class UnknownMetric(InvalidValue):
