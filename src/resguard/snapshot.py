@@ -14,8 +14,9 @@ import sys
 import threading
 import time
 import types
+import typing
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import attrs
 
@@ -27,10 +28,13 @@ from resguard._probes.paths import DEFAULT_ROOTS, Roots
 from resguard._probes.psi import PressureLine, ResourcePressure, parse_pressure
 
 __all__ = [
+    "FAULT_KINDS",
     "ContainerStats",
     "ContainersInfo",
     "ContainersMemory",
     "CpuInfo",
+    "Fault",
+    "FaultKind",
     "MemoryInfo",
     "OllamaModelInfo",
     "PressureInfo",
@@ -58,13 +62,16 @@ class MemoryInfo(ValueMixin):
     it), on the host it is total minus ``MemAvailable``, under an rlimit the process's
     address space (or data segment). ``source`` is ``"host"``, ``"cgroup"`` or
     ``"rlimit"``; ``source_detail`` names the file or limit that bound it.
+
+    A number that could not be read is ``None`` (*unknown*, never 0) and the snapshot's
+    ``faults`` say why; ``source`` is ``"unknown"`` when no source could be read at all.
     """
 
-    total: int
-    limit: int
-    used: int
-    available: int
-    percent: float
+    total: int | None
+    limit: int | None
+    used: int | None
+    available: int | None
+    percent: float | None
     source: str
     source_detail: str
     cgroup: str | None
@@ -72,12 +79,12 @@ class MemoryInfo(ValueMixin):
 
 @attrs.frozen
 class SwapInfo(ValueMixin):
-    """Swap space of the host, in bytes."""
+    """Swap space of the host, in bytes (``None`` where ``/proc/meminfo`` could not say)."""
 
-    total: int
-    used: int
-    free: int
-    percent: float
+    total: int | None
+    used: int | None
+    free: int | None
+    percent: float | None
 
 
 @attrs.frozen
@@ -88,15 +95,16 @@ class CpuInfo(ValueMixin):
     ``effective`` is the number of CPUs the process can use: the smaller of its affinity
     mask and its cgroup quota (``cpu.max`` or ``cfs_quota_us/cfs_period_us``);
     ``effective_source`` says which (``"host"``, ``"affinity"`` or ``"cgroup"``).
+    ``percent`` and the load averages are ``None`` when their files could not be read.
     """
 
-    percent: float
+    percent: float | None
     count: int
     effective: float
     effective_source: str
-    load_1m: float
-    load_5m: float
-    load_15m: float
+    load_1m: float | None
+    load_5m: float | None
+    load_15m: float | None
 
 
 @attrs.frozen
@@ -114,15 +122,15 @@ class PressureInfo(ValueMixin):
 class ProcessSelf(ValueMixin):
     """This process: resident and virtual size, USS (only when asked for, it is costly),
     CPU percent since the previous sample (100 = one full core), threads, and the summed
-    RSS of its descendants."""
+    RSS of its descendants. A number that could not be read is ``None``."""
 
     pid: int
-    rss: int
-    vms: int
+    rss: int | None
+    vms: int | None
     uss: int | None
-    cpu_percent: float
-    num_threads: int
-    children_rss: int
+    cpu_percent: float | None
+    num_threads: int | None
+    children_rss: int | None
 
 
 @attrs.frozen
@@ -200,11 +208,42 @@ class OllamaModelInfo(ValueMixin):
     context_length: int | None = None
 
 
+FaultKind = Literal["garbage", "truncated", "empty", "unreadable", "vanished", "missing"]
+"""How a source was damaged: content that does not parse, content cut short, an empty
+file, a file that exists but cannot be read (permission denied, I/O error), a file that
+disappeared between open and read, and a file that is not there at all."""
+
+FAULT_KINDS: tuple[str, ...] = typing.get_args(FaultKind)
+
+
+@attrs.frozen
+class Fault(ValueMixin):
+    """Why part of a snapshot is unknown.
+
+    ``field`` is the dotted snapshot prefix that is ``None`` because of it (``"memory"``,
+    ``"memory.total"``, ``"cpu.percent"``, ``"pressure.memory"``, ``"process"``); a metric
+    path is covered when it equals ``field`` or starts with ``field + "."`` (see
+    :meth:`Snapshot.fault_for`). ``source`` is the file (or probe) that failed, ``kind`` one
+    of :data:`FAULT_KINDS` and ``detail`` a short human-readable explanation.
+    """
+
+    field: str
+    source: str
+    kind: FaultKind
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.source} {self.kind} ({self.detail})"
+
+
 @attrs.frozen
 class Snapshot(ValueMixin):
     """Everything resguard knows at one instant. ``taken_at`` is wall-clock epoch seconds,
     ``monotonic`` the :func:`time.monotonic` reading. ``processes``, ``containers`` and
-    ``ollama`` are filled in by a Monitor whose sources sample them, else ``None``."""
+    ``ollama`` are filled in by a Monitor whose sources sample them, else ``None``.
+    ``faults`` lists the sources that could not be read for this snapshot and the fields
+    they left unknown (``None``); it is empty when everything was read.
+    """
 
     memory: MemoryInfo
     swap: SwapInfo
@@ -216,6 +255,16 @@ class Snapshot(ValueMixin):
     processes: tuple[ProcessInfo, ...] | None = None
     containers: ContainersInfo | None = None
     ollama: tuple[OllamaModelInfo, ...] | None = None
+    faults: tuple[Fault, ...] = ()
+
+    def fault_for(self, path: str) -> Fault | None:
+        """The fault that left the metric *path* (``"memory.percent"``) unknown, else ``None``."""
+        for fault in self.faults:
+            field = fault.field
+            if path == field or (path.startswith(field) and path[len(field):len(field) + 1]
+                                 == "."):
+                return fault
+        return None
 
     def _repr_html_(self) -> str:
         return html_table(flatten(self), "resguard snapshot")
@@ -373,7 +422,7 @@ class Sampler:
         for name, soft in limits.rlimits:
             if soft < limit:
                 limit, source, detail = soft, "rlimit", name
-                used = process.vms if name == "RLIMIT_AS" else self._data_bytes()
+                used = (process.vms or 0) if name == "RLIMIT_AS" else self._data_bytes()
         available = max(min(limit - used, host_available), 0)
         percent = 100.0 * used / limit if limit else 0.0
         return MemoryInfo(total=total, limit=limit, used=used, available=available,
@@ -502,8 +551,6 @@ def snapshot(*, uss: bool = False, children: bool = True) -> Snapshot:
 
 def metric_paths() -> dict[str, Any]:
     """Every dotted numeric path of a :class:`Snapshot` (for validating rules early)."""
-    import typing
-
     result: dict[str, Any] = {}
 
     def walk(cls: type, prefix: str) -> None:
