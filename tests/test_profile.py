@@ -18,6 +18,7 @@ import pytest
 
 from resguard import InvalidValue
 from resguard.profile import Profile, Sample, profile
+from resguard.snapshot import Sampler, Snapshot
 
 from support import run_python
 
@@ -349,3 +350,91 @@ def test_resguard_profile_is_callable_even_where_it_names_the_module() -> None:
 
     assert one() == 1
     assert isinstance(one.profile, Profile)  # type: ignore[attr-defined]
+
+
+def test_reentering_a_running_profile_is_an_invalid_state() -> None:
+    from resguard import InvalidState, ResguardError
+
+    prof = profile(interval="10ms")
+    with prof, pytest.raises(InvalidState, match="already running") as info, prof:
+        pass
+    assert isinstance(info.value, ResguardError)
+    assert isinstance(info.value, RuntimeError)
+    assert not prof.running
+
+
+@pytest.mark.parametrize("interval", ["1ns", "0.5ms", 1e-6])
+def test_an_interval_below_one_millisecond_is_refused_not_a_busy_loop(interval: object) -> None:
+    with pytest.raises(InvalidValue, match="1ms floor"):
+        profile(interval=interval)  # type: ignore[arg-type]
+    with pytest.raises(InvalidValue, match="1ms floor"):
+        profile(uss_interval=interval)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("kwargs", "text"), [
+    ({"children": "false"}, "children='false'"),
+    ({"tracemalloc": 1}, "tracemalloc=1"),
+    ({"label": 5}, "label=5"),
+    ({"interval": None}, "interval=None"),
+])
+def test_arguments_of_the_wrong_type_are_invalid_types(kwargs: dict[str, object],
+                                                       text: str) -> None:
+    from resguard import InvalidType
+
+    with pytest.raises(InvalidType, match=text):
+        profile(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(InvalidType, match="sampler='default'"):
+        Profile(sampler="default")  # type: ignore[arg-type]
+
+
+def test_profile_of_a_non_function_is_an_invalid_type() -> None:
+    from resguard import InvalidType
+
+    with pytest.raises(InvalidType, match="expected a function"):
+        profile(5)  # type: ignore[call-overload]
+
+
+def test_to_csv_refuses_an_int_instead_of_writing_to_a_file_descriptor() -> None:
+    from resguard import InvalidType
+
+    with profile(interval="10ms") as prof:
+        pass
+    with pytest.raises(InvalidType, match="to_csv"):
+        prof.to_csv(1)  # type: ignore[arg-type]
+
+
+class _BlindSampler(Sampler):
+    """A sampler whose kernel files were damaged: memory and RSS are unknown (None)."""
+
+    def sample(self, *, uss: bool = False, children: bool = True) -> Snapshot:
+        import attrs
+
+        snap = super().sample(uss=uss, children=children)
+        return attrs.evolve(
+            snap,
+            process=attrs.evolve(snap.process, rss=None, children_rss=None, uss=None),
+            memory=attrs.evolve(snap.memory, available=None, used=None, limit=None),
+        )
+
+
+def test_unknown_memory_is_reported_as_unknown_not_zero(tmp_path: Path) -> None:
+    prof = Profile("10ms", sampler=_BlindSampler(), uss_interval=None)
+    with prof:
+        time.sleep(0.03)
+    assert prof.samples
+    assert all(s.rss is None and s.total_rss is None for s in prof.samples)
+    assert prof.baseline_rss is None
+    assert prof.peak_rss_delta is None
+    assert prof.peak_total_rss is None
+    assert prof.peak_children_rss is None
+    assert prof.min_available is None
+    assert prof.limit is None
+    assert "unknown" in repr(prof)
+    html = prof._repr_html_()
+    assert "min_available" in html
+    assert "unknown" in html
+    path = tmp_path / "blind.csv"
+    prof.to_csv(path)
+    assert all(row["rss"] == "" for row in csv.DictReader(path.open()))
+    pytest.importorskip("matplotlib")
+    prof.plot()  # gaps, not a crash

@@ -55,13 +55,13 @@ import threading
 import time
 import tracemalloc as _tracemalloc
 import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, TypeVar, overload
 
 import attrs
 
-from resguard._errors import InvalidType, InvalidValue
+from resguard._errors import InvalidState, InvalidType, InvalidValue
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin, html_table
@@ -88,26 +88,37 @@ class Sample(ValueMixin):
     (100 = one core); ``available``/``used``/``limit`` are the effective memory figures of
     the machine or cgroup; ``psi_memory_some_avg10`` is a percent (``None`` without PSI);
     ``traced_bytes`` is tracemalloc's current total (``None`` unless ``tracemalloc=True``).
+    A figure the kernel files could not give (a damaged or missing source) is ``None``:
+    unknown, never zero.
     """
 
     elapsed_s: float
-    rss: int
-    children_rss: int
+    rss: int | None
+    children_rss: int | None
     uss: int | None
     cpu_percent: float
-    available: int
-    used: int
-    limit: int
+    available: int | None
+    used: int | None
+    limit: int | None
     psi_memory_some_avg10: float | None
     traced_bytes: int | None
 
     @property
-    def total_rss(self) -> int:
-        """RSS of this process plus its descendants, bytes."""
-        return self.rss + self.children_rss
+    def total_rss(self) -> int | None:
+        """RSS of this process plus its descendants, bytes (``None`` when this process's RSS
+        is unknown; descendants of unknown size are left out)."""
+        if self.rss is None:
+            return None
+        return self.rss + (self.children_rss or 0)
 
 
 _FIELDS = tuple(field.name for field in attrs.fields(Sample))
+
+
+def _highest(values: Iterable[int | None]) -> int | None:
+    """The largest known value; ``None`` when none is known."""
+    known = [value for value in values if value is not None]
+    return max(known) if known else None
 
 
 def _read_hwm_bytes() -> int | None:
@@ -122,18 +133,33 @@ def _read_hwm_bytes() -> int | None:
     return None
 
 
+_MIN_INTERVAL_S = 0.001  # below this the sampler thread is a busy loop
+
+
 def _check_interval(value: float | str | None, what: str, *, optional: bool) -> float | None:
     if value is None:
         if optional:
             return None
-        raise InvalidValue(f"{what}=None is not a duration; expected e.g. '100ms'")
+        raise InvalidType(f"{what}=None is not a duration; expected e.g. '100ms'")
     try:
         seconds = parse_duration(value)
-    except (InvalidValue, InvalidType) as error:
-        raise type(error)(f"{what}: {error}") from None
+    except InvalidType as error:
+        raise InvalidType(f"{what}: {error}") from None
+    except InvalidValue as error:
+        raise InvalidValue(f"{what}: {error}") from None
     if seconds <= 0:
         raise InvalidValue(f"{what}={value!r} must be above zero, e.g. '100ms'")
+    if seconds < _MIN_INTERVAL_S:
+        raise InvalidValue(f"{what}={value!r} is below the 1ms floor (a shorter interval "
+                           f"would keep a core busy sampling); expected e.g. '100ms'")
     return seconds
+
+
+def _check_flag(value: object, what: str) -> bool:
+    """A bool argument; a string such as ``"false"`` (which is truthy) is refused."""
+    if not isinstance(value, bool):
+        raise InvalidType(f"{what}={value!r} is not a bool; expected True or False")
+    return value
 
 
 _tracing_lock = threading.Lock()
@@ -170,8 +196,8 @@ def _tracing_end() -> None:
             _tracing_ours = False
 
 
-class _AlreadyRunning(RuntimeError):
-    pass
+class _AlreadyRunning(InvalidState):
+    """Entering a profile that is running (the decorator then profiles with a copy)."""
 
 
 class Profile:
@@ -189,9 +215,14 @@ class Profile:
                  label: str | None = None, sampler: Sampler | None = None) -> None:
         self.interval_s = _check_interval(interval, "interval", optional=False)
         self.uss_interval_s = _check_interval(uss_interval, "uss_interval", optional=True)
-        self.children = bool(children)
-        self.tracemalloc = bool(tracemalloc)
+        self.children = _check_flag(children, "children")
+        self.tracemalloc = _check_flag(tracemalloc, "tracemalloc")
+        if label is not None and not isinstance(label, str):
+            raise InvalidType(f"label={label!r} is not a string; expected a name or None")
         self.label = label
+        if sampler is not None and not isinstance(sampler, Sampler):
+            raise InvalidType(f"sampler={sampler!r} is not a resguard.Sampler; expected a "
+                              f"Sampler or None")
         self._sampler = sampler if sampler is not None else Sampler()
         self._faults = FaultLog(_logger)
         self._lock = threading.Lock()
@@ -375,39 +406,44 @@ class Profile:
         return self._cpu_s
 
     @property
-    def baseline_rss(self) -> int:
-        """This process's RSS just before the block started, bytes (0 before any run)."""
+    def baseline_rss(self) -> int | None:
+        """This process's RSS just before the block started, bytes (``None`` before any run
+        or when it could not be read)."""
         samples = self.samples
-        return samples[0].rss if samples else 0
+        return samples[0].rss if samples else None
 
     @property
-    def peak_rss(self) -> int:
-        """The highest RSS of this process while the block ran, bytes.
+    def peak_rss(self) -> int | None:
+        """The highest RSS of this process while the block ran, bytes (``None`` when no
+        sample could read it).
 
         The highest sample, or the kernel's high-water mark when the block set a new
         lifetime peak (so a spike between two samples is not missed).
         """
-        samples = self.samples
-        peak = max((sample.rss for sample in samples), default=0)
+        peak = _highest(sample.rss for sample in self.samples)
         start, end = self._hwm_start, self._hwm_end
         if not self._running and start is not None and end is not None and end > start:
-            peak = max(peak, end)
+            peak = end if peak is None else max(peak, end)
         return peak
 
     @property
-    def peak_rss_delta(self) -> int:
-        """``peak_rss - baseline_rss``: what the block added at its peak, bytes."""
-        return self.peak_rss - self.baseline_rss
+    def peak_rss_delta(self) -> int | None:
+        """``peak_rss - baseline_rss``: what the block added at its peak, bytes (``None``
+        when either is unknown)."""
+        peak, baseline = self.peak_rss, self.baseline_rss
+        if peak is None or baseline is None:
+            return None
+        return peak - baseline
 
     @property
-    def peak_total_rss(self) -> int:
+    def peak_total_rss(self) -> int | None:
         """The highest sampled RSS of this process plus its descendants, bytes."""
-        return max((sample.total_rss for sample in self.samples), default=0)
+        return _highest(sample.total_rss for sample in self.samples)
 
     @property
-    def peak_children_rss(self) -> int:
+    def peak_children_rss(self) -> int | None:
         """The highest sampled summed RSS of this process's descendants, bytes."""
-        return max((sample.children_rss for sample in self.samples), default=0)
+        return _highest(sample.children_rss for sample in self.samples)
 
     @property
     def peak_uss(self) -> int | None:
@@ -424,15 +460,17 @@ class Profile:
         return self._traced_peak
 
     @property
-    def min_available(self) -> int:
-        """The lowest available memory seen (bytes, effective limit)."""
-        return min((sample.available for sample in self.samples), default=0)
+    def min_available(self) -> int | None:
+        """The lowest available memory seen (bytes, effective limit; ``None`` if unknown)."""
+        known = [sample.available for sample in self.samples if sample.available is not None]
+        return min(known) if known else None
 
     @property
-    def limit(self) -> int:
-        """The effective memory limit at the end of the block, bytes."""
-        samples = self.samples
-        return samples[-1].limit if samples else 0
+    def limit(self) -> int | None:
+        """The effective memory limit at the end of the block, bytes (the last one read;
+        ``None`` if unknown)."""
+        known = [sample.limit for sample in self.samples if sample.limit is not None]
+        return known[-1] if known else None
 
     @property
     def mean_cpu_percent(self) -> float:
@@ -470,15 +508,17 @@ class Profile:
     def __repr__(self) -> str:
         state = "running" if self._running else f"{len(self._samples)} samples"
         return (f"<resguard.Profile {self.label or ''}{' ' if self.label else ''}{state}, "
-                f"{format_duration(self.duration)}, peak RSS {format_bytes(self.peak_rss)} "
-                f"(+{format_bytes(self.peak_rss_delta)})>")
+                f"{format_duration(self.duration)}, peak RSS {_bytes_text(self.peak_rss)} "
+                f"(+{_bytes_text(self.peak_rss_delta)})>")
 
     def _repr_html_(self) -> str:
         rows: list[tuple[str, Any]] = []
         for key, value in self.summary().items():
-            if key == "label" or value is None:
+            if key == "label" or (value is None and key in _ABSENT_WHEN_NOT_ASKED):
                 continue
-            if key == "duration_s":
+            if value is None:
+                rows.append((key, "unknown"))
+            elif key == "duration_s":
                 rows.append(("duration", format_duration(value)))
             elif key in {"baseline_rss", "peak_rss", "peak_rss_delta", "peak_total_rss",
                          "peak_children_rss", "peak_uss", "peak_traced", "min_available",
@@ -500,6 +540,8 @@ class Profile:
         if hasattr(path, "write"):
             _write_csv(path, self.samples)  # type: ignore[arg-type]
             return
+        if not isinstance(path, (str, os.PathLike)):  # an int would be a file descriptor
+            raise InvalidType(f"to_csv({path!r}): expected a path or a text file")
         with open(path, "w", newline="", encoding="utf-8") as handle:
             _write_csv(handle, self.samples)
 
@@ -527,6 +569,13 @@ class Profile:
         return _plot(self, Figure, title)
 
 
+_ABSENT_WHEN_NOT_ASKED = frozenset({"peak_uss", "peak_traced", "peak_psi_memory_some_avg10"})
+
+
+def _bytes_text(value: int | None) -> str:
+    return "unknown" if value is None else format_bytes(value)
+
+
 def _write_csv(handle: IO[str], samples: Sequence[Sample]) -> None:
     writer = csv.writer(handle)
     writer.writerow(_FIELDS)
@@ -539,12 +588,16 @@ def _plot(prof: Profile, figure_class: Any, title: str | None) -> Figure:
     samples = prof.samples
     mib = 1024.0 * 1024.0
     times = [sample.elapsed_s for sample in samples]
+
+    def curve(values: Iterable[int | None]) -> list[float]:  # unknown: a gap, not zero
+        return [float("nan") if value is None else value / mib for value in values]
+
     figure: Figure = figure_class(figsize=(8, 5), layout="constrained")
     memory_axis, cpu_axis = figure.subplots(2, 1, sharex=True, height_ratios=(2, 1))
-    memory_axis.plot(times, [s.rss / mib for s in samples], label="RSS", color="tab:blue",
+    memory_axis.plot(times, curve(s.rss for s in samples), label="RSS", color="tab:blue",
                      marker="." if len(samples) < 50 else None)
     if any(s.children_rss for s in samples):
-        memory_axis.plot(times, [s.total_rss / mib for s in samples], label="RSS + children",
+        memory_axis.plot(times, curve(s.total_rss for s in samples), label="RSS + children",
                          color="tab:purple", linestyle="--")
     uss = [(s.elapsed_s, s.uss / mib) for s in samples if s.uss is not None]
     if uss:
@@ -554,11 +607,13 @@ def _plot(prof: Profile, figure_class: Any, title: str | None) -> Figure:
         memory_axis.plot(times, [(s.traced_bytes or 0) / mib for s in samples],
                          label="tracemalloc", color="tab:orange")
     peak = prof.peak_rss
-    peak_sample = max(samples, key=lambda s: s.rss) if samples else None
-    if peak_sample is not None:
+    known = [s for s in samples if s.rss is not None]
+    peak_sample = max(known, key=lambda s: s.rss or 0) if known else None
+    if peak is not None and peak_sample is not None and peak_sample.rss is not None:
         memory_axis.axhline(peak / mib, color="tab:red", linewidth=0.8, linestyle="--")
         memory_axis.plot([peak_sample.elapsed_s], [peak_sample.rss / mib], "o", color="tab:red",
-                         label=f"peak {format_bytes(peak)} (+{format_bytes(prof.peak_rss_delta)})")
+                         label=f"peak {format_bytes(peak)} "
+                               f"(+{_bytes_text(prof.peak_rss_delta)})")
     limit = prof.limit
     if limit and peak and limit <= 4 * peak:
         memory_axis.axhline(limit / mib, color="black", linewidth=1.2,
@@ -605,12 +660,12 @@ def profile(fn: Callable[..., Any] | None = None, /, *, interval: float | str = 
     Overhead: about 0.1 ms per sample plus 1–3 ms per block, i.e. about 0.1 % of a
     CPU-bound loop at 100 ms and 1 % at 10 ms (benchmarks/bench_profile.py).
     """
+    if fn is not None and not callable(fn):
+        raise InvalidType(f"profile({fn!r}): expected a function to decorate or keyword "
+                          f"arguments such as interval='100ms'")
     made = Profile(interval, children=children, tracemalloc=tracemalloc,
                    uss_interval=uss_interval, label=label)
     if fn is not None:
-        if not callable(fn):
-            raise InvalidValue(f"profile({fn!r}): expected a function to decorate or keyword "
-                               f"arguments such as interval='100ms'")
         return made(fn)
     return made
 
