@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -11,12 +12,15 @@ from hypothesis import strategies as st
 
 from resguard import InvalidType, InvalidValue, ResguardError
 from resguard.units import (
+    MAX_BYTES,
+    MAX_SECONDS,
     format_bytes,
     format_duration,
     parse_bytes,
     parse_duration,
     parse_percent,
     resolve_bytes,
+    shown,
 )
 
 
@@ -163,3 +167,139 @@ def test_resolve_bytes_reads_percent_of_the_limit() -> None:
     assert resolve_bytes("2KiB", 1000) == 2048
     with pytest.raises(InvalidValue):
         resolve_bytes("50%%", 1000)
+
+
+# ------------------------------------------------ exact integers, overflow, hostile input ---
+
+def test_parse_bytes_keeps_integers_exact() -> None:
+    assert parse_bytes(10**17 + 1) == 10**17 + 1
+    assert parse_bytes("100000000000000001") == 10**17 + 1
+    assert parse_bytes("100000000000000001 B") == 10**17 + 1
+    assert parse_bytes(MAX_BYTES) == 2**64
+    assert resolve_bytes("100%", 10**17 + 1) == 10**17 + 1
+    assert resolve_bytes("50%", 10**17 + 2) == 5 * 10**16 + 1
+
+
+@given(st.integers(min_value=0, max_value=2**64))
+def test_every_integer_size_parses_back_exactly(n: int) -> None:
+    assert parse_bytes(n) == n
+    assert parse_bytes(str(n)) == n
+    assert parse_bytes(f" {n} bytes ") == n
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("1EiB", 2**60), ("1Ei", 2**60), ("1e", 2**60), ("2E", 2**61), ("1EB", 10**18),
+    ("1eb", 10**18), ("16EiB", 2**64), ("1.5EiB", 3 * 2**59),
+])
+def test_exa_units(text: str, expected: int) -> None:
+    assert parse_bytes(text) == expected
+
+
+def test_exa_units_format_and_parse_back() -> None:
+    assert format_bytes(3 * 2**59) == "1.5 EiB"
+    assert format_bytes(2 * 10**18, binary=False) == "2.0 EB"
+    assert parse_bytes(format_bytes(3 * 2**59)) == 3 * 2**59
+
+
+HUGE = [10**400, -(10**400), 10**5000, 2**64 + 1, 1e300, "1e999", "17EiB", "1e999999999GB",
+        "1" * 400]
+
+
+@pytest.mark.parametrize("bad", HUGE, ids=lambda value: shown(value)[:40])
+@pytest.mark.parametrize("function", [parse_bytes, parse_duration, parse_percent,
+                                      lambda value: resolve_bytes(value, 1000)],
+                         ids=["parse_bytes", "parse_duration", "parse_percent", "resolve_bytes"])
+def test_values_beyond_range_are_invalid_values_quoted_as_typed(function: Any, bad: object
+                                                               ) -> None:
+    if function is parse_duration and bad == "17EiB":
+        bad = "1e999999s"
+    with pytest.raises(InvalidValue) as info:
+        function(bad)
+    message = str(info.value)
+    if isinstance(bad, str):
+        assert repr(bad) in message
+        assert "inf" not in message.split(";")[0]
+    elif isinstance(bad, int) and bad.bit_length() < 10_000:
+        assert repr(bad) in message
+    else:
+        assert "is not" in message
+
+
+def test_an_unknown_limit_is_a_type_error_not_a_crash() -> None:
+    with pytest.raises(InvalidType, match="None"):
+        resolve_bytes("50%", None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidValue):
+        resolve_bytes("50%", float("nan"))
+    with pytest.raises(InvalidType):
+        resolve_bytes("50%", "1GiB")  # type: ignore[arg-type]
+
+
+def test_formatting_never_overflows() -> None:
+    assert format_bytes(10**400).endswith(" EiB")
+    assert format_bytes(10**5000).endswith(" EiB")
+    assert format_bytes(-(10**400), binary=False).startswith("-")
+    assert format_duration(10**400).endswith("h")
+    assert format_duration(1e300).endswith("h")
+
+
+_NUMBER_TEXT = st.from_regex(r"\A\s*[0-9]{0,30}\.?[0-9]{0,30}(e[+-]?[0-9]{1,12})?\s*"
+                             r"(B|k|KiB|mb|Gi|tb|PiB|e|EB|EiB|%|ms|s|m|h|d|ns|x)?\s*\Z")
+ANYTHING = st.one_of(
+    st.text(), _NUMBER_TEXT, st.none(), st.booleans(), st.integers(),
+    st.integers(min_value=2**60, max_value=10**600), st.integers(max_value=-1),
+    st.floats(allow_nan=True, allow_infinity=True), st.just(10**400), st.just(float("nan")),
+    st.just(float("inf")), st.just(float("-inf")), st.timedeltas(), st.binary(),
+    st.lists(st.integers(), max_size=2),
+)
+DOCUMENTED = (InvalidValue, InvalidType)
+
+
+@given(ANYTHING)
+def test_parse_bytes_returns_an_exact_size_or_a_documented_error(value: object) -> None:
+    try:
+        result = parse_bytes(value)  # type: ignore[arg-type]
+    except DOCUMENTED:
+        return
+    assert isinstance(result, int)
+    assert 0 <= result <= MAX_BYTES
+
+
+@given(ANYTHING)
+def test_parse_duration_returns_seconds_or_a_documented_error(value: object) -> None:
+    try:
+        result = parse_duration(value)  # type: ignore[arg-type]
+    except DOCUMENTED:
+        return
+    assert isinstance(result, float)
+    assert 0 <= result <= MAX_SECONDS
+
+
+@given(ANYTHING)
+def test_parse_percent_returns_a_percentage_or_a_documented_error(value: object) -> None:
+    try:
+        result = parse_percent(value)  # type: ignore[arg-type]
+    except DOCUMENTED:
+        return
+    assert isinstance(result, float)
+    assert 0 <= result <= 100
+
+
+@given(ANYTHING, ANYTHING)
+def test_resolve_bytes_returns_bytes_or_a_documented_error(value: object, limit: object
+                                                           ) -> None:
+    try:
+        result = resolve_bytes(value, limit)  # type: ignore[arg-type]
+    except DOCUMENTED:
+        return
+    assert isinstance(result, int)
+    assert result >= 0
+
+
+@given(ANYTHING, st.booleans())
+def test_formatting_returns_text_or_a_documented_error(value: object, binary: bool) -> None:
+    for format_call in (lambda: format_bytes(value, binary=binary),  # type: ignore[arg-type]
+                        lambda: format_duration(value)):  # type: ignore[arg-type]
+        try:
+            assert isinstance(format_call(), str)
+        except DOCUMENTED:
+            pass

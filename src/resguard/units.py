@@ -3,32 +3,41 @@
 Sizes
     ``1024``, ``"512MiB"``, ``"2GB"``, ``"2g"``, ``"1.5 GiB"``, ``"512Mi"``, ``"1e9"``,
     ``"kB"`` (a bare unit means one of it). Suffixes with an ``i`` are binary (IEC:
-    ``KiB`` = 2¹⁰ … ``PiB`` = 2⁵⁰); suffixes ending in ``B`` are decimal (SI: ``kB``/``KB`` =
-    10³, ``GB`` = 10⁹), as in Kubernetes, dask and humanfriendly. A bare letter (``k``, ``m``,
-    ``g``, ``t``, either case) is **binary**, as Docker (``--memory 2g``) and the JVM
-    (``-Xmx2g``) read it. Units are case-insensitive (``b``/``B`` alone is bytes).
+    ``KiB`` = 2¹⁰ … ``EiB`` = 2⁶⁰); suffixes ending in ``B`` are decimal (SI: ``kB``/``KB`` =
+    10³, ``GB`` = 10⁹ … ``EB`` = 10¹⁸), as in Kubernetes, dask and humanfriendly. A bare
+    letter (``k``, ``m``, ``g``, ``t``, ``p``, ``e``, either case) is **binary**, as Docker
+    (``--memory 2g``) and the JVM (``-Xmx2g``) read it. Units are case-insensitive
+    (``b``/``B`` alone is bytes). Integers stay exact (``10**17 + 1`` is not rounded
+    through a float); a size above :data:`MAX_BYTES` (2⁶⁴ bytes, 16 EiB) is rejected.
 Durations
     Go style ``"1h30m"``, ``"250ms"``, ``"1.5s"``, ``"2d"``; a plain number (or numeric
-    string) is seconds; a :class:`datetime.timedelta` is accepted.
+    string) is seconds; a :class:`datetime.timedelta` is accepted. A duration above
+    :data:`MAX_SECONDS` (about 292 years, the longest wait Python allows) is rejected.
 Percentages
     ``"85%"`` or ``85.0`` (0–100), resolved against an effective limit by
     :func:`resolve_bytes`.
 
 Every rejection is an :class:`~resguard.InvalidValue` (a ``ValueError``) or
-:class:`~resguard.InvalidType` (a ``TypeError``) whose message names the value and the
-accepted forms.
+:class:`~resguard.InvalidType` (a ``TypeError``) whose message quotes the value as it was
+passed and names the accepted forms; no input raises anything else (not ``OverflowError``
+for ``10**400``, and ``"1e999"`` is quoted as typed, not as ``inf``).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import decimal
 import math
 import re
+import threading
+from fractions import Fraction
 from typing import Final
 
 from resguard._errors import InvalidType, InvalidValue
 
 __all__ = [
+    "MAX_BYTES",
+    "MAX_SECONDS",
     "format_bytes",
     "format_duration",
     "parse_bytes",
@@ -37,16 +46,22 @@ __all__ = [
     "resolve_bytes",
 ]
 
+MAX_BYTES: Final = 2**64
+"""The largest size accepted (16 EiB, more than a 64-bit machine can address)."""
+
+MAX_SECONDS: Final = float(threading.TIMEOUT_MAX)
+"""The longest duration accepted: the longest wait Python allows (about 292 years on Linux)."""
+
 _SIZE_HINT: Final = 'expected e.g. "512MiB", "2GB", "2g" or a number of bytes'
 _DURATION_HINT: Final = 'expected e.g. "250ms", "30s", "1h30m" or a number of seconds'
 _PERCENT_HINT: Final = 'expected e.g. "85%" or a number from 0 to 100'
 
 _SIZE_UNITS: Final[dict[str, int]] = {
     "": 1, "b": 1, "byte": 1, "bytes": 1,
-    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15,
-    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50,
-    "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50,
-    "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15, "eb": 10**18,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50, "eib": 2**60,
+    "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50, "ei": 2**60,
+    "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50, "e": 2**60,
 }
 _NUMBER: Final = r"[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?|[0-9]+\."
 _SIZE_RE: Final = re.compile(rf"\s*(?P<num>{_NUMBER})?\s*(?P<unit>[A-Za-z]*)\s*")
@@ -57,22 +72,40 @@ _DURATION_UNITS: Final[dict[str, float]] = {
 }
 _DURATION_PART: Final = re.compile(rf"({_NUMBER})(ns|us|µs|μs|ms|s|m|h|d)")
 _PLAIN_NUMBER: Final = re.compile(rf"\s*(?:{_NUMBER})\s*")
+# exact decimal arithmetic for sizes typed as text: enough digits for any size up to
+# MAX_BYTES with a fraction, and exponents far beyond it stay cheap (checked before use)
+_EXACT: Final = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN,
+                                Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
 
 
-def _check_number(value: object, what: str, hint: str) -> float:
-    """Return *value* as a finite, non-negative float, or raise naming it."""
+def shown(value: object) -> str:
+    """``repr(value)`` for messages, safe for integers too long to print."""
+    try:
+        return repr(value)
+    except ValueError:  # an int beyond sys.get_int_max_str_digits()
+        assert isinstance(value, int)
+        return f"<an integer of {value.bit_length()} bits>"
+
+
+def _check_number(value: object, what: str, hint: str,
+                  maximum: float | None = None) -> int | float:
+    """Return *value* (an int stays an exact int) if it is a finite number from 0 to
+    *maximum*, or raise naming it as passed."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidType(f"{value!r} is not {what}; {hint}")
-    number = float(value)
-    if math.isnan(number) or math.isinf(number) or number < 0:
+        raise InvalidType(f"{shown(value)} is not {what}; {hint}")
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         raise InvalidValue(f"{value!r} is not {what}; {hint}")
-    return number
+    if value < 0:
+        raise InvalidValue(f"{shown(value)} is not {what}: it is negative; {hint}")
+    if maximum is not None and value > maximum:
+        raise InvalidValue(f"{shown(value)} is not {what}: too large; {hint}")
+    return value
 
 
 def parse_bytes(value: int | float | str) -> int:
     """Return *value* as a whole number of bytes (see the module docstring for the forms)."""
     if not isinstance(value, str):
-        return round(_check_number(value, "a size", _SIZE_HINT))
+        return round(_check_number(value, "a size", _SIZE_HINT, MAX_BYTES))
     match = _SIZE_RE.fullmatch(value)
     if match is None or (match["num"] is None and not match["unit"]):
         raise InvalidValue(f"{value!r} is not a size; {_SIZE_HINT}")
@@ -80,33 +113,41 @@ def parse_bytes(value: int | float | str) -> int:
     factor = _SIZE_UNITS.get(unit.lower())
     if factor is None:
         raise InvalidValue(f"{value!r} is not a size: unknown unit {unit!r}; {_SIZE_HINT}")
-    number = float(match["num"]) if match["num"] is not None else 1.0
-    result = number * factor
-    if math.isinf(result):
+    number = decimal.Decimal(match["num"]) if match["num"] is not None else decimal.Decimal(1)
+    if number.adjusted() > 30:  # checked before any arithmetic: "1e999999999" stays cheap
         raise InvalidValue(f"{value!r} is not a size: too large; {_SIZE_HINT}")
-    return round(result)
+    result = int(_EXACT.multiply(number, factor).to_integral_value(context=_EXACT))
+    if result > MAX_BYTES:
+        raise InvalidValue(f"{value!r} is not a size: too large; {_SIZE_HINT}")
+    return result
 
 
-_BINARY_STEPS: Final = (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20),
-                        ("KiB", 2**10))
-_DECIMAL_STEPS: Final = (("PB", 10**15), ("TB", 10**12), ("GB", 10**9), ("MB", 10**6),
-                         ("kB", 10**3))
+_BINARY_STEPS: Final = (("EiB", 2**60), ("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30),
+                        ("MiB", 2**20), ("KiB", 2**10))
+_DECIMAL_STEPS: Final = (("EB", 10**18), ("PB", 10**15), ("TB", 10**12), ("GB", 10**9),
+                         ("MB", 10**6), ("kB", 10**3))
 
 
 def format_bytes(n_bytes: int | float, *, binary: bool = True, precision: int = 1) -> str:
     """Format a byte count for people: ``1.5 GiB`` (or ``1.6 GB`` with ``binary=False``).
 
     Negative values (a shrinking delta) keep their sign. The result parses back with
-    :func:`parse_bytes` to within the rounding of *precision* digits.
+    :func:`parse_bytes` to within the rounding of *precision* digits (for sizes up to
+    :data:`MAX_BYTES`); any integer, however large, is formatted without error.
     """
     if isinstance(n_bytes, bool) or not isinstance(n_bytes, (int, float)):
-        raise InvalidType(f"{n_bytes!r} is not a number of bytes")
-    if math.isnan(n_bytes) or math.isinf(n_bytes):
+        raise InvalidType(f"{shown(n_bytes)} is not a number of bytes")
+    if isinstance(n_bytes, float) and (math.isnan(n_bytes) or math.isinf(n_bytes)):
         raise InvalidValue(f"{n_bytes!r} is not a number of bytes")
+    if isinstance(precision, bool) or not isinstance(precision, int) or not 0 <= precision <= 20:
+        raise InvalidValue(f"precision={precision!r} is not a number of digits from 0 to 20")
     sign = "-" if n_bytes < 0 else ""
     magnitude = abs(n_bytes)
     for unit, factor in _BINARY_STEPS if binary else _DECIMAL_STEPS:
         if magnitude >= factor:
+            if isinstance(magnitude, int) and magnitude > MAX_BYTES:  # beyond float range too
+                scaled = decimal.Decimal(magnitude) / factor
+                return f"{sign}{scaled:.{precision}e} {unit}"
             return f"{sign}{magnitude / factor:.{precision}f} {unit}"
     return f"{sign}{round(magnitude)} B"
 
@@ -114,25 +155,33 @@ def format_bytes(n_bytes: int | float, *, binary: bool = True, precision: int = 
 def parse_duration(value: int | float | str | _dt.timedelta) -> float:
     """Return *value* as seconds (float); see the module docstring for the forms."""
     if isinstance(value, _dt.timedelta):
-        return _check_number(value.total_seconds(), "a duration", _DURATION_HINT)
+        seconds = value.total_seconds()
+        if seconds < 0 or seconds > MAX_SECONDS:
+            raise InvalidValue(f"{value!r} is not a duration: "
+                               f"{'negative' if seconds < 0 else 'too large'}; {_DURATION_HINT}")
+        return seconds
     if not isinstance(value, str):
-        return _check_number(value, "a duration", _DURATION_HINT)
+        return float(_check_number(value, "a duration", _DURATION_HINT, MAX_SECONDS))
     text = value.strip()
     if _PLAIN_NUMBER.fullmatch(text):
-        return _check_number(float(text), "a duration", _DURATION_HINT)
-    position, total = 0, 0.0
-    for part in _DURATION_PART.finditer(text):
-        if part.start() != position:
-            break
-        total += float(part[1]) * _DURATION_UNITS[part[2]]
-        position = part.end()
-    if position != len(text) or not text or math.isinf(total):
-        raise InvalidValue(f"{value!r} is not a duration; {_DURATION_HINT}")
+        total = float(text)
+    else:
+        position, total = 0, 0.0
+        for part in _DURATION_PART.finditer(text):
+            if part.start() != position:
+                break
+            total += float(part[1]) * _DURATION_UNITS[part[2]]
+            position = part.end()
+        if position != len(text) or not text:
+            raise InvalidValue(f"{value!r} is not a duration; {_DURATION_HINT}")
+    if not total <= MAX_SECONDS:  # "1e999" is inf: quoted as typed
+        raise InvalidValue(f"{value!r} is not a duration: too large; {_DURATION_HINT}")
     return total
 
 
 def format_duration(seconds: float) -> str:
-    """Format seconds for people: ``250ms``, ``42s``, ``5m30s``, ``2h05m``."""
+    """Format seconds for people: ``250ms``, ``42s``, ``5m30s``, ``2h05m``; any finite
+    number of at least 0, however large."""
     seconds = _check_number(seconds, "a duration", _DURATION_HINT)
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
@@ -142,11 +191,14 @@ def format_duration(seconds: float) -> str:
     if minutes < 60:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
+    if hours > 10**9:  # centuries: digits, not a wall of them
+        return f"{decimal.Decimal(hours):.3e}h"
     return f"{hours}h{minutes:02d}m"
 
 
 def parse_percent(value: int | float | str) -> float:
     """Return a percentage from 0 to 100: ``"85%"``, ``"85"`` or ``85.0``."""
+    number: int | float
     if isinstance(value, str):
         text = value.strip()
         number_text = text[:-1] if text.endswith("%") else text
@@ -156,8 +208,8 @@ def parse_percent(value: int | float | str) -> float:
     else:
         number = _check_number(value, "a percentage", _PERCENT_HINT)
     if not 0 <= number <= 100:
-        raise InvalidValue(f"{value!r} is not a percentage; {_PERCENT_HINT}")
-    return number
+        raise InvalidValue(f"{shown(value)} is not a percentage; {_PERCENT_HINT}")
+    return float(number)
 
 
 def is_percent(value: object) -> bool:
@@ -166,8 +218,12 @@ def is_percent(value: object) -> bool:
 
 
 def resolve_bytes(value: int | float | str, limit_bytes: int) -> int:
-    """Return *value* in bytes, reading ``"85%"`` as a share of *limit_bytes*."""
+    """Return *value* in bytes, reading ``"85%"`` as a share of *limit_bytes* (a known
+    number of bytes: ``None``, an unknown limit, is an :class:`~resguard.InvalidType`)."""
     if is_percent(value):
         assert isinstance(value, str)
-        return round(parse_percent(value) / 100 * limit_bytes)
+        percent = parse_percent(value)
+        limit = _check_number(limit_bytes, "a limit in bytes",
+                              "expected the number of bytes the percentage is of")
+        return round(Fraction(percent) * Fraction(limit) / 100)
     return parse_bytes(value)
