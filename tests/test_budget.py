@@ -468,7 +468,7 @@ names_st = st.text(st.characters(categories=("L", "N"), max_codepoint=0x2FF), mi
                    max_size=12)
 
 
-@given(names_st, st.integers(0, 10**13), st.one_of(st.none(), st.integers(0, 10**13)),
+@given(names_st, st.integers(0, 10**9), st.one_of(st.none(), st.integers(0, 10**13)),
        st.sampled_from(["B", "kB", "MB", "GiB"]))
 def test_parsed_sizes_round_trip(name: str, amount: int, floor: int | None,
                                  unit: str) -> None:
@@ -508,3 +508,97 @@ def test_module_level_rules_load_the_file(tmp_path: Path) -> None:
     verdict = Policy([rule]).evaluate(snapshot())
     assert verdict.level == Level.CRITICAL
     assert verdict.breaches[0].metric == "budget.m"
+
+
+# -------------------------------------------------------------------- hostile files ---
+
+VALID = b"[[budget]]\nname = 'a'\nprocess = 'x'\nmax = '1MB'\n"
+
+
+@pytest.mark.parametrize(("content", "text"), [
+    (VALID.replace(b"'a'", b"'\xff\xfe'"), "not UTF-8"),
+    (b"a = " + b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b"a = " + b"{b=" * 5_000 + b"1" + b"}" * 5_000, "nested too deeply"),
+    (b"a." * 10_000 + b"b = 1\n", "dotted key"),
+    (VALID + b"#" * (1 << 20), "larger than"),
+])
+def test_a_hostile_file_is_a_config_error_naming_the_file(tmp_path: Path, content: bytes,
+                                                          text: str) -> None:
+    path = tmp_path / "budgets.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=text) as raised:
+        load(path)
+    assert raised.value.path == str(path)
+    assert str(path) in str(raised.value)
+
+
+def test_a_non_utf8_pyproject_above_is_found_and_reported_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_bytes(b"# \xff\n[tool.resguard]\n")
+    assert find_config(tmp_path) == tmp_path / "pyproject.toml"
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load(find_config(tmp_path))
+
+
+@pytest.mark.parametrize("path", [1, True, 2.5, b"\xff".decode("latin-1").encode(), ["a"]])
+def test_load_refuses_a_path_that_is_not_a_path(path: object) -> None:
+    """An int or a bool would be opened as a file descriptor (True is stdout) and closed."""
+    from resguard import InvalidType
+
+    with pytest.raises(InvalidType, match=re.escape(repr(path))):
+        load(path)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("call", "text"), [
+    (lambda: parse(["budget"]), "expected the parsed TOML"),  # type: ignore[arg-type]
+    (lambda: parse({}, path=5), "path=5"),  # type: ignore[arg-type]
+    (lambda: Budgets("abc"), "'abc'"),  # type: ignore[arg-type]
+    (lambda: Budgets([5]), "5 is not a Budget"),  # type: ignore[list-item]
+    (lambda: Budgets([], config=3), "config=3"),  # type: ignore[arg-type]
+    (lambda: efficiency_score([None]), "None is not a ComponentUse"),  # type: ignore[list-item]
+    (lambda: find_config(5), "find_config(5)"),  # type: ignore[arg-type]
+])
+def test_public_functions_refuse_the_wrong_types(call: Any, text: str) -> None:
+    from resguard import InvalidType
+
+    with pytest.raises(InvalidType, match=re.escape(text)):
+        call()
+
+
+def test_cli_reports_a_non_utf8_file_on_one_line_with_exit_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "budgets.toml"
+    path.write_bytes(b"\xff\xfe")
+    assert cli(str(path), as_json=False, out=io.StringIO()) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert "not UTF-8" in err
+
+
+def test_unknown_process_memory_is_left_out_and_unknown_machine_use_is_unavailable() -> None:
+    budgets = parse({"budget": [{"name": "p", "process": "x", "max": "1MB"},
+                                {"name": "m", "machine": True, "max": "1GB"}]})
+    row = _process_row()
+    rows = [attrs.evolve(row, name="x", rss=None), attrs.evolve(row, name="x", rss=5 * MB)]
+    report = Budgets(budgets).measure(processes=rows, machine_used=None)
+    by_name = {item.name: item for item in report.components}
+    assert by_name["p"].used == 5 * MB
+    assert by_name["p"].count == 2
+    with pytest.MonkeyPatch.context() as patch:
+        module = sys.modules["resguard.snapshot"]
+        real = module.snapshot
+
+        def blind(**kwargs: Any) -> Any:
+            snap = real(**kwargs)
+            return attrs.evolve(snap, memory=attrs.evolve(snap.memory, used=None))
+
+        patch.setattr(module, "snapshot", blind)
+        machine = Budgets(budgets).measure(processes=rows).components[1]
+    assert machine.used is None
+    assert machine.status == "unavailable"
+    assert "unknown" in machine.detail
+
+
+def _process_row() -> Any:
+    from resguard.processes import ProcessTable
+
+    return ProcessTable().sample()[0]

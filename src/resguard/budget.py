@@ -105,6 +105,8 @@ __all__ = [
 SELECTORS = ("process", "cmdline", "container", "image", "ollama", "machine")
 _KEYS = frozenset({"name", *SELECTORS, "target", "min", "max", "level", "for", "host"})
 _DEFAULT_FILES = ("resguard.toml", "pyproject.toml")
+_MAX_CONFIG_BYTES = 1 << 20
+_DEEP_DOTTED_KEY = re.compile(r"""(?:(?:[\w-]+|"[^"\n]*"|'[^'\n]*')[ \t]*\.[ \t]*){99,}""")
 
 
 @attrs.frozen
@@ -182,6 +184,8 @@ def efficiency_score(components: Iterable[ComponentUse]) -> float | None:
     """``100 × Σ min(use, max) / Σ use`` over measured components that matched something."""
     within = total = 0
     for item in components:
+        if not isinstance(item, ComponentUse):
+            raise InvalidType(f"efficiency_score: {item!r} is not a ComponentUse")
         if item.used is None or item.status == "absent":
             continue
         total += item.used
@@ -280,6 +284,10 @@ def _budget(path: str, prefix: str, table: object, name: str | None) -> Budget:
 
 def parse(data: Mapping[str, Any], path: str = "<config>") -> list[Budget]:
     """Budgets from parsed TOML: a pyproject's ``[tool.resguard]`` or a file's top level."""
+    if not isinstance(data, Mapping):
+        raise InvalidType(f"parse({data!r}): expected the parsed TOML as a mapping")
+    if not isinstance(path, str):
+        raise InvalidType(f"parse(path={path!r}): expected the file's name as a string")
     if "tool" in data:
         tool = data.get("tool")
         section = tool.get("resguard", {}) if isinstance(tool, Mapping) else {}
@@ -317,6 +325,8 @@ def parse(data: Mapping[str, Any], path: str = "<config>") -> list[Budget]:
 def find_config(start: str | os.PathLike[str] | None = None) -> Path | None:
     """``resguard.toml``, else a ``pyproject.toml`` with ``[tool.resguard]``, in *start* or
     the nearest directory above it."""
+    if start is not None and not isinstance(start, (str, os.PathLike)):
+        raise InvalidType(f"find_config({start!r}): expected a directory path or None")
     here = Path(start or os.getcwd()).resolve()
     for directory in (here, *here.parents):
         for name in _DEFAULT_FILES:
@@ -324,14 +334,20 @@ def find_config(start: str | os.PathLike[str] | None = None) -> Path | None:
             if not candidate.is_file():
                 continue
             if name == "pyproject.toml":
-                try:
-                    text = candidate.read_text(encoding="utf-8")
+                try:  # bytes: a file that is not UTF-8 is found here and reported by load()
+                    text = candidate.read_bytes()
                 except OSError:
                     continue
-                if "[tool.resguard" not in text:
+                if b"[tool.resguard" not in text:
                     continue
             return candidate
     return None
+
+
+def _check_path(path: object, what: str) -> None:
+    # an int or a bool would be taken by open() as a file descriptor (True is stdout)
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidType(f"{what}({path!r}): expected the path of a TOML file or None")
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Budgets:
@@ -343,16 +359,31 @@ def load(path: str | os.PathLike[str] | None = None) -> Budgets:
                               "[tool.resguard] in this directory or above; pass --config FILE",
                               path=None, key=None, value=None)
         path = found
-    shown = os.fspath(path)
+    _check_path(path, "load")
+    shown = os.fsdecode(path)
     try:
         with open(path, "rb") as handle:
-            data = tomllib.load(handle)
+            raw = handle.read(_MAX_CONFIG_BYTES + 1)
+        if len(raw) > _MAX_CONFIG_BYTES:
+            raise ConfigError(f"{shown}: larger than {format_bytes(_MAX_CONFIG_BYTES)}; a budget "
+                              f"file is a few tables", path=shown)
+        text = raw.decode("utf-8")
+        if _DEEP_DOTTED_KEY.search(text):  # tomllib needs memory quadratic in a key's length
+            raise ConfigError(f"{shown}: a dotted key of 100 parts or more; a budget file "
+                              f"needs a few", path=shown)
+        data = tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"{shown}: no such file", path=shown) from None
     except OSError as exc:
         raise ConfigError(f"{shown}: cannot be read ({exc})", path=shown) from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib lets the decoding error out
+        raise ConfigError(f"{shown}: not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r}"
+                          f" at offset {exc.start}); TOML files are UTF-8", path=shown) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{shown}: not valid TOML ({exc})", path=shown) from None
+    except RecursionError:
+        raise ConfigError(f"{shown}: arrays or tables nested too deeply to read", path=shown) \
+            from None
     return Budgets(parse(data, shown), config=shown)
 
 
@@ -422,7 +453,15 @@ class Budgets:
     (:meth:`rules` with :meth:`source`)."""
 
     def __init__(self, budgets: Iterable[Budget], *, config: str | None = None) -> None:
+        if isinstance(budgets, (str, bytes, Mapping)) or not isinstance(budgets, Iterable):
+            raise InvalidType(f"Budgets({budgets!r}): expected an iterable of Budget values "
+                              f"(resguard.budget.load reads them from a file)")
         self.budgets: tuple[Budget, ...] = tuple(budgets)
+        for item in self.budgets:
+            if not isinstance(item, Budget):
+                raise InvalidType(f"Budgets(...): {item!r} is not a Budget")
+        if config is not None and not isinstance(config, str):
+            raise InvalidType(f"Budgets(config={config!r}): expected the file's name or None")
         self.config = config
         self._patterns = {b.name: re.compile(b.pattern) for b in self.budgets if b.pattern}
         self._cmdlines = _CmdlineCache()
@@ -447,17 +486,17 @@ class Budgets:
         if budget.kind in ("process", "cmdline") and processes is not None:
             assert pattern is not None
             hits = [row for row in processes if _process_matches(budget, pattern, row)]
-            used = sum(row.rss for row in hits)
+            used = sum(row.rss for row in hits if row.rss is not None)  # unknown: left out
             members = [f"{row.name}[{row.pid}]" for row in hits]
         elif budget.kind in ("container", "image") and containers is not None:
             assert pattern is not None
             items = [item for item in containers if _container_matches(budget, pattern, item)]
-            used = sum(item.memory_used for item in items)
+            used = sum(item.memory_used for item in items if item.memory_used is not None)
             members = [item.name for item in items]
         elif budget.kind == "ollama" and ollama is not None:
             assert pattern is not None
             models = [item for item in ollama if _model_matches(pattern, item)]
-            used = sum(item.size for item in models)
+            used = sum(item.size for item in models if item.size is not None)
             members = [item.name for item in models]
         elif budget.kind == "machine" and machine_used is not None:
             used = machine_used
@@ -497,6 +536,8 @@ class Budgets:
             from resguard.snapshot import snapshot
 
             machine_used = snapshot(children=False).memory.used
+            if machine_used is None:
+                details["machine"] = "the machine's memory use is unknown (no source read)"
         components = []
         for budget in self.budgets:
             models = ollama
