@@ -9,8 +9,20 @@ import sys
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from resguard.reclaim import GarbageCollect, Ladder, MallocTrim, ProcessStopper, registered
+from resguard import InvalidType, InvalidValue, ResguardError
+from resguard.reclaim import (
+    Cost,
+    GarbageCollect,
+    Ladder,
+    MallocTrim,
+    ProcessStopper,
+    register,
+    registered,
+    unregister,
+)
 
 MiB = 2**20
 
@@ -183,7 +195,7 @@ def test_process_stopper_does_nothing_unless_enabled(sleeper: subprocess.Popen[b
 def test_process_stopper_dry_run_lists_and_spares(sleeper: subprocess.Popen[bytes]) -> None:
     stopper = ProcessStopper([r"^sleep 300$"], enabled=True)  # dry_run defaults to True
     stopper.reclaim(10**12)
-    assert any(action.pid == sleeper.pid and action.reason == "dry run"
+    assert any(action.pid == sleeper.pid and action.reason.startswith("dry run")
                for action in stopper.actions)
     time.sleep(0.1)
     assert sleeper.poll() is None
@@ -218,7 +230,159 @@ def test_process_stopper_never_touches_protected_processes() -> None:
 
 
 def test_process_stopper_rejects_a_single_string() -> None:
-    from resguard import InvalidType
-
     with pytest.raises(InvalidType, match="one string"):
         ProcessStopper("sleep")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------
+# Unknown memory (a measure that returns None) and bad input
+
+
+class _Step:
+    def __init__(self, name: str, cost: float, frees: int, used: list[int | None]) -> None:
+        self.name, self.cost, self.frees, self.used = name, cost, frees, used
+        self.calls = 0
+
+    def reclaimable_bytes(self) -> int:
+        return self.frees
+
+    def reclaim(self, target_bytes: int) -> int:
+        self.calls += 1
+        if self.used[0] is not None:
+            self.used[0] -= self.frees
+        return self.frees
+
+
+def test_unknown_memory_never_stops_processes() -> None:
+    used: list[int | None] = [None]
+    cache = _Step("cache", Cost.CACHE, 1 * MiB, used)
+    stopper = _Step("stop processes", Cost.PROCESS, 500 * MiB, used)
+    report = Ladder(lambda: used[0], min_reclaim=0, extra=[cache, stopper]).run(100 * MiB)
+    assert stopper.calls == 0
+    assert cache.calls == 1
+    assert not report.measured
+    assert [step.measured_bytes for step in report.steps] == [None, None]
+    assert report.freed_bytes == 1 * MiB  # the cache's claim, counted for want of a measure
+    assert not report.reached
+
+
+def test_a_measure_that_fails_gives_unknown_and_one_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    def measure() -> int:
+        raise OSError("meminfo unreadable")
+
+    ladder = Ladder(measure, min_reclaim=0)
+    for _ in range(3):
+        report = ladder.run(1)
+    assert report.steps[0].measured_bytes is None
+    assert caplog.text.count("meminfo unreadable") == 1
+
+
+def test_a_measure_returning_garbage_is_unknown_not_a_number() -> None:
+    for garbage in (-1, "5", 1.5, True):
+        report = Ladder(lambda garbage=garbage: garbage, min_reclaim=0).run(1)  # type: ignore[misc]
+        assert not report.measured
+
+
+def test_known_memory_still_reaches_the_process_step() -> None:
+    used: list[int | None] = [1000 * MiB]
+    stopper = _Step("stop processes", Cost.PROCESS, 100 * MiB, used)
+    report = Ladder(lambda: used[0], min_reclaim=0, extra=[stopper]).run(50 * MiB)
+    assert stopper.calls == 1
+    assert report.measured
+    assert report.reached
+
+
+@pytest.mark.parametrize(("make", "error", "quoted"), [
+    (lambda: GarbageCollect(max_share="x"), InvalidType, "'x'"),
+    (lambda: GarbageCollect(max_share=True), InvalidType, "True"),
+    (lambda: GarbageCollect(max_share=None), InvalidType, "None"),
+    (lambda: GarbageCollect(max_share=float("nan")), InvalidValue, "nan"),
+    (lambda: GarbageCollect(max_share=0), InvalidValue, "0"),
+    (lambda: GarbageCollect(max_share=1.5), InvalidValue, "1.5"),
+    (lambda: GarbageCollect(clock=5), InvalidType, "5"),
+    (lambda: Ladder(5), InvalidType, "5"),
+    (lambda: Ladder(lambda: 0, min_reclaim="lots"), InvalidValue, "'lots'"),
+    (lambda: Ladder(lambda: 0, min_reclaim=-1), InvalidValue, "-1"),
+    (lambda: Ladder(lambda: 0, gc_step=5), InvalidType, "5"),
+    (lambda: Ladder(lambda: 0, trim_step="trim"), InvalidType, "'trim'"),
+    (lambda: Ladder(lambda: 0, extra=[5]), InvalidType, "5"),
+    (lambda: Ladder(lambda: 0, extra="cache"), InvalidType, "'cache'"),
+    (lambda: Ladder(lambda: 0).run("5MiB"), InvalidType, "'5MiB'"),
+    (lambda: Ladder(lambda: 0).run(None), InvalidType, "None"),
+    (lambda: register(5), InvalidType, "5"),
+    (lambda: register("cache"), InvalidType, "'cache'"),
+    (lambda: unregister(None), InvalidType, "None"),
+])
+def test_bad_reclaim_arguments_raise_resguard_errors(
+        make: object, error: type[Exception], quoted: str) -> None:
+    with pytest.raises(error) as caught:
+        make()  # type: ignore[operator]
+    assert isinstance(caught.value, ResguardError)
+    assert quoted in str(caught.value)
+    assert "expected" in str(caught.value) or "not" in str(caught.value)
+
+
+@given(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text()))
+def test_gc_share_is_accepted_or_refused_with_a_resguard_error(share: object) -> None:
+    try:
+        step = GarbageCollect(max_share=share)  # type: ignore[arg-type]
+    except ResguardError:
+        return
+    assert 0 < step.max_share <= 1
+
+
+def test_a_reclaimable_with_a_bad_cost_is_refused_and_not_registered() -> None:
+    class NaNCost:
+        name, cost = "nan-cost", float("nan")
+
+        def reclaimable_bytes(self) -> int:
+            return 0
+
+        def reclaim(self, target_bytes: int) -> int:
+            return 0
+
+    item = NaNCost()
+    with pytest.raises(InvalidValue, match="nan"):
+        register(item)
+    assert item not in registered()
+
+
+def test_a_cost_that_turns_bad_later_leaves_the_ladder_working(
+        caplog: pytest.LogCaptureFixture) -> None:
+    class Drifting:
+        name = "drifting"
+
+        def __init__(self) -> None:
+            self.cost: object = 1.0
+
+        def reclaimable_bytes(self) -> int:
+            return 0
+
+        def reclaim(self, target_bytes: int) -> int:
+            return 0
+
+    item = Drifting()
+    register(item)
+    try:
+        item.cost = "cheap"
+        names = [step.name for step in Ladder(lambda: 0).steps()]  # no TypeError from sort
+        assert "drifting" not in names
+        assert "drifting" in caplog.text
+    finally:
+        unregister(item)  # type: ignore[arg-type]
+
+
+def test_an_object_without_weak_references_is_refused_with_a_reason() -> None:
+    class Slotted:
+        __slots__ = ()
+        name, cost = "slotted", 1.0
+
+        def reclaimable_bytes(self) -> int:
+            return 0
+
+        def reclaim(self, target_bytes: int) -> int:
+            return 0
+
+    with pytest.raises(InvalidType, match="weak reference"):
+        register(Slotted())

@@ -1,0 +1,491 @@
+"""The process stopper never signals the wrong process: exact identity, pidfds, zombies,
+and the safety rules (PID 1, this process, its parent, other users, protected names)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from resguard import InvalidType, InvalidValue, ResguardError
+from resguard._probes import identity as identity_module
+from resguard._probes.identity import Identity, ProcessHandle, parse_stat, read_stat
+from resguard.reclaim import ProcessStopper, StopCandidate
+
+from plugins.integration import unavailable
+
+MODES = ["pidfd", "fallback"]
+
+
+def _stat_line(pid: int, name: str, start_ticks: int, state: str = "S",
+               exit_code: int | None = None) -> str:
+    fields = [state, "1", str(pid), str(pid), "0", "-1", "4194560"] + ["0"] * 12
+    fields += [str(start_ticks), "1000", "42"] + ["0"] * 27
+    if exit_code is not None:
+        fields.append(str(exit_code))
+    return f"{pid} ({name}) " + " ".join(fields) + "\n"
+
+
+def test_stat_parser_cuts_the_name_at_the_last_paren() -> None:
+    stat = parse_stat(_stat_line(7, "a) (b) S 1 2", 123456))
+    assert stat.name == "a) (b) S 1 2"
+    assert (stat.state, stat.start_ticks, stat.rss_pages) == ("S", 123456, 42)
+
+
+def test_stat_parser_keeps_a_huge_start_time_exact() -> None:
+    assert parse_stat(_stat_line(7, "x", 10**17 + 1)).start_ticks == 10**17 + 1
+
+
+def test_stat_parser_reads_the_exit_code_of_a_zombie() -> None:
+    stat = parse_stat(_stat_line(7, "x", 5, state="Z", exit_code=15))
+    assert stat.exited
+    assert stat.exit_code == 15
+
+
+@pytest.mark.parametrize("text", [
+    "", "garbage", "7 (x", "7 (x) S 1 2 3", "(x) " + "S " * 40, "7 (x) S " + "a " * 40,
+    _stat_line(7, "x", 5).replace(" 5 1000 ", " -5 1000 "),
+    _stat_line(7, "x", 5).replace(" 5 1000 ", " \u0665 1000 "),  # an Arabic-Indic digit
+])
+def test_stat_parser_rejects_damaged_lines(text: str) -> None:
+    with pytest.raises(ValueError, match=r"."):
+        parse_stat(text)
+
+
+@given(st.text(max_size=400))
+def test_stat_parser_returns_or_raises_value_error_on_any_text(text: str) -> None:
+    try:
+        parse_stat(text)
+    except ValueError:
+        pass
+
+
+@given(st.text(max_size=15).filter(lambda name: "\0" not in name),
+       st.integers(min_value=0, max_value=2**64))
+def test_stat_parser_reads_any_name_and_start_time_exactly(name: str, start: int) -> None:
+    stat = parse_stat(_stat_line(99, name, start))
+    assert (stat.name, stat.start_ticks) == (name, start)
+
+
+# ---------------------------------------------------------------------------------------
+# Real processes
+
+
+def _spawn(*args: str, **kwargs: object) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(list(args), **kwargs)  # type: ignore[call-overload, no-any-return]
+
+
+def _wait_for_exec(pid: int, command: str) -> None:
+    """Until *pid* runs *command* (Popen returns before the child's exec)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as file:
+                if file.read().replace(b"\0", b" ").strip() == command.encode():
+                    return
+        except OSError:
+            pass
+        time.sleep(0.005)
+    raise AssertionError(f"pid {pid} never ran {command!r}")
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    process = _spawn("sleep", "3001")
+    _wait_for_exec(process.pid, "sleep 3001")
+    yield process
+    process.kill()
+    process.wait()
+
+
+def _stopper(mode: str, *patterns: str, **kwargs: object) -> ProcessStopper:
+    options: dict[str, object] = {"enabled": True, "dry_run": False, "grace": "30s"}
+    options.update(kwargs)
+    stopper = ProcessStopper(list(patterns), **options)  # type: ignore[arg-type]
+    stopper._use_pidfd = mode == "pidfd"
+    return stopper
+
+
+def _candidate(stopper: ProcessStopper, pid: int) -> StopCandidate:
+    return next(candidate for candidate in stopper.candidates() if candidate.pid == pid)
+
+
+@pytest.fixture
+def signals_sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every signal resguard sends, recorded and not delivered."""
+    sent: list[tuple[str, int]] = []
+    monkeypatch.setattr(identity_module.os, "kill",
+                        lambda pid, signum: sent.append(("kill", pid)))
+    monkeypatch.setattr(identity_module.signal, "pidfd_send_signal",
+                        lambda fd, signum, *rest: sent.append(("pidfd", fd)))
+    return sent
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_process_whose_start_time_differs_by_0_3_s_is_never_signalled(
+        mode: str, sleeper: subprocess.Popen[bytes]) -> None:
+    stopper = _stopper(mode, r"^sleep 3001$")
+    real = _candidate(stopper, sleeper.pid)
+    ticks_per_s = os.sysconf("SC_CLK_TCK")
+    for offset in (-1, 1, int(0.3 * ticks_per_s)):
+        other = StopCandidate(real.pid, real.start_ticks + offset, real.name, real.cmdline,
+                              real.uid, real.rss, None)
+        action = stopper.stop(other)
+        assert (action.signal, action.done) == ("none", False)
+        assert "gone" in action.reason
+    assert sleeper.poll() is None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_handle_opened_on_a_process_refuses_once_it_exited(mode: str) -> None:
+    process = _spawn("sleep", "3002")
+    stat = read_stat(process.pid)
+    assert stat is not None
+    handle = ProcessHandle.open(Identity(process.pid, stat.start_ticks),
+                                use_pidfd=mode == "pidfd")
+    assert handle is not None
+    assert (handle.pidfd is not None) == (mode == "pidfd" and identity_module.pidfd_supported())
+    with handle:
+        process.kill()
+        process.wait()
+        assert handle.exited()
+        assert not handle.send(signal.SIGTERM)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_victim_stopped_by_sigterm_is_recorded_as_sigterm(
+        mode: str, sleeper: subprocess.Popen[bytes]) -> None:
+    stopper = _stopper(mode, r"^sleep 3001$")
+    action = stopper.stop(_candidate(stopper, sleeper.pid))
+    assert (action.signal, action.done) == ("SIGTERM", True)
+    assert sleeper.wait(timeout=10) == -signal.SIGTERM
+
+
+UNREAPED = r"""
+import subprocess, sys, time
+child = subprocess.Popen(["sleep", "3003"])
+print(child.pid, flush=True)
+sys.stdin.read()          # never reaps the child until told to exit
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_unreaped_zombie_counts_as_stopped_by_sigterm_at_once(mode: str) -> None:
+    parent = subprocess.Popen([sys.executable, "-c", UNREAPED], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        _wait_for_exec(pid, "sleep 3003")
+        stopper = _stopper(mode, r"^sleep 3003$", grace="60s")
+        started = time.monotonic()
+        action = stopper.stop(_candidate(stopper, pid))
+        took_s = time.monotonic() - started
+        assert (action.signal, action.done) == ("SIGTERM", True), action
+        assert took_s < 30, f"waited {took_s:.1f} s of a 60 s grace for a zombie"
+        stat = read_stat(pid)
+        assert stat is not None
+        assert stat.state == "Z"
+        if stat.exit_code is not None:
+            assert stat.exit_code & 0x7F == signal.SIGTERM
+        # a zombie is no candidate: nothing is left to stop
+        assert all(candidate.pid != pid for candidate in stopper.candidates())
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+IGNORES_TERM = r"""
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sigkill_only_after_the_grace_period_when_sigterm_is_ignored(mode: str) -> None:
+    process = subprocess.Popen([sys.executable, "-c", IGNORES_TERM, "ignores-term-3004"],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        stopper = _stopper(mode, r"ignores-term-3004", grace="300ms")
+        started = time.monotonic()
+        action = stopper.stop(_candidate(stopper, process.pid))
+        assert time.monotonic() - started >= 0.3
+        assert (action.signal, action.done) == ("SIGKILL", True), action
+        assert process.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_the_fallback_grace_wait_polls_at_growing_intervals(
+        sleeper: subprocess.Popen[bytes]) -> None:
+    stat = read_stat(sleeper.pid)
+    assert stat is not None
+    handle = ProcessHandle.open(Identity(sleeper.pid, stat.start_ticks), use_pidfd=False)
+    assert handle is not None
+    now = [0.0]
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        now[0] += seconds
+
+    assert not handle.wait_exited(5.0, clock=lambda: now[0], sleep=sleep)
+    assert now[0] == pytest.approx(5.0)
+    assert pauses[0] == 0.001
+    assert max(pauses) == 0.05
+    assert len(pauses) < 120  # ~100 polls of 50 ms, not a busy loop
+    assert pauses == sorted(pauses[:-1]) + pauses[-1:]
+
+
+# ---------------------------------------------------------------------------------------
+# PID reuse, forced for real in a fresh PID namespace
+
+REUSE = r"""
+import json, os, signal, subprocess, sys, time
+from resguard.reclaim import ProcessStopper
+from resguard._probes.identity import Identity, ProcessHandle, read_stat
+
+mode = sys.argv[1]
+
+def wait_for_exec(pid):
+    for _ in range(2000):
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            if file.read() == b"sleep\0" + b"3005\0":
+                return
+        time.sleep(0.005)
+    raise SystemExit(f"pid {pid} never ran sleep 3005")
+
+def reuse(pid):
+    # the victim exited and was reaped; the next process forked gets its PID
+    with open("/proc/sys/kernel/ns_last_pid", "w") as file:
+        file.write(str(pid - 1))
+    newcomer = subprocess.Popen(["sleep", "3005"])   # the same command line as the victim
+    wait_for_exec(newcomer.pid)
+    return newcomer
+
+stopper = ProcessStopper([r"^sleep 3005$"], enabled=True, dry_run=False, grace="5s")
+stopper._use_pidfd = mode == "pidfd"
+result = {}
+
+# 1. the stopper lists the victim, the victim exits, a newcomer takes its PID 0.3 s later
+victim = subprocess.Popen(["sleep", "3005"])
+wait_for_exec(victim.pid)
+[old] = [c for c in stopper.candidates() if c.pid == victim.pid]
+victim.kill(); victim.wait()
+time.sleep(0.3)
+newcomer = reuse(old.pid)
+action = stopper.stop(old)
+time.sleep(0.1)
+result["listed"] = {"pid": old.pid, "newcomer": newcomer.pid, "action": action.to_dict(),
+                    "new_start": read_stat(newcomer.pid).start_ticks,
+                    "newcomer_alive": newcomer.poll() is None}
+newcomer.kill(); newcomer.wait()
+
+# 2. a handle opened on the victim, the PID reused while it is held
+victim = subprocess.Popen(["sleep", "3005"])
+wait_for_exec(victim.pid)
+start = read_stat(victim.pid).start_ticks
+handle = ProcessHandle.open(Identity(victim.pid, start), use_pidfd=mode == "pidfd")
+victim.kill(); victim.wait()
+time.sleep(0.05)
+newcomer = reuse(victim.pid)
+sent = handle.send(signal.SIGTERM) or handle.send(signal.SIGKILL)
+time.sleep(0.1)
+result["held"] = {"pid": victim.pid, "newcomer": newcomer.pid, "sent": sent,
+                  "pidfd": handle.pidfd is not None, "newcomer_alive": newcomer.poll() is None}
+handle.close()
+newcomer.kill(); newcomer.wait()
+print(json.dumps(result))
+"""
+
+
+def _unshare_available() -> None:
+    if os.geteuid() != 0:
+        unavailable("forcing PID reuse needs root (a PID namespace and ns_last_pid)")
+    if shutil.which("unshare") is None:
+        unavailable("unshare (util-linux) is not installed")
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
+                           capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        unavailable(f"unshare --pid --fork --mount-proc fails here: {probe.stderr.strip()}")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_newcomer_on_a_reused_pid_survives(mode: str) -> None:
+    _unshare_available()
+    done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable,
+                           "-c", REUSE, mode], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    listed = result["listed"]
+    assert listed["newcomer"] == listed["pid"]  # the PID really was reused
+    assert listed["new_start"] != listed["action"]["start_ticks"]
+    assert listed["action"]["signal"] == "none"
+    assert not listed["action"]["done"]
+    assert listed["newcomer_alive"]
+    held = result["held"]
+    assert held["newcomer"] == held["pid"]
+    if mode == "pidfd":
+        assert held["pidfd"], "this kernel has pidfds (Linux >= 5.3)"
+    assert not held["sent"]
+    assert held["newcomer_alive"]
+
+
+# ---------------------------------------------------------------------------------------
+# Safety rules
+
+
+def test_pid_1_this_process_and_its_parent_are_never_signalled(
+        signals_sent: list[tuple[str, int]]) -> None:
+    stopper = ProcessStopper([r"."], enabled=True, dry_run=False, grace="10ms")
+    uid = os.getuid()
+    for pid, reason in ((1, "PID 1"), (os.getpid(), "this process"),
+                        (os.getppid(), "this process's parent")):
+        stat = read_stat(pid)
+        start = stat.start_ticks if stat is not None else 0
+        # a candidate that claims to be unprotected: stop() judges the process itself
+        action = stopper.stop(StopCandidate(pid, start, "x", "x", uid, 0, None))
+        assert action.reason == f"protected: {reason}"
+    listed = {candidate.pid: candidate for candidate in stopper.candidates()}
+    assert listed[os.getpid()].protected == "this process"
+    if 1 in listed:
+        assert listed[1].protected == "PID 1"
+    assert signals_sent == []
+
+
+def test_another_users_process_is_never_signalled() -> None:
+    if os.geteuid() != 0:
+        unavailable("starting another user's process needs root")
+    process = _spawn("sleep", "3006", user=65534)
+    try:
+        _wait_for_exec(process.pid, "sleep 3006")
+        stopper = _stopper("pidfd", r"^sleep 3006$", grace="10ms")
+        candidate = _candidate(stopper, process.pid)
+        assert candidate.protected == "another user's process"
+        assert stopper.reclaim(10**12) == 0
+        assert stopper.actions[0].reason == "protected: another user's process"
+        assert process.poll() is None
+    finally:
+        process.kill()
+        process.wait()
+
+
+RENAMED = r"""
+import sys, time
+with open("/proc/self/comm", "w") as file:
+    file.write(sys.argv[1])
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.parametrize(("name", "protect"), [("sshd", ()), ("precious", ("precious",))])
+def test_a_protected_name_is_never_signalled(name: str, protect: tuple[str, ...]) -> None:
+    process = subprocess.Popen([sys.executable, "-c", RENAMED, name, "renamed-3007"],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        stopper = _stopper("pidfd", r"renamed-3007", grace="10ms", protect=protect)
+        assert _candidate(stopper, process.pid).protected == f"a protected name ({name})"
+        stopper.reclaim(10**12)
+        assert process.poll() is None
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_kernel_thread_is_never_signalled(signals_sent: list[tuple[str, int]]) -> None:
+    stopper = ProcessStopper([r"^kthreadd$"], enabled=True, dry_run=False)
+    threads = [candidate for candidate in stopper.candidates() if candidate.name == "kthreadd"]
+    if not threads:
+        pytest.skip("no kthreadd visible in this PID namespace")
+    if os.getuid() == 0:
+        assert threads[0].protected == "a kernel thread"
+    stopper.reclaim(10**12)
+    assert signals_sent == []
+
+
+def test_dry_run_signals_nothing_and_says_what_it_would_do(
+        sleeper: subprocess.Popen[bytes], signals_sent: list[tuple[str, int]]) -> None:
+    stopper = ProcessStopper([r"^sleep 3001$"], enabled=True)  # dry_run defaults to True
+    assert stopper.reclaim(10**12) > 0
+    [action] = [action for action in stopper.actions if action.pid == sleeper.pid]
+    assert action.signal == "SIGTERM"
+    assert not action.done
+    assert action.reason.startswith("dry run: would send SIGTERM, then SIGKILL after")
+    assert signals_sent == []
+    assert sleeper.poll() is None
+
+
+def test_nothing_is_stopped_without_a_matching_pattern(
+        sleeper: subprocess.Popen[bytes], signals_sent: list[tuple[str, int]]) -> None:
+    assert ProcessStopper([], enabled=True, dry_run=False).reclaim(10**12) == 0
+    assert ProcessStopper([r"^sleep 3001$"], dry_run=False).reclaim(10**12) == 0  # not enabled
+    assert ProcessStopper([r"^sleep 3001$"], dry_run=False).reclaimable_bytes() == 0
+    assert signals_sent == []
+    assert sleeper.poll() is None
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input: one error tree, the value quoted as typed
+
+
+@pytest.mark.parametrize(("kwargs", "error", "quoted"), [
+    ({"patterns": ["("]}, InvalidValue, "'('"),
+    ({"patterns": None}, InvalidType, "None"),
+    ({"patterns": 5}, InvalidType, "5"),
+    ({"patterns": "sleep"}, InvalidType, "'sleep'"),
+    ({"patterns": [b"sleep"]}, InvalidType, "b'sleep'"),
+    ({"patterns": [".*"]}, InvalidValue, "'.*'"),
+    ({"patterns": [""]}, InvalidValue, "''"),
+    ({"patterns": ["x"], "enabled": "false"}, InvalidType, "'false'"),
+    ({"patterns": ["x"], "enabled": 1}, InvalidType, "enabled=1"),
+    ({"patterns": ["x"], "dry_run": "no"}, InvalidType, "'no'"),
+    ({"patterns": ["x"], "dry_run": None}, InvalidType, "dry_run=None"),
+    ({"patterns": ["x"], "grace": "soon"}, InvalidValue, "'soon'"),
+    ({"patterns": ["x"], "grace": -1}, InvalidValue, "-1"),
+    ({"patterns": ["x"], "protect": "sshd"}, InvalidType, "'sshd'"),
+    ({"patterns": ["x"], "protect": [3]}, InvalidType, "3"),
+])
+def test_bad_stopper_arguments_raise_resguard_errors(
+        kwargs: dict[str, object], error: type[Exception], quoted: str) -> None:
+    patterns = kwargs.pop("patterns")
+    with pytest.raises(error) as caught:
+        ProcessStopper(patterns, **kwargs)  # type: ignore[arg-type]
+    assert isinstance(caught.value, ResguardError)
+    assert quoted in str(caught.value)
+    assert "expected" in str(caught.value)
+
+
+@given(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(),
+                 st.lists(st.one_of(st.text(), st.integers(), st.none()), max_size=3)),
+       st.one_of(st.booleans(), st.none(), st.text(), st.integers()),
+       st.one_of(st.text(), st.integers(), st.floats(), st.none()))
+def test_the_stopper_accepts_or_raises_only_resguard_errors(
+        patterns: object, enabled: object, grace: object) -> None:
+    try:
+        stopper = ProcessStopper(patterns, enabled=enabled, grace=grace)  # type: ignore[arg-type]
+    except ResguardError:
+        return
+    assert isinstance(stopper.enabled, bool)
+    assert all(pattern.search("") is None for pattern in stopper.patterns)
+
+
+def test_stop_takes_only_a_candidate() -> None:
+    with pytest.raises(InvalidType, match="StopCandidate"):
+        ProcessStopper(["x"], enabled=True).stop(1234)  # type: ignore[arg-type]
