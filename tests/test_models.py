@@ -352,3 +352,193 @@ def test_a_guard_is_asked_for_room_and_holds_a_reservation_while_loading() -> No
     with pytest.raises(ResourceExhausted):
         refused.get()
     assert not refused.loaded
+
+
+# ---------------------------------------------------------------------- cancelling, deadlines
+class Hanging:
+    """A sync loader that blocks until released (a stuck weights download)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.loads = 0
+
+    def load(self) -> bytearray:
+        self.loads += 1
+        self.started.set()
+        if not self.release.wait(30):
+            raise TimeoutError("the test never released the loader")
+        return bytearray(MiB)
+
+
+def wait_until(predicate: Any, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+@pytest.mark.anyio
+async def test_cancelling_aget_of_a_hanging_sync_loader_returns_at_once() -> None:
+    loader = Hanging()
+    model = LazyModel(loader.load, size=MiB, name="stuck", register=False, sweep=False)
+    started = time.monotonic()
+    with anyio.move_on_after(0.3) as scope:
+        await model.aget()
+    elapsed = time.monotonic() - started
+    assert scope.cancelled_caught
+    assert elapsed < 1.0  # returned at the cancellation, not when the load ends
+    assert model.loading  # the load goes on in its thread...
+    loader.release.set()
+    await anyio.to_thread.run_sync(wait_until, lambda: model.loaded)
+    # ...and its result is kept: the next caller gets it without a second load.
+    assert len(await model.aget()) == MiB
+    assert loader.loads == 1
+    assert model.loads == 1
+    assert not model.pinned  # the cancelled caller's pin was never taken
+
+
+@pytest.mark.anyio
+async def test_waiters_of_a_load_in_progress_are_cancellable_and_no_second_load_starts() -> None:
+    loader = Hanging()
+    model = LazyModel(loader.load, size=MiB, name="stuck", register=False, sweep=False)
+    results: list[int] = []
+
+    async def leader() -> None:
+        with anyio.move_on_after(0.2):
+            await model.aget()
+
+    async def patient() -> None:
+        async with model as weights:
+            results.append(len(weights))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(leader)
+        await anyio.to_thread.run_sync(loader.started.wait, 10)
+        started = time.monotonic()
+        with anyio.move_on_after(0.3):  # a second waiter gives up at its cancellation
+            await model.aget()
+        assert time.monotonic() - started < 1.0
+        group.start_soon(patient)  # a third one waits for the abandoned load
+        await anyio.sleep(0.3)
+        assert model.loading
+        assert not results
+        loader.release.set()
+    assert results == [MiB]
+    assert loader.loads == 1
+    assert not model.pinned
+
+
+@pytest.mark.anyio
+async def test_a_failed_abandoned_load_reaches_its_waiters_and_is_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    gate = threading.Event()
+
+    def load() -> bytearray:
+        gate.wait(30)
+        raise OSError("weights file is corrupt")
+
+    model = LazyModel(load, size=MiB, name="broken", register=False, sweep=False)
+    with anyio.move_on_after(0.1):
+        await model.aget()
+    gate.set()
+    with pytest.raises(OSError, match="corrupt"):
+        await model.aget()  # either the abandoned attempt's error or its own retry's
+    assert "after its caller was cancelled" in caplog.text
+
+
+def test_a_sync_waiter_of_a_load_in_progress_has_a_deadline() -> None:
+    loader = Hanging()
+    model = LazyModel(loader.load, size=MiB, name="stuck", register=False, sweep=False,
+                      wait=0.2)
+    leader = threading.Thread(target=model.get)
+    leader.start()
+    try:
+        assert loader.started.wait(10)
+        started = time.monotonic()
+        with pytest.raises(ResourceExhausted) as caught:
+            model.get()
+        assert caught.value.reason == "timeout"
+        assert 0.15 < time.monotonic() - started < 1.5
+        assert "'stuck'" in str(caught.value)
+    finally:
+        loader.release.set()
+        leader.join(10)
+    assert model.loaded
+
+
+@pytest.mark.anyio
+async def test_an_async_waiter_of_a_load_in_progress_has_a_deadline() -> None:
+    loader = Hanging()
+    model = LazyModel(loader.load, size=MiB, name="stuck", register=False, sweep=False,
+                      wait=0.2)
+    thread = threading.Thread(target=model.get)
+    thread.start()
+    try:
+        await anyio.to_thread.run_sync(loader.started.wait, 10)
+        with pytest.raises(ResourceExhausted) as caught:
+            await model.aget()
+        assert caught.value.reason == "timeout"
+    finally:
+        loader.release.set()
+        await anyio.to_thread.run_sync(thread.join, 10)
+
+
+class UnknownHeadroom:
+    """A headroom source whose memory numbers could not be read (None, not 0)."""
+
+    def headroom_bytes(self) -> int | None:
+        return None
+
+
+def test_unknown_headroom_admits_the_load_with_one_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="resguard.models")
+    guard = UnknownHeadroom()
+    models = [LazyModel(Loader().load, size=MiB, guard=guard, register=False, sweep=False)
+              for _ in range(3)]
+    for model in models:
+        assert len(model.get()) == MiB  # unknown is not 0: not refused
+    warnings = [r for r in caplog.records if "unknown" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_a_pool_with_unknown_machine_headroom_counts_its_budget_only() -> None:
+    pool = ModelPool(budget=100 * MiB, guard=UnknownHeadroom())
+    loaders: dict[str, Loader] = {}
+    a = make(pool, "a", 60 * MiB, loaders)
+    b = make(pool, "b", 60 * MiB, loaders)
+    assert pool.headroom_bytes() == 100 * MiB
+    a.get()
+    b.get()  # the budget still holds: a is evicted
+    assert (a.loaded, b.loaded) == (False, True)
+    assert ModelPool(guard=UnknownHeadroom()).headroom_bytes() is None
+
+
+@pytest.mark.parametrize("budget", [type, len, lambda: MiB, True, [1], object()])
+def test_a_pool_budget_must_be_a_size_not_a_callable(budget: Any) -> None:
+    with pytest.raises(InvalidType, match="pool budget"):
+        ModelPool(budget=budget)
+
+
+@pytest.mark.parametrize("budget", ["0%", "0", 0, -5, "-1GiB", "150%", "nan%", "1e999"])
+def test_a_pool_budget_of_nothing_is_refused_with_the_value_as_typed(budget: Any) -> None:
+    with pytest.raises(InvalidValue, match="budget") as caught:
+        ModelPool(budget=budget)
+    assert repr(budget) in str(caught.value) or str(budget) in str(caught.value)
+
+
+@pytest.mark.parametrize(("kwargs", "error"), [
+    ({"wait": 0}, InvalidValue), ({"wait": "soon"}, InvalidValue),
+    ({"wait": float("nan")}, InvalidValue), ({"idle_ttl": -1}, InvalidValue),
+    ({"idle_ttl": float("inf")}, InvalidValue), ({"name": 5}, InvalidType),
+    ({"clock": 5}, InvalidType), ({"pool": "p"}, InvalidType), ({"sweep": "no"}, InvalidType),
+    ({"register": 1}, InvalidType), ({"size": True}, InvalidType),
+])
+def test_lazy_model_arguments_are_checked(kwargs: dict[str, Any], error: type) -> None:
+    arguments: dict[str, Any] = {"size": MiB, "register": False}
+    arguments.update(kwargs)
+    with pytest.raises(error):
+        LazyModel(Loader().load, **arguments)

@@ -13,16 +13,31 @@ from :func:`resguard.snapshot` (``memory.available``). In a :class:`ModelPool` t
 first evicts idle members, least recently used first; when that is not enough the load is
 refused with :class:`~resguard.ResourceExhausted` instead of pushing the machine into swap.
 
+When the headroom is unknown (the memory numbers could not be read: ``None``, never 0),
+the load is admitted and a warning is logged once; a Guard's reservation still applies its
+own ``on_unknown`` policy.
+
 Idle expiry needs something to look at the clock: the pool and the ladder do, and
 ``unload_if_idle()`` can be called directly; besides these, one shared daemon thread (the
 *sweeper*, for all models together, only while some model with a TTL is loaded) checks the
 TTLs so that a model nobody touches again is still unloaded.
+
+**Waiting and cancelling.** A caller that finds a load already in progress waits at most
+``wait`` (default 10 minutes) and then gets ``ResourceExhausted(reason="timeout")``. In
+async code every wait is cancellable: cancelling the caller of :meth:`LazyModel.aget` (or
+``async with``) returns at once, also while it runs a *sync* loader in a worker thread. A
+thread cannot be stopped, so that load goes on in its thread and, when it ends, its result
+is **kept**: the model counts as loaded (its memory was admitted before it started), later
+callers get it, and ``idle_ttl`` and the ladder unload it when nobody uses it. Callers that
+were waiting for that load keep waiting for it (no second load starts meanwhile). An
+``async def`` loader is cancelled with its caller; a waiter then starts the load again.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import math
 import threading
 import time
 import weakref
@@ -35,33 +50,47 @@ import anyio.to_thread
 from resguard import reclaim as _reclaim
 from resguard._errors import InvalidType, InvalidValue, ResourceExhausted
 from resguard._modules.clock import Clock, monotonic
+from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
-from resguard.units import format_bytes, parse_bytes, parse_duration, resolve_bytes
+from resguard.units import format_bytes, is_percent, parse_bytes, parse_duration, parse_percent
 
 __all__ = ["HeadroomSource", "LazyModel", "ModelPool"]
 
 T = TypeVar("T")
 _log = get_logger("resguard.models")
+_faults = FaultLog(_log)
+DEFAULT_WAIT_S = 600.0  # how long a caller waits for a load that another caller runs
 
 
 @runtime_checkable
 class HeadroomSource(Protocol):
     """What a model asks for room: a :class:`resguard.Guard` or anything with this method."""
 
-    def headroom_bytes(self) -> int:
-        """Bytes that can be committed now (available memory minus reservations)."""
+    def headroom_bytes(self) -> int | None:
+        """Bytes that can be committed now (available memory minus reservations);
+        ``None`` when that is unknown."""
         ...
 
 
-def machine_headroom_bytes() -> int:
-    """Available memory under the effective limit (cgroup-aware), from a fresh snapshot."""
+def machine_headroom_bytes() -> int | None:
+    """Available memory under the effective limit (cgroup-aware), from a fresh snapshot;
+    ``None`` when it could not be read."""
     from resguard.snapshot import snapshot
 
-    return int(snapshot(children=False).memory.available)
+    available = snapshot(children=False).memory.available
+    return None if available is None else int(available)
 
 
-def _headroom(guard: HeadroomSource | None) -> int:
-    return int(guard.headroom_bytes()) if guard is not None else machine_headroom_bytes()
+def _headroom(guard: HeadroomSource | None) -> int | None:
+    """The headroom from *guard* (or the machine); ``None`` = unknown, logged once."""
+    where = "the guard's headroom" if guard is not None else "the machine's memory headroom"
+    headroom = guard.headroom_bytes() if guard is not None else machine_headroom_bytes()
+    if headroom is None:
+        _faults.failed(where, "unknown (memory could not be read); model loads are admitted "
+                              "without a headroom check")
+        return None
+    _faults.recovered(where)
+    return int(headroom)
 
 
 def _size_of(value: int | str | Callable[[], int], what: str) -> int:
@@ -73,14 +102,34 @@ def _size_of(value: int | str | Callable[[], int], what: str) -> int:
         raise type(error)(f"{what}: {error}") from None
 
 
+def _check_duration(value: object, what: str, *, allow_none: bool = False) -> float | None:
+    """*value* as seconds for argument *what*: finite and above 0 (None when allowed)."""
+    if value is None and allow_none:
+        return None
+    try:
+        seconds = parse_duration(value)  # type: ignore[arg-type]
+    except (InvalidValue, InvalidType) as error:
+        raise type(error)(f"{what}: {error}") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidValue(f"{what}={value!r} must be a duration above 0 (e.g. 30, '10m')")
+    return seconds
+
+
+def _check_flag(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidType(f"{what}={value!r} must be True or False")
+    return value
+
+
 class _Attempt:
     """One load in progress; waiters block on ``done`` and re-raise ``failure``."""
 
-    __slots__ = ("done", "failure")
+    __slots__ = ("abandoned", "done", "failure")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.failure: BaseException | None = None
+        self.abandoned = False  # the caller that started it was cancelled
 
 
 class LazyModel(Generic[T]):
@@ -93,7 +142,11 @@ class LazyModel(Generic[T]):
     load). ``idle_ttl`` (seconds or ``"10m"``) unloads it after that long without use.
 
     ``with model as m:`` loads if needed and pins the model for the block; :meth:`get`
-    loads without pinning. Loads are counted in :attr:`loads`.
+    loads without pinning. Loads are counted in :attr:`loads`. ``wait`` (seconds or
+    ``"2m"``) bounds how long a caller waits for a load another caller is running; past it
+    the caller gets ``ResourceExhausted(reason="timeout")``. In async code the wait and a
+    sync loader's worker thread are cancellable (see the module docs for what happens to
+    the load still running then).
     """
 
     def __init__(
@@ -109,6 +162,7 @@ class LazyModel(Generic[T]):
         clock: Clock = monotonic,
         sweep: bool = True,
         register: bool = True,
+        wait: float | str = DEFAULT_WAIT_S,
     ) -> None:
         if not callable(load):
             raise InvalidType(f"load must be a callable returning the model, not {load!r}")
@@ -121,10 +175,19 @@ class LazyModel(Generic[T]):
             raise InvalidType(f"guard must have headroom_bytes() (a resguard.Guard), not {guard!r}")
         if not callable(size):
             _size_of(size, "size")  # validate now
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise InvalidType(f"name={name!r} must be a non-empty string")
+        if not callable(clock):
+            raise InvalidType(f"clock={clock!r} must be a callable returning seconds")
+        if pool is not None and not isinstance(pool, ModelPool):
+            raise InvalidType(f"pool={pool!r} must be a resguard.ModelPool")
+        _check_flag(sweep, "sweep")
+        _check_flag(register, "register")
+        self.wait_s = cast("float", _check_duration(wait, "wait"))
         self._load = load
         self._unload = unload
         self._size = size
-        self.idle_ttl_s = None if idle_ttl is None else parse_duration(idle_ttl)
+        self.idle_ttl_s = _check_duration(idle_ttl, "idle_ttl", allow_none=True)
         self._name = name or getattr(load, "__qualname__", None) or "model"
         self.guard = guard
         self.clock = clock
@@ -231,6 +294,9 @@ class LazyModel(Generic[T]):
 
     def _finish(self, attempt: _Attempt, value: T | None, failure: BaseException | None,
                 pin: bool, elapsed_s: float) -> None:
+        if failure is not None and attempt.abandoned and isinstance(failure, Exception):
+            _log.warning("loading model %r failed after its caller was cancelled: %s: %s",
+                         self._name, type(failure).__name__, failure)
         with self._lock:
             self._attempt = None
             if failure is None:
@@ -256,7 +322,7 @@ class LazyModel(Generic[T]):
             self.pool._make_room(self, size)
             return
         headroom = _headroom(self.guard)
-        if headroom < size:
+        if headroom is not None and headroom < size:
             raise ResourceExhausted(
                 f"no room to load model {self._name!r}: it needs {format_bytes(size)}, "
                 f"{format_bytes(max(headroom, 0))} is free",
@@ -286,17 +352,39 @@ class LazyModel(Generic[T]):
         async with reservation:
             return await load()
 
+    def _timed_out(self, waited_s: float) -> ResourceExhausted:
+        return ResourceExhausted(
+            f"model {self._name!r} is still loading after waiting {waited_s:.3g} s "
+            f"(wait={self.wait_s:g} s)", reason="timeout", retry_after=5.0,
+            numbers={"wait_s": self.wait_s})
+
+    def _run_attempt(self, attempt: _Attempt) -> None:
+        """Run a sync load for *attempt* to its end and publish it (result kept, never pinned):
+        the caller may have gone (cancelled) by then, so the outcome lives in the model."""
+        started = time.perf_counter()
+        try:
+            value = self._load_sync()
+        except BaseException as failure:
+            self._finish(attempt, None, failure, False, 0.0)
+            if not isinstance(failure, Exception):
+                raise
+            return
+        self._finish(attempt, value, None, False, time.perf_counter() - started)
+
     def _acquire(self, pin: bool) -> T:
         if self._is_async:
             raise InvalidType(f"model {self._name!r} has an async loader; use `async with` "
                               "or `await model.aget()`")
+        started_s = time.monotonic()
         while True:
             state, value, attempt = self._claim(pin)
             if state == "ready":
                 return cast("T", value)
             assert attempt is not None
             if state == "wait":
-                attempt.done.wait()
+                left_s = self.wait_s - (time.monotonic() - started_s)
+                if left_s <= 0 or not attempt.done.wait(left_s):
+                    raise self._timed_out(time.monotonic() - started_s)
                 if attempt.failure is not None:
                     raise attempt.failure
                 continue
@@ -309,28 +397,45 @@ class LazyModel(Generic[T]):
             self._finish(attempt, value, None, pin, time.perf_counter() - started)
             return value
 
-    async def _aacquire(self, pin: bool) -> T:
+    async def _await_attempt(self, attempt: _Attempt, started_s: float) -> None:
+        """Wait (cancellably, at most ``wait``) until *attempt* is done; raise its failure."""
+        # Poll rather than park a worker thread per waiter: loads take seconds,
+        # and 50 waiting tasks must not use up anyio's thread limiter.
         delay_s = 0.001
+        while not attempt.done.is_set():
+            left_s = self.wait_s - (time.monotonic() - started_s)
+            if left_s <= 0:
+                raise self._timed_out(time.monotonic() - started_s)
+            await anyio.sleep(min(delay_s, left_s))
+            delay_s = min(delay_s * 2, 0.02)
+        if attempt.failure is not None:
+            raise attempt.failure
+
+    async def _aacquire(self, pin: bool) -> T:
+        started_s = time.monotonic()
         while True:
             state, value, attempt = self._claim(pin)
             if state == "ready":
                 return cast("T", value)
             assert attempt is not None
             if state == "wait":
-                # Poll rather than park a worker thread per waiter: loads take seconds,
-                # and 50 waiting tasks must not use up anyio's thread limiter.
-                while not attempt.done.is_set():
-                    await anyio.sleep(delay_s)
-                    delay_s = min(delay_s * 2, 0.02)
+                await self._await_attempt(attempt, started_s)
+                continue
+            if not self._is_async:
+                # The load runs to its end in a worker thread and publishes itself; this
+                # caller only waits for it, so a cancellation returns at once.
+                try:
+                    await anyio.to_thread.run_sync(self._run_attempt, attempt,
+                                                   abandon_on_cancel=True)
+                except anyio.get_cancelled_exc_class():
+                    attempt.abandoned = True
+                    raise
                 if attempt.failure is not None:
                     raise attempt.failure
-                continue
+                continue  # loaded: claim it (and pin) like any other caller
             started = time.perf_counter()
             try:
-                if self._is_async:
-                    value = await self._load_async()
-                else:
-                    value = await anyio.to_thread.run_sync(self._load_sync)
+                value = await self._load_async()
             except BaseException as failure:
                 self._finish(attempt, None, failure, pin, 0.0)
                 raise
@@ -428,23 +533,41 @@ class LazyModel(Generic[T]):
 class ModelPool:
     """Several lazy models under one memory budget; idle ones are evicted LRU first.
 
-    ``budget`` is bytes, ``"16GiB"`` or a share of the effective memory limit (``"50%"``);
-    ``None`` means only the machine's headroom counts. ``guard`` (optional) is where the
-    machine headroom comes from; without it a fresh :func:`resguard.snapshot` is read.
+    ``budget`` is bytes, ``"16GiB"`` or a share of the effective memory limit (``"50%"``,
+    above 0); ``None`` means only the machine's headroom counts. A share is resolved when
+    the pool is made; while the limit is unknown it is resolved at the next load that can
+    read it, and until then only the machine's headroom counts. ``guard`` (optional) is
+    where the machine headroom comes from; without it a fresh :func:`resguard.snapshot` is
+    read.
     """
 
     def __init__(self, budget: int | str | None = None, *, guard: HeadroomSource | None = None,
                  models: Iterable[LazyModel[Any]] = (), name: str = "pool") -> None:
+        self._budget_share: float | None = None
+        self._budget_bytes: int | None = None
         if budget is None:
-            self.budget_bytes: int | None = None
-        elif isinstance(budget, str) and budget.strip().endswith("%"):
-            from resguard.snapshot import snapshot
-
-            self.budget_bytes = resolve_bytes(budget, snapshot(children=False).memory.limit)
+            pass
+        elif isinstance(budget, bool) or not isinstance(budget, (int, float, str)):
+            raise InvalidType(f"pool budget={budget!r} must be bytes, a size such as "
+                              "'16GiB' or a share of the memory limit such as '50%'")
+        elif is_percent(budget):
+            try:
+                share = parse_percent(budget)
+            except (InvalidValue, InvalidType) as error:
+                raise type(error)(f"pool budget: {error}") from None
+            if share <= 0:
+                raise InvalidValue(f"pool budget={budget!r} must be a share above 0% "
+                                   "(0% would refuse every load)")
+            self._budget_share = share
+            self._resolve_budget()
         else:
-            self.budget_bytes = _size_of(budget, "pool budget")
+            self._budget_bytes = _size_of(budget, "pool budget")
+            if self._budget_bytes <= 0:
+                raise InvalidValue(f"pool budget={budget!r} must be above 0 bytes")
         if guard is not None and not isinstance(guard, HeadroomSource):
             raise InvalidType(f"guard must have headroom_bytes() (a resguard.Guard), not {guard!r}")
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidType(f"pool name={name!r} must be a non-empty string")
         self.guard = guard
         self.name = name
         self._lock = threading.RLock()
@@ -453,6 +576,25 @@ class ModelPool:
         self._used_order: dict[int, int] = {}
         for model in models:
             self.add(model)
+
+    def _resolve_budget(self) -> None:
+        """Turn a share of the limit into bytes once the limit is known."""
+        if self._budget_share is None or self._budget_bytes is not None:
+            return
+        from resguard.snapshot import snapshot
+
+        limit = snapshot(children=False).memory.limit
+        if limit is None:
+            _faults.failed(f"pool {getattr(self, 'name', 'pool')!r} budget",
+                           f"the memory limit is unknown, so {self._budget_share:g}% of it "
+                           "cannot be resolved yet; only the machine's headroom counts")
+            return
+        self._budget_bytes = max(1, round(self._budget_share * int(limit) / 100))
+
+    @property
+    def budget_bytes(self) -> int | None:
+        """The budget in bytes; ``None``: no budget (or a share of a limit not known yet)."""
+        return self._budget_bytes
 
     def add(self, model: LazyModel[Any]) -> LazyModel[Any]:
         """Put *model* in the pool (a model belongs to one pool)."""
@@ -489,12 +631,17 @@ class ModelPool:
     def _pending_bytes(self, exclude: LazyModel[Any] | None) -> int:
         return sum(m.size_bytes for m in self._models if m is not exclude and m.loading)
 
-    def headroom_bytes(self, exclude: LazyModel[Any] | None = None) -> int:
-        """Bytes a new load may take now: the budget left and the machine's headroom."""
-        machine = _headroom(self.guard) - self._pending_bytes(exclude)
+    def headroom_bytes(self, exclude: LazyModel[Any] | None = None) -> int | None:
+        """Bytes a new load may take now: the budget left and the machine's headroom
+        (``None`` when neither is known: no budget and the machine's memory unreadable)."""
+        self._resolve_budget()
+        machine = _headroom(self.guard)
+        if machine is not None:
+            machine -= self._pending_bytes(exclude)
         if self.budget_bytes is None:
             return machine
-        return min(machine, self.budget_bytes - self.used_bytes(exclude))
+        budget_left = self.budget_bytes - self.used_bytes(exclude)
+        return budget_left if machine is None else min(machine, budget_left)
 
     def idle_models(self, exclude: Sequence[LazyModel[Any]] = ()) -> list[LazyModel[Any]]:
         """Loaded, unpinned members, least recently used first."""
@@ -511,6 +658,8 @@ class ModelPool:
         with self._lock:
             self.unload_idle()
             headroom = self.headroom_bytes(exclude=model)
+            if headroom is None:
+                return  # unknown: admitted (logged once by _headroom)
             freed = 0
             evicted: list[str] = []
             while headroom + freed < size:
@@ -537,13 +686,18 @@ class ModelPool:
         A variant that is already loaded always fits. Raises ResourceExhausted when none
         fits. Variants need not be members of the pool; members are added.
         """
+        if not isinstance(variants, Sequence) or isinstance(variants, (str, bytes)):  # type: ignore[unreachable]
+            raise InvalidType(f"choose() takes a list of LazyModel variants, not {variants!r}")
         if not variants:
             raise InvalidValue("choose() needs at least one model variant")
         for variant in variants:
             self.add(variant)
         with self._lock:
-            free = self.headroom_bytes() + sum(m.size_bytes for m in self.idle_models())
+            headroom = self.headroom_bytes()
             ranked = sorted(variants, key=lambda m: m.size_bytes, reverse=True)
+            if headroom is None:
+                return ranked[0]  # unknown room: the largest (logged once by _headroom)
+            free = headroom + sum(m.size_bytes for m in self.idle_models())
             for variant in ranked:
                 if variant.loaded or variant.loading or variant.size_bytes <= free:
                     return variant
