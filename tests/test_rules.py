@@ -8,6 +8,7 @@ import math
 import operator
 import random
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ import resguard
 from resguard import InvalidType, InvalidValue, UnknownMetric
 from resguard.rules import (
     Breach,
+    ContainerThreshold,
     LeakDetector,
     Level,
     Policy,
@@ -27,6 +29,7 @@ from resguard.rules import (
     least_squares_slope,
     theil_sen_slope,
 )
+from resguard.snapshot import Fault
 
 from factories import MB, WALL_OFFSET_S, GiB, make_container, make_process, make_snapshot
 
@@ -718,3 +721,289 @@ def test_container_threshold_rejects_bad_arguments(kwargs: dict[str, object],
 
     with pytest.raises((InvalidValue, InvalidType), match=match):
         ContainerThreshold(**kwargs)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------- hostile arguments: a closed error tree ---
+
+
+
+@pytest.mark.parametrize("op", [[], {}, None, 5, b">", (">",)])
+def test_an_op_of_the_wrong_type_is_an_invalid_type(op):
+    with pytest.raises(InvalidType, match=r"op=.*is not a comparison"):
+        Threshold("memory.percent", op, 85)
+
+
+@pytest.mark.parametrize(("metric", "op", "value"), [
+    ("memory.percent", ">", 150),
+    ("memory.percent", ">=", "150%"),
+    ("memory.percent", "<", 101),
+    ("swap.percent", ">", "100.5"),
+    ("cpu.percent", ">", 200),
+    ("pressure.memory.some.avg10", ">", 120),
+    ("memory.percent", ">", 100),  # can never fire: never above 100
+    ("memory.percent", "<", 0),  # can never fire: never below 0
+    ("cpu.load_1m", "<", 0),
+])
+def test_a_threshold_that_can_never_fire_is_rejected(metric, op, value):
+    with pytest.raises(InvalidValue) as info:
+        Threshold(metric, op, value)
+    assert repr(value) in str(info.value) or str(value) in str(info.value)
+
+
+def test_percentages_that_may_exceed_100_are_still_accepted():
+    assert Threshold("process.cpu_percent", ">", 150).kind == "percent"  # 100 per core
+    assert ProcessThreshold(cpu_percent_above=400).name == "a process cpu_percent > 400%"
+    Threshold("memory.percent", ">=", 100)
+    with pytest.raises(InvalidValue, match="150"):
+        ContainerThreshold(percent_above=150)
+
+
+HUGE = [10**400, "1e999", float("inf"), -(10**400)]
+
+
+@pytest.mark.parametrize("huge", HUGE, ids=["10**400", "'1e999'", "inf", "-10**400"])
+@pytest.mark.parametrize("build", [
+    lambda v: Threshold("cpu.load_1m", ">", v),
+    lambda v: Threshold("memory.used", ">", v),
+    lambda v: Threshold("memory.percent", ">", v),
+    lambda v: Threshold("memory.percent", ">", 80, for_=v),
+    lambda v: ProcessThreshold(cpu_percent_above=v),
+    lambda v: ProcessThreshold(rss_above=v),
+    lambda v: ProcessCount(cpu_percent_above=v),
+    lambda v: ProcessCount(cpu_percent_above=50, at_least=v),
+    lambda v: ContainerThreshold(used_above=v),
+    lambda v: LeakDetector(growth=v),
+    lambda v: LeakDetector("cpu.load_1m", growth=v),
+    lambda v: LeakDetector(window=v),
+    lambda v: TimeToLimit(within=v),
+    lambda v: TimeToLimit(limit=v),
+], ids=["load", "used", "percent", "for_", "proc-cpu", "proc-rss", "count-cpu", "at_least",
+        "container", "leak", "leak-plain", "window", "within", "limit"])
+def test_numbers_beyond_float_range_are_invalid_values_not_overflow(build, huge):
+    with pytest.raises((InvalidValue, InvalidType)) as info:
+        build(huge)
+    if huge == "1e999":
+        assert "'1e999'" in str(info.value)
+        assert "inf" not in str(info.value).replace("info", "")
+
+
+ARGUMENT = st.one_of(
+    st.text(max_size=12), st.none(), st.booleans(), st.integers(),
+    st.integers(min_value=2**60, max_value=10**500), st.floats(allow_nan=True,
+                                                               allow_infinity=True),
+    st.sampled_from(["85%", "150%", "2GiB", "1e999", "-5", "nan", "10s", ">", "warning",
+                     "memory.percent", "memory.limit", Level.OK, Level.CRITICAL]),
+    st.lists(st.integers(), max_size=2), st.just(type), st.just({}),
+)
+CONSTRUCTORS = {
+    "Threshold.metric": lambda v: Threshold(v, ">", 80),
+    "Threshold.op": lambda v: Threshold("memory.percent", v, 80),
+    "Threshold.value": lambda v: Threshold("memory.percent", ">", v),
+    "Threshold.bytes": lambda v: Threshold("memory.used", ">", v),
+    "Threshold.plain": lambda v: Threshold("cpu.load_1m", ">", v),
+    "Threshold.level": lambda v: Threshold("memory.percent", ">", 80, level=v),
+    "Threshold.for_": lambda v: Threshold("memory.percent", ">", 80, for_=v),
+    "Threshold.clear": lambda v: Threshold("memory.percent", ">", 80, clear=v),
+    "Threshold.cooldown": lambda v: Threshold("memory.percent", ">", 80, cooldown=v),
+    "Threshold.name": lambda v: Threshold("memory.percent", ">", 80, name=v),
+    "ProcessThreshold.cpu": lambda v: ProcessThreshold(cpu_percent_above=v),
+    "ProcessThreshold.rss": lambda v: ProcessThreshold(rss_above=v),
+    "ProcessThreshold.clear": lambda v: ProcessThreshold(cpu_percent_above=90, clear=v),
+    "ProcessThreshold.for_": lambda v: ProcessThreshold(cpu_percent_above=90, for_=v),
+    "ProcessThreshold.level": lambda v: ProcessThreshold(cpu_percent_above=90, level=v),
+    "ProcessThreshold.name": lambda v: ProcessThreshold(cpu_percent_above=90, name=v),
+    "ContainerThreshold.percent": lambda v: ContainerThreshold(percent_above=v),
+    "ContainerThreshold.used": lambda v: ContainerThreshold(used_above=v),
+    "ContainerThreshold.clear": lambda v: ContainerThreshold(percent_above=90, clear=v),
+    "ContainerThreshold.name": lambda v: ContainerThreshold(percent_above=90, name=v),
+    "ProcessCount.cpu": lambda v: ProcessCount(cpu_percent_above=v),
+    "ProcessCount.at_least": lambda v: ProcessCount(cpu_percent_above=50, at_least=v),
+    "ProcessCount.cooldown": lambda v: ProcessCount(cpu_percent_above=50, cooldown=v),
+    "ProcessCount.name": lambda v: ProcessCount(cpu_percent_above=50, name=v),
+    "LeakDetector.metric": lambda v: LeakDetector(v),
+    "LeakDetector.growth": lambda v: LeakDetector(growth=v),
+    "LeakDetector.window": lambda v: LeakDetector(window=v),
+    "LeakDetector.clear": lambda v: LeakDetector(clear=v),
+    "LeakDetector.points": lambda v: LeakDetector(points=v),
+    "LeakDetector.min_fill": lambda v: LeakDetector(min_fill=v),
+    "LeakDetector.level": lambda v: LeakDetector(level=v),
+    "LeakDetector.name": lambda v: LeakDetector(name=v),
+    "TimeToLimit.within": lambda v: TimeToLimit(within=v),
+    "TimeToLimit.metric": lambda v: TimeToLimit(metric=v),
+    "TimeToLimit.limit": lambda v: TimeToLimit(limit=v),
+    "TimeToLimit.window": lambda v: TimeToLimit(window=v),
+    "TimeToLimit.clear": lambda v: TimeToLimit(clear=v),
+    "TimeToLimit.points": lambda v: TimeToLimit(points=v),
+    "TimeToLimit.min_fill": lambda v: TimeToLimit(min_fill=v),
+    "TimeToLimit.name": lambda v: TimeToLimit(name=v),
+    "Policy": lambda v: Policy(v),
+    "Policy.rule": lambda v: Policy([v]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONSTRUCTORS))
+@settings(max_examples=60)
+@given(value=ARGUMENT)
+def test_every_rule_argument_is_accepted_or_rejected_in_the_error_tree(name, value):
+    try:
+        rule = CONSTRUCTORS[name](value)
+    except (InvalidValue, InvalidType):  # both ResguardError and ValueError/TypeError
+        return
+    if not isinstance(rule, Policy):
+        rule = Policy([rule])  # what was accepted also judges a snapshot without raising
+    rule.evaluate(make_snapshot())
+
+
+# ----------------------------------------------------------------- unknown is not OK ---
+
+
+MEMINFO_EMPTY = Fault("memory", "/proc/meminfo", "empty", "no numbers in the file")
+
+
+def unknown_memory(snapshot, *faults):
+    """*snapshot* with every memory number unknown, explained by *faults*."""
+    memory = attrs.evolve(snapshot.memory, total=None, limit=None, used=None, available=None,
+                          percent=None, source="unknown")
+    return attrs.evolve(snapshot, memory=memory, faults=faults or (MEMINFO_EMPTY,))
+
+
+def test_a_metric_unknown_because_of_a_fault_is_reported_not_judged_ok():
+    policy = Policy([Threshold("memory.percent", ">=", 85, name="memory high")])
+    verdict = policy.evaluate(unknown_memory(make_snapshot()))
+    assert verdict.level is Level.OK
+    assert not verdict.known
+    assert verdict.unknown == ("memory.percent: /proc/meminfo empty",)
+    assert verdict.reason == "OK (unknown: memory.percent: /proc/meminfo empty)"
+    assert "unknown" in verdict._repr_html_()
+    assert verdict.to_dict()["unknown"] == ["memory.percent: /proc/meminfo empty"]
+    known = policy.evaluate(make_snapshot())
+    assert known.known
+    assert known.reason == "OK"
+
+
+def test_an_unknown_limit_makes_a_share_of_it_unknown():
+    used = Threshold("memory.used", ">", "80%", name="used above 80% of limit")
+    snapshot = make_snapshot(memory_percent=90)
+    limitless = attrs.evolve(
+        snapshot, memory=attrs.evolve(snapshot.memory, limit=None, percent=None),
+        faults=(Fault("memory.limit", "/sys/fs/cgroup/memory.max", "garbage", "'12x'"),))
+    verdict = Policy([used]).evaluate(limitless)
+    assert verdict.unknown == ("memory.limit: /sys/fs/cgroup/memory.max garbage",)
+    assert verdict.ok
+    assert Policy([used]).evaluate(snapshot).level is Level.WARNING
+
+
+def test_a_firing_rule_keeps_firing_while_its_metric_is_unknown():
+    rule = Threshold("memory.percent", ">=", 90, level=Level.CRITICAL, clear=80)
+    snapshots = [(0, make_snapshot(at=0, memory_percent=95)),
+                 (1, unknown_memory(make_snapshot(at=1))),
+                 (2, unknown_memory(make_snapshot(at=2))),
+                 (3, make_snapshot(at=3, memory_percent=85)),  # known, holds above clear
+                 (4, make_snapshot(at=4, memory_percent=50))]
+    verdicts = run(rule, snapshots)
+    assert levels(verdicts) == [Level.CRITICAL] * 4 + [Level.OK]
+    held = verdicts[2].breaches[0]
+    assert held.value == 95.0  # the last known figure
+    assert held.held_s == 2
+    assert held.since == 0
+    assert verdicts[2].unknown == ("memory.percent: /proc/meminfo empty",)
+    assert verdicts[3].known
+
+
+def test_an_unknown_sample_neither_confirms_nor_resets_a_pending_rule():
+    rule = Threshold("memory.percent", ">", 85, for_="3s")
+    values = [90, None, 90, 90]
+    snapshots = [(t, make_snapshot(at=t, memory_percent=v) if v is not None
+                  else unknown_memory(make_snapshot(at=t))) for t, v in enumerate(values)]
+    verdicts = run(rule, snapshots)
+    assert levels(verdicts) == [Level.OK, Level.OK, Level.OK, Level.WARNING]
+    assert verdicts[3].breaches[0].since == 0
+
+
+def test_trend_rules_keep_firing_while_their_metric_is_unknown():
+    forecast = TimeToLimit(within="2m", window="1m", clear="3m")
+    leak = LeakDetector("process.rss", growth="50MB", window="100s", points=10)
+    limit = 16 * GiB
+    policy = Policy([forecast, leak])
+    state = policy.new_state()
+    verdict = None
+    for t in range(200):
+        snapshot = make_snapshot(at=t, used=8 * GiB + t * 40 * 2**20, limit=limit,
+                                 rss=30 * MB + t * MB)
+        verdict = policy.evaluate(snapshot, state, now=t)
+    assert verdict is not None
+    assert {b.rule for b in verdict.breaches} == {forecast.name, leak.name}
+    blind = unknown_memory(make_snapshot(at=200), MEMINFO_EMPTY,
+                           Fault("process", "/proc/self/statm", "vanished", "gone"))
+    blind = attrs.evolve(blind, process=attrs.evolve(blind.process, rss=None))
+    verdict = policy.evaluate(blind, state, now=200)
+    assert {b.rule for b in verdict.breaches} == {forecast.name, leak.name}
+    assert set(verdict.unknown) == {"memory.used: /proc/meminfo empty",
+                                    "memory.limit: /proc/meminfo empty",
+                                    "process.rss: /proc/self/statm vanished"}
+
+
+def test_a_metric_absent_without_a_fault_is_still_inactive_not_unknown():
+    rule = Threshold("pressure.memory.some.avg10", ">", 10)
+    verdicts = run(rule, [(0, make_snapshot(at=0, psi_some=20.0)),
+                          (1, make_snapshot(at=1, psi_some=None))])
+    assert levels(verdicts) == [Level.WARNING, Level.OK]
+    assert verdicts[1].known
+
+
+def test_every_rule_judges_a_snapshot_with_every_number_unknown():
+    policy = Policy([
+        Threshold("memory.percent", ">=", 80), Threshold("memory.used", ">", "50%"),
+        Threshold("swap.percent", ">", 50), Threshold("cpu.load_1m", ">", 4),
+        Threshold("process.rss", ">", "10%"), ProcessThreshold(rss_above="10%"),
+        ProcessCount(rss_above="5%", at_least=1), ContainerThreshold(percent_above=90),
+        LeakDetector(), TimeToLimit(), TimeToLimit(limit="swap.total", metric="swap.used"),
+    ])
+    state = policy.new_state()
+    base = make_snapshot(processes=table((10, "a", 50.0)),
+                         containers=(make_container("db", memory_used=GiB),))
+    blind = unknown_memory(base, MEMINFO_EMPTY)
+    blind = attrs.evolve(
+        blind,
+        swap=attrs.evolve(blind.swap, total=None, used=None, free=None, percent=None),
+        cpu=attrs.evolve(blind.cpu, percent=None, load_1m=None, load_5m=None, load_15m=None),
+        process=attrs.evolve(blind.process, rss=None, vms=None, cpu_percent=None,
+                             num_threads=None, children_rss=None),
+        processes=(attrs.evolve(make_process(11), rss=None, cpu_percent=None),))
+    for t in range(30):
+        verdict = policy.evaluate(attrs.evolve(blind, monotonic=float(t)), state, now=t)
+        assert verdict.ok
+    assert "memory.percent: /proc/meminfo empty" in verdict.unknown
+
+
+class BrokenRule:
+    name = "broken"
+    level = Level.CRITICAL
+
+    def __init__(self):
+        self.failing = True
+
+    def new_state(self):
+        return None
+
+    def step(self, snapshot, state, now):
+        if self.failing:
+            raise ZeroDivisionError(f"bug at {now}")
+
+
+def test_a_rule_that_raises_is_reported_once_and_the_others_still_judge(caplog):
+    import logging
+
+    broken = BrokenRule()
+    policy = Policy([broken, Threshold("memory.percent", ">", 50, name="memory high")])
+    caplog.set_level(logging.WARNING, logger="resguard")
+    for t in range(100):
+        verdict = policy.evaluate(make_snapshot(at=t, memory_percent=60))
+        assert verdict.level is Level.WARNING
+        assert [b.rule for b in verdict.breaches] == ["memory high"]
+        assert verdict.unknown == (f"rule 'broken' failed: ZeroDivisionError: bug at {t}",)
+    failing = [r for r in caplog.records if "broken" in r.getMessage()]
+    assert len(failing) == 1
+    broken.failing = False
+    assert policy.evaluate(make_snapshot(at=100, memory_percent=60)).known
+    assert sum("works again" in r.getMessage() for r in caplog.records) == 1

@@ -18,8 +18,20 @@ Semantics of a threshold (``op`` is ``>``, ``>=``, ``<`` or ``<=``)
     * A firing rule keeps firing while *hold* holds (hysteresis: a metric hovering around
       ``value`` does not flap), and clears at the first sample where it does not; clearing
       starts the cooldown: the rule cannot fire again for ``cooldown`` seconds.
-    * A metric that is ``None`` in a snapshot (no PSI on this kernel, no containers sampled)
-      counts as "condition false": the rule is inactive and never an error.
+    * A metric that is ``None`` in a snapshot because the machine does not have it (no PSI
+      on this kernel, no containers sampled) counts as "condition false": the rule is
+      inactive and never an error.
+    * A metric that is ``None`` because a source could not be read (a :class:`Fault` in
+      ``snapshot.faults`` covers it, or the limit a percentage resolves against) is
+      *unknown*: the rule cannot judge, and the verdict lists it in ``Verdict.unknown`` with
+      the reason. An unknown sample is no evidence either way, so it changes nothing: a
+      firing rule **keeps firing** (its breach repeats the last measured value, ``held_s``
+      keeps growing), a pending rule stays pending without firing, an idle rule stays idle.
+      A demanding user does not want a CRITICAL to flap to OK because ``/proc/meminfo`` could
+      not be read for one tick; the rule clears on the first *known* sample where it no
+      longer holds.
+    * A rule whose ``step`` raises (a bug in a custom rule) does not stop the others: the
+      verdict lists it in ``Verdict.unknown`` and the error is logged once per kind.
 
 Values and units
     For a *percent* metric (``*.percent``, ``*_percent``, PSI ``avg10``/``avg60``/``avg300``)
@@ -28,7 +40,11 @@ Values and units
     ``children_rss``) a value is a size (``"2GiB"``, ``"500MB"``, a number of bytes) or a
     percentage of the effective memory limit ``memory.limit`` of the snapshot being judged
     (``"85%"``; for ``swap.*`` of ``swap.total``). Other metrics (counts, seconds, load)
-    take plain numbers.
+    take plain numbers. A percentage that cannot exceed 100 (memory, swap and host CPU
+    percent, PSI, a container's share of its limit) rejects a figure above 100, and a
+    threshold that can never fire (``> 100`` of such a percentage, ``< 0``) is rejected.
+    Every bad argument raises :class:`~resguard.InvalidValue` or
+    :class:`~resguard.InvalidType` quoting it as passed.
 
 State and time
     Rules keep no state themselves: a :class:`PolicyState` (from :meth:`Policy.new_state`)
@@ -51,9 +67,18 @@ from typing import Any, Final, Protocol, runtime_checkable
 import attrs
 
 from resguard._errors import InvalidType, InvalidValue, UnknownMetric
+from resguard._modules.faults import FaultLog
+from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin, records_table
 from resguard.snapshot import ProcessInfo, Snapshot, metric_paths
-from resguard.units import format_bytes, format_duration, parse_bytes, parse_duration
+from resguard.units import (
+    _PLAIN_NUMBER,
+    format_bytes,
+    format_duration,
+    parse_bytes,
+    parse_duration,
+    shown,
+)
 
 __all__ = [
     "Breach",
@@ -70,6 +95,8 @@ __all__ = [
     "TimeToLimit",
     "Verdict",
 ]
+
+_logger = get_logger("resguard")
 
 
 class Level(enum.IntEnum):
@@ -153,27 +180,52 @@ def _format_value(value: float, unit: str) -> str:
 
 @attrs.frozen(slots=True)
 class Verdict(ValueMixin):
-    """The judgement of one snapshot: the highest breach level and the breaches."""
+    """The judgement of one snapshot: the highest breach level and the breaches.
+
+    ``unknown`` lists what the policy could not judge, one reason each
+    (``"memory.percent: /proc/meminfo empty"``): a rule's metric (or the limit its
+    percentage resolves against) was unknown because a source could not be read, or a
+    rule failed. ``level`` is the level of what *could* be judged; ``known`` tells whether
+    that was everything.
+    """
 
     level: Level
     breaches: tuple[Breach, ...] = ()
+    unknown: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        """True when no rule fires."""
+        """True when no rule fires (see ``known`` for whether every rule could judge)."""
         return self.level == Level.OK
 
     @property
+    def known(self) -> bool:
+        """True when every rule could judge (``unknown`` is empty)."""
+        return not self.unknown
+
+    @property
     def reason(self) -> str:
-        """A short text: ``"OK"`` or the level and the breaches, the worst first."""
+        """A short text: ``"OK"`` or the level and the breaches, the worst first, then what
+        is unknown: ``"OK (unknown: memory.percent: /proc/meminfo empty)"``."""
         if not self.breaches:
-            return "OK"
-        worst = sorted(self.breaches, key=lambda breach: -breach.level)
-        return f"{self.level.name}: " + "; ".join(breach.message for breach in worst)
+            text = "OK"
+        else:
+            worst = sorted(self.breaches, key=lambda breach: -breach.level)
+            text = f"{self.level.name}: " + "; ".join(breach.message for breach in worst)
+        if self.unknown:
+            text += f" (unknown: {'; '.join(self.unknown)})"
+        return text
 
     def _repr_html_(self) -> str:
         table = records_table(self.breaches, ("rule", "level", "value", "threshold", "held_s"))
-        return f"<p><b>{self.level.name}</b></p>" + (table if self.breaches else "")
+        unknown = "".join(f"<p>unknown: {_html_escape(item)}</p>" for item in self.unknown)
+        return f"<p><b>{self.level.name}</b></p>" + (table if self.breaches else "") + unknown
+
+
+def _html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
 
 
 OK_VERDICT: Final = Verdict(Level.OK, ())
@@ -188,6 +240,8 @@ class Rule(Protocol):
 
     ``step`` judges one snapshot at monotonic time *now* given the rule's own *state*
     (made by ``new_state``, mutated by ``step`` only) and returns a breach or ``None``.
+    A rule may also have ``reads``, the snapshot paths it judges: when one of them is
+    ``None`` because of a fault, the verdict lists it in ``Verdict.unknown``.
     """
 
     name: str
@@ -255,6 +309,9 @@ def compile_getter(metric: str) -> Callable[[Snapshot], Any]:
 
 def _level(value: object) -> Level:
     """A rule's level: WARNING or CRITICAL (a rule that fires at OK would say nothing)."""
+    if isinstance(value, bool) or not isinstance(value, (Level, str, int)):
+        raise InvalidType(f"level={value!r} is not a level; expected Level.WARNING, "
+                          f"Level.CRITICAL, 'warning' or 'critical'")
     level: Level | None = None
     if isinstance(value, Level):
         level = value
@@ -275,18 +332,62 @@ def _duration(value: object, what: str) -> float:
         raise type(error)(f"{what}: {error}") from None
 
 
-def _plain_number(value: object, what: str, hint: str, shown: object = None) -> float:
-    """*value* as a finite number >= 0; errors name *shown* (default: *value*)."""
-    shown = value if shown is None else shown
+def _name(name: object, default: str) -> str:
+    """A rule's name: a string, or *default* for ``None``."""
+    if name is None:
+        return default
+    if not isinstance(name, str):
+        raise InvalidType(f"name={name!r} is not a rule name; expected a string or None")
+    return name
+
+
+def _plain_number(value: object, what: str, hint: str, typed: object = None,
+                  maximum: float | None = None) -> float:
+    """*value* (a number or numeric text) as a finite float from 0 to *maximum*; errors
+    quote *typed* (default: *value*) as passed. Never ``OverflowError``: ``10**400`` and
+    ``"1e999"`` are too large."""
+    quoted = shown(value if typed is None else typed)
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise InvalidType(f"{what}={shown!r} is not a number; {hint}")
-    try:
+        raise InvalidType(f"{what}={quoted} is not a number; {hint}")
+    number: int | float
+    if isinstance(value, str):
+        if not _PLAIN_NUMBER.fullmatch(value):
+            raise InvalidValue(f"{what}={quoted} is not a number; {hint}")
         number = float(value)
-    except ValueError:
-        raise InvalidValue(f"{what}={shown!r} is not a number; {hint}") from None
-    if math.isnan(number) or math.isinf(number) or number < 0:
-        raise InvalidValue(f"{what}={shown!r} is not a number of at least 0; {hint}")
-    return number
+    else:
+        number = value
+    if (isinstance(number, float) and math.isnan(number)) or number < 0:
+        raise InvalidValue(f"{what}={quoted} is not a number of at least 0; {hint}")
+    if maximum is not None and number > maximum:
+        raise InvalidValue(f"{what}={quoted} is above {maximum:g}; {hint}")
+    try:
+        result = float(number)
+    except OverflowError:
+        result = math.inf
+    if math.isinf(result):
+        raise InvalidValue(f"{what}={quoted} is too large; {hint}")
+    return result
+
+
+def _percent_maximum(metric: str) -> float | None:
+    """100 for percentages that cannot exceed it; ``None`` for CPU percent of a process
+    (100 per core)."""
+    return None if metric.endswith("cpu_percent") else 100.0
+
+
+def _explain(snapshot: Snapshot, path: str) -> str | None:
+    """Why *path* is unknown in *snapshot*: the fault covering it (or, for a derived figure
+    such as ``memory.percent``, a fault in the same section), else ``None``."""
+    faults = snapshot.faults
+    if not faults:
+        return None
+    fault = snapshot.fault_for(path)
+    if fault is None:
+        section = path.split(".", 1)[0]
+        fault = next((item for item in faults if item.field.split(".", 1)[0] == section), None)
+        if fault is None:
+            return None
+    return f"{path}: {fault.source} {fault.kind}"
 
 
 class _Bound:
@@ -299,11 +400,16 @@ class _Bound:
         self.fixed, self.fraction, self.limit_path, self.text = fixed, fraction, limit_path, text
         self._limit = operator.attrgetter(limit_path) if limit_path else None
 
-    def resolve(self, snapshot: Snapshot) -> float:
+    def resolve(self, snapshot: Snapshot) -> float | None:
+        """The figure for *snapshot*; ``None`` when the limit it is a share of is unknown."""
         if self.fixed is not None:
             return self.fixed
         assert self._limit is not None
-        return self.fraction * float(self._limit(snapshot))
+        try:
+            limit = self._limit(snapshot)
+        except AttributeError:
+            return None
+        return None if limit is None else self.fraction * float(limit)
 
 
 def _parse_bound(value: object, kind: str, metric: str, what: str) -> _Bound:
@@ -311,14 +417,16 @@ def _parse_bound(value: object, kind: str, metric: str, what: str) -> _Bound:
     percent_text = value.strip()[:-1] if isinstance(value, str) and value.strip().endswith(
         "%") else None
     if kind == "percent":
-        hint = f"{metric} is a percentage: expected e.g. 85 or '85%'"
+        maximum = _percent_maximum(metric)
+        hint = (f"{metric} is a percentage: expected e.g. 85 or '85%'"
+                + (" (at most 100)" if maximum is not None else ""))
         text = value if percent_text is None else percent_text
-        number = _plain_number(text, what, hint, shown=value)
+        number = _plain_number(text, what, hint, typed=value, maximum=maximum)
         return _Bound(number, text=f"{number:g}%")
     if kind == "bytes":
         if percent_text is not None:
             hint = "expected e.g. '85%' (of the effective memory limit)"
-            share = _plain_number(percent_text, what, hint, shown=value)
+            share = _plain_number(percent_text, what, hint, typed=value)
             if share > 100:
                 raise InvalidValue(f"{what}={value!r} is above 100%; {hint}")
             limit = "swap.total" if metric.startswith("swap.") else "memory.limit"
@@ -348,18 +456,34 @@ def _check_clear_side(op: str, value: _Bound, clear: _Bound) -> None:
                            f"the clear level must be at or above the firing level")
 
 
+def _check_can_fire(metric: str, kind: str, op: str, value: _Bound, typed: object) -> None:
+    """Reject a fixed threshold no measurement can cross (every metric is at least 0)."""
+    fixed = value.fixed
+    if fixed is None:
+        return
+    maximum = _percent_maximum(metric) if kind == "percent" else None
+    if op == ">" and maximum is not None and fixed >= maximum:
+        raise InvalidValue(f"{metric} > {typed!r} can never fire: {metric} is at most "
+                           f"{maximum:g}; use a lower value or '>='")
+    if op == "<" and fixed <= 0:
+        raise InvalidValue(f"{metric} < {typed!r} can never fire: {metric} is at least 0")
+
+
 # ------------------------------------------------------------------ sustain logic ---
 
 
 class SustainState:
     """Memory of a sustained condition: pending since, firing since, cooldown end."""
 
-    __slots__ = ("cooldown_until", "firing_since", "pending_since")
+    __slots__ = ("cooldown_until", "firing_since", "last_threshold", "last_value",
+                 "pending_since")
 
     def __init__(self) -> None:
         self.pending_since: float | None = None
         self.firing_since: float | None = None
         self.cooldown_until = -math.inf
+        self.last_value = 0.0  # the last known figures of a firing rule, held while unknown
+        self.last_threshold = 0.0
 
     def __repr__(self) -> str:
         return (f"SustainState(pending_since={self.pending_since}, "
@@ -403,21 +527,24 @@ class Threshold:
     """
 
     __slots__ = ("_clear", "_compare", "_fixed_clear", "_fixed_value", "_get", "_value", "clear",
-                 "cooldown_s", "for_s", "kind", "level", "metric", "name", "op", "value")
+                 "cooldown_s", "for_s", "kind", "level", "metric", "name", "op", "reads", "value")
 
     def __init__(self, metric: str, op: str, value: float | str, level: Level | str = Level.WARNING,
                  for_: float | str = 0, clear: float | str | None = None,
                  cooldown: float | str = 0, name: str | None = None) -> None:
         self.metric = _check_metric(metric)
+        expected = ", ".join(repr(o) for o in _OPS)
+        if not isinstance(op, str):
+            raise InvalidType(f"op={op!r} is not a comparison; expected one of {expected}")
         if op not in _OPS:
-            raise InvalidValue(f"op={op!r} is not a comparison; expected one of "
-                               f"{', '.join(repr(o) for o in _OPS)}")
+            raise InvalidValue(f"op={op!r} is not a comparison; expected one of {expected}")
         self.op = op
         self.kind = _metric_kind(metric)
         self._value = _parse_bound(value, self.kind, metric, "value")
         self._clear = self._value if clear is None else _parse_bound(clear, self.kind, metric,
                                                                       "clear")
         _check_clear_side(op, self._value, self._clear)
+        _check_can_fire(metric, self.kind, op, self._value, value)
         self.value, self.clear = value, (value if clear is None else clear)
         self.level = _level(level)
         self.for_s = _duration(for_, "for_")
@@ -425,7 +552,9 @@ class Threshold:
         self._compare = _OPS[op]
         self._get = operator.attrgetter(metric)  # precompiled; step() maps a None part to None
         self._fixed_value, self._fixed_clear = self._value.fixed, self._clear.fixed
-        self.name = name if name is not None else f"{metric} {op} {self._value.text}"
+        self.name = _name(name, f"{metric} {op} {self._value.text}")
+        self.reads: tuple[str, ...] = (metric, *dict.fromkeys(
+            bound.limit_path for bound in (self._value, self._clear) if bound.limit_path))
 
     def __repr__(self) -> str:
         return (f"Threshold({self.metric!r}, {self.op!r}, {self.value!r}, level={self.level!r}, "
@@ -440,33 +569,46 @@ class Threshold:
             measured = self._get(snapshot)
         except AttributeError:  # a part on the way is None (no PSI, no containers)
             measured = None
-        if measured is None:
+        fixed = self._fixed_value
+        threshold = fixed if fixed is not None or measured is None else self._value.resolve(
+            snapshot)
+        clear = self._fixed_clear
+        if clear is None and measured is not None and threshold is not None:
+            clear = self._clear.resolve(snapshot)
+        if measured is None or threshold is None or clear is None:
             if state.pending_since is None and state.firing_since is None:
                 return None
+            if any(_explain(snapshot, path) for path in self.reads):
+                return self._held(snapshot, state, now)  # unknown: no evidence either way
             trigger = hold = False
-            threshold = 0.0
+            measured, threshold = 0.0, 0.0
         else:
-            fixed = self._fixed_value
-            threshold = self._value.resolve(snapshot) if fixed is None else fixed
             trigger = self._compare(measured, threshold)
             if not trigger and state.firing_since is None:
                 state.pending_since = None
                 return None  # the common case: idle and staying idle
-            fixed = self._fixed_clear
-            hold = trigger or self._compare(
-                measured, self._clear.resolve(snapshot) if fixed is None else fixed)
+            hold = trigger or self._compare(measured, clear)
         if not _advance(state, trigger, hold, now, self.for_s, self.cooldown_s):
             return None
         since = state.firing_since
         assert since is not None
-        assert measured is not None
+        state.last_value, state.last_threshold = float(measured), float(threshold)
         return Breach(self.name, self.metric, self.op, float(measured), threshold, self.level,
                       since, _since_wall(snapshot, since), now - since, self.kind)
+
+    def _held(self, snapshot: Snapshot, state: SustainState, now: float) -> Breach | None:
+        """A firing rule's breach at an unknown sample: the last known figures, still held."""
+        since = state.firing_since
+        if since is None:
+            return None
+        return Breach(self.name, self.metric, self.op, state.last_value, state.last_threshold,
+                      self.level, since, _since_wall(snapshot, since), now - since, self.kind)
 
 
 # ----------------------------------------------------------------- process table ---
 
 _PROCESS_FIELDS: Final = {"cpu_percent": "percent", "rss": "bytes"}
+_MAX_PIDS: Final = 2**22  # PID_MAX_LIMIT on 64-bit Linux
 
 
 def _process_bounds(rule: str, cpu_percent_above: float | str | None,
@@ -497,7 +639,8 @@ class ProcessThreshold:
     ``rss_above`` takes a size or a percentage of ``memory.limit``.
     """
 
-    __slots__ = ("_clear", "_get", "_value", "field", "for_s", "kind", "level", "metric", "name")
+    __slots__ = ("_clear", "_get", "_value", "field", "for_s", "kind", "level", "metric", "name",
+                 "reads")
 
     def __init__(self, *, cpu_percent_above: float | str | None = None,
                  rss_above: float | str | None = None, for_: float | str = 0,
@@ -510,9 +653,9 @@ class ProcessThreshold:
         self._get = operator.attrgetter(self.field)
         self.for_s = _duration(for_, "for_")
         self.level = _level(level)
-        self.name = name if name is not None else (
-            f"a process {self.field} > {self._value.text}"
-            + (f" for {format_duration(self.for_s)}" if self.for_s else ""))
+        self.name = _name(name, f"a process {self.field} > {self._value.text}"
+                          + (f" for {format_duration(self.for_s)}" if self.for_s else ""))
+        self.reads = _table_reads("processes", self._value)
 
     def __repr__(self) -> str:
         return f"ProcessThreshold({self.name!r}, level={self.level!r})"
@@ -528,8 +671,9 @@ class ProcessThreshold:
             if state:
                 state.clear()
             return None
-        threshold = self._value.resolve(snapshot)
-        clear = min(self._clear.resolve(snapshot), threshold)
+        threshold, clear = _table_bounds(self, snapshot)
+        if threshold is None or clear is None:
+            return None  # the limit a share resolves against is unknown: state kept as is
         get = self._get
         rows = ((get(process), (process.pid, process.create_time), process)
                 for process in processes)
@@ -537,6 +681,18 @@ class ProcessThreshold:
             rows, threshold, clear, state, now, self.for_s,
             lambda process, value, since: Offender(process.pid, process.name, value, since))
         return _table_breach(self, snapshot, offenders, threshold, now)
+
+
+def _table_reads(table: str, value: _Bound) -> tuple[str, ...]:
+    return (table, value.limit_path) if value.limit_path else (table,)
+
+
+def _table_bounds(rule: Any, snapshot: Snapshot) -> tuple[float | None, float | None]:
+    """A table rule's (threshold, clear) for *snapshot*; ``None`` where a limit is unknown."""
+    threshold, clear = rule._value.resolve(snapshot), rule._clear.resolve(snapshot)
+    if threshold is None or clear is None:
+        return None, None
+    return threshold, min(clear, threshold)
 
 
 def _sustained_rows(rows: Iterable[tuple[Any, Hashable, Any]], threshold: float, clear: float,
@@ -588,7 +744,8 @@ class ContainerThreshold:
     down). Same per-row semantics as :class:`ProcessThreshold`, identity = container id.
     """
 
-    __slots__ = ("_clear", "_get", "_value", "field", "for_s", "kind", "level", "metric", "name")
+    __slots__ = ("_clear", "_get", "_value", "field", "for_s", "kind", "level", "metric", "name",
+                 "reads")
 
     def __init__(self, *, percent_above: float | str | None = None,
                  used_above: float | str | None = None, for_: float | str = 0,
@@ -614,9 +771,10 @@ class ContainerThreshold:
         self._get = operator.attrgetter(self.field)
         self.for_s = _duration(for_, "for_")
         self.level = _level(level)
-        self.name = name if name is not None else (
+        self.name = _name(name, (
             f"a container {'memory' if self.kind == 'bytes' else 'memory % of limit'} > "
-            f"{self._value.text}" + (f" for {format_duration(self.for_s)}" if self.for_s else ""))
+            f"{self._value.text}" + (f" for {format_duration(self.for_s)}" if self.for_s else "")))
+        self.reads = ("containers",)
 
     def __repr__(self) -> str:
         return f"ContainerThreshold({self.name!r}, level={self.level!r})"
@@ -631,8 +789,9 @@ class ContainerThreshold:
             if state:
                 state.clear()
             return None
-        threshold = self._value.resolve(snapshot)
-        clear = min(self._clear.resolve(snapshot), threshold)
+        threshold, clear = _table_bounds(self, snapshot)
+        if threshold is None or clear is None:
+            return None
         get = self._get
         rows = ((get(item), item.id, item) for item in containers.items)
         offenders = _sustained_rows(
@@ -653,7 +812,7 @@ class ProcessCount:
     """
 
     __slots__ = ("_clear", "_get", "_value", "at_least", "cooldown_s", "field", "for_s", "kind",
-                 "level", "metric", "name")
+                 "level", "metric", "name", "reads")
 
     def __init__(self, *, cpu_percent_above: float | str | None = None,
                  rss_above: float | str | None = None, at_least: int = 2,
@@ -662,8 +821,11 @@ class ProcessCount:
                  name: str | None = None) -> None:
         self.field, self._value, self._clear = _process_bounds(
             "ProcessCount", cpu_percent_above, rss_above, clear)
-        if isinstance(at_least, bool) or not isinstance(at_least, int) or at_least < 1:
-            raise InvalidValue(f"at_least={at_least!r} is not a count; expected an int >= 1")
+        expected = f"expected an int from 1 to {_MAX_PIDS} (the most processes Linux allows)"
+        if isinstance(at_least, bool) or not isinstance(at_least, int):
+            raise InvalidType(f"at_least={shown(at_least)} is not a count; {expected}")
+        if not 1 <= at_least <= _MAX_PIDS:
+            raise InvalidValue(f"at_least={shown(at_least)} is not a count; {expected}")
         self.at_least = at_least
         self.kind = _PROCESS_FIELDS[self.field]
         self.metric = f"processes.{self.field}"
@@ -671,9 +833,9 @@ class ProcessCount:
         self.for_s = _duration(for_, "for_")
         self.cooldown_s = _duration(cooldown, "cooldown")
         self.level = _level(level)
-        self.name = name if name is not None else (
-            f"{at_least}+ processes {self.field} > {self._value.text}"
-            + (f" for {format_duration(self.for_s)}" if self.for_s else ""))
+        self.name = _name(name, f"{at_least}+ processes {self.field} > {self._value.text}"
+                          + (f" for {format_duration(self.for_s)}" if self.for_s else ""))
+        self.reads = _table_reads("processes", self._value)
 
     def __repr__(self) -> str:
         return f"ProcessCount({self.name!r}, level={self.level!r})"
@@ -687,13 +849,16 @@ class ProcessCount:
             return None
         above: list[ProcessInfo] = []
         triggering = 0
+        threshold, clear = _table_bounds(self, snapshot)
+        if processes is not None and (threshold is None or clear is None):
+            return None  # the limit a share resolves against is unknown: state kept as is
         if processes is not None:
-            threshold = self._value.resolve(snapshot)
-            clear = min(self._clear.resolve(snapshot), threshold)
+            assert threshold is not None
+            assert clear is not None
             get = self._get
             for process in processes:
                 value = get(process)
-                if value > clear:
+                if value is not None and value > clear:
                     above.append(process)
                     if value > threshold:
                         triggering += 1
@@ -841,9 +1006,12 @@ def _series_window(window: object, points: object, min_fill: float, *,
     window_s = _duration(window, "window")
     if window_s <= 0:
         raise InvalidValue(f"window={window!r} must be longer than 0 s")
-    if (isinstance(points, bool) or not isinstance(points, int)
-            or not fewest_points <= points <= 1000):
+    if isinstance(points, bool) or not isinstance(points, int):
+        raise InvalidType(f"points={points!r} is not a count from {fewest_points} to 1000")
+    if not fewest_points <= points <= 1000:
         raise InvalidValue(f"points={points!r} is not a count from {fewest_points} to 1000")
+    if isinstance(min_fill, bool) or not isinstance(min_fill, (int, float)):
+        raise InvalidType(f"min_fill={min_fill!r} is not a share in (0, 1]")
     if not 0 < min_fill <= 1:
         raise InvalidValue(f"min_fill={min_fill!r} is not a share in (0, 1]")
     return window_s, points, float(min_fill), window_s / points
@@ -865,7 +1033,7 @@ class LeakDetector:
     """
 
     __slots__ = ("_get", "clear", "growth", "kind", "level", "metric", "min_fill", "name",
-                 "points", "width_s", "window_s")
+                 "points", "reads", "width_s", "window_s")
 
     def __init__(self, metric: str = "process.rss", growth: float | str = "50MB",
                  window: float | str = "10m", level: Level | str = Level.WARNING,
@@ -873,18 +1041,10 @@ class LeakDetector:
                  name: str | None = None) -> None:
         self.metric = _check_metric(metric)
         self.kind = _metric_kind(metric)
-        if self.kind == "bytes":
-            try:
-                self.growth = float(parse_bytes(growth))
-            except (InvalidValue, InvalidType) as error:
-                raise type(error)(f"growth for {metric}: {error}") from None
-        else:
-            self.growth = _plain_number(growth, "growth", f"{metric} takes a plain number")
+        self.growth = self._amount(growth, "growth")
         if self.growth <= 0:
             raise InvalidValue(f"growth={growth!r} must be above 0")
-        self.clear = self.growth / 2 if clear is None else (
-            float(parse_bytes(clear)) if self.kind == "bytes"
-            else _plain_number(clear, "clear", "expected a number"))
+        self.clear = self.growth / 2 if clear is None else self._amount(clear, "clear")
         if self.clear > self.growth:
             raise InvalidValue(f"clear={clear!r} is above growth={growth!r}")
         self.window_s, self.points, self.min_fill, self.width_s = _series_window(
@@ -892,8 +1052,18 @@ class LeakDetector:
         self.level = _level(level)
         self._get = operator.attrgetter(metric)
         growth_text = format_bytes(self.growth) if self.kind == "bytes" else f"{self.growth:g}"
-        self.name = name if name is not None else (
-            f"{metric} grows > {growth_text} per {format_duration(self.window_s)}")
+        self.name = _name(name, f"{metric} grows > {growth_text} per "
+                                f"{format_duration(self.window_s)}")
+        self.reads = (metric,)
+
+    def _amount(self, value: object, what: str) -> float:
+        """A growth figure in the metric's unit (a size for a byte metric)."""
+        if self.kind != "bytes":
+            return _plain_number(value, what, f"{self.metric} takes a plain number")
+        try:
+            return float(parse_bytes(value))  # type: ignore[arg-type]
+        except (InvalidValue, InvalidType) as error:
+            raise type(error)(f"{what} for {self.metric}: {error}") from None
 
     def __repr__(self) -> str:
         return f"LeakDetector({self.name!r}, level={self.level!r})"
@@ -905,9 +1075,15 @@ class LeakDetector:
         try:
             value = self._get(snapshot)
         except AttributeError:
-            return None
-        if value is None:
-            return None
+            value = None
+        if value is None:  # unknown (explained by a fault): a firing leak keeps firing
+            if state.firing_since is None or state.last_estimate is None or not _explain(
+                    snapshot, self.metric):
+                return None
+            held_since = state.firing_since
+            return Breach(self.name, self.metric, ">", state.last_estimate, self.growth,
+                          self.level, held_since, _since_wall(snapshot, held_since),
+                          now - held_since, self.kind)
         if now // self.width_s == state.bucket:  # the common case: same bucket, same estimate
             state.time_sum += now
             state.value_sum += value
@@ -945,7 +1121,7 @@ class TimeToLimit:
     """
 
     __slots__ = ("_get", "_get_limit", "clear_s", "level", "limit", "metric", "min_fill",
-                 "name", "points", "width_s", "window_s", "within_s")
+                 "name", "points", "reads", "width_s", "window_s", "within_s")
 
     def __init__(self, within: float | str = "5m", level: Level | str = Level.WARNING,
                  metric: str = "memory.used", limit: str | float = "memory.limit",
@@ -966,7 +1142,11 @@ class TimeToLimit:
             except InvalidValue:
                 _check_metric(limit)
         else:
-            fixed_limit = float(parse_bytes(limit))
+            try:
+                fixed_limit = float(parse_bytes(limit))
+            except (InvalidValue, InvalidType) as error:
+                raise type(error)(f"limit={shown(limit)} is not a metric path or a size: "
+                                  f"{error}") from None
         if fixed_limit is not None:
             constant = fixed_limit
             self._get_limit: Callable[[Snapshot], Any] = lambda snapshot: constant
@@ -975,8 +1155,9 @@ class TimeToLimit:
             self._get_limit = compile_getter(limit)
         self.level = _level(level)
         self._get = compile_getter(metric)
-        self.name = name if name is not None else (
-            f"{metric} reaches {limit} within {format_duration(self.within_s)}")
+        self.name = _name(name, f"{metric} reaches {limit} within "
+                                f"{format_duration(self.within_s)}")
+        self.reads = (metric,) if fixed_limit is not None else (metric, str(limit))
 
     def __repr__(self) -> str:
         return f"TimeToLimit({self.name!r}, level={self.level!r})"
@@ -992,6 +1173,13 @@ class TimeToLimit:
     def step(self, snapshot: Snapshot, state: SeriesState, now: float) -> Breach | None:
         value, limit = self._get(snapshot), self._get_limit(snapshot)
         if value is None or limit is None:
+            held_since, held = state.firing_since, state.last_estimate
+            if held_since is not None and held is not None and any(
+                    _explain(snapshot, path) for path in self.reads):
+                # unknown: a firing forecast keeps firing with its last estimate
+                return Breach(self.name, self.metric, "<", held, self.within_s, self.level,
+                              held_since, _since_wall(snapshot, held_since), now - held_since,
+                              "seconds", (), held)
             state.last_estimate = None
             state.firing_since = None
             return None
@@ -1055,7 +1243,7 @@ class Policy:
     one per thread.
     """
 
-    __slots__ = ("_steps", "rules", "state")
+    __slots__ = ("_failing", "_faults", "_reads", "_steps", "rules", "state")
 
     def __init__(self, rules: Iterable[Rule]) -> None:
         if isinstance(rules, (str, bytes)) or not isinstance(rules, Iterable):  # type: ignore[unreachable]
@@ -1070,6 +1258,18 @@ class Policy:
             checked.append(rule)
         self.rules: tuple[Rule, ...] = tuple(checked)
         self._steps = tuple(rule.step for rule in self.rules)
+        reads: dict[str, Callable[[Snapshot], Any]] = {}
+        for rule in self.rules:
+            paths = getattr(rule, "reads", ())
+            if isinstance(paths, str) or not isinstance(paths, Iterable):
+                raise InvalidType(f"{rule!r}.reads={paths!r} is not a sequence of metric paths")
+            for path in paths:
+                if not isinstance(path, str):
+                    raise InvalidType(f"{rule!r}.reads has {path!r}, not a metric path")
+                reads.setdefault(path, compile_getter(path))
+        self._reads = tuple(reads.items())
+        self._faults = FaultLog(_logger)
+        self._failing: dict[int, str] = {}  # rule index -> kind of error, logged once
         self.state = self.new_state()
 
     def __repr__(self) -> str:
@@ -1100,13 +1300,53 @@ class Policy:
         if now is None:
             now = snapshot.monotonic
         breaches: list[Breach] | None = None
-        for step, rule_state in zip(self._steps, state.rule_states, strict=True):
-            breach = step(snapshot, rule_state, now)
+        failed: list[str] | None = None
+        for index, step, rule_state in zip(range(len(self._steps)), self._steps,
+                                           state.rule_states, strict=True):
+            try:
+                breach = step(snapshot, rule_state, now)
+            except Exception as error:  # a broken rule must not silence the others
+                failed = [] if failed is None else failed
+                failed.append(self._rule_failed(index, error))
+                continue
             if breach is not None:
                 if breaches is None:
                     breaches = [breach]
                 else:
                     breaches.append(breach)
+        if self._failing:
+            self._recover(failed)
+        unknown = self._unknown(snapshot) if snapshot.faults else ()
+        if failed:
+            unknown = (*unknown, *failed)
         if breaches is None:
-            return OK_VERDICT
-        return Verdict(max(breach.level for breach in breaches), tuple(breaches))
+            return Verdict(Level.OK, (), unknown) if unknown else OK_VERDICT
+        return Verdict(max(breach.level for breach in breaches), tuple(breaches), unknown)
+
+    def _unknown(self, snapshot: Snapshot) -> tuple[str, ...]:
+        """The reasons the rules' metrics are unknown in *snapshot* (one per metric)."""
+        reasons: dict[str, None] = {}
+        for path, get in self._reads:
+            if get(snapshot) is None:
+                reason = _explain(snapshot, path)
+                if reason is not None:
+                    reasons[reason] = None
+        return tuple(reasons)
+
+    def _rule_failed(self, index: int, error: Exception) -> str:
+        """Log a failing rule once per kind of error; return the reason for the verdict."""
+        rule = self.rules[index]
+        kind = type(error).__name__
+        reason = f"rule {rule.name!r} failed: {kind}: {error}"
+        if self._failing.get(index) != kind:
+            self._failing[index] = kind
+            self._faults.failed(f"rule {rule.name!r}", f"{kind}: {error}")
+        return reason
+
+    def _recover(self, failed: list[str] | None) -> None:
+        still = {reason.split(" failed: ", 1)[0] for reason in failed or ()}
+        for index in list(self._failing):
+            source = f"rule {self.rules[index].name!r}"
+            if source not in still:
+                del self._failing[index]
+                self._faults.recovered(source)
