@@ -313,6 +313,9 @@ def test_known_memory_still_reaches_the_process_step() -> None:
     (lambda: register(5), InvalidType, "5"),
     (lambda: register("cache"), InvalidType, "'cache'"),
     (lambda: unregister(None), InvalidType, "None"),
+    (lambda: Cost(), InvalidType, "Cost.CACHE"),
+    (lambda: Cost(5), InvalidType, "Cost.CACHE"),
+    (lambda: ProcessStopper(["x"], enabled=True).reclaim("1GiB"), InvalidType, "'1GiB'"),
 ])
 def test_bad_reclaim_arguments_raise_resguard_errors(
         make: object, error: type[Exception], quoted: str) -> None:

@@ -230,6 +230,22 @@ def test_sigkill_only_after_the_grace_period_when_sigterm_is_ignored(mode: str) 
         process.wait()
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_a_huge_grace_period_waits_without_overflow(mode: str) -> None:
+    process = _spawn("sleep", "0.3")
+    try:
+        stat = read_stat(process.pid)
+        assert stat is not None
+        handle = ProcessHandle.open(Identity(process.pid, stat.start_ticks),
+                                    use_pidfd=mode == "pidfd")
+        assert handle is not None
+        with handle:
+            assert handle.wait_exited(1e300)  # poll() takes a C int of milliseconds
+    finally:
+        process.kill()
+        process.wait()
+
+
 def test_the_fallback_grace_wait_polls_at_growing_intervals(
         sleeper: subprocess.Popen[bytes]) -> None:
     stat = read_stat(sleeper.pid)

@@ -59,6 +59,10 @@ class Cost:
     MODEL = 10.0
     PROCESS = 1000.0
 
+    def __new__(cls, *args: object, **kwargs: object) -> Cost:
+        raise InvalidType("Cost is a set of ranks, not a value to construct; expected one "
+                          "of Cost.GC, Cost.CACHE, Cost.MODEL, Cost.PROCESS (or any float)")
+
 
 @runtime_checkable
 class Reclaimable(Protocol):
@@ -469,6 +473,9 @@ class ProcessStopper:
                    if candidate.protected is None)
 
     def reclaim(self, target_bytes: int) -> int:
+        if isinstance(target_bytes, bool) or not isinstance(target_bytes, int):
+            raise InvalidType(f"{_shown(target_bytes)} is not a number of bytes; expected an "
+                              "integer")
         if not self.enabled:
             return 0
         freed = 0

@@ -238,5 +238,6 @@ class ProcessHandle:
 def _readable(fd: int, timeout_s: float) -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    # round up: poll(0.4 ms) must not become a busy poll(0)
-    return bool(poller.poll(max(0, int(timeout_s * 1000 + 0.999))))
+    # round up: poll(0.4 ms) must not become a busy poll(0); at most a minute per call,
+    # since poll() takes a C int (the caller's loop waits again until its deadline)
+    return bool(poller.poll(max(0, min(int(timeout_s * 1000 + 0.999), 60_000))))
