@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import logging
+import math
+import re
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
+import anyio.from_thread
+import attrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from resguard import InvalidType, InvalidValue, ResourceExhausted
+from resguard import InvalidState, InvalidType, InvalidValue, ResguardError, ResourceExhausted
+from resguard._modules.clock import ManualClock
 from resguard._probes.paths import Roots
-from resguard.guard import Guard
+from resguard.guard import REFUSAL_REASONS, Guard
 from resguard.monitor import Monitor
 from resguard.rules import Level, Policy, Threshold
-from resguard.snapshot import Sampler
+from resguard.snapshot import Fault, Sampler, Snapshot
+
+from factories import make_snapshot
+from support import run_python
 
 MiB = 2**20
 GiB = 2**30
@@ -168,7 +180,8 @@ def test_waiting_times_out_with_a_reason(monitor: Monitor) -> None:
             with guard.admit(wait="0.2s"):
                 pass
         assert time.monotonic() - started >= 0.2
-    assert info.value.reason == "concurrency"
+    assert info.value.reason == "timeout"
+    assert info.value.numbers["cause"] == "concurrency"
     assert info.value.numbers["waited_s"] == 0.2
     assert guard.stats().waiting == 0
 
@@ -302,7 +315,7 @@ except MemoryError:
     ({"memory": True}, InvalidType),
     ({"rss": -1}, InvalidValue),
     ({"max_concurrent": 0}, InvalidValue),
-    ({"max_concurrent": True}, InvalidValue),
+    ({"max_concurrent": True}, InvalidType),
     ({"wait": "soon"}, InvalidValue),
     ({"reserve": "lots"}, InvalidValue),
     ({"level": 2}, InvalidType),
@@ -312,3 +325,497 @@ def test_bad_arguments_are_named(kwargs: dict[str, object], error: type[Exceptio
     with pytest.raises(error) as info:
         Guard(**kwargs)  # type: ignore[arg-type]
     assert repr(next(iter(kwargs.values()))) in str(info.value)
+
+
+# ------------------------------------------------------------- scripted machines ---
+
+
+class ScriptedSampler(Sampler):
+    """A sampler that returns the snapshot the test sets (numbers may be None)."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        super().__init__()
+        self.snap = snap
+        self.samples = 0
+
+    def sample(self, *, uss: bool = False, children: bool = True) -> Snapshot:
+        self.samples += 1
+        return self.snap
+
+
+def unknown_memory(at: float) -> Snapshot:
+    """A snapshot whose memory numbers could not be read (an empty /proc/meminfo)."""
+    snap = make_snapshot(at=at)
+    memory = attrs.evolve(snap.memory, total=None, limit=None, used=None, available=None,
+                          percent=None, source="unknown")
+    fault = Fault("memory", "/proc/meminfo", "empty", "no data")
+    return attrs.evolve(snap, memory=memory, faults=(fault,))
+
+
+def scripted_monitor(snap: Snapshot, percent_over: float = 90) -> Monitor:
+    policy = Policy([Threshold("memory.percent", ">", percent_over, level=Level.CRITICAL)])
+    return Monitor(policy=policy, sampler=ScriptedSampler(snap), reclaim=False,
+                   psi_trigger=False)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(1000.0)
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+            and r.name.startswith("resguard")]
+
+
+# --------------------------------------------------------------- unknown numbers ---
+
+
+def test_unknown_headroom_is_admitted_by_default_with_one_warning(
+        clock: ManualClock, caplog: pytest.LogCaptureFixture) -> None:
+    monitor = scripted_monitor(unknown_memory(clock()))
+    guard = Guard(memory="90%", rss="50%", monitor=monitor, reserve="1GiB", clock=clock)
+    caplog.set_level(logging.WARNING, "resguard")
+    for _ in range(5):
+        with guard:
+            pass
+        with guard.admit(reserve="2GiB"):
+            pass
+    assert guard.stats().admitted == 10
+    assert guard.headroom_bytes() > 2**40  # nothing known bounds it
+    warned = [m for m in warnings_of(caplog) if guard.name in m]
+    assert len(warned) == 1, warned
+    assert "memory.available is unknown" in warned[0]
+    assert "/proc/meminfo" in warned[0]
+
+
+def test_unknown_headroom_is_refused_with_the_reason_when_asked(clock: ManualClock) -> None:
+    monitor = scripted_monitor(unknown_memory(clock()))
+    guard = Guard(memory="90%", monitor=monitor, reserve="1GiB", on_unknown="refuse",
+                  clock=clock)
+    with pytest.raises(ResourceExhausted) as info:
+        with guard:
+            pytest.fail("must not run")
+    assert info.value.reason == "unknown"
+    assert "memory.limit is unknown" in str(info.value)
+    assert "/proc/meminfo empty" in str(info.value)
+    assert info.value.numbers["limit_bytes"] is None  # unknown, not 0
+    assert guard.unknown_reason() is not None
+    assert guard.headroom_bytes() == 0
+    assert guard.stats().refused_by_reason == {"unknown": 1}
+
+
+def test_unknown_numbers_are_never_read_as_zero(clock: ManualClock) -> None:
+    """Today an empty meminfo read as limit 0 refused everything ("0 B used of 0 B")."""
+    monitor = scripted_monitor(unknown_memory(clock()))
+    guard = Guard(monitor=monitor, reserve="1GiB", clock=clock)
+    with guard:
+        assert guard.stats().reserved_bytes == 2**30
+
+
+def test_a_guard_that_needs_no_numbers_is_not_unknown(clock: ManualClock) -> None:
+    monitor = scripted_monitor(unknown_memory(clock()))
+    guard = Guard(max_concurrent=2, level=None, monitor=monitor, on_unknown="refuse",
+                  clock=clock)
+    with guard:  # no verdict, no memory bound, nothing reserved: nothing it needs is unknown
+        assert guard.unknown_reason() is None
+
+
+def test_a_known_number_still_refuses_when_others_are_unknown(clock: ManualClock) -> None:
+    snap = make_snapshot(at=clock(), rss=3 * GiB)
+    snap = attrs.evolve(snap, memory=attrs.evolve(snap.memory, available=None))
+    guard = Guard(rss="2GiB", monitor=scripted_monitor(snap), clock=clock)
+    with pytest.raises(ResourceExhausted) as info:
+        with guard:
+            pass
+    assert info.value.reason == "rss"
+
+
+def test_a_verdict_with_unknowns_follows_on_unknown(clock: ManualClock) -> None:
+    monitor = scripted_monitor(unknown_memory(clock()))
+    if monitor.state.verdict.known:
+        pytest.skip("the policy does not report unknown rules yet")
+    guard = Guard(monitor=monitor, on_unknown="refuse", clock=clock)
+    with pytest.raises(ResourceExhausted, match="unknown") as info:
+        with guard:
+            pass
+    assert info.value.reason == "unknown"
+    with Guard(monitor=monitor, clock=clock):  # admit: the known part says OK
+        pass
+
+
+# -------------------------------------------------------------------- staleness ---
+
+
+def test_a_stale_state_is_not_trusted_forever(clock: ManualClock) -> None:
+    """A monitor whose thread died keeps a CRITICAL verdict; the guard must notice."""
+    monitor = scripted_monitor(make_snapshot(at=clock(), memory_percent=95))
+    refusing = Guard(monitor=monitor, on_unknown="refuse", clock=clock)
+    admitting = Guard(monitor=monitor, clock=clock)
+    for guard in (refusing, admitting):
+        with pytest.raises(ResourceExhausted) as info:
+            with guard:
+                pass
+        assert info.value.reason == "level"
+    clock.advance(10)  # ten seconds without a sample
+    with pytest.raises(ResourceExhausted) as info:
+        with refusing:
+            pass
+    assert info.value.reason == "unknown"
+    assert "stale: last sample 10.0 s ago" in str(info.value)
+    with admitting:  # the old CRITICAL is not trusted: the verdict is unknown
+        pass
+    assert "stale" in (admitting.unknown_reason() or "")
+
+
+def test_the_hot_path_notices_staleness(clock: ManualClock) -> None:
+    monitor = scripted_monitor(make_snapshot(at=clock()))
+    guard = Guard(monitor=monitor, on_unknown="refuse", clock=clock)
+    with guard:  # fresh: the no-I/O path admits
+        pass
+    clock.advance(0.5)
+    with guard:
+        pass
+    clock.advance(5)
+    with pytest.raises(ResourceExhausted) as info:
+        with guard:
+            pass
+    assert info.value.reason == "unknown"
+
+
+def test_a_stale_state_falls_back_to_fresh_numbers(clock: ManualClock) -> None:
+    """Admitting on a stale state still checks memory, with numbers sampled now."""
+    monitor = scripted_monitor(make_snapshot(at=clock(), memory_percent=40))
+    guard = Guard(memory="80%", monitor=monitor, clock=clock)
+    with guard:
+        pass
+    sampler = monitor._sampler
+    assert isinstance(sampler, ScriptedSampler)
+    clock.advance(10)
+    sampler.snap = make_snapshot(at=clock(), memory_percent=95)  # the monitor never saw it
+    with pytest.raises(ResourceExhausted) as info:
+        with guard:
+            pass
+    assert info.value.reason == "memory"
+
+
+# ---------------------------------------------------------------- refusal reasons ---
+
+
+def test_refusal_reasons_are_one_closed_documented_set() -> None:
+    source = Path(sys.modules["resguard.guard"].__file__ or "").read_text()
+    produced = set(re.findall(r'_refuse\(\s*"(\w+)"', source))
+    produced |= set(re.findall(r'reason="(\w+)"', source))
+    produced |= {"reservation", "memory"}  # chosen in one expression
+    assert produced <= set(REFUSAL_REASONS)
+    assert set(REFUSAL_REASONS) <= produced | {"reservation", "memory"}
+    doc = sys.modules["resguard.guard"].__doc__ or ""
+    assert "REFUSAL_REASONS" in doc
+    for reason in REFUSAL_REASONS:
+        assert f'``"{reason}"``' in source  # each is described next to the constant
+
+
+def _refusal(guard: Guard, **admit: Any) -> ResourceExhausted:
+    with pytest.raises(ResourceExhausted) as info:
+        with guard.admit(**admit):
+            pass
+    return info.value
+
+
+def test_every_refusal_reason_is_produced_where_it_applies(clock: ManualClock) -> None:
+    seen: dict[str, ResourceExhausted] = {}
+    calm = scripted_monitor(make_snapshot(at=clock(), memory_percent=50, rss=2 * GiB))
+    seen["memory"] = _refusal(Guard(memory="40%", monitor=calm, clock=clock))
+    roomy = Guard(memory="75%", monitor=calm, clock=clock)  # 4 GiB of room
+    with roomy.admit(reserve="3GiB"):
+        seen["reservation"] = _refusal(roomy, reserve="2GiB")
+        seen["memory-too"] = _refusal(roomy, reserve="5GiB")  # would not fit even alone
+    seen["rss"] = _refusal(Guard(rss="1GiB", monitor=calm, clock=clock))
+    hot = scripted_monitor(make_snapshot(at=clock(), memory_percent=95))
+    seen["level"] = _refusal(Guard(monitor=hot, clock=clock))
+    single = Guard(max_concurrent=1, monitor=calm, clock=clock)
+    with single:
+        seen["concurrency"] = _refusal(single)
+        seen["timeout"] = _refusal(single, wait="10ms")
+        waiter = threading.Thread(target=lambda: single.acquire(wait_s=30))
+        waiter.start()
+        deadline = time.monotonic() + 10
+        while single.stats().waiting < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        seen["queued"] = _refusal(single)
+    waiter.join(timeout=10)
+    single.release(0)
+    unknown = scripted_monitor(unknown_memory(clock()))
+    seen["unknown"] = _refusal(Guard(memory="90%", monitor=unknown, on_unknown="refuse",
+                                     clock=clock))
+    reasons = {key: error.reason for key, error in seen.items()}
+    assert reasons.pop("memory-too") == "memory"
+    assert reasons == {reason: reason for reason in REFUSAL_REASONS}
+    assert seen["timeout"].numbers["cause"] == "concurrency"
+
+
+# ----------------------------------------------------------------- cancel on breach ---
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.mark.anyio
+async def test_on_breach_cancel_keeps_the_body_exception_type() -> None:
+    guard = Guard(on_breach="cancel", max_age="1s")
+    with pytest.raises(ValueError, match="the body's own") as info:
+        async with guard.admit():
+            raise ValueError("the body's own")
+    assert type(info.value) is ValueError  # not an ExceptionGroup around it
+    with pytest.raises(ResourceExhausted, match="inner guard"):
+        async with guard.admit():
+            raise ResourceExhausted("inner guard", reason="memory")
+    assert guard.stats().in_flight == 0
+
+
+@pytest.mark.anyio
+async def test_on_breach_cancel_still_cancels_at_a_breach(clock: ManualClock) -> None:
+    monitor = scripted_monitor(make_snapshot(at=clock(), memory_percent=50))
+    guard = Guard(monitor=monitor, on_breach="cancel", clock=clock)
+    sampler = monitor._sampler
+    assert isinstance(sampler, ScriptedSampler)
+    finished = False
+
+    async def block() -> None:
+        nonlocal finished
+        async with guard.admit():
+            sampler.snap = make_snapshot(at=clock(), memory_percent=95)
+            monitor.sample_now()
+            await anyio.sleep(10)
+            finished = True
+
+    with pytest.raises(ResourceExhausted) as info:
+        await block()
+    assert info.value.reason == "level"
+    assert not finished
+    assert guard.stats().in_flight == 0
+
+
+@pytest.mark.anyio
+async def test_on_breach_cancel_lets_an_outer_cancellation_through() -> None:
+    guard = Guard(on_breach="cancel", max_age="1s")
+    with anyio.move_on_after(0.01) as scope:
+        async with guard.admit():
+            await anyio.sleep(10)
+    assert scope.cancelled_caught
+    assert guard.stats().in_flight == 0
+
+
+# ---------------------------------------------------------------- hand-over wake-ups ---
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_hand_over_between_threads_and_tasks_wakes_the_next_at_once(
+        monitor: Monitor, backend: str) -> None:
+    """16 alternating thread and task waiters behind one slot: today 7 s (each task noticed
+    a thread's hand-over only on its 1 s safety poll), expected tens of milliseconds."""
+    guard = Guard(max_concurrent=1, wait="30s", monitor=monitor,
+                  clock=ManualClock(time.monotonic()))
+    order: list[int] = []
+    threads: list[threading.Thread] = []
+
+    def thread_worker(index: int) -> None:
+        with guard:
+            order.append(index)
+
+    async def task_worker(index: int) -> None:
+        async with guard:
+            order.append(index)
+
+    guard.acquire()  # hold the only slot while the waiters line up
+    with anyio.from_thread.start_blocking_portal(backend) as portal:
+        futures = []
+        for index in range(16):
+            if index % 2:
+                futures.append(portal.start_task_soon(task_worker, index))
+            else:
+                thread = threading.Thread(target=thread_worker, args=(index,))
+                thread.start()
+                threads.append(thread)
+            deadline = time.monotonic() + 10
+            while guard.stats().waiting < index + 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.001)
+        time.sleep(1.1)  # every waiter is now asleep past its first safety poll
+        started = time.monotonic()
+        guard.release(0)
+        for future in futures:
+            future.result(timeout=30)
+        for thread in threads:
+            thread.join(timeout=30)
+        elapsed = time.monotonic() - started
+    assert order == list(range(16))
+    assert elapsed < 0.5, f"16 hand-overs took {elapsed:.2f} s"
+
+
+# ------------------------------------------------------------------------- leaks ---
+
+
+@pytest.mark.anyio
+async def test_cancellation_while_queued_leaves_no_trace(monitor: Monitor) -> None:
+    guard = Guard(max_concurrent=1, wait="30s", monitor=monitor, reserve="1MiB",
+                  clock=ManualClock(time.monotonic()))
+    with guard:
+        with anyio.move_on_after(0.05):
+            async with guard:
+                pytest.fail("must not get in")
+        assert guard.stats().waiting == 0
+    stats = guard.stats()
+    assert (stats.in_flight, stats.reserved_bytes, stats.waiting) == (0, 0, 0)
+
+
+class BrokenSampler(Sampler):
+    def sample(self, *, uss: bool = False, children: bool = True) -> Snapshot:
+        raise OSError("the sampler broke")
+
+
+def test_a_failing_measurement_in_exit_still_releases(monkeypatch: pytest.MonkeyPatch) -> None:
+    guard = Guard(reserve="auto", max_age="1h")
+    with guard.admit(reserve="1MiB"):
+        pass  # fills the guard's snapshot cache
+    admission = guard.admit()
+    with admission:
+        monkeypatch.setattr(guard, "_sampler", BrokenSampler())
+    stats = guard.stats()
+    assert (stats.in_flight, stats.reserved_bytes) == (0, 0)
+
+
+def test_an_admission_cannot_be_entered_twice_at_once(monitor: Monitor) -> None:
+    guard = Guard(monitor=monitor, clock=ManualClock(time.monotonic()))
+    admission = guard.admit(reserve="1MiB")
+    with admission:
+        with pytest.raises(InvalidState):
+            with admission:
+                pass
+        assert guard.stats().in_flight == 1
+    with admission:  # again, after it left
+        pass
+    assert guard.stats().in_flight == 0
+
+
+# --------------------------------------------------------------------- bad input ---
+
+
+@pytest.mark.parametrize(("kwargs", "error"), [
+    ({"retry_after": None}, InvalidType),
+    ({"retry_after": "x"}, InvalidValue),
+    ({"retry_after": math.nan}, InvalidValue),
+    ({"retry_after": -5}, InvalidValue),
+    ({"memory": "0%"}, InvalidValue),
+    ({"rss": "0%"}, InvalidValue),
+    ({"memory": 0}, InvalidValue),
+    ({"monitor": 5}, InvalidType),
+    ({"name": 123}, InvalidType),
+    ({"name": ""}, InvalidValue),
+    ({"on_unknown": "maybe"}, InvalidValue),
+    ({"on_unknown": None}, InvalidValue),
+    ({"on_breach": ["cancel"]}, InvalidValue),
+    ({"max_age": "soon"}, InvalidValue),
+    ({"wait": -1}, InvalidValue),
+    ({"reserve": -1}, InvalidValue),
+    ({"reserve": True}, InvalidType),
+    ({"max_concurrent": 1.5}, InvalidType),
+    ({"clock": 5}, InvalidType),
+])
+def test_bad_guard_arguments_say_what_is_expected(kwargs: dict[str, object],
+                                                  error: type[Exception]) -> None:
+    with pytest.raises(error) as info:
+        Guard(**kwargs)  # type: ignore[arg-type]
+    assert isinstance(info.value, ResguardError)
+    name, value = next(iter(kwargs.items()))
+    assert f"{name}={value!r}" in str(info.value)
+    assert "expected" in str(info.value) or "must" in str(info.value)
+
+
+@pytest.mark.parametrize(("call", "error"), [
+    (lambda g: g.admit(reserve="lots"), InvalidValue),
+    (lambda g: g.admit(wait="x"), InvalidValue),
+    (lambda g: g.admit(on_breach="explode"), InvalidValue),
+    (lambda g: g.admit(key=5), InvalidType),
+    (lambda g: g.acquire(reserve="x"), InvalidValue),
+    (lambda g: g.acquire(wait_s=math.nan), InvalidValue),
+    (lambda g: g(reserve="lots"), InvalidValue),
+    (lambda g: g(5), InvalidType),
+])
+def test_bad_admission_arguments_say_what_is_expected(call: Any, error: type[Exception]) -> None:
+    guard = Guard(max_age="1h")
+    with pytest.raises(error) as info:
+        call(guard)
+    assert isinstance(info.value, ResguardError)
+    assert guard.stats().in_flight == 0
+
+
+_ANYTHING = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(),
+                      st.binary(), st.lists(st.integers(), max_size=2),
+                      st.integers(min_value=10**300, max_value=10**400))
+
+
+@given(_ANYTHING, st.sampled_from(["memory", "rss", "reserve", "wait", "max_age",
+                                   "retry_after", "max_concurrent", "name", "on_unknown",
+                                   "on_breach", "level", "monitor"]))
+def test_any_guard_argument_is_accepted_or_refused_in_the_tree(value: object, name: str) -> None:
+    try:
+        Guard(**{name: value})  # type: ignore[arg-type]
+    except (InvalidValue, InvalidType):
+        pass
+
+
+def test_limit_self_refuses_limits_the_process_cannot_live_under() -> None:
+    code = """
+import resource
+from resguard import ResguardError
+from resguard.guard import limit_self
+before = resource.getrlimit(resource.RLIMIT_DATA), resource.getrlimit(resource.RLIMIT_AS)
+for value in ("0%", "0.0001%", 1, "1MiB", None, True, "lots", -5):
+    try:
+        limit_self(value)
+        print("accepted", repr(value))
+    except ResguardError as error:
+        print(type(error).__name__, repr(value) in str(error))
+try:
+    limit_self("1GiB", kind="heap")
+except ResguardError as error:
+    print(type(error).__name__, "'heap'" in str(error))
+after = resource.getrlimit(resource.RLIMIT_DATA), resource.getrlimit(resource.RLIMIT_AS)
+print("unchanged", before == after)
+"""
+    lines = run_python(code).splitlines()
+    assert lines[:2] == ["InvalidValue True", "InvalidValue True"]  # nothing to run on
+    assert lines[2:4] == ["InvalidValue True", "InvalidValue True"]
+    assert lines[4:6] == ["InvalidType True", "InvalidType True"]
+    assert lines[6:9] == ["InvalidValue True", "InvalidValue True", "InvalidValue True"]
+    assert lines[9] == "unchanged True"
+
+
+def test_limit_self_takes_effect_for_the_next_admission_at_once() -> None:
+    """A 500 MiB reservation was admitted right after a 300 MiB self-limit (limits cached
+    for a second); it must be refused at once."""
+    code = """
+from resguard import ResourceExhausted
+from resguard.guard import Guard, limit_self
+guard = Guard(max_age="1h")  # even a long-lived cached snapshot must not hide it
+try:
+    with guard.admit(reserve="500MiB"):
+        pass
+except ResourceExhausted:
+    print("no room to start with")
+    raise SystemExit
+limit_self("300MiB")
+try:
+    with guard.admit(reserve="500MiB"):
+        print("admitted")
+except ResourceExhausted as error:
+    print("refused", error.reason)
+"""
+    out = run_python(code).strip()
+    if out == "no room to start with":
+        pytest.skip("this machine has less than 500 MiB available")
+    assert out == "refused memory"

@@ -5,7 +5,14 @@ A :class:`Guard` decides on the hot path without I/O: it reads the Monitor's lat
 *max_age*. Callers may declare what they will need (a *reservation*); admission checks
 ``headroom − reserved_in_flight ≥ reserve`` so that many requests arriving together do not
 all see the same free memory and all get in. Refusal raises
-:class:`~resguard.ResourceExhausted` with a reason, the numbers and ``retry_after``.
+:class:`~resguard.ResourceExhausted` with a reason (one of :data:`REFUSAL_REASONS`), the
+numbers and ``retry_after``.
+
+What the guard cannot know it does not guess: a number the snapshot left ``None`` (a
+damaged ``/proc`` file), a Monitor state older than the monitor's ``stale_after`` (its
+thread died, the machine stalled) or a verdict with unknowns is *unknown*, and
+``on_unknown`` decides: ``"admit"`` (the default; a warning is logged once) checks only
+what is still known, ``"refuse"`` refuses with reason ``"unknown"``.
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import re
 import resource
+import sys
 import threading
 import time
 from collections import deque
@@ -23,22 +32,60 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import attrs
 
-from resguard._errors import InvalidType, InvalidValue, ResourceExhausted
+from resguard._errors import (
+    InvalidState,
+    InvalidType,
+    InvalidValue,
+    ResguardError,
+    ResourceExhausted,
+)
+from resguard._modules.clock import Clock, monotonic
+from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin
 from resguard.rules import Level
 from resguard.snapshot import Sampler, Snapshot, default_sampler
 from resguard.units import format_bytes, is_percent, parse_bytes, parse_duration, parse_percent
 
 if TYPE_CHECKING:
-    from resguard.monitor import Monitor
+    from resguard.monitor import Monitor, State
 
-__all__ = ["Admission", "Guard", "GuardStats", "limit_self"]
+__all__ = ["REFUSAL_REASONS", "Admission", "Guard", "GuardStats", "limit_self"]
+
+_logger = get_logger("resguard")
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 Reserve = int | float | str | None
 OnBreach = Literal["cancel"] | None
+OnUnknown = Literal["admit", "refuse"]
+
+#: Every value :attr:`ResourceExhausted.reason <resguard.ResourceExhausted>` takes when a
+#: guard refuses, each a label value of ``resguard_guard_refused_total``:
+#:
+#: * ``"memory"``: the machine's (or cgroup's) headroom, or the guard's ``memory`` share,
+#:   is too small for the reservation;
+#: * ``"reservation"``: as ``"memory"``, but only because of what calls in flight reserved;
+#: * ``"rss"``: this process's RSS (plus reservations) would pass the guard's ``rss``, or
+#:   passed it while the work ran (``on_breach``, :meth:`Guard.check`);
+#: * ``"level"``: the Monitor's verdict is at or above the guard's ``level``;
+#: * ``"concurrency"``: ``max_concurrent`` calls are in flight;
+#: * ``"queued"``: others are queued first and this call may not wait (no overtaking);
+#: * ``"timeout"``: the call queued for its whole ``wait`` without getting in (the cause it
+#:   waited on is in ``numbers["cause"]``);
+#: * ``"unknown"``: a number the guard needs is unknown or the Monitor's state is stale,
+#:   and ``on_unknown="refuse"``.
+REFUSAL_REASONS: tuple[str, ...] = ("memory", "reservation", "rss", "level", "concurrency",
+                                    "queued", "timeout", "unknown")
+
 _POLL_S = 0.01
 _HEAD_POLL_S = 0.005
+# a non-head waiter is woken by the one before it; this only bounds a wake-up lost to a bug
+_SAFETY_POLL_S = 1.0
+_WARN_EVERY_S = 60.0
+_NO_LIMIT_BYTES = 2**63 - 1
+# below this (plus what the process already uses) a self-limit leaves nothing to run on
+_SELF_LIMIT_MARGIN_BYTES = 32 * 2**20
+# bumped by limit_self: every guard's cached snapshot (limits included) is out of date
+_limits_generation = 0
 
 
 @attrs.frozen
@@ -54,42 +101,148 @@ class GuardStats(ValueMixin):
     waiting: int
 
 
+def _named(what: str, parse: Callable[[Any], Any], value: Any) -> Any:
+    """``parse(value)``, with the argument's name put in front of any error's message."""
+    try:
+        return parse(value)
+    except ResguardError as error:
+        error.args = (f"{what}={value!r}: {error}",)
+        raise
+
+
+def _check_duration(value: object, what: str) -> float:
+    seconds: float = _named(what, parse_duration, value)
+    if not math.isfinite(seconds):
+        raise InvalidValue(f"{what}={value!r} must be a finite duration, e.g. '2s'")
+    return seconds
+
+
+def _check_reserve(value: object, what: str = "reserve") -> int:
+    """A reservation in bytes (``None`` and ``"auto"`` are handled by the caller)."""
+    return int(_named(what, parse_bytes, value))
+
+
 class _Limit:
     """A size given either in bytes or as a percent of the effective memory limit."""
 
     __slots__ = ("bytes", "fraction", "text")
 
-    def __init__(self, value: int | float | str, what: str) -> None:
+    def __init__(self, value: object, what: str) -> None:
         self.text = value
         if is_percent(value):
-            self.fraction: float | None = parse_percent(value) / 100
+            percent: float = _named(what, parse_percent, value)
+            if not percent > 0:
+                raise InvalidValue(f"{what}={value!r} must be above 0% (it would refuse "
+                                   f"everything); expected e.g. '90%'")
+            self.fraction: float | None = percent / 100
             self.bytes = 0
         else:
             self.fraction = None
-            self.bytes = parse_bytes(value)
-        if self.fraction is None and self.bytes <= 0:
-            raise InvalidValue(f"{what}={value!r} must be above zero")
+            self.bytes = int(_named(what, parse_bytes, value))
+            if self.bytes <= 0:
+                raise InvalidValue(f"{what}={value!r} must be above zero; "
+                                   f"expected e.g. '20GiB' or '90%'")
 
-    def resolve(self, limit_bytes: int) -> int:
-        return self.bytes if self.fraction is None else int(self.fraction * limit_bytes)
+    def resolve(self, limit_bytes: int | None) -> int | None:
+        """The limit in bytes; ``None`` when it is a percent of an unknown limit."""
+        if self.fraction is None:
+            return self.bytes
+        return None if limit_bytes is None else int(self.fraction * limit_bytes)
+
+
+def _loop_caller() -> tuple[Callable[[Callable[[], object]], object], int]:
+    """How to run a callback in the current event loop from any thread, and its thread."""
+    import sniffio
+
+    if sniffio.current_async_library() == "trio":
+        import trio
+
+        return trio.lowlevel.current_trio_token().run_sync_soon, threading.get_ident()
+    import asyncio
+
+    return asyncio.get_running_loop().call_soon_threadsafe, threading.get_ident()
 
 
 class _Waiter:
-    """A caller in the FIFO queue. Thread waiters block on ``event``; an async waiter
-    sleeps on ``async_event``, which only its own event loop's thread may set."""
+    """A caller in the FIFO queue, woken at once by :meth:`wake` from any thread or task.
 
-    __slots__ = ("async_event", "event", "reserve", "thread_id")
+    A thread waiter blocks on a :class:`threading.Event`. A task waiter sleeps on an anyio
+    Event that only its own event loop may set, so a wake-up from another thread is handed
+    to that loop (``call_soon_threadsafe`` on asyncio, the trio token's ``run_sync_soon``).
+    """
+
+    __slots__ = ("_async_event", "_call_soon", "_event", "_loop_thread", "reserve", "woken")
 
     def __init__(self, reserve: int) -> None:
         self.reserve = reserve
-        self.event = threading.Event()
-        self.async_event: Any = None
-        self.thread_id = threading.get_ident()
+        self._event = threading.Event()
+        self._async_event: Any = None
+        self._call_soon: Callable[[Callable[[], object]], object] | None = None
+        self._loop_thread = 0
+        self.woken = False
+
+    def wait_thread(self, timeout_s: float) -> None:
+        self._event.wait(timeout_s)
+        self._event.clear()
+
+    def arm(self) -> Any:
+        """A fresh event for a task to wait on; call before looking at the guard again, so
+        a wake-up that comes after the look is never lost."""
+        import anyio
+
+        if self._call_soon is None:
+            self._call_soon, self._loop_thread = _loop_caller()
+        self.woken = False
+        event = anyio.Event()
+        self._async_event = event
+        return event
 
     def wake(self) -> None:
-        self.event.set()
-        if self.async_event is not None and threading.get_ident() == self.thread_id:
-            self.async_event.set()
+        self.woken = True
+        self._event.set()
+        event = self._async_event
+        if event is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            event.set()
+            return
+        try:
+            self._call_soon(event.set)  # type: ignore[misc]
+        except Exception:  # the loop has finished: nobody is left to wake
+            pass
+
+
+class _View:
+    """What a guard knows at one moment: the snapshot (``None`` if none could be taken),
+    the verdict level (``None`` without a fresh Monitor state), why the verdict cannot be
+    trusted (a stale state, verdict unknowns) and why no current numbers could be taken."""
+
+    __slots__ = ("level", "sample_failed", "snap", "verdict_unknown")
+
+    def __init__(self, snap: Snapshot | None, level: Level | None,
+                 verdict_unknown: str | None = None, sample_failed: str | None = None) -> None:
+        self.snap = snap
+        self.level = level
+        self.verdict_unknown = verdict_unknown
+        self.sample_failed = sample_failed if snap is not None else (sample_failed or
+                                                                      "no snapshot yet")
+
+
+def _state_unknown(monitor: Any, state: State, now_s: float) -> tuple[bool, str | None]:
+    """Whether *state* is stale at *now_s* by *monitor*'s ``stale_after``, and why it
+    cannot be trusted (stale, no sample yet, verdict unknowns), or ``None``."""
+    if state.sequence == 0:
+        return True, "no sample yet"
+    stale_after_s = getattr(monitor, "stale_after_s", None)
+    if stale_after_s is None:
+        stale_after_s = max(1.0, 5 * float(getattr(monitor, "relaxed_interval_s", 0.2)))
+    age_s = now_s - state.snapshot.monotonic
+    if age_s > stale_after_s:
+        return True, f"stale: last sample {age_s:.1f} s ago"
+    unknown = getattr(state.verdict, "unknown", ())
+    if unknown:
+        return False, "unknown: " + "; ".join(unknown)
+    return False, None
 
 
 class Guard:
@@ -97,7 +250,7 @@ class Guard:
 
     Arguments:
         memory: the most memory the machine (or cgroup) may use when admitting, as bytes
-            (``"20GiB"``) or a percent of the effective limit (``"90%"``).
+            (``"20GiB"``) or a percent of the effective limit (``"90%"``, above 0).
         rss: the most resident memory this process may have (bytes or percent of limit);
             also the hard limit for in-flight enforcement (``on_breach``, :meth:`check`).
         level: refuse while the Monitor's verdict is at or above this level (default
@@ -108,7 +261,17 @@ class Guard:
         wait: how long a caller may queue (FIFO) before being refused (default: no wait).
         monitor: the Monitor whose state to read; without one, a snapshot is cached for
             *max_age* (default ``"50ms"``).
-        retry_after: seconds to suggest when refusing for memory or level (default 1).
+        retry_after: seconds (or a duration, ``"2s"``) to suggest when refusing for memory,
+            level or unknown numbers (default 1).
+        on_breach: ``"cancel"`` cancels an ``async with`` block whose process passes *rss*
+            or whose verdict reaches *level* while it runs (it then raises
+            ResourceExhausted); the block's own exceptions come out unchanged.
+        on_unknown: what to do when a number the guard needs is unknown (``None`` in the
+            snapshot) or the Monitor's state is stale or has unknowns: ``"admit"`` (default)
+            checks only what is still known and logs a warning once; ``"refuse"`` refuses
+            with reason ``"unknown"`` and says what is unknown.
+        name: the guard's name in messages and metrics.
+        clock: the monotonic clock the Monitor state's age is measured with (tests).
     """
 
     def __init__(
@@ -122,30 +285,59 @@ class Guard:
         *,
         monitor: Monitor | None = None,
         max_age: float | str = "50ms",
-        retry_after: float = 1.0,
+        retry_after: float | str = 1.0,
         on_breach: OnBreach = None,
+        on_unknown: OnUnknown = "admit",
         name: str = "guard",
+        clock: Clock = monotonic,
     ) -> None:
-        self._memory = _Limit(memory, "memory") if memory is not None else None
-        self._rss = _Limit(rss, "rss") if rss is not None else None
+        # everything is checked before anything is kept: a bad argument leaves no guard
+        memory_limit = _Limit(memory, "memory") if memory is not None else None
+        rss_limit = _Limit(rss, "rss") if rss is not None else None
         if level is not None and not isinstance(level, Level):
-            raise InvalidType(f"level={level!r} is not a resguard.Level")
+            raise InvalidType(f"level={level!r} is not a resguard.Level; expected e.g. "
+                             f"Level.CRITICAL or None")
+        if max_concurrent is not None:
+            if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
+                raise InvalidType(f"max_concurrent={max_concurrent!r} is not a whole number; "
+                                  f"expected a number >= 1 or None")
+            if max_concurrent < 1:
+                raise InvalidValue(f"max_concurrent={max_concurrent!r} must be >= 1 "
+                                   f"(or None for no limit)")
+        auto = isinstance(reserve, str) and reserve == "auto"
+        reserve_bytes = 0 if reserve is None or auto else _check_reserve(reserve)
+        wait_s = _check_duration(wait, "wait") if wait is not None else 0.0
+        max_age_s = _check_duration(max_age, "max_age")
+        retry_after_s = _check_duration(retry_after, "retry_after")
+        _check_on_breach(on_breach)
+        if not isinstance(on_unknown, str) or on_unknown not in ("admit", "refuse"):
+            raise InvalidValue(f"on_unknown={on_unknown!r}; expected 'admit' or 'refuse'")
+        if not isinstance(name, str):
+            raise InvalidType(f"name={name!r} is not a string; expected e.g. 'api'")
+        if not name:
+            raise InvalidValue("name='' is empty; expected e.g. 'api'")
+        if monitor is not None:
+            from resguard.monitor import Monitor
+
+            if not isinstance(monitor, Monitor):
+                raise InvalidType(f"monitor={monitor!r} is not a resguard.Monitor; "
+                                  f"expected a Monitor or None")
+        if not callable(clock):
+            raise InvalidType(f"clock={clock!r} is not callable; expected e.g. time.monotonic")
+        self._memory = memory_limit
+        self._rss = rss_limit
         self.level = level
-        if max_concurrent is not None and (isinstance(max_concurrent, bool) or
-                                           not isinstance(max_concurrent, int) or
-                                           max_concurrent < 1):
-            raise InvalidValue(f"max_concurrent={max_concurrent!r} must be a whole number >= 1")
         self.max_concurrent = max_concurrent
-        self._auto = reserve == "auto"
-        self.reserve_bytes = 0 if reserve is None or self._auto else parse_bytes(reserve)
-        self.wait_s = parse_duration(wait) if wait is not None else 0.0
-        self.max_age_s = parse_duration(max_age)
-        if on_breach not in (None, "cancel"):
-            raise InvalidValue(f"on_breach={on_breach!r}; expected None or 'cancel'")
+        self._auto = auto
+        self.reserve_bytes = reserve_bytes
+        self.wait_s = wait_s
+        self.max_age_s = max_age_s
         self.on_breach = on_breach
-        self.retry_after_s = float(retry_after)
+        self.on_unknown: OnUnknown = on_unknown
+        self.retry_after_s = retry_after_s
         self.name = name
         self.monitor = monitor
+        self._clock = clock
         self._lock = threading.Lock()
         self._in_flight = 0
         self._reserved = 0
@@ -157,33 +349,53 @@ class Guard:
         self._sampler: Sampler = default_sampler()
         self._cached: Snapshot | None = None
         self._cached_at = -math.inf
+        self._cached_generation = _limits_generation
         self._refreshing = False
+        self._warned: dict[str, float] = {}
         # what the latest monitor state allows before reservations, computed once per state
         self._budget_state: object = None
         self._budget_bytes = -1  # below any reservation while the state says refuse
+        self._fresh_until_s = -math.inf  # the hot path's state is trusted until then
         self._slots = max_concurrent if max_concurrent is not None else 1 << 62
 
     # -- reading the state ----------------------------------------------------------------
 
-    def _current(self) -> tuple[Snapshot, Level | None]:
+    def _current(self) -> _View:
         monitor = self.monitor
         if monitor is not None:
             state = monitor.state
-            return state.snapshot, state.verdict.level
+            stale, reason = _state_unknown(monitor, state, self._clock())
+            unknown = None if reason is None else f"the monitor's verdict is unknown ({reason})"
+            if not stale:
+                return _View(state.snapshot, state.verdict.level, unknown)
+            # The monitor stopped publishing: its verdict is unknown, but the numbers need
+            # not be: sample them here (cached for max_age) rather than trust old ones.
+            sampler = getattr(monitor, "_sampler", None)
+            return self._own_view(sampler if isinstance(sampler, Sampler) else None, unknown)
+        return self._own_view(None, None)
+
+    def _own_view(self, sampler: Sampler | None, verdict_unknown: str | None) -> _View:
         now = time.monotonic()
         cached = self._cached
-        if cached is None or now - self._cached_at > self.max_age_s:
-            cached = self._refresh(now)
-        return cached, None
+        if (cached is None or now - self._cached_at > self.max_age_s
+                or self._cached_generation != _limits_generation):
+            try:
+                cached = self._refresh(now, sampler or self._sampler)
+            except Exception as error:  # sensing must never fail the caller
+                return _View(cached, None, verdict_unknown,
+                             f"sampling failed: {type(error).__name__}: {error}")
+        return _View(cached, None, verdict_unknown)
 
-    def _refresh(self, now: float) -> Snapshot:
+    def _refresh(self, now: float, sampler: Sampler) -> Snapshot:
         with self._lock:  # one caller refreshes; the others keep the previous snapshot
             if self._refreshing and self._cached is not None:
                 return self._cached
             self._refreshing = True
         try:
-            snap = self._sampler.sample(children=False)
+            generation = _limits_generation
+            snap = sampler.sample(children=False)
             self._cached, self._cached_at = snap, now
+            self._cached_generation = generation
             return snap
         finally:
             self._refreshing = False
@@ -193,80 +405,169 @@ class Guard:
         """Whether reservations are learned per guarded function (``reserve="auto"``)."""
         return self._auto
 
+    def unknown_reason(self) -> str | None:
+        """Why the guard cannot fully judge now (the Monitor's verdict is stale or has
+        unknowns, a number it needs is unknown, with the fault that left it so), or
+        ``None`` when everything it needs is known."""
+        view = self._current()
+        with self._lock:
+            return self._unknowns(view, self.reserve_bytes)
+
     def would_admit(self, reserve: int | None = None) -> bool:
         """Whether a call reserving *reserve* bytes would be admitted at once now (nobody
         queued, room enough); a hint, since another caller may take the room first."""
-        reserve = self.reserve_bytes if reserve is None else reserve
+        reserve = self.reserve_bytes if reserve is None else _check_reserve(reserve)
         if self._queue:
             return False
-        snap, level = self._current()
+        view = self._current()
         with self._lock:
-            return self._refusal(snap, level, reserve) is None
+            return self._refusal(view, reserve, warn=False) is None
 
     def headroom_bytes(self) -> int:
         """Memory a new reservation could take now: the guard's headroom minus what is
-        already reserved in flight (no I/O with a Monitor)."""
-        snap, _ = self._current()
-        return self._headroom(snap)
+        already reserved in flight (no I/O with a Monitor).
 
-    def _headroom(self, snap: Snapshot) -> int:
+        When a number it needs is unknown, *on_unknown* decides: ``"refuse"`` gives 0 (no
+        room may be promised), ``"admit"`` leaves that bound out (with no bound known at
+        all, a very large number: nothing known limits it).
+        """
+        view = self._current()
+        room: int | None = None
+        with self._lock:
+            unknown = self._unknowns(view, 1)
+            if view.snap is not None and view.sample_failed is None:
+                room, _ = self._room(view.snap, need_available=True)
+        if unknown is not None and self.on_unknown == "refuse":
+            return 0
+        return _NO_LIMIT_BYTES if room is None else room
+
+    def _room(self, snap: Snapshot, *, need_available: bool) -> tuple[int | None, list[str]]:
+        """The smallest known headroom (``None``: nothing known bounds it) and the numbers
+        that bound it but are unknown (lock held)."""
         memory = snap.memory
-        headroom = memory.available - self._reserved
+        reserved = self._reserved
+        rooms: list[int] = []
+        unknown: list[str] = []
+        if need_available:
+            if memory.available is None:
+                unknown.append("memory.available")
+            else:
+                rooms.append(memory.available - reserved)
         if self._memory is not None:
-            headroom = min(headroom, self._memory.resolve(memory.limit) - memory.used -
-                           self._reserved)
+            share = self._memory.resolve(memory.limit)
+            if share is None:
+                unknown.append("memory.limit")
+            elif memory.used is None:
+                unknown.append("memory.used")
+            else:
+                rooms.append(share - memory.used - reserved)
         if self._rss is not None:
-            headroom = min(headroom, self._rss.resolve(memory.limit) - snap.process.rss -
-                           self._reserved)
-        return headroom
+            rss_limit = self._rss.resolve(memory.limit)
+            if rss_limit is None:
+                unknown.append("memory.limit")
+            elif snap.process.rss is None:
+                unknown.append("process.rss")
+            else:
+                rooms.append(rss_limit - snap.process.rss - reserved)
+        return (min(rooms) if rooms else None), unknown
 
-    def _refusal(self, snap: Snapshot, level: Level | None,
-                 reserve: int) -> ResourceExhausted | None:
+    def _unknowns(self, view: _View, reserve: int) -> str | None:
+        """What the guard needs for a call reserving *reserve* but does not know, and why,
+        or None (lock held)."""
+        parts: list[str] = []
+        if view.verdict_unknown is not None and self.level is not None:
+            parts.append(view.verdict_unknown)
+        needs_numbers = (self._memory is not None or self._rss is not None or reserve > 0
+                         or self._reserved > 0)
+        if view.sample_failed is not None or view.snap is None:
+            if needs_numbers:
+                parts.append(f"the numbers are unknown ({view.sample_failed})")
+        else:
+            snap = view.snap
+            _, missing = self._room(snap, need_available=reserve > 0 or self._reserved > 0)
+            for path in dict.fromkeys(missing):
+                fault = snap.fault_for(path)
+                parts.append(f"{path} is unknown" + (f" ({fault})" if fault is not None else ""))
+        return "; ".join(parts) if parts else None
+
+    def _warn_unknown(self, text: str) -> None:
+        """Log *text* once per kind of unknown (again only after a quiet minute)."""
+        # the kind leaves out figures that change from call to call (a state's age)
+        kind = re.sub(r"[0-9.]+", "#", text)
+        now = time.monotonic()
+        if now - self._warned.get(kind, -math.inf) < _WARN_EVERY_S:
+            return
+        self._warned[kind] = now
+        if self.on_unknown == "admit":
+            _logger.warning("%s admits although %s (on_unknown='admit'; logged once)",
+                            self.name, text)
+        else:
+            _logger.warning("%s refuses while %s (on_unknown='refuse'; logged once)",
+                            self.name, text)
+
+    def _refusal(self, view: _View, reserve: int, *, warn: bool = True) -> ResourceExhausted | None:
         """Why a call reserving *reserve* bytes may not start now, or None (lock held)."""
+        snap, level = view.snap, view.level
         if self.level is not None and level is not None and level >= self.level:
             return self._refuse("level", f"the verdict is {level.name}", reserve, snap,
                                 self.retry_after_s)
+        unknown = self._unknowns(view, reserve)
+        if unknown is not None:
+            if warn:
+                self._warn_unknown(unknown)
+            if self.on_unknown == "refuse":
+                return self._refuse("unknown", unknown, reserve, snap, self.retry_after_s)
         if self.max_concurrent is not None and self._in_flight >= self.max_concurrent:
             return self._refuse("concurrency",
                                 f"{self._in_flight} of {self.max_concurrent} calls in flight",
                                 reserve, snap, max(self._hold_ema_s, 0.01))
+        if snap is None or view.sample_failed is not None:
+            return None  # nothing current to check against, and on_unknown says admit
         memory = snap.memory
+        rss = snap.process.rss
         if self._rss is not None:
             rss_limit = self._rss.resolve(memory.limit)
-            if snap.process.rss + self._reserved + reserve > rss_limit:
+            if rss_limit is not None and rss is not None and \
+                    rss + self._reserved + reserve > rss_limit:
                 return self._refuse(
-                    "rss", f"process RSS {format_bytes(snap.process.rss)} + reserved "
+                    "rss", f"process RSS {format_bytes(rss)} + reserved "
                     f"{format_bytes(self._reserved + reserve)} exceeds {format_bytes(rss_limit)}",
                     reserve, snap, self.retry_after_s)
-        over_share = (self._memory is not None
-                      and memory.used > self._memory.resolve(memory.limit))
-        if self._headroom(snap) < reserve or over_share:
-            reason = "reservation" if self._reserved else "memory"
+        room, _ = self._room(snap, need_available=reserve > 0 or self._reserved > 0)
+        share = self._memory.resolve(memory.limit) if self._memory is not None else None
+        over_share = share is not None and memory.used is not None and memory.used > share
+        if (room is not None and room < reserve) or over_share:
+            # "reservation" when the call would fit but for what others reserved
+            fits_alone = room is not None and room + self._reserved >= reserve
+            reason = "reservation" if fits_alone and not over_share else "memory"
             return self._refuse(
-                reason, f"{format_bytes(max(self._headroom(snap), 0))} of headroom for "
-                f"{format_bytes(reserve)} ({format_bytes(memory.used)} used of "
-                f"{format_bytes(memory.limit)}, {format_bytes(self._reserved)} reserved)",
+                reason, f"{format_bytes(max(room or 0, 0))} of headroom for "
+                f"{format_bytes(reserve)} ({_bytes_or_unknown(memory.used)} used of "
+                f"{_bytes_or_unknown(memory.limit)}, {format_bytes(self._reserved)} reserved)",
                 reserve, snap, self.retry_after_s)
         return None
 
-    def _refuse(self, reason: str, detail: str, reserve: int, snap: Snapshot,
+    def _refuse(self, reason: str, detail: str, reserve: int, snap: Snapshot | None,
                 retry_after_s: float) -> ResourceExhausted:
+        memory = snap.memory if snap is not None else None
         return ResourceExhausted(
             f"{self.name} refused: {detail}", reason=reason, retry_after=retry_after_s,
-            numbers={"used_bytes": snap.memory.used, "limit_bytes": snap.memory.limit,
-                     "available_bytes": snap.memory.available, "rss_bytes": snap.process.rss,
+            numbers={"used_bytes": memory.used if memory else None,
+                     "limit_bytes": memory.limit if memory else None,
+                     "available_bytes": memory.available if memory else None,
+                     "rss_bytes": snap.process.rss if snap is not None else None,
                      "reserved_bytes": self._reserved, "reserve_bytes": reserve,
                      "in_flight": self._in_flight})
 
     # -- admission ------------------------------------------------------------------------
 
     def _try_acquire(self, reserve: int, queued: _Waiter | None) -> ResourceExhausted | None:
-        snap, level = self._current()
+        view = self._current()
         with self._lock:
             if self._queue and self._queue[0] is not queued:
-                return self._refuse("queued", "others are waiting first", reserve, snap,
+                return self._refuse("queued", "others are waiting first", reserve, view.snap,
                                     self.retry_after_s)
-            refusal = self._refusal(snap, level, reserve)
+            refusal = self._refusal(view, reserve)
             if refusal is None:
                 if queued is not None:
                     self._queue.popleft()
@@ -285,14 +586,13 @@ class Guard:
     def acquire(self, reserve: int | None = None, wait_s: float | None = None) -> int:
         """Admit one call (blocking up to *wait_s* in FIFO order); returns the reservation
         to pass to :meth:`release`. Prefer ``with guard:`` or :meth:`admit`."""
-        reserve = self.reserve_bytes if reserve is None else reserve
+        reserve, wait_s = self._check_call(reserve, wait_s)
         waiter, deadline, wait_s = self._first_try(reserve, wait_s)
         if waiter is None:
             return reserve
         try:
             while (remaining := self._try_again(waiter, deadline, wait_s)) is not None:
-                waiter.event.wait(min(remaining, self._poll_s()))
-                waiter.event.clear()
+                waiter.wait_thread(min(remaining, self._poll_s()))
             return reserve
         except BaseException:
             self._leave_queue(waiter)
@@ -302,32 +602,36 @@ class Guard:
         """:meth:`acquire` for anyio tasks (asyncio or trio); waiting never blocks the loop."""
         import anyio
 
-        reserve = self.reserve_bytes if reserve is None else reserve
+        reserve, wait_s = self._check_call(reserve, wait_s)
         waiter, deadline, wait_s = self._first_try(reserve, wait_s)
         if waiter is None:
             return reserve
         try:
-            while (remaining := self._try_again(waiter, deadline, wait_s)) is not None:
-                if waiter.event.is_set():  # woken from another thread
-                    waiter.event.clear()
+            while True:
+                event = waiter.arm()
+                remaining = self._try_again(waiter, deadline, wait_s)
+                if remaining is None:
+                    return reserve
+                if waiter.woken:
                     continue
                 # The head of the queue polls (memory may free up at any time); the others
-                # sleep until the one before them leaves, with a slow safety net for
-                # wake-ups that come from other threads.
+                # sleep until the one before them wakes them, from whichever thread.
                 head = bool(self._queue) and self._queue[0] is waiter
-                waiter.async_event = anyio.Event()
-                with anyio.move_on_after(min(remaining, _HEAD_POLL_S if head else 1.0)):
-                    await waiter.async_event.wait()
-            return reserve
+                with anyio.move_on_after(min(remaining, _HEAD_POLL_S if head
+                                             else _SAFETY_POLL_S)):
+                    await event.wait()
         except BaseException:
             self._leave_queue(waiter)
             raise
 
-    def _first_try(self, reserve: int,
-                   wait_s: float | None) -> tuple[_Waiter | None, float, float]:
+    def _check_call(self, reserve: int | None, wait_s: float | None) -> tuple[int, float]:
+        reserve = self.reserve_bytes if reserve is None else _check_reserve(reserve)
+        wait_s = self.wait_s if wait_s is None else _check_duration(wait_s, "wait_s")
+        return reserve, wait_s
+
+    def _first_try(self, reserve: int, wait_s: float) -> tuple[_Waiter | None, float, float]:
         """Admit at once, raise when the caller may not wait, or queue the caller: returns
         (its place in the queue or None when admitted, the deadline, the wait)."""
-        wait_s = self.wait_s if wait_s is None else wait_s
         refusal = self._try_acquire(reserve, None)
         if refusal is None:
             return None, 0.0, wait_s
@@ -350,9 +654,10 @@ class Guard:
         return remaining
 
     def _timed_out(self, refusal: ResourceExhausted, wait_s: float) -> ResourceExhausted:
-        error = ResourceExhausted(f"{refusal} (after waiting {wait_s:g}s)", reason=refusal.reason,
+        error = ResourceExhausted(f"{refusal} (after waiting {wait_s:g}s)", reason="timeout",
                                   retry_after=refusal.retry_after, numbers=refusal.numbers)
         error.numbers["waited_s"] = wait_s
+        error.numbers["cause"] = refusal.reason
         return error
 
     def _leave_queue(self, waiter: _Waiter) -> None:
@@ -380,30 +685,44 @@ class Guard:
 
     # -- context managers and decorators --------------------------------------------------
 
-    def _update_budget(self, state: Any) -> None:
-        snap, level = state.snapshot, state.verdict.level
+    def _update_budget(self, monitor: Monitor, state: State, now_s: float) -> None:
+        _, reason = _state_unknown(monitor, state, now_s)
+        snap = state.snapshot
+        view = _View(snap, state.verdict.level, reason)
         with self._lock:
             reserved = self._reserved
             in_flight = self._in_flight
             self._reserved = self._in_flight = 0
             try:
-                refusal = self._refusal(snap, level, 0)
-                self._budget_bytes = self._headroom(snap)
+                refusal = self._refusal(view, 0, warn=False)
+                room, _ = self._room(snap, need_available=True)
+                unknown = self._unknowns(view, max(self.reserve_bytes, 1))
             finally:
                 self._reserved, self._in_flight = reserved, in_flight
-            if refusal is not None and refusal.reason != "concurrency":
+            if unknown is not None:
+                # the slow path says what is unknown (and logs it once)
                 self._budget_bytes = -1
+            elif refusal is not None and refusal.reason != "concurrency":
+                self._budget_bytes = -1
+            else:
+                self._budget_bytes = _NO_LIMIT_BYTES if room is None else room
+            stale_after_s = getattr(monitor, "stale_after_s", None)
+            if stale_after_s is None:
+                stale_after_s = max(1.0, 5 * monitor.relaxed_interval_s)
+            self._fresh_until_s = state.snapshot.monotonic + stale_after_s
             self._budget_state = state
 
     def __enter__(self) -> Guard:
         monitor = self.monitor
         if monitor is not None and not self._auto:  # the hot path: no I/O, one lock
             state = monitor.state
+            now_s = self._clock()
             if state is not self._budget_state:
-                self._update_budget(state)
+                self._update_budget(monitor, state, now_s)
             reserve = self.reserve_bytes
             with self._lock:
                 if (self._in_flight < self._slots
+                        and now_s <= self._fresh_until_s
                         and self._budget_bytes - self._reserved >= reserve
                         and not self._queue):
                     self._in_flight += 1
@@ -415,11 +734,7 @@ class Guard:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        with self._lock:
-            self._in_flight -= 1
-            self._reserved -= self.reserve_bytes
-            if self._queue:
-                self._queue[0].wake()
+        self.release(self.reserve_bytes)
 
     async def __aenter__(self) -> Guard:
         await self.acquire_async()
@@ -433,6 +748,7 @@ class Guard:
               on_breach: OnBreach = None, *, key: str | None = None) -> Admission:
         """A context manager (``with`` or ``async with``) for one call with its own
         reservation and wait, e.g. ``guard.admit(reserve="1GiB", wait="5s")``."""
+        _check_on_breach(on_breach)
         return Admission(self, reserve, wait, on_breach or self.on_breach, key)
 
     @overload
@@ -444,12 +760,19 @@ class Guard:
     def __call__(self, fn: _F | None = None, *, reserve: Reserve = None,
                  wait: float | str | None = None) -> _F | Callable[[_F], _F]:
         """Guard a sync or async function: ``@guard`` or ``@guard(reserve="1GiB")``."""
+        # checked now, at decoration, not at the first call
+        if reserve is not None and reserve != "auto":
+            _check_reserve(reserve)
+        if wait is not None:
+            _check_duration(wait, "wait")
         if fn is None:
             return lambda f: self._wrap(f, reserve, wait)
         return self._wrap(fn, reserve, wait)
 
     def _wrap(self, fn: _F, reserve: Reserve, wait: float | str | None) -> _F:
-        key = f"{fn.__module__}.{fn.__qualname__}"
+        if not callable(fn):
+            raise InvalidType(f"{fn!r} is not a function to guard")
+        key = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
             async def async_guarded(*args: Any, **kwargs: Any) -> Any:
@@ -469,12 +792,15 @@ class Guard:
 
     def breach(self) -> ResourceExhausted | None:
         """Why running work should stop now (the process passed the ``rss`` limit or the
-        verdict reached the guard's level), or ``None``."""
-        snap, level = self._current()
-        if self._rss is not None:
+        verdict reached the guard's level), or ``None``. Unknown numbers and a stale state
+        never stop running work (``on_unknown`` is about admission only)."""
+        view = self._current()
+        snap, level = view.snap, view.level
+        if self._rss is not None and snap is not None and view.sample_failed is None:
             limit = self._rss.resolve(snap.memory.limit)
-            if snap.process.rss > limit:
-                return self._refuse("rss", f"process RSS {format_bytes(snap.process.rss)} "
+            rss = snap.process.rss
+            if limit is not None and rss is not None and rss > limit:
+                return self._refuse("rss", f"process RSS {format_bytes(rss)} "
                                     f"passed {format_bytes(limit)}", 0, snap, self.retry_after_s)
         if self.level is not None and level is not None and level >= self.level:
             return self._refuse("level", f"the verdict is {level.name}", 0, snap,
@@ -497,38 +823,66 @@ class Guard:
             # remember peaks, forget slowly: a call that once needed 1 GiB may need it again
             self._learned[key] = max(growth, int(previous * 0.95))
 
+    def _rss_now(self) -> int | None:
+        try:
+            return self._sampler.sample(children=False).process.rss
+        except Exception as error:  # learning must never break the call it measures
+            _logger.debug("%s could not measure RSS for reserve='auto': %s", self.name, error)
+            return None
+
     def stats(self) -> GuardStats:
-        """Counters for metrics and dashboards."""
+        """Counters for metrics and dashboards (``refused_by_reason`` has the reasons that
+        occurred; all possible ones are :data:`REFUSAL_REASONS`)."""
         with self._lock:
             return GuardStats(self.name, self._admitted, sum(self._refused.values()),
                               dict(self._refused), self._in_flight, self._reserved,
                               len(self._queue))
 
 
-class Admission:
-    """One admission through a guard (from :meth:`Guard.admit`); ``with`` or ``async with``."""
+def _bytes_or_unknown(value: int | None) -> str:
+    return "unknown" if value is None else format_bytes(value)
 
-    __slots__ = ("_auto", "_guard", "_key", "_on_breach", "_reserve", "_rss_before",
-                 "_started", "_task_group", "_wait_s", "breached", "reserved")
+
+def _check_on_breach(on_breach: object) -> None:
+    if on_breach is not None and (not isinstance(on_breach, str) or on_breach != "cancel"):
+        raise InvalidValue(f"on_breach={on_breach!r}; expected None or 'cancel'")
+
+
+class Admission:
+    """One admission through a guard (from :meth:`Guard.admit`); ``with`` or ``async with``.
+
+    It may be entered once at a time; its reservation is released on every way out of the
+    block (a return, an exception, a cancellation, a breach).
+    """
+
+    __slots__ = ("_auto", "_entered", "_guard", "_key", "_on_breach", "_reserve",
+                 "_rss_before", "_started", "_task_group", "_wait_s", "breached", "reserved")
 
     def __init__(self, guard: Guard, reserve: Reserve, wait: float | str | None,
                  on_breach: OnBreach, key: str | None) -> None:
-        self._guard = guard
-        self._auto = reserve == "auto" or (reserve is None and guard._auto)
+        if not isinstance(guard, Guard):
+            raise InvalidType(f"guard={guard!r} is not a resguard.Guard")
+        if key is not None and not isinstance(key, str):
+            raise InvalidType(f"key={key!r} is not a string")
+        _check_on_breach(on_breach)
+        auto = (isinstance(reserve, str) and reserve == "auto") or (reserve is None
+                                                                     and guard._auto)
         self._key = key or ""
-        if self._auto:
-            self._reserve = guard.learned_reserve_bytes(self._key)
+        if auto:
+            reserve_bytes = guard.learned_reserve_bytes(self._key)
         elif reserve is None:
-            self._reserve = guard.reserve_bytes
+            reserve_bytes = guard.reserve_bytes
         else:
-            self._reserve = parse_bytes(reserve)
-        self._wait_s = parse_duration(wait) if wait is not None else None
-        if on_breach not in (None, "cancel"):
-            raise InvalidValue(f"on_breach={on_breach!r}; expected None or 'cancel'")
+            reserve_bytes = _check_reserve(reserve)
+        self._wait_s = _check_duration(wait, "wait") if wait is not None else None
+        self._guard = guard
+        self._auto = auto
+        self._reserve = reserve_bytes
         self._on_breach = on_breach
         self._started = 0.0
-        self._rss_before = 0
+        self._rss_before: int | None = None
         self._task_group: Any = None
+        self._entered = False
         self.reserved = 0
         self.breached: ResourceExhausted | None = None
 
@@ -537,20 +891,36 @@ class Admission:
         """The reservation this admission asks for (learned, given or the guard's)."""
         return self._reserve
 
+    def _claim(self) -> None:
+        if self._entered:
+            raise InvalidState("this admission is already entered; call guard.admit() "
+                               "again for another block")
+        self._entered = True
+        self.breached = None
+
     def _begin(self) -> None:
         self._started = time.monotonic()
         if self._auto:
-            self._rss_before = self._guard._sampler.sample(children=False).process.rss
+            self._rss_before = self._guard._rss_now()
 
     def _end(self) -> None:
         guard = self._guard
-        if self._auto:
-            rss_after = guard._sampler.sample(children=False).process.rss
-            guard._learn(self._key, max(rss_after - self._rss_before, 0))
-        guard.release(self.reserved, time.monotonic() - self._started)
+        try:
+            if self._auto and self._rss_before is not None:
+                rss_after = guard._rss_now()
+                if rss_after is not None:
+                    guard._learn(self._key, max(rss_after - self._rss_before, 0))
+        finally:
+            self._entered = False
+            guard.release(self.reserved, time.monotonic() - self._started)
 
     def __enter__(self) -> Admission:
-        self.reserved = self._guard.acquire(self._reserve, self._wait_s)
+        self._claim()
+        try:
+            self.reserved = self._guard.acquire(self._reserve, self._wait_s)
+        except BaseException:
+            self._entered = False
+            raise
         self._begin()
         return self
 
@@ -559,7 +929,12 @@ class Admission:
         self._end()
 
     async def __aenter__(self) -> Admission:
-        self.reserved = await self._guard.acquire_async(self._reserve, self._wait_s)
+        self._claim()
+        try:
+            self.reserved = await self._guard.acquire_async(self._reserve, self._wait_s)
+        except BaseException:
+            self._entered = False
+            raise
         self._begin()
         if self._on_breach == "cancel":
             import anyio
@@ -569,6 +944,7 @@ class Admission:
                 await self._task_group.__aenter__()
                 self._task_group.start_soon(self._watch)
             except BaseException:
+                self._task_group = None
                 self._end()
                 raise
         return self
@@ -578,7 +954,11 @@ class Admission:
 
         guard = self._guard
         while True:
-            breach = guard.breach()
+            try:
+                breach = guard.breach()
+            except Exception as error:  # a failing sample must not fail the block
+                _logger.debug("%s could not check for a breach: %s", guard.name, error)
+                breach = None
             if breach is not None:
                 self.breached = breach
                 self._task_group.cancel_scope.cancel()
@@ -587,15 +967,46 @@ class Admission:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> bool | None:
+        group, self._task_group = self._task_group, None
         try:
-            if self._task_group is not None:
-                self._task_group.cancel_scope.cancel()
-                await self._task_group.__aexit__(exc_type, exc, tb)
+            if group is not None:
+                group.cancel_scope.cancel()
+                import anyio
+
+                if exc is None or isinstance(exc, anyio.get_cancelled_exc_class()):
+                    # a cancellation is the group's own (a breach) or comes from outside:
+                    # the group's scope decides which, and swallows only its own
+                    await group.__aexit__(exc_type, exc, tb)
+                else:
+                    # the block raised: stop the watch without handing it the error, which
+                    # would come out wrapped in an ExceptionGroup instead of as it was
+                    await group.__aexit__(None, None, None)
         finally:
             self._end()
-        if self.breached is not None:
+        if self.breached is not None and (exc is None
+                                          or not isinstance(exc, Exception)
+                                          or _is_cancellation(exc)):
             raise self._guard._count_refusal(self.breached)
         return None
+
+
+def _is_cancellation(error: BaseException) -> bool:
+    import anyio
+
+    return isinstance(error, anyio.get_cancelled_exc_class())
+
+
+def _process_usage_bytes(kind: str) -> int | None:
+    """What the process already uses of the rlimit *kind* (VmData or VmSize), if known."""
+    field = "VmData:" if kind == "data" else "VmSize:"
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith(field):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def limit_self(memory: int | str, *, kind: Literal["as", "data"] = "data") -> int:
@@ -605,16 +1016,42 @@ def limit_self(memory: int | str, *, kind: Literal["as", "data"] = "data") -> in
     ``"80%"`` means 80 % of the effective memory limit. RLIMIT_DATA counts heap and
     anonymous mappings, which is what a runaway Python allocation grows; RLIMIT_AS also
     counts reserved address space (thread stacks, mapped files) and is stricter.
-    """
-    if kind not in ("as", "data"):
-        raise InvalidValue(f"kind={kind!r}; expected 'as' or 'data'")
-    from resguard.snapshot import snapshot
 
-    limit = _Limit(memory, "memory").resolve(snapshot(children=False).memory.limit)
+    The limit must leave room to run: it is refused below what the process already uses of
+    it (``VmData``, or ``VmSize`` for ``"as"``) plus 32 MiB, since the process would fail at
+    its next allocation. It takes effect at once for every Sampler in the process (their
+    cached limits are dropped), so the next admission already sees it.
+    """
+    if not isinstance(kind, str) or kind not in ("as", "data"):
+        raise InvalidValue(f"kind={kind!r}; expected 'as' or 'data'")
+    if memory is None:
+        raise InvalidType("memory=None is not a size; expected e.g. '2GiB' or '80%'")
+    wanted = _Limit(memory, "memory")
+    limit: int | None
+    if wanted.fraction is None:
+        limit = wanted.bytes
+    else:
+        limit = wanted.resolve(default_sampler().sample(children=False).memory.limit)
+        if limit is None:
+            raise InvalidState(f"memory={memory!r} is a percent of the effective memory limit, "
+                               f"which is unknown now; give a size, e.g. '2GiB'")
+    used = _process_usage_bytes(kind)
+    floor = (used if used is not None else 0) + _SELF_LIMIT_MARGIN_BYTES
+    if limit < floor:
+        counted = "VmData" if kind == "data" else "VmSize"
+        uses = (f"already uses {format_bytes(used)} of it ({counted})" if used is not None
+                else "needs some to run")
+        raise InvalidValue(
+            f"memory={memory!r} is {format_bytes(limit)}, too small to run on: this process "
+            f"{uses}; expected at least {format_bytes(floor)}")
     which = resource.RLIMIT_AS if kind == "as" else resource.RLIMIT_DATA
     _, hard = resource.getrlimit(which)
     if hard != resource.RLIM_INFINITY and limit > hard:
         raise InvalidValue(f"memory={memory!r} is above the hard limit of {format_bytes(hard)}")
     resource.setrlimit(which, (limit, hard))
+    global _limits_generation
+    _limits_generation += 1
+    invalidate = getattr(sys.modules["resguard.snapshot"], "invalidate_limits", None)
+    if invalidate is not None:
+        invalidate()
     return limit
-
