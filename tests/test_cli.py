@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
+import attrs
 import psutil
 import pytest
+
+import resguard as rg
+from resguard.cli import build_parser, format_frame, format_line, format_snapshot, main
 
 
 def resguard(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -49,10 +57,11 @@ def test_top_text_has_a_header() -> None:
 
 @pytest.mark.parametrize("args", [["top", "-n", "-1"], ["top", "--by", "disk"],
                                   ["top", "--interval", "soon"], ["frobnicate"], []])
-def test_bad_usage_exits_2_with_a_message(args: list[str]) -> None:
+def test_bad_usage_exits_2_with_one_line_that_points_at_help(args: list[str]) -> None:
     out = resguard(*args)
     assert out.returncode == 2
-    assert "usage:" in out.stderr
+    assert len(out.stderr.splitlines()) == 1, out.stderr
+    assert "--help" in out.stderr
 
 
 def test_watch_piped_prints_one_line_per_update() -> None:
@@ -102,3 +111,216 @@ def test_watch_live_view_on_a_terminal() -> None:
     assert screen.count("\x1b[H\x1b[2J") == 2
     assert "verdict:" in screen
     assert "PID" in screen  # the process table
+
+
+# ------------------------------------------------------------ no tracebacks, ever ---
+
+GARBAGE = "∞garbage∞"
+
+
+def _bad_inputs() -> list[list[str]]:
+    """For every subcommand (read from the parser, so a new one is covered): an unknown
+    option, and garbage for each option that takes a value and each choice argument."""
+    parser = build_parser()
+    (commands,) = [action for action in parser._actions
+                   if isinstance(action, argparse._SubParsersAction)]
+    cases = []
+    for name, sub in commands.choices.items():
+        positionals = [action for action in sub._actions if not action.option_strings]
+        valid = [str(next(iter(action.choices))) for action in positionals
+                 if action.choices and action.nargs is None]
+        cases.append([name, *valid, "--no-such-option"])
+        for action in sub._actions:
+            if action.option_strings and action.nargs != 0 and action.dest != "help":
+                cases.append([name, *valid, action.option_strings[-1], GARBAGE])
+            elif not action.option_strings and action.choices and action.nargs is None:
+                cases.append([name, GARBAGE])
+    return cases
+
+
+def test_the_bad_inputs_cover_every_subcommand() -> None:
+    parser = build_parser()
+    (commands,) = [action for action in parser._actions
+                   if isinstance(action, argparse._SubParsersAction)]
+    assert {case[0] for case in _bad_inputs()} == set(commands.choices)
+    assert ["watch", "--interval", GARBAGE] in _bad_inputs()
+
+
+def _assert_one_line_and_exit_2(out: subprocess.CompletedProcess[str]) -> None:
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("resguard"), out.stderr
+
+
+@pytest.mark.parametrize("args", _bad_inputs(), ids=" ".join)
+def test_every_subcommand_answers_bad_input_with_one_line_and_exit_2(args: list[str]) -> None:
+    _assert_one_line_and_exit_2(resguard(*args))
+
+
+@pytest.mark.parametrize(("args", "text"), [
+    (["watch", "--interval", "0"], "1ms or more"),
+    (["watch", "--interval", "1ns"], "1ms or more"),
+    (["watch", "--count", str(10**400)[:5] + "x"], "whole number"),
+    (["top", "--interval", "1e999s"], "1e999s"),
+    (["budget", "--config", "/nonexistent/budgets.toml"], "no such file"),
+    (["ollama", "ps", "--host", "http://127.0.0.1:99999"], "ollama"),
+    (["ollama", "ps", "--host", "nonsense::host"], "ollama"),
+])
+def test_known_bad_inputs_give_one_line_naming_the_problem(args: list[str], text: str) -> None:
+    out = resguard(*args)
+    _assert_one_line_and_exit_2(out)
+    assert text in out.stderr
+
+
+def test_a_non_utf8_budget_file_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    path = str(tmp_path / "budgets.toml")
+    Path(path).write_bytes(b"[[budget]]\nname = '\xff'\n")
+    out = resguard("budget", "--config", path)
+    _assert_one_line_and_exit_2(out)
+    assert "not UTF-8" in out.stderr
+    assert path in out.stderr
+
+
+def _with_closed_stdout(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run with a stdout pipe whose reader is gone, as after ``| head -1`` has read."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "resguard", *args], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("args", [["top", "--json", "--interval", "0"], ["snapshot"],
+                                  ["watch", "--count", "2", "--interval", "0.1", "--json"]])
+def test_a_closed_stdout_exits_141_quietly_like_a_unix_tool(args: list[str]) -> None:
+    out = _with_closed_stdout(*args)
+    assert out.returncode == 141
+    assert out.stderr == ""
+
+
+def test_docker_stats_into_a_closed_pipe_exits_quietly(docker_client: Any) -> None:
+    out = _with_closed_stdout("docker", "stats", "--json")
+    assert out.returncode == 141
+    assert out.stderr == ""
+
+
+def test_head_reads_the_first_line_and_the_pipeline_is_quiet() -> None:
+    shell = (f"set -o pipefail; {sys.executable} -m resguard watch --json --count 50 "
+             f"--interval 0.01 | head -1")
+    out = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60)
+    assert json.loads(out.stdout)["level"] in ("OK", "WARNING", "CRITICAL")
+    assert out.stderr == ""
+    assert out.returncode == 141
+
+
+def test_ctrl_c_exits_130_without_a_traceback() -> None:
+    process = subprocess.Popen([sys.executable, "-m", "resguard", "watch", "--interval", "0.1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    assert process.stdout.readline()  # it is running
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in err
+    assert err == ""
+
+
+def test_an_internal_error_is_one_line_and_debug_shows_the_traceback(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import resguard.cli as cli
+
+    def broken(args: Any, out: Any) -> int:
+        raise KeyError("a bug")
+
+    real = cli.build_parser
+
+    def parser_with_a_bug() -> argparse.ArgumentParser:
+        parser = real()
+        parser.set_defaults(handler=broken)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                action.choices["snapshot"].set_defaults(handler=broken)
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", parser_with_a_bug)
+    monkeypatch.delenv("RESGUARD_DEBUG", raising=False)
+    assert main(["snapshot"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("resguard: internal error: KeyError: 'a bug'")
+    assert len(err.splitlines()) == 1
+    assert "RESGUARD_DEBUG=1" in err
+    monkeypatch.setenv("RESGUARD_DEBUG", "1")
+    assert main(["snapshot"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_a_resguard_error_in_a_command_is_one_line_naming_the_command(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib
+
+    module = importlib.import_module("resguard.snapshot")
+
+    def refuse(**kwargs: Any) -> Any:
+        raise rg.InvalidValue("bad\nvalue 'x'")
+
+    monkeypatch.setattr(module, "snapshot", refuse)
+    assert main(["snapshot"]) == 2
+    assert capsys.readouterr().err == "resguard snapshot: bad value 'x'\n"
+
+
+def test_version_is_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    out = resguard("--version")
+    assert out.returncode == 0
+    assert out.stdout == f"resguard {version('resguard')}\n"
+    assert rg.__version__ == version("resguard")
+
+
+def test_version_is_not_read_at_import() -> None:
+    from support import run_python
+
+    code = ("import sys, resguard; print('importlib.metadata' in sys.modules, "
+            "'__version__' in vars(resguard)); print(resguard.__version__)")
+    first, second = run_python(code).splitlines()
+    assert first == "False False"
+    assert second == rg.__version__
+
+
+# ------------------------------------------------------- unknown figures are shown ---
+
+def _blind_state(unknown: tuple[str, ...] = ("memory.percent: /proc/meminfo empty",)) -> Any:
+    """A monitor state whose snapshot could read nothing numeric (decision: None)."""
+    from resguard.monitor import State
+    from resguard.rules import Level, Verdict
+
+    snap = rg.snapshot()
+    memory = attrs.evolve(snap.memory, total=None, limit=None, used=None, available=None,
+                          percent=None, source="unknown")
+    swap = attrs.evolve(snap.swap, total=None, used=None, free=None, percent=None)
+    cpu = attrs.evolve(snap.cpu, percent=None, load_1m=None, load_5m=None, load_15m=None)
+    process = attrs.evolve(snap.process, rss=None, vms=None, cpu_percent=None,
+                           num_threads=None, children_rss=None)
+    rows = (rg.top_processes(2) or [])
+    rows = [attrs.evolve(row, rss=None, cpu_percent=None) for row in rows]
+    blind = attrs.evolve(snap, memory=memory, swap=swap, cpu=cpu, process=process,
+                         processes=tuple(rows))
+    return State(snapshot=blind, verdict=Verdict(Level.OK, (), unknown), sequence=1)
+
+
+def test_unknown_figures_are_shown_as_question_marks_not_zero() -> None:
+    state = _blind_state()
+    text = format_snapshot(state.snapshot)
+    assert "? used of ?" in text
+    assert "(?%)" in text
+    assert "0 B" not in text
+    line = format_line(state, "stale: last sample 3.2 s ago")
+    assert "mem ?%" in line
+    assert "unknown: memory.percent: /proc/meminfo empty" in line
+    assert "stale: last sample 3.2 s ago" in line
+    frame = format_frame(state, 5, "stale: last sample 3.2 s ago")
+    assert "? unknown: memory.percent: /proc/meminfo empty" in frame
+    assert "? unknown: stale: last sample 3.2 s ago" in frame

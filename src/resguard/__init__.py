@@ -208,7 +208,32 @@ __all__ = [
 ]
 
 
+__version__: str  # read on first use: importlib.metadata costs milliseconds at import
+
+
+def _read_version() -> str:
+    """The installed distribution's version, else the one in the source tree's pyproject."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("resguard")
+    except metadata.PackageNotFoundError:
+        pass
+    import re
+    from pathlib import Path
+
+    try:
+        text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return "0+unknown"
+    found = re.search(r'^\[project\][^\[]*?^version\s*=\s*"([^"]+)"', text, re.M | re.S)
+    return found.group(1) if found else "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()[name] = version = _read_version()
+        return version
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'resguard' has no attribute {name!r}")

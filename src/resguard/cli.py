@@ -1,20 +1,42 @@
 """The ``resguard`` command line.
 
-Exit codes: 0 success, 1 the verdict is not OK (``watch --once``), 2 bad usage or an
-unreachable service. ``--json`` prints machine-readable output on stdout.
+Exit codes: 0 success, 1 the verdict is not OK (``watch --once``) or a budget is over,
+2 bad usage, a bad value, an unreachable service or an internal error, 130 interrupted
+(Ctrl-C), 141 stdout was closed early (``resguard top --json | head -1``), the status a
+shell reports for a program that SIGPIPE ended. ``--json`` prints machine-readable output
+on stdout.
+
+It never prints a traceback: every error is one line on stderr, ``resguard: internal
+error: ...`` for an unexpected one (``RESGUARD_DEBUG=1`` adds the traceback). A figure
+that could not be measured is shown as ``?``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
+from resguard._errors import ResguardError
 from resguard.units import format_bytes
 
 __all__ = ["main"]
+
+_UNKNOWN = "?"
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell shows for `yes | head -1` with pipefail
+
+
+def _size(value: int | None) -> str:
+    return _UNKNOWN if value is None else format_bytes(value)
+
+
+def _fixed(value: float | None, spec: str) -> str:
+    return _UNKNOWN if value is None else format(value, spec)
 
 
 def _print_json(value: Any, out: TextIO) -> None:
@@ -25,27 +47,39 @@ def _print_json(value: Any, out: TextIO) -> None:
 def _pressure_text(pressure: Any) -> str:
     if pressure is None:
         return "n/a"
-    full = f"{pressure.full.avg10:.1f}" if pressure.full is not None else "-"
-    return f"{pressure.some.avg10:.1f}/{full}%"
+    full = _fixed(pressure.full.avg10, ".1f") if pressure.full is not None else "-"
+    return f"{_fixed(pressure.some.avg10, '.1f')}/{full}%"
+
+
+def _faults_text(snap: Any) -> str | None:
+    """What the snapshot could not read, one entry per damaged field, or None."""
+    faults = getattr(snap, "faults", ())
+    if not faults:
+        return None
+    return "; ".join(f"{fault.field} ({fault.source}: {fault.kind})" for fault in faults)
 
 
 def format_snapshot(snap: Any) -> str:
-    """A short human-readable summary of a snapshot."""
+    """A short human-readable summary of a snapshot (``?`` for what could not be read)."""
     memory, cpu, process = snap.memory, snap.cpu, snap.process
     lines = [
-        f"memory   {format_bytes(memory.used)} used of {format_bytes(memory.limit)} "
-        f"({memory.percent:.1f}%), {format_bytes(memory.available)} available; "
+        f"memory   {_size(memory.used)} used of {_size(memory.limit)} "
+        f"({_fixed(memory.percent, '.1f')}%), {_size(memory.available)} available; "
         f"limit from {memory.source} ({memory.source_detail})",
-        f"swap     {format_bytes(snap.swap.used)} used of {format_bytes(snap.swap.total)}",
-        f"cpu      {cpu.percent:.1f}% busy, {cpu.effective:g} of {cpu.count} CPUs usable "
-        f"({cpu.effective_source}), load {cpu.load_1m:.2f} {cpu.load_5m:.2f} {cpu.load_15m:.2f}",
+        f"swap     {_size(snap.swap.used)} used of {_size(snap.swap.total)}",
+        f"cpu      {_fixed(cpu.percent, '.1f')}% busy, {_fixed(cpu.effective, 'g')} of "
+        f"{_fixed(cpu.count, 'd')} CPUs usable ({cpu.effective_source}), load "
+        f"{_fixed(cpu.load_1m, '.2f')} {_fixed(cpu.load_5m, '.2f')} {_fixed(cpu.load_15m, '.2f')}",
         f"pressure memory {_pressure_text(snap.pressure.memory)}, "
         f"cpu {_pressure_text(snap.pressure.cpu)}, io {_pressure_text(snap.pressure.io)} "
         "(PSI some/full, avg10)",
-        f"process  pid {process.pid}: rss {format_bytes(process.rss)}, "
-        f"{process.cpu_percent:.1f}% cpu, {process.num_threads} threads, "
-        f"children {format_bytes(process.children_rss)}",
+        f"process  pid {process.pid}: rss {_size(process.rss)}, "
+        f"{_fixed(process.cpu_percent, '.1f')}% cpu, {_fixed(process.num_threads, 'd')} "
+        f"threads, children {_size(process.children_rss)}",
     ]
+    faults = _faults_text(snap)
+    if faults:
+        lines.append(f"unknown  {faults}")
     return "\n".join(lines)
 
 
@@ -55,7 +89,7 @@ def format_processes(rows: Sequence[Any], width: int = 120) -> str:
     room = max(width - 42, 20)
     for row in rows:
         command = " ".join(row.cmdline) or row.name
-        lines.append(f"{row.pid:>7} {row.cpu_percent:>6.1f} {format_bytes(row.rss):>10} "
+        lines.append(f"{row.pid:>7} {_fixed(row.cpu_percent, '.1f'):>6} {_size(row.rss):>10} "
                      f"{row.count:>3} {(row.username or '?')[:10]:<10} {command[:room]}")
     return "\n".join(lines)
 
@@ -93,13 +127,27 @@ def _top_rows(snap: Any, n: int) -> list[Any]:
     resident memory), by CPU and then memory, with command lines and users filled in."""
     from resguard.processes import describe
 
-    rows = [row for row in snap.processes or () if row.rss > 0]
-    rows.sort(key=lambda row: (row.cpu_percent, row.rss), reverse=True)
+    rows = [row for row in snap.processes or () if row.rss is not None and row.rss > 0]
+    rows.sort(key=lambda row: (_or_low(row.cpu_percent), row.rss), reverse=True)
     return [describe(row) for row in rows[:n]]
 
 
-def format_frame(state: Any, n: int) -> str:
-    """One full-screen frame of ``resguard watch``: verdict, reasons, numbers, top rows."""
+def _or_low(value: float | None) -> float:
+    """Sort key: an unknown figure sorts below every known one."""
+    return -1.0 if value is None else value
+
+
+def _unknowns(state: Any, stale: str | None) -> list[str]:
+    """What the verdict could not judge, and why the state is not fresh (``stale``)."""
+    reasons = list(getattr(state.verdict, "unknown", ()))
+    if stale and stale not in reasons and not any(stale.endswith(r) for r in reasons):
+        reasons.insert(0, stale)
+    return reasons
+
+
+def format_frame(state: Any, n: int, stale: str | None = None) -> str:
+    """One full-screen frame of ``resguard watch``: verdict, reasons, what is unknown,
+    numbers, top rows."""
     import time
 
     snap, verdict = state.snapshot, state.verdict
@@ -107,6 +155,7 @@ def format_frame(state: Any, n: int) -> str:
     lines = [f"resguard watch  {clock}  verdict: {verdict.level.name}"]
     lines += [f"  ! {breach.message}" for breach in
               sorted(verdict.breaches, key=lambda breach: -breach.level)]
+    lines += [f"  ? unknown: {reason}" for reason in _unknowns(state, stale)]
     lines += ["", format_snapshot(snap), ""]
     rows = _top_rows(snap, n)
     if rows:
@@ -116,20 +165,30 @@ def format_frame(state: Any, n: int) -> str:
     return "\n".join(lines)
 
 
-def format_line(state: Any) -> str:
+def format_line(state: Any, stale: str | None = None) -> str:
     """One line of ``resguard watch`` when the output is not a terminal."""
     import time
 
     snap, verdict = state.snapshot, state.verdict
     memory = snap.memory
     psi = snap.pressure.memory
-    psi_text = f" psi-mem {psi.some.avg10:.1f}%" if psi is not None else ""
+    psi_text = f" psi-mem {_fixed(psi.some.avg10, '.1f')}%" if psi is not None else ""
     top = _top_rows(snap, 1)
-    top_text = f" top {top[0].name} {top[0].cpu_percent:.0f}%" if top else ""
+    top_text = f" top {top[0].name} {_fixed(top[0].cpu_percent, '.0f')}%" if top else ""
+    reason = verdict.reason
+    unknown = [text for text in _unknowns(state, stale) if text not in reason]
+    if unknown:
+        reason += f" (unknown: {'; '.join(unknown)})"
     return (f"{time.strftime('%H:%M:%S', time.localtime(snap.taken_at))} "
-            f"{verdict.level.name:<8} mem {memory.percent:.1f}% "
-            f"({format_bytes(memory.used)}/{format_bytes(memory.limit)} {memory.source})"
-            f"{psi_text} cpu {snap.cpu.percent:.0f}%{top_text} | {verdict.reason}")
+            f"{verdict.level.name:<8} mem {_fixed(memory.percent, '.1f')}% "
+            f"({_size(memory.used)}/{_size(memory.limit)} {memory.source})"
+            f"{psi_text} cpu {_fixed(snap.cpu.percent, '.0f')}%{top_text} | {reason}")
+
+
+def _stale_reason(monitor: Any) -> str | None:
+    """The monitor's reason not to trust its state (stale, no sample), where it has one."""
+    unknown_reason = getattr(monitor, "unknown_reason", None)
+    return unknown_reason() if callable(unknown_reason) else None
 
 
 def _cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
@@ -146,14 +205,16 @@ def _cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
         monitor.sample_slow()
         while True:
             state = monitor.sample_now() if frames == 0 else monitor.state
+            stale = _stale_reason(monitor)
             if args.json:
                 _print_compact_json({"level": state.verdict.level.name,
                                      "reason": state.verdict.reason,
+                                     "unknown": _unknowns(state, stale),
                                      "snapshot": state.snapshot.to_dict()}, out)
             elif live:
-                out.write("\x1b[H\x1b[2J" + format_frame(state, args.n) + "\n")
+                out.write("\x1b[H\x1b[2J" + format_frame(state, args.n, stale) + "\n")
             else:
-                out.write(format_line(state) + "\n")
+                out.write(format_line(state, stale) + "\n")
             out.flush()
             frames += 1
             if args.once or (args.count and frames >= args.count):
@@ -213,13 +274,47 @@ def _duration(text: str) -> float:
 
     try:
         return parse_duration(text)
-    except ValueError as error:
+    except ResguardError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _period(text: str) -> float:
+    """A refresh period: a duration of at least 1 ms (0 would be a busy loop)."""
+    seconds = _duration(text)
+    if seconds < 0.001:
+        raise argparse.ArgumentTypeError(f"{text!r} is too short; expected a period of 1ms "
+                                         f"or more, e.g. 1s")
+    return seconds
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (with where to find help)."""
+
+    def error(self, message: str) -> NoReturn:
+        _error_line(f"{self.prog}: {message} (see '{self.prog} --help')")
+        raise SystemExit(EXIT_USAGE)
+
+
+class _Version(argparse.Action):
+    """``--version``, reading the installed version only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> NoReturn:
+        import resguard
+
+        sys.stdout.write(f"resguard {resguard.__version__}\n")
+        sys.stdout.flush()
+        raise SystemExit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="resguard", description="See memory and CPU pressure early and act on it.")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     snap = commands.add_parser("snapshot", help="memory, CPU, pressure and this process, once")
@@ -238,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     watch = commands.add_parser(
         "watch", help="a live view of memory, pressure, top processes and the verdict")
-    watch.add_argument("--interval", type=_duration, default=1.0,
+    watch.add_argument("--interval", type=_period, default=1.0,
                        help="refresh period (default 1s)")
     watch.add_argument("--preset", choices=("laptop", "service"), default="laptop",
                        help="the rules to judge by (default laptop)")
@@ -273,10 +368,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """Run the command line; returns the exit code."""
-    args = build_parser().parse_args(argv)
+def _error_line(text: str) -> None:
+    """*text* as exactly one line on stderr (a closed stderr is not worth a traceback)."""
+    line = " ".join(text.split()) or "resguard: error"
     try:
-        return int(args.handler(args, out or sys.stdout))
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of what is left in
+    its buffer does not fail again on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the command line; returns the exit code (see the module docstring)."""
+    stream = out if out is not None else sys.stdout
+    command = "resguard"
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as done:  # --help, --version, a usage error (already on stderr)
+            return done.code if isinstance(done.code, int) else EXIT_USAGE
+        command = f"resguard {args.command}"
+        code = int(args.handler(args, stream))
+        stream.flush()  # inside the try: a closed pipe shows here, not at exit
+        return code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `resguard top --json | head -1`: the reader has all it wants
+        if out is None:
+            _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except ResguardError as error:
+        _error_line(f"{command}: {error}")
+        return EXIT_USAGE
+    except Exception as error:  # a bug in resguard: one line, never a traceback
+        if os.environ.get("RESGUARD_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        _error_line(f"resguard: internal error: {type(error).__name__}: {error} (in "
+                    f"'{command}'; set RESGUARD_DEBUG=1 to see where, and please report it)")
+        return EXIT_USAGE
