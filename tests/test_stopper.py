@@ -246,6 +246,35 @@ def test_a_huge_grace_period_waits_without_overflow(mode: str) -> None:
         process.wait()
 
 
+THREADED = r"""
+import threading, time
+threading.Thread(target=time.sleep, args=(300,), daemon=True).start()
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_thread_id_is_not_a_process_to_signal(mode: str) -> None:
+    process = subprocess.Popen([sys.executable, "-c", THREADED], stdout=subprocess.PIPE,
+                               text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        [thread_id] = [int(tid) for tid in os.listdir(f"/proc/{process.pid}/task")
+                       if int(tid) != process.pid]
+        stat = read_stat(thread_id)
+        assert stat is not None
+        identity = Identity(thread_id, stat.start_ticks)
+        assert ProcessHandle.open(identity, use_pidfd=mode == "pidfd") is None
+        if mode == "pidfd":  # a refusal, not a reason to give up pidfds
+            assert identity_module.pidfd_supported()
+        assert process.poll() is None
+    finally:
+        process.kill()
+        process.wait()
+
+
 def test_the_fallback_grace_wait_polls_at_growing_intervals(
         sleeper: subprocess.Popen[bytes]) -> None:
     stat = read_stat(sleeper.pid)

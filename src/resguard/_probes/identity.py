@@ -129,7 +129,9 @@ def pidfd_supported() -> bool:
 
 def _open_pidfd(pid: int) -> int | None:
     """A pidfd for *pid*; ``None`` where pidfds do not work here. Raises
-    ``ProcessLookupError`` when no process has that PID."""
+    ``ProcessLookupError`` when no process has that PID, or when it names a thread that
+    is not its process's leader (``EINVAL``; ``ENOENT`` on newer kernels): the stopper
+    signals processes only."""
     global _pidfd_works
     if not pidfd_supported():
         return None
@@ -138,7 +140,9 @@ def _open_pidfd(pid: int) -> int | None:
     except ProcessLookupError:
         raise
     except OSError as error:
-        if error.errno in (errno.ENOSYS, errno.EINVAL, errno.EPERM):
+        if error.errno in (errno.EINVAL, errno.ENOENT):
+            raise ProcessLookupError(errno.ESRCH, f"{pid} is not a process") from error
+        if error.errno in (errno.ENOSYS, errno.EPERM):
             _pidfd_works = False  # an old kernel, or a seccomp filter that forbids it
         return None  # EMFILE and the like: fall back for this one process
     _pidfd_works = True
@@ -169,7 +173,8 @@ class ProcessHandle:
                 return None
         # read after the pidfd is open: a match proves the pidfd is this process
         stat = read_stat(identity.pid, proc)
-        if not identity.matches(stat) or stat is None or stat.exited:
+        leader = pidfd is not None or _thread_group_leader(identity.pid, proc)
+        if not identity.matches(stat) or stat is None or stat.exited or not leader:
             if pidfd is not None:
                 os.close(pidfd)
             return None
@@ -233,6 +238,19 @@ class ProcessHandle:
             else:
                 sleep(min(pause_s, remaining_s))
                 pause_s = min(pause_s * 2, 0.05)
+
+
+def _thread_group_leader(pid: int, proc: str) -> bool:
+    """Whether *pid* is a process rather than one of its other threads (``Tgid`` in
+    ``/proc/<pid>/status``): a signal to a thread's id reaches its whole process."""
+    try:
+        with open(f"{proc}/{pid}/status", "rb") as file:
+            for line in file:
+                if line.startswith(b"Tgid:"):
+                    return line.split()[1:2] == [str(pid).encode()]
+    except OSError:
+        pass
+    return False
 
 
 def _readable(fd: int, timeout_s: float) -> bool:
