@@ -25,6 +25,7 @@ from resguard.reclaim import (
 )
 
 MiB = 2**20
+SLEEP_S = f"300{os.getpid()}"  # unique: other runs on this machine may sleep 300 too
 
 SQUEEZE = r"""
 import json, time
@@ -179,21 +180,21 @@ def test_registry_holds_weak_references() -> None:
 
 @pytest.fixture
 def sleeper() -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(["sleep", "300"])
+    process = subprocess.Popen(["sleep", SLEEP_S])
     yield process  # type: ignore[misc]
     process.kill()
     process.wait()
 
 
 def test_process_stopper_does_nothing_unless_enabled(sleeper: subprocess.Popen[bytes]) -> None:
-    stopper = ProcessStopper([r"^sleep 300$"])
+    stopper = ProcessStopper([rf"^sleep {SLEEP_S}$"])
     assert stopper.reclaim(10**12) == 0
     assert stopper.reclaimable_bytes() == 0
     assert sleeper.poll() is None
 
 
 def test_process_stopper_dry_run_lists_and_spares(sleeper: subprocess.Popen[bytes]) -> None:
-    stopper = ProcessStopper([r"^sleep 300$"], enabled=True)  # dry_run defaults to True
+    stopper = ProcessStopper([rf"^sleep {SLEEP_S}$"], enabled=True)  # dry_run defaults to True
     stopper.reclaim(10**12)
     assert any(action.pid == sleeper.pid and action.reason.startswith("dry run")
                for action in stopper.actions)
@@ -202,7 +203,7 @@ def test_process_stopper_dry_run_lists_and_spares(sleeper: subprocess.Popen[byte
 
 
 def test_process_stopper_stops_a_match_when_opted_in(sleeper: subprocess.Popen[bytes]) -> None:
-    stopper = ProcessStopper([r"^sleep 300$"], enabled=True, dry_run=False, grace="2s")
+    stopper = ProcessStopper([rf"^sleep {SLEEP_S}$"], enabled=True, dry_run=False, grace="2s")
     stopper.reclaim(1)
     assert sleeper.wait(timeout=10) is not None
     action = next(action for action in stopper.actions if action.pid == sleeper.pid)

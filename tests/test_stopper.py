@@ -24,6 +24,9 @@ from resguard.reclaim import ProcessStopper, StopCandidate
 from plugins.integration import unavailable
 
 MODES = ["pidfd", "fallback"]
+# unique to this run: other test runs on the machine may have their own "sleep 3001"
+RUN = os.getpid()
+S3001, S3002, S3003, S3006 = (f"{seconds}{RUN}" for seconds in (3001, 3002, 3003, 3006))
 
 
 def _stat_line(pid: int, name: str, start_ticks: int, state: str = "S",
@@ -100,8 +103,8 @@ def _wait_for_exec(pid: int, command: str) -> None:
 
 @pytest.fixture
 def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    process = _spawn("sleep", "3001")
-    _wait_for_exec(process.pid, "sleep 3001")
+    process = _spawn("sleep", S3001)
+    _wait_for_exec(process.pid, f"sleep {S3001}")
     yield process
     process.kill()
     process.wait()
@@ -133,7 +136,7 @@ def signals_sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
 @pytest.mark.parametrize("mode", MODES)
 def test_a_process_whose_start_time_differs_by_0_3_s_is_never_signalled(
         mode: str, sleeper: subprocess.Popen[bytes]) -> None:
-    stopper = _stopper(mode, r"^sleep 3001$")
+    stopper = _stopper(mode, rf"^sleep {S3001}$")
     real = _candidate(stopper, sleeper.pid)
     ticks_per_s = os.sysconf("SC_CLK_TCK")
     for offset in (-1, 1, int(0.3 * ticks_per_s)):
@@ -147,7 +150,7 @@ def test_a_process_whose_start_time_differs_by_0_3_s_is_never_signalled(
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_handle_opened_on_a_process_refuses_once_it_exited(mode: str) -> None:
-    process = _spawn("sleep", "3002")
+    process = _spawn("sleep", S3002)
     stat = read_stat(process.pid)
     assert stat is not None
     handle = ProcessHandle.open(Identity(process.pid, stat.start_ticks),
@@ -164,7 +167,7 @@ def test_a_handle_opened_on_a_process_refuses_once_it_exited(mode: str) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_a_victim_stopped_by_sigterm_is_recorded_as_sigterm(
         mode: str, sleeper: subprocess.Popen[bytes]) -> None:
-    stopper = _stopper(mode, r"^sleep 3001$")
+    stopper = _stopper(mode, rf"^sleep {S3001}$")
     action = stopper.stop(_candidate(stopper, sleeper.pid))
     assert (action.signal, action.done) == ("SIGTERM", True)
     assert sleeper.wait(timeout=10) == -signal.SIGTERM
@@ -172,7 +175,7 @@ def test_a_victim_stopped_by_sigterm_is_recorded_as_sigterm(
 
 UNREAPED = r"""
 import subprocess, sys, time
-child = subprocess.Popen(["sleep", "3003"])
+child = subprocess.Popen(["sleep", sys.argv[1]])
 print(child.pid, flush=True)
 sys.stdin.read()          # never reaps the child until told to exit
 """
@@ -180,13 +183,13 @@ sys.stdin.read()          # never reaps the child until told to exit
 
 @pytest.mark.parametrize("mode", MODES)
 def test_an_unreaped_zombie_counts_as_stopped_by_sigterm_at_once(mode: str) -> None:
-    parent = subprocess.Popen([sys.executable, "-c", UNREAPED], stdin=subprocess.PIPE,
+    parent = subprocess.Popen([sys.executable, "-c", UNREAPED, S3003], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     try:
         assert parent.stdout is not None
         pid = int(parent.stdout.readline())
-        _wait_for_exec(pid, "sleep 3003")
-        stopper = _stopper(mode, r"^sleep 3003$", grace="60s")
+        _wait_for_exec(pid, f"sleep {S3003}")
+        stopper = _stopper(mode, rf"^sleep {S3003}$", grace="60s")
         started = time.monotonic()
         action = stopper.stop(_candidate(stopper, pid))
         took_s = time.monotonic() - started
@@ -214,12 +217,12 @@ time.sleep(300)
 
 @pytest.mark.parametrize("mode", MODES)
 def test_sigkill_only_after_the_grace_period_when_sigterm_is_ignored(mode: str) -> None:
-    process = subprocess.Popen([sys.executable, "-c", IGNORES_TERM, "ignores-term-3004"],
+    process = subprocess.Popen([sys.executable, "-c", IGNORES_TERM, f"ignores-term-{RUN}"],
                                stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "ready"
-        stopper = _stopper(mode, r"ignores-term-3004", grace="300ms")
+        stopper = _stopper(mode, rf"ignores-term-{RUN}", grace="300ms")
         started = time.monotonic()
         action = stopper.stop(_candidate(stopper, process.pid))
         assert time.monotonic() - started >= 0.3
@@ -415,10 +418,10 @@ def test_pid_1_this_process_and_its_parent_are_never_signalled(
 def test_another_users_process_is_never_signalled() -> None:
     if os.geteuid() != 0:
         unavailable("starting another user's process needs root")
-    process = _spawn("sleep", "3006", user=65534)
+    process = _spawn("sleep", S3006, user=65534)
     try:
-        _wait_for_exec(process.pid, "sleep 3006")
-        stopper = _stopper("pidfd", r"^sleep 3006$", grace="10ms")
+        _wait_for_exec(process.pid, f"sleep {S3006}")
+        stopper = _stopper("pidfd", rf"^sleep {S3006}$", grace="10ms")
         candidate = _candidate(stopper, process.pid)
         assert candidate.protected == "another user's process"
         assert stopper.reclaim(10**12) == 0
@@ -440,12 +443,12 @@ time.sleep(300)
 
 @pytest.mark.parametrize(("name", "protect"), [("sshd", ()), ("precious", ("precious",))])
 def test_a_protected_name_is_never_signalled(name: str, protect: tuple[str, ...]) -> None:
-    process = subprocess.Popen([sys.executable, "-c", RENAMED, name, "renamed-3007"],
+    process = subprocess.Popen([sys.executable, "-c", RENAMED, name, f"renamed-{RUN}"],
                                stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "ready"
-        stopper = _stopper("pidfd", r"renamed-3007", grace="10ms", protect=protect)
+        stopper = _stopper("pidfd", rf"renamed-{RUN}", grace="10ms", protect=protect)
         assert _candidate(stopper, process.pid).protected == f"a protected name ({name})"
         stopper.reclaim(10**12)
         assert process.poll() is None
@@ -467,7 +470,7 @@ def test_a_kernel_thread_is_never_signalled(signals_sent: list[tuple[str, int]])
 
 def test_dry_run_signals_nothing_and_says_what_it_would_do(
         sleeper: subprocess.Popen[bytes], signals_sent: list[tuple[str, int]]) -> None:
-    stopper = ProcessStopper([r"^sleep 3001$"], enabled=True)  # dry_run defaults to True
+    stopper = ProcessStopper([rf"^sleep {S3001}$"], enabled=True)  # dry_run defaults to True
     assert stopper.reclaim(10**12) > 0
     [action] = [action for action in stopper.actions if action.pid == sleeper.pid]
     assert action.signal == "SIGTERM"
@@ -480,8 +483,8 @@ def test_dry_run_signals_nothing_and_says_what_it_would_do(
 def test_nothing_is_stopped_without_a_matching_pattern(
         sleeper: subprocess.Popen[bytes], signals_sent: list[tuple[str, int]]) -> None:
     assert ProcessStopper([], enabled=True, dry_run=False).reclaim(10**12) == 0
-    assert ProcessStopper([r"^sleep 3001$"], dry_run=False).reclaim(10**12) == 0  # not enabled
-    assert ProcessStopper([r"^sleep 3001$"], dry_run=False).reclaimable_bytes() == 0
+    assert ProcessStopper([rf"^sleep {S3001}$"], dry_run=False).reclaim(10**12) == 0  # not enabled
+    assert ProcessStopper([rf"^sleep {S3001}$"], dry_run=False).reclaimable_bytes() == 0
     assert signals_sent == []
     assert sleeper.poll() is None
 
