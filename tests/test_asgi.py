@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 import httpx
 import pytest
 import uvicorn
@@ -34,14 +35,16 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
-from resguard import InvalidType, InvalidValue, ResourceExhausted
+from resguard import InvalidType, InvalidValue, ResguardError, ResourceExhausted
+from resguard._modules.clock import ManualClock
 from resguard._probes.paths import Roots
 from resguard.asgi import DEFAULT_EXCLUDE, GuardMiddleware, retry_after_header
 from resguard.guard import Guard
 from resguard.monitor import Monitor
 from resguard.rules import Level, Policy, Threshold
-from resguard.snapshot import Sampler
+from resguard.snapshot import Fault, Sampler, Snapshot
 
+from factories import make_snapshot
 from support import free_port
 
 MiB = 2**20
@@ -472,6 +475,78 @@ def test_refusal_raised_inside_the_app_becomes_503_until_the_response_started(
     assert guard.stats().in_flight == 0
 
 
+@BACKENDS
+def test_a_refusal_inside_the_app_is_503_with_on_breach_cancel(monitor: Monitor,
+                                                               backend: str) -> None:
+    """With on_breach="cancel" the app's ResourceExhausted came out in an ExceptionGroup,
+    which the middleware answered with 500; it must be 503 like without it."""
+    async def guarded_inside(scope: Any, receive: Any, send: Any) -> None:
+        raise ResourceExhausted("model guard refused", reason="rss", retry_after=2)
+
+    async def broken(scope: Any, receive: Any, send: Any) -> None:
+        raise KeyError("the app's own")
+
+    guard = Guard(monitor=monitor, on_breach="cancel", clock=ManualClock(time.monotonic()))
+    refused = call(GuardMiddleware(guarded_inside, guard, start_monitor=False), "/x",
+                   backend=backend)
+    assert (refused.status, refused.json()["reason"]) == (503, "rss")
+    with pytest.raises(KeyError, match="the app's own"):
+        call(GuardMiddleware(broken, guard, start_monitor=False), "/x", backend=backend)
+    assert guard.stats().in_flight == 0
+
+
+def unknown_memory_monitor(clock: ManualClock) -> Monitor:
+    """A monitor whose /proc/meminfo came back empty: memory numbers unknown."""
+    snap = make_snapshot(at=clock())
+    memory = attrs.evolve(snap.memory, total=None, limit=None, used=None, available=None,
+                          percent=None, source="unknown")
+    snap = attrs.evolve(snap, memory=memory,
+                        faults=(Fault("memory", "/proc/meminfo", "empty", "no data"),))
+
+    class Scripted(Sampler):
+        def sample(self, *, uss: bool = False, children: bool = True) -> Snapshot:
+            return snap
+
+    policy = Policy([Threshold("memory.percent", ">", 90, level=Level.CRITICAL)])
+    return Monitor(policy=policy, sampler=Scripted(), reclaim=False, psi_trigger=False)
+
+
+@pytest.mark.parametrize(("on_unknown", "status"), [("admit", 200), ("refuse", 503)])
+def test_readiness_says_unknown_when_the_monitor_is_stale(
+        machine: Machine, on_unknown: str, status: int) -> None:
+    clock = ManualClock(time.monotonic())
+    monitor = make_monitor(machine)
+    machine.set_used_percent(97)
+    assert monitor.sample_now().level == Level.CRITICAL
+    guard = Guard(monitor=monitor, on_unknown=on_unknown, clock=clock)  # type: ignore[arg-type]
+    middleware = GuardMiddleware(Recorder(), guard, start_monitor=False)
+    assert call(middleware, "/readyz").status == 503  # fresh and CRITICAL
+    machine.set_used_percent(40)  # the monitor would see it, but it stopped sampling
+    clock.advance(30)
+    answer = call(middleware, "/readyz")
+    assert answer.status == status
+    body = answer.json()
+    assert body["level"] is None  # an old CRITICAL is not trusted forever
+    assert body["unknown"].startswith("stale: last sample 30")
+    if on_unknown == "refuse":
+        assert body["reason"].startswith("unknown: stale")
+        assert call(middleware, "/work").json()["reason"] == "unknown"
+    else:
+        assert call(middleware, "/work").status == 200
+
+
+@pytest.mark.parametrize(("on_unknown", "status"), [("admit", 200), ("refuse", 503)])
+def test_readiness_says_unknown_when_a_source_is_damaged(on_unknown: str, status: int) -> None:
+    clock = ManualClock(1000.0)
+    monitor = unknown_memory_monitor(clock)
+    guard = Guard(memory="90%", monitor=monitor, on_unknown=on_unknown,  # type: ignore[arg-type]
+                  clock=clock)
+    answer = call(GuardMiddleware(Recorder(), guard, start_monitor=False), "/readyz")
+    assert answer.status == status
+    assert "/proc/meminfo" in answer.json()["unknown"]
+    assert answer.json()["status"] == ("ready" if status == 200 else "unready")
+
+
 def test_websockets_pass_through(monitor: Monitor) -> None:
     seen: list[str] = []
 
@@ -501,6 +576,29 @@ def test_bad_arguments_are_named(monitor: Monitor) -> None:
         GuardMiddleware(None)  # type: ignore[arg-type]
     with pytest.raises(InvalidValue):
         GuardMiddleware(app, monitor=monitor, reserve="lots")
+
+
+@pytest.mark.parametrize(("kwargs", "error"), [
+    ({"exclude": 5}, InvalidType),
+    ({"exclude": [5]}, InvalidType),
+    ({"readiness_path": 5}, InvalidType),
+    ({"start_monitor": "false"}, InvalidType),
+    ({"reserve": True}, InvalidType),
+    ({"reserve": "lots"}, InvalidValue),
+    ({"wait": "x"}, InvalidValue),
+    ({"wait": float("nan")}, InvalidValue),
+    ({"wait": -1}, InvalidValue),
+    ({"unready_level": 2}, InvalidType),
+    ({"monitor": 5}, InvalidType),
+])
+def test_every_bad_middleware_argument_is_in_the_error_tree(
+        kwargs: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error) as info:
+        GuardMiddleware(Recorder(), **kwargs)
+    assert isinstance(info.value, ResguardError)
+    name, value = next(iter(kwargs.items()))
+    quoted = value[0] if isinstance(value, list) else value  # a bad entry is named alone
+    assert f"{name}={quoted!r}" in str(info.value)
 
 
 def test_importing_the_middleware_imports_no_framework() -> None:

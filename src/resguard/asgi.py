@@ -8,6 +8,12 @@ path (default ``/readyz``) answers 503 while the Monitor's verdict is CRITICAL, 
 Kubernetes readiness probe or a load balancer sends traffic elsewhere. The ASGI lifespan
 starts and stops the Monitor.
 
+When the verdict cannot be known (the Monitor's state is stale, or a rule could not judge
+because a source is damaged), readiness says so in an ``"unknown"`` field with the reason
+and follows the guard's ``on_unknown``: ``"admit"`` stays ready (the guard still admits,
+so taking the pod out of rotation would only move the load), ``"refuse"`` answers 503
+(the guard refuses everything guarded, so traffic belongs elsewhere).
+
 ::
 
     from fastapi import FastAPI
@@ -26,8 +32,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from resguard._errors import InvalidType, InvalidValue, ResourceExhausted
-from resguard.guard import Admission, Guard, Reserve
+from resguard._errors import InvalidType, InvalidValue, ResguardError, ResourceExhausted
+from resguard.guard import Admission, Guard, Reserve, _state_unknown
 from resguard.monitor import Monitor
 from resguard.rules import Level
 from resguard.units import parse_bytes, parse_duration
@@ -93,7 +99,35 @@ class GuardMiddleware:
         if monitor is not None and not isinstance(monitor, Monitor):
             raise InvalidType(f"monitor={monitor!r} is not a resguard.Monitor")
         if not isinstance(unready_level, Level):
-            raise InvalidType(f"unready_level={unready_level!r} is not a resguard.Level")
+            raise InvalidType(f"unready_level={unready_level!r} is not a resguard.Level; "
+                              f"expected e.g. Level.CRITICAL")
+        if not isinstance(start_monitor, bool):
+            raise InvalidType(f"start_monitor={start_monitor!r} is not a bool; "
+                              f"expected True or False")
+        if isinstance(exclude, str):
+            exclude = (exclude,)
+        try:
+            entries = list(exclude)
+        except TypeError:
+            raise InvalidType(f"exclude={exclude!r} is not a list of paths; "
+                              f"expected e.g. ('/healthz', '/static/*')") from None
+        exact, prefixes = [], []
+        for entry in entries:
+            path = _check_path(entry, "exclude")
+            if path.endswith("*"):
+                prefixes.append(path[:-1])
+            else:
+                exact.append(path)
+        readiness = (_check_path(readiness_path, "readiness_path")
+                     if readiness_path is not None else None)
+        # parsed once here, not per request (an invalid value fails at startup)
+        parsed_reserve: Reserve = None
+        if reserve is not None:
+            parsed_reserve = "auto" if isinstance(reserve, str) and reserve == "auto" \
+                else _named("reserve", parse_bytes, reserve)
+        wait_s = _named("wait", parse_duration, wait) if wait is not None else None
+        if wait_s is not None and not math.isfinite(wait_s):
+            raise InvalidValue(f"wait={wait!r} must be a finite duration, e.g. '2s'")
         if guard is None:
             monitor = monitor if monitor is not None else Monitor()
             guard = Guard(memory="90%", monitor=monitor)
@@ -102,25 +136,13 @@ class GuardMiddleware:
         self.app = app
         self.guard = guard
         self.monitor = monitor
-        self.readiness_path = _check_path(readiness_path, "readiness_path") \
-            if readiness_path is not None else None
-        if isinstance(exclude, str):
-            exclude = (exclude,)
-        exact, prefixes = [], []
-        for entry in exclude:
-            path = _check_path(entry, "exclude")
-            if path.endswith("*"):
-                prefixes.append(path[:-1])
-            else:
-                exact.append(path)
+        self.readiness_path = readiness
         self._exact = frozenset(exact)
         self._prefixes = tuple(prefixes)
         self.start_monitor = start_monitor
         self.unready_level = unready_level
-        # parsed once here, not per request (an invalid value fails at startup)
-        self._reserve: Reserve = (reserve if reserve is None or reserve == "auto"
-                                  else parse_bytes(reserve))
-        self._wait_s = parse_duration(wait) if wait is not None else None
+        self._reserve = parsed_reserve
+        self._wait_s = wait_s
         # a request that never waits, with the guard's own reservation and no in-flight
         # watch, can take the guard's synchronous hot path (about 3x cheaper than admit())
         may_wait = (self._wait_s if self._wait_s is not None else guard.wait_s) > 0
@@ -287,22 +309,49 @@ class GuardMiddleware:
         """What the readiness path answers: ``{"status": "ready", "level": "OK"}``, or
         ``"unready"`` with a reason while the verdict is at or above *unready_level*.
 
-        Without a Monitor the guard decides: unready while it is over its RSS or memory
-        share (``level`` is then ``None``).
+        Without a Monitor, or while its state is stale, the guard decides: unready while it
+        is over its RSS or memory share (``level`` is then ``None``). What cannot be known
+        is named in ``"unknown"``; the guard's ``on_unknown`` then decides between ready
+        (``"admit"``) and unready (``"refuse"``).
         """
         monitor = self.monitor
+        guard = self.guard
+        unknown: str | None = None
         if monitor is not None:
-            verdict = monitor.state.verdict
-            if verdict.level >= self.unready_level:
-                return {"status": "unready", "level": verdict.level.name,
-                        "reason": verdict.reason}
-            return {"status": "ready", "level": verdict.level.name}
-        breach = self.guard.breach()
+            state = monitor.state
+            stale, unknown = _state_unknown(monitor, state, guard._clock())
+            verdict = state.verdict
+            if not stale:
+                answer: dict[str, Any] = {"level": verdict.level.name}
+                if verdict.level >= self.unready_level:  # a known breach is a breach
+                    answer.update(status="unready", reason=verdict.reason)
+                elif unknown is not None:
+                    answer.update(self._unknown_answer(unknown))
+                else:
+                    answer["status"] = "ready"
+                if unknown is not None:
+                    answer["unknown"] = unknown
+                return {"status": answer.pop("status"), **answer}
+        breach = guard.breach()
         if breach is not None:
-            return {"status": "unready", "level": None, "reason": str(breach)}
-        if self.guard.headroom_bytes() < 0:
-            return {"status": "unready", "level": None, "reason": "over the memory share"}
-        return {"status": "ready", "level": None}
+            answer = {"status": "unready", "level": None, "reason": str(breach)}
+        elif guard.headroom_bytes() < 0:
+            answer = {"status": "unready", "level": None, "reason": "over the memory share"}
+        else:
+            numbers = guard._numbers_unknown()
+            if numbers is not None:
+                unknown = numbers if unknown is None else f"{unknown}; {numbers}"
+            answer = {"status": "ready", "level": None}
+            if unknown is not None:
+                answer.update(self._unknown_answer(unknown))
+        if unknown is not None:
+            answer["unknown"] = unknown
+        return answer
+
+    def _unknown_answer(self, unknown: str) -> dict[str, Any]:
+        if self.guard.on_unknown == "refuse":
+            return {"status": "unready", "reason": f"unknown: {unknown}"}
+        return {"status": "ready"}
 
     # -- the monitor's life -----------------------------------------------------------------
 
@@ -399,8 +448,20 @@ def retry_after_header(retry_after_s: float) -> int:
     return math.ceil(retry_after_s)
 
 
+def _named(what: str, parse: Callable[[Any], Any], value: Any) -> Any:
+    """``parse(value)``, with the argument's name put in front of any error's message."""
+    try:
+        return parse(value)
+    except ResguardError as error:
+        error.args = (f"{what}={value!r}: {error}",)
+        raise
+
+
 def _check_path(path: object, what: str) -> str:
-    if not isinstance(path, str) or not path.startswith("/"):
+    if not isinstance(path, str):
+        raise InvalidType(f"{what}={path!r} is not a string; expected a URL path starting "
+                          f"with '/', e.g. '/healthz' (or '/static/*' for a prefix)")
+    if not path.startswith("/"):
         raise InvalidValue(f"{what}={path!r} must be a URL path starting with '/', "
                            f"e.g. '/healthz' (or '/static/*' for a prefix)")
     return path
