@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -10,7 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from resguard.processes import ProcessTable, _group_by_name, top_processes
+from resguard._errors import InvalidType, InvalidValue
+from resguard.processes import (
+    ProcessTable,
+    _group_by_name,
+    describe,
+    processes_html,
+    top_processes,
+)
 from resguard.snapshot import ProcessInfo
 
 BUSY = "import time\nwhile True: pass"
@@ -98,10 +106,38 @@ def test_vanished_processes_are_skipped_silently() -> None:
     assert all(row.pid != child.pid for row in table.sample() for child in children)
 
 
-@pytest.mark.parametrize(("n", "by"), [(-1, "cpu"), (True, "cpu"), (3, "disk"), ("3", "cpu")])
-def test_bad_arguments_are_named(n: object, by: str) -> None:
-    with pytest.raises(ValueError, match=repr(n) if by != "disk" else "'disk'"):
+@pytest.mark.parametrize(("n", "by", "error"), [
+    (-1, "cpu", InvalidValue), (True, "cpu", InvalidType), (3, "disk", InvalidValue),
+    ("3", "cpu", InvalidType), (None, "cpu", InvalidType), (3, None, InvalidType),
+    (3.0, "cpu", InvalidType), (3, ["cpu"], InvalidType),
+])
+def test_bad_arguments_are_named(n: object, by: object, error: type[Exception]) -> None:
+    quoted = repr(n) if by in ("cpu",) else repr(by)
+    with pytest.raises(error, match=re.escape(quoted)):
         ProcessTable().top(n, by=by)  # type: ignore[arg-type]
+    with pytest.raises(error, match=re.escape(quoted)):
+        top_processes(n, by=by)  # type: ignore[arg-type]
+
+
+def test_top_processes_of_none_is_a_resguard_type_error() -> None:
+    # issue 11 item 20: plain ValueError escaped from top_processes(None) and by=None
+    with pytest.raises(InvalidType, match="n=None"):
+        top_processes(None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidType, match="by=None"):
+        top_processes(by=None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidType, match="group='yes'"):
+        top_processes(group="yes")  # type: ignore[arg-type]
+
+
+def test_other_public_functions_check_their_arguments() -> None:
+    with pytest.raises(InvalidType, match="roots='/proc'"):
+        ProcessTable("/proc")  # type: ignore[arg-type]
+    with pytest.raises(InvalidType, match="clock=5"):
+        ProcessTable(clock=5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidType, match="row=None"):
+        describe(None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidType, match="rows="):
+        processes_html([1, 2])  # type: ignore[list-item]
 
 
 def test_top_processes_default_table() -> None:

@@ -53,7 +53,7 @@ def test_children_rss_counts_descendants() -> None:
         while resguard.snapshot().process.children_rss < 64 * MiB:
             assert time.monotonic() < deadline, "the child's RSS never showed up"
             time.sleep(0.05)
-        assert resguard.snapshot(children=False).process.children_rss == 0
+        assert resguard.snapshot(children=False).process.children_rss is None  # not measured
     finally:
         child.kill()
         child.wait()

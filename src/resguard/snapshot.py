@@ -16,14 +16,17 @@ import time
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
+from resguard._errors import InvalidType
+from resguard._modules.faults import FaultLog
+from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin, flatten, html_table
 from resguard._probes import cgroup as _cgroup
 from resguard._probes import procfs as _procfs
-from resguard._probes.files import FileCache
+from resguard._probes.files import READ_CAP_BYTES, FaultKind, FileCache, damage_of
 from resguard._probes.paths import DEFAULT_ROOTS, Roots
 from resguard._probes.psi import PressureLine, ResourcePressure, parse_pressure
 
@@ -208,11 +211,6 @@ class OllamaModelInfo(ValueMixin):
     context_length: int | None = None
 
 
-FaultKind = Literal["garbage", "truncated", "empty", "unreadable", "vanished", "missing"]
-"""How a source was damaged: content that does not parse, content cut short, an empty
-file, a file that exists but cannot be read (permission denied, I/O error), a file that
-disappeared between open and read, and a file that is not there at all."""
-
 FAULT_KINDS: tuple[str, ...] = typing.get_args(FaultKind)
 
 
@@ -225,15 +223,22 @@ class Fault(ValueMixin):
     path is covered when it equals ``field`` or starts with ``field + "."`` (see
     :meth:`Snapshot.fault_for`). ``source`` is the file (or probe) that failed, ``kind`` one
     of :data:`FAULT_KINDS` and ``detail`` a short human-readable explanation.
+
+    ``fallback`` is ``None`` when the field is unknown (``None`` in the snapshot); when
+    another source filled it in instead (the host's numbers for an unreadable cgroup,
+    ``/proc/self/statm`` for a damaged ``/proc/self/stat``) it names that source and the
+    field keeps a value.
     """
 
     field: str
     source: str
     kind: FaultKind
     detail: str
+    fallback: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.field}: {self.source} {self.kind} ({self.detail})"
+        outcome = f", used {self.fallback}" if self.fallback else ""
+        return f"{self.field}: {self.source} {self.kind} ({self.detail}{outcome})"
 
 
 @attrs.frozen
@@ -258,8 +263,11 @@ class Snapshot(ValueMixin):
     faults: tuple[Fault, ...] = ()
 
     def fault_for(self, path: str) -> Fault | None:
-        """The fault that left the metric *path* (``"memory.percent"``) unknown, else ``None``."""
+        """The fault that left the metric *path* (``"memory.percent"``) unknown, else ``None``
+        (faults whose field another source filled in are not counted)."""
         for fault in self.faults:
+            if fault.fallback is not None:
+                continue
             field = fault.field
             if path == field or (path.startswith(field) and path[len(field):len(field) + 1]
                                  == "."):
@@ -267,14 +275,48 @@ class Snapshot(ValueMixin):
         return None
 
     def _repr_html_(self) -> str:
-        return html_table(flatten(self), "resguard snapshot")
+        rows = []
+        for path, value in flatten(self):
+            if path == "faults":
+                value = "; ".join(str(fault) for fault in self.faults) or "none"
+            elif value is None:
+                fault = self.fault_for(path)
+                if fault is not None:
+                    value = f"unknown ({fault.source}: {fault.kind})"
+            rows.append((path, value))
+        return html_table(rows, "resguard snapshot")
 
 
 LIMITS_MAX_AGE_S = 1.0
-"""How stale the limits in a snapshot may be (cgroup limit, rlimits, CPU quota)."""
+"""How stale the limits in a snapshot may be (cgroup limit, rlimits, CPU quota); see also
+:func:`invalidate_limits`."""
 
 SLOW_FILES_MAX_AGE_S = 0.5
 """How stale PSI and load averages may be; the kernel updates them every 2 s and 5 s."""
+
+_logger = get_logger("resguard.snapshot")
+
+SENSING_FAULTS = FaultLog(_logger)
+"""Process-wide: one warning per damaged file and kind of damage, whichever sampler saw it,
+and one more when it can be read again."""
+
+_limits_generation = 0
+_generation_lock = threading.Lock()
+
+
+def invalidate_limits() -> None:
+    """Make every :class:`Sampler` in this process re-read its limits (cgroup limit,
+    rlimits, CPU quota) on its next sample instead of up to :data:`LIMITS_MAX_AGE_S` later.
+
+    Call it right after changing a limit of this process (``limit_self`` does), so the new
+    limit binds the next admission decision.
+    """
+    global _limits_generation
+    with _generation_lock:
+        _limits_generation += 1
+
+
+_Damage = tuple[str, FaultKind, str]  # (path, kind, detail)
 
 
 @attrs.frozen
@@ -283,6 +325,7 @@ class _Limits:
     rlimits: tuple[tuple[str, int], ...]
     cpu_effective: float
     cpu_source: str
+    faults: tuple[Fault, ...]
 
 
 class Sampler:
@@ -294,99 +337,219 @@ class Sampler:
     *cgroup* names a cgroup directory to judge memory by instead of this process's own
     (e.g. a worker's cgroup watched from outside); the ``process`` part stays this process.
     Limits (the cgroup limit, rlimits, the CPU quota) are re-read at most every
-    *limits_max_age_s* (default one second), PSI and load averages at most every
-    *slow_files_max_age_s* (half a second); usage is read on every sample.
+    *limits_max_age_s* (default one second, or at once after :func:`invalidate_limits`),
+    PSI and load averages at most every *slow_files_max_age_s* (half a second); usage is
+    read on every sample.
+
+    :meth:`sample` never raises because of what it reads: a file that is missing, empty,
+    cut short, unparseable, unreadable or gone leaves its numbers ``None`` (or another
+    source fills in), the snapshot's ``faults`` say which, and one warning is logged per
+    file and kind of damage (and one when it recovers), not one per sample.
     """
 
-    def __init__(self, roots: Roots = DEFAULT_ROOTS, *, cgroup: str | None = None,
+    def __init__(self, roots: Roots = DEFAULT_ROOTS, *,
+                 cgroup: str | os.PathLike[str] | None = None,
                  limits_max_age_s: float = LIMITS_MAX_AGE_S,
                  slow_files_max_age_s: float = SLOW_FILES_MAX_AGE_S) -> None:
+        if not isinstance(roots, Roots):
+            raise InvalidType(f"roots={roots!r} is not a Roots; expected "
+                              "resguard._probes.paths.Roots(proc=..., cgroup=...)")
+        if cgroup is not None:
+            if not isinstance(cgroup, (str, os.PathLike)):
+                raise InvalidType(f"cgroup={cgroup!r} is not a path; expected a cgroup "
+                                  "directory as a string, or None for this process's own")
+            path = os.fspath(cgroup)
+            if not isinstance(path, str):
+                raise InvalidType(f"cgroup={cgroup!r} is not a text path; expected a str")
+            _cgroup.location_of(path, roots)  # fail now (InvalidValue), not on a sample
+            cgroup = path
         self._roots = roots
         self._slow_max_age_s = slow_files_max_age_s
         self._limits_max_age_s = limits_max_age_s
-        self._cgroup_dir = cgroup
-        if cgroup is not None:
-            _cgroup.location_of(cgroup, roots)  # fail now, not on the first sample
+        self._cgroup_dir: str | None = cgroup
         self._files = FileCache()
         self._lock = threading.Lock()
         self._pid = -1
         self._location: _cgroup.CgroupLocation | None = None
         self._previous_system: tuple[int, int] = (0, 0)
-        self._previous_self: tuple[int, float] = (0, 0.0)
+        self._previous_self: tuple[int, float] | None = None
+        self._cpu_percent: float | None = None
+        self._self_cpu_percent: float | None = None
         self._limits: _Limits | None = None
         self._limits_expire_s = -1.0
+        self._limits_seen = _limits_generation
         self._psi_paths: tuple[str, str, str] = ("", "", "")
         self._psi_source: str | None = None
+        self._setup_faults: tuple[Fault, ...] = ()
+        self._once_faults: tuple[Fault, ...] = ()
+        self._failing: frozenset[str] = frozenset()
         self._cpu_count = os.cpu_count() or 1
         self._meminfo_path = self._proc("meminfo")
         self._stat_path = self._proc("stat")
         self._loadavg_path = self._proc("loadavg")
+        self._uptime_path = self._proc("uptime")
         self._self_stat_path = self._proc("self", "stat")
         self._self_statm_path = self._proc("self", "statm")
-        self._parsed: dict[str, tuple[float, Any]] = {}  # slowly changing files
+        # slowly changing files: (read at, value, damage when the value is None)
+        self._parsed: dict[str, tuple[float, Any, _Damage | None]] = {}
 
     def _proc(self, *parts: str) -> str:
         return os.path.join(self._roots.proc, *parts)
 
+    def _damage(self, path: str, text: str | None) -> _Damage:
+        """Why *path* gave no value: the read failed (*text* ``None``) or the text is bad."""
+        kind, detail = self._files.failure(path) if text is None else damage_of(text)
+        return path, kind, detail
+
     def _setup(self) -> None:
         """(Re)discover cgroup and PSI locations; runs at first use and after a fork."""
         self._pid = os.getpid()
-        self._location = (_cgroup.location_of(self._cgroup_dir, self._roots)
-                          if self._cgroup_dir else _cgroup.locate(self._roots))
+        setup: list[Fault] = []
+
+        def report(field: str, path: str, text: str | None, optional: bool) -> None:
+            damage: tuple[FaultKind, str] = (("unreadable", "cannot read") if text is None
+                                             else damage_of(text))
+            kind, detail = damage
+            for name in (field, "cpu.effective"):
+                setup.append(Fault(name, path, kind, detail,
+                                   fallback="the host's numbers"))
+
+        if self._cgroup_dir:
+            self._location = _cgroup.find_location(self._cgroup_dir, self._roots)
+            if self._location is None:
+                setup.append(Fault("memory", self._cgroup_dir, "vanished",
+                                   "the cgroup directory is gone"))
+        else:
+            self._location = _cgroup.locate(self._roots, report=report)
         location = self._location
         cgroup_dir = location.memory_dir if location and location.version == "v2" else None
-        if cgroup_dir and cgroup_dir != location.memory_mount and os.path.exists(  # type: ignore[union-attr]
-                os.path.join(cgroup_dir, "memory.pressure")):
-            self._psi_paths = tuple(os.path.join(cgroup_dir, f"{name}.pressure")  # type: ignore[assignment]
-                                    for name in ("memory", "cpu", "io"))
+        if (location is not None and cgroup_dir and cgroup_dir != location.memory_mount
+                and os.path.exists(os.path.join(cgroup_dir, "memory.pressure"))):
+            candidates = tuple(os.path.join(cgroup_dir, f"{name}.pressure")
+                               for name in ("memory", "cpu", "io"))
             self._psi_source = cgroup_dir
         elif os.path.exists(self._proc("pressure", "memory")):
-            self._psi_paths = tuple(self._proc("pressure", name)  # type: ignore[assignment]
-                                    for name in ("memory", "cpu", "io"))
+            candidates = tuple(self._proc("pressure", name) for name in ("memory", "cpu", "io"))
             self._psi_source = "system"
         else:
-            self._psi_paths, self._psi_source = ("", "", ""), None
-        uptime = self._files.read(self._proc("uptime"))
-        stat = self._files.read(self._self_stat_path)
-        if uptime and stat:
-            start_s = _procfs.parse_pid_stat(stat)[5] / _procfs.TICKS_PER_S
-            self._previous_self = (0, time.monotonic() - (float(uptime.split()[0]) - start_s))
+            candidates, self._psi_source = ("", "", ""), None
+        memory_psi, cpu_psi, io_psi = (path if path and os.path.exists(path) else ""
+                                       for path in candidates)
+        self._psi_paths = (memory_psi, cpu_psi, io_psi)
+        self._setup_faults = tuple(setup)
+        self._once_faults = ()
+        self._previous_self = self._self_baseline()
         self._previous_system = (0, 0)  # the first sample reports the average since boot
+
+    def _self_baseline(self) -> tuple[int, float] | None:
+        """(0 ticks, monotonic time this process started), so the first sample reports the
+        process's average since it started; ``None`` when the start cannot be read."""
+        stat_text = self._files.read(self._self_stat_path)
+        stat = _procfs.parse_pid_stat(stat_text) if stat_text is not None else None
+        if stat is None:
+            return None  # the first sample reports the damage of /proc/self/stat
+        text = self._files.read(self._uptime_path)
+        uptime_s = _procfs.parse_uptime(text) if text is not None else None
+        if uptime_s is None:
+            path, kind, detail = self._damage(self._uptime_path, text)
+            try:
+                uptime_s = time.clock_gettime(time.CLOCK_BOOTTIME)
+                fallback: str | None = "CLOCK_BOOTTIME"
+            except (AttributeError, OSError):
+                fallback = None
+            self._once_faults = (Fault("process.cpu_percent", path, kind,
+                                       detail, fallback=fallback),)
+            if uptime_s is None:
+                return None
+        age_s = uptime_s - stat[5] / _procfs.TICKS_PER_S
+        if age_s <= 0:
+            return None  # inconsistent clocks: the first sample sets the baseline
+        return 0, time.monotonic() - age_s
 
     @property
     def location(self) -> _cgroup.CgroupLocation | None:
         """Where this process's cgroups are (``None`` without cgroups)."""
         if self._pid != os.getpid():
-            self._setup()
+            with self._lock:
+                self._setup()
         return self._location
 
     def sample(self, *, uss: bool = False, children: bool = True) -> Snapshot:
         """Take a snapshot. ``uss=True`` adds the process's unique set size (reads smaps,
-        milliseconds); ``children=False`` skips summing descendants' RSS."""
+        milliseconds); ``children=False`` skips summing descendants' RSS (then
+        ``children_rss`` is ``None``: not measured)."""
         with self._lock:
             if self._pid != os.getpid():
                 self._setup()
             now_monotonic = time.monotonic()
-            meminfo = _procfs.parse_meminfo(self._files.read(self._meminfo_path) or "")
-            process = self._process(now_monotonic, uss=uss, children=children)
+            faults: list[Fault] = []
+            text = self._files.read(self._meminfo_path)
+            meminfo = _procfs.parse_meminfo(text) if text is not None else {}
+            process = self._process(now_monotonic, faults, uss=uss, children=children)
             limits = self._current_limits(now_monotonic)
+            memory = self._memory(text, meminfo, process, limits, faults)
+            swap = self._swap(text, meminfo, faults)
+            cpu = self._cpu(limits, faults)
+            pressure = self._pressure(faults)
+            if limits.faults:
+                faults.extend(limits.faults)
+            if self._setup_faults:
+                faults.extend(self._setup_faults)
+            once = self._once_faults
+            if once:
+                faults.extend(once)
+                self._once_faults = ()
+            if faults or self._failing:
+                self._log_faults(faults, once)
             return Snapshot(
-                memory=self._memory(meminfo, process, limits),
-                swap=_swap(meminfo),
-                cpu=self._cpu(limits),
-                pressure=self._pressure(),
+                memory=memory,
+                swap=swap,
+                cpu=cpu,
+                pressure=pressure,
                 process=process,
                 taken_at=time.time(),
                 monotonic=now_monotonic,
+                faults=tuple(faults),
             )
+
+    def _log_faults(self, faults: list[Fault], once: tuple[Fault, ...]) -> None:
+        """One warning per damaged file and kind (not per sample), one when it recovers."""
+        by_source: dict[str, Fault] = {}
+        for fault in faults:
+            by_source.setdefault(fault.source, fault)
+        for source, fault in by_source.items():
+            fields = ", ".join(sorted({item.field for item in faults if item.source == source}))
+            outcome = f"{fields} from {fault.fallback}" if fault.fallback else f"{fields} unknown"
+            SENSING_FAULTS.failed(source, f"{fault.kind}: {fault.detail}; {outcome}",
+                                  kind=fault.kind)
+        current = frozenset(by_source) - {fault.source for fault in once}
+        for source in self._failing - current:
+            SENSING_FAULTS.recovered(source)
+        self._failing = current
 
     def _current_limits(self, now_monotonic: float) -> _Limits:
         """Limits change rarely (a `docker update`, a setrlimit): re-read them at most once
-        per :data:`LIMITS_MAX_AGE_S` instead of on every sample."""
-        if self._limits is not None and now_monotonic < self._limits_expire_s:
+        per :data:`LIMITS_MAX_AGE_S` (or after :func:`invalidate_limits`), not per sample."""
+        generation = _limits_generation
+        if (self._limits is not None and now_monotonic < self._limits_expire_s
+                and generation == self._limits_seen):
             return self._limits
+        faults: list[Fault] = []
+
+        def report(field: str, path: str, text: str | None, optional: bool) -> None:
+            if text is None:
+                kind, detail = self._files.failure(path)
+                if optional and kind == "missing":
+                    return  # a level without the file sets no limit
+            else:
+                kind, detail = damage_of(text)
+            fallback = ("the other levels and the host" if field == "memory.limit"
+                        else "the affinity mask and the other levels")
+            faults.append(Fault(field, path, kind, detail,
+                                fallback=fallback))
+
         location = self._location
-        memory = _cgroup.memory_limit(location, self._files.read) if location else None
+        memory = _cgroup.memory_limit(location, self._files.read, report) if location else None
         rlimits = []
         for name, kind in (("RLIMIT_AS", resource.RLIMIT_AS),
                            ("RLIMIT_DATA", resource.RLIMIT_DATA)):
@@ -398,85 +561,204 @@ class Sampler:
             affinity = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):
             affinity = self._cpu_count
-        if affinity < effective:
+        if 0 < affinity < effective:
             effective, source = float(affinity), "affinity"
-        quota = _cgroup.cpu_quota(location, self._files.read) if location else None
+        quota = _cgroup.cpu_quota(location, self._files.read, report) if location else None
         if quota is not None and quota < effective:
             effective, source = quota, "cgroup"
-        self._limits = _Limits(memory, tuple(rlimits), effective, source)
+        self._limits = _Limits(memory, tuple(rlimits), effective, source, tuple(faults))
         self._limits_expire_s = now_monotonic + self._limits_max_age_s
+        self._limits_seen = generation
         return self._limits
 
-    def _memory(self, meminfo: dict[str, int], process: ProcessSelf,
-                limits: _Limits) -> MemoryInfo:
-        total = meminfo.get("MemTotal", 0)
-        host_available = meminfo.get("MemAvailable", meminfo.get("MemFree", 0))
-        limit, used, source, detail = total, total - host_available, "host", "/proc/meminfo"
+    def _memory(self, text: str | None, meminfo: dict[str, int], process: ProcessSelf,
+                limits: _Limits, faults: list[Fault]) -> MemoryInfo:
+        total = meminfo.get("MemTotal") or None  # a total of 0 is damage, not a machine
+        host_available = meminfo.get("MemAvailable", meminfo.get("MemFree"))
+        meminfo_damage = (self._damage(self._meminfo_path, text)
+                          if total is None or host_available is None else None)
         location = self._location
-        if limits.memory is not None and limits.memory[0] < limit and location is not None:
+        limit: int | None = total
+        used: int | None = None
+        source, detail = ("host", self._meminfo_path) if total is not None else ("unknown", "")
+        used_damage: _Damage | None = meminfo_damage
+        if total is not None and host_available is not None:
+            used = max(total - host_available, 0)
+        if self._cgroup_dir is not None and location is None:
+            limit, used_damage = None, (self._cgroup_dir, "vanished", "the cgroup is gone")
+            source = "unknown"
+        elif (limits.memory is not None and location is not None
+                and (limit is None or limits.memory[0] < limit)):
             bound_limit, directory, name = limits.memory
-            usage = _cgroup.read_memory(directory, location.version, self._files.read)
-            if usage is not None:
-                limit, used = bound_limit, usage.working_set
-                source, detail = "cgroup", f"{directory}/{name}"
+            limit, source, detail = bound_limit, "cgroup", f"{directory}/{name}"
+            used, used_damage = self._cgroup_used(directory, location.version, faults)
         for name, soft in limits.rlimits:
-            if soft < limit:
+            if limit is None or soft < limit:
                 limit, source, detail = soft, "rlimit", name
-                used = (process.vms or 0) if name == "RLIMIT_AS" else self._data_bytes()
-        available = max(min(limit - used, host_available), 0)
-        percent = 100.0 * used / limit if limit else 0.0
+                if name == "RLIMIT_AS":
+                    used = process.vms
+                    used_damage = (None if used is not None
+                                   else (self._self_stat_path, "unreadable", "no virtual size"))
+                else:
+                    used, used_damage = self._data_bytes()
+        available: int | None = None
+        percent: float | None = None
+        if limit is not None and used is not None:
+            headroom = limit - used
+            if host_available is not None:
+                headroom = min(headroom, host_available)
+            available = max(headroom, 0)
+            percent = 100.0 * used / limit if limit else 100.0
+        if total is None and meminfo_damage is not None:
+            path, kind, why = meminfo_damage
+            if limit is None:
+                faults.append(Fault("memory", path, kind, why))
+            else:
+                faults.append(Fault("memory.total", path, kind, why))
+        if limit is not None and used is None and used_damage is not None:
+            path, kind, why = used_damage
+            for field in ("memory.used", "memory.available", "memory.percent"):
+                faults.append(Fault(field, path, kind, why))
+        if limit is None and (total is not None or meminfo_damage is None) and used_damage:
+            path, kind, why = used_damage
+            faults.append(Fault("memory", path, kind, why))
         return MemoryInfo(total=total, limit=limit, used=used, available=available,
                           percent=percent, source=source, source_detail=detail,
                           cgroup=location.relative if location else None)
 
-    def _data_bytes(self) -> int:
+    def _cgroup_used(self, directory: str, version: str,
+                     faults: list[Fault]) -> tuple[int | None, _Damage | None]:
+        """The working set of the binding cgroup (usage minus inactive file cache)."""
+        usage_path = directory + ("/memory.usage_in_bytes" if version == "v1"
+                                  else "/memory.current")
+        text = self._files.read(usage_path)
+        usage = _cgroup.parse_count(text) if text is not None else None
+        if usage is None:
+            return None, self._damage(usage_path, text)
+        stat_path = directory + "/memory.stat"
+        stat = self._files.read(stat_path)
+        keys = ("total_inactive_file", "inactive_file") if version == "v1" else ("inactive_file",)
+        inactive = _cgroup.parse_stat_value(stat, *keys) if stat is not None else None
+        if inactive is None:
+            _, kind, why = self._damage(stat_path, stat)
+            faults.append(Fault("memory.used", stat_path, kind, why,
+                                fallback="all usage, file cache included"))
+            return usage, None
+        return max(usage - inactive, 0), None
+
+    def _data_bytes(self) -> tuple[int | None, _Damage | None]:
         text = self._files.read(self._self_statm_path)
-        return int(text.split()[5]) * _procfs.PAGE_SIZE if text else 0
+        statm = _procfs.parse_statm(text) if text is not None else None
+        if statm is None:
+            return None, self._damage(self._self_statm_path, text)
+        return statm[2], None
 
-    def _cpu(self, limits: _Limits) -> CpuInfo:
+    def _swap(self, text: str | None, meminfo: dict[str, int],
+              faults: list[Fault]) -> SwapInfo:
+        total = meminfo.get("SwapTotal")
+        free = meminfo.get("SwapFree")
+        if total is None or free is None or free > total:
+            path, kind, why = self._damage(self._meminfo_path, text)
+            faults.append(Fault("swap", path, kind, why))
+            return SwapInfo(total=None, used=None, free=None, percent=None)
+        used = total - free
+        return SwapInfo(total=total, used=used, free=free,
+                        percent=100.0 * used / total if total else 0.0)
+
+    def _cpu(self, limits: _Limits, faults: list[Fault]) -> CpuInfo:
         text = self._files.read(self._stat_path)
-        percent = 0.0
-        if text:
-            busy, total = _procfs.parse_total_cpu_ticks(text)
+        ticks = _procfs.parse_total_cpu_ticks(text) if text is not None else None
+        if ticks is None:
+            path, kind, why = self._damage(self._stat_path, text)
+            faults.append(Fault("cpu.percent", path, kind, why))
+            percent = None
+        else:
+            busy, total = ticks
             previous_busy, previous_total = self._previous_system
-            if total > previous_total:
-                percent = 100.0 * (busy - previous_busy) / (total - previous_total)
-                self._previous_system = (busy, total)
-        loads = self._parse_once(self._loadavg_path, _parse_loadavg)
-        return CpuInfo(percent=min(max(percent, 0.0), 100.0), count=self._cpu_count,
+            if total > previous_total and busy >= previous_busy:
+                share = 100.0 * (busy - previous_busy) / (total - previous_total)
+                self._cpu_percent = min(max(share, 0.0), 100.0)
+                self._previous_system = ticks
+            elif total < previous_total or busy < previous_busy:
+                self._previous_system = ticks  # counters went back: a new baseline
+            percent = self._cpu_percent  # no tick since the last sample: the last share
+        loads, damage = self._parse_once(self._loadavg_path, _procfs.parse_loadavg)
+        if loads is None:
+            if damage is not None:
+                path, kind, why = damage
+                for field in ("cpu.load_1m", "cpu.load_5m", "cpu.load_15m"):
+                    faults.append(Fault(field, path, kind, why))
+            load_1m = load_5m = load_15m = None
+        else:
+            load_1m, load_5m, load_15m = loads
+        return CpuInfo(percent=percent, count=self._cpu_count,
                        effective=limits.cpu_effective, effective_source=limits.cpu_source,
-                       load_1m=loads[0], load_5m=loads[1], load_15m=loads[2])
+                       load_1m=load_1m, load_5m=load_5m, load_15m=load_15m)
 
-    def _pressure(self) -> PressureInfo:
-        memory_path, cpu_path, io_path = self._psi_paths
-        return PressureInfo(
-            memory=self._parse_once(memory_path, parse_pressure) if memory_path else None,
-            cpu=self._parse_once(cpu_path, parse_pressure) if cpu_path else None,
-            io=self._parse_once(io_path, parse_pressure) if io_path else None,
-            source=self._psi_source,
-        )
+    def _pressure(self, faults: list[Fault]) -> PressureInfo:
+        values: list[ResourcePressure | None] = []
+        for name, path in zip(("memory", "cpu", "io"), self._psi_paths, strict=True):
+            if not path:
+                values.append(None)
+                continue
+            value, damage = self._parse_once(path, parse_pressure)
+            if damage is not None:
+                _, kind, why = damage
+                faults.append(Fault(f"pressure.{name}", path, kind, why))
+            values.append(value)
+        return PressureInfo(memory=values[0], cpu=values[1], io=values[2],
+                            source=self._psi_source)
 
-    def _parse_once(self, path: str, parse: Callable[[str | None], _T]) -> _T:
+    def _parse_once(self, path: str, parse: Callable[[str], _T | None]
+                    ) -> tuple[_T | None, _Damage | None]:
         """Read and parse a slowly changing file (PSI, load averages), at most once per
-        :data:`SLOW_FILES_MAX_AGE_S`; the kernel recomputes their averages every 2 to 5 s."""
+        :data:`SLOW_FILES_MAX_AGE_S`; the kernel recomputes their averages every 2 to 5 s.
+        Returns the value and, when it is ``None``, why."""
         now = time.monotonic()
         previous = self._parsed.get(path)
         if previous is not None and now - previous[0] < self._slow_max_age_s:
-            return previous[1]  # type: ignore[no-any-return]
-        value = parse(self._files.read(path))
-        self._parsed[path] = (now, value)
-        return value
+            return previous[1], previous[2]
+        text = self._files.read(path)
+        value = parse(text) if text is not None else None
+        damage = self._damage(path, text) if value is None else None
+        self._parsed[path] = (now, value, damage)
+        return value, damage
 
-    def _process(self, now_monotonic: float, *, uss: bool, children: bool) -> ProcessSelf:
-        stat = self._files.read(self._self_stat_path) or ""
-        cpu_percent, threads, rss, vms = 0.0, 0, 0, 0
-        if stat:
-            _, _, _, ticks, threads, _, rss, vms = _procfs.parse_pid_stat(stat)
-            previous_ticks, previous_time = self._previous_self
-            elapsed = now_monotonic - previous_time
-            if elapsed > 0:
-                cpu_percent = 100.0 * (ticks - previous_ticks) / _procfs.TICKS_PER_S / elapsed
-                self._previous_self = (ticks, now_monotonic)
+    def _process(self, now_monotonic: float, faults: list[Fault], *, uss: bool,
+                 children: bool) -> ProcessSelf:
+        text = self._files.read(self._self_stat_path)
+        stat = _procfs.parse_pid_stat(text) if text is not None else None
+        cpu_percent: float | None = None
+        threads: int | None = None
+        rss: int | None = None
+        vms: int | None = None
+        if stat is not None:
+            _, _, _, ticks, threads, _, rss, vms = stat
+            previous = self._previous_self
+            if previous is None:
+                self._previous_self = (ticks, now_monotonic)  # a baseline for the next one
+            else:
+                elapsed = now_monotonic - previous[1]
+                if elapsed > 0 and ticks >= previous[0]:
+                    self._self_cpu_percent = max(
+                        100.0 * (ticks - previous[0]) / _procfs.TICKS_PER_S / elapsed, 0.0)
+                    self._previous_self = (ticks, now_monotonic)
+                elif ticks < previous[0]:
+                    self._previous_self = (ticks, now_monotonic)
+                cpu_percent = self._self_cpu_percent
+        else:
+            path, kind, why = self._damage(self._self_stat_path, text)
+            for field in ("process.cpu_percent", "process.num_threads"):
+                faults.append(Fault(field, path, kind, why))
+            statm_text = self._files.read(self._self_statm_path)
+            statm = _procfs.parse_statm(statm_text) if statm_text is not None else None
+            fallback = None
+            if statm is not None:
+                vms, rss, _ = statm
+                fallback = self._self_statm_path
+            for field in ("process.rss", "process.vms"):
+                faults.append(Fault(field, path, kind, why,
+                                    fallback=fallback))
         unique = None
         if uss:
             import psutil  # only here: USS needs smaps, and psutil costs ~20 ms to import
@@ -486,25 +768,41 @@ class Sampler:
             except (psutil.Error, OSError):
                 unique = None
         return ProcessSelf(pid=self._pid, rss=rss, vms=vms, uss=unique,
-                           cpu_percent=max(cpu_percent, 0.0), num_threads=threads,
-                           children_rss=self._children_rss() if children else 0)
+                           cpu_percent=cpu_percent, num_threads=threads,
+                           children_rss=self._children_rss(faults) if children else None)
 
-    def _children_rss(self) -> int:
-        """Summed RSS of all descendants, found through ``/proc/<pid>/task/*/children``."""
+    def _children_rss(self, faults: list[Fault]) -> int | None:
+        """Summed RSS of all descendants, found through ``/proc/<pid>/task/*/children``;
+        ``None`` when this process's own task list cannot be read. Descendants that exit
+        while they are counted are skipped (they hold no memory any more)."""
+        own = self._proc(str(self._pid), "task")
+        try:
+            own_tasks = os.listdir(own)
+        except OSError as error:
+            kind: FaultKind = ("missing" if isinstance(error, FileNotFoundError)
+                               else "unreadable")
+            faults.append(Fault("process.children_rss", own, kind,
+                                error.strerror or str(error)))
+            return None
         total, pending, seen = 0, [str(self._pid)], set()
         while pending:
             pid = pending.pop()
-            try:
-                tasks = os.listdir(self._proc(pid, "task"))
-            except OSError:
-                continue
+            if pid == str(self._pid):
+                tasks = own_tasks
+            else:
+                try:
+                    tasks = os.listdir(self._proc(pid, "task"))
+                except OSError:
+                    continue
             for task in tasks:
                 try:
                     with open(self._proc(pid, "task", task, "children"), "rb") as handle:
-                        kids = handle.read().split()
+                        kids = handle.read(READ_CAP_BYTES).split()
                 except OSError:
                     continue
                 for kid in kids:
+                    if not kid.isdigit():
+                        continue
                     child = kid.decode()
                     if child in seen:
                         continue
@@ -512,22 +810,13 @@ class Sampler:
                     pending.append(child)
                     try:
                         with open(self._proc(child, "statm"), "rb") as handle:
-                            total += _procfs.parse_statm(handle.read().decode())[1]
+                            statm = _procfs.parse_statm(
+                                handle.read(READ_CAP_BYTES).decode("ascii", "replace"))
                     except OSError:
                         continue
+                    if statm is not None:
+                        total += statm[1]
         return total
-
-
-def _parse_loadavg(text: str | None) -> list[float]:
-    return [float(value) for value in text.split()[:3]] if text else [0.0, 0.0, 0.0]
-
-
-def _swap(meminfo: dict[str, int]) -> SwapInfo:
-    total = meminfo.get("SwapTotal", 0)
-    free = meminfo.get("SwapFree", 0)
-    used = total - free
-    return SwapInfo(total=total, used=used, free=free,
-                    percent=100.0 * used / total if total else 0.0)
 
 
 _default_sampler: Sampler | None = None

@@ -12,21 +12,27 @@ class FaultLog:
     """Remembers which sources are failing so each fault is logged once.
 
     ``failed(source, error)`` logs a warning the first time *source* fails (or when the
-    message changes); ``recovered(source)`` logs once when it works again. Thread-safe.
+    message changes); with ``kind=`` (the kind of damage, e.g. ``"garbage"``) it logs again
+    only when the kind changes, so a message carrying changing numbers is not logged per
+    tick. ``recovered(source)`` logs once when it works again. Thread-safe.
     """
 
     def __init__(self, logger: logging.Logger) -> None:
         self._logger = logger
         self._lock = threading.Lock()
         self._failing: dict[str, str] = {}
+        self._kinds: dict[str, str] = {}
 
-    def failed(self, source: str, error: BaseException | str) -> bool:
+    def failed(self, source: str, error: BaseException | str, *, kind: str | None = None) -> bool:
         """Record a failure; return True when it was logged (new or changed fault)."""
         message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        key = message if kind is None else kind
         with self._lock:
-            if self._failing.get(source) == message:
+            if source in self._failing and self._kinds.get(source) == key:
+                self._failing[source] = message
                 return False
             self._failing[source] = message
+            self._kinds[source] = key
         self._logger.warning("%s is failing: %s (logged once until it recovers)", source, message)
         return True
 
@@ -35,6 +41,7 @@ class FaultLog:
         with self._lock:
             if self._failing.pop(source, None) is None:
                 return False
+            self._kinds.pop(source, None)
         self._logger.warning("%s works again", source)
         return True
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["ValueMixin", "flatten", "html_table", "to_plain"]
+__all__ = ["ValueMixin", "flatten", "format_value", "html_table", "to_plain"]
 
 # Fields counted in bytes are shown with units in HTML; JSON keeps the raw integers.
 _BYTE_FIELDS = frozenset({
@@ -42,6 +42,12 @@ def flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield path, f"{len(item)} rows"
         else:
             yield path, item
+
+
+def format_value(value: float | None, spec: str = "", *, unknown: str = "unknown") -> str:
+    """*value* formatted with *spec* (``".1f"``), or *unknown* when it is ``None``: a number
+    resguard could not read is shown as unknown, never as 0."""
+    return unknown if value is None else format(value, spec)
 
 
 def _format(path: str, value: Any) -> str:

@@ -8,10 +8,12 @@ number (``PAGE_COUNTER_MAX``), which is treated as no limit.
 
 from __future__ import annotations
 
+import enum
 import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Final, Literal
 
 import attrs
 
@@ -19,19 +21,27 @@ from resguard._probes.files import read_text
 from resguard._probes.paths import DEFAULT_ROOTS, Roots
 
 __all__ = [
+    "DAMAGED",
     "CgroupLocation",
     "CgroupMemory",
     "MemoryBound",
     "cpu_quota",
+    "find_location",
     "locate",
     "location_of",
     "memory_bound",
     "memory_limit",
+    "parse_count",
+    "parse_limit",
     "parse_proc_cgroup",
+    "parse_stat_value",
     "read_memory",
 ]
 
 Reader = Callable[[str], "str | None"]
+Report = Callable[[str, str, "str | None", bool], None]
+"""Told of a damaged file: (snapshot field it feeds, path, its text or ``None`` when it
+could not be read, whether a missing file is normal)."""
 
 _V1_UNLIMITED = 1 << 62
 
@@ -81,6 +91,8 @@ def parse_proc_cgroup(text: str) -> dict[str, str]:
         if len(parts) != 3:
             continue
         _, controllers, path = parts
+        if not path.startswith("/"):
+            continue
         if not controllers:
             result[""] = path
         for controller in controllers.split(","):
@@ -114,12 +126,21 @@ def _resolve(mount: str, path: str) -> str:
     return mount
 
 
-def locate(roots: Roots = DEFAULT_ROOTS, pid: str = "self") -> CgroupLocation | None:
-    """Find the memory and cpu cgroups of *pid*, or ``None`` where there are no cgroups."""
-    text = read_text(os.path.join(roots.proc, pid, "cgroup"))
-    if not text:
+def locate(roots: Roots = DEFAULT_ROOTS, pid: str = "self",
+           report: Report | None = None) -> CgroupLocation | None:
+    """Find the memory and cpu cgroups of *pid*, or ``None`` where there are no cgroups
+    (or ``/proc/<pid>/cgroup`` cannot be read or parsed: then *report* is told)."""
+    path = os.path.join(roots.proc, pid, "cgroup")
+    text = read_text(path)
+    if text is None:
+        if report is not None and os.path.lexists(path):
+            report("memory.limit", path, None, False)
         return None
     paths = parse_proc_cgroup(text)
+    if not paths:
+        if report is not None:
+            report("memory.limit", path, text, False)
+        return None
     if "memory" in paths:
         memory_mount = _v1_mount(roots.cgroup, "memory")
         cpu_mount = _v1_mount(roots.cgroup, "cpu")
@@ -145,10 +166,23 @@ def locate(roots: Roots = DEFAULT_ROOTS, pid: str = "self") -> CgroupLocation | 
 
 
 def location_of(directory: str, roots: Roots = DEFAULT_ROOTS) -> CgroupLocation:
-    """The location of an explicit cgroup *directory* (e.g. to watch a child's cgroup)."""
+    """The location of an explicit cgroup *directory* (e.g. to watch a child's cgroup);
+    :class:`~resguard.InvalidValue` naming it when it is not a directory."""
+    location = find_location(directory, roots)
+    if location is None:
+        from resguard._errors import InvalidValue
+
+        raise InvalidValue(f"cgroup={directory!r} is not a cgroup directory; expected an "
+                           "existing directory such as '/sys/fs/cgroup/my.slice'")
+    return location
+
+
+def find_location(directory: str, roots: Roots = DEFAULT_ROOTS) -> CgroupLocation | None:
+    """Like :func:`location_of`, but ``None`` when *directory* is not there (it may have
+    been removed since it was named)."""
     directory = os.path.abspath(directory)
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"{directory!r} is not a cgroup directory")
+        return None
     if os.path.exists(os.path.join(directory, "memory.limit_in_bytes")):
         mount = _v1_mount(roots.cgroup, "memory") or roots.cgroup
         version = "v1"
@@ -164,31 +198,72 @@ def location_of(directory: str, roots: Roots = DEFAULT_ROOTS) -> CgroupLocation:
                           relative=relative.rstrip("/") or "/")
 
 
+class _Damage(enum.Enum):
+    DAMAGED = "damaged"
+
+
+DAMAGED: Final = _Damage.DAMAGED
+"""What :func:`parse_limit` returns for a text that is not a limit."""
+
+
+def parse_limit(text: str) -> int | Literal[_Damage.DAMAGED] | None:
+    """A limit file (``memory.max``, ``cpu.max``'s quota): bytes, ``None`` for no limit
+    (``max``, ``-1`` or v1's huge number), :data:`DAMAGED` for anything else; never raises."""
+    if not text.endswith("\n"):
+        return DAMAGED  # cut short: "1234" may have been "1234567"
+    value = text.strip()
+    if value in ("max", "-1"):
+        return None
+    if not value.isdigit() or not value.isascii() or len(value) > 20:
+        return DAMAGED
+    number = int(value)
+    return None if number >= _V1_UNLIMITED else number
+
+
+def parse_count(text: str) -> int | None:
+    """A usage file (``memory.current``): a non-negative integer, else ``None``."""
+    if not text.endswith("\n"):
+        return None
+    value = text.strip()
+    if not value.isdigit() or not value.isascii() or len(value) > 20:
+        return None
+    return int(value)
+
+
 def _int_or_none(text: str | None) -> int | None:
     if text is None:
         return None
     value = text.strip()
-    if value == "max" or not value:
+    if not value.isdigit() or not value.isascii() or len(value) > 20:
         return None
-    try:
-        number = int(value)
-    except ValueError:
-        return None
-    return None if number < 0 or number >= _V1_UNLIMITED else number
+    number = int(value)
+    return None if number >= _V1_UNLIMITED else number
 
 
-def _stat_value(stat: str, *keys: str) -> int:
-    """The first of *keys* found in a ``memory.stat`` text (``key value`` lines), else 0."""
+def parse_stat_value(stat: str, *keys: str) -> int | None:
+    """The first of *keys* found in a ``memory.stat`` text (``key value`` lines), or
+    ``None`` when none is there as a whole number; never raises."""
     wanted = {key: index for index, key in enumerate(keys)}
     found: dict[int, int] = {}
-    for line in stat.splitlines():
+    for line in stat.splitlines(keepends=True):
         key, _, value = line.partition(" ")
         index = wanted.get(key)
         if index is not None:
+            if not line.endswith("\n"):
+                continue  # cut short
+            value = value.strip()
+            if not value.isdigit() or not value.isascii() or len(value) > 20:
+                continue
             found[index] = int(value)
             if index == 0:
                 break
-    return found[min(found)] if found else 0
+    return found[min(found)] if found else None
+
+
+def _stat_value(stat: str, *keys: str) -> int:
+    """The first of *keys* found in a ``memory.stat`` text, else 0."""
+    value = parse_stat_value(stat, *keys)
+    return 0 if value is None else value
 
 
 def read_memory(directory: str | Path, version: str,
@@ -223,10 +298,11 @@ def _ancestors(directory: str, mount: str) -> tuple[str, ...]:
     return tuple(result)
 
 
-def memory_limit(location: CgroupLocation,
-                 reader: Reader = read_text) -> tuple[int, str, str] | None:
+def memory_limit(location: CgroupLocation, reader: Reader = read_text,
+                 report: Report | None = None) -> tuple[int, str, str] | None:
     """The tightest limit between the process's cgroup and the root, as (bytes, directory,
-    file name), or ``None`` when no level sets one."""
+    file name), or ``None`` when no level sets one. A level whose file cannot be read or
+    parsed is skipped; *report* (if given) is told of it (a missing file is no limit)."""
     if location.memory_dir is None or location.memory_mount is None:
         return None
     files = (("memory.limit_in_bytes",) if location.version == "v1"
@@ -234,7 +310,17 @@ def memory_limit(location: CgroupLocation,
     best: tuple[int, str, str] | None = None
     for directory in _ancestors(location.memory_dir, location.memory_mount):
         for name in files:
-            limit = _int_or_none(reader(directory + "/" + name))
+            path = directory + "/" + name
+            text = reader(path)
+            if text is None:
+                if report is not None:
+                    report("memory.limit", path, None, True)
+                continue
+            limit = parse_limit(text)
+            if limit is DAMAGED:
+                if report is not None:
+                    report("memory.limit", path, text, True)
+                continue
             if limit is not None and (best is None or limit < best[0]):
                 best = (limit, directory, name)
     return best
@@ -251,29 +337,52 @@ def memory_bound(location: CgroupLocation, reader: Reader = read_text) -> Memory
     return MemoryBound(limit=best[0], directory=best[1], file=best[2], memory=memory)
 
 
-def cpu_quota(location: CgroupLocation, reader: Reader = read_text) -> float | None:
-    """The tightest CPU quota on the walk, in CPUs (``1.5`` = 150 ms per 100 ms), or ``None``."""
+def _parse_quota(quota_text: str, period_text: str) -> float | Literal[_Damage.DAMAGED] | None:
+    if quota_text in ("max", "-1"):
+        return None
+    if not (quota_text.isdigit() and period_text.isdigit() and quota_text.isascii()
+            and period_text.isascii() and len(quota_text) <= 20 and len(period_text) <= 20):
+        return DAMAGED
+    period = int(period_text)
+    cpus = int(quota_text) / period if period else 0.0
+    return cpus if cpus > 0 else DAMAGED
+
+
+def cpu_quota(location: CgroupLocation, reader: Reader = read_text,
+              report: Report | None = None) -> float | None:
+    """The tightest CPU quota on the walk, in CPUs (``1.5`` = 150 ms per 100 ms), or ``None``.
+    A level whose files cannot be read or parsed is skipped and told to *report*."""
     if location.cpu_dir is None or location.cpu_mount is None:
         return None
     best: float | None = None
     for directory in _ancestors(location.cpu_dir, location.cpu_mount):
         if location.version == "v1":
-            quota = reader(directory + "/cpu.cfs_quota_us")
+            path = directory + "/cpu.cfs_quota_us"
+            quota = reader(path)
             period = reader(directory + "/cpu.cfs_period_us")
             if quota is None or period is None:
+                if report is not None:
+                    report("cpu.effective", path if quota is None
+                           else directory + "/cpu.cfs_period_us", None, True)
                 continue
-            quota_text, period_text = quota.strip(), period.strip()
+            text = quota + period
+            cpus = (_parse_quota(quota.strip(), period.strip())
+                    if quota.endswith("\n") and period.endswith("\n") else DAMAGED)
         else:
-            text = reader(directory + "/cpu.max")
-            if text is None:
+            path = directory + "/cpu.max"
+            max_text = reader(path)
+            if max_text is None:
+                if report is not None:
+                    report("cpu.effective", path, None, True)
                 continue
-            quota_text, _, period_text = text.strip().partition(" ")
-        if quota_text in ("max", "-1") or not period_text:
+            text = max_text
+            quota_text, _, period_text = max_text.strip().partition(" ")
+            cpus = (_parse_quota(quota_text, period_text) if max_text.endswith("\n")
+                    else DAMAGED)
+        if cpus is DAMAGED:
+            if report is not None:
+                report("cpu.effective", path, text, True)
             continue
-        try:
-            cpus = int(quota_text) / int(period_text)
-        except (ValueError, ZeroDivisionError):
-            continue
-        if cpus > 0 and (best is None or cpus < best):
+        if cpus is not None and (best is None or cpus < best):
             best = cpus
     return best

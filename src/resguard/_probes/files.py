@@ -4,25 +4,72 @@ Re-reading a seq file with ``pread`` at offset 0 regenerates its content, so kee
 descriptor saves the open/close pair that dominates the cost of a small read. Descriptors
 are dropped in a forked child (``/proc/self`` would still name the parent) and when a file
 disappears (a removed cgroup).
+
+Every read is capped at :data:`READ_CAP_BYTES`: a damaged or hostile file of many
+megabytes costs one bounded read, never the whole file. A read that fails leaves the kind
+of failure behind (:meth:`FileCache.failure`), so callers can say *why* a number is
+unknown without paying for it on the healthy path.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
+from typing import Literal
 
-__all__ = ["FileCache", "read_text"]
+__all__ = ["READ_CAP_BYTES", "FaultKind", "FileCache", "damage_of", "read_text"]
 
-_READ_SIZE = 64 * 1024
+FaultKind = Literal["garbage", "truncated", "empty", "unreadable", "vanished", "missing"]
+"""How a source was damaged: content that does not parse, content cut short, an empty
+file, a file that exists but cannot be read (permission denied, I/O error), a file that
+disappeared between open and read, and a file that is not there at all."""
+
+Damage = tuple[FaultKind, str]
+
+READ_CAP_BYTES = 64 * 1024
+"""The most bytes read from one kernel file; the files resguard reads are a few KiB."""
+
+# pread is looked up through the module so the fault-injection tests can make a read fail
+# the way the kernel does for a file that vanished after it was opened (ESRCH, ENODEV).
+_pread = os.pread
+
+_VANISHED = frozenset({errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.ESTALE})
 
 
 def read_text(path: str) -> str | None:
-    """Read a whole small file, or ``None`` if it does not exist or cannot be read."""
+    """Read a small file (at most :data:`READ_CAP_BYTES`), or ``None`` if it does not exist
+    or cannot be read."""
     try:
-        with open(path, encoding="ascii", errors="replace") as handle:
-            return handle.read()
+        with open(path, "rb") as handle:
+            data = handle.read(READ_CAP_BYTES)
     except OSError:
         return None
+    return data.decode("ascii", "replace")
+
+
+def _open_failure(error: OSError) -> Damage:
+    if error.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "missing", "no such file"
+    return "unreadable", f"cannot open: {error.strerror or error}"
+
+
+def _read_failure(error: OSError) -> Damage:
+    if error.errno in _VANISHED:
+        return "vanished", f"gone after it was opened: {error.strerror or error}"
+    return "unreadable", f"cannot read: {error.strerror or error}"
+
+
+def damage_of(text: str) -> Damage:
+    """(kind, detail) of a text a parser rejected: ``empty``, ``truncated`` (cut at the
+    read cap, or without the newline every kernel file ends with) or ``garbage``."""
+    if not text.strip():
+        return "empty", "the file is empty"
+    if len(text) >= READ_CAP_BYTES:
+        return "truncated", f"larger than the {READ_CAP_BYTES // 1024} KiB read cap"
+    if not text.endswith("\n"):
+        return "truncated", "cut short (no final newline)"
+    return "garbage", f"cannot parse {text[:40]!r}"
 
 
 class FileCache:
@@ -30,18 +77,21 @@ class FileCache:
 
     def __init__(self) -> None:
         self._fds: dict[str, int] = {}
+        self._failures: dict[str, Damage] = {}
         self._lock = threading.Lock()
         self._pid = os.getpid()
 
     def read(self, path: str) -> str | None:
-        """The file's current content, or ``None`` when it is missing or unreadable."""
+        """The file's current content, or ``None`` when it is missing or unreadable (then
+        :meth:`failure` says why)."""
         if os.getpid() != self._pid:
             self._forget_all()
         fd = self._fds.get(path)
         if fd is None:
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
+            except OSError as error:
+                self._failures[path] = _open_failure(error)
                 return None
             with self._lock:
                 existing = self._fds.setdefault(path, fd)
@@ -49,11 +99,16 @@ class FileCache:
                 os.close(fd)
                 fd = existing
         try:
-            data = os.pread(fd, _READ_SIZE, 0)
-        except OSError:
+            data = _pread(fd, READ_CAP_BYTES, 0)
+        except OSError as error:
+            self._failures[path] = _read_failure(error)
             self._forget(path)
             return None
         return data.decode("ascii", "replace")
+
+    def failure(self, path: str) -> Damage:
+        """(kind, detail) of the last failed :meth:`read` of *path*."""
+        return self._failures.get(path, ("unreadable", "cannot read"))
 
     def _forget(self, path: str) -> None:
         with self._lock:

@@ -1,59 +1,166 @@
-"""Parsers for /proc files: meminfo, stat (CPU times), a process's stat and statm."""
+"""Parsers for /proc files: meminfo, stat (CPU times, boot time), loadavg, uptime, and a
+process's stat and statm.
+
+Every parser is total: it returns a value or ``None`` (or leaves a key out), never raises,
+whatever the text. A number cut short (no newline after it) is not trusted, because a
+truncated ``12345678`` reads as a smaller, wrong ``1234``.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 
 __all__ = [
     "PAGE_SIZE",
     "TICKS_PER_S",
+    "parse_btime",
+    "parse_loadavg",
     "parse_meminfo",
     "parse_pid_stat",
     "parse_statm",
     "parse_total_cpu_ticks",
+    "parse_uptime",
 ]
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 _MEMINFO_KEYS = ("MemTotal:", "MemAvailable:", "MemFree:", "SwapTotal:", "SwapFree:")
+_MAX_DIGITS = 20  # 2**64 has 20 digits; longer is damage (and int() of 5000 digits raises)
+
+
+_LIMIT = 1 << 64  # kernel counters are 64-bit; anything larger is damage
+
+
+def _count(token: str) -> int | None:
+    """A non-negative integer token, else ``None``."""
+    try:
+        value = int(token)
+    except ValueError:  # also for the 4300-digit limit of int()
+        return None
+    return value if 0 <= value < _LIMIT and token.isdigit() else None
+
+
+def _counts(tokens: list[str]) -> list[int] | None:
+    """Non-negative integers, or ``None`` when one token is not (cheap when all are)."""
+    try:
+        values = [int(token) for token in tokens]
+    except ValueError:
+        return None
+    if values and (min(values) < 0 or max(values) >= _LIMIT):
+        return None
+    return values
+
+
+def _real(token: str) -> float | None:
+    """A finite non-negative decimal token, else ``None``."""
+    if len(token) > 32:
+        return None
+    try:
+        value = float(token)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
 
 
 def parse_meminfo(text: str) -> dict[str, int]:
-    """The fields of ``/proc/meminfo`` that snapshots use, in bytes."""
+    """The fields of ``/proc/meminfo`` that snapshots use, in bytes; a field whose line is
+    missing, cut short or not a number is left out."""
     result: dict[str, int] = {}
     for key in _MEMINFO_KEYS:
         start = text.find(key)
-        if start >= 0:
-            end = text.find("\n", start)
-            result[key[:-1]] = int(text[start + len(key) : end].split()[0]) * 1024
+        if start < 0 or (start > 0 and text[start - 1] != "\n"):
+            continue
+        end = text.find("\n", start)
+        if end < 0:
+            continue  # the number may be cut short
+        parts = text[start + len(key) : end].split()
+        if len(parts) == 2 and parts[1] == "kB":
+            value = _count(parts[0])
+            if value is not None:
+                result[key[:-1]] = value * 1024
     return result
 
 
-def parse_total_cpu_ticks(text: str) -> tuple[int, int]:
+def parse_total_cpu_ticks(text: str) -> tuple[int, int] | None:
     """(busy, total) clock ticks from the aggregate ``cpu`` line of ``/proc/stat``."""
-    first = text[: text.index("\n")] if "\n" in text else text
-    fields = [int(value) for value in first.split()[1:]]
+    end = text.find("\n")
+    if end < 0:
+        return None
+    first = text[:end].split()
+    if len(first) < 5 or first[0] != "cpu":
+        return None
+    counts = _counts(first[1:11])
+    if counts is None:
+        return None
     # user nice system idle iowait irq softirq steal guest guest_nice; guest is inside user
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    total = sum(fields[:8])
+    idle = counts[3] + (counts[4] if len(counts) > 4 else 0)
+    total = sum(counts[:8])
     return total - idle, total
 
 
-def parse_pid_stat(text: str) -> tuple[str, str, int, int, int, int, int, int]:
+def parse_btime(text: str) -> float | None:
+    """Boot time (epoch seconds) from the ``btime`` line of ``/proc/stat``."""
+    start = text.find("\nbtime ")
+    if start < 0:
+        return None
+    end = text.find("\n", start + 1)
+    if end < 0:
+        return None
+    value = _count(text[start + 7 : end].strip())
+    return float(value) if value else None
+
+
+def parse_loadavg(text: str) -> tuple[float, float, float] | None:
+    """The 1, 5 and 15 minute load averages from ``/proc/loadavg``."""
+    if not text.endswith("\n"):
+        return None
+    parts = text.split()
+    if len(parts) < 3:
+        return None
+    one, five, fifteen = _real(parts[0]), _real(parts[1]), _real(parts[2])
+    if one is None or five is None or fifteen is None:
+        return None
+    return one, five, fifteen
+
+
+def parse_uptime(text: str) -> float | None:
+    """Seconds since boot from ``/proc/uptime``."""
+    if not text.endswith("\n"):
+        return None
+    parts = text.split()
+    value = _real(parts[0]) if parts else None
+    return value if value else None
+
+
+def parse_pid_stat(text: str) -> tuple[str, str, int, int, int, int, int, int] | None:
     """(name, state, ppid, utime+stime ticks, num_threads, start time ticks, rss bytes,
-    virtual size bytes) from ``/proc/<pid>/stat``; the name may contain spaces and
-    parentheses."""
-    open_paren = text.index("(")
-    close_paren = text.rindex(")")
+    virtual size bytes) from ``/proc/<pid>/stat``, or ``None`` when the text is not a
+    whole stat line; the name may contain spaces and parentheses."""
+    open_paren = text.find("(")
+    close_paren = text.rfind(")")
+    if open_paren < 0 or close_paren < open_paren or not text.endswith("\n"):
+        return None
     name = text[open_paren + 1 : close_paren]
     fields = text[close_paren + 2 :].split()
+    if len(fields) < 22:
+        return None
     # fields[0] is field 3 (state) of proc(5); rss (field 24) is in pages
-    return (name, fields[0], int(fields[1]), int(fields[11]) + int(fields[12]),
-            int(fields[17]), int(fields[19]), int(fields[21]) * PAGE_SIZE, int(fields[20]))
+    numbers = _counts([fields[1], fields[11], fields[12], fields[17], fields[19], fields[20],
+                       fields[21]])
+    if numbers is None:
+        return None
+    ppid, utime, stime, threads, start, vsize, rss = numbers
+    return name, fields[0], ppid, utime + stime, threads, start, rss * PAGE_SIZE, vsize
 
 
-def parse_statm(text: str) -> tuple[int, int]:
-    """(vms, rss) in bytes from ``/proc/<pid>/statm``."""
-    size, resident = text.split()[:2]
-    return int(size) * PAGE_SIZE, int(resident) * PAGE_SIZE
+def parse_statm(text: str) -> tuple[int, int, int] | None:
+    """(vms, rss, data) in bytes from ``/proc/<pid>/statm``, or ``None``."""
+    if not text.endswith("\n"):
+        return None
+    parts = text.split()
+    numbers = _counts(parts[:6]) if len(parts) >= 6 else None
+    if numbers is None:
+        return None
+    return numbers[0] * PAGE_SIZE, numbers[1] * PAGE_SIZE, numbers[5] * PAGE_SIZE

@@ -21,7 +21,6 @@ class PressureLine(ValueMixin):
     total_us: int
 
 
-
 @attrs.frozen
 class ResourcePressure(ValueMixin):
     """``some``: at least one task stalled; ``full``: all non-idle tasks stalled (may be absent)."""
@@ -30,14 +29,18 @@ class ResourcePressure(ValueMixin):
     full: PressureLine | None
 
 
-
+_PERCENT = r"([0-9]{1,3}\.[0-9]{1,4})"
 _LINE = re.compile(
-    r"(some|full) avg10=([0-9.]+) avg60=([0-9.]+) avg300=([0-9.]+) total=([0-9]+)")
+    rf"^(some|full) avg10={_PERCENT} avg60={_PERCENT} avg300={_PERCENT} total=([0-9]{{1,20}})$",
+    re.MULTILINE)
 
 
 def parse_pressure(text: str | None) -> ResourcePressure | None:
-    """Parse a PSI file's text; ``None`` when it is missing or not in PSI form."""
-    if not text:
+    """Parse a PSI file's text; ``None`` when it is missing or not in PSI form (never raises).
+
+    A line cut short (no final newline) is not trusted: ``total=12`` may be ``total=123456``.
+    """
+    if not text or not text.endswith("\n"):
         return None
     lines = {kind: PressureLine(float(a10), float(a60), float(a300), int(total))
              for kind, a10, a60, a300, total in _LINE.findall(text)}
