@@ -11,14 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from resguard import InvalidValue
+from resguard import InvalidType, InvalidValue, ResguardError
+from resguard._modules.clock import ManualClock
 from resguard._probes.paths import Roots
 from resguard.monitor import Monitor, State
 from resguard.reclaim import Cost, register, unregister
-from resguard.rules import Level, Policy, Threshold
-from resguard.snapshot import Sampler
+from resguard.rules import ContainerThreshold, Level, Policy, Threshold
+from resguard.snapshot import Sampler, Snapshot
 
 MiB = 2**20
 GiB = 2**30
@@ -83,8 +87,10 @@ def test_subscribers_hear_each_level_change_once(tmp_path: Path,
         monitor.sample_now()
     assert heard == [(Level.OK, Level.WARNING), (Level.WARNING, Level.CRITICAL),
                      (Level.CRITICAL, Level.WARNING), (Level.WARNING, Level.OK)]
+    # four level changes, each failing the same way: logged once, not on every call
     assert sum("subscriber bug" in record.getMessage() or record.exc_info is not None
-               for record in caplog.records) == 4
+               for record in caplog.records) == 1
+    assert len(heard) == 4
     assert any("OK -> WARNING" in record.getMessage() for record in caplog.records)
     unsubscribe_broken()
     unsubscribe_broken()  # twice is harmless
@@ -248,7 +254,7 @@ def test_bad_arguments() -> None:
         Monitor(interval="0s")
     with pytest.raises(InvalidValue):
         Monitor(interval="fast")
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidType):
         Monitor(policy=[Threshold("memory.percent", ">", 50)])  # type: ignore[arg-type]
     with pytest.raises(InvalidValue):
         Monitor(reclaim_to="80%%")
@@ -289,14 +295,19 @@ def test_real_pressure_in_a_cgroup_goes_warning_critical_ok(memory_cgroup) -> No
                                                  monitor.state.snapshot.memory)
             time.sleep(0.01)
 
+    def percent_now() -> float:
+        percent = monitor.sample_now().snapshot.memory.percent  # fresh, not relaxed
+        assert percent is not None, monitor.state.snapshot.faults
+        return percent
+
     try:
         with monitor:
             assert monitor.state.snapshot.memory.limit == 200 * MiB
             assert monitor.state.snapshot.memory.source == "cgroup"
-            while monitor.sample_now().snapshot.memory.percent < 55:  # fresh, not relaxed
+            while percent_now() < 55:
                 command("grow")
             wait_for(Level.WARNING)
-            while monitor.sample_now().snapshot.memory.percent < 85:
+            while percent_now() < 85:
                 command("grow")
             wait_for(Level.CRITICAL)
             command("free")
@@ -312,3 +323,298 @@ def test_real_pressure_in_a_cgroup_goes_warning_critical_ok(memory_cgroup) -> No
     assert "memory-warning" in changes[0][1]
     critical = next(rules for level, rules in changes if level == Level.CRITICAL)
     assert "memory-critical" in critical
+
+
+# ------------------------------------------------- never stops ticking, logs once per kind ---
+
+
+class BrokenSampler:
+    """A real Sampler whose sample() raises while ``failing`` says so (``every``: on every
+    n-th call only), with snapshots stamped by *clock* when one is given."""
+
+    def __init__(self, inner: Sampler, clock: ManualClock | None = None) -> None:
+        self.inner, self.clock = inner, clock
+        self.failing = False
+        self.every = 1
+        self.calls = 0
+
+    def sample(self, **kwargs: Any) -> Snapshot:
+        self.calls += 1
+        if self.failing and self.calls % self.every == 0:
+            raise OSError(5, f"Input/output error (call {self.calls})")
+        snapshot = self.inner.sample(**kwargs)
+        if self.clock is not None:
+            snapshot = attrs.evolve(snapshot, monotonic=self.clock())
+        return snapshot
+
+
+def failure_records(caplog: pytest.LogCaptureFixture, word: str) -> int:
+    return sum(word in record.getMessage() and "is failing" in record.getMessage()
+               for record in caplog.records)
+
+
+def test_a_sampler_that_raises_is_logged_once_and_the_monitor_keeps_ticking(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    machine = FixedMachine(tmp_path)
+    sampler = BrokenSampler(machine.sampler)
+    monitor = Monitor(policy=two_levels(), sampler=sampler,  # type: ignore[arg-type]
+                      reclaim=False)
+    caplog.set_level(logging.WARNING, logger="resguard")
+    sampler.failing, sampler.every = True, 2  # intermittent: every other sample fails
+    sequences = []
+    for _ in range(300):
+        sequences.append(monitor.sample_now().sequence)  # never raises
+    assert monitor.ticks == 300
+    assert failure_records(caplog, "the monitor's sample") == 1  # not 150: once per kind
+    assert sequences[-1] == 1 + 150  # every good sample is published
+    assert sequences == sorted(sequences)
+    sampler.every = 1  # now every sample fails
+    assert monitor.sample_now().sequence == sequences[-1]  # the last good state stays
+    assert monitor.faults["the monitor's sample"].startswith("OSError")
+    assert failure_records(caplog, "the monitor's sample") == 1
+    sampler.failing = False
+    monitor.sample_now()
+    assert monitor.faults == {}
+    assert sum("works again" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_background_loop_survives_a_sampler_that_always_raises(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    machine = FixedMachine(tmp_path)
+    sampler = BrokenSampler(machine.sampler)
+    monitor = Monitor("1ms", policy=two_levels(), sampler=sampler,  # type: ignore[arg-type]
+                      reclaim=False, psi_trigger=False, adaptive=False)
+    caplog.set_level(logging.WARNING, logger="resguard")
+    with monitor:
+        sampler.failing = True
+        deadline = time.monotonic() + 10
+        start = monitor.ticks
+        while monitor.ticks < start + 100:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        assert monitor.running
+        sampler.failing = False
+        sequence = monitor.state.sequence
+        while monitor.state.sequence < sequence + 5:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+    assert failure_records(caplog, "the monitor's sample") == 1
+    assert not any(record.exc_info for record in caplog.records)
+
+
+class RaisingRule:
+    """A custom rule with a bug: its step raises on every call."""
+
+    name = "buggy"
+    level = Level.CRITICAL
+
+    def new_state(self) -> None:
+        return None
+
+    def step(self, snapshot: Snapshot, state: None, now: float) -> None:
+        raise KeyError(f"no such thing at {now}")
+
+
+def test_a_rule_that_raises_never_stops_the_monitor_and_is_logged_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    machine = FixedMachine(tmp_path)
+    policy = Policy([RaisingRule(), *two_levels().rules])
+    monitor = Monitor(policy=policy, sampler=machine.sampler, reclaim=False)
+    caplog.set_level(logging.WARNING, logger="resguard")
+    machine.set_used_percent(60)
+    first = monitor.sample_now().sequence
+    for _ in range(200):
+        state = monitor.sample_now()
+    assert state.sequence == first + 200
+    assert state.level == Level.WARNING  # the other rules still judge
+    assert state.verdict.unknown[0].startswith("rule 'buggy' failed: KeyError")
+    reason = monitor.unknown_reason(now=state.snapshot.monotonic)
+    assert reason is not None
+    assert reason.startswith("unknown: rule 'buggy' failed")
+    assert failure_records(caplog, "buggy") == 1
+
+
+# ----------------------------------------------------------------------------- staleness ---
+
+
+def test_the_state_grows_stale_when_no_sample_succeeds(tmp_path: Path) -> None:
+    machine = FixedMachine(tmp_path)
+    clock = ManualClock()
+    sampler = BrokenSampler(machine.sampler, clock)
+    monitor = Monitor(policy=two_levels(), sampler=sampler, reclaim=False,  # type: ignore[arg-type]
+                      stale_after="2s", clock=clock)
+    assert monitor.stale_after_s == 2.0
+    assert monitor.unknown_reason() is None
+    assert monitor.state.age_s(clock()) == 0.0
+    clock.advance(1.5)
+    assert monitor.sample_now().age_s(clock()) == 0.0
+    sampler.failing = True
+    clock.advance(1.5)
+    monitor.sample_now()
+    assert monitor.state.age_s(clock()) == 1.5
+    assert monitor.unknown_reason() is None  # 1.5 s: not stale yet
+    clock.advance(1.7)
+    monitor.sample_now()
+    assert monitor.unknown_reason() == "stale: last sample 3.2 s ago"
+    assert monitor.unknown_reason(now=clock() - 3) is None  # an explicit now wins
+    sampler.failing = False
+    monitor.sample_now()
+    assert monitor.unknown_reason() is None
+
+
+def test_age_is_measured_on_the_monotonic_clock_by_default(tmp_path: Path) -> None:
+    machine = FixedMachine(tmp_path)
+    monitor = Monitor(policy=two_levels(), sampler=machine.sampler, reclaim=False)
+    state = monitor.sample_now()
+    assert 0 <= state.age_s() < 5
+    assert state.age_s(state.snapshot.monotonic + 7) == 7
+    assert state.age_s(state.snapshot.monotonic - 7) == 0  # never negative
+    assert monitor.unknown_reason(now=state.snapshot.monotonic + 0.5) is None
+    assert monitor.unknown_reason(now=state.snapshot.monotonic + 60) == (
+        "stale: last sample 60.0 s ago")
+
+
+def test_stale_after_defaults_to_five_relaxed_intervals_and_at_least_a_second() -> None:
+    assert Monitor(reclaim=False).stale_after_s == 1.0
+    assert Monitor(relaxed_interval="1s", reclaim=False).stale_after_s == 5.0
+    assert Monitor("2s", adaptive=False, reclaim=False).stale_after_s == 10.0
+    with pytest.raises(InvalidValue, match="stale_after"):
+        Monitor(stale_after="100ms", reclaim=False)  # shorter than the relaxed interval
+    with pytest.raises(InvalidValue, match="stale_after"):
+        Monitor(stale_after="soon", reclaim=False)
+    with pytest.raises(InvalidType, match="clock"):
+        Monitor(clock=5, reclaim=False)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ unknown memory (None) ---
+
+
+def test_unknown_memory_is_reported_and_never_raises(tmp_path: Path) -> None:
+    machine = FixedMachine(tmp_path)
+    monitor = Monitor("100ms", policy=two_levels(), sampler=machine.sampler,
+                      relaxed_interval="400ms")
+    for _ in range(5):
+        monitor.sample_now()
+    assert monitor.next_interval_s() == 0.4
+    (machine.proc / "meminfo").write_text("")  # the kernel file is damaged
+    for _ in range(5):
+        state = monitor.sample_now()
+    memory = state.snapshot.memory
+    assert memory.percent is None
+    assert not state.verdict.known
+    assert state.level == Level.OK
+    reason = monitor.unknown_reason(now=state.snapshot.monotonic)
+    assert reason is not None
+    assert reason.startswith("unknown: memory.percent: ")
+    assert "meminfo" in reason
+    assert monitor.next_interval_s() == 0.1  # blind is not calm
+    report = monitor.reclaim_now()  # the goal is unknown: the ladder's minimum
+    assert report.target_bytes >= 0
+    machine.set_used_percent(10)
+    for _ in range(3):
+        state = monitor.sample_now()
+    assert state.verdict.known
+
+
+def test_a_firing_level_holds_while_memory_is_unknown(tmp_path: Path) -> None:
+    machine = FixedMachine(tmp_path)
+    monitor = Monitor(policy=two_levels(), sampler=machine.sampler, reclaim=False)
+    changes: list[Level] = []
+    monitor.subscribe(lambda new, old: changes.append(new.level))
+    machine.set_used_percent(90)
+    monitor.sample_now()
+    (machine.proc / "meminfo").write_text("MemTotal: garbage\n")
+    for _ in range(10):
+        assert monitor.sample_now().level == Level.CRITICAL  # no flapping to OK
+    assert changes == [Level.CRITICAL]
+
+
+def test_a_failing_source_makes_the_rules_on_its_fields_unknown(tmp_path: Path) -> None:
+    machine = FixedMachine(tmp_path)
+    source = FlakySource()
+    policy = Policy([ContainerThreshold(percent_above=90)])
+    monitor = Monitor(policy=policy, sampler=machine.sampler, sources=[source], reclaim=False)
+    monitor.sample_slow()
+    state = monitor.sample_now()
+    assert state.snapshot.containers is None
+    assert [fault.field for fault in state.snapshot.faults if fault.source == "flaky"] == [
+        "containers"]
+    assert state.verdict.unknown == ("containers: flaky unreadable",)
+    source.failing = False
+    monitor.sample_slow()
+    assert monitor.sample_now().verdict.known
+
+
+# ------------------------------------------------------------------------ bad arguments ---
+
+
+@pytest.mark.parametrize("name", ["interval", "min_interval", "relaxed_interval",
+                                  "slow_interval"])
+@pytest.mark.parametrize("value", ["1ns", "999us", 0.0001, "0s"])
+def test_intervals_below_a_millisecond_are_rejected(name: str, value: object) -> None:
+    with pytest.raises(InvalidValue, match=f"{name}.*1ms"):
+        Monitor(**{name: value}, reclaim=False)  # type: ignore[arg-type]
+    Monitor(**{name: "1ms"}, reclaim=False)  # type: ignore[arg-type]
+
+
+def test_a_cgroup_that_does_not_exist_fails_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(InvalidValue, match="/nonexistent"):
+        Monitor(cgroup="/nonexistent", reclaim=False)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InvalidValue):
+        Monitor(cgroup=str(tmp_path / "file"), reclaim=False)
+    with pytest.raises(InvalidType):
+        Monitor(cgroup=5, reclaim=False)  # type: ignore[arg-type]
+    with pytest.raises(InvalidValue, match="both"):
+        Monitor(cgroup="/sys/fs/cgroup", sampler=Sampler(), reclaim=False)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "named"), [
+    ({"policy": False}, InvalidType, "False"),
+    ({"policy": "service"}, InvalidType, "'service'"),
+    ({"adaptive": "false"}, InvalidType, "'false'"),
+    ({"psi_trigger": 1}, InvalidType, "psi_trigger"),
+    ({"reclaim": None}, InvalidType, "reclaim"),
+    ({"sources": "docker"}, InvalidType, "'docker'"),
+    ({"sources": [object()]}, InvalidType, "object"),
+    ({"sources": 5}, InvalidType, "5"),
+    ({"sampler": 5}, InvalidType, "sampler"),
+    ({"ladder": "gc"}, InvalidType, "ladder"),
+    ({"relax_below": "150%"}, InvalidValue, "relax_below"),
+    ({"reclaim_to": None}, InvalidType, "reclaim_to"),
+    ({"interval": 10**400}, InvalidValue, "interval"),
+    ({"slow_interval": "1e999"}, InvalidValue, "'1e999'"),
+])
+def test_every_bad_argument_is_a_resguard_error_naming_it(kwargs: dict[str, Any],
+                                                          error: type[Exception],
+                                                          named: str) -> None:
+    with pytest.raises(error) as info:
+        Monitor(**kwargs)
+    assert named in str(info.value)
+    assert isinstance(info.value, ResguardError)
+
+
+MONITOR_ARGUMENT = st.one_of(
+    st.text(max_size=10), st.none(), st.booleans(), st.integers(),
+    st.integers(min_value=2**60, max_value=10**500),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["50ms", "1ns", "85%", "150%", "1e999", "/nonexistent", "-1"]),
+    st.lists(st.integers(), max_size=2), st.just(object()),
+)
+
+
+@pytest.mark.parametrize("name", ["interval", "policy", "sources", "slow_interval",
+                                  "min_interval", "relaxed_interval", "relax_below",
+                                  "adaptive", "psi_trigger", "cgroup", "sampler", "reclaim",
+                                  "reclaim_to", "ladder", "stale_after", "clock"])
+@settings(max_examples=25)
+@given(value=MONITOR_ARGUMENT)
+def test_every_monitor_argument_is_accepted_or_rejected_in_the_error_tree(
+        name: str, value: object) -> None:
+    kwargs: dict[str, Any] = {"reclaim": False, name: value}
+    try:
+        monitor = Monitor(**kwargs)
+    except (InvalidValue, InvalidType):
+        return
+    monitor.sample_now()
+    assert monitor.interval_s >= 0.001

@@ -12,10 +12,17 @@ whole, atomically, after every sample. Two loops run:
 
 A thread runs each loop by default (``with monitor:`` or :meth:`Monitor.start`); under
 ``async with monitor:`` they are anyio tasks and the slow work runs in worker threads.
+
+Failures never stop the loops: a sample, a source, a rule, a subscriber or a reclaim step
+that raises is logged once per kind of error (and once when it works again), and the loop
+goes on. A tick that cannot produce a state publishes nothing, so the state grows *stale*:
+its age (:meth:`State.age_s`) passes ``stale_after`` and :meth:`Monitor.unknown_reason`
+says so, for guards and readiness checks that must not trust an old verdict forever.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import threading
@@ -27,6 +34,8 @@ from typing import Any, Protocol
 
 import attrs
 
+from resguard._errors import InvalidState, InvalidType, InvalidValue, ResguardError
+from resguard._modules.clock import Clock
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin, flatten, html_table
@@ -34,12 +43,16 @@ from resguard._probes.psi import open_trigger
 from resguard.processes import ProcessTable
 from resguard.reclaim import Ladder, ReclaimReport
 from resguard.rules import Level, Policy, ProcessCount, ProcessThreshold, Verdict
-from resguard.snapshot import Sampler, Snapshot
-from resguard.units import parse_duration, parse_percent
+from resguard.snapshot import Fault, Sampler, Snapshot
+from resguard.units import format_duration, parse_duration, parse_percent, shown
 
 __all__ = ["Monitor", "Source", "State"]
 
 _logger = get_logger("resguard")
+
+RELOG_AFTER_S = 60.0
+"""A failure that comes back after its source worked again is logged again only after this
+long (per kind of error): an intermittent fault is one warning, not one per tick."""
 
 
 class Source(Protocol):
@@ -64,6 +77,13 @@ class State(ValueMixin):
     def level(self) -> Level:
         return self.verdict.level
 
+    def age_s(self, now: float | None = None) -> float:
+        """Seconds since this state's snapshot was taken, at monotonic time *now* (default
+        :func:`time.monotonic`, the clock of the snapshots); never negative."""
+        if now is None:
+            now = time.monotonic()
+        return max(now - self.snapshot.monotonic, 0.0)
+
     def _repr_html_(self) -> str:
         return html_table([("level", self.verdict.level.name), ("reason", self.verdict.reason),
                            *flatten(self.snapshot)], f"resguard state #{self.sequence}")
@@ -76,7 +96,8 @@ class Monitor:
     """Samples in the background and keeps the latest :class:`State` in ``state``.
 
     Arguments:
-        interval: the fast loop's period (default ``"50ms"``).
+        interval: the fast loop's period (default ``"50ms"``; every interval is at least
+            ``"1ms"``: a shorter one would be a busy loop).
         policy: the rules to judge by (default :func:`resguard.presets.service`).
         sources: extra sources for the slow loop (Docker containers, Ollama models).
         slow_interval: the slow loop's period (default ``"2s"``).
@@ -91,6 +112,14 @@ class Monitor:
         reclaim: climb the reclaim ladder on WARNING (default True).
         reclaim_to: the memory use the ladder aims for, as a percent of the effective
             limit (default ``"80%"``, the presets' clear level).
+        stale_after: how old the state may grow before it is *stale* (default the larger
+            of 1 s and 5 × *relaxed_interval*; it must exceed the longest wait of the fast
+            loop). See :meth:`unknown_reason`.
+        clock: monotonic seconds, the clock of the sampler's snapshots (default
+            :func:`time.monotonic`); :meth:`unknown_reason` reads it for "now".
+
+    Every bad argument raises :class:`~resguard.InvalidValue` or
+    :class:`~resguard.InvalidType` naming it, before anything is started.
     """
 
     def __init__(
@@ -110,36 +139,65 @@ class Monitor:
         reclaim: bool = True,
         reclaim_to: float | str = "80%",
         ladder: Ladder | None = None,
+        stale_after: float | str | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        self.interval_s = _positive_duration(interval, "interval")
-        self.slow_interval_s = _positive_duration(slow_interval, "slow_interval")
-        self.min_interval_s = min(_positive_duration(min_interval, "min_interval"),
-                                  self.interval_s)
-        self.relaxed_interval_s = max(_positive_duration(relaxed_interval, "relaxed_interval"),
+        self.interval_s = _interval(interval, "interval")
+        self.slow_interval_s = _interval(slow_interval, "slow_interval")
+        self.min_interval_s = min(_interval(min_interval, "min_interval"), self.interval_s)
+        self.relaxed_interval_s = max(_interval(relaxed_interval, "relaxed_interval"),
                                       self.interval_s)
-        self.relax_below_percent = parse_percent(relax_below)
+        self.relax_below_percent = _percent(relax_below, "relax_below")
+        self.reclaim_to_percent = _percent(reclaim_to, "reclaim_to")
+        self.adaptive = _flag(adaptive, "adaptive")
+        self.psi_trigger = _flag(psi_trigger, "psi_trigger")
+        self._reclaim_enabled = _flag(reclaim, "reclaim")
+        longest_wait_s = self.relaxed_interval_s if self.adaptive else self.interval_s
+        if stale_after is None:
+            self.stale_after_s = max(1.0, 5 * self.relaxed_interval_s)
+        else:
+            self.stale_after_s = _interval(stale_after, "stale_after")
+            if self.stale_after_s <= longest_wait_s:
+                raise InvalidValue(
+                    f"stale_after={stale_after!r} is not above the longest wait of the fast "
+                    f"loop ({format_duration(longest_wait_s)}): every state would be stale; "
+                    f"expected e.g. {format_duration(5 * longest_wait_s)!r}")
+        if clock is not None and not callable(clock):
+            raise InvalidType(f"clock={shown(clock)} is not a clock; expected a function "
+                              "returning monotonic seconds, e.g. time.monotonic")
+        self._clock: Clock = clock if clock is not None else time.monotonic
         if policy is None:
             from resguard import presets
 
             policy = presets.service()
+        if not isinstance(policy, Policy):
+            raise InvalidType(f"policy={shown(policy)} is not a resguard.Policy; expected "
+                              "Policy([...]) or a preset such as resguard.presets.service()")
         self.policy = policy
-        if not isinstance(self.policy, Policy):
-            raise TypeError(f"{policy!r} is not a resguard.Policy")
-        self.reclaim_to_percent = parse_percent(reclaim_to)
-        self.adaptive = adaptive
-        self.psi_trigger = psi_trigger
-        self._sampler = sampler if sampler is not None else Sampler(cgroup=cgroup)
-        self._sources = tuple(sources)
+        checked_sources = _sources(sources)
+        if ladder is not None and not isinstance(ladder, Ladder):
+            raise InvalidType(f"ladder={shown(ladder)} is not a resguard.reclaim.Ladder")
+        if sampler is not None:
+            if cgroup is not None:
+                raise InvalidValue(f"cgroup={cgroup!r} and sampler= both given; pass "
+                                   "Sampler(cgroup=...) as sampler=, or cgroup= alone")
+            if not callable(getattr(sampler, "sample", None)):
+                raise InvalidType(f"sampler={shown(sampler)} is not a resguard.Sampler")
+        self._sampler = sampler if sampler is not None else _sampler_for(cgroup)
+        self._sources = checked_sources
         needs_processes = any(isinstance(rule, (ProcessThreshold, ProcessCount))
                               for rule in self.policy.rules)
         self._process_table = ProcessTable() if needs_processes else None
         self._policy_state = self.policy.new_state()
         self._faults = FaultLog(_logger)
+        self._failing: dict[str, str] = {}  # source -> kind of error logged for it
+        self._errors: dict[str, str] = {}  # source -> its latest error
+        self._logged_at: dict[tuple[str, str], float] = {}  # (source, kind) -> last logged
+        self._source_faults: dict[str, tuple[Fault, ...]] = {}
         self._extra: dict[str, Any] = {}
         self._extra_lock = threading.Lock()
         self._subscribers: list[Subscriber] = []
         self._history: deque[tuple[float, int]] = deque(maxlen=64)
-        self._reclaim_enabled = reclaim
         self.ladder = ladder if ladder is not None else Ladder(self._measure_used)
         self.last_reclaim: ReclaimReport | None = None
         self._reclaim_wanted = threading.Event()
@@ -152,16 +210,47 @@ class Monitor:
         self._tick_lock = threading.Lock()
         self.ticks = 0
         self.triggered_wakeups = 0
-        self.state: State = self._make_state(self._sampler.sample(children=False))
+        try:
+            first = self._sampler.sample(children=False)
+        except Exception as error:  # the sampler degrades to None; this is a bug
+            raise InvalidState(f"the monitor could not take its first sample: "
+                               f"{type(error).__name__}: {error}") from error
+        self.state: State = self._make_state(first)
+
+    # -- failures: logged once per kind ---------------------------------------------------
+
+    def _failed(self, source: str, error: BaseException) -> None:
+        """Record that *source* failed; log it the first time and when the kind changes,
+        and a flapping source (failing, working, failing...) at most once per
+        :data:`RELOG_AFTER_S` for each kind."""
+        kind = type(error).__name__
+        self._errors[source] = f"{kind}: {error}"
+        if self._failing.get(source) == kind:
+            return
+        self._failing[source] = kind
+        now = time.monotonic()
+        if now - self._logged_at.get((source, kind), -math.inf) >= RELOG_AFTER_S:
+            self._logged_at[(source, kind)] = now
+            self._faults.failed(source, error)
+
+    def _worked(self, source: str) -> None:
+        """Record that *source* worked (logs once when it ends a failure)."""
+        if self._failing.pop(source, None) is not None:
+            self._errors.pop(source, None)
+            self._faults.recovered(source)
 
     # -- sampling -------------------------------------------------------------------------
 
-    def _measure_used(self) -> int:
+    def _measure_used(self) -> int | None:
         return self._sampler.sample(children=False).memory.used
 
     def _make_state(self, snap: Snapshot) -> State:
         with self._extra_lock:
             extra = dict(self._extra)
+            source_faults = tuple(fault for faults in self._source_faults.values()
+                                  for fault in faults)
+        if source_faults:
+            extra["faults"] = (*snap.faults, *source_faults)
         if extra:
             snap = attrs.evolve(snap, **extra)
         verdict = self.policy.evaluate(snap, state=self._policy_state, now=snap.monotonic)
@@ -171,15 +260,27 @@ class Monitor:
     def sample_now(self) -> State:
         """Take one fast sample, judge it, publish it and tell subscribers of a level change.
 
-        The background loops call this; tests and simple scripts may call it directly.
+        Never raises: when sampling or judging fails, the failure is logged once per kind
+        and the previous state stays published (it grows stale). The background loops call
+        this; tests and simple scripts may call it directly.
         """
         with self._tick_lock:
             previous = self.state
-            state = self._make_state(self._sampler.sample(children=False))
-            self.state = state
             self.ticks += 1
-            memory = state.snapshot.memory
-            self._history.append((state.snapshot.monotonic, memory.used))
+            try:
+                state = self._make_state(self._sampler.sample(children=False))
+            except Exception as error:
+                self._failed("the monitor's sample", error)
+                return previous
+            if self._failing:
+                self._worked("the monitor's sample")
+            self.state = state
+            snapshot = state.snapshot
+            used = snapshot.memory.used
+            if used is None:
+                self._history.clear()  # the fill rate needs consecutive known samples
+            else:
+                self._history.append((snapshot.monotonic, used))
         if state.level != previous.level:
             self._level_changed(state, previous)
         if self._reclaim_enabled and state.level >= Level.WARNING:
@@ -187,30 +288,43 @@ class Monitor:
         return state
 
     def sample_slow(self) -> None:
-        """Sample the process table and every source once (what the slow loop does)."""
+        """Sample the process table and every source once (what the slow loop does).
+
+        A failing source is logged once per kind of error; its fields become ``None`` and
+        ``snapshot.faults`` names it, so rules on them report *unknown*."""
         updates: dict[str, Any] = {}
+        faults: dict[str, tuple[Fault, ...]] = {}
         if self._process_table is not None:
             try:
                 updates["processes"] = tuple(self._process_table.sample())
-                self._faults.recovered("process table")
+                self._worked("process table")
             except Exception as error:
-                self._faults.failed("process table", error)
+                self._failed("process table", error)
+                faults["process table"] = (_source_fault("processes", "process table", error),)
         for source in self._sources:
+            name = source.name
             try:
                 updates.update(source.sample())
-                self._faults.recovered(source.name)
+                self._worked(name)
             except Exception as error:
-                self._faults.failed(source.name, error)
-                for field in getattr(source, "fields", ()):
+                self._failed(name, error)
+                fields = tuple(getattr(source, "fields", ()))
+                for field in fields:
                     updates[field] = None
+                faults[name] = tuple(_source_fault(field, name, error) for field in fields)
         with self._extra_lock:
             self._extra.update(updates)
+            self._source_faults = faults
 
     def reclaim_now(self) -> ReclaimReport:
-        """Climb the ladder until memory use is back at ``reclaim_to`` (plus the minimum)."""
+        """Climb the ladder until memory use is back at ``reclaim_to`` (plus the minimum);
+        while the limit or the use is unknown, by the ladder's minimum."""
         memory = self._sampler.sample(children=False).memory
-        goal = memory.limit * self.reclaim_to_percent / 100
-        report = self.ladder.run(int(memory.used - goal))
+        if memory.limit is None or memory.used is None:
+            needed = 0
+        else:
+            needed = int(memory.used - memory.limit * self.reclaim_to_percent / 100)
+        report = self.ladder.run(needed)
         self.last_reclaim = report
         return report
 
@@ -218,14 +332,22 @@ class Monitor:
         log = _logger.warning if state.level > previous.level else _logger.info
         log("level %s -> %s: %s", previous.level.name, state.level.name, state.verdict.reason)
         for subscriber in list(self._subscribers):
+            source = f"resguard subscriber {subscriber!r}"
             try:
                 subscriber(state, previous)
-            except Exception:
-                _logger.exception("resguard subscriber %r failed", subscriber)
+            except Exception as error:
+                self._failed(source, error)
+            else:
+                if self._failing:
+                    self._worked(source)
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(new_state, old_state)`` on every level change; returns an
-        unsubscribe function. Exceptions in a callback are logged and never stop sampling."""
+        unsubscribe function. Exceptions in a callback never stop sampling: they are logged
+        once per kind of error."""
+        if not callable(callback):
+            raise InvalidType(f"{shown(callback)} is not callable; expected a function "
+                              "(new_state, old_state)")
         self._subscribers.append(callback)
 
         def unsubscribe() -> None:
@@ -238,8 +360,24 @@ class Monitor:
 
     @property
     def faults(self) -> dict[str, str]:
-        """Sources failing now, with their last error (each logged once)."""
-        return self._faults.failing()
+        """What is failing now (sources, sampling, subscribers, reclaiming), with its latest
+        error (each kind logged once)."""
+        return dict(self._errors)
+
+    def unknown_reason(self, now: float | None = None) -> str | None:
+        """Why the current state cannot be trusted, or ``None`` when it is fresh and known.
+
+        ``"stale: last sample 3.2 s ago"`` when the state is older than ``stale_after``
+        at monotonic time *now* (default: the monitor's clock), else ``"unknown: ..."`` with
+        the verdict's unknowns (``"unknown: memory.percent: /proc/meminfo empty"``).
+        """
+        state = self.state
+        age_s = state.age_s(self._clock() if now is None else now)
+        if age_s > self.stale_after_s:
+            return f"stale: last sample {age_s:.1f} s ago"
+        if state.verdict.unknown:
+            return "unknown: " + "; ".join(state.verdict.unknown)
+        return None
 
     def next_interval_s(self) -> float:
         """How long the fast loop waits now.
@@ -254,16 +392,17 @@ class Monitor:
         state, history = self.state, self._history
         memory = state.snapshot.memory
         interval = self.interval_s
-        if len(history) >= 2:
+        percent, limit, available = memory.percent, memory.limit, memory.available
+        if len(history) >= 2 and percent is not None and limit is not None:
             (t0, used0), (t1, used1) = history[0], history[-1]
             jump = history[-1][1] - history[-2][1]
-            calm = (state.verdict.level == Level.OK
-                    and memory.percent < self.relax_below_percent
-                    and jump < memory.limit / 100)
+            calm = (state.verdict.level == Level.OK and state.verdict.known
+                    and percent < self.relax_below_percent
+                    and jump < limit / 100)
             if calm:
                 interval = self.relaxed_interval_s
-            if len(history) >= 4 and t1 > t0 and used1 > used0:
-                seconds_to_limit = memory.available / ((used1 - used0) / (t1 - t0))
+            if len(history) >= 4 and t1 > t0 and used1 > used0 and available is not None:
+                seconds_to_limit = available / ((used1 - used0) / (t1 - t0))
                 interval = min(interval, max(self.min_interval_s, seconds_to_limit / 20))
         return interval
 
@@ -321,11 +460,8 @@ class Monitor:
         if self._trigger_fd is not None:
             poller.register(self._trigger_fd, select.POLLPRI)
         while not self._stop.is_set():
-            try:
-                self.sample_now()
-            except Exception:  # pragma: no cover - a bug, but the loop must survive it
-                _logger.exception("resguard monitor sample failed")
-            events = poller.poll(self.next_interval_s() * 1000)
+            wait_s = self._tick()
+            events = poller.poll(wait_s * 1000)
             if any(fd == self._trigger_fd for fd, _ in events):
                 self.triggered_wakeups += 1
 
@@ -340,14 +476,31 @@ class Monitor:
                 if self.state.level >= Level.WARNING:
                     self._safe_reclaim()
             if time.monotonic() >= next_slow:
-                self.sample_slow()
+                self._safe_sample_slow()
                 next_slow = time.monotonic() + self.slow_interval_s
+
+    def _tick(self) -> float:
+        """One fast-loop step: sample, then how long to wait; never raises."""
+        self.sample_now()
+        try:
+            return self.next_interval_s()
+        except Exception as error:  # a bug; the loop goes on at its base pace
+            self._failed("the monitor's interval", error)
+            return self.interval_s
 
     def _safe_reclaim(self) -> None:
         try:
             self.reclaim_now()
-        except Exception:  # pragma: no cover - steps are guarded; this is the last net
-            _logger.exception("resguard reclaim failed")
+            if self._failing:
+                self._worked("reclaiming")
+        except Exception as error:  # steps are guarded; this is the last net
+            self._failed("reclaiming", error)
+
+    def _safe_sample_slow(self) -> None:
+        try:
+            self.sample_slow()
+        except Exception as error:  # sources are guarded one by one; this is the last net
+            self._failed("the monitor's slow sample", error)
 
     def __enter__(self) -> Monitor:
         return self.start()
@@ -377,14 +530,13 @@ class Monitor:
         import anyio
 
         while True:
-            self.sample_now()
-            await anyio.sleep(self.next_interval_s())
+            await anyio.sleep(self._tick())
 
     async def _slow_task(self) -> None:
         import anyio
 
         while True:
-            await anyio.to_thread.run_sync(self.sample_slow)
+            await anyio.to_thread.run_sync(self._safe_sample_slow)
             with anyio.move_on_after(self.slow_interval_s):
                 while not self._reclaim_wanted.is_set():
                     await anyio.sleep(self.interval_s)
@@ -394,10 +546,65 @@ class Monitor:
                     await anyio.to_thread.run_sync(self._safe_reclaim)
 
 
-def _positive_duration(value: float | str, name: str) -> float:
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        from resguard._errors import InvalidValue
+MIN_INTERVAL_S = 0.001
+"""The floor of every interval: a shorter one would keep a core busy sampling."""
 
-        raise InvalidValue(f"{name}={value!r} must be a positive duration, e.g. \"50ms\"")
+
+def _interval(value: object, name: str) -> float:
+    """A duration of at least :data:`MIN_INTERVAL_S`, or an error naming *name*."""
+    try:
+        seconds = parse_duration(value)  # type: ignore[arg-type]
+    except (InvalidValue, InvalidType) as error:
+        raise type(error)(f"{name}: {error}") from None
+    if seconds < MIN_INTERVAL_S:
+        raise InvalidValue(f"{name}={shown(value)} is shorter than the floor of 1ms (a busy "
+                           f"loop); expected a duration such as \"50ms\"")
     return seconds
+
+
+def _percent(value: object, name: str) -> float:
+    try:
+        return parse_percent(value)  # type: ignore[arg-type]
+    except (InvalidValue, InvalidType) as error:
+        raise type(error)(f"{name}: {error}") from None
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidType(f"{name}={shown(value)} is not a bool; expected True or False")
+    return value
+
+
+def _sources(sources: object) -> tuple[Source, ...]:
+    expected = "expected a list of sources (objects with a name and a sample() method)"
+    if isinstance(sources, (str, bytes)) or not isinstance(sources, (list, tuple, Sequence)):
+        raise InvalidType(f"sources={shown(sources)} is not a list of sources; {expected}")
+    for source in sources:
+        if not isinstance(getattr(source, "name", None), str) or not callable(
+                getattr(source, "sample", None)):
+            raise InvalidType(f"{shown(source)} in sources is not a source; {expected}")
+    return tuple(sources)
+
+
+def _sampler_for(cgroup: object) -> Sampler:
+    """A Sampler for *cgroup* (``None``: this process's own), failing now if it is not
+    a cgroup directory, not on the first sample."""
+    if cgroup is None:
+        return Sampler()
+    if not isinstance(cgroup, (str, os.PathLike)):
+        raise InvalidType(f"cgroup={shown(cgroup)} is not a path; expected a cgroup "
+                          "directory such as '/sys/fs/cgroup/system.slice/web.service'")
+    path = os.fspath(cgroup)
+    if not isinstance(path, str) or not os.path.isdir(path):
+        raise InvalidValue(f"cgroup={cgroup!r} is not a cgroup directory (it does not exist "
+                           "or is not a directory)")
+    try:
+        return Sampler(cgroup=path)
+    except ResguardError:
+        raise
+    except (OSError, ValueError) as error:
+        raise InvalidValue(f"cgroup={cgroup!r} is not a cgroup directory: {error}") from error
+
+
+def _source_fault(field: str, source: str, error: BaseException) -> Fault:
+    return Fault(field, source, "unreadable", f"{type(error).__name__}: {error}")
