@@ -14,13 +14,21 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from resguard import InvalidValue, ResourceExhausted, snapshot
+from resguard._modules.clock import ManualClock
 from resguard.cache import LRUCache
-from resguard.guard import Guard
+from resguard.guard import REFUSAL_REASONS, Guard
 from resguard.models import LazyModel, ModelPool
 from resguard.monitor import Monitor, State
 from resguard.prometheus import METRICS, ResguardCollector, serve
 from resguard.rules import Level, Policy, Threshold
-from resguard.snapshot import ContainersInfo, ContainerStats, OllamaModelInfo
+from resguard.snapshot import (
+    ContainersInfo,
+    ContainerStats,
+    Fault,
+    OllamaModelInfo,
+    Sampler,
+    Snapshot,
+)
 
 from standins.ollama_server import OllamaStandIn
 
@@ -208,7 +216,8 @@ def test_every_documented_metric_is_exposed_and_every_exposed_one_documented(
                           memory_used=1, memory_limit=2, memory_percent=50.0,
                           cpu_percent=None, pids=None)
     snap = attrs.evolve(monitor.state.snapshot, containers=ContainersInfo.from_items((item,)),
-                        ollama=(OllamaModelInfo("x:1b", 10, 5, None, None),))
+                        ollama=(OllamaModelInfo("x:1b", 10, 5, None, None),),
+                        faults=(Fault("swap", "/proc/meminfo", "garbage", "x"),))
     frozen = _FrozenMonitor(State(snap, monitor.state.verdict, 1))
     collector = ResguardCollector(frozen, guards=[guard], caches=[cache, _BrokenCache()],
                                   models=[lazy])
@@ -236,3 +245,85 @@ def test_repeated_names_become_distinct_series() -> None:
         samples = scrape(server.url)
     assert value(samples, "resguard_guard_admitted_total", guard="guard") == 1
     assert value(samples, "resguard_guard_admitted_total", guard="guard#2") == 0
+
+
+def unknown_memory(snap: Snapshot) -> Snapshot:
+    """*snap* as an empty /proc/meminfo leaves it: memory and swap numbers unknown."""
+    memory = attrs.evolve(snap.memory, total=None, limit=None, used=None, available=None,
+                          percent=None, source="unknown")
+    swap = attrs.evolve(snap.swap, total=None, used=None, free=None, percent=None)
+    return attrs.evolve(snap, memory=memory, swap=swap,
+                        faults=(Fault("memory", "/proc/meminfo", "empty", "no data"),
+                                Fault("swap", "/proc/meminfo", "empty", "no data")))
+
+
+def test_unknown_figures_are_absent_never_zero() -> None:
+    snap = unknown_memory(snapshot())
+    verdict = quiet_policy().evaluate(snap)
+    collector = ResguardCollector(_FrozenMonitor(State(snap, verdict, 1)))
+    with serve(0, collector=collector) as server:
+        response = httpx.get(server.url, timeout=30)
+        samples = scrape(server.url)
+    for name in ("resguard_memory_used_bytes", "resguard_memory_available_bytes",
+                 "resguard_memory_total_bytes", "resguard_memory_used_percent",
+                 "resguard_swap_used_bytes"):
+        assert name not in names(samples), name
+        assert f"# TYPE {name} gauge" in response.text  # described, without a sample
+    assert "resguard_memory_limit_bytes" not in names(samples)
+    assert value(samples, "resguard_sensing_up") == 0
+    assert value(samples, "resguard_sensing_faults", field="memory", kind="empty") == 1
+    assert value(samples, "resguard_verdict_unknown") == len(verdict.unknown)
+    assert value(samples, "resguard_process_rss_bytes") > 0  # what is known still is
+
+
+def test_sensing_is_up_when_everything_is_known(monitor: Monitor) -> None:
+    with serve(0, collector=ResguardCollector(monitor)) as server:
+        samples = scrape(server.url)
+    assert value(samples, "resguard_sensing_up") == 1
+    assert value(samples, "resguard_state_age_seconds") < 5
+    assert not [key for key in samples if key[0] == "resguard_sensing_faults"]
+
+
+def test_a_stale_state_marks_sensing_down_and_hides_the_old_verdict() -> None:
+    snap = snapshot()
+    clock = ManualClock(snap.monotonic)
+    state = State(snap, quiet_policy().evaluate(snap), 1)
+    collector = ResguardCollector(_FrozenMonitor(state), clock=clock)
+    with serve(0, collector=collector) as server:
+        fresh = scrape(server.url)
+        clock.advance(30)
+        stale = scrape(server.url)
+    assert value(fresh, "resguard_sensing_up") == 1
+    assert "resguard_verdict_level" in names(fresh)
+    assert value(stale, "resguard_sensing_up") == 0
+    assert value(stale, "resguard_state_age_seconds") == pytest.approx(30)
+    assert "resguard_verdict_level" not in names(stale)
+
+
+class _BrokenSampler(Sampler):
+    def sample(self, *, uss: bool = False, children: bool = True) -> Snapshot:
+        raise OSError("sampling broke")
+
+
+def test_a_snapshot_that_fails_is_a_scrape_error_not_a_failed_scrape() -> None:
+    collector = ResguardCollector(guards=[Guard(name="g")], sampler=_BrokenSampler())
+    with serve(0, collector=collector) as server:
+        scrape(server.url)
+        samples = scrape(server.url)
+    assert value(samples, "resguard_scrape_errors_total", part="snapshot") == 2
+    assert value(samples, "resguard_sensing_up") == 0
+    assert "resguard_memory_used_bytes" not in names(samples)
+    assert value(samples, "resguard_guard_admitted_total", guard="g") == 0
+
+
+def test_every_refusal_reason_is_a_label_from_the_first_scrape() -> None:
+    guard = Guard(max_concurrent=1, name="g")
+    with guard.admit(), pytest.raises(ResourceExhausted), guard.admit():
+        pass
+    with serve(0, collector=ResguardCollector(guards=[guard])) as server:
+        samples = scrape(server.url)
+    refused = {dict(labels)["reason"]: count for (name, labels), count in samples.items()
+               if name == "resguard_guard_refused_total"}
+    assert set(refused) == set(REFUSAL_REASONS)
+    assert refused["concurrency"] == 1
+    assert sum(refused.values()) == 1

@@ -28,9 +28,9 @@ resguard_verdict_level                 gauge                     0 OK, 1 WARNING
                                                                  (with a monitor only)
 resguard_verdict_breaches              gauge                     rules firing (with a monitor)
 resguard_guard_admitted_total          counter  guard            admissions
-resguard_guard_refused_total           counter  guard, reason    refusals by reason (memory,
-                                                                 rss, level, concurrency,
-                                                                 reservation, timeout)
+resguard_guard_refused_total           counter  guard, reason    refusals by reason: every
+                                                                 one of REFUSAL_REASONS
+                                                                 from the first scrape
 resguard_guard_in_flight               gauge    guard            admitted calls running
 resguard_guard_reserved_bytes          gauge    guard            reserved by calls in flight
 resguard_guard_waiting                 gauge    guard            calls queued for admission
@@ -47,7 +47,25 @@ resguard_model_vram_bytes              gauge    model            GPU memory of a
 resguard_container_memory_used_bytes   gauge    container        a container's working set
 resguard_container_memory_limit_bytes  gauge    container        its limit, when it has one
 resguard_scrape_errors_total           counter  part             parts of scrapes that failed
+resguard_sensing_up                    gauge                     1 when every figure could
+                                                                 be read and the monitor's
+                                                                 state is fresh, else 0
+resguard_sensing_faults                gauge    field, kind      1 per part of the snapshot
+                                                                 left unknown (a damaged
+                                                                 source), by kind of damage
+resguard_state_age_seconds             gauge                     age of the monitor's state
+                                                                 (with a monitor)
+resguard_verdict_unknown               gauge                     rules that could not judge
+                                                                 (with a monitor)
 =====================================  =======  ===============  ============================
+
+A figure resguard could not measure (a damaged ``/proc`` file, an unreadable cgroup limit)
+is *absent* from the scrape, never exported as 0: its family keeps its ``HELP`` and
+``TYPE`` lines without a sample, ``resguard_sensing_up`` drops to 0 and
+``resguard_sensing_faults`` names what is unknown. Alert on ``resguard_sensing_up == 0``
+(or ``absent(resguard_memory_used_bytes)``) next to the thresholds. When the snapshot cannot
+be taken at all, the machine figures are left out and ``resguard_scrape_errors_total``
+counts ``part="snapshot"``.
 
 Ollama and container metrics come from the monitor's snapshot, i.e. when the monitor has
 an Ollama or Docker source; a scrape never calls Docker or Ollama itself. A part that fails
@@ -71,8 +89,10 @@ except ImportError as error:  # pragma: no cover - exercised by the import test
     raise ImportError("resguard.prometheus needs prometheus_client: "
                       "pip install 'resguard[prometheus]'") from error
 
+from resguard._modules.clock import Clock, monotonic
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
+from resguard.guard import REFUSAL_REASONS, _state_unknown
 from resguard.snapshot import Sampler, Snapshot
 
 __all__ = ["METRICS", "ResguardCollector", "Server", "serve"]
@@ -92,7 +112,8 @@ METRICS: tuple[str, ...] = (
     "resguard_cache_misses_total", "resguard_cache_evictions_total", "resguard_model_loaded",
     "resguard_model_loaded_bytes", "resguard_model_vram_bytes",
     "resguard_container_memory_used_bytes", "resguard_container_memory_limit_bytes",
-    "resguard_scrape_errors_total",
+    "resguard_scrape_errors_total", "resguard_sensing_up", "resguard_sensing_faults",
+    "resguard_state_age_seconds", "resguard_verdict_unknown",
 )
 
 
@@ -135,8 +156,9 @@ class ResguardCollector(Collector):
 
     def __init__(self, monitor: Any = None, guards: Iterable[Any] = (),
                  caches: Iterable[Any] = (), models: Iterable[Any] = (),
-                 *, sampler: Sampler | None = None) -> None:
+                 *, sampler: Sampler | None = None, clock: Clock = monotonic) -> None:
         self.monitor = monitor
+        self._clock = clock
         self.guards: tuple[Any, ...] = tuple(guards)
         self.caches: tuple[Any, ...] = tuple(_as_cache(cache) for cache in caches)
         self.models: tuple[Any, ...] = tuple(models)
@@ -158,18 +180,44 @@ class ResguardCollector(Collector):
         return self._sampler.sample(children=False), None
 
     def collect(self) -> Iterator[Metric]:
-        snap, verdict = self.snapshot()
-        yield from _system_metrics(snap)
-        if verdict is not None:
-            yield GaugeMetricFamily("resguard_verdict_level",
-                                    "Verdict of the monitor: 0 OK, 1 WARNING, 2 CRITICAL",
-                                    value=int(verdict.level))
-            yield GaugeMetricFamily("resguard_verdict_breaches", "Rules firing now",
-                                    value=len(verdict.breaches))
+        snap: Snapshot | None
+        try:
+            snap, verdict = self.snapshot()
+        except Exception as error:  # the scrape still answers, without machine figures
+            self._failed("snapshot", error)
+            snap, verdict = None, None
+        sensing_up = snap is not None and not snap.faults
+        if snap is not None:
+            yield from _system_metrics(snap)
+        if verdict is not None and snap is not None and self.monitor is not None:
+            state = self.monitor.state
+            stale, _ = _state_unknown(self.monitor, state, self._clock())
+            sensing_up = sensing_up and not stale and not verdict.unknown
+            yield GaugeMetricFamily("resguard_state_age_seconds",
+                                    "Seconds since the monitor's state was sampled",
+                                    value=max(self._clock() - snap.monotonic, 0.0))
+            yield GaugeMetricFamily("resguard_verdict_unknown", "Rules that could not judge",
+                                    value=len(verdict.unknown))
+            if not stale:  # an old verdict is not exported as if it were current
+                yield GaugeMetricFamily("resguard_verdict_level",
+                                        "Verdict of the monitor: 0 OK, 1 WARNING, 2 CRITICAL",
+                                        value=int(verdict.level))
+                yield GaugeMetricFamily("resguard_verdict_breaches", "Rules firing now",
+                                        value=len(verdict.breaches))
+        yield GaugeMetricFamily("resguard_sensing_up",
+                                "1 when every figure could be read and the state is fresh",
+                                value=1 if sensing_up else 0)
+        faults = GaugeMetricFamily("resguard_sensing_faults",
+                                   "Parts of the snapshot left unknown by a damaged source",
+                                   labels=["field", "kind"])
+        for field, kind in sorted({(f.field, f.kind) for f in (snap.faults if snap else ())}):
+            faults.add_metric([field, kind], 1)
+        yield faults
         yield from self._guard_metrics()
         yield from self._cache_metrics()
-        yield from self._model_metrics(snap)
-        yield from _container_metrics(snap)
+        if snap is not None:
+            yield from self._model_metrics(snap)
+            yield from _container_metrics(snap)
         errors = CounterMetricFamily("resguard_scrape_errors",
                                      "Parts of a scrape that failed", labels=["part"])
         for part, count in sorted(self._errors.items()):
@@ -202,7 +250,9 @@ class ResguardCollector(Collector):
                 continue
             name = unique(stats.name)
             admitted.add_metric([name], stats.admitted)
-            for reason, count in sorted(stats.refused_by_reason.items()):
+            counts = dict.fromkeys(REFUSAL_REASONS, 0)  # every reason from the start
+            counts.update(stats.refused_by_reason)
+            for reason, count in counts.items():
                 refused.add_metric([name, reason], count)
             in_flight.add_metric([name], stats.in_flight)
             reserved.add_metric([name], stats.reserved_bytes)
@@ -269,32 +319,38 @@ class ResguardCollector(Collector):
                                  labels=["model"])
         for info in ollama:
             loaded.add_metric([info.name, "ollama"], 1)
-            loaded_bytes.add_metric([info.name, "ollama"], info.size)
-            vram.add_metric([info.name], info.size_vram)
+            if info.size is not None:
+                loaded_bytes.add_metric([info.name, "ollama"], info.size)
+            if info.size_vram is not None:
+                vram.add_metric([info.name], info.size_vram)
         yield from (loaded, loaded_bytes)
         if ollama:
             yield vram
+
+
+def _gauge(name: str, documentation: str, value: float | None) -> GaugeMetricFamily:
+    """A gauge family with one sample, or none when the figure is unknown (never 0)."""
+    family = GaugeMetricFamily(name, documentation)
+    if value is not None:
+        family.add_metric([], value)
+    return family
 
 
 def _system_metrics(snap: Snapshot) -> Iterator[Metric]:
     memory = snap.memory
     limit = GaugeMetricFamily("resguard_memory_limit_bytes", "Effective memory limit",
                               labels=["source"])
-    limit.add_metric([memory.source], memory.limit)
+    if memory.limit is not None:
+        limit.add_metric([memory.source], memory.limit)
     yield limit
-    yield GaugeMetricFamily("resguard_memory_used_bytes", "Memory used against the limit",
-                            value=memory.used)
-    yield GaugeMetricFamily("resguard_memory_available_bytes",
-                            "Memory still available under the limit", value=memory.available)
-    yield GaugeMetricFamily("resguard_memory_total_bytes", "Host physical memory",
-                            value=memory.total)
-    yield GaugeMetricFamily("resguard_memory_used_percent", "Used over limit, 0-100",
-                            value=memory.percent)
-    yield GaugeMetricFamily("resguard_swap_used_bytes", "Swap in use", value=snap.swap.used)
-    yield GaugeMetricFamily("resguard_cpu_percent", "Host CPU busy, 0-100",
-                            value=snap.cpu.percent)
-    yield GaugeMetricFamily("resguard_cpu_effective", "CPUs this process may use",
-                            value=snap.cpu.effective)
+    yield _gauge("resguard_memory_used_bytes", "Memory used against the limit", memory.used)
+    yield _gauge("resguard_memory_available_bytes", "Memory still available under the limit",
+                 memory.available)
+    yield _gauge("resguard_memory_total_bytes", "Host physical memory", memory.total)
+    yield _gauge("resguard_memory_used_percent", "Used over limit, 0-100", memory.percent)
+    yield _gauge("resguard_swap_used_bytes", "Swap in use", snap.swap.used)
+    yield _gauge("resguard_cpu_percent", "Host CPU busy, 0-100", snap.cpu.percent)
+    yield _gauge("resguard_cpu_effective", "CPUs this process may use", snap.cpu.effective)
     pressure = GaugeMetricFamily("resguard_pressure_avg10_percent",
                                  "PSI stall share over 10 s, percent",
                                  labels=["resource", "kind"])
@@ -306,10 +362,10 @@ def _system_metrics(snap: Snapshot) -> Iterator[Metric]:
         if value.full is not None:
             pressure.add_metric([resource, "full"], value.full.avg10)
     yield pressure
-    yield GaugeMetricFamily("resguard_process_rss_bytes", "This process's resident set size",
-                            value=snap.process.rss)
-    yield GaugeMetricFamily("resguard_process_cpu_percent",
-                            "This process's CPU, 100 = one core", value=snap.process.cpu_percent)
+    yield _gauge("resguard_process_rss_bytes", "This process's resident set size",
+                 snap.process.rss)
+    yield _gauge("resguard_process_cpu_percent", "This process's CPU, 100 = one core",
+                 snap.process.cpu_percent)
 
 
 def _container_metrics(snap: Snapshot) -> Iterator[Metric]:
@@ -321,7 +377,8 @@ def _container_metrics(snap: Snapshot) -> Iterator[Metric]:
     limit = GaugeMetricFamily("resguard_container_memory_limit_bytes",
                               "A container's memory limit", labels=["container"])
     for item in containers.items:
-        used.add_metric([item.name], item.memory_used)
+        if item.memory_used is not None:
+            used.add_metric([item.name], item.memory_used)
         if item.memory_limit is not None:
             limit.add_metric([item.name], item.memory_limit)
     yield from (used, limit)
