@@ -111,3 +111,26 @@ def test_presets_are_fresh_policies_and_judge_a_real_snapshot():
         verdict = policy.evaluate(resguard.snapshot())
         assert verdict.level in (OK, W, C)
         json.dumps(verdict.to_dict())
+
+
+@pytest.mark.parametrize("preset", [presets.laptop, presets.service])
+def test_presets_report_unreadable_memory_as_unknown_and_hold_a_firing_level(preset):
+    import attrs
+
+    from resguard.snapshot import Fault
+
+    def blind(at):
+        snapshot = make_snapshot(at=at)
+        memory = attrs.evolve(snapshot.memory, total=None, limit=None, used=None,
+                              available=None, percent=None, source="unknown")
+        return attrs.evolve(snapshot, memory=memory, faults=(
+            Fault("memory", "/proc/meminfo", "truncated", "MemAvailable missing"),))
+
+    verdicts = judge(preset(), [make_snapshot(at=0.0, memory_percent=97),
+                                *(blind(float(t)) for t in range(1, 20))])
+    assert [v.level for v in verdicts] == [C] * 20  # no flapping to OK on a damaged file
+    assert "memory.percent: /proc/meminfo truncated" in verdicts[-1].unknown
+    assert verdicts[-1].reason.startswith("CRITICAL: ")
+    assert "(unknown: memory.percent: /proc/meminfo truncated" in verdicts[-1].reason
+    quiet = judge(preset(), [blind(float(t)) for t in range(20)])
+    assert all(v.level is OK and not v.known for v in quiet)

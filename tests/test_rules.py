@@ -1007,3 +1007,16 @@ def test_a_rule_that_raises_is_reported_once_and_the_others_still_judge(caplog):
     broken.failing = False
     assert policy.evaluate(make_snapshot(at=100, memory_percent=60)).known
     assert sum("works again" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize(("args", "kwargs"), [
+    (("not a snapshot",), {}),
+    ((None,), {}),
+    ((make_snapshot(), "state"), {}),
+    ((make_snapshot(),), {"now": "soon"}),
+    ((make_snapshot(),), {"now": float("nan")}),
+    ((make_snapshot(),), {"now": True}),
+])
+def test_evaluate_rejects_what_is_not_a_snapshot_state_or_time(args, kwargs):
+    with pytest.raises(InvalidType):
+        Policy([Threshold("memory.percent", ">", 80)]).evaluate(*args, **kwargs)

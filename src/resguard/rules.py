@@ -1292,13 +1292,20 @@ class Policy:
     def evaluate(self, snapshot: Snapshot, state: PolicyState | None = None,
                  now: float | None = None) -> Verdict:
         """Judge *snapshot* at monotonic time *now*; advance *state* by one sample."""
+        if not isinstance(snapshot, Snapshot):
+            raise InvalidType(f"{shown(snapshot)} is not a resguard.Snapshot")
         if state is None:
             state = self.state
+        elif not isinstance(state, PolicyState):
+            raise InvalidType(f"state={shown(state)} is not a PolicyState; make it with "
+                              "policy.new_state()")
         elif state.policy is not self:
             raise InvalidValue("this PolicyState belongs to another policy; "
                                "make it with policy.new_state()")
         if now is None:
             now = snapshot.monotonic
+        elif isinstance(now, bool) or not isinstance(now, (int, float)) or math.isnan(now):
+            raise InvalidType(f"now={shown(now)} is not a monotonic time in seconds")
         breaches: list[Breach] | None = None
         failed: list[str] | None = None
         for index, step, rule_state in zip(range(len(self._steps)), self._steps,
