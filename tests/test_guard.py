@@ -352,10 +352,10 @@ def unknown_memory(at: float) -> Snapshot:
     return attrs.evolve(snap, memory=memory, faults=(fault,))
 
 
-def scripted_monitor(snap: Snapshot, percent_over: float = 90) -> Monitor:
-    policy = Policy([Threshold("memory.percent", ">", percent_over, level=Level.CRITICAL)])
+def scripted_monitor(snap: Snapshot, **kwargs: Any) -> Monitor:
+    policy = Policy([Threshold("memory.percent", ">", 90, level=Level.CRITICAL)])
     return Monitor(policy=policy, sampler=ScriptedSampler(snap), reclaim=False,
-                   psi_trigger=False)
+                   psi_trigger=False, **kwargs)
 
 
 @pytest.fixture
@@ -481,6 +481,18 @@ def test_the_hot_path_notices_staleness(clock: ManualClock) -> None:
         with guard:
             pass
     assert info.value.reason == "unknown"
+
+
+def test_staleness_is_measured_on_the_monitors_clock(clock: ManualClock) -> None:
+    monitor = scripted_monitor(make_snapshot(at=clock()), clock=clock, stale_after="2s")
+    guard = Guard(monitor=monitor, on_unknown="refuse")  # no clock of its own
+    with guard:
+        pass
+    clock.advance(1.5)
+    with guard:
+        pass
+    clock.advance(1)
+    assert _refusal(guard).reason == "unknown"
 
 
 def test_a_stale_state_falls_back_to_fresh_numbers(clock: ManualClock) -> None:

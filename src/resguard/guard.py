@@ -271,7 +271,8 @@ class Guard:
             checks only what is still known and logs a warning once; ``"refuse"`` refuses
             with reason ``"unknown"`` and says what is unknown.
         name: the guard's name in messages and metrics.
-        clock: the monotonic clock the Monitor state's age is measured with (tests).
+        clock: the monotonic clock the Monitor state's age is measured with (default the
+            monitor's own clock, else :func:`time.monotonic`; inject one in tests).
     """
 
     def __init__(
@@ -289,7 +290,7 @@ class Guard:
         on_breach: OnBreach = None,
         on_unknown: OnUnknown = "admit",
         name: str = "guard",
-        clock: Clock = monotonic,
+        clock: Clock | None = None,
     ) -> None:
         # everything is checked before anything is kept: a bad argument leaves no guard
         memory_limit = _Limit(memory, "memory") if memory is not None else None
@@ -322,8 +323,11 @@ class Guard:
             if not isinstance(monitor, Monitor):
                 raise InvalidType(f"monitor={monitor!r} is not a resguard.Monitor; "
                                   f"expected a Monitor or None")
-        if not callable(clock):
+        if clock is not None and not callable(clock):
             raise InvalidType(f"clock={clock!r} is not callable; expected e.g. time.monotonic")
+        if clock is None:
+            clock = getattr(monitor, "_clock", None) if monitor is not None else None
+            clock = clock if callable(clock) else monotonic
         self._memory = memory_limit
         self._rss = rss_limit
         self.level = level
@@ -410,6 +414,13 @@ class Guard:
         unknowns, a number it needs is unknown, with the fault that left it so), or
         ``None`` when everything it needs is known."""
         view = self._current()
+        with self._lock:
+            return self._unknowns(view, self.reserve_bytes)
+
+    def _numbers_unknown(self) -> str | None:
+        """As :meth:`unknown_reason`, leaving the verdict out (for readiness)."""
+        view = self._current()
+        view.verdict_unknown = None
         with self._lock:
             return self._unknowns(view, self.reserve_bytes)
 

@@ -152,13 +152,16 @@ class ResguardCollector(Collector):
     *guards*: :class:`resguard.Guard` objects; *caches*: :class:`resguard.LRUCache` objects or
     memoized functions; *models*: :class:`resguard.LazyModel` or :class:`resguard.ModelPool`
     objects. Names (``guard.name``, ``cache.name``, ``model.name``) become label values.
+    *clock* measures the monitor state's age (default the monitor's own clock).
     """
 
     def __init__(self, monitor: Any = None, guards: Iterable[Any] = (),
                  caches: Iterable[Any] = (), models: Iterable[Any] = (),
-                 *, sampler: Sampler | None = None, clock: Clock = monotonic) -> None:
+                 *, sampler: Sampler | None = None, clock: Clock | None = None) -> None:
         self.monitor = monitor
-        self._clock = clock
+        if clock is None:  # the monitor's own clock: the one its states' ages are in
+            clock = getattr(monitor, "_clock", None)
+        self._clock: Clock = clock if callable(clock) else monotonic
         self.guards: tuple[Any, ...] = tuple(guards)
         self.caches: tuple[Any, ...] = tuple(_as_cache(cache) for cache in caches)
         self.models: tuple[Any, ...] = tuple(models)
