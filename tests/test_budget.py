@@ -602,3 +602,13 @@ def _process_row() -> Any:
     from resguard.processes import ProcessTable
 
     return ProcessTable().sample()[0]
+
+
+def test_a_path_with_a_nul_or_a_name_too_long_is_a_resguard_error_not_os_error() -> None:
+    from resguard import InvalidValue
+
+    with pytest.raises(ConfigError, match="NUL"):
+        load("budgets\x00.toml")
+    with pytest.raises(InvalidValue, match="NUL"):
+        find_config("a\x00b")
+    assert find_config("x" * 400) in (None, find_config())  # too long: nothing there

@@ -327,11 +327,16 @@ def find_config(start: str | os.PathLike[str] | None = None) -> Path | None:
     the nearest directory above it."""
     if start is not None and not isinstance(start, (str, os.PathLike)):
         raise InvalidType(f"find_config({start!r}): expected a directory path or None")
+    if start is not None and "\x00" in os.fsdecode(start):
+        raise InvalidValue(f"find_config({start!r}): a path cannot hold a NUL character")
     here = Path(start or os.getcwd()).resolve()
     for directory in (here, *here.parents):
         for name in _DEFAULT_FILES:
             candidate = directory / name
-            if not candidate.is_file():
+            try:
+                if not candidate.is_file():
+                    continue
+            except OSError:  # a name too long, a loop of links: nothing to read there
                 continue
             if name == "pyproject.toml":
                 try:  # bytes: a file that is not UTF-8 is found here and reported by load()
@@ -361,6 +366,8 @@ def load(path: str | os.PathLike[str] | None = None) -> Budgets:
         path = found
     _check_path(path, "load")
     shown = os.fsdecode(path)
+    if "\x00" in shown:
+        raise ConfigError(f"{shown!r}: a path cannot hold a NUL character", path=shown)
     try:
         with open(path, "rb") as handle:
             raw = handle.read(_MAX_CONFIG_BYTES + 1)
