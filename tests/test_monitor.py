@@ -618,3 +618,53 @@ def test_every_monitor_argument_is_accepted_or_rejected_in_the_error_tree(
         return
     monitor.sample_now()
     assert monitor.interval_s >= 0.001
+
+
+class GarbageSource:
+    """A source whose answer is not snapshot fields."""
+
+    name = "garbage"
+    fields: Any = "containers"  # a string where a tuple belongs
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+
+    def sample(self) -> Any:
+        return self.answer
+
+
+@pytest.mark.parametrize("answer", [["containers"], {"memory": None}, {"bogus": 1}, None])
+def test_a_source_answering_garbage_is_a_failing_source_not_a_dead_monitor(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, answer: object) -> None:
+    machine = FixedMachine(tmp_path)
+    monitor = Monitor(policy=two_levels(), sampler=machine.sampler,
+                      sources=[GarbageSource(answer)], reclaim=False)
+    caplog.set_level(logging.WARNING, logger="resguard")
+    first = monitor.sample_now().sequence
+    for _ in range(20):
+        monitor.sample_slow()
+        state = monitor.sample_now()
+    assert state.sequence == first + 20
+    assert "garbage" in monitor.faults
+    assert failure_records(caplog, "garbage") == 1
+
+
+def test_a_subscriber_with_a_broken_repr_cannot_stop_the_monitor(tmp_path: Path) -> None:
+    class Hostile:
+        calls = 0
+
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr for you")
+
+        def __call__(self, new: State, old: State | None) -> None:
+            Hostile.calls += 1
+            raise ValueError("and no callback either")
+
+    machine = FixedMachine(tmp_path)
+    monitor = Monitor(policy=two_levels(), sampler=machine.sampler, reclaim=False)
+    monitor.subscribe(Hostile())
+    for percent in (60, 10, 60, 10):
+        machine.set_used_percent(percent)
+        monitor.sample_now()
+    assert Hostile.calls == 4
+    assert any("Hostile at 0x" in name for name in monitor.faults)

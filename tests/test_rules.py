@@ -750,6 +750,11 @@ def test_a_threshold_that_can_never_fire_is_rejected(metric, op, value):
     assert repr(value) in str(info.value) or str(value) in str(info.value)
 
 
+def test_a_forecast_that_can_never_fire_is_rejected():
+    with pytest.raises(InvalidValue, match="within=0"):
+        TimeToLimit(within=0)
+
+
 def test_percentages_that_may_exceed_100_are_still_accepted():
     assert Threshold("process.cpu_percent", ">", 150).kind == "percent"  # 100 per core
     assert ProcessThreshold(cpu_percent_above=400).name == "a process cpu_percent > 400%"

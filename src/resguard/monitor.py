@@ -304,11 +304,11 @@ class Monitor:
         for source in self._sources:
             name = source.name
             try:
-                updates.update(source.sample())
+                updates.update(_source_fields(source.sample()))
                 self._worked(name)
             except Exception as error:
                 self._failed(name, error)
-                fields = tuple(getattr(source, "fields", ()))
+                fields = _declared_fields(source)
                 for field in fields:
                     updates[field] = None
                 faults[name] = tuple(_source_fault(field, name, error) for field in fields)
@@ -332,14 +332,13 @@ class Monitor:
         log = _logger.warning if state.level > previous.level else _logger.info
         log("level %s -> %s: %s", previous.level.name, state.level.name, state.verdict.reason)
         for subscriber in list(self._subscribers):
-            source = f"resguard subscriber {subscriber!r}"
             try:
                 subscriber(state, previous)
             except Exception as error:
-                self._failed(source, error)
+                self._failed(_subscriber_name(subscriber), error)
             else:
                 if self._failing:
-                    self._worked(source)
+                    self._worked(_subscriber_name(subscriber))
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(new_state, old_state)`` on every level change; returns an
@@ -481,8 +480,8 @@ class Monitor:
 
     def _tick(self) -> float:
         """One fast-loop step: sample, then how long to wait; never raises."""
-        self.sample_now()
         try:
+            self.sample_now()
             return self.next_interval_s()
         except Exception as error:  # a bug; the loop goes on at its base pace
             self._failed("the monitor's interval", error)
@@ -604,6 +603,34 @@ def _sampler_for(cgroup: object) -> Sampler:
         raise
     except (OSError, ValueError) as error:
         raise InvalidValue(f"cgroup={cgroup!r} is not a cgroup directory: {error}") from error
+
+
+_SOURCE_FIELDS = frozenset(attrs.fields_dict(Snapshot)) - {
+    "memory", "swap", "cpu", "pressure", "process", "taken_at", "monotonic", "faults"}
+"""The snapshot fields a slow source may fill in (``processes``, ``containers``, ``ollama``)."""
+
+
+def _source_fields(result: object) -> dict[str, Any]:
+    """A source's answer, checked: a dict of snapshot fields a source may fill in."""
+    if not isinstance(result, dict) or not all(key in _SOURCE_FIELDS for key in result):
+        raise InvalidValue(f"sample() returned {shown(result)[:200]}; expected a dict with "
+                           f"keys among {sorted(_SOURCE_FIELDS)}")
+    return result
+
+
+def _declared_fields(source: object) -> tuple[str, ...]:
+    """The fields a source fills in (``source.fields``), set to None while it fails."""
+    fields = getattr(source, "fields", ())
+    if isinstance(fields, str) or not isinstance(fields, (list, tuple, frozenset, set)):
+        return ()
+    return tuple(field for field in fields if field in _SOURCE_FIELDS)
+
+
+def _subscriber_name(subscriber: object) -> str:
+    try:
+        return f"resguard subscriber {subscriber!r}"
+    except Exception:  # a repr that raises must not stop the loop either
+        return f"resguard subscriber {type(subscriber).__qualname__} at {id(subscriber):#x}"
 
 
 def _source_fault(field: str, source: str, error: BaseException) -> Fault:

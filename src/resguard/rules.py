@@ -1129,6 +1129,9 @@ class TimeToLimit:
                  points: int = 30, min_fill: float = 0.25, name: str | None = None) -> None:
         self.metric = _check_metric(metric)
         self.within_s = _duration(within, "within")
+        if self.within_s <= 0:
+            raise InvalidValue(f"within={within!r} can never fire: an estimate is never "
+                               "below 0 s; expected e.g. '5m'")
         self.clear_s = self.within_s * 1.5 if clear is None else _duration(clear, "clear")
         if self.clear_s < self.within_s:
             raise InvalidValue(f"clear={clear!r} is shorter than within={within!r}")
