@@ -468,6 +468,20 @@ def test_a_stale_state_is_not_trusted_forever(clock: ManualClock) -> None:
     assert "stale" in (admitting.unknown_reason() or "")
 
 
+def test_a_stale_state_is_logged_once_not_per_call(
+        clock: ManualClock, caplog: pytest.LogCaptureFixture) -> None:
+    monitor = scripted_monitor(make_snapshot(at=clock()))
+    guard = Guard(monitor=monitor, clock=clock)
+    caplog.set_level(logging.WARNING, "resguard")
+    clock.advance(5)
+    for _ in range(20):
+        clock.advance(0.5)  # the age in the message changes every call
+        with guard:
+            pass
+    warned = [m for m in warnings_of(caplog) if "stale" in m]
+    assert len(warned) == 1, warned
+
+
 def test_the_hot_path_notices_staleness(clock: ManualClock) -> None:
     monitor = scripted_monitor(make_snapshot(at=clock()))
     guard = Guard(monitor=monitor, on_unknown="refuse", clock=clock)

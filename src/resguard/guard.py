@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import re
 import resource
 import sys
 import threading
@@ -369,7 +368,7 @@ class Guard:
         if monitor is not None:
             state = monitor.state
             stale, reason = _state_unknown(monitor, state, self._clock())
-            unknown = None if reason is None else f"the monitor's verdict is unknown ({reason})"
+            unknown = _verdict_unknown(reason)
             if not stale:
                 return _View(state.snapshot, state.verdict.level, unknown)
             # The monitor stopped publishing: its verdict is unknown, but the numbers need
@@ -485,30 +484,40 @@ class Guard:
     def _unknowns(self, view: _View, reserve: int) -> str | None:
         """What the guard needs for a call reserving *reserve* but does not know, and why,
         or None (lock held)."""
-        parts: list[str] = []
+        found = self._unknown_parts(view, reserve)
+        return "; ".join(found.values()) if found else None
+
+    def _unknown_parts(self, view: _View, reserve: int) -> dict[str, str]:
+        """As :meth:`_unknowns`: each unknown thing (a key) with its explanation."""
+        parts: dict[str, str] = {}
         if view.verdict_unknown is not None and self.level is not None:
-            parts.append(view.verdict_unknown)
+            # keyed by kind ("stale", "unknown"), not by the age that changes every call
+            kind = view.verdict_unknown.partition("(")[2].partition(":")[0]
+            parts[f"verdict {kind}"] = view.verdict_unknown
         needs_numbers = (self._memory is not None or self._rss is not None or reserve > 0
                          or self._reserved > 0)
         if view.sample_failed is not None or view.snap is None:
             if needs_numbers:
-                parts.append(f"the numbers are unknown ({view.sample_failed})")
+                parts["sample"] = f"the numbers are unknown ({view.sample_failed})"
         else:
             snap = view.snap
             _, missing = self._room(snap, need_available=reserve > 0 or self._reserved > 0)
-            for path in dict.fromkeys(missing):
+            for path in missing:
                 fault = snap.fault_for(path)
-                parts.append(f"{path} is unknown" + (f" ({fault})" if fault is not None else ""))
-        return "; ".join(parts) if parts else None
+                parts[path] = f"{path} is unknown" + (f" ({fault})" if fault else "")
+        return parts
 
-    def _warn_unknown(self, text: str) -> None:
-        """Log *text* once per kind of unknown (again only after a quiet minute)."""
-        # the kind leaves out figures that change from call to call (a state's age)
-        kind = re.sub(r"[0-9.]+", "#", text)
+    def _warn_unknown(self, view: _View, reserve: int) -> None:
+        """Log what is unknown once: again only for something newly unknown, or after a
+        quiet minute (lock held)."""
+        parts = self._unknown_parts(view, reserve)
         now = time.monotonic()
-        if now - self._warned.get(kind, -math.inf) < _WARN_EVERY_S:
+        fresh = [key for key in parts if now - self._warned.get(key, -math.inf) >= _WARN_EVERY_S]
+        for key in parts:
+            self._warned[key] = now
+        if not fresh:
             return
-        self._warned[kind] = now
+        text = "; ".join(parts.values())
         if self.on_unknown == "admit":
             _logger.warning("%s admits although %s (on_unknown='admit'; logged once)",
                             self.name, text)
@@ -525,7 +534,7 @@ class Guard:
         unknown = self._unknowns(view, reserve)
         if unknown is not None:
             if warn:
-                self._warn_unknown(unknown)
+                self._warn_unknown(view, reserve)
             if self.on_unknown == "refuse":
                 return self._refuse("unknown", unknown, reserve, snap, self.retry_after_s)
         if self.max_concurrent is not None and self._in_flight >= self.max_concurrent:
@@ -699,7 +708,7 @@ class Guard:
     def _update_budget(self, monitor: Monitor, state: State, now_s: float) -> None:
         _, reason = _state_unknown(monitor, state, now_s)
         snap = state.snapshot
-        view = _View(snap, state.verdict.level, reason)
+        view = _View(snap, state.verdict.level, _verdict_unknown(reason))
         with self._lock:
             reserved = self._reserved
             in_flight = self._in_flight
@@ -710,13 +719,14 @@ class Guard:
                 unknown = self._unknowns(view, max(self.reserve_bytes, 1))
             finally:
                 self._reserved, self._in_flight = reserved, in_flight
-            if unknown is not None:
-                # the slow path says what is unknown (and logs it once)
-                self._budget_bytes = -1
+            if unknown is not None and self.on_unknown == "refuse":
+                self._budget_bytes = -1  # the slow path refuses, saying what is unknown
             elif refusal is not None and refusal.reason != "concurrency":
                 self._budget_bytes = -1
-            else:
+            else:  # what is known bounds the hot path; an unknown bound is left out
                 self._budget_bytes = _NO_LIMIT_BYTES if room is None else room
+                if unknown is not None:
+                    self._warn_unknown(view, max(self.reserve_bytes, 1))
             stale_after_s = getattr(monitor, "stale_after_s", None)
             if stale_after_s is None:
                 stale_after_s = max(1.0, 5 * monitor.relaxed_interval_s)
@@ -848,6 +858,10 @@ class Guard:
             return GuardStats(self.name, self._admitted, sum(self._refused.values()),
                               dict(self._refused), self._in_flight, self._reserved,
                               len(self._queue))
+
+
+def _verdict_unknown(reason: str | None) -> str | None:
+    return None if reason is None else f"the monitor's verdict is unknown ({reason})"
 
 
 def _bytes_or_unknown(value: int | None) -> str:
