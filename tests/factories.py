@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from resguard.snapshot import (
     ContainersInfo,
     ContainerStats,
@@ -79,3 +82,108 @@ def make_container(name: str, *, memory_used: int, memory_limit: int | None = No
                           memory_usage=memory_used, memory_used=memory_used,
                           memory_limit=memory_limit, memory_percent=percent, cpu_percent=1.0,
                           pids=1)
+
+
+class KernelTree:
+    """A complete, healthy re-rooted ``/proc`` and cgroup v2 tree for a real Sampler.
+
+    This process sits in the cgroup ``/a``, whose ``memory.max`` (2 GiB of a 16 GiB host)
+    binds, with a CPU quota of 1.5 CPUs and PSI files in the cgroup. ``/proc/self/stat``,
+    ``statm`` and ``uptime`` are copies of the real ones (so CPU percentages stay sane).
+    :meth:`damage` breaks one file in one of the ways the kernel or a hostile host can;
+    :meth:`restore` puts it back. ``files`` names the files by their short names.
+    """
+
+    MEMINFO = ("MemTotal:       16777216 kB\nMemFree:         8388608 kB\n"
+               "MemAvailable:    8388608 kB\nBuffers:           65536 kB\n"
+               "SwapTotal:       2097152 kB\nSwapFree:        1048576 kB\n")
+    PSI = ("some avg10=1.50 avg60=1.00 avg300=0.50 total=123456\n"
+           "full avg10=0.50 avg60=0.25 avg300=0.10 total=6543\n")
+    HUGE_BYTES = 4 * 2**20
+
+    def __init__(self, root: Path, *, cgroup: bool = True) -> None:
+        import os
+
+        self.root = root
+        with open("/proc/self/stat") as stat, open("/proc/self/statm") as statm, \
+                open("/proc/uptime") as uptime:
+            own = {"stat": stat.read(), "statm": statm.read(), "uptime": uptime.read()}
+        self.contents: dict[str, str] = {
+            "meminfo": self.MEMINFO,
+            "stat": ("cpu  1000 10 500 8000 100 0 20 0 0 0\n"
+                     "cpu0 1000 10 500 8000 100 0 20 0 0 0\nbtime 1700000000\n"),
+            "loadavg": "0.50 0.40 0.30 2/345 6789\n",
+            "uptime": own["uptime"],
+            "self/stat": own["stat"],
+            "self/statm": own["statm"],
+        }
+        self.files: dict[str, Path] = {name: root / "proc" / name for name in self.contents}
+        if cgroup:
+            cgroup_files = {
+                "self/cgroup": ("proc", "0::/a\n"),
+                "memory.max": ("cgroup/a", f"{2 * GiB}\n"),
+                "memory.high": ("cgroup/a", "max\n"),
+                "memory.current": ("cgroup/a", f"{GiB}\n"),
+                "memory.stat": ("cgroup/a",
+                                f"anon {GiB // 2}\nfile {GiB // 2}\ninactive_file {GiB // 4}\n"),
+                "memory.pressure": ("cgroup/a", self.PSI),
+                "cpu.pressure": ("cgroup/a", self.PSI),
+                "io.pressure": ("cgroup/a", self.PSI),
+                "cpu.max": ("cgroup/a", "150000 100000\n"),
+            }
+            for name, (directory, content) in cgroup_files.items():
+                self.contents[name] = content
+                self.files[name] = root / directory / name.removeprefix("self/")
+            self.files["self/cgroup"] = root / "proc" / "self" / "cgroup"
+            self.contents["cgroup.controllers"] = "cpu io memory\n"
+            self.files["cgroup.controllers"] = root / "cgroup" / "cgroup.controllers"
+        for name in self.contents:
+            self.restore(name)
+        (root / "proc" / str(os.getpid()) / "task").mkdir(parents=True, exist_ok=True)
+
+    @property
+    def roots(self) -> Any:
+        from resguard._probes.paths import Roots
+
+        return Roots(proc=str(self.root / "proc"), cgroup=str(self.root / "cgroup"))
+
+    def path(self, name: str) -> str:
+        return str(self.files[name])
+
+    def damage(self, name: str, kind: str) -> None:
+        """Break file *name*: ``garbage``, ``truncated`` (cut inside its first line),
+        ``empty``, ``huge`` (megabytes of junk), ``unreadable`` (a read fails with an I/O
+        error: the path is a directory), ``missing``. ``vanished`` needs the read itself
+        to fail and is done by the tests with :func:`vanish`."""
+        import shutil
+
+        path = self.files[name]
+        content = self.contents[name]
+        if path.is_dir():
+            shutil.rmtree(path)
+        if kind == "garbage":
+            path.write_bytes(b"\x00\xff not a kernel file {[( 12abc -5 nan\n")
+        elif kind == "truncated":
+            first = content.split("\n", 1)[0]
+            path.write_text(first[: max(len(first) // 2, 1)])
+        elif kind == "empty":
+            path.write_text("")
+        elif kind == "huge":
+            line = b"x" * 79 + b"\n"
+            path.write_bytes(line * (self.HUGE_BYTES // len(line)))
+        elif kind == "unreadable":
+            path.unlink(missing_ok=True)
+            path.mkdir()
+        elif kind == "missing":
+            path.unlink(missing_ok=True)
+        else:
+            raise AssertionError(f"unknown damage {kind!r}")
+
+    def restore(self, name: str) -> None:
+        import shutil
+
+        path = self.files[name]
+        if path.is_dir():
+            shutil.rmtree(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.contents[name])

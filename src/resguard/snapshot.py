@@ -436,18 +436,21 @@ class Sampler:
         memory_psi, cpu_psi, io_psi = (path if path and os.path.exists(path) else ""
                                        for path in candidates)
         self._psi_paths = (memory_psi, cpu_psi, io_psi)
+        if setup:
+            # the cgroup could not be found, and with it its PSI
+            origin = setup[0]
+            for name in ("memory", "cpu", "io"):
+                setup.append(Fault(f"pressure.{name}", origin.source, origin.kind,
+                                   origin.detail,
+                                   fallback="system PSI" if self._psi_source else None))
         self._setup_faults = tuple(setup)
         self._once_faults = ()
-        self._previous_self = self._self_baseline()
+        self._previous_self = None  # the first good read of /proc/self/stat sets it
         self._previous_system = (0, 0)  # the first sample reports the average since boot
 
-    def _self_baseline(self) -> tuple[int, float] | None:
+    def _start_baseline(self, start_ticks: int) -> tuple[int, float] | None:
         """(0 ticks, monotonic time this process started), so the first sample reports the
-        process's average since it started; ``None`` when the start cannot be read."""
-        stat_text = self._files.read(self._self_stat_path)
-        stat = _procfs.parse_pid_stat(stat_text) if stat_text is not None else None
-        if stat is None:
-            return None  # the first sample reports the damage of /proc/self/stat
+        process's average since it started; ``None`` when the start cannot be placed."""
         text = self._files.read(self._uptime_path)
         uptime_s = _procfs.parse_uptime(text) if text is not None else None
         if uptime_s is None:
@@ -457,13 +460,13 @@ class Sampler:
                 fallback: str | None = "CLOCK_BOOTTIME"
             except (AttributeError, OSError):
                 fallback = None
-            self._once_faults = (Fault("process.cpu_percent", path, kind,
-                                       detail, fallback=fallback),)
+            self._once_faults = (Fault("process.cpu_percent", path, kind, detail,
+                                       fallback=fallback),)
             if uptime_s is None:
                 return None
-        age_s = uptime_s - stat[5] / _procfs.TICKS_PER_S
+        age_s = uptime_s - start_ticks / _procfs.TICKS_PER_S
         if age_s <= 0:
-            return None  # inconsistent clocks: the first sample sets the baseline
+            return None  # inconsistent clocks: this sample sets the baseline
         return 0, time.monotonic() - age_s
 
     @property
@@ -518,8 +521,12 @@ class Sampler:
         for fault in faults:
             by_source.setdefault(fault.source, fault)
         for source, fault in by_source.items():
-            fields = ", ".join(sorted({item.field for item in faults if item.source == source}))
-            outcome = f"{fields} from {fault.fallback}" if fault.fallback else f"{fields} unknown"
+            mine = [item for item in faults if item.source == source]
+            unknown = sorted({item.field for item in mine if item.fallback is None})
+            filled = sorted({f"{item.field} from {item.fallback}" for item in mine
+                             if item.fallback is not None})
+            outcome = "; ".join(part for part in (
+                ", ".join(unknown) + " unknown" if unknown else "", ", ".join(filled)) if part)
             SENSING_FAULTS.failed(source, f"{fault.kind}: {fault.detail}; {outcome}",
                                   kind=fault.kind)
         current = frozenset(by_source) - {fault.source for fault in once}
@@ -733,8 +740,10 @@ class Sampler:
         rss: int | None = None
         vms: int | None = None
         if stat is not None:
-            _, _, _, ticks, threads, _, rss, vms = stat
+            _, _, _, ticks, threads, start_ticks, rss, vms = stat
             previous = self._previous_self
+            if previous is None:
+                previous = self._start_baseline(start_ticks)
             if previous is None:
                 self._previous_self = (ticks, now_monotonic)  # a baseline for the next one
             else:
