@@ -205,3 +205,26 @@ def test_magic_options_errors_and_a_bare_figure(kernel_name: str, tmp_path: Path
     verdict = outputs_of(cells[8], "text/html")
     assert verdict
     assert "WARNING" in verdict[0]
+
+
+@pytest.mark.parametrize(("magic", "line", "text"), [
+    ("cell", "--interval 0", "above zero"),
+    ("cell", "--interval 1ns", "1ms floor"),
+    ("cell", "--uss-interval soon", "'soon'"),
+    ("line", "-n -1", "-1 is negative"),
+    ("line", "--interval soon", "'soon'"),
+])
+def test_bad_magic_options_are_one_line_usage_errors(magic: str, line: str, text: str) -> None:
+    """IPython shows a UsageError as one line; a ResguardError would be a traceback."""
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        shell.extension_manager.load_extension("resguard.notebook")
+        run = (lambda: shell.run_cell_magic("resguard", line, "x = 1")) if magic == "cell" \
+            else (lambda: shell.run_line_magic("resguard_top", line))
+        with pytest.raises(UsageError, match=text):
+            run()
+    finally:
+        InteractiveShell.clear_instance()

@@ -30,6 +30,7 @@ import time
 from typing import Any
 
 try:
+    from IPython.core.error import UsageError
     from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
     from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
     from IPython.display import HTML, Image, display
@@ -37,6 +38,7 @@ except ImportError as error:  # pragma: no cover - exercised by the import test
     raise ImportError("resguard.notebook needs IPython: pip install 'resguard[notebook]'") \
         from error
 
+from resguard._errors import ResguardError
 from resguard.processes import ProcessTable, processes_html
 from resguard.profile import Profile
 from resguard.units import parse_duration
@@ -72,9 +74,12 @@ class ResguardMagics(Magics):
         """Run the cell once under resguard.profile(); show the summary and the plot."""
         args = parse_argstring(self.resguard, line)
         uss = None if str(args.uss_interval).lower() in ("off", "none", "0") else args.uss_interval
-        prof = Profile(args.interval, children=not args.no_children,
-                       tracemalloc=args.tracemalloc, uss_interval=uss,
-                       label=_unquote(args.label))
+        try:
+            prof = Profile(args.interval, children=not args.no_children,
+                           tracemalloc=args.tracemalloc, uss_interval=uss,
+                           label=_unquote(args.label))
+        except ResguardError as error:  # IPython shows a UsageError as one line
+            raise UsageError(f"%%resguard: {error}") from None
         shell = self.shell
         assert shell is not None
         with prof:
@@ -101,10 +106,16 @@ class ResguardMagics(Magics):
     def resguard_top(self, line: str) -> None:
         """Show the top processes by CPU or memory as an HTML table."""
         args = parse_argstring(self.resguard_top, line)
+        try:
+            first_wait_s = parse_duration(args.interval)
+        except ResguardError as error:
+            raise UsageError(f"%resguard_top: --interval: {error}") from None
+        if args.n < 0:
+            raise UsageError(f"%resguard_top: -n {args.n} is negative; expected 0 or more rows")
         if self._table is None:
             self._table = ProcessTable()
             self._table.sample()
-            time.sleep(parse_duration(args.interval))
+            time.sleep(first_wait_s)
         rows = self._table.top(args.n, by=args.by, group=args.group)
         display(HTML(processes_html(rows, f"top {args.n} processes by {args.by}")))
 
