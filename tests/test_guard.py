@@ -727,6 +727,20 @@ def test_an_admission_cannot_be_entered_twice_at_once(monitor: Monitor) -> None:
     assert guard.stats().in_flight == 0
 
 
+def test_a_release_without_an_admission_cannot_corrupt_the_counts(monitor: Monitor) -> None:
+    guard = Guard(monitor=monitor, clock=ManualClock(time.monotonic()))
+    with pytest.raises(InvalidState, match="without a matching acquire"):
+        guard.release(0)
+    reserved = guard.acquire(reserve=MiB)
+    with pytest.raises(InvalidState):
+        guard.release(reserved + 1)
+    with pytest.raises(InvalidType):
+        guard.release("1MiB")  # type: ignore[arg-type]
+    guard.release(reserved)
+    stats = guard.stats()
+    assert (stats.in_flight, stats.reserved_bytes) == (0, 0)
+
+
 # --------------------------------------------------------------------- bad input ---
 
 

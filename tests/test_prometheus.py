@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from resguard import InvalidValue, ResourceExhausted, snapshot
+from resguard import InvalidType, InvalidValue, ResguardError, ResourceExhausted, snapshot
 from resguard._modules.clock import ManualClock
 from resguard.cache import LRUCache
 from resguard.guard import REFUSAL_REASONS, Guard
@@ -234,6 +234,34 @@ def test_every_documented_metric_is_exposed_and_every_exposed_one_documented(
 def test_bad_port_is_refused() -> None:
     with pytest.raises(InvalidValue, match="70000"):
         serve(70000)
+
+
+@pytest.mark.parametrize(("call", "error", "quoted"), [
+    (lambda: serve("9108"), InvalidType, "port='9108'"),
+    (lambda: serve(True), InvalidType, "port=True"),
+    (lambda: serve(0, addr=5), InvalidType, "addr=5"),
+    (lambda: serve(0, addr="nonsense::host"), InvalidValue, "addr='nonsense::host'"),
+    (lambda: serve(0, collector=[5]), InvalidType, "5"),
+    (lambda: ResguardCollector(monitor=5), InvalidType, "monitor=5"),
+    (lambda: ResguardCollector(guards=5), InvalidType, "guards=5"),
+    (lambda: ResguardCollector(guards=["g"]), InvalidType, "'g'"),
+    (lambda: ResguardCollector(caches=[object]), InvalidType, "object"),
+    (lambda: ResguardCollector(models=[3]), InvalidType, "3"),
+    (lambda: ResguardCollector(sampler="s"), InvalidType, "sampler='s'"),
+    (lambda: ResguardCollector(clock=1.0), InvalidType, "clock=1.0"),
+])
+def test_bad_collector_and_server_arguments_are_in_the_error_tree(
+        call: Any, error: type[Exception], quoted: str) -> None:
+    with pytest.raises(error) as info:
+        call()
+    assert isinstance(info.value, ResguardError)
+    assert quoted in str(info.value)
+
+
+def test_a_taken_port_is_an_error_that_says_so() -> None:
+    with serve(0) as first:
+        with pytest.raises(InvalidValue, match=f"port={first.port}"):
+            serve(first.port)
 
 
 def test_repeated_names_become_distinct_series() -> None:

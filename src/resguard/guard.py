@@ -695,7 +695,14 @@ class Guard:
 
     def release(self, reserve: int, held_s: float | None = None) -> None:
         """Give back one admission and its reservation."""
+        if type(reserve) is not int:  # the hot path: one cheap check, no parsing
+            raise InvalidType(f"reserve={reserve!r} is not a whole number of bytes; expected "
+                              f"what acquire() returned")
         with self._lock:
+            if self._in_flight <= 0 or not 0 <= reserve <= self._reserved:
+                raise InvalidState(
+                    f"{self.name}: release(reserve={reserve!r}) without a matching acquire() "
+                    f"({self._in_flight} in flight, {self._reserved} bytes reserved)")
             self._in_flight -= 1
             self._reserved -= reserve
             if held_s is not None:

@@ -89,6 +89,7 @@ except ImportError as error:  # pragma: no cover - exercised by the import test
     raise ImportError("resguard.prometheus needs prometheus_client: "
                       "pip install 'resguard[prometheus]'") from error
 
+from resguard._errors import InvalidType, InvalidValue
 from resguard._modules.clock import Clock, monotonic
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
@@ -115,6 +116,17 @@ METRICS: tuple[str, ...] = (
     "resguard_scrape_errors_total", "resguard_sensing_up", "resguard_sensing_faults",
     "resguard_state_age_seconds", "resguard_verdict_unknown",
 )
+
+
+def _objects(values: Any, what: str, needs: str | None, expected: str) -> list[Any]:
+    """*values* as a list, each having the attribute *needs*; InvalidType otherwise."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise InvalidType(f"{what}={values!r} is not a list; expected a list of {expected}")
+    items = list(values)
+    for item in items:
+        if needs is not None and not hasattr(item, needs):
+            raise InvalidType(f"{what}: {item!r} is not one of the {expected}")
+    return items
 
 
 def _as_cache(obj: Any) -> Any:
@@ -158,13 +170,33 @@ class ResguardCollector(Collector):
     def __init__(self, monitor: Any = None, guards: Iterable[Any] = (),
                  caches: Iterable[Any] = (), models: Iterable[Any] = (),
                  *, sampler: Sampler | None = None, clock: Clock | None = None) -> None:
+        if monitor is not None and not hasattr(monitor, "state"):
+            raise InvalidType(f"monitor={monitor!r} is not a resguard.Monitor; "
+                              f"expected a Monitor or None")
+        guard_list = _objects(guards, "guards", "stats", "resguard.Guard objects")
+        cache_list = [_as_cache(cache) for cache in _objects(caches, "caches", None,
+                                                             "caches")]
+        for cache in cache_list:
+            if not hasattr(cache, "stats"):
+                raise InvalidType(f"caches: {cache!r} is not a resguard.LRUCache or a "
+                                  f"memoized function")
+        model_list = _objects(models, "models", None, "LazyModel or ModelPool objects")
+        for model in model_list:
+            if not hasattr(model, "loaded") and not hasattr(model, "models"):
+                raise InvalidType(f"models: {model!r} is not a resguard.LazyModel or "
+                                  f"ModelPool")
+        if sampler is not None and not isinstance(sampler, Sampler):
+            raise InvalidType(f"sampler={sampler!r} is not a resguard Sampler; "
+                              f"expected a Sampler or None")
+        if clock is not None and not callable(clock):
+            raise InvalidType(f"clock={clock!r} is not callable; expected e.g. time.monotonic")
         self.monitor = monitor
         if clock is None:  # the monitor's own clock: the one its states' ages are in
             clock = getattr(monitor, "_clock", None)
         self._clock: Clock = clock if callable(clock) else monotonic
-        self.guards: tuple[Any, ...] = tuple(guards)
-        self.caches: tuple[Any, ...] = tuple(_as_cache(cache) for cache in caches)
-        self.models: tuple[Any, ...] = tuple(models)
+        self.guards: tuple[Any, ...] = tuple(guard_list)
+        self.caches: tuple[Any, ...] = tuple(cache_list)
+        self.models: tuple[Any, ...] = tuple(model_list)
         self._sampler = sampler
         self._faults = FaultLog(_logger)
         self._errors: dict[str, int] = {}
@@ -422,19 +454,25 @@ def serve(port: int = 9108, addr: str = "127.0.0.1", *,
     your own with monitor, guards, caches and models, or a list of collectors. Loopback by
     default: expose it wider only on purpose (``addr="0.0.0.0"`` in a container).
     """
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        from resguard._errors import InvalidValue
-
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise InvalidType(f"port={port!r} is not a TCP port number; expected 0 to 65535")
+    if not 0 <= port <= 65535:
         raise InvalidValue(f"port={port!r} is not a TCP port; expected 0 to 65535")
-    registry = CollectorRegistry(auto_describe=False)
-    collectors: Sequence[Collector]
+    if not isinstance(addr, str) or not addr:
+        raise InvalidType(f"addr={addr!r} is not an address; expected e.g. '127.0.0.1'")
+    collectors: Sequence[Any]
     if collector is None:
         collectors = (ResguardCollector(),)
     elif hasattr(collector, "collect"):
         collectors = (collector,)
     else:
-        collectors = tuple(collector)
+        collectors = _objects(collector, "collector", "collect", "collectors")
+    registry = CollectorRegistry(auto_describe=False)
     for item in collectors:
         registry.register(item)
-    httpd, thread = start_http_server(port, addr=addr, registry=registry)
+    try:
+        httpd, thread = start_http_server(port, addr=addr, registry=registry)
+    except OSError as error:  # the port is taken, the address is not this machine's
+        raise InvalidValue(f"cannot serve metrics on addr={addr!r}, port={port!r}: {error}; "
+                           f"expected a free port (or port=0) on a local address") from error
     return Server(httpd, thread, registry)
