@@ -563,6 +563,8 @@ def test_a_cgroup_that_does_not_exist_fails_at_construction(tmp_path: Path) -> N
     (tmp_path / "file").write_text("")
     with pytest.raises(InvalidValue):
         Monitor(cgroup=str(tmp_path / "file"), reclaim=False)
+    with pytest.raises(InvalidValue, match="not a cgroup"):
+        Monitor(cgroup=tmp_path, reclaim=False)  # a directory, but no cgroup
     with pytest.raises(InvalidType):
         Monitor(cgroup=5, reclaim=False)  # type: ignore[arg-type]
     with pytest.raises(InvalidValue, match="both"):

@@ -597,6 +597,9 @@ def _sampler_for(cgroup: object) -> Sampler:
     if not isinstance(path, str) or not os.path.isdir(path):
         raise InvalidValue(f"cgroup={cgroup!r} is not a cgroup directory (it does not exist "
                            "or is not a directory)")
+    if not os.path.exists(os.path.join(path, "cgroup.procs")):  # every cgroup, v1 or v2
+        raise InvalidValue(f"cgroup={cgroup!r} is a directory but not a cgroup (it has no "
+                           "cgroup.procs); expected a directory under /sys/fs/cgroup")
     try:
         return Sampler(cgroup=path)
     except ResguardError:
