@@ -154,7 +154,11 @@ class KernelTree:
         """Break file *name*: ``garbage``, ``truncated`` (cut inside its first line),
         ``empty``, ``huge`` (megabytes of junk), ``unreadable`` (a read fails with an I/O
         error: the path is a directory), ``missing``. ``vanished`` needs the read itself
-        to fail and is done by the tests with :func:`vanish`."""
+        to fail and is done by the tests with :func:`vanish`.
+
+        ``unreadable`` and ``missing`` replace the file: do them before a sampler first
+        reads it, since a sampler keeps its files open (a kept descriptor would still read
+        the old file, as it reads the kernel's)."""
         import shutil
 
         path = self.files[name]
