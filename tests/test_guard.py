@@ -670,7 +670,6 @@ def test_hand_over_between_threads_and_tasks_wakes_the_next_at_once(
             while guard.stats().waiting < index + 1:
                 assert time.monotonic() < deadline
                 time.sleep(0.001)
-        time.sleep(1.1)  # every waiter is now asleep past its first safety poll
         started = time.monotonic()
         guard.release(0)
         for future in futures:

@@ -150,16 +150,17 @@ class _Limit:
 
 
 def _loop_caller() -> tuple[Callable[[Callable[[], object]], object], int]:
-    """How to run a callback in the current event loop from any thread, and its thread."""
-    import sniffio
+    """How to run a callback in the current event loop from any thread, and its thread
+    (asyncio's ``call_soon_threadsafe``, else trio's token; no sniffio needed)."""
+    import asyncio
 
-    if sniffio.current_async_library() == "trio":
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio: anyio's other backend is trio
         import trio
 
         return trio.lowlevel.current_trio_token().run_sync_soon, threading.get_ident()
-    import asyncio
-
-    return asyncio.get_running_loop().call_soon_threadsafe, threading.get_ident()
+    return loop.call_soon_threadsafe, threading.get_ident()
 
 
 class _Waiter:
