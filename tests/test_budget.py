@@ -612,3 +612,26 @@ def test_a_path_with_a_nul_or_a_name_too_long_is_a_resguard_error_not_os_error()
     with pytest.raises(InvalidValue, match="NUL"):
         find_config("a\x00b")
     assert find_config("x" * 400) in (None, find_config())  # too long: nothing there
+
+
+@pytest.mark.parametrize(("kwargs", "text"), [
+    ({"name": ""}, "name=''"),
+    ({"kind": "disk"}, "kind='disk'"),
+    ({"pattern": "("}, "pattern='('"),
+    ({"pattern": None}, "pattern=None"),
+    ({"max_bytes": "200MB"}, "max_bytes='200MB'"),
+    ({"max_bytes": True}, "max_bytes=True"),
+    ({"max_bytes": -1}, "max_bytes=-1"),
+    ({"min_bytes": 5, "max_bytes": 1}, "min_bytes=5"),
+    ({"level": "warning"}, "level='warning'"),
+    ({"for_s": float("nan")}, "for_s=nan"),
+    ({"host": 5}, "host=5"),
+])
+def test_a_budget_built_by_hand_is_checked_like_a_parsed_one(kwargs: dict[str, Any],
+                                                             text: str) -> None:
+    from resguard import InvalidType, InvalidValue
+
+    fields = {"name": "a", "kind": "process", "pattern": "x", "min_bytes": None,
+              "max_bytes": 1, **kwargs}
+    with pytest.raises((InvalidType, InvalidValue), match=re.escape(text)):
+        Budget(**fields)

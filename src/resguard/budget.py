@@ -122,6 +122,43 @@ class Budget(ValueMixin):
     for_s: float = 0.0
     host: str | None = None
 
+    def __attrs_post_init__(self) -> None:
+        # A Budget built by hand gets the checks parse() makes, so status() cannot fail later.
+        if not isinstance(self.name, str) or not self.name:
+            raise InvalidType(f"Budget name={self.name!r}: expected a non-empty string")
+        if self.kind not in SELECTORS:
+            raise InvalidValue(f"Budget kind={self.kind!r}: expected one of "
+                               f"{', '.join(SELECTORS)}")
+        if self.kind == "machine" and self.pattern is not None:
+            raise InvalidValue(f"Budget pattern={self.pattern!r}: a machine budget has none")
+        if self.kind != "machine":
+            if not isinstance(self.pattern, str):
+                raise InvalidType(f"Budget pattern={self.pattern!r}: expected a regular "
+                                  f"expression string")
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise InvalidValue(f"Budget pattern={self.pattern!r} is not a regular "
+                                   f"expression ({exc})") from None
+        for what, size in (("max_bytes", self.max_bytes), ("min_bytes", self.min_bytes)):
+            if size is None and what == "min_bytes":
+                continue
+            if isinstance(size, bool) or not isinstance(size, int):
+                raise InvalidType(f"Budget {what}={size!r}: expected a whole number of bytes "
+                                  f"(resguard.parse_bytes reads sizes such as '200MB')")
+            if size < 0:
+                raise InvalidValue(f"Budget {what}={size!r}: expected 0 or more bytes")
+        if self.min_bytes is not None and self.min_bytes > self.max_bytes:
+            raise InvalidValue(f"Budget min_bytes={self.min_bytes!r} is above "
+                               f"max_bytes={self.max_bytes!r}")
+        if not isinstance(self.level, Level):
+            raise InvalidType(f"Budget level={self.level!r}: expected a resguard.Level")
+        if isinstance(self.for_s, bool) or not isinstance(self.for_s, (int, float)) \
+                or not 0 <= self.for_s < float("inf"):
+            raise InvalidValue(f"Budget for_s={self.for_s!r}: expected seconds, 0 or more")
+        if self.host is not None and not isinstance(self.host, str):
+            raise InvalidType(f"Budget host={self.host!r}: expected a URL string or None")
+
     @property
     def range_text(self) -> str:
         if self.min_bytes is None:

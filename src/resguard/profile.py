@@ -322,6 +322,8 @@ class Profile:
                  tb: TracebackType | None) -> None:
         end = time.monotonic()
         cpu_s = time.process_time()
+        if not self._running:  # an exit without an entry would unbalance tracemalloc's users
+            raise InvalidState("this profile is not running: __exit__ without __enter__")
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
