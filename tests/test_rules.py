@@ -1025,3 +1025,14 @@ def test_a_rule_that_raises_is_reported_once_and_the_others_still_judge(caplog):
 def test_evaluate_rejects_what_is_not_a_snapshot_state_or_time(args, kwargs):
     with pytest.raises(InvalidType):
         Policy([Threshold("memory.percent", ">", 80)]).evaluate(*args, **kwargs)
+
+
+def test_a_fault_explains_only_the_metrics_it_covers():
+    load = Threshold("cpu.load_1m", ">", 4, name="load")
+    snapshot = make_snapshot()
+    no_loadavg = attrs.evolve(snapshot, cpu=attrs.evolve(snapshot.cpu, load_1m=None),
+                              faults=(Fault("cpu.percent", "/proc/stat", "garbage", "x"),))
+    assert Policy([load]).evaluate(no_loadavg).known  # absent, not explained by /proc/stat
+    explained = attrs.evolve(no_loadavg, faults=(
+        Fault("cpu.load_1m", "/proc/loadavg", "empty", ""),))
+    assert Policy([load]).evaluate(explained).unknown == ("cpu.load_1m: /proc/loadavg empty",)

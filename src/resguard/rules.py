@@ -375,6 +375,9 @@ def _percent_maximum(metric: str) -> float | None:
     return None if metric.endswith("cpu_percent") else 100.0
 
 
+_DERIVED_SECTIONS: Final = frozenset({"memory", "swap"})  # percent, used... from each other
+
+
 def _explain(snapshot: Snapshot, path: str) -> str | None:
     """Why *path* is unknown in *snapshot*: the fault covering it (or, for a derived figure
     such as ``memory.percent``, a fault in the same section), else ``None``."""
@@ -384,6 +387,8 @@ def _explain(snapshot: Snapshot, path: str) -> str | None:
     fault = snapshot.fault_for(path)
     if fault is None:
         section = path.split(".", 1)[0]
+        if section not in _DERIVED_SECTIONS:
+            return None
         fault = next((item for item in faults if item.field.split(".", 1)[0] == section), None)
         if fault is None:
             return None
