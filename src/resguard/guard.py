@@ -1001,32 +1001,27 @@ class Admission:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> bool | None:
         group, self._task_group = self._task_group, None
+        swallowed = False
         try:
             if group is not None:
-                group.cancel_scope.cancel()
                 import anyio
 
+                group.cancel_scope.cancel()
                 if exc is None or isinstance(exc, anyio.get_cancelled_exc_class()):
                     # a cancellation is the group's own (a breach) or comes from outside:
                     # the group's scope decides which, and swallows only its own
-                    await group.__aexit__(exc_type, exc, tb)
+                    swallowed = bool(await group.__aexit__(exc_type, exc, tb))
                 else:
                     # the block raised: stop the watch without handing it the error, which
                     # would come out wrapped in an ExceptionGroup instead of as it was
                     await group.__aexit__(None, None, None)
         finally:
             self._end()
-        if self.breached is not None and (exc is None
-                                          or not isinstance(exc, Exception)
-                                          or _is_cancellation(exc)):
+        # a breach replaces only the cancellation it caused (or a block that ended anyway);
+        # the block's own exceptions and a cancellation from outside come out unchanged
+        if self.breached is not None and (exc is None or swallowed):
             raise self._guard._count_refusal(self.breached)
         return None
-
-
-def _is_cancellation(error: BaseException) -> bool:
-    import anyio
-
-    return isinstance(error, anyio.get_cancelled_exc_class())
 
 
 def _process_usage_bytes(kind: str) -> int | None:
