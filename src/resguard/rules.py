@@ -1315,14 +1315,14 @@ class Policy:
         elif isinstance(now, bool) or not isinstance(now, (int, float)) or math.isnan(now):
             raise InvalidType(f"now={shown(now)} is not a monotonic time in seconds")
         breaches: list[Breach] | None = None
-        failed: list[str] | None = None
+        failed: dict[int, str] | None = None  # rule index -> reason
         for index, step, rule_state in zip(range(len(self._steps)), self._steps,
                                            state.rule_states, strict=True):
             try:
                 breach = step(snapshot, rule_state, now)
             except Exception as error:  # a broken rule must not silence the others
-                failed = [] if failed is None else failed
-                failed.append(self._rule_failed(index, error))
+                failed = {} if failed is None else failed
+                failed[index] = self._rule_failed(index, error)
                 continue
             if breach is not None:
                 if breaches is None:
@@ -1333,7 +1333,7 @@ class Policy:
             self._recover(failed)
         unknown = self._unknown(snapshot) if snapshot.faults else ()
         if failed:
-            unknown = (*unknown, *failed)
+            unknown = (*unknown, *failed.values())
         if breaches is None:
             return Verdict(Level.OK, (), unknown) if unknown else OK_VERDICT
         return Verdict(max(breach.level for breach in breaches), tuple(breaches), unknown)
@@ -1358,10 +1358,9 @@ class Policy:
             self._faults.failed(f"rule {rule.name!r}", f"{kind}: {error}")
         return reason
 
-    def _recover(self, failed: list[str] | None) -> None:
-        still = {reason.split(" failed: ", 1)[0] for reason in failed or ()}
+    def _recover(self, failed: dict[int, str] | None) -> None:
+        """Log once for each rule that failed before and worked this time."""
         for index in list(self._failing):
-            source = f"rule {self.rules[index].name!r}"
-            if source not in still:
-                del self._failing[index]
-                self._faults.recovered(source)
+            if (failed is None or index not in failed) and self._failing.pop(
+                    index, None) is not None:  # pop: states in other threads share this
+                self._faults.recovered(f"rule {self.rules[index].name!r}")
