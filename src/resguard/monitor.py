@@ -384,7 +384,8 @@ class Monitor:
         *relaxed_interval* while all is calm (verdict OK, memory below *relax_below* of the
         limit, and not growing by a point of the limit between the last two samples);
         *interval* otherwise; shorter still while memory fills up, so that the limit is
-        seen coming at least 20 samples ahead at the measured fill rate.
+        seen coming at least 20 samples ahead at the measured fill rate. Never relaxed
+        while memory or part of the verdict is unknown: blind is not calm.
         """
         if not self.adaptive:
             return self.interval_s
