@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from resguard._probes.paths import Roots
 from resguard.snapshot import (
     ContainersInfo,
     ContainerStats,
@@ -142,9 +142,7 @@ class KernelTree:
         (root / "proc" / str(os.getpid()) / "task").mkdir(parents=True, exist_ok=True)
 
     @property
-    def roots(self) -> Any:
-        from resguard._probes.paths import Roots
-
+    def roots(self) -> Roots:
         return Roots(proc=str(self.root / "proc"), cgroup=str(self.root / "cgroup"))
 
     def path(self, name: str) -> str:

@@ -589,3 +589,35 @@ def test_the_sampler_survives_any_text_in_any_file(tmp_path_factory: pytest.Temp
         assert value is None or value >= 0
     assert snap.cpu.percent is None or 0 <= snap.cpu.percent <= 100
 
+
+
+def test_permission_denied_is_unreadable() -> None:
+    """A real EACCES: as root the check is made by a child that gives up root after
+    importing resguard (root reads any file)."""
+    import json
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="resguard-eacces-"))
+    try:
+        root.chmod(0o755)
+        tree = KernelTree(root, cgroup=False)
+        for directory in (root / "proc", root / "proc" / "self"):
+            directory.chmod(0o755)
+        tree.files["meminfo"].chmod(0o000)
+        code = f"""
+import json, os
+from resguard.snapshot import Sampler
+from resguard._probes.paths import Roots
+if os.geteuid() == 0:
+    os.setgid(65534)
+    os.setuid(65534)
+snap = Sampler(Roots(proc={str(root / "proc")!r})).sample(children=False)
+fault = snap.fault_for("memory.limit")
+print(json.dumps([snap.memory.source, snap.memory.limit, fault.kind, fault.detail]))
+"""
+        source, limit, kind, detail = json.loads(run_python(code))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    assert (source, limit, kind) == ("unknown", None, "unreadable")
+    assert "Permission denied" in detail

@@ -33,16 +33,17 @@ _SORT_KEYS: dict[str, Callable[[ProcessInfo], float]] = {
     "cpu": lambda info: info.cpu_percent,
     "memory": lambda info: info.rss,
 }
+_STAT_READ_BYTES = 1 << 20  # btime follows the per-interrupt counts: far down on big machines
 TOP_COLUMNS = ("pid", "name", "count", "cpu_percent", "rss", "num_threads", "username")
 
 
-def _read(path: str) -> bytes | None:
+def _read(path: str, size: int = READ_CAP_BYTES) -> bytes | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        return os.read(fd, READ_CAP_BYTES)
+        return os.read(fd, size)
     except OSError:
         return None
     finally:
@@ -82,7 +83,7 @@ class ProcessTable:
 
     def _read_boot_time(self) -> float:
         path = os.path.join(self._proc, "stat")
-        raw = _read(path)
+        raw = _read(path, _STAT_READ_BYTES)
         text = raw.decode("ascii", "replace") if raw is not None else None
         btime = _procfs.parse_btime(text) if text is not None else None
         if btime is not None:
