@@ -444,6 +444,29 @@ def test_a_verdict_with_unknowns_follows_on_unknown(clock: ManualClock) -> None:
         pass
 
 
+@pytest.mark.parametrize("damage", ["", "MemTotal: lots\n", "MemTotal: 16"])
+def test_a_damaged_meminfo_follows_on_unknown_end_to_end(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str) -> None:
+    """A real Sampler over a /proc whose meminfo is empty, garbage or cut short."""
+    sampler = fixed_machine(tmp_path)
+    (tmp_path / "proc" / "meminfo").write_text(damage)
+    policy = Policy([Threshold("memory.percent", ">", 90, level=Level.CRITICAL)])
+    clock = ManualClock(time.monotonic())
+    monitor = Monitor(policy=policy, sampler=sampler, reclaim=False, psi_trigger=False,
+                      clock=clock)
+    assert monitor.state.snapshot.memory.limit is None  # unknown, not 0
+    caplog.set_level(logging.WARNING, "resguard")
+    admitting = Guard(memory="90%", reserve="512MiB", monitor=monitor, name="admitting")
+    for _ in range(3):
+        with admitting:
+            pass
+    assert len([m for m in warnings_of(caplog) if "admitting" in m]) == 1
+    refusing = Guard(memory="90%", reserve="512MiB", monitor=monitor, on_unknown="refuse")
+    error = _refusal(refusing)
+    assert error.reason == "unknown"
+    assert "meminfo" in str(error)
+
+
 # -------------------------------------------------------------------- staleness ---
 
 

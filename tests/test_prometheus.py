@@ -304,6 +304,18 @@ def test_unknown_figures_are_absent_never_zero() -> None:
     assert value(samples, "resguard_process_rss_bytes") > 0  # what is known still is
 
 
+def test_a_damaged_source_with_a_stand_in_is_listed_but_sensing_stays_up() -> None:
+    snap = snapshot()
+    fault = Fault("process.rss", "/proc/self/stat", "garbage", "x",
+                  fallback="/proc/self/statm")
+    snap = attrs.evolve(snap, faults=(fault,))
+    collector = ResguardCollector(_FrozenMonitor(State(snap, quiet_policy().evaluate(snap), 1)))
+    with serve(0, collector=collector) as server:
+        samples = scrape(server.url)
+    assert value(samples, "resguard_sensing_up") == 1
+    assert value(samples, "resguard_sensing_faults", field="process.rss", kind="garbage") == 1
+
+
 def test_sensing_is_up_when_everything_is_known(monitor: Monitor) -> None:
     with serve(0, collector=ResguardCollector(monitor)) as server:
         samples = scrape(server.url)

@@ -47,12 +47,12 @@ resguard_model_vram_bytes              gauge    model            GPU memory of a
 resguard_container_memory_used_bytes   gauge    container        a container's working set
 resguard_container_memory_limit_bytes  gauge    container        its limit, when it has one
 resguard_scrape_errors_total           counter  part             parts of scrapes that failed
-resguard_sensing_up                    gauge                     1 when every figure could
-                                                                 be read and the monitor's
+resguard_sensing_up                    gauge                     1 when every figure is
+                                                                 known and the monitor's
                                                                  state is fresh, else 0
-resguard_sensing_faults                gauge    field, kind      1 per part of the snapshot
-                                                                 left unknown (a damaged
-                                                                 source), by kind of damage
+resguard_sensing_faults                gauge    field, kind      1 per damaged source, by
+                                                                 the part of the snapshot
+                                                                 and the kind of damage
 resguard_state_age_seconds             gauge                     age of the monitor's state
                                                                  (with a monitor)
 resguard_verdict_unknown               gauge                     rules that could not judge
@@ -221,7 +221,9 @@ class ResguardCollector(Collector):
         except Exception as error:  # the scrape still answers, without machine figures
             self._failed("snapshot", error)
             snap, verdict = None, None
-        sensing_up = snap is not None and not snap.faults
+        # a fault another source stood in for leaves nothing unknown: listed, but "up"
+        sensing_up = snap is not None and not any(
+            getattr(fault, "fallback", None) is None for fault in snap.faults)
         if snap is not None:
             yield from _system_metrics(snap)
         if verdict is not None and snap is not None and self.monitor is not None:
