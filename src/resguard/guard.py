@@ -21,7 +21,6 @@ import functools
 import inspect
 import math
 import resource
-import sys
 import threading
 import time
 from collections import deque
@@ -42,7 +41,7 @@ from resguard._modules.clock import Clock, monotonic
 from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin
 from resguard.rules import Level
-from resguard.snapshot import Sampler, Snapshot, default_sampler
+from resguard.snapshot import Sampler, Snapshot, default_sampler, invalidate_limits
 from resguard.units import format_bytes, is_percent, parse_bytes, parse_duration, parse_percent
 
 if TYPE_CHECKING:
@@ -1079,7 +1078,5 @@ def limit_self(memory: int | str, *, kind: Literal["as", "data"] = "data") -> in
     resource.setrlimit(which, (limit, hard))
     global _limits_generation
     _limits_generation += 1
-    invalidate = getattr(sys.modules["resguard.snapshot"], "invalidate_limits", None)
-    if invalidate is not None:
-        invalidate()
+    invalidate_limits()
     return limit
