@@ -621,3 +621,16 @@ print(json.dumps([snap.memory.source, snap.memory.limit, fault.kind, fault.detai
         shutil.rmtree(root, ignore_errors=True)
     assert (source, limit, kind) == ("unknown", None, "unreadable")
     assert "Permission denied" in detail
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    ("1s", InvalidType), (None, InvalidType), (True, InvalidType), (-1, InvalidValue),
+    (float("nan"), InvalidValue), (float("inf"), InvalidValue),
+])
+def test_sampler_max_ages_are_checked_when_it_is_made(value: object,
+                                                      error: type[Exception]) -> None:
+    # before: accepted, then a TypeError out of the first sample()
+    with pytest.raises(error, match="limits_max_age_s="):
+        Sampler(limits_max_age_s=value)  # type: ignore[arg-type]
+    with pytest.raises(error, match="slow_files_max_age_s="):
+        Sampler(slow_files_max_age_s=value)  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from resguard._errors import InvalidType
+from resguard._errors import InvalidType, InvalidValue
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin, flatten, html_table
@@ -363,6 +363,14 @@ class Sampler:
                 raise InvalidType(f"cgroup={cgroup!r} is not a text path; expected a str")
             _cgroup.location_of(path, roots)  # fail now (InvalidValue), not on a sample
             cgroup = path
+        for name, value in (("limits_max_age_s", limits_max_age_s),
+                            ("slow_files_max_age_s", slow_files_max_age_s)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InvalidType(f"{name}={value!r} is not a number of seconds; "
+                                  "expected e.g. 1.0")
+            if not 0 <= value < float("inf"):
+                raise InvalidValue(f"{name}={value!r} must be a finite number of seconds "
+                                   ">= 0")
         self._roots = roots
         self._slow_max_age_s = slow_files_max_age_s
         self._limits_max_age_s = limits_max_age_s
@@ -626,9 +634,6 @@ class Sampler:
             path, kind, why = used_damage
             for field in ("memory.used", "memory.available", "memory.percent"):
                 faults.append(Fault(field, path, kind, why))
-        if limit is None and (total is not None or meminfo_damage is None) and used_damage:
-            path, kind, why = used_damage
-            faults.append(Fault("memory", path, kind, why))
         return MemoryInfo(total=total, limit=limit, used=used, available=available,
                           percent=percent, source=source, source_detail=detail,
                           cgroup=location.relative if location else None)
