@@ -634,3 +634,23 @@ def test_sampler_max_ages_are_checked_when_it_is_made(value: object,
         Sampler(limits_max_age_s=value)  # type: ignore[arg-type]
     with pytest.raises(error, match="slow_files_max_age_s="):
         Sampler(slow_files_max_age_s=value)  # type: ignore[arg-type]
+
+
+def test_damaged_statm_under_a_binding_rlimit_data_leaves_used_unknown(
+        tree: KernelTree) -> None:
+    import json
+
+    tree.damage("self/statm", "truncated")
+    code = f"""
+import json, resource
+from resguard.snapshot import Sampler
+from resguard._probes.paths import Roots
+soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+resource.setrlimit(resource.RLIMIT_DATA, (2**30, hard))
+snap = Sampler(Roots(proc={tree.roots.proc!r}, cgroup={tree.roots.cgroup!r})).sample()
+memory, fault = snap.memory, snap.fault_for("memory.used")
+print(json.dumps([memory.source, memory.limit, memory.used, memory.percent,
+                  fault.source, fault.kind]))
+"""
+    assert json.loads(run_python(code)) == [
+        "rlimit", 2**30, None, None, tree.path("self/statm"), "truncated"]
