@@ -193,7 +193,9 @@ def test_magic_options_errors_and_a_bare_figure(kernel_name: str, tmp_path: Path
     assert errors
     assert errors[0].ename == "ValueError"
     assert outputs_of(cells[3], "text/html")  # the summary still shows
-    assert stream_text(cells[4]).split() == ["Profile", "2"]
+    name, count = stream_text(cells[4]).split()
+    assert name == "Profile"
+    assert int(count) >= 2  # the first and the last; IPython's traceback may take 100 ms
     assert stream_text(cells[5]).strip() == "False"
     pngs = outputs_of(cells[5], "image/png")
     assert len(pngs) == 1
