@@ -156,3 +156,84 @@ def test_the_shortcut_for_uniform_lists_matches_getsizeof(items: list[object], k
     unique = {id(item): item for item in items}
     exact = sys.getsizeof(items) + sum(map(sys.getsizeof, unique.values()))
     assert sizeof(items) == exact
+
+
+# ------------------------------------------------------------------ hostile objects (issue 11)
+
+
+class _HostileDict:
+    """An object whose ``__dict__`` raises something other than AttributeError."""
+
+    def __init__(self) -> None:
+        self.payload = bytes(1000)
+
+    def __getattribute__(self, name: str) -> object:
+        if name == "__dict__":
+            raise RuntimeError("no __dict__ for you")
+        return object.__getattribute__(self, name)
+
+
+class _HostileClass:
+    """isinstance() asks ``__class__`` of an object that is not the type it checks."""
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        raise RuntimeError("no class for you")
+
+
+class _HostileList(list):  # type: ignore[type-arg]
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("no iteration for you")
+
+    def __len__(self) -> int:
+        raise RuntimeError("no length for you")
+
+
+class _HostileSizeof:
+    def __sizeof__(self) -> int:
+        raise ValueError("no size for you")
+
+
+def _released_view() -> memoryview:
+    view = memoryview(bytearray(10_000))
+    view.release()
+    return view
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_HostileDict, _HostileClass, lambda: _HostileList([bytes(10)]), _HostileSizeof,
+     _released_view],
+    ids=["__dict__", "__class__", "len-and-iter", "__sizeof__", "released-memoryview"],
+)
+def test_hostile_objects_fall_back_to_a_shallow_size(make: Callable[[], object]) -> None:
+    value = make()
+    size = sizeof(value)
+    assert isinstance(size, int)
+    assert 0 < size < 10_000  # its own header, nothing it might hold
+
+
+def test_a_hostile_item_costs_only_itself_in_a_container() -> None:
+    payload = bytes(50_000)
+    value = [payload, _HostileDict(), _released_view(), _HostileClass()]
+    assert sizeof(value) > 50_000  # the healthy item is still counted in full
+    assert sizeof({"a": payload, "b": _HostileSizeof()}) > 50_000
+
+
+def test_the_sizer_does_not_reach_a_memoized_builtin() -> None:
+    import builtins
+
+    calls = []
+    real_len = builtins.len
+
+    def spy(obj: object) -> int:
+        calls.append(type(obj))
+        return real_len(obj)  # type: ignore[arg-type,unused-ignore]
+
+    builtins.len = spy
+    try:
+        size = sizeof([f"text-{i}" for i in range(10)] + [{"k": b"v" * 100}])
+    finally:
+        builtins.len = real_len
+    assert size > 100
+    assert calls == []

@@ -18,6 +18,9 @@
   from their lengths, without a call per item.
 - Other objects: :func:`sys.getsizeof` plus their ``__dict__`` (one level); pass ``sizeof=`` to
   the cache for anything this does not see (e.g. objects holding native memory).
+- Never raises for what it is given: an object whose ``__sizeof__``, ``__dict__``,
+  ``__class__``, ``__len__`` or iteration raises (or a released ``memoryview``) counts its
+  shallow size, and the rest of the value it sits in is sized as usual.
 
 Error against :mod:`tracemalloc` (the bytes Python allocated to build the value, averaged over
 16 copies), measured by ``benchmarks/bench_cache.py`` on CPython 3.11 / Linux x86-64:
@@ -44,6 +47,10 @@ from __future__ import annotations
 
 import itertools
 import sys
+
+# Bound at import: a memoized builtin put in place of the real one (``builtins.len =
+# memoize(len)``) must not be reached from the sizer that memoize itself calls.
+from builtins import all, getattr, id, isinstance, len, map, sum, type, zip  # noqa: UP029
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -87,15 +94,40 @@ def _buffer_bytes(value: object, header: int) -> int | None:
     return header if header >= nbytes else header + nbytes
 
 
+def _shallow(value: object) -> int:
+    """The object's own size, whatever its ``__sizeof__`` does."""
+    try:
+        return int(_getsizeof(value))
+    except Exception:  # a broken __sizeof__ must not break caching
+        pass
+    try:
+        return max(0, int(object.__sizeof__(value)))  # the C layout, no user code
+    except Exception:
+        return 64
+
+
 def _deep(value: object, depth: int, seen: set[int] | None) -> int:
-    """Size *value* and what it holds down to *depth* levels; *seen* avoids double counting."""
+    """Size *value* and what it holds down to *depth* levels; *seen* avoids double counting.
+
+    Whatever a hostile object raises on the way (``__dict__``, ``__class__``, ``__len__``,
+    iteration, a released memoryview), it counts its shallow size instead.
+    """
+    if type(value) in _FLAT:
+        return _getsizeof(value)
+    try:
+        return _deep_unguarded(value, depth, seen)
+    except Exception:
+        return _shallow(value)
+
+
+def _deep_unguarded(value: object, depth: int, seen: set[int] | None) -> int:
     kind = type(value)
     if kind in _FLAT:
         return _getsizeof(value)
     try:
         header = _getsizeof(value)
-    except Exception:  # a broken __sizeof__ must not break caching
-        header = 64
+    except Exception:
+        header = _shallow(value)
     if isinstance(value, memoryview):
         owner = value.obj
         return header + (_deep(owner, depth - 1, seen) if owner is not None else value.nbytes)
