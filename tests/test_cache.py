@@ -46,11 +46,11 @@ def test_sizes_accept_what_parse_bytes_accepts() -> None:
     ("kwargs", "error", "words"),
     [
         ({"max_bytes": "lots"}, InvalidValue, "max_bytes"),
-        ({"max_bytes": 0}, InvalidValue, "at least 1 byte"),
+        ({"max_bytes": 0.5}, InvalidValue, "less than 1 byte"),
         ({"max_bytes": -5}, InvalidValue, "max_bytes"),
         ({"max_bytes": True}, InvalidType, "max_bytes=True"),
         ({"max_bytes": [1]}, InvalidType, "max_bytes"),
-        ({"max_items": 0}, InvalidValue, "max_items=0"),
+        ({"max_items": -1}, InvalidValue, "max_items=-1"),
         ({"max_items": 2.5}, InvalidType, "max_items=2.5"),
         ({"ttl": "soon"}, InvalidValue, "ttl"),
         ({"ttl": 0}, InvalidValue, "ttl=0"),
@@ -153,11 +153,11 @@ def test_value_larger_than_max_bytes_raises_and_changes_nothing() -> None:
     assert evicted == []
 
 
-def test_keys_count_toward_the_size() -> None:
-    cache: LRUCache[str, bytes] = LRUCache(sizeof=len)
+def test_the_default_sizer_counts_keys_toward_the_size() -> None:
+    cache: LRUCache[str, bytes] = LRUCache()
     long_key = "k" * 10_000
     cache[long_key] = b"v"
-    assert cache.current_bytes == sizeof(long_key) + 1
+    assert cache.current_bytes == sizeof(long_key) + sizeof(b"v")
 
 
 def test_a_sizeof_hook_returning_nonsense_is_reported() -> None:
@@ -244,10 +244,10 @@ def test_reclaim_takes_large_values_first_and_reports_its_accounting() -> None:
     before = cache.current_bytes
     freed = cache.reclaim(1)
     assert "big" not in cache
-    assert freed == before - cache.current_bytes == 50_000 + sizeof("big")
-    freed = cache.reclaim(10_400)
+    assert freed == before - cache.current_bytes == 50_000
+    freed = cache.reclaim(10_250)
     assert "medium" not in cache
-    assert freed >= 10_400
+    assert freed == 10_300
     assert len(cache) == 7  # medium went, then the three least recently used small ones
     assert list(cache) == [f"small{i}" for i in range(3, 10)]
     stats = cache.stats()
@@ -325,6 +325,21 @@ def test_pickles_without_its_lock_and_keeps_time_left() -> None:
 # ------------------------------------------------------------------ the model check
 
 
+class _PoisonKey:
+    """A key that becomes unhashable once ``poisoned``: the extreme of a hash that changed."""
+
+    def __init__(self, value: int) -> None:
+        self.value, self.poisoned = value, False
+
+    def __hash__(self) -> int:
+        if self.poisoned:
+            raise TypeError("this key changed while cached")
+        return self.value
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+
 class CacheModel(RuleBasedStateMachine):
     """Random operations against a list-based model: same LRU order, never over budget."""
 
@@ -338,9 +353,10 @@ class CacheModel(RuleBasedStateMachine):
         self.cache: LRUCache[int, bytes] = LRUCache(
             max_bytes=self.MAX_BYTES, max_items=self.MAX_ITEMS, ttl=self.TTL_S,
             sizeof=len, clock=self.clock)
-        self.model: list[tuple[int, bytes, int, float]] = []  # LRU first: key, value, size, expiry
+        self.model: list[tuple[Any, bytes, int, float]] = []  # LRU first: key, value, size, expiry
+        self.poisoned = 0
 
-    def _find(self, key: int) -> int | None:
+    def _find(self, key: object) -> int | None:
         for index, item in enumerate(self.model):
             if item[0] == key:
                 return index
@@ -351,9 +367,9 @@ class CacheModel(RuleBasedStateMachine):
         self.model = [item for item in self.model if item[3] > now]
 
     @rule(key=st.integers(0, 9), length=st.integers(0, 700))
-    def set(self, key: int, length: int) -> None:
-        value = bytes([key]) * length
-        size = _entry_bytes(key, value)
+    def set(self, key: Any, length: int) -> None:
+        value = bytes([hash(key) % 256]) * length
+        size = len(value)  # the sizeof hook alone is the cost of an entry
         if size > self.MAX_BYTES:
             with pytest.raises(ValueTooLarge):
                 self.cache[key] = value
@@ -367,6 +383,30 @@ class CacheModel(RuleBasedStateMachine):
         while (sum(item[2] for item in self.model) > self.MAX_BYTES
                or len(self.model) > self.MAX_ITEMS):
             self.model.pop(0)
+
+    @rule(length=st.integers(0, 300))
+    def poison(self, length: int) -> None:
+        """Store under a key, then change the key's hash: the entry is lost, nothing breaks."""
+        key = _PoisonKey(1000 + self.poisoned)
+        self.set(key, length)
+        key.poisoned = True
+        if self._find(key) is not None:
+            del self.model[self._find(key)]  # type: ignore[arg-type]
+            self.poisoned += 1
+        list(self.cache)  # iteration finds the broken entry and drops it
+        assert self.cache.stats().broken == self.poisoned
+
+    @rule(how=st.sampled_from(["copy", "deepcopy", "pickle"]))
+    def duplicate(self, how: str) -> None:
+        """A copy carries entries, order, sizes and time left: the model goes on unchanged."""
+        if how == "copy":
+            self.cache = copy.copy(self.cache)
+        elif how == "deepcopy":
+            self.cache = copy.deepcopy(self.cache)
+        else:
+            self.cache = pickle.loads(pickle.dumps(self.cache))
+        self.clock = self.cache._clock  # type: ignore[assignment]
+        assert self.cache.stats().broken == self.poisoned
 
     @rule(key=st.integers(0, 9))
     def get(self, key: int) -> None:
@@ -948,3 +988,337 @@ def test_works_as_the_cache_behind_cachetools_cached() -> None:
     assert payload(10_000) == payload(10_000)  # too large: cachetools swallows the ValueError
     assert calls == {100: 1, 10_000: 2}
     assert store.stats().too_large == 2
+
+
+# ------------------------------------------------------------------ issue 11: hostile use
+
+DEADLOCK_TIMEOUT_S = 10.0
+
+
+def _finishes(target: Any, timeout_s: float = DEADLOCK_TIMEOUT_S) -> list[object]:
+    """Run *target* in a daemon thread; return [result] or [exception]; fail if it hangs."""
+    outcome: list[object] = []
+
+    def body() -> None:
+        try:
+            outcome.append(target())
+        except BaseException as exc:  # reported to the caller
+            outcome.append(exc)
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    assert not thread.is_alive(), "deadlocked"
+    return outcome
+
+
+class _ReentrantKey:
+    """A key whose ``__eq__`` uses the cache it is stored in (CPython's DoubleEq)."""
+
+    def __init__(self, x: int, cache: Any) -> None:
+        self.x, self.cache = x, cache
+
+    def __hash__(self) -> int:
+        return self.x
+
+    def __eq__(self, other: object) -> bool:
+        if self.x == 2:
+            self.cache(_ReentrantKey(1, self.cache))
+        return isinstance(other, _ReentrantKey) and self.x == other.x
+
+
+def test_a_key_whose_eq_reads_the_same_cache_does_not_deadlock() -> None:
+    cache: LRUCache[Any, str] = LRUCache(max_items=10)
+    one, two = _ReentrantKey(1, cache.get), _ReentrantKey(2, cache.get)
+    cache[one] = "one"
+    bytes_of_one = cache.current_bytes
+    cache[two] = "two"
+    assert _finishes(lambda: cache.get(_ReentrantKey(2, cache.get))) == ["two"]
+    assert _finishes(lambda: cache[_ReentrantKey(2, cache.get)]) == ["two"]
+    assert _finishes(lambda: _ReentrantKey(2, cache.get) in cache) == [True]
+    assert _finishes(lambda: cache.pop(_ReentrantKey(2, cache.get))) == ["two"]
+    assert len(cache) == 1
+    assert cache.stats().bytes == bytes_of_one
+
+
+def test_a_memoized_key_whose_eq_calls_the_function_does_not_deadlock() -> None:
+    @memoize(max_items=10)
+    def identity(x: object) -> object:
+        return x
+
+    identity(_ReentrantKey(1, identity))
+    identity(_ReentrantKey(2, identity))
+    [result] = _finishes(lambda: identity(_ReentrantKey(2, identity)))
+    assert isinstance(result, _ReentrantKey)
+    assert result.x == 2
+    assert identity.cache_info().hits >= 1
+
+
+class _Colliding:
+    """Keys that share one hash; comparing an ``explosive`` one raises."""
+
+    def __init__(self, name: str, explosive: bool = False) -> None:
+        self.name, self.explosive = name, explosive
+
+    def __hash__(self) -> int:
+        return 42
+
+    def __eq__(self, other: object) -> bool:
+        if self.explosive or getattr(other, "explosive", False):
+            raise RuntimeError("cannot compare")
+        return self is other
+
+
+def _leader_and_waiter(function: Any, key: object, entered: threading.Event,
+                       release: threading.Event, between: Any) -> tuple[object, object]:
+    """Start a leader computing *key* and a waiter merged onto it; run *between*; release."""
+    outcomes: dict[str, object] = {}
+
+    def call(role: str) -> None:
+        try:
+            outcomes[role] = function(key)
+        except BaseException as exc:  # compared below
+            outcomes[role] = exc
+
+    leader = threading.Thread(target=call, args=("leader",), daemon=True)
+    leader.start()
+    assert entered.wait(DEADLOCK_TIMEOUT_S)
+    waiter = threading.Thread(target=call, args=("waiter",), daemon=True)
+    waiter.start()
+    deadline = time.monotonic() + DEADLOCK_TIMEOUT_S
+    while function.cache_stats().misses < 2:  # the waiter found the computation in flight
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    between()
+    release.set()
+    leader.join(DEADLOCK_TIMEOUT_S)
+    waiter.join(DEADLOCK_TIMEOUT_S)
+    assert not leader.is_alive(), "the leader was stranded"
+    assert not waiter.is_alive(), "a waiter was stranded"
+    return outcomes["leader"], outcomes["waiter"]
+
+
+def test_waiters_are_released_when_storing_fails_on_a_key_that_cannot_be_compared() -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    @memoize(key=lambda k: k)
+    def slow(k: object) -> str:
+        entered.set()
+        release.wait(DEADLOCK_TIMEOUT_S)
+        return "value"
+
+    key = _Colliding("a")
+
+    def plant_a_colliding_key() -> None:
+        slow.cache[_Colliding("b", explosive=True)] = "planted"
+
+    leader, waiter = _leader_and_waiter(slow, key, entered, release, plant_a_colliding_key)
+    assert isinstance(leader, RuntimeError)  # storing raised in the leader's call
+    assert isinstance(waiter, RuntimeError)  # and the waiter got the same error, not a hang
+    assert slow.cache._inflight == {}
+
+
+def test_waiters_are_released_when_the_insert_runs_out_of_memory(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    @memoize
+    def slow(k: int) -> str:
+        entered.set()
+        release.wait(DEADLOCK_TIMEOUT_S)
+        return "value"
+
+    def no_memory(*args: object) -> list[tuple[Any, Any]]:
+        raise MemoryError
+
+    leader, waiter = _leader_and_waiter(
+        slow, 1, entered, release,
+        lambda: monkeypatch.setattr(slow.cache, "_put_locked", no_memory))
+    assert isinstance(leader, MemoryError)
+    assert isinstance(waiter, MemoryError)
+    monkeypatch.undo()
+    assert slow(1) == "value"  # nothing was poisoned: the next call computes and caches
+    assert slow.cache_info().currsize == 1
+
+
+def test_a_waiter_stops_waiting_for_a_leader_thread_that_died(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import resguard.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "LEADER_CHECK_S", 0.01)
+    entered, release = threading.Event(), threading.Event()
+    calls = collections.Counter[str]()
+
+    @memoize
+    def slow(k: int) -> str:
+        calls[threading.current_thread().name] += 1
+        if len(calls) == 1:  # the leader: it will vanish without an answer
+            entered.set()
+            release.wait(DEADLOCK_TIMEOUT_S)
+            raise SystemExit  # a thread ending in a way that skips the release
+        return "value"
+
+    monkeypatch.setattr(slow.cache, "_memo_abandon", lambda *args: None)
+    leader, waiter = _leader_and_waiter(slow, 1, entered, release, lambda: None)
+    assert isinstance(leader, SystemExit)
+    assert waiter == "value"  # computed on its own once the leader was found dead
+    assert sum(calls.values()) == 2
+
+
+class _MutableKey:
+    """Its hash follows ``value``; the tests' other keys are ints whose slots the new hash
+    finds empty (lookups of the old object by its new hash then miss deterministically)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _MutableKey) and self.value == other.value
+
+
+def test_a_ttl_cache_survives_a_key_whose_hash_changed(caplog: pytest.LogCaptureFixture) -> None:
+    clock = ManualClock()
+    cache: LRUCache[Any, str] = LRUCache(ttl="10s", clock=clock)
+    key = _MutableKey(1)
+    cache[key] = "poisoned"
+    cache[5] = "fine"
+    key.value = 2  # its hash changed while it is stored
+    with caplog.at_level(logging.WARNING, logger="resguard.cache"):
+        assert len(cache) == 1
+    assert "can no longer be found" in caplog.text
+    cache[4] = "also fine"
+    assert list(cache) == [5, 4]
+    stats = cache.stats()
+    assert stats.broken == 1
+    assert stats.bytes == sum(sizeof(k) + sizeof(v) for k, v in cache.items())
+    clock.advance(11)
+    assert len(cache) == 0
+    assert cache.stats().expirations == 2
+
+
+def test_a_ttl_cache_survives_an_evicted_key_whose_hash_changed() -> None:
+    clock = ManualClock()
+    cache: LRUCache[Any, str] = LRUCache(max_items=1, ttl="10s", clock=clock)
+    key = _MutableKey(1)
+    cache[key] = "first"
+    key.value = 2
+    cache[13] = "evicts the first"  # its expiry record cannot be found by hash
+    assert len(cache) == 1
+    assert list(cache) == [13]
+    assert cache.stats().items == 1
+    cache[14] = "x"
+    assert list(cache.items()) == [(14, "x")]
+
+
+def test_a_user_sizeof_alone_is_the_cost_of_an_entry() -> None:
+    cache: LRUCache[str, int] = LRUCache(max_bytes=3, sizeof=lambda v: v)
+    cache["a"] = 1
+    cache["b"] = 2
+    assert cache.currsize == cache.current_bytes == 3
+    with pytest.raises(ValueTooLarge, match="size 4"):
+        cache["c"] = 4
+    assert cache.getsizeof(2) == 2
+    by_items: LRUCache[str, int] = LRUCache(max_items=5, sizeof=lambda v: v)
+    assert by_items.getsizeof(1000) == 1  # without max_bytes a value counts as one item
+    by_items["a"] = 1000
+    assert by_items.currsize == 1
+    assert by_items.current_bytes == 1000
+    assert LRUCache[str, bytes](max_items=3).getsizeof(b"x" * 100) == 1
+
+
+def test_zero_bounds_store_nothing_as_in_cachetools_and_lru_cache() -> None:
+    caches: list[LRUCache[str, bytes]] = [LRUCache(max_items=0), LRUCache(max_bytes=0)]
+    for cache in caches:
+        with pytest.raises(ValueTooLarge):
+            cache["a"] = b"x"
+        assert len(cache) == 0
+        assert cache.stats().too_large == 1
+    calls = []
+
+    @memoize(max_items=0)
+    def f(x: int) -> int:
+        calls.append(x)
+        return x
+
+    assert [f(1), f(1), f(1)] == [1, 1, 1]
+    assert calls == [1, 1, 1]
+    assert f.cache_info() == CacheInfo(hits=0, misses=3, maxsize=0, currsize=0)
+
+
+class _Tagged(LRUCache[str, int]):
+    """A subclass with its own attributes, for copy and pickle (module level: picklable)."""
+
+    def __init__(self, tag: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tag = tag
+        self.seen: list[str] = []
+
+
+@pytest.mark.parametrize("duplicate", [copy.copy, copy.deepcopy,
+                                       lambda c: pickle.loads(pickle.dumps(c))],
+                         ids=["copy", "deepcopy", "pickle"])
+def test_copies_of_a_subclass_keep_its_own_attributes(duplicate: Any) -> None:
+    source = _Tagged("mine", max_items=3)
+    source["a"] = 1
+    source.seen.append("a")
+    twin = duplicate(source)
+    assert type(twin) is _Tagged
+    assert twin.tag == "mine"
+    assert twin.seen == ["a"]
+    assert twin["a"] == 1
+    twin["b"] = 2
+    assert "b" not in source
+    if duplicate is copy.copy:
+        assert twin.seen is source.seen  # a shallow copy shares attributes, as cachetools'
+    else:
+        assert twin.seen is not source.seen
+
+
+def test_only_lru_caches_own_attributes_are_left_out_of_a_pickle() -> None:
+    from resguard.cache import _OWN_ATTRIBUTES
+
+    cache: LRUCache[str, int] = LRUCache(max_items=2, ttl=5, name="x")
+    assert set(vars(cache)) == set(_OWN_ATTRIBUTES)
+
+
+def test_memoizing_builtin_len_and_type_does_not_recurse() -> None:
+    import builtins
+
+    old_len, old_type = builtins.len, builtins.type
+    try:
+        builtins.len = memoize(max_items=4)(len)
+        for i in [0, 0, 1, 2, 3, 3, 4, 5, 6, 1, 7, 2, 1]:
+            assert len("abcdefghijklmn"[:i]) == i
+        builtins.type = memoize(max_items=4)(type)  # type: ignore[misc,assignment]
+        for value in [1, "a", 2.0, (1,), 1, b"x"]:
+            assert type(value) is old_type(value)
+    finally:
+        builtins.len, builtins.type = old_len, old_type  # type: ignore[misc]
+
+
+def test_popitem_on_an_empty_cache_hides_its_context() -> None:
+    with pytest.raises(KeyError) as info:
+        LRUCache().popitem()
+    assert info.value.__suppress_context__
+
+
+def test_repr_starts_with_the_class_name() -> None:
+    assert repr(_Tagged("t", max_items=2)).startswith("_Tagged(")
+
+
+def test_iterating_and_pickling_survive_a_key_whose_hash_changed() -> None:
+    cache: LRUCache[Any, str] = LRUCache(max_items=5)
+    key = _MutableKey(1)
+    cache[100] = "a"
+    cache[key] = "poisoned"
+    cache[200] = "b"
+    key.value = 2
+    assert list(cache) == [100, 200]
+    assert dict(cache.items()) == {100: "a", 200: "b"}
+    assert cache.stats().broken == 1
+    assert cache.stats().bytes == sum(sizeof(k) + sizeof(v) for k, v in cache.items())
+    assert list(pickle.loads(pickle.dumps(cache))) == [100, 200]
+    assert cache.reclaim(1) > 0

@@ -8,10 +8,13 @@ WARNING the ladder shrinks caches before it unloads any model.
 
 Decisions, written down once:
 
-- **Keys count toward the size.** An entry costs ``sizeof(key) + sizeof(value)``: the cache
-  holds both, and memoized calls are often keyed by long prompts or documents. Keys are sized
-  by the default sizer (:func:`resguard._modules.sizeof.sizeof`); ``sizeof=`` sizes values only,
-  so a hook written for your value type never sees a key.
+- **What an entry costs.** With the default sizer an entry costs ``sizeof(key) +
+  sizeof(value)``: the cache holds both, and memoized calls are often keyed by long prompts or
+  documents. A ``sizeof=`` hook is the whole cost of an entry, in the hook's own units (bytes,
+  tokens, rows), as ``getsizeof`` is in ``cachetools``: ``current_bytes == sum(sizeof(v))``.
+- **Zero bounds store nothing.** ``max_items=0`` or ``max_bytes=0`` is a cache that is switched
+  off (as ``maxsize=0`` in ``functools.lru_cache`` and ``cachetools``): every insert raises
+  :class:`ValueTooLarge` and :func:`memoize` computes every call.
 - **A value larger than** ``max_bytes`` **raises** :class:`ValueTooLarge` (a ``ValueError``, as
   ``cachetools`` raises) and changes nothing; ``stats().too_large`` counts them. Raising tells
   the caller at once that ``cache[k] = v`` did not store, where a silent skip would surface
@@ -23,6 +26,12 @@ Decisions, written down once:
   back at once. :meth:`LRUCache.reclaim` evicts the largest entries first (least recently
   used first among equals) and reports the bytes from its own accounting; the ladder
   re-measures the process rather than trusting that figure.
+- **Hostile keys cannot break the cache.** The lock is re-entrant, so a key whose ``__hash__``
+  or ``__eq__`` uses the same cache (or memoized function) does not deadlock. An entry whose
+  key can no longer be found (its hash changed after insertion) is dropped when the cache meets
+  it and counted in ``stats().broken``. A memoized call whose result cannot be stored still
+  releases every caller waiting for it, and a waiter stops waiting for a leader thread that
+  died without an answer.
 """
 
 from __future__ import annotations
@@ -32,6 +41,11 @@ import inspect
 import math
 import operator
 import threading
+
+# Bound at import, not looked up at call time: code may memoize a builtin and put the wrapper
+# in its place (``builtins.len = memoize(len)``, as CPython's own lru_cache test does); the
+# cache's own calls must not reach that wrapper.
+from builtins import callable, getattr, hash, isinstance, len, next, type  # noqa: UP029
 from collections import OrderedDict
 from collections.abc import (
     Awaitable,
@@ -83,7 +97,9 @@ _MISSING: Final[Any] = object()
 
 
 class ValueTooLarge(InvalidValue):
-    """A value (with its key) is larger than the cache's ``max_bytes``; nothing was stored."""
+    """A value is larger than the cache's ``max_bytes`` (or the cache holds nothing: a bound
+    of 0); nothing was stored. ``size_bytes`` is its cost, ``max_bytes`` the bound (0 for
+    ``max_items=0``)."""
 
     def __init__(self, message: str, *, size_bytes: int, max_bytes: int) -> None:
         super().__init__(message)
@@ -100,7 +116,9 @@ class CacheStats:
     :meth:`LRUCache.reclaim` removed (under memory pressure, or on request), in ``shrinks``
     calls; ``expirations`` are entries that outlived ``ttl``; ``too_large`` counts values not
     stored because they alone exceed ``max_bytes``; ``merged`` counts memoized calls that
-    waited for another caller's computation of the same key instead of computing.
+    waited for another caller's computation of the same key instead of computing; ``broken``
+    counts entries dropped because their key could no longer be found (its hash or equality
+    changed after insertion).
     """
 
     hits: int
@@ -116,6 +134,7 @@ class CacheStats:
     items: int
     max_bytes: int | None
     max_items: int | None
+    broken: int = 0
 
     @property
     def hit_rate(self) -> float:
@@ -151,8 +170,12 @@ def _check_max_bytes(value: object) -> int | None:
         result = parse_bytes(value)
     except InvalidValue as exc:
         raise InvalidValue(f"max_bytes: {exc}") from None
-    if result < 1:
-        raise InvalidValue(f"max_bytes={value!r} must be at least 1 byte (or None for no bound)")
+    if result < 0:
+        raise InvalidValue(f"max_bytes={value!r} must not be negative (0 stores nothing; None "
+                           "for no bound)")
+    if result == 0 and isinstance(value, (int, float)) and value != 0:
+        raise InvalidValue(f"max_bytes={value!r} is less than 1 byte; expected 0 (store "
+                           "nothing), at least 1 byte, or None")
     return result
 
 
@@ -161,8 +184,9 @@ def _check_max_items(value: object) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidType(f"max_items={value!r} is not a whole number; expected e.g. 1000 or None")
-    if value < 1:
-        raise InvalidValue(f"max_items={value!r} must be at least 1 (or None for no bound)")
+    if value < 0:
+        raise InvalidValue(f"max_items={value!r} must not be negative (0 stores nothing; None "
+                           "for no bound)")
     return value
 
 
@@ -196,16 +220,18 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
 
     ``max_bytes`` takes what :func:`resguard.parse_bytes` takes (``"512MiB"``, ``2**20``);
     ``max_items`` a count; ``ttl`` what :func:`resguard.parse_duration` takes (``"5m"``, 30).
-    With neither bound the cache grows until memory pressure shrinks it. ``sizeof(value)``
-    returns a value's bytes (keys are sized by the default sizer; see the module docstring).
+    With neither bound the cache grows until memory pressure shrinks it; a bound of 0 stores
+    nothing. ``sizeof(value)`` returns the cost of a value, in the units of ``max_bytes``
+    (without it, the default sizer counts key and value bytes; see the module docstring).
     ``on_evict(key, value)`` is called, outside the lock, for every entry the cache drops on its
     own (capacity, expiry, shrink) but not for ``del``, ``pop`` or ``clear``; an exception from
     it is logged, never raised. ``clock`` is the monotonic clock for TTL (inject one in tests).
 
     Where it makes sense it is a drop-in for ``cachetools.LRUCache``: a subclass may define
-    ``__missing__(key)``, ``maxsize``/``currsize``/``getsizeof`` exist, it pickles (without its
-    lock, TTLs carried as time left), and ``LRUCache[str, bytes]`` works in annotations. Reads
-    through ``[]`` and ``get`` refresh recency; ``in``, iteration and ``items()`` do not.
+    ``__missing__(key)``, ``maxsize``/``currsize``/``getsizeof`` exist, it pickles and copies
+    (without its lock, TTLs carried as time left, a subclass's own attributes kept), and
+    ``LRUCache[str, bytes]`` works in annotations. Reads through ``[]`` and ``get`` refresh
+    recency; ``in``, iteration and ``items()`` do not.
     """
 
     def __init__(
@@ -231,6 +257,7 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         self._max_items = max_items_checked
         self._ttl_s = ttl_checked
         self._sizeof = sizeof
+        self._user_sized = sizeof is not default_sizeof
         self._on_evict = on_evict
         self._clock = clock
         self._name = name if name is not None else f"LRUCache@{id(self):x}"
@@ -239,27 +266,30 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
 
     def _setup(self) -> None:
         """The unpicklable and per-instance state (also rebuilt when unpickling)."""
-        self._lock = threading.Lock()
+        # Re-entrant: a key's __hash__/__eq__ runs under the lock and may use this cache
+        # (CPython's test_need_for_rlock). An uncontended RLock costs what a Lock does.
+        self._lock = threading.RLock()
         self._acquire, self._release = self._lock.acquire, self._lock.release
         self._data: OrderedDict[Any, _Entry] = OrderedDict()  # least recently used first
+        self._get, self._move_to_end = self._data.get, self._data.move_to_end  # hit path
         self._expiry: OrderedDict[Any, None] = OrderedDict()  # insertion order = expiry order
         self._inflight: dict[Any, _Call] = {}
         self._bytes = 0
         self._hits = self._misses = self._evictions = self._expirations = 0
         self._shrinks = self._shrink_evictions = self._reclaimed_bytes = 0
-        self._too_large = self._merged = 0
+        self._too_large = self._merged = self._broken = 0
+        self._broken_logged = False
 
     # ----------------------------------------------------------------- reading
 
     def __getitem__(self, key: K) -> V:
         # The hot path: one lookup, one move, no allocation. Bound acquire/release with
         # try/finally cost half of ``with lock`` and are as safe.
-        data = self._data
         self._acquire()
         try:
-            entry = data.get(key)
+            entry = self._get(key)
             if entry is not None and (self._ttl_s is None or entry[2] > self._clock()):
-                data.move_to_end(key)
+                self._move_to_end(key)
                 self._hits += 1
                 return entry[0]  # type: ignore[no-any-return]
         finally:
@@ -294,16 +324,16 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
 
     def get(self, key: K, /, default: object = None) -> object:
         """The value for *key* (refreshing recency) or *default*; never calls ``__missing__``."""
-        data = self._data
         self._acquire()
         try:
-            entry = data.get(key)
+            entry = self._get(key)
             if entry is not None and (self._ttl_s is None or entry[2] > self._clock()):
-                data.move_to_end(key)
+                self._move_to_end(key)
                 self._hits += 1
                 return entry[0]
         finally:
             self._release()
+        data = self._data
         dropped = None
         with self._lock:
             entry = data.get(key)
@@ -343,14 +373,18 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         """Keys from least to most recently used, from a copy taken under the lock."""
         with self._lock:
             dropped = self._expire_locked(self._clock()) if self._ttl_s is not None else []
-            keys = list(self._data)
+            try:
+                keys = list(self._data)
+            except Exception:  # a broken key: see _repair_locked
+                self._repair_locked()
+                keys = list(self._data)
         self._notify(dropped)
         return iter(keys)
 
     def _snapshot_items(self) -> list[tuple[K, V]]:
         with self._lock:
             dropped = self._expire_locked(self._clock()) if self._ttl_s is not None else []
-            pairs = [(key, entry[0]) for key, entry in self._data.items()]
+            pairs = [(key, entry[0]) for key, entry in self._pairs_locked()]
         self._notify(dropped)
         return pairs
 
@@ -417,7 +451,7 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
                 result = (key, entry[0])
         self._notify(dropped)
         if result is None:
-            raise KeyError("popitem(): cache is empty")
+            raise KeyError("popitem(): cache is empty") from None
         return cast("tuple[K, V]", result)
 
     def setdefault(self, key: K, default: V = None) -> V:  # type: ignore[assignment]
@@ -478,7 +512,7 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
             raise InvalidValue(f"target_bytes={target_bytes!r} must not be negative")
         with self._lock:
             dropped = self._expire_locked(self._clock()) if self._ttl_s is not None else []
-            candidates = list(self._data.items()) if target_bytes > 0 else []
+            candidates = self._pairs_locked() if target_bytes > 0 else []
         # Sort outside the lock: a large cache must not stall readers while it is ordered.
         candidates.sort(key=_entry_size_key, reverse=True)  # stable: LRU first among equals
         freed = 0
@@ -542,6 +576,7 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
                 items=len(self._data),
                 max_bytes=self._max_bytes,
                 max_items=self._max_items,
+                broken=self._broken,
             )
         self._notify(dropped)
         return result
@@ -551,7 +586,7 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         with self._lock:
             self._hits = self._misses = self._evictions = self._expirations = 0
             self._shrinks = self._shrink_evictions = self._reclaimed_bytes = 0
-            self._too_large = self._merged = 0
+            self._too_large = self._merged = self._broken = 0
 
     @property
     def max_bytes(self) -> int | None:
@@ -570,7 +605,8 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
 
     @property
     def current_bytes(self) -> int:
-        """Bytes held now by the cache's accounting (keys and values)."""
+        """What the cache holds now by its accounting: key and value bytes with the default
+        sizer, the sum of ``sizeof(value)`` with a hook."""
         return self._bytes
 
     @property
@@ -586,7 +622,10 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         return self._bytes if self._max_bytes is not None else len(self._data)
 
     def getsizeof(self, value: V) -> int:
-        """``cachetools`` compatibility: the size of *value* by this cache's sizer."""
+        """``cachetools`` compatibility: the size of *value* by this cache's sizer when bounded
+        by bytes, else 1 (a bound in items counts every value as one)."""
+        if self._max_bytes is None:
+            return 1
         return self._size_of_value(value)
 
     def __repr__(self) -> str:
@@ -597,8 +636,9 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
             bound.append(f"max_items={self._max_items}")
         if self._ttl_s is not None:
             bound.append(f"ttl={self._ttl_s:g}s")
-        return (f"<{type(self).__name__} {self._name!r} items={len(self._data)} "
-                f"bytes={format_bytes(self._bytes)}{' ' if bound else ''}{' '.join(bound)}>")
+        # Starts with the class name, as cachetools' reprs do (its test suite checks it).
+        return (f"{type(self).__name__}({self._name!r}, items={len(self._data)}, "
+                f"bytes={format_bytes(self._bytes)}{', ' if bound else ''}{', '.join(bound)})")
 
     # ----------------------------------------------------------------- pickling
 
@@ -606,21 +646,27 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         with self._lock:
             now = self._clock()
             entries = [(key, entry[0], entry[1], entry[2] - now)
-                       for key, entry in self._data.items()]
+                       for key, entry in self._pairs_locked()]
             counters = (self._hits, self._misses, self._evictions, self._expirations,
                         self._shrinks, self._shrink_evictions, self._reclaimed_bytes,
-                        self._too_large, self._merged)
+                        self._too_large, self._merged, self._broken)
+        # A subclass's own attributes travel too (copy.copy shares them, deepcopy copies them).
+        attributes = {name: value for name, value in self.__dict__.items()
+                      if name not in _OWN_ATTRIBUTES}
         return {
             "max_bytes": self._max_bytes, "max_items": self._max_items, "ttl_s": self._ttl_s,
             "sizeof": self._sizeof, "on_evict": self._on_evict, "clock": self._clock,
             "name": self._name, "entries": entries, "counters": counters,
+            "attributes": attributes,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state.get("attributes", {}))
         self._max_bytes = state["max_bytes"]
         self._max_items = state["max_items"]
         self._ttl_s = state["ttl_s"]
         self._sizeof = state["sizeof"]
+        self._user_sized = self._sizeof is not default_sizeof
         self._on_evict = state["on_evict"]
         self._clock = state["clock"]
         self._name = state["name"]
@@ -634,9 +680,10 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         if self._ttl_s is not None:  # the expiry order is the order of time left
             for key, *_ in sorted(live, key=operator.itemgetter(3)):
                 self._expiry[key] = None
+        counters = (*state["counters"], 0)[:10]  # a pickle from before ``broken`` has nine
         (self._hits, self._misses, self._evictions, self._expirations, self._shrinks,
          self._shrink_evictions, self._reclaimed_bytes, self._too_large,
-         self._merged) = state["counters"]
+         self._merged, self._broken) = counters
         _reclaim.register(self)
 
     # ----------------------------------------------------------------- internals
@@ -658,19 +705,30 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         return size
 
     def _entry_size(self, key: object, value: object) -> int:
-        """Bytes of one entry; raises ValueTooLarge (counting it) when it cannot fit."""
-        sizer = self._sizeof
-        value_bytes = sizer(value) if sizer is default_sizeof else self._size_of_value(value)
-        size = default_sizeof(key) + value_bytes
-        if self._max_bytes is not None and size > self._max_bytes:
+        """The cost of one entry; raises ValueTooLarge (counting it) when it cannot fit.
+
+        A ``sizeof=`` hook alone is the cost (cachetools' ``getsizeof``); the default sizer
+        counts the key too.
+        """
+        if self._user_sized:
+            size = self._size_of_value(value)
+        else:
+            size = default_sizeof(key) + default_sizeof(value)
+        max_bytes = self._max_bytes
+        if (max_bytes is not None and size > max_bytes) or self._max_items == 0:
             with self._lock:
                 self._too_large += 1
-            raise ValueTooLarge(
-                f"a {type(value).__name__} of {format_bytes(size)} (with its key) does not fit "
-                f"in a cache of max_bytes={format_bytes(self._max_bytes)}; nothing was stored",
-                size_bytes=size,
-                max_bytes=self._max_bytes,
-            )
+            if self._max_items == 0:
+                message = "a cache of max_items=0 stores nothing; nothing was stored"
+            elif self._user_sized:
+                message = (f"a {type(value).__name__} of size {size} (by sizeof="
+                           f"{self._sizeof!r}) does not fit in a cache of max_bytes={max_bytes}; "
+                           "nothing was stored")
+            else:
+                message = (f"a {type(value).__name__} of {format_bytes(size)} (with its key) "
+                           f"does not fit in a cache of max_bytes={format_bytes(max_bytes or 0)}; "
+                           "nothing was stored")
+            raise ValueTooLarge(message, size_bytes=size, max_bytes=max_bytes or 0)
         return size
 
     def _put_locked(self, key: Any, value: Any, size: int) -> list[tuple[Any, Any]]:
@@ -705,7 +763,10 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         """Account for an entry already popped from ``_data``."""
         self._bytes -= entry[1]
         if self._ttl_s is not None:
-            self._expiry.pop(key, None)
+            try:
+                self._expiry.pop(key, None)
+            except Exception:  # a key that cannot be compared: _expire_locked drops it later
+                pass
 
     def _drop_expired_locked(self, key: Any, entry: _Entry) -> tuple[Any, Any]:
         del self._data[key]
@@ -714,16 +775,82 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         return (key, entry[0])
 
     def _expire_locked(self, now: float) -> list[tuple[Any, Any]]:
-        """Drop entries whose TTL has passed, oldest insertion first; O(expired)."""
+        """Drop entries whose TTL has passed, oldest insertion first; O(expired).
+
+        A key that can no longer be looked up (its hash or ``__eq__`` changed after
+        insertion) makes the OrderedDicts raise KeyError even on iteration: then the broken
+        entries are dropped (:meth:`_repair_locked`) instead of breaking every later call.
+        """
         dropped: list[tuple[Any, Any]] = []
         expiry, data = self._expiry, self._data
+        repairs = 0
         while expiry:
-            key = next(iter(expiry))
-            entry = data[key]
+            try:
+                key = next(iter(expiry))
+                entry = data.get(key)
+            except Exception:
+                entry = None
+            if entry is None:  # in the expiry order but not found: only a repair finds why
+                if repairs == 2:  # a key that fails at random: leave it for the next call
+                    break
+                repairs += 1
+                self._repair_locked()
+                continue
             if entry[2] > now:
                 break
-            dropped.append(self._drop_expired_locked(key, entry))
+            expiry.popitem(last=False)
+            del data[key]
+            self._bytes -= entry[1]
+            self._expirations += 1
+            dropped.append((key, entry[0]))
         return dropped
+
+    def _pairs_locked(self) -> list[tuple[Any, _Entry]]:
+        """``list(self._data.items())``, repairing the cache first if a broken key is met."""
+        try:
+            return list(self._data.items())
+        except Exception:
+            self._repair_locked()
+            return list(self._data.items())
+
+    def _repair_locked(self) -> None:
+        """Drop every entry whose key cannot be found by its hash any more; O(n), rare.
+
+        ``popitem`` finds an entry by the hash it was stored with, so it empties both
+        OrderedDicts whatever their keys do now; healthy keys go back in the same order
+        (in place: the memoize wrappers hold a reference to ``_data``).
+        """
+        data, expiry = self._data, self._expiry
+        broken: set[int] = set()
+        for key in list(dict.keys(data)):  # dict's own iteration does not look keys up
+            try:
+                if key not in data:
+                    broken.add(id(key))
+            except Exception:
+                broken.add(id(key))
+        pairs = [data.popitem(last=False) for _ in range(len(data))]
+        expiry_keys = [expiry.popitem(last=False)[0] for _ in range(len(expiry))]
+        self._bytes = 0
+        kept: set[int] = set()
+        for key, entry in pairs:
+            if id(key) not in broken:
+                try:
+                    data[key] = entry
+                except Exception:
+                    pass
+                else:
+                    self._bytes += entry[1]
+                    kept.add(id(key))
+                    continue
+            self._broken += 1
+        for key in expiry_keys:
+            if id(key) in kept:
+                expiry[key] = None
+        if len(kept) < len(pairs) and not self._broken_logged:
+            self._broken_logged = True
+            logger.warning("cache %r dropped an entry whose key can no longer be found (its "
+                           "hash or equality changed after it was stored); keys must not "
+                           "change while cached; stats().broken counts these", self._name)
 
     def _notify(self, dropped: list[tuple[Any, Any]] | None) -> None:
         """Call ``on_evict`` for dropped pairs, outside the lock; log what it raises."""
@@ -738,8 +865,8 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
 
     # ------------------------------------------------------- memoize internals
 
-    def _memo_miss(self, key: Any, token: Hashable, merge: bool,
-                   new_event: Callable[[], Any]) -> tuple[Any, _Call | None, bool]:
+    def _memo_miss(self, key: Any, token: Hashable,
+                   merge: bool) -> tuple[Any, _Call | None, bool]:
         """After a fast-path miss: (value or _MISSING, call to wait on or lead, leading?)."""
         dropped = None
         try:
@@ -755,51 +882,99 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
                 if not merge:
                     return _MISSING, None, False
                 call = self._inflight.get(key)
-                if call is not None:
+                if call is not None and not call.finished and call.leader_alive():
                     return _MISSING, call, False
-                call = self._inflight[key] = _Call(token, new_event())
+                # none in flight, or one left behind (its key could not be removed, or its
+                # leader thread died without an answer): lead a new computation
+                call = self._inflight[key] = _Call(token)
                 return _MISSING, call, True
         finally:
             if dropped:
                 self._notify(dropped)
 
-    def _memo_store(self, key: Any, value: Any, call: _Call | None) -> None:
-        """Cache a computed value (skipping it when too large) and release its waiters."""
-        size: int | None
-        try:
-            size = self._entry_size(key, value)
-        except ValueTooLarge:
-            size = None
-        except BaseException:
-            self._memo_abandon(key, call, None)
-            raise
-        dropped: list[tuple[Any, Any]] = []
+    def _memo_event(self, call: _Call, new_event: Callable[[], Any]) -> Any:
+        """The event to wait on for *call*, made on the first waiter; None if it is over."""
         with self._lock:
-            if size is not None:
-                dropped = self._put_locked(key, value, size)
-            if call is not None:
-                if self._inflight.get(key) is call:
-                    del self._inflight[key]
-                call.value = value
-                call.done = True
-        if call is not None:
-            call.release()
+            if call.finished:
+                return None
+            if call.event is None:
+                call.event = new_event()
+            return call.event
+
+    def _memo_wait(self, call: _Call) -> None:
+        """Block until *call* is over, or until its leader thread is found dead."""
+        event = self._memo_event(call, threading.Event)
+        if event is None:
+            return
+        while not event.wait(LEADER_CHECK_S):
+            if not call.leader_alive():  # it died without releasing: stop waiting for it
+                self._memo_finish(_MISSING, call, _MISSING, None)
+                return
+
+    def _memo_store(self, key: Any, value: Any, call: _Call | None) -> None:
+        """Cache a computed value (skipping it when too large) and release its waiters.
+
+        Waiters are released whatever happens: when storing raises (a key whose ``__eq__``
+        fails on a hash collision, a MemoryError), they get that error, as the leader does.
+        """
+        dropped: list[tuple[Any, Any]] = []
+        try:
+            try:
+                size = self._entry_size(key, value)
+            except ValueTooLarge:
+                pass  # returned, not cached
+            else:
+                with self._lock:
+                    dropped = self._put_locked(key, value, size)
+        except BaseException as exc:
+            self._memo_finish(key, call, _MISSING, exc)
+            raise
+        self._memo_finish(key, call, value, None)
         self._notify(dropped)
 
     def _memo_abandon(self, key: Any, call: _Call | None, error: BaseException | None) -> None:
         """The leader failed or was cancelled: nothing is cached; waiters see *error* or retry."""
+        self._memo_finish(key, call, _MISSING, error)
+
+    def _memo_finish(self, key: Any, call: _Call | None, value: Any,
+                     error: BaseException | None) -> None:
+        """Mark *call* over (with *value*, else *error*, else for a retry) and wake its waiters.
+
+        Never raises for a key that cannot be compared: the finished call is then left in
+        ``_inflight``, where the next miss of that key replaces it.
+        """
         if call is None:
             return
         with self._lock:
-            if self._inflight.get(key) is call:
-                del self._inflight[key]
-            if isinstance(error, Exception):
+            if value is not _MISSING:
+                call.value = value
+                call.done = True
+            elif isinstance(error, Exception):
                 call.error = error
-        call.release()
+            call.finished = True
+            if key is not _MISSING:
+                try:
+                    if self._inflight.get(key) is call:
+                        del self._inflight[key]
+                except Exception:
+                    pass
+            event = call.event
+        if event is not None:
+            event.set()
 
     def _memo_merged(self) -> None:
         with self._lock:
             self._merged += 1
+
+
+_OWN_ATTRIBUTES: Final = frozenset({
+    "_max_bytes", "_max_items", "_ttl_s", "_sizeof", "_user_sized", "_on_evict", "_clock",
+    "_name", "_lock", "_acquire", "_release", "_data", "_get", "_move_to_end", "_expiry",
+    "_inflight", "_bytes",
+    "_hits", "_misses", "_evictions", "_expirations", "_shrinks", "_shrink_evictions",
+    "_reclaimed_bytes", "_too_large", "_merged", "_broken", "_broken_logged",
+})
+"""LRUCache's own instance attributes; pickling carries every other one (a subclass's)."""
 
 
 def _entry_size_key(pair: tuple[Any, _Entry]) -> int:
@@ -822,21 +997,34 @@ class _ValuesView(ValuesView[V]):
 
 # ===================================================================== memoize
 
+LEADER_CHECK_S: Final = 1.0
+"""How often a thread waiting for another thread's computation checks that it is alive."""
+
+
 class _Call:
-    """One in-flight computation of a key: its owner, and how waiters learn the outcome."""
+    """One in-flight computation of a key: its owner, and how waiters learn the outcome.
 
-    __slots__ = ("done", "error", "event", "owner", "thread", "value")
+    ``finished`` is set (under the cache lock) when the computation is over, with ``done``
+    and ``value`` on success or ``error`` on failure; neither means "try again". The event
+    is made by the first waiter only, so a miss nobody waits for allocates none.
+    """
 
-    def __init__(self, owner: Hashable, event: Any) -> None:
+    __slots__ = ("done", "error", "event", "finished", "leader", "owner", "thread", "value")
+
+    def __init__(self, owner: Hashable) -> None:
         self.owner = owner
         self.thread = threading.get_ident()
-        self.event = event  # a threading.Event (sync) or an anyio.Event (async)
+        # the leading thread, watched by waiters; None for a task (its loop's thread waits)
+        self.leader = None if isinstance(owner, tuple) else threading.current_thread()
+        self.event: Any = None  # a threading.Event (sync) or an anyio.Event (async)
         self.value: Any = None
         self.error: Exception | None = None
         self.done = False
+        self.finished = False
 
-    def release(self) -> None:
-        self.event.set()
+    def leader_alive(self) -> bool:
+        """False when the leading thread ended without finishing (it cannot answer)."""
+        return self.leader is None or self.leader.is_alive()
 
 
 # Who waits for which computation, across every memoized function: a waiter whose wait would
@@ -1035,11 +1223,16 @@ def _sync_wrapper(function: Callable[..., Any], cache: LRUCache[Any, Any],
     expiring = cache._ttl_s is not None
     make_key, fast_types = _make_key, _FAST_TYPES
     get_ident = threading.get_ident
+    # Locals, not globals: the wrapper may itself replace builtins.len (and a bound method
+    # saves a lookup on every hit; ``_data`` is never replaced, only changed in place).
+    len_, type_ = len, type
+    get, move_to_end = data.get, data.move_to_end
+    plain = key is None and not typed  # the default key of one int or str is the argument
 
     def miss(k: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         token = get_ident()
         while True:
-            value, call, leading = cache._memo_miss(k, token, merge, threading.Event)
+            value, call, leading = cache._memo_miss(k, token, merge)
             if value is not _MISSING:
                 return value
             if call is None:  # merging is off: compute like lru_cache
@@ -1050,7 +1243,7 @@ def _sync_wrapper(function: Callable[..., Any], cache: LRUCache[Any, Any],
                 # an async owner, or waiting would deadlock: compute on our own
                 return _compute_sync(function, cache, k, args, kwargs, None)
             try:
-                call.event.wait()
+                cache._memo_wait(call)
             finally:
                 _stop_waiting(token)
             if call.done:
@@ -1061,17 +1254,17 @@ def _sync_wrapper(function: Callable[..., Any], cache: LRUCache[Any, Any],
             # the leader was interrupted without a result: try again
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if key is not None:
-            k = key(*args, **kwargs)
-        elif not kwargs and len(args) == 1 and type(args[0]) in fast_types and not typed:
+        if plain and not kwargs and len_(args) == 1 and type_(args[0]) in fast_types:
             k = args[0]  # as _make_key would, without the call
+        elif key is not None:
+            k = key(*args, **kwargs)
         else:
             k = make_key(args, kwargs, typed)
         acquire()
         try:
-            entry = data.get(k)
+            entry = get(k)
             if entry is not None and (not expiring or entry[2] > clock()):
-                data.move_to_end(k)
+                move_to_end(k)
                 cache._hits += 1
                 return entry[0]
         finally:
@@ -1101,6 +1294,9 @@ def _async_wrapper(function: Callable[..., Awaitable[Any]], cache: LRUCache[Any,
     data, clock = cache._data, cache._clock
     expiring = cache._ttl_s is not None
     make_key, fast_types = _make_key, _FAST_TYPES
+    len_, type_ = len, type
+    get, move_to_end = data.get, data.move_to_end
+    plain = key is None and not typed
 
     async def compute(k: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any],
                       call: _Call | None) -> Any:
@@ -1115,7 +1311,7 @@ def _async_wrapper(function: Callable[..., Awaitable[Any]], cache: LRUCache[Any,
     async def miss(k: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         token = ("task", anyio.get_current_task().id)
         while True:
-            value, call, leading = cache._memo_miss(k, token, merge, anyio.Event)
+            value, call, leading = cache._memo_miss(k, token, merge)
             if value is not _MISSING:
                 return value
             if call is None:
@@ -1127,7 +1323,9 @@ def _async_wrapper(function: Callable[..., Awaitable[Any]], cache: LRUCache[Any,
                 # owned in another thread's event loop, or waiting would deadlock
                 return await compute(k, args, kwargs, None)
             try:
-                await call.event.wait()
+                event = cache._memo_event(call, anyio.Event)
+                if event is not None:
+                    await event.wait()
             finally:
                 _stop_waiting(token)
             if call.done:
@@ -1139,17 +1337,17 @@ def _async_wrapper(function: Callable[..., Awaitable[Any]], cache: LRUCache[Any,
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         # The hit path repeats the sync wrapper's on purpose: a shared helper would add a
         # function call to every hit, the figure the benchmark holds against cachetools.
-        if key is not None:
-            k = key(*args, **kwargs)
-        elif not kwargs and len(args) == 1 and type(args[0]) in fast_types and not typed:
+        if plain and not kwargs and len_(args) == 1 and type_(args[0]) in fast_types:
             k = args[0]
+        elif key is not None:
+            k = key(*args, **kwargs)
         else:
             k = make_key(args, kwargs, typed)
         acquire()
         try:
-            entry = data.get(k)
+            entry = get(k)
             if entry is not None and (not expiring or entry[2] > clock()):
-                data.move_to_end(k)
+                move_to_end(k)
                 cache._hits += 1
                 return entry[0]
         finally:
