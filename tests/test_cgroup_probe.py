@@ -186,3 +186,40 @@ def test_limits_are_cached_for_their_max_age(tmp_path: Path) -> None:
     (tmp_path / "cgroup/a/b/memory.max").write_text(f"{GiB}\n")  # like `docker update`
     assert fresh.sample(children=False).memory.limit == GiB
     assert cached.sample(children=False).memory.limit == 2 * GiB
+
+
+def test_read_memory_survives_a_garbage_memory_stat(tmp_path: Path) -> None:
+    # int() of a garbage value in memory.stat raised ValueError out of read_memory
+    (tmp_path / "memory.current").write_text(f"{GiB}\n")
+    (tmp_path / "memory.max").write_text("max\n")
+    (tmp_path / "memory.stat").write_text("inactive_file lots\nanon 1\n")
+    memory = cgroup.read_memory(tmp_path, "v2")
+    assert memory is not None
+    assert memory.working_set == GiB  # unknown cache counts as used: more, never less
+
+
+def test_pressure_with_a_malformed_number_is_none_not_an_error() -> None:
+    from resguard._probes.psi import parse_pressure
+
+    # [0-9.]+ matched "1.2.3" and float() raised
+    assert parse_pressure("some avg10=1.2.3 avg60=0.00 avg300=0.00 total=1\n") is None
+    assert parse_pressure("some avg10=1.00 avg60=0.00 avg300=0.00 total=1") is None  # cut
+    assert parse_pressure("some avg10=1.00 avg60=0.00 avg300=0.00 total=1\n") is not None
+
+
+@pytest.mark.parametrize("text", ["0 100000\n", "150000 0\n", "-5 100000\n", "abc\n",
+                                  "150000 100000"])
+def test_a_damaged_cpu_max_is_reported_and_skipped(tmp_path: Path, text: str) -> None:
+    roots = v2_tree(tmp_path, {"/a": level(**{"cpu.max": "200000 100000\n"}), "/a/b": level(),
+                               "/a/b/c": level(**{"cpu.max": text})})
+    location = cgroup.locate(roots)
+    assert location is not None
+    reported: list[tuple[str, str, str | None, bool]] = []
+    assert cgroup.cpu_quota(location, report=lambda *args: reported.append(args)) == 2.0
+    damaged = [entry for entry in reported if entry[2] is not None]
+    assert [entry[1] for entry in damaged] == [str(tmp_path / "cgroup/a/b/c/cpu.max")]
+
+
+def test_proc_cgroup_lines_without_a_path_are_ignored() -> None:
+    assert cgroup.parse_proc_cgroup("0::\n4:memory:relative\n") == {}
+    assert cgroup.parse_proc_cgroup("0::/\n") == {"": "/"}
