@@ -762,7 +762,11 @@ class Guard:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.release(self.reserve_bytes)
+        with self._lock:  # release() without its checks: this reservation is the guard's own
+            self._in_flight -= 1
+            self._reserved -= self.reserve_bytes
+            if self._queue:
+                self._queue[0].wake()
 
     async def __aenter__(self) -> Guard:
         await self.acquire_async()
