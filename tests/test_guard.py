@@ -736,6 +736,24 @@ def test_a_failing_measurement_in_exit_still_releases(monkeypatch: pytest.Monkey
     assert (stats.in_flight, stats.reserved_bytes) == (0, 0)
 
 
+@pytest.mark.parametrize("on_unknown", ["admit", "refuse"])
+def test_a_sampler_that_raises_never_reaches_the_caller(
+        monkeypatch: pytest.MonkeyPatch, on_unknown: str) -> None:
+    """Without a Monitor the guard samples on the request path; a failure there is
+    unknown numbers, not an exception out of ``with guard:``."""
+    guard = Guard(memory="90%", reserve="1MiB", on_unknown=on_unknown)  # type: ignore[arg-type]
+    monkeypatch.setattr(guard, "_sampler", BrokenSampler())
+    if on_unknown == "admit":
+        with guard:
+            pass
+        assert guard.breach() is None
+    else:
+        error = _refusal(guard)
+        assert error.reason == "unknown"
+        assert "sampling failed: OSError: the sampler broke" in str(error)
+    assert guard.stats().in_flight == 0
+
+
 def test_an_admission_cannot_be_entered_twice_at_once(monitor: Monitor) -> None:
     guard = Guard(monitor=monitor, clock=ManualClock(time.monotonic()))
     admission = guard.admit(reserve="1MiB")
