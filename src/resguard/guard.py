@@ -1051,7 +1051,9 @@ def limit_self(memory: int | str, *, kind: Literal["as", "data"] = "data") -> in
     The limit must leave room to run: it is refused below what the process already uses of
     it (``VmData``, or ``VmSize`` for ``"as"``) plus 32 MiB, since the process would fail at
     its next allocation. It takes effect at once for every Sampler in the process (their
-    cached limits are dropped), so the next admission already sees it.
+    cached limits are dropped) and every Guard's cached snapshot, so the next admission
+    already sees it; a Monitor's state shows it from its next sample. Every argument is
+    checked before the limit is set: a refused call changes nothing.
     """
     if not isinstance(kind, str) or kind not in ("as", "data"):
         raise InvalidValue(f"kind={kind!r}; expected 'as' or 'data'")
