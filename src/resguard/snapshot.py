@@ -500,8 +500,8 @@ class Sampler:
             limits = self._current_limits(now_monotonic)
             memory = self._memory(text, meminfo, process, limits, faults)
             swap = self._swap(text, meminfo, faults)
-            cpu = self._cpu(limits, faults)
-            pressure = self._pressure(faults)
+            cpu = self._cpu(limits, faults, now_monotonic)
+            pressure = self._pressure(faults, now_monotonic)
             if limits.faults:
                 faults.extend(limits.faults)
             if self._setup_faults:
@@ -677,7 +677,7 @@ class Sampler:
         return SwapInfo(total=total, used=used, free=free,
                         percent=100.0 * used / total if total else 0.0)
 
-    def _cpu(self, limits: _Limits, faults: list[Fault]) -> CpuInfo:
+    def _cpu(self, limits: _Limits, faults: list[Fault], now: float) -> CpuInfo:
         text = self._files.read(self._stat_path)
         ticks = _procfs.parse_total_cpu_ticks(text) if text is not None else None
         if ticks is None:
@@ -694,7 +694,7 @@ class Sampler:
             elif total < previous_total or busy < previous_busy:
                 self._previous_system = ticks  # counters went back: a new baseline
             percent = self._cpu_percent  # no tick since the last sample: the last share
-        loads, damage = self._parse_once(self._loadavg_path, _procfs.parse_loadavg)
+        loads, damage = self._parse_once(self._loadavg_path, _procfs.parse_loadavg, now)
         if loads is None:
             if damage is not None:
                 path, kind, why = damage
@@ -707,13 +707,13 @@ class Sampler:
                        effective=limits.cpu_effective, effective_source=limits.cpu_source,
                        load_1m=load_1m, load_5m=load_5m, load_15m=load_15m)
 
-    def _pressure(self, faults: list[Fault]) -> PressureInfo:
+    def _pressure(self, faults: list[Fault], now: float) -> PressureInfo:
         values: list[ResourcePressure | None] = []
         for name, path in zip(("memory", "cpu", "io"), self._psi_paths, strict=True):
             if not path:
                 values.append(None)
                 continue
-            value, damage = self._parse_once(path, parse_pressure)
+            value, damage = self._parse_once(path, parse_pressure, now)
             if damage is not None:
                 _, kind, why = damage
                 faults.append(Fault(f"pressure.{name}", path, kind, why))
@@ -721,12 +721,11 @@ class Sampler:
         return PressureInfo(memory=values[0], cpu=values[1], io=values[2],
                             source=self._psi_source)
 
-    def _parse_once(self, path: str, parse: Callable[[str], _T | None]
+    def _parse_once(self, path: str, parse: Callable[[str], _T | None], now: float
                     ) -> tuple[_T | None, _Damage | None]:
         """Read and parse a slowly changing file (PSI, load averages), at most once per
         :data:`SLOW_FILES_MAX_AGE_S`; the kernel recomputes their averages every 2 to 5 s.
         Returns the value and, when it is ``None``, why."""
-        now = time.monotonic()
         previous = self._parsed.get(path)
         if previous is not None and now - previous[0] < self._slow_max_age_s:
             return previous[1], previous[2]

@@ -77,9 +77,9 @@ def parse_meminfo(text: str) -> dict[str, int]:
             continue  # the number may be cut short
         parts = text[start + len(key) : end].split()
         if len(parts) == 2 and parts[1] == "kB":
-            value = _count(parts[0])
-            if value is not None:
-                result[key[:-1]] = value * 1024
+            number = parts[0]
+            if number.isdigit() and number.isascii() and len(number) <= _MAX_DIGITS:
+                result[key[:-1]] = int(number) * 1024
     return result
 
 
