@@ -59,8 +59,12 @@ def test_unknown_attributes_raise_attribute_error() -> None:
 
 
 def test_snapshot_is_callable_however_it_was_reached() -> None:
-    import resguard.snapshot as module
+    """The module is callable too. (``import resguard.snapshot as m`` binds the package's
+    attribute, which is the function once ``resguard.snapshot`` was used, e.g. by another
+    test file's import; importlib returns the module whatever the order.)"""
+    import importlib
 
+    module = importlib.import_module("resguard.snapshot")
     assert module().memory.limit > 0  # type: ignore[operator]
     assert resguard.snapshot().memory.limit > 0
     assert module.Sampler is resguard.Sampler
