@@ -324,3 +324,23 @@ def test_unknown_figures_are_shown_as_question_marks_not_zero() -> None:
     frame = format_frame(state, 5, "stale: last sample 3.2 s ago")
     assert "? unknown: memory.percent: /proc/meminfo empty" in frame
     assert "? unknown: stale: last sample 3.2 s ago" in frame
+
+
+def test_watch_names_a_stale_state_and_json_lists_the_unknowns() -> None:
+    import time
+
+    from resguard._modules.clock import ManualClock
+    from resguard.cli import _stale_reason
+
+    clock = ManualClock(time.monotonic())
+    monitor = rg.Monitor(reclaim=False, clock=clock)
+    monitor.sample_now()
+    assert _stale_reason(monitor) is None
+    clock.advance(monitor.stale_after_s + 5)
+    stale = _stale_reason(monitor)
+    assert stale is not None
+    assert stale.startswith("stale: last sample")
+    assert stale in format_line(monitor.state, stale)
+    assert f"? unknown: {stale}" in format_frame(monitor.state, 3, stale)
+    out = resguard("watch", "--once", "--json")
+    assert isinstance(json.loads(out.stdout)["unknown"], list)

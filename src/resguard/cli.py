@@ -138,11 +138,8 @@ def _or_low(value: float | None) -> float:
 
 
 def _unknowns(state: Any, stale: str | None) -> list[str]:
-    """What the verdict could not judge, and why the state is not fresh (``stale``)."""
-    reasons = list(getattr(state.verdict, "unknown", ()))
-    if stale and stale not in reasons and not any(stale.endswith(r) for r in reasons):
-        reasons.insert(0, stale)
-    return reasons
+    """Why the state is not fresh (``stale``), then what the verdict could not judge."""
+    return ([stale] if stale else []) + list(state.verdict.unknown)
 
 
 def format_frame(state: Any, n: int, stale: str | None = None) -> str:
@@ -186,9 +183,10 @@ def format_line(state: Any, stale: str | None = None) -> str:
 
 
 def _stale_reason(monitor: Any) -> str | None:
-    """The monitor's reason not to trust its state (stale, no sample), where it has one."""
-    unknown_reason = getattr(monitor, "unknown_reason", None)
-    return unknown_reason() if callable(unknown_reason) else None
+    """Why the monitor's state is too old to trust ("stale: last sample 3.2 s ago"), or
+    None; the verdict's own unknowns are shown from the verdict."""
+    reason: str | None = monitor.unknown_reason()
+    return None if reason is None or reason.startswith("unknown: ") else reason
 
 
 def _cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
