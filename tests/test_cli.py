@@ -14,6 +14,8 @@ from typing import Any
 import attrs
 import psutil
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import resguard as rg
 from resguard.cli import build_parser, format_frame, format_line, format_snapshot, main
@@ -344,3 +346,38 @@ def test_watch_names_a_stale_state_and_json_lists_the_unknowns() -> None:
     assert f"? unknown: {stale}" in format_frame(monitor.state, 3, stale)
     out = resguard("watch", "--once", "--json")
     assert isinstance(json.loads(out.stdout)["unknown"], list)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.one_of(st.sampled_from(["snapshot", "top", "watch", "docker", "ollama",
+                                           "budget", "stats", "ps", "-n", "--interval",
+                                           "--count", "--by", "--config", "--host", "--json",
+                                           "--preset", "--version", "-h", "--"]),
+                          st.text(max_size=12)), max_size=5))
+def test_the_parser_answers_any_argv_with_at_most_one_line(argv: list[str]) -> None:
+    """Whatever the words, parsing ends in a command to run or one line and exit 2 (the
+    commands themselves are replaced here, so nothing runs for real)."""
+    import contextlib
+    import io
+
+    import resguard.cli as cli
+
+    ran: list[str] = []
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                sub.set_defaults(handler=lambda args, out, name=name: ran.append(name) or 0)
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out), \
+            pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli, "build_parser", lambda: parser)
+        code = main(argv, out=io.StringIO())
+    assert "Traceback" not in err.getvalue()
+    if "-h" in argv or "--version" in argv:
+        assert code in (0, 2)
+    elif code == 0:
+        assert len(ran) == 1
+    else:
+        assert code == 2
+        assert len(err.getvalue().splitlines()) == 1, err.getvalue()
