@@ -654,3 +654,31 @@ print(json.dumps([memory.source, memory.limit, memory.used, memory.percent,
 """
     assert json.loads(run_python(code)) == [
         "rlimit", 2**30, None, None, tree.path("self/statm"), "truncated"]
+
+
+def test_an_explicit_cgroup_removed_while_watched_is_unknown(tree: KernelTree) -> None:
+    import shutil
+
+    directory = tree.root / "cgroup" / "a"
+    sampler = Sampler(tree.roots, cgroup=str(directory), limits_max_age_s=0)
+    assert sampler.sample().memory.limit == 2 * GiB
+    shutil.rmtree(directory)
+    snap = sampler.sample()
+    memory = snap.memory
+    assert (memory.limit, memory.used, memory.percent, memory.source) == (
+        None, None, None, "unknown")  # not the host's numbers: another question
+    fault = snap.fault_for("memory.limit")
+    assert fault is not None
+    assert (fault.source, fault.kind) == (str(directory), "vanished")
+
+
+@pytest.mark.cgroup
+def test_a_real_cgroup_removed_while_watched_is_unknown(memory_cgroup: Any) -> None:
+    memory_cgroup.set_limit(64 * 2**20)
+    sampler = Sampler(cgroup=str(memory_cgroup.path), limits_max_age_s=0)
+    assert sampler.sample(children=False).memory.limit == 64 * 2**20
+    memory_cgroup.cleanup()  # rmdir: the kept descriptors now answer ENODEV
+    snap = sampler.sample(children=False)
+    assert snap.memory.limit is None
+    assert snap.memory.source == "unknown"
+    assert any(fault.kind == "vanished" for fault in snap.faults)

@@ -326,6 +326,7 @@ class _Limits:
     cpu_effective: float
     cpu_source: str
     faults: tuple[Fault, ...]
+    cgroup_gone: bool = False  # the cgroup named by Sampler(cgroup=...) was removed
 
 
 class Sampler:
@@ -565,6 +566,11 @@ class Sampler:
 
         location = self._location
         memory = _cgroup.memory_limit(location, self._files.read, report) if location else None
+        gone = (self._cgroup_dir is not None and location is not None
+                and not os.path.isdir(self._cgroup_dir))
+        if gone:
+            faults = [Fault("memory", self._cgroup_dir or "", "vanished",
+                            "the cgroup directory is gone")]
         rlimits = []
         for name, kind in (("RLIMIT_AS", resource.RLIMIT_AS),
                            ("RLIMIT_DATA", resource.RLIMIT_DATA)):
@@ -581,7 +587,7 @@ class Sampler:
         quota = _cgroup.cpu_quota(location, self._files.read, report) if location else None
         if quota is not None and quota < effective:
             effective, source = quota, "cgroup"
-        self._limits = _Limits(memory, tuple(rlimits), effective, source, tuple(faults))
+        self._limits = _Limits(memory, tuple(rlimits), effective, source, tuple(faults), gone)
         self._limits_expire_s = now_monotonic + self._limits_max_age_s
         self._limits_seen = generation
         return self._limits
@@ -599,15 +605,17 @@ class Sampler:
         used_damage: _Damage | None = meminfo_damage
         if total is not None and host_available is not None:
             used = max(total - host_available, 0)
-        if self._cgroup_dir is not None and location is None:
-            limit, used_damage = None, (self._cgroup_dir, "vanished", "the cgroup is gone")
-            source = "unknown"
+        gone = self._cgroup_dir is not None and (location is None or limits.cgroup_gone)
+        if gone:
+            # the cgroup asked about is gone: the host's numbers would answer another question
+            limit = used = None
+            source, detail = "unknown", ""
         elif (limits.memory is not None and location is not None
                 and (limit is None or limits.memory[0] < limit)):
             bound_limit, directory, name = limits.memory
             limit, source, detail = bound_limit, "cgroup", f"{directory}/{name}"
             used, used_damage = self._cgroup_used(directory, location.version, faults)
-        for name, soft in limits.rlimits:
+        for name, soft in () if gone else limits.rlimits:
             if limit is None or soft < limit:
                 limit, source, detail = soft, "rlimit", name
                 if name == "RLIMIT_AS":
