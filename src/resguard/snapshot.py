@@ -125,7 +125,8 @@ class PressureInfo(ValueMixin):
 class ProcessSelf(ValueMixin):
     """This process: resident and virtual size, USS (only when asked for, it is costly),
     CPU percent since the previous sample (100 = one full core), threads, and the summed
-    RSS of its descendants. A number that could not be read is ``None``."""
+    RSS of its descendants (``None`` when not asked for, like ``uss``). A number that
+    could not be read is ``None``."""
 
     pid: int
     rss: int | None
