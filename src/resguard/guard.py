@@ -325,7 +325,7 @@ class Guard:
         if clock is not None and not callable(clock):
             raise InvalidType(f"clock={clock!r} is not callable; expected e.g. time.monotonic")
         if clock is None:
-            clock = getattr(monitor, "_clock", None) if monitor is not None else None
+            clock = getattr(monitor, "clock", None) if monitor is not None else None
             clock = clock if callable(clock) else monotonic
         self._memory = memory_limit
         self._rss = rss_limit
@@ -373,7 +373,7 @@ class Guard:
                 return _View(state.snapshot, state.verdict.level, unknown)
             # The monitor stopped publishing: its verdict is unknown, but the numbers need
             # not be: sample them here (cached for max_age) rather than trust old ones.
-            sampler = getattr(monitor, "_sampler", None)
+            sampler = getattr(monitor, "sampler", None)
             return self._own_view(sampler if isinstance(sampler, Sampler) else None, unknown)
         return self._own_view(None, None)
 

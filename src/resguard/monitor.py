@@ -297,6 +297,8 @@ class Monitor:
         if self._process_table is not None:
             try:
                 updates["processes"] = tuple(self._process_table.sample())
+                if self._process_table.faults:  # damaged rows were skipped: say so
+                    faults["process table"] = self._process_table.faults
                 self._worked("process table")
             except Exception as error:
                 self._failed("process table", error)
@@ -356,6 +358,16 @@ class Monitor:
                 pass
 
         return unsubscribe
+
+    @property
+    def clock(self) -> Clock:
+        """The monotonic clock the monitor measures ages with (guards share it)."""
+        return self._clock
+
+    @property
+    def sampler(self) -> Sampler:
+        """The sampler behind the fast loop (guards sample through it when it is stale)."""
+        return self._sampler
 
     @property
     def faults(self) -> dict[str, str]:
