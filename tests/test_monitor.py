@@ -670,3 +670,23 @@ def test_a_subscriber_with_a_broken_repr_cannot_stop_the_monitor(tmp_path: Path)
         monitor.sample_now()
     assert Hostile.calls == 4
     assert any("Hostile at 0x" in name for name in monitor.faults)
+
+
+class GarbageRule:
+    name = "garbage"
+    level = Level.WARNING
+
+    def new_state(self) -> None:
+        return None
+
+    def step(self, snapshot: Snapshot, state: None, now: float) -> object:
+        return "not a breach"
+
+
+def test_a_rule_answering_garbage_cannot_break_the_monitor_at_construction(
+        tmp_path: Path) -> None:
+    machine = FixedMachine(tmp_path)
+    monitor = Monitor(policy=Policy([GarbageRule()]), sampler=machine.sampler, reclaim=False)
+    assert monitor.state.verdict.unknown[0].startswith("rule 'garbage' failed")
+    before = monitor.state.sequence
+    assert monitor.sample_now().sequence == before + 1

@@ -1036,3 +1036,38 @@ def test_a_fault_explains_only_the_metrics_it_covers():
     explained = attrs.evolve(no_loadavg, faults=(
         Fault("cpu.load_1m", "/proc/loadavg", "empty", ""),))
     assert Policy([load]).evaluate(explained).unknown == ("cpu.load_1m: /proc/loadavg empty",)
+
+
+class GarbageRule:
+    """A custom rule whose step() answers something that is not a Breach."""
+
+    name = "garbage"
+    level = Level.WARNING
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+
+    def new_state(self) -> None:
+        return None
+
+    def step(self, snapshot, state, now):
+        return self.answer
+
+
+@pytest.mark.parametrize("answer", [
+    "not a breach", 0, True, {"level": 2},
+    attrs.evolve(Breach("x", "memory.percent", ">", 1.0, 0.0, Level.CRITICAL, 0.0, 0.0, 0.0),
+                 level=7),
+])
+def test_a_rule_answering_garbage_is_a_failing_rule_not_a_broken_policy(answer, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="resguard")
+    policy = Policy([GarbageRule(answer), Threshold("memory.percent", ">", 50, name="high")])
+    for t in range(20):
+        verdict = policy.evaluate(make_snapshot(at=t, memory_percent=60))
+        assert verdict.level is Level.WARNING
+        assert [b.rule for b in verdict.breaches] == ["high"]
+        assert len(verdict.unknown) == 1
+        assert verdict.unknown[0].startswith("rule 'garbage' failed: InvalidValue: step() returned")
+    assert sum("garbage" in r.getMessage() for r in caplog.records) == 1

@@ -1225,6 +1225,12 @@ class TimeToLimit:
 # ------------------------------------------------------------------------ policy ---
 
 
+def _is_breach(value: object) -> bool:
+    """Whether a rule's answer is a :class:`Breach` a verdict can be made of (a subclass,
+    at a real :class:`Level`)."""
+    return isinstance(value, Breach) and isinstance(value.level, Level)
+
+
 class PolicyState:
     """Every rule's memory of the past for one :class:`Policy`; one per evaluator thread.
 
@@ -1325,6 +1331,13 @@ class Policy:
                 failed[index] = self._rule_failed(index, error)
                 continue
             if breach is not None:
+                if not (type(breach) is Breach and type(breach.level) is Level) and not _is_breach(
+                        breach):
+                    # garbage from a custom rule is that rule failing, not the policy
+                    failed = {} if failed is None else failed
+                    failed[index] = self._rule_failed(index, InvalidValue(
+                        f"step() returned {shown(breach)[:80]}; expected a Breach or None"))
+                    continue
                 if breaches is None:
                     breaches = [breach]
                 else:
