@@ -635,3 +635,29 @@ def test_a_budget_built_by_hand_is_checked_like_a_parsed_one(kwargs: dict[str, A
               "max_bytes": 1, **kwargs}
     with pytest.raises((InvalidType, InvalidValue), match=re.escape(text)):
         Budget(**fields)
+
+
+@pytest.mark.parametrize(("kwargs", "text"), [
+    ({"processes": 5}, "processes=5"),
+    ({"processes": [1, 2]}, "ProcessInfo rows"),
+    ({"containers": "abc"}, "containers='abc'"),
+    ({"ollama": {"a": 1}}, "ollama={'a': 1}"),
+    ({"machine_used": "1GB"}, "machine_used='1GB'"),
+    ({"machine_used": 10**400}, "expected 0 to"),
+    ({"machine_used": -1}, "machine_used=-1"),
+])
+def test_measure_refuses_data_of_the_wrong_shape(kwargs: dict[str, Any], text: str) -> None:
+    from resguard import InvalidType, InvalidValue
+
+    budgets = Budgets(parse({"budget": [{"name": "p", "process": "x", "max": "1MB"},
+                                        {"name": "m", "machine": True, "max": "1GB"}]}))
+    data: dict[str, Any] = {"processes": [], "containers": [], "ollama": [], "machine_used": 0}
+    with pytest.raises((InvalidType, InvalidValue), match=re.escape(text)):
+        budgets.measure(**{**data, **kwargs})
+
+
+def test_the_score_of_sums_beyond_float_range_is_exact() -> None:
+    big = 2**64
+    items = [ComponentUse("a", "process", "x", big * 3, None, big, "over", 1),
+             ComponentUse("b", "process", "y", big, None, big, "ok", 1)]
+    assert efficiency_score(items) == 50.0

@@ -83,7 +83,7 @@ from resguard._errors import ConfigError, InvalidType, InvalidValue
 from resguard._modules.render import ValueMixin, records_table
 from resguard.rules import Breach, Level
 from resguard.snapshot import ContainerStats, OllamaModelInfo, ProcessInfo, Snapshot
-from resguard.units import format_bytes, parse_bytes, parse_duration
+from resguard.units import MAX_BYTES, format_bytes, parse_bytes, parse_duration
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -229,7 +229,7 @@ def efficiency_score(components: Iterable[ComponentUse]) -> float | None:
         within += min(item.used, item.max_bytes)
     if total == 0:
         return None
-    return 100.0 * within / total
+    return 100 * within / total  # int / int: exact for sums beyond float range
 
 
 # ------------------------------------------------------------------------- loading ---
@@ -524,6 +524,10 @@ class Budgets:
             ollama: Sequence[OllamaModelInfo] | None = None, machine_used: int | None = None,
             detail: str = "") -> ComponentUse:
         """One budget against given data (``None`` data: the component is unavailable)."""
+        if not isinstance(budget, Budget):
+            raise InvalidType(f"use({budget!r}): expected a Budget of this set")
+        _check_data(processes=processes, containers=containers, ollama=ollama,
+                    machine_used=machine_used)
         used: int | None = None
         members: list[str] = []
         pattern = self._patterns.get(budget.name)
@@ -568,6 +572,8 @@ class Budgets:
         """Measure every budget; data not passed in is read now (processes from /proc,
         containers from Docker, models from Ollama, the machine from a snapshot). Docker or
         Ollama being absent or down makes those components ``unavailable``, never an error."""
+        _check_data(processes=processes, containers=containers, ollama=ollama,
+                    machine_used=machine_used)
         kinds = self.kinds()
         details: dict[str, str] = {}
         if processes is None and kinds & {"process", "cmdline"}:
@@ -608,6 +614,26 @@ class Budgets:
     def source(self, name: str = "budgets") -> BudgetSource:
         """A Monitor source filling ``snapshot.processes`` (with command lines)."""
         return BudgetSource(self, name)
+
+
+_ROW_TYPES = {"processes": ProcessInfo, "containers": ContainerStats, "ollama": OllamaModelInfo}
+
+
+def _check_data(*, machine_used: object, **rows: object) -> None:
+    """Data handed to use()/measure(): sequences of rows (or None) and a byte count."""
+    for what, value in rows.items():
+        row_type = _ROW_TYPES[what]
+        if value is None:
+            continue
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence) \
+                or not all(isinstance(row, row_type) for row in value):
+            raise InvalidType(f"{what}={value!r}: expected a sequence of "
+                              f"{row_type.__name__} rows or None")
+    if machine_used is not None and (isinstance(machine_used, bool)
+                                     or not isinstance(machine_used, int)):
+        raise InvalidType(f"machine_used={machine_used!r}: expected a number of bytes or None")
+    if machine_used is not None and not 0 <= machine_used <= MAX_BYTES:
+        raise InvalidValue(f"machine_used={machine_used!r}: expected 0 to {MAX_BYTES} bytes")
 
 
 class BudgetSource:
