@@ -657,7 +657,7 @@ def test_measure_refuses_data_of_the_wrong_shape(kwargs: dict[str, Any], text: s
 
 
 def test_the_score_of_sums_beyond_float_range_is_exact() -> None:
-    big = 2**64
+    big = 10**400  # 100.0 * big overflowed a float
     items = [ComponentUse("a", "process", "x", big * 3, None, big, "over", 1),
              ComponentUse("b", "process", "y", big, None, big, "ok", 1)]
     assert efficiency_score(items) == 50.0
