@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -1322,3 +1322,64 @@ def test_iterating_and_pickling_survive_a_key_whose_hash_changed() -> None:
     assert cache.stats().bytes == sum(sizeof(k) + sizeof(v) for k, v in cache.items())
     assert list(pickle.loads(pickle.dumps(cache))) == [100, 200]
     assert cache.reclaim(1) > 0
+
+
+_ANYTHING = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.integers(min_value=10**300),
+    st.floats(), st.text(max_size=12), st.binary(max_size=4),
+    st.sampled_from(["1e999", "-1KiB", "0", "0B", "5m", "nan", "inf", "10%", "1ns"]),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@given(field=st.sampled_from(["max_bytes", "max_items", "ttl"]), value=_ANYTHING)
+def test_constructors_accept_or_reject_with_a_resguard_error_quoting_the_value(
+        field: str, value: object) -> None:
+    kwargs: dict[str, Any] = {field: value}
+    for build in (lambda: LRUCache(**kwargs), lambda: memoize(**kwargs)):
+        error: BaseException | None = None
+        try:
+            build()
+        except (InvalidValue, InvalidType) as exc:
+            error = exc
+        if error is None:
+            continue
+        assert isinstance(error, (ValueError, TypeError))
+        assert field in str(error)
+        if not isinstance(value, (bytes, list)):
+            assert repr(value)[:20] in str(error) or str(value)[:20] in str(error)
+
+
+@pytest.mark.anyio
+async def test_async_waiters_are_released_when_storing_fails(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    release = anyio.Event()
+
+    @memoize
+    async def slow(x: int) -> int:
+        await release.wait()
+        return x
+
+    def no_memory(*args: object) -> list[tuple[Any, Any]]:
+        raise MemoryError
+
+    outcomes: list[str] = []
+
+    async def call() -> None:
+        try:
+            await slow(1)
+        except MemoryError:
+            outcomes.append("MemoryError")
+
+    with anyio.fail_after(DEADLOCK_TIMEOUT_S):
+        async with anyio.create_task_group() as group:
+            for _ in range(3):
+                group.start_soon(call)
+            while slow.cache_stats().misses < 3:
+                await anyio.sleep(0)
+            monkeypatch.setattr(slow.cache, "_put_locked", no_memory)
+            release.set()
+    assert outcomes == ["MemoryError"] * 3
+    assert slow.cache_stats().merged == 0  # nobody got a value from the failed store
+    monkeypatch.undo()
+    assert await slow(1) == 1
