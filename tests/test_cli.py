@@ -381,3 +381,54 @@ def test_the_parser_answers_any_argv_with_at_most_one_line(argv: list[str]) -> N
     else:
         assert code == 2
         assert len(err.getvalue().splitlines()) == 1, err.getvalue()
+
+
+def _damaged_meminfo(content: bytes, tmp_path: Path, *args: str
+                     ) -> subprocess.CompletedProcess[str]:
+    """Run resguard in a mount namespace where /proc/meminfo is *content* (as root)."""
+    import shutil
+
+    from plugins.integration import unavailable
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        unavailable("damaging /proc/meminfo needs root and unshare(1)")
+    fake = tmp_path / "meminfo"
+    fake.write_bytes(content)
+    script = (f"mount --bind {fake} /proc/meminfo && exec {sys.executable} -m resguard "
+              + " ".join(args))
+    out = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True,
+                         text=True, timeout=60)
+    if "mount" in out.stderr and out.returncode != 0 and "Traceback" not in out.stderr:
+        unavailable(f"cannot bind-mount over /proc/meminfo here: {out.stderr.strip()}")
+    return out
+
+
+@pytest.mark.parametrize("content", [b"garbage\n", b"", b"MemTotal: 16 kB\nMemFree:"])
+def test_a_damaged_meminfo_shows_unknown_never_zero_or_a_traceback(content: bytes,
+                                                                   tmp_path: Path) -> None:
+    out = _damaged_meminfo(content, tmp_path, "snapshot")
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+    first = out.stdout.splitlines()[0]
+    assert first.startswith("memory   ? used of "), first  # a truncated file keeps its total
+    assert "0 B" not in first
+    assert "unknown  memory" in out.stdout
+
+
+def test_watch_with_a_damaged_meminfo_says_what_is_unknown(tmp_path: Path) -> None:
+    out = _damaged_meminfo(b"garbage\n", tmp_path, "watch", "--once", "--json")
+    assert "Traceback" not in out.stderr
+    update = json.loads(out.stdout)
+    assert any("/proc/meminfo" in reason for reason in update["unknown"]), update["unknown"]
+    assert update["snapshot"]["memory"]["limit"] is None
+
+
+def test_budget_with_a_damaged_meminfo_marks_the_machine_unavailable(tmp_path: Path) -> None:
+    config = tmp_path / "budgets.toml"
+    config.write_text("[[budget]]\nname = 'machine'\nmachine = true\nmax = '1TB'\n")
+    out = _damaged_meminfo(b"", tmp_path, "budget", "--json", "--config", str(config))
+    assert out.returncode == 0, out.stderr
+    (component,) = json.loads(out.stdout)["components"]
+    assert component["used"] is None
+    assert component["status"] == "unavailable"
+    assert "unknown" in component["detail"]

@@ -65,7 +65,8 @@ def format_snapshot(snap: Any) -> str:
     lines = [
         f"memory   {_size(memory.used)} used of {_size(memory.limit)} "
         f"({_fixed(memory.percent, '.1f')}%), {_size(memory.available)} available; "
-        f"limit from {memory.source} ({memory.source_detail})",
+        f"limit from {memory.source}"
+        + (f" ({memory.source_detail})" if memory.source_detail else ""),
         f"swap     {_size(snap.swap.used)} used of {_size(snap.swap.total)}",
         f"cpu      {_fixed(cpu.percent, '.1f')}% busy, {_fixed(cpu.effective, 'g')} of "
         f"{_fixed(cpu.count, 'd')} CPUs usable ({cpu.effective_source}), load "
