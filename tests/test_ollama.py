@@ -21,11 +21,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resguard import reclaim
-from resguard._errors import InvalidType, OllamaError, ResourceExhausted
+from resguard._errors import InvalidType, InvalidValue, OllamaError, ResourceExhausted
 from resguard._probes.cgroup import read_memory
-from resguard.ollama import AsyncOllamaModels, OllamaModels, canonical, cli
+from resguard.ollama import AsyncOllamaModels, OllamaModels, canonical, cli, parse_host
 from resguard.snapshot import OllamaModelInfo
 
+from standins.misbehaving import MisbehavingServer
 from standins.ollama_server import (
     BadRequest,
     CatalogueModel,
@@ -601,3 +602,182 @@ def test_monitor_on_warning_unloads_the_idle_model_in_a_squeezed_cgroup(
             assert memory_cgroup.oom_kills() == 0
     finally:
         models.close()
+
+
+# ---------------------------------------------------------------- a misbehaving server
+# What each misbehaviour must be reported as (a part of the OllamaError's message).
+REASONS = {
+    "hang": "within 0.5 s (the deadline covers",
+    "drip": "within 0.5 s (the deadline covers",
+    "drip_headers": "within 0.5 s (the deadline covers",
+    "http500": "HTTP 500",
+    "drop": "cannot reach Ollama",
+    "malformed": "not the Ollama API",
+    "wrong_shape": "not the Ollama API",
+    "deep": "not the Ollama API",
+    "huge": "more than 8.0 MiB",
+    "huge_chunked": "more than 8.0 MiB",
+}
+TIMEOUT_S = 0.5
+BOUND_S = TIMEOUT_S + 1.0  # generous: the deadline plus the machine's slack
+
+
+def _sync_calls(models: OllamaModels) -> dict[str, Callable[[], object]]:
+    return {"loaded": models.loaded, "installed": models.installed,
+            "estimate_bytes": lambda: models.estimate_bytes(SMALL),
+            "unload": lambda: models.unload(SMALL), "ensure": lambda: models.ensure(SMALL),
+            "unload_idle": lambda: models.unload_idle(0),
+            "client.ps": models.client.ps}
+
+
+@pytest.mark.parametrize("mode", list(REASONS))
+def test_every_call_ends_within_its_deadline_whatever_the_server_does(mode: str) -> None:
+    with MisbehavingServer(mode) as server, OllamaModels(
+            server.host, timeout=TIMEOUT_S, register=False) as models:
+        for what, call in _sync_calls(models).items():
+            started = time.monotonic()
+            with pytest.raises((OllamaError, httpx.HTTPError, ollama.ResponseError,
+                                ValueError, RecursionError)) as caught:
+                call()
+            elapsed = time.monotonic() - started
+            assert elapsed < BOUND_S, f"{what} took {elapsed:.1f} s against a {mode} server"
+            if what == "client.ps":
+                continue  # the raw client: bounded by resguard's transport, not translated
+            assert isinstance(caught.value, OllamaError), (what, caught.value)
+            if what in ("loaded", "unload", "ensure", "unload_idle"):
+                assert REASONS[mode] in str(caught.value), (what, str(caught.value))
+            assert caught.value.__cause__ is not None
+
+
+@pytest.mark.parametrize("mode", list(REASONS))
+@pytest.mark.anyio
+async def test_every_async_call_ends_within_its_deadline_whatever_the_server_does(
+        mode: str) -> None:
+    with MisbehavingServer(mode) as server:
+        async with AsyncOllamaModels(server.host, timeout=TIMEOUT_S,
+                                     register=False) as models:
+            calls: dict[str, Callable[[], Any]] = {
+                "loaded": models.loaded, "installed": models.installed,
+                "unload": lambda: models.unload(SMALL),
+                "ensure": lambda: models.ensure(SMALL),
+                "unload_idle": lambda: models.unload_idle(0)}
+            for what, call in calls.items():
+                started = time.monotonic()
+                with pytest.raises(OllamaError) as caught:
+                    await call()
+                elapsed = time.monotonic() - started
+                assert elapsed < BOUND_S, f"{what} took {elapsed:.1f} s ({mode})"
+                assert REASONS[mode] in str(caught.value), (what, str(caught.value))
+
+
+def test_a_huge_answer_is_not_read_in_full(ollama_server: OllamaStandIn) -> None:
+    with MisbehavingServer("huge") as server, OllamaModels(
+            server.host, timeout=30, max_answer="64KiB", register=False) as models:
+        started = time.monotonic()
+        with pytest.raises(OllamaError, match=r"more than 64\.0 KiB"):
+            models.loaded()
+        assert time.monotonic() - started < 1.0  # refused on its Content-Length
+    with OllamaModels(ollama_server.host, max_answer="64KiB", register=False) as models:
+        assert models.loaded() == ()  # a normal answer is well under the cap
+
+
+def test_the_load_request_has_its_own_deadline(ollama_server_factory: Any) -> None:
+    slow = CatalogueModel("slow:1b", 1_000_000, 2_000_000, load_s=1.5)
+    server = ollama_server_factory(catalogue=[slow])
+    with OllamaModels(server.host, timeout=0.5, load_timeout=10, register=False) as models:
+        assert models.ensure("slow:1b").name == "slow:1b"  # 1.5 s load, 0.5 s timeout
+    with OllamaModels(server.host, timeout=0.5, load_timeout=0.5, register=False) as models:
+        models.unload("slow:1b")
+        started = time.monotonic()
+        with pytest.raises(OllamaError, match=r"did not finish loading 'slow:1b' within 0\.5 s"):
+            models.ensure("slow:1b")
+        assert time.monotonic() - started < 0.5 + 1.0
+
+
+@pytest.mark.parametrize("mode", ["hang", "drip", "malformed", "huge", "drop", "http500"])
+def test_monitor_source_degrades_to_none_with_one_warning(
+        mode: str, caplog: pytest.LogCaptureFixture) -> None:
+    from resguard.monitor import Monitor
+
+    with MisbehavingServer(mode) as server, OllamaModels(
+            server.host, timeout=0.5, register=False) as models:
+        monitor = Monitor(sources=[models.source()], reclaim=False, psi_trigger=False)
+        caplog.set_level(logging.WARNING, logger="resguard")
+        for _ in range(3):
+            started = time.monotonic()
+            monitor.sample_slow()
+            assert time.monotonic() - started < 0.5 + 1.0
+            assert monitor.sample_now().snapshot.ollama is None
+        failing = [r for r in caplog.records if "is failing" in r.getMessage()]
+        assert len(failing) == 1, [r.getMessage() for r in failing]
+
+
+@pytest.mark.parametrize("host", ["http://127.0.0.1:99999", "nonsense::host", "", "  ",
+                                  "ftp://127.0.0.1:11434", "http://", "http://a b:1",
+                                  "http://127.0.0.1:", "[::zz]:80", "http://h:1?x=1", 5])
+def test_a_host_that_is_not_one_is_an_invalid_value_quoting_it(host: Any) -> None:
+    with pytest.raises((InvalidValue, InvalidType)) as caught:
+        OllamaModels(host, register=False)
+    assert repr(host) in str(caught.value)
+    with pytest.raises((InvalidValue, InvalidType)):
+        AsyncOllamaModels(host, register=False)
+
+
+def test_hosts_are_read_as_the_ollama_client_reads_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cases = {"1.2.3.4": "http://1.2.3.4:11434", ":56789": "http://127.0.0.1:56789",
+             "http://example.com": "http://example.com:80",
+             "https://example.com": "https://example.com:443",
+             "example.com:56789/path/": "http://example.com:56789/path",
+             "[::1]:8080": "http://[::1]:8080", "HTTP://Localhost:5": "http://localhost:5"}
+    for text, expected in cases.items():
+        assert parse_host(text) == expected
+        with OllamaModels(text, register=False) as models:
+            assert models.host == expected
+    monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:99999")
+    with pytest.raises(InvalidValue, match="OLLAMA_HOST"):
+        OllamaModels(register=False)
+    monkeypatch.delenv("OLLAMA_HOST")
+    assert parse_host(None) == "http://127.0.0.1:11434"
+
+
+@pytest.mark.parametrize("host", ["http://127.0.0.1:99999", "nonsense::host"])
+def test_cli_with_a_bad_host_prints_one_line_and_exits_2(host: str) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert cli("ps", [], host=host, as_json=False, out=out, err=err) == 2
+    assert out.getvalue() == ""
+    assert err.getvalue().count("\n") == 1
+    assert repr(host) in err.getvalue()
+    assert "Traceback" not in err.getvalue()
+
+
+@pytest.mark.parametrize(("kwargs", "error"), [
+    ({"timeout": 0}, InvalidValue), ({"timeout": float("nan")}, InvalidValue),
+    ({"timeout": float("inf")}, InvalidValue), ({"timeout": "soon"}, InvalidValue),
+    ({"timeout": None}, InvalidType), ({"load_timeout": -1}, InvalidValue),
+    ({"max_answer": 0}, InvalidValue), ({"max_answer": "lots"}, InvalidValue),
+    ({"size_factor": float("nan")}, InvalidValue), ({"size_factor": float("inf")}, InvalidValue),
+    ({"size_factor": "2"}, InvalidType), ({"unload_timeout": 0}, InvalidValue),
+    ({"reclaim_min_idle": -1}, InvalidValue), ({"keep_alive": "-soon"}, InvalidValue),
+    ({"keep_alive": float("nan")}, InvalidValue), ({"clock": 3}, InvalidType),
+    ({"register": "no"}, InvalidType), ({"default_keep_alive": [1]}, InvalidType),
+])
+def test_ollama_arguments_are_checked_with_the_value_as_typed(kwargs: dict[str, Any],
+                                                             error: type) -> None:
+    kwargs = {"register": False, **kwargs}
+    with pytest.raises(error) as caught:
+        OllamaModels("127.0.0.1:1", **kwargs)
+    value = next(v for k, v in kwargs.items() if k != "register" or len(kwargs) == 1)
+    assert repr(value).strip("'") in str(caught.value)
+    with pytest.raises(error):
+        AsyncOllamaModels("127.0.0.1:1", **kwargs)
+
+
+def test_an_empty_model_name_from_the_server_is_an_ollama_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"models": [{"name": "", "model": "", "size": 1}]})
+
+    client = ollama.Client(host="http://127.0.0.1:1", transport=httpx.MockTransport(handler))
+    with OllamaModels(client=client, register=False) as models:
+        with pytest.raises(OllamaError, match="not the Ollama API"):
+            models.loaded()
