@@ -605,3 +605,184 @@ def test_api_answers_of_both_cgroup_versions() -> None:
     assert (reading.memory_used, reading.memory_limit) == (44 * MiB, 64 * MiB)
     assert (reading.cpu_ns, reading.pids) == (None, None)
     assert _read_api({"memory_stats": {}}, host) is None  # a container that just stopped
+
+
+# --------------------------------------------------------------------------------------
+# a dead or hung engine: every call ends within its deadline
+
+
+def _dead_engines(tmp_path: Any) -> dict[str, str]:
+    """Addresses where no engine answers: a missing socket, a socket file nobody listens
+    on, and a TCP port that refuses."""
+    from support import free_port
+
+    stale = tmp_path / "stale.sock"
+    import socket as _socket
+
+    listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    listener.bind(str(stale))
+    listener.close()  # the file stays, nothing listens: connect() is refused
+    return {"missing": f"unix://{tmp_path}/missing/docker.sock",
+            "stale": f"unix://{stale}",
+            "refused": f"tcp://127.0.0.1:{free_port()}"}
+
+
+def _calls(engine: Containers) -> dict[str, Any]:
+    return {"stats": engine.stats, "info": engine.info, "limits": engine.limits,
+            "duplicates": engine.duplicates,
+            "set_limit": lambda: engine.set_limit("web", memory="1GiB"),
+            "stop": lambda: engine.stop("web", timeout_s=0),
+            "source": engine.as_source().sample}
+
+
+@pytest.mark.parametrize("where", ["missing", "stale", "refused"])
+def test_a_dead_engine_fails_every_call_with_docker_error_at_once(
+        tmp_path: Any, where: str) -> None:
+    url = _dead_engines(tmp_path)[where]
+    with Containers(base_url=url, timeout_s=1) as engine:
+        messages = set()
+        for name, call in _calls(engine).items():
+            started = time.monotonic()
+            with pytest.raises(resguard.DockerError, match="not reachable") as caught:
+                call()
+            assert time.monotonic() - started < 1 + 1, name
+            messages.add(str(caught.value).split(": ", 1)[1])
+        # one fault reads the same on every call (no object addresses): logged once
+        assert len(messages) == 1, messages
+
+
+def test_an_engine_that_accepts_but_never_answers_fails_within_the_timeout(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from standins.misbehaving import MisbehavingServer
+
+    path = str(tmp_path / "hung.sock")
+    with MisbehavingServer("hang", unix_path=path):
+        for engine in (Containers(base_url=f"unix://{path}", timeout_s=0.5),
+                       _from_environment(monkeypatch, f"unix://{path}")):
+            with engine:
+                for name, call in _calls(engine).items():
+                    started = time.monotonic()
+                    with pytest.raises(resguard.DockerError, match="did not answer in time"):
+                        call()
+                    elapsed = time.monotonic() - started
+                    assert elapsed < 0.5 + 1, f"{name} took {elapsed:.1f} s"
+
+
+def _from_environment(monkeypatch: pytest.MonkeyPatch, url: str) -> Containers:
+    monkeypatch.setenv("DOCKER_HOST", url)
+    return Containers(timeout_s=0.5)
+
+
+def test_monitor_source_of_a_hung_engine_is_none_with_one_warning(
+        tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    monitor, _ = _monitor_module()
+    from standins.misbehaving import MisbehavingServer
+
+    path = str(tmp_path / "hung.sock")
+    with MisbehavingServer("hang", unix_path=path), Containers(
+            base_url=f"unix://{path}", timeout_s=0.5) as engine:
+        mon = monitor.Monitor(sources=[engine.as_source()], reclaim=False, psi_trigger=False)
+        with caplog.at_level(logging.WARNING, logger="resguard"):
+            for _ in range(3):
+                started = time.monotonic()
+                mon.sample_slow()
+                assert time.monotonic() - started < 0.5 + 1
+                assert mon.sample_now().snapshot.containers is None
+    failing = [r for r in caplog.records if "containers is failing" in r.getMessage()]
+    assert len(failing) == 1
+
+
+def test_refused_tcp_engine_is_logged_once_by_the_monitor(
+        tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    monitor, _ = _monitor_module()
+    engine = Containers(base_url=_dead_engines(tmp_path)["refused"], timeout_s=1)
+    mon = monitor.Monitor(sources=[engine.as_source()], reclaim=False, psi_trigger=False)
+    with caplog.at_level(logging.WARNING, logger="resguard"):
+        for _ in range(4):
+            mon.sample_slow()
+    failing = [r for r in caplog.records if "containers is failing" in r.getMessage()]
+    assert len(failing) == 1
+    assert "0x" not in failing[0].getMessage()
+    engine.close()
+
+
+# --------------------------------------------------------------------------------------
+# sizes as Docker reads them (go-units RAMInBytes), arguments
+
+from resguard.docker import docker_bytes  # noqa: E402
+
+_DOCKER_MULTIPLIERS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30,
+                       "t": 1 << 40, "p": 1 << 50}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("512MB", 512 * MiB), ("512mb", 512 * MiB), ("512m", 512 * MiB), ("512M", 512 * MiB),
+    ("512MiB", 512 * MiB), ("512 MB", 512 * MiB), ("2g", 2 << 30), ("2GB", 2 << 30),
+    ("1k", 1024), ("1kb", 1024), ("1KiB", 1024), ("100", 100), ("100b", 100),
+    ("0.5k", 512), ("1.5", 1), ("1.5m", 1572864), (".5g", 1 << 29), ("1t", 1 << 40),
+])
+def test_set_limit_sizes_are_read_as_docker_reads_them(text: str, expected: int) -> None:
+    assert docker_bytes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["512 MiB ", "", "m", "-1m", "1e3", "1mm", "1mbb", "1ki",
+                                  "1 2", "1EiB", "1%", "1  m", "nan", "0x10"])
+def test_sizes_docker_would_refuse_are_refused_quoting_the_value(text: str) -> None:
+    with pytest.raises(resguard.InvalidValue) as caught:
+        docker_bytes(text, "memory")
+    assert repr(text) in str(caught.value)
+
+
+@given(st.integers(min_value=0, max_value=10**6), st.sampled_from(sorted(_DOCKER_MULTIPLIERS)),
+       st.sampled_from(["", "b", "ib"]), st.booleans(), st.booleans())
+def test_docker_sizes_are_binary_and_case_insensitive(number: int, prefix: str, suffix: str,
+                                                      upper: bool, space: bool) -> None:
+    if prefix in ("", "b") and suffix:
+        return  # "bb", "bib", "ib" are not units
+    unit = prefix + suffix
+    text = f"{number}{' ' if space else ''}{unit.upper() if upper else unit}"
+    assert docker_bytes(text) == number * _DOCKER_MULTIPLIERS[prefix]
+
+
+@pytest.mark.parametrize(("kwargs", "error"), [
+    ({"timeout_s": float("nan")}, resguard.InvalidValue),
+    ({"timeout_s": float("inf")}, resguard.InvalidValue),
+    ({"timeout_s": -1}, resguard.InvalidValue), ({"timeout_s": True}, resguard.InvalidType),
+    ({"timeout_s": "soon"}, resguard.InvalidValue), ({"max_workers": 0}, resguard.InvalidValue),
+    ({"max_workers": 2.5}, resguard.InvalidType), ({"max_workers": True}, resguard.InvalidType),
+    ({"method": ["api"]}, resguard.InvalidValue), ({"cgroup_root": 5}, resguard.InvalidType),
+    ({"clock": 5}, resguard.InvalidType), ({"client": "unix:///x"}, resguard.InvalidType),
+    ({"base_url": ""}, resguard.InvalidValue), ({"base_url": 5}, resguard.InvalidValue),
+])
+def test_containers_arguments_are_checked(kwargs: dict[str, Any], error: type) -> None:
+    with pytest.raises(error) as caught:
+        Containers(**kwargs)
+    assert repr(next(iter(kwargs.values()))) in str(caught.value)
+
+
+def test_set_limit_and_stop_check_their_arguments_before_the_engine() -> None:
+    engine = Containers(base_url="unix:///nonexistent/docker.sock")
+    for bad, error in ((True, resguard.InvalidType), ([1], resguard.InvalidType),
+                       (float("nan"), resguard.InvalidValue), (-5, resguard.InvalidValue),
+                       ("512 MB of RAM", resguard.InvalidValue)):
+        with pytest.raises(error):
+            engine.set_limit("web", memory=bad)
+        with pytest.raises(error):
+            engine.set_limit("web", memory="1g", memswap=bad)
+    for bad_timeout in (float("nan"), -1, "x", None):
+        with pytest.raises((resguard.InvalidValue, resguard.InvalidType)):
+            engine.stop("web", timeout_s=bad_timeout)  # type: ignore[arg-type]
+
+
+@pytest.mark.docker
+def test_set_limit_512mb_sets_what_docker_update_would(docker_client: Any,
+                                                        docker_run: Any,
+                                                        engine: Containers) -> None:
+    container = docker_run(HOLD.format(kib=64), memory="64m")
+    after = engine.set_limit(container.id, memory="512MB")
+    host = docker_client.api.inspect_container(container.id)["HostConfig"]
+    assert host["Memory"] == 536870912  # docker update --memory 512MB: 512 MiB
+    assert after.memory_limit == 536870912
+    engine.set_limit(container.id, memory="256m", memswap="1g")
+    host = docker_client.api.inspect_container(container.id)["HostConfig"]
+    assert (host["Memory"], host["MemorySwap"]) == (256 * MiB, 1 << 30)

@@ -16,9 +16,19 @@ engine's one-shot stats. Both ways give the same numbers:
 - ``cpu_percent`` (100 per full core) is measured between two calls on the same
   :class:`Containers`, so the first call has ``None`` for it.
 
-Every failure of the engine (down, socket missing, a refused request) raises
-:class:`resguard.DockerError`; the SDK's exceptions never leak. Nothing here stops a
-container unless :meth:`Containers.stop` is called.
+Every failure of the engine (down, socket missing, a socket that accepts but never
+answers, a refused request) raises :class:`resguard.DockerError`; the SDK's exceptions
+never leak. Each request to the engine ends within ``timeout_s`` when the engine does not
+answer, so a call against a dead or hung engine raises within ``timeout_s`` (its first
+request fails; a call makes a few requests when the engine answers). The Monitor source
+turns that into ``containers = None`` with one warning. Nothing here stops a container
+unless :meth:`Containers.stop` is called.
+
+**Sizes.** :meth:`Containers.set_limit` hands sizes to Docker, so it reads a size string
+the way ``docker update --memory`` does (go-units ``RAMInBytes``): case-insensitive,
+``b``, ``k``/``kb``/``kib``, ``m``/``mb``/``mib``, ``g``, ``t``, ``p`` all binary
+(``"512MB"`` is 512 MiB = 536,870,912 bytes), a fraction truncated to whole bytes.
+Everywhere else resguard's own convention holds (``MB`` = 10**6, ``MiB`` = 2**20).
 
 Needs the optional ``docker`` package: ``pip install 'resguard[docker]'``.
 """
@@ -27,7 +37,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import re
 import sys
 import threading
 import time
@@ -53,7 +65,7 @@ from resguard._modules.render import ValueMixin
 from resguard._probes import cgroup as _cgroup
 from resguard._probes.files import read_text
 from resguard.snapshot import ContainersInfo, ContainerStats
-from resguard.units import format_bytes, parse_bytes
+from resguard.units import format_bytes, parse_duration
 
 __all__ = [
     "ContainerLimits",
@@ -62,6 +74,7 @@ __all__ = [
     "ContainersSource",
     "Duplicate",
     "cli",
+    "docker_bytes",
     "find_duplicates",
 ]
 
@@ -155,11 +168,21 @@ class _Reading:
 # error translation at the boundary
 
 
-_ENGINE_ERRORS: tuple[type[BaseException], ...] = (
+_ENGINE_ERRORS: tuple[type[Exception], ...] = (
     _sdk_errors.DockerException,
     _requests_errors.RequestException,
     OSError,
+    ValueError,  # requests' JSONDecodeError: an empty or cut-off answer
 )
+
+
+_ADDRESS = re.compile(r" (?:object )?at 0x[0-9a-fA-F]+")
+
+
+def _said(exc: BaseException) -> str:
+    """The exception's text without object addresses (``<... object at 0x7f…>``), so the
+    same fault reads the same on every call and is logged once."""
+    return _ADDRESS.sub("", str(exc))
 
 
 @contextlib.contextmanager
@@ -171,14 +194,72 @@ def _engine(what: str) -> Iterator[None]:
         raise
     except _sdk_errors.NotFound as exc:
         raise DockerError(f"{what}: no such container or image "
-                          f"({exc.explanation or exc})") from exc
+                          f"({_said(exc) if exc.explanation is None else exc.explanation})"
+                          ) from exc
     except _sdk_errors.APIError as exc:
-        raise DockerError(f"{what}: the Docker engine refused: {exc.explanation or exc}") from exc
-    except ValueError as exc:  # requests' JSONDecodeError: an empty or cut-off answer
-        raise DockerError(f"{what}: the Docker engine's answer was not JSON ({exc})") from exc
+        raise DockerError(f"{what}: the Docker engine refused: "
+                          f"{_said(exc) if exc.explanation is None else exc.explanation}"
+                          ) from exc
     except _ENGINE_ERRORS as exc:
-        raise DockerError(f"{what}: the Docker engine is not reachable ({exc}); is dockerd "
-                          "running, and does DOCKER_HOST point at it?") from exc
+        if _timed_out(exc):
+            raise DockerError(f"{what}: the Docker engine did not answer in time "
+                              f"({_said(exc)}); is dockerd hung?") from exc
+        if isinstance(exc, ValueError):  # requests' JSONDecodeError: an empty or cut-off answer
+            raise DockerError(f"{what}: the Docker engine's answer was not JSON "
+                              f"({_said(exc)})") from exc
+        raise DockerError(f"{what}: the Docker engine is not reachable ({_said(exc)}); is "
+                          "dockerd running, and does DOCKER_HOST point at it?") from exc
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a request timed out (the SDK wraps some in an exception of its own)."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, _requests_errors.Timeout):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+# ---------------------------------------------------------------------------------------
+# sizes as Docker reads them
+
+_DOCKER_SIZE = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+) ?(?P<unit>[a-zA-Z]*)")
+_DOCKER_UNITS = {"": 1, "b": 1}
+for _power, _prefix in enumerate("kmgtp", start=1):
+    for _suffix in ("", "b", "ib"):
+        _DOCKER_UNITS[_prefix + _suffix] = 1024 ** _power
+_DOCKER_HINT = ("expected a size as docker reads it: a number and k, m, g, t or p (binary, "
+                "case-insensitive, optional b or ib: '512m', '512MB', '2GiB'), or bytes")
+
+
+def docker_bytes(value: object, what: str = "size") -> int:
+    """Bytes from *value* read the way Docker reads ``--memory`` (go-units ``RAMInBytes``).
+
+    A string is a non-negative number, one optional space and an optional unit: ``b``;
+    ``k``, ``m``, ``g``, ``t``, ``p``, each alone or followed by ``b`` or ``ib``, any case,
+    all **binary** (``"512MB"`` = 512 MiB); a fraction is truncated to whole bytes after
+    the unit is applied. An int is bytes. Anything else raises InvalidValue/InvalidType
+    quoting *value* as given.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InvalidType(f"{what}={value!r} is not a size; {_DOCKER_HINT}")
+    if isinstance(value, str):
+        match = _DOCKER_SIZE.fullmatch(value)
+        unit = match.group("unit").lower() if match else ""
+        if match is None or unit not in _DOCKER_UNITS:
+            raise InvalidValue(f"{what}={value!r} is not a size; {_DOCKER_HINT}")
+        from fractions import Fraction
+
+        return int(Fraction(match.group("number")) * _DOCKER_UNITS[unit])
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        raise InvalidValue(f"{what}={value!r} is not a whole number of bytes; {_DOCKER_HINT}")
+    number = int(value)
+    if number < 0:
+        raise InvalidValue(f"{what}={value!r} is below 0 bytes; {_DOCKER_HINT}")
+    return number
 
 
 # ---------------------------------------------------------------------------------------
@@ -343,40 +424,69 @@ def _name(entry: Mapping[str, Any]) -> str:
 def _swap_argument(memswap: object) -> int | None:
     if memswap is None:
         return None
-    if memswap in (-1, "-1", "unlimited"):
-        return -1
-    if not isinstance(memswap, (int, float, str)) or isinstance(memswap, bool):
+    if isinstance(memswap, bool):
         raise InvalidType(f"memswap={memswap!r} is not a size; give e.g. '4GiB', "
                           "'unlimited' or -1")
-    return parse_bytes(memswap)
+    if memswap in (-1, "-1", "unlimited"):
+        return -1
+    return docker_bytes(memswap, "memswap")
+
+
+def _timeout(value: object, what: str, *, zero: bool = False) -> float:
+    if isinstance(value, bool):
+        raise InvalidType(f"{what}={value!r} must be seconds (a number)")
+    try:
+        seconds = parse_duration(value)  # type: ignore[arg-type]
+    except (InvalidValue, InvalidType) as exc:
+        raise type(exc)(f"{what}: {exc}") from None
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
+        raise InvalidValue(f"{what}={value!r} must be a finite number of seconds "
+                           f"{'at least' if zero else 'above'} 0")
+    return seconds
 
 
 class Containers:
     """The running containers of one Docker engine: stats, limits, duplicates.
 
-    *client* is a ``docker.DockerClient``; without one, the environment's engine
+    *client* is a ``docker.DockerClient``; without one, the engine at *base_url*
+    (``"unix:///var/run/docker.sock"``, ``"tcp://host:2375"``) or else the environment's
     (``DOCKER_HOST`` or the local socket) is used, connected on first use so that building
     this object never fails. *method* ``"auto"`` reads cgroup files where it can and asks
     the API for the rest; ``"cgroup"`` and ``"api"`` force one path (tests, comparisons).
-    *timeout_s* bounds each request to the engine; *max_workers* API requests run at once
+    *timeout_s* bounds each request to the engine (seconds; a client passed in keeps its
+    own timeout); *max_workers* API requests run at once
     (the engine answers one-shot stats on its 1 s collection tick, so the API path takes
     about 1 s per *max_workers* containers; keep it at most the client's connection pool).
     """
 
-    def __init__(self, client: Any = None, *, method: Method = "auto",
-                 timeout_s: float = 10.0, cgroup_root: str = "/sys/fs/cgroup",
-                 max_workers: int = 10, clock: Clock = monotonic) -> None:
-        if method not in _METHODS:
+    def __init__(self, client: Any = None, *, base_url: str | None = None,
+                 method: Method = "auto", timeout_s: float = 10.0,
+                 cgroup_root: str = "/sys/fs/cgroup", max_workers: int = 10,
+                 clock: Clock = monotonic) -> None:
+        if client is not None and not isinstance(client, _sdk.DockerClient):
+            raise InvalidType(f"client={client!r} must be a docker.DockerClient")
+        if client is not None and base_url is not None:
+            raise InvalidValue("give either client= or base_url=, not both")
+        if base_url is not None and (not isinstance(base_url, str) or not base_url.strip()):
+            raise InvalidValue(f"base_url={base_url!r} is not an engine address; expected "
+                               "e.g. 'unix:///var/run/docker.sock' or 'tcp://127.0.0.1:2375'")
+        if not isinstance(method, str) or method not in _METHODS:
             raise InvalidValue(f"method={method!r} is not one of {', '.join(_METHODS)}")
-        if timeout_s <= 0:
-            raise InvalidValue(f"timeout_s={timeout_s!r} must be above 0")
+        timeout = _timeout(timeout_s, "timeout_s")
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int):
+            raise InvalidType(f"max_workers={max_workers!r} must be a whole number")
         if max_workers < 1:
             raise InvalidValue(f"max_workers={max_workers!r} must be at least 1")
+        if not isinstance(cgroup_root, (str, os.PathLike)):
+            raise InvalidType(f"cgroup_root={cgroup_root!r} must be a directory path")
+        if not callable(clock):
+            raise InvalidType(f"clock={clock!r} must be a callable returning seconds")
         self._client = client
         self._own_client = client is None
+        self._base_url = base_url
         self._method = method
-        self._timeout_s = timeout_s
-        self._cgroup_root = cgroup_root
+        self._timeout_s = timeout
+        self._cgroup_root = os.fspath(cgroup_root)
         self._max_workers = max_workers
         self._clock = clock
         self._lock = threading.Lock()
@@ -394,8 +504,15 @@ class Containers:
         with self._lock:
             if self._client is None:
                 with _engine("connecting to the Docker engine"):
-                    self._client = _sdk.from_env(timeout=max(1, round(self._timeout_s)),
-                                                 max_pool_size=max(10, self._max_workers))
+                    pool = max(10, self._max_workers)
+                    if self._base_url is not None:
+                        self._client = _sdk.DockerClient(
+                            base_url=self._base_url, max_pool_size=pool,
+                            timeout=self._timeout_s)  # type: ignore[arg-type]  # float works
+                    else:
+                        self._client = _sdk.from_env(
+                            max_pool_size=pool,
+                            timeout=self._timeout_s)  # type: ignore[arg-type]  # float works
             return self._client
 
     def _map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
@@ -587,8 +704,11 @@ class Containers:
                   memswap: int | float | str | None = None) -> ContainerLimits:
         """Change a running container's memory limit, like ``docker update --memory``.
 
-        *memory* and *memswap* are sizes (``"2GiB"``); *memswap* is memory plus swap,
-        ``-1``/``"unlimited"`` for unlimited swap. Without *memswap* the container keeps the
+        *memory* and *memswap* are sizes read **as Docker reads them** (go-units
+        ``RAMInBytes``: case-insensitive, ``k``/``kb``/``kib``, ``m``/``mb``/``mib``, ``g``
+        ... all binary, so ``"512MB"`` is 536,870,912 bytes, exactly what
+        ``docker update --memory 512MB`` sets), or ints of bytes; *memswap* is memory plus
+        swap, ``-1``/``"unlimited"`` for unlimited swap. Without *memswap* the container keeps the
         swap allowance it had (``memswap - memory``, or unlimited swap), so raising the
         memory limit past the old memswap, or limiting a container that had no limit, does
         not fail as ``docker update --memory`` alone does.
@@ -597,7 +717,7 @@ class Containers:
         container_id = _container_id(container)
         if memory is None and memswap is None:
             raise InvalidValue("set_limit needs memory= or memswap= (e.g. memory='2GiB')")
-        memory_bytes = parse_bytes(memory) if memory is not None else None
+        memory_bytes = docker_bytes(memory, "memory") if memory is not None else None
         if memory_bytes is not None and memory_bytes <= 0:
             raise InvalidValue(f"memory={memory!r} must be above 0 bytes")
         memswap_bytes = _swap_argument(memswap)
@@ -645,9 +765,10 @@ class Containers:
     def stop(self, container: str | ContainerStats | ContainerLimits | ContainerRef, *,
              timeout_s: float = 10.0) -> None:
         """Stop one container (``docker stop``): SIGTERM, then SIGKILL after *timeout_s*."""
+        grace_s = _timeout(timeout_s, "timeout_s", zero=True)
         container_id = _container_id(container)
         with _engine(f"stopping container {container_id[:12]}"):
-            self.client.api.stop(container_id, timeout=max(0, round(timeout_s)))
+            self.client.api.stop(container_id, timeout=max(0, math.ceil(grace_s)))
 
 
 def find_duplicates(refs: Iterable[ContainerRef]) -> tuple[Duplicate, ...]:
