@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,19 @@ def test_every_public_name_is_in_the_api_reference() -> None:
             if line.startswith(directive):
                 documented.add(line[len(directive):].split()[0].split("(")[0])
     assert set(PUBLIC) - documented == set()
+
+
+def test_version_falls_back_to_the_source_trees_pyproject(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """Run from a checkout that was never installed: the version is pyproject's."""
+    from importlib import metadata
+
+    tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
+
+    def not_installed(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", not_installed)
+    pyproject = Path(__file__).parent.parent / "pyproject.toml"
+    expected = tomllib.loads(pyproject.read_text())["project"]["version"]
+    assert resguard._read_version() == expected

@@ -219,15 +219,19 @@ def _read_version() -> str:
         return metadata.version("resguard")
     except metadata.PackageNotFoundError:
         pass
-    import re
+    import sys
     from pathlib import Path
 
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
     try:
-        text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text("utf-8")
-    except (OSError, UnicodeDecodeError):
+        with open(Path(__file__).resolve().parents[2] / "pyproject.toml", "rb") as handle:
+            version = tomllib.load(handle)["project"]["version"]
+    except (OSError, ValueError, KeyError, TypeError):
         return "0+unknown"
-    found = re.search(r'^\[project\][^\[]*?^version\s*=\s*"([^"]+)"', text, re.M | re.S)
-    return found.group(1) if found else "0+unknown"
+    return version if isinstance(version, str) else "0+unknown"
 
 
 def __getattr__(name: str) -> Any:
