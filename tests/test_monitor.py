@@ -690,3 +690,94 @@ def test_a_rule_answering_garbage_cannot_break_the_monitor_at_construction(
     assert monitor.state.verdict.unknown[0].startswith("rule 'garbage' failed")
     before = monitor.state.sequence
     assert monitor.sample_now().sequence == before + 1
+
+
+def _wait_for(condition: Any, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def _monitor_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("resguard-monitor")]
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_stop_from_a_subscriber_stops_the_monitor_and_it_can_start_again(
+        tmp_path: Path) -> None:
+    machine = FixedMachine(tmp_path)
+    monitor = Monitor("5ms", policy=two_levels(), sampler=machine.sampler, reclaim=False,
+                      psi_trigger=False)
+    fds = _open_fds()
+    unsubscribe = monitor.subscribe(lambda new, old: monitor.stop())
+    monitor.start()
+    machine.set_used_percent(60)  # WARNING: the subscriber stops the monitor
+    _wait_for(lambda: not monitor.running)
+    assert monitor.faults == {}  # stop() raised nothing into the loop
+    _wait_for(lambda: not _monitor_threads())
+    assert _open_fds() == fds  # the pipe is closed
+    unsubscribe()
+    monitor.start()  # a real restart, not a no-op on stale bookkeeping
+    try:
+        assert monitor.running
+        ticks = monitor.ticks
+        _wait_for(lambda: monitor.ticks > ticks + 3)
+    finally:
+        monitor.stop()
+    assert not monitor.running
+    assert not _monitor_threads()
+
+
+def test_start_stop_start_runs_one_fast_loop_even_after_a_stop_that_gave_up_waiting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import resguard.monitor as monitor_module
+
+    monkeypatch.setattr(monitor_module, "JOIN_TIMEOUT_S", 0.05, raising=False)
+    machine = FixedMachine(tmp_path)
+    monitor = Monitor("5ms", policy=two_levels(), sampler=machine.sampler, reclaim=False,
+                      psi_trigger=False)
+    fds = _open_fds()
+    release = threading.Event()
+    unsubscribe = monitor.subscribe(lambda new, old: release.wait(30))  # a subscriber blocks
+    monitor.start()
+    machine.set_used_percent(60)
+    _wait_for(lambda: monitor.state.level == Level.WARNING)
+    monitor.stop()  # gives up waiting for the blocked loop
+    assert not monitor.running
+    unsubscribe()
+    monitor.start()
+    try:
+        release.set()  # the old loop ends now; it must not tick on beside the new one
+        _wait_for(lambda: len(_monitor_threads()) == 2)
+        ticks = monitor.ticks
+        time.sleep(0.2)
+        assert monitor.ticks - ticks < 0.2 / 0.005 * 1.5  # one loop at 5 ms, not two
+    finally:
+        monitor.stop()
+    _wait_for(lambda: not _monitor_threads())
+    assert _open_fds() == fds
+
+
+def test_a_monitor_survives_a_fork_the_child_can_start_it_and_sample(tmp_path: Path) -> None:
+    from forking import held_by_another_thread, in_child
+
+    machine = FixedMachine(tmp_path)
+    monitor = Monitor("5ms", policy=two_levels(), sampler=machine.sampler, reclaim=False,
+                      psi_trigger=False)
+
+    def child() -> None:
+        assert not monitor.running  # its threads stayed in the parent
+        monitor.sample_now()  # the tick lock the parent's loop held is not held here
+        monitor.start()
+        ticks = monitor.ticks
+        _wait_for(lambda: monitor.ticks > ticks + 2, 5)
+        monitor.stop()
+
+    with monitor:
+        with held_by_another_thread(monitor._tick_lock):  # mid-tick at the fork
+            status = in_child(child, timeout_s=10)
+    assert status == 0

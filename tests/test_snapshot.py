@@ -173,3 +173,16 @@ print(json.dumps([before, after]))
     out, _ = child.communicate(timeout=60)
     before, after = json.loads(out)
     assert after - before == pytest.approx(100 * MiB, rel=0.1)
+
+
+def test_a_fork_while_another_thread_samples_cannot_hang_the_child() -> None:
+    from forking import held_by_another_thread, in_child
+
+    sampler = Sampler()
+    sampler.sample()
+    with held_by_another_thread(sampler._lock):  # that thread is mid-sample at the fork
+        status = in_child(lambda: sampler.sample(children=False), timeout_s=5)
+    assert status == 0
+    with held_by_another_thread(sampler._files._lock):
+        status = in_child(lambda: Sampler(cgroup=None).sample() and sampler.sample(), 5)
+    assert status == 0

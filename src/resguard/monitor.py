@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import attrs
 
 from resguard._errors import InvalidState, InvalidType, InvalidValue, ResguardError
+from resguard._modules import forks
 from resguard._modules.clock import Clock
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
@@ -49,6 +50,10 @@ from resguard.units import format_duration, parse_duration, parse_percent, shown
 __all__ = ["Monitor", "Source", "State"]
 
 _logger = get_logger("resguard")
+
+JOIN_TIMEOUT_S = 10.0
+"""How long :meth:`Monitor.stop` waits for each background thread (one blocked in a
+subscriber or a source finishes on its own, and closes its own pipe)."""
 
 RELOG_AFTER_S = 60.0
 """A failure that comes back after its source worked again is logged again only after this
@@ -201,15 +206,16 @@ class Monitor:
         self.ladder = ladder if ladder is not None else Ladder(self._measure_used)
         self.last_reclaim: ReclaimReport | None = None
         self._reclaim_wanted = threading.Event()
-        self._stop = threading.Event()
+        self._run: _Run | None = None  # the background threads' run, while they run
         self._threads: list[threading.Thread] = []
+        self._life_lock = threading.Lock()  # start() and stop() one at a time
         self._task_group: Any = None
-        self._wake_read, self._wake_write = -1, -1
         self._trigger_fd: int | None = None
         self._sequence = 0
         self._tick_lock = threading.Lock()
         self.ticks = 0
         self.triggered_wakeups = 0
+        forks.register(self)
         try:
             first = self._sampler.sample(children=False)
         except Exception as error:  # the sampler degrades to None; this is a bug
@@ -423,24 +429,35 @@ class Monitor:
     @property
     def running(self) -> bool:
         """Whether the background loops run (threads, or tasks under ``async with``)."""
-        return bool(self._threads) or self._task_group is not None
+        return self._run is not None or self._task_group is not None
 
     def start(self) -> Monitor:
         """Start the background threads (idempotent)."""
-        if self._threads:
-            return self
-        self._stop.clear()
-        self._wake_read, self._wake_write = os.pipe()
-        if self.psi_trigger:
-            path = self._trigger_path()
-            self._trigger_fd = open_trigger(path) if path else None
-        self.sample_slow()
-        self._threads = [
-            threading.Thread(target=self._fast_loop, name="resguard-monitor", daemon=True),
-            threading.Thread(target=self._slow_loop, name="resguard-monitor-slow", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        with self._life_lock:
+            if self._run is not None:
+                return self
+            trigger_fd = None
+            if self.psi_trigger:
+                path = self._trigger_path()
+                trigger_fd = open_trigger(path) if path else None
+            run = _Run(trigger_fd)
+            self._trigger_fd = trigger_fd
+            try:
+                self.sample_slow()
+                threads = [
+                    threading.Thread(target=self._fast_loop, args=(run,),
+                                     name="resguard-monitor", daemon=True),
+                    threading.Thread(target=self._slow_loop, args=(run,),
+                                     name="resguard-monitor-slow", daemon=True),
+                ]
+                for thread in threads:
+                    thread.start()
+            except BaseException:
+                run.stop.set()
+                run.close()
+                self._trigger_fd = None
+                raise
+            self._run, self._threads = run, threads
         return self
 
     def _trigger_path(self) -> str | None:
@@ -452,36 +469,61 @@ class Monitor:
         return os.path.join(source, "memory.pressure")
 
     def stop(self) -> None:
-        """Stop the background threads and wait for them."""
-        self._stop.set()
+        """Stop the background threads and wait for them (up to :data:`JOIN_TIMEOUT_S` each).
+
+        Safe from anywhere, a subscriber included (the monitor's own thread is not waited
+        for: it ends when the callback returns); a later :meth:`start` starts fresh threads
+        even while an old one is still finishing."""
+        with self._life_lock:
+            run, threads = self._run, self._threads
+            self._run, self._threads = None, []
+            self._trigger_fd = None
+        if run is None:
+            return
+        run.request_stop()
         self._reclaim_wanted.set()
-        if self._wake_write >= 0:
-            os.write(self._wake_write, b"x")
-        for thread in self._threads:
-            thread.join(timeout=10)
-        self._threads = []
-        for fd in (self._wake_read, self._wake_write, self._trigger_fd):
-            if fd is not None and fd >= 0:
-                os.close(fd)
-        self._wake_read = self._wake_write = -1
+        current = threading.current_thread()
+        for thread in threads:
+            if thread is not current:
+                thread.join(timeout=JOIN_TIMEOUT_S)
+        if not any(thread.is_alive() for thread in threads):
+            run.close()  # else the fast loop closes its own pipe when it ends
+
+    def _after_fork_in_child(self) -> None:
+        # the parent's threads do not exist here: the monitor is stopped, start() restarts
+        # it, and no lock may stay held by a thread that is gone
+        run, self._run, self._threads = self._run, None, []
         self._trigger_fd = None
+        self._task_group = None
+        self._tick_lock = threading.Lock()
+        self._extra_lock = threading.Lock()
+        self._life_lock = threading.Lock()
+        self._reclaim_wanted = threading.Event()
+        if run is not None:
+            run.abandon()
 
-    def _fast_loop(self) -> None:
-        poller = select.poll()
-        poller.register(self._wake_read, select.POLLIN)
-        if self._trigger_fd is not None:
-            poller.register(self._trigger_fd, select.POLLPRI)
-        while not self._stop.is_set():
-            wait_s = self._tick()
-            events = poller.poll(wait_s * 1000)
-            if any(fd == self._trigger_fd for fd, _ in events):
-                self.triggered_wakeups += 1
+    def _fast_loop(self, run: _Run) -> None:
+        try:
+            poller = select.poll()
+            poller.register(run.wake_read, select.POLLIN)
+            if run.trigger_fd is not None:
+                poller.register(run.trigger_fd, select.POLLPRI)
+            while not run.stop.is_set():
+                wait_s = self._tick()
+                if run.stop.is_set():
+                    return
+                events = poller.poll(wait_s * 1000)
+                if any(fd == run.trigger_fd for fd, _ in events):
+                    self.triggered_wakeups += 1
+        finally:
+            if run.stop.is_set():
+                run.close()
 
-    def _slow_loop(self) -> None:
+    def _slow_loop(self, run: _Run) -> None:
         next_slow = time.monotonic() + self.slow_interval_s
-        while not self._stop.is_set():
+        while not run.stop.is_set():
             self._reclaim_wanted.wait(max(next_slow - time.monotonic(), 0))
-            if self._stop.is_set():
+            if run.stop.is_set():
                 return
             if self._reclaim_wanted.is_set():
                 self._reclaim_wanted.clear()
@@ -556,6 +598,52 @@ class Monitor:
                 self._reclaim_wanted.clear()
                 if self.state.level >= Level.WARNING:
                     await anyio.to_thread.run_sync(self._safe_reclaim)
+
+
+class _Run:
+    """One :meth:`Monitor.start`: its stop flag, the pipe that wakes the fast loop and the
+    PSI trigger; closed exactly once, by :meth:`Monitor.stop` or by the fast loop when it
+    ends after stop() stopped waiting for it."""
+
+    __slots__ = ("_closed", "_lock", "stop", "trigger_fd", "wake_read", "wake_write")
+
+    def __init__(self, trigger_fd: int | None) -> None:
+        self.stop = threading.Event()
+        self.wake_read, self.wake_write = os.pipe()
+        os.set_blocking(self.wake_write, False)
+        self.trigger_fd = trigger_fd
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        with self._lock:
+            if not self._closed:
+                try:
+                    os.write(self.wake_write, b"x")
+                except OSError:  # full: the loop has a wake-up waiting already
+                    pass
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._close_fds()
+
+    def abandon(self) -> None:
+        """In a forked child: close this process's copies, whatever the lock says."""
+        self._closed = True
+        self.stop.set()
+        self._close_fds()
+
+    def _close_fds(self) -> None:
+        for fd in (self.wake_read, self.wake_write, self.trigger_fd):
+            if fd is not None and fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
 
 MIN_INTERVAL_S = 0.001

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import attrs
 
 from resguard._errors import InvalidType, InvalidValue
+from resguard._modules import forks
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin, flatten, html_table
@@ -380,6 +381,7 @@ class Sampler:
         self._files = FileCache()
         self._lock = threading.Lock()
         self._pid = -1
+        forks.register(self)
         self._location: _cgroup.CgroupLocation | None = None
         self._previous_system: tuple[int, int] = (0, 0)
         self._previous_self: tuple[int, float] | None = None
@@ -405,6 +407,11 @@ class Sampler:
 
     def _proc(self, *parts: str) -> str:
         return os.path.join(self._roots.proc, *parts)
+
+    def _after_fork_in_child(self) -> None:
+        # a thread of the parent may have held these at the fork: it will never release
+        self._lock = threading.Lock()
+        self._files._after_fork_in_child()
 
     def _damage(self, path: str, text: str | None) -> _Damage:
         """Why *path* gave no value: the read failed (*text* ``None``) or the text is bad."""
@@ -843,6 +850,15 @@ class Sampler:
 
 _default_sampler: Sampler | None = None
 _default_lock = threading.Lock()
+
+
+def _fresh_module_locks() -> None:
+    global _default_lock, _generation_lock
+    _default_lock, _generation_lock = threading.Lock(), threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_module_locks)
 
 
 def default_sampler() -> Sampler:

@@ -106,6 +106,9 @@ class FileCache:
             return None
         return data.decode("ascii", "replace")
 
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # a parent's thread may have held it at the fork
+
     def failure(self, path: str) -> Damage:
         """(kind, detail) of the last failed :meth:`read` of *path*."""
         return self._failures.get(path, ("unreadable", "cannot read"))
