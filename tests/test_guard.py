@@ -899,3 +899,77 @@ except ResourceExhausted as error:
     if out == "no room to start with":
         pytest.skip("this machine has less than 500 MiB available")
     assert out == "refused memory"
+
+
+def test_a_forked_child_gets_a_working_guard_whatever_the_parents_threads_held(
+        monitor: Monitor) -> None:
+    from forking import held_by_another_thread, in_child
+
+    guard = Guard(monitor=monitor, max_concurrent=1, wait="5s")
+    admitted, done = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with guard:
+            admitted.set()
+            done.wait(30)
+
+    holding = threading.Thread(target=holder)
+    holding.start()
+    assert admitted.wait(10)
+    queued = threading.Thread(target=lambda: guard.acquire(wait_s=5) and None)
+    queued.start()
+    while guard.stats().waiting == 0:
+        time.sleep(0.001)
+
+    def child() -> None:
+        # the parent's threads are not here: their admission and their place in the queue
+        # must not keep this process's calls out, nor their lock hang it
+        stats = guard.stats()
+        assert (stats.in_flight, stats.waiting, stats.reserved_bytes) == (0, 0, 0)
+        with guard:
+            pass
+        with guard.admit(wait=0):
+            pass
+        assert guard.stats().in_flight == 0
+
+    try:
+        with held_by_another_thread(guard._lock):
+            status = in_child(child, timeout_s=10)
+    finally:
+        done.set()
+        holding.join(10)
+        queued.join(10)
+    assert status == 0
+    guard.release(0)  # the queued thread's admission, in the parent
+    assert guard.stats().in_flight == 0
+
+
+def test_a_child_forked_inside_a_guarded_block_can_leave_it(monitor: Monitor) -> None:
+    from forking import in_child
+
+    guard = Guard(monitor=monitor, max_concurrent=2)
+    with guard, guard.admit():
+        status = in_child(lambda: _leave_blocks(guard), timeout_s=10)
+    assert status == 0
+    assert guard.stats().in_flight == 0
+
+
+def _leave_blocks(guard: Guard) -> None:
+    """What a child forked inside ``with guard, guard.admit():`` does: it leaves the blocks."""
+    guard.__exit__(None, None, None)
+    guard.release(0)
+    assert guard.stats().in_flight == 0
+    with guard:  # and the guard still works
+        pass
+
+
+def test_leaving_a_guard_block_never_entered_is_invalid_state_not_negative_counts(
+        monitor: Monitor) -> None:
+    guard = Guard(monitor=monitor, reserve="1MiB")
+    with pytest.raises(InvalidState):
+        guard.__exit__(None, None, None)
+    stats = guard.stats()
+    assert (stats.in_flight, stats.reserved_bytes) == (0, 0)
+    with guard:
+        assert guard.stats().in_flight == 1
+    assert guard.stats().in_flight == 0

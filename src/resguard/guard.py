@@ -37,6 +37,7 @@ from resguard._errors import (
     ResguardError,
     ResourceExhausted,
 )
+from resguard._modules import forks
 from resguard._modules.clock import Clock, monotonic
 from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin
@@ -360,6 +361,18 @@ class Guard:
         self._budget_bytes = -1  # below any reservation while the state says refuse
         self._fresh_until_s = -math.inf  # the hot path's state is trusted until then
         self._slots = max_concurrent if max_concurrent is not None else 1 << 62
+        self._forked = False  # in a forked child: admissions of before the fork may leave
+        forks.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        # Only the forking thread lives on: the others' admissions and places in the queue
+        # will never be given back, and a lock one of them held will never be released.
+        self._lock = threading.Lock()
+        self._queue = deque()
+        self._in_flight = self._reserved = 0
+        self._refreshing = False
+        self._budget_state = None
+        self._forked = True
 
     # -- reading the state ----------------------------------------------------------------
 
@@ -700,6 +713,10 @@ class Guard:
                               f"what acquire() returned")
         with self._lock:
             if self._in_flight <= 0 or not 0 <= reserve <= self._reserved:
+                if self._forked:  # an admission from before the fork leaving the child
+                    self._in_flight = max(self._in_flight - 1, 0)
+                    self._reserved = max(self._reserved - reserve, 0)
+                    return
                 raise InvalidState(
                     f"{self.name}: release(reserve={reserve!r}) without a matching acquire() "
                     f"({self._in_flight} in flight, {self._reserved} bytes reserved)")
@@ -762,11 +779,15 @@ class Guard:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        with self._lock:  # release() without its checks: this reservation is the guard's own
-            self._in_flight -= 1
-            self._reserved -= self.reserve_bytes
-            if self._queue:
-                self._queue[0].wake()
+        reserve = self.reserve_bytes
+        with self._lock:  # release() without its parsing: this reservation is the guard's own
+            if self._in_flight > 0 and self._reserved >= reserve:
+                self._in_flight -= 1
+                self._reserved -= reserve
+                if self._queue:
+                    self._queue[0].wake()
+                return
+        self.release(reserve)  # a block left without entering it, or one from before a fork
 
     async def __aenter__(self) -> Guard:
         await self.acquire_async()
