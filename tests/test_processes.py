@@ -151,3 +151,13 @@ def test_top_processes_default_table() -> None:
     rows = top_processes(5, by="memory")
     assert len(rows) == 5
     assert rows == sorted(rows, key=lambda row: row.rss, reverse=True)
+
+
+def test_a_fork_while_another_thread_samples_the_table_cannot_hang_the_child() -> None:
+    from forking import held_by_another_thread, in_child
+
+    table = ProcessTable()
+    table.sample()
+    with held_by_another_thread(table._lock):
+        status = in_child(table.sample, timeout_s=10)
+    assert status == 0

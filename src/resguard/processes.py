@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from resguard._errors import InvalidType, InvalidValue
+from resguard._modules import forks
 from resguard._modules.render import records_table
 from resguard._probes import procfs as _procfs
 from resguard._probes.files import READ_CAP_BYTES, damage_of
@@ -74,12 +75,16 @@ class ProcessTable:
         self._proc = roots.proc
         self._clock = clock
         self._lock = threading.Lock()
+        forks.register(self)
         self._previous: dict[tuple[int, int], tuple[int, float]] = {}
         self._failing: set[str] = set()
         self.faults: tuple[Fault, ...] = ()
         """The damaged files the last :meth:`sample` met (rows skipped, fallbacks used)."""
         self._boot_fault: Fault | None = None
         self._boot_time_s = self._read_boot_time()
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # a parent's thread may have held it at the fork
 
     def _read_boot_time(self) -> float:
         path = os.path.join(self._proc, "stat")
