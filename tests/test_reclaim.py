@@ -390,3 +390,44 @@ def test_an_object_without_weak_references_is_refused_with_a_reason() -> None:
 
     with pytest.raises(InvalidType, match="weak reference"):
         register(Slotted())
+
+
+def test_a_step_failing_on_every_climb_is_logged_once_not_per_climb(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    class Broken:
+        name, cost = "broken", 1.0
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def reclaimable_bytes(self) -> int:
+            return 1
+
+        def reclaim(self, target_bytes: int) -> int:
+            self.calls += 1
+            raise RuntimeError(f"bug number {self.calls}")
+
+    broken = Broken()
+    ladder = Ladder(lambda: 0, extra=[broken])
+    caplog.set_level(logging.INFO, logger="resguard")
+    for _ in range(50):  # a Monitor at WARNING climbs the ladder again and again
+        ladder.run(1)
+    assert broken.calls == 50
+    assert sum("broken" in record.getMessage() for record in caplog.records) == 1
+
+
+def test_an_unknown_memory_use_skips_the_process_step_with_one_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    used: list[int | None] = [None]
+    stopper = _Step("stop processes", Cost.PROCESS, 500 * MiB, used)
+    ladder = Ladder(lambda: used[0], min_reclaim=0, extra=[stopper])
+    caplog.set_level(logging.INFO, logger="resguard")
+    for _ in range(50):
+        ladder.run(100 * MiB)
+    assert stopper.calls == 0
+    assert sum("stop processes" in record.getMessage() and "unknown" in record.getMessage()
+               for record in caplog.records) == 1

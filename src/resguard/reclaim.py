@@ -652,17 +652,19 @@ class Ladder:
         for item in self.steps():
             if freed_total >= target:
                 break
+            step = f"reclaim step {_shown(getattr(item, 'name', item))}"
             if before is None and (_valid_cost(item) or 0.0) >= Cost.PROCESS:
-                _logger.warning("reclaim: not running %r: memory use is unknown",
-                                getattr(item, "name", item))
+                # once while memory stays unknown, not on every climb of the ladder
+                self._faults.failed(step, "not run: memory use is unknown", kind="unknown")
                 continue
             remaining = target - freed_total
             start = time.perf_counter()
             try:
                 claimed = int(item.reclaim(remaining))
-            except Exception:  # a reclaimable must never break the ladder
-                _logger.exception("reclaim step %r failed", getattr(item, "name", item))
+            except Exception as error:  # a reclaimable must never break the ladder
+                self._faults.failed(step, error, kind=type(error).__name__)
                 continue
+            self._faults.recovered(step)
             self.trim_step.trim()
             after = self._measure()
             measured = max(before - after, 0) if before is not None and after is not None \
