@@ -786,3 +786,20 @@ def test_set_limit_512mb_sets_what_docker_update_would(docker_client: Any,
     engine.set_limit(container.id, memory="256m", memswap="1g")
     host = docker_client.api.inspect_container(container.id)["HostConfig"]
     assert (host["Memory"], host["MemorySwap"]) == (256 * MiB, 1 << 30)
+
+
+@given(value=st.text(max_size=12) | st.integers() | st.floats(allow_nan=True,
+                                                              allow_infinity=True)
+       | st.none() | st.booleans() | st.sampled_from([10**400, "1e999", [1], b"1"]))
+def test_hostile_sizes_and_timeouts_give_only_documented_errors(value: Any) -> None:
+    try:
+        size = docker_bytes(value)
+    except (resguard.InvalidValue, resguard.InvalidType):
+        pass
+    else:
+        assert isinstance(size, int)
+        assert size >= 0
+    try:
+        Containers(timeout_s=value)
+    except (resguard.InvalidValue, resguard.InvalidType):
+        pass

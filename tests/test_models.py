@@ -9,6 +9,8 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from resguard import reclaim
 from resguard._errors import InvalidType, InvalidValue, ResourceExhausted
@@ -542,3 +544,21 @@ def test_lazy_model_arguments_are_checked(kwargs: dict[str, Any], error: type) -
     arguments.update(kwargs)
     with pytest.raises(error):
         LazyModel(Loader().load, **arguments)
+
+
+HOSTILE = (st.text(max_size=12) | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
+           | st.none() | st.booleans() | st.sampled_from([10**400, -10**400, "1e999", "nan",
+                                                          "0%", "-1", type, [1], b"1"]))
+
+
+@given(size=HOSTILE, idle_ttl=HOSTILE, wait=HOSTILE, budget=HOSTILE)
+def test_hostile_sizes_and_durations_give_only_documented_errors(
+        size: Any, idle_ttl: Any, wait: Any, budget: Any) -> None:
+    for build in (lambda: LazyModel(Loader().load, size=size, register=False),
+                  lambda: LazyModel(Loader().load, size=MiB, idle_ttl=idle_ttl, register=False),
+                  lambda: LazyModel(Loader().load, size=MiB, wait=wait, register=False),
+                  lambda: ModelPool(budget=budget)):
+        try:
+            build()
+        except (InvalidValue, InvalidType):  # ResguardError subclasses; anything else fails
+            pass

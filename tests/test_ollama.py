@@ -781,3 +781,51 @@ def test_an_empty_model_name_from_the_server_is_an_ollama_error() -> None:
     with OllamaModels(client=client, register=False) as models:
         with pytest.raises(OllamaError, match="not the Ollama API"):
             models.loaded()
+
+
+HOSTILE = (st.text(max_size=16) | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
+           | st.none() | st.booleans() | st.sampled_from([10**400, "1e999", "nan", "-1",
+                                                          "http://[::1", ":99999", [1]]))
+
+
+@given(value=HOSTILE, argument=st.sampled_from(
+    ["host", "timeout", "load_timeout", "max_answer", "keep_alive", "default_keep_alive",
+     "size_factor", "unload_timeout", "reclaim_min_idle"]))
+def test_hostile_arguments_give_only_documented_errors(value: Any, argument: str) -> None:
+    try:
+        if argument == "host":
+            OllamaModels(value, register=False).close()
+        else:
+            OllamaModels("127.0.0.1:1", register=False, **{argument: value}).close()
+    except (InvalidValue, InvalidType):
+        pass
+
+
+@given(name=st.text(max_size=20) | st.none() | st.integers())
+def test_model_names_give_a_key_or_a_documented_error(name: Any) -> None:
+    try:
+        key = canonical(name)
+    except (InvalidValue, InvalidType):
+        return
+    assert key == key.strip()
+    assert ":" in key
+
+
+def test_a_hanging_name_lookup_is_inside_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    release = threading.Event()
+
+    def hanging_lookup(*args: Any, **kwargs: Any) -> Any:
+        release.wait(10)
+        raise socket.gaierror("resolver gave up")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_lookup)
+    try:
+        with OllamaModels("ollama.invalid:11434", timeout=0.5, register=False) as models:
+            started = time.monotonic()
+            with pytest.raises(OllamaError, match=r"within 0\.5 s"):
+                models.loaded()
+            assert time.monotonic() - started < 0.5 + 1.0
+    finally:
+        release.set()

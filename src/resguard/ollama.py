@@ -56,6 +56,7 @@ import ipaddress
 import json
 import math
 import os
+import socket
 import ssl
 import threading
 import time
@@ -244,6 +245,35 @@ class _DeadlineStream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
+def _resolve(host: str, port: int) -> list[str]:
+    """The addresses of *host*, looked up within the request's deadline (a resolver that
+    hangs would otherwise stretch the connect past it; the lookup thread is left to end)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return [host]
+    found: list[str] = []
+    failure: list[BaseException] = []
+
+    def lookup() -> None:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            found.extend(dict.fromkeys(str(info[4][0]) for info in infos))
+        except OSError as error:
+            failure.append(error)
+
+    thread = threading.Thread(target=lookup, name="resguard-ollama-dns", daemon=True)
+    thread.start()
+    thread.join(_clip(None))
+    if thread.is_alive():
+        raise _DeadlineExceeded(f"looking up {host!r} took past the request's deadline")
+    if failure or not found:
+        raise httpcore.ConnectError(f"cannot resolve {host!r}: {failure[0] if failure else ''}")
+    return found
+
+
 class _DeadlineBackend(httpcore.NetworkBackend):
     def __init__(self) -> None:
         self._inner = httpcore.SyncBackend()
@@ -251,8 +281,15 @@ class _DeadlineBackend(httpcore.NetworkBackend):
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                     local_address: str | None = None,
                     socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
-        return _DeadlineStream(self._inner.connect_tcp(host, port, _clip(timeout),
-                                                       local_address, socket_options))
+        failure: Exception | None = None
+        for address in _resolve(host, port):
+            try:
+                return _DeadlineStream(self._inner.connect_tcp(
+                    address, port, _clip(timeout), local_address, socket_options))
+            except httpcore.ConnectError as error:  # try the next address, as a browser does
+                failure = error
+        assert failure is not None
+        raise failure
 
     def connect_unix_socket(self, path: str, timeout: float | None = None,
                             socket_options: Iterable[Any] | None = None
@@ -422,9 +459,11 @@ def _within(seconds: float) -> Iterator[None]:
 
 def canonical(name: str) -> str:
     """Ollama's display form of a model name: lower case with a tag (``llama3.2:latest``)."""
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidValue(f"{name!r} is not an Ollama model name; expected e.g. 'llama3.2:3b'")
+    if not isinstance(name, str):
+        raise InvalidType(f"{name!r} is not an Ollama model name; expected e.g. 'llama3.2:3b'")
     key = name.strip().lower()
+    if not key or any(c.isspace() or not c.isprintable() for c in key):
+        raise InvalidValue(f"{name!r} is not an Ollama model name; expected e.g. 'llama3.2:3b'")
     for prefix in ("registry.ollama.ai/library/", "library/"):
         if key.startswith(prefix):
             key = key[len(prefix):]
@@ -511,8 +550,9 @@ class _Settings:
             raise InvalidType(f"guard must have headroom_bytes() (a resguard.Guard), not {guard!r}")
         if isinstance(size_factor, bool) or not isinstance(size_factor, (int, float)):
             raise InvalidType(f"size_factor={size_factor!r} must be a number >= 1")
-        if not (math.isfinite(size_factor) and size_factor >= 1):
-            raise InvalidValue(f"size_factor={size_factor!r} must be a finite number >= 1")
+        if not 1 <= size_factor <= 100:  # also refuses nan; no float() of a huge int
+            raise InvalidValue(f"size_factor={size_factor!r} must be a number from 1 to 100 "
+                               "(loaded size / size on disk, typically 1.1-1.5)")
         if not callable(clock):
             raise InvalidType(f"clock={clock!r} must be a callable returning epoch seconds")
         if not isinstance(register, bool):
