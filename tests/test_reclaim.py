@@ -431,3 +431,31 @@ def test_an_unknown_memory_use_skips_the_process_step_with_one_warning(
     assert stopper.calls == 0
     assert sum("stop processes" in record.getMessage() and "unknown" in record.getMessage()
                for record in caplog.records) == 1
+
+
+@pytest.mark.parametrize(("pid", "start_ticks", "error"), [
+    (0, 1, InvalidValue), (-1, 1, InvalidValue), (-2, 1, InvalidValue), (12, -1, InvalidValue),
+    ("123", 1, InvalidType), (1.0, 1, InvalidType), (None, 1, InvalidType),
+    (12, "1", InvalidType), (12, None, InvalidType),
+])
+def test_a_hand_made_candidate_that_is_not_one_process_is_refused_before_any_signal(
+        pid: object, start_ticks: object, error: type[Exception]) -> None:
+    from resguard.reclaim import StopCandidate
+
+    stopper = ProcessStopper([r"x"], enabled=True, dry_run=False, grace="10ms")
+    stopper._use_pidfd = False  # the fallback path that would call os.kill(pid)
+    candidate = StopCandidate(pid=pid, start_ticks=start_ticks, name="x",  # type: ignore[arg-type]
+                              cmdline="x", uid=os.getuid(), rss=1, protected=None)
+    with pytest.raises(error):
+        stopper.stop(candidate)
+
+
+@pytest.mark.parametrize("pid", [0, -1, -5])
+def test_group_pids_are_protected(pid: int) -> None:
+    assert ProcessStopper.protected(pid, os.getuid()) is not None
+
+
+@pytest.mark.parametrize("pid", ["1", None, 1.0, True])
+def test_protected_of_what_is_not_a_pid_is_a_type_error(pid: object) -> None:
+    with pytest.raises(InvalidType):
+        ProcessStopper.protected(pid, os.getuid())  # type: ignore[arg-type]

@@ -408,8 +408,10 @@ class ProcessStopper:
     @staticmethod
     def protected(pid: int, uid: int | None) -> str | None:
         """Why *pid* must never be stopped, or ``None`` when it may be."""
-        if pid == 1:
-            return "PID 1"
+        if isinstance(pid, bool) or not isinstance(pid, int):
+            raise InvalidType(f"pid={_shown(pid)} is not a process id; expected an integer")
+        if pid <= 1:
+            return "PID 1" if pid == 1 else "not one process (a group or every process)"
         if pid == os.getpid():
             return "this process"
         if pid == os.getppid():
@@ -497,6 +499,16 @@ class ProcessStopper:
         if not isinstance(candidate, StopCandidate):
             raise InvalidType(f"{_shown(candidate)} is not a StopCandidate; expected one "
                               "from ProcessStopper.candidates()")
+        for field in ("pid", "start_ticks"):
+            value = getattr(candidate, field)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidType(f"candidate.{field}={_shown(value)} is not a whole number; "
+                                  "expected a StopCandidate from ProcessStopper.candidates()")
+        if candidate.pid <= 0 or candidate.start_ticks < 0:
+            # os.kill(0) and os.kill(-1) signal whole groups: never let such a PID near it
+            raise InvalidValue(f"candidate.pid={candidate.pid!r} (start_ticks="
+                               f"{candidate.start_ticks!r}) is not one process; expected a "
+                               "StopCandidate from ProcessStopper.candidates()")
 
         def action(signal_name: str, done: bool, reason: str) -> StopAction:
             return StopAction(candidate.pid, candidate.name, candidate.cmdline, candidate.rss,
