@@ -562,3 +562,14 @@ def test_hostile_sizes_and_durations_give_only_documented_errors(
             build()
         except (InvalidValue, InvalidType):  # ResguardError subclasses; anything else fails
             pass
+
+
+def test_a_failing_headroom_probe_is_unknown_not_a_failed_load(
+        caplog: pytest.LogCaptureFixture) -> None:
+    class Broken:
+        def headroom_bytes(self) -> int:
+            raise ValueError("could not parse /proc/meminfo")
+
+    model = LazyModel(Loader().load, size=MiB, guard=Broken(), register=False, sweep=False)
+    assert len(model.get()) == MiB
+    assert "could not parse" in caplog.text

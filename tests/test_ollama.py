@@ -627,6 +627,9 @@ def _sync_calls(models: OllamaModels) -> dict[str, Callable[[], object]]:
             "estimate_bytes": lambda: models.estimate_bytes(SMALL),
             "unload": lambda: models.unload(SMALL), "ensure": lambda: models.ensure(SMALL),
             "unload_idle": lambda: models.unload_idle(0),
+            "lazy.get": lambda: models.lazy(SMALL).get(),
+            "using": lambda: models.using(SMALL).__enter__(),
+            "uses": models.uses(SMALL)(lambda: None),
             "client.ps": models.client.ps}
 
 
@@ -644,9 +647,15 @@ def test_every_call_ends_within_its_deadline_whatever_the_server_does(mode: str)
             if what == "client.ps":
                 continue  # the raw client: bounded by resguard's transport, not translated
             assert isinstance(caught.value, OllamaError), (what, caught.value)
-            if what in ("loaded", "unload", "ensure", "unload_idle"):
+            if what in ("loaded", "unload", "ensure", "unload_idle", "using"):
                 assert REASONS[mode] in str(caught.value), (what, str(caught.value))
             assert caught.value.__cause__ is not None
+        for what, quiet in (("reclaimable_bytes", models.reclaimable_bytes),
+                            ("reclaim", lambda: models.reclaim(10**9)),
+                            ("source", lambda: models.source().sample()["ollama"])):
+            started = time.monotonic()
+            assert quiet() in (0, None), what  # the ladder and the source never raise
+            assert time.monotonic() - started < BOUND_S, what
 
 
 @pytest.mark.parametrize("mode", list(REASONS))

@@ -84,7 +84,12 @@ def machine_headroom_bytes() -> int | None:
 def _headroom(guard: HeadroomSource | None) -> int | None:
     """The headroom from *guard* (or the machine); ``None`` = unknown, logged once."""
     where = "the guard's headroom" if guard is not None else "the machine's memory headroom"
-    headroom = guard.headroom_bytes() if guard is not None else machine_headroom_bytes()
+    try:
+        headroom = guard.headroom_bytes() if guard is not None else machine_headroom_bytes()
+    except Exception as error:  # a probe that fails is unknown, never a failed load
+        _faults.failed(where, f"unknown ({type(error).__name__}: {error}); model loads are "
+                              "admitted without a headroom check")
+        return None
     if headroom is None:
         _faults.failed(where, "unknown (memory could not be read); model loads are admitted "
                               "without a headroom check")
