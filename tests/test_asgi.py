@@ -1059,3 +1059,12 @@ def test_guarded_server_sheds_load_and_survives(memory_cgroup: Any) -> None:
     # at most what fits: 16 MiB each under the 70 % share of 256 MiB
     assert after["peak_in_flight"] * 16 * MiB < 0.7 * CGROUP_LIMIT_BYTES
     assert httpx.get(f"{url}/readyz", timeout=30).status_code == 200
+
+
+def test_readiness_reason_for_a_damaged_source_says_unknown_once() -> None:
+    clock = ManualClock(1000.0)
+    guard = Guard(memory="90%", monitor=unknown_memory_monitor(clock), on_unknown="refuse",
+                  clock=clock)
+    body = call(GuardMiddleware(Recorder(), guard, start_monitor=False), "/readyz").json()
+    assert body["reason"].startswith("unknown: memory.percent: /proc/meminfo empty")
+    assert "unknown: unknown" not in body["reason"]

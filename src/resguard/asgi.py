@@ -350,7 +350,8 @@ class GuardMiddleware:
 
     def _unknown_answer(self, unknown: str) -> dict[str, Any]:
         if self.guard.on_unknown == "refuse":
-            return {"status": "unready", "reason": f"unknown: {unknown}"}
+            reason = unknown if unknown.startswith("unknown: ") else f"unknown: {unknown}"
+            return {"status": "unready", "reason": reason}
         return {"status": "ready"}
 
     # -- the monitor's life -----------------------------------------------------------------
