@@ -87,7 +87,7 @@ from resguard.snapshot import OllamaModelInfo
 from resguard.units import format_bytes, format_duration, parse_bytes, parse_duration
 
 __all__ = ["AsyncOllamaModels", "OllamaError", "OllamaModelInfo", "OllamaModels",
-           "OllamaSource", "cli"]
+           "OllamaSource", "cli", "parse_host"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _log = get_logger("resguard.ollama")
@@ -245,6 +245,10 @@ class _DeadlineStream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
+class _LookupFailed(httpcore.ConnectError):
+    """The host name has no address (what httpcore's own connect raises for it)."""
+
+
 def _resolve(host: str, port: int) -> list[str]:
     """The addresses of *host*, looked up within the request's deadline (a resolver that
     hangs would otherwise stretch the connect past it; the lookup thread is left to end)."""
@@ -270,7 +274,7 @@ def _resolve(host: str, port: int) -> list[str]:
     if thread.is_alive():
         raise _DeadlineExceeded(f"looking up {host!r} took past the request's deadline")
     if failure or not found:
-        raise httpcore.ConnectError(f"cannot resolve {host!r}: {failure[0] if failure else ''}")
+        raise _LookupFailed(f"cannot resolve {host!r}: {failure[0] if failure else ''}")
     return found
 
 
