@@ -573,3 +573,21 @@ def test_a_failing_headroom_probe_is_unknown_not_a_failed_load(
     model = LazyModel(Loader().load, size=MiB, guard=Broken(), register=False, sweep=False)
     assert len(model.get()) == MiB
     assert "could not parse" in caplog.text
+
+
+def test_a_share_budget_is_resolved_once_the_limit_is_known(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    import resguard.snapshot as snapshots
+
+    real = snapshots.snapshot
+    unknown = types.SimpleNamespace(memory=types.SimpleNamespace(limit=None, available=None))
+    monkeypatch.setattr(snapshots, "snapshot", lambda **_: unknown)
+    pool = ModelPool(budget="50%")  # the limit cannot be read now: no error, no budget yet
+    assert pool.budget_bytes is None
+    assert pool.headroom_bytes() is None  # nothing known: unknown, not 0
+    monkeypatch.setattr(snapshots, "snapshot", real)
+    assert pool.headroom_bytes() is not None
+    limit = real(children=False).memory.limit
+    assert pool.budget_bytes == round(limit / 2)
