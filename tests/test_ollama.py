@@ -838,3 +838,12 @@ def test_a_hanging_name_lookup_is_inside_the_deadline(monkeypatch: pytest.Monkey
             assert time.monotonic() - started < 0.5 + 1.0
     finally:
         release.set()
+
+
+def test_an_error_page_is_quoted_short(ollama_server: OllamaStandIn) -> None:
+    ollama_server.fail(500, "x" * 100_000, paths=["/api/ps"])
+    with OllamaModels(ollama_server.host, register=False) as models:
+        with pytest.raises(OllamaError) as caught:
+            models.loaded()
+    assert caught.value.status_code == 500
+    assert len(str(caught.value)) < 500

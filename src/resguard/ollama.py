@@ -503,8 +503,7 @@ def _wire_keep_alive(seconds: float | None) -> float | None:
 
 
 @contextlib.contextmanager
-def _boundary(host: str, what: str, seconds: float | None = None,
-              max_bytes: int | None = None) -> Iterator[None]:
+def _boundary(host: str, what: str, seconds: float | None = None) -> Iterator[None]:
     """Translate the client's exceptions (protocol §5.1) into OllamaError; with *seconds*,
     the requests in the block end within that long (the transport enforces it)."""
     try:
@@ -520,8 +519,10 @@ def _boundary(host: str, what: str, seconds: float | None = None,
                           "read") from error
     except ollama.ResponseError as error:
         status = error.status_code if error.status_code > 0 else None
+        said = " ".join(str(error.error).split())
+        said = said if len(said) <= 300 else said[:300] + "..."  # an error page, not a log
         raise OllamaError(f"Ollama at {host} answered {what} with an error"
-                          f"{f' (HTTP {status})' if status else ''}: {error.error}",
+                          f"{f' (HTTP {status})' if status else ''}: {said}",
                           status_code=status) from error
     except httpx.TimeoutException as error:
         raise OllamaError(f"Ollama at {host} did not answer {what} in time "
