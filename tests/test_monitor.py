@@ -781,3 +781,41 @@ def test_a_monitor_survives_a_fork_the_child_can_start_it_and_sample(tmp_path: P
         with held_by_another_thread(monitor._tick_lock):  # mid-tick at the fork
             status = in_child(child, timeout_s=10)
     assert status == 0
+
+
+class HangingSource:
+    """A source whose sample() hangs (a Docker engine that accepts and never answers)."""
+
+    name = "hanging"
+    fields = ("containers",)
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def sample(self) -> dict[str, Any]:
+        self.entered.set()
+        self.release.wait(60)
+        return {}
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_leaving_async_with_does_not_wait_for_a_hanging_source(
+        tmp_path: Path, backend: str) -> None:
+    machine = FixedMachine(tmp_path)
+    source = HangingSource()
+    monitor = Monitor("10ms", policy=two_levels(), sampler=machine.sampler, reclaim=False,
+                      sources=[source], psi_trigger=False)
+
+    async def main() -> float:
+        async with monitor:
+            with anyio.fail_after(10):
+                while not source.entered.is_set():
+                    await anyio.sleep(0.01)
+            left = time.monotonic()
+        return time.monotonic() - left
+
+    try:
+        assert anyio.run(main, backend=backend) < 2.0
+    finally:
+        source.release.set()

@@ -589,15 +589,17 @@ class Monitor:
     async def _slow_task(self) -> None:
         import anyio
 
+        # a source or a reclaim step that hangs must not hang leaving ``async with``: the
+        # worker thread is abandoned at cancellation and finishes on its own
         while True:
-            await anyio.to_thread.run_sync(self._safe_sample_slow)
+            await anyio.to_thread.run_sync(self._safe_sample_slow, abandon_on_cancel=True)
             with anyio.move_on_after(self.slow_interval_s):
                 while not self._reclaim_wanted.is_set():
                     await anyio.sleep(self.interval_s)
             if self._reclaim_wanted.is_set():
                 self._reclaim_wanted.clear()
                 if self.state.level >= Level.WARNING:
-                    await anyio.to_thread.run_sync(self._safe_reclaim)
+                    await anyio.to_thread.run_sync(self._safe_reclaim, abandon_on_cancel=True)
 
 
 class _Run:
