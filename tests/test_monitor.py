@@ -819,3 +819,24 @@ def test_leaving_async_with_does_not_wait_for_a_hanging_source(
         assert anyio.run(main, backend=backend) < 2.0
     finally:
         source.release.set()
+
+
+def test_start_does_not_hang_on_a_hanging_source(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import resguard.monitor as monitor_module
+
+    monkeypatch.setattr(monitor_module, "JOIN_TIMEOUT_S", 0.1, raising=False)
+    machine = FixedMachine(tmp_path)
+    source = HangingSource()
+    monitor = Monitor("10ms", policy=two_levels(), sampler=machine.sampler, reclaim=False,
+                      sources=[source], psi_trigger=False)
+    started = time.monotonic()
+    try:
+        with monitor:
+            assert time.monotonic() - started < 5
+            assert source.entered.is_set()
+            ticks = monitor.ticks
+            _wait_for(lambda: monitor.ticks > ticks + 2)  # the fast loop judges meanwhile
+    finally:
+        source.release.set()
+    _wait_for(lambda: not _monitor_threads())

@@ -55,6 +55,10 @@ JOIN_TIMEOUT_S = 10.0
 """How long :meth:`Monitor.stop` waits for each background thread (one blocked in a
 subscriber or a source finishes on its own, and closes its own pipe)."""
 
+FIRST_SLOW_WAIT_S = 2.0
+"""How long :meth:`Monitor.start` waits for the first slow sample (the process table and
+the sources), so that it never hangs on a source that does not answer."""
+
 RELOG_AFTER_S = 60.0
 """A failure that comes back after its source worked again is logged again only after this
 long (per kind of error): an intermittent fault is one warning, not one per tick."""
@@ -443,7 +447,6 @@ class Monitor:
             run = _Run(trigger_fd)
             self._trigger_fd = trigger_fd
             try:
-                self.sample_slow()
                 threads = [
                     threading.Thread(target=self._fast_loop, args=(run,),
                                      name="resguard-monitor", daemon=True),
@@ -452,6 +455,9 @@ class Monitor:
                 ]
                 for thread in threads:
                     thread.start()
+                # the first state after start() has the slow fields (processes, sources),
+                # unless a source hangs: then start() returns anyway, and they follow
+                run.first_slow.wait(FIRST_SLOW_WAIT_S)
             except BaseException:
                 run.stop.set()
                 run.close()
@@ -520,6 +526,8 @@ class Monitor:
                 run.close()
 
     def _slow_loop(self, run: _Run) -> None:
+        self._safe_sample_slow()
+        run.first_slow.set()
         next_slow = time.monotonic() + self.slow_interval_s
         while not run.stop.is_set():
             self._reclaim_wanted.wait(max(next_slow - time.monotonic(), 0))
@@ -607,10 +615,12 @@ class _Run:
     PSI trigger; closed exactly once, by :meth:`Monitor.stop` or by the fast loop when it
     ends after stop() stopped waiting for it."""
 
-    __slots__ = ("_closed", "_lock", "stop", "trigger_fd", "wake_read", "wake_write")
+    __slots__ = ("_closed", "_lock", "first_slow", "stop", "trigger_fd", "wake_read",
+                 "wake_write")
 
     def __init__(self, trigger_fd: int | None) -> None:
         self.stop = threading.Event()
+        self.first_slow = threading.Event()  # the slow loop's first sample is done
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_write, False)
         self.trigger_fd = trigger_fd
