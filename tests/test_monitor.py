@@ -840,3 +840,47 @@ def test_start_does_not_hang_on_a_hanging_source(tmp_path: Path,
     finally:
         source.release.set()
     _wait_for(lambda: not _monitor_threads())
+
+
+class CountingStep:
+    name, cost = "counting", Cost.CACHE
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def reclaimable_bytes(self) -> int:
+        return 0
+
+    def reclaim(self, target_bytes: int) -> int:
+        self.calls += 1
+        return 0
+
+
+@pytest.mark.parametrize("mode", ["threads", "asyncio", "trio"])
+def test_a_lasting_warning_climbs_the_ladder_at_the_slow_pace_not_every_tick(
+        tmp_path: Path, mode: str) -> None:
+    from resguard.reclaim import Ladder
+
+    machine = FixedMachine(tmp_path)
+    step = CountingStep()
+    monitor = Monitor("5ms", policy=two_levels(), sampler=machine.sampler, adaptive=False,
+                      psi_trigger=False, slow_interval="300ms",
+                      ladder=Ladder(lambda: 0, extra=[step]))
+    machine.set_used_percent(60)  # WARNING for the whole run
+
+    def watch() -> None:
+        _wait_for(lambda: step.calls >= 1)  # the first climb comes at once
+        ticks = monitor.ticks
+        time.sleep(0.5)
+        assert monitor.ticks - ticks > 30  # the fast loop asked ~100 times meanwhile
+        assert step.calls <= 3
+
+    if mode == "threads":
+        with monitor:
+            watch()
+    else:
+        async def main() -> None:
+            async with monitor:
+                await anyio.to_thread.run_sync(watch)
+
+        anyio.run(main, backend=mode)

@@ -459,3 +459,20 @@ def test_group_pids_are_protected(pid: int) -> None:
 def test_protected_of_what_is_not_a_pid_is_a_type_error(pid: object) -> None:
     with pytest.raises(InvalidType):
         ProcessStopper.protected(pid, os.getuid())  # type: ignore[arg-type]
+
+
+def test_a_dry_run_warns_once_per_process_not_per_climb(
+        sleeper: subprocess.Popen[bytes], caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from resguard.reclaim import ACTIONS_KEPT
+
+    stopper = ProcessStopper([rf"sleep {SLEEP_S}"], enabled=True)
+    caplog.set_level(logging.WARNING, logger="resguard")
+    for _ in range(ACTIONS_KEPT + 20):
+        stopper.reclaim(1)
+    assert sum(f"pid {sleeper.pid}" in record.getMessage()
+               for record in caplog.records) == 1
+    assert len(stopper.actions) == ACTIONS_KEPT  # the latest, not every climb forever
+    assert stopper.actions[-1].pid == sleeper.pid
+    assert sleeper.poll() is None

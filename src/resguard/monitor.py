@@ -118,7 +118,8 @@ class Monitor:
             slower while all is calm; ``False`` keeps *interval*.
         psi_trigger: wake at once when the kernel reports memory stalls (PSI trigger).
         cgroup: judge this cgroup directory's memory instead of this process's own.
-        reclaim: climb the reclaim ladder on WARNING (default True).
+        reclaim: climb the reclaim ladder on WARNING (default True): at once when the
+            verdict reaches it, then at most once per *slow_interval* while it lasts.
         reclaim_to: the memory use the ladder aims for, as a percent of the effective
             limit (default ``"80%"``, the presets' clear level).
         stale_after: how old the state may grow before it is *stale* (default the larger
@@ -210,6 +211,7 @@ class Monitor:
         self.ladder = ladder if ladder is not None else Ladder(self._measure_used)
         self.last_reclaim: ReclaimReport | None = None
         self._reclaim_wanted = threading.Event()
+        self._next_reclaim_s = -math.inf  # climbs are paced: at most one per slow_interval
         self._run: _Run | None = None  # the background threads' run, while they run
         self._threads: list[threading.Thread] = []
         self._life_lock = threading.Lock()  # start() and stop() one at a time
@@ -530,16 +532,31 @@ class Monitor:
         run.first_slow.set()
         next_slow = time.monotonic() + self.slow_interval_s
         while not run.stop.is_set():
-            self._reclaim_wanted.wait(max(next_slow - time.monotonic(), 0))
+            now = time.monotonic()
+            if now >= self._next_reclaim_s:  # a climb may start as soon as one is wanted
+                self._reclaim_wanted.wait(max(next_slow - now, 0))
+            else:  # the last climb was recent: wanted or not, wait for its pace
+                run.stop.wait(max(min(next_slow, self._next_reclaim_s) - now, 0))
             if run.stop.is_set():
                 return
-            if self._reclaim_wanted.is_set():
-                self._reclaim_wanted.clear()
-                if self.state.level >= Level.WARNING:
-                    self._safe_reclaim()
+            if self._maybe_reclaim():
+                self._safe_reclaim()
             if time.monotonic() >= next_slow:
                 self._safe_sample_slow()
                 next_slow = time.monotonic() + self.slow_interval_s
+
+    def _maybe_reclaim(self) -> bool:
+        """Climb the ladder if a climb is wanted (the verdict is WARNING or worse) and the
+        last one is at least *slow_interval* ago; whether it is time to climb. Every fast
+        tick at WARNING asks for a climb: without this pace the ladder (a process scan,
+        a garbage collection) would run at the fast loop's rate."""
+        if not self._reclaim_wanted.is_set() or time.monotonic() < self._next_reclaim_s:
+            return False
+        self._reclaim_wanted.clear()
+        if self.state.level < Level.WARNING:
+            return False
+        self._next_reclaim_s = time.monotonic() + self.slow_interval_s
+        return True
 
     def _tick(self) -> float:
         """One fast-loop step: sample, then how long to wait; never raises."""
@@ -602,12 +619,11 @@ class Monitor:
         while True:
             await anyio.to_thread.run_sync(self._safe_sample_slow, abandon_on_cancel=True)
             with anyio.move_on_after(self.slow_interval_s):
-                while not self._reclaim_wanted.is_set():
+                while not self._reclaim_wanted.is_set() or (
+                        time.monotonic() < self._next_reclaim_s):
                     await anyio.sleep(self.interval_s)
-            if self._reclaim_wanted.is_set():
-                self._reclaim_wanted.clear()
-                if self.state.level >= Level.WARNING:
-                    await anyio.to_thread.run_sync(self._safe_reclaim, abandon_on_cancel=True)
+            if self._maybe_reclaim():
+                await anyio.to_thread.run_sync(self._safe_reclaim, abandon_on_cancel=True)
 
 
 class _Run:

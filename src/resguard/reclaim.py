@@ -366,6 +366,11 @@ def _read_cmdline(proc: str, pid: int) -> str:
     return " ".join(part.decode("utf-8", "replace") for part in raw.split(b"\0") if part)
 
 
+ACTIONS_KEPT = 1000
+"""How many of its latest actions a :class:`ProcessStopper` keeps in ``actions``."""
+_DRY_RUN_LOGGED_MAX = 4096  # identities remembered for logging a dry run once each
+
+
 class ProcessStopper:
     """The opt-in last step: stop processes whose name or command line matches a pattern.
 
@@ -400,6 +405,7 @@ class ProcessStopper:
         self.grace_s = grace_s
         self.protected_names = protected_names
         self.actions: list[StopAction] = []
+        self._dry_run_logged: set[tuple[int, int]] = set()
         self._proc = "/proc"
         self._use_pidfd = True  # tests turn it off to exercise the fallback
         self._clock: Callable[[], float] = time.monotonic
@@ -486,6 +492,8 @@ class ProcessStopper:
                 break
             action = self.stop(candidate)
             self.actions.append(action)
+            if len(self.actions) > ACTIONS_KEPT:  # a long WARNING must not grow it forever
+                del self.actions[:-ACTIONS_KEPT]
             if action.done or action.reason.startswith("dry run"):
                 freed += candidate.rss
         return freed
@@ -519,8 +527,13 @@ class ProcessStopper:
         if not self.enabled:
             return action("none", False, "not enabled")
         if self.dry_run:
-            _logger.warning("dry run: would stop pid %d (%s, %s)", candidate.pid,
-                            candidate.name, format_bytes(candidate.rss))
+            identity = (candidate.pid, candidate.start_ticks)
+            if identity not in self._dry_run_logged:  # once per process, not per climb
+                if len(self._dry_run_logged) >= _DRY_RUN_LOGGED_MAX:
+                    self._dry_run_logged.clear()
+                self._dry_run_logged.add(identity)
+                _logger.warning("dry run: would stop pid %d (%s, %s)", candidate.pid,
+                                candidate.name, format_bytes(candidate.rss))
             return action("SIGTERM", False,
                           f"dry run: would send SIGTERM, then SIGKILL after "
                           f"{self.grace_s:g} s")
