@@ -527,11 +527,11 @@ class ProcessStopper:
         if not self.enabled:
             return action("none", False, "not enabled")
         if self.dry_run:
-            identity = (candidate.pid, candidate.start_ticks)
-            if identity not in self._dry_run_logged:  # once per process, not per climb
+            seen = (candidate.pid, candidate.start_ticks)
+            if seen not in self._dry_run_logged:  # once per process, not per climb
                 if len(self._dry_run_logged) >= _DRY_RUN_LOGGED_MAX:
                     self._dry_run_logged.clear()
-                self._dry_run_logged.add(identity)
+                self._dry_run_logged.add(seen)
                 _logger.warning("dry run: would stop pid %d (%s, %s)", candidate.pid,
                                 candidate.name, format_bytes(candidate.rss))
             return action("SIGTERM", False,
