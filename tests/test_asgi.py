@@ -1068,3 +1068,13 @@ def test_readiness_reason_for_a_damaged_source_says_unknown_once() -> None:
     body = call(GuardMiddleware(Recorder(), guard, start_monitor=False), "/readyz").json()
     assert body["reason"].startswith("unknown: memory.percent: /proc/meminfo empty")
     assert "unknown: unknown" not in body["reason"]
+
+
+@pytest.mark.parametrize("value", ["2", None, b"1", [], True])
+def test_retry_after_header_of_what_is_not_a_number_is_a_type_error(value: object) -> None:
+    with pytest.raises(InvalidType, match="retry_after_s="):
+        retry_after_header(value)  # type: ignore[arg-type]
+
+
+def test_retry_after_header_of_a_huge_integer_is_exact_not_an_overflow() -> None:
+    assert retry_after_header(10**30) == 10**30

@@ -884,3 +884,19 @@ def test_a_lasting_warning_climbs_the_ladder_at_the_slow_pace_not_every_tick(
                 await anyio.to_thread.run_sync(watch)
 
         anyio.run(main, backend=mode)
+
+
+@pytest.mark.parametrize(("now", "error"), [
+    ("soon", InvalidType), ([], InvalidType), (True, InvalidType), (b"1", InvalidType),
+    (float("nan"), InvalidValue), (float("inf"), InvalidValue), (10**400, InvalidValue),
+    (-10**400, InvalidValue),
+])
+def test_unknown_reason_and_age_of_a_bad_now_are_resguard_errors(
+        tmp_path: Path, now: object, error: type[Exception]) -> None:
+    monitor = Monitor(sampler=FixedMachine(tmp_path).sampler, reclaim=False, psi_trigger=False)
+    with pytest.raises(error, match="now="):
+        monitor.unknown_reason(now)  # type: ignore[arg-type]
+    with pytest.raises(error, match="now="):
+        monitor.state.age_s(now)  # type: ignore[arg-type]
+    assert monitor.unknown_reason(monitor.state.snapshot.monotonic) is None
+    assert monitor.state.age_s(monitor.state.snapshot.monotonic + 2) == 2

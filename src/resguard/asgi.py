@@ -444,9 +444,14 @@ class GuardMiddleware:
 
 def retry_after_header(retry_after_s: float) -> int:
     """Whole seconds for a ``Retry-After`` header: rounded up, at least 1."""
-    if not math.isfinite(retry_after_s) or retry_after_s <= 1:
+    if isinstance(retry_after_s, bool) or not isinstance(retry_after_s, (int, float)):
+        raise InvalidType(f"retry_after_s={retry_after_s!r} is not a number of seconds; "
+                          "expected e.g. 1.5")
+    if isinstance(retry_after_s, float) and not math.isfinite(retry_after_s):
         return 1
-    return math.ceil(retry_after_s)
+    if retry_after_s <= 1:
+        return 1
+    return math.ceil(retry_after_s)  # exact for any int, 10**400 included
 
 
 def _named(what: str, parse: Callable[[Any], Any], value: Any) -> Any:

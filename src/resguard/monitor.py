@@ -89,8 +89,7 @@ class State(ValueMixin):
     def age_s(self, now: float | None = None) -> float:
         """Seconds since this state's snapshot was taken, at monotonic time *now* (default
         :func:`time.monotonic`, the clock of the snapshots); never negative."""
-        if now is None:
-            now = time.monotonic()
+        now = time.monotonic() if now is None else _monotonic_now(now)
         return max(now - self.snapshot.monotonic, 0.0)
 
     def _repr_html_(self) -> str:
@@ -395,7 +394,7 @@ class Monitor:
         the verdict's unknowns (``"unknown: memory.percent: /proc/meminfo empty"``).
         """
         state = self.state
-        age_s = state.age_s(self._clock() if now is None else now)
+        age_s = state.age_s(self._clock() if now is None else _monotonic_now(now))
         if age_s > self.stale_after_s:
             return f"stale: last sample {age_s:.1f} s ago"
         if state.verdict.unknown:
@@ -672,6 +671,20 @@ class _Run:
                     os.close(fd)
                 except OSError:
                     pass
+
+
+def _monotonic_now(now: object) -> float:
+    """*now* as monotonic seconds, or an error naming it (a huge int is no OverflowError)."""
+    if isinstance(now, bool) or not isinstance(now, (int, float)):
+        raise InvalidType(f"now={shown(now)} is not a monotonic time in seconds; expected "
+                          "e.g. time.monotonic()")
+    try:
+        seconds = float(now)
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds):
+        raise InvalidValue(f"now={shown(now)} is not a finite monotonic time in seconds")
+    return seconds
 
 
 MIN_INTERVAL_S = 0.001
