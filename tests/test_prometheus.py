@@ -367,3 +367,28 @@ def test_every_refusal_reason_is_a_label_from_the_first_scrape() -> None:
     assert set(refused) == set(REFUSAL_REASONS)
     assert refused["concurrency"] == 1
     assert sum(refused.values()) == 1
+
+
+class _CountingBrokenCache:
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def stats(self) -> Any:
+        self.calls += 1
+        raise RuntimeError(f"stats broke on call {self.calls}")
+
+
+def test_a_part_failing_with_a_new_message_each_scrape_is_logged_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    cache = _CountingBrokenCache()
+    collector = ResguardCollector(caches=[cache], sampler=_BrokenSampler())
+    caplog.set_level(logging.WARNING, logger="resguard")
+    for _ in range(20):
+        list(collector.collect())
+    assert cache.calls == 20
+    assert sum("stats broke" in record.getMessage() for record in caplog.records) == 1
+    assert sum("sampling broke" in record.getMessage() for record in caplog.records) == 1

@@ -263,7 +263,8 @@ class ResguardCollector(Collector):
 
     def _failed(self, part: str, error: BaseException) -> None:
         self._errors[part] = self._errors.get(part, 0) + 1
-        self._faults.failed(f"prometheus {part}", error)
+        # once per kind of error: a message with changing numbers is not one per scrape
+        self._faults.failed(f"prometheus {part}", error, kind=type(error).__name__)
 
     def _guard_metrics(self) -> Iterator[Metric]:
         if not self.guards:
