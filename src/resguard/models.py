@@ -579,6 +579,9 @@ class ModelPool:
         self._models: list[LazyModel[Any]] = []
         self._order = 0
         self._used_order: dict[int, int] = {}
+        if isinstance(models, (str, bytes)) or not isinstance(models, Iterable):  # type: ignore[unreachable]
+            raise InvalidType(f"models={models!r} is not a list of LazyModel; expected e.g. "
+                              f"[LazyModel(load_small), LazyModel(load_large)]")
         for model in models:
             self.add(model)
 

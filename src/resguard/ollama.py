@@ -176,7 +176,7 @@ def parse_host(host: str | None) -> str:
             raise InvalidValue(f"{where}: {name!r} is not an IPv6 address; {hint}") from None
         shown_name = f"[{name}]"
     else:
-        if not all(c.isalnum() or c in "-._" for c in name):
+        if not all(c.isascii() and (c.isalnum() or c in "-._") for c in name):
             raise InvalidValue(f"{where}: {name!r} is not a host name; {hint}")
         shown_name = name
     path = split.path.rstrip("/")

@@ -307,6 +307,14 @@ def compile_getter(metric: str) -> Callable[[Snapshot], Any]:
     return getter
 
 
+def _finite(number: float) -> bool:
+    """True for a number inside float range that is not NaN or infinite (big ints too)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
+
+
 def _level(value: object) -> Level:
     """A rule's level: WARNING or CRITICAL (a rule that fires at OK would say nothing)."""
     if isinstance(value, bool) or not isinstance(value, (Level, str, int)):
@@ -1318,8 +1326,10 @@ class Policy:
                                "make it with policy.new_state()")
         if now is None:
             now = snapshot.monotonic
-        elif isinstance(now, bool) or not isinstance(now, (int, float)) or math.isnan(now):
+        elif isinstance(now, bool) or not isinstance(now, (int, float)):
             raise InvalidType(f"now={shown(now)} is not a monotonic time in seconds")
+        elif not _finite(now):
+            raise InvalidValue(f"now={shown(now)} is not a finite monotonic time in seconds")
         breaches: list[Breach] | None = None
         failed: dict[int, str] | None = None  # rule index -> reason
         for index, step, rule_state in zip(range(len(self._steps)), self._steps,

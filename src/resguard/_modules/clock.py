@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
+from resguard._errors import InvalidValue
+
 __all__ = ["Clock", "ManualClock", "monotonic"]
 
 
@@ -28,6 +30,7 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         """Move the clock forward by *seconds*."""
-        if seconds < 0:
-            raise ValueError(f"a clock cannot go back ({seconds!r} seconds)")
+        if not seconds >= 0:  # also refuses NaN
+            raise InvalidValue(f"seconds={seconds!r}: a clock cannot go back; expected a "
+                               f"number of seconds >= 0")
         self.now_s += seconds
