@@ -63,11 +63,18 @@ class ConfigError(InvalidValue):
 
 
 class ResourceExhausted(ResguardError):
-    """Work was refused because memory, CPU or concurrency is short.
+    """Work was refused because memory, CPU or concurrency is short, or could not be known.
 
-    ``reason`` is a short machine-readable word (``"memory"``, ``"rss"``, ``"level"``,
-    ``"concurrency"``, ``"reservation"``, ``"timeout"``), ``retry_after`` the number of
-    seconds after which trying again is sensible, and ``numbers`` the figures that decided it.
+    ``reason`` is one of :data:`resguard.guard.REFUSAL_REASONS`: ``"memory"`` (headroom or
+    the guard's memory share too small), ``"reservation"`` (it would fit but for what calls
+    in flight reserved), ``"rss"`` (this process's RSS would pass, or passed, the guard's
+    ``rss``), ``"level"`` (the Monitor's verdict is at or above the guard's level),
+    ``"concurrency"`` (``max_concurrent`` calls in flight), ``"queued"`` (others wait first
+    and this call may not wait), ``"timeout"`` (it waited its whole ``wait``;
+    ``numbers["cause"]`` says what it waited on) or ``"unknown"`` (a figure the guard needs
+    is unknown or the Monitor's state is stale, with ``on_unknown="refuse"``).
+    ``retry_after`` is the number of seconds after which trying again is sensible, and
+    ``numbers`` the figures that decided it (``None`` where unknown).
     """
 
     def __init__(self, message: str, *, reason: str, retry_after: float = 1.0,
