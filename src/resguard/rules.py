@@ -162,11 +162,17 @@ class Breach(ValueMixin):
             more = len(self.offenders) - 3
             text += f" ({shown}{f', +{more} more' if more > 0 else ''})"
         if self.held_s >= 1:
-            text += f" for {format_duration(self.held_s)}"
+            text += f" for {_format_value(self.held_s, 'seconds')}"
         return text
 
 
 def _format_value(value: float, unit: str) -> str:
+    """*value* in *unit* for a message; never raises (a NaN or infinite figure a custom
+    rule or a hostile source produced is shown as it is, not an error in a log line)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return shown(value)
+    if not _finite(value):
+        return "never" if unit == "seconds" and value > 0 else f"{shown(value)}"
     if unit == "bytes":
         return format_bytes(value)
     if unit == "percent":
