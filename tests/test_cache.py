@@ -20,10 +20,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from resguard import reclaim
-from resguard._errors import InvalidType, InvalidValue
+from resguard._errors import InvalidState, InvalidType, InvalidValue
 from resguard._modules.clock import ManualClock
 from resguard._modules.sizeof import sizeof
 from resguard.cache import CacheInfo, CacheStats, LRUCache, ValueTooLarge, memoize
+
+from support import run_python
 
 JOIN_TIMEOUT_S = 120.0
 
@@ -1383,3 +1385,113 @@ async def test_async_waiters_are_released_when_storing_fails(
     assert slow.cache_stats().merged == 0  # nobody got a value from the failed store
     monkeypatch.undo()
     assert await slow(1) == 1
+
+
+class _WritingKey:
+    """A key whose ``__eq__`` writes to the cache it is stored in."""
+
+    def __init__(self, x: int, cache: LRUCache[Any, int]) -> None:
+        self.x, self.cache = x, cache
+
+    def __hash__(self) -> int:
+        return self.x % 2  # collisions: __eq__ runs on most lookups
+
+    def __eq__(self, other: object) -> bool:
+        self.cache[_WritingKey(99, self.cache)] = 0
+        return isinstance(other, _WritingKey) and self.x == other.x
+
+
+def test_a_key_that_writes_to_its_own_cache_from_eq_gets_an_error_not_a_deadlock() -> None:
+    cache: LRUCache[Any, int] = LRUCache(max_items=4)
+    cache[_WritingKey(1, cache)] = 1  # alone: nothing to compare with
+
+    def write_colliding() -> None:
+        cache[_WritingKey(3, cache)] = 3  # compared with the first key: its __eq__ writes
+
+    [outcome] = _finishes(write_colliding)
+    assert isinstance(outcome, InvalidState)
+    assert "from inside one of its own operations" in str(outcome)
+    assert len(cache) == 1  # nothing was half-applied
+    assert cache.stats().bytes == sum(entry[1] for entry in cache._data.values())
+
+
+def test_a_memoized_key_whose_eq_misses_the_function_computes_without_storing() -> None:
+    calls: list[int] = []
+
+    @memoize(max_items=10)
+    def twice(x: object) -> object:
+        calls.append(1)
+        return x
+
+    class Probing:
+        def __init__(self, x: int) -> None:
+            self.x = x
+
+        def __hash__(self) -> int:
+            return 7
+
+        def __eq__(self, other: object) -> bool:
+            twice(f"probe-{self.x}")  # a miss, nested inside the cache's lookup
+            return isinstance(other, Probing) and self.x == other.x
+
+    twice(Probing(1))
+    [result] = _finishes(lambda: twice(Probing(2)))
+    assert isinstance(result, Probing)
+    assert "probe-1" not in twice.cache  # computed, not stored
+    assert "probe-2" not in twice.cache
+    assert twice.cache_info().currsize == 2
+
+
+_HOSTILE_EQ_SCRIPT = '''
+import random
+from resguard._errors import InvalidState
+from resguard.cache import LRUCache, memoize
+quiet = [False]
+for seed in range(40):
+    rng = random.Random(seed)
+    quiet[0] = False
+    cache = LRUCache(max_items=rng.choice([3, 8]), ttl=rng.choice([None, 100]))
+
+    @memoize(max_items=rng.choice([2, 5]))
+    def f(k):
+        return k.x
+
+    class K:
+        def __init__(self, x): self.x = x
+        def __hash__(self): return self.x % 4
+        def __eq__(self, other):
+            r = 1.0 if quiet[0] else rng.random()
+            try:
+                if r < 0.1: cache[K(rng.randrange(20))] = 1
+                elif r < 0.2: cache.get(K(rng.randrange(20)))
+                elif r < 0.25: cache.pop(K(rng.randrange(20)), None)
+                elif r < 0.252: list(cache); len(cache); cache.stats()
+                elif r < 0.35: f(K(rng.randrange(20)))
+            except InvalidState:
+                if seed % 2: raise
+            return isinstance(other, K) and self.x == other.x
+
+    for step in range(200):
+        op, k = rng.random(), K(rng.randrange(20))
+        try:
+            if op < 0.4: cache[k] = step
+            elif op < 0.6: cache.get(k)
+            elif op < 0.7: cache.pop(k, None)
+            elif op < 0.9: f(k)
+            else: len(cache); list(cache.items()); cache.reclaim(1)
+        except InvalidState:
+            pass
+    quiet[0] = True
+    for c in (cache, f.cache):
+        list(c)  # mends an order that a raising __eq__ left half-changed
+        assert c.current_bytes == sum(e[1] for e in dict.values(c._data)), seed
+        assert len(c) <= c.max_items, seed
+        assert not c._inflight, seed
+print("survived")
+'''
+
+
+def test_keys_whose_eq_uses_the_cache_at_random_never_crash_or_corrupt_it() -> None:
+    # In a child interpreter: changing an OrderedDict from inside one of its own operations
+    # could crash the interpreter (a segfault) before nested calls were made read-only.
+    assert run_python(_HOSTILE_EQ_SCRIPT).strip() == "survived"

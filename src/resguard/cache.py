@@ -27,7 +27,10 @@ Decisions, written down once:
   used first among equals) and reports the bytes from its own accounting; the ladder
   re-measures the process rather than trusting that figure.
 - **Hostile keys cannot break the cache.** The lock is re-entrant, so a key whose ``__hash__``
-  or ``__eq__`` uses the same cache (or memoized function) does not deadlock. An entry whose
+  or ``__eq__`` uses the same cache (or memoized function) does not deadlock. Such nested
+  calls only read (a hit is served; a memoized miss computes without storing); a nested
+  change raises :class:`~resguard.InvalidState`, because changing an OrderedDict from inside
+  one of its own operations can crash CPython. An entry whose
   key can no longer be found (its hash changed after insertion) is dropped when the cache meets
   it and counted in ``stats().broken``. A memoized call whose result cannot be stored still
   releases every caller waiting for it, and a waiter stops waiting for a leader thread that
@@ -71,7 +74,7 @@ from typing import (
 import attrs
 
 from resguard import reclaim as _reclaim
-from resguard._errors import InvalidType, InvalidValue
+from resguard._errors import InvalidState, InvalidType, InvalidValue
 from resguard._modules.clock import Clock, monotonic
 from resguard._modules.log import get_logger
 from resguard._modules.sizeof import sizeof as default_sizeof
@@ -270,6 +273,11 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         # (CPython's test_need_for_rlock). An uncontended RLock costs what a Lock does.
         self._lock = threading.RLock()
         self._acquire, self._release = self._lock.acquire, self._lock.release
+        # Asked before taking the lock on the slow paths: True when this thread is already
+        # inside one of the cache's operations (re-entered from a key's __hash__/__eq__).
+        # Such nested calls only read: changing an OrderedDict while CPython is inside one of
+        # its operations on it can crash the interpreter.
+        self._is_owned: Callable[[], bool] = cast(Any, self._lock)._is_owned
         self._data: OrderedDict[Any, _Entry] = OrderedDict()  # least recently used first
         self._get, self._move_to_end = self._data.get, self._data.move_to_end  # hit path
         self._expiry: OrderedDict[Any, None] = OrderedDict()  # insertion order = expiry order
@@ -289,7 +297,10 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         try:
             entry = self._get(key)
             if entry is not None and (self._ttl_s is None or entry[2] > self._clock()):
-                self._move_to_end(key)
+                try:
+                    self._move_to_end(key)
+                except KeyError:  # nested in a change that has its node out (see _is_owned)
+                    pass
                 self._hits += 1
                 return entry[0]  # type: ignore[no-any-return]
         finally:
@@ -298,14 +309,19 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
 
     def _getitem_miss(self, key: K) -> V:
         dropped = None
+        nested = self._is_owned()
         with self._lock:
             entry = self._data.get(key)
             if entry is not None:
                 if self._ttl_s is None or entry[2] > self._clock():  # stored meanwhile
-                    self._data.move_to_end(key)
+                    try:
+                        self._data.move_to_end(key)
+                    except KeyError:  # nested in a change that has its node out (see _is_owned)
+                        pass
                     self._hits += 1
                     return entry[0]  # type: ignore[no-any-return]
-                dropped = [self._drop_expired_locked(key, entry)]
+                if not nested:
+                    dropped = [self._drop_expired_locked(key, entry)]
             self._misses += 1
         if dropped:
             self._notify(dropped)
@@ -328,21 +344,29 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         try:
             entry = self._get(key)
             if entry is not None and (self._ttl_s is None or entry[2] > self._clock()):
-                self._move_to_end(key)
+                try:
+                    self._move_to_end(key)
+                except KeyError:  # nested in a change that has its node out (see _is_owned)
+                    pass
                 self._hits += 1
                 return entry[0]
         finally:
             self._release()
         data = self._data
         dropped = None
+        nested = self._is_owned()
         with self._lock:
             entry = data.get(key)
             if entry is not None:
                 if self._ttl_s is None or entry[2] > self._clock():  # stored meanwhile
-                    data.move_to_end(key)
+                    try:
+                        data.move_to_end(key)
+                    except KeyError:  # nested in a change that has its node out (see _is_owned)
+                        pass
                     self._hits += 1
                     return entry[0]
-                dropped = [self._drop_expired_locked(key, entry)]
+                if not nested:
+                    dropped = [self._drop_expired_locked(key, entry)]
             self._misses += 1
         if dropped:
             self._notify(dropped)
@@ -350,18 +374,21 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
 
     def __contains__(self, key: object) -> bool:
         dropped = None
+        nested = self._is_owned()
         with self._lock:
             entry = self._data.get(key)
             if entry is None:
                 return False
             if self._ttl_s is None or entry[2] > self._clock():
                 return True
+            if nested:
+                return False
             dropped = [self._drop_expired_locked(key, entry)]
         self._notify(dropped)
         return False
 
     def __len__(self) -> int:
-        if self._ttl_s is None:
+        if self._ttl_s is None or self._is_owned():
             return len(self._data)
         with self._lock:
             dropped = self._expire_locked(self._clock())
@@ -371,20 +398,14 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
 
     def __iter__(self) -> Iterator[K]:
         """Keys from least to most recently used, from a copy taken under the lock."""
-        with self._lock:
-            dropped = self._expire_locked(self._clock()) if self._ttl_s is not None else []
-            try:
-                keys = list(self._data)
-            except Exception:  # a broken key: see _repair_locked
-                self._repair_locked()
-                keys = list(self._data)
-        self._notify(dropped)
-        return iter(keys)
+        return iter([key for key, _ in self._snapshot_items()])
 
     def _snapshot_items(self) -> list[tuple[K, V]]:
+        nested = self._is_owned()
         with self._lock:
-            dropped = self._expire_locked(self._clock()) if self._ttl_s is not None else []
-            pairs = [(key, entry[0]) for key, entry in self._pairs_locked()]
+            expiring = self._ttl_s is not None and not nested
+            dropped = self._expire_locked(self._clock()) if expiring else []
+            pairs = [(key, entry[0]) for key, entry in self._pairs_locked(nested)]
         self._notify(dropped)
         return pairs
 
@@ -399,14 +420,20 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
     # ----------------------------------------------------------------- writing
 
     def __setitem__(self, key: K, value: V) -> None:
+        self._refuse_nested("cache[key] = value")
         size = self._entry_size(key, value)
         with self._lock:
             dropped = self._put_locked(key, value, size)
         self._notify(dropped)
 
     def __delitem__(self, key: K) -> None:
+        self._refuse_nested("del cache[key]")
         with self._lock:
-            entry = self._data.pop(key)
+            try:
+                entry = self._data.pop(key)
+            except BaseException:
+                self._resync_locked()
+                raise
             self._forget_locked(key, entry)
             expired = self._ttl_s is not None and entry[2] <= self._clock()
             if expired:
@@ -424,9 +451,14 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
 
     def pop(self, key: K, /, default: object = _MISSING) -> object:
         """Remove *key* and return its value, or *default* (``KeyError`` without one)."""
+        self._refuse_nested("pop()")
         dropped = None
         with self._lock:
-            entry = self._data.pop(key, None)
+            try:
+                entry = self._data.pop(key, None)
+            except BaseException:
+                self._resync_locked()
+                raise
             if entry is not None:
                 self._forget_locked(key, entry)
                 if self._ttl_s is None or entry[2] > self._clock():
@@ -441,12 +473,17 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
 
     def popitem(self) -> tuple[K, V]:
         """Remove and return the least recently used pair (``KeyError`` when empty)."""
+        self._refuse_nested("popitem()")
         with self._lock:
             dropped = self._expire_locked(self._clock()) if self._ttl_s is not None else []
             if not self._data:
                 result = None
             else:
-                key, entry = self._data.popitem(last=False)
+                try:
+                    key, entry = self._data.popitem(last=False)
+                except BaseException:
+                    self._resync_locked()
+                    raise
                 self._forget_locked(key, entry)
                 result = (key, entry[0])
         self._notify(dropped)
@@ -456,11 +493,15 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
 
     def setdefault(self, key: K, default: V = None) -> V:  # type: ignore[assignment]
         """The value for *key*; when absent, store *default* and return it (atomically)."""
+        self._refuse_nested("setdefault()")
         size = self._entry_size(key, default)
         with self._lock:
             entry = self._data.get(key)
             if entry is not None and (self._ttl_s is None or entry[2] > self._clock()):
-                self._data.move_to_end(key)
+                try:
+                    self._data.move_to_end(key)
+                except KeyError:  # nested in a change that has its node out (see _is_owned)
+                    pass
                 self._hits += 1
                 return cast(V, entry[0])
             self._misses += 1
@@ -470,6 +511,7 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
 
     def clear(self) -> None:
         """Drop every entry (without ``on_evict``); the counters are kept."""
+        self._refuse_nested("clear()")
         with self._lock:
             self._data.clear()
             self._expiry.clear()
@@ -479,10 +521,19 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         """Drop every entry whose TTL has passed now; return how many went."""
         if self._ttl_s is None:
             return 0
+        self._refuse_nested("expire()")
         with self._lock:
             dropped = self._expire_locked(self._clock())
         self._notify(dropped)
         return len(dropped)
+
+    def _refuse_nested(self, what: str) -> None:
+        """Raise InvalidState for a change made from inside one of the cache's operations."""
+        if self._is_owned():
+            raise InvalidState(
+                f"{what} on cache {self._name!r} from inside one of its own operations (a "
+                "key's __hash__ or __eq__ using the cache it is stored in): such nested calls "
+                "may only read")
 
     # ----------------------------------------------------------------- pressure
 
@@ -510,6 +561,7 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
             raise InvalidType(f"target_bytes={target_bytes!r} is not a whole number of bytes")
         if target_bytes < 0:
             raise InvalidValue(f"target_bytes={target_bytes!r} must not be negative")
+        self._refuse_nested("reclaim()")
         with self._lock:
             dropped = self._expire_locked(self._clock()) if self._ttl_s is not None else []
             candidates = self._pairs_locked() if target_bytes > 0 else []
@@ -521,7 +573,11 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
             for key, _ in candidates:
                 if freed >= target_bytes:
                     break
-                entry = data.pop(key, None)
+                try:
+                    entry = data.pop(key, None)
+                except BaseException:
+                    self._resync_locked()
+                    raise
                 if entry is None:
                     continue
                 self._forget_locked(key, entry)
@@ -560,8 +616,10 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
 
     def stats(self) -> CacheStats:
         """Counters and current sizes (expired entries are dropped first)."""
+        nested = self._is_owned()
         with self._lock:
-            dropped = self._expire_locked(self._clock()) if self._ttl_s is not None else []
+            expiring = self._ttl_s is not None and not nested
+            dropped = self._expire_locked(self._clock()) if expiring else []
             result = CacheStats(
                 hits=self._hits,
                 misses=self._misses,
@@ -643,10 +701,11 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
     # ----------------------------------------------------------------- pickling
 
     def __getstate__(self) -> dict[str, Any]:
+        nested = self._is_owned()
         with self._lock:
             now = self._clock()
             entries = [(key, entry[0], entry[1], entry[2] - now)
-                       for key, entry in self._pairs_locked()]
+                       for key, entry in self._pairs_locked(nested)]
             counters = (self._hits, self._misses, self._evictions, self._expirations,
                         self._shrinks, self._shrink_evictions, self._reclaimed_bytes,
                         self._too_large, self._merged, self._broken)
@@ -732,32 +791,55 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         return size
 
     def _put_locked(self, key: Any, value: Any, size: int) -> list[tuple[Any, Any]]:
-        """Insert or replace under the lock; return the pairs dropped to make room."""
+        """Insert or replace under the lock; return the pairs dropped to make room.
+
+        When a key's ``__eq__`` raises part-way (an OrderedDict operation then may have
+        done half its work), the byte count is taken again from what is stored.
+        """
         data = self._data
-        if self._ttl_s is not None:
-            now = self._clock()
-            dropped = self._expire_locked(now)
-            expires = now + self._ttl_s
-        else:
-            dropped = []
-            expires = math.inf
-        old = data.pop(key, None)
-        if old is not None:
-            self._forget_locked(key, old)
-        # Make room before inserting, so that even a reader that does not take the lock
-        # (``current_bytes``) never sees more than max_bytes.
-        max_bytes, max_items = self._max_bytes, self._max_items
-        while data and ((max_bytes is not None and self._bytes + size > max_bytes)
-                        or (max_items is not None and len(data) >= max_items)):
-            old_key, old_entry = data.popitem(last=False)
-            self._forget_locked(old_key, old_entry)
-            self._evictions += 1
-            dropped.append((old_key, old_entry[0]))
-        data[key] = (value, size, expires)
-        self._bytes += size
-        if self._ttl_s is not None:
-            self._expiry[key] = None
+        try:
+            if self._ttl_s is not None:
+                now = self._clock()
+                dropped = self._expire_locked(now)
+                expires = now + self._ttl_s
+            else:
+                dropped = []
+                expires = math.inf
+            old = data.pop(key, None)
+            if old is not None:
+                self._forget_locked(key, old)
+            # Make room before inserting, so that even a reader that does not take the lock
+            # (``current_bytes``) never sees more than max_bytes.
+            max_bytes, max_items = self._max_bytes, self._max_items
+            repaired = False
+            while data and ((max_bytes is not None and self._bytes + size > max_bytes)
+                            or (max_items is not None and len(data) >= max_items)):
+                try:
+                    old_key, old_entry = data.popitem(last=False)
+                except KeyError:
+                    if repaired:
+                        raise
+                    self._repair_locked()  # an entry the order lost: rebuild, go on
+                    repaired = True
+                    continue
+                self._forget_locked(old_key, old_entry)
+                self._evictions += 1
+                dropped.append((old_key, old_entry[0]))
+            count = len(data)
+            data[key] = (value, size, expires)
+            self._bytes += size
+            if len(data) == count:  # it replaced an entry after all (a key's __eq__ re-entered)
+                self._resync_locked()
+            if self._ttl_s is not None:
+                self._expiry[key] = None
+        except BaseException:
+            self._resync_locked()
+            raise
         return dropped
+
+    def _resync_locked(self) -> None:
+        """Take the byte count again from the stored entries (after an interrupted change)."""
+        self._bytes = sum(entry[1] for entry in dict.values(self._data))
 
     def _forget_locked(self, key: Any, entry: _Entry) -> None:
         """Account for an entry already popped from ``_data``."""
@@ -769,7 +851,11 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
                 pass
 
     def _drop_expired_locked(self, key: Any, entry: _Entry) -> tuple[Any, Any]:
-        del self._data[key]
+        try:
+            del self._data[key]
+        except BaseException:
+            self._resync_locked()
+            raise
         self._forget_locked(key, entry)
         self._expirations += 1
         return (key, entry[0])
@@ -799,26 +885,39 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
             if entry[2] > now:
                 break
             expiry.popitem(last=False)
-            del data[key]
+            try:
+                del data[key]
+            except BaseException:
+                self._resync_locked()
+                raise
             self._bytes -= entry[1]
             self._expirations += 1
             dropped.append((key, entry[0]))
         return dropped
 
-    def _pairs_locked(self) -> list[tuple[Any, _Entry]]:
-        """``list(self._data.items())``, repairing the cache first if a broken key is met."""
-        try:
-            return list(self._data.items())
-        except Exception:
-            self._repair_locked()
-            return list(self._data.items())
+    def _pairs_locked(self, nested: bool = False) -> list[tuple[Any, _Entry]]:
+        """``list(self._data.items())`` in LRU order, mended when a broken key is met.
+
+        Iterating an OrderedDict looks every key up; a broken key raises KeyError (then the
+        cache is repaired, unless this call is nested: it only reads), and a key whose
+        ``__eq__`` reads the cache moves entries meanwhile (RuntimeError). What still fails
+        lists the pairs in storage order, which needs no lookup.
+        """
+        for attempt in range(2):
+            try:
+                return list(self._data.items())
+            except Exception:
+                if attempt == 0 and not nested:
+                    self._repair_locked()
+        return list(dict.items(self._data))
 
     def _repair_locked(self) -> None:
         """Drop every entry whose key cannot be found by its hash any more; O(n), rare.
 
         ``popitem`` finds an entry by the hash it was stored with, so it empties both
         OrderedDicts whatever their keys do now; healthy keys go back in the same order
-        (in place: the memoize wrappers hold a reference to ``_data``).
+        (in place: the memoize wrappers hold a reference to ``_data``). It also mends an
+        OrderedDict whose order lost an entry its dict still holds.
         """
         data, expiry = self._data, self._expiry
         broken: set[int] = set()
@@ -828,8 +927,8 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
                     broken.add(id(key))
             except Exception:
                 broken.add(id(key))
-        pairs = [data.popitem(last=False) for _ in range(len(data))]
-        expiry_keys = [expiry.popitem(last=False)[0] for _ in range(len(expiry))]
+        pairs = _drain(data)
+        expiry_keys = [key for key, _ in _drain(expiry)]
         self._bytes = 0
         kept: set[int] = set()
         for key, entry in pairs:
@@ -845,7 +944,11 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
             self._broken += 1
         for key in expiry_keys:
             if id(key) in kept:
-                expiry[key] = None
+                try:
+                    expiry[key] = None
+                except Exception:  # it went back into _data a moment ago; let it not expire
+                    pass
+        self._resync_locked()
         if len(kept) < len(pairs) and not self._broken_logged:
             self._broken_logged = True
             logger.warning("cache %r dropped an entry whose key can no longer be found (its "
@@ -867,19 +970,28 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
 
     def _memo_miss(self, key: Any, token: Hashable,
                    merge: bool) -> tuple[Any, _Call | None, bool]:
-        """After a fast-path miss: (value or _MISSING, call to wait on or lead, leading?)."""
+        """After a fast-path miss: (value or _MISSING, call to wait on or lead, leading?).
+
+        A nested call (from a key's __eq__ while the cache is busy) neither merges nor, in
+        :meth:`_memo_store`, stores: it computes and returns.
+        """
         dropped = None
+        nested = self._is_owned()
         try:
             with self._lock:
                 entry = self._data.get(key)
                 if entry is not None:
                     if self._ttl_s is None or entry[2] > self._clock():
-                        self._data.move_to_end(key)
+                        try:
+                            self._data.move_to_end(key)
+                        except KeyError:  # nested in a change that has its node out (see _is_owned)
+                            pass
                         self._hits += 1
                         return entry[0], None, False
-                    dropped = [self._drop_expired_locked(key, entry)]
+                    if not nested:
+                        dropped = [self._drop_expired_locked(key, entry)]
                 self._misses += 1
-                if not merge:
+                if not merge or nested:
                     return _MISSING, None, False
                 call = self._inflight.get(key)
                 if call is not None and not call.finished and call.leader_alive():
@@ -918,6 +1030,8 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         fails on a hash collision, a MemoryError), they get that error, as the leader does.
         """
         dropped: list[tuple[Any, Any]] = []
+        if self._is_owned():  # nested (see _memo_miss): never a leader, nothing to store
+            return
         try:
             try:
                 size = self._entry_size(key, value)
@@ -969,12 +1083,25 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
 
 _OWN_ATTRIBUTES: Final = frozenset({
     "_max_bytes", "_max_items", "_ttl_s", "_sizeof", "_user_sized", "_on_evict", "_clock",
-    "_name", "_lock", "_acquire", "_release", "_data", "_get", "_move_to_end", "_expiry",
-    "_inflight", "_bytes",
+    "_name", "_lock", "_acquire", "_release", "_is_owned", "_data", "_get", "_move_to_end",
+    "_expiry", "_inflight", "_bytes",
     "_hits", "_misses", "_evictions", "_expirations", "_shrinks", "_shrink_evictions",
     "_reclaimed_bytes", "_too_large", "_merged", "_broken", "_broken_logged",
 })
 """LRUCache's own instance attributes; pickling carries every other one (a subclass's)."""
+
+
+def _drain(ordered: OrderedDict[Any, Any]) -> list[tuple[Any, Any]]:
+    """Empty *ordered*, returning its pairs in order (then any its order had lost)."""
+    pairs = []
+    while True:
+        try:
+            pairs.append(ordered.popitem(last=False))
+        except Exception:  # empty, or a colliding key's __eq__ raised: the dict has the rest
+            break
+    pairs.extend(dict.items(ordered))  # in the dict but no longer in the order
+    OrderedDict.clear(ordered)
+    return pairs
 
 
 def _entry_size_key(pair: tuple[Any, _Entry]) -> int:
@@ -1264,7 +1391,10 @@ def _sync_wrapper(function: Callable[..., Any], cache: LRUCache[Any, Any],
         try:
             entry = get(k)
             if entry is not None and (not expiring or entry[2] > clock()):
-                move_to_end(k)
+                try:
+                    move_to_end(k)
+                except KeyError:  # nested in a change that has its node out (see _is_owned)
+                    pass
                 cache._hits += 1
                 return entry[0]
         finally:
@@ -1347,7 +1477,10 @@ def _async_wrapper(function: Callable[..., Awaitable[Any]], cache: LRUCache[Any,
         try:
             entry = get(k)
             if entry is not None and (not expiring or entry[2] > clock()):
-                move_to_end(k)
+                try:
+                    move_to_end(k)
+                except KeyError:  # nested in a change that has its node out (see _is_owned)
+                    pass
                 cache._hits += 1
                 return entry[0]
         finally:
