@@ -973,3 +973,24 @@ def test_leaving_a_guard_block_never_entered_is_invalid_state_not_negative_count
     with guard:
         assert guard.stats().in_flight == 1
     assert guard.stats().in_flight == 0
+
+
+@pytest.mark.parametrize(("reading", "error"), [
+    (math.nan, InvalidValue), (math.inf, InvalidValue), (10**400, InvalidValue),
+    ("1000", InvalidType), (None, InvalidType), (True, InvalidType),
+])
+def test_a_clock_that_does_not_tell_time_is_refused_when_given(
+        monitor: Monitor, reading: object, error: type[Exception]) -> None:
+    from resguard.processes import ProcessTable
+    from resguard.prometheus import ResguardCollector
+
+    def clock() -> Any:
+        return reading
+
+    for make in (lambda: Guard(monitor=monitor, clock=clock),
+                 lambda: Monitor(sampler=monitor.sampler, reclaim=False, clock=clock),
+                 lambda: ResguardCollector(monitor=monitor, clock=clock),
+                 lambda: ProcessTable(clock=clock)):
+        with pytest.raises(error, match="clock="):
+            make()
+

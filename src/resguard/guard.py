@@ -39,6 +39,7 @@ from resguard._errors import (
 )
 from resguard._modules import forks
 from resguard._modules.clock import Clock, monotonic
+from resguard._modules.clockcheck import checked_clock
 from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin
 from resguard.rules import Level
@@ -323,8 +324,8 @@ class Guard:
             if not isinstance(monitor, Monitor):
                 raise InvalidType(f"monitor={monitor!r} is not a resguard.Monitor; "
                                   f"expected a Monitor or None")
-        if clock is not None and not callable(clock):
-            raise InvalidType(f"clock={clock!r} is not callable; expected e.g. time.monotonic")
+        if clock is not None:
+            clock = checked_clock(clock)
         if clock is None:
             clock = getattr(monitor, "clock", None) if monitor is not None else None
             clock = clock if callable(clock) else monotonic

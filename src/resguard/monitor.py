@@ -37,6 +37,7 @@ import attrs
 from resguard._errors import InvalidState, InvalidType, InvalidValue, ResguardError
 from resguard._modules import forks
 from resguard._modules.clock import Clock
+from resguard._modules.clockcheck import checked_clock
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin, flatten, html_table
@@ -171,10 +172,7 @@ class Monitor:
                     f"stale_after={stale_after!r} is not above the longest wait of the fast "
                     f"loop ({format_duration(longest_wait_s)}): every state would be stale; "
                     f"expected e.g. {format_duration(5 * longest_wait_s)!r}")
-        if clock is not None and not callable(clock):
-            raise InvalidType(f"clock={shown(clock)} is not a clock; expected a function "
-                              "returning monotonic seconds, e.g. time.monotonic")
-        self._clock: Clock = clock if clock is not None else time.monotonic
+        self._clock: Clock = checked_clock(clock) if clock is not None else time.monotonic
         if policy is None:
             from resguard import presets
 

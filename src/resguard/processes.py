@@ -21,6 +21,7 @@ from typing import Literal
 
 from resguard._errors import InvalidType, InvalidValue
 from resguard._modules import forks
+from resguard._modules.clockcheck import checked_clock
 from resguard._modules.render import records_table
 from resguard._probes import procfs as _procfs
 from resguard._probes.files import READ_CAP_BYTES, damage_of
@@ -69,9 +70,7 @@ class ProcessTable:
         if not isinstance(roots, Roots):
             raise InvalidType(f"roots={roots!r} is not a Roots; expected "
                               "resguard._probes.paths.Roots(proc=..., cgroup=...)")
-        if not callable(clock):
-            raise InvalidType(f"clock={clock!r} is not callable; expected a function "
-                              "returning monotonic seconds, like time.monotonic")
+        clock = checked_clock(clock)
         self._proc = roots.proc
         self._clock = clock
         self._lock = threading.Lock()

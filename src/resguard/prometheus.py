@@ -91,6 +91,7 @@ except ImportError as error:  # pragma: no cover - exercised by the import test
 
 from resguard._errors import InvalidType, InvalidValue
 from resguard._modules.clock import Clock, monotonic
+from resguard._modules.clockcheck import checked_clock
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
 from resguard.guard import REFUSAL_REASONS, _state_unknown
@@ -188,8 +189,8 @@ class ResguardCollector(Collector):
         if sampler is not None and not isinstance(sampler, Sampler):
             raise InvalidType(f"sampler={sampler!r} is not a resguard Sampler; "
                               f"expected a Sampler or None")
-        if clock is not None and not callable(clock):
-            raise InvalidType(f"clock={clock!r} is not callable; expected e.g. time.monotonic")
+        if clock is not None:
+            clock = checked_clock(clock)
         self.monitor = monitor
         if clock is None:  # the monitor's own clock: the one its states' ages are in
             clock = getattr(monitor, "_clock", None)

@@ -1,0 +1,31 @@
+"""Check an injected clock once, when it is given: a clock answering NaN would make every
+state look fresh forever (``age > stale_after`` is never true for NaN)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from resguard._errors import InvalidType, InvalidValue
+
+__all__ = ["checked_clock"]
+
+
+def checked_clock(clock: object, what: str = "clock") -> Callable[[], float]:
+    """*clock* if it is callable and its reading now is a finite number, else an error
+    naming it."""
+    if not callable(clock):
+        raise InvalidType(f"{what}={clock!r} is not callable; expected a function returning "
+                          "monotonic seconds, e.g. time.monotonic")
+    reading = clock()
+    if isinstance(reading, bool) or not isinstance(reading, (int, float)):
+        raise InvalidType(f"{what}={clock!r} returned {reading!r}, not monotonic seconds; "
+                          "expected a function like time.monotonic")
+    try:
+        finite = math.isfinite(reading)
+    except OverflowError:
+        finite = False
+    if not finite:
+        raise InvalidValue(f"{what}={clock!r} returned {reading!r}, not a finite number of "
+                           "monotonic seconds; expected a function like time.monotonic")
+    return clock
