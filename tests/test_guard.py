@@ -994,3 +994,14 @@ def test_a_clock_that_does_not_tell_time_is_refused_when_given(
         with pytest.raises(error, match="clock="):
             make()
 
+
+
+def test_limit_self_by_percent_again_sets_the_same_limit_not_a_share_of_the_last() -> None:
+    code = """
+from resguard.guard import limit_self
+print(limit_self("80%"), limit_self("80%"), limit_self("80%", kind="as"),
+      limit_self("80%", kind="as"))
+"""
+    data_1, data_2, as_1, as_2 = map(int, run_python(code).split())
+    assert data_1 == data_2  # it was 80 % of 80 %: 64 % of the machine, then 51 %...
+    assert as_1 == as_2

@@ -1066,7 +1066,9 @@ def limit_self(memory: int | str, *, kind: Literal["as", "data"] = "data") -> in
     """Set this process's soft RLIMIT_DATA (or RLIMIT_AS) so that a runaway allocation
     raises MemoryError instead of getting the process OOM-killed; returns the bytes set.
 
-    ``"80%"`` means 80 % of the effective memory limit. RLIMIT_DATA counts heap and
+    ``"80%"`` means 80 % of the effective memory limit as it is without this process's own
+    limit of that *kind*, so calling it again sets the same limit instead of 80 % of the
+    last one. RLIMIT_DATA counts heap and
     anonymous mappings, which is what a runaway Python allocation grows; RLIMIT_AS also
     counts reserved address space (thread stacks, mapped files) and is stricter.
 
@@ -1086,7 +1088,8 @@ def limit_self(memory: int | str, *, kind: Literal["as", "data"] = "data") -> in
     if wanted.fraction is None:
         limit = wanted.bytes
     else:
-        limit = wanted.resolve(default_sampler().sample(children=False).memory.limit)
+        own = "RLIMIT_AS" if kind == "as" else "RLIMIT_DATA"
+        limit = wanted.resolve(default_sampler()._limit_without_rlimit(own))
         if limit is None:
             raise InvalidState(f"memory={memory!r} is a percent of the effective memory limit, "
                                f"which is unknown now; give a size, e.g. '2GiB'")

@@ -551,6 +551,23 @@ class Sampler:
             SENSING_FAULTS.recovered(source)
         self._failing = current
 
+    def _limit_without_rlimit(self, rlimit: str) -> int | None:
+        """The effective memory limit as if this process's soft *rlimit* (``"RLIMIT_DATA"``
+        or ``"RLIMIT_AS"``) were not set, ``None`` when unknown: what ``limit_self("80%")``
+        takes a share of, so that setting it again does not compound."""
+        memory = self.sample(children=False).memory
+        with self._lock:
+            limits, location = self._limits, self._location
+        bounds = [memory.total] if memory.total is not None else []
+        if limits is not None:
+            if limits.memory is not None and location is not None and not limits.cgroup_gone:
+                bounds.append(limits.memory[0])
+            bounds.extend(soft for name, soft in limits.rlimits if name != rlimit)
+        if self._cgroup_dir is not None and (location is None or
+                                             (limits is not None and limits.cgroup_gone)):
+            return None  # the cgroup asked about is gone: no limit is known
+        return min(bounds) if bounds else None
+
     def _current_limits(self, now_monotonic: float) -> _Limits:
         """Limits change rarely (a `docker update`, a setrlimit): re-read them at most once
         per :data:`LIMITS_MAX_AGE_S` (or after :func:`invalidate_limits`), not per sample."""
