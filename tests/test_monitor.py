@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resguard import InvalidType, InvalidValue, ResguardError
+from resguard import InvalidState, InvalidType, InvalidValue, ResguardError
 from resguard._modules.clock import ManualClock
 from resguard._probes.paths import Roots
 from resguard.monitor import Monitor, State
@@ -900,3 +900,26 @@ def test_unknown_reason_and_age_of_a_bad_now_are_resguard_errors(
         monitor.state.age_s(now)  # type: ignore[arg-type]
     assert monitor.unknown_reason(monitor.state.snapshot.monotonic) is None
     assert monitor.state.age_s(monitor.state.snapshot.monotonic + 2) == 2
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_threads_and_tasks_never_run_one_monitor_twice(tmp_path: Path, backend: str) -> None:
+    machine = FixedMachine(tmp_path)
+    monitor = Monitor("10ms", policy=two_levels(), sampler=machine.sampler, reclaim=False,
+                      psi_trigger=False)
+
+    async def main() -> None:
+        async with monitor:
+            monitor.start()  # running as tasks already: nothing more starts
+            assert not _monitor_threads()
+            with pytest.raises(InvalidState):
+                async with monitor:
+                    pass
+            assert monitor.running
+        assert not monitor.running
+
+    anyio.run(main, backend=backend)
+    with monitor:
+        with pytest.raises(InvalidState):
+            anyio.run(monitor.__aenter__, backend=backend)
+    assert not monitor.running

@@ -437,8 +437,8 @@ class Monitor:
     def start(self) -> Monitor:
         """Start the background threads (idempotent)."""
         with self._life_lock:
-            if self._run is not None:
-                return self
+            if self._run is not None or self._task_group is not None:
+                return self  # already running, as threads or as tasks
             trigger_fd = None
             if self.psi_trigger:
                 path = self._trigger_path()
@@ -590,10 +590,18 @@ class Monitor:
     async def __aenter__(self) -> Monitor:
         import anyio
 
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        self._task_group.start_soon(self._fast_task)
-        self._task_group.start_soon(self._slow_task)
+        with self._life_lock:
+            if self.running:  # two sets of loops would sample and reclaim twice
+                raise InvalidState("the monitor is already running (start() or another "
+                                   "async with); use one of them")
+            self._task_group = task_group = anyio.create_task_group()
+        try:
+            await task_group.__aenter__()
+        except BaseException:
+            self._task_group = None
+            raise
+        task_group.start_soon(self._fast_task)
+        task_group.start_soon(self._slow_task)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
