@@ -303,3 +303,10 @@ def test_formatting_returns_text_or_a_documented_error(value: object, binary: bo
             assert isinstance(format_call(), str)
         except DOCUMENTED:
             pass
+
+
+@pytest.mark.parametrize("n_bytes", [1e300, -1e300, 2.0**1000, 10**400, 1e30])
+def test_format_bytes_of_a_huge_float_is_short_not_a_wall_of_digits(n_bytes: float) -> None:
+    text = format_bytes(n_bytes)
+    assert len(text) < 20, text
+    assert text.endswith("EiB")

@@ -145,7 +145,7 @@ def format_bytes(n_bytes: int | float, *, binary: bool = True, precision: int = 
     magnitude = abs(n_bytes)
     for unit, factor in _BINARY_STEPS if binary else _DECIMAL_STEPS:
         if magnitude >= factor:
-            if isinstance(magnitude, int) and magnitude > MAX_BYTES:  # beyond float range too
+            if magnitude > MAX_BYTES:  # an exponent, not a wall of digits (ints beyond floats)
                 scaled = decimal.Decimal(magnitude) / factor
                 return f"{sign}{scaled:.{precision}e} {unit}"
             return f"{sign}{magnitude / factor:.{precision}f} {unit}"
