@@ -1078,3 +1078,18 @@ def test_retry_after_header_of_what_is_not_a_number_is_a_type_error(value: objec
 
 def test_retry_after_header_of_a_huge_integer_is_exact_not_an_overflow() -> None:
     assert retry_after_header(10**30) == 10**30
+
+
+@pytest.mark.parametrize("retry_after", [None, "2", float("nan"), 10**400])
+def test_a_hand_raised_refusal_with_an_odd_retry_after_is_still_a_503(
+        monitor: Monitor, retry_after: object) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise ResourceExhausted("the model is busy", reason="model",
+                                retry_after=retry_after)  # type: ignore[arg-type]
+
+    guard = Guard(monitor=monitor)
+    response = call(GuardMiddleware(app, guard, start_monitor=False), "/work")
+    assert response.status == 503
+    assert response.json()["reason"] == "model"
+    assert int(response.headers["retry-after"]) >= 1
+    assert guard.stats().in_flight == 0

@@ -286,8 +286,11 @@ class GuardMiddleware:
         return replay
 
     async def _refuse(self, send: Send, error: ResourceExhausted) -> None:
-        seconds = retry_after_header(error.retry_after)
-        body = json.dumps({"error": "overloaded", "reason": error.reason,
+        try:
+            seconds = retry_after_header(error.retry_after)
+        except ResguardError:  # raised by hand in the app, with no number: still a 503
+            seconds = 1
+        body = json.dumps({"error": "overloaded", "reason": str(error.reason),
                            "retry_after": seconds}).encode()
         await send({"type": "http.response.start", "status": 503, "headers": [
             _JSON, (b"content-length", str(len(body)).encode()),
