@@ -682,3 +682,20 @@ def test_a_real_cgroup_removed_while_watched_is_unknown(memory_cgroup: Any) -> N
     assert snap.memory.limit is None
     assert snap.memory.source == "unknown"
     assert any(fault.kind == "vanished" for fault in snap.faults)
+
+
+def test_a_flapping_file_is_logged_once_not_twice_per_flap(
+        tree: KernelTree, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="resguard.snapshot")
+    sampler = make_sampler(tree)
+    path = tree.path("meminfo")
+    for _ in range(50):  # a file that is damaged on every other read
+        tree.damage("meminfo", "empty")
+        assert sampler.sample().memory.total is None
+        tree.restore("meminfo")
+        assert sampler.sample().memory.total is not None
+    assert len(warnings_about(caplog, path, "is failing")) == 1, caplog.text
+    assert len(warnings_about(caplog, path, "works again")) == 1, caplog.text
+    tree.damage("meminfo", "garbage")  # a new kind of damage is news, flapping or not
+    sampler.sample()
+    assert len(warnings_about(caplog, path, "is failing: garbage")) == 1, caplog.text

@@ -8,6 +8,7 @@ percentages run from 0 to 100.
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import sys
@@ -302,6 +303,42 @@ SENSING_FAULTS = FaultLog(_logger)
 """Process-wide: one warning per damaged file and kind of damage, whichever sampler saw it,
 and one more when it can be read again."""
 
+RELOG_AFTER_S = 60.0
+"""A file that fails again in the same way within this long of its last warning, after
+working in between (a flapping file), is not logged again, nor its recovery."""
+
+_flap_lock = threading.Lock()
+_logged_at: dict[tuple[str, str], float] = {}  # (file, kind) -> when its warning was logged
+_quiet: set[str] = set()  # files failing again within RELOG_AFTER_S: neither logged
+
+
+def _report_failure(source: str, message: str, kind: str) -> None:
+    """Log *source* failing (once per kind), unless it is flapping (see RELOG_AFTER_S)."""
+    now = time.monotonic()
+    with _flap_lock:
+        recently = now - _logged_at.get((source, kind), -math.inf) < RELOG_AFTER_S
+        if source in _quiet:
+            if recently:
+                return
+            _quiet.discard(source)  # a new kind of damage, or a minute on: log it
+        elif recently and source not in SENSING_FAULTS.failing():
+            _quiet.add(source)  # it worked for a moment and fails again: no new warning
+            return
+    if SENSING_FAULTS.failed(source, message, kind=kind):
+        with _flap_lock:
+            _logged_at[(source, kind)] = now
+            if len(_logged_at) > 4096:  # many short-lived cgroup files: stay bounded
+                _logged_at.clear()
+
+
+def _report_recovery(source: str) -> None:
+    with _flap_lock:
+        if source in _quiet:
+            _quiet.discard(source)  # its failure was not logged: neither is the recovery
+            return
+    SENSING_FAULTS.recovered(source)
+
+
 _limits_generation = 0
 _generation_lock = threading.Lock()
 
@@ -544,11 +581,10 @@ class Sampler:
                              if item.fallback is not None})
             outcome = "; ".join(part for part in (
                 ", ".join(unknown) + " unknown" if unknown else "", ", ".join(filled)) if part)
-            SENSING_FAULTS.failed(source, f"{fault.kind}: {fault.detail}; {outcome}",
-                                  kind=fault.kind)
+            _report_failure(source, f"{fault.kind}: {fault.detail}; {outcome}", fault.kind)
         current = frozenset(by_source) - {fault.source for fault in once}
         for source in self._failing - current:
-            SENSING_FAULTS.recovered(source)
+            _report_recovery(source)
         self._failing = current
 
     def _limit_without_rlimit(self, rlimit: str) -> int | None:
@@ -870,8 +906,9 @@ _default_lock = threading.Lock()
 
 
 def _fresh_module_locks() -> None:
-    global _default_lock, _generation_lock
+    global _default_lock, _generation_lock, _flap_lock
     _default_lock, _generation_lock = threading.Lock(), threading.Lock()
+    _flap_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
