@@ -1093,3 +1093,16 @@ def test_a_policy_judging_an_infinite_rss_says_so_instead_of_raising():
     snap = make_snapshot()
     snap = attrs.evolve(snap, process=attrs.evolve(snap.process, rss=math.inf))
     assert policy.evaluate(snap).reason == "WARNING: big: inf"
+
+
+def test_a_rule_failing_on_every_other_sample_is_logged_once_not_per_flap(caplog):
+    import logging
+
+    broken = BrokenRule()
+    policy = Policy([broken])
+    caplog.set_level(logging.WARNING, logger="resguard")
+    for t in range(100):
+        broken.failing = t % 2 == 0
+        verdict = policy.evaluate(make_snapshot(at=t))
+        assert verdict.known is not broken.failing
+    assert sum("broken" in r.getMessage() for r in caplog.records) == 2  # failing, works again

@@ -61,6 +61,7 @@ import collections
 import enum
 import math
 import operator
+import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, Final, Protocol, runtime_checkable
 
@@ -1245,6 +1246,9 @@ def _is_breach(value: object) -> bool:
     return isinstance(value, Breach) and isinstance(value.level, Level)
 
 
+_RELOG_AFTER_S: Final = 60.0  # a flapping rule's failure is logged again after this long
+
+
 class PolicyState:
     """Every rule's memory of the past for one :class:`Policy`; one per evaluator thread.
 
@@ -1271,7 +1275,7 @@ class Policy:
     one per thread.
     """
 
-    __slots__ = ("_failing", "_faults", "_reads", "_steps", "rules", "state")
+    __slots__ = ("_failing", "_faults", "_logged_at", "_reads", "_steps", "rules", "state")
 
     def __init__(self, rules: Iterable[Rule]) -> None:
         if isinstance(rules, (str, bytes)) or not isinstance(rules, Iterable):  # type: ignore[unreachable]
@@ -1298,6 +1302,7 @@ class Policy:
         self._reads = tuple(reads.items())
         self._faults = FaultLog(_logger)
         self._failing: dict[int, str] = {}  # rule index -> kind of error, logged once
+        self._logged_at: dict[tuple[int, str], float] = {}  # (index, kind) -> logged when
         self.state = self.new_state()
 
     def __repr__(self) -> str:
@@ -1384,7 +1389,11 @@ class Policy:
         reason = f"rule {rule.name!r} failed: {kind}: {error}"
         if self._failing.get(index) != kind:
             self._failing[index] = kind
-            self._faults.failed(f"rule {rule.name!r}", f"{kind}: {error}")
+            # a rule failing on every other sample is one warning a minute, not two a flap
+            now = time.monotonic()
+            if now - self._logged_at.get((index, kind), -math.inf) >= _RELOG_AFTER_S:
+                self._logged_at[(index, kind)] = now
+                self._faults.failed(f"rule {rule.name!r}", f"{kind}: {error}")
         return reason
 
     def _recover(self, failed: dict[int, str] | None) -> None:
