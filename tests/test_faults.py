@@ -699,3 +699,22 @@ def test_a_flapping_file_is_logged_once_not_twice_per_flap(
     tree.damage("meminfo", "garbage")  # a new kind of damage is news, flapping or not
     sampler.sample()
     assert len(warnings_about(caplog, path, "is failing: garbage")) == 1, caplog.text
+
+
+def test_a_damaged_process_row_that_comes_and_goes_is_logged_once(
+        proc_with_children: tuple[Path, list[subprocess.Popen[bytes]]],
+        caplog: pytest.LogCaptureFixture) -> None:
+    proc, _ = proc_with_children
+    caplog.set_level(logging.WARNING, logger="resguard.snapshot")
+    table = ProcessTable(Roots(proc=str(proc)))
+    broken = proc / "999993"
+    for _ in range(30):  # a short-lived process whose stat reads as garbage, again and again
+        broken.mkdir()
+        (broken / "stat").write_text("garbage\n")
+        table.sample()
+        (broken / "stat").unlink()
+        broken.rmdir()
+        table.sample()
+    source = str(proc / "<pid>" / "stat")
+    assert len(warnings_about(caplog, source, "is failing")) == 1, caplog.text
+    assert len(warnings_about(caplog, source, "works again")) == 1, caplog.text

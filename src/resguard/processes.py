@@ -26,7 +26,13 @@ from resguard._modules.render import records_table
 from resguard._probes import procfs as _procfs
 from resguard._probes.files import READ_CAP_BYTES, damage_of
 from resguard._probes.paths import DEFAULT_ROOTS, Roots
-from resguard.snapshot import SENSING_FAULTS, Fault, ProcessInfo
+from resguard.snapshot import (
+    SENSING_FAULTS,
+    Fault,
+    ProcessInfo,
+    _report_failure,
+    _report_recovery,
+)
 
 __all__ = ["ProcessTable", "describe", "top_processes"]
 
@@ -189,11 +195,11 @@ class ProcessTable:
         for source, fault in sources.items():
             outcome = (f"{fault.field} from {fault.fallback}" if fault.fallback
                        else f"rows skipped (e.g. {fault.source})")
-            SENSING_FAULTS.failed(source, f"{fault.kind}: {fault.detail}; {outcome}",
-                                  kind=fault.kind)
+            # a damaged row that comes and goes (process churn) is not one record per flap
+            _report_failure(source, f"{fault.kind}: {fault.detail}; {outcome}", fault.kind)
         now_failing = set(sources)
         for source in self._failing - now_failing:
-            SENSING_FAULTS.recovered(source)
+            _report_recovery(source)
         self._failing = now_failing
 
     def top(self, n: int = 10, *, by: SortKey = "cpu", group: bool = False) -> list[ProcessInfo]:
