@@ -923,3 +923,31 @@ def test_threads_and_tasks_never_run_one_monitor_twice(tmp_path: Path, backend: 
         with pytest.raises(InvalidState):
             anyio.run(monitor.__aenter__, backend=backend)
     assert not monitor.running
+
+
+@pytest.mark.parametrize("answer", [
+    {"containers": "x"}, {"containers": ()}, {"processes": "x"}, {"processes": ("x",)},
+    {"processes": [1]}, {"ollama": {"a": 1}}, {"ollama": (None,)},
+])
+def test_a_source_answering_garbage_values_cannot_break_rules_or_scrapes(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, answer: object) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from resguard.prometheus import ResguardCollector
+
+    machine = FixedMachine(tmp_path)
+    source = GarbageSource(answer)
+    source.fields = tuple(answer)  # type: ignore[arg-type]
+    policy = Policy([*two_levels().rules, ContainerThreshold(percent_above=50)])
+    monitor = Monitor(policy=policy, sampler=machine.sampler, sources=[source], reclaim=False,
+                      psi_trigger=False)
+    caplog.set_level(logging.WARNING, logger="resguard")
+    for _ in range(5):
+        monitor.sample_slow()
+        state = monitor.sample_now()
+    assert "garbage" in monitor.faults
+    assert not [u for u in state.verdict.unknown if "failed" in u]  # no rule broke on it
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ResguardCollector(monitor=monitor))
+    assert b"resguard_memory_used_bytes" in generate_latest(registry)
+    assert failure_records(caplog, "garbage") == 1

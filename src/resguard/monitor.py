@@ -761,11 +761,29 @@ _SOURCE_FIELDS = frozenset(attrs.fields_dict(Snapshot)) - {
 """The snapshot fields a slow source may fill in (``processes``, ``containers``, ``ollama``)."""
 
 
+def _source_value_ok(field: str, value: object) -> bool:
+    """Whether *value* can stand in the snapshot's *field* (rules, metrics and the CLI
+    read it without checking again)."""
+    from resguard.snapshot import ContainersInfo, OllamaModelInfo, ProcessInfo
+
+    if value is None:
+        return True
+    if field == "containers":
+        return isinstance(value, ContainersInfo)
+    row = ProcessInfo if field == "processes" else OllamaModelInfo
+    return isinstance(value, tuple) and all(isinstance(item, row) for item in value)
+
+
 def _source_fields(result: object) -> dict[str, Any]:
-    """A source's answer, checked: a dict of snapshot fields a source may fill in."""
+    """A source's answer, checked: a dict of snapshot fields a source may fill in, each of
+    its field's type (a garbage value would fail every rule and every scrape after it)."""
     if not isinstance(result, dict) or not all(key in _SOURCE_FIELDS for key in result):
         raise InvalidValue(f"sample() returned {shown(result)[:200]}; expected a dict with "
                            f"keys among {sorted(_SOURCE_FIELDS)}")
+    for field, value in result.items():
+        if not _source_value_ok(field, value):
+            raise InvalidValue(f"sample() returned {field}={shown(value)[:200]}; expected "
+                               f"what Snapshot.{field} holds, or None")
     return result
 
 
