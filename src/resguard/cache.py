@@ -420,7 +420,8 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
     # ----------------------------------------------------------------- writing
 
     def __setitem__(self, key: K, value: V) -> None:
-        self._refuse_nested("cache[key] = value")
+        if self._is_owned():  # inlined _refuse_nested: inserting is the second hottest path
+            self._refuse_nested("cache[key] = value")
         size = self._entry_size(key, value)
         with self._lock:
             dropped = self._put_locked(key, value, size)
