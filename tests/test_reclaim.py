@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resguard import InvalidType, InvalidValue, ResguardError
+from resguard import reclaim as reclaim_module
 from resguard.reclaim import (
     Cost,
     GarbageCollect,
@@ -78,7 +79,9 @@ def test_caches_shrink_first_under_a_real_squeeze(memory_cgroup) -> None:  # typ
     assert result["percent_after"] < 60
 
 
-def test_ladder_trusts_measurements_not_claims() -> None:
+def test_ladder_trusts_measurements_not_claims(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only this test's rungs: a cache another test left registered must not join the ladder.
+    monkeypatch.setattr(reclaim_module, "_registry", {})
     used = [1000 * MiB]
 
     class Liar:
