@@ -16,7 +16,16 @@ from _harness import Table
 
 def main(argv: list[str]) -> int:
     here = Path(__file__).parent
-    names = argv or sorted(p.stem for p in here.glob("bench_*.py"))
+    known = sorted(p.stem.removeprefix("bench_") for p in here.glob("bench_*.py"))
+    if any(arg.startswith("-") for arg in argv):
+        print(f"usage: run.py [NAME ...]   (names: {', '.join(known)}; none: all)")
+        return 0 if {"-h", "--help"} & set(argv) else 2
+    unknown = [n for n in argv if n.removeprefix("bench_") not in known]
+    if unknown:
+        print(f"run.py: no benchmark {', '.join(unknown)}; known: {', '.join(known)}",
+              file=sys.stderr)
+        return 2
+    names = argv or known
     table = Table()
     for name in names:
         module = importlib.import_module(name if name.startswith("bench_") else f"bench_{name}")
