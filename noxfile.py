@@ -20,7 +20,7 @@ PYTHON = os.environ.get("RESGUARD_NOX_PYTHON")  # None: the interpreter running 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Run the test suite (integration tests skip with a reason unless required)."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test]", "pip")  # pip: the peer suites download cachetools' sdist
     session.run("pytest", *session.posargs)
 
 
