@@ -1005,3 +1005,21 @@ print(limit_self("80%"), limit_self("80%"), limit_self("80%", kind="as"),
     data_1, data_2, as_1, as_2 = map(int, run_python(code).split())
     assert data_1 == data_2  # it was 80 % of 80 %: 64 % of the machine, then 51 %...
     assert as_1 == as_2
+
+
+@pytest.mark.parametrize(("held_s", "error"), [
+    (math.nan, InvalidValue), (math.inf, InvalidValue), (-1.0, InvalidValue),
+    (10**400, InvalidValue), ("1", InvalidType), (True, InvalidType),
+])
+def test_release_refuses_a_held_time_that_is_not_one_and_changes_nothing(
+        monitor: Monitor, held_s: object, error: type[Exception]) -> None:
+    guard = Guard(monitor=monitor, max_concurrent=1)
+    reserve = guard.acquire()
+    with pytest.raises(error, match="held_s="):
+        guard.release(reserve, held_s)  # type: ignore[arg-type]
+    assert guard.stats().in_flight == 1  # nothing half-applied
+    guard.release(reserve, 2)  # an int is seconds too
+    with guard.admit():
+        with pytest.raises(ResourceExhausted) as refused:
+            guard.acquire()
+    assert math.isfinite(refused.value.retry_after)

@@ -712,6 +712,8 @@ class Guard:
         if type(reserve) is not int:  # the hot path: one cheap check, no parsing
             raise InvalidType(f"reserve={reserve!r} is not a whole number of bytes; expected "
                               f"what acquire() returned")
+        if held_s is not None and not (type(held_s) is float and 0.0 <= held_s < math.inf):
+            _check_held(held_s)  # one NaN would make every later retry_after NaN
         with self._lock:
             if self._in_flight <= 0 or not 0 <= reserve <= self._reserved:
                 if self._forked:  # an admission from before the fork leaving the child
@@ -891,6 +893,20 @@ class Guard:
             return GuardStats(self.name, self._admitted, sum(self._refused.values()),
                               dict(self._refused), self._in_flight, self._reserved,
                               len(self._queue))
+
+
+def _check_held(held_s: object) -> None:
+    """*held_s* for :meth:`Guard.release`: seconds the call held its admission."""
+    if isinstance(held_s, bool) or not isinstance(held_s, (int, float)):
+        raise InvalidType(f"held_s={held_s!r} is not a number of seconds; expected e.g. 0.25 "
+                          "or None")
+    try:
+        ok = 0 <= float(held_s) < math.inf
+    except OverflowError:  # 10**400
+        ok = False
+    if not ok:
+        raise InvalidValue(f"held_s={held_s!r} is not a finite number of seconds >= 0; "
+                           "expected e.g. 0.25 or None")
 
 
 def _verdict_unknown(reason: str | None) -> str | None:
