@@ -310,3 +310,15 @@ def test_format_bytes_of_a_huge_float_is_short_not_a_wall_of_digits(n_bytes: flo
     text = format_bytes(n_bytes)
     assert len(text) < 20, text
     assert text.endswith("EiB")
+
+
+def test_shown_of_an_object_whose_repr_raises_names_its_type() -> None:
+    from resguard.units import shown
+
+    class Hostile:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    assert shown(Hostile()).endswith(".Hostile that cannot be shown>")
+    with pytest.raises(InvalidType):
+        parse_duration(Hostile())  # type: ignore[arg-type]

@@ -79,12 +79,16 @@ _EXACT: Final = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN,
 
 
 def shown(value: object) -> str:
-    """``repr(value)`` for messages, safe for integers too long to print."""
+    """``repr(value)`` for messages, safe for integers too long to print and for objects
+    whose ``__repr__`` raises (the error about them must still be the one raised)."""
     try:
         return repr(value)
     except ValueError:  # an int beyond sys.get_int_max_str_digits()
-        assert isinstance(value, int)
-        return f"<an integer of {value.bit_length()} bits>"
+        if isinstance(value, int):
+            return f"<an integer of {value.bit_length()} bits>"
+        return f"<a {type(value).__qualname__} that cannot be shown>"
+    except Exception:
+        return f"<a {type(value).__qualname__} that cannot be shown>"
 
 
 def _check_number(value: object, what: str, hint: str,
