@@ -1023,3 +1023,35 @@ def test_release_refuses_a_held_time_that_is_not_one_and_changes_nothing(
         with pytest.raises(ResourceExhausted) as refused:
             guard.acquire()
     assert math.isfinite(refused.value.retry_after)
+
+
+class _NoRepr:
+    """A hostile argument: its repr raises, and it is no number, size or duration."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr for you")
+
+    def __call__(self) -> object:
+        return self
+
+
+def test_an_argument_whose_repr_raises_still_gets_a_resguard_error() -> None:
+    from resguard.asgi import GuardMiddleware
+    from resguard.prometheus import ResguardCollector
+    from resguard.rules import ProcessThreshold
+
+    hostile = _NoRepr()
+    for make in (lambda: Guard(memory=hostile), lambda: Guard(wait=hostile),
+                 lambda: Guard(retry_after=hostile), lambda: Guard(level=hostile),
+                 lambda: Guard(name=hostile), lambda: Guard(clock=hostile),
+                 lambda: Guard(monitor=hostile), lambda: Guard().admit(reserve=hostile),
+                 lambda: Monitor(interval=hostile), lambda: Monitor(policy=hostile),
+                 lambda: Monitor(clock=hostile), lambda: Policy([hostile]),
+                 lambda: Threshold("memory.percent", hostile, 1),
+                 lambda: Threshold("memory.percent", ">", hostile),
+                 lambda: ProcessThreshold(rss_above=hostile),
+                 lambda: GuardMiddleware(hostile, hostile),
+                 lambda: ResguardCollector(guards=hostile),
+                 lambda: ResguardCollector(clock=hostile)):
+        with pytest.raises(ResguardError):
+            make()

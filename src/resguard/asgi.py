@@ -36,7 +36,7 @@ from resguard._errors import InvalidType, InvalidValue, ResguardError, ResourceE
 from resguard.guard import Admission, Guard, Reserve, _state_unknown
 from resguard.monitor import Monitor
 from resguard.rules import Level
-from resguard.units import parse_bytes, parse_duration
+from resguard.units import parse_bytes, parse_duration, shown
 
 __all__ = ["DEFAULT_EXCLUDE", "GuardMiddleware", "retry_after_header"]
 
@@ -93,23 +93,23 @@ class GuardMiddleware:
         unready_level: Level = Level.CRITICAL,
     ) -> None:
         if not callable(app):
-            raise InvalidType(f"app={app!r} is not an ASGI application (a callable)")
+            raise InvalidType(f"app={shown(app)} is not an ASGI application (a callable)")
         if guard is not None and not isinstance(guard, Guard):
-            raise InvalidType(f"guard={guard!r} is not a resguard.Guard")
+            raise InvalidType(f"guard={shown(guard)} is not a resguard.Guard")
         if monitor is not None and not isinstance(monitor, Monitor):
-            raise InvalidType(f"monitor={monitor!r} is not a resguard.Monitor")
+            raise InvalidType(f"monitor={shown(monitor)} is not a resguard.Monitor")
         if not isinstance(unready_level, Level):
-            raise InvalidType(f"unready_level={unready_level!r} is not a resguard.Level; "
+            raise InvalidType(f"unready_level={shown(unready_level)} is not a resguard.Level; "
                               f"expected e.g. Level.CRITICAL")
         if not isinstance(start_monitor, bool):
-            raise InvalidType(f"start_monitor={start_monitor!r} is not a bool; "
+            raise InvalidType(f"start_monitor={shown(start_monitor)} is not a bool; "
                               f"expected True or False")
         if isinstance(exclude, str):
             exclude = (exclude,)
         try:
             entries = list(exclude)
         except TypeError:
-            raise InvalidType(f"exclude={exclude!r} is not a list of paths; "
+            raise InvalidType(f"exclude={shown(exclude)} is not a list of paths; "
                               f"expected e.g. ('/healthz', '/static/*')") from None
         exact, prefixes = [], []
         for entry in entries:
@@ -127,7 +127,7 @@ class GuardMiddleware:
                 else _named("reserve", parse_bytes, reserve)
         wait_s = _named("wait", parse_duration, wait) if wait is not None else None
         if wait_s is not None and not math.isfinite(wait_s):
-            raise InvalidValue(f"wait={wait!r} must be a finite duration, e.g. '2s'")
+            raise InvalidValue(f"wait={shown(wait)} must be a finite duration, e.g. '2s'")
         if guard is None:
             monitor = monitor if monitor is not None else Monitor()
             guard = Guard(memory="90%", monitor=monitor)
@@ -448,7 +448,7 @@ class GuardMiddleware:
 def retry_after_header(retry_after_s: float) -> int:
     """Whole seconds for a ``Retry-After`` header: rounded up, at least 1."""
     if isinstance(retry_after_s, bool) or not isinstance(retry_after_s, (int, float)):
-        raise InvalidType(f"retry_after_s={retry_after_s!r} is not a number of seconds; "
+        raise InvalidType(f"retry_after_s={shown(retry_after_s)} is not a number of seconds; "
                           "expected e.g. 1.5")
     if isinstance(retry_after_s, float) and not math.isfinite(retry_after_s):
         return 1
@@ -462,16 +462,16 @@ def _named(what: str, parse: Callable[[Any], Any], value: Any) -> Any:
     try:
         return parse(value)
     except ResguardError as error:
-        error.args = (f"{what}={value!r}: {error}",)
+        error.args = (f"{what}={shown(value)}: {error}",)
         raise
 
 
 def _check_path(path: object, what: str) -> str:
     if not isinstance(path, str):
-        raise InvalidType(f"{what}={path!r} is not a string; expected a URL path starting "
+        raise InvalidType(f"{what}={shown(path)} is not a string; expected a URL path starting "
                           f"with '/', e.g. '/healthz' (or '/static/*' for a prefix)")
     if not path.startswith("/"):
-        raise InvalidValue(f"{what}={path!r} must be a URL path starting with '/', "
+        raise InvalidValue(f"{what}={shown(path)} must be a URL path starting with '/', "
                            f"e.g. '/healthz' (or '/static/*' for a prefix)")
     return path
 

@@ -44,7 +44,14 @@ from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin
 from resguard.rules import Level
 from resguard.snapshot import Sampler, Snapshot, default_sampler, invalidate_limits
-from resguard.units import format_bytes, is_percent, parse_bytes, parse_duration, parse_percent
+from resguard.units import (
+    format_bytes,
+    is_percent,
+    parse_bytes,
+    parse_duration,
+    parse_percent,
+    shown,
+)
 
 if TYPE_CHECKING:
     from resguard.monitor import Monitor, State
@@ -106,14 +113,14 @@ def _named(what: str, parse: Callable[[Any], Any], value: Any) -> Any:
     try:
         return parse(value)
     except ResguardError as error:
-        error.args = (f"{what}={value!r}: {error}",)
+        error.args = (f"{what}={shown(value)}: {error}",)
         raise
 
 
 def _check_duration(value: object, what: str) -> float:
     seconds: float = _named(what, parse_duration, value)
     if not math.isfinite(seconds):
-        raise InvalidValue(f"{what}={value!r} must be a finite duration, e.g. '2s'")
+        raise InvalidValue(f"{what}={shown(value)} must be a finite duration, e.g. '2s'")
     return seconds
 
 
@@ -132,7 +139,7 @@ class _Limit:
         if is_percent(value):
             percent: float = _named(what, parse_percent, value)
             if not percent > 0:
-                raise InvalidValue(f"{what}={value!r} must be above 0% (it would refuse "
+                raise InvalidValue(f"{what}={shown(value)} must be above 0% (it would refuse "
                                    f"everything); expected e.g. '90%'")
             self.fraction: float | None = percent / 100
             self.bytes = 0
@@ -140,7 +147,7 @@ class _Limit:
             self.fraction = None
             self.bytes = int(_named(what, parse_bytes, value))
             if self.bytes <= 0:
-                raise InvalidValue(f"{what}={value!r} must be above zero; "
+                raise InvalidValue(f"{what}={shown(value)} must be above zero; "
                                    f"expected e.g. '20GiB' or '90%'")
 
     def resolve(self, limit_bytes: int | None) -> int | None:
@@ -297,14 +304,14 @@ class Guard:
         memory_limit = _Limit(memory, "memory") if memory is not None else None
         rss_limit = _Limit(rss, "rss") if rss is not None else None
         if level is not None and not isinstance(level, Level):
-            raise InvalidType(f"level={level!r} is not a resguard.Level; expected e.g. "
+            raise InvalidType(f"level={shown(level)} is not a resguard.Level; expected e.g. "
                              f"Level.CRITICAL or None")
         if max_concurrent is not None:
             if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
-                raise InvalidType(f"max_concurrent={max_concurrent!r} is not a whole number; "
+                raise InvalidType(f"max_concurrent={shown(max_concurrent)} is not a whole number; "
                                   f"expected a number >= 1 or None")
             if max_concurrent < 1:
-                raise InvalidValue(f"max_concurrent={max_concurrent!r} must be >= 1 "
+                raise InvalidValue(f"max_concurrent={shown(max_concurrent)} must be >= 1 "
                                    f"(or None for no limit)")
         auto = isinstance(reserve, str) and reserve == "auto"
         reserve_bytes = 0 if reserve is None or auto else _check_reserve(reserve)
@@ -313,16 +320,16 @@ class Guard:
         retry_after_s = _check_duration(retry_after, "retry_after")
         _check_on_breach(on_breach)
         if not isinstance(on_unknown, str) or on_unknown not in ("admit", "refuse"):
-            raise InvalidValue(f"on_unknown={on_unknown!r}; expected 'admit' or 'refuse'")
+            raise InvalidValue(f"on_unknown={shown(on_unknown)}; expected 'admit' or 'refuse'")
         if not isinstance(name, str):
-            raise InvalidType(f"name={name!r} is not a string; expected e.g. 'api'")
+            raise InvalidType(f"name={shown(name)} is not a string; expected e.g. 'api'")
         if not name:
             raise InvalidValue("name='' is empty; expected e.g. 'api'")
         if monitor is not None:
             from resguard.monitor import Monitor
 
             if not isinstance(monitor, Monitor):
-                raise InvalidType(f"monitor={monitor!r} is not a resguard.Monitor; "
+                raise InvalidType(f"monitor={shown(monitor)} is not a resguard.Monitor; "
                                   f"expected a Monitor or None")
         if clock is not None:
             clock = checked_clock(clock)
@@ -710,7 +717,7 @@ class Guard:
     def release(self, reserve: int, held_s: float | None = None) -> None:
         """Give back one admission and its reservation."""
         if type(reserve) is not int:  # the hot path: one cheap check, no parsing
-            raise InvalidType(f"reserve={reserve!r} is not a whole number of bytes; expected "
+            raise InvalidType(f"reserve={shown(reserve)} is not a whole number of bytes; expected "
                               f"what acquire() returned")
         if held_s is not None and not (type(held_s) is float and 0.0 <= held_s < math.inf):
             _check_held(held_s)  # one NaN would make every later retry_after NaN
@@ -721,7 +728,7 @@ class Guard:
                     self._reserved = max(self._reserved - reserve, 0)
                     return
                 raise InvalidState(
-                    f"{self.name}: release(reserve={reserve!r}) without a matching acquire() "
+                    f"{self.name}: release(reserve={shown(reserve)}) without a matching acquire() "
                     f"({self._in_flight} in flight, {self._reserved} bytes reserved)")
             self._in_flight -= 1
             self._reserved -= reserve
@@ -827,7 +834,7 @@ class Guard:
 
     def _wrap(self, fn: _F, reserve: Reserve, wait: float | str | None) -> _F:
         if not callable(fn):
-            raise InvalidType(f"{fn!r} is not a function to guard")
+            raise InvalidType(f"{shown(fn)} is not a function to guard")
         key = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
@@ -898,14 +905,14 @@ class Guard:
 def _check_held(held_s: object) -> None:
     """*held_s* for :meth:`Guard.release`: seconds the call held its admission."""
     if isinstance(held_s, bool) or not isinstance(held_s, (int, float)):
-        raise InvalidType(f"held_s={held_s!r} is not a number of seconds; expected e.g. 0.25 "
+        raise InvalidType(f"held_s={shown(held_s)} is not a number of seconds; expected e.g. 0.25 "
                           "or None")
     try:
         ok = 0 <= float(held_s) < math.inf
     except OverflowError:  # 10**400
         ok = False
     if not ok:
-        raise InvalidValue(f"held_s={held_s!r} is not a finite number of seconds >= 0; "
+        raise InvalidValue(f"held_s={shown(held_s)} is not a finite number of seconds >= 0; "
                            "expected e.g. 0.25 or None")
 
 
@@ -919,7 +926,7 @@ def _bytes_or_unknown(value: int | None) -> str:
 
 def _check_on_breach(on_breach: object) -> None:
     if on_breach is not None and (not isinstance(on_breach, str) or on_breach != "cancel"):
-        raise InvalidValue(f"on_breach={on_breach!r}; expected None or 'cancel'")
+        raise InvalidValue(f"on_breach={shown(on_breach)}; expected None or 'cancel'")
 
 
 class Admission:
@@ -935,9 +942,9 @@ class Admission:
     def __init__(self, guard: Guard, reserve: Reserve, wait: float | str | None,
                  on_breach: OnBreach, key: str | None) -> None:
         if not isinstance(guard, Guard):
-            raise InvalidType(f"guard={guard!r} is not a resguard.Guard")
+            raise InvalidType(f"guard={shown(guard)} is not a resguard.Guard")
         if key is not None and not isinstance(key, str):
-            raise InvalidType(f"key={key!r} is not a string")
+            raise InvalidType(f"key={shown(key)} is not a string")
         _check_on_breach(on_breach)
         auto = (isinstance(reserve, str) and reserve == "auto") or (reserve is None
                                                                      and guard._auto)
@@ -1096,7 +1103,7 @@ def limit_self(memory: int | str, *, kind: Literal["as", "data"] = "data") -> in
     checked before the limit is set: a refused call changes nothing.
     """
     if not isinstance(kind, str) or kind not in ("as", "data"):
-        raise InvalidValue(f"kind={kind!r}; expected 'as' or 'data'")
+        raise InvalidValue(f"kind={shown(kind)}; expected 'as' or 'data'")
     if memory is None:
         raise InvalidType("memory=None is not a size; expected e.g. '2GiB' or '80%'")
     wanted = _Limit(memory, "memory")
@@ -1107,8 +1114,8 @@ def limit_self(memory: int | str, *, kind: Literal["as", "data"] = "data") -> in
         own = "RLIMIT_AS" if kind == "as" else "RLIMIT_DATA"
         limit = wanted.resolve(default_sampler()._limit_without_rlimit(own))
         if limit is None:
-            raise InvalidState(f"memory={memory!r} is a percent of the effective memory limit, "
-                               f"which is unknown now; give a size, e.g. '2GiB'")
+            raise InvalidState(f"memory={shown(memory)} is a percent of the effective memory "
+                               f"limit, which is unknown now; give a size, e.g. '2GiB'")
     used = _process_usage_bytes(kind)
     floor = (used if used is not None else 0) + _SELF_LIMIT_MARGIN_BYTES
     if limit < floor:
@@ -1116,12 +1123,13 @@ def limit_self(memory: int | str, *, kind: Literal["as", "data"] = "data") -> in
         uses = (f"already uses {format_bytes(used)} of it ({counted})" if used is not None
                 else "needs some to run")
         raise InvalidValue(
-            f"memory={memory!r} is {format_bytes(limit)}, too small to run on: this process "
+            f"memory={shown(memory)} is {format_bytes(limit)}, too small to run on: this process "
             f"{uses}; expected at least {format_bytes(floor)}")
     which = resource.RLIMIT_AS if kind == "as" else resource.RLIMIT_DATA
     _, hard = resource.getrlimit(which)
     if hard != resource.RLIM_INFINITY and limit > hard:
-        raise InvalidValue(f"memory={memory!r} is above the hard limit of {format_bytes(hard)}")
+        raise InvalidValue(f"memory={shown(memory)} is above the hard limit of "
+                           f"{format_bytes(hard)}")
     resource.setrlimit(which, (limit, hard))
     global _limits_generation
     _limits_generation += 1

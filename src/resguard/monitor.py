@@ -169,7 +169,7 @@ class Monitor:
             self.stale_after_s = _interval(stale_after, "stale_after")
             if self.stale_after_s <= longest_wait_s:
                 raise InvalidValue(
-                    f"stale_after={stale_after!r} is not above the longest wait of the fast "
+                    f"stale_after={shown(stale_after)} is not above the longest wait of the fast "
                     f"loop ({format_duration(longest_wait_s)}): every state would be stale; "
                     f"expected e.g. {format_duration(5 * longest_wait_s)!r}")
         self._clock: Clock = checked_clock(clock) if clock is not None else time.monotonic
@@ -186,7 +186,7 @@ class Monitor:
             raise InvalidType(f"ladder={shown(ladder)} is not a resguard.reclaim.Ladder")
         if sampler is not None:
             if cgroup is not None:
-                raise InvalidValue(f"cgroup={cgroup!r} and sampler= both given; pass "
+                raise InvalidValue(f"cgroup={shown(cgroup)} and sampler= both given; pass "
                                    "Sampler(cgroup=...) as sampler=, or cgroup= alone")
             if not callable(getattr(sampler, "sample", None)):
                 raise InvalidType(f"sampler={shown(sampler)} is not a resguard.Sampler")
@@ -743,17 +743,17 @@ def _sampler_for(cgroup: object) -> Sampler:
                           "directory such as '/sys/fs/cgroup/system.slice/web.service'")
     path = os.fspath(cgroup)
     if not isinstance(path, str) or not os.path.isdir(path):
-        raise InvalidValue(f"cgroup={cgroup!r} is not a cgroup directory (it does not exist "
+        raise InvalidValue(f"cgroup={shown(cgroup)} is not a cgroup directory (it does not exist "
                            "or is not a directory)")
     if not os.path.exists(os.path.join(path, "cgroup.procs")):  # every cgroup, v1 or v2
-        raise InvalidValue(f"cgroup={cgroup!r} is a directory but not a cgroup (it has no "
+        raise InvalidValue(f"cgroup={shown(cgroup)} is a directory but not a cgroup (it has no "
                            "cgroup.procs); expected a directory under /sys/fs/cgroup")
     try:
         return Sampler(cgroup=path)
     except ResguardError:
         raise
     except (OSError, ValueError) as error:
-        raise InvalidValue(f"cgroup={cgroup!r} is not a cgroup directory: {error}") from error
+        raise InvalidValue(f"cgroup={shown(cgroup)} is not a cgroup directory: {error}") from error
 
 
 _SOURCE_FIELDS = frozenset(attrs.fields_dict(Snapshot)) - {

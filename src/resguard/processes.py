@@ -33,6 +33,7 @@ from resguard.snapshot import (
     _report_failure,
     _report_recovery,
 )
+from resguard.units import shown
 
 __all__ = ["ProcessTable", "describe", "top_processes"]
 
@@ -74,7 +75,7 @@ class ProcessTable:
     def __init__(self, roots: Roots = DEFAULT_ROOTS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if not isinstance(roots, Roots):
-            raise InvalidType(f"roots={roots!r} is not a Roots; expected "
+            raise InvalidType(f"roots={shown(roots)} is not a Roots; expected "
                               "resguard._probes.paths.Roots(proc=..., cgroup=...)")
         clock = checked_clock(clock)
         self._proc = roots.proc
@@ -222,16 +223,16 @@ class ProcessTable:
 def _check_top(n: object, by: object, group: object) -> Callable[[ProcessInfo], float]:
     """The sort key for *by*, after checking the arguments of :meth:`ProcessTable.top`."""
     if isinstance(n, bool) or not isinstance(n, int):
-        raise InvalidType(f"n={n!r} is not a number of rows; expected an integer >= 0")
+        raise InvalidType(f"n={shown(n)} is not a number of rows; expected an integer >= 0")
     if n < 0:
-        raise InvalidValue(f"n={n!r} is not a number of rows; expected an integer >= 0")
+        raise InvalidValue(f"n={shown(n)} is not a number of rows; expected an integer >= 0")
     if not isinstance(by, str):
-        raise InvalidType(f"by={by!r} is not a sort order; expected 'cpu' or 'memory'")
+        raise InvalidType(f"by={shown(by)} is not a sort order; expected 'cpu' or 'memory'")
     key = _SORT_KEYS.get(by)
     if key is None:
-        raise InvalidValue(f"by={by!r} is not a sort order; expected 'cpu' or 'memory'")
+        raise InvalidValue(f"by={shown(by)} is not a sort order; expected 'cpu' or 'memory'")
     if not isinstance(group, bool):
-        raise InvalidType(f"group={group!r} is not a bool; expected True or False")
+        raise InvalidType(f"group={shown(group)} is not a bool; expected True or False")
     return key
 
 
@@ -241,10 +242,10 @@ def describe(row: ProcessInfo, proc: str = "/proc") -> ProcessInfo:
     import attrs
 
     if not isinstance(row, ProcessInfo):
-        raise InvalidType(f"row={row!r} is not a ProcessInfo; expected a row of the "
+        raise InvalidType(f"row={shown(row)} is not a ProcessInfo; expected a row of the "
                           "process table")
     if not isinstance(proc, str):
-        raise InvalidType(f"proc={proc!r} is not a path; expected a string such as '/proc'")
+        raise InvalidType(f"proc={shown(proc)} is not a path; expected a string such as '/proc'")
 
     raw = _read(f"{proc}/{row.pid}/cmdline") or b""
     cmdline = tuple(part.decode("utf-8", "replace") for part in raw.split(b"\0") if part)
@@ -278,7 +279,7 @@ def processes_html(rows: list[ProcessInfo], title: str = "top processes") -> str
     """An HTML table of process rows for notebooks."""
     rows = list(rows)
     if not all(isinstance(row, ProcessInfo) for row in rows):
-        raise InvalidType(f"rows={rows!r} are not ProcessInfo rows; expected the result of "
+        raise InvalidType(f"rows={shown(rows)} are not ProcessInfo rows; expected the result of "
                           "top_processes()")
     return records_table(rows, TOP_COLUMNS, title)
 

@@ -96,6 +96,7 @@ from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
 from resguard.guard import REFUSAL_REASONS, _state_unknown
 from resguard.snapshot import Sampler, Snapshot
+from resguard.units import shown
 
 __all__ = ["METRICS", "ResguardCollector", "Server", "serve"]
 
@@ -122,11 +123,11 @@ METRICS: tuple[str, ...] = (
 def _objects(values: Any, what: str, needs: str | None, expected: str) -> list[Any]:
     """*values* as a list, each having the attribute *needs*; InvalidType otherwise."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise InvalidType(f"{what}={values!r} is not a list; expected a list of {expected}")
+        raise InvalidType(f"{what}={shown(values)} is not a list; expected a list of {expected}")
     items = list(values)
     for item in items:
         if needs is not None and not hasattr(item, needs):
-            raise InvalidType(f"{what}: {item!r} is not one of the {expected}")
+            raise InvalidType(f"{what}: {shown(item)} is not one of the {expected}")
     return items
 
 
@@ -172,22 +173,22 @@ class ResguardCollector(Collector):
                  caches: Iterable[Any] = (), models: Iterable[Any] = (),
                  *, sampler: Sampler | None = None, clock: Clock | None = None) -> None:
         if monitor is not None and not hasattr(monitor, "state"):
-            raise InvalidType(f"monitor={monitor!r} is not a resguard.Monitor; "
+            raise InvalidType(f"monitor={shown(monitor)} is not a resguard.Monitor; "
                               f"expected a Monitor or None")
         guard_list = _objects(guards, "guards", "stats", "resguard.Guard objects")
         cache_list = [_as_cache(cache) for cache in _objects(caches, "caches", None,
                                                              "caches")]
         for cache in cache_list:
             if not hasattr(cache, "stats"):
-                raise InvalidType(f"caches: {cache!r} is not a resguard.LRUCache or a "
+                raise InvalidType(f"caches: {shown(cache)} is not a resguard.LRUCache or a "
                                   f"memoized function")
         model_list = _objects(models, "models", None, "LazyModel or ModelPool objects")
         for model in model_list:
             if not hasattr(model, "loaded") and not hasattr(model, "models"):
-                raise InvalidType(f"models: {model!r} is not a resguard.LazyModel or "
+                raise InvalidType(f"models: {shown(model)} is not a resguard.LazyModel or "
                                   f"ModelPool")
         if sampler is not None and not isinstance(sampler, Sampler):
-            raise InvalidType(f"sampler={sampler!r} is not a resguard Sampler; "
+            raise InvalidType(f"sampler={shown(sampler)} is not a resguard Sampler; "
                               f"expected a Sampler or None")
         if clock is not None:
             clock = checked_clock(clock)
@@ -459,11 +460,11 @@ def serve(port: int = 9108, addr: str = "127.0.0.1", *,
     default: expose it wider only on purpose (``addr="0.0.0.0"`` in a container).
     """
     if isinstance(port, bool) or not isinstance(port, int):
-        raise InvalidType(f"port={port!r} is not a TCP port number; expected 0 to 65535")
+        raise InvalidType(f"port={shown(port)} is not a TCP port number; expected 0 to 65535")
     if not 0 <= port <= 65535:
-        raise InvalidValue(f"port={port!r} is not a TCP port; expected 0 to 65535")
+        raise InvalidValue(f"port={shown(port)} is not a TCP port; expected 0 to 65535")
     if not isinstance(addr, str) or not addr:
-        raise InvalidType(f"addr={addr!r} is not an address; expected e.g. '127.0.0.1'")
+        raise InvalidType(f"addr={shown(addr)} is not an address; expected e.g. '127.0.0.1'")
     collectors: Sequence[Any]
     if collector is None:
         collectors = (ResguardCollector(),)
@@ -477,6 +478,7 @@ def serve(port: int = 9108, addr: str = "127.0.0.1", *,
     try:
         httpd, thread = start_http_server(port, addr=addr, registry=registry)
     except OSError as error:  # the port is taken, the address is not this machine's
-        raise InvalidValue(f"cannot serve metrics on addr={addr!r}, port={port!r}: {error}; "
-                           f"expected a free port (or port=0) on a local address") from error
+        raise InvalidValue(f"cannot serve metrics on addr={shown(addr)}, port={shown(port)}: "
+                           f"{error}; expected a free port (or port=0) on a local address"
+                           ) from error
     return Server(httpd, thread, registry)

@@ -279,7 +279,7 @@ def _known_paths() -> dict[str, Any]:
 def _check_metric(metric: object) -> str:
     """Return *metric* if it is a numeric snapshot path, else raise naming close matches."""
     if not isinstance(metric, str):
-        raise InvalidType(f"{metric!r} is not a metric name; expected a dotted path such as "
+        raise InvalidType(f"{shown(metric)} is not a metric name; expected a dotted path such as "
                           f"'memory.percent'")
     paths = _known_paths()
     if metric not in paths:
@@ -287,7 +287,7 @@ def _check_metric(metric: object) -> str:
 
         close = difflib.get_close_matches(metric, paths, n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise UnknownMetric(f"unknown metric {metric!r}{hint} "
+        raise UnknownMetric(f"unknown metric {shown(metric)}{hint} "
                             f"(resguard.snapshot.metric_paths() lists them all)")
     return metric
 
@@ -325,7 +325,7 @@ def _finite(number: float) -> bool:
 def _level(value: object) -> Level:
     """A rule's level: WARNING or CRITICAL (a rule that fires at OK would say nothing)."""
     if isinstance(value, bool) or not isinstance(value, (Level, str, int)):
-        raise InvalidType(f"level={value!r} is not a level; expected Level.WARNING, "
+        raise InvalidType(f"level={shown(value)} is not a level; expected Level.WARNING, "
                           f"Level.CRITICAL, 'warning' or 'critical'")
     level: Level | None = None
     if isinstance(value, Level):
@@ -335,7 +335,7 @@ def _level(value: object) -> Level:
     elif isinstance(value, int) and not isinstance(value, bool) and value in (1, 2):
         level = Level(value)
     if level is None or level == Level.OK:
-        raise InvalidValue(f"level={value!r} is not a level a rule can fire at; expected "
+        raise InvalidValue(f"level={shown(value)} is not a level a rule can fire at; expected "
                            f"Level.WARNING, Level.CRITICAL, 'warning' or 'critical'")
     return level
 
@@ -352,7 +352,7 @@ def _name(name: object, default: str) -> str:
     if name is None:
         return default
     if not isinstance(name, str):
-        raise InvalidType(f"name={name!r} is not a rule name; expected a string or None")
+        raise InvalidType(f"name={shown(name)} is not a rule name; expected a string or None")
     return name
 
 
@@ -448,7 +448,7 @@ def _parse_bound(value: object, kind: str, metric: str, what: str) -> _Bound:
             hint = "expected e.g. '85%' (of the effective memory limit)"
             share = _plain_number(percent_text, what, hint, typed=value)
             if share > 100:
-                raise InvalidValue(f"{what}={value!r} is above 100%; {hint}")
+                raise InvalidValue(f"{what}={shown(value)} is above 100%; {hint}")
             limit = "swap.total" if metric.startswith("swap.") else "memory.limit"
             return _Bound(None, share / 100, limit, text=f"{share:g}% of {limit}")
         try:
@@ -469,11 +469,13 @@ def _check_clear_side(op: str, value: _Bound, clear: _Bound) -> None:
     else:
         above, below = value.fixed, clear.fixed
     if op in (">", ">=") and below > above:
-        raise InvalidValue(f"clear={clear.text!r} is above value={value.text!r}; for {op!r} "
-                           f"the clear level must be at or below the firing level")
+        raise InvalidValue(f"clear={shown(clear.text)} is above value={shown(value.text)}; "
+                           f"for {shown(op)} the clear level must be at or below the firing "
+                           f"level")
     if op in ("<", "<=") and below < above:
-        raise InvalidValue(f"clear={clear.text!r} is below value={value.text!r}; for {op!r} "
-                           f"the clear level must be at or above the firing level")
+        raise InvalidValue(f"clear={shown(clear.text)} is below value={shown(value.text)}; "
+                           f"for {shown(op)} the clear level must be at or above the firing "
+                           f"level")
 
 
 def _check_can_fire(metric: str, kind: str, op: str, value: _Bound, typed: object) -> None:
@@ -483,10 +485,10 @@ def _check_can_fire(metric: str, kind: str, op: str, value: _Bound, typed: objec
         return
     maximum = _percent_maximum(metric) if kind == "percent" else None
     if op == ">" and maximum is not None and fixed >= maximum:
-        raise InvalidValue(f"{metric} > {typed!r} can never fire: {metric} is at most "
+        raise InvalidValue(f"{metric} > {shown(typed)} can never fire: {metric} is at most "
                            f"{maximum:g}; use a lower value or '>='")
     if op == "<" and fixed <= 0:
-        raise InvalidValue(f"{metric} < {typed!r} can never fire: {metric} is at least 0")
+        raise InvalidValue(f"{metric} < {shown(typed)} can never fire: {metric} is at least 0")
 
 
 # ------------------------------------------------------------------ sustain logic ---
@@ -555,9 +557,9 @@ class Threshold:
         self.metric = _check_metric(metric)
         expected = ", ".join(repr(o) for o in _OPS)
         if not isinstance(op, str):
-            raise InvalidType(f"op={op!r} is not a comparison; expected one of {expected}")
+            raise InvalidType(f"op={shown(op)} is not a comparison; expected one of {expected}")
         if op not in _OPS:
-            raise InvalidValue(f"op={op!r} is not a comparison; expected one of {expected}")
+            raise InvalidValue(f"op={shown(op)} is not a comparison; expected one of {expected}")
         self.op = op
         self.kind = _metric_kind(metric)
         self._value = _parse_bound(value, self.kind, metric, "value")
@@ -577,9 +579,9 @@ class Threshold:
             bound.limit_path for bound in (self._value, self._clear) if bound.limit_path))
 
     def __repr__(self) -> str:
-        return (f"Threshold({self.metric!r}, {self.op!r}, {self.value!r}, level={self.level!r}, "
-                f"for_={self.for_s!r}, clear={self.clear!r}, cooldown={self.cooldown_s!r}, "
-                f"name={self.name!r})")
+        return (f"Threshold({self.metric!r}, {self.op!r}, {shown(self.value)}, "
+                f"level={self.level!r}, for_={self.for_s!r}, clear={shown(self.clear)}, "
+                f"cooldown={self.cooldown_s!r}, name={self.name!r})")
 
     def new_state(self) -> SustainState:
         return SustainState()
@@ -678,7 +680,7 @@ class ProcessThreshold:
         self.reads = _table_reads("processes", self._value)
 
     def __repr__(self) -> str:
-        return f"ProcessThreshold({self.name!r}, level={self.level!r})"
+        return f"ProcessThreshold({shown(self.name)}, level={shown(self.level)})"
 
     def new_state(self) -> dict[tuple[int, float], list[Any]]:
         """Per process identity: ``[pending_since, firing]``."""
@@ -781,8 +783,8 @@ class ContainerThreshold:
         self.kind = "percent" if self.field == "memory_percent" else "bytes"
         what = "percent_above" if self.kind == "percent" else "used_above"
         if self.kind == "bytes" and isinstance(raw, str) and raw.strip().endswith("%"):
-            raise InvalidValue(f"used_above={raw!r} must be a size such as '2GiB'; for a share "
-                               "of the container's limit use percent_above=")
+            raise InvalidValue(f"used_above={shown(raw)} must be a size such as '2GiB'; for a "
+                               "share of the container's limit use percent_above=")
         self._value = _parse_bound(raw, self.kind, f"container {self.field}", what)
         self._clear = self._value if clear is None else _parse_bound(
             clear, self.kind, f"container {self.field}", "clear")
@@ -797,7 +799,7 @@ class ContainerThreshold:
         self.reads = ("containers",)
 
     def __repr__(self) -> str:
-        return f"ContainerThreshold({self.name!r}, level={self.level!r})"
+        return f"ContainerThreshold({shown(self.name)}, level={shown(self.level)})"
 
     def new_state(self) -> dict[str, list[Any]]:
         """Per container id: ``[pending_since, firing]``."""
@@ -858,7 +860,7 @@ class ProcessCount:
         self.reads = _table_reads("processes", self._value)
 
     def __repr__(self) -> str:
-        return f"ProcessCount({self.name!r}, level={self.level!r})"
+        return f"ProcessCount({shown(self.name)}, level={shown(self.level)})"
 
     def new_state(self) -> SustainState:
         return SustainState()
@@ -1025,15 +1027,15 @@ def _series_window(window: object, points: object, min_fill: float, *,
     """Check a trend rule's window: (window_s, points, min_fill, bucket width_s)."""
     window_s = _duration(window, "window")
     if window_s <= 0:
-        raise InvalidValue(f"window={window!r} must be longer than 0 s")
+        raise InvalidValue(f"window={shown(window)} must be longer than 0 s")
     if isinstance(points, bool) or not isinstance(points, int):
-        raise InvalidType(f"points={points!r} is not a count from {fewest_points} to 1000")
+        raise InvalidType(f"points={shown(points)} is not a count from {fewest_points} to 1000")
     if not fewest_points <= points <= 1000:
-        raise InvalidValue(f"points={points!r} is not a count from {fewest_points} to 1000")
+        raise InvalidValue(f"points={shown(points)} is not a count from {fewest_points} to 1000")
     if isinstance(min_fill, bool) or not isinstance(min_fill, (int, float)):
-        raise InvalidType(f"min_fill={min_fill!r} is not a share in (0, 1]")
+        raise InvalidType(f"min_fill={shown(min_fill)} is not a share in (0, 1]")
     if not 0 < min_fill <= 1:
-        raise InvalidValue(f"min_fill={min_fill!r} is not a share in (0, 1]")
+        raise InvalidValue(f"min_fill={shown(min_fill)} is not a share in (0, 1]")
     return window_s, points, float(min_fill), window_s / points
 
 
@@ -1063,10 +1065,10 @@ class LeakDetector:
         self.kind = _metric_kind(metric)
         self.growth = self._amount(growth, "growth")
         if self.growth <= 0:
-            raise InvalidValue(f"growth={growth!r} must be above 0")
+            raise InvalidValue(f"growth={shown(growth)} must be above 0")
         self.clear = self.growth / 2 if clear is None else self._amount(clear, "clear")
         if self.clear > self.growth:
-            raise InvalidValue(f"clear={clear!r} is above growth={growth!r}")
+            raise InvalidValue(f"clear={shown(clear)} is above growth={shown(growth)}")
         self.window_s, self.points, self.min_fill, self.width_s = _series_window(
             window, points, min_fill, fewest_points=8)
         self.level = _level(level)
@@ -1086,7 +1088,7 @@ class LeakDetector:
             raise type(error)(f"{what} for {self.metric}: {error}") from None
 
     def __repr__(self) -> str:
-        return f"LeakDetector({self.name!r}, level={self.level!r})"
+        return f"LeakDetector({shown(self.name)}, level={shown(self.level)})"
 
     def new_state(self) -> SeriesState:
         return SeriesState(self.points, robust=True)
@@ -1150,11 +1152,11 @@ class TimeToLimit:
         self.metric = _check_metric(metric)
         self.within_s = _duration(within, "within")
         if self.within_s <= 0:
-            raise InvalidValue(f"within={within!r} can never fire: an estimate is never "
+            raise InvalidValue(f"within={shown(within)} can never fire: an estimate is never "
                                "below 0 s; expected e.g. '5m'")
         self.clear_s = self.within_s * 1.5 if clear is None else _duration(clear, "clear")
         if self.clear_s < self.within_s:
-            raise InvalidValue(f"clear={clear!r} is shorter than within={within!r}")
+            raise InvalidValue(f"clear={shown(clear)} is shorter than within={shown(within)}")
         self.window_s, self.points, self.min_fill, self.width_s = _series_window(
             window, points, min_fill, fewest_points=4)
         self.limit = limit
@@ -1183,7 +1185,7 @@ class TimeToLimit:
         self.reads = (metric,) if fixed_limit is not None else (metric, str(limit))
 
     def __repr__(self) -> str:
-        return f"TimeToLimit({self.name!r}, level={self.level!r})"
+        return f"TimeToLimit({shown(self.name)}, level={shown(self.level)})"
 
     def new_state(self) -> SeriesState:
         return SeriesState(self.points)
@@ -1279,11 +1281,11 @@ class Policy:
 
     def __init__(self, rules: Iterable[Rule]) -> None:
         if isinstance(rules, (str, bytes)) or not isinstance(rules, Iterable):  # type: ignore[unreachable]
-            raise InvalidType(f"{rules!r} is not a list of rules")
+            raise InvalidType(f"{shown(rules)} is not a list of rules")
         checked = []
         for rule in rules:
             if not isinstance(rule, Rule):
-                raise InvalidType(f"{rule!r} is not a rule; expected a Threshold, "
+                raise InvalidType(f"{shown(rule)} is not a rule; expected a Threshold, "
                                   "ProcessThreshold, ProcessCount, ContainerThreshold, "
                                   "LeakDetector, TimeToLimit or an object with name, level, "
                                   "new_state() and step()")
@@ -1294,10 +1296,11 @@ class Policy:
         for rule in self.rules:
             paths = getattr(rule, "reads", ())
             if isinstance(paths, str) or not isinstance(paths, Iterable):
-                raise InvalidType(f"{rule!r}.reads={paths!r} is not a sequence of metric paths")
+                raise InvalidType(f"{shown(rule)}.reads={shown(paths)} is not a sequence of "
+                                  "metric paths")
             for path in paths:
                 if not isinstance(path, str):
-                    raise InvalidType(f"{rule!r}.reads has {path!r}, not a metric path")
+                    raise InvalidType(f"{shown(rule)}.reads has {shown(path)}, not a metric path")
                 reads.setdefault(path, compile_getter(path))
         self._reads = tuple(reads.items())
         self._faults = FaultLog(_logger)
@@ -1386,14 +1389,14 @@ class Policy:
         """Log a failing rule once per kind of error; return the reason for the verdict."""
         rule = self.rules[index]
         kind = type(error).__name__
-        reason = f"rule {rule.name!r} failed: {kind}: {error}"
+        reason = f"rule {shown(rule.name)} failed: {kind}: {error}"
         if self._failing.get(index) != kind:
             self._failing[index] = kind
             # a rule failing on every other sample is one warning a minute, not two a flap
             now = time.monotonic()
             if now - self._logged_at.get((index, kind), -math.inf) >= _RELOG_AFTER_S:
                 self._logged_at[(index, kind)] = now
-                self._faults.failed(f"rule {rule.name!r}", f"{kind}: {error}")
+                self._faults.failed(f"rule {shown(rule.name)}", f"{kind}: {error}")
         return reason
 
     def _recover(self, failed: dict[int, str] | None) -> None:

@@ -31,6 +31,7 @@ from resguard._probes import procfs as _procfs
 from resguard._probes.files import READ_CAP_BYTES, FaultKind, FileCache, damage_of
 from resguard._probes.paths import DEFAULT_ROOTS, Roots
 from resguard._probes.psi import PressureLine, ResourcePressure, parse_pressure
+from resguard.units import shown
 
 __all__ = [
     "FAULT_KINDS",
@@ -392,24 +393,24 @@ class Sampler:
                  limits_max_age_s: float = LIMITS_MAX_AGE_S,
                  slow_files_max_age_s: float = SLOW_FILES_MAX_AGE_S) -> None:
         if not isinstance(roots, Roots):
-            raise InvalidType(f"roots={roots!r} is not a Roots; expected "
+            raise InvalidType(f"roots={shown(roots)} is not a Roots; expected "
                               "resguard._probes.paths.Roots(proc=..., cgroup=...)")
         if cgroup is not None:
             if not isinstance(cgroup, (str, os.PathLike)):
-                raise InvalidType(f"cgroup={cgroup!r} is not a path; expected a cgroup "
+                raise InvalidType(f"cgroup={shown(cgroup)} is not a path; expected a cgroup "
                                   "directory as a string, or None for this process's own")
             path = os.fspath(cgroup)
             if not isinstance(path, str):
-                raise InvalidType(f"cgroup={cgroup!r} is not a text path; expected a str")
+                raise InvalidType(f"cgroup={shown(cgroup)} is not a text path; expected a str")
             _cgroup.location_of(path, roots)  # fail now (InvalidValue), not on a sample
             cgroup = path
         for name, value in (("limits_max_age_s", limits_max_age_s),
                             ("slow_files_max_age_s", slow_files_max_age_s)):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise InvalidType(f"{name}={value!r} is not a number of seconds; "
+                raise InvalidType(f"{name}={shown(value)} is not a number of seconds; "
                                   "expected e.g. 1.0")
             if not 0 <= value < float("inf"):
-                raise InvalidValue(f"{name}={value!r} must be a finite number of seconds "
+                raise InvalidValue(f"{name}={shown(value)} must be a finite number of seconds "
                                    ">= 0")
         self._roots = roots
         self._slow_max_age_s = slow_files_max_age_s
