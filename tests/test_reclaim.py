@@ -59,6 +59,13 @@ print(json.dumps({
 """
 
 
+@pytest.fixture(autouse=True)
+def _own_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sees only the rungs it registers: caches other test modules left registered
+    (alive until a gc) must not join these ladders."""
+    monkeypatch.setattr(reclaim_module, "_registry", {})
+
+
 @pytest.mark.cgroup
 @pytest.mark.slow
 def test_caches_shrink_first_under_a_real_squeeze(memory_cgroup) -> None:  # type: ignore[no-untyped-def]
@@ -79,9 +86,7 @@ def test_caches_shrink_first_under_a_real_squeeze(memory_cgroup) -> None:  # typ
     assert result["percent_after"] < 60
 
 
-def test_ladder_trusts_measurements_not_claims(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Only this test's rungs: a cache another test left registered must not join the ladder.
-    monkeypatch.setattr(reclaim_module, "_registry", {})
+def test_ladder_trusts_measurements_not_claims() -> None:
     used = [1000 * MiB]
 
     class Liar:
