@@ -718,3 +718,14 @@ def test_a_damaged_process_row_that_comes_and_goes_is_logged_once(
     source = str(proc / "<pid>" / "stat")
     assert len(warnings_about(caplog, source, "is failing")) == 1, caplog.text
     assert len(warnings_about(caplog, source, "works again")) == 1, caplog.text
+
+
+def test_a_fault_log_held_by_another_thread_at_a_fork_does_not_hang_the_child() -> None:
+    import logging
+
+    from forking import held_by_another_thread, in_child
+    from resguard._modules.faults import FaultLog
+
+    log = FaultLog(logging.getLogger("resguard.test"))
+    with held_by_another_thread(log._lock):
+        assert in_child(lambda: log.failed("source", "damaged"), timeout_s=10) == 0

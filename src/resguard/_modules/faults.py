@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from resguard._modules import forks
+
 __all__ = ["FaultLog"]
 
 
@@ -22,6 +24,10 @@ class FaultLog:
         self._lock = threading.Lock()
         self._failing: dict[str, str] = {}
         self._kinds: dict[str, str] = {}
+        forks.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # a parent's thread may have held it at the fork
 
     def failed(self, source: str, error: BaseException | str, *, kind: str | None = None) -> bool:
         """Record a failure; return True when it was logged (new or changed fault)."""
