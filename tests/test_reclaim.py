@@ -484,3 +484,9 @@ def test_a_dry_run_warns_once_per_process_not_per_climb(
     assert len(stopper.actions) == ACTIONS_KEPT  # the latest, not every climb forever
     assert stopper.actions[-1].pid == sleeper.pid
     assert sleeper.poll() is None
+
+
+@pytest.mark.parametrize("clock", [lambda: "x", lambda: float("nan"), lambda: 10**400])
+def test_a_gc_clock_answering_garbage_is_refused_when_given(clock: object) -> None:
+    with pytest.raises((InvalidType, InvalidValue), match="clock="):
+        GarbageCollect(clock=clock)  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from resguard._errors import InvalidType, InvalidValue
+from resguard._modules.clockcheck import checked_clock
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin
@@ -206,11 +207,8 @@ class GarbageCollect:
         if not 0 < max_share <= 1:  # NaN fails too
             raise InvalidValue(f"max_share={_shown(max_share)} is not a share of wall time; "
                                f"{expected}")
-        if not callable(clock):
-            raise InvalidType(f"clock={_shown(clock)} is not callable; expected a function "
-                              "returning seconds, like time.monotonic")
+        self._clock = checked_clock(clock)
         self.max_share = max_share
-        self._clock = clock
         self._next_allowed_s = float("-inf")
         self.collections = 0
 
