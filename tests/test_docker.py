@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -803,3 +804,38 @@ def test_hostile_sizes_and_timeouts_give_only_documented_errors(value: Any) -> N
         Containers(timeout_s=value)
     except (resguard.InvalidValue, resguard.InvalidType):
         pass
+
+
+@pytest.mark.parametrize("mode", ["drip", "drip_headers"])
+def test_an_engine_that_drips_its_answer_fails_within_the_timeout(
+        tmp_path: Any, mode: str) -> None:
+    """A socket read timeout restarts at every byte: a server that sends one byte every
+    0.1 s kept `resguard docker stats` busy for ever. The deadline covers the whole answer."""
+    from standins.misbehaving import MisbehavingServer
+
+    path = str(tmp_path / f"{mode}.sock")
+    with MisbehavingServer(mode, unix_path=path, interval_s=0.1), Containers(
+            base_url=f"unix://{path}", timeout_s=0.5) as engine:
+        for name, call in _calls(engine).items():
+            started = time.monotonic()
+            with pytest.raises(resguard.DockerError, match="did not answer in time"):
+                call()
+            elapsed = time.monotonic() - started
+            assert elapsed < 0.5 + 1, f"{name} took {elapsed:.1f} s"
+
+
+def test_a_dripping_engine_does_not_pile_up_request_threads(tmp_path: Any) -> None:
+    """A request past its deadline is abandoned in its thread; while it is still stuck, the
+    next calls fail at once instead of leaving one more stuck thread each (a Monitor
+    samples a dripping engine every few seconds)."""
+    from standins.misbehaving import MisbehavingServer
+
+    path = str(tmp_path / "drip.sock")
+    with MisbehavingServer("drip", unix_path=path, interval_s=0.1), Containers(
+            base_url=f"unix://{path}", timeout_s=0.3) as engine:
+        for _ in range(5):
+            with pytest.raises(resguard.DockerError, match="did not answer in time"):
+                engine.stats()
+        stuck = [thread for thread in threading.enumerate()
+                 if thread.name == "resguard-docker-request"]
+        assert len(stuck) <= 1

@@ -18,9 +18,11 @@ engine's one-shot stats. Both ways give the same numbers:
 
 Every failure of the engine (down, socket missing, a socket that accepts but never
 answers, a refused request) raises :class:`resguard.DockerError`; the SDK's exceptions
-never leak. Each request to the engine ends within ``timeout_s`` when the engine does not
-answer, so a call against a dead or hung engine raises within ``timeout_s`` (its first
-request fails; a call makes a few requests when the engine answers). The Monitor source
+never leak. Each request to the engine ends within ``timeout_s`` whatever the engine does
+(no answer, or an answer dripped one byte at a time), so a call against a dead or hung
+engine raises within ``timeout_s`` (its first request fails; a call makes a few requests
+when the engine answers). A request past its deadline is abandoned in its thread; while
+it is still stuck, later calls fail at once. The Monitor source
 turns that into ``containers = None`` with one warning. Nothing here stops a container
 unless :meth:`Containers.stop` is called.
 
@@ -36,6 +38,7 @@ Needs the optional ``docker`` package: ``pip install 'resguard[docker]'``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -45,7 +48,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, TextIO, TypeVar
+from typing import Any, Literal, TextIO, TypeVar, cast
 
 try:
     import docker as _sdk
@@ -209,6 +212,11 @@ def _engine(what: str) -> Iterator[None]:
                               f"({_said(exc)})") from exc
         raise DockerError(f"{what}: the Docker engine is not reachable ({_said(exc)}); is "
                           "dockerd running, and does DOCKER_HOST point at it?") from exc
+
+
+def _deadline_passed(what: str, deadline_s: float) -> DockerError:
+    return DockerError(f"{what}: the Docker engine did not answer in time (the whole answer "
+                       f"took past the {deadline_s:g} s deadline); is dockerd hung?")
 
 
 def _timed_out(exc: BaseException) -> bool:
@@ -495,6 +503,7 @@ class Containers:
         self._one_shot: bool | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._cpu_prev: dict[str, tuple[int, float]] = {}
+        self._stuck: list[threading.Thread] = []
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -502,18 +511,70 @@ class Containers:
     def client(self) -> Any:
         """The ``docker.DockerClient`` in use (connected on first use)."""
         with self._lock:
-            if self._client is None:
-                with _engine("connecting to the Docker engine"):
-                    pool = max(10, self._max_workers)
-                    if self._base_url is not None:
-                        self._client = _sdk.DockerClient(
-                            base_url=self._base_url, max_pool_size=pool,
-                            timeout=self._timeout_s)  # type: ignore[arg-type]  # float works
-                    else:
-                        self._client = _sdk.from_env(
-                            max_pool_size=pool,
-                            timeout=self._timeout_s)  # type: ignore[arg-type]  # float works
-            return self._client
+            if self._client is not None:
+                return self._client
+        pool = max(10, self._max_workers)
+
+        def connect() -> Any:
+            if self._base_url is not None:
+                return _sdk.DockerClient(
+                    base_url=self._base_url, max_pool_size=pool,
+                    timeout=self._timeout_s)  # type: ignore[arg-type]  # float works
+            return _sdk.from_env(
+                max_pool_size=pool, timeout=self._timeout_s)  # type: ignore[arg-type]
+
+        client = self._call("connecting to the Docker engine", connect)
+        with self._lock:
+            current: Any = self._client
+            if current is None:
+                self._client = current = client
+        if current is not client:
+            with contextlib.suppress(Exception):  # another thread connected meanwhile
+                client.close()
+        return current
+
+    def _call(self, what: str, fn: Callable[[], _R], extra_s: float = 0.0) -> _R:
+        """``fn()``, one request to the engine, ended by a deadline of ``timeout_s`` (a
+        client passed in: its own timeout; plus *extra_s*) for the whole request; its
+        errors as :class:`DockerError` naming *what*.
+
+        The SDK's timeout bounds each socket read, so an engine that drips its answer one
+        byte at a time would stretch it for ever: the request runs in a helper thread that
+        is abandoned at the deadline (it ends when the engine stops or finishes). While
+        such a request is still stuck, further calls fail at once rather than leaving one
+        more stuck thread each.
+        """
+        deadline_s = self._timeout_s + extra_s
+        if not self._own_client:  # a client passed in: its own timeout is the deadline
+            given = getattr(getattr(self._client, "api", None), "timeout", None)
+            if isinstance(given, (int, float)) and not isinstance(given, bool) and given > 0:
+                deadline_s = float(given) + extra_s
+        with self._lock:
+            self._stuck = [thread for thread in self._stuck if thread.is_alive()]
+            if self._stuck:
+                raise DockerError(f"{what}: the Docker engine did not answer in time (an "
+                                  "earlier request is still unanswered past its deadline); "
+                                  "is dockerd hung?")
+        outcome: list[Any] = []
+
+        def run() -> None:
+            try:
+                outcome.append((True, fn()))
+            except BaseException as exc:  # handed to the caller below
+                outcome.append((False, exc))
+
+        thread = threading.Thread(target=run, name="resguard-docker-request", daemon=True)
+        thread.start()
+        thread.join(deadline_s)
+        if not outcome:
+            with self._lock:
+                self._stuck.append(thread)
+            raise _deadline_passed(what, deadline_s)
+        done, value = outcome[0]
+        if done:
+            return cast("_R", value)
+        with _engine(what):
+            raise value
 
     def _map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
         """*fn* over *items*, concurrently when there is more than one."""
@@ -549,9 +610,9 @@ class Containers:
         """The engine host's memory (bytes) and whether one-shot stats are supported."""
         if self._one_shot is None:
             client = self.client
-            with _engine("asking the Docker engine for its memory"):
-                total = client.info().get("MemTotal")
-                version = client.api.api_version
+            total = self._call("asking the Docker engine for its memory",
+                               lambda: client.info().get("MemTotal"))
+            version = client.api.api_version
             self._host_total = total if isinstance(total, int) and total > 0 else None
             self._one_shot = _sdk_utils.version_gte(version, _ONE_SHOT_API)
         return self._host_total, bool(self._one_shot)
@@ -562,8 +623,8 @@ class Containers:
         return self._finder
 
     def _list(self, *, all: bool = False) -> list[dict[str, Any]]:
-        with _engine("listing containers"):
-            entries = self.client.api.containers(all=all)
+        client = self.client
+        entries = self._call("listing containers", lambda: client.api.containers(all=all))
         return [entry for entry in entries if isinstance(entry, dict)]
 
     # -- stats ---------------------------------------------------------------------------
@@ -594,12 +655,11 @@ class Containers:
             def fetch(container_id: str) -> _Reading | None:
                 for attempt in range(_API_TRIES):
                     try:
-                        with _engine(f"reading stats of container {container_id[:12]}"):
-                            if one_shot:
-                                data = client.api.stats(container_id, stream=False,
-                                                        one_shot=True)
-                            else:
-                                data = client.api.stats(container_id, stream=False)
+                        data = self._call(
+                            f"reading stats of container {container_id[:12]}",
+                            functools.partial(client.api.stats, container_id, stream=False,
+                                              one_shot=True) if one_shot else
+                            functools.partial(client.api.stats, container_id, stream=False))
                     except DockerError as exc:
                         if isinstance(exc.__cause__, _sdk_errors.NotFound):
                             return None  # it stopped between the list and the read
@@ -664,8 +724,9 @@ class Containers:
     # -- limits --------------------------------------------------------------------------
 
     def _limits_of(self, container_id: str) -> ContainerLimits:
-        with _engine(f"inspecting container {container_id[:12]}"):
-            data = self.client.api.inspect_container(container_id)
+        client = self.client
+        data = self._call(f"inspecting container {container_id[:12]}",
+                          lambda: client.api.inspect_container(container_id))
         host = data.get("HostConfig") or {}
         memory = host.get("Memory") or 0
         memswap = host.get("MemorySwap") or 0
@@ -732,9 +793,10 @@ class Containers:
                 and memswap_bytes < memory_bytes):
             raise InvalidValue(f"memswap={memswap!r} is below memory={memory!r}; memswap is "
                                "memory plus swap, so it must be at least the memory limit")
-        with _engine(f"updating the limits of container {container_id[:12]}"):
-            self.client.api.update_container(container_id, mem_limit=memory_bytes,
-                                             memswap_limit=memswap_bytes)
+        client = self.client
+        self._call(f"updating the limits of container {container_id[:12]}",
+                   lambda: client.api.update_container(container_id, mem_limit=memory_bytes,
+                                                       memswap_limit=memswap_bytes))
         return self._limits_of(container_id)
 
     # -- duplicates and stopping ---------------------------------------------------------
@@ -767,8 +829,11 @@ class Containers:
         """Stop one container (``docker stop``): SIGTERM, then SIGKILL after *timeout_s*."""
         grace_s = _timeout(timeout_s, "timeout_s", zero=True)
         container_id = _container_id(container)
-        with _engine(f"stopping container {container_id[:12]}"):
-            self.client.api.stop(container_id, timeout=max(0, math.ceil(grace_s)))
+        client = self.client
+        grace = max(0, math.ceil(grace_s))
+        # the engine answers once the container stopped: after up to the grace period
+        self._call(f"stopping container {container_id[:12]}",
+                   lambda: client.api.stop(container_id, timeout=grace), extra_s=grace)
 
 
 def find_duplicates(refs: Iterable[ContainerRef]) -> tuple[Duplicate, ...]:
