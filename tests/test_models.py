@@ -591,3 +591,55 @@ def test_a_share_budget_is_resolved_once_the_limit_is_known(
     assert pool.headroom_bytes() is not None
     limit = real(children=False).memory.limit
     assert pool.budget_bytes == round(limit / 2)
+
+
+def test_a_loader_that_uses_its_own_model_fails_at_once_instead_of_waiting_for_itself() -> None:
+    """A sync loader that calls ``model.get()`` waited ``wait`` (default 10 minutes) for its
+    own load and then reported it as still loading."""
+    from resguard._errors import InvalidState
+
+    holder: list[LazyModel[Any]] = []
+    model: LazyModel[Any] = LazyModel(lambda: holder[0].get(), size=1, register=False,
+                                      wait=30)
+    holder.append(model)
+    started = time.monotonic()
+    with pytest.raises(InvalidState, match="uses the model itself"):
+        model.get()
+    assert time.monotonic() - started < 5
+    assert not model.loaded
+    assert not model.loading
+
+
+@pytest.mark.anyio
+async def test_an_async_loader_that_awaits_its_own_model_fails_at_once() -> None:
+    from resguard._errors import InvalidState
+
+    holder: list[LazyModel[Any]] = []
+
+    async def load() -> object:
+        return await holder[0].aget()
+
+    def load_sync() -> object:
+        return holder[1].get()
+
+    holder.append(LazyModel(load, size=1, register=False, wait=30))
+    holder.append(LazyModel(load_sync, size=1, register=False, wait=30))
+    for model in holder:
+        with anyio.fail_after(5), pytest.raises(InvalidState, match="uses the model itself"):
+            await model.aget()
+        assert not model.loaded
+        assert not model.loading
+
+
+def test_other_threads_still_wait_for_a_load_in_progress() -> None:
+    gate = threading.Event()
+    model: LazyModel[Any] = LazyModel(lambda: gate.wait(5) and "m", size=1, register=False)
+    got: list[object] = []
+    threads = [threading.Thread(target=lambda: got.append(model.get())) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    gate.set()
+    for thread in threads:
+        thread.join(5)
+    assert got == ["m", "m", "m"]
+    assert model.loads == 1

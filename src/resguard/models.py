@@ -31,6 +31,8 @@ is **kept**: the model counts as loaded (its memory was admitted before it start
 callers get it, and ``idle_ttl`` and the ladder unload it when nobody uses it. Callers that
 were waiting for that load keep waiting for it (no second load starts meanwhile). An
 ``async def`` loader is cancelled with its caller; a waiter then starts the load again.
+A loader that asks for its own model (``model.get()`` inside ``load``) gets
+:class:`~resguard.InvalidState` at once instead of waiting for itself.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ import anyio
 import anyio.to_thread
 
 from resguard import reclaim as _reclaim
-from resguard._errors import InvalidType, InvalidValue, ResourceExhausted
+from resguard._errors import InvalidState, InvalidType, InvalidValue, ResourceExhausted
 from resguard._modules.clock import Clock, monotonic
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
@@ -129,12 +131,21 @@ def _check_flag(value: object, what: str) -> bool:
 class _Attempt:
     """One load in progress; waiters block on ``done`` and re-raise ``failure``."""
 
-    __slots__ = ("abandoned", "done", "failure")
+    __slots__ = ("abandoned", "done", "failure", "owner")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.failure: BaseException | None = None
         self.abandoned = False  # the caller that started it was cancelled
+        self.owner: tuple[str, int] | None = None  # the thread or task running the loader
+
+
+def _this_thread() -> tuple[str, int]:
+    return ("thread", threading.get_ident())
+
+
+def _this_task() -> tuple[str, int]:
+    return ("task", anyio.get_current_task().id)
 
 
 class LazyModel(Generic[T]):
@@ -357,6 +368,12 @@ class LazyModel(Generic[T]):
         async with reservation:
             return await load()
 
+    def _check_not_reentered(self, attempt: _Attempt, me: tuple[str, int]) -> None:
+        """The loader itself asks for its model: waiting would wait for itself."""
+        if attempt.owner == me:
+            raise InvalidState(f"the loader of model {self._name!r} uses the model itself; "
+                               "it would wait for its own load (load it without the model)")
+
     def _timed_out(self, waited_s: float) -> ResourceExhausted:
         return ResourceExhausted(
             f"model {self._name!r} is still loading after waiting {waited_s:.3g} s "
@@ -366,6 +383,7 @@ class LazyModel(Generic[T]):
     def _run_attempt(self, attempt: _Attempt) -> None:
         """Run a sync load for *attempt* to its end and publish it (result kept, never pinned):
         the caller may have gone (cancelled) by then, so the outcome lives in the model."""
+        attempt.owner = _this_thread()
         started = time.perf_counter()
         try:
             value = self._load_sync()
@@ -387,12 +405,14 @@ class LazyModel(Generic[T]):
                 return cast("T", value)
             assert attempt is not None
             if state == "wait":
+                self._check_not_reentered(attempt, _this_thread())
                 left_s = self.wait_s - (time.monotonic() - started_s)
                 if left_s <= 0 or not attempt.done.wait(left_s):
                     raise self._timed_out(time.monotonic() - started_s)
                 if attempt.failure is not None:
                     raise attempt.failure
                 continue
+            attempt.owner = _this_thread()
             started = time.perf_counter()
             try:
                 value = self._load_sync()
@@ -424,6 +444,7 @@ class LazyModel(Generic[T]):
                 return cast("T", value)
             assert attempt is not None
             if state == "wait":
+                self._check_not_reentered(attempt, _this_task())
                 await self._await_attempt(attempt, started_s)
                 continue
             if not self._is_async:
@@ -438,6 +459,7 @@ class LazyModel(Generic[T]):
                 if attempt.failure is not None:
                     raise attempt.failure
                 continue  # loaded: claim it (and pin) like any other caller
+            attempt.owner = _this_task()
             started = time.perf_counter()
             try:
                 value = await self._load_async()
