@@ -839,3 +839,14 @@ def test_a_dripping_engine_does_not_pile_up_request_threads(tmp_path: Any) -> No
         stuck = [thread for thread in threading.enumerate()
                  if thread.name == "resguard-docker-request"]
         assert len(stuck) <= 1
+
+
+def test_a_docker_host_with_a_bad_port_is_not_called_an_answer_that_is_not_json(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """DOCKER_HOST=tcp://127.0.0.1:99999 fails before anything is sent; the message said
+    "the Docker engine's answer was not JSON (Port out of range 0-65535)"."""
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:99999")
+    with Containers(timeout_s=1) as engine, pytest.raises(resguard.DockerError) as caught:
+        engine.stats()
+    assert "not JSON" not in str(caught.value)
+    assert "Port out of range" in str(caught.value)

@@ -207,7 +207,7 @@ def _engine(what: str) -> Iterator[None]:
         if _timed_out(exc):
             raise DockerError(f"{what}: the Docker engine did not answer in time "
                               f"({_said(exc)}); is dockerd hung?") from exc
-        if isinstance(exc, ValueError):  # requests' JSONDecodeError: an empty or cut-off answer
+        if isinstance(exc, json.JSONDecodeError):  # an empty or cut-off answer
             raise DockerError(f"{what}: the Docker engine's answer was not JSON "
                               f"({_said(exc)})") from exc
         raise DockerError(f"{what}: the Docker engine is not reachable ({_said(exc)}); is "
