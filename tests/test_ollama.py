@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -847,3 +848,25 @@ def test_an_error_page_is_quoted_short(ollama_server: OllamaStandIn) -> None:
             models.loaded()
     assert caught.value.status_code == 500
     assert len(str(caught.value)) < 500
+
+
+@pytest.mark.parametrize("bad_host", ["garbage::", "http://[::1"])
+def test_a_malformed_ollama_host_variable_does_not_break_the_import(bad_host: str) -> None:
+    # The ollama package builds a client from $OLLAMA_HOST at import and raises ValueError;
+    # resguard.ollama must still import, say what is wrong where a host is needed, and work
+    # with an explicit host.
+    code = (
+        "import os, resguard\n"
+        "import resguard.ollama as o\n"
+        "try:\n"
+        "    o.OllamaModels()\n"
+        "except resguard.InvalidValue as error:\n"
+        "    print('refused:', error)\n"
+        "o.OllamaModels(host='http://127.0.0.1:9')\n"
+        "print('env kept:', os.environ['OLLAMA_HOST'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "OLLAMA_HOST": bad_host}, check=False)
+    assert done.returncode == 0, done.stderr
+    assert f"refused: OLLAMA_HOST={bad_host!r}" in done.stdout
+    assert f"env kept: {bad_host}" in done.stdout

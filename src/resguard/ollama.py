@@ -68,7 +68,20 @@ from typing import Any, TextIO, TypeVar
 try:
     import httpcore
     import httpx
-    import ollama
+
+    try:
+        import ollama
+    except ValueError:
+        # ollama builds a default client from $OLLAMA_HOST at import and raises for a
+        # malformed one: import it without the variable, so that parse_host() can say what
+        # is wrong with it where a host is needed (and an explicit host still works).
+        _saved_host = os.environ.pop("OLLAMA_HOST", None)
+        if _saved_host is None:
+            raise
+        try:
+            import ollama
+        finally:
+            os.environ["OLLAMA_HOST"] = _saved_host
 except ImportError as _error:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         "resguard.ollama needs the 'ollama' package: pip install 'resguard[ollama]'"
