@@ -525,7 +525,8 @@ def test_a_pool_budget_must_be_a_size_not_a_callable(budget: Any) -> None:
         ModelPool(budget=budget)
 
 
-@pytest.mark.parametrize("budget", ["0%", "0", 0, -5, "-1GiB", "150%", "nan%", "1e999"])
+@pytest.mark.parametrize("budget", ["0%", "0.0000001%", "0.009%", "0", 0, -5, "-1GiB", "150%",
+                                    "nan%", "1e999"])
 def test_a_pool_budget_of_nothing_is_refused_with_the_value_as_typed(budget: Any) -> None:
     with pytest.raises(InvalidValue, match="budget") as caught:
         ModelPool(budget=budget)

@@ -557,6 +557,11 @@ class LazyModel(Generic[T]):
         return wrapper
 
 
+MIN_BUDGET_PERCENT = 0.01
+"""The smallest share of the limit a pool budget may be (1.6 MiB of 16 GiB): below it a
+share is a typo, not a budget."""
+
+
 class ModelPool:
     """Several lazy models under one memory budget; idle ones are evicted LRU first.
 
@@ -582,9 +587,10 @@ class ModelPool:
                 share = parse_percent(budget)
             except (InvalidValue, InvalidType) as error:
                 raise type(error)(f"pool budget: {error}") from None
-            if share <= 0:
-                raise InvalidValue(f"pool budget={budget!r} must be a share above 0% "
-                                   "(0% would refuse every load)")
+            if share < MIN_BUDGET_PERCENT:
+                raise InvalidValue(f"pool budget={budget!r} must be a share of at least "
+                                   f"{MIN_BUDGET_PERCENT:g}% (a smaller one would refuse "
+                                   "every load); give bytes for a tiny budget")
             self._budget_share = share
             self._resolve_budget()
         else:
