@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from resguard._errors import InvalidType, InvalidValue, ResguardError, ResourceExhausted
-from resguard.guard import Admission, Guard, Reserve, _state_unknown
+from resguard.guard import Admission, Guard, Reserve, _named, _state_unknown
 from resguard.monitor import Monitor
 from resguard.rules import Level
 from resguard.units import parse_bytes, parse_duration, shown
@@ -455,15 +455,6 @@ def retry_after_header(retry_after_s: float) -> int:
     if retry_after_s <= 1:
         return 1
     return math.ceil(retry_after_s)  # exact for any int, 10**400 included
-
-
-def _named(what: str, parse: Callable[[Any], Any], value: Any) -> Any:
-    """``parse(value)``, with the argument's name put in front of any error's message."""
-    try:
-        return parse(value)
-    except ResguardError as error:
-        error.args = (f"{what}={shown(value)}: {error}",)
-        raise
 
 
 def _check_path(path: object, what: str) -> str:
