@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import resguard as rg
 from resguard.cli import build_parser, format_frame, format_line, format_snapshot, main
+from resguard.snapshot import Fault
 
 
 def resguard(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -432,3 +433,15 @@ def test_budget_with_a_damaged_meminfo_marks_the_machine_unavailable(tmp_path: P
     assert component["used"] is None
     assert component["status"] == "unavailable"
     assert "unknown" in component["detail"]
+
+
+def test_the_snapshot_view_shows_uss_when_measured_and_children_only_when_known() -> None:
+    measured = format_snapshot(rg.snapshot(uss=True))
+    assert "uss " in measured
+    plain = rg.snapshot(children=False)
+    text = format_snapshot(plain)
+    assert "uss " not in text
+    assert "children" not in text  # not measured is not unknown: no "children ?"
+    damaged = attrs.evolve(plain, faults=(Fault("process.children_rss", "/proc/1/task",
+                                                "unreadable", "permission denied"),))
+    assert "children ?" in format_snapshot(damaged)

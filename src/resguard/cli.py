@@ -61,7 +61,7 @@ def _faults_text(snap: Any) -> str | None:
 
 def format_snapshot(snap: Any) -> str:
     """A short human-readable summary of a snapshot (``?`` for what could not be read)."""
-    memory, cpu, process = snap.memory, snap.cpu, snap.process
+    memory, cpu = snap.memory, snap.cpu
     lines = [
         f"memory   {_size(memory.used)} used of {_size(memory.limit)} "
         f"({_fixed(memory.percent, '.1f')}%), {_size(memory.available)} available; "
@@ -74,14 +74,27 @@ def format_snapshot(snap: Any) -> str:
         f"pressure memory {_pressure_text(snap.pressure.memory)}, "
         f"cpu {_pressure_text(snap.pressure.cpu)}, io {_pressure_text(snap.pressure.io)} "
         "(PSI some/full, avg10)",
-        f"process  pid {process.pid}: rss {_size(process.rss)}, "
-        f"{_fixed(process.cpu_percent, '.1f')}% cpu, {_fixed(process.num_threads, 'd')} "
-        f"threads, children {_size(process.children_rss)}",
+        _process_line(snap),
     ]
     faults = _faults_text(snap)
     if faults:
         lines.append(f"unknown  {faults}")
     return "\n".join(lines)
+
+
+def _process_line(snap: Any) -> str:
+    """This process: RSS, USS when it was measured, CPU, threads, and the descendants' RSS
+    when it was measured (``?`` only for what a fault left unknown)."""
+    process = snap.process
+    threads = process.num_threads
+    parts = [f"rss {_size(process.rss)}"]
+    if process.uss is not None:
+        parts.append(f"uss {_size(process.uss)}")
+    parts.append(f"{_fixed(process.cpu_percent, '.1f')}% cpu")
+    parts.append(f"{_fixed(threads, 'd')} thread{'' if threads == 1 else 's'}")
+    if process.children_rss is not None or snap.fault_for("process.children_rss"):
+        parts.append(f"children {_size(process.children_rss)}")
+    return f"process  pid {process.pid}: " + ", ".join(parts)
 
 
 def format_processes(rows: Sequence[Any], width: int = 120) -> str:
