@@ -767,24 +767,31 @@ class Guard:
             self._fresh_until_s = state.snapshot.monotonic + stale_after_s
             self._budget_state = state
 
-    def __enter__(self) -> Guard:
+    def _admit_at_once(self) -> bool:
+        """The hot path of ``with guard:`` and ``async with guard:``: admit with one read of
+        the monitor's state and one lock, no I/O; False when the full path must decide."""
         monitor = self.monitor
-        if monitor is not None and not self._auto:  # the hot path: no I/O, one lock
-            state = monitor.state
-            now_s = self._clock()
-            if state is not self._budget_state:
-                self._update_budget(monitor, state, now_s)
-            reserve = self.reserve_bytes
-            with self._lock:
-                if (self._in_flight < self._slots
-                        and now_s <= self._fresh_until_s
-                        and self._budget_bytes - self._reserved >= reserve
-                        and not self._queue):
-                    self._in_flight += 1
-                    self._reserved += reserve
-                    self._admitted += 1
-                    return self
-        self.acquire()
+        if monitor is None or self._auto:
+            return False
+        state = monitor.state
+        now_s = self._clock()
+        if state is not self._budget_state:
+            self._update_budget(monitor, state, now_s)
+        reserve = self.reserve_bytes
+        with self._lock:
+            if (self._in_flight < self._slots
+                    and now_s <= self._fresh_until_s
+                    and self._budget_bytes - self._reserved >= reserve
+                    and not self._queue):
+                self._in_flight += 1
+                self._reserved += reserve
+                self._admitted += 1
+                return True
+        return False
+
+    def __enter__(self) -> Guard:
+        if not self._admit_at_once():
+            self.acquire()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -800,12 +807,13 @@ class Guard:
         self.release(reserve)  # a block left without entering it, or one from before a fork
 
     async def __aenter__(self) -> Guard:
-        await self.acquire_async()
+        if not self._admit_at_once():
+            await self.acquire_async()
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        self.release(self.reserve_bytes)
+        self.__exit__(exc_type, exc, tb)
 
     def admit(self, reserve: Reserve = None, wait: float | str | None = None,
               on_breach: OnBreach = None, *, key: str | None = None) -> Admission:
