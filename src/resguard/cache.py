@@ -78,7 +78,7 @@ from resguard._errors import InvalidState, InvalidType, InvalidValue
 from resguard._modules.clock import Clock, monotonic
 from resguard._modules.log import get_logger
 from resguard._modules.sizeof import sizeof as default_sizeof
-from resguard.units import format_bytes, parse_bytes, parse_duration
+from resguard.units import format_bytes, named, parse_bytes, parse_duration
 
 __all__ = [
     "CacheInfo",
@@ -198,10 +198,7 @@ def _check_ttl(value: object) -> float | None:
         return None
     if isinstance(value, bool):
         raise InvalidType(f"ttl={value!r} is not a duration; expected e.g. \"5m\", 30 or None")
-    try:
-        result = parse_duration(value)  # type: ignore[arg-type]
-    except (InvalidValue, InvalidType) as exc:
-        raise type(exc)(f"ttl: {exc}") from None
+    result = named("ttl", parse_duration, value)
     if result <= 0:
         raise InvalidValue(f"ttl={value!r} must be longer than zero (or None for no expiry)")
     return result

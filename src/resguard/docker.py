@@ -68,7 +68,7 @@ from resguard._modules.render import ValueMixin
 from resguard._probes import cgroup as _cgroup
 from resguard._probes.files import read_text
 from resguard.snapshot import ContainersInfo, ContainerStats
-from resguard.units import format_bytes, parse_duration
+from resguard.units import format_bytes, named, parse_duration
 
 __all__ = [
     "ContainerLimits",
@@ -443,10 +443,7 @@ def _swap_argument(memswap: object) -> int | None:
 def _timeout(value: object, what: str, *, zero: bool = False) -> float:
     if isinstance(value, bool):
         raise InvalidType(f"{what}={value!r} must be seconds (a number)")
-    try:
-        seconds = parse_duration(value)  # type: ignore[arg-type]
-    except (InvalidValue, InvalidType) as exc:
-        raise type(exc)(f"{what}: {exc}") from None
+    seconds = named(what, parse_duration, value)
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
         raise InvalidValue(f"{what}={value!r} must be a finite number of seconds "
                            f"{'at least' if zero else 'above'} 0")

@@ -54,7 +54,14 @@ from resguard._errors import InvalidState, InvalidType, InvalidValue, ResourceEx
 from resguard._modules.clock import Clock, monotonic
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
-from resguard.units import format_bytes, is_percent, parse_bytes, parse_duration, parse_percent
+from resguard.units import (
+    format_bytes,
+    is_percent,
+    named,
+    parse_bytes,
+    parse_duration,
+    parse_percent,
+)
 
 __all__ = ["HeadroomSource", "LazyModel", "ModelPool"]
 
@@ -103,20 +110,14 @@ def _headroom(guard: HeadroomSource | None) -> int | None:
 def _size_of(value: int | str | Callable[[], int], what: str) -> int:
     if callable(value):
         return _size_of(value(), what)
-    try:
-        return parse_bytes(value)
-    except (InvalidValue, InvalidType) as error:
-        raise type(error)(f"{what}: {error}") from None
+    return named(what, parse_bytes, value)
 
 
 def _check_duration(value: object, what: str, *, allow_none: bool = False) -> float | None:
     """*value* as seconds for argument *what*: finite and above 0 (None when allowed)."""
     if value is None and allow_none:
         return None
-    try:
-        seconds = parse_duration(value)  # type: ignore[arg-type]
-    except (InvalidValue, InvalidType) as error:
-        raise type(error)(f"{what}: {error}") from None
+    seconds = named(what, parse_duration, value)
     if not math.isfinite(seconds) or seconds <= 0:
         raise InvalidValue(f"{what}={value!r} must be a duration above 0 (e.g. 30, '10m')")
     return seconds

@@ -46,7 +46,7 @@ from resguard.processes import ProcessTable
 from resguard.reclaim import Ladder, ReclaimReport
 from resguard.rules import Level, Policy, ProcessCount, ProcessThreshold, Verdict
 from resguard.snapshot import Fault, Sampler, Snapshot
-from resguard.units import format_duration, parse_duration, parse_percent, shown
+from resguard.units import format_duration, named, parse_duration, parse_percent, shown
 
 __all__ = ["Monitor", "Source", "State"]
 
@@ -699,10 +699,7 @@ MIN_INTERVAL_S = 0.001
 
 def _interval(value: object, name: str) -> float:
     """A duration of at least :data:`MIN_INTERVAL_S`, or an error naming *name*."""
-    try:
-        seconds = parse_duration(value)  # type: ignore[arg-type]
-    except (InvalidValue, InvalidType) as error:
-        raise type(error)(f"{name}: {error}") from None
+    seconds = named(name, parse_duration, value)
     if seconds < MIN_INTERVAL_S:
         raise InvalidValue(f"{name}={shown(value)} is shorter than the floor of 1ms (a busy "
                            f"loop); expected a duration such as \"50ms\"")
@@ -710,10 +707,7 @@ def _interval(value: object, name: str) -> float:
 
 
 def _percent(value: object, name: str) -> float:
-    try:
-        return parse_percent(value)  # type: ignore[arg-type]
-    except (InvalidValue, InvalidType) as error:
-        raise type(error)(f"{name}: {error}") from None
+    return named(name, parse_percent, value)
 
 
 def _flag(value: object, name: str) -> bool:

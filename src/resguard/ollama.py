@@ -97,7 +97,7 @@ from resguard._modules.log import get_logger
 from resguard.models import HeadroomSource, LazyModel, ModelPool
 from resguard.models import _headroom as _models_headroom
 from resguard.snapshot import OllamaModelInfo
-from resguard.units import format_bytes, format_duration, parse_bytes, parse_duration
+from resguard.units import format_bytes, format_duration, named, parse_bytes, parse_duration
 
 __all__ = ["AsyncOllamaModels", "OllamaError", "OllamaModelInfo", "OllamaModels",
            "OllamaSource", "cli", "parse_host"]
@@ -115,10 +115,7 @@ DEFAULT_PORT = 11434
 def _seconds(value: object, what: str, *, zero: bool = False) -> float:
     """A duration argument: finite and above 0 (or 0 itself when *zero*), or
     InvalidValue/InvalidType quoting it."""
-    try:
-        seconds = parse_duration(value)  # type: ignore[arg-type]
-    except (InvalidValue, InvalidType) as error:
-        raise type(error)(f"{what}: {error}") from None
+    seconds = named(what, parse_duration, value)
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
         above = "at least 0" if zero else "above 0"
         raise InvalidValue(f"{what}={value!r} must be a finite duration {above} "
@@ -127,10 +124,7 @@ def _seconds(value: object, what: str, *, zero: bool = False) -> float:
 
 
 def _bytes(value: object, what: str) -> int:
-    try:
-        size = parse_bytes(value)  # type: ignore[arg-type]
-    except (InvalidValue, InvalidType) as error:
-        raise type(error)(f"{what}: {error}") from None
+    size = named(what, parse_bytes, value)
     if size <= 0:
         raise InvalidValue(f"{what}={value!r} must be above 0 bytes (e.g. '8MiB')")
     return size

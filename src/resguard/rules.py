@@ -76,6 +76,7 @@ from resguard.units import (
     _PLAIN_NUMBER,
     format_bytes,
     format_duration,
+    named,
     parse_bytes,
     parse_duration,
     shown,
@@ -341,10 +342,7 @@ def _level(value: object) -> Level:
 
 
 def _duration(value: object, what: str) -> float:
-    try:
-        return parse_duration(value)  # type: ignore[arg-type]
-    except (InvalidValue, InvalidType) as error:
-        raise type(error)(f"{what}: {error}") from None
+    return named(what, parse_duration, value)
 
 
 def _name(name: object, default: str) -> str:

@@ -30,8 +30,9 @@ import decimal
 import math
 import re
 import threading
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Final
+from typing import Any, Final, TypeVar
 
 from resguard._errors import InvalidType, InvalidValue
 
@@ -76,6 +77,19 @@ _PLAIN_NUMBER: Final = re.compile(rf"\s*(?:{_NUMBER})\s*")
 # MAX_BYTES with a fraction, and exponents far beyond it stay cheap (checked before use)
 _EXACT: Final = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN,
                                 Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
+
+
+_T = TypeVar("_T")
+
+
+def named(what: str, parse: Callable[[Any], _T], value: object) -> _T:
+    """``parse(value)`` for the argument *what*: an error's message starts with its name
+    (``"timeout: 'soon' is not a duration; ..."``), its type (InvalidValue/InvalidType)
+    kept."""
+    try:
+        return parse(value)
+    except (InvalidValue, InvalidType) as error:
+        raise type(error)(f"{what}: {error}") from None
 
 
 def shown(value: object) -> str:
