@@ -11,18 +11,15 @@ starts passing fails, so this list cannot go stale.
 
 from __future__ import annotations
 
-import functools
 import math
 import unittest
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
-import pytest
-
 from resguard.cache import LRUCache
 
 from plugins.integration import unavailable
-from plugins.peers import cachetools_test_module, cachetools_tests
+from plugins.peers import cachetools_test_module, cachetools_tests, expected_difference
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -52,22 +49,11 @@ DIFFERENCES: dict[str, tuple[str, type[BaseException]]] = {
 """Test name -> (why resguard differs on purpose, the exception the difference raises)."""
 
 
-def _differs(test: Callable[..., None], reason: str, raises: type[BaseException]) -> Any:
-    """*test*, expected to fail with *raises* for *reason* (strict: passing fails)."""
-
-    @pytest.mark.xfail(reason=reason, raises=raises, strict=True)
-    @functools.wraps(test)
-    def expected_to_differ(self: Any) -> None:
-        test(self)
-
-    return expected_to_differ
-
-
 def _mark_differences(cls: type) -> type:
     for name, (reason, raises) in DIFFERENCES.items():
         test = getattr(cls, name, None)
         if test is not None:
-            setattr(cls, name, _differs(test, reason, raises))
+            setattr(cls, name, expected_difference(test, reason, raises))
     return cls
 
 

@@ -24,7 +24,7 @@ import pytest
 from resguard.cache import memoize
 
 from plugins.integration import unavailable
-from plugins.peers import functools_tests
+from plugins.peers import expected_difference, functools_tests
 
 
 def lru_cache_on_memoize(merge: bool) -> Callable[..., Any]:
@@ -78,15 +78,6 @@ MERGING_EXCLUDED: dict[str, str] = {
 """Tests not run with merge=True (they contradict merging itself), with the reason."""
 
 
-def _differs(test: Callable[..., None], reason: str, raises: type[BaseException]) -> Any:
-    @pytest.mark.xfail(reason=reason, raises=raises, strict=True)
-    @functools.wraps(test)
-    def expected_to_differ(self: Any) -> None:
-        test(self)
-
-    return expected_to_differ
-
-
 def _excluded(test: Callable[..., None], reason: str) -> Callable[..., None]:
     @functools.wraps(test)
     def excluded(self: Any) -> None:
@@ -98,7 +89,7 @@ def _excluded(test: Callable[..., None], reason: str) -> Callable[..., None]:
 def _mark(cls: type, differences: dict[str, tuple[str, type[BaseException]]],
           excluded: dict[str, str]) -> type:
     for name, (reason, raises) in differences.items():
-        setattr(cls, name, _differs(getattr(cls, name), reason, raises))
+        setattr(cls, name, expected_difference(getattr(cls, name), reason, raises))
     for name, reason in excluded.items():
         setattr(cls, name, _excluded(getattr(cls, name), reason))
     return cls

@@ -16,6 +16,7 @@ where ``RESGUARD_REQUIRE_INTEGRATION=1``).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -25,7 +26,11 @@ import sys
 import tarfile
 import tempfile
 import types
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
 
 DOWNLOAD_TIMEOUT_S = 180.0
 """The longest one pip download may take (it also builds the sdist's metadata)."""
@@ -137,3 +142,16 @@ def functools_tests() -> types.ModuleType | str:
         return importlib.import_module("test.test_functools")
     except ImportError as exc:
         return f"CPython's test package is not installed with this interpreter ({exc})"
+
+
+def expected_difference(test: Callable[..., None], reason: str,
+                        raises: type[BaseException]) -> Any:
+    """A peer's *test*, expected to fail with *raises* where resguard differs on purpose
+    for *reason* (strict: a difference that starts passing fails the run)."""
+
+    @pytest.mark.xfail(reason=reason, raises=raises, strict=True)
+    @functools.wraps(test)
+    def expected_to_differ(self: Any) -> None:
+        test(self)
+
+    return expected_to_differ
