@@ -628,6 +628,16 @@ def _dead_engines(tmp_path: Any) -> dict[str, str]:
             "refused": f"tcp://127.0.0.1:{free_port()}"}
 
 
+def _every_call_times_out(engine: Containers, timeout_s: float) -> None:
+    """Each public call fails as "did not answer in time", within its deadline + 1 s."""
+    for name, call in _calls(engine).items():
+        started = time.monotonic()
+        with pytest.raises(resguard.DockerError, match="did not answer in time"):
+            call()
+        elapsed = time.monotonic() - started
+        assert elapsed < timeout_s + 1, f"{name} took {elapsed:.1f} s"
+
+
 def _calls(engine: Containers) -> dict[str, Any]:
     return {"stats": engine.stats, "info": engine.info, "limits": engine.limits,
             "duplicates": engine.duplicates,
@@ -661,12 +671,7 @@ def test_an_engine_that_accepts_but_never_answers_fails_within_the_timeout(
         for engine in (Containers(base_url=f"unix://{path}", timeout_s=0.5),
                        _from_environment(monkeypatch, f"unix://{path}")):
             with engine:
-                for name, call in _calls(engine).items():
-                    started = time.monotonic()
-                    with pytest.raises(resguard.DockerError, match="did not answer in time"):
-                        call()
-                    elapsed = time.monotonic() - started
-                    assert elapsed < 0.5 + 1, f"{name} took {elapsed:.1f} s"
+                _every_call_times_out(engine, 0.5)
 
 
 def _from_environment(monkeypatch: pytest.MonkeyPatch, url: str) -> Containers:
@@ -816,12 +821,7 @@ def test_an_engine_that_drips_its_answer_fails_within_the_timeout(
     path = str(tmp_path / f"{mode}.sock")
     with MisbehavingServer(mode, unix_path=path, interval_s=0.1), Containers(
             base_url=f"unix://{path}", timeout_s=0.5) as engine:
-        for name, call in _calls(engine).items():
-            started = time.monotonic()
-            with pytest.raises(resguard.DockerError, match="did not answer in time"):
-                call()
-            elapsed = time.monotonic() - started
-            assert elapsed < 0.5 + 1, f"{name} took {elapsed:.1f} s"
+        _every_call_times_out(engine, 0.5)
 
 
 def test_a_dripping_engine_does_not_pile_up_request_threads(tmp_path: Any) -> None:
