@@ -57,23 +57,39 @@ class Table:
     def __init__(self) -> None:
         self.rows: list[tuple[str, str, str, str, str, str]] = []
 
-    def compare(self, what: str, ours_s: float, alternative: str, theirs_s: float,
-                target: str = "") -> float:
+    def compare(
+        self, what: str, ours_s: float, alternative: str, theirs_s: float, target: str = ""
+    ) -> float:
         """Add a timing row; the ratio is theirs / ours (above 1 means resguard is faster)."""
         ratio = theirs_s / ours_s if ours_s > 0 else float("inf")
-        self.rows.append((what, _format_s(ours_s), alternative, _format_s(theirs_s),
-                          f"{ratio:.1f}×", target))
+        self.rows.append(
+            (what, _format_s(ours_s), alternative, _format_s(theirs_s), f"{ratio:.1f}×", target)
+        )
         return ratio
 
-    def note(self, what: str, ours: str, alternative: str = "", theirs: str = "",
-             ratio: str = "", target: str = "") -> None:
+    def note(
+        self,
+        what: str,
+        ours: str,
+        alternative: str = "",
+        theirs: str = "",
+        ratio: str = "",
+        target: str = "",
+    ) -> None:
         """Add a row of figures that are not timings (CPU %, latency medians, errors)."""
         self.rows.append((what, ours, alternative, theirs, ratio, target))
 
     def markdown(self) -> str:
-        header = ("benchmark", "resguard", "alternative", "alternative's figure",
-                  "speed-up (alt/ours)", "target")
+        header = (
+            "benchmark",
+            "resguard",
+            "alternative",
+            "alternative's figure",
+            "speed-up (alt/ours)",
+            "target",
+        )
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
-                  for row in self.rows]
+        lines += [
+            "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in self.rows
+        ]
         return "\n".join(lines)

@@ -40,9 +40,16 @@ async def plain_app(scope: Any, receive: Any, send: Any) -> None:
     """A trivial handler: 200 'ok'. It ignores lifespan, like many bare ASGI apps."""
     if scope["type"] != "http":
         return
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain"),
-                            (b"content-length", str(len(_BODY)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"text/plain"),
+                (b"content-length", str(len(_BODY)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": _BODY})
 
 
@@ -62,8 +69,21 @@ def _free_port() -> int:
 class _Server:
     def __init__(self, target: list[str]) -> None:
         self.port = _free_port()
-        argv = [sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), "--host", "127.0.0.1",
-                "--port", str(self.port), "--log-level", "warning", "--no-access-log", *target]
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(HERE),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            *target,
+        ]
         self.process = subprocess.Popen(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + 60
         while True:
@@ -110,8 +130,7 @@ async def _drive(port: int, requests: int) -> float:
     statuses: list[int] = []
     per_connection = requests // CONNECTIONS
     start = time.perf_counter()
-    await asyncio.gather(*(_connection(port, per_connection, statuses)
-                           for _ in range(CONNECTIONS)))
+    await asyncio.gather(*(_connection(port, per_connection, statuses) for _ in range(CONNECTIONS)))
     elapsed = time.perf_counter() - start
     if set(statuses) != {200}:
         raise RuntimeError(f"unexpected statuses: {sorted(set(statuses))}")
@@ -135,9 +154,18 @@ def _measure(target: list[str]) -> tuple[float, float]:
 
 def _in_process_per_request_s(app: Any, requests: int = 50_000) -> float:
     """Seconds per request of *app* called directly with ASGI messages (no server)."""
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": "GET", "scheme": "http", "path": "/", "raw_path": b"/",
-             "root_path": "", "query_string": b"", "headers": [(b"host", b"bench")]}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"bench")],
+    }
     request = {"type": "http.request", "body": b"", "more_body": False}
 
     async def receive() -> dict[str, Any]:
@@ -162,19 +190,31 @@ def run(table: Table) -> None:
 
     with Monitor() as monitor:
         middleware = GuardMiddleware(plain_app, Guard(memory="90%", monitor=monitor))
-        table.compare("GuardMiddleware + trivial app, called directly (no server)",
-                      _in_process_per_request_s(middleware), "the trivial app alone",
-                      _in_process_per_request_s(plain_app), "(context: the added µs)")
+        table.compare(
+            "GuardMiddleware + trivial app, called directly (no server)",
+            _in_process_per_request_s(middleware),
+            "the trivial app alone",
+            _in_process_per_request_s(plain_app),
+            "(context: the added µs)",
+        )
     bare, guarded = [], []
     for _ in range(ROUNDS):
         bare.append(_measure(["bench_asgi:plain_app"]))
         guarded.append(_measure(["--factory", "bench_asgi:guarded_app"]))
     bare_rps, guarded_rps = max(r for r, _ in bare), max(r for r, _ in guarded)
-    table.compare(f"uvicorn request through GuardMiddleware ({guarded_rps:.0f} req/s, "
-                  f"{CONNECTIONS} connections)", 1 / guarded_rps,
-                  f"the same app without it ({bare_rps:.0f} req/s)", 1 / bare_rps,
-                  "≥ 0.95× (≤ 5 % fewer req/s)")
+    table.compare(
+        f"uvicorn request through GuardMiddleware ({guarded_rps:.0f} req/s, "
+        f"{CONNECTIONS} connections)",
+        1 / guarded_rps,
+        f"the same app without it ({bare_rps:.0f} req/s)",
+        1 / bare_rps,
+        "≥ 0.95× (≤ 5 % fewer req/s)",
+    )
     # CPU time of the server process is steadier than wall time on a shared machine
-    table.compare("uvicorn server CPU per request with GuardMiddleware (Monitor included)",
-                  min(c for _, c in guarded), "the same app without it",
-                  min(c for _, c in bare), "≥ 0.95×")
+    table.compare(
+        "uvicorn server CPU per request with GuardMiddleware (Monitor included)",
+        min(c for _, c in guarded),
+        "the same app without it",
+        min(c for _, c in bare),
+        "≥ 0.95×",
+    )

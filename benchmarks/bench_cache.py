@@ -28,8 +28,9 @@ from _harness import Table, per_call_s
 N_KEYS = 1000
 
 
-def _paired(ours: Callable[[], object], theirs: Callable[[], object],
-            rounds: int = 5) -> tuple[float, float]:
+def _paired(
+    ours: Callable[[], object], theirs: Callable[[], object], rounds: int = 5
+) -> tuple[float, float]:
     """Time both alternately and keep each one's best: fair on a shared, noisy machine."""
     ours_s, theirs_s = [], []
     for _ in range(rounds):
@@ -45,8 +46,14 @@ def _lock_cost(table: Table) -> None:
         with lock:
             pass
 
-    table.note("uncontended `with threading.Lock()` (the price of thread safety here)",
-               f"{min(per_call_s(locked) for _ in range(3)) * 1e9:.0f} ns", "", "", "", "")
+    table.note(
+        "uncontended `with threading.Lock()` (the price of thread safety here)",
+        f"{min(per_call_s(locked) for _ in range(3)) * 1e9:.0f} ns",
+        "",
+        "",
+        "",
+        "",
+    )
 
 
 def _hits(table: Table) -> None:
@@ -56,14 +63,24 @@ def _hits(table: Table) -> None:
         ours[i] = theirs[i] = b"v"
     key = N_KEYS // 2
     ours_s, theirs_s = _paired(lambda: ours[key], lambda: theirs[key])
-    table.compare("LRUCache hit `cache[k]` (thread-safe)", ours_s,
-                  "cachetools.LRUCache (no lock)", theirs_s, "≥ 0.5x (within 2x)")
+    table.compare(
+        "LRUCache hit `cache[k]` (thread-safe)",
+        ours_s,
+        "cachetools.LRUCache (no lock)",
+        theirs_s,
+        "≥ 0.5x (within 2x)",
+    )
     bounded: LRUCache[int, bytes] = LRUCache(max_bytes="1MiB", ttl="1h")
     for i in range(N_KEYS):
         bounded[i] = b"v"
     ours_s, theirs_s = _paired(lambda: bounded[key], lambda: theirs[key])
-    table.compare("LRUCache hit, max_bytes and ttl set", ours_s,
-                  "cachetools.LRUCache (no lock)", theirs_s, "≥ 0.5x")
+    table.compare(
+        "LRUCache hit, max_bytes and ttl set",
+        ours_s,
+        "cachetools.LRUCache (no lock)",
+        theirs_s,
+        "≥ 0.5x",
+    )
 
 
 def _misses(table: Table) -> None:
@@ -79,8 +96,9 @@ def _misses(table: Table) -> None:
         theirs[next(counter_b)] = value
 
     ours_s, theirs_s = _paired(insert_ours, insert_theirs)
-    table.compare("LRUCache miss + insert (evicting, sized)", ours_s, "cachetools.LRUCache",
-                  theirs_s, "")
+    table.compare(
+        "LRUCache miss + insert (evicting, sized)", ours_s, "cachetools.LRUCache", theirs_s, ""
+    )
 
 
 def _memoized(table: Table) -> None:
@@ -99,11 +117,13 @@ def _memoized(table: Table) -> None:
     for fn in (ours, theirs, stdlib):
         fn(7)
     ours_s, theirs_s = _paired(lambda: ours(7), lambda: theirs(7))
-    table.compare("memoize hit f(7) (thread-safe)", ours_s, "cachetools.cached (no lock)",
-                  theirs_s, "≥ 1x")
+    table.compare(
+        "memoize hit f(7) (thread-safe)", ours_s, "cachetools.cached (no lock)", theirs_s, "≥ 1x"
+    )
     ours_s, stdlib_s = _paired(lambda: ours(7), lambda: stdlib(7))
-    table.compare("memoize hit f(7) (thread-safe)", ours_s, "functools.lru_cache (C, lock)",
-                  stdlib_s, "")
+    table.compare(
+        "memoize hit f(7) (thread-safe)", ours_s, "functools.lru_cache (C, lock)", stdlib_s, ""
+    )
 
     @memoize(max_items=N_KEYS)
     def ours2(x: int, y: str = "") -> int:
@@ -116,8 +136,9 @@ def _memoized(table: Table) -> None:
     ours2(7, y="a")
     theirs2(7, y="a")
     ours_s, theirs_s = _paired(lambda: ours2(7, y="a"), lambda: theirs2(7, y="a"))
-    table.compare("memoize hit f(7, y='a')", ours_s, "cachetools.cached (no lock)", theirs_s,
-                  "≥ 1x")
+    table.compare(
+        "memoize hit f(7, y='a')", ours_s, "cachetools.cached (no lock)", theirs_s, "≥ 1x"
+    )
 
 
 def _allocated_bytes(make: Callable[[], object], copies: int) -> tuple[object, int]:
@@ -154,8 +175,9 @@ def _sizer(table: Table) -> None:
         import numpy as np
 
         cases.append(("numpy float64[131072] (1 MiB)", lambda: np.ones(131072)))
-        cases.append(("tuple of 3 numpy arrays 8 KiB", lambda: tuple(np.ones(1024)
-                                                                    for _ in range(3))))
+        cases.append(
+            ("tuple of 3 numpy arrays 8 KiB", lambda: tuple(np.ones(1024) for _ in range(3)))
+        )
     except ImportError:  # numpy is optional for the benchmark too
         pass
     for what, make in cases:
@@ -163,8 +185,14 @@ def _sizer(table: Table) -> None:
         measured = sizeof(value)
         error = (measured - allocated) / allocated * 100 if allocated else 0.0
         cost = per_call_s(lambda value=value: sizeof(value), min_time_s=0.05)
-        table.note(f"sizeof({what})", f"{measured:,} B, {cost * 1e6:.2f} µs",
-                   "tracemalloc", f"{allocated:,} B", f"error {error:+.1f} %", "|error| < 15 %")
+        table.note(
+            f"sizeof({what})",
+            f"{measured:,} B, {cost * 1e6:.2f} µs",
+            "tracemalloc",
+            f"{allocated:,} B",
+            f"error {error:+.1f} %",
+            "|error| < 15 %",
+        )
 
 
 def run(table: Table) -> None:

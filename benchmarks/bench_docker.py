@@ -52,20 +52,33 @@ def run(table: Table) -> None:
     try:
         client = _connect()
     except Exception as exc:  # no engine, no image: say so, do not fail the whole run
-        table.note(WHAT, f"not run: no Docker engine reachable ({type(exc).__name__}); "
-                   "start one with .ci/docker-up.sh")
+        table.note(
+            WHAT,
+            f"not run: no Docker engine reachable ({type(exc).__name__}); "
+            "start one with .ci/docker-up.sh",
+        )
         return
     started = []
     try:
         for index in range(CONTAINERS):
-            started.append(client.containers.run(
-                IMAGE, ["sh", "-c", HOLD], detach=True, network_mode="none",
-                mem_limit="64m", labels={LABEL: "1"}, name=f"resguard-bench-{index}"))
+            started.append(
+                client.containers.run(
+                    IMAGE,
+                    ["sh", "-c", HOLD],
+                    detach=True,
+                    network_mode="none",
+                    mem_limit="64m",
+                    labels={LABEL: "1"},
+                    name=f"resguard-bench-{index}",
+                )
+            )
         time.sleep(1.0)  # let each shell hold its memory
         fast = Containers(client)
         fast.stats()
-        if len([item for item in fast.stats() if item.name.startswith("resguard-bench-")]) \
-                != CONTAINERS:
+        if (
+            len([item for item in fast.stats() if item.name.startswith("resguard-bench-")])
+            != CONTAINERS
+        ):
             table.note(WHAT, "not run: the bench containers did not all start")
             return
         ours_s = per_call_s(fast.stats)
@@ -79,20 +92,31 @@ def run(table: Table) -> None:
 
         sdk_s = _timed(sdk_loop, 1)
         table.compare(f"{WHAT} (cgroup files)", ours_s, "SDK per-container stats loop", sdk_s)
-        table.compare(f"{WHAT} (API, concurrent one-shot)", api_s,
-                      "SDK per-container stats loop", sdk_s)
+        table.compare(
+            f"{WHAT} (API, concurrent one-shot)", api_s, "SDK per-container stats loop", sdk_s
+        )
         cli = shutil.which("docker")
         if cli is None:
-            table.note(f"{WHAT} (cgroup files)", f"{ours_s * 1e3:.2f} ms",
-                       "docker stats --no-stream", "not run: no docker CLI")
+            table.note(
+                f"{WHAT} (cgroup files)",
+                f"{ours_s * 1e3:.2f} ms",
+                "docker stats --no-stream",
+                "not run: no docker CLI",
+            )
         else:
+
             def docker_stats() -> None:
-                subprocess.run([cli, "stats", "--no-stream"], check=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                subprocess.run(
+                    [cli, "stats", "--no-stream"],
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
 
             cli_s = _timed(docker_stats, 3)
-            table.compare(f"{WHAT} (cgroup files)", ours_s, "docker stats --no-stream", cli_s,
-                          "≥ 20x")
+            table.compare(
+                f"{WHAT} (cgroup files)", ours_s, "docker stats --no-stream", cli_s, "≥ 20x"
+            )
         fast.close()
         through_api.close()
     finally:

@@ -49,8 +49,10 @@ def run(table: Table) -> None:
             pass
 
     # admission takes one uncontended lock on entry and one on exit: the floor on this machine
-    table.note("uncontended `with threading.Lock()` (context for the rows below)",
-               f"{per_call_s(locked) * 1e9:.0f} ns")
+    table.note(
+        "uncontended `with threading.Lock()` (context for the rows below)",
+        f"{per_call_s(locked) * 1e9:.0f} ns",
+    )
     with Monitor(interval="50ms") as monitor:
         guard = Guard(memory="90%", monitor=monitor)
 
@@ -68,13 +70,26 @@ def run(table: Table) -> None:
 
         admit()
         ours = per_call_s(admit)
-        table.compare("Guard admission `with guard:` (Monitor running)", ours,
-                      "`with nullcontext():`", per_call_s(nothing), "≤ 1 µs")
-        table.compare("Guard admission `with guard:` (Monitor running)", ours,
-                      "per-call `psutil.virtual_memory().percent < 90`",
-                      per_call_s(psutil_check), "≥ 50×")
-        table.compare("Guard admission `async with guard:` (Monitor running)",
-                      _async_per_call_s(guard), "per-call `psutil.virtual_memory()`",
-                      per_call_s(psutil_check), "≥ 10×")
+        table.compare(
+            "Guard admission `with guard:` (Monitor running)",
+            ours,
+            "`with nullcontext():`",
+            per_call_s(nothing),
+            "≤ 1 µs",
+        )
+        table.compare(
+            "Guard admission `with guard:` (Monitor running)",
+            ours,
+            "per-call `psutil.virtual_memory().percent < 90`",
+            per_call_s(psutil_check),
+            "≥ 50×",
+        )
+        table.compare(
+            "Guard admission `async with guard:` (Monitor running)",
+            _async_per_call_s(guard),
+            "per-call `psutil.virtual_memory()`",
+            per_call_s(psutil_check),
+            "≥ 10×",
+        )
         stats = guard.stats()
         assert stats.in_flight == 0, stats

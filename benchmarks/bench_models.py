@@ -45,12 +45,27 @@ def run(table: Table) -> None:
         m(1)  # type: ignore[operator]
 
     ours = per_call_s(pinned)
-    table.compare("LazyModel pinned use (`with model as m: m(x)`)", ours,
-                  "plain call `m(x)`", per_call_s(plain), "< 2 µs per use")
-    table.compare("LazyModel pinned use", ours, "global + lock lazy loader",
-                  per_call_s(hand_rolled), "within 3× of hand-rolled")
-    table.compare("LazyModel.get() (loaded, not pinned)", per_call_s(lambda: lazy.get()(1)),
-                  "plain call `m(x)`", per_call_s(plain), "")
+    table.compare(
+        "LazyModel pinned use (`with model as m: m(x)`)",
+        ours,
+        "plain call `m(x)`",
+        per_call_s(plain),
+        "< 2 µs per use",
+    )
+    table.compare(
+        "LazyModel pinned use",
+        ours,
+        "global + lock lazy loader",
+        per_call_s(hand_rolled),
+        "within 3× of hand-rolled",
+    )
+    table.compare(
+        "LazyModel.get() (loaded, not pinned)",
+        per_call_s(lambda: lazy.get()(1)),
+        "plain call `m(x)`",
+        per_call_s(plain),
+        "",
+    )
     _ollama_rows(table)
 
 
@@ -71,6 +86,11 @@ def _ollama_rows(table: Table) -> None:
             models.ensure("llama3.2:1b")
             ours = per_call_s(lambda: models.ensure("llama3.2:1b"), repeat=3)
             theirs = per_call_s(lambda: client.ps(), repeat=3)
-            table.compare("OllamaModels.ensure (loaded, stand-in on loopback)", ours,
-                          "bare `client.ps()`", theirs, "≈ one /api/ps round trip")
+            table.compare(
+                "OllamaModels.ensure (loaded, stand-in on loopback)",
+                ours,
+                "bare `client.ps()`",
+                theirs,
+                "≈ one /api/ps round trip",
+            )
         client._client.close()

@@ -68,14 +68,21 @@ def monitor_cpu(table: Table) -> None:
     stop.set()
     thread.join()
     theirs = (_cpu_s() - start_cpu) / (time.monotonic() - start)
-    table.note(f"Monitor CPU, default settings, a calm machine, over {MONITOR_CPU_S:g} s",
-               f"{ours * 100:.2f} % of a core", "psutil poller at 50 ms (vm, cpu, rss)",
-               f"{theirs * 100:.2f} % of a core",
-               f"{theirs / ours:.1f}×" if ours else "", "≤ 0.5 % of a core")
-    table.note("Monitor CPU sampling every 50 ms (memory above half the limit)",
-               f"{busy * 100:.2f} % of a core", "psutil poller at 50 ms (vm, cpu, rss)",
-               f"{theirs * 100:.2f} % of a core",
-               f"{theirs / busy:.1f}×" if busy else "")
+    table.note(
+        f"Monitor CPU, default settings, a calm machine, over {MONITOR_CPU_S:g} s",
+        f"{ours * 100:.2f} % of a core",
+        "psutil poller at 50 ms (vm, cpu, rss)",
+        f"{theirs * 100:.2f} % of a core",
+        f"{theirs / ours:.1f}×" if ours else "",
+        "≤ 0.5 % of a core",
+    )
+    table.note(
+        "Monitor CPU sampling every 50 ms (memory above half the limit)",
+        f"{busy * 100:.2f} % of a core",
+        "psutil poller at 50 ms (vm, cpu, rss)",
+        f"{theirs * 100:.2f} % of a core",
+        f"{theirs / busy:.1f}×" if busy else "",
+    )
 
 
 def reaction_latency(table: Table) -> None:
@@ -88,24 +95,42 @@ def reaction_latency(table: Table) -> None:
     limit = 400 * MiB
     (path / "memory.limit_in_bytes").write_text(str(limit))
     child = subprocess.Popen(
-        ["/bin/sh", "-c", f'echo $$ > {path}/cgroup.procs && exec "$@"', "sh", sys.executable,
-         "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            "/bin/sh",
+            "-c",
+            f'echo $$ > {path}/cgroup.procs && exec "$@"',
+            "sh",
+            sys.executable,
+            "-c",
+            CHILD,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert child.stdin is not None
     assert child.stdout is not None
     threshold = 80.0  # the service preset's WARNING
-    policy = Policy([Threshold("memory.percent", ">", threshold, level=Level.WARNING,
-                               clear=threshold)])
+    policy = Policy(
+        [Threshold("memory.percent", ">", threshold, level=Level.WARNING, clear=threshold)]
+    )
     monitor = Monitor(policy=policy, cgroup=str(path), reclaim=False)
     published: list[float] = []
-    monitor.subscribe(lambda new, old: published.append(time.perf_counter())
-                      if new.level == Level.WARNING else None)
+    monitor.subscribe(
+        lambda new, old: (
+            published.append(time.perf_counter()) if new.level == Level.WARNING else None
+        )
+    )
     latencies = []
 
     def working_set_percent() -> float:
         usage = int((path / "memory.usage_in_bytes").read_text())
         stat = (path / "memory.stat").read_text()
-        inactive = next(int(line.split()[1]) for line in stat.splitlines()
-                        if line.startswith("total_inactive_file "))
+        inactive = next(
+            int(line.split()[1])
+            for line in stat.splitlines()
+            if line.startswith("total_inactive_file ")
+        )
         return 100 * (usage - inactive) / limit
 
     try:
@@ -153,9 +178,13 @@ def reaction_latency(table: Table) -> None:
     median = statistics.median(latencies)
     for name, interval_s in (("Dask 100 ms", 0.1), ("Ray 250 ms", 0.25), ("kubelet 10 s", 10.0)):
         # a poller with period T sees a crossing T/2 later on average
-        table.compare(f"reaction latency, median of {len(latencies)}", median,
-                      f"{name} check interval (median T/2)", interval_s / 2,
-                      "median ≤ 50 ms" if name.startswith("Dask") else "")
+        table.compare(
+            f"reaction latency, median of {len(latencies)}",
+            median,
+            f"{name} check interval (median T/2)",
+            interval_s / 2,
+            "median ≤ 50 ms" if name.startswith("Dask") else "",
+        )
 
 
 def run(table: Table) -> None:

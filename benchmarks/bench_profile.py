@@ -36,9 +36,12 @@ def _allocate(n: int = 200_000) -> int:
     return len([str(i) for i in range(n)])
 
 
-def _interleaved(bare: Callable[[], object], profiled: Callable[[], object],
-                 rounds: int = 7, clock: Callable[[], float] = time.perf_counter
-                 ) -> tuple[float, float]:
+def _interleaved(
+    bare: Callable[[], object],
+    profiled: Callable[[], object],
+    rounds: int = 7,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[float, float]:
     """Median seconds of each by *clock*, run alternately so that noise hits both alike.
 
     With ``time.process_time`` the figure is the CPU this process spent (the sampler
@@ -65,31 +68,52 @@ def run(table: Table) -> None:
         with profile(uss_interval=None):
             pass
 
-    table.note("fixed cost of one profiled block (thread, first and last sample, USS)",
-               f"{per_call_s(empty, repeat=3) * 1e3:.2f} ms",
-               "without USS", f"{per_call_s(empty_no_uss, repeat=3) * 1e3:.2f} ms")
+    table.note(
+        "fixed cost of one profiled block (thread, first and last sample, USS)",
+        f"{per_call_s(empty, repeat=3) * 1e3:.2f} ms",
+        "without USS",
+        f"{per_call_s(empty_no_uss, repeat=3) * 1e3:.2f} ms",
+    )
     for interval in ("100ms", "10ms"):
+
         def profiled(interval: str = interval) -> None:
             with profile(interval=interval):
                 _spin()
 
         bare_s, profiled_s = _interleaved(_spin, profiled)
-        table.compare(f"CPU-bound loop under profile(interval={interval!r}), wall time",
-                      profiled_s, "the same loop, not profiled", bare_s, "slowdown ≈ 1 %")
+        table.compare(
+            f"CPU-bound loop under profile(interval={interval!r}), wall time",
+            profiled_s,
+            "the same loop, not profiled",
+            bare_s,
+            "slowdown ≈ 1 %",
+        )
         bare_cpu, profiled_cpu = _interleaved(_spin, profiled, clock=time.process_time)
-        table.compare("  the same, CPU time of the process (sampler included)",
-                      profiled_cpu, "the same loop, not profiled", bare_cpu, "≈ 1 % at 10ms")
-        table.note(f"  profiling overhead at {interval}: wall, CPU",
-                   f"{100 * (profiled_s / bare_s - 1):+.1f} %, "
-                   f"{100 * (profiled_cpu / bare_cpu - 1):+.1f} %")
+        table.compare(
+            "  the same, CPU time of the process (sampler included)",
+            profiled_cpu,
+            "the same loop, not profiled",
+            bare_cpu,
+            "≈ 1 % at 10ms",
+        )
+        table.note(
+            f"  profiling overhead at {interval}: wall, CPU",
+            f"{100 * (profiled_s / bare_s - 1):+.1f} %, "
+            f"{100 * (profiled_cpu / bare_cpu - 1):+.1f} %",
+        )
 
     def traced() -> None:
         with profile(interval="100ms", tracemalloc=True):
             _allocate()
 
     bare_s, traced_s = _interleaved(_allocate, traced)
-    table.compare("allocating loop under profile(tracemalloc=True)", traced_s,
-                  "the same loop, not profiled", bare_s, "(tracemalloc is costly)")
+    table.compare(
+        "allocating loop under profile(tracemalloc=True)",
+        traced_s,
+        "the same loop, not profiled",
+        bare_s,
+        "(tracemalloc is costly)",
+    )
 
     sampler = Sampler()
     process = psutil.Process()
@@ -102,6 +126,9 @@ def run(table: Table) -> None:
         process.cpu_times()
         psutil.virtual_memory()
 
-    table.compare("one profile sample (RSS, children, CPU, headroom, PSI)",
-                  per_call_s(one_sample), "psutil: memory_info + cpu_times + virtual_memory",
-                  per_call_s(psutil_sample))
+    table.compare(
+        "one profile sample (RSS, children, CPU, headroom, PSI)",
+        per_call_s(one_sample),
+        "psutil: memory_info + cpu_times + virtual_memory",
+        per_call_s(psutil_sample),
+    )

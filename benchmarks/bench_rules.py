@@ -65,26 +65,46 @@ def run(table: Table) -> None:
     quiet = make_snapshot(memory_percent=40.0, psi_some=0.5, psi_full=0.0)
     theirs = per_call_s(lambda: if_chain(quiet))
     laptop = _Ticking(presets.laptop(), quiet, 0.05)
-    table.compare("laptop preset, one snapshot (no process table), 50 ms cadence",
-                  per_call_s(laptop), "hand-written if-chain", theirs, "a few µs")
+    table.compare(
+        "laptop preset, one snapshot (no process table), 50 ms cadence",
+        per_call_s(laptop),
+        "hand-written if-chain",
+        theirs,
+        "a few µs",
+    )
     service = _Ticking(presets.service(), quiet, 0.05)
-    table.compare("service preset, one snapshot, 50 ms cadence", per_call_s(service),
-                  "hand-written if-chain", theirs, "a few µs")
+    table.compare(
+        "service preset, one snapshot, 50 ms cadence",
+        per_call_s(service),
+        "hand-written if-chain",
+        theirs,
+        "a few µs",
+    )
     thresholds = Policy(presets.laptop().rules[:4])
     state = thresholds.new_state()
-    table.compare("4 memory/PSI thresholds only (same rules as the if-chain)",
-                  per_call_s(lambda: thresholds.evaluate(quiet, state)),
-                  "hand-written if-chain", theirs)
+    table.compare(
+        "4 memory/PSI thresholds only (same rules as the if-chain)",
+        per_call_s(lambda: thresholds.evaluate(quiet, state)),
+        "hand-written if-chain",
+        theirs,
+    )
     busy = make_snapshot(memory_percent=90.0, psi_some=12.0)
     firing = Policy([Threshold("memory.percent", ">=", 85, clear=80)])
     firing_state = firing.new_state()
-    table.compare("one firing threshold (builds a Breach and Verdict)",
-                  per_call_s(lambda: firing.evaluate(busy, firing_state)),
-                  "hand-written if-chain", per_call_s(lambda: if_chain(busy)))
-    rows = tuple(make_process(pid, f"p{pid}", cpu_percent=(pid % 97) * 0.5)
-                 for pid in range(1, 301))
+    table.compare(
+        "one firing threshold (builds a Breach and Verdict)",
+        per_call_s(lambda: firing.evaluate(busy, firing_state)),
+        "hand-written if-chain",
+        per_call_s(lambda: if_chain(busy)),
+    )
+    rows = tuple(
+        make_process(pid, f"p{pid}", cpu_percent=(pid % 97) * 0.5) for pid in range(1, 301)
+    )
     table_snapshot = make_snapshot(memory_percent=40.0, processes=rows)
     with_table = _Ticking(presets.laptop(), table_snapshot, 0.05)
-    table.compare("laptop preset with a 300-process table", per_call_s(with_table),
-                  "if-chain over the same table", per_call_s(
-                      lambda: if_chain_with_processes(table_snapshot)))
+    table.compare(
+        "laptop preset with a 300-process table",
+        per_call_s(with_table),
+        "if-chain over the same table",
+        per_call_s(lambda: if_chain_with_processes(table_snapshot)),
+    )

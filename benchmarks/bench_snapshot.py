@@ -18,14 +18,20 @@ EXTRA_PROCESSES = 300
 
 def _import_s(statement: str, rounds: int = 15) -> float:
     """Median wall time of a fresh interpreter importing *statement*, minus a bare start."""
+
     def timed(code: str) -> float:
         samples = []
         for _ in range(rounds):
             out = subprocess.run(
-                [sys.executable, "-c",
-                 f"import time; t = time.perf_counter(); {code}; "
-                 "print(time.perf_counter() - t)"],
-                capture_output=True, text=True, check=True)
+                [
+                    sys.executable,
+                    "-c",
+                    f"import time; t = time.perf_counter(); {code}; print(time.perf_counter() - t)",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             samples.append(float(out.stdout))
         samples.sort()
         return samples[len(samples) // 2]
@@ -38,10 +44,16 @@ def run(table: Table) -> None:
     sampler.sample()
     ours = per_call_s(lambda: sampler.sample(children=False))
     theirs = per_call_s(psutil.virtual_memory)
-    table.compare("snapshot(): memory, cgroup, PSI, CPU, self", ours,
-                  "psutil.virtual_memory()", theirs, "≤ 3× the psutil call")
-    table.note("  … as a multiple of psutil.virtual_memory()", f"{ours / theirs:.1f}×",
-               target="≤ 3×")
+    table.compare(
+        "snapshot(): memory, cgroup, PSI, CPU, self",
+        ours,
+        "psutil.virtual_memory()",
+        theirs,
+        "≤ 3× the psutil call",
+    )
+    table.note(
+        "  … as a multiple of psutil.virtual_memory()", f"{ours / theirs:.1f}×", target="≤ 3×"
+    )
 
     sleepers = [subprocess.Popen(["sleep", "600"]) for _ in range(EXTRA_PROCESSES)]
     try:
@@ -49,9 +61,13 @@ def run(table: Table) -> None:
         process_table.sample()
         count = len(process_table.sample())
         top = per_call_s(lambda: process_table.top(10, by="memory"), repeat=5, min_time_s=1)
-        pipeline = per_call_s(lambda: subprocess.run(
-            "ps aux | sort -k4 -nr | head", shell=True, capture_output=True, check=True),
-            repeat=5, min_time_s=1)
+        pipeline = per_call_s(
+            lambda: subprocess.run(
+                "ps aux | sort -k4 -nr | head", shell=True, capture_output=True, check=True
+            ),
+            repeat=5,
+            min_time_s=1,
+        )
 
         def psutil_loop() -> list[tuple[int, int]]:
             rows = []
@@ -63,10 +79,16 @@ def run(table: Table) -> None:
             return rows[:10]
 
         loop = per_call_s(psutil_loop, repeat=5, min_time_s=1)
-        table.compare(f"top_processes(10), {count} processes", top,
-                      "ps aux | sort -k4 -nr | head", pipeline, "≥ 2× faster")
-        table.compare(f"top_processes(10), {count} processes", top,
-                      "psutil.process_iter loop", loop)
+        table.compare(
+            f"top_processes(10), {count} processes",
+            top,
+            "ps aux | sort -k4 -nr | head",
+            pipeline,
+            "≥ 2× faster",
+        )
+        table.compare(
+            f"top_processes(10), {count} processes", top, "psutil.process_iter loop", loop
+        )
     finally:
         for sleeper in sleepers:
             sleeper.kill()
@@ -75,16 +97,23 @@ def run(table: Table) -> None:
 
     base = _import_s("import psutil, attrs, anyio")
     ours_import = _import_s("import resguard")
-    table.compare("import resguard", ours_import, "import psutil, attrs, anyio", base,
-                  "adds ≤ 30 %")
+    table.compare(
+        "import resguard", ours_import, "import psutil, attrs, anyio", base, "adds ≤ 30 %"
+    )
     first_use = _import_s("import resguard; resguard.snapshot()")
     base_use = _import_s("import psutil, attrs, anyio; psutil.virtual_memory()")
-    table.compare("import resguard; snapshot()", first_use,
-                  "import psutil, attrs, anyio; virtual_memory()", base_use)
-    everything = _import_s("import resguard; resguard.Guard; resguard.Monitor; "
-                           "resguard.LRUCache; resguard.presets")
-    table.note("  … and every core name (Guard, Monitor, caches, rules)",
-               f"{everything * 1e3:.1f} ms")
+    table.compare(
+        "import resguard; snapshot()",
+        first_use,
+        "import psutil, attrs, anyio; virtual_memory()",
+        base_use,
+    )
+    everything = _import_s(
+        "import resguard; resguard.Guard; resguard.Monitor; resguard.LRUCache; resguard.presets"
+    )
+    table.note(
+        "  … and every core name (Guard, Monitor, caches, rules)", f"{everything * 1e3:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ def main(argv: list[str]) -> int:
         return 0 if {"-h", "--help"} & set(argv) else 2
     unknown = [n for n in argv if n.removeprefix("bench_") not in known]
     if unknown:
-        print(f"run.py: no benchmark {', '.join(unknown)}; known: {', '.join(known)}",
-              file=sys.stderr)
+        print(
+            f"run.py: no benchmark {', '.join(unknown)}; known: {', '.join(known)}", file=sys.stderr
+        )
         return 2
     names = argv or known
     table = Table()
@@ -31,8 +32,10 @@ def main(argv: list[str]) -> int:
         module = importlib.import_module(name if name.startswith("bench_") else f"bench_{name}")
         print(f"running {module.__name__} ...", file=sys.stderr, flush=True)
         module.run(table)
-    print(f"Python {platform.python_version()}, {platform.system()} {platform.release()}, "
-          f"{psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB\n")
+    print(
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}, "
+        f"{psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB\n"
+    )
     print(table.markdown())
     return 0
 

@@ -24,20 +24,43 @@ MB = 10**6
 WALL_OFFSET_S = 1_700_000_000.0  # wall clock = monotonic + this, in these snapshots
 
 
-def make_process(pid: int, name: str = "proc", *, cpu_percent: float = 0.0,
-                 rss: int = 10 * MB, create_time: float | None = None) -> ProcessInfo:
+def make_process(
+    pid: int,
+    name: str = "proc",
+    *,
+    cpu_percent: float = 0.0,
+    rss: int = 10 * MB,
+    create_time: float | None = None,
+) -> ProcessInfo:
     """One process-table row; identity ``(pid, create_time)`` (default create time: pid)."""
-    return ProcessInfo(pid=pid, name=name, cmdline=(name,), username="user", uid=1000, ppid=1,
-                       rss=rss, uss=None, cpu_percent=cpu_percent, num_threads=1,
-                       create_time=float(pid) if create_time is None else create_time)
+    return ProcessInfo(
+        pid=pid,
+        name=name,
+        cmdline=(name,),
+        username="user",
+        uid=1000,
+        ppid=1,
+        rss=rss,
+        uss=None,
+        cpu_percent=cpu_percent,
+        num_threads=1,
+        create_time=float(pid) if create_time is None else create_time,
+    )
 
 
-def make_snapshot(*, at: float = 1000.0, memory_percent: float | None = None,
-                  used: int | None = None, limit: int = 16 * GiB, rss: int = 30 * MB,
-                  psi_some: float | None = 0.0, psi_full: float | None = 0.0,
-                  processes: tuple[ProcessInfo, ...] | None = None,
-                  containers: tuple[ContainerStats, ...] | None = None,
-                  cpu_percent: float = 5.0) -> Snapshot:
+def make_snapshot(
+    *,
+    at: float = 1000.0,
+    memory_percent: float | None = None,
+    used: int | None = None,
+    limit: int = 16 * GiB,
+    rss: int = 30 * MB,
+    psi_some: float | None = 0.0,
+    psi_full: float | None = 0.0,
+    processes: tuple[ProcessInfo, ...] | None = None,
+    containers: tuple[ContainerStats, ...] | None = None,
+    cpu_percent: float = 5.0,
+) -> Snapshot:
     """A snapshot at monotonic time *at*.
 
     Memory is given as ``memory_percent`` of *limit* or as ``used`` bytes (default 40 %).
@@ -49,9 +72,16 @@ def make_snapshot(*, at: float = 1000.0, memory_percent: float | None = None,
         used = round(limit * percent / 100)
     else:
         percent = 100.0 * used / limit
-    memory = MemoryInfo(total=32 * GiB, limit=limit, used=used, available=max(limit - used, 0),
-                        percent=percent, source="cgroup", source_detail="memory.max",
-                        cgroup="/test")
+    memory = MemoryInfo(
+        total=32 * GiB,
+        limit=limit,
+        used=used,
+        available=max(limit - used, 0),
+        percent=percent,
+        source="cgroup",
+        source_detail="memory.max",
+        cgroup="/test",
+    )
     if psi_some is None:
         pressure = PressureInfo(memory=None, cpu=None, io=None, source=None)
     else:
@@ -62,11 +92,19 @@ def make_snapshot(*, at: float = 1000.0, memory_percent: float | None = None,
     return Snapshot(
         memory=memory,
         swap=SwapInfo(total=0, used=0, free=0, percent=0.0),
-        cpu=CpuInfo(percent=cpu_percent, count=8, effective=8.0, effective_source="host",
-                    load_1m=0.5, load_5m=0.5, load_15m=0.5),
+        cpu=CpuInfo(
+            percent=cpu_percent,
+            count=8,
+            effective=8.0,
+            effective_source="host",
+            load_1m=0.5,
+            load_5m=0.5,
+            load_15m=0.5,
+        ),
         pressure=pressure,
-        process=ProcessSelf(pid=4242, rss=rss, vms=4 * rss, uss=None, cpu_percent=1.0,
-                            num_threads=4, children_rss=0),
+        process=ProcessSelf(
+            pid=4242, rss=rss, vms=4 * rss, uss=None, cpu_percent=1.0, num_threads=4, children_rss=0
+        ),
         taken_at=WALL_OFFSET_S + at,
         monotonic=at,
         processes=processes,
@@ -74,14 +112,23 @@ def make_snapshot(*, at: float = 1000.0, memory_percent: float | None = None,
     )
 
 
-def make_container(name: str, *, memory_used: int, memory_limit: int | None = None
-                   ) -> ContainerStats:
+def make_container(
+    name: str, *, memory_used: int, memory_limit: int | None = None
+) -> ContainerStats:
     """One running container with the given working set and limit."""
     percent = None if memory_limit is None else 100.0 * memory_used / memory_limit
-    return ContainerStats(id=name * 3, name=name, image="busybox", status="running",
-                          memory_usage=memory_used, memory_used=memory_used,
-                          memory_limit=memory_limit, memory_percent=percent, cpu_percent=1.0,
-                          pids=1)
+    return ContainerStats(
+        id=name * 3,
+        name=name,
+        image="busybox",
+        status="running",
+        memory_usage=memory_used,
+        memory_used=memory_used,
+        memory_limit=memory_limit,
+        memory_percent=percent,
+        cpu_percent=1.0,
+        pids=1,
+    )
 
 
 class KernelTree:
@@ -94,24 +141,33 @@ class KernelTree:
     :meth:`restore` puts it back. ``files`` names the files by their short names.
     """
 
-    MEMINFO = ("MemTotal:       16777216 kB\nMemFree:         8388608 kB\n"
-               "MemAvailable:    8388608 kB\nBuffers:           65536 kB\n"
-               "SwapTotal:       2097152 kB\nSwapFree:        1048576 kB\n")
-    PSI = ("some avg10=1.50 avg60=1.00 avg300=0.50 total=123456\n"
-           "full avg10=0.50 avg60=0.25 avg300=0.10 total=6543\n")
+    MEMINFO = (
+        "MemTotal:       16777216 kB\nMemFree:         8388608 kB\n"
+        "MemAvailable:    8388608 kB\nBuffers:           65536 kB\n"
+        "SwapTotal:       2097152 kB\nSwapFree:        1048576 kB\n"
+    )
+    PSI = (
+        "some avg10=1.50 avg60=1.00 avg300=0.50 total=123456\n"
+        "full avg10=0.50 avg60=0.25 avg300=0.10 total=6543\n"
+    )
     HUGE_BYTES = 4 * 2**20
 
     def __init__(self, root: Path, *, cgroup: bool = True) -> None:
         import os
 
         self.root = root
-        with open("/proc/self/stat") as stat, open("/proc/self/statm") as statm, \
-                open("/proc/uptime") as uptime:
+        with (
+            open("/proc/self/stat") as stat,
+            open("/proc/self/statm") as statm,
+            open("/proc/uptime") as uptime,
+        ):
             own = {"stat": stat.read(), "statm": statm.read(), "uptime": uptime.read()}
         self.contents: dict[str, str] = {
             "meminfo": self.MEMINFO,
-            "stat": ("cpu  1000 10 500 8000 100 0 20 0 0 0\n"
-                     "cpu0 1000 10 500 8000 100 0 20 0 0 0\nbtime 1700000000\n"),
+            "stat": (
+                "cpu  1000 10 500 8000 100 0 20 0 0 0\n"
+                "cpu0 1000 10 500 8000 100 0 20 0 0 0\nbtime 1700000000\n"
+            ),
             "loadavg": "0.50 0.40 0.30 2/345 6789\n",
             "uptime": own["uptime"],
             "self/stat": own["stat"],
@@ -124,8 +180,10 @@ class KernelTree:
                 "memory.max": ("cgroup/a", f"{2 * GiB}\n"),
                 "memory.high": ("cgroup/a", "max\n"),
                 "memory.current": ("cgroup/a", f"{GiB}\n"),
-                "memory.stat": ("cgroup/a",
-                                f"anon {GiB // 2}\nfile {GiB // 2}\ninactive_file {GiB // 4}\n"),
+                "memory.stat": (
+                    "cgroup/a",
+                    f"anon {GiB // 2}\nfile {GiB // 2}\ninactive_file {GiB // 4}\n",
+                ),
                 "memory.pressure": ("cgroup/a", self.PSI),
                 "cpu.pressure": ("cgroup/a", self.PSI),
                 "io.pressure": ("cgroup/a", self.PSI),

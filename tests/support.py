@@ -16,5 +16,6 @@ def free_port() -> int:
 
 def run_python(code: str) -> str:
     """Run *code* in a fresh interpreter (this one's) and return what it printed."""
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, timeout=60).stdout
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout

@@ -73,7 +73,8 @@ class Machine:
         # rewritten in place: the sampler keeps the descriptor open and re-reads it
         (self.proc / "meminfo").write_text(
             f"MemTotal: {total_kib} kB\nMemFree: {available_kib} kB\n"
-            f"MemAvailable: {available_kib} kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n")
+            f"MemAvailable: {available_kib} kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n"
+        )
 
 
 @pytest.fixture
@@ -84,8 +85,9 @@ def machine(tmp_path: Path) -> Machine:
 def make_monitor(machine: Machine, **kwargs: Any) -> Monitor:
     """CRITICAL above 90 % used; no reclaiming (nothing to reclaim on a fixture)."""
     policy = Policy([Threshold("memory.percent", ">", 90, level=Level.CRITICAL)])
-    return Monitor(policy=policy, sampler=machine.sampler, reclaim=False, psi_trigger=False,
-                   **kwargs)
+    return Monitor(
+        policy=policy, sampler=machine.sampler, reclaim=False, psi_trigger=False, **kwargs
+    )
 
 
 @pytest.fixture
@@ -106,16 +108,31 @@ class Recorder:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         assert scope["type"] == "http", "this app does not speak lifespan"
         self.paths.append(scope["path"])
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/plain")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain")],
+            }
+        )
         await send({"type": "http.response.body", "body": b"ok"})
 
 
 def http_scope(path: str, method: str = "GET", root_path: str = "") -> dict[str, Any]:
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
-            "root_path": root_path, "query_string": b"", "headers": [(b"host", b"test")],
-            "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000)}
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": root_path,
+        "query_string": b"",
+        "headers": [(b"host", b"test")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+    }
 
 
 class Response:
@@ -130,8 +147,9 @@ class Response:
         return json.loads(self.body)
 
 
-def call(app: Any, path: str, method: str = "GET", backend: str = "asyncio",
-         root_path: str = "") -> Response:
+def call(
+    app: Any, path: str, method: str = "GET", backend: str = "asyncio", root_path: str = ""
+) -> Response:
     """One request through *app* with real ASGI messages, in a fresh event loop."""
     messages: list[dict[str, Any]] = []
 
@@ -156,7 +174,8 @@ BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
 
 @BACKENDS
 def test_refusal_is_503_with_retry_after_and_json_without_calling_the_app(
-        monitor: Monitor, backend: str) -> None:
+    monitor: Monitor, backend: str
+) -> None:
     app = Recorder()
     guard = Guard(memory="40%", monitor=monitor, retry_after=2.5)  # 50 % is used
     response = call(GuardMiddleware(app, guard, start_monitor=False), "/work", backend=backend)
@@ -169,8 +188,7 @@ def test_refusal_is_503_with_retry_after_and_json_without_calling_the_app(
     assert guard.stats().refused_by_reason == {"memory": 1}
 
 
-def test_admitted_request_reaches_the_app_and_its_reservation_is_released(
-        monitor: Monitor) -> None:
+def test_admitted_request_reaches_the_app_and_its_reservation_is_released(monitor: Monitor) -> None:
     app = Recorder()
     guard = Guard(memory="75%", monitor=monitor)  # 4 GiB of headroom
     middleware = GuardMiddleware(app, guard, reserve="1GiB", start_monitor=False)
@@ -184,9 +202,19 @@ def test_admitted_request_reaches_the_app_and_its_reservation_is_released(
     assert call(big, "/work").json()["reason"] == "memory"
 
 
-@pytest.mark.parametrize(("retry_after_s", "header"), [
-    (0.0, 1), (0.01, 1), (1.0, 1), (1.2, 2), (2.5, 3), (30.0, 30), (float("inf"), 1),
-    (float("nan"), 1)])
+@pytest.mark.parametrize(
+    ("retry_after_s", "header"),
+    [
+        (0.0, 1),
+        (0.01, 1),
+        (1.0, 1),
+        (1.2, 2),
+        (2.5, 3),
+        (30.0, 30),
+        (float("inf"), 1),
+        (float("nan"), 1),
+    ],
+)
 def test_retry_after_is_whole_seconds_at_least_one(retry_after_s: float, header: int) -> None:
     assert retry_after_header(retry_after_s) == header
 
@@ -194,8 +222,7 @@ def test_retry_after_is_whole_seconds_at_least_one(retry_after_s: float, header:
 def test_excluded_paths_bypass_the_guard(monitor: Monitor) -> None:
     app = Recorder()
     guard = Guard(memory="10%", monitor=monitor)  # refuses everything guarded
-    middleware = GuardMiddleware(app, guard, exclude=("/healthz", "/static/*"),
-                                 start_monitor=False)
+    middleware = GuardMiddleware(app, guard, exclude=("/healthz", "/static/*"), start_monitor=False)
     assert call(middleware, "/healthz").status == 200
     assert call(middleware, "/static/app.js").status == 200
     assert call(middleware, "/static/").status == 200
@@ -240,11 +267,17 @@ def test_readiness_level_and_path_are_configurable(machine: Machine, monitor: Mo
     app = Recorder()
     machine.set_used_percent(95)
     monitor.sample_now()
-    lenient = GuardMiddleware(app, Guard(monitor=monitor, level=None), start_monitor=False,
-                              readiness_path="/ready", unready_level=Level.CRITICAL)
+    lenient = GuardMiddleware(
+        app,
+        Guard(monitor=monitor, level=None),
+        start_monitor=False,
+        readiness_path="/ready",
+        unready_level=Level.CRITICAL,
+    )
     assert call(lenient, "/ready").status == 503
-    off = GuardMiddleware(app, Guard(monitor=monitor, level=None), start_monitor=False,
-                          readiness_path=None)
+    off = GuardMiddleware(
+        app, Guard(monitor=monitor, level=None), start_monitor=False, readiness_path=None
+    )
     assert call(off, "/readyz").status == 200  # reaches the app
     assert app.paths == ["/readyz"]
 
@@ -260,8 +293,9 @@ def test_readiness_without_a_monitor_asks_the_guard() -> None:
     assert call(admitting, "/readyz").status == 200
 
 
-def guard_and_middleware(app: Any, monitor: Monitor, hot_path: bool) -> tuple[Guard,
-                                                                              GuardMiddleware]:
+def guard_and_middleware(
+    app: Any, monitor: Monitor, hot_path: bool
+) -> tuple[Guard, GuardMiddleware]:
     """A 1 GiB reservation per request, on the guard's sync hot path or through admit()."""
     if hot_path:
         guard = Guard(memory="90%", reserve="1GiB", monitor=monitor)
@@ -291,9 +325,9 @@ def test_reservation_is_released_when_the_app_raises(monitor: Monitor, hot_path:
 
 @BACKENDS
 @HOT_PATH
-def test_reservation_is_released_when_the_request_is_cancelled(monitor: Monitor,
-                                                               backend: str,
-                                                               hot_path: bool) -> None:
+def test_reservation_is_released_when_the_request_is_cancelled(
+    monitor: Monitor, backend: str, hot_path: bool
+) -> None:
     entered = threading.Event()
 
     async def slow(scope: Any, receive: Any, send: Any) -> None:
@@ -375,12 +409,13 @@ def test_a_client_that_leaves_while_queued_is_dropped(monitor: Monitor, backend:
 
 
 @BACKENDS
-def test_the_body_read_while_queued_is_replayed_to_the_app(monitor: Monitor,
-                                                           backend: str) -> None:
+def test_the_body_read_while_queued_is_replayed_to_the_app(monitor: Monitor, backend: str) -> None:
     guard = Guard(max_concurrent=1, wait="60s", monitor=monitor)
     bodies: list[bytes] = []
-    chunks = [{"type": "http.request", "body": b"ab", "more_body": True},
-              {"type": "http.request", "body": b"cd", "more_body": False}]
+    chunks = [
+        {"type": "http.request", "body": b"ab", "more_body": True},
+        {"type": "http.request", "body": b"cd", "more_body": False},
+    ]
 
     async def main() -> None:
         release = anyio.Event()
@@ -423,7 +458,8 @@ def test_the_body_read_while_queued_is_replayed_to_the_app(monitor: Monitor,
 
 
 def test_watching_a_queued_request_stops_at_a_server_that_breaks_the_protocol(
-        monitor: Monitor) -> None:
+    monitor: Monitor,
+) -> None:
     guard = Guard(max_concurrent=1, wait="60s", monitor=monitor)
     served: list[str] = []
 
@@ -459,7 +495,8 @@ def test_watching_a_queued_request_stops_at_a_server_that_breaks_the_protocol(
 
 
 def test_refusal_raised_inside_the_app_becomes_503_until_the_response_started(
-        monitor: Monitor) -> None:
+    monitor: Monitor,
+) -> None:
     async def guarded_inside(scope: Any, receive: Any, send: Any) -> None:
         if scope["path"] == "/late":
             await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -476,10 +513,12 @@ def test_refusal_raised_inside_the_app_becomes_503_until_the_response_started(
 
 
 @BACKENDS
-def test_a_refusal_inside_the_app_is_503_with_on_breach_cancel(monitor: Monitor,
-                                                               backend: str) -> None:
+def test_a_refusal_inside_the_app_is_503_with_on_breach_cancel(
+    monitor: Monitor, backend: str
+) -> None:
     """With on_breach="cancel" the app's ResourceExhausted came out in an ExceptionGroup,
     which the middleware answered with 500; it must be 503 like without it."""
+
     async def guarded_inside(scope: Any, receive: Any, send: Any) -> None:
         raise ResourceExhausted("model guard refused", reason="rss", retry_after=2)
 
@@ -487,8 +526,9 @@ def test_a_refusal_inside_the_app_is_503_with_on_breach_cancel(monitor: Monitor,
         raise KeyError("the app's own")
 
     guard = Guard(monitor=monitor, on_breach="cancel", clock=ManualClock(time.monotonic()))
-    refused = call(GuardMiddleware(guarded_inside, guard, start_monitor=False), "/x",
-                   backend=backend)
+    refused = call(
+        GuardMiddleware(guarded_inside, guard, start_monitor=False), "/x", backend=backend
+    )
     assert (refused.status, refused.json()["reason"]) == (503, "rss")
     with pytest.raises(KeyError, match="the app's own"):
         call(GuardMiddleware(broken, guard, start_monitor=False), "/x", backend=backend)
@@ -498,10 +538,18 @@ def test_a_refusal_inside_the_app_is_503_with_on_breach_cancel(monitor: Monitor,
 def unknown_memory_monitor(clock: ManualClock) -> Monitor:
     """A monitor whose /proc/meminfo came back empty: memory numbers unknown."""
     snap = make_snapshot(at=clock())
-    memory = attrs.evolve(snap.memory, total=None, limit=None, used=None, available=None,
-                          percent=None, source="unknown")
-    snap = attrs.evolve(snap, memory=memory,
-                        faults=(Fault("memory", "/proc/meminfo", "empty", "no data"),))
+    memory = attrs.evolve(
+        snap.memory,
+        total=None,
+        limit=None,
+        used=None,
+        available=None,
+        percent=None,
+        source="unknown",
+    )
+    snap = attrs.evolve(
+        snap, memory=memory, faults=(Fault("memory", "/proc/meminfo", "empty", "no data"),)
+    )
 
     class Scripted(Sampler):
         def sample(self, *, uss: bool = False, children: bool = True) -> Snapshot:
@@ -513,7 +561,8 @@ def unknown_memory_monitor(clock: ManualClock) -> Monitor:
 
 @pytest.mark.parametrize(("on_unknown", "status"), [("admit", 200), ("refuse", 503)])
 def test_readiness_says_unknown_when_the_monitor_is_stale(
-        machine: Machine, on_unknown: str, status: int) -> None:
+    machine: Machine, on_unknown: str, status: int
+) -> None:
     clock = ManualClock(time.monotonic())
     monitor = make_monitor(machine)
     machine.set_used_percent(97)
@@ -539,8 +588,12 @@ def test_readiness_says_unknown_when_the_monitor_is_stale(
 def test_readiness_says_unknown_when_a_source_is_damaged(on_unknown: str, status: int) -> None:
     clock = ManualClock(1000.0)
     monitor = unknown_memory_monitor(clock)
-    guard = Guard(memory="90%", monitor=monitor, on_unknown=on_unknown,  # type: ignore[arg-type]
-                  clock=clock)
+    guard = Guard(
+        memory="90%",
+        monitor=monitor,
+        on_unknown=on_unknown,  # type: ignore[arg-type]
+        clock=clock,
+    )
     answer = call(GuardMiddleware(Recorder(), guard, start_monitor=False), "/readyz")
     assert answer.status == status
     assert "/proc/meminfo" in answer.json()["unknown"]
@@ -578,21 +631,25 @@ def test_bad_arguments_are_named(monitor: Monitor) -> None:
         GuardMiddleware(app, monitor=monitor, reserve="lots")
 
 
-@pytest.mark.parametrize(("kwargs", "error"), [
-    ({"exclude": 5}, InvalidType),
-    ({"exclude": [5]}, InvalidType),
-    ({"readiness_path": 5}, InvalidType),
-    ({"start_monitor": "false"}, InvalidType),
-    ({"reserve": True}, InvalidType),
-    ({"reserve": "lots"}, InvalidValue),
-    ({"wait": "x"}, InvalidValue),
-    ({"wait": float("nan")}, InvalidValue),
-    ({"wait": -1}, InvalidValue),
-    ({"unready_level": 2}, InvalidType),
-    ({"monitor": 5}, InvalidType),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"exclude": 5}, InvalidType),
+        ({"exclude": [5]}, InvalidType),
+        ({"readiness_path": 5}, InvalidType),
+        ({"start_monitor": "false"}, InvalidType),
+        ({"reserve": True}, InvalidType),
+        ({"reserve": "lots"}, InvalidValue),
+        ({"wait": "x"}, InvalidValue),
+        ({"wait": float("nan")}, InvalidValue),
+        ({"wait": -1}, InvalidValue),
+        ({"unready_level": 2}, InvalidType),
+        ({"monitor": 5}, InvalidType),
+    ],
+)
 def test_every_bad_middleware_argument_is_in_the_error_tree(
-        kwargs: dict[str, Any], error: type[Exception]) -> None:
+    kwargs: dict[str, Any], error: type[Exception]
+) -> None:
     with pytest.raises(error) as info:
         GuardMiddleware(Recorder(), **kwargs)
     assert isinstance(info.value, ResguardError)
@@ -602,11 +659,14 @@ def test_every_bad_middleware_argument_is_in_the_error_tree(
 
 
 def test_importing_the_middleware_imports_no_framework() -> None:
-    code = ("import sys, resguard.asgi; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'starlette', 'fastapi', 'uvicorn', 'httpx', 'h11'}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60).stdout
+    code = (
+        "import sys, resguard.asgi; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'starlette', 'fastapi', 'uvicorn', 'httpx', 'h11'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     assert out.strip() == "[]"
 
 
@@ -660,8 +720,7 @@ class Lifespan:
 
             async def serve() -> None:
                 try:
-                    await self.app({"type": "lifespan", "asgi": {"version": "3.0"}},
-                                   receive, send)
+                    await self.app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
                 except Exception as error:
                     self.error = error
                 started.set()
@@ -697,8 +756,11 @@ def test_lifespan_starts_and_stops_the_monitor_around_the_app(monitor: Monitor) 
     driver.between = lambda: events.append(f"serving, monitor running={running(monitor)}")
     assert driver.run() == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     # started before the app's startup code, stopped after its shutdown code
-    assert events == ["startup, monitor running=True", "serving, monitor running=True",
-                      "shutdown, monitor running=True"]
+    assert events == [
+        "startup, monitor running=True",
+        "serving, monitor running=True",
+        "shutdown, monitor running=True",
+    ]
     assert not running(monitor)
     assert driver.error is None
 
@@ -715,8 +777,9 @@ def test_lifespan_failure_stops_the_monitor_and_is_reported(monitor: Monitor) ->
 
 @BACKENDS
 @pytest.mark.parametrize("style", ["raises", "returns"])
-def test_lifespan_is_answered_for_apps_without_lifespan(monitor: Monitor, style: str,
-                                                        backend: str) -> None:
+def test_lifespan_is_answered_for_apps_without_lifespan(
+    monitor: Monitor, style: str, backend: str
+) -> None:
     async def http_only(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" and style == "returns":
             return
@@ -800,9 +863,10 @@ async def _hello(request: Request) -> PlainTextResponse:
 
 def test_starlette_under_uvicorn(machine: Machine, monitor: Monitor) -> None:
     guard = Guard(memory="75%", reserve="1GiB", monitor=monitor)
-    app = Starlette(routes=[Route("/", _hello), Route("/boom", _boom),
-                            Route("/healthz", _hello)],
-                    middleware=[Middleware(GuardMiddleware, guard=guard)])
+    app = Starlette(
+        routes=[Route("/", _hello), Route("/boom", _boom), Route("/healthz", _hello)],
+        middleware=[Middleware(GuardMiddleware, guard=guard)],
+    )
     with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
         assert running(monitor)  # started by the lifespan
         response = client.get("/")
@@ -864,7 +928,8 @@ def test_fastapi_under_uvicorn(machine: Machine, monitor: Monitor) -> None:
                 for _ in range(2):
                     group.start_soon(client.get, "/hold")
                 await anyio.to_thread.run_sync(
-                    lambda: wait_until(lambda: guard.stats().in_flight == 2))
+                    lambda: wait_until(lambda: guard.stats().in_flight == 2)
+                )
                 third = await client.get("/work")  # both slots taken
                 assert third.status_code == 503
                 assert third.json()["reason"] == "concurrency"
@@ -906,12 +971,15 @@ def test_fastapi_with_the_default_guard_under_uvicorn() -> None:
 
 def test_client_disconnect_releases_the_reservation_under_uvicorn(monitor: Monitor) -> None:
     guard = Guard(memory="90%", reserve="1GiB", monitor=monitor)
-    app = Starlette(routes=[Route("/stream", _stream)],
-                    middleware=[Middleware(GuardMiddleware, guard=guard)])
+    app = Starlette(
+        routes=[Route("/stream", _stream)], middleware=[Middleware(GuardMiddleware, guard=guard)]
+    )
     with serve(app) as url:
         for _ in range(3):
-            with httpx.Client(base_url=url, timeout=30) as client, \
-                    client.stream("GET", "/stream") as response:
+            with (
+                httpx.Client(base_url=url, timeout=30) as client,
+                client.stream("GET", "/stream") as response,
+            ):
                 assert response.status_code == 200
                 lines = response.iter_lines()  # dropping the iterator would hang up
                 assert next(lines) == "chunk"
@@ -923,8 +991,7 @@ def test_client_disconnect_releases_the_reservation_under_uvicorn(monitor: Monit
     assert guard.stats().admitted == 3
 
 
-def test_a_client_that_times_out_in_the_queue_leaves_it_under_uvicorn(
-        monitor: Monitor) -> None:
+def test_a_client_that_times_out_in_the_queue_leaves_it_under_uvicorn(monitor: Monitor) -> None:
     guard = Guard(max_concurrent=1, wait="60s", monitor=monitor)
     release = threading.Event()
 
@@ -932,8 +999,10 @@ def test_a_client_that_times_out_in_the_queue_leaves_it_under_uvicorn(
         await anyio.to_thread.run_sync(release.wait, 30)
         return PlainTextResponse("held")
 
-    app = Starlette(routes=[Route("/hold", hold), Route("/", _hello)],
-                    middleware=[Middleware(GuardMiddleware, guard=guard)])
+    app = Starlette(
+        routes=[Route("/hold", hold), Route("/", _hello)],
+        middleware=[Middleware(GuardMiddleware, guard=guard)],
+    )
     with serve(app) as url:
         holder = threading.Thread(target=lambda: httpx.get(f"{url}/hold", timeout=60))
         holder.start()
@@ -951,8 +1020,7 @@ def test_a_client_that_times_out_in_the_queue_leaves_it_under_uvicorn(
     assert (stats.admitted, stats.refused, stats.in_flight) == (1, 0, 0)
 
 
-def test_uvicorn_without_lifespan_starts_the_monitor_on_the_first_request(
-        monitor: Monitor) -> None:
+def test_uvicorn_without_lifespan_starts_the_monitor_on_the_first_request(monitor: Monitor) -> None:
     app = Recorder()
     middleware = GuardMiddleware(app, monitor=monitor)
     sock = socket.socket()
@@ -982,8 +1050,21 @@ CGROUP_LIMIT_BYTES = 256 * MiB
 def start_alloc_server(cgroup: Any, target: list[str]) -> tuple[subprocess.Popen[bytes], str]:
     """uvicorn running tests/apps/alloc_app.py inside *cgroup*; waits until it answers."""
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "--app-dir", str(TESTS), "--host", "127.0.0.1",
-            "--port", str(port), "--log-level", "warning", "--no-access-log", *target]
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(TESTS),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        *target,
+    ]
     env = {**os.environ, "RESGUARD_TEST_WAIT": "8s"}
     process = cgroup.spawn(argv, env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -1003,6 +1084,7 @@ async def burst(url: str) -> list[Any]:
     limits = httpx.Limits(max_connections=N_REQUESTS, max_keepalive_connections=N_REQUESTS)
     timeout = httpx.Timeout(60, pool=60)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
+
         async def one() -> Any:
             try:
                 response = await client.get("/alloc")
@@ -1034,8 +1116,7 @@ def test_unguarded_server_is_oom_killed(memory_cgroup: Any) -> None:
 @pytest.mark.slow
 def test_guarded_server_sheds_load_and_survives(memory_cgroup: Any) -> None:
     memory_cgroup.set_limit(CGROUP_LIMIT_BYTES)
-    process, url = start_alloc_server(memory_cgroup,
-                                      ["--factory", "apps.alloc_app:guarded_app"])
+    process, url = start_alloc_server(memory_cgroup, ["--factory", "apps.alloc_app:guarded_app"])
     before = httpx.get(f"{url}/stats", timeout=30).json()
     # the server judges memory by its own cgroup, not by the 24 GiB host
     assert before["memory"]["source"] == "cgroup"
@@ -1047,8 +1128,11 @@ def test_guarded_server_sheds_load_and_survives(memory_cgroup: Any) -> None:
     assert memory_cgroup.oom_kills() == 0
     counts = Counter(result if isinstance(result, str) else result[0] for result in results)
     assert set(counts) <= {200, 503}, f"unexpected outcomes: {counts}"
-    assert all(retry_after is not None and int(retry_after) >= 1
-               for status, retry_after in results if status == 503)
+    assert all(
+        retry_after is not None and int(retry_after) >= 1
+        for status, retry_after in results
+        if status == 503
+    )
     assert counts[200] >= N_REQUESTS / 3, f"too few served: {counts}"
 
     after = httpx.get(f"{url}/stats", timeout=30).json()
@@ -1063,8 +1147,9 @@ def test_guarded_server_sheds_load_and_survives(memory_cgroup: Any) -> None:
 
 def test_readiness_reason_for_a_damaged_source_says_unknown_once() -> None:
     clock = ManualClock(1000.0)
-    guard = Guard(memory="90%", monitor=unknown_memory_monitor(clock), on_unknown="refuse",
-                  clock=clock)
+    guard = Guard(
+        memory="90%", monitor=unknown_memory_monitor(clock), on_unknown="refuse", clock=clock
+    )
     body = call(GuardMiddleware(Recorder(), guard, start_monitor=False), "/readyz").json()
     assert body["reason"].startswith("unknown: memory.percent: /proc/meminfo empty")
     assert "unknown: unknown" not in body["reason"]
@@ -1082,10 +1167,10 @@ def test_retry_after_header_of_a_huge_integer_is_exact_not_an_overflow() -> None
 
 @pytest.mark.parametrize("retry_after", [None, "2", float("nan"), 10**400])
 def test_a_hand_raised_refusal_with_an_odd_retry_after_is_still_a_503(
-        monitor: Monitor, retry_after: object) -> None:
+    monitor: Monitor, retry_after: object
+) -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        raise ResourceExhausted("the model is busy", reason="model",
-                                retry_after=retry_after)  # type: ignore[arg-type]
+        raise ResourceExhausted("the model is busy", reason="model", retry_after=retry_after)  # type: ignore[arg-type]
 
     guard = Guard(monitor=monitor)
     response = call(GuardMiddleware(app, guard, start_monitor=False), "/work")

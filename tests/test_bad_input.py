@@ -47,14 +47,20 @@ PERCENTS: dict[str, Callable[[Any], object]] = {
     "Threshold(memory.percent)": lambda v: rg.Threshold("memory.percent", ">", v),
 }
 
-CASES = [(name, fn, value) for table in (SIZES, DURATIONS, PERCENTS)
-         for name, fn in table.items() for value in GARBAGE]
+CASES = [
+    (name, fn, value)
+    for table in (SIZES, DURATIONS, PERCENTS)
+    for name, fn in table.items()
+    for value in GARBAGE
+]
 
 
-@pytest.mark.parametrize(("name", "build", "value"), CASES,
-                         ids=[f"{name}-{value!r}" for name, _, value in CASES])
-def test_garbage_is_rejected_naming_the_value(name: str, build: Callable[[Any], object],
-                                              value: object) -> None:
+@pytest.mark.parametrize(
+    ("name", "build", "value"), CASES, ids=[f"{name}-{value!r}" for name, _, value in CASES]
+)
+def test_garbage_is_rejected_naming_the_value(
+    name: str, build: Callable[[Any], object], value: object
+) -> None:
     with pytest.raises((InvalidValue, InvalidType)) as info:
         build(value)
     assert isinstance(info.value, (ValueError, TypeError))
@@ -104,8 +110,10 @@ REFUSED: dict[str, tuple[Callable[[], object], str]] = {
     "ModelPool(budget='0%')": (lambda: rg.ModelPool(budget="0%"), "'0%'"),
     "Monitor(policy=False)": (lambda: rg.Monitor(policy=False, reclaim=False), "False"),  # type: ignore[arg-type]
     "Monitor(interval='1ns')": (lambda: rg.Monitor(interval="1ns", reclaim=False), "'1ns'"),
-    "Monitor(cgroup='/nonexistent')": (lambda: rg.Monitor(cgroup="/nonexistent", reclaim=False),
-                                       "/nonexistent"),
+    "Monitor(cgroup='/nonexistent')": (
+        lambda: rg.Monitor(cgroup="/nonexistent", reclaim=False),
+        "/nonexistent",
+    ),
     "Sampler(cgroup=5)": (lambda: rg.Sampler(cgroup=5), "5"),  # type: ignore[arg-type]
     "GarbageCollect(max_share='x')": (lambda: _gc("x"), "'x'"),
     "limit_self('0%')": (lambda: rg.limit_self("0%"), "'0%'"),

@@ -43,10 +43,16 @@ MB = 1_000_000
 def holder() -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """A child python holding 60 MB, with a unique marker on its command line."""
     marker = f"resguard-budget-{uuid.uuid4().hex[:12]}"
-    code = ("import sys; b = bytearray(60_000_000); sys.stdout.write('ready\\n'); "
-            "sys.stdout.flush(); sys.stdin.read()")
-    child = subprocess.Popen([sys.executable, "-c", code, marker], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+    code = (
+        "import sys; b = bytearray(60_000_000); sys.stdout.write('ready\\n'); "
+        "sys.stdout.flush(); sys.stdin.read()"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, marker],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout is not None
         assert child.stdout.readline() == "ready\n"
@@ -65,7 +71,9 @@ def write(tmp_path: Path, text: str, name: str = "resguard.toml") -> Path:
 
 
 def test_both_table_forms_and_the_pyproject_section(tmp_path: Path) -> None:
-    pyproject = write(tmp_path, """
+    pyproject = write(
+        tmp_path,
+        """
         [project]
         name = "demo"
 
@@ -84,17 +92,22 @@ def test_both_table_forms_and_the_pyproject_section(tmp_path: Path) -> None:
         name = "machine"
         machine = true
         target = "20GB"
-    """, "pyproject.toml")
+    """,
+        "pyproject.toml",
+    )
     budgets = load(pyproject)
     assert [b.name for b in budgets] == ["assistant", "machine"]
     assistant, machine = budgets.budgets
-    assert assistant == Budget("assistant", "cmdline", "uvicorn assistant", 100 * MB, 200 * MB,
-                               Level.CRITICAL, 30.0)
+    assert assistant == Budget(
+        "assistant", "cmdline", "uvicorn assistant", 100 * MB, 200 * MB, Level.CRITICAL, 30.0
+    )
     assert machine.kind == "machine"
     assert machine.max_bytes == 20_000_000_000
     assert machine.min_bytes is None
 
-    mapping = write(tmp_path, """
+    mapping = write(
+        tmp_path,
+        """
         [budget.llm]
         ollama = "gpt-oss:.*"
         target = "13GB"
@@ -103,10 +116,13 @@ def test_both_table_forms_and_the_pyproject_section(tmp_path: Path) -> None:
         [budget.db]
         image = "postgres"
         max = "1GiB"
-    """)
+    """,
+    )
     loaded = load(mapping)
     assert [(b.name, b.kind, b.max_bytes) for b in loaded] == [
-        ("llm", "ollama", 13 * 10**9), ("db", "image", 1024**3)]
+        ("llm", "ollama", 13 * 10**9),
+        ("db", "image", 1024**3),
+    ]
     assert loaded.budgets[0].host == "http://127.0.0.1:11434"
 
 
@@ -116,46 +132,88 @@ def test_the_config_is_found_upwards_and_resguard_toml_wins(tmp_path: Path) -> N
     deep.mkdir(parents=True)
     assert find_config(deep) is None  # a pyproject without [tool.resguard] does not count
     (tmp_path / "pyproject.toml").write_text(
-        "[[tool.resguard.budget]]\nname = 'm'\nmachine = true\nmax = '1GB'\n")
+        "[[tool.resguard.budget]]\nname = 'm'\nmachine = true\nmax = '1GB'\n"
+    )
     assert find_config(deep) == tmp_path / "pyproject.toml"
     (tmp_path / "a" / "resguard.toml").write_text("[[budget]]\nname='m'\nmachine=true\nmax=1\n")
     assert find_config(deep) == tmp_path / "a" / "resguard.toml"
 
 
 BAD = [
-    ("[[budget]]\nname='a'\nprocess='x'\nmax='200MB'\nmaximum='1GB'\n",
-     "budget.a.maximum", "1GB", "did you mean 'max'"),
+    (
+        "[[budget]]\nname='a'\nprocess='x'\nmax='200MB'\nmaximum='1GB'\n",
+        "budget.a.maximum",
+        "1GB",
+        "did you mean 'max'",
+    ),
     ("[[budget]]\nname='a'\nprocess='x'\nmax='lots'\n", "budget.a.max", "lots", "not a size"),
     ("[[budget]]\nname='a'\nprocess='x'\nmax=true\n", "budget.a.max", True, "not a size"),
     ("[[budget]]\nname='a'\nprocess='x'\nmax='-5MB'\n", "budget.a.max", "-5MB", ""),
-    ("[[budget]]\nname='a'\nprocess='(x'\nmax='1MB'\n", "budget.a.process", "(x",
-     "regular expression"),
-    ("[[budget]]\nname='a'\nprocess='x'\ncontainer='y'\nmax='1MB'\n", "budget.a",
-     ["container", "process"], "exactly one selector"),
-    ("[[budget]]\nname='a'\nprocess='x'\nmin='2MB'\nmax='1MB'\n", "budget.a.min", "2MB",
-     "above the ceiling"),
+    (
+        "[[budget]]\nname='a'\nprocess='(x'\nmax='1MB'\n",
+        "budget.a.process",
+        "(x",
+        "regular expression",
+    ),
+    (
+        "[[budget]]\nname='a'\nprocess='x'\ncontainer='y'\nmax='1MB'\n",
+        "budget.a",
+        ["container", "process"],
+        "exactly one selector",
+    ),
+    (
+        "[[budget]]\nname='a'\nprocess='x'\nmin='2MB'\nmax='1MB'\n",
+        "budget.a.min",
+        "2MB",
+        "above the ceiling",
+    ),
     ("[[budget]]\nname='a'\nprocess='x'\n", "budget.a", None, "needs a ceiling"),
-    ("[[budget]]\nname='a'\nprocess='x'\ntarget='1MB'\nmax='1MB'\n", "budget.a.target", "1MB",
-     "not both"),
-    ("[[budget]]\nname='a'\nprocess='x'\nmax='1MB'\nlevel='panic'\n", "budget.a.level",
-     "panic", "warning"),
-    ("[[budget]]\nname='a'\nprocess='x'\nmax='1MB'\nfor='a while'\n", "budget.a.for",
-     "a while", "duration"),
-    ("[[budget]]\nname='a'\nmachine='yes'\nmax='1MB'\n", "budget.a.machine", "yes",
-     "machine = true"),
+    (
+        "[[budget]]\nname='a'\nprocess='x'\ntarget='1MB'\nmax='1MB'\n",
+        "budget.a.target",
+        "1MB",
+        "not both",
+    ),
+    (
+        "[[budget]]\nname='a'\nprocess='x'\nmax='1MB'\nlevel='panic'\n",
+        "budget.a.level",
+        "panic",
+        "warning",
+    ),
+    (
+        "[[budget]]\nname='a'\nprocess='x'\nmax='1MB'\nfor='a while'\n",
+        "budget.a.for",
+        "a while",
+        "duration",
+    ),
+    (
+        "[[budget]]\nname='a'\nmachine='yes'\nmax='1MB'\n",
+        "budget.a.machine",
+        "yes",
+        "machine = true",
+    ),
     ("[[budget]]\nprocess='x'\nmax='1MB'\n", "budget[0].name", None, "needs a name"),
-    ("[[budget]]\nname='a'\nprocess='x'\nmax='1MB'\n[[budget]]\nname='a'\nmachine=true\n"
-     "max='1MB'\n", "budget.a.name", "a", "used twice"),
-    ("[[budget]]\nname='a'\nprocess='x'\nmax='1MB'\nhost='h'\n", "budget.a.host", "h",
-     "ollama"),
-    ("[budgets.a]\nprocess='x'\nmax='1MB'\n", "budgets", {"a": {"process": "x", "max": "1MB"}},
-     "did you mean 'budget'"),
+    (
+        "[[budget]]\nname='a'\nprocess='x'\nmax='1MB'\n[[budget]]\nname='a'\nmachine=true\n"
+        "max='1MB'\n",
+        "budget.a.name",
+        "a",
+        "used twice",
+    ),
+    ("[[budget]]\nname='a'\nprocess='x'\nmax='1MB'\nhost='h'\n", "budget.a.host", "h", "ollama"),
+    (
+        "[budgets.a]\nprocess='x'\nmax='1MB'\n",
+        "budgets",
+        {"a": {"process": "x", "max": "1MB"}},
+        "did you mean 'budget'",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("text", "key", "value", "words"), BAD)
 def test_bad_config_names_the_file_the_key_and_the_value(
-        tmp_path: Path, text: str, key: str, value: object, words: str) -> None:
+    tmp_path: Path, text: str, key: str, value: object, words: str
+) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as raised:
         load(path)
@@ -171,12 +229,16 @@ def test_bad_config_names_the_file_the_key_and_the_value(
 
 
 def test_bad_config_in_pyproject_names_the_full_key(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         [[tool.resguard.budget]]
         name = "assistant"
         process = "uvicorn"
         max = "200 furlongs"
-    """, "pyproject.toml")
+    """,
+        "pyproject.toml",
+    )
     with pytest.raises(ConfigError, match=r"tool\.resguard\.budget\.assistant\.max") as raised:
         load(path)
     assert raised.value.value == "200 furlongs"
@@ -192,9 +254,9 @@ def test_unreadable_and_invalid_toml_name_the_file(tmp_path: Path) -> None:
     assert raised.value.path == str(broken)
 
 
-def test_cli_reports_bad_config_on_stderr_with_exit_2(tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]
-                                                      ) -> None:
+def test_cli_reports_bad_config_on_stderr_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write(tmp_path, "[[budget]]\nname='a'\nprocess='x'\nmax='lots'\n")
     out = io.StringIO()
     assert cli(str(path), as_json=False, out=out) == 2
@@ -209,14 +271,21 @@ def test_cli_reports_bad_config_on_stderr_with_exit_2(tmp_path: Path,
 
 
 def test_a_real_process_is_measured_by_command_line_and_name(
-        holder: tuple[str, subprocess.Popen[str]]) -> None:
+    holder: tuple[str, subprocess.Popen[str]],
+) -> None:
     marker, child = holder
-    budgets = Budgets(parse({"budget": [
-        {"name": "fits", "cmdline": marker, "min": "10MB", "max": "500MB"},
-        {"name": "tight", "cmdline": marker, "max": "20MB"},
-        {"name": "by-name", "process": "python.*", "max": "1TB"},
-        {"name": "nobody", "cmdline": "no-such-program-" + marker[::-1], "max": "1MB"},
-    ]}))
+    budgets = Budgets(
+        parse(
+            {
+                "budget": [
+                    {"name": "fits", "cmdline": marker, "min": "10MB", "max": "500MB"},
+                    {"name": "tight", "cmdline": marker, "max": "20MB"},
+                    {"name": "by-name", "process": "python.*", "max": "1TB"},
+                    {"name": "nobody", "cmdline": "no-such-program-" + marker[::-1], "max": "1MB"},
+                ]
+            }
+        )
+    )
     report = budgets.measure()
     fits, tight, by_name, nobody = report.components
     assert fits.count == 1
@@ -235,9 +304,12 @@ def test_a_real_process_is_measured_by_command_line_and_name(
 
 
 def test_docker_down_and_ollama_down_are_unavailable_not_errors(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
         [[budget]]
         name = "containers"
         container = ".*"
@@ -253,7 +325,8 @@ def test_docker_down_and_ollama_down_are_unavailable_not_errors(
         name = "machine"
         machine = true
         max = "1PB"
-    """)
+    """,
+    )
     out = io.StringIO()
     assert cli(str(path), as_json=True, out=out) == 0
     result = json.loads(out.getvalue())
@@ -275,12 +348,32 @@ def test_ollama_models_are_measured_through_the_stand_in(ollama_server: OllamaSt
 
     with OllamaModels(ollama_server.host, timeout=10, register=False) as models:
         info = models.ensure("qwen2.5:0.5b")
-    budgets = Budgets(parse({"budget": [
-        {"name": "small", "ollama": "qwen2.5:.*", "max": info.size + 1,
-         "host": ollama_server.host},
-        {"name": "tiny", "ollama": "qwen2.5:0.5b", "max": "1MB", "host": ollama_server.host},
-        {"name": "gpt", "ollama": "gpt-oss:.*", "max": "13GB", "host": ollama_server.host},
-    ]}))
+    budgets = Budgets(
+        parse(
+            {
+                "budget": [
+                    {
+                        "name": "small",
+                        "ollama": "qwen2.5:.*",
+                        "max": info.size + 1,
+                        "host": ollama_server.host,
+                    },
+                    {
+                        "name": "tiny",
+                        "ollama": "qwen2.5:0.5b",
+                        "max": "1MB",
+                        "host": ollama_server.host,
+                    },
+                    {
+                        "name": "gpt",
+                        "ollama": "gpt-oss:.*",
+                        "max": "13GB",
+                        "host": ollama_server.host,
+                    },
+                ]
+            }
+        )
+    )
     small, tiny, gpt = budgets.measure().components
     assert (small.used, small.status, small.members) == (info.size, "ok", ("qwen2.5:0.5b",))
     assert tiny.status == "over"
@@ -288,7 +381,9 @@ def test_ollama_models_are_measured_through_the_stand_in(ollama_server: OllamaSt
 
 
 def _cli_config(tmp_path: Path, marker: str, container: str, host: str) -> Path:
-    return write(tmp_path, f"""
+    return write(
+        tmp_path,
+        f"""
         [[tool.resguard.budget]]
         name = "service"
         cmdline = "{marker}"
@@ -305,13 +400,18 @@ def _cli_config(tmp_path: Path, marker: str, container: str, host: str) -> Path:
         ollama = "qwen2.5:.*"
         max = "100MB"
         host = "{host}"
-    """, "pyproject.toml")
+    """,
+        "pyproject.toml",
+    )
 
 
 @pytest.mark.docker
 def test_cli_with_a_process_a_container_and_a_model(
-        tmp_path: Path, holder: tuple[str, subprocess.Popen[str]], docker_run: Any,
-        ollama_server: OllamaStandIn) -> None:
+    tmp_path: Path,
+    holder: tuple[str, subprocess.Popen[str]],
+    docker_run: Any,
+    ollama_server: OllamaStandIn,
+) -> None:
     from resguard.docker import Containers
     from resguard.ollama import OllamaModels
 
@@ -321,9 +421,12 @@ def test_cli_with_a_process_a_container_and_a_model(
     name = f"resguard-budget-{uuid.uuid4().hex[:8]}"
     docker_run(HOLD.format(kib=16 * 1024), memory="64m", name=name)
     with Containers() as containers:
-        wait_for(lambda: [c for c in containers.stats()
-                          if c.name == name and c.memory_used > 8 * 1024 * 1024],
-                 what="the container to hold its memory")
+        wait_for(
+            lambda: [
+                c for c in containers.stats() if c.name == name and c.memory_used > 8 * 1024 * 1024
+            ],
+            what="the container to hold its memory",
+        )
     with OllamaModels(ollama_server.host, timeout=10, register=False) as models:
         model = models.ensure("qwen2.5:0.5b")  # 397 MB as Ollama reports it: over 100 MB
     path = _cli_config(tmp_path, marker, name, ollama_server.host)
@@ -347,8 +450,10 @@ def test_cli_with_a_process_a_container_and_a_model(
     assert components["containers"]["used"] >= 8 * 1024 * 1024
     assert components["llm"]["used"] == model.size
     used = [components[key]["used"] for key in ("service", "containers", "llm")]
-    within = [min(u, components[key]["max_bytes"])
-              for u, key in zip(used, ("service", "containers", "llm"), strict=True)]
+    within = [
+        min(u, components[key]["max_bytes"])
+        for u, key in zip(used, ("service", "containers", "llm"), strict=True)
+    ]
     assert result["score"] == pytest.approx(100 * sum(within) / sum(used))
     # the text run measured a moment earlier: same form, figures may differ by a little
     shown = re.search(r"efficiency score: ([0-9]+)/100", text)
@@ -358,20 +463,37 @@ def test_cli_with_a_process_a_container_and_a_model(
 
 # -------------------------------------------------------------------------- score ---
 
-uses = st.lists(st.tuples(st.integers(0, 10**12), st.integers(1, 10**12),
-                          st.sampled_from(["ok", "over", "absent", "unavailable"])),
-                max_size=12)
+uses = st.lists(
+    st.tuples(
+        st.integers(0, 10**12),
+        st.integers(1, 10**12),
+        st.sampled_from(["ok", "over", "absent", "unavailable"]),
+    ),
+    max_size=12,
+)
 
 
 @given(uses)
 def test_score_is_the_share_of_measured_bytes_within_budget(
-        rows: list[tuple[int, int, str]]) -> None:
-    components = [ComponentUse(f"c{i}", "process", "x", None if status == "unavailable"
-                               else used, None, ceiling, status, 1)
-                  for i, (used, ceiling, status) in enumerate(rows)]
+    rows: list[tuple[int, int, str]],
+) -> None:
+    components = [
+        ComponentUse(
+            f"c{i}",
+            "process",
+            "x",
+            None if status == "unavailable" else used,
+            None,
+            ceiling,
+            status,
+            1,
+        )
+        for i, (used, ceiling, status) in enumerate(rows)
+    ]
     score = efficiency_score(components)
-    counted = [(used, ceiling) for used, ceiling, status in rows
-               if status not in ("absent", "unavailable")]
+    counted = [
+        (used, ceiling) for used, ceiling, status in rows if status not in ("absent", "unavailable")
+    ]
     total = sum(used for used, _ in counted)
     if total == 0:
         assert score is None
@@ -387,12 +509,25 @@ def test_score_is_the_share_of_measured_bytes_within_budget(
 
 
 def test_rules_fire_over_budget_after_for_and_clear_below(
-        holder: tuple[str, subprocess.Popen[str]]) -> None:
+    holder: tuple[str, subprocess.Popen[str]],
+) -> None:
     marker, _ = holder
-    budgets = Budgets(parse({"budget": [
-        {"name": "tight", "cmdline": marker, "max": "20MB", "for": "10s", "level": "critical"},
-        {"name": "loose", "cmdline": marker, "max": "10GB"},
-    ]}))
+    budgets = Budgets(
+        parse(
+            {
+                "budget": [
+                    {
+                        "name": "tight",
+                        "cmdline": marker,
+                        "max": "20MB",
+                        "for": "10s",
+                        "level": "critical",
+                    },
+                    {"name": "loose", "cmdline": marker, "max": "10GB"},
+                ]
+            }
+        )
+    )
     policy = Policy(budgets.rules())
     snap = attrs.evolve(snapshot(), processes=tuple(budgets.source().sample()["processes"]))
     state = policy.new_state()
@@ -416,12 +551,23 @@ def test_rules_fire_over_budget_after_for_and_clear_below(
 
 def test_machine_budget_in_a_running_monitor(holder: tuple[str, subprocess.Popen[str]]) -> None:
     marker, _ = holder
-    budgets = Budgets(parse({"budget": [
-        {"name": "machine", "machine": True, "max": "1MB"},
-        {"name": "service", "cmdline": marker, "max": "20MB"},
-    ]}))
-    with Monitor(interval="50ms", policy=Policy(budgets.rules()), reclaim=False,
-                 sources=[budgets.source()], slow_interval="100ms") as monitor:
+    budgets = Budgets(
+        parse(
+            {
+                "budget": [
+                    {"name": "machine", "machine": True, "max": "1MB"},
+                    {"name": "service", "cmdline": marker, "max": "20MB"},
+                ]
+            }
+        )
+    )
+    with Monitor(
+        interval="50ms",
+        policy=Policy(budgets.rules()),
+        reclaim=False,
+        sources=[budgets.source()],
+        slow_interval="100ms",
+    ) as monitor:
         import time
 
         deadline = time.monotonic() + 30
@@ -434,44 +580,66 @@ def test_machine_budget_in_a_running_monitor(holder: tuple[str, subprocess.Popen
     assert monitor.state.verdict.level == Level.WARNING
 
 
-def test_the_resguard_budget_command(tmp_path: Path,
-                                     holder: tuple[str, subprocess.Popen[str]]) -> None:
+def test_the_resguard_budget_command(
+    tmp_path: Path, holder: tuple[str, subprocess.Popen[str]]
+) -> None:
     marker, _ = holder
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
         [[tool.resguard.budget]]
         name = "service"
         cmdline = "{marker}"
         max = "20MB"
-    """, "pyproject.toml")
-    over = subprocess.run([sys.executable, "-m", "resguard", "budget", "--config", str(path)],
-                          capture_output=True, text=True, timeout=120)
+    """,
+        "pyproject.toml",
+    )
+    over = subprocess.run(
+        [sys.executable, "-m", "resguard", "budget", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert over.returncode == 1, over.stderr
     assert "service" in over.stdout
     assert "over" in over.stdout
     assert "efficiency score:" in over.stdout
     # found without --config, from a subdirectory
     (tmp_path / "sub").mkdir()
-    found = subprocess.run([sys.executable, "-m", "resguard", "budget", "--json"],
-                           capture_output=True, text=True, timeout=120, cwd=tmp_path / "sub")
+    found = subprocess.run(
+        [sys.executable, "-m", "resguard", "budget", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path / "sub",
+    )
     assert found.returncode == 1, found.stderr
     report = json.loads(found.stdout)
     assert report["config"] == str(path)
     assert report["components"][0]["status"] == "over"
     bad = write(tmp_path, "[[budget]]\nname='a'\ncmdline='x'\nmax='lots'\n", "bad.toml")
-    failed = subprocess.run([sys.executable, "-m", "resguard", "budget", "--config", str(bad)],
-                            capture_output=True, text=True, timeout=120)
+    failed = subprocess.run(
+        [sys.executable, "-m", "resguard", "budget", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert failed.returncode == 2
     assert "budget.a.max" in failed.stderr
 
 
-names_st = st.text(st.characters(categories=("L", "N"), max_codepoint=0x2FF), min_size=1,
-                   max_size=12)
+names_st = st.text(
+    st.characters(categories=("L", "N"), max_codepoint=0x2FF), min_size=1, max_size=12
+)
 
 
-@given(names_st, st.integers(0, 10**9), st.one_of(st.none(), st.integers(0, 10**13)),
-       st.sampled_from(["B", "kB", "MB", "GiB"]))
-def test_parsed_sizes_round_trip(name: str, amount: int, floor: int | None,
-                                 unit: str) -> None:
+@given(
+    names_st,
+    st.integers(0, 10**9),
+    st.one_of(st.none(), st.integers(0, 10**13)),
+    st.sampled_from(["B", "kB", "MB", "GiB"]),
+)
+def test_parsed_sizes_round_trip(name: str, amount: int, floor: int | None, unit: str) -> None:
     from resguard.units import parse_bytes
 
     table: dict[str, object] = {"name": name, "process": "x", "max": f"{amount}{unit}"}
@@ -487,10 +655,29 @@ def test_parsed_sizes_round_trip(name: str, amount: int, floor: int | None,
     assert (budget.name, budget.max_bytes, budget.min_bytes) == (name, ceiling, floor)
 
 
-@given(st.text(st.characters(categories=("Ll",)), min_size=1, max_size=10).filter(
-    lambda key: key not in {"name", "process", "cmdline", "container", "image", "ollama",
-                            "machine", "target", "min", "max", "level", "for", "host"}),
-       st.integers() | st.text(max_size=5))
+@given(
+    st.text(st.characters(categories=("Ll",)), min_size=1, max_size=10).filter(
+        lambda key: (
+            key
+            not in {
+                "name",
+                "process",
+                "cmdline",
+                "container",
+                "image",
+                "ollama",
+                "machine",
+                "target",
+                "min",
+                "max",
+                "level",
+                "for",
+                "host",
+            }
+        )
+    ),
+    st.integers() | st.text(max_size=5),
+)
 def test_any_unknown_key_is_named(key: str, value: object) -> None:
     table = {"name": "a", "process": "x", "max": "1MB", key: value}
     with pytest.raises(ConfigError) as raised:
@@ -515,15 +702,19 @@ def test_module_level_rules_load_the_file(tmp_path: Path) -> None:
 VALID = b"[[budget]]\nname = 'a'\nprocess = 'x'\nmax = '1MB'\n"
 
 
-@pytest.mark.parametrize(("content", "text"), [
-    (VALID.replace(b"'a'", b"'\xff\xfe'"), "not UTF-8"),
-    (b"a = " + b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
-    (b"a = " + b"{b=" * 5_000 + b"1" + b"}" * 5_000, "nested too deeply"),
-    (b"a." * 10_000 + b"b = 1\n", "dotted key"),
-    (VALID + b"#" * (1 << 20), "larger than"),
-])
-def test_a_hostile_file_is_a_config_error_naming_the_file(tmp_path: Path, content: bytes,
-                                                          text: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "text"),
+    [
+        (VALID.replace(b"'a'", b"'\xff\xfe'"), "not UTF-8"),
+        (b"a = " + b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b"a = " + b"{b=" * 5_000 + b"1" + b"}" * 5_000, "nested too deeply"),
+        (b"a." * 10_000 + b"b = 1\n", "dotted key"),
+        (VALID + b"#" * (1 << 20), "larger than"),
+    ],
+)
+def test_a_hostile_file_is_a_config_error_naming_the_file(
+    tmp_path: Path, content: bytes, text: str
+) -> None:
     path = tmp_path / "budgets.toml"
     path.write_bytes(content)
     with pytest.raises(ConfigError, match=text) as raised:
@@ -548,15 +739,18 @@ def test_load_refuses_a_path_that_is_not_a_path(path: object) -> None:
         load(path)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("call", "text"), [
-    (lambda: parse(["budget"]), "expected the parsed TOML"),  # type: ignore[arg-type]
-    (lambda: parse({}, path=5), "path=5"),  # type: ignore[arg-type]
-    (lambda: Budgets("abc"), "'abc'"),  # type: ignore[arg-type]
-    (lambda: Budgets([5]), "5 is not a Budget"),  # type: ignore[list-item]
-    (lambda: Budgets([], config=3), "config=3"),  # type: ignore[arg-type]
-    (lambda: efficiency_score([None]), "None is not a ComponentUse"),  # type: ignore[list-item]
-    (lambda: find_config(5), "find_config(5)"),  # type: ignore[arg-type]
-])
+@pytest.mark.parametrize(
+    ("call", "text"),
+    [
+        (lambda: parse(["budget"]), "expected the parsed TOML"),  # type: ignore[arg-type]
+        (lambda: parse({}, path=5), "path=5"),  # type: ignore[arg-type]
+        (lambda: Budgets("abc"), "'abc'"),  # type: ignore[arg-type]
+        (lambda: Budgets([5]), "5 is not a Budget"),  # type: ignore[list-item]
+        (lambda: Budgets([], config=3), "config=3"),  # type: ignore[arg-type]
+        (lambda: efficiency_score([None]), "None is not a ComponentUse"),  # type: ignore[list-item]
+        (lambda: find_config(5), "find_config(5)"),  # type: ignore[arg-type]
+    ],
+)
 def test_public_functions_refuse_the_wrong_types(call: Any, text: str) -> None:
     from resguard import InvalidType
 
@@ -565,7 +759,8 @@ def test_public_functions_refuse_the_wrong_types(call: Any, text: str) -> None:
 
 
 def test_cli_reports_a_non_utf8_file_on_one_line_with_exit_2(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "budgets.toml"
     path.write_bytes(b"\xff\xfe")
     assert cli(str(path), as_json=False, out=io.StringIO()) == 2
@@ -575,8 +770,14 @@ def test_cli_reports_a_non_utf8_file_on_one_line_with_exit_2(
 
 
 def test_unknown_process_memory_is_left_out_and_unknown_machine_use_is_unavailable() -> None:
-    budgets = parse({"budget": [{"name": "p", "process": "x", "max": "1MB"},
-                                {"name": "m", "machine": True, "max": "1GB"}]})
+    budgets = parse(
+        {
+            "budget": [
+                {"name": "p", "process": "x", "max": "1MB"},
+                {"name": "m", "machine": True, "max": "1GB"},
+            ]
+        }
+    )
     row = _process_row()
     rows = [attrs.evolve(row, name="x", rss=None), attrs.evolve(row, name="x", rss=5 * MB)]
     report = Budgets(budgets).measure(processes=rows, machine_used=None)
@@ -614,43 +815,64 @@ def test_a_path_with_a_nul_or_a_name_too_long_is_a_resguard_error_not_os_error()
     assert find_config("x" * 400) in (None, find_config())  # too long: nothing there
 
 
-@pytest.mark.parametrize(("kwargs", "text"), [
-    ({"name": ""}, "name=''"),
-    ({"kind": "disk"}, "kind='disk'"),
-    ({"pattern": "("}, "pattern='('"),
-    ({"pattern": None}, "pattern=None"),
-    ({"max_bytes": "200MB"}, "max_bytes='200MB'"),
-    ({"max_bytes": True}, "max_bytes=True"),
-    ({"max_bytes": -1}, "max_bytes=-1"),
-    ({"min_bytes": 5, "max_bytes": 1}, "min_bytes=5"),
-    ({"level": "warning"}, "level='warning'"),
-    ({"for_s": float("nan")}, "for_s=nan"),
-    ({"host": 5}, "host=5"),
-])
-def test_a_budget_built_by_hand_is_checked_like_a_parsed_one(kwargs: dict[str, Any],
-                                                             text: str) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "text"),
+    [
+        ({"name": ""}, "name=''"),
+        ({"kind": "disk"}, "kind='disk'"),
+        ({"pattern": "("}, "pattern='('"),
+        ({"pattern": None}, "pattern=None"),
+        ({"max_bytes": "200MB"}, "max_bytes='200MB'"),
+        ({"max_bytes": True}, "max_bytes=True"),
+        ({"max_bytes": -1}, "max_bytes=-1"),
+        ({"min_bytes": 5, "max_bytes": 1}, "min_bytes=5"),
+        ({"level": "warning"}, "level='warning'"),
+        ({"for_s": float("nan")}, "for_s=nan"),
+        ({"host": 5}, "host=5"),
+    ],
+)
+def test_a_budget_built_by_hand_is_checked_like_a_parsed_one(
+    kwargs: dict[str, Any], text: str
+) -> None:
     from resguard import InvalidType, InvalidValue
 
-    fields = {"name": "a", "kind": "process", "pattern": "x", "min_bytes": None,
-              "max_bytes": 1, **kwargs}
+    fields = {
+        "name": "a",
+        "kind": "process",
+        "pattern": "x",
+        "min_bytes": None,
+        "max_bytes": 1,
+        **kwargs,
+    }
     with pytest.raises((InvalidType, InvalidValue), match=re.escape(text)):
         Budget(**fields)
 
 
-@pytest.mark.parametrize(("kwargs", "text"), [
-    ({"processes": 5}, "processes=5"),
-    ({"processes": [1, 2]}, "ProcessInfo rows"),
-    ({"containers": "abc"}, "containers='abc'"),
-    ({"ollama": {"a": 1}}, "ollama={'a': 1}"),
-    ({"machine_used": "1GB"}, "machine_used='1GB'"),
-    ({"machine_used": 10**400}, "expected 0 to"),
-    ({"machine_used": -1}, "machine_used=-1"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "text"),
+    [
+        ({"processes": 5}, "processes=5"),
+        ({"processes": [1, 2]}, "ProcessInfo rows"),
+        ({"containers": "abc"}, "containers='abc'"),
+        ({"ollama": {"a": 1}}, "ollama={'a': 1}"),
+        ({"machine_used": "1GB"}, "machine_used='1GB'"),
+        ({"machine_used": 10**400}, "expected 0 to"),
+        ({"machine_used": -1}, "machine_used=-1"),
+    ],
+)
 def test_measure_refuses_data_of_the_wrong_shape(kwargs: dict[str, Any], text: str) -> None:
     from resguard import InvalidType, InvalidValue
 
-    budgets = Budgets(parse({"budget": [{"name": "p", "process": "x", "max": "1MB"},
-                                        {"name": "m", "machine": True, "max": "1GB"}]}))
+    budgets = Budgets(
+        parse(
+            {
+                "budget": [
+                    {"name": "p", "process": "x", "max": "1MB"},
+                    {"name": "m", "machine": True, "max": "1GB"},
+                ]
+            }
+        )
+    )
     data: dict[str, Any] = {"processes": [], "containers": [], "ollama": [], "machine_used": 0}
     with pytest.raises((InvalidType, InvalidValue), match=re.escape(text)):
         budgets.measure(**{**data, **kwargs})
@@ -658,6 +880,8 @@ def test_measure_refuses_data_of_the_wrong_shape(kwargs: dict[str, Any], text: s
 
 def test_the_score_of_sums_beyond_float_range_is_exact() -> None:
     big = 10**400  # 100.0 * big overflowed a float
-    items = [ComponentUse("a", "process", "x", big * 3, None, big, "over", 1),
-             ComponentUse("b", "process", "y", big, None, big, "ok", 1)]
+    items = [
+        ComponentUse("a", "process", "x", big * 3, None, big, "over", 1),
+        ComponentUse("b", "process", "y", big, None, big, "ok", 1),
+    ]
     assert efficiency_score(items) == 50.0

@@ -60,8 +60,9 @@ def test_sizes_accept_what_parse_bytes_accepts() -> None:
         ({"on_evict": "x"}, InvalidType, "on_evict"),
     ],
 )
-def test_bad_arguments_raise_naming_the_value(kwargs: dict[str, Any], error: type[Exception],
-                                              words: str) -> None:
+def test_bad_arguments_raise_naming_the_value(
+    kwargs: dict[str, Any], error: type[Exception], words: str
+) -> None:
     with pytest.raises(error, match=words):
         LRUCache(**kwargs)
     assert issubclass(error, (ValueError, TypeError))
@@ -142,8 +143,9 @@ def test_byte_bound_evicts_least_recently_used_first() -> None:
 
 def test_value_larger_than_max_bytes_raises_and_changes_nothing() -> None:
     evicted: list[object] = []
-    cache: LRUCache[str, bytes] = LRUCache(max_bytes="1KiB",
-                                           on_evict=lambda k, v: evicted.append(k))
+    cache: LRUCache[str, bytes] = LRUCache(
+        max_bytes="1KiB", on_evict=lambda k, v: evicted.append(k)
+    )
     cache["keep"] = b"old"
     with pytest.raises(ValueTooLarge) as info:
         cache["keep"] = bytes(4096)
@@ -185,7 +187,8 @@ def test_missing_hook_works_like_cachetools() -> None:
 
 
 def test_on_evict_sees_capacity_drops_and_its_errors_are_logged(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     seen: list[tuple[object, object]] = []
 
     def on_evict(key: object, value: object) -> None:
@@ -208,8 +211,9 @@ def test_on_evict_sees_capacity_drops_and_its_errors_are_logged(
 def test_ttl_expires_entries_with_an_injected_clock() -> None:
     clock = ManualClock()
     evicted: list[object] = []
-    cache: LRUCache[str, int] = LRUCache(ttl="10s", clock=clock,
-                                         on_evict=lambda k, v: evicted.append(k))
+    cache: LRUCache[str, int] = LRUCache(
+        ttl="10s", clock=clock, on_evict=lambda k, v: evicted.append(k)
+    )
     cache["a"] = 1
     clock.advance(5)
     cache["b"] = 2
@@ -353,8 +357,12 @@ class CacheModel(RuleBasedStateMachine):
         super().__init__()
         self.clock = ManualClock()
         self.cache: LRUCache[int, bytes] = LRUCache(
-            max_bytes=self.MAX_BYTES, max_items=self.MAX_ITEMS, ttl=self.TTL_S,
-            sizeof=len, clock=self.clock)
+            max_bytes=self.MAX_BYTES,
+            max_items=self.MAX_ITEMS,
+            ttl=self.TTL_S,
+            sizeof=len,
+            clock=self.clock,
+        )
         self.model: list[tuple[Any, bytes, int, float]] = []  # LRU first: key, value, size, expiry
         self.poisoned = 0
 
@@ -382,8 +390,9 @@ class CacheModel(RuleBasedStateMachine):
         if index is not None:
             del self.model[index]
         self.model.append((key, value, size, self.clock() + self.TTL_S))
-        while (sum(item[2] for item in self.model) > self.MAX_BYTES
-               or len(self.model) > self.MAX_ITEMS):
+        while (
+            sum(item[2] for item in self.model) > self.MAX_BYTES or len(self.model) > self.MAX_ITEMS
+        ):
             self.model.pop(0)
 
     @rule(length=st.integers(0, 300))
@@ -477,9 +486,12 @@ class CacheModel(RuleBasedStateMachine):
         assert self.cache.stats().items == len(self.model)
 
 
-CacheModel.TestCase.settings = settings(max_examples=300, stateful_step_count=40,
-                                        deadline=None,
-                                        suppress_health_check=[HealthCheck.too_slow])
+CacheModel.TestCase.settings = settings(
+    max_examples=300,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 TestCacheModel = CacheModel.TestCase
 
 
@@ -1072,8 +1084,9 @@ class _Colliding:
         return self is other
 
 
-def _leader_and_waiter(function: Any, key: object, entered: threading.Event,
-                       release: threading.Event, between: Any) -> tuple[object, object]:
+def _leader_and_waiter(
+    function: Any, key: object, entered: threading.Event, release: threading.Event, between: Any
+) -> tuple[object, object]:
     """Start a leader computing *key* and a waiter merged onto it; run *between*; release."""
     outcomes: dict[str, object] = {}
 
@@ -1122,7 +1135,8 @@ def test_waiters_are_released_when_storing_fails_on_a_key_that_cannot_be_compare
 
 
 def test_waiters_are_released_when_the_insert_runs_out_of_memory(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     entered, release = threading.Event(), threading.Event()
 
     @memoize
@@ -1135,8 +1149,8 @@ def test_waiters_are_released_when_the_insert_runs_out_of_memory(
         raise MemoryError
 
     leader, waiter = _leader_and_waiter(
-        slow, 1, entered, release,
-        lambda: monkeypatch.setattr(slow.cache, "_put_locked", no_memory))
+        slow, 1, entered, release, lambda: monkeypatch.setattr(slow.cache, "_put_locked", no_memory)
+    )
     assert isinstance(leader, MemoryError)
     assert isinstance(waiter, MemoryError)
     monkeypatch.undo()
@@ -1145,7 +1159,8 @@ def test_waiters_are_released_when_the_insert_runs_out_of_memory(
 
 
 def test_a_waiter_stops_waiting_for_a_leader_thread_that_died(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import resguard.cache as cache_module
 
     monkeypatch.setattr(cache_module, "LEADER_CHECK_S", 0.01)
@@ -1260,9 +1275,11 @@ class _Tagged(LRUCache[str, int]):
         self.seen: list[str] = []
 
 
-@pytest.mark.parametrize("duplicate", [copy.copy, copy.deepcopy,
-                                       lambda c: pickle.loads(pickle.dumps(c))],
-                         ids=["copy", "deepcopy", "pickle"])
+@pytest.mark.parametrize(
+    "duplicate",
+    [copy.copy, copy.deepcopy, lambda c: pickle.loads(pickle.dumps(c))],
+    ids=["copy", "deepcopy", "pickle"],
+)
 def test_copies_of_a_subclass_keep_its_own_attributes(duplicate: Any) -> None:
     source = _Tagged("mine", max_items=3)
     source["a"] = 1
@@ -1328,8 +1345,13 @@ def test_iterating_and_pickling_survive_a_key_whose_hash_changed() -> None:
 
 
 _ANYTHING = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.integers(min_value=10**300),
-    st.floats(), st.text(max_size=12), st.binary(max_size=4),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=10**300),
+    st.floats(),
+    st.text(max_size=12),
+    st.binary(max_size=4),
     st.sampled_from(["1e999", "-1KiB", "0", "0B", "5m", "nan", "inf", "10%", "1ns"]),
     st.lists(st.integers(), max_size=2),
 )
@@ -1337,7 +1359,8 @@ _ANYTHING = st.one_of(
 
 @given(field=st.sampled_from(["max_bytes", "max_items", "ttl"]), value=_ANYTHING)
 def test_constructors_accept_or_reject_with_a_resguard_error_quoting_the_value(
-        field: str, value: object) -> None:
+    field: str, value: object
+) -> None:
     kwargs: dict[str, Any] = {field: value}
     for build in (lambda: LRUCache(**kwargs), lambda: memoize(**kwargs)):
         error: BaseException | None = None
@@ -1355,7 +1378,8 @@ def test_constructors_accept_or_reject_with_a_resguard_error_quoting_the_value(
 
 @pytest.mark.anyio
 async def test_async_waiters_are_released_when_storing_fails(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     release = anyio.Event()
 
     @memoize
@@ -1443,7 +1467,7 @@ def test_a_memoized_key_whose_eq_misses_the_function_computes_without_storing() 
     assert twice.cache_info().currsize == 2
 
 
-_HOSTILE_EQ_SCRIPT = '''
+_HOSTILE_EQ_SCRIPT = """
 import random
 from resguard._errors import InvalidState
 from resguard.cache import LRUCache, memoize
@@ -1489,7 +1513,7 @@ for seed in range(40):
         assert len(c) <= c.max_items, seed
         assert not c._inflight, seed
 print("survived")
-'''
+"""
 
 
 def test_keys_whose_eq_uses_the_cache_at_random_never_crash_or_corrupt_it() -> None:

@@ -44,7 +44,8 @@ DIFFERENCES: dict[str, tuple[str, type[BaseException]]] = {
         "maxsize=-math.inf without getsizeof becomes max_items=-inf, and a count that is not "
         "a whole number is an InvalidType (a TypeError), where cachetools raises ValueError; "
         "maxsize=-1 raises InvalidValue (a ValueError) as cachetools does",
-        TypeError),
+        TypeError,
+    ),
 }
 """Test name -> (why resguard differs on purpose, the exception the difference raises)."""
 
@@ -88,6 +89,9 @@ def test_the_adapter_only_translates_the_constructor() -> None:
     by_size: CachetoolsLRU[str, int] = CachetoolsLRU(maxsize=10, getsizeof=lambda v: v)
     assert (by_size.max_items, by_size.max_bytes) == (None, 10)
     assert CachetoolsLRU(maxsize=math.inf).maxsize == math.inf
-    defined = {name for name, value in vars(CachetoolsLRU).items()
-               if callable(value) and not name.startswith("__abstract")}
+    defined = {
+        name
+        for name, value in vars(CachetoolsLRU).items()
+        if callable(value) and not name.startswith("__abstract")
+    }
     assert defined == {"__init__"}

@@ -23,27 +23,40 @@ def write_tree(root: Path, files: dict[str, str]) -> Roots:
 
 
 def meminfo(total_gib: int = 16, available_gib: int = 12) -> str:
-    return (f"MemTotal:       {total_gib * 1024 * 1024} kB\n"
-            f"MemFree:        {available_gib * 1024 * 1024} kB\n"
-            f"MemAvailable:   {available_gib * 1024 * 1024} kB\n"
-            "SwapTotal:             0 kB\nSwapFree:              0 kB\n")
+    return (
+        f"MemTotal:       {total_gib * 1024 * 1024} kB\n"
+        f"MemFree:        {available_gib * 1024 * 1024} kB\n"
+        f"MemAvailable:   {available_gib * 1024 * 1024} kB\n"
+        "SwapTotal:             0 kB\nSwapFree:              0 kB\n"
+    )
 
 
 def v2_tree(tmp_path: Path, levels: dict[str, dict[str, str]], own: str = "/a/b/c") -> Roots:
-    files = {"proc/self/cgroup": f"0::{own}\n", "proc/meminfo": meminfo(),
-             "cgroup/cgroup.controllers": "cpu io memory pids\n"}
+    files = {
+        "proc/self/cgroup": f"0::{own}\n",
+        "proc/meminfo": meminfo(),
+        "cgroup/cgroup.controllers": "cpu io memory pids\n",
+    }
     for directory, content in levels.items():
         for name, value in content.items():
             files[f"cgroup{directory}/{name}"] = value
     return write_tree(tmp_path, files)
 
 
-def level(max_: str = "max", high: str = "max", current: int = GiB // 2,
-          inactive_file: int = 0, **extra: str) -> dict[str, str]:
-    return {"memory.max": max_ + "\n", "memory.high": high + "\n",
-            "memory.current": f"{current}\n",
-            "memory.stat": f"anon 1\nfile 2\ninactive_file {inactive_file}\nactive_file 5\n",
-            **extra}
+def level(
+    max_: str = "max",
+    high: str = "max",
+    current: int = GiB // 2,
+    inactive_file: int = 0,
+    **extra: str,
+) -> dict[str, str]:
+    return {
+        "memory.max": max_ + "\n",
+        "memory.high": high + "\n",
+        "memory.current": f"{current}\n",
+        "memory.stat": f"anon 1\nfile 2\ninactive_file {inactive_file}\nactive_file 5\n",
+        **extra,
+    }
 
 
 def test_v2_max_everywhere_means_the_host_binds(tmp_path: Path) -> None:
@@ -56,11 +69,14 @@ def test_v2_max_everywhere_means_the_host_binds(tmp_path: Path) -> None:
 
 
 def test_v2_limit_in_the_middle_binds_and_used_is_its_working_set(tmp_path: Path) -> None:
-    roots = v2_tree(tmp_path, {
-        "/a": level(),
-        "/a/b": level(max_=str(2 * GiB), current=GiB, inactive_file=GiB // 4),
-        "/a/b/c": level(current=GiB // 2),
-    })
+    roots = v2_tree(
+        tmp_path,
+        {
+            "/a": level(),
+            "/a/b": level(max_=str(2 * GiB), current=GiB, inactive_file=GiB // 4),
+            "/a/b/c": level(current=GiB // 2),
+        },
+    )
     snap = Sampler(roots).sample(children=False)
     assert snap.memory.source == "cgroup"
     assert snap.memory.limit == 2 * GiB
@@ -71,24 +87,38 @@ def test_v2_limit_in_the_middle_binds_and_used_is_its_working_set(tmp_path: Path
 
 
 def test_v2_memory_high_counts_as_a_limit(tmp_path: Path) -> None:
-    roots = v2_tree(tmp_path, {"/a": level(max_=str(4 * GiB)), "/a/b": level(),
-                               "/a/b/c": level(high=str(3 * GiB))})
+    roots = v2_tree(
+        tmp_path,
+        {"/a": level(max_=str(4 * GiB)), "/a/b": level(), "/a/b/c": level(high=str(3 * GiB))},
+    )
     snap = Sampler(roots).sample(children=False)
     assert snap.memory.limit == 3 * GiB
     assert snap.memory.source_detail.endswith("/a/b/c/memory.high")
 
 
 def test_v2_protections_are_never_limits(tmp_path: Path) -> None:
-    roots = v2_tree(tmp_path, {"/a": level(), "/a/b": level(),
-                               "/a/b/c": level(**{"memory.low": str(GiB), "memory.min": str(GiB)})})
+    roots = v2_tree(
+        tmp_path,
+        {
+            "/a": level(),
+            "/a/b": level(),
+            "/a/b/c": level(**{"memory.low": str(GiB), "memory.min": str(GiB)}),
+        },
+    )
     snap = Sampler(roots).sample(children=False)
     assert snap.memory.source == "host"
     assert snap.memory.limit == 16 * GiB
 
 
 def test_v2_nested_limits_take_the_tightest(tmp_path: Path) -> None:
-    roots = v2_tree(tmp_path, {"/a": level(max_=str(GiB)), "/a/b": level(max_=str(8 * GiB)),
-                               "/a/b/c": level(max_=str(4 * GiB))})
+    roots = v2_tree(
+        tmp_path,
+        {
+            "/a": level(max_=str(GiB)),
+            "/a/b": level(max_=str(8 * GiB)),
+            "/a/b/c": level(max_=str(4 * GiB)),
+        },
+    )
     bound = cgroup.memory_bound(cgroup.locate(roots))  # type: ignore[arg-type]
     assert bound is not None
     assert bound.limit == GiB
@@ -101,11 +131,24 @@ def test_cgroup_limit_above_host_total_does_not_bind(tmp_path: Path) -> None:
 
 
 def test_v2_pressure_comes_from_the_cgroup(tmp_path: Path) -> None:
-    psi = ("some avg10=12.50 avg60=3.00 avg300=1.00 total=123456\n"
-           "full avg10=6.25 avg60=1.00 avg300=0.50 total=654\n")
-    roots = v2_tree(tmp_path, {"/a": level(), "/a/b": level(), "/a/b/c": level(**{
-        "memory.pressure": psi, "cpu.pressure": psi.replace("12.50", "1.00"),
-        "io.pressure": psi})})
+    psi = (
+        "some avg10=12.50 avg60=3.00 avg300=1.00 total=123456\n"
+        "full avg10=6.25 avg60=1.00 avg300=0.50 total=654\n"
+    )
+    roots = v2_tree(
+        tmp_path,
+        {
+            "/a": level(),
+            "/a/b": level(),
+            "/a/b/c": level(
+                **{
+                    "memory.pressure": psi,
+                    "cpu.pressure": psi.replace("12.50", "1.00"),
+                    "io.pressure": psi,
+                }
+            ),
+        },
+    )
     pressure = Sampler(roots).sample(children=False).pressure
     assert pressure.source is not None
     assert pressure.source.endswith("/a/b/c")
@@ -118,34 +161,44 @@ def test_v2_pressure_comes_from_the_cgroup(tmp_path: Path) -> None:
 
 
 def test_v2_cpu_quota(tmp_path: Path) -> None:
-    roots = v2_tree(tmp_path, {"/a": level(**{"cpu.max": "max 100000\n"}),
-                               "/a/b": level(**{"cpu.max": "150000 100000\n"}),
-                               "/a/b/c": level(**{"cpu.max": "max 100000\n"})})
+    roots = v2_tree(
+        tmp_path,
+        {
+            "/a": level(**{"cpu.max": "max 100000\n"}),
+            "/a/b": level(**{"cpu.max": "150000 100000\n"}),
+            "/a/b/c": level(**{"cpu.max": "max 100000\n"}),
+        },
+    )
     assert cgroup.cpu_quota(cgroup.locate(roots)) == 1.5  # type: ignore[arg-type]
 
 
 def v1_tree(tmp_path: Path, limits: dict[str, str], own: str = "/docker/abc") -> Roots:
-    files = {"proc/self/cgroup": f"12:cpu,cpuacct:{own}\n9:memory:{own}\n1:name=systemd:{own}\n",
-             "proc/meminfo": meminfo()}
+    files = {
+        "proc/self/cgroup": f"12:cpu,cpuacct:{own}\n9:memory:{own}\n1:name=systemd:{own}\n",
+        "proc/meminfo": meminfo(),
+    }
     for directory, limit in limits.items():
         files[f"cgroup/memory{directory}/memory.limit_in_bytes"] = limit + "\n"
         files[f"cgroup/memory{directory}/memory.usage_in_bytes"] = f"{GiB}\n"
         files[f"cgroup/memory{directory}/memory.stat"] = (
-            f"cache 5\ninactive_file 7\ntotal_inactive_file {GiB // 2}\n")
+            f"cache 5\ninactive_file 7\ntotal_inactive_file {GiB // 2}\n"
+        )
     files["cgroup/cpu,cpuacct/docker/abc/cpu.cfs_quota_us"] = "50000\n"
     files["cgroup/cpu,cpuacct/docker/abc/cpu.cfs_period_us"] = "100000\n"
     return write_tree(tmp_path, files)
 
 
 def test_v1_huge_number_means_unlimited(tmp_path: Path) -> None:
-    roots = v1_tree(tmp_path, {"": V1_UNLIMITED, "/docker": V1_UNLIMITED,
-                               "/docker/abc": V1_UNLIMITED})
+    roots = v1_tree(
+        tmp_path, {"": V1_UNLIMITED, "/docker": V1_UNLIMITED, "/docker/abc": V1_UNLIMITED}
+    )
     assert Sampler(roots).sample(children=False).memory.source == "host"
 
 
 def test_v1_limit_uses_hierarchical_inactive_file(tmp_path: Path) -> None:
-    roots = v1_tree(tmp_path, {"": V1_UNLIMITED, "/docker": V1_UNLIMITED,
-                               "/docker/abc": str(2 * GiB)})
+    roots = v1_tree(
+        tmp_path, {"": V1_UNLIMITED, "/docker": V1_UNLIMITED, "/docker/abc": str(2 * GiB)}
+    )
     snap = Sampler(roots).sample(children=False)
     assert snap.memory.source == "cgroup"
     assert snap.memory.limit == 2 * GiB
@@ -177,8 +230,7 @@ def test_parse_proc_cgroup() -> None:
 
 
 def test_limits_are_cached_for_their_max_age(tmp_path: Path) -> None:
-    roots = v2_tree(tmp_path, {"/a": level(), "/a/b": level(max_=str(2 * GiB)),
-                               "/a/b/c": level()})
+    roots = v2_tree(tmp_path, {"/a": level(), "/a/b": level(max_=str(2 * GiB)), "/a/b/c": level()})
     cached = Sampler(roots, limits_max_age_s=3600)
     fresh = Sampler(roots, limits_max_age_s=0)
     assert cached.sample(children=False).memory.limit == 2 * GiB
@@ -207,11 +259,18 @@ def test_pressure_with_a_malformed_number_is_none_not_an_error() -> None:
     assert parse_pressure("some avg10=1.00 avg60=0.00 avg300=0.00 total=1\n") is not None
 
 
-@pytest.mark.parametrize("text", ["0 100000\n", "150000 0\n", "-5 100000\n", "abc\n",
-                                  "150000 100000"])
+@pytest.mark.parametrize(
+    "text", ["0 100000\n", "150000 0\n", "-5 100000\n", "abc\n", "150000 100000"]
+)
 def test_a_damaged_cpu_max_is_reported_and_skipped(tmp_path: Path, text: str) -> None:
-    roots = v2_tree(tmp_path, {"/a": level(**{"cpu.max": "200000 100000\n"}), "/a/b": level(),
-                               "/a/b/c": level(**{"cpu.max": text})})
+    roots = v2_tree(
+        tmp_path,
+        {
+            "/a": level(**{"cpu.max": "200000 100000\n"}),
+            "/a/b": level(),
+            "/a/b/c": level(**{"cpu.max": text}),
+        },
+    )
     location = cgroup.locate(roots)
     assert location is not None
     reported: list[tuple[str, str, str | None, bool]] = []

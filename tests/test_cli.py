@@ -23,8 +23,9 @@ from resguard.snapshot import Fault
 
 
 def resguard(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "resguard", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "resguard", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_snapshot_json() -> None:
@@ -58,8 +59,16 @@ def test_top_text_has_a_header() -> None:
     assert out.stdout.splitlines()[0].split()[:3] == ["PID", "CPU%", "RSS"]
 
 
-@pytest.mark.parametrize("args", [["top", "-n", "-1"], ["top", "--by", "disk"],
-                                  ["top", "--interval", "soon"], ["frobnicate"], []])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["top", "-n", "-1"],
+        ["top", "--by", "disk"],
+        ["top", "--interval", "soon"],
+        ["frobnicate"],
+        [],
+    ],
+)
 def test_bad_usage_exits_2_with_one_line_that_points_at_help(args: list[str]) -> None:
     out = resguard(*args)
     assert out.returncode == 2
@@ -95,8 +104,11 @@ def test_watch_live_view_on_a_terminal() -> None:
     import pty
 
     main, secondary = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "resguard", "watch", "--count", "2",
-                                "--interval", "0.1"], stdout=secondary, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "resguard", "watch", "--count", "2", "--interval", "0.1"],
+        stdout=secondary,
+        stderr=subprocess.PIPE,
+    )
     os.close(secondary)
     chunks = []
     while True:
@@ -125,13 +137,17 @@ def _bad_inputs() -> list[list[str]]:
     """For every subcommand (read from the parser, so a new one is covered): an unknown
     option, and garbage for each option that takes a value and each choice argument."""
     parser = build_parser()
-    (commands,) = [action for action in parser._actions
-                   if isinstance(action, argparse._SubParsersAction)]
+    (commands,) = [
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    ]
     cases = []
     for name, sub in commands.choices.items():
         positionals = [action for action in sub._actions if not action.option_strings]
-        valid = [str(next(iter(action.choices))) for action in positionals
-                 if action.choices and action.nargs is None]
+        valid = [
+            str(next(iter(action.choices)))
+            for action in positionals
+            if action.choices and action.nargs is None
+        ]
         cases.append([name, *valid, "--no-such-option"])
         for action in sub._actions:
             if action.option_strings and action.nargs != 0 and action.dest != "help":
@@ -143,8 +159,9 @@ def _bad_inputs() -> list[list[str]]:
 
 def test_the_bad_inputs_cover_every_subcommand() -> None:
     parser = build_parser()
-    (commands,) = [action for action in parser._actions
-                   if isinstance(action, argparse._SubParsersAction)]
+    (commands,) = [
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    ]
     assert {case[0] for case in _bad_inputs()} == set(commands.choices)
     assert ["watch", "--interval", GARBAGE] in _bad_inputs()
 
@@ -161,15 +178,18 @@ def test_every_subcommand_answers_bad_input_with_one_line_and_exit_2(args: list[
     _assert_one_line_and_exit_2(resguard(*args))
 
 
-@pytest.mark.parametrize(("args", "text"), [
-    (["watch", "--interval", "0"], "1ms or more"),
-    (["watch", "--interval", "1ns"], "1ms or more"),
-    (["watch", "--count", str(10**400)[:5] + "x"], "whole number"),
-    (["top", "--interval", "1e999s"], "1e999s"),
-    (["budget", "--config", "/nonexistent/budgets.toml"], "no such file"),
-    (["ollama", "ps", "--host", "http://127.0.0.1:99999"], "ollama"),
-    (["ollama", "ps", "--host", "nonsense::host"], "ollama"),
-])
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["watch", "--interval", "0"], "1ms or more"),
+        (["watch", "--interval", "1ns"], "1ms or more"),
+        (["watch", "--count", str(10**400)[:5] + "x"], "whole number"),
+        (["top", "--interval", "1e999s"], "1e999s"),
+        (["budget", "--config", "/nonexistent/budgets.toml"], "no such file"),
+        (["ollama", "ps", "--host", "http://127.0.0.1:99999"], "ollama"),
+        (["ollama", "ps", "--host", "nonsense::host"], "ollama"),
+    ],
+)
 def test_known_bad_inputs_give_one_line_naming_the_problem(args: list[str], text: str) -> None:
     out = resguard(*args)
     _assert_one_line_and_exit_2(out)
@@ -190,14 +210,25 @@ def _with_closed_stdout(*args: str) -> subprocess.CompletedProcess[str]:
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        return subprocess.run([sys.executable, "-m", "resguard", *args], stdout=write_end,
-                              stderr=subprocess.PIPE, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "resguard", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
     finally:
         os.close(write_end)
 
 
-@pytest.mark.parametrize("args", [["top", "--json", "--interval", "0"], ["snapshot"],
-                                  ["watch", "--count", "2", "--interval", "0.1", "--json"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["top", "--json", "--interval", "0"],
+        ["snapshot"],
+        ["watch", "--count", "2", "--interval", "0.1", "--json"],
+    ],
+)
 def test_a_closed_stdout_exits_141_quietly_like_a_unix_tool(args: list[str]) -> None:
     out = _with_closed_stdout(*args)
     assert out.returncode == 141
@@ -211,8 +242,10 @@ def test_docker_stats_into_a_closed_pipe_exits_quietly(docker_client: Any) -> No
 
 
 def test_head_reads_the_first_line_and_the_pipeline_is_quiet() -> None:
-    shell = (f"set -o pipefail; {sys.executable} -m resguard watch --json --count 50 "
-             f"--interval 0.01 | head -1")
+    shell = (
+        f"set -o pipefail; {sys.executable} -m resguard watch --json --count 50 "
+        f"--interval 0.01 | head -1"
+    )
     out = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60)
     assert json.loads(out.stdout)["level"] in ("OK", "WARNING", "CRITICAL")
     assert out.stderr == ""
@@ -220,8 +253,12 @@ def test_head_reads_the_first_line_and_the_pipeline_is_quiet() -> None:
 
 
 def test_ctrl_c_exits_130_without_a_traceback() -> None:
-    process = subprocess.Popen([sys.executable, "-m", "resguard", "watch", "--interval", "0.1"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "resguard", "watch", "--interval", "0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdout is not None
     assert process.stdout.readline()  # it is running
     process.send_signal(signal.SIGINT)
@@ -232,7 +269,8 @@ def test_ctrl_c_exits_130_without_a_traceback() -> None:
 
 
 def test_an_internal_error_is_one_line_and_debug_shows_the_traceback(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import resguard.cli as cli
 
     def broken(args: Any, out: Any) -> int:
@@ -261,7 +299,8 @@ def test_an_internal_error_is_one_line_and_debug_shows_the_traceback(
 
 
 def test_a_resguard_error_in_a_command_is_one_line_naming_the_command(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import importlib
 
     module = importlib.import_module("resguard.snapshot")
@@ -286,8 +325,10 @@ def test_version_is_the_installed_version() -> None:
 def test_version_is_not_read_at_import() -> None:
     from support import run_python
 
-    code = ("import sys, resguard; print('importlib.metadata' in sys.modules, "
-            "'__version__' in vars(resguard)); print(resguard.__version__)")
+    code = (
+        "import sys, resguard; print('importlib.metadata' in sys.modules, "
+        "'__version__' in vars(resguard)); print(resguard.__version__)"
+    )
     first, second = run_python(code).splitlines()
     assert first == "False False"
     assert second == rg.__version__
@@ -295,22 +336,32 @@ def test_version_is_not_read_at_import() -> None:
 
 # ------------------------------------------------------- unknown figures are shown ---
 
+
 def _blind_state(unknown: tuple[str, ...] = ("memory.percent: /proc/meminfo empty",)) -> Any:
     """A monitor state whose snapshot could read nothing numeric (decision: None)."""
     from resguard.monitor import State
     from resguard.rules import Level, Verdict
 
     snap = rg.snapshot()
-    memory = attrs.evolve(snap.memory, total=None, limit=None, used=None, available=None,
-                          percent=None, source="unknown")
+    memory = attrs.evolve(
+        snap.memory,
+        total=None,
+        limit=None,
+        used=None,
+        available=None,
+        percent=None,
+        source="unknown",
+    )
     swap = attrs.evolve(snap.swap, total=None, used=None, free=None, percent=None)
     cpu = attrs.evolve(snap.cpu, percent=None, load_1m=None, load_5m=None, load_15m=None)
-    process = attrs.evolve(snap.process, rss=None, vms=None, cpu_percent=None,
-                           num_threads=None, children_rss=None)
-    rows = (rg.top_processes(2) or [])
+    process = attrs.evolve(
+        snap.process, rss=None, vms=None, cpu_percent=None, num_threads=None, children_rss=None
+    )
+    rows = rg.top_processes(2) or []
     rows = [attrs.evolve(row, rss=None, cpu_percent=None) for row in rows]
-    blind = attrs.evolve(snap, memory=memory, swap=swap, cpu=cpu, process=process,
-                         processes=tuple(rows))
+    blind = attrs.evolve(
+        snap, memory=memory, swap=swap, cpu=cpu, process=process, processes=tuple(rows)
+    )
     return State(snapshot=blind, verdict=Verdict(Level.OK, (), unknown), sequence=1)
 
 
@@ -350,11 +401,37 @@ def test_watch_names_a_stale_state_and_json_lists_the_unknowns() -> None:
 
 
 @settings(max_examples=300)
-@given(st.lists(st.one_of(st.sampled_from(["snapshot", "top", "watch", "docker", "ollama",
-                                           "budget", "stats", "ps", "-n", "--interval",
-                                           "--count", "--by", "--config", "--host", "--json",
-                                           "--preset", "--version", "-h", "--"]),
-                          st.text(max_size=12)), max_size=5))
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(
+                [
+                    "snapshot",
+                    "top",
+                    "watch",
+                    "docker",
+                    "ollama",
+                    "budget",
+                    "stats",
+                    "ps",
+                    "-n",
+                    "--interval",
+                    "--count",
+                    "--by",
+                    "--config",
+                    "--host",
+                    "--json",
+                    "--preset",
+                    "--version",
+                    "-h",
+                    "--",
+                ]
+            ),
+            st.text(max_size=12),
+        ),
+        max_size=5,
+    )
+)
 def test_the_parser_answers_any_argv_with_at_most_one_line(argv: list[str]) -> None:
     """Whatever the words, parsing ends in a command to run or one line and exit 2 (the
     commands themselves are replaced here, so nothing runs for real)."""
@@ -370,8 +447,11 @@ def test_the_parser_answers_any_argv_with_at_most_one_line(argv: list[str]) -> N
             for name, sub in action.choices.items():
                 sub.set_defaults(handler=lambda args, out, name=name: ran.append(name) or 0)
     err, out = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out), \
-            pytest.MonkeyPatch.context() as patch:
+    with (
+        contextlib.redirect_stderr(err),
+        contextlib.redirect_stdout(out),
+        pytest.MonkeyPatch.context() as patch,
+    ):
         patch.setattr(cli, "build_parser", lambda: parser)
         code = main(argv, out=io.StringIO())
     assert "Traceback" not in err.getvalue()
@@ -384,8 +464,9 @@ def test_the_parser_answers_any_argv_with_at_most_one_line(argv: list[str]) -> N
         assert len(err.getvalue().splitlines()) == 1, err.getvalue()
 
 
-def _damaged_meminfo(content: bytes, tmp_path: Path, *args: str
-                     ) -> subprocess.CompletedProcess[str]:
+def _damaged_meminfo(
+    content: bytes, tmp_path: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
     """Run resguard in a mount namespace where /proc/meminfo is *content* (as root)."""
     import shutil
 
@@ -395,18 +476,21 @@ def _damaged_meminfo(content: bytes, tmp_path: Path, *args: str
         unavailable("damaging /proc/meminfo needs root and unshare(1)")
     fake = tmp_path / "meminfo"
     fake.write_bytes(content)
-    script = (f"mount --bind {fake} /proc/meminfo && exec {sys.executable} -m resguard "
-              + " ".join(args))
-    out = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True,
-                         text=True, timeout=60)
+    script = f"mount --bind {fake} /proc/meminfo && exec {sys.executable} -m resguard " + " ".join(
+        args
+    )
+    out = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=60
+    )
     if "mount" in out.stderr and out.returncode != 0 and "Traceback" not in out.stderr:
         unavailable(f"cannot bind-mount over /proc/meminfo here: {out.stderr.strip()}")
     return out
 
 
 @pytest.mark.parametrize("content", [b"garbage\n", b"", b"MemTotal: 16 kB\nMemFree:"])
-def test_a_damaged_meminfo_shows_unknown_never_zero_or_a_traceback(content: bytes,
-                                                                   tmp_path: Path) -> None:
+def test_a_damaged_meminfo_shows_unknown_never_zero_or_a_traceback(
+    content: bytes, tmp_path: Path
+) -> None:
     out = _damaged_meminfo(content, tmp_path, "snapshot")
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr
@@ -442,6 +526,8 @@ def test_the_snapshot_view_shows_uss_when_measured_and_children_only_when_known(
     text = format_snapshot(plain)
     assert "uss " not in text
     assert "children" not in text  # not measured is not unknown: no "children ?"
-    damaged = attrs.evolve(plain, faults=(Fault("process.children_rss", "/proc/1/task",
-                                                "unreadable", "permission denied"),))
+    damaged = attrs.evolve(
+        plain,
+        faults=(Fault("process.children_rss", "/proc/1/task", "unreadable", "permission denied"),),
+    )
     assert "children ?" in format_snapshot(damaged)

@@ -39,8 +39,9 @@ MiB = 1 << 20
 
 def _unreachable(tmp_path: Any) -> Any:
     """A client for a socket that does not exist (the engine down or never installed)."""
-    return docker_sdk.DockerClient(base_url=f"unix://{tmp_path}/missing/docker.sock",
-                                   version="1.41", timeout=5)
+    return docker_sdk.DockerClient(
+        base_url=f"unix://{tmp_path}/missing/docker.sock", version="1.41", timeout=5
+    )
 
 
 def _engine_used_bytes(client: Any, container_id: str) -> int:
@@ -86,9 +87,14 @@ def test_bad_arguments_are_named() -> None:
 
 def test_engine_down_raises_one_documented_error(tmp_path: Any) -> None:
     engine = Containers(_unreachable(tmp_path))
-    calls = [engine.stats, engine.info, engine.limits, engine.duplicates,
-             lambda: engine.set_limit("web", memory="1GiB", memswap="2GiB"),
-             lambda: engine.stop("web")]
+    calls = [
+        engine.stats,
+        engine.info,
+        engine.limits,
+        engine.duplicates,
+        lambda: engine.set_limit("web", memory="1GiB", memswap="2GiB"),
+        lambda: engine.stop("web"),
+    ]
     for call in calls:
         with pytest.raises(resguard.DockerError, match="not reachable") as caught:
             call()
@@ -96,8 +102,9 @@ def test_engine_down_raises_one_documented_error(tmp_path: Any) -> None:
         assert caught.value.__cause__ is not None  # the SDK's error is kept, not shown
 
 
-def test_missing_socket_from_the_environment(tmp_path: Any,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_socket_from_the_environment(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nowhere.sock")
     engine = Containers()  # building it never touches the engine
     with pytest.raises(resguard.DockerError, match="connecting to the Docker engine"):
@@ -107,8 +114,14 @@ def test_missing_socket_from_the_environment(tmp_path: Any,
 def test_cli_engine_down_exits_2_with_message_on_stderr(tmp_path: Any) -> None:
     for command in ("stats", "limits"):
         out, err = io.StringIO(), io.StringIO()
-        code = cli(command, as_json=True, out=out, err=err,
-                   containers=Containers(_unreachable(tmp_path)), cpu_sample_s=0)
+        code = cli(
+            command,
+            as_json=True,
+            out=out,
+            err=err,
+            containers=Containers(_unreachable(tmp_path)),
+            cpu_sample_s=0,
+        )
         assert code == 2
         assert out.getvalue() == ""
         assert "not reachable" in err.getvalue()
@@ -132,32 +145,49 @@ def test_source_fault_is_logged_once(tmp_path: Any, caplog: pytest.LogCaptureFix
     assert "DockerError" in caplog.records[0].getMessage()
 
 
-def _ref(index: int, image: str, project: str | None = None,
-         service: str | None = None) -> ContainerRef:
-    return ContainerRef(id=f"id{index}", name=f"c{index}", image=image, image_id="sha:" + image,
-                        status="running", created=float(index), compose_project=project,
-                        compose_service=service)
+def _ref(
+    index: int, image: str, project: str | None = None, service: str | None = None
+) -> ContainerRef:
+    return ContainerRef(
+        id=f"id{index}",
+        name=f"c{index}",
+        image=image,
+        image_id="sha:" + image,
+        status="running",
+        created=float(index),
+        compose_project=project,
+        compose_service=service,
+    )
 
 
 def test_duplicate_rules() -> None:
     refs = [
-        _ref(1, "redis"), _ref(2, "redis"),                        # same image twice
-        _ref(3, "app", "shop", "web"), _ref(4, "app", "shop", "worker"),  # one project's own
+        _ref(1, "redis"),
+        _ref(2, "redis"),  # same image twice
+        _ref(3, "app", "shop", "web"),
+        _ref(4, "app", "shop", "worker"),  # one project's own
         _ref(5, "postgres:15", "supabase", "db"),
-        _ref(6, "postgres:16", "supabase-old", "db"),               # one service, 2 projects
+        _ref(6, "postgres:16", "supabase-old", "db"),  # one service, 2 projects
         _ref(7, "ollama"),
     ]
-    groups = {(group.reason, group.key): [ref.name for ref in group.containers]
-              for group in find_duplicates(refs)}
-    assert groups == {("image", "redis"): ["c1", "c2"],
-                      ("compose service", "db"): ["c5", "c6"]}
+    groups = {
+        (group.reason, group.key): [ref.name for ref in group.containers]
+        for group in find_duplicates(refs)
+    }
+    assert groups == {("image", "redis"): ["c1", "c2"], ("compose service", "db"): ["c5", "c6"]}
 
 
 _refs = st.lists(
-    st.builds(_ref, st.integers(0, 10**6), st.sampled_from(["a", "b", "c"]),
-              st.one_of(st.none(), st.sampled_from(["p1", "p2"])),
-              st.one_of(st.none(), st.sampled_from(["s1", "s2"]))),
-    max_size=12, unique_by=lambda ref: ref.id)
+    st.builds(
+        _ref,
+        st.integers(0, 10**6),
+        st.sampled_from(["a", "b", "c"]),
+        st.one_of(st.none(), st.sampled_from(["p1", "p2"])),
+        st.one_of(st.none(), st.sampled_from(["s1", "s2"])),
+    ),
+    max_size=12,
+    unique_by=lambda ref: ref.id,
+)
 
 
 @given(_refs)
@@ -177,9 +207,13 @@ def test_duplicates_properties(refs: list[ContainerRef]) -> None:
     grouped = [{ref.id for ref in group.containers} for group in groups]
     for first in refs:
         for second in refs:
-            if (first.id != second.id and first.image_id == second.image_id
-                    and (first.compose_project is None
-                         or first.compose_project != second.compose_project)):
+            if (
+                first.id != second.id
+                and first.image_id == second.image_id
+                and (
+                    first.compose_project is None or first.compose_project != second.compose_project
+                )
+            ):
                 assert any({first.id, second.id} <= ids for ids in grouped)
 
 
@@ -204,23 +238,29 @@ def _require_local_cgroups(docker_client: Any, container_id: str) -> None:
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_stats_agree_with_the_engine_for_1_16_48_mb(docker_client: Any, docker_run: Any,
-                                                    engine: Containers) -> None:
+def test_stats_agree_with_the_engine_for_1_16_48_mb(
+    docker_client: Any, docker_run: Any, engine: Containers
+) -> None:
     sizes_mb = (1, 16, 48)
-    started = {size: docker_run(HOLD.format(kib=size * 1024), memory="128m")
-               for size in sizes_mb}
+    started = {size: docker_run(HOLD.format(kib=size * 1024), memory="128m") for size in sizes_mb}
     _require_local_cgroups(docker_client, started[1].id)
     for size, container in started.items():  # wait until each holds its memory, settled
-        wait_for(lambda c=container, s=size: _settled(engine, c.id, s * MiB),
-                 what=f"{size} MB allocated and head/tr gone")
+        wait_for(
+            lambda c=container, s=size: _settled(engine, c.id, s * MiB),
+            what=f"{size} MB allocated and head/tr gone",
+        )
     api_path = Containers(docker_client, method="api")
     for size, container in started.items():
         # The kernel charges memory to a cgroup in per-CPU batches of up to 64 pages, so a
         # 1 MB container's usage moves by a few hundred KB between any two reads. Compare
         # the engine's read with ours just before and after it, a few times: a systematic
         # difference (the wrong inactive-file rule, a wrong cgroup) fails every time.
-        ours = _agree(lambda c=container: _engine_used_bytes(docker_client, c.id),
-                      engine, container.id, f"{size} MB vs the engine's stats API")
+        ours = _agree(
+            lambda c=container: _engine_used_bytes(docker_client, c.id),
+            engine,
+            container.id,
+            f"{size} MB vs the engine's stats API",
+        )
         assert ours.memory_used <= ours.memory_usage
         assert ours.memory_limit == 128 * MiB
         assert ours.memory_percent == pytest.approx(ours.memory_used / (128 * MiB) * 100)
@@ -232,15 +272,18 @@ def test_stats_agree_with_the_engine_for_1_16_48_mb(docker_client: Any, docker_r
         # The API path gives the same numbers as the cgroup path.
         through_api = _only(api_path.stats(), container.id)
         assert through_api is not None
-        _agree(lambda c=container: (_only(api_path.stats(), c.id) or _never()).memory_used,
-               engine, container.id, f"{size} MB, cgroup path vs API path")
+        _agree(
+            lambda c=container: (_only(api_path.stats(), c.id) or _never()).memory_used,
+            engine,
+            container.id,
+            f"{size} MB, cgroup path vs API path",
+        )
         assert through_api.memory_limit == ours.memory_limit
         assert through_api.pids == ours.pids
     api_path.close()
 
 
-def _agree(theirs_bytes: Any, engine: Containers, container_id: str,
-           what: str) -> ContainerStats:
+def _agree(theirs_bytes: Any, engine: Containers, container_id: str, what: str) -> ContainerStats:
     """Assert *theirs_bytes()* is within 5 % of our read just before or after it, in one of
     ten tries; return our last stats of the container."""
     misses = []
@@ -266,8 +309,9 @@ def _never() -> Any:
 
 
 @pytest.mark.docker
-def test_unlimited_container_has_no_limit_and_no_percent(docker_run: Any,
-                                                         engine: Containers) -> None:
+def test_unlimited_container_has_no_limit_and_no_percent(
+    docker_run: Any, engine: Containers
+) -> None:
     container = docker_run(HOLD.format(kib=64))
     stats = wait_for(lambda: _only(engine.stats(), container.id), what="stats")
     assert stats.memory_limit is None
@@ -295,8 +339,9 @@ def test_cpu_percent_between_two_calls(docker_run: Any, engine: Containers) -> N
 
 
 @pytest.mark.docker
-def test_set_limit_changes_what_inspect_reports(docker_client: Any, docker_run: Any,
-                                                engine: Containers) -> None:
+def test_set_limit_changes_what_inspect_reports(
+    docker_client: Any, docker_run: Any, engine: Containers
+) -> None:
     limited = docker_run(HOLD.format(kib=64), memory="64m")  # swap allowance: 64m
     unlimited = docker_run(HOLD.format(kib=64))
 
@@ -337,7 +382,8 @@ def test_set_limit_changes_what_inspect_reports(docker_client: Any, docker_run: 
 @pytest.mark.docker
 @pytest.mark.slow
 def test_container_past_its_limit_shows_above_90_percent_before_it_is_killed(
-        docker_client: Any, docker_run: Any, engine: Containers) -> None:
+    docker_client: Any, docker_run: Any, engine: Containers
+) -> None:
     container = docker_run(GROW, memory="32m", memswap="32m")
     highest = 0.0
     deadline = time.monotonic() + 120
@@ -361,18 +407,26 @@ def _exited(client: Any, container_id: str) -> dict[str, Any] | None:
 
 
 @pytest.mark.docker
-def test_duplicates_finds_two_containers_from_one_image(docker_run: Any,
-                                                        engine: Containers) -> None:
+def test_duplicates_finds_two_containers_from_one_image(
+    docker_run: Any, engine: Containers
+) -> None:
     first = docker_run(HOLD.format(kib=16))
     second = docker_run(HOLD.format(kib=16))
-    one = docker_run(HOLD.format(kib=16), labels={"com.docker.compose.project": "rgtest-a",
-                                                  "com.docker.compose.service": "cache"})
-    other = docker_run(HOLD.format(kib=16), labels={"com.docker.compose.project": "rgtest-b",
-                                                    "com.docker.compose.service": "cache"})
+    one = docker_run(
+        HOLD.format(kib=16),
+        labels={"com.docker.compose.project": "rgtest-a", "com.docker.compose.service": "cache"},
+    )
+    other = docker_run(
+        HOLD.format(kib=16),
+        labels={"com.docker.compose.project": "rgtest-b", "com.docker.compose.service": "cache"},
+    )
     groups = engine.duplicates()
     ours = {first.id, second.id, one.id, other.id}
-    image_groups = [group for group in groups if group.reason == "image"
-                    and {first.id, second.id} <= {ref.id for ref in group.containers}]
+    image_groups = [
+        group
+        for group in groups
+        if group.reason == "image" and {first.id, second.id} <= {ref.id for ref in group.containers}
+    ]
     assert len(image_groups) == 1
     assert image_groups[0].containers[0].created <= image_groups[0].containers[-1].created
     named = {ref.id: ref for ref in image_groups[0].containers}
@@ -383,15 +437,21 @@ def test_duplicates_finds_two_containers_from_one_image(docker_run: Any,
 
 
 @pytest.mark.docker
-def test_duplicate_compose_service_under_two_projects(docker_client: Any, docker_run: Any,
-                                                      engine: Containers) -> None:
+def test_duplicate_compose_service_under_two_projects(
+    docker_client: Any, docker_run: Any, engine: Containers
+) -> None:
     labels = {"com.docker.compose.service": "rgtest-db"}
-    one = docker_run(HOLD.format(kib=16),
-                     labels={**labels, "com.docker.compose.project": "rgtest-a"})
-    other = docker_run(HOLD.format(kib=16),
-                       labels={**labels, "com.docker.compose.project": "rgtest-b"})
-    groups = [group for group in engine.duplicates()
-              if group.reason == "compose service" and group.key == "rgtest-db"]
+    one = docker_run(
+        HOLD.format(kib=16), labels={**labels, "com.docker.compose.project": "rgtest-a"}
+    )
+    other = docker_run(
+        HOLD.format(kib=16), labels={**labels, "com.docker.compose.project": "rgtest-b"}
+    )
+    groups = [
+        group
+        for group in engine.duplicates()
+        if group.reason == "compose service" and group.key == "rgtest-db"
+    ]
     assert len(groups) == 1
     assert {ref.id for ref in groups[0].containers} == {one.id, other.id}
     assert {ref.compose_project for ref in groups[0].containers} == {"rgtest-a", "rgtest-b"}
@@ -404,8 +464,10 @@ def test_duplicate_compose_service_under_two_projects(docker_client: Any, docker
 def test_source_gives_the_judge_layer_totals(docker_run: Any, engine: Containers) -> None:
     small = docker_run(HOLD.format(kib=2048), memory="64m")
     big = docker_run(HOLD.format(kib=8192), memory="32m")
-    wait_for(lambda: (_only(engine.stats(), big.id) or _never()).memory_used >= 8 * MiB,
-             what="8 MB allocated")
+    wait_for(
+        lambda: (_only(engine.stats(), big.id) or _never()).memory_used >= 8 * MiB,
+        what="8 MB allocated",
+    )
     sample = engine.as_source().sample()
     info = sample["containers"]
     assert isinstance(info, ContainersInfo)
@@ -420,7 +482,8 @@ def test_source_gives_the_judge_layer_totals(docker_run: Any, engine: Containers
 
 @pytest.mark.docker
 def test_source_recovers_when_the_engine_comes_back(
-        docker_client: Any, tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    docker_client: Any, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     base_url = docker_client.api.base_url
     socket_path = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     if not socket_path.startswith("unix://") or not os.path.exists(socket_path[7:]):
@@ -468,8 +531,9 @@ def test_cli_prints_tables_and_json(docker_run: Any, docker_client: Any) -> None
     assert "running" in lines[-1]
     out = io.StringIO()
     assert cli("limits", as_json=False, out=out, containers=engine) == 0
-    assert any(container.name in line and "48.0 MiB" in line
-               for line in out.getvalue().splitlines())
+    assert any(
+        container.name in line and "48.0 MiB" in line for line in out.getvalue().splitlines()
+    )
     out = io.StringIO()
     assert cli("limits", as_json=True, out=out, containers=engine) == 0
     assert container.id in [item["id"] for item in json.loads(out.getvalue())]
@@ -485,7 +549,8 @@ def _monitor_module() -> Any:
 
 
 def test_monitor_keeps_running_and_reports_the_fault_once(
-        tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     monitor, rules = _monitor_module()
     policy = rules.Policy([rules.Threshold("containers.memory.total", ">", "5GB")])
     source = Containers(_unreachable(tmp_path)).as_source()
@@ -497,8 +562,9 @@ def test_monitor_keeps_running_and_reports_the_fault_once(
     assert state.snapshot.containers is None
     assert state.verdict.level == rules.Level.OK
     assert list(mon.faults) == ["containers"]
-    failing = [record for record in caplog.records if "containers is failing" in
-               record.getMessage()]
+    failing = [
+        record for record in caplog.records if "containers is failing" in record.getMessage()
+    ]
     assert len(failing) == 1
 
 
@@ -507,21 +573,25 @@ def test_monitor_judges_containers_with_a_policy(docker_run: Any, docker_client:
     monitor, rules = _monitor_module()
     container = docker_run(HOLD.format(kib=8192), memory="32m")  # reading it peaks higher
     engine = Containers(docker_client)
-    wait_for(lambda: (_only(engine.stats(), container.id) or _never()).memory_used >= 8 * MiB,
-             what="8 MB allocated")
-    policy = rules.Policy([
-        rules.Threshold("containers.memory.total", ">", "5GB", level="CRITICAL"),
-        rules.Threshold("containers.memory.max_percent", ">", 20, level="WARNING"),
-    ])
-    mon = monitor.Monitor(policy=policy, sources=[engine.as_source()], reclaim=False,
-                          psi_trigger=False)
+    wait_for(
+        lambda: (_only(engine.stats(), container.id) or _never()).memory_used >= 8 * MiB,
+        what="8 MB allocated",
+    )
+    policy = rules.Policy(
+        [
+            rules.Threshold("containers.memory.total", ">", "5GB", level="CRITICAL"),
+            rules.Threshold("containers.memory.max_percent", ">", 20, level="WARNING"),
+        ]
+    )
+    mon = monitor.Monitor(
+        policy=policy, sources=[engine.as_source()], reclaim=False, psi_trigger=False
+    )
     mon.sample_slow()
     state = mon.sample_now()
     assert state.snapshot.containers is not None
     assert container.id in [item.id for item in state.snapshot.containers.items]
     assert state.verdict.level == rules.Level.WARNING
-    assert [breach.metric for breach in state.verdict.breaches] == [
-        "containers.memory.max_percent"]
+    assert [breach.metric for breach in state.verdict.breaches] == ["containers.memory.max_percent"]
     assert mon.faults == {}
     engine.close()
 
@@ -592,15 +662,26 @@ def test_api_answers_of_both_cgroup_versions() -> None:
     from resguard.docker import _read_api
 
     host = 16 << 30
-    v2 = {"memory_stats": {"usage": 50 * MiB, "limit": host,
-                           "stats": {"inactive_file": 5 * MiB, "anon": 40 * MiB}},
-          "cpu_stats": {"cpu_usage": {"total_usage": 10**9}}, "pids_stats": {"current": 4}}
+    v2 = {
+        "memory_stats": {
+            "usage": 50 * MiB,
+            "limit": host,
+            "stats": {"inactive_file": 5 * MiB, "anon": 40 * MiB},
+        },
+        "cpu_stats": {"cpu_usage": {"total_usage": 10**9}},
+        "pids_stats": {"current": 4},
+    }
     reading = _read_api(v2, host)
     assert reading is not None
     assert (reading.memory_used, reading.memory_limit) == (45 * MiB, None)  # host = no limit
     assert (reading.cpu_ns, reading.pids) == (10**9, 4)
-    v1 = {"memory_stats": {"usage": 50 * MiB, "limit": 64 * MiB,
-                           "stats": {"inactive_file": 1 * MiB, "total_inactive_file": 6 * MiB}}}
+    v1 = {
+        "memory_stats": {
+            "usage": 50 * MiB,
+            "limit": 64 * MiB,
+            "stats": {"inactive_file": 1 * MiB, "total_inactive_file": 6 * MiB},
+        }
+    }
     reading = _read_api(v1, host)
     assert reading is not None
     assert (reading.memory_used, reading.memory_limit) == (44 * MiB, 64 * MiB)
@@ -623,9 +704,11 @@ def _dead_engines(tmp_path: Any) -> dict[str, str]:
     listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     listener.bind(str(stale))
     listener.close()  # the file stays, nothing listens: connect() is refused
-    return {"missing": f"unix://{tmp_path}/missing/docker.sock",
-            "stale": f"unix://{stale}",
-            "refused": f"tcp://127.0.0.1:{free_port()}"}
+    return {
+        "missing": f"unix://{tmp_path}/missing/docker.sock",
+        "stale": f"unix://{stale}",
+        "refused": f"tcp://127.0.0.1:{free_port()}",
+    }
 
 
 def _every_call_times_out(engine: Containers, timeout_s: float) -> None:
@@ -639,16 +722,21 @@ def _every_call_times_out(engine: Containers, timeout_s: float) -> None:
 
 
 def _calls(engine: Containers) -> dict[str, Any]:
-    return {"stats": engine.stats, "info": engine.info, "limits": engine.limits,
-            "duplicates": engine.duplicates,
-            "set_limit": lambda: engine.set_limit("web", memory="1GiB"),
-            "stop": lambda: engine.stop("web", timeout_s=0),
-            "source": engine.as_source().sample}
+    return {
+        "stats": engine.stats,
+        "info": engine.info,
+        "limits": engine.limits,
+        "duplicates": engine.duplicates,
+        "set_limit": lambda: engine.set_limit("web", memory="1GiB"),
+        "stop": lambda: engine.stop("web", timeout_s=0),
+        "source": engine.as_source().sample,
+    }
 
 
 @pytest.mark.parametrize("where", ["missing", "stale", "refused"])
 def test_a_dead_engine_fails_every_call_with_docker_error_at_once(
-        tmp_path: Any, where: str) -> None:
+    tmp_path: Any, where: str
+) -> None:
     url = _dead_engines(tmp_path)[where]
     with Containers(base_url=url, timeout_s=1) as engine:
         messages = set()
@@ -663,13 +751,16 @@ def test_a_dead_engine_fails_every_call_with_docker_error_at_once(
 
 
 def test_an_engine_that_accepts_but_never_answers_fails_within_the_timeout(
-        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from standins.misbehaving import MisbehavingServer
 
     path = str(tmp_path / "hung.sock")
     with MisbehavingServer("hang", unix_path=path):
-        for engine in (Containers(base_url=f"unix://{path}", timeout_s=0.5),
-                       _from_environment(monkeypatch, f"unix://{path}")):
+        for engine in (
+            Containers(base_url=f"unix://{path}", timeout_s=0.5),
+            _from_environment(monkeypatch, f"unix://{path}"),
+        ):
             with engine:
                 _every_call_times_out(engine, 0.5)
 
@@ -680,13 +771,16 @@ def _from_environment(monkeypatch: pytest.MonkeyPatch, url: str) -> Containers:
 
 
 def test_monitor_source_of_a_hung_engine_is_none_with_one_warning(
-        tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     monitor, _ = _monitor_module()
     from standins.misbehaving import MisbehavingServer
 
     path = str(tmp_path / "hung.sock")
-    with MisbehavingServer("hang", unix_path=path), Containers(
-            base_url=f"unix://{path}", timeout_s=0.5) as engine:
+    with (
+        MisbehavingServer("hang", unix_path=path),
+        Containers(base_url=f"unix://{path}", timeout_s=0.5) as engine,
+    ):
         mon = monitor.Monitor(sources=[engine.as_source()], reclaim=False, psi_trigger=False)
         with caplog.at_level(logging.WARNING, logger="resguard"):
             for _ in range(3):
@@ -699,7 +793,8 @@ def test_monitor_source_of_a_hung_engine_is_none_with_one_warning(
 
 
 def test_refused_tcp_engine_is_logged_once_by_the_monitor(
-        tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     monitor, _ = _monitor_module()
     engine = Containers(base_url=_dead_engines(tmp_path)["refused"], timeout_s=1)
     mon = monitor.Monitor(sources=[engine.as_source()], reclaim=False, psi_trigger=False)
@@ -717,32 +812,79 @@ def test_refused_tcp_engine_is_logged_once_by_the_monitor(
 
 from resguard.docker import docker_bytes  # noqa: E402
 
-_DOCKER_MULTIPLIERS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30,
-                       "t": 1 << 40, "p": 1 << 50}
+_DOCKER_MULTIPLIERS = {
+    "": 1,
+    "b": 1,
+    "k": 1 << 10,
+    "m": 1 << 20,
+    "g": 1 << 30,
+    "t": 1 << 40,
+    "p": 1 << 50,
+}
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("512MB", 512 * MiB), ("512mb", 512 * MiB), ("512m", 512 * MiB), ("512M", 512 * MiB),
-    ("512MiB", 512 * MiB), ("512 MB", 512 * MiB), ("2g", 2 << 30), ("2GB", 2 << 30),
-    ("1k", 1024), ("1kb", 1024), ("1KiB", 1024), ("100", 100), ("100b", 100),
-    ("0.5k", 512), ("1.5", 1), ("1.5m", 1572864), (".5g", 1 << 29), ("1t", 1 << 40),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("512MB", 512 * MiB),
+        ("512mb", 512 * MiB),
+        ("512m", 512 * MiB),
+        ("512M", 512 * MiB),
+        ("512MiB", 512 * MiB),
+        ("512 MB", 512 * MiB),
+        ("2g", 2 << 30),
+        ("2GB", 2 << 30),
+        ("1k", 1024),
+        ("1kb", 1024),
+        ("1KiB", 1024),
+        ("100", 100),
+        ("100b", 100),
+        ("0.5k", 512),
+        ("1.5", 1),
+        ("1.5m", 1572864),
+        (".5g", 1 << 29),
+        ("1t", 1 << 40),
+    ],
+)
 def test_set_limit_sizes_are_read_as_docker_reads_them(text: str, expected: int) -> None:
     assert docker_bytes(text) == expected
 
 
-@pytest.mark.parametrize("text", ["512 MiB ", "", "m", "-1m", "1e3", "1mm", "1mbb", "1ki",
-                                  "1 2", "1EiB", "1%", "1  m", "nan", "0x10"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "512 MiB ",
+        "",
+        "m",
+        "-1m",
+        "1e3",
+        "1mm",
+        "1mbb",
+        "1ki",
+        "1 2",
+        "1EiB",
+        "1%",
+        "1  m",
+        "nan",
+        "0x10",
+    ],
+)
 def test_sizes_docker_would_refuse_are_refused_quoting_the_value(text: str) -> None:
     with pytest.raises(resguard.InvalidValue) as caught:
         docker_bytes(text, "memory")
     assert repr(text) in str(caught.value)
 
 
-@given(st.integers(min_value=0, max_value=10**6), st.sampled_from(sorted(_DOCKER_MULTIPLIERS)),
-       st.sampled_from(["", "b", "ib"]), st.booleans(), st.booleans())
-def test_docker_sizes_are_binary_and_case_insensitive(number: int, prefix: str, suffix: str,
-                                                      upper: bool, space: bool) -> None:
+@given(
+    st.integers(min_value=0, max_value=10**6),
+    st.sampled_from(sorted(_DOCKER_MULTIPLIERS)),
+    st.sampled_from(["", "b", "ib"]),
+    st.booleans(),
+    st.booleans(),
+)
+def test_docker_sizes_are_binary_and_case_insensitive(
+    number: int, prefix: str, suffix: str, upper: bool, space: bool
+) -> None:
     if prefix in ("", "b") and suffix:
         return  # "bb", "bib", "ib" are not units
     unit = prefix + suffix
@@ -750,16 +892,25 @@ def test_docker_sizes_are_binary_and_case_insensitive(number: int, prefix: str, 
     assert docker_bytes(text) == number * _DOCKER_MULTIPLIERS[prefix]
 
 
-@pytest.mark.parametrize(("kwargs", "error"), [
-    ({"timeout_s": float("nan")}, resguard.InvalidValue),
-    ({"timeout_s": float("inf")}, resguard.InvalidValue),
-    ({"timeout_s": -1}, resguard.InvalidValue), ({"timeout_s": True}, resguard.InvalidType),
-    ({"timeout_s": "soon"}, resguard.InvalidValue), ({"max_workers": 0}, resguard.InvalidValue),
-    ({"max_workers": 2.5}, resguard.InvalidType), ({"max_workers": True}, resguard.InvalidType),
-    ({"method": ["api"]}, resguard.InvalidValue), ({"cgroup_root": 5}, resguard.InvalidType),
-    ({"clock": 5}, resguard.InvalidType), ({"client": "unix:///x"}, resguard.InvalidType),
-    ({"base_url": ""}, resguard.InvalidValue), ({"base_url": 5}, resguard.InvalidValue),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"timeout_s": float("nan")}, resguard.InvalidValue),
+        ({"timeout_s": float("inf")}, resguard.InvalidValue),
+        ({"timeout_s": -1}, resguard.InvalidValue),
+        ({"timeout_s": True}, resguard.InvalidType),
+        ({"timeout_s": "soon"}, resguard.InvalidValue),
+        ({"max_workers": 0}, resguard.InvalidValue),
+        ({"max_workers": 2.5}, resguard.InvalidType),
+        ({"max_workers": True}, resguard.InvalidType),
+        ({"method": ["api"]}, resguard.InvalidValue),
+        ({"cgroup_root": 5}, resguard.InvalidType),
+        ({"clock": 5}, resguard.InvalidType),
+        ({"client": "unix:///x"}, resguard.InvalidType),
+        ({"base_url": ""}, resguard.InvalidValue),
+        ({"base_url": 5}, resguard.InvalidValue),
+    ],
+)
 def test_containers_arguments_are_checked(kwargs: dict[str, Any], error: type) -> None:
     with pytest.raises(error) as caught:
         Containers(**kwargs)
@@ -768,9 +919,13 @@ def test_containers_arguments_are_checked(kwargs: dict[str, Any], error: type) -
 
 def test_set_limit_and_stop_check_their_arguments_before_the_engine() -> None:
     engine = Containers(base_url="unix:///nonexistent/docker.sock")
-    for bad, error in ((True, resguard.InvalidType), ([1], resguard.InvalidType),
-                       (float("nan"), resguard.InvalidValue), (-5, resguard.InvalidValue),
-                       ("512 MB of RAM", resguard.InvalidValue)):
+    for bad, error in (
+        (True, resguard.InvalidType),
+        ([1], resguard.InvalidType),
+        (float("nan"), resguard.InvalidValue),
+        (-5, resguard.InvalidValue),
+        ("512 MB of RAM", resguard.InvalidValue),
+    ):
         with pytest.raises(error):
             engine.set_limit("web", memory=bad)
         with pytest.raises(error):
@@ -781,9 +936,9 @@ def test_set_limit_and_stop_check_their_arguments_before_the_engine() -> None:
 
 
 @pytest.mark.docker
-def test_set_limit_512mb_sets_what_docker_update_would(docker_client: Any,
-                                                        docker_run: Any,
-                                                        engine: Containers) -> None:
+def test_set_limit_512mb_sets_what_docker_update_would(
+    docker_client: Any, docker_run: Any, engine: Containers
+) -> None:
     container = docker_run(HOLD.format(kib=64), memory="64m")
     after = engine.set_limit(container.id, memory="512MB")
     host = docker_client.api.inspect_container(container.id)["HostConfig"]
@@ -794,9 +949,14 @@ def test_set_limit_512mb_sets_what_docker_update_would(docker_client: Any,
     assert (host["Memory"], host["MemorySwap"]) == (256 * MiB, 1 << 30)
 
 
-@given(value=st.text(max_size=12) | st.integers() | st.floats(allow_nan=True,
-                                                              allow_infinity=True)
-       | st.none() | st.booleans() | st.sampled_from([10**400, "1e999", [1], b"1"]))
+@given(
+    value=st.text(max_size=12)
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.none()
+    | st.booleans()
+    | st.sampled_from([10**400, "1e999", [1], b"1"])
+)
 def test_hostile_sizes_and_timeouts_give_only_documented_errors(value: Any) -> None:
     try:
         size = docker_bytes(value)
@@ -812,15 +972,16 @@ def test_hostile_sizes_and_timeouts_give_only_documented_errors(value: Any) -> N
 
 
 @pytest.mark.parametrize("mode", ["drip", "drip_headers"])
-def test_an_engine_that_drips_its_answer_fails_within_the_timeout(
-        tmp_path: Any, mode: str) -> None:
+def test_an_engine_that_drips_its_answer_fails_within_the_timeout(tmp_path: Any, mode: str) -> None:
     """A socket read timeout restarts at every byte: a server that sends one byte every
     0.1 s kept `resguard docker stats` busy for ever. The deadline covers the whole answer."""
     from standins.misbehaving import MisbehavingServer
 
     path = str(tmp_path / f"{mode}.sock")
-    with MisbehavingServer(mode, unix_path=path, interval_s=0.1), Containers(
-            base_url=f"unix://{path}", timeout_s=0.5) as engine:
+    with (
+        MisbehavingServer(mode, unix_path=path, interval_s=0.1),
+        Containers(base_url=f"unix://{path}", timeout_s=0.5) as engine,
+    ):
         _every_call_times_out(engine, 0.5)
 
 
@@ -831,18 +992,22 @@ def test_a_dripping_engine_does_not_pile_up_request_threads(tmp_path: Any) -> No
     from standins.misbehaving import MisbehavingServer
 
     path = str(tmp_path / "drip.sock")
-    with MisbehavingServer("drip", unix_path=path, interval_s=0.1), Containers(
-            base_url=f"unix://{path}", timeout_s=0.3) as engine:
+    with (
+        MisbehavingServer("drip", unix_path=path, interval_s=0.1),
+        Containers(base_url=f"unix://{path}", timeout_s=0.3) as engine,
+    ):
         for _ in range(5):
             with pytest.raises(resguard.DockerError, match="did not answer in time"):
                 engine.stats()
-        stuck = [thread for thread in threading.enumerate()
-                 if thread.name == "resguard-docker-request"]
+        stuck = [
+            thread for thread in threading.enumerate() if thread.name == "resguard-docker-request"
+        ]
         assert len(stuck) <= 1
 
 
 def test_a_docker_host_with_a_bad_port_is_not_called_an_answer_that_is_not_json(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """DOCKER_HOST=tcp://127.0.0.1:99999 fails before anything is sent; the message said
     "the Docker engine's answer was not JSON (Port out of range 0-65535)"."""
     monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:99999")

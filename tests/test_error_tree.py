@@ -34,13 +34,13 @@ SRC = Path(resguard.__file__).resolve().parent
 # the enclosing function (or "<module>"), the class and why.
 PROTOCOL: dict[tuple[str, str], str] = {
     ("__getattr__", "AttributeError"): "a module's or object's __getattr__ must raise "
-                                        "AttributeError for a missing name (hasattr, getattr)",
+    "AttributeError for a missing name (hasattr, getattr)",
     ("__getitem__", "KeyError"): "a Mapping's __getitem__ raises KeyError for a missing key "
-                                 "(collections.abc.Mapping's get/in/setdefault rely on it)",
+    "(collections.abc.Mapping's get/in/setdefault rely on it)",
     ("__delitem__", "KeyError"): "MutableMapping.__delitem__ raises KeyError for a missing key",
     ("pop", "KeyError"): "MutableMapping.pop without a default raises KeyError",
     ("__missing__", "KeyError"): "a dict subclass's __missing__ raises KeyError for a key it "
-                                 "cannot supply (dict.__getitem__ passes it on)",
+    "cannot supply (dict.__getitem__ passes it on)",
     ("popitem", "KeyError"): "MutableMapping.popitem raises KeyError when empty",
     ("__next__", "StopIteration"): "the iterator protocol",
     ("__anext__", "StopAsyncIteration"): "the async iterator protocol",
@@ -49,22 +49,34 @@ PROTOCOL: dict[tuple[str, str], str] = {
     ("error", "SystemExit"): "argparse's error() must exit (the parser's usage error)",
     ("__call__", "SystemExit"): "argparse's --version action exits after printing",
     ("resguard", "UsageError"): "an IPython magic reports bad options as UsageError (one "
-                                "line, no traceback)",
+    "line, no traceback)",
     ("resguard_top", "UsageError"): "an IPython magic reports bad options as UsageError",
 }
 # Single sites, read and checked by hand: a private helper's signal that its only callers,
 # in the same module, catch. (file, qualified function, class): why it cannot escape.
 SITES_ALLOWED: dict[tuple[str, str, str], str] = {
-    ("src/resguard/_probes/identity.py", "parse_stat", "ValueError"):
-        "read_stat, its caller, returns None for a malformed stat line (a process gone)",
-    ("src/resguard/_probes/identity.py", "_integer", "ValueError"):
-        "called by parse_stat only (see there)",
-    ("src/resguard/_probes/identity.py", "_open_pidfd", "ProcessLookupError"):
-        "os.pidfd_open's own 'no such process'; ProcessHandle.open, the only caller, "
-        "returns None for it",
-    ("src/resguard/ollama.py", "_BoundedTransport.handle_request", "Exception"):
-        "_as_httpx maps httpcore's errors to httpx's (the transport contract, see below) and "
-        "passes any other exception on unchanged",
+    (
+        "src/resguard/_probes/identity.py",
+        "parse_stat",
+        "ValueError",
+    ): "read_stat, its caller, returns None for a malformed stat line (a process gone)",
+    (
+        "src/resguard/_probes/identity.py",
+        "_integer",
+        "ValueError",
+    ): "called by parse_stat only (see there)",
+    (
+        "src/resguard/_probes/identity.py",
+        "_open_pidfd",
+        "ProcessLookupError",
+    ): "os.pidfd_open's own 'no such process'; ProcessHandle.open, the only caller, "
+    "returns None for it",
+    (
+        "src/resguard/ollama.py",
+        "_BoundedTransport.handle_request",
+        "Exception",
+    ): "_as_httpx maps httpcore's errors to httpx's (the transport contract, see below) and "
+    "passes any other exception on unchanged",
 }
 # An httpx transport must raise httpx's exception types and an httpcore network backend
 # httpcore's (the client maps and relies on them); resguard.ollama's bounded transport and
@@ -144,8 +156,11 @@ class _Finder(ast.NodeVisitor):
             if isinstance(child, ast.ExceptHandler) and child.name and child.type is not None:
                 types = child.type.elts if isinstance(child.type, ast.Tuple) else [child.type]
                 scope.caught.setdefault(child.name, []).extend(types)
-            elif isinstance(child, ast.Assign) and len(child.targets) == 1 \
-                    and isinstance(child.targets[0], ast.Name):
+            elif (
+                isinstance(child, ast.Assign)
+                and len(child.targets) == 1
+                and isinstance(child.targets[0], ast.Name)
+            ):
                 scope.assigned[child.targets[0].id] = child.value
             elif isinstance(child, ast.ImportFrom) and child.module and not child.level:
                 for alias in child.names:
@@ -198,18 +213,24 @@ class _Finder(ast.NodeVisitor):
         """(the class raised or None, how it was found)."""
         if isinstance(node, ast.Call):
             func = node.func
-            if isinstance(func, ast.Call) and isinstance(func.func, ast.Name) \
-                    and func.func.id == "type" and func.args \
-                    and isinstance(func.args[0], ast.Name):
+            if (
+                isinstance(func, ast.Call)
+                and isinstance(func.func, ast.Name)
+                and func.func.id == "type"
+                and func.args
+                and isinstance(func.args[0], ast.Name)
+            ):
                 caught = self._caught(func.args[0].id)
                 if caught is None:
                     return None, f"type({func.args[0].id}) of an unknown exception"
                 classes = [self._dotted(item) for item in caught]
-                bad = [c for c in classes if not (isinstance(c, type)
-                                                  and issubclass(c, ResguardError))]
-                return (ResguardError if not bad else bad[0],
-                        f"type() of what 'except {', '.join(ast.unparse(c) for c in caught)}' "
-                        f"caught")
+                bad = [
+                    c for c in classes if not (isinstance(c, type) and issubclass(c, ResguardError))
+                ]
+                return (
+                    ResguardError if not bad else bad[0],
+                    f"type() of what 'except {', '.join(ast.unparse(c) for c in caught)}' caught",
+                )
             target = self._dotted(func)
             if target is None and isinstance(func, ast.Attribute):
                 target = self._method(func.attr)
@@ -234,8 +255,10 @@ class _Finder(ast.NodeVisitor):
 
     def visit_Raise(self, node: ast.Raise) -> None:
         function = self.scopes[-1].name
-        qualname = ".".join([c.name for c in self.classes] + [s.name for s in self.scopes[1:]]) \
+        qualname = (
+            ".".join([c.name for c in self.classes] + [s.name for s in self.scopes[1:]])
             or "<module>"
+        )
 
         def site(klass: str | None, ok: bool, why: str) -> None:
             self.sites.append(Site(self.rel, node.lineno, qualname, klass, ok, why))
@@ -247,8 +270,11 @@ class _Finder(ast.NodeVisitor):
         if isinstance(exc, ast.Name) and self._caught(exc.id) is not None:
             site(None, True, f"re-raises the caught {exc.id}")
             return
-        if isinstance(exc, ast.Name) and exc.id in self.scopes[-1].assigned \
-                and isinstance(self.scopes[-1].assigned[exc.id], ast.Call):
+        if (
+            isinstance(exc, ast.Name)
+            and exc.id in self.scopes[-1].assigned
+            and isinstance(self.scopes[-1].assigned[exc.id], ast.Call)
+        ):
             exc = self.scopes[-1].assigned[exc.id]  # refusal = self._refuse(...); raise refusal
         klass, how = self._class_of(exc)
         if klass is None and how == "an exception object":
@@ -261,12 +287,16 @@ class _Finder(ast.NodeVisitor):
         if issubclass(klass, ResguardError):
             site(name, True, how)
             return
-        reason = PROTOCOL.get((function, name)) \
-            or SITES_ALLOWED.get((self.rel, qualname, name))
-        if reason is None and self.rel == HTTPX_TRANSPORT[0] and any(
-                base.__module__.split(".")[0] in HTTPX_TRANSPORT[1] for base in klass.__mro__):
-            reason = ("an httpx/httpcore error inside resguard.ollama's transport, which the "
-                      "module turns into OllamaError")
+        reason = PROTOCOL.get((function, name)) or SITES_ALLOWED.get((self.rel, qualname, name))
+        if (
+            reason is None
+            and self.rel == HTTPX_TRANSPORT[0]
+            and any(base.__module__.split(".")[0] in HTTPX_TRANSPORT[1] for base in klass.__mro__)
+        ):
+            reason = (
+                "an httpx/httpcore error inside resguard.ollama's transport, which the "
+                "module turns into OllamaError"
+            )
         if reason is None and name in ARGPARSE_TYPES:
             reason = "argparse turns it into a usage error (a type= function)"
         if reason is None and name == "NotImplementedError" and self._abstract():
@@ -279,9 +309,10 @@ class _Finder(ast.NodeVisitor):
         """The message says ``pip install ...``, literally or through a module constant."""
         if IMPORT_ERROR_HINT in ast.unparse(exc):
             return True
-        return any(isinstance(node, ast.Name)
-                   and IMPORT_ERROR_HINT in str(self.namespace.get(node.id, ""))
-                   for node in ast.walk(exc))
+        return any(
+            isinstance(node, ast.Name) and IMPORT_ERROR_HINT in str(self.namespace.get(node.id, ""))
+            for node in ast.walk(exc)
+        )
 
     def _abstract(self) -> bool:
         if not self.classes:
@@ -331,25 +362,37 @@ def _builds_invalid_value() -> rg_errors.InvalidValue:
     return rg_errors.InvalidValue("x")
 
 
-@pytest.mark.parametrize(("code", "ok"), [
-    ("def f(v):\n    raise ValueError(f'{v!r} is empty')\n", False),
-    ("def f(v):\n    raise ValueError\n", False),
-    ("def f(v):\n    try:\n        int(v)\n    except ValueError as error:\n"
-     "        raise type(error)(f'{v!r}') from None\n", False),
-    ("def f(v):\n    try:\n        int(v)\n    except InvalidValue as error:\n"
-     "        raise type(error)(f'{v!r}') from None\n", True),
-    ("def f(v):\n    raise _builds_value_error()\n", False),
-    ("def f(v):\n    raise _builds_invalid_value()\n", True),
-    ("def f(v):\n    refusal = _builds_value_error()\n    raise refusal\n", False),
-    ("def f(v):\n    raise InvalidValue(f'{v!r}')\n", True),
-    ("def f(v):\n    try:\n        int(v)\n    except ValueError:\n        raise\n", True),
-    ("class C:\n    def __getattr__(self, name):\n        raise AttributeError(name)\n", True),
-    ("class C:\n    def get(self, name):\n        raise AttributeError(name)\n", False),
-    ("class C:\n    def __getitem__(self, key):\n        raise KeyError(key)\n", True),
-])
+@pytest.mark.parametrize(
+    ("code", "ok"),
+    [
+        ("def f(v):\n    raise ValueError(f'{v!r} is empty')\n", False),
+        ("def f(v):\n    raise ValueError\n", False),
+        (
+            "def f(v):\n    try:\n        int(v)\n    except ValueError as error:\n"
+            "        raise type(error)(f'{v!r}') from None\n",
+            False,
+        ),
+        (
+            "def f(v):\n    try:\n        int(v)\n    except InvalidValue as error:\n"
+            "        raise type(error)(f'{v!r}') from None\n",
+            True,
+        ),
+        ("def f(v):\n    raise _builds_value_error()\n", False),
+        ("def f(v):\n    raise _builds_invalid_value()\n", True),
+        ("def f(v):\n    refusal = _builds_value_error()\n    raise refusal\n", False),
+        ("def f(v):\n    raise InvalidValue(f'{v!r}')\n", True),
+        ("def f(v):\n    try:\n        int(v)\n    except ValueError:\n        raise\n", True),
+        ("class C:\n    def __getattr__(self, name):\n        raise AttributeError(name)\n", True),
+        ("class C:\n    def get(self, name):\n        raise AttributeError(name)\n", False),
+        ("class C:\n    def __getitem__(self, key):\n        raise KeyError(key)\n", True),
+    ],
+)
 def test_the_walk_judges_each_kind_of_raise(code: str, ok: bool) -> None:
-    namespace = {"InvalidValue": rg_errors.InvalidValue, "_builds_value_error":
-                 _builds_value_error, "_builds_invalid_value": _builds_invalid_value}
+    namespace = {
+        "InvalidValue": rg_errors.InvalidValue,
+        "_builds_value_error": _builds_value_error,
+        "_builds_invalid_value": _builds_invalid_value,
+    }
     (site,) = _walk(code, namespace)
     assert site.ok is ok, site
 
@@ -372,10 +415,15 @@ def test_every_raise_in_src_is_in_the_error_tree_or_allowed_with_a_reason() -> N
     assert bad == [], "raises outside the ResguardError tree:\n" + "\n".join(bad)
 
 
-@pytest.mark.parametrize("name", sorted(name for name in dir(resguard._errors)
-                                        if isinstance(getattr(resguard._errors, name), type)
-                                        and issubclass(getattr(resguard._errors, name),
-                                                       BaseException)))
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        name
+        for name in dir(resguard._errors)
+        if isinstance(getattr(resguard._errors, name), type)
+        and issubclass(getattr(resguard._errors, name), BaseException)
+    ),
+)
 def test_every_error_class_is_a_resguard_error(name: str) -> None:
     klass = getattr(resguard._errors, name)
     assert issubclass(klass, ResguardError), name

@@ -42,18 +42,23 @@ SAMPLES = 25
 # source fills in are listed under "fallback"), whether a missing file is normal, and
 # whether the file is read once at setup (then it is not re-read, so there is no recovery).
 SOURCES: dict[str, dict[str, Any]] = {
-    "meminfo": {"none": {"memory.total", "swap.total", "swap.used", "swap.free",
-                         "swap.percent"}},
+    "meminfo": {"none": {"memory.total", "swap.total", "swap.used", "swap.free", "swap.percent"}},
     "stat": {"none": {"cpu.percent"}},
     "loadavg": {"none": {"cpu.load_1m", "cpu.load_5m", "cpu.load_15m"}},
     "uptime": {"none": set(), "fallback": "process.cpu_percent", "setup": True},
-    "self/stat": {"none": {"process.cpu_percent", "process.num_threads"},
-                  "fallback": "process.rss"},
+    "self/stat": {
+        "none": {"process.cpu_percent", "process.num_threads"},
+        "fallback": "process.rss",
+    },
     # without its cgroup the sampler cannot find the cgroup's PSI (the tree has no system PSI)
-    "self/cgroup": {"none": {"pressure.memory", "pressure.cpu", "pressure.io"},
-                    "labels": {"pressure.source", "memory.cgroup"},
-                    "fallback": "memory.limit", "setup": True,
-                    "optional": True, "no_vanish": True},
+    "self/cgroup": {
+        "none": {"pressure.memory", "pressure.cpu", "pressure.io"},
+        "labels": {"pressure.source", "memory.cgroup"},
+        "fallback": "memory.limit",
+        "setup": True,
+        "optional": True,
+        "no_vanish": True,
+    },
     "memory.max": {"none": set(), "fallback": "memory.limit", "optional": True},
     "memory.current": {"none": {"memory.used", "memory.available", "memory.percent"}},
     "memory.stat": {"none": set(), "fallback": "memory.used"},
@@ -67,7 +72,8 @@ EXPECTED_KIND = {"huge": "truncated"}  # a file past the read cap is cut at the 
 
 CASES = [
     pytest.param(name, damage, id=f"{name}-{damage}")
-    for name, spec in SOURCES.items() for damage in DAMAGE
+    for name, spec in SOURCES.items()
+    for damage in DAMAGE
     if not (damage == "missing" and spec.get("optional"))
     and not (damage == "vanished" and spec.get("no_vanish"))
 ]
@@ -109,9 +115,14 @@ def healthy_none(tree: KernelTree) -> set[str]:
 
 
 def warnings_about(caplog: pytest.LogCaptureFixture, path: str, text: str) -> list[str]:
-    return [record.getMessage() for record in caplog.records
-            if record.name == "resguard.snapshot" and record.levelno == logging.WARNING
-            and record.getMessage().startswith(path + " ") and text in record.getMessage()]
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "resguard.snapshot"
+        and record.levelno == logging.WARNING
+        and record.getMessage().startswith(path + " ")
+        and text in record.getMessage()
+    ]
 
 
 def make_sampler(tree: KernelTree) -> Sampler:
@@ -132,8 +143,8 @@ def test_the_healthy_tree_has_no_faults_and_the_cgroup_binds(tree: KernelTree) -
 
 @pytest.mark.parametrize(("name", "damage"), CASES)
 def test_a_damaged_file_leaves_its_fields_unknown_with_one_warning(
-        tree: KernelTree, vanish: Vanish, caplog: pytest.LogCaptureFixture,
-        name: str, damage: str) -> None:
+    tree: KernelTree, vanish: Vanish, caplog: pytest.LogCaptureFixture, name: str, damage: str
+) -> None:
     spec = SOURCES[name]
     baseline = healthy_none(tree)
     path = tree.path(name)
@@ -150,7 +161,8 @@ def test_a_damaged_file_leaves_its_fields_unknown_with_one_warning(
     for number, snap in enumerate(snaps):
         assert isinstance(snap, Snapshot)
         assert none_fields(snap) == baseline | spec["none"] | spec.get("labels", set()), (
-            f"sample {number}")
+            f"sample {number}"
+        )
         for field in spec["none"]:
             fault = snap.fault_for(field)
             assert fault is not None, field
@@ -182,7 +194,8 @@ def test_a_damaged_file_leaves_its_fields_unknown_with_one_warning(
 
 
 def test_a_new_kind_of_damage_is_logged_again(
-        tree: KernelTree, caplog: pytest.LogCaptureFixture) -> None:
+    tree: KernelTree, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="resguard.snapshot")
     sampler = make_sampler(tree)
     path = tree.path("meminfo")
@@ -193,7 +206,10 @@ def test_a_new_kind_of_damage_is_logged_again(
     failing = warnings_about(caplog, path, "is failing")
     assert len(failing) == 3
     assert [message.split(": ", 1)[1].split(":")[0] for message in failing] == [
-        "garbage", "empty", "garbage"]
+        "garbage",
+        "empty",
+        "garbage",
+    ]
 
 
 def test_damaged_meminfo_gives_unknown_not_zero(tmp_path: Path) -> None:
@@ -203,8 +219,13 @@ def test_damaged_meminfo_gives_unknown_not_zero(tmp_path: Path) -> None:
         tree.damage("meminfo", damage)
         memory = Sampler(tree.roots).sample().memory
         assert memory.source == "unknown", damage
-        assert (memory.total, memory.limit, memory.used, memory.available,
-                memory.percent) == (None, None, None, None, None), damage
+        assert (memory.total, memory.limit, memory.used, memory.available, memory.percent) == (
+            None,
+            None,
+            None,
+            None,
+            None,
+        ), damage
 
 
 def test_unknown_memory_names_its_reason(tmp_path: Path) -> None:
@@ -219,7 +240,8 @@ def test_unknown_memory_names_its_reason(tmp_path: Path) -> None:
 def test_meminfo_without_memavailable_uses_memfree(tmp_path: Path) -> None:
     tree = KernelTree(tmp_path, cgroup=False)
     (tmp_path / "proc/meminfo").write_text(
-        "MemTotal: 16777216 kB\nMemFree: 4194304 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n")
+        "MemTotal: 16777216 kB\nMemFree: 4194304 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n"
+    )
     snap = Sampler(tree.roots).sample()
     assert snap.faults == ()
     assert snap.memory.source == "host"
@@ -273,7 +295,8 @@ def test_damaged_self_stat_takes_rss_from_statm(tree: KernelTree) -> None:
 
 
 def test_damaged_self_stat_and_statm_leave_the_process_sizes_unknown(
-        tree: KernelTree, caplog: pytest.LogCaptureFixture) -> None:
+    tree: KernelTree, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="resguard.snapshot")
     tree.damage("self/stat", "empty")
     tree.damage("self/statm", "garbage")
@@ -281,9 +304,14 @@ def test_damaged_self_stat_and_statm_leave_the_process_sizes_unknown(
     snaps = [sampler.sample() for _ in range(SAMPLES)]
     process = snaps[-1].process
     assert (process.rss, process.vms, process.cpu_percent, process.num_threads) == (
-        None, None, None, None)
+        None,
+        None,
+        None,
+        None,
+    )
     assert snaps[-1].fault_for("process.rss") == Fault(
-        "process.rss", tree.path("self/stat"), "empty", "the file is empty")
+        "process.rss", tree.path("self/stat"), "empty", "the file is empty"
+    )
     assert len(warnings_about(caplog, tree.path("self/stat"), "is failing")) == 1
 
 
@@ -369,8 +397,10 @@ def proc_with_children(tmp_path: Path) -> Iterator[tuple[Path, list[subprocess.P
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "huge"])
 def test_a_damaged_process_stat_skips_its_row_with_one_warning(
-        proc_with_children: tuple[Path, list[subprocess.Popen[bytes]]],
-        caplog: pytest.LogCaptureFixture, damage: str) -> None:
+    proc_with_children: tuple[Path, list[subprocess.Popen[bytes]]],
+    caplog: pytest.LogCaptureFixture,
+    damage: str,
+) -> None:
     proc, children = proc_with_children
     caplog.set_level(logging.WARNING, logger="resguard.snapshot")
     for pid in (999_991, 999_992):
@@ -388,16 +418,15 @@ def test_a_damaged_process_stat_skips_its_row_with_one_warning(
     source = str(proc / "<pid>" / "stat")
     assert len(warnings_about(caplog, source, "is failing")) == 1, caplog.text
     for pid in (999_991, 999_992):
-        (proc / str(pid) / "stat").write_text(
-            Path(f"/proc/{children[0].pid}/stat").read_text())
+        (proc / str(pid) / "stat").write_text(Path(f"/proc/{children[0].pid}/stat").read_text())
     table.sample()
     assert table.faults == ()
     assert len(warnings_about(caplog, source, "works again")) == 1
 
 
 def test_processes_that_exit_are_skipped_without_a_warning(
-        proc_with_children: tuple[Path, list[subprocess.Popen[bytes]]],
-        caplog: pytest.LogCaptureFixture) -> None:
+    proc_with_children: tuple[Path, list[subprocess.Popen[bytes]]], caplog: pytest.LogCaptureFixture
+) -> None:
     proc, children = proc_with_children
     caplog.set_level(logging.WARNING, logger="resguard.snapshot")
     table = ProcessTable(Roots(proc=str(proc)))
@@ -413,14 +442,15 @@ def test_processes_that_exit_are_skipped_without_a_warning(
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "unreadable", "missing"])
 def test_damaged_uptime_in_the_process_table_falls_back_to_the_boot_clock(
-        proc_with_children: tuple[Path, list[subprocess.Popen[bytes]]],
-        caplog: pytest.LogCaptureFixture, damage: str) -> None:
+    proc_with_children: tuple[Path, list[subprocess.Popen[bytes]]],
+    caplog: pytest.LogCaptureFixture,
+    damage: str,
+) -> None:
     proc, _ = proc_with_children
     caplog.set_level(logging.WARNING, logger="resguard.snapshot")
     fake = KernelTree.__new__(KernelTree)
     fake.files = {"uptime": proc / "uptime", "stat": proc / "stat"}
-    fake.contents = {"uptime": (proc / "uptime").read_text(),
-                     "stat": (proc / "stat").read_text()}
+    fake.contents = {"uptime": (proc / "uptime").read_text(), "stat": (proc / "stat").read_text()}
     KernelTree.damage(fake, "uptime", damage)
     KernelTree.damage(fake, "stat", damage)  # and the boot time
     table = ProcessTable(Roots(proc=str(proc)))
@@ -534,17 +564,38 @@ def test_unknown_numbers_render_as_unknown_not_zero(tmp_path: Path) -> None:
 TEXT = st.one_of(
     st.text(),
     st.text(alphabet="0123456789 .-\nkBmaxcpufullsome=avg:()/", max_size=300),
-    st.builds(lambda head, tail: head + tail, st.sampled_from([
-        KernelTree.MEMINFO, "cpu  1 2 3 4 5 6 7 8 9 10\n", "0.5 0.4 0.3 1/2 3\n",
-        "123.4 567.8\n", KernelTree.PSI, "max 100000\n", "150000 100000\n",
-        Path("/proc/self/stat").read_text(), "1 2 3 4 5 6 7\n", "0::/a\n"]),
-        st.text(max_size=40)),
+    st.builds(
+        lambda head, tail: head + tail,
+        st.sampled_from(
+            [
+                KernelTree.MEMINFO,
+                "cpu  1 2 3 4 5 6 7 8 9 10\n",
+                "0.5 0.4 0.3 1/2 3\n",
+                "123.4 567.8\n",
+                KernelTree.PSI,
+                "max 100000\n",
+                "150000 100000\n",
+                Path("/proc/self/stat").read_text(),
+                "1 2 3 4 5 6 7\n",
+                "0::/a\n",
+            ]
+        ),
+        st.text(max_size=40),
+    ),
 )
 
 PARSERS: list[Callable[[str], object]] = [
-    procfs.parse_meminfo, procfs.parse_total_cpu_ticks, procfs.parse_btime,
-    procfs.parse_loadavg, procfs.parse_uptime, procfs.parse_pid_stat, procfs.parse_statm,
-    _cgroup.parse_limit, _cgroup.parse_count, _cgroup.parse_proc_cgroup, psi.parse_pressure,
+    procfs.parse_meminfo,
+    procfs.parse_total_cpu_ticks,
+    procfs.parse_btime,
+    procfs.parse_loadavg,
+    procfs.parse_uptime,
+    procfs.parse_pid_stat,
+    procfs.parse_statm,
+    _cgroup.parse_limit,
+    _cgroup.parse_count,
+    _cgroup.parse_proc_cgroup,
+    psi.parse_pressure,
     lambda text: _cgroup.parse_stat_value(text, "total_inactive_file", "inactive_file"),
     _files.damage_of,
 ]
@@ -577,8 +628,9 @@ FILES = [name for name in SOURCES if name != "self/cgroup"] + ["self/statm"]
 
 @settings(max_examples=60)
 @given(name=st.sampled_from(FILES), text=TEXT)
-def test_the_sampler_survives_any_text_in_any_file(tmp_path_factory: pytest.TempPathFactory,
-                                                  name: str, text: str) -> None:
+def test_the_sampler_survives_any_text_in_any_file(
+    tmp_path_factory: pytest.TempPathFactory, name: str, text: str
+) -> None:
     tree = KernelTree(tmp_path_factory.mktemp("tree"))
     tree.files[name].write_text(text, errors="replace")
     snap = Sampler(tree.roots).sample()
@@ -588,7 +640,6 @@ def test_the_sampler_survives_any_text_in_any_file(tmp_path_factory: pytest.Temp
     for value in (memory.total, memory.limit, memory.used, memory.available):
         assert value is None or value >= 0
     assert snap.cpu.percent is None or 0 <= snap.cpu.percent <= 100
-
 
 
 def test_permission_denied_is_unreadable() -> None:
@@ -623,12 +674,20 @@ print(json.dumps([snap.memory.source, snap.memory.limit, fault.kind, fault.detai
     assert "Permission denied" in detail
 
 
-@pytest.mark.parametrize(("value", "error"), [
-    ("1s", InvalidType), (None, InvalidType), (True, InvalidType), (-1, InvalidValue),
-    (float("nan"), InvalidValue), (float("inf"), InvalidValue),
-])
-def test_sampler_max_ages_are_checked_when_it_is_made(value: object,
-                                                      error: type[Exception]) -> None:
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("1s", InvalidType),
+        (None, InvalidType),
+        (True, InvalidType),
+        (-1, InvalidValue),
+        (float("nan"), InvalidValue),
+        (float("inf"), InvalidValue),
+    ],
+)
+def test_sampler_max_ages_are_checked_when_it_is_made(
+    value: object, error: type[Exception]
+) -> None:
     # before: accepted, then a TypeError out of the first sample()
     with pytest.raises(error, match="limits_max_age_s="):
         Sampler(limits_max_age_s=value)  # type: ignore[arg-type]
@@ -636,8 +695,7 @@ def test_sampler_max_ages_are_checked_when_it_is_made(value: object,
         Sampler(slow_files_max_age_s=value)  # type: ignore[arg-type]
 
 
-def test_damaged_statm_under_a_binding_rlimit_data_leaves_used_unknown(
-        tree: KernelTree) -> None:
+def test_damaged_statm_under_a_binding_rlimit_data_leaves_used_unknown(tree: KernelTree) -> None:
     import json
 
     tree.damage("self/statm", "truncated")
@@ -653,7 +711,13 @@ print(json.dumps([memory.source, memory.limit, memory.used, memory.percent,
                   fault.source, fault.kind]))
 """
     assert json.loads(run_python(code)) == [
-        "rlimit", 2**30, None, None, tree.path("self/statm"), "truncated"]
+        "rlimit",
+        2**30,
+        None,
+        None,
+        tree.path("self/statm"),
+        "truncated",
+    ]
 
 
 def test_an_explicit_cgroup_removed_while_watched_is_unknown(tree: KernelTree) -> None:
@@ -666,7 +730,11 @@ def test_an_explicit_cgroup_removed_while_watched_is_unknown(tree: KernelTree) -
     snap = sampler.sample()
     memory = snap.memory
     assert (memory.limit, memory.used, memory.percent, memory.source) == (
-        None, None, None, "unknown")  # not the host's numbers: another question
+        None,
+        None,
+        None,
+        "unknown",
+    )  # not the host's numbers: another question
     fault = snap.fault_for("memory.limit")
     assert fault is not None
     assert (fault.source, fault.kind) == (str(directory), "vanished")
@@ -685,7 +753,8 @@ def test_a_real_cgroup_removed_while_watched_is_unknown(memory_cgroup: Any) -> N
 
 
 def test_a_flapping_file_is_logged_once_not_twice_per_flap(
-        tree: KernelTree, caplog: pytest.LogCaptureFixture) -> None:
+    tree: KernelTree, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="resguard.snapshot")
     sampler = make_sampler(tree)
     path = tree.path("meminfo")
@@ -702,8 +771,8 @@ def test_a_flapping_file_is_logged_once_not_twice_per_flap(
 
 
 def test_a_damaged_process_row_that_comes_and_goes_is_logged_once(
-        proc_with_children: tuple[Path, list[subprocess.Popen[bytes]]],
-        caplog: pytest.LogCaptureFixture) -> None:
+    proc_with_children: tuple[Path, list[subprocess.Popen[bytes]]], caplog: pytest.LogCaptureFixture
+) -> None:
     proc, _ = proc_with_children
     caplog.set_level(logging.WARNING, logger="resguard.snapshot")
     table = ProcessTable(Roots(proc=str(proc)))

@@ -30,8 +30,9 @@ UNKNOWN_MEMORY = [
 ]
 
 
-def monitor_over(tmp_path: Path, cgroup: bool, name: str,
-                 damage: str) -> tuple[KernelTree, Monitor]:
+def monitor_over(
+    tmp_path: Path, cgroup: bool, name: str, damage: str
+) -> tuple[KernelTree, Monitor]:
     """A Monitor over a tree whose *name* is damaged from the start (a sampler keeps its
     files open, so a file replaced later would still be read through the old one)."""
     tree = KernelTree(tmp_path, cgroup=cgroup)
@@ -43,8 +44,8 @@ def monitor_over(tmp_path: Path, cgroup: bool, name: str,
 
 @pytest.mark.parametrize(("cgroup", "name", "damage"), UNKNOWN_MEMORY)
 def test_the_monitor_keeps_ticking_and_names_the_unknown(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture, cgroup: bool, name: str,
-        damage: str) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, cgroup: bool, name: str, damage: str
+) -> None:
     caplog.set_level(logging.WARNING, logger="resguard")
     tree, monitor = monitor_over(tmp_path, cgroup, name, damage)
     states = [monitor.sample_now() for _ in range(20)]
@@ -54,8 +55,11 @@ def test_the_monitor_keeps_ticking_and_names_the_unknown(
     reason = monitor.unknown_reason()
     assert reason is not None
     assert reason.startswith("unknown:")
-    failing = [record for record in caplog.records
-               if record.getMessage().startswith(tree.path(name) + " is failing")]
+    failing = [
+        record
+        for record in caplog.records
+        if record.getMessage().startswith(tree.path(name) + " is failing")
+    ]
     assert len(failing) == 1
 
     with monitor:  # the thread, too, keeps producing states
@@ -71,8 +75,7 @@ def test_the_monitor_keeps_ticking_and_names_the_unknown(
 
 
 @pytest.mark.parametrize(("cgroup", "name", "damage"), UNKNOWN_MEMORY)
-def test_a_guard_follows_on_unknown(tmp_path: Path, cgroup: bool, name: str,
-                                    damage: str) -> None:
+def test_a_guard_follows_on_unknown(tmp_path: Path, cgroup: bool, name: str, damage: str) -> None:
     tree, monitor = monitor_over(tmp_path, cgroup, name, damage)
     monitor.sample_now()
     admitting = Guard(memory="90%", monitor=monitor, on_unknown="admit")

@@ -60,11 +60,13 @@ def _cached(module: types.SimpleNamespace) -> Callable[[_Function], _Function]:
     """``@module.lru_cache()``, typed for the definitions below."""
     return cast("Callable[[_Function], _Function]", module.lru_cache())
 
+
 DIFFERENCES: dict[str, tuple[str, type[BaseException]]] = {
     "test_lru_cache_parameters": (
         "cache_parameters() also reports memoize's own options (max_bytes, max_items, ttl, "
         "merge) next to lru_cache's maxsize and typed",
-        AssertionError),
+        AssertionError,
+    ),
 }
 """Test name -> (why memoize differs on purpose, the exception it fails with), both runs."""
 
@@ -73,7 +75,8 @@ MERGING_EXCLUDED: dict[str, str] = {
         "it requires every concurrent caller of one key to compute (the function waits on a "
         "barrier of all of them, and times out after 10 s otherwise); merge=True makes them "
         "wait for the first caller's result instead, which is the point of merging; the "
-        "merge=False run passes it"),
+        "merge=False run passes it"
+    ),
 }
 """Tests not run with merge=True (they contradict merging itself), with the reason."""
 
@@ -86,8 +89,9 @@ def _excluded(test: Callable[..., None], reason: str) -> Callable[..., None]:
     return excluded
 
 
-def _mark(cls: type, differences: dict[str, tuple[str, type[BaseException]]],
-          excluded: dict[str, str]) -> type:
+def _mark(
+    cls: type, differences: dict[str, tuple[str, type[BaseException]]], excluded: dict[str, str]
+) -> type:
     for name, (reason, raises) in differences.items():
         setattr(cls, name, expected_difference(getattr(cls, name), reason, raises))
     for name, reason in excluded.items():

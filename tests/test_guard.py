@@ -41,7 +41,8 @@ def fixed_machine(tmp_path: Path, total_gib: float = 16, available_gib: float = 
     kib = 1024
     (proc / "meminfo").write_text(
         f"MemTotal: {int(total_gib * GiB / kib)} kB\nMemFree: {int(available_gib * GiB / kib)} kB\n"
-        f"MemAvailable: {int(available_gib * GiB / kib)} kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n")
+        f"MemAvailable: {int(available_gib * GiB / kib)} kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n"
+    )
     (proc / "self" / "statm").write_text(f"{GiB // 4096} {(256 * MiB) // 4096} 0 0 0 0 0\n")
     return Sampler(Roots(proc=str(proc), cgroup=str(tmp_path / "no-cgroup")))
 
@@ -310,17 +311,20 @@ except MemoryError:
     assert out.stdout.strip() == "MemoryError", out.stderr
 
 
-@pytest.mark.parametrize(("kwargs", "error"), [
-    ({"memory": "90%%"}, InvalidValue),
-    ({"memory": True}, InvalidType),
-    ({"rss": -1}, InvalidValue),
-    ({"max_concurrent": 0}, InvalidValue),
-    ({"max_concurrent": True}, InvalidType),
-    ({"wait": "soon"}, InvalidValue),
-    ({"reserve": "lots"}, InvalidValue),
-    ({"level": 2}, InvalidType),
-    ({"on_breach": "explode"}, InvalidValue),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"memory": "90%%"}, InvalidValue),
+        ({"memory": True}, InvalidType),
+        ({"rss": -1}, InvalidValue),
+        ({"max_concurrent": 0}, InvalidValue),
+        ({"max_concurrent": True}, InvalidType),
+        ({"wait": "soon"}, InvalidValue),
+        ({"reserve": "lots"}, InvalidValue),
+        ({"level": 2}, InvalidType),
+        ({"on_breach": "explode"}, InvalidValue),
+    ],
+)
 def test_bad_arguments_are_named(kwargs: dict[str, object], error: type[Exception]) -> None:
     with pytest.raises(error) as info:
         Guard(**kwargs)  # type: ignore[arg-type]
@@ -346,16 +350,24 @@ class ScriptedSampler(Sampler):
 def unknown_memory(at: float) -> Snapshot:
     """A snapshot whose memory numbers could not be read (an empty /proc/meminfo)."""
     snap = make_snapshot(at=at)
-    memory = attrs.evolve(snap.memory, total=None, limit=None, used=None, available=None,
-                          percent=None, source="unknown")
+    memory = attrs.evolve(
+        snap.memory,
+        total=None,
+        limit=None,
+        used=None,
+        available=None,
+        percent=None,
+        source="unknown",
+    )
     fault = Fault("memory", "/proc/meminfo", "empty", "no data")
     return attrs.evolve(snap, memory=memory, faults=(fault,))
 
 
 def scripted_monitor(snap: Snapshot, **kwargs: Any) -> Monitor:
     policy = Policy([Threshold("memory.percent", ">", 90, level=Level.CRITICAL)])
-    return Monitor(policy=policy, sampler=ScriptedSampler(snap), reclaim=False,
-                   psi_trigger=False, **kwargs)
+    return Monitor(
+        policy=policy, sampler=ScriptedSampler(snap), reclaim=False, psi_trigger=False, **kwargs
+    )
 
 
 @pytest.fixture
@@ -364,15 +376,19 @@ def clock() -> ManualClock:
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
-            and r.name.startswith("resguard")]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name.startswith("resguard")
+    ]
 
 
 # --------------------------------------------------------------- unknown numbers ---
 
 
 def test_unknown_headroom_is_admitted_by_default_with_one_warning(
-        clock: ManualClock, caplog: pytest.LogCaptureFixture) -> None:
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
     monitor = scripted_monitor(unknown_memory(clock()))
     guard = Guard(memory="90%", rss="50%", monitor=monitor, reserve="1GiB", clock=clock)
     caplog.set_level(logging.WARNING, "resguard")
@@ -391,8 +407,7 @@ def test_unknown_headroom_is_admitted_by_default_with_one_warning(
 
 def test_unknown_headroom_is_refused_with_the_reason_when_asked(clock: ManualClock) -> None:
     monitor = scripted_monitor(unknown_memory(clock()))
-    guard = Guard(memory="90%", monitor=monitor, reserve="1GiB", on_unknown="refuse",
-                  clock=clock)
+    guard = Guard(memory="90%", monitor=monitor, reserve="1GiB", on_unknown="refuse", clock=clock)
     with pytest.raises(ResourceExhausted) as info:
         with guard:
             pytest.fail("must not run")
@@ -415,8 +430,7 @@ def test_unknown_numbers_are_never_read_as_zero(clock: ManualClock) -> None:
 
 def test_a_guard_that_needs_no_numbers_is_not_unknown(clock: ManualClock) -> None:
     monitor = scripted_monitor(unknown_memory(clock()))
-    guard = Guard(max_concurrent=2, level=None, monitor=monitor, on_unknown="refuse",
-                  clock=clock)
+    guard = Guard(max_concurrent=2, level=None, monitor=monitor, on_unknown="refuse", clock=clock)
     with guard:  # no verdict, no memory bound, nothing reserved: nothing it needs is unknown
         assert guard.unknown_reason() is None
 
@@ -446,14 +460,14 @@ def test_a_verdict_with_unknowns_follows_on_unknown(clock: ManualClock) -> None:
 
 @pytest.mark.parametrize("damage", ["", "MemTotal: lots\n", "MemTotal: 16"])
 def test_a_damaged_meminfo_follows_on_unknown_end_to_end(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
     """A real Sampler over a /proc whose meminfo is empty, garbage or cut short."""
     sampler = fixed_machine(tmp_path)
     (tmp_path / "proc" / "meminfo").write_text(damage)
     policy = Policy([Threshold("memory.percent", ">", 90, level=Level.CRITICAL)])
     clock = ManualClock(time.monotonic())
-    monitor = Monitor(policy=policy, sampler=sampler, reclaim=False, psi_trigger=False,
-                      clock=clock)
+    monitor = Monitor(policy=policy, sampler=sampler, reclaim=False, psi_trigger=False, clock=clock)
     assert monitor.state.snapshot.memory.limit is None  # unknown, not 0
     caplog.set_level(logging.WARNING, "resguard")
     admitting = Guard(memory="90%", reserve="512MiB", monitor=monitor, name="admitting")
@@ -492,7 +506,8 @@ def test_a_stale_state_is_not_trusted_forever(clock: ManualClock) -> None:
 
 
 def test_a_stale_state_is_logged_once_not_per_call(
-        clock: ManualClock, caplog: pytest.LogCaptureFixture) -> None:
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
     monitor = scripted_monitor(make_snapshot(at=clock()))
     guard = Guard(monitor=monitor, clock=clock)
     caplog.set_level(logging.WARNING, "resguard")
@@ -596,8 +611,9 @@ def test_every_refusal_reason_is_produced_where_it_applies(clock: ManualClock) -
     waiter.join(timeout=10)
     single.release(0)
     unknown = scripted_monitor(unknown_memory(clock()))
-    seen["unknown"] = _refusal(Guard(memory="90%", monitor=unknown, on_unknown="refuse",
-                                     clock=clock))
+    seen["unknown"] = _refusal(
+        Guard(memory="90%", monitor=unknown, on_unknown="refuse", clock=clock)
+    )
     reasons = {key: error.reason for key, error in seen.items()}
     assert reasons.pop("memory-too") == "memory"
     assert reasons == {reason: reason for reason in REFUSAL_REASONS}
@@ -663,11 +679,13 @@ async def test_on_breach_cancel_lets_an_outer_cancellation_through() -> None:
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_hand_over_between_threads_and_tasks_wakes_the_next_at_once(
-        monitor: Monitor, backend: str) -> None:
+    monitor: Monitor, backend: str
+) -> None:
     """16 alternating thread and task waiters behind one slot: today 7 s (each task noticed
     a thread's hand-over only on its 1 s safety poll), expected tens of milliseconds."""
-    guard = Guard(max_concurrent=1, wait="30s", monitor=monitor,
-                  clock=ManualClock(time.monotonic()))
+    guard = Guard(
+        max_concurrent=1, wait="30s", monitor=monitor, clock=ManualClock(time.monotonic())
+    )
     order: list[int] = []
     threads: list[threading.Thread] = []
 
@@ -709,8 +727,13 @@ def test_hand_over_between_threads_and_tasks_wakes_the_next_at_once(
 
 @pytest.mark.anyio
 async def test_cancellation_while_queued_leaves_no_trace(monitor: Monitor) -> None:
-    guard = Guard(max_concurrent=1, wait="30s", monitor=monitor, reserve="1MiB",
-                  clock=ManualClock(time.monotonic()))
+    guard = Guard(
+        max_concurrent=1,
+        wait="30s",
+        monitor=monitor,
+        reserve="1MiB",
+        clock=ManualClock(time.monotonic()),
+    )
     with guard:
         with anyio.move_on_after(0.05):
             async with guard:
@@ -738,7 +761,8 @@ def test_a_failing_measurement_in_exit_still_releases(monkeypatch: pytest.Monkey
 
 @pytest.mark.parametrize("on_unknown", ["admit", "refuse"])
 def test_a_sampler_that_raises_never_reaches_the_caller(
-        monkeypatch: pytest.MonkeyPatch, on_unknown: str) -> None:
+    monkeypatch: pytest.MonkeyPatch, on_unknown: str
+) -> None:
     """Without a Monitor the guard samples on the request path; a failure there is
     unknown numbers, not an exception out of ``with guard:``."""
     guard = Guard(memory="90%", reserve="1MiB", on_unknown=on_unknown)  # type: ignore[arg-type]
@@ -784,29 +808,33 @@ def test_a_release_without_an_admission_cannot_corrupt_the_counts(monitor: Monit
 # --------------------------------------------------------------------- bad input ---
 
 
-@pytest.mark.parametrize(("kwargs", "error"), [
-    ({"retry_after": None}, InvalidType),
-    ({"retry_after": "x"}, InvalidValue),
-    ({"retry_after": math.nan}, InvalidValue),
-    ({"retry_after": -5}, InvalidValue),
-    ({"memory": "0%"}, InvalidValue),
-    ({"rss": "0%"}, InvalidValue),
-    ({"memory": 0}, InvalidValue),
-    ({"monitor": 5}, InvalidType),
-    ({"name": 123}, InvalidType),
-    ({"name": ""}, InvalidValue),
-    ({"on_unknown": "maybe"}, InvalidValue),
-    ({"on_unknown": None}, InvalidValue),
-    ({"on_breach": ["cancel"]}, InvalidValue),
-    ({"max_age": "soon"}, InvalidValue),
-    ({"wait": -1}, InvalidValue),
-    ({"reserve": -1}, InvalidValue),
-    ({"reserve": True}, InvalidType),
-    ({"max_concurrent": 1.5}, InvalidType),
-    ({"clock": 5}, InvalidType),
-])
-def test_bad_guard_arguments_say_what_is_expected(kwargs: dict[str, object],
-                                                  error: type[Exception]) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"retry_after": None}, InvalidType),
+        ({"retry_after": "x"}, InvalidValue),
+        ({"retry_after": math.nan}, InvalidValue),
+        ({"retry_after": -5}, InvalidValue),
+        ({"memory": "0%"}, InvalidValue),
+        ({"rss": "0%"}, InvalidValue),
+        ({"memory": 0}, InvalidValue),
+        ({"monitor": 5}, InvalidType),
+        ({"name": 123}, InvalidType),
+        ({"name": ""}, InvalidValue),
+        ({"on_unknown": "maybe"}, InvalidValue),
+        ({"on_unknown": None}, InvalidValue),
+        ({"on_breach": ["cancel"]}, InvalidValue),
+        ({"max_age": "soon"}, InvalidValue),
+        ({"wait": -1}, InvalidValue),
+        ({"reserve": -1}, InvalidValue),
+        ({"reserve": True}, InvalidType),
+        ({"max_concurrent": 1.5}, InvalidType),
+        ({"clock": 5}, InvalidType),
+    ],
+)
+def test_bad_guard_arguments_say_what_is_expected(
+    kwargs: dict[str, object], error: type[Exception]
+) -> None:
     with pytest.raises(error) as info:
         Guard(**kwargs)  # type: ignore[arg-type]
     assert isinstance(info.value, ResguardError)
@@ -815,16 +843,19 @@ def test_bad_guard_arguments_say_what_is_expected(kwargs: dict[str, object],
     assert "expected" in str(info.value) or "must" in str(info.value)
 
 
-@pytest.mark.parametrize(("call", "error"), [
-    (lambda g: g.admit(reserve="lots"), InvalidValue),
-    (lambda g: g.admit(wait="x"), InvalidValue),
-    (lambda g: g.admit(on_breach="explode"), InvalidValue),
-    (lambda g: g.admit(key=5), InvalidType),
-    (lambda g: g.acquire(reserve="x"), InvalidValue),
-    (lambda g: g.acquire(wait_s=math.nan), InvalidValue),
-    (lambda g: g(reserve="lots"), InvalidValue),
-    (lambda g: g(5), InvalidType),
-])
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda g: g.admit(reserve="lots"), InvalidValue),
+        (lambda g: g.admit(wait="x"), InvalidValue),
+        (lambda g: g.admit(on_breach="explode"), InvalidValue),
+        (lambda g: g.admit(key=5), InvalidType),
+        (lambda g: g.acquire(reserve="x"), InvalidValue),
+        (lambda g: g.acquire(wait_s=math.nan), InvalidValue),
+        (lambda g: g(reserve="lots"), InvalidValue),
+        (lambda g: g(5), InvalidType),
+    ],
+)
 def test_bad_admission_arguments_say_what_is_expected(call: Any, error: type[Exception]) -> None:
     guard = Guard(max_age="1h")
     with pytest.raises(error) as info:
@@ -833,14 +864,37 @@ def test_bad_admission_arguments_say_what_is_expected(call: Any, error: type[Exc
     assert guard.stats().in_flight == 0
 
 
-_ANYTHING = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(),
-                      st.binary(), st.lists(st.integers(), max_size=2),
-                      st.integers(min_value=10**300, max_value=10**400))
+_ANYTHING = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(),
+    st.binary(),
+    st.lists(st.integers(), max_size=2),
+    st.integers(min_value=10**300, max_value=10**400),
+)
 
 
-@given(_ANYTHING, st.sampled_from(["memory", "rss", "reserve", "wait", "max_age",
-                                   "retry_after", "max_concurrent", "name", "on_unknown",
-                                   "on_breach", "level", "monitor"]))
+@given(
+    _ANYTHING,
+    st.sampled_from(
+        [
+            "memory",
+            "rss",
+            "reserve",
+            "wait",
+            "max_age",
+            "retry_after",
+            "max_concurrent",
+            "name",
+            "on_unknown",
+            "on_breach",
+            "level",
+            "monitor",
+        ]
+    ),
+)
 def test_any_guard_argument_is_accepted_or_refused_in_the_tree(value: object, name: str) -> None:
     try:
         Guard(**{name: value})  # type: ignore[arg-type]
@@ -902,7 +956,8 @@ except ResourceExhausted as error:
 
 
 def test_a_forked_child_gets_a_working_guard_whatever_the_parents_threads_held(
-        monitor: Monitor) -> None:
+    monitor: Monitor,
+) -> None:
     from forking import held_by_another_thread, in_child
 
     guard = Guard(monitor=monitor, max_concurrent=1, wait="5s")
@@ -964,7 +1019,8 @@ def _leave_blocks(guard: Guard) -> None:
 
 
 def test_leaving_a_guard_block_never_entered_is_invalid_state_not_negative_counts(
-        monitor: Monitor) -> None:
+    monitor: Monitor,
+) -> None:
     guard = Guard(monitor=monitor, reserve="1MiB")
     with pytest.raises(InvalidState):
         guard.__exit__(None, None, None)
@@ -975,25 +1031,34 @@ def test_leaving_a_guard_block_never_entered_is_invalid_state_not_negative_count
     assert guard.stats().in_flight == 0
 
 
-@pytest.mark.parametrize(("reading", "error"), [
-    (math.nan, InvalidValue), (math.inf, InvalidValue), (10**400, InvalidValue),
-    ("1000", InvalidType), (None, InvalidType), (True, InvalidType),
-])
+@pytest.mark.parametrize(
+    ("reading", "error"),
+    [
+        (math.nan, InvalidValue),
+        (math.inf, InvalidValue),
+        (10**400, InvalidValue),
+        ("1000", InvalidType),
+        (None, InvalidType),
+        (True, InvalidType),
+    ],
+)
 def test_a_clock_that_does_not_tell_time_is_refused_when_given(
-        monitor: Monitor, reading: object, error: type[Exception]) -> None:
+    monitor: Monitor, reading: object, error: type[Exception]
+) -> None:
     from resguard.processes import ProcessTable
     from resguard.prometheus import ResguardCollector
 
     def clock() -> Any:
         return reading
 
-    for make in (lambda: Guard(monitor=monitor, clock=clock),
-                 lambda: Monitor(sampler=monitor.sampler, reclaim=False, clock=clock),
-                 lambda: ResguardCollector(monitor=monitor, clock=clock),
-                 lambda: ProcessTable(clock=clock)):
+    for make in (
+        lambda: Guard(monitor=monitor, clock=clock),
+        lambda: Monitor(sampler=monitor.sampler, reclaim=False, clock=clock),
+        lambda: ResguardCollector(monitor=monitor, clock=clock),
+        lambda: ProcessTable(clock=clock),
+    ):
         with pytest.raises(error, match="clock="):
             make()
-
 
 
 def test_limit_self_by_percent_again_sets_the_same_limit_not_a_share_of_the_last() -> None:
@@ -1007,12 +1072,20 @@ print(limit_self("80%"), limit_self("80%"), limit_self("80%", kind="as"),
     assert as_1 == as_2
 
 
-@pytest.mark.parametrize(("held_s", "error"), [
-    (math.nan, InvalidValue), (math.inf, InvalidValue), (-1.0, InvalidValue),
-    (10**400, InvalidValue), ("1", InvalidType), (True, InvalidType),
-])
+@pytest.mark.parametrize(
+    ("held_s", "error"),
+    [
+        (math.nan, InvalidValue),
+        (math.inf, InvalidValue),
+        (-1.0, InvalidValue),
+        (10**400, InvalidValue),
+        ("1", InvalidType),
+        (True, InvalidType),
+    ],
+)
 def test_release_refuses_a_held_time_that_is_not_one_and_changes_nothing(
-        monitor: Monitor, held_s: object, error: type[Exception]) -> None:
+    monitor: Monitor, held_s: object, error: type[Exception]
+) -> None:
     guard = Guard(monitor=monitor, max_concurrent=1)
     reserve = guard.acquire()
     with pytest.raises(error, match="held_s="):
@@ -1041,17 +1114,25 @@ def test_an_argument_whose_repr_raises_still_gets_a_resguard_error() -> None:
     from resguard.rules import ProcessThreshold
 
     hostile = _NoRepr()
-    for make in (lambda: Guard(memory=hostile), lambda: Guard(wait=hostile),
-                 lambda: Guard(retry_after=hostile), lambda: Guard(level=hostile),
-                 lambda: Guard(name=hostile), lambda: Guard(clock=hostile),
-                 lambda: Guard(monitor=hostile), lambda: Guard().admit(reserve=hostile),
-                 lambda: Monitor(interval=hostile), lambda: Monitor(policy=hostile),
-                 lambda: Monitor(clock=hostile), lambda: Policy([hostile]),
-                 lambda: Threshold("memory.percent", hostile, 1),
-                 lambda: Threshold("memory.percent", ">", hostile),
-                 lambda: ProcessThreshold(rss_above=hostile),
-                 lambda: GuardMiddleware(hostile, hostile),
-                 lambda: ResguardCollector(guards=hostile),
-                 lambda: ResguardCollector(clock=hostile)):
+    for make in (
+        lambda: Guard(memory=hostile),
+        lambda: Guard(wait=hostile),
+        lambda: Guard(retry_after=hostile),
+        lambda: Guard(level=hostile),
+        lambda: Guard(name=hostile),
+        lambda: Guard(clock=hostile),
+        lambda: Guard(monitor=hostile),
+        lambda: Guard().admit(reserve=hostile),
+        lambda: Monitor(interval=hostile),
+        lambda: Monitor(policy=hostile),
+        lambda: Monitor(clock=hostile),
+        lambda: Policy([hostile]),
+        lambda: Threshold("memory.percent", hostile, 1),
+        lambda: Threshold("memory.percent", ">", hostile),
+        lambda: ProcessThreshold(rss_above=hostile),
+        lambda: GuardMiddleware(hostile, hostile),
+        lambda: ResguardCollector(guards=hostile),
+        lambda: ResguardCollector(clock=hostile),
+    ):
         with pytest.raises(ResguardError):
             make()

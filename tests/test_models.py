@@ -147,8 +147,7 @@ def test_threads_and_a_failed_load_share_the_error_then_retry_works() -> None:
 def test_pinned_model_is_never_unloaded() -> None:
     loader = Loader()
     clock = ManualClock()
-    model = LazyModel(loader.load, loader.unload, size=MiB, idle_ttl="1m", clock=clock,
-                      sweep=False)
+    model = LazyModel(loader.load, loader.unload, size=MiB, idle_ttl="1m", clock=clock, sweep=False)
     with model:
         clock.advance(3600)
         assert not model.unload_if_idle()
@@ -168,8 +167,7 @@ def test_pinned_model_is_never_unloaded() -> None:
 def test_idle_ttl_with_an_injected_clock() -> None:
     loader = Loader()
     clock = ManualClock()
-    model = LazyModel(loader.load, loader.unload, size=MiB, idle_ttl=30, clock=clock,
-                      sweep=False)
+    model = LazyModel(loader.load, loader.unload, size=MiB, idle_ttl=30, clock=clock, sweep=False)
     model.get()
     clock.advance(29)
     assert not model.unload_if_idle()
@@ -245,8 +243,9 @@ def test_uses_decorator_pins_during_the_call() -> None:
 # ---------------------------------------------------------------------- pools
 def make(pool: ModelPool, name: str, size: int, loaders: dict[str, Loader]) -> LazyModel[Any]:
     loaders[name] = Loader(size)
-    return LazyModel(loaders[name].load, loaders[name].unload, size=size, name=name, pool=pool,
-                     sweep=False)
+    return LazyModel(
+        loaders[name].load, loaders[name].unload, size=size, name=name, pool=pool, sweep=False
+    )
 
 
 def test_pool_evicts_the_least_recently_used_idle_model() -> None:
@@ -291,23 +290,26 @@ def test_pool_sweeps_expired_models_before_counting() -> None:
 @pytest.mark.parametrize(
     ("budget_mib", "loaded", "expected"),
     [
-        (100, None, "large"),   # everything fits
-        (80, None, "large"),    # exactly fits
+        (100, None, "large"),  # everything fits
+        (80, None, "large"),  # exactly fits
         (79, None, "medium"),
         (40, None, "medium"),
         (39, None, "small"),
         (10, None, "small"),
-        (100, "small", "large"),    # an idle member counts as evictable
-        (50, "medium", "medium"),   # already loaded always fits
+        (100, "small", "large"),  # an idle member counts as evictable
+        (50, "medium", "medium"),  # already loaded always fits
         (15, "small", "small"),
     ],
 )
-def test_choose_picks_the_largest_variant_that_fits(budget_mib: int, loaded: str | None,
-                                                     expected: str) -> None:
+def test_choose_picks_the_largest_variant_that_fits(
+    budget_mib: int, loaded: str | None, expected: str
+) -> None:
     pool = ModelPool(budget=budget_mib * MiB)
     loaders: dict[str, Loader] = {}
-    variants = {name: make(pool, name, size * MiB, loaders)
-                for name, size in (("small", 10), ("large", 80), ("medium", 40))}
+    variants = {
+        name: make(pool, name, size * MiB, loaders)
+        for name, size in (("small", 10), ("large", 80), ("medium", 40))
+    }
     if loaded is not None:
         variants[loaded].get()
     assert pool.choose(list(variants.values())).name == expected
@@ -433,7 +435,8 @@ async def test_waiters_of_a_load_in_progress_are_cancellable_and_no_second_load_
 
 @pytest.mark.anyio
 async def test_a_failed_abandoned_load_reaches_its_waiters_and_is_logged(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     gate = threading.Event()
 
     def load() -> bytearray:
@@ -451,8 +454,7 @@ async def test_a_failed_abandoned_load_reaches_its_waiters_and_is_logged(
 
 def test_a_sync_waiter_of_a_load_in_progress_has_a_deadline() -> None:
     loader = Hanging()
-    model = LazyModel(loader.load, size=MiB, name="stuck", register=False, sweep=False,
-                      wait=0.2)
+    model = LazyModel(loader.load, size=MiB, name="stuck", register=False, sweep=False, wait=0.2)
     leader = threading.Thread(target=model.get)
     leader.start()
     try:
@@ -472,8 +474,7 @@ def test_a_sync_waiter_of_a_load_in_progress_has_a_deadline() -> None:
 @pytest.mark.anyio
 async def test_an_async_waiter_of_a_load_in_progress_has_a_deadline() -> None:
     loader = Hanging()
-    model = LazyModel(loader.load, size=MiB, name="stuck", register=False, sweep=False,
-                      wait=0.2)
+    model = LazyModel(loader.load, size=MiB, name="stuck", register=False, sweep=False, wait=0.2)
     thread = threading.Thread(target=model.get)
     thread.start()
     try:
@@ -494,13 +495,16 @@ class UnknownHeadroom:
 
 
 def test_unknown_headroom_admits_the_load_with_one_warning(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     import logging
 
     caplog.set_level(logging.WARNING, logger="resguard.models")
     guard = UnknownHeadroom()
-    models = [LazyModel(Loader().load, size=MiB, guard=guard, register=False, sweep=False)
-              for _ in range(3)]
+    models = [
+        LazyModel(Loader().load, size=MiB, guard=guard, register=False, sweep=False)
+        for _ in range(3)
+    ]
     for model in models:
         assert len(model.get()) == MiB  # unknown is not 0: not refused
     warnings = [r for r in caplog.records if "unknown" in r.getMessage()]
@@ -525,21 +529,31 @@ def test_a_pool_budget_must_be_a_size_not_a_callable(budget: Any) -> None:
         ModelPool(budget=budget)
 
 
-@pytest.mark.parametrize("budget", ["0%", "0.0000001%", "0.009%", "0", 0, -5, "-1GiB", "150%",
-                                    "nan%", "1e999"])
+@pytest.mark.parametrize(
+    "budget", ["0%", "0.0000001%", "0.009%", "0", 0, -5, "-1GiB", "150%", "nan%", "1e999"]
+)
 def test_a_pool_budget_of_nothing_is_refused_with_the_value_as_typed(budget: Any) -> None:
     with pytest.raises(InvalidValue, match="budget") as caught:
         ModelPool(budget=budget)
     assert repr(budget) in str(caught.value) or str(budget) in str(caught.value)
 
 
-@pytest.mark.parametrize(("kwargs", "error"), [
-    ({"wait": 0}, InvalidValue), ({"wait": "soon"}, InvalidValue),
-    ({"wait": float("nan")}, InvalidValue), ({"idle_ttl": -1}, InvalidValue),
-    ({"idle_ttl": float("inf")}, InvalidValue), ({"name": 5}, InvalidType),
-    ({"clock": 5}, InvalidType), ({"pool": "p"}, InvalidType), ({"sweep": "no"}, InvalidType),
-    ({"register": 1}, InvalidType), ({"size": True}, InvalidType),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"wait": 0}, InvalidValue),
+        ({"wait": "soon"}, InvalidValue),
+        ({"wait": float("nan")}, InvalidValue),
+        ({"idle_ttl": -1}, InvalidValue),
+        ({"idle_ttl": float("inf")}, InvalidValue),
+        ({"name": 5}, InvalidType),
+        ({"clock": 5}, InvalidType),
+        ({"pool": "p"}, InvalidType),
+        ({"sweep": "no"}, InvalidType),
+        ({"register": 1}, InvalidType),
+        ({"size": True}, InvalidType),
+    ],
+)
 def test_lazy_model_arguments_are_checked(kwargs: dict[str, Any], error: type) -> None:
     arguments: dict[str, Any] = {"size": MiB, "register": False}
     arguments.update(kwargs)
@@ -547,18 +561,26 @@ def test_lazy_model_arguments_are_checked(kwargs: dict[str, Any], error: type) -
         LazyModel(Loader().load, **arguments)
 
 
-HOSTILE = (st.text(max_size=12) | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
-           | st.none() | st.booleans() | st.sampled_from([10**400, -10**400, "1e999", "nan",
-                                                          "0%", "-1", type, [1], b"1"]))
+HOSTILE = (
+    st.text(max_size=12)
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.none()
+    | st.booleans()
+    | st.sampled_from([10**400, -(10**400), "1e999", "nan", "0%", "-1", type, [1], b"1"])
+)
 
 
 @given(size=HOSTILE, idle_ttl=HOSTILE, wait=HOSTILE, budget=HOSTILE)
 def test_hostile_sizes_and_durations_give_only_documented_errors(
-        size: Any, idle_ttl: Any, wait: Any, budget: Any) -> None:
-    for build in (lambda: LazyModel(Loader().load, size=size, register=False),
-                  lambda: LazyModel(Loader().load, size=MiB, idle_ttl=idle_ttl, register=False),
-                  lambda: LazyModel(Loader().load, size=MiB, wait=wait, register=False),
-                  lambda: ModelPool(budget=budget)):
+    size: Any, idle_ttl: Any, wait: Any, budget: Any
+) -> None:
+    for build in (
+        lambda: LazyModel(Loader().load, size=size, register=False),
+        lambda: LazyModel(Loader().load, size=MiB, idle_ttl=idle_ttl, register=False),
+        lambda: LazyModel(Loader().load, size=MiB, wait=wait, register=False),
+        lambda: ModelPool(budget=budget),
+    ):
         try:
             build()
         except (InvalidValue, InvalidType):  # ResguardError subclasses; anything else fails
@@ -566,7 +588,8 @@ def test_hostile_sizes_and_durations_give_only_documented_errors(
 
 
 def test_a_failing_headroom_probe_is_unknown_not_a_failed_load(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     class Broken:
         def headroom_bytes(self) -> int:
             raise ValueError("could not parse /proc/meminfo")
@@ -577,7 +600,8 @@ def test_a_failing_headroom_probe_is_unknown_not_a_failed_load(
 
 
 def test_a_share_budget_is_resolved_once_the_limit_is_known(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import types
 
     import resguard.snapshot as snapshots
@@ -600,8 +624,7 @@ def test_a_loader_that_uses_its_own_model_fails_at_once_instead_of_waiting_for_i
     from resguard._errors import InvalidState
 
     holder: list[LazyModel[Any]] = []
-    model: LazyModel[Any] = LazyModel(lambda: holder[0].get(), size=1, register=False,
-                                      wait=30)
+    model: LazyModel[Any] = LazyModel(lambda: holder[0].get(), size=1, register=False, wait=30)
     holder.append(model)
     started = time.monotonic()
     with pytest.raises(InvalidState, match="uses the model itself"):

@@ -41,18 +41,25 @@ class FixedMachine:
 
     def set_used_percent(self, percent: float) -> None:
         available_kib = int(self.total * (1 - percent / 100)) // 1024
-        text = (f"MemTotal: {self.total // 1024} kB\nMemFree: {available_kib} kB\n"
-                f"MemAvailable: {available_kib} kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n")
+        text = (
+            f"MemTotal: {self.total // 1024} kB\nMemFree: {available_kib} kB\n"
+            f"MemAvailable: {available_kib} kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n"
+        )
         # in place, as the kernel does: the sampler keeps the file open
         (self.proc / "meminfo").write_text(text)
 
 
 def two_levels() -> Policy:
-    return Policy([
-        Threshold("memory.percent", ">", 50, level=Level.WARNING, clear=40, name="memory-warning"),
-        Threshold("memory.percent", ">", 80, level=Level.CRITICAL, clear=70,
-                  name="memory-critical"),
-    ])
+    return Policy(
+        [
+            Threshold(
+                "memory.percent", ">", 50, level=Level.WARNING, clear=40, name="memory-warning"
+            ),
+            Threshold(
+                "memory.percent", ">", 80, level=Level.CRITICAL, clear=70, name="memory-critical"
+            ),
+        ]
+    )
 
 
 def test_sample_now_publishes_whole_states(tmp_path: Path) -> None:
@@ -70,8 +77,9 @@ def test_sample_now_publishes_whole_states(tmp_path: Path) -> None:
     assert first.level == Level.OK  # states are values: the old one did not change
 
 
-def test_subscribers_hear_each_level_change_once(tmp_path: Path,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_subscribers_hear_each_level_change_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     machine = FixedMachine(tmp_path)
     monitor = Monitor(policy=two_levels(), sampler=machine.sampler, reclaim=False)
     heard: list[tuple[Level, Level]] = []
@@ -85,11 +93,20 @@ def test_subscribers_hear_each_level_change_once(tmp_path: Path,
     for percent in (60, 61, 59, 90, 85, 60, 45, 30, 30):
         machine.set_used_percent(percent)
         monitor.sample_now()
-    assert heard == [(Level.OK, Level.WARNING), (Level.WARNING, Level.CRITICAL),
-                     (Level.CRITICAL, Level.WARNING), (Level.WARNING, Level.OK)]
+    assert heard == [
+        (Level.OK, Level.WARNING),
+        (Level.WARNING, Level.CRITICAL),
+        (Level.CRITICAL, Level.WARNING),
+        (Level.WARNING, Level.OK),
+    ]
     # four level changes, each failing the same way: logged once, not on every call
-    assert sum("subscriber bug" in record.getMessage() or record.exc_info is not None
-               for record in caplog.records) == 1
+    assert (
+        sum(
+            "subscriber bug" in record.getMessage() or record.exc_info is not None
+            for record in caplog.records
+        )
+        == 1
+    )
     assert len(heard) == 4
     assert any("OK -> WARNING" in record.getMessage() for record in caplog.records)
     unsubscribe_broken()
@@ -98,8 +115,9 @@ def test_subscribers_hear_each_level_change_once(tmp_path: Path,
 
 def test_background_thread_samples_and_stops(tmp_path: Path) -> None:
     machine = FixedMachine(tmp_path)
-    monitor = Monitor("10ms", policy=two_levels(), sampler=machine.sampler, reclaim=False,
-                      psi_trigger=False)
+    monitor = Monitor(
+        "10ms", policy=two_levels(), sampler=machine.sampler, reclaim=False, psi_trigger=False
+    )
     levels: list[Level] = []
     monitor.subscribe(lambda new, old: levels.append(new.level))
     with monitor:
@@ -154,11 +172,11 @@ class FlakySource:
 
 
 def test_a_failing_source_is_logged_once_and_never_stops_sampling(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     machine = FixedMachine(tmp_path)
     source = FlakySource()
-    monitor = Monitor(policy=two_levels(), sampler=machine.sampler, sources=[source],
-                      reclaim=False)
+    monitor = Monitor(policy=two_levels(), sampler=machine.sampler, sources=[source], reclaim=False)
     caplog.set_level(logging.WARNING, logger="resguard")
     for _ in range(5):
         monitor.sample_slow()
@@ -174,8 +192,15 @@ def test_a_failing_source_is_logged_once_and_never_stops_sampling(
 
 def test_adaptive_interval_follows_headroom_and_fill_rate(tmp_path: Path) -> None:
     machine = FixedMachine(tmp_path)  # 10 % in use
-    monitor = Monitor("100ms", policy=two_levels(), sampler=machine.sampler, reclaim=False,
-                      min_interval="5ms", relaxed_interval="400ms", relax_below="30%")
+    monitor = Monitor(
+        "100ms",
+        policy=two_levels(),
+        sampler=machine.sampler,
+        reclaim=False,
+        min_interval="5ms",
+        relaxed_interval="400ms",
+        relax_below="30%",
+    )
     for _ in range(5):
         monitor.sample_now()
     assert monitor.next_interval_s() == 0.4  # calm: OK, below 30 %, flat
@@ -193,8 +218,9 @@ def test_adaptive_interval_follows_headroom_and_fill_rate(tmp_path: Path) -> Non
         monitor.sample_now()
         time.sleep(0.01)
     assert 0.005 <= monitor.next_interval_s() < 0.1
-    fixed = Monitor("100ms", policy=two_levels(), sampler=machine.sampler, reclaim=False,
-                    adaptive=False)
+    fixed = Monitor(
+        "100ms", policy=two_levels(), sampler=machine.sampler, reclaim=False, adaptive=False
+    )
     assert fixed.next_interval_s() == 0.1
 
 
@@ -230,8 +256,7 @@ def test_warning_climbs_the_ladder_cheapest_first(tmp_path: Path) -> None:
     register(model)
     register(cache)
     try:
-        monitor = Monitor("10ms", policy=two_levels(), sampler=machine.sampler,
-                          psi_trigger=False)
+        monitor = Monitor("10ms", policy=two_levels(), sampler=machine.sampler, psi_trigger=False)
         with monitor:
             machine.set_used_percent(60)
             deadline = time.monotonic() + 10
@@ -280,8 +305,11 @@ def test_real_pressure_in_a_cgroup_goes_warning_critical_ok(memory_cgroup) -> No
     child = memory_cgroup.python(CHILD, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     monitor = Monitor("10ms", policy=two_levels(), cgroup=str(memory_cgroup.path), reclaim=False)
     changes: list[tuple[Level, list[str]]] = []
-    monitor.subscribe(lambda new, old: changes.append(
-        (new.level, [breach.rule for breach in new.verdict.breaches])))
+    monitor.subscribe(
+        lambda new, old: changes.append(
+            (new.level, [breach.rule for breach in new.verdict.breaches])
+        )
+    )
 
     def command(text: str) -> None:
         child.stdin.write(text + "\n")
@@ -291,8 +319,11 @@ def test_real_pressure_in_a_cgroup_goes_warning_critical_ok(memory_cgroup) -> No
     def wait_for(level: Level) -> None:
         deadline = time.monotonic() + 30
         while monitor.state.level != level:
-            assert time.monotonic() < deadline, (level, monitor.state.verdict.reason,
-                                                 monitor.state.snapshot.memory)
+            assert time.monotonic() < deadline, (
+                level,
+                monitor.state.verdict.reason,
+                monitor.state.snapshot.memory,
+            )
             time.sleep(0.01)
 
     def percent_now() -> float:
@@ -349,16 +380,22 @@ class BrokenSampler:
 
 
 def failure_records(caplog: pytest.LogCaptureFixture, word: str) -> int:
-    return sum(word in record.getMessage() and "is failing" in record.getMessage()
-               for record in caplog.records)
+    return sum(
+        word in record.getMessage() and "is failing" in record.getMessage()
+        for record in caplog.records
+    )
 
 
 def test_a_sampler_that_raises_is_logged_once_and_the_monitor_keeps_ticking(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     machine = FixedMachine(tmp_path)
     sampler = BrokenSampler(machine.sampler)
-    monitor = Monitor(policy=two_levels(), sampler=sampler,  # type: ignore[arg-type]
-                      reclaim=False)
+    monitor = Monitor(
+        policy=two_levels(),
+        sampler=sampler,  # type: ignore[arg-type]
+        reclaim=False,
+    )
     caplog.set_level(logging.WARNING, logger="resguard")
     sampler.failing, sampler.every = True, 2  # intermittent: every other sample fails
     sequences = []
@@ -379,11 +416,18 @@ def test_a_sampler_that_raises_is_logged_once_and_the_monitor_keeps_ticking(
 
 
 def test_the_background_loop_survives_a_sampler_that_always_raises(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     machine = FixedMachine(tmp_path)
     sampler = BrokenSampler(machine.sampler)
-    monitor = Monitor("1ms", policy=two_levels(), sampler=sampler,  # type: ignore[arg-type]
-                      reclaim=False, psi_trigger=False, adaptive=False)
+    monitor = Monitor(
+        "1ms",
+        policy=two_levels(),
+        sampler=sampler,  # type: ignore[arg-type]
+        reclaim=False,
+        psi_trigger=False,
+        adaptive=False,
+    )
     caplog.set_level(logging.WARNING, logger="resguard")
     with monitor:
         sampler.failing = True
@@ -416,7 +460,8 @@ class RaisingRule:
 
 
 def test_a_rule_that_raises_never_stops_the_monitor_and_is_logged_once(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     machine = FixedMachine(tmp_path)
     policy = Policy([RaisingRule(), *two_levels().rules])
     monitor = Monitor(policy=policy, sampler=machine.sampler, reclaim=False)
@@ -441,8 +486,13 @@ def test_the_state_grows_stale_when_no_sample_succeeds(tmp_path: Path) -> None:
     machine = FixedMachine(tmp_path)
     clock = ManualClock()
     sampler = BrokenSampler(machine.sampler, clock)
-    monitor = Monitor(policy=two_levels(), sampler=sampler, reclaim=False,  # type: ignore[arg-type]
-                      stale_after="2s", clock=clock)
+    monitor = Monitor(
+        policy=two_levels(),
+        sampler=sampler,
+        reclaim=False,  # type: ignore[arg-type]
+        stale_after="2s",
+        clock=clock,
+    )
     assert monitor.stale_after_s == 2.0
     assert monitor.unknown_reason() is None
     assert monitor.state.age_s(clock()) == 0.0
@@ -471,7 +521,8 @@ def test_age_is_measured_on_the_monotonic_clock_by_default(tmp_path: Path) -> No
     assert state.age_s(state.snapshot.monotonic - 7) == 0  # never negative
     assert monitor.unknown_reason(now=state.snapshot.monotonic + 0.5) is None
     assert monitor.unknown_reason(now=state.snapshot.monotonic + 60) == (
-        "stale: last sample 60.0 s ago")
+        "stale: last sample 60.0 s ago"
+    )
 
 
 def test_stale_after_defaults_to_five_relaxed_intervals_and_at_least_a_second() -> None:
@@ -491,8 +542,9 @@ def test_stale_after_defaults_to_five_relaxed_intervals_and_at_least_a_second() 
 
 def test_unknown_memory_is_reported_and_never_raises(tmp_path: Path) -> None:
     machine = FixedMachine(tmp_path)
-    monitor = Monitor("100ms", policy=two_levels(), sampler=machine.sampler,
-                      relaxed_interval="400ms")
+    monitor = Monitor(
+        "100ms", policy=two_levels(), sampler=machine.sampler, relaxed_interval="400ms"
+    )
     for _ in range(5):
         monitor.sample_now()
     assert monitor.next_interval_s() == 0.4
@@ -538,7 +590,8 @@ def test_a_failing_source_makes_the_rules_on_its_fields_unknown(tmp_path: Path) 
     state = monitor.sample_now()
     assert state.snapshot.containers is None
     assert [fault.field for fault in state.snapshot.faults if fault.source == "flaky"] == [
-        "containers"]
+        "containers"
+    ]
     assert state.verdict.unknown == ("containers: flaky unreadable",)
     source.failing = False
     monitor.sample_slow()
@@ -548,8 +601,7 @@ def test_a_failing_source_makes_the_rules_on_its_fields_unknown(tmp_path: Path) 
 # ------------------------------------------------------------------------ bad arguments ---
 
 
-@pytest.mark.parametrize("name", ["interval", "min_interval", "relaxed_interval",
-                                  "slow_interval"])
+@pytest.mark.parametrize("name", ["interval", "min_interval", "relaxed_interval", "slow_interval"])
 @pytest.mark.parametrize("value", ["1ns", "999us", 0.0001, "0s"])
 def test_intervals_below_a_millisecond_are_rejected(name: str, value: object) -> None:
     with pytest.raises(InvalidValue, match=f"{name}.*1ms"):
@@ -571,25 +623,28 @@ def test_a_cgroup_that_does_not_exist_fails_at_construction(tmp_path: Path) -> N
         Monitor(cgroup="/sys/fs/cgroup", sampler=Sampler(), reclaim=False)
 
 
-@pytest.mark.parametrize(("kwargs", "error", "named"), [
-    ({"policy": False}, InvalidType, "False"),
-    ({"policy": "service"}, InvalidType, "'service'"),
-    ({"adaptive": "false"}, InvalidType, "'false'"),
-    ({"psi_trigger": 1}, InvalidType, "psi_trigger"),
-    ({"reclaim": None}, InvalidType, "reclaim"),
-    ({"sources": "docker"}, InvalidType, "'docker'"),
-    ({"sources": [object()]}, InvalidType, "object"),
-    ({"sources": 5}, InvalidType, "5"),
-    ({"sampler": 5}, InvalidType, "sampler"),
-    ({"ladder": "gc"}, InvalidType, "ladder"),
-    ({"relax_below": "150%"}, InvalidValue, "relax_below"),
-    ({"reclaim_to": None}, InvalidType, "reclaim_to"),
-    ({"interval": 10**400}, InvalidValue, "interval"),
-    ({"slow_interval": "1e999"}, InvalidValue, "'1e999'"),
-])
-def test_every_bad_argument_is_a_resguard_error_naming_it(kwargs: dict[str, Any],
-                                                          error: type[Exception],
-                                                          named: str) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "error", "named"),
+    [
+        ({"policy": False}, InvalidType, "False"),
+        ({"policy": "service"}, InvalidType, "'service'"),
+        ({"adaptive": "false"}, InvalidType, "'false'"),
+        ({"psi_trigger": 1}, InvalidType, "psi_trigger"),
+        ({"reclaim": None}, InvalidType, "reclaim"),
+        ({"sources": "docker"}, InvalidType, "'docker'"),
+        ({"sources": [object()]}, InvalidType, "object"),
+        ({"sources": 5}, InvalidType, "5"),
+        ({"sampler": 5}, InvalidType, "sampler"),
+        ({"ladder": "gc"}, InvalidType, "ladder"),
+        ({"relax_below": "150%"}, InvalidValue, "relax_below"),
+        ({"reclaim_to": None}, InvalidType, "reclaim_to"),
+        ({"interval": 10**400}, InvalidValue, "interval"),
+        ({"slow_interval": "1e999"}, InvalidValue, "'1e999'"),
+    ],
+)
+def test_every_bad_argument_is_a_resguard_error_naming_it(
+    kwargs: dict[str, Any], error: type[Exception], named: str
+) -> None:
     with pytest.raises(error) as info:
         Monitor(**kwargs)
     assert named in str(info.value)
@@ -597,22 +652,44 @@ def test_every_bad_argument_is_a_resguard_error_naming_it(kwargs: dict[str, Any]
 
 
 MONITOR_ARGUMENT = st.one_of(
-    st.text(max_size=10), st.none(), st.booleans(), st.integers(),
+    st.text(max_size=10),
+    st.none(),
+    st.booleans(),
+    st.integers(),
     st.integers(min_value=2**60, max_value=10**500),
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from(["50ms", "1ns", "85%", "150%", "1e999", "/nonexistent", "-1"]),
-    st.lists(st.integers(), max_size=2), st.just(object()),
+    st.lists(st.integers(), max_size=2),
+    st.just(object()),
 )
 
 
-@pytest.mark.parametrize("name", ["interval", "policy", "sources", "slow_interval",
-                                  "min_interval", "relaxed_interval", "relax_below",
-                                  "adaptive", "psi_trigger", "cgroup", "sampler", "reclaim",
-                                  "reclaim_to", "ladder", "stale_after", "clock"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "interval",
+        "policy",
+        "sources",
+        "slow_interval",
+        "min_interval",
+        "relaxed_interval",
+        "relax_below",
+        "adaptive",
+        "psi_trigger",
+        "cgroup",
+        "sampler",
+        "reclaim",
+        "reclaim_to",
+        "ladder",
+        "stale_after",
+        "clock",
+    ],
+)
 @settings(max_examples=25)
 @given(value=MONITOR_ARGUMENT)
 def test_every_monitor_argument_is_accepted_or_rejected_in_the_error_tree(
-        name: str, value: object) -> None:
+    name: str, value: object
+) -> None:
     kwargs: dict[str, Any] = {"reclaim": False, name: value}
     try:
         monitor = Monitor(**kwargs)
@@ -637,10 +714,12 @@ class GarbageSource:
 
 @pytest.mark.parametrize("answer", [["containers"], {"memory": None}, {"bogus": 1}, None])
 def test_a_source_answering_garbage_is_a_failing_source_not_a_dead_monitor(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture, answer: object) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, answer: object
+) -> None:
     machine = FixedMachine(tmp_path)
-    monitor = Monitor(policy=two_levels(), sampler=machine.sampler,
-                      sources=[GarbageSource(answer)], reclaim=False)
+    monitor = Monitor(
+        policy=two_levels(), sampler=machine.sampler, sources=[GarbageSource(answer)], reclaim=False
+    )
     caplog.set_level(logging.WARNING, logger="resguard")
     first = monitor.sample_now().sequence
     for _ in range(20):
@@ -683,8 +762,7 @@ class GarbageRule:
         return "not a breach"
 
 
-def test_a_rule_answering_garbage_cannot_break_the_monitor_at_construction(
-        tmp_path: Path) -> None:
+def test_a_rule_answering_garbage_cannot_break_the_monitor_at_construction(tmp_path: Path) -> None:
     machine = FixedMachine(tmp_path)
     monitor = Monitor(policy=Policy([GarbageRule()]), sampler=machine.sampler, reclaim=False)
     assert monitor.state.verdict.unknown[0].startswith("rule 'garbage' failed")
@@ -707,11 +785,11 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_stop_from_a_subscriber_stops_the_monitor_and_it_can_start_again(
-        tmp_path: Path) -> None:
+def test_stop_from_a_subscriber_stops_the_monitor_and_it_can_start_again(tmp_path: Path) -> None:
     machine = FixedMachine(tmp_path)
-    monitor = Monitor("5ms", policy=two_levels(), sampler=machine.sampler, reclaim=False,
-                      psi_trigger=False)
+    monitor = Monitor(
+        "5ms", policy=two_levels(), sampler=machine.sampler, reclaim=False, psi_trigger=False
+    )
     fds = _open_fds()
     unsubscribe = monitor.subscribe(lambda new, old: monitor.stop())
     monitor.start()
@@ -733,13 +811,15 @@ def test_stop_from_a_subscriber_stops_the_monitor_and_it_can_start_again(
 
 
 def test_start_stop_start_runs_one_fast_loop_even_after_a_stop_that_gave_up_waiting(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import resguard.monitor as monitor_module
 
     monkeypatch.setattr(monitor_module, "JOIN_TIMEOUT_S", 0.05, raising=False)
     machine = FixedMachine(tmp_path)
-    monitor = Monitor("5ms", policy=two_levels(), sampler=machine.sampler, reclaim=False,
-                      psi_trigger=False)
+    monitor = Monitor(
+        "5ms", policy=two_levels(), sampler=machine.sampler, reclaim=False, psi_trigger=False
+    )
     fds = _open_fds()
     release = threading.Event()
     unsubscribe = monitor.subscribe(lambda new, old: release.wait(30))  # a subscriber blocks
@@ -766,8 +846,9 @@ def test_a_monitor_survives_a_fork_the_child_can_start_it_and_sample(tmp_path: P
     from forking import held_by_another_thread, in_child
 
     machine = FixedMachine(tmp_path)
-    monitor = Monitor("5ms", policy=two_levels(), sampler=machine.sampler, reclaim=False,
-                      psi_trigger=False)
+    monitor = Monitor(
+        "5ms", policy=two_levels(), sampler=machine.sampler, reclaim=False, psi_trigger=False
+    )
 
     def child() -> None:
         assert not monitor.running  # its threads stayed in the parent
@@ -801,11 +882,18 @@ class HangingSource:
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_leaving_async_with_does_not_wait_for_a_hanging_source(
-        tmp_path: Path, backend: str) -> None:
+    tmp_path: Path, backend: str
+) -> None:
     machine = FixedMachine(tmp_path)
     source = HangingSource()
-    monitor = Monitor("10ms", policy=two_levels(), sampler=machine.sampler, reclaim=False,
-                      sources=[source], psi_trigger=False)
+    monitor = Monitor(
+        "10ms",
+        policy=two_levels(),
+        sampler=machine.sampler,
+        reclaim=False,
+        sources=[source],
+        psi_trigger=False,
+    )
 
     async def main() -> float:
         async with monitor:
@@ -821,15 +909,22 @@ def test_leaving_async_with_does_not_wait_for_a_hanging_source(
         source.release.set()
 
 
-def test_start_does_not_hang_on_a_hanging_source(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_start_does_not_hang_on_a_hanging_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import resguard.monitor as monitor_module
 
     monkeypatch.setattr(monitor_module, "JOIN_TIMEOUT_S", 0.1, raising=False)
     machine = FixedMachine(tmp_path)
     source = HangingSource()
-    monitor = Monitor("10ms", policy=two_levels(), sampler=machine.sampler, reclaim=False,
-                      sources=[source], psi_trigger=False)
+    monitor = Monitor(
+        "10ms",
+        policy=two_levels(),
+        sampler=machine.sampler,
+        reclaim=False,
+        sources=[source],
+        psi_trigger=False,
+    )
     started = time.monotonic()
     try:
         with monitor:
@@ -858,14 +953,21 @@ class CountingStep:
 
 @pytest.mark.parametrize("mode", ["threads", "asyncio", "trio"])
 def test_a_lasting_warning_climbs_the_ladder_at_the_slow_pace_not_every_tick(
-        tmp_path: Path, mode: str) -> None:
+    tmp_path: Path, mode: str
+) -> None:
     from resguard.reclaim import Ladder
 
     machine = FixedMachine(tmp_path)
     step = CountingStep()
-    monitor = Monitor("5ms", policy=two_levels(), sampler=machine.sampler, adaptive=False,
-                      psi_trigger=False, slow_interval="300ms",
-                      ladder=Ladder(lambda: 0, extra=[step]))
+    monitor = Monitor(
+        "5ms",
+        policy=two_levels(),
+        sampler=machine.sampler,
+        adaptive=False,
+        psi_trigger=False,
+        slow_interval="300ms",
+        ladder=Ladder(lambda: 0, extra=[step]),
+    )
     machine.set_used_percent(60)  # WARNING for the whole run
 
     def watch() -> None:
@@ -879,6 +981,7 @@ def test_a_lasting_warning_climbs_the_ladder_at_the_slow_pace_not_every_tick(
         with monitor:
             watch()
     else:
+
         async def main() -> None:
             async with monitor:
                 await anyio.to_thread.run_sync(watch)
@@ -886,13 +989,22 @@ def test_a_lasting_warning_climbs_the_ladder_at_the_slow_pace_not_every_tick(
         anyio.run(main, backend=mode)
 
 
-@pytest.mark.parametrize(("now", "error"), [
-    ("soon", InvalidType), ([], InvalidType), (True, InvalidType), (b"1", InvalidType),
-    (float("nan"), InvalidValue), (float("inf"), InvalidValue), (10**400, InvalidValue),
-    (-10**400, InvalidValue),
-])
+@pytest.mark.parametrize(
+    ("now", "error"),
+    [
+        ("soon", InvalidType),
+        ([], InvalidType),
+        (True, InvalidType),
+        (b"1", InvalidType),
+        (float("nan"), InvalidValue),
+        (float("inf"), InvalidValue),
+        (10**400, InvalidValue),
+        (-(10**400), InvalidValue),
+    ],
+)
 def test_unknown_reason_and_age_of_a_bad_now_are_resguard_errors(
-        tmp_path: Path, now: object, error: type[Exception]) -> None:
+    tmp_path: Path, now: object, error: type[Exception]
+) -> None:
     monitor = Monitor(sampler=FixedMachine(tmp_path).sampler, reclaim=False, psi_trigger=False)
     with pytest.raises(error, match="now="):
         monitor.unknown_reason(now)  # type: ignore[arg-type]
@@ -905,8 +1017,9 @@ def test_unknown_reason_and_age_of_a_bad_now_are_resguard_errors(
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_threads_and_tasks_never_run_one_monitor_twice(tmp_path: Path, backend: str) -> None:
     machine = FixedMachine(tmp_path)
-    monitor = Monitor("10ms", policy=two_levels(), sampler=machine.sampler, reclaim=False,
-                      psi_trigger=False)
+    monitor = Monitor(
+        "10ms", policy=two_levels(), sampler=machine.sampler, reclaim=False, psi_trigger=False
+    )
 
     async def main() -> None:
         async with monitor:
@@ -925,12 +1038,21 @@ def test_threads_and_tasks_never_run_one_monitor_twice(tmp_path: Path, backend: 
     assert not monitor.running
 
 
-@pytest.mark.parametrize("answer", [
-    {"containers": "x"}, {"containers": ()}, {"processes": "x"}, {"processes": ("x",)},
-    {"processes": [1]}, {"ollama": {"a": 1}}, {"ollama": (None,)},
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"containers": "x"},
+        {"containers": ()},
+        {"processes": "x"},
+        {"processes": ("x",)},
+        {"processes": [1]},
+        {"ollama": {"a": 1}},
+        {"ollama": (None,)},
+    ],
+)
 def test_a_source_answering_garbage_values_cannot_break_rules_or_scrapes(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture, answer: object) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, answer: object
+) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
     from resguard.prometheus import ResguardCollector
@@ -939,8 +1061,9 @@ def test_a_source_answering_garbage_values_cannot_break_rules_or_scrapes(
     source = GarbageSource(answer)
     source.fields = tuple(answer)  # type: ignore[arg-type]
     policy = Policy([*two_levels().rules, ContainerThreshold(percent_above=50)])
-    monitor = Monitor(policy=policy, sampler=machine.sampler, sources=[source], reclaim=False,
-                      psi_trigger=False)
+    monitor = Monitor(
+        policy=policy, sampler=machine.sampler, sources=[source], reclaim=False, psi_trigger=False
+    )
     caplog.set_level(logging.WARNING, logger="resguard")
     for _ in range(5):
         monitor.sample_slow()

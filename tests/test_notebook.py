@@ -33,30 +33,40 @@ def kernel_name() -> str:
         spec = KernelSpecManager().get_kernel_spec("python3")
     except NoSuchKernel:
         spec = None
-    if spec is not None and spec.argv and spec.argv[0] in (
-            "python", "python3", sys.executable):
+    if spec is not None and spec.argv and spec.argv[0] in ("python", "python3", sys.executable):
         return "python3"
-    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix",
-                    "--name", "python3"], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return "python3"
 
 
 def execute(notebook: Any, kernel_name: str, cwd: Path) -> Any:
-    client = nbclient.NotebookClient(notebook, kernel_name=kernel_name, timeout=300,
-                                     resources={"metadata": {"path": str(cwd)}})
+    client = nbclient.NotebookClient(
+        notebook, kernel_name=kernel_name, timeout=300, resources={"metadata": {"path": str(cwd)}}
+    )
     client.execute()
     return notebook
 
 
 def outputs_of(cell: Any, mime: str) -> list[Any]:
-    return [output["data"][mime] for output in cell.get("outputs", ())
-            if output.get("output_type") in ("display_data", "execute_result")
-            and mime in output.get("data", {})]
+    return [
+        output["data"][mime]
+        for output in cell.get("outputs", ())
+        if output.get("output_type") in ("display_data", "execute_result")
+        and mime in output.get("data", {})
+    ]
 
 
 def stream_text(cell: Any) -> str:
-    return "".join(output.get("text", "") for output in cell.get("outputs", ())
-                   if output.get("output_type") == "stream")
+    return "".join(
+        output.get("text", "")
+        for output in cell.get("outputs", ())
+        if output.get("output_type") == "stream"
+    )
 
 
 def cell_with(notebook: Any, text: str) -> Any:
@@ -82,8 +92,10 @@ def executed(kernel_name: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
     import resguard
 
     if not hasattr(resguard, "load_ipython_extension"):
-        pytest.fail("resguard/__init__.py must define load_ipython_extension(ipython) "
-                    "(it imports resguard.notebook lazily) for %load_ext resguard")
+        pytest.fail(
+            "resguard/__init__.py must define load_ipython_extension(ipython) "
+            "(it imports resguard.notebook lazily) for %load_ext resguard"
+        )
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     return execute(notebook, kernel_name, tmp_path_factory.mktemp("notebook"))
 
@@ -160,30 +172,47 @@ def test_magic_options_errors_and_a_bare_figure(kernel_name: str, tmp_path: Path
     bare Figure shown as PNG without pyplot ever being imported."""
     from nbformat.v4 import new_code_cell, new_notebook
 
-    notebook = new_notebook(cells=[
-        new_code_cell("%load_ext resguard.notebook"),
-        new_code_cell("%%resguard --no-plot --tracemalloc --uss-interval off\n"
-                      "kept = [bytes(1000) for _ in range(1000)]"),
-        new_code_cell("p = _resguard_profile\n"
-                      "print(p.peak_traced >= 1_000_000, p.peak_uss is None, "
-                      "len(p.samples) >= 2)"),
-        new_code_cell("%%resguard --no-plot\nraise ValueError('inside the cell')"),
-        new_code_cell("print(type(_resguard_profile).__name__, "
-                      "len(_resguard_profile.samples))"),
-        new_code_cell("import sys\nfrom resguard.profile import profile\n"
-                      "with profile() as q:\n    pass\n"
-                      "print('matplotlib.pyplot' in sys.modules)\nq.plot()"),
-        new_code_cell("from resguard.processes import top_processes\ntop_processes(3)"),
-        new_code_cell("[1, 2]"),
-        new_code_cell("from resguard.rules import Level, Policy, Threshold\n"
-                      "from resguard.snapshot import snapshot\n"
-                      "Policy([Threshold('memory.percent', '>=', 0, "
-                      "level=Level.WARNING)]).evaluate(snapshot())"),
-    ], metadata={"kernelspec": {"name": kernel_name, "language": "python",
-                                "display_name": "Python 3"}})
-    client = nbclient.NotebookClient(notebook, kernel_name=kernel_name, timeout=300,
-                                     allow_errors=True,
-                                     resources={"metadata": {"path": str(tmp_path)}})
+    notebook = new_notebook(
+        cells=[
+            new_code_cell("%load_ext resguard.notebook"),
+            new_code_cell(
+                "%%resguard --no-plot --tracemalloc --uss-interval off\n"
+                "kept = [bytes(1000) for _ in range(1000)]"
+            ),
+            new_code_cell(
+                "p = _resguard_profile\n"
+                "print(p.peak_traced >= 1_000_000, p.peak_uss is None, "
+                "len(p.samples) >= 2)"
+            ),
+            new_code_cell("%%resguard --no-plot\nraise ValueError('inside the cell')"),
+            new_code_cell(
+                "print(type(_resguard_profile).__name__, len(_resguard_profile.samples))"
+            ),
+            new_code_cell(
+                "import sys\nfrom resguard.profile import profile\n"
+                "with profile() as q:\n    pass\n"
+                "print('matplotlib.pyplot' in sys.modules)\nq.plot()"
+            ),
+            new_code_cell("from resguard.processes import top_processes\ntop_processes(3)"),
+            new_code_cell("[1, 2]"),
+            new_code_cell(
+                "from resguard.rules import Level, Policy, Threshold\n"
+                "from resguard.snapshot import snapshot\n"
+                "Policy([Threshold('memory.percent', '>=', 0, "
+                "level=Level.WARNING)]).evaluate(snapshot())"
+            ),
+        ],
+        metadata={
+            "kernelspec": {"name": kernel_name, "language": "python", "display_name": "Python 3"}
+        },
+    )
+    client = nbclient.NotebookClient(
+        notebook,
+        kernel_name=kernel_name,
+        timeout=300,
+        allow_errors=True,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
     client.execute()
     cells = notebook.cells
     assert not outputs_of(cells[1], "image/png")  # --no-plot
@@ -209,13 +238,16 @@ def test_magic_options_errors_and_a_bare_figure(kernel_name: str, tmp_path: Path
     assert "WARNING" in verdict[0]
 
 
-@pytest.mark.parametrize(("magic", "line", "text"), [
-    ("cell", "--interval 0", "above zero"),
-    ("cell", "--interval 1ns", "1ms floor"),
-    ("cell", "--uss-interval soon", "'soon'"),
-    ("line", "-n -1", "-1 is negative"),
-    ("line", "--interval soon", "'soon'"),
-])
+@pytest.mark.parametrize(
+    ("magic", "line", "text"),
+    [
+        ("cell", "--interval 0", "above zero"),
+        ("cell", "--interval 1ns", "1ms floor"),
+        ("cell", "--uss-interval soon", "'soon'"),
+        ("line", "-n -1", "-1 is negative"),
+        ("line", "--interval soon", "'soon'"),
+    ],
+)
 def test_bad_magic_options_are_one_line_usage_errors(magic: str, line: str, text: str) -> None:
     """IPython shows a UsageError as one line; a ResguardError would be a traceback."""
     from IPython.core.error import UsageError
@@ -224,8 +256,11 @@ def test_bad_magic_options_are_one_line_usage_errors(magic: str, line: str, text
     shell = InteractiveShell.instance()
     try:
         shell.extension_manager.load_extension("resguard.notebook")
-        run = (lambda: shell.run_cell_magic("resguard", line, "x = 1")) if magic == "cell" \
+        run = (
+            (lambda: shell.run_cell_magic("resguard", line, "x = 1"))
+            if magic == "cell"
             else (lambda: shell.run_line_magic("resguard_top", line))
+        )
         with pytest.raises(UsageError, match=text):
             run()
     finally:

@@ -97,7 +97,8 @@ def test_load_list_unload_and_confirm(models: OllamaModels, ollama_server: Ollam
 
 
 def test_ensure_is_a_no_op_when_loaded_and_names_are_canonical(
-        models: OllamaModels, ollama_server: OllamaStandIn) -> None:
+    models: OllamaModels, ollama_server: OllamaStandIn
+) -> None:
     models.ensure("LLAMA3.2:1B")
     models.ensure(SMALL)
     assert ollama_server.load_requests("LLAMA3.2:1B") == 1
@@ -109,7 +110,8 @@ def test_ensure_is_a_no_op_when_loaded_and_names_are_canonical(
 
 
 def test_idle_since_comes_from_the_keep_alive_resguard_set(
-        models: OllamaModels, ollama_clock: OffsetClock) -> None:
+    models: OllamaModels, ollama_clock: OffsetClock
+) -> None:
     before = ollama_clock()
     models.ensure(SMALL, keep_alive="10m")
     ollama_clock.advance(120)
@@ -122,21 +124,21 @@ def test_idle_since_comes_from_the_keep_alive_resguard_set(
 
 
 def test_idle_since_of_a_model_loaded_by_someone_else(
-        ollama_server: OllamaStandIn, ollama_clock: OffsetClock) -> None:
+    ollama_server: OllamaStandIn, ollama_clock: OffsetClock
+) -> None:
     ollama.Client(host=ollama_server.host).generate(model=SMALL)  # another program loads it
     with OllamaModels(ollama_server.host, clock=ollama_clock) as unknowing:
         assert unknowing.loaded()[0].idle_since is None  # keep-alive unknown: no guess
-    with OllamaModels(ollama_server.host, clock=ollama_clock,
-                      default_keep_alive="5m") as knowing:
+    with OllamaModels(ollama_server.host, clock=ollama_clock, default_keep_alive="5m") as knowing:
         ollama_clock.advance(60)
         idle_since = knowing.loaded()[0].idle_since
         assert idle_since is not None
         assert 55 <= ollama_clock() - idle_since <= 70
 
 
-def test_server_unloads_after_the_keep_alive(models: OllamaModels,
-                                             ollama_clock: OffsetClock,
-                                             ollama_server: OllamaStandIn) -> None:
+def test_server_unloads_after_the_keep_alive(
+    models: OllamaModels, ollama_clock: OffsetClock, ollama_server: OllamaStandIn
+) -> None:
     models.ensure(SMALL, keep_alive="1m")
     pid = ollama_server.runner_pids()[SMALL]
     ollama_clock.advance(30)
@@ -147,7 +149,8 @@ def test_server_unloads_after_the_keep_alive(models: OllamaModels,
 
 
 def test_lazy_model_loads_on_use_and_unloads_after_its_idle_ttl(
-        models: OllamaModels, ollama_server: OllamaStandIn) -> None:
+    models: OllamaModels, ollama_server: OllamaStandIn
+) -> None:
     lazy = models.lazy(SMALL, idle_ttl="30s", keep_alive="1h")
     assert models.loaded() == ()
     with lazy as name:
@@ -161,10 +164,10 @@ def test_lazy_model_loads_on_use_and_unloads_after_its_idle_ttl(
     assert lazy.size_bytes == 1_514_584_145  # learnt from /api/ps when it was loaded
 
 
-def test_fifty_threads_ask_for_one_lazy_ollama_model(models: OllamaModels,
-                                                    ollama_server: OllamaStandIn) -> None:
-    ollama_server.catalogue[SMALL] = CatalogueModel(SMALL, 1_321_098_329, 1_514_584_145,
-                                                    load_s=0.3)
+def test_fifty_threads_ask_for_one_lazy_ollama_model(
+    models: OllamaModels, ollama_server: OllamaStandIn
+) -> None:
+    ollama_server.catalogue[SMALL] = CatalogueModel(SMALL, 1_321_098_329, 1_514_584_145, load_s=0.3)
     lazy = models.lazy(SMALL)
     barrier = threading.Barrier(50)
     names: list[str] = []
@@ -185,10 +188,10 @@ def test_fifty_threads_ask_for_one_lazy_ollama_model(models: OllamaModels,
 
 
 @pytest.mark.anyio
-async def test_fifty_tasks_ask_for_one_lazy_ollama_model(ollama_server: OllamaStandIn,
-                                                        ollama_clock: OffsetClock) -> None:
-    ollama_server.catalogue[SMALL] = CatalogueModel(SMALL, 1_321_098_329, 1_514_584_145,
-                                                    load_s=0.3)
+async def test_fifty_tasks_ask_for_one_lazy_ollama_model(
+    ollama_server: OllamaStandIn, ollama_clock: OffsetClock
+) -> None:
+    ollama_server.catalogue[SMALL] = CatalogueModel(SMALL, 1_321_098_329, 1_514_584_145, load_s=0.3)
     async with AsyncOllamaModels(ollama_server.host, clock=ollama_clock) as models:
         lazy = models.lazy(SMALL)
         names: list[str] = []
@@ -206,11 +209,13 @@ async def test_fifty_tasks_ask_for_one_lazy_ollama_model(ollama_server: OllamaSt
 
 
 # ---------------------------------------------------------------- admission
-def test_ensure_unloads_idle_models_lru_to_make_room(ollama_server: OllamaStandIn,
-                                                    ollama_clock: OffsetClock) -> None:
+def test_ensure_unloads_idle_models_lru_to_make_room(
+    ollama_server: OllamaStandIn, ollama_clock: OffsetClock
+) -> None:
     headroom = Headroom(1_000_000_000)
-    with OllamaModels(ollama_server.host, clock=ollama_clock, guard=headroom,
-                      register=False) as models:
+    with OllamaModels(
+        ollama_server.host, clock=ollama_clock, guard=headroom, register=False
+    ) as models:
         headroom.value = 10**12
         models.ensure(BIG)
         ollama_clock.advance(10)
@@ -220,11 +225,16 @@ def test_ensure_unloads_idle_models_lru_to_make_room(ollama_server: OllamaStandI
         assert sorted(i.name for i in models.loaded()) == sorted([SMALL, MEDIUM])
 
 
-def test_ensure_refuses_when_only_busy_models_could_make_room(ollama_server: OllamaStandIn,
-                                                             ollama_clock: OffsetClock) -> None:
+def test_ensure_refuses_when_only_busy_models_could_make_room(
+    ollama_server: OllamaStandIn, ollama_clock: OffsetClock
+) -> None:
     headroom = Headroom(10**12)
-    with OllamaModels(ollama_server.host, clock=ollama_clock, guard=headroom,
-                      register=False) as models, models.using(BIG):
+    with (
+        OllamaModels(
+            ollama_server.host, clock=ollama_clock, guard=headroom, register=False
+        ) as models,
+        models.using(BIG),
+    ):
         headroom.value = 1_000_000_000
         with pytest.raises(ResourceExhausted) as caught:
             models.ensure(MEDIUM)
@@ -235,7 +245,8 @@ def test_ensure_refuses_when_only_busy_models_could_make_room(ollama_server: Oll
 
 
 def test_uses_decorator_marks_the_model_busy_during_the_call(
-        models: OllamaModels, ollama_server: OllamaStandIn, ollama_clock: OffsetClock) -> None:
+    models: OllamaModels, ollama_server: OllamaStandIn, ollama_clock: OffsetClock
+) -> None:
     client = ollama.Client(host=ollama_server.host)
     seen: dict[str, Any] = {}
 
@@ -252,11 +263,11 @@ def test_uses_decorator_marks_the_model_busy_during_the_call(
 
 
 @pytest.mark.anyio
-async def test_uses_decorator_on_async_functions(ollama_server: OllamaStandIn,
-                                                 ollama_clock: OffsetClock) -> None:
+async def test_uses_decorator_on_async_functions(
+    ollama_server: OllamaStandIn, ollama_clock: OffsetClock
+) -> None:
     sync_models = OllamaModels(ollama_server.host, clock=ollama_clock, register=False)
-    async with AsyncOllamaModels(ollama_server.host, clock=ollama_clock,
-                                 register=False) as models:
+    async with AsyncOllamaModels(ollama_server.host, clock=ollama_clock, register=False) as models:
         client = ollama.AsyncClient(host=ollama_server.host)
 
         @models.uses(SMALL, keep_alive="1h")
@@ -284,7 +295,8 @@ async def test_uses_decorator_on_async_functions(ollama_server: OllamaStandIn,
 
 # ---------------------------------------------------------------- the ladder
 def test_reclaim_unloads_idle_models_least_recently_used_first(
-        models: OllamaModels, ollama_clock: OffsetClock) -> None:
+    models: OllamaModels, ollama_clock: OffsetClock
+) -> None:
     assert models in reclaim.registered()
     assert models.cost >= reclaim.Cost.MODEL
     for name in (SMALL, MEDIUM, BIG):
@@ -299,13 +311,20 @@ def test_reclaim_unloads_idle_models_least_recently_used_first(
 
 
 def test_ladder_unloads_the_idle_model_under_a_real_squeeze(
-        memory_cgroup: Any, ollama_server_factory: Callable[..., OllamaStandIn],
-        ollama_clock: OffsetClock) -> None:
+    memory_cgroup: Any,
+    ollama_server_factory: Callable[..., OllamaStandIn],
+    ollama_clock: OffsetClock,
+) -> None:
     gb = 10**9
-    catalogue = [CatalogueModel("idle:1b", gb, int(1.6 * gb)),
-                 CatalogueModel("busy:1b", gb, int(1.6 * gb))]
-    server = ollama_server_factory(catalogue=catalogue, scale=1 / 16,  # ~100 MB per runner
-                                   cgroup=memory_cgroup.path)
+    catalogue = [
+        CatalogueModel("idle:1b", gb, int(1.6 * gb)),
+        CatalogueModel("busy:1b", gb, int(1.6 * gb)),
+    ]
+    server = ollama_server_factory(
+        catalogue=catalogue,
+        scale=1 / 16,  # ~100 MB per runner
+        cgroup=memory_cgroup.path,
+    )
     models = OllamaModels(server.host, clock=ollama_clock)
 
     def working_set() -> int:
@@ -374,8 +393,9 @@ def test_faults_raise_one_documented_error(kind: str, ollama_server: OllamaStand
 
 @pytest.mark.parametrize("kind", FAULTS)
 @pytest.mark.anyio
-async def test_async_faults_raise_one_documented_error(kind: str,
-                                                      ollama_server: OllamaStandIn) -> None:
+async def test_async_faults_raise_one_documented_error(
+    kind: str, ollama_server: OllamaStandIn
+) -> None:
     host = break_server(kind, ollama_server)
     async with AsyncOllamaModels(host, timeout=0.5, register=False) as models:
         with pytest.raises(OllamaError) as caught:
@@ -386,8 +406,9 @@ async def test_async_faults_raise_one_documented_error(kind: str,
 
 
 @pytest.mark.parametrize("kind", FAULTS)
-def test_source_and_ladder_degrade_and_log_once(kind: str, ollama_server: OllamaStandIn,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_source_and_ladder_degrade_and_log_once(
+    kind: str, ollama_server: OllamaStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
     host = break_server(kind, ollama_server)
     models = OllamaModels(host, timeout=0.5, register=False)
     source = models.source()
@@ -410,8 +431,11 @@ def test_source_and_ladder_degrade_and_log_once(kind: str, ollama_server: Ollama
 
 
 def test_stream_error_and_bad_answers_are_translated(ollama_server: OllamaStandIn) -> None:
-    ollama_server.fail(503, "server busy, please try again.  maximum pending requests exceeded",
-                       paths=["/api/generate"])
+    ollama_server.fail(
+        503,
+        "server busy, please try again.  maximum pending requests exceeded",
+        paths=["/api/generate"],
+    )
     with OllamaModels(ollama_server.host, register=False) as models:
         with pytest.raises(OllamaError, match="server busy") as caught:
             models.ensure(SMALL)
@@ -421,17 +445,21 @@ def test_stream_error_and_bad_answers_are_translated(ollama_server: OllamaStandI
 
 # ---------------------------------------------------------------- packaging and CLI
 def test_import_without_ollama_names_the_extra() -> None:
-    code = ("import sys; sys.modules['ollama'] = None\n"
-            "try:\n    import resguard.ollama\nexcept ImportError as e:\n    print(e)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
+    code = (
+        "import sys; sys.modules['ollama'] = None\n"
+        "try:\n    import resguard.ollama\nexcept ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     assert "pip install 'resguard[ollama]'" in out
 
 
 def test_models_module_does_not_import_ollama() -> None:
     code = "import sys, resguard, resguard.models; print('ollama' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     assert out.strip() == "False"
 
 
@@ -452,8 +480,7 @@ def test_cli_ps_and_unload(ollama_server: OllamaStandIn) -> None:
 
     out = io.StringIO()
     assert cli("unload", [SMALL], host=ollama_server.host, as_json=True, out=out) == 0
-    assert json.loads(out.getvalue())["unloaded"] == [{"name": SMALL,
-                                                       "freed_bytes": 1_514_584_145}]
+    assert json.loads(out.getvalue())["unloaded"] == [{"name": SMALL, "freed_bytes": 1_514_584_145}]
     assert ollama_server.loaded_names() == []
 
     err = io.StringIO()
@@ -461,8 +488,12 @@ def test_cli_ps_and_unload(ollama_server: OllamaStandIn) -> None:
     assert cli("stop", [], host=ollama_server.host, as_json=False, out=out, err=err) == 2
     down = f"http://127.0.0.1:{free_port()}"
     assert cli("ps", [], host=down, as_json=False, out=out, err=err) == 2  # unreachable
-    assert cli("unload", ["no-such-model:1b"], host=ollama_server.host, as_json=False,
-               out=out, err=err) == 1  # Ollama answered: unknown model
+    assert (
+        cli(
+            "unload", ["no-such-model:1b"], host=ollama_server.host, as_json=False, out=out, err=err
+        )
+        == 1
+    )  # Ollama answered: unknown model
     assert "cannot reach Ollama" in err.getvalue()
 
 
@@ -475,8 +506,7 @@ def test_standin_speaks_the_protocol(ollama_server: OllamaStandIn) -> None:
         missing = http.get("/api/nothing")
         assert (missing.status_code, missing.text) == (404, "404 page not found")
         assert http.get("/api/generate").status_code == 405
-        assert http.post("/api/generate", content=b"").json() == {
-            "error": "missing request body"}
+        assert http.post("/api/generate", content=b"").json() == {"error": "missing request body"}
         assert http.post("/api/generate", json={"model": ""}).status_code == 404
         assert http.post("/api/chat", json={"model": ""}).status_code == 400
         assert http.get("/api/ps").json() == {"models": []}
@@ -512,7 +542,8 @@ def test_standin_answers_503_when_its_queue_is_full(ollama_server_factory: Any) 
 
 
 def test_a_lazy_model_learns_when_it_was_unloaded_behind_its_back(
-        models: OllamaModels, ollama_server: OllamaStandIn) -> None:
+    models: OllamaModels, ollama_server: OllamaStandIn
+) -> None:
     lazy = models.lazy(SMALL)
     assert lazy.get() == SMALL
     models.unload(SMALL)
@@ -532,7 +563,8 @@ def test_closing_takes_it_off_the_ladder(ollama_server: OllamaStandIn) -> None:
 
 
 def test_a_model_too_big_for_the_server_is_an_ollama_error(
-        ollama_server_factory: Callable[..., OllamaStandIn]) -> None:
+    ollama_server_factory: Callable[..., OllamaStandIn],
+) -> None:
     server = ollama_server_factory(memory_bytes=2 * 10**9)
     with OllamaModels(server.host, guard=Headroom(10**12), register=False) as models:
         with pytest.raises(OllamaError, match="requires more system memory") as caught:
@@ -550,8 +582,10 @@ def test_canonical_names_are_stable(name: str) -> None:
     assert ":" in once
 
 
-@given(st.integers(min_value=0, max_value=10**6),
-       st.sampled_from([("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)]))
+@given(
+    st.integers(min_value=0, max_value=10**6),
+    st.sampled_from([("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)]),
+)
 def test_standin_keep_alive_durations(number: int, unit: tuple[str, float]) -> None:
     suffix, factor = unit
     assert parse_keep_alive(f"{number}{suffix}") == pytest.approx(number * factor)
@@ -563,18 +597,21 @@ def test_standin_keep_alive_durations(number: int, unit: tuple[str, float]) -> N
 
 
 def test_monitor_on_warning_unloads_the_idle_model_in_a_squeezed_cgroup(
-        memory_cgroup: Any, ollama_server_factory: Callable[..., OllamaStandIn],
-        ollama_clock: OffsetClock) -> None:
+    memory_cgroup: Any,
+    ollama_server_factory: Callable[..., OllamaStandIn],
+    ollama_clock: OffsetClock,
+) -> None:
     try:
         from resguard.monitor import Monitor
         from resguard.rules import Level, Policy, Threshold
     except ImportError as exc:  # pragma: no cover - the monitor is the lead's part
         pytest.skip(f"resguard.monitor is not importable ({exc})")
     gb = 10**9
-    catalogue = [CatalogueModel("idle:1b", gb, int(1.6 * gb)),
-                 CatalogueModel("busy:1b", gb, int(1.6 * gb))]
-    server = ollama_server_factory(catalogue=catalogue, scale=1 / 16,
-                                   cgroup=memory_cgroup.path)
+    catalogue = [
+        CatalogueModel("idle:1b", gb, int(1.6 * gb)),
+        CatalogueModel("busy:1b", gb, int(1.6 * gb)),
+    ]
+    server = ollama_server_factory(catalogue=catalogue, scale=1 / 16, cgroup=memory_cgroup.path)
     models = OllamaModels(server.host, clock=ollama_clock)
     try:
         models.ensure("idle:1b")
@@ -583,8 +620,13 @@ def test_monitor_on_warning_unloads_the_idle_model_in_a_squeezed_cgroup(
             usage = memory_cgroup.usage_bytes()
             memory_cgroup.set_limit(usage + 24 * 2**20)
             policy = Policy([Threshold("memory.percent", ">", 85, level=Level.WARNING)])
-            monitor = Monitor(policy=policy, cgroup=str(memory_cgroup.path),
-                              sources=[models.source()], psi_trigger=False, reclaim_to="80%")
+            monitor = Monitor(
+                policy=policy,
+                cgroup=str(memory_cgroup.path),
+                sources=[models.source()],
+                psi_trigger=False,
+                reclaim_to="80%",
+            )
             monitor.sample_slow()
             state = monitor.sample_now()
             assert state.level == Level.WARNING
@@ -624,24 +666,31 @@ BOUND_S = TIMEOUT_S + 1.0  # generous: the deadline plus the machine's slack
 
 
 def _sync_calls(models: OllamaModels) -> dict[str, Callable[[], object]]:
-    return {"loaded": models.loaded, "installed": models.installed,
-            "estimate_bytes": lambda: models.estimate_bytes(SMALL),
-            "unload": lambda: models.unload(SMALL), "ensure": lambda: models.ensure(SMALL),
-            "unload_idle": lambda: models.unload_idle(0),
-            "lazy.get": lambda: models.lazy(SMALL).get(),
-            "using": lambda: models.using(SMALL).__enter__(),
-            "uses": models.uses(SMALL)(lambda: None),
-            "client.ps": models.client.ps}
+    return {
+        "loaded": models.loaded,
+        "installed": models.installed,
+        "estimate_bytes": lambda: models.estimate_bytes(SMALL),
+        "unload": lambda: models.unload(SMALL),
+        "ensure": lambda: models.ensure(SMALL),
+        "unload_idle": lambda: models.unload_idle(0),
+        "lazy.get": lambda: models.lazy(SMALL).get(),
+        "using": lambda: models.using(SMALL).__enter__(),
+        "uses": models.uses(SMALL)(lambda: None),
+        "client.ps": models.client.ps,
+    }
 
 
 @pytest.mark.parametrize("mode", list(REASONS))
 def test_every_call_ends_within_its_deadline_whatever_the_server_does(mode: str) -> None:
-    with MisbehavingServer(mode) as server, OllamaModels(
-            server.host, timeout=TIMEOUT_S, register=False) as models:
+    with (
+        MisbehavingServer(mode) as server,
+        OllamaModels(server.host, timeout=TIMEOUT_S, register=False) as models,
+    ):
         for what, call in _sync_calls(models).items():
             started = time.monotonic()
-            with pytest.raises((OllamaError, httpx.HTTPError, ollama.ResponseError,
-                                ValueError, RecursionError)) as caught:
+            with pytest.raises(
+                (OllamaError, httpx.HTTPError, ollama.ResponseError, ValueError, RecursionError)
+            ) as caught:
                 call()
             elapsed = time.monotonic() - started
             assert elapsed < BOUND_S, f"{what} took {elapsed:.1f} s against a {mode} server"
@@ -651,9 +700,11 @@ def test_every_call_ends_within_its_deadline_whatever_the_server_does(mode: str)
             if what in ("loaded", "unload", "ensure", "unload_idle", "using"):
                 assert REASONS[mode] in str(caught.value), (what, str(caught.value))
             assert caught.value.__cause__ is not None
-        for what, quiet in (("reclaimable_bytes", models.reclaimable_bytes),
-                            ("reclaim", lambda: models.reclaim(10**9)),
-                            ("source", lambda: models.source().sample()["ollama"])):
+        for what, quiet in (
+            ("reclaimable_bytes", models.reclaimable_bytes),
+            ("reclaim", lambda: models.reclaim(10**9)),
+            ("source", lambda: models.source().sample()["ollama"]),
+        ):
             started = time.monotonic()
             assert quiet() in (0, None), what  # the ladder and the source never raise
             assert time.monotonic() - started < BOUND_S, what
@@ -662,15 +713,17 @@ def test_every_call_ends_within_its_deadline_whatever_the_server_does(mode: str)
 @pytest.mark.parametrize("mode", list(REASONS))
 @pytest.mark.anyio
 async def test_every_async_call_ends_within_its_deadline_whatever_the_server_does(
-        mode: str) -> None:
+    mode: str,
+) -> None:
     with MisbehavingServer(mode) as server:
-        async with AsyncOllamaModels(server.host, timeout=TIMEOUT_S,
-                                     register=False) as models:
+        async with AsyncOllamaModels(server.host, timeout=TIMEOUT_S, register=False) as models:
             calls: dict[str, Callable[[], Any]] = {
-                "loaded": models.loaded, "installed": models.installed,
+                "loaded": models.loaded,
+                "installed": models.installed,
                 "unload": lambda: models.unload(SMALL),
                 "ensure": lambda: models.ensure(SMALL),
-                "unload_idle": lambda: models.unload_idle(0)}
+                "unload_idle": lambda: models.unload_idle(0),
+            }
             for what, call in calls.items():
                 started = time.monotonic()
                 with pytest.raises(OllamaError) as caught:
@@ -681,8 +734,10 @@ async def test_every_async_call_ends_within_its_deadline_whatever_the_server_doe
 
 
 def test_a_huge_answer_is_not_read_in_full(ollama_server: OllamaStandIn) -> None:
-    with MisbehavingServer("huge") as server, OllamaModels(
-            server.host, timeout=30, max_answer="64KiB", register=False) as models:
+    with (
+        MisbehavingServer("huge") as server,
+        OllamaModels(server.host, timeout=30, max_answer="64KiB", register=False) as models,
+    ):
         started = time.monotonic()
         with pytest.raises(OllamaError, match=r"more than 64\.0 KiB"):
             models.loaded()
@@ -706,11 +761,14 @@ def test_the_load_request_has_its_own_deadline(ollama_server_factory: Any) -> No
 
 @pytest.mark.parametrize("mode", ["hang", "drip", "malformed", "huge", "drop", "http500"])
 def test_monitor_source_degrades_to_none_with_one_warning(
-        mode: str, caplog: pytest.LogCaptureFixture) -> None:
+    mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
     from resguard.monitor import Monitor
 
-    with MisbehavingServer(mode) as server, OllamaModels(
-            server.host, timeout=0.5, register=False) as models:
+    with (
+        MisbehavingServer(mode) as server,
+        OllamaModels(server.host, timeout=0.5, register=False) as models,
+    ):
         monitor = Monitor(sources=[models.source()], reclaim=False, psi_trigger=False)
         caplog.set_level(logging.WARNING, logger="resguard")
         for _ in range(3):
@@ -722,9 +780,22 @@ def test_monitor_source_degrades_to_none_with_one_warning(
         assert len(failing) == 1, [r.getMessage() for r in failing]
 
 
-@pytest.mark.parametrize("host", ["http://127.0.0.1:99999", "nonsense::host", "", "  ",
-                                  "ftp://127.0.0.1:11434", "http://", "http://a b:1",
-                                  "http://127.0.0.1:", "[::zz]:80", "http://h:1?x=1", 5])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "http://127.0.0.1:99999",
+        "nonsense::host",
+        "",
+        "  ",
+        "ftp://127.0.0.1:11434",
+        "http://",
+        "http://a b:1",
+        "http://127.0.0.1:",
+        "[::zz]:80",
+        "http://h:1?x=1",
+        5,
+    ],
+)
 def test_a_host_that_is_not_one_is_an_invalid_value_quoting_it(host: Any) -> None:
     with pytest.raises((InvalidValue, InvalidType)) as caught:
         OllamaModels(host, register=False)
@@ -733,13 +804,16 @@ def test_a_host_that_is_not_one_is_an_invalid_value_quoting_it(host: Any) -> Non
         AsyncOllamaModels(host, register=False)
 
 
-def test_hosts_are_read_as_the_ollama_client_reads_them(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    cases = {"1.2.3.4": "http://1.2.3.4:11434", ":56789": "http://127.0.0.1:56789",
-             "http://example.com": "http://example.com:80",
-             "https://example.com": "https://example.com:443",
-             "example.com:56789/path/": "http://example.com:56789/path",
-             "[::1]:8080": "http://[::1]:8080", "HTTP://Localhost:5": "http://localhost:5"}
+def test_hosts_are_read_as_the_ollama_client_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    cases = {
+        "1.2.3.4": "http://1.2.3.4:11434",
+        ":56789": "http://127.0.0.1:56789",
+        "http://example.com": "http://example.com:80",
+        "https://example.com": "https://example.com:443",
+        "example.com:56789/path/": "http://example.com:56789/path",
+        "[::1]:8080": "http://[::1]:8080",
+        "HTTP://Localhost:5": "http://localhost:5",
+    }
     for text, expected in cases.items():
         assert parse_host(text) == expected
         with OllamaModels(text, register=False) as models:
@@ -761,19 +835,32 @@ def test_cli_with_a_bad_host_prints_one_line_and_exits_2(host: str) -> None:
     assert "Traceback" not in err.getvalue()
 
 
-@pytest.mark.parametrize(("kwargs", "error"), [
-    ({"timeout": 0}, InvalidValue), ({"timeout": float("nan")}, InvalidValue),
-    ({"timeout": float("inf")}, InvalidValue), ({"timeout": "soon"}, InvalidValue),
-    ({"timeout": None}, InvalidType), ({"load_timeout": -1}, InvalidValue),
-    ({"max_answer": 0}, InvalidValue), ({"max_answer": "lots"}, InvalidValue),
-    ({"size_factor": float("nan")}, InvalidValue), ({"size_factor": float("inf")}, InvalidValue),
-    ({"size_factor": "2"}, InvalidType), ({"unload_timeout": 0}, InvalidValue),
-    ({"reclaim_min_idle": -1}, InvalidValue), ({"keep_alive": "-soon"}, InvalidValue),
-    ({"keep_alive": float("nan")}, InvalidValue), ({"clock": 3}, InvalidType),
-    ({"register": "no"}, InvalidType), ({"default_keep_alive": [1]}, InvalidType),
-])
-def test_ollama_arguments_are_checked_with_the_value_as_typed(kwargs: dict[str, Any],
-                                                             error: type) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"timeout": 0}, InvalidValue),
+        ({"timeout": float("nan")}, InvalidValue),
+        ({"timeout": float("inf")}, InvalidValue),
+        ({"timeout": "soon"}, InvalidValue),
+        ({"timeout": None}, InvalidType),
+        ({"load_timeout": -1}, InvalidValue),
+        ({"max_answer": 0}, InvalidValue),
+        ({"max_answer": "lots"}, InvalidValue),
+        ({"size_factor": float("nan")}, InvalidValue),
+        ({"size_factor": float("inf")}, InvalidValue),
+        ({"size_factor": "2"}, InvalidType),
+        ({"unload_timeout": 0}, InvalidValue),
+        ({"reclaim_min_idle": -1}, InvalidValue),
+        ({"keep_alive": "-soon"}, InvalidValue),
+        ({"keep_alive": float("nan")}, InvalidValue),
+        ({"clock": 3}, InvalidType),
+        ({"register": "no"}, InvalidType),
+        ({"default_keep_alive": [1]}, InvalidType),
+    ],
+)
+def test_ollama_arguments_are_checked_with_the_value_as_typed(
+    kwargs: dict[str, Any], error: type
+) -> None:
     kwargs = {"register": False, **kwargs}
     with pytest.raises(error) as caught:
         OllamaModels("127.0.0.1:1", **kwargs)
@@ -793,14 +880,32 @@ def test_an_empty_model_name_from_the_server_is_an_ollama_error() -> None:
             models.loaded()
 
 
-HOSTILE = (st.text(max_size=16) | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
-           | st.none() | st.booleans() | st.sampled_from([10**400, "1e999", "nan", "-1",
-                                                          "http://[::1", ":99999", [1]]))
+HOSTILE = (
+    st.text(max_size=16)
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.none()
+    | st.booleans()
+    | st.sampled_from([10**400, "1e999", "nan", "-1", "http://[::1", ":99999", [1]])
+)
 
 
-@given(value=HOSTILE, argument=st.sampled_from(
-    ["host", "timeout", "load_timeout", "max_answer", "keep_alive", "default_keep_alive",
-     "size_factor", "unload_timeout", "reclaim_min_idle"]))
+@given(
+    value=HOSTILE,
+    argument=st.sampled_from(
+        [
+            "host",
+            "timeout",
+            "load_timeout",
+            "max_answer",
+            "keep_alive",
+            "default_keep_alive",
+            "size_factor",
+            "unload_timeout",
+            "reclaim_min_idle",
+        ]
+    ),
+)
 def test_hostile_arguments_give_only_documented_errors(value: Any, argument: str) -> None:
     try:
         if argument == "host":
@@ -865,8 +970,14 @@ def test_a_malformed_ollama_host_variable_does_not_break_the_import(bad_host: st
         "o.OllamaModels(host='http://127.0.0.1:9')\n"
         "print('env kept:', os.environ['OLLAMA_HOST'])\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "OLLAMA_HOST": bad_host}, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "OLLAMA_HOST": bad_host},
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert f"refused: OLLAMA_HOST={bad_host!r}" in done.stdout
     assert f"env kept: {bad_host}" in done.stdout

@@ -19,19 +19,32 @@ def judge(policy, snapshots):
 
 
 def memory_levels(policy, percents):
-    return [v.level for v in judge(policy, [make_snapshot(at=float(t), memory_percent=p)
-                                            for t, p in enumerate(percents)])]
+    return [
+        v.level
+        for v in judge(
+            policy, [make_snapshot(at=float(t), memory_percent=p) for t, p in enumerate(percents)]
+        )
+    ]
 
 
 W, C, OK = Level.WARNING, Level.CRITICAL, Level.OK
 
 
-@pytest.mark.parametrize(("preset", "percents", "expected"), [
-    (presets.laptop, [50, 84.9, 85, 84, 80.5, 79.9, 95, 91, 89.9, 79], [
-        OK, OK, W, W, W, OK, C, C, W, OK]),
-    (presets.service, [50, 79.9, 80, 76, 74.9, 90, 86, 84.9, 70], [
-        OK, OK, W, W, OK, C, C, W, OK]),
-])
+@pytest.mark.parametrize(
+    ("preset", "percents", "expected"),
+    [
+        (
+            presets.laptop,
+            [50, 84.9, 85, 84, 80.5, 79.9, 95, 91, 89.9, 79],
+            [OK, OK, W, W, W, OK, C, C, W, OK],
+        ),
+        (
+            presets.service,
+            [50, 79.9, 80, 76, 74.9, 90, 86, 84.9, 70],
+            [OK, OK, W, W, OK, C, C, W, OK],
+        ),
+    ],
+)
 def test_memory_levels_and_clear_levels(preset, percents, expected):
     assert memory_levels(preset(), percents) == expected
 
@@ -57,9 +70,16 @@ def test_laptop_pressure_rules():
 
 def test_laptop_single_busy_process_after_30_seconds():
     policy = presets.laptop()
-    snapshots = [make_snapshot(at=float(t), processes=(
-        make_process(100, "renderer", cpu_percent=240.0),
-        make_process(101, "editor", cpu_percent=5.0))) for t in range(32)]
+    snapshots = [
+        make_snapshot(
+            at=float(t),
+            processes=(
+                make_process(100, "renderer", cpu_percent=240.0),
+                make_process(101, "editor", cpu_percent=5.0),
+            ),
+        )
+        for t in range(32)
+    ]
     verdicts = judge(policy, snapshots)
     assert all(v.ok for v in verdicts[:30])
     assert verdicts[30].level is W
@@ -69,9 +89,17 @@ def test_laptop_single_busy_process_after_30_seconds():
 
 def test_laptop_two_processes_above_half_a_core_after_10_seconds():
     policy = presets.laptop()
-    snapshots = [make_snapshot(at=float(t), processes=(
-        make_process(1, "api", cpu_percent=55.0), make_process(2, "worker", cpu_percent=60.0),
-        make_process(3, "idle", cpu_percent=0.5))) for t in range(12)]
+    snapshots = [
+        make_snapshot(
+            at=float(t),
+            processes=(
+                make_process(1, "api", cpu_percent=55.0),
+                make_process(2, "worker", cpu_percent=60.0),
+                make_process(3, "idle", cpu_percent=0.5),
+            ),
+        )
+        for t in range(12)
+    ]
     verdicts = judge(policy, snapshots)
     assert all(v.ok for v in verdicts[:10])
     assert verdicts[10].level is W
@@ -80,8 +108,10 @@ def test_laptop_two_processes_above_half_a_core_after_10_seconds():
 
 def test_laptop_leak_of_the_process_rss():
     policy = presets.laptop()
-    snapshots = [make_snapshot(at=float(t), rss=round(200 * MB + t * 100 * MB / 600))
-                 for t in range(0, 900, 2)]                # +100 MB per 10 min for 15 min
+    snapshots = [
+        make_snapshot(at=float(t), rss=round(200 * MB + t * 100 * MB / 600))
+        for t in range(0, 900, 2)
+    ]  # +100 MB per 10 min for 15 min
     verdicts = judge(policy, snapshots)
     assert verdicts[-1].level is W
     assert "RSS grows" in verdicts[-1].reason
@@ -94,11 +124,13 @@ def test_service_has_no_process_rules_and_forecasts_the_limit():
     verdicts = judge(policy, [make_snapshot(at=float(t), processes=busy) for t in range(60)])
     assert all(v.ok for v in verdicts)
     # 50 % used and filling at 40 MiB/s: 8 GiB left, about 205 s at first
-    filling = [make_snapshot(at=float(t), limit=16 * GiB, used=8 * GiB + t * 40 * 2**20)
-               for t in range(120)]
+    filling = [
+        make_snapshot(at=float(t), limit=16 * GiB, used=8 * GiB + t * 40 * 2**20)
+        for t in range(120)
+    ]
     verdicts = judge(policy, filling)
     fired = next(i for i, v in enumerate(verdicts) if not v.ok)
-    assert 80 <= fired <= 100                               # when about 120 s are left
+    assert 80 <= fired <= 100  # when about 120 s are left
     assert verdicts[fired].breaches[0].estimate_s < 120
 
 
@@ -121,13 +153,25 @@ def test_presets_report_unreadable_memory_as_unknown_and_hold_a_firing_level(pre
 
     def blind(at):
         snapshot = make_snapshot(at=at)
-        memory = attrs.evolve(snapshot.memory, total=None, limit=None, used=None,
-                              available=None, percent=None, source="unknown")
-        return attrs.evolve(snapshot, memory=memory, faults=(
-            Fault("memory", "/proc/meminfo", "truncated", "MemAvailable missing"),))
+        memory = attrs.evolve(
+            snapshot.memory,
+            total=None,
+            limit=None,
+            used=None,
+            available=None,
+            percent=None,
+            source="unknown",
+        )
+        return attrs.evolve(
+            snapshot,
+            memory=memory,
+            faults=(Fault("memory", "/proc/meminfo", "truncated", "MemAvailable missing"),),
+        )
 
-    verdicts = judge(preset(), [make_snapshot(at=0.0, memory_percent=97),
-                                *(blind(float(t)) for t in range(1, 20))])
+    verdicts = judge(
+        preset(),
+        [make_snapshot(at=0.0, memory_percent=97), *(blind(float(t)) for t in range(1, 20))],
+    )
     assert [v.level for v in verdicts] == [C] * 20  # no flapping to OK on a damaged file
     assert "memory.percent: /proc/meminfo truncated" in verdicts[-1].unknown
     assert verdicts[-1].reason.startswith("CRITICAL: ")

@@ -33,7 +33,8 @@ def busy_child() -> Iterator[subprocess.Popen[bytes]]:
 
 
 def test_a_busy_process_leads_by_cpu_after_one_interval(
-        busy_child: subprocess.Popen[bytes]) -> None:
+    busy_child: subprocess.Popen[bytes],
+) -> None:
     table = ProcessTable()
     table.sample()
     time.sleep(1.0)
@@ -53,8 +54,9 @@ def test_first_sample_needs_no_sleep_and_reports_lifetime_average() -> None:
 
 
 def test_top_by_memory_finds_the_big_process() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "x = b'x' * (300 * 2**20); input()"],
-                             stdin=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", "x = b'x' * (300 * 2**20); input()"], stdin=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 30
         table = ProcessTable()
@@ -113,11 +115,19 @@ def test_vanished_processes_are_skipped_silently() -> None:
     assert all(row.pid != child.pid for row in table.sample() for child in children)
 
 
-@pytest.mark.parametrize(("n", "by", "error"), [
-    (-1, "cpu", InvalidValue), (True, "cpu", InvalidType), (3, "disk", InvalidValue),
-    ("3", "cpu", InvalidType), (None, "cpu", InvalidType), (3, None, InvalidType),
-    (3.0, "cpu", InvalidType), (3, ["cpu"], InvalidType),
-])
+@pytest.mark.parametrize(
+    ("n", "by", "error"),
+    [
+        (-1, "cpu", InvalidValue),
+        (True, "cpu", InvalidType),
+        (3, "disk", InvalidValue),
+        ("3", "cpu", InvalidType),
+        (None, "cpu", InvalidType),
+        (3, None, InvalidType),
+        (3.0, "cpu", InvalidType),
+        (3, ["cpu"], InvalidType),
+    ],
+)
 def test_bad_arguments_are_named(n: object, by: object, error: type[Exception]) -> None:
     quoted = repr(n) if by in ("cpu",) else repr(by)
     with pytest.raises(error, match=re.escape(quoted)):

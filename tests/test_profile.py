@@ -71,8 +71,9 @@ def test_a_spike_between_samples_is_caught_by_the_high_water_mark() -> None:
             del block
         print(prof.peak_rss_delta, max(s.rss for s in prof.samples) - prof.baseline_rss)
     """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
     peak_delta, sampled_delta = (int(word) for word in result.stdout.split())
     assert sampled_delta < 20 * MB  # the samples saw nothing ...
     assert peak_delta == pytest.approx(150 * MB, rel=0.10)  # ... the high-water mark did
@@ -94,8 +95,7 @@ def test_numpy_zeros_are_traced_but_not_resident_and_ones_are_both() -> None:
         del array
     assert ones.peak_traced is not None
     assert ones.peak_traced >= 200 * MB
-    assert max(s.rss for s in ones.samples) - ones.baseline_rss == pytest.approx(200 * MB,
-                                                                                 rel=0.10)
+    assert max(s.rss for s in ones.samples) - ones.baseline_rss == pytest.approx(200 * MB, rel=0.10)
 
 
 def test_c_allocations_are_resident_but_not_traced() -> None:
@@ -111,8 +111,7 @@ def test_c_allocations_are_resident_but_not_traced() -> None:
         libc.free(pointer)
     assert prof.peak_traced is not None
     assert prof.peak_traced < 10 * MB
-    assert max(s.rss for s in prof.samples) - prof.baseline_rss == pytest.approx(100 * MB,
-                                                                                rel=0.10)
+    assert max(s.rss for s in prof.samples) - prof.baseline_rss == pytest.approx(100 * MB, rel=0.10)
 
 
 def test_tracing_that_was_already_on_stays_on() -> None:
@@ -134,11 +133,14 @@ def test_tracing_that_was_already_on_stays_on() -> None:
 
 
 def test_children_memory_is_summed() -> None:
-    code = ("b = bytearray(100_000_000); import sys; sys.stdout.write('ok\\n'); "
-            "sys.stdout.flush(); sys.stdin.read()")
+    code = (
+        "b = bytearray(100_000_000); import sys; sys.stdout.write('ok\\n'); "
+        "sys.stdout.flush(); sys.stdin.read()"
+    )
     with profile(interval="20ms", children=True) as prof:
-        child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         try:
             assert child.stdout is not None
             assert child.stdout.readline() == "ok\n"
@@ -149,8 +151,9 @@ def test_children_memory_is_summed() -> None:
     assert prof.peak_total_rss >= prof.peak_children_rss
 
     with profile(interval="20ms", children=False) as alone:
-        child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         try:
             assert child.stdout is not None
             assert child.stdout.readline() == "ok\n"
@@ -237,11 +240,14 @@ def test_an_exception_in_the_block_propagates_and_the_profile_is_complete() -> N
     assert not _profile_threads()
 
 
-@pytest.mark.parametrize(("kwargs", "text"), [
-    ({"interval": "0s"}, "above zero"),
-    ({"interval": "soon"}, "soon"),
-    ({"uss_interval": "-1s"}, "uss_interval"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "text"),
+    [
+        ({"interval": "0s"}, "above zero"),
+        ({"interval": "soon"}, "soon"),
+        ({"uss_interval": "-1s"}, "uss_interval"),
+    ],
+)
 def test_bad_arguments_name_the_value(kwargs: dict[str, object], text: str) -> None:
     with pytest.raises(InvalidValue, match=text):
         profile(**kwargs)  # type: ignore[arg-type]
@@ -255,8 +261,15 @@ def test_csv_dataframe_html_and_plot(tmp_path: Path) -> None:
     rows = list(csv.DictReader(path.open()))
     assert len(rows) == len(prof.samples)
     assert int(rows[0]["rss"]) == prof.samples[0].rss
-    assert set(rows[0]) >= {"elapsed_s", "rss", "uss", "cpu_percent", "available",
-                            "psi_memory_some_avg10", "traced_bytes"}
+    assert set(rows[0]) >= {
+        "elapsed_s",
+        "rss",
+        "uss",
+        "cpu_percent",
+        "available",
+        "psi_memory_some_avg10",
+        "traced_bytes",
+    }
     buffer = io.StringIO()
     prof.to_csv(buffer)
     assert buffer.getvalue().splitlines()[0].startswith("elapsed_s,rss")
@@ -289,9 +302,11 @@ def test_missing_pandas_or_matplotlib_names_the_extra(monkeypatch: pytest.Monkey
 
 
 def test_importing_profile_imports_no_optional_package() -> None:
-    code = ("import sys, resguard.profile; "
-            "print(sorted(m for m in ('pandas', 'matplotlib', 'numpy', 'IPython') "
-            "if m in sys.modules))")
+    code = (
+        "import sys, resguard.profile; "
+        "print(sorted(m for m in ('pandas', 'matplotlib', 'numpy', 'IPython') "
+        "if m in sys.modules))"
+    )
     assert run_python(code).strip() == "[]"
 
 
@@ -371,14 +386,18 @@ def test_an_interval_below_one_millisecond_is_refused_not_a_busy_loop(interval: 
         profile(uss_interval=interval)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("kwargs", "text"), [
-    ({"children": "false"}, "children='false'"),
-    ({"tracemalloc": 1}, "tracemalloc=1"),
-    ({"label": 5}, "label=5"),
-    ({"interval": None}, "interval=None"),
-])
-def test_arguments_of_the_wrong_type_are_invalid_types(kwargs: dict[str, object],
-                                                       text: str) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "text"),
+    [
+        ({"children": "false"}, "children='false'"),
+        ({"tracemalloc": 1}, "tracemalloc=1"),
+        ({"label": 5}, "label=5"),
+        ({"interval": None}, "interval=None"),
+    ],
+)
+def test_arguments_of_the_wrong_type_are_invalid_types(
+    kwargs: dict[str, object], text: str
+) -> None:
     from resguard import InvalidType
 
     with pytest.raises(InvalidType, match=text):

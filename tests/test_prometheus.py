@@ -63,8 +63,9 @@ def quiet_policy() -> Policy:
 
 @pytest.fixture
 def monitor() -> Iterator[Monitor]:
-    with Monitor(interval="50ms", policy=quiet_policy(), reclaim=False,
-                 slow_interval="100ms") as running:
+    with Monitor(
+        interval="50ms", policy=quiet_policy(), reclaim=False, slow_interval="100ms"
+    ) as running:
         yield running
 
 
@@ -77,15 +78,17 @@ def test_machine_figures_match_a_snapshot_taken_at_the_same_time() -> None:
     assert value(samples, "resguard_memory_limit_bytes", source=memory.source) == memory.limit
     assert value(samples, "resguard_memory_total_bytes") == memory.total
     tolerance = max(128 * MIB, 0.02 * memory.limit)  # other programs keep running
-    assert value(samples, "resguard_memory_used_bytes") == pytest.approx(memory.used,
-                                                                          abs=tolerance)
+    assert value(samples, "resguard_memory_used_bytes") == pytest.approx(memory.used, abs=tolerance)
     assert value(samples, "resguard_memory_available_bytes") == pytest.approx(
-        memory.available, abs=tolerance)
+        memory.available, abs=tolerance
+    )
     assert value(samples, "resguard_memory_used_percent") == pytest.approx(
-        memory.percent, abs=100 * tolerance / memory.limit)
+        memory.percent, abs=100 * tolerance / memory.limit
+    )
     assert value(samples, "resguard_cpu_effective") == snap.cpu.effective
-    assert value(samples, "resguard_process_rss_bytes") == pytest.approx(snap.process.rss,
-                                                                          abs=64 * MIB)
+    assert value(samples, "resguard_process_rss_bytes") == pytest.approx(
+        snap.process.rss, abs=64 * MIB
+    )
     if snap.pressure.memory is not None:
         some = value(samples, "resguard_pressure_avg10_percent", resource="memory", kind="some")
         assert 0 <= some <= 100
@@ -120,8 +123,7 @@ def test_everything_a_service_registers_is_exported(monitor: Monitor) -> None:
     assert value(after, "resguard_guard_reserved_bytes", guard="api") == 0
     stats = api.stats()
     assert value(after, "resguard_guard_admitted_total", guard="api") == stats.admitted == 1
-    assert value(after, "resguard_guard_refused_total", guard="api",
-                 reason="concurrency") == 1
+    assert value(after, "resguard_guard_refused_total", guard="api", reason="concurrency") == 1
     assert value(after, "resguard_guard_waiting", guard="api") == 0
 
     cache_stats = cache.stats()
@@ -138,19 +140,25 @@ def test_everything_a_service_registers_is_exported(monitor: Monitor) -> None:
     assert pooled.loaded
     assert value(after, "resguard_verdict_level") == int(state.verdict.level) == 0
     assert value(after, "resguard_verdict_breaches") == 0
-    assert value(after, "resguard_memory_limit_bytes",
-                 source=state.snapshot.memory.source) == state.snapshot.memory.limit
+    assert (
+        value(after, "resguard_memory_limit_bytes", source=state.snapshot.memory.source)
+        == state.snapshot.memory.limit
+    )
 
 
-def test_ollama_models_of_the_monitor_snapshot_are_exported(
-        ollama_server: OllamaStandIn) -> None:
+def test_ollama_models_of_the_monitor_snapshot_are_exported(ollama_server: OllamaStandIn) -> None:
     from resguard.ollama import OllamaModels
 
     with OllamaModels(ollama_server.host, timeout=10, register=False) as models:
         models.ensure("qwen2.5:0.5b")
         loaded = {info.name: info for info in models.loaded()}
-        with Monitor(interval="50ms", policy=quiet_policy(), reclaim=False,
-                     slow_interval="50ms", sources=[models.source()]) as mon:
+        with Monitor(
+            interval="50ms",
+            policy=quiet_policy(),
+            reclaim=False,
+            slow_interval="50ms",
+            sources=[models.source()],
+        ) as mon:
             deadline = time.monotonic() + 30
             while not mon.state.snapshot.ollama and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -158,8 +166,9 @@ def test_ollama_models_of_the_monitor_snapshot_are_exported(
                 samples = scrape(server.url)
     info = loaded["qwen2.5:0.5b"]
     assert value(samples, "resguard_model_loaded", model=info.name, source="ollama") == 1
-    assert value(samples, "resguard_model_loaded_bytes", model=info.name,
-                 source="ollama") == info.size
+    assert (
+        value(samples, "resguard_model_loaded_bytes", model=info.name, source="ollama") == info.size
+    )
     assert value(samples, "resguard_model_vram_bytes", model=info.name) == info.size_vram
 
 
@@ -178,28 +187,37 @@ class _BrokenCache:
 
 
 def test_container_figures_and_scrape_errors() -> None:
-    item = ContainerStats(id="abc", name="db", image="postgres", status="running",
-                          memory_usage=300 * MIB, memory_used=250 * MIB,
-                          memory_limit=512 * MIB, memory_percent=48.8, cpu_percent=3.0,
-                          pids=7)
-    unlimited = attrs.evolve(item, id="def", name="cache", memory_limit=None,
-                             memory_percent=None)
+    item = ContainerStats(
+        id="abc",
+        name="db",
+        image="postgres",
+        status="running",
+        memory_usage=300 * MIB,
+        memory_used=250 * MIB,
+        memory_limit=512 * MIB,
+        memory_percent=48.8,
+        cpu_percent=3.0,
+        pids=7,
+    )
+    unlimited = attrs.evolve(item, id="def", name="cache", memory_limit=None, memory_percent=None)
     snap = attrs.evolve(snapshot(), containers=ContainersInfo.from_items((item, unlimited)))
     verdict = quiet_policy().evaluate(snap)
-    collector = ResguardCollector(_FrozenMonitor(State(snap, verdict, 1)),
-                                  caches=[_BrokenCache()])
+    collector = ResguardCollector(_FrozenMonitor(State(snap, verdict, 1)), caches=[_BrokenCache()])
     with serve(0, collector=collector) as server:
         samples = scrape(server.url)
     assert value(samples, "resguard_container_memory_used_bytes", container="db") == 250 * MIB
     assert value(samples, "resguard_container_memory_limit_bytes", container="db") == 512 * MIB
     assert ("resguard_container_memory_limit_bytes", (("container", "cache"),)) not in samples
     assert value(samples, "resguard_scrape_errors_total", part="cache") == 1
-    assert value(samples, "resguard_memory_limit_bytes",
-                 source=snap.memory.source) == snap.memory.limit
+    assert (
+        value(samples, "resguard_memory_limit_bytes", source=snap.memory.source)
+        == snap.memory.limit
+    )
 
 
 def test_every_documented_metric_is_exposed_and_every_exposed_one_documented(
-        monitor: Monitor) -> None:
+    monitor: Monitor,
+) -> None:
     docs = (ROOT / "docs" / "prometheus.md").read_text()
     import resguard.prometheus as module
 
@@ -212,15 +230,28 @@ def test_every_documented_metric_is_exposed_and_every_exposed_one_documented(
         pass
     cache: LRUCache[str, int] = LRUCache(max_items=2, name="c")
     lazy = LazyModel(lambda: 1, size=1, name="m", sweep=False, register=False)
-    item = ContainerStats(id="abc", name="db", image="i", status="running", memory_usage=1,
-                          memory_used=1, memory_limit=2, memory_percent=50.0,
-                          cpu_percent=None, pids=None)
-    snap = attrs.evolve(monitor.state.snapshot, containers=ContainersInfo.from_items((item,)),
-                        ollama=(OllamaModelInfo("x:1b", 10, 5, None, None),),
-                        faults=(Fault("swap", "/proc/meminfo", "garbage", "x"),))
+    item = ContainerStats(
+        id="abc",
+        name="db",
+        image="i",
+        status="running",
+        memory_usage=1,
+        memory_used=1,
+        memory_limit=2,
+        memory_percent=50.0,
+        cpu_percent=None,
+        pids=None,
+    )
+    snap = attrs.evolve(
+        monitor.state.snapshot,
+        containers=ContainersInfo.from_items((item,)),
+        ollama=(OllamaModelInfo("x:1b", 10, 5, None, None),),
+        faults=(Fault("swap", "/proc/meminfo", "garbage", "x"),),
+    )
     frozen = _FrozenMonitor(State(snap, monitor.state.verdict, 1))
-    collector = ResguardCollector(frozen, guards=[guard], caches=[cache, _BrokenCache()],
-                                  models=[lazy])
+    collector = ResguardCollector(
+        frozen, guards=[guard], caches=[cache, _BrokenCache()], models=[lazy]
+    )
     with serve(0, collector=collector) as server:
         exposed = names(scrape(server.url))
     missing = set(METRICS) - exposed
@@ -236,22 +267,26 @@ def test_bad_port_is_refused() -> None:
         serve(70000)
 
 
-@pytest.mark.parametrize(("call", "error", "quoted"), [
-    (lambda: serve("9108"), InvalidType, "port='9108'"),
-    (lambda: serve(True), InvalidType, "port=True"),
-    (lambda: serve(0, addr=5), InvalidType, "addr=5"),
-    (lambda: serve(0, addr="nonsense::host"), InvalidValue, "addr='nonsense::host'"),
-    (lambda: serve(0, collector=[5]), InvalidType, "5"),
-    (lambda: ResguardCollector(monitor=5), InvalidType, "monitor=5"),
-    (lambda: ResguardCollector(guards=5), InvalidType, "guards=5"),
-    (lambda: ResguardCollector(guards=["g"]), InvalidType, "'g'"),
-    (lambda: ResguardCollector(caches=[object]), InvalidType, "object"),
-    (lambda: ResguardCollector(models=[3]), InvalidType, "3"),
-    (lambda: ResguardCollector(sampler="s"), InvalidType, "sampler='s'"),
-    (lambda: ResguardCollector(clock=1.0), InvalidType, "clock=1.0"),
-])
+@pytest.mark.parametrize(
+    ("call", "error", "quoted"),
+    [
+        (lambda: serve("9108"), InvalidType, "port='9108'"),
+        (lambda: serve(True), InvalidType, "port=True"),
+        (lambda: serve(0, addr=5), InvalidType, "addr=5"),
+        (lambda: serve(0, addr="nonsense::host"), InvalidValue, "addr='nonsense::host'"),
+        (lambda: serve(0, collector=[5]), InvalidType, "5"),
+        (lambda: ResguardCollector(monitor=5), InvalidType, "monitor=5"),
+        (lambda: ResguardCollector(guards=5), InvalidType, "guards=5"),
+        (lambda: ResguardCollector(guards=["g"]), InvalidType, "'g'"),
+        (lambda: ResguardCollector(caches=[object]), InvalidType, "object"),
+        (lambda: ResguardCollector(models=[3]), InvalidType, "3"),
+        (lambda: ResguardCollector(sampler="s"), InvalidType, "sampler='s'"),
+        (lambda: ResguardCollector(clock=1.0), InvalidType, "clock=1.0"),
+    ],
+)
 def test_bad_collector_and_server_arguments_are_in_the_error_tree(
-        call: Any, error: type[Exception], quoted: str) -> None:
+    call: Any, error: type[Exception], quoted: str
+) -> None:
     with pytest.raises(error) as info:
         call()
     assert isinstance(info.value, ResguardError)
@@ -277,12 +312,25 @@ def test_repeated_names_become_distinct_series() -> None:
 
 def unknown_memory(snap: Snapshot) -> Snapshot:
     """*snap* as an empty /proc/meminfo leaves it: memory and swap numbers unknown."""
-    memory = attrs.evolve(snap.memory, total=None, limit=None, used=None, available=None,
-                          percent=None, source="unknown")
+    memory = attrs.evolve(
+        snap.memory,
+        total=None,
+        limit=None,
+        used=None,
+        available=None,
+        percent=None,
+        source="unknown",
+    )
     swap = attrs.evolve(snap.swap, total=None, used=None, free=None, percent=None)
-    return attrs.evolve(snap, memory=memory, swap=swap,
-                        faults=(Fault("memory", "/proc/meminfo", "empty", "no data"),
-                                Fault("swap", "/proc/meminfo", "empty", "no data")))
+    return attrs.evolve(
+        snap,
+        memory=memory,
+        swap=swap,
+        faults=(
+            Fault("memory", "/proc/meminfo", "empty", "no data"),
+            Fault("swap", "/proc/meminfo", "empty", "no data"),
+        ),
+    )
 
 
 def test_unknown_figures_are_absent_never_zero() -> None:
@@ -292,9 +340,13 @@ def test_unknown_figures_are_absent_never_zero() -> None:
     with serve(0, collector=collector) as server:
         response = httpx.get(server.url, timeout=30)
         samples = scrape(server.url)
-    for name in ("resguard_memory_used_bytes", "resguard_memory_available_bytes",
-                 "resguard_memory_total_bytes", "resguard_memory_used_percent",
-                 "resguard_swap_used_bytes"):
+    for name in (
+        "resguard_memory_used_bytes",
+        "resguard_memory_available_bytes",
+        "resguard_memory_total_bytes",
+        "resguard_memory_used_percent",
+        "resguard_swap_used_bytes",
+    ):
         assert name not in names(samples), name
         assert f"# TYPE {name} gauge" in response.text  # described, without a sample
     assert "resguard_memory_limit_bytes" not in names(samples)
@@ -306,8 +358,7 @@ def test_unknown_figures_are_absent_never_zero() -> None:
 
 def test_a_damaged_source_with_a_stand_in_is_listed_but_sensing_stays_up() -> None:
     snap = snapshot()
-    fault = Fault("process.rss", "/proc/self/stat", "garbage", "x",
-                  fallback="/proc/self/statm")
+    fault = Fault("process.rss", "/proc/self/stat", "garbage", "x", fallback="/proc/self/statm")
     snap = attrs.evolve(snap, faults=(fault,))
     collector = ResguardCollector(_FrozenMonitor(State(snap, quiet_policy().evaluate(snap), 1)))
     with serve(0, collector=collector) as server:
@@ -362,8 +413,11 @@ def test_every_refusal_reason_is_a_label_from_the_first_scrape() -> None:
         pass
     with serve(0, collector=ResguardCollector(guards=[guard])) as server:
         samples = scrape(server.url)
-    refused = {dict(labels)["reason"]: count for (name, labels), count in samples.items()
-               if name == "resguard_guard_refused_total"}
+    refused = {
+        dict(labels)["reason"]: count
+        for (name, labels), count in samples.items()
+        if name == "resguard_guard_refused_total"
+    }
     assert set(refused) == set(REFUSAL_REASONS)
     assert refused["concurrency"] == 1
     assert sum(refused.values()) == 1
@@ -381,7 +435,8 @@ class _CountingBrokenCache:
 
 
 def test_a_part_failing_with_a_new_message_each_scrape_is_logged_once(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     import logging
 
     cache = _CountingBrokenCache()

@@ -12,25 +12,94 @@ import resguard
 
 from support import run_python
 
-PUBLIC = sorted([
-    "Admission", "Breach", "CacheInfo", "CacheStats", "ConfigError", "ContainerStats",
-    "ContainerThreshold",
-    "ContainersInfo", "ContainersMemory", "Cost", "CpuInfo", "DockerError", "Guard",
-    "GuardStats", "IntegrationError", "InvalidState", "InvalidType", "InvalidValue", "LRUCache",
-    "Ladder",
-    "LazyModel", "LeakDetector", "Level", "Memoized", "MemoryInfo", "ModelPool", "Monitor",
-    "Offender", "OllamaError", "OllamaModelInfo", "Policy", "PolicyState", "PressureInfo",
-    "PressureLine", "Rule",
-    "ProcessCount", "ProcessInfo", "ProcessSelf", "ProcessTable", "ProcessThreshold", "Profile",
-    "ReclaimReport", "Reclaimable", "ResguardError", "ResourceExhausted", "ResourcePressure",
-    "Sampler", "Snapshot", "State", "SwapInfo", "Threshold", "TimeToLimit", "UnknownMetric",
-    "ValueTooLarge", "Verdict", "format_bytes", "format_duration", "limit_self",
-    "load_ipython_extension", "memoize", "parse_bytes", "parse_duration", "parse_percent",
-    "presets", "profile", "reclaim", "resolve_bytes", "snapshot", "top_processes",
-])
+PUBLIC = sorted(
+    [
+        "Admission",
+        "Breach",
+        "CacheInfo",
+        "CacheStats",
+        "ConfigError",
+        "ContainerStats",
+        "ContainerThreshold",
+        "ContainersInfo",
+        "ContainersMemory",
+        "Cost",
+        "CpuInfo",
+        "DockerError",
+        "Guard",
+        "GuardStats",
+        "IntegrationError",
+        "InvalidState",
+        "InvalidType",
+        "InvalidValue",
+        "LRUCache",
+        "Ladder",
+        "LazyModel",
+        "LeakDetector",
+        "Level",
+        "Memoized",
+        "MemoryInfo",
+        "ModelPool",
+        "Monitor",
+        "Offender",
+        "OllamaError",
+        "OllamaModelInfo",
+        "Policy",
+        "PolicyState",
+        "PressureInfo",
+        "PressureLine",
+        "Rule",
+        "ProcessCount",
+        "ProcessInfo",
+        "ProcessSelf",
+        "ProcessTable",
+        "ProcessThreshold",
+        "Profile",
+        "ReclaimReport",
+        "Reclaimable",
+        "ResguardError",
+        "ResourceExhausted",
+        "ResourcePressure",
+        "Sampler",
+        "Snapshot",
+        "State",
+        "SwapInfo",
+        "Threshold",
+        "TimeToLimit",
+        "UnknownMetric",
+        "ValueTooLarge",
+        "Verdict",
+        "format_bytes",
+        "format_duration",
+        "limit_self",
+        "load_ipython_extension",
+        "memoize",
+        "parse_bytes",
+        "parse_duration",
+        "parse_percent",
+        "presets",
+        "profile",
+        "reclaim",
+        "resolve_bytes",
+        "snapshot",
+        "top_processes",
+    ]
+)
 
-HEAVY = ["docker", "ollama", "numpy", "pandas", "matplotlib", "IPython", "prometheus_client",
-         "httpx", "pydantic", "requests", "uvicorn", "starlette"]
+HEAVY = [
+    "docker",
+    "ollama",
+    "numpy",
+    "pandas",
+    "matplotlib",
+    "IPython",
+    "prometheus_client",
+    "httpx",
+    "pydantic",
+    "requests",
+    "uvicorn",
+    "starlette",
+]
 
 
 def test_all_is_the_documented_surface() -> None:
@@ -84,19 +153,24 @@ def test_import_resguard_imports_no_heavy_package() -> None:
 
 
 def test_using_the_core_imports_no_heavy_package() -> None:
-    code = ("import sys, resguard as rg; rg.snapshot(); rg.Guard(); rg.LRUCache(max_items=2); "
-            "rg.presets.laptop(); rg.Monitor(reclaim=False); "
-            "rg.LazyModel(load=lambda: 1, size='1MiB'); "
-            f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    code = (
+        "import sys, resguard as rg; rg.snapshot(); rg.Guard(); rg.LRUCache(max_items=2); "
+        "rg.presets.laptop(); rg.Monitor(reclaim=False); "
+        "rg.LazyModel(load=lambda: 1, size='1MiB'); "
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
     assert run_python(code).strip() == "[]"
 
 
-@pytest.mark.parametrize(("module", "extra", "blocked"), [
-    ("resguard.docker", "docker", "docker"),
-    ("resguard.ollama", "ollama", "ollama"),
-    ("resguard.prometheus", "prometheus", "prometheus_client"),
-    ("resguard.notebook", "notebook", "IPython"),
-])
+@pytest.mark.parametrize(
+    ("module", "extra", "blocked"),
+    [
+        ("resguard.docker", "docker", "docker"),
+        ("resguard.ollama", "ollama", "ollama"),
+        ("resguard.prometheus", "prometheus", "prometheus_client"),
+        ("resguard.notebook", "notebook", "IPython"),
+    ],
+)
 def test_a_missing_extra_names_the_pip_command(module: str, extra: str, blocked: str) -> None:
     code = f"""
 import sys
@@ -115,12 +189,11 @@ def test_every_public_name_is_in_the_api_reference() -> None:
     for line in reference.splitlines():
         for directive in (".. autoclass:: ", ".. autofunction:: ", ".. automodule:: resguard."):
             if line.startswith(directive):
-                documented.add(line[len(directive):].split()[0].split("(")[0])
+                documented.add(line[len(directive) :].split()[0].split("(")[0])
     assert set(PUBLIC) - documented == set()
 
 
-def test_version_falls_back_to_the_source_trees_pyproject(monkeypatch: pytest.MonkeyPatch
-                                                          ) -> None:
+def test_version_falls_back_to_the_source_trees_pyproject(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run from a checkout that was never installed: the version is pyproject's."""
     from importlib import metadata
 

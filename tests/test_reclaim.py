@@ -204,8 +204,10 @@ def test_process_stopper_does_nothing_unless_enabled(sleeper: subprocess.Popen[b
 def test_process_stopper_dry_run_lists_and_spares(sleeper: subprocess.Popen[bytes]) -> None:
     stopper = ProcessStopper([rf"^sleep {SLEEP_S}$"], enabled=True)  # dry_run defaults to True
     stopper.reclaim(10**12)
-    assert any(action.pid == sleeper.pid and action.reason.startswith("dry run")
-               for action in stopper.actions)
+    assert any(
+        action.pid == sleeper.pid and action.reason.startswith("dry run")
+        for action in stopper.actions
+    )
     time.sleep(0.1)
     assert sleeper.poll() is None
 
@@ -276,7 +278,8 @@ def test_unknown_memory_never_stops_processes() -> None:
 
 
 def test_a_measure_that_fails_gives_unknown_and_one_warning(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     def measure() -> int:
         raise OSError("meminfo unreadable")
 
@@ -302,32 +305,36 @@ def test_known_memory_still_reaches_the_process_step() -> None:
     assert report.reached
 
 
-@pytest.mark.parametrize(("make", "error", "quoted"), [
-    (lambda: GarbageCollect(max_share="x"), InvalidType, "'x'"),
-    (lambda: GarbageCollect(max_share=True), InvalidType, "True"),
-    (lambda: GarbageCollect(max_share=None), InvalidType, "None"),
-    (lambda: GarbageCollect(max_share=float("nan")), InvalidValue, "nan"),
-    (lambda: GarbageCollect(max_share=0), InvalidValue, "0"),
-    (lambda: GarbageCollect(max_share=1.5), InvalidValue, "1.5"),
-    (lambda: GarbageCollect(clock=5), InvalidType, "5"),
-    (lambda: Ladder(5), InvalidType, "5"),
-    (lambda: Ladder(lambda: 0, min_reclaim="lots"), InvalidValue, "'lots'"),
-    (lambda: Ladder(lambda: 0, min_reclaim=-1), InvalidValue, "-1"),
-    (lambda: Ladder(lambda: 0, gc_step=5), InvalidType, "5"),
-    (lambda: Ladder(lambda: 0, trim_step="trim"), InvalidType, "'trim'"),
-    (lambda: Ladder(lambda: 0, extra=[5]), InvalidType, "5"),
-    (lambda: Ladder(lambda: 0, extra="cache"), InvalidType, "'cache'"),
-    (lambda: Ladder(lambda: 0).run("5MiB"), InvalidType, "'5MiB'"),
-    (lambda: Ladder(lambda: 0).run(None), InvalidType, "None"),
-    (lambda: register(5), InvalidType, "5"),
-    (lambda: register("cache"), InvalidType, "'cache'"),
-    (lambda: unregister(None), InvalidType, "None"),
-    (lambda: Cost(), InvalidType, "Cost.CACHE"),
-    (lambda: Cost(5), InvalidType, "Cost.CACHE"),
-    (lambda: ProcessStopper(["x"], enabled=True).reclaim("1GiB"), InvalidType, "'1GiB'"),
-])
+@pytest.mark.parametrize(
+    ("make", "error", "quoted"),
+    [
+        (lambda: GarbageCollect(max_share="x"), InvalidType, "'x'"),
+        (lambda: GarbageCollect(max_share=True), InvalidType, "True"),
+        (lambda: GarbageCollect(max_share=None), InvalidType, "None"),
+        (lambda: GarbageCollect(max_share=float("nan")), InvalidValue, "nan"),
+        (lambda: GarbageCollect(max_share=0), InvalidValue, "0"),
+        (lambda: GarbageCollect(max_share=1.5), InvalidValue, "1.5"),
+        (lambda: GarbageCollect(clock=5), InvalidType, "5"),
+        (lambda: Ladder(5), InvalidType, "5"),
+        (lambda: Ladder(lambda: 0, min_reclaim="lots"), InvalidValue, "'lots'"),
+        (lambda: Ladder(lambda: 0, min_reclaim=-1), InvalidValue, "-1"),
+        (lambda: Ladder(lambda: 0, gc_step=5), InvalidType, "5"),
+        (lambda: Ladder(lambda: 0, trim_step="trim"), InvalidType, "'trim'"),
+        (lambda: Ladder(lambda: 0, extra=[5]), InvalidType, "5"),
+        (lambda: Ladder(lambda: 0, extra="cache"), InvalidType, "'cache'"),
+        (lambda: Ladder(lambda: 0).run("5MiB"), InvalidType, "'5MiB'"),
+        (lambda: Ladder(lambda: 0).run(None), InvalidType, "None"),
+        (lambda: register(5), InvalidType, "5"),
+        (lambda: register("cache"), InvalidType, "'cache'"),
+        (lambda: unregister(None), InvalidType, "None"),
+        (lambda: Cost(), InvalidType, "Cost.CACHE"),
+        (lambda: Cost(5), InvalidType, "Cost.CACHE"),
+        (lambda: ProcessStopper(["x"], enabled=True).reclaim("1GiB"), InvalidType, "'1GiB'"),
+    ],
+)
 def test_bad_reclaim_arguments_raise_resguard_errors(
-        make: object, error: type[Exception], quoted: str) -> None:
+    make: object, error: type[Exception], quoted: str
+) -> None:
     with pytest.raises(error) as caught:
         make()  # type: ignore[operator]
     assert isinstance(caught.value, ResguardError)
@@ -361,7 +368,8 @@ def test_a_reclaimable_with_a_bad_cost_is_refused_and_not_registered() -> None:
 
 
 def test_a_cost_that_turns_bad_later_leaves_the_ladder_working(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     class Drifting:
         name = "drifting"
 
@@ -401,7 +409,8 @@ def test_an_object_without_weak_references_is_refused_with_a_reason() -> None:
 
 
 def test_a_step_failing_on_every_climb_is_logged_once_not_per_climb(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     import logging
 
     class Broken:
@@ -427,7 +436,8 @@ def test_a_step_failing_on_every_climb_is_logged_once_not_per_climb(
 
 
 def test_an_unknown_memory_use_skips_the_process_step_with_one_warning(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     import logging
 
     used: list[int | None] = [None]
@@ -437,23 +447,45 @@ def test_an_unknown_memory_use_skips_the_process_step_with_one_warning(
     for _ in range(50):
         ladder.run(100 * MiB)
     assert stopper.calls == 0
-    assert sum("stop processes" in record.getMessage() and "unknown" in record.getMessage()
-               for record in caplog.records) == 1
+    assert (
+        sum(
+            "stop processes" in record.getMessage() and "unknown" in record.getMessage()
+            for record in caplog.records
+        )
+        == 1
+    )
 
 
-@pytest.mark.parametrize(("pid", "start_ticks", "error"), [
-    (0, 1, InvalidValue), (-1, 1, InvalidValue), (-2, 1, InvalidValue), (12, -1, InvalidValue),
-    ("123", 1, InvalidType), (1.0, 1, InvalidType), (None, 1, InvalidType),
-    (12, "1", InvalidType), (12, None, InvalidType),
-])
+@pytest.mark.parametrize(
+    ("pid", "start_ticks", "error"),
+    [
+        (0, 1, InvalidValue),
+        (-1, 1, InvalidValue),
+        (-2, 1, InvalidValue),
+        (12, -1, InvalidValue),
+        ("123", 1, InvalidType),
+        (1.0, 1, InvalidType),
+        (None, 1, InvalidType),
+        (12, "1", InvalidType),
+        (12, None, InvalidType),
+    ],
+)
 def test_a_hand_made_candidate_that_is_not_one_process_is_refused_before_any_signal(
-        pid: object, start_ticks: object, error: type[Exception]) -> None:
+    pid: object, start_ticks: object, error: type[Exception]
+) -> None:
     from resguard.reclaim import StopCandidate
 
     stopper = ProcessStopper([r"x"], enabled=True, dry_run=False, grace="10ms")
     stopper._use_pidfd = False  # the fallback path that would call os.kill(pid)
-    candidate = StopCandidate(pid=pid, start_ticks=start_ticks, name="x",  # type: ignore[arg-type]
-                              cmdline="x", uid=os.getuid(), rss=1, protected=None)
+    candidate = StopCandidate(
+        pid=pid,
+        start_ticks=start_ticks,
+        name="x",  # type: ignore[arg-type]
+        cmdline="x",
+        uid=os.getuid(),
+        rss=1,
+        protected=None,
+    )
     with pytest.raises(error):
         stopper.stop(candidate)
 
@@ -470,7 +502,8 @@ def test_protected_of_what_is_not_a_pid_is_a_type_error(pid: object) -> None:
 
 
 def test_a_dry_run_warns_once_per_process_not_per_climb(
-        sleeper: subprocess.Popen[bytes], caplog: pytest.LogCaptureFixture) -> None:
+    sleeper: subprocess.Popen[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
     import logging
 
     from resguard.reclaim import ACTIONS_KEPT
@@ -479,8 +512,7 @@ def test_a_dry_run_warns_once_per_process_not_per_climb(
     caplog.set_level(logging.WARNING, logger="resguard")
     for _ in range(ACTIONS_KEPT + 20):
         stopper.reclaim(1)
-    assert sum(f"pid {sleeper.pid}" in record.getMessage()
-               for record in caplog.records) == 1
+    assert sum(f"pid {sleeper.pid}" in record.getMessage() for record in caplog.records) == 1
     assert len(stopper.actions) == ACTIONS_KEPT  # the latest, not every climb forever
     assert stopper.actions[-1].pid == sleeper.pid
     assert sleeper.poll() is None

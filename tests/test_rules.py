@@ -43,9 +43,10 @@ def run(rule, snapshots):
 
 def series(values, *, step_s=1.0, start=1000.0, **fields):
     """Snapshots with memory.percent following *values*, one every *step_s* seconds."""
-    return [(start + i * step_s, make_snapshot(at=start + i * step_s, memory_percent=value,
-                                               **fields))
-            for i, value in enumerate(values)]
+    return [
+        (start + i * step_s, make_snapshot(at=start + i * step_s, memory_percent=value, **fields))
+        for i, value in enumerate(values)
+    ]
 
 
 def levels(verdicts):
@@ -68,23 +69,26 @@ def test_unknown_metric_fails_at_construction_and_suggests_close_matches():
         Threshold("processes", ">", 1)  # a table, judged by the process rules
 
 
-@pytest.mark.parametrize(("args", "kwargs", "error", "named"), [
-    (("memory.percent", ">", "85%%"), {}, InvalidValue, "85%%"),
-    (("memory.percent", "=>", 85), {}, InvalidValue, "=>"),
-    (("memory.percent", ">", 85), {"for_": -1}, InvalidValue, "-1"),
-    (("memory.percent", ">", 85), {"cooldown": "soon"}, InvalidValue, "soon"),
-    (("memory.percent", ">", 85), {"level": "fatal"}, InvalidValue, "fatal"),
-    (("memory.percent", ">", 85), {"level": Level.OK}, InvalidValue, "Level.OK"),
-    (("memory.percent", ">", 85), {"clear": 90}, InvalidValue, "90"),
-    (("memory.percent", "<", 10), {"clear": 5}, InvalidValue, "5"),
-    (("memory.percent", ">", "2GiB"), {}, InvalidValue, "2GiB"),
-    (("process.rss", ">", "2 GiBs"), {}, InvalidValue, "2 GiBs"),
-    (("process.rss", ">", "120%"), {}, InvalidValue, "120%"),
-    (("cpu.count", ">", "85%"), {}, InvalidValue, "85%"),
-    (("memory.percent", ">", -1), {}, InvalidValue, "-1"),
-    (("memory.percent", ">", True), {}, InvalidType, "True"),
-    ((42, ">", 1), {}, InvalidType, "42"),
-])
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "named"),
+    [
+        (("memory.percent", ">", "85%%"), {}, InvalidValue, "85%%"),
+        (("memory.percent", "=>", 85), {}, InvalidValue, "=>"),
+        (("memory.percent", ">", 85), {"for_": -1}, InvalidValue, "-1"),
+        (("memory.percent", ">", 85), {"cooldown": "soon"}, InvalidValue, "soon"),
+        (("memory.percent", ">", 85), {"level": "fatal"}, InvalidValue, "fatal"),
+        (("memory.percent", ">", 85), {"level": Level.OK}, InvalidValue, "Level.OK"),
+        (("memory.percent", ">", 85), {"clear": 90}, InvalidValue, "90"),
+        (("memory.percent", "<", 10), {"clear": 5}, InvalidValue, "5"),
+        (("memory.percent", ">", "2GiB"), {}, InvalidValue, "2GiB"),
+        (("process.rss", ">", "2 GiBs"), {}, InvalidValue, "2 GiBs"),
+        (("process.rss", ">", "120%"), {}, InvalidValue, "120%"),
+        (("cpu.count", ">", "85%"), {}, InvalidValue, "85%"),
+        (("memory.percent", ">", -1), {}, InvalidValue, "-1"),
+        (("memory.percent", ">", True), {}, InvalidType, "True"),
+        ((42, ">", 1), {}, InvalidType, "42"),
+    ],
+)
 def test_bad_threshold_arguments_raise_naming_the_value(args, kwargs, error, named):
     with pytest.raises(error) as raised:
         Threshold(*args, **kwargs)
@@ -114,34 +118,51 @@ def test_bad_process_and_trend_arguments_raise():
 
 def test_values_accept_units_and_percentages():
     snapshot = make_snapshot(memory_percent=50.0, limit=16 * GiB, rss=3 * GiB)
-    fired = [Threshold("memory.percent", ">", "45%"), Threshold("memory.percent", ">", "45"),
-             Threshold("memory.used", ">", "45%"), Threshold("memory.used", ">", "7GiB"),
-             Threshold("process.rss", ">=", "2g"), Threshold("process.rss", ">", 2 * 10**9),
-             Threshold("memory.available", "<", "9GiB"), Threshold("cpu.count", ">=", "8")]
-    quiet = [Threshold("memory.percent", ">", "55%"), Threshold("memory.used", ">", "55%"),
-             Threshold("process.rss", ">", "4GiB"), Threshold("memory.available", "<", "7GiB")]
+    fired = [
+        Threshold("memory.percent", ">", "45%"),
+        Threshold("memory.percent", ">", "45"),
+        Threshold("memory.used", ">", "45%"),
+        Threshold("memory.used", ">", "7GiB"),
+        Threshold("process.rss", ">=", "2g"),
+        Threshold("process.rss", ">", 2 * 10**9),
+        Threshold("memory.available", "<", "9GiB"),
+        Threshold("cpu.count", ">=", "8"),
+    ]
+    quiet = [
+        Threshold("memory.percent", ">", "55%"),
+        Threshold("memory.used", ">", "55%"),
+        Threshold("process.rss", ">", "4GiB"),
+        Threshold("memory.available", "<", "7GiB"),
+    ]
     policy = Policy(fired + quiet)
     verdict = policy.evaluate(snapshot)
     assert {breach.rule for breach in verdict.breaches} == {rule.name for rule in fired}
 
 
 def test_the_design_example_builds_and_judges():
-    policy = Policy([
-        Threshold("memory.percent", ">", 85, level=Level.WARNING, for_="10s", clear="80"),
-        Threshold("memory.percent", ">", 95, level=Level.CRITICAL),
-        LeakDetector("process.rss", growth="50MB", window="10m"),
-    ])
-    verdicts = [policy.evaluate(make_snapshot(at=float(t), memory_percent=p))
-                for t, p in enumerate([90] * 10 + [96, 82, 79])]
-    assert [v.level for v in verdicts] == [Level.OK] * 10 + [Level.CRITICAL, Level.WARNING,
-                                                             Level.OK]
+    policy = Policy(
+        [
+            Threshold("memory.percent", ">", 85, level=Level.WARNING, for_="10s", clear="80"),
+            Threshold("memory.percent", ">", 95, level=Level.CRITICAL),
+            LeakDetector("process.rss", growth="50MB", window="10m"),
+        ]
+    )
+    verdicts = [
+        policy.evaluate(make_snapshot(at=float(t), memory_percent=p))
+        for t, p in enumerate([90] * 10 + [96, 82, 79])
+    ]
+    assert [v.level for v in verdicts] == [Level.OK] * 10 + [
+        Level.CRITICAL,
+        Level.WARNING,
+        Level.OK,
+    ]
 
 
 def test_percent_of_limit_follows_the_limit_of_each_snapshot():
     rule = Threshold("memory.used", ">", "85%")
     used = 10 * GiB
-    small_limit = make_snapshot(at=1, used=used, limit=11 * GiB)   # 91 %
-    large_limit = make_snapshot(at=2, used=used, limit=32 * GiB)   # 31 %
+    small_limit = make_snapshot(at=1, used=used, limit=11 * GiB)  # 91 %
+    large_limit = make_snapshot(at=2, used=used, limit=32 * GiB)  # 31 %
     verdicts = run(rule, [(1, small_limit), (2, large_limit)])
     assert levels(verdicts) == [Level.WARNING, Level.OK]
     assert verdicts[0].breaches[0].threshold == pytest.approx(0.85 * 11 * GiB)
@@ -170,26 +191,27 @@ def test_grace_period_needs_the_condition_on_every_sample():
     rule = Threshold("memory.percent", ">", 85, for_="10s")
     above = [90.0] * 15
     verdicts = run(rule, series(above))
-    assert levels(verdicts)[:10] == [Level.OK] * 10        # t = 0 .. 9 s
-    assert levels(verdicts)[10:] == [Level.WARNING] * 5    # t >= 10 s
-    assert verdicts[-1].breaches[0].since == 1000.0        # held since the first sample
+    assert levels(verdicts)[:10] == [Level.OK] * 10  # t = 0 .. 9 s
+    assert levels(verdicts)[10:] == [Level.WARNING] * 5  # t >= 10 s
+    assert verdicts[-1].breaches[0].since == 1000.0  # held since the first sample
     assert verdicts[-1].breaches[0].held_s == 14.0
 
-    dipping = [90.0] * 8 + [80.0] + [90.0] * 12             # one dip at t = 8 s resets it
+    dipping = [90.0] * 8 + [80.0] + [90.0] * 12  # one dip at t = 8 s resets it
     verdicts = run(rule, series(dipping))
     first = levels(verdicts).index(Level.WARNING)
-    assert first == 19                                      # 10 s after the dip
+    assert first == 19  # 10 s after the dip
 
 
 def test_hysteresis_stops_flapping_around_the_threshold():
-    oscillating = [85 + (1 if i % 2 else -1) for i in range(40)]   # 84, 86, 84, ...
+    oscillating = [85 + (1 if i % 2 else -1) for i in range(40)]  # 84, 86, 84, ...
     flapping = levels(run(Threshold("memory.percent", ">", 85), series(oscillating)))
     steady = levels(run(Threshold("memory.percent", ">", 85, clear=80), series(oscillating)))
     changes = sum(a != b for a, b in itertools.pairwise(flapping))
-    assert changes == len(oscillating) - 1                  # the plain rule flaps every sample
-    assert steady == [Level.OK] + [Level.WARNING] * 39      # one change, then it holds
-    cleared = levels(run(Threshold("memory.percent", ">", 85, clear=80),
-                         series([86, 84, 81, 80, 79, 84, 86])))
+    assert changes == len(oscillating) - 1  # the plain rule flaps every sample
+    assert steady == [Level.OK] + [Level.WARNING] * 39  # one change, then it holds
+    cleared = levels(
+        run(Threshold("memory.percent", ">", 85, clear=80), series([86, 84, 81, 80, 79, 84, 86]))
+    )
     assert cleared == [Level.WARNING] * 3 + [Level.OK] * 3 + [Level.WARNING]
 
 
@@ -198,19 +220,27 @@ def test_cooldown_blocks_refiring_for_its_duration():
     values = [90, 70] + [90] * 40
     result = levels(run(rule, series(values)))
     assert result[0] is Level.WARNING
-    assert result[1] is Level.OK                            # cleared at t = 1 s
-    assert result[2:31] == [Level.OK] * 29                  # t = 2 .. 30 s: cooling down
-    assert result[31] is Level.WARNING                      # t = 31 s: cooldown over
+    assert result[1] is Level.OK  # cleared at t = 1 s
+    assert result[2:31] == [Level.OK] * 29  # t = 2 .. 30 s: cooling down
+    assert result[31] is Level.WARNING  # t = 31 s: cooldown over
 
 
 def test_below_operator_and_hysteresis_upwards():
     rule = Threshold("memory.available", "<", "2GiB", clear="3GiB")
     limit = 16 * GiB
     available = [4, 1.9, 2.5, 2.9, 3.1, 2.5]
-    snapshots = [(i, make_snapshot(at=i, used=round(limit - gib * GiB), limit=limit))
-                 for i, gib in enumerate(available)]
-    assert levels(run(rule, snapshots)) == [Level.OK, Level.WARNING, Level.WARNING,
-                                            Level.WARNING, Level.OK, Level.OK]
+    snapshots = [
+        (i, make_snapshot(at=i, used=round(limit - gib * GiB), limit=limit))
+        for i, gib in enumerate(available)
+    ]
+    assert levels(run(rule, snapshots)) == [
+        Level.OK,
+        Level.WARNING,
+        Level.WARNING,
+        Level.WARNING,
+        Level.OK,
+        Level.OK,
+    ]
 
 
 def test_missing_metric_makes_the_rule_inactive():
@@ -222,15 +252,18 @@ def test_missing_metric_makes_the_rule_inactive():
     assert policy.evaluate(no_psi).ok
     no_full_line = make_snapshot(psi_some=50.0, psi_full=None)
     assert {b.rule for b in policy.evaluate(no_full_line, policy.new_state()).breaches} == {
-        some.name}
+        some.name
+    }
     many = (make_container("db", memory_used=4 * GiB), make_container("web", memory_used=2 * GiB))
-    verdict = policy.evaluate(make_snapshot(psi_full=9.0, psi_some=1.0, containers=many),
-                              policy.new_state())
+    verdict = policy.evaluate(
+        make_snapshot(psi_full=9.0, psi_some=1.0, containers=many), policy.new_state()
+    )
     assert verdict.level is Level.CRITICAL
     assert {b.rule for b in verdict.breaches} == {full.name, containers.name}
     # a firing rule whose metric disappears clears
-    verdicts = run(some, [(0, make_snapshot(at=0, psi_some=20.0)),
-                          (1, make_snapshot(at=1, psi_some=None))])
+    verdicts = run(
+        some, [(0, make_snapshot(at=0, psi_some=20.0)), (1, make_snapshot(at=1, psi_some=None))]
+    )
     assert levels(verdicts) == [Level.WARNING, Level.OK]
 
 
@@ -247,7 +280,7 @@ def test_process_threshold_needs_one_process_sustained():
     for t in range(41):
         rows = [(10, "renderer", 240.0), (11, "shell", 3.0)]
         if t >= 20:
-            rows.append((12, "compiler", 150.0))            # above from t = 20 s only
+            rows.append((12, "compiler", 150.0))  # above from t = 20 s only
         snapshots.append((t, make_snapshot(at=t, processes=table(*rows))))
     verdicts = run(rule, snapshots)
     assert levels(verdicts)[:30] == [Level.OK] * 30
@@ -257,7 +290,7 @@ def test_process_threshold_needs_one_process_sustained():
     assert breach.value == 240.0
     assert "renderer" in verdicts[30].reason
     last = verdicts[40].breaches[0]
-    assert [o.pid for o in last.offenders] == [10]           # compiler: 20 s only
+    assert [o.pid for o in last.offenders] == [10]  # compiler: 20 s only
     assert run(rule, [(0, make_snapshot(processes=None))])[0].ok
 
 
@@ -271,7 +304,7 @@ def test_process_threshold_tracks_identity_not_pid_and_forgets_gone_processes():
         verdict = policy.evaluate(make_snapshot(at=t, processes=(process,)), state)
         assert verdict.ok
     per_process = state.rule_states[0]
-    assert list(per_process) == [(7, 2.0)]                   # only the live instance is kept
+    assert list(per_process) == [(7, 2.0)]  # only the live instance is kept
     policy.evaluate(make_snapshot(at=20, processes=()), state)
     assert per_process == {}
 
@@ -279,8 +312,9 @@ def test_process_threshold_tracks_identity_not_pid_and_forgets_gone_processes():
 def test_process_threshold_hysteresis_and_rss():
     rule = ProcessThreshold(cpu_percent_above=100, clear=80)
     cpu = [120, 90, 85, 79, 95, 101]
-    verdicts = run(rule, [(t, make_snapshot(at=t, processes=table((5, "x", c))))
-                          for t, c in enumerate(cpu)])
+    verdicts = run(
+        rule, [(t, make_snapshot(at=t, processes=table((5, "x", c)))) for t, c in enumerate(cpu)]
+    )
     assert levels(verdicts) == [Level.WARNING] * 3 + [Level.OK, Level.OK, Level.WARNING]
     big = ProcessThreshold(rss_above="2GiB", level="critical")
     rows = (make_process(1, "small", rss=GiB), make_process(2, "big", rss=3 * GiB))
@@ -305,8 +339,13 @@ def test_process_count_needs_enough_processes_at_once():
     assert breach.value == 2
     assert breach.threshold == 2
     assert len(breach.offenders) == 2
-    lonely = run(rule, [(t, make_snapshot(at=t, processes=table((1, "a", 99.0), (2, "b", 10.0))))
-                        for t in range(30)])
+    lonely = run(
+        rule,
+        [
+            (t, make_snapshot(at=t, processes=table((1, "a", 99.0), (2, "b", 10.0))))
+            for t in range(30)
+        ],
+    )
     assert all(verdict.ok for verdict in lonely)
 
 
@@ -322,7 +361,7 @@ def rss_series(*, seed, minutes, leak_mb_per_10min, noise_mb=20.0, step_s=5.0, s
         rss = 500 * MB + leak_mb_per_10min * MB * (i * step_s) / 600
         rss += rng.uniform(-noise_mb, noise_mb) * MB
         if spikes and rng.random() < spikes:
-            rss += 400 * MB                                  # a transient allocation
+            rss += 400 * MB  # a transient allocation
         result.append((t, make_snapshot(at=t, rss=round(rss))))
     return result
 
@@ -331,11 +370,11 @@ def rss_series(*, seed, minutes, leak_mb_per_10min, noise_mb=20.0, step_s=5.0, s
 def test_leak_detector_finds_a_noisy_leak(seed):
     rule = LeakDetector("process.rss", growth="50MB", window="10m")
     verdicts = run(rule, rss_series(seed=seed, minutes=20, leak_mb_per_10min=75))
-    first = levels(verdicts).index(Level.WARNING) * 5.0      # seconds after the start
-    assert first <= 600                                      # found within one window
-    assert all(level is Level.WARNING for level in levels(verdicts)[int(720 / 5):])
+    first = levels(verdicts).index(Level.WARNING) * 5.0  # seconds after the start
+    assert first <= 600  # found within one window
+    assert all(level is Level.WARNING for level in levels(verdicts)[int(720 / 5) :])
     breach = verdicts[-1].breaches[0]
-    assert 55 * MB < breach.value < 95 * MB                  # the estimated growth per 10 min
+    assert 55 * MB < breach.value < 95 * MB  # the estimated growth per 10 min
     assert breach.threshold == 50 * MB
     assert "grows" in verdicts[-1].reason
 
@@ -352,7 +391,7 @@ def test_robust_slope_ignores_outliers_where_least_squares_does_not():
     times = [float(t) for t in range(100)]
     values = [0.0] * 100
     for i in range(90, 100):
-        values[i] = 1000.0                                   # 10 % outliers at the end
+        values[i] = 1000.0  # 10 % outliers at the end
     assert theil_sen_slope(times, values) == 0.0
     assert least_squares_slope(times, values) > 1.0
 
@@ -362,15 +401,15 @@ def test_leak_detector_state_is_bounded_and_clears_when_growth_stops():
     policy = Policy([rule])
     state = policy.new_state()
     t, rss, verdict = 0.0, 100 * MB, None
-    while t < 1200:                                          # 20 min at 10 samples/s, leaking
+    while t < 1200:  # 20 min at 10 samples/s, leaking
         verdict = policy.evaluate(make_snapshot(at=t, rss=round(rss)), state)
         t += 0.1
-        rss += 100 * MB / 600 * 0.1                          # 100 MB per 10 min
+        rss += 100 * MB / 600 * 0.1  # 100 MB per 10 min
     assert verdict is not None
     assert verdict.level is Level.WARNING
     series_state = state.rule_states[0]
     assert len(series_state.times) <= 121
-    while t < 2400:                                          # then flat for 20 min
+    while t < 2400:  # then flat for 20 min
         verdict = policy.evaluate(make_snapshot(at=t, rss=round(rss)), state)
         t += 1.0
     assert verdict.ok
@@ -385,17 +424,33 @@ def test_leak_detector_is_inactive_without_the_metric():
 # ------------------------------------------------------------------- time to limit ---
 
 
-def filling(rate_bytes_per_s, *, limit=16 * GiB, start_used=8 * GiB, seconds=120, step=1.0,
-            noise=0.0, seed=0):
+def filling(
+    rate_bytes_per_s,
+    *,
+    limit=16 * GiB,
+    start_used=8 * GiB,
+    seconds=120,
+    step=1.0,
+    noise=0.0,
+    seed=0,
+):
     rng = random.Random(seed)
-    return [(i * step, make_snapshot(at=i * step, limit=limit, used=round(
-        start_used + rate_bytes_per_s * i * step + rng.uniform(-noise, noise))))
-        for i in range(int(seconds / step))]
+    return [
+        (
+            i * step,
+            make_snapshot(
+                at=i * step,
+                limit=limit,
+                used=round(start_used + rate_bytes_per_s * i * step + rng.uniform(-noise, noise)),
+            ),
+        )
+        for i in range(int(seconds / step))
+    ]
 
 
 def test_time_to_limit_estimates_and_fires_below_within():
     rule = TimeToLimit(within="5m", window="1m")
-    rate = 20 * MB                                          # 20 MB/s, ~8 GiB left -> ~7 min
+    rate = 20 * MB  # 20 MB/s, ~8 GiB left -> ~7 min
     verdicts = run(rule, filling(rate, seconds=300, noise=50 * MB))
     policy_levels = levels(verdicts)
     assert policy_levels[0] is Level.OK
@@ -426,7 +481,7 @@ def test_time_to_limit_is_quiet_when_flat_or_shrinking_and_zero_past_the_limit()
 def test_time_to_limit_against_a_fixed_size():
     rule = TimeToLimit(within="1m", metric="process.rss", limit="1GiB", window="30s")
     snapshots = [(t, make_snapshot(at=t, rss=900 * 2**20 + t * 2 * 2**20)) for t in range(60)]
-    verdicts = run(rule, snapshots)                         # 2 MiB/s, 124 MiB left at first
+    verdicts = run(rule, snapshots)  # 2 MiB/s, 124 MiB left at first
     assert levels(verdicts)[0] is Level.OK
     assert verdicts[-1].level is Level.WARNING
     assert verdicts[-1].breaches[0].estimate_s == pytest.approx((124 - 2 * 59) / 2, abs=1)
@@ -436,9 +491,13 @@ def test_time_to_limit_against_a_fixed_size():
 
 
 def test_verdict_is_the_max_of_breaches_and_serialises():
-    policy = Policy([Threshold("memory.percent", ">=", 85, clear=80),
-                     Threshold("memory.percent", ">=", 95, level=Level.CRITICAL, clear=90),
-                     Threshold("pressure.memory.some.avg10", ">", 10)])
+    policy = Policy(
+        [
+            Threshold("memory.percent", ">=", 85, clear=80),
+            Threshold("memory.percent", ">=", 95, level=Level.CRITICAL, clear=90),
+            Threshold("pressure.memory.some.avg10", ">", 10),
+        ]
+    )
     assert policy.evaluate(make_snapshot(memory_percent=50)).ok
     assert policy.evaluate(make_snapshot(memory_percent=50)) == Verdict(Level.OK, ())
     verdict = policy.evaluate(make_snapshot(memory_percent=97, psi_some=30.0))
@@ -472,8 +531,13 @@ def test_states_are_independent_and_bound_to_their_policy():
 
 
 def test_a_real_snapshot_is_judged():
-    policy = Policy([Threshold("memory.percent", ">=", 0), Threshold("process.rss", ">", 0),
-                     Threshold("pressure.memory.some.avg10", ">=", 0)])
+    policy = Policy(
+        [
+            Threshold("memory.percent", ">=", 0),
+            Threshold("process.rss", ">", 0),
+            Threshold("pressure.memory.some.avg10", ">=", 0),
+        ]
+    )
     verdict = policy.evaluate(resguard.snapshot())
     assert verdict.level is Level.WARNING
     rules = {breach.rule for breach in verdict.breaches}
@@ -502,8 +566,11 @@ def reference_from_conditions(samples, for_s, cooldown_s):
                 last_clear_t, last_clear_index = t, k
         else:
             start = k
-            while start - 1 > last_clear_index and samples[start - 1][1] and not (
-                    firing_history[start - 1]):
+            while (
+                start - 1 > last_clear_index
+                and samples[start - 1][1]
+                and not (firing_history[start - 1])
+            ):
                 start -= 1
             firing = trigger and t - samples[start][0] >= for_s and t >= last_clear_t + cooldown_s
         firing_history.append(firing)
@@ -529,9 +596,16 @@ def threshold_cases(draw):
     clear = value - gap if op in (">", ">=") else value + gap
     for_s = draw(st.sampled_from([0, 0, 1, 2.5, 5, 10]))
     cooldown_s = draw(st.sampled_from([0, 0, 1, 3, 10]))
-    steps = draw(st.lists(st.tuples(st.sampled_from([0.0, 0.5, 1.0, 1.0, 2.0, 7.0]),
-                                    st.one_of(st.none(), st.integers(0, 100))),
-                          min_size=1, max_size=60))
+    steps = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from([0.0, 0.5, 1.0, 1.0, 2.0, 7.0]),
+                st.one_of(st.none(), st.integers(0, 100)),
+            ),
+            min_size=1,
+            max_size=60,
+        )
+    )
     return op, value, clear, for_s, cooldown_s, steps
 
 
@@ -555,10 +629,10 @@ def test_threshold_matches_the_reference_model(case):
         verdict = policy.evaluate(snapshot, state)
         firing = not verdict.ok
         assert firing == want, (now, x)
-        if firing and not previous:                          # OK -> firing: trigger held
+        if firing and not previous:  # OK -> firing: trigger held
             assert x is not None
             assert _COMPARE[op](x, value)
-        if previous and not firing:                          # firing -> OK: hold failed
+        if previous and not firing:  # firing -> OK: hold failed
             assert x is None or not _COMPARE[op](x, clear)
         previous = firing
 
@@ -568,10 +642,15 @@ def process_cases(draw):
     threshold = 100.0
     clear = draw(st.sampled_from([100.0, 90.0, 50.0]))
     for_s = draw(st.sampled_from([0, 1, 3]))
-    frames = draw(st.lists(
-        st.dictionaries(st.integers(1, 4), st.sampled_from([0.0, 60.0, 95.0, 100.0, 150.0]),
-                        max_size=4),
-        min_size=1, max_size=30))
+    frames = draw(
+        st.lists(
+            st.dictionaries(
+                st.integers(1, 4), st.sampled_from([0.0, 60.0, 95.0, 100.0, 150.0]), max_size=4
+            ),
+            min_size=1,
+            max_size=30,
+        )
+    )
     return threshold, clear, for_s, frames
 
 
@@ -587,8 +666,11 @@ def test_process_threshold_matches_a_per_process_reference(case):
     for t, frame in enumerate(frames):
         for pid in histories:
             histories[pid].append((float(t), frame.get(pid)))
-        expected = {pid for pid, samples in histories.items()
-                    if reference_firing(samples, ">", threshold, clear, for_s, 0)[-1]}
+        expected = {
+            pid
+            for pid, samples in histories.items()
+            if reference_firing(samples, ">", threshold, clear, for_s, 0)[-1]
+        }
         rows = tuple(make_process(pid, f"p{pid}", cpu_percent=cpu) for pid, cpu in frame.items())
         verdict = policy.evaluate(make_snapshot(at=float(t), processes=rows), state)
         got = {o.pid for b in verdict.breaches for o in b.offenders}
@@ -596,8 +678,12 @@ def test_process_threshold_matches_a_per_process_reference(case):
 
 
 @settings(max_examples=10, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), noise_mb=st.floats(0, 20), step_s=st.sampled_from(
-    [1.0, 5.0, 13.0]), base_mb=st.integers(50, 5000))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    noise_mb=st.floats(0, 20),
+    step_s=st.sampled_from([1.0, 5.0, 13.0]),
+    base_mb=st.integers(50, 5000),
+)
 def test_leak_detector_never_fires_on_bounded_random_noise(seed, noise_mb, step_s, base_mb):
     rule = LeakDetector("process.rss", growth="50MB", window="10m")
     policy = Policy([rule])
@@ -610,8 +696,7 @@ def test_leak_detector_never_fires_on_bounded_random_noise(seed, noise_mb, step_
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(st.floats(0.01, 40.0), st.floats(-1e9, 1e9)), min_size=1,
-                max_size=300))
+@given(st.lists(st.tuples(st.floats(0.01, 40.0), st.floats(-1e9, 1e9)), min_size=1, max_size=300))
 def test_incremental_theil_sen_equals_a_full_recomputation(steps):
     rule = LeakDetector("process.rss", growth="50MB", window="60s", points=12)
     state = rule.new_state()
@@ -626,9 +711,12 @@ def test_incremental_theil_sen_equals_a_full_recomputation(steps):
 
 
 def test_trend_rules_survive_a_clock_that_goes_back():
-    policy = Policy([LeakDetector("process.rss", growth="1MB", window="1m", points=8),
-                     TimeToLimit(within="1m", metric="process.rss", limit="1GiB", window="8s",
-                                 points=4)])
+    policy = Policy(
+        [
+            LeakDetector("process.rss", growth="1MB", window="1m", points=8),
+            TimeToLimit(within="1m", metric="process.rss", limit="1GiB", window="8s", points=4),
+        ]
+    )
     state = policy.new_state()
     times = [0, 10, 20, 30, 5, 6, 40, 41, 7.5, 50, 60, 70, 80, 90, 100]
     for i, t in enumerate(times):
@@ -639,23 +727,41 @@ def test_trend_rules_survive_a_clock_that_goes_back():
 
 
 @settings(max_examples=200, deadline=None)
-@given(clear=st.sampled_from([50.0, 40.0]), at_least=st.integers(1, 3),
-       for_s=st.sampled_from([0, 1, 3]), cooldown_s=st.sampled_from([0, 2]),
-       frames=st.lists(st.one_of(st.none(), st.lists(
-           st.sampled_from([0.0, 45.0, 50.0, 60.0]), max_size=5)), min_size=1, max_size=30))
+@given(
+    clear=st.sampled_from([50.0, 40.0]),
+    at_least=st.integers(1, 3),
+    for_s=st.sampled_from([0, 1, 3]),
+    cooldown_s=st.sampled_from([0, 2]),
+    frames=st.lists(
+        st.one_of(st.none(), st.lists(st.sampled_from([0.0, 45.0, 50.0, 60.0]), max_size=5)),
+        min_size=1,
+        max_size=30,
+    ),
+)
 def test_process_count_matches_the_reference_model(clear, at_least, for_s, cooldown_s, frames):
-    rule = ProcessCount(cpu_percent_above=50, at_least=at_least, for_=for_s, clear=clear,
-                        cooldown=cooldown_s)
+    rule = ProcessCount(
+        cpu_percent_above=50, at_least=at_least, for_=for_s, clear=clear, cooldown=cooldown_s
+    )
     policy = Policy([rule])
     state = policy.new_state()
     conditions = []
     for t, frame in enumerate(frames):
         cpus = frame or []
-        conditions.append((float(t), sum(c > 50 for c in cpus) >= at_least,
-                           sum(c > clear for c in cpus) >= at_least))
+        conditions.append(
+            (
+                float(t),
+                sum(c > 50 for c in cpus) >= at_least,
+                sum(c > clear for c in cpus) >= at_least,
+            )
+        )
         expected = reference_from_conditions(conditions, for_s, cooldown_s)[-1]
-        rows = None if frame is None else tuple(
-            make_process(pid, f"p{pid}", cpu_percent=cpu) for pid, cpu in enumerate(frame, 1))
+        rows = (
+            None
+            if frame is None
+            else tuple(
+                make_process(pid, f"p{pid}", cpu_percent=cpu) for pid, cpu in enumerate(frame, 1)
+            )
+        )
         verdict = policy.evaluate(make_snapshot(at=float(t), processes=rows), state)
         assert (not verdict.ok) == expected
         if not verdict.ok:
@@ -673,10 +779,11 @@ def test_container_threshold_names_the_container_over_its_limit() -> None:
     state = policy.new_state()
 
     def judge(at: float, used_mb: int) -> Verdict:
-        containers = (make_container("postgres", memory_used=used_mb * MB,
-                                     memory_limit=100 * MB),
-                      make_container("redis", memory_used=10 * MB, memory_limit=100 * MB),
-                      make_container("unlimited", memory_used=5 * GiB))
+        containers = (
+            make_container("postgres", memory_used=used_mb * MB, memory_limit=100 * MB),
+            make_container("redis", memory_used=10 * MB, memory_limit=100 * MB),
+            make_container("unlimited", memory_used=5 * GiB),
+        )
         return policy.evaluate(make_snapshot(at=at, containers=containers), state)
 
     assert judge(0, 95).ok  # pending: the grace period runs
@@ -684,8 +791,7 @@ def test_container_threshold_names_the_container_over_its_limit() -> None:
     fired = judge(31, 95)
     assert fired.level == Level.WARNING
     (breach,) = fired.breaches
-    assert [(o.name, o.pid, o.id) for o in breach.offenders] == [
-        ("postgres", None, "postgres" * 3)]
+    assert [(o.name, o.pid, o.id) for o in breach.offenders] == [("postgres", None, "postgres" * 3)]
     assert breach.value == pytest.approx(95)
     assert breach.held_s == pytest.approx(31)
     assert "postgrespost postgres 95.0%" in breach.message
@@ -707,16 +813,18 @@ def test_container_threshold_on_working_set_and_without_containers() -> None:
     assert state == {}
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({}, "exactly one"),
-    ({"percent_above": 90, "used_above": "1GiB"}, "exactly one"),
-    ({"used_above": "90%"}, "percent_above"),
-    ({"percent_above": "90%%"}, "90%%"),
-    ({"used_above": "20 GB/s"}, "20 GB/s"),
-    ({"percent_above": 90, "clear": 95}, "clear"),
-])
-def test_container_threshold_rejects_bad_arguments(kwargs: dict[str, object],
-                                                   match: str) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({}, "exactly one"),
+        ({"percent_above": 90, "used_above": "1GiB"}, "exactly one"),
+        ({"used_above": "90%"}, "percent_above"),
+        ({"percent_above": "90%%"}, "90%%"),
+        ({"used_above": "20 GB/s"}, "20 GB/s"),
+        ({"percent_above": 90, "clear": 95}, "clear"),
+    ],
+)
+def test_container_threshold_rejects_bad_arguments(kwargs: dict[str, object], match: str) -> None:
     from resguard.rules import ContainerThreshold
 
     with pytest.raises((InvalidValue, InvalidType), match=match):
@@ -726,24 +834,26 @@ def test_container_threshold_rejects_bad_arguments(kwargs: dict[str, object],
 # ------------------------------------------------- hostile arguments: a closed error tree ---
 
 
-
 @pytest.mark.parametrize("op", [[], {}, None, 5, b">", (">",)])
 def test_an_op_of_the_wrong_type_is_an_invalid_type(op):
     with pytest.raises(InvalidType, match=r"op=.*is not a comparison"):
         Threshold("memory.percent", op, 85)
 
 
-@pytest.mark.parametrize(("metric", "op", "value"), [
-    ("memory.percent", ">", 150),
-    ("memory.percent", ">=", "150%"),
-    ("memory.percent", "<", 101),
-    ("swap.percent", ">", "100.5"),
-    ("cpu.percent", ">", 200),
-    ("pressure.memory.some.avg10", ">", 120),
-    ("memory.percent", ">", 100),  # can never fire: never above 100
-    ("memory.percent", "<", 0),  # can never fire: never below 0
-    ("cpu.load_1m", "<", 0),
-])
+@pytest.mark.parametrize(
+    ("metric", "op", "value"),
+    [
+        ("memory.percent", ">", 150),
+        ("memory.percent", ">=", "150%"),
+        ("memory.percent", "<", 101),
+        ("swap.percent", ">", "100.5"),
+        ("cpu.percent", ">", 200),
+        ("pressure.memory.some.avg10", ">", 120),
+        ("memory.percent", ">", 100),  # can never fire: never above 100
+        ("memory.percent", "<", 0),  # can never fire: never below 0
+        ("cpu.load_1m", "<", 0),
+    ],
+)
 def test_a_threshold_that_can_never_fire_is_rejected(metric, op, value):
     with pytest.raises(InvalidValue) as info:
         Threshold(metric, op, value)
@@ -767,23 +877,41 @@ HUGE = [10**400, "1e999", float("inf"), -(10**400)]
 
 
 @pytest.mark.parametrize("huge", HUGE, ids=["10**400", "'1e999'", "inf", "-10**400"])
-@pytest.mark.parametrize("build", [
-    lambda v: Threshold("cpu.load_1m", ">", v),
-    lambda v: Threshold("memory.used", ">", v),
-    lambda v: Threshold("memory.percent", ">", v),
-    lambda v: Threshold("memory.percent", ">", 80, for_=v),
-    lambda v: ProcessThreshold(cpu_percent_above=v),
-    lambda v: ProcessThreshold(rss_above=v),
-    lambda v: ProcessCount(cpu_percent_above=v),
-    lambda v: ProcessCount(cpu_percent_above=50, at_least=v),
-    lambda v: ContainerThreshold(used_above=v),
-    lambda v: LeakDetector(growth=v),
-    lambda v: LeakDetector("cpu.load_1m", growth=v),
-    lambda v: LeakDetector(window=v),
-    lambda v: TimeToLimit(within=v),
-    lambda v: TimeToLimit(limit=v),
-], ids=["load", "used", "percent", "for_", "proc-cpu", "proc-rss", "count-cpu", "at_least",
-        "container", "leak", "leak-plain", "window", "within", "limit"])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda v: Threshold("cpu.load_1m", ">", v),
+        lambda v: Threshold("memory.used", ">", v),
+        lambda v: Threshold("memory.percent", ">", v),
+        lambda v: Threshold("memory.percent", ">", 80, for_=v),
+        lambda v: ProcessThreshold(cpu_percent_above=v),
+        lambda v: ProcessThreshold(rss_above=v),
+        lambda v: ProcessCount(cpu_percent_above=v),
+        lambda v: ProcessCount(cpu_percent_above=50, at_least=v),
+        lambda v: ContainerThreshold(used_above=v),
+        lambda v: LeakDetector(growth=v),
+        lambda v: LeakDetector("cpu.load_1m", growth=v),
+        lambda v: LeakDetector(window=v),
+        lambda v: TimeToLimit(within=v),
+        lambda v: TimeToLimit(limit=v),
+    ],
+    ids=[
+        "load",
+        "used",
+        "percent",
+        "for_",
+        "proc-cpu",
+        "proc-rss",
+        "count-cpu",
+        "at_least",
+        "container",
+        "leak",
+        "leak-plain",
+        "window",
+        "within",
+        "limit",
+    ],
+)
 def test_numbers_beyond_float_range_are_invalid_values_not_overflow(build, huge):
     with pytest.raises((InvalidValue, InvalidType)) as info:
         build(huge)
@@ -793,12 +921,32 @@ def test_numbers_beyond_float_range_are_invalid_values_not_overflow(build, huge)
 
 
 ARGUMENT = st.one_of(
-    st.text(max_size=12), st.none(), st.booleans(), st.integers(),
-    st.integers(min_value=2**60, max_value=10**500), st.floats(allow_nan=True,
-                                                               allow_infinity=True),
-    st.sampled_from(["85%", "150%", "2GiB", "1e999", "-5", "nan", "10s", ">", "warning",
-                     "memory.percent", "memory.limit", Level.OK, Level.CRITICAL]),
-    st.lists(st.integers(), max_size=2), st.just(type), st.just({}),
+    st.text(max_size=12),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=2**60, max_value=10**500),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(
+        [
+            "85%",
+            "150%",
+            "2GiB",
+            "1e999",
+            "-5",
+            "nan",
+            "10s",
+            ">",
+            "warning",
+            "memory.percent",
+            "memory.limit",
+            Level.OK,
+            Level.CRITICAL,
+        ]
+    ),
+    st.lists(st.integers(), max_size=2),
+    st.just(type),
+    st.just({}),
 )
 CONSTRUCTORS = {
     "Threshold.metric": lambda v: Threshold(v, ">", 80),
@@ -867,8 +1015,15 @@ MEMINFO_EMPTY = Fault("memory", "/proc/meminfo", "empty", "no numbers in the fil
 
 def unknown_memory(snapshot, *faults):
     """*snapshot* with every memory number unknown, explained by *faults*."""
-    memory = attrs.evolve(snapshot.memory, total=None, limit=None, used=None, available=None,
-                          percent=None, source="unknown")
+    memory = attrs.evolve(
+        snapshot.memory,
+        total=None,
+        limit=None,
+        used=None,
+        available=None,
+        percent=None,
+        source="unknown",
+    )
     return attrs.evolve(snapshot, memory=memory, faults=faults or (MEMINFO_EMPTY,))
 
 
@@ -890,8 +1045,10 @@ def test_an_unknown_limit_makes_a_share_of_it_unknown():
     used = Threshold("memory.used", ">", "80%", name="used above 80% of limit")
     snapshot = make_snapshot(memory_percent=90)
     limitless = attrs.evolve(
-        snapshot, memory=attrs.evolve(snapshot.memory, limit=None, percent=None),
-        faults=(Fault("memory.limit", "/sys/fs/cgroup/memory.max", "garbage", "'12x'"),))
+        snapshot,
+        memory=attrs.evolve(snapshot.memory, limit=None, percent=None),
+        faults=(Fault("memory.limit", "/sys/fs/cgroup/memory.max", "garbage", "'12x'"),),
+    )
     verdict = Policy([used]).evaluate(limitless)
     assert verdict.unknown == ("memory.limit: /sys/fs/cgroup/memory.max garbage",)
     assert verdict.ok
@@ -900,11 +1057,13 @@ def test_an_unknown_limit_makes_a_share_of_it_unknown():
 
 def test_a_firing_rule_keeps_firing_while_its_metric_is_unknown():
     rule = Threshold("memory.percent", ">=", 90, level=Level.CRITICAL, clear=80)
-    snapshots = [(0, make_snapshot(at=0, memory_percent=95)),
-                 (1, unknown_memory(make_snapshot(at=1))),
-                 (2, unknown_memory(make_snapshot(at=2))),
-                 (3, make_snapshot(at=3, memory_percent=85)),  # known, holds above clear
-                 (4, make_snapshot(at=4, memory_percent=50))]
+    snapshots = [
+        (0, make_snapshot(at=0, memory_percent=95)),
+        (1, unknown_memory(make_snapshot(at=1))),
+        (2, unknown_memory(make_snapshot(at=2))),
+        (3, make_snapshot(at=3, memory_percent=85)),  # known, holds above clear
+        (4, make_snapshot(at=4, memory_percent=50)),
+    ]
     verdicts = run(rule, snapshots)
     assert levels(verdicts) == [Level.CRITICAL] * 4 + [Level.OK]
     held = verdicts[2].breaches[0]
@@ -918,8 +1077,15 @@ def test_a_firing_rule_keeps_firing_while_its_metric_is_unknown():
 def test_an_unknown_sample_neither_confirms_nor_resets_a_pending_rule():
     rule = Threshold("memory.percent", ">", 85, for_="3s")
     values = [90, None, 90, 90]
-    snapshots = [(t, make_snapshot(at=t, memory_percent=v) if v is not None
-                  else unknown_memory(make_snapshot(at=t))) for t, v in enumerate(values)]
+    snapshots = [
+        (
+            t,
+            make_snapshot(at=t, memory_percent=v)
+            if v is not None
+            else unknown_memory(make_snapshot(at=t)),
+        )
+        for t, v in enumerate(values)
+    ]
     verdicts = run(rule, snapshots)
     assert levels(verdicts) == [Level.OK, Level.OK, Level.OK, Level.WARNING]
     assert verdicts[3].breaches[0].since == 0
@@ -933,48 +1099,66 @@ def test_trend_rules_keep_firing_while_their_metric_is_unknown():
     state = policy.new_state()
     verdict = None
     for t in range(200):
-        snapshot = make_snapshot(at=t, used=8 * GiB + t * 40 * 2**20, limit=limit,
-                                 rss=30 * MB + t * MB)
+        snapshot = make_snapshot(
+            at=t, used=8 * GiB + t * 40 * 2**20, limit=limit, rss=30 * MB + t * MB
+        )
         verdict = policy.evaluate(snapshot, state, now=t)
     assert verdict is not None
     assert {b.rule for b in verdict.breaches} == {forecast.name, leak.name}
-    blind = unknown_memory(make_snapshot(at=200), MEMINFO_EMPTY,
-                           Fault("process", "/proc/self/statm", "vanished", "gone"))
+    blind = unknown_memory(
+        make_snapshot(at=200),
+        MEMINFO_EMPTY,
+        Fault("process", "/proc/self/statm", "vanished", "gone"),
+    )
     blind = attrs.evolve(blind, process=attrs.evolve(blind.process, rss=None))
     verdict = policy.evaluate(blind, state, now=200)
     assert {b.rule for b in verdict.breaches} == {forecast.name, leak.name}
-    assert set(verdict.unknown) == {"memory.used: /proc/meminfo empty",
-                                    "memory.limit: /proc/meminfo empty",
-                                    "process.rss: /proc/self/statm vanished"}
+    assert set(verdict.unknown) == {
+        "memory.used: /proc/meminfo empty",
+        "memory.limit: /proc/meminfo empty",
+        "process.rss: /proc/self/statm vanished",
+    }
 
 
 def test_a_metric_absent_without_a_fault_is_still_inactive_not_unknown():
     rule = Threshold("pressure.memory.some.avg10", ">", 10)
-    verdicts = run(rule, [(0, make_snapshot(at=0, psi_some=20.0)),
-                          (1, make_snapshot(at=1, psi_some=None))])
+    verdicts = run(
+        rule, [(0, make_snapshot(at=0, psi_some=20.0)), (1, make_snapshot(at=1, psi_some=None))]
+    )
     assert levels(verdicts) == [Level.WARNING, Level.OK]
     assert verdicts[1].known
 
 
 def test_every_rule_judges_a_snapshot_with_every_number_unknown():
-    policy = Policy([
-        Threshold("memory.percent", ">=", 80), Threshold("memory.used", ">", "50%"),
-        Threshold("swap.percent", ">", 50), Threshold("cpu.load_1m", ">", 4),
-        Threshold("process.rss", ">", "10%"), ProcessThreshold(rss_above="10%"),
-        ProcessCount(rss_above="5%", at_least=1), ContainerThreshold(percent_above=90),
-        LeakDetector(), TimeToLimit(), TimeToLimit(limit="swap.total", metric="swap.used"),
-    ])
+    policy = Policy(
+        [
+            Threshold("memory.percent", ">=", 80),
+            Threshold("memory.used", ">", "50%"),
+            Threshold("swap.percent", ">", 50),
+            Threshold("cpu.load_1m", ">", 4),
+            Threshold("process.rss", ">", "10%"),
+            ProcessThreshold(rss_above="10%"),
+            ProcessCount(rss_above="5%", at_least=1),
+            ContainerThreshold(percent_above=90),
+            LeakDetector(),
+            TimeToLimit(),
+            TimeToLimit(limit="swap.total", metric="swap.used"),
+        ]
+    )
     state = policy.new_state()
-    base = make_snapshot(processes=table((10, "a", 50.0)),
-                         containers=(make_container("db", memory_used=GiB),))
+    base = make_snapshot(
+        processes=table((10, "a", 50.0)), containers=(make_container("db", memory_used=GiB),)
+    )
     blind = unknown_memory(base, MEMINFO_EMPTY)
     blind = attrs.evolve(
         blind,
         swap=attrs.evolve(blind.swap, total=None, used=None, free=None, percent=None),
         cpu=attrs.evolve(blind.cpu, percent=None, load_1m=None, load_5m=None, load_15m=None),
-        process=attrs.evolve(blind.process, rss=None, vms=None, cpu_percent=None,
-                             num_threads=None, children_rss=None),
-        processes=(attrs.evolve(make_process(11), rss=None, cpu_percent=None),))
+        process=attrs.evolve(
+            blind.process, rss=None, vms=None, cpu_percent=None, num_threads=None, children_rss=None
+        ),
+        processes=(attrs.evolve(make_process(11), rss=None, cpu_percent=None),),
+    )
     for t in range(30):
         verdict = policy.evaluate(attrs.evolve(blind, monotonic=float(t)), state, now=t)
         assert verdict.ok
@@ -1014,13 +1198,16 @@ def test_a_rule_that_raises_is_reported_once_and_the_others_still_judge(caplog):
     assert sum("works again" in r.getMessage() for r in caplog.records) == 1
 
 
-@pytest.mark.parametrize(("args", "kwargs"), [
-    (("not a snapshot",), {}),
-    ((None,), {}),
-    ((make_snapshot(), "state"), {}),
-    ((make_snapshot(),), {"now": "soon"}),
-    ((make_snapshot(),), {"now": True}),
-])
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        (("not a snapshot",), {}),
+        ((None,), {}),
+        ((make_snapshot(), "state"), {}),
+        ((make_snapshot(),), {"now": "soon"}),
+        ((make_snapshot(),), {"now": True}),
+    ],
+)
 def test_evaluate_rejects_what_is_not_a_snapshot_state_or_time(args, kwargs):
     with pytest.raises(InvalidType):
         Policy([Threshold("memory.percent", ">", 80)]).evaluate(*args, **kwargs)
@@ -1035,11 +1222,15 @@ def test_evaluate_rejects_a_time_that_is_not_finite(now):
 def test_a_fault_explains_only_the_metrics_it_covers():
     load = Threshold("cpu.load_1m", ">", 4, name="load")
     snapshot = make_snapshot()
-    no_loadavg = attrs.evolve(snapshot, cpu=attrs.evolve(snapshot.cpu, load_1m=None),
-                              faults=(Fault("cpu.percent", "/proc/stat", "garbage", "x"),))
+    no_loadavg = attrs.evolve(
+        snapshot,
+        cpu=attrs.evolve(snapshot.cpu, load_1m=None),
+        faults=(Fault("cpu.percent", "/proc/stat", "garbage", "x"),),
+    )
     assert Policy([load]).evaluate(no_loadavg).known  # absent, not explained by /proc/stat
-    explained = attrs.evolve(no_loadavg, faults=(
-        Fault("cpu.load_1m", "/proc/loadavg", "empty", ""),))
+    explained = attrs.evolve(
+        no_loadavg, faults=(Fault("cpu.load_1m", "/proc/loadavg", "empty", ""),)
+    )
     assert Policy([load]).evaluate(explained).unknown == ("cpu.load_1m: /proc/loadavg empty",)
 
 
@@ -1059,11 +1250,18 @@ class GarbageRule:
         return self.answer
 
 
-@pytest.mark.parametrize("answer", [
-    "not a breach", 0, True, {"level": 2},
-    attrs.evolve(Breach("x", "memory.percent", ">", 1.0, 0.0, Level.CRITICAL, 0.0, 0.0, 0.0),
-                 level=7),
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "not a breach",
+        0,
+        True,
+        {"level": 2},
+        attrs.evolve(
+            Breach("x", "memory.percent", ">", 1.0, 0.0, Level.CRITICAL, 0.0, 0.0, 0.0), level=7
+        ),
+    ],
+)
 def test_a_rule_answering_garbage_is_a_failing_rule_not_a_broken_policy(answer, caplog):
     import logging
 
@@ -1081,9 +1279,19 @@ def test_a_rule_answering_garbage_is_a_failing_rule_not_a_broken_policy(answer, 
 @pytest.mark.parametrize("unit", ["bytes", "percent", "seconds", "count", ""])
 @pytest.mark.parametrize("figure", [math.nan, math.inf, -math.inf, 10**400, -5.0, 1e300])
 def test_a_breach_with_a_non_finite_figure_still_has_a_message(unit, figure):
-    breach = Breach("r", "process.rss", ">", figure, figure, Level.WARNING, 0.0, 0.0,
-                    figure if unit == "seconds" else 2.0, unit,
-                    offenders=(resguard.rules.Offender(7, "p", figure, 0.0),))
+    breach = Breach(
+        "r",
+        "process.rss",
+        ">",
+        figure,
+        figure,
+        Level.WARNING,
+        0.0,
+        0.0,
+        figure if unit == "seconds" else 2.0,
+        unit,
+        offenders=(resguard.rules.Offender(7, "p", figure, 0.0),),
+    )
     assert breach.message.startswith("r: ")
     assert Verdict(Level.WARNING, (breach,)).reason.startswith("WARNING: r: ")
 

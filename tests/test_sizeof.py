@@ -88,10 +88,13 @@ def test_numpy_arrays_count_nbytes_views_included() -> None:
 
 
 def test_importing_the_sizer_does_not_import_numpy() -> None:
-    code = ("import sys, resguard._modules.sizeof as s; s.sizeof([b'x', {'a': 1}]);"
-            "print('numpy' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60)
+    code = (
+        "import sys, resguard._modules.sizeof as s; s.sizeof([b'x', {'a': 1}]);"
+        "print('numpy' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -125,8 +128,14 @@ def test_error_against_tracemalloc_is_small(make: Callable[[], object]) -> None:
     assert sizeof(value) == pytest.approx(allocated, rel=0.15)
 
 
-_leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
-                    st.text(max_size=50), st.binary(max_size=200))
+_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=50),
+    st.binary(max_size=200),
+)
 _values = st.recursive(
     _leaves,
     lambda inner: st.one_of(
@@ -146,9 +155,13 @@ def test_any_nested_builtin_value_is_sized_at_least_its_header(value: object) ->
     assert size >= sys.getsizeof(value)
 
 
-@given(st.lists(st.one_of(st.text(max_size=40), st.binary(max_size=40),
-                          st.floats(allow_nan=False)), max_size=30),
-       st.sampled_from(["str", "bytes", "float", "mixed"]))
+@given(
+    st.lists(
+        st.one_of(st.text(max_size=40), st.binary(max_size=40), st.floats(allow_nan=False)),
+        max_size=30,
+    ),
+    st.sampled_from(["str", "bytes", "float", "mixed"]),
+)
 def test_the_shortcut_for_uniform_lists_matches_getsizeof(items: list[object], kind: str) -> None:
     if kind != "mixed":
         wanted = {"str": str, "bytes": bytes, "float": float}[kind]
@@ -202,8 +215,13 @@ def _released_view() -> memoryview:
 
 @pytest.mark.parametrize(
     "make",
-    [_HostileDict, _HostileClass, lambda: _HostileList([bytes(10)]), _HostileSizeof,
-     _released_view],
+    [
+        _HostileDict,
+        _HostileClass,
+        lambda: _HostileList([bytes(10)]),
+        _HostileSizeof,
+        _released_view,
+    ],
     ids=["__dict__", "__class__", "len-and-iter", "__sizeof__", "released-memoryview"],
 )
 def test_hostile_objects_fall_back_to_a_shallow_size(make: Callable[[], object]) -> None:

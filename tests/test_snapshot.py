@@ -46,8 +46,9 @@ def test_uss_on_request() -> None:
 
 
 def test_children_rss_counts_descendants() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "x = bytearray(64 * 2**20); input()"],
-                             stdin=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", "x = bytearray(64 * 2**20); input()"], stdin=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 30
         while resguard.snapshot().process.children_rss < 64 * MiB:
@@ -94,8 +95,14 @@ def test_snapshots_are_immutable() -> None:
 
 def test_metric_paths_name_the_numeric_fields() -> None:
     paths = metric_paths()
-    for path in ("memory.percent", "memory.available", "pressure.memory.some.avg10",
-                 "process.rss", "cpu.percent", "containers.memory.total"):
+    for path in (
+        "memory.percent",
+        "memory.available",
+        "pressure.memory.some.avg10",
+        "process.rss",
+        "cpu.percent",
+        "containers.memory.total",
+    ):
         assert path in paths
     assert "memory.source" not in paths
 
@@ -134,8 +141,9 @@ def test_limit_inside_a_real_memory_cgroup(memory_cgroup) -> None:  # type: igno
 @pytest.mark.cgroup
 def test_cli_snapshot_json_inside_a_real_memory_cgroup(memory_cgroup) -> None:  # type: ignore[no-untyped-def]
     memory_cgroup.set_limit(128 * MiB)
-    child = memory_cgroup.spawn([sys.executable, "-m", "resguard", "snapshot", "--json"],
-                                stdout=subprocess.PIPE)
+    child = memory_cgroup.spawn(
+        [sys.executable, "-m", "resguard", "snapshot", "--json"], stdout=subprocess.PIPE
+    )
     out, _ = child.communicate(timeout=60)
     assert child.returncode == 0
     memory = json.loads(out)["memory"]

@@ -29,8 +29,9 @@ RUN = os.getpid()
 S3001, S3002, S3003, S3006 = (f"{seconds}{RUN}" for seconds in (3001, 3002, 3003, 3006))
 
 
-def _stat_line(pid: int, name: str, start_ticks: int, state: str = "S",
-               exit_code: int | None = None) -> str:
+def _stat_line(
+    pid: int, name: str, start_ticks: int, state: str = "S", exit_code: int | None = None
+) -> str:
     fields = [state, "1", str(pid), str(pid), "0", "-1", "4194560"] + ["0"] * 12
     fields += [str(start_ticks), "1000", "42"] + ["0"] * 27
     if exit_code is not None:
@@ -54,11 +55,19 @@ def test_stat_parser_reads_the_exit_code_of_a_zombie() -> None:
     assert stat.exit_code == 15
 
 
-@pytest.mark.parametrize("text", [
-    "", "garbage", "7 (x", "7 (x) S 1 2 3", "(x) " + "S " * 40, "7 (x) S " + "a " * 40,
-    _stat_line(7, "x", 5).replace(" 5 1000 ", " -5 1000 "),
-    _stat_line(7, "x", 5).replace(" 5 1000 ", " \u0665 1000 "),  # an Arabic-Indic digit
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "garbage",
+        "7 (x",
+        "7 (x) S 1 2 3",
+        "(x) " + "S " * 40,
+        "7 (x) S " + "a " * 40,
+        _stat_line(7, "x", 5).replace(" 5 1000 ", " -5 1000 "),
+        _stat_line(7, "x", 5).replace(" 5 1000 ", " \u0665 1000 "),  # an Arabic-Indic digit
+    ],
+)
 def test_stat_parser_rejects_damaged_lines(text: str) -> None:
     with pytest.raises(ValueError, match=r"."):
         parse_stat(text)
@@ -72,8 +81,10 @@ def test_stat_parser_returns_or_raises_value_error_on_any_text(text: str) -> Non
         pass
 
 
-@given(st.text(max_size=15).filter(lambda name: "\0" not in name),
-       st.integers(min_value=0, max_value=2**64))
+@given(
+    st.text(max_size=15).filter(lambda name: "\0" not in name),
+    st.integers(min_value=0, max_value=2**64),
+)
 def test_stat_parser_reads_any_name_and_start_time_exactly(name: str, start: int) -> None:
     stat = parse_stat(_stat_line(99, name, start))
     assert (stat.name, stat.start_ticks) == (name, start)
@@ -126,22 +137,26 @@ def _candidate(stopper: ProcessStopper, pid: int) -> StopCandidate:
 def signals_sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     """Every signal resguard sends, recorded and not delivered."""
     sent: list[tuple[str, int]] = []
-    monkeypatch.setattr(identity_module.os, "kill",
-                        lambda pid, signum: sent.append(("kill", pid)))
-    monkeypatch.setattr(identity_module.signal, "pidfd_send_signal",
-                        lambda fd, signum, *rest: sent.append(("pidfd", fd)))
+    monkeypatch.setattr(identity_module.os, "kill", lambda pid, signum: sent.append(("kill", pid)))
+    monkeypatch.setattr(
+        identity_module.signal,
+        "pidfd_send_signal",
+        lambda fd, signum, *rest: sent.append(("pidfd", fd)),
+    )
     return sent
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_process_whose_start_time_differs_by_0_3_s_is_never_signalled(
-        mode: str, sleeper: subprocess.Popen[bytes]) -> None:
+    mode: str, sleeper: subprocess.Popen[bytes]
+) -> None:
     stopper = _stopper(mode, rf"^sleep {S3001}$")
     real = _candidate(stopper, sleeper.pid)
     ticks_per_s = os.sysconf("SC_CLK_TCK")
     for offset in (-1, 1, int(0.3 * ticks_per_s)):
-        other = StopCandidate(real.pid, real.start_ticks + offset, real.name, real.cmdline,
-                              real.uid, real.rss, None)
+        other = StopCandidate(
+            real.pid, real.start_ticks + offset, real.name, real.cmdline, real.uid, real.rss, None
+        )
         action = stopper.stop(other)
         assert (action.signal, action.done) == ("none", False)
         assert "gone" in action.reason
@@ -153,8 +168,7 @@ def test_a_handle_opened_on_a_process_refuses_once_it_exited(mode: str) -> None:
     process = _spawn("sleep", S3002)
     stat = read_stat(process.pid)
     assert stat is not None
-    handle = ProcessHandle.open(Identity(process.pid, stat.start_ticks),
-                                use_pidfd=mode == "pidfd")
+    handle = ProcessHandle.open(Identity(process.pid, stat.start_ticks), use_pidfd=mode == "pidfd")
     assert handle is not None
     assert (handle.pidfd is not None) == (mode == "pidfd" and identity_module.pidfd_supported())
     with handle:
@@ -166,7 +180,8 @@ def test_a_handle_opened_on_a_process_refuses_once_it_exited(mode: str) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_victim_stopped_by_sigterm_is_recorded_as_sigterm(
-        mode: str, sleeper: subprocess.Popen[bytes]) -> None:
+    mode: str, sleeper: subprocess.Popen[bytes]
+) -> None:
     stopper = _stopper(mode, rf"^sleep {S3001}$")
     action = stopper.stop(_candidate(stopper, sleeper.pid))
     assert (action.signal, action.done) == ("SIGTERM", True)
@@ -183,8 +198,12 @@ sys.stdin.read()          # never reaps the child until told to exit
 
 @pytest.mark.parametrize("mode", MODES)
 def test_an_unreaped_zombie_counts_as_stopped_by_sigterm_at_once(mode: str) -> None:
-    parent = subprocess.Popen([sys.executable, "-c", UNREAPED, S3003], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", UNREAPED, S3003],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert parent.stdout is not None
         pid = int(parent.stdout.readline())
@@ -217,8 +236,11 @@ time.sleep(300)
 
 @pytest.mark.parametrize("mode", MODES)
 def test_sigkill_only_after_the_grace_period_when_sigterm_is_ignored(mode: str) -> None:
-    process = subprocess.Popen([sys.executable, "-c", IGNORES_TERM, f"ignores-term-{RUN}"],
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", IGNORES_TERM, f"ignores-term-{RUN}"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "ready"
@@ -239,8 +261,9 @@ def test_a_huge_grace_period_waits_without_overflow(mode: str) -> None:
     try:
         stat = read_stat(process.pid)
         assert stat is not None
-        handle = ProcessHandle.open(Identity(process.pid, stat.start_ticks),
-                                    use_pidfd=mode == "pidfd")
+        handle = ProcessHandle.open(
+            Identity(process.pid, stat.start_ticks), use_pidfd=mode == "pidfd"
+        )
         assert handle is not None
         with handle:
             assert handle.wait_exited(1e300)  # poll() takes a C int of milliseconds
@@ -259,13 +282,13 @@ time.sleep(300)
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_thread_id_is_not_a_process_to_signal(mode: str) -> None:
-    process = subprocess.Popen([sys.executable, "-c", THREADED], stdout=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen([sys.executable, "-c", THREADED], stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "ready"
-        [thread_id] = [int(tid) for tid in os.listdir(f"/proc/{process.pid}/task")
-                       if int(tid) != process.pid]
+        [thread_id] = [
+            int(tid) for tid in os.listdir(f"/proc/{process.pid}/task") if int(tid) != process.pid
+        ]
         stat = read_stat(thread_id)
         assert stat is not None
         identity = Identity(thread_id, stat.start_ticks)
@@ -279,7 +302,8 @@ def test_a_thread_id_is_not_a_process_to_signal(mode: str) -> None:
 
 
 def test_the_fallback_grace_wait_polls_at_growing_intervals(
-        sleeper: subprocess.Popen[bytes]) -> None:
+    sleeper: subprocess.Popen[bytes],
+) -> None:
     stat = read_stat(sleeper.pid)
     assert stat is not None
     handle = ProcessHandle.open(Identity(sleeper.pid, stat.start_ticks), use_pidfd=False)
@@ -366,8 +390,12 @@ def _unshare_available() -> None:
         unavailable("forcing PID reuse needs root (a PID namespace and ns_last_pid)")
     if shutil.which("unshare") is None:
         unavailable("unshare (util-linux) is not installed")
-    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
-                           capture_output=True, text=True, timeout=30)
+    probe = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     if probe.returncode != 0:
         unavailable(f"unshare --pid --fork --mount-proc fails here: {probe.stderr.strip()}")
 
@@ -375,8 +403,12 @@ def _unshare_available() -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_a_newcomer_on_a_reused_pid_survives(mode: str) -> None:
     _unshare_available()
-    done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable,
-                           "-c", REUSE, mode], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", REUSE, mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     listed = result["listed"]
@@ -398,11 +430,15 @@ def test_a_newcomer_on_a_reused_pid_survives(mode: str) -> None:
 
 
 def test_pid_1_this_process_and_its_parent_are_never_signalled(
-        signals_sent: list[tuple[str, int]]) -> None:
+    signals_sent: list[tuple[str, int]],
+) -> None:
     stopper = ProcessStopper([r"."], enabled=True, dry_run=False, grace="10ms")
     uid = os.getuid()
-    for pid, reason in ((1, "PID 1"), (os.getpid(), "this process"),
-                        (os.getppid(), "this process's parent")):
+    for pid, reason in (
+        (1, "PID 1"),
+        (os.getpid(), "this process"),
+        (os.getppid(), "this process's parent"),
+    ):
         stat = read_stat(pid)
         start = stat.start_ticks if stat is not None else 0
         # a candidate that claims to be unprotected: stop() judges the process itself
@@ -443,8 +479,9 @@ time.sleep(300)
 
 @pytest.mark.parametrize(("name", "protect"), [("sshd", ()), ("precious", ("precious",))])
 def test_a_protected_name_is_never_signalled(name: str, protect: tuple[str, ...]) -> None:
-    process = subprocess.Popen([sys.executable, "-c", RENAMED, name, f"renamed-{RUN}"],
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", RENAMED, name, f"renamed-{RUN}"], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "ready"
@@ -469,7 +506,8 @@ def test_a_kernel_thread_is_never_signalled(signals_sent: list[tuple[str, int]])
 
 
 def test_dry_run_signals_nothing_and_says_what_it_would_do(
-        sleeper: subprocess.Popen[bytes], signals_sent: list[tuple[str, int]]) -> None:
+    sleeper: subprocess.Popen[bytes], signals_sent: list[tuple[str, int]]
+) -> None:
     stopper = ProcessStopper([rf"^sleep {S3001}$"], enabled=True)  # dry_run defaults to True
     assert stopper.reclaim(10**12) > 0
     [action] = [action for action in stopper.actions if action.pid == sleeper.pid]
@@ -481,7 +519,8 @@ def test_dry_run_signals_nothing_and_says_what_it_would_do(
 
 
 def test_nothing_is_stopped_without_a_matching_pattern(
-        sleeper: subprocess.Popen[bytes], signals_sent: list[tuple[str, int]]) -> None:
+    sleeper: subprocess.Popen[bytes], signals_sent: list[tuple[str, int]]
+) -> None:
     assert ProcessStopper([], enabled=True, dry_run=False).reclaim(10**12) == 0
     assert ProcessStopper([rf"^sleep {S3001}$"], dry_run=False).reclaim(10**12) == 0  # not enabled
     assert ProcessStopper([rf"^sleep {S3001}$"], dry_run=False).reclaimable_bytes() == 0
@@ -493,25 +532,29 @@ def test_nothing_is_stopped_without_a_matching_pattern(
 # Bad input: one error tree, the value quoted as typed
 
 
-@pytest.mark.parametrize(("kwargs", "error", "quoted"), [
-    ({"patterns": ["("]}, InvalidValue, "'('"),
-    ({"patterns": None}, InvalidType, "None"),
-    ({"patterns": 5}, InvalidType, "5"),
-    ({"patterns": "sleep"}, InvalidType, "'sleep'"),
-    ({"patterns": [b"sleep"]}, InvalidType, "b'sleep'"),
-    ({"patterns": [".*"]}, InvalidValue, "'.*'"),
-    ({"patterns": [""]}, InvalidValue, "''"),
-    ({"patterns": ["x"], "enabled": "false"}, InvalidType, "'false'"),
-    ({"patterns": ["x"], "enabled": 1}, InvalidType, "enabled=1"),
-    ({"patterns": ["x"], "dry_run": "no"}, InvalidType, "'no'"),
-    ({"patterns": ["x"], "dry_run": None}, InvalidType, "dry_run=None"),
-    ({"patterns": ["x"], "grace": "soon"}, InvalidValue, "'soon'"),
-    ({"patterns": ["x"], "grace": -1}, InvalidValue, "-1"),
-    ({"patterns": ["x"], "protect": "sshd"}, InvalidType, "'sshd'"),
-    ({"patterns": ["x"], "protect": [3]}, InvalidType, "3"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error", "quoted"),
+    [
+        ({"patterns": ["("]}, InvalidValue, "'('"),
+        ({"patterns": None}, InvalidType, "None"),
+        ({"patterns": 5}, InvalidType, "5"),
+        ({"patterns": "sleep"}, InvalidType, "'sleep'"),
+        ({"patterns": [b"sleep"]}, InvalidType, "b'sleep'"),
+        ({"patterns": [".*"]}, InvalidValue, "'.*'"),
+        ({"patterns": [""]}, InvalidValue, "''"),
+        ({"patterns": ["x"], "enabled": "false"}, InvalidType, "'false'"),
+        ({"patterns": ["x"], "enabled": 1}, InvalidType, "enabled=1"),
+        ({"patterns": ["x"], "dry_run": "no"}, InvalidType, "'no'"),
+        ({"patterns": ["x"], "dry_run": None}, InvalidType, "dry_run=None"),
+        ({"patterns": ["x"], "grace": "soon"}, InvalidValue, "'soon'"),
+        ({"patterns": ["x"], "grace": -1}, InvalidValue, "-1"),
+        ({"patterns": ["x"], "protect": "sshd"}, InvalidType, "'sshd'"),
+        ({"patterns": ["x"], "protect": [3]}, InvalidType, "3"),
+    ],
+)
 def test_bad_stopper_arguments_raise_resguard_errors(
-        kwargs: dict[str, object], error: type[Exception], quoted: str) -> None:
+    kwargs: dict[str, object], error: type[Exception], quoted: str
+) -> None:
     patterns = kwargs.pop("patterns")
     with pytest.raises(error) as caught:
         ProcessStopper(patterns, **kwargs)  # type: ignore[arg-type]
@@ -520,12 +563,21 @@ def test_bad_stopper_arguments_raise_resguard_errors(
     assert "expected" in str(caught.value)
 
 
-@given(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(),
-                 st.lists(st.one_of(st.text(), st.integers(), st.none()), max_size=3)),
-       st.one_of(st.booleans(), st.none(), st.text(), st.integers()),
-       st.one_of(st.text(), st.integers(), st.floats(), st.none()))
+@given(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.text(),
+        st.lists(st.one_of(st.text(), st.integers(), st.none()), max_size=3),
+    ),
+    st.one_of(st.booleans(), st.none(), st.text(), st.integers()),
+    st.one_of(st.text(), st.integers(), st.floats(), st.none()),
+)
 def test_the_stopper_accepts_or_raises_only_resguard_errors(
-        patterns: object, enabled: object, grace: object) -> None:
+    patterns: object, enabled: object, grace: object
+) -> None:
     try:
         stopper = ProcessStopper(patterns, enabled=enabled, grace=grace)  # type: ignore[arg-type]
     except ResguardError:

@@ -81,11 +81,22 @@ def test_format_bytes_parses_back_within_rounding(n: int, binary: bool) -> None:
     assert math.isclose(back, n, rel_tol=1e-3, abs_tol=1)
 
 
-@given(st.integers(min_value=0, max_value=2**50), st.sampled_from(["KiB", "MiB", "GiB", "kB",
-                                                                     "MB", "GB", "k", "m", "g"]))
+@given(
+    st.integers(min_value=0, max_value=2**50),
+    st.sampled_from(["KiB", "MiB", "GiB", "kB", "MB", "GB", "k", "m", "g"]),
+)
 def test_integer_amounts_of_a_unit_are_exact(amount: int, unit: str) -> None:
-    factors = {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "kB": 10**3, "MB": 10**6, "GB": 10**9,
-               "k": 2**10, "m": 2**20, "g": 2**30}
+    factors = {
+        "KiB": 2**10,
+        "MiB": 2**20,
+        "GiB": 2**30,
+        "kB": 10**3,
+        "MB": 10**6,
+        "GB": 10**9,
+        "k": 2**10,
+        "m": 2**20,
+        "g": 2**30,
+    }
     if amount * factors[unit] < 2**53:  # float precision of the parser
         assert parse_bytes(f"{amount}{unit}") == amount * factors[unit]
 
@@ -121,8 +132,22 @@ def test_parse_duration(text: object, expected: float) -> None:
     assert parse_duration(text) == pytest.approx(expected)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("bad", ["", "5 minutes", "1h30", "-5s", "1.2.3s", "s", "5x", "nan", -1,
-                                 float("inf"), dt.timedelta(seconds=-1)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "5 minutes",
+        "1h30",
+        "-5s",
+        "1.2.3s",
+        "s",
+        "5x",
+        "nan",
+        -1,
+        float("inf"),
+        dt.timedelta(seconds=-1),
+    ],
+)
 def test_parse_duration_rejects_garbage(bad: object) -> None:
     with pytest.raises(InvalidValue) as info:
         parse_duration(bad)  # type: ignore[arg-type]
@@ -134,11 +159,15 @@ def test_parse_duration_rejects_bool() -> None:
         parse_duration(True)  # type: ignore[arg-type]
 
 
-@given(st.integers(min_value=0, max_value=10**6), st.integers(min_value=0, max_value=59),
-       st.integers(min_value=0, max_value=999))
+@given(
+    st.integers(min_value=0, max_value=10**6),
+    st.integers(min_value=0, max_value=59),
+    st.integers(min_value=0, max_value=999),
+)
 def test_go_durations_add_up(hours: int, minutes: int, millis: int) -> None:
     assert parse_duration(f"{hours}h{minutes}m{millis}ms") == pytest.approx(
-        hours * 3600 + minutes * 60 + millis / 1000)
+        hours * 3600 + minutes * 60 + millis / 1000
+    )
 
 
 def test_format_duration() -> None:
@@ -148,8 +177,10 @@ def test_format_duration() -> None:
     assert format_duration(7500) == "2h05m"
 
 
-@pytest.mark.parametrize(("text", "expected"), [("85%", 85.0), ("85", 85.0), (85, 85.0),
-                                                ("0%", 0.0), (" 99.5 % ".replace(" %", "%"), 99.5)])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("85%", 85.0), ("85", 85.0), (85, 85.0), ("0%", 0.0), (" 99.5 % ".replace(" %", "%"), 99.5)],
+)
 def test_parse_percent(text: object, expected: float) -> None:
     assert parse_percent(text) == expected  # type: ignore[arg-type]
 
@@ -171,6 +202,7 @@ def test_resolve_bytes_reads_percent_of_the_limit() -> None:
 
 # ------------------------------------------------ exact integers, overflow, hostile input ---
 
+
 def test_parse_bytes_keeps_integers_exact() -> None:
     assert parse_bytes(10**17 + 1) == 10**17 + 1
     assert parse_bytes("100000000000000001") == 10**17 + 1
@@ -187,10 +219,19 @@ def test_every_integer_size_parses_back_exactly(n: int) -> None:
     assert parse_bytes(f" {n} bytes ") == n
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("1EiB", 2**60), ("1Ei", 2**60), ("1e", 2**60), ("2E", 2**61), ("1EB", 10**18),
-    ("1eb", 10**18), ("16EiB", 2**64), ("1.5EiB", 3 * 2**59),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1EiB", 2**60),
+        ("1Ei", 2**60),
+        ("1e", 2**60),
+        ("2E", 2**61),
+        ("1EB", 10**18),
+        ("1eb", 10**18),
+        ("16EiB", 2**64),
+        ("1.5EiB", 3 * 2**59),
+    ],
+)
 def test_exa_units(text: str, expected: int) -> None:
     assert parse_bytes(text) == expected
 
@@ -201,16 +242,26 @@ def test_exa_units_format_and_parse_back() -> None:
     assert parse_bytes(format_bytes(3 * 2**59)) == 3 * 2**59
 
 
-HUGE = [10**400, -(10**400), 10**5000, 2**64 + 1, 1e300, "1e999", "17EiB", "1e999999999GB",
-        "1" * 400]
+HUGE = [
+    10**400,
+    -(10**400),
+    10**5000,
+    2**64 + 1,
+    1e300,
+    "1e999",
+    "17EiB",
+    "1e999999999GB",
+    "1" * 400,
+]
 
 
 @pytest.mark.parametrize("bad", HUGE, ids=lambda value: shown(value)[:40])
-@pytest.mark.parametrize("function", [parse_bytes, parse_duration, parse_percent,
-                                      lambda value: resolve_bytes(value, 1000)],
-                         ids=["parse_bytes", "parse_duration", "parse_percent", "resolve_bytes"])
-def test_values_beyond_range_are_invalid_values_quoted_as_typed(function: Any, bad: object
-                                                               ) -> None:
+@pytest.mark.parametrize(
+    "function",
+    [parse_bytes, parse_duration, parse_percent, lambda value: resolve_bytes(value, 1000)],
+    ids=["parse_bytes", "parse_duration", "parse_percent", "resolve_bytes"],
+)
+def test_values_beyond_range_are_invalid_values_quoted_as_typed(function: Any, bad: object) -> None:
     if function is parse_duration and bad == "17EiB":
         bad = "1e999999s"
     with pytest.raises(InvalidValue) as info:
@@ -242,13 +293,25 @@ def test_formatting_never_overflows() -> None:
     assert format_duration(1e300).endswith("h")
 
 
-_NUMBER_TEXT = st.from_regex(r"\A\s*[0-9]{0,30}\.?[0-9]{0,30}(e[+-]?[0-9]{1,12})?\s*"
-                             r"(B|k|KiB|mb|Gi|tb|PiB|e|EB|EiB|%|ms|s|m|h|d|ns|x)?\s*\Z")
+_NUMBER_TEXT = st.from_regex(
+    r"\A\s*[0-9]{0,30}\.?[0-9]{0,30}(e[+-]?[0-9]{1,12})?\s*"
+    r"(B|k|KiB|mb|Gi|tb|PiB|e|EB|EiB|%|ms|s|m|h|d|ns|x)?\s*\Z"
+)
 ANYTHING = st.one_of(
-    st.text(), _NUMBER_TEXT, st.none(), st.booleans(), st.integers(),
-    st.integers(min_value=2**60, max_value=10**600), st.integers(max_value=-1),
-    st.floats(allow_nan=True, allow_infinity=True), st.just(10**400), st.just(float("nan")),
-    st.just(float("inf")), st.just(float("-inf")), st.timedeltas(), st.binary(),
+    st.text(),
+    _NUMBER_TEXT,
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=2**60, max_value=10**600),
+    st.integers(max_value=-1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.just(10**400),
+    st.just(float("nan")),
+    st.just(float("inf")),
+    st.just(float("-inf")),
+    st.timedeltas(),
+    st.binary(),
     st.lists(st.integers(), max_size=2),
 )
 DOCUMENTED = (InvalidValue, InvalidType)
@@ -285,8 +348,7 @@ def test_parse_percent_returns_a_percentage_or_a_documented_error(value: object)
 
 
 @given(ANYTHING, ANYTHING)
-def test_resolve_bytes_returns_bytes_or_a_documented_error(value: object, limit: object
-                                                           ) -> None:
+def test_resolve_bytes_returns_bytes_or_a_documented_error(value: object, limit: object) -> None:
     try:
         result = resolve_bytes(value, limit)  # type: ignore[arg-type]
     except DOCUMENTED:
@@ -297,8 +359,10 @@ def test_resolve_bytes_returns_bytes_or_a_documented_error(value: object, limit:
 
 @given(ANYTHING, st.booleans())
 def test_formatting_returns_text_or_a_documented_error(value: object, binary: bool) -> None:
-    for format_call in (lambda: format_bytes(value, binary=binary),  # type: ignore[arg-type]
-                        lambda: format_duration(value)):  # type: ignore[arg-type]
+    for format_call in (
+        lambda: format_bytes(value, binary=binary),  # type: ignore[arg-type]
+        lambda: format_duration(value),
+    ):  # type: ignore[arg-type]
         try:
             assert isinstance(format_call(), str)
         except DOCUMENTED:

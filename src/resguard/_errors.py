@@ -54,8 +54,9 @@ class ConfigError(InvalidValue):
     ``path``, ``key`` and ``value`` say where.
     """
 
-    def __init__(self, message: str, *, path: str | None = None, key: str | None = None,
-                 value: object = None) -> None:
+    def __init__(
+        self, message: str, *, path: str | None = None, key: str | None = None, value: object = None
+    ) -> None:
         super().__init__(message)
         self.path = path
         self.key = key
@@ -77,8 +78,14 @@ class ResourceExhausted(ResguardError):
     ``numbers`` the figures that decided it (``None`` where unknown).
     """
 
-    def __init__(self, message: str, *, reason: str, retry_after: float = 1.0,
-                 numbers: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        retry_after: float = 1.0,
+        numbers: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.retry_after = retry_after

@@ -99,18 +99,23 @@ class GuardMiddleware:
         if monitor is not None and not isinstance(monitor, Monitor):
             raise InvalidType(f"monitor={shown(monitor)} is not a resguard.Monitor")
         if not isinstance(unready_level, Level):
-            raise InvalidType(f"unready_level={shown(unready_level)} is not a resguard.Level; "
-                              f"expected e.g. Level.CRITICAL")
+            raise InvalidType(
+                f"unready_level={shown(unready_level)} is not a resguard.Level; "
+                f"expected e.g. Level.CRITICAL"
+            )
         if not isinstance(start_monitor, bool):
-            raise InvalidType(f"start_monitor={shown(start_monitor)} is not a bool; "
-                              f"expected True or False")
+            raise InvalidType(
+                f"start_monitor={shown(start_monitor)} is not a bool; expected True or False"
+            )
         if isinstance(exclude, str):
             exclude = (exclude,)
         try:
             entries = list(exclude)
         except TypeError:
-            raise InvalidType(f"exclude={shown(exclude)} is not a list of paths; "
-                              f"expected e.g. ('/healthz', '/static/*')") from None
+            raise InvalidType(
+                f"exclude={shown(exclude)} is not a list of paths; "
+                f"expected e.g. ('/healthz', '/static/*')"
+            ) from None
         exact, prefixes = [], []
         for entry in entries:
             path = _check_path(entry, "exclude")
@@ -118,13 +123,17 @@ class GuardMiddleware:
                 prefixes.append(path[:-1])
             else:
                 exact.append(path)
-        readiness = (_check_path(readiness_path, "readiness_path")
-                     if readiness_path is not None else None)
+        readiness = (
+            _check_path(readiness_path, "readiness_path") if readiness_path is not None else None
+        )
         # parsed once here, not per request (an invalid value fails at startup)
         parsed_reserve: Reserve = None
         if reserve is not None:
-            parsed_reserve = "auto" if isinstance(reserve, str) and reserve == "auto" \
+            parsed_reserve = (
+                "auto"
+                if isinstance(reserve, str) and reserve == "auto"
                 else _named("reserve", parse_bytes, reserve)
+            )
         wait_s = _named("wait", parse_duration, wait) if wait is not None else None
         if wait_s is not None and not math.isfinite(wait_s):
             raise InvalidValue(f"wait={shown(wait)} must be a finite duration, e.g. '2s'")
@@ -146,8 +155,12 @@ class GuardMiddleware:
         # a request that never waits, with the guard's own reservation and no in-flight
         # watch, can take the guard's synchronous hot path (about 3x cheaper than admit())
         may_wait = (self._wait_s if self._wait_s is not None else guard.wait_s) > 0
-        self._plain = (self._reserve is None and not guard.auto_reserve and guard.on_breach is None
-                       and not may_wait)
+        self._plain = (
+            self._reserve is None
+            and not guard.auto_reserve
+            and guard.on_breach is None
+            and not may_wait
+        )
         # a request that may queue is watched for its client leaving (not with on_breach,
         # whose own task group must stay innermost)
         self._watch = may_wait and guard.on_breach is None
@@ -163,7 +176,7 @@ class GuardMiddleware:
             path = scope["path"]
             root = scope.get("root_path")
             if root and path.startswith(root):  # mounted below a prefix (--root-path)
-                path = path[len(root):]
+                path = path[len(root) :]
             if path == self.readiness_path:
                 await self._readiness(scope, send)
             elif path in self._exact or (self._prefixes and path.startswith(self._prefixes)):
@@ -290,11 +303,21 @@ class GuardMiddleware:
             seconds = retry_after_header(error.retry_after)
         except ResguardError:  # raised by hand in the app, with no number: still a 503
             seconds = 1
-        body = json.dumps({"error": "overloaded", "reason": str(error.reason),
-                           "retry_after": seconds}).encode()
-        await send({"type": "http.response.start", "status": 503, "headers": [
-            _JSON, (b"content-length", str(len(body)).encode()),
-            (b"retry-after", str(seconds).encode()), _NO_STORE]})
+        body = json.dumps(
+            {"error": "overloaded", "reason": str(error.reason), "retry_after": seconds}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    _JSON,
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", str(seconds).encode()),
+                    _NO_STORE,
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def _readiness(self, scope: Scope, send: Send) -> None:
@@ -303,10 +326,16 @@ class GuardMiddleware:
         answer = self.readiness()
         status = 200 if answer["status"] == "ready" else 503
         body = json.dumps(answer).encode()
-        await send({"type": "http.response.start", "status": status, "headers": [
-            _JSON, (b"content-length", str(len(body)).encode()), _NO_STORE]})
-        await send({"type": "http.response.body",
-                    "body": b"" if scope.get("method") == "HEAD" else body})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [_JSON, (b"content-length", str(len(body)).encode()), _NO_STORE],
+            }
+        )
+        await send(
+            {"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body}
+        )
 
     def readiness(self) -> dict[str, Any]:
         """What the readiness path answers: ``{"status": "ready", "level": "OK"}``, or
@@ -403,8 +432,11 @@ class GuardMiddleware:
             return message
 
         async def watched_send(message: Message) -> None:
-            if message["type"] in ("lifespan.startup.failed", "lifespan.shutdown.complete",
-                                   "lifespan.shutdown.failed"):
+            if message["type"] in (
+                "lifespan.startup.failed",
+                "lifespan.shutdown.complete",
+                "lifespan.shutdown.failed",
+            ):
                 await self._stop_monitor()  # after the app's own shutdown code ran
             await send(message)
 
@@ -448,8 +480,9 @@ class GuardMiddleware:
 def retry_after_header(retry_after_s: float) -> int:
     """Whole seconds for a ``Retry-After`` header: rounded up, at least 1."""
     if isinstance(retry_after_s, bool) or not isinstance(retry_after_s, (int, float)):
-        raise InvalidType(f"retry_after_s={shown(retry_after_s)} is not a number of seconds; "
-                          "expected e.g. 1.5")
+        raise InvalidType(
+            f"retry_after_s={shown(retry_after_s)} is not a number of seconds; expected e.g. 1.5"
+        )
     if isinstance(retry_after_s, float) and not math.isfinite(retry_after_s):
         return 1
     if retry_after_s <= 1:
@@ -459,10 +492,13 @@ def retry_after_header(retry_after_s: float) -> int:
 
 def _check_path(path: object, what: str) -> str:
     if not isinstance(path, str):
-        raise InvalidType(f"{what}={shown(path)} is not a string; expected a URL path starting "
-                          f"with '/', e.g. '/healthz' (or '/static/*' for a prefix)")
+        raise InvalidType(
+            f"{what}={shown(path)} is not a string; expected a URL path starting "
+            f"with '/', e.g. '/healthz' (or '/static/*' for a prefix)"
+        )
     if not path.startswith("/"):
-        raise InvalidValue(f"{what}={shown(path)} must be a URL path starting with '/', "
-                           f"e.g. '/healthz' (or '/static/*' for a prefix)")
+        raise InvalidValue(
+            f"{what}={shown(path)} must be a URL path starting with '/', "
+            f"e.g. '/healthz' (or '/static/*' for a prefix)"
+        )
     return path
-

@@ -127,34 +127,41 @@ class Budget(ValueMixin):
         if not isinstance(self.name, str) or not self.name:
             raise InvalidType(f"Budget name={self.name!r}: expected a non-empty string")
         if self.kind not in SELECTORS:
-            raise InvalidValue(f"Budget kind={self.kind!r}: expected one of "
-                               f"{', '.join(SELECTORS)}")
+            raise InvalidValue(f"Budget kind={self.kind!r}: expected one of {', '.join(SELECTORS)}")
         if self.kind == "machine" and self.pattern is not None:
             raise InvalidValue(f"Budget pattern={self.pattern!r}: a machine budget has none")
         if self.kind != "machine":
             if not isinstance(self.pattern, str):
-                raise InvalidType(f"Budget pattern={self.pattern!r}: expected a regular "
-                                  f"expression string")
+                raise InvalidType(
+                    f"Budget pattern={self.pattern!r}: expected a regular expression string"
+                )
             try:
                 re.compile(self.pattern)
             except re.error as exc:
-                raise InvalidValue(f"Budget pattern={self.pattern!r} is not a regular "
-                                   f"expression ({exc})") from None
+                raise InvalidValue(
+                    f"Budget pattern={self.pattern!r} is not a regular expression ({exc})"
+                ) from None
         for what, size in (("max_bytes", self.max_bytes), ("min_bytes", self.min_bytes)):
             if size is None and what == "min_bytes":
                 continue
             if isinstance(size, bool) or not isinstance(size, int):
-                raise InvalidType(f"Budget {what}={size!r}: expected a whole number of bytes "
-                                  f"(resguard.parse_bytes reads sizes such as '200MB')")
+                raise InvalidType(
+                    f"Budget {what}={size!r}: expected a whole number of bytes "
+                    f"(resguard.parse_bytes reads sizes such as '200MB')"
+                )
             if size < 0:
                 raise InvalidValue(f"Budget {what}={size!r}: expected 0 or more bytes")
         if self.min_bytes is not None and self.min_bytes > self.max_bytes:
-            raise InvalidValue(f"Budget min_bytes={self.min_bytes!r} is above "
-                               f"max_bytes={self.max_bytes!r}")
+            raise InvalidValue(
+                f"Budget min_bytes={self.min_bytes!r} is above max_bytes={self.max_bytes!r}"
+            )
         if not isinstance(self.level, Level):
             raise InvalidType(f"Budget level={self.level!r}: expected a resguard.Level")
-        if isinstance(self.for_s, bool) or not isinstance(self.for_s, (int, float)) \
-                or not 0 <= self.for_s < float("inf"):
+        if (
+            isinstance(self.for_s, bool)
+            or not isinstance(self.for_s, (int, float))
+            or not 0 <= self.for_s < float("inf")
+        ):
             raise InvalidValue(f"Budget for_s={self.for_s!r}: expected seconds, 0 or more")
         if self.host is not None and not isinstance(self.host, str):
             raise InvalidType(f"Budget host={self.host!r}: expected a URL string or None")
@@ -163,8 +170,10 @@ class Budget(ValueMixin):
     def range_text(self) -> str:
         if self.min_bytes is None:
             return f"≤ {format_bytes(self.max_bytes, binary=False)}"
-        return (f"{format_bytes(self.min_bytes, binary=False)}–"
-                f"{format_bytes(self.max_bytes, binary=False)}")
+        return (
+            f"{format_bytes(self.min_bytes, binary=False)}–"
+            f"{format_bytes(self.max_bytes, binary=False)}"
+        )
 
     def status(self, used: int | None, count: int) -> str:
         """``ok``, ``over``, ``under``, ``absent`` (nothing matched) or ``unavailable``."""
@@ -212,9 +221,11 @@ class BudgetReport(ValueMixin):
 
     def _repr_html_(self) -> str:
         score = "n/a" if self.score is None else f"{self.score:.0f}/100"
-        return records_table(self.components, ("name", "kind", "used", "min_bytes", "max_bytes",
-                                                "status", "count"),
-                             f"resguard budgets — efficiency {score}")
+        return records_table(
+            self.components,
+            ("name", "kind", "used", "min_bytes", "max_bytes", "status", "count"),
+            f"resguard budgets — efficiency {score}",
+        )
 
 
 def efficiency_score(components: Iterable[ComponentUse]) -> float | None:
@@ -245,9 +256,9 @@ def _size(path: str, key: str, value: object) -> int:
     try:
         size = parse_bytes(value)  # type: ignore[arg-type]
     except (InvalidValue, InvalidType):
-        raise _error(path, key, value,
-                     'is not a size; expected e.g. "200MB", "1.5GiB" or a number of bytes') \
-            from None
+        raise _error(
+            path, key, value, 'is not a size; expected e.g. "200MB", "1.5GiB" or a number of bytes'
+        ) from None
     if size < 0:
         raise _error(path, key, value, "is negative; expected a size of 0 or more")
     return size
@@ -255,26 +266,39 @@ def _size(path: str, key: str, value: object) -> int:
 
 def _budget(path: str, prefix: str, table: object, name: str | None) -> Budget:
     if not isinstance(table, Mapping):
-        raise _error(path, prefix, table, "is not a table; expected keys such as name, "
-                                          "process and max")
+        raise _error(
+            path, prefix, table, "is not a table; expected keys such as name, process and max"
+        )
     if name is None:
         name = table.get("name")
         if not isinstance(name, str) or not name.strip():
             raise _error(path, f"{prefix}.name", name, "every budget needs a name (a string)")
         prefix = f"{prefix.rsplit('[', 1)[0]}.{name}"
     elif "name" in table and table["name"] != name:
-        raise _error(path, f"{prefix}.name", table["name"], f"differs from the table's key "
-                                                            f"{name!r}; leave it out")
+        raise _error(
+            path,
+            f"{prefix}.name",
+            table["name"],
+            f"differs from the table's key {name!r}; leave it out",
+        )
     for key in table:
         if key not in _KEYS:
             close = difflib.get_close_matches(str(key), sorted(_KEYS), n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise _error(path, f"{prefix}.{key}", table[key],
-                         f"unknown key {key!r}{hint} (known: {', '.join(sorted(_KEYS))})")
+            raise _error(
+                path,
+                f"{prefix}.{key}",
+                table[key],
+                f"unknown key {key!r}{hint} (known: {', '.join(sorted(_KEYS))})",
+            )
     chosen = [key for key in SELECTORS if key in table]
     if len(chosen) != 1:
-        raise _error(path, prefix, sorted(chosen) or None,
-                     f"needs exactly one selector of {', '.join(SELECTORS)}")
+        raise _error(
+            path,
+            prefix,
+            sorted(chosen) or None,
+            f"needs exactly one selector of {', '.join(SELECTORS)}",
+        )
     kind = chosen[0]
     raw = table[kind]
     pattern: str | None = None
@@ -287,20 +311,26 @@ def _budget(path: str, prefix: str, table: object, name: str | None) -> Budget:
         try:
             re.compile(raw)
         except re.error as exc:
-            raise _error(path, f"{prefix}.{kind}", raw,
-                         f"is not a regular expression ({exc})") from None
+            raise _error(
+                path, f"{prefix}.{kind}", raw, f"is not a regular expression ({exc})"
+            ) from None
         pattern = raw
     if "target" in table and "max" in table:
-        raise _error(path, f"{prefix}.target", table["target"],
-                     "give either target or max (they mean the same ceiling), not both")
+        raise _error(
+            path,
+            f"{prefix}.target",
+            table["target"],
+            "give either target or max (they mean the same ceiling), not both",
+        )
     if "target" not in table and "max" not in table:
-        raise _error(path, prefix, None, "needs a ceiling: target = \"200MB\" or max = ...")
+        raise _error(path, prefix, None, 'needs a ceiling: target = "200MB" or max = ...')
     ceiling_key = "target" if "target" in table else "max"
     max_bytes = _size(path, f"{prefix}.{ceiling_key}", table[ceiling_key])
     min_bytes = _size(path, f"{prefix}.min", table["min"]) if "min" in table else None
     if min_bytes is not None and min_bytes > max_bytes:
-        raise _error(path, f"{prefix}.min", table["min"],
-                     f"is above the ceiling {table[ceiling_key]!r}")
+        raise _error(
+            path, f"{prefix}.min", table["min"], f"is above the ceiling {table[ceiling_key]!r}"
+        )
     level_raw = table.get("level", "warning")
     if not isinstance(level_raw, str) or level_raw.lower() not in ("warning", "critical"):
         raise _error(path, f"{prefix}.level", level_raw, 'expected "warning" or "critical"')
@@ -310,13 +340,25 @@ def _budget(path: str, prefix: str, table: object, name: str | None) -> Budget:
         try:
             for_s = parse_duration(table["for"])
         except (InvalidValue, InvalidType):
-            raise _error(path, f"{prefix}.for", table["for"],
-                         'is not a duration; expected e.g. "30s" or "5m"') from None
+            raise _error(
+                path,
+                f"{prefix}.for",
+                table["for"],
+                'is not a duration; expected e.g. "30s" or "5m"',
+            ) from None
     host = table.get("host")
     if host is not None and (kind != "ollama" or not isinstance(host, str)):
         raise _error(path, f"{prefix}.host", host, "host is for ollama budgets: a URL string")
-    return Budget(name=name, kind=kind, pattern=pattern, min_bytes=min_bytes,
-                  max_bytes=max_bytes, level=level, for_s=for_s, host=host)
+    return Budget(
+        name=name,
+        kind=kind,
+        pattern=pattern,
+        min_bytes=min_bytes,
+        max_bytes=max_bytes,
+        level=level,
+        for_s=for_s,
+        host=host,
+    )
 
 
 def parse(data: Mapping[str, Any], path: str = "<config>") -> list[Budget]:
@@ -335,11 +377,19 @@ def parse(data: Mapping[str, Any], path: str = "<config>") -> list[Budget]:
         raise _error(path, prefix, section, "is not a table")
     for key in section:
         if key != "budget" and difflib.get_close_matches(str(key), ["budget"], cutoff=0.6):
-            raise _error(path, f"{prefix}.{key}".lstrip("."), section[key],
-                         f"unknown key {key!r}; did you mean 'budget'?")
+            raise _error(
+                path,
+                f"{prefix}.{key}".lstrip("."),
+                section[key],
+                f"unknown key {key!r}; did you mean 'budget'?",
+            )
         if not prefix and key != "budget":
-            raise _error(path, key, section[key], f"unknown key {key!r}; a budget file holds "
-                                                  f"[[budget]] tables")
+            raise _error(
+                path,
+                key,
+                section[key],
+                f"unknown key {key!r}; a budget file holds [[budget]] tables",
+            )
     raw = section.get("budget", [])
     base = f"{prefix}.budget".lstrip(".")
     budgets: list[Budget] = []
@@ -397,9 +447,13 @@ def load(path: str | os.PathLike[str] | None = None) -> Budgets:
     if path is None:
         found = find_config()
         if found is None:
-            raise ConfigError("no budgets found: no resguard.toml, and no pyproject.toml with "
-                              "[tool.resguard] in this directory or above; pass --config FILE",
-                              path=None, key=None, value=None)
+            raise ConfigError(
+                "no budgets found: no resguard.toml, and no pyproject.toml with "
+                "[tool.resguard] in this directory or above; pass --config FILE",
+                path=None,
+                key=None,
+                value=None,
+            )
         path = found
     _check_path(path, "load")
     shown = os.fsdecode(path)
@@ -409,25 +463,33 @@ def load(path: str | os.PathLike[str] | None = None) -> Budgets:
         with open(path, "rb") as handle:
             raw = handle.read(_MAX_CONFIG_BYTES + 1)
         if len(raw) > _MAX_CONFIG_BYTES:
-            raise ConfigError(f"{shown}: larger than {format_bytes(_MAX_CONFIG_BYTES)}; a budget "
-                              f"file is a few tables", path=shown)
+            raise ConfigError(
+                f"{shown}: larger than {format_bytes(_MAX_CONFIG_BYTES)}; a budget "
+                f"file is a few tables",
+                path=shown,
+            )
         text = raw.decode("utf-8")
         if _DEEP_DOTTED_KEY.search(text):  # tomllib needs memory quadratic in a key's length
-            raise ConfigError(f"{shown}: a dotted key of 100 parts or more; a budget file "
-                              f"needs a few", path=shown)
+            raise ConfigError(
+                f"{shown}: a dotted key of 100 parts or more; a budget file needs a few", path=shown
+            )
         data = tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"{shown}: no such file", path=shown) from None
     except OSError as exc:
         raise ConfigError(f"{shown}: cannot be read ({exc})", path=shown) from None
     except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib lets the decoding error out
-        raise ConfigError(f"{shown}: not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r}"
-                          f" at offset {exc.start}); TOML files are UTF-8", path=shown) from None
+        raise ConfigError(
+            f"{shown}: not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r}"
+            f" at offset {exc.start}); TOML files are UTF-8",
+            path=shown,
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{shown}: not valid TOML ({exc})", path=shown) from None
     except RecursionError:
-        raise ConfigError(f"{shown}: arrays or tables nested too deeply to read", path=shown) \
-            from None
+        raise ConfigError(
+            f"{shown}: arrays or tables nested too deeply to read", path=shown
+        ) from None
     return Budgets(parse(data, shown), config=shown)
 
 
@@ -498,8 +560,10 @@ class Budgets:
 
     def __init__(self, budgets: Iterable[Budget], *, config: str | None = None) -> None:
         if isinstance(budgets, (str, bytes, Mapping)) or not isinstance(budgets, Iterable):
-            raise InvalidType(f"Budgets({budgets!r}): expected an iterable of Budget values "
-                              f"(resguard.budget.load reads them from a file)")
+            raise InvalidType(
+                f"Budgets({budgets!r}): expected an iterable of Budget values "
+                f"(resguard.budget.load reads them from a file)"
+            )
         self.budgets: tuple[Budget, ...] = tuple(budgets)
         for item in self.budgets:
             if not isinstance(item, Budget):
@@ -519,15 +583,22 @@ class Budgets:
     def kinds(self) -> set[str]:
         return {budget.kind for budget in self.budgets}
 
-    def use(self, budget: Budget, *, processes: Sequence[ProcessInfo] | None = None,
-            containers: Sequence[ContainerStats] | None = None,
-            ollama: Sequence[OllamaModelInfo] | None = None, machine_used: int | None = None,
-            detail: str = "") -> ComponentUse:
+    def use(
+        self,
+        budget: Budget,
+        *,
+        processes: Sequence[ProcessInfo] | None = None,
+        containers: Sequence[ContainerStats] | None = None,
+        ollama: Sequence[OllamaModelInfo] | None = None,
+        machine_used: int | None = None,
+        detail: str = "",
+    ) -> ComponentUse:
         """One budget against given data (``None`` data: the component is unavailable)."""
         if not isinstance(budget, Budget):
             raise InvalidType(f"use({budget!r}): expected a Budget of this set")
-        _check_data(processes=processes, containers=containers, ollama=ollama,
-                    machine_used=machine_used)
+        _check_data(
+            processes=processes, containers=containers, ollama=ollama, machine_used=machine_used
+        )
         used: int | None = None
         members: list[str] = []
         pattern = self._patterns.get(budget.name)
@@ -550,10 +621,18 @@ class Budgets:
             used = machine_used
             members = ["machine"]
         count = len(members)
-        return ComponentUse(name=budget.name, kind=budget.kind, pattern=budget.pattern,
-                            used=used, min_bytes=budget.min_bytes, max_bytes=budget.max_bytes,
-                            status=budget.status(used, count), count=count,
-                            members=tuple(members), detail=detail if used is None else "")
+        return ComponentUse(
+            name=budget.name,
+            kind=budget.kind,
+            pattern=budget.pattern,
+            used=used,
+            min_bytes=budget.min_bytes,
+            max_bytes=budget.max_bytes,
+            status=budget.status(used, count),
+            count=count,
+            members=tuple(members),
+            detail=detail if used is None else "",
+        )
 
     def processes(self) -> list[ProcessInfo]:
         """Every process (RSS, names and, for command-line budgets, command lines), except
@@ -565,15 +644,20 @@ class Budgets:
             rows = self._cmdlines.fill(rows)
         return rows
 
-    def measure(self, *, processes: Sequence[ProcessInfo] | None = None,
-                containers: Sequence[ContainerStats] | None = None,
-                ollama: Sequence[OllamaModelInfo] | None = None,
-                machine_used: int | None = None) -> BudgetReport:
+    def measure(
+        self,
+        *,
+        processes: Sequence[ProcessInfo] | None = None,
+        containers: Sequence[ContainerStats] | None = None,
+        ollama: Sequence[OllamaModelInfo] | None = None,
+        machine_used: int | None = None,
+    ) -> BudgetReport:
         """Measure every budget; data not passed in is read now (processes from /proc,
         containers from Docker, models from Ollama, the machine from a snapshot). Docker or
         Ollama being absent or down makes those components ``unavailable``, never an error."""
-        _check_data(processes=processes, containers=containers, ollama=ollama,
-                    machine_used=machine_used)
+        _check_data(
+            processes=processes, containers=containers, ollama=ollama, machine_used=machine_used
+        )
         kinds = self.kinds()
         details: dict[str, str] = {}
         if processes is None and kinds & {"process", "cmdline"}:
@@ -596,11 +680,19 @@ class Budgets:
                 if budget.host not in ollama_by_host:
                     ollama_by_host[budget.host] = _ollama_models(budget.host)
                 models, detail = ollama_by_host[budget.host]
-            components.append(self.use(budget, processes=processes, containers=containers,
-                                       ollama=models, machine_used=machine_used,
-                                       detail=detail))
-        return BudgetReport(tuple(components), efficiency_score(components), self.config,
-                            time.time())
+            components.append(
+                self.use(
+                    budget,
+                    processes=processes,
+                    containers=containers,
+                    ollama=models,
+                    machine_used=machine_used,
+                    detail=detail,
+                )
+            )
+        return BudgetReport(
+            tuple(components), efficiency_score(components), self.config, time.time()
+        )
 
     # -- judge layer ----------------------------------------------------------------------
 
@@ -625,12 +717,17 @@ def _check_data(*, machine_used: object, **rows: object) -> None:
         row_type = _ROW_TYPES[what]
         if value is None:
             continue
-        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence) \
-                or not all(isinstance(row, row_type) for row in value):
-            raise InvalidType(f"{what}={value!r}: expected a sequence of "
-                              f"{row_type.__name__} rows or None")
-    if machine_used is not None and (isinstance(machine_used, bool)
-                                     or not isinstance(machine_used, int)):
+        if (
+            isinstance(value, (str, bytes, Mapping))
+            or not isinstance(value, Sequence)
+            or not all(isinstance(row, row_type) for row in value)
+        ):
+            raise InvalidType(
+                f"{what}={value!r}: expected a sequence of {row_type.__name__} rows or None"
+            )
+    if machine_used is not None and (
+        isinstance(machine_used, bool) or not isinstance(machine_used, int)
+    ):
         raise InvalidType(f"machine_used={machine_used!r}: expected a number of bytes or None")
     if machine_used is not None and not 0 <= machine_used <= MAX_BYTES:
         raise InvalidValue(f"machine_used={machine_used!r}: expected 0 to {MAX_BYTES} bytes")
@@ -677,12 +774,20 @@ class BudgetRule:
     def step(self, snapshot: Snapshot, state: _RuleState, now: float) -> Breach | None:
         budget = self.budget
         processes: Sequence[ProcessInfo] | None = snapshot.processes
-        if processes is not None and budget.kind == "cmdline" and any(
-                not row.cmdline for row in processes):
+        if (
+            processes is not None
+            and budget.kind == "cmdline"
+            and any(not row.cmdline for row in processes)
+        ):
             processes = state.cmdlines.fill(processes)
         containers = snapshot.containers.items if snapshot.containers is not None else None
-        component = self.budgets.use(budget, processes=processes, containers=containers,
-                                     ollama=snapshot.ollama, machine_used=snapshot.memory.used)
+        component = self.budgets.use(
+            budget,
+            processes=processes,
+            containers=containers,
+            ollama=snapshot.ollama,
+            machine_used=snapshot.memory.used,
+        )
         if component.used is None or component.used <= budget.max_bytes:
             state.since = None
             return None
@@ -690,10 +795,18 @@ class BudgetRule:
             state.since = now
         if now - state.since < budget.for_s:
             return None
-        return Breach(self.name, f"budget.{budget.name}", ">", float(component.used),
-                      float(budget.max_bytes), self.level, state.since,
-                      snapshot.taken_at + (state.since - snapshot.monotonic),
-                      now - state.since, "bytes")
+        return Breach(
+            self.name,
+            f"budget.{budget.name}",
+            ">",
+            float(component.used),
+            float(budget.max_bytes),
+            self.level,
+            state.since,
+            snapshot.taken_at + (state.since - snapshot.monotonic),
+            now - state.since,
+            "bytes",
+        )
 
 
 def _docker_containers() -> tuple[tuple[ContainerStats, ...] | None, str]:
@@ -740,8 +853,10 @@ def format_report(report: BudgetReport) -> str:
         else:
             shown = ", ".join(item.members[:3]) + (", …" if item.count > 3 else "")
             matches = f"{item.count}" + (f" ({shown})" if shown else "")
-        lines.append(f"{item.name[:16]:<16} {item.kind:<9} {use:>10} {budget.range_text:>17} "
-                     f"{item.status:<11} {matches}")
+        lines.append(
+            f"{item.name[:16]:<16} {item.kind:<9} {use:>10} {budget.range_text:>17} "
+            f"{item.status:<11} {matches}"
+        )
     score = "n/a (nothing measured)" if report.score is None else f"{report.score:.0f}/100"
     lines.append("")
     lines.append(f"efficiency score: {score} (share of the measured bytes within budget)")

@@ -166,19 +166,21 @@ def _check_max_bytes(value: object) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise InvalidType(
-            f"max_bytes={value!r} is not a size; expected e.g. \"512MiB\", a number of bytes "
-            "or None"
+            f'max_bytes={value!r} is not a size; expected e.g. "512MiB", a number of bytes or None'
         )
     try:
         result = parse_bytes(value)
     except InvalidValue as exc:
         raise InvalidValue(f"max_bytes: {exc}") from None
     if result < 0:
-        raise InvalidValue(f"max_bytes={value!r} must not be negative (0 stores nothing; None "
-                           "for no bound)")
+        raise InvalidValue(
+            f"max_bytes={value!r} must not be negative (0 stores nothing; None for no bound)"
+        )
     if result == 0 and isinstance(value, (int, float)) and value != 0:
-        raise InvalidValue(f"max_bytes={value!r} is less than 1 byte; expected 0 (store "
-                           "nothing), at least 1 byte, or None")
+        raise InvalidValue(
+            f"max_bytes={value!r} is less than 1 byte; expected 0 (store "
+            "nothing), at least 1 byte, or None"
+        )
     return result
 
 
@@ -188,8 +190,9 @@ def _check_max_items(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidType(f"max_items={value!r} is not a whole number; expected e.g. 1000 or None")
     if value < 0:
-        raise InvalidValue(f"max_items={value!r} must not be negative (0 stores nothing; None "
-                           "for no bound)")
+        raise InvalidValue(
+            f"max_items={value!r} must not be negative (0 stores nothing; None for no bound)"
+        )
     return value
 
 
@@ -197,7 +200,7 @@ def _check_ttl(value: object) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise InvalidType(f"ttl={value!r} is not a duration; expected e.g. \"5m\", 30 or None")
+        raise InvalidType(f'ttl={value!r} is not a duration; expected e.g. "5m", 30 or None')
     result = named("ttl", parse_duration, value)
     if result <= 0:
         raise InvalidValue(f"ttl={value!r} must be longer than zero (or None for no expiry)")
@@ -531,7 +534,8 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
             raise InvalidState(
                 f"{what} on cache {self._name!r} from inside one of its own operations (a "
                 "key's __hash__ or __eq__ using the cache it is stored in): such nested calls "
-                "may only read")
+                "may only read"
+            )
 
     # ----------------------------------------------------------------- pressure
 
@@ -596,8 +600,7 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         """
         if isinstance(amount, bool) or not isinstance(amount, (int, float, str)):
             raise InvalidType(
-                f"shrink({amount!r}): expected bytes (e.g. \"64MiB\", 1024) or a share "
-                "(0.5 or \"50%\")"
+                f'shrink({amount!r}): expected bytes (e.g. "64MiB", 1024) or a share (0.5 or "50%")'
             )
         share: float | None = None
         if isinstance(amount, float) and 0.0 <= amount <= 1.0:
@@ -693,8 +696,10 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         if self._ttl_s is not None:
             bound.append(f"ttl={self._ttl_s:g}s")
         # Starts with the class name, as cachetools' reprs do (its test suite checks it).
-        return (f"{type(self).__name__}({self._name!r}, items={len(self._data)}, "
-                f"bytes={format_bytes(self._bytes)}{', ' if bound else ''}{', '.join(bound)})")
+        return (
+            f"{type(self).__name__}({self._name!r}, items={len(self._data)}, "
+            f"bytes={format_bytes(self._bytes)}{', ' if bound else ''}{', '.join(bound)})"
+        )
 
     # ----------------------------------------------------------------- pickling
 
@@ -702,18 +707,36 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         nested = self._is_owned()
         with self._lock:
             now = self._clock()
-            entries = [(key, entry[0], entry[1], entry[2] - now)
-                       for key, entry in self._pairs_locked(nested)]
-            counters = (self._hits, self._misses, self._evictions, self._expirations,
-                        self._shrinks, self._shrink_evictions, self._reclaimed_bytes,
-                        self._too_large, self._merged, self._broken)
+            entries = [
+                (key, entry[0], entry[1], entry[2] - now)
+                for key, entry in self._pairs_locked(nested)
+            ]
+            counters = (
+                self._hits,
+                self._misses,
+                self._evictions,
+                self._expirations,
+                self._shrinks,
+                self._shrink_evictions,
+                self._reclaimed_bytes,
+                self._too_large,
+                self._merged,
+                self._broken,
+            )
         # A subclass's own attributes travel too (copy.copy shares them, deepcopy copies them).
-        attributes = {name: value for name, value in self.__dict__.items()
-                      if name not in _OWN_ATTRIBUTES}
+        attributes = {
+            name: value for name, value in self.__dict__.items() if name not in _OWN_ATTRIBUTES
+        }
         return {
-            "max_bytes": self._max_bytes, "max_items": self._max_items, "ttl_s": self._ttl_s,
-            "sizeof": self._sizeof, "on_evict": self._on_evict, "clock": self._clock,
-            "name": self._name, "entries": entries, "counters": counters,
+            "max_bytes": self._max_bytes,
+            "max_items": self._max_items,
+            "ttl_s": self._ttl_s,
+            "sizeof": self._sizeof,
+            "on_evict": self._on_evict,
+            "clock": self._clock,
+            "name": self._name,
+            "entries": entries,
+            "counters": counters,
             "attributes": attributes,
         }
 
@@ -738,9 +761,18 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
             for key, *_ in sorted(live, key=operator.itemgetter(3)):
                 self._expiry[key] = None
         counters = (*state["counters"], 0)[:10]  # a pickle from before ``broken`` has nine
-        (self._hits, self._misses, self._evictions, self._expirations, self._shrinks,
-         self._shrink_evictions, self._reclaimed_bytes, self._too_large,
-         self._merged, self._broken) = counters
+        (
+            self._hits,
+            self._misses,
+            self._evictions,
+            self._expirations,
+            self._shrinks,
+            self._shrink_evictions,
+            self._reclaimed_bytes,
+            self._too_large,
+            self._merged,
+            self._broken,
+        ) = counters
         _reclaim.register(self)
 
     # ----------------------------------------------------------------- internals
@@ -778,13 +810,17 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
             if self._max_items == 0:
                 message = "a cache of max_items=0 stores nothing; nothing was stored"
             elif self._user_sized:
-                message = (f"a {type(value).__name__} of size {size} (by sizeof="
-                           f"{self._sizeof!r}) does not fit in a cache of max_bytes={max_bytes}; "
-                           "nothing was stored")
+                message = (
+                    f"a {type(value).__name__} of size {size} (by sizeof="
+                    f"{self._sizeof!r}) does not fit in a cache of max_bytes={max_bytes}; "
+                    "nothing was stored"
+                )
             else:
-                message = (f"a {type(value).__name__} of {format_bytes(size)} (with its key) "
-                           f"does not fit in a cache of max_bytes={format_bytes(max_bytes or 0)}; "
-                           "nothing was stored")
+                message = (
+                    f"a {type(value).__name__} of {format_bytes(size)} (with its key) "
+                    f"does not fit in a cache of max_bytes={format_bytes(max_bytes or 0)}; "
+                    "nothing was stored"
+                )
             raise ValueTooLarge(message, size_bytes=size, max_bytes=max_bytes or 0)
         return size
 
@@ -810,8 +846,10 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
             # (``current_bytes``) never sees more than max_bytes.
             max_bytes, max_items = self._max_bytes, self._max_items
             repaired = False
-            while data and ((max_bytes is not None and self._bytes + size > max_bytes)
-                            or (max_items is not None and len(data) >= max_items)):
+            while data and (
+                (max_bytes is not None and self._bytes + size > max_bytes)
+                or (max_items is not None and len(data) >= max_items)
+            ):
                 try:
                     old_key, old_entry = data.popitem(last=False)
                 except KeyError:
@@ -949,9 +987,12 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         self._resync_locked()
         if len(kept) < len(pairs) and not self._broken_logged:
             self._broken_logged = True
-            logger.warning("cache %r dropped an entry whose key can no longer be found (its "
-                           "hash or equality changed after it was stored); keys must not "
-                           "change while cached; stats().broken counts these", self._name)
+            logger.warning(
+                "cache %r dropped an entry whose key can no longer be found (its "
+                "hash or equality changed after it was stored); keys must not "
+                "change while cached; stats().broken counts these",
+                self._name,
+            )
 
     def _notify(self, dropped: list[tuple[Any, Any]] | None) -> None:
         """Call ``on_evict`` for dropped pairs, outside the lock; log what it raises."""
@@ -961,13 +1002,13 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
             try:
                 self._on_evict(key, value)
             except Exception:
-                logger.warning("on_evict of cache %r raised for key %r", self._name, key,
-                               exc_info=True)
+                logger.warning(
+                    "on_evict of cache %r raised for key %r", self._name, key, exc_info=True
+                )
 
     # ------------------------------------------------------- memoize internals
 
-    def _memo_miss(self, key: Any, token: Hashable,
-                   merge: bool) -> tuple[Any, _Call | None, bool]:
+    def _memo_miss(self, key: Any, token: Hashable, merge: bool) -> tuple[Any, _Call | None, bool]:
         """After a fast-path miss: (value or _MISSING, call to wait on or lead, leading?).
 
         A nested call (from a key's __eq__ while the cache is busy) neither merges nor, in
@@ -1048,8 +1089,9 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
         """The leader failed or was cancelled: nothing is cached; waiters see *error* or retry."""
         self._memo_finish(key, call, _MISSING, error)
 
-    def _memo_finish(self, key: Any, call: _Call | None, value: Any,
-                     error: BaseException | None) -> None:
+    def _memo_finish(
+        self, key: Any, call: _Call | None, value: Any, error: BaseException | None
+    ) -> None:
         """Mark *call* over (with *value*, else *error*, else for a retry) and wake its waiters.
 
         Never raises for a key that cannot be compared: the finished call is then left in
@@ -1079,13 +1121,39 @@ class LRUCache(MutableMapping[K, V], Generic[K, V]):
             self._merged += 1
 
 
-_OWN_ATTRIBUTES: Final = frozenset({
-    "_max_bytes", "_max_items", "_ttl_s", "_sizeof", "_user_sized", "_on_evict", "_clock",
-    "_name", "_lock", "_acquire", "_release", "_is_owned", "_data", "_get", "_move_to_end",
-    "_expiry", "_inflight", "_bytes",
-    "_hits", "_misses", "_evictions", "_expirations", "_shrinks", "_shrink_evictions",
-    "_reclaimed_bytes", "_too_large", "_merged", "_broken", "_broken_logged",
-})
+_OWN_ATTRIBUTES: Final = frozenset(
+    {
+        "_max_bytes",
+        "_max_items",
+        "_ttl_s",
+        "_sizeof",
+        "_user_sized",
+        "_on_evict",
+        "_clock",
+        "_name",
+        "_lock",
+        "_acquire",
+        "_release",
+        "_is_owned",
+        "_data",
+        "_get",
+        "_move_to_end",
+        "_expiry",
+        "_inflight",
+        "_bytes",
+        "_hits",
+        "_misses",
+        "_evictions",
+        "_expirations",
+        "_shrinks",
+        "_shrink_evictions",
+        "_reclaimed_bytes",
+        "_too_large",
+        "_merged",
+        "_broken",
+        "_broken_logged",
+    }
+)
 """LRUCache's own instance attributes; pickling carries every other one (a subclass's)."""
 
 
@@ -1294,8 +1362,9 @@ def memoize(
     A result too large for ``max_bytes`` is returned and not cached (``too_large`` in
     :meth:`~Memoized.cache_stats`).
     """
-    cache: LRUCache[Any, Any] = LRUCache(max_bytes, max_items, ttl, sizeof, on_evict,
-                                         clock=clock, name=name)
+    cache: LRUCache[Any, Any] = LRUCache(
+        max_bytes, max_items, ttl, sizeof, on_evict, clock=clock, name=name
+    )
     _check_callable(key, "key", optional=True)
     if not isinstance(typed, bool):
         raise InvalidType(f"typed={typed!r} is not a bool")
@@ -1330,8 +1399,14 @@ def _attach(wrapper: Any, cache: LRUCache[Any, Any], typed: bool, merge: bool) -
         cache.reset_stats()
 
     def cache_parameters() -> dict[str, Any]:
-        return {"max_bytes": cache.max_bytes, "max_items": cache.max_items, "ttl": cache.ttl,
-                "typed": typed, "merge": merge, "maxsize": cache.max_items}
+        return {
+            "max_bytes": cache.max_bytes,
+            "max_items": cache.max_items,
+            "ttl": cache.ttl,
+            "typed": typed,
+            "merge": merge,
+            "maxsize": cache.max_items,
+        }
 
     wrapper.cache = cache
     wrapper.cache_info = cache_info
@@ -1340,9 +1415,13 @@ def _attach(wrapper: Any, cache: LRUCache[Any, Any], typed: bool, merge: bool) -
     wrapper.cache_parameters = cache_parameters
 
 
-def _sync_wrapper(function: Callable[..., Any], cache: LRUCache[Any, Any],
-                  key: Callable[..., Hashable] | None, typed: bool,
-                  merge: bool) -> Callable[..., Any]:
+def _sync_wrapper(
+    function: Callable[..., Any],
+    cache: LRUCache[Any, Any],
+    key: Callable[..., Hashable] | None,
+    typed: bool,
+    merge: bool,
+) -> Callable[..., Any]:
     acquire, release = cache._lock.acquire, cache._lock.release
     data, clock = cache._data, cache._clock
     expiring = cache._ttl_s is not None
@@ -1402,8 +1481,14 @@ def _sync_wrapper(function: Callable[..., Any], cache: LRUCache[Any, Any],
     return wrapper
 
 
-def _compute_sync(function: Callable[..., Any], cache: LRUCache[Any, Any], k: Hashable,
-                  args: tuple[Any, ...], kwargs: dict[str, Any], call: _Call | None) -> Any:
+def _compute_sync(
+    function: Callable[..., Any],
+    cache: LRUCache[Any, Any],
+    k: Hashable,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    call: _Call | None,
+) -> Any:
     try:
         value = function(*args, **kwargs)
     except BaseException as exc:
@@ -1413,9 +1498,13 @@ def _compute_sync(function: Callable[..., Any], cache: LRUCache[Any, Any], k: Ha
     return value
 
 
-def _async_wrapper(function: Callable[..., Awaitable[Any]], cache: LRUCache[Any, Any],
-                   key: Callable[..., Hashable] | None, typed: bool,
-                   merge: bool) -> Callable[..., Awaitable[Any]]:
+def _async_wrapper(
+    function: Callable[..., Awaitable[Any]],
+    cache: LRUCache[Any, Any],
+    key: Callable[..., Hashable] | None,
+    typed: bool,
+    merge: bool,
+) -> Callable[..., Awaitable[Any]]:
     import anyio
 
     acquire, release = cache._lock.acquire, cache._lock.release
@@ -1426,8 +1515,9 @@ def _async_wrapper(function: Callable[..., Awaitable[Any]], cache: LRUCache[Any,
     get, move_to_end = data.get, data.move_to_end
     plain = key is None and not typed
 
-    async def compute(k: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any],
-                      call: _Call | None) -> Any:
+    async def compute(
+        k: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any], call: _Call | None
+    ) -> Any:
         try:
             value = await function(*args, **kwargs)
         except BaseException as exc:
@@ -1446,8 +1536,11 @@ def _async_wrapper(function: Callable[..., Awaitable[Any]], cache: LRUCache[Any,
                 return await compute(k, args, kwargs, None)
             if leading:
                 return await compute(k, args, kwargs, call)
-            if (call.thread != threading.get_ident() or not isinstance(call.owner, tuple)
-                    or not _start_waiting(token, call)):
+            if (
+                call.thread != threading.get_ident()
+                or not isinstance(call.owner, tuple)
+                or not _start_waiting(token, call)
+            ):
                 # owned in another thread's event loop, or waiting would deadlock
                 return await compute(k, args, kwargs, None)
             try:
@@ -1486,4 +1579,3 @@ def _async_wrapper(function: Callable[..., Awaitable[Any]], cache: LRUCache[Any,
         return await miss(k, args, kwargs)
 
     return wrapper
-

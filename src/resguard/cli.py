@@ -103,8 +103,10 @@ def format_processes(rows: Sequence[Any], width: int = 120) -> str:
     room = max(width - 42, 20)
     for row in rows:
         command = " ".join(row.cmdline) or row.name
-        lines.append(f"{row.pid:>7} {_fixed(row.cpu_percent, '.1f'):>6} {_size(row.rss):>10} "
-                     f"{row.count:>3} {(row.username or '?')[:10]:<10} {command[:room]}")
+        lines.append(
+            f"{row.pid:>7} {_fixed(row.cpu_percent, '.1f'):>6} {_size(row.rss):>10} "
+            f"{row.count:>3} {(row.username or '?')[:10]:<10} {command[:room]}"
+        )
     return "\n".join(lines)
 
 
@@ -164,8 +166,10 @@ def format_frame(state: Any, n: int, stale: str | None = None) -> str:
     snap, verdict = state.snapshot, state.verdict
     clock = time.strftime("%H:%M:%S", time.localtime(snap.taken_at))
     lines = [f"resguard watch  {clock}  verdict: {verdict.level.name}"]
-    lines += [f"  ! {breach.message}" for breach in
-              sorted(verdict.breaches, key=lambda breach: -breach.level)]
+    lines += [
+        f"  ! {breach.message}"
+        for breach in sorted(verdict.breaches, key=lambda breach: -breach.level)
+    ]
     lines += [f"  ? unknown: {reason}" for reason in _unknowns(state, stale)]
     lines += ["", format_snapshot(snap), ""]
     rows = _top_rows(snap, n)
@@ -190,10 +194,12 @@ def format_line(state: Any, stale: str | None = None) -> str:
     unknown = [text for text in _unknowns(state, stale) if text not in reason]
     if unknown:
         reason += f" (unknown: {'; '.join(unknown)})"
-    return (f"{time.strftime('%H:%M:%S', time.localtime(snap.taken_at))} "
-            f"{verdict.level.name:<8} mem {_fixed(memory.percent, '.1f')}% "
-            f"({_size(memory.used)}/{_size(memory.limit)} {memory.source})"
-            f"{psi_text} cpu {_fixed(snap.cpu.percent, '.0f')}%{top_text} | {reason}")
+    return (
+        f"{time.strftime('%H:%M:%S', time.localtime(snap.taken_at))} "
+        f"{verdict.level.name:<8} mem {_fixed(memory.percent, '.1f')}% "
+        f"({_size(memory.used)}/{_size(memory.limit)} {memory.source})"
+        f"{psi_text} cpu {_fixed(snap.cpu.percent, '.0f')}%{top_text} | {reason}"
+    )
 
 
 def _stale_reason(monitor: Any) -> str | None:
@@ -219,10 +225,15 @@ def _cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
             state = monitor.sample_now() if frames == 0 else monitor.state
             stale = _stale_reason(monitor)
             if args.json:
-                _print_compact_json({"level": state.verdict.level.name,
-                                     "reason": state.verdict.reason,
-                                     "unknown": _unknowns(state, stale),
-                                     "snapshot": state.snapshot.to_dict()}, out)
+                _print_compact_json(
+                    {
+                        "level": state.verdict.level.name,
+                        "reason": state.verdict.reason,
+                        "unknown": _unknowns(state, stale),
+                        "snapshot": state.snapshot.to_dict(),
+                    },
+                    out,
+                )
             elif live:
                 out.write("\x1b[H\x1b[2J" + format_frame(state, args.n, stale) + "\n")
             else:
@@ -261,8 +272,9 @@ def _cmd_ollama(args: argparse.Namespace, out: TextIO) -> int:
     ollama = _integration("resguard.ollama")
     if ollama is None:
         return 2
-    return int(ollama.cli(args.ollama_command, args.names, host=args.host, as_json=args.json,
-                          out=out))
+    return int(
+        ollama.cli(args.ollama_command, args.names, host=args.host, as_json=args.json, out=out)
+    )
 
 
 def _cmd_budget(args: argparse.Namespace, out: TextIO) -> int:
@@ -294,8 +306,9 @@ def _period(text: str) -> float:
     """A refresh period: a duration of at least 1 ms (0 would be a busy loop)."""
     seconds = _duration(text)
     if seconds < 0.001:
-        raise argparse.ArgumentTypeError(f"{text!r} is too short; expected a period of 1ms "
-                                         f"or more, e.g. 1s")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is too short; expected a period of 1ms or more, e.g. 1s"
+        )
     return seconds
 
 
@@ -310,12 +323,22 @@ class _Parser(argparse.ArgumentParser):
 class _Version(argparse.Action):
     """``--version``, reading the installed version only when asked."""
 
-    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
-                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+    def __init__(
+        self,
+        option_strings: Sequence[str],
+        dest: str = argparse.SUPPRESS,
+        default: str = argparse.SUPPRESS,
+        help: str | None = None,
+    ) -> None:
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> NoReturn:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> NoReturn:
         import resguard
 
         sys.stdout.write(f"resguard {resguard.__version__}\n")
@@ -325,7 +348,8 @@ class _Version(argparse.Action):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="resguard", description="See memory and CPU pressure early and act on it.")
+        prog="resguard", description="See memory and CPU pressure early and act on it."
+    )
     parser.add_argument("--version", action=_Version, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -338,43 +362,58 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("-n", type=_non_negative_int, default=10, help="rows (default 10)")
     top.add_argument("--by", choices=("cpu", "memory"), default="cpu")
     top.add_argument("--group", action="store_true", help="one row per process name")
-    top.add_argument("--interval", type=_duration, default=0.5,
-                     help="measure CPU over this long (default 0.5s; 0 = since start)")
+    top.add_argument(
+        "--interval",
+        type=_duration,
+        default=0.5,
+        help="measure CPU over this long (default 0.5s; 0 = since start)",
+    )
     top.add_argument("--json", action="store_true", help="print JSON")
     top.set_defaults(handler=_cmd_top)
 
     watch = commands.add_parser(
-        "watch", help="a live view of memory, pressure, top processes and the verdict")
-    watch.add_argument("--interval", type=_period, default=1.0,
-                       help="refresh period (default 1s)")
-    watch.add_argument("--preset", choices=("laptop", "service"), default="laptop",
-                       help="the rules to judge by (default laptop)")
+        "watch", help="a live view of memory, pressure, top processes and the verdict"
+    )
+    watch.add_argument("--interval", type=_period, default=1.0, help="refresh period (default 1s)")
+    watch.add_argument(
+        "--preset",
+        choices=("laptop", "service"),
+        default="laptop",
+        help="the rules to judge by (default laptop)",
+    )
     watch.add_argument("-n", type=_non_negative_int, default=8, help="process rows (default 8)")
-    watch.add_argument("--count", type=_non_negative_int, default=0,
-                       help="stop after this many updates (default: run until Ctrl-C)")
-    watch.add_argument("--once", action="store_true",
-                       help="print one update; exit 1 if the verdict is not OK")
+    watch.add_argument(
+        "--count",
+        type=_non_negative_int,
+        default=0,
+        help="stop after this many updates (default: run until Ctrl-C)",
+    )
+    watch.add_argument(
+        "--once", action="store_true", help="print one update; exit 1 if the verdict is not OK"
+    )
     watch.add_argument("--json", action="store_true", help="one JSON object per update")
     watch.set_defaults(handler=_cmd_watch)
 
-    docker = commands.add_parser("docker", help="containers' memory, limits (needs the "
-                                 "docker extra)")
+    docker = commands.add_parser(
+        "docker", help="containers' memory, limits (needs the docker extra)"
+    )
     docker.add_argument("docker_command", choices=("stats", "limits"), metavar="stats|limits")
     docker.add_argument("--json", action="store_true", help="print JSON")
     docker.set_defaults(handler=_cmd_docker)
 
-    ollama = commands.add_parser("ollama", help="models loaded in Ollama (needs the ollama "
-                                 "extra)")
+    ollama = commands.add_parser("ollama", help="models loaded in Ollama (needs the ollama extra)")
     ollama.add_argument("ollama_command", choices=("ps", "unload"), metavar="ps|unload")
     ollama.add_argument("names", nargs="*", metavar="NAME", help="models to unload")
-    ollama.add_argument("--host", default=None,
-                        help="the Ollama server (default $OLLAMA_HOST or 127.0.0.1:11434)")
+    ollama.add_argument(
+        "--host", default=None, help="the Ollama server (default $OLLAMA_HOST or 127.0.0.1:11434)"
+    )
     ollama.add_argument("--json", action="store_true", help="print JSON")
     ollama.set_defaults(handler=_cmd_ollama)
 
     budget = commands.add_parser("budget", help="each component's use against its budget")
-    budget.add_argument("--config", default=None,
-                        help="a TOML file (default: [tool.resguard] in ./pyproject.toml)")
+    budget.add_argument(
+        "--config", default=None, help="a TOML file (default: [tool.resguard] in ./pyproject.toml)"
+    )
     budget.add_argument("--json", action="store_true", help="print JSON")
     budget.set_defaults(handler=_cmd_budget)
     return parser
@@ -428,6 +467,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        _error_line(f"resguard: internal error: {type(error).__name__}: {error} (in "
-                    f"'{command}'; set RESGUARD_DEBUG=1 to see where, and please report it)")
+        _error_line(
+            f"resguard: internal error: {type(error).__name__}: {error} (in "
+            f"'{command}'; set RESGUARD_DEBUG=1 to see where, and please report it)"
+        )
         return EXIT_USAGE

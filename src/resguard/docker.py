@@ -58,7 +58,9 @@ try:
 except ImportError as _exc:  # pragma: no cover - exercised in a venv without the extra
     raise ImportError(
         "resguard.docker needs the 'docker' package; install it with "
-        "pip install 'resguard[docker]'", name=_exc.name) from _exc
+        "pip install 'resguard[docker]'",
+        name=_exc.name,
+    ) from _exc
 
 import attrs
 
@@ -196,27 +198,35 @@ def _engine(what: str) -> Iterator[None]:
     except DockerError:
         raise
     except _sdk_errors.NotFound as exc:
-        raise DockerError(f"{what}: no such container or image "
-                          f"({_said(exc) if exc.explanation is None else exc.explanation})"
-                          ) from exc
+        raise DockerError(
+            f"{what}: no such container or image "
+            f"({_said(exc) if exc.explanation is None else exc.explanation})"
+        ) from exc
     except _sdk_errors.APIError as exc:
-        raise DockerError(f"{what}: the Docker engine refused: "
-                          f"{_said(exc) if exc.explanation is None else exc.explanation}"
-                          ) from exc
+        raise DockerError(
+            f"{what}: the Docker engine refused: "
+            f"{_said(exc) if exc.explanation is None else exc.explanation}"
+        ) from exc
     except _ENGINE_ERRORS as exc:
         if _timed_out(exc):
-            raise DockerError(f"{what}: the Docker engine did not answer in time "
-                              f"({_said(exc)}); is dockerd hung?") from exc
+            raise DockerError(
+                f"{what}: the Docker engine did not answer in time ({_said(exc)}); is dockerd hung?"
+            ) from exc
         if isinstance(exc, json.JSONDecodeError):  # an empty or cut-off answer
-            raise DockerError(f"{what}: the Docker engine's answer was not JSON "
-                              f"({_said(exc)})") from exc
-        raise DockerError(f"{what}: the Docker engine is not reachable ({_said(exc)}); is "
-                          "dockerd running, and does DOCKER_HOST point at it?") from exc
+            raise DockerError(
+                f"{what}: the Docker engine's answer was not JSON ({_said(exc)})"
+            ) from exc
+        raise DockerError(
+            f"{what}: the Docker engine is not reachable ({_said(exc)}); is "
+            "dockerd running, and does DOCKER_HOST point at it?"
+        ) from exc
 
 
 def _deadline_passed(what: str, deadline_s: float) -> DockerError:
-    return DockerError(f"{what}: the Docker engine did not answer in time (the whole answer "
-                       f"took past the {deadline_s:g} s deadline); is dockerd hung?")
+    return DockerError(
+        f"{what}: the Docker engine did not answer in time (the whole answer "
+        f"took past the {deadline_s:g} s deadline); is dockerd hung?"
+    )
 
 
 def _timed_out(exc: BaseException) -> bool:
@@ -238,9 +248,11 @@ _DOCKER_SIZE = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+) ?(?P<unit>[
 _DOCKER_UNITS = {"": 1, "b": 1}
 for _power, _prefix in enumerate("kmgtp", start=1):
     for _suffix in ("", "b", "ib"):
-        _DOCKER_UNITS[_prefix + _suffix] = 1024 ** _power
-_DOCKER_HINT = ("expected a size as docker reads it: a number and k, m, g, t or p (binary, "
-                "case-insensitive, optional b or ib: '512m', '512MB', '2GiB'), or bytes")
+        _DOCKER_UNITS[_prefix + _suffix] = 1024**_power
+_DOCKER_HINT = (
+    "expected a size as docker reads it: a number and k, m, g, t or p (binary, "
+    "case-insensitive, optional b or ib: '512m', '512MB', '2GiB'), or bytes"
+)
 
 
 def docker_bytes(value: object, what: str = "size") -> int:
@@ -329,9 +341,11 @@ class _CgroupFinder:
             cpu = os.path.join(self._cpu, relative) if self._cpu else None
             pids = os.path.join(self._pids, relative) if self._pids else None
             found = _CgroupDirs(
-                self.version, memory,
+                self.version,
+                memory,
                 cpu if cpu and os.path.isdir(cpu) else None,
-                pids if pids and os.path.isdir(pids) else None)
+                pids if pids and os.path.isdir(pids) else None,
+            )
             with self._lock:
                 self._found[container_id] = found
             return found
@@ -373,8 +387,9 @@ def _read_cgroup(dirs: _CgroupDirs, host_total: int | None) -> _Reading | None:
     if memory is None:
         return None
     pids = _int(read_text(dirs.pids + "/pids.current")) if dirs.pids else None
-    return _Reading(memory.usage, memory.working_set, _own_limit(memory.limit, host_total),
-                    _cpu_ns(dirs), pids)
+    return _Reading(
+        memory.usage, memory.working_set, _own_limit(memory.limit, host_total), _cpu_ns(dirs), pids
+    )
 
 
 def _own_limit(limit: int | None, host_total: int | None) -> int | None:
@@ -398,9 +413,13 @@ def _read_api(data: Mapping[str, Any], host_total: int | None) -> _Reading | Non
     used = usage - inactive if inactive < usage else usage
     cpu = ((data.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
     pids = (data.get("pids_stats") or {}).get("current")
-    return _Reading(usage, used, _own_limit(memory.get("limit"), host_total),
-                    cpu if isinstance(cpu, int) else None,
-                    pids if isinstance(pids, int) else None)
+    return _Reading(
+        usage,
+        used,
+        _own_limit(memory.get("limit"), host_total),
+        cpu if isinstance(cpu, int) else None,
+        pids if isinstance(pids, int) else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -415,8 +434,10 @@ def _container_id(container: object) -> str:
     ident = getattr(container, "id", None)
     if isinstance(ident, str) and ident:
         return ident
-    raise InvalidType(f"{container!r} is not a container; give a name, an id, "
-                      "ContainerStats, ContainerLimits or ContainerRef")
+    raise InvalidType(
+        f"{container!r} is not a container; give a name, an id, "
+        "ContainerStats, ContainerLimits or ContainerRef"
+    )
 
 
 def _labels(entry: Mapping[str, Any]) -> Mapping[str, str]:
@@ -433,8 +454,7 @@ def _swap_argument(memswap: object) -> int | None:
     if memswap is None:
         return None
     if isinstance(memswap, bool):
-        raise InvalidType(f"memswap={memswap!r} is not a size; give e.g. '4GiB', "
-                          "'unlimited' or -1")
+        raise InvalidType(f"memswap={memswap!r} is not a size; give e.g. '4GiB', 'unlimited' or -1")
     if memswap in (-1, "-1", "unlimited"):
         return -1
     return docker_bytes(memswap, "memswap")
@@ -445,8 +465,10 @@ def _timeout(value: object, what: str, *, zero: bool = False) -> float:
         raise InvalidType(f"{what}={value!r} must be seconds (a number)")
     seconds = named(what, parse_duration, value)
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
-        raise InvalidValue(f"{what}={value!r} must be a finite number of seconds "
-                           f"{'at least' if zero else 'above'} 0")
+        raise InvalidValue(
+            f"{what}={value!r} must be a finite number of seconds "
+            f"{'at least' if zero else 'above'} 0"
+        )
     return seconds
 
 
@@ -464,17 +486,26 @@ class Containers:
     about 1 s per *max_workers* containers; keep it at most the client's connection pool).
     """
 
-    def __init__(self, client: Any = None, *, base_url: str | None = None,
-                 method: Method = "auto", timeout_s: float = 10.0,
-                 cgroup_root: str = "/sys/fs/cgroup", max_workers: int = 10,
-                 clock: Clock = monotonic) -> None:
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        base_url: str | None = None,
+        method: Method = "auto",
+        timeout_s: float = 10.0,
+        cgroup_root: str = "/sys/fs/cgroup",
+        max_workers: int = 10,
+        clock: Clock = monotonic,
+    ) -> None:
         if client is not None and not isinstance(client, _sdk.DockerClient):
             raise InvalidType(f"client={client!r} must be a docker.DockerClient")
         if client is not None and base_url is not None:
             raise InvalidValue("give either client= or base_url=, not both")
         if base_url is not None and (not isinstance(base_url, str) or not base_url.strip()):
-            raise InvalidValue(f"base_url={base_url!r} is not an engine address; expected "
-                               "e.g. 'unix:///var/run/docker.sock' or 'tcp://127.0.0.1:2375'")
+            raise InvalidValue(
+                f"base_url={base_url!r} is not an engine address; expected "
+                "e.g. 'unix:///var/run/docker.sock' or 'tcp://127.0.0.1:2375'"
+            )
         if not isinstance(method, str) or method not in _METHODS:
             raise InvalidValue(f"method={method!r} is not one of {', '.join(_METHODS)}")
         timeout = _timeout(timeout_s, "timeout_s")
@@ -515,10 +546,11 @@ class Containers:
         def connect() -> Any:
             if self._base_url is not None:
                 return _sdk.DockerClient(
-                    base_url=self._base_url, max_pool_size=pool,
-                    timeout=self._timeout_s)  # type: ignore[arg-type]  # float works
-            return _sdk.from_env(
-                max_pool_size=pool, timeout=self._timeout_s)  # type: ignore[arg-type]
+                    base_url=self._base_url,
+                    max_pool_size=pool,
+                    timeout=self._timeout_s,  # type: ignore[arg-type]  # float works
+                )
+            return _sdk.from_env(max_pool_size=pool, timeout=self._timeout_s)  # type: ignore[arg-type]
 
         client = self._call("connecting to the Docker engine", connect)
         with self._lock:
@@ -549,9 +581,11 @@ class Containers:
         with self._lock:
             self._stuck = [thread for thread in self._stuck if thread.is_alive()]
             if self._stuck:
-                raise DockerError(f"{what}: the Docker engine did not answer in time (an "
-                                  "earlier request is still unanswered past its deadline); "
-                                  "is dockerd hung?")
+                raise DockerError(
+                    f"{what}: the Docker engine did not answer in time (an "
+                    "earlier request is still unanswered past its deadline); "
+                    "is dockerd hung?"
+                )
         outcome: list[Any] = []
 
         def run() -> None:
@@ -579,8 +613,9 @@ class Containers:
             return [fn(item) for item in items]
         with self._lock:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(self._max_workers,
-                                                    thread_name_prefix="resguard-docker")
+                self._executor = ThreadPoolExecutor(
+                    self._max_workers, thread_name_prefix="resguard-docker"
+                )
             executor = self._executor
         return list(executor.map(fn, items))
 
@@ -607,8 +642,9 @@ class Containers:
         """The engine host's memory (bytes) and whether one-shot stats are supported."""
         if self._one_shot is None:
             client = self.client
-            total = self._call("asking the Docker engine for its memory",
-                               lambda: client.info().get("MemTotal"))
+            total = self._call(
+                "asking the Docker engine for its memory", lambda: client.info().get("MemTotal")
+            )
             version = client.api.api_version
             self._host_total = total if isinstance(total, int) and total > 0 else None
             self._one_shot = _sdk_utils.version_gte(version, _ONE_SHOT_API)
@@ -641,8 +677,10 @@ class Containers:
             dirs = finder.find(container_id) if finder is not None else None
             if dirs is None:
                 if self._method == "cgroup":
-                    raise DockerError(f"the cgroup files of container {_name(entry)} "
-                                      f"({container_id[:12]}) are not on this machine")
+                    raise DockerError(
+                        f"the cgroup files of container {_name(entry)} "
+                        f"({container_id[:12]}) are not on this machine"
+                    )
                 ask.append(container_id)
             else:
                 readings[container_id] = _read_cgroup(dirs, host_total)
@@ -654,14 +692,16 @@ class Containers:
                     try:
                         data = self._call(
                             f"reading stats of container {container_id[:12]}",
-                            functools.partial(client.api.stats, container_id, stream=False,
-                                              one_shot=True) if one_shot else
-                            functools.partial(client.api.stats, container_id, stream=False))
+                            functools.partial(
+                                client.api.stats, container_id, stream=False, one_shot=True
+                            )
+                            if one_shot
+                            else functools.partial(client.api.stats, container_id, stream=False),
+                        )
                     except DockerError as exc:
                         if isinstance(exc.__cause__, _sdk_errors.NotFound):
                             return None  # it stopped between the list and the read
-                        if not isinstance(exc.__cause__, ValueError) or \
-                                attempt == _API_TRIES - 1:
+                        if not isinstance(exc.__cause__, ValueError) or attempt == _API_TRIES - 1:
                             raise
                         continue  # a busy engine sometimes sends an empty answer
                     return _read_api(data, host_total)
@@ -691,8 +731,9 @@ class Containers:
         return tuple(result)
 
     @staticmethod
-    def _stats_value(entry: Mapping[str, Any], reading: _Reading,
-                     cpu_percent: float | None) -> ContainerStats:
+    def _stats_value(
+        entry: Mapping[str, Any], reading: _Reading, cpu_percent: float | None
+    ) -> ContainerStats:
         labels = _labels(entry)
         limit = reading.memory_limit
         return ContainerStats(
@@ -722,15 +763,22 @@ class Containers:
 
     def _limits_of(self, container_id: str) -> ContainerLimits:
         client = self.client
-        data = self._call(f"inspecting container {container_id[:12]}",
-                          lambda: client.api.inspect_container(container_id))
+        data = self._call(
+            f"inspecting container {container_id[:12]}",
+            lambda: client.api.inspect_container(container_id),
+        )
         host = data.get("HostConfig") or {}
         memory = host.get("Memory") or 0
         memswap = host.get("MemorySwap") or 0
         nano_cpus = host.get("NanoCpus") or 0
         quota, period = host.get("CpuQuota") or 0, host.get("CpuPeriod") or 0
-        cpus = (nano_cpus / 1e9 if nano_cpus > 0
-                else quota / period if quota > 0 and period > 0 else None)
+        cpus = (
+            nano_cpus / 1e9
+            if nano_cpus > 0
+            else quota / period
+            if quota > 0 and period > 0
+            else None
+        )
         pids_limit = host.get("PidsLimit")
         return ContainerLimits(
             id=str(data.get("Id", container_id)),
@@ -757,9 +805,13 @@ class Containers:
         found = [item for item in self._map(one, ids) if item is not None]
         return tuple(item for item in found if all or not item.has_memory_limit)
 
-    def set_limit(self, container: str | ContainerStats | ContainerLimits | ContainerRef, *,
-                  memory: int | float | str | None = None,
-                  memswap: int | float | str | None = None) -> ContainerLimits:
+    def set_limit(
+        self,
+        container: str | ContainerStats | ContainerLimits | ContainerRef,
+        *,
+        memory: int | float | str | None = None,
+        memswap: int | float | str | None = None,
+    ) -> ContainerLimits:
         """Change a running container's memory limit, like ``docker update --memory``.
 
         *memory* and *memswap* are sizes read **as Docker reads them** (go-units
@@ -786,14 +838,23 @@ class Containers:
             else:
                 allowance = before.memswap_limit - (before.memory_limit or 0)
                 memswap_bytes = memory_bytes + max(allowance, 0)
-        if (memory_bytes is not None and memswap_bytes is not None and memswap_bytes != -1
-                and memswap_bytes < memory_bytes):
-            raise InvalidValue(f"memswap={memswap!r} is below memory={memory!r}; memswap is "
-                               "memory plus swap, so it must be at least the memory limit")
+        if (
+            memory_bytes is not None
+            and memswap_bytes is not None
+            and memswap_bytes != -1
+            and memswap_bytes < memory_bytes
+        ):
+            raise InvalidValue(
+                f"memswap={memswap!r} is below memory={memory!r}; memswap is "
+                "memory plus swap, so it must be at least the memory limit"
+            )
         client = self.client
-        self._call(f"updating the limits of container {container_id[:12]}",
-                   lambda: client.api.update_container(container_id, mem_limit=memory_bytes,
-                                                       memswap_limit=memswap_bytes))
+        self._call(
+            f"updating the limits of container {container_id[:12]}",
+            lambda: client.api.update_container(
+                container_id, mem_limit=memory_bytes, memswap_limit=memswap_bytes
+            ),
+        )
         return self._limits_of(container_id)
 
     # -- duplicates and stopping ---------------------------------------------------------
@@ -803,12 +864,18 @@ class Containers:
         for entry in self._list(all=all):
             labels = _labels(entry)
             created = entry.get("Created")
-            refs.append(ContainerRef(
-                id=str(entry["Id"]), name=_name(entry), image=str(entry.get("Image", "")),
-                image_id=str(entry.get("ImageID", "")), status=str(entry.get("State", "")),
-                created=float(created) if isinstance(created, (int, float)) else 0.0,
-                compose_project=labels.get(_COMPOSE_PROJECT),
-                compose_service=labels.get(_COMPOSE_SERVICE)))
+            refs.append(
+                ContainerRef(
+                    id=str(entry["Id"]),
+                    name=_name(entry),
+                    image=str(entry.get("Image", "")),
+                    image_id=str(entry.get("ImageID", "")),
+                    status=str(entry.get("State", "")),
+                    created=float(created) if isinstance(created, (int, float)) else 0.0,
+                    compose_project=labels.get(_COMPOSE_PROJECT),
+                    compose_service=labels.get(_COMPOSE_SERVICE),
+                )
+            )
         return refs
 
     def duplicates(self, *, all: bool = False) -> tuple[Duplicate, ...]:
@@ -821,16 +888,23 @@ class Containers:
         """
         return find_duplicates(self._refs(all=all))
 
-    def stop(self, container: str | ContainerStats | ContainerLimits | ContainerRef, *,
-             timeout_s: float = 10.0) -> None:
+    def stop(
+        self,
+        container: str | ContainerStats | ContainerLimits | ContainerRef,
+        *,
+        timeout_s: float = 10.0,
+    ) -> None:
         """Stop one container (``docker stop``): SIGTERM, then SIGKILL after *timeout_s*."""
         grace_s = _timeout(timeout_s, "timeout_s", zero=True)
         container_id = _container_id(container)
         client = self.client
         grace = max(0, math.ceil(grace_s))
         # the engine answers once the container stopped: after up to the grace period
-        self._call(f"stopping container {container_id[:12]}",
-                   lambda: client.api.stop(container_id, timeout=grace), extra_s=grace)
+        self._call(
+            f"stopping container {container_id[:12]}",
+            lambda: client.api.stop(container_id, timeout=grace),
+            extra_s=grace,
+        )
 
 
 def find_duplicates(refs: Iterable[ContainerRef]) -> tuple[Duplicate, ...]:
@@ -873,8 +947,7 @@ class ContainersSource:
 
     fields = ("containers",)
 
-    def __init__(self, containers: Containers | None = None, *,
-                 name: str = "containers") -> None:
+    def __init__(self, containers: Containers | None = None, *, name: str = "containers") -> None:
         self.name = name
         self.containers = containers if containers is not None else Containers()
 
@@ -905,8 +978,15 @@ def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
         out.write("  ".join(cells).rstrip() + "\n")
 
 
-def cli(command: str, *, as_json: bool, out: TextIO, err: TextIO | None = None,
-        containers: Containers | None = None, cpu_sample_s: float = 0.5) -> int:
+def cli(
+    command: str,
+    *,
+    as_json: bool,
+    out: TextIO,
+    err: TextIO | None = None,
+    containers: Containers | None = None,
+    cpu_sample_s: float = 0.5,
+) -> int:
     """``resguard docker stats|limits``: print a table (or JSON) and return the exit code.
 
     0 on success; 2 when the engine cannot be reached (message on *err*, default stderr).
@@ -930,11 +1010,21 @@ def cli(command: str, *, as_json: bool, out: TextIO, err: TextIO | None = None,
                 return 0
             items = sorted(info.items, key=lambda item: item.memory_used, reverse=True)
             rows: list[tuple[str, ...]] = [
-                ("CONTAINER ID", "NAME", "IMAGE", "MEM USED", "LIMIT", "MEM %", "CPU %", "PIDS")]
-            rows += [(item.id[:12], item.name, item.image, format_bytes(item.memory_used),
-                      _size(item.memory_limit), _percent(item.memory_percent),
-                      _percent(item.cpu_percent), "-" if item.pids is None else str(item.pids))
-                     for item in items]
+                ("CONTAINER ID", "NAME", "IMAGE", "MEM USED", "LIMIT", "MEM %", "CPU %", "PIDS")
+            ]
+            rows += [
+                (
+                    item.id[:12],
+                    item.name,
+                    item.image,
+                    format_bytes(item.memory_used),
+                    _size(item.memory_limit),
+                    _percent(item.memory_percent),
+                    _percent(item.cpu_percent),
+                    "-" if item.pids is None else str(item.pids),
+                )
+                for item in items
+            ]
             _table(rows, out)
             out.write(f"{len(items)} running, {format_bytes(info.memory.total)} in total\n")
             return 0
@@ -944,17 +1034,26 @@ def cli(command: str, *, as_json: bool, out: TextIO, err: TextIO | None = None,
             out.write("\n")
             return 0
         rows = [("CONTAINER ID", "NAME", "IMAGE", "MEMORY", "MEM+SWAP", "CPUS", "PIDS")]
-        rows += [(item.id[:12], item.name, item.image, _size(item.memory_limit),
-                  "unlimited" if item.memswap_limit is None else format_bytes(item.memswap_limit),
-                  "none" if item.cpus is None else f"{item.cpus:g}",
-                  "none" if item.pids_limit is None else str(item.pids_limit))
-                 for item in sorted(limits, key=lambda item: (item.has_memory_limit, item.name))]
+        rows += [
+            (
+                item.id[:12],
+                item.name,
+                item.image,
+                _size(item.memory_limit),
+                "unlimited" if item.memswap_limit is None else format_bytes(item.memswap_limit),
+                "none" if item.cpus is None else f"{item.cpus:g}",
+                "none" if item.pids_limit is None else str(item.pids_limit),
+            )
+            for item in sorted(limits, key=lambda item: (item.has_memory_limit, item.name))
+        ]
         _table(rows, out)
         unlimited = [item.name for item in limits if not item.has_memory_limit]
         if unlimited:
-            out.write(f"{len(unlimited)} of {len(limits)} running containers have no memory "
-                      f"limit: {', '.join(unlimited)} (set one with "
-                      "`docker update --memory 2g --memory-swap 2g NAME`)\n")
+            out.write(
+                f"{len(unlimited)} of {len(limits)} running containers have no memory "
+                f"limit: {', '.join(unlimited)} (set one with "
+                "`docker update --memory 2g --memory-swap 2g NAME`)\n"
+            )
         else:
             out.write(f"all {len(limits)} running containers have a memory limit\n")
         return 0

@@ -80,8 +80,16 @@ OnUnknown = Literal["admit", "refuse"]
 #:   waited on is in ``numbers["cause"]``);
 #: * ``"unknown"``: a number the guard needs is unknown or the Monitor's state is stale,
 #:   and ``on_unknown="refuse"``.
-REFUSAL_REASONS: tuple[str, ...] = ("memory", "reservation", "rss", "level", "concurrency",
-                                    "queued", "timeout", "unknown")
+REFUSAL_REASONS: tuple[str, ...] = (
+    "memory",
+    "reservation",
+    "rss",
+    "level",
+    "concurrency",
+    "queued",
+    "timeout",
+    "unknown",
+)
 
 _POLL_S = 0.01
 _HEAD_POLL_S = 0.005
@@ -139,16 +147,19 @@ class _Limit:
         if is_percent(value):
             percent: float = _named(what, parse_percent, value)
             if not percent > 0:
-                raise InvalidValue(f"{what}={shown(value)} must be above 0% (it would refuse "
-                                   f"everything); expected e.g. '90%'")
+                raise InvalidValue(
+                    f"{what}={shown(value)} must be above 0% (it would refuse "
+                    f"everything); expected e.g. '90%'"
+                )
             self.fraction: float | None = percent / 100
             self.bytes = 0
         else:
             self.fraction = None
             self.bytes = int(_named(what, parse_bytes, value))
             if self.bytes <= 0:
-                raise InvalidValue(f"{what}={shown(value)} must be above zero; "
-                                   f"expected e.g. '20GiB' or '90%'")
+                raise InvalidValue(
+                    f"{what}={shown(value)} must be above zero; expected e.g. '20GiB' or '90%'"
+                )
 
     def resolve(self, limit_bytes: int | None) -> int | None:
         """The limit in bytes; ``None`` when it is a percent of an unknown limit."""
@@ -227,13 +238,19 @@ class _View:
 
     __slots__ = ("level", "sample_failed", "snap", "verdict_unknown")
 
-    def __init__(self, snap: Snapshot | None, level: Level | None,
-                 verdict_unknown: str | None = None, sample_failed: str | None = None) -> None:
+    def __init__(
+        self,
+        snap: Snapshot | None,
+        level: Level | None,
+        verdict_unknown: str | None = None,
+        sample_failed: str | None = None,
+    ) -> None:
         self.snap = snap
         self.level = level
         self.verdict_unknown = verdict_unknown
-        self.sample_failed = sample_failed if snap is not None else (sample_failed or
-                                                                      "no snapshot yet")
+        self.sample_failed = (
+            sample_failed if snap is not None else (sample_failed or "no snapshot yet")
+        )
 
 
 def _state_unknown(monitor: Any, state: State, now_s: float) -> tuple[bool, str | None]:
@@ -304,15 +321,20 @@ class Guard:
         memory_limit = _Limit(memory, "memory") if memory is not None else None
         rss_limit = _Limit(rss, "rss") if rss is not None else None
         if level is not None and not isinstance(level, Level):
-            raise InvalidType(f"level={shown(level)} is not a resguard.Level; expected e.g. "
-                             f"Level.CRITICAL or None")
+            raise InvalidType(
+                f"level={shown(level)} is not a resguard.Level; expected e.g. "
+                f"Level.CRITICAL or None"
+            )
         if max_concurrent is not None:
             if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
-                raise InvalidType(f"max_concurrent={shown(max_concurrent)} is not a whole number; "
-                                  f"expected a number >= 1 or None")
+                raise InvalidType(
+                    f"max_concurrent={shown(max_concurrent)} is not a whole number; "
+                    f"expected a number >= 1 or None"
+                )
             if max_concurrent < 1:
-                raise InvalidValue(f"max_concurrent={shown(max_concurrent)} must be >= 1 "
-                                   f"(or None for no limit)")
+                raise InvalidValue(
+                    f"max_concurrent={shown(max_concurrent)} must be >= 1 (or None for no limit)"
+                )
         auto = isinstance(reserve, str) and reserve == "auto"
         reserve_bytes = 0 if reserve is None or auto else _check_reserve(reserve)
         wait_s = _check_duration(wait, "wait") if wait is not None else 0.0
@@ -329,8 +351,10 @@ class Guard:
             from resguard.monitor import Monitor
 
             if not isinstance(monitor, Monitor):
-                raise InvalidType(f"monitor={shown(monitor)} is not a resguard.Monitor; "
-                                  f"expected a Monitor or None")
+                raise InvalidType(
+                    f"monitor={shown(monitor)} is not a resguard.Monitor; "
+                    f"expected a Monitor or None"
+                )
         if clock is not None:
             clock = checked_clock(clock)
         if clock is None:
@@ -401,13 +425,20 @@ class Guard:
     def _own_view(self, sampler: Sampler | None, verdict_unknown: str | None) -> _View:
         now = time.monotonic()
         cached = self._cached
-        if (cached is None or now - self._cached_at > self.max_age_s
-                or self._cached_generation != _limits_generation):
+        if (
+            cached is None
+            or now - self._cached_at > self.max_age_s
+            or self._cached_generation != _limits_generation
+        ):
             try:
                 cached = self._refresh(now, sampler or self._sampler)
             except Exception as error:  # sensing must never fail the caller
-                return _View(cached, None, verdict_unknown,
-                             f"sampling failed: {type(error).__name__}: {error}")
+                return _View(
+                    cached,
+                    None,
+                    verdict_unknown,
+                    f"sampling failed: {type(error).__name__}: {error}",
+                )
         return _View(cached, None, verdict_unknown)
 
     def _refresh(self, now: float, sampler: Sampler) -> Snapshot:
@@ -515,8 +546,9 @@ class Guard:
             # keyed by kind ("stale", "unknown"), not by the age that changes every call
             kind = view.verdict_unknown.partition("(")[2].partition(":")[0]
             parts[f"verdict {kind}"] = view.verdict_unknown
-        needs_numbers = (self._memory is not None or self._rss is not None or reserve > 0
-                         or self._reserved > 0)
+        needs_numbers = (
+            self._memory is not None or self._rss is not None or reserve > 0 or self._reserved > 0
+        )
         if view.sample_failed is not None or view.snap is None:
             if needs_numbers:
                 parts["sample"] = f"the numbers are unknown ({view.sample_failed})"
@@ -540,18 +572,21 @@ class Guard:
             return
         text = "; ".join(parts.values())
         if self.on_unknown == "admit":
-            _logger.warning("%s admits although %s (on_unknown='admit'; logged once)",
-                            self.name, text)
+            _logger.warning(
+                "%s admits although %s (on_unknown='admit'; logged once)", self.name, text
+            )
         else:
-            _logger.warning("%s refuses while %s (on_unknown='refuse'; logged once)",
-                            self.name, text)
+            _logger.warning(
+                "%s refuses while %s (on_unknown='refuse'; logged once)", self.name, text
+            )
 
     def _refusal(self, view: _View, reserve: int, *, warn: bool = True) -> ResourceExhausted | None:
         """Why a call reserving *reserve* bytes may not start now, or None (lock held)."""
         snap, level = view.snap, view.level
         if self.level is not None and level is not None and level >= self.level:
-            return self._refuse("level", f"the verdict is {level.name}", reserve, snap,
-                                self.retry_after_s)
+            return self._refuse(
+                "level", f"the verdict is {level.name}", reserve, snap, self.retry_after_s
+            )
         unknown = self._unknowns(view, reserve)
         if unknown is not None:
             if warn:
@@ -559,21 +594,32 @@ class Guard:
             if self.on_unknown == "refuse":
                 return self._refuse("unknown", unknown, reserve, snap, self.retry_after_s)
         if self.max_concurrent is not None and self._in_flight >= self.max_concurrent:
-            return self._refuse("concurrency",
-                                f"{self._in_flight} of {self.max_concurrent} calls in flight",
-                                reserve, snap, max(self._hold_ema_s, 0.01))
+            return self._refuse(
+                "concurrency",
+                f"{self._in_flight} of {self.max_concurrent} calls in flight",
+                reserve,
+                snap,
+                max(self._hold_ema_s, 0.01),
+            )
         if snap is None or view.sample_failed is not None:
             return None  # nothing current to check against, and on_unknown says admit
         memory = snap.memory
         rss = snap.process.rss
         if self._rss is not None:
             rss_limit = self._rss.resolve(memory.limit)
-            if rss_limit is not None and rss is not None and \
-                    rss + self._reserved + reserve > rss_limit:
+            if (
+                rss_limit is not None
+                and rss is not None
+                and rss + self._reserved + reserve > rss_limit
+            ):
                 return self._refuse(
-                    "rss", f"process RSS {format_bytes(rss)} + reserved "
+                    "rss",
+                    f"process RSS {format_bytes(rss)} + reserved "
                     f"{format_bytes(self._reserved + reserve)} exceeds {format_bytes(rss_limit)}",
-                    reserve, snap, self.retry_after_s)
+                    reserve,
+                    snap,
+                    self.retry_after_s,
+                )
         room, _ = self._room(snap, need_available=reserve > 0 or self._reserved > 0)
         share = self._memory.resolve(memory.limit) if self._memory is not None else None
         over_share = share is not None and memory.used is not None and memory.used > share
@@ -582,23 +628,34 @@ class Guard:
             fits_alone = room is not None and room + self._reserved >= reserve
             reason = "reservation" if fits_alone and not over_share else "memory"
             return self._refuse(
-                reason, f"{format_bytes(max(room or 0, 0))} of headroom for "
+                reason,
+                f"{format_bytes(max(room or 0, 0))} of headroom for "
                 f"{format_bytes(reserve)} ({_bytes_or_unknown(memory.used)} used of "
                 f"{_bytes_or_unknown(memory.limit)}, {format_bytes(self._reserved)} reserved)",
-                reserve, snap, self.retry_after_s)
+                reserve,
+                snap,
+                self.retry_after_s,
+            )
         return None
 
-    def _refuse(self, reason: str, detail: str, reserve: int, snap: Snapshot | None,
-                retry_after_s: float) -> ResourceExhausted:
+    def _refuse(
+        self, reason: str, detail: str, reserve: int, snap: Snapshot | None, retry_after_s: float
+    ) -> ResourceExhausted:
         memory = snap.memory if snap is not None else None
         return ResourceExhausted(
-            f"{self.name} refused: {detail}", reason=reason, retry_after=retry_after_s,
-            numbers={"used_bytes": memory.used if memory else None,
-                     "limit_bytes": memory.limit if memory else None,
-                     "available_bytes": memory.available if memory else None,
-                     "rss_bytes": snap.process.rss if snap is not None else None,
-                     "reserved_bytes": self._reserved, "reserve_bytes": reserve,
-                     "in_flight": self._in_flight})
+            f"{self.name} refused: {detail}",
+            reason=reason,
+            retry_after=retry_after_s,
+            numbers={
+                "used_bytes": memory.used if memory else None,
+                "limit_bytes": memory.limit if memory else None,
+                "available_bytes": memory.available if memory else None,
+                "rss_bytes": snap.process.rss if snap is not None else None,
+                "reserved_bytes": self._reserved,
+                "reserve_bytes": reserve,
+                "in_flight": self._in_flight,
+            },
+        )
 
     # -- admission ------------------------------------------------------------------------
 
@@ -606,8 +663,9 @@ class Guard:
         view = self._current()
         with self._lock:
             if self._queue and self._queue[0] is not queued:
-                return self._refuse("queued", "others are waiting first", reserve, view.snap,
-                                    self.retry_after_s)
+                return self._refuse(
+                    "queued", "others are waiting first", reserve, view.snap, self.retry_after_s
+                )
             refusal = self._refusal(view, reserve)
             if refusal is None:
                 if queued is not None:
@@ -658,8 +716,7 @@ class Guard:
                 # The head of the queue polls (memory may free up at any time); the others
                 # sleep until the one before them wakes them, from whichever thread.
                 head = bool(self._queue) and self._queue[0] is waiter
-                with anyio.move_on_after(min(remaining, _HEAD_POLL_S if head
-                                             else _SAFETY_POLL_S)):
+                with anyio.move_on_after(min(remaining, _HEAD_POLL_S if head else _SAFETY_POLL_S)):
                     await event.wait()
         except BaseException:
             self._leave_queue(waiter)
@@ -695,8 +752,12 @@ class Guard:
         return remaining
 
     def _timed_out(self, refusal: ResourceExhausted, wait_s: float) -> ResourceExhausted:
-        error = ResourceExhausted(f"{refusal} (after waiting {wait_s:g}s)", reason="timeout",
-                                  retry_after=refusal.retry_after, numbers=refusal.numbers)
+        error = ResourceExhausted(
+            f"{refusal} (after waiting {wait_s:g}s)",
+            reason="timeout",
+            retry_after=refusal.retry_after,
+            numbers=refusal.numbers,
+        )
         error.numbers["waited_s"] = wait_s
         error.numbers["cause"] = refusal.reason
         return error
@@ -717,8 +778,10 @@ class Guard:
     def release(self, reserve: int, held_s: float | None = None) -> None:
         """Give back one admission and its reservation."""
         if type(reserve) is not int:  # the hot path: one cheap check, no parsing
-            raise InvalidType(f"reserve={shown(reserve)} is not a whole number of bytes; expected "
-                              f"what acquire() returned")
+            raise InvalidType(
+                f"reserve={shown(reserve)} is not a whole number of bytes; expected "
+                f"what acquire() returned"
+            )
         if held_s is not None and not (type(held_s) is float and 0.0 <= held_s < math.inf):
             _check_held(held_s)  # one NaN would make every later retry_after NaN
         with self._lock:
@@ -729,7 +792,8 @@ class Guard:
                     return
                 raise InvalidState(
                     f"{self.name}: release(reserve={shown(reserve)}) without a matching acquire() "
-                    f"({self._in_flight} in flight, {self._reserved} bytes reserved)")
+                    f"({self._in_flight} in flight, {self._reserved} bytes reserved)"
+                )
             self._in_flight -= 1
             self._reserved -= reserve
             if held_s is not None:
@@ -779,10 +843,12 @@ class Guard:
             self._update_budget(monitor, state, now_s)
         reserve = self.reserve_bytes
         with self._lock:
-            if (self._in_flight < self._slots
-                    and now_s <= self._fresh_until_s
-                    and self._budget_bytes - self._reserved >= reserve
-                    and not self._queue):
+            if (
+                self._in_flight < self._slots
+                and now_s <= self._fresh_until_s
+                and self._budget_bytes - self._reserved >= reserve
+                and not self._queue
+            ):
                 self._in_flight += 1
                 self._reserved += reserve
                 self._admitted += 1
@@ -794,8 +860,12 @@ class Guard:
             self.acquire()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         reserve = self.reserve_bytes
         with self._lock:  # release() without its parsing: this reservation is the guard's own
             if self._in_flight > 0 and self._reserved >= reserve:
@@ -811,12 +881,22 @@ class Guard:
             await self.acquire_async()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.__exit__(exc_type, exc, tb)
 
-    def admit(self, reserve: Reserve = None, wait: float | str | None = None,
-              on_breach: OnBreach = None, *, key: str | None = None) -> Admission:
+    def admit(
+        self,
+        reserve: Reserve = None,
+        wait: float | str | None = None,
+        on_breach: OnBreach = None,
+        *,
+        key: str | None = None,
+    ) -> Admission:
         """A context manager (``with`` or ``async with``) for one call with its own
         reservation and wait, e.g. ``guard.admit(reserve="1GiB", wait="5s")``."""
         _check_on_breach(on_breach)
@@ -825,11 +905,13 @@ class Guard:
     @overload
     def __call__(self, fn: _F) -> _F: ...
     @overload
-    def __call__(self, fn: None = None, *, reserve: Reserve = None,
-                 wait: float | str | None = None) -> Callable[[_F], _F]: ...
+    def __call__(
+        self, fn: None = None, *, reserve: Reserve = None, wait: float | str | None = None
+    ) -> Callable[[_F], _F]: ...
 
-    def __call__(self, fn: _F | None = None, *, reserve: Reserve = None,
-                 wait: float | str | None = None) -> _F | Callable[[_F], _F]:
+    def __call__(
+        self, fn: _F | None = None, *, reserve: Reserve = None, wait: float | str | None = None
+    ) -> _F | Callable[[_F], _F]:
         """Guard a sync or async function: ``@guard`` or ``@guard(reserve="1GiB")``."""
         # checked now, at decoration, not at the first call
         if reserve is not None and reserve != "auto":
@@ -845,6 +927,7 @@ class Guard:
             raise InvalidType(f"{shown(fn)} is not a function to guard")
         key = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
         if inspect.iscoroutinefunction(fn):
+
             @functools.wraps(fn)
             async def async_guarded(*args: Any, **kwargs: Any) -> Any:
                 async with self.admit(reserve, wait, key=key):
@@ -871,11 +954,17 @@ class Guard:
             limit = self._rss.resolve(snap.memory.limit)
             rss = snap.process.rss
             if limit is not None and rss is not None and rss > limit:
-                return self._refuse("rss", f"process RSS {format_bytes(rss)} "
-                                    f"passed {format_bytes(limit)}", 0, snap, self.retry_after_s)
+                return self._refuse(
+                    "rss",
+                    f"process RSS {format_bytes(rss)} passed {format_bytes(limit)}",
+                    0,
+                    snap,
+                    self.retry_after_s,
+                )
         if self.level is not None and level is not None and level >= self.level:
-            return self._refuse("level", f"the verdict is {level.name}", 0, snap,
-                                self.retry_after_s)
+            return self._refuse(
+                "level", f"the verdict is {level.name}", 0, snap, self.retry_after_s
+            )
         return None
 
     def check(self) -> None:
@@ -905,23 +994,32 @@ class Guard:
         """Counters for metrics and dashboards (``refused_by_reason`` has the reasons that
         occurred; all possible ones are :data:`REFUSAL_REASONS`)."""
         with self._lock:
-            return GuardStats(self.name, self._admitted, sum(self._refused.values()),
-                              dict(self._refused), self._in_flight, self._reserved,
-                              len(self._queue))
+            return GuardStats(
+                self.name,
+                self._admitted,
+                sum(self._refused.values()),
+                dict(self._refused),
+                self._in_flight,
+                self._reserved,
+                len(self._queue),
+            )
 
 
 def _check_held(held_s: object) -> None:
     """*held_s* for :meth:`Guard.release`: seconds the call held its admission."""
     if isinstance(held_s, bool) or not isinstance(held_s, (int, float)):
-        raise InvalidType(f"held_s={shown(held_s)} is not a number of seconds; expected e.g. 0.25 "
-                          "or None")
+        raise InvalidType(
+            f"held_s={shown(held_s)} is not a number of seconds; expected e.g. 0.25 or None"
+        )
     try:
         ok = 0 <= float(held_s) < math.inf
     except OverflowError:  # 10**400
         ok = False
     if not ok:
-        raise InvalidValue(f"held_s={shown(held_s)} is not a finite number of seconds >= 0; "
-                           "expected e.g. 0.25 or None")
+        raise InvalidValue(
+            f"held_s={shown(held_s)} is not a finite number of seconds >= 0; "
+            "expected e.g. 0.25 or None"
+        )
 
 
 def _verdict_unknown(reason: str | None) -> str | None:
@@ -944,18 +1042,35 @@ class Admission:
     block (a return, an exception, a cancellation, a breach).
     """
 
-    __slots__ = ("_auto", "_entered", "_guard", "_key", "_on_breach", "_reserve",
-                 "_rss_before", "_started", "_task_group", "_wait_s", "breached", "reserved")
+    __slots__ = (
+        "_auto",
+        "_entered",
+        "_guard",
+        "_key",
+        "_on_breach",
+        "_reserve",
+        "_rss_before",
+        "_started",
+        "_task_group",
+        "_wait_s",
+        "breached",
+        "reserved",
+    )
 
-    def __init__(self, guard: Guard, reserve: Reserve, wait: float | str | None,
-                 on_breach: OnBreach, key: str | None) -> None:
+    def __init__(
+        self,
+        guard: Guard,
+        reserve: Reserve,
+        wait: float | str | None,
+        on_breach: OnBreach,
+        key: str | None,
+    ) -> None:
         if not isinstance(guard, Guard):
             raise InvalidType(f"guard={shown(guard)} is not a resguard.Guard")
         if key is not None and not isinstance(key, str):
             raise InvalidType(f"key={shown(key)} is not a string")
         _check_on_breach(on_breach)
-        auto = (isinstance(reserve, str) and reserve == "auto") or (reserve is None
-                                                                     and guard._auto)
+        auto = (isinstance(reserve, str) and reserve == "auto") or (reserve is None and guard._auto)
         self._key = key or ""
         if auto:
             reserve_bytes = guard.learned_reserve_bytes(self._key)
@@ -982,8 +1097,9 @@ class Admission:
 
     def _claim(self) -> None:
         if self._entered:
-            raise InvalidState("this admission is already entered; call guard.admit() "
-                               "again for another block")
+            raise InvalidState(
+                "this admission is already entered; call guard.admit() again for another block"
+            )
         self._entered = True
         self.breached = None
 
@@ -1013,8 +1129,12 @@ class Admission:
         self._begin()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self._end()
 
     async def __aenter__(self) -> Admission:
@@ -1054,8 +1174,12 @@ class Admission:
                 return
             await anyio.sleep(guard._poll_s())
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> bool | None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
         group, self._task_group = self._task_group, None
         swallowed = False
         try:
@@ -1122,22 +1246,29 @@ def limit_self(memory: int | str, *, kind: Literal["as", "data"] = "data") -> in
         own = "RLIMIT_AS" if kind == "as" else "RLIMIT_DATA"
         limit = wanted.resolve(default_sampler()._limit_without_rlimit(own))
         if limit is None:
-            raise InvalidState(f"memory={shown(memory)} is a percent of the effective memory "
-                               f"limit, which is unknown now; give a size, e.g. '2GiB'")
+            raise InvalidState(
+                f"memory={shown(memory)} is a percent of the effective memory "
+                f"limit, which is unknown now; give a size, e.g. '2GiB'"
+            )
     used = _process_usage_bytes(kind)
     floor = (used if used is not None else 0) + _SELF_LIMIT_MARGIN_BYTES
     if limit < floor:
         counted = "VmData" if kind == "data" else "VmSize"
-        uses = (f"already uses {format_bytes(used)} of it ({counted})" if used is not None
-                else "needs some to run")
+        uses = (
+            f"already uses {format_bytes(used)} of it ({counted})"
+            if used is not None
+            else "needs some to run"
+        )
         raise InvalidValue(
             f"memory={shown(memory)} is {format_bytes(limit)}, too small to run on: this process "
-            f"{uses}; expected at least {format_bytes(floor)}")
+            f"{uses}; expected at least {format_bytes(floor)}"
+        )
     which = resource.RLIMIT_AS if kind == "as" else resource.RLIMIT_DATA
     _, hard = resource.getrlimit(which)
     if hard != resource.RLIM_INFINITY and limit > hard:
-        raise InvalidValue(f"memory={shown(memory)} is above the hard limit of "
-                           f"{format_bytes(hard)}")
+        raise InvalidValue(
+            f"memory={shown(memory)} is above the hard limit of {format_bytes(hard)}"
+        )
     resource.setrlimit(which, (limit, hard))
     global _limits_generation
     _limits_generation += 1

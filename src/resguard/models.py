@@ -96,12 +96,17 @@ def _headroom(guard: HeadroomSource | None) -> int | None:
     try:
         headroom = guard.headroom_bytes() if guard is not None else machine_headroom_bytes()
     except Exception as error:  # a probe that fails is unknown, never a failed load
-        _faults.failed(where, f"unknown ({type(error).__name__}: {error}); model loads are "
-                              "admitted without a headroom check")
+        _faults.failed(
+            where,
+            f"unknown ({type(error).__name__}: {error}); model loads are "
+            "admitted without a headroom check",
+        )
         return None
     if headroom is None:
-        _faults.failed(where, "unknown (memory could not be read); model loads are admitted "
-                              "without a headroom check")
+        _faults.failed(
+            where,
+            "unknown (memory could not be read); model loads are admitted without a headroom check",
+        )
         return None
     _faults.recovered(where)
     return int(headroom)
@@ -186,8 +191,9 @@ class LazyModel(Generic[T]):
         if unload is not None and not callable(unload):
             raise InvalidType(f"unload must be a callable taking the model, not {unload!r}")
         if unload is not None and inspect.iscoroutinefunction(unload):
-            raise InvalidType("unload must be a plain function: the reclaim ladder calls it "
-                              "from a monitor thread")
+            raise InvalidType(
+                "unload must be a plain function: the reclaim ladder calls it from a monitor thread"
+            )
         if guard is not None and not isinstance(guard, HeadroomSource):
             raise InvalidType(f"guard must have headroom_bytes() (a resguard.Guard), not {guard!r}")
         if not callable(size):
@@ -266,8 +272,13 @@ class LazyModel(Generic[T]):
         return max(0.0, (self.clock() if now is None else now) - self._last_used_s)
 
     def __repr__(self) -> str:
-        state = "pinned" if self._pins else "loaded" if self._loaded else (
-            "loading" if self._attempt else "unloaded")
+        state = (
+            "pinned"
+            if self._pins
+            else "loaded"
+            if self._loaded
+            else ("loading" if self._attempt else "unloaded")
+        )
         return f"<LazyModel {self._name!r} {state} size={self._size!r}>"
 
     # ------------------------------------------------------------------ the ladder
@@ -309,11 +320,21 @@ class LazyModel(Generic[T]):
             self.pool._touch(self)
         return "ready", value, None
 
-    def _finish(self, attempt: _Attempt, value: T | None, failure: BaseException | None,
-                pin: bool, elapsed_s: float) -> None:
+    def _finish(
+        self,
+        attempt: _Attempt,
+        value: T | None,
+        failure: BaseException | None,
+        pin: bool,
+        elapsed_s: float,
+    ) -> None:
         if failure is not None and attempt.abandoned and isinstance(failure, Exception):
-            _log.warning("loading model %r failed after its caller was cancelled: %s: %s",
-                         self._name, type(failure).__name__, failure)
+            _log.warning(
+                "loading model %r failed after its caller was cancelled: %s: %s",
+                self._name,
+                type(failure).__name__,
+                failure,
+            )
         with self._lock:
             self._attempt = None
             if failure is None:
@@ -343,8 +364,10 @@ class LazyModel(Generic[T]):
             raise ResourceExhausted(
                 f"no room to load model {self._name!r}: it needs {format_bytes(size)}, "
                 f"{format_bytes(max(headroom, 0))} is free",
-                reason="memory", retry_after=5.0,
-                numbers={"size_bytes": size, "headroom_bytes": headroom})
+                reason="memory",
+                retry_after=5.0,
+                numbers={"size_bytes": size, "headroom_bytes": headroom},
+            )
 
     def _reservation(self) -> Any:
         admit = getattr(self.guard, "admit", None)
@@ -372,14 +395,19 @@ class LazyModel(Generic[T]):
     def _check_not_reentered(self, attempt: _Attempt, me: tuple[str, int]) -> None:
         """The loader itself asks for its model: waiting would wait for itself."""
         if attempt.owner == me:
-            raise InvalidState(f"the loader of model {self._name!r} uses the model itself; "
-                               "it would wait for its own load (load it without the model)")
+            raise InvalidState(
+                f"the loader of model {self._name!r} uses the model itself; "
+                "it would wait for its own load (load it without the model)"
+            )
 
     def _timed_out(self, waited_s: float) -> ResourceExhausted:
         return ResourceExhausted(
             f"model {self._name!r} is still loading after waiting {waited_s:.3g} s "
-            f"(wait={self.wait_s:g} s)", reason="timeout", retry_after=5.0,
-            numbers={"wait_s": self.wait_s})
+            f"(wait={self.wait_s:g} s)",
+            reason="timeout",
+            retry_after=5.0,
+            numbers={"wait_s": self.wait_s},
+        )
 
     def _run_attempt(self, attempt: _Attempt) -> None:
         """Run a sync load for *attempt* to its end and publish it (result kept, never pinned):
@@ -397,8 +425,10 @@ class LazyModel(Generic[T]):
 
     def _acquire(self, pin: bool) -> T:
         if self._is_async:
-            raise InvalidType(f"model {self._name!r} has an async loader; use `async with` "
-                              "or `await model.aget()`")
+            raise InvalidType(
+                f"model {self._name!r} has an async loader; use `async with` "
+                "or `await model.aget()`"
+            )
         started_s = time.monotonic()
         while True:
             state, value, attempt = self._claim(pin)
@@ -452,8 +482,9 @@ class LazyModel(Generic[T]):
                 # The load runs to its end in a worker thread and publishes itself; this
                 # caller only waits for it, so a cancellation returns at once.
                 try:
-                    await anyio.to_thread.run_sync(self._run_attempt, attempt,
-                                                   abandon_on_cancel=True)
+                    await anyio.to_thread.run_sync(
+                        self._run_attempt, attempt, abandon_on_cancel=True
+                    )
                 except anyio.get_cancelled_exc_class():
                     attempt.abandoned = True
                     raise
@@ -540,21 +571,25 @@ class LazyModel(Generic[T]):
         if ttl is None:
             return False
         return self._unload_if(
-            lambda: (self.clock() if now is None else now) - self._last_used_s >= ttl)
+            lambda: (self.clock() if now is None else now) - self._last_used_s >= ttl
+        )
 
     def uses(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Decorator: the call runs with the model loaded and pinned, passed as first argument."""
         if inspect.iscoroutinefunction(fn):
+
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 async with self as model:
                     return await fn(model, *args, **kwargs)
+
             return async_wrapper
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             with self as model:
                 return fn(model, *args, **kwargs)
+
         return wrapper
 
 
@@ -574,24 +609,34 @@ class ModelPool:
     read.
     """
 
-    def __init__(self, budget: int | str | None = None, *, guard: HeadroomSource | None = None,
-                 models: Iterable[LazyModel[Any]] = (), name: str = "pool") -> None:
+    def __init__(
+        self,
+        budget: int | str | None = None,
+        *,
+        guard: HeadroomSource | None = None,
+        models: Iterable[LazyModel[Any]] = (),
+        name: str = "pool",
+    ) -> None:
         self._budget_share: float | None = None
         self._budget_bytes: int | None = None
         if budget is None:
             pass
         elif isinstance(budget, bool) or not isinstance(budget, (int, float, str)):
-            raise InvalidType(f"pool budget={budget!r} must be bytes, a size such as "
-                              "'16GiB' or a share of the memory limit such as '50%'")
+            raise InvalidType(
+                f"pool budget={budget!r} must be bytes, a size such as "
+                "'16GiB' or a share of the memory limit such as '50%'"
+            )
         elif is_percent(budget):
             try:
                 share = parse_percent(budget)
             except (InvalidValue, InvalidType) as error:
                 raise type(error)(f"pool budget: {error}") from None
             if share < MIN_BUDGET_PERCENT:
-                raise InvalidValue(f"pool budget={budget!r} must be a share of at least "
-                                   f"{MIN_BUDGET_PERCENT:g}% (a smaller one would refuse "
-                                   "every load); give bytes for a tiny budget")
+                raise InvalidValue(
+                    f"pool budget={budget!r} must be a share of at least "
+                    f"{MIN_BUDGET_PERCENT:g}% (a smaller one would refuse "
+                    "every load); give bytes for a tiny budget"
+                )
             self._budget_share = share
             self._resolve_budget()
         else:
@@ -609,8 +654,10 @@ class ModelPool:
         self._order = 0
         self._used_order: dict[int, int] = {}
         if isinstance(models, (str, bytes)) or not isinstance(models, Iterable):  # type: ignore[unreachable]
-            raise InvalidType(f"models={models!r} is not a list of LazyModel; expected e.g. "
-                              f"[LazyModel(load_small), LazyModel(load_large)]")
+            raise InvalidType(
+                f"models={models!r} is not a list of LazyModel; expected e.g. "
+                f"[LazyModel(load_small), LazyModel(load_large)]"
+            )
         for model in models:
             self.add(model)
 
@@ -622,9 +669,11 @@ class ModelPool:
 
         limit = snapshot(children=False).memory.limit
         if limit is None:
-            _faults.failed(f"pool {getattr(self, 'name', 'pool')!r} budget",
-                           f"the memory limit is unknown, so {self._budget_share:g}% of it "
-                           "cannot be resolved yet; only the machine's headroom counts")
+            _faults.failed(
+                f"pool {getattr(self, 'name', 'pool')!r} budget",
+                f"the memory limit is unknown, so {self._budget_share:g}% of it "
+                "cannot be resolved yet; only the machine's headroom counts",
+            )
             return
         self._budget_bytes = max(1, round(self._budget_share * int(limit) / 100))
 
@@ -646,8 +695,9 @@ class ModelPool:
                 self._touch(model)
         return model
 
-    def lazy(self, load: Callable[[], T], unload: Callable[[T], object] | None = None,
-             **kwargs: Any) -> LazyModel[T]:
+    def lazy(
+        self, load: Callable[[], T], unload: Callable[[T], object] | None = None, **kwargs: Any
+    ) -> LazyModel[T]:
         """Make a :class:`LazyModel` that belongs to this pool."""
         return LazyModel(load, unload, pool=self, **kwargs)
 
@@ -662,8 +712,9 @@ class ModelPool:
 
     def used_bytes(self, exclude: LazyModel[Any] | None = None) -> int:
         """Sizes of the members that are loaded or loading."""
-        return sum(m.size_bytes for m in self._models
-                   if m is not exclude and (m.loaded or m.loading))
+        return sum(
+            m.size_bytes for m in self._models if m is not exclude and (m.loaded or m.loading)
+        )
 
     def _pending_bytes(self, exclude: LazyModel[Any] | None) -> int:
         return sum(m.size_bytes for m in self._models if m is not exclude and m.loading)
@@ -683,8 +734,11 @@ class ModelPool:
     def idle_models(self, exclude: Sequence[LazyModel[Any]] = ()) -> list[LazyModel[Any]]:
         """Loaded, unpinned members, least recently used first."""
         with self._lock:
-            idle = [m for m in self._models if m.loaded and not m.pinned and not m.loading
-                    and all(m is not e for e in exclude)]
+            idle = [
+                m
+                for m in self._models
+                if m.loaded and not m.pinned and not m.loading and all(m is not e for e in exclude)
+            ]
             return sorted(idle, key=lambda m: self._used_order.get(id(m), 0))
 
     def unload_idle(self, now: float | None = None) -> list[LazyModel[Any]]:
@@ -706,9 +760,15 @@ class ModelPool:
                         f"no room to load model {model.name!r}: it needs {format_bytes(size)}, "
                         f"{format_bytes(max(headroom + freed, 0))} is free in pool "
                         f"{self.name!r} and no idle model is left to evict",
-                        reason="memory", retry_after=5.0,
-                        numbers={"size_bytes": size, "headroom_bytes": headroom + freed,
-                                 "budget_bytes": self.budget_bytes, "evicted": evicted})
+                        reason="memory",
+                        retry_after=5.0,
+                        numbers={
+                            "size_bytes": size,
+                            "headroom_bytes": headroom + freed,
+                            "budget_bytes": self.budget_bytes,
+                            "evicted": evicted,
+                        },
+                    )
                 victim = victims[0]
                 victim_size = victim.size_bytes
                 if victim.unload():
@@ -742,8 +802,10 @@ class ModelPool:
         raise ResourceExhausted(
             f"none of the variants fits: the smallest, {smallest.name!r}, needs "
             f"{format_bytes(smallest.size_bytes)} and {format_bytes(max(free, 0))} is free",
-            reason="memory", retry_after=5.0,
-            numbers={"headroom_bytes": free, "sizes": {m.name: m.size_bytes for m in ranked}})
+            reason="memory",
+            retry_after=5.0,
+            numbers={"headroom_bytes": free, "sizes": {m.name: m.size_bytes for m in ranked}},
+        )
 
 
 class _Sweeper:
@@ -759,8 +821,9 @@ class _Sweeper:
         with self._lock:
             self._models.add(model)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="resguard-model-sweeper",
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="resguard-model-sweeper", daemon=True
+                )
                 self._thread.start()
             else:
                 self._wake.set()  # a shorter TTL may need an earlier look

@@ -94,8 +94,14 @@ class State(ValueMixin):
         return max(now - self.snapshot.monotonic, 0.0)
 
     def _repr_html_(self) -> str:
-        return html_table([("level", self.verdict.level.name), ("reason", self.verdict.reason),
-                           *flatten(self.snapshot)], f"resguard state #{self.sequence}")
+        return html_table(
+            [
+                ("level", self.verdict.level.name),
+                ("reason", self.verdict.reason),
+                *flatten(self.snapshot),
+            ],
+            f"resguard state #{self.sequence}",
+        )
 
 
 Subscriber = Callable[[State, "State | None"], object]
@@ -155,8 +161,9 @@ class Monitor:
         self.interval_s = _interval(interval, "interval")
         self.slow_interval_s = _interval(slow_interval, "slow_interval")
         self.min_interval_s = min(_interval(min_interval, "min_interval"), self.interval_s)
-        self.relaxed_interval_s = max(_interval(relaxed_interval, "relaxed_interval"),
-                                      self.interval_s)
+        self.relaxed_interval_s = max(
+            _interval(relaxed_interval, "relaxed_interval"), self.interval_s
+        )
         self.relax_below_percent = _percent(relax_below, "relax_below")
         self.reclaim_to_percent = _percent(reclaim_to, "reclaim_to")
         self.adaptive = _flag(adaptive, "adaptive")
@@ -171,29 +178,35 @@ class Monitor:
                 raise InvalidValue(
                     f"stale_after={shown(stale_after)} is not above the longest wait of the fast "
                     f"loop ({format_duration(longest_wait_s)}): every state would be stale; "
-                    f"expected e.g. {format_duration(5 * longest_wait_s)!r}")
+                    f"expected e.g. {format_duration(5 * longest_wait_s)!r}"
+                )
         self._clock: Clock = checked_clock(clock) if clock is not None else time.monotonic
         if policy is None:
             from resguard import presets
 
             policy = presets.service()
         if not isinstance(policy, Policy):
-            raise InvalidType(f"policy={shown(policy)} is not a resguard.Policy; expected "
-                              "Policy([...]) or a preset such as resguard.presets.service()")
+            raise InvalidType(
+                f"policy={shown(policy)} is not a resguard.Policy; expected "
+                "Policy([...]) or a preset such as resguard.presets.service()"
+            )
         self.policy = policy
         checked_sources = _sources(sources)
         if ladder is not None and not isinstance(ladder, Ladder):
             raise InvalidType(f"ladder={shown(ladder)} is not a resguard.reclaim.Ladder")
         if sampler is not None:
             if cgroup is not None:
-                raise InvalidValue(f"cgroup={shown(cgroup)} and sampler= both given; pass "
-                                   "Sampler(cgroup=...) as sampler=, or cgroup= alone")
+                raise InvalidValue(
+                    f"cgroup={shown(cgroup)} and sampler= both given; pass "
+                    "Sampler(cgroup=...) as sampler=, or cgroup= alone"
+                )
             if not callable(getattr(sampler, "sample", None)):
                 raise InvalidType(f"sampler={shown(sampler)} is not a resguard.Sampler")
         self._sampler = sampler if sampler is not None else _sampler_for(cgroup)
         self._sources = checked_sources
-        needs_processes = any(isinstance(rule, (ProcessThreshold, ProcessCount))
-                              for rule in self.policy.rules)
+        needs_processes = any(
+            isinstance(rule, (ProcessThreshold, ProcessCount)) for rule in self.policy.rules
+        )
         self._process_table = ProcessTable() if needs_processes else None
         self._policy_state = self.policy.new_state()
         self._faults = FaultLog(_logger)
@@ -222,8 +235,9 @@ class Monitor:
         try:
             first = self._sampler.sample(children=False)
         except Exception as error:  # the sampler degrades to None; this is a bug
-            raise InvalidState(f"the monitor could not take its first sample: "
-                               f"{type(error).__name__}: {error}") from error
+            raise InvalidState(
+                f"the monitor could not take its first sample: {type(error).__name__}: {error}"
+            ) from error
         self.state: State = self._make_state(first)
 
     # -- failures: logged once per kind ---------------------------------------------------
@@ -256,8 +270,9 @@ class Monitor:
     def _make_state(self, snap: Snapshot) -> State:
         with self._extra_lock:
             extra = dict(self._extra)
-            source_faults = tuple(fault for faults in self._source_faults.values()
-                                  for fault in faults)
+            source_faults = tuple(
+                fault for faults in self._source_faults.values() for fault in faults
+            )
         if source_faults:
             extra["faults"] = (*snap.faults, *source_faults)
         if extra:
@@ -356,8 +371,9 @@ class Monitor:
         unsubscribe function. Exceptions in a callback never stop sampling: they are logged
         once per kind of error."""
         if not callable(callback):
-            raise InvalidType(f"{shown(callback)} is not callable; expected a function "
-                              "(new_state, old_state)")
+            raise InvalidType(
+                f"{shown(callback)} is not callable; expected a function (new_state, old_state)"
+            )
         self._subscribers.append(callback)
 
         def unsubscribe() -> None:
@@ -417,9 +433,12 @@ class Monitor:
         if len(history) >= 2 and percent is not None and limit is not None:
             (t0, used0), (t1, used1) = history[0], history[-1]
             jump = history[-1][1] - history[-2][1]
-            calm = (state.verdict.level == Level.OK and state.verdict.known
-                    and percent < self.relax_below_percent
-                    and jump < limit / 100)
+            calm = (
+                state.verdict.level == Level.OK
+                and state.verdict.known
+                and percent < self.relax_below_percent
+                and jump < limit / 100
+            )
             if calm:
                 interval = self.relaxed_interval_s
             if len(history) >= 4 and t1 > t0 and used1 > used0 and available is not None:
@@ -447,10 +466,15 @@ class Monitor:
             self._trigger_fd = trigger_fd
             try:
                 threads = [
-                    threading.Thread(target=self._fast_loop, args=(run,),
-                                     name="resguard-monitor", daemon=True),
-                    threading.Thread(target=self._slow_loop, args=(run,),
-                                     name="resguard-monitor-slow", daemon=True),
+                    threading.Thread(
+                        target=self._fast_loop, args=(run,), name="resguard-monitor", daemon=True
+                    ),
+                    threading.Thread(
+                        target=self._slow_loop,
+                        args=(run,),
+                        name="resguard-monitor-slow",
+                        daemon=True,
+                    ),
                 ]
                 for thread in threads:
                     thread.start()
@@ -581,8 +605,12 @@ class Monitor:
     def __enter__(self) -> Monitor:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     # -- anyio ----------------------------------------------------------------------------
@@ -592,8 +620,10 @@ class Monitor:
 
         with self._life_lock:
             if self.running:  # two sets of loops would sample and reclaim twice
-                raise InvalidState("the monitor is already running (start() or another "
-                                   "async with); use one of them")
+                raise InvalidState(
+                    "the monitor is already running (start() or another "
+                    "async with); use one of them"
+                )
             self._task_group = task_group = anyio.create_task_group()
         try:
             await task_group.__aenter__()
@@ -604,8 +634,12 @@ class Monitor:
         task_group.start_soon(self._slow_task)
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> bool | None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
         task_group, self._task_group = self._task_group, None
         task_group.cancel_scope.cancel()
         return bool(await task_group.__aexit__(exc_type, exc, tb))
@@ -625,7 +659,8 @@ class Monitor:
             await anyio.to_thread.run_sync(self._safe_sample_slow, abandon_on_cancel=True)
             with anyio.move_on_after(self.slow_interval_s):
                 while not self._reclaim_wanted.is_set() or (
-                        time.monotonic() < self._next_reclaim_s):
+                    time.monotonic() < self._next_reclaim_s
+                ):
                     await anyio.sleep(self.interval_s)
             if self._maybe_reclaim():
                 await anyio.to_thread.run_sync(self._safe_reclaim, abandon_on_cancel=True)
@@ -636,8 +671,7 @@ class _Run:
     PSI trigger; closed exactly once, by :meth:`Monitor.stop` or by the fast loop when it
     ends after stop() stopped waiting for it."""
 
-    __slots__ = ("_closed", "_lock", "first_slow", "stop", "trigger_fd", "wake_read",
-                 "wake_write")
+    __slots__ = ("_closed", "_lock", "first_slow", "stop", "trigger_fd", "wake_read", "wake_write")
 
     def __init__(self, trigger_fd: int | None) -> None:
         self.stop = threading.Event()
@@ -682,8 +716,9 @@ class _Run:
 def _monotonic_now(now: object) -> float:
     """*now* as monotonic seconds, or an error naming it (a huge int is no OverflowError)."""
     if isinstance(now, bool) or not isinstance(now, (int, float)):
-        raise InvalidType(f"now={shown(now)} is not a monotonic time in seconds; expected "
-                          "e.g. time.monotonic()")
+        raise InvalidType(
+            f"now={shown(now)} is not a monotonic time in seconds; expected e.g. time.monotonic()"
+        )
     try:
         seconds = float(now)
     except OverflowError:
@@ -701,8 +736,10 @@ def _interval(value: object, name: str) -> float:
     """A duration of at least :data:`MIN_INTERVAL_S`, or an error naming *name*."""
     seconds = named(name, parse_duration, value)
     if seconds < MIN_INTERVAL_S:
-        raise InvalidValue(f"{name}={shown(value)} is shorter than the floor of 1ms (a busy "
-                           f"loop); expected a duration such as \"50ms\"")
+        raise InvalidValue(
+            f"{name}={shown(value)} is shorter than the floor of 1ms (a busy "
+            f'loop); expected a duration such as "50ms"'
+        )
     return seconds
 
 
@@ -722,7 +759,8 @@ def _sources(sources: object) -> tuple[Source, ...]:
         raise InvalidType(f"sources={shown(sources)} is not a list of sources; {expected}")
     for source in sources:
         if not isinstance(getattr(source, "name", None), str) or not callable(
-                getattr(source, "sample", None)):
+            getattr(source, "sample", None)
+        ):
             raise InvalidType(f"{shown(source)} in sources is not a source; {expected}")
     return tuple(sources)
 
@@ -733,15 +771,21 @@ def _sampler_for(cgroup: object) -> Sampler:
     if cgroup is None:
         return Sampler()
     if not isinstance(cgroup, (str, os.PathLike)):
-        raise InvalidType(f"cgroup={shown(cgroup)} is not a path; expected a cgroup "
-                          "directory such as '/sys/fs/cgroup/system.slice/web.service'")
+        raise InvalidType(
+            f"cgroup={shown(cgroup)} is not a path; expected a cgroup "
+            "directory such as '/sys/fs/cgroup/system.slice/web.service'"
+        )
     path = os.fspath(cgroup)
     if not isinstance(path, str) or not os.path.isdir(path):
-        raise InvalidValue(f"cgroup={shown(cgroup)} is not a cgroup directory (it does not exist "
-                           "or is not a directory)")
+        raise InvalidValue(
+            f"cgroup={shown(cgroup)} is not a cgroup directory (it does not exist "
+            "or is not a directory)"
+        )
     if not os.path.exists(os.path.join(path, "cgroup.procs")):  # every cgroup, v1 or v2
-        raise InvalidValue(f"cgroup={shown(cgroup)} is a directory but not a cgroup (it has no "
-                           "cgroup.procs); expected a directory under /sys/fs/cgroup")
+        raise InvalidValue(
+            f"cgroup={shown(cgroup)} is a directory but not a cgroup (it has no "
+            "cgroup.procs); expected a directory under /sys/fs/cgroup"
+        )
     try:
         return Sampler(cgroup=path)
     except ResguardError:
@@ -751,7 +795,15 @@ def _sampler_for(cgroup: object) -> Sampler:
 
 
 _SOURCE_FIELDS = frozenset(attrs.fields_dict(Snapshot)) - {
-    "memory", "swap", "cpu", "pressure", "process", "taken_at", "monotonic", "faults"}
+    "memory",
+    "swap",
+    "cpu",
+    "pressure",
+    "process",
+    "taken_at",
+    "monotonic",
+    "faults",
+}
 """The snapshot fields a slow source may fill in (``processes``, ``containers``, ``ollama``)."""
 
 
@@ -772,12 +824,16 @@ def _source_fields(result: object) -> dict[str, Any]:
     """A source's answer, checked: a dict of snapshot fields a source may fill in, each of
     its field's type (a garbage value would fail every rule and every scrape after it)."""
     if not isinstance(result, dict) or not all(key in _SOURCE_FIELDS for key in result):
-        raise InvalidValue(f"sample() returned {shown(result)[:200]}; expected a dict with "
-                           f"keys among {sorted(_SOURCE_FIELDS)}")
+        raise InvalidValue(
+            f"sample() returned {shown(result)[:200]}; expected a dict with "
+            f"keys among {sorted(_SOURCE_FIELDS)}"
+        )
     for field, value in result.items():
         if not _source_value_ok(field, value):
-            raise InvalidValue(f"sample() returned {field}={shown(value)[:200]}; expected "
-                               f"what Snapshot.{field} holds, or None")
+            raise InvalidValue(
+                f"sample() returned {field}={shown(value)[:200]}; expected "
+                f"what Snapshot.{field} holds, or None"
+            )
     return result
 
 

@@ -35,8 +35,9 @@ try:
     from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
     from IPython.display import HTML, Image, display
 except ImportError as error:  # pragma: no cover - exercised by the import test
-    raise ImportError("resguard.notebook needs IPython: pip install 'resguard[notebook]'") \
-        from error
+    raise ImportError(
+        "resguard.notebook needs IPython: pip install 'resguard[notebook]'"
+    ) from error
 
 from resguard._errors import ResguardError
 from resguard.processes import ProcessTable, processes_html
@@ -75,9 +76,13 @@ class ResguardMagics(Magics):
         args = parse_argstring(self.resguard, line)
         uss = None if str(args.uss_interval).lower() in ("off", "none", "0") else args.uss_interval
         try:
-            prof = Profile(args.interval, children=not args.no_children,
-                           tracemalloc=args.tracemalloc, uss_interval=uss,
-                           label=_unquote(args.label))
+            prof = Profile(
+                args.interval,
+                children=not args.no_children,
+                tracemalloc=args.tracemalloc,
+                uss_interval=uss,
+                label=_unquote(args.label),
+            )
         except ResguardError as error:  # IPython shows a UsageError as one line
             raise UsageError(f"%%resguard: {error}") from None
         shell = self.shell
@@ -100,8 +105,11 @@ class ResguardMagics(Magics):
     @argument("-n", type=int, default=10, help="rows (default 10)")
     @argument("--by", choices=("cpu", "memory"), default="cpu", help="sort order")
     @argument("--group", action="store_true", help="one row per process name")
-    @argument("--interval", default="0.5s",
-              help="on the first call, measure CPU over this long (default 0.5s)")
+    @argument(
+        "--interval",
+        default="0.5s",
+        help="on the first call, measure CPU over this long (default 0.5s)",
+    )
     @line_magic
     def resguard_top(self, line: str) -> None:
         """Show the top processes by CPU or memory as an HTML table."""

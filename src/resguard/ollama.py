@@ -99,8 +99,15 @@ from resguard.models import _headroom as _models_headroom
 from resguard.snapshot import OllamaModelInfo
 from resguard.units import format_bytes, format_duration, named, parse_bytes, parse_duration
 
-__all__ = ["AsyncOllamaModels", "OllamaError", "OllamaModelInfo", "OllamaModels",
-           "OllamaSource", "cli", "parse_host"]
+__all__ = [
+    "AsyncOllamaModels",
+    "OllamaError",
+    "OllamaModelInfo",
+    "OllamaModels",
+    "OllamaSource",
+    "cli",
+    "parse_host",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _log = get_logger("resguard.ollama")
@@ -118,8 +125,7 @@ def _seconds(value: object, what: str, *, zero: bool = False) -> float:
     seconds = named(what, parse_duration, value)
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
         above = "at least 0" if zero else "above 0"
-        raise InvalidValue(f"{what}={value!r} must be a finite duration {above} "
-                           "(e.g. 10, '30s')")
+        raise InvalidValue(f"{what}={value!r} must be a finite duration {above} (e.g. 10, '30s')")
     return seconds
 
 
@@ -194,7 +200,8 @@ def parse_host(host: str | None) -> str:
 # The absolute time.monotonic() by which the current request must have ended; set around
 # each call resguard makes (the transport falls back to its own timeout when unset).
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "resguard_ollama_deadline", default=None)
+    "resguard_ollama_deadline", default=None
+)
 
 
 class _DeadlineExceeded(httpx.TimeoutException):
@@ -243,10 +250,13 @@ class _DeadlineStream(httpcore.NetworkStream):
     def close(self) -> None:
         self._inner.close()
 
-    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
-        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname,
-                                                     _clip(timeout)))
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _clip(timeout)))
 
     def get_extra_info(self, info: str) -> Any:
         return self._inner.get_extra_info(info)
@@ -289,24 +299,33 @@ class _DeadlineBackend(httpcore.NetworkBackend):
     def __init__(self) -> None:
         self._inner = httpcore.SyncBackend()
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                    local_address: str | None = None,
-                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
         failure: Exception | None = None
         for address in _resolve(host, port):
             try:
-                return _DeadlineStream(self._inner.connect_tcp(
-                    address, port, _clip(timeout), local_address, socket_options))
+                return _DeadlineStream(
+                    self._inner.connect_tcp(
+                        address, port, _clip(timeout), local_address, socket_options
+                    )
+                )
             except httpcore.ConnectError as error:  # try the next address, as a browser does
                 failure = error
         assert failure is not None
         raise failure
 
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Iterable[Any] | None = None
-                            ) -> httpcore.NetworkStream:
-        return _DeadlineStream(self._inner.connect_unix_socket(path, _clip(timeout),
-                                                               socket_options))
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._inner.connect_unix_socket(path, _clip(timeout), socket_options)
+        )
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(seconds)
@@ -338,8 +357,10 @@ def _as_httpx(error: Exception) -> Exception:
 def _limited_timeouts(request: httpx.Request, left_s: float) -> dict[str, Any]:
     extensions = dict(request.extensions)
     given = dict(extensions.get("timeout") or {})
-    extensions["timeout"] = {key: left_s if given.get(key) is None else min(given[key], left_s)
-                             for key in ("connect", "read", "write", "pool")}
+    extensions["timeout"] = {
+        key: left_s if given.get(key) is None else min(given[key], left_s)
+        for key in ("connect", "read", "write", "pool")
+    }
     return extensions
 
 
@@ -355,8 +376,9 @@ def _check_length(headers: Iterable[tuple[bytes, bytes]], limit_bytes: int) -> N
 
 
 def _answer(status: int, headers: Any, body: bytes, extensions: Any) -> httpx.Response:
-    kept: dict[str, Any] = {key: extensions[key] for key in ("http_version", "reason_phrase")
-            if key in extensions}
+    kept: dict[str, Any] = {
+        key: extensions[key] for key in ("http_version", "reason_phrase") if key in extensions
+    }
     return httpx.Response(status_code=status, headers=headers, content=body, extensions=kept)
 
 
@@ -368,9 +390,12 @@ class _BoundedTransport(httpx.BaseTransport):
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(), max_connections=20,
-            max_keepalive_connections=10, keepalive_expiry=5.0,
-            network_backend=_DeadlineBackend())
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=20,
+            max_keepalive_connections=10,
+            keepalive_expiry=5.0,
+            network_backend=_DeadlineBackend(),
+        )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         token = None
@@ -381,10 +406,16 @@ class _BoundedTransport(httpx.BaseTransport):
             assert left is not None
             core_request = httpcore.Request(
                 method=request.method,
-                url=httpcore.URL(scheme=request.url.raw_scheme, host=request.url.raw_host,
-                                 port=request.url.port, target=request.url.raw_path),
-                headers=request.headers.raw, content=request.stream,
-                extensions=_limited_timeouts(request, left))
+                url=httpcore.URL(
+                    scheme=request.url.raw_scheme,
+                    host=request.url.raw_host,
+                    port=request.url.port,
+                    target=request.url.raw_path,
+                ),
+                headers=request.headers.raw,
+                content=request.stream,
+                extensions=_limited_timeouts(request, left),
+            )
             try:
                 response = self._pool.handle_request(core_request)
                 try:
@@ -406,8 +437,7 @@ class _BoundedTransport(httpx.BaseTransport):
                 if mapped is error:
                     raise
                 raise mapped from error
-            return _answer(response.status, response.headers, b"".join(chunks),
-                           response.extensions)
+            return _answer(response.status, response.headers, b"".join(chunks), response.extensions)
         finally:
             if token is not None:
                 _DEADLINE.reset(token)
@@ -423,8 +453,10 @@ class _AsyncBoundedTransport(httpx.AsyncBaseTransport):
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
         self._inner = httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10,
-                                keepalive_expiry=5.0))
+            limits=httpx.Limits(
+                max_connections=20, max_keepalive_connections=10, keepalive_expiry=5.0
+            )
+        )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         deadline = _DEADLINE.get()
@@ -449,8 +481,9 @@ class _AsyncBoundedTransport(httpx.AsyncBaseTransport):
                     await response.aclose()
         except TimeoutError:
             raise _DeadlineExceeded("the request's deadline passed") from None
-        return _answer(response.status_code, response.headers, b"".join(chunks),
-                       dict(response.extensions))
+        return _answer(
+            response.status_code, response.headers, b"".join(chunks), dict(response.extensions)
+        )
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -477,7 +510,7 @@ def canonical(name: str) -> str:
         raise InvalidValue(f"{name!r} is not an Ollama model name; expected e.g. 'llama3.2:3b'")
     for prefix in ("registry.ollama.ai/library/", "library/"):
         if key.startswith(prefix):
-            key = key[len(prefix):]
+            key = key[len(prefix) :]
     if ":" not in key.rsplit("/", 1)[-1]:
         key += ":latest"
     return key
@@ -495,8 +528,7 @@ def _keep_alive_s(value: object, what: str = "keep_alive") -> float | None:
         seconds = parse_duration(value.strip()[1:] if forever else value)  # type: ignore
     except (InvalidValue, InvalidType) as error:
         if forever:
-            raise InvalidValue(f"{what}={value!r} is not a duration such as '-1', '5m'"
-                               ) from None
+            raise InvalidValue(f"{what}={value!r} is not a duration such as '-1', '5m'") from None
         raise type(error)(f"{what}: {error}") from None
     if math.isnan(seconds):
         raise InvalidValue(f"{what}={value!r} is not a duration")
@@ -518,53 +550,76 @@ def _boundary(host: str, what: str, seconds: float | None = None) -> Iterator[No
             yield
     except _DeadlineExceeded as error:
         bound = f"within {seconds:g} s " if seconds is not None else "in time "
-        raise OllamaError(f"Ollama at {host} did not finish {what} {bound}(the deadline "
-                          "covers connecting, sending and the whole answer)") from error
+        raise OllamaError(
+            f"Ollama at {host} did not finish {what} {bound}(the deadline "
+            "covers connecting, sending and the whole answer)"
+        ) from error
     except _AnswerTooLarge as error:
-        raise OllamaError(f"Ollama at {host} answered {what} with more than "
-                          f"{format_bytes(error.limit_bytes)} (max_answer); the rest was not "
-                          "read") from error
+        raise OllamaError(
+            f"Ollama at {host} answered {what} with more than "
+            f"{format_bytes(error.limit_bytes)} (max_answer); the rest was not "
+            "read"
+        ) from error
     except ollama.ResponseError as error:
         status = error.status_code if error.status_code > 0 else None
         said = " ".join(str(error.error).split())
         said = said if len(said) <= 300 else said[:300] + "..."  # an error page, not a log
-        raise OllamaError(f"Ollama at {host} answered {what} with an error"
-                          f"{f' (HTTP {status})' if status else ''}: {said}",
-                          status_code=status) from error
+        raise OllamaError(
+            f"Ollama at {host} answered {what} with an error"
+            f"{f' (HTTP {status})' if status else ''}: {said}",
+            status_code=status,
+        ) from error
     except httpx.TimeoutException as error:
-        raise OllamaError(f"Ollama at {host} did not answer {what} in time "
-                          f"({type(error).__name__})") from error
+        raise OllamaError(
+            f"Ollama at {host} did not answer {what} in time ({type(error).__name__})"
+        ) from error
     except (ConnectionError, httpx.TransportError) as error:
-        raise OllamaError(f"cannot reach Ollama at {host} for {what}: "
-                          f"{type(error).__name__}: {error}") from error
+        raise OllamaError(
+            f"cannot reach Ollama at {host} for {what}: {type(error).__name__}: {error}"
+        ) from error
     except (ValueError, TypeError, RecursionError) as error:
         # pydantic.ValidationError, json.JSONDecodeError, a too deeply nested answer, or a
         # model entry resguard cannot use (an empty name)
         detail = " ".join(str(error).split())[:300]
-        raise OllamaError(f"Ollama at {host} answered {what} with something that is not "
-                          f"the Ollama API: {type(error).__name__}: {detail}") from error
+        raise OllamaError(
+            f"Ollama at {host} answered {what} with something that is not "
+            f"the Ollama API: {type(error).__name__}: {detail}"
+        ) from error
 
 
 class _Settings:
     """The constructor arguments of both front ends, checked before anything is built."""
 
-    def __init__(self, host: object, client: object, client_type: type, timeout: object,
-                 load_timeout: object, max_answer: object, keep_alive: object,
-                 default_keep_alive: object, guard: object, size_factor: object,
-                 unload_timeout: object, reclaim_min_idle: object, clock: object,
-                 register: object) -> None:
+    def __init__(
+        self,
+        host: object,
+        client: object,
+        client_type: type,
+        timeout: object,
+        load_timeout: object,
+        max_answer: object,
+        keep_alive: object,
+        default_keep_alive: object,
+        guard: object,
+        size_factor: object,
+        unload_timeout: object,
+        reclaim_min_idle: object,
+        clock: object,
+        register: object,
+    ) -> None:
         if client is not None and host is not None:
             raise InvalidValue("give either host= or client=, not both")
         if client is not None and not isinstance(client, client_type):
-            raise InvalidType(f"client must be an ollama.{client_type.__name__}, "
-                              f"not {client!r}")
+            raise InvalidType(f"client must be an ollama.{client_type.__name__}, not {client!r}")
         if guard is not None and not isinstance(guard, HeadroomSource):
             raise InvalidType(f"guard must have headroom_bytes() (a resguard.Guard), not {guard!r}")
         if isinstance(size_factor, bool) or not isinstance(size_factor, (int, float)):
             raise InvalidType(f"size_factor={size_factor!r} must be a number >= 1")
         if not 1 <= size_factor <= 100:  # also refuses nan; no float() of a huge int
-            raise InvalidValue(f"size_factor={size_factor!r} must be a number from 1 to 100 "
-                               "(loaded size / size on disk, typically 1.1-1.5)")
+            raise InvalidValue(
+                f"size_factor={size_factor!r} must be a number from 1 to 100 "
+                "(loaded size / size on disk, typically 1.1-1.5)"
+            )
         if not callable(clock):
             raise InvalidType(f"clock={clock!r} must be a callable returning epoch seconds")
         if not isinstance(register, bool):
@@ -583,8 +638,14 @@ class _Settings:
 class _State:
     """What resguard knows beyond /api/ps; shared by a sync and an async front end."""
 
-    def __init__(self, host: str, *, keep_alive_s: float | None,
-                 default_keep_alive_s: float | None, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        host: str,
+        *,
+        keep_alive_s: float | None,
+        default_keep_alive_s: float | None,
+        clock: Callable[[], float],
+    ) -> None:
         self.host = host
         self.keep_alive_s = keep_alive_s
         self.default_keep_alive_s = default_keep_alive_s
@@ -596,7 +657,8 @@ class _State:
         self.sizes: dict[str, int] = {}
         self.load_s: dict[str, float] = {}
         self.lazies: weakref.WeakValueDictionary[str, LazyModel[str]] = (
-            weakref.WeakValueDictionary())
+            weakref.WeakValueDictionary()
+        )
         self.faults = FaultLog(_log)
 
     def touch(self, name: str) -> None:
@@ -627,9 +689,13 @@ class _State:
         if size:
             self.sizes[name] = size
         fields: dict[str, Any] = {
-            "name": name, "size": size, "size_vram": int(item.size_vram or 0),
-            "expires_at": expires_at, "idle_since": self.idle_since(name, expires_at),
-            "context_length": item.context_length}
+            "name": name,
+            "size": size,
+            "size_vram": int(item.size_vram or 0),
+            "expires_at": expires_at,
+            "idle_since": self.idle_since(name, expires_at),
+            "context_length": item.context_length,
+        }
         return OllamaModelInfo(**fields)
 
     def idle_since(self, name: str, expires_at: float | None) -> float | None:
@@ -638,20 +704,29 @@ class _State:
             return now
         evidence = []
         keep_alive = self.set_keep_alive_s.get(name, self.default_keep_alive_s)
-        if (expires_at is not None and keep_alive is not None and math.isfinite(keep_alive)
-                and expires_at - now < FOREVER_AFTER_S):
+        if (
+            expires_at is not None
+            and keep_alive is not None
+            and math.isfinite(keep_alive)
+            and expires_at - now < FOREVER_AFTER_S
+        ):
             evidence.append(min(now, expires_at - keep_alive))
         if name in self.last_used:
             evidence.append(self.last_used[name])
         return max(evidence) if evidence else None
 
-    def victims(self, infos: Sequence[OllamaModelInfo], exclude: str | None = None,
-                min_idle_s: float = 0.0) -> list[OllamaModelInfo]:
+    def victims(
+        self, infos: Sequence[OllamaModelInfo], exclude: str | None = None, min_idle_s: float = 0.0
+    ) -> list[OllamaModelInfo]:
         """Models that may be unloaded, least recently used (unknown first) first."""
         now = self.clock()
-        out = [i for i in infos if i.name != exclude and not self.busy(i.name)
-               and (min_idle_s <= 0 or (i.idle_since is not None
-                                        and now - i.idle_since >= min_idle_s))]
+        out = [
+            i
+            for i in infos
+            if i.name != exclude
+            and not self.busy(i.name)
+            and (min_idle_s <= 0 or (i.idle_since is not None and now - i.idle_since >= min_idle_s))
+        ]
         return sorted(out, key=lambda i: -math.inf if i.idle_since is None else i.idle_since)
 
     def loaded_as(self, name: str, keep_alive_s: float | None, elapsed_s: float) -> None:
@@ -682,8 +757,10 @@ def _refused(name: str, need: int, headroom: int, freed: int) -> ResourceExhaust
     return ResourceExhausted(
         f"no room to load Ollama model {name!r}: it needs about {format_bytes(need)}, "
         f"{format_bytes(max(headroom + freed, 0))} is free after unloading idle models",
-        reason="memory", retry_after=5.0,
-        numbers={"size_bytes": need, "headroom_bytes": headroom, "freed_bytes": freed})
+        reason="memory",
+        retry_after=5.0,
+        numbers={"size_bytes": need, "headroom_bytes": headroom, "freed_bytes": freed},
+    )
 
 
 class _Common:
@@ -738,29 +815,59 @@ class OllamaModels(_Common):
     is read).
     """
 
-    def __init__(self, host: str | None = None, *, client: ollama.Client | None = None,
-                 timeout: float | str = DEFAULT_TIMEOUT_S,
-                 load_timeout: float | str = DEFAULT_LOAD_TIMEOUT_S,
-                 max_answer: int | str = DEFAULT_MAX_ANSWER_BYTES,
-                 keep_alive: float | str | None = None,
-                 default_keep_alive: float | str | None = None,
-                 guard: HeadroomSource | None = None, size_factor: float = 1.25,
-                 unload_timeout: float | str = 10.0, reclaim_min_idle: float | str = 0.0,
-                 clock: Callable[[], float] = time.time, register: bool = True,
-                 _state: _State | None = None) -> None:
-        settings = _Settings(host, client, ollama.Client, timeout, load_timeout, max_answer,
-                             keep_alive, default_keep_alive, guard, size_factor,
-                             unload_timeout, reclaim_min_idle, clock, register)
+    def __init__(
+        self,
+        host: str | None = None,
+        *,
+        client: ollama.Client | None = None,
+        timeout: float | str = DEFAULT_TIMEOUT_S,
+        load_timeout: float | str = DEFAULT_LOAD_TIMEOUT_S,
+        max_answer: int | str = DEFAULT_MAX_ANSWER_BYTES,
+        keep_alive: float | str | None = None,
+        default_keep_alive: float | str | None = None,
+        guard: HeadroomSource | None = None,
+        size_factor: float = 1.25,
+        unload_timeout: float | str = 10.0,
+        reclaim_min_idle: float | str = 0.0,
+        clock: Callable[[], float] = time.time,
+        register: bool = True,
+        _state: _State | None = None,
+    ) -> None:
+        settings = _Settings(
+            host,
+            client,
+            ollama.Client,
+            timeout,
+            load_timeout,
+            max_answer,
+            keep_alive,
+            default_keep_alive,
+            guard,
+            size_factor,
+            unload_timeout,
+            reclaim_min_idle,
+            clock,
+            register,
+        )
         self.timeout_s = settings.timeout_s
         self.load_timeout_s = settings.load_timeout_s
         self.max_answer_bytes = settings.max_answer_bytes
         self._owns_client = client is None
-        self.client: ollama.Client = client if client is not None else ollama.Client(
-            host=settings.url, timeout=None,
-            transport=_BoundedTransport(self.timeout_s, self.max_answer_bytes))
+        self.client: ollama.Client = (
+            client
+            if client is not None
+            else ollama.Client(
+                host=settings.url,
+                timeout=None,
+                transport=_BoundedTransport(self.timeout_s, self.max_answer_bytes),
+            )
+        )
         self._state = _state or _State(
-            settings.url or _host_of(self.client), keep_alive_s=settings.keep_alive_s,
-            default_keep_alive_s=settings.default_keep_alive_s, clock=clock)
+            settings.url or _host_of(self.client),
+            keep_alive_s=settings.keep_alive_s,
+            default_keep_alive_s=settings.default_keep_alive_s,
+            clock=clock,
+        )
         self.guard = guard
         self.size_factor = settings.size_factor
         self.unload_timeout_s = settings.unload_timeout_s
@@ -806,8 +913,9 @@ class OllamaModels(_Common):
             return self._state.sizes[key]
         installed = self.installed()
         if key not in installed:
-            raise OllamaError(f"model {name!r} is not installed in Ollama at {self.host}",
-                              status_code=404)
+            raise OllamaError(
+                f"model {name!r} is not installed in Ollama at {self.host}", status_code=404
+            )
         return math.ceil(installed[key] * self.size_factor)
 
     # ------------------------------------------------------------------ unloading
@@ -839,9 +947,11 @@ class OllamaModels(_Common):
             except (OllamaError, _DeadlineExceeded) as error:
                 if time.monotonic() < deadline:
                     raise
-                raise OllamaError(f"Ollama at {self.host} still lists {name!r} "
-                                  f"{wait_s:g} s after being asked to unload it (is a request "
-                                  "still running on it?)") from error
+                raise OllamaError(
+                    f"Ollama at {self.host} still lists {name!r} "
+                    f"{wait_s:g} s after being asked to unload it (is a request "
+                    "still running on it?)"
+                ) from error
             if key not in listed:
                 break
             time.sleep(min(delay_s, max(deadline - time.monotonic(), 0.0)))
@@ -858,8 +968,9 @@ class OllamaModels(_Common):
             done.append(info.name)
         return done
 
-    def _free(self, need: int, exclude: str | None, min_idle_s: float,
-              timeout_s: float | None = None) -> int:
+    def _free(
+        self, need: int, exclude: str | None, min_idle_s: float, timeout_s: float | None = None
+    ) -> int:
         freed = 0
         for info in self._state.victims(self.loaded(), exclude=exclude, min_idle_s=min_idle_s):
             if freed >= need:
@@ -876,13 +987,17 @@ class OllamaModels(_Common):
         if headroom + freed < need:
             raise _refused(name, need, headroom, freed)
 
-    def _load(self, name: str, keep_alive_s: float | None, *, reserve: bool = True
-              ) -> OllamaModelInfo:
+    def _load(
+        self, name: str, keep_alive_s: float | None, *, reserve: bool = True
+    ) -> OllamaModelInfo:
         key = canonical(name)
         started = time.perf_counter()
         admit = getattr(self.guard, "admit", None) if reserve else None
-        reservation = (admit(reserve=self.estimate_bytes(name)) if admit is not None
-                       else contextlib.nullcontext())
+        reservation = (
+            admit(reserve=self.estimate_bytes(name))
+            if admit is not None
+            else contextlib.nullcontext()
+        )
         with reservation, self._request(f"loading {name!r}", load=True):
             self.client.generate(model=name, keep_alive=_wire_keep_alive(keep_alive_s))
         self._state.loaded_as(key, keep_alive_s, time.perf_counter() - started)
@@ -906,8 +1021,9 @@ class OllamaModels(_Common):
         return self._load(name, self._ka(keep_alive))
 
     @contextlib.contextmanager
-    def using(self, name: str, *, keep_alive: float | str | None = None
-              ) -> Iterator[OllamaModelInfo]:
+    def using(
+        self, name: str, *, keep_alive: float | str | None = None
+    ) -> Iterator[OllamaModelInfo]:
         """Ensure *name* is loaded and mark it in use (never unloaded by resguard) meanwhile."""
         key = canonical(name)
         with self._state.mark_in_use(key):
@@ -919,30 +1035,41 @@ class OllamaModels(_Common):
 
         def decorate(fn: F) -> F:
             if inspect.iscoroutinefunction(fn):
+
                 @functools.wraps(fn)
                 async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                     key = canonical(name)
                     with self._state.mark_in_use(key):
                         await anyio.to_thread.run_sync(
-                            functools.partial(self.ensure, name, keep_alive=keep_alive))
+                            functools.partial(self.ensure, name, keep_alive=keep_alive)
+                        )
                         return await fn(*args, **kwargs)
+
                 return async_wrapper  # type: ignore[return-value]
 
             @functools.wraps(fn)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 with self.using(name, keep_alive=keep_alive):
                     return fn(*args, **kwargs)
+
             return wrapper  # type: ignore[return-value]
+
         return decorate
 
-    def lazy(self, name: str, *, keep_alive: float | str | None = None,
-             idle_ttl: float | str | None = None, pool: ModelPool | None = None
-             ) -> LazyModel[str]:
+    def lazy(
+        self,
+        name: str,
+        *,
+        keep_alive: float | str | None = None,
+        idle_ttl: float | str | None = None,
+        pool: ModelPool | None = None,
+    ) -> LazyModel[str]:
         """A LazyModel whose value is the model name, loaded in Ollama on first use."""
         key = canonical(name)
         keep_alive_s = self._ka(keep_alive)
-        model = _OllamaLazy(self, name, lambda: self._load(name, keep_alive_s, reserve=False),
-                             idle_ttl, pool)
+        model = _OllamaLazy(
+            self, name, lambda: self._load(name, keep_alive_s, reserve=False), idle_ttl, pool
+        )
         self._state.lazies[key] = model
         return model
 
@@ -957,16 +1084,19 @@ class OllamaModels(_Common):
             self._state.faults.failed(self.name, error)
             return 0
         self._state.faults.recovered(self.name)
-        return sum(i.size for i in self._state.victims(infos,
-                                                       min_idle_s=self.reclaim_min_idle_s))
+        return sum(i.size for i in self._state.victims(infos, min_idle_s=self.reclaim_min_idle_s))
 
     def reclaim(self, target_bytes: int) -> int:
         """Unload idle models, least recently used first, until *target_bytes* are freed."""
         if self._closed:
             return 0
         try:
-            freed = self._free(max(int(target_bytes), 1), None, self.reclaim_min_idle_s,
-                               timeout_s=min(self.unload_timeout_s, 5.0))
+            freed = self._free(
+                max(int(target_bytes), 1),
+                None,
+                self.reclaim_min_idle_s,
+                timeout_s=min(self.unload_timeout_s, 5.0),
+            )
         except OllamaError as error:
             self._state.faults.failed(self.name, error)
             return 0
@@ -981,8 +1111,14 @@ class OllamaModels(_Common):
 class _OllamaLazy(LazyModel[str]):
     """A LazyModel for an Ollama model: admission unloads idle Ollama models when needed."""
 
-    def __init__(self, owner: OllamaModels, name: str, load: Callable[[], object],
-                 idle_ttl: float | str | None, pool: ModelPool | None) -> None:
+    def __init__(
+        self,
+        owner: OllamaModels,
+        name: str,
+        load: Callable[[], object],
+        idle_ttl: float | str | None,
+        pool: ModelPool | None,
+    ) -> None:
         self._owner = owner
         self._model_name = name
 
@@ -993,9 +1129,15 @@ class _OllamaLazy(LazyModel[str]):
         def do_unload(_: str) -> None:
             owner.unload(name)
 
-        super().__init__(do_load, do_unload, size=lambda: owner.estimate_bytes(name),
-                         idle_ttl=idle_ttl, name=f"ollama:{canonical(name)}",
-                         guard=owner.guard, pool=pool)
+        super().__init__(
+            do_load,
+            do_unload,
+            size=lambda: owner.estimate_bytes(name),
+            idle_ttl=idle_ttl,
+            name=f"ollama:{canonical(name)}",
+            guard=owner.guard,
+            pool=pool,
+        )
 
     def _make_room(self) -> None:
         if self.pool is not None:
@@ -1033,31 +1175,66 @@ class AsyncOllamaModels(_Common):
     so they go through an internal sync twin that shares this object's knowledge.
     """
 
-    def __init__(self, host: str | None = None, *, client: ollama.AsyncClient | None = None,
-                 timeout: float | str = DEFAULT_TIMEOUT_S,
-                 load_timeout: float | str = DEFAULT_LOAD_TIMEOUT_S,
-                 max_answer: int | str = DEFAULT_MAX_ANSWER_BYTES,
-                 keep_alive: float | str | None = None,
-                 default_keep_alive: float | str | None = None,
-                 guard: HeadroomSource | None = None, size_factor: float = 1.25,
-                 unload_timeout: float | str = 10.0, reclaim_min_idle: float | str = 0.0,
-                 clock: Callable[[], float] = time.time, register: bool = True) -> None:
-        settings = _Settings(host, client, ollama.AsyncClient, timeout, load_timeout,
-                             max_answer, keep_alive, default_keep_alive, guard, size_factor,
-                             unload_timeout, reclaim_min_idle, clock, register)
+    def __init__(
+        self,
+        host: str | None = None,
+        *,
+        client: ollama.AsyncClient | None = None,
+        timeout: float | str = DEFAULT_TIMEOUT_S,
+        load_timeout: float | str = DEFAULT_LOAD_TIMEOUT_S,
+        max_answer: int | str = DEFAULT_MAX_ANSWER_BYTES,
+        keep_alive: float | str | None = None,
+        default_keep_alive: float | str | None = None,
+        guard: HeadroomSource | None = None,
+        size_factor: float = 1.25,
+        unload_timeout: float | str = 10.0,
+        reclaim_min_idle: float | str = 0.0,
+        clock: Callable[[], float] = time.time,
+        register: bool = True,
+    ) -> None:
+        settings = _Settings(
+            host,
+            client,
+            ollama.AsyncClient,
+            timeout,
+            load_timeout,
+            max_answer,
+            keep_alive,
+            default_keep_alive,
+            guard,
+            size_factor,
+            unload_timeout,
+            reclaim_min_idle,
+            clock,
+            register,
+        )
         self.timeout_s = settings.timeout_s
         self.load_timeout_s = settings.load_timeout_s
         self.max_answer_bytes = settings.max_answer_bytes
         self._owns_client = client is None
-        self.client: ollama.AsyncClient = client if client is not None else ollama.AsyncClient(
-            host=settings.url, timeout=None,
-            transport=_AsyncBoundedTransport(self.timeout_s, self.max_answer_bytes))
+        self.client: ollama.AsyncClient = (
+            client
+            if client is not None
+            else ollama.AsyncClient(
+                host=settings.url,
+                timeout=None,
+                transport=_AsyncBoundedTransport(self.timeout_s, self.max_answer_bytes),
+            )
+        )
         self.sync = OllamaModels(
-            settings.url or _host_of(self.client), timeout=timeout,
-            load_timeout=load_timeout, max_answer=max_answer, keep_alive=keep_alive,
-            default_keep_alive=default_keep_alive, guard=guard, size_factor=size_factor,
-            unload_timeout=unload_timeout, reclaim_min_idle=reclaim_min_idle, clock=clock,
-            register=False)
+            settings.url or _host_of(self.client),
+            timeout=timeout,
+            load_timeout=load_timeout,
+            max_answer=max_answer,
+            keep_alive=keep_alive,
+            default_keep_alive=default_keep_alive,
+            guard=guard,
+            size_factor=size_factor,
+            unload_timeout=unload_timeout,
+            reclaim_min_idle=reclaim_min_idle,
+            clock=clock,
+            register=False,
+        )
         self._state = self.sync._state
         self.guard = guard
         self.size_factor = self.sync.size_factor
@@ -1096,8 +1273,9 @@ class AsyncOllamaModels(_Common):
             return self._state.sizes[key]
         installed = await self.installed()
         if key not in installed:
-            raise OllamaError(f"model {name!r} is not installed in Ollama at {self.host}",
-                              status_code=404)
+            raise OllamaError(
+                f"model {name!r} is not installed in Ollama at {self.host}", status_code=404
+            )
         return math.ceil(installed[key] * self.size_factor)
 
     async def unload(self, name: str, *, timeout: float | str | None = None) -> int:
@@ -1116,8 +1294,10 @@ class AsyncOllamaModels(_Common):
                 await anyio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 0.2)
             return before.get(key, 0)
-        raise OllamaError(f"Ollama at {self.host} still lists {name!r} after being asked "
-                          "to unload it (is a request still running on it?)")
+        raise OllamaError(
+            f"Ollama at {self.host} still lists {name!r} after being asked "
+            "to unload it (is a request still running on it?)"
+        )
 
     async def unload_idle(self, min_idle: float | str) -> list[str]:
         min_idle_s = _seconds(min_idle, "min_idle", zero=True)
@@ -1155,8 +1335,7 @@ class AsyncOllamaModels(_Common):
                 return info
         raise OllamaError(f"Ollama at {self.host} loaded {name!r} but does not list it")
 
-    async def ensure(self, name: str, *, keep_alive: float | str | None = None
-                     ) -> OllamaModelInfo:
+    async def ensure(self, name: str, *, keep_alive: float | str | None = None) -> OllamaModelInfo:
         key = canonical(name)
         for info in await self.loaded():
             if info.name == key:
@@ -1166,8 +1345,9 @@ class AsyncOllamaModels(_Common):
         return await self._load(name, self._ka(keep_alive))
 
     @contextlib.asynccontextmanager
-    async def using(self, name: str, *, keep_alive: float | str | None = None
-                    ) -> AsyncIterator[OllamaModelInfo]:
+    async def using(
+        self, name: str, *, keep_alive: float | str | None = None
+    ) -> AsyncIterator[OllamaModelInfo]:
         with self._state.mark_in_use(canonical(name)):
             yield await self.ensure(name, keep_alive=keep_alive)
 
@@ -1177,19 +1357,28 @@ class AsyncOllamaModels(_Common):
 
         def decorate(fn: F) -> F:
             if not inspect.iscoroutinefunction(fn):
-                raise InvalidType(f"AsyncOllamaModels.uses decorates async functions; "
-                                  f"{fn!r} is not one (use OllamaModels.uses)")
+                raise InvalidType(
+                    f"AsyncOllamaModels.uses decorates async functions; "
+                    f"{fn!r} is not one (use OllamaModels.uses)"
+                )
 
             @functools.wraps(fn)
             async def wrapper(*args: Any, **kwargs: Any) -> Any:
                 async with self.using(name, keep_alive=keep_alive):
                     return await fn(*args, **kwargs)
+
             return wrapper  # type: ignore[return-value]
+
         return decorate
 
-    def lazy(self, name: str, *, keep_alive: float | str | None = None,
-             idle_ttl: float | str | None = None, pool: ModelPool | None = None
-             ) -> LazyModel[str]:
+    def lazy(
+        self,
+        name: str,
+        *,
+        keep_alive: float | str | None = None,
+        idle_ttl: float | str | None = None,
+        pool: ModelPool | None = None,
+    ) -> LazyModel[str]:
         """A LazyModel loaded through the sync twin (``async with`` runs it in a thread)."""
         return self.sync.lazy(name, keep_alive=keep_alive, idle_ttl=idle_ttl, pool=pool)
 
@@ -1225,8 +1414,15 @@ def _until(info: OllamaModelInfo, now: float) -> str:
     return format_duration(left)
 
 
-def cli(command: str, names: list[str], *, host: str | None, as_json: bool, out: TextIO,
-        err: TextIO | None = None) -> int:
+def cli(
+    command: str,
+    names: list[str],
+    *,
+    host: str | None,
+    as_json: bool,
+    out: TextIO,
+    err: TextIO | None = None,
+) -> int:
     """``resguard ollama ps|unload NAME...``; returns the exit code: 0 done, 1 Ollama
     answered an error (e.g. an unknown model), 2 bad usage or Ollama unreachable (no
     answer: down, too slow, connection dropped), as ``resguard docker`` does."""
@@ -1234,8 +1430,7 @@ def cli(command: str, names: list[str], *, host: str | None, as_json: bool, out:
 
     err = err or sys.stderr
     if command not in ("ps", "unload"):
-        print(f"resguard ollama: unknown command {command!r}; expected 'ps' or 'unload'",
-              file=err)
+        print(f"resguard ollama: unknown command {command!r}; expected 'ps' or 'unload'", file=err)
         return 2
     if command == "unload" and not names:
         print("resguard ollama unload: name at least one model, e.g. llama3.2:3b", file=err)
@@ -1248,18 +1443,27 @@ def cli(command: str, names: list[str], *, host: str | None, as_json: bool, out:
             if command == "ps":
                 infos = models.loaded()
                 if as_json:
-                    json.dump({"host": models.host, "models": [i.to_dict() for i in infos]},
-                              out, indent=2)
+                    json.dump(
+                        {"host": models.host, "models": [i.to_dict() for i in infos]}, out, indent=2
+                    )
                     out.write("\n")
                     return 0
                 now = time.time()
                 rows = [("NAME", "SIZE", "PROCESSOR", "UNTIL", "IDLE")]
                 for i in infos:
                     cpu = round((i.size - i.size_vram) / i.size * 100) if i.size else 0
-                    processor = "100% CPU" if cpu == 100 else "100% GPU" if cpu == 0 else (
-                        f"{cpu}%/{100 - cpu}% CPU/GPU")
-                    idle = "-" if i.idle_since is None else format_duration(
-                        max(0.0, now - i.idle_since))
+                    processor = (
+                        "100% CPU"
+                        if cpu == 100
+                        else "100% GPU"
+                        if cpu == 0
+                        else (f"{cpu}%/{100 - cpu}% CPU/GPU")
+                    )
+                    idle = (
+                        "-"
+                        if i.idle_since is None
+                        else format_duration(max(0.0, now - i.idle_since))
+                    )
                     rows.append((i.name, format_bytes(i.size), processor, _until(i, now), idle))
                 widths = [max(len(row[c]) for row in rows) for c in range(5)]
                 for row in rows:
@@ -1271,8 +1475,10 @@ def cli(command: str, names: list[str], *, host: str | None, as_json: bool, out:
                 freed = models.unload(name)
                 results.append({"name": canonical(name), "freed_bytes": freed})
                 if not as_json:
-                    out.write(f"unloaded {canonical(name)}"
-                              f"{f' ({format_bytes(freed)})' if freed else ' (was not loaded)'}\n")
+                    out.write(
+                        f"unloaded {canonical(name)}"
+                        f"{f' ({format_bytes(freed)})' if freed else ' (was not loaded)'}\n"
+                    )
             if as_json:
                 json.dump({"host": models.host, "unloaded": results}, out, indent=2)
                 out.write("\n")

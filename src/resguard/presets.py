@@ -54,46 +54,120 @@ from resguard.rules import (
 __all__ = ["laptop", "service"]
 
 
-def _memory_rules(*, warning: float, warning_clear: float, critical: float,
-                  critical_clear: float, psi_some: float, psi_some_clear: float,
-                  psi_full: float, psi_full_clear: float) -> list[Rule]:
+def _memory_rules(
+    *,
+    warning: float,
+    warning_clear: float,
+    critical: float,
+    critical_clear: float,
+    psi_some: float,
+    psi_some_clear: float,
+    psi_full: float,
+    psi_full_clear: float,
+) -> list[Rule]:
     return [
-        Threshold("memory.percent", ">=", warning, level=Level.WARNING, clear=warning_clear,
-                  name=f"memory >= {warning:g}% of limit"),
-        Threshold("memory.percent", ">=", critical, level=Level.CRITICAL, clear=critical_clear,
-                  name=f"memory >= {critical:g}% of limit"),
-        Threshold("pressure.memory.some.avg10", ">", psi_some, level=Level.WARNING,
-                  clear=psi_some_clear, name=f"memory pressure (some avg10) > {psi_some:g}%"),
-        Threshold("pressure.memory.full.avg10", ">", psi_full, level=Level.CRITICAL,
-                  clear=psi_full_clear, name=f"memory pressure (full avg10) > {psi_full:g}%"),
+        Threshold(
+            "memory.percent",
+            ">=",
+            warning,
+            level=Level.WARNING,
+            clear=warning_clear,
+            name=f"memory >= {warning:g}% of limit",
+        ),
+        Threshold(
+            "memory.percent",
+            ">=",
+            critical,
+            level=Level.CRITICAL,
+            clear=critical_clear,
+            name=f"memory >= {critical:g}% of limit",
+        ),
+        Threshold(
+            "pressure.memory.some.avg10",
+            ">",
+            psi_some,
+            level=Level.WARNING,
+            clear=psi_some_clear,
+            name=f"memory pressure (some avg10) > {psi_some:g}%",
+        ),
+        Threshold(
+            "pressure.memory.full.avg10",
+            ">",
+            psi_full,
+            level=Level.CRITICAL,
+            clear=psi_full_clear,
+            name=f"memory pressure (full avg10) > {psi_full:g}%",
+        ),
     ]
 
 
 def _leak() -> LeakDetector:
-    return LeakDetector("process.rss", growth="50MB", window="10m", level=Level.WARNING,
-                        name="process RSS grows > 50 MB per 10 min")
+    return LeakDetector(
+        "process.rss",
+        growth="50MB",
+        window="10m",
+        level=Level.WARNING,
+        name="process RSS grows > 50 MB per 10 min",
+    )
 
 
 def laptop() -> Policy:
     """The developer-machine indicators (see the module docstring for the numbers)."""
-    return Policy([
-        *_memory_rules(warning=85, warning_clear=80, critical=95, critical_clear=90,
-                       psi_some=10, psi_some_clear=5, psi_full=5, psi_full_clear=2),
-        ProcessThreshold(cpu_percent_above=100, for_="30s", clear=80, level=Level.WARNING,
-                         name="a process above 100% CPU for 30s"),
-        ProcessCount(cpu_percent_above=50, at_least=2, for_="10s", clear=40,
-                     level=Level.WARNING, name="2+ processes above 50% CPU for 10s"),
-        _leak(),
-    ])
+    return Policy(
+        [
+            *_memory_rules(
+                warning=85,
+                warning_clear=80,
+                critical=95,
+                critical_clear=90,
+                psi_some=10,
+                psi_some_clear=5,
+                psi_full=5,
+                psi_full_clear=2,
+            ),
+            ProcessThreshold(
+                cpu_percent_above=100,
+                for_="30s",
+                clear=80,
+                level=Level.WARNING,
+                name="a process above 100% CPU for 30s",
+            ),
+            ProcessCount(
+                cpu_percent_above=50,
+                at_least=2,
+                for_="10s",
+                clear=40,
+                level=Level.WARNING,
+                name="2+ processes above 50% CPU for 10s",
+            ),
+            _leak(),
+        ]
+    )
 
 
 def service() -> Policy:
     """The service indicators: tighter memory, no process table, a time-to-limit forecast."""
-    return Policy([
-        *_memory_rules(warning=80, warning_clear=75, critical=90, critical_clear=85,
-                       psi_some=5, psi_some_clear=2, psi_full=2, psi_full_clear=1),
-        TimeToLimit(within="2m", level=Level.WARNING, metric="memory.used",
-                    limit="memory.limit", window="1m", clear="3m",
-                    name="memory limit reached within 2 min"),
-        _leak(),
-    ])
+    return Policy(
+        [
+            *_memory_rules(
+                warning=80,
+                warning_clear=75,
+                critical=90,
+                critical_clear=85,
+                psi_some=5,
+                psi_some_clear=2,
+                psi_full=2,
+                psi_full_clear=1,
+            ),
+            TimeToLimit(
+                within="2m",
+                level=Level.WARNING,
+                metric="memory.used",
+                limit="memory.limit",
+                window="1m",
+                clear="3m",
+                name="memory limit reached within 2 min",
+            ),
+            _leak(),
+        ]
+    )

@@ -72,11 +72,14 @@ class ProcessTable:
     *clock* is the monotonic clock used to turn CPU-time deltas into percentages.
     """
 
-    def __init__(self, roots: Roots = DEFAULT_ROOTS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, roots: Roots = DEFAULT_ROOTS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if not isinstance(roots, Roots):
-            raise InvalidType(f"roots={shown(roots)} is not a Roots; expected "
-                              "resguard._probes.paths.Roots(proc=..., cgroup=...)")
+            raise InvalidType(
+                f"roots={shown(roots)} is not a Roots; expected "
+                "resguard._probes.paths.Roots(proc=..., cgroup=...)"
+            )
         clock = checked_clock(clock)
         self._proc = roots.proc
         self._clock = clock
@@ -103,10 +106,12 @@ class ProcessTable:
         if text is None and not os.path.exists(path):
             kind, detail = "missing", "no such file"
         uptime_s = _boot_clock_s()
-        self._boot_fault = Fault("processes.create_time", path, kind, detail,
-                                 fallback="the clock minus CLOCK_BOOTTIME")
-        SENSING_FAULTS.failed(path, f"{kind}: {detail}; boot time from the clock instead",
-                              kind=kind)
+        self._boot_fault = Fault(
+            "processes.create_time", path, kind, detail, fallback="the clock minus CLOCK_BOOTTIME"
+        )
+        SENSING_FAULTS.failed(
+            path, f"{kind}: {detail}; boot time from the clock instead", kind=kind
+        )
         return time.time() - uptime_s if uptime_s is not None else 0.0
 
     def _uptime_s(self, faults: list[Fault]) -> float | None:
@@ -116,12 +121,25 @@ class ProcessTable:
         uptime_s = _procfs.parse_uptime(text) if text is not None else None
         if uptime_s is not None:
             return uptime_s
-        kind, detail = damage_of(text) if text is not None else (
-            ("missing", "no such file") if not os.path.exists(path)
-            else ("unreadable", "cannot read"))
+        kind, detail = (
+            damage_of(text)
+            if text is not None
+            else (
+                ("missing", "no such file")
+                if not os.path.exists(path)
+                else ("unreadable", "cannot read")
+            )
+        )
         fallback = _boot_clock_s()
-        faults.append(Fault("processes.cpu_percent", path, kind, detail,
-                            fallback="CLOCK_BOOTTIME" if fallback is not None else None))
+        faults.append(
+            Fault(
+                "processes.cpu_percent",
+                path,
+                kind,
+                detail,
+                fallback="CLOCK_BOOTTIME" if fallback is not None else None,
+            )
+        )
         return fallback
 
     def sample(self) -> list[ProcessInfo]:
@@ -140,8 +158,9 @@ class ProcessTable:
             try:
                 entries = list(os.scandir(self._proc))
             except OSError as error:
-                faults.append(Fault("processes", self._proc, "unreadable",
-                                    error.strerror or str(error)))
+                faults.append(
+                    Fault("processes", self._proc, "unreadable", error.strerror or str(error))
+                )
                 entries = []
             damaged: dict[str, Fault] = {}
             for entry in entries:
@@ -154,8 +173,7 @@ class ProcessTable:
                 stat = _procfs.parse_pid_stat(text)
                 if stat is None:
                     kind, detail = damage_of(text)
-                    damaged.setdefault(kind, Fault("processes", entry.path + "/stat", kind,
-                                                   detail))
+                    damaged.setdefault(kind, Fault("processes", entry.path + "/stat", kind, detail))
                     continue
                 try:
                     uid = entry.stat(follow_symlinks=False).st_uid
@@ -167,15 +185,30 @@ class ProcessTable:
                 if before is not None and now > before[1] and ticks >= before[0]:
                     cpu = 100.0 * (ticks - before[0]) / _procfs.TICKS_PER_S / (now - before[1])
                 else:
-                    lifetime_s = (uptime_s - start_ticks / _procfs.TICKS_PER_S
-                                  if uptime_s is not None else 0.0)
-                    cpu = (100.0 * ticks / _procfs.TICKS_PER_S / lifetime_s
-                           if lifetime_s > 0 else 0.0)
+                    lifetime_s = (
+                        uptime_s - start_ticks / _procfs.TICKS_PER_S
+                        if uptime_s is not None
+                        else 0.0
+                    )
+                    cpu = (
+                        100.0 * ticks / _procfs.TICKS_PER_S / lifetime_s if lifetime_s > 0 else 0.0
+                    )
                 current[key] = (ticks, now)
-                rows.append(ProcessInfo(
-                    pid=key[0], name=name, cmdline=(), username=None, uid=uid, ppid=ppid,
-                    rss=rss, uss=None, cpu_percent=max(cpu, 0.0), num_threads=threads,
-                    create_time=self._boot_time_s + start_ticks / _procfs.TICKS_PER_S))
+                rows.append(
+                    ProcessInfo(
+                        pid=key[0],
+                        name=name,
+                        cmdline=(),
+                        username=None,
+                        uid=uid,
+                        ppid=ppid,
+                        rss=rss,
+                        uss=None,
+                        cpu_percent=max(cpu, 0.0),
+                        num_threads=threads,
+                        create_time=self._boot_time_s + start_ticks / _procfs.TICKS_PER_S,
+                    )
+                )
             self._previous = current
             faults.extend(damaged.values())
             if self._boot_fault is not None:
@@ -194,8 +227,11 @@ class ProcessTable:
                 source = os.path.join(self._proc, "<pid>", "stat")
             sources.setdefault(source, fault)
         for source, fault in sources.items():
-            outcome = (f"{fault.field} from {fault.fallback}" if fault.fallback
-                       else f"rows skipped (e.g. {fault.source})")
+            outcome = (
+                f"{fault.field} from {fault.fallback}"
+                if fault.fallback
+                else f"rows skipped (e.g. {fault.source})"
+            )
             # a damaged row that comes and goes (process churn) is not one record per flap
             _report_failure(source, f"{fault.kind}: {fault.detail}; {outcome}", fault.kind)
         now_failing = set(sources)
@@ -242,8 +278,9 @@ def describe(row: ProcessInfo, proc: str = "/proc") -> ProcessInfo:
     import attrs
 
     if not isinstance(row, ProcessInfo):
-        raise InvalidType(f"row={shown(row)} is not a ProcessInfo; expected a row of the "
-                          "process table")
+        raise InvalidType(
+            f"row={shown(row)} is not a ProcessInfo; expected a row of the process table"
+        )
     if not isinstance(proc, str):
         raise InvalidType(f"proc={shown(proc)} is not a path; expected a string such as '/proc'")
 
@@ -266,12 +303,15 @@ def _group_by_name(rows: list[ProcessInfo]) -> list[ProcessInfo]:
     merged = []
     for members in groups.values():
         leader = max(members, key=lambda member: member.rss)
-        merged.append(attrs.evolve(
-            leader,
-            rss=sum(member.rss for member in members),
-            cpu_percent=sum(member.cpu_percent for member in members),
-            num_threads=sum(member.num_threads for member in members),
-            count=len(members)))
+        merged.append(
+            attrs.evolve(
+                leader,
+                rss=sum(member.rss for member in members),
+                cpu_percent=sum(member.cpu_percent for member in members),
+                num_threads=sum(member.num_threads for member in members),
+                count=len(members),
+            )
+        )
     return merged
 
 
@@ -279,8 +319,9 @@ def processes_html(rows: list[ProcessInfo], title: str = "top processes") -> str
     """An HTML table of process rows for notebooks."""
     rows = list(rows)
     if not all(isinstance(row, ProcessInfo) for row in rows):
-        raise InvalidType(f"rows={shown(rows)} are not ProcessInfo rows; expected the result of "
-                          "top_processes()")
+        raise InvalidType(
+            f"rows={shown(rows)} are not ProcessInfo rows; expected the result of top_processes()"
+        )
     return records_table(rows, TOP_COLUMNS, title)
 
 

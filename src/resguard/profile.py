@@ -150,8 +150,10 @@ def _check_interval(value: float | str | None, what: str, *, optional: bool) -> 
     if seconds <= 0:
         raise InvalidValue(f"{what}={value!r} must be above zero, e.g. '100ms'")
     if seconds < _MIN_INTERVAL_S:
-        raise InvalidValue(f"{what}={value!r} is below the 1ms floor (a shorter interval "
-                           f"would keep a core busy sampling); expected e.g. '100ms'")
+        raise InvalidValue(
+            f"{what}={value!r} is below the 1ms floor (a shorter interval "
+            f"would keep a core busy sampling); expected e.g. '100ms'"
+        )
     return seconds
 
 
@@ -210,9 +212,16 @@ class Profile:
     times): each run replaces the previous run's samples. It is not re-entrant.
     """
 
-    def __init__(self, interval: float | str = "100ms", *, children: bool = True,
-                 tracemalloc: bool = False, uss_interval: float | str | None = "1s",
-                 label: str | None = None, sampler: Sampler | None = None) -> None:
+    def __init__(
+        self,
+        interval: float | str = "100ms",
+        *,
+        children: bool = True,
+        tracemalloc: bool = False,
+        uss_interval: float | str | None = "1s",
+        label: str | None = None,
+        sampler: Sampler | None = None,
+    ) -> None:
         self.interval_s = _check_interval(interval, "interval", optional=False)
         self.uss_interval_s = _check_interval(uss_interval, "uss_interval", optional=True)
         self.children = _check_flag(children, "children")
@@ -221,8 +230,9 @@ class Profile:
             raise InvalidType(f"label={label!r} is not a string; expected a name or None")
         self.label = label
         if sampler is not None and not isinstance(sampler, Sampler):
-            raise InvalidType(f"sampler={sampler!r} is not a resguard.Sampler; expected a "
-                              f"Sampler or None")
+            raise InvalidType(
+                f"sampler={sampler!r} is not a resguard.Sampler; expected a Sampler or None"
+            )
         self._sampler = sampler if sampler is not None else Sampler()
         self._faults = FaultLog(_logger)
         self._lock = threading.Lock()
@@ -255,8 +265,9 @@ class Profile:
             self._next_uss = now + self.uss_interval_s
         previous_now, previous_cpu = self._previous
         elapsed = now - previous_now
-        cpu_percent = (100.0 * (cpu_s - previous_cpu) / elapsed
-                       if elapsed > 0 and previous_now else 0.0)
+        cpu_percent = (
+            100.0 * (cpu_s - previous_cpu) / elapsed if elapsed > 0 and previous_now else 0.0
+        )
         self._previous = (now, cpu_s)
         memory_psi = snap.pressure.memory
         traced = _tracemalloc.get_traced_memory()[0] if self.tracemalloc else None
@@ -298,8 +309,10 @@ class Profile:
     def __enter__(self) -> Profile:
         with self._lock:
             if self._running:
-                raise _AlreadyRunning("this profile is already running; profiles are not "
-                                   "re-entrant (make another one with resguard.profile())")
+                raise _AlreadyRunning(
+                    "this profile is already running; profiles are not "
+                    "re-entrant (make another one with resguard.profile())"
+                )
             self._running = True
             self._rows = []
         self._stop.clear()
@@ -318,8 +331,12 @@ class Profile:
         self._block_start = time.monotonic()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         end = time.monotonic()
         cpu_s = time.process_time()
         if not self._running:  # an exit without an entry would unbalance tracemalloc's users
@@ -349,6 +366,7 @@ class Profile:
         A call that starts while this profile is busy (another thread, recursion) is
         profiled by a fresh copy with the same settings, which is then dropped."""
         if inspect.iscoroutinefunction(fn):
+
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 with self._claim():
@@ -371,9 +389,13 @@ class Profile:
         try:
             target = self.__enter__()
         except _AlreadyRunning:
-            target = Profile(self.interval_s or 0.1, children=self.children,
-                             tracemalloc=self.tracemalloc, uss_interval=self.uss_interval_s,
-                             label=self.label).__enter__()
+            target = Profile(
+                self.interval_s or 0.1,
+                children=self.children,
+                tracemalloc=self.tracemalloc,
+                uss_interval=self.uss_interval_s,
+                label=self.label,
+            ).__enter__()
         try:
             yield target
         except BaseException as error:
@@ -486,8 +508,7 @@ class Profile:
 
     def summary(self) -> dict[str, Any]:
         """The headline figures as a plain dict (bytes, seconds, percent)."""
-        psi = [s.psi_memory_some_avg10 for s in self.samples
-               if s.psi_memory_some_avg10 is not None]
+        psi = [s.psi_memory_some_avg10 for s in self.samples if s.psi_memory_some_avg10 is not None]
         return {
             "label": self.label,
             "duration_s": self.duration,
@@ -509,9 +530,11 @@ class Profile:
 
     def __repr__(self) -> str:
         state = "running" if self._running else f"{len(self._samples)} samples"
-        return (f"<resguard.Profile {self.label or ''}{' ' if self.label else ''}{state}, "
-                f"{format_duration(self.duration)}, peak RSS {_bytes_text(self.peak_rss)} "
-                f"(+{_bytes_text(self.peak_rss_delta)})>")
+        return (
+            f"<resguard.Profile {self.label or ''}{' ' if self.label else ''}{state}, "
+            f"{format_duration(self.duration)}, peak RSS {_bytes_text(self.peak_rss)} "
+            f"(+{_bytes_text(self.peak_rss_delta)})>"
+        )
 
     def _repr_html_(self) -> str:
         rows: list[tuple[str, Any]] = []
@@ -522,9 +545,17 @@ class Profile:
                 rows.append((key, "unknown"))
             elif key == "duration_s":
                 rows.append(("duration", format_duration(value)))
-            elif key in {"baseline_rss", "peak_rss", "peak_rss_delta", "peak_total_rss",
-                         "peak_children_rss", "peak_uss", "peak_traced", "min_available",
-                         "limit"}:
+            elif key in {
+                "baseline_rss",
+                "peak_rss",
+                "peak_rss_delta",
+                "peak_total_rss",
+                "peak_children_rss",
+                "peak_uss",
+                "peak_traced",
+                "min_available",
+                "limit",
+            }:
                 rows.append((key, format_bytes(value)))
             else:
                 rows.append((key, value))
@@ -552,8 +583,7 @@ class Profile:
         try:
             import pandas
         except ImportError as error:
-            raise ImportError(f"Profile.to_dataframe() needs pandas: {_NOTEBOOK_EXTRA}") \
-                from error
+            raise ImportError(f"Profile.to_dataframe() needs pandas: {_NOTEBOOK_EXTRA}") from error
         return pandas.DataFrame(self.rows(), columns=list(_FIELDS))
 
     def plot(self, *, title: str | None = None) -> Figure:
@@ -582,8 +612,9 @@ def _write_csv(handle: IO[str], samples: Sequence[Sample]) -> None:
     writer = csv.writer(handle)
     writer.writerow(_FIELDS)
     for sample in samples:
-        writer.writerow(["" if getattr(sample, name) is None else getattr(sample, name)
-                         for name in _FIELDS])
+        writer.writerow(
+            ["" if getattr(sample, name) is None else getattr(sample, name) for name in _FIELDS]
+        )
 
 
 def _plot(prof: Profile, figure_class: Any, title: str | None) -> Figure:
@@ -596,57 +627,89 @@ def _plot(prof: Profile, figure_class: Any, title: str | None) -> Figure:
 
     figure: Figure = figure_class(figsize=(8, 5), layout="constrained")
     memory_axis, cpu_axis = figure.subplots(2, 1, sharex=True, height_ratios=(2, 1))
-    memory_axis.plot(times, curve(s.rss for s in samples), label="RSS", color="tab:blue",
-                     marker="." if len(samples) < 50 else None)
+    memory_axis.plot(
+        times,
+        curve(s.rss for s in samples),
+        label="RSS",
+        color="tab:blue",
+        marker="." if len(samples) < 50 else None,
+    )
     if any(s.children_rss for s in samples):
-        memory_axis.plot(times, curve(s.total_rss for s in samples), label="RSS + children",
-                         color="tab:purple", linestyle="--")
+        memory_axis.plot(
+            times,
+            curve(s.total_rss for s in samples),
+            label="RSS + children",
+            color="tab:purple",
+            linestyle="--",
+        )
     uss = [(s.elapsed_s, s.uss / mib) for s in samples if s.uss is not None]
     if uss:
-        memory_axis.plot(*zip(*uss, strict=True), label="USS", color="tab:green",
-                         linestyle=":", marker="x")
+        memory_axis.plot(
+            *zip(*uss, strict=True), label="USS", color="tab:green", linestyle=":", marker="x"
+        )
     if any(s.traced_bytes is not None for s in samples):
-        memory_axis.plot(times, [(s.traced_bytes or 0) / mib for s in samples],
-                         label="tracemalloc", color="tab:orange")
+        memory_axis.plot(
+            times,
+            [(s.traced_bytes or 0) / mib for s in samples],
+            label="tracemalloc",
+            color="tab:orange",
+        )
     peak = prof.peak_rss
     known = [s for s in samples if s.rss is not None]
     peak_sample = max(known, key=lambda s: s.rss or 0) if known else None
     if peak is not None and peak_sample is not None and peak_sample.rss is not None:
         memory_axis.axhline(peak / mib, color="tab:red", linewidth=0.8, linestyle="--")
-        memory_axis.plot([peak_sample.elapsed_s], [peak_sample.rss / mib], "o", color="tab:red",
-                         label=f"peak {format_bytes(peak)} "
-                               f"(+{_bytes_text(prof.peak_rss_delta)})")
+        memory_axis.plot(
+            [peak_sample.elapsed_s],
+            [peak_sample.rss / mib],
+            "o",
+            color="tab:red",
+            label=f"peak {format_bytes(peak)} (+{_bytes_text(prof.peak_rss_delta)})",
+        )
     limit = prof.limit
     if limit and peak and limit <= 4 * peak:
-        memory_axis.axhline(limit / mib, color="black", linewidth=1.2,
-                            label=f"limit {format_bytes(limit)}")
+        memory_axis.axhline(
+            limit / mib, color="black", linewidth=1.2, label=f"limit {format_bytes(limit)}"
+        )
     elif limit:
         memory_axis.plot([], [], " ", label=f"limit {format_bytes(limit)} (off scale)")
     memory_axis.set_ylabel("MiB")
     memory_axis.set_ylim(bottom=0)
     memory_axis.legend(loc="best", fontsize="small")
     memory_axis.grid(alpha=0.3)
-    cpu_axis.plot(times, [s.cpu_percent for s in samples], color="tab:gray",
-                  drawstyle="steps-pre")
+    cpu_axis.plot(times, [s.cpu_percent for s in samples], color="tab:gray", drawstyle="steps-pre")
     cpu_axis.set_ylabel("CPU %")
     cpu_axis.set_xlabel("seconds")
     cpu_axis.set_ylim(bottom=0)
     cpu_axis.grid(alpha=0.3)
     heading = title or f"resguard profile{': ' + prof.label if prof.label else ''}"
-    figure.suptitle(f"{heading} — {format_duration(prof.duration)}, "
-                    f"{len(samples)} samples")
+    figure.suptitle(f"{heading} — {format_duration(prof.duration)}, {len(samples)} samples")
     return figure
 
 
 @overload
 def profile(fn: _F, /) -> _F: ...
 @overload
-def profile(fn: None = None, /, *, interval: float | str = "100ms", children: bool = True,
-            tracemalloc: bool = False, uss_interval: float | str | None = "1s",
-            label: str | None = None) -> Profile: ...
-def profile(fn: Callable[..., Any] | None = None, /, *, interval: float | str = "100ms",
-            children: bool = True, tracemalloc: bool = False,
-            uss_interval: float | str | None = "1s", label: str | None = None) -> Any:
+def profile(
+    fn: None = None,
+    /,
+    *,
+    interval: float | str = "100ms",
+    children: bool = True,
+    tracemalloc: bool = False,
+    uss_interval: float | str | None = "1s",
+    label: str | None = None,
+) -> Profile: ...
+def profile(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    interval: float | str = "100ms",
+    children: bool = True,
+    tracemalloc: bool = False,
+    uss_interval: float | str | None = "1s",
+    label: str | None = None,
+) -> Any:
     """Profile memory and CPU of a block: ``with profile() as prof:`` or ``@profile()``.
 
     Arguments:
@@ -663,10 +726,13 @@ def profile(fn: Callable[..., Any] | None = None, /, *, interval: float | str = 
     CPU-bound loop at 100 ms and 1 % at 10 ms (benchmarks/bench_profile.py).
     """
     if fn is not None and not callable(fn):
-        raise InvalidType(f"profile({fn!r}): expected a function to decorate or keyword "
-                          f"arguments such as interval='100ms'")
-    made = Profile(interval, children=children, tracemalloc=tracemalloc,
-                   uss_interval=uss_interval, label=label)
+        raise InvalidType(
+            f"profile({fn!r}): expected a function to decorate or keyword "
+            f"arguments such as interval='100ms'"
+        )
+    made = Profile(
+        interval, children=children, tracemalloc=tracemalloc, uss_interval=uss_interval, label=label
+    )
     if fn is not None:
         return made(fn)
     return made

@@ -86,8 +86,9 @@ try:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
     from prometheus_client.registry import Collector, CollectorRegistry
 except ImportError as error:  # pragma: no cover - exercised by the import test
-    raise ImportError("resguard.prometheus needs prometheus_client: "
-                      "pip install 'resguard[prometheus]'") from error
+    raise ImportError(
+        "resguard.prometheus needs prometheus_client: pip install 'resguard[prometheus]'"
+    ) from error
 
 from resguard._errors import InvalidType, InvalidValue
 from resguard._modules.clock import Clock, monotonic
@@ -104,19 +105,40 @@ _logger = get_logger("resguard")
 
 #: Every metric name this module can expose (counters with their ``_total`` suffix).
 METRICS: tuple[str, ...] = (
-    "resguard_memory_limit_bytes", "resguard_memory_used_bytes",
-    "resguard_memory_available_bytes", "resguard_memory_total_bytes",
-    "resguard_memory_used_percent", "resguard_swap_used_bytes", "resguard_cpu_percent",
-    "resguard_cpu_effective", "resguard_pressure_avg10_percent", "resguard_process_rss_bytes",
-    "resguard_process_cpu_percent", "resguard_verdict_level", "resguard_verdict_breaches",
-    "resguard_guard_admitted_total", "resguard_guard_refused_total", "resguard_guard_in_flight",
-    "resguard_guard_reserved_bytes", "resguard_guard_waiting", "resguard_cache_bytes",
-    "resguard_cache_items", "resguard_cache_hit_ratio", "resguard_cache_hits_total",
-    "resguard_cache_misses_total", "resguard_cache_evictions_total", "resguard_model_loaded",
-    "resguard_model_loaded_bytes", "resguard_model_vram_bytes",
-    "resguard_container_memory_used_bytes", "resguard_container_memory_limit_bytes",
-    "resguard_scrape_errors_total", "resguard_sensing_up", "resguard_sensing_faults",
-    "resguard_state_age_seconds", "resguard_verdict_unknown",
+    "resguard_memory_limit_bytes",
+    "resguard_memory_used_bytes",
+    "resguard_memory_available_bytes",
+    "resguard_memory_total_bytes",
+    "resguard_memory_used_percent",
+    "resguard_swap_used_bytes",
+    "resguard_cpu_percent",
+    "resguard_cpu_effective",
+    "resguard_pressure_avg10_percent",
+    "resguard_process_rss_bytes",
+    "resguard_process_cpu_percent",
+    "resguard_verdict_level",
+    "resguard_verdict_breaches",
+    "resguard_guard_admitted_total",
+    "resguard_guard_refused_total",
+    "resguard_guard_in_flight",
+    "resguard_guard_reserved_bytes",
+    "resguard_guard_waiting",
+    "resguard_cache_bytes",
+    "resguard_cache_items",
+    "resguard_cache_hit_ratio",
+    "resguard_cache_hits_total",
+    "resguard_cache_misses_total",
+    "resguard_cache_evictions_total",
+    "resguard_model_loaded",
+    "resguard_model_loaded_bytes",
+    "resguard_model_vram_bytes",
+    "resguard_container_memory_used_bytes",
+    "resguard_container_memory_limit_bytes",
+    "resguard_scrape_errors_total",
+    "resguard_sensing_up",
+    "resguard_sensing_faults",
+    "resguard_state_age_seconds",
+    "resguard_verdict_unknown",
 )
 
 
@@ -169,27 +191,37 @@ class ResguardCollector(Collector):
     *clock* measures the monitor state's age (default the monitor's own clock).
     """
 
-    def __init__(self, monitor: Any = None, guards: Iterable[Any] = (),
-                 caches: Iterable[Any] = (), models: Iterable[Any] = (),
-                 *, sampler: Sampler | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        monitor: Any = None,
+        guards: Iterable[Any] = (),
+        caches: Iterable[Any] = (),
+        models: Iterable[Any] = (),
+        *,
+        sampler: Sampler | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         if monitor is not None and not hasattr(monitor, "state"):
-            raise InvalidType(f"monitor={shown(monitor)} is not a resguard.Monitor; "
-                              f"expected a Monitor or None")
+            raise InvalidType(
+                f"monitor={shown(monitor)} is not a resguard.Monitor; expected a Monitor or None"
+            )
         guard_list = _objects(guards, "guards", "stats", "resguard.Guard objects")
-        cache_list = [_as_cache(cache) for cache in _objects(caches, "caches", None,
-                                                             "caches")]
+        cache_list = [_as_cache(cache) for cache in _objects(caches, "caches", None, "caches")]
         for cache in cache_list:
             if not hasattr(cache, "stats"):
-                raise InvalidType(f"caches: {shown(cache)} is not a resguard.LRUCache or a "
-                                  f"memoized function")
+                raise InvalidType(
+                    f"caches: {shown(cache)} is not a resguard.LRUCache or a memoized function"
+                )
         model_list = _objects(models, "models", None, "LazyModel or ModelPool objects")
         for model in model_list:
             if not hasattr(model, "loaded") and not hasattr(model, "models"):
-                raise InvalidType(f"models: {shown(model)} is not a resguard.LazyModel or "
-                                  f"ModelPool")
+                raise InvalidType(
+                    f"models: {shown(model)} is not a resguard.LazyModel or ModelPool"
+                )
         if sampler is not None and not isinstance(sampler, Sampler):
-            raise InvalidType(f"sampler={shown(sampler)} is not a resguard Sampler; "
-                              f"expected a Sampler or None")
+            raise InvalidType(
+                f"sampler={shown(sampler)} is not a resguard Sampler; expected a Sampler or None"
+            )
         if clock is not None:
             clock = checked_clock(clock)
         self.monitor = monitor
@@ -225,30 +257,41 @@ class ResguardCollector(Collector):
             snap, verdict = None, None
         # a fault another source stood in for leaves nothing unknown: listed, but "up"
         sensing_up = snap is not None and not any(
-            getattr(fault, "fallback", None) is None for fault in snap.faults)
+            getattr(fault, "fallback", None) is None for fault in snap.faults
+        )
         if snap is not None:
             yield from _system_metrics(snap)
         if verdict is not None and snap is not None and self.monitor is not None:
             state = self.monitor.state
             stale, _ = _state_unknown(self.monitor, state, self._clock())
             sensing_up = sensing_up and not stale and not verdict.unknown
-            yield GaugeMetricFamily("resguard_state_age_seconds",
-                                    "Seconds since the monitor's state was sampled",
-                                    value=max(self._clock() - snap.monotonic, 0.0))
-            yield GaugeMetricFamily("resguard_verdict_unknown", "Rules that could not judge",
-                                    value=len(verdict.unknown))
+            yield GaugeMetricFamily(
+                "resguard_state_age_seconds",
+                "Seconds since the monitor's state was sampled",
+                value=max(self._clock() - snap.monotonic, 0.0),
+            )
+            yield GaugeMetricFamily(
+                "resguard_verdict_unknown", "Rules that could not judge", value=len(verdict.unknown)
+            )
             if not stale:  # an old verdict is not exported as if it were current
-                yield GaugeMetricFamily("resguard_verdict_level",
-                                        "Verdict of the monitor: 0 OK, 1 WARNING, 2 CRITICAL",
-                                        value=int(verdict.level))
-                yield GaugeMetricFamily("resguard_verdict_breaches", "Rules firing now",
-                                        value=len(verdict.breaches))
-        yield GaugeMetricFamily("resguard_sensing_up",
-                                "1 when every figure could be read and the state is fresh",
-                                value=1 if sensing_up else 0)
-        faults = GaugeMetricFamily("resguard_sensing_faults",
-                                   "Parts of the snapshot left unknown by a damaged source",
-                                   labels=["field", "kind"])
+                yield GaugeMetricFamily(
+                    "resguard_verdict_level",
+                    "Verdict of the monitor: 0 OK, 1 WARNING, 2 CRITICAL",
+                    value=int(verdict.level),
+                )
+                yield GaugeMetricFamily(
+                    "resguard_verdict_breaches", "Rules firing now", value=len(verdict.breaches)
+                )
+        yield GaugeMetricFamily(
+            "resguard_sensing_up",
+            "1 when every figure could be read and the state is fresh",
+            value=1 if sensing_up else 0,
+        )
+        faults = GaugeMetricFamily(
+            "resguard_sensing_faults",
+            "Parts of the snapshot left unknown by a damaged source",
+            labels=["field", "kind"],
+        )
         for field, kind in sorted({(f.field, f.kind) for f in (snap.faults if snap else ())}):
             faults.add_metric([field, kind], 1)
         yield faults
@@ -257,8 +300,9 @@ class ResguardCollector(Collector):
         if snap is not None:
             yield from self._model_metrics(snap)
             yield from _container_metrics(snap)
-        errors = CounterMetricFamily("resguard_scrape_errors",
-                                     "Parts of a scrape that failed", labels=["part"])
+        errors = CounterMetricFamily(
+            "resguard_scrape_errors", "Parts of a scrape that failed", labels=["part"]
+        )
         for part, count in sorted(self._errors.items()):
             errors.add_metric([part], count)
         yield errors
@@ -271,16 +315,21 @@ class ResguardCollector(Collector):
     def _guard_metrics(self) -> Iterator[Metric]:
         if not self.guards:
             return
-        admitted = CounterMetricFamily("resguard_guard_admitted",
-                                       "Admissions through a guard", labels=["guard"])
-        refused = CounterMetricFamily("resguard_guard_refused",
-                                      "Refusals by a guard, by reason", labels=["guard", "reason"])
-        in_flight = GaugeMetricFamily("resguard_guard_in_flight",
-                                      "Admitted calls still running", labels=["guard"])
-        reserved = GaugeMetricFamily("resguard_guard_reserved_bytes",
-                                     "Bytes reserved by calls in flight", labels=["guard"])
-        waiting = GaugeMetricFamily("resguard_guard_waiting",
-                                    "Calls queued for admission", labels=["guard"])
+        admitted = CounterMetricFamily(
+            "resguard_guard_admitted", "Admissions through a guard", labels=["guard"]
+        )
+        refused = CounterMetricFamily(
+            "resguard_guard_refused", "Refusals by a guard, by reason", labels=["guard", "reason"]
+        )
+        in_flight = GaugeMetricFamily(
+            "resguard_guard_in_flight", "Admitted calls still running", labels=["guard"]
+        )
+        reserved = GaugeMetricFamily(
+            "resguard_guard_reserved_bytes", "Bytes reserved by calls in flight", labels=["guard"]
+        )
+        waiting = GaugeMetricFamily(
+            "resguard_guard_waiting", "Calls queued for admission", labels=["guard"]
+        )
         unique = _Names()
         for guard in self.guards:
             try:
@@ -303,17 +352,22 @@ class ResguardCollector(Collector):
         if not self.caches:
             return
         families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
-            "bytes": GaugeMetricFamily("resguard_cache_bytes", "Bytes held by a cache",
-                                       labels=["cache"]),
-            "items": GaugeMetricFamily("resguard_cache_items", "Entries in a cache",
-                                       labels=["cache"]),
-            "ratio": GaugeMetricFamily("resguard_cache_hit_ratio",
-                                       "Hits over lookups, 0 to 1", labels=["cache"]),
+            "bytes": GaugeMetricFamily(
+                "resguard_cache_bytes", "Bytes held by a cache", labels=["cache"]
+            ),
+            "items": GaugeMetricFamily(
+                "resguard_cache_items", "Entries in a cache", labels=["cache"]
+            ),
+            "ratio": GaugeMetricFamily(
+                "resguard_cache_hit_ratio", "Hits over lookups, 0 to 1", labels=["cache"]
+            ),
             "hits": CounterMetricFamily("resguard_cache_hits", "Cache hits", labels=["cache"]),
-            "misses": CounterMetricFamily("resguard_cache_misses", "Cache misses",
-                                          labels=["cache"]),
-            "evictions": CounterMetricFamily("resguard_cache_evictions",
-                                             "Entries evicted for room", labels=["cache"]),
+            "misses": CounterMetricFamily(
+                "resguard_cache_misses", "Cache misses", labels=["cache"]
+            ),
+            "evictions": CounterMetricFamily(
+                "resguard_cache_evictions", "Entries evicted for room", labels=["cache"]
+            ),
         }
         unique = _Names()
         for cache in self.caches:
@@ -335,10 +389,12 @@ class ResguardCollector(Collector):
         ollama = snap.ollama or ()
         if not self.models and not ollama:
             return
-        loaded = GaugeMetricFamily("resguard_model_loaded", "1 when the model is in memory",
-                                   labels=["model", "source"])
-        loaded_bytes = GaugeMetricFamily("resguard_model_loaded_bytes",
-                                         "Memory a loaded model takes", labels=["model", "source"])
+        loaded = GaugeMetricFamily(
+            "resguard_model_loaded", "1 when the model is in memory", labels=["model", "source"]
+        )
+        loaded_bytes = GaugeMetricFamily(
+            "resguard_model_loaded_bytes", "Memory a loaded model takes", labels=["model", "source"]
+        )
         seen: set[int] = set()
         unique = _Names()
         for holder in self.models:
@@ -355,8 +411,9 @@ class ResguardCollector(Collector):
                     continue
                 loaded.add_metric([name, "lazy"], 1 if is_loaded else 0)
                 loaded_bytes.add_metric([name, "lazy"], size)
-        vram = GaugeMetricFamily("resguard_model_vram_bytes", "GPU memory of an Ollama model",
-                                 labels=["model"])
+        vram = GaugeMetricFamily(
+            "resguard_model_vram_bytes", "GPU memory of an Ollama model", labels=["model"]
+        )
         for info in ollama:
             loaded.add_metric([info.name, "ollama"], 1)
             if info.size is not None:
@@ -378,22 +435,28 @@ def _gauge(name: str, documentation: str, value: float | None) -> GaugeMetricFam
 
 def _system_metrics(snap: Snapshot) -> Iterator[Metric]:
     memory = snap.memory
-    limit = GaugeMetricFamily("resguard_memory_limit_bytes", "Effective memory limit",
-                              labels=["source"])
+    limit = GaugeMetricFamily(
+        "resguard_memory_limit_bytes", "Effective memory limit", labels=["source"]
+    )
     if memory.limit is not None:
         limit.add_metric([memory.source], memory.limit)
     yield limit
     yield _gauge("resguard_memory_used_bytes", "Memory used against the limit", memory.used)
-    yield _gauge("resguard_memory_available_bytes", "Memory still available under the limit",
-                 memory.available)
+    yield _gauge(
+        "resguard_memory_available_bytes",
+        "Memory still available under the limit",
+        memory.available,
+    )
     yield _gauge("resguard_memory_total_bytes", "Host physical memory", memory.total)
     yield _gauge("resguard_memory_used_percent", "Used over limit, 0-100", memory.percent)
     yield _gauge("resguard_swap_used_bytes", "Swap in use", snap.swap.used)
     yield _gauge("resguard_cpu_percent", "Host CPU busy, 0-100", snap.cpu.percent)
     yield _gauge("resguard_cpu_effective", "CPUs this process may use", snap.cpu.effective)
-    pressure = GaugeMetricFamily("resguard_pressure_avg10_percent",
-                                 "PSI stall share over 10 s, percent",
-                                 labels=["resource", "kind"])
+    pressure = GaugeMetricFamily(
+        "resguard_pressure_avg10_percent",
+        "PSI stall share over 10 s, percent",
+        labels=["resource", "kind"],
+    )
     for resource in ("memory", "cpu", "io"):
         value = getattr(snap.pressure, resource)
         if value is None:
@@ -402,20 +465,24 @@ def _system_metrics(snap: Snapshot) -> Iterator[Metric]:
         if value.full is not None:
             pressure.add_metric([resource, "full"], value.full.avg10)
     yield pressure
-    yield _gauge("resguard_process_rss_bytes", "This process's resident set size",
-                 snap.process.rss)
-    yield _gauge("resguard_process_cpu_percent", "This process's CPU, 100 = one core",
-                 snap.process.cpu_percent)
+    yield _gauge("resguard_process_rss_bytes", "This process's resident set size", snap.process.rss)
+    yield _gauge(
+        "resguard_process_cpu_percent",
+        "This process's CPU, 100 = one core",
+        snap.process.cpu_percent,
+    )
 
 
 def _container_metrics(snap: Snapshot) -> Iterator[Metric]:
     containers = snap.containers
     if containers is None:
         return
-    used = GaugeMetricFamily("resguard_container_memory_used_bytes",
-                             "A container's working set", labels=["container"])
-    limit = GaugeMetricFamily("resguard_container_memory_limit_bytes",
-                              "A container's memory limit", labels=["container"])
+    used = GaugeMetricFamily(
+        "resguard_container_memory_used_bytes", "A container's working set", labels=["container"]
+    )
+    limit = GaugeMetricFamily(
+        "resguard_container_memory_limit_bytes", "A container's memory limit", labels=["container"]
+    )
     for item in containers.items:
         if item.memory_used is not None:
             used.add_metric([item.name], item.memory_used)
@@ -451,8 +518,12 @@ class Server:
         self.close()
 
 
-def serve(port: int = 9108, addr: str = "127.0.0.1", *,
-          collector: ResguardCollector | Sequence[Collector] | None = None) -> Server:
+def serve(
+    port: int = 9108,
+    addr: str = "127.0.0.1",
+    *,
+    collector: ResguardCollector | Sequence[Collector] | None = None,
+) -> Server:
     """Serve ``/metrics`` on *addr*:*port* from a registry of its own (``port=0``: any free port).
 
     *collector* defaults to ``ResguardCollector()`` (machine and process figures); pass
@@ -478,7 +549,8 @@ def serve(port: int = 9108, addr: str = "127.0.0.1", *,
     try:
         httpd, thread = start_http_server(port, addr=addr, registry=registry)
     except OSError as error:  # the port is taken, the address is not this machine's
-        raise InvalidValue(f"cannot serve metrics on addr={shown(addr)}, port={shown(port)}: "
-                           f"{error}; expected a free port (or port=0) on a local address"
-                           ) from error
+        raise InvalidValue(
+            f"cannot serve metrics on addr={shown(addr)}, port={shown(port)}: "
+            f"{error}; expected a free port (or port=0) on a local address"
+        ) from error
     return Server(httpd, thread, registry)

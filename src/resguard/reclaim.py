@@ -61,8 +61,10 @@ class Cost:
     PROCESS = 1000.0
 
     def __new__(cls, *args: object, **kwargs: object) -> Cost:
-        raise InvalidType("Cost is a set of ranks, not a value to construct; expected one "
-                          "of Cost.GC, Cost.CACHE, Cost.MODEL, Cost.PROCESS (or any float)")
+        raise InvalidType(
+            "Cost is a set of ranks, not a value to construct; expected one "
+            "of Cost.GC, Cost.CACHE, Cost.MODEL, Cost.PROCESS (or any float)"
+        )
 
 
 @runtime_checkable
@@ -103,8 +105,10 @@ def _shown(value: object) -> str:
 
 def _check_reclaimable(item: object, where: str) -> Reclaimable:
     if not isinstance(item, Reclaimable):
-        raise InvalidType(f"{_shown(item)} is not a Reclaimable; {where} expected an object "
-                          "with name, cost, reclaimable_bytes() and reclaim(target_bytes)")
+        raise InvalidType(
+            f"{_shown(item)} is not a Reclaimable; {where} expected an object "
+            "with name, cost, reclaimable_bytes() and reclaim(target_bytes)"
+        )
     return item
 
 
@@ -130,8 +134,10 @@ def register(item: Reclaimable) -> None:
     _check_reclaimable(item, "register()")
     cost = _valid_cost(item)
     if cost is None:
-        raise InvalidValue(f"{_shown(getattr(item, 'cost', None))} is not a cost for "
-                           f"{_shown(item)}; expected a finite number (see resguard.Cost)")
+        raise InvalidValue(
+            f"{_shown(getattr(item, 'cost', None))} is not a cost for "
+            f"{_shown(item)}; expected a finite number (see resguard.Cost)"
+        )
     key = id(item)
 
     def _forget(_: weakref.ref[Reclaimable], key: int = key) -> None:
@@ -142,8 +148,10 @@ def register(item: Reclaimable) -> None:
     try:
         ref = weakref.ref(item, _forget)
     except TypeError:
-        raise InvalidType(f"{_shown(item)} cannot be held by a weak reference; expected an "
-                          "object that allows one (add '__weakref__' to its __slots__)") from None
+        raise InvalidType(
+            f"{_shown(item)} cannot be held by a weak reference; expected an "
+            "object that allows one (add '__weakref__' to its __slots__)"
+        ) from None
     with _lock:
         _registry[key] = ref
 
@@ -176,8 +184,10 @@ def _by_cost(items: Iterable[Reclaimable]) -> list[Reclaimable]:
     for item in items:
         cost = _valid_cost(item)
         if cost is None:
-            _bad_costs.failed(f"the cost of reclaimable {getattr(item, 'name', '?')!r}",
-                              "not a finite number; left off the ladder")
+            _bad_costs.failed(
+                f"the cost of reclaimable {getattr(item, 'name', '?')!r}",
+                "not a finite number; left off the ladder",
+            )
             continue
         ranked.append((cost, item))
     ranked.sort(key=lambda pair: pair[0])
@@ -198,15 +208,18 @@ class GarbageCollect:
     name = "gc.collect"
     cost = Cost.GC
 
-    def __init__(self, max_share: float = 0.05,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, max_share: float = 0.05, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         expected = "expected a number with 0 < share <= 1, e.g. 0.05"
         if isinstance(max_share, bool) or not isinstance(max_share, (int, float)):
-            raise InvalidType(f"max_share={_shown(max_share)} is not a share of wall time; "
-                              f"{expected}")
+            raise InvalidType(
+                f"max_share={_shown(max_share)} is not a share of wall time; {expected}"
+            )
         if not 0 < max_share <= 1:  # NaN fails too
-            raise InvalidValue(f"max_share={_shown(max_share)} is not a share of wall time; "
-                               f"{expected}")
+            raise InvalidValue(
+                f"max_share={_shown(max_share)} is not a share of wall time; {expected}"
+            )
         self._clock = checked_clock(clock)
         self.max_share = max_share
         self._next_allowed_s = float("-inf")
@@ -259,11 +272,29 @@ class MallocTrim:
             self._trim(0)
 
 
-DEFAULT_PROTECTED_NAMES = frozenset({
-    "init", "systemd", "systemd-journal", "systemd-logind", "systemd-udevd", "dbus-daemon",
-    "dbus-broker", "sshd", "login", "agetty", "dockerd", "containerd", "Xorg", "Xwayland",
-    "gnome-shell", "kwin_wayland", "kwin_x11", "sway", "plasmashell",
-})
+DEFAULT_PROTECTED_NAMES = frozenset(
+    {
+        "init",
+        "systemd",
+        "systemd-journal",
+        "systemd-logind",
+        "systemd-udevd",
+        "dbus-daemon",
+        "dbus-broker",
+        "sshd",
+        "login",
+        "agetty",
+        "dockerd",
+        "containerd",
+        "Xorg",
+        "Xwayland",
+        "gnome-shell",
+        "kwin_wayland",
+        "kwin_x11",
+        "sway",
+        "plasmashell",
+    }
+)
 """Process names (``comm``) the stopper never touches, whatever the patterns say: losing
 one of these takes the machine, the session or the remote login with it."""
 
@@ -324,15 +355,19 @@ def _compile_patterns(patterns: object) -> tuple[re.Pattern[str], ...]:
             try:
                 regex = re.compile(pattern)
             except (re.error, RecursionError, OverflowError) as error:
-                raise InvalidValue(f"{_shown(pattern)} is not a regular expression: {error}; "
-                                   f"{expected}") from None
+                raise InvalidValue(
+                    f"{_shown(pattern)} is not a regular expression: {error}; {expected}"
+                ) from None
         else:
-            raise InvalidType(f"{_shown(pattern)} in {_shown(patterns)} is not a pattern; "
-                              f"{expected}")
+            raise InvalidType(
+                f"{_shown(pattern)} in {_shown(patterns)} is not a pattern; {expected}"
+            )
         if regex.search("") is not None:
-            raise InvalidValue(f"{regex.pattern!r} matches an empty string, so it matches "
-                               "every process; expected a pattern that names what may be "
-                               "stopped")
+            raise InvalidValue(
+                f"{regex.pattern!r} matches an empty string, so it matches "
+                "every process; expected a pattern that names what may be "
+                "stopped"
+            )
         compiled.append(regex)
     return tuple(compiled)
 
@@ -387,9 +422,15 @@ class ProcessStopper:
     name = "stop processes"
     cost = Cost.PROCESS
 
-    def __init__(self, patterns: Iterable[str | re.Pattern[str]], *, enabled: bool = False,
-                 dry_run: bool = True, grace: float | str = "5s",
-                 protect: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        patterns: Iterable[str | re.Pattern[str]],
+        *,
+        enabled: bool = False,
+        dry_run: bool = True,
+        grace: float | str = "5s",
+        protect: Iterable[str] = (),
+    ) -> None:
         from resguard.units import parse_duration
 
         compiled = _compile_patterns(patterns)
@@ -465,23 +506,30 @@ class ProcessStopper:
             second = read_stat(pid, self._proc)
             if second is None or second.start_ticks != first.start_ticks:
                 continue  # gone, or its PID changed hands while it was read
-            found.append(StopCandidate(
-                pid=pid, start_ticks=first.start_ticks, name=first.name, cmdline=command,
-                uid=uid, rss=first.rss_pages * PAGE_SIZE,
-                protected=self._why_protected(pid, uid, first)))
+            found.append(
+                StopCandidate(
+                    pid=pid,
+                    start_ticks=first.start_ticks,
+                    name=first.name,
+                    cmdline=command,
+                    uid=uid,
+                    rss=first.rss_pages * PAGE_SIZE,
+                    protected=self._why_protected(pid, uid, first),
+                )
+            )
         found.sort(key=lambda candidate: candidate.rss, reverse=True)
         return found
 
     def reclaimable_bytes(self) -> int:
         if not self.enabled:
             return 0
-        return sum(candidate.rss for candidate in self.candidates()
-                   if candidate.protected is None)
+        return sum(candidate.rss for candidate in self.candidates() if candidate.protected is None)
 
     def reclaim(self, target_bytes: int) -> int:
         if isinstance(target_bytes, bool) or not isinstance(target_bytes, int):
-            raise InvalidType(f"{_shown(target_bytes)} is not a number of bytes; expected an "
-                              "integer")
+            raise InvalidType(
+                f"{_shown(target_bytes)} is not a number of bytes; expected an integer"
+            )
         if not self.enabled:
             return 0
         freed = 0
@@ -503,22 +551,36 @@ class ProcessStopper:
         identity has exited or its PID belongs to another process now.
         """
         if not isinstance(candidate, StopCandidate):
-            raise InvalidType(f"{_shown(candidate)} is not a StopCandidate; expected one "
-                              "from ProcessStopper.candidates()")
+            raise InvalidType(
+                f"{_shown(candidate)} is not a StopCandidate; expected one "
+                "from ProcessStopper.candidates()"
+            )
         for field in ("pid", "start_ticks"):
             value = getattr(candidate, field)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidType(f"candidate.{field}={_shown(value)} is not a whole number; "
-                                  "expected a StopCandidate from ProcessStopper.candidates()")
+                raise InvalidType(
+                    f"candidate.{field}={_shown(value)} is not a whole number; "
+                    "expected a StopCandidate from ProcessStopper.candidates()"
+                )
         if candidate.pid <= 0 or candidate.start_ticks < 0:
             # os.kill(0) and os.kill(-1) signal whole groups: never let such a PID near it
-            raise InvalidValue(f"candidate.pid={candidate.pid!r} (start_ticks="
-                               f"{candidate.start_ticks!r}) is not one process; expected a "
-                               "StopCandidate from ProcessStopper.candidates()")
+            raise InvalidValue(
+                f"candidate.pid={candidate.pid!r} (start_ticks="
+                f"{candidate.start_ticks!r}) is not one process; expected a "
+                "StopCandidate from ProcessStopper.candidates()"
+            )
 
         def action(signal_name: str, done: bool, reason: str) -> StopAction:
-            return StopAction(candidate.pid, candidate.name, candidate.cmdline, candidate.rss,
-                              signal_name, done, reason, candidate.start_ticks)
+            return StopAction(
+                candidate.pid,
+                candidate.name,
+                candidate.cmdline,
+                candidate.rss,
+                signal_name,
+                done,
+                reason,
+                candidate.start_ticks,
+            )
 
         if candidate.protected is not None:
             return action("none", False, f"protected: {candidate.protected}")
@@ -530,36 +592,52 @@ class ProcessStopper:
                 if len(self._dry_run_logged) >= _DRY_RUN_LOGGED_MAX:
                     self._dry_run_logged.clear()
                 self._dry_run_logged.add(seen)
-                _logger.warning("dry run: would stop pid %d (%s, %s)", candidate.pid,
-                                candidate.name, format_bytes(candidate.rss))
-            return action("SIGTERM", False,
-                          f"dry run: would send SIGTERM, then SIGKILL after "
-                          f"{self.grace_s:g} s")
+                _logger.warning(
+                    "dry run: would stop pid %d (%s, %s)",
+                    candidate.pid,
+                    candidate.name,
+                    format_bytes(candidate.rss),
+                )
+            return action(
+                "SIGTERM",
+                False,
+                f"dry run: would send SIGTERM, then SIGKILL after {self.grace_s:g} s",
+            )
         identity = Identity(candidate.pid, candidate.start_ticks)
         handle = ProcessHandle.open(identity, self._proc, use_pidfd=self._use_pidfd)
         if handle is None:
-            return action("none", False, "gone before it was signalled (it exited, or its "
-                          "PID belongs to another process now)")
+            return action(
+                "none",
+                False,
+                "gone before it was signalled (it exited, or its "
+                "PID belongs to another process now)",
+            )
         with handle:
             try:
                 uid: int | None = os.stat(f"{self._proc}/{candidate.pid}").st_uid
             except OSError:
                 uid = None
             stat = handle.stat()  # the owner read above is this process's
-            reason = (self._why_protected(candidate.pid, uid, stat) if stat is not None
-                      else None)
+            reason = self._why_protected(candidate.pid, uid, stat) if stat is not None else None
             if reason is not None:
                 return action("none", False, f"protected: {reason}")
             try:
                 result = self._terminate(handle, action)
             except PermissionError as error:
                 return action("none", False, f"not permitted: {error.strerror}")
-        _logger.warning("stopping pid %d (%s, %s): %s, %s", candidate.pid, candidate.name,
-                        format_bytes(candidate.rss), result.signal, result.reason)
+        _logger.warning(
+            "stopping pid %d (%s, %s): %s, %s",
+            candidate.pid,
+            candidate.name,
+            format_bytes(candidate.rss),
+            result.signal,
+            result.reason,
+        )
         return result
 
-    def _terminate(self, handle: ProcessHandle,
-                   action: Callable[[str, bool, str], StopAction]) -> StopAction:
+    def _terminate(
+        self, handle: ProcessHandle, action: Callable[[str, bool, str], StopAction]
+    ) -> StopAction:
         if not handle.send(signal.SIGTERM):
             return action("none", True, "exited before it was signalled")
         if handle.wait_exited(self.grace_s, clock=self._clock, sleep=self._sleep):
@@ -567,10 +645,12 @@ class ProcessStopper:
         if not handle.send(signal.SIGKILL):
             return action("SIGTERM", True, "exited at the end of the grace period")
         if handle.wait_exited(_KILL_WAIT_S, clock=self._clock, sleep=self._sleep):
-            return action("SIGKILL", True,
-                          f"still running {self.grace_s:g} s after SIGTERM; killed")
-        return action("SIGKILL", False,
-                      f"still running {_KILL_WAIT_S:g} s after SIGKILL (uninterruptible?)")
+            return action(
+                "SIGKILL", True, f"still running {self.grace_s:g} s after SIGTERM; killed"
+            )
+        return action(
+            "SIGKILL", False, f"still running {_KILL_WAIT_S:g} s after SIGKILL (uninterruptible?)"
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -619,22 +699,33 @@ class Ladder:
     stopped on a number nobody could read.
     """
 
-    def __init__(self, measure: Callable[[], int | None], *,
-                 min_reclaim: int | str = "16MiB", gc_step: GarbageCollect | None = None,
-                 trim_step: MallocTrim | None = None,
-                 extra: Iterable[Reclaimable] = ()) -> None:
+    def __init__(
+        self,
+        measure: Callable[[], int | None],
+        *,
+        min_reclaim: int | str = "16MiB",
+        gc_step: GarbageCollect | None = None,
+        trim_step: MallocTrim | None = None,
+        extra: Iterable[Reclaimable] = (),
+    ) -> None:
         from resguard.units import parse_bytes
 
         if not callable(measure):
-            raise InvalidType(f"measure={_shown(measure)} is not callable; expected a "
-                              "function returning the bytes in use (or None when unknown)")
+            raise InvalidType(
+                f"measure={_shown(measure)} is not callable; expected a "
+                "function returning the bytes in use (or None when unknown)"
+            )
         min_reclaim_bytes = parse_bytes(min_reclaim)
         if gc_step is not None and not isinstance(gc_step, GarbageCollect):
-            raise InvalidType(f"gc_step={_shown(gc_step)} is not a GarbageCollect; expected "
-                              "resguard.reclaim.GarbageCollect(...) or None")
+            raise InvalidType(
+                f"gc_step={_shown(gc_step)} is not a GarbageCollect; expected "
+                "resguard.reclaim.GarbageCollect(...) or None"
+            )
         if trim_step is not None and not isinstance(trim_step, MallocTrim):
-            raise InvalidType(f"trim_step={_shown(trim_step)} is not a MallocTrim; expected "
-                              "resguard.reclaim.MallocTrim() or None")
+            raise InvalidType(
+                f"trim_step={_shown(trim_step)} is not a MallocTrim; expected "
+                "resguard.reclaim.MallocTrim() or None"
+            )
         extra_items = _reclaimables(extra)
         self.measure = measure
         self.min_reclaim_bytes = min_reclaim_bytes
@@ -656,8 +747,9 @@ class Ladder:
             return None
         if isinstance(used, bool) or not isinstance(used, int) or used < 0:
             if used is not None:
-                self._faults.failed("the ladder's memory measure",
-                                    f"returned {_shown(used)}, not a number of bytes")
+                self._faults.failed(
+                    "the ladder's memory measure", f"returned {_shown(used)}, not a number of bytes"
+                )
             return None
         self._faults.recovered("the ladder's memory measure")
         return used
@@ -665,8 +757,9 @@ class Ladder:
     def run(self, needed_bytes: int) -> ReclaimReport:
         """Free at least *needed_bytes* plus the minimum reclaim, cheapest step first."""
         if isinstance(needed_bytes, bool) or not isinstance(needed_bytes, int):
-            raise InvalidType(f"{_shown(needed_bytes)} is not a number of bytes; expected an "
-                              "integer")
+            raise InvalidType(
+                f"{_shown(needed_bytes)} is not a number of bytes; expected an integer"
+            )
         target = max(needed_bytes, 0) + self.min_reclaim_bytes
         results: list[StepResult] = []
         freed_total = 0
@@ -690,18 +783,22 @@ class Ladder:
             self._faults.recovered(step)
             self.trim_step.trim()
             after = self._measure()
-            measured = max(before - after, 0) if before is not None and after is not None \
-                else None
+            measured = max(before - after, 0) if before is not None and after is not None else None
             before = after
             if measured is None:
                 all_measured = False
             freed_total += measured if measured is not None else max(claimed, 0)
-            results.append(StepResult(str(item.name), claimed, measured,
-                                      time.perf_counter() - start))
+            results.append(
+                StepResult(str(item.name), claimed, measured, time.perf_counter() - start)
+            )
         report = ReclaimReport(target, freed_total, tuple(results), all_measured)
         self.last_report = report
         if results:
-            _logger.info("reclaim: freed %s%s of %s in %d steps", format_bytes(freed_total),
-                         "" if all_measured else " (partly claimed, unmeasured)",
-                         format_bytes(target), len(results))
+            _logger.info(
+                "reclaim: freed %s%s of %s in %d steps",
+                format_bytes(freed_total),
+                "" if all_measured else " (partly claimed, unmeasured)",
+                format_bytes(target),
+                len(results),
+            )
         return report

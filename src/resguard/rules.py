@@ -111,6 +111,7 @@ class Level(enum.IntEnum):
 
 # --------------------------------------------------------------------------- values ---
 
+
 @attrs.frozen(slots=True)
 class Offender(ValueMixin):
     """A process (or container) named by a table breach: its value (CPU percent, RSS bytes,
@@ -159,8 +160,9 @@ class Breach(ValueMixin):
         """A one-line description for logs and the CLI."""
         text = f"{self.rule}: {_format_value(self.value, self.unit)}"
         if self.offenders:
-            shown = ", ".join(f"{o.label} {_format_value(o.value, self.unit)}"
-                              for o in self.offenders[:3])
+            shown = ", ".join(
+                f"{o.label} {_format_value(o.value, self.unit)}" for o in self.offenders[:3]
+            )
             more = len(self.offenders) - 3
             text += f" ({shown}{f', +{more} more' if more > 0 else ''})"
         if self.held_s >= 1:
@@ -262,11 +264,15 @@ class Rule(Protocol):
 
 # --------------------------------------------------------------------- validation ---
 
-_BYTE_LEAVES: Final = frozenset({"total", "limit", "used", "available", "free", "rss", "vms",
-                                 "uss", "children_rss"})
+_BYTE_LEAVES: Final = frozenset(
+    {"total", "limit", "used", "available", "free", "rss", "vms", "uss", "children_rss"}
+)
 _PSI_LEAVES: Final = frozenset({"avg10", "avg60", "avg300"})
 _OPS: Final[dict[str, Callable[[Any, Any], bool]]] = {
-    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
 }
 _paths_cache: dict[str, Any] = {}
 
@@ -280,16 +286,19 @@ def _known_paths() -> dict[str, Any]:
 def _check_metric(metric: object) -> str:
     """Return *metric* if it is a numeric snapshot path, else raise naming close matches."""
     if not isinstance(metric, str):
-        raise InvalidType(f"{shown(metric)} is not a metric name; expected a dotted path such as "
-                          f"'memory.percent'")
+        raise InvalidType(
+            f"{shown(metric)} is not a metric name; expected a dotted path such as 'memory.percent'"
+        )
     paths = _known_paths()
     if metric not in paths:
         import difflib  # only on this error path: keeps `import resguard` light
 
         close = difflib.get_close_matches(metric, paths, n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise UnknownMetric(f"unknown metric {shown(metric)}{hint} "
-                            f"(resguard.snapshot.metric_paths() lists them all)")
+        raise UnknownMetric(
+            f"unknown metric {shown(metric)}{hint} "
+            f"(resguard.snapshot.metric_paths() lists them all)"
+        )
     return metric
 
 
@@ -326,8 +335,10 @@ def _finite(number: float) -> bool:
 def _level(value: object) -> Level:
     """A rule's level: WARNING or CRITICAL (a rule that fires at OK would say nothing)."""
     if isinstance(value, bool) or not isinstance(value, (Level, str, int)):
-        raise InvalidType(f"level={shown(value)} is not a level; expected Level.WARNING, "
-                          f"Level.CRITICAL, 'warning' or 'critical'")
+        raise InvalidType(
+            f"level={shown(value)} is not a level; expected Level.WARNING, "
+            f"Level.CRITICAL, 'warning' or 'critical'"
+        )
     level: Level | None = None
     if isinstance(value, Level):
         level = value
@@ -336,8 +347,10 @@ def _level(value: object) -> Level:
     elif isinstance(value, int) and not isinstance(value, bool) and value in (1, 2):
         level = Level(value)
     if level is None or level == Level.OK:
-        raise InvalidValue(f"level={shown(value)} is not a level a rule can fire at; expected "
-                           f"Level.WARNING, Level.CRITICAL, 'warning' or 'critical'")
+        raise InvalidValue(
+            f"level={shown(value)} is not a level a rule can fire at; expected "
+            f"Level.WARNING, Level.CRITICAL, 'warning' or 'critical'"
+        )
     return level
 
 
@@ -354,8 +367,9 @@ def _name(name: object, default: str) -> str:
     return name
 
 
-def _plain_number(value: object, what: str, hint: str, typed: object = None,
-                  maximum: float | None = None) -> float:
+def _plain_number(
+    value: object, what: str, hint: str, typed: object = None, maximum: float | None = None
+) -> float:
     """*value* (a number or numeric text) as a finite float from 0 to *maximum*; errors
     quote *typed* (default: *value*) as passed. Never ``OverflowError``: ``10**400`` and
     ``"1e999"`` are too large."""
@@ -413,8 +427,9 @@ class _Bound:
 
     __slots__ = ("_limit", "fixed", "fraction", "limit_path", "text")
 
-    def __init__(self, fixed: float | None, fraction: float = 0.0, limit_path: str = "",
-                 text: str = "") -> None:
+    def __init__(
+        self, fixed: float | None, fraction: float = 0.0, limit_path: str = "", text: str = ""
+    ) -> None:
         self.fixed, self.fraction, self.limit_path, self.text = fixed, fraction, limit_path, text
         self._limit = operator.attrgetter(limit_path) if limit_path else None
 
@@ -432,12 +447,14 @@ class _Bound:
 
 def _parse_bound(value: object, kind: str, metric: str, what: str) -> _Bound:
     """Read a threshold figure for a metric of *kind* (see the module docstring)."""
-    percent_text = value.strip()[:-1] if isinstance(value, str) and value.strip().endswith(
-        "%") else None
+    percent_text = (
+        value.strip()[:-1] if isinstance(value, str) and value.strip().endswith("%") else None
+    )
     if kind == "percent":
         maximum = _percent_maximum(metric)
-        hint = (f"{metric} is a percentage: expected e.g. 85 or '85%'"
-                + (" (at most 100)" if maximum is not None else ""))
+        hint = f"{metric} is a percentage: expected e.g. 85 or '85%'" + (
+            " (at most 100)" if maximum is not None else ""
+        )
         text = value if percent_text is None else percent_text
         number = _plain_number(text, what, hint, typed=value, maximum=maximum)
         return _Bound(number, text=f"{number:g}%")
@@ -467,13 +484,17 @@ def _check_clear_side(op: str, value: _Bound, clear: _Bound) -> None:
     else:
         above, below = value.fixed, clear.fixed
     if op in (">", ">=") and below > above:
-        raise InvalidValue(f"clear={shown(clear.text)} is above value={shown(value.text)}; "
-                           f"for {shown(op)} the clear level must be at or below the firing "
-                           f"level")
+        raise InvalidValue(
+            f"clear={shown(clear.text)} is above value={shown(value.text)}; "
+            f"for {shown(op)} the clear level must be at or below the firing "
+            f"level"
+        )
     if op in ("<", "<=") and below < above:
-        raise InvalidValue(f"clear={shown(clear.text)} is below value={shown(value.text)}; "
-                           f"for {shown(op)} the clear level must be at or above the firing "
-                           f"level")
+        raise InvalidValue(
+            f"clear={shown(clear.text)} is below value={shown(value.text)}; "
+            f"for {shown(op)} the clear level must be at or above the firing "
+            f"level"
+        )
 
 
 def _check_can_fire(metric: str, kind: str, op: str, value: _Bound, typed: object) -> None:
@@ -483,8 +504,10 @@ def _check_can_fire(metric: str, kind: str, op: str, value: _Bound, typed: objec
         return
     maximum = _percent_maximum(metric) if kind == "percent" else None
     if op == ">" and maximum is not None and fixed >= maximum:
-        raise InvalidValue(f"{metric} > {shown(typed)} can never fire: {metric} is at most "
-                           f"{maximum:g}; use a lower value or '>='")
+        raise InvalidValue(
+            f"{metric} > {shown(typed)} can never fire: {metric} is at most "
+            f"{maximum:g}; use a lower value or '>='"
+        )
     if op == "<" and fixed <= 0:
         raise InvalidValue(f"{metric} < {shown(typed)} can never fire: {metric} is at least 0")
 
@@ -495,8 +518,7 @@ def _check_can_fire(metric: str, kind: str, op: str, value: _Bound, typed: objec
 class SustainState:
     """Memory of a sustained condition: pending since, firing since, cooldown end."""
 
-    __slots__ = ("cooldown_until", "firing_since", "last_threshold", "last_value",
-                 "pending_since")
+    __slots__ = ("cooldown_until", "firing_since", "last_threshold", "last_value", "pending_since")
 
     def __init__(self) -> None:
         self.pending_since: float | None = None
@@ -506,12 +528,15 @@ class SustainState:
         self.last_threshold = 0.0
 
     def __repr__(self) -> str:
-        return (f"SustainState(pending_since={self.pending_since}, "
-                f"firing_since={self.firing_since}, cooldown_until={self.cooldown_until})")
+        return (
+            f"SustainState(pending_since={self.pending_since}, "
+            f"firing_since={self.firing_since}, cooldown_until={self.cooldown_until})"
+        )
 
 
-def _advance(state: SustainState, trigger: bool, hold: bool, now: float, for_s: float,
-             cooldown_s: float) -> bool:
+def _advance(
+    state: SustainState, trigger: bool, hold: bool, now: float, for_s: float, cooldown_s: float
+) -> bool:
     """Move *state* by one sample; return whether the rule fires now (module docstring)."""
     if state.firing_since is not None:
         if hold:
@@ -546,12 +571,36 @@ class Threshold:
     See the module docstring for the exact semantics and the forms of *value*.
     """
 
-    __slots__ = ("_clear", "_compare", "_fixed_clear", "_fixed_value", "_get", "_value", "clear",
-                 "cooldown_s", "for_s", "kind", "level", "metric", "name", "op", "reads", "value")
+    __slots__ = (
+        "_clear",
+        "_compare",
+        "_fixed_clear",
+        "_fixed_value",
+        "_get",
+        "_value",
+        "clear",
+        "cooldown_s",
+        "for_s",
+        "kind",
+        "level",
+        "metric",
+        "name",
+        "op",
+        "reads",
+        "value",
+    )
 
-    def __init__(self, metric: str, op: str, value: float | str, level: Level | str = Level.WARNING,
-                 for_: float | str = 0, clear: float | str | None = None,
-                 cooldown: float | str = 0, name: str | None = None) -> None:
+    def __init__(
+        self,
+        metric: str,
+        op: str,
+        value: float | str,
+        level: Level | str = Level.WARNING,
+        for_: float | str = 0,
+        clear: float | str | None = None,
+        cooldown: float | str = 0,
+        name: str | None = None,
+    ) -> None:
         self.metric = _check_metric(metric)
         expected = ", ".join(repr(o) for o in _OPS)
         if not isinstance(op, str):
@@ -561,8 +610,9 @@ class Threshold:
         self.op = op
         self.kind = _metric_kind(metric)
         self._value = _parse_bound(value, self.kind, metric, "value")
-        self._clear = self._value if clear is None else _parse_bound(clear, self.kind, metric,
-                                                                      "clear")
+        self._clear = (
+            self._value if clear is None else _parse_bound(clear, self.kind, metric, "clear")
+        )
         _check_clear_side(op, self._value, self._clear)
         _check_can_fire(metric, self.kind, op, self._value, value)
         self.value, self.clear = value, (value if clear is None else clear)
@@ -573,13 +623,19 @@ class Threshold:
         self._get = operator.attrgetter(metric)  # precompiled; step() maps a None part to None
         self._fixed_value, self._fixed_clear = self._value.fixed, self._clear.fixed
         self.name = _name(name, f"{metric} {op} {self._value.text}")
-        self.reads: tuple[str, ...] = (metric, *dict.fromkeys(
-            bound.limit_path for bound in (self._value, self._clear) if bound.limit_path))
+        self.reads: tuple[str, ...] = (
+            metric,
+            *dict.fromkeys(
+                bound.limit_path for bound in (self._value, self._clear) if bound.limit_path
+            ),
+        )
 
     def __repr__(self) -> str:
-        return (f"Threshold({self.metric!r}, {self.op!r}, {shown(self.value)}, "
-                f"level={self.level!r}, for_={self.for_s!r}, clear={shown(self.clear)}, "
-                f"cooldown={self.cooldown_s!r}, name={self.name!r})")
+        return (
+            f"Threshold({self.metric!r}, {self.op!r}, {shown(self.value)}, "
+            f"level={self.level!r}, for_={self.for_s!r}, clear={shown(self.clear)}, "
+            f"cooldown={self.cooldown_s!r}, name={self.name!r})"
+        )
 
     def new_state(self) -> SustainState:
         return SustainState()
@@ -590,8 +646,9 @@ class Threshold:
         except AttributeError:  # a part on the way is None (no PSI, no containers)
             measured = None
         fixed = self._fixed_value
-        threshold = fixed if fixed is not None or measured is None else self._value.resolve(
-            snapshot)
+        threshold = (
+            fixed if fixed is not None or measured is None else self._value.resolve(snapshot)
+        )
         clear = self._fixed_clear
         if clear is None and measured is not None and threshold is not None:
             clear = self._clear.resolve(snapshot)
@@ -613,16 +670,36 @@ class Threshold:
         since = state.firing_since
         assert since is not None
         state.last_value, state.last_threshold = float(measured), float(threshold)
-        return Breach(self.name, self.metric, self.op, float(measured), threshold, self.level,
-                      since, _since_wall(snapshot, since), now - since, self.kind)
+        return Breach(
+            self.name,
+            self.metric,
+            self.op,
+            float(measured),
+            threshold,
+            self.level,
+            since,
+            _since_wall(snapshot, since),
+            now - since,
+            self.kind,
+        )
 
     def _held(self, snapshot: Snapshot, state: SustainState, now: float) -> Breach | None:
         """A firing rule's breach at an unknown sample: the last known figures, still held."""
         since = state.firing_since
         if since is None:
             return None
-        return Breach(self.name, self.metric, self.op, state.last_value, state.last_threshold,
-                      self.level, since, _since_wall(snapshot, since), now - since, self.kind)
+        return Breach(
+            self.name,
+            self.metric,
+            self.op,
+            state.last_value,
+            state.last_threshold,
+            self.level,
+            since,
+            _since_wall(snapshot, since),
+            now - since,
+            self.kind,
+        )
 
 
 # ----------------------------------------------------------------- process table ---
@@ -631,14 +708,21 @@ _PROCESS_FIELDS: Final = {"cpu_percent": "percent", "rss": "bytes"}
 _MAX_PIDS: Final = 2**22  # PID_MAX_LIMIT on 64-bit Linux
 
 
-def _process_bounds(rule: str, cpu_percent_above: float | str | None,
-                    rss_above: float | str | None, clear: float | str | None
-                    ) -> tuple[str, _Bound, _Bound]:
-    chosen = [(field, value) for field, value in (("cpu_percent", cpu_percent_above),
-                                                  ("rss", rss_above)) if value is not None]
+def _process_bounds(
+    rule: str,
+    cpu_percent_above: float | str | None,
+    rss_above: float | str | None,
+    clear: float | str | None,
+) -> tuple[str, _Bound, _Bound]:
+    chosen = [
+        (field, value)
+        for field, value in (("cpu_percent", cpu_percent_above), ("rss", rss_above))
+        if value is not None
+    ]
     if len(chosen) != 1:
-        raise InvalidValue(f"{rule} needs exactly one of cpu_percent_above= or rss_above= "
-                           f"(got {len(chosen)})")
+        raise InvalidValue(
+            f"{rule} needs exactly one of cpu_percent_above= or rss_above= (got {len(chosen)})"
+        )
     field, raw = chosen[0]
     kind = _PROCESS_FIELDS[field]
     value = _parse_bound(raw, kind, f"process {field}", f"{field}_above")
@@ -659,22 +743,42 @@ class ProcessThreshold:
     ``rss_above`` takes a size or a percentage of ``memory.limit``.
     """
 
-    __slots__ = ("_clear", "_get", "_value", "field", "for_s", "kind", "level", "metric", "name",
-                 "reads")
+    __slots__ = (
+        "_clear",
+        "_get",
+        "_value",
+        "field",
+        "for_s",
+        "kind",
+        "level",
+        "metric",
+        "name",
+        "reads",
+    )
 
-    def __init__(self, *, cpu_percent_above: float | str | None = None,
-                 rss_above: float | str | None = None, for_: float | str = 0,
-                 clear: float | str | None = None, level: Level | str = Level.WARNING,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        cpu_percent_above: float | str | None = None,
+        rss_above: float | str | None = None,
+        for_: float | str = 0,
+        clear: float | str | None = None,
+        level: Level | str = Level.WARNING,
+        name: str | None = None,
+    ) -> None:
         self.field, self._value, self._clear = _process_bounds(
-            "ProcessThreshold", cpu_percent_above, rss_above, clear)
+            "ProcessThreshold", cpu_percent_above, rss_above, clear
+        )
         self.kind = _PROCESS_FIELDS[self.field]
         self.metric = f"processes.{self.field}"
         self._get = operator.attrgetter(self.field)
         self.for_s = _duration(for_, "for_")
         self.level = _level(level)
-        self.name = _name(name, f"a process {self.field} > {self._value.text}"
-                          + (f" for {format_duration(self.for_s)}" if self.for_s else ""))
+        self.name = _name(
+            name,
+            f"a process {self.field} > {self._value.text}"
+            + (f" for {format_duration(self.for_s)}" if self.for_s else ""),
+        )
         self.reads = _table_reads("processes", self._value)
 
     def __repr__(self) -> str:
@@ -684,8 +788,9 @@ class ProcessThreshold:
         """Per process identity: ``[pending_since, firing]``."""
         return {}
 
-    def step(self, snapshot: Snapshot, state: dict[tuple[int, float], list[Any]],
-             now: float) -> Breach | None:
+    def step(
+        self, snapshot: Snapshot, state: dict[tuple[int, float], list[Any]], now: float
+    ) -> Breach | None:
         processes = snapshot.processes
         if processes is None:
             if state:
@@ -695,11 +800,18 @@ class ProcessThreshold:
         if threshold is None or clear is None:
             return None  # the limit a share resolves against is unknown: state kept as is
         get = self._get
-        rows = ((get(process), (process.pid, process.create_time), process)
-                for process in processes)
+        rows = (
+            (get(process), (process.pid, process.create_time), process) for process in processes
+        )
         offenders = _sustained_rows(
-            rows, threshold, clear, state, now, self.for_s,
-            lambda process, value, since: Offender(process.pid, process.name, value, since))
+            rows,
+            threshold,
+            clear,
+            state,
+            now,
+            self.for_s,
+            lambda process, value, since: Offender(process.pid, process.name, value, since),
+        )
         return _table_breach(self, snapshot, offenders, threshold, now)
 
 
@@ -715,9 +827,15 @@ def _table_bounds(rule: Any, snapshot: Snapshot) -> tuple[float | None, float | 
     return threshold, min(clear, threshold)
 
 
-def _sustained_rows(rows: Iterable[tuple[Any, Hashable, Any]], threshold: float, clear: float,
-                    state: dict[Any, list[Any]], now: float, for_s: float,
-                    offender: Callable[[Any, float, float], Offender]) -> list[Offender]:
+def _sustained_rows(
+    rows: Iterable[tuple[Any, Hashable, Any]],
+    threshold: float,
+    clear: float,
+    state: dict[Any, list[Any]],
+    now: float,
+    for_s: float,
+    offender: Callable[[Any, float, float], Offender],
+) -> list[Offender]:
     """The threshold semantics per table row: *rows* are (value, identity, row); *state*
     maps identities to ``[pending_since, firing]`` and is rebuilt with only the rows above
     *clear*, so it stays bounded. Returns the firing rows as offenders."""
@@ -741,16 +859,27 @@ def _sustained_rows(rows: Iterable[tuple[Any, Hashable, Any]], threshold: float,
     return offenders
 
 
-def _table_breach(rule: Any, snapshot: Snapshot, offenders: list[Offender], threshold: float,
-                  now: float) -> Breach | None:
+def _table_breach(
+    rule: Any, snapshot: Snapshot, offenders: list[Offender], threshold: float, now: float
+) -> Breach | None:
     """One breach naming every offender, the worst first; ``None`` without offenders."""
     if not offenders:
         return None
     offenders.sort(key=lambda item: -item.value)
     since = min(item.since for item in offenders)
-    return Breach(rule.name, rule.metric, ">", offenders[0].value, threshold, rule.level,
-                  since, _since_wall(snapshot, since), now - since, rule.kind,
-                  tuple(offenders))
+    return Breach(
+        rule.name,
+        rule.metric,
+        ">",
+        offenders[0].value,
+        threshold,
+        rule.level,
+        since,
+        _since_wall(snapshot, since),
+        now - since,
+        rule.kind,
+        tuple(offenders),
+    )
 
 
 class ContainerThreshold:
@@ -764,36 +893,66 @@ class ContainerThreshold:
     down). Same per-row semantics as :class:`ProcessThreshold`, identity = container id.
     """
 
-    __slots__ = ("_clear", "_get", "_value", "field", "for_s", "kind", "level", "metric", "name",
-                 "reads")
+    __slots__ = (
+        "_clear",
+        "_get",
+        "_value",
+        "field",
+        "for_s",
+        "kind",
+        "level",
+        "metric",
+        "name",
+        "reads",
+    )
 
-    def __init__(self, *, percent_above: float | str | None = None,
-                 used_above: float | str | None = None, for_: float | str = 0,
-                 clear: float | str | None = None, level: Level | str = Level.WARNING,
-                 name: str | None = None) -> None:
-        chosen = [(field, value) for field, value in (("memory_percent", percent_above),
-                                                      ("memory_used", used_above))
-                  if value is not None]
+    def __init__(
+        self,
+        *,
+        percent_above: float | str | None = None,
+        used_above: float | str | None = None,
+        for_: float | str = 0,
+        clear: float | str | None = None,
+        level: Level | str = Level.WARNING,
+        name: str | None = None,
+    ) -> None:
+        chosen = [
+            (field, value)
+            for field, value in (("memory_percent", percent_above), ("memory_used", used_above))
+            if value is not None
+        ]
         if len(chosen) != 1:
-            raise InvalidValue("ContainerThreshold needs exactly one of percent_above= or "
-                               f"used_above= (got {len(chosen)})")
+            raise InvalidValue(
+                "ContainerThreshold needs exactly one of percent_above= or "
+                f"used_above= (got {len(chosen)})"
+            )
         self.field, raw = chosen[0]
         self.kind = "percent" if self.field == "memory_percent" else "bytes"
         what = "percent_above" if self.kind == "percent" else "used_above"
         if self.kind == "bytes" and isinstance(raw, str) and raw.strip().endswith("%"):
-            raise InvalidValue(f"used_above={shown(raw)} must be a size such as '2GiB'; for a "
-                               "share of the container's limit use percent_above=")
+            raise InvalidValue(
+                f"used_above={shown(raw)} must be a size such as '2GiB'; for a "
+                "share of the container's limit use percent_above="
+            )
         self._value = _parse_bound(raw, self.kind, f"container {self.field}", what)
-        self._clear = self._value if clear is None else _parse_bound(
-            clear, self.kind, f"container {self.field}", "clear")
+        self._clear = (
+            self._value
+            if clear is None
+            else _parse_bound(clear, self.kind, f"container {self.field}", "clear")
+        )
         _check_clear_side(">", self._value, self._clear)
         self.metric = f"containers.{self.field}"
         self._get = operator.attrgetter(self.field)
         self.for_s = _duration(for_, "for_")
         self.level = _level(level)
-        self.name = _name(name, (
-            f"a container {'memory' if self.kind == 'bytes' else 'memory % of limit'} > "
-            f"{self._value.text}" + (f" for {format_duration(self.for_s)}" if self.for_s else "")))
+        self.name = _name(
+            name,
+            (
+                f"a container {'memory' if self.kind == 'bytes' else 'memory % of limit'} > "
+                f"{self._value.text}"
+                + (f" for {format_duration(self.for_s)}" if self.for_s else "")
+            ),
+        )
         self.reads = ("containers",)
 
     def __repr__(self) -> str:
@@ -815,8 +974,14 @@ class ContainerThreshold:
         get = self._get
         rows = ((get(item), item.id, item) for item in containers.items)
         offenders = _sustained_rows(
-            rows, threshold, clear, state, now, self.for_s,
-            lambda item, value, since: Offender(None, item.name, value, since, item.id))
+            rows,
+            threshold,
+            clear,
+            state,
+            now,
+            self.for_s,
+            lambda item, value, since: Offender(None, item.name, value, since, item.id),
+        )
         return _table_breach(self, snapshot, offenders, threshold, now)
 
 
@@ -831,16 +996,36 @@ class ProcessCount:
     ``snapshot.processes`` is ``None``.
     """
 
-    __slots__ = ("_clear", "_get", "_value", "at_least", "cooldown_s", "field", "for_s", "kind",
-                 "level", "metric", "name", "reads")
+    __slots__ = (
+        "_clear",
+        "_get",
+        "_value",
+        "at_least",
+        "cooldown_s",
+        "field",
+        "for_s",
+        "kind",
+        "level",
+        "metric",
+        "name",
+        "reads",
+    )
 
-    def __init__(self, *, cpu_percent_above: float | str | None = None,
-                 rss_above: float | str | None = None, at_least: int = 2,
-                 for_: float | str = 0, clear: float | str | None = None,
-                 cooldown: float | str = 0, level: Level | str = Level.WARNING,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        cpu_percent_above: float | str | None = None,
+        rss_above: float | str | None = None,
+        at_least: int = 2,
+        for_: float | str = 0,
+        clear: float | str | None = None,
+        cooldown: float | str = 0,
+        level: Level | str = Level.WARNING,
+        name: str | None = None,
+    ) -> None:
         self.field, self._value, self._clear = _process_bounds(
-            "ProcessCount", cpu_percent_above, rss_above, clear)
+            "ProcessCount", cpu_percent_above, rss_above, clear
+        )
         expected = f"expected an int from 1 to {_MAX_PIDS} (the most processes Linux allows)"
         if isinstance(at_least, bool) or not isinstance(at_least, int):
             raise InvalidType(f"at_least={shown(at_least)} is not a count; {expected}")
@@ -853,8 +1038,11 @@ class ProcessCount:
         self.for_s = _duration(for_, "for_")
         self.cooldown_s = _duration(cooldown, "cooldown")
         self.level = _level(level)
-        self.name = _name(name, f"{at_least}+ processes {self.field} > {self._value.text}"
-                          + (f" for {format_duration(self.for_s)}" if self.for_s else ""))
+        self.name = _name(
+            name,
+            f"{at_least}+ processes {self.field} > {self._value.text}"
+            + (f" for {format_duration(self.for_s)}" if self.for_s else ""),
+        )
         self.reads = _table_reads("processes", self._value)
 
     def __repr__(self) -> str:
@@ -891,11 +1079,23 @@ class ProcessCount:
         since = state.firing_since
         assert since is not None
         get = self._get
-        offenders = sorted((Offender(p.pid, p.name, float(get(p)), since) for p in above),
-                           key=lambda offender: -offender.value)
-        return Breach(self.name, self.metric, ">=", float(len(above)), float(self.at_least),
-                      self.level, since, _since_wall(snapshot, since), now - since, "count",
-                      tuple(offenders))
+        offenders = sorted(
+            (Offender(p.pid, p.name, float(get(p)), since) for p in above),
+            key=lambda offender: -offender.value,
+        )
+        return Breach(
+            self.name,
+            self.metric,
+            ">=",
+            float(len(above)),
+            float(self.at_least),
+            self.level,
+            since,
+            _since_wall(snapshot, since),
+            now - since,
+            "count",
+            tuple(offenders),
+        )
 
 
 # ----------------------------------------------------------------------- trends ---
@@ -912,8 +1112,19 @@ class SeriesState:
     (per second; ``None`` until there is enough data).
     """
 
-    __slots__ = ("bucket", "count", "firing_since", "last_estimate", "points", "slope",
-                 "slopes", "time_sum", "times", "value_sum", "values")
+    __slots__ = (
+        "bucket",
+        "count",
+        "firing_since",
+        "last_estimate",
+        "points",
+        "slope",
+        "slopes",
+        "time_sum",
+        "times",
+        "value_sum",
+        "values",
+    )
 
     def __init__(self, points: int, *, robust: bool = False) -> None:
         self.points = points
@@ -987,8 +1198,13 @@ def _pair_slopes(ts: list[float], xs: list[float]) -> list[float]:
     slopes: list[float] = []
     for i in range(len(ts) - 1):
         t0, x0 = ts[i], xs[i]
-        slopes.extend([(x1 - x0) / (t1 - t0)
-                       for t1, x1 in zip(ts[i + 1:], xs[i + 1:], strict=True) if t1 != t0])
+        slopes.extend(
+            [
+                (x1 - x0) / (t1 - t0)
+                for t1, x1 in zip(ts[i + 1 :], xs[i + 1 :], strict=True)
+                if t1 != t0
+            ]
+        )
     return slopes
 
 
@@ -1020,8 +1236,9 @@ def least_squares_slope(times: Iterable[float], values: Iterable[float]) -> floa
     return sum((t - mean_t) * (x - mean_x) for t, x in zip(ts, xs, strict=True)) / var
 
 
-def _series_window(window: object, points: object, min_fill: float, *,
-                   fewest_points: int) -> tuple[float, int, float, float]:
+def _series_window(
+    window: object, points: object, min_fill: float, *, fewest_points: int
+) -> tuple[float, int, float, float]:
     """Check a trend rule's window: (window_s, points, min_fill, bucket width_s)."""
     window_s = _duration(window, "window")
     if window_s <= 0:
@@ -1052,13 +1269,32 @@ class LeakDetector:
     one 20 % faster is found reliably with noise of ±20 MB.
     """
 
-    __slots__ = ("_get", "clear", "growth", "kind", "level", "metric", "min_fill", "name",
-                 "points", "reads", "width_s", "window_s")
+    __slots__ = (
+        "_get",
+        "clear",
+        "growth",
+        "kind",
+        "level",
+        "metric",
+        "min_fill",
+        "name",
+        "points",
+        "reads",
+        "width_s",
+        "window_s",
+    )
 
-    def __init__(self, metric: str = "process.rss", growth: float | str = "50MB",
-                 window: float | str = "10m", level: Level | str = Level.WARNING,
-                 clear: float | str | None = None, points: int = 60, min_fill: float = 0.5,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        metric: str = "process.rss",
+        growth: float | str = "50MB",
+        window: float | str = "10m",
+        level: Level | str = Level.WARNING,
+        clear: float | str | None = None,
+        points: int = 60,
+        min_fill: float = 0.5,
+        name: str | None = None,
+    ) -> None:
         self.metric = _check_metric(metric)
         self.kind = _metric_kind(metric)
         self.growth = self._amount(growth, "growth")
@@ -1068,12 +1304,14 @@ class LeakDetector:
         if self.clear > self.growth:
             raise InvalidValue(f"clear={shown(clear)} is above growth={shown(growth)}")
         self.window_s, self.points, self.min_fill, self.width_s = _series_window(
-            window, points, min_fill, fewest_points=8)
+            window, points, min_fill, fewest_points=8
+        )
         self.level = _level(level)
         self._get = operator.attrgetter(metric)
         growth_text = format_bytes(self.growth) if self.kind == "bytes" else f"{self.growth:g}"
-        self.name = _name(name, f"{metric} grows > {growth_text} per "
-                                f"{format_duration(self.window_s)}")
+        self.name = _name(
+            name, f"{metric} grows > {growth_text} per {format_duration(self.window_s)}"
+        )
         self.reads = (metric,)
 
     def _amount(self, value: object, what: str) -> float:
@@ -1097,20 +1335,34 @@ class LeakDetector:
         except AttributeError:
             value = None
         if value is None:  # unknown (explained by a fault): a firing leak keeps firing
-            if state.firing_since is None or state.last_estimate is None or not _explain(
-                    snapshot, self.metric):
+            if (
+                state.firing_since is None
+                or state.last_estimate is None
+                or not _explain(snapshot, self.metric)
+            ):
                 return None
             held_since = state.firing_since
-            return Breach(self.name, self.metric, ">", state.last_estimate, self.growth,
-                          self.level, held_since, _since_wall(snapshot, held_since),
-                          now - held_since, self.kind)
+            return Breach(
+                self.name,
+                self.metric,
+                ">",
+                state.last_estimate,
+                self.growth,
+                self.level,
+                held_since,
+                _since_wall(snapshot, held_since),
+                now - held_since,
+                self.kind,
+            )
         if now // self.width_s == state.bucket:  # the common case: same bucket, same estimate
             state.time_sum += now
             state.value_sum += value
             state.count += 1
         elif state.add(now, float(value), self.width_s, self.window_s):
-            enough = (len(state.times) >= 8
-                      and state.span_s() >= self.min_fill * self.window_s - 2 * self.width_s)
+            enough = (
+                len(state.times) >= 8
+                and state.span_s() >= self.min_fill * self.window_s - 2 * self.width_s
+            )
             state.slope = state.median_slope() if enough else None
             estimate = None if state.slope is None else state.slope * self.window_s
             state.last_estimate = estimate
@@ -1124,8 +1376,18 @@ class LeakDetector:
             return None
         estimate = state.last_estimate
         assert estimate is not None
-        return Breach(self.name, self.metric, ">", estimate, self.growth, self.level, since,
-                      _since_wall(snapshot, since), now - since, self.kind)
+        return Breach(
+            self.name,
+            self.metric,
+            ">",
+            estimate,
+            self.growth,
+            self.level,
+            since,
+            _since_wall(snapshot, since),
+            now - since,
+            self.kind,
+        )
 
 
 class TimeToLimit:
@@ -1140,23 +1402,47 @@ class TimeToLimit:
     breach's ``value`` and ``estimate_s`` are the estimate in seconds.
     """
 
-    __slots__ = ("_get", "_get_limit", "clear_s", "level", "limit", "metric", "min_fill",
-                 "name", "points", "reads", "width_s", "window_s", "within_s")
+    __slots__ = (
+        "_get",
+        "_get_limit",
+        "clear_s",
+        "level",
+        "limit",
+        "metric",
+        "min_fill",
+        "name",
+        "points",
+        "reads",
+        "width_s",
+        "window_s",
+        "within_s",
+    )
 
-    def __init__(self, within: float | str = "5m", level: Level | str = Level.WARNING,
-                 metric: str = "memory.used", limit: str | float = "memory.limit",
-                 window: float | str = "1m", clear: float | str | None = None,
-                 points: int = 30, min_fill: float = 0.25, name: str | None = None) -> None:
+    def __init__(
+        self,
+        within: float | str = "5m",
+        level: Level | str = Level.WARNING,
+        metric: str = "memory.used",
+        limit: str | float = "memory.limit",
+        window: float | str = "1m",
+        clear: float | str | None = None,
+        points: int = 30,
+        min_fill: float = 0.25,
+        name: str | None = None,
+    ) -> None:
         self.metric = _check_metric(metric)
         self.within_s = _duration(within, "within")
         if self.within_s <= 0:
-            raise InvalidValue(f"within={shown(within)} can never fire: an estimate is never "
-                               "below 0 s; expected e.g. '5m'")
+            raise InvalidValue(
+                f"within={shown(within)} can never fire: an estimate is never "
+                "below 0 s; expected e.g. '5m'"
+            )
         self.clear_s = self.within_s * 1.5 if clear is None else _duration(clear, "clear")
         if self.clear_s < self.within_s:
             raise InvalidValue(f"clear={shown(clear)} is shorter than within={shown(within)}")
         self.window_s, self.points, self.min_fill, self.width_s = _series_window(
-            window, points, min_fill, fewest_points=4)
+            window, points, min_fill, fewest_points=4
+        )
         self.limit = limit
         fixed_limit: float | None = None
         if isinstance(limit, str):
@@ -1168,8 +1454,9 @@ class TimeToLimit:
             try:
                 fixed_limit = float(parse_bytes(limit))
             except (InvalidValue, InvalidType) as error:
-                raise type(error)(f"limit={shown(limit)} is not a metric path or a size: "
-                                  f"{error}") from None
+                raise type(error)(
+                    f"limit={shown(limit)} is not a metric path or a size: {error}"
+                ) from None
         if fixed_limit is not None:
             constant = fixed_limit
             self._get_limit: Callable[[Snapshot], Any] = lambda snapshot: constant
@@ -1178,8 +1465,7 @@ class TimeToLimit:
             self._get_limit = compile_getter(limit)
         self.level = _level(level)
         self._get = compile_getter(metric)
-        self.name = _name(name, f"{metric} reaches {limit} within "
-                                f"{format_duration(self.within_s)}")
+        self.name = _name(name, f"{metric} reaches {limit} within {format_duration(self.within_s)}")
         self.reads = (metric,) if fixed_limit is not None else (metric, str(limit))
 
     def __repr__(self) -> str:
@@ -1197,12 +1483,26 @@ class TimeToLimit:
         value, limit = self._get(snapshot), self._get_limit(snapshot)
         if value is None or limit is None:
             held_since, held = state.firing_since, state.last_estimate
-            if held_since is not None and held is not None and any(
-                    _explain(snapshot, path) for path in self.reads):
+            if (
+                held_since is not None
+                and held is not None
+                and any(_explain(snapshot, path) for path in self.reads)
+            ):
                 # unknown: a firing forecast keeps firing with its last estimate
-                return Breach(self.name, self.metric, "<", held, self.within_s, self.level,
-                              held_since, _since_wall(snapshot, held_since), now - held_since,
-                              "seconds", (), held)
+                return Breach(
+                    self.name,
+                    self.metric,
+                    "<",
+                    held,
+                    self.within_s,
+                    self.level,
+                    held_since,
+                    _since_wall(snapshot, held_since),
+                    now - held_since,
+                    "seconds",
+                    (),
+                    held,
+                )
             state.last_estimate = None
             state.firing_since = None
             return None
@@ -1211,8 +1511,10 @@ class TimeToLimit:
             state.value_sum += value
             state.count += 1
         elif state.add(now, float(value), self.width_s, self.window_s):
-            enough = (len(state.times) >= 3
-                      and state.span_s() >= self.min_fill * self.window_s - 2 * self.width_s)
+            enough = (
+                len(state.times) >= 3
+                and state.span_s() >= self.min_fill * self.window_s - 2 * self.width_s
+            )
             state.slope = least_squares_slope(state.times, state.values) if enough else None
         slope = state.slope
         remaining = float(limit) - float(value)
@@ -1233,8 +1535,20 @@ class TimeToLimit:
             return None
         since = state.firing_since
         assert estimate is not None
-        return Breach(self.name, self.metric, "<", estimate, self.within_s, self.level, since,
-                      _since_wall(snapshot, since), now - since, "seconds", (), estimate)
+        return Breach(
+            self.name,
+            self.metric,
+            "<",
+            estimate,
+            self.within_s,
+            self.level,
+            since,
+            _since_wall(snapshot, since),
+            now - since,
+            "seconds",
+            (),
+            estimate,
+        )
 
 
 # ------------------------------------------------------------------------ policy ---
@@ -1283,10 +1597,12 @@ class Policy:
         checked = []
         for rule in rules:
             if not isinstance(rule, Rule):
-                raise InvalidType(f"{shown(rule)} is not a rule; expected a Threshold, "
-                                  "ProcessThreshold, ProcessCount, ContainerThreshold, "
-                                  "LeakDetector, TimeToLimit or an object with name, level, "
-                                  "new_state() and step()")
+                raise InvalidType(
+                    f"{shown(rule)} is not a rule; expected a Threshold, "
+                    "ProcessThreshold, ProcessCount, ContainerThreshold, "
+                    "LeakDetector, TimeToLimit or an object with name, level, "
+                    "new_state() and step()"
+                )
             checked.append(rule)
         self.rules: tuple[Rule, ...] = tuple(checked)
         self._steps = tuple(rule.step for rule in self.rules)
@@ -1294,8 +1610,9 @@ class Policy:
         for rule in self.rules:
             paths = getattr(rule, "reads", ())
             if isinstance(paths, str) or not isinstance(paths, Iterable):
-                raise InvalidType(f"{shown(rule)}.reads={shown(paths)} is not a sequence of "
-                                  "metric paths")
+                raise InvalidType(
+                    f"{shown(rule)}.reads={shown(paths)} is not a sequence of metric paths"
+                )
             for path in paths:
                 if not isinstance(path, str):
                     raise InvalidType(f"{shown(rule)}.reads has {shown(path)}, not a metric path")
@@ -1323,19 +1640,22 @@ class Policy:
         """Forget the history kept in the policy's own ``state``."""
         self.state = self.new_state()
 
-    def evaluate(self, snapshot: Snapshot, state: PolicyState | None = None,
-                 now: float | None = None) -> Verdict:
+    def evaluate(
+        self, snapshot: Snapshot, state: PolicyState | None = None, now: float | None = None
+    ) -> Verdict:
         """Judge *snapshot* at monotonic time *now*; advance *state* by one sample."""
         if not isinstance(snapshot, Snapshot):
             raise InvalidType(f"{shown(snapshot)} is not a resguard.Snapshot")
         if state is None:
             state = self.state
         elif not isinstance(state, PolicyState):
-            raise InvalidType(f"state={shown(state)} is not a PolicyState; make it with "
-                              "policy.new_state()")
+            raise InvalidType(
+                f"state={shown(state)} is not a PolicyState; make it with policy.new_state()"
+            )
         elif state.policy is not self:
-            raise InvalidValue("this PolicyState belongs to another policy; "
-                               "make it with policy.new_state()")
+            raise InvalidValue(
+                "this PolicyState belongs to another policy; make it with policy.new_state()"
+            )
         if now is None:
             now = snapshot.monotonic
         elif isinstance(now, bool) or not isinstance(now, (int, float)):
@@ -1344,8 +1664,9 @@ class Policy:
             raise InvalidValue(f"now={shown(now)} is not a finite monotonic time in seconds")
         breaches: list[Breach] | None = None
         failed: dict[int, str] | None = None  # rule index -> reason
-        for index, step, rule_state in zip(range(len(self._steps)), self._steps,
-                                           state.rule_states, strict=True):
+        for index, step, rule_state in zip(
+            range(len(self._steps)), self._steps, state.rule_states, strict=True
+        ):
             try:
                 breach = step(snapshot, rule_state, now)
             except Exception as error:  # a broken rule must not silence the others
@@ -1354,11 +1675,16 @@ class Policy:
                 continue
             if breach is not None:
                 if not (type(breach) is Breach and type(breach.level) is Level) and not _is_breach(
-                        breach):
+                    breach
+                ):
                     # garbage from a custom rule is that rule failing, not the policy
                     failed = {} if failed is None else failed
-                    failed[index] = self._rule_failed(index, InvalidValue(
-                        f"step() returned {shown(breach)[:80]}; expected a Breach or None"))
+                    failed[index] = self._rule_failed(
+                        index,
+                        InvalidValue(
+                            f"step() returned {shown(breach)[:80]}; expected a Breach or None"
+                        ),
+                    )
                     continue
                 if breaches is None:
                     breaches = [breach]
@@ -1401,5 +1727,6 @@ class Policy:
         """Log once for each rule that failed before and worked this time."""
         for index in list(self._failing):
             if (failed is None or index not in failed) and self._failing.pop(
-                    index, None) is not None:  # pop: states in other threads share this
+                index, None
+            ) is not None:  # pop: states in other threads share this
                 self._faults.recovered(f"rule {self.rules[index].name!r}")

@@ -198,8 +198,12 @@ class ContainersInfo(ValueMixin):
     @classmethod
     def from_items(cls, items: tuple[ContainerStats, ...]) -> ContainersInfo:
         percents = [item.memory_percent for item in items if item.memory_percent is not None]
-        return cls(items, ContainersMemory(sum(item.memory_used for item in items),
-                                           max(percents) if percents else None))
+        return cls(
+            items,
+            ContainersMemory(
+                sum(item.memory_used for item in items), max(percents) if percents else None
+            ),
+        )
 
 
 @attrs.frozen
@@ -273,8 +277,9 @@ class Snapshot(ValueMixin):
             if fault.fallback is not None:
                 continue
             field = fault.field
-            if path == field or (path.startswith(field) and path[len(field):len(field) + 1]
-                                 == "."):
+            if path == field or (
+                path.startswith(field) and path[len(field) : len(field) + 1] == "."
+            ):
                 return fault
         return None
 
@@ -388,30 +393,40 @@ class Sampler:
     file and kind of damage (and one when it recovers), not one per sample.
     """
 
-    def __init__(self, roots: Roots = DEFAULT_ROOTS, *,
-                 cgroup: str | os.PathLike[str] | None = None,
-                 limits_max_age_s: float = LIMITS_MAX_AGE_S,
-                 slow_files_max_age_s: float = SLOW_FILES_MAX_AGE_S) -> None:
+    def __init__(
+        self,
+        roots: Roots = DEFAULT_ROOTS,
+        *,
+        cgroup: str | os.PathLike[str] | None = None,
+        limits_max_age_s: float = LIMITS_MAX_AGE_S,
+        slow_files_max_age_s: float = SLOW_FILES_MAX_AGE_S,
+    ) -> None:
         if not isinstance(roots, Roots):
-            raise InvalidType(f"roots={shown(roots)} is not a Roots; expected "
-                              "resguard._probes.paths.Roots(proc=..., cgroup=...)")
+            raise InvalidType(
+                f"roots={shown(roots)} is not a Roots; expected "
+                "resguard._probes.paths.Roots(proc=..., cgroup=...)"
+            )
         if cgroup is not None:
             if not isinstance(cgroup, (str, os.PathLike)):
-                raise InvalidType(f"cgroup={shown(cgroup)} is not a path; expected a cgroup "
-                                  "directory as a string, or None for this process's own")
+                raise InvalidType(
+                    f"cgroup={shown(cgroup)} is not a path; expected a cgroup "
+                    "directory as a string, or None for this process's own"
+                )
             path = os.fspath(cgroup)
             if not isinstance(path, str):
                 raise InvalidType(f"cgroup={shown(cgroup)} is not a text path; expected a str")
             _cgroup.location_of(path, roots)  # fail now (InvalidValue), not on a sample
             cgroup = path
-        for name, value in (("limits_max_age_s", limits_max_age_s),
-                            ("slow_files_max_age_s", slow_files_max_age_s)):
+        for name, value in (
+            ("limits_max_age_s", limits_max_age_s),
+            ("slow_files_max_age_s", slow_files_max_age_s),
+        ):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise InvalidType(f"{name}={shown(value)} is not a number of seconds; "
-                                  "expected e.g. 1.0")
+                raise InvalidType(
+                    f"{name}={shown(value)} is not a number of seconds; expected e.g. 1.0"
+                )
             if not 0 <= value < float("inf"):
-                raise InvalidValue(f"{name}={shown(value)} must be a finite number of seconds "
-                                   ">= 0")
+                raise InvalidValue(f"{name}={shown(value)} must be a finite number of seconds >= 0")
         self._roots = roots
         self._slow_max_age_s = slow_files_max_age_s
         self._limits_max_age_s = limits_max_age_s
@@ -462,42 +477,55 @@ class Sampler:
         setup: list[Fault] = []
 
         def report(field: str, path: str, text: str | None, optional: bool) -> None:
-            damage: tuple[FaultKind, str] = (("unreadable", "cannot read") if text is None
-                                             else damage_of(text))
+            damage: tuple[FaultKind, str] = (
+                ("unreadable", "cannot read") if text is None else damage_of(text)
+            )
             kind, detail = damage
             for name in (field, "cpu.effective"):
-                setup.append(Fault(name, path, kind, detail,
-                                   fallback="the host's numbers"))
+                setup.append(Fault(name, path, kind, detail, fallback="the host's numbers"))
 
         if self._cgroup_dir:
             self._location = _cgroup.find_location(self._cgroup_dir, self._roots)
             if self._location is None:
-                setup.append(Fault("memory", self._cgroup_dir, "vanished",
-                                   "the cgroup directory is gone"))
+                setup.append(
+                    Fault("memory", self._cgroup_dir, "vanished", "the cgroup directory is gone")
+                )
         else:
             self._location = _cgroup.locate(self._roots, report=report)
         location = self._location
         cgroup_dir = location.memory_dir if location and location.version == "v2" else None
-        if (location is not None and cgroup_dir and cgroup_dir != location.memory_mount
-                and os.path.exists(os.path.join(cgroup_dir, "memory.pressure"))):
-            candidates = tuple(os.path.join(cgroup_dir, f"{name}.pressure")
-                               for name in ("memory", "cpu", "io"))
+        if (
+            location is not None
+            and cgroup_dir
+            and cgroup_dir != location.memory_mount
+            and os.path.exists(os.path.join(cgroup_dir, "memory.pressure"))
+        ):
+            candidates = tuple(
+                os.path.join(cgroup_dir, f"{name}.pressure") for name in ("memory", "cpu", "io")
+            )
             self._psi_source = cgroup_dir
         elif os.path.exists(self._proc("pressure", "memory")):
             candidates = tuple(self._proc("pressure", name) for name in ("memory", "cpu", "io"))
             self._psi_source = "system"
         else:
             candidates, self._psi_source = ("", "", ""), None
-        memory_psi, cpu_psi, io_psi = (path if path and os.path.exists(path) else ""
-                                       for path in candidates)
+        memory_psi, cpu_psi, io_psi = (
+            path if path and os.path.exists(path) else "" for path in candidates
+        )
         self._psi_paths = (memory_psi, cpu_psi, io_psi)
         if setup:
             # the cgroup could not be found, and with it its PSI
             origin = setup[0]
             for name in ("memory", "cpu", "io"):
-                setup.append(Fault(f"pressure.{name}", origin.source, origin.kind,
-                                   origin.detail,
-                                   fallback="system PSI" if self._psi_source else None))
+                setup.append(
+                    Fault(
+                        f"pressure.{name}",
+                        origin.source,
+                        origin.kind,
+                        origin.detail,
+                        fallback="system PSI" if self._psi_source else None,
+                    )
+                )
         self._setup_faults = tuple(setup)
         self._once_faults = ()
         self._previous_self = None  # the first good read of /proc/self/stat sets it
@@ -515,8 +543,9 @@ class Sampler:
                 fallback: str | None = "CLOCK_BOOTTIME"
             except (AttributeError, OSError):
                 fallback = None
-            self._once_faults = (Fault("process.cpu_percent", path, kind, detail,
-                                       fallback=fallback),)
+            self._once_faults = (
+                Fault("process.cpu_percent", path, kind, detail, fallback=fallback),
+            )
             if uptime_s is None:
                 return None
         age_s = uptime_s - start_ticks / _procfs.TICKS_PER_S
@@ -578,10 +607,14 @@ class Sampler:
         for source, fault in by_source.items():
             mine = [item for item in faults if item.source == source]
             unknown = sorted({item.field for item in mine if item.fallback is None})
-            filled = sorted({f"{item.field} from {item.fallback}" for item in mine
-                             if item.fallback is not None})
-            outcome = "; ".join(part for part in (
-                ", ".join(unknown) + " unknown" if unknown else "", ", ".join(filled)) if part)
+            filled = sorted(
+                {f"{item.field} from {item.fallback}" for item in mine if item.fallback is not None}
+            )
+            outcome = "; ".join(
+                part
+                for part in (", ".join(unknown) + " unknown" if unknown else "", ", ".join(filled))
+                if part
+            )
             _report_failure(source, f"{fault.kind}: {fault.detail}; {outcome}", fault.kind)
         current = frozenset(by_source) - {fault.source for fault in once}
         for source in self._failing - current:
@@ -600,8 +633,9 @@ class Sampler:
             if limits.memory is not None and location is not None and not limits.cgroup_gone:
                 bounds.append(limits.memory[0])
             bounds.extend(soft for name, soft in limits.rlimits if name != rlimit)
-        if self._cgroup_dir is not None and (location is None or
-                                             (limits is not None and limits.cgroup_gone)):
+        if self._cgroup_dir is not None and (
+            location is None or (limits is not None and limits.cgroup_gone)
+        ):
             return None  # the cgroup asked about is gone: no limit is known
         return min(bounds) if bounds else None
 
@@ -609,8 +643,11 @@ class Sampler:
         """Limits change rarely (a `docker update`, a setrlimit): re-read them at most once
         per :data:`LIMITS_MAX_AGE_S` (or after :func:`invalidate_limits`), not per sample."""
         generation = _limits_generation
-        if (self._limits is not None and now_monotonic < self._limits_expire_s
-                and generation == self._limits_seen):
+        if (
+            self._limits is not None
+            and now_monotonic < self._limits_expire_s
+            and generation == self._limits_seen
+        ):
             return self._limits
         faults: list[Fault] = []
 
@@ -621,21 +658,29 @@ class Sampler:
                     return  # a level without the file sets no limit
             else:
                 kind, detail = damage_of(text)
-            fallback = ("the other levels and the host" if field == "memory.limit"
-                        else "the affinity mask and the other levels")
-            faults.append(Fault(field, path, kind, detail,
-                                fallback=fallback))
+            fallback = (
+                "the other levels and the host"
+                if field == "memory.limit"
+                else "the affinity mask and the other levels"
+            )
+            faults.append(Fault(field, path, kind, detail, fallback=fallback))
 
         location = self._location
         memory = _cgroup.memory_limit(location, self._files.read, report) if location else None
-        gone = (self._cgroup_dir is not None and location is not None
-                and not os.path.isdir(self._cgroup_dir))
+        gone = (
+            self._cgroup_dir is not None
+            and location is not None
+            and not os.path.isdir(self._cgroup_dir)
+        )
         if gone:
-            faults = [Fault("memory", self._cgroup_dir or "", "vanished",
-                            "the cgroup directory is gone")]
+            faults = [
+                Fault("memory", self._cgroup_dir or "", "vanished", "the cgroup directory is gone")
+            ]
         rlimits = []
-        for name, kind in (("RLIMIT_AS", resource.RLIMIT_AS),
-                           ("RLIMIT_DATA", resource.RLIMIT_DATA)):
+        for name, kind in (
+            ("RLIMIT_AS", resource.RLIMIT_AS),
+            ("RLIMIT_DATA", resource.RLIMIT_DATA),
+        ):
             soft = resource.getrlimit(kind)[0]
             if soft != resource.RLIM_INFINITY and soft > 0:
                 rlimits.append((name, soft))
@@ -654,12 +699,21 @@ class Sampler:
         self._limits_seen = generation
         return self._limits
 
-    def _memory(self, text: str | None, meminfo: dict[str, int], process: ProcessSelf,
-                limits: _Limits, faults: list[Fault]) -> MemoryInfo:
+    def _memory(
+        self,
+        text: str | None,
+        meminfo: dict[str, int],
+        process: ProcessSelf,
+        limits: _Limits,
+        faults: list[Fault],
+    ) -> MemoryInfo:
         total = meminfo.get("MemTotal") or None  # a total of 0 is damage, not a machine
         host_available = meminfo.get("MemAvailable", meminfo.get("MemFree"))
-        meminfo_damage = (self._damage(self._meminfo_path, text)
-                          if total is None or host_available is None else None)
+        meminfo_damage = (
+            self._damage(self._meminfo_path, text)
+            if total is None or host_available is None
+            else None
+        )
         location = self._location
         limit: int | None = total
         used: int | None = None
@@ -672,8 +726,11 @@ class Sampler:
             # the cgroup asked about is gone: the host's numbers would answer another question
             limit = used = None
             source, detail = "unknown", ""
-        elif (limits.memory is not None and location is not None
-                and (limit is None or limits.memory[0] < limit)):
+        elif (
+            limits.memory is not None
+            and location is not None
+            and (limit is None or limits.memory[0] < limit)
+        ):
             bound_limit, directory, name = limits.memory
             limit, source, detail = bound_limit, "cgroup", f"{directory}/{name}"
             used, used_damage = self._cgroup_used(directory, location.version, faults)
@@ -682,8 +739,11 @@ class Sampler:
                 limit, source, detail = soft, "rlimit", name
                 if name == "RLIMIT_AS":
                     used = process.vms
-                    used_damage = (None if used is not None
-                                   else (self._self_stat_path, "unreadable", "no virtual size"))
+                    used_damage = (
+                        None
+                        if used is not None
+                        else (self._self_stat_path, "unreadable", "no virtual size")
+                    )
                 else:
                     used, used_damage = self._data_bytes()
         available: int | None = None
@@ -704,15 +764,24 @@ class Sampler:
             path, kind, why = used_damage
             for field in ("memory.used", "memory.available", "memory.percent"):
                 faults.append(Fault(field, path, kind, why))
-        return MemoryInfo(total=total, limit=limit, used=used, available=available,
-                          percent=percent, source=source, source_detail=detail,
-                          cgroup=location.relative if location else None)
+        return MemoryInfo(
+            total=total,
+            limit=limit,
+            used=used,
+            available=available,
+            percent=percent,
+            source=source,
+            source_detail=detail,
+            cgroup=location.relative if location else None,
+        )
 
-    def _cgroup_used(self, directory: str, version: str,
-                     faults: list[Fault]) -> tuple[int | None, _Damage | None]:
+    def _cgroup_used(
+        self, directory: str, version: str, faults: list[Fault]
+    ) -> tuple[int | None, _Damage | None]:
         """The working set of the binding cgroup (usage minus inactive file cache)."""
-        usage_path = directory + ("/memory.usage_in_bytes" if version == "v1"
-                                  else "/memory.current")
+        usage_path = directory + (
+            "/memory.usage_in_bytes" if version == "v1" else "/memory.current"
+        )
         text = self._files.read(usage_path)
         usage = _cgroup.parse_count(text) if text is not None else None
         if usage is None:
@@ -723,8 +792,11 @@ class Sampler:
         inactive = _cgroup.parse_stat_value(stat, *keys) if stat is not None else None
         if inactive is None:
             _, kind, why = self._damage(stat_path, stat)
-            faults.append(Fault("memory.used", stat_path, kind, why,
-                                fallback="all usage, file cache included"))
+            faults.append(
+                Fault(
+                    "memory.used", stat_path, kind, why, fallback="all usage, file cache included"
+                )
+            )
             return usage, None
         return max(usage - inactive, 0), None
 
@@ -735,8 +807,7 @@ class Sampler:
             return None, self._damage(self._self_statm_path, text)
         return statm[2], None
 
-    def _swap(self, text: str | None, meminfo: dict[str, int],
-              faults: list[Fault]) -> SwapInfo:
+    def _swap(self, text: str | None, meminfo: dict[str, int], faults: list[Fault]) -> SwapInfo:
         total = meminfo.get("SwapTotal")
         free = meminfo.get("SwapFree")
         if total is None or free is None or free > total:
@@ -744,8 +815,9 @@ class Sampler:
             faults.append(Fault("swap", path, kind, why))
             return SwapInfo(total=None, used=None, free=None, percent=None)
         used = total - free
-        return SwapInfo(total=total, used=used, free=free,
-                        percent=100.0 * used / total if total else 0.0)
+        return SwapInfo(
+            total=total, used=used, free=free, percent=100.0 * used / total if total else 0.0
+        )
 
     def _cpu(self, limits: _Limits, faults: list[Fault], now: float) -> CpuInfo:
         text = self._files.read(self._stat_path)
@@ -773,9 +845,15 @@ class Sampler:
             load_1m = load_5m = load_15m = None
         else:
             load_1m, load_5m, load_15m = loads
-        return CpuInfo(percent=percent, count=self._cpu_count,
-                       effective=limits.cpu_effective, effective_source=limits.cpu_source,
-                       load_1m=load_1m, load_5m=load_5m, load_15m=load_15m)
+        return CpuInfo(
+            percent=percent,
+            count=self._cpu_count,
+            effective=limits.cpu_effective,
+            effective_source=limits.cpu_source,
+            load_1m=load_1m,
+            load_5m=load_5m,
+            load_15m=load_15m,
+        )
 
     def _pressure(self, faults: list[Fault], now: float) -> PressureInfo:
         values: list[ResourcePressure | None] = []
@@ -788,11 +866,11 @@ class Sampler:
                 _, kind, why = damage
                 faults.append(Fault(f"pressure.{name}", path, kind, why))
             values.append(value)
-        return PressureInfo(memory=values[0], cpu=values[1], io=values[2],
-                            source=self._psi_source)
+        return PressureInfo(memory=values[0], cpu=values[1], io=values[2], source=self._psi_source)
 
-    def _parse_once(self, path: str, parse: Callable[[str], _T | None], now: float
-                    ) -> tuple[_T | None, _Damage | None]:
+    def _parse_once(
+        self, path: str, parse: Callable[[str], _T | None], now: float
+    ) -> tuple[_T | None, _Damage | None]:
         """Read and parse a slowly changing file (PSI, load averages), at most once per
         :data:`SLOW_FILES_MAX_AGE_S`; the kernel recomputes their averages every 2 to 5 s.
         Returns the value and, when it is ``None``, why."""
@@ -805,8 +883,9 @@ class Sampler:
         self._parsed[path] = (now, value, damage)
         return value, damage
 
-    def _process(self, now_monotonic: float, faults: list[Fault], *, uss: bool,
-                 children: bool) -> ProcessSelf:
+    def _process(
+        self, now_monotonic: float, faults: list[Fault], *, uss: bool, children: bool
+    ) -> ProcessSelf:
         text = self._files.read(self._self_stat_path)
         stat = _procfs.parse_pid_stat(text) if text is not None else None
         cpu_percent: float | None = None
@@ -824,7 +903,8 @@ class Sampler:
                 elapsed = now_monotonic - previous[1]
                 if elapsed > 0 and ticks >= previous[0]:
                     self._self_cpu_percent = max(
-                        100.0 * (ticks - previous[0]) / _procfs.TICKS_PER_S / elapsed, 0.0)
+                        100.0 * (ticks - previous[0]) / _procfs.TICKS_PER_S / elapsed, 0.0
+                    )
                     self._previous_self = (ticks, now_monotonic)
                 elif ticks < previous[0]:
                     self._previous_self = (ticks, now_monotonic)
@@ -840,8 +920,7 @@ class Sampler:
                 vms, rss, _ = statm
                 fallback = self._self_statm_path
             for field in ("process.rss", "process.vms"):
-                faults.append(Fault(field, path, kind, why,
-                                    fallback=fallback))
+                faults.append(Fault(field, path, kind, why, fallback=fallback))
         unique = None
         if uss:
             import psutil  # only here: USS needs smaps, and psutil costs ~20 ms to import
@@ -850,9 +929,15 @@ class Sampler:
                 unique = psutil.Process().memory_full_info().uss
             except (psutil.Error, OSError):
                 unique = None
-        return ProcessSelf(pid=self._pid, rss=rss, vms=vms, uss=unique,
-                           cpu_percent=cpu_percent, num_threads=threads,
-                           children_rss=self._children_rss(faults) if children else None)
+        return ProcessSelf(
+            pid=self._pid,
+            rss=rss,
+            vms=vms,
+            uss=unique,
+            cpu_percent=cpu_percent,
+            num_threads=threads,
+            children_rss=self._children_rss(faults) if children else None,
+        )
 
     def _children_rss(self, faults: list[Fault]) -> int | None:
         """Summed RSS of all descendants, found through ``/proc/<pid>/task/*/children``;
@@ -862,10 +947,8 @@ class Sampler:
         try:
             own_tasks = os.listdir(own)
         except OSError as error:
-            kind: FaultKind = ("missing" if isinstance(error, FileNotFoundError)
-                               else "unreadable")
-            faults.append(Fault("process.children_rss", own, kind,
-                                error.strerror or str(error)))
+            kind: FaultKind = "missing" if isinstance(error, FileNotFoundError) else "unreadable"
+            faults.append(Fault("process.children_rss", own, kind, error.strerror or str(error)))
             return None
         total, pending, seen = 0, [str(self._pid)], set()
         while pending:
@@ -894,7 +977,8 @@ class Sampler:
                     try:
                         with open(self._proc(child, "statm"), "rb") as handle:
                             statm = _procfs.parse_statm(
-                                handle.read(READ_CAP_BYTES).decode("ascii", "replace"))
+                                handle.read(READ_CAP_BYTES).decode("ascii", "replace")
+                            )
                     except OSError:
                         continue
                     if statm is not None:

@@ -58,25 +58,56 @@ _DURATION_HINT: Final = 'expected e.g. "250ms", "30s", "1h30m" or a number of se
 _PERCENT_HINT: Final = 'expected e.g. "85%" or a number from 0 to 100'
 
 _SIZE_UNITS: Final[dict[str, int]] = {
-    "": 1, "b": 1, "byte": 1, "bytes": 1,
-    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15, "eb": 10**18,
-    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50, "eib": 2**60,
-    "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50, "ei": 2**60,
-    "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50, "e": 2**60,
+    "": 1,
+    "b": 1,
+    "byte": 1,
+    "bytes": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "pb": 10**15,
+    "eb": 10**18,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+    "pib": 2**50,
+    "eib": 2**60,
+    "ki": 2**10,
+    "mi": 2**20,
+    "gi": 2**30,
+    "ti": 2**40,
+    "pi": 2**50,
+    "ei": 2**60,
+    "k": 2**10,
+    "m": 2**20,
+    "g": 2**30,
+    "t": 2**40,
+    "p": 2**50,
+    "e": 2**60,
 }
 _NUMBER: Final = r"[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?|[0-9]+\."
 _SIZE_RE: Final = re.compile(rf"\s*(?P<num>{_NUMBER})?\s*(?P<unit>[A-Za-z]*)\s*")
 
 _DURATION_UNITS: Final[dict[str, float]] = {
-    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3,
-    "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0,
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
 }
 _DURATION_PART: Final = re.compile(rf"({_NUMBER})(ns|us|µs|μs|ms|s|m|h|d)")
 _PLAIN_NUMBER: Final = re.compile(rf"\s*(?:{_NUMBER})\s*")
 # exact decimal arithmetic for sizes typed as text: enough digits for any size up to
 # MAX_BYTES with a fraction, and exponents far beyond it stay cheap (checked before use)
-_EXACT: Final = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN,
-                                Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
+_EXACT: Final = decimal.Context(
+    prec=60, rounding=decimal.ROUND_HALF_EVEN, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN
+)
 
 
 _T = TypeVar("_T")
@@ -105,8 +136,7 @@ def shown(value: object) -> str:
         return f"<a {type(value).__qualname__} that cannot be shown>"
 
 
-def _check_number(value: object, what: str, hint: str,
-                  maximum: float | None = None) -> int | float:
+def _check_number(value: object, what: str, hint: str, maximum: float | None = None) -> int | float:
     """Return *value* (an int stays an exact int) if it is a finite number from 0 to
     *maximum*, or raise naming it as passed."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -140,10 +170,22 @@ def parse_bytes(value: int | float | str) -> int:
     return result
 
 
-_BINARY_STEPS: Final = (("EiB", 2**60), ("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30),
-                        ("MiB", 2**20), ("KiB", 2**10))
-_DECIMAL_STEPS: Final = (("EB", 10**18), ("PB", 10**15), ("TB", 10**12), ("GB", 10**9),
-                         ("MB", 10**6), ("kB", 10**3))
+_BINARY_STEPS: Final = (
+    ("EiB", 2**60),
+    ("PiB", 2**50),
+    ("TiB", 2**40),
+    ("GiB", 2**30),
+    ("MiB", 2**20),
+    ("KiB", 2**10),
+)
+_DECIMAL_STEPS: Final = (
+    ("EB", 10**18),
+    ("PB", 10**15),
+    ("TB", 10**12),
+    ("GB", 10**9),
+    ("MB", 10**6),
+    ("kB", 10**3),
+)
 
 
 def format_bytes(n_bytes: int | float, *, binary: bool = True, precision: int = 1) -> str:
@@ -175,8 +217,10 @@ def parse_duration(value: int | float | str | _dt.timedelta) -> float:
     if isinstance(value, _dt.timedelta):
         seconds = value.total_seconds()
         if seconds < 0 or seconds > MAX_SECONDS:
-            raise InvalidValue(f"{value!r} is not a duration: "
-                               f"{'negative' if seconds < 0 else 'too large'}; {_DURATION_HINT}")
+            raise InvalidValue(
+                f"{value!r} is not a duration: "
+                f"{'negative' if seconds < 0 else 'too large'}; {_DURATION_HINT}"
+            )
         return seconds
     if not isinstance(value, str):
         return float(_check_number(value, "a duration", _DURATION_HINT, MAX_SECONDS))
@@ -241,7 +285,8 @@ def resolve_bytes(value: int | float | str, limit_bytes: int) -> int:
     if is_percent(value):
         assert isinstance(value, str)
         percent = parse_percent(value)
-        limit = _check_number(limit_bytes, "a limit in bytes",
-                              "expected the number of bytes the percentage is of")
+        limit = _check_number(
+            limit_bytes, "a limit in bytes", "expected the number of bytes the percentage is of"
+        )
         return round(Fraction(percent) * Fraction(limit) / 100)
     return parse_bytes(value)

@@ -46,9 +46,11 @@ async def alloc() -> dict[str, int]:
 @app.get("/stats")
 async def stats() -> dict[str, Any]:
     memory = resguard.snapshot(children=False).memory
-    answer: dict[str, Any] = {**counters, "pid": os.getpid(),
-                              "memory": {"source": memory.source, "limit": memory.limit,
-                                         "used": memory.used}}
+    answer: dict[str, Any] = {
+        **counters,
+        "pid": os.getpid(),
+        "memory": {"source": memory.source, "limit": memory.limit, "used": memory.used},
+    }
     if middleware is not None:
         answer["guard"] = middleware.guard.stats().to_dict()
     return answer
@@ -58,7 +60,11 @@ def guarded_app() -> GuardMiddleware:
     """The same app behind the middleware: a 70 % share, 20 MiB reserved per request, a
     queue of RESGUARD_TEST_WAIT (default 5 s), memory sampled every 10 ms."""
     global middleware
-    guard = Guard(memory="70%", reserve="20MiB", wait=os.environ.get("RESGUARD_TEST_WAIT", "5s"),
-                  monitor=Monitor(interval="10ms"))
+    guard = Guard(
+        memory="70%",
+        reserve="20MiB",
+        wait=os.environ.get("RESGUARD_TEST_WAIT", "5s"),
+        monitor=Monitor(interval="10ms"),
+    )
     middleware = GuardMiddleware(app, guard, exclude=("/stats",))
     return middleware

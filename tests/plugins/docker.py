@@ -22,8 +22,10 @@ TEST_LABEL = "resguard-test"
 # the last command of ``sh -c`` in place of itself, so the sleep must not be the last one.
 HOLD = "x=$(head -c {kib}k /dev/zero | tr '\\0' a); sleep 100000; echo ${{#x}}"
 # Grows by 512 KiB every 0.1 s in separate variables (no copy doubles it), until killed.
-GROW = ("x=$(head -c 512k /dev/zero | tr '\\0' a); i=0; "
-        "while :; do i=$((i+1)); eval \"v$i=\\$x\"; sleep 0.1; done")
+GROW = (
+    "x=$(head -c 512k /dev/zero | tr '\\0' a); i=0; "
+    'while :; do i=$((i+1)); eval "v$i=\\$x"; sleep 0.1; done'
+)
 
 
 @pytest.fixture(scope="session")
@@ -55,14 +57,20 @@ class ContainerFactory:
         self.test_name = test_name
         self.started: list[Any] = []
 
-    def __call__(self, script: str, *, memory: str | None = None,
-                 memswap: str | None = None, name: str | None = None,
-                 labels: dict[str, str] | None = None, image: str = IMAGE) -> Any:
+    def __call__(
+        self,
+        script: str,
+        *,
+        memory: str | None = None,
+        memswap: str | None = None,
+        name: str | None = None,
+        labels: dict[str, str] | None = None,
+        image: str = IMAGE,
+    ) -> Any:
         """Run ``sh -c script`` detached; returns the SDK's Container (reloaded)."""
         all_labels = {TEST_LABEL: "1", "resguard-test-name": self.test_name[:200]}
         all_labels.update(labels or {})
-        kwargs: dict[str, Any] = {"network_mode": "none", "labels": all_labels,
-                                  "detach": True}
+        kwargs: dict[str, Any] = {"network_mode": "none", "labels": all_labels, "detach": True}
         if memory is not None:
             kwargs["mem_limit"] = memory
         if memswap is not None:
@@ -93,8 +101,13 @@ def docker_run(docker_client: Any, request: pytest.FixtureRequest) -> Iterator[C
         factory.remove_all()
 
 
-def wait_for(predicate: Callable[[], object], *, timeout_s: float = 60.0,
-             interval_s: float = 0.05, what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], object],
+    *,
+    timeout_s: float = 60.0,
+    interval_s: float = 0.05,
+    what: str = "condition",
+) -> Any:
     """Poll *predicate* until it returns something true; fail after *timeout_s*."""
     deadline = time.monotonic() + timeout_s
     while True:

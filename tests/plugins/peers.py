@@ -41,17 +41,33 @@ PACKAGE = "cachetools_peer_tests"
 
 def _cache_root() -> Path:
     return Path(os.environ.get("RESGUARD_PEER_CACHE") or tempfile.gettempdir()) / (
-        "resguard-peer-suites")
+        "resguard-peer-suites"
+    )
 
 
 def _download_sdist(requirement: str, into: Path) -> Path | str:
     """pip-download the sdist of *requirement* into *into*; its path or why it failed."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--retries", "0", "--timeout", "20", "--disable-pip-version-check",
-               "--dest", str(into), requirement]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "--retries",
+        "0",
+        "--timeout",
+        "20",
+        "--disable-pip-version-check",
+        "--dest",
+        str(into),
+        requirement,
+    ]
     try:
-        done = subprocess.run(command, capture_output=True, text=True,
-                              timeout=DOWNLOAD_TIMEOUT_S, check=False)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT_S, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"could not download {requirement} with pip ({exc})"
     archives = sorted(into.glob("*.tar.gz"))
@@ -112,7 +128,8 @@ def _import_package(name: str, folder: Path) -> types.ModuleType:
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(
-        name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+        name, folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -144,8 +161,7 @@ def functools_tests() -> types.ModuleType | str:
         return f"CPython's test package is not installed with this interpreter ({exc})"
 
 
-def expected_difference(test: Callable[..., None], reason: str,
-                        raises: type[BaseException]) -> Any:
+def expected_difference(test: Callable[..., None], reason: str, raises: type[BaseException]) -> Any:
     """A peer's *test*, expected to fail with *raises* where resguard differs on purpose
     for *reason* (strict: a difference that starts passing fails the run)."""
 

@@ -27,30 +27,58 @@ import threading
 
 __all__ = ["MODES", "MisbehavingServer"]
 
-MODES = ("hang", "drip", "drip_headers", "http500", "drop", "malformed", "wrong_shape",
-         "deep", "huge", "huge_chunked")
+MODES = (
+    "hang",
+    "drip",
+    "drip_headers",
+    "http500",
+    "drop",
+    "malformed",
+    "wrong_shape",
+    "deep",
+    "huge",
+    "huge_chunked",
+)
 
-_ENTRY = json.dumps({
-    "name": "llama3.2:1b", "model": "llama3.2:1b", "size": 1514584145,
-    "digest": "baf6a787fdffd633537aa2eb51cfd54cb93ff08e28040095462bb63daf552878",
-    "details": {"parent_model": "", "format": "gguf", "family": "llama",
-                "families": ["llama"], "parameter_size": "1.2B",
-                "quantization_level": "Q8_0"},
-    "expires_at": "2025-10-01T12:06:30.5+02:00", "size_vram": 0,
-    "context_length": 4096}).encode()
+_ENTRY = json.dumps(
+    {
+        "name": "llama3.2:1b",
+        "model": "llama3.2:1b",
+        "size": 1514584145,
+        "digest": "baf6a787fdffd633537aa2eb51cfd54cb93ff08e28040095462bb63daf552878",
+        "details": {
+            "parent_model": "",
+            "format": "gguf",
+            "family": "llama",
+            "families": ["llama"],
+            "parameter_size": "1.2B",
+            "quantization_level": "Q8_0",
+        },
+        "expires_at": "2025-10-01T12:06:30.5+02:00",
+        "size_vram": 0,
+        "context_length": 4096,
+    }
+).encode()
 
 
 def _response(status: str, body: bytes, content_type: str = "application/json") -> bytes:
-    head = (f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
     return head + body
 
 
 class MisbehavingServer:
     """``with MisbehavingServer("drip") as server:`` then talk to ``server.host``."""
 
-    def __init__(self, mode: str, *, interval_s: float = 0.3, huge_bytes: int = 50 * 2**20,
-                 unix_path: str | None = None) -> None:
+    def __init__(
+        self,
+        mode: str,
+        *,
+        interval_s: float = 0.3,
+        huge_bytes: int = 50 * 2**20,
+        unix_path: str | None = None,
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} is not one of {MODES}")
         self.mode = mode
@@ -76,8 +104,9 @@ class MisbehavingServer:
         listener.listen(64)
         listener.settimeout(0.05)
         self._listener = listener
-        self._thread = threading.Thread(target=self._accept, name=f"misbehaving-{self.mode}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._accept, name=f"misbehaving-{self.mode}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -159,7 +188,7 @@ class MisbehavingServer:
         for index in range(len(data)):
             if self._stop.wait(self.interval_s):
                 return
-            connection.sendall(data[index:index + 1])
+            connection.sendall(data[index : index + 1])
 
     def _misbehave(self, connection: socket.socket) -> bool:
         """Answer one request; False when the connection is done with."""
@@ -172,8 +201,10 @@ class MisbehavingServer:
             return False
         if mode == "drip":
             body = b" " * 100_000 + b'{"models":[]}'
-            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                               b"Content-Length: %d\r\n\r\n" % len(body))
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body)
+            )
             self._drip(connection, body)
             return False
         if mode == "drip_headers":
@@ -181,8 +212,9 @@ class MisbehavingServer:
             self._drip(connection, b"X-Padding: " + b"a" * 10_000 + b"\r\n\r\n")
             return False
         if mode == "http500":
-            connection.sendall(_response("500 Internal Server Error",
-                                         b'{"error":"runner crashed"}'))
+            connection.sendall(
+                _response("500 Internal Server Error", b'{"error":"runner crashed"}')
+            )
             return True
         if mode == "malformed":
             connection.sendall(_response("200 OK", b'{"models": [ {"name": '))
@@ -206,17 +238,21 @@ class MisbehavingServer:
     def _send_huge(self, connection: socket.socket) -> None:
         inner = self._entries(self.huge_bytes - 20)
         body = b'{"models":[' + inner + b"]}"
-        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                           b"Content-Length: %d\r\n\r\n" % len(body))
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
         view = memoryview(body)
         for start in range(0, len(body), 1 << 16):
             if self._stop.is_set():
                 return
-            connection.sendall(view[start:start + (1 << 16)])
+            connection.sendall(view[start : start + (1 << 16)])
 
     def _send_endless_chunks(self, connection: socket.socket) -> None:
-        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                           b"Transfer-Encoding: chunked\r\n\r\n")
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         piece = b'{"models":[' + self._entries(1 << 16)
         while not self._stop.is_set():
             connection.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))

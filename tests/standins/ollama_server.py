@@ -74,16 +74,28 @@ class CatalogueModel:
         return hashlib.sha256(self.name.encode()).hexdigest()
 
     def details(self, *, for_ps: bool = False) -> dict[str, Any]:
-        return {"parent_model": "", "format": "gguf", "family": self.family,
-                "families": [self.family], "parameter_size": self.parameter_size,
-                "quantization_level": self.quantization_level}
+        return {
+            "parent_model": "",
+            "format": "gguf",
+            "family": self.family,
+            "families": [self.family],
+            "parameter_size": self.parameter_size,
+            "quantization_level": self.quantization_level,
+        }
 
 
 CATALOGUE: tuple[CatalogueModel, ...] = (
     CatalogueModel("llama3.2:1b", 1_321_098_329, 1_514_584_145, "llama", "1.2B", "Q8_0"),
     CatalogueModel("llama3.2:3b", 2_019_393_189, 3_518_155_776, "llama", "3.2B"),
-    CatalogueModel("gpt-oss:20b", 13_780_173_724, 13_421_772_800, "gptoss", "20.9B", "MXFP4",
-                   ("completion", "tools", "thinking")),
+    CatalogueModel(
+        "gpt-oss:20b",
+        13_780_173_724,
+        13_421_772_800,
+        "gptoss",
+        "20.9B",
+        "MXFP4",
+        ("completion", "tools", "thinking"),
+    ),
     CatalogueModel("qwen3:8b", 5_225_388_164, 6_654_289_920, "qwen3", "8.2B"),
     CatalogueModel("qwen2.5:0.5b", 397_821_319, 650_000_000, "qwen2", "494.03M"),
 )
@@ -127,8 +139,9 @@ def parse_keep_alive(value: object) -> float | None:
 
 def _timestamp(epoch_s: float, *, utc: bool = False) -> str:
     if utc:
-        return _dt.datetime.fromtimestamp(epoch_s, _dt.timezone.utc).isoformat().replace(
-            "+00:00", "Z")
+        return (
+            _dt.datetime.fromtimestamp(epoch_s, _dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        )
     return _dt.datetime.fromtimestamp(epoch_s).astimezone().isoformat()
 
 
@@ -166,11 +179,19 @@ class _Fault:
 class OllamaStandIn:
     """The stand-in server. ``start()`` binds a free loopback port; ``host`` is its URL."""
 
-    def __init__(self, catalogue: Iterable[CatalogueModel] = CATALOGUE, *,
-                 clock: Callable[[], float] | None = None, scale: float = 1 / 1024,
-                 max_loaded: int = 3, memory_bytes: int | None = None,
-                 default_keep_alive_s: float = 300.0, max_queue: int = 512,
-                 cgroup: Path | str | None = None, unload_lag_s: float = 0.01) -> None:
+    def __init__(
+        self,
+        catalogue: Iterable[CatalogueModel] = CATALOGUE,
+        *,
+        clock: Callable[[], float] | None = None,
+        scale: float = 1 / 1024,
+        max_loaded: int = 3,
+        memory_bytes: int | None = None,
+        default_keep_alive_s: float = 300.0,
+        max_queue: int = 512,
+        cgroup: Path | str | None = None,
+        unload_lag_s: float = 0.01,
+    ) -> None:
         self.catalogue = {m.name.lower(): m for m in catalogue}
         self.clock = clock or time.time
         self.scale = scale
@@ -199,8 +220,12 @@ class OllamaStandIn:
     def start(self) -> OllamaStandIn:
         handler = type("Handler", (_Handler,), {"standin": self})
         self._httpd = _Server(("127.0.0.1", 0), handler)
-        serve = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                 name="ollama-standin", daemon=True)
+        serve = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="ollama-standin",
+            daemon=True,
+        )
         reaper = threading.Thread(target=self._reap, name="ollama-standin-reaper", daemon=True)
         self._threads = [serve, reaper]
         for thread in self._threads:
@@ -237,8 +262,14 @@ class OllamaStandIn:
         return f"http://127.0.0.1:{self.port}"
 
     # ----------------------------------------------------------------- test hooks
-    def fail(self, status: int, message: str = "internal error", *,
-             paths: Iterable[str] | None = None, count: int | None = None) -> None:
+    def fail(
+        self,
+        status: int,
+        message: str = "internal error",
+        *,
+        paths: Iterable[str] | None = None,
+        count: int | None = None,
+    ) -> None:
         """Answer requests to *paths* (None: all) with *status*, *count* times (None: always)."""
         self._faults.append(_Fault(status, message, tuple(paths) if paths else None, count))
 
@@ -250,16 +281,20 @@ class OllamaStandIn:
     def runner_pids(self) -> dict[str, int]:
         """The runner child process of each loaded model."""
         with self._lock:
-            return {name: r.process.pid for name, r in self._runners.items()
-                    if r.process is not None}
+            return {
+                name: r.process.pid for name, r in self._runners.items() if r.process is not None
+            }
 
     def load_requests(self, name: str) -> int:
         """How many load-path requests (empty prompt, no zero keep-alive) named *name*."""
         count = 0
         for _, path, body in list(self.requests):
-            if path in ("/api/generate", "/api/chat") and body.get("model") == name and not (
-                    body.get("prompt") or body.get("messages")) and body.get("keep_alive") not in (
-                    0, 0.0, "0", "0s"):
+            if (
+                path in ("/api/generate", "/api/chat")
+                and body.get("model") == name
+                and not (body.get("prompt") or body.get("messages"))
+                and body.get("keep_alive") not in (0, 0.0, "0", "0s")
+            ):
                 count += 1
         return count
 
@@ -271,9 +306,15 @@ class OllamaStandIn:
         """Unload models whose keep-alive has expired (also done on every request)."""
         now = self.clock()
         with self._lock:
-            expired = [r for r in self._runners.values()
-                       if not r.loading and r.in_flight == 0 and not r.stopping
-                       and r.expires_at is not None and r.expires_at <= now]
+            expired = [
+                r
+                for r in self._runners.values()
+                if not r.loading
+                and r.in_flight == 0
+                and not r.stopping
+                and r.expires_at is not None
+                and r.expires_at <= now
+            ]
             for runner in expired:
                 runner.stopping = True
         for runner in expired:
@@ -362,15 +403,19 @@ class OllamaStandIn:
     def _victim(self, exclude: str) -> _Runner | None:
         candidates = sorted(
             (r for r in self._runners.values() if r.model.name != exclude and not r.loading),
-            key=lambda r: (r.keep_alive_s, r.model.digest))
+            key=lambda r: (r.keep_alive_s, r.model.digest),
+        )
         for runner in candidates:
             if runner.in_flight == 0:
                 return runner
         return candidates[0] if candidates else None
 
     def _loaded_total(self, exclude: str) -> int:
-        return sum(r.model.loaded_bytes for r in self._runners.values()
-                   if r.model.name != exclude and not r.stopping)
+        return sum(
+            r.model.loaded_bytes
+            for r in self._runners.values()
+            if r.model.name != exclude and not r.stopping
+        )
 
     def acquire(self, model: CatalogueModel, keep_alive_s: float | None) -> _Runner:
         """Start a request on *model*: load it if needed (queued, one load at a time)."""
@@ -382,8 +427,9 @@ class OllamaStandIn:
                     runner.keep_alive_s = keep_alive_s
                 return runner
             if self._queued >= self.max_queue:
-                raise _HTTPError(503, "server busy, please try again.  "
-                                      "maximum pending requests exceeded")
+                raise _HTTPError(
+                    503, "server busy, please try again.  maximum pending requests exceeded"
+                )
             self._queued += 1
         try:
             with self._load_lock:
@@ -401,9 +447,13 @@ class OllamaStandIn:
                     runner.keep_alive_s = keep_alive_s
                 return runner
             if self.memory_bytes is not None and model.loaded_bytes > self.memory_bytes:
-                raise _HTTPError(500, (
-                    f"model requires more system memory ({model.loaded_bytes / GIB:.1f} GiB) "
-                    f"than is available ({self.memory_bytes / GIB:.1f} GiB)"))
+                raise _HTTPError(
+                    500,
+                    (
+                        f"model requires more system memory ({model.loaded_bytes / GIB:.1f} GiB) "
+                        f"than is available ({self.memory_bytes / GIB:.1f} GiB)"
+                    ),
+                )
             deadline = time.monotonic() + 60
             while True:
                 # wait for anything stopping to go away before counting
@@ -411,8 +461,10 @@ class OllamaStandIn:
                     if not self._changed.wait(timeout=max(0.0, deadline - time.monotonic())):
                         raise _HTTPError(500, "timed out waiting for a model to unload")
                 over_count = len(self._runners) >= self.max_loaded
-                over_memory = (self.memory_bytes is not None and self._loaded_total(model.name)
-                               + model.loaded_bytes > self.memory_bytes)
+                over_memory = (
+                    self.memory_bytes is not None
+                    and self._loaded_total(model.name) + model.loaded_bytes > self.memory_bytes
+                )
                 if not (over_count or over_memory):
                     break
                 victim = self._victim(model.name)
@@ -428,8 +480,12 @@ class OllamaStandIn:
                         self._lock.acquire()
                 elif not self._changed.wait(timeout=max(0.0, deadline - time.monotonic())):
                     raise _HTTPError(500, "timed out waiting for a busy model to finish")
-            runner = _Runner(model, self.default_keep_alive_s if keep_alive_s is None
-                             else keep_alive_s, in_flight=1, started=self.clock())
+            runner = _Runner(
+                model,
+                self.default_keep_alive_s if keep_alive_s is None else keep_alive_s,
+                in_flight=1,
+                started=self.clock(),
+            )
             self._runners[model.name] = runner
         try:
             if model.load_s:
@@ -474,10 +530,16 @@ class OllamaStandIn:
     def tags(self) -> dict[str, Any]:
         models = []
         for model in self.catalogue.values():
-            models.append({"name": model.name, "model": model.name,
-                           "modified_at": _timestamp(self.clock() - 86400),
-                           "size": model.disk_bytes, "digest": model.digest,
-                           "details": model.details()})
+            models.append(
+                {
+                    "name": model.name,
+                    "model": model.name,
+                    "modified_at": _timestamp(self.clock() - 86400),
+                    "size": model.disk_bytes,
+                    "digest": model.digest,
+                    "details": model.details(),
+                }
+            )
         return {"models": models}
 
     def ps(self) -> dict[str, Any]:
@@ -493,11 +555,18 @@ class OllamaStandIn:
         models = []
         for expires, runner in rows:
             model = runner.model
-            models.append({"name": model.name, "model": model.name,
-                           "size": model.loaded_bytes, "digest": model.digest,
-                           "details": model.details(for_ps=True),
-                           "expires_at": _timestamp(expires), "size_vram": 0,
-                           "context_length": model.context_length})
+            models.append(
+                {
+                    "name": model.name,
+                    "model": model.name,
+                    "size": model.loaded_bytes,
+                    "digest": model.digest,
+                    "details": model.details(for_ps=True),
+                    "expires_at": _timestamp(expires),
+                    "size_vram": 0,
+                    "context_length": model.context_length,
+                }
+            )
         return {"models": models}
 
 
@@ -538,8 +607,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _json(self, status: int, payload: Any) -> None:
-        self._send(status, json.dumps(payload, separators=(",", ":")).encode(),
-                   "application/json; charset=utf-8")
+        self._send(
+            status,
+            json.dumps(payload, separators=(",", ":")).encode(),
+            "application/json; charset=utf-8",
+        )
 
     def _text(self, status: int, text: str) -> None:
         self._send(status, text.encode(), "text/plain; charset=utf-8")
@@ -565,16 +637,20 @@ class _Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError as error:
             if error.msg.startswith("Expecting value") and error.pos >= len(raw.strip()):
                 raise _HTTPError(400, "unexpected EOF") from None
-            char = raw[error.pos:error.pos + 1].decode(errors="replace")
-            raise _HTTPError(400, f"invalid character '{char}' looking for beginning of value"
-                             ) from None
+            char = raw[error.pos : error.pos + 1].decode(errors="replace")
+            raise _HTTPError(
+                400, f"invalid character '{char}' looking for beginning of value"
+            ) from None
         if not isinstance(body, dict):
             raise _HTTPError(400, "json: cannot unmarshal into Go value of type api.Request")
         self.standin.requests.append((self.command, self.path, body))
         model = body.get("model", body.get("name"))
         if model is not None and not isinstance(model, str):
-            raise _HTTPError(400, "json: cannot unmarshal number into Go struct field "
-                                  "GenerateRequest.model of type string")
+            raise _HTTPError(
+                400,
+                "json: cannot unmarshal number into Go struct field "
+                "GenerateRequest.model of type string",
+            )
         return body
 
     def _dispatch(self, method: str) -> None:
@@ -648,20 +724,31 @@ class _Handler(BaseHTTPRequestHandler):
         model = self.standin._resolve(name)
         if model is None:
             raise _HTTPError(404, f"model '{name}' not found")
-        self._json(200, {"license": "", "modelfile": f"FROM {model.name}\n", "parameters": "",
-                         "template": "{{ .Prompt }}", "details": model.details(),
-                         "model_info": {"general.architecture": model.family,
-                                        f"{model.family}.context_length": 131072},
-                         "capabilities": list(model.capabilities),
-                         "modified_at": _timestamp(self.standin.clock() - 86400)})
+        self._json(
+            200,
+            {
+                "license": "",
+                "modelfile": f"FROM {model.name}\n",
+                "parameters": "",
+                "template": "{{ .Prompt }}",
+                "details": model.details(),
+                "model_info": {
+                    "general.architecture": model.family,
+                    f"{model.family}.context_length": 131072,
+                },
+                "capabilities": list(model.capabilities),
+                "modified_at": _timestamp(self.standin.clock() - 86400),
+            },
+        )
 
     def _generate(self, *, chat: bool) -> None:
         standin = self.standin
         body = self._body()
         sent = body.get("model")
         if not sent:
-            raise _HTTPError(400 if chat else 404, "model is required" if chat
-                             else "model '' not found")
+            raise _HTTPError(
+                400 if chat else 404, "model is required" if chat else "model '' not found"
+            )
         model = standin._resolve(sent)
         if model is None:
             raise _HTTPError(404, f"model '{sent}' not found")
@@ -690,20 +777,20 @@ class _Handler(BaseHTTPRequestHandler):
             pieces = [f"{word} " for word in text.split()][::-1] or ["ok"]
             answer = "".join(pieces).strip()
             if body.get("stream", True):
+
                 def chunks() -> Iterator[dict[str, Any]]:
                     for piece in pieces:
-                        obj: dict[str, Any] = {"model": sent, "created_at": created,
-                                               "done": False}
+                        obj: dict[str, Any] = {"model": sent, "created_at": created, "done": False}
                         if chat:
                             obj["message"] = {"role": "assistant", "content": piece}
                         else:
                             obj["response"] = piece
                         yield obj
                     yield reply("stop", "", eval_count=len(pieces), total_duration=1000)
+
                 self._stream(chunks())
             else:
-                self._json(200, reply("stop", answer, eval_count=len(pieces),
-                                      total_duration=1000))
+                self._json(200, reply("stop", answer, eval_count=len(pieces), total_duration=1000))
         finally:
             standin.release(runner)
 

@@ -31,6 +31,7 @@ class ManualClock:
     def advance(self, seconds: float) -> None:
         """Move the clock forward by *seconds*."""
         if not seconds >= 0:  # also refuses NaN
-            raise InvalidValue(f"seconds={seconds!r}: a clock cannot go back; expected a "
-                               f"number of seconds >= 0")
+            raise InvalidValue(
+                f"seconds={seconds!r}: a clock cannot go back; expected a number of seconds >= 0"
+            )
         self.now_s += seconds

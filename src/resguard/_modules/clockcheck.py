@@ -16,18 +16,24 @@ def checked_clock(clock: object, what: str = "clock") -> Callable[[], float]:
     """*clock* if it is callable and its reading now is a finite number, else an error
     naming it."""
     if not callable(clock):
-        raise InvalidType(f"{what}={shown(clock)} is not callable; expected a function returning "
-                          "monotonic seconds, e.g. time.monotonic")
+        raise InvalidType(
+            f"{what}={shown(clock)} is not callable; expected a function returning "
+            "monotonic seconds, e.g. time.monotonic"
+        )
     reading = clock()
     if isinstance(reading, bool) or not isinstance(reading, (int, float)):
-        raise InvalidType(f"{what}={shown(clock)} returned {shown(reading)}, not monotonic "
-                          "seconds; expected a function like time.monotonic")
+        raise InvalidType(
+            f"{what}={shown(clock)} returned {shown(reading)}, not monotonic "
+            "seconds; expected a function like time.monotonic"
+        )
     try:
         finite = math.isfinite(reading)
     except OverflowError:
         finite = False
     if not finite:
-        raise InvalidValue(f"{what}={shown(clock)} returned {shown(reading)}, not a finite "
-                           "number of monotonic seconds; expected a function like "
-                           "time.monotonic")
+        raise InvalidValue(
+            f"{what}={shown(clock)} returned {shown(reading)}, not a finite "
+            "number of monotonic seconds; expected a function like "
+            "time.monotonic"
+        )
     return clock

@@ -11,17 +11,35 @@ import attrs
 __all__ = ["ValueMixin", "flatten", "format_value", "html_table", "to_plain"]
 
 # Fields counted in bytes are shown with units in HTML; JSON keeps the raw integers.
-_BYTE_FIELDS = frozenset({
-    "total", "limit", "used", "available", "free", "rss", "vms", "uss", "children_rss",
-    "memory_usage", "memory_used", "memory_limit", "size", "size_vram", "peak_rss",
-})
+_BYTE_FIELDS = frozenset(
+    {
+        "total",
+        "limit",
+        "used",
+        "available",
+        "free",
+        "rss",
+        "vms",
+        "uss",
+        "children_rss",
+        "memory_usage",
+        "memory_used",
+        "memory_limit",
+        "size",
+        "size_vram",
+        "peak_rss",
+    }
+)
 
 
 def to_plain(value: Any) -> Any:
     """Recursively convert attrs instances, tuples and enums into JSON-ready values."""
     if attrs.has(type(value)):
-        return {field.name: to_plain(getattr(value, field.name))
-                for field in attrs.fields(type(value)) if not field.name.startswith("_")}
+        return {
+            field.name: to_plain(getattr(value, field.name))
+            for field in attrs.fields(type(value))
+            if not field.name.startswith("_")
+        }
     if isinstance(value, (list, tuple)):
         return [to_plain(item) for item in value]
     if isinstance(value, dict):
@@ -64,9 +82,11 @@ def _format(path: str, value: Any) -> str:
 def html_table(rows: Iterable[tuple[str, Any]], title: str = "") -> str:
     """A two-column HTML table of (name, value) rows, values formatted for people."""
     caption = f"<caption>{html.escape(title)}</caption>" if title else ""
-    body = "".join(f"<tr><th style='text-align:left'>{html.escape(path)}</th>"
-                   f"<td style='text-align:right'>{html.escape(_format(path, value))}</td></tr>"
-                   for path, value in rows)
+    body = "".join(
+        f"<tr><th style='text-align:left'>{html.escape(path)}</th>"
+        f"<td style='text-align:right'>{html.escape(_format(path, value))}</td></tr>"
+        for path, value in rows
+    )
     return f"<table>{caption}{body}</table>"
 
 
@@ -75,9 +95,14 @@ def records_table(records: Iterable[Any], columns: tuple[str, ...], title: str =
     caption = f"<caption>{html.escape(title)}</caption>" if title else ""
     head = "".join(f"<th>{html.escape(column)}</th>" for column in columns)
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_format(column, getattr(record, column)))}</td>"
-                         for column in columns) + "</tr>"
-        for record in records)
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(_format(column, getattr(record, column)))}</td>"
+            for column in columns
+        )
+        + "</tr>"
+        for record in records
+    )
     return f"<table>{caption}<tr>{head}</tr>{rows}</table>"
 
 

@@ -126,8 +126,9 @@ def _resolve(mount: str, path: str) -> str:
     return mount
 
 
-def locate(roots: Roots = DEFAULT_ROOTS, pid: str = "self",
-           report: Report | None = None) -> CgroupLocation | None:
+def locate(
+    roots: Roots = DEFAULT_ROOTS, pid: str = "self", report: Report | None = None
+) -> CgroupLocation | None:
     """Find the memory and cpu cgroups of *pid*, or ``None`` where there are no cgroups
     (or ``/proc/<pid>/cgroup`` cannot be read or parsed: then *report* is told)."""
     path = os.path.join(roots.proc, pid, "cgroup")
@@ -160,8 +161,14 @@ def locate(roots: Roots = DEFAULT_ROOTS, pid: str = "self",
                 return None
             mount = unified
         directory = _resolve(mount, paths[""])
-        return CgroupLocation(version="v2", memory_dir=directory, memory_mount=mount,
-                              cpu_dir=directory, cpu_mount=mount, relative=paths[""])
+        return CgroupLocation(
+            version="v2",
+            memory_dir=directory,
+            memory_mount=mount,
+            cpu_dir=directory,
+            cpu_mount=mount,
+            relative=paths[""],
+        )
     return None
 
 
@@ -172,8 +179,10 @@ def location_of(directory: str, roots: Roots = DEFAULT_ROOTS) -> CgroupLocation:
     if location is None:
         from resguard._errors import InvalidValue
 
-        raise InvalidValue(f"cgroup={directory!r} is not a cgroup directory; expected an "
-                           "existing directory such as '/sys/fs/cgroup/my.slice'")
+        raise InvalidValue(
+            f"cgroup={directory!r} is not a cgroup directory; expected an "
+            "existing directory such as '/sys/fs/cgroup/my.slice'"
+        )
     return location
 
 
@@ -193,9 +202,14 @@ def find_location(directory: str, roots: Roots = DEFAULT_ROOTS) -> CgroupLocatio
         version = "v2"
     relative = "/" + os.path.relpath(directory, mount).lstrip(".")
     cpu = directory if version == "v2" else None
-    return CgroupLocation(version=version, memory_dir=directory, memory_mount=mount,
-                          cpu_dir=cpu, cpu_mount=mount if cpu else None,
-                          relative=relative.rstrip("/") or "/")
+    return CgroupLocation(
+        version=version,
+        memory_dir=directory,
+        memory_mount=mount,
+        cpu_dir=cpu,
+        cpu_mount=mount if cpu else None,
+        relative=relative.rstrip("/") or "/",
+    )
 
 
 class _Damage(enum.Enum):
@@ -266,8 +280,9 @@ def _stat_value(stat: str, *keys: str) -> int:
     return 0 if value is None else value
 
 
-def read_memory(directory: str | Path, version: str,
-                reader: Reader = read_text) -> CgroupMemory | None:
+def read_memory(
+    directory: str | Path, version: str, reader: Reader = read_text
+) -> CgroupMemory | None:
     """Read one cgroup directory's memory numbers (works for containers' cgroups too)."""
     base = str(directory)
     if version == "v1":
@@ -283,8 +298,9 @@ def read_memory(directory: str | Path, version: str,
     if usage is None:
         return None
     stat = reader(base + "/memory.stat") or ""
-    return CgroupMemory(limit=limit, high=high, usage=usage,
-                        inactive_file=_stat_value(stat, *inactive_keys))
+    return CgroupMemory(
+        limit=limit, high=high, usage=usage, inactive_file=_stat_value(stat, *inactive_keys)
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -298,15 +314,17 @@ def _ancestors(directory: str, mount: str) -> tuple[str, ...]:
     return tuple(result)
 
 
-def memory_limit(location: CgroupLocation, reader: Reader = read_text,
-                 report: Report | None = None) -> tuple[int, str, str] | None:
+def memory_limit(
+    location: CgroupLocation, reader: Reader = read_text, report: Report | None = None
+) -> tuple[int, str, str] | None:
     """The tightest limit between the process's cgroup and the root, as (bytes, directory,
     file name), or ``None`` when no level sets one. A level whose file cannot be read or
     parsed is skipped; *report* (if given) is told of it (a missing file is no limit)."""
     if location.memory_dir is None or location.memory_mount is None:
         return None
-    files = (("memory.limit_in_bytes",) if location.version == "v1"
-             else ("memory.max", "memory.high"))
+    files = (
+        ("memory.limit_in_bytes",) if location.version == "v1" else ("memory.max", "memory.high")
+    )
     best: tuple[int, str, str] | None = None
     for directory in _ancestors(location.memory_dir, location.memory_mount):
         for name in files:
@@ -340,16 +358,23 @@ def memory_bound(location: CgroupLocation, reader: Reader = read_text) -> Memory
 def _parse_quota(quota_text: str, period_text: str) -> float | Literal[_Damage.DAMAGED] | None:
     if quota_text in ("max", "-1"):
         return None
-    if not (quota_text.isdigit() and period_text.isdigit() and quota_text.isascii()
-            and period_text.isascii() and len(quota_text) <= 20 and len(period_text) <= 20):
+    if not (
+        quota_text.isdigit()
+        and period_text.isdigit()
+        and quota_text.isascii()
+        and period_text.isascii()
+        and len(quota_text) <= 20
+        and len(period_text) <= 20
+    ):
         return DAMAGED
     period = int(period_text)
     cpus = int(quota_text) / period if period else 0.0
     return cpus if cpus > 0 else DAMAGED
 
 
-def cpu_quota(location: CgroupLocation, reader: Reader = read_text,
-              report: Report | None = None) -> float | None:
+def cpu_quota(
+    location: CgroupLocation, reader: Reader = read_text, report: Report | None = None
+) -> float | None:
     """The tightest CPU quota on the walk, in CPUs (``1.5`` = 150 ms per 100 ms), or ``None``.
     A level whose files cannot be read or parsed is skipped and told to *report*."""
     if location.cpu_dir is None or location.cpu_mount is None:
@@ -362,12 +387,19 @@ def cpu_quota(location: CgroupLocation, reader: Reader = read_text,
             period = reader(directory + "/cpu.cfs_period_us")
             if quota is None or period is None:
                 if report is not None:
-                    report("cpu.effective", path if quota is None
-                           else directory + "/cpu.cfs_period_us", None, True)
+                    report(
+                        "cpu.effective",
+                        path if quota is None else directory + "/cpu.cfs_period_us",
+                        None,
+                        True,
+                    )
                 continue
             text = quota + period
-            cpus = (_parse_quota(quota.strip(), period.strip())
-                    if quota.endswith("\n") and period.endswith("\n") else DAMAGED)
+            cpus = (
+                _parse_quota(quota.strip(), period.strip())
+                if quota.endswith("\n") and period.endswith("\n")
+                else DAMAGED
+            )
         else:
             path = directory + "/cpu.max"
             max_text = reader(path)
@@ -377,8 +409,7 @@ def cpu_quota(location: CgroupLocation, reader: Reader = read_text,
                 continue
             text = max_text
             quota_text, _, period_text = max_text.strip().partition(" ")
-            cpus = (_parse_quota(quota_text, period_text) if max_text.endswith("\n")
-                    else DAMAGED)
+            cpus = _parse_quota(quota_text, period_text) if max_text.endswith("\n") else DAMAGED
         if cpus is DAMAGED:
             if report is not None:
                 report("cpu.effective", path, text, True)

@@ -69,7 +69,7 @@ def parse_stat(text: str) -> ProcStat:
         raise ValueError("no (name) in a stat line")
     if not text[:open_paren].strip().isdigit():
         raise ValueError("no pid before the name")
-    fields = text[close_paren + 1:].split()
+    fields = text[close_paren + 1 :].split()
     # fields[0] is field 3 of proc(5); start time is field 22, rss field 24, exit_code 52
     if len(fields) < 22 or len(fields[0]) != 1:
         raise ValueError("a truncated stat line")
@@ -77,9 +77,15 @@ def parse_stat(text: str) -> ProcStat:
     exit_code = _integer(fields[49]) if len(fields) >= 50 else None
     if numbers[2] < 0:
         raise ValueError("a negative start time")
-    return ProcStat(name=text[open_paren + 1:close_paren], state=fields[0], ppid=numbers[0],
-                    flags=numbers[1], start_ticks=numbers[2], rss_pages=max(numbers[3], 0),
-                    exit_code=exit_code)
+    return ProcStat(
+        name=text[open_paren + 1 : close_paren],
+        state=fields[0],
+        ppid=numbers[0],
+        flags=numbers[1],
+        start_ticks=numbers[2],
+        rss_pages=max(numbers[3], 0),
+        exit_code=exit_code,
+    )
 
 
 def _integer(text: str) -> int:
@@ -161,8 +167,9 @@ class ProcessHandle:
         self._proc = proc
 
     @classmethod
-    def open(cls, identity: Identity, proc: str = "/proc", *,
-             use_pidfd: bool = True) -> ProcessHandle | None:
+    def open(
+        cls, identity: Identity, proc: str = "/proc", *, use_pidfd: bool = True
+    ) -> ProcessHandle | None:
         """A handle on *identity*, or ``None`` when that process is gone or has exited
         (including when its PID now belongs to another process)."""
         pidfd = None
@@ -217,8 +224,13 @@ class ProcessHandle:
             return False
         return True
 
-    def wait_exited(self, timeout_s: float, *, clock: Callable[[], float] = time.monotonic,
-                    sleep: Callable[[float], None] = time.sleep) -> bool:
+    def wait_exited(
+        self,
+        timeout_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> bool:
         """Wait up to *timeout_s* for the process to exit; whether it did.
 
         With a pidfd this blocks in ``poll()`` (readable once the process exits, whether or

@@ -147,8 +147,9 @@ def parse_pid_stat(text: str) -> tuple[str, str, int, int, int, int, int, int] |
     if len(fields) < 22:
         return None
     # fields[0] is field 3 (state) of proc(5); rss (field 24) is in pages
-    numbers = _counts([fields[1], fields[11], fields[12], fields[17], fields[19], fields[20],
-                       fields[21]])
+    numbers = _counts(
+        [fields[1], fields[11], fields[12], fields[17], fields[19], fields[20], fields[21]]
+    )
     if numbers is None:
         return None
     ppid, utime, stime, threads, start, vsize, rss = numbers

@@ -32,7 +32,8 @@ class ResourcePressure(ValueMixin):
 _PERCENT = r"([0-9]{1,3}\.[0-9]{1,4})"
 _LINE = re.compile(
     rf"^(some|full) avg10={_PERCENT} avg60={_PERCENT} avg300={_PERCENT} total=([0-9]{{1,20}})$",
-    re.MULTILINE)
+    re.MULTILINE,
+)
 
 
 def parse_pressure(text: str | None) -> ResourcePressure | None:
@@ -42,8 +43,10 @@ def parse_pressure(text: str | None) -> ResourcePressure | None:
     """
     if not text or not text.endswith("\n"):
         return None
-    lines = {kind: PressureLine(float(a10), float(a60), float(a300), int(total))
-             for kind, a10, a60, a300, total in _LINE.findall(text)}
+    lines = {
+        kind: PressureLine(float(a10), float(a60), float(a300), int(total))
+        for kind, a10, a60, a300, total in _LINE.findall(text)
+    }
     some = lines.get("some")
     return None if some is None else ResourcePressure(some, lines.get("full"))
 
@@ -60,8 +63,7 @@ def open_trigger(path: str, stall_us: int = 100_000, window_us: int = 1_000_000)
     attempts = [(stall_us, window_us)]
     if window_us % 2_000_000:
         unprivileged_window = 2_000_000
-        attempts.append((max(stall_us * unprivileged_window // window_us, 1),
-                         unprivileged_window))
+        attempts.append((max(stall_us * unprivileged_window // window_us, 1), unprivileged_window))
     for stall, window in attempts:
         try:
             fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
