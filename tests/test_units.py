@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from resguard import InvalidType, InvalidValue, ResguardError
 from resguard.units import (
     MAX_BYTES,
     MAX_SECONDS,
+    Amount,
     format_bytes,
     format_duration,
     parse_bytes,
@@ -386,3 +388,50 @@ def test_shown_of_an_object_whose_repr_raises_names_its_type() -> None:
     assert shown(Hostile()).endswith(".Hostile that cannot be shown>")
     with pytest.raises(InvalidType):
         parse_duration(Hostile())  # type: ignore[arg-type]
+
+
+# --- Amount: one meaning of "bytes or a share of the limit" everywhere ---------------------
+
+
+@given(st.integers(min_value=1, max_value=2**62), st.integers(min_value=1, max_value=100))
+def test_amount_share_resolves_against_the_limit_given_each_time(limit: int, percent: int) -> None:
+    amount = Amount(f"{percent}%")
+    assert amount.is_share
+    assert amount.bytes is None
+    assert amount.resolve(limit) == int(percent / 100 * limit)
+    assert amount.resolve(limit * 2) == int(percent / 100 * limit * 2)  # not frozen
+    assert amount.resolve(None) is None  # a share of an unknown limit is unknown
+
+
+def test_amount_fixed_bytes_ignore_the_limit() -> None:
+    amount = Amount("512MiB")
+    assert not amount.is_share
+    assert amount.bytes == 512 * 2**20
+    assert amount.resolve(None) == amount.resolve(1) == 512 * 2**20
+    assert Amount(amount) == amount == Amount(512 * 2**20)
+    assert hash(Amount("1KiB")) == hash(Amount(1024))
+    assert repr(Amount("50%")) == "Amount('50%')"
+    assert str(Amount("50%")) == "50% of the limit"
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (0, InvalidValue),
+        ("0%", InvalidValue),
+        ("150%", InvalidValue),
+        ("x", InvalidValue),
+        (True, InvalidType),
+        (None, InvalidType),
+        ([1], InvalidType),
+    ],
+)
+def test_amount_rejects_what_is_not_an_amount_quoting_it(value: object, error: type) -> None:
+    with pytest.raises(error, match=re.escape(repr(value))):
+        Amount(value)  # type: ignore[arg-type]
+
+
+def test_amount_zero_allowed_when_asked_and_immutable() -> None:
+    assert Amount(0, positive=False).resolve(None) == 0
+    with pytest.raises(AttributeError):
+        Amount(1).bytes = 2  # type: ignore[misc]

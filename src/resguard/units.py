@@ -39,6 +39,7 @@ from resguard._errors import InvalidType, InvalidValue
 __all__ = [
     "MAX_BYTES",
     "MAX_SECONDS",
+    "Amount",
     "format_bytes",
     "format_duration",
     "parse_bytes",
@@ -290,3 +291,86 @@ def resolve_bytes(value: int | float | str, limit_bytes: int) -> int:
         )
         return round(Fraction(percent) * Fraction(limit) / 100)
     return parse_bytes(value)
+
+
+_AMOUNT_HINT: Final = (
+    'expected bytes, a size such as "512MiB" or a share of the memory limit such as "50%"'
+)
+
+
+class Amount:
+    """An amount of memory as people give it: bytes (``2**30``, ``"512MiB"``) or a share
+    of an effective limit (``"50%"``).
+
+    One meaning everywhere (rules, guards, pools, budgets): a share is resolved against the
+    limit *current when it is used* (:meth:`resolve`), never frozen at construction, so a
+    ``"50%"`` budget follows a container whose limit is raised. Values are immutable,
+    hashable and compare by what they mean (``Amount("1KiB") == Amount(1024)``).
+    """
+
+    __slots__ = ("_fraction", "bytes", "percent", "typed")
+
+    bytes: int | None
+    """The fixed amount in bytes; ``None`` for a share."""
+    percent: float | None
+    """The share of the limit, 0–100; ``None`` for a fixed amount."""
+    typed: object
+    """The value as it was given (quoted in messages)."""
+    _fraction: float | None
+
+    def __init__(self, value: int | float | str | Amount, *, positive: bool = True) -> None:
+        """Parse *value*; with *positive* (the default) zero bytes and 0 % are refused, as
+        an amount that would refuse everything is a typo."""
+        if isinstance(value, Amount):
+            fixed, percent, typed = value.bytes, value.percent, value.typed
+        elif isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise InvalidType(f"{shown(value)} is not an amount of memory; {_AMOUNT_HINT}")
+        elif is_percent(value):
+            fixed, percent, typed = None, parse_percent(value), value
+        else:
+            fixed, percent, typed = parse_bytes(value), None, value
+        if positive and (fixed == 0 or percent == 0):
+            raise InvalidValue(
+                f"{shown(typed)} must be above zero (it would refuse everything); {_AMOUNT_HINT}"
+            )
+        object.__setattr__(self, "bytes", fixed)
+        object.__setattr__(self, "percent", percent)
+        object.__setattr__(self, "typed", typed)
+        object.__setattr__(self, "_fraction", None if percent is None else percent / 100)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Amount is immutable; cannot set {name!r}")
+
+    @property
+    def is_share(self) -> bool:
+        """Whether this is a share of a limit (``"50%"``) rather than fixed bytes."""
+        return self.percent is not None
+
+    def resolve(self, limit_bytes: int | float | None) -> int | None:
+        """The amount in bytes against *limit_bytes*, the limit as it is now; ``None`` when
+        this is a share of a limit that is unknown (``None``)."""
+        if self._fraction is None:
+            return self.bytes
+        if limit_bytes is None:
+            return None
+        return int(self._fraction * limit_bytes)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Amount):
+            return NotImplemented
+        return (self.bytes, self.percent) == (other.bytes, other.percent)
+
+    def __hash__(self) -> int:
+        return hash((Amount, self.bytes, self.percent))
+
+    def __repr__(self) -> str:
+        return f"Amount({shown(self.typed)})"
+
+    def __str__(self) -> str:
+        if self.percent is not None:
+            return f"{self.percent:g}% of the limit"
+        assert self.bytes is not None
+        return format_bytes(self.bytes)
+
+    def __reduce__(self) -> tuple[type[Amount], tuple[object]]:
+        return (Amount, (self.typed,))
