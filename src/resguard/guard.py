@@ -42,6 +42,7 @@ from resguard._modules.clock import Clock, monotonic
 from resguard._modules.clockcheck import checked_clock
 from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin
+from resguard._modules.waiter import Waiter
 from resguard.rules import Level
 from resguard.snapshot import Sampler, Snapshot, default_sampler, invalidate_limits
 from resguard.units import (
@@ -168,67 +169,14 @@ class _Limit:
         return None if limit_bytes is None else int(self.fraction * limit_bytes)
 
 
-def _loop_caller() -> tuple[Callable[[Callable[[], object]], object], int]:
-    """How to run a callback in the current event loop from any thread, and its thread
-    (asyncio's ``call_soon_threadsafe``, else trio's token; no sniffio needed)."""
-    import asyncio
+class _Waiter(Waiter):
+    """A caller in the guard's FIFO queue, with the bytes it wants to reserve."""
 
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # not asyncio: anyio's other backend is trio
-        import trio
-
-        return trio.lowlevel.current_trio_token().run_sync_soon, threading.get_ident()
-    return loop.call_soon_threadsafe, threading.get_ident()
-
-
-class _Waiter:
-    """A caller in the FIFO queue, woken at once by :meth:`wake` from any thread or task.
-
-    A thread waiter blocks on a :class:`threading.Event`. A task waiter sleeps on an anyio
-    Event that only its own event loop may set, so a wake-up from another thread is handed
-    to that loop (``call_soon_threadsafe`` on asyncio, the trio token's ``run_sync_soon``).
-    """
-
-    __slots__ = ("_async_event", "_call_soon", "_event", "_loop_thread", "reserve", "woken")
+    __slots__ = ("reserve",)
 
     def __init__(self, reserve: int) -> None:
+        super().__init__()
         self.reserve = reserve
-        self._event = threading.Event()
-        self._async_event: Any = None
-        self._call_soon: Callable[[Callable[[], object]], object] | None = None
-        self._loop_thread = 0
-        self.woken = False
-
-    def wait_thread(self, timeout_s: float) -> None:
-        self._event.wait(timeout_s)
-        self._event.clear()
-
-    def arm(self) -> Any:
-        """A fresh event for a task to wait on; call before looking at the guard again, so
-        a wake-up that comes after the look is never lost."""
-        import anyio
-
-        if self._call_soon is None:
-            self._call_soon, self._loop_thread = _loop_caller()
-        self.woken = False
-        event = anyio.Event()
-        self._async_event = event
-        return event
-
-    def wake(self) -> None:
-        self.woken = True
-        self._event.set()
-        event = self._async_event
-        if event is None:
-            return
-        if threading.get_ident() == self._loop_thread:
-            event.set()
-            return
-        try:
-            self._call_soon(event.set)  # type: ignore[misc]
-        except Exception:  # the loop has finished: nobody is left to wake
-            pass
 
 
 class _View:
