@@ -36,15 +36,13 @@ from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
 from resguard import InvalidType, InvalidValue, ResguardError, ResourceExhausted
-from resguard._modules.clock import ManualClock
-from resguard._probes.paths import Roots
 from resguard.asgi import DEFAULT_EXCLUDE, GuardMiddleware, retry_after_header
 from resguard.guard import Guard
 from resguard.monitor import Monitor
 from resguard.rules import Level, Policy, Threshold
 from resguard.snapshot import Fault, Sampler, Snapshot
+from resguard.testing import ManualClock, Roots, make_snapshot
 
-from factories import make_snapshot
 from support import free_port
 
 MiB = 2**20

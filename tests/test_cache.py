@@ -21,9 +21,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from resguard import reclaim
 from resguard._errors import InvalidState, InvalidType, InvalidValue
-from resguard._modules.clock import ManualClock
 from resguard._modules.sizeof import sizeof
 from resguard.cache import CacheInfo, CacheStats, LRUCache, ValueTooLarge, memoize
+from resguard.testing import ManualClock
 
 from support import run_python
 

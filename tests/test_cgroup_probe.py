@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from resguard._probes import cgroup
-from resguard._probes.paths import Roots
 from resguard.snapshot import Sampler
+from resguard.testing import Roots
 
 GiB = 2**30
 V1_UNLIMITED = "9223372036854771712"

@@ -383,8 +383,8 @@ def test_unknown_figures_are_shown_as_question_marks_not_zero() -> None:
 def test_watch_names_a_stale_state_and_json_lists_the_unknowns() -> None:
     import time
 
-    from resguard._modules.clock import ManualClock
     from resguard.cli import _stale_reason
+    from resguard.testing import ManualClock
 
     clock = ManualClock(time.monotonic())
     monitor = rg.Monitor(reclaim=False, clock=clock)

@@ -29,11 +29,11 @@ from resguard._modules.render import flatten, format_value
 from resguard._probes import cgroup as _cgroup
 from resguard._probes import files as _files
 from resguard._probes import procfs, psi
-from resguard._probes.paths import Roots
 from resguard.processes import ProcessTable
 from resguard.snapshot import FAULT_KINDS, Fault, Sampler, Snapshot, invalidate_limits
+from resguard.testing import KernelTree, Roots
 
-from factories import GiB, KernelTree
+from factories import GiB
 from support import run_python
 
 SAMPLES = 25
@@ -659,7 +659,7 @@ def test_permission_denied_is_unreadable() -> None:
         code = f"""
 import json, os
 from resguard.snapshot import Sampler
-from resguard._probes.paths import Roots
+from resguard.testing import Roots
 if os.geteuid() == 0:
     os.setgid(65534)
     os.setuid(65534)
@@ -702,7 +702,7 @@ def test_damaged_statm_under_a_binding_rlimit_data_leaves_used_unknown(tree: Ker
     code = f"""
 import json, resource
 from resguard.snapshot import Sampler
-from resguard._probes.paths import Roots
+from resguard.testing import Roots
 soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
 resource.setrlimit(resource.RLIMIT_DATA, (2**30, hard))
 snap = Sampler(Roots(proc={tree.roots.proc!r}, cgroup={tree.roots.cgroup!r})).sample()

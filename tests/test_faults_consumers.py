@@ -15,8 +15,7 @@ from resguard.guard import Guard
 from resguard.monitor import Monitor
 from resguard.rules import Level, Policy, Threshold
 from resguard.snapshot import Sampler
-
-from factories import KernelTree
+from resguard.testing import KernelTree
 
 MiB = 2**20
 

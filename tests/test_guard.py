@@ -20,14 +20,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resguard import InvalidState, InvalidType, InvalidValue, ResguardError, ResourceExhausted
-from resguard._modules.clock import ManualClock
-from resguard._probes.paths import Roots
 from resguard.guard import REFUSAL_REASONS, Guard
 from resguard.monitor import Monitor
 from resguard.rules import Level, Policy, Threshold
 from resguard.snapshot import Fault, Sampler, Snapshot
+from resguard.testing import ManualClock, Roots, make_snapshot
 
-from factories import make_snapshot
 from support import run_python
 
 MiB = 2**20

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from resguard import reclaim
 from resguard._errors import InvalidType, InvalidValue, ResourceExhausted
-from resguard._modules.clock import ManualClock
 from resguard.models import LazyModel, ModelPool, machine_headroom_bytes
+from resguard.testing import ManualClock
 
 MiB = 1024 * 1024
 

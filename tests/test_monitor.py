@@ -17,12 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resguard import InvalidState, InvalidType, InvalidValue, ResguardError
-from resguard._modules.clock import ManualClock
-from resguard._probes.paths import Roots
 from resguard.monitor import Monitor, State
 from resguard.reclaim import Cost, register, unregister
 from resguard.rules import ContainerThreshold, Level, Policy, Threshold
 from resguard.snapshot import Sampler, Snapshot
+from resguard.testing import ManualClock, Roots
 
 MiB = 2**20
 GiB = 2**30

@@ -9,8 +9,9 @@ import pytest
 import resguard
 from resguard import presets
 from resguard.rules import Level, Policy, ProcessCount, ProcessThreshold
+from resguard.testing import make_process, make_snapshot
 
-from factories import MB, GiB, make_process, make_snapshot
+from factories import MB, GiB
 
 
 def judge(policy, snapshots):

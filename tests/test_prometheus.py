@@ -14,7 +14,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from resguard import InvalidType, InvalidValue, ResguardError, ResourceExhausted, snapshot
-from resguard._modules.clock import ManualClock
 from resguard.cache import LRUCache
 from resguard.guard import REFUSAL_REASONS, Guard
 from resguard.models import LazyModel, ModelPool
@@ -29,6 +28,7 @@ from resguard.snapshot import (
     Sampler,
     Snapshot,
 )
+from resguard.testing import ManualClock
 
 from standins.ollama_server import OllamaStandIn
 

@@ -30,8 +30,9 @@ from resguard.rules import (
     theil_sen_slope,
 )
 from resguard.snapshot import Fault
+from resguard.testing import WALL_OFFSET_S, make_container, make_process, make_snapshot
 
-from factories import MB, WALL_OFFSET_S, GiB, make_container, make_process, make_snapshot
+from factories import MB, GiB
 
 
 def run(rule, snapshots):
