@@ -125,7 +125,7 @@ def test_lazy_table_and_type_checking_imports_agree() -> None:
 
 def test_unknown_attributes_raise_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'Gaurd'"):
-        resguard.Gaurd  # type: ignore[attr-defined]  # noqa: B018
+        resguard.Gaurd  # noqa: B018
 
 
 def test_snapshot_is_callable_however_it_was_reached() -> None:
@@ -136,7 +136,9 @@ def test_snapshot_is_callable_however_it_was_reached() -> None:
 
     module = importlib.import_module("resguard.snapshot")
     assert module().memory.limit > 0  # type: ignore[operator]
-    assert resguard.snapshot().memory.limit > 0
+    limit = resguard.snapshot().memory.limit
+    assert limit is not None
+    assert limit > 0
     assert module.Sampler is resguard.Sampler
 
 

@@ -75,7 +75,7 @@ class MemoryCgroup:
         """Start *argv* inside this cgroup; it joins before exec, so all of it is charged."""
         procs = self.path / "cgroup.procs"
         wrapper = ["/bin/sh", "-c", f'echo $$ > "{procs}" && exec "$@"', "sh", *argv]
-        process = subprocess.Popen(wrapper, **kwargs)  # type: ignore[call-overload]
+        process: subprocess.Popen[bytes] = subprocess.Popen(wrapper, **kwargs)  # type: ignore[call-overload]
         self.processes.append(process)
         return process
 
