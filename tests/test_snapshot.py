@@ -8,11 +8,24 @@ import subprocess
 import sys
 import time
 
+import attrs
 import psutil
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import resguard
-from resguard.snapshot import Sampler, Snapshot, metric_paths
+from resguard.snapshot import (
+    UNITS,
+    MemoryInfo,
+    PressureLine,
+    ProcessInfo,
+    ResourcePressure,
+    Sampler,
+    Snapshot,
+    metric_paths,
+    metric_unit,
+)
 
 MiB = 2**20
 
@@ -105,6 +118,74 @@ def test_metric_paths_name_the_numeric_fields() -> None:
     ):
         assert path in paths
     assert "memory.source" not in paths
+
+
+# Numbers that are deliberately plain: an identifier and the load averages (a run-queue
+# length averaged by the kernel has no unit of its own).
+UNITLESS = frozenset({"process.pid", "cpu.load_1m", "cpu.load_5m", "cpu.load_15m"})
+
+
+@given(st.sampled_from(sorted(metric_paths())))
+def test_every_metric_path_has_a_unit_or_is_deliberately_unitless(path: str) -> None:
+    unit = metric_unit(path)
+    if path in UNITLESS:
+        assert unit is None
+    else:
+        assert unit in UNITS
+    leaf = path.rsplit(".", 1)[-1]
+    if leaf.endswith("percent") or leaf.startswith("avg"):
+        assert unit == "percent"
+    if leaf in {"total", "limit", "used", "available", "free", "rss", "vms", "uss"}:
+        assert unit == "bytes"
+
+
+@pytest.mark.parametrize(
+    ("path", "unit"),
+    [
+        ("memory.used", "bytes"),
+        ("memory.percent", "percent"),
+        ("swap.free", "bytes"),
+        ("cpu.count", "count"),
+        ("cpu.load_1m", None),
+        ("pressure.memory.some.avg10", "percent"),
+        ("pressure.io.full.total_us", "microseconds"),
+        ("process.rss", "bytes"),
+        ("process.children_rss", "bytes"),
+        ("process.num_threads", "count"),
+        ("taken_at", "seconds"),
+        ("processes.rss", "bytes"),
+        ("processes.cpu_percent", "percent"),
+        ("processes.create_time", "seconds"),
+        ("processes.pid", None),
+        ("containers.memory_used", "bytes"),
+        ("containers.items.memory_limit", "bytes"),
+        ("containers.memory_percent", "percent"),
+        ("containers.memory.total", "bytes"),
+        ("ollama.size_vram", "bytes"),
+        ("ollama.idle_since", "seconds"),
+        ("memory.source", None),  # not a number
+        ("memory.nonsense", None),
+        ("", None),
+    ],
+)
+def test_metric_unit_of_a_dotted_path(path: str, unit: str | None) -> None:
+    assert metric_unit(path) == unit
+
+
+def test_units_are_the_fields_attrs_metadata() -> None:
+    assert attrs.fields(MemoryInfo).used.metadata["unit"] == "bytes"
+    assert attrs.fields(ProcessInfo).count.metadata["unit"] == "count"
+    assert "unit" not in attrs.fields(MemoryInfo).source.metadata
+
+
+def test_the_pressure_values_are_public_snapshot_types() -> None:
+    assert PressureLine.__module__ == "resguard.snapshot"
+    assert ResourcePressure.__module__ == "resguard.snapshot"
+    line = (1.5, 1.0, 0.5, 123)
+    assert ResourcePressure.from_lines((line, None)) == ResourcePressure(
+        PressureLine(1.5, 1.0, 0.5, 123), None
+    )
+    assert ResourcePressure.from_lines(None) is None
 
 
 def test_sampler_survives_fork() -> None:

@@ -17,7 +17,7 @@ import time
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import attrs
 
@@ -30,11 +30,12 @@ from resguard._probes import cgroup as _cgroup
 from resguard._probes import procfs as _procfs
 from resguard._probes.files import READ_CAP_BYTES, FaultKind, FileCache, damage_of
 from resguard._probes.paths import DEFAULT_ROOTS, Roots
-from resguard._probes.psi import PressureLine, ResourcePressure, parse_pressure
+from resguard._probes.psi import PsiLine, parse_pressure
 from resguard.units import shown
 
 __all__ = [
     "FAULT_KINDS",
+    "UNITS",
     "ContainerStats",
     "ContainersInfo",
     "ContainersMemory",
@@ -51,10 +52,50 @@ __all__ = [
     "Sampler",
     "Snapshot",
     "SwapInfo",
+    "metric_paths",
+    "metric_unit",
     "snapshot",
 ]
 
 _T = TypeVar("_T")
+
+UNITS: tuple[str, ...] = ("bytes", "seconds", "microseconds", "percent", "count")
+"""The units a numeric snapshot field is counted in (see :func:`metric_unit`). Each such
+field carries its unit as attrs metadata under ``"unit"``
+(``attrs.fields(MemoryInfo).used.metadata["unit"] == "bytes"``); a field without one (a
+pid, a load average) is a plain number."""
+
+BYTES: Final = types.MappingProxyType({"unit": "bytes"})
+SECONDS: Final = types.MappingProxyType({"unit": "seconds"})
+MICROSECONDS: Final = types.MappingProxyType({"unit": "microseconds"})
+PERCENT: Final = types.MappingProxyType({"unit": "percent"})
+COUNT: Final = types.MappingProxyType({"unit": "count"})
+
+
+@attrs.frozen
+class PressureLine(ValueMixin):
+    """One PSI line: share of wall time stalled (percent) over 10/60/300 s, total in µs."""
+
+    avg10: float = attrs.field(metadata=PERCENT)
+    avg60: float = attrs.field(metadata=PERCENT)
+    avg300: float = attrs.field(metadata=PERCENT)
+    total_us: int = attrs.field(metadata=MICROSECONDS)
+
+
+@attrs.frozen
+class ResourcePressure(ValueMixin):
+    """``some``: at least one task stalled; ``full``: all non-idle tasks stalled (may be absent)."""
+
+    some: PressureLine
+    full: PressureLine | None
+
+    @classmethod
+    def from_lines(cls, lines: tuple[PsiLine, PsiLine | None] | None) -> ResourcePressure | None:
+        """The value of a parsed PSI file (:func:`resguard._probes.psi.parse_pressure`)."""
+        if lines is None:
+            return None
+        some, full = lines
+        return cls(PressureLine(*some), None if full is None else PressureLine(*full))
 
 
 @attrs.frozen
@@ -73,11 +114,11 @@ class MemoryInfo(ValueMixin):
     ``faults`` say why; ``source`` is ``"unknown"`` when no source could be read at all.
     """
 
-    total: int | None
-    limit: int | None
-    used: int | None
-    available: int | None
-    percent: float | None
+    total: int | None = attrs.field(metadata=BYTES)
+    limit: int | None = attrs.field(metadata=BYTES)
+    used: int | None = attrs.field(metadata=BYTES)
+    available: int | None = attrs.field(metadata=BYTES)
+    percent: float | None = attrs.field(metadata=PERCENT)
     source: str
     source_detail: str
     cgroup: str | None
@@ -87,10 +128,10 @@ class MemoryInfo(ValueMixin):
 class SwapInfo(ValueMixin):
     """Swap space of the host, in bytes (``None`` where ``/proc/meminfo`` could not say)."""
 
-    total: int | None
-    used: int | None
-    free: int | None
-    percent: float | None
+    total: int | None = attrs.field(metadata=BYTES)
+    used: int | None = attrs.field(metadata=BYTES)
+    free: int | None = attrs.field(metadata=BYTES)
+    percent: float | None = attrs.field(metadata=PERCENT)
 
 
 @attrs.frozen
@@ -104,9 +145,9 @@ class CpuInfo(ValueMixin):
     ``percent`` and the load averages are ``None`` when their files could not be read.
     """
 
-    percent: float | None
-    count: int
-    effective: float
+    percent: float | None = attrs.field(metadata=PERCENT)
+    count: int = attrs.field(metadata=COUNT)
+    effective: float = attrs.field(metadata=COUNT)
     effective_source: str
     load_1m: float | None
     load_5m: float | None
@@ -132,12 +173,12 @@ class ProcessSelf(ValueMixin):
     could not be read is ``None``."""
 
     pid: int
-    rss: int | None
-    vms: int | None
-    uss: int | None
-    cpu_percent: float | None
-    num_threads: int | None
-    children_rss: int | None
+    rss: int | None = attrs.field(metadata=BYTES)
+    vms: int | None = attrs.field(metadata=BYTES)
+    uss: int | None = attrs.field(metadata=BYTES)
+    cpu_percent: float | None = attrs.field(metadata=PERCENT)
+    num_threads: int | None = attrs.field(metadata=COUNT)
+    children_rss: int | None = attrs.field(metadata=BYTES)
 
 
 @attrs.frozen
@@ -152,12 +193,12 @@ class ProcessInfo(ValueMixin):
     username: str | None
     uid: int | None
     ppid: int
-    rss: int
-    uss: int | None
-    cpu_percent: float
-    num_threads: int
-    create_time: float
-    count: int = 1
+    rss: int = attrs.field(metadata=BYTES)
+    uss: int | None = attrs.field(metadata=BYTES)
+    cpu_percent: float = attrs.field(metadata=PERCENT)
+    num_threads: int = attrs.field(metadata=COUNT)
+    create_time: float = attrs.field(metadata=SECONDS)
+    count: int = attrs.field(default=1, metadata=COUNT)
 
 
 @attrs.frozen
@@ -170,12 +211,12 @@ class ContainerStats(ValueMixin):
     name: str
     image: str
     status: str
-    memory_usage: int
-    memory_used: int
-    memory_limit: int | None
-    memory_percent: float | None
-    cpu_percent: float | None
-    pids: int | None
+    memory_usage: int = attrs.field(metadata=BYTES)
+    memory_used: int = attrs.field(metadata=BYTES)
+    memory_limit: int | None = attrs.field(metadata=BYTES)
+    memory_percent: float | None = attrs.field(metadata=PERCENT)
+    cpu_percent: float | None = attrs.field(metadata=PERCENT)
+    pids: int | None = attrs.field(metadata=COUNT)
     compose_project: str | None = None
     compose_service: str | None = None
 
@@ -184,8 +225,8 @@ class ContainerStats(ValueMixin):
 class ContainersMemory(ValueMixin):
     """Totals over running containers: working-set bytes and the highest percent of limit."""
 
-    total: int
-    max_percent: float | None
+    total: int = attrs.field(metadata=BYTES)
+    max_percent: float | None = attrs.field(metadata=PERCENT)
 
 
 @attrs.frozen
@@ -212,11 +253,11 @@ class OllamaModelInfo(ValueMixin):
     when it has been idle (wall-clock epoch seconds; ``None`` when unknown)."""
 
     name: str
-    size: int
-    size_vram: int
-    expires_at: float | None
-    idle_since: float | None
-    context_length: int | None = None
+    size: int = attrs.field(metadata=BYTES)
+    size_vram: int = attrs.field(metadata=BYTES)
+    expires_at: float | None = attrs.field(metadata=SECONDS)
+    idle_since: float | None = attrs.field(metadata=SECONDS)
+    context_length: int | None = attrs.field(default=None, metadata=COUNT)
 
 
 FAULT_KINDS: tuple[str, ...] = typing.get_args(FaultKind)
@@ -263,8 +304,8 @@ class Snapshot(ValueMixin):
     cpu: CpuInfo
     pressure: PressureInfo
     process: ProcessSelf
-    taken_at: float
-    monotonic: float
+    taken_at: float = attrs.field(metadata=SECONDS)
+    monotonic: float = attrs.field(metadata=SECONDS)
     processes: tuple[ProcessInfo, ...] | None = None
     containers: ContainersInfo | None = None
     ollama: tuple[OllamaModelInfo, ...] | None = None
@@ -861,7 +902,7 @@ class Sampler:
             if not path:
                 values.append(None)
                 continue
-            value, damage = self._parse_once(path, parse_pressure, now)
+            value, damage = self._parse_once(path, _parse_pressure, now)
             if damage is not None:
                 _, kind, why = damage
                 faults.append(Fault(f"pressure.{name}", path, kind, why))
@@ -1015,6 +1056,10 @@ def snapshot(*, uss: bool = False, children: bool = True) -> Snapshot:
     return default_sampler().sample(uss=uss, children=children)
 
 
+def _parse_pressure(text: str) -> ResourcePressure | None:
+    return ResourcePressure.from_lines(parse_pressure(text))
+
+
 def metric_paths() -> dict[str, Any]:
     """Every dotted numeric path of a :class:`Snapshot` (for validating rules early)."""
     result: dict[str, Any] = {}
@@ -1035,6 +1080,44 @@ def metric_paths() -> dict[str, Any]:
                 result[path] = target
 
     walk(Snapshot, "")
+    return result
+
+
+_units_cache: dict[str, str | None] = {}
+
+
+def metric_unit(path: str) -> str | None:
+    """The unit of the numeric metric at the dotted *path*, one of :data:`UNITS`, or
+    ``None`` for a plain number (``cpu.load_1m``, ``process.pid``) or a path that names no
+    numeric field.
+
+    *path* is written as rules write it: ``"memory.used"`` → ``"bytes"``,
+    ``"pressure.memory.some.avg10"`` → ``"percent"``, ``"taken_at"`` → ``"seconds"``; the
+    rows of the tables are named by the table (``"processes.rss"``, ``"ollama.size"``,
+    ``"containers.memory_used"``, also ``"containers.items.memory_used"``). The units come
+    from the fields' attrs metadata, so formatting, rule parsing and Prometheus read one
+    source.
+    """
+    if not _units_cache:
+        _units_cache.update(_walk_units(Snapshot, ""))
+        _units_cache.update(_walk_units(ContainerStats, "containers."))
+    return _units_cache.get(path)
+
+
+def _walk_units(cls: type, prefix: str) -> dict[str, str | None]:
+    """Dotted path -> unit for every numeric field under *cls*, records in tuples included."""
+    result: dict[str, str | None] = {}
+    hints = typing.get_type_hints(cls)
+    for field in attrs.fields(cls):
+        path = prefix + field.name
+        args = [arg for arg in typing.get_args(hints[field.name]) if arg is not type(None)]
+        for arg in args or [hints[field.name]]:
+            if typing.get_origin(arg) is tuple:
+                arg = typing.get_args(arg)[0]  # rows: named by the table, not per row
+            if attrs.has(arg):
+                result.update(_walk_units(arg, path + "."))
+            elif arg in (int, float):
+                result[path] = field.metadata.get("unit")
     return result
 
 

@@ -1,33 +1,17 @@
-"""Pressure stall information (PSI): ``/proc/pressure/*`` or a cgroup v2 ``*.pressure`` file."""
+"""Pressure stall information (PSI): ``/proc/pressure/*`` or a cgroup v2 ``*.pressure`` file.
+
+The parser returns plain numbers; :class:`resguard.snapshot.ResourcePressure` is the value
+made of them.
+"""
 
 from __future__ import annotations
 
 import re
 
-import attrs
+__all__ = ["PsiLine", "open_trigger", "parse_pressure"]
 
-from resguard._modules.render import ValueMixin
-
-__all__ = ["PressureLine", "ResourcePressure", "parse_pressure"]
-
-
-@attrs.frozen
-class PressureLine(ValueMixin):
-    """One PSI line: share of wall time stalled (percent) over 10/60/300 s, total in µs."""
-
-    avg10: float
-    avg60: float
-    avg300: float
-    total_us: int
-
-
-@attrs.frozen
-class ResourcePressure(ValueMixin):
-    """``some``: at least one task stalled; ``full``: all non-idle tasks stalled (may be absent)."""
-
-    some: PressureLine
-    full: PressureLine | None
-
+PsiLine = tuple[float, float, float, int]
+"""One PSI line: avg10, avg60, avg300 (percent of wall time stalled) and total (µs)."""
 
 _PERCENT = r"([0-9]{1,3}\.[0-9]{1,4})"
 _LINE = re.compile(
@@ -36,19 +20,20 @@ _LINE = re.compile(
 )
 
 
-def parse_pressure(text: str | None) -> ResourcePressure | None:
-    """Parse a PSI file's text; ``None`` when it is missing or not in PSI form (never raises).
+def parse_pressure(text: str | None) -> tuple[PsiLine, PsiLine | None] | None:
+    """Parse a PSI file's text into its ``some`` and ``full`` lines (``full`` may be
+    absent: ``None``); ``None`` when it is missing or not in PSI form (never raises).
 
     A line cut short (no final newline) is not trusted: ``total=12`` may be ``total=123456``.
     """
     if not text or not text.endswith("\n"):
         return None
-    lines = {
-        kind: PressureLine(float(a10), float(a60), float(a300), int(total))
+    lines: dict[str, PsiLine] = {
+        kind: (float(a10), float(a60), float(a300), int(total))
         for kind, a10, a60, a300, total in _LINE.findall(text)
     }
     some = lines.get("some")
-    return None if some is None else ResourcePressure(some, lines.get("full"))
+    return None if some is None else (some, lines.get("full"))
 
 
 def open_trigger(path: str, stall_us: int = 100_000, window_us: int = 1_000_000) -> int | None:
