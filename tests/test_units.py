@@ -437,3 +437,8 @@ def test_amount_zero_allowed_when_asked_and_immutable() -> None:
     assert Amount(0, positive=False).resolve(None) == 0
     with pytest.raises(AttributeError):
         Amount(1).bytes = 2
+
+
+@pytest.mark.parametrize("typed", ["0\x1f%", " 85 %", "85\x1c%", "\x1f85%"])
+def test_parse_percent_reads_whitespace_the_pattern_allows_before_the_sign(typed: str) -> None:
+    assert parse_percent(typed) == float(typed.strip().rstrip("%").strip())

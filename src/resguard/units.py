@@ -267,7 +267,7 @@ def parse_percent(value: int | float | str) -> float:
         number_text = text[:-1] if text.endswith("%") else text
         if not _PLAIN_NUMBER.fullmatch(number_text):
             raise InvalidValue(f"{value!r} is not a percentage; {_PERCENT_HINT}")
-        number = float(number_text)
+        number = float(number_text.strip())  # float() strips less whitespace than \s matches
     else:
         number = _check_number(value, "a percentage", _PERCENT_HINT)
     if not 0 <= number <= 100:
