@@ -21,8 +21,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from resguard import reclaim
 from resguard._errors import InvalidState, InvalidType, InvalidValue
-from resguard._modules.sizeof import sizeof
 from resguard.cache import CacheInfo, CacheStats, LRUCache, ValueTooLarge, memoize
+from resguard.cache._sizeof import sizeof
 from resguard.testing import ManualClock
 
 from support import run_python

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resguard._modules.sizeof import MAX_DEPTH, SAMPLE_ITEMS, sizeof
+from resguard.cache._sizeof import MAX_DEPTH, SAMPLE_ITEMS, sizeof
 
 
 def test_flat_values_are_their_getsizeof() -> None:
@@ -89,7 +89,7 @@ def test_numpy_arrays_count_nbytes_views_included() -> None:
 
 def test_importing_the_sizer_does_not_import_numpy() -> None:
     code = (
-        "import sys, resguard._modules.sizeof as s; s.sizeof([b'x', {'a': 1}]);"
+        "import sys, resguard.cache._sizeof as s; s.sizeof([b'x', {'a': 1}]);"
         "print('numpy' in sys.modules)"
     )
     out = subprocess.run(

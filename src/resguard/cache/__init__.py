@@ -77,7 +77,7 @@ from resguard import reclaim as _reclaim
 from resguard._errors import InvalidState, InvalidType, InvalidValue
 from resguard._modules.clock import Clock, monotonic
 from resguard._modules.log import get_logger
-from resguard._modules.sizeof import sizeof as default_sizeof
+from resguard.cache._sizeof import sizeof as default_sizeof
 from resguard.units import format_bytes, named, parse_bytes, parse_duration
 
 __all__ = [
