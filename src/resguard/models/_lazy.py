@@ -1,137 +1,38 @@
-"""Lazy model loaders and model pools that live within a memory budget.
-
-A :class:`LazyModel` loads on first use — exactly once however many threads or tasks ask at
-the same moment — and keeps the model while it earns its memory: ``with model as m:`` (or
-``async with``) pins it, and a pinned model is never unloaded. An unpinned model is unloaded
-after ``idle_ttl`` without use, and earlier when the machine is tight: every lazy model is
-on the reclaim ladder (:mod:`resguard.reclaim`) at ``Cost.MODEL + reload seconds``, so the
-models that reload fastest go first.
-
-Before loading, a model asks for room for its ``size``: from a Guard (``headroom_bytes()``,
-and a reservation through ``guard.admit(reserve=size)`` while it loads) or, without one,
-from :func:`resguard.snapshot` (``memory.available``). In a :class:`ModelPool` the pool
-first evicts idle members, least recently used first; when that is not enough the load is
-refused with :class:`~resguard.ResourceExhausted` instead of pushing the machine into swap.
-
-When the headroom is unknown (the memory numbers could not be read: ``None``, never 0),
-the load is admitted and a warning is logged once; a Guard's reservation still applies its
-own ``on_unknown`` policy.
-
-Idle expiry needs something to look at the clock: the pool and the ladder do, and
-``unload_if_idle()`` can be called directly; besides these, one shared daemon thread (the
-*sweeper*, for all models together, only while some model with a TTL is loaded) checks the
-TTLs so that a model nobody touches again is still unloaded.
-
-**Waiting and cancelling.** A caller that finds a load already in progress waits at most
-``wait`` (default 10 minutes) and then gets ``ResourceExhausted(reason="timeout")``. In
-async code every wait is cancellable: cancelling the caller of :meth:`LazyModel.aget` (or
-``async with``) returns at once, also while it runs a *sync* loader in a worker thread. A
-thread cannot be stopped, so that load goes on in its thread and, when it ends, its result
-is **kept**: the model counts as loaded (its memory was admitted before it started), later
-callers get it, and ``idle_ttl`` and the ladder unload it when nobody uses it. Callers that
-were waiting for that load keep waiting for it (no second load starts meanwhile). An
-``async def`` loader is cancelled with its caller; a waiter then starts the load again.
-A loader that asks for its own model (``model.get()`` inside ``load``) gets
-:class:`~resguard.InvalidState` at once instead of waiting for itself.
-"""
+"""LazyModel: a model loaded on first use, pinned while used, unloaded when idle or short."""
 
 from __future__ import annotations
 
 import functools
 import inspect
-import math
 import threading
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Generic, Protocol, TypeVar, cast, runtime_checkable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import anyio
 import anyio.to_thread
 
 from resguard import reclaim as _reclaim
-from resguard._errors import InvalidState, InvalidType, InvalidValue, ResourceExhausted
+from resguard._errors import InvalidState, InvalidType, ResourceExhausted
 from resguard._modules.clock import Clock, monotonic
-from resguard._modules.faults import FaultLog
-from resguard._modules.log import get_logger
-from resguard.units import (
-    format_bytes,
-    is_percent,
-    named,
-    parse_bytes,
-    parse_duration,
-    parse_percent,
+from resguard.models._common import (
+    DEFAULT_WAIT_S,
+    HeadroomSource,
+    check_duration,
+    check_flag,
+    headroom_from,
+    log,
+    size_of,
 )
+from resguard.models._sweeper import sweeper
+from resguard.units import format_bytes
 
-__all__ = ["HeadroomSource", "LazyModel", "ModelPool"]
+if TYPE_CHECKING:
+    from resguard.models._pool import ModelPool
+
+__all__ = ["LazyModel"]
 
 T = TypeVar("T")
-_log = get_logger("resguard.models")
-_faults = FaultLog(_log)
-DEFAULT_WAIT_S = 600.0  # how long a caller waits for a load that another caller runs
-
-
-@runtime_checkable
-class HeadroomSource(Protocol):
-    """What a model asks for room: a :class:`resguard.Guard` or anything with this method."""
-
-    def headroom_bytes(self) -> int | None:
-        """Bytes that can be committed now (available memory minus reservations);
-        ``None`` when that is unknown."""
-        ...
-
-
-def machine_headroom_bytes() -> int | None:
-    """Available memory under the effective limit (cgroup-aware), from a fresh snapshot;
-    ``None`` when it could not be read."""
-    from resguard.snapshot import snapshot
-
-    available = snapshot(children=False).memory.available
-    return None if available is None else int(available)
-
-
-def _headroom(guard: HeadroomSource | None) -> int | None:
-    """The headroom from *guard* (or the machine); ``None`` = unknown, logged once."""
-    where = "the guard's headroom" if guard is not None else "the machine's memory headroom"
-    try:
-        headroom = guard.headroom_bytes() if guard is not None else machine_headroom_bytes()
-    except Exception as error:  # a probe that fails is unknown, never a failed load
-        _faults.failed(
-            where,
-            f"unknown ({type(error).__name__}: {error}); model loads are "
-            "admitted without a headroom check",
-        )
-        return None
-    if headroom is None:
-        _faults.failed(
-            where,
-            "unknown (memory could not be read); model loads are admitted without a headroom check",
-        )
-        return None
-    _faults.recovered(where)
-    return int(headroom)
-
-
-def _size_of(value: int | str | Callable[[], int], what: str) -> int:
-    if callable(value):
-        return _size_of(value(), what)
-    return named(what, parse_bytes, value)
-
-
-def _check_duration(value: object, what: str, *, allow_none: bool = False) -> float | None:
-    """*value* as seconds for argument *what*: finite and above 0 (None when allowed)."""
-    if value is None and allow_none:
-        return None
-    seconds = named(what, parse_duration, value)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise InvalidValue(f"{what}={value!r} must be a duration above 0 (e.g. 30, '10m')")
-    return seconds
-
-
-def _check_flag(value: object, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidType(f"{what}={value!r} must be True or False")
-    return value
 
 
 class _Attempt:
@@ -197,20 +98,22 @@ class LazyModel(Generic[T]):
         if guard is not None and not isinstance(guard, HeadroomSource):
             raise InvalidType(f"guard must have headroom_bytes() (a resguard.Guard), not {guard!r}")
         if not callable(size):
-            _size_of(size, "size")  # validate now
+            size_of(size, "size")  # validate now
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise InvalidType(f"name={name!r} must be a non-empty string")
         if not callable(clock):
             raise InvalidType(f"clock={clock!r} must be a callable returning seconds")
+        from resguard.models._pool import ModelPool
+
         if pool is not None and not isinstance(pool, ModelPool):
             raise InvalidType(f"pool={pool!r} must be a resguard.ModelPool")
-        _check_flag(sweep, "sweep")
-        _check_flag(register, "register")
-        self.wait_s = cast("float", _check_duration(wait, "wait"))
+        check_flag(sweep, "sweep")
+        check_flag(register, "register")
+        self.wait_s = cast("float", check_duration(wait, "wait"))
         self._load = load
         self._unload = unload
         self._size = size
-        self.idle_ttl_s = _check_duration(idle_ttl, "idle_ttl", allow_none=True)
+        self.idle_ttl_s = check_duration(idle_ttl, "idle_ttl", allow_none=True)
         self._name = name or getattr(load, "__qualname__", None) or "model"
         self.guard = guard
         self.clock = clock
@@ -240,7 +143,7 @@ class LazyModel(Generic[T]):
     @property
     def size_bytes(self) -> int:
         """Memory the loaded model takes, in bytes."""
-        return _size_of(self._size, f"size of model {self._name!r}")
+        return size_of(self._size, f"size of model {self._name!r}")
 
     @property
     def loaded(self) -> bool:
@@ -329,7 +232,7 @@ class LazyModel(Generic[T]):
         elapsed_s: float,
     ) -> None:
         if failure is not None and attempt.abandoned and isinstance(failure, Exception):
-            _log.warning(
+            log.warning(
                 "loading model %r failed after its caller was cancelled: %s: %s",
                 self._name,
                 type(failure).__name__,
@@ -352,14 +255,14 @@ class LazyModel(Generic[T]):
             if self.pool is not None:
                 self.pool._touch(self)
             if self._sweep and self.idle_ttl_s is not None:
-                _sweeper.add(self)
+                sweeper.add(self)
 
     def _make_room(self) -> None:
         size = self.size_bytes
         if self.pool is not None:
             self.pool._make_room(self, size)
             return
-        headroom = _headroom(self.guard)
+        headroom = headroom_from(self.guard)
         if headroom is not None and headroom < size:
             raise ResourceExhausted(
                 f"no room to load model {self._name!r}: it needs {format_bytes(size)}, "
@@ -547,9 +450,9 @@ class LazyModel(Generic[T]):
             try:
                 self._unload(cast("T", value))
             except Exception:
-                _log.exception("unloading model %r failed", self._name)
+                log.exception("unloading model %r failed", self._name)
         del value
-        _log.info("unloaded model %r", self._name)
+        log.info("unloaded model %r", self._name)
         return True
 
     def _forget(self) -> bool:
@@ -591,263 +494,3 @@ class LazyModel(Generic[T]):
                 return fn(model, *args, **kwargs)
 
         return wrapper
-
-
-MIN_BUDGET_PERCENT = 0.01
-"""The smallest share of the limit a pool budget may be (1.6 MiB of 16 GiB): below it a
-share is a typo, not a budget."""
-
-
-class ModelPool:
-    """Several lazy models under one memory budget; idle ones are evicted LRU first.
-
-    ``budget`` is bytes, ``"16GiB"`` or a share of the effective memory limit (``"50%"``,
-    above 0); ``None`` means only the machine's headroom counts. A share is resolved when
-    the pool is made; while the limit is unknown it is resolved at the next load that can
-    read it, and until then only the machine's headroom counts. ``guard`` (optional) is
-    where the machine headroom comes from; without it a fresh :func:`resguard.snapshot` is
-    read.
-    """
-
-    def __init__(
-        self,
-        budget: int | str | None = None,
-        *,
-        guard: HeadroomSource | None = None,
-        models: Iterable[LazyModel[Any]] = (),
-        name: str = "pool",
-    ) -> None:
-        self._budget_share: float | None = None
-        self._budget_bytes: int | None = None
-        if budget is None:
-            pass
-        elif isinstance(budget, bool) or not isinstance(budget, (int, float, str)):
-            raise InvalidType(
-                f"pool budget={budget!r} must be bytes, a size such as "
-                "'16GiB' or a share of the memory limit such as '50%'"
-            )
-        elif is_percent(budget):
-            try:
-                share = parse_percent(budget)
-            except (InvalidValue, InvalidType) as error:
-                raise type(error)(f"pool budget: {error}") from None
-            if share < MIN_BUDGET_PERCENT:
-                raise InvalidValue(
-                    f"pool budget={budget!r} must be a share of at least "
-                    f"{MIN_BUDGET_PERCENT:g}% (a smaller one would refuse "
-                    "every load); give bytes for a tiny budget"
-                )
-            self._budget_share = share
-            self._resolve_budget()
-        else:
-            self._budget_bytes = _size_of(budget, "pool budget")
-            if self._budget_bytes <= 0:
-                raise InvalidValue(f"pool budget={budget!r} must be above 0 bytes")
-        if guard is not None and not isinstance(guard, HeadroomSource):
-            raise InvalidType(f"guard must have headroom_bytes() (a resguard.Guard), not {guard!r}")
-        if not isinstance(name, str) or not name.strip():
-            raise InvalidType(f"pool name={name!r} must be a non-empty string")
-        self.guard = guard
-        self.name = name
-        self._lock = threading.RLock()
-        self._models: list[LazyModel[Any]] = []
-        self._order = 0
-        self._used_order: dict[int, int] = {}
-        if isinstance(models, (str, bytes)) or not isinstance(models, Iterable):  # type: ignore[unreachable]
-            raise InvalidType(
-                f"models={models!r} is not a list of LazyModel; expected e.g. "
-                f"[LazyModel(load_small), LazyModel(load_large)]"
-            )
-        for model in models:
-            self.add(model)
-
-    def _resolve_budget(self) -> None:
-        """Turn a share of the limit into bytes once the limit is known."""
-        if self._budget_share is None or self._budget_bytes is not None:
-            return
-        from resguard.snapshot import snapshot
-
-        limit = snapshot(children=False).memory.limit
-        if limit is None:
-            _faults.failed(
-                f"pool {getattr(self, 'name', 'pool')!r} budget",
-                f"the memory limit is unknown, so {self._budget_share:g}% of it "
-                "cannot be resolved yet; only the machine's headroom counts",
-            )
-            return
-        self._budget_bytes = max(1, round(self._budget_share * int(limit) / 100))
-
-    @property
-    def budget_bytes(self) -> int | None:
-        """The budget in bytes; ``None``: no budget (or a share of a limit not known yet)."""
-        return self._budget_bytes
-
-    def add(self, model: LazyModel[Any]) -> LazyModel[Any]:
-        """Put *model* in the pool (a model belongs to one pool)."""
-        if not isinstance(model, LazyModel):
-            raise InvalidType(f"a ModelPool holds LazyModel objects, not {model!r}")
-        if model.pool is not None and model.pool is not self:
-            raise InvalidValue(f"model {model.name!r} already belongs to pool {model.pool.name!r}")
-        with self._lock:
-            if model.pool is None:
-                model.pool = self
-                self._models.append(model)
-                self._touch(model)
-        return model
-
-    def lazy(
-        self, load: Callable[[], T], unload: Callable[[T], object] | None = None, **kwargs: Any
-    ) -> LazyModel[T]:
-        """Make a :class:`LazyModel` that belongs to this pool."""
-        return LazyModel(load, unload, pool=self, **kwargs)
-
-    @property
-    def models(self) -> tuple[LazyModel[Any], ...]:
-        return tuple(self._models)
-
-    def _touch(self, model: LazyModel[Any]) -> None:
-        with self._lock:
-            self._order += 1
-            self._used_order[id(model)] = self._order
-
-    def used_bytes(self, exclude: LazyModel[Any] | None = None) -> int:
-        """Sizes of the members that are loaded or loading."""
-        return sum(
-            m.size_bytes for m in self._models if m is not exclude and (m.loaded or m.loading)
-        )
-
-    def _pending_bytes(self, exclude: LazyModel[Any] | None) -> int:
-        return sum(m.size_bytes for m in self._models if m is not exclude and m.loading)
-
-    def headroom_bytes(self, exclude: LazyModel[Any] | None = None) -> int | None:
-        """Bytes a new load may take now: the budget left and the machine's headroom
-        (``None`` when neither is known: no budget and the machine's memory unreadable)."""
-        self._resolve_budget()
-        machine = _headroom(self.guard)
-        if machine is not None:
-            machine -= self._pending_bytes(exclude)
-        if self.budget_bytes is None:
-            return machine
-        budget_left = self.budget_bytes - self.used_bytes(exclude)
-        return budget_left if machine is None else min(machine, budget_left)
-
-    def idle_models(self, exclude: Sequence[LazyModel[Any]] = ()) -> list[LazyModel[Any]]:
-        """Loaded, unpinned members, least recently used first."""
-        with self._lock:
-            idle = [
-                m
-                for m in self._models
-                if m.loaded and not m.pinned and not m.loading and all(m is not e for e in exclude)
-            ]
-            return sorted(idle, key=lambda m: self._used_order.get(id(m), 0))
-
-    def unload_idle(self, now: float | None = None) -> list[LazyModel[Any]]:
-        """Unload the members whose ``idle_ttl`` has passed; return them."""
-        return [m for m in list(self._models) if m.unload_if_idle(now)]
-
-    def _make_room(self, model: LazyModel[Any], size: int) -> None:
-        with self._lock:
-            self.unload_idle()
-            headroom = self.headroom_bytes(exclude=model)
-            if headroom is None:
-                return  # unknown: admitted (logged once by _headroom)
-            freed = 0
-            evicted: list[str] = []
-            while headroom + freed < size:
-                victims = self.idle_models(exclude=[model])
-                if not victims:
-                    raise ResourceExhausted(
-                        f"no room to load model {model.name!r}: it needs {format_bytes(size)}, "
-                        f"{format_bytes(max(headroom + freed, 0))} is free in pool "
-                        f"{self.name!r} and no idle model is left to evict",
-                        reason="memory",
-                        retry_after=5.0,
-                        numbers={
-                            "size_bytes": size,
-                            "headroom_bytes": headroom + freed,
-                            "budget_bytes": self.budget_bytes,
-                            "evicted": evicted,
-                        },
-                    )
-                victim = victims[0]
-                victim_size = victim.size_bytes
-                if victim.unload():
-                    freed += victim_size
-                    evicted.append(victim.name)
-            if evicted:
-                _log.info("pool %r evicted %s to load %r", self.name, evicted, model.name)
-
-    def choose(self, variants: Sequence[LazyModel[Any]]) -> LazyModel[Any]:
-        """The largest variant that fits now (counting idle members as evictable).
-
-        A variant that is already loaded always fits. Raises ResourceExhausted when none
-        fits. Variants need not be members of the pool; members are added.
-        """
-        if not isinstance(variants, Sequence) or isinstance(variants, (str, bytes)):  # type: ignore[unreachable]
-            raise InvalidType(f"choose() takes a list of LazyModel variants, not {variants!r}")
-        if not variants:
-            raise InvalidValue("choose() needs at least one model variant")
-        for variant in variants:
-            self.add(variant)
-        with self._lock:
-            headroom = self.headroom_bytes()
-            ranked = sorted(variants, key=lambda m: m.size_bytes, reverse=True)
-            if headroom is None:
-                return ranked[0]  # unknown room: the largest (logged once by _headroom)
-            free = headroom + sum(m.size_bytes for m in self.idle_models())
-            for variant in ranked:
-                if variant.loaded or variant.loading or variant.size_bytes <= free:
-                    return variant
-        smallest = ranked[-1]
-        raise ResourceExhausted(
-            f"none of the variants fits: the smallest, {smallest.name!r}, needs "
-            f"{format_bytes(smallest.size_bytes)} and {format_bytes(max(free, 0))} is free",
-            reason="memory",
-            retry_after=5.0,
-            numbers={"headroom_bytes": free, "sizes": {m.name: m.size_bytes for m in ranked}},
-        )
-
-
-class _Sweeper:
-    """One daemon thread for all lazy models with a TTL; runs only while one is loaded."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._models: weakref.WeakSet[LazyModel[Any]] = weakref.WeakSet()
-        self._thread: threading.Thread | None = None
-        self._wake = threading.Event()
-
-    def add(self, model: LazyModel[Any]) -> None:
-        with self._lock:
-            self._models.add(model)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="resguard-model-sweeper", daemon=True
-                )
-                self._thread.start()
-            else:
-                self._wake.set()  # a shorter TTL may need an earlier look
-
-    def _interval_s(self, models: list[LazyModel[Any]]) -> float:
-        ttls = [m.idle_ttl_s for m in models if m.idle_ttl_s is not None]
-        return min(30.0, max(0.05, min(ttls) / 4)) if ttls else 1.0
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                models = [m for m in self._models if m.loaded or m.loading]
-                if not models:
-                    self._thread = None
-                    return
-                interval_s = self._interval_s(models)
-            del models  # hold no strong references while waiting
-            self._wake.wait(interval_s)
-            self._wake.clear()
-            for model in list(self._models):
-                try:
-                    model.unload_if_idle()
-                except Exception:  # never let one model stop the sweeper
-                    _log.exception("idle check of model %r failed", model.name)
-
-
-_sweeper = _Sweeper()
