@@ -29,7 +29,7 @@ def lint(session: nox.Session) -> None:
     """ruff (lint and format check) over the package, the tests and the benchmarks, and the
     import-linter contracts of the layers (pyproject.toml)."""
     session.install("ruff>=0.6", "import-linter>=2.1", "-e", ".")
-    paths = ("src", "tests", "benchmarks", "noxfile.py", "docs/conf.py")
+    paths = ("src", "tests", "benchmarks", "noxfile.py", "conftest.py", "docs/conf.py")
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
     session.run("lint-imports")
