@@ -1,0 +1,44 @@
+"""The Monitor: samples in the background and publishes the latest verdict.
+
+Readers (guards, middleware, metrics) pay one attribute read: ``monitor.state`` is replaced
+whole, atomically, after every sample. Two loops run:
+
+* the **fast loop** samples memory, CPU, PSI and this process every *interval* (faster as
+  headroom shrinks at the measured fill rate, and at once when a PSI trigger fires),
+  evaluates the policy and publishes the new :class:`State`;
+* the **slow loop** samples what is costly or may block (the process table, Docker,
+  Ollama) every *slow_interval* and climbs the reclaim ladder when the verdict says
+  WARNING or worse, so a slow source never delays a verdict.
+
+A thread runs each loop by default (``with monitor:`` or :meth:`Monitor.start`); under
+``async with monitor:`` they are anyio tasks and the slow work runs in worker threads.
+Both run the same steps, decided by plain functions of (state, now); only the waiting
+differs.
+
+Failures never stop the loops: a sample, a source, a rule, a subscriber or a reclaim step
+that raises is logged once per kind of error (and once when it works again), and the loop
+goes on. A tick that cannot produce a state publishes nothing, so the state grows *stale*:
+its age (:meth:`State.age_s`) passes ``stale_after`` and :meth:`Monitor.unknown_reason`
+says so, for guards and readiness checks that must not trust an old verdict forever.
+"""
+
+from __future__ import annotations
+
+from resguard.monitor._decide import RELOG_AFTER_S as RELOG_AFTER_S
+from resguard.monitor._monitor import Monitor
+from resguard.monitor._options import MIN_INTERVAL_S as MIN_INTERVAL_S
+from resguard.monitor._state import Source, State
+
+__all__ = ["Monitor", "Source", "State"]
+
+JOIN_TIMEOUT_S = 10.0
+"""How long :meth:`Monitor.stop` waits for each background thread (one blocked in a
+subscriber or a source finishes on its own, and closes its own pipe)."""
+
+FIRST_SLOW_WAIT_S = 2.0
+"""How long :meth:`Monitor.start` waits for the first slow sample (the process table and
+the sources), so that it never hangs on a source that does not answer."""
+
+for _public in (Monitor, Source, State):
+    _public.__module__ = __name__
+del _public

@@ -1,0 +1,187 @@
+"""The Monitor's decisions, as plain functions and state machines of (state, now).
+
+No I/O, no locks, no waiting and no clock reads here: the thread runner and the task
+runner (``_loops``) ask these what to do and how long to wait, and only wait.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import attrs
+
+from resguard.monitor._options import Options
+from resguard.monitor._state import State
+from resguard.rules import Level
+from resguard.snapshot import MemoryInfo, Snapshot
+
+__all__ = [
+    "RELOG_AFTER_S",
+    "FailureMemo",
+    "History",
+    "SlowSchedule",
+    "SlowWork",
+    "next_interval_s",
+    "reclaim_needed_bytes",
+    "remember",
+    "unknown_reason",
+]
+
+RELOG_AFTER_S = 60.0
+"""A failure that comes back after its source worked again is logged again only after this
+long (per kind of error): an intermittent fault is one warning, not one per tick."""
+
+History = deque[tuple[float, int]]
+"""The latest (monotonic time, bytes used) samples, for the fill rate."""
+
+
+def remember(history: History, snapshot: Snapshot) -> None:
+    """Add *snapshot*'s memory use to *history* (cleared by an unknown one: the fill rate
+    needs consecutive known samples)."""
+    used = snapshot.memory.used
+    if used is None:
+        history.clear()
+    else:
+        history.append((snapshot.monotonic, used))
+
+
+def next_interval_s(options: Options, state: State, history: History) -> float:
+    """How long the fast loop waits after publishing *state*.
+
+    *relaxed_interval* while all is calm (verdict OK, memory below *relax_below* of the
+    limit, and not growing by a point of the limit between the last two samples);
+    *interval* otherwise; shorter still while memory fills up, so that the limit is
+    seen coming at least 20 samples ahead at the measured fill rate. Never relaxed
+    while memory or part of the verdict is unknown: blind is not calm.
+    """
+    if not options.adaptive:
+        return options.interval_s
+    memory = state.snapshot.memory
+    interval = options.interval_s
+    percent, limit, available = memory.percent, memory.limit, memory.available
+    if len(history) >= 2 and percent is not None and limit is not None:
+        (t0, used0), (t1, used1) = history[0], history[-1]
+        jump = history[-1][1] - history[-2][1]
+        calm = (
+            state.verdict.level == Level.OK
+            and state.verdict.known
+            and percent < options.relax_below_percent
+            and jump < limit / 100
+        )
+        if calm:
+            interval = options.relaxed_interval_s
+        if len(history) >= 4 and t1 > t0 and used1 > used0 and available is not None:
+            seconds_to_limit = available / ((used1 - used0) / (t1 - t0))
+            interval = min(interval, max(options.min_interval_s, seconds_to_limit / 20))
+    return interval
+
+
+def unknown_reason(state: State, now_s: float, stale_after_s: float) -> str | None:
+    """Why *state* cannot be trusted at *now_s*: stale, or unknowns in its verdict."""
+    age_s = state.age_s(now_s)
+    if age_s > stale_after_s:
+        return f"stale: last sample {age_s:.1f} s ago"
+    if state.verdict.unknown:
+        return "unknown: " + "; ".join(state.verdict.unknown)
+    return None
+
+
+def reclaim_needed_bytes(memory: MemoryInfo, reclaim_to_percent: float) -> int:
+    """How far memory use is above *reclaim_to_percent* of the limit (0 while unknown)."""
+    if memory.limit is None or memory.used is None:
+        return 0
+    return int(memory.used - memory.limit * reclaim_to_percent / 100)
+
+
+@attrs.frozen
+class SlowWork:
+    """What the slow loop does now: climb the ladder, sample the sources, or both."""
+
+    climb: bool
+    sample: bool
+
+    def __bool__(self) -> bool:
+        return self.climb or self.sample
+
+
+@attrs.define
+class SlowSchedule:
+    """When the slow loop samples and climbs the ladder.
+
+    Every fast tick at WARNING or worse wants a climb; a climb starts at once when wanted,
+    then at most once per *slow_interval_s* while the warning lasts (without this pace the
+    ladder, a process scan and a garbage collection, would run at the fast loop's rate).
+    The sources are sampled every *slow_interval_s*.
+    """
+
+    slow_interval_s: float
+    next_sample_s: float = -math.inf
+    next_climb_s: float = -math.inf
+    wanted: bool = False
+
+    def restart(self) -> None:
+        """The loops start (again): the sources are sampled first."""
+        self.next_sample_s = -math.inf
+
+    def want_climb(self) -> bool:
+        """A fast tick saw WARNING or worse; whether that is news (wake the slow loop)."""
+        news = not self.wanted
+        self.wanted = True
+        return news
+
+    def due(self, now_s: float, level: Level) -> SlowWork:
+        """What is due at *now_s*, the published level being *level*."""
+        climb = False
+        if self.wanted and now_s >= self.next_climb_s:
+            self.wanted = False
+            if level >= Level.WARNING:  # still: the level may have dropped meanwhile
+                self.next_climb_s = now_s + self.slow_interval_s
+                climb = True
+        return SlowWork(climb=climb, sample=now_s >= self.next_sample_s)
+
+    def sampled(self, now_s: float) -> None:
+        """The sources were sampled, finishing at *now_s*."""
+        self.next_sample_s = now_s + self.slow_interval_s
+
+    def wait_s(self, now_s: float) -> float:
+        """How long the slow loop may sleep at *now_s* (a new want wakes it sooner)."""
+        until = self.next_sample_s
+        if self.wanted:
+            until = min(until, self.next_climb_s)
+        return max(until - now_s, 0.0)
+
+
+class FailureMemo:
+    """Which sources are failing, and whether a failure is news worth a log line.
+
+    A source's failure is logged the first time and when its kind of error changes; a
+    flapping source (failing, working, failing...) at most once per :data:`RELOG_AFTER_S`
+    for each kind.
+    """
+
+    __slots__ = ("errors", "failing", "logged_at")
+
+    def __init__(self) -> None:
+        self.failing: dict[str, str] = {}  # source -> kind of error logged for it
+        self.errors: dict[str, str] = {}  # source -> its latest error
+        self.logged_at: dict[tuple[str, str], float] = {}  # (source, kind) -> last logged
+
+    def failed(self, source: str, error: BaseException, now_s: float) -> bool:
+        """Record that *source* failed at *now_s*; whether to log it."""
+        kind = type(error).__name__
+        self.errors[source] = f"{kind}: {error}"
+        if self.failing.get(source) == kind:
+            return False
+        self.failing[source] = kind
+        if now_s - self.logged_at.get((source, kind), -math.inf) < RELOG_AFTER_S:
+            return False
+        self.logged_at[(source, kind)] = now_s
+        return True
+
+    def worked(self, source: str) -> bool:
+        """Record that *source* worked; whether that ends a failure (log the recovery)."""
+        if self.failing.pop(source, None) is None:
+            return False
+        self.errors.pop(source, None)
+        return True

@@ -1,0 +1,461 @@
+"""The :class:`Monitor` itself: sampling, publishing, subscribers, its life cycle."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+import attrs
+
+from resguard._errors import InvalidState, InvalidType
+from resguard._modules import forks
+from resguard._modules.clock import Clock
+from resguard._modules.clockcheck import checked_clock
+from resguard._modules.faults import FaultLog
+from resguard._modules.log import get_logger
+from resguard._modules.waiter import Waiter
+from resguard.monitor import _decide, _loops
+from resguard.monitor._options import Options, check_policy, check_sampler, check_sources
+from resguard.monitor._sources import sample_sources, subscriber_name
+from resguard.monitor._state import Source, State, Subscriber, monotonic_now
+from resguard.processes import ProcessTable
+from resguard.reclaim import Ladder, ReclaimReport
+from resguard.rules import Level, Policy, ProcessCount, ProcessThreshold
+from resguard.snapshot import Fault, Sampler, Snapshot
+from resguard.units import shown
+
+__all__ = ["Monitor"]
+
+_logger = get_logger("resguard")
+
+
+def _package_constant(name: str) -> float:
+    """A tunable of ``resguard.monitor`` read when it is used, so that setting it on the
+    public module takes effect (tests shorten the waits)."""
+    from resguard import monitor as package
+
+    return float(getattr(package, name))
+
+
+class Monitor:
+    """Samples in the background and keeps the latest :class:`State` in ``state``.
+
+    Arguments:
+        interval: the fast loop's period (default ``"50ms"``; every interval is at least
+            ``"1ms"``: a shorter one would be a busy loop).
+        policy: the rules to judge by (default :func:`resguard.presets.service`).
+        sources: extra sources for the slow loop (Docker containers, Ollama models).
+        slow_interval: the slow loop's period (default ``"2s"``).
+        min_interval: the fastest the adaptive fast loop may go (default ``"10ms"``).
+        relaxed_interval: the period while all is calm: verdict OK, memory below
+            *relax_below* (default ``"50%"``) of the limit and not jumping (default
+            ``"200ms"``; a PSI trigger still wakes the loop at once).
+        adaptive: sample faster while memory fills up (by the measured fill rate) and
+            slower while all is calm; ``False`` keeps *interval*.
+        psi_trigger: wake at once when the kernel reports memory stalls (PSI trigger).
+        cgroup: judge this cgroup directory's memory instead of this process's own.
+        reclaim: climb the reclaim ladder on WARNING (default True): at once when the
+            verdict reaches it, then at most once per *slow_interval* while it lasts.
+        reclaim_to: the memory use the ladder aims for, as a percent of the effective
+            limit (default ``"80%"``, the presets' clear level).
+        stale_after: how old the state may grow before it is *stale* (default the larger
+            of 1 s and 5 × *relaxed_interval*; it must exceed the longest wait of the fast
+            loop). See :meth:`unknown_reason`.
+        clock: monotonic seconds, the clock of the sampler's snapshots (default
+            :func:`time.monotonic`); :meth:`unknown_reason`, the reclaim pace and the slow
+            loop's schedule read it for "now".
+
+    Every bad argument raises :class:`~resguard.InvalidValue` or
+    :class:`~resguard.InvalidType` naming it, before anything is started.
+    """
+
+    def __init__(
+        self,
+        interval: float | str = "50ms",
+        policy: Policy | None = None,
+        *,
+        sources: Sequence[Source] = (),
+        slow_interval: float | str = "2s",
+        min_interval: float | str = "10ms",
+        relaxed_interval: float | str = "200ms",
+        relax_below: float | str = "50%",
+        adaptive: bool = True,
+        psi_trigger: bool = True,
+        cgroup: str | None = None,
+        sampler: Sampler | None = None,
+        reclaim: bool = True,
+        reclaim_to: float | str = "80%",
+        ladder: Ladder | None = None,
+        stale_after: float | str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        options = Options.parse(
+            interval=interval,
+            slow_interval=slow_interval,
+            min_interval=min_interval,
+            relaxed_interval=relaxed_interval,
+            relax_below=relax_below,
+            adaptive=adaptive,
+            psi_trigger=psi_trigger,
+            reclaim=reclaim,
+            reclaim_to=reclaim_to,
+            stale_after=stale_after,
+        )
+        self._clock: Clock = checked_clock(clock) if clock is not None else time.monotonic
+        self.policy = check_policy(policy)
+        self._sources = check_sources(sources)
+        if ladder is not None and not isinstance(ladder, Ladder):
+            raise InvalidType(f"ladder={shown(ladder)} is not a resguard.reclaim.Ladder")
+        self._sampler = check_sampler(sampler, cgroup)
+        self._set_options(options)
+        self.ladder = ladder if ladder is not None else Ladder(self._measure_used)
+        self._init_state()
+        forks.register(self)
+        try:
+            first = self._sampler.sample(children=False)
+        except Exception as error:  # the sampler degrades to None; this is a bug
+            raise InvalidState(
+                f"the monitor could not take its first sample: {type(error).__name__}: {error}"
+            ) from error
+        self.state: State = self._make_state(first)
+
+    def _set_options(self, options: Options) -> None:
+        self._options = options
+        self.interval_s = options.interval_s
+        self.slow_interval_s = options.slow_interval_s
+        self.min_interval_s = options.min_interval_s
+        self.relaxed_interval_s = options.relaxed_interval_s
+        self.relax_below_percent = options.relax_below_percent
+        self.reclaim_to_percent = options.reclaim_to_percent
+        self.adaptive = options.adaptive
+        self.psi_trigger = options.psi_trigger
+        self.stale_after_s = options.stale_after_s
+
+    def _init_state(self) -> None:
+        needs_processes = any(
+            isinstance(rule, (ProcessThreshold, ProcessCount)) for rule in self.policy.rules
+        )
+        self._process_table = ProcessTable() if needs_processes else None
+        self._policy_state = self.policy.new_state()
+        self._failures = _Failures(self._clock)
+        self._failed, self._worked = self._failures.failed, self._failures.worked
+        self._source_faults: dict[str, tuple[Fault, ...]] = {}
+        self._extra: dict[str, Any] = {}
+        self._subscribers: list[Subscriber] = []
+        self._history: _decide.History = deque(maxlen=64)
+        self._schedule = _decide.SlowSchedule(self._options.slow_interval_s)
+        self._slow_waiter = Waiter()
+        self._run: _loops.Run | None = None  # the background threads' run, while they run
+        self._threads: list[threading.Thread] = []
+        self._task_group: Any = None
+        self._trigger_fd: int | None = None
+        self._sequence = 0
+        self._new_locks()
+        self.ticks = 0
+        self.triggered_wakeups = 0
+
+    def _new_locks(self) -> None:
+        self._tick_lock = threading.Lock()
+        self._extra_lock = threading.Lock()
+        self._life_lock = threading.Lock()  # start() and stop() one at a time
+        self._schedule_lock = threading.Lock()
+
+    @property
+    def last_reclaim(self) -> ReclaimReport | None:
+        """The report of the ladder's latest climb (``ladder.last_report``), or ``None``."""
+        return self.ladder.last_report
+
+    # -- sampling -------------------------------------------------------------------------
+
+    def _measure_used(self) -> int | None:
+        return self._sampler.sample(children=False).memory.used
+
+    def _make_state(self, snap: Snapshot) -> State:
+        with self._extra_lock:
+            extra = dict(self._extra)
+            source_faults = tuple(
+                fault for faults in self._source_faults.values() for fault in faults
+            )
+        if source_faults:
+            extra["faults"] = (*snap.faults, *source_faults)
+        if extra:
+            snap = attrs.evolve(snap, **extra)
+        verdict = self.policy.evaluate(snap, state=self._policy_state, now=snap.monotonic)
+        self._sequence += 1
+        return State(snap, verdict, self._sequence)
+
+    def sample_now(self) -> State:
+        """Take one fast sample, judge it, publish it and tell subscribers of a level change.
+
+        Never raises: when sampling or judging fails, the failure is logged once per kind
+        and the previous state stays published (it grows stale). The background loops call
+        this; tests and simple scripts may call it directly.
+        """
+        with self._tick_lock:
+            previous = self.state
+            self.ticks += 1
+            try:
+                state = self._make_state(self._sampler.sample(children=False))
+            except Exception as error:
+                self._failed("the monitor's sample", error)
+                return previous
+            if self._failures.memo.failing:
+                self._worked("the monitor's sample")
+            self.state = state
+            _decide.remember(self._history, state.snapshot)
+        if state.level != previous.level:
+            self._level_changed(state, previous)
+        if self._options.reclaim and state.level >= Level.WARNING:
+            with self._schedule_lock:
+                news = self._schedule.want_climb()
+            if news:
+                self._slow_waiter.wake()
+        return state
+
+    def sample_slow(self) -> None:
+        """Sample the process table and every source once (what the slow loop does).
+
+        A failing source is logged once per kind of error; its fields become ``None`` and
+        ``snapshot.faults`` names it, so rules on them report *unknown*."""
+        updates, faults = sample_sources(
+            self._process_table, self._sources, self._failed, self._worked
+        )
+        with self._extra_lock:
+            self._extra.update(updates)
+            self._source_faults = faults
+
+    def reclaim_now(self) -> ReclaimReport:
+        """Climb the ladder until memory use is back at ``reclaim_to`` (plus the minimum);
+        while the limit or the use is unknown, by the ladder's minimum."""
+        memory = self._sampler.sample(children=False).memory
+        return self.ladder.run(_decide.reclaim_needed_bytes(memory, self.reclaim_to_percent))
+
+    def _level_changed(self, state: State, previous: State) -> None:
+        log = _logger.warning if state.level > previous.level else _logger.info
+        log("level %s -> %s: %s", previous.level.name, state.level.name, state.verdict.reason)
+        for subscriber in list(self._subscribers):
+            try:
+                subscriber(state, previous)
+            except Exception as error:
+                self._failed(subscriber_name(subscriber), error)
+            else:
+                if self._failures.memo.failing:
+                    self._worked(subscriber_name(subscriber))
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(new_state, old_state)`` on every level change; returns an
+        unsubscribe function. Exceptions in a callback never stop sampling: they are logged
+        once per kind of error."""
+        if not callable(callback):
+            raise InvalidType(
+                f"{shown(callback)} is not callable; expected a function (new_state, old_state)"
+            )
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            try:
+                self._subscribers.remove(callback)
+            except ValueError:
+                pass
+
+        return unsubscribe
+
+    @property
+    def clock(self) -> Clock:
+        """The monotonic clock the monitor measures ages with (guards share it)."""
+        return self._clock
+
+    @property
+    def sampler(self) -> Sampler:
+        """The sampler behind the fast loop (guards sample through it when it is stale)."""
+        return self._sampler
+
+    @property
+    def faults(self) -> dict[str, str]:
+        """What is failing now (sources, sampling, subscribers, reclaiming), with its latest
+        error (each kind logged once)."""
+        return dict(self._failures.memo.errors)
+
+    def unknown_reason(self, now: float | None = None) -> str | None:
+        """Why the current state cannot be trusted, or ``None`` when it is fresh and known.
+
+        ``"stale: last sample 3.2 s ago"`` when the state is older than ``stale_after``
+        at monotonic time *now* (default: the monitor's clock), else ``"unknown: ..."`` with
+        the verdict's unknowns (``"unknown: memory.percent: /proc/meminfo empty"``).
+        """
+        now_s = self._clock() if now is None else monotonic_now(now)
+        return _decide.unknown_reason(self.state, now_s, self.stale_after_s)
+
+    def next_interval_s(self) -> float:
+        """How long the fast loop waits now (see ``_decide.next_interval_s``):
+        *relaxed_interval* while all is calm, *interval* otherwise, shorter still while
+        memory fills up; never relaxed while memory or the verdict is unknown."""
+        return _decide.next_interval_s(self._options, self.state, self._history)
+
+    # -- the loops' steps -----------------------------------------------------------------
+
+    def _tick(self) -> float:
+        """One fast-loop step: sample, then how long to wait; never raises."""
+        try:
+            self.sample_now()
+            return self.next_interval_s()
+        except Exception as error:  # a bug; the loop goes on at its base pace
+            self._failed("the monitor's interval", error)
+            return self.interval_s
+
+    def _slow_due(self) -> _decide.SlowWork:
+        with self._schedule_lock:
+            return self._schedule.due(self._clock(), self.state.level)
+
+    def _slow_work(self, work: _decide.SlowWork) -> None:
+        """Climb the ladder and sample the sources, as *work* says; never raises."""
+        if work.climb:
+            try:
+                self.reclaim_now()
+                if self._failures.memo.failing:
+                    self._worked("reclaiming")
+            except Exception as error:  # steps are guarded; this is the last net
+                self._failed("reclaiming", error)
+        if work.sample:
+            try:
+                self.sample_slow()
+            except Exception as error:  # sources are guarded one by one; the last net
+                self._failed("the monitor's slow sample", error)
+            with self._schedule_lock:
+                self._schedule.sampled(self._clock())
+
+    def _slow_wait_s(self) -> float:
+        with self._schedule_lock:
+            return self._schedule.wait_s(self._clock())
+
+    def _triggered(self) -> None:
+        self.triggered_wakeups += 1
+
+    def _steps(self) -> _loops.Steps:
+        with self._schedule_lock:  # a fresh start samples the sources first
+            self._schedule.restart()
+        return _loops.Steps(
+            self._tick, self._slow_due, self._slow_work, self._slow_wait_s, self._triggered
+        )
+
+    # -- threads --------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether the background loops run (threads, or tasks under ``async with``)."""
+        return self._run is not None or self._task_group is not None
+
+    def start(self) -> Monitor:
+        """Start the background threads (idempotent)."""
+        with self._life_lock:
+            if self._run is not None or self._task_group is not None:
+                return self  # already running, as threads or as tasks
+            trigger_fd = _loops.open_psi_trigger(self.state.snapshot) if self.psi_trigger else None
+            self._slow_waiter = Waiter()
+            run = _loops.Run(trigger_fd, self._slow_waiter)
+            # the first state after start() has the slow fields (processes, sources),
+            # unless a source hangs: then start() returns anyway, and they follow
+            threads = run.start_threads(self._steps(), _package_constant("FIRST_SLOW_WAIT_S"))
+            self._trigger_fd = trigger_fd
+            self._run, self._threads = run, threads
+        return self
+
+    def stop(self) -> None:
+        """Stop the background threads and wait for them (up to :data:`JOIN_TIMEOUT_S` each).
+
+        Safe from anywhere, a subscriber included (the monitor's own thread is not waited
+        for: it ends when the callback returns); a later :meth:`start` starts fresh threads
+        even while an old one is still finishing."""
+        with self._life_lock:
+            run, threads = self._run, self._threads
+            self._run, self._threads = None, []
+            self._trigger_fd = None
+        if run is None:
+            return
+        run.request_stop()
+        current = threading.current_thread()
+        join_timeout_s = _package_constant("JOIN_TIMEOUT_S")
+        for thread in threads:
+            if thread is not current:
+                thread.join(timeout=join_timeout_s)
+        if not any(thread.is_alive() for thread in threads):
+            run.close()  # else the fast loop closes its own pipe when it ends
+
+    def _after_fork_in_child(self) -> None:
+        # the parent's threads do not exist here: the monitor is stopped, start() restarts
+        # it, and no lock may stay held by a thread that is gone
+        run, self._run, self._threads = self._run, None, []
+        self._trigger_fd = None
+        self._task_group = None
+        self._new_locks()
+        self._slow_waiter = Waiter()
+        if run is not None:
+            run.abandon()
+
+    def __enter__(self) -> Monitor:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- anyio ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Monitor:
+        import anyio
+
+        with self._life_lock:
+            if self.running:  # two sets of loops would sample and reclaim twice
+                raise InvalidState(
+                    "the monitor is already running (start() or another "
+                    "async with); use one of them"
+                )
+            self._task_group = task_group = anyio.create_task_group()
+            self._slow_waiter = waiter = Waiter()
+        try:
+            await task_group.__aenter__()
+        except BaseException:
+            self._task_group = None
+            raise
+        steps = self._steps()
+        task_group.start_soon(_loops.fast_task, steps)
+        task_group.start_soon(_loops.slow_task, steps, waiter)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        task_group, self._task_group = self._task_group, None
+        task_group.cancel_scope.cancel()
+        return bool(await task_group.__aexit__(exc_type, exc, tb))
+
+
+class _Failures:
+    """What is failing (``memo``, decided by ``_decide.FailureMemo``), logged once per kind
+    (``FaultLog``) at the monitor's clock."""
+
+    __slots__ = ("_clock", "_log", "memo")
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._log = FaultLog(_logger)
+        self.memo = _decide.FailureMemo()
+
+    def failed(self, source: str, error: BaseException) -> None:
+        if self.memo.failed(source, error, self._clock()):
+            self._log.failed(source, error)
+
+    def worked(self, source: str) -> None:
+        if self.memo.worked(source):
+            self._log.recovered(source)
