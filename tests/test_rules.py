@@ -23,6 +23,7 @@ from resguard.rules import (
     Policy,
     ProcessCount,
     ProcessThreshold,
+    Sustain,
     Threshold,
     TimeToLimit,
     Verdict,
@@ -30,7 +31,13 @@ from resguard.rules import (
     theil_sen_slope,
 )
 from resguard.snapshot import Fault
-from resguard.testing import WALL_OFFSET_S, make_container, make_process, make_snapshot
+from resguard.testing import (
+    WALL_OFFSET_S,
+    ManualClock,
+    make_container,
+    make_process,
+    make_snapshot,
+)
 
 from factories import MB, GiB
 
@@ -1315,3 +1322,112 @@ def test_a_rule_failing_on_every_other_sample_is_logged_once_not_per_flap(caplog
         verdict = policy.evaluate(make_snapshot(at=t))
         assert verdict.known is not broken.failing
     assert sum("broken" in r.getMessage() for r in caplog.records) == 2  # failing, works again
+
+
+# --------------------------------------------- the shared sustain state machine ---
+
+_samples = st.lists(
+    st.tuples(
+        st.sampled_from([0.0, 0.25, 0.5, 1.0, 2.5, 10.0]),  # seconds since the last sample
+        st.booleans(),  # trigger
+        st.booleans(),  # hold beyond the trigger (the hysteresis band)
+    ),
+    max_size=80,
+)
+
+
+def _drive(
+    for_s: float, cooldown_s: float, samples: list[tuple[float, bool, bool]]
+) -> list[tuple[float, bool, bool, bool, float | None]]:
+    """Advance a Sustain through *samples* on an injected clock; return per sample
+    (now, trigger, hold, fires, firing_since)."""
+    clock = ManualClock(start_s=500.0)
+    state = Sustain(for_s=for_s, cooldown_s=cooldown_s)
+    trace = []
+    for dt, trigger, band in samples:
+        clock.advance(dt)
+        hold = trigger or band
+        fires = state.advance(clock(), trigger, hold)
+        trace.append((clock(), trigger, hold, fires, state.firing_since))
+    return trace
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([0.0, 1.0, 3.0, 10.0]), st.sampled_from([0.0, 2.0, 5.0]), _samples)
+def test_sustain_never_fires_before_for_and_only_on_an_unbroken_trigger(
+    for_s: float, cooldown_s: float, samples: list[tuple[float, bool, bool]]
+) -> None:
+    trace = _drive(for_s, cooldown_s, samples)
+    was_firing = False
+    for index, (now, trigger, _, fires, since) in enumerate(trace):
+        if fires and not was_firing:
+            assert trigger
+            # pending began at a sample of an unbroken run of triggers ending now
+            run_start = index
+            while run_start > 0 and trace[run_start - 1][1] and not trace[run_start - 1][3]:
+                run_start -= 1
+            assert since is not None
+            assert since >= trace[run_start][0]
+            assert now - since >= for_s
+        was_firing = fires
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([0.0, 1.0, 3.0]), st.sampled_from([0.0, 2.0, 5.0]), _samples)
+def test_sustain_clears_only_past_clear_and_respects_the_cooldown(
+    for_s: float, cooldown_s: float, samples: list[tuple[float, bool, bool]]
+) -> None:
+    trace = _drive(for_s, cooldown_s, samples)
+    was_firing, cleared_at = False, -math.inf
+    for now, _, hold, fires, since in trace:
+        if was_firing:
+            assert fires == hold  # firing holds exactly while `hold` does: hysteresis
+            if not fires:
+                cleared_at = now
+                assert since is None
+        elif fires:
+            assert now >= cleared_at + cooldown_s  # never re-fires inside the cooldown
+        was_firing = fires
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([0.0, 1.0, 3.0]), st.sampled_from([0.0, 2.0]), _samples)
+def test_sustain_fires_once_the_trigger_has_held_for_for_past_the_cooldown(
+    for_s: float, cooldown_s: float, samples: list[tuple[float, bool, bool]]
+) -> None:
+    clock = ManualClock(start_s=500.0)
+    state = Sustain(for_s=for_s, cooldown_s=cooldown_s)
+    for dt, trigger, band in samples:
+        clock.advance(dt)
+        state.advance(clock(), trigger, trigger or band)
+    clock.advance(1.0)
+    assert not state.advance(clock(), False, False)  # whatever came before: clear now
+    clock.advance(cooldown_s)  # and let the cooldown run out
+    started = clock()
+    while not state.advance(clock(), True):
+        assert clock() - started < for_s  # fires at the first sample `for_s` after the start
+        clock.advance(0.5)
+    assert state.firing_since == started
+    assert clock() - started >= for_s
+
+
+def test_sustain_hold_defaults_to_the_trigger_and_bad_durations_are_refused() -> None:
+    state = Sustain(for_s=0.0)
+    assert state.advance(1.0, True)
+    assert state.advance(2.0, True)
+    assert not state.advance(3.0, False)  # no hysteresis without `hold`
+    assert state.firing_since is None
+    assert state.pending_since is None
+    with pytest.raises(InvalidValue, match="for_s=-1"):
+        Sustain(for_s=-1)
+    with pytest.raises(InvalidType, match="cooldown_s='5s'"):
+        Sustain(cooldown_s="5s")  # type: ignore[arg-type]
+    assert Sustain.__module__ == "resguard.rules"
+    assert resguard.rules.SustainState is Sustain
+
+
+def test_threshold_state_is_the_shared_sustain_machine() -> None:
+    rule = Threshold("memory.percent", ">=", 85, for_="2s", clear=80, cooldown="5s")
+    state = rule.new_state()
+    assert isinstance(state, Sustain)
+    assert (state.for_s, state.cooldown_s) == (2.0, 5.0)

@@ -71,6 +71,7 @@ from resguard._errors import InvalidType, InvalidValue, UnknownMetric
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin, records_table
+from resguard.rules._sustain import Sustain
 from resguard.snapshot import ProcessInfo, Snapshot, metric_paths
 from resguard.units import (
     _PLAIN_NUMBER,
@@ -93,6 +94,7 @@ __all__ = [
     "ProcessCount",
     "ProcessThreshold",
     "Rule",
+    "Sustain",
     "Threshold",
     "TimeToLimit",
     "Verdict",
@@ -515,45 +517,8 @@ def _check_can_fire(metric: str, kind: str, op: str, value: _Bound, typed: objec
 # ------------------------------------------------------------------ sustain logic ---
 
 
-class SustainState:
-    """Memory of a sustained condition: pending since, firing since, cooldown end."""
-
-    __slots__ = ("cooldown_until", "firing_since", "last_threshold", "last_value", "pending_since")
-
-    def __init__(self) -> None:
-        self.pending_since: float | None = None
-        self.firing_since: float | None = None
-        self.cooldown_until = -math.inf
-        self.last_value = 0.0  # the last known figures of a firing rule, held while unknown
-        self.last_threshold = 0.0
-
-    def __repr__(self) -> str:
-        return (
-            f"SustainState(pending_since={self.pending_since}, "
-            f"firing_since={self.firing_since}, cooldown_until={self.cooldown_until})"
-        )
-
-
-def _advance(
-    state: SustainState, trigger: bool, hold: bool, now: float, for_s: float, cooldown_s: float
-) -> bool:
-    """Move *state* by one sample; return whether the rule fires now (module docstring)."""
-    if state.firing_since is not None:
-        if hold:
-            return True
-        state.firing_since = None
-        state.pending_since = None
-        state.cooldown_until = now + cooldown_s
-        return False
-    if not trigger:
-        state.pending_since = None
-        return False
-    if state.pending_since is None:
-        state.pending_since = now
-    if now - state.pending_since >= for_s and now >= state.cooldown_until:
-        state.firing_since = state.pending_since
-        return True
-    return False
+Sustain.__module__ = __name__  # documented and shown as resguard.rules.Sustain
+SustainState = Sustain  # the name before the machine was public
 
 
 def _since_wall(snapshot: Snapshot, since: float) -> float:
@@ -637,10 +602,10 @@ class Threshold:
             f"cooldown={self.cooldown_s!r}, name={self.name!r})"
         )
 
-    def new_state(self) -> SustainState:
-        return SustainState()
+    def new_state(self) -> Sustain:
+        return Sustain(self.for_s, self.cooldown_s)
 
-    def step(self, snapshot: Snapshot, state: SustainState, now: float) -> Breach | None:
+    def step(self, snapshot: Snapshot, state: Sustain, now: float) -> Breach | None:
         try:
             measured = self._get(snapshot)
         except AttributeError:  # a part on the way is None (no PSI, no containers)
@@ -665,7 +630,7 @@ class Threshold:
                 state.pending_since = None
                 return None  # the common case: idle and staying idle
             hold = trigger or self._compare(measured, clear)
-        if not _advance(state, trigger, hold, now, self.for_s, self.cooldown_s):
+        if not state.advance(now, trigger, hold):
             return None
         since = state.firing_since
         assert since is not None
@@ -683,7 +648,7 @@ class Threshold:
             self.kind,
         )
 
-    def _held(self, snapshot: Snapshot, state: SustainState, now: float) -> Breach | None:
+    def _held(self, snapshot: Snapshot, state: Sustain, now: float) -> Breach | None:
         """A firing rule's breach at an unknown sample: the last known figures, still held."""
         since = state.firing_since
         if since is None:
@@ -1048,10 +1013,10 @@ class ProcessCount:
     def __repr__(self) -> str:
         return f"ProcessCount({shown(self.name)}, level={shown(self.level)})"
 
-    def new_state(self) -> SustainState:
-        return SustainState()
+    def new_state(self) -> Sustain:
+        return Sustain(self.for_s, self.cooldown_s)
 
-    def step(self, snapshot: Snapshot, state: SustainState, now: float) -> Breach | None:
+    def step(self, snapshot: Snapshot, state: Sustain, now: float) -> Breach | None:
         processes = snapshot.processes
         if processes is None and state.pending_since is None and state.firing_since is None:
             return None
@@ -1074,7 +1039,7 @@ class ProcessCount:
         hold = len(above) >= self.at_least
         if not trigger and state.pending_since is None and state.firing_since is None:
             return None
-        if not _advance(state, trigger, hold, now, self.for_s, self.cooldown_s):
+        if not state.advance(now, trigger, hold):
             return None
         since = state.firing_since
         assert since is not None
