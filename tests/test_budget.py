@@ -24,12 +24,12 @@ from resguard.budget import (
     Budget,
     Budgets,
     ComponentUse,
-    cli,
     efficiency_score,
     find_config,
     load,
     parse,
 )
+from resguard.cli.budget import cli
 from resguard.monitor import Monitor
 from resguard.rules import Level, Policy
 

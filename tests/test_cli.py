@@ -383,15 +383,15 @@ def test_unknown_figures_are_shown_as_question_marks_not_zero() -> None:
 def test_watch_names_a_stale_state_and_json_lists_the_unknowns() -> None:
     import time
 
-    from resguard.cli import _stale_reason
+    from resguard.cli.watch import stale_reason
     from resguard.testing import ManualClock
 
     clock = ManualClock(time.monotonic())
     monitor = rg.Monitor(reclaim=False, clock=clock)
     monitor.sample_now()
-    assert _stale_reason(monitor) is None
+    assert stale_reason(monitor) is None
     clock.advance(monitor.stale_after_s + 5)
-    stale = _stale_reason(monitor)
+    stale = stale_reason(monitor)
     assert stale is not None
     assert stale.startswith("stale: last sample")
     assert stale in format_line(monitor.state, stale)

@@ -67,7 +67,6 @@ Errors in the file raise :class:`resguard.ConfigError` naming the file, the key
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import re
 import sys
@@ -75,7 +74,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import attrs
 
@@ -96,7 +95,6 @@ __all__ = [
     "BudgetRule",
     "Budgets",
     "ComponentUse",
-    "cli",
     "efficiency_score",
     "load",
     "rules",
@@ -836,47 +834,3 @@ def _ollama_models(host: str | None) -> tuple[tuple[OllamaModelInfo, ...] | None
             return models.loaded(), ""
     except Exception as exc:  # server down or refusing: the component is unavailable
         return None, f"Ollama: {exc}"
-
-
-# ----------------------------------------------------------------------------- CLI ---
-
-
-def format_report(report: BudgetReport) -> str:
-    """The report as a fixed-width table followed by the score."""
-    header = f"{'COMPONENT':<16} {'KIND':<9} {'USE':>10} {'BUDGET':>17} {'STATUS':<11} MATCHES"
-    lines = [header]
-    for item in report.components:
-        budget = Budget(item.name, item.kind, item.pattern, item.min_bytes, item.max_bytes)
-        use = "—" if item.used is None else format_bytes(item.used, binary=False)
-        if item.used is None:
-            matches = item.detail[:100]
-        else:
-            shown = ", ".join(item.members[:3]) + (", …" if item.count > 3 else "")
-            matches = f"{item.count}" + (f" ({shown})" if shown else "")
-        lines.append(
-            f"{item.name[:16]:<16} {item.kind:<9} {use:>10} {budget.range_text:>17} "
-            f"{item.status:<11} {matches}"
-        )
-    score = "n/a (nothing measured)" if report.score is None else f"{report.score:.0f}/100"
-    lines.append("")
-    lines.append(f"efficiency score: {score} (share of the measured bytes within budget)")
-    return "\n".join(lines)
-
-
-def cli(config: str | None, *, as_json: bool, out: TextIO) -> int:
-    """``resguard budget [--config FILE] [--json]``: exit 0 when every component is within
-    budget, 1 when one is over, 2 when the configuration is bad (message on stderr)."""
-    try:
-        budgets = load(config)
-    except ConfigError as error:
-        sys.stderr.write(f"resguard budget: {error}\n")
-        return 2
-    report = budgets.measure()
-    if as_json:
-        json.dump(report.to_dict(), out, indent=2)
-        out.write("\n")
-    else:
-        if report.config:
-            out.write(f"budgets from {report.config}\n")
-        out.write(format_report(report) + "\n")
-    return 1 if report.over else 0

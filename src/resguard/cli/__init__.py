@@ -1,0 +1,81 @@
+"""The ``resguard`` command line: one module per command (``snapshot``, ``top``,
+``watch``, ``docker``, ``ollama``, ``budget``), all printing through one renderer
+(:mod:`resguard.cli._render`).
+
+Exit codes: 0 success, 1 the verdict is not OK (``watch --once``) or a budget is over,
+2 bad usage, a bad value, an unreachable service or an internal error, 130 interrupted
+(Ctrl-C), 141 stdout was closed early (``resguard top --json | head -1``), the status a
+shell reports for a program that SIGPIPE ended. ``--json`` prints machine-readable output
+on stdout.
+
+It never prints a traceback: every error is one line on stderr, ``resguard: internal
+error: ...`` for an unexpected one (``RESGUARD_DEBUG=1`` adds the traceback). A figure
+that could not be measured is shown as ``?``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from resguard._errors import ResguardError
+from resguard.cli._args import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    error_line,
+)
+from resguard.cli._parser import build_parser as build_parser
+from resguard.cli.snapshot import format_snapshot as format_snapshot
+from resguard.cli.top import format_processes as format_processes
+from resguard.cli.watch import format_frame as format_frame
+from resguard.cli.watch import format_line as format_line
+
+__all__ = ["main"]
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of what is left in
+    its buffer does not fail again on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the command line; returns the exit code (see the module docstring)."""
+    stream = out if out is not None else sys.stdout
+    command = "resguard"
+    try:
+        try:
+            args = build_parser().parse_args(argv)  # a module global: tests replace it
+        except SystemExit as done:  # --help, --version, a usage error (already on stderr)
+            return done.code if isinstance(done.code, int) else EXIT_USAGE
+        command = f"resguard {args.command}"
+        code = int(args.handler(args, stream))
+        stream.flush()  # inside the try: a closed pipe shows here, not at exit
+        return code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `resguard top --json | head -1`: the reader has all it wants
+        if out is None:
+            _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except ResguardError as error:
+        error_line(f"{command}: {error}")
+        return EXIT_USAGE
+    except Exception as error:  # a bug in resguard: one line, never a traceback
+        if os.environ.get("RESGUARD_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        error_line(
+            f"resguard: internal error: {type(error).__name__}: {error} (in "
+            f"'{command}'; set RESGUARD_DEBUG=1 to see where, and please report it)"
+        )
+        return EXIT_USAGE

@@ -1,0 +1,117 @@
+"""What every command shares: the parser that reports a usage error in one line, argument
+types, exit codes, the one-line error writer and the import of an optional integration."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn, TypeAlias
+
+from resguard._errors import ResguardError
+
+__all__ = [
+    "EXIT_BROKEN_PIPE",
+    "EXIT_INTERRUPTED",
+    "EXIT_USAGE",
+    "Commands",
+    "Parser",
+    "Version",
+    "duration",
+    "error_line",
+    "integration",
+    "non_negative_int",
+    "period",
+]
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell shows for `yes | head -1` with pipefail
+
+
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+"""What a command module's ``add_parser`` adds its subcommand to."""
+
+
+def error_line(text: str) -> None:
+    """*text* as exactly one line on stderr (a closed stderr is not worth a traceback)."""
+    line = " ".join(text.split()) or "resguard: error"
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def integration(module: str) -> Any:
+    """Import an integration module, or explain on stderr which extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        sys.stderr.write(f"resguard: {error}\n")
+        return None
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative; expected 0 or more")
+    return value
+
+
+def duration(text: str) -> float:
+    from resguard.units import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ResguardError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def period(text: str) -> float:
+    """A refresh period: a duration of at least 1 ms (0 would be a busy loop)."""
+    seconds = duration(text)
+    if seconds < 0.001:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is too short; expected a period of 1ms or more, e.g. 1s"
+        )
+    return seconds
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (with where to find help)."""
+
+    def error(self, message: str) -> NoReturn:
+        error_line(f"{self.prog}: {message} (see '{self.prog} --help')")
+        raise SystemExit(EXIT_USAGE)
+
+
+class Version(argparse.Action):
+    """``--version``, reading the installed version only when asked."""
+
+    def __init__(
+        self,
+        option_strings: Sequence[str],
+        dest: str = argparse.SUPPRESS,
+        default: str = argparse.SUPPRESS,
+        help: str | None = None,
+    ) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> NoReturn:
+        import resguard
+
+        sys.stdout.write(f"resguard {resguard.__version__}\n")
+        sys.stdout.flush()
+        raise SystemExit(0)

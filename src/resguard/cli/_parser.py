@@ -1,0 +1,21 @@
+"""The ``resguard`` argument parser: each command module adds its own subcommand."""
+
+from __future__ import annotations
+
+import argparse
+
+from resguard.cli import budget, docker, ollama, snapshot, top, watch
+from resguard.cli._args import Parser, Version
+
+__all__ = ["build_parser"]
+
+_COMMANDS = (snapshot, top, watch, docker, ollama, budget)  # the order --help lists them in
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="resguard", description="See memory and CPU pressure early and act on it.")
+    parser.add_argument("--version", action=Version, help="print the version and exit")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in _COMMANDS:
+        command.add_parser(commands)
+    return parser

@@ -1,0 +1,115 @@
+"""The one renderer every command prints through: fixed or fitted tables, JSON, and the
+live view that redraws a terminal or prints one line per update to a pipe."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal, TextIO
+
+import attrs
+
+from resguard.units import format_bytes
+
+__all__ = [
+    "UNKNOWN",
+    "Column",
+    "Live",
+    "fixed",
+    "print_compact_json",
+    "print_json",
+    "size",
+    "table",
+]
+
+UNKNOWN = "?"
+_CLEAR_SCREEN = "\x1b[H\x1b[2J"
+
+
+def size(value: int | None, unknown: str = UNKNOWN) -> str:
+    """*value* bytes for people, or *unknown* when it could not be measured."""
+    return unknown if value is None else format_bytes(value)
+
+
+def fixed(value: float | None, spec: str, unknown: str = UNKNOWN) -> str:
+    """*value* formatted with *spec*, or *unknown* (never 0) when it is ``None``."""
+    return unknown if value is None else format(value, spec)
+
+
+@attrs.frozen
+class Column:
+    """A table column: its title, ``"<"`` (left) or ``">"`` (right) alignment, a fixed
+    *width* (``None``: as wide as its widest cell) and a *cut* for longer cells."""
+
+    title: str
+    align: Literal["<", ">"] = "<"
+    width: int | None = None
+    cut: int | None = None
+
+    def cell(self, text: str) -> str:
+        return text if self.cut is None else text[: self.cut]
+
+
+def table(
+    columns: Sequence[Column],
+    rows: Iterable[Sequence[str]],
+    *,
+    gap: str = " ",
+    strip: bool = False,
+) -> str:
+    """The title row and one line per row, cells padded to their column's width and joined
+    by *gap*; a last left-aligned column without a width is not padded. *strip* removes
+    what trails each line."""
+    cells = [
+        tuple(column.cell(column.title) for column in columns),
+        *(
+            tuple(column.cell(text) for column, text in zip(columns, row, strict=True))
+            for row in rows
+        ),
+    ]
+    widths = [
+        column.width if column.width is not None else max(len(line[index]) for line in cells)
+        for index, column in enumerate(columns)
+    ]
+    last = columns[-1]
+    natural = last.width is None and last.align == "<"
+    lines = []
+    for line in cells:
+        padded = [
+            format(text, f"{column.align}{width}")
+            for column, text, width in zip(columns, line, widths, strict=True)
+        ]
+        if natural:
+            padded[-1] = line[-1]
+        text = gap.join(padded)
+        lines.append(text.rstrip() if strip else text)
+    return "\n".join(lines)
+
+
+def print_json(value: Any, out: TextIO) -> None:
+    """*value* as indented JSON and a newline."""
+    json.dump(value, out, indent=2, sort_keys=False)
+    out.write("\n")
+
+
+def print_compact_json(value: Any, out: TextIO) -> None:
+    """*value* as one line of JSON (one update of a stream)."""
+    json.dump(value, out, separators=(",", ":"))
+    out.write("\n")
+
+
+class Live:
+    """Where the updates of a repeating command go: on a terminal (*redraw*) each update
+    replaces the screen; otherwise each is appended (one line or JSON object per update)."""
+
+    def __init__(self, out: TextIO, *, redraw: bool) -> None:
+        self.out = out
+        self.redraw = redraw
+
+    def show(self, text: str) -> None:
+        self.out.write((_CLEAR_SCREEN if self.redraw else "") + text + "\n")
+        self.out.flush()
+
+    def show_json(self, value: Any) -> None:
+        print_compact_json(value, self.out)
+        self.out.flush()

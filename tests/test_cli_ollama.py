@@ -1,0 +1,63 @@
+"""``resguard ollama ps|unload`` (resguard.cli.ollama) against the stand-in server.
+
+Moved from tests/test_ollama.py with the command line into resguard/cli/ (assertions
+unchanged)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import ollama
+import pytest
+
+from resguard.cli.ollama import cli
+
+from standins.ollama_server import OllamaStandIn
+from support import free_port
+
+SMALL = "llama3.2:1b"
+
+
+def test_cli_ps_and_unload(ollama_server: OllamaStandIn) -> None:
+    ollama.Client(host=ollama_server.host).generate(model=SMALL)
+    out = io.StringIO()
+    assert cli("ps", [], host=ollama_server.host, as_json=False, out=out) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0].split() == ["NAME", "SIZE", "PROCESSOR", "UNTIL", "IDLE"]
+    assert lines[1].startswith(SMALL)
+    assert "100% CPU" in lines[1]
+
+    out = io.StringIO()
+    assert cli("ps", [], host=ollama_server.host, as_json=True, out=out) == 0
+    payload = json.loads(out.getvalue())
+    assert payload["models"][0]["name"] == SMALL
+    assert payload["models"][0]["size"] == 1_514_584_145
+
+    out = io.StringIO()
+    assert cli("unload", [SMALL], host=ollama_server.host, as_json=True, out=out) == 0
+    assert json.loads(out.getvalue())["unloaded"] == [{"name": SMALL, "freed_bytes": 1_514_584_145}]
+    assert ollama_server.loaded_names() == []
+
+    err = io.StringIO()
+    assert cli("unload", [], host=ollama_server.host, as_json=False, out=out, err=err) == 2
+    assert cli("stop", [], host=ollama_server.host, as_json=False, out=out, err=err) == 2
+    down = f"http://127.0.0.1:{free_port()}"
+    assert cli("ps", [], host=down, as_json=False, out=out, err=err) == 2  # unreachable
+    assert (
+        cli(
+            "unload", ["no-such-model:1b"], host=ollama_server.host, as_json=False, out=out, err=err
+        )
+        == 1
+    )  # Ollama answered: unknown model
+    assert "cannot reach Ollama" in err.getvalue()
+
+
+@pytest.mark.parametrize("host", ["http://127.0.0.1:99999", "nonsense::host"])
+def test_cli_with_a_bad_host_prints_one_line_and_exits_2(host: str) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert cli("ps", [], host=host, as_json=False, out=out, err=err) == 2
+    assert out.getvalue() == ""
+    assert err.getvalue().count("\n") == 1
+    assert repr(host) in err.getvalue()
+    assert "Traceback" not in err.getvalue()
