@@ -26,13 +26,8 @@ from resguard._modules.render import records_table
 from resguard._probes import procfs as _procfs
 from resguard._probes.files import READ_CAP_BYTES, damage_of
 from resguard._probes.paths import DEFAULT_ROOTS, Roots
-from resguard.snapshot import (
-    SENSING_FAULTS,
-    Fault,
-    ProcessInfo,
-    _report_failure,
-    _report_recovery,
-)
+from resguard._probes.reporting import SENSING_FAULTS, report_failure, report_recovery
+from resguard.snapshot import Fault, ProcessInfo
 from resguard.units import shown
 
 __all__ = ["ProcessTable", "describe", "top_processes"]
@@ -215,10 +210,10 @@ class ProcessTable:
                 faults.append(self._boot_fault)
             self.faults = tuple(faults)
             if faults or self._failing:
-                self._log(faults)
+                self._log(faults, now)
             return rows
 
-    def _log(self, faults: list[Fault]) -> None:
+    def _log(self, faults: list[Fault], now_s: float) -> None:
         """One warning per damaged file (``<pid>`` for any process) and kind of damage."""
         sources: dict[str, Fault] = {}
         for fault in faults:
@@ -233,10 +228,10 @@ class ProcessTable:
                 else f"rows skipped (e.g. {fault.source})"
             )
             # a damaged row that comes and goes (process churn) is not one record per flap
-            _report_failure(source, f"{fault.kind}: {fault.detail}; {outcome}", fault.kind)
+            report_failure(source, f"{fault.kind}: {fault.detail}; {outcome}", fault.kind, now_s)
         now_failing = set(sources)
         for source in self._failing - now_failing:
-            _report_recovery(source)
+            report_recovery(source)
         self._failing = now_failing
 
     def top(self, n: int = 10, *, by: SortKey = "cpu", group: bool = False) -> list[ProcessInfo]:

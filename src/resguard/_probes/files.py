@@ -18,6 +18,8 @@ import os
 import threading
 from typing import Literal
 
+from resguard._modules import forks
+
 __all__ = ["READ_CAP_BYTES", "FaultKind", "FileCache", "damage_of", "read_text"]
 
 FaultKind = Literal["garbage", "truncated", "empty", "unreadable", "vanished", "missing"]
@@ -80,6 +82,7 @@ class FileCache:
         self._failures: dict[str, Damage] = {}
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        forks.register(self)
 
     def read(self, path: str) -> str | None:
         """The file's current content, or ``None`` when it is missing or unreadable (then
@@ -112,6 +115,12 @@ class FileCache:
     def failure(self, path: str) -> Damage:
         """(kind, detail) of the last failed :meth:`read` of *path*."""
         return self._failures.get(path, ("unreadable", "cannot read"))
+
+    def damage(self, path: str, text: str | None) -> tuple[str, FaultKind, str]:
+        """``(path, kind, detail)``: why *path* gave no value, the read failed (*text*
+        ``None``) or its *text* was rejected by a parser."""
+        kind, detail = self.failure(path) if text is None else damage_of(text)
+        return path, kind, detail
 
     def _forget(self, path: str) -> None:
         with self._lock:

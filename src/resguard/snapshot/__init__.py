@@ -1,0 +1,135 @@
+"""Snapshots: immutable values describing memory, CPU, pressure and this process.
+
+A :class:`Snapshot` is built by a :class:`Sampler` from the kernel's files and does no I/O
+afterwards. Memory numbers are *effective*: inside a container or a cgroup the limit is the
+cgroup's, not the host's (see :class:`MemoryInfo`). All sizes are bytes, times are seconds,
+percentages run from 0 to 100; each numeric field says which in its attrs metadata
+(:func:`metric_unit`).
+
+The package keeps one job per module: ``_values`` (the records and their units),
+``_limits`` (memory against the effective limit), ``_cpu`` (CPU percentages from tick
+counters) and ``_sampler`` (the :class:`Sampler` that composes them).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import types
+
+from resguard._probes.files import FaultKind
+from resguard._probes.reporting import RELOG_AFTER_S, SENSING_FAULTS
+from resguard.snapshot._limits import LIMITS_MAX_AGE_S, invalidate_limits
+from resguard.snapshot._sampler import SLOW_FILES_MAX_AGE_S, Sampler
+from resguard.snapshot._values import (
+    FAULT_KINDS,
+    UNITS,
+    ContainersInfo,
+    ContainersMemory,
+    ContainerStats,
+    CpuInfo,
+    Fault,
+    MemoryInfo,
+    OllamaModelInfo,
+    PressureInfo,
+    PressureLine,
+    ProcessInfo,
+    ProcessSelf,
+    ResourcePressure,
+    Snapshot,
+    SwapInfo,
+    metric_paths,
+    metric_unit,
+)
+
+__all__ = [
+    "FAULT_KINDS",
+    "LIMITS_MAX_AGE_S",
+    "RELOG_AFTER_S",
+    "SENSING_FAULTS",
+    "SLOW_FILES_MAX_AGE_S",
+    "UNITS",
+    "ContainerStats",
+    "ContainersInfo",
+    "ContainersMemory",
+    "CpuInfo",
+    "Fault",
+    "FaultKind",
+    "MemoryInfo",
+    "OllamaModelInfo",
+    "PressureInfo",
+    "PressureLine",
+    "ProcessInfo",
+    "ProcessSelf",
+    "ResourcePressure",
+    "Sampler",
+    "Snapshot",
+    "SwapInfo",
+    "default_sampler",
+    "invalidate_limits",
+    "metric_paths",
+    "metric_unit",
+    "snapshot",
+]
+
+for _public in (
+    ContainerStats,
+    ContainersInfo,
+    ContainersMemory,
+    CpuInfo,
+    Fault,
+    MemoryInfo,
+    OllamaModelInfo,
+    PressureInfo,
+    PressureLine,
+    ProcessInfo,
+    ProcessSelf,
+    ResourcePressure,
+    Sampler,
+    Snapshot,
+    SwapInfo,
+    invalidate_limits,
+    metric_paths,
+    metric_unit,
+):
+    _public.__module__ = __name__  # reprs, pickles and the API docs name the public module
+del _public
+
+_default_sampler: Sampler | None = None
+_default_lock = threading.Lock()
+
+
+def _fresh_lock() -> None:
+    global _default_lock
+    _default_lock = threading.Lock()  # a parent's thread may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_lock)
+
+
+def default_sampler() -> Sampler:
+    """The process-wide sampler behind :func:`snapshot`."""
+    global _default_sampler
+    if _default_sampler is None:
+        with _default_lock:
+            if _default_sampler is None:
+                _default_sampler = Sampler()
+    return _default_sampler
+
+
+def snapshot(*, uss: bool = False, children: bool = True) -> Snapshot:
+    """Take a :class:`Snapshot` of this machine, its cgroup limits and this process."""
+    return default_sampler().sample(uss=uss, children=children)
+
+
+class _CallableModule(types.ModuleType):
+    """Makes ``resguard.snapshot()`` work whether the package attribute names this module
+    or the function: importing a submodule rebinds the package attribute to the module."""
+
+    def __call__(self, *, uss: bool = False, children: bool = True) -> Snapshot:
+        return snapshot(uss=uss, children=children)
+
+
+sys.modules[__name__].__class__ = _CallableModule

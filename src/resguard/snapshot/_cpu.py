@@ -1,0 +1,68 @@
+"""CPU percentages from two readings of the kernel's tick counters, without sleeping.
+
+:class:`CpuCounters` is a small state machine with no I/O: the sampler hands it the
+counters it read and the time it read them at, and it answers the share of CPU since the
+previous reading. Counters that go back (a restarted container, a wrapped counter) start
+a new baseline instead of a negative share.
+"""
+
+from __future__ import annotations
+
+from resguard._probes.procfs import TICKS_PER_S
+
+__all__ = ["CpuCounters"]
+
+
+class CpuCounters:
+    """The previous readings of the host's and this process's CPU ticks."""
+
+    __slots__ = ("_host", "_host_percent", "_process", "_process_percent")
+
+    def __init__(self) -> None:
+        self._host: tuple[int, int] = (0, 0)  # (busy, total) ticks of all CPUs
+        self._host_percent: float | None = None
+        self._process: tuple[int, float] | None = None  # (ticks, monotonic seconds)
+        self._process_percent: float | None = None
+
+    def reset(self) -> None:
+        """Forget the baselines (after a fork): the next host reading reports the
+        average since boot, the next process reading sets a baseline."""
+        self._host = (0, 0)
+        self._process = None
+
+    @property
+    def has_process_baseline(self) -> bool:
+        """Whether a process reading was taken since the last :meth:`reset`."""
+        return self._process is not None
+
+    def host_percent(self, ticks: tuple[int, int]) -> float | None:
+        """The host's busy share (0–100) between the previous *ticks* ``(busy, total)``
+        and these; the last share when no tick passed in between."""
+        busy, total = ticks
+        previous_busy, previous_total = self._host
+        if total > previous_total and busy >= previous_busy:
+            share = 100.0 * (busy - previous_busy) / (total - previous_total)
+            self._host_percent = min(max(share, 0.0), 100.0)
+            self._host = ticks
+        elif total < previous_total or busy < previous_busy:
+            self._host = ticks  # counters went back: a new baseline
+        return self._host_percent
+
+    def process_percent(
+        self, ticks: int, now_s: float, baseline: tuple[int, float] | None = None
+    ) -> float | None:
+        """This process's CPU percent (100 = one core) between the previous reading and
+        *ticks* at monotonic *now_s*. Without a previous reading, *baseline* ``(ticks,
+        seconds)`` stands in (e.g. zero ticks at the process's start); without either this
+        reading becomes the baseline and the answer is ``None``."""
+        previous = self._process if self._process is not None else baseline
+        if previous is None:
+            self._process = (ticks, now_s)  # a baseline for the next one
+            return None
+        elapsed = now_s - previous[1]
+        if elapsed > 0 and ticks >= previous[0]:
+            self._process_percent = max(100.0 * (ticks - previous[0]) / TICKS_PER_S / elapsed, 0.0)
+            self._process = (ticks, now_s)
+        elif ticks < previous[0]:
+            self._process = (ticks, now_s)
+        return self._process_percent

@@ -1,0 +1,375 @@
+"""The snapshot's values: frozen attrs records, each numeric field tagged with its unit.
+
+A value does no I/O; :class:`~resguard.snapshot.Sampler` builds them from the kernel's files.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any, Final
+
+import attrs
+
+from resguard._modules.render import ValueMixin, flatten, html_table
+from resguard._probes.files import FaultKind
+from resguard._probes.psi import PsiLine
+
+__all__ = [
+    "FAULT_KINDS",
+    "UNITS",
+    "ContainerStats",
+    "ContainersInfo",
+    "ContainersMemory",
+    "CpuInfo",
+    "Fault",
+    "MemoryInfo",
+    "OllamaModelInfo",
+    "PressureInfo",
+    "PressureLine",
+    "ProcessInfo",
+    "ProcessSelf",
+    "ResourcePressure",
+    "Snapshot",
+    "SwapInfo",
+    "metric_paths",
+    "metric_unit",
+]
+
+UNITS: tuple[str, ...] = ("bytes", "seconds", "microseconds", "percent", "count")
+"""The units a numeric snapshot field is counted in (see :func:`metric_unit`). Each such
+field carries its unit as attrs metadata under ``"unit"``
+(``attrs.fields(MemoryInfo).used.metadata["unit"] == "bytes"``); a field without one (a
+pid, a load average) is a plain number."""
+
+BYTES: Final = types.MappingProxyType({"unit": "bytes"})
+SECONDS: Final = types.MappingProxyType({"unit": "seconds"})
+MICROSECONDS: Final = types.MappingProxyType({"unit": "microseconds"})
+PERCENT: Final = types.MappingProxyType({"unit": "percent"})
+COUNT: Final = types.MappingProxyType({"unit": "count"})
+
+
+@attrs.frozen
+class PressureLine(ValueMixin):
+    """One PSI line: share of wall time stalled (percent) over 10/60/300 s, total in µs."""
+
+    avg10: float = attrs.field(metadata=PERCENT)
+    avg60: float = attrs.field(metadata=PERCENT)
+    avg300: float = attrs.field(metadata=PERCENT)
+    total_us: int = attrs.field(metadata=MICROSECONDS)
+
+
+@attrs.frozen
+class ResourcePressure(ValueMixin):
+    """``some``: at least one task stalled; ``full``: all non-idle tasks stalled (may be absent)."""
+
+    some: PressureLine
+    full: PressureLine | None
+
+    @classmethod
+    def from_lines(cls, lines: tuple[PsiLine, PsiLine | None] | None) -> ResourcePressure | None:
+        """The value of a parsed PSI file (:func:`resguard._probes.psi.parse_pressure`)."""
+        if lines is None:
+            return None
+        some, full = lines
+        return cls(PressureLine(*some), None if full is None else PressureLine(*full))
+
+
+@attrs.frozen
+class MemoryInfo(ValueMixin):
+    """Memory against the *effective* limit.
+
+    ``limit`` is the smallest of the host's total, the cgroup limit found by walking this
+    process's cgroup up the hierarchy (v2 ``memory.max``/``memory.high``, v1
+    ``memory.limit_in_bytes``) and ``RLIMIT_AS``/``RLIMIT_DATA``. ``used`` follows the bound:
+    under a cgroup it is the working set (usage minus inactive file cache, as kubelet counts
+    it), on the host it is total minus ``MemAvailable``, under an rlimit the process's
+    address space (or data segment). ``source`` is ``"host"``, ``"cgroup"`` or
+    ``"rlimit"``; ``source_detail`` names the file or limit that bound it.
+
+    A number that could not be read is ``None`` (*unknown*, never 0) and the snapshot's
+    ``faults`` say why; ``source`` is ``"unknown"`` when no source could be read at all.
+    """
+
+    total: int | None = attrs.field(metadata=BYTES)
+    limit: int | None = attrs.field(metadata=BYTES)
+    used: int | None = attrs.field(metadata=BYTES)
+    available: int | None = attrs.field(metadata=BYTES)
+    percent: float | None = attrs.field(metadata=PERCENT)
+    source: str
+    source_detail: str
+    cgroup: str | None
+
+
+@attrs.frozen
+class SwapInfo(ValueMixin):
+    """Swap space of the host, in bytes (``None`` where ``/proc/meminfo`` could not say)."""
+
+    total: int | None = attrs.field(metadata=BYTES)
+    used: int | None = attrs.field(metadata=BYTES)
+    free: int | None = attrs.field(metadata=BYTES)
+    percent: float | None = attrs.field(metadata=PERCENT)
+
+
+@attrs.frozen
+class CpuInfo(ValueMixin):
+    """CPU use and the CPUs this process may really use.
+
+    ``percent`` is the host's busy share since the previous sample (0–100 over all CPUs).
+    ``effective`` is the number of CPUs the process can use: the smaller of its affinity
+    mask and its cgroup quota (``cpu.max`` or ``cfs_quota_us/cfs_period_us``);
+    ``effective_source`` says which (``"host"``, ``"affinity"`` or ``"cgroup"``).
+    ``percent`` and the load averages are ``None`` when their files could not be read.
+    """
+
+    percent: float | None = attrs.field(metadata=PERCENT)
+    count: int = attrs.field(metadata=COUNT)
+    effective: float = attrs.field(metadata=COUNT)
+    effective_source: str
+    load_1m: float | None
+    load_5m: float | None
+    load_15m: float | None
+
+
+@attrs.frozen
+class PressureInfo(ValueMixin):
+    """PSI for memory, CPU and I/O (``None`` where the kernel has none); ``source`` names
+    ``"system"`` (``/proc/pressure``) or the cgroup v2 directory it was read from."""
+
+    memory: ResourcePressure | None
+    cpu: ResourcePressure | None
+    io: ResourcePressure | None
+    source: str | None
+
+
+@attrs.frozen
+class ProcessSelf(ValueMixin):
+    """This process: resident and virtual size, USS (only when asked for, it is costly),
+    CPU percent since the previous sample (100 = one full core), threads, and the summed
+    RSS of its descendants (``None`` when not asked for, like ``uss``). A number that
+    could not be read is ``None``."""
+
+    pid: int
+    rss: int | None = attrs.field(metadata=BYTES)
+    vms: int | None = attrs.field(metadata=BYTES)
+    uss: int | None = attrs.field(metadata=BYTES)
+    cpu_percent: float | None = attrs.field(metadata=PERCENT)
+    num_threads: int | None = attrs.field(metadata=COUNT)
+    children_rss: int | None = attrs.field(metadata=BYTES)
+
+
+@attrs.frozen
+class ProcessInfo(ValueMixin):
+    """One row of the process table (or a group of processes with one name when ``count``
+    is above 1). Identity is ``(pid, create_time)``; ``cpu_percent`` is since the table's
+    previous sample, 100 = one full core."""
+
+    pid: int
+    name: str
+    cmdline: tuple[str, ...]
+    username: str | None
+    uid: int | None
+    ppid: int
+    rss: int = attrs.field(metadata=BYTES)
+    uss: int | None = attrs.field(metadata=BYTES)
+    cpu_percent: float = attrs.field(metadata=PERCENT)
+    num_threads: int = attrs.field(metadata=COUNT)
+    create_time: float = attrs.field(metadata=SECONDS)
+    count: int = attrs.field(default=1, metadata=COUNT)
+
+
+@attrs.frozen
+class ContainerStats(ValueMixin):
+    """One running container. ``memory_used`` follows the working-set rule (usage minus
+    inactive file cache); ``memory_percent`` is of ``memory_limit`` (``None`` when there is
+    no limit); ``cpu_percent`` is 100 per full core."""
+
+    id: str
+    name: str
+    image: str
+    status: str
+    memory_usage: int = attrs.field(metadata=BYTES)
+    memory_used: int = attrs.field(metadata=BYTES)
+    memory_limit: int | None = attrs.field(metadata=BYTES)
+    memory_percent: float | None = attrs.field(metadata=PERCENT)
+    cpu_percent: float | None = attrs.field(metadata=PERCENT)
+    pids: int | None = attrs.field(metadata=COUNT)
+    compose_project: str | None = None
+    compose_service: str | None = None
+
+
+@attrs.frozen
+class ContainersMemory(ValueMixin):
+    """Totals over running containers: working-set bytes and the highest percent of limit."""
+
+    total: int = attrs.field(metadata=BYTES)
+    max_percent: float | None = attrs.field(metadata=PERCENT)
+
+
+@attrs.frozen
+class ContainersInfo(ValueMixin):
+    """The running containers as the judge layer sees them (``containers.memory.total``)."""
+
+    items: tuple[ContainerStats, ...]
+    memory: ContainersMemory
+
+    @classmethod
+    def from_items(cls, items: tuple[ContainerStats, ...]) -> ContainersInfo:
+        percents = [item.memory_percent for item in items if item.memory_percent is not None]
+        return cls(
+            items,
+            ContainersMemory(
+                sum(item.memory_used for item in items), max(percents) if percents else None
+            ),
+        )
+
+
+@attrs.frozen
+class OllamaModelInfo(ValueMixin):
+    """A model loaded in Ollama: total and GPU bytes, when its keep-alive ends and since
+    when it has been idle (wall-clock epoch seconds; ``None`` when unknown)."""
+
+    name: str
+    size: int = attrs.field(metadata=BYTES)
+    size_vram: int = attrs.field(metadata=BYTES)
+    expires_at: float | None = attrs.field(metadata=SECONDS)
+    idle_since: float | None = attrs.field(metadata=SECONDS)
+    context_length: int | None = attrs.field(default=None, metadata=COUNT)
+
+
+FAULT_KINDS: tuple[str, ...] = typing.get_args(FaultKind)
+
+
+@attrs.frozen
+class Fault(ValueMixin):
+    """Why part of a snapshot is unknown.
+
+    ``field`` is the dotted snapshot prefix that is ``None`` because of it (``"memory"``,
+    ``"memory.total"``, ``"cpu.percent"``, ``"pressure.memory"``, ``"process"``); a metric
+    path is covered when it equals ``field`` or starts with ``field + "."`` (see
+    :meth:`Snapshot.fault_for`). ``source`` is the file (or probe) that failed, ``kind`` one
+    of :data:`FAULT_KINDS` and ``detail`` a short human-readable explanation.
+
+    ``fallback`` is ``None`` when the field is unknown (``None`` in the snapshot); when
+    another source filled it in instead (the host's numbers for an unreadable cgroup,
+    ``/proc/self/statm`` for a damaged ``/proc/self/stat``) it names that source and the
+    field keeps a value.
+    """
+
+    field: str
+    source: str
+    kind: FaultKind
+    detail: str
+    fallback: str | None = None
+
+    def __str__(self) -> str:
+        outcome = f", used {self.fallback}" if self.fallback else ""
+        return f"{self.field}: {self.source} {self.kind} ({self.detail}{outcome})"
+
+
+@attrs.frozen
+class Snapshot(ValueMixin):
+    """Everything resguard knows at one instant. ``taken_at`` is wall-clock epoch seconds,
+    ``monotonic`` the :func:`time.monotonic` reading. ``processes``, ``containers`` and
+    ``ollama`` are filled in by a Monitor whose sources sample them, else ``None``.
+    ``faults`` lists the sources that could not be read for this snapshot and the fields
+    they left unknown (``None``); it is empty when everything was read.
+    """
+
+    memory: MemoryInfo
+    swap: SwapInfo
+    cpu: CpuInfo
+    pressure: PressureInfo
+    process: ProcessSelf
+    taken_at: float = attrs.field(metadata=SECONDS)
+    monotonic: float = attrs.field(metadata=SECONDS)
+    processes: tuple[ProcessInfo, ...] | None = None
+    containers: ContainersInfo | None = None
+    ollama: tuple[OllamaModelInfo, ...] | None = None
+    faults: tuple[Fault, ...] = ()
+
+    def fault_for(self, path: str) -> Fault | None:
+        """The fault that left the metric *path* (``"memory.percent"``) unknown, else ``None``
+        (faults whose field another source filled in are not counted)."""
+        for fault in self.faults:
+            if fault.fallback is not None:
+                continue
+            field = fault.field
+            if path == field or (
+                path.startswith(field) and path[len(field) : len(field) + 1] == "."
+            ):
+                return fault
+        return None
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for path, value in flatten(self):
+            if path == "faults":
+                value = "; ".join(str(fault) for fault in self.faults) or "none"
+            elif value is None:
+                fault = self.fault_for(path)
+                if fault is not None:
+                    value = f"unknown ({fault.source}: {fault.kind})"
+            rows.append((path, value))
+        return html_table(rows, "resguard snapshot")
+
+
+def metric_paths() -> dict[str, Any]:
+    """Every dotted numeric path of a :class:`Snapshot` (for validating rules early)."""
+    result: dict[str, Any] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls, globalns=globals())
+        for field in attrs.fields(cls):
+            hint = hints[field.name]
+            if typing.get_origin(hint) is tuple:
+                continue  # rows (processes, containers) are judged by table rules
+            args = [arg for arg in typing.get_args(hint) if arg is not type(None)] or [hint]
+            if any(typing.get_origin(arg) is tuple for arg in args):
+                continue
+            target, path = args[0], prefix + field.name
+            if attrs.has(target):
+                walk(target, path + ".")
+            elif target in (int, float):
+                result[path] = target
+
+    walk(Snapshot, "")
+    return result
+
+
+_units_cache: dict[str, str | None] = {}
+
+
+def metric_unit(path: str) -> str | None:
+    """The unit of the numeric metric at the dotted *path*, one of :data:`UNITS`, or
+    ``None`` for a plain number (``cpu.load_1m``, ``process.pid``) or a path that names no
+    numeric field.
+
+    *path* is written as rules write it: ``"memory.used"`` → ``"bytes"``,
+    ``"pressure.memory.some.avg10"`` → ``"percent"``, ``"taken_at"`` → ``"seconds"``; the
+    rows of the tables are named by the table (``"processes.rss"``, ``"ollama.size"``,
+    ``"containers.memory_used"``, also ``"containers.items.memory_used"``). The units come
+    from the fields' attrs metadata, so formatting, rule parsing and Prometheus read one
+    source.
+    """
+    if not _units_cache:
+        _units_cache.update(_walk_units(Snapshot, ""))
+        _units_cache.update(_walk_units(ContainerStats, "containers."))
+    return _units_cache.get(path)
+
+
+def _walk_units(cls: type, prefix: str) -> dict[str, str | None]:
+    """Dotted path -> unit for every numeric field under *cls*, records in tuples included."""
+    result: dict[str, str | None] = {}
+    hints = typing.get_type_hints(cls, globalns=globals())
+    for field in attrs.fields(cls):
+        path = prefix + field.name
+        args = [arg for arg in typing.get_args(hints[field.name]) if arg is not type(None)]
+        for arg in args or [hints[field.name]]:
+            if typing.get_origin(arg) is tuple:
+                arg = typing.get_args(arg)[0]  # rows: named by the table, not per row
+            if attrs.has(arg):
+                result.update(_walk_units(arg, path + "."))
+            elif arg in (int, float):
+                result[path] = field.metadata.get("unit")
+    return result
