@@ -48,14 +48,14 @@ def level(
     high: str = "max",
     current: int = GiB // 2,
     inactive_file: int = 0,
-    **extra: str,
+    extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
     return {
         "memory.max": max_ + "\n",
         "memory.high": high + "\n",
         "memory.current": f"{current}\n",
         "memory.stat": f"anon 1\nfile 2\ninactive_file {inactive_file}\nactive_file 5\n",
-        **extra,
+        **(extra or {}),
     }
 
 
@@ -102,7 +102,7 @@ def test_v2_protections_are_never_limits(tmp_path: Path) -> None:
         {
             "/a": level(),
             "/a/b": level(),
-            "/a/b/c": level(**{"memory.low": str(GiB), "memory.min": str(GiB)}),
+            "/a/b/c": level(extra={"memory.low": str(GiB), "memory.min": str(GiB)}),
         },
     )
     snap = Sampler(roots).sample(children=False)
@@ -141,7 +141,7 @@ def test_v2_pressure_comes_from_the_cgroup(tmp_path: Path) -> None:
             "/a": level(),
             "/a/b": level(),
             "/a/b/c": level(
-                **{
+                extra={
                     "memory.pressure": psi,
                     "cpu.pressure": psi.replace("12.50", "1.00"),
                     "io.pressure": psi,
@@ -164,9 +164,9 @@ def test_v2_cpu_quota(tmp_path: Path) -> None:
     roots = v2_tree(
         tmp_path,
         {
-            "/a": level(**{"cpu.max": "max 100000\n"}),
-            "/a/b": level(**{"cpu.max": "150000 100000\n"}),
-            "/a/b/c": level(**{"cpu.max": "max 100000\n"}),
+            "/a": level(extra={"cpu.max": "max 100000\n"}),
+            "/a/b": level(extra={"cpu.max": "150000 100000\n"}),
+            "/a/b/c": level(extra={"cpu.max": "max 100000\n"}),
         },
     )
     assert cgroup.cpu_quota(cgroup.locate(roots)) == 1.5  # type: ignore[arg-type]
@@ -266,9 +266,9 @@ def test_a_damaged_cpu_max_is_reported_and_skipped(tmp_path: Path, text: str) ->
     roots = v2_tree(
         tmp_path,
         {
-            "/a": level(**{"cpu.max": "200000 100000\n"}),
+            "/a": level(extra={"cpu.max": "200000 100000\n"}),
             "/a/b": level(),
-            "/a/b/c": level(**{"cpu.max": text}),
+            "/a/b/c": level(extra={"cpu.max": text}),
         },
     )
     location = cgroup.locate(roots)

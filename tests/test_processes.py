@@ -6,12 +6,12 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from resguard._errors import InvalidType, InvalidValue
+from resguard._probes.procfs import TICKS_PER_S
 from resguard.processes import (
     ProcessTable,
     _group_by_name,
@@ -20,8 +20,18 @@ from resguard.processes import (
     top_processes,
 )
 from resguard.snapshot import ProcessInfo
+from resguard.testing import ManualClock
+
+from support import wait_until
 
 BUSY = "import time\nwhile True: pass"
+
+
+def _cpu_ticks(pid: int) -> int:
+    """User plus system ticks of process *pid*, as its stat file says."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
 
 
 @pytest.fixture
@@ -35,9 +45,17 @@ def busy_child() -> Iterator[subprocess.Popen[bytes]]:
 def test_a_busy_process_leads_by_cpu_after_one_interval(
     busy_child: subprocess.Popen[bytes],
 ) -> None:
-    table = ProcessTable()
+    clock = ManualClock()
+    table = ProcessTable(clock=clock)
+    before = _cpu_ticks(busy_child.pid)
     table.sample()
-    time.sleep(1.0)
+    # half a second of the child's CPU, over one second of the table's clock: >= 50 %
+    wait_until(
+        lambda: _cpu_ticks(busy_child.pid) >= before + TICKS_PER_S // 2,
+        timeout_s=60,
+        what="the busy child to burn half a second of CPU",
+    )
+    clock.advance(1.0)
     top = table.top(10, by="cpu")
     assert top == sorted(top, key=lambda row: row.cpu_percent, reverse=True)
     child = next(row for row in top if row.pid == busy_child.pid)  # other tests may run too
@@ -58,15 +76,16 @@ def test_top_by_memory_finds_the_big_process() -> None:
         [sys.executable, "-c", "x = b'x' * (300 * 2**20); input()"], stdin=subprocess.PIPE
     )
     try:
-        deadline = time.monotonic() + 30
         table = ProcessTable()
-        while True:
-            rows = table.sample()
+        rows: list[ProcessInfo] = []
+
+        def big() -> ProcessInfo | None:
+            rows[:] = table.sample()
             mine = next((row for row in rows if row.pid == child.pid), None)
-            if mine is not None and mine.rss >= 300 * 2**20:
-                break
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+            return mine if mine is not None and mine.rss >= 300 * 2**20 else None
+
+        wait_until(big, timeout_s=30, what="the child's 300 MiB to be resident")
+        mine = next(row for row in rows if row.pid == child.pid)
         # other processes on the machine (compilers, other test runs) may be bigger still
         rank = 1 + sum(row.rss > mine.rss for row in rows)
         top = table.top(rank + 2, by="memory")

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import attrs
 import psutil
@@ -15,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import resguard
+from resguard._probes.procfs import TICKS_PER_S
 from resguard.snapshot import (
     UNITS,
     MemoryInfo,
@@ -26,6 +28,10 @@ from resguard.snapshot import (
     metric_paths,
     metric_unit,
 )
+from resguard.snapshot._cpu import CpuCounters
+from resguard.testing import KernelTree, ManualClock
+
+from support import wait_until
 
 MiB = 2**20
 
@@ -39,9 +45,15 @@ print(json.dumps({"snapshot": snap.to_dict(), "psutil_total": psutil.virtual_mem
 def test_snapshot_of_this_machine_is_consistent() -> None:
     snap = resguard.snapshot()
     assert isinstance(snap, Snapshot)
-    assert 0 < snap.memory.used <= snap.memory.limit <= snap.memory.total
-    assert snap.memory.available <= snap.memory.limit
-    assert snap.memory.percent == pytest.approx(100 * snap.memory.used / snap.memory.limit)
+    memory = snap.memory
+    assert memory.used is not None
+    assert memory.limit is not None
+    assert memory.total is not None
+    assert memory.available is not None
+    assert snap.process.num_threads is not None
+    assert 0 < memory.used <= memory.limit <= memory.total
+    assert memory.available <= memory.limit
+    assert memory.percent == pytest.approx(100 * memory.used / memory.limit)
     assert snap.memory.total == psutil.virtual_memory().total
     assert snap.process.pid == os.getpid()
     assert snap.process.rss == pytest.approx(psutil.Process().memory_info().rss, rel=0.2)
@@ -55,6 +67,7 @@ def test_snapshot_of_this_machine_is_consistent() -> None:
 def test_uss_on_request() -> None:
     snap = resguard.snapshot(uss=True)
     assert snap.process.uss is not None
+    assert snap.process.rss is not None
     assert 0 < snap.process.uss <= snap.process.rss
 
 
@@ -63,10 +76,11 @@ def test_children_rss_counts_descendants() -> None:
         [sys.executable, "-c", "x = bytearray(64 * 2**20); input()"], stdin=subprocess.PIPE
     )
     try:
-        deadline = time.monotonic() + 30
-        while resguard.snapshot().process.children_rss < 64 * MiB:
-            assert time.monotonic() < deadline, "the child's RSS never showed up"
-            time.sleep(0.05)
+        wait_until(
+            lambda: (resguard.snapshot().process.children_rss or 0) >= 64 * MiB,
+            timeout_s=30,
+            what="the child's RSS to show up",
+        )
         assert resguard.snapshot(children=False).process.children_rss is None  # not measured
     finally:
         child.kill()
@@ -79,7 +93,9 @@ def test_process_cpu_percent_covers_the_time_between_samples() -> None:
     end = time.process_time() + 0.3
     while time.process_time() < end:
         pass
-    assert sampler.sample().process.cpu_percent > 20
+    cpu_percent = sampler.sample().process.cpu_percent
+    assert cpu_percent is not None
+    assert cpu_percent > 20
 
 
 def test_pressure_is_read_where_the_kernel_has_it() -> None:
@@ -275,3 +291,59 @@ def test_a_fork_while_another_thread_samples_cannot_hang_the_child() -> None:
     with held_by_another_thread(sampler._files._lock):
         status = in_child(lambda: Sampler(cgroup=None).sample() and sampler.sample(), 5)
     assert status == 0
+
+
+def test_cpu_counters_give_the_share_between_two_readings() -> None:
+    counters = CpuCounters()
+    assert counters.host_percent((100, 1000)) == pytest.approx(10.0)  # since boot
+    assert counters.host_percent((150, 1100)) == pytest.approx(50.0)
+    assert counters.host_percent((150, 1100)) == pytest.approx(50.0)  # no tick: the last
+    assert counters.host_percent((10, 200)) == pytest.approx(50.0)  # went back: new baseline
+    assert counters.host_percent((60, 300)) == pytest.approx(50.0)
+    assert counters.host_percent((60, 400)) == 0.0
+
+
+def test_cpu_counters_of_this_process_need_a_baseline() -> None:
+    counters = CpuCounters()
+    ticks_per_s = TICKS_PER_S
+    assert counters.process_percent(0, 10.0) is None  # the first reading is the baseline
+    assert counters.has_process_baseline
+    assert counters.process_percent(ticks_per_s // 2, 11.0) == pytest.approx(50.0)
+    assert counters.process_percent(ticks_per_s // 2, 11.0) == pytest.approx(50.0)  # 0 s
+    counters.reset()
+    after_reset = counters  # a new name: mypy does not carry the narrowing above over
+    assert not after_reset.has_process_baseline
+    # a baseline at the process's start: its average since then
+    assert counters.process_percent(ticks_per_s, 14.0, baseline=(0, 10.0)) == pytest.approx(25.0)
+
+
+def test_the_sampler_times_everything_by_its_clocks(tmp_path: Path) -> None:
+    tree = KernelTree(tmp_path)
+    clock = ManualClock(500.0)
+    sampler = Sampler(tree.roots, clock=clock, wall_clock=lambda: 1_700_000_123.0)
+    first = sampler.sample(children=False)
+    assert first.monotonic == 500.0
+    assert first.taken_at == 1_700_000_123.0
+    assert first.memory.limit == 2 * 2**30
+    assert first.pressure.memory is not None
+    Path(tree.path("memory.max")).write_text(f"{2**30}\n")
+    Path(tree.path("memory.pressure")).write_text(tree.PSI.replace("1.50", "9.50"))
+    clock.advance(0.4)  # limits are kept 1 s, PSI 0.5 s
+    kept = sampler.sample(children=False)
+    assert kept.memory.limit == 2 * 2**30
+    assert kept.pressure.memory is not None
+    assert kept.pressure.memory.some.avg10 == 1.5
+    clock.advance(0.2)
+    slow = sampler.sample(children=False)
+    assert slow.memory.limit == 2 * 2**30
+    assert slow.pressure.memory is not None
+    assert slow.pressure.memory.some.avg10 == 9.5
+    clock.advance(0.5)
+    assert sampler.sample(children=False).memory.limit == 2**30
+
+
+def test_a_clock_that_is_not_one_is_refused() -> None:
+    with pytest.raises(resguard.InvalidType, match="clock="):
+        Sampler(clock="monotonic")  # type: ignore[arg-type]
+    with pytest.raises(resguard.InvalidValue, match="wall_clock="):
+        Sampler(wall_clock=lambda: float("nan"))
