@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from resguard import reclaim
 from resguard._errors import InvalidType, InvalidValue, ResourceExhausted
 from resguard.models import LazyModel, ModelPool, machine_headroom_bytes
+from resguard.models._claim import Attempt, Claim, Owner, claim
 from resguard.testing import ManualClock
 
 MiB = 1024 * 1024
@@ -667,3 +668,89 @@ def test_other_threads_still_wait_for_a_load_in_progress() -> None:
         thread.join(5)
     assert got == ["m", "m", "m"]
     assert model.loads == 1
+
+
+# ---------------------------------------------------------------------- the claim, without I/O
+ME: Owner = ("thread", 1)
+OTHER: Owner = ("task", 2)
+
+
+def _attempt(owner: Owner = OTHER, done: bool = False, failure: Exception | None = None) -> Attempt:
+    attempt = Attempt(owner)
+    attempt.done, attempt.failure = done, failure
+    return attempt
+
+
+@pytest.mark.parametrize(
+    ("loaded", "attempt", "waited", "now_s", "expected"),
+    [
+        (True, None, None, 0.0, Claim.READY),
+        (True, None, None, 99.0, Claim.READY),  # a loaded model is ready past any deadline
+        (False, None, None, 0.0, Claim.LOAD),
+        (False, "other's", None, 0.0, Claim.WAIT),
+        (False, "other's", None, 10.0, Claim.TIMED_OUT),  # the deadline is 10.0
+        (False, "mine", None, 0.0, Claim.REENTERED),
+        (False, "mine", None, 10.0, Claim.REENTERED),  # reentered is said even past it
+        (False, None, "failed", 0.0, Claim.FAILED),
+        (True, None, "failed", 0.0, Claim.FAILED),  # the failure reaches those who waited
+        (False, None, "cancelled", 0.0, Claim.LOAD),  # a cancelled load: a waiter loads
+        (True, None, "succeeded", 0.0, Claim.READY),
+        (False, "other's", "running", 5.0, Claim.WAIT),  # woken early: wait on
+        (False, "other's", "running", 10.0, Claim.TIMED_OUT),
+    ],
+)
+def test_the_claim_is_decided_from_the_state_and_the_time_alone(
+    loaded: bool, attempt: str | None, waited: str | None, now_s: float, expected: Claim
+) -> None:
+    attempts = {None: None, "other's": _attempt(OTHER), "mine": _attempt(ME)}
+    waits = {
+        None: None,
+        "failed": _attempt(done=True, failure=OSError("corrupt")),
+        "cancelled": _attempt(done=True),
+        "succeeded": _attempt(done=True),
+        "running": attempts["other's"],
+    }
+    assert claim(loaded, attempts[attempt], ME, waits[waited], now_s, 10.0) is expected
+
+
+@pytest.mark.anyio
+async def test_cancelling_an_async_loader_leaves_the_model_unloaded_and_a_waiter_loads_it() -> None:
+    calls = 0
+    started = anyio.Event()
+
+    async def load() -> bytearray:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            started.set()
+            await anyio.sleep_forever()  # a download that its caller gives up on
+        return bytearray(MiB)
+
+    model = LazyModel(load, size=MiB, name="dl", register=False, sweep=False)
+    sizes: list[int] = []
+    leader = anyio.CancelScope()
+
+    async def lead() -> None:
+        with leader:
+            await model.aget()
+
+    async def patient() -> None:
+        async with model as weights:
+            sizes.append(len(weights))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(lead)
+            await started.wait()
+            group.start_soon(patient)
+            await anyio.wait_all_tasks_blocked()  # the patient one waits for the load
+            assert model.loading
+            assert not sizes
+            leader.cancel()
+    assert leader.cancelled_caught
+    assert sizes == [MiB]  # woken by the cancelled load's end, it loaded the model itself
+    assert calls == 2
+    assert model.loads == 1
+    assert model.loaded
+    assert not model.loading
+    assert not model.pinned

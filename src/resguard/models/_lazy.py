@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -13,8 +12,18 @@ import anyio
 import anyio.to_thread
 
 from resguard import reclaim as _reclaim
-from resguard._errors import InvalidState, InvalidType, ResourceExhausted
+from resguard._errors import InvalidType, ResourceExhausted
 from resguard._modules.clock import Clock, monotonic
+from resguard._modules.waiter import Waiter
+from resguard.models._claim import (
+    Attempt,
+    Claim,
+    Claimant,
+    Owner,
+    claim,
+    reentered_error,
+    timed_out_error,
+)
 from resguard.models._common import (
     DEFAULT_WAIT_S,
     HeadroomSource,
@@ -35,24 +44,69 @@ __all__ = ["LazyModel"]
 T = TypeVar("T")
 
 
-class _Attempt:
-    """One load in progress; waiters block on ``done`` and re-raise ``failure``."""
-
-    __slots__ = ("abandoned", "done", "failure", "owner")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.failure: BaseException | None = None
-        self.abandoned = False  # the caller that started it was cancelled
-        self.owner: tuple[str, int] | None = None  # the thread or task running the loader
-
-
-def _this_thread() -> tuple[str, int]:
+def _this_thread() -> Owner:
     return ("thread", threading.get_ident())
 
 
-def _this_task() -> tuple[str, int]:
+def _this_task() -> Owner:
     return ("task", anyio.get_current_task().id)
+
+
+def _check_arguments(
+    load: object,
+    unload: object,
+    guard: object,
+    size: object,
+    name: object,
+    clock: object,
+    pool: object,
+) -> None:
+    """Refuse what a LazyModel cannot work with, before anything is set."""
+    from resguard.models._pool import ModelPool
+
+    if not callable(load):
+        raise InvalidType(f"load must be a callable returning the model, not {load!r}")
+    if unload is not None and not callable(unload):
+        raise InvalidType(f"unload must be a callable taking the model, not {unload!r}")
+    if unload is not None and inspect.iscoroutinefunction(unload):
+        raise InvalidType(
+            "unload must be a plain function: the reclaim ladder calls it from a monitor thread"
+        )
+    if guard is not None and not isinstance(guard, HeadroomSource):
+        raise InvalidType(f"guard must have headroom_bytes() (a resguard.Guard), not {guard!r}")
+    if not callable(size):
+        size_of(size, "size")  # type: ignore[arg-type]  # validated here, refused if not a size
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise InvalidType(f"name={name!r} must be a non-empty string")
+    if not callable(clock):
+        raise InvalidType(f"clock={clock!r} must be a callable returning seconds")
+    if pool is not None and not isinstance(pool, ModelPool):
+        raise InvalidType(f"pool={pool!r} must be a resguard.ModelPool")
+
+
+class _Publish:
+    """Publishes a load's outcome in its model when the ``with`` block running it ends:
+    the value the block set, or the failure that ended it (sync and async loads alike)."""
+
+    __slots__ = ("attempt", "model", "pin", "started_s", "value")
+
+    def __init__(self, model: LazyModel[Any], attempt: Attempt, pin: bool) -> None:
+        self.model = model
+        self.attempt = attempt
+        self.pin = pin
+        self.value: Any = None
+        self.started_s = 0.0
+
+    def __enter__(self) -> _Publish:
+        self.started_s = self.model.clock()
+        return self
+
+    def __exit__(self, kind: object, failure: BaseException | None, tb: object) -> None:
+        if failure is None:
+            elapsed_s = self.model.clock() - self.started_s
+            self.model._finish(self.attempt, self.value, None, self.pin, elapsed_s)
+        else:
+            self.model._finish(self.attempt, None, failure, self.pin, 0.0)
 
 
 class LazyModel(Generic[T]):
@@ -87,26 +141,7 @@ class LazyModel(Generic[T]):
         register: bool = True,
         wait: float | str = DEFAULT_WAIT_S,
     ) -> None:
-        if not callable(load):
-            raise InvalidType(f"load must be a callable returning the model, not {load!r}")
-        if unload is not None and not callable(unload):
-            raise InvalidType(f"unload must be a callable taking the model, not {unload!r}")
-        if unload is not None and inspect.iscoroutinefunction(unload):
-            raise InvalidType(
-                "unload must be a plain function: the reclaim ladder calls it from a monitor thread"
-            )
-        if guard is not None and not isinstance(guard, HeadroomSource):
-            raise InvalidType(f"guard must have headroom_bytes() (a resguard.Guard), not {guard!r}")
-        if not callable(size):
-            size_of(size, "size")  # validate now
-        if name is not None and (not isinstance(name, str) or not name.strip()):
-            raise InvalidType(f"name={name!r} must be a non-empty string")
-        if not callable(clock):
-            raise InvalidType(f"clock={clock!r} must be a callable returning seconds")
-        from resguard.models._pool import ModelPool
-
-        if pool is not None and not isinstance(pool, ModelPool):
-            raise InvalidType(f"pool={pool!r} must be a resguard.ModelPool")
+        _check_arguments(load, unload, guard, size, name, clock, pool)
         check_flag(sweep, "sweep")
         check_flag(register, "register")
         self.wait_s = cast("float", check_duration(wait, "wait"))
@@ -121,7 +156,7 @@ class LazyModel(Generic[T]):
         self._lock = threading.Lock()
         self._value: T | None = None
         self._loaded = False
-        self._attempt: _Attempt | None = None
+        self._attempt: Attempt | None = None
         self._pins = 0
         self._last_used_s = clock()
         self._reload_s = 0.0
@@ -207,25 +242,52 @@ class LazyModel(Generic[T]):
         return 0
 
     # ------------------------------------------------------------------ loading
-    def _claim(self, pin: bool) -> tuple[str, T | None, _Attempt | None]:
+    def _next(self, caller: Claimant) -> Any:
+        """Claim the model for *caller* (see :func:`claim`) and act on it: the value when
+        READY (pinned when asked), the attempt to run (LOAD) or to wait for (WAIT); raises
+        for the other outcomes."""
+        waited, deadline_s = caller.waited, caller.deadline_s
         with self._lock:
-            if self._loaded:
-                if pin:
+            now_s = self.clock()
+            outcome = claim(self._loaded, self._attempt, caller.me, waited, now_s, deadline_s)
+            if outcome is Claim.READY:
+                if caller.pin:
                     self._pins += 1
-                self._last_used_s = self.clock()
+                self._last_used_s = now_s
                 value = self._value
-            elif self._attempt is not None:
-                return "wait", None, self._attempt
-            else:
-                self._attempt = _Attempt()
-                return "mine", None, self._attempt
-        if self.pool is not None:
-            self.pool._touch(self)
-        return "ready", value, None
+            elif outcome is Claim.LOAD:
+                self._attempt = caller.waited = Attempt(caller.me)
+                return outcome, self._attempt
+            elif outcome is Claim.WAIT:
+                caller.waited = self._attempt
+                return outcome, self._attempt
+        if outcome is Claim.READY:
+            if self.pool is not None:
+                self.pool._touch(self)
+            return outcome, value
+        if outcome is Claim.FAILED and waited is not None and waited.failure is not None:
+            raise waited.failure
+        if outcome is Claim.REENTERED:
+            raise reentered_error(self._name)
+        raise timed_out_error(self._name, now_s - (deadline_s - self.wait_s), self.wait_s)
+
+    def _watch(self, attempt: Attempt, waiter: Waiter) -> bool:
+        """Have *waiter* woken when *attempt* ends; False when it has ended already."""
+        with self._lock:
+            if attempt.done:
+                return False
+            attempt.waiters.append(waiter)
+            return True
+
+    def _caller(self, me: Owner, pin: bool) -> Claimant:
+        return Claimant(me, pin, self.clock() + self.wait_s)
+
+    def _left_s(self, caller: Claimant) -> float:
+        return max(0.0, caller.deadline_s - self.clock())
 
     def _finish(
         self,
-        attempt: _Attempt,
+        attempt: Attempt,
         value: T | None,
         failure: BaseException | None,
         pin: bool,
@@ -250,7 +312,10 @@ class LazyModel(Generic[T]):
                     self._pins += 1
             elif isinstance(failure, Exception):
                 attempt.failure = failure
-        attempt.done.set()
+            attempt.done = True
+            waiters, attempt.waiters = attempt.waiters, []
+        for waiter in waiters:
+            waiter.wake()
         if failure is None:
             if self.pool is not None:
                 self.pool._touch(self)
@@ -295,36 +360,15 @@ class LazyModel(Generic[T]):
         async with reservation:
             return await load()
 
-    def _check_not_reentered(self, attempt: _Attempt, me: tuple[str, int]) -> None:
-        """The loader itself asks for its model: waiting would wait for itself."""
-        if attempt.owner == me:
-            raise InvalidState(
-                f"the loader of model {self._name!r} uses the model itself; "
-                "it would wait for its own load (load it without the model)"
-            )
-
-    def _timed_out(self, waited_s: float) -> ResourceExhausted:
-        return ResourceExhausted(
-            f"model {self._name!r} is still loading after waiting {waited_s:.3g} s "
-            f"(wait={self.wait_s:g} s)",
-            reason="timeout",
-            retry_after=5.0,
-            numbers={"wait_s": self.wait_s},
-        )
-
-    def _run_attempt(self, attempt: _Attempt) -> None:
+    def _run_attempt(self, attempt: Attempt) -> None:
         """Run a sync load for *attempt* to its end and publish it (result kept, never pinned):
         the caller may have gone (cancelled) by then, so the outcome lives in the model."""
         attempt.owner = _this_thread()
-        started = time.perf_counter()
         try:
-            value = self._load_sync()
-        except BaseException as failure:
-            self._finish(attempt, None, failure, False, 0.0)
-            if not isinstance(failure, Exception):
-                raise
-            return
-        self._finish(attempt, value, None, False, time.perf_counter() - started)
+            with _Publish(self, attempt, False) as publish:
+                publish.value = self._load_sync()
+        except Exception:
+            return  # published in the attempt: its waiters and its caller raise it
 
     def _acquire(self, pin: bool) -> T:
         if self._is_async:
@@ -332,80 +376,50 @@ class LazyModel(Generic[T]):
                 f"model {self._name!r} has an async loader; use `async with` "
                 "or `await model.aget()`"
             )
-        started_s = time.monotonic()
-        while True:
-            state, value, attempt = self._claim(pin)
-            if state == "ready":
-                return cast("T", value)
-            assert attempt is not None
-            if state == "wait":
-                self._check_not_reentered(attempt, _this_thread())
-                left_s = self.wait_s - (time.monotonic() - started_s)
-                if left_s <= 0 or not attempt.done.wait(left_s):
-                    raise self._timed_out(time.monotonic() - started_s)
-                if attempt.failure is not None:
-                    raise attempt.failure
-                continue
-            attempt.owner = _this_thread()
-            started = time.perf_counter()
-            try:
-                value = self._load_sync()
-            except BaseException as failure:
-                self._finish(attempt, None, failure, pin, 0.0)
-                raise
-            self._finish(attempt, value, None, pin, time.perf_counter() - started)
-            return value
-
-    async def _await_attempt(self, attempt: _Attempt, started_s: float) -> None:
-        """Wait (cancellably, at most ``wait``) until *attempt* is done; raise its failure."""
-        # Poll rather than park a worker thread per waiter: loads take seconds,
-        # and 50 waiting tasks must not use up anyio's thread limiter.
-        delay_s = 0.001
-        while not attempt.done.is_set():
-            left_s = self.wait_s - (time.monotonic() - started_s)
-            if left_s <= 0:
-                raise self._timed_out(time.monotonic() - started_s)
-            await anyio.sleep(min(delay_s, left_s))
-            delay_s = min(delay_s * 2, 0.02)
-        if attempt.failure is not None:
-            raise attempt.failure
+        caller = self._caller(_this_thread(), pin)
+        outcome, got = self._next(caller)
+        while outcome is not Claim.READY:
+            if outcome is Claim.LOAD:
+                with _Publish(self, got, pin) as publish:
+                    publish.value = value = self._load_sync()
+                return value
+            waiter = caller.waiting()
+            if self._watch(got, waiter):
+                waiter.wait_thread(self._left_s(caller))
+            outcome, got = self._next(caller)
+        return cast("T", got)
 
     async def _aacquire(self, pin: bool) -> T:
-        started_s = time.monotonic()
+        caller = self._caller(_this_task(), pin)
         while True:
-            state, value, attempt = self._claim(pin)
-            if state == "ready":
-                return cast("T", value)
-            assert attempt is not None
-            if state == "wait":
-                self._check_not_reentered(attempt, _this_task())
-                await self._await_attempt(attempt, started_s)
-                continue
-            if not self._is_async:
+            outcome, got = self._next(caller)
+            if outcome is Claim.READY:
+                return cast("T", got)
+            if outcome is Claim.WAIT:
+                waiter = caller.waiting()
+                event = waiter.arm()  # before _watch looks: an end after the look still wakes
+                if self._watch(got, waiter):
+                    with anyio.move_on_after(self._left_s(caller)):
+                        await event.wait()
+            elif not self._is_async:
                 # The load runs to its end in a worker thread and publishes itself; this
                 # caller only waits for it, so a cancellation returns at once.
                 try:
-                    await anyio.to_thread.run_sync(
-                        self._run_attempt, attempt, abandon_on_cancel=True
-                    )
+                    await anyio.to_thread.run_sync(self._run_attempt, got, abandon_on_cancel=True)
                 except anyio.get_cancelled_exc_class():
-                    attempt.abandoned = True
+                    got.abandoned = True
                     raise
-                if attempt.failure is not None:
-                    raise attempt.failure
-                continue  # loaded: claim it (and pin) like any other caller
-            attempt.owner = _this_task()
-            started = time.perf_counter()
-            try:
-                value = await self._load_async()
-            except BaseException as failure:
-                self._finish(attempt, None, failure, pin, 0.0)
-                raise
-            self._finish(attempt, value, None, pin, time.perf_counter() - started)
-            return value
+            else:
+                with _Publish(self, got, pin) as publish:
+                    publish.value = value = await self._load_async()
+                return value
 
     def get(self) -> T:
         """The model, loaded if needed (not pinned: the ladder may unload it any time)."""
+        with self._lock:  # claim()'s READY written out: 0.5 µs, not 1.1 (bench_models)
+            if self._loaded and self.pool is None and not self._is_async:
+                self._last_used_s = self.clock()
+                return cast("T", self._value)
         return self._acquire(pin=False)
 
     async def aget(self) -> T:
@@ -420,7 +434,7 @@ class LazyModel(Generic[T]):
             self.pool._touch(self)
 
     def __enter__(self) -> T:
-        with self._lock:  # fast path: loaded, no pool to tell
+        with self._lock:  # claim()'s READY written out, as in get(): no pool to tell
             if self._loaded and self.pool is None:
                 self._pins += 1
                 return cast("T", self._value)
