@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -16,7 +17,9 @@ from resguard import reclaim
 from resguard._errors import InvalidType, InvalidValue, ResourceExhausted
 from resguard.models import LazyModel, ModelPool, machine_headroom_bytes
 from resguard.models._claim import Attempt, Claim, Owner, claim
-from resguard.testing import ManualClock
+from resguard.snapshot import Sampler
+from resguard.testing import KernelTree, ManualClock
+from resguard.units import Amount
 
 MiB = 1024 * 1024
 
@@ -754,3 +757,30 @@ async def test_cancelling_an_async_loader_leaves_the_model_unloaded_and_a_waiter
     assert model.loaded
     assert not model.loading
     assert not model.pinned
+
+
+class FixedHeadroom:
+    """A headroom source with plenty of room: only the pool's budget binds."""
+
+    def headroom_bytes(self) -> int | None:
+        return 64 * 2**30
+
+
+def test_a_share_budget_follows_the_limit_as_it_is_now(tmp_path: Path) -> None:
+    """``ModelPool(budget="50%")`` froze the share of the limit it saw when it was made:
+    a container whose limit was raised (or lowered) kept the old budget."""
+    tree = KernelTree(tmp_path)
+    sampler = Sampler(tree.roots, limits_max_age_s=0)
+    pool = ModelPool(budget="50%", guard=FixedHeadroom(), sampler=sampler)
+    assert pool.budget == Amount("50%")
+    assert pool.budget_bytes == 2**30  # half of the tree's 2 GiB memory.max
+    model = LazyModel(Loader().load, size=1536 * MiB, pool=pool, register=False, sweep=False)
+    with pytest.raises(ResourceExhausted):
+        model.get()  # 1.5 GiB does not fit in half of 2 GiB
+    Path(tree.path("memory.max")).write_text(f"{4 * 2**30}\n")
+    assert pool.budget_bytes == 2 * 2**30
+    assert pool.headroom_bytes() == 2 * 2**30
+    assert len(model.get()) == MiB  # the same pool admits it under the raised limit
+    Path(tree.path("memory.max")).write_text(f"{2**30}\n")
+    assert pool.budget_bytes == 2**29
+    assert pool.headroom_bytes() == 2**29 - 1536 * MiB  # over budget now: no new load fits

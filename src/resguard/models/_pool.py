@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from resguard._errors import InvalidType, InvalidValue, ResourceExhausted
-from resguard.models._common import HeadroomSource, faults, headroom_from, log, size_of
+from resguard.models._common import HeadroomSource, faults, headroom_from, log
 from resguard.models._lazy import LazyModel
-from resguard.units import format_bytes, is_percent, parse_percent
+from resguard.units import Amount, format_bytes, named
 
 __all__ = ["MIN_BUDGET_PERCENT", "ModelPool"]
+
+if TYPE_CHECKING:
+    from resguard.snapshot import Sampler
 
 T = TypeVar("T")
 
@@ -20,15 +24,39 @@ MIN_BUDGET_PERCENT = 0.01
 share is a typo, not a budget."""
 
 
+def _checked_budget(budget: object) -> Amount | None:
+    """*budget* as an Amount, with the pool's own checks (a share of at least
+    :data:`MIN_BUDGET_PERCENT`, bytes above 0) and wording."""
+    if budget is None:
+        return None
+    if isinstance(budget, bool) or not isinstance(budget, (int, float, str)):
+        raise InvalidType(
+            f"pool budget={budget!r} must be bytes, a size such as "
+            "'16GiB' or a share of the memory limit such as '50%'"
+        )
+    amount = named("pool budget", functools.partial(Amount, positive=False), budget)
+    if amount.percent is not None and amount.percent < MIN_BUDGET_PERCENT:
+        raise InvalidValue(
+            f"pool budget={budget!r} must be a share of at least "
+            f"{MIN_BUDGET_PERCENT:g}% (a smaller one would refuse "
+            "every load); give bytes for a tiny budget"
+        )
+    if amount.bytes is not None and amount.bytes <= 0:
+        raise InvalidValue(f"pool budget={budget!r} must be above 0 bytes")
+    return amount
+
+
 class ModelPool:
     """Several lazy models under one memory budget; idle ones are evicted LRU first.
 
     ``budget`` is bytes, ``"16GiB"`` or a share of the effective memory limit (``"50%"``,
-    above 0); ``None`` means only the machine's headroom counts. A share is resolved when
-    the pool is made; while the limit is unknown it is resolved at the next load that can
-    read it, and until then only the machine's headroom counts. ``guard`` (optional) is
-    where the machine headroom comes from; without it a fresh :func:`resguard.snapshot` is
-    read.
+    at least :data:`MIN_BUDGET_PERCENT`); ``None`` means only the machine's headroom
+    counts. A share is resolved against the limit as it is each time the budget is used
+    (:class:`resguard.units.Amount`), so it follows a container whose limit changes; while
+    the limit is unknown only the machine's headroom counts. ``guard`` (optional) is where
+    the machine headroom comes from; without it a fresh :func:`resguard.snapshot` is read.
+    ``sampler`` (optional, a :class:`resguard.snapshot.Sampler`) is where the limit is read;
+    without it, the process-wide sampler behind :func:`resguard.snapshot`.
     """
 
     def __init__(
@@ -38,39 +66,21 @@ class ModelPool:
         guard: HeadroomSource | None = None,
         models: Iterable[LazyModel[Any]] = (),
         name: str = "pool",
+        sampler: Sampler | None = None,
     ) -> None:
-        self._budget_share: float | None = None
-        self._budget_bytes: int | None = None
-        if budget is None:
-            pass
-        elif isinstance(budget, bool) or not isinstance(budget, (int, float, str)):
-            raise InvalidType(
-                f"pool budget={budget!r} must be bytes, a size such as "
-                "'16GiB' or a share of the memory limit such as '50%'"
-            )
-        elif is_percent(budget):
-            try:
-                share = parse_percent(budget)
-            except (InvalidValue, InvalidType) as error:
-                raise type(error)(f"pool budget: {error}") from None
-            if share < MIN_BUDGET_PERCENT:
-                raise InvalidValue(
-                    f"pool budget={budget!r} must be a share of at least "
-                    f"{MIN_BUDGET_PERCENT:g}% (a smaller one would refuse "
-                    "every load); give bytes for a tiny budget"
-                )
-            self._budget_share = share
-            self._resolve_budget()
-        else:
-            self._budget_bytes = size_of(budget, "pool budget")
-            if self._budget_bytes <= 0:
-                raise InvalidValue(f"pool budget={budget!r} must be above 0 bytes")
+        self._budget = _checked_budget(budget)
         if guard is not None and not isinstance(guard, HeadroomSource):
             raise InvalidType(f"guard must have headroom_bytes() (a resguard.Guard), not {guard!r}")
         if not isinstance(name, str) or not name.strip():
             raise InvalidType(f"pool name={name!r} must be a non-empty string")
+        if sampler is not None:
+            from resguard.snapshot import Sampler
+
+            if not isinstance(sampler, Sampler):
+                raise InvalidType(f"sampler={sampler!r} must be a resguard.snapshot.Sampler")
         self.guard = guard
         self.name = name
+        self.sampler = sampler
         self._lock = threading.RLock()
         self._models: list[LazyModel[Any]] = []
         self._order = 0
@@ -83,26 +93,32 @@ class ModelPool:
         for model in models:
             self.add(model)
 
-    def _resolve_budget(self) -> None:
-        """Turn a share of the limit into bytes once the limit is known."""
-        if self._budget_share is None or self._budget_bytes is not None:
-            return
-        from resguard.snapshot import snapshot
-
-        limit = snapshot(children=False).memory.limit
-        if limit is None:
-            faults.failed(
-                f"pool {getattr(self, 'name', 'pool')!r} budget",
-                f"the memory limit is unknown, so {self._budget_share:g}% of it "
-                "cannot be resolved yet; only the machine's headroom counts",
-            )
-            return
-        self._budget_bytes = max(1, round(self._budget_share * int(limit) / 100))
+    @property
+    def budget(self) -> Amount | None:
+        """The budget as given: bytes or a share of the limit; ``None``: no budget."""
+        return self._budget
 
     @property
     def budget_bytes(self) -> int | None:
-        """The budget in bytes; ``None``: no budget (or a share of a limit not known yet)."""
-        return self._budget_bytes
+        """The budget in bytes now (a share against the limit as it is now); ``None``: no
+        budget, or a share of a limit that is unknown."""
+        budget = self._budget
+        if budget is None or not budget.is_share:
+            return None if budget is None else budget.bytes
+        from resguard.snapshot import snapshot
+
+        sampled = self.sampler.sample(children=False) if self.sampler else snapshot(children=False)
+        where = f"pool {self.name!r} budget"
+        resolved = budget.resolve(sampled.memory.limit)
+        if resolved is None:
+            faults.failed(
+                where,
+                f"the memory limit is unknown, so {budget.percent:g}% of it "
+                "cannot be resolved now; only the machine's headroom counts",
+            )
+            return None
+        faults.recovered(where)
+        return max(1, resolved)
 
     def add(self, model: LazyModel[Any]) -> LazyModel[Any]:
         """Put *model* in the pool (a model belongs to one pool)."""
@@ -144,13 +160,13 @@ class ModelPool:
     def headroom_bytes(self, exclude: LazyModel[Any] | None = None) -> int | None:
         """Bytes a new load may take now: the budget left and the machine's headroom
         (``None`` when neither is known: no budget and the machine's memory unreadable)."""
-        self._resolve_budget()
+        budget_bytes = self.budget_bytes
         machine = headroom_from(self.guard)
         if machine is not None:
             machine -= self._pending_bytes(exclude)
-        if self.budget_bytes is None:
+        if budget_bytes is None:
             return machine
-        budget_left = self.budget_bytes - self.used_bytes(exclude)
+        budget_left = budget_bytes - self.used_bytes(exclude)
         return budget_left if machine is None else min(machine, budget_left)
 
     def idle_models(self, exclude: Sequence[LazyModel[Any]] = ()) -> list[LazyModel[Any]]:
