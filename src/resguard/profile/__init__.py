@@ -55,147 +55,42 @@ import threading
 import time
 import tracemalloc as _tracemalloc
 import types
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, TypeVar, overload
 
-import attrs
-
-from resguard._errors import InvalidState, InvalidType, InvalidValue
+from resguard._errors import InvalidState, InvalidType
+from resguard._modules.clock import Clock
+from resguard._modules.clockcheck import checked_clock
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
-from resguard._modules.render import ValueMixin, html_table
-from resguard.snapshot import Sampler, Snapshot
-from resguard.units import format_bytes, format_duration, parse_duration
+from resguard._modules.waiter import Waiter
+from resguard.profile._core import (
+    FIELDS,
+    Cadence,
+    Sample,
+    check_flag,
+    check_interval,
+    cpu_percent,
+    highest,
+    read_hwm_bytes,
+    tracing_begin,
+    tracing_end,
+)
+from resguard.profile._views import bytes_text
+from resguard.snapshot import Sampler
+from resguard.units import format_duration
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["Profile", "Sample", "profile"]
 
+Sample.__module__ = __name__  # reprs, pickles and the API docs name the public module
+
 _logger = get_logger("resguard")
 _F = TypeVar("_F", bound=Callable[..., Any])
 _NOTEBOOK_EXTRA = "pip install 'resguard[notebook]'"
-
-
-@attrs.frozen
-class Sample(ValueMixin):
-    """One reading while a profiled block ran.
-
-    ``elapsed_s`` is seconds since the block started; ``rss``/``children_rss``/``uss`` are
-    bytes of this process and of its descendants (``uss`` only on samples where it was read,
-    else ``None``); ``cpu_percent`` is this process's CPU use since the previous sample
-    (100 = one core); ``available``/``used``/``limit`` are the effective memory figures of
-    the machine or cgroup; ``psi_memory_some_avg10`` is a percent (``None`` without PSI);
-    ``traced_bytes`` is tracemalloc's current total (``None`` unless ``tracemalloc=True``).
-    A figure the kernel files could not give (a damaged or missing source) is ``None``:
-    unknown, never zero.
-    """
-
-    elapsed_s: float
-    rss: int | None
-    children_rss: int | None
-    uss: int | None
-    cpu_percent: float
-    available: int | None
-    used: int | None
-    limit: int | None
-    psi_memory_some_avg10: float | None
-    traced_bytes: int | None
-
-    @property
-    def total_rss(self) -> int | None:
-        """RSS of this process plus its descendants, bytes (``None`` when this process's RSS
-        is unknown; descendants of unknown size are left out)."""
-        if self.rss is None:
-            return None
-        return self.rss + (self.children_rss or 0)
-
-
-_FIELDS = tuple(field.name for field in attrs.fields(Sample))
-
-
-def _highest(values: Iterable[int | None]) -> int | None:
-    """The largest known value; ``None`` when none is known."""
-    known = [value for value in values if value is not None]
-    return max(known) if known else None
-
-
-def _read_hwm_bytes() -> int | None:
-    """This process's lifetime peak RSS (``VmHWM``), or ``None`` where it is not readable."""
-    try:
-        with open("/proc/self/status", "rb") as handle:
-            for line in handle:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-_MIN_INTERVAL_S = 0.001  # below this the sampler thread is a busy loop
-
-
-def _check_interval(value: float | str | None, what: str, *, optional: bool) -> float | None:
-    if value is None:
-        if optional:
-            return None
-        raise InvalidType(f"{what}=None is not a duration; expected e.g. '100ms'")
-    try:
-        seconds = parse_duration(value)
-    except InvalidType as error:
-        raise InvalidType(f"{what}: {error}") from None
-    except InvalidValue as error:
-        raise InvalidValue(f"{what}: {error}") from None
-    if seconds <= 0:
-        raise InvalidValue(f"{what}={value!r} must be above zero, e.g. '100ms'")
-    if seconds < _MIN_INTERVAL_S:
-        raise InvalidValue(
-            f"{what}={value!r} is below the 1ms floor (a shorter interval "
-            f"would keep a core busy sampling); expected e.g. '100ms'"
-        )
-    return seconds
-
-
-def _check_flag(value: object, what: str) -> bool:
-    """A bool argument; a string such as ``"false"`` (which is truthy) is refused."""
-    if not isinstance(value, bool):
-        raise InvalidType(f"{what}={value!r} is not a bool; expected True or False")
-    return value
-
-
-_tracing_lock = threading.Lock()
-_tracing_users = 0
-_tracing_ours = False
-
-
-def _tracing_begin() -> bool:
-    """Start tracemalloc for a profile (or share tracing that is on); True if we started it.
-
-    tracemalloc is process-wide: overlapping traced profiles share one trace, and each
-    start resets the peak (an overlapping profile's ``peak_traced`` covers from the later
-    start). Tracing that was on before stays on."""
-    global _tracing_users, _tracing_ours
-    with _tracing_lock:
-        started = False
-        if _tracing_users == 0:
-            if _tracemalloc.is_tracing():
-                _tracing_ours = False
-            else:
-                _tracemalloc.start()
-                _tracing_ours = started = True
-        _tracemalloc.reset_peak()
-        _tracing_users += 1
-        return started
-
-
-def _tracing_end() -> None:
-    global _tracing_users, _tracing_ours
-    with _tracing_lock:
-        _tracing_users -= 1
-        if _tracing_users == 0 and _tracing_ours:
-            _tracemalloc.stop()
-            _tracing_ours = False
 
 
 class _AlreadyRunning(InvalidState):
@@ -210,6 +105,11 @@ class Profile:
     :meth:`to_dataframe`, :meth:`to_csv`, :meth:`plot`; in a notebook the object shows an
     HTML summary. A profile can be entered again (or decorate a function called many
     times): each run replaces the previous run's samples. It is not re-entrant.
+
+    *clock* (monotonic seconds, default :func:`time.monotonic`) times the samples and the
+    block, *cpu_clock* (default :func:`time.process_time`) this process's CPU seconds; a
+    test passes :class:`resguard.testing.ManualClock` for both and drives the sampling
+    with :meth:`tick`. *sampler* reads the kernel's files (a :class:`~resguard.Sampler`).
     """
 
     def __init__(
@@ -221,11 +121,15 @@ class Profile:
         uss_interval: float | str | None = "1s",
         label: str | None = None,
         sampler: Sampler | None = None,
+        clock: Clock = time.monotonic,
+        cpu_clock: Callable[[], float] = time.process_time,
     ) -> None:
-        self.interval_s = _check_interval(interval, "interval", optional=False)
-        self.uss_interval_s = _check_interval(uss_interval, "uss_interval", optional=True)
-        self.children = _check_flag(children, "children")
-        self.tracemalloc = _check_flag(tracemalloc, "tracemalloc")
+        interval_s = check_interval(interval, "interval", optional=False)
+        assert interval_s is not None
+        self.interval_s: float = interval_s
+        self.uss_interval_s = check_interval(uss_interval, "uss_interval", optional=True)
+        self.children = check_flag(children, "children")
+        self.tracemalloc = check_flag(tracemalloc, "tracemalloc")
         if label is not None and not isinstance(label, str):
             raise InvalidType(f"label={label!r} is not a string; expected a name or None")
         self.label = label
@@ -233,51 +137,63 @@ class Profile:
             raise InvalidType(
                 f"sampler={sampler!r} is not a resguard.Sampler; expected a Sampler or None"
             )
+        self._clock = checked_clock(clock)
+        self._cpu_clock = checked_clock(cpu_clock, "cpu_clock")
         self._sampler = sampler if sampler is not None else Sampler()
         self._faults = FaultLog(_logger)
         self._lock = threading.Lock()
+        self._tick_lock = threading.Lock()
         self._running = False
+        self._stopping = False
         self._rows: list[Sample] = []
         self._samples: tuple[Sample, ...] = ()
-        self._stop = threading.Event()
+        self._waiter = Waiter()
         self._thread: threading.Thread | None = None
-        self._start_monotonic = 0.0
+        self._cadence = Cadence(self.interval_s, self.uss_interval_s)
+        self._start_s = 0.0
         self._start_cpu_s = 0.0
-        self._block_start = 0.0
-        self._previous: tuple[float, float] = (0.0, 0.0)
-        self._next_uss = 0.0
+        self._block_start_s = 0.0
+        self._previous: tuple[float, float] | None = None  # (time, CPU seconds) last sampled
         self._hwm_start: int | None = None
         self._hwm_end: int | None = None
         self._traced_peak: int | None = None
-        self._started_tracing = False
         self._duration_s = 0.0
         self._cpu_s = 0.0
-        self._last_snapshot: Snapshot | None = None
 
     # -- sampling -------------------------------------------------------------------------
 
+    def tick(self) -> Sample | None:
+        """Take the sample that is due by the profile's clock, if one is, and return it.
+
+        The background thread calls this each time it wakes; a test that gave the profile
+        a :class:`~resguard.testing.ManualClock` advances it and calls this to sample
+        without the thread's timing (at most one sample per due time, whoever asks).
+        ``None`` when the profile is not running or no sample is due yet.
+        """
+        with self._tick_lock:
+            if not self._running or not self._cadence.due(self._clock()):
+                return None
+            sample = self._record()
+            self._cadence.sampled(self._clock())
+            return sample
+
     def _take(self) -> Sample:
-        now = time.monotonic()
-        cpu_s = time.process_time()
-        want_uss = self.uss_interval_s is not None and now >= self._next_uss
+        now = self._clock()
+        cpu_s = self._cpu_clock()
+        want_uss = self._cadence.uss_due(now)
         snap = self._sampler.sample(uss=want_uss, children=self.children)
-        if want_uss and self.uss_interval_s is not None:
-            self._next_uss = now + self.uss_interval_s
-        previous_now, previous_cpu = self._previous
-        elapsed = now - previous_now
-        cpu_percent = (
-            100.0 * (cpu_s - previous_cpu) / elapsed if elapsed > 0 and previous_now else 0.0
-        )
+        if want_uss:
+            self._cadence.uss_read(now)
+        percent = cpu_percent(self._previous, now, cpu_s)
         self._previous = (now, cpu_s)
         memory_psi = snap.pressure.memory
         traced = _tracemalloc.get_traced_memory()[0] if self.tracemalloc else None
-        self._last_snapshot = snap
         return Sample(
-            elapsed_s=now - self._start_monotonic,
+            elapsed_s=now - self._start_s,
             rss=snap.process.rss,
             children_rss=snap.process.children_rss,
             uss=snap.process.uss,
-            cpu_percent=max(cpu_percent, 0.0),
+            cpu_percent=percent,
             available=snap.memory.available,
             used=snap.memory.used,
             limit=snap.memory.limit,
@@ -285,24 +201,22 @@ class Profile:
             traced_bytes=traced,
         )
 
-    def _record(self) -> None:
+    def _record(self) -> Sample | None:
         try:
             sample = self._take()
         except Exception as error:  # a probe must never break the profiled block
             self._faults.failed("profile", error)
-            return
+            return None
         with self._lock:
             self._rows.append(sample)
+        return sample
 
     def _loop(self) -> None:
-        assert self.interval_s is not None
-        deadline = time.monotonic() + self.interval_s
-        while not self._stop.wait(max(deadline - time.monotonic(), 0.0)):
-            self._record()
-            deadline += self.interval_s
-            now = time.monotonic()
-            if deadline < now:  # fell behind (a long GIL hold): skip, do not burst
-                deadline = now + self.interval_s
+        while True:
+            self._waiter.wait_thread(self._cadence.wait_s(self._clock()))
+            if self._stopping:
+                return
+            self.tick()
 
     # -- context manager ------------------------------------------------------------------
 
@@ -315,20 +229,20 @@ class Profile:
                 )
             self._running = True
             self._rows = []
-        self._stop.clear()
+        self._stopping = False
         self._traced_peak = None
-        self._started_tracing = False
         if self.tracemalloc:
-            self._started_tracing = _tracing_begin()
-        self._hwm_start = _read_hwm_bytes()
-        self._next_uss = 0.0
-        self._start_monotonic = time.monotonic()
-        self._previous = (0.0, 0.0)
+            tracing_begin()
+        self._hwm_start = read_hwm_bytes()
+        self._cadence.stop()  # the first sample reads USS
+        self._start_s = self._clock()
+        self._previous = None
         self._record()
-        self._start_cpu_s = time.process_time()
+        self._start_cpu_s = self._cpu_clock()
+        self._cadence.start(self._clock())
         self._thread = threading.Thread(target=self._loop, name="resguard-profile", daemon=True)
         self._thread.start()
-        self._block_start = time.monotonic()
+        self._block_start_s = self._clock()
         return self
 
     def __exit__(
@@ -337,25 +251,27 @@ class Profile:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        end = time.monotonic()
-        cpu_s = time.process_time()
+        end = self._clock()
+        cpu_s = self._cpu_clock()
         if not self._running:  # an exit without an entry would unbalance tracemalloc's users
             raise InvalidState("this profile is not running: __exit__ without __enter__")
-        self._stop.set()
+        self._stopping = True
+        self._waiter.wake()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        self._next_uss = 0.0  # the final sample reads USS too
-        self._record()
-        self._hwm_end = _read_hwm_bytes()
+        with self._tick_lock:
+            self._cadence.stop()  # the final sample reads USS too
+            self._record()
+        self._hwm_end = read_hwm_bytes()
         if self.tracemalloc:
             self._traced_peak = _tracemalloc.get_traced_memory()[1]
-            _tracing_end()
+            tracing_end()
         with self._lock:
             self._samples = tuple(self._rows)
             self._rows = []
             self._running = False
-        self._duration_s = end - self._block_start
+        self._duration_s = end - self._block_start_s
         self._cpu_s = cpu_s - self._start_cpu_s
 
     # -- decorator ------------------------------------------------------------------------
@@ -365,23 +281,7 @@ class Profile:
 
         A call that starts while this profile is busy (another thread, recursion) is
         profiled by a fresh copy with the same settings, which is then dropped."""
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                with self._claim():
-                    return await fn(*args, **kwargs)
-
-            async_wrapper.profile = self  # type: ignore[attr-defined]
-            return async_wrapper  # type: ignore[return-value]
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with self._claim():
-                return fn(*args, **kwargs)
-
-        wrapper.profile = self  # type: ignore[attr-defined]
-        return wrapper  # type: ignore[return-value]
+        return _decorate(self, fn)
 
     @contextlib.contextmanager
     def _claim(self) -> Iterator[Profile]:
@@ -390,11 +290,13 @@ class Profile:
             target = self.__enter__()
         except _AlreadyRunning:
             target = Profile(
-                self.interval_s or 0.1,
+                self.interval_s,
                 children=self.children,
                 tracemalloc=self.tracemalloc,
                 uss_interval=self.uss_interval_s,
                 label=self.label,
+                clock=self._clock,
+                cpu_clock=self._cpu_clock,
             ).__enter__()
         try:
             yield target
@@ -421,7 +323,7 @@ class Profile:
     def duration(self) -> float:
         """Seconds the block ran (the last run; while running, so far)."""
         if self._running:
-            return max(time.monotonic() - self._block_start, 0.0)
+            return max(self._clock() - self._block_start_s, 0.0)
         return self._duration_s
 
     @property
@@ -444,7 +346,7 @@ class Profile:
         The highest sample, or the kernel's high-water mark when the block set a new
         lifetime peak (so a spike between two samples is not missed).
         """
-        peak = _highest(sample.rss for sample in self.samples)
+        peak = highest(sample.rss for sample in self.samples)
         start, end = self._hwm_start, self._hwm_end
         if not self._running and start is not None and end is not None and end > start:
             peak = end if peak is None else max(peak, end)
@@ -462,12 +364,12 @@ class Profile:
     @property
     def peak_total_rss(self) -> int | None:
         """The highest sampled RSS of this process plus its descendants, bytes."""
-        return _highest(sample.total_rss for sample in self.samples)
+        return highest(sample.total_rss for sample in self.samples)
 
     @property
     def peak_children_rss(self) -> int | None:
         """The highest sampled summed RSS of this process's descendants, bytes."""
-        return _highest(sample.children_rss for sample in self.samples)
+        return highest(sample.children_rss for sample in self.samples)
 
     @property
     def peak_uss(self) -> int | None:
@@ -532,41 +434,20 @@ class Profile:
         state = "running" if self._running else f"{len(self._samples)} samples"
         return (
             f"<resguard.Profile {self.label or ''}{' ' if self.label else ''}{state}, "
-            f"{format_duration(self.duration)}, peak RSS {_bytes_text(self.peak_rss)} "
-            f"(+{_bytes_text(self.peak_rss_delta)})>"
+            f"{format_duration(self.duration)}, peak RSS {bytes_text(self.peak_rss)} "
+            f"(+{bytes_text(self.peak_rss_delta)})>"
         )
 
     def _repr_html_(self) -> str:
-        rows: list[tuple[str, Any]] = []
-        for key, value in self.summary().items():
-            if key == "label" or (value is None and key in _ABSENT_WHEN_NOT_ASKED):
-                continue
-            if value is None:
-                rows.append((key, "unknown"))
-            elif key == "duration_s":
-                rows.append(("duration", format_duration(value)))
-            elif key in {
-                "baseline_rss",
-                "peak_rss",
-                "peak_rss_delta",
-                "peak_total_rss",
-                "peak_children_rss",
-                "peak_uss",
-                "peak_traced",
-                "min_available",
-                "limit",
-            }:
-                rows.append((key, format_bytes(value)))
-            else:
-                rows.append((key, value))
-        title = f"resguard profile{': ' + self.label if self.label else ''}"
-        return html_table(rows, title)
+        from resguard.profile._views import summary_html
+
+        return summary_html(self)
 
     # -- exports --------------------------------------------------------------------------
 
     def rows(self) -> list[dict[str, Any]]:
         """The samples as plain dicts (one per sample, columns as in :class:`Sample`)."""
-        return [{name: getattr(sample, name) for name in _FIELDS} for sample in self.samples]
+        return [{name: getattr(sample, name) for name in FIELDS} for sample in self.samples]
 
     def to_csv(self, path: str | os.PathLike[str] | IO[str]) -> None:
         """Write the samples as CSV with a header row (stdlib only; empty cells for None)."""
@@ -584,7 +465,7 @@ class Profile:
             import pandas
         except ImportError as error:
             raise ImportError(f"Profile.to_dataframe() needs pandas: {_NOTEBOOK_EXTRA}") from error
-        return pandas.DataFrame(self.rows(), columns=list(_FIELDS))
+        return pandas.DataFrame(self.rows(), columns=list(FIELDS))
 
     def plot(self, *, title: str | None = None) -> Figure:
         """Memory and CPU over time as a matplotlib Figure (two panels, shared time axis).
@@ -598,93 +479,39 @@ class Profile:
             from matplotlib.figure import Figure
         except ImportError as error:
             raise ImportError(f"Profile.plot() needs matplotlib: {_NOTEBOOK_EXTRA}") from error
-        return _plot(self, Figure, title)
+        from resguard.profile._views import plot
+
+        return plot(self, Figure, title)
 
 
-_ABSENT_WHEN_NOT_ASKED = frozenset({"peak_uss", "peak_traced", "peak_psi_memory_some_avg10"})
+def _decorate(prof: Profile, fn: _F) -> _F:
+    """*fn* (sync or async) with each call run under *prof* (see :meth:`Profile.__call__`)."""
+    if inspect.iscoroutinefunction(fn):
 
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with prof._claim():
+                return await fn(*args, **kwargs)
 
-def _bytes_text(value: int | None) -> str:
-    return "unknown" if value is None else format_bytes(value)
+        async_wrapper.profile = prof  # type: ignore[attr-defined]
+        return async_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with prof._claim():
+            return fn(*args, **kwargs)
+
+    wrapper.profile = prof  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
 
 
 def _write_csv(handle: IO[str], samples: Sequence[Sample]) -> None:
     writer = csv.writer(handle)
-    writer.writerow(_FIELDS)
+    writer.writerow(FIELDS)
     for sample in samples:
         writer.writerow(
-            ["" if getattr(sample, name) is None else getattr(sample, name) for name in _FIELDS]
+            ["" if getattr(sample, name) is None else getattr(sample, name) for name in FIELDS]
         )
-
-
-def _plot(prof: Profile, figure_class: Any, title: str | None) -> Figure:
-    samples = prof.samples
-    mib = 1024.0 * 1024.0
-    times = [sample.elapsed_s for sample in samples]
-
-    def curve(values: Iterable[int | None]) -> list[float]:  # unknown: a gap, not zero
-        return [float("nan") if value is None else value / mib for value in values]
-
-    figure: Figure = figure_class(figsize=(8, 5), layout="constrained")
-    memory_axis, cpu_axis = figure.subplots(2, 1, sharex=True, height_ratios=(2, 1))
-    memory_axis.plot(
-        times,
-        curve(s.rss for s in samples),
-        label="RSS",
-        color="tab:blue",
-        marker="." if len(samples) < 50 else None,
-    )
-    if any(s.children_rss for s in samples):
-        memory_axis.plot(
-            times,
-            curve(s.total_rss for s in samples),
-            label="RSS + children",
-            color="tab:purple",
-            linestyle="--",
-        )
-    uss = [(s.elapsed_s, s.uss / mib) for s in samples if s.uss is not None]
-    if uss:
-        memory_axis.plot(
-            *zip(*uss, strict=True), label="USS", color="tab:green", linestyle=":", marker="x"
-        )
-    if any(s.traced_bytes is not None for s in samples):
-        memory_axis.plot(
-            times,
-            [(s.traced_bytes or 0) / mib for s in samples],
-            label="tracemalloc",
-            color="tab:orange",
-        )
-    peak = prof.peak_rss
-    known = [s for s in samples if s.rss is not None]
-    peak_sample = max(known, key=lambda s: s.rss or 0) if known else None
-    if peak is not None and peak_sample is not None and peak_sample.rss is not None:
-        memory_axis.axhline(peak / mib, color="tab:red", linewidth=0.8, linestyle="--")
-        memory_axis.plot(
-            [peak_sample.elapsed_s],
-            [peak_sample.rss / mib],
-            "o",
-            color="tab:red",
-            label=f"peak {format_bytes(peak)} (+{_bytes_text(prof.peak_rss_delta)})",
-        )
-    limit = prof.limit
-    if limit and peak and limit <= 4 * peak:
-        memory_axis.axhline(
-            limit / mib, color="black", linewidth=1.2, label=f"limit {format_bytes(limit)}"
-        )
-    elif limit:
-        memory_axis.plot([], [], " ", label=f"limit {format_bytes(limit)} (off scale)")
-    memory_axis.set_ylabel("MiB")
-    memory_axis.set_ylim(bottom=0)
-    memory_axis.legend(loc="best", fontsize="small")
-    memory_axis.grid(alpha=0.3)
-    cpu_axis.plot(times, [s.cpu_percent for s in samples], color="tab:gray", drawstyle="steps-pre")
-    cpu_axis.set_ylabel("CPU %")
-    cpu_axis.set_xlabel("seconds")
-    cpu_axis.set_ylim(bottom=0)
-    cpu_axis.grid(alpha=0.3)
-    heading = title or f"resguard profile{': ' + prof.label if prof.label else ''}"
-    figure.suptitle(f"{heading} — {format_duration(prof.duration)}, {len(samples)} samples")
-    return figure
 
 
 @overload

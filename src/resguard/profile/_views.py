@@ -1,0 +1,141 @@
+"""How a profile shows itself: the HTML summary of a notebook, and the plot of memory and
+CPU over time (two panels on a shared time axis)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from resguard._modules.render import html_table
+from resguard.units import format_bytes, format_duration
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from resguard.profile import Profile
+
+__all__ = ["bytes_text", "plot", "summary_html"]
+
+
+def bytes_text(value: int | None) -> str:
+    """*value* as bytes for people, ``"unknown"`` when it is ``None``."""
+    return "unknown" if value is None else format_bytes(value)
+
+
+_ABSENT_WHEN_NOT_ASKED = frozenset({"peak_uss", "peak_traced", "peak_psi_memory_some_avg10"})
+_BYTE_FIGURES = frozenset(
+    {
+        "baseline_rss",
+        "peak_rss",
+        "peak_rss_delta",
+        "peak_total_rss",
+        "peak_children_rss",
+        "peak_uss",
+        "peak_traced",
+        "min_available",
+        "limit",
+    }
+)
+
+
+def summary_html(prof: Profile) -> str:
+    """The headline figures of *prof* as an HTML table (unknown figures say so)."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in prof.summary().items():
+        if key == "label" or (value is None and key in _ABSENT_WHEN_NOT_ASKED):
+            continue
+        if value is None:
+            rows.append((key, "unknown"))
+        elif key == "duration_s":
+            rows.append(("duration", format_duration(value)))
+        elif key in _BYTE_FIGURES:
+            rows.append((key, format_bytes(value)))
+        else:
+            rows.append((key, value))
+    title = f"resguard profile{': ' + prof.label if prof.label else ''}"
+    return html_table(rows, title)
+
+
+_MIB = 1024.0 * 1024.0
+
+
+def plot(prof: Profile, figure_class: Any, title: str | None) -> Figure:
+    """The figure of *prof* (see :meth:`Profile.plot`), made with *figure_class*."""
+    samples = prof.samples
+    times = [sample.elapsed_s for sample in samples]
+    figure: Figure = figure_class(figsize=(8, 5), layout="constrained")
+    memory_axis, cpu_axis = figure.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    _memory_curves(memory_axis, prof, times)
+    _peak_and_limit(memory_axis, prof)
+    memory_axis.set_ylabel("MiB")
+    memory_axis.set_ylim(bottom=0)
+    memory_axis.legend(loc="best", fontsize="small")
+    memory_axis.grid(alpha=0.3)
+    cpu_axis.plot(times, [s.cpu_percent for s in samples], color="tab:gray", drawstyle="steps-pre")
+    cpu_axis.set_ylabel("CPU %")
+    cpu_axis.set_xlabel("seconds")
+    cpu_axis.set_ylim(bottom=0)
+    cpu_axis.grid(alpha=0.3)
+    heading = title or f"resguard profile{': ' + prof.label if prof.label else ''}"
+    figure.suptitle(f"{heading} — {format_duration(prof.duration)}, {len(samples)} samples")
+    return figure
+
+
+def _curve(values: Iterable[int | None]) -> list[float]:
+    """MiB; an unknown value is a gap (NaN), not zero."""
+    return [float("nan") if value is None else value / _MIB for value in values]
+
+
+def _memory_curves(axis: Any, prof: Profile, times: list[float]) -> None:
+    """RSS, and where they were sampled RSS with children, USS and traced bytes."""
+    samples = prof.samples
+    axis.plot(
+        times,
+        _curve(s.rss for s in samples),
+        label="RSS",
+        color="tab:blue",
+        marker="." if len(samples) < 50 else None,
+    )
+    if any(s.children_rss for s in samples):
+        axis.plot(
+            times,
+            _curve(s.total_rss for s in samples),
+            label="RSS + children",
+            color="tab:purple",
+            linestyle="--",
+        )
+    uss = [(s.elapsed_s, s.uss / _MIB) for s in samples if s.uss is not None]
+    if uss:
+        axis.plot(
+            *zip(*uss, strict=True), label="USS", color="tab:green", linestyle=":", marker="x"
+        )
+    if any(s.traced_bytes is not None for s in samples):
+        axis.plot(
+            times,
+            [(s.traced_bytes or 0) / _MIB for s in samples],
+            label="tracemalloc",
+            color="tab:orange",
+        )
+
+
+def _peak_and_limit(axis: Any, prof: Profile) -> None:
+    """The peak marked; the limit drawn when it is within reach of the curve, else named."""
+    peak = prof.peak_rss
+    known = [s for s in prof.samples if s.rss is not None]
+    peak_sample = max(known, key=lambda s: s.rss or 0) if known else None
+    if peak is not None and peak_sample is not None and peak_sample.rss is not None:
+        axis.axhline(peak / _MIB, color="tab:red", linewidth=0.8, linestyle="--")
+        axis.plot(
+            [peak_sample.elapsed_s],
+            [peak_sample.rss / _MIB],
+            "o",
+            color="tab:red",
+            label=f"peak {format_bytes(peak)} (+{bytes_text(prof.peak_rss_delta)})",
+        )
+    limit = prof.limit
+    if limit and peak and limit <= 4 * peak:
+        axis.axhline(
+            limit / _MIB, color="black", linewidth=1.2, label=f"limit {format_bytes(limit)}"
+        )
+    elif limit:
+        axis.plot([], [], " ", label=f"limit {format_bytes(limit)} (off scale)")
