@@ -12,6 +12,7 @@ from __future__ import annotations
 from resguard._modules.clock import ManualClock
 from resguard._probes.paths import Roots
 from resguard.testing.kernel import KernelTree
+from resguard.testing.monitor import StaticMonitor
 from resguard.testing.snapshots import WALL_OFFSET_S, make_container, make_process, make_snapshot
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "KernelTree",
     "ManualClock",
     "Roots",
+    "StaticMonitor",
     "make_container",
     "make_process",
     "make_snapshot",
