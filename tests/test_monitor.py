@@ -7,6 +7,7 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resguard import InvalidState, InvalidType, InvalidValue, ResguardError
+from resguard._probes.psi import open_trigger
 from resguard.monitor import Monitor, State
 from resguard.reclaim import Cost, register, unregister
 from resguard.rules import ContainerThreshold, Level, Policy, Threshold
 from resguard.snapshot import Sampler, Snapshot
 from resguard.testing import ManualClock, Roots
+
+from support import wait_until
 
 MiB = 2**20
 GiB = 2**30
@@ -120,17 +124,13 @@ def test_background_thread_samples_and_stops(tmp_path: Path) -> None:
     levels: list[Level] = []
     monitor.subscribe(lambda new, old: levels.append(new.level))
     with monitor:
-        deadline = time.monotonic() + 10
-        while monitor.ticks < 5:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(lambda: monitor.ticks >= 5, what="five ticks of the fast thread")
         machine.set_used_percent(90)
-        while monitor.state.level != Level.CRITICAL:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(lambda: monitor.state.level == Level.CRITICAL, what="the CRITICAL state")
+    # stop() joined both threads: nothing is left to tick
     assert not any(t.name.startswith("resguard-monitor") for t in threading.enumerate())
     ticks = monitor.ticks
-    time.sleep(0.05)
+    assert not monitor.running
     assert monitor.ticks == ticks
     assert levels[-1] == Level.CRITICAL
 
@@ -191,16 +191,18 @@ def test_a_failing_source_is_logged_once_and_never_stops_sampling(
 
 def test_adaptive_interval_follows_headroom_and_fill_rate(tmp_path: Path) -> None:
     machine = FixedMachine(tmp_path)  # 10 % in use
+    clock = ManualClock()
     monitor = Monitor(
         "100ms",
         policy=two_levels(),
-        sampler=machine.sampler,
+        sampler=BrokenSampler(machine.sampler, clock),  # type: ignore[arg-type]
+        clock=clock,
         reclaim=False,
         min_interval="5ms",
         relaxed_interval="400ms",
         relax_below="30%",
     )
-    for _ in range(5):
+    for _ in range(5):  # back to back, as before: only the fill loop below takes time
         monitor.sample_now()
     assert monitor.next_interval_s() == 0.4  # calm: OK, below 30 %, flat
     machine.set_used_percent(12)  # a jump of two points of the limit
@@ -211,11 +213,11 @@ def test_adaptive_interval_follows_headroom_and_fill_rate(tmp_path: Path) -> Non
         monitor.sample_now()
     assert monitor.next_interval_s() == 0.1
     percent = 35.0
-    for _ in range(6):  # fill quickly: 8 % of 16 GiB per sample
+    for _ in range(6):  # fill quickly: 8 % of 16 GiB per sample, 10 ms apart
         percent += 8
         machine.set_used_percent(percent)
+        clock.advance(0.01)
         monitor.sample_now()
-        time.sleep(0.01)
     assert 0.005 <= monitor.next_interval_s() < 0.1
     fixed = Monitor(
         "100ms", policy=two_levels(), sampler=machine.sampler, reclaim=False, adaptive=False
@@ -223,14 +225,39 @@ def test_adaptive_interval_follows_headroom_and_fill_rate(tmp_path: Path) -> Non
     assert fixed.next_interval_s() == 0.1
 
 
-def test_psi_trigger_is_armed_where_the_kernel_allows(tmp_path: Path) -> None:
-    if not os.path.exists("/proc/pressure/memory"):
-        pytest.skip("this kernel has no PSI")
-    monitor = Monitor(policy=two_levels(), reclaim=False)
+def _armed(monitor: Monitor) -> bool:
     with monitor:
-        armed = monitor._trigger_fd is not None
-    if os.geteuid() == 0:
-        assert armed
+        return monitor._trigger_fd is not None
+
+
+def test_psi_trigger_is_armed_exactly_where_the_kernel_allows(tmp_path: Path) -> None:
+    monitor = Monitor(policy=two_levels(), reclaim=False)
+    source = monitor.state.snapshot.pressure.source
+    if source is None:
+        path = None
+    else:
+        path = "/proc/pressure/memory" if source == "system" else f"{source}/memory.pressure"
+    probe = open_trigger(path) if path is not None else None
+    if probe is not None:
+        os.close(probe)
+    assert _armed(monitor) == (probe is not None)  # the kernel's answer, not a guess
+    assert not _armed(Monitor(policy=two_levels(), reclaim=False, psi_trigger=False))
+    machine = FixedMachine(tmp_path)  # no PSI in this tree: nothing to arm, no error
+    assert not _armed(Monitor(policy=two_levels(), sampler=machine.sampler, reclaim=False))
+    assert not monitor.running
+
+
+@pytest.mark.cgroup
+def test_as_root_the_psi_trigger_is_armed_for_a_cgroup_and_for_this_process(
+    memory_cgroup: Any,
+) -> None:
+    monitor = Monitor(policy=two_levels(), cgroup=str(memory_cgroup.path), reclaim=False)
+    source = monitor.state.snapshot.pressure.source  # its memory.pressure, or the system's
+    if source is None:
+        pytest.skip("this kernel has no PSI")
+    assert source in (str(memory_cgroup.path), "system")
+    assert _armed(monitor)  # root may arm a trigger with any window
+    assert _armed(Monitor(policy=two_levels(), reclaim=False))
 
 
 class Recorder:
@@ -258,11 +285,9 @@ def test_warning_climbs_the_ladder_cheapest_first(tmp_path: Path) -> None:
         monitor = Monitor("10ms", policy=two_levels(), sampler=machine.sampler, psi_trigger=False)
         with monitor:
             machine.set_used_percent(60)
-            deadline = time.monotonic() + 10
-            while monitor.last_reclaim is None:
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
+            wait_until(lambda: monitor.last_reclaim is not None, what="a climb of the ladder")
         report = monitor.last_reclaim
+        assert report is not None
         names = [step.name for step in report.steps]
         assert names[0] == "gc.collect"
         assert names.index("cache") < names.index("model")
@@ -316,14 +341,12 @@ def test_real_pressure_in_a_cgroup_goes_warning_critical_ok(memory_cgroup) -> No
         assert child.stdout.readline().strip() == "done"
 
     def wait_for(level: Level) -> None:
-        deadline = time.monotonic() + 30
-        while monitor.state.level != level:
-            assert time.monotonic() < deadline, (
-                level,
-                monitor.state.verdict.reason,
-                monitor.state.snapshot.memory,
-            )
-            time.sleep(0.01)
+        wait_until(
+            lambda: monitor.state.level == level,
+            timeout_s=30,
+            what=f"{level.name} (now {monitor.state.verdict.reason}, "
+            f"{monitor.state.snapshot.memory})",
+        )
 
     def percent_now() -> float:
         percent = monitor.sample_now().snapshot.memory.percent  # fresh, not relaxed
@@ -430,17 +453,12 @@ def test_the_background_loop_survives_a_sampler_that_always_raises(
     caplog.set_level(logging.WARNING, logger="resguard")
     with monitor:
         sampler.failing = True
-        deadline = time.monotonic() + 10
         start = monitor.ticks
-        while monitor.ticks < start + 100:
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+        wait_until(lambda: monitor.ticks >= start + 100, what="100 failing ticks")
         assert monitor.running
         sampler.failing = False
         sequence = monitor.state.sequence
-        while monitor.state.sequence < sequence + 5:
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+        wait_until(lambda: monitor.state.sequence >= sequence + 5, what="5 good states")
     assert failure_records(caplog, "the monitor's sample") == 1
     assert not any(record.exc_info for record in caplog.records)
 
@@ -487,8 +505,8 @@ def test_the_state_grows_stale_when_no_sample_succeeds(tmp_path: Path) -> None:
     sampler = BrokenSampler(machine.sampler, clock)
     monitor = Monitor(
         policy=two_levels(),
-        sampler=sampler,
-        reclaim=False,  # type: ignore[arg-type]
+        sampler=sampler,  # type: ignore[arg-type]
+        reclaim=False,
         stale_after="2s",
         clock=clock,
     )
@@ -615,7 +633,7 @@ def test_a_cgroup_that_does_not_exist_fails_at_construction(tmp_path: Path) -> N
     with pytest.raises(InvalidValue):
         Monitor(cgroup=str(tmp_path / "file"), reclaim=False)
     with pytest.raises(InvalidValue, match="not a cgroup"):
-        Monitor(cgroup=tmp_path, reclaim=False)  # a directory, but no cgroup
+        Monitor(cgroup=tmp_path, reclaim=False)  # type: ignore[arg-type]  # a directory, but no cgroup
     with pytest.raises(InvalidType):
         Monitor(cgroup=5, reclaim=False)  # type: ignore[arg-type]
     with pytest.raises(InvalidValue, match="both"):
@@ -763,21 +781,20 @@ class GarbageRule:
 
 def test_a_rule_answering_garbage_cannot_break_the_monitor_at_construction(tmp_path: Path) -> None:
     machine = FixedMachine(tmp_path)
-    monitor = Monitor(policy=Policy([GarbageRule()]), sampler=machine.sampler, reclaim=False)
+    garbage = Policy([GarbageRule()])  # type: ignore[list-item]
+    monitor = Monitor(policy=garbage, sampler=machine.sampler, reclaim=False)
     assert monitor.state.verdict.unknown[0].startswith("rule 'garbage' failed")
     before = monitor.state.sequence
     assert monitor.sample_now().sequence == before + 1
 
 
-def _wait_for(condition: Any, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
 def _monitor_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("resguard-monitor")]
+
+
+def _running(monitor: Monitor) -> bool:
+    """``monitor.running`` read again (a plain read would stay narrowed for mypy)."""
+    return monitor.running
 
 
 def _open_fds() -> int:
@@ -793,19 +810,19 @@ def test_stop_from_a_subscriber_stops_the_monitor_and_it_can_start_again(tmp_pat
     unsubscribe = monitor.subscribe(lambda new, old: monitor.stop())
     monitor.start()
     machine.set_used_percent(60)  # WARNING: the subscriber stops the monitor
-    _wait_for(lambda: not monitor.running)
+    wait_until(lambda: not monitor.running, what="the monitor to stop")
     assert monitor.faults == {}  # stop() raised nothing into the loop
-    _wait_for(lambda: not _monitor_threads())
+    wait_until(lambda: not _monitor_threads(), what="the monitor's threads to end")
     assert _open_fds() == fds  # the pipe is closed
     unsubscribe()
     monitor.start()  # a real restart, not a no-op on stale bookkeeping
     try:
         assert monitor.running
         ticks = monitor.ticks
-        _wait_for(lambda: monitor.ticks > ticks + 3)
+        wait_until(lambda: monitor.ticks > ticks + 3, what="ticks after the restart")
     finally:
         monitor.stop()
-    assert not monitor.running
+    assert not _running(monitor)
     assert not _monitor_threads()
 
 
@@ -824,20 +841,20 @@ def test_start_stop_start_runs_one_fast_loop_even_after_a_stop_that_gave_up_wait
     unsubscribe = monitor.subscribe(lambda new, old: release.wait(30))  # a subscriber blocks
     monitor.start()
     machine.set_used_percent(60)
-    _wait_for(lambda: monitor.state.level == Level.WARNING)
+    wait_until(lambda: monitor.state.level == Level.WARNING, what="WARNING")
     monitor.stop()  # gives up waiting for the blocked loop
     assert not monitor.running
     unsubscribe()
     monitor.start()
     try:
         release.set()  # the old loop ends now; it must not tick on beside the new one
-        _wait_for(lambda: len(_monitor_threads()) == 2)
+        wait_until(lambda: len(_monitor_threads()) == 2, what="the old loop to end")
         ticks = monitor.ticks
         time.sleep(0.2)
         assert monitor.ticks - ticks < 0.2 / 0.005 * 1.5  # one loop at 5 ms, not two
     finally:
         monitor.stop()
-    _wait_for(lambda: not _monitor_threads())
+    wait_until(lambda: not _monitor_threads(), what="the monitor's threads to end")
     assert _open_fds() == fds
 
 
@@ -854,7 +871,7 @@ def test_a_monitor_survives_a_fork_the_child_can_start_it_and_sample(tmp_path: P
         monitor.sample_now()  # the tick lock the parent's loop held is not held here
         monitor.start()
         ticks = monitor.ticks
-        _wait_for(lambda: monitor.ticks > ticks + 2, 5)
+        wait_until(lambda: monitor.ticks > ticks + 2, timeout_s=5, what="ticks in the child")
         monitor.stop()
 
     with monitor:
@@ -930,10 +947,12 @@ def test_start_does_not_hang_on_a_hanging_source(
             assert time.monotonic() - started < 5
             assert source.entered.is_set()
             ticks = monitor.ticks
-            _wait_for(lambda: monitor.ticks > ticks + 2)  # the fast loop judges meanwhile
+            wait_until(
+                lambda: monitor.ticks > ticks + 2, what="fast ticks"
+            )  # the fast loop judges meanwhile
     finally:
         source.release.set()
-    _wait_for(lambda: not _monitor_threads())
+    wait_until(lambda: not _monitor_threads(), what="the monitor's threads to end")
 
 
 class CountingStep:
@@ -950,6 +969,16 @@ class CountingStep:
         return 0
 
 
+def _more_ticks(monitor: Monitor, count: int) -> Callable[[], bool]:
+    """Whether *count* more fast ticks came than now."""
+    start = monitor.ticks
+    return lambda: monitor.ticks > start + count
+
+
+def _more_calls(step: CountingStep, calls: int) -> Callable[[], bool]:
+    return lambda: step.calls > calls
+
+
 @pytest.mark.parametrize("mode", ["threads", "asyncio", "trio"])
 def test_a_lasting_warning_climbs_the_ladder_at_the_slow_pace_not_every_tick(
     tmp_path: Path, mode: str
@@ -958,23 +987,26 @@ def test_a_lasting_warning_climbs_the_ladder_at_the_slow_pace_not_every_tick(
 
     machine = FixedMachine(tmp_path)
     step = CountingStep()
+    clock = ManualClock()  # the pace is read on the monitor's clock
     monitor = Monitor(
         "5ms",
         policy=two_levels(),
         sampler=machine.sampler,
         adaptive=False,
         psi_trigger=False,
-        slow_interval="300ms",
+        slow_interval="50ms",
         ladder=Ladder(lambda: 0, extra=[step]),
+        clock=clock,
     )
     machine.set_used_percent(60)  # WARNING for the whole run
 
     def watch() -> None:
-        _wait_for(lambda: step.calls >= 1)  # the first climb comes at once
-        ticks = monitor.ticks
-        time.sleep(0.5)
-        assert monitor.ticks - ticks > 30  # the fast loop asked ~100 times meanwhile
-        assert step.calls <= 3
+        wait_until(lambda: step.calls >= 1, what="the first climb")  # it comes at once
+        for climbs in (1, 2, 3):
+            wait_until(_more_ticks(monitor, 30), what="30 fast ticks at WARNING")
+            assert step.calls == climbs  # every tick asked for a climb: the pace said no
+            clock.advance(0.05)  # one slow interval later: the next climb is due
+            wait_until(_more_calls(step, climbs), what="the climb a slow interval later")
 
     if mode == "threads":
         with monitor:
@@ -1073,3 +1105,167 @@ def test_a_source_answering_garbage_values_cannot_break_rules_or_scrapes(
     registry.register(ResguardCollector(monitor=monitor))
     assert b"resguard_memory_used_bytes" in generate_latest(registry)
     assert failure_records(caplog, "garbage") == 1
+
+
+# ------------------------------------------------------------ the decisions, directly ---
+
+
+def test_the_slow_schedule_climbs_at_once_then_at_the_slow_pace() -> None:
+    from resguard.monitor._decide import SlowSchedule
+
+    schedule = SlowSchedule(slow_interval_s=2.0)
+    first = schedule.due(100.0, Level.OK)
+    assert (first.climb, first.sample) == (False, True)  # a fresh start samples first
+    schedule.sampled(100.0)
+    assert schedule.wait_s(100.0) == 2.0
+    assert schedule.want_climb()  # news: wake the slow loop
+    assert not schedule.want_climb()  # the next tick's want is not
+    assert schedule.wait_s(100.5) == 0.0
+    assert schedule.due(100.5, Level.WARNING).climb
+    assert schedule.want_climb()
+    assert schedule.wait_s(101.0) == 1.0  # the sample (102) comes before the paced climb
+    assert not schedule.due(101.0, Level.WARNING)
+    work = schedule.due(102.0, Level.WARNING)
+    assert (work.climb, work.sample) == (False, True)
+    schedule.sampled(102.0)
+    assert schedule.wait_s(102.0) == 0.5  # wanted, but paced until 102.5
+    assert schedule.due(102.5, Level.WARNING).climb
+    assert schedule.want_climb()
+    assert not schedule.due(104.5, Level.OK).climb  # the warning ended meanwhile
+    assert schedule.wait_s(104.5) == 0.0  # the sample is overdue
+    schedule.restart()
+    assert schedule.due(104.5, Level.OK).sample
+
+
+def test_failures_are_news_once_per_kind_and_again_only_after_a_minute() -> None:
+    from resguard.monitor._decide import RELOG_AFTER_S, FailureMemo
+
+    memo = FailureMemo()
+    assert memo.failed("docker", ConnectionError("down"), 0.0)
+    assert not memo.failed("docker", ConnectionError("still down"), 1.0)
+    assert memo.errors == {"docker": "ConnectionError: still down"}
+    assert memo.failed("docker", TimeoutError("hung"), 2.0)  # another kind
+    assert memo.worked("docker")
+    assert not memo.worked("docker")
+    assert memo.errors == {}
+    assert not memo.failed("docker", TimeoutError("hung"), 3.0)  # flapping: not again yet
+    memo.worked("docker")
+    assert memo.failed("docker", TimeoutError("hung"), 2.0 + RELOG_AFTER_S)
+
+
+def test_unknown_reason_is_a_function_of_the_state_and_now(tmp_path: Path) -> None:
+    from resguard.monitor._decide import unknown_reason
+
+    state = Monitor(policy=two_levels(), sampler=FixedMachine(tmp_path).sampler).state
+    at = state.snapshot.monotonic
+    assert unknown_reason(state, at + 1.0, stale_after_s=2.0) is None
+    assert unknown_reason(state, at + 2.5, stale_after_s=2.0) == "stale: last sample 2.5 s ago"
+
+
+# ---------------------------------------------------- resguard.testing.StaticMonitor ---
+
+
+def test_a_static_monitor_lets_a_guard_refuse_at_97_percent_and_admit_at_40() -> None:
+    from resguard import Guard, ResourceExhausted
+    from resguard.testing import StaticMonitor, make_snapshot
+
+    monitor = StaticMonitor(memory_percent=40)
+    guard = Guard(memory="90%", monitor=monitor)
+    assert monitor.state.level == Level.OK
+    assert monitor.unknown_reason() is None
+    assert guard.would_admit()
+    with guard:
+        pass
+    state = monitor.set(memory_percent=97)
+    assert state is monitor.state
+    assert state.level == Level.CRITICAL  # the service preset's own verdict
+    assert "memory" in state.verdict.reason
+    assert not guard.would_admit()
+    with pytest.raises(ResourceExhausted):
+        with guard:
+            pass
+    monitor.set(make_snapshot(memory_percent=40))
+    assert guard.would_admit()
+    assert not monitor.running
+    with monitor:  # nothing runs in the background
+        assert not _monitor_threads()
+
+
+def test_a_static_monitor_tells_subscribers_and_judges_with_the_given_policy() -> None:
+    from resguard.testing import StaticMonitor
+
+    monitor = StaticMonitor(memory_percent=10, policy=two_levels())
+    heard: list[tuple[Level, Level]] = []
+    monitor.subscribe(
+        lambda new, old: heard.append((Level.OK if old is None else old.level, new.level))
+    )
+    monitor.set(memory_percent=60)
+    monitor.set(memory_percent=61)
+    monitor.set(memory_percent=85)
+    assert heard == [(Level.OK, Level.WARNING), (Level.WARNING, Level.CRITICAL)]
+    assert monitor.state.verdict.breaches[-1].rule == "memory-critical"
+
+
+def test_a_scripted_monitor_steps_along_a_manual_clock() -> None:
+    from resguard.testing import StaticMonitor, make_snapshot
+
+    clock = ManualClock()
+    monitor = StaticMonitor(
+        script=[(0, make_snapshot(memory_percent=40)), (10, make_snapshot(memory_percent=97))],
+        clock=clock,
+    )
+    assert monitor.state.snapshot.memory.percent == 40
+    clock.advance(9.5)
+    state = monitor.state
+    assert state.level == Level.OK
+    assert state.snapshot.monotonic == clock()
+    assert monitor.unknown_reason() is None  # live: judged again at the new time
+    clock.advance(0.5)
+    state = monitor.state
+    assert state.snapshot.memory.percent == 97
+    assert state.level == Level.CRITICAL
+    assert state.snapshot.monotonic == clock()
+
+
+def test_a_static_monitor_that_is_not_live_grows_stale() -> None:
+    from resguard import Guard, ResourceExhausted
+    from resguard.testing import StaticMonitor
+
+    clock = ManualClock()
+    monitor = StaticMonitor(memory_percent=40, clock=clock, live=False, stale_after="2s")
+    guard = Guard(memory="90%", monitor=monitor, on_unknown="refuse")
+    assert guard.would_admit()
+    clock.advance(3)
+    assert monitor.unknown_reason() == "stale: last sample 3.0 s ago"
+    with pytest.raises(ResourceExhausted) as info:
+        with guard:
+            pass
+    assert info.value.reason == "unknown"
+    monitor.set(memory_percent=40)
+    assert monitor.unknown_reason() is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "named"),
+    [
+        ({"snapshot": "97%"}, InvalidType, "snapshot="),
+        ({"live": "yes"}, InvalidType, "live="),
+        ({"script": "soon"}, InvalidType, "script="),
+        ({"script": [(1,)]}, InvalidType, "(1,)"),
+        ({"script": [(-1, None)]}, InvalidValue, "-1"),
+        ({"script": [(5, None), (1, None)]}, InvalidValue, "time order"),
+        ({"memory_percent": 50, "snapshot": None, "bogus": 1}, TypeError, "bogus"),
+    ],
+)
+def test_a_static_monitor_names_a_bad_argument(
+    kwargs: dict[str, Any], error: type[Exception], named: str
+) -> None:
+    from resguard.testing import StaticMonitor, make_snapshot
+
+    script = kwargs.get("script")
+    if isinstance(script, list):
+        kwargs["script"] = [
+            (step[0], make_snapshot()) if len(step) == 2 else step for step in script
+        ]
+    with pytest.raises(error, match=named.replace("(", r"\(").replace(")", r"\)")):
+        StaticMonitor(**kwargs)
