@@ -12,7 +12,7 @@ import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import pytest
@@ -20,8 +20,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resguard import ConfigError, snapshot
+from resguard._errors import InvalidValue
 from resguard.budget import (
     Budget,
+    BudgetRule,
     Budgets,
     ComponentUse,
     efficiency_score,
@@ -32,9 +34,10 @@ from resguard.budget import (
 from resguard.cli.budget import cli
 from resguard.monitor import Monitor
 from resguard.rules import Level, Policy
+from resguard.testing import WALL_OFFSET_S, make_snapshot
 
 from standins.ollama_server import OllamaStandIn
-from support import free_port
+from support import free_port, wait_until
 
 MB = 1_000_000
 
@@ -508,6 +511,114 @@ def test_score_is_the_share_of_measured_bytes_within_budget(
 # -------------------------------------------------------------------------- rules ---
 
 
+def _machine_rule(**keys: object) -> tuple[BudgetRule, Any]:
+    """The rule of one machine budget (it judges ``snapshot.memory.used``) and a state."""
+    (rule,) = Budgets(parse({"budget": [{"name": "m", "machine": True, **keys}]})).rules()
+    return rule, rule.new_state()
+
+
+def _fired(rule: BudgetRule, state: Any, samples: list[tuple[float, int | None]]) -> list[Any]:
+    """The rule's breach (or None) at each (monotonic time, machine bytes used) sample."""
+    return [
+        rule.step(attrs.evolve(make_snapshot(at=now), memory=_used(now, used)), state, now)
+        for now, used in samples
+    ]
+
+
+def _used(now: float, used: int | None) -> Any:
+    return attrs.evolve(make_snapshot(at=now).memory, used=used)
+
+
+def test_a_budget_rule_with_the_defaults_fires_after_for_and_resets_as_before() -> None:
+    """Regression: on the shared Sustain machine, a budget without clear or cooldown keeps
+    the old behaviour: pending once over, reset by a sample under or without data,
+    firing after ``for`` held, clearing at once and free to fire again at once."""
+    rule, state = _machine_rule(max="10MB", **{"for": "10s"})
+    breaches = _fired(
+        rule,
+        state,
+        [
+            (0.0, 11 * MB),  # pending
+            (5.0, 9 * MB),  # under: reset
+            (6.0, 11 * MB),  # pending again, since 6
+            (15.0, 12 * MB),  # 9 s: not yet
+            (16.0, 12 * MB),  # 10 s: fires, held since 6
+            (17.0, None),  # no data: inactive, the pending state resets
+            (18.0, 11 * MB),  # pending since 18
+            (27.0, 11 * MB),
+            (28.0, 11 * MB),  # fires, since 18
+        ],
+    )
+    assert [breach is not None for breach in breaches] == [False] * 4 + [True] + [False] * 3 + [
+        True
+    ]
+    first, second = breaches[4], breaches[8]
+    assert (first.since, first.held_s, first.value, first.threshold) == (6.0, 10.0, 12e6, 10e6)
+    assert first.since_wall == WALL_OFFSET_S + 6.0
+    assert (second.since, second.held_s) == (18.0, 10.0)
+    assert (first.rule, first.metric, first.op, first.unit) == (
+        "budget m",
+        "budget.m",
+        ">",
+        "bytes",
+    )
+    rule, state = _machine_rule(max="10MB")  # for 0: at once, every time it is over
+    flips = _fired(rule, state, [(0.0, 11 * MB), (1.0, 10 * MB), (2.0, 11 * MB), (3.0, 11 * MB)])
+    assert [breach is not None for breach in flips] == [True, False, True, True]
+    assert flips[3].since == 2.0
+
+
+def test_a_budget_rule_keeps_firing_down_to_clear_then_cools_down() -> None:
+    rule, state = _machine_rule(max="10MB", clear="8MB", cooldown="30s")
+    breaches = _fired(
+        rule,
+        state,
+        [
+            (0.0, 11 * MB),  # over: fires
+            (1.0, 9 * MB),  # under the ceiling, above clear: still firing (hysteresis)
+            (2.0, 8 * MB),  # at clear: clears, the cooldown starts (until 32)
+            (3.0, 11 * MB),  # over, but cooling down
+            (31.0, 11 * MB),
+            (32.0, 11 * MB),  # the cooldown is over
+        ],
+    )
+    assert [breach is not None for breach in breaches] == [True, True, False, False, False, True]
+    assert breaches[1].value == 9e6
+    assert breaches[1].threshold == 10e6
+    assert breaches[1].since == 0.0
+    rule, state = _machine_rule(max="10MB")  # without clear: 9 MB clears at once
+    assert [b is not None for b in _fired(rule, state, [(0.0, 11 * MB), (1.0, 9 * MB)])] == [
+        True,
+        False,
+    ]
+
+
+def test_clear_and_cooldown_are_read_and_checked() -> None:
+    (budget,) = parse({"budget": [{"name": "a", "process": "x", "max": "2GB", "clear": "1.5GB"}]})
+    assert (budget.clear_bytes, budget.clear_at_bytes, budget.cooldown_s) == (
+        15 * 10**8,
+        15 * 10**8,
+        0,
+    )
+    (budget,) = parse({"budget": [{"name": "a", "process": "x", "max": "2GB", "cooldown": "1m"}]})
+    assert (budget.clear_bytes, budget.clear_at_bytes, budget.cooldown_s) == (None, 2 * 10**9, 60)
+    bad: list[tuple[dict[str, object], str, str]] = [
+        ({"clear": "3GB"}, "budget.a.clear", "above the ceiling"),
+        ({"clear": "lots"}, "budget.a.clear", "is not a size"),
+        ({"cooldown": "soon"}, "budget.a.cooldown", "is not a duration"),
+        ({"clear": "50%"}, "budget.a.clear", "is a share of a limit"),
+    ]
+    for keys, key, problem in bad:
+        table = {"name": "a", "process": "x", "max": "2GB", **keys}
+        with pytest.raises(ConfigError, match=problem) as raised:
+            parse({"budget": [table]}, "f.toml")
+        assert raised.value.key == key
+    with pytest.raises(InvalidValue, match="clear_bytes"):
+        Budget("a", "machine", None, None, 10, clear_bytes=11)
+    with pytest.raises(InvalidValue, match="cooldown_s"):
+        Budget("a", "machine", None, None, 10, cooldown_s=-1.0)
+
+
 def test_rules_fire_over_budget_after_for_and_clear_below(
     holder: tuple[str, subprocess.Popen[str]],
 ) -> None:
@@ -529,7 +640,9 @@ def test_rules_fire_over_budget_after_for_and_clear_below(
         )
     )
     policy = Policy(budgets.rules())
-    snap = attrs.evolve(snapshot(), processes=tuple(budgets.source().sample()["processes"]))
+    rows = budgets.source().sample()["processes"]
+    assert isinstance(rows, tuple)
+    snap = attrs.evolve(snapshot(), processes=rows)
     state = policy.new_state()
     assert policy.evaluate(snap, state, now=100.0).level == Level.OK  # pending
     verdict = policy.evaluate(snap, state, now=111.0)
@@ -568,15 +681,12 @@ def test_machine_budget_in_a_running_monitor(holder: tuple[str, subprocess.Popen
         sources=[budgets.source()],
         slow_interval="100ms",
     ) as monitor:
-        import time
 
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        def both_fire() -> bool:
             rules = {b.rule for b in monitor.state.verdict.breaches}
-            if rules == {"budget machine", "budget service"}:
-                break
-            time.sleep(0.05)
-    assert rules == {"budget machine", "budget service"}
+            return rules == {"budget machine", "budget service"}
+
+        wait_until(both_fire, timeout_s=30, what="both budget rules to fire in the monitor")
     assert monitor.state.verdict.level == Level.WARNING
 
 
@@ -655,8 +765,11 @@ def test_parsed_sizes_round_trip(name: str, amount: int, floor: int | None, unit
     assert (budget.name, budget.max_bytes, budget.min_bytes) == (name, ceiling, floor)
 
 
+_LOWERCASE: tuple[Literal["Ll"]] = ("Ll",)
+
+
 @given(
-    st.text(st.characters(categories=("Ll",)), min_size=1, max_size=10).filter(
+    st.text(st.characters(categories=_LOWERCASE), min_size=1, max_size=10).filter(
         lambda key: (
             key
             not in {
@@ -673,6 +786,8 @@ def test_parsed_sizes_round_trip(name: str, amount: int, floor: int | None, unit
                 "level",
                 "for",
                 "host",
+                "clear",
+                "cooldown",
             }
         )
     ),

@@ -8,8 +8,9 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import attrs
 import psutil
@@ -358,7 +359,8 @@ def _blind_state(unknown: tuple[str, ...] = ("memory.percent: /proc/meminfo empt
         snap.process, rss=None, vms=None, cpu_percent=None, num_threads=None, children_rss=None
     )
     rows = rg.top_processes(2) or []
-    rows = [attrs.evolve(row, rss=None, cpu_percent=None) for row in rows]
+    # figures that could not be read are None at run time (the table's types say int/float)
+    rows = [attrs.evolve(row, rss=None, cpu_percent=None) for row in rows]  # type: ignore[arg-type]
     blind = attrs.evolve(
         snap, memory=memory, swap=swap, cpu=cpu, process=process, processes=tuple(rows)
     )
@@ -441,11 +443,19 @@ def test_the_parser_answers_any_argv_with_at_most_one_line(argv: list[str]) -> N
     import resguard.cli as cli
 
     ran: list[str] = []
+
+    def recorder(name: str) -> Callable[[argparse.Namespace, TextIO], int]:
+        def handler(args: argparse.Namespace, out: TextIO) -> int:
+            ran.append(name)
+            return 0
+
+        return handler
+
     parser = build_parser()
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
-                sub.set_defaults(handler=lambda args, out, name=name: ran.append(name) or 0)
+                sub.set_defaults(handler=recorder(name))
     err, out = io.StringIO(), io.StringIO()
     with (
         contextlib.redirect_stderr(err),

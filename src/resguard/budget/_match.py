@@ -1,0 +1,69 @@
+"""Which processes, containers and models a budget's selector matches, and the command
+lines that process budgets match against (read once per process)."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Sequence
+
+import attrs
+
+from resguard.budget._values import Budget
+from resguard.snapshot import ContainerStats, OllamaModelInfo, ProcessInfo
+
+__all__ = ["CmdlineCache", "container_matches", "model_matches", "process_matches"]
+
+
+def _fullmatch(pattern: re.Pattern[str], *candidates: str) -> bool:
+    return any(pattern.fullmatch(candidate) for candidate in candidates if candidate)
+
+
+def process_matches(budget: Budget, pattern: re.Pattern[str], row: ProcessInfo) -> bool:
+    if budget.kind == "process":
+        program = os.path.basename(row.cmdline[0]) if row.cmdline else ""
+        return _fullmatch(pattern, row.name, program)
+    return bool(pattern.search(" ".join(row.cmdline)))
+
+
+def container_matches(budget: Budget, pattern: re.Pattern[str], item: ContainerStats) -> bool:
+    if budget.kind == "container":
+        return _fullmatch(pattern, item.name)
+    return _fullmatch(pattern, item.image, item.image.rsplit(":", 1)[0])
+
+
+def model_matches(pattern: re.Pattern[str], item: OllamaModelInfo) -> bool:
+    name = item.name
+    return _fullmatch(pattern, name, name.removesuffix(":latest"))
+
+
+def _read_cmdline(proc: str, pid: int) -> tuple[str, ...]:
+    try:
+        with open(f"{proc}/{pid}/cmdline", "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return ()
+    return tuple(part.decode("utf-8", "replace") for part in raw.split(b"\0") if part)
+
+
+class CmdlineCache:
+    """Command lines by process identity (they rarely change): one read per process."""
+
+    def __init__(self, proc: str = "/proc") -> None:
+        self._proc = proc
+        self._known: dict[tuple[int, float], tuple[str, ...]] = {}
+        self._lock = threading.Lock()
+
+    def fill(self, rows: Sequence[ProcessInfo]) -> list[ProcessInfo]:
+        result, current = [], {}
+        with self._lock:
+            for row in rows:
+                key = (row.pid, row.create_time)
+                cmdline = row.cmdline or self._known.get(key)
+                if cmdline is None:
+                    cmdline = _read_cmdline(self._proc, row.pid)
+                current[key] = cmdline
+                result.append(row if row.cmdline else attrs.evolve(row, cmdline=cmdline))
+            self._known = current
+        return result
