@@ -1,0 +1,199 @@
+"""What a judgement is made of: levels, breaches, verdicts and the rule protocol."""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import Any, Final, Protocol, runtime_checkable
+
+import attrs
+
+from resguard._modules.render import ValueMixin, records_table
+from resguard.snapshot import Snapshot
+from resguard.units import format_bytes, format_duration, shown
+
+__all__ = [
+    "OK_VERDICT",
+    "Breach",
+    "Level",
+    "Offender",
+    "Rule",
+    "Verdict",
+    "finite",
+    "format_value",
+    "is_breach",
+    "since_wall",
+]
+
+
+class Level(enum.IntEnum):
+    """How bad things are; a verdict's level is the highest level among its breaches."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+
+
+# --------------------------------------------------------------------------- values ---
+
+
+@attrs.frozen(slots=True)
+class Offender(ValueMixin):
+    """A process (or container) named by a table breach: its value (CPU percent, RSS bytes,
+    percent of a container's limit) and since when (monotonic seconds) it has been above
+    the threshold. ``pid`` is ``None`` and ``id`` the container id for containers."""
+
+    pid: int | None
+    name: str
+    value: float
+    since: float
+    id: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``"1234 python"`` for a process, ``"3f2a1b9c0d4e postgres"`` for a container."""
+        return f"{self.pid if self.pid is not None else (self.id or '')[:12]} {self.name}"
+
+
+@attrs.frozen(slots=True)
+class Breach(ValueMixin):
+    """One rule that fires.
+
+    ``rule`` is the rule's name, ``metric`` the field it judges, ``value`` the measured
+    figure (for a leak the estimated growth over the window, for a time-to-limit the
+    estimated seconds left, for a process count the number of processes), ``threshold``
+    the figure it crossed (in the same unit, ``unit`` being ``"bytes"``, ``"percent"``,
+    ``"seconds"``, ``"count"`` or ``""``). ``since``/``since_wall`` tell since when the
+    condition has held (monotonic and epoch seconds), ``held_s`` for how long.
+    """
+
+    rule: str
+    metric: str
+    op: str
+    value: float
+    threshold: float
+    level: Level
+    since: float
+    since_wall: float
+    held_s: float
+    unit: str = ""
+    offenders: tuple[Offender, ...] = ()
+    estimate_s: float | None = None
+
+    @property
+    def message(self) -> str:
+        """A one-line description for logs and the CLI."""
+        text = f"{self.rule}: {format_value(self.value, self.unit)}"
+        if self.offenders:
+            shown = ", ".join(
+                f"{o.label} {format_value(o.value, self.unit)}" for o in self.offenders[:3]
+            )
+            more = len(self.offenders) - 3
+            text += f" ({shown}{f', +{more} more' if more > 0 else ''})"
+        if self.held_s >= 1:
+            text += f" for {format_value(self.held_s, 'seconds')}"
+        return text
+
+
+def format_value(value: float, unit: str) -> str:
+    """*value* in *unit* for a message; never raises (a NaN or infinite figure a custom
+    rule or a hostile source produced is shown as it is, not an error in a log line)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return shown(value)
+    if not finite(value):
+        return "never" if unit == "seconds" and value > 0 else f"{shown(value)}"
+    if unit == "bytes":
+        return format_bytes(value)
+    if unit == "percent":
+        return f"{value:.1f}%"
+    if unit == "seconds":
+        return "never" if math.isinf(value) else format_duration(max(value, 0.0))
+    if unit == "count":
+        return f"{value:.0f}"
+    return f"{value:g}"
+
+
+@attrs.frozen(slots=True)
+class Verdict(ValueMixin):
+    """The judgement of one snapshot: the highest breach level and the breaches.
+
+    ``unknown`` lists what the policy could not judge, one reason each
+    (``"memory.percent: /proc/meminfo empty"``): a rule's metric (or the limit its
+    percentage resolves against) was unknown because a source could not be read, or a
+    rule failed. ``level`` is the level of what *could* be judged; ``known`` tells whether
+    that was everything.
+    """
+
+    level: Level
+    breaches: tuple[Breach, ...] = ()
+    unknown: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when no rule fires (see ``known`` for whether every rule could judge)."""
+        return self.level == Level.OK
+
+    @property
+    def known(self) -> bool:
+        """True when every rule could judge (``unknown`` is empty)."""
+        return not self.unknown
+
+    @property
+    def reason(self) -> str:
+        """A short text: ``"OK"`` or the level and the breaches, the worst first, then what
+        is unknown: ``"OK (unknown: memory.percent: /proc/meminfo empty)"``."""
+        if not self.breaches:
+            text = "OK"
+        else:
+            worst = sorted(self.breaches, key=lambda breach: -breach.level)
+            text = f"{self.level.name}: " + "; ".join(breach.message for breach in worst)
+        if self.unknown:
+            text += f" (unknown: {'; '.join(self.unknown)})"
+        return text
+
+    def _repr_html_(self) -> str:
+        import html  # only in a notebook: keeps `import resguard` light
+
+        table = records_table(self.breaches, ("rule", "level", "value", "threshold", "held_s"))
+        unknown = "".join(f"<p>unknown: {html.escape(item)}</p>" for item in self.unknown)
+        return f"<p><b>{self.level.name}</b></p>" + (table if self.breaches else "") + unknown
+
+
+OK_VERDICT: Final = Verdict(Level.OK, ())
+
+
+@runtime_checkable
+class Rule(Protocol):
+    """What a policy needs from a rule; write your own by providing these four members.
+
+    ``step`` judges one snapshot at monotonic time *now* given the rule's own *state*
+    (made by ``new_state``, mutated by ``step`` only) and returns a breach or ``None``.
+    A rule may also have ``reads``, the snapshot paths it judges: when one of them is
+    ``None`` because of a fault, the verdict lists it in ``Verdict.unknown``.
+    """
+
+    name: str
+    level: Level
+
+    def new_state(self) -> Any: ...
+
+    def step(self, snapshot: Snapshot, state: Any, now: float) -> Breach | None: ...
+
+
+def since_wall(snapshot: Snapshot, since: float) -> float:
+    """The epoch time of the monotonic time *since*, by the clocks of *snapshot*."""
+    return snapshot.taken_at + (since - snapshot.monotonic)
+
+
+def is_breach(value: object) -> bool:
+    """Whether a rule's answer is a :class:`Breach` a verdict can be made of (a subclass,
+    at a real :class:`Level`)."""
+    return isinstance(value, Breach) and isinstance(value.level, Level)
+
+
+def finite(number: float) -> bool:
+    """True for a number inside float range that is not NaN or infinite (big ints too)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
