@@ -1,0 +1,382 @@
+"""The reclaim ladder: things that hold memory they can give back, cheapest first.
+
+Anything that can free memory on request (caches, lazy models, idle Ollama models)
+implements :class:`Reclaimable` and registers with :func:`register`. The registry keeps
+weak references, so registering never keeps an object alive. Costs order the ladder:
+lower cost is reclaimed first (see :class:`Cost`).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+
+import attrs
+
+from resguard._errors import InvalidType, InvalidValue
+from resguard._modules.clockcheck import checked_clock
+from resguard._modules.faults import FaultLog
+from resguard._modules.log import get_logger
+from resguard._modules.render import ValueMixin
+from resguard.reclaim._base import Cost, Reclaimable
+from resguard.reclaim._base import shown as _shown
+from resguard.reclaim._stopper import (
+    ACTIONS_KEPT,
+    DEFAULT_PROTECTED_NAMES,
+    ProcessStopper,
+    StopAction,
+    StopCandidate,
+)
+from resguard.units import format_bytes
+
+__all__ = [
+    "ACTIONS_KEPT",
+    "DEFAULT_PROTECTED_NAMES",
+    "Cost",
+    "GarbageCollect",
+    "Ladder",
+    "MallocTrim",
+    "ProcessStopper",
+    "ReclaimReport",
+    "Reclaimable",
+    "StepResult",
+    "StopAction",
+    "StopCandidate",
+    "register",
+    "registered",
+    "unregister",
+]
+
+
+_logger = get_logger("resguard")
+_lock = threading.Lock()
+_registry: dict[int, weakref.ref[Reclaimable]] = {}
+
+
+def _check_reclaimable(item: object, where: str) -> Reclaimable:
+    if not isinstance(item, Reclaimable):
+        raise InvalidType(
+            f"{_shown(item)} is not a Reclaimable; {where} expected an object "
+            "with name, cost, reclaimable_bytes() and reclaim(target_bytes)"
+        )
+    return item
+
+
+def _reclaimables(extra: object) -> tuple[Reclaimable, ...]:
+    if isinstance(extra, (str, bytes)) or not isinstance(extra, Iterable):
+        raise InvalidType(f"extra={_shown(extra)} is not a list of Reclaimables")
+    return tuple(_check_reclaimable(item, "Ladder(extra=...)") for item in extra)
+
+
+def _valid_cost(item: Reclaimable) -> float | None:
+    """*item*'s cost, or ``None`` when it is not a finite number (or reading it failed)."""
+    try:
+        cost = item.cost
+    except Exception:
+        return None
+    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not math.isfinite(cost):
+        return None
+    return float(cost)
+
+
+def register(item: Reclaimable) -> None:
+    """Put *item* on the ladder, held by a weak reference."""
+    _check_reclaimable(item, "register()")
+    cost = _valid_cost(item)
+    if cost is None:
+        raise InvalidValue(
+            f"{_shown(getattr(item, 'cost', None))} is not a cost for "
+            f"{_shown(item)}; expected a finite number (see resguard.Cost)"
+        )
+    key = id(item)
+
+    def _forget(_: weakref.ref[Reclaimable], key: int = key) -> None:
+        with _lock:
+            if _registry.get(key) is _:
+                del _registry[key]
+
+    try:
+        ref = weakref.ref(item, _forget)
+    except TypeError:
+        raise InvalidType(
+            f"{_shown(item)} cannot be held by a weak reference; expected an "
+            "object that allows one (add '__weakref__' to its __slots__)"
+        ) from None
+    with _lock:
+        _registry[key] = ref
+
+
+def unregister(item: Reclaimable) -> None:
+    """Take *item* off the ladder; a no-op when it is not on it."""
+    _check_reclaimable(item, "unregister()")
+    with _lock:
+        ref = _registry.get(id(item))
+        if ref is not None and ref() is item:
+            del _registry[id(item)]
+
+
+def registered() -> list[Reclaimable]:
+    """The live reclaimables, cheapest first (ties keep registration order).
+
+    An item whose cost is no longer a finite number is left out, with a warning.
+    """
+    with _lock:
+        refs = list(_registry.values())
+    items = [item for item in (ref() for ref in refs) if item is not None]
+    return _by_cost(items)
+
+
+_bad_costs = FaultLog(_logger)
+
+
+def _by_cost(items: Iterable[Reclaimable]) -> list[Reclaimable]:
+    ranked: list[tuple[float, Reclaimable]] = []
+    for item in items:
+        cost = _valid_cost(item)
+        if cost is None:
+            _bad_costs.failed(
+                f"the cost of reclaimable {getattr(item, 'name', '?')!r}",
+                "not a finite number; left off the ladder",
+            )
+            continue
+        ranked.append((cost, item))
+    ranked.sort(key=lambda pair: pair[0])
+    return [item for _, item in ranked]
+
+
+# ---------------------------------------------------------------------------------------
+# Built-in steps
+
+
+class GarbageCollect:
+    """``gc.collect()``, throttled so that collections take at most *max_share* of wall time.
+
+    After a collection that took *d* seconds the next one may run only after ``d /
+    max_share`` seconds, so a process under pressure does not spend itself collecting.
+    """
+
+    name = "gc.collect"
+    cost = Cost.GC
+
+    def __init__(
+        self, max_share: float = 0.05, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        expected = "expected a number with 0 < share <= 1, e.g. 0.05"
+        if isinstance(max_share, bool) or not isinstance(max_share, (int, float)):
+            raise InvalidType(
+                f"max_share={_shown(max_share)} is not a share of wall time; {expected}"
+            )
+        if not 0 < max_share <= 1:  # NaN fails too
+            raise InvalidValue(
+                f"max_share={_shown(max_share)} is not a share of wall time; {expected}"
+            )
+        self._clock = checked_clock(clock)
+        self.max_share = max_share
+        self._next_allowed_s = float("-inf")
+        self.collections = 0
+
+    def reclaimable_bytes(self) -> int:
+        return 0  # unknown until collected; the ladder measures
+
+    def reclaim(self, target_bytes: int) -> int:
+        now = self._clock()
+        if now < self._next_allowed_s:
+            return 0
+        gc.collect()
+        took = self._clock() - now
+        self._next_allowed_s = now + took / self.max_share
+        self.collections += 1
+        return 0
+
+
+class MallocTrim:
+    """glibc's ``malloc_trim(0)``: hands free heap pages back to the OS, where present.
+
+    The ladder runs it after every step rather than as a rung of its own: memory that a
+    step frees goes back to malloc's free lists first, and only a trim returns it (once
+    glibc has raised its mmap threshold, even multi-megabyte buffers live in the heap).
+    """
+
+    name = "malloc_trim"
+
+    def __init__(self) -> None:
+        self._trim: Callable[[int], int] | None = None
+        try:
+            import ctypes
+            import ctypes.util
+
+            libc_name = ctypes.util.find_library("c")
+            libc = ctypes.CDLL(libc_name) if libc_name else None
+            self._trim = getattr(libc, "malloc_trim", None)
+        except (OSError, ImportError):
+            self._trim = None
+
+    @property
+    def available(self) -> bool:
+        """Whether this C library has ``malloc_trim`` (glibc does; musl and macOS do not)."""
+        return self._trim is not None
+
+    def trim(self) -> None:
+        """Return free heap pages to the OS (a no-op without glibc's ``malloc_trim``)."""
+        if self._trim is not None:
+            self._trim(0)
+
+
+# ---------------------------------------------------------------------------------------
+# The ladder
+
+
+@attrs.frozen
+class StepResult(ValueMixin):
+    """One rung: what the reclaimable claimed, what re-measuring showed (``None`` when
+    memory could not be measured), and the time taken."""
+
+    name: str
+    claimed_bytes: int
+    measured_bytes: int | None
+    duration_s: float
+
+
+@attrs.frozen
+class ReclaimReport(ValueMixin):
+    """One climb of the ladder: the target, the steps taken and the total freed.
+
+    ``freed_bytes`` is measured; where a measurement was unknown it counts that step's
+    claim instead, and ``measured`` is False.
+    """
+
+    target_bytes: int
+    freed_bytes: int
+    steps: tuple[StepResult, ...]
+    measured: bool = True
+
+    @property
+    def reached(self) -> bool:
+        return self.freed_bytes >= self.target_bytes
+
+
+class Ladder:
+    """Climbs the registered reclaimables cheapest first until enough memory is back.
+
+    *measure* returns the memory in use now (bytes, or ``None`` when unknown), and is
+    called before and after each step: the ladder trusts measurements, not what a step
+    claims (freed Python objects often stay in CPython's arenas). After each step
+    ``malloc_trim`` hands the heap pages it freed back to the OS. It stops once the
+    measured total reaches the target, which :meth:`run` computes as what is needed plus
+    *min_reclaim_bytes*. While memory cannot be measured, a step's claim is counted
+    instead, and no rung of :attr:`Cost.PROCESS` or above runs: processes are never
+    stopped on a number nobody could read.
+    """
+
+    def __init__(
+        self,
+        measure: Callable[[], int | None],
+        *,
+        min_reclaim: int | str = "16MiB",
+        gc_step: GarbageCollect | None = None,
+        trim_step: MallocTrim | None = None,
+        extra: Iterable[Reclaimable] = (),
+    ) -> None:
+        from resguard.units import parse_bytes
+
+        if not callable(measure):
+            raise InvalidType(
+                f"measure={_shown(measure)} is not callable; expected a "
+                "function returning the bytes in use (or None when unknown)"
+            )
+        min_reclaim_bytes = parse_bytes(min_reclaim)
+        if gc_step is not None and not isinstance(gc_step, GarbageCollect):
+            raise InvalidType(
+                f"gc_step={_shown(gc_step)} is not a GarbageCollect; expected "
+                "resguard.reclaim.GarbageCollect(...) or None"
+            )
+        if trim_step is not None and not isinstance(trim_step, MallocTrim):
+            raise InvalidType(
+                f"trim_step={_shown(trim_step)} is not a MallocTrim; expected "
+                "resguard.reclaim.MallocTrim() or None"
+            )
+        extra_items = _reclaimables(extra)
+        self.measure = measure
+        self.min_reclaim_bytes = min_reclaim_bytes
+        self.gc_step = gc_step if gc_step is not None else GarbageCollect()
+        self.trim_step = trim_step if trim_step is not None else MallocTrim()
+        self.extra = extra_items
+        self.last_report: ReclaimReport | None = None
+        self._faults = FaultLog(_logger)
+
+    def steps(self) -> list[Reclaimable]:
+        """The rungs in order: gc, then every registered item by cost."""
+        return _by_cost([self.gc_step, *registered(), *self.extra])
+
+    def _measure(self) -> int | None:
+        try:
+            used = self.measure()
+        except Exception as error:  # a broken probe must not break the ladder
+            self._faults.failed("the ladder's memory measure", error)
+            return None
+        if isinstance(used, bool) or not isinstance(used, int) or used < 0:
+            if used is not None:
+                self._faults.failed(
+                    "the ladder's memory measure", f"returned {_shown(used)}, not a number of bytes"
+                )
+            return None
+        self._faults.recovered("the ladder's memory measure")
+        return used
+
+    def run(self, needed_bytes: int) -> ReclaimReport:
+        """Free at least *needed_bytes* plus the minimum reclaim, cheapest step first."""
+        if isinstance(needed_bytes, bool) or not isinstance(needed_bytes, int):
+            raise InvalidType(
+                f"{_shown(needed_bytes)} is not a number of bytes; expected an integer"
+            )
+        target = max(needed_bytes, 0) + self.min_reclaim_bytes
+        results: list[StepResult] = []
+        freed_total = 0
+        all_measured = True
+        before = self._measure()
+        for item in self.steps():
+            if freed_total >= target:
+                break
+            step = f"reclaim step {_shown(getattr(item, 'name', item))}"
+            if before is None and (_valid_cost(item) or 0.0) >= Cost.PROCESS:
+                # once while memory stays unknown, not on every climb of the ladder
+                self._faults.failed(step, "not run: memory use is unknown", kind="unknown")
+                continue
+            remaining = target - freed_total
+            start = time.perf_counter()
+            try:
+                claimed = int(item.reclaim(remaining))
+            except Exception as error:  # a reclaimable must never break the ladder
+                self._faults.failed(step, error, kind=type(error).__name__)
+                continue
+            self._faults.recovered(step)
+            self.trim_step.trim()
+            after = self._measure()
+            measured = max(before - after, 0) if before is not None and after is not None else None
+            before = after
+            if measured is None:
+                all_measured = False
+            freed_total += measured if measured is not None else max(claimed, 0)
+            results.append(
+                StepResult(str(item.name), claimed, measured, time.perf_counter() - start)
+            )
+        report = ReclaimReport(target, freed_total, tuple(results), all_measured)
+        self.last_report = report
+        if results:
+            _logger.info(
+                "reclaim: freed %s%s of %s in %d steps",
+                format_bytes(freed_total),
+                "" if all_measured else " (partly claimed, unmeasured)",
+                format_bytes(target),
+                len(results),
+            )
+        return report
+
+
+for _public in (Cost, Reclaimable, ProcessStopper, StopAction, StopCandidate):
+    _public.__module__ = __name__
+del _public

@@ -1,0 +1,423 @@
+"""The opt-in process stopper: the last rung, with every safety rule of the charter."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Iterable
+
+import attrs
+
+from resguard._errors import InvalidType, InvalidValue
+from resguard._modules.log import get_logger
+from resguard._modules.render import ValueMixin
+from resguard._probes.identity import Identity, ProcessHandle, ProcStat, read_stat
+from resguard._probes.procfs import PAGE_SIZE
+from resguard.reclaim._base import Cost
+from resguard.reclaim._base import shown as _shown
+from resguard.units import format_bytes
+
+__all__ = [
+    "ACTIONS_KEPT",
+    "DEFAULT_PROTECTED_NAMES",
+    "ProcessStopper",
+    "StopAction",
+    "StopCandidate",
+]
+
+_logger = get_logger("resguard")
+
+
+DEFAULT_PROTECTED_NAMES = frozenset(
+    {
+        "init",
+        "systemd",
+        "systemd-journal",
+        "systemd-logind",
+        "systemd-udevd",
+        "dbus-daemon",
+        "dbus-broker",
+        "sshd",
+        "login",
+        "agetty",
+        "dockerd",
+        "containerd",
+        "Xorg",
+        "Xwayland",
+        "gnome-shell",
+        "kwin_wayland",
+        "kwin_x11",
+        "sway",
+        "plasmashell",
+    }
+)
+"""Process names (``comm``) the stopper never touches, whatever the patterns say: losing
+one of these takes the machine, the session or the remote login with it."""
+
+_KILL_WAIT_S = 5.0  # how long to wait for a SIGKILLed process to become a zombie
+
+
+@attrs.frozen
+class StopCandidate(ValueMixin):
+    """A process that matched a pattern: its exact identity (PID and start time in clock
+    ticks), what it is, and why it is protected (``None`` when it may be stopped)."""
+
+    pid: int
+    start_ticks: int
+    name: str
+    cmdline: str
+    uid: int | None
+    rss: int
+    protected: str | None
+
+
+@attrs.frozen
+class StopAction(ValueMixin):
+    """What the process stopper did, or would do in dry-run.
+
+    ``signal`` is the signal that ended the process (``"SIGTERM"`` when it exited within
+    the grace period, ``"SIGKILL"`` only when escalation was needed), the signal a dry run
+    would send first, or ``"none"`` when nothing was sent; ``done`` says whether the
+    process is stopped (a zombie its parent has not reaped counts as stopped).
+    """
+
+    pid: int
+    name: str
+    cmdline: str
+    rss: int
+    signal: str
+    done: bool
+    reason: str
+    start_ticks: int | None = None
+
+
+def _check_flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidType(f"{name}={_shown(value)} is not a bool; expected True or False")
+    return value
+
+
+def _compile_patterns(patterns: object) -> tuple[re.Pattern[str], ...]:
+    expected = "expected a list of regular expressions (strings), e.g. [r'^python worker']"
+    if isinstance(patterns, (str, bytes)):
+        raise InvalidType(f"{_shown(patterns)} is one string; {expected}")
+    if not isinstance(patterns, Iterable):
+        raise InvalidType(f"{_shown(patterns)} is not a list of patterns; {expected}")
+    compiled = []
+    for pattern in list(patterns):
+        if isinstance(pattern, re.Pattern) and isinstance(pattern.pattern, str):
+            regex = pattern
+        elif isinstance(pattern, str):
+            try:
+                regex = re.compile(pattern)
+            except (re.error, RecursionError, OverflowError) as error:
+                raise InvalidValue(
+                    f"{_shown(pattern)} is not a regular expression: {error}; {expected}"
+                ) from None
+        else:
+            raise InvalidType(
+                f"{_shown(pattern)} in {_shown(patterns)} is not a pattern; {expected}"
+            )
+        if regex.search("") is not None:
+            raise InvalidValue(
+                f"{regex.pattern!r} matches an empty string, so it matches "
+                "every process; expected a pattern that names what may be "
+                "stopped"
+            )
+        compiled.append(regex)
+    return tuple(compiled)
+
+
+def _protected_names(protect: object) -> frozenset[str]:
+    expected = "expected a list of process names, e.g. ['postgres']"
+    if isinstance(protect, (str, bytes)):
+        raise InvalidType(f"protect={_shown(protect)} is one string; {expected}")
+    if not isinstance(protect, Iterable):
+        raise InvalidType(f"protect={_shown(protect)} is not a list of names; {expected}")
+    names = list(protect)
+    for name in names:
+        if not isinstance(name, str):
+            raise InvalidType(f"{_shown(name)} in protect is not a process name; {expected}")
+    return DEFAULT_PROTECTED_NAMES | frozenset(names)
+
+
+def _read_cmdline(proc: str, pid: int) -> str:
+    try:
+        fd = os.open(f"{proc}/{pid}/cmdline", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        raw = os.read(fd, 65536)
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    return " ".join(part.decode("utf-8", "replace") for part in raw.split(b"\0") if part)
+
+
+def _check_candidate(candidate: object) -> None:
+    """Refuse anything but a StopCandidate naming one process, before any signal."""
+    if not isinstance(candidate, StopCandidate):
+        raise InvalidType(
+            f"{_shown(candidate)} is not a StopCandidate; expected one "
+            "from ProcessStopper.candidates()"
+        )
+    for field in ("pid", "start_ticks"):
+        value = getattr(candidate, field)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidType(
+                f"candidate.{field}={_shown(value)} is not a whole number; "
+                "expected a StopCandidate from ProcessStopper.candidates()"
+            )
+    if candidate.pid <= 0 or candidate.start_ticks < 0:
+        # os.kill(0) and os.kill(-1) signal whole groups: never let such a PID near it
+        raise InvalidValue(
+            f"candidate.pid={candidate.pid!r} (start_ticks="
+            f"{candidate.start_ticks!r}) is not one process; expected a "
+            "StopCandidate from ProcessStopper.candidates()"
+        )
+
+
+def _action(candidate: StopCandidate, signal_name: str, done: bool, reason: str) -> StopAction:
+    return StopAction(
+        candidate.pid,
+        candidate.name,
+        candidate.cmdline,
+        candidate.rss,
+        signal_name,
+        done,
+        reason,
+        candidate.start_ticks,
+    )
+
+
+ACTIONS_KEPT = 1000
+"""How many of its latest actions a :class:`ProcessStopper` keeps in ``actions``."""
+_DRY_RUN_LOGGED_MAX = 4096  # identities remembered for logging a dry run once each
+
+
+class ProcessStopper:
+    """The opt-in last step: stop processes whose name or command line matches a pattern.
+
+    Off unless constructed with ``enabled=True``; with ``dry_run=True`` (the default) it
+    only reports what it would do. It sends SIGTERM, then SIGKILL after *grace*. It never
+    touches PID 1, this process, its parent, a process of another user, a kernel thread or
+    a process named in :data:`DEFAULT_PROTECTED_NAMES` or *protect*.
+
+    A process is identified by its PID and exact start time; on Linux >= 5.3 the signals
+    go through a pidfd opened while that identity is verified, so a process that took over
+    a PID is never signalled (elsewhere the start time is re-checked before each signal).
+    A process that exits, even as a zombie its parent has not reaped yet, counts as
+    stopped at once: the grace wait ends there.
+    """
+
+    name = "stop processes"
+    cost = Cost.PROCESS
+
+    def __init__(
+        self,
+        patterns: Iterable[str | re.Pattern[str]],
+        *,
+        enabled: bool = False,
+        dry_run: bool = True,
+        grace: float | str = "5s",
+        protect: Iterable[str] = (),
+    ) -> None:
+        from resguard.units import parse_duration
+
+        compiled = _compile_patterns(patterns)
+        enabled = _check_flag(enabled, "enabled")
+        dry_run = _check_flag(dry_run, "dry_run")
+        grace_s = parse_duration(grace)
+        protected_names = _protected_names(protect)
+        self.patterns = compiled
+        self.enabled = enabled
+        self.dry_run = dry_run
+        self.grace_s = grace_s
+        self.protected_names = protected_names
+        self.actions: list[StopAction] = []
+        self._dry_run_logged: set[tuple[int, int]] = set()
+        self._proc = "/proc"
+        self._use_pidfd = True  # tests turn it off to exercise the fallback
+        self._clock: Callable[[], float] = time.monotonic
+        self._sleep: Callable[[float], None] = time.sleep
+
+    @staticmethod
+    def protected(pid: int, uid: int | None) -> str | None:
+        """Why *pid* must never be stopped, or ``None`` when it may be."""
+        if isinstance(pid, bool) or not isinstance(pid, int):
+            raise InvalidType(f"pid={_shown(pid)} is not a process id; expected an integer")
+        if pid <= 1:
+            return "PID 1" if pid == 1 else "not one process (a group or every process)"
+        if pid == os.getpid():
+            return "this process"
+        if pid == os.getppid():
+            return "this process's parent"
+        if uid is None or uid != os.getuid():
+            return "another user's process"
+        return None
+
+    def _why_protected(self, pid: int, uid: int | None, stat: ProcStat) -> str | None:
+        reason = self.protected(pid, uid)
+        if reason is not None:
+            return reason
+        if stat.kernel_thread:
+            return "a kernel thread"
+        if stat.name in self.protected_names:
+            return f"a protected name ({stat.name})"
+        return None
+
+    def _matches(self, name: str, command: str) -> bool:
+        return any(pattern.search(command) or pattern.search(name) for pattern in self.patterns)
+
+    def candidates(self) -> list[StopCandidate]:
+        """Matching processes, largest first, each with the reason it is protected (or None).
+
+        Each is read as one process: its start time is read before and after its command
+        line and owner, and a process whose PID changed hands in between is left out.
+        """
+        found: list[StopCandidate] = []
+        try:
+            entries = list(os.scandir(self._proc))
+        except OSError:
+            return []
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            first = read_stat(pid, self._proc)
+            if first is None or first.exited:
+                continue
+            try:
+                uid: int | None = entry.stat(follow_symlinks=False).st_uid
+            except OSError:
+                continue
+            command = _read_cmdline(self._proc, pid) or first.name
+            if not self._matches(first.name, command):
+                continue
+            second = read_stat(pid, self._proc)
+            if second is None or second.start_ticks != first.start_ticks:
+                continue  # gone, or its PID changed hands while it was read
+            found.append(
+                StopCandidate(
+                    pid=pid,
+                    start_ticks=first.start_ticks,
+                    name=first.name,
+                    cmdline=command,
+                    uid=uid,
+                    rss=first.rss_pages * PAGE_SIZE,
+                    protected=self._why_protected(pid, uid, first),
+                )
+            )
+        found.sort(key=lambda candidate: candidate.rss, reverse=True)
+        return found
+
+    def reclaimable_bytes(self) -> int:
+        if not self.enabled:
+            return 0
+        return sum(candidate.rss for candidate in self.candidates() if candidate.protected is None)
+
+    def reclaim(self, target_bytes: int) -> int:
+        if isinstance(target_bytes, bool) or not isinstance(target_bytes, int):
+            raise InvalidType(
+                f"{_shown(target_bytes)} is not a number of bytes; expected an integer"
+            )
+        if not self.enabled:
+            return 0
+        freed = 0
+        for candidate in self.candidates():
+            if freed >= target_bytes:
+                break
+            action = self.stop(candidate)
+            self.actions.append(action)
+            if len(self.actions) > ACTIONS_KEPT:  # a long WARNING must not grow it forever
+                del self.actions[:-ACTIONS_KEPT]
+            if action.done or action.reason.startswith("dry run"):
+                freed += candidate.rss
+        return freed
+
+    def stop(self, candidate: StopCandidate) -> StopAction:
+        """Stop one candidate (as :meth:`candidates` listed it) and say what happened.
+
+        Nothing is sent when it is protected, in dry run, or when the process with that
+        identity has exited or its PID belongs to another process now.
+        """
+        _check_candidate(candidate)
+        action = functools.partial(_action, candidate)
+        if candidate.protected is not None:
+            return action("none", False, f"protected: {candidate.protected}")
+        if not self.enabled:
+            return action("none", False, "not enabled")
+        if self.dry_run:
+            self._log_dry_run(candidate)
+            return action(
+                "SIGTERM",
+                False,
+                f"dry run: would send SIGTERM, then SIGKILL after {self.grace_s:g} s",
+            )
+        identity = Identity(candidate.pid, candidate.start_ticks)
+        handle = ProcessHandle.open(identity, self._proc, use_pidfd=self._use_pidfd)
+        if handle is None:
+            return action(
+                "none",
+                False,
+                "gone before it was signalled (it exited, or its "
+                "PID belongs to another process now)",
+            )
+        with handle:
+            try:
+                uid: int | None = os.stat(f"{self._proc}/{candidate.pid}").st_uid
+            except OSError:
+                uid = None
+            stat = handle.stat()  # the owner read above is this process's
+            reason = self._why_protected(candidate.pid, uid, stat) if stat is not None else None
+            if reason is not None:
+                return action("none", False, f"protected: {reason}")
+            try:
+                result = self._terminate(handle, action)
+            except PermissionError as error:
+                return action("none", False, f"not permitted: {error.strerror}")
+        _logger.warning(
+            "stopping pid %d (%s, %s): %s, %s",
+            candidate.pid,
+            candidate.name,
+            format_bytes(candidate.rss),
+            result.signal,
+            result.reason,
+        )
+        return result
+
+    def _log_dry_run(self, candidate: StopCandidate) -> None:
+        """Warn what a dry run would stop, once per process rather than once per climb."""
+        seen = (candidate.pid, candidate.start_ticks)
+        if seen in self._dry_run_logged:
+            return
+        if len(self._dry_run_logged) >= _DRY_RUN_LOGGED_MAX:
+            self._dry_run_logged.clear()
+        self._dry_run_logged.add(seen)
+        _logger.warning(
+            "dry run: would stop pid %d (%s, %s)",
+            candidate.pid,
+            candidate.name,
+            format_bytes(candidate.rss),
+        )
+
+    def _terminate(
+        self, handle: ProcessHandle, action: Callable[[str, bool, str], StopAction]
+    ) -> StopAction:
+        if not handle.send(signal.SIGTERM):
+            return action("none", True, "exited before it was signalled")
+        if handle.wait_exited(self.grace_s, clock=self._clock, sleep=self._sleep):
+            return action("SIGTERM", True, "exited within the grace period after SIGTERM")
+        if not handle.send(signal.SIGKILL):
+            return action("SIGTERM", True, "exited at the end of the grace period")
+        if handle.wait_exited(_KILL_WAIT_S, clock=self._clock, sleep=self._sleep):
+            return action(
+                "SIGKILL", True, f"still running {self.grace_s:g} s after SIGTERM; killed"
+            )
+        return action(
+            "SIGKILL", False, f"still running {_KILL_WAIT_S:g} s after SIGKILL (uninterruptible?)"
+        )
