@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from resguard._errors import InvalidType, InvalidValue, UnknownMetric
 from resguard.rules._verdict import Level
-from resguard.snapshot import Snapshot, metric_paths
+from resguard.snapshot import Snapshot, metric_paths, metric_unit
 from resguard.units import (
     _PLAIN_NUMBER,
     Amount,
@@ -43,10 +43,6 @@ __all__ = [
     "rule_name",
 ]
 
-_BYTE_LEAVES: Final = frozenset(
-    {"total", "limit", "used", "available", "free", "rss", "vms", "uss", "children_rss"}
-)
-_PSI_LEAVES: Final = frozenset({"avg10", "avg60", "avg300"})
 OPS: Final[dict[str, Callable[[Any, Any], bool]]] = {
     ">": operator.gt,
     ">=": operator.ge,
@@ -82,12 +78,10 @@ def check_metric(metric: object) -> str:
 
 
 def metric_kind(metric: str) -> str:
-    leaf = metric.rsplit(".", 1)[-1]
-    if leaf in _BYTE_LEAVES:
-        return "bytes"
-    if leaf.endswith("percent") or leaf in _PSI_LEAVES:
-        return "percent"
-    return ""
+    """How a rule reads figures for *metric*: ``"bytes"`` (a size or a share of the
+    limit), ``"percent"`` or ``""`` (a plain number), from the snapshot's unit metadata."""
+    unit = metric_unit(metric)
+    return unit if unit in ("bytes", "percent") else ""
 
 
 def compile_getter(metric: str) -> Callable[[Snapshot], Any]:

@@ -18,6 +18,7 @@ from resguard.rules._figures import (
     Bound,
     check_clear_side,
     duration,
+    metric_kind,
     parse_bound,
     rule_level,
     rule_name,
@@ -31,27 +32,33 @@ __all__ = ["ContainerThreshold", "PerRowThreshold", "ProcessCount", "ProcessThre
 
 _MAX_PIDS: Final = 2**22  # PID_MAX_LIMIT on 64-bit Linux
 
-Figure = tuple[str, str, str, object]  # (argument, field, kind, value as given)
+Figure = tuple[str, str, object]  # (argument, field of a row, value as given)
 
 
 def _process_figures(cpu_percent_above: object, rss_above: object) -> tuple[Figure, ...]:
     return (
-        ("cpu_percent_above", "cpu_percent", "percent", cpu_percent_above),
-        ("rss_above", "rss", "bytes", rss_above),
+        ("cpu_percent_above", "cpu_percent", cpu_percent_above),
+        ("rss_above", "rss", rss_above),
     )
 
 
 def choose_bounds(
-    rule: str, noun: str, figures: tuple[Figure, ...], clear: object, share_hint: str = ""
+    rule: str,
+    table: str,
+    noun: str,
+    figures: tuple[Figure, ...],
+    clear: object,
+    share_hint: str = "",
 ) -> tuple[str, str, Bound, Bound]:
-    """The one figure given among *figures*, read for the *noun*'s field, and its clear
-    level: ``(field, kind, value, clear)``. With *share_hint*, a byte figure given as a
-    share is refused with that hint."""
-    chosen = [figure for figure in figures if figure[3] is not None]
+    """The one figure given among *figures* for a field of *table*'s rows (its unit from
+    the snapshot's metadata), and its clear level: ``(field, kind, value, clear)``. With
+    *share_hint*, a byte figure given as a share is refused with that hint."""
+    chosen = [figure for figure in figures if figure[2] is not None]
     if len(chosen) != 1:
         arguments = " or ".join(f"{figure[0]}=" for figure in figures)
         raise InvalidValue(f"{rule} needs exactly one of {arguments} (got {len(chosen)})")
-    argument, field, kind, raw = chosen[0]
+    argument, field, raw = chosen[0]
+    kind = metric_kind(f"{table}.{field}")
     if share_hint and kind == "bytes" and is_percent(raw):
         raise InvalidValue(f"{argument}={shown(raw)} must be a size such as '2GiB'; {share_hint}")
     label = f"{noun} {field}"
@@ -143,7 +150,7 @@ class PerRowThreshold(abc.ABC):
         share_hint: str = "",
     ) -> None:
         self.field, self.kind, self._value, self._clear = choose_bounds(
-            type(self).__name__, self.noun, figures, clear, share_hint
+            type(self).__name__, self.table, self.noun, figures, clear, share_hint
         )
         self.metric = f"{self.table}.{self.field}"
         self._get = operator.attrgetter(self.field)
@@ -281,8 +288,8 @@ class ContainerThreshold(PerRowThreshold):
         name: str | None = None,
     ) -> None:
         figures = (
-            ("percent_above", "memory_percent", "percent", percent_above),
-            ("used_above", "memory_used", "bytes", used_above),
+            ("percent_above", "memory_percent", percent_above),
+            ("used_above", "memory_used", used_above),
         )
         hint = "for a share of the container's limit use percent_above="
         self._setup(figures, for_, clear, level, name, share_hint=hint)
@@ -342,7 +349,11 @@ class ProcessCount:
         name: str | None = None,
     ) -> None:
         self.field, self.kind, self._value, self._clear = choose_bounds(
-            "ProcessCount", "process", _process_figures(cpu_percent_above, rss_above), clear
+            "ProcessCount",
+            "processes",
+            "process",
+            _process_figures(cpu_percent_above, rss_above),
+            clear,
         )
         expected = f"expected an int from 1 to {_MAX_PIDS} (the most processes Linux allows)"
         if isinstance(at_least, bool) or not isinstance(at_least, int):
