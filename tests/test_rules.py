@@ -176,6 +176,16 @@ def test_percent_of_limit_follows_the_limit_of_each_snapshot():
     assert verdicts[0].breaches[0].threshold == pytest.approx(0.85 * 11 * GiB)
 
 
+def test_a_share_of_the_limit_is_its_exact_fraction_not_whole_bytes() -> None:
+    rule = Threshold("memory.used", ">=", "85%")  # of 10 bytes: 8.5, which 8 bytes is not
+    verdicts = run(
+        rule,
+        [(1, make_snapshot(at=1, used=8, limit=10)), (2, make_snapshot(at=2, used=9, limit=10))],
+    )
+    assert levels(verdicts) == [Level.OK, Level.WARNING]
+    assert verdicts[1].breaches[0].threshold == 8.5
+
+
 # ---------------------------------------------------------------- threshold logic ---
 
 
@@ -1431,3 +1441,31 @@ def test_threshold_state_is_the_shared_sustain_machine() -> None:
     state = rule.new_state()
     assert isinstance(state, Sustain)
     assert (state.for_s, state.cooldown_s) == (2.0, 5.0)
+
+
+def test_a_flapping_rule_is_logged_again_after_a_minute_of_the_policy_clock(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    clock = ManualClock()
+    broken = BrokenRule()
+    policy = Policy([broken], clock=clock)
+    caplog.set_level(logging.WARNING, logger="resguard")
+
+    def flap(times: int) -> int:
+        for t in range(times):
+            broken.failing = t % 2 == 0
+            policy.evaluate(make_snapshot(at=t))
+        return sum("broken" in r.getMessage() for r in caplog.records)
+
+    assert flap(10) == 2  # failing, works again: once within the minute
+    clock.advance(59.0)
+    assert flap(10) == 2
+    clock.advance(1.0)  # a minute after the first log: the next failure is logged again
+    assert flap(10) == 4
+
+
+def test_a_policy_clock_must_be_callable() -> None:
+    with pytest.raises(InvalidType, match="clock=5 is not a clock"):
+        Policy([], clock=5)  # type: ignore[arg-type]
