@@ -3,33 +3,51 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
 
-__all__ = ["ValueMixin", "flatten", "format_value", "html_table", "to_plain"]
+__all__ = ["ValueMixin", "flatten", "format_value", "html_table", "leaf_unit", "to_plain"]
 
-# Fields counted in bytes are shown with units in HTML; JSON keeps the raw integers.
-_BYTE_FIELDS = frozenset(
-    {
-        "total",
-        "limit",
-        "used",
-        "available",
-        "free",
-        "rss",
-        "vms",
-        "uss",
-        "children_rss",
-        "memory_usage",
-        "memory_used",
-        "memory_limit",
-        "size",
-        "size_vram",
-        "peak_rss",
-    }
-)
+# (how many value types it was built from, leaf name -> unit), swapped whole when rebuilt
+_leaf_units: tuple[int, dict[str, str | None]] = (0, {})
+
+
+def _value_types() -> list[type]:
+    found, todo = [], [ValueMixin]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            found.append(sub)
+            todo.append(sub)
+    return found
+
+
+def _declared_units(types: Iterable[type]) -> dict[str, str | None]:
+    declared: dict[str, set[str]] = {}
+    for cls in types:
+        if attrs.has(cls):
+            for field in attrs.fields(cls):
+                unit = field.metadata.get("unit")
+                if isinstance(unit, str):
+                    declared.setdefault(field.name, set()).add(unit)
+    return {leaf: units.pop() if len(units) == 1 else None for leaf, units in declared.items()}
+
+
+def leaf_unit(name: str) -> str | None:
+    """The unit (``"bytes"``, ``"percent"``...) that the value types' fields named *name*
+    declare in their attrs metadata (``metadata={"unit": ...}``, as the snapshot's fields
+    do: the one place units are written), or ``None`` when none does or they disagree.
+
+    A table of (name, value) rows carries no types, so it is formatted by this; the table
+    is rebuilt when a module defining more value types has been imported."""
+    global _leaf_units
+    types = _value_types()
+    built_from, units = _leaf_units
+    if len(types) != built_from:
+        units = _declared_units(types)
+        _leaf_units = (len(types), units)
+    return units.get(name)
 
 
 def to_plain(value: Any) -> Any:
@@ -68,23 +86,32 @@ def format_value(value: float | None, spec: str = "", *, unknown: str = "unknown
     return unknown if value is None else format(value, spec)
 
 
-def _format(path: str, value: Any) -> str:
+def _format(path: str, value: Any, unit: str | None = None) -> str:
+    """*value* for people: a whole number of bytes with its unit (JSON keeps the raw
+    integers), a float with two decimals, ``—`` for ``None``."""
     from resguard.units import format_bytes
 
-    leaf = path.rsplit(".", 1)[-1]
-    if isinstance(value, int) and not isinstance(value, bool) and leaf in _BYTE_FIELDS:
+    if unit is None:
+        unit = leaf_unit(path.rsplit(".", 1)[-1])
+    if isinstance(value, int) and not isinstance(value, bool) and unit == "bytes":
         return format_bytes(value)
     if isinstance(value, float):
         return f"{value:.2f}"
     return "—" if value is None else str(value)
 
 
-def html_table(rows: Iterable[tuple[str, Any]], title: str = "") -> str:
-    """A two-column HTML table of (name, value) rows, values formatted for people."""
+def html_table(
+    rows: Iterable[tuple[str, Any]], title: str = "", *, units: Mapping[str, str] | None = None
+) -> str:
+    """A two-column HTML table of (name, value) rows, values formatted for people by their
+    unit: *units* by row name for rows that are no field of a value type (``peak_rss``),
+    else the unit the fields of that name declare (:func:`leaf_unit`)."""
+    units = units or {}
     caption = f"<caption>{html.escape(title)}</caption>" if title else ""
     body = "".join(
         f"<tr><th style='text-align:left'>{html.escape(path)}</th>"
-        f"<td style='text-align:right'>{html.escape(_format(path, value))}</td></tr>"
+        f"<td style='text-align:right'>"
+        f"{html.escape(_format(path, value, units.get(path)))}</td></tr>"
         for path, value in rows
     )
     return f"<table>{caption}{body}</table>"
@@ -97,13 +124,24 @@ def records_table(records: Iterable[Any], columns: tuple[str, ...], title: str =
     rows = "".join(
         "<tr>"
         + "".join(
-            f"<td>{html.escape(_format(column, getattr(record, column)))}</td>"
+            f"<td>{html.escape(_format(column, getattr(record, column), _unit(record, column)))}"
+            "</td>"
             for column in columns
         )
         + "</tr>"
         for record in records
     )
     return f"<table>{caption}<tr>{head}</tr>{rows}</table>"
+
+
+def _unit(record: Any, name: str) -> str | None:
+    """The unit *record*'s own field *name* declares, or ``None``."""
+    if attrs.has(type(record)):
+        field = attrs.fields_dict(type(record)).get(name)
+        if field is not None:
+            unit = field.metadata.get("unit")
+            return unit if isinstance(unit, str) else None
+    return None
 
 
 class ValueMixin:
