@@ -541,3 +541,35 @@ def test_the_snapshot_view_shows_uss_when_measured_and_children_only_when_known(
         faults=(Fault("process.children_rss", "/proc/1/task", "unreadable", "permission denied"),),
     )
     assert "children ?" in format_snapshot(damaged)
+
+
+# ---------------------------------------------------- the one table/live renderer ---
+
+
+def test_one_table_renderer_pads_fixed_and_fitted_columns() -> None:
+    from resguard.cli._render import Column, table
+
+    fixed = (Column("ID", ">", 4), Column("USER", "<", 5, cut=5), Column("COMMAND", cut=6))
+    assert table(fixed, [("1", "rooted-user", "python -m x"), ("22", "", "")]).splitlines() == [
+        "  ID USER  COMMAN",
+        "   1 roote python",
+        "  22       ",
+    ]
+    fitted = [Column("NAME"), Column("SIZE")]
+    text = table(fitted, [("llama3.2:1b", "1.4 GiB"), ("a", "")], gap="  ", strip=True)
+    assert text.splitlines() == ["NAME         SIZE", "llama3.2:1b  1.4 GiB", "a"]
+    assert table(fitted, []) == "NAME SIZE"
+
+
+def test_the_live_view_redraws_a_terminal_and_appends_to_a_pipe() -> None:
+    import io
+
+    from resguard.cli._render import Live
+
+    screen, pipe = io.StringIO(), io.StringIO()
+    Live(screen, redraw=True).show("frame")
+    appended = Live(pipe, redraw=False)
+    appended.show("one")
+    appended.show_json({"level": "OK"})
+    assert screen.getvalue() == "\x1b[H\x1b[2Jframe\n"
+    assert pipe.getvalue() == 'one\n{"level":"OK"}\n'

@@ -71,3 +71,16 @@ def test_cli_prints_tables_and_json(docker_run: Any, docker_client: Any) -> None
     assert cli("limits", as_json=True, out=out, containers=engine) == 0
     assert container.id in [item["id"] for item in json.loads(out.getvalue())]
     engine.close()
+
+
+@pytest.mark.docker
+def test_resguard_docker_limits_through_the_command_line(
+    docker_run: Any, docker_client: Any
+) -> None:
+    from resguard.cli import main
+
+    container = docker_run(HOLD.format(kib=64), memory="32m")
+    out = io.StringIO()
+    assert main(["docker", "limits", "--json"], out=out) == 0
+    (row,) = [item for item in json.loads(out.getvalue()) if item["id"] == container.id]
+    assert row["memory_limit"] == 32 * MiB

@@ -61,3 +61,18 @@ def test_cli_with_a_bad_host_prints_one_line_and_exits_2(host: str) -> None:
     assert err.getvalue().count("\n") == 1
     assert repr(host) in err.getvalue()
     assert "Traceback" not in err.getvalue()
+
+
+def test_resguard_ollama_ps_and_unload_through_the_command_line(
+    ollama_server: OllamaStandIn,
+) -> None:
+    from resguard.cli import main
+
+    ollama.Client(host=ollama_server.host).generate(model=SMALL)
+    out = io.StringIO()
+    assert main(["ollama", "ps", "--host", ollama_server.host, "--json"], out=out) == 0
+    assert [model["name"] for model in json.loads(out.getvalue())["models"]] == [SMALL]
+    out = io.StringIO()
+    assert main(["ollama", "unload", SMALL, "--host", ollama_server.host], out=out) == 0
+    assert out.getvalue() == f"unloaded {SMALL} (1.4 GiB)\n"
+    assert ollama_server.loaded_names() == []
