@@ -13,16 +13,34 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from resguard import InvalidValue
 from resguard.profile import Profile, Sample, profile
 from resguard.snapshot import Sampler, Snapshot
+from resguard.testing import ManualClock
 
-from support import run_python
+from support import run_python, wait_until
 
 MB = 1_000_000
+_T = TypeVar("_T")
+
+
+def known(value: _T | None) -> _T:
+    """*value*, asserted to be known (a figure the test's machine can always read)."""
+    assert value is not None
+    return value
+
+
+def _count(prof: Profile) -> int:
+    return len(prof.samples)
+
+
+def _sampled_above(prof: Profile, rss: int) -> bool:
+    """Whether a sample of *prof* saw this process's RSS at *rss* bytes or more."""
+    return any((sample.rss or 0) >= rss for sample in prof.samples)
 
 
 def _profile_threads() -> list[threading.Thread]:
@@ -38,27 +56,71 @@ def test_a_tiny_block_runs_once_and_has_two_samples() -> None:
     assert all(isinstance(sample, Sample) for sample in prof.samples)
     assert prof.samples[0].elapsed_s <= prof.samples[1].elapsed_s
     assert prof.duration >= 0
-    assert prof.peak_rss >= prof.samples[-1].rss > 0
+    assert known(prof.peak_rss) >= known(prof.samples[-1].rss) > 0
     assert not _profile_threads()
 
 
 def test_samples_are_taken_in_the_background_while_the_block_runs() -> None:
     with profile(interval="20ms") as prof:
-        time.sleep(0.5)
-    # 2 bracketing samples plus about 25 from the thread; generous for a loaded machine
+        # 2 bracketing samples plus 4 from the thread
+        wait_until(lambda: len(prof.samples) >= 5, what="the thread's samples")
     assert len(prof.samples) >= 6
     times = [sample.elapsed_s for sample in prof.samples]
     assert times == sorted(times)
-    assert 0.5 <= prof.duration < 60
+    # four samples 20 ms apart fell inside the block, which ended before the final sample
+    assert 0.06 <= prof.duration <= times[-1] < 60
+
+
+def test_samples_fall_due_by_the_profiles_clock() -> None:
+    clock, cpu = ManualClock(), ManualClock(50.0)
+    prof = Profile("100ms", uss_interval=None, clock=clock, cpu_clock=cpu)
+    with prof:
+        assert _count(prof) == 1
+        assert prof.tick() is None  # not due yet
+        clock.advance(0.099)
+        assert prof.tick() is None
+        cpu.advance(0.05)
+        clock.advance(0.001)
+        prof.tick()  # the thread may have taken it first: one sample per due time
+        assert _count(prof) == 2
+        assert prof.samples[1].elapsed_s == pytest.approx(0.1)
+        assert prof.samples[1].cpu_percent == pytest.approx(50.0)
+        assert prof.tick() is None
+        clock.advance(1.0)  # fell far behind: one sample, not ten
+        prof.tick()
+        prof.tick()
+        assert _count(prof) == 3
+        clock.advance(0.1)
+        prof.tick()
+        assert _count(prof) == 4
+        assert prof.duration == pytest.approx(1.2)
+    assert _count(prof) == 5
+    assert prof.duration == pytest.approx(1.2)
+    assert prof.samples[-1].elapsed_s == pytest.approx(1.2)
+    assert prof.cpu_seconds == pytest.approx(0.05)
+    assert prof.mean_cpu_percent == pytest.approx(100 * 0.05 / 1.2)
+    assert prof.tick() is None  # not running
+
+
+def test_uss_is_read_at_its_own_interval() -> None:
+    clock = ManualClock()
+    with Profile("100ms", uss_interval="250ms", clock=clock) as prof:
+        for _ in range(5):
+            clock.advance(0.1)
+            prof.tick()
+    # read at 0 s, due again at 0.25 s: read at 0.3 s, due at 0.55 s; the final one reads it
+    read = [s.uss is not None for s in prof.samples]
+    assert read == [True, False, False, True, False, False, True]
 
 
 def test_peak_of_a_touched_bytearray_matches_its_size() -> None:
     with profile(interval="20ms") as prof:
         block = bytearray(200 * MB)  # bytearray(n) memsets: every page is resident
-        time.sleep(0.3)
+        baseline = prof.samples[0].rss or 0
+        wait_until(lambda: _sampled_above(prof, baseline + 190 * MB), what="a sample of the block")
         del block
     assert prof.peak_rss_delta == pytest.approx(200 * MB, rel=0.10)
-    assert prof.peak_rss >= max(s.rss for s in prof.samples)
+    assert known(prof.peak_rss) >= max(known(s.rss) for s in prof.samples)
 
 
 def test_a_spike_between_samples_is_caught_by_the_high_water_mark() -> None:
@@ -83,19 +145,21 @@ def test_numpy_zeros_are_traced_but_not_resident_and_ones_are_both() -> None:
     numpy = pytest.importorskip("numpy")
     with profile(interval="20ms", tracemalloc=True) as zeros:
         array = numpy.zeros(25_000_000)  # 200 MB of float64 from calloc: pages untouched
-        time.sleep(0.1)
+        wait_until(lambda: len(zeros.samples) >= 3, what="a sample while the array lives")
         del array
     assert zeros.peak_traced is not None
     assert zeros.peak_traced >= 200 * MB
-    assert max(s.rss for s in zeros.samples) - zeros.baseline_rss < 20 * MB
+    assert max(known(s.rss) for s in zeros.samples) - known(zeros.baseline_rss) < 20 * MB
 
     with profile(interval="20ms", tracemalloc=True) as ones:
         array = numpy.ones(25_000_000)  # written: resident
-        time.sleep(0.1)
+        baseline = ones.samples[0].rss or 0
+        wait_until(lambda: _sampled_above(ones, baseline + 190 * MB), what="a sample of the array")
         del array
     assert ones.peak_traced is not None
     assert ones.peak_traced >= 200 * MB
-    assert max(s.rss for s in ones.samples) - ones.baseline_rss == pytest.approx(200 * MB, rel=0.10)
+    ones_peak = max(known(s.rss) for s in ones.samples)
+    assert ones_peak - known(ones.baseline_rss) == pytest.approx(200 * MB, rel=0.10)
 
 
 def test_c_allocations_are_resident_but_not_traced() -> None:
@@ -107,11 +171,13 @@ def test_c_allocations_are_resident_but_not_traced() -> None:
         pointer = libc.malloc(100 * MB)
         assert pointer
         ctypes.memset(pointer, 1, 100 * MB)
-        time.sleep(0.1)
+        baseline = prof.samples[0].rss or 0
+        wait_until(lambda: _sampled_above(prof, baseline + 95 * MB), what="a sample of the block")
         libc.free(pointer)
     assert prof.peak_traced is not None
     assert prof.peak_traced < 10 * MB
-    assert max(s.rss for s in prof.samples) - prof.baseline_rss == pytest.approx(100 * MB, rel=0.10)
+    peak = max(known(s.rss) for s in prof.samples)
+    assert peak - known(prof.baseline_rss) == pytest.approx(100 * MB, rel=0.10)
 
 
 def test_tracing_that_was_already_on_stays_on() -> None:
@@ -144,11 +210,14 @@ def test_children_memory_is_summed() -> None:
         try:
             assert child.stdout is not None
             assert child.stdout.readline() == "ok\n"
-            time.sleep(0.2)
+            wait_until(
+                lambda: any((s.children_rss or 0) >= 100 * MB for s in prof.samples),
+                what="a sample of the child",
+            )
         finally:
             child.communicate("", timeout=60)
-    assert prof.peak_children_rss >= 100 * MB
-    assert prof.peak_total_rss >= prof.peak_children_rss
+    assert known(prof.peak_children_rss) >= 100 * MB
+    assert known(prof.peak_total_rss) >= known(prof.peak_children_rss)
 
     with profile(interval="20ms", children=False) as alone:
         child = subprocess.Popen(
@@ -157,7 +226,7 @@ def test_children_memory_is_summed() -> None:
         try:
             assert child.stdout is not None
             assert child.stdout.readline() == "ok\n"
-            time.sleep(0.1)
+            wait_until(lambda: len(alone.samples) >= 3, what="a sample while the child lives")
         finally:
             child.communicate("", timeout=60)
     assert alone.peak_children_rss is None  # not measured: unknown, not 0
@@ -176,14 +245,18 @@ def test_cpu_of_a_busy_loop_is_seen() -> None:
 
 
 def test_headroom_and_uss_are_recorded() -> None:
-    with profile(interval="20ms", uss_interval="1h") as prof:
-        time.sleep(0.1)
+    clock = ManualClock()
+    with Profile("20ms", uss_interval="1h", clock=clock) as prof:
+        for _ in range(5):
+            clock.advance(0.02)
+            prof.tick()
+    assert len(prof.samples) == 7
     first, last = prof.samples[0], prof.samples[-1]
     assert first.uss is not None  # read at the start ...
     assert last.uss is not None  # ... and at the end
     assert all(s.uss is None for s in prof.samples[1:-1])  # not in between (1 h)
-    assert 0 < first.available <= first.limit
-    assert prof.min_available == min(s.available for s in prof.samples)
+    assert 0 < known(first.available) <= known(first.limit)
+    assert prof.min_available == min(known(s.available) for s in prof.samples)
     with profile(uss_interval=None) as no_uss:
         pass
     assert no_uss.peak_uss is None
@@ -218,10 +291,13 @@ def test_decorator_forms_and_async() -> None:
 
 
 def test_reuse_replaces_samples_and_reentry_is_refused() -> None:
-    prof = profile(interval="10ms")
+    clock = ManualClock()
+    prof = Profile("10ms", clock=clock)
     with prof:
-        time.sleep(0.1)
+        clock.advance(0.01)
+        prof.tick()
     first = prof.samples
+    assert len(first) == 3
     with prof:
         pass
     assert prof.samples != first
@@ -250,12 +326,15 @@ def test_an_exception_in_the_block_propagates_and_the_profile_is_complete() -> N
 )
 def test_bad_arguments_name_the_value(kwargs: dict[str, object], text: str) -> None:
     with pytest.raises(InvalidValue, match=text):
-        profile(**kwargs)  # type: ignore[arg-type]
+        profile(**kwargs)  # type: ignore[call-overload]
 
 
 def test_csv_dataframe_html_and_plot(tmp_path: Path) -> None:
-    with profile(interval="10ms", tracemalloc=True, label="export") as prof:
-        time.sleep(0.05)
+    clock = ManualClock()
+    with Profile("10ms", tracemalloc=True, label="export", clock=clock) as prof:
+        for _ in range(3):
+            clock.advance(0.01)
+            prof.tick()
     path = tmp_path / "profile.csv"
     prof.to_csv(path)
     rows = list(csv.DictReader(path.open()))
@@ -329,8 +408,7 @@ def test_concurrent_and_recursive_calls_of_a_decorated_function_all_run() -> Non
     assert results == [2, 2, 2, 2]
     assert not work.profile.running  # type: ignore[attr-defined]
     assert len(work.profile.samples) >= 2  # type: ignore[attr-defined]
-    time.sleep(0.05)
-    assert not _profile_threads()
+    assert not _profile_threads()  # every thread, the copies' too, was joined on exit
 
 
 def test_overlapping_traced_profiles_share_tracing_and_stop_it_once() -> None:
@@ -381,9 +459,9 @@ def test_reentering_a_running_profile_is_an_invalid_state() -> None:
 @pytest.mark.parametrize("interval", ["1ns", "0.5ms", 1e-6])
 def test_an_interval_below_one_millisecond_is_refused_not_a_busy_loop(interval: object) -> None:
     with pytest.raises(InvalidValue, match="1ms floor"):
-        profile(interval=interval)  # type: ignore[arg-type]
+        profile(interval=interval)  # type: ignore[call-overload]
     with pytest.raises(InvalidValue, match="1ms floor"):
-        profile(uss_interval=interval)  # type: ignore[arg-type]
+        profile(uss_interval=interval)  # type: ignore[call-overload]
 
 
 @pytest.mark.parametrize(
@@ -401,7 +479,7 @@ def test_arguments_of_the_wrong_type_are_invalid_types(
     from resguard import InvalidType
 
     with pytest.raises(InvalidType, match=text):
-        profile(**kwargs)  # type: ignore[arg-type]
+        profile(**kwargs)  # type: ignore[call-overload]
     with pytest.raises(InvalidType, match="sampler='default'"):
         Profile(sampler="default")  # type: ignore[arg-type]
 
@@ -437,9 +515,11 @@ class _BlindSampler(Sampler):
 
 
 def test_unknown_memory_is_reported_as_unknown_not_zero(tmp_path: Path) -> None:
-    prof = Profile("10ms", sampler=_BlindSampler(), uss_interval=None)
+    clock = ManualClock()
+    prof = Profile("10ms", sampler=_BlindSampler(), uss_interval=None, clock=clock)
     with prof:
-        time.sleep(0.03)
+        clock.advance(0.01)
+        prof.tick()
     assert prof.samples
     assert all(s.rss is None and s.total_rss is None for s in prof.samples)
     assert prof.baseline_rss is None
