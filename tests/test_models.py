@@ -21,7 +21,21 @@ from resguard.snapshot import Sampler
 from resguard.testing import KernelTree, ManualClock
 from resguard.units import Amount
 
+from support import wait_until
+
 MiB = 1024 * 1024
+
+
+class Counter:
+    """A count that threads add to."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def add(self) -> None:
+        with self._lock:
+            self.value += 1
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -30,11 +44,14 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 
 class Loader:
-    """A real loader: allocates *size* bytes, counts loads and unloads, can be slow."""
+    """A real loader: allocates *size* bytes, counts loads and unloads; a *gated* one blocks
+    until the test opens ``gate`` (a slow load that many callers ask for meanwhile)."""
 
-    def __init__(self, size: int = MiB, delay_s: float = 0.0, fail: int = 0) -> None:
+    def __init__(self, size: int = MiB, gated: bool = False, fail: int = 0) -> None:
         self.size = size
-        self.delay_s = delay_s
+        self.gate = threading.Event()
+        if not gated:
+            self.gate.set()
         self.fail = fail
         self.loads = 0
         self.unloaded: list[bytearray] = []
@@ -45,7 +62,8 @@ class Loader:
             self.loads += 1
             failing = self.fail > 0
             self.fail -= 1
-        time.sleep(self.delay_s)
+        if not self.gate.wait(30):
+            raise TimeoutError("the test never opened the loader's gate")
         if failing:
             raise OSError("weights file is corrupt")
         return bytearray(self.size)
@@ -55,19 +73,23 @@ class Loader:
 
 
 def test_fifty_threads_load_once() -> None:
-    loader = Loader(delay_s=0.2)
+    loader = Loader(gated=True)
     model = LazyModel(loader.load, loader.unload, size=MiB, name="m")
     barrier = threading.Barrier(50)
     seen: list[int] = []
+    asked = Counter()
 
     def worker() -> None:
         barrier.wait()
+        asked.add()
         with model as m:
             seen.append(id(m))
 
     threads = [threading.Thread(target=worker) for _ in range(50)]
     for thread in threads:
         thread.start()
+    wait_until(lambda: loader.loads and asked.value == 50, what="all 50 threads to ask")
+    loader.gate.set()
     for thread in threads:
         thread.join(timeout=60)
     assert loader.loads == 1
@@ -80,7 +102,7 @@ def test_fifty_threads_load_once() -> None:
 
 @pytest.mark.anyio
 async def test_fifty_tasks_load_once() -> None:
-    loader = Loader(delay_s=0.2)
+    loader = Loader(gated=True)
     model = LazyModel(loader.load, loader.unload, size=MiB, name="m")
     seen: list[int] = []
 
@@ -92,6 +114,9 @@ async def test_fifty_tasks_load_once() -> None:
     async with anyio.create_task_group() as tg:
         for _ in range(50):
             tg.start_soon(worker)
+        await anyio.wait_all_tasks_blocked()  # one loads (in a thread), 49 wait for it
+        assert model.loading
+        loader.gate.set()
     assert loader.loads == 1
     assert len(seen) == 50
     assert len(set(seen)) == 1
@@ -101,14 +126,15 @@ async def test_fifty_tasks_load_once() -> None:
 @pytest.mark.anyio
 async def test_fifty_tasks_with_an_async_loader_load_once() -> None:
     loads = 0
+    gate = anyio.Event()
 
     async def load() -> dict[str, int]:
         nonlocal loads
         loads += 1
-        await anyio.sleep(0.1)
+        await gate.wait()
         return {"weights": 1}
 
-    model = LazyModel(load, size=MiB)
+    model: LazyModel[dict[str, int]] = LazyModel(load, size=MiB)
     results: list[dict[str, int]] = []
 
     async def worker() -> None:
@@ -117,6 +143,8 @@ async def test_fifty_tasks_with_an_async_loader_load_once() -> None:
     async with anyio.create_task_group() as tg:
         for _ in range(50):
             tg.start_soon(worker)
+        await anyio.wait_all_tasks_blocked()  # one loads, 49 wait for it
+        gate.set()
     assert loads == 1
     assert all(r is results[0] for r in results)
     with pytest.raises(InvalidType, match="async loader"):
@@ -124,13 +152,15 @@ async def test_fifty_tasks_with_an_async_loader_load_once() -> None:
 
 
 def test_threads_and_a_failed_load_share_the_error_then_retry_works() -> None:
-    loader = Loader(delay_s=0.2, fail=1)
+    loader = Loader(gated=True, fail=1)
     model = LazyModel(loader.load, size=MiB)
     errors: list[BaseException] = []
     barrier = threading.Barrier(10)
+    asked = Counter()
 
     def worker() -> None:
         barrier.wait()
+        asked.add()
         try:
             model.get()
         except OSError as error:
@@ -139,6 +169,8 @@ def test_threads_and_a_failed_load_share_the_error_then_retry_works() -> None:
     threads = [threading.Thread(target=worker) for _ in range(10)]
     for thread in threads:
         thread.start()
+    wait_until(lambda: loader.loads and asked.value == 10, what="all 10 threads to ask")
+    loader.gate.set()
     for thread in threads:
         thread.join(timeout=60)
     # the slow failing load is shared by whoever was waiting for it; late comers may retry
@@ -186,17 +218,21 @@ def test_shared_sweeper_unloads_an_idle_model_without_being_asked() -> None:
     loader = Loader()
     model = LazyModel(loader.load, loader.unload, size=MiB, idle_ttl=0.2)
     model.get()
-    deadline = time.monotonic() + 20
-    while model.loaded and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not model.loaded, timeout_s=20, what="the sweeper to unload the model")
     assert not model.loaded
     assert len(loader.unloaded) == 1
     assert sum(t.name == "resguard-model-sweeper" for t in threading.enumerate()) <= 1
 
 
 def test_model_is_a_reclaimable_at_model_cost_plus_reload_time() -> None:
-    loader = Loader(delay_s=0.1)
-    model = LazyModel(loader.load, loader.unload, size=3 * MiB, name="reclaim-me")
+    loader = Loader()
+    clock = ManualClock()
+
+    def load() -> bytearray:
+        clock.advance(0.1)  # the load takes 0.1 s on the model's clock
+        return loader.load()
+
+    model = LazyModel(load, loader.unload, size=3 * MiB, name="reclaim-me", clock=clock)
     assert model in reclaim.registered()
     assert isinstance(model, reclaim.Reclaimable)
     assert model.reclaimable_bytes() == 0  # not loaded
@@ -212,7 +248,9 @@ def test_model_is_a_reclaimable_at_model_cost_plus_reload_time() -> None:
 
 def test_refuses_when_the_machine_has_no_room() -> None:
     loader = Loader()
-    model = LazyModel(loader.load, size=machine_headroom_bytes() * 4, name="huge")
+    headroom = machine_headroom_bytes()
+    assert headroom is not None
+    model = LazyModel(loader.load, size=headroom * 4, name="huge")
     with pytest.raises(ResourceExhausted) as caught:
         model.get()
     assert caught.value.reason == "memory"
@@ -225,7 +263,7 @@ def test_bad_arguments_are_named() -> None:
     with pytest.raises(InvalidValue, match="size"):
         LazyModel(Loader().load, size="lots")
     with pytest.raises(InvalidType, match="load must be a callable"):
-        LazyModel(3, size=MiB)  # type: ignore[call-overload]
+        LazyModel(3, size=MiB)  # type: ignore[arg-type]
     with pytest.raises(InvalidValue):
         LazyModel(Loader().load, size=MiB, idle_ttl="soon")
     with pytest.raises(InvalidType, match="headroom_bytes"):
@@ -277,8 +315,7 @@ def test_pool_never_evicts_a_pinned_model_and_refuses_instead() -> None:
     assert not b.loaded
     assert loaders["b"].loads == 0
     b.get()  # a is idle now and is evicted
-    assert b.loaded
-    assert not a.loaded
+    assert (b.loaded, a.loaded) == (True, False)
 
 
 def test_pool_sweeps_expired_models_before_counting() -> None:
@@ -379,13 +416,6 @@ class Hanging:
         return bytearray(MiB)
 
 
-def wait_until(predicate: Any, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
-
-
 @pytest.mark.anyio
 async def test_cancelling_aget_of_a_hanging_sync_loader_returns_at_once() -> None:
     loader = Hanging()
@@ -398,7 +428,9 @@ async def test_cancelling_aget_of_a_hanging_sync_loader_returns_at_once() -> Non
     assert elapsed < 1.0  # returned at the cancellation, not when the load ends
     assert model.loading  # the load goes on in its thread...
     loader.release.set()
-    await anyio.to_thread.run_sync(wait_until, lambda: model.loaded)
+    await anyio.to_thread.run_sync(
+        lambda: wait_until(lambda: model.loaded, what="the abandoned load to end")
+    )
     # ...and its result is kept: the next caller gets it without a second load.
     assert len(await model.aget()) == MiB
     assert loader.loads == 1
@@ -428,7 +460,7 @@ async def test_waiters_of_a_load_in_progress_are_cancellable_and_no_second_load_
             await model.aget()
         assert time.monotonic() - started < 1.0
         group.start_soon(patient)  # a third one waits for the abandoned load
-        await anyio.sleep(0.3)
+        await anyio.wait_all_tasks_blocked()
         assert model.loading
         assert not results
         loader.release.set()
@@ -619,6 +651,7 @@ def test_a_share_budget_is_resolved_once_the_limit_is_known(
     monkeypatch.setattr(snapshots, "snapshot", real)
     assert pool.headroom_bytes() is not None
     limit = real(children=False).memory.limit
+    assert limit is not None
     assert pool.budget_bytes == round(limit / 2)
 
 
@@ -729,7 +762,7 @@ async def test_cancelling_an_async_loader_leaves_the_model_unloaded_and_a_waiter
             await anyio.sleep_forever()  # a download that its caller gives up on
         return bytearray(MiB)
 
-    model = LazyModel(load, size=MiB, name="dl", register=False, sweep=False)
+    model: LazyModel[bytearray] = LazyModel(load, size=MiB, name="dl", register=False, sweep=False)
     sizes: list[int] = []
     leader = anyio.CancelScope()
 
