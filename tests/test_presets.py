@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 
 import pytest
 
 import resguard
 from resguard import presets
-from resguard.rules import Level, Policy, ProcessCount, ProcessThreshold
+from resguard.rules import Level, Policy, ProcessCount, ProcessThreshold, Verdict
+from resguard.snapshot import Snapshot
 from resguard.testing import make_process, make_snapshot
 
 from factories import MB, GiB
 
 
-def judge(policy, snapshots):
+def judge(policy: Policy, snapshots: Iterable[Snapshot]) -> list[Verdict]:
     state = policy.new_state()
     return [policy.evaluate(snapshot, state) for snapshot in snapshots]
 
 
-def memory_levels(policy, percents):
+def memory_levels(policy: Policy, percents: Iterable[float]) -> list[Level]:
     return [
         v.level
         for v in judge(
@@ -46,12 +48,14 @@ W, C, OK = Level.WARNING, Level.CRITICAL, Level.OK
         ),
     ],
 )
-def test_memory_levels_and_clear_levels(preset, percents, expected):
+def test_memory_levels_and_clear_levels(
+    preset: Callable[[], Policy], percents: list[float], expected: list[Level]
+) -> None:
     assert memory_levels(preset(), percents) == expected
 
 
 @pytest.mark.parametrize("preset", [presets.laptop, presets.service])
-def test_memory_at_the_edge_does_not_flap(preset):
+def test_memory_at_the_edge_does_not_flap(preset: Callable[[], Policy]) -> None:
     policy = preset()
     warning = 85 if preset is presets.laptop else 80
     oscillating = [warning + (1 if i % 2 else -1) for i in range(1, 60)]
@@ -59,7 +63,7 @@ def test_memory_at_the_edge_does_not_flap(preset):
     assert result == [W] * len(oscillating)
 
 
-def test_laptop_pressure_rules():
+def test_laptop_pressure_rules() -> None:
     policy = presets.laptop()
     assert policy.evaluate(make_snapshot(psi_some=10.0)).ok
     assert policy.evaluate(make_snapshot(psi_some=10.5), policy.new_state()).level is W
@@ -69,7 +73,7 @@ def test_laptop_pressure_rules():
     assert policy.evaluate(make_snapshot(psi_some=None), policy.new_state()).ok  # no PSI
 
 
-def test_laptop_single_busy_process_after_30_seconds():
+def test_laptop_single_busy_process_after_30_seconds() -> None:
     policy = presets.laptop()
     snapshots = [
         make_snapshot(
@@ -88,7 +92,7 @@ def test_laptop_single_busy_process_after_30_seconds():
     assert (breach.offenders[0].pid, breach.offenders[0].name) == (100, "renderer")
 
 
-def test_laptop_two_processes_above_half_a_core_after_10_seconds():
+def test_laptop_two_processes_above_half_a_core_after_10_seconds() -> None:
     policy = presets.laptop()
     snapshots = [
         make_snapshot(
@@ -107,7 +111,7 @@ def test_laptop_two_processes_above_half_a_core_after_10_seconds():
     assert {o.name for o in verdicts[10].breaches[0].offenders} == {"api", "worker"}
 
 
-def test_laptop_leak_of_the_process_rss():
+def test_laptop_leak_of_the_process_rss() -> None:
     policy = presets.laptop()
     snapshots = [
         make_snapshot(at=float(t), rss=round(200 * MB + t * 100 * MB / 600))
@@ -118,7 +122,7 @@ def test_laptop_leak_of_the_process_rss():
     assert "RSS grows" in verdicts[-1].reason
 
 
-def test_service_has_no_process_rules_and_forecasts_the_limit():
+def test_service_has_no_process_rules_and_forecasts_the_limit() -> None:
     policy = presets.service()
     assert not any(isinstance(r, (ProcessThreshold, ProcessCount)) for r in policy.rules)
     busy = tuple(make_process(pid, "hog", cpu_percent=300.0) for pid in range(5))
@@ -132,10 +136,12 @@ def test_service_has_no_process_rules_and_forecasts_the_limit():
     verdicts = judge(policy, filling)
     fired = next(i for i, v in enumerate(verdicts) if not v.ok)
     assert 80 <= fired <= 100  # when about 120 s are left
-    assert verdicts[fired].breaches[0].estimate_s < 120
+    estimate_s = verdicts[fired].breaches[0].estimate_s
+    assert estimate_s is not None
+    assert estimate_s < 120
 
 
-def test_presets_are_fresh_policies_and_judge_a_real_snapshot():
+def test_presets_are_fresh_policies_and_judge_a_real_snapshot() -> None:
     first, second = presets.laptop(), presets.laptop()
     assert isinstance(first, Policy)
     assert first is not second
@@ -147,12 +153,14 @@ def test_presets_are_fresh_policies_and_judge_a_real_snapshot():
 
 
 @pytest.mark.parametrize("preset", [presets.laptop, presets.service])
-def test_presets_report_unreadable_memory_as_unknown_and_hold_a_firing_level(preset):
+def test_presets_report_unreadable_memory_as_unknown_and_hold_a_firing_level(
+    preset: Callable[[], Policy],
+) -> None:
     import attrs
 
     from resguard.snapshot import Fault
 
-    def blind(at):
+    def blind(at: float) -> Snapshot:
         snapshot = make_snapshot(at=at)
         memory = attrs.evolve(
             snapshot.memory,

@@ -7,6 +7,8 @@ import json
 import math
 import operator
 import random
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import attrs
 import pytest
@@ -23,6 +25,7 @@ from resguard.rules import (
     Policy,
     ProcessCount,
     ProcessThreshold,
+    Rule,
     Sustain,
     Threshold,
     TimeToLimit,
@@ -30,7 +33,7 @@ from resguard.rules import (
     least_squares_slope,
     theil_sen_slope,
 )
-from resguard.snapshot import Fault
+from resguard.snapshot import Fault, ProcessInfo, Snapshot
 from resguard.testing import (
     WALL_OFFSET_S,
     ManualClock,
@@ -42,14 +45,16 @@ from resguard.testing import (
 from factories import MB, GiB
 
 
-def run(rule, snapshots):
+def run(rule: Rule, snapshots: Iterable[tuple[float, Snapshot]]) -> list[Verdict]:
     """Evaluate *rule* in a fresh policy over (now, snapshot) pairs; return the verdicts."""
     policy = Policy([rule])
     state = policy.new_state()
     return [policy.evaluate(snapshot, state, now=now) for now, snapshot in snapshots]
 
 
-def series(values, *, step_s=1.0, start=1000.0, **fields):
+def series(
+    values: Iterable[float | None], *, step_s: float = 1.0, start: float = 1000.0, **fields: Any
+) -> list[tuple[float, Snapshot]]:
     """Snapshots with memory.percent following *values*, one every *step_s* seconds."""
     return [
         (start + i * step_s, make_snapshot(at=start + i * step_s, memory_percent=value, **fields))
@@ -57,14 +62,14 @@ def series(values, *, step_s=1.0, start=1000.0, **fields):
     ]
 
 
-def levels(verdicts):
+def levels(verdicts: Iterable[Verdict]) -> list[Level]:
     return [verdict.level for verdict in verdicts]
 
 
 # ------------------------------------------------------------------ construction ---
 
 
-def test_unknown_metric_fails_at_construction_and_suggests_close_matches():
+def test_unknown_metric_fails_at_construction_and_suggests_close_matches() -> None:
     with pytest.raises(UnknownMetric, match=r"'memory\.percnt'.*'memory\.percent'"):
         Threshold("memory.percnt", ">", 85)
     with pytest.raises(UnknownMetric, match=r"pressure\.memory\.some\.avg10"):
@@ -97,13 +102,15 @@ def test_unknown_metric_fails_at_construction_and_suggests_close_matches():
         ((42, ">", 1), {}, InvalidType, "42"),
     ],
 )
-def test_bad_threshold_arguments_raise_naming_the_value(args, kwargs, error, named):
+def test_bad_threshold_arguments_raise_naming_the_value(
+    args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception], named: str
+) -> None:
     with pytest.raises(error) as raised:
         Threshold(*args, **kwargs)
     assert named in str(raised.value)
 
 
-def test_bad_process_and_trend_arguments_raise():
+def test_bad_process_and_trend_arguments_raise() -> None:
     with pytest.raises(InvalidValue, match="exactly one"):
         ProcessThreshold(for_="30s")
     with pytest.raises(InvalidValue, match="exactly one"):
@@ -119,12 +126,12 @@ def test_bad_process_and_trend_arguments_raise():
     with pytest.raises(InvalidValue, match="clear"):
         TimeToLimit(within="5m", clear="1m")
     with pytest.raises(InvalidType, match="not a rule"):
-        Policy([Threshold("memory.percent", ">", 85), "memory.percent > 85"])
+        Policy([Threshold("memory.percent", ">", 85), "memory.percent > 85"])  # type: ignore[list-item]
     with pytest.raises(InvalidType):
         Policy("memory.percent > 85")  # type: ignore[arg-type]
 
 
-def test_values_accept_units_and_percentages():
+def test_values_accept_units_and_percentages() -> None:
     snapshot = make_snapshot(memory_percent=50.0, limit=16 * GiB, rss=3 * GiB)
     fired = [
         Threshold("memory.percent", ">", "45%"),
@@ -147,7 +154,7 @@ def test_values_accept_units_and_percentages():
     assert {breach.rule for breach in verdict.breaches} == {rule.name for rule in fired}
 
 
-def test_the_design_example_builds_and_judges():
+def test_the_design_example_builds_and_judges() -> None:
     policy = Policy(
         [
             Threshold("memory.percent", ">", 85, level=Level.WARNING, for_="10s", clear="80"),
@@ -166,7 +173,7 @@ def test_the_design_example_builds_and_judges():
     ]
 
 
-def test_percent_of_limit_follows_the_limit_of_each_snapshot():
+def test_percent_of_limit_follows_the_limit_of_each_snapshot() -> None:
     rule = Threshold("memory.used", ">", "85%")
     used = 10 * GiB
     small_limit = make_snapshot(at=1, used=used, limit=11 * GiB)  # 91 %
@@ -189,7 +196,7 @@ def test_a_share_of_the_limit_is_its_exact_fraction_not_whole_bytes() -> None:
 # ---------------------------------------------------------------- threshold logic ---
 
 
-def test_fires_at_once_without_grace_and_describes_the_breach():
+def test_fires_at_once_without_grace_and_describes_the_breach() -> None:
     rule = Threshold("memory.percent", ">=", 95, level=Level.CRITICAL)
     (verdict,) = run(rule, series([96.5], start=500.0))
     assert verdict.level is Level.CRITICAL
@@ -205,7 +212,7 @@ def test_fires_at_once_without_grace_and_describes_the_breach():
     assert "96.5%" in verdict.reason
 
 
-def test_grace_period_needs_the_condition_on_every_sample():
+def test_grace_period_needs_the_condition_on_every_sample() -> None:
     rule = Threshold("memory.percent", ">", 85, for_="10s")
     above = [90.0] * 15
     verdicts = run(rule, series(above))
@@ -220,7 +227,7 @@ def test_grace_period_needs_the_condition_on_every_sample():
     assert first == 19  # 10 s after the dip
 
 
-def test_hysteresis_stops_flapping_around_the_threshold():
+def test_hysteresis_stops_flapping_around_the_threshold() -> None:
     oscillating = [85 + (1 if i % 2 else -1) for i in range(40)]  # 84, 86, 84, ...
     flapping = levels(run(Threshold("memory.percent", ">", 85), series(oscillating)))
     steady = levels(run(Threshold("memory.percent", ">", 85, clear=80), series(oscillating)))
@@ -233,7 +240,7 @@ def test_hysteresis_stops_flapping_around_the_threshold():
     assert cleared == [Level.WARNING] * 3 + [Level.OK] * 3 + [Level.WARNING]
 
 
-def test_cooldown_blocks_refiring_for_its_duration():
+def test_cooldown_blocks_refiring_for_its_duration() -> None:
     rule = Threshold("memory.percent", ">", 85, cooldown="30s")
     values = [90, 70] + [90] * 40
     result = levels(run(rule, series(values)))
@@ -243,7 +250,7 @@ def test_cooldown_blocks_refiring_for_its_duration():
     assert result[31] is Level.WARNING  # t = 31 s: cooldown over
 
 
-def test_below_operator_and_hysteresis_upwards():
+def test_below_operator_and_hysteresis_upwards() -> None:
     rule = Threshold("memory.available", "<", "2GiB", clear="3GiB")
     limit = 16 * GiB
     available = [4, 1.9, 2.5, 2.9, 3.1, 2.5]
@@ -261,7 +268,7 @@ def test_below_operator_and_hysteresis_upwards():
     ]
 
 
-def test_missing_metric_makes_the_rule_inactive():
+def test_missing_metric_makes_the_rule_inactive() -> None:
     some = Threshold("pressure.memory.some.avg10", ">", 10)
     full = Threshold("pressure.memory.full.avg10", ">", 5, level=Level.CRITICAL)
     containers = Threshold("containers.memory.total", ">", "5GB")
@@ -288,11 +295,11 @@ def test_missing_metric_makes_the_rule_inactive():
 # ----------------------------------------------------------------- process rules ---
 
 
-def table(*rows):
+def table(*rows: tuple[int, str, float]) -> tuple[ProcessInfo, ...]:
     return tuple(make_process(pid, name, cpu_percent=cpu) for pid, name, cpu in rows)
 
 
-def test_process_threshold_needs_one_process_sustained():
+def test_process_threshold_needs_one_process_sustained() -> None:
     rule = ProcessThreshold(cpu_percent_above=100, for_="30s")
     snapshots = []
     for t in range(41):
@@ -312,7 +319,7 @@ def test_process_threshold_needs_one_process_sustained():
     assert run(rule, [(0, make_snapshot(processes=None))])[0].ok
 
 
-def test_process_threshold_tracks_identity_not_pid_and_forgets_gone_processes():
+def test_process_threshold_tracks_identity_not_pid_and_forgets_gone_processes() -> None:
     rule = ProcessThreshold(cpu_percent_above=100, for_="10s")
     policy = Policy([rule])
     state = policy.new_state()
@@ -327,7 +334,7 @@ def test_process_threshold_tracks_identity_not_pid_and_forgets_gone_processes():
     assert per_process == {}
 
 
-def test_process_threshold_hysteresis_and_rss():
+def test_process_threshold_hysteresis_and_rss() -> None:
     rule = ProcessThreshold(cpu_percent_above=100, clear=80)
     cpu = [120, 90, 85, 79, 95, 101]
     verdicts = run(
@@ -342,7 +349,7 @@ def test_process_threshold_hysteresis_and_rss():
     assert "3.0 GiB" in verdict.reason
 
 
-def test_process_count_needs_enough_processes_at_once():
+def test_process_count_needs_enough_processes_at_once() -> None:
     rule = ProcessCount(cpu_percent_above=50, at_least=2, for_="10s")
     snapshots = []
     for t in range(25):
@@ -370,7 +377,15 @@ def test_process_count_needs_enough_processes_at_once():
 # -------------------------------------------------------------------- leak detector ---
 
 
-def rss_series(*, seed, minutes, leak_mb_per_10min, noise_mb=20.0, step_s=5.0, spikes=0.0):
+def rss_series(
+    *,
+    seed: int,
+    minutes: float,
+    leak_mb_per_10min: float,
+    noise_mb: float = 20.0,
+    step_s: float = 5.0,
+    spikes: float = 0.0,
+) -> list[tuple[float, Snapshot]]:
     """(now, snapshot) pairs of process.rss: base + linear leak + uniform noise (+ spikes)."""
     rng = random.Random(seed)
     result = []
@@ -385,7 +400,7 @@ def rss_series(*, seed, minutes, leak_mb_per_10min, noise_mb=20.0, step_s=5.0, s
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_leak_detector_finds_a_noisy_leak(seed):
+def test_leak_detector_finds_a_noisy_leak(seed: int) -> None:
     rule = LeakDetector("process.rss", growth="50MB", window="10m")
     verdicts = run(rule, rss_series(seed=seed, minutes=20, leak_mb_per_10min=75))
     first = levels(verdicts).index(Level.WARNING) * 5.0  # seconds after the start
@@ -398,27 +413,29 @@ def test_leak_detector_finds_a_noisy_leak(seed):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_leak_detector_stays_quiet_on_noise_and_spikes(seed):
+def test_leak_detector_stays_quiet_on_noise_and_spikes(seed: int) -> None:
     rule = LeakDetector("process.rss", growth="50MB", window="10m")
     assert all(v.ok for v in run(rule, rss_series(seed=seed, minutes=30, leak_mb_per_10min=0)))
     spiky = rss_series(seed=seed, minutes=30, leak_mb_per_10min=0, spikes=0.1)
     assert all(v.ok for v in run(rule, spiky))
 
 
-def test_robust_slope_ignores_outliers_where_least_squares_does_not():
+def test_robust_slope_ignores_outliers_where_least_squares_does_not() -> None:
     times = [float(t) for t in range(100)]
     values = [0.0] * 100
     for i in range(90, 100):
         values[i] = 1000.0  # 10 % outliers at the end
     assert theil_sen_slope(times, values) == 0.0
-    assert least_squares_slope(times, values) > 1.0
+    slope = least_squares_slope(times, values)
+    assert slope is not None
+    assert slope > 1.0
 
 
-def test_leak_detector_state_is_bounded_and_clears_when_growth_stops():
+def test_leak_detector_state_is_bounded_and_clears_when_growth_stops() -> None:
     rule = LeakDetector("process.rss", growth="50MB", window="10m", points=120)
     policy = Policy([rule])
     state = policy.new_state()
-    t, rss, verdict = 0.0, 100 * MB, None
+    t, rss, verdict = 0.0, 100.0 * MB, None
     while t < 1200:  # 20 min at 10 samples/s, leaking
         verdict = policy.evaluate(make_snapshot(at=t, rss=round(rss)), state)
         t += 0.1
@@ -434,7 +451,7 @@ def test_leak_detector_state_is_bounded_and_clears_when_growth_stops():
     assert len(series_state.times) <= 121
 
 
-def test_leak_detector_is_inactive_without_the_metric():
+def test_leak_detector_is_inactive_without_the_metric() -> None:
     rule = LeakDetector("process.uss", growth="10MB", window="1m")
     assert all(v.ok for v in run(rule, [(t, make_snapshot(at=t)) for t in range(100)]))
 
@@ -443,15 +460,15 @@ def test_leak_detector_is_inactive_without_the_metric():
 
 
 def filling(
-    rate_bytes_per_s,
+    rate_bytes_per_s: float,
     *,
-    limit=16 * GiB,
-    start_used=8 * GiB,
-    seconds=120,
-    step=1.0,
-    noise=0.0,
-    seed=0,
-):
+    limit: int = 16 * GiB,
+    start_used: int = 8 * GiB,
+    seconds: float = 120,
+    step: float = 1.0,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> list[tuple[float, Snapshot]]:
     rng = random.Random(seed)
     return [
         (
@@ -466,7 +483,7 @@ def filling(
     ]
 
 
-def test_time_to_limit_estimates_and_fires_below_within():
+def test_time_to_limit_estimates_and_fires_below_within() -> None:
     rule = TimeToLimit(within="5m", window="1m")
     rate = 20 * MB  # 20 MB/s, ~8 GiB left -> ~7 min
     verdicts = run(rule, filling(rate, seconds=300, noise=50 * MB))
@@ -484,7 +501,7 @@ def test_time_to_limit_estimates_and_fires_below_within():
     assert "reaches memory.limit" in verdicts[-1].reason
 
 
-def test_time_to_limit_is_quiet_when_flat_or_shrinking_and_zero_past_the_limit():
+def test_time_to_limit_is_quiet_when_flat_or_shrinking_and_zero_past_the_limit() -> None:
     rule = TimeToLimit(within="5m", window="1m")
     assert all(v.ok for v in run(rule, filling(0, noise=100 * MB, seed=3)))
     assert all(v.ok for v in run(rule, filling(-10 * MB)))
@@ -496,7 +513,7 @@ def test_time_to_limit_is_quiet_when_flat_or_shrinking_and_zero_past_the_limit()
     assert rule.estimate_s(state.rule_states[0]) == 0.0
 
 
-def test_time_to_limit_against_a_fixed_size():
+def test_time_to_limit_against_a_fixed_size() -> None:
     rule = TimeToLimit(within="1m", metric="process.rss", limit="1GiB", window="30s")
     snapshots = [(t, make_snapshot(at=t, rss=900 * 2**20 + t * 2 * 2**20)) for t in range(60)]
     verdicts = run(rule, snapshots)  # 2 MiB/s, 124 MiB left at first
@@ -508,7 +525,7 @@ def test_time_to_limit_against_a_fixed_size():
 # -------------------------------------------------------------------------- policy ---
 
 
-def test_verdict_is_the_max_of_breaches_and_serialises():
+def test_verdict_is_the_max_of_breaches_and_serialises() -> None:
     policy = Policy(
         [
             Threshold("memory.percent", ">=", 85, clear=80),
@@ -530,7 +547,7 @@ def test_verdict_is_the_max_of_breaches_and_serialises():
     assert isinstance(verdict.breaches[0], Breach)
 
 
-def test_states_are_independent_and_bound_to_their_policy():
+def test_states_are_independent_and_bound_to_their_policy() -> None:
     policy = Policy([Threshold("memory.percent", ">", 85, for_="5s")])
     first, second = policy.new_state(), policy.new_state()
     for t in range(6):
@@ -548,7 +565,7 @@ def test_states_are_independent_and_bound_to_their_policy():
     assert policy.evaluate(make_snapshot(at=7, memory_percent=90)).ok
 
 
-def test_a_real_snapshot_is_judged():
+def test_a_real_snapshot_is_judged() -> None:
     policy = Policy(
         [
             Threshold("memory.percent", ">=", 0),
@@ -568,7 +585,9 @@ def test_a_real_snapshot_is_judged():
 _COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 
-def reference_from_conditions(samples, for_s, cooldown_s):
+def reference_from_conditions(
+    samples: list[tuple[float, bool, bool]], for_s: float, cooldown_s: float
+) -> list[bool]:
     """The documented semantics over (t, trigger, hold) samples, from the whole history at
     each step (no state machine): fire when the run of triggering samples since the last
     clear has lasted for_s and the cooldown after that clear is over; stay firing while
@@ -595,7 +614,14 @@ def reference_from_conditions(samples, for_s, cooldown_s):
     return firing_history
 
 
-def reference_firing(samples, op, value, clear, for_s, cooldown_s):
+def reference_firing(
+    samples: list[tuple[float, float | None]],
+    op: str,
+    value: float,
+    clear: float,
+    for_s: float,
+    cooldown_s: float,
+) -> list[bool]:
     """:func:`reference_from_conditions` for ``metric op value`` held by ``metric op clear``;
     a ``None`` metric is a false condition."""
     compare = _COMPARE[op]
@@ -606,8 +632,12 @@ def reference_firing(samples, op, value, clear, for_s, cooldown_s):
     return reference_from_conditions(conditions, for_s, cooldown_s)
 
 
+ThresholdCase = tuple[str, int, int, float, float, list[tuple[float, int | None]]]
+ProcessCase = tuple[float, float, float, list[dict[int, float]]]
+
+
 @st.composite
-def threshold_cases(draw):
+def threshold_cases(draw: st.DrawFn) -> ThresholdCase:
     op = draw(st.sampled_from([">", ">=", "<", "<="]))
     value = draw(st.integers(20, 80))
     gap = draw(st.sampled_from([0, 0, 1, 5, 10]))
@@ -629,17 +659,17 @@ def threshold_cases(draw):
 
 @settings(max_examples=300, deadline=None)
 @given(threshold_cases())
-def test_threshold_matches_the_reference_model(case):
+def test_threshold_matches_the_reference_model(case: ThresholdCase) -> None:
     op, value, clear, for_s, cooldown_s, steps = case
     metric = "pressure.memory.some.avg10"
     rule = Threshold(metric, op, value, for_=for_s, clear=clear, cooldown=cooldown_s)
     policy = Policy([rule])
     state = policy.new_state()
     t = 0.0
-    samples = []
-    for dt, x in steps:
+    samples: list[tuple[float, float | None]] = []
+    for dt, drawn in steps:
         t += dt
-        samples.append((t, None if x is None else float(x)))
+        samples.append((t, None if drawn is None else float(drawn)))
     expected = reference_firing(samples, op, value, clear, for_s, cooldown_s)
     previous = False
     for (now, x), want in zip(samples, expected, strict=True):
@@ -656,7 +686,7 @@ def test_threshold_matches_the_reference_model(case):
 
 
 @st.composite
-def process_cases(draw):
+def process_cases(draw: st.DrawFn) -> ProcessCase:
     threshold = 100.0
     clear = draw(st.sampled_from([100.0, 90.0, 50.0]))
     for_s = draw(st.sampled_from([0, 1, 3]))
@@ -674,7 +704,7 @@ def process_cases(draw):
 
 @settings(max_examples=200, deadline=None)
 @given(process_cases())
-def test_process_threshold_matches_a_per_process_reference(case):
+def test_process_threshold_matches_a_per_process_reference(case: ProcessCase) -> None:
     threshold, clear, for_s, frames = case
     rule = ProcessThreshold(cpu_percent_above=threshold, clear=clear, for_=for_s)
     policy = Policy([rule])
@@ -702,7 +732,9 @@ def test_process_threshold_matches_a_per_process_reference(case):
     step_s=st.sampled_from([1.0, 5.0, 13.0]),
     base_mb=st.integers(50, 5000),
 )
-def test_leak_detector_never_fires_on_bounded_random_noise(seed, noise_mb, step_s, base_mb):
+def test_leak_detector_never_fires_on_bounded_random_noise(
+    seed: int, noise_mb: float, step_s: float, base_mb: int
+) -> None:
     rule = LeakDetector("process.rss", growth="50MB", window="10m")
     policy = Policy([rule])
     state = policy.new_state()
@@ -715,7 +747,9 @@ def test_leak_detector_never_fires_on_bounded_random_noise(seed, noise_mb, step_
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.floats(0.01, 40.0), st.floats(-1e9, 1e9)), min_size=1, max_size=300))
-def test_incremental_theil_sen_equals_a_full_recomputation(steps):
+def test_incremental_theil_sen_equals_a_full_recomputation(
+    steps: list[tuple[float, float]],
+) -> None:
     rule = LeakDetector("process.rss", growth="50MB", window="60s", points=12)
     state = rule.new_state()
     now = 0.0
@@ -728,7 +762,7 @@ def test_incremental_theil_sen_equals_a_full_recomputation(steps):
         assert state.median_slope() == expected
 
 
-def test_trend_rules_survive_a_clock_that_goes_back():
+def test_trend_rules_survive_a_clock_that_goes_back() -> None:
     policy = Policy(
         [
             LeakDetector("process.rss", growth="1MB", window="1m", points=8),
@@ -756,7 +790,9 @@ def test_trend_rules_survive_a_clock_that_goes_back():
         max_size=30,
     ),
 )
-def test_process_count_matches_the_reference_model(clear, at_least, for_s, cooldown_s, frames):
+def test_process_count_matches_the_reference_model(
+    clear: float, at_least: int, for_s: float, cooldown_s: float, frames: list[list[float] | None]
+) -> None:
     rule = ProcessCount(
         cpu_percent_above=50, at_least=at_least, for_=for_s, clear=clear, cooldown=cooldown_s
     )
@@ -853,9 +889,9 @@ def test_container_threshold_rejects_bad_arguments(kwargs: dict[str, object], ma
 
 
 @pytest.mark.parametrize("op", [[], {}, None, 5, b">", (">",)])
-def test_an_op_of_the_wrong_type_is_an_invalid_type(op):
+def test_an_op_of_the_wrong_type_is_an_invalid_type(op: object) -> None:
     with pytest.raises(InvalidType, match=r"op=.*is not a comparison"):
-        Threshold("memory.percent", op, 85)
+        Threshold("memory.percent", op, 85)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -872,18 +908,18 @@ def test_an_op_of_the_wrong_type_is_an_invalid_type(op):
         ("cpu.load_1m", "<", 0),
     ],
 )
-def test_a_threshold_that_can_never_fire_is_rejected(metric, op, value):
+def test_a_threshold_that_can_never_fire_is_rejected(metric: str, op: str, value: object) -> None:
     with pytest.raises(InvalidValue) as info:
-        Threshold(metric, op, value)
+        Threshold(metric, op, value)  # type: ignore[arg-type]
     assert repr(value) in str(info.value) or str(value) in str(info.value)
 
 
-def test_a_forecast_that_can_never_fire_is_rejected():
+def test_a_forecast_that_can_never_fire_is_rejected() -> None:
     with pytest.raises(InvalidValue, match="within=0"):
         TimeToLimit(within=0)
 
 
-def test_percentages_that_may_exceed_100_are_still_accepted():
+def test_percentages_that_may_exceed_100_are_still_accepted() -> None:
     assert Threshold("process.cpu_percent", ">", 150).kind == "percent"  # 100 per core
     assert ProcessThreshold(cpu_percent_above=400).name == "a process cpu_percent > 400%"
     Threshold("memory.percent", ">=", 100)
@@ -930,7 +966,9 @@ HUGE = [10**400, "1e999", float("inf"), -(10**400)]
         "limit",
     ],
 )
-def test_numbers_beyond_float_range_are_invalid_values_not_overflow(build, huge):
+def test_numbers_beyond_float_range_are_invalid_values_not_overflow(
+    build: Callable[[Any], object], huge: object
+) -> None:
     with pytest.raises((InvalidValue, InvalidType)) as info:
         build(huge)
     if huge == "1e999":
@@ -966,7 +1004,7 @@ ARGUMENT = st.one_of(
     st.just(type),
     st.just({}),
 )
-CONSTRUCTORS = {
+CONSTRUCTORS: dict[str, Callable[[Any], object]] = {
     "Threshold.metric": lambda v: Threshold(v, ">", 80),
     "Threshold.op": lambda v: Threshold("memory.percent", v, 80),
     "Threshold.value": lambda v: Threshold("memory.percent", ">", v),
@@ -1015,12 +1053,15 @@ CONSTRUCTORS = {
 @pytest.mark.parametrize("name", sorted(CONSTRUCTORS))
 @settings(max_examples=60)
 @given(value=ARGUMENT)
-def test_every_rule_argument_is_accepted_or_rejected_in_the_error_tree(name, value):
+def test_every_rule_argument_is_accepted_or_rejected_in_the_error_tree(
+    name: str, value: object
+) -> None:
     try:
         rule = CONSTRUCTORS[name](value)
     except (InvalidValue, InvalidType):  # both ResguardError and ValueError/TypeError
         return
     if not isinstance(rule, Policy):
+        assert isinstance(rule, Rule)
         rule = Policy([rule])  # what was accepted also judges a snapshot without raising
     rule.evaluate(make_snapshot())
 
@@ -1031,7 +1072,7 @@ def test_every_rule_argument_is_accepted_or_rejected_in_the_error_tree(name, val
 MEMINFO_EMPTY = Fault("memory", "/proc/meminfo", "empty", "no numbers in the file")
 
 
-def unknown_memory(snapshot, *faults):
+def unknown_memory(snapshot: Snapshot, *faults: Fault) -> Snapshot:
     """*snapshot* with every memory number unknown, explained by *faults*."""
     memory = attrs.evolve(
         snapshot.memory,
@@ -1045,7 +1086,7 @@ def unknown_memory(snapshot, *faults):
     return attrs.evolve(snapshot, memory=memory, faults=faults or (MEMINFO_EMPTY,))
 
 
-def test_a_metric_unknown_because_of_a_fault_is_reported_not_judged_ok():
+def test_a_metric_unknown_because_of_a_fault_is_reported_not_judged_ok() -> None:
     policy = Policy([Threshold("memory.percent", ">=", 85, name="memory high")])
     verdict = policy.evaluate(unknown_memory(make_snapshot()))
     assert verdict.level is Level.OK
@@ -1059,7 +1100,7 @@ def test_a_metric_unknown_because_of_a_fault_is_reported_not_judged_ok():
     assert known.reason == "OK"
 
 
-def test_an_unknown_limit_makes_a_share_of_it_unknown():
+def test_an_unknown_limit_makes_a_share_of_it_unknown() -> None:
     used = Threshold("memory.used", ">", "80%", name="used above 80% of limit")
     snapshot = make_snapshot(memory_percent=90)
     limitless = attrs.evolve(
@@ -1073,7 +1114,7 @@ def test_an_unknown_limit_makes_a_share_of_it_unknown():
     assert Policy([used]).evaluate(snapshot).level is Level.WARNING
 
 
-def test_a_firing_rule_keeps_firing_while_its_metric_is_unknown():
+def test_a_firing_rule_keeps_firing_while_its_metric_is_unknown() -> None:
     rule = Threshold("memory.percent", ">=", 90, level=Level.CRITICAL, clear=80)
     snapshots = [
         (0, make_snapshot(at=0, memory_percent=95)),
@@ -1092,7 +1133,7 @@ def test_a_firing_rule_keeps_firing_while_its_metric_is_unknown():
     assert verdicts[3].known
 
 
-def test_an_unknown_sample_neither_confirms_nor_resets_a_pending_rule():
+def test_an_unknown_sample_neither_confirms_nor_resets_a_pending_rule() -> None:
     rule = Threshold("memory.percent", ">", 85, for_="3s")
     values = [90, None, 90, 90]
     snapshots = [
@@ -1109,7 +1150,7 @@ def test_an_unknown_sample_neither_confirms_nor_resets_a_pending_rule():
     assert verdicts[3].breaches[0].since == 0
 
 
-def test_trend_rules_keep_firing_while_their_metric_is_unknown():
+def test_trend_rules_keep_firing_while_their_metric_is_unknown() -> None:
     forecast = TimeToLimit(within="2m", window="1m", clear="3m")
     leak = LeakDetector("process.rss", growth="50MB", window="100s", points=10)
     limit = 16 * GiB
@@ -1138,7 +1179,7 @@ def test_trend_rules_keep_firing_while_their_metric_is_unknown():
     }
 
 
-def test_a_metric_absent_without_a_fault_is_still_inactive_not_unknown():
+def test_a_metric_absent_without_a_fault_is_still_inactive_not_unknown() -> None:
     rule = Threshold("pressure.memory.some.avg10", ">", 10)
     verdicts = run(
         rule, [(0, make_snapshot(at=0, psi_some=20.0)), (1, make_snapshot(at=1, psi_some=None))]
@@ -1147,7 +1188,7 @@ def test_a_metric_absent_without_a_fault_is_still_inactive_not_unknown():
     assert verdicts[1].known
 
 
-def test_every_rule_judges_a_snapshot_with_every_number_unknown():
+def test_every_rule_judges_a_snapshot_with_every_number_unknown() -> None:
     policy = Policy(
         [
             Threshold("memory.percent", ">=", 80),
@@ -1175,7 +1216,7 @@ def test_every_rule_judges_a_snapshot_with_every_number_unknown():
         process=attrs.evolve(
             blind.process, rss=None, vms=None, cpu_percent=None, num_threads=None, children_rss=None
         ),
-        processes=(attrs.evolve(make_process(11), rss=None, cpu_percent=None),),
+        processes=(attrs.evolve(make_process(11), rss=None, cpu_percent=None),),  # type: ignore[arg-type]
     )
     for t in range(30):
         verdict = policy.evaluate(attrs.evolve(blind, monotonic=float(t)), state, now=t)
@@ -1187,18 +1228,21 @@ class BrokenRule:
     name = "broken"
     level = Level.CRITICAL
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.failing = True
 
-    def new_state(self):
+    def new_state(self) -> None:
         return None
 
-    def step(self, snapshot, state, now):
+    def step(self, snapshot: Snapshot, state: None, now: float) -> Breach | None:
         if self.failing:
             raise ZeroDivisionError(f"bug at {now}")
+        return None
 
 
-def test_a_rule_that_raises_is_reported_once_and_the_others_still_judge(caplog):
+def test_a_rule_that_raises_is_reported_once_and_the_others_still_judge(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     import logging
 
     broken = BrokenRule()
@@ -1226,18 +1270,20 @@ def test_a_rule_that_raises_is_reported_once_and_the_others_still_judge(caplog):
         ((make_snapshot(),), {"now": True}),
     ],
 )
-def test_evaluate_rejects_what_is_not_a_snapshot_state_or_time(args, kwargs):
+def test_evaluate_rejects_what_is_not_a_snapshot_state_or_time(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
     with pytest.raises(InvalidType):
         Policy([Threshold("memory.percent", ">", 80)]).evaluate(*args, **kwargs)
 
 
 @pytest.mark.parametrize("now", [math.nan, math.inf, -math.inf, 10**400])
-def test_evaluate_rejects_a_time_that_is_not_finite(now):
+def test_evaluate_rejects_a_time_that_is_not_finite(now: float) -> None:
     with pytest.raises(InvalidValue, match="now="):
         Policy([Threshold("memory.percent", ">", 80)]).evaluate(make_snapshot(), now=now)
 
 
-def test_a_fault_explains_only_the_metrics_it_covers():
+def test_a_fault_explains_only_the_metrics_it_covers() -> None:
     load = Threshold("cpu.load_1m", ">", 4, name="load")
     snapshot = make_snapshot()
     no_loadavg = attrs.evolve(
@@ -1264,7 +1310,7 @@ class GarbageRule:
     def new_state(self) -> None:
         return None
 
-    def step(self, snapshot, state, now):
+    def step(self, snapshot: Snapshot, state: None, now: float) -> Any:
         return self.answer
 
 
@@ -1276,11 +1322,14 @@ class GarbageRule:
         True,
         {"level": 2},
         attrs.evolve(
-            Breach("x", "memory.percent", ">", 1.0, 0.0, Level.CRITICAL, 0.0, 0.0, 0.0), level=7
+            Breach("x", "memory.percent", ">", 1.0, 0.0, Level.CRITICAL, 0.0, 0.0, 0.0),
+            level=7,  # type: ignore[arg-type]
         ),
     ],
 )
-def test_a_rule_answering_garbage_is_a_failing_rule_not_a_broken_policy(answer, caplog):
+def test_a_rule_answering_garbage_is_a_failing_rule_not_a_broken_policy(
+    answer: object, caplog: pytest.LogCaptureFixture
+) -> None:
     import logging
 
     caplog.set_level(logging.WARNING, logger="resguard")
@@ -1296,7 +1345,7 @@ def test_a_rule_answering_garbage_is_a_failing_rule_not_a_broken_policy(answer, 
 
 @pytest.mark.parametrize("unit", ["bytes", "percent", "seconds", "count", ""])
 @pytest.mark.parametrize("figure", [math.nan, math.inf, -math.inf, 10**400, -5.0, 1e300])
-def test_a_breach_with_a_non_finite_figure_still_has_a_message(unit, figure):
+def test_a_breach_with_a_non_finite_figure_still_has_a_message(unit: str, figure: float) -> None:
     breach = Breach(
         "r",
         "process.rss",
@@ -1314,14 +1363,16 @@ def test_a_breach_with_a_non_finite_figure_still_has_a_message(unit, figure):
     assert Verdict(Level.WARNING, (breach,)).reason.startswith("WARNING: r: ")
 
 
-def test_a_policy_judging_an_infinite_rss_says_so_instead_of_raising():
+def test_a_policy_judging_an_infinite_rss_says_so_instead_of_raising() -> None:
     policy = Policy([Threshold("process.rss", ">=", "1GiB", name="big")])
     snap = make_snapshot()
-    snap = attrs.evolve(snap, process=attrs.evolve(snap.process, rss=math.inf))
+    snap = attrs.evolve(snap, process=attrs.evolve(snap.process, rss=math.inf))  # type: ignore[arg-type]
     assert policy.evaluate(snap).reason == "WARNING: big: inf"
 
 
-def test_a_rule_failing_on_every_other_sample_is_logged_once_not_per_flap(caplog):
+def test_a_rule_failing_on_every_other_sample_is_logged_once_not_per_flap(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     import logging
 
     broken = BrokenRule()
@@ -1419,6 +1470,18 @@ def test_sustain_fires_once_the_trigger_has_held_for_for_past_the_cooldown(
         clock.advance(0.5)
     assert state.firing_since == started
     assert clock() - started >= for_s
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([0.0, 1.0, 2.5, 10.0]), st.sampled_from([0.0, 1.0, 3.0, 10.0]), _samples)
+def test_sustain_matches_the_reference_model(
+    for_s: float, cooldown_s: float, samples: list[tuple[float, bool, bool]]
+) -> None:
+    trace = _drive(for_s, cooldown_s, samples)
+    conditions = [(now, trigger, hold) for now, trigger, hold, _, _ in trace]
+    assert [fires for *_, fires, _ in trace] == reference_from_conditions(
+        conditions, for_s, cooldown_s
+    )
 
 
 def test_sustain_hold_defaults_to_the_trigger_and_bad_durations_are_refused() -> None:

@@ -65,9 +65,11 @@ Layout (private modules, one job each; import from ``resguard.rules``)
 
 from __future__ import annotations
 
-from resguard.rules._figures import compile_getter
+from resguard.rules._figures import compile_getter as compile_getter
 from resguard.rules._policy import Policy, PolicyState
-from resguard.rules._series import SeriesState, least_squares_slope, theil_sen_slope
+from resguard.rules._series import SeriesState as SeriesState
+from resguard.rules._series import least_squares_slope as least_squares_slope
+from resguard.rules._series import theil_sen_slope as theil_sen_slope
 from resguard.rules._sustain import Sustain
 from resguard.rules._table import ContainerThreshold, ProcessCount, ProcessThreshold
 from resguard.rules._threshold import Threshold
