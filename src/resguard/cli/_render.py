@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal, TextIO
-
-import attrs
+from typing import Any, Literal, NamedTuple, TextIO
 
 from resguard.units import format_bytes
 
@@ -36,8 +34,7 @@ def fixed(value: float | None, spec: str, unknown: str = UNKNOWN) -> str:
     return unknown if value is None else format(value, spec)
 
 
-@attrs.frozen
-class Column:
+class Column(NamedTuple):
     """A table column: its title, ``"<"`` (left) or ``">"`` (right) alignment, a fixed
     *width* (``None``: as wide as its widest cell) and a *cut* for longer cells."""
 
