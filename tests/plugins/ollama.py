@@ -1,4 +1,4 @@
-"""Fixtures for the ollama tests: a stand-in Ollama server on loopback (see standins/)."""
+"""Fixtures for the ollama tests: the stand-in Ollama server of resguard.testing.ollama."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from standins.ollama_server import OffsetClock, OllamaStandIn
+from resguard.testing.ollama import OffsetClock, OllamaStandIn
 
 
 @pytest.fixture

@@ -1,0 +1,163 @@
+"""The async face: :class:`AsyncOllamaModels` performs the procedures' I/O by awaiting."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from resguard import reclaim as _reclaim
+from resguard._errors import InvalidType
+from resguard.ollama._client import ollama
+from resguard.ollama._face import Face, headroom_from
+from resguard.ollama._names import canonical, seconds
+from resguard.ollama._steps import HEADROOM, Request, Run, Sleep, Steps
+from resguard.ollama._sync import OllamaModels
+from resguard.ollama._transport import AsyncBoundedTransport
+from resguard.snapshot import OllamaModelInfo
+
+__all__ = ["AsyncOllamaModels"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+class AsyncOllamaModels(Face):
+    """:class:`OllamaModels` on ``ollama.AsyncClient``: the same arguments and methods,
+    awaited, running the same procedures.
+
+    The ladder, the Monitor source and lazy models are called from threads; they are
+    served by a sync client over this object's record, made when one of them first needs
+    it (the ``sync`` attribute).
+    """
+
+    _client_type = ollama.AsyncClient
+    client: ollama.AsyncClient
+
+    def _make_client(self, url: str | None) -> ollama.AsyncClient:
+        transport = AsyncBoundedTransport(self.timeout_s, self.max_answer_bytes)
+        return ollama.AsyncClient(host=url, timeout=None, transport=transport)
+
+    @property
+    def sync(self) -> OllamaModels:
+        """The sync face that serves this object's callers in threads."""
+        return self._threads()
+
+    def _threads(self) -> OllamaModels:
+        with self._lock:
+            if self._sync_face is None:
+                self._sync_face = OllamaModels._serving(self)
+            return self._sync_face
+
+    async def run(self, steps: Steps[T]) -> T:
+        """Perform a procedure's I/O in this task, by awaiting."""
+        run = Run(steps)
+        effect = run.send()
+        try:
+            while effect is not None:
+                try:
+                    value = await self._perform(effect)
+                except Exception as error:
+                    effect = run.throw(error)
+                else:
+                    effect = run.send(value)
+        finally:
+            run.close()
+        return run.result  # type: ignore[return-value]
+
+    async def _perform(self, effect: object) -> Any:
+        if isinstance(effect, Request):
+            async with _as_async(self._reservation(effect.reserve)):
+                with self._bounds(effect):
+                    answer = await getattr(self.client, effect.method)(**effect.kwargs)
+                    return effect.parse(answer)
+        if isinstance(effect, Sleep):
+            await anyio.sleep(effect.seconds)
+            return None
+        if effect is HEADROOM:
+            return await anyio.to_thread.run_sync(headroom_from, self.guard)
+        return time.monotonic()
+
+    async def aclose(self) -> None:
+        """Take this object off the ladder and close the HTTP clients."""
+        self._closed = True
+        _reclaim.unregister(self)
+        if self._owns_client:
+            await self.client.close()  # type: ignore[no-untyped-call]
+        if self._sync_face is not None:
+            self._sync_face.close()
+
+    async def __aenter__(self) -> AsyncOllamaModels:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def loaded(self) -> tuple[OllamaModelInfo, ...]:
+        """The models in memory now (``/api/ps``); see :meth:`OllamaModels.loaded`."""
+        return await self.run(self._steps.loaded())
+
+    async def installed(self) -> dict[str, int]:
+        """Installed models and their size on disk (``/api/tags``)."""
+        return await self.run(self._steps.installed())
+
+    async def estimate_bytes(self, name: str) -> int:
+        """Memory *name* takes loaded; see :meth:`OllamaModels.estimate_bytes`."""
+        return await self.run(self._steps.estimate_bytes(name))
+
+    async def unload(self, name: str, *, timeout: float | str | None = None) -> int:
+        """Unload *name* and wait until ``/api/ps`` no longer lists it."""
+        return await self.run(self._steps.unload(name, self._unload_wait_s(timeout)))
+
+    async def unload_idle(self, min_idle: float | str) -> list[str]:
+        """Unload the models idle for at least *min_idle*; return their names."""
+        return await self.run(self._steps.unload_idle(seconds(min_idle, "min_idle", zero=True)))
+
+    async def ensure(self, name: str, *, keep_alive: float | str | None = None) -> OllamaModelInfo:
+        """Make sure *name* is loaded, after an admission check; see
+        :meth:`OllamaModels.ensure`."""
+        return await self.run(self._steps.ensure(name, self._keep_alive(keep_alive)))
+
+    @contextlib.asynccontextmanager
+    async def using(
+        self, name: str, *, keep_alive: float | str | None = None
+    ) -> AsyncIterator[OllamaModelInfo]:
+        """Ensure *name* is loaded and mark it in use meanwhile."""
+        with self._book.mark_in_use(canonical(name)):
+            yield await self.ensure(name, keep_alive=keep_alive)
+
+    def uses(self, name: str, *, keep_alive: float | str | None = None) -> Callable[[F], F]:
+        """Decorator for an async function that calls model *name*."""
+        canonical(name)
+
+        def decorate(fn: F) -> F:
+            if not inspect.iscoroutinefunction(fn):
+                raise InvalidType(
+                    f"AsyncOllamaModels.uses decorates async functions; "
+                    f"{fn!r} is not one (use OllamaModels.uses)"
+                )
+
+            @functools.wraps(fn)
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                async with self.using(name, keep_alive=keep_alive):
+                    return await fn(*args, **kwargs)
+
+            return wrapper  # type: ignore[return-value]
+
+        return decorate
+
+
+@contextlib.asynccontextmanager
+async def _as_async(manager: Any) -> AsyncIterator[None]:
+    if hasattr(manager, "__aenter__"):
+        async with manager:
+            yield
+    else:
+        with manager:
+            yield

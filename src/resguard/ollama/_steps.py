@@ -1,0 +1,250 @@
+"""What each call does, written once for both faces: each procedure is a generator that
+yields the I/O it needs (an HTTP request through the client, the headroom, a pause, the
+time) and is sent the result; the sync face performs them by calling, the async face by
+awaiting (h11's "write the logic once, vary only the I/O")."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from resguard._errors import OllamaError
+from resguard.ollama import _core
+from resguard.ollama._book import Book, log
+from resguard.ollama._names import canonical, wire_keep_alive
+from resguard.snapshot import OllamaModelInfo
+from resguard.units import format_bytes
+
+__all__ = ["HEADROOM", "NOW", "Procedures", "Request", "Run", "Sleep", "Steps"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Request:
+    """Call ``client.<method>(**kwargs)`` within its deadline (``load_timeout`` when
+    *load*, else ``timeout``; never past *within_s* from now), holding a reservation of
+    *reserve* bytes from the guard meanwhile, and give back ``parse(answer)``."""
+
+    what: str
+    method: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    load: bool = False
+    within_s: float | None = None
+    reserve: int | None = None
+    parse: Callable[[Any], Any] = lambda answer: answer
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Pause *seconds* (the polling of an unload)."""
+
+    seconds: float
+
+
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+HEADROOM = _Marker("HEADROOM")  # the bytes a load may take now (None: unknown)
+NOW = _Marker("NOW")  # time.monotonic(): the real time that bounds waits
+
+Effect = Request | Sleep | _Marker
+Steps = Generator[Effect, Any, T]
+
+
+class Run(Generic[T]):
+    """Steps a procedure: ``effect = run.send(result)`` or ``run.throw(error)`` until
+    ``done``; then ``result`` holds its return value."""
+
+    def __init__(self, steps: Steps[T]) -> None:
+        self._steps = steps
+        self.done = False
+        self.result: T | None = None
+
+    def send(self, value: Any = None) -> Effect | None:
+        return self._next(lambda: self._steps.send(value))
+
+    def throw(self, error: Exception) -> Effect | None:
+        return self._next(lambda: self._steps.throw(error))
+
+    def _next(self, step: Callable[[], Effect]) -> Effect | None:
+        try:
+            return step()
+        except StopIteration as stop:
+            self.done, self.result = True, stop.value
+            return None
+
+    def close(self) -> None:
+        self._steps.close()
+
+
+class Procedures:
+    """The calls of :class:`resguard.ollama.OllamaModels`, as steps over one book."""
+
+    def __init__(
+        self,
+        book: Book,
+        *,
+        size_factor: float,
+        unload_timeout_s: float,
+        reclaim_min_idle_s: float,
+        reserves: bool,
+    ) -> None:
+        self.book = book
+        self.size_factor = size_factor
+        self.unload_timeout_s = unload_timeout_s
+        self.reclaim_min_idle_s = reclaim_min_idle_s
+        self.reserves = reserves  # the guard has admit(reserve=): hold one while loading
+
+    def loaded(self, within_s: float | None = None) -> Steps[tuple[OllamaModelInfo, ...]]:
+        infos: tuple[OllamaModelInfo, ...] = yield Request(
+            "GET /api/ps", "ps", within_s=within_s, parse=self.book.infos
+        )
+        return infos
+
+    def installed(self) -> Steps[dict[str, int]]:
+        sizes: dict[str, int] = yield Request("GET /api/tags", "list", parse=_disk_sizes)
+        return sizes
+
+    def estimate_bytes(self, name: str) -> Steps[int]:
+        key = canonical(name)
+        known = _core.estimate_bytes(key, self.book.sizes, {}, self.size_factor)
+        if known is not None:
+            return known
+        estimate = _core.estimate_bytes(key, {}, (yield from self.installed()), self.size_factor)
+        if estimate is None:
+            raise OllamaError(
+                f"model {name!r} is not installed in Ollama at {self.book.host}", status_code=404
+            )
+        return estimate
+
+    def unload(self, name: str, wait_s: float) -> Steps[int]:
+        key = canonical(name)
+        before = {i.name: i.size for i in (yield from self.loaded())}
+        yield Request(f"unloading {name!r}", "generate", {"model": name, "keep_alive": 0})
+        self.book.forget(key)
+        started_s = yield NOW
+        delay_s = 0.01
+        while True:
+            left_s = wait_s - ((yield NOW) - started_s)
+            try:
+                if left_s <= 0:
+                    raise OllamaError("unload_timeout passed")
+                listed = {i.name for i in (yield from self.loaded(within_s=left_s))}
+            except OllamaError as error:
+                if (yield NOW) - started_s < wait_s:
+                    raise
+                raise OllamaError(
+                    f"Ollama at {self.book.host} still lists {name!r} "
+                    f"{wait_s:g} s after being asked to unload it (is a request "
+                    "still running on it?)"
+                ) from error
+            if key not in listed:
+                break
+            yield Sleep(min(delay_s, max(wait_s - ((yield NOW) - started_s), 0.0)))
+            delay_s = min(delay_s * 2, 0.2)
+        log.info("unloaded Ollama model %s (%s)", key, format_bytes(before.get(key, 0)))
+        return before.get(key, 0)
+
+    def unload_idle(self, min_idle_s: float) -> Steps[list[str]]:
+        done = []
+        infos = yield from self.loaded()
+        for info in self.book.victims(infos, min_idle_s=max(min_idle_s, 1e-9)):
+            yield from self.unload(info.name, self.unload_timeout_s)
+            done.append(info.name)
+        return done
+
+    def free(
+        self, need: int, exclude: str | None, min_idle_s: float, wait_s: float | None = None
+    ) -> Steps[int]:
+        """Unload idle models, least recently used first, until *need* bytes are freed."""
+        candidates = self.book.victims((yield from self.loaded()), exclude, min_idle_s)
+        plan = _core.plan_unloads(candidates, need)
+        freed = 0
+        for info in [*plan, *candidates[len(plan) :]]:  # more only if the sizes were off
+            if freed >= need:
+                break
+            wait = self.unload_timeout_s if wait_s is None else wait_s
+            freed += (yield from self.unload(info.name, wait)) or info.size
+        return freed
+
+    def admit(self, name: str, need: int) -> Steps[None]:
+        """Make room for a load of *need* bytes, or raise ResourceExhausted."""
+        headroom = yield HEADROOM
+        shortfall = _core.shortfall_bytes(need, headroom)
+        if not shortfall:
+            return
+        freed = yield from self.free(shortfall, canonical(name), 0.0)
+        if headroom + freed < need:
+            raise _core.refused(name, need, headroom, freed)
+
+    def load(
+        self, name: str, keep_alive_s: float | None, *, reserve: bool = True
+    ) -> Steps[OllamaModelInfo]:
+        key = canonical(name)
+        started_s = yield NOW
+        need = (yield from self.estimate_bytes(name)) if reserve and self.reserves else None
+        yield Request(
+            f"loading {name!r}",
+            "generate",
+            {"model": name, "keep_alive": wire_keep_alive(keep_alive_s)},
+            load=True,
+            reserve=need,
+        )
+        self.book.loaded_as(key, keep_alive_s, (yield NOW) - started_s)
+        found = _core.find((yield from self.loaded()), key)
+        if found is None:
+            raise OllamaError(f"Ollama at {self.book.host} loaded {name!r} but does not list it")
+        return found
+
+    def ensure(self, name: str, keep_alive_s: float | None) -> Steps[OllamaModelInfo]:
+        key = canonical(name)
+        found = _core.find((yield from self.loaded()), key)
+        if found is not None:
+            self.book.touch(key)
+            return found
+        yield from self.admit(name, (yield from self.estimate_bytes(name)))
+        return (yield from self.load(name, keep_alive_s))
+
+    def reclaimable_bytes(self, who: str) -> Steps[int]:
+        try:
+            infos = yield from self.loaded()
+        except OllamaError as error:
+            self.book.faults.failed(who, error)
+            return 0
+        self.book.faults.recovered(who)
+        victims = self.book.victims(infos, min_idle_s=self.reclaim_min_idle_s)
+        return sum(i.size for i in victims)
+
+    def reclaim(self, who: str, target_bytes: int) -> Steps[int]:
+        try:
+            freed = yield from self.free(
+                max(int(target_bytes), 1),
+                None,
+                self.reclaim_min_idle_s,
+                wait_s=min(self.unload_timeout_s, 5.0),
+            )
+        except OllamaError as error:
+            self.book.faults.failed(who, error)
+            return 0
+        self.book.faults.recovered(who)
+        return freed
+
+    def sample(self, who: str) -> Steps[dict[str, object]]:
+        try:
+            infos = yield from self.loaded()
+        except OllamaError as error:
+            self.book.faults.failed(who, error)
+            return {"ollama": None}
+        self.book.faults.recovered(who)
+        return {"ollama": infos}
+
+
+def _disk_sizes(response: Any) -> dict[str, int]:
+    return {canonical(m.model or ""): int(m.size or 0) for m in response.models}

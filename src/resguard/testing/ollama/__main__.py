@@ -1,0 +1,37 @@
+"""``python -m resguard.testing.ollama [--port N] [--bind ADDRESS]``: serve the stand-in
+until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from resguard.testing.ollama import OllamaStandIn
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m resguard.testing.ollama",
+        description="A stand-in Ollama server for tests (the default catalogue of models).",
+    )
+    parser.add_argument("--port", type=int, default=11434, help="0: any free port")
+    parser.add_argument("--bind", default="127.0.0.1", help="the address to listen on")
+    parser.add_argument("--max-loaded", type=int, default=3, help="models loaded at once")
+    args = parser.parse_args(argv)
+    server = OllamaStandIn(bind=args.bind, port=args.port, max_loaded=args.max_loaded)
+    try:
+        server.start()
+    except OSError as error:
+        print(f"cannot listen on {args.bind}:{args.port}: {error}", file=sys.stderr)
+        return 2
+    print(f"Ollama stand-in serving on {server.host} (Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
