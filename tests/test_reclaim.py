@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
@@ -24,6 +25,7 @@ from resguard.reclaim import (
     registered,
     unregister,
 )
+from resguard.testing import ManualClock
 
 MiB = 2**20
 SLEEP_S = f"300{os.getpid()}"  # unique: other runs on this machine may sleep 300 too
@@ -134,25 +136,27 @@ def test_a_failing_step_does_not_break_the_ladder(caplog: pytest.LogCaptureFixtu
 
 
 def test_gc_is_throttled_to_its_share_of_wall_time() -> None:
-    now = [100.0]
-
-    def clock() -> float:
-        return now[0]
-
+    clock = ManualClock(100.0)
     step = GarbageCollect(max_share=0.05, clock=clock)
     step.reclaim(1)
     assert step.collections == 1
     step.reclaim(1)  # the clock has not moved: a collection "took" 0 s, so allowed again
     assert step.collections == 2
-    original = step._clock
-    calls = iter([200.0, 201.0])  # the next collection takes 1 s ...
-    step._clock = lambda: next(calls)
-    step.reclaim(1)
-    step._clock = original
-    now[0] = 210.0  # ... so the next may run only 20 s later
+    clock.advance(100.0)
+
+    def one_second(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            clock.advance(1.0)
+
+    gc.callbacks.append(one_second)  # the next collection takes 1 s ...
+    try:
+        step.reclaim(1)
+    finally:
+        gc.callbacks.remove(one_second)
+    clock.now_s = 210.0  # ... so the next may run only 20 s later
     step.reclaim(1)
     assert step.collections == 3
-    now[0] = 221.0
+    clock.now_s = 221.0
     step.reclaim(1)
     assert step.collections == 4
 
@@ -180,16 +184,14 @@ def test_registry_holds_weak_references() -> None:
     register(item)
     assert item in registered()
     del item
-    import gc
-
     gc.collect()
     assert all(entry.name != "temporary" for entry in registered())
 
 
 @pytest.fixture
-def sleeper() -> subprocess.Popen[bytes]:
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(["sleep", SLEEP_S])
-    yield process  # type: ignore[misc]
+    yield process
     process.kill()
     process.wait()
 
@@ -208,7 +210,8 @@ def test_process_stopper_dry_run_lists_and_spares(sleeper: subprocess.Popen[byte
         action.pid == sleeper.pid and action.reason.startswith("dry run")
         for action in stopper.actions
     )
-    time.sleep(0.1)
+    with pytest.raises(subprocess.TimeoutExpired):  # nothing was sent: it runs on
+        sleeper.wait(timeout=0.1)
     assert sleeper.poll() is None
 
 
@@ -242,7 +245,7 @@ def test_process_stopper_never_touches_protected_processes() -> None:
 
 def test_process_stopper_rejects_a_single_string() -> None:
     with pytest.raises(InvalidType, match="one string"):
-        ProcessStopper("sleep")  # type: ignore[arg-type]
+        ProcessStopper("sleep")
 
 
 # ---------------------------------------------------------------------------------------
@@ -308,28 +311,28 @@ def test_known_memory_still_reaches_the_process_step() -> None:
 @pytest.mark.parametrize(
     ("make", "error", "quoted"),
     [
-        (lambda: GarbageCollect(max_share="x"), InvalidType, "'x'"),
+        (lambda: GarbageCollect(max_share="x"), InvalidType, "'x'"),  # type: ignore[arg-type]
         (lambda: GarbageCollect(max_share=True), InvalidType, "True"),
-        (lambda: GarbageCollect(max_share=None), InvalidType, "None"),
+        (lambda: GarbageCollect(max_share=None), InvalidType, "None"),  # type: ignore[arg-type]
         (lambda: GarbageCollect(max_share=float("nan")), InvalidValue, "nan"),
         (lambda: GarbageCollect(max_share=0), InvalidValue, "0"),
         (lambda: GarbageCollect(max_share=1.5), InvalidValue, "1.5"),
-        (lambda: GarbageCollect(clock=5), InvalidType, "5"),
-        (lambda: Ladder(5), InvalidType, "5"),
+        (lambda: GarbageCollect(clock=5), InvalidType, "5"),  # type: ignore[arg-type]
+        (lambda: Ladder(5), InvalidType, "5"),  # type: ignore[arg-type]
         (lambda: Ladder(lambda: 0, min_reclaim="lots"), InvalidValue, "'lots'"),
         (lambda: Ladder(lambda: 0, min_reclaim=-1), InvalidValue, "-1"),
-        (lambda: Ladder(lambda: 0, gc_step=5), InvalidType, "5"),
-        (lambda: Ladder(lambda: 0, trim_step="trim"), InvalidType, "'trim'"),
-        (lambda: Ladder(lambda: 0, extra=[5]), InvalidType, "5"),
-        (lambda: Ladder(lambda: 0, extra="cache"), InvalidType, "'cache'"),
-        (lambda: Ladder(lambda: 0).run("5MiB"), InvalidType, "'5MiB'"),
-        (lambda: Ladder(lambda: 0).run(None), InvalidType, "None"),
-        (lambda: register(5), InvalidType, "5"),
-        (lambda: register("cache"), InvalidType, "'cache'"),
-        (lambda: unregister(None), InvalidType, "None"),
+        (lambda: Ladder(lambda: 0, gc_step=5), InvalidType, "5"),  # type: ignore[arg-type]
+        (lambda: Ladder(lambda: 0, trim_step="trim"), InvalidType, "'trim'"),  # type: ignore[arg-type]
+        (lambda: Ladder(lambda: 0, extra=[5]), InvalidType, "5"),  # type: ignore[list-item]
+        (lambda: Ladder(lambda: 0, extra="cache"), InvalidType, "'cache'"),  # type: ignore[arg-type]
+        (lambda: Ladder(lambda: 0).run("5MiB"), InvalidType, "'5MiB'"),  # type: ignore[arg-type]
+        (lambda: Ladder(lambda: 0).run(None), InvalidType, "None"),  # type: ignore[arg-type]
+        (lambda: register(5), InvalidType, "5"),  # type: ignore[arg-type]
+        (lambda: register("cache"), InvalidType, "'cache'"),  # type: ignore[arg-type]
+        (lambda: unregister(None), InvalidType, "None"),  # type: ignore[arg-type]
         (lambda: Cost(), InvalidType, "Cost.CACHE"),
         (lambda: Cost(5), InvalidType, "Cost.CACHE"),
-        (lambda: ProcessStopper(["x"], enabled=True).reclaim("1GiB"), InvalidType, "'1GiB'"),
+        (lambda: ProcessStopper(["x"], enabled=True).reclaim("1GiB"), InvalidType, "'1GiB'"),  # type: ignore[arg-type]
     ],
 )
 def test_bad_reclaim_arguments_raise_resguard_errors(
@@ -383,7 +386,7 @@ def test_a_cost_that_turns_bad_later_leaves_the_ladder_working(
             return 0
 
     item = Drifting()
-    register(item)
+    register(item)  # type: ignore[arg-type]
     try:
         item.cost = "cheap"
         names = [step.name for step in Ladder(lambda: 0).steps()]  # no TypeError from sort
@@ -478,9 +481,9 @@ def test_a_hand_made_candidate_that_is_not_one_process_is_refused_before_any_sig
     stopper = ProcessStopper([r"x"], enabled=True, dry_run=False, grace="10ms")
     stopper._use_pidfd = False  # the fallback path that would call os.kill(pid)
     candidate = StopCandidate(
-        pid=pid,
-        start_ticks=start_ticks,
-        name="x",  # type: ignore[arg-type]
+        pid=pid,  # type: ignore[arg-type]
+        start_ticks=start_ticks,  # type: ignore[arg-type]
+        name="x",
         cmdline="x",
         uid=os.getuid(),
         rss=1,
