@@ -76,7 +76,7 @@ class Policy:
                 )
             checked.append(rule)
         self.rules: tuple[Rule, ...] = tuple(checked)
-        self._steps = tuple(rule.step for rule in self.rules)
+        self._steps = tuple(enumerate(rule.step for rule in self.rules))  # (index, step)
         reads: dict[str, Callable[[Snapshot], Any]] = {}
         for rule in self.rules:
             paths = getattr(rule, "reads", ())
@@ -141,9 +141,8 @@ class Policy:
             raise InvalidValue(f"now={shown(now)} is not a finite monotonic time in seconds")
         breaches: list[Breach] | None = None
         failed: dict[int, str] | None = None  # rule index -> reason
-        for index, step, rule_state in zip(
-            range(len(self._steps)), self._steps, state.rule_states, strict=True
-        ):
+        # the states were made for these rules (checked above): same length, no strict zip
+        for (index, step), rule_state in zip(self._steps, state.rule_states, strict=False):
             try:
                 breach = step(snapshot, rule_state, now)
             except Exception as error:  # a broken rule must not silence the others
@@ -174,6 +173,8 @@ class Policy:
             unknown = (*unknown, *failed.values())
         if breaches is None:
             return Verdict(Level.OK, (), unknown) if unknown else OK_VERDICT
+        if len(breaches) == 1:  # the common firing case: no generator for the max
+            return Verdict(breaches[0].level, (breaches[0],), unknown)
         return Verdict(max(breach.level for breach in breaches), tuple(breaches), unknown)
 
     def _unknown(self, snapshot: Snapshot) -> tuple[str, ...]:
