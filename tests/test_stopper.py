@@ -20,8 +20,12 @@ from resguard import InvalidType, InvalidValue, ResguardError
 from resguard._probes import identity as identity_module
 from resguard._probes.identity import Identity, ProcessHandle, parse_stat, read_stat
 from resguard.reclaim import ProcessStopper, StopCandidate
+from resguard.testing import ManualClock
 
 from plugins.integration import unavailable
+from support import wait_until
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
 
 MODES = ["pidfd", "fallback"]
 # unique to this run: other test runs on the machine may have their own "sleep 3001"
@@ -98,18 +102,17 @@ def _spawn(*args: str, **kwargs: object) -> subprocess.Popen[bytes]:
     return subprocess.Popen(list(args), **kwargs)  # type: ignore[call-overload, no-any-return]
 
 
+def _runs(pid: int, command: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            return file.read().replace(b"\0", b" ").strip() == command.encode()
+    except OSError:
+        return False
+
+
 def _wait_for_exec(pid: int, command: str) -> None:
     """Until *pid* runs *command* (Popen returns before the child's exec)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as file:
-                if file.read().replace(b"\0", b" ").strip() == command.encode():
-                    return
-        except OSError:
-            pass
-        time.sleep(0.005)
-    raise AssertionError(f"pid {pid} never ran {command!r}")
+    wait_until(lambda: _runs(pid, command), what=f"pid {pid} to run {command!r}")
 
 
 @pytest.fixture
@@ -137,9 +140,9 @@ def _candidate(stopper: ProcessStopper, pid: int) -> StopCandidate:
 def signals_sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     """Every signal resguard sends, recorded and not delivered."""
     sent: list[tuple[str, int]] = []
-    monkeypatch.setattr(identity_module.os, "kill", lambda pid, signum: sent.append(("kill", pid)))
+    monkeypatch.setattr(os, "kill", lambda pid, signum: sent.append(("kill", pid)))
     monkeypatch.setattr(
-        identity_module.signal,
+        signal,
         "pidfd_send_signal",
         lambda fd, signum, *rest: sent.append(("pidfd", fd)),
     )
@@ -227,10 +230,10 @@ def test_an_unreaped_zombie_counts_as_stopped_by_sigterm_at_once(mode: str) -> N
 
 
 IGNORES_TERM = r"""
-import signal, time
+import signal
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 print("ready", flush=True)
-time.sleep(300)
+signal.pause()            # until SIGKILL
 """
 
 
@@ -273,10 +276,10 @@ def test_a_huge_grace_period_waits_without_overflow(mode: str) -> None:
 
 
 THREADED = r"""
-import threading, time
-threading.Thread(target=time.sleep, args=(300,), daemon=True).start()
+import signal, threading
+threading.Thread(target=threading.Event().wait, daemon=True).start()
 print("ready", flush=True)
-time.sleep(300)
+signal.pause()            # until killed
 """
 
 
@@ -308,15 +311,15 @@ def test_the_fallback_grace_wait_polls_at_growing_intervals(
     assert stat is not None
     handle = ProcessHandle.open(Identity(sleeper.pid, stat.start_ticks), use_pidfd=False)
     assert handle is not None
-    now = [0.0]
+    clock = ManualClock(0.0)
     pauses: list[float] = []
 
     def sleep(seconds: float) -> None:
         pauses.append(seconds)
-        now[0] += seconds
+        clock.advance(seconds)
 
-    assert not handle.wait_exited(5.0, clock=lambda: now[0], sleep=sleep)
-    assert now[0] == pytest.approx(5.0)
+    assert not handle.wait_exited(5.0, clock=clock, sleep=sleep)
+    assert clock() == pytest.approx(5.0)
     assert pauses[0] == 0.001
     assert max(pauses) == 0.05
     assert len(pauses) < 120  # ~100 polls of 50 ms, not a busy loop
@@ -331,15 +334,32 @@ import json, os, signal, subprocess, sys, time
 from resguard.reclaim import ProcessStopper
 from resguard._probes.identity import Identity, ProcessHandle, read_stat
 
-mode = sys.argv[1]
+mode, tests = sys.argv[1:3]
+sys.path.insert(0, tests)
+from support import wait_until
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+def runs(pid):
+    with open(f"/proc/{pid}/cmdline", "rb") as file:
+        return file.read() == b"sleep\0" + b"3005\0"
 
 def wait_for_exec(pid):
-    for _ in range(2000):
-        with open(f"/proc/{pid}/cmdline", "rb") as file:
-            if file.read() == b"sleep\0" + b"3005\0":
-                return
-        time.sleep(0.005)
-    raise SystemExit(f"pid {pid} never ran sleep 3005")
+    wait_until(lambda: runs(pid), what=f"pid {pid} to run sleep 3005")
+
+def wait_past(start_ticks, seconds):
+    # until a process started now has a start time *seconds* after start_ticks
+    target = start_ticks + seconds * TICKS_PER_S
+    boot_ticks = lambda: time.clock_gettime(time.CLOCK_BOOTTIME) * TICKS_PER_S
+    wait_until(lambda: boot_ticks() > target + 1, what=f"{seconds} s to pass")
+
+def alive_after(process, seconds):
+    # a signal sent by mistake has *seconds* to land
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return True
+    return False
 
 def reuse(pid):
     # the victim exited and was reaped; the next process forked gets its PID
@@ -358,13 +378,13 @@ victim = subprocess.Popen(["sleep", "3005"])
 wait_for_exec(victim.pid)
 [old] = [c for c in stopper.candidates() if c.pid == victim.pid]
 victim.kill(); victim.wait()
-time.sleep(0.3)
+wait_past(old.start_ticks, 0.3)
 newcomer = reuse(old.pid)
 action = stopper.stop(old)
-time.sleep(0.1)
+alive = alive_after(newcomer, 0.1)
 result["listed"] = {"pid": old.pid, "newcomer": newcomer.pid, "action": action.to_dict(),
                     "new_start": read_stat(newcomer.pid).start_ticks,
-                    "newcomer_alive": newcomer.poll() is None}
+                    "newcomer_alive": alive}
 newcomer.kill(); newcomer.wait()
 
 # 2. a handle opened on the victim, the PID reused while it is held
@@ -373,12 +393,13 @@ wait_for_exec(victim.pid)
 start = read_stat(victim.pid).start_ticks
 handle = ProcessHandle.open(Identity(victim.pid, start), use_pidfd=mode == "pidfd")
 victim.kill(); victim.wait()
-time.sleep(0.05)
+wait_past(start, 0.05)
 newcomer = reuse(victim.pid)
 sent = handle.send(signal.SIGTERM) or handle.send(signal.SIGKILL)
-time.sleep(0.1)
+alive = alive_after(newcomer, 0.1)
 result["held"] = {"pid": victim.pid, "newcomer": newcomer.pid, "sent": sent,
-                  "pidfd": handle.pidfd is not None, "newcomer_alive": newcomer.poll() is None}
+                  "pidfd": handle.pidfd is not None,
+                  "newcomer_alive": alive}
 handle.close()
 newcomer.kill(); newcomer.wait()
 print(json.dumps(result))
@@ -404,7 +425,7 @@ def _unshare_available() -> None:
 def test_a_newcomer_on_a_reused_pid_survives(mode: str) -> None:
     _unshare_available()
     done = subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", REUSE, mode],
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", REUSE, mode, TESTS],
         capture_output=True,
         text=True,
         timeout=120,
@@ -469,11 +490,11 @@ def test_another_users_process_is_never_signalled() -> None:
 
 
 RENAMED = r"""
-import sys, time
+import signal, sys
 with open("/proc/self/comm", "w") as file:
     file.write(sys.argv[1])
 print("ready", flush=True)
-time.sleep(300)
+signal.pause()            # until killed
 """
 
 
