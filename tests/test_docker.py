@@ -6,12 +6,13 @@ without one (an unreachable socket is real enough to fail on).
 
 from __future__ import annotations
 
-import io
+import functools
 import json
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,12 +28,13 @@ from resguard.docker import (  # noqa: E402
     ContainerRef,
     Containers,
     ContainersSource,
-    cli,
     find_duplicates,
 )
+from resguard.docker._cgroups import CgroupFinder, read_api, read_cgroup  # noqa: E402
 from resguard.snapshot import ContainersInfo, ContainerStats  # noqa: E402
 
 from plugins.docker import GROW, HOLD, wait_for  # noqa: E402
+from support import wait_until  # noqa: E402
 
 MiB = 1 << 20
 
@@ -72,8 +74,8 @@ def _only(items: tuple[ContainerStats, ...], container_id: str) -> ContainerStat
 def test_bad_arguments_are_named() -> None:
     with pytest.raises(resguard.InvalidValue, match="method='fast'"):
         Containers(method="fast")  # type: ignore[arg-type]
-    with pytest.raises(resguard.InvalidValue, match="timeout_s"):
-        Containers(timeout_s=0)
+    with pytest.raises(resguard.InvalidValue, match="timeout=0"):
+        Containers(timeout=0)
     engine = Containers()
     with pytest.raises(resguard.InvalidValue, match="memory= or memswap="):
         engine.set_limit("web")
@@ -87,7 +89,7 @@ def test_bad_arguments_are_named() -> None:
 
 def test_engine_down_raises_one_documented_error(tmp_path: Any) -> None:
     engine = Containers(_unreachable(tmp_path))
-    calls = [
+    calls: list[Callable[[], object]] = [
         engine.stats,
         engine.info,
         engine.limits,
@@ -109,23 +111,6 @@ def test_missing_socket_from_the_environment(
     engine = Containers()  # building it never touches the engine
     with pytest.raises(resguard.DockerError, match="connecting to the Docker engine"):
         engine.stats()
-
-
-def test_cli_engine_down_exits_2_with_message_on_stderr(tmp_path: Any) -> None:
-    for command in ("stats", "limits"):
-        out, err = io.StringIO(), io.StringIO()
-        code = cli(
-            command,
-            as_json=True,
-            out=out,
-            err=err,
-            containers=Containers(_unreachable(tmp_path)),
-            cpu_sample_s=0,
-        )
-        assert code == 2
-        assert out.getvalue() == ""
-        assert "not reachable" in err.getvalue()
-        assert err.getvalue().count("\n") == 1
 
 
 def test_source_fault_is_logged_once(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
@@ -246,7 +231,7 @@ def test_stats_agree_with_the_engine_for_1_16_48_mb(
     _require_local_cgroups(docker_client, started[1].id)
     for size, container in started.items():  # wait until each holds its memory, settled
         wait_for(
-            lambda c=container, s=size: _settled(engine, c.id, s * MiB),
+            functools.partial(_settled, engine, container.id, size * MiB),
             what=f"{size} MB allocated and head/tr gone",
         )
     api_path = Containers(docker_client, method="api")
@@ -385,18 +370,18 @@ def test_container_past_its_limit_shows_above_90_percent_before_it_is_killed(
     docker_client: Any, docker_run: Any, engine: Containers
 ) -> None:
     container = docker_run(GROW, memory="32m", memswap="32m")
-    highest = 0.0
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    highest: list[float] = [0.0]
+
+    def killed() -> bool:
         stats = _only(engine.stats(), container.id)
         if stats is None:
-            break  # killed
+            return True
         assert stats.memory_percent is not None
-        highest = max(highest, stats.memory_percent)
-        time.sleep(0.02)
-    else:
-        pytest.fail("the growing container was not killed within 120 s")
-    assert highest > 90.0
+        highest.append(stats.memory_percent)
+        return False
+
+    wait_until(killed, timeout_s=120, what="the growing container to be killed")
+    assert max(highest) > 90.0
     state = wait_for(lambda: _exited(docker_client, container.id), what="exit state")
     assert state["OOMKilled"] is True or state["ExitCode"] == 137
 
@@ -455,7 +440,7 @@ def test_duplicate_compose_service_under_two_projects(
     assert len(groups) == 1
     assert {ref.id for ref in groups[0].containers} == {one.id, other.id}
     assert {ref.compose_project for ref in groups[0].containers} == {"rgtest-a", "rgtest-b"}
-    engine.stop(other, timeout_s=0)
+    engine.stop(other, timeout=0)
     assert docker_client.api.inspect_container(other.id)["State"]["Running"] is False
     assert not [group for group in engine.duplicates() if group.key == "rgtest-db"]
 
@@ -512,39 +497,9 @@ def test_source_recovers_when_the_engine_comes_back(
     client.close()
 
 
-@pytest.mark.docker
-def test_cli_prints_tables_and_json(docker_run: Any, docker_client: Any) -> None:
-    container = docker_run(HOLD.format(kib=1024), memory="48m")
-    engine = Containers(docker_client)
-    out = io.StringIO()
-    assert cli("stats", as_json=True, out=out, containers=engine, cpu_sample_s=0.1) == 0
-    data = json.loads(out.getvalue())
-    row = [item for item in data["items"] if item["id"] == container.id]
-    assert row
-    assert row[0]["memory_limit"] == 48 * MiB
-    assert row[0]["cpu_percent"] is not None
-    out = io.StringIO()
-    assert cli("stats", as_json=False, out=out, containers=engine, cpu_sample_s=0) == 0
-    lines = out.getvalue().splitlines()
-    assert lines[0].split()[:3] == ["CONTAINER", "ID", "NAME"]
-    assert any(container.name in line and "48.0 MiB" in line for line in lines)
-    assert "running" in lines[-1]
-    out = io.StringIO()
-    assert cli("limits", as_json=False, out=out, containers=engine) == 0
-    assert any(
-        container.name in line and "48.0 MiB" in line for line in out.getvalue().splitlines()
-    )
-    out = io.StringIO()
-    assert cli("limits", as_json=True, out=out, containers=engine) == 0
-    assert container.id in [item["id"] for item in json.loads(out.getvalue())]
-    engine.close()
-
-
 def _monitor_module() -> Any:
-    try:
-        from resguard import monitor, rules
-    except ImportError as exc:  # the monitor is optional for these tests
-        pytest.skip(f"resguard.monitor is not importable ({exc})")
+    from resguard import monitor, rules  # part of resguard: an ImportError is a failure
+
     return monitor, rules
 
 
@@ -604,8 +559,6 @@ def _write(path: Any, text: str) -> None:
 @pytest.mark.parametrize("relative", ["system.slice/docker-{id}.scope", "docker/{id}"])
 def test_cgroup_v2_layouts_are_found(tmp_path: Any, relative: str) -> None:
     """The v2 layouts of the systemd and cgroupfs drivers (this CI host runs v1)."""
-    from resguard.docker import _CgroupFinder, _read_cgroup
-
     container_id = "ab" * 32
     _write(tmp_path / "cgroup.controllers", "cpuset cpu io memory pids\n")
     base = tmp_path / relative.format(id=container_id)
@@ -615,23 +568,21 @@ def test_cgroup_v2_layouts_are_found(tmp_path: Any, relative: str) -> None:
     _write(base / "memory.stat", f"anon {30 * MiB}\nfile {10 * MiB}\ninactive_file {8 * MiB}\n")
     _write(base / "cpu.stat", "usage_usec 2500000\nuser_usec 2000000\n")
     _write(base / "pids.current", "3\n")
-    finder = _CgroupFinder(str(tmp_path))
+    finder = CgroupFinder(str(tmp_path))
     dirs = finder.find(container_id)
     assert dirs is not None
     assert dirs.version == "v2"
     assert finder.find("cd" * 32) is None
-    reading = _read_cgroup(dirs, host_total=1 << 34)
+    reading = read_cgroup(dirs, host_total=1 << 34)
     assert reading is not None
     assert (reading.memory_usage, reading.memory_used) == (40 * MiB, 32 * MiB)
     assert reading.memory_limit == 64 * MiB
     assert (reading.cpu_ns, reading.pids) == (2_500_000_000, 3)
     _write(base / "memory.max", "max\n")
-    assert _read_cgroup(dirs, host_total=1 << 34).memory_limit is None  # type: ignore[union-attr]
+    assert read_cgroup(dirs, host_total=1 << 34).memory_limit is None  # type: ignore[union-attr]
 
 
 def test_cgroup_v1_systemd_layout_with_joined_cpu_controllers(tmp_path: Any) -> None:
-    from resguard.docker import _CgroupFinder, _read_cgroup
-
     container_id = "ef" * 32
     relative = f"system.slice/docker-{container_id}.scope"
     for controller in ("memory", "cpu,cpuacct", "pids"):
@@ -642,10 +593,10 @@ def test_cgroup_v1_systemd_layout_with_joined_cpu_controllers(tmp_path: Any) -> 
     _write(memory / "memory.stat", f"inactive_file {1 * MiB}\ntotal_inactive_file {4 * MiB}\n")
     _write(tmp_path / "cpu,cpuacct" / relative / "cpuacct.usage", "123456789\n")
     _write(tmp_path / "pids" / relative / "pids.current", "7\n")
-    dirs = _CgroupFinder(str(tmp_path)).find(container_id)
+    dirs = CgroupFinder(str(tmp_path)).find(container_id)
     assert dirs is not None
     assert dirs.version == "v1"
-    reading = _read_cgroup(dirs, host_total=1 << 34)
+    reading = read_cgroup(dirs, host_total=1 << 34)
     assert reading is not None
     assert reading.memory_used == 16 * MiB  # hierarchical total_inactive_file, like docker
     assert reading.memory_limit is None
@@ -653,14 +604,10 @@ def test_cgroup_v1_systemd_layout_with_joined_cpu_controllers(tmp_path: Any) -> 
 
 
 def test_no_cgroup_filesystem_means_the_api_path(tmp_path: Any) -> None:
-    from resguard.docker import _CgroupFinder
-
-    assert _CgroupFinder(str(tmp_path / "absent")).find("ab" * 32) is None
+    assert CgroupFinder(str(tmp_path / "absent")).find("ab" * 32) is None
 
 
 def test_api_answers_of_both_cgroup_versions() -> None:
-    from resguard.docker import _read_api
-
     host = 16 << 30
     v2 = {
         "memory_stats": {
@@ -671,7 +618,7 @@ def test_api_answers_of_both_cgroup_versions() -> None:
         "cpu_stats": {"cpu_usage": {"total_usage": 10**9}},
         "pids_stats": {"current": 4},
     }
-    reading = _read_api(v2, host)
+    reading = read_api(v2, host)
     assert reading is not None
     assert (reading.memory_used, reading.memory_limit) == (45 * MiB, None)  # host = no limit
     assert (reading.cpu_ns, reading.pids) == (10**9, 4)
@@ -682,11 +629,11 @@ def test_api_answers_of_both_cgroup_versions() -> None:
             "stats": {"inactive_file": 1 * MiB, "total_inactive_file": 6 * MiB},
         }
     }
-    reading = _read_api(v1, host)
+    reading = read_api(v1, host)
     assert reading is not None
     assert (reading.memory_used, reading.memory_limit) == (44 * MiB, 64 * MiB)
     assert (reading.cpu_ns, reading.pids) == (None, None)
-    assert _read_api({"memory_stats": {}}, host) is None  # a container that just stopped
+    assert read_api({"memory_stats": {}}, host) is None  # a container that just stopped
 
 
 # --------------------------------------------------------------------------------------
@@ -728,7 +675,7 @@ def _calls(engine: Containers) -> dict[str, Any]:
         "limits": engine.limits,
         "duplicates": engine.duplicates,
         "set_limit": lambda: engine.set_limit("web", memory="1GiB"),
-        "stop": lambda: engine.stop("web", timeout_s=0),
+        "stop": lambda: engine.stop("web", timeout=0),
         "source": engine.as_source().sample,
     }
 
@@ -738,7 +685,7 @@ def test_a_dead_engine_fails_every_call_with_docker_error_at_once(
     tmp_path: Any, where: str
 ) -> None:
     url = _dead_engines(tmp_path)[where]
-    with Containers(base_url=url, timeout_s=1) as engine:
+    with Containers(base_url=url, timeout=1) as engine:
         messages = set()
         for name, call in _calls(engine).items():
             started = time.monotonic()
@@ -758,7 +705,7 @@ def test_an_engine_that_accepts_but_never_answers_fails_within_the_timeout(
     path = str(tmp_path / "hung.sock")
     with MisbehavingServer("hang", unix_path=path):
         for engine in (
-            Containers(base_url=f"unix://{path}", timeout_s=0.5),
+            Containers(base_url=f"unix://{path}", timeout=0.5),
             _from_environment(monkeypatch, f"unix://{path}"),
         ):
             with engine:
@@ -767,7 +714,7 @@ def test_an_engine_that_accepts_but_never_answers_fails_within_the_timeout(
 
 def _from_environment(monkeypatch: pytest.MonkeyPatch, url: str) -> Containers:
     monkeypatch.setenv("DOCKER_HOST", url)
-    return Containers(timeout_s=0.5)
+    return Containers(timeout=0.5)
 
 
 def test_monitor_source_of_a_hung_engine_is_none_with_one_warning(
@@ -779,7 +726,7 @@ def test_monitor_source_of_a_hung_engine_is_none_with_one_warning(
     path = str(tmp_path / "hung.sock")
     with (
         MisbehavingServer("hang", unix_path=path),
-        Containers(base_url=f"unix://{path}", timeout_s=0.5) as engine,
+        Containers(base_url=f"unix://{path}", timeout=0.5) as engine,
     ):
         mon = monitor.Monitor(sources=[engine.as_source()], reclaim=False, psi_trigger=False)
         with caplog.at_level(logging.WARNING, logger="resguard"):
@@ -796,7 +743,7 @@ def test_refused_tcp_engine_is_logged_once_by_the_monitor(
     tmp_path: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     monitor, _ = _monitor_module()
-    engine = Containers(base_url=_dead_engines(tmp_path)["refused"], timeout_s=1)
+    engine = Containers(base_url=_dead_engines(tmp_path)["refused"], timeout=1)
     mon = monitor.Monitor(sources=[engine.as_source()], reclaim=False, psi_trigger=False)
     with caplog.at_level(logging.WARNING, logger="resguard"):
         for _ in range(4):
@@ -895,11 +842,11 @@ def test_docker_sizes_are_binary_and_case_insensitive(
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [
-        ({"timeout_s": float("nan")}, resguard.InvalidValue),
-        ({"timeout_s": float("inf")}, resguard.InvalidValue),
-        ({"timeout_s": -1}, resguard.InvalidValue),
-        ({"timeout_s": True}, resguard.InvalidType),
-        ({"timeout_s": "soon"}, resguard.InvalidValue),
+        ({"timeout": float("nan")}, resguard.InvalidValue),
+        ({"timeout": float("inf")}, resguard.InvalidValue),
+        ({"timeout": -1}, resguard.InvalidValue),
+        ({"timeout": True}, resguard.InvalidType),
+        ({"timeout": "soon"}, resguard.InvalidValue),
         ({"max_workers": 0}, resguard.InvalidValue),
         ({"max_workers": 2.5}, resguard.InvalidType),
         ({"max_workers": True}, resguard.InvalidType),
@@ -919,6 +866,7 @@ def test_containers_arguments_are_checked(kwargs: dict[str, Any], error: type) -
 
 def test_set_limit_and_stop_check_their_arguments_before_the_engine() -> None:
     engine = Containers(base_url="unix:///nonexistent/docker.sock")
+    bad: Any
     for bad, error in (
         (True, resguard.InvalidType),
         ([1], resguard.InvalidType),
@@ -930,9 +878,16 @@ def test_set_limit_and_stop_check_their_arguments_before_the_engine() -> None:
             engine.set_limit("web", memory=bad)
         with pytest.raises(error):
             engine.set_limit("web", memory="1g", memswap=bad)
-    for bad_timeout in (float("nan"), -1, "x", None):
+    bad_timeout: Any
+    for bad_timeout in (float("nan"), -1, "x", True):
         with pytest.raises((resguard.InvalidValue, resguard.InvalidType)):
-            engine.stop("web", timeout_s=bad_timeout)  # type: ignore[arg-type]
+            engine.stop("web", timeout=bad_timeout)
+    for bad_timeout in (float("nan"), -1, "x", None):
+        with (
+            pytest.warns(DeprecationWarning, match="timeout_s"),
+            pytest.raises((resguard.InvalidValue, resguard.InvalidType)),
+        ):
+            engine.stop("web", timeout_s=bad_timeout)
 
 
 @pytest.mark.docker
@@ -966,7 +921,7 @@ def test_hostile_sizes_and_timeouts_give_only_documented_errors(value: Any) -> N
         assert isinstance(size, int)
         assert size >= 0
     try:
-        Containers(timeout_s=value)
+        Containers(timeout=value)
     except (resguard.InvalidValue, resguard.InvalidType):
         pass
 
@@ -980,7 +935,7 @@ def test_an_engine_that_drips_its_answer_fails_within_the_timeout(tmp_path: Any,
     path = str(tmp_path / f"{mode}.sock")
     with (
         MisbehavingServer(mode, unix_path=path, interval_s=0.1),
-        Containers(base_url=f"unix://{path}", timeout_s=0.5) as engine,
+        Containers(base_url=f"unix://{path}", timeout=0.5) as engine,
     ):
         _every_call_times_out(engine, 0.5)
 
@@ -994,7 +949,7 @@ def test_a_dripping_engine_does_not_pile_up_request_threads(tmp_path: Any) -> No
     path = str(tmp_path / "drip.sock")
     with (
         MisbehavingServer("drip", unix_path=path, interval_s=0.1),
-        Containers(base_url=f"unix://{path}", timeout_s=0.3) as engine,
+        Containers(base_url=f"unix://{path}", timeout=0.3) as engine,
     ):
         for _ in range(5):
             with pytest.raises(resguard.DockerError, match="did not answer in time"):
@@ -1011,7 +966,36 @@ def test_a_docker_host_with_a_bad_port_is_not_called_an_answer_that_is_not_json(
     """DOCKER_HOST=tcp://127.0.0.1:99999 fails before anything is sent; the message said
     "the Docker engine's answer was not JSON (Port out of range 0-65535)"."""
     monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:99999")
-    with Containers(timeout_s=1) as engine, pytest.raises(resguard.DockerError) as caught:
+    with Containers(timeout=1) as engine, pytest.raises(resguard.DockerError) as caught:
         engine.stats()
     assert "not JSON" not in str(caught.value)
     assert "Port out of range" in str(caught.value)
+
+
+def test_the_old_timeout_s_keyword_still_works_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match=r"Containers\(timeout_s=...\) is deprecated"):
+        engine = Containers(base_url="unix:///nonexistent/docker.sock", timeout_s=2)
+    with (
+        pytest.warns(DeprecationWarning, match="timeout_s"),
+        pytest.raises(resguard.InvalidValue, match="timeout_s=0"),
+    ):
+        Containers(timeout_s=0)  # the error names the keyword as typed
+    with pytest.raises(resguard.InvalidValue, match="both given"):
+        Containers(timeout="1s", timeout_s=1)
+    with (
+        pytest.warns(DeprecationWarning, match=r"Containers.stop\(timeout_s=...\)"),
+        pytest.raises(resguard.DockerError, match="not reachable"),
+    ):
+        engine.stop("web", timeout_s=0)
+    assert Containers(timeout="250ms") is not None  # a duration, like every timeout=
+
+
+def test_resguard_docker_keeps_no_presentation_and_its_cli_moved() -> None:
+    import resguard.cli.docker
+    import resguard.docker
+
+    with pytest.warns(DeprecationWarning, match="resguard.cli.docker"):
+        moved = resguard.docker.cli
+    assert moved is resguard.cli.docker.cli
+    for name in ("Containers", "ContainersSource", "ContainerRef", "docker_bytes"):
+        assert getattr(resguard.docker, name).__module__ == "resguard.docker"

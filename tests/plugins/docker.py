@@ -7,13 +7,13 @@ and is removed (forcibly) when the test ends, whatever happened.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from plugins.integration import unavailable
+from support import wait_until
 
 IMAGE = "resguard-busybox:latest"
 TEST_LABEL = "resguard-test"
@@ -105,15 +105,17 @@ def wait_for(
     predicate: Callable[[], object],
     *,
     timeout_s: float = 60.0,
-    interval_s: float = 0.05,
     what: str = "condition",
 ) -> Any:
-    """Poll *predicate* until it returns something true; fail after *timeout_s*."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+    """Wait until *predicate* returns something true, and return that (what a test waits
+    for is often what it asserts on); fails after *timeout_s* naming *what*."""
+    found: list[object] = []
+
+    def check() -> bool:
         value = predicate()
         if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(interval_s)
+            found.append(value)
+        return bool(value)
+
+    wait_until(check, timeout_s=timeout_s, what=what)
+    return found[0]
