@@ -31,7 +31,9 @@ MiB = 2**20
 SLEEP_S = f"300{os.getpid()}"  # unique: other runs on this machine may sleep 300 too
 
 SQUEEZE = r"""
-import json, time
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from support import wait_until
 import resguard as rg
 from resguard.rules import Level, Policy, Threshold
 
@@ -45,9 +47,7 @@ policy = Policy([Threshold("memory.percent", ">", 60, level=Level.WARNING, clear
 monitor = rg.Monitor("10ms", policy=policy, reclaim_to="50%", psi_trigger=False)
 with monitor:
     ballast = b"b" * (30 * 2**20)                         # push the cgroup past 60 %
-    deadline = time.monotonic() + 30
-    while monitor.last_reclaim is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: monitor.last_reclaim is not None, timeout_s=30, what="a reclaim")
     report = monitor.last_reclaim
     time.sleep(0.2)
     after = rg.snapshot().memory
@@ -72,7 +72,8 @@ def _own_registry(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.slow
 def test_caches_shrink_first_under_a_real_squeeze(memory_cgroup) -> None:  # type: ignore[no-untyped-def]
     memory_cgroup.set_limit(300 * MiB)
-    child = memory_cgroup.python(SQUEEZE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    tests = os.path.dirname(os.path.abspath(__file__))
+    child = memory_cgroup.python(SQUEEZE, tests, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = child.communicate(timeout=120)
     assert child.returncode == 0, err.decode()
     result = json.loads(out)
