@@ -129,24 +129,11 @@ class Threshold:
             hold = trigger or self._compare(measured, clear)
         if not state.advance(now, trigger, hold):
             return None
-        since = state.firing_since
-        assert since is not None
         state.last_value, state.last_threshold = float(measured), float(threshold)
-        return Breach(
-            self.name,
-            self.metric,
-            self.op,
-            float(measured),
-            threshold,
-            self.level,
-            since,
-            since_wall(snapshot, since),
-            now - since,
-            self.kind,
-        )
+        return self._held(snapshot, state, now)
 
     def _held(self, snapshot: Snapshot, state: Sustain, now: float) -> Breach | None:
-        """A firing rule's breach at an unknown sample: the last known figures, still held."""
+        """A firing rule's breach from its last known figures (at an unknown sample too)."""
         since = state.firing_since
         if since is None:
             return None
