@@ -1000,3 +1000,14 @@ def test_the_score_of_sums_beyond_float_range_is_exact() -> None:
         ComponentUse("b", "process", "y", big, None, big, "ok", 1),
     ]
     assert efficiency_score(items) == 50.0
+
+
+def test_the_command_moved_to_resguard_cli_and_the_old_names_still_work(tmp_path: Path) -> None:
+    import resguard.budget
+    import resguard.cli.budget
+
+    for name in ("cli", "format_report"):
+        with pytest.warns(DeprecationWarning, match=f"resguard.cli.budget.{name}"):
+            assert getattr(resguard.budget, name) is getattr(resguard.cli.budget, name)
+    with pytest.raises(AttributeError):
+        resguard.budget.no_such_name  # noqa: B018

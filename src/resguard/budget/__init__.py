@@ -72,6 +72,8 @@ Errors in the file raise :class:`resguard.ConfigError` naming the file, the key
 
 from __future__ import annotations
 
+from typing import Any
+
 from resguard.budget._config import find_config as find_config
 from resguard.budget._config import load, rules
 from resguard.budget._config import parse as parse
@@ -114,3 +116,21 @@ for _public in (
 ):
     _public.__module__ = __name__  # reprs, pickles and the API docs show resguard.budget
 del _public
+
+_MOVED = frozenset({"cli", "format_report"})  # the command, now in resguard.cli.budget
+
+
+def __getattr__(name: str) -> Any:
+    """``resguard.budget.cli`` and ``format_report`` moved to :mod:`resguard.cli.budget`
+    (presentation lives in the command line); the old names still work, with a warning."""
+    if name in _MOVED:
+        import importlib
+        import warnings
+
+        warnings.warn(
+            f"resguard.budget.{name} moved to resguard.cli.budget.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module("resguard.cli.budget"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -221,7 +221,7 @@ def _docker_containers() -> tuple[tuple[ContainerStats, ...] | None, str]:
         from resguard.docker import Containers
     except ImportError as exc:
         return None, f"docker package missing ({exc})"
-    containers = Containers(timeout_s=5.0)
+    containers = Containers(timeout=5.0)
     try:
         return containers.stats(), ""
     except Exception as exc:  # engine down, socket missing: the component is unavailable
