@@ -10,7 +10,7 @@ import pickle
 import random
 import sys
 import threading
-import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -25,7 +25,7 @@ from resguard.cache import CacheInfo, CacheStats, LRUCache, ValueTooLarge, memoi
 from resguard.cache._sizeof import sizeof
 from resguard.testing import ManualClock
 
-from support import run_python
+from support import run_python, wait_until
 
 JOIN_TIMEOUT_S = 120.0
 
@@ -571,7 +571,7 @@ def test_32_threads_on_one_memoized_function_compute_each_key_once() -> None:
     def slow_square(x: int) -> int:
         with counter_lock:
             computed[x] += 1
-        time.sleep(0.002)  # widen the window in which other threads miss
+        sum(range(5000))  # work during which (switching threads often) other threads miss
         return x * x
 
     def call(index: int) -> None:
@@ -580,7 +580,12 @@ def test_32_threads_on_one_memoized_function_compute_each_key_once() -> None:
             x = rng.randrange(40)
             assert slow_square(x) == x * x
 
-    _run_threads(32, call)
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        _run_threads(32, call)
+    finally:
+        sys.setswitchinterval(old_interval)
     assert set(computed) == set(range(40))
     assert all(count == 1 for count in computed.values()), computed
     info = slow_square.cache_info()
@@ -728,8 +733,7 @@ def test_two_threads_waiting_on_each_others_keys_do_not_deadlock() -> None:
         nested.inside = True
         started[x].set()
         other = 2 if x == 1 else 1
-        assert started[other].wait(JOIN_TIMEOUT_S)
-        time.sleep(0.05)  # both computations are now in flight: each now needs the other's
+        assert started[other].wait(JOIN_TIMEOUT_S)  # both computations are now in flight
         return crossed(other) + 10 * x
 
     results: dict[int, int] = {}
@@ -769,11 +773,20 @@ def test_waiters_get_the_first_callers_exception() -> None:
 
     outcomes: list[str] = []
 
+    def release_once_the_second_caller_found_it_in_flight() -> None:
+        wait_until(
+            lambda: failing.cache_stats().misses >= 2,
+            timeout_s=JOIN_TIMEOUT_S,
+            what="the second caller to find the computation in flight",
+        )
+        release.set()
+
     def call(index: int) -> None:
         if index:
             entered.wait(JOIN_TIMEOUT_S)
-            time.sleep(0.05)
-            threading.Timer(0.2, release.set).start()
+            threading.Thread(
+                target=release_once_the_second_caller_found_it_in_flight, daemon=True
+            ).start()
         try:
             failing(1)
         except LookupError:
@@ -994,7 +1007,9 @@ def test_works_as_the_cache_behind_cachetools_cached() -> None:
     store: LRUCache[Any, bytes] = LRUCache(max_bytes="4KiB")
     calls = collections.Counter[int]()
 
-    @cachetools.cached(store)
+    cached: Callable[[Callable[[int], bytes]], Callable[[int], bytes]] = cachetools.cached(store)
+
+    @cached
     def payload(n: int) -> bytes:
         calls[n] += 1
         return bytes(n)
@@ -1101,10 +1116,11 @@ def _leader_and_waiter(
     assert entered.wait(DEADLOCK_TIMEOUT_S)
     waiter = threading.Thread(target=call, args=("waiter",), daemon=True)
     waiter.start()
-    deadline = time.monotonic() + DEADLOCK_TIMEOUT_S
-    while function.cache_stats().misses < 2:  # the waiter found the computation in flight
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
+    wait_until(
+        lambda: function.cache_stats().misses >= 2,
+        timeout_s=DEADLOCK_TIMEOUT_S,
+        what="the waiter to find the computation in flight",
+    )
     between()
     release.set()
     leader.join(DEADLOCK_TIMEOUT_S)
