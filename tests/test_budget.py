@@ -35,8 +35,8 @@ from resguard.cli.budget import cli
 from resguard.monitor import Monitor
 from resguard.rules import Level, Policy
 from resguard.testing import WALL_OFFSET_S, make_snapshot
+from resguard.testing.ollama import OllamaStandIn
 
-from standins.ollama_server import OllamaStandIn
 from support import free_port, wait_until
 
 MB = 1_000_000

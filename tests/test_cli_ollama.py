@@ -12,8 +12,8 @@ import ollama
 import pytest
 
 from resguard.cli.ollama import cli
+from resguard.testing.ollama import OllamaStandIn
 
-from standins.ollama_server import OllamaStandIn
 from support import free_port
 
 SMALL = "llama3.2:1b"
