@@ -13,8 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resguard import reclaim
-from resguard._errors import InvalidType, InvalidValue, ResourceExhausted
+from resguard import InvalidState, InvalidType, InvalidValue, ResourceExhausted, reclaim
 from resguard.models import LazyModel, ModelPool, machine_headroom_bytes
 from resguard.models._claim import Attempt, Claim, Owner, claim
 from resguard.snapshot import Sampler
@@ -658,8 +657,6 @@ def test_a_share_budget_is_resolved_once_the_limit_is_known(
 def test_a_loader_that_uses_its_own_model_fails_at_once_instead_of_waiting_for_itself() -> None:
     """A sync loader that calls ``model.get()`` waited ``wait`` (default 10 minutes) for its
     own load and then reported it as still loading."""
-    from resguard._errors import InvalidState
-
     holder: list[LazyModel[Any]] = []
     model: LazyModel[Any] = LazyModel(lambda: holder[0].get(), size=1, register=False, wait=30)
     holder.append(model)
@@ -673,8 +670,6 @@ def test_a_loader_that_uses_its_own_model_fails_at_once_instead_of_waiting_for_i
 
 @pytest.mark.anyio
 async def test_an_async_loader_that_awaits_its_own_model_fails_at_once() -> None:
-    from resguard._errors import InvalidState
-
     holder: list[LazyModel[Any]] = []
 
     async def load() -> object:
