@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable
 
 import pytest
@@ -11,7 +12,7 @@ import resguard
 from resguard import presets
 from resguard.rules import Level, Policy, ProcessCount, ProcessThreshold, Verdict
 from resguard.snapshot import Snapshot
-from resguard.testing import make_process, make_snapshot
+from resguard.testing import ManualClock, make_process, make_snapshot
 
 from factories import MB, GiB
 
@@ -187,3 +188,10 @@ def test_presets_report_unreadable_memory_as_unknown_and_hold_a_firing_level(
     assert "(unknown: memory.percent: /proc/meminfo truncated" in verdicts[-1].reason
     quiet = judge(preset(), [blind(float(t)) for t in range(20)])
     assert all(v.level is OK and not v.known for v in quiet)
+
+
+@pytest.mark.parametrize("preset", [presets.laptop, presets.service])
+def test_a_preset_takes_the_clock_of_its_policy(preset: Callable[..., Policy]) -> None:
+    clock = ManualClock()
+    assert preset(clock=clock).clock is clock
+    assert preset().clock is time.monotonic  # monotonic by default

@@ -40,6 +40,7 @@ Combine a preset with your own rules: ``Policy([*presets.laptop().rules, my_rule
 
 from __future__ import annotations
 
+from resguard._modules.clock import Clock, monotonic
 from resguard.rules import (
     LeakDetector,
     Level,
@@ -111,8 +112,9 @@ def _leak() -> LeakDetector:
     )
 
 
-def laptop() -> Policy:
-    """The developer-machine indicators (see the module docstring for the numbers)."""
+def laptop(*, clock: Clock = monotonic) -> Policy:
+    """The developer-machine indicators (see the module docstring for the numbers);
+    *clock* is the policy's (:class:`~resguard.rules.Policy`)."""
     return Policy(
         [
             *_memory_rules(
@@ -141,12 +143,14 @@ def laptop() -> Policy:
                 name="2+ processes above 50% CPU for 10s",
             ),
             _leak(),
-        ]
+        ],
+        clock=clock,
     )
 
 
-def service() -> Policy:
-    """The service indicators: tighter memory, no process table, a time-to-limit forecast."""
+def service(*, clock: Clock = monotonic) -> Policy:
+    """The service indicators: tighter memory, no process table, a time-to-limit forecast;
+    *clock* is the policy's (:class:`~resguard.rules.Policy`)."""
     return Policy(
         [
             *_memory_rules(
@@ -169,5 +173,6 @@ def service() -> Policy:
                 name="memory limit reached within 2 min",
             ),
             _leak(),
-        ]
+        ],
+        clock=clock,
     )

@@ -41,7 +41,7 @@ class PolicyState:
 class Policy:
     """A set of rules judged together: ``policy.evaluate(snapshot) -> Verdict``.
 
-    *clock* (monotonic seconds) only paces the log of a failing rule (a rule failing on
+    ``clock`` (monotonic seconds) only paces the log of a failing rule (a rule failing on
     every other sample is logged again after a minute); judging uses ``now`` alone.
 
     Evaluation is pure apart from the :class:`PolicyState` passed in (or, when none is
@@ -52,12 +52,12 @@ class Policy:
     """
 
     __slots__ = (
-        "_clock",
         "_failing",
         "_faults",
         "_logged_at",
         "_reads",
         "_steps",
+        "clock",
         "rules",
         "state",
     )
@@ -94,7 +94,7 @@ class Policy:
                 f"clock={shown(clock)} is not a clock; expected a function returning "
                 "monotonic seconds, such as time.monotonic"
             )
-        self._clock = clock
+        self.clock = clock
         self._faults = FaultLog(_logger)
         self._failing: dict[int, str] = {}  # rule index -> kind of error, logged once
         self._logged_at: dict[tuple[int, str], float] = {}  # (index, kind) -> logged when
@@ -195,7 +195,7 @@ class Policy:
         if self._failing.get(index) != kind:
             self._failing[index] = kind
             # a rule failing on every other sample is one warning a minute, not two a flap
-            now = self._clock()
+            now = self.clock()
             if now - self._logged_at.get((index, kind), -math.inf) >= _RELOG_AFTER_S:
                 self._logged_at[(index, kind)] = now
                 self._faults.failed(f"rule {shown(rule.name)}", f"{kind}: {error}")
