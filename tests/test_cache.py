@@ -925,6 +925,105 @@ async def test_async_and_threads_share_one_cache() -> None:
     assert double.cache_info().misses == 1
 
 
+@pytest.mark.anyio
+async def test_waiters_wake_when_the_leader_finishes_not_at_the_next_liveness_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from resguard.cache import _flight
+
+    monkeypatch.setattr(_flight, "LEADER_CHECK_S", 3600.0)  # a missed wake-up would hang
+    release = anyio.Event()
+    calls = 0
+
+    @memoize
+    async def slow(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return x + 1
+
+    results: list[int] = []
+
+    async def call() -> None:
+        results.append(await slow(1))
+
+    with anyio.fail_after(DEADLOCK_TIMEOUT_S):
+        async with anyio.create_task_group() as group:
+            for _ in range(3):
+                group.start_soon(call)
+            while slow.cache_stats().misses < 3:
+                await anyio.sleep(0)
+            release.set()
+    assert results == [2, 2, 2]
+    assert calls == 1
+    assert slow.cache_stats().merged == 2
+
+
+def test_a_waiting_thread_wakes_when_the_leader_finishes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from resguard.cache import _flight
+
+    monkeypatch.setattr(_flight, "LEADER_CHECK_S", 3600.0)  # a missed wake-up would hang
+    entered, release = threading.Event(), threading.Event()
+
+    @memoize
+    def slow(k: int) -> str:
+        entered.set()
+        release.wait(DEADLOCK_TIMEOUT_S)
+        return "value"
+
+    leader, waiter = _leader_and_waiter(slow, 1, entered, release, lambda: None)
+    assert (leader, waiter) == ("value", "value")
+    assert slow.cache_stats().merged == 1
+
+
+# ------------------------------------------------------------------ the decisions, directly
+
+
+def test_a_miss_leads_waits_or_goes_alone() -> None:
+    from resguard.cache._flight import Role, role_on_miss
+
+    assert role_on_miss(merging=False, live_call=True) is Role.ALONE
+    assert role_on_miss(merging=False, live_call=False) is Role.ALONE
+    assert role_on_miss(merging=True, live_call=True) is Role.WAIT
+    assert role_on_miss(merging=True, live_call=False) is Role.LEAD
+
+
+def test_a_caller_waits_only_where_its_wait_cannot_stall_the_leader() -> None:
+    from resguard.cache._flight import may_wait
+
+    assert may_wait(waiter_is_task=False, leader_is_task=False, same_thread=False)
+    assert may_wait(waiter_is_task=False, leader_is_task=False, same_thread=True)
+    assert not may_wait(waiter_is_task=False, leader_is_task=True, same_thread=True)
+    assert not may_wait(waiter_is_task=False, leader_is_task=True, same_thread=False)
+    assert may_wait(waiter_is_task=True, leader_is_task=True, same_thread=True)
+    assert not may_wait(waiter_is_task=True, leader_is_task=True, same_thread=False)
+    assert not may_wait(waiter_is_task=True, leader_is_task=False, same_thread=True)
+
+
+def test_a_finished_wait_gives_the_value_the_error_or_a_retry() -> None:
+    from resguard.cache._flight import Outcome, outcome
+
+    assert outcome(done=True, error=None) is Outcome.VALUE
+    assert outcome(done=False, error=LookupError("down")) is Outcome.ERROR
+    assert outcome(done=False, error=None) is Outcome.RETRY
+
+
+def test_the_wait_for_graph_refuses_a_cycle_and_forgets_a_finished_wait() -> None:
+    from resguard._modules.waiter import Waiter
+    from resguard.cache._flight import Call, SingleFlight
+
+    flight = SingleFlight(threading.RLock())
+    a_call = Call(("task", 1))  # computed by task 1
+    b_call = Call(("task", 2))  # computed by task 2
+    waiter = Waiter()
+    assert flight.enter(b_call, ("task", 1), waiter)  # task 1 waits for task 2
+    assert not flight.enter(a_call, ("task", 2), waiter)  # task 2 waiting for 1: a cycle
+    assert not flight.enter(a_call, ("task", 1), waiter)  # waiting for itself
+    flight.leave(b_call, ("task", 1), waiter)
+    assert flight.enter(a_call, ("task", 2), waiter)  # no cycle any more
+    flight.leave(a_call, ("task", 2), waiter)
+
+
 # ------------------------------------------------------------------ the real ladder
 
 
