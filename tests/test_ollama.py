@@ -265,7 +265,7 @@ def test_uses_decorator_marks_the_model_busy_during_the_call(
     def ask(prompt: str) -> str:
         seen["reclaimable"] = models.reclaimable_bytes()
         seen["idle_since"] = models.loaded()[0].idle_since
-        return client.generate(model=SMALL, prompt=prompt).response
+        return str(client.generate(model=SMALL, prompt=prompt).response)
 
     assert ask("a b") == "b a"
     assert seen["reclaimable"] == 0  # in use: not on offer to the ladder
@@ -287,12 +287,12 @@ async def test_uses_decorator_on_async_functions(
 
         @models.uses(SMALL, keep_alive="1h")
         async def ask(prompt: str) -> str:
-            return (await client.generate(model=SMALL, prompt=prompt)).response
+            return str((await client.generate(model=SMALL, prompt=prompt)).response)
 
         @sync_models.uses(MEDIUM, keep_alive="1h")
         async def ask_medium(prompt: str) -> str:
             assert sync_models.reclaimable_bytes() == 1_514_584_145  # SMALL idle, MEDIUM busy
-            return (await client.generate(model=MEDIUM, prompt=prompt)).response
+            return str((await client.generate(model=MEDIUM, prompt=prompt)).response)
 
         assert await ask("x y") == "y x"
         assert await ask_medium("1 2") == "2 1"
@@ -440,7 +440,9 @@ def test_source_and_ladder_degrade_and_log_once(
         caplog.clear()
         with OllamaModels(ollama_server.host, register=False) as healthy:
             healthy.ensure(SMALL)
-        assert [i.name for i in source.sample()["ollama"]] == [SMALL]  # type: ignore[union-attr]
+        sampled = source.sample()["ollama"]
+        assert isinstance(sampled, tuple)
+        assert [i.name for i in sampled] == [SMALL]
         assert any("works again" in r.getMessage() for r in caplog.records)
     models.close()
 
@@ -628,6 +630,8 @@ def test_monitor_on_warning_unloads_the_idle_model_in_a_squeezed_cgroup(
             assert [i.name for i in models.loaded()] == ["busy:1b"]
             monitor.sample_slow()
             after = monitor.sample_now()
+            assert after.snapshot.memory.used is not None
+            assert used_before is not None
             assert after.snapshot.memory.used < used_before - 80 * 2**20
             assert after.level == Level.OK
             assert report.freed_bytes > 80 * 2**20
@@ -689,11 +693,12 @@ def test_every_call_ends_within_its_deadline_whatever_the_server_does(mode: str)
             if what in ("loaded", "unload", "ensure", "unload_idle", "using"):
                 assert REASONS[mode] in str(caught.value), (what, str(caught.value))
             assert caught.value.__cause__ is not None
-        for what, quiet in (
+        quiet_calls: tuple[tuple[str, Callable[[], object]], ...] = (
             ("reclaimable_bytes", models.reclaimable_bytes),
             ("reclaim", lambda: models.reclaim(10**9)),
             ("source", lambda: models.as_source().sample()["ollama"]),
-        ):
+        )
+        for what, quiet in quiet_calls:
             started = time.monotonic()
             assert quiet() in (0, None), what  # the ladder and the source never raise
             assert time.monotonic() - started < BOUND_S, what

@@ -38,11 +38,8 @@ class AsyncOllamaModels(Face):
     """
 
     _client_type = ollama.AsyncClient
+    _transport_type = AsyncBoundedTransport
     client: ollama.AsyncClient
-
-    def _make_client(self, url: str | None) -> ollama.AsyncClient:
-        transport = AsyncBoundedTransport(self.timeout_s, self.max_answer_bytes)
-        return ollama.AsyncClient(host=url, timeout=None, transport=transport)
 
     @property
     def sync(self) -> OllamaModels:
@@ -57,19 +54,11 @@ class AsyncOllamaModels(Face):
 
     async def run(self, steps: Steps[T]) -> T:
         """Perform a procedure's I/O in this task, by awaiting."""
-        run = Run(steps)
-        effect = run.send()
-        try:
-            while effect is not None:
-                try:
-                    value = await self._perform(effect)
-                except Exception as error:
-                    effect = run.throw(error)
-                else:
-                    effect = run.send(value)
-        finally:
-            run.close()
-        return run.result  # type: ignore[return-value]
+        with Run(steps) as run:
+            for effect in run:
+                with run.replying():
+                    run.value = await self._perform(effect)
+        return run.result
 
     async def _perform(self, effect: object) -> Any:
         if isinstance(effect, Request):

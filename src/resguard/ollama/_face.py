@@ -42,7 +42,8 @@ class Face:
     """The state and the shared methods of :class:`OllamaModels` and
     :class:`AsyncOllamaModels`; each adds only how it performs a procedure's I/O."""
 
-    _client_type: type
+    _client_type: type  # ollama.Client or ollama.AsyncClient
+    _transport_type: Callable[[float, int], Any]  # the bounded transport for it
 
     def __init__(
         self,
@@ -104,7 +105,8 @@ class Face:
         self._sync_face: OllamaModels | None = None  # the async face's, made when needed
 
     def _make_client(self, url: str | None) -> Any:
-        raise NotImplementedError
+        transport = self._transport_type(self.timeout_s, self.max_answer_bytes)
+        return self._client_type(host=url, timeout=None, transport=transport)
 
     def _threads(self) -> OllamaModels:
         """The face that serves callers in threads (the ladder, the source, lazy models)."""

@@ -5,7 +5,8 @@ awaiting (h11's "write the logic once, vary only the I/O")."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+import contextlib
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -59,28 +60,42 @@ Steps = Generator[Effect, Any, T]
 
 
 class Run(Generic[T]):
-    """Steps a procedure: ``effect = run.send(result)`` or ``run.throw(error)`` until
-    ``done``; then ``result`` holds its return value."""
+    """Steps a procedure for a face, which performs each effect it is given::
+
+        with Run(steps) as run:
+            for effect in run:
+                with run.replying():
+                    run.value = perform(effect)  # or: await perform(effect)
+        return run.result
+
+    What ``perform`` raises (an Exception) is thrown into the procedure at its yield."""
 
     def __init__(self, steps: Steps[T]) -> None:
         self._steps = steps
-        self.done = False
-        self.result: T | None = None
+        self.value: Any = None
+        self._error: Exception | None = None
+        self.result: T = None  # type: ignore[assignment]  # set when the procedure returns
 
-    def send(self, value: Any = None) -> Effect | None:
-        return self._next(lambda: self._steps.send(value))
+    def __iter__(self) -> Iterator[Effect]:
+        while True:
+            value, error, self.value, self._error = self.value, self._error, None, None
+            try:
+                yield self._steps.send(value) if error is None else self._steps.throw(error)
+            except StopIteration as stop:
+                self.result = stop.value
+                return
 
-    def throw(self, error: Exception) -> Effect | None:
-        return self._next(lambda: self._steps.throw(error))
-
-    def _next(self, step: Callable[[], Effect]) -> Effect | None:
+    @contextlib.contextmanager
+    def replying(self) -> Iterator[None]:
         try:
-            return step()
-        except StopIteration as stop:
-            self.done, self.result = True, stop.value
-            return None
+            yield
+        except Exception as error:
+            self._error = error
 
-    def close(self) -> None:
+    def __enter__(self) -> Run[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self._steps.close()
 
 

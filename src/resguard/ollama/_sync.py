@@ -43,11 +43,8 @@ class OllamaModels(Face):
     """
 
     _client_type = ollama.Client
+    _transport_type = BoundedTransport
     client: ollama.Client
-
-    def _make_client(self, url: str | None) -> ollama.Client:
-        transport = BoundedTransport(self.timeout_s, self.max_answer_bytes)
-        return ollama.Client(host=url, timeout=None, transport=transport)
 
     @classmethod
     def _serving(cls, face: Face) -> OllamaModels:
@@ -66,19 +63,11 @@ class OllamaModels(Face):
 
     def run(self, steps: Steps[T]) -> T:
         """Perform a procedure's I/O in this thread, by calling."""
-        run = Run(steps)
-        effect = run.send()
-        try:
-            while effect is not None:
-                try:
-                    value = self._perform(effect)
-                except Exception as error:
-                    effect = run.throw(error)
-                else:
-                    effect = run.send(value)
-        finally:
-            run.close()
-        return run.result  # type: ignore[return-value]
+        with Run(steps) as run:
+            for effect in run:
+                with run.replying():
+                    run.value = self._perform(effect)
+        return run.result
 
     def _perform(self, effect: object) -> Any:
         if isinstance(effect, Request):

@@ -7,6 +7,7 @@ import hashlib
 import math
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ __all__ = [
     "HTTPError",
     "OffsetClock",
     "parse_keep_alive",
+    "tags",
     "timestamp",
 ]
 
@@ -129,6 +131,22 @@ def timestamp(epoch_s: float, *, utc: bool = False) -> str:
             _dt.datetime.fromtimestamp(epoch_s, _dt.timezone.utc).isoformat().replace("+00:00", "Z")
         )
     return _dt.datetime.fromtimestamp(epoch_s).astimezone().isoformat()
+
+
+def tags(catalogue: Iterable[CatalogueModel], now: float) -> dict[str, Any]:
+    """The ``/api/tags`` answer for *catalogue* (modified a day before *now*)."""
+    models = [
+        {
+            "name": model.name,
+            "model": model.name,
+            "modified_at": timestamp(now - 86400),
+            "size": model.disk_bytes,
+            "digest": model.digest,
+            "details": model.details(),
+        }
+        for model in catalogue
+    ]
+    return {"models": models}
 
 
 class HTTPError(Exception):

@@ -17,6 +17,7 @@ from resguard.testing.ollama._catalogue import (
     GIB,
     CatalogueModel,
     HTTPError,
+    tags,
     timestamp,
 )
 from resguard.testing.ollama._http import Handler, Server
@@ -311,32 +312,7 @@ class OllamaStandIn:
                         f"than is available ({self.memory_bytes / GIB:.1f} GiB)"
                     ),
                 )
-            deadline = time.monotonic() + 60
-            while True:
-                # wait for anything stopping to go away before counting
-                while any(r.stopping for r in self._runners.values()):
-                    if not self._changed.wait(timeout=max(0.0, deadline - time.monotonic())):
-                        raise HTTPError(500, "timed out waiting for a model to unload")
-                over_count = len(self._runners) >= self.max_loaded
-                over_memory = (
-                    self.memory_bytes is not None
-                    and self._loaded_total(model.name) + model.loaded_bytes > self.memory_bytes
-                )
-                if not (over_count or over_memory):
-                    break
-                victim = self._victim(model.name)
-                if victim is None:
-                    raise HTTPError(500, "no model can be unloaded to make room")
-                victim.expires_at = self.clock()
-                if victim.in_flight == 0:
-                    victim.stopping = True
-                    self._lock.release()
-                    try:
-                        self._finish_unload(victim)
-                    finally:
-                        self._lock.acquire()
-                elif not self._changed.wait(timeout=max(0.0, deadline - time.monotonic())):
-                    raise HTTPError(500, "timed out waiting for a busy model to finish")
+            self._make_room(model)
             runner = Runner(
                 model,
                 self.default_keep_alive_s if keep_alive_s is None else keep_alive_s,
@@ -363,6 +339,35 @@ class OllamaStandIn:
             raise HTTPError(500, "server is shutting down")
         return runner
 
+    def _make_room(self, model: CatalogueModel) -> None:
+        """Unload models (shortest keep-alive first) until *model* fits; the lock is held."""
+        deadline = time.monotonic() + 60
+        while True:
+            # wait for anything stopping to go away before counting
+            while any(r.stopping for r in self._runners.values()):
+                if not self._changed.wait(timeout=max(0.0, deadline - time.monotonic())):
+                    raise HTTPError(500, "timed out waiting for a model to unload")
+            over_count = len(self._runners) >= self.max_loaded
+            over_memory = (
+                self.memory_bytes is not None
+                and self._loaded_total(model.name) + model.loaded_bytes > self.memory_bytes
+            )
+            if not (over_count or over_memory):
+                break
+            victim = self._victim(model.name)
+            if victim is None:
+                raise HTTPError(500, "no model can be unloaded to make room")
+            victim.expires_at = self.clock()
+            if victim.in_flight == 0:
+                victim.stopping = True
+                self._lock.release()
+                try:
+                    self._finish_unload(victim)
+                finally:
+                    self._lock.acquire()
+            elif not self._changed.wait(timeout=max(0.0, deadline - time.monotonic())):
+                raise HTTPError(500, "timed out waiting for a busy model to finish")
+
     def release(self, runner: Runner) -> None:
         """End a request: restart the idle timer, or unload now when keep-alive is zero."""
         with self._lock:
@@ -385,19 +390,8 @@ class OllamaStandIn:
 
     # ----------------------------------------------------------------- JSON views
     def tags(self) -> dict[str, Any]:
-        models = []
-        for model in self.catalogue.values():
-            models.append(
-                {
-                    "name": model.name,
-                    "model": model.name,
-                    "modified_at": timestamp(self.clock() - 86400),
-                    "size": model.disk_bytes,
-                    "digest": model.digest,
-                    "details": model.details(),
-                }
-            )
-        return {"models": models}
+        """The ``/api/tags`` answer: the installed models."""
+        return tags(self.catalogue.values(), self.clock())
 
     def ps(self) -> dict[str, Any]:
         now = self.clock()
