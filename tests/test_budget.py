@@ -593,6 +593,53 @@ def test_a_budget_rule_keeps_firing_down_to_clear_then_cools_down() -> None:
     ]
 
 
+@given(
+    st.lists(
+        st.tuples(st.floats(0.0, 4.0), st.integers(0, 20) | st.none()), min_size=1, max_size=25
+    ),
+    st.sampled_from([None, 5, 8, 10]),
+    st.sampled_from([0.0, 2.0, 5.0]),
+    st.sampled_from([0.0, 3.0]),
+)
+def test_a_machine_budget_rule_fires_exactly_as_the_same_threshold(
+    steps: list[tuple[float, int | None]],
+    clear_mb: int | None,
+    for_s: float,
+    cooldown_s: float,
+) -> None:
+    """One meaning of for/clear/cooldown: a machine budget judges memory.used as
+    Threshold("memory.used", ">", max, for_=, clear=, cooldown=) does; a sample without
+    the figure is no data for the budget, which counts as not over (as 0 bytes would)."""
+    from resguard.rules import Threshold
+
+    keys: dict[str, object] = {"max": "10MB", "for": for_s, "cooldown": cooldown_s}
+    if clear_mb is not None:
+        keys["clear"] = f"{clear_mb}MB"
+    rule, state = _machine_rule(**keys)
+    threshold = Threshold(
+        "memory.used",
+        ">",
+        10 * MB,
+        for_=for_s,
+        clear=None if clear_mb is None else clear_mb * MB,
+        cooldown=cooldown_s,
+    )
+    threshold_state = threshold.new_state()
+    now = 0.0
+    for delta, used_mb in steps:
+        now += delta
+        snap = make_snapshot(at=now, used=0 if used_mb is None else used_mb * MB)
+        seen = snap if used_mb is not None else attrs.evolve(snap, memory=_used(now, None))
+        mine, theirs = rule.step(seen, state, now), threshold.step(snap, threshold_state, now)
+        assert (mine is None) == (theirs is None)
+        if mine is not None and theirs is not None:
+            assert (mine.since, mine.held_s, mine.value) == (
+                theirs.since,
+                theirs.held_s,
+                theirs.value,
+            )
+
+
 def test_clear_and_cooldown_are_read_and_checked() -> None:
     (budget,) = parse({"budget": [{"name": "a", "process": "x", "max": "2GB", "clear": "1.5GB"}]})
     assert (budget.clear_bytes, budget.clear_at_bytes, budget.cooldown_s) == (
