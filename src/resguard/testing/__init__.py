@@ -3,8 +3,15 @@
 - :class:`ManualClock` moves only when told to; pass it as ``clock=`` to a Guard, Monitor,
   Sampler, Profile, cache or rule to test timing without sleeping.
 - :func:`make_snapshot` builds a :class:`~resguard.Snapshot` at any memory pressure.
+- :class:`StaticMonitor` is a Monitor whose snapshot the test sets, judged by the real
+  policy: a Guard or the ASGI middleware on top of it refuses at 97 % as it would on a
+  full machine.
 - :class:`KernelTree` writes a re-rooted ``/proc`` and cgroup tree (:class:`Roots`) for a
   real :class:`~resguard.snapshot.Sampler` to read.
+- :mod:`resguard.testing.ollama` is an Ollama stand-in server on loopback
+  (``python -m resguard.testing.ollama --port N`` from a shell).
+
+Nothing in resguard imports this package; ``import resguard`` does not load it.
 """
 
 from __future__ import annotations
