@@ -17,6 +17,7 @@ PUBLIC = sorted(
         "Admission",
         "Breach",
         "CacheInfo",
+        "Amount",
         "CacheStats",
         "ConfigError",
         "ContainerStats",

@@ -26,6 +26,7 @@ from resguard._errors import (
     UnknownMetric,
 )
 from resguard.units import (
+    Amount,
     format_bytes,
     format_duration,
     parse_bytes,
@@ -137,6 +138,7 @@ _SUBMODULES = frozenset({"presets", "reclaim"})
 
 __all__ = [
     "Admission",
+    "Amount",
     "Breach",
     "CacheInfo",
     "CacheStats",
