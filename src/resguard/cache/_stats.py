@@ -36,25 +36,10 @@ class ValueTooLarge(InvalidValue):
 
 
 class Counters:
-    """A cache's counters in one record: the one list of their names (stats, pickles and
+    """A cache's counters in one record, the one list of their names (stats, pickles and
     resets read :attr:`FIELDS`). Changed under the cache's lock."""
 
-    FIELDS: ClassVar[tuple[str, ...]] = (
-        "hits",
-        "misses",
-        "evictions",
-        "expirations",
-        "shrinks",
-        "shrink_evictions",
-        "reclaimed_bytes",
-        "too_large",
-        "merged",
-        "broken",
-    )
-    """In the order pickles carry them (``broken`` last: older pickles have only nine)."""
-
-    __slots__ = FIELDS
-
+    # In the order pickles carry them (``broken`` last: older pickles have only nine).
     hits: int
     misses: int
     evictions: int
@@ -65,6 +50,10 @@ class Counters:
     too_large: int
     merged: int
     broken: int
+
+    __slots__ = tuple(__annotations__)
+    FIELDS: ClassVar[tuple[str, ...]] = __slots__
+    """The counters' names, in the order above."""
 
     def __init__(self) -> None:
         self.reset()
