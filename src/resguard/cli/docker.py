@@ -11,7 +11,7 @@ from resguard.cli._args import EXIT_USAGE, Commands, integration
 from resguard.cli._render import Column, print_json, table
 
 if TYPE_CHECKING:
-    from resguard.docker import Containers
+    from resguard.docker import ContainerLimits, Containers
     from resguard.snapshot import ContainersInfo
 
 __all__ = ["add_parser", "cli", "run"]
@@ -55,11 +55,10 @@ def _stats_text(info: ContainersInfo) -> str:
     return f"{_fitted(_STATS, rows)}\n{total}\n"
 
 
-def _limits_text(engine: Containers) -> tuple[str, list[object]]:
-    """The limits table (and the rows as JSON values)."""
+def _limits_text(limits: Sequence[ContainerLimits]) -> str:
+    """The limits table, containers without a memory limit first, and what to do."""
     from resguard.units import format_bytes
 
-    limits = engine.limits(all=True)
     rows = [
         (
             item.id[:12],
@@ -81,7 +80,15 @@ def _limits_text(engine: Containers) -> tuple[str, list[object]]:
         )
     else:
         summary = f"all {len(limits)} running containers have a memory limit"
-    return f"{_fitted(_LIMITS, rows)}\n{summary}\n", [item.to_dict() for item in limits]
+    return f"{_fitted(_LIMITS, rows)}\n{summary}\n"
+
+
+def _limits(engine: Containers, *, as_json: bool, out: TextIO) -> None:
+    limits = engine.limits(all=True)
+    if as_json:
+        print_json([item.to_dict() for item in limits], out)
+    else:
+        out.write(_limits_text(limits))
 
 
 def _stats(engine: Containers, *, as_json: bool, out: TextIO, cpu_sample_s: float) -> None:
@@ -124,12 +131,8 @@ def cli(
     try:
         if command == "stats":
             _stats(engine, as_json=as_json, out=out, cpu_sample_s=cpu_sample_s)
-            return 0
-        text, values = _limits_text(engine)
-        if as_json:
-            print_json(values, out)
         else:
-            out.write(text)
+            _limits(engine, as_json=as_json, out=out)
         return 0
     except DockerError as exc:
         err.write(f"resguard docker {command}: {exc}\n")
