@@ -22,6 +22,14 @@ _logger = get_logger("resguard")
 _RELOG_AFTER_S: Final = 60.0  # a flapping rule's failure is logged again after this long
 
 
+def _check_now(now: object) -> None:
+    """Refuse a *now* that is not a finite number of seconds (an int is one)."""
+    if isinstance(now, bool) or not isinstance(now, (int, float)):
+        raise InvalidType(f"now={shown(now)} is not a monotonic time in seconds")
+    if not finite(now):
+        raise InvalidValue(f"now={shown(now)} is not a finite monotonic time in seconds")
+
+
 class PolicyState:
     """Every rule's memory of the past for one :class:`Policy`; one per evaluator thread.
 
@@ -135,10 +143,8 @@ class Policy:
             )
         if now is None:
             now = snapshot.monotonic
-        elif isinstance(now, bool) or not isinstance(now, (int, float)):
-            raise InvalidType(f"now={shown(now)} is not a monotonic time in seconds")
-        elif not finite(now):
-            raise InvalidValue(f"now={shown(now)} is not a finite monotonic time in seconds")
+        elif type(now) is not float or not -math.inf < now < math.inf:  # a finite float: fast
+            _check_now(now)
         breaches: list[Breach] | None = None
         failed: dict[int, str] | None = None  # rule index -> reason
         # the states were made for these rules (checked above): same length, no strict zip
