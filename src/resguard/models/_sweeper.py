@@ -6,6 +6,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from resguard._modules.waiter import Waiter
 from resguard.models._common import log
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ class _Sweeper:
         self._lock = threading.Lock()
         self._models: weakref.WeakSet[LazyModel[Any]] = weakref.WeakSet()
         self._thread: threading.Thread | None = None
-        self._wake = threading.Event()
+        self._waiter = Waiter()  # woken when a model is added: a shorter TTL may need it
 
     def add(self, model: LazyModel[Any]) -> None:
         with self._lock:
@@ -32,7 +33,7 @@ class _Sweeper:
                 )
                 self._thread.start()
             else:
-                self._wake.set()  # a shorter TTL may need an earlier look
+                self._waiter.wake()
 
     def _interval_s(self, models: list[LazyModel[Any]]) -> float:
         ttls = [m.idle_ttl_s for m in models if m.idle_ttl_s is not None]
@@ -47,8 +48,7 @@ class _Sweeper:
                     return
                 interval_s = self._interval_s(models)
             del models  # hold no strong references while waiting
-            self._wake.wait(interval_s)
-            self._wake.clear()
+            self._waiter.wait_thread(interval_s)
             for model in list(self._models):
                 try:
                     model.unload_if_idle()
