@@ -26,7 +26,6 @@ from resguard.reclaim._base import Cost, Reclaimable
 from resguard.reclaim._base import shown as _shown
 from resguard.reclaim._stopper import (
     ACTIONS_KEPT,
-    DEFAULT_PROTECTED_NAMES,
     ProcessStopper,
     StopAction,
     StopCandidate,
@@ -51,6 +50,32 @@ __all__ = [
     "unregister",
 ]
 
+
+DEFAULT_PROTECTED_NAMES = frozenset(
+    {
+        "init",
+        "systemd",
+        "systemd-journal",
+        "systemd-logind",
+        "systemd-udevd",
+        "dbus-daemon",
+        "dbus-broker",
+        "sshd",
+        "login",
+        "agetty",
+        "dockerd",
+        "containerd",
+        "Xorg",
+        "Xwayland",
+        "gnome-shell",
+        "kwin_wayland",
+        "kwin_x11",
+        "sway",
+        "plasmashell",
+    }
+)
+"""Process names (``comm``) the stopper never touches, whatever the patterns say: losing
+one of these takes the machine, the session or the remote login with it."""
 
 _logger = get_logger("resguard")
 _lock = threading.Lock()

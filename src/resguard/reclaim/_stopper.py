@@ -22,40 +22,12 @@ from resguard.units import format_bytes
 
 __all__ = [
     "ACTIONS_KEPT",
-    "DEFAULT_PROTECTED_NAMES",
     "ProcessStopper",
     "StopAction",
     "StopCandidate",
 ]
 
 _logger = get_logger("resguard")
-
-
-DEFAULT_PROTECTED_NAMES = frozenset(
-    {
-        "init",
-        "systemd",
-        "systemd-journal",
-        "systemd-logind",
-        "systemd-udevd",
-        "dbus-daemon",
-        "dbus-broker",
-        "sshd",
-        "login",
-        "agetty",
-        "dockerd",
-        "containerd",
-        "Xorg",
-        "Xwayland",
-        "gnome-shell",
-        "kwin_wayland",
-        "kwin_x11",
-        "sway",
-        "plasmashell",
-    }
-)
-"""Process names (``comm``) the stopper never touches, whatever the patterns say: losing
-one of these takes the machine, the session or the remote login with it."""
 
 _KILL_WAIT_S = 5.0  # how long to wait for a SIGKILLed process to become a zombie
 
@@ -141,6 +113,8 @@ def _protected_names(protect: object) -> frozenset[str]:
     for name in names:
         if not isinstance(name, str):
             raise InvalidType(f"{_shown(name)} in protect is not a process name; {expected}")
+    from resguard.reclaim import DEFAULT_PROTECTED_NAMES  # documented there, with the ladder
+
     return DEFAULT_PROTECTED_NAMES | frozenset(names)
 
 
