@@ -8,7 +8,7 @@ import contextlib
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from resguard import reclaim as _reclaim
@@ -27,7 +27,7 @@ from resguard.ollama._names import (
     seconds,
 )
 from resguard.ollama._steps import Procedures, Request
-from resguard.ollama._transport import boundary, within
+from resguard.ollama._transport import boundary
 
 if TYPE_CHECKING:
     from resguard.ollama._glue import OllamaSource
@@ -129,13 +129,10 @@ class Face:
     def _unload_wait_s(self, timeout: float | str | None) -> float:
         return self.unload_timeout_s if timeout is None else seconds(timeout, "timeout")
 
-    @contextlib.contextmanager
-    def _bounds(self, request: Request) -> Iterator[None]:
+    def _bounds(self, request: Request) -> Any:
         """One request's deadline and the translation of its failures into OllamaError."""
         limit_s = self.load_timeout_s if request.load else self.timeout_s
-        outer = within(request.within_s) if request.within_s is not None else None
-        with outer or contextlib.nullcontext(), boundary(self.host, request.what, limit_s):
-            yield
+        return boundary(self.host, request.what, limit_s, request.within_s)
 
     def _reservation(self, reserve: int | None) -> Any:
         if reserve is None:

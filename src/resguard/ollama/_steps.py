@@ -5,10 +5,10 @@ awaiting (h11's "write the logic once, vary only the I/O")."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Generator, Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from resguard._errors import OllamaError
 from resguard.ollama import _core
@@ -22,19 +22,23 @@ __all__ = ["HEADROOM", "NOW", "Procedures", "Request", "Run", "Sleep", "Steps"]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Request:
+def _as_is(answer: Any) -> Any:
+    return answer
+
+
+class Request(NamedTuple):
     """Call ``client.<method>(**kwargs)`` within its deadline (``load_timeout`` when
     *load*, else ``timeout``; never past *within_s* from now), holding a reservation of
-    *reserve* bytes from the guard meanwhile, and give back ``parse(answer)``."""
+    *reserve* bytes from the guard meanwhile, and give back ``parse(answer)``. (A named
+    tuple: one is made per request, on the path of ``ensure``.)"""
 
     what: str
     method: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    kwargs: Mapping[str, Any] = MappingProxyType({})
     load: bool = False
     within_s: float | None = None
     reserve: int | None = None
-    parse: Callable[[Any], Any] = lambda answer: answer
+    parse: Callable[[Any], Any] = _as_is
 
 
 @dataclass(frozen=True)
@@ -73,30 +77,47 @@ class Run(Generic[T]):
     def __init__(self, steps: Steps[T]) -> None:
         self._steps = steps
         self.value: Any = None
-        self._error: Exception | None = None
+        self.error: Exception | None = None
         self.result: T = None  # type: ignore[assignment]  # set when the procedure returns
+        self._reply = _Reply(self)
 
     def __iter__(self) -> Iterator[Effect]:
+        steps = self._steps
         while True:
-            value, error, self.value, self._error = self.value, self._error, None, None
+            value, error, self.value, self.error = self.value, self.error, None, None
             try:
-                yield self._steps.send(value) if error is None else self._steps.throw(error)
+                yield steps.send(value) if error is None else steps.throw(error)
             except StopIteration as stop:
                 self.result = stop.value
                 return
 
-    @contextlib.contextmanager
-    def replying(self) -> Iterator[None]:
-        try:
-            yield
-        except Exception as error:
-            self._error = error
+    def replying(self) -> _Reply:
+        """The block that performs one effect: its Exception goes to the procedure."""
+        return self._reply
 
     def __enter__(self) -> Run[T]:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._steps.close()
+
+
+class _Reply:
+    """``with run.replying():`` (a plain class: entered once per request)."""
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: Run[Any]) -> None:
+        self._run = run
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> bool:
+        if isinstance(error, Exception):
+            self._run.error = error
+            return True
+        return False
 
 
 class Procedures:
@@ -116,11 +137,11 @@ class Procedures:
         self.unload_timeout_s = unload_timeout_s
         self.reclaim_min_idle_s = reclaim_min_idle_s
         self.reserves = reserves  # the guard has admit(reserve=): hold one while loading
+        self._ps = Request("GET /api/ps", "ps", parse=book.infos)
 
     def loaded(self, within_s: float | None = None) -> Steps[tuple[OllamaModelInfo, ...]]:
-        infos: tuple[OllamaModelInfo, ...] = yield Request(
-            "GET /api/ps", "ps", within_s=within_s, parse=self.book.infos
-        )
+        request = self._ps if within_s is None else self._ps._replace(within_s=within_s)
+        infos: tuple[OllamaModelInfo, ...] = yield request
         return infos
 
     def installed(self) -> Steps[dict[str, int]]:

@@ -334,24 +334,46 @@ class AsyncBoundedTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-@contextlib.contextmanager
-def within(seconds: float) -> Iterator[None]:
+class _Within:
+    """Requests in this block end by the earliest of *seconds* from now, *outer_s* from now
+    and a deadline already set around it (a plain class: entered once per request)."""
+
+    __slots__ = ("_seconds", "_token")
+
+    def __init__(self, *seconds: float | None) -> None:
+        self._seconds = min(s for s in seconds if s is not None)
+
+    def __enter__(self) -> None:
+        deadline = time.monotonic() + self._seconds
+        outer = _DEADLINE.get()
+        self._token = _DEADLINE.set(deadline if outer is None else min(outer, deadline))
+
+    def __exit__(self, *exc: object) -> None:
+        _DEADLINE.reset(self._token)
+
+
+def within(seconds: float) -> contextlib.AbstractContextManager[None]:
     """Requests in this block end by *seconds* from now (or an earlier outer deadline)."""
-    deadline = time.monotonic() + seconds
-    outer = _DEADLINE.get()
-    token = _DEADLINE.set(deadline if outer is None else min(outer, deadline))
-    try:
-        yield
-    finally:
-        _DEADLINE.reset(token)
+    return _Within(seconds)
+
+
+def _deadline(
+    seconds: float | None, outer_s: float | None
+) -> contextlib.AbstractContextManager[None]:
+    if seconds is None and outer_s is None:
+        return contextlib.nullcontext()
+    return _Within(seconds, outer_s)
 
 
 @contextlib.contextmanager
-def boundary(host: str, what: str, seconds: float | None = None) -> Iterator[None]:
+def boundary(
+    host: str, what: str, seconds: float | None = None, outer_s: float | None = None
+) -> Iterator[None]:
     """Translate the client's exceptions (protocol §5.1) into OllamaError; with *seconds*,
-    the requests in the block end within that long (the transport enforces it)."""
+    the requests in the block end within that long (the transport enforces it), and never
+    past *outer_s* from now."""
     try:
-        with within(seconds) if seconds is not None else contextlib.nullcontext():
+        with _deadline(seconds, outer_s):
             yield
     except DeadlineExceeded as error:
         bound = f"within {seconds:g} s " if seconds is not None else "in time "
