@@ -37,7 +37,7 @@ Decisions, written down once:
   died without an answer.
 
 Layout: ``_core`` is the storage engine (entries, bounds, expiry, repair) and the small
-interface the memo layer uses; ``_lru`` the mapping; ``_ladder`` reclaiming and counters;
+interface the memo layer uses; ``_lru`` the mapping with its reclaiming and counters;
 ``_flight`` single-flight (the computations in flight and the wait-for graph); ``_memo`` the
 decorators; ``_stats`` the numbers and argument checks; ``_sizeof`` the default sizer.
 """

@@ -1,4 +1,5 @@
-""":class:`LRUCache`: the thread-safe mapping face over the storage engine (:mod:`._core`)."""
+""":class:`LRUCache`: the thread-safe mapping over the storage engine (:mod:`._core`), as its
+users, the reclaim ladder and monitoring see it."""
 
 from __future__ import annotations
 
@@ -8,13 +9,18 @@ from collections.abc import Callable, Hashable, ItemsView, Iterator, MutableMapp
 from typing import Any, Generic, TypeVar, cast, overload
 
 from resguard import reclaim as _reclaim
-from resguard._errors import InvalidType
+from resguard._errors import InvalidType, InvalidValue
 from resguard._modules.clock import Clock, monotonic
-from resguard.cache._core import EXPIRED, MISSING, Dropped, get_state, set_state
-from resguard.cache._ladder import LadderFace
+from resguard.cache._core import EXPIRED, MISSING, CacheCore, Dropped, Entry, get_state, set_state
 from resguard.cache._sizeof import sizeof as default_sizeof
-from resguard.cache._stats import check_callable, check_max_bytes, check_max_items, check_ttl
-from resguard.units import format_bytes
+from resguard.cache._stats import (
+    CacheStats,
+    check_callable,
+    check_max_bytes,
+    check_max_items,
+    check_ttl,
+)
+from resguard.units import format_bytes, parse_bytes
 
 __all__ = ["LRUCache"]
 
@@ -23,7 +29,7 @@ V = TypeVar("V")
 R = TypeVar("R")
 
 
-class LRUCache(LadderFace, MutableMapping[K, V], Generic[K, V]):
+class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
     """A thread-safe LRU mapping bounded by bytes and/or items, with optional TTL.
 
     ``max_bytes`` takes what :func:`resguard.parse_bytes` takes (``"512MiB"``, ``2**20``);
@@ -240,6 +246,103 @@ class LRUCache(LadderFace, MutableMapping[K, V], Generic[K, V]):
         self._notify(dropped)
         return len(dropped)
 
+    # ----------------------------------------------------------------- pressure and numbers
+
+    @property
+    def name(self) -> str:
+        """The name on the reclaim ladder and in logs."""
+        return self._name
+
+    @property
+    def cost(self) -> float:
+        """Rank on the reclaim ladder: :attr:`resguard.reclaim.Cost.CACHE`."""
+        return _reclaim.Cost.CACHE
+
+    def reclaimable_bytes(self) -> int:
+        """The bytes the cache holds by its own accounting (all of it can go)."""
+        return self._bytes
+
+    def reclaim(self, target_bytes: int) -> int:
+        """Evict, largest values first, until at least *target_bytes* are freed (or it is empty).
+
+        Returns the bytes freed by the cache's own accounting. Counted in ``stats()`` as
+        ``shrinks``, ``shrink_evictions`` and ``reclaimed_bytes``.
+        """
+        if isinstance(target_bytes, bool) or not isinstance(target_bytes, int):
+            raise InvalidType(f"target_bytes={target_bytes!r} is not a whole number of bytes")
+        if target_bytes < 0:
+            raise InvalidValue(f"target_bytes={target_bytes!r} must not be negative")
+        self._refuse_nested("reclaim()")
+        with self._lock:
+            dropped = self._expire_unless_nested_locked(False)
+            candidates = self._pairs_locked() if target_bytes > 0 else []
+        # Sort outside the lock: a large cache must not stall readers while it is ordered.
+        candidates.sort(key=_entry_size_key, reverse=True)  # stable: LRU first among equals
+        with self._lock:
+            freed = self._evict_largest_locked(candidates, target_bytes, dropped)
+        self._notify(dropped)
+        return freed
+
+    def _evict_largest_locked(
+        self, candidates: list[tuple[Any, Entry]], target_bytes: int, dropped: Dropped
+    ) -> int:
+        counters = self._counters
+        freed = 0
+        for key, _ in candidates:
+            if freed >= target_bytes:
+                break
+            entry = self._pop_locked(key)
+            if entry is None:
+                continue
+            freed += entry[1]
+            counters.shrink_evictions += 1
+            dropped.append((key, entry[0]))
+        counters.shrinks += 1
+        counters.reclaimed_bytes += freed
+        return freed
+
+    def shrink(self, amount: int | float | str) -> int:
+        """Free *amount*: bytes (``"64MiB"``, ``1024``) or a share of what the cache holds.
+
+        A ``float`` from 0.0 to 1.0 or a string like ``"50%"`` is a share (``shrink(0.5)`` frees
+        half, ``shrink(1.0)`` everything); anything else is read by :func:`resguard.parse_bytes`.
+        Largest values go first, as in :meth:`reclaim`. Returns the bytes freed.
+        """
+        if isinstance(amount, bool) or not isinstance(amount, (int, float, str)):
+            raise InvalidType(
+                f'shrink({amount!r}): expected bytes (e.g. "64MiB", 1024) or a share (0.5 or "50%")'
+            )
+        share: float | None = None
+        if isinstance(amount, float) and 0.0 <= amount <= 1.0:
+            share = amount
+        elif isinstance(amount, str) and amount.strip().endswith("%"):
+            from resguard.units import parse_percent
+
+            share = parse_percent(amount) / 100
+        if share is not None:
+            return self.reclaim(math.ceil(self._bytes * share))
+        return self.reclaim(parse_bytes(amount))
+
+    def stats(self) -> CacheStats:
+        """Counters and current sizes (expired entries are dropped first)."""
+        nested = self._is_owned()
+        with self._lock:
+            dropped = self._expire_unless_nested_locked(nested)
+            result = CacheStats(
+                bytes=self._bytes,
+                items=len(self._data),
+                max_bytes=self._max_bytes,
+                max_items=self._max_items,
+                **self._counters.as_dict(),
+            )
+        self._notify(dropped)
+        return result
+
+    def reset_stats(self) -> None:
+        """Set every counter back to zero (the entries stay)."""
+        with self._lock:
+            self._counters.reset()
+
     # ----------------------------------------------------------------- bounds
 
     @property
@@ -304,6 +407,10 @@ class LRUCache(LadderFace, MutableMapping[K, V], Generic[K, V]):
     def __setstate__(self, state: dict[str, Any]) -> None:
         set_state(self, state)
         _reclaim.register(self)
+
+
+def _entry_size_key(pair: tuple[Any, Entry]) -> int:
+    return pair[1][1]
 
 
 class _ItemsView(ItemsView[K, V]):
