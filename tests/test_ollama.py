@@ -23,6 +23,7 @@ from resguard import InvalidType, InvalidValue, OllamaError, ResourceExhausted, 
 from resguard._probes.cgroup import read_memory
 from resguard.ollama import AsyncOllamaModels, OllamaModels, canonical, parse_host
 from resguard.snapshot import OllamaModelInfo
+from resguard.testing import ManualClock
 from resguard.testing.misbehaving import MisbehavingServer
 from resguard.testing.ollama import (
     BadRequest,
@@ -32,7 +33,7 @@ from resguard.testing.ollama import (
     parse_keep_alive,
 )
 
-from support import free_port
+from support import free_port, run_python
 
 SMALL = "llama3.2:1b"
 MEDIUM = "llama3.2:3b"
@@ -971,3 +972,54 @@ def test_source_is_the_deprecated_name_of_as_source(models: OllamaModels) -> Non
     with pytest.warns(DeprecationWarning, match="as_source"):
         source = models.source()
     assert source.sample() == models.as_source().sample() == {"ollama": ()}
+
+
+def test_idle_tracking_runs_on_the_monotonic_clock(ollama_server: OllamaStandIn) -> None:
+    # resguard's own record of use is on clock= (monotonic); only idle_since is wall time.
+    clock, wall_s = ManualClock(), time.time()
+    with OllamaModels(
+        ollama_server.host, clock=clock, wall_clock=lambda: wall_s, register=False
+    ) as models:
+        models.ensure(SMALL)
+        clock.advance(120)
+        (info,) = models.loaded()
+        assert info.idle_since == pytest.approx(wall_s - 120)
+        assert models.unload_idle(min_idle="3m") == []
+        assert models.unload_idle(min_idle="1m") == [SMALL]
+
+
+def test_a_wall_clock_that_is_not_callable_is_an_invalid_type() -> None:
+    with pytest.raises(InvalidType, match="wall_clock=3"):
+        OllamaModels("127.0.0.1:1", wall_clock=3, register=False)  # type: ignore[arg-type]
+
+
+def test_the_standin_runs_as_a_command_on_the_port_given() -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "resguard.testing.ollama", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        assert f"http://127.0.0.1:{port}" in server.stdout.readline()
+        client = ollama.Client(host=f"http://127.0.0.1:{port}")
+        client.generate(model=SMALL)
+        assert [m.model for m in client.ps().models] == [SMALL]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        assert server.stdout is not None
+        server.stdout.close()
+
+
+def test_the_standin_needs_only_the_standard_library_and_resguard_does_not_import_it() -> None:
+    code = (
+        "import sys, resguard\n"
+        "assert 'resguard.testing' not in sys.modules\n"
+        "from resguard.testing.ollama import OllamaStandIn\n"
+        "with OllamaStandIn() as server:\n"
+        "    assert server.host.startswith('http://127.0.0.1:')\n"
+        "print([m for m in ('httpx', 'ollama', 'pydantic', 'anyio') if m in sys.modules])\n"
+    )
+    assert run_python(code).strip() == "[]"

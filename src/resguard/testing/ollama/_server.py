@@ -140,7 +140,8 @@ class OllamaStandIn:
 
     def serve_forever(self) -> None:
         """Serve until interrupted (what ``python -m resguard.testing.ollama`` does)."""
-        self.start()
+        if self._httpd is None:
+            self.start()
         try:
             self._stop.wait()
         finally:
