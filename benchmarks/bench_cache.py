@@ -20,7 +20,7 @@ import cachetools
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from resguard._modules.sizeof import sizeof
+from resguard.cache._sizeof import sizeof
 from resguard.cache import LRUCache, memoize
 
 from _harness import Table, per_call_s

@@ -330,6 +330,8 @@ TARGETS: dict[str, tuple[Callable[[str, Any], Any], tuple[str, ...]]] = {
             "max",
             "level",
             "for",
+            "clear",
+            "cooldown",
             "host",
         ),
     ),
@@ -350,7 +352,7 @@ TARGETS: dict[str, tuple[Callable[[str, Any], Any], tuple[str, ...]]] = {
     ),
     "Containers": (
         _closed(_docker().Containers),
-        ("method", "timeout_s", "cgroup_root", "max_workers"),
+        ("method", "timeout", "timeout_s", "cgroup_root", "max_workers"),
     ),
     "GuardMiddleware": (
         _positional(_asgi().GuardMiddleware, app=_app, start_monitor=False),
@@ -360,7 +362,18 @@ TARGETS: dict[str, tuple[Callable[[str, Any], Any], tuple[str, ...]]] = {
         _positional(
             budgets.Budget, name="a", kind="process", pattern="x", min_bytes=None, max_bytes=1
         ),
-        ("name", "kind", "pattern", "min_bytes", "max_bytes", "level", "for_s", "host"),
+        (
+            "name",
+            "kind",
+            "pattern",
+            "min_bytes",
+            "max_bytes",
+            "level",
+            "for_s",
+            "host",
+            "clear_bytes",
+            "cooldown_s",
+        ),
     ),
     "budget.Budgets.measure": (
         _positional(

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from plugins.integration import unavailable
+from support import wait_until
 
 V1_ROOT = Path("/sys/fs/cgroup/memory")
 V2_ROOT = Path("/sys/fs/cgroup")
@@ -105,7 +105,8 @@ class MemoryCgroup:
 def _kill_and_remove(path: Path) -> None:
     if not path.exists():
         return
-    for _ in range(50):
+
+    def killed_and_removed() -> bool:
         try:
             pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
         except OSError:
@@ -117,10 +118,11 @@ def _kill_and_remove(path: Path) -> None:
                 pass
         try:
             path.rmdir()
-            return
         except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"could not remove test cgroup {path}")
+            return False  # its processes are still exiting
+        return True
+
+    wait_until(killed_and_removed, timeout_s=5.0, what=f"the test cgroup {path} to be removed")
 
 
 @pytest.fixture
