@@ -30,3 +30,17 @@ autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 napoleon_google_docstring = True
 nitpicky = False
+
+
+def _public_bases(app: object, name: str, obj: object, options: object, bases: list[type]) -> None:
+    """Leave resguard's private implementation classes (``resguard.cache._core.CacheCore``)
+    out of a class's "Bases:" line; the public bases stay."""
+    bases[:] = [
+        base
+        for base in bases
+        if not (base.__module__.startswith("resguard.") and "._" in base.__module__)
+    ]
+
+
+def setup(app: object) -> None:
+    app.connect("autodoc-process-bases", _public_bases)  # type: ignore[attr-defined]
