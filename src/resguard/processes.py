@@ -150,15 +150,8 @@ class ProcessTable:
             uptime_s = self._uptime_s(faults)
             previous, current = self._previous, {}
             rows: list[ProcessInfo] = []
-            try:
-                entries = list(os.scandir(self._proc))
-            except OSError as error:
-                faults.append(
-                    Fault("processes", self._proc, "unreadable", error.strerror or str(error))
-                )
-                entries = []
             damaged: dict[str, Fault] = {}
-            for entry in entries:
+            for entry in self._entries(faults):
                 if not entry.name.isdigit():
                     continue
                 raw = _read(entry.path + "/stat")
@@ -180,14 +173,7 @@ class ProcessTable:
                 if before is not None and now > before[1] and ticks >= before[0]:
                     cpu = 100.0 * (ticks - before[0]) / _procfs.TICKS_PER_S / (now - before[1])
                 else:
-                    lifetime_s = (
-                        uptime_s - start_ticks / _procfs.TICKS_PER_S
-                        if uptime_s is not None
-                        else 0.0
-                    )
-                    cpu = (
-                        100.0 * ticks / _procfs.TICKS_PER_S / lifetime_s if lifetime_s > 0 else 0.0
-                    )
+                    cpu = _lifetime_percent(ticks, start_ticks, uptime_s)
                 current[key] = (ticks, now)
                 rows.append(
                     ProcessInfo(
@@ -205,13 +191,26 @@ class ProcessTable:
                     )
                 )
             self._previous = current
-            faults.extend(damaged.values())
-            if self._boot_fault is not None:
-                faults.append(self._boot_fault)
-            self.faults = tuple(faults)
-            if faults or self._failing:
-                self._log(faults, now)
+            self._finish(faults, damaged, now)
             return rows
+
+    def _entries(self, faults: list[Fault]) -> list[os.DirEntry[str]]:
+        try:
+            return list(os.scandir(self._proc))
+        except OSError as error:
+            faults.append(
+                Fault("processes", self._proc, "unreadable", error.strerror or str(error))
+            )
+            return []
+
+    def _finish(self, faults: list[Fault], damaged: dict[str, Fault], now_s: float) -> None:
+        """Record the faults of a sample and log what changed."""
+        faults.extend(damaged.values())
+        if self._boot_fault is not None:
+            faults.append(self._boot_fault)
+        self.faults = tuple(faults)
+        if faults or self._failing:
+            self._log(faults, now_s)
 
     def _log(self, faults: list[Fault], now_s: float) -> None:
         """One warning per damaged file (``<pid>`` for any process) and kind of damage."""
@@ -249,6 +248,12 @@ class ProcessTable:
 
     def _complete(self, row: ProcessInfo) -> ProcessInfo:
         return describe(row, self._proc)
+
+
+def _lifetime_percent(ticks: int, start_ticks: int, uptime_s: float | None) -> float:
+    """A process's CPU percent averaged over its life (the first time the table sees it)."""
+    lifetime_s = uptime_s - start_ticks / _procfs.TICKS_PER_S if uptime_s is not None else 0.0
+    return 100.0 * ticks / _procfs.TICKS_PER_S / lifetime_s if lifetime_s > 0 else 0.0
 
 
 def _check_top(n: object, by: object, group: object) -> Callable[[ProcessInfo], float]:

@@ -25,7 +25,18 @@ class KernelTree:
     binds, with a CPU quota of 1.5 CPUs and PSI files in the cgroup. ``/proc/self/stat``,
     ``statm`` and ``uptime`` are copies of the real ones (so CPU percentages stay sane).
     :meth:`damage` breaks one file in one of the ways the kernel or a hostile host can;
-    :meth:`restore` puts it back. ``files`` names the files by their short names.
+    :meth:`restore` puts it back. ``files`` names the files by their short names and
+    ``contents`` holds their healthy text. ``cgroup=False`` writes a host without cgroups
+    (no ``/proc/self/cgroup``, no cgroup files): the host's numbers bind.
+
+    Example::
+
+        tree = KernelTree(tmp_path)
+        tree.damage("memory.current", "garbage")
+        snap = Sampler(tree.roots).sample()
+        assert snap.memory.limit == 2 * 2**30  # the cgroup's limit still binds ...
+        assert snap.memory.used is None  # ... but its usage is unknown, and says why:
+        assert snap.fault_for("memory.used").kind == "garbage"
     """
 
     MEMINFO = (
@@ -99,7 +110,7 @@ class KernelTree:
         """Break file *name*: ``garbage``, ``truncated`` (cut inside its first line),
         ``empty``, ``huge`` (megabytes of junk), ``unreadable`` (a read fails with an I/O
         error: the path is a directory), ``missing``. ``vanished`` needs the read itself
-        to fail and is done by the tests with :func:`vanish`.
+        to fail after the open, which a file on disk cannot do; it is not offered here.
 
         ``unreadable`` and ``missing`` replace the file: do them before a sampler first
         reads it, since a sampler keeps its files open (a kept descriptor would still read

@@ -1,7 +1,16 @@
 """Snapshot values built by hand, for testing code that reads snapshots.
 
 They are the real frozen attrs types (no mocks), filled with plausible numbers, so a rule,
-a guard or a user's own endpoint can be tested at any memory pressure without creating it.
+a guard or a user's own endpoint can be tested at any memory pressure without creating it::
+
+    from resguard.testing import make_snapshot
+
+    tight = make_snapshot(memory_percent=95, psi_some=20.0)
+    assert tight.memory.percent == 95.0
+
+Every figure not given is fixed: 16 GiB limit on a 32 GiB host, 8 CPUs at 5 %, a quiet
+CPU and I/O pressure, this "process" (pid 4242) at 30 MB RSS, no faults. Use
+:func:`attrs.evolve` for anything else (``attrs.evolve(snap, faults=(...))``).
 """
 
 from __future__ import annotations
@@ -36,7 +45,9 @@ def make_process(
     rss: int = 10 * MB,
     create_time: float | None = None,
 ) -> ProcessInfo:
-    """One process-table row; identity ``(pid, create_time)`` (default create time: pid)."""
+    """One process-table row (a :class:`~resguard.snapshot.ProcessInfo`) of user 1000;
+    identity ``(pid, create_time)`` (default create time: the pid, so rows made with
+    different pids are different processes and the same pid is the same process)."""
     return ProcessInfo(
         pid=pid,
         name=name,
@@ -65,11 +76,16 @@ def make_snapshot(
     containers: tuple[ContainerStats, ...] | None = None,
     cpu_percent: float = 5.0,
 ) -> Snapshot:
-    """A snapshot at monotonic time *at*.
+    """A :class:`~resguard.Snapshot` at monotonic time *at* (``taken_at`` is
+    :data:`WALL_OFFSET_S` later, as wall-clock seconds).
 
-    Memory is given as ``memory_percent`` of *limit* or as ``used`` bytes (default 40 %).
-    ``psi_some=None`` means a kernel without PSI; ``psi_full=None`` a PSI file without a
-    ``full`` line. ``containers`` fills ``snapshot.containers``.
+    Memory is given as ``memory_percent`` of *limit* or as ``used`` bytes (default 40 %);
+    ``available`` is the rest of the limit. *rss* is this process's RSS. *psi_some* and
+    *psi_full* are the memory PSI averages (percent); ``psi_some=None`` means a kernel
+    without PSI, ``psi_full=None`` a PSI file without a ``full`` line. *processes* fills
+    ``snapshot.processes`` (see :func:`make_process`), *containers* ``snapshot.containers``
+    (see :func:`make_container`); ``None`` leaves them unsampled. *cpu_percent* is the
+    host's CPU use.
     """
     if used is None:
         percent = 40.0 if memory_percent is None else float(memory_percent)
@@ -86,13 +102,6 @@ def make_snapshot(
         source_detail="memory.max",
         cgroup="/test",
     )
-    if psi_some is None:
-        pressure = PressureInfo(memory=None, cpu=None, io=None, source=None)
-    else:
-        full = None if psi_full is None else PressureLine(psi_full, psi_full, psi_full, 0)
-        memory_pressure = ResourcePressure(PressureLine(psi_some, psi_some, psi_some, 0), full)
-        quiet = ResourcePressure(PressureLine(0.0, 0.0, 0.0, 0), PressureLine(0.0, 0.0, 0.0, 0))
-        pressure = PressureInfo(memory=memory_pressure, cpu=quiet, io=quiet, source="system")
     return Snapshot(
         memory=memory,
         swap=SwapInfo(total=0, used=0, free=0, percent=0.0),
@@ -105,7 +114,7 @@ def make_snapshot(
             load_5m=0.5,
             load_15m=0.5,
         ),
-        pressure=pressure,
+        pressure=_pressure(psi_some, psi_full),
         process=ProcessSelf(
             pid=4242, rss=rss, vms=4 * rss, uss=None, cpu_percent=1.0, num_threads=4, children_rss=0
         ),
@@ -116,10 +125,22 @@ def make_snapshot(
     )
 
 
+def _pressure(psi_some: float | None, psi_full: float | None) -> PressureInfo:
+    """Memory PSI at *psi_some*/*psi_full* (every average alike), CPU and I/O quiet."""
+    if psi_some is None:
+        return PressureInfo(memory=None, cpu=None, io=None, source=None)
+    full = None if psi_full is None else PressureLine(psi_full, psi_full, psi_full, 0)
+    memory = ResourcePressure(PressureLine(psi_some, psi_some, psi_some, 0), full)
+    quiet = ResourcePressure(PressureLine(0.0, 0.0, 0.0, 0), PressureLine(0.0, 0.0, 0.0, 0))
+    return PressureInfo(memory=memory, cpu=quiet, io=quiet, source="system")
+
+
 def make_container(
     name: str, *, memory_used: int, memory_limit: int | None = None
 ) -> ContainerStats:
-    """One running container with the given working set and limit."""
+    """One running container (a :class:`~resguard.snapshot.ContainerStats`) with the
+    working set *memory_used* bytes and *memory_limit* (``None``: no limit, then no
+    percent either)."""
     percent = None if memory_limit is None else 100.0 * memory_used / memory_limit
     return ContainerStats(
         id=name * 3,
