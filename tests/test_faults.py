@@ -333,7 +333,7 @@ def test_own_stat_that_really_vanishes(tmp_path: Path) -> None:
     """A real process's /proc/<pid>/stat stops reading (ESRCH) once it exits, while the
     descriptor stays open: the sampler's /proc/self here is that process."""
     tree = KernelTree(tmp_path, cgroup=False)
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    child = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
     try:
         self_dir = tmp_path / "proc" / "self"
         for name in ("stat", "statm"):

@@ -7,6 +7,7 @@ import io
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +171,11 @@ def test_top_and_snapshot_render_as_html_tables(executed: Any) -> None:
 def test_magic_options_errors_and_a_bare_figure(kernel_name: str, tmp_path: Path) -> None:
     """The extension in a fresh kernel: options, an error inside a profiled cell, and a
     bare Figure shown as PNG without pyplot ever being imported."""
-    from nbformat.v4 import new_code_cell, new_notebook
+    from nbformat import v4
+
+    # nbformat has no type hints: its two builders, typed here
+    new_notebook: Callable[..., Any] = v4.new_notebook
+    new_code_cell: Callable[[str], Any] = v4.new_code_cell
 
     notebook = new_notebook(
         cells=[
@@ -253,10 +258,10 @@ def test_bad_magic_options_are_one_line_usage_errors(magic: str, line: str, text
     from IPython.core.error import UsageError
     from IPython.core.interactiveshell import InteractiveShell
 
-    shell = InteractiveShell.instance()
+    shell: Any = InteractiveShell.instance()  # IPython is not fully typed
     try:
         shell.extension_manager.load_extension("resguard.notebook")
-        run = (
+        run: Callable[[], object] = (
             (lambda: shell.run_cell_magic("resguard", line, "x = 1"))
             if magic == "cell"
             else (lambda: shell.run_line_magic("resguard_top", line))
