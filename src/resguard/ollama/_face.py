@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["Face", "headroom_from"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+_NO_RESERVATION = contextlib.nullcontext()  # reusable; most requests hold none
 
 
 class Face:
@@ -136,7 +137,7 @@ class Face:
 
     def _reservation(self, reserve: int | None) -> Any:
         if reserve is None:
-            return contextlib.nullcontext()
+            return _NO_RESERVATION
         return self.guard.admit(reserve=reserve)  # type: ignore[union-attr]
 
     def lazy(

@@ -118,7 +118,9 @@ def canonical(name: str) -> str:
     if not isinstance(name, str):
         raise InvalidType(f"{name!r} is not an Ollama model name; expected e.g. 'llama3.2:3b'")
     key = name.strip().lower()
-    if not key or any(c.isspace() or not c.isprintable() for c in key):
+    # whitespace or an unprintable character; the only printable whitespace is " " (this
+    # runs twice per ensure(), so in C rather than a loop over the characters)
+    if not key or not key.isprintable() or " " in key:
         raise InvalidValue(f"{name!r} is not an Ollama model name; expected e.g. 'llama3.2:3b'")
     for prefix in ("registry.ollama.ai/library/", "library/"):
         if key.startswith(prefix):
