@@ -26,7 +26,7 @@ from resguard.rules import Level, Policy, Threshold
 from resguard.snapshot import Fault, Sampler, Snapshot
 from resguard.testing import ManualClock, Roots, make_snapshot
 
-from support import run_python
+from support import run_python, wait_until
 
 MiB = 2**20
 GiB = 2**30
@@ -565,7 +565,8 @@ def test_a_stale_state_falls_back_to_fresh_numbers(clock: ManualClock) -> None:
 
 
 def test_refusal_reasons_are_one_closed_documented_set() -> None:
-    source = Path(sys.modules["resguard.guard"].__file__ or "").read_text()
+    package = Path(sys.modules["resguard.guard"].__file__ or "").parent
+    source = "\n".join(path.read_text() for path in sorted(package.glob("*.py")))
     produced = set(re.findall(r'_refuse\(\s*"(\w+)"', source))
     produced |= set(re.findall(r'reason="(\w+)"', source))
     produced |= {"reservation", "memory"}  # chosen in one expression
@@ -598,13 +599,16 @@ def test_every_refusal_reason_is_produced_where_it_applies(clock: ManualClock) -
     single = Guard(max_concurrent=1, monitor=calm, clock=clock)
     with single:
         seen["concurrency"] = _refusal(single)
-        seen["timeout"] = _refusal(single, wait="10ms")
+        timed_out: list[ResourceExhausted] = []
+        waiter = threading.Thread(target=lambda: timed_out.append(_refusal(single, wait="10ms")))
+        waiter.start()
+        wait_until(lambda: single.stats().waiting == 1, what="the call to queue")
+        clock.advance(0.01)  # its whole wait passes on the guard's clock
+        waiter.join(timeout=10)
+        seen["timeout"] = timed_out[0]
         waiter = threading.Thread(target=lambda: single.acquire(wait_s=30))
         waiter.start()
-        deadline = time.monotonic() + 10
-        while single.stats().waiting < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.001)
+        wait_until(lambda: single.stats().waiting == 1, what="the second call to queue")
         seen["queued"] = _refusal(single)
     waiter.join(timeout=10)
     single.release(0)
@@ -1134,3 +1138,22 @@ def test_an_argument_whose_repr_raises_still_gets_a_resguard_error() -> None:
     ):
         with pytest.raises(ResguardError):
             make()
+
+
+def test_with_guard_feeds_the_concurrency_retry_after_as_admit_does(clock: ManualClock) -> None:
+    """``with guard:`` gave its admission back without its hold time, so a concurrency
+    refusal behind such blocks always suggested retrying after 0.01 s."""
+    monitor = scripted_monitor(make_snapshot(at=clock()))
+    plain = Guard(max_concurrent=1, monitor=monitor, clock=clock)
+    admitting = Guard(max_concurrent=1, monitor=monitor, clock=clock)
+    with plain:
+        clock.advance(0.5)
+    with admitting.admit():
+        clock.advance(0.5)
+    with plain:
+        behind_plain = _refusal(plain)
+    with admitting.admit():
+        behind_admit = _refusal(admitting)
+    assert behind_plain.reason == behind_admit.reason == "concurrency"
+    assert behind_plain.retry_after == pytest.approx(0.05)  # a tenth of 0.5 s, averaged in
+    assert behind_plain.retry_after == pytest.approx(behind_admit.retry_after)

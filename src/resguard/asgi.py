@@ -33,7 +33,9 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from resguard._errors import InvalidType, InvalidValue, ResguardError, ResourceExhausted
-from resguard.guard import Admission, Guard, Reserve, _named, _state_unknown
+from resguard.guard import Admission, Guard, Reserve
+from resguard.guard._args import named_argument as _named
+from resguard.guard._core import state_unknown as _state_unknown
 from resguard.monitor import Monitor
 from resguard.rules import Level
 from resguard.units import parse_bytes, parse_duration, shown
@@ -370,7 +372,7 @@ class GuardMiddleware:
         elif guard.headroom_bytes() < 0:
             answer = {"status": "unready", "level": None, "reason": "over the memory share"}
         else:
-            numbers = guard._numbers_unknown()
+            numbers = guard.unknown_reason(verdict=False)
             if numbers is not None:
                 unknown = numbers if unknown is None else f"{unknown}; {numbers}"
             answer = {"status": "ready", "level": None}

@@ -95,7 +95,8 @@ from resguard._modules.clock import Clock, monotonic
 from resguard._modules.clockcheck import checked_clock
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
-from resguard.guard import REFUSAL_REASONS, _state_unknown
+from resguard.guard import REFUSAL_REASONS
+from resguard.guard._core import state_unknown as _state_unknown
 from resguard.snapshot import Sampler, Snapshot
 from resguard.units import shown
 
