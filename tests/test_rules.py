@@ -183,6 +183,26 @@ def test_percent_of_limit_follows_the_limit_of_each_snapshot() -> None:
     assert verdicts[0].breaches[0].threshold == pytest.approx(0.85 * 11 * GiB)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 100),
+    st.lists(st.tuples(st.integers(1, 2**40), st.integers(0, 2**40)), min_size=1, max_size=20),
+)
+def test_a_share_threshold_is_resolved_against_the_limit_of_each_snapshot(
+    percent: int, samples: list[tuple[int, int]]
+) -> None:
+    rule = Threshold("memory.used", ">=", f"{percent}%")
+    snapshots = [
+        (float(t), make_snapshot(at=float(t), used=used, limit=limit))
+        for t, (limit, used) in enumerate(samples)
+    ]
+    for (limit, used), verdict in zip(samples, run(rule, snapshots), strict=True):
+        figure = percent / 100 * float(limit)
+        assert verdict.ok is not (used >= figure)
+        if not verdict.ok:
+            assert verdict.breaches[0].threshold == figure
+
+
 def test_a_share_of_the_limit_is_its_exact_fraction_not_whole_bytes() -> None:
     rule = Threshold("memory.used", ">=", "85%")  # of 10 bytes: 8.5, which 8 bytes is not
     verdicts = run(
