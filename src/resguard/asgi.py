@@ -25,20 +25,18 @@ so taking the pod out of rotation would only move the load), ``"refuse"`` answer
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from resguard._errors import InvalidType, InvalidValue, ResguardError, ResourceExhausted
-from resguard.guard import Admission, Guard, Reserve
-from resguard.guard._args import named_argument as _named
-from resguard.guard._core import state_unknown as _state_unknown
+from resguard.guard import Admission, Guard, Reserve, check_duration, check_reserve, state_unknown
 from resguard.monitor import Monitor
 from resguard.rules import Level
-from resguard.units import parse_bytes, parse_duration, shown
+from resguard.units import shown
 
 __all__ = ["DEFAULT_EXCLUDE", "GuardMiddleware", "retry_after_header"]
 
@@ -94,51 +92,17 @@ class GuardMiddleware:
         wait: float | str | None = None,
         unready_level: Level = Level.CRITICAL,
     ) -> None:
-        if not callable(app):
-            raise InvalidType(f"app={shown(app)} is not an ASGI application (a callable)")
-        if guard is not None and not isinstance(guard, Guard):
-            raise InvalidType(f"guard={shown(guard)} is not a resguard.Guard")
-        if monitor is not None and not isinstance(monitor, Monitor):
-            raise InvalidType(f"monitor={shown(monitor)} is not a resguard.Monitor")
-        if not isinstance(unready_level, Level):
-            raise InvalidType(
-                f"unready_level={shown(unready_level)} is not a resguard.Level; "
-                f"expected e.g. Level.CRITICAL"
-            )
-        if not isinstance(start_monitor, bool):
-            raise InvalidType(
-                f"start_monitor={shown(start_monitor)} is not a bool; expected True or False"
-            )
-        if isinstance(exclude, str):
-            exclude = (exclude,)
-        try:
-            entries = list(exclude)
-        except TypeError:
-            raise InvalidType(
-                f"exclude={shown(exclude)} is not a list of paths; "
-                f"expected e.g. ('/healthz', '/static/*')"
-            ) from None
-        exact, prefixes = [], []
-        for entry in entries:
-            path = _check_path(entry, "exclude")
-            if path.endswith("*"):
-                prefixes.append(path[:-1])
-            else:
-                exact.append(path)
+        _check_types(app, guard, monitor, unready_level, start_monitor)
+        exact, prefixes = _parse_exclude(exclude)
         readiness = (
             _check_path(readiness_path, "readiness_path") if readiness_path is not None else None
         )
         # parsed once here, not per request (an invalid value fails at startup)
         parsed_reserve: Reserve = None
         if reserve is not None:
-            parsed_reserve = (
-                "auto"
-                if isinstance(reserve, str) and reserve == "auto"
-                else _named("reserve", parse_bytes, reserve)
-            )
-        wait_s = _named("wait", parse_duration, wait) if wait is not None else None
-        if wait_s is not None and not math.isfinite(wait_s):
-            raise InvalidValue(f"wait={shown(wait)} must be a finite duration, e.g. '2s'")
+            auto = isinstance(reserve, str) and reserve == "auto"
+            parsed_reserve = "auto" if auto else check_reserve(reserve)
+        wait_s = check_duration(wait, "wait") if wait is not None else None
         if guard is None:
             monitor = monitor if monitor is not None else Monitor()
             guard = Guard(memory="90%", monitor=monitor)
@@ -212,25 +176,22 @@ class GuardMiddleware:
             # both paths release the reservation on every exit: a return, an exception, a
             # cancellation when the client goes away
             if self._plain:  # the guard's own no-I/O hot path; it cannot block here
-                guard.__enter__()
-                started_s = time.monotonic()
+                reserved = guard.acquire()
+                clock = guard.clock
+                started_s = clock()
                 try:
                     await self.app(scope, receive, tracking_send)
                 finally:
-                    guard.release(guard.reserve_bytes, time.monotonic() - started_s)
+                    guard.release(reserved, max(clock() - started_s, 0.0))
             else:
                 admission = guard.admit(self._reserve, self._wait_s)
                 if self._watch and not self._admits_now(admission):
                     # it will queue: notice a client that leaves while it waits
-                    replay = await self._enter_watching(admission, receive)
-                    if replay is None:
-                        return  # the client left while queued: nobody to answer
-                    try:
+                    async with contextlib.AsyncExitStack() as stack:
+                        replay = await self._enter_watching(stack, admission, receive)
+                        if replay is None:
+                            return  # the client left while queued: nobody to answer
                         await self.app(scope, replay, tracking_send)
-                    except BaseException as error:
-                        await admission.__aexit__(type(error), error, error.__traceback__)
-                        raise
-                    await admission.__aexit__(None, None, None)
                 else:
                     async with admission:
                         await self.app(scope, receive, tracking_send)
@@ -248,9 +209,12 @@ class GuardMiddleware:
         overtaken; a thread that takes the room in between only costs the watch."""
         return self.guard.would_admit(admission.reserve_bytes)
 
-    async def _enter_watching(self, admission: Admission, receive: Receive) -> Receive | None:
-        """Enter *admission* while reading the request for ``http.disconnect``; return the
-        receive to hand the app (replaying what was read), or None if the client left."""
+    async def _enter_watching(
+        self, stack: contextlib.AsyncExitStack[bool | None], admission: Admission, receive: Receive
+    ) -> Receive | None:
+        """Enter *admission* (left with *stack*) while reading the request for
+        ``http.disconnect``; return the receive to hand the app (replaying what was read),
+        or None if the client left."""
         import anyio
 
         buffered: list[Message] = []
@@ -278,7 +242,7 @@ class GuardMiddleware:
         async with anyio.create_task_group() as group:
             group.start_soon(watch, group.cancel_scope)
             try:
-                await admission.__aenter__()
+                await stack.enter_async_context(admission)
                 entered = True
             except ResourceExhausted as error:
                 refusal = error
@@ -287,9 +251,7 @@ class GuardMiddleware:
         if refusal is not None:
             raise refusal
         if left or not entered:
-            if entered:  # admitted in the same instant the client left
-                await admission.__aexit__(None, None, None)
-            return None
+            return None  # (admitted in the same instant the client left: the stack leaves)
         if not buffered:
             return receive
 
@@ -353,7 +315,7 @@ class GuardMiddleware:
         unknown: str | None = None
         if monitor is not None:
             state = monitor.state
-            stale, unknown = _state_unknown(monitor, state, guard._clock())
+            stale, unknown = state_unknown(monitor, state, guard.clock())
             verdict = state.verdict
             if not stale:
                 answer: dict[str, Any] = {"level": verdict.level.name}
@@ -490,6 +452,47 @@ def retry_after_header(retry_after_s: float) -> int:
     if retry_after_s <= 1:
         return 1
     return math.ceil(retry_after_s)  # exact for any int, 10**400 included
+
+
+def _check_types(
+    app: object, guard: object, monitor: object, unready_level: object, start_monitor: object
+) -> None:
+    if not callable(app):
+        raise InvalidType(f"app={shown(app)} is not an ASGI application (a callable)")
+    if guard is not None and not isinstance(guard, Guard):
+        raise InvalidType(f"guard={shown(guard)} is not a resguard.Guard")
+    if monitor is not None and not isinstance(monitor, Monitor):
+        raise InvalidType(f"monitor={shown(monitor)} is not a resguard.Monitor")
+    if not isinstance(unready_level, Level):
+        raise InvalidType(
+            f"unready_level={shown(unready_level)} is not a resguard.Level; "
+            f"expected e.g. Level.CRITICAL"
+        )
+    if not isinstance(start_monitor, bool):
+        raise InvalidType(
+            f"start_monitor={shown(start_monitor)} is not a bool; expected True or False"
+        )
+
+
+def _parse_exclude(exclude: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The exact paths and the prefixes (given ending in ``*``) of *exclude*."""
+    if isinstance(exclude, str):
+        exclude = (exclude,)
+    try:
+        entries = list(exclude)
+    except TypeError:
+        raise InvalidType(
+            f"exclude={shown(exclude)} is not a list of paths; "
+            f"expected e.g. ('/healthz', '/static/*')"
+        ) from None
+    exact, prefixes = [], []
+    for entry in entries:
+        path = _check_path(entry, "exclude")
+        if path.endswith("*"):
+            prefixes.append(path[:-1])
+        else:
+            exact.append(path)
+    return exact, prefixes
 
 
 def _check_path(path: object, what: str) -> str:

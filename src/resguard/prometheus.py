@@ -95,8 +95,7 @@ from resguard._modules.clock import Clock, monotonic
 from resguard._modules.clockcheck import checked_clock
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
-from resguard.guard import REFUSAL_REASONS
-from resguard.guard._core import state_unknown as _state_unknown
+from resguard.guard import REFUSAL_REASONS, state_unknown
 from resguard.snapshot import Sampler, Snapshot
 from resguard.units import shown
 
@@ -227,7 +226,7 @@ class ResguardCollector(Collector):
             clock = checked_clock(clock)
         self.monitor = monitor
         if clock is None:  # the monitor's own clock: the one its states' ages are in
-            clock = getattr(monitor, "_clock", None)
+            clock = getattr(monitor, "clock", None)
         self._clock: Clock = clock if callable(clock) else monotonic
         self.guards: tuple[Any, ...] = tuple(guard_list)
         self.caches: tuple[Any, ...] = tuple(cache_list)
@@ -264,7 +263,7 @@ class ResguardCollector(Collector):
             yield from _system_metrics(snap)
         if verdict is not None and snap is not None and self.monitor is not None:
             state = self.monitor.state
-            stale, _ = _state_unknown(self.monitor, state, self._clock())
+            stale, _ = state_unknown(self.monitor, state, self._clock())
             sensing_up = sensing_up and not stale and not verdict.unknown
             yield GaugeMetricFamily(
                 "resguard_state_age_seconds",
