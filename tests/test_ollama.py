@@ -305,7 +305,7 @@ async def test_uses_decorator_on_async_functions(
         assert await models.loaded() == ()
         with pytest.raises(InvalidType):
             models.uses(SMALL)(lambda: None)
-        await client._client.aclose()
+        await client.close()  # type: ignore[no-untyped-call]
     sync_models.close()
 
 

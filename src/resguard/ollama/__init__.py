@@ -82,7 +82,7 @@ __all__ = [
     "parse_host",
 ]
 
-for _public in (AsyncOllamaModels, OllamaModels, OllamaSource):
+for _public in (AsyncOllamaModels, OllamaModels, OllamaSource, canonical, parse_host):
     _public.__module__ = __name__
 
 
