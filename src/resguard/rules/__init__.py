@@ -44,7 +44,10 @@ Values and units
     percent, PSI, a container's share of its limit) rejects a figure above 100, and a
     threshold that can never fire (``> 100`` of such a percentage, ``< 0``) is rejected.
     Every bad argument raises :class:`~resguard.InvalidValue` or
-    :class:`~resguard.InvalidType` quoting it as passed.
+    :class:`~resguard.InvalidType` quoting it as passed. The unit of a metric is the one
+    its snapshot field declares (:func:`resguard.snapshot.metric_unit`); a byte figure is
+    held as a :class:`~resguard.units.Amount`, its share resolved against the limit of each
+    snapshot judged, never frozen.
 
 State and time
     Rules keep no state themselves: a :class:`PolicyState` (from :meth:`Policy.new_state`)
