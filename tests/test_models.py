@@ -438,6 +438,24 @@ async def test_cancelling_aget_of_a_hanging_sync_loader_returns_at_once() -> Non
 
 
 @pytest.mark.anyio
+async def test_aget_cancelled_before_its_loader_thread_starts_leaves_the_model_loadable() -> None:
+    # Cancelled at the worker thread's start, the load never ran: nobody may be left waiting
+    # for it (it stayed "loading" for ever, every later caller timing out).
+    loader = Loader()
+    model = LazyModel(loader.load, size=MiB, name="m", register=False, sweep=False, wait=5)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await model.aget()
+    assert scope.cancelled_caught
+    assert not model.loading
+    assert loader.loads == 0
+    assert len(await model.aget()) == MiB  # the same task claims it again and loads it
+    assert len(await anyio.to_thread.run_sync(model.get)) == MiB
+    assert loader.loads == 1
+    assert not model.pinned
+
+
+@pytest.mark.anyio
 async def test_waiters_of_a_load_in_progress_are_cancellable_and_no_second_load_starts() -> None:
     loader = Hanging()
     model = LazyModel(loader.load, size=MiB, name="stuck", register=False, sweep=False)

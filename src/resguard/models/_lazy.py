@@ -363,12 +363,25 @@ class LazyModel(Generic[T]):
     def _run_attempt(self, attempt: Attempt) -> None:
         """Run a sync load for *attempt* to its end and publish it (result kept, never pinned):
         the caller may have gone (cancelled) by then, so the outcome lives in the model."""
-        attempt.owner = _this_thread()
+        with self._lock:
+            if attempt.done:  # its caller was cancelled before this thread started
+                return
+            attempt.owner = _this_thread()
         try:
             with _Publish(self, attempt, False) as publish:
                 publish.value = self._load_sync()
         except Exception:
             return  # published in the attempt: its waiters and its caller raise it
+
+    def _abandon_unstarted(self, attempt: Attempt, me: Owner, cancelled: BaseException) -> None:
+        """End *attempt* when its caller *me* was cancelled before the worker thread started
+        it (cancelled at the thread's start): else nobody would ever end it, and every later
+        caller would wait for a load that never runs. A started load publishes itself."""
+        with self._lock:
+            if attempt.done or attempt.owner != me:
+                return  # started: the worker thread publishes its outcome
+            attempt.done = True  # a worker thread starting now leaves it alone
+        self._finish(attempt, None, cancelled, False, 0.0)
 
     def _acquire(self, pin: bool) -> T:
         if self._is_async:
@@ -406,8 +419,9 @@ class LazyModel(Generic[T]):
                 # caller only waits for it, so a cancellation returns at once.
                 try:
                     await anyio.to_thread.run_sync(self._run_attempt, got, abandon_on_cancel=True)
-                except anyio.get_cancelled_exc_class():
+                except anyio.get_cancelled_exc_class() as cancelled:
                     got.abandoned = True
+                    self._abandon_unstarted(got, caller.me, cancelled)
                     raise
             else:
                 with _Publish(self, got, pin) as publish:
