@@ -365,6 +365,21 @@ def test_choose_refuses_when_nothing_fits() -> None:
         pool.choose(variants)
 
 
+def test_a_pool_refused_for_one_bad_model_takes_none_of_the_others() -> None:
+    good = LazyModel(lambda: 1, size=MiB, name="good", register=False, sweep=False)
+    other = ModelPool(name="other")
+    taken = other.lazy(lambda: 2, size=MiB, name="taken", register=False, sweep=False)
+    with pytest.raises(InvalidType, match="'junk'"):
+        ModelPool(models=[good, "junk"])  # type: ignore[list-item]
+    with pytest.raises(InvalidValue, match="already belongs to pool 'other'"):
+        ModelPool(models=[good, taken])
+    left_in = good.pool
+    assert left_in is None  # not left in a pool that was never made
+    pool = ModelPool(models=[good])
+    assert good.pool is pool
+    assert pool.models == (good,)
+
+
 def test_pool_budget_as_a_share_of_the_limit_and_bad_budgets() -> None:
     pool = ModelPool(budget="50%")
     assert pool.budget_bytes is not None

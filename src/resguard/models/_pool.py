@@ -90,7 +90,10 @@ class ModelPool:
                 f"models={models!r} is not a list of LazyModel; expected e.g. "
                 f"[LazyModel(load_small), LazyModel(load_large)]"
             )
-        for model in models:
+        given = list(models)
+        for model in given:  # all checked before any joins: none is left in a pool never made
+            self._check(model)
+        for model in given:
             self.add(model)
 
     @property
@@ -122,16 +125,19 @@ class ModelPool:
 
     def add(self, model: LazyModel[Any]) -> LazyModel[Any]:
         """Put *model* in the pool (a model belongs to one pool)."""
-        if not isinstance(model, LazyModel):
-            raise InvalidType(f"a ModelPool holds LazyModel objects, not {model!r}")
-        if model.pool is not None and model.pool is not self:
-            raise InvalidValue(f"model {model.name!r} already belongs to pool {model.pool.name!r}")
+        self._check(model)
         with self._lock:
             if model.pool is None:
                 model.pool = self
                 self._models.append(model)
                 self._touch(model)
         return model
+
+    def _check(self, model: object) -> None:
+        if not isinstance(model, LazyModel):
+            raise InvalidType(f"a ModelPool holds LazyModel objects, not {model!r}")
+        if model.pool is not None and model.pool is not self:
+            raise InvalidValue(f"model {model.name!r} already belongs to pool {model.pool.name!r}")
 
     def lazy(
         self, load: Callable[[], T], unload: Callable[[T], object] | None = None, **kwargs: Any
