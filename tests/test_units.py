@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import math
+import pickle
 import re
 from collections.abc import Callable
 from typing import Any
@@ -437,6 +439,15 @@ def test_amount_zero_allowed_when_asked_and_immutable() -> None:
     assert Amount(0, positive=False).resolve(None) == 0
     with pytest.raises(AttributeError):
         Amount(1).bytes = 2
+
+
+@pytest.mark.parametrize("typed", [0, "0%", "0B", "512MiB", "50%"])
+def test_amount_pickles_and_copies_to_an_equal_amount_zero_included(typed: int | str) -> None:
+    amount = Amount(typed, positive=False)
+    for copied in (pickle.loads(pickle.dumps(amount)), copy.copy(amount), copy.deepcopy(amount)):
+        assert copied == amount
+        assert copied.typed == typed
+        assert copied.resolve(2**30) == amount.resolve(2**30)
 
 
 @pytest.mark.parametrize("typed", ["0\x1f%", " 85 %", "85\x1c%", "\x1f85%"])

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
+import functools
 import math
 import re
 import threading
@@ -372,5 +373,7 @@ class Amount:
         assert self.bytes is not None
         return format_bytes(self.bytes)
 
-    def __reduce__(self) -> tuple[type[Amount], tuple[object]]:
+    def __reduce__(self) -> tuple[Callable[..., Amount], tuple[object]]:
+        if self.bytes == 0 or self.percent == 0:  # made with positive=False: it stays valid
+            return (functools.partial(Amount, positive=False), (self.typed,))
         return (Amount, (self.typed,))
