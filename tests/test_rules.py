@@ -203,6 +203,18 @@ def test_a_share_threshold_is_resolved_against_the_limit_of_each_snapshot(
             assert verdict.breaches[0].threshold == figure
 
 
+@pytest.mark.parametrize("separator", ["\x1c", "\x1d", "\x1e", "\x1f", "\u2028"])
+def test_a_figure_padded_with_a_separator_is_read_like_one_padded_with_spaces(
+    separator: str,
+) -> None:
+    # the pattern's \s allows these, float() does not strip them: a bare ValueError escaped
+    padded = f"5{separator}"
+    assert Threshold("cpu.load_1m", ">", padded).name == "cpu.load_1m > 5"
+    assert Threshold("memory.percent", ">", padded).name == "memory.percent > 5%"
+    assert Threshold("memory.used", ">", f"{padded}%").name == "memory.used > 5% of memory.limit"
+    assert ProcessThreshold(cpu_percent_above=f"{padded}%").name == "a process cpu_percent > 5%"
+
+
 def test_a_share_of_the_limit_is_its_exact_fraction_not_whole_bytes() -> None:
     rule = Threshold("memory.used", ">=", "85%")  # of 10 bytes: 8.5, which 8 bytes is not
     verdicts = run(

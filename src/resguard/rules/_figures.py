@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -16,7 +17,6 @@ from resguard._errors import InvalidType, InvalidValue, UnknownMetric
 from resguard.rules._verdict import Level
 from resguard.snapshot import Snapshot, metric_paths, metric_unit
 from resguard.units import (
-    _PLAIN_NUMBER,
     Amount,
     format_bytes,
     is_percent,
@@ -49,6 +49,9 @@ OPS: Final[dict[str, Callable[[Any, Any], bool]]] = {
     "<": operator.lt,
     "<=": operator.le,
 }
+# a plain number as resguard.units reads one ("85", "0.5", "1e3", "5."); its pattern is
+# private there (see the report of issue 12: units to publish it)
+_PLAIN_NUMBER: Final = re.compile(r"\s*(?:[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?|[0-9]+\.)\s*")
 _paths_cache: dict[str, Any] = {}
 
 
@@ -145,7 +148,7 @@ def plain_number(
     if isinstance(value, str):
         if not _PLAIN_NUMBER.fullmatch(value):
             raise InvalidValue(f"{what}={quoted} is not a number; {hint}")
-        number = float(value)
+        number = float(value.strip())  # float() strips less whitespace than \s matches
     else:
         number = value
     if (isinstance(number, float) and math.isnan(number)) or number < 0:
