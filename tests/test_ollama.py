@@ -1023,3 +1023,25 @@ def test_the_standin_needs_only_the_standard_library_and_resguard_does_not_impor
         "print([m for m in ('httpx', 'ollama', 'pydantic', 'anyio') if m in sys.modules])\n"
     )
     assert run_python(code).strip() == "[]"
+
+
+@pytest.mark.anyio
+async def test_async_callers_in_worker_threads_use_the_one_async_client(
+    ollama_server: OllamaStandIn, ollama_clock: OffsetClock
+) -> None:
+    async with AsyncOllamaModels(
+        ollama_server.host, clock=ollama_clock, wall_clock=ollama_clock, register=False
+    ) as models:
+        await models.ensure(SMALL, keep_alive="1h")
+        # the ladder and the Monitor source, as the Monitor's task loops call them
+        assert await anyio.to_thread.run_sync(models.reclaimable_bytes) == 1_514_584_145
+        sampled = (await anyio.to_thread.run_sync(models.as_source().sample))["ollama"]
+        assert isinstance(sampled, tuple)
+        assert [i.name for i in sampled] == [SMALL]
+        assert await anyio.to_thread.run_sync(models.reclaim, 1) == 1_514_584_145
+        assert vars(models)["_sync_face"] is None  # no second, sync client was made
+        assert await models.loaded() == ()
+        # from a thread that is not an AnyIO worker: a sync client over the same record
+        await models.ensure(SMALL)
+        assert models.reclaimable_bytes() == 1_514_584_145
+        assert vars(models)["_sync_face"] is not None

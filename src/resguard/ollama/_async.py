@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 
 from resguard import reclaim as _reclaim
@@ -32,9 +33,11 @@ class AsyncOllamaModels(Face):
     """:class:`OllamaModels` on ``ollama.AsyncClient``: the same arguments and methods,
     awaited, running the same procedures.
 
-    The ladder, the Monitor source and lazy models are called from threads; they are
-    served by a sync client over this object's record, made when one of them first needs
-    it (the ``sync`` attribute).
+    The ladder, the Monitor source and lazy models are called from threads: from an
+    AnyIO worker thread (the Monitor's task loops, ``async with`` a lazy model) they run
+    on the event loop through this object's one async client; from any other thread
+    through a sync client over this object's record, made when first needed (the
+    ``sync`` attribute).
     """
 
     _client_type = ollama.AsyncClient
@@ -45,6 +48,27 @@ class AsyncOllamaModels(Face):
     def sync(self) -> OllamaModels:
         """The sync face that serves this object's callers in threads."""
         return self._threads()
+
+    def in_thread(self, steps: Callable[[], Steps[T]]) -> T:
+        """Run *steps()* for a caller in a thread. In an AnyIO worker thread (how the
+        Monitor's task loops and ``async with`` a lazy model call) it runs on the event
+        loop through this object's async client; in another thread (or when the loop has
+        ended) through the sync face, whose client is made when first needed."""
+        try:
+            failed, value = anyio.from_thread.run(self._settled, steps)
+        except RuntimeError:  # not an AnyIO worker thread, or its event loop has ended
+            return self._threads().run(steps())
+        if failed:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+    async def _settled(self, steps: Callable[[], Steps[T]]) -> tuple[bool, Any]:
+        """The outcome of ``run(steps())``: an Exception is returned, so that a
+        RuntimeError from anyio itself is the only one that reaches in_thread."""
+        try:
+            return False, await self.run(steps())
+        except Exception as error:
+            return True, error
 
     def _threads(self) -> OllamaModels:
         with self._lock:

@@ -26,7 +26,7 @@ from resguard.ollama._names import (
     positive_bytes,
     seconds,
 )
-from resguard.ollama._steps import Procedures, Request
+from resguard.ollama._steps import Procedures, Request, Steps
 from resguard.ollama._transport import boundary
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["Face", "headroom_from"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 _NO_RESERVATION = contextlib.nullcontext()  # reusable; most requests hold none
 
 
@@ -110,8 +111,13 @@ class Face:
         return self._client_type(host=url, timeout=None, transport=transport)
 
     def _threads(self) -> OllamaModels:
-        """The face that serves callers in threads (the ladder, the source, lazy models)."""
+        """The sync face over this object's record (itself, for the sync face)."""
         raise NotImplementedError
+
+    def in_thread(self, steps: Callable[[], Steps[T]]) -> T:
+        """Run the procedure *steps()* for a caller in a thread (the ladder, the Monitor
+        source, a lazy model's loader): through the sync face."""
+        return self._threads().run(steps())
 
     # ------------------------------------------------------------------ shared parts
     @property
@@ -153,7 +159,7 @@ class Face:
         from resguard.ollama._glue import OllamaLazy
 
         key = canonical(name)
-        model = OllamaLazy(self._threads(), name, self._keep_alive(keep_alive), idle_ttl, pool)
+        model = OllamaLazy(self, name, self._keep_alive(keep_alive), idle_ttl, pool)
         self._book.lazies[key] = model
         return model
 
@@ -161,19 +167,19 @@ class Face:
         """Bytes held by loaded models that nobody is using (0 when Ollama is unreachable)."""
         if self._closed:
             return 0
-        return self._threads().run(self._steps.reclaimable_bytes(self.name))
+        return self.in_thread(lambda: self._steps.reclaimable_bytes(self.name))
 
     def reclaim(self, target_bytes: int) -> int:
         """Unload idle models, least recently used first, until *target_bytes* are freed."""
         if self._closed:
             return 0
-        return self._threads().run(self._steps.reclaim(self.name, target_bytes))
+        return self.in_thread(lambda: self._steps.reclaim(self.name, target_bytes))
 
     def as_source(self) -> OllamaSource:
         """A Monitor source sampling the loaded models into ``snapshot.ollama``."""
         from resguard.ollama._glue import OllamaSource
 
-        return OllamaSource(self._threads())
+        return OllamaSource(self)
 
     def source(self) -> OllamaSource:
         """Deprecated name of :meth:`as_source` (every headroom source is ``as_source()``)."""

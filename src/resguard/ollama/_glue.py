@@ -9,17 +9,19 @@ from resguard.models import LazyModel, ModelPool
 from resguard.ollama._names import canonical
 
 if TYPE_CHECKING:
-    from resguard.ollama._sync import OllamaModels
+    from resguard.ollama._face import Face
 
 __all__ = ["OllamaLazy", "OllamaSource"]
 
 
 class OllamaLazy(LazyModel[str]):
-    """A LazyModel for an Ollama model: admission unloads idle Ollama models when needed."""
+    """A LazyModel for an Ollama model: admission unloads idle Ollama models when needed.
+
+    Its loader, unloader and size run in threads, through ``owner.in_thread``."""
 
     def __init__(
         self,
-        owner: OllamaModels,
+        owner: Face,
         name: str,
         keep_alive_s: float | None,
         idle_ttl: float | str | None,
@@ -27,18 +29,19 @@ class OllamaLazy(LazyModel[str]):
     ) -> None:
         self._owner = owner
         self._model_name = name
+        steps = owner._steps
 
         def do_load() -> str:
-            owner.run(owner._steps.load(name, keep_alive_s, reserve=False))
+            owner.in_thread(lambda: steps.load(name, keep_alive_s, reserve=False))
             return name
 
         def do_unload(_: str) -> None:
-            owner.unload(name)
+            owner.in_thread(lambda: steps.unload(name, steps.unload_timeout_s))
 
         super().__init__(
             do_load,
             do_unload,
-            size=lambda: owner.estimate_bytes(name),
+            size=lambda: owner.in_thread(lambda: steps.estimate_bytes(name)),
             idle_ttl=idle_ttl,
             name=f"ollama:{canonical(name)}",
             guard=owner.guard,
@@ -49,20 +52,22 @@ class OllamaLazy(LazyModel[str]):
         if self.pool is not None:
             super()._make_room()
         else:
-            self._owner.run(self._owner._steps.admit(self._model_name, self.size_bytes))
+            owner, name, size = self._owner, self._model_name, self.size_bytes
+            owner.in_thread(lambda: owner._steps.admit(name, size))
 
 
 class OllamaSource:
     """Monitor source: ``sample()`` returns ``{"ollama": (OllamaModelInfo, ...)}``.
 
     When Ollama cannot be read it returns ``{"ollama": None}`` and logs the fault once.
+    ``models`` is an :class:`OllamaModels` or :class:`AsyncOllamaModels`.
     """
 
     fields = ("ollama",)
 
-    def __init__(self, models: OllamaModels, name: str = "ollama") -> None:
+    def __init__(self, models: Face, name: str = "ollama") -> None:
         self.models = models
         self.name = name
 
     def sample(self) -> dict[str, object]:
-        return self.models._threads().run(self.models._steps.sample(self.name))
+        return self.models.in_thread(lambda: self.models._steps.sample(self.name))
