@@ -1227,6 +1227,23 @@ def test_a_scripted_monitor_steps_along_a_manual_clock() -> None:
     assert state.snapshot.monotonic == clock()
 
 
+def test_a_scripted_monitor_fires_a_sustained_rule_only_once_it_has_held() -> None:
+    from resguard.testing import StaticMonitor, make_snapshot
+
+    clock = ManualClock()
+    policy = Policy([Threshold("memory.percent", ">", 90, for_="10s", level=Level.WARNING)])
+    monitor = StaticMonitor(
+        script=[(0, make_snapshot(memory_percent=40)), (30, make_snapshot(memory_percent=97))],
+        clock=clock,
+        policy=policy,
+    )
+    levels = []
+    for step_s in (30, 9, 1.5):  # full at 30 s; held 9 s, then 10.5 s
+        clock.advance(step_s)
+        levels.append(monitor.state.level)
+    assert levels == [Level.OK, Level.OK, Level.WARNING]
+
+
 def test_a_static_monitor_that_is_not_live_grows_stale() -> None:
     from resguard import Guard, ResourceExhausted
     from resguard.testing import StaticMonitor
