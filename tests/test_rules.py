@@ -1525,6 +1525,9 @@ def test_sustain_hold_defaults_to_the_trigger_and_bad_durations_are_refused() ->
     assert state.pending_since is None
     with pytest.raises(InvalidValue, match="for_s=-1"):
         Sustain(for_s=-1)
+    for hostile in (math.nan, math.inf, 10**400, -(10**400)):
+        with pytest.raises(InvalidValue, match="cooldown_s="):
+            Sustain(cooldown_s=hostile)
     with pytest.raises(InvalidType, match="cooldown_s='5s'"):
         Sustain(cooldown_s="5s")  # type: ignore[arg-type]
     assert Sustain.__module__ == "resguard.rules"

@@ -5,16 +5,19 @@ from __future__ import annotations
 import math
 
 from resguard._errors import InvalidType, InvalidValue
-from resguard.units import shown
+from resguard.units import MAX_SECONDS, shown
 
 __all__ = ["Sustain"]
 
 
 def _seconds(value: object, what: str) -> float:
+    """*value* as seconds from 0 to :data:`~resguard.units.MAX_SECONDS` (a huge int too)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidType(f"{what}={shown(value)} is not a number of seconds")
-    if math.isnan(value) or value < 0:
-        raise InvalidValue(f"{what}={shown(value)} is not a number of seconds of at least 0")
+    if not 0 <= value <= MAX_SECONDS:  # NaN fails the comparison; big ints compare exactly
+        raise InvalidValue(
+            f"{what}={shown(value)} is not a number of seconds from 0 to {MAX_SECONDS:g}"
+        )
     return float(value)
 
 
