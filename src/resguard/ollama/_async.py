@@ -49,7 +49,7 @@ class AsyncOllamaModels(Face):
         """The sync face that serves this object's callers in threads."""
         return self._threads()
 
-    def in_thread(self, steps: Callable[[], Steps[T]]) -> T:
+    def _in_thread(self, steps: Callable[[], Steps[T]]) -> T:
         """Run *steps()* for a caller in a thread. In an AnyIO worker thread (how the
         Monitor's task loops and ``async with`` a lazy model call) it runs on the event
         loop through this object's async client; in another thread (or when the loop has
@@ -57,16 +57,16 @@ class AsyncOllamaModels(Face):
         try:
             failed, value = anyio.from_thread.run(self._settled, steps)
         except RuntimeError:  # not an AnyIO worker thread, or its event loop has ended
-            return self._threads().run(steps())
+            return self._threads()._run(steps())
         if failed:
             raise value
         return value  # type: ignore[no-any-return]
 
     async def _settled(self, steps: Callable[[], Steps[T]]) -> tuple[bool, Any]:
-        """The outcome of ``run(steps())``: an Exception is returned, so that a
-        RuntimeError from anyio itself is the only one that reaches in_thread."""
+        """The outcome of ``_run(steps())``: an Exception is returned, so that a
+        RuntimeError from anyio itself is the only one that reaches _in_thread."""
         try:
-            return False, await self.run(steps())
+            return False, await self._run(steps())
         except Exception as error:
             return True, error
 
@@ -76,7 +76,7 @@ class AsyncOllamaModels(Face):
                 self._sync_face = OllamaModels._serving(self)
             return self._sync_face
 
-    async def run(self, steps: Steps[T]) -> T:
+    async def _run(self, steps: Steps[T]) -> T:
         """Perform a procedure's I/O in this task, by awaiting."""
         with Run(steps) as run:
             for effect in run:
@@ -114,28 +114,28 @@ class AsyncOllamaModels(Face):
 
     async def loaded(self) -> tuple[OllamaModelInfo, ...]:
         """The models in memory now (``/api/ps``); see :meth:`OllamaModels.loaded`."""
-        return await self.run(self._steps.loaded())
+        return await self._run(self._steps.loaded())
 
     async def installed(self) -> dict[str, int]:
         """Installed models and their size on disk (``/api/tags``)."""
-        return await self.run(self._steps.installed())
+        return await self._run(self._steps.installed())
 
     async def estimate_bytes(self, name: str) -> int:
         """Memory *name* takes loaded; see :meth:`OllamaModels.estimate_bytes`."""
-        return await self.run(self._steps.estimate_bytes(name))
+        return await self._run(self._steps.estimate_bytes(name))
 
     async def unload(self, name: str, *, timeout: float | str | None = None) -> int:
         """Unload *name* and wait until ``/api/ps`` no longer lists it."""
-        return await self.run(self._steps.unload(name, self._unload_wait_s(timeout)))
+        return await self._run(self._steps.unload(name, self._unload_wait_s(timeout)))
 
     async def unload_idle(self, min_idle: float | str) -> list[str]:
         """Unload the models idle for at least *min_idle*; return their names."""
-        return await self.run(self._steps.unload_idle(seconds(min_idle, "min_idle", zero=True)))
+        return await self._run(self._steps.unload_idle(seconds(min_idle, "min_idle", zero=True)))
 
     async def ensure(self, name: str, *, keep_alive: float | str | None = None) -> OllamaModelInfo:
         """Make sure *name* is loaded, after an admission check; see
         :meth:`OllamaModels.ensure`."""
-        return await self.run(self._steps.ensure(name, self._keep_alive(keep_alive)))
+        return await self._run(self._steps.ensure(name, self._keep_alive(keep_alive)))
 
     @contextlib.asynccontextmanager
     async def using(

@@ -114,10 +114,10 @@ class Face:
         """The sync face over this object's record (itself, for the sync face)."""
         raise NotImplementedError
 
-    def in_thread(self, steps: Callable[[], Steps[T]]) -> T:
+    def _in_thread(self, steps: Callable[[], Steps[T]]) -> T:
         """Run the procedure *steps()* for a caller in a thread (the ladder, the Monitor
         source, a lazy model's loader): through the sync face."""
-        return self._threads().run(steps())
+        return self._threads()._run(steps())
 
     # ------------------------------------------------------------------ shared parts
     @property
@@ -167,13 +167,13 @@ class Face:
         """Bytes held by loaded models that nobody is using (0 when Ollama is unreachable)."""
         if self._closed:
             return 0
-        return self.in_thread(lambda: self._steps.reclaimable_bytes(self.name))
+        return self._in_thread(lambda: self._steps.reclaimable_bytes(self.name))
 
     def reclaim(self, target_bytes: int) -> int:
         """Unload idle models, least recently used first, until *target_bytes* are freed."""
         if self._closed:
             return 0
-        return self.in_thread(lambda: self._steps.reclaim(self.name, target_bytes))
+        return self._in_thread(lambda: self._steps.reclaim(self.name, target_bytes))
 
     def as_source(self) -> OllamaSource:
         """A Monitor source sampling the loaded models into ``snapshot.ollama``."""

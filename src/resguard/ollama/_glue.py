@@ -17,7 +17,7 @@ __all__ = ["OllamaLazy", "OllamaSource"]
 class OllamaLazy(LazyModel[str]):
     """A LazyModel for an Ollama model: admission unloads idle Ollama models when needed.
 
-    Its loader, unloader and size run in threads, through ``owner.in_thread``."""
+    Its loader, unloader and size run in threads, through ``owner._in_thread``."""
 
     def __init__(
         self,
@@ -32,16 +32,16 @@ class OllamaLazy(LazyModel[str]):
         steps = owner._steps
 
         def do_load() -> str:
-            owner.in_thread(lambda: steps.load(name, keep_alive_s, reserve=False))
+            owner._in_thread(lambda: steps.load(name, keep_alive_s, reserve=False))
             return name
 
         def do_unload(_: str) -> None:
-            owner.in_thread(lambda: steps.unload(name, steps.unload_timeout_s))
+            owner._in_thread(lambda: steps.unload(name, steps.unload_timeout_s))
 
         super().__init__(
             do_load,
             do_unload,
-            size=lambda: owner.in_thread(lambda: steps.estimate_bytes(name)),
+            size=lambda: owner._in_thread(lambda: steps.estimate_bytes(name)),
             idle_ttl=idle_ttl,
             name=f"ollama:{canonical(name)}",
             guard=owner.guard,
@@ -53,7 +53,7 @@ class OllamaLazy(LazyModel[str]):
             super()._make_room()
         else:
             owner, name, size = self._owner, self._model_name, self.size_bytes
-            owner.in_thread(lambda: owner._steps.admit(name, size))
+            owner._in_thread(lambda: owner._steps.admit(name, size))
 
 
 class OllamaSource:
@@ -70,4 +70,4 @@ class OllamaSource:
         self.name = name
 
     def sample(self) -> dict[str, object]:
-        return self.models.in_thread(lambda: self.models._steps.sample(self.name))
+        return self.models._in_thread(lambda: self.models._steps.sample(self.name))

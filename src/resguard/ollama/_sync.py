@@ -61,7 +61,7 @@ class OllamaModels(Face):
     def _threads(self) -> OllamaModels:
         return self
 
-    def run(self, steps: Steps[T]) -> T:
+    def _run(self, steps: Steps[T]) -> T:
         """Perform a procedure's I/O in this thread, by calling."""
         with Run(steps) as run:
             for effect in run:
@@ -97,16 +97,16 @@ class OllamaModels(Face):
         """The models in memory now (``/api/ps``), longest remaining keep-alive first.
 
         Returns or raises OllamaError within ``timeout``."""
-        return self.run(self._steps.loaded())
+        return self._run(self._steps.loaded())
 
     def installed(self) -> dict[str, int]:
         """Installed models and their size on disk in bytes (``/api/tags``), within
         ``timeout``."""
-        return self.run(self._steps.installed())
+        return self._run(self._steps.installed())
 
     def estimate_bytes(self, name: str) -> int:
         """Memory *name* takes loaded: as Ollama last reported, else disk size x size_factor."""
-        return self.run(self._steps.estimate_bytes(name))
+        return self._run(self._steps.estimate_bytes(name))
 
     def unload(self, name: str, *, timeout: float | str | None = None) -> int:
         """Unload *name* and wait until ``/api/ps`` no longer lists it.
@@ -115,11 +115,11 @@ class OllamaModels(Face):
         OllamaError when the server fails or the model is still listed after *timeout*
         (default ``unload_timeout``); the whole call ends within ``2 x timeout`` plus that.
         """
-        return self.run(self._steps.unload(name, self._unload_wait_s(timeout)))
+        return self._run(self._steps.unload(name, self._unload_wait_s(timeout)))
 
     def unload_idle(self, min_idle: float | str) -> list[str]:
         """Unload the models idle for at least *min_idle*; return their names."""
-        return self.run(self._steps.unload_idle(seconds(min_idle, "min_idle", zero=True)))
+        return self._run(self._steps.unload_idle(seconds(min_idle, "min_idle", zero=True)))
 
     def ensure(self, name: str, *, keep_alive: float | str | None = None) -> OllamaModelInfo:
         """Make sure *name* is loaded; load it after an admission check when it is not.
@@ -127,7 +127,7 @@ class OllamaModels(Face):
         When the machine lacks room for it, idle models (least recently used first) are
         unloaded; when that is not enough, ResourceExhausted is raised and nothing loads.
         """
-        return self.run(self._steps.ensure(name, self._keep_alive(keep_alive)))
+        return self._run(self._steps.ensure(name, self._keep_alive(keep_alive)))
 
     @contextlib.contextmanager
     def using(
