@@ -1045,3 +1045,15 @@ async def test_async_callers_in_worker_threads_use_the_one_async_client(
         await models.ensure(SMALL)
         assert models.reclaimable_bytes() == 1_514_584_145
         assert vars(models)["_sync_face"] is not None
+
+
+def test_a_client_of_your_own_is_named_by_host_or_not_at_all(ollama_server: OllamaStandIn) -> None:
+    # resguard does not read the client's private httpx client for its URL: host= names it.
+    client = ollama.Client(host=ollama_server.host)
+    with OllamaModels(ollama_server.host, client=client, register=False) as named:
+        assert named.host == ollama_server.host
+        assert named.client is client
+        assert named.loaded() == ()
+    with OllamaModels(client=client, register=False) as unnamed:
+        assert unnamed.host == "ollama"
+        assert unnamed.loaded() == ()
