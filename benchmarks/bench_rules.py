@@ -17,8 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from resguard import presets
 from resguard.rules import Policy, Threshold
 from resguard.snapshot import Snapshot
-
-from factories import make_process, make_snapshot
+from resguard.testing import make_process, make_snapshot
 
 
 def if_chain(snapshot: Snapshot) -> int:

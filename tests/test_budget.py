@@ -1058,3 +1058,14 @@ def test_the_command_moved_to_resguard_cli_and_the_old_names_still_work(tmp_path
             assert getattr(resguard.budget, name) is getattr(resguard.cli.budget, name)
     with pytest.raises(AttributeError):
         resguard.budget.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("field", ["for_s", "cooldown_s"])
+@pytest.mark.parametrize("seconds", [10**400, float("nan"), float("inf"), -1])
+def test_a_budget_duration_out_of_range_is_an_invalid_value_not_an_overflow(
+    field: str, seconds: float
+) -> None:
+    with pytest.raises(InvalidValue, match=field):
+        Budget(
+            name="a", kind="process", pattern="x", min_bytes=None, max_bytes=1, **{field: seconds}
+        )

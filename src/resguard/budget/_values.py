@@ -3,7 +3,6 @@ report, and the efficiency score."""
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable
 
@@ -12,7 +11,7 @@ import attrs
 from resguard._errors import InvalidType, InvalidValue
 from resguard._modules.render import ValueMixin, records_table
 from resguard.rules import Level
-from resguard.units import format_bytes
+from resguard.units import MAX_SECONDS, format_bytes
 
 __all__ = ["SELECTORS", "Budget", "BudgetReport", "ComponentUse", "efficiency_score"]
 
@@ -117,11 +116,12 @@ def _check_sizes(budget: Budget) -> None:
 
 
 def _seconds_ok(value: object) -> bool:
+    """Seconds from 0 to MAX_SECONDS (NaN fails the comparison; a huge int is compared
+    exactly, never converted to a float that overflows)."""
     return (
         not isinstance(value, bool)
         and isinstance(value, (int, float))
-        and not math.isnan(value)
-        and 0 <= value < float("inf")
+        and 0 <= value <= MAX_SECONDS
     )
 
 
