@@ -1065,7 +1065,6 @@ def test_the_command_moved_to_resguard_cli_and_the_old_names_still_work(tmp_path
 def test_a_budget_duration_out_of_range_is_an_invalid_value_not_an_overflow(
     field: str, seconds: float
 ) -> None:
+    duration: dict[str, Any] = {field: seconds}
     with pytest.raises(InvalidValue, match=field):
-        Budget(
-            name="a", kind="process", pattern="x", min_bytes=None, max_bytes=1, **{field: seconds}
-        )
+        Budget(name="a", kind="process", pattern="x", min_bytes=None, max_bytes=1, **duration)
