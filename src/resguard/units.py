@@ -276,6 +276,12 @@ def parse_percent(value: int | float | str) -> float:
     return float(number)
 
 
+def is_plain_number(text: str) -> bool:
+    """Tell whether *text* is a plain non-negative number as the parsers here read one
+    (``"85"``, ``" 0.5 "``, ``"1e3"``, ``"5."``), without a unit or a sign."""
+    return _PLAIN_NUMBER.fullmatch(text) is not None
+
+
 def is_percent(value: object) -> bool:
     """Tell whether *value* is written as a percentage (a string ending in ``%``)."""
     return isinstance(value, str) and value.strip().endswith("%")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import operator
-import re
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -20,6 +19,7 @@ from resguard.units import (
     Amount,
     format_bytes,
     is_percent,
+    is_plain_number,
     named,
     parse_bytes,
     parse_duration,
@@ -49,9 +49,6 @@ OPS: Final[dict[str, Callable[[Any, Any], bool]]] = {
     "<": operator.lt,
     "<=": operator.le,
 }
-# a plain number as resguard.units reads one ("85", "0.5", "1e3", "5."); its pattern is
-# private there (see the report of issue 12: units to publish it)
-_PLAIN_NUMBER: Final = re.compile(r"\s*(?:[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?|[0-9]+\.)\s*")
 _paths_cache: dict[str, Any] = {}
 
 
@@ -146,7 +143,7 @@ def plain_number(
         raise InvalidType(f"{what}={quoted} is not a number; {hint}")
     number: int | float
     if isinstance(value, str):
-        if not _PLAIN_NUMBER.fullmatch(value):
+        if not is_plain_number(value):
             raise InvalidValue(f"{what}={quoted} is not a number; {hint}")
         number = float(value.strip())  # float() strips less whitespace than \s matches
     else:
