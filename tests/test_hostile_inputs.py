@@ -234,6 +234,14 @@ TARGETS: dict[str, tuple[Callable[[str, Any], Any], tuple[str, ...]]] = {
         ("within", "level", "metric", "limit", "window", "clear", "points", "min_fill", "name"),
     ),
     "Policy": (lambda p, v: rg.Policy(v if p == "rules" else _rules(v)), ("rules", "a rule")),
+    "Policy.clock": (lambda _, v: rg.Policy([], clock=v), ("clock",)),
+    "presets.laptop": (lambda _, v: rg.presets.laptop(clock=v), ("clock",)),
+    "presets.service": (lambda _, v: rg.presets.service(clock=v), ("clock",)),
+    "Sustain": (_positional(rg.rules.Sustain), ("for_s", "cooldown_s")),
+    "Amount": (
+        lambda p, v: rg.Amount(v) if p == "value" else rg.Amount(1, positive=v),
+        ("value", "positive"),
+    ),
     "Monitor": (
         _positional(rg.Monitor, reclaim=False),
         (
@@ -252,6 +260,7 @@ TARGETS: dict[str, tuple[Callable[[str, Any], Any], tuple[str, ...]]] = {
             "reclaim_to",
             "ladder",
             "stale_after",
+            "clock",
         ),
     ),
     "Guard": (
@@ -269,6 +278,7 @@ TARGETS: dict[str, tuple[Callable[[str, Any], Any], tuple[str, ...]]] = {
             "on_breach",
             "on_unknown",
             "name",
+            "clock",
         ),
     ),
     "Guard.admit": (lambda p, v: rg.Guard().admit(**{p: v}), ("reserve", "wait", "on_breach")),
@@ -286,7 +296,7 @@ TARGETS: dict[str, tuple[Callable[[str, Any], Any], tuple[str, ...]]] = {
     ),
     "LRUCache": (
         _positional(rg.LRUCache, max_items=10),
-        ("max_bytes", "max_items", "ttl", "sizeof", "on_evict", "name"),
+        ("max_bytes", "max_items", "ttl", "sizeof", "on_evict", "name", "clock"),
     ),
     "memoize": (
         lambda p, v: rg.memoize(v) if p == "func" else rg.memoize(**{p: v}),
@@ -409,6 +419,9 @@ def _call(name: str, parameter: str, value: Any) -> None:
 
 
 @pytest.mark.parametrize(("name", "parameter"), CASES, ids=[f"{n}-{p}" for n, p in CASES])
+@pytest.mark.filterwarnings(
+    "ignore:Containers\\(timeout_s=:DeprecationWarning"
+)  # fuzzed on purpose
 @settings(max_examples=EXAMPLES, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(value=HOSTILE)
 @example(value=10**400)
@@ -445,6 +458,9 @@ def test_the_cases_cover_every_listed_kind_of_input() -> None:
         "LeakDetector",
         "TimeToLimit",
         "Policy",
+        "presets",
+        "Sustain",
+        "Amount",
         "Monitor",
         "Guard",
         "limit_self",

@@ -20,7 +20,14 @@ def checked_clock(clock: object, what: str = "clock") -> Callable[[], float]:
             f"{what}={shown(clock)} is not callable; expected a function returning "
             "monotonic seconds, e.g. time.monotonic"
         )
-    reading = clock()
+    try:
+        reading = clock()
+    except Exception as error:  # a callable that is no clock: type, a function of one argument
+        raise InvalidType(
+            f"{what}={shown(clock)} could not be read ({type(error).__name__}: {error}); "
+            "expected a function of no arguments returning monotonic seconds, e.g. "
+            "time.monotonic"
+        ) from error
     if isinstance(reading, bool) or not isinstance(reading, (int, float)):
         raise InvalidType(
             f"{what}={shown(clock)} returned {shown(reading)}, not monotonic "
