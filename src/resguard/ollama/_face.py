@@ -4,6 +4,7 @@ lazy models, the names)."""
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import threading
 import time
@@ -40,7 +41,7 @@ T = TypeVar("T")
 _NO_RESERVATION = contextlib.nullcontext()  # reusable; most requests hold none
 
 
-class Face:
+class Face(abc.ABC):
     """The state and the shared methods of :class:`OllamaModels` and
     :class:`AsyncOllamaModels`; each adds only how it performs a procedure's I/O."""
 
@@ -110,9 +111,9 @@ class Face:
         transport = self._transport_type(self.timeout_s, self.max_answer_bytes)
         return self._client_type(host=url, timeout=None, transport=transport)
 
+    @abc.abstractmethod
     def _threads(self) -> OllamaModels:
         """The sync face over this object's record (itself, for the sync face)."""
-        raise NotImplementedError
 
     def _in_thread(self, steps: Callable[[], Steps[T]]) -> T:
         """Run the procedure *steps()* for a caller in a thread (the ladder, the Monitor

@@ -26,6 +26,8 @@ import json
 import socket
 import threading
 
+from resguard._errors import InvalidValue
+
 __all__ = ["MODES", "MisbehavingServer"]
 
 MODES = (
@@ -81,7 +83,7 @@ class MisbehavingServer:
         unix_path: str | None = None,
     ) -> None:
         if mode not in MODES:
-            raise ValueError(f"mode {mode!r} is not one of {MODES}")
+            raise InvalidValue(f"mode {mode!r} is not one of {MODES}")
         self.mode = mode
         self.interval_s = interval_s
         self.huge_bytes = huge_bytes
