@@ -303,14 +303,20 @@ class Guard(GuardState):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        held_s = None
-        with self._lock:  # release() without its parsing: this reservation is the guard's own
-            if self._timed:
-                held_s = self._holds.leave(self._clock())
-            if self._give_back(self.reserve_bytes, held_s):
+        reserve = self.reserve_bytes  # the guard's own: nothing to parse
+        with self._lock:
+            if self._timed:  # the hold time feeds the concurrency retry_after
+                if self._give_back(reserve, self._holds.leave(self._clock())):
+                    return
+            elif self._in_flight > 0 and self._reserved >= reserve:
+                # _give_back(reserve, None) written out, as no hold time is kept without
+                # max_concurrent: the guard benchmark wants this way out free of calls
+                self._in_flight -= 1
+                self._reserved -= reserve
+                if self._queue:
+                    self._queue[0].wake()
                 return
-        # a block left without entering it, or one from before a fork
-        self.release(self.reserve_bytes)
+        self.release(reserve)  # a block left without entering it, or one from before a fork
 
     async def __aenter__(self) -> Guard:
         if not self._admit_at_once():
