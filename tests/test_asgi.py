@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +43,19 @@ from resguard.rules import Level, Policy, Threshold
 from resguard.snapshot import Fault, Sampler, Snapshot
 from resguard.testing import ManualClock, Roots, make_snapshot
 
-from support import free_port
+from support import free_port, wait_until
 
 MiB = 2**20
 GiB = 2**30
 TESTS = Path(__file__).parent
+
+
+def percent_of(monitor: Monitor | None) -> float:
+    """The memory percent of *monitor*'s state (the fixture machines always know it)."""
+    assert monitor is not None
+    percent = monitor.state.snapshot.memory.percent
+    assert percent is not None
+    return percent
 
 
 # ------------------------------------------------------------------------ fixtures ---
@@ -340,7 +348,7 @@ def test_reservation_is_released_when_the_request_is_cancelled(
             await anyio.sleep(60)
             return {"type": "http.disconnect"}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
             raise AssertionError("nothing may be sent")
 
         with anyio.move_on_after(0.2):  # what a server does when the client goes away
@@ -605,7 +613,7 @@ def test_websockets_pass_through(monitor: Monitor) -> None:
         seen.append(scope["type"])
 
     middleware = GuardMiddleware(app, Guard(memory="1%", monitor=monitor), start_monitor=False)
-    anyio.run(middleware, {"type": "websocket", "path": "/ws"}, None, None)
+    anyio.run(middleware, {"type": "websocket", "path": "/ws"}, None, None)  # type: ignore[arg-type]
     assert seen == ["websocket"]
     assert guard_untouched(middleware.guard)
 
@@ -679,7 +687,7 @@ def test_defaults_build_a_guard_at_90_percent_with_its_own_monitor() -> None:
         if status == 503:  # only for the default reasons: above 90 % or a CRITICAL verdict
             state = middleware.monitor.state
             assert set(middleware.guard.stats().refused_by_reason) <= {"memory", "level"}
-            assert state.snapshot.memory.percent > 90 or state.level >= Level.CRITICAL
+            assert percent_of(middleware.monitor) > 90 or state.level >= Level.CRITICAL
         else:
             assert status == 200
     finally:
@@ -822,24 +830,16 @@ def serve(app: Any) -> Iterator[str]:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive(), "uvicorn exited during startup"
-            assert time.monotonic() < deadline, "uvicorn did not start in 30 s"
-            time.sleep(0.01)
+        wait_until(
+            lambda: server.started or not thread.is_alive(), timeout_s=30, what="uvicorn to start"
+        )
+        assert server.started, "uvicorn exited during startup"
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
         assert not thread.is_alive(), "uvicorn did not stop"
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 async def _stream(request: Request) -> StreamingResponse:
@@ -873,7 +873,7 @@ def test_starlette_under_uvicorn(machine: Machine, monitor: Monitor) -> None:
         assert client.get("/readyz").json() == {"status": "ready", "level": "OK"}
 
         machine.set_used_percent(80)  # over the guard's 75 % share, under CRITICAL
-        wait_until(lambda: monitor.state.snapshot.memory.percent >= 79)
+        wait_until(lambda: percent_of(monitor) >= 79, timeout_s=20, what="memory at 79 %")
         refused = client.get("/")
         assert refused.status_code == 503
         assert refused.headers["retry-after"] == "1"
@@ -882,12 +882,12 @@ def test_starlette_under_uvicorn(machine: Machine, monitor: Monitor) -> None:
         assert client.get("/healthz").status_code == 200  # liveness is never refused
 
         machine.set_used_percent(96)
-        wait_until(lambda: monitor.state.level == Level.CRITICAL)
+        wait_until(lambda: monitor.state.level == Level.CRITICAL, timeout_s=20, what="CRITICAL")
         assert client.get("/readyz").status_code == 503
         assert client.get("/").json()["reason"] == "level"
 
         machine.set_used_percent(50)
-        wait_until(lambda: monitor.state.level == Level.OK)
+        wait_until(lambda: monitor.state.level == Level.OK, timeout_s=20, what="OK again")
         assert client.get("/").status_code == 200
     assert not running(monitor)  # stopped by the lifespan
     stats = guard.stats()
@@ -926,7 +926,9 @@ def test_fastapi_under_uvicorn(machine: Machine, monitor: Monitor) -> None:
                 for _ in range(2):
                     group.start_soon(client.get, "/hold")
                 await anyio.to_thread.run_sync(
-                    lambda: wait_until(lambda: guard.stats().in_flight == 2)
+                    lambda: wait_until(
+                        lambda: guard.stats().in_flight == 2, timeout_s=20, what="2 in flight"
+                    )
                 )
                 third = await client.get("/work")  # both slots taken
                 assert third.status_code == 503
@@ -961,7 +963,7 @@ def test_fastapi_with_the_default_guard_under_uvicorn() -> None:
         assert monitor is not None
         assert running(monitor)
         with httpx.Client(base_url=url, timeout=30) as client:
-            expected = 503 if monitor.state.snapshot.memory.percent > 90 else 200
+            expected = 503 if percent_of(monitor) > 90 else 200
             assert client.get("/").status_code == expected
             assert client.get("/readyz").json()["status"] in ("ready", "unready")
     assert not running(monitor)
@@ -984,7 +986,7 @@ def test_client_disconnect_releases_the_reservation_under_uvicorn(monitor: Monit
                 assert next(lines) == "chunk"
                 assert guard.stats().reserved_bytes == GiB
             # the client hung up mid-stream: Starlette cancels the response, we release
-            wait_until(lambda: guard.stats().in_flight == 0)
+            wait_until(lambda: guard.stats().in_flight == 0, timeout_s=20, what="none in flight")
             assert guard.stats().reserved_bytes == 0
     assert guard.stats().admitted == 3
 
@@ -1005,12 +1007,12 @@ def test_a_client_that_times_out_in_the_queue_leaves_it_under_uvicorn(monitor: M
         holder = threading.Thread(target=lambda: httpx.get(f"{url}/hold", timeout=60))
         holder.start()
         try:
-            wait_until(lambda: guard.stats().in_flight == 1)
+            wait_until(lambda: guard.stats().in_flight == 1, timeout_s=20, what="1 in flight")
             with pytest.raises(httpx.ReadTimeout):
                 httpx.get(url, timeout=0.5)  # queues behind /hold, gives up after 0.5 s
             # the server notices the hang-up and drops the request from the queue long
             # before its 60 s wait is over
-            wait_until(lambda: guard.stats().waiting == 0, timeout_s=20)
+            wait_until(lambda: guard.stats().waiting == 0, timeout_s=20, what="none waiting")
         finally:
             release.set()
             holder.join(timeout=30)
@@ -1027,7 +1029,7 @@ def test_uvicorn_without_lifespan_starts_the_monitor_on_the_first_request(monito
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        wait_until(lambda: server.started)
+        wait_until(lambda: server.started, timeout_s=20, what="uvicorn to start")
         assert not running(monitor)
         port = sock.getsockname()[1]
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=30).text == "ok"
@@ -1066,15 +1068,17 @@ def start_alloc_server(cgroup: Any, target: list[str]) -> tuple[subprocess.Popen
     env = {**os.environ, "RESGUARD_TEST_WAIT": "8s"}
     process = cgroup.spawn(argv, env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
+
+    def answers() -> bool:
         assert process.poll() is None, f"uvicorn exited with {process.returncode} at startup"
-        assert time.monotonic() < deadline, "uvicorn did not answer in 60 s"
         try:
             httpx.get(f"{url}/stats", timeout=5).raise_for_status()
-            return process, url
         except httpx.TransportError:
-            time.sleep(0.1)
+            return False
+        return True
+
+    wait_until(answers, timeout_s=60, what="uvicorn to answer /stats")
+    return process, url
 
 
 async def burst(url: str) -> list[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -43,6 +44,11 @@ def fixed_machine(tmp_path: Path, total_gib: float = 16, available_gib: float = 
     )
     (proc / "self" / "statm").write_text(f"{GiB // 4096} {(256 * MiB) // 4096} 0 0 0 0 0\n")
     return Sampler(Roots(proc=str(proc), cgroup=str(tmp_path / "no-cgroup")))
+
+
+def queued_at_least(guard: Guard, count: int) -> bool:
+    """Whether *count* callers or more are queued at *guard* (for ``wait_until``)."""
+    return guard.stats().waiting >= count
 
 
 @pytest.fixture
@@ -152,7 +158,6 @@ def test_fifo_waiting_is_fair(monitor: Monitor) -> None:
     def worker(index: int) -> None:
         with guard:
             order.append(index)
-            time.sleep(0.005)
 
     guard.acquire()  # hold the only slot while the workers line up
     threads = []
@@ -160,10 +165,9 @@ def test_fifo_waiting_is_fair(monitor: Monitor) -> None:
         thread = threading.Thread(target=worker, args=(index,))
         thread.start()
         threads.append(thread)
-        deadline = time.monotonic() + 10
-        while guard.stats().waiting < index + 1:  # make the arrival order certain
-            assert time.monotonic() < deadline
-            time.sleep(0.001)
+        wait_until(  # make the arrival order certain
+            functools.partial(queued_at_least, guard, index + 1), what=f"worker {index} to queue"
+        )
     guard.release(0)
     for thread in threads:
         thread.join(timeout=30)
@@ -207,7 +211,6 @@ def test_many_tasks_and_threads_never_over_reserve(monitor: Monitor, backend: st
             try:
                 with guard.admit(reserve=reserve):
                     observe()
-                    time.sleep(0.001)
                     if index % 7 == 0:
                         raise KeyError(index)
             except KeyError:
@@ -252,6 +255,7 @@ def test_async_block_is_cancelled_when_rss_passes_the_hard_limit(backend: str) -
     import resguard
 
     rss = resguard.snapshot().process.rss
+    assert rss is not None
     guard = Guard(rss=rss + 200 * MiB, on_breach="cancel", max_age="5ms")
     finished = False
 
@@ -275,6 +279,7 @@ def test_sync_check_is_cooperative() -> None:
     import resguard
 
     rss = resguard.snapshot().process.rss
+    assert rss is not None
     guard = Guard(rss=rss + 200 * MiB, max_age="0s")
     guard.check()
     ballast = b"x" * (400 * MiB)
@@ -709,10 +714,10 @@ def test_hand_over_between_threads_and_tasks_wakes_the_next_at_once(
                 thread = threading.Thread(target=thread_worker, args=(index,))
                 thread.start()
                 threads.append(thread)
-            deadline = time.monotonic() + 10
-            while guard.stats().waiting < index + 1:
-                assert time.monotonic() < deadline
-                time.sleep(0.001)
+            wait_until(
+                functools.partial(queued_at_least, guard, index + 1),
+                what=f"waiter {index} to queue",
+            )
         started = time.monotonic()
         guard.release(0)
         for future in futures:
@@ -975,8 +980,7 @@ def test_a_forked_child_gets_a_working_guard_whatever_the_parents_threads_held(
     assert admitted.wait(10)
     queued = threading.Thread(target=lambda: guard.acquire(wait_s=5) and None)
     queued.start()
-    while guard.stats().waiting == 0:
-        time.sleep(0.001)
+    wait_until(lambda: guard.stats().waiting > 0, what="the second thread to queue")
 
     def child() -> None:
         # the parent's threads are not here: their admission and their place in the queue
@@ -1115,7 +1119,7 @@ def test_an_argument_whose_repr_raises_still_gets_a_resguard_error() -> None:
     from resguard.prometheus import ResguardCollector
     from resguard.rules import ProcessThreshold
 
-    hostile = _NoRepr()
+    hostile: Any = _NoRepr()  # no type is right for it: that is the point
     for make in (
         lambda: Guard(memory=hostile),
         lambda: Guard(wait=hostile),

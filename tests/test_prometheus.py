@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from resguard.snapshot import (
 from resguard.testing import ManualClock
 
 from standins.ollama_server import OllamaStandIn
+from support import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
@@ -157,11 +157,13 @@ def test_ollama_models_of_the_monitor_snapshot_are_exported(ollama_server: Ollam
             policy=quiet_policy(),
             reclaim=False,
             slow_interval="50ms",
-            sources=[models.source()],
+            sources=[models.as_source()],
         ) as mon:
-            deadline = time.monotonic() + 30
-            while not mon.state.snapshot.ollama and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(
+                lambda: bool(mon.state.snapshot.ollama),
+                timeout_s=30,
+                what="a monitor sample with the Ollama models",
+            )
             with serve(0, collector=ResguardCollector(mon)) as server:
                 samples = scrape(server.url)
     info = loaded["qwen2.5:0.5b"]
@@ -270,18 +272,18 @@ def test_bad_port_is_refused() -> None:
 @pytest.mark.parametrize(
     ("call", "error", "quoted"),
     [
-        (lambda: serve("9108"), InvalidType, "port='9108'"),
+        (lambda: serve("9108"), InvalidType, "port='9108'"),  # type: ignore[arg-type]
         (lambda: serve(True), InvalidType, "port=True"),
-        (lambda: serve(0, addr=5), InvalidType, "addr=5"),
+        (lambda: serve(0, addr=5), InvalidType, "addr=5"),  # type: ignore[arg-type]
         (lambda: serve(0, addr="nonsense::host"), InvalidValue, "addr='nonsense::host'"),
-        (lambda: serve(0, collector=[5]), InvalidType, "5"),
+        (lambda: serve(0, collector=[5]), InvalidType, "5"),  # type: ignore[list-item]
         (lambda: ResguardCollector(monitor=5), InvalidType, "monitor=5"),
-        (lambda: ResguardCollector(guards=5), InvalidType, "guards=5"),
+        (lambda: ResguardCollector(guards=5), InvalidType, "guards=5"),  # type: ignore[arg-type]
         (lambda: ResguardCollector(guards=["g"]), InvalidType, "'g'"),
         (lambda: ResguardCollector(caches=[object]), InvalidType, "object"),
         (lambda: ResguardCollector(models=[3]), InvalidType, "3"),
-        (lambda: ResguardCollector(sampler="s"), InvalidType, "sampler='s'"),
-        (lambda: ResguardCollector(clock=1.0), InvalidType, "clock=1.0"),
+        (lambda: ResguardCollector(sampler="s"), InvalidType, "sampler='s'"),  # type: ignore[arg-type]
+        (lambda: ResguardCollector(clock=1.0), InvalidType, "clock=1.0"),  # type: ignore[arg-type]
     ],
 )
 def test_bad_collector_and_server_arguments_are_in_the_error_tree(
