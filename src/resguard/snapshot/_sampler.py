@@ -7,12 +7,10 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from resguard._errors import InvalidType, InvalidValue
 from resguard._modules import forks
-from resguard._modules.clock import Clock
-from resguard._modules.clockcheck import checked_clock
 from resguard._probes import cgroup as _cgroup
 from resguard._probes import procfs as _procfs
 from resguard._probes.files import READ_CAP_BYTES, FaultKind, FileCache, damage_of
@@ -30,6 +28,9 @@ from resguard.snapshot._values import (
     Snapshot,
 )
 from resguard.units import shown
+
+if TYPE_CHECKING:
+    from resguard._modules.clock import Clock
 
 __all__ = ["SLOW_FILES_MAX_AGE_S", "Sampler"]
 
@@ -78,8 +79,13 @@ class Sampler:
         cgroup = _checked_cgroup(cgroup, roots)
         _check_seconds("limits_max_age_s", limits_max_age_s)
         _check_seconds("slow_files_max_age_s", slow_files_max_age_s)
-        self._clock = checked_clock(clock)
-        self._wall_clock = checked_clock(wall_clock, "wall_clock")
+        if clock is not time.monotonic or wall_clock is not time.time:
+            from resguard._modules.clockcheck import checked_clock  # off the default path
+
+            clock = checked_clock(clock)
+            wall_clock = checked_clock(wall_clock, "wall_clock")
+        self._clock = clock
+        self._wall_clock = wall_clock
         self._roots = roots
         self._slow_max_age_s = slow_files_max_age_s
         self._cgroup_dir: str | None = cgroup
