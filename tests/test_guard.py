@@ -1161,3 +1161,22 @@ def test_with_guard_feeds_the_concurrency_retry_after_as_admit_does(clock: Manua
     assert behind_plain.reason == behind_admit.reason == "concurrency"
     assert behind_plain.retry_after == pytest.approx(0.05)  # a tenth of 0.5 s, averaged in
     assert behind_plain.retry_after == pytest.approx(behind_admit.retry_after)
+
+
+def test_a_limit_assigned_after_construction_takes_effect(clock: ManualClock) -> None:
+    """level, max_concurrent, on_unknown and retry_after_s are still assignable, and the
+    next admission (the no-I/O path too) follows the new value."""
+    hot = scripted_monitor(make_snapshot(at=clock(), memory_percent=95))
+    guard = Guard(monitor=hot, clock=clock)
+    assert _refusal(guard).reason == "level"
+    guard.level = None
+    with guard:
+        pass
+    guard.max_concurrent = 1
+    with guard:
+        assert _refusal(guard).reason == "concurrency"
+    guard.retry_after_s = 7.0
+    guard.level = Level.CRITICAL
+    refused = _refusal(guard)
+    assert (refused.reason, refused.retry_after) == ("level", 7.0)
+    assert (guard.level, guard.max_concurrent, guard.retry_after_s) == (Level.CRITICAL, 1, 7.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
+from typing import Any
 
 import attrs
 
@@ -108,20 +109,47 @@ class GuardState:
         """The verdict level at and above which the guard refuses (``None``: never)."""
         return self._limits.level
 
+    @level.setter
+    def level(self, level: Level | None) -> None:
+        self._change(level=level)
+
     @property
     def max_concurrent(self) -> int | None:
         """The most calls in flight at once (``None``: no limit)."""
         return self._limits.max_concurrent
+
+    @max_concurrent.setter
+    def max_concurrent(self, max_concurrent: int | None) -> None:
+        self._change(max_concurrent=max_concurrent)
 
     @property
     def on_unknown(self) -> OnUnknown:
         """``"admit"`` or ``"refuse"`` when a number the guard needs is unknown."""
         return self._limits.on_unknown
 
+    @on_unknown.setter
+    def on_unknown(self, on_unknown: OnUnknown) -> None:
+        self._change(on_unknown=on_unknown)
+
     @property
     def retry_after_s(self) -> float:
         """The ``retry_after`` suggested when refusing for memory, level or unknowns."""
         return self._limits.retry_after_s
+
+    @retry_after_s.setter
+    def retry_after_s(self, retry_after_s: float) -> None:
+        self._change(retry_after_s=retry_after_s)
+
+    def _change(self, **changes: Any) -> None:
+        """Set limits as assigning the attributes did (unchecked); the hot path's budget is
+        worked out again at the next admission."""
+        with self._lock:
+            self._limits = limits = attrs.evolve(self._limits, **changes)
+            self._slots = limits.max_concurrent or 1 << 62
+            if self._timed and limits.max_concurrent is None:
+                self._holds = HoldMeter()  # blocks in flight leave untimed
+            self._timed = limits.max_concurrent is not None
+            self._budget_state = None
 
     @property
     def clock(self) -> Clock:
