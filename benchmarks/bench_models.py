@@ -71,10 +71,8 @@ def run(table: Table) -> None:
 
 def _ollama_rows(table: Table) -> None:
     try:
-        sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
         from resguard.ollama import OllamaModels
-
-        from standins.ollama_server import OllamaStandIn
+        from resguard.testing.ollama import OllamaStandIn
     except ImportError as error:  # the ollama extra is optional
         table.note("OllamaModels.ensure (loaded model)", f"skipped: {error}")
         return

@@ -7,17 +7,12 @@ ratio shows what the judge layer's bookkeeping costs per snapshot.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-from _harness import Table, per_call_s
-
-sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-
 from resguard import presets
 from resguard.rules import Policy, Threshold
 from resguard.snapshot import Snapshot
 from resguard.testing import make_process, make_snapshot
+
+from _harness import Table, per_call_s
 
 
 def if_chain(snapshot: Snapshot) -> int:

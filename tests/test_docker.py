@@ -700,7 +700,7 @@ def test_a_dead_engine_fails_every_call_with_docker_error_at_once(
 def test_an_engine_that_accepts_but_never_answers_fails_within_the_timeout(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from standins.misbehaving import MisbehavingServer
+    from resguard.testing.misbehaving import MisbehavingServer
 
     path = str(tmp_path / "hung.sock")
     with MisbehavingServer("hang", unix_path=path):
@@ -721,7 +721,7 @@ def test_monitor_source_of_a_hung_engine_is_none_with_one_warning(
     tmp_path: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     monitor, _ = _monitor_module()
-    from standins.misbehaving import MisbehavingServer
+    from resguard.testing.misbehaving import MisbehavingServer
 
     path = str(tmp_path / "hung.sock")
     with (
@@ -930,7 +930,7 @@ def test_hostile_sizes_and_timeouts_give_only_documented_errors(value: Any) -> N
 def test_an_engine_that_drips_its_answer_fails_within_the_timeout(tmp_path: Any, mode: str) -> None:
     """A socket read timeout restarts at every byte: a server that sends one byte every
     0.1 s kept `resguard docker stats` busy for ever. The deadline covers the whole answer."""
-    from standins.misbehaving import MisbehavingServer
+    from resguard.testing.misbehaving import MisbehavingServer
 
     path = str(tmp_path / f"{mode}.sock")
     with (
@@ -944,7 +944,7 @@ def test_a_dripping_engine_does_not_pile_up_request_threads(tmp_path: Any) -> No
     """A request past its deadline is abandoned in its thread; while it is still stuck, the
     next calls fail at once instead of leaving one more stuck thread each (a Monitor
     samples a dripping engine every few seconds)."""
-    from standins.misbehaving import MisbehavingServer
+    from resguard.testing.misbehaving import MisbehavingServer
 
     path = str(tmp_path / "drip.sock")
     with (
