@@ -79,8 +79,8 @@ class _Memo:
         if result is Outcome.VALUE:
             self.access.count_merged()
             return _Step(self, step.key, step.token, _HIT, None, call.value)
-        if result is Outcome.ERROR:
-            raise cast(Exception, call.error)
+        if result is Outcome.ERROR and call.error is not None:
+            raise call.error  # the leader's own exception, as a direct call would raise
         return self.claim(step.key, step.token)  # the leader stopped without an answer
 
     def store(self, step: _Step) -> None:
