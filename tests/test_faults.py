@@ -30,8 +30,15 @@ from resguard._probes import cgroup as _cgroup
 from resguard._probes import files as _files
 from resguard._probes import procfs, psi
 from resguard.processes import ProcessTable
-from resguard.snapshot import FAULT_KINDS, Fault, Sampler, Snapshot, invalidate_limits
-from resguard.testing import KernelTree, Roots
+from resguard.snapshot import (
+    FAULT_KINDS,
+    RELOG_AFTER_S,
+    Fault,
+    Sampler,
+    Snapshot,
+    invalidate_limits,
+)
+from resguard.testing import KernelTree, ManualClock, Roots
 
 from factories import GiB
 from support import run_python
@@ -768,6 +775,31 @@ def test_a_flapping_file_is_logged_once_not_twice_per_flap(
     tree.damage("meminfo", "garbage")  # a new kind of damage is news, flapping or not
     sampler.sample()
     assert len(warnings_about(caplog, path, "is failing: garbage")) == 1, caplog.text
+
+
+def test_a_flapping_file_is_logged_again_a_minute_on_by_the_samplers_clock(
+    tree: KernelTree, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="resguard.snapshot")
+    clock = ManualClock()
+    sampler = Sampler(tree.roots, limits_max_age_s=0, slow_files_max_age_s=0, clock=clock)
+    path = tree.path("meminfo")
+
+    def flap() -> None:
+        tree.damage("meminfo", "empty")
+        sampler.sample()
+        tree.restore("meminfo")
+        sampler.sample()
+
+    flap()
+    clock.advance(RELOG_AFTER_S - 1)
+    flap()  # within the minute: neither the failure nor the recovery is news
+    assert len(warnings_about(caplog, path, "is failing")) == 1, caplog.text
+    assert len(warnings_about(caplog, path, "works again")) == 1, caplog.text
+    clock.advance(1)
+    flap()  # a minute after the warning: logged again, and its recovery
+    assert len(warnings_about(caplog, path, "is failing")) == 2, caplog.text
+    assert len(warnings_about(caplog, path, "works again")) == 2, caplog.text
 
 
 def test_a_damaged_process_row_that_comes_and_goes_is_logged_once(
