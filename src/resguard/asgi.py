@@ -130,6 +130,7 @@ class GuardMiddleware:
         # a request that may queue is watched for its client leaving (not with on_breach,
         # whose own task group must stay innermost)
         self._watch = may_wait and guard.on_breach is None
+        self._clock = guard.clock  # a request's hold time, on the guard's clock
         self._monitor_ready = not start_monitor or monitor is None
         self._owns_monitor = False
         self._start_lock = threading.Lock()
@@ -177,12 +178,11 @@ class GuardMiddleware:
             # cancellation when the client goes away
             if self._plain:  # the guard's own no-I/O hot path; it cannot block here
                 reserved = guard.acquire()
-                clock = guard.clock
-                started_s = clock()
+                started_s = self._clock()
                 try:
                     await self.app(scope, receive, tracking_send)
                 finally:
-                    guard.release(reserved, max(clock() - started_s, 0.0))
+                    guard.release(reserved, self._clock() - started_s)
             else:
                 admission = guard.admit(self._reserve, self._wait_s)
                 if self._watch and not self._admits_now(admission):
