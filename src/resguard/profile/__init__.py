@@ -109,7 +109,8 @@ class Profile:
     *clock* (monotonic seconds, default :func:`time.monotonic`) times the samples and the
     block, *cpu_clock* (default :func:`time.process_time`) this process's CPU seconds; a
     test passes :class:`resguard.testing.ManualClock` for both and drives the sampling
-    with :meth:`tick`. *sampler* reads the kernel's files (a :class:`~resguard.Sampler`).
+    with :meth:`tick`. *sampler* reads the kernel's files (a :class:`~resguard.Sampler`; by
+    default one of its own, timed by *clock*).
     """
 
     def __init__(
@@ -139,7 +140,7 @@ class Profile:
             )
         self._clock = checked_clock(clock)
         self._cpu_clock = checked_clock(cpu_clock, "cpu_clock")
-        self._sampler = sampler if sampler is not None else Sampler()
+        self._sampler = sampler if sampler is not None else Sampler(clock=self._clock)
         self._faults = FaultLog(_logger)
         self._lock = threading.Lock()
         self._tick_lock = threading.Lock()
