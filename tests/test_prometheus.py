@@ -27,9 +27,9 @@ from resguard.snapshot import (
     Sampler,
     Snapshot,
 )
-from resguard.testing import ManualClock
-
+from resguard.testing import ManualClock, make_container, make_snapshot
 from standins.ollama_server import OllamaStandIn
+
 from support import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -449,3 +449,29 @@ def test_a_part_failing_with_a_new_message_each_scrape_is_logged_once(
     assert cache.calls == 20
     assert sum("stats broke" in record.getMessage() for record in caplog.records) == 1
     assert sum("sampling broke" in record.getMessage() for record in caplog.records) == 1
+
+
+def test_the_snapshot_figures_names_take_their_unit_from_the_snapshot_fields() -> None:
+    """The _bytes/_percent suffixes come from resguard.snapshot.metric_unit, not a list of
+    their own: the names are still the documented ones."""
+    snap = make_snapshot(
+        containers=(make_container("db", memory_used=250 * MIB, memory_limit=512 * MIB),)
+    )
+    state = State(snap, quiet_policy().evaluate(snap), 1)
+    names = {family.name for family in ResguardCollector(_FrozenMonitor(state)).collect()}
+    assert {
+        "resguard_memory_limit_bytes",
+        "resguard_memory_used_bytes",
+        "resguard_memory_available_bytes",
+        "resguard_memory_total_bytes",
+        "resguard_memory_used_percent",
+        "resguard_swap_used_bytes",
+        "resguard_cpu_percent",
+        "resguard_cpu_effective",
+        "resguard_pressure_avg10_percent",
+        "resguard_process_rss_bytes",
+        "resguard_process_cpu_percent",
+        "resguard_container_memory_used_bytes",
+        "resguard_container_memory_limit_bytes",
+    } <= names
+    assert {name.removesuffix("_total") for name in METRICS} >= names

@@ -96,7 +96,7 @@ from resguard._modules.clockcheck import checked_clock
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
 from resguard.guard import REFUSAL_REASONS, state_unknown
-from resguard.snapshot import Sampler, Snapshot
+from resguard.snapshot import Sampler, Snapshot, metric_unit
 from resguard.units import shown
 
 __all__ = ["METRICS", "ResguardCollector", "Server", "serve"]
@@ -425,9 +425,21 @@ class ResguardCollector(Collector):
             yield vram
 
 
-def _gauge(name: str, documentation: str, value: float | None) -> GaugeMetricFamily:
+# Prometheus's base-unit suffix for each unit of resguard.snapshot.metric_unit; a count
+# (CPUs) or a plain number has none
+_SUFFIX: dict[str | None, str] = {"bytes": "_bytes", "seconds": "_seconds", "percent": "_percent"}
+
+
+def _metric(name: str, path: str) -> str:
+    """The metric for the snapshot figure at *path*: ``resguard_`` + *name* + the suffix of
+    its unit (``("memory_used", "memory.used")`` is ``resguard_memory_used_bytes``), so the
+    unit comes from the snapshot's own field metadata."""
+    return f"resguard_{name}{_SUFFIX.get(metric_unit(path), '')}"
+
+
+def _gauge(name: str, path: str, documentation: str, value: float | None) -> GaugeMetricFamily:
     """A gauge family with one sample, or none when the figure is unknown (never 0)."""
-    family = GaugeMetricFamily(name, documentation)
+    family = GaugeMetricFamily(_metric(name, path), documentation)
     if value is not None:
         family.add_metric([], value)
     return family
@@ -436,24 +448,25 @@ def _gauge(name: str, documentation: str, value: float | None) -> GaugeMetricFam
 def _system_metrics(snap: Snapshot) -> Iterator[Metric]:
     memory = snap.memory
     limit = GaugeMetricFamily(
-        "resguard_memory_limit_bytes", "Effective memory limit", labels=["source"]
+        _metric("memory_limit", "memory.limit"), "Effective memory limit", labels=["source"]
     )
     if memory.limit is not None:
         limit.add_metric([memory.source], memory.limit)
     yield limit
-    yield _gauge("resguard_memory_used_bytes", "Memory used against the limit", memory.used)
+    yield _gauge("memory_used", "memory.used", "Memory used against the limit", memory.used)
     yield _gauge(
-        "resguard_memory_available_bytes",
+        "memory_available",
+        "memory.available",
         "Memory still available under the limit",
         memory.available,
     )
-    yield _gauge("resguard_memory_total_bytes", "Host physical memory", memory.total)
-    yield _gauge("resguard_memory_used_percent", "Used over limit, 0-100", memory.percent)
-    yield _gauge("resguard_swap_used_bytes", "Swap in use", snap.swap.used)
-    yield _gauge("resguard_cpu_percent", "Host CPU busy, 0-100", snap.cpu.percent)
-    yield _gauge("resguard_cpu_effective", "CPUs this process may use", snap.cpu.effective)
+    yield _gauge("memory_total", "memory.total", "Host physical memory", memory.total)
+    yield _gauge("memory_used", "memory.percent", "Used over limit, 0-100", memory.percent)
+    yield _gauge("swap_used", "swap.used", "Swap in use", snap.swap.used)
+    yield _gauge("cpu", "cpu.percent", "Host CPU busy, 0-100", snap.cpu.percent)
+    yield _gauge("cpu_effective", "cpu.effective", "CPUs this process may use", snap.cpu.effective)
     pressure = GaugeMetricFamily(
-        "resguard_pressure_avg10_percent",
+        _metric("pressure_avg10", "pressure.memory.some.avg10"),
         "PSI stall share over 10 s, percent",
         labels=["resource", "kind"],
     )
@@ -465,9 +478,10 @@ def _system_metrics(snap: Snapshot) -> Iterator[Metric]:
         if value.full is not None:
             pressure.add_metric([resource, "full"], value.full.avg10)
     yield pressure
-    yield _gauge("resguard_process_rss_bytes", "This process's resident set size", snap.process.rss)
+    yield _gauge("process_rss", "process.rss", "This process's resident set size", snap.process.rss)
     yield _gauge(
-        "resguard_process_cpu_percent",
+        "process_cpu",
+        "process.cpu_percent",
         "This process's CPU, 100 = one core",
         snap.process.cpu_percent,
     )
@@ -478,10 +492,14 @@ def _container_metrics(snap: Snapshot) -> Iterator[Metric]:
     if containers is None:
         return
     used = GaugeMetricFamily(
-        "resguard_container_memory_used_bytes", "A container's working set", labels=["container"]
+        _metric("container_memory_used", "containers.memory_used"),
+        "A container's working set",
+        labels=["container"],
     )
     limit = GaugeMetricFamily(
-        "resguard_container_memory_limit_bytes", "A container's memory limit", labels=["container"]
+        _metric("container_memory_limit", "containers.memory_limit"),
+        "A container's memory limit",
+        labels=["container"],
     )
     for item in containers.items:
         if item.memory_used is not None:
