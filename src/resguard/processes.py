@@ -73,7 +73,7 @@ class ProcessTable:
         if not isinstance(roots, Roots):
             raise InvalidType(
                 f"roots={shown(roots)} is not a Roots; expected "
-                "resguard._probes.paths.Roots(proc=..., cgroup=...)"
+                "resguard.snapshot.Roots(proc=..., cgroup=...)"
             )
         clock = checked_clock(clock)
         self._proc = roots.proc

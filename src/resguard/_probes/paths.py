@@ -9,7 +9,9 @@ __all__ = ["DEFAULT_ROOTS", "Roots"]
 
 @attrs.frozen
 class Roots:
-    """Mount points of procfs and the cgroup filesystem (``/proc``, ``/sys/fs/cgroup``)."""
+    """Mount points of procfs and the cgroup filesystem (``/proc``, ``/sys/fs/cgroup``):
+    ``Sampler(roots=Roots(proc=..., cgroup=...))`` reads a fixture tree instead (see
+    :class:`resguard.testing.KernelTree`)."""
 
     proc: str = "/proc"
     cgroup: str = "/sys/fs/cgroup"

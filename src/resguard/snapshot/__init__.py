@@ -19,6 +19,7 @@ import threading
 import types
 
 from resguard._probes.files import FaultKind
+from resguard._probes.paths import Roots
 from resguard._probes.reporting import RELOG_AFTER_S, SENSING_FAULTS
 from resguard.snapshot._limits import LIMITS_MAX_AGE_S, invalidate_limits
 from resguard.snapshot._sampler import SLOW_FILES_MAX_AGE_S, Sampler
@@ -63,6 +64,7 @@ __all__ = [
     "ProcessInfo",
     "ProcessSelf",
     "ResourcePressure",
+    "Roots",
     "Sampler",
     "Snapshot",
     "SwapInfo",
@@ -86,6 +88,7 @@ for _public in (
     ProcessInfo,
     ProcessSelf,
     ResourcePressure,
+    Roots,
     Sampler,
     Snapshot,
     SwapInfo,

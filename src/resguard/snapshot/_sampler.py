@@ -74,7 +74,7 @@ class Sampler:
         if not isinstance(roots, Roots):
             raise InvalidType(
                 f"roots={shown(roots)} is not a Roots; expected "
-                "resguard._probes.paths.Roots(proc=..., cgroup=...)"
+                "resguard.snapshot.Roots(proc=..., cgroup=...)"
             )
         cgroup = _checked_cgroup(cgroup, roots)
         _check_seconds("limits_max_age_s", limits_max_age_s)

@@ -17,7 +17,7 @@ Nothing in resguard imports this package; ``import resguard`` does not load it.
 from __future__ import annotations
 
 from resguard._modules.clock import ManualClock
-from resguard._probes.paths import Roots
+from resguard.snapshot import Roots
 from resguard.testing.kernel import KernelTree
 from resguard.testing.monitor import StaticMonitor
 from resguard.testing.snapshots import WALL_OFFSET_S, make_container, make_process, make_snapshot
