@@ -183,5 +183,9 @@ class Admission:
         # a breach replaces only the cancellation it caused (or a block that ended anyway);
         # the block's own exceptions and a cancellation from outside come out unchanged
         if self.breached is not None and (exc is None or swallowed):
-            raise self._guard._count_refusal(self.breached)
+            raise self._counted(self.breached)
         return None
+
+    def _counted(self, breach: ResourceExhausted) -> ResourceExhausted:
+        """*breach*, counted among the guard's refusals (reason ``"rss"`` or ``"level"``)."""
+        return self._guard._count_refusal(breach)

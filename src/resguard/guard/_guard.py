@@ -14,7 +14,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from resguard._errors import InvalidState, InvalidType
+from resguard._errors import InvalidState, InvalidType, ResourceExhausted
 from resguard._modules.clock import Clock
 from resguard.guard import _admission, _core
 from resguard.guard._args import (
@@ -185,7 +185,7 @@ class Guard(GuardState):
             return None, reserve, 0.0, wait_s
         assert decision.refusal is not None
         if decision.action == "refuse":
-            raise decision.refusal.error(self.name)
+            raise self._error(decision.refusal)
         waiter = Waiting(reserve)
         with self._lock:
             self._queue.append(waiter)
@@ -199,8 +199,12 @@ class Guard(GuardState):
             return None
         assert decision.refusal is not None
         if decision.action == "refuse":
-            raise decision.refusal.error(self.name)
+            raise self._error(decision.refusal)
         return deadline_s - self._clock()
+
+    def _error(self, refusal: _core.Refusal) -> ResourceExhausted:
+        """The error a refused caller gets (counted when it was decided)."""
+        return refusal.error(self.name)
 
     def _leave_queue(self, waiter: Waiting) -> None:
         with self._lock:
