@@ -47,7 +47,7 @@ def _wanted_bytes(memory: int | str, kind: str) -> int:
     limit of that *kind* (so that setting it again does not compound)."""
     wanted: Amount = named_argument("memory", Amount, memory)
     own = "RLIMIT_AS" if kind == "as" else "RLIMIT_DATA"
-    limit_bytes = default_sampler()._limit_without_rlimit(own) if wanted.is_share else None
+    limit_bytes = default_sampler().limit_without_rlimit(own) if wanted.is_share else None
     limit = wanted.resolve(limit_bytes)
     if limit is None:
         raise InvalidState(

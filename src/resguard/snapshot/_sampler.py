@@ -286,8 +286,6 @@ class Sampler:
         with self._lock:
             return self._memory.limit_without_rlimit(memory, self._location, rlimit)
 
-    _limit_without_rlimit = limit_without_rlimit  # the name resguard.guard used
-
     def _cpu(self, limits: Limits, faults: list[Fault], now_s: float) -> CpuInfo:
         text = self._files.read(self._stat_path)
         ticks = _procfs.parse_total_cpu_ticks(text) if text is not None else None
