@@ -32,3 +32,7 @@ __all__ = [
     "make_process",
     "make_snapshot",
 ]
+
+# The public path, for reprs, pickles and the API reference (autodoc documents a module's
+# own classes only): the clock lives in a private module every layer can import.
+ManualClock.__module__ = __name__
