@@ -507,18 +507,23 @@ class LazyModel(Generic[T]):
 
     def uses(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Decorator: the call runs with the model loaded and pinned, passed as first argument."""
-        if inspect.iscoroutinefunction(fn):
+        return _pinned_calls(self, fn)
 
-            @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                async with self as model:
-                    return await fn(model, *args, **kwargs)
 
-            return async_wrapper
+def _pinned_calls(lazy: LazyModel[Any], fn: Callable[..., Any]) -> Callable[..., Any]:
+    """*fn* (sync or async) called with *lazy*'s model, loaded and pinned for the call."""
+    if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with self as model:
-                return fn(model, *args, **kwargs)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            async with lazy as model:
+                return await fn(model, *args, **kwargs)
 
-        return wrapper
+        return async_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with lazy as model:
+            return fn(model, *args, **kwargs)
+
+    return wrapper
