@@ -687,7 +687,7 @@ def test_rules_fire_over_budget_after_for_and_clear_below(
         )
     )
     policy = Policy(budgets.rules())
-    rows = budgets.source().sample()["processes"]
+    rows = budgets.as_source().sample()["processes"]
     assert isinstance(rows, tuple)
     snap = attrs.evolve(snapshot(), processes=rows)
     state = policy.new_state()
@@ -725,7 +725,7 @@ def test_machine_budget_in_a_running_monitor(holder: tuple[str, subprocess.Popen
         interval="50ms",
         policy=Policy(budgets.rules()),
         reclaim=False,
-        sources=[budgets.source()],
+        sources=[budgets.as_source()],
         slow_interval="100ms",
     ) as monitor:
 
@@ -1068,3 +1068,11 @@ def test_a_budget_duration_out_of_range_is_an_invalid_value_not_an_overflow(
     duration: dict[str, Any] = {field: seconds}
     with pytest.raises(InvalidValue, match=field):
         Budget(name="a", kind="process", pattern="x", min_bytes=None, max_bytes=1, **duration)
+
+
+def test_budgets_source_is_the_deprecated_name_of_as_source() -> None:
+    budgets = Budgets(parse({"budget": [{"name": "a", "process": "python", "max": "1GB"}]}))
+    with pytest.warns(DeprecationWarning, match="as_source"):
+        source = budgets.source("mine")
+    assert type(source) is type(budgets.as_source("mine"))
+    assert source.name == "mine"

@@ -28,7 +28,7 @@ from resguard.snapshot import (
     Snapshot,
 )
 from resguard.testing import ManualClock, make_container, make_snapshot
-from standins.ollama_server import OllamaStandIn
+from resguard.testing.ollama import OllamaStandIn
 
 from support import wait_until
 

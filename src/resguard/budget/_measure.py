@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -169,13 +170,18 @@ class Budgets:
     def rules(self) -> list[BudgetRule]:
         """One rule per budget for :class:`resguard.Policy`: it fires at the budget's level
         while the component is over its ceiling (for ``for`` seconds). It reads the
-        snapshot only: give the Monitor :meth:`source` (the process table with command
+        snapshot only: give the Monitor :meth:`as_source` (the process table with command
         lines) and a Docker / Ollama source for container and model budgets."""
         return [BudgetRule(self, budget) for budget in self.budgets]
 
-    def source(self, name: str = "budgets") -> BudgetSource:
+    def as_source(self, name: str = "budgets") -> BudgetSource:
         """A Monitor source filling ``snapshot.processes`` (with command lines)."""
         return BudgetSource(self, name)
+
+    def source(self, name: str = "budgets") -> BudgetSource:
+        """Deprecated name of :meth:`as_source` (every Monitor source is ``as_source()``)."""
+        warnings.warn("Budgets.source() is deprecated; use as_source()", DeprecationWarning, 2)
+        return self.as_source(name)
 
 
 _ROW_TYPES = {"processes": ProcessInfo, "containers": ContainerStats, "ollama": OllamaModelInfo}
