@@ -37,9 +37,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the package."""
+    """mypy --strict over the package and the tests (and the docs' test set-up, apart: two
+    files named conftest.py cannot be checked in one run)."""
     session.install("-e", ".[typecheck]")
     session.run("mypy")
+    session.run("mypy", "conftest.py")
 
 
 @nox.session(python=PYTHON)
