@@ -66,7 +66,6 @@ __all__ = [
     "Containers",
     "ContainersSource",
     "Duplicate",
-    "cli",
     "docker_bytes",
     "find_duplicates",
 ]

@@ -78,7 +78,6 @@ __all__ = [
     "OllamaModelInfo",
     "OllamaModels",
     "OllamaSource",
-    "cli",
     "parse_host",
 ]
 
