@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import pickle
+import re
+import subprocess
+import sys
+from typing import Any
+
+import pytest
 
 import resguard.testing
+from resguard import InvalidType, InvalidValue
 from resguard.testing import ManualClock
+from resguard.testing.ollama import CATALOGUE, OllamaStandIn
 
 
 def test_public_test_doubles_name_resguard_testing_as_their_module() -> None:
@@ -27,3 +36,49 @@ def test_a_manual_clock_pickles_by_its_public_path_and_keeps_its_time() -> None:
     assert b"resguard.testing" in data
     assert b"_modules" not in data
     assert pickle.loads(data)() == 7.5
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "quoted"),
+    [
+        ({"port": -1}, InvalidValue, "port=-1"),
+        ({"port": 70000}, InvalidValue, "port=70000"),
+        ({"port": "80"}, InvalidType, "port='80'"),
+        ({"port": True}, InvalidType, "port=True"),
+        ({"bind": 3}, InvalidType, "bind=3"),
+        ({"max_loaded": 0}, InvalidValue, "max_loaded=0"),
+        ({"max_queue": -1}, InvalidValue, "max_queue=-1"),
+        ({"scale": 0}, InvalidValue, "scale=0"),
+        ({"memory_bytes": -5}, InvalidValue, "memory_bytes=-5"),
+        ({"default_keep_alive_s": math.nan}, InvalidValue, "default_keep_alive_s=nan"),
+        ({"unload_lag_s": -1}, InvalidValue, "unload_lag_s=-1"),
+        ({"clock": 3}, InvalidType, "clock=3"),
+        ({"catalogue": 3}, InvalidType, "catalogue=3"),
+        ({"catalogue": ["llama"]}, InvalidType, "'llama'"),
+    ],
+)
+def test_the_ollama_standin_refuses_bad_options_quoting_them(
+    options: dict[str, Any], error: type[Exception], quoted: str
+) -> None:
+    with pytest.raises(error, match=re.escape(quoted)):
+        OllamaStandIn(**options)
+
+
+def test_the_ollama_standin_takes_its_catalogue_from_any_iterable() -> None:
+    server = OllamaStandIn(catalogue=(model for model in CATALOGUE), max_queue=0)
+    assert len(server.catalogue) == len(CATALOGUE)
+
+
+@pytest.mark.parametrize("argv", [["--port", "-1"], ["--port", "70000"], ["--max-loaded", "0"]])
+def test_the_ollama_standin_command_answers_a_bad_option_with_usage_not_a_traceback(
+    argv: list[str],
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "resguard.testing.ollama", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert f"error: {argv[0].lstrip('-').replace('-', '_')}={argv[1]}" in done.stderr

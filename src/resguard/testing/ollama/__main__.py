@@ -19,7 +19,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bind", default="127.0.0.1", help="the address to listen on")
     parser.add_argument("--max-loaded", type=int, default=3, help="models loaded at once")
     args = parser.parse_args(argv)
-    server = OllamaStandIn(bind=args.bind, port=args.port, max_loaded=args.max_loaded)
+    try:
+        server = OllamaStandIn(bind=args.bind, port=args.port, max_loaded=args.max_loaded)
+    except (ValueError, TypeError) as error:  # InvalidValue, InvalidType: a usage error
+        parser.error(str(error))
     try:
         server.start()
     except OSError as error:

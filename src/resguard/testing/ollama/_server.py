@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from resguard._errors import InvalidType, InvalidValue
 from resguard.testing.ollama import _runner
 from resguard.testing.ollama._catalogue import (
     CATALOGUE,
@@ -24,6 +25,62 @@ from resguard.testing.ollama._http import Handler, Server
 from resguard.testing.ollama._runner import Fault, Runner
 
 __all__ = ["OllamaStandIn"]
+
+
+def _whole(value: object, what: str, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidType(f"{what}={value!r} is not a whole number; expected {least} or more")
+    if value < least:
+        raise InvalidValue(f"{what}={value!r} is below {least}; expected {least} or more")
+
+
+def _number(value: object, what: str, least: str = "0 or more") -> None:
+    """*value* is a real number: "0 or more", "above 0" or (NaN only refused) "any"."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidType(f"{what}={value!r} is not a number; expected {least}")
+    if math.isnan(value) or (least != "any" and not math.isfinite(value)):
+        raise InvalidValue(f"{what}={value!r} is not a finite number; expected {least}")
+    if (least == "0 or more" and value < 0) or (least == "above 0" and value <= 0):
+        raise InvalidValue(f"{what}={value!r}: expected {least}")
+
+
+def _checked_catalogue(catalogue: object) -> tuple[CatalogueModel, ...]:
+    if isinstance(catalogue, (str, bytes)) or not isinstance(catalogue, Iterable):
+        raise InvalidType(f"catalogue={catalogue!r} is not a list of CatalogueModel")
+    models = tuple(catalogue)
+    for model in models:
+        if not isinstance(model, CatalogueModel):
+            raise InvalidType(f"catalogue holds {model!r}; expected CatalogueModel entries")
+    return models
+
+
+def _check_options(
+    clock: object,
+    scale: object,
+    max_loaded: object,
+    memory_bytes: object,
+    default_keep_alive_s: object,
+    max_queue: object,
+) -> None:
+    """The stand-in's arguments, checked before anything is set (a clear error, not a
+    server that misbehaves later)."""
+    if clock is not None and not callable(clock):
+        raise InvalidType(f"clock={clock!r} is not callable; expected e.g. an OffsetClock")
+    _number(scale, "scale", "above 0")
+    _whole(max_loaded, "max_loaded", 1)
+    if memory_bytes is not None:
+        _whole(memory_bytes, "memory_bytes", 1)
+    _number(default_keep_alive_s, "default_keep_alive_s", "any")  # inf: forever
+    _whole(max_queue, "max_queue", 0)
+
+
+def _check_listen(bind: object, port: object, unload_lag_s: object) -> None:
+    if not isinstance(bind, str) or not bind:
+        raise InvalidType(f"bind={bind!r} is not an address; expected e.g. '127.0.0.1'")
+    _whole(port, "port", 0)
+    if port > 65535:  # type: ignore[operator]
+        raise InvalidValue(f"port={port!r} is above 65535; expected 0 (any free port) to 65535")
+    _number(unload_lag_s, "unload_lag_s")
 
 
 class OllamaStandIn:
@@ -61,7 +118,10 @@ class OllamaStandIn:
         bind: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self.catalogue = {m.name.lower(): m for m in catalogue}
+        models = _checked_catalogue(catalogue)
+        _check_options(clock, scale, max_loaded, memory_bytes, default_keep_alive_s, max_queue)
+        _check_listen(bind, port, unload_lag_s)
+        self.catalogue = {m.name.lower(): m for m in models}
         self.clock = clock or time.time
         self.scale = scale
         self.max_loaded = max_loaded
