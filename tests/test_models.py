@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import threading
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resguard import InvalidState, InvalidType, InvalidValue, ResourceExhausted, reclaim
-from resguard.models import LazyModel, ModelPool, machine_headroom_bytes
+from resguard.models import LazyModel, ModelPool, headroom_from, machine_headroom_bytes
 from resguard.models._claim import Attempt, Claim, Owner, claim
 from resguard.snapshot import Sampler
 from resguard.testing import KernelTree, ManualClock
@@ -665,6 +666,20 @@ def test_a_failing_headroom_probe_is_unknown_not_a_failed_load(
     model = LazyModel(Loader().load, size=MiB, guard=Broken(), register=False, sweep=False)
     assert len(model.get()) == MiB
     assert "could not parse" in caplog.text
+
+
+@pytest.mark.parametrize("given", [math.nan, math.inf, "lots"])
+def test_a_headroom_source_giving_no_number_is_unknown_not_a_failed_load(
+    given: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Odd:
+        def headroom_bytes(self) -> object:
+            return given
+
+    assert headroom_from(Odd()) is None  # type: ignore[arg-type]
+    model = LazyModel(Loader().load, size=MiB, guard=Odd(), register=False, sweep=False)  # type: ignore[arg-type]
+    assert len(model.get()) == MiB
+    assert repr(given) in caplog.text
 
 
 def test_a_share_budget_is_resolved_once_the_limit_is_known(

@@ -71,8 +71,17 @@ def headroom_from(source: HeadroomSource | None) -> int | None:
             "unknown (memory could not be read); model loads are admitted without a headroom check",
         )
         return None
+    try:
+        headroom_bytes = int(headroom)
+    except (TypeError, ValueError, OverflowError):  # NaN, inf, junk: unknown, not a failed load
+        faults.failed(
+            where,
+            f"unknown (it gave {headroom!r}, not a number of bytes); model loads are "
+            "admitted without a headroom check",
+        )
+        return None
     faults.recovered(where)
-    return int(headroom)
+    return headroom_bytes
 
 
 def size_of(value: int | str | Callable[[], int], what: str) -> int:
