@@ -441,6 +441,15 @@ def test_amount_zero_allowed_when_asked_and_immutable() -> None:
         Amount(1).bytes = 2
 
 
+def test_amount_cannot_lose_an_attribute_and_positive_must_be_a_bool() -> None:
+    amount = Amount("1KiB")
+    with pytest.raises(AttributeError, match="immutable"):
+        del amount.bytes
+    assert amount.bytes == 1024
+    with pytest.raises(InvalidType, match="positive='no'"):
+        Amount(0, positive="no")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("typed", [0, "0%", "0B", "512MiB", "50%"])
 def test_amount_pickles_and_copies_to_an_equal_amount_zero_included(typed: int | str) -> None:
     amount = Amount(typed, positive=False)

@@ -328,6 +328,8 @@ class Amount:
     def __init__(self, value: int | float | str | Amount, *, positive: bool = True) -> None:
         """Parse *value*; with *positive* (the default) zero bytes and 0 % are refused, as
         an amount that would refuse everything is a typo."""
+        if not isinstance(positive, bool):
+            raise InvalidType(f"positive={shown(positive)} is not a bool")
         if isinstance(value, Amount):
             fixed, percent, typed = value.bytes, value.percent, value.typed
         elif isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -347,6 +349,9 @@ class Amount:
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Amount is immutable; cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Amount is immutable; cannot delete {name!r}")
 
     @property
     def is_share(self) -> bool:
