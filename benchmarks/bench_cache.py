@@ -20,8 +20,8 @@ import cachetools
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from resguard.cache._sizeof import sizeof
 from resguard.cache import LRUCache, memoize
+from resguard.cache._sizeof import sizeof
 
 from _harness import Table, per_call_s
 
