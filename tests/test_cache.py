@@ -1635,3 +1635,13 @@ def test_keys_whose_eq_uses_the_cache_at_random_never_crash_or_corrupt_it() -> N
     # In a child interpreter: changing an OrderedDict from inside one of its own operations
     # could crash the interpreter (a segfault) before nested calls were made read-only.
     assert run_python(_HOSTILE_EQ_SCRIPT).strip() == "survived"
+
+
+def test_a_pickled_cache_names_its_default_sizer_by_a_public_path() -> None:
+    """A pickle must survive the package's private layout changing again (a cache pickled
+    before issue 12 named ``resguard._modules.sizeof``, which no longer exists)."""
+    cache: LRUCache[str, bytes] = LRUCache(max_bytes="1MiB")
+    cache["a"] = b"x"
+    data = pickle.dumps(cache)
+    assert b"._sizeof" not in data
+    assert pickle.loads(data)["a"] == b"x"

@@ -47,6 +47,7 @@ from __future__ import annotations
 from resguard.cache._flight import LEADER_CHECK_S as LEADER_CHECK_S  # importable here as before
 from resguard.cache._lru import LRUCache
 from resguard.cache._memo import Memoized, memoize
+from resguard.cache._sizeof import sizeof as sizeof  # the default sizer: pickles name it here
 from resguard.cache._stats import CacheInfo, CacheStats, ValueTooLarge
 
 __all__ = [
@@ -59,6 +60,6 @@ __all__ = [
 ]
 
 # The public path, for reprs, pickles and the API reference (they live in private modules).
-for _public in (CacheInfo, CacheStats, LRUCache, Memoized, ValueTooLarge, memoize):
+for _public in (CacheInfo, CacheStats, LRUCache, Memoized, ValueTooLarge, memoize, sizeof):
     _public.__module__ = __name__
 del _public
