@@ -82,3 +82,48 @@ def test_the_ollama_standin_command_answers_a_bad_option_with_usage_not_a_traceb
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert f"error: {argv[0].lstrip('-').replace('-', '_')}={argv[1]}" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "quoted"),
+    [
+        (lambda: ManualClock(start_s="x"), InvalidType, "'x'"),  # type: ignore[arg-type]
+        (lambda: ManualClock(start_s=math.inf), InvalidValue, "inf"),
+        (lambda: ManualClock().advance("5"), InvalidType, "'5'"),  # type: ignore[arg-type]
+        (lambda: ManualClock().advance(math.inf), InvalidValue, "inf"),
+        (lambda: ManualClock().advance(math.nan), InvalidValue, "nan"),
+        (lambda: ManualClock().advance(-1), InvalidValue, "-1"),
+        (lambda: resguard.testing.make_snapshot(memory_percent="x"), InvalidValue, "'x'"),
+        (lambda: resguard.testing.make_snapshot(memory_percent=150), InvalidValue, "150"),
+        (lambda: resguard.testing.make_snapshot(limit=0), InvalidValue, "0"),
+        (lambda: resguard.testing.make_snapshot(used=10, memory_percent=5), InvalidValue, "both"),
+        (
+            lambda: resguard.testing.make_container("c", memory_used=1, memory_limit=0),
+            InvalidValue,
+            "0",
+        ),
+        (lambda: resguard.testing.KernelTree(5), InvalidType, "5"),  # type: ignore[arg-type]
+    ],
+)
+def test_the_test_doubles_refuse_bad_arguments_with_a_resguard_error_quoting_them(
+    call: Any, error: type[Exception], quoted: str
+) -> None:
+    with pytest.raises(error, match=re.escape(quoted)):
+        call()
+
+
+def test_the_snapshot_factory_reads_sizes_and_percents_as_people_type_them() -> None:
+    snap = resguard.testing.make_snapshot(limit="8GiB", memory_percent="97%", rss="100MB")
+    assert snap.memory.limit == 8 * 2**30
+    assert snap.memory.percent == 97.0
+    assert snap.process.rss == 100 * 10**6
+    assert resguard.testing.make_container("c", memory_used="1GiB").memory_used == 2**30
+
+
+def test_a_kernel_tree_takes_a_str_root_and_names_its_files_when_asked_for_another(
+    tmp_path: Any,
+) -> None:
+    tree = resguard.testing.KernelTree(str(tmp_path))
+    assert tree.path("meminfo").endswith("proc/meminfo")
+    with pytest.raises(InvalidValue, match=re.escape("memory.max")):
+        tree.damage("no-such-file", "garbage")

@@ -7,9 +7,10 @@ laptop and without root.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from resguard._errors import InvalidValue
+from resguard._errors import InvalidType, InvalidValue
 from resguard._probes.paths import Roots
 from resguard.units import shown
 
@@ -50,9 +51,10 @@ class KernelTree:
     )
     HUGE_BYTES = 4 * 2**20
 
-    def __init__(self, root: Path, *, cgroup: bool = True) -> None:
-        import os
-
+    def __init__(self, root: str | os.PathLike[str], *, cgroup: bool = True) -> None:
+        if not isinstance(root, (str, os.PathLike)):
+            raise InvalidType(f"root={shown(root)} is not a path; expected a folder to write into")
+        root = Path(root)
         self.root = root
         with (
             open("/proc/self/stat") as stat,
@@ -104,7 +106,16 @@ class KernelTree:
 
     def path(self, name: str) -> str:
         """The fixture file *name* (a short name such as ``"meminfo"``, ``"memory.max"``)."""
-        return str(self.files[name])
+        return str(self._file(name))
+
+    def _file(self, name: object) -> Path:
+        """The fixture file *name*, or an error listing the names there are."""
+        if not isinstance(name, str) or name not in self.files:
+            raise InvalidValue(
+                f"name={shown(name)} is not a file of this tree; expected one of "
+                + ", ".join(sorted(self.files))
+            )
+        return self.files[name]
 
     def damage(self, name: str, kind: str) -> None:
         """Break file *name*: ``garbage``, ``truncated`` (cut inside its first line),
@@ -117,7 +128,7 @@ class KernelTree:
         the old file, as it reads the kernel's)."""
         import shutil
 
-        path = self.files[name]
+        path = self._file(name)
         content = self.contents[name]
         if path.is_dir():
             shutil.rmtree(path)
@@ -146,7 +157,7 @@ class KernelTree:
         """Write file *name* back with its healthy content."""
         import shutil
 
-        path = self.files[name]
+        path = self._file(name)
         if path.is_dir():
             shutil.rmtree(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ CPU and I/O pressure, this "process" (pid 4242) at 30 MB RSS, no faults. Use
 
 from __future__ import annotations
 
+from resguard._errors import InvalidValue
 from resguard.snapshot import (
     ContainersInfo,
     ContainerStats,
@@ -28,6 +29,7 @@ from resguard.snapshot import (
     Snapshot,
     SwapInfo,
 )
+from resguard.units import named, parse_bytes, parse_percent, shown
 
 __all__ = ["WALL_OFFSET_S", "make_container", "make_process", "make_snapshot"]
 
@@ -66,10 +68,10 @@ def make_process(
 def make_snapshot(
     *,
     at: float = 1000.0,
-    memory_percent: float | None = None,
-    used: int | None = None,
-    limit: int = 16 * GiB,
-    rss: int = 30 * MB,
+    memory_percent: float | str | None = None,
+    used: int | str | None = None,
+    limit: int | str = 16 * GiB,
+    rss: int | str = 30 * MB,
     psi_some: float | None = 0.0,
     psi_full: float | None = 0.0,
     processes: tuple[ProcessInfo, ...] | None = None,
@@ -79,7 +81,8 @@ def make_snapshot(
     """A :class:`~resguard.Snapshot` at monotonic time *at* (``taken_at`` is
     :data:`WALL_OFFSET_S` later, as wall-clock seconds).
 
-    Memory is given as ``memory_percent`` of *limit* or as ``used`` bytes (default 40 %);
+    Memory is given as ``memory_percent`` of *limit* or as ``used`` bytes (default 40 %;
+    not both); sizes are bytes or text such as ``"16GiB"``, a percent 0–100 or ``"97%"``;
     ``available`` is the rest of the limit. *rss* is this process's RSS. *psi_some* and
     *psi_full* are the memory PSI averages (percent); ``psi_some=None`` means a kernel
     without PSI, ``psi_full=None`` a PSI file without a ``full`` line. *processes* fills
@@ -87,10 +90,19 @@ def make_snapshot(
     (see :func:`make_container`); ``None`` leaves them unsampled. *cpu_percent* is the
     host's CPU use.
     """
+    limit = _bytes("limit", limit, positive=True)
+    rss = _bytes("rss", rss)
     if used is None:
-        percent = 40.0 if memory_percent is None else float(memory_percent)
+        percent = (
+            40.0
+            if memory_percent is None
+            else named("memory_percent", parse_percent, memory_percent)
+        )
         used = round(limit * percent / 100)
     else:
+        if memory_percent is not None:
+            raise InvalidValue("give memory_percent= or used=, not both")
+        used = _bytes("used", used)
         percent = 100.0 * used / limit
     memory = MemoryInfo(
         total=32 * GiB,
@@ -136,11 +148,14 @@ def _pressure(psi_some: float | None, psi_full: float | None) -> PressureInfo:
 
 
 def make_container(
-    name: str, *, memory_used: int, memory_limit: int | None = None
+    name: str, *, memory_used: int | str, memory_limit: int | str | None = None
 ) -> ContainerStats:
     """One running container (a :class:`~resguard.snapshot.ContainerStats`) with the
     working set *memory_used* bytes and *memory_limit* (``None``: no limit, then no
     percent either)."""
+    memory_used = _bytes("memory_used", memory_used)
+    if memory_limit is not None:
+        memory_limit = _bytes("memory_limit", memory_limit, positive=True)
     percent = None if memory_limit is None else 100.0 * memory_used / memory_limit
     return ContainerStats(
         id=name * 3,
@@ -154,3 +169,11 @@ def make_container(
         cpu_percent=1.0,
         pids=1,
     )
+
+
+def _bytes(what: str, value: object, *, positive: bool = False) -> int:
+    """*value* (bytes or a size such as ``"16GiB"``) as bytes, else an error naming *what*."""
+    size = named(what, parse_bytes, value)
+    if positive and size <= 0:
+        raise InvalidValue(f"{what}={shown(value)} must be above zero; expected e.g. '16GiB'")
+    return size
