@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resguard import InvalidState, InvalidType, InvalidValue, ResguardError, ResourceExhausted
-from resguard.guard import REFUSAL_REASONS, Guard
+from resguard.guard import REFUSAL_REASONS, Guard, limit_self
 from resguard.monitor import Monitor
 from resguard.rules import Level, Policy, Threshold
 from resguard.snapshot import Fault, Sampler, Snapshot
@@ -332,6 +332,30 @@ def test_bad_arguments_are_named(kwargs: dict[str, object], error: type[Exceptio
     with pytest.raises(error) as info:
         Guard(**kwargs)  # type: ignore[arg-type]
     assert repr(next(iter(kwargs.values()))) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Guard(memory=0), "memory=0 must be above zero; expected e.g. '20GiB' or '90%'"),
+        (lambda: Guard(rss="0B"), "rss='0B' must be above zero; expected e.g. '20GiB' or '90%'"),
+        (
+            lambda: Guard(memory="0%"),
+            "memory='0%' must be above 0% (it would refuse everything); expected e.g. '90%'",
+        ),
+        (
+            lambda: limit_self("0"),
+            "memory='0' must be above zero; expected e.g. '20GiB' or '90%'",
+        ),
+    ],
+)
+def test_a_zero_bound_is_refused_in_the_guards_own_words(make: Any, message: str) -> None:
+    """The one Amount must not change what a guard says of a zero bound (it said
+    "memory='0': '0' must be above zero (it would refuse everything)", also for
+    limit_self, which refuses nothing)."""
+    with pytest.raises(InvalidValue) as info:
+        make()
+    assert str(info.value) == message
 
 
 # ------------------------------------------------------------- scripted machines ---

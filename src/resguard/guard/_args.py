@@ -3,6 +3,7 @@ error names the argument as it was passed (``memory='90%%': ...``)."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,6 +25,7 @@ __all__ = [
     "OnUnknown",
     "Reserve",
     "Settings",
+    "amount_argument",
     "check_duration",
     "check_held",
     "check_on_breach",
@@ -96,9 +98,25 @@ class Settings:
     clock: Clock
 
 
+def amount_argument(what: str, value: object) -> Amount:
+    """A size or a share of the limit above zero for the argument *what*, refused with the
+    guard's own wording (Amount's would quote the value twice and speak of refusing)."""
+    amount: Amount = named_argument(what, functools.partial(Amount, positive=False), value)
+    if amount.percent is not None and not amount.percent > 0:
+        raise InvalidValue(
+            f"{what}={shown(value)} must be above 0% (it would refuse everything); "
+            "expected e.g. '90%'"
+        )
+    if amount.bytes is not None and amount.bytes <= 0:
+        raise InvalidValue(
+            f"{what}={shown(value)} must be above zero; expected e.g. '20GiB' or '90%'"
+        )
+    return amount
+
+
 def _amount(value: object, what: str) -> Amount | None:
     """A size or a share of the limit above zero (a bound of zero would refuse everything)."""
-    return None if value is None else named_argument(what, Amount, value)
+    return None if value is None else amount_argument(what, value)
 
 
 def _check_level(level: object) -> Level | None:

@@ -6,7 +6,7 @@ import resource
 from typing import Literal
 
 from resguard._errors import InvalidState, InvalidType, InvalidValue
-from resguard.guard._args import named_argument
+from resguard.guard._args import amount_argument
 from resguard.snapshot import default_sampler, invalidate_limits
 from resguard.units import Amount, format_bytes, shown
 
@@ -45,7 +45,7 @@ def _process_usage_bytes(kind: str) -> int | None:
 def _wanted_bytes(memory: int | str, kind: str) -> int:
     """*memory* in bytes; a share is of the effective limit without this process's own
     limit of that *kind* (so that setting it again does not compound)."""
-    wanted: Amount = named_argument("memory", Amount, memory)
+    wanted: Amount = amount_argument("memory", memory)
     own = "RLIMIT_AS" if kind == "as" else "RLIMIT_DATA"
     limit_bytes = default_sampler().limit_without_rlimit(own) if wanted.is_share else None
     limit = wanted.resolve(limit_bytes)
