@@ -290,6 +290,34 @@ def test_decorator_forms_and_async() -> None:
     assert wrapped.profile.duration >= 0.04  # type: ignore[attr-defined]
 
 
+class _CountingSampler(Sampler):
+    """A real Sampler that counts the snapshots taken through it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taken = 0
+
+    def sample(self, *, uss: bool = False, children: bool = True) -> Snapshot:
+        self.taken += 1
+        return super().sample(uss=uss, children=children)
+
+
+def test_a_busy_decorated_profile_samples_its_copy_through_the_given_sampler() -> None:
+    """A recursive call is profiled by a copy "with the same settings": the sampler is one
+    (it read the real /proc through a sampler of its own, whatever the user passed)."""
+    sampler = _CountingSampler()
+    prof = Profile("10s", sampler=sampler, clock=ManualClock(), cpu_clock=ManualClock())
+
+    @prof
+    def nested(depth: int) -> int:
+        return depth if depth == 0 else nested(depth - 1)
+
+    assert nested(1) == 0
+    # the outer run's first and final samples, and the same for the copy inside it
+    assert sampler.taken == 4
+    assert len(prof.samples) == 2
+
+
 def test_reuse_replaces_samples_and_reentry_is_refused() -> None:
     clock = ManualClock()
     prof = Profile("10ms", clock=clock)

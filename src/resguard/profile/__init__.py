@@ -296,6 +296,7 @@ class Profile:
                 tracemalloc=self.tracemalloc,
                 uss_interval=self.uss_interval_s,
                 label=self.label,
+                sampler=self._sampler,
                 clock=self._clock,
                 cpu_clock=self._cpu_clock,
             ).__enter__()
