@@ -20,9 +20,12 @@ import types
 
 from resguard._probes.files import FaultKind
 from resguard._probes.paths import Roots
-from resguard._probes.reporting import RELOG_AFTER_S, SENSING_FAULTS
-from resguard.snapshot._limits import LIMITS_MAX_AGE_S, invalidate_limits
-from resguard.snapshot._sampler import SLOW_FILES_MAX_AGE_S, Sampler
+from resguard._probes.reporting import RELOG_AFTER_S as RELOG_AFTER_S  # internal, not in __all__
+from resguard._probes.reporting import SENSING_FAULTS as SENSING_FAULTS
+from resguard.snapshot._limits import LIMITS_MAX_AGE_S as LIMITS_MAX_AGE_S
+from resguard.snapshot._limits import invalidate_limits
+from resguard.snapshot._sampler import SLOW_FILES_MAX_AGE_S as SLOW_FILES_MAX_AGE_S
+from resguard.snapshot._sampler import Sampler
 from resguard.snapshot._values import (
     FAULT_KINDS,
     UNITS,
@@ -46,10 +49,6 @@ from resguard.snapshot._values import (
 
 __all__ = [
     "FAULT_KINDS",
-    "LIMITS_MAX_AGE_S",
-    "RELOG_AFTER_S",
-    "SENSING_FAULTS",
-    "SLOW_FILES_MAX_AGE_S",
     "UNITS",
     "ContainerStats",
     "ContainersInfo",
