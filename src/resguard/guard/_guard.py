@@ -64,9 +64,11 @@ class Guard(GuardState):
             *max_age* (default ``"50ms"``).
         retry_after: seconds (or a duration, ``"2s"``) to suggest when refusing for memory,
             level or unknown numbers (default 1).
-        on_breach: ``"cancel"`` cancels an ``async with`` block whose process passes *rss*
-            or whose verdict reaches *level* while it runs (it then raises
-            ResourceExhausted); the block's own exceptions come out unchanged.
+        on_breach: ``"cancel"`` cancels an ``async with guard.admit():`` block or a
+            decorated async function whose process passes *rss* or whose verdict reaches
+            *level* while it runs (it then raises ResourceExhausted); the block's own
+            exceptions come out unchanged. A bare ``async with guard:`` is not watched (it
+            keeps no per-block state, for speed).
         on_unknown: what to do when a number the guard needs is unknown (``None`` in the
             snapshot) or the Monitor's state is stale or has unknowns: ``"admit"`` (default)
             checks only what is still known and logs a warning once; ``"refuse"`` refuses
