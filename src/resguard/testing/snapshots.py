@@ -90,30 +90,8 @@ def make_snapshot(
     (see :func:`make_container`); ``None`` leaves them unsampled. *cpu_percent* is the
     host's CPU use.
     """
-    limit = _bytes("limit", limit, positive=True)
     rss = _bytes("rss", rss)
-    if used is None:
-        percent = (
-            40.0
-            if memory_percent is None
-            else named("memory_percent", parse_percent, memory_percent)
-        )
-        used = round(limit * percent / 100)
-    else:
-        if memory_percent is not None:
-            raise InvalidValue("give memory_percent= or used=, not both")
-        used = _bytes("used", used)
-        percent = 100.0 * used / limit
-    memory = MemoryInfo(
-        total=32 * GiB,
-        limit=limit,
-        used=used,
-        available=max(limit - used, 0),
-        percent=percent,
-        source="cgroup",
-        source_detail="memory.max",
-        cgroup="/test",
-    )
+    memory = _memory(limit, used, memory_percent)
     return Snapshot(
         memory=memory,
         swap=SwapInfo(total=0, used=0, free=0, percent=0.0),
@@ -134,6 +112,31 @@ def make_snapshot(
         monotonic=at,
         processes=processes,
         containers=None if containers is None else ContainersInfo.from_items(containers),
+    )
+
+
+def _memory(limit: object, used: object, memory_percent: object) -> MemoryInfo:
+    """A cgroup-bound memory reading: *used* bytes or *memory_percent* of *limit*."""
+    limit_bytes = _bytes("limit", limit, positive=True)
+    if used is None:
+        percent = 40.0
+        if memory_percent is not None:
+            percent = named("memory_percent", parse_percent, memory_percent)
+        used_bytes = round(limit_bytes * percent / 100)
+    else:
+        if memory_percent is not None:
+            raise InvalidValue("give memory_percent= or used=, not both")
+        used_bytes = _bytes("used", used)
+        percent = 100.0 * used_bytes / limit_bytes
+    return MemoryInfo(
+        total=32 * GiB,
+        limit=limit_bytes,
+        used=used_bytes,
+        available=max(limit_bytes - used_bytes, 0),
+        percent=percent,
+        source="cgroup",
+        source_detail="memory.max",
+        cgroup="/test",
     )
 
 
