@@ -44,6 +44,8 @@ PROTOCOL: dict[tuple[str, str], str] = {
     ("popitem", "KeyError"): "MutableMapping.popitem raises KeyError when empty",
     ("__setattr__", "AttributeError"): "an immutable value refuses assignment as frozen attrs "
     "classes and dataclasses do (units.Amount)",
+    ("__delattr__", "AttributeError"): "an immutable value refuses deletion as frozen attrs "
+    "classes and dataclasses do (units.Amount)",
     ("__next__", "StopIteration"): "the iterator protocol",
     ("__anext__", "StopAsyncIteration"): "the async iterator protocol",
     ("<module>", "SystemExit"): "python -m resguard hands the exit code to the interpreter",
@@ -436,3 +438,21 @@ def test_every_raise_in_src_is_in_the_error_tree_or_allowed_with_a_reason() -> N
 def test_every_error_class_is_a_resguard_error(name: str) -> None:
     klass = getattr(resguard._errors, name)
     assert issubclass(klass, ResguardError), name
+
+
+def test_a_refusal_survives_pickling_so_it_can_cross_a_process_pool() -> None:
+    import pickle
+
+    refusal = rg_errors.ResourceExhausted(
+        "no room", reason="memory", retry_after=2.5, numbers={"a": 1}
+    )
+    copy = pickle.loads(pickle.dumps(refusal))
+    assert type(copy) is rg_errors.ResourceExhausted
+    assert (str(copy), copy.reason, copy.retry_after, copy.numbers) == (
+        "no room",
+        "memory",
+        2.5,
+        {"a": 1},
+    )
+    answered = rg_errors.OllamaError("bad gateway", status_code=502)
+    assert pickle.loads(pickle.dumps(answered)).status_code == 502

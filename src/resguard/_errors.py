@@ -91,6 +91,25 @@ class ResourceExhausted(ResguardError):
         self.retry_after = retry_after
         self.numbers: dict[str, Any] = dict(numbers or {})
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # keyword-only fields: the default reduce would call ResourceExhausted(message)
+        # and fail, so a refusal could not cross a process pool
+        return (
+            _rebuild_refusal,
+            (type(self), str(self), self.reason, self.retry_after, self.numbers),
+            self.__dict__,
+        )
+
+
+def _rebuild_refusal(
+    cls: type[ResourceExhausted],
+    message: str,
+    reason: str,
+    retry_after: float,
+    numbers: Mapping[str, Any],
+) -> ResourceExhausted:
+    return cls(message, reason=reason, retry_after=retry_after, numbers=numbers)
+
 
 class IntegrationError(ResguardError):
     """An external service (Docker engine, Ollama server) failed or could not be reached."""
