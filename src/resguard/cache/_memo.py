@@ -351,6 +351,9 @@ def _sync_wrapper(
                 return entry[0]
         finally:
             release()
+        return miss(k, args, kwargs)
+
+    def miss(k: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         step = claim(k, get_ident())
         while step.role is _WAIT:
             step = after_wait(step, wait(cast(Call, step.call), step.token))
