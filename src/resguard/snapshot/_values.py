@@ -68,7 +68,7 @@ class ResourcePressure(ValueMixin):
 
     @classmethod
     def from_lines(cls, lines: tuple[PsiLine, PsiLine | None] | None) -> ResourcePressure | None:
-        """The value of a parsed PSI file (:func:`resguard._probes.psi.parse_pressure`)."""
+        """The value of a parsed PSI file: its ``some`` line and its ``full`` line (or None)."""
         if lines is None:
             return None
         some, full = lines
