@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import attrs
 import httpx
 import pytest
 import uvicorn
@@ -35,12 +34,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
-from resguard import InvalidType, InvalidValue, ResguardError, ResourceExhausted
+from resguard import InvalidType, InvalidValue, ResguardError, ResourceExhausted, testing
 from resguard.asgi import DEFAULT_EXCLUDE, GuardMiddleware, retry_after_header
 from resguard.guard import Guard
 from resguard.monitor import Monitor
 from resguard.rules import Level, Policy, Threshold
-from resguard.snapshot import Fault, Sampler, Snapshot
+from resguard.snapshot import Sampler, Snapshot
 from resguard.testing import ManualClock, Roots, make_snapshot
 
 from support import free_port, wait_until
@@ -543,19 +542,7 @@ def test_a_refusal_inside_the_app_is_503_with_on_breach_cancel(
 
 def unknown_memory_monitor(clock: ManualClock) -> Monitor:
     """A monitor whose /proc/meminfo came back empty: memory numbers unknown."""
-    snap = make_snapshot(at=clock())
-    memory = attrs.evolve(
-        snap.memory,
-        total=None,
-        limit=None,
-        used=None,
-        available=None,
-        percent=None,
-        source="unknown",
-    )
-    snap = attrs.evolve(
-        snap, memory=memory, faults=(Fault("memory", "/proc/meminfo", "empty", "no data"),)
-    )
+    snap = testing.unknown_memory(make_snapshot(at=clock()))
 
     class Scripted(Sampler):
         def sample(self, *, uss: bool = False, children: bool = True) -> Snapshot:

@@ -20,11 +20,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resguard import InvalidState, InvalidType, InvalidValue, ResguardError, ResourceExhausted
+from resguard import (
+    InvalidState,
+    InvalidType,
+    InvalidValue,
+    ResguardError,
+    ResourceExhausted,
+    testing,
+)
 from resguard.guard import REFUSAL_REASONS, Guard, limit_self
 from resguard.monitor import Monitor
 from resguard.rules import Level, Policy, Threshold
-from resguard.snapshot import Fault, Sampler, Snapshot
+from resguard.snapshot import Sampler, Snapshot
 from resguard.testing import ManualClock, Roots, make_snapshot
 
 from support import run_python, wait_until
@@ -376,18 +383,7 @@ class ScriptedSampler(Sampler):
 
 def unknown_memory(at: float) -> Snapshot:
     """A snapshot whose memory numbers could not be read (an empty /proc/meminfo)."""
-    snap = make_snapshot(at=at)
-    memory = attrs.evolve(
-        snap.memory,
-        total=None,
-        limit=None,
-        used=None,
-        available=None,
-        percent=None,
-        source="unknown",
-    )
-    fault = Fault("memory", "/proc/meminfo", "empty", "no data")
-    return attrs.evolve(snap, memory=memory, faults=(fault,))
+    return testing.unknown_memory(make_snapshot(at=at))
 
 
 def scripted_monitor(snap: Snapshot, **kwargs: Any) -> Monitor:

@@ -12,7 +12,7 @@ import resguard
 from resguard import presets
 from resguard.rules import Level, Policy, ProcessCount, ProcessThreshold, Verdict
 from resguard.snapshot import Snapshot
-from resguard.testing import ManualClock, make_process, make_snapshot
+from resguard.testing import ManualClock, make_process, make_snapshot, unknown_memory
 
 from factories import MB, GiB
 
@@ -157,26 +157,12 @@ def test_presets_are_fresh_policies_and_judge_a_real_snapshot() -> None:
 def test_presets_report_unreadable_memory_as_unknown_and_hold_a_firing_level(
     preset: Callable[[], Policy],
 ) -> None:
-    import attrs
 
     from resguard.snapshot import Fault
 
     def blind(at: float) -> Snapshot:
-        snapshot = make_snapshot(at=at)
-        memory = attrs.evolve(
-            snapshot.memory,
-            total=None,
-            limit=None,
-            used=None,
-            available=None,
-            percent=None,
-            source="unknown",
-        )
-        return attrs.evolve(
-            snapshot,
-            memory=memory,
-            faults=(Fault("memory", "/proc/meminfo", "truncated", "MemAvailable missing"),),
-        )
+        fault = Fault("memory", "/proc/meminfo", "truncated", "MemAvailable missing")
+        return unknown_memory(make_snapshot(at=at), fault)
 
     verdicts = judge(
         preset(),

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from resguard import InvalidType, InvalidValue, ResguardError, ResourceExhausted, snapshot
+from resguard import InvalidType, InvalidValue, ResguardError, ResourceExhausted, snapshot, testing
 from resguard.cache import LRUCache
 from resguard.guard import REFUSAL_REASONS, Guard
 from resguard.models import LazyModel, ModelPool
@@ -314,25 +314,8 @@ def test_repeated_names_become_distinct_series() -> None:
 
 def unknown_memory(snap: Snapshot) -> Snapshot:
     """*snap* as an empty /proc/meminfo leaves it: memory and swap numbers unknown."""
-    memory = attrs.evolve(
-        snap.memory,
-        total=None,
-        limit=None,
-        used=None,
-        available=None,
-        percent=None,
-        source="unknown",
-    )
-    swap = attrs.evolve(snap.swap, total=None, used=None, free=None, percent=None)
-    return attrs.evolve(
-        snap,
-        memory=memory,
-        swap=swap,
-        faults=(
-            Fault("memory", "/proc/meminfo", "empty", "no data"),
-            Fault("swap", "/proc/meminfo", "empty", "no data"),
-        ),
-    )
+    memory, swap = testing.MEMINFO_EMPTY, Fault("swap", "/proc/meminfo", "empty", "no data")
+    return testing.unknown_memory(snap, memory, swap, swap=True)
 
 
 def test_unknown_figures_are_absent_never_zero() -> None:

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import resguard
-from resguard import InvalidType, InvalidValue, UnknownMetric
+from resguard import InvalidType, InvalidValue, UnknownMetric, testing
 from resguard.rules import (
     Breach,
     ContainerThreshold,
@@ -1106,16 +1106,7 @@ MEMINFO_EMPTY = Fault("memory", "/proc/meminfo", "empty", "no numbers in the fil
 
 def unknown_memory(snapshot: Snapshot, *faults: Fault) -> Snapshot:
     """*snapshot* with every memory number unknown, explained by *faults*."""
-    memory = attrs.evolve(
-        snapshot.memory,
-        total=None,
-        limit=None,
-        used=None,
-        available=None,
-        percent=None,
-        source="unknown",
-    )
-    return attrs.evolve(snapshot, memory=memory, faults=faults or (MEMINFO_EMPTY,))
+    return testing.unknown_memory(snapshot, *(faults or (MEMINFO_EMPTY,)))
 
 
 def test_a_metric_unknown_because_of_a_fault_is_reported_not_judged_ok() -> None:

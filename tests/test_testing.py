@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import resguard
 import resguard.testing
 from resguard import InvalidType, InvalidValue
 from resguard.testing import ManualClock
@@ -127,3 +128,17 @@ def test_a_kernel_tree_takes_a_str_root_and_names_its_files_when_asked_for_anoth
     assert tree.path("meminfo").endswith("proc/meminfo")
     with pytest.raises(InvalidValue, match=re.escape("memory.max")):
         tree.damage("no-such-file", "garbage")
+
+
+def test_unknown_memory_leaves_every_memory_figure_unknown_and_says_why() -> None:
+    from resguard.testing import MEMINFO_EMPTY, make_snapshot, unknown_memory
+
+    blind = unknown_memory(make_snapshot(), swap=True)
+    memory = blind.memory
+    assert (memory.total, memory.limit, memory.used, memory.available, memory.percent) == (
+        (None,) * 5
+    )
+    assert memory.source == "unknown"
+    assert blind.swap.total is None
+    assert blind.faults == (MEMINFO_EMPTY,)
+    assert resguard.Policy([]).evaluate(blind).level is resguard.Level.OK

@@ -2,7 +2,8 @@
 
 - :class:`ManualClock` moves only when told to; pass it as ``clock=`` to a Guard, Monitor,
   Sampler, Profile, cache or rule to test timing without sleeping.
-- :func:`make_snapshot` builds a :class:`~resguard.Snapshot` at any memory pressure.
+- :func:`make_snapshot` builds a :class:`~resguard.Snapshot` at any memory pressure;
+  :func:`unknown_memory` one whose memory could not be read.
 - :class:`StaticMonitor` is a Monitor whose snapshot the test sets, judged by the real
   policy: a Guard or the ASGI middleware on top of it refuses at 97 % as it would on a
   full machine.
@@ -20,9 +21,17 @@ from resguard._modules.clock import ManualClock
 from resguard.snapshot import Roots
 from resguard.testing.kernel import KernelTree
 from resguard.testing.monitor import StaticMonitor
-from resguard.testing.snapshots import WALL_OFFSET_S, make_container, make_process, make_snapshot
+from resguard.testing.snapshots import (
+    MEMINFO_EMPTY,
+    WALL_OFFSET_S,
+    make_container,
+    make_process,
+    make_snapshot,
+    unknown_memory,
+)
 
 __all__ = [
+    "MEMINFO_EMPTY",
     "WALL_OFFSET_S",
     "KernelTree",
     "ManualClock",
@@ -31,6 +40,7 @@ __all__ = [
     "make_container",
     "make_process",
     "make_snapshot",
+    "unknown_memory",
 ]
 
 # The public path, for reprs, pickles and the API reference (autodoc documents a module's

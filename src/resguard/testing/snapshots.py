@@ -15,11 +15,14 @@ CPU and I/O pressure, this "process" (pid 4242) at 30 MB RSS, no faults. Use
 
 from __future__ import annotations
 
+import attrs
+
 from resguard._errors import InvalidValue
 from resguard.snapshot import (
     ContainersInfo,
     ContainerStats,
     CpuInfo,
+    Fault,
     MemoryInfo,
     PressureInfo,
     PressureLine,
@@ -31,7 +34,14 @@ from resguard.snapshot import (
 )
 from resguard.units import named, parse_bytes, parse_percent, shown
 
-__all__ = ["WALL_OFFSET_S", "make_container", "make_process", "make_snapshot"]
+__all__ = [
+    "MEMINFO_EMPTY",
+    "WALL_OFFSET_S",
+    "make_container",
+    "make_process",
+    "make_snapshot",
+    "unknown_memory",
+]
 
 GiB = 2**30
 MB = 10**6
@@ -180,3 +190,31 @@ def _bytes(what: str, value: object, *, positive: bool = False) -> int:
     if positive and size <= 0:
         raise InvalidValue(f"{what}={shown(value)} must be above zero; expected e.g. '16GiB'")
     return size
+
+
+MEMINFO_EMPTY = Fault("memory", "/proc/meminfo", "empty", "no data")
+"""The fault :func:`unknown_memory` explains its snapshot with unless given others."""
+
+
+def unknown_memory(snapshot: Snapshot, *faults: Fault, swap: bool = False) -> Snapshot:
+    """*snapshot* as resguard sees it when the memory numbers cannot be read: every
+    ``memory`` figure ``None``, ``source="unknown"``, explained by *faults* (default: an
+    empty ``/proc/meminfo``); with *swap* the swap figures are unknown too. For testing
+    what your code does when resguard cannot measure (unknown, never zero)::
+
+        blind = unknown_memory(make_snapshot())
+        assert blind.memory.percent is None and blind.faults
+    """
+    memory = attrs.evolve(
+        snapshot.memory,
+        total=None,
+        limit=None,
+        used=None,
+        available=None,
+        percent=None,
+        source="unknown",
+    )
+    swap_info = snapshot.swap
+    if swap:
+        swap_info = attrs.evolve(swap_info, total=None, used=None, free=None, percent=None)
+    return attrs.evolve(snapshot, memory=memory, swap=swap_info, faults=faults or (MEMINFO_EMPTY,))
