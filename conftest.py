@@ -10,8 +10,9 @@ required, as tests/plugins/integration.py does).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,31 +20,30 @@ from sybil import Sybil
 from sybil.parsers.myst import PythonCodeBlockParser, SkipParser
 from sybil.sybil import SybilCollection
 
-REQUIRED = os.environ.get("RESGUARD_REQUIRE_INTEGRATION", "") not in ("", "0")
+# The integration fixtures (tests/plugins/) serve the tests and the pages alike, so they
+# are plugins of the whole run, declared here in the root conftest as pytest asks.
+sys.path.insert(0, str(Path(__file__).parent / "tests"))
+pytest_plugins = [
+    "plugins.integration",
+    "plugins.cgroup",
+    "plugins.docker",
+    "plugins.ollama",
+]
 
 
 @pytest.fixture
-def docs_ollama(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """An Ollama stand-in on loopback, as ``$OLLAMA_HOST`` for the page's code."""
-    from resguard.testing.ollama import OllamaStandIn
-
-    with OllamaStandIn() as server:
-        monkeypatch.setenv("OLLAMA_HOST", server.host)
-        yield server.host
+def docs_ollama(ollama_server_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> str:
+    """An Ollama stand-in on loopback (tests/plugins/ollama.py), as ``$OLLAMA_HOST``."""
+    server = ollama_server_factory()
+    monkeypatch.setenv("OLLAMA_HOST", server.host)
+    return str(server.host)
 
 
 @pytest.fixture
-def docs_docker() -> None:
-    """A reachable Docker engine, or a skip (a failure where integration is required)."""
-    try:
-        import docker
-
-        docker.from_env(timeout=5).ping()
-    except Exception as error:
-        reason = f"no Docker engine reachable ({type(error).__name__}); start one"
-        if REQUIRED:
-            pytest.fail(f"integration required (RESGUARD_REQUIRE_INTEGRATION=1) but {reason}")
-        pytest.skip(reason)
+def docs_docker(docker_client: Any) -> Any:
+    """A reachable Docker engine with the test image (tests/plugins/docker.py): else a
+    skip with the reason, or a failure where integration is required."""
+    return docker_client
 
 
 def _setup(namespace: dict[str, Any]) -> None:

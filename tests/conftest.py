@@ -1,15 +1,9 @@
-"""Shared fixtures. Integration fixtures live in tests/plugins/, one module per part."""
+"""Shared test settings. The integration fixtures live in tests/plugins/, one module per
+part, declared as plugins in the root conftest.py (the docs' pages use them too)."""
 
 from __future__ import annotations
 
 from hypothesis import settings
-
-pytest_plugins = [
-    "plugins.integration",
-    "plugins.cgroup",
-    "plugins.docker",
-    "plugins.ollama",
-]
 
 # Hypothesis' per-example deadline measures the machine, not the code: on a loaded
 # two-core CI runner it fails correct tests. Speed is measured by benchmarks/ instead.
