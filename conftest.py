@@ -20,10 +20,12 @@ from sybil import Sybil
 from sybil.parsers.myst import PythonCodeBlockParser, SkipParser
 from sybil.sybil import SybilCollection
 
-# The integration fixtures (tests/plugins/) serve the tests and the pages alike, so they
-# are plugins of the whole run, declared here in the root conftest as pytest asks.
+# The integration fixtures and the backend's skips (tests/plugins/) serve the tests and the
+# pages alike, so they are plugins of the whole run, declared here in the root conftest as
+# pytest asks.
 sys.path.insert(0, str(Path(__file__).parent / "tests"))
 pytest_plugins = [
+    "plugins.backends",
     "plugins.integration",
     "plugins.cgroup",
     "plugins.docker",

@@ -1,7 +1,10 @@
-"""Developer sessions: tests, lint, typecheck, docs, bench, demo.
+"""Developer sessions: tests, tests-psutil, lint, typecheck, docs, bench, demo.
 
-``nox -s tests`` is the command README.md gives for running the tests; ``.ci/run`` runs it
-with ``RESGUARD_REQUIRE_INTEGRATION=1`` after starting a Docker engine.
+``nox -s tests`` is the command README.md gives for running the tests: on Linux it senses
+through the linux backend (/proc, cgroups, PSI). ``nox -s tests-psutil`` runs the same
+suite with ``RESGUARD_BACKEND=psutil``, the portable backend every other platform uses;
+tests about the linux backend skip there with a reason, and their count is printed.
+``.ci/run`` runs both with ``RESGUARD_REQUIRE_INTEGRATION=1`` after starting a Docker engine.
 """
 
 from __future__ import annotations
@@ -11,17 +14,28 @@ import os
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+nox.options.sessions = ["tests", "tests-psutil", "lint", "typecheck", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = os.environ.get("RESGUARD_NOX_PYTHON")  # None: the interpreter running nox
 
 
+def _pytest(session: nox.Session, env: dict[str, str]) -> None:
+    session.install("-e", ".[test]", "pip")  # pip: the peer suites download cachetools' sdist
+    session.run("pytest", *session.posargs, env=env)
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Run the test suite (integration tests skip with a reason unless required)."""
-    session.install("-e", ".[test]", "pip")  # pip: the peer suites download cachetools' sdist
-    session.run("pytest", *session.posargs)
+    _pytest(session, env={})
+
+
+@nox.session(python=PYTHON, name="tests-psutil")
+def tests_psutil(session: nox.Session) -> None:
+    """Run the test suite on the portable backend (``RESGUARD_BACKEND=psutil``), as on
+    macOS or Windows; tests about the linux backend skip with a reason."""
+    _pytest(session, env={"RESGUARD_BACKEND": "psutil"})
 
 
 @nox.session(python=PYTHON)
