@@ -1101,6 +1101,7 @@ def test_unguarded_server_is_oom_killed(memory_cgroup: Any) -> None:
     assert any(isinstance(result, str) for result in results)  # connections were lost
 
 
+@pytest.mark.linux_backend
 @pytest.mark.cgroup
 @pytest.mark.slow
 def test_guarded_server_sheds_load_and_survives(memory_cgroup: Any) -> None:

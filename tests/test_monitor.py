@@ -247,6 +247,7 @@ def test_psi_trigger_is_armed_exactly_where_the_kernel_allows(tmp_path: Path) ->
     assert not monitor.running
 
 
+@pytest.mark.linux_backend
 @pytest.mark.cgroup
 def test_as_root_the_psi_trigger_is_armed_for_a_cgroup_and_for_this_process(
     memory_cgroup: Any,

@@ -68,6 +68,7 @@ def _own_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reclaim_module, "_registry", {})
 
 
+@pytest.mark.linux_backend
 @pytest.mark.cgroup
 @pytest.mark.slow
 def test_caches_shrink_first_under_a_real_squeeze(memory_cgroup) -> None:  # type: ignore[no-untyped-def]
