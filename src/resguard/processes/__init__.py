@@ -1,0 +1,231 @@
+"""The process table: top-N by CPU or memory without sleeping between two samples.
+
+Like ``top``, a :class:`ProcessTable` keeps each process's previous CPU time, so the CPU
+percent of the next sample covers the time in between (the first sample reports each
+process's average since it started). A process is identified by ``(pid, create time)``,
+so a reused pid is never mistaken for its predecessor. Processes that vanish or cannot be
+read while the table is built are skipped silently; damage (a garbled ``stat`` file, a
+psutil call that fails oddly) skips its row and logs one warning per kind. Nothing the
+table reads makes it raise.
+
+Two backends read the processes (see :mod:`resguard._probes.backend`): ``linux`` parses
+``/proc`` itself (fast, and it reads a re-rooted ``/proc``), ``psutil`` works on every
+platform psutil supports.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Literal, Protocol
+
+from resguard._errors import InvalidType, InvalidValue
+from resguard._modules import forks
+from resguard._modules.clockcheck import checked_clock
+from resguard._modules.render import records_table
+from resguard._probes.backend import Backend, checked_backend
+from resguard._probes.paths import DEFAULT_ROOTS, Roots
+from resguard.processes._linux import LinuxProcesses, read_cmdline
+from resguard.processes._users import user_name
+from resguard.snapshot import Fault, ProcessInfo
+from resguard.units import shown
+
+__all__ = ["ProcessTable", "describe", "top_processes"]
+
+SortKey = Literal["cpu", "memory"]
+_SORT_KEYS: dict[str, Callable[[ProcessInfo], float]] = {
+    "cpu": lambda info: info.cpu_percent,
+    "memory": lambda info: info.rss,
+}
+TOP_COLUMNS = ("pid", "name", "count", "cpu_percent", "rss", "num_threads", "username")
+
+
+class _Reader(Protocol):
+    faults: tuple[Fault, ...]
+
+    def sample(self, now: float) -> list[ProcessInfo]: ...
+
+
+def _table_backend(roots: Roots, backend: object, what: str) -> Backend:
+    """The backend for *roots* and *backend* as given: re-rooted files need the linux
+    readers (they mean nothing to psutil), so they pick it and refuse ``'psutil'``."""
+    if backend is None and roots == DEFAULT_ROOTS:
+        return checked_backend(None)
+    chosen = checked_backend(backend) if backend is not None else "linux"
+    if chosen == "psutil" and roots != DEFAULT_ROOTS:
+        raise InvalidValue(
+            f"{what}={shown(roots)} with backend='psutil': re-rooted kernel files are read "
+            "by the linux backend only; expected backend='linux' (or None) with these "
+            f"{what}, or the default {what} with backend='psutil'"
+        )
+    return chosen
+
+
+class ProcessTable:
+    """Samples every process's CPU time and memory; thread-safe.
+
+    *clock* is the monotonic clock used to turn CPU-time deltas into percentages.
+    *backend* is ``"linux"`` or ``"psutil"``; ``None`` picks the linux readers for
+    non-default *roots* and the process's default backend otherwise.
+    """
+
+    def __init__(
+        self,
+        roots: Roots = DEFAULT_ROOTS,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        backend: Backend | None = None,
+    ) -> None:
+        if not isinstance(roots, Roots):
+            raise InvalidType(
+                f"roots={shown(roots)} is not a Roots; expected "
+                "resguard.snapshot.Roots(proc=..., cgroup=...)"
+            )
+        clock = checked_clock(clock)
+        self._backend: Backend = _table_backend(roots, backend, "roots")
+        self._proc = roots.proc
+        self._clock = clock
+        self._lock = threading.Lock()
+        forks.register(self)
+        self._reader: _Reader
+        if self._backend == "linux":
+            self._reader = LinuxProcesses(roots.proc)
+        else:
+            from resguard.processes._portable import PsutilProcesses
+
+            self._reader = PsutilProcesses()
+        self.faults: tuple[Fault, ...] = ()
+        """What the last :meth:`sample` could not read (rows skipped, fallbacks used)."""
+
+    @property
+    def backend(self) -> Backend:
+        """The backend that reads the processes: ``"linux"`` or ``"psutil"``."""
+        return self._backend
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # a parent's thread may have held it at the fork
+
+    def sample(self) -> list[ProcessInfo]:
+        """Every readable process, with CPU percent since this table's previous sample.
+
+        ``cmdline``, ``username`` and ``uss`` are left empty here (they cost a read each);
+        :meth:`top` fills them in for the rows it returns. Never raises because of what it
+        reads; :attr:`faults` lists what this sample could not read.
+        """
+        with self._lock:
+            rows = self._reader.sample(self._clock())
+            self.faults = self._reader.faults
+            return rows
+
+    def top(self, n: int = 10, *, by: SortKey = "cpu", group: bool = False) -> list[ProcessInfo]:
+        """The *n* processes using the most CPU (``by="cpu"``) or memory (``by="memory"``).
+
+        ``group=True`` merges processes with the same name into one row (``count`` > 1),
+        e.g. all renderer processes of one browser.
+        """
+        key = _check_top(n, by, group)
+        rows = self.sample()
+        if group:
+            rows = _group_by_name(rows)
+        rows.sort(key=key, reverse=True)
+        return [self._complete(row) for row in rows[:n]]
+
+    def _complete(self, row: ProcessInfo) -> ProcessInfo:
+        return _describe(row, self._backend, self._proc)
+
+
+def _check_top(n: object, by: object, group: object) -> Callable[[ProcessInfo], float]:
+    """The sort key for *by*, after checking the arguments of :meth:`ProcessTable.top`."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise InvalidType(f"n={shown(n)} is not a number of rows; expected an integer >= 0")
+    if n < 0:
+        raise InvalidValue(f"n={shown(n)} is not a number of rows; expected an integer >= 0")
+    if not isinstance(by, str):
+        raise InvalidType(f"by={shown(by)} is not a sort order; expected 'cpu' or 'memory'")
+    key = _SORT_KEYS.get(by)
+    if key is None:
+        raise InvalidValue(f"by={shown(by)} is not a sort order; expected 'cpu' or 'memory'")
+    if not isinstance(group, bool):
+        raise InvalidType(f"group={shown(group)} is not a bool; expected True or False")
+    return key
+
+
+def describe(
+    row: ProcessInfo, proc: str = "/proc", *, backend: Backend | None = None
+) -> ProcessInfo:
+    """*row* with its command line and user name filled in (one read and one lookup);
+    the table leaves them empty because most rows are never shown.
+
+    *backend* reads them as :class:`ProcessTable` does (``None``: the linux readers for a
+    *proc* other than ``"/proc"``, else the default backend). On ``psutil`` the command
+    line is read only when the row's PID still belongs to the row's process (the same
+    start time).
+    """
+    if not isinstance(row, ProcessInfo):
+        raise InvalidType(
+            f"row={shown(row)} is not a ProcessInfo; expected a row of the process table"
+        )
+    if not isinstance(proc, str):
+        raise InvalidType(f"proc={shown(proc)} is not a path; expected a string such as '/proc'")
+    chosen = _table_backend(Roots(proc=proc), backend, "proc")
+    return _describe(row, chosen, proc)
+
+
+def _describe(row: ProcessInfo, backend: Backend, proc: str) -> ProcessInfo:
+    import attrs
+
+    if backend == "linux":
+        cmdline, username = read_cmdline(proc, row.pid), user_name(row.uid)
+    else:
+        from resguard.processes._portable import describe_psutil
+
+        cmdline, username = describe_psutil(row)
+    return attrs.evolve(row, cmdline=cmdline, username=username)
+
+
+def _group_by_name(rows: list[ProcessInfo]) -> list[ProcessInfo]:
+    import attrs
+
+    groups: dict[str, list[ProcessInfo]] = {}
+    for row in rows:
+        groups.setdefault(row.name, []).append(row)
+    merged = []
+    for members in groups.values():
+        leader = max(members, key=lambda member: member.rss)
+        merged.append(
+            attrs.evolve(
+                leader,
+                rss=sum(member.rss for member in members),
+                cpu_percent=sum(member.cpu_percent for member in members),
+                num_threads=sum(member.num_threads for member in members),
+                count=len(members),
+            )
+        )
+    return merged
+
+
+def processes_html(rows: list[ProcessInfo], title: str = "top processes") -> str:
+    """An HTML table of process rows for notebooks."""
+    rows = list(rows)
+    if not all(isinstance(row, ProcessInfo) for row in rows):
+        raise InvalidType(
+            f"rows={shown(rows)} are not ProcessInfo rows; expected the result of top_processes()"
+        )
+    return records_table(rows, TOP_COLUMNS, title)
+
+
+_default_table: ProcessTable | None = None
+
+
+def top_processes(n: int = 10, *, by: SortKey = "cpu", group: bool = False) -> list[ProcessInfo]:
+    """The top *n* processes by CPU or memory; CPU is measured since the previous call.
+
+    :class:`~resguard.InvalidType` / :class:`~resguard.InvalidValue` for a bad *n*, *by*
+    or *group*, before anything is read.
+    """
+    global _default_table
+    _check_top(n, by, group)
+    if _default_table is None:
+        _default_table = ProcessTable()
+    return _default_table.top(n, by=by, group=group)

@@ -1,0 +1,203 @@
+"""The process table's portable reader: ``psutil.process_iter`` on every platform psutil
+supports (and on Linux when ``RESGUARD_BACKEND=psutil``).
+
+Each process is read inside ``oneshot()``: name, parent, start time, RSS, CPU times,
+threads and owner. Processes that vanish, turn into zombies or refuse access while they
+are read are skipped silently (as ``ps`` shows nothing it cannot read); anything else a
+call raises, or a value that is not what psutil promises (``None`` for ``memory_info``),
+skips the row with one warning per kind. When ``process_iter`` itself fails the table is
+empty and says so in its faults.
+
+psutil caches each :class:`psutil.Process` (and its start time) per PID between calls of
+``process_iter``; a PID that changed hands between two samples is caught by comparing
+with the previous sample (the name, parent or CPU time cannot go back for one process)
+and re-read as the new process.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import psutil
+
+from resguard._probes.files import FaultKind
+from resguard._probes.reporting import report_failure, report_recovery
+from resguard.processes._users import HAS_PWD, user_name
+from resguard.snapshot import Fault, ProcessInfo
+
+__all__ = ["ITER_SOURCE", "PsutilProcesses", "describe_psutil"]
+
+ITER_SOURCE = "psutil.process_iter()"
+_HAS_UIDS = hasattr(psutil.Process, "uids")  # not on Windows
+_SAME_START_S = 1e-3  # one process's start time, as two psutil.Process objects read it
+
+
+class _Facts(NamedTuple):
+    name: str
+    ppid: int
+    create_time: float
+    rss: int
+    cpu_s: float
+    num_threads: int
+    uid: int | None
+
+
+class _Damaged(Exception):
+    """A value psutil returned that is not what it promises."""
+
+    def __init__(self, call: str, kind: FaultKind, detail: str) -> None:
+        super().__init__(detail)
+        self.call, self.kind, self.detail = call, kind, detail
+
+
+def _number(value: object, call: str, kind: type = int) -> Any:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or value < 0:  # type: ignore[arg-type, operator]
+        raise _Damaged(f"psutil.Process.{call}()", "garbage", f"{value!r} is not a count")
+    return kind(value)
+
+
+def _read(process: psutil.Process) -> _Facts:
+    """The row's facts; raises psutil.Error (skip silently), _Damaged or anything else."""
+    with process.oneshot():
+        name = process.name()
+        ppid = process.ppid()
+        created = process.create_time()
+        memory = process.memory_info()
+        times = process.cpu_times()
+        threads = process.num_threads()
+        uids = process.uids() if _HAS_UIDS else None
+    if not isinstance(name, str):
+        raise _Damaged("psutil.Process.name()", "garbage", f"{name!r} is not a name")
+    uid = getattr(uids, "effective", None)
+    return _Facts(
+        name=name,
+        ppid=_number(ppid, "ppid"),
+        create_time=_number(created, "create_time", float),
+        rss=_number(getattr(memory, "rss", None), "memory_info"),
+        cpu_s=_number(getattr(times, "user", None), "cpu_times", float)
+        + _number(getattr(times, "system", None), "cpu_times", float),
+        num_threads=_number(threads, "num_threads"),
+        uid=uid if isinstance(uid, int) and not isinstance(uid, bool) and uid >= 0 else None,
+    )
+
+
+def _detail(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+class PsutilProcesses:
+    """Reads every process through psutil; the table holds the lock around it."""
+
+    def __init__(self, wall_clock: Callable[[], float] = time.time) -> None:
+        self._wall_clock = wall_clock
+        self._previous: dict[tuple[int, float], tuple[float, float]] = {}
+        self._seen: dict[int, _Facts] = {}
+        self._failing: set[str] = set()
+        self.faults: tuple[Fault, ...] = ()
+
+    def sample(self, now: float) -> list[ProcessInfo]:
+        """Every readable process at the table's clock reading *now*."""
+        faults: list[Fault] = []
+        try:
+            processes = list(psutil.process_iter())
+        except Exception as error:  # psutil.Error, OSError or anything odd: an empty table
+            processes = []
+            faults.append(Fault("processes", ITER_SOURCE, "unreadable", _detail(error)))
+        wall_s = self._wall_clock()
+        previous, current, seen = self._previous, {}, {}
+        rows: list[ProcessInfo] = []
+        damaged: dict[str, Fault] = {}
+        for process in processes:
+            facts = self._facts(process, damaged)
+            if facts is None:
+                continue
+            pid = process.pid
+            key = (pid, facts.create_time)
+            before = previous.get(key)
+            if before is not None and now > before[1] and facts.cpu_s >= before[0]:
+                cpu = 100.0 * (facts.cpu_s - before[0]) / (now - before[1])
+            else:
+                age_s = wall_s - facts.create_time
+                cpu = 100.0 * facts.cpu_s / age_s if age_s > 0 else 0.0
+            current[key] = (facts.cpu_s, now)
+            seen[pid] = facts
+            rows.append(
+                ProcessInfo(
+                    pid=pid,
+                    name=facts.name,
+                    cmdline=(),
+                    username=None,
+                    uid=facts.uid,
+                    ppid=facts.ppid,
+                    rss=facts.rss,
+                    uss=None,
+                    cpu_percent=max(cpu, 0.0),
+                    num_threads=facts.num_threads,
+                    create_time=facts.create_time,
+                )
+            )
+        self._previous, self._seen = current, seen
+        faults.extend(damaged.values())
+        self.faults = tuple(faults)
+        if faults or self._failing:
+            self._log(faults, now)
+        return rows
+
+    def _facts(self, process: psutil.Process, damaged: dict[str, Fault]) -> _Facts | None:
+        """*process*'s facts (re-read when its PID changed hands), or ``None`` to skip it."""
+        try:
+            facts = _read(process)
+            before = self._seen.get(process.pid)
+            if before is not None and before.create_time == facts.create_time:
+                changed = (before.name, before.ppid) != (facts.name, facts.ppid)
+                if (changed or facts.cpu_s < before.cpu_s) and not process.is_running():
+                    facts = _read(psutil.Process(process.pid))  # a newcomer on a cached PID
+            return facts
+        except psutil.Error:
+            return None  # gone, a zombie, or not ours to read
+        except _Damaged as damage:
+            damaged.setdefault(
+                damage.call, Fault("processes", damage.call, damage.kind, damage.detail)
+            )
+        except Exception as error:  # anything odd from a platform's psutil: skip the row
+            damaged.setdefault(
+                "psutil.Process", Fault("processes", "psutil.Process", "unreadable", _detail(error))
+            )
+        return None
+
+    def _log(self, faults: list[Fault], now_s: float) -> None:
+        """One warning per failing call and kind; one more when it works again."""
+        sources: dict[str, Fault] = {}
+        for fault in faults:
+            sources.setdefault(fault.source, fault)
+        for source, fault in sources.items():
+            outcome = "no processes listed" if source == ITER_SOURCE else "rows skipped"
+            report_failure(source, f"{fault.kind}: {fault.detail}; {outcome}", fault.kind, now_s)
+        for source in self._failing - set(sources):
+            report_recovery(source)
+        self._failing = set(sources)
+
+
+def describe_psutil(row: ProcessInfo) -> tuple[tuple[str, ...], str | None]:
+    """*row*'s command line and user name, read only when its PID still belongs to the
+    process of the row (the same start time); ``()`` and the uid's name otherwise."""
+    cmdline: tuple[str, ...] = ()
+    username = user_name(row.uid)
+    try:
+        process = psutil.Process(row.pid)
+        if abs(process.create_time() - row.create_time) > _SAME_START_S:
+            return cmdline, username
+        with process.oneshot():
+            parts = process.cmdline()
+            if isinstance(parts, list) and all(isinstance(part, str) for part in parts):
+                cmdline = tuple(part for part in parts if part)
+            if not HAS_PWD:
+                name = process.username()
+                username = name if isinstance(name, str) else None
+    except Exception:  # gone, denied, or odd: the row keeps what the table knew
+        pass
+    return cmdline, username

@@ -1,0 +1,456 @@
+"""The process table on the psutil backend: the same rows as the linux readers, real
+processes, and what a hostile psutil does to it (processes vanishing between the listing
+and the read, access denied, ``None`` where a value was promised, a failing
+``process_iter``, a PID that changed hands between two samples)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import psutil
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import resguard._probes.backend
+from resguard._errors import InvalidType, InvalidValue
+from resguard.processes import ProcessTable, describe, top_processes
+from resguard.snapshot import ProcessInfo, Roots
+from resguard.testing import ManualClock
+
+from support import wait_until
+
+BUSY = "import time\nwhile True: pass"
+
+
+def _mine(rows: list[ProcessInfo], pid: int) -> ProcessInfo:
+    return next(row for row in rows if row.pid == pid)
+
+
+# --- choosing the backend -------------------------------------------------------------------
+
+
+def test_the_backend_is_chosen_by_argument_roots_and_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert ProcessTable(backend="psutil").backend == "psutil"
+    assert ProcessTable(backend="linux").backend == "linux"
+    assert ProcessTable(Roots(proc="/nowhere")).backend == "linux"  # re-rooted: kernel readers
+    monkeypatch.setattr(resguard._probes.backend, "_chosen", "psutil")
+    assert ProcessTable().backend == "psutil"
+    assert ProcessTable(Roots(proc="/nowhere")).backend == "linux"
+    monkeypatch.setattr(resguard._probes.backend, "_chosen", "linux")
+    assert ProcessTable().backend == "linux"
+
+
+def test_psutil_with_re_rooted_proc_is_refused_quoting_both() -> None:
+    with pytest.raises(InvalidValue, match=r"roots=Roots\(proc='/x'.*backend='psutil'") as caught:
+        ProcessTable(Roots(proc="/x"), backend="psutil")
+    assert "backend='linux'" in str(caught.value)
+    with pytest.raises(InvalidValue, match=r"proc='/x'.*backend='linux'"):
+        describe(_fake_row(os.getpid()), "/x", backend="psutil")
+
+
+@pytest.mark.parametrize(
+    ("backend", "error"), [("bsd", InvalidValue), (3, InvalidType), ("", InvalidValue)]
+)
+def test_a_bad_backend_is_named(backend: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match=re.escape(repr(backend))):
+        ProcessTable(backend=backend)  # type: ignore[arg-type]
+    with pytest.raises(error, match=re.escape(repr(backend))):
+        describe(_fake_row(os.getpid()), backend=backend)  # type: ignore[arg-type]
+
+
+# --- real processes -------------------------------------------------------------------------
+
+
+def test_the_psutil_rows_agree_with_the_linux_rows_for_this_process() -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the linux readers need Linux")
+    ours = _mine(ProcessTable(backend="psutil").sample(), os.getpid())
+    theirs = _mine(ProcessTable(backend="linux").sample(), os.getpid())
+    assert (ours.name, ours.ppid, ours.uid) == (theirs.name, theirs.ppid, theirs.uid)
+    assert ours.create_time == pytest.approx(theirs.create_time, abs=0.02)
+    assert ours.num_threads == theirs.num_threads
+    assert abs(ours.rss - theirs.rss) < 16 * 2**20
+    assert (ours.cmdline, ours.username, ours.uss) == ((), None, None)  # filled only by top()
+
+
+def test_a_busy_child_leads_by_cpu_on_psutil_after_one_interval() -> None:
+    child = subprocess.Popen([sys.executable, "-c", BUSY])
+    try:
+        clock = ManualClock()
+        table = ProcessTable(clock=clock, backend="psutil")
+        table.sample()
+        process = psutil.Process(child.pid)
+        before_s = sum(process.cpu_times()[:2])
+        wait_until(
+            lambda: sum(process.cpu_times()[:2]) >= before_s + 0.5,
+            timeout_s=60,
+            what="the busy child to burn half a second of CPU",
+        )
+        clock.advance(1.0)
+        top = table.top(10, by="cpu")
+        assert top == sorted(top, key=lambda row: row.cpu_percent, reverse=True)
+        row = _mine(top, child.pid)
+        assert row.cpu_percent > 30
+        assert row.cmdline[-1] == BUSY
+        assert row.username is not None
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_top_by_memory_on_psutil_names_the_big_process() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "x = b'x' * (300 * 2**20); input()"], stdin=subprocess.PIPE
+    )
+    try:
+        table = ProcessTable(backend="psutil")
+        rows: list[ProcessInfo] = []
+
+        def big() -> bool:
+            rows[:] = table.sample()
+            mine = [row for row in rows if row.pid == child.pid]
+            return bool(mine) and mine[0].rss >= 300 * 2**20
+
+        wait_until(big, timeout_s=30, what="the child's 300 MiB to be resident")
+        rank = 1 + sum(row.rss > _mine(rows, child.pid).rss for row in rows)
+        top = table.top(rank + 2, by="memory")
+        assert child.pid in {row.pid for row in top}
+        assert top == sorted(top, key=lambda row: row.rss, reverse=True)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_grouping_on_psutil_merges_by_name() -> None:
+    children = [subprocess.Popen(["sleep", "30"]) for _ in range(3)]
+    try:
+        pids = {child.pid for child in children}
+        wait_until(
+            lambda: all(psutil.Process(pid).name() == "sleep" for pid in pids), what="the execs"
+        )
+        top = ProcessTable(backend="psutil").top(1000, by="memory", group=True)
+        [sleeps] = [row for row in top if row.name == "sleep"]
+        assert sleeps.count >= 3
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+
+
+def test_describe_on_psutil_reads_only_the_rows_own_process() -> None:
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        wait_until(lambda: psutil.Process(child.pid).cmdline() == ["sleep", "30"], what="exec")
+        row = _mine(ProcessTable(backend="psutil").sample(), child.pid)
+        assert describe(row, backend="psutil").cmdline == ("sleep", "30")
+        # the same PID with another start time is another process: nothing of it is shown
+        import attrs
+
+        other = attrs.evolve(row, create_time=row.create_time - 5)
+        assert describe(other, backend="psutil").cmdline == ()
+    finally:
+        child.kill()
+        child.wait()
+    assert describe(row, backend="psutil").cmdline == ()  # gone
+
+
+def test_top_processes_uses_the_default_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resguard.processes
+
+    monkeypatch.setattr(resguard._probes.backend, "_chosen", "psutil")
+    monkeypatch.setattr(resguard.processes, "_default_table", None)
+    rows = top_processes(5, by="memory")
+    assert resguard.processes._default_table is not None
+    assert resguard.processes._default_table.backend == "psutil"
+    assert len(rows) == 5
+    assert rows == sorted(rows, key=lambda row: row.rss, reverse=True)
+
+
+# --- a hostile psutil -------------------------------------------------------------------------
+
+
+def _fake_row(pid: int, create_time: float = 1.0) -> ProcessInfo:
+    return ProcessInfo(
+        pid=pid,
+        name="x",
+        cmdline=(),
+        username=None,
+        uid=None,
+        ppid=1,
+        rss=1,
+        uss=None,
+        cpu_percent=0.0,
+        num_threads=1,
+        create_time=create_time,
+    )
+
+
+class FakeProcess:
+    """A psutil.Process whose answers (or exceptions) the test sets."""
+
+    def __init__(self, pid: int, **answers: object) -> None:
+        self.pid = pid
+        self.answers: dict[str, object] = {
+            "name": f"fake{pid}",
+            "ppid": 1,
+            "create_time": 1000.0 + pid,
+            "memory_info": SimpleNamespace(rss=pid * 4096),
+            "cpu_times": SimpleNamespace(user=1.0, system=0.5),
+            "num_threads": 2,
+            "uids": SimpleNamespace(real=os.getuid(), effective=os.getuid()),
+            "cmdline": ["fake", str(pid)],
+            "username": "fakeuser",
+            "is_running": True,
+        }
+        self.answers.update(answers)
+
+    @contextmanager
+    def oneshot(self) -> Iterator[None]:
+        yield
+
+    def __getattr__(self, call: str) -> Callable[[], object]:
+        answers = self.__dict__["answers"]
+        if call not in answers:
+            raise AttributeError(call)
+
+        def answer() -> object:
+            value = answers[call]
+            if isinstance(value, BaseException) or (
+                isinstance(value, type) and issubclass(value, BaseException)
+            ):
+                raise value
+            return value
+
+        return answer
+
+
+class World(dict[int, FakeProcess]):
+    """The processes psutil.process_iter() lists (its cached Process objects); ``fresh``
+    holds what a new psutil.Process(pid) reads instead, where the test says so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fresh: dict[int, FakeProcess] = {}
+
+    def process(self, pid: int) -> FakeProcess:
+        if pid in self.fresh:
+            return self.fresh[pid]
+        if pid not in self:
+            raise psutil.NoSuchProcess(pid)
+        return self[pid]
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> World:
+    processes = World()
+    monkeypatch.setattr(psutil, "process_iter", lambda *a, **k: iter(list(processes.values())))
+    monkeypatch.setattr(psutil, "Process", processes.process)
+    return processes
+
+
+def _pids(rows: list[ProcessInfo]) -> list[int]:
+    return sorted(row.pid for row in rows)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [psutil.NoSuchProcess(11), psutil.ZombieProcess(11), psutil.AccessDenied(11)],
+    ids=["vanished", "zombie", "denied"],
+)
+@pytest.mark.parametrize("call", ["name", "memory_info", "cpu_times", "num_threads", "uids"])
+def test_a_process_that_vanishes_or_refuses_while_read_is_skipped_silently(
+    world: World, error: Exception, call: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    world[10] = FakeProcess(10)
+    world[11] = FakeProcess(11, **{call: error})
+    table = ProcessTable(backend="psutil")
+    assert _pids(table.sample()) == [10]
+    assert table.faults == ()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_process_iter_failing_gives_an_empty_table_one_warning_and_a_recovery(
+    world: World,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="resguard.snapshot")
+    world[10] = FakeProcess(10)
+
+    def broken(*_: object, **__: object) -> Iterator[FakeProcess]:
+        raise OSError(24, "Too many open files")
+
+    working = psutil.process_iter
+    monkeypatch.setattr(psutil, "process_iter", broken)
+    clock = ManualClock(5_000_000.0)
+    table = ProcessTable(clock=clock, backend="psutil")
+    for _ in range(3):
+        assert table.sample() == []
+        clock.advance(1)
+    [fault] = table.faults
+    assert (fault.field, fault.source, fault.kind) == (
+        "processes",
+        "psutil.process_iter()",
+        "unreadable",
+    )
+    assert "Too many open files" in fault.detail
+    failing = [r.getMessage() for r in caplog.records if "psutil.process_iter()" in r.getMessage()]
+    assert len(failing) == 1
+    assert "is failing" in failing[0]
+    monkeypatch.setattr(psutil, "process_iter", working)
+    assert _pids(table.sample()) == [10]
+    assert table.faults == ()
+    assert any("psutil.process_iter() works again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_process_iter_that_fails_halfway_gives_an_empty_table(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def halfway(*_: object, **__: object) -> Iterator[FakeProcess]:
+        yield FakeProcess(10)
+        raise RuntimeError("the platform's psutil broke")
+
+    monkeypatch.setattr(psutil, "process_iter", halfway)
+    table = ProcessTable(backend="psutil")
+    assert table.sample() == []
+    assert [fault.source for fault in table.faults] == ["psutil.process_iter()"]
+
+
+@pytest.mark.parametrize(
+    ("call", "value"),
+    [
+        ("memory_info", None),
+        ("memory_info", SimpleNamespace(rss=-1)),
+        ("cpu_times", None),
+        ("cpu_times", SimpleNamespace(user=float("nan"), system=0.0)),
+        ("create_time", None),
+        ("num_threads", "2"),
+        ("ppid", True),
+        ("name", None),
+    ],
+)
+def test_a_value_psutil_should_not_return_skips_the_row_with_a_fault(
+    world: World, call: str, value: object
+) -> None:
+    world[10] = FakeProcess(10)
+    world[11] = FakeProcess(11, **{call: value})
+    table = ProcessTable(backend="psutil")
+    assert _pids(table.sample()) == [10]
+    [fault] = table.faults
+    assert fault.field == "processes"
+    assert fault.source == f"psutil.Process.{call}()"
+    assert fault.kind == "garbage"
+
+
+def test_an_odd_exception_from_psutil_skips_the_row_with_a_fault(
+    world: World,
+) -> None:
+    world[10] = FakeProcess(10)
+    world[11] = FakeProcess(11, memory_info=RuntimeError("odd"))
+    table = ProcessTable(backend="psutil")
+    assert _pids(table.sample()) == [10]
+    assert [(f.source, f.kind) for f in table.faults] == [("psutil.Process", "unreadable")]
+
+
+def test_no_uids_means_an_unknown_uid_not_a_skipped_row(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world[10] = FakeProcess(10, uids=None)
+    world[11] = FakeProcess(11)
+    table = ProcessTable(backend="psutil")
+    assert [(row.pid, row.uid) for row in table.sample()] == [(10, None), (11, os.getuid())]
+    from resguard.processes import _portable
+
+    monkeypatch.setattr(_portable, "_HAS_UIDS", False)  # Windows: no uids() at all
+    del world[11].answers["uids"]
+    assert [(row.pid, row.uid) for row in table.sample()] == [(10, None), (11, None)]
+
+
+def test_cpu_percent_is_since_the_previous_sample_and_a_new_process_starts_afresh(
+    world: World,
+) -> None:
+    clock = ManualClock()
+    table = ProcessTable(clock=clock, backend="psutil")
+    world[10] = FakeProcess(10, cpu_times=SimpleNamespace(user=100.0, system=0.0))
+    table.sample()
+    world[10].answers["cpu_times"] = SimpleNamespace(user=101.0, system=0.5)
+    clock.advance(3.0)
+    [row] = table.sample()
+    assert row.cpu_percent == pytest.approx(50.0)  # 1.5 s of CPU in 3 s
+    # the PID changes hands: a newcomer with a later start time is not its predecessor
+    world[10] = FakeProcess(
+        10, create_time=1e9, cpu_times=SimpleNamespace(user=0.2, system=0.0), name="newcomer"
+    )
+    clock.advance(1.0)
+    [row] = table.sample()
+    assert (row.name, row.create_time) == ("newcomer", 1e9)
+    assert row.cpu_percent < 100.0  # its life's average, not (0.2 - 101.5) / 1 s
+
+
+def test_a_pid_reused_behind_psutils_cached_process_is_read_as_the_newcomer(
+    world: World,
+) -> None:
+    # process_iter() hands back its cached Process, which remembers the old start time;
+    # the table sees the CPU time go back, asks is_running() and reads the PID afresh
+    clock = ManualClock()
+    table = ProcessTable(clock=clock, backend="psutil")
+    world[10] = FakeProcess(10, cpu_times=SimpleNamespace(user=100.0, system=0.0))
+    table.sample()
+    cached = world[10]
+    cached.answers.update(cpu_times=SimpleNamespace(user=0.1, system=0.0), is_running=False)
+    world.fresh[10] = FakeProcess(
+        10, create_time=2e9, cpu_times=SimpleNamespace(user=0.1, system=0.0), name="newcomer"
+    )
+    clock.advance(1.0)
+    [row] = table.sample()
+    assert (row.name, row.create_time) == ("newcomer", 2e9)
+
+
+_ANSWERS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=5),
+    st.sampled_from([psutil.NoSuchProcess(9), psutil.AccessDenied(9), OSError(5, "EIO")]),
+    st.builds(SimpleNamespace, rss=st.integers(), user=st.floats(), system=st.floats()),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["name", "ppid", "create_time", "memory_info", "cpu_times", "num_threads", "uids"]
+        ),
+        _ANSWERS,
+    )
+)
+def test_whatever_psutil_answers_the_table_never_raises_and_rows_are_sound(
+    answers: dict[str, object],
+) -> None:
+    processes = [FakeProcess(10), FakeProcess(11, **answers)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(psutil, "process_iter", lambda *a, **k: iter(processes))
+        table = ProcessTable(clock=ManualClock(), backend="psutil")
+        rows = table.sample() + table.sample()
+    assert 10 in {row.pid for row in rows}
+    for row in rows:
+        assert isinstance(row.name, str)
+        assert isinstance(row.rss, int)
+        assert row.rss >= 0
+        assert row.cpu_percent >= 0
+        assert row.cpu_percent == row.cpu_percent
+        assert isinstance(row.num_threads, int)
+        assert row.num_threads >= 0
+        assert row.uid is None or isinstance(row.uid, int)
