@@ -8,6 +8,10 @@ Exit codes: 0 success, 1 the verdict is not OK (``watch --once``) or a budget is
 shell reports for a program that SIGPIPE ended. ``--json`` prints machine-readable output
 on stdout.
 
+``--backend linux|psutil`` (before the command) picks how every command measures, as
+``RESGUARD_BACKEND`` does; a ``RESGUARD_BACKEND`` that names no backend is refused (exit
+2) instead of being logged and ignored as the library does.
+
 It never prints a traceback: every error is one line on stderr, ``resguard: internal
 error: ...`` for an unexpected one (``RESGUARD_DEBUG=1`` adds the traceback). A figure
 that could not be measured is shown as ``?``.
@@ -25,6 +29,7 @@ from resguard.cli._args import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    choose_backend,
     error_line,
 )
 from resguard.cli._parser import build_parser as build_parser
@@ -57,6 +62,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         except SystemExit as done:  # --help, --version, a usage error (already on stderr)
             return done.code if isinstance(done.code, int) else EXIT_USAGE
         command = f"resguard {args.command}"
+        choose_backend(args.backend)
         code = int(args.handler(args, stream))
         stream.flush()  # inside the try: a closed pipe shows here, not at exit
         return code

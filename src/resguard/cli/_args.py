@@ -4,6 +4,7 @@ types, exit codes, the one-line error writer and the import of an optional integ
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn, TypeAlias
@@ -17,6 +18,7 @@ __all__ = [
     "Commands",
     "Parser",
     "Version",
+    "choose_backend",
     "duration",
     "error_line",
     "integration",
@@ -41,6 +43,26 @@ def error_line(text: str) -> None:
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
+
+
+def choose_backend(name: str | None) -> None:
+    """Make *name* (``--backend``) the process's sensing backend before anything measures,
+    or, without it, refuse a ``RESGUARD_BACKEND`` that names no backend (the library only
+    logs it; a command would measure with another backend than the user asked for)."""
+    from resguard._errors import InvalidState
+    from resguard._probes import backend
+
+    if name is None:
+        error = backend.env_backend_error()
+        if error is not None:
+            raise error
+        return
+    os.environ[backend.ENV_VAR] = name  # children (and the backend's first read) see it
+    chosen = backend.default_backend()
+    if chosen != name:  # only in-process: something measured before main() ran
+        raise InvalidState(
+            f"--backend {name}: this process already measures with the {chosen} backend"
+        )
 
 
 def integration(module: str) -> Any:

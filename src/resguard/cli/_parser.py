@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from resguard._probes.backend import BACKENDS, ENV_VAR, platform_backend
 from resguard.cli import budget, docker, ollama, snapshot, top, watch
 from resguard.cli._args import Parser, Version
 
@@ -15,6 +16,13 @@ _COMMANDS = (snapshot, top, watch, docker, ollama, budget)  # the order --help l
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="resguard", description="See memory and CPU pressure early and act on it.")
     parser.add_argument("--version", action=Version, help="print the version and exit")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help=f"how to measure: linux (the kernel's files, container-aware) or psutil "
+        f"(portable); default ${ENV_VAR}, else {platform_backend()} here",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in _COMMANDS:
         command.add_parser(commands)

@@ -66,12 +66,13 @@ def _process_line(snap: Any) -> str:
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
     import resguard.snapshot as sensing  # looked up per call: tests replace snapshot()
+    from resguard._probes.backend import default_backend
 
     snap = sensing.snapshot(uss=args.uss)
     if args.json:
         print_json(snap.to_dict(), out)
     else:
-        out.write(format_snapshot(snap) + "\n")
+        out.write(format_snapshot(snap) + f"\nbackend  {default_backend()}\n")
     return 0
 
 
