@@ -73,6 +73,12 @@ class CgroupFinder:
             self._cpu = v1_mount(root, "cpuacct")
             self._pids = v1_mount(root, "pids")
 
+    @property
+    def available(self) -> bool:
+        """Whether this machine has a memory cgroup hierarchy at all (not on macOS or
+        Windows, where Docker runs containers in a VM, nor without a cgroup mount)."""
+        return self._memory is not None
+
     @staticmethod
     def _relatives(container_id: str) -> tuple[str, ...]:
         # cgroupfs driver, systemd driver; the same names on v1 and v2.

@@ -14,6 +14,7 @@ import docker.utils as _sdk_utils
 
 from resguard._errors import DockerError, InvalidType, InvalidValue
 from resguard._modules.clock import Clock, monotonic
+from resguard._modules.log import get_logger
 from resguard.docker._cgroups import CgroupFinder, Reading, cpu_percent, read_api, read_cgroup
 from resguard.docker._engine import Engine, is_not_found
 from resguard.docker._values import (
@@ -43,6 +44,22 @@ _API_TRIES = 3  # an engine under load now and then answers a stats request with
 _ONE_SHOT_API = "1.41"  # the engine answers stats without waiting for a second CPU sample
 
 Container = str | ContainerStats | ContainerLimits | ContainerRef
+
+
+_said_no_cgroups = False  # logged once per process
+
+
+def _say_no_cgroup_files(root: str) -> None:
+    """Say once that stats come from the engine here, not from cgroup files (Docker
+    Desktop on macOS and Windows runs the containers in a VM)."""
+    global _said_no_cgroups
+    if not _said_no_cgroups:
+        _said_no_cgroups = True
+        get_logger("resguard.docker").info(
+            "container cgroup files are not available on this platform (no memory cgroup "
+            "under %s); using the engine's stats",
+            root,
+        )
 
 
 class Containers:
@@ -148,6 +165,8 @@ class Containers:
         host_total, one_shot = self._engine_facts()
         if self._method != "api" and self._finder is None:
             self._finder = CgroupFinder(self._cgroup_root)
+            if not self._finder.available and self._method == "auto":
+                _say_no_cgroup_files(self._cgroup_root)
         finder = self._finder if self._method != "api" else None
         readings: dict[str, Reading | None] = {}
         ask: list[str] = []
@@ -157,9 +176,14 @@ class Containers:
             if dirs is not None:
                 readings[ident] = read_cgroup(dirs, host_total)
             elif self._method == "cgroup":
+                where = (
+                    "are not on this machine"
+                    if finder is None or finder.available
+                    else f"are not available on this platform (no memory cgroup under "
+                    f"{self._cgroup_root}); use method='auto' or 'api'"
+                )
                 raise DockerError(
-                    f"the cgroup files of container {entry_name(entry)} "
-                    f"({ident[:12]}) are not on this machine"
+                    f"the cgroup files of container {entry_name(entry)} ({ident[:12]}) {where}"
                 )
             else:
                 ask.append(ident)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import resource
-from typing import Literal
+from typing import Any, Literal
 
 from resguard._errors import InvalidState, InvalidType, InvalidValue
 from resguard.guard._args import amount_argument
@@ -11,6 +10,13 @@ from resguard.snapshot import default_sampler, invalidate_limits
 from resguard.units import Amount, format_bytes, shown
 
 __all__ = ["limit_self", "limits_generation"]
+
+try:
+    import resource as _resource
+except ImportError:  # Windows: no rlimits
+    _resource_module: Any = None
+else:
+    _resource_module = _resource
 
 # below this (plus what the process already uses) a self-limit leaves nothing to run on
 _SELF_LIMIT_MARGIN_BYTES = 32 * 2**20
@@ -92,13 +98,24 @@ def limit_self(memory: int | str, *, kind: Literal["as", "data"] = "data") -> in
             f"memory={shown(memory)} is {format_bytes(limit)}, too small to run on: this process "
             f"{uses}; expected at least {format_bytes(floor)}"
         )
-    which = resource.RLIMIT_AS if kind == "as" else resource.RLIMIT_DATA
-    _, hard = resource.getrlimit(which)
-    if hard != resource.RLIM_INFINITY and limit > hard:
+    name = "RLIMIT_AS" if kind == "as" else "RLIMIT_DATA"
+    which = getattr(_resource_module, name, None)
+    if which is None:
+        raise InvalidState(
+            f"limit_self is not available on this platform: Python's resource module "
+            f"{'has no ' + name if _resource_module is not None else 'is missing'} here"
+        )
+    _, hard = _resource_module.getrlimit(which)
+    if hard != _resource_module.RLIM_INFINITY and limit > hard:
         raise InvalidValue(
             f"memory={shown(memory)} is above the hard limit of {format_bytes(hard)}"
         )
-    resource.setrlimit(which, (limit, hard))
+    try:
+        _resource_module.setrlimit(which, (limit, hard))
+    except (OSError, ValueError) as error:  # a kernel that refuses the value (macOS)
+        raise InvalidState(
+            f"memory={shown(memory)}: the system refused {name}={limit}: {error}"
+        ) from error
     limits_generation.value += 1
     invalidate_limits()
     return limit

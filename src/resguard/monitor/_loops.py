@@ -2,8 +2,9 @@
 
 What each step does and how long to wait comes from the monitor's :class:`Steps` (decided
 in ``_decide``); a thread waits in ``poll`` on a
-pipe and the PSI trigger (fast) or on a :class:`~resguard._modules.waiter.Waiter`
-(slow), a task sleeps (fast) or waits on the same waiter with a deadline (slow).
+pipe and the PSI trigger (fast; where there is no ``poll``, on the stop flag) or on a
+:class:`~resguard._modules.waiter.Waiter` (slow), a task sleeps (fast) or waits on the
+same waiter with a deadline (slow).
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import functools
 import os
 import select
+import sys
 import threading
 from collections.abc import Callable
 
 import attrs
 
+from resguard._modules.log import get_logger
 from resguard._modules.waiter import Waiter
 from resguard._probes.psi import open_trigger
 from resguard.monitor._decide import SlowWork
@@ -30,6 +33,11 @@ __all__ = [
     "slow_task",
     "slow_thread",
 ]
+
+
+def _has_poll() -> bool:
+    """Whether ``select.poll`` exists here (not on Windows); looked up at each use."""
+    return getattr(select, "poll", None) is not None
 
 
 @attrs.frozen
@@ -64,8 +72,11 @@ class Run:
         self.stop = threading.Event()
         self.first_slow = threading.Event()  # the slow loop's first sample is done
         self.slow_waiter = slow_waiter
-        self.wake_read, self.wake_write = os.pipe()
-        os.set_blocking(self.wake_write, False)
+        if _has_poll():
+            self.wake_read, self.wake_write = os.pipe()
+            os.set_blocking(self.wake_write, False)
+        else:  # the fast loop waits on the stop flag instead (see fast_thread)
+            self.wake_read = self.wake_write = -1
         self.trigger_fd = trigger_fd
         self._lock = threading.Lock()
         self._closed = False
@@ -94,7 +105,7 @@ class Run:
         self.stop.set()
         self.slow_waiter.wake()
         with self._lock:
-            if not self._closed:
+            if not self._closed and self.wake_write >= 0:
                 try:
                     os.write(self.wake_write, b"x")
                 except OSError:  # full: the loop has a wake-up waiting already
@@ -122,19 +133,49 @@ class Run:
                     pass
 
 
+_said_unavailable = False  # "not available on this platform" is logged once per process
+
+
+def _unavailable(why: str) -> None:
+    """Say once per process that PSI wake-ups cannot work here (the loop keeps its interval)."""
+    global _said_unavailable
+    if not _said_unavailable:
+        _said_unavailable = True
+        get_logger("resguard.monitor").info(
+            "PSI triggers are not available on this platform (%s); the monitor samples at "
+            "its interval",
+            why,
+        )
+
+
 def open_psi_trigger(snapshot: Snapshot) -> int | None:
-    """A PSI trigger on the memory pressure file *snapshot* read (``None``: none here)."""
+    """A PSI trigger on the memory pressure file *snapshot* read (``None``: none here).
+
+    Where the platform has no PSI (not Linux) or no ``select.poll`` to wait on a trigger,
+    that is said once and the fast loop waits its plain interval."""
+    if not sys.platform.startswith("linux"):
+        _unavailable(f"no pressure stall information on {sys.platform}")
+        return None
+    if not _has_poll():
+        _unavailable("this Python has no select.poll")
+        return None
     source = snapshot.pressure.source
     if source is None:
         return None
-    path = (
-        "/proc/pressure/memory" if source == "system" else os.path.join(source, "memory.pressure")
-    )
+    if source == "system":
+        path = "/proc/pressure/memory"
+    elif os.path.isabs(source):
+        path = os.path.join(source, "memory.pressure")
+    else:
+        return None  # a pressure source that is not a PSI file (no trigger to arm)
     return open_trigger(path)
 
 
 def fast_thread(steps: Steps, run: Run) -> None:
     try:
+        if run.wake_read < 0 or not _has_poll():
+            _wait_on_stop(steps, run)  # no poll (Windows): the stop flag is the only wake-up
+            return
         poller = select.poll()
         poller.register(run.wake_read, select.POLLIN)
         if run.trigger_fd is not None:
@@ -149,6 +190,14 @@ def fast_thread(steps: Steps, run: Run) -> None:
     finally:
         if run.stop.is_set():
             run.close()
+
+
+def _wait_on_stop(steps: Steps, run: Run) -> None:
+    while not run.stop.is_set():
+        wait_s = steps.tick()
+        if run.stop.is_set():
+            return
+        run.stop.wait(wait_s)
 
 
 def slow_thread(steps: Steps, run: Run) -> None:

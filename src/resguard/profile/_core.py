@@ -6,6 +6,7 @@ tracemalloc."""
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import tracemalloc as _tracemalloc
 from collections.abc import Iterable
@@ -77,15 +78,32 @@ def highest(values: Iterable[int | None]) -> int | None:
 
 
 def read_hwm_bytes() -> int | None:
-    """This process's lifetime peak RSS (``VmHWM``), or ``None`` where it is not readable."""
+    """This process's lifetime peak RSS: ``VmHWM`` of ``/proc/self/status``, else
+    ``getrusage``'s ``ru_maxrss`` where the platform has it (macOS, the BSDs), else ``None``."""
     try:
         with open("/proc/self/status", "rb") as handle:
             for line in handle:
                 if line.startswith(b"VmHWM:"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
+        pass
+    return _maxrss_bytes()
+
+
+def _maxrss_bytes() -> int | None:
+    """``ru_maxrss`` in bytes (macOS counts bytes, Linux and the BSDs KiB); ``None``
+    without the resource module (Windows) or when the call fails."""
+    try:
+        import resource
+    except ImportError:
         return None
-    return None
+    try:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(peak, int) or peak <= 0:
+        return None
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 _MIN_INTERVAL_S = 0.001  # below this the sampler thread is a busy loop
