@@ -1,9 +1,10 @@
-"""CPU percentages from two readings of the kernel's tick counters, without sleeping.
+"""CPU percentages from two readings of CPU time counters, without sleeping.
 
 :class:`CpuCounters` is a small state machine with no I/O: the sampler hands it the
-counters it read and the time it read them at, and it answers the share of CPU since the
-previous reading. Counters that go back (a restarted container, a wrapped counter) start
-a new baseline instead of a negative share.
+counters it read (the kernel's clock ticks, or psutil's seconds) and the time it read
+them at, and it answers the share of CPU since the previous reading. Counters that go
+back (a restarted container, a wrapped counter) start a new baseline instead of a
+negative share.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ __all__ = ["CpuCounters"]
 
 
 class CpuCounters:
-    """The previous readings of the host's and this process's CPU ticks."""
+    """The previous readings of the host's and this process's CPU time, counted in
+    *ticks_per_s* units a second (the kernel's clock ticks; 1.0 for psutil's seconds)."""
 
-    __slots__ = ("_host", "_host_percent", "_process", "_process_percent")
+    __slots__ = ("_host", "_host_percent", "_process", "_process_percent", "_ticks_per_s")
 
-    def __init__(self) -> None:
-        self._host: tuple[int, int] = (0, 0)  # (busy, total) ticks of all CPUs
+    def __init__(self, ticks_per_s: float = TICKS_PER_S) -> None:
+        self._ticks_per_s = ticks_per_s
+        self._host: tuple[float, float] = (0, 0)  # (busy, total) ticks of all CPUs
         self._host_percent: float | None = None
-        self._process: tuple[int, float] | None = None  # (ticks, monotonic seconds)
+        self._process: tuple[float, float] | None = None  # (ticks, monotonic seconds)
         self._process_percent: float | None = None
 
     def reset(self) -> None:
@@ -35,7 +38,7 @@ class CpuCounters:
         """Whether a process reading was taken since the last :meth:`reset`."""
         return self._process is not None
 
-    def host_percent(self, ticks: tuple[int, int]) -> float | None:
+    def host_percent(self, ticks: tuple[float, float]) -> float | None:
         """The host's busy share (0–100) between the previous *ticks* ``(busy, total)``
         and these; the last share when no tick passed in between."""
         busy, total = ticks
@@ -49,7 +52,7 @@ class CpuCounters:
         return self._host_percent
 
     def process_percent(
-        self, ticks: int, now_s: float, baseline: tuple[int, float] | None = None
+        self, ticks: float, now_s: float, baseline: tuple[float, float] | None = None
     ) -> float | None:
         """This process's CPU percent (100 = one core) between the previous reading and
         *ticks* at monotonic *now_s*. Without a previous reading, *baseline* ``(ticks,
@@ -61,7 +64,8 @@ class CpuCounters:
             return None
         elapsed = now_s - previous[1]
         if elapsed > 0 and ticks >= previous[0]:
-            self._process_percent = max(100.0 * (ticks - previous[0]) / TICKS_PER_S / elapsed, 0.0)
+            share = 100.0 * (ticks - previous[0]) / self._ticks_per_s / elapsed
+            self._process_percent = max(share, 0.0)
             self._process = (ticks, now_s)
         elif ticks < previous[0]:
             self._process = (ticks, now_s)

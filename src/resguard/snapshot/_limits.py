@@ -5,7 +5,6 @@ binds and what counts as used under it."""
 from __future__ import annotations
 
 import os
-import resource
 import threading
 
 import attrs
@@ -15,7 +14,21 @@ from resguard._probes import procfs as _procfs
 from resguard._probes.files import FaultKind, FileCache, damage_of
 from resguard.snapshot._values import Fault, MemoryInfo, ProcessSelf, SwapInfo
 
-__all__ = ["LIMITS_MAX_AGE_S", "Limits", "MemoryReader", "invalidate_limits"]
+try:
+    import resource
+except ImportError:  # not on Windows: no rlimits there
+    resource = None  # type: ignore[assignment]
+
+_HAS_RESOURCE = resource is not None
+
+__all__ = [
+    "LIMITS_MAX_AGE_S",
+    "Limits",
+    "MemoryReader",
+    "invalidate_limits",
+    "limits_generation",
+    "rlimits",
+]
 
 LIMITS_MAX_AGE_S = 1.0
 """How stale the limits in a snapshot may be (cgroup limit, rlimits, CPU quota); see also
@@ -37,6 +50,12 @@ def invalidate_limits() -> None:
     global _limits_generation
     with _generation_lock:
         _limits_generation += 1
+
+
+def limits_generation() -> int:
+    """Counts :func:`invalidate_limits` calls: a reader whose limits were read under an
+    older generation re-reads them."""
+    return _limits_generation
 
 
 def _fresh_lock() -> None:
@@ -124,7 +143,7 @@ class MemoryReader:
             ]
         quota = _cgroup.cpu_quota(location, self._files.read, report) if location else None
         effective, source = self._cpu_bound(quota)
-        self._limits = Limits(memory, _rlimits(), effective, source, tuple(faults), gone)
+        self._limits = Limits(memory, rlimits(), effective, source, tuple(faults), gone)
         self._expire_s = now_s + self._max_age_s
         self._seen = generation
         return self._limits
@@ -272,14 +291,23 @@ class MemoryReader:
         return min(bounds) if bounds else None
 
 
-def _rlimits() -> tuple[tuple[str, int], ...]:
-    """This process's soft ``RLIMIT_AS`` and ``RLIMIT_DATA`` where they are set."""
-    rlimits = []
-    for name, kind in (("RLIMIT_AS", resource.RLIMIT_AS), ("RLIMIT_DATA", resource.RLIMIT_DATA)):
-        soft = resource.getrlimit(kind)[0]
+def rlimits() -> tuple[tuple[str, int], ...]:
+    """This process's soft ``RLIMIT_AS`` and ``RLIMIT_DATA`` where they are set (none
+    where the platform has no :mod:`resource` module or not that limit)."""
+    if not _HAS_RESOURCE:
+        return ()
+    found = []
+    for name in ("RLIMIT_AS", "RLIMIT_DATA"):
+        kind = getattr(resource, name, None)
+        if kind is None:
+            continue
+        try:
+            soft = resource.getrlimit(kind)[0]
+        except (OSError, ValueError):
+            continue
         if soft != resource.RLIM_INFINITY and soft > 0:
-            rlimits.append((name, soft))
-    return tuple(rlimits)
+            found.append((name, soft))
+    return tuple(found)
 
 
 def _memory_faults(

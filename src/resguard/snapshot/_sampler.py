@@ -1,32 +1,20 @@
-"""The :class:`Sampler`: reads the kernel's files and composes a :class:`Snapshot` from the
-memory and limit reading (``_limits``), the CPU counters (``_cpu``), PSI and this process."""
+"""The :class:`Sampler`: one façade over the sensing backends, ``linux`` (the kernel's
+files, ``_linux``) and ``psutil`` (portable, ``_portable``), chosen once per sampler."""
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Protocol
 
 from resguard._errors import InvalidType, InvalidValue
-from resguard._modules import forks
 from resguard._probes import cgroup as _cgroup
-from resguard._probes import procfs as _procfs
-from resguard._probes.files import READ_CAP_BYTES, FaultKind, FileCache, damage_of
+from resguard._probes.backend import Backend, checked_backend
 from resguard._probes.paths import DEFAULT_ROOTS, Roots
-from resguard._probes.psi import parse_pressure
-from resguard._probes.reporting import report_failure, report_recovery
-from resguard.snapshot._cpu import CpuCounters
-from resguard.snapshot._limits import LIMITS_MAX_AGE_S, Damage, Limits, MemoryReader
-from resguard.snapshot._values import (
-    CpuInfo,
-    Fault,
-    PressureInfo,
-    ProcessSelf,
-    ResourcePressure,
-    Snapshot,
-)
+from resguard.snapshot._limits import LIMITS_MAX_AGE_S
+from resguard.snapshot._linux import LinuxSampler
+from resguard.snapshot._values import MemoryInfo, Snapshot
 from resguard.units import shown
 
 if TYPE_CHECKING:
@@ -34,37 +22,57 @@ if TYPE_CHECKING:
 
 __all__ = ["SLOW_FILES_MAX_AGE_S", "Sampler"]
 
-_T = TypeVar("_T")
-
 SLOW_FILES_MAX_AGE_S = 0.5
-"""How stale PSI and load averages may be; the kernel updates them every 2 s and 5 s."""
+"""How stale PSI, load averages and the macOS pressure level may be; the kernel updates
+PSI every 2 s and load averages every 5 s."""
+
+
+class _Reader(Protocol):
+    """What a backend gives the façade."""
+
+    @property
+    def location(self) -> _cgroup.CgroupLocation | None: ...
+
+    def sample(self, *, uss: bool = False, children: bool = True) -> Snapshot: ...
+
+    def limit_without_rlimit(self, memory: MemoryInfo, rlimit: str) -> int | None: ...
 
 
 class Sampler:
-    """Builds snapshots from the kernel's files, cheaply and repeatedly.
+    """Builds snapshots of this machine, cheaply and repeatedly.
 
-    It keeps the descriptors of the files it reads, the location of this process's cgroup
-    and the previous CPU counters (so CPU percentages need no sleep). One sampler may be
+    *backend* chooses where the numbers come from: ``"linux"`` reads the kernel's files
+    (``/proc``, cgroup v1/v2, PSI: fast and container-aware), ``"psutil"`` asks psutil
+    (every platform psutil supports, host-wide numbers; on macOS also the kernel's memory
+    pressure level). ``None`` (the default) takes ``"linux"`` when *roots* or *cgroup*
+    is given (they only mean something to the kernel readers), else
+    ``resguard._probes.backend.default_backend()``: ``RESGUARD_BACKEND`` when set, else
+    linux on Linux and psutil elsewhere. See :doc:`platforms` for which field comes from
+    where on each.
+
+    It keeps what it needs between samples (the files' descriptors, this process's
+    cgroup, the previous CPU counters: CPU percentages need no sleep). One sampler may be
     shared by threads. *roots* re-roots ``/proc`` and ``/sys/fs/cgroup`` for tests.
     *cgroup* names a cgroup directory to judge memory by instead of this process's own
     (e.g. a worker's cgroup watched from outside); the ``process`` part stays this process.
     Limits (the cgroup limit, rlimits, the CPU quota) are re-read at most every
     *limits_max_age_s* (default one second, or at once after :func:`invalidate_limits`),
-    PSI and load averages at most every *slow_files_max_age_s* (half a second); usage is
-    read on every sample. *clock* (monotonic seconds, default :func:`time.monotonic`)
-    times all of that and gives ``Snapshot.monotonic``; *wall_clock* (default
-    :func:`time.time`) gives ``Snapshot.taken_at``.
+    PSI, load averages and the macOS pressure level at most every *slow_files_max_age_s*
+    (half a second); usage is read on every sample. *clock* (monotonic seconds, default
+    :func:`time.monotonic`) times all of that and gives ``Snapshot.monotonic``;
+    *wall_clock* (default :func:`time.time`) gives ``Snapshot.taken_at``.
 
-    :meth:`sample` never raises because of what it reads: a file that is missing, empty,
-    cut short, unparseable, unreadable or gone leaves its numbers ``None`` (or another
-    source fills in), the snapshot's ``faults`` say which, and one warning is logged per
-    file and kind of damage (and one when it recovers), not one per sample.
+    :meth:`sample` never raises because of what it reads: a file or psutil call that is
+    missing, empty, cut short, unparseable, unreadable or gone leaves its numbers ``None``
+    (or another source fills in), the snapshot's ``faults`` say which, and one warning is
+    logged per source and kind of damage (and one when it recovers), not one per sample.
     """
 
     def __init__(
         self,
         roots: Roots = DEFAULT_ROOTS,
         *,
+        backend: Backend | None = None,
         cgroup: str | os.PathLike[str] | None = None,
         limits_max_age_s: float = LIMITS_MAX_AGE_S,
         slow_files_max_age_s: float = SLOW_FILES_MAX_AGE_S,
@@ -76,7 +84,8 @@ class Sampler:
                 f"roots={shown(roots)} is not a Roots; expected "
                 "resguard.snapshot.Roots(proc=..., cgroup=...)"
             )
-        cgroup = _checked_cgroup(cgroup, roots)
+        chosen = _chosen_backend(backend, roots, cgroup)
+        cgroup_dir = _checked_cgroup(cgroup, roots)
         _check_seconds("limits_max_age_s", limits_max_age_s)
         _check_seconds("slow_files_max_age_s", slow_files_max_age_s)
         if clock is not time.monotonic or wall_clock is not time.time:
@@ -84,301 +93,73 @@ class Sampler:
 
             clock = checked_clock(clock)
             wall_clock = checked_clock(wall_clock, "wall_clock")
-        self._clock = clock
-        self._wall_clock = wall_clock
-        self._roots = roots
-        self._slow_max_age_s = slow_files_max_age_s
-        self._cgroup_dir: str | None = cgroup
-        self._files = FileCache()
-        self._lock = threading.Lock()
-        self._pid = -1
-        forks.register(self)
-        self._location: _cgroup.CgroupLocation | None = None
-        self._cpu_count = os.cpu_count() or 1
-        self._counters = CpuCounters()
-        self._memory = MemoryReader(
-            self._files,
-            roots.proc,
-            cgroup_dir=cgroup,
-            cpu_count=self._cpu_count,
-            max_age_s=limits_max_age_s,
-        )
-        self._psi_paths: tuple[str, str, str] = ("", "", "")
-        self._psi_source: str | None = None
-        self._setup_faults: tuple[Fault, ...] = ()
-        self._once_faults: tuple[Fault, ...] = ()
-        self._failing: frozenset[str] = frozenset()
-        self._meminfo_path = self._proc("meminfo")
-        self._stat_path = self._proc("stat")
-        self._loadavg_path = self._proc("loadavg")
-        self._uptime_path = self._proc("uptime")
-        self._self_stat_path = self._proc("self", "stat")
-        self._self_statm_path = self._proc("self", "statm")
-        # slowly changing files: (read at, value, damage when the value is None)
-        self._parsed: dict[str, tuple[float, Any, Damage | None]] = {}
-
-    def _proc(self, *parts: str) -> str:
-        return os.path.join(self._roots.proc, *parts)
-
-    def _after_fork_in_child(self) -> None:
-        # a thread of the parent may have held it at the fork: it will never release
-        self._lock = threading.Lock()
-
-    def _setup(self) -> None:
-        """(Re)discover cgroup and PSI locations; runs at first use and after a fork."""
-        self._pid = os.getpid()
-        setup: list[Fault] = []
-
-        def report(field: str, path: str, text: str | None, optional: bool) -> None:
-            damage: tuple[FaultKind, str] = (
-                ("unreadable", "cannot read") if text is None else damage_of(text)
+        reader: _Reader
+        if chosen == "linux":
+            reader = LinuxSampler(
+                roots,
+                cgroup_dir,
+                limits_max_age_s=limits_max_age_s,
+                slow_files_max_age_s=slow_files_max_age_s,
+                clock=clock,
+                wall_clock=wall_clock,
             )
-            kind, detail = damage
-            for name in (field, "cpu.effective"):
-                setup.append(Fault(name, path, kind, detail, fallback="the host's numbers"))
-
-        if self._cgroup_dir:
-            self._location = _cgroup.find_location(self._cgroup_dir, self._roots)
-            if self._location is None:
-                setup.append(
-                    Fault("memory", self._cgroup_dir, "vanished", "the cgroup directory is gone")
-                )
         else:
-            self._location = _cgroup.locate(self._roots, report=report)
-        self._find_psi()
-        if setup:
-            # the cgroup could not be found, and with it its PSI
-            origin = setup[0]
-            for name in ("memory", "cpu", "io"):
-                setup.append(
-                    Fault(
-                        f"pressure.{name}",
-                        origin.source,
-                        origin.kind,
-                        origin.detail,
-                        fallback="system PSI" if self._psi_source else None,
-                    )
-                )
-        self._setup_faults = tuple(setup)
-        self._once_faults = ()
-        self._counters.reset()  # the first sample reports the average since boot
+            from resguard.snapshot._portable import PsutilSampler  # imports psutil
 
-    def _find_psi(self) -> None:
-        """PSI of the cgroup when it has its own, else the system's, else none."""
-        location = self._location
-        cgroup_dir = location.memory_dir if location and location.version == "v2" else None
-        if (
-            location is not None
-            and cgroup_dir
-            and cgroup_dir != location.memory_mount
-            and os.path.exists(os.path.join(cgroup_dir, "memory.pressure"))
-        ):
-            candidates = tuple(
-                os.path.join(cgroup_dir, f"{name}.pressure") for name in ("memory", "cpu", "io")
+            reader = PsutilSampler(
+                limits_max_age_s=limits_max_age_s,
+                slow_files_max_age_s=slow_files_max_age_s,
+                clock=clock,
+                wall_clock=wall_clock,
             )
-            self._psi_source = cgroup_dir
-        elif os.path.exists(self._proc("pressure", "memory")):
-            candidates = tuple(self._proc("pressure", name) for name in ("memory", "cpu", "io"))
-            self._psi_source = "system"
-        else:
-            candidates, self._psi_source = ("", "", ""), None
-        memory_psi, cpu_psi, io_psi = (
-            path if path and os.path.exists(path) else "" for path in candidates
-        )
-        self._psi_paths = (memory_psi, cpu_psi, io_psi)
+        self._backend: Backend = chosen
+        self._impl = reader
+        if type(self).sample is Sampler.sample:
+            # the backend's own bound method: sample() costs no façade call
+            self.sample = reader.sample  # type: ignore[method-assign]
 
-    def _start_baseline(self, start_ticks: int, now_s: float) -> tuple[int, float] | None:
-        """(0 ticks, the clock's time when this process started), so the first sample
-        reports the process's average since it started; ``None`` when the start cannot be
-        placed."""
-        text = self._files.read(self._uptime_path)
-        uptime_s = _procfs.parse_uptime(text) if text is not None else None
-        if uptime_s is None:
-            path, kind, detail = self._files.damage(self._uptime_path, text)
-            try:
-                uptime_s = time.clock_gettime(time.CLOCK_BOOTTIME)
-                fallback: str | None = "CLOCK_BOOTTIME"
-            except (AttributeError, OSError):
-                fallback = None
-            self._once_faults = (
-                Fault("process.cpu_percent", path, kind, detail, fallback=fallback),
-            )
-            if uptime_s is None:
-                return None
-        age_s = uptime_s - start_ticks / _procfs.TICKS_PER_S
-        if age_s <= 0:
-            return None  # inconsistent clocks: this sample sets the baseline
-        return 0, now_s - age_s
+    @property
+    def backend(self) -> Backend:
+        """Where this sampler's numbers come from: ``"linux"`` or ``"psutil"``."""
+        return self._backend
 
     @property
     def location(self) -> _cgroup.CgroupLocation | None:
-        """Where this process's cgroups are (``None`` without cgroups)."""
-        if self._pid != os.getpid():
-            with self._lock:
-                self._setup()
-        return self._location
+        """Where this process's cgroups are (``None`` without cgroups, and always on the
+        psutil backend)."""
+        return self._impl.location
 
     def sample(self, *, uss: bool = False, children: bool = True) -> Snapshot:
         """Take a snapshot. ``uss=True`` adds the process's unique set size (reads smaps,
         milliseconds); ``children=False`` skips summing descendants' RSS (then
         ``children_rss`` is ``None``: not measured)."""
-        with self._lock:
-            if self._pid != os.getpid():
-                self._setup()
-            now_s = self._clock()
-            faults: list[Fault] = []
-            text = self._files.read(self._meminfo_path)
-            meminfo = _procfs.parse_meminfo(text) if text is not None else {}
-            process = self._process(now_s, faults, uss=uss, children=children)
-            limits = self._memory.limits(self._location, now_s)
-            memory = self._memory.memory(text, meminfo, process, limits, self._location, faults)
-            swap = self._memory.swap(text, meminfo, faults)
-            cpu = self._cpu(limits, faults, now_s)
-            pressure = self._pressure(faults, now_s)
-            if limits.faults:
-                faults.extend(limits.faults)
-            if self._setup_faults:
-                faults.extend(self._setup_faults)
-            once = self._once_faults
-            if once:
-                faults.extend(once)
-                self._once_faults = ()
-            if faults or self._failing:
-                self._log_faults(faults, once, now_s)
-            return Snapshot(
-                memory=memory,
-                swap=swap,
-                cpu=cpu,
-                pressure=pressure,
-                process=process,
-                taken_at=self._wall_clock(),
-                monotonic=now_s,
-                faults=tuple(faults),
-            )
-
-    def _log_faults(self, faults: list[Fault], once: tuple[Fault, ...], now_s: float) -> None:
-        """One warning per damaged file and kind (not per sample), one when it recovers."""
-        by_source: dict[str, Fault] = {}
-        for fault in faults:
-            by_source.setdefault(fault.source, fault)
-        for source, fault in by_source.items():
-            mine = [item for item in faults if item.source == source]
-            unknown = sorted({item.field for item in mine if item.fallback is None})
-            filled = sorted(
-                {f"{item.field} from {item.fallback}" for item in mine if item.fallback is not None}
-            )
-            outcome = "; ".join(
-                part
-                for part in (", ".join(unknown) + " unknown" if unknown else "", ", ".join(filled))
-                if part
-            )
-            report_failure(source, f"{fault.kind}: {fault.detail}; {outcome}", fault.kind, now_s)
-        current = frozenset(by_source) - {fault.source for fault in once}
-        for source in self._failing - current:
-            report_recovery(source)
-        self._failing = current
+        return self._impl.sample(uss=uss, children=children)
 
     def limit_without_rlimit(self, rlimit: str) -> int | None:
         """The effective memory limit as if this process's soft *rlimit* (``"RLIMIT_DATA"``
         or ``"RLIMIT_AS"``) were not set, ``None`` when unknown: what ``limit_self("80%")``
         takes a share of, so that setting it again does not compound."""
         memory = self.sample(children=False).memory
-        with self._lock:
-            return self._memory.limit_without_rlimit(memory, self._location, rlimit)
+        return self._impl.limit_without_rlimit(memory, rlimit)
 
-    def _cpu(self, limits: Limits, faults: list[Fault], now_s: float) -> CpuInfo:
-        text = self._files.read(self._stat_path)
-        ticks = _procfs.parse_total_cpu_ticks(text) if text is not None else None
-        if ticks is None:
-            path, kind, why = self._files.damage(self._stat_path, text)
-            faults.append(Fault("cpu.percent", path, kind, why))
-            percent = None
-        else:
-            percent = self._counters.host_percent(ticks)
-        loads, damage = self._parse_once(self._loadavg_path, _procfs.parse_loadavg, now_s)
-        if loads is None:
-            if damage is not None:
-                path, kind, why = damage
-                for field in ("cpu.load_1m", "cpu.load_5m", "cpu.load_15m"):
-                    faults.append(Fault(field, path, kind, why))
-            load_1m = load_5m = load_15m = None
-        else:
-            load_1m, load_5m, load_15m = loads
-        return CpuInfo(
-            percent=percent,
-            count=self._cpu_count,
-            effective=limits.cpu_effective,
-            effective_source=limits.cpu_source,
-            load_1m=load_1m,
-            load_5m=load_5m,
-            load_15m=load_15m,
+
+def _chosen_backend(backend: object, roots: Roots, cgroup: object) -> Backend:
+    """The backend a :class:`Sampler` reads through (see its docstring), or a clear error:
+    *roots* and *cgroup* only mean something to the kernel readers."""
+    kernel_only = [
+        f"{name}={shown(value)}"
+        for name, value in (("roots", roots), ("cgroup", cgroup))
+        if value is not None and value != DEFAULT_ROOTS
+    ]
+    if backend is None and kernel_only:
+        return "linux"
+    chosen = checked_backend(backend)
+    if chosen == "psutil" and kernel_only:
+        raise InvalidValue(
+            f"backend={shown(backend)} cannot take {' and '.join(kernel_only)}: "
+            "they re-root or name the kernel's files, which only backend='linux' reads"
         )
-
-    def _pressure(self, faults: list[Fault], now_s: float) -> PressureInfo:
-        values: list[ResourcePressure | None] = []
-        for name, path in zip(("memory", "cpu", "io"), self._psi_paths, strict=True):
-            if not path:
-                values.append(None)
-                continue
-            value, damage = self._parse_once(path, _parse_pressure, now_s)
-            if damage is not None:
-                _, kind, why = damage
-                faults.append(Fault(f"pressure.{name}", path, kind, why))
-            values.append(value)
-        return PressureInfo(memory=values[0], cpu=values[1], io=values[2], source=self._psi_source)
-
-    def _parse_once(
-        self, path: str, parse: Callable[[str], _T | None], now_s: float
-    ) -> tuple[_T | None, Damage | None]:
-        """Read and parse a slowly changing file (PSI, load averages), at most once per
-        :data:`SLOW_FILES_MAX_AGE_S`; the kernel recomputes their averages every 2 to 5 s.
-        Returns the value and, when it is ``None``, why."""
-        previous = self._parsed.get(path)
-        if previous is not None and now_s - previous[0] < self._slow_max_age_s:
-            return previous[1], previous[2]
-        text = self._files.read(path)
-        value = parse(text) if text is not None else None
-        damage = self._files.damage(path, text) if value is None else None
-        self._parsed[path] = (now_s, value, damage)
-        return value, damage
-
-    def _process(
-        self, now_s: float, faults: list[Fault], *, uss: bool, children: bool
-    ) -> ProcessSelf:
-        text = self._files.read(self._self_stat_path)
-        stat = _procfs.parse_pid_stat(text) if text is not None else None
-        cpu_percent: float | None = None
-        threads: int | None = None
-        rss: int | None = None
-        vms: int | None = None
-        if stat is not None:
-            _, _, _, ticks, threads, start_ticks, rss, vms = stat
-            counters = self._counters
-            baseline = (
-                None if counters.has_process_baseline else self._start_baseline(start_ticks, now_s)
-            )
-            cpu_percent = counters.process_percent(ticks, now_s, baseline)
-        else:
-            path, kind, why = self._files.damage(self._self_stat_path, text)
-            for field in ("process.cpu_percent", "process.num_threads"):
-                faults.append(Fault(field, path, kind, why))
-            statm_text = self._files.read(self._self_statm_path)
-            statm = _procfs.parse_statm(statm_text) if statm_text is not None else None
-            fallback = None
-            if statm is not None:
-                vms, rss, _ = statm
-                fallback = self._self_statm_path
-            for field in ("process.rss", "process.vms"):
-                faults.append(Fault(field, path, kind, why, fallback=fallback))
-        return ProcessSelf(
-            pid=self._pid,
-            rss=rss,
-            vms=vms,
-            uss=_uss() if uss else None,
-            cpu_percent=cpu_percent,
-            num_threads=threads,
-            children_rss=_children_rss(self._roots.proc, self._pid, faults) if children else None,
-        )
+    return chosen
 
 
 def _checked_cgroup(cgroup: object, roots: Roots) -> str | None:
@@ -403,67 +184,3 @@ def _check_seconds(name: str, value: object) -> None:
         raise InvalidType(f"{name}={shown(value)} is not a number of seconds; expected e.g. 1.0")
     if not 0 <= value < float("inf"):
         raise InvalidValue(f"{name}={shown(value)} must be a finite number of seconds >= 0")
-
-
-def _parse_pressure(text: str) -> ResourcePressure | None:
-    return ResourcePressure.from_lines(parse_pressure(text))
-
-
-def _uss() -> int | None:
-    """This process's unique set size (``None`` when smaps cannot be read)."""
-    import psutil  # only here: USS needs smaps, and psutil costs ~20 ms to import
-
-    try:
-        return int(psutil.Process().memory_full_info().uss)
-    except (psutil.Error, OSError):
-        return None
-
-
-def _children_rss(proc: str, pid: int, faults: list[Fault]) -> int | None:
-    """Summed RSS of all descendants of *pid*, found through ``/proc/<pid>/task/*/children``;
-    ``None`` when its own task list cannot be read. Descendants that exit while they are
-    counted are skipped (they hold no memory any more)."""
-    own = os.path.join(proc, str(pid), "task")
-    try:
-        own_tasks = os.listdir(own)
-    except OSError as error:
-        kind: FaultKind = "missing" if isinstance(error, FileNotFoundError) else "unreadable"
-        faults.append(Fault("process.children_rss", own, kind, error.strerror or str(error)))
-        return None
-    total, pending, seen = 0, [str(pid)], set()
-    while pending:
-        parent = pending.pop()
-        if parent == str(pid):
-            tasks = own_tasks
-        else:
-            try:
-                tasks = os.listdir(os.path.join(proc, parent, "task"))
-            except OSError:
-                continue
-        for task in tasks:
-            for child in _read_children(os.path.join(proc, parent, "task", task, "children")):
-                if child in seen:
-                    continue
-                seen.add(child)
-                pending.append(child)
-                total += _statm_rss(os.path.join(proc, child, "statm"))
-    return total
-
-
-def _read_children(path: str) -> list[str]:
-    try:
-        with open(path, "rb") as handle:
-            kids = handle.read(READ_CAP_BYTES).split()
-    except OSError:
-        return []
-    return [kid.decode() for kid in kids if kid.isdigit()]
-
-
-def _statm_rss(path: str) -> int:
-    """The RSS in a ``statm`` file, 0 for a process that is gone."""
-    try:
-        with open(path, "rb") as handle:
-            statm = _procfs.parse_statm(handle.read(READ_CAP_BYTES).decode("ascii", "replace"))
-    except OSError:
-        return 0
-    return statm[1] if statm is not None else 0

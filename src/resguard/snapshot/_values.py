@@ -134,12 +134,18 @@ class CpuInfo(ValueMixin):
 @attrs.frozen
 class PressureInfo(ValueMixin):
     """PSI for memory, CPU and I/O (``None`` where the kernel has none); ``source`` names
-    ``"system"`` (``/proc/pressure``) or the cgroup v2 directory it was read from."""
+    ``"system"`` (``/proc/pressure``) or the cgroup v2 directory it was read from.
+
+    ``memory_level`` is macOS's memory-pressure level
+    (``kern.memorystatus_vm_pressure_level``: 1 normal, 2 warning, 4 critical), the one
+    Activity Monitor's "Memory Pressure" graph shows; ``None`` on every other platform
+    (and on macOS when it could not be read)."""
 
     memory: ResourcePressure | None
     cpu: ResourcePressure | None
     io: ResourcePressure | None
     source: str | None
+    memory_level: int | None = None
 
 
 @attrs.frozen

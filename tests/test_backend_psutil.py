@@ -1,0 +1,375 @@
+"""The psutil sensing backend on this machine: how a Sampler picks it, the numbers it
+reads (against psutil's own), and psutil calls that fail or answer nonsense."""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+import pytest
+
+import resguard._probes.backend
+from resguard import InvalidType, InvalidValue
+from resguard._probes import reporting
+from resguard.snapshot import Roots, Sampler, Snapshot
+from resguard.testing import KernelTree, ManualClock
+
+MiB = 2**20
+
+
+@pytest.fixture(autouse=True)
+def fresh_fault_log() -> Iterator[None]:
+    """Each test sees its own first warnings: the psutil calls' names are the same in
+    every test, and a source failing again within a minute is not logged again. (Its
+    own MonkeyPatch: the tests' monkeypatch.undo() must leave this in place.)"""
+    patch = pytest.MonkeyPatch()
+    patch.setattr(reporting, "_logged_at", {})
+    patch.setattr(reporting, "_quiet", set())
+    patch.setattr(reporting.SENSING_FAULTS, "_failing", {})
+    patch.setattr(reporting.SENSING_FAULTS, "_kinds", {})
+    yield
+    patch.undo()
+
+
+def warnings_about(caplog: pytest.LogCaptureFixture, source: str) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "resguard.snapshot"
+        and record.levelno == logging.WARNING
+        and record.getMessage().startswith(source + " is failing")
+    ]
+
+
+# ------------------------------------------------------------- choosing it ---
+
+
+def test_backend_none_takes_the_default_and_says_which(monkeypatch: pytest.MonkeyPatch) -> None:
+    for chosen in ("linux", "psutil"):
+        monkeypatch.setattr(resguard._probes.backend, "_chosen", chosen)
+        assert Sampler().backend == chosen
+    assert Sampler(backend="psutil").backend == "psutil"
+    assert Sampler(backend="linux").backend == "linux"
+
+
+def test_roots_or_a_cgroup_mean_the_kernel_readers_even_when_psutil_is_the_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.setattr(resguard._probes.backend, "_chosen", "psutil")
+    tree = KernelTree(tmp_path)
+    sampler = Sampler(tree.roots)
+    assert sampler.backend == "linux"
+    assert sampler.sample().memory.source_detail.startswith(str(tmp_path))
+
+
+def test_psutil_with_roots_or_a_cgroup_is_refused_quoting_them(tmp_path: Any) -> None:
+    roots = Roots(proc=str(tmp_path))
+    with pytest.raises(InvalidValue, match=r"roots=.*backend='linux'"):
+        Sampler(roots, backend="psutil")
+    with pytest.raises(InvalidValue, match=r"cgroup='/sys/fs/cgroup/x'.*backend='linux'"):
+        Sampler(backend="psutil", cgroup="/sys/fs/cgroup/x")
+
+
+@pytest.mark.parametrize(
+    ("backend", "error"), [("macos", InvalidValue), ("PSUTIL", InvalidValue), (3, InvalidType)]
+)
+def test_a_bad_backend_is_refused_quoting_it(backend: Any, error: type[Exception]) -> None:
+    with pytest.raises(error, match=r"backend=.*expected one of 'linux', 'psutil'"):
+        Sampler(backend=backend)
+
+
+def test_the_psutil_backend_has_no_cgroup_location() -> None:
+    assert Sampler(backend="psutil").location is None
+
+
+# ---------------------------------------------------------- the real numbers ---
+
+
+def test_psutil_numbers_are_psutil_s_own() -> None:
+    sampler = Sampler(backend="psutil")
+    snap = sampler.sample(uss=True)
+    assert snap.faults == ()
+    memory = snap.memory
+    assert memory.total == psutil.virtual_memory().total
+    assert (memory.source, memory.source_detail, memory.cgroup) == (
+        "host",
+        "psutil.virtual_memory()",
+        None,
+    )
+    assert memory.used is not None
+    assert memory.available is not None
+    assert memory.limit == memory.total
+    assert memory.used + memory.available == memory.total  # as on the linux host path
+    assert memory.percent == pytest.approx(100 * memory.used / memory.total)
+    assert snap.swap.total == psutil.swap_memory().total
+    assert snap.cpu.count == psutil.cpu_count()
+    assert snap.cpu.effective == len(psutil.Process().cpu_affinity())
+    assert snap.cpu.percent is not None
+    assert 0 <= snap.cpu.percent <= 100
+    assert snap.cpu.load_1m == pytest.approx(os.getloadavg()[0], abs=0.5)
+    process = snap.process
+    assert process.pid == os.getpid()
+    assert process.rss == pytest.approx(psutil.Process().memory_info().rss, rel=0.2)
+    assert process.uss is not None
+    assert 0 < process.uss <= (process.rss or 0)
+    assert process.num_threads == psutil.Process().num_threads()
+    assert process.children_rss == 0
+    pressure = snap.pressure
+    assert (pressure.memory, pressure.cpu, pressure.io, pressure.source) == (None,) * 4
+    assert pressure.memory_level is None  # macOS only
+
+
+def test_cpu_percent_since_the_previous_sample_follows_real_work() -> None:
+    clock = ManualClock(1000.0)
+    sampler = Sampler(backend="psutil", clock=clock)
+    sampler.sample()
+    start = psutil.Process().cpu_times()
+    deadline = start.user + start.system + 0.2
+    while sum(psutil.Process().cpu_times()[:2]) < deadline:
+        pass  # burn 0.2 s of this process's CPU
+    clock.advance(0.4)
+    percent = sampler.sample().process.cpu_percent
+    assert percent is not None
+    assert 40 <= percent <= 100
+
+
+def test_the_first_process_cpu_percent_is_the_average_since_it_started() -> None:
+    percent = Sampler(backend="psutil").sample().process.cpu_percent
+    process = psutil.Process()
+    times = process.cpu_times()
+    age_s = time.time() - process.create_time()
+    assert percent == pytest.approx(100 * (times.user + times.system) / age_s, rel=0.5, abs=2)
+
+
+def test_children_rss_counts_a_real_child() -> None:
+    grow = "b = bytearray(64 * 2**20); print('ready', flush=True); import sys; sys.stdin.read()"
+    child = subprocess.Popen(
+        [sys.executable, "-c", grow], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "ready\n"
+        rss = Sampler(backend="psutil").sample().process.children_rss
+        assert rss == pytest.approx(psutil.Process(child.pid).memory_info().rss, rel=0.05)
+        assert rss is not None
+        assert rss >= 64 * MiB
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_sampler_subclass_calls_through_to_the_psutil_backend() -> None:
+    class Counting(Sampler):
+        taken = 0
+
+        def sample(self, *, uss: bool = False, children: bool = True) -> Snapshot:
+            self.taken += 1
+            return super().sample(uss=uss, children=children)
+
+    sampler = Counting(backend="psutil")
+    assert sampler.sample().memory.total == psutil.virtual_memory().total
+    assert sampler.limit_without_rlimit("RLIMIT_AS") == psutil.virtual_memory().total
+    assert sampler.taken == 2
+
+
+RLIMITED = """
+import json, resource, psutil
+from resguard.snapshot import Sampler
+resource.setrlimit(resource.RLIMIT_{name}, ({limit}, resource.RLIM_INFINITY))
+sampler = Sampler(backend="psutil")
+snap = sampler.sample()
+print(json.dumps({{
+    "memory": snap.memory.to_dict(), "faults": [str(f) for f in snap.faults],
+    "vms": psutil.Process().memory_info().vms, "data": psutil.Process().memory_info().data,
+    "without": sampler.limit_without_rlimit("RLIMIT_{name}"),
+    "total": psutil.virtual_memory().total,
+}}))
+"""
+
+
+@pytest.mark.parametrize("name", ["AS", "DATA"])
+def test_a_soft_rlimit_binds_the_psutil_backend_and_says_so(name: str) -> None:
+    limit = 2 * 2**30
+    out = subprocess.run(
+        [sys.executable, "-c", RLIMITED.format(name=name, limit=limit)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = json.loads(out.stdout)
+    memory = found["memory"]
+    assert (memory["source"], memory["source_detail"], memory["limit"]) == (
+        "rlimit",
+        f"RLIMIT_{name}",
+        limit,
+    )
+    expected = found["vms"] if name == "AS" else found["data"]
+    assert memory["used"] == pytest.approx(expected, rel=0.1)
+    assert memory["percent"] == pytest.approx(100 * memory["used"] / limit)
+    assert found["without"] == found["total"]
+    assert found["faults"] == []
+
+
+def test_a_forked_child_reads_its_own_process() -> None:
+    sampler = Sampler(backend="psutil")
+    assert sampler.sample().process.pid == os.getpid()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only
+        try:
+            snap = sampler.sample()
+            ok = snap.process.pid == os.getpid() and snap.process.rss is not None
+            os._exit(0 if ok and not snap.faults else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+# ------------------------------------------------------------ hostile psutil ---
+
+
+def _raise(error: BaseException) -> Any:
+    def call(*args: object, **kwargs: object) -> Any:
+        raise error
+
+    return call
+
+
+@pytest.mark.parametrize(
+    "error",
+    [psutil.AccessDenied(), OSError(5, "Input/output error"), RuntimeError("odd"), ValueError()],
+    ids=["AccessDenied", "OSError", "RuntimeError", "ValueError"],
+)
+def test_virtual_memory_that_raises_leaves_memory_unknown_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, error: BaseException
+) -> None:
+    sampler = Sampler(backend="psutil")
+    monkeypatch.setattr(psutil, "virtual_memory", _raise(error))
+    with caplog.at_level(logging.WARNING, "resguard.snapshot"):
+        first, second = sampler.sample(), sampler.sample()
+    for snap in (first, second):
+        memory = snap.memory
+        assert (memory.total, memory.limit, memory.used, memory.available, memory.percent) == (
+            (None,) * 5
+        )
+        assert memory.source == "unknown"
+        fault = snap.fault_for("memory.percent")
+        assert fault is not None
+        assert fault.source == "psutil.virtual_memory()"
+        assert fault.kind == "unreadable"
+        assert type(error).__name__ in fault.detail
+        assert snap.swap.total is not None  # the other calls still answer
+    assert len(warnings_about(caplog, "psutil.virtual_memory()")) == 1
+    monkeypatch.undo()
+    with caplog.at_level(logging.WARNING, "resguard.snapshot"):
+        assert sampler.sample().memory.total == psutil.virtual_memory().total
+    assert any("psutil.virtual_memory() works again" in r.getMessage() for r in caplog.records)
+
+
+Vm = collections.namedtuple("Vm", "total available percent used free")
+
+
+@pytest.mark.parametrize(
+    ("vm", "unknown"),
+    [
+        (Vm(0, 0, 0.0, 0, 0), "memory"),
+        (Vm(-5, 1, 0.0, 0, 0), "memory"),
+        (Vm("8GiB", 1, 0.0, 0, 0), "memory"),
+        (Vm(8 * 2**30, 9 * 2**30, 0.0, 0, 0), "memory.used"),
+        (Vm(8 * 2**30, None, 0.0, 0, 0), "memory.used"),
+        ((1, 2), "memory"),
+    ],
+)
+def test_virtual_memory_nonsense_is_garbage_never_zero(
+    monkeypatch: pytest.MonkeyPatch, vm: Any, unknown: str
+) -> None:
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: vm)
+    snap = Sampler(backend="psutil").sample()
+    assert snap.memory.used is None
+    assert snap.memory.percent is None
+    assert snap.memory.available is None
+    fault = snap.fault_for(unknown)
+    assert fault is not None
+    assert (fault.source, fault.kind) == (
+        "psutil.virtual_memory()",
+        "garbage",
+    )
+    monkeypatch.undo()
+    Sampler(backend="psutil").sample()  # recovered: the next test's warnings are its own
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "source"),
+    [
+        ("swap_memory", "swap.total", "psutil.swap_memory()"),
+        ("cpu_times", "cpu.percent", "psutil.cpu_times()"),
+        ("getloadavg", "cpu.load_1m", "psutil.getloadavg()"),
+    ],
+)
+def test_each_failing_host_call_leaves_only_its_fields_unknown(
+    monkeypatch: pytest.MonkeyPatch, name: str, field: str, source: str
+) -> None:
+    monkeypatch.setattr(psutil, name, _raise(psutil.AccessDenied()))
+    snap = Sampler(backend="psutil").sample()
+    part, leaf = field.split(".")
+    assert getattr(getattr(snap, part), leaf) is None
+    fault = snap.fault_for(field)
+    assert fault is not None
+    assert fault.source == source
+    assert snap.memory.total == psutil.virtual_memory().total
+    monkeypatch.undo()
+    Sampler(backend="psutil").sample()
+
+
+def test_nonsense_swap_and_load_are_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    Swap = collections.namedtuple("Swap", "total used free percent sin sout")
+    monkeypatch.setattr(psutil, "swap_memory", lambda: Swap(10, 20, 0, 200.0, 0, 0))
+    monkeypatch.setattr(psutil, "getloadavg", lambda: (1.0, float("nan"), 2.0))
+    snap = Sampler(backend="psutil").sample()
+    assert (snap.swap.total, snap.swap.used, snap.swap.percent) == (None, None, None)
+    assert snap.cpu.load_1m is None
+    assert snap.cpu.load_15m is None
+    assert {f.source for f in snap.faults} == {"psutil.swap_memory()", "psutil.getloadavg()"}
+    monkeypatch.undo()
+    Sampler(backend="psutil").sample()
+
+
+def test_this_process_s_calls_failing_leave_its_fields_unknown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sampler = Sampler(backend="psutil")
+    sampler.sample()
+    platform_process = type(psutil.Process()._proc)  # type: ignore[attr-defined]  # psutil's own
+    for method in ("memory_info", "cpu_times", "num_threads", "memory_full_info"):
+        monkeypatch.setattr(platform_process, method, _raise(psutil.AccessDenied(os.getpid())))
+    monkeypatch.setattr(psutil.Process, "children", _raise(psutil.NoSuchProcess(os.getpid())))
+    snap = sampler.sample(uss=True)
+    process = snap.process
+    assert process.pid == os.getpid()
+    assert (process.rss, process.vms, process.uss, process.cpu_percent) == (None,) * 4
+    assert (process.num_threads, process.children_rss) == (None, None)
+    assert snap.fault_for("process.rss") is not None
+    assert snap.fault_for("process.children_rss") is not None
+    assert snap.memory.total is not None  # the host's numbers do not need this process
+    monkeypatch.undo()
+    assert sampler.sample().process.rss is not None
+
+
+def test_a_process_handle_that_cannot_be_made_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = psutil.Process
+    monkeypatch.setattr(psutil, "Process", _raise(psutil.AccessDenied()))
+    sampler = Sampler(backend="psutil")
+    snap = sampler.sample()
+    assert snap.process.rss is None
+    assert snap.process.pid == os.getpid()
+    assert snap.fault_for("process.rss") is not None
+    monkeypatch.setattr(psutil, "Process", real)
+    assert sampler.sample().process.rss is not None
