@@ -78,7 +78,9 @@ def limit_self(memory: int | str, *, kind: Literal["as", "data"] = "data") -> in
     its next allocation. It takes effect at once for every Sampler in the process (their
     cached limits are dropped) and every Guard's cached snapshot, so the next admission
     already sees it; a Monitor's state shows it from its next sample. Every argument is
-    checked before the limit is set: a refused call changes nothing.
+    checked before the limit is set: a refused call changes nothing. Where Python has no
+    ``resource`` module (Windows) it raises :class:`~resguard.InvalidState` saying that it
+    is not available on this platform.
     """
     if not isinstance(kind, str) or kind not in ("as", "data"):
         raise InvalidValue(f"kind={shown(kind)}; expected 'as' or 'data'")

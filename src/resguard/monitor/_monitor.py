@@ -56,7 +56,9 @@ class Monitor:
             ``"200ms"``; a PSI trigger still wakes the loop at once).
         adaptive: sample faster while memory fills up (by the measured fill rate) and
             slower while all is calm; ``False`` keeps *interval*.
-        psi_trigger: wake at once when the kernel reports memory stalls (PSI trigger).
+        psi_trigger: wake at once when the kernel reports memory stalls (PSI trigger;
+            Linux only: elsewhere the monitor logs once that it is not available on this
+            platform and keeps its interval).
         cgroup: judge this cgroup directory's memory instead of this process's own.
         reclaim: climb the reclaim ladder on WARNING (default True): at once when the
             verdict reaches it, then at most once per *slow_interval* while it lasts.
