@@ -18,6 +18,22 @@ def _pressure_text(pressure: Any) -> str:
     return f"{fixed(pressure.some.avg10, '.1f')}/{full}%"
 
 
+_LEVEL_NAMES = {1: "normal", 2: "warning", 4: "critical"}  # kern.memorystatus_vm_pressure_level
+
+
+def _pressure_line(pressure: Any) -> str:
+    """PSI's memory, CPU and I/O lines, and macOS's memory-pressure level where known."""
+    line = (
+        f"pressure memory {_pressure_text(pressure.memory)}, "
+        f"cpu {_pressure_text(pressure.cpu)}, io {_pressure_text(pressure.io)} "
+        "(PSI some/full, avg10)"
+    )
+    level = getattr(pressure, "memory_level", None)
+    if level is not None:
+        line += f"; macOS memory pressure {_LEVEL_NAMES.get(level, 'level')} ({level})"
+    return line
+
+
 def _faults_text(snap: Any) -> str | None:
     """What the snapshot could not read, one entry per damaged field, or None."""
     faults = getattr(snap, "faults", ())
@@ -38,9 +54,7 @@ def format_snapshot(snap: Any) -> str:
         f"cpu      {fixed(cpu.percent, '.1f')}% busy, {fixed(cpu.effective, 'g')} of "
         f"{fixed(cpu.count, 'd')} CPUs usable ({cpu.effective_source}), load "
         f"{fixed(cpu.load_1m, '.2f')} {fixed(cpu.load_5m, '.2f')} {fixed(cpu.load_15m, '.2f')}",
-        f"pressure memory {_pressure_text(snap.pressure.memory)}, "
-        f"cpu {_pressure_text(snap.pressure.cpu)}, io {_pressure_text(snap.pressure.io)} "
-        "(PSI some/full, avg10)",
+        _pressure_line(snap.pressure),
         _process_line(snap),
     ]
     faults = _faults_text(snap)
