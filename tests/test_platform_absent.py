@@ -85,6 +85,14 @@ def test_no_psi_trigger_is_armed_off_linux_and_that_is_said_once(
     assert "on darwin" in _unavailable_lines(caplog)[0]
 
 
+def test_a_monitor_of_a_cgroup_off_linux_is_refused_saying_cgroups_are_not_available(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with pytest.raises(resguard.InvalidValue, match="cgroups are not available on this platform"):
+        resguard.Monitor(cgroup="/sys/fs/cgroup")
+
+
 # -- limit_self without the resource module --------------------------------------------
 
 

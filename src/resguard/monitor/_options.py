@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -151,6 +152,11 @@ def _sampler_for(cgroup: object) -> Sampler:
         raise InvalidType(
             f"cgroup={shown(cgroup)} is not a path; expected a cgroup "
             "directory such as '/sys/fs/cgroup/system.slice/web.service'"
+        )
+    if not sys.platform.startswith("linux"):
+        raise InvalidValue(
+            f"cgroup={shown(cgroup)}: cgroups are not available on this platform "
+            f"({sys.platform}); leave cgroup= out to judge this machine's memory"
         )
     path = os.fspath(cgroup)
     if not isinstance(path, str) or not os.path.isdir(path):
