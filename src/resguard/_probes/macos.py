@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 from collections.abc import Callable
 from typing import Final
+
+from resguard._probes.files import FaultKind
 
 __all__ = [
     "COMPRESSOR_BYTES",
@@ -40,26 +43,25 @@ class SysctlError(OSError):
     """A sysctl could not be read (no such name, no ``sysctlbyname`` in libc, an errno)."""
 
 
-def libc_sysctl() -> Sysctl:
-    """The real ``sysctlbyname`` (raises :class:`SysctlError` when called where libc has
-    none, e.g. on Linux)."""
+def libc_sysctl(name: str) -> bytes:
+    """Read the sysctl *name* through libc's ``sysctlbyname`` (:class:`SysctlError` where
+    libc has none, e.g. on Linux, or the call fails)."""
     function = _sysctlbyname()
-
-    def read(name: str) -> bytes:
-        if function is None:
-            raise SysctlError("libc has no sysctlbyname on this platform")
-        size = ctypes.c_size_t(8)
-        buffer = ctypes.create_string_buffer(8)
-        result = function(name.encode(), buffer, ctypes.byref(size), None, ctypes.c_size_t(0))
-        if result != 0:
-            errno = ctypes.get_errno()
-            raise SysctlError(errno, os.strerror(errno) if errno else "sysctlbyname failed")
-        return buffer.raw[: size.value]
-
-    return read
+    if function is None:
+        raise SysctlError("libc has no sysctlbyname on this platform")
+    size = ctypes.c_size_t(8)
+    buffer = ctypes.create_string_buffer(8)
+    result = function(name.encode(), buffer, ctypes.byref(size), None, ctypes.c_size_t(0))
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise SysctlError(errno, os.strerror(errno) if errno else "sysctlbyname failed")
+    return buffer.raw[: size.value]
 
 
+@functools.cache
 def _sysctlbyname() -> Callable[..., int] | None:
+    """libc's ``sysctlbyname``, looked up once, at the first read (finding libc runs
+    ``ldconfig`` on Linux: not on the import path)."""
     try:
         name = ctypes.util.find_library("c")
         libc = ctypes.CDLL(name, use_errno=True)
@@ -69,14 +71,15 @@ def _sysctlbyname() -> Callable[..., int] | None:
     return function
 
 
-def read_int(sysctl: Sysctl, name: str) -> tuple[int | None, str]:
+def read_int(sysctl: Sysctl, name: str) -> tuple[int | None, FaultKind, str]:
     """The integer sysctl *name* (a 4-byte int or an 8-byte quad, little-endian as on
-    every Mac), else ``(None, why)``; never raises."""
+    every Mac), else ``(None, kind, why)`` (``"unreadable"``: the read failed;
+    ``"garbage"``: a value of another size); never raises."""
     try:
         raw = sysctl(name)
     except Exception as error:  # an injected or real reader failing in any way
-        return None, f"{type(error).__name__}: {error}"
+        return None, "unreadable", f"{type(error).__name__}: {error}"
     if not isinstance(raw, (bytes, bytearray)) or len(raw) not in (4, 8):
         size = len(raw) if isinstance(raw, (bytes, bytearray)) else type(raw).__name__
-        return None, f"a value of odd size ({size}); expected 4 or 8 bytes"
-    return int.from_bytes(raw, "little", signed=False), ""
+        return None, "garbage", f"a value of odd size ({size}); expected 4 or 8 bytes"
+    return int.from_bytes(raw, "little", signed=False), "garbage", ""

@@ -86,7 +86,7 @@ class PsutilSampler:
         self._slow_max_age_s = slow_files_max_age_s
         self._darwin = platform == "darwin"
         self._windows = platform.startswith("win")
-        self._sysctl = sysctl if sysctl is not None else macos.libc_sysctl()
+        self._sysctl = sysctl if sysctl is not None else macos.libc_sysctl
         self._lock = threading.Lock()
         self._pid = -1
         self._process: Any = None
@@ -258,9 +258,8 @@ class PsutilSampler:
                 )
             )
             return max(total - available, 0)
-        compressed, why = macos.read_int(self._sysctl, macos.COMPRESSOR_BYTES)
+        compressed, kind, why = macos.read_int(self._sysctl, macos.COMPRESSOR_BYTES)
         if compressed is None:
-            kind: FaultKind = "garbage" if why.startswith("a value") else "unreadable"
             faults.append(
                 Fault("memory.used", _COMPRESSED_SOURCE, kind, why, fallback="wired + active")
             )
@@ -360,11 +359,10 @@ class PsutilSampler:
         return level
 
     def _read_level(self, faults: list[Fault]) -> int | None:
-        level, why = macos.read_int(self._sysctl, macos.PRESSURE_LEVEL)
+        level, kind, why = macos.read_int(self._sysctl, macos.PRESSURE_LEVEL)
         if level is not None and level not in macos.PRESSURE_LEVELS:
-            why, level = f"level {level} is none of 1, 2, 4", None
+            kind, why, level = "garbage", f"level {level} is none of 1, 2, 4", None
         if level is None:
-            kind: FaultKind = "unreadable" if ":" in why else "garbage"
             faults.append(Fault("pressure.memory_level", _LEVEL_SOURCE, kind, why))
         return level
 
