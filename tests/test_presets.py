@@ -6,12 +6,14 @@ import json
 import time
 from collections.abc import Callable, Iterable
 
+import attrs
 import pytest
 
 import resguard
 from resguard import presets
+from resguard._probes.backend import Backend
 from resguard.rules import Level, Policy, ProcessCount, ProcessThreshold, Verdict
-from resguard.snapshot import Snapshot
+from resguard.snapshot import Fault, Sampler, Snapshot
 from resguard.testing import ManualClock, make_process, make_snapshot, unknown_memory
 
 from factories import MB, GiB
@@ -157,9 +159,6 @@ def test_presets_are_fresh_policies_and_judge_a_real_snapshot() -> None:
 def test_presets_report_unreadable_memory_as_unknown_and_hold_a_firing_level(
     preset: Callable[[], Policy],
 ) -> None:
-
-    from resguard.snapshot import Fault
-
     def blind(at: float) -> Snapshot:
         fault = Fault("memory", "/proc/meminfo", "truncated", "MemAvailable missing")
         return unknown_memory(make_snapshot(at=at), fault)
@@ -181,3 +180,50 @@ def test_a_preset_takes_the_clock_of_its_policy(preset: Callable[..., Policy]) -
     clock = ManualClock()
     assert preset(clock=clock).clock is clock
     assert preset().clock is time.monotonic  # monotonic by default
+
+
+def with_memory_level(snap: Snapshot, level: int | None) -> Snapshot:
+    return attrs.evolve(snap, pressure=attrs.evolve(snap.pressure, memory_level=level))
+
+
+@pytest.mark.parametrize("preset", [presets.laptop, presets.service])
+def test_the_macos_pressure_level_warns_at_2_and_is_critical_at_4(
+    preset: Callable[[], Policy],
+) -> None:
+    levels = [1, 2, 2, 1, 4, 4, 2, 4, 1]
+    snapshots = [with_memory_level(make_snapshot(at=float(t)), n) for t, n in enumerate(levels)]
+    verdicts = judge(preset(), snapshots)
+    assert [v.level for v in verdicts] == [OK, W, W, OK, C, C, W, C, OK]
+    assert "macOS memory pressure critical" in verdicts[4].reason
+
+
+@pytest.mark.parametrize("preset", [presets.laptop, presets.service])
+@pytest.mark.parametrize("backend", ["linux", "psutil"])
+def test_the_macos_rules_are_inactive_off_macos_not_unknown(
+    preset: Callable[[], Policy], backend: Backend
+) -> None:
+    """Off macOS the level is None with no fault (like PSI on a kernel without it): the
+    verdict must not call itself unknown because of it."""
+    snap = Sampler(backend=backend).sample()
+    assert snap.pressure.memory_level is None
+    verdict = preset().evaluate(snap)
+    assert verdict.known, verdict.unknown
+    assert not any("memory_level" in reason for reason in verdict.unknown)
+    bare = preset().evaluate(with_memory_level(make_snapshot(at=0.0), None))
+    assert (bare.level, bare.unknown) == (OK, ())
+
+
+def test_an_unreadable_macos_level_is_unknown_and_holds_a_firing_level() -> None:
+    fault = Fault(
+        "pressure.memory_level",
+        "sysctl kern.memorystatus_vm_pressure_level",
+        "unreadable",
+        "SysctlError: [Errno 1] Operation not permitted",
+    )
+    blind = [
+        attrs.evolve(with_memory_level(make_snapshot(at=float(t)), None), faults=(fault,))
+        for t in range(1, 5)
+    ]
+    verdicts = judge(presets.laptop(), [with_memory_level(make_snapshot(at=0.0), 4), *blind])
+    assert [v.level for v in verdicts] == [C] * 5
+    assert any("pressure.memory_level: sysctl" in reason for reason in verdicts[-1].unknown)

@@ -13,6 +13,8 @@ memory.percent >= 85                           WARNING      below 80
 memory.percent >= 95                           CRITICAL     below 90
 PSI memory some avg10 > 10 %                   WARNING      5 % or less
 PSI memory full avg10 > 5 %                    CRITICAL     2 % or less
+macOS memory pressure warning (level >= 2)     WARNING      normal (level 1)
+macOS memory pressure critical (level >= 4)    CRITICAL     below critical
 any one process above 100 % CPU for 30 s       WARNING      80 % or less
 2 or more processes above 50 % CPU for 10 s    WARNING      fewer than 2 above 40 %
 process RSS grows > 50 MB over 10 min          WARNING      growth of 25 MB or less
@@ -29,11 +31,15 @@ memory.percent >= 80                           WARNING      below 75
 memory.percent >= 90                           CRITICAL     below 85
 PSI memory some avg10 > 5 %                    WARNING      2 % or less
 PSI memory full avg10 > 2 %                    CRITICAL     1 % or less
+macOS memory pressure warning (level >= 2)     WARNING      normal (level 1)
+macOS memory pressure critical (level >= 4)    CRITICAL     below critical
 memory.used reaches memory.limit within 2 min  WARNING      3 min or more
 process RSS grows > 50 MB over 10 min          WARNING      growth of 25 MB or less
 =============================================  ===========  ==========================
 
-PSI rules are inactive on kernels without PSI; process rules are inactive while the
+PSI rules are inactive on kernels without PSI, the macOS pressure rules
+(``pressure.memory_level``: the kernel's ``kern.memorystatus_vm_pressure_level``, 1
+normal, 2 warning, 4 critical) everywhere but macOS; process rules are inactive while the
 snapshot has no process table (a Monitor samples it when a policy has such rules).
 Combine a preset with your own rules: ``Policy([*presets.laptop().rules, my_rule])``.
 """
@@ -98,6 +104,31 @@ def _memory_rules(
             level=Level.CRITICAL,
             clear=psi_full_clear,
             name=f"memory pressure (full avg10) > {psi_full:g}%",
+        ),
+        *_macos_pressure_rules(),
+    ]
+
+
+def _macos_pressure_rules() -> list[Rule]:
+    """macOS's own judgement of memory pressure, the level Activity Monitor shows: the
+    kernel debounces it already, so each rule clears as soon as the kernel's level drops
+    below it. ``None`` (no fault) on other platforms: the rules are inactive there."""
+    return [
+        Threshold(
+            "pressure.memory_level",
+            ">=",
+            2,
+            level=Level.WARNING,
+            clear=2,
+            name="macOS memory pressure warning (level >= 2)",
+        ),
+        Threshold(
+            "pressure.memory_level",
+            ">=",
+            4,
+            level=Level.CRITICAL,
+            clear=4,
+            name="macOS memory pressure critical (level >= 4)",
         ),
     ]
 
