@@ -1,14 +1,17 @@
 """Snapshots: immutable values describing memory, CPU, pressure and this process.
 
-A :class:`Snapshot` is built by a :class:`Sampler` from the kernel's files and does no I/O
-afterwards. Memory numbers are *effective*: inside a container or a cgroup the limit is the
-cgroup's, not the host's (see :class:`MemoryInfo`). All sizes are bytes, times are seconds,
-percentages run from 0 to 100; each numeric field says which in its attrs metadata
-(:func:`metric_unit`).
+A :class:`Snapshot` is built by a :class:`Sampler` and does no I/O afterwards. The sampler
+reads through a sensing backend (:data:`BACKENDS`): ``linux``, the kernel's files, or
+``psutil``, every platform psutil supports; :func:`default_backend` says which one a
+sampler not told otherwise uses. Memory numbers are *effective*: inside a container or a
+cgroup the limit is the cgroup's, not the host's (see :class:`MemoryInfo`). All sizes
+are bytes, times are seconds, percentages run from 0 to 100; each numeric field says
+which in its attrs metadata (:func:`metric_unit`).
 
 The package keeps one job per module: ``_values`` (the records and their units),
-``_limits`` (memory against the effective limit), ``_cpu`` (CPU percentages from tick
-counters) and ``_sampler`` (the :class:`Sampler` that composes them).
+``_limits`` (memory against the effective limit), ``_cpu`` (CPU percentages from time
+counters), ``_linux`` (the kernel readers), ``_portable`` (the psutil readers) and
+``_sampler`` (the :class:`Sampler` façade that picks one).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 import threading
 import types
 
+from resguard._probes.backend import BACKENDS, default_backend
 from resguard._probes.files import FaultKind
 from resguard._probes.paths import Roots
 from resguard._probes.reporting import RELOG_AFTER_S as RELOG_AFTER_S  # internal, not in __all__
@@ -48,6 +52,7 @@ from resguard.snapshot._values import (
 )
 
 __all__ = [
+    "BACKENDS",
     "FAULT_KINDS",
     "UNITS",
     "ContainerStats",
@@ -67,6 +72,7 @@ __all__ = [
     "Sampler",
     "Snapshot",
     "SwapInfo",
+    "default_backend",
     "default_sampler",
     "invalidate_limits",
     "metric_paths",
@@ -112,7 +118,7 @@ if hasattr(os, "register_at_fork"):
 
 
 def default_sampler() -> Sampler:
-    """The process-wide sampler behind :func:`snapshot`."""
+    """The process-wide sampler behind :func:`snapshot` (on :func:`default_backend`)."""
     global _default_sampler
     if _default_sampler is None:
         with _default_lock:
