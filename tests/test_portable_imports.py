@@ -123,6 +123,12 @@ from resguard.cli import main
 out = io.StringIO()
 code = main(["snapshot", "--json"], out)
 step("cli snapshot --json", code=code, total=json.loads(out.getvalue())["memory"]["total"])
+out = io.StringIO()
+code = main(["top", "-n", "3", "--json", "--interval", "0"], out)
+step("cli top --json", code=code, rows=len(json.loads(out.getvalue())))
+out = io.StringIO()
+code = main(["watch", "--once", "--json"], out)
+step("cli watch --once --json", code=code, level=json.loads(out.getvalue()).get("level"))
 
 with resguard.profile(interval="10ms") as prof:
     bytearray(8 * 2**20)
@@ -226,6 +232,8 @@ def test_resguard_imports_measures_and_guards_without_the_unix_only_names(
         faults = snap["faults"]
         assert isinstance(faults, list)
         assert any("kern.memorystatus_vm_pressure_level" in fault for fault in faults), faults
+    assert steps["cli top --json"] == {"code": 0, "rows": 3}
+    assert steps["cli watch --once --json"]["code"] in (0, 1)  # 1: the verdict is not OK
     refused = steps["limit_self"]["refused"]
     assert isinstance(refused, str)
     assert "not available on this platform" in refused
