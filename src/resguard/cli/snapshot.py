@@ -80,13 +80,12 @@ def _process_line(snap: Any) -> str:
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
     import resguard.snapshot as sensing  # looked up per call: tests replace snapshot()
-    from resguard._probes.backend import default_backend
 
     snap = sensing.snapshot(uss=args.uss)
     if args.json:
         print_json(snap.to_dict(), out)
-    else:
-        out.write(format_snapshot(snap) + f"\nbackend  {default_backend()}\n")
+    else:  # snapshot() measures through the default sampler
+        out.write(format_snapshot(snap) + f"\nbackend  {sensing.default_sampler().backend}\n")
     return 0
 
 
