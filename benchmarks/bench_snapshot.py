@@ -54,6 +54,7 @@ def run(table: Table) -> None:
     table.note(
         "  … as a multiple of psutil.virtual_memory()", f"{ours / theirs:.1f}×", target="≤ 3×"
     )
+    _backend_rows(table, ours)
 
     sleepers = [subprocess.Popen(["sleep", "600"]) for _ in range(EXTRA_PROCESSES)]
     try:
@@ -113,6 +114,30 @@ def run(table: Table) -> None:
     )
     table.note(
         "  … and every core name (Guard, Monitor, caches, rules)", f"{everything * 1e3:.1f} ms"
+    )
+
+
+def _backend_rows(table: Table, linux_s: float) -> None:
+    """snapshot() on the psutil backend beside the linux backend (*linux_s*, this run) and
+    beside the psutil calls that give the same numbers, asked directly."""
+    portable = Sampler(backend="psutil")
+    portable.sample()
+    psutil_s = per_call_s(lambda: portable.sample(children=False))
+    me = psutil.Process()
+
+    def plain() -> None:
+        psutil.virtual_memory()
+        psutil.swap_memory()
+        psutil.cpu_times()
+        me.memory_info()
+
+    plain_s = per_call_s(plain)
+    table.compare("snapshot(), psutil backend", psutil_s, "snapshot(), linux backend", linux_s)
+    table.compare(
+        "snapshot(), psutil backend",
+        psutil_s,
+        "virtual_memory + swap_memory + cpu_times + Process().memory_info()",
+        plain_s,
     )
 
 

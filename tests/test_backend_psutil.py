@@ -373,3 +373,25 @@ def test_a_process_handle_that_cannot_be_made_is_retried(monkeypatch: pytest.Mon
     assert snap.fault_for("process.rss") is not None
     monkeypatch.setattr(psutil, "Process", real)
     assert sampler.sample().process.rss is not None
+
+
+def test_swap_is_read_at_most_every_slow_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """swap_memory() is the costliest psutil call of a sample (two files on Linux) and
+    nothing admits on swap: it is read like the load averages, at most every 0.5 s."""
+    clock = ManualClock(50.0)
+    sampler = Sampler(backend="psutil", clock=clock)
+    first = sampler.sample().swap
+    Swap = collections.namedtuple("Swap", "total used free percent sin sout")
+    calls: list[int] = []
+
+    def swap_memory() -> Swap:
+        calls.append(1)
+        return Swap(4 * 2**30, 2**30, 3 * 2**30, 25.0, 0, 0)
+
+    monkeypatch.setattr(psutil, "swap_memory", swap_memory)
+    assert sampler.sample().swap == first
+    clock.advance(0.6)
+    swap = sampler.sample().swap
+    assert (swap.total, swap.used, swap.free, swap.percent) == (4 * 2**30, 2**30, 3 * 2**30, 25.0)
+    assert sampler.sample().swap == swap
+    assert calls == [1]

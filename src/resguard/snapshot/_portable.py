@@ -91,6 +91,7 @@ class PsutilSampler:
         self._pid = -1
         self._process: Any = None
         self._counters = CpuCounters(ticks_per_s=1.0)
+        self._cpu_count = self._count()
         self._limits: _Limits | None = None
         self._slow: dict[str, tuple[float, Any, list[Fault]]] = {}
         self._failing: frozenset[str] = frozenset()
@@ -129,7 +130,8 @@ class PsutilSampler:
             limits = self._current_limits(now_s, faults)
             process = self._process_self(now_s, faults, uss=uss, children=children)
             memory = self._memory(limits, process, faults)
-            swap = self._swap(faults)
+            swap, swap_faults = self._slow_value("swap", self._swap, now_s)
+            faults.extend(swap_faults)
             cpu = self._cpu(limits, now_s, faults)
             pressure = PressureInfo(
                 memory=None, cpu=None, io=None, source=None, memory_level=self._level(now_s, faults)
@@ -160,10 +162,11 @@ class PsutilSampler:
     # ------------------------------------------------------------------ the calls ---
 
     def _slow_value(
-        self, key: str, read: Callable[[list[Fault]], _T | None], now_s: float
-    ) -> tuple[_T | None, list[Fault]]:
-        """A value the OS recomputes every few seconds (load averages, the pressure
-        level), read at most once per *slow_files_max_age_s*, with its faults."""
+        self, key: str, read: Callable[[list[Fault]], _T], now_s: float
+    ) -> tuple[_T, list[Fault]]:
+        """A value that changes slowly or is recomputed every few seconds (load averages,
+        the pressure level, swap), read at most once per *slow_files_max_age_s*, with its
+        faults."""
         previous = self._slow.get(key)
         if previous is not None and now_s - previous[0] < self._slow_max_age_s:
             return previous[1], previous[2]
@@ -188,7 +191,7 @@ class PsutilSampler:
     def _cpu_bound(self, faults: list[Fault]) -> tuple[float, str]:
         """The CPUs this process may use: the host's, or its affinity mask where psutil
         has one (Linux, Windows, FreeBSD) and it is smaller."""
-        count = self._count()
+        count = self._cpu_count
         process = self._process
         if process is None or not hasattr(process, "cpu_affinity"):
             return float(count), "host"
@@ -290,6 +293,9 @@ class PsutilSampler:
         return data
 
     def _swap(self, faults: list[Fault]) -> SwapInfo:
+        """The host's swap, read at most every *slow_files_max_age_s*: psutil reads two
+        files for it on Linux (the costliest call of a sample), and nothing admits or
+        refuses on swap."""
         swap = _guarded("psutil.swap_memory()", self._psutil.swap_memory, faults, "swap")
         if swap is None:
             return SwapInfo(total=None, used=None, free=None, percent=None)
@@ -320,7 +326,7 @@ class PsutilSampler:
         load_1m, load_5m, load_15m = loads if loads is not None else (None, None, None)
         return CpuInfo(
             percent=percent,
-            count=self._count(),
+            count=self._cpu_count,
             effective=limits.cpu_effective,
             effective_source=limits.cpu_source,
             load_1m=load_1m,
