@@ -261,7 +261,9 @@ def _catches_absence(handler: ast.ExceptHandler) -> bool:
 
 def _is_guard_test(test: ast.expr) -> bool:
     """An ``if`` that asks whether a name exists (``hasattr``/``getattr``) or which
-    platform this is (``sys.platform``, ``os.name``)."""
+    platform this is (``sys.platform``, ``os.name``), or ``if TYPE_CHECKING:`` (never run)."""
+    if isinstance(test, ast.Name) and test.id == "TYPE_CHECKING":
+        return True
     for node in ast.walk(test):
         if (
             isinstance(node, ast.Call)
@@ -376,12 +378,17 @@ def test_the_scan_finds_what_it_looks_for() -> None:
         "    os.register_at_fork(after_in_child=f)\n"
         "PAGE = os.sysconf('SC_PAGE_SIZE') if hasattr(os, 'sysconf') else 4096\n"
         "BOOT = getattr(time, 'CLOCK_BOOTTIME', None)\n"
+        "if TYPE_CHECKING:\n"
+        "    import pwd\n"
+        "class Stopper:\n"
+        "    SIGNAL = signal.SIGSTOP\n"
     )
     assert unguarded_platform_names(source) == [
         (1, "import resource"),
         (3, "from select import poll"),
         (4, "signal.SIGKILL"),
         (5, "os.sysconf"),
+        (18, "signal.SIGSTOP"),
     ]
 
 
