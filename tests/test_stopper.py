@@ -12,13 +12,22 @@ import sys
 import time
 from collections.abc import Iterator
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from resguard import InvalidType, InvalidValue, ResguardError
 from resguard._probes import identity as identity_module
-from resguard._probes.identity import Identity, ProcessHandle, parse_stat, read_stat
+from resguard._probes.identity import (
+    Identity,
+    PortableHandle,
+    PortableIdentity,
+    ProcessHandle,
+    parse_stat,
+    read_portable,
+    read_stat,
+)
 from resguard.reclaim import ProcessStopper, StopCandidate
 from resguard.testing import ManualClock
 
@@ -27,7 +36,8 @@ from support import wait_until
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
-MODES = ["pidfd", "fallback"]
+# the linux path (/proc) with and without pidfds, and the portable path (psutil) likewise
+MODES = ["pidfd", "fallback", "psutil", "psutil-fallback"]
 # unique to this run: other test runs on the machine may have their own "sleep 3001"
 RUN = os.getpid()
 S3001, S3002, S3003, S3006 = (f"{seconds}{RUN}" for seconds in (3001, 3002, 3003, 3006))
@@ -128,8 +138,22 @@ def _stopper(mode: str, *patterns: str, **kwargs: object) -> ProcessStopper:
     options: dict[str, object] = {"enabled": True, "dry_run": False, "grace": "30s"}
     options.update(kwargs)
     stopper = ProcessStopper(list(patterns), **options)  # type: ignore[arg-type]
-    stopper._use_pidfd = mode == "pidfd"
+    stopper._use_pidfd = mode in ("pidfd", "psutil")
+    stopper._backend = "psutil" if mode.startswith("psutil") else "linux"
     return stopper
+
+
+def _open(mode: str, pid: int) -> ProcessHandle | PortableHandle | None:
+    """A handle on *pid* as it is now, on the path *mode* names."""
+    if mode.startswith("psutil"):
+        read = read_portable(pid)
+        assert read is not None
+        stat = read[1]
+        identity = PortableIdentity(pid, stat.create_time, stat.ppid, stat.uid, stat.name)
+        return PortableHandle.open(identity, use_pidfd=mode == "psutil")
+    proc_stat = read_stat(pid)
+    assert proc_stat is not None
+    return ProcessHandle.open(Identity(pid, proc_stat.start_ticks), use_pidfd=mode == "pidfd")
 
 
 def _candidate(stopper: ProcessStopper, pid: int) -> StopCandidate:
@@ -155,25 +179,46 @@ def test_a_process_whose_start_time_differs_by_0_3_s_is_never_signalled(
 ) -> None:
     stopper = _stopper(mode, rf"^sleep {S3001}$")
     real = _candidate(stopper, sleeper.pid)
-    ticks_per_s = os.sysconf("SC_CLK_TCK")
-    for offset in (-1, 1, int(0.3 * ticks_per_s)):
-        other = StopCandidate(
-            real.pid, real.start_ticks + offset, real.name, real.cmdline, real.uid, real.rss, None
-        )
+    others = []
+    if real.start_ticks is not None:
+        assert real.create_time is None
+        ticks_per_s = os.sysconf("SC_CLK_TCK")
+        for offset in (-1, 1, int(0.3 * ticks_per_s)):
+            others.append(attrs.evolve(real, start_ticks=real.start_ticks + offset))
+    else:
+        assert real.create_time is not None
+        assert real.ppid == os.getpid()
+        for offset_s in (-0.01, 0.01, 0.3):
+            others.append(attrs.evolve(real, create_time=real.create_time + offset_s))
+        # the same start time with another parent, owner or name is another process too
+        others.append(attrs.evolve(real, ppid=1))
+        others.append(attrs.evolve(real, uid=65534))
+        others.append(attrs.evolve(real, name="sleeq"))
+    for other in others:
         action = stopper.stop(other)
-        assert (action.signal, action.done) == ("none", False)
+        assert (action.signal, action.done) == ("none", False), other
         assert "gone" in action.reason
     assert sleeper.poll() is None
+
+
+def test_a_candidate_from_the_other_path_is_not_verifiable_and_not_signalled(
+    sleeper: subprocess.Popen[bytes], signals_sent: list[tuple[str, int]]
+) -> None:
+    linux = _candidate(_stopper("pidfd", rf"^sleep {S3001}$"), sleeper.pid)
+    portable = _candidate(_stopper("psutil", rf"^sleep {S3001}$"), sleeper.pid)
+    assert "not verifiable" in _stopper("psutil", "x").stop(linux).reason
+    assert "not verifiable" in _stopper("pidfd", "x").stop(portable).reason
+    assert signals_sent == []
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_handle_opened_on_a_process_refuses_once_it_exited(mode: str) -> None:
     process = _spawn("sleep", S3002)
-    stat = read_stat(process.pid)
-    assert stat is not None
-    handle = ProcessHandle.open(Identity(process.pid, stat.start_ticks), use_pidfd=mode == "pidfd")
+    _wait_for_exec(process.pid, f"sleep {S3002}")
+    handle = _open(mode, process.pid)
     assert handle is not None
-    assert (handle.pidfd is not None) == (mode == "pidfd" and identity_module.pidfd_supported())
+    with_pidfd = mode in ("pidfd", "psutil") and identity_module.pidfd_supported()
+    assert (handle.pidfd is not None) == with_pidfd
     with handle:
         process.kill()
         process.wait()
@@ -262,11 +307,7 @@ def test_sigkill_only_after_the_grace_period_when_sigterm_is_ignored(mode: str) 
 def test_a_huge_grace_period_waits_without_overflow(mode: str) -> None:
     process = _spawn("sleep", "0.3")
     try:
-        stat = read_stat(process.pid)
-        assert stat is not None
-        handle = ProcessHandle.open(
-            Identity(process.pid, stat.start_ticks), use_pidfd=mode == "pidfd"
-        )
+        handle = _open(mode, process.pid)
         assert handle is not None
         with handle:
             assert handle.wait_exited(1e300)  # poll() takes a C int of milliseconds
@@ -292,11 +333,8 @@ def test_a_thread_id_is_not_a_process_to_signal(mode: str) -> None:
         [thread_id] = [
             int(tid) for tid in os.listdir(f"/proc/{process.pid}/task") if int(tid) != process.pid
         ]
-        stat = read_stat(thread_id)
-        assert stat is not None
-        identity = Identity(thread_id, stat.start_ticks)
-        assert ProcessHandle.open(identity, use_pidfd=mode == "pidfd") is None
-        if mode == "pidfd":  # a refusal, not a reason to give up pidfds
+        assert _open(mode, thread_id) is None
+        if mode in ("pidfd", "psutil"):  # a refusal, not a reason to give up pidfds
             assert identity_module.pidfd_supported()
         assert process.poll() is None
     finally:
@@ -304,12 +342,11 @@ def test_a_thread_id_is_not_a_process_to_signal(mode: str) -> None:
         process.wait()
 
 
+@pytest.mark.parametrize("mode", ["fallback", "psutil-fallback"])
 def test_the_fallback_grace_wait_polls_at_growing_intervals(
-    sleeper: subprocess.Popen[bytes],
+    mode: str, sleeper: subprocess.Popen[bytes]
 ) -> None:
-    stat = read_stat(sleeper.pid)
-    assert stat is not None
-    handle = ProcessHandle.open(Identity(sleeper.pid, stat.start_ticks), use_pidfd=False)
+    handle = _open(mode, sleeper.pid)
     assert handle is not None
     clock = ManualClock(0.0)
     pauses: list[float] = []
@@ -332,9 +369,12 @@ def test_the_fallback_grace_wait_polls_at_growing_intervals(
 REUSE = r"""
 import json, os, signal, subprocess, sys, time
 from resguard.reclaim import ProcessStopper
-from resguard._probes.identity import Identity, ProcessHandle, read_stat
+from resguard._probes.identity import (
+    Identity, PortableHandle, PortableIdentity, ProcessHandle, read_portable, read_stat
+)
 
 mode, tests = sys.argv[1:3]
+portable = mode.startswith("psutil")
 sys.path.insert(0, tests)
 from support import wait_until
 
@@ -370,20 +410,34 @@ def reuse(pid):
     return newcomer
 
 stopper = ProcessStopper([r"^sleep 3005$"], enabled=True, dry_run=False, grace="5s")
-stopper._use_pidfd = mode == "pidfd"
+stopper._use_pidfd = mode in ("pidfd", "psutil")
+stopper._backend = "psutil" if portable else "linux"
 result = {}
+
+def start_of(pid):
+    # the identity's time: start ticks (linux path) or psutil's create time
+    return read_portable(pid)[1].create_time if portable else read_stat(pid).start_ticks
+
+def open_handle(pid):
+    if portable:
+        stat = read_portable(pid)[1]
+        identity = PortableIdentity(pid, stat.create_time, stat.ppid, stat.uid, stat.name)
+        return PortableHandle.open(identity, use_pidfd=stopper._use_pidfd)
+    ticks = read_stat(pid).start_ticks
+    return ProcessHandle.open(Identity(pid, ticks), use_pidfd=stopper._use_pidfd)
 
 # 1. the stopper lists the victim, the victim exits, a newcomer takes its PID 0.3 s later
 victim = subprocess.Popen(["sleep", "3005"])
 wait_for_exec(victim.pid)
 [old] = [c for c in stopper.candidates() if c.pid == victim.pid]
+old_ticks = read_stat(victim.pid).start_ticks
 victim.kill(); victim.wait()
-wait_past(old.start_ticks, 0.3)
+wait_past(old_ticks, 0.3)
 newcomer = reuse(old.pid)
 action = stopper.stop(old)
 alive = alive_after(newcomer, 0.1)
 result["listed"] = {"pid": old.pid, "newcomer": newcomer.pid, "action": action.to_dict(),
-                    "new_start": read_stat(newcomer.pid).start_ticks,
+                    "new_start": start_of(newcomer.pid),
                     "newcomer_alive": alive}
 newcomer.kill(); newcomer.wait()
 
@@ -391,7 +445,7 @@ newcomer.kill(); newcomer.wait()
 victim = subprocess.Popen(["sleep", "3005"])
 wait_for_exec(victim.pid)
 start = read_stat(victim.pid).start_ticks
-handle = ProcessHandle.open(Identity(victim.pid, start), use_pidfd=mode == "pidfd")
+handle = open_handle(victim.pid)
 victim.kill(); victim.wait()
 wait_past(start, 0.05)
 newcomer = reuse(victim.pid)
@@ -434,13 +488,15 @@ def test_a_newcomer_on_a_reused_pid_survives(mode: str) -> None:
     result = json.loads(done.stdout)
     listed = result["listed"]
     assert listed["newcomer"] == listed["pid"]  # the PID really was reused
-    assert listed["new_start"] != listed["action"]["start_ticks"]
+    kept = "create_time" if mode.startswith("psutil") else "start_ticks"
+    assert listed["action"][kept] is not None
+    assert listed["new_start"] != listed["action"][kept]
     assert listed["action"]["signal"] == "none"
     assert not listed["action"]["done"]
     assert listed["newcomer_alive"]
     held = result["held"]
     assert held["newcomer"] == held["pid"]
-    if mode == "pidfd":
+    if mode in ("pidfd", "psutil"):
         assert held["pidfd"], "this kernel has pidfds (Linux >= 5.3)"
     assert not held["sent"]
     assert held["newcomer_alive"]
@@ -450,10 +506,12 @@ def test_a_newcomer_on_a_reused_pid_survives(mode: str) -> None:
 # Safety rules
 
 
+@pytest.mark.parametrize("backend", ["linux", "psutil"])
 def test_pid_1_this_process_and_its_parent_are_never_signalled(
-    signals_sent: list[tuple[str, int]],
+    backend: str, signals_sent: list[tuple[str, int]]
 ) -> None:
     stopper = ProcessStopper([r"."], enabled=True, dry_run=False, grace="10ms")
+    stopper._backend = backend  # type: ignore[assignment]
     uid = os.getuid()
     for pid, reason in (
         (1, "PID 1"),
@@ -472,13 +530,14 @@ def test_pid_1_this_process_and_its_parent_are_never_signalled(
     assert signals_sent == []
 
 
-def test_another_users_process_is_never_signalled() -> None:
+@pytest.mark.parametrize("mode", ["pidfd", "psutil"])
+def test_another_users_process_is_never_signalled(mode: str) -> None:
     if os.geteuid() != 0:
         unavailable("starting another user's process needs root")
     process = _spawn("sleep", S3006, user=65534)
     try:
         _wait_for_exec(process.pid, f"sleep {S3006}")
-        stopper = _stopper("pidfd", rf"^sleep {S3006}$", grace="10ms")
+        stopper = _stopper(mode, rf"^sleep {S3006}$", grace="10ms")
         candidate = _candidate(stopper, process.pid)
         assert candidate.protected == "another user's process"
         assert stopper.reclaim(10**12) == 0
@@ -498,15 +557,18 @@ signal.pause()            # until killed
 """
 
 
+@pytest.mark.parametrize("mode", ["pidfd", "psutil"])
 @pytest.mark.parametrize(("name", "protect"), [("sshd", ()), ("precious", ("precious",))])
-def test_a_protected_name_is_never_signalled(name: str, protect: tuple[str, ...]) -> None:
+def test_a_protected_name_is_never_signalled(
+    mode: str, name: str, protect: tuple[str, ...]
+) -> None:
     process = subprocess.Popen(
         [sys.executable, "-c", RENAMED, name, f"renamed-{RUN}"], stdout=subprocess.PIPE, text=True
     )
     try:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "ready"
-        stopper = _stopper("pidfd", rf"renamed-{RUN}", grace="10ms", protect=protect)
+        stopper = _stopper(mode, rf"renamed-{RUN}", grace="10ms", protect=protect)
         assert _candidate(stopper, process.pid).protected == f"a protected name ({name})"
         stopper.reclaim(10**12)
         assert process.poll() is None
@@ -526,10 +588,12 @@ def test_a_kernel_thread_is_never_signalled(signals_sent: list[tuple[str, int]])
     assert signals_sent == []
 
 
+@pytest.mark.parametrize("backend", ["linux", "psutil"])
 def test_dry_run_signals_nothing_and_says_what_it_would_do(
-    sleeper: subprocess.Popen[bytes], signals_sent: list[tuple[str, int]]
+    backend: str, sleeper: subprocess.Popen[bytes], signals_sent: list[tuple[str, int]]
 ) -> None:
     stopper = ProcessStopper([rf"^sleep {S3001}$"], enabled=True)  # dry_run defaults to True
+    stopper._backend = backend  # type: ignore[assignment]
     assert stopper.reclaim(10**12) > 0
     [action] = [action for action in stopper.actions if action.pid == sleeper.pid]
     assert action.signal == "SIGTERM"
@@ -610,3 +674,117 @@ def test_the_stopper_accepts_or_raises_only_resguard_errors(
 def test_stop_takes_only_a_candidate() -> None:
     with pytest.raises(InvalidType, match="StopCandidate"):
         ProcessStopper(["x"], enabled=True).stop(1234)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------
+# The portable path: a hostile psutil, a platform without SIGKILL
+
+
+@pytest.mark.parametrize(
+    ("create_time", "error"),
+    [
+        (float("nan"), InvalidValue),
+        (float("inf"), InvalidValue),
+        (-1.0, InvalidValue),
+        (0.0, InvalidValue),
+        ("1.0", InvalidType),
+        (1, InvalidType),
+        (True, InvalidType),
+    ],
+)
+def test_a_hand_made_portable_candidate_with_a_bad_create_time_is_refused(
+    create_time: object, error: type[Exception], signals_sent: list[tuple[str, int]]
+) -> None:
+    stopper = _stopper("psutil-fallback", "x")
+    candidate = StopCandidate(
+        12345,
+        None,
+        "x",
+        "x",
+        os.getuid(),
+        1,
+        None,
+        create_time=create_time,  # type: ignore[arg-type]
+        ppid=1,
+    )
+    with pytest.raises(error, match="create_time"):
+        stopper.stop(candidate)
+    assert signals_sent == []
+
+
+@pytest.mark.parametrize(
+    ("call", "answer"),
+    [
+        ("uids", None),
+        ("memory_info", None),
+        ("create_time", None),
+        ("status", RuntimeError("odd")),
+        ("ppid", OSError(5, "EIO")),
+    ],
+)
+@pytest.mark.parametrize("mode", ["psutil", "psutil-fallback"])
+def test_what_psutil_cannot_answer_cannot_be_verified_and_is_not_signalled(
+    mode: str,
+    call: str,
+    answer: object,
+    sleeper: subprocess.Popen[bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import psutil
+
+    stopper = _stopper(mode, rf"^sleep {S3001}$")
+    candidate = _candidate(stopper, sleeper.pid)
+
+    def odd(self: psutil.Process) -> object:
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    real = getattr(psutil.Process, call)
+    for hook in ("cache_activate", "cache_deactivate"):  # oneshot() still works
+        if hasattr(real, hook):
+            setattr(odd, hook, getattr(real, hook))
+    monkeypatch.setattr(psutil.Process, call, odd)
+    # the row reads as damaged, not as a process that vanished inside oneshot()
+    assert (read_portable(sleeper.pid) is None) == (call != "uids")
+    action = stopper.stop(candidate)
+    assert (action.signal, action.done) == ("none", False)
+    assert "gone" in action.reason
+    # listed again, it is left out, or protected as an owner that cannot be known
+    again = [c for c in stopper.candidates() if c.pid == sleeper.pid]
+    assert all(c.protected == "another user's process" for c in again)
+    assert again == [] or call == "uids"
+    stopper.reclaim(10**12)
+    assert sleeper.poll() is None
+
+
+def test_where_there_is_no_sigkill_the_portable_path_kills_through_psutil(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import psutil
+
+    sigkill = signal.SIGKILL
+    process = subprocess.Popen(
+        [sys.executable, "-c", IGNORES_TERM, f"no-sigkill-{RUN}"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        stopper = _stopper("psutil-fallback", rf"no-sigkill-{RUN}", grace="300ms")
+        candidate = _candidate(stopper, process.pid)
+        killed: list[int] = []
+
+        def kill(self: psutil.Process) -> None:  # Windows: TerminateProcess
+            killed.append(self.pid)
+            os.kill(self.pid, sigkill)
+
+        monkeypatch.delattr(signal, "SIGKILL")
+        monkeypatch.setattr(psutil.Process, "kill", kill)
+        action = stopper.stop(candidate)
+        assert (action.signal, action.done) == ("SIGKILL", True), action
+        assert killed == [process.pid]
+        assert process.wait(timeout=10) == -sigkill
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, sigkill)
+        process.wait()

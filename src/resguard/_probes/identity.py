@@ -12,20 +12,30 @@ right before every signal (a window of a few microseconds remains; pidfds close 
 from __future__ import annotations
 
 import errno
+import math
 import os
 import select
 import signal
+import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import attrs
 
+if TYPE_CHECKING:
+    import psutil
+
 __all__ = [
     "Identity",
+    "PortableHandle",
+    "PortableIdentity",
+    "PortableStat",
     "ProcStat",
     "ProcessHandle",
     "parse_stat",
     "pidfd_supported",
+    "read_portable",
     "read_stat",
 ]
 
@@ -130,7 +140,11 @@ def pidfd_supported() -> bool:
     """Whether this Python and kernel can signal through pidfds (found out at first use)."""
     if _pidfd_works is not None:
         return _pidfd_works
-    return hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+    return (
+        hasattr(os, "pidfd_open")
+        and hasattr(signal, "pidfd_send_signal")
+        and hasattr(select, "poll")  # an exited process is seen by polling its pidfd
+    )
 
 
 def _open_pidfd(pid: int) -> int | None:
@@ -237,19 +251,33 @@ class ProcessHandle:
         not it was reaped); without one it re-reads the stat at growing intervals
         (1 ms up to 50 ms), never busily.
         """
-        deadline = clock() + max(timeout_s, 0.0)
-        pause_s = 0.001
-        while True:
-            if self.exited():
-                return True
-            remaining_s = deadline - clock()
-            if remaining_s <= 0:
-                return False
-            if self.pidfd is not None:
-                _readable(self.pidfd, remaining_s)
-            else:
-                sleep(min(pause_s, remaining_s))
-                pause_s = min(pause_s * 2, 0.05)
+        return _wait_exited(self.exited, self.pidfd, timeout_s, clock, sleep)
+
+    def kill(self) -> bool:
+        """Send SIGKILL; ``False`` (and nothing sent) when the process has exited."""
+        return self.send(signal.SIGKILL)
+
+
+def _wait_exited(
+    exited: Callable[[], bool],
+    pidfd: int | None,
+    timeout_s: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> bool:
+    deadline = clock() + max(timeout_s, 0.0)
+    pause_s = 0.001
+    while True:
+        if exited():
+            return True
+        remaining_s = deadline - clock()
+        if remaining_s <= 0:
+            return False
+        if pidfd is not None:
+            _readable(pidfd, remaining_s)
+        else:
+            sleep(min(pause_s, remaining_s))
+            pause_s = min(pause_s * 2, 0.05)
 
 
 def _thread_group_leader(pid: int, proc: str) -> bool:
@@ -266,8 +294,217 @@ def _thread_group_leader(pid: int, proc: str) -> bool:
 
 
 def _readable(fd: int, timeout_s: float) -> bool:
-    poller = select.poll()
+    poller = select.poll()  # only with a pidfd: pidfd_supported() checked poll() exists
     poller.register(fd, select.POLLIN)
     # round up: poll(0.4 ms) must not become a busy poll(0); at most a minute per call,
     # since poll() takes a C int (the caller's loop waits again until its deadline)
     return bool(poller.poll(max(0, min(int(timeout_s * 1000 + 0.999), 60_000))))
+
+
+# ---------------------------------------------------------------------------------------
+# The portable path: psutil, where /proc cannot be read or the backend is psutil
+
+
+@attrs.frozen
+class PortableStat:
+    """What psutil says about one process now, read afresh (never psutil's cached
+    ``Process`` of ``process_iter``, which remembers a reused PID's old start time).
+
+    ``uid`` is the owner when the real and effective uids agree (``None`` when they differ
+    or the platform has none, as on Windows); ``same_user`` says whether it is this
+    process's user (by uid, or by user name where there are no uids).
+    """
+
+    pid: int
+    create_time: float
+    name: str
+    ppid: int
+    uid: int | None
+    same_user: bool
+    rss: int
+    exited: bool
+    kernel_thread: bool
+
+
+@attrs.frozen
+class PortableIdentity:
+    """One process on the portable path: its PID and psutil's create time, with the
+    parent, owner and name it had when it was listed (all checked before each signal)."""
+
+    pid: int
+    create_time: float
+    ppid: int
+    uid: int | None
+    name: str
+
+    def matches(self, stat: PortableStat | None) -> bool:
+        return (
+            stat is not None
+            and stat.create_time == self.create_time
+            and (stat.ppid, stat.uid, stat.name) == (self.ppid, self.uid, self.name)
+        )
+
+
+def _my_user() -> tuple[int | None, str | None]:
+    getuid = getattr(os, "getuid", None)
+    if getuid is not None:
+        return getuid(), None
+    import psutil
+
+    try:
+        return None, psutil.Process().username()
+    except (psutil.Error, OSError):
+        return None, None
+
+
+def read_portable(pid: int) -> tuple[psutil.Process, PortableStat] | None:
+    """A fresh ``psutil.Process`` for *pid* and what it says now, or ``None`` when it is
+    gone, a zombie macOS will not describe, cannot be read, or answers oddly (``None``
+    where a value was promised): what cannot be read cannot be verified."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        with process.oneshot():
+            exited = process.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+            return _portable_stat(process, exited)
+    except Exception:  # psutil.Error, OSError, or anything odd from a platform's psutil
+        return None
+
+
+def _portable_stat(
+    process: psutil.Process, exited: bool
+) -> tuple[psutil.Process, PortableStat] | None:
+    created, name, ppid = process.create_time(), process.name(), process.ppid()
+    rss = getattr(process.memory_info(), "rss", None)
+    my_uid, my_name = _my_user()
+    uid: int | None = None
+    if hasattr(process, "uids"):
+        uids = process.uids()
+        real, effective = getattr(uids, "real", None), getattr(uids, "effective", None)
+        uid = real if _whole(real) and real == effective else None
+        same_user = uid is not None and uid == my_uid
+    else:  # Windows: no uids; the owner's name says whose it is
+        owner = process.username()
+        same_user = isinstance(owner, str) and owner == my_name
+    if not (isinstance(created, float) and math.isfinite(created) and created > 0):
+        return None
+    if not (isinstance(name, str) and _whole(ppid) and isinstance(rss, int) and _whole(rss)):
+        return None
+    pid = process.pid
+    kernel_thread = sys.platform.startswith("linux") and 2 in (pid, ppid)  # kthreadd's own
+    stat = PortableStat(pid, created, name, ppid, uid, same_user, rss, exited, kernel_thread)
+    return process, stat
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+class PortableHandle:
+    """A verified handle on one process on the portable path: signals reach it, or nothing.
+
+    Obtain one with :meth:`open`; close it (or use ``with``) when done. Before every
+    signal the process is read afresh and must still match its identity; where the
+    platform has pidfds one is opened before the first check, so the signals go to that
+    very process.
+    """
+
+    def __init__(
+        self, identity: PortableIdentity, process: psutil.Process, pidfd: int | None
+    ) -> None:
+        self.identity = identity
+        self.pidfd = pidfd
+        self._process = process
+
+    @classmethod
+    def open(cls, identity: PortableIdentity, *, use_pidfd: bool = True) -> PortableHandle | None:
+        """A handle on *identity*, or ``None`` when that process is gone, has exited, or
+        its PID, parent, owner or name no longer match."""
+        pidfd = None
+        if use_pidfd:
+            try:
+                pidfd = _open_pidfd(identity.pid)
+            except ProcessLookupError:
+                return None
+        read = read_portable(identity.pid)  # after the pidfd: a match proves it is this one
+        # Linux lets a thread's id stand for its process: without a pidfd, refuse threads
+        thread = pidfd is None and os.path.isdir("/proc/self/task")
+        if thread and not _thread_group_leader(identity.pid, "/proc"):
+            read = None
+        if read is None or read[1].exited or not identity.matches(read[1]):
+            if pidfd is not None:
+                os.close(pidfd)
+            return None
+        return cls(identity, read[0], pidfd)
+
+    def __enter__(self) -> PortableHandle:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+    def stat(self) -> PortableStat | None:
+        """What the process says now, or ``None`` when it is gone or no longer matches."""
+        read = read_portable(self.identity.pid)
+        if read is None or read[1].exited:
+            return None
+        return read[1] if self.identity.matches(read[1]) else None
+
+    def exited(self) -> bool:
+        """Whether the process has exited: gone, a zombie, or its PID is another's now."""
+        if self.pidfd is not None:
+            return _readable(self.pidfd, 0)
+        return self.stat() is None
+
+    def send(self, signum: int) -> bool:
+        """Send *signum* after verifying the process afresh; ``False`` (and nothing sent)
+        when it has exited or no longer matches. ``PermissionError`` when refused."""
+        import psutil
+
+        if self.stat() is None or (self.pidfd is not None and self.exited()):
+            return False
+        try:
+            if self.pidfd is not None:
+                signal.pidfd_send_signal(self.pidfd, signum)
+            else:  # psutil checks the PID's start time once more before it signals
+                self._process.send_signal(signum)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            return False
+        except psutil.AccessDenied as error:
+            raise PermissionError(errno.EPERM, str(error) or "access denied") from None
+        return True
+
+    def kill(self) -> bool:
+        """SIGKILL where the platform has it, else psutil's ``kill()`` (Windows:
+        TerminateProcess), after verifying the process afresh."""
+        sigkill = getattr(signal, "SIGKILL", None)
+        if sigkill is not None:
+            return self.send(sigkill)
+        import psutil
+
+        if self.stat() is None:
+            return False
+        try:
+            self._process.kill()
+        except psutil.NoSuchProcess:
+            return False
+        except psutil.AccessDenied as error:
+            raise PermissionError(errno.EPERM, str(error) or "access denied") from None
+        return True
+
+    def wait_exited(
+        self,
+        timeout_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> bool:
+        """Wait up to *timeout_s* for the process to exit; whether it did (as
+        :meth:`ProcessHandle.wait_exited`)."""
+        return _wait_exited(self.exited, self.pidfd, timeout_s, clock, sleep)

@@ -1,8 +1,14 @@
-"""The opt-in process stopper: the last rung, with every safety rule of the charter."""
+"""The opt-in process stopper: the last rung, with every safety rule of the charter.
+
+Processes are listed and verified through ``/proc`` on the linux backend (identity: PID
+and start time in clock ticks), and through psutil where ``/proc`` cannot be read or the
+backend is psutil (identity: PID and psutil's create time, with parent, owner and name).
+"""
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import signal
@@ -14,7 +20,17 @@ import attrs
 from resguard._errors import InvalidType, InvalidValue
 from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin
-from resguard._probes.identity import Identity, ProcessHandle, ProcStat, read_stat
+from resguard._probes.backend import default_backend
+from resguard._probes.identity import (
+    Identity,
+    PortableHandle,
+    PortableIdentity,
+    PortableStat,
+    ProcessHandle,
+    ProcStat,
+    read_portable,
+    read_stat,
+)
 from resguard._probes.procfs import PAGE_SIZE
 from resguard.reclaim._base import Cost
 from resguard.reclaim._base import shown as _shown
@@ -30,20 +46,32 @@ __all__ = [
 _logger = get_logger("resguard")
 
 _KILL_WAIT_S = 5.0  # how long to wait for a SIGKILLed process to become a zombie
+_GONE = "gone before it was signalled (it exited, or its PID belongs to another process now)"
+_UNVERIFIABLE = (
+    "not verifiable here: listed without a {what}, which this platform's process "
+    "reader identifies processes by"
+)
 
 
 @attrs.frozen
 class StopCandidate(ValueMixin):
-    """A process that matched a pattern: its exact identity (PID and start time in clock
-    ticks), what it is, and why it is protected (``None`` when it may be stopped)."""
+    """A process that matched a pattern: its exact identity, what it is, and why it is
+    protected (``None`` when it may be stopped).
+
+    The identity is the PID and the start time in clock ticks since boot (``start_ticks``,
+    read from ``/proc``) or, where the processes are read through psutil, psutil's
+    ``create_time`` with the parent (``ppid``); the other is ``None``.
+    """
 
     pid: int
-    start_ticks: int
+    start_ticks: int | None
     name: str
     cmdline: str
     uid: int | None
     rss: int
     protected: str | None
+    create_time: float | None = None
+    ppid: int | None = None
 
 
 @attrs.frozen
@@ -64,6 +92,7 @@ class StopAction(ValueMixin):
     done: bool
     reason: str
     start_ticks: int | None = None
+    create_time: float | None = None
 
 
 def _check_flag(value: object, name: str) -> bool:
@@ -139,20 +168,41 @@ def _check_candidate(candidate: object) -> None:
             f"{_shown(candidate)} is not a StopCandidate; expected one "
             "from ProcessStopper.candidates()"
         )
-    for field in ("pid", "start_ticks"):
+    expected = "expected a StopCandidate from ProcessStopper.candidates()"
+    created = candidate.create_time
+    # an identity is start ticks (the linux path) or a create time (the portable path)
+    optional = {"pid": False, "start_ticks": created is not None, "ppid": True}
+    for field, may_be_none in optional.items():
         value = getattr(candidate, field)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidType(
-                f"candidate.{field}={_shown(value)} is not a whole number; "
-                "expected a StopCandidate from ProcessStopper.candidates()"
-            )
-    if candidate.pid <= 0 or candidate.start_ticks < 0:
+        if (value is None and may_be_none) or (
+            isinstance(value, int) and not isinstance(value, bool)
+        ):
+            continue
+        raise InvalidType(f"candidate.{field}={_shown(value)} is not a whole number; {expected}")
+    if created is not None and not isinstance(created, float):
+        raise InvalidType(f"candidate.create_time={_shown(created)} is not a time; {expected}")
+    ticks = candidate.start_ticks
+    bad_time = created is not None and not (math.isfinite(created) and created > 0)
+    if candidate.pid <= 0 or (ticks is not None and ticks < 0) or bad_time:
         # os.kill(0) and os.kill(-1) signal whole groups: never let such a PID near it
         raise InvalidValue(
-            f"candidate.pid={candidate.pid!r} (start_ticks="
-            f"{candidate.start_ticks!r}) is not one process; expected a "
-            "StopCandidate from ProcessStopper.candidates()"
+            f"candidate.pid={candidate.pid!r} (start_ticks={ticks!r}, create_time="
+            f"{created!r}) is not one process; {expected}"
         )
+
+
+def _pid_rule(pid: int) -> str | None:
+    """Why *pid* is never stopped whoever owns it: PID 1, groups, this process, its parent."""
+    if pid <= 1:
+        return "PID 1" if pid == 1 else "not one process (a group or every process)"
+    if pid == os.getpid():
+        return "this process"
+    if pid == os.getppid():
+        return "this process's parent"
+    return None
+
+
+_Action = Callable[[str, bool, str], "StopAction"]
 
 
 def _action(candidate: StopCandidate, signal_name: str, done: bool, reason: str) -> StopAction:
@@ -165,6 +215,7 @@ def _action(candidate: StopCandidate, signal_name: str, done: bool, reason: str)
         done,
         reason,
         candidate.start_ticks,
+        candidate.create_time,
     )
 
 
@@ -213,8 +264,9 @@ class ProcessStopper:
         self.grace_s = grace_s
         self.protected_names = protected_names
         self.actions: list[StopAction] = []
-        self._dry_run_logged: set[tuple[int, int]] = set()
+        self._dry_run_logged: set[tuple[int, int | None, float | None]] = set()
         self._proc = "/proc"
+        self._backend = default_backend()  # tests set "psutil" to exercise the portable path
         self._use_pidfd = True  # tests turn it off to exercise the fallback
         self._clock: Callable[[], float] = time.monotonic
         self._sleep: Callable[[float], None] = time.sleep
@@ -224,13 +276,11 @@ class ProcessStopper:
         """Why *pid* must never be stopped, or ``None`` when it may be."""
         if isinstance(pid, bool) or not isinstance(pid, int):
             raise InvalidType(f"pid={_shown(pid)} is not a process id; expected an integer")
-        if pid <= 1:
-            return "PID 1" if pid == 1 else "not one process (a group or every process)"
-        if pid == os.getpid():
-            return "this process"
-        if pid == os.getppid():
-            return "this process's parent"
-        if uid is None or uid != os.getuid():
+        reason = _pid_rule(pid)
+        if reason is not None:
+            return reason
+        getuid = getattr(os, "getuid", None)  # not on Windows: no uid is this user's there
+        if uid is None or getuid is None or uid != getuid():
             return "another user's process"
         return None
 
@@ -244,8 +294,24 @@ class ProcessStopper:
             return f"a protected name ({stat.name})"
         return None
 
+    def _why_protected_portable(self, stat: PortableStat) -> str | None:
+        reason = _pid_rule(stat.pid)
+        if reason is not None:
+            return reason
+        if not stat.same_user:
+            return "another user's process"
+        if stat.kernel_thread:
+            return "a kernel thread"
+        if stat.name in self.protected_names:
+            return f"a protected name ({stat.name})"
+        return None
+
     def _matches(self, name: str, command: str) -> bool:
         return any(pattern.search(command) or pattern.search(name) for pattern in self.patterns)
+
+    def _portable(self) -> bool:
+        """Whether processes are read through psutil: the psutil backend, or no /proc."""
+        return self._backend == "psutil" or not os.path.exists(f"{self._proc}/self/stat")
 
     def candidates(self) -> list[StopCandidate]:
         """Matching processes, largest first, each with the reason it is protected (or None).
@@ -253,6 +319,11 @@ class ProcessStopper:
         Each is read as one process: its start time is read before and after its command
         line and owner, and a process whose PID changed hands in between is left out.
         """
+        found = self._portable_candidates() if self._portable() else self._linux_candidates()
+        found.sort(key=lambda candidate: candidate.rss, reverse=True)
+        return found
+
+    def _linux_candidates(self) -> list[StopCandidate]:
         found: list[StopCandidate] = []
         try:
             entries = list(os.scandir(self._proc))
@@ -286,8 +357,54 @@ class ProcessStopper:
                     protected=self._why_protected(pid, uid, first),
                 )
             )
-        found.sort(key=lambda candidate: candidate.rss, reverse=True)
         return found
+
+    def _portable_candidates(self) -> list[StopCandidate]:
+        import psutil
+
+        try:
+            listed = list(psutil.process_iter())
+        except Exception:  # psutil.Error, OSError or anything odd: nothing to stop
+            return []
+        found = []
+        for process in listed:
+            try:  # a cheap first look through psutil's cached Process
+                name = process.name()
+                command = " ".join(process.cmdline()) or name
+            except Exception:
+                continue
+            if isinstance(name, str) and self._matches(name, command):
+                candidate = self._portable_candidate(process.pid)
+                if candidate is not None:
+                    found.append(candidate)
+        return found
+
+    def _portable_candidate(self, pid: int) -> StopCandidate | None:
+        """*pid* read afresh, its command line, and afresh again: the same process."""
+        first = read_portable(pid)
+        if first is None or first[1].exited:
+            return None
+        process, stat = first
+        try:
+            command = " ".join(process.cmdline()) or stat.name
+        except Exception:
+            return None
+        second = read_portable(pid)
+        if not self._matches(stat.name, command) or second is None:
+            return None
+        if second[1].create_time != stat.create_time:
+            return None  # its PID changed hands while it was read
+        return StopCandidate(
+            pid=pid,
+            start_ticks=None,
+            name=stat.name,
+            cmdline=command,
+            uid=stat.uid,
+            rss=stat.rss,
+            protected=self._why_protected_portable(stat),
+            create_time=stat.create_time,
+            ppid=stat.ppid,
+        )
 
     def reclaimable_bytes(self) -> int:
         if not self.enabled:
@@ -321,8 +438,9 @@ class ProcessStopper:
         """
         _check_candidate(candidate)
         action = functools.partial(_action, candidate)
-        if candidate.protected is not None:
-            return action("none", False, f"protected: {candidate.protected}")
+        reason = candidate.protected or _pid_rule(candidate.pid)
+        if reason is not None:
+            return action("none", False, f"protected: {reason}")
         if not self.enabled:
             return action("none", False, "not enabled")
         if self.dry_run:
@@ -332,15 +450,28 @@ class ProcessStopper:
                 False,
                 f"dry run: would send SIGTERM, then SIGKILL after {self.grace_s:g} s",
             )
+        if self._portable():
+            result = self._stop_portable(candidate, action)
+        else:
+            result = self._stop_linux(candidate, action)
+        if result.signal != "none" or result.done:
+            _logger.warning(
+                "stopping pid %d (%s, %s): %s, %s",
+                candidate.pid,
+                candidate.name,
+                format_bytes(candidate.rss),
+                result.signal,
+                result.reason,
+            )
+        return result
+
+    def _stop_linux(self, candidate: StopCandidate, action: _Action) -> StopAction:
+        if candidate.start_ticks is None:
+            return action("none", False, _UNVERIFIABLE.format(what="start time in clock ticks"))
         identity = Identity(candidate.pid, candidate.start_ticks)
         handle = ProcessHandle.open(identity, self._proc, use_pidfd=self._use_pidfd)
         if handle is None:
-            return action(
-                "none",
-                False,
-                "gone before it was signalled (it exited, or its "
-                "PID belongs to another process now)",
-            )
+            return action("none", False, _GONE)
         with handle:
             try:
                 uid: int | None = os.stat(f"{self._proc}/{candidate.pid}").st_uid
@@ -350,23 +481,27 @@ class ProcessStopper:
             reason = self._why_protected(candidate.pid, uid, stat) if stat is not None else None
             if reason is not None:
                 return action("none", False, f"protected: {reason}")
-            try:
-                result = self._terminate(handle, action)
-            except PermissionError as error:
-                return action("none", False, f"not permitted: {error.strerror}")
-        _logger.warning(
-            "stopping pid %d (%s, %s): %s, %s",
-            candidate.pid,
-            candidate.name,
-            format_bytes(candidate.rss),
-            result.signal,
-            result.reason,
+            return self._terminate(handle, action)
+
+    def _stop_portable(self, candidate: StopCandidate, action: _Action) -> StopAction:
+        if candidate.create_time is None or candidate.ppid is None:
+            return action("none", False, _UNVERIFIABLE.format(what="psutil create time"))
+        identity = PortableIdentity(
+            candidate.pid, candidate.create_time, candidate.ppid, candidate.uid, candidate.name
         )
-        return result
+        handle = PortableHandle.open(identity, use_pidfd=self._use_pidfd)
+        if handle is None:
+            return action("none", False, _GONE)
+        with handle:
+            stat = handle.stat()
+            reason = self._why_protected_portable(stat) if stat is not None else None
+            if reason is not None:
+                return action("none", False, f"protected: {reason}")
+            return self._terminate(handle, action)
 
     def _log_dry_run(self, candidate: StopCandidate) -> None:
         """Warn what a dry run would stop, once per process rather than once per climb."""
-        seen = (candidate.pid, candidate.start_ticks)
+        seen = (candidate.pid, candidate.start_ticks, candidate.create_time)
         if seen in self._dry_run_logged:
             return
         if len(self._dry_run_logged) >= _DRY_RUN_LOGGED_MAX:
@@ -379,14 +514,18 @@ class ProcessStopper:
             format_bytes(candidate.rss),
         )
 
-    def _terminate(
-        self, handle: ProcessHandle, action: Callable[[str, bool, str], StopAction]
-    ) -> StopAction:
+    def _terminate(self, handle: ProcessHandle | PortableHandle, action: _Action) -> StopAction:
+        try:
+            return self._signal(handle, action)
+        except PermissionError as error:
+            return action("none", False, f"not permitted: {error.strerror}")
+
+    def _signal(self, handle: ProcessHandle | PortableHandle, action: _Action) -> StopAction:
         if not handle.send(signal.SIGTERM):
             return action("none", True, "exited before it was signalled")
         if handle.wait_exited(self.grace_s, clock=self._clock, sleep=self._sleep):
             return action("SIGTERM", True, "exited within the grace period after SIGTERM")
-        if not handle.send(signal.SIGKILL):
+        if not handle.kill():
             return action("SIGTERM", True, "exited at the end of the grace period")
         if handle.wait_exited(_KILL_WAIT_S, clock=self._clock, sleep=self._sleep):
             return action(
