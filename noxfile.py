@@ -33,8 +33,9 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, name="tests-psutil")
 def tests_psutil(session: nox.Session) -> None:
-    """Run the test suite on the portable backend (``RESGUARD_BACKEND=psutil``), as on
-    macOS or Windows; tests about the linux backend skip with a reason."""
+    """Run the test suite on the portable backend, as on macOS (RESGUARD_BACKEND=psutil).
+
+    Tests about the linux backend (real /proc, cgroups, PSI) skip with a reason."""
     _pytest(session, env={"RESGUARD_BACKEND": "psutil"})
 
 
