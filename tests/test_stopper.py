@@ -758,8 +758,9 @@ def test_what_psutil_cannot_answer_cannot_be_verified_and_is_not_signalled(
     assert sleeper.poll() is None
 
 
+@pytest.mark.parametrize("denied", [False, True])
 def test_where_there_is_no_sigkill_the_portable_path_kills_through_psutil(
-    monkeypatch: pytest.MonkeyPatch,
+    denied: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import psutil
 
@@ -775,12 +776,19 @@ def test_where_there_is_no_sigkill_the_portable_path_kills_through_psutil(
         killed: list[int] = []
 
         def kill(self: psutil.Process) -> None:  # Windows: TerminateProcess
+            if denied:
+                raise psutil.AccessDenied(self.pid)
             killed.append(self.pid)
             os.kill(self.pid, sigkill)
 
         monkeypatch.delattr(signal, "SIGKILL")
         monkeypatch.setattr(psutil.Process, "kill", kill)
         action = stopper.stop(candidate)
+        if denied:
+            assert (action.signal, action.done) == ("none", False), action
+            assert action.reason.startswith("not permitted")
+            assert process.poll() is None
+            return
         assert (action.signal, action.done) == ("SIGKILL", True), action
         assert killed == [process.pid]
         assert process.wait(timeout=10) == -sigkill

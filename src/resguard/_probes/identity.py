@@ -465,24 +465,21 @@ class PortableHandle:
     def send(self, signum: int) -> bool:
         """Send *signum* after verifying the process afresh; ``False`` (and nothing sent)
         when it has exited or no longer matches. ``PermissionError`` when refused."""
-        import psutil
-
         if self.stat() is None or (self.pidfd is not None and self.exited()):
             return False
         try:
             if self.pidfd is not None:
                 signal.pidfd_send_signal(self.pidfd, signum)
-            else:  # psutil checks the PID's start time once more before it signals
-                self._process.send_signal(signum)
-        except (ProcessLookupError, psutil.NoSuchProcess):
+            else:
+                # verified just above (Windows: os.kill is TerminateProcess for SIGTERM)
+                os.kill(self.identity.pid, signum)
+        except ProcessLookupError:
             return False
-        except psutil.AccessDenied as error:
-            raise PermissionError(errno.EPERM, str(error) or "access denied") from None
         return True
 
     def kill(self) -> bool:
-        """SIGKILL where the platform has it, else psutil's ``kill()`` (Windows:
-        TerminateProcess), after verifying the process afresh."""
+        """SIGKILL where the platform has it, else psutil's ``kill()``, after verifying
+        the process afresh; ``psutil.AccessDenied`` (or ``PermissionError``) when refused."""
         sigkill = getattr(signal, "SIGKILL", None)
         if sigkill is not None:
             return self.send(sigkill)
@@ -494,8 +491,6 @@ class PortableHandle:
             self._process.kill()
         except psutil.NoSuchProcess:
             return False
-        except psutil.AccessDenied as error:
-            raise PermissionError(errno.EPERM, str(error) or "access denied") from None
         return True
 
     def wait_exited(

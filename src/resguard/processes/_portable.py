@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import psutil
 
@@ -45,23 +45,19 @@ class _Facts(NamedTuple):
     uid: int | None
 
 
-class _Damaged(Exception):
-    """A value psutil returned that is not what it promises."""
-
-    def __init__(self, call: str, kind: FaultKind, detail: str) -> None:
-        super().__init__(detail)
-        self.call, self.kind, self.detail = call, kind, detail
+_Damage = tuple[str, FaultKind, str]  # (the call, the kind of damage, what it returned)
 
 
-def _number(value: object, call: str, kind: type = int) -> Any:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value < 0:  # type: ignore[arg-type, operator]
-        raise _Damaged(f"psutil.Process.{call}()", "garbage", f"{value!r} is not a count")
-    return kind(value)
+def _count(value: object) -> bool:
+    """Whether *value* is a finite number >= 0 (what psutil promises for these calls)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and value >= 0
 
 
-def _read(process: psutil.Process) -> _Facts:
-    """The row's facts; raises psutil.Error (skip silently), _Damaged or anything else."""
+def _read(process: psutil.Process) -> _Facts | _Damage:
+    """The row's facts, or what was damaged; psutil.Error (skip silently) and anything
+    odd a platform's psutil raises pass through."""
     with process.oneshot():
         name = process.name()
         ppid = process.ppid()
@@ -70,17 +66,27 @@ def _read(process: psutil.Process) -> _Facts:
         times = process.cpu_times()
         threads = process.num_threads()
         uids = process.uids() if _HAS_UIDS else None
-    if not isinstance(name, str):
-        raise _Damaged("psutil.Process.name()", "garbage", f"{name!r} is not a name")
+    rss = getattr(memory, "rss", None)
+    user, system = getattr(times, "user", None), getattr(times, "system", None)
+    checks = (
+        ("name", isinstance(name, str), name),
+        ("ppid", isinstance(ppid, int) and _count(ppid), ppid),
+        ("create_time", _count(created), created),
+        ("memory_info", isinstance(rss, int) and _count(rss), memory),
+        ("cpu_times", _count(user) and _count(system), times),
+        ("num_threads", isinstance(threads, int) and _count(threads), threads),
+    )
+    for call, ok, value in checks:
+        if not ok:
+            return f"psutil.Process.{call}()", "garbage", f"{value!r} is not what it returns"
     uid = getattr(uids, "effective", None)
     return _Facts(
         name=name,
-        ppid=_number(ppid, "ppid"),
-        create_time=_number(created, "create_time", float),
-        rss=_number(getattr(memory, "rss", None), "memory_info"),
-        cpu_s=_number(getattr(times, "user", None), "cpu_times", float)
-        + _number(getattr(times, "system", None), "cpu_times", float),
-        num_threads=_number(threads, "num_threads"),
+        ppid=ppid,
+        create_time=float(created),
+        rss=rss,  # type: ignore[arg-type]
+        cpu_s=float(user) + float(system),  # type: ignore[arg-type]
+        num_threads=threads,
         uid=uid if isinstance(uid, int) and not isinstance(uid, bool) and uid >= 0 else None,
     )
 
@@ -152,21 +158,22 @@ class PsutilProcesses:
         try:
             facts = _read(process)
             before = self._seen.get(process.pid)
-            if before is not None and before.create_time == facts.create_time:
+            if isinstance(facts, _Facts) and before is not None:
+                same_start = before.create_time == facts.create_time
                 changed = (before.name, before.ppid) != (facts.name, facts.ppid)
-                if (changed or facts.cpu_s < before.cpu_s) and not process.is_running():
+                went_back = changed or facts.cpu_s < before.cpu_s
+                if same_start and went_back and not process.is_running():
                     facts = _read(psutil.Process(process.pid))  # a newcomer on a cached PID
-            return facts
         except psutil.Error:
             return None  # gone, a zombie, or not ours to read
-        except _Damaged as damage:
-            damaged.setdefault(
-                damage.call, Fault("processes", damage.call, damage.kind, damage.detail)
-            )
         except Exception as error:  # anything odd from a platform's psutil: skip the row
-            damaged.setdefault(
-                "psutil.Process", Fault("processes", "psutil.Process", "unreadable", _detail(error))
-            )
+            fault = Fault("processes", "psutil.Process", "unreadable", _detail(error))
+            damaged.setdefault("psutil.Process", fault)
+            return None
+        if isinstance(facts, _Facts):
+            return facts
+        call, kind, detail = facts
+        damaged.setdefault(call, Fault("processes", call, kind, detail))
         return None
 
     def _log(self, faults: list[Fault], now_s: float) -> None:

@@ -497,7 +497,12 @@ class ProcessStopper:
             reason = self._why_protected_portable(stat) if stat is not None else None
             if reason is not None:
                 return action("none", False, f"protected: {reason}")
-            return self._terminate(handle, action)
+            import psutil
+
+            try:
+                return self._terminate(handle, action)
+            except psutil.AccessDenied as error:  # psutil's kill(), where there is no SIGKILL
+                return action("none", False, f"not permitted: {error.msg or 'access denied'}")
 
     def _log_dry_run(self, candidate: StopCandidate) -> None:
         """Warn what a dry run would stop, once per process rather than once per climb."""
