@@ -203,12 +203,19 @@ class _Finder(ast.NodeVisitor):
         return None
 
     def _returned(self, function: Any) -> Any:
-        """The class a function that builds an exception says it returns."""
+        """The class a function that builds an exception says it returns; of ``E | None``
+        (an error or none, ``if error is not None: raise error``) it is ``E``: raising
+        ``None`` would be a TypeError, so the raise is only reached with an ``E``."""
         function = inspect.unwrap(function)
         try:
-            return typing.get_type_hints(function).get("return")
+            hint = typing.get_type_hints(function).get("return")
         except Exception:
             return None
+        args = typing.get_args(hint)
+        if type(None) in args:
+            rest = [arg for arg in args if arg is not type(None)]
+            return rest[0] if len(rest) == 1 else hint
+        return hint
 
     def _method(self, name: str) -> Any:
         """A method *name* of a class of this module (``self._count_refusal``)."""
@@ -373,6 +380,14 @@ def _builds_invalid_value() -> rg_errors.InvalidValue:
     return rg_errors.InvalidValue("x")
 
 
+def _maybe_value_error() -> ValueError | None:
+    return None
+
+
+def _maybe_invalid_value() -> rg_errors.InvalidValue | None:
+    return None
+
+
 @pytest.mark.parametrize(
     ("code", "ok"),
     [
@@ -391,6 +406,14 @@ def _builds_invalid_value() -> rg_errors.InvalidValue:
         ("def f(v):\n    raise _builds_value_error()\n", False),
         ("def f(v):\n    raise _builds_invalid_value()\n", True),
         ("def f(v):\n    refusal = _builds_value_error()\n    raise refusal\n", False),
+        (
+            "def f(v):\n    error = _maybe_invalid_value()\n    if error:\n        raise error\n",
+            True,
+        ),
+        (
+            "def f(v):\n    error = _maybe_value_error()\n    if error:\n        raise error\n",
+            False,
+        ),
         ("def f(v):\n    raise InvalidValue(f'{v!r}')\n", True),
         ("def f(v):\n    try:\n        int(v)\n    except ValueError:\n        raise\n", True),
         ("class C:\n    def __getattr__(self, name):\n        raise AttributeError(name)\n", True),
@@ -403,6 +426,8 @@ def test_the_walk_judges_each_kind_of_raise(code: str, ok: bool) -> None:
         "InvalidValue": rg_errors.InvalidValue,
         "_builds_value_error": _builds_value_error,
         "_builds_invalid_value": _builds_invalid_value,
+        "_maybe_value_error": _maybe_value_error,
+        "_maybe_invalid_value": _maybe_invalid_value,
     }
     (site,) = _walk(code, namespace)
     assert site.ok is ok, site
