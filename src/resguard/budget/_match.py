@@ -1,5 +1,6 @@
 """Which processes, containers and models a budget's selector matches, and the command
-lines that process budgets match against (read once per process)."""
+lines that process budgets match against (read once per process: from ``/proc`` on the
+linux backend, through psutil on the psutil backend)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 
 import attrs
 
+from resguard._probes.backend import Backend, checked_backend
 from resguard.budget._values import Budget
 from resguard.snapshot import ContainerStats, OllamaModelInfo, ProcessInfo
 
@@ -47,11 +49,35 @@ def _read_cmdline(proc: str, pid: int) -> tuple[str, ...]:
     return tuple(part.decode("utf-8", "replace") for part in raw.split(b"\0") if part)
 
 
-class CmdlineCache:
-    """Command lines by process identity (they rarely change): one read per process."""
+_SAME_START_S = 1e-3  # one process's start time, as two psutil.Process objects read it
 
-    def __init__(self, proc: str = "/proc") -> None:
+
+def _psutil_cmdline(pid: int, create_time: float) -> tuple[str, ...]:
+    """*pid*'s command line while it is still the process that started at *create_time*;
+    ``()`` when it is gone, another process, not ours to read, or psutil answers oddly."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        if abs(process.create_time() - create_time) > _SAME_START_S:
+            return ()
+        parts: object = process.cmdline()  # a platform's psutil may answer oddly
+    except Exception:  # psutil.Error, OSError or anything odd: no command line to match
+        return ()
+    if not isinstance(parts, list):
+        return ()
+    return tuple(part for part in parts if isinstance(part, str) and part)
+
+
+class CmdlineCache:
+    """Command lines by process identity (they rarely change): one read per process.
+
+    *backend* as the process table's (``None``: linux for a *proc* other than ``/proc``,
+    else the default backend)."""
+
+    def __init__(self, proc: str = "/proc", *, backend: Backend | None = None) -> None:
         self._proc = proc
+        self._backend = "linux" if proc != "/proc" else checked_backend(backend)
         self._known: dict[tuple[int, float], tuple[str, ...]] = {}
         self._lock = threading.Lock()
 
@@ -62,7 +88,11 @@ class CmdlineCache:
                 key = (row.pid, row.create_time)
                 cmdline = row.cmdline or self._known.get(key)
                 if cmdline is None:
-                    cmdline = _read_cmdline(self._proc, row.pid)
+                    cmdline = (
+                        _read_cmdline(self._proc, row.pid)
+                        if self._backend == "linux"
+                        else _psutil_cmdline(row.pid, row.create_time)
+                    )
                 current[key] = cmdline
                 result.append(row if row.cmdline else attrs.evolve(row, cmdline=cmdline))
             self._known = current
