@@ -454,3 +454,39 @@ def test_whatever_psutil_answers_the_table_never_raises_and_rows_are_sound(
         assert isinstance(row.num_threads, int)
         assert row.num_threads >= 0
         assert row.uid is None or isinstance(row.uid, int)
+
+
+NO_PWD = r"""
+import sys
+sys.modules["pwd"] = None            # Windows: no user database module
+import psutil
+import resguard.processes as processes
+from resguard.processes import _users
+assert not _users.HAS_PWD
+# as on Windows, where psutil asks the process (on POSIX psutil itself needs pwd)
+psutil.Process.username = lambda self: f"user-of-{self.pid}"
+table = processes.ProcessTable(backend="psutil")
+rows = table.top(5, by="memory")
+assert len(rows) == 5
+print(sum(row.username == f"user-of-{row.pid}" for row in rows))
+"""
+
+
+def test_without_pwd_the_user_names_come_from_psutil() -> None:
+    from support import run_python
+
+    assert int(run_python(NO_PWD)) >= 3  # a row whose process exits first keeps no name
+
+
+def test_describe_keeps_what_it_can_when_the_command_line_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    row = _mine(ProcessTable(backend="psutil").sample(), os.getpid())
+
+    def refused(self: psutil.Process) -> list[str]:
+        raise psutil.AccessDenied(self.pid)
+
+    monkeypatch.setattr(psutil.Process, "cmdline", refused)
+    described = describe(row, backend="psutil")
+    assert described.cmdline == ()
+    assert described.username is not None

@@ -796,3 +796,22 @@ def test_where_there_is_no_sigkill_the_portable_path_kills_through_psutil(
         if process.poll() is None:
             os.kill(process.pid, sigkill)
         process.wait()
+
+
+@pytest.mark.parametrize("mode", ["pidfd", "psutil"])
+def test_without_select_poll_no_pidfd_is_used_and_the_stop_still_works(
+    mode: str, sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import select
+
+    monkeypatch.setattr(identity_module, "_pidfd_works", None)
+    monkeypatch.delattr(select, "poll")
+    assert not identity_module.pidfd_supported()
+    stopper = _stopper(mode, rf"^sleep {S3001}$")
+    handle = _open(mode, sleeper.pid)
+    assert handle is not None
+    assert handle.pidfd is None
+    handle.close()
+    action = stopper.stop(_candidate(stopper, sleeper.pid))
+    assert (action.signal, action.done) == ("SIGTERM", True)
+    assert sleeper.wait(timeout=10) == -signal.SIGTERM

@@ -23,8 +23,18 @@ __all__ = [
     "parse_uptime",
 ]
 
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+def _sysconf(name: str, default: int) -> int:
+    """``os.sysconf(name)`` where the platform has it (not on Windows), else *default*."""
+    try:
+        value = os.sysconf(name)
+    except (AttributeError, ValueError, OSError):
+        return default
+    return value if value > 0 else default
+
+
+PAGE_SIZE = _sysconf("SC_PAGE_SIZE", 4096)
+TICKS_PER_S = _sysconf("SC_CLK_TCK", 100)
 
 _MEMINFO_KEYS = ("MemTotal:", "MemAvailable:", "MemFree:", "SwapTotal:", "SwapFree:")
 _MAX_DIGITS = 20  # 2**64 has 20 digits; longer is damage (and int() of 5000 digits raises)

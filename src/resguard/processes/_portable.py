@@ -192,19 +192,24 @@ class PsutilProcesses:
 def describe_psutil(row: ProcessInfo) -> tuple[tuple[str, ...], str | None]:
     """*row*'s command line and user name, read only when its PID still belongs to the
     process of the row (the same start time); ``()`` and the uid's name otherwise."""
-    cmdline: tuple[str, ...] = ()
     username = user_name(row.uid)
     try:
         process = psutil.Process(row.pid)
         if abs(process.create_time() - row.create_time) > _SAME_START_S:
-            return cmdline, username
-        with process.oneshot():
-            parts = process.cmdline()
-            if isinstance(parts, list) and all(isinstance(part, str) for part in parts):
-                cmdline = tuple(part for part in parts if part)
-            if not HAS_PWD:
-                name = process.username()
-                username = name if isinstance(name, str) else None
+            return (), username
     except Exception:  # gone, denied, or odd: the row keeps what the table knew
+        return (), username
+    cmdline: tuple[str, ...] = ()
+    try:
+        parts: object = process.cmdline()
+        if isinstance(parts, list) and all(isinstance(part, str) for part in parts):
+            cmdline = tuple(part for part in parts if part)
+    except Exception:  # denied (another user's process on macOS), gone since, or odd
         pass
+    if not HAS_PWD:  # Windows: no user database to ask; the process names its user
+        try:
+            name: object = process.username()
+            username = name if isinstance(name, str) else None
+        except Exception:
+            username = None
     return cmdline, username
