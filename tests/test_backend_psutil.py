@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -15,11 +16,15 @@ from typing import Any
 
 import psutil
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import resguard._probes.backend
 from resguard import InvalidType, InvalidValue
+from resguard._modules.render import flatten
 from resguard._probes import reporting
 from resguard.snapshot import Roots, Sampler, Snapshot
+from resguard.snapshot._portable import PsutilSampler
 from resguard.testing import KernelTree, ManualClock
 
 MiB = 2**20
@@ -395,3 +400,128 @@ def test_swap_is_read_at_most_every_slow_interval(monkeypatch: pytest.MonkeyPatc
     assert (swap.total, swap.used, swap.free, swap.percent) == (4 * 2**30, 2**30, 3 * 2**30, 25.0)
     assert sampler.sample().swap == swap
     assert calls == [1]
+
+
+class _Raise:
+    """An answer that is an exception, raised by the faked call."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"raises {self.error!r}"
+
+
+_RAISES = st.sampled_from(
+    [
+        _Raise(psutil.AccessDenied()),
+        _Raise(psutil.NoSuchProcess(1)),
+        _Raise(OSError(13, "Permission denied")),
+        _Raise(RuntimeError("odd")),
+        _Raise(ZeroDivisionError()),
+    ]
+)
+_ODD = st.one_of(st.none(), st.text(max_size=2), st.lists(st.integers(-3, 3), max_size=2))
+# mostly plausible numbers, with the edges a broken platform layer could give
+_BYTES = st.one_of(
+    st.integers(0, 2**36), st.sampled_from([0, 1, -1, 2**64]), st.floats(), st.none()
+)
+_SECONDS = st.one_of(st.floats(0, 1e7), st.sampled_from([-1.0, math.inf, math.nan]), st.none())
+
+
+def _shaped(name: str, fields: str, value: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    """Answers shaped like psutil's named tuple *name*, any field odd; or anything odd."""
+    shape = collections.namedtuple(name, fields)  # type: ignore[misc]
+    return st.one_of(st.builds(shape, *[value] * len(shape._fields)), _ODD, _RAISES)
+
+
+_ANSWERS = {
+    "virtual_memory": _shaped("svmem", "total available percent used free active wired", _BYTES),
+    "swap_memory": _shaped("sswap", "total used free percent sin sout", _BYTES),
+    "cpu_times": _shaped("scputimes", "user nice system idle iowait guest", _SECONDS),
+    "getloadavg": st.one_of(st.tuples(_SECONDS, _SECONDS, _SECONDS), _ODD, _RAISES),
+    "cpu_count": st.one_of(st.integers(-1, 64), _ODD, _RAISES),
+    "own.memory_info": _shaped("pmem", "rss vms data", _BYTES),
+    "own.cpu_times": _shaped("pcputimes", "user system", _SECONDS),
+    "own.num_threads": st.one_of(st.integers(-1, 64), _ODD, _RAISES),
+    "own.memory_full_info": _shaped("pfullmem", "rss vms uss", _BYTES),
+    "own.cpu_affinity_get": st.one_of(st.lists(st.integers(-1, 8), max_size=4), _ODD, _RAISES),
+    "own.children": st.one_of(st.just([]), _ODD, _RAISES),
+    "sysctl": st.one_of(st.binary(max_size=9), _RAISES),
+}
+
+
+def _answering(answer: object) -> Any:
+    def call(*args: object, **kwargs: object) -> object:
+        if isinstance(answer, _Raise):
+            raise answer.error
+        return answer
+
+    return call
+
+
+def _sane(snap: Snapshot) -> None:
+    """No nonsense in a snapshot: numbers finite and not negative, a total above zero,
+    CPU at most 100 %, and a field that is unknown while the total is known explained."""
+    for path, value in flatten(snap):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            assert math.isfinite(value), path
+            assert value >= 0, path
+    memory = snap.memory
+    assert memory.total is None or memory.total > 0
+    assert memory.used is None or memory.limit is not None
+    assert snap.cpu.percent is None or snap.cpu.percent <= 100
+    assert snap.cpu.count >= 1
+    assert snap.pressure.memory_level in (None, 1, 2, 4)
+    assert snap.process.pid == os.getpid()
+    for field in ("used", "available", "percent"):
+        if getattr(memory, field) is None and memory.limit is not None:
+            assert snap.fault_for(f"memory.{field}") is not None, field
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(answers=st.fixed_dictionaries(_ANSWERS), uss=st.booleans(), darwin=st.booleans())
+def test_whatever_psutil_answers_a_sample_never_raises_and_holds_no_nonsense(
+    answers: dict[str, object], uss: bool, darwin: bool
+) -> None:
+    platform_process = type(psutil.Process()._proc)  # type: ignore[attr-defined]
+    with pytest.MonkeyPatch.context() as patch:
+        for name, answer in answers.items():
+            if name == "own.children":
+                patch.setattr(psutil.Process, "children", _answering(answer))
+            elif name.startswith("own."):
+                patch.setattr(platform_process, name[4:], _answering(answer))
+            elif name != "sysctl":
+                patch.setattr(psutil, name, _answering(answer))
+        sampler = PsutilSampler(
+            limits_max_age_s=1.0,
+            slow_files_max_age_s=0.5,
+            clock=ManualClock(10.0),
+            wall_clock=time.time,
+            platform="darwin" if darwin else "linux",
+            sysctl=_answering(answers["sysctl"]),
+        )
+        snaps = [sampler.sample(uss=uss), sampler.sample(uss=uss)]
+    for snap in snaps:
+        _sane(snap)
+
+
+NO_RESOURCE = """
+import json, resource, sys
+import psutil  # psutil's Linux layer needs resource; Windows' does not
+resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, resource.RLIM_INFINITY))
+sys.modules["resource"] = None  # as on Windows: the module cannot be imported
+from resguard.snapshot import Sampler
+print(json.dumps([Sampler(backend=name).sample().memory.source for name in ("linux", "psutil")]))
+"""
+
+
+def test_without_the_resource_module_no_rlimit_binds_and_nothing_fails() -> None:
+    """Windows has no resource module: the limit is the host's (or the cgroup's), the
+    import and the sample work."""
+    out = subprocess.run(
+        [sys.executable, "-c", NO_RESOURCE], capture_output=True, text=True, check=True
+    )
+    linux, portable = json.loads(out.stdout)
+    assert linux in ("host", "cgroup")
+    assert portable == "host"

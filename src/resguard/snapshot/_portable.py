@@ -390,17 +390,20 @@ class PsutilSampler:
             )
         info, times, threads = _own_numbers(process, faults)
         cpu_percent = None
-        if times is not None:
-            cpu_s = float(times.user + times.system)
+        cpu_s = _cpu_seconds(times, faults) if times is not None else None
+        if cpu_s is not None:
             baseline = None if self._counters.has_process_baseline else self._start(process)
             cpu_percent = self._counters.process_percent(cpu_s, now_s, baseline)
+        if threads is not None and (not isinstance(threads, int) or threads <= 0):
+            _garbage(faults, "psutil.Process().num_threads()", threads, "process.num_threads")
+            threads = None
         return ProcessSelf(
             pid=self._pid,
-            rss=_byte_count(info, "rss") if info is not None else None,
-            vms=_byte_count(info, "vms") if info is not None else None,
+            rss=_own_bytes(info, "rss", faults),
+            vms=_own_bytes(info, "vms", faults),
             uss=_uss(process, faults) if uss else None,
             cpu_percent=cpu_percent,
-            num_threads=threads if isinstance(threads, int) else None,
+            num_threads=threads,
             children_rss=_children_rss(process, faults) if children else None,
         )
 
@@ -512,11 +515,44 @@ def _own_numbers(process: Any, faults: list[Fault]) -> tuple[Any, Any, Any]:
     return info, times, threads
 
 
+def _garbage(faults: list[Fault], source: str, value: object, *fields: str) -> None:
+    """Faults for a psutil call that answered *value*, which makes no sense."""
+    detail = f"answered {value!r}"[:200]
+    faults.extend(Fault(field, source, "garbage", detail) for field in fields)
+
+
+def _own_bytes(info: Any, name: str, faults: list[Fault]) -> int | None:
+    """``memory_info().<name>`` of this process (``None`` where the call failed, and with
+    a fault where it answered nonsense)."""
+    if info is None:
+        return None
+    value = _byte_count(info, name)
+    if value is None:
+        _garbage(faults, "psutil.Process().memory_info()", info, f"process.{name}")
+    return value
+
+
+def _cpu_seconds(times: Any, faults: list[Fault]) -> float | None:
+    """User + system seconds of a ``cpu_times()`` answer, or a fault for nonsense."""
+    try:
+        cpu_s = float(times.user) + float(times.system)
+    except (AttributeError, TypeError, ValueError):
+        cpu_s = -1.0
+    if not 0 <= cpu_s < float("inf"):
+        _garbage(faults, "psutil.Process().cpu_times()", times, "process.cpu_percent")
+        return None
+    return cpu_s
+
+
 def _uss(process: Any, faults: list[Fault]) -> int | None:
-    full = _guarded(
-        "psutil.Process().memory_full_info()", process.memory_full_info, faults, "process.uss"
-    )
-    return _byte_count(full, "uss") if full is not None else None
+    source = "psutil.Process().memory_full_info()"
+    full = _guarded(source, process.memory_full_info, faults, "process.uss")
+    if full is None:
+        return None
+    uss = _byte_count(full, "uss")
+    if uss is None:
+        _garbage(faults, source, full, "process.uss")
+    return uss
 
 
 def _children_rss(process: Any, faults: list[Fault]) -> int | None:
@@ -529,10 +565,13 @@ def _children_rss(process: Any, faults: list[Fault]) -> int | None:
     )
     if kids is None:
         return None
+    if not isinstance(kids, (list, tuple)):
+        _garbage(faults, "psutil.Process().children()", kids, "process.children_rss")
+        return None
     total = 0
     for kid in kids:
         try:
-            total += int(kid.memory_info().rss)
-        except Exception:
+            total += max(int(kid.memory_info().rss), 0)
+        except Exception:  # gone since children() listed it, or not ours to read
             continue
     return total
