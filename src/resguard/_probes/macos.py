@@ -11,8 +11,6 @@ fake; a read that fails (no libc symbol, an errno, a value of an odd size) answe
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import os
 from collections.abc import Callable
@@ -46,6 +44,8 @@ class SysctlError(OSError):
 def libc_sysctl(name: str) -> bytes:
     """Read the sysctl *name* through libc's ``sysctlbyname`` (:class:`SysctlError` where
     libc has none, e.g. on Linux, or the call fails)."""
+    import ctypes  # here, not at import: only a sampler on macOS reads sysctls
+
     function = _sysctlbyname()
     if function is None:
         raise SysctlError("libc has no sysctlbyname on this platform")
@@ -62,6 +62,9 @@ def libc_sysctl(name: str) -> bytes:
 def _sysctlbyname() -> Callable[..., int] | None:
     """libc's ``sysctlbyname``, looked up once, at the first read (finding libc runs
     ``ldconfig`` on Linux: not on the import path)."""
+    import ctypes
+    import ctypes.util
+
     try:
         name = ctypes.util.find_library("c")
         libc = ctypes.CDLL(name, use_errno=True)
