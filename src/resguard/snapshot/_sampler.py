@@ -46,8 +46,8 @@ class Sampler:
     (every platform psutil supports, host-wide numbers; on macOS also the kernel's memory
     pressure level). ``None`` (the default) takes ``"linux"`` when *roots* or *cgroup*
     is given (they only mean something to the kernel readers), else
-    ``resguard._probes.backend.default_backend()``: ``RESGUARD_BACKEND`` when set, else
-    linux on Linux and psutil elsewhere. See :doc:`platforms` for which field comes from
+    :func:`resguard.snapshot.default_backend`: ``RESGUARD_BACKEND`` when set, else linux
+    on Linux and psutil elsewhere. See :doc:`platforms` for which field comes from
     where on each.
 
     It keeps what it needs between samples (the files' descriptors, this process's
