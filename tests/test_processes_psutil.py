@@ -210,7 +210,6 @@ class FakeProcess:
             "uids": SimpleNamespace(real=os.getuid(), effective=os.getuid()),
             "cmdline": ["fake", str(pid)],
             "username": "fakeuser",
-            "is_running": True,
         }
         self.answers.update(answers)
 
@@ -400,14 +399,14 @@ def test_cpu_percent_is_since_the_previous_sample_and_a_new_process_starts_afres
 def test_a_pid_reused_behind_psutils_cached_process_is_read_as_the_newcomer(
     world: World,
 ) -> None:
-    # process_iter() hands back its cached Process, which remembers the old start time;
-    # the table sees the CPU time go back, asks is_running() and reads the PID afresh
+    # process_iter() hands back its cached Process, which remembers the old start time
+    # and refuses to be read (psutil >= 6 checks in ppid()); the table reads it afresh
     clock = ManualClock()
     table = ProcessTable(clock=clock, backend="psutil")
     world[10] = FakeProcess(10, cpu_times=SimpleNamespace(user=100.0, system=0.0))
     table.sample()
     cached = world[10]
-    cached.answers.update(cpu_times=SimpleNamespace(user=0.1, system=0.0), is_running=False)
+    cached.answers.update(ppid=psutil.NoSuchProcess(10, msg="its PID has been reused"))
     world.fresh[10] = FakeProcess(
         10, create_time=2e9, cpu_times=SimpleNamespace(user=0.1, system=0.0), name="newcomer"
     )
@@ -490,3 +489,70 @@ def test_describe_keeps_what_it_can_when_the_command_line_is_refused(
     described = describe(row, backend="psutil")
     assert described.cmdline == ()
     assert described.username is not None
+
+
+REUSE = r"""
+import json, os, subprocess, sys, time
+import psutil
+from resguard._probes.identity import read_stat
+from resguard.processes import ProcessTable
+
+sys.path.insert(0, sys.argv[1])
+from support import wait_until
+
+def runs(pid, command):
+    try:
+        return psutil.Process(pid).cmdline() == command
+    except psutil.Error:
+        return False
+
+table = ProcessTable(backend="psutil")
+victim = subprocess.Popen(["sleep", "3007"])
+wait_until(lambda: runs(victim.pid, ["sleep", "3007"]), what="the victim's exec")
+[old] = [row for row in table.sample() if row.pid == victim.pid]
+start_s = read_stat(victim.pid).start_ticks / os.sysconf("SC_CLK_TCK")
+victim.kill(); victim.wait()
+# a newcomer within the same clock tick would have the same start time: wait past it
+boot_s = lambda: time.clock_gettime(time.CLOCK_BOOTTIME)
+wait_until(lambda: boot_s() > start_s + 0.05, what="50 ms to pass")
+with open("/proc/sys/kernel/ns_last_pid", "w") as file:   # the next fork gets its PID
+    file.write(str(victim.pid - 1))
+newcomer = subprocess.Popen(["sleep", "3007"])               # the same name and parent
+wait_until(lambda: runs(newcomer.pid, ["sleep", "3007"]), what="the newcomer's exec")
+rows = [row for row in table.top(1000, by="memory") if row.pid == newcomer.pid]
+print(json.dumps({
+    "reused": newcomer.pid == victim.pid,
+    "old": old.create_time,
+    "rows": [row.create_time for row in rows],
+    "fresh": psutil.Process(newcomer.pid).create_time(),
+    "cmdline": [list(row.cmdline) for row in rows],
+}))
+newcomer.kill(); newcomer.wait()
+"""
+
+
+def test_a_pid_reused_between_two_samples_is_the_newcomer_for_real() -> None:
+    import json
+    import shutil
+
+    from plugins.integration import unavailable
+
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        unavailable("forcing PID reuse needs root on Linux (a PID namespace and ns_last_pid)")
+    if shutil.which("unshare") is None:
+        unavailable("unshare (util-linux) is not installed")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    done = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", REUSE, tests],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0 and "unshare failed" in done.stderr:
+        unavailable(f"unshare --pid --fork --mount-proc fails here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["reused"]
+    assert result["rows"] == [result["fresh"]]  # one row, with the newcomer's start time
+    assert result["fresh"] != result["old"]
+    assert result["cmdline"] == [["sleep", "3007"]]  # described: it is the row's process

@@ -9,9 +9,8 @@ skips the row with one warning per kind. When ``process_iter`` itself fails the 
 empty and says so in its faults.
 
 psutil caches each :class:`psutil.Process` (and its start time) per PID between calls of
-``process_iter``; a PID that changed hands between two samples is caught by comparing
-with the previous sample (the name, parent or CPU time cannot go back for one process)
-and re-read as the new process.
+``process_iter`` and refuses to read a cached one whose PID changed hands
+(``NoSuchProcess``); such a PID is read afresh, as the new process it now is.
 """
 
 from __future__ import annotations
@@ -101,7 +100,6 @@ class PsutilProcesses:
     def __init__(self, wall_clock: Callable[[], float] = time.time) -> None:
         self._wall_clock = wall_clock
         self._previous: dict[tuple[int, float], tuple[float, float]] = {}
-        self._seen: dict[int, _Facts] = {}
         self._failing: set[str] = set()
         self.faults: tuple[Fault, ...] = ()
 
@@ -114,7 +112,7 @@ class PsutilProcesses:
             processes = []
             faults.append(Fault("processes", ITER_SOURCE, "unreadable", _detail(error)))
         wall_s = self._wall_clock()
-        previous, current, seen = self._previous, {}, {}
+        previous, current = self._previous, {}
         rows: list[ProcessInfo] = []
         damaged: dict[str, Fault] = {}
         for process in processes:
@@ -130,7 +128,6 @@ class PsutilProcesses:
                 age_s = wall_s - facts.create_time
                 cpu = 100.0 * facts.cpu_s / age_s if age_s > 0 else 0.0
             current[key] = (facts.cpu_s, now)
-            seen[pid] = facts
             rows.append(
                 ProcessInfo(
                     pid=pid,
@@ -146,7 +143,7 @@ class PsutilProcesses:
                     create_time=facts.create_time,
                 )
             )
-        self._previous, self._seen = current, seen
+        self._previous = current
         faults.extend(damaged.values())
         self.faults = tuple(faults)
         if faults or self._failing:
@@ -156,14 +153,12 @@ class PsutilProcesses:
     def _facts(self, process: psutil.Process, damaged: dict[str, Fault]) -> _Facts | None:
         """*process*'s facts (re-read when its PID changed hands), or ``None`` to skip it."""
         try:
-            facts = _read(process)
-            before = self._seen.get(process.pid)
-            if isinstance(facts, _Facts) and before is not None:
-                same_start = before.create_time == facts.create_time
-                changed = (before.name, before.ppid) != (facts.name, facts.ppid)
-                went_back = changed or facts.cpu_s < before.cpu_s
-                if same_start and went_back and not process.is_running():
-                    facts = _read(psutil.Process(process.pid))  # a newcomer on a cached PID
+            try:
+                facts = _read(process)
+            except psutil.NoSuchProcess:
+                # gone, or its PID changed hands: psutil's cached Process remembers the
+                # first owner's start time (ppid() checks it), so ask the PID afresh
+                facts = _read(psutil.Process(process.pid))
         except psutil.Error:
             return None  # gone, a zombie, or not ours to read
         except Exception as error:  # anything odd from a platform's psutil: skip the row
