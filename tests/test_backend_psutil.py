@@ -525,3 +525,32 @@ def test_without_the_resource_module_no_rlimit_binds_and_nothing_fails() -> None
     linux, portable = json.loads(out.stdout)
     assert linux in ("host", "cgroup")
     assert portable == "host"
+
+
+RLIMIT_WITHOUT_HOST = """
+import json, resource, psutil
+from resguard.snapshot import Sampler
+resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, resource.RLIM_INFINITY))
+def broken():
+    raise psutil.AccessDenied()
+psutil.virtual_memory = broken
+snap = Sampler(backend="psutil").sample()
+print(json.dumps({
+    "memory": snap.memory.to_dict(),
+    "unknown": {p: str(snap.fault_for(p)) for p in ("memory.total", "memory.percent")},
+}))
+"""
+
+
+def test_an_rlimit_still_judges_memory_when_the_host_reading_fails() -> None:
+    """virtual_memory() failing leaves the host's total unknown, not the rlimit's
+    reading: the percent of the rlimit is known and no fault says otherwise."""
+    out = subprocess.run(
+        [sys.executable, "-c", RLIMIT_WITHOUT_HOST], capture_output=True, text=True, check=True
+    )
+    found = json.loads(out.stdout)
+    memory = found["memory"]
+    assert (memory["source"], memory["limit"], memory["total"]) == ("rlimit", 2 * 2**30, None)
+    assert memory["percent"] is not None
+    assert found["unknown"]["memory.percent"] == "None"
+    assert "psutil.virtual_memory() unreadable" in found["unknown"]["memory.total"]

@@ -13,8 +13,10 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
 
 from resguard._modules import forks
 from resguard._probes import macos
@@ -214,8 +216,9 @@ class PsutilSampler:
     def _memory(self, limits: _Limits, process: ProcessSelf, faults: list[Fault]) -> MemoryInfo:
         """Host memory from ``virtual_memory()``, against the tightest of the host's total
         and the soft rlimits (see :class:`MemoryInfo`)."""
-        vm = _guarded(VIRTUAL_MEMORY, self._psutil.virtual_memory, faults, "memory")
-        total, host_available = _checked_memory(vm, faults) if vm is not None else (None, None)
+        host_faults: list[Fault] = []
+        vm = _guarded(VIRTUAL_MEMORY, self._psutil.virtual_memory, host_faults, "memory")
+        total, host_available = _checked_memory(vm, host_faults) if vm is not None else (None, None)
         used: int | None = None
         if total is not None and host_available is not None:
             used = self._used(vm, total, host_available, faults)
@@ -233,7 +236,7 @@ class PsutilSampler:
                 headroom = min(headroom, host_available)
             available = max(headroom, 0)
             percent = 100.0 * used / limit if limit else 100.0
-        return MemoryInfo(
+        memory = MemoryInfo(
             total=total,
             limit=limit,
             used=used,
@@ -243,6 +246,8 @@ class PsutilSampler:
             source_detail=detail,
             cgroup=None,
         )
+        faults.extend(_narrowed(host_faults, memory))
+        return memory
 
     def _used(self, vm: Any, total: int, available: int, faults: list[Fault]) -> int:
         """What counts as used: on macOS wired + active + compressed, as Activity Monitor
@@ -459,6 +464,19 @@ def _checked_memory(vm: Any, faults: list[Fault]) -> tuple[int | None, int | Non
             faults.append(Fault(field, VIRTUAL_MEMORY, "garbage", detail))
         return total, None
     return total, available
+
+
+def _narrowed(host_faults: list[Fault], memory: MemoryInfo) -> Iterator[Fault]:
+    """The host reading's faults as they stand once an rlimit answered: a field the
+    rlimit filled in keeps its value (the fault names the rlimit as fallback), and a
+    failed reading leaves only the total unknown."""
+    for fault in host_faults:
+        field = fault.field
+        if field == "memory" and memory.limit is not None:
+            field = "memory.total"
+        known = field != "memory" and getattr(memory, field.split(".")[1]) is not None
+        fallback = memory.source_detail if known else None
+        yield attrs.evolve(fault, field=field, fallback=fallback)
 
 
 def _unknown_used(faults: list[Fault], source: str, detail: str) -> None:
