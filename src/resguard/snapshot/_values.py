@@ -83,9 +83,11 @@ class MemoryInfo(ValueMixin):
     process's cgroup up the hierarchy (v2 ``memory.max``/``memory.high``, v1
     ``memory.limit_in_bytes``) and ``RLIMIT_AS``/``RLIMIT_DATA``. ``used`` follows the bound:
     under a cgroup it is the working set (usage minus inactive file cache, as kubelet counts
-    it), on the host it is total minus ``MemAvailable``, under an rlimit the process's
-    address space (or data segment). ``source`` is ``"host"``, ``"cgroup"`` or
-    ``"rlimit"``; ``source_detail`` names the file or limit that bound it.
+    it), on the host it is total minus available (``MemAvailable``; on macOS, on the psutil
+    backend, wired + active + compressed, as Activity Monitor counts it), under an rlimit
+    the process's address space (or data segment). ``source`` is ``"host"``, ``"cgroup"``
+    or ``"rlimit"``; ``source_detail`` names the file, psutil call or limit that bound it.
+    The psutil backend knows no cgroups (``cgroup`` is ``None``; see :doc:`platforms`).
 
     A number that could not be read is ``None`` (*unknown*, never 0) and the snapshot's
     ``faults`` say why; ``source`` is ``"unknown"`` when no source could be read at all.
@@ -103,7 +105,8 @@ class MemoryInfo(ValueMixin):
 
 @attrs.frozen
 class SwapInfo(ValueMixin):
-    """Swap space of the host, in bytes (``None`` where ``/proc/meminfo`` could not say)."""
+    """Swap space of the host, in bytes (``None`` where ``/proc/meminfo`` or psutil could
+    not say)."""
 
     total: int | None = attrs.field(metadata=BYTES)
     used: int | None = attrs.field(metadata=BYTES)
