@@ -815,3 +815,54 @@ def test_without_select_poll_no_pidfd_is_used_and_the_stop_still_works(
     action = stopper.stop(_candidate(stopper, sleeper.pid))
     assert (action.signal, action.done) == ("SIGTERM", True)
     assert sleeper.wait(timeout=10) == -signal.SIGTERM
+
+
+WITHOUT_UNIX_NAMES = r"""
+import json, os, select, signal, subprocess, sys
+import psutil
+sys.modules["pwd"] = None
+for module, name in [(os, "pidfd_open"), (os, "O_CLOEXEC"), (select, "poll"),
+                     (signal, "SIGKILL"), (signal, "SIGSTOP"), (signal, "pidfd_send_signal")]:
+    if hasattr(module, name):
+        delattr(module, name)
+from resguard.reclaim import ProcessStopper
+
+tag = sys.argv[1]
+result = {}
+child = subprocess.Popen(["sleep", tag])
+stopper = ProcessStopper([f"^sleep {tag}$"], enabled=True, dry_run=False, grace="5s")
+stopper._backend = "psutil"
+while not [c for c in stopper.candidates() if c.pid == child.pid]:
+    pass  # until the child has exec'd sleep
+[candidate] = [c for c in stopper.candidates() if c.pid == child.pid]
+result["stopped"] = stopper.stop(candidate).to_dict()
+result["returncode"] = child.wait(timeout=10)
+
+del os.getuid  # Windows: no uids; here nothing can prove the owner, so nothing is touched
+child = subprocess.Popen(["sleep", tag])
+while not [c for c in stopper.candidates() if c.pid == child.pid]:
+    pass
+[candidate] = [c for c in stopper.candidates() if c.pid == child.pid]
+result["unknown_owner"] = candidate.protected
+result["reclaimed"] = stopper.reclaim(10**12)
+result["alive"] = child.poll() is None
+child.terminate(); child.wait()
+print(json.dumps(result))
+"""
+
+
+def test_the_portable_stopper_works_without_the_unix_only_names() -> None:
+    tag = f"3009{RUN}"
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_UNIX_NAMES, tag],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["stopped"]["signal"], result["stopped"]["done"]) == ("SIGTERM", True)
+    assert result["returncode"] == -signal.SIGTERM
+    assert result["unknown_owner"] == "another user's process"
+    assert result["reclaimed"] == 0
+    assert result["alive"]

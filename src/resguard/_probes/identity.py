@@ -39,6 +39,7 @@ __all__ = [
     "read_stat",
 ]
 
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)  # no O_CLOEXEC on Windows
 PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
 
 
@@ -107,7 +108,7 @@ def _integer(text: str) -> int:
 def read_stat(pid: int, proc: str = "/proc") -> ProcStat | None:
     """*pid*'s stat, or ``None`` when it is gone, unreadable or damaged."""
     try:
-        fd = os.open(f"{proc}/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(f"{proc}/{pid}/stat", _READ_FLAGS)
     except OSError:
         return None
     try:
@@ -353,7 +354,7 @@ def _my_user() -> tuple[int | None, str | None]:
 
     try:
         return None, psutil.Process().username()
-    except (psutil.Error, OSError):
+    except Exception:  # psutil.Error, or psutil's own need of pwd on a POSIX without it
         return None, None
 
 

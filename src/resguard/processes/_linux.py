@@ -19,12 +19,13 @@ from resguard.snapshot import Fault, ProcessInfo
 
 __all__ = ["LinuxProcesses", "read_cmdline"]
 
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)  # no O_CLOEXEC on Windows
 _STAT_READ_BYTES = 1 << 20  # btime follows the per-interrupt counts: far down on big machines
 
 
 def _read(path: str, size: int = READ_CAP_BYTES) -> bytes | None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, _READ_FLAGS)
     except OSError:
         return None
     try:

@@ -45,6 +45,7 @@ __all__ = [
 
 _logger = get_logger("resguard")
 
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)  # no O_CLOEXEC on Windows
 _KILL_WAIT_S = 5.0  # how long to wait for a SIGKILLed process to become a zombie
 _GONE = "gone before it was signalled (it exited, or its PID belongs to another process now)"
 _UNVERIFIABLE = (
@@ -149,7 +150,7 @@ def _protected_names(protect: object) -> frozenset[str]:
 
 def _read_cmdline(proc: str, pid: int) -> str:
     try:
-        fd = os.open(f"{proc}/{pid}/cmdline", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(f"{proc}/{pid}/cmdline", _READ_FLAGS)
     except OSError:
         return ""
     try:
