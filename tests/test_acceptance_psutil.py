@@ -5,6 +5,7 @@ looked like to resguard before) reporting unknown, never zeros."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -168,3 +169,27 @@ def test_on_an_empty_proc_a_guard_with_a_reservation_does_not_refuse_every_call(
     reason = guard.unknown_reason()
     assert reason is not None
     assert "memory.available is unknown" in reason
+
+
+def test_a_plain_guard_measures_through_the_psutil_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As under RESGUARD_BACKEND=psutil (or on a Mac): Guard(memory="90%",
+    reserve="100MiB") with no Monitor samples through the default sampler."""
+    import resguard._probes.backend
+    from resguard.snapshot import default_sampler, snapshot
+
+    monkeypatch.setattr(resguard._probes.backend, "_chosen", "psutil")
+    monkeypatch.setattr(importlib.import_module("resguard.snapshot"), "_default_sampler", None)
+    assert default_sampler().backend == "psutil"
+    snap = snapshot()
+    assert snap.memory.source_detail in ("psutil.virtual_memory()", "RLIMIT_AS", "RLIMIT_DATA")
+    assert snap.memory.percent is not None
+    if snap.memory.percent > 80:
+        pytest.skip(f"this machine is not calm: {snap.memory.percent:.0f}% of memory used")
+    guard = Guard(memory="90%", reserve="100MiB")
+    with guard.admit():
+        pass
+    with pytest.raises(ResourceExhausted), guard.admit(reserve=guard.headroom_bytes() + MiB):
+        pass
+    assert guard.stats().admitted == 1
