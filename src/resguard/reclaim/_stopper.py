@@ -236,6 +236,9 @@ class ProcessStopper:
     A process is identified by its PID and exact start time; on Linux >= 5.3 the signals
     go through a pidfd opened while that identity is verified, so a process that took over
     a PID is never signalled (elsewhere the start time is re-checked before each signal).
+    Where ``/proc`` cannot be read (macOS, Windows) or the backend is psutil, the start
+    time is psutil's create time, checked with the parent, owner and name before each
+    signal; where there is no SIGKILL (Windows) psutil's ``kill()`` escalates.
     A process that exits, even as a zombie its parent has not reaped yet, counts as
     stopped at once: the grace wait ends there.
     """
