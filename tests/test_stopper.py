@@ -866,3 +866,36 @@ def test_the_portable_stopper_works_without_the_unix_only_names() -> None:
     assert result["unknown_owner"] == "another user's process"
     assert result["reclaimed"] == 0
     assert result["alive"]
+
+
+@pytest.mark.parametrize("gone", [False, True])
+def test_an_odd_os_error_from_the_signal_is_a_refusal_unless_the_process_is_gone(
+    gone: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Windows' os.kill says "gone" (and more) with errnos other than ESRCH
+    process = _spawn("sleep", S3002)
+    real_kill = os.kill
+    try:
+        _wait_for_exec(process.pid, f"sleep {S3002}")
+        stopper = _stopper("psutil-fallback", rf"^sleep {S3002}$")
+        candidate = _candidate(stopper, process.pid)
+
+        def kill(pid: int, signum: int) -> None:
+            if gone:
+                real_kill(pid, signal.SIGKILL)
+                process.wait()
+            raise OSError(22, "The parameter is incorrect")
+
+        monkeypatch.setattr(os, "kill", kill)
+        action = stopper.stop(candidate)
+        if gone:
+            assert (action.signal, action.done) == ("none", True), action
+            assert action.reason == "exited before it was signalled"
+        else:
+            assert (action.signal, action.done) == ("none", False), action
+            assert action.reason == "could not be signalled: The parameter is incorrect"
+            assert process.poll() is None
+    finally:
+        monkeypatch.undo()
+        process.kill()
+        process.wait()

@@ -476,6 +476,12 @@ class PortableHandle:
                 os.kill(self.identity.pid, signum)
         except ProcessLookupError:
             return False
+        except PermissionError:
+            raise
+        except OSError:  # Windows says "gone" with other errnos: refuse only the living
+            if self.stat() is None:
+                return False
+            raise
         return True
 
     def kill(self) -> bool:

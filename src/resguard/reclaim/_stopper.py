@@ -528,6 +528,8 @@ class ProcessStopper:
             return self._signal(handle, action)
         except PermissionError as error:
             return action("none", False, f"not permitted: {error.strerror}")
+        except OSError as error:  # a platform's own refusal (Windows' errnos)
+            return action("none", False, f"could not be signalled: {error.strerror or error}")
 
     def _signal(self, handle: ProcessHandle | PortableHandle, action: _Action) -> StopAction:
         if not handle.send(signal.SIGTERM):
