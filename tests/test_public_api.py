@@ -209,3 +209,46 @@ def test_version_falls_back_to_the_source_trees_pyproject(monkeypatch: pytest.Mo
     pyproject = Path(__file__).parent.parent / "pyproject.toml"
     expected = tomllib.loads(pyproject.read_text())["project"]["version"]
     assert resguard._read_version() == expected
+
+
+SNAPSHOT_PUBLIC = sorted(
+    [
+        "BACKENDS",
+        "ContainerStats",
+        "ContainersInfo",
+        "ContainersMemory",
+        "CpuInfo",
+        "FAULT_KINDS",
+        "Fault",
+        "FaultKind",
+        "MemoryInfo",
+        "OllamaModelInfo",
+        "PressureInfo",
+        "PressureLine",
+        "ProcessInfo",
+        "ProcessSelf",
+        "ResourcePressure",
+        "Roots",
+        "Sampler",
+        "Snapshot",
+        "SwapInfo",
+        "UNITS",
+        "default_backend",
+        "default_sampler",
+        "invalidate_limits",
+        "metric_paths",
+        "metric_unit",
+        "snapshot",
+    ]
+)
+
+
+def test_the_sense_layers_surface_does_not_drift() -> None:
+    """``resguard.snapshot`` and ``resguard.processes`` are where the backends are chosen
+    and read; their names are public API too."""
+    import resguard.processes
+    import resguard.snapshot as snapshot_module
+
+    assert sorted(snapshot_module.__all__) == SNAPSHOT_PUBLIC
+    assert sorted(resguard.processes.__all__) == ["ProcessTable", "describe", "top_processes"]
+    assert snapshot_module.BACKENDS == ("linux", "psutil")
