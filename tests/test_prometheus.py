@@ -249,6 +249,7 @@ def test_every_documented_metric_is_exposed_and_every_exposed_one_documented(
         containers=ContainersInfo.from_items((item,)),
         ollama=(OllamaModelInfo("x:1b", 10, 5, None, None),),
         faults=(Fault("swap", "/proc/meminfo", "garbage", "x"),),
+        pressure=attrs.evolve(monitor.state.snapshot.pressure, memory_level=2),  # macOS's
     )
     frozen = _FrozenMonitor(State(snap, monitor.state.verdict, 1))
     collector = ResguardCollector(

@@ -21,6 +21,9 @@ resguard_cpu_percent                   gauge                     host CPU busy, 
 resguard_cpu_effective                 gauge                     CPUs this process may use
 resguard_pressure_avg10_percent        gauge    resource, kind   PSI stall share over 10 s;
                                                                  memory/cpu/io, some/full
+resguard_pressure_memory_level         gauge                     macOS memory-pressure level:
+                                                                 1 normal, 2 warning, 4
+                                                                 critical (macOS only)
 resguard_process_rss_bytes             gauge                     this process's RSS
 resguard_process_cpu_percent           gauge                     this process's CPU (100 =
                                                                  one core)
@@ -114,6 +117,7 @@ METRICS: tuple[str, ...] = (
     "resguard_cpu_percent",
     "resguard_cpu_effective",
     "resguard_pressure_avg10_percent",
+    "resguard_pressure_memory_level",
     "resguard_process_rss_bytes",
     "resguard_process_cpu_percent",
     "resguard_verdict_level",
@@ -478,6 +482,12 @@ def _system_metrics(snap: Snapshot) -> Iterator[Metric]:
         if value.full is not None:
             pressure.add_metric([resource, "full"], value.full.avg10)
     yield pressure
+    yield _gauge(
+        "pressure_memory_level",
+        "pressure.memory_level",
+        "macOS memory-pressure level: 1 normal, 2 warning, 4 critical",
+        snap.pressure.memory_level,
+    )
     yield _gauge("process_rss", "process.rss", "This process's resident set size", snap.process.rss)
     yield _gauge(
         "process_cpu",
