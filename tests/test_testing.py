@@ -98,6 +98,7 @@ def test_the_ollama_standin_command_answers_a_bad_option_with_usage_not_a_traceb
         (lambda: resguard.testing.make_snapshot(memory_percent=150), InvalidValue, "150"),
         (lambda: resguard.testing.make_snapshot(limit=0), InvalidValue, "0"),
         (lambda: resguard.testing.make_snapshot(used=10, memory_percent=5), InvalidValue, "both"),
+        (lambda: resguard.testing.make_snapshot(memory_level=3), InvalidValue, "3"),
         (
             lambda: resguard.testing.make_container("c", memory_used=1, memory_limit=0),
             InvalidValue,
@@ -119,6 +120,16 @@ def test_the_snapshot_factory_reads_sizes_and_percents_as_people_type_them() -> 
     assert snap.memory.percent == 97.0
     assert snap.process.rss == 100 * 10**6
     assert resguard.testing.make_container("c", memory_used="1GiB").memory_used == 2**30
+
+
+def test_the_snapshot_factory_puts_a_mac_under_memory_pressure_for_the_presets() -> None:
+    """A macOS pressure level of 4 is critical for the laptop preset, without a Mac."""
+    critical = resguard.testing.make_snapshot(memory_level=4, memory_percent=40)
+    assert critical.pressure.memory_level == 4
+    assert resguard.presets.laptop().evaluate(critical).level is resguard.Level.CRITICAL
+    calm = resguard.testing.make_snapshot(memory_percent=40)
+    assert calm.pressure.memory_level is None
+    assert resguard.presets.laptop().evaluate(calm).level is resguard.Level.OK
 
 
 def test_a_kernel_tree_takes_a_str_root_and_names_its_files_when_asked_for_another(

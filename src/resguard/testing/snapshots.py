@@ -87,6 +87,7 @@ def make_snapshot(
     processes: tuple[ProcessInfo, ...] | None = None,
     containers: tuple[ContainerStats, ...] | None = None,
     cpu_percent: float = 5.0,
+    memory_level: int | None = None,
 ) -> Snapshot:
     """A :class:`~resguard.Snapshot` at monotonic time *at* (``taken_at`` is
     :data:`WALL_OFFSET_S` later, as wall-clock seconds).
@@ -98,8 +99,14 @@ def make_snapshot(
     without PSI, ``psi_full=None`` a PSI file without a ``full`` line. *processes* fills
     ``snapshot.processes`` (see :func:`make_process`), *containers* ``snapshot.containers``
     (see :func:`make_container`); ``None`` leaves them unsampled. *cpu_percent* is the
-    host's CPU use.
+    host's CPU use. *memory_level* is macOS's memory-pressure level (1 normal, 2 warning,
+    4 critical; ``None``: not a Mac).
     """
+    if memory_level not in (None, 1, 2, 4) or isinstance(memory_level, bool):
+        raise InvalidValue(
+            f"memory_level={shown(memory_level)} is not a macOS pressure level; expected "
+            "1 (normal), 2 (warning), 4 (critical) or None"
+        )
     rss = _bytes("rss", rss)
     memory = _memory(limit, used, memory_percent)
     return Snapshot(
@@ -114,7 +121,7 @@ def make_snapshot(
             load_5m=0.5,
             load_15m=0.5,
         ),
-        pressure=_pressure(psi_some, psi_full),
+        pressure=_pressure(psi_some, psi_full, memory_level),
         process=ProcessSelf(
             pid=4242, rss=rss, vms=4 * rss, uss=None, cpu_percent=1.0, num_threads=4, children_rss=0
         ),
@@ -150,14 +157,18 @@ def _memory(limit: object, used: object, memory_percent: object) -> MemoryInfo:
     )
 
 
-def _pressure(psi_some: float | None, psi_full: float | None) -> PressureInfo:
+def _pressure(
+    psi_some: float | None, psi_full: float | None, memory_level: int | None
+) -> PressureInfo:
     """Memory PSI at *psi_some*/*psi_full* (every average alike), CPU and I/O quiet."""
     if psi_some is None:
-        return PressureInfo(memory=None, cpu=None, io=None, source=None)
+        return PressureInfo(memory=None, cpu=None, io=None, source=None, memory_level=memory_level)
     full = None if psi_full is None else PressureLine(psi_full, psi_full, psi_full, 0)
     memory = ResourcePressure(PressureLine(psi_some, psi_some, psi_some, 0), full)
     quiet = ResourcePressure(PressureLine(0.0, 0.0, 0.0, 0), PressureLine(0.0, 0.0, 0.0, 0))
-    return PressureInfo(memory=memory, cpu=quiet, io=quiet, source="system")
+    return PressureInfo(
+        memory=memory, cpu=quiet, io=quiet, source="system", memory_level=memory_level
+    )
 
 
 def make_container(
