@@ -40,6 +40,14 @@ UNIX_NAMES = {
 }
 """Attributes of always-present modules that some platforms lack."""
 
+LINUX_ONLY_NAMES = {
+    "os": {"eventfd", "sched_getaffinity", "pidfd_open"},
+    "select": {"epoll"},
+    "time": {"CLOCK_BOOTTIME"},
+    "signal": {"pidfd_send_signal"},
+}
+"""What macOS lacks of the above (it has rlimits, pwd, poll, getuid, SIGKILL)."""
+
 # The child interpreter: hide the names above, optionally pretend to be a Mac, then import
 # every module of resguard and use the core of it. Each step prints one JSON line, so a
 # failure says which step broke.
@@ -135,14 +143,28 @@ with resguard.profile(interval="10ms") as prof:
 step("profile", peak=prof.peak_rss)
 
 try:
-    resguard.limit_self("2GiB")
+    limit = resguard.limit_self("2GiB")  # (where it works, this child lives under it)
 except resguard.InvalidState as error:
-    step("limit_self", refused=str(error))
+    step("limit_self", refused=str(error), limit=None)
 else:
-    step("limit_self", refused=None)
+    step("limit_self", refused=None, limit=limit)
 
 sys.path.insert(0, TESTS)
 from support import wait_until
+
+import subprocess
+marker = f"resguard-portable-{os.getpid()}"
+sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
+stopper = resguard.reclaim.ProcessStopper([marker], enabled=True, dry_run=False, grace="2s")
+wait_until(lambda: any(c.pid == sleeper.pid for c in stopper.candidates()), what="the sleeper")
+candidate = next(c for c in stopper.candidates() if c.pid == sleeper.pid)
+action = stopper.stop(candidate)
+exited = sleeper.wait(10) if action.done else sleeper.poll()
+if exited is None:
+    sleeper.terminate()  # (not kill(): signal.SIGKILL may be hidden here)
+    sleeper.wait(10)
+step("stopper", protected=candidate.protected, signal=action.signal, done=action.done,
+     reason=action.reason, exited=exited)
 
 for _ in range(2):
     with resguard.Monitor("20ms", slow_interval="50ms", reclaim=False) as monitor:
@@ -152,16 +174,20 @@ step("monitor", log=log.getvalue())
 
 
 def _run_child(platform: str, backend: str | None) -> dict[str, dict[str, object]]:
+    """Run the child: as a Python with none of the Unix-only names (``platform=""``, what
+    Windows lacks, on Linux's stdlib) or as macOS (``"darwin"``: only Linux's own missing)."""
     env = {key: value for key, value in os.environ.items() if key != "RESGUARD_BACKEND"}
     if backend is not None:
         env["RESGUARD_BACKEND"] = backend
-    names = {module: sorted(found) for module, found in UNIX_NAMES.items()}
+    darwin = platform == "darwin"
+    hidden = LINUX_ONLY_NAMES if darwin else UNIX_NAMES
+    names = {module: sorted(found) for module, found in hidden.items()}
     done = subprocess.run(
         [
             sys.executable,
             "-c",
             CHILD,
-            json.dumps(sorted(UNIX_MODULES)),
+            json.dumps([] if darwin else sorted(UNIX_MODULES)),
             json.dumps(names),
             platform,
             str(TESTS),
@@ -185,7 +211,7 @@ def _run_child(platform: str, backend: str | None) -> dict[str, dict[str, object
 @pytest.mark.parametrize(
     ("platform", "backend"),
     [("", "psutil"), ("darwin", None)],
-    ids=["linux-without-unix-names", "pretending-darwin"],
+    ids=["without-any-unix-only-name", "pretending-darwin"],
 )
 def test_resguard_imports_measures_and_guards_without_the_unix_only_names(
     platform: str, backend: str | None
@@ -234,9 +260,20 @@ def test_resguard_imports_measures_and_guards_without_the_unix_only_names(
         assert any("kern.memorystatus_vm_pressure_level" in fault for fault in faults), faults
     assert steps["cli top --json"] == {"code": 0, "rows": 3}
     assert steps["cli watch --once --json"]["code"] in (0, 1)  # 1: the verdict is not OK
-    refused = steps["limit_self"]["refused"]
-    assert isinstance(refused, str)
-    assert "not available on this platform" in refused
+    stopped = steps["stopper"]
+    if platform == "darwin":  # this user's own process, opted in by pattern: stopped
+        assert stopped["protected"] is None, stopped
+        assert stopped["done"] is True, stopped
+        assert stopped["signal"] == "SIGTERM", stopped
+        assert stopped["exited"] is not None, stopped
+        assert steps["limit_self"] == {"refused": None, "limit": 2 * 2**30}
+    else:  # no getuid: whose process it is cannot be told, so it is never signalled
+        assert stopped["protected"] is not None, stopped
+        assert stopped["signal"] == "none", stopped
+        assert stopped["exited"] is None, stopped
+        refused = steps["limit_self"]["refused"]
+        assert isinstance(refused, str)
+        assert "not available on this platform" in refused
     log = steps["monitor"]["log"]
     assert isinstance(log, str)
     # two monitor starts, one line: said once per process, not per start
