@@ -153,3 +153,26 @@ def test_unknown_memory_leaves_every_memory_figure_unknown_and_says_why() -> Non
     assert blind.swap.total is None
     assert blind.faults == (MEMINFO_EMPTY,)
     assert resguard.Policy([]).evaluate(blind).level is resguard.Level.OK
+
+
+def test_a_kernel_tree_is_built_where_there_is_no_proc(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On macOS or Windows the tree's ``self`` files are lines of the kernel's shape, so
+    tests of the linux readers run there too."""
+    import builtins
+
+    real_open = builtins.open
+
+    def no_proc(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path).startswith("/proc/"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_proc)
+    tree = resguard.testing.KernelTree(tmp_path)
+    monkeypatch.setattr(builtins, "open", real_open)
+    snap = resguard.snapshot.Sampler(tree.roots).sample()
+    assert snap.process.rss == 16 * 2**20
+    assert snap.process.num_threads == 1
+    assert snap.memory.total == 16 * 2**30  # the tree's meminfo

@@ -56,12 +56,7 @@ class KernelTree:
             raise InvalidType(f"root={shown(root)} is not a path; expected a folder to write into")
         root = Path(root)
         self.root = root
-        with (
-            open("/proc/self/stat") as stat,
-            open("/proc/self/statm") as statm,
-            open("/proc/uptime") as uptime,
-        ):
-            own = {"stat": stat.read(), "statm": statm.read(), "uptime": uptime.read()}
+        own = _own_process_files()
         self.contents: dict[str, str] = {
             "meminfo": self.MEMINFO,
             "stat": (
@@ -162,3 +157,27 @@ class KernelTree:
             shutil.rmtree(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.contents[name])
+
+
+def _own_process_files() -> dict[str, str]:
+    """This process's ``stat``, ``statm`` and the uptime, for the tree's ``self``: the
+    real files where there is a ``/proc``, else (macOS, Windows) lines of the same shape,
+    so fixture trees work on every platform."""
+    try:
+        with (
+            open("/proc/self/stat") as stat,
+            open("/proc/self/statm") as statm,
+            open("/proc/uptime") as uptime,
+        ):
+            return {"stat": stat.read(), "statm": statm.read(), "uptime": uptime.read()}
+    except OSError:
+        pid = os.getpid()
+        # state ppid pgrp session tty tpgid flags, 4 fault counters, utime stime cutime
+        # cstime, priority nice threads itrealvalue, start ticks, vsize, rss pages
+        fields = ["S", "1", str(pid), str(pid), "0", "-1", "4194560", "0", "0", "0", "0"]
+        fields += ["10", "5", "0", "0", "20", "0", "1", "0", "100", str(64 * 2**20), "4096"]
+        return {
+            "stat": f"{pid} (python) {' '.join(fields)} {'0 ' * 30}\n",
+            "statm": "16384 4096 512 1 0 2048 0\n",
+            "uptime": "1000.00 1800.00\n",
+        }
