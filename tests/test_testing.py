@@ -162,6 +162,8 @@ def test_a_kernel_tree_is_built_where_there_is_no_proc(
     tests of the linux readers run there too."""
     import builtins
 
+    from resguard.snapshot import Sampler
+
     real_open = builtins.open
 
     def no_proc(path: Any, *args: Any, **kwargs: Any) -> Any:
@@ -172,7 +174,7 @@ def test_a_kernel_tree_is_built_where_there_is_no_proc(
     monkeypatch.setattr(builtins, "open", no_proc)
     tree = resguard.testing.KernelTree(tmp_path)
     monkeypatch.setattr(builtins, "open", real_open)
-    snap = resguard.snapshot.Sampler(tree.roots).sample()
+    snap = Sampler(tree.roots).sample()
     assert snap.process.rss == 16 * 2**20
     assert snap.process.num_threads == 1
     assert snap.memory.total == 16 * 2**30  # the tree's meminfo
