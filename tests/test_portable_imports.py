@@ -33,6 +33,8 @@ UNIX_NAMES = {
         "geteuid",
         "pidfd_open",
         "getloadavg",
+        "pread",
+        "O_CLOEXEC",
     },
     "select": {"poll", "epoll"},
     "time": {"CLOCK_BOOTTIME"},

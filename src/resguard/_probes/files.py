@@ -20,7 +20,15 @@ from typing import Literal
 
 from resguard._modules import forks
 
-__all__ = ["READ_CAP_BYTES", "FaultKind", "FileCache", "damage_of", "read_text"]
+__all__ = [
+    "READ_CAP_BYTES",
+    "READ_FLAGS",
+    "FaultKind",
+    "FileCache",
+    "damage_of",
+    "read_bytes",
+    "read_text",
+]
 
 FaultKind = Literal["garbage", "truncated", "empty", "unreadable", "vanished", "missing"]
 """How a source was damaged: content that does not parse, content cut short, an empty
@@ -32,9 +40,19 @@ Damage = tuple[FaultKind, str]
 READ_CAP_BYTES = 64 * 1024
 """The most bytes read from one kernel file; the files resguard reads are a few KiB."""
 
+READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+"""Flags of every read-only open: close-on-exec where the platform has it (not Windows)."""
+
+
+def _seek_and_read(fd: int, size: int, offset: int) -> bytes:
+    """``os.pread`` where the platform has none (Windows)."""
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, size)
+
+
 # pread is looked up through the module so the fault-injection tests can make a read fail
 # the way the kernel does for a file that vanished after it was opened (ESRCH, ENODEV).
-_pread = os.pread
+_pread = getattr(os, "pread", _seek_and_read)
 
 _VANISHED = frozenset({errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.ESTALE})
 
@@ -48,6 +66,21 @@ def read_text(path: str) -> str | None:
     except OSError:
         return None
     return data.decode("ascii", "replace")
+
+
+def read_bytes(path: str, size_bytes: int = READ_CAP_BYTES) -> bytes | None:
+    """At most *size_bytes* of a small file (one ``/proc/<pid>/...`` read, no kept
+    descriptor), or ``None`` if it does not exist or cannot be read."""
+    try:
+        fd = os.open(path, READ_FLAGS)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, size_bytes)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _open_failure(error: OSError) -> Damage:
@@ -92,7 +125,7 @@ class FileCache:
         fd = self._fds.get(path)
         if fd is None:
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(path, READ_FLAGS)
             except OSError as error:
                 self._failures[path] = _open_failure(error)
                 return None
