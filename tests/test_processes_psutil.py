@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
+from typing import Any
 
 import psutil
 import pytest
@@ -51,7 +52,9 @@ def test_the_backend_is_chosen_by_argument_roots_and_default(
 
 
 def test_psutil_with_re_rooted_proc_is_refused_quoting_both() -> None:
-    with pytest.raises(InvalidValue, match=r"roots=Roots\(proc='/x'.*backend='psutil'") as caught:
+    with pytest.raises(
+        InvalidValue, match=r"backend='psutil' cannot take roots=Roots\(proc='/x'"
+    ) as caught:
         ProcessTable(Roots(proc="/x"), backend="psutil")
     assert "backend='linux'" in str(caught.value)
     with pytest.raises(InvalidValue, match=r"proc='/x'.*backend='linux'"):
@@ -165,13 +168,23 @@ def test_describe_on_psutil_reads_only_the_rows_own_process() -> None:
 
 
 def test_top_processes_uses_the_default_backend(monkeypatch: pytest.MonkeyPatch) -> None:
-    import resguard.processes
+    from resguard.testing import use_backend
 
-    monkeypatch.setattr(resguard._probes.backend, "_chosen", "psutil")
-    monkeypatch.setattr(resguard.processes, "_default_table", None)
-    rows = top_processes(5, by="memory")
-    assert resguard.processes._default_table is not None
-    assert resguard.processes._default_table.backend == "psutil"
+    real_iter = psutil.process_iter
+    scans: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        scans.append(1)
+        return real_iter(*args, **kwargs)
+
+    monkeypatch.setattr(psutil, "process_iter", counted)
+    with use_backend("psutil"):
+        rows = top_processes(5, by="memory")
+    assert scans  # the psutil table measured
+    scans.clear()
+    with use_backend("linux"):
+        assert len(top_processes(5, by="memory")) == 5
+    assert not scans  # the linux table read /proc
     assert len(rows) == 5
     assert rows == sorted(rows, key=lambda row: row.rss, reverse=True)
 

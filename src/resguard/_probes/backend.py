@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from typing import Final, Literal
 
 from resguard._errors import InvalidType, InvalidValue
@@ -22,10 +23,12 @@ __all__ = [
     "BACKENDS",
     "ENV_VAR",
     "Backend",
+    "backend_for",
     "checked_backend",
     "default_backend",
     "env_backend_error",
     "platform_backend",
+    "set_default_backend",
 ]
 
 Backend = Literal["linux", "psutil"]
@@ -81,6 +84,37 @@ def checked_backend(backend: object) -> Backend:
             f"{', '.join(map(repr, BACKENDS))} or None"
         )
     return _as_backend(backend)
+
+
+def backend_for(backend: object, kernel_args: Mapping[str, object]) -> Backend:
+    """The backend of a sampler, process table or command-line cache given *backend* and
+    its *kernel_args*: the arguments that re-root or name the kernel's files (``roots=``,
+    ``cgroup=``, ``proc=``), each already ``None`` when left at its default. Such
+    arguments only mean something to the kernel readers, so with ``backend=None`` they
+    pick ``"linux"``, and ``"psutil"`` with them is refused, quoting both."""
+    given = {name: value for name, value in kernel_args.items() if value is not None}
+    if backend is None and given:
+        return "linux"
+    chosen = checked_backend(backend)
+    if chosen == "psutil" and given:
+        quoted = " and ".join(f"{name}={shown(value)}" for name, value in given.items())
+        raise InvalidValue(
+            f"backend={shown(backend)} cannot take {quoted}: they re-root or name the "
+            "kernel's files, which only the linux backend reads; expected backend='linux' "
+            "or None with them"
+        )
+    return chosen
+
+
+def set_default_backend(backend: Backend | None) -> Backend | None:
+    """Make *backend* the process's default from now on (``None``: read
+    ``RESGUARD_BACKEND`` again at the next use); returns the previous choice. Samplers and
+    tables made before keep theirs; ``resguard.snapshot()`` and ``top_processes()`` follow
+    (they keep one default per backend)."""
+    global _chosen
+    previous = _chosen
+    _chosen = None if backend is None else checked_backend(backend)
+    return previous
 
 
 def _as_backend(name: str) -> Backend:

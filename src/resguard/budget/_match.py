@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from resguard._probes.backend import Backend, checked_backend
+from resguard._probes.backend import Backend, backend_for
 from resguard.budget._values import Budget
 from resguard.snapshot import ContainerStats, OllamaModelInfo, ProcessInfo
 
@@ -77,7 +77,7 @@ class CmdlineCache:
 
     def __init__(self, proc: str = "/proc", *, backend: Backend | None = None) -> None:
         self._proc = proc
-        self._backend = "linux" if proc != "/proc" else checked_backend(backend)
+        self._backend = backend_for(backend, {"proc": proc if proc != "/proc" else None})
         self._known: dict[tuple[int, float], tuple[str, ...]] = {}
         self._lock = threading.Lock()
 

@@ -24,7 +24,7 @@ from resguard._errors import InvalidType, InvalidValue
 from resguard._modules import forks
 from resguard._modules.clockcheck import checked_clock
 from resguard._modules.render import records_table
-from resguard._probes.backend import Backend, checked_backend
+from resguard._probes.backend import Backend, backend_for, default_backend
 from resguard._probes.paths import DEFAULT_ROOTS, Roots
 from resguard.processes._linux import LinuxProcesses, read_cmdline
 from resguard.processes._users import user_name
@@ -45,21 +45,6 @@ class _Reader(Protocol):
     faults: tuple[Fault, ...]
 
     def sample(self, now: float) -> list[ProcessInfo]: ...
-
-
-def _table_backend(roots: Roots, backend: object, what: str) -> Backend:
-    """The backend for *roots* and *backend* as given: re-rooted files need the linux
-    readers (they mean nothing to psutil), so they pick it and refuse ``'psutil'``."""
-    if backend is None and roots == DEFAULT_ROOTS:
-        return checked_backend(None)
-    chosen = checked_backend(backend) if backend is not None else "linux"
-    if chosen == "psutil" and roots != DEFAULT_ROOTS:
-        raise InvalidValue(
-            f"{what}={shown(roots)} with backend='psutil': re-rooted kernel files are read "
-            "by the linux backend only; expected backend='linux' (or None) with these "
-            f"{what}, or the default {what} with backend='psutil'"
-        )
-    return chosen
 
 
 class ProcessTable:
@@ -83,7 +68,9 @@ class ProcessTable:
                 "resguard.snapshot.Roots(proc=..., cgroup=...)"
             )
         clock = checked_clock(clock)
-        self._backend: Backend = _table_backend(roots, backend, "roots")
+        self._backend: Backend = backend_for(
+            backend, {"roots": roots if roots != DEFAULT_ROOTS else None}
+        )
         self._proc = roots.proc
         self._clock = clock
         self._lock = threading.Lock()
@@ -168,7 +155,7 @@ def describe(
         )
     if not isinstance(proc, str):
         raise InvalidType(f"proc={shown(proc)} is not a path; expected a string such as '/proc'")
-    chosen = _table_backend(Roots(proc=proc), backend, "proc")
+    chosen = backend_for(backend, {"proc": proc if proc != "/proc" else None})
     return _describe(row, chosen, proc)
 
 
@@ -215,17 +202,19 @@ def processes_html(rows: list[ProcessInfo], title: str = "top processes") -> str
     return records_table(rows, TOP_COLUMNS, title)
 
 
-_default_table: ProcessTable | None = None
+_default_tables: dict[str, ProcessTable] = {}  # one per backend: the default may change
 
 
 def top_processes(n: int = 10, *, by: SortKey = "cpu", group: bool = False) -> list[ProcessInfo]:
-    """The top *n* processes by CPU or memory; CPU is measured since the previous call.
+    """The top *n* processes by CPU or memory; CPU is measured since the previous call
+    (on the default backend: one table per backend).
 
     :class:`~resguard.InvalidType` / :class:`~resguard.InvalidValue` for a bad *n*, *by*
     or *group*, before anything is read.
     """
-    global _default_table
     _check_top(n, by, group)
-    if _default_table is None:
-        _default_table = ProcessTable()
-    return _default_table.top(n, by=by, group=group)
+    backend = default_backend()
+    table = _default_tables.get(backend)
+    if table is None:
+        table = _default_tables.setdefault(backend, ProcessTable(backend=backend))
+    return table.top(n, by=by, group=group)

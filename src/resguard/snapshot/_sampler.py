@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from resguard._errors import InvalidType, InvalidValue
 from resguard._probes import cgroup as _cgroup
-from resguard._probes.backend import Backend, checked_backend
+from resguard._probes.backend import Backend, backend_for
 from resguard._probes.paths import DEFAULT_ROOTS, Roots
 from resguard.snapshot._limits import LIMITS_MAX_AGE_S
 from resguard.snapshot._linux import LinuxSampler
@@ -84,7 +84,9 @@ class Sampler:
                 f"roots={shown(roots)} is not a Roots; expected "
                 "resguard.snapshot.Roots(proc=..., cgroup=...)"
             )
-        chosen = _chosen_backend(backend, roots, cgroup)
+        chosen = backend_for(
+            backend, {"roots": roots if roots != DEFAULT_ROOTS else None, "cgroup": cgroup}
+        )
         cgroup_dir = _checked_cgroup(cgroup, roots)
         _check_seconds("limits_max_age_s", limits_max_age_s)
         _check_seconds("slow_files_max_age_s", slow_files_max_age_s)
@@ -141,25 +143,6 @@ class Sampler:
         takes a share of, so that setting it again does not compound."""
         memory = self.sample(children=False).memory
         return self._impl.limit_without_rlimit(memory, rlimit)
-
-
-def _chosen_backend(backend: object, roots: Roots, cgroup: object) -> Backend:
-    """The backend a :class:`Sampler` reads through (see its docstring), or a clear error:
-    *roots* and *cgroup* only mean something to the kernel readers."""
-    kernel_only = [
-        f"{name}={shown(value)}"
-        for name, value in (("roots", roots), ("cgroup", cgroup))
-        if value is not None and value != DEFAULT_ROOTS
-    ]
-    if backend is None and kernel_only:
-        return "linux"
-    chosen = checked_backend(backend)
-    if chosen == "psutil" and kernel_only:
-        raise InvalidValue(
-            f"backend={shown(backend)} cannot take {' and '.join(kernel_only)}: "
-            "they re-root or name the kernel's files, which only backend='linux' reads"
-        )
-    return chosen
 
 
 def _checked_cgroup(cgroup: object, roots: Roots) -> str | None:
