@@ -5,7 +5,6 @@ looked like to resguard before) reporting unknown, never zeros."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -176,18 +175,17 @@ def test_a_plain_guard_measures_through_the_psutil_default(
 ) -> None:
     """As under RESGUARD_BACKEND=psutil (or on a Mac): Guard(memory="90%",
     reserve="100MiB") with no Monitor samples through the default sampler."""
-    import resguard._probes.backend
     from resguard.snapshot import default_sampler, snapshot
+    from resguard.testing import use_backend
 
-    monkeypatch.setattr(resguard._probes.backend, "_chosen", "psutil")
-    monkeypatch.setattr(importlib.import_module("resguard.snapshot"), "_default_sampler", None)
-    assert default_sampler().backend == "psutil"
-    snap = snapshot()
+    with use_backend("psutil"):
+        assert default_sampler().backend == "psutil"
+        snap = snapshot()
+        guard = Guard(memory="90%", reserve="100MiB")
     assert snap.memory.source_detail in ("psutil.virtual_memory()", "RLIMIT_AS", "RLIMIT_DATA")
     assert snap.memory.percent is not None
     if snap.memory.percent > 80:
         pytest.skip(f"this machine is not calm: {snap.memory.percent:.0f}% of memory used")
-    guard = Guard(memory="90%", reserve="100MiB")
     with guard.admit():
         pass
     with pytest.raises(ResourceExhausted), guard.admit(reserve=guard.headroom_bytes() + MiB):

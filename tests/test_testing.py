@@ -178,3 +178,22 @@ def test_a_kernel_tree_is_built_where_there_is_no_proc(
     assert snap.process.rss == 16 * 2**20
     assert snap.process.num_threads == 1
     assert snap.memory.total == 16 * 2**30  # the tree's meminfo
+
+
+def test_use_backend_switches_the_defaults_and_gives_the_old_one_back() -> None:
+    from resguard.snapshot import Sampler, default_backend, default_sampler
+    from resguard.testing import use_backend
+
+    before = default_backend()
+    with use_backend("psutil"):
+        assert default_backend() == "psutil"
+        assert default_sampler().backend == "psutil"
+        assert Sampler().backend == "psutil"
+        assert resguard.snapshot().memory.source_detail == "psutil.virtual_memory()"
+        with use_backend("linux"):
+            assert default_sampler().backend == "linux"
+        assert default_sampler().backend == "psutil"
+    assert default_backend() == before
+    with pytest.raises(InvalidValue, match="'PSUTIL'"), use_backend("PSUTIL"):  # type: ignore[arg-type]
+        pass
+    assert default_backend() == before

@@ -104,7 +104,7 @@ for _public in (
     _public.__module__ = __name__  # reprs, pickles and the API docs name the public module
 del _public
 
-_default_sampler: Sampler | None = None
+_default_samplers: dict[str, Sampler] = {}  # one per backend: the default may change
 _default_lock = threading.Lock()
 
 
@@ -118,13 +118,16 @@ if hasattr(os, "register_at_fork"):
 
 
 def default_sampler() -> Sampler:
-    """The process-wide sampler behind :func:`snapshot` (on :func:`default_backend`)."""
-    global _default_sampler
-    if _default_sampler is None:
+    """The process-wide sampler behind :func:`snapshot`, on :func:`default_backend` (one
+    per backend, made at first use)."""
+    backend = default_backend()
+    sampler = _default_samplers.get(backend)
+    if sampler is None:
         with _default_lock:
-            if _default_sampler is None:
-                _default_sampler = Sampler()
-    return _default_sampler
+            sampler = _default_samplers.get(backend)
+            if sampler is None:
+                sampler = _default_samplers[backend] = Sampler(backend=backend)
+    return sampler
 
 
 def snapshot(*, uss: bool = False, children: bool = True) -> Snapshot:

@@ -9,6 +9,8 @@
   full machine.
 - :class:`KernelTree` writes a re-rooted ``/proc`` and cgroup tree (:class:`Roots`) for a
   real :class:`~resguard.snapshot.Sampler` to read.
+- :func:`use_backend` runs a block on one sensing backend (``"linux"`` or ``"psutil"``),
+  as ``RESGUARD_BACKEND`` would for the whole process.
 - :mod:`resguard.testing.ollama` is an Ollama stand-in server on loopback
   (``python -m resguard.testing.ollama --port N`` from a shell).
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from resguard._modules.clock import ManualClock
 from resguard.snapshot import Roots
+from resguard.testing.backend import use_backend
 from resguard.testing.kernel import KernelTree
 from resguard.testing.monitor import StaticMonitor
 from resguard.testing.snapshots import (
@@ -41,6 +44,7 @@ __all__ = [
     "make_process",
     "make_snapshot",
     "unknown_memory",
+    "use_backend",
 ]
 
 # The public path, for reprs, pickles and the API reference (autodoc documents a module's
