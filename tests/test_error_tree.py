@@ -76,6 +76,18 @@ SITES_ALLOWED: dict[tuple[str, str, str], str] = {
     ): "os.pidfd_open's own 'no such process'; ProcessHandle.open, the only caller, "
     "returns None for it",
     (
+        "src/resguard/_probes/macos.py",
+        "libc_sysctl",
+        "SysctlError",
+    ): "the default sysctl reader; read_int, its only caller, turns any exception of a "
+    "reader into None and a fault",
+    (
+        "src/resguard/snapshot/_portable.py",
+        "_no_process",
+        "LookupError",
+    ): "stands in for a psutil call when there is no handle; _guarded, its only caller, "
+    "turns any exception into None and a fault",
+    (
         "src/resguard/ollama/_transport.py",
         "BoundedTransport.handle_request",
         "Exception",
