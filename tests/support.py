@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+import pytest
 
 
 def free_port() -> int:
@@ -34,3 +37,22 @@ def wait_until(predicate: Callable[[], object], *, timeout_s: float = 10.0, what
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
         time.sleep(0.005)
+
+
+@contextlib.contextmanager
+def fresh_fault_log() -> Iterator[None]:
+    """Inside it, the sense layer's fault log starts empty: each test sees its own first
+    warnings (the psutil calls' and files' names are the same in every test, and a source
+    failing again within a minute is not logged again). Its own MonkeyPatch, so a test's
+    ``monkeypatch.undo()`` leaves it in place."""
+    from resguard._probes import reporting
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(reporting, "_logged_at", {})
+    patch.setattr(reporting, "_quiet", set())
+    patch.setattr(reporting.SENSING_FAULTS, "_failing", {})
+    patch.setattr(reporting.SENSING_FAULTS, "_kinds", {})
+    try:
+        yield
+    finally:
+        patch.undo()

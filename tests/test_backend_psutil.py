@@ -22,26 +22,19 @@ from hypothesis import strategies as st
 import resguard._probes.backend
 from resguard import InvalidType, InvalidValue
 from resguard._modules.render import flatten
-from resguard._probes import reporting
 from resguard.snapshot import Roots, Sampler, Snapshot
 from resguard.snapshot._portable import PsutilSampler
 from resguard.testing import KernelTree, ManualClock
+
+from support import fresh_fault_log
 
 MiB = 2**20
 
 
 @pytest.fixture(autouse=True)
-def fresh_fault_log() -> Iterator[None]:
-    """Each test sees its own first warnings: the psutil calls' names are the same in
-    every test, and a source failing again within a minute is not logged again. (Its
-    own MonkeyPatch: the tests' monkeypatch.undo() must leave this in place.)"""
-    patch = pytest.MonkeyPatch()
-    patch.setattr(reporting, "_logged_at", {})
-    patch.setattr(reporting, "_quiet", set())
-    patch.setattr(reporting.SENSING_FAULTS, "_failing", {})
-    patch.setattr(reporting.SENSING_FAULTS, "_kinds", {})
-    yield
-    patch.undo()
+def _fresh_fault_log() -> Iterator[None]:
+    with fresh_fault_log():
+        yield
 
 
 def warnings_about(caplog: pytest.LogCaptureFixture, source: str) -> list[str]:

@@ -13,10 +13,12 @@ from typing import Any
 import psutil
 import pytest
 
-from resguard._probes import macos, reporting
+from resguard._probes import macos
 from resguard.snapshot import Snapshot
 from resguard.snapshot._portable import PsutilSampler
 from resguard.testing import ManualClock
+
+from support import fresh_fault_log
 
 GiB = 2**30
 
@@ -26,15 +28,9 @@ MAC_VM = MacVm(16 * GiB, 6 * GiB, 62.5, 7 * GiB, 2 * GiB, 4 * GiB, 4 * GiB, 3 * 
 
 
 @pytest.fixture(autouse=True)
-def fresh_fault_log() -> Iterator[None]:
-    """Each test sees its own first warnings (see tests/test_backend_psutil.py)."""
-    patch = pytest.MonkeyPatch()
-    patch.setattr(reporting, "_logged_at", {})
-    patch.setattr(reporting, "_quiet", set())
-    patch.setattr(reporting.SENSING_FAULTS, "_failing", {})
-    patch.setattr(reporting.SENSING_FAULTS, "_kinds", {})
-    yield
-    patch.undo()
+def _fresh_fault_log() -> Iterator[None]:
+    with fresh_fault_log():
+        yield
 
 
 @pytest.fixture

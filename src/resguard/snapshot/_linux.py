@@ -16,7 +16,7 @@ from resguard._probes import procfs as _procfs
 from resguard._probes.files import READ_CAP_BYTES, FaultKind, FileCache, damage_of
 from resguard._probes.paths import Roots
 from resguard._probes.psi import parse_pressure
-from resguard._probes.reporting import report_failure, report_recovery
+from resguard._probes.reporting import log_faults
 from resguard.snapshot._cpu import CpuCounters
 from resguard.snapshot._limits import Damage, Limits, MemoryReader
 from resguard.snapshot._values import (
@@ -32,7 +32,7 @@ from resguard.snapshot._values import (
 if TYPE_CHECKING:
     from resguard._modules.clock import Clock
 
-__all__ = ["LinuxSampler", "log_faults"]
+__all__ = ["LinuxSampler"]
 
 _T = TypeVar("_T")
 
@@ -213,7 +213,7 @@ class LinuxSampler:
                 faults.extend(once)
                 self._once_faults = ()
             if faults or self._failing:
-                self._failing = log_faults(faults, once, self._failing, now_s)
+                self._failing = log_faults(faults, self._failing, now_s, once=once)
             return Snapshot(
                 memory=memory,
                 swap=swap,
@@ -324,33 +324,6 @@ class LinuxSampler:
             num_threads=threads,
             children_rss=_children_rss(self._roots.proc, self._pid, faults) if children else None,
         )
-
-
-def log_faults(
-    faults: list[Fault], once: tuple[Fault, ...], failing: frozenset[str], now_s: float
-) -> frozenset[str]:
-    """One warning per damaged source and kind (not per sample), one when a source that
-    was *failing* recovers; returns the sources failing now (*once* faults are not kept:
-    they are reported on one sample only)."""
-    by_source: dict[str, Fault] = {}
-    for fault in faults:
-        by_source.setdefault(fault.source, fault)
-    for source, fault in by_source.items():
-        mine = [item for item in faults if item.source == source]
-        unknown = sorted({item.field for item in mine if item.fallback is None})
-        filled = sorted(
-            {f"{item.field} from {item.fallback}" for item in mine if item.fallback is not None}
-        )
-        outcome = "; ".join(
-            part
-            for part in (", ".join(unknown) + " unknown" if unknown else "", ", ".join(filled))
-            if part
-        )
-        report_failure(source, f"{fault.kind}: {fault.detail}; {outcome}", fault.kind, now_s)
-    current = frozenset(by_source) - {fault.source for fault in once}
-    for source in failing - current:
-        report_recovery(source)
-    return current
 
 
 def _parse_pressure(text: str) -> ResourcePressure | None:

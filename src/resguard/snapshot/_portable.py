@@ -21,9 +21,9 @@ import attrs
 from resguard._modules import forks
 from resguard._probes import macos
 from resguard._probes.files import FaultKind
+from resguard._probes.reporting import log_faults
 from resguard.snapshot._cpu import CpuCounters
 from resguard.snapshot._limits import limits_generation, rlimits
-from resguard.snapshot._linux import log_faults
 from resguard.snapshot._values import (
     CpuInfo,
     Fault,
@@ -139,7 +139,7 @@ class PsutilSampler:
                 memory=None, cpu=None, io=None, source=None, memory_level=self._level(now_s, faults)
             )
             if faults or self._failing:
-                self._failing = log_faults(faults, (), self._failing, now_s)
+                self._failing = log_faults(faults, self._failing, now_s)
             return Snapshot(
                 memory=memory,
                 swap=swap,
