@@ -233,6 +233,7 @@ SNAPSHOT_PUBLIC = sorted(
         "Snapshot",
         "SwapInfo",
         "UNITS",
+        "Backend",
         "default_backend",
         "default_sampler",
         "invalidate_limits",

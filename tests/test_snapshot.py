@@ -359,3 +359,24 @@ def test_a_clock_that_is_not_one_is_refused() -> None:
         Sampler(clock="monotonic")  # type: ignore[arg-type]
     with pytest.raises(resguard.InvalidValue, match="wall_clock="):
         Sampler(wall_clock=lambda: float("nan"))
+
+
+def test_patching_sampler_sample_on_the_class_reaches_every_sampler() -> None:
+    """``mock.patch.object(Sampler, "sample")`` (how users stub the machine in their tests)
+    reaches samplers made before, after, and the default one behind ``snapshot()``; an
+    instance attribute shadowing the method would defeat it and show the backend's
+    private class in reprs."""
+    from unittest import mock
+
+    import resguard.snapshot as snapshot_module
+
+    before = Sampler()
+    fake = before.sample()
+    with mock.patch.object(Sampler, "sample", autospec=True, return_value=fake) as patched:
+        assert before.sample() is fake
+        assert Sampler(backend="psutil").sample() is fake
+        assert snapshot_module.default_sampler().sample() is fake
+        assert resguard.snapshot() is fake
+    assert patched.call_count == 4
+    assert "sample" not in vars(before)
+    assert "Sampler.sample" in repr(before.sample)

@@ -21,7 +21,7 @@ import sys
 import threading
 import types
 
-from resguard._probes.backend import BACKENDS, default_backend
+from resguard._probes.backend import BACKENDS, Backend, default_backend
 from resguard._probes.files import FaultKind
 from resguard._probes.paths import Roots
 from resguard._probes.reporting import RELOG_AFTER_S as RELOG_AFTER_S  # internal, not in __all__
@@ -55,6 +55,7 @@ __all__ = [
     "BACKENDS",
     "FAULT_KINDS",
     "UNITS",
+    "Backend",
     "ContainerStats",
     "ContainersInfo",
     "ContainersMemory",

@@ -116,9 +116,6 @@ class Sampler:
             )
         self._backend: Backend = chosen
         self._impl = reader
-        if type(self).sample is Sampler.sample:
-            # the backend's own bound method: sample() costs no façade call
-            self.sample = reader.sample  # type: ignore[method-assign]
 
     @property
     def backend(self) -> Backend:
