@@ -3,6 +3,7 @@ and the safety rules (PID 1, this process, its parent, other users, protected na
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -27,8 +28,11 @@ from resguard._probes.identity import (
     parse_stat,
     read_portable,
     read_stat,
+    same_start,
+    same_user,
 )
 from resguard.reclaim import ProcessStopper, StopCandidate
+from resguard.reclaim._stopper import protection_reason
 from resguard.testing import ManualClock
 
 from plugins.integration import unavailable
@@ -136,10 +140,10 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
 
 def _stopper(mode: str, *patterns: str, **kwargs: object) -> ProcessStopper:
     options: dict[str, object] = {"enabled": True, "dry_run": False, "grace": "30s"}
+    options["backend"] = "psutil" if mode.startswith("psutil") else "linux"
     options.update(kwargs)
     stopper = ProcessStopper(list(patterns), **options)  # type: ignore[arg-type]
-    stopper._use_pidfd = mode in ("pidfd", "psutil")
-    stopper._backend = "psutil" if mode.startswith("psutil") else "linux"
+    stopper._use_pidfd = mode in ("pidfd", "psutil")  # off: the path without pidfds
     return stopper
 
 
@@ -409,9 +413,9 @@ def reuse(pid):
     wait_for_exec(newcomer.pid)
     return newcomer
 
-stopper = ProcessStopper([r"^sleep 3005$"], enabled=True, dry_run=False, grace="5s")
+stopper = ProcessStopper([r"^sleep 3005$"], enabled=True, dry_run=False, grace="5s",
+                         backend="psutil" if portable else "linux")
 stopper._use_pidfd = mode in ("pidfd", "psutil")
-stopper._backend = "psutil" if portable else "linux"
 result = {}
 
 def start_of(pid):
@@ -510,8 +514,13 @@ def test_a_newcomer_on_a_reused_pid_survives(mode: str) -> None:
 def test_pid_1_this_process_and_its_parent_are_never_signalled(
     backend: str, signals_sent: list[tuple[str, int]]
 ) -> None:
-    stopper = ProcessStopper([r"."], enabled=True, dry_run=False, grace="10ms")
-    stopper._backend = backend  # type: ignore[assignment]
+    stopper = ProcessStopper(
+        [r"."],
+        enabled=True,
+        dry_run=False,
+        grace="10ms",
+        backend=backend,  # type: ignore[arg-type]
+    )
     uid = os.getuid()
     for pid, reason in (
         (1, "PID 1"),
@@ -592,8 +601,11 @@ def test_a_kernel_thread_is_never_signalled(signals_sent: list[tuple[str, int]])
 def test_dry_run_signals_nothing_and_says_what_it_would_do(
     backend: str, sleeper: subprocess.Popen[bytes], signals_sent: list[tuple[str, int]]
 ) -> None:
-    stopper = ProcessStopper([rf"^sleep {S3001}$"], enabled=True)  # dry_run defaults to True
-    stopper._backend = backend  # type: ignore[assignment]
+    stopper = ProcessStopper(
+        [rf"^sleep {S3001}$"],
+        enabled=True,  # dry_run defaults to True
+        backend=backend,  # type: ignore[arg-type]
+    )
     assert stopper.reclaim(10**12) > 0
     [action] = [action for action in stopper.actions if action.pid == sleeper.pid]
     assert action.signal == "SIGTERM"
@@ -830,8 +842,8 @@ from resguard.reclaim import ProcessStopper
 tag = sys.argv[1]
 result = {}
 child = subprocess.Popen(["sleep", tag])
-stopper = ProcessStopper([f"^sleep {tag}$"], enabled=True, dry_run=False, grace="5s")
-stopper._backend = "psutil"
+stopper = ProcessStopper([f"^sleep {tag}$"], enabled=True, dry_run=False, grace="5s",
+                         backend="psutil")
 while not [c for c in stopper.candidates() if c.pid == child.pid]:
     pass  # until the child has exec'd sleep
 [candidate] = [c for c in stopper.candidates() if c.pid == child.pid]
@@ -899,3 +911,123 @@ def test_an_odd_os_error_from_the_signal_is_a_refusal_unless_the_process_is_gone
         monkeypatch.undo()
         process.kill()
         process.wait()
+
+
+# ---------------------------------------------------------------------------------------
+# One rule for whose process it is, on both paths
+
+
+def test_same_user_only_when_both_uids_are_known_and_equal() -> None:
+    assert same_user(1000, 1000)
+    assert not same_user(1000, 1001)
+    assert not same_user(None, 1000)  # a process without uids (Windows)
+    assert not same_user(1000, None)  # a platform without os.getuid (Windows)
+    assert not same_user(None, None)
+
+
+def test_same_start_is_within_a_millisecond() -> None:
+    assert same_start(1000.0, 1000.0005)
+    assert not same_start(1000.0, 1000.3)
+
+
+@given(
+    pid=st.integers(-5, 10**6),
+    mine=st.booleans(),
+    kernel_thread=st.booleans(),
+    name=st.sampled_from(["sshd", "worker", None]),
+)
+def test_the_protection_rule_never_lets_a_pid_rule_or_another_user_through(
+    pid: int, mine: bool, kernel_thread: bool, name: str | None
+) -> None:
+    own = (4242, 4241)
+    reason = protection_reason(
+        pid,
+        own_pids=own,
+        same_user=mine,
+        kernel_thread=kernel_thread,
+        name=name,
+        protected_names=frozenset({"sshd"}),
+    )
+    unprotected = pid > 1 and pid not in own and mine and not kernel_thread and name != "sshd"
+    assert (reason is None) == unprotected
+    if pid > 1 and pid not in own and not mine:
+        assert reason == "another user's process"
+
+
+class _WindowsProcess:
+    """A psutil.Process as on Windows: no uids(); its owner's name is the one
+    ``psutil.Process().username()`` gives for this process too."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    @contextlib.contextmanager
+    def oneshot(self) -> Iterator[None]:
+        yield
+
+    def status(self) -> str:
+        return "sleeping"
+
+    def create_time(self) -> float:
+        return 1000.0
+
+    def name(self) -> str:
+        return "sleep"
+
+    def ppid(self) -> int:
+        return os.getpid()
+
+    def memory_info(self) -> object:
+        return type("Memory", (), {"rss": 1 << 20})()
+
+    def username(self) -> str:
+        return "alice"
+
+
+def _as_on_windows(monkeypatch: pytest.MonkeyPatch, pid: int) -> None:
+    import psutil
+
+    monkeypatch.delattr(os, "getuid")
+    monkeypatch.setattr(
+        psutil, "Process", lambda *given: _WindowsProcess(given[0] if given else pid)
+    )
+
+
+def test_a_process_without_uids_where_there_is_no_getuid_is_another_users(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _as_on_windows(monkeypatch, 4321)
+    read = read_portable(4321)
+    assert read is not None
+    assert (read[1].uid, read[1].same_user) == (None, False)
+    assert ProcessStopper.protected(4321, None) == "another user's process"
+
+
+@pytest.mark.parametrize("mode", ["psutil", "psutil-fallback"])
+def test_where_uids_cannot_be_compared_no_process_is_signalled(
+    mode: str, sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stopper = _stopper(mode, rf"^sleep {S3001}$", grace="10ms")
+    _as_on_windows(monkeypatch, sleeper.pid)
+    # a candidate that claims to be unprotected: stop() judges the process itself
+    candidate = StopCandidate(
+        sleeper.pid, None, "sleep", f"sleep {S3001}", None, 1 << 20, None, 1000.0, os.getpid()
+    )
+    action = stopper.stop(candidate)
+    monkeypatch.undo()
+    assert (action.signal, action.done) == ("none", False), action
+    assert action.reason == "protected: another user's process"
+    assert sleeper.poll() is None
+
+
+def test_the_stopper_takes_a_backend_as_the_table_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    from resguard._probes import backend as backend_module
+
+    assert ProcessStopper(["x"], backend="psutil").backend == "psutil"
+    assert ProcessStopper(["x"], backend="linux").backend == "linux"
+    monkeypatch.setattr(backend_module, "_chosen", "psutil")
+    assert ProcessStopper(["x"]).backend == "psutil"
+    with pytest.raises(InvalidValue, match="backend='bsd'"):
+        ProcessStopper(["x"], backend="bsd")  # type: ignore[arg-type]
+    with pytest.raises(InvalidType, match="backend=3"):
+        ProcessStopper(["x"], backend=3)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ right before every signal (a window of a few microseconds remains; pidfds close 
 
 from __future__ import annotations
 
+import abc
 import errno
 import math
 import os
@@ -19,27 +20,37 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import attrs
+
+from resguard._probes.files import read_bytes
 
 if TYPE_CHECKING:
     import psutil
 
 __all__ = [
+    "SAME_START_S",
     "Identity",
     "PortableHandle",
     "PortableIdentity",
     "PortableStat",
     "ProcStat",
     "ProcessHandle",
+    "cmdline_of",
+    "my_uid",
     "parse_stat",
     "pidfd_supported",
     "read_portable",
     "read_stat",
+    "same_start",
+    "same_user",
 ]
 
-_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)  # no O_CLOEXEC on Windows
+SAME_START_S = 1e-3
+"""Two start times (epoch seconds) within this of each other are one process's: psutil
+reads them to microseconds (macOS, Windows) or to a clock tick (10 ms on Linux, where a
+later process with the PID has a later tick), so nothing finer can tell two apart."""
 PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
 
 
@@ -107,16 +118,9 @@ def _integer(text: str) -> int:
 
 def read_stat(pid: int, proc: str = "/proc") -> ProcStat | None:
     """*pid*'s stat, or ``None`` when it is gone, unreadable or damaged."""
-    try:
-        fd = os.open(f"{proc}/{pid}/stat", _READ_FLAGS)
-    except OSError:
+    raw = read_bytes(f"{proc}/{pid}/stat", 4096)
+    if raw is None:
         return None
-    try:
-        raw = os.read(fd, 4096)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
     try:
         return parse_stat(raw.decode("utf-8", "replace"))
     except ValueError:
@@ -170,7 +174,76 @@ def _open_pidfd(pid: int) -> int | None:
     return fd
 
 
-class ProcessHandle:
+_T = TypeVar("_T")
+_H = TypeVar("_H", bound="_Handle")
+
+
+def _open_verified(
+    pid: int, use_pidfd: bool, verify: Callable[[int | None], _T | None]
+) -> tuple[int | None, _T] | None:
+    """A pidfd for *pid* (where pidfds work and *use_pidfd*) and what *verify* found with
+    it, or ``None`` (the pidfd closed) when *pid* is gone or *verify* refuses it.
+
+    *verify* runs after the pidfd is open: a process that still matches then proves the
+    pidfd is that very process, not a newcomer that took its PID.
+    """
+    pidfd = None
+    if use_pidfd:
+        try:
+            pidfd = _open_pidfd(pid)
+        except ProcessLookupError:
+            return None
+    try:
+        verified = verify(pidfd)
+    except BaseException:
+        if pidfd is not None:
+            os.close(pidfd)
+        raise
+    if verified is None:
+        if pidfd is not None:
+            os.close(pidfd)
+        return None
+    return pidfd, verified
+
+
+class _Handle(abc.ABC):
+    """What both handles share: the pidfd (or ``None``), closing it, and waiting for the
+    process to exit."""
+
+    pidfd: int | None
+
+    def __enter__(self: _H) -> _H:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+    @abc.abstractmethod
+    def exited(self) -> bool:
+        """Whether the process has exited."""
+
+    def wait_exited(
+        self,
+        timeout_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> bool:
+        """Wait up to *timeout_s* for the process to exit; whether it did.
+
+        With a pidfd this blocks in ``poll()`` (readable once the process exits, whether or
+        not it was reaped); without one it re-reads the process at growing intervals
+        (1 ms up to 50 ms), never busily.
+        """
+        return _wait_exited(self.exited, self.pidfd, timeout_s, clock, sleep)
+
+
+class ProcessHandle(_Handle):
     """A verified handle on one process: signals reach it, or nothing.
 
     Obtain one with :meth:`open`; close it (or use ``with``) when done.
@@ -187,31 +260,16 @@ class ProcessHandle:
     ) -> ProcessHandle | None:
         """A handle on *identity*, or ``None`` when that process is gone or has exited
         (including when its PID now belongs to another process)."""
-        pidfd = None
-        if use_pidfd:
-            try:
-                pidfd = _open_pidfd(identity.pid)
-            except ProcessLookupError:
+
+        def verify(pidfd: int | None) -> ProcStat | None:
+            stat = read_stat(identity.pid, proc)
+            leader = pidfd is not None or _thread_group_leader(identity.pid, proc)
+            if stat is None or not identity.matches(stat) or stat.exited or not leader:
                 return None
-        # read after the pidfd is open: a match proves the pidfd is this process
-        stat = read_stat(identity.pid, proc)
-        leader = pidfd is not None or _thread_group_leader(identity.pid, proc)
-        if not identity.matches(stat) or stat is None or stat.exited or not leader:
-            if pidfd is not None:
-                os.close(pidfd)
-            return None
-        return cls(identity, pidfd, proc)
+            return stat
 
-    def __enter__(self) -> ProcessHandle:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
+        opened = _open_verified(identity.pid, use_pidfd, verify)
+        return None if opened is None else cls(identity, opened[0], proc)
 
     def stat(self) -> ProcStat | None:
         """The process's stat now, or ``None`` when it is gone (its PID freed or reused)."""
@@ -238,21 +296,6 @@ class ProcessHandle:
         except ProcessLookupError:
             return False
         return True
-
-    def wait_exited(
-        self,
-        timeout_s: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> bool:
-        """Wait up to *timeout_s* for the process to exit; whether it did.
-
-        With a pidfd this blocks in ``poll()`` (readable once the process exits, whether or
-        not it was reaped); without one it re-reads the stat at growing intervals
-        (1 ms up to 50 ms), never busily.
-        """
-        return _wait_exited(self.exited, self.pidfd, timeout_s, clock, sleep)
 
     def kill(self) -> bool:
         """Send SIGKILL; ``False`` (and nothing sent) when the process has exited."""
@@ -313,7 +356,7 @@ class PortableStat:
 
     ``uid`` is the owner when the real and effective uids agree (``None`` when they differ
     or the platform has none, as on Windows); ``same_user`` says whether it is this
-    process's user (by uid, or by user name where there are no uids).
+    process's user, by :func:`same_user` (never where uids cannot be compared).
     """
 
     pid: int
@@ -341,21 +384,46 @@ class PortableIdentity:
     def matches(self, stat: PortableStat | None) -> bool:
         return (
             stat is not None
-            and stat.create_time == self.create_time
+            and same_start(stat.create_time, self.create_time)
             and (stat.ppid, stat.uid, stat.name) == (self.ppid, self.uid, self.name)
         )
 
 
-def _my_user() -> tuple[int | None, str | None]:
+def my_uid() -> int | None:
+    """This process's real uid; ``None`` where the platform has none (Windows)."""
     getuid = getattr(os, "getuid", None)
-    if getuid is not None:
-        return getuid(), None
+    return getuid() if getuid is not None else None
+
+
+def same_user(process_uid: int | None, mine: int | None) -> bool:
+    """Whether a process owned by *process_uid* is this user's (*mine*, as :func:`my_uid`
+    gives it): only when both uids are known and equal. Where they cannot be compared (no
+    ``os.getuid``, a process without ``uids()``, real and effective uids that differ) the
+    process counts as another user's, so the stopper never signals it."""
+    return process_uid is not None and mine is not None and process_uid == mine
+
+
+def same_start(a_s: float, b_s: float) -> bool:
+    """Whether two start times (epoch seconds) are one process's (see :data:`SAME_START_S`)."""
+    return abs(a_s - b_s) <= SAME_START_S
+
+
+def cmdline_of(pid: int, create_time_s: float) -> tuple[str, ...]:
+    """*pid*'s command line through psutil while it is still the process that started at
+    *create_time_s*; ``()`` when it is gone, another process now, not ours to read, or
+    psutil answers oddly (a command line must never be another process's)."""
     import psutil
 
     try:
-        return None, psutil.Process().username()
-    except Exception:  # psutil.Error, or psutil's own need of pwd on a POSIX without it
-        return None, None
+        process = psutil.Process(pid)
+        if not same_start(process.create_time(), create_time_s):
+            return ()
+        parts: object = process.cmdline()  # a platform's psutil may answer oddly
+    except Exception:  # psutil.Error, OSError or anything odd: no command line
+        return ()
+    if not isinstance(parts, list):
+        return ()
+    return tuple(part for part in parts if isinstance(part, str) and part)
 
 
 def read_portable(pid: int) -> tuple[psutil.Process, PortableStat] | None:
@@ -378,23 +446,19 @@ def _portable_stat(
 ) -> tuple[psutil.Process, PortableStat] | None:
     created, name, ppid = process.create_time(), process.name(), process.ppid()
     rss = getattr(process.memory_info(), "rss", None)
-    my_uid, my_name = _my_user()
     uid: int | None = None
-    if hasattr(process, "uids"):
+    if hasattr(process, "uids"):  # not on Windows: there whose process it is is unknown
         uids = process.uids()
         real, effective = getattr(uids, "real", None), getattr(uids, "effective", None)
         uid = real if _whole(real) and real == effective else None
-        same_user = uid is not None and uid == my_uid
-    else:  # Windows: no uids; the owner's name says whose it is
-        owner = process.username()
-        same_user = isinstance(owner, str) and owner == my_name
     if not (isinstance(created, float) and math.isfinite(created) and created > 0):
         return None
     if not (isinstance(name, str) and _whole(ppid) and isinstance(rss, int) and _whole(rss)):
         return None
     pid = process.pid
     kernel_thread = sys.platform.startswith("linux") and 2 in (pid, ppid)  # kthreadd's own
-    stat = PortableStat(pid, created, name, ppid, uid, same_user, rss, exited, kernel_thread)
+    mine = same_user(uid, my_uid())
+    stat = PortableStat(pid, created, name, ppid, uid, mine, rss, exited, kernel_thread)
     return process, stat
 
 
@@ -402,7 +466,7 @@ def _whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-class PortableHandle:
+class PortableHandle(_Handle):
     """A verified handle on one process on the portable path: signals reach it, or nothing.
 
     Obtain one with :meth:`open`; close it (or use ``with``) when done. Before every
@@ -422,33 +486,19 @@ class PortableHandle:
     def open(cls, identity: PortableIdentity, *, use_pidfd: bool = True) -> PortableHandle | None:
         """A handle on *identity*, or ``None`` when that process is gone, has exited, or
         its PID, parent, owner or name no longer match."""
-        pidfd = None
-        if use_pidfd:
-            try:
-                pidfd = _open_pidfd(identity.pid)
-            except ProcessLookupError:
+
+        def verify(pidfd: int | None) -> psutil.Process | None:
+            # Linux lets a thread's id stand for its process: without a pidfd, refuse threads
+            thread = pidfd is None and os.path.isdir("/proc/self/task")
+            if thread and not _thread_group_leader(identity.pid, "/proc"):
                 return None
-        read = read_portable(identity.pid)  # after the pidfd: a match proves it is this one
-        # Linux lets a thread's id stand for its process: without a pidfd, refuse threads
-        thread = pidfd is None and os.path.isdir("/proc/self/task")
-        if thread and not _thread_group_leader(identity.pid, "/proc"):
-            read = None
-        if read is None or read[1].exited or not identity.matches(read[1]):
-            if pidfd is not None:
-                os.close(pidfd)
-            return None
-        return cls(identity, read[0], pidfd)
+            read = read_portable(identity.pid)
+            if read is None or read[1].exited or not identity.matches(read[1]):
+                return None
+            return read[0]
 
-    def __enter__(self) -> PortableHandle:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
+        opened = _open_verified(identity.pid, use_pidfd, verify)
+        return None if opened is None else cls(identity, opened[1], opened[0])
 
     def stat(self) -> PortableStat | None:
         """What the process says now, or ``None`` when it is gone or no longer matches."""
@@ -499,14 +549,3 @@ class PortableHandle:
         except psutil.NoSuchProcess:
             return False
         return True
-
-    def wait_exited(
-        self,
-        timeout_s: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> bool:
-        """Wait up to *timeout_s* for the process to exit; whether it did (as
-        :meth:`ProcessHandle.wait_exited`)."""
-        return _wait_exited(self.exited, self.pidfd, timeout_s, clock, sleep)

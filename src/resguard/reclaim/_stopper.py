@@ -20,18 +20,20 @@ import attrs
 from resguard._errors import InvalidType, InvalidValue
 from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin
-from resguard._probes.backend import default_backend
+from resguard._probes.backend import Backend, checked_backend
+from resguard._probes.files import read_bytes
 from resguard._probes.identity import (
     Identity,
     PortableHandle,
     PortableIdentity,
-    PortableStat,
     ProcessHandle,
-    ProcStat,
+    my_uid,
     read_portable,
     read_stat,
+    same_start,
+    same_user,
 )
-from resguard._probes.procfs import PAGE_SIZE
+from resguard._probes.procfs import PAGE_SIZE, parse_cmdline
 from resguard.reclaim._base import Cost
 from resguard.reclaim._base import shown as _shown
 from resguard.units import format_bytes
@@ -41,11 +43,11 @@ __all__ = [
     "ProcessStopper",
     "StopAction",
     "StopCandidate",
+    "protection_reason",
 ]
 
 _logger = get_logger("resguard")
 
-_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)  # no O_CLOEXEC on Windows
 _KILL_WAIT_S = 5.0  # how long to wait for a SIGKILLed process to become a zombie
 _GONE = "gone before it was signalled (it exited, or its PID belongs to another process now)"
 _UNVERIFIABLE = (
@@ -149,17 +151,7 @@ def _protected_names(protect: object) -> frozenset[str]:
 
 
 def _read_cmdline(proc: str, pid: int) -> str:
-    try:
-        fd = os.open(f"{proc}/{pid}/cmdline", _READ_FLAGS)
-    except OSError:
-        return ""
-    try:
-        raw = os.read(fd, 65536)
-    except OSError:
-        return ""
-    finally:
-        os.close(fd)
-    return " ".join(part.decode("utf-8", "replace") for part in raw.split(b"\0") if part)
+    return " ".join(parse_cmdline(read_bytes(f"{proc}/{pid}/cmdline") or b""))
 
 
 def _check_candidate(candidate: object) -> None:
@@ -194,12 +186,34 @@ def _check_candidate(candidate: object) -> None:
 
 def _pid_rule(pid: int) -> str | None:
     """Why *pid* is never stopped whoever owns it: PID 1, groups, this process, its parent."""
+    return protection_reason(pid, own_pids=(os.getpid(), os.getppid()), same_user=True)
+
+
+def protection_reason(
+    pid: int,
+    *,
+    own_pids: tuple[int, int],
+    same_user: bool,
+    kernel_thread: bool = False,
+    name: str | None = None,
+    protected_names: frozenset[str] = frozenset(),
+) -> str | None:
+    """Why the process *pid* must never be stopped, or ``None`` when it may be: the one
+    rule of both paths. *own_pids* is (this process, its parent); *same_user* is
+    :func:`resguard._probes.identity.same_user` of its owner (``False`` wherever whose it
+    is cannot be proved); *name* is checked against *protected_names*."""
     if pid <= 1:
         return "PID 1" if pid == 1 else "not one process (a group or every process)"
-    if pid == os.getpid():
+    if pid == own_pids[0]:
         return "this process"
-    if pid == os.getppid():
+    if pid == own_pids[1]:
         return "this process's parent"
+    if not same_user:
+        return "another user's process"
+    if kernel_thread:
+        return "a kernel thread"
+    if name is not None and name in protected_names:
+        return f"a protected name ({name})"
     return None
 
 
@@ -241,6 +255,10 @@ class ProcessStopper:
     signal; where there is no SIGKILL (Windows) psutil's ``kill()`` escalates.
     A process that exits, even as a zombie its parent has not reaped yet, counts as
     stopped at once: the grace wait ends there.
+
+    *backend* (``"linux"`` or ``"psutil"``; ``None``: the process's default backend, as
+    for :class:`~resguard.processes.ProcessTable`) says how processes are listed and
+    verified.
     """
 
     name = "stop processes"
@@ -254,9 +272,11 @@ class ProcessStopper:
         dry_run: bool = True,
         grace: float | str = "5s",
         protect: Iterable[str] = (),
+        backend: Backend | None = None,
     ) -> None:
         from resguard.units import parse_duration
 
+        chosen = checked_backend(backend)
         compiled = _compile_patterns(patterns)
         enabled = _check_flag(enabled, "enabled")
         dry_run = _check_flag(dry_run, "dry_run")
@@ -270,45 +290,35 @@ class ProcessStopper:
         self.actions: list[StopAction] = []
         self._dry_run_logged: set[tuple[int, int | None, float | None]] = set()
         self._proc = "/proc"
-        self._backend = default_backend()  # tests set "psutil" to exercise the portable path
+        self._backend: Backend = chosen
         self._use_pidfd = True  # tests turn it off to exercise the fallback
         self._clock: Callable[[], float] = time.monotonic
         self._sleep: Callable[[float], None] = time.sleep
 
+    @property
+    def backend(self) -> Backend:
+        """How processes are listed and verified: ``"linux"`` or ``"psutil"``."""
+        return self._backend
+
     @staticmethod
     def protected(pid: int, uid: int | None) -> str | None:
-        """Why *pid* must never be stopped, or ``None`` when it may be."""
+        """Why *pid* must never be stopped, or ``None`` when it may be (by pid and owner;
+        where uids cannot be compared, as on Windows, every process is another user's)."""
         if isinstance(pid, bool) or not isinstance(pid, int):
             raise InvalidType(f"pid={_shown(pid)} is not a process id; expected an integer")
-        reason = _pid_rule(pid)
-        if reason is not None:
-            return reason
-        getuid = getattr(os, "getuid", None)  # not on Windows: no uid is this user's there
-        if uid is None or getuid is None or uid != getuid():
-            return "another user's process"
-        return None
+        return protection_reason(
+            pid, own_pids=(os.getpid(), os.getppid()), same_user=same_user(uid, my_uid())
+        )
 
-    def _why_protected(self, pid: int, uid: int | None, stat: ProcStat) -> str | None:
-        reason = self.protected(pid, uid)
-        if reason is not None:
-            return reason
-        if stat.kernel_thread:
-            return "a kernel thread"
-        if stat.name in self.protected_names:
-            return f"a protected name ({stat.name})"
-        return None
-
-    def _why_protected_portable(self, stat: PortableStat) -> str | None:
-        reason = _pid_rule(stat.pid)
-        if reason is not None:
-            return reason
-        if not stat.same_user:
-            return "another user's process"
-        if stat.kernel_thread:
-            return "a kernel thread"
-        if stat.name in self.protected_names:
-            return f"a protected name ({stat.name})"
-        return None
+    def _why_protected(self, pid: int, *, mine: bool, kernel_thread: bool, name: str) -> str | None:
+        return protection_reason(
+            pid,
+            own_pids=(os.getpid(), os.getppid()),
+            same_user=mine,
+            kernel_thread=kernel_thread,
+            name=name,
+            protected_names=self.protected_names,
+        )
 
     def _matches(self, name: str, command: str) -> bool:
         return any(pattern.search(command) or pattern.search(name) for pattern in self.patterns)
@@ -358,7 +368,12 @@ class ProcessStopper:
                     cmdline=command,
                     uid=uid,
                     rss=first.rss_pages * PAGE_SIZE,
-                    protected=self._why_protected(pid, uid, first),
+                    protected=self._why_protected(
+                        pid,
+                        mine=same_user(uid, my_uid()),
+                        kernel_thread=first.kernel_thread,
+                        name=first.name,
+                    ),
                 )
             )
         return found
@@ -396,7 +411,7 @@ class ProcessStopper:
         second = read_portable(pid)
         if not self._matches(stat.name, command) or second is None:
             return None
-        if second[1].create_time != stat.create_time:
+        if not same_start(second[1].create_time, stat.create_time):
             return None  # its PID changed hands while it was read
         return StopCandidate(
             pid=pid,
@@ -405,7 +420,9 @@ class ProcessStopper:
             cmdline=command,
             uid=stat.uid,
             rss=stat.rss,
-            protected=self._why_protected_portable(stat),
+            protected=self._why_protected(
+                pid, mine=stat.same_user, kernel_thread=stat.kernel_thread, name=stat.name
+            ),
             create_time=stat.create_time,
             ppid=stat.ppid,
         )
@@ -482,7 +499,16 @@ class ProcessStopper:
             except OSError:
                 uid = None
             stat = handle.stat()  # the owner read above is this process's
-            reason = self._why_protected(candidate.pid, uid, stat) if stat is not None else None
+            reason = (
+                self._why_protected(
+                    candidate.pid,
+                    mine=same_user(uid, my_uid()),
+                    kernel_thread=stat.kernel_thread,
+                    name=stat.name,
+                )
+                if stat is not None
+                else None
+            )
             if reason is not None:
                 return action("none", False, f"protected: {reason}")
             return self._terminate(handle, action)
@@ -498,7 +524,16 @@ class ProcessStopper:
             return action("none", False, _GONE)
         with handle:
             stat = handle.stat()
-            reason = self._why_protected_portable(stat) if stat is not None else None
+            reason = (
+                self._why_protected(
+                    candidate.pid,
+                    mine=stat.same_user,
+                    kernel_thread=stat.kernel_thread,
+                    name=stat.name,
+                )
+                if stat is not None
+                else None
+            )
             if reason is not None:
                 return action("none", False, f"protected: {reason}")
             import psutil
