@@ -9,6 +9,8 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from resguard._errors import InvalidType, InvalidValue
 from resguard._probes.procfs import TICKS_PER_S
@@ -19,6 +21,8 @@ from resguard.processes import (
     processes_html,
     top_processes,
 )
+from resguard.processes._linux import read_cmdline
+from resguard.processes._rows import RowFacts, rows_from
 from resguard.snapshot import ProcessInfo
 from resguard.testing import ManualClock
 
@@ -191,3 +195,84 @@ def test_a_fork_while_another_thread_samples_the_table_cannot_hang_the_child() -
     with held_by_another_thread(table._lock):
         status = in_child(table.sample, timeout_s=10)
     assert status == 0
+
+
+# --- the rows, without I/O (both backends build them through processes._rows) -------------
+
+_FACT = st.builds(
+    RowFacts,
+    pid=st.integers(1, 50),
+    name=st.just("p"),
+    ppid=st.just(1),
+    create_time_s=st.sampled_from([1000.0, 1000.5, 2000.0]),
+    rss_bytes=st.integers(0, 1 << 40),
+    cpu_s=st.floats(0, 1e6, allow_nan=False),
+    num_threads=st.integers(1, 100),
+    uid=st.none() | st.integers(0, 1000),
+    age_s=st.none() | st.floats(-10, 1e7, allow_nan=False),
+)
+
+
+def _lifetime(fact: RowFacts) -> float:
+    return 100.0 * fact.cpu_s / fact.age_s if fact.age_s is not None and fact.age_s > 0 else 0.0
+
+
+@given(fact=_FACT, before_cpu_s=st.floats(0, 1e6), elapsed_s=st.floats(0.001, 100))
+def test_a_reused_pid_with_another_start_never_gets_a_delta_from_its_predecessor(
+    fact: RowFacts, before_cpu_s: float, elapsed_s: float
+) -> None:
+    predecessor = (fact.pid, fact.create_time_s - 1.0)  # the same PID, started earlier
+    rows, current = rows_from([fact], {predecessor: (before_cpu_s, 0.0)}, elapsed_s)
+    assert rows[0].cpu_percent == pytest.approx(max(_lifetime(fact), 0.0))
+    assert current == {(fact.pid, fact.create_time_s): (fact.cpu_s, elapsed_s)}
+
+
+@given(
+    facts=st.lists(_FACT, max_size=8),
+    previous=st.dictionaries(
+        st.tuples(st.integers(1, 50), st.sampled_from([1000.0, 1000.5, 2000.0])),
+        st.tuples(st.floats(0, 1e6), st.floats(-100, 100)),
+        max_size=8,
+    ),
+    now_s=st.floats(-100, 100),
+)
+def test_counters_or_clocks_going_back_never_give_a_negative_percent(
+    facts: list[RowFacts], previous: dict[tuple[int, float], tuple[float, float]], now_s: float
+) -> None:
+    rows, _ = rows_from(facts, previous, now_s)
+    assert len(rows) == len(facts)
+    for fact, row in zip(facts, rows, strict=True):
+        assert row.cpu_percent >= 0.0
+        before = previous.get((fact.pid, fact.create_time_s))
+        if before is None or now_s <= before[1] or fact.cpu_s < before[0]:
+            assert row.cpu_percent == pytest.approx(max(_lifetime(fact), 0.0))
+        assert (row.pid, row.create_time, row.rss, row.uid) == (
+            fact.pid,
+            fact.create_time_s,
+            fact.rss_bytes,
+            fact.uid,
+        )
+
+
+def test_the_cpu_percent_of_a_known_process_is_since_the_previous_sample() -> None:
+    fact = RowFacts(7, "p", 1, 1000.0, 0, cpu_s=12.0, num_threads=1, uid=0, age_s=100.0)
+    rows, current = rows_from([fact], {(7, 1000.0): (10.0, 1.0)}, 5.0)
+    assert rows[0].cpu_percent == pytest.approx(50.0)  # 2 CPU seconds in 4 s
+    assert current == {(7, 1000.0): (12.0, 5.0)}
+
+
+def test_describe_on_linux_gives_no_command_line_for_a_row_of_another_start_time() -> None:
+    import attrs
+
+    child = subprocess.Popen(["sleep", "31"])
+    try:
+        wait_until(lambda: read_cmdline("/proc", child.pid) == ("sleep", "31"), what="exec")
+        row = next(row for row in ProcessTable(backend="linux").sample() if row.pid == child.pid)
+        assert describe(row, backend="linux").cmdline == ("sleep", "31")
+        assert ProcessTable(backend="linux").top(10**6, by="memory")  # completes every row
+        other = attrs.evolve(row, create_time=row.create_time - 5)  # the PID's predecessor
+        assert describe(other, backend="linux").cmdline == ()
+    finally:
+        child.kill()
+        child.wait()
+    assert describe(row, backend="linux").cmdline == ()  # gone

@@ -15,6 +15,7 @@ __all__ = [
     "PAGE_SIZE",
     "TICKS_PER_S",
     "parse_btime",
+    "parse_cmdline",
     "parse_loadavg",
     "parse_meminfo",
     "parse_pid_stat",
@@ -164,6 +165,12 @@ def parse_pid_stat(text: str) -> tuple[str, str, int, int, int, int, int, int] |
         return None
     ppid, utime, stime, threads, start, vsize, rss = numbers
     return name, fields[0], ppid, utime + stime, threads, start, rss * PAGE_SIZE, vsize
+
+
+def parse_cmdline(raw: bytes) -> tuple[str, ...]:
+    """The arguments of ``/proc/<pid>/cmdline`` (NUL-separated; empty parts dropped, bytes
+    that are not UTF-8 replaced)."""
+    return tuple(part.decode("utf-8", "replace") for part in raw.split(b"\0") if part)
 
 
 def parse_statm(text: str) -> tuple[int, int, int] | None:

@@ -12,6 +12,9 @@ from collections.abc import Sequence
 import attrs
 
 from resguard._probes.backend import Backend, backend_for
+from resguard._probes.files import read_bytes
+from resguard._probes.identity import cmdline_of
+from resguard._probes.procfs import parse_cmdline
 from resguard.budget._values import Budget
 from resguard.snapshot import ContainerStats, OllamaModelInfo, ProcessInfo
 
@@ -41,32 +44,7 @@ def model_matches(pattern: re.Pattern[str], item: OllamaModelInfo) -> bool:
 
 
 def _read_cmdline(proc: str, pid: int) -> tuple[str, ...]:
-    try:
-        with open(f"{proc}/{pid}/cmdline", "rb") as handle:
-            raw = handle.read()
-    except OSError:
-        return ()
-    return tuple(part.decode("utf-8", "replace") for part in raw.split(b"\0") if part)
-
-
-_SAME_START_S = 1e-3  # one process's start time, as two psutil.Process objects read it
-
-
-def _psutil_cmdline(pid: int, create_time: float) -> tuple[str, ...]:
-    """*pid*'s command line while it is still the process that started at *create_time*;
-    ``()`` when it is gone, another process, not ours to read, or psutil answers oddly."""
-    import psutil
-
-    try:
-        process = psutil.Process(pid)
-        if abs(process.create_time() - create_time) > _SAME_START_S:
-            return ()
-        parts: object = process.cmdline()  # a platform's psutil may answer oddly
-    except Exception:  # psutil.Error, OSError or anything odd: no command line to match
-        return ()
-    if not isinstance(parts, list):
-        return ()
-    return tuple(part for part in parts if isinstance(part, str) and part)
+    return parse_cmdline(read_bytes(f"{proc}/{pid}/cmdline") or b"")
 
 
 class CmdlineCache:
@@ -91,7 +69,7 @@ class CmdlineCache:
                     cmdline = (
                         _read_cmdline(self._proc, row.pid)
                         if self._backend == "linux"
-                        else _psutil_cmdline(row.pid, row.create_time)
+                        else cmdline_of(row.pid, row.create_time)
                     )
                 current[key] = cmdline
                 result.append(row if row.cmdline else attrs.evolve(row, cmdline=cmdline))

@@ -26,7 +26,7 @@ from resguard._modules.clockcheck import checked_clock
 from resguard._modules.render import records_table
 from resguard._probes.backend import Backend, backend_for, default_backend
 from resguard._probes.paths import DEFAULT_ROOTS, Roots
-from resguard.processes._linux import LinuxProcesses, read_cmdline
+from resguard.processes._linux import LinuxProcesses, boot_time_s, read_cmdline_of
 from resguard.processes._users import user_name
 from resguard.snapshot import Fault, ProcessInfo
 from resguard.units import shown
@@ -76,8 +76,10 @@ class ProcessTable:
         self._lock = threading.Lock()
         forks.register(self)
         self._reader: _Reader
+        self._boot_time_s: float | None = None  # the linux reader's, to check describe's rows
         if self._backend == "linux":
-            self._reader = LinuxProcesses(roots.proc)
+            linux = LinuxProcesses(roots.proc)
+            self._reader, self._boot_time_s = linux, linux.boot_time_s
         else:
             from resguard.processes._portable import PsutilProcesses
 
@@ -119,7 +121,7 @@ class ProcessTable:
         return [self._complete(row) for row in rows[:n]]
 
     def _complete(self, row: ProcessInfo) -> ProcessInfo:
-        return _describe(row, self._backend, self._proc)
+        return _describe(row, self._backend, self._proc, self._boot_time_s)
 
 
 def _check_top(n: object, by: object, group: object) -> Callable[[ProcessInfo], float]:
@@ -145,9 +147,9 @@ def describe(
     the table leaves them empty because most rows are never shown.
 
     *backend* reads them as :class:`ProcessTable` does (``None``: the linux readers for a
-    *proc* other than ``"/proc"``, else the default backend). On ``psutil`` the command
-    line is read only when the row's PID still belongs to the row's process (the same
-    start time).
+    *proc* other than ``"/proc"``, else the default backend). The command line is read
+    only while the row's PID still belongs to the row's process (the same start time:
+    ``/proc/<pid>/stat``'s start ticks on linux, psutil's create time on psutil).
     """
     if not isinstance(row, ProcessInfo):
         raise InvalidType(
@@ -156,14 +158,18 @@ def describe(
     if not isinstance(proc, str):
         raise InvalidType(f"proc={shown(proc)} is not a path; expected a string such as '/proc'")
     chosen = backend_for(backend, {"proc": proc if proc != "/proc" else None})
-    return _describe(row, chosen, proc)
+    return _describe(row, chosen, proc, None)
 
 
-def _describe(row: ProcessInfo, backend: Backend, proc: str) -> ProcessInfo:
+def _describe(row: ProcessInfo, backend: Backend, proc: str, booted_s: float | None) -> ProcessInfo:
+    """*row* completed; *booted_s* is the boot time its linux reader dated it by (``None``:
+    read it again)."""
     import attrs
 
     if backend == "linux":
-        cmdline, username = read_cmdline(proc, row.pid), user_name(row.uid)
+        booted_s = boot_time_s(proc) if booted_s is None else booted_s
+        cmdline = read_cmdline_of(proc, row.pid, row.create_time, booted_s)
+        username = user_name(row.uid)
     else:
         from resguard.processes._portable import describe_psutil
 

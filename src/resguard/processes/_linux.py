@@ -13,27 +13,16 @@ import os
 import time
 
 from resguard._probes import procfs as _procfs
-from resguard._probes.files import READ_CAP_BYTES, damage_of
+from resguard._probes.files import damage_of
+from resguard._probes.files import read_bytes as _read
+from resguard._probes.identity import read_stat
 from resguard._probes.reporting import SENSING_FAULTS, report_failure, report_recovery
+from resguard.processes._rows import Previous, RowFacts, rows_from
 from resguard.snapshot import Fault, ProcessInfo
 
-__all__ = ["LinuxProcesses", "read_cmdline"]
+__all__ = ["LinuxProcesses", "boot_time_s", "read_cmdline", "read_cmdline_of"]
 
-_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)  # no O_CLOEXEC on Windows
 _STAT_READ_BYTES = 1 << 20  # btime follows the per-interrupt counts: far down on big machines
-
-
-def _read(path: str, size: int = READ_CAP_BYTES) -> bytes | None:
-    try:
-        fd = os.open(path, _READ_FLAGS)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, size)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def _boot_clock_s() -> float | None:
@@ -48,14 +37,33 @@ def _boot_clock_s() -> float | None:
 
 def read_cmdline(proc: str, pid: int) -> tuple[str, ...]:
     """``/proc/<pid>/cmdline`` as its arguments; ``()`` when it cannot be read."""
-    raw = _read(f"{proc}/{pid}/cmdline") or b""
-    return tuple(part.decode("utf-8", "replace") for part in raw.split(b"\0") if part)
+    return _procfs.parse_cmdline(_read(f"{proc}/{pid}/cmdline") or b"")
 
 
-def _lifetime_percent(ticks: int, start_ticks: int, uptime_s: float | None) -> float:
-    """A process's CPU percent averaged over its life (the first time the table sees it)."""
-    lifetime_s = uptime_s - start_ticks / _procfs.TICKS_PER_S if uptime_s is not None else 0.0
-    return 100.0 * ticks / _procfs.TICKS_PER_S / lifetime_s if lifetime_s > 0 else 0.0
+def read_cmdline_of(
+    proc: str, pid: int, create_time_s: float, boot_time_s: float
+) -> tuple[str, ...]:
+    """*pid*'s command line while it is still the process that started at *create_time_s*
+    (a row's; *boot_time_s* as that row's reader had it); ``()`` otherwise. The start
+    ticks are read *after* the command line: a match then proves the line was this
+    process's (a newcomer on the PID would have later ticks)."""
+    cmdline = read_cmdline(proc, pid)
+    stat = read_stat(pid, proc)
+    row_ticks = round((create_time_s - boot_time_s) * _procfs.TICKS_PER_S)
+    return cmdline if stat is not None and stat.start_ticks == row_ticks else ()
+
+
+def boot_time_s(proc: str) -> float:
+    """The boot time (epoch seconds) in *proc*'s ``stat``, else the clock minus
+    ``CLOCK_BOOTTIME`` (as :class:`LinuxProcesses` dates processes)."""
+    raw = _read(os.path.join(proc, "stat"), _STAT_READ_BYTES)
+    btime = _procfs.parse_btime(raw.decode("ascii", "replace")) if raw is not None else None
+    return btime if btime is not None else _clock_boot_time_s()
+
+
+def _clock_boot_time_s() -> float:
+    uptime_s = _boot_clock_s()
+    return time.time() - uptime_s if uptime_s is not None else 0.0
 
 
 class LinuxProcesses:
@@ -63,7 +71,7 @@ class LinuxProcesses:
 
     def __init__(self, proc: str) -> None:
         self.proc = proc
-        self._previous: dict[tuple[int, int], tuple[int, float]] = {}
+        self._previous: Previous = {}
         self._failing: set[str] = set()
         self.faults: tuple[Fault, ...] = ()
         self._boot_fault: Fault | None = None
@@ -79,14 +87,13 @@ class LinuxProcesses:
         kind, detail = damage_of(text) if text is not None else ("unreadable", "cannot read")
         if text is None and not os.path.exists(path):
             kind, detail = "missing", "no such file"
-        uptime_s = _boot_clock_s()
         self._boot_fault = Fault(
             "processes.create_time", path, kind, detail, fallback="the clock minus CLOCK_BOOTTIME"
         )
         SENSING_FAULTS.failed(
             path, f"{kind}: {detail}; boot time from the clock instead", kind=kind
         )
-        return time.time() - uptime_s if uptime_s is not None else 0.0
+        return _clock_boot_time_s()
 
     def _uptime_s(self, faults: list[Fault]) -> float | None:
         path = os.path.join(self.proc, "uptime")
@@ -116,55 +123,55 @@ class LinuxProcesses:
         )
         return fallback
 
+    @property
+    def boot_time_s(self) -> float:
+        """The boot time this reader dates processes by (epoch seconds)."""
+        return self._boot_time_s
+
     def sample(self, now: float) -> list[ProcessInfo]:
         """Every readable process at the table's clock reading *now*."""
         faults: list[Fault] = []
         uptime_s = self._uptime_s(faults)
-        previous, current = self._previous, {}
-        rows: list[ProcessInfo] = []
         damaged: dict[str, Fault] = {}
-        for entry in self._entries(faults):
-            if not entry.name.isdigit():
-                continue
-            raw = _read(entry.path + "/stat")
-            if raw is None:
-                continue  # vanished or not ours to read
-            text = raw.decode("utf-8", "replace")
-            stat = _procfs.parse_pid_stat(text)
-            if stat is None:
-                kind, detail = damage_of(text)
-                damaged.setdefault(kind, Fault("processes", entry.path + "/stat", kind, detail))
-                continue
-            try:
-                uid = entry.stat(follow_symlinks=False).st_uid
-            except OSError:
-                continue  # vanished
-            name, _, ppid, ticks, threads, start_ticks, rss, _ = stat
-            key = (int(entry.name), start_ticks)
-            before = previous.get(key)
-            if before is not None and now > before[1] and ticks >= before[0]:
-                cpu = 100.0 * (ticks - before[0]) / _procfs.TICKS_PER_S / (now - before[1])
-            else:
-                cpu = _lifetime_percent(ticks, start_ticks, uptime_s)
-            current[key] = (ticks, now)
-            rows.append(
-                ProcessInfo(
-                    pid=key[0],
-                    name=name,
-                    cmdline=(),
-                    username=None,
-                    uid=uid,
-                    ppid=ppid,
-                    rss=rss,
-                    uss=None,
-                    cpu_percent=max(cpu, 0.0),
-                    num_threads=threads,
-                    create_time=self._boot_time_s + start_ticks / _procfs.TICKS_PER_S,
-                )
-            )
-        self._previous = current
+        facts = [self._facts(entry, uptime_s, damaged) for entry in self._entries(faults)]
+        rows, self._previous = rows_from(
+            (fact for fact in facts if fact is not None), self._previous, now
+        )
         self._finish(faults, damaged, now)
         return rows
+
+    def _facts(
+        self, entry: os.DirEntry[str], uptime_s: float | None, damaged: dict[str, Fault]
+    ) -> RowFacts | None:
+        """One process's facts, or ``None`` to skip it (gone, not a process, damaged)."""
+        if not entry.name.isdigit():
+            return None
+        raw = _read(entry.path + "/stat")
+        if raw is None:
+            return None  # vanished or not ours to read
+        text = raw.decode("utf-8", "replace")
+        stat = _procfs.parse_pid_stat(text)
+        if stat is None:
+            kind, detail = damage_of(text)
+            damaged.setdefault(kind, Fault("processes", entry.path + "/stat", kind, detail))
+            return None
+        try:
+            uid = entry.stat(follow_symlinks=False).st_uid
+        except OSError:
+            return None  # vanished
+        name, _, ppid, ticks, threads, start_ticks, rss, _ = stat
+        started_s = start_ticks / _procfs.TICKS_PER_S
+        return RowFacts(
+            pid=int(entry.name),
+            name=name,
+            ppid=ppid,
+            create_time_s=self._boot_time_s + started_s,
+            rss_bytes=rss,
+            cpu_s=ticks / _procfs.TICKS_PER_S,
+            num_threads=threads,
+            uid=uid,
+            age_s=uptime_s - started_s if uptime_s is not None else None,
+        )
 
     def _entries(self, faults: list[Fault]) -> list[os.DirEntry[str]]:
         try:

@@ -18,12 +18,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import NamedTuple
 
 import psutil
 
 from resguard._probes.files import FaultKind
+from resguard._probes.identity import cmdline_of, same_start
 from resguard._probes.reporting import report_failure, report_recovery
+from resguard.processes._rows import Previous, RowFacts, rows_from
 from resguard.processes._users import HAS_PWD, user_name
 from resguard.snapshot import Fault, ProcessInfo
 
@@ -31,17 +32,6 @@ __all__ = ["ITER_SOURCE", "PsutilProcesses", "describe_psutil"]
 
 ITER_SOURCE = "psutil.process_iter()"
 _HAS_UIDS = hasattr(psutil.Process, "uids")  # not on Windows
-_SAME_START_S = 1e-3  # one process's start time, as two psutil.Process objects read it
-
-
-class _Facts(NamedTuple):
-    name: str
-    ppid: int
-    create_time: float
-    rss: int
-    cpu_s: float
-    num_threads: int
-    uid: int | None
 
 
 _Damage = tuple[str, FaultKind, str]  # (the call, the kind of damage, what it returned)
@@ -54,7 +44,7 @@ def _count(value: object) -> bool:
     return math.isfinite(value) and value >= 0
 
 
-def _read(process: psutil.Process) -> _Facts | _Damage:
+def _read(process: psutil.Process, wall_s: float) -> RowFacts | _Damage:
     """The row's facts, or what was damaged; psutil.Error (skip silently) and anything
     odd a platform's psutil raises pass through."""
     with process.oneshot():
@@ -79,14 +69,16 @@ def _read(process: psutil.Process) -> _Facts | _Damage:
         if not ok:
             return f"psutil.Process.{call}()", "garbage", f"{value!r} is not what it returns"
     uid = getattr(uids, "effective", None)
-    return _Facts(
+    return RowFacts(
+        pid=process.pid,
         name=name,
         ppid=ppid,
-        create_time=float(created),
-        rss=rss,  # type: ignore[arg-type]
+        create_time_s=float(created),
+        rss_bytes=rss,  # type: ignore[arg-type]
         cpu_s=float(user) + float(system),  # type: ignore[arg-type]
         num_threads=threads,
         uid=uid if isinstance(uid, int) and not isinstance(uid, bool) and uid >= 0 else None,
+        age_s=wall_s - float(created),
     )
 
 
@@ -99,7 +91,7 @@ class PsutilProcesses:
 
     def __init__(self, wall_clock: Callable[[], float] = time.time) -> None:
         self._wall_clock = wall_clock
-        self._previous: dict[tuple[int, float], tuple[float, float]] = {}
+        self._previous: Previous = {}
         self._failing: set[str] = set()
         self.faults: tuple[Fault, ...] = ()
 
@@ -112,60 +104,35 @@ class PsutilProcesses:
             processes = []
             faults.append(Fault("processes", ITER_SOURCE, "unreadable", _detail(error)))
         wall_s = self._wall_clock()
-        previous, current = self._previous, {}
-        rows: list[ProcessInfo] = []
         damaged: dict[str, Fault] = {}
-        for process in processes:
-            facts = self._facts(process, damaged)
-            if facts is None:
-                continue
-            pid = process.pid
-            key = (pid, facts.create_time)
-            before = previous.get(key)
-            if before is not None and now > before[1] and facts.cpu_s >= before[0]:
-                cpu = 100.0 * (facts.cpu_s - before[0]) / (now - before[1])
-            else:
-                age_s = wall_s - facts.create_time
-                cpu = 100.0 * facts.cpu_s / age_s if age_s > 0 else 0.0
-            current[key] = (facts.cpu_s, now)
-            rows.append(
-                ProcessInfo(
-                    pid=pid,
-                    name=facts.name,
-                    cmdline=(),
-                    username=None,
-                    uid=facts.uid,
-                    ppid=facts.ppid,
-                    rss=facts.rss,
-                    uss=None,
-                    cpu_percent=max(cpu, 0.0),
-                    num_threads=facts.num_threads,
-                    create_time=facts.create_time,
-                )
-            )
-        self._previous = current
+        facts = [self._facts(process, wall_s, damaged) for process in processes]
+        rows, self._previous = rows_from(
+            (fact for fact in facts if fact is not None), self._previous, now
+        )
         faults.extend(damaged.values())
         self.faults = tuple(faults)
         if faults or self._failing:
             self._log(faults, now)
         return rows
 
-    def _facts(self, process: psutil.Process, damaged: dict[str, Fault]) -> _Facts | None:
+    def _facts(
+        self, process: psutil.Process, wall_s: float, damaged: dict[str, Fault]
+    ) -> RowFacts | None:
         """*process*'s facts (re-read when its PID changed hands), or ``None`` to skip it."""
         try:
             try:
-                facts = _read(process)
+                facts = _read(process, wall_s)
             except psutil.NoSuchProcess:
                 # gone, or its PID changed hands: psutil's cached Process remembers the
                 # first owner's start time (ppid() checks it), so ask the PID afresh
-                facts = _read(psutil.Process(process.pid))
+                facts = _read(psutil.Process(process.pid), wall_s)
         except psutil.Error:
             return None  # gone, a zombie, or not ours to read
         except Exception as error:  # anything odd from a platform's psutil: skip the row
             fault = Fault("processes", "psutil.Process", "unreadable", _detail(error))
             damaged.setdefault("psutil.Process", fault)
             return None
-        if isinstance(facts, _Facts):
+        if isinstance(facts, RowFacts):
             return facts
         call, kind, detail = facts
         damaged.setdefault(call, Fault("processes", call, kind, detail))
@@ -187,24 +154,14 @@ class PsutilProcesses:
 def describe_psutil(row: ProcessInfo) -> tuple[tuple[str, ...], str | None]:
     """*row*'s command line and user name, read only when its PID still belongs to the
     process of the row (the same start time); ``()`` and the uid's name otherwise."""
-    username = user_name(row.uid)
-    try:
+    cmdline = cmdline_of(row.pid, row.create_time)
+    if HAS_PWD:
+        return cmdline, user_name(row.uid)
+    try:  # Windows: no user database to ask; the process names its user
         process = psutil.Process(row.pid)
-        if abs(process.create_time() - row.create_time) > _SAME_START_S:
-            return (), username
-    except Exception:  # gone, denied, or odd: the row keeps what the table knew
-        return (), username
-    cmdline: tuple[str, ...] = ()
-    try:
-        parts: object = process.cmdline()
-        if isinstance(parts, list) and all(isinstance(part, str) for part in parts):
-            cmdline = tuple(part for part in parts if part)
-    except Exception:  # denied (another user's process on macOS), gone since, or odd
-        pass
-    if not HAS_PWD:  # Windows: no user database to ask; the process names its user
-        try:
-            name: object = process.username()
-            username = name if isinstance(name, str) else None
-        except Exception:
-            username = None
-    return cmdline, username
+        name: object = process.username()
+        if not same_start(process.create_time(), row.create_time):
+            return cmdline, None
+    except Exception:  # gone, denied, or odd
+        return cmdline, None
+    return cmdline, name if isinstance(name, str) else None
