@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 
 from resguard._probes import procfs as _procfs
 from resguard._probes.files import damage_of
 from resguard._probes.files import read_bytes as _read
 from resguard._probes.identity import read_stat
-from resguard._probes.reporting import SENSING_FAULTS, report_failure, report_recovery
+from resguard._probes.reporting import SENSING_FAULTS, FaultLike, log_faults
 from resguard.processes._rows import Previous, RowFacts, rows_from
 from resguard.snapshot import Fault, ProcessInfo
 
@@ -72,7 +73,7 @@ class LinuxProcesses:
     def __init__(self, proc: str) -> None:
         self.proc = proc
         self._previous: Previous = {}
-        self._failing: set[str] = set()
+        self._failing: frozenset[str] = frozenset()
         self.faults: tuple[Fault, ...] = ()
         self._boot_fault: Fault | None = None
         self._boot_time_s = self._read_boot_time()
@@ -191,21 +192,19 @@ class LinuxProcesses:
 
     def _log(self, faults: list[Fault], now_s: float) -> None:
         """One warning per damaged file (``<pid>`` for any process) and kind of damage."""
-        sources: dict[str, Fault] = {}
-        for fault in faults:
-            source = fault.source
-            if fault.field == "processes" and source.endswith("/stat"):
-                source = os.path.join(self.proc, "<pid>", "stat")
-            sources.setdefault(source, fault)
-        for source, fault in sources.items():
-            outcome = (
-                f"{fault.field} from {fault.fallback}"
-                if fault.fallback
-                else f"rows skipped (e.g. {fault.source})"
-            )
-            # a damaged row that comes and goes (process churn) is not one record per flap
-            report_failure(source, f"{fault.kind}: {fault.detail}; {outcome}", fault.kind, now_s)
-        now_failing = set(sources)
-        for source in self._failing - now_failing:
-            report_recovery(source)
-        self._failing = now_failing
+        # a damaged row that comes and goes (process churn) is not one record per flap
+        self._failing = log_faults(
+            faults, self._failing, now_s, source_of=self._source_of, outcome=_outcome
+        )
+
+    def _source_of(self, fault: FaultLike) -> str:
+        if fault.field == "processes" and fault.source.endswith("/stat"):
+            return os.path.join(self.proc, "<pid>", "stat")
+        return fault.source
+
+
+def _outcome(source: str, faults: Sequence[FaultLike]) -> str:
+    first = faults[0]
+    if first.fallback:
+        return f"{first.field} from {first.fallback}"
+    return f"rows skipped (e.g. {first.source})"

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import psutil
 
 from resguard._probes.files import FaultKind
 from resguard._probes.identity import cmdline_of, same_start
-from resguard._probes.reporting import report_failure, report_recovery
+from resguard._probes.reporting import FaultLike, log_faults
 from resguard.processes._rows import Previous, RowFacts, rows_from
 from resguard.processes._users import HAS_PWD, user_name
 from resguard.snapshot import Fault, ProcessInfo
@@ -92,7 +92,7 @@ class PsutilProcesses:
     def __init__(self, wall_clock: Callable[[], float] = time.time) -> None:
         self._wall_clock = wall_clock
         self._previous: Previous = {}
-        self._failing: set[str] = set()
+        self._failing: frozenset[str] = frozenset()
         self.faults: tuple[Fault, ...] = ()
 
     def sample(self, now: float) -> list[ProcessInfo]:
@@ -140,15 +140,11 @@ class PsutilProcesses:
 
     def _log(self, faults: list[Fault], now_s: float) -> None:
         """One warning per failing call and kind; one more when it works again."""
-        sources: dict[str, Fault] = {}
-        for fault in faults:
-            sources.setdefault(fault.source, fault)
-        for source, fault in sources.items():
-            outcome = "no processes listed" if source == ITER_SOURCE else "rows skipped"
-            report_failure(source, f"{fault.kind}: {fault.detail}; {outcome}", fault.kind, now_s)
-        for source in self._failing - set(sources):
-            report_recovery(source)
-        self._failing = set(sources)
+        self._failing = log_faults(faults, self._failing, now_s, outcome=_outcome)
+
+
+def _outcome(source: str, faults: Sequence[FaultLike]) -> str:
+    return "no processes listed" if source == ITER_SOURCE else "rows skipped"
 
 
 def describe_psutil(row: ProcessInfo) -> tuple[tuple[str, ...], str | None]:
