@@ -56,3 +56,21 @@ def fresh_fault_log() -> Iterator[None]:
         yield
     finally:
         patch.undo()
+
+
+def warnings_about(
+    caplog: pytest.LogCaptureFixture, source: str, text: str = "is failing"
+) -> list[str]:
+    """The sense layer's warnings (``resguard.snapshot``) about *source* that say *text*:
+    ``"is failing"`` (the default) or ``"works again"``, or a kind such as
+    ``"is failing: garbage"``."""
+    import logging
+
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "resguard.snapshot"
+        and record.levelno == logging.WARNING
+        and record.getMessage().startswith(source + " ")
+        and text in record.getMessage()
+    ]
