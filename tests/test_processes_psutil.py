@@ -111,23 +111,54 @@ def test_a_busy_child_leads_by_cpu_on_psutil_after_one_interval() -> None:
         child.wait()
 
 
-def test_top_by_memory_on_psutil_names_the_big_process() -> None:
+GROWER = """
+import sys
+block = b"x" * int(sys.argv[1])   # written, so every page is resident
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+_GROWTH_BYTES = 200 * 2**20
+_MARGIN_BYTES = 1 << 30  # left available for the rest of the machine while it lives
+
+
+def _largest_rss_bytes() -> int:
+    sizes = [0]
+    for process in psutil.process_iter(["memory_info"]):
+        memory = process.info["memory_info"]
+        if memory is not None:
+            sizes.append(memory.rss)
+    return max(sizes)
+
+
+@pytest.mark.parametrize("backend", ["psutil", "linux"])
+def test_top_processes_by_memory_names_the_grower_first(backend: str) -> None:
+    """Issue 13's acceptance: a process grown 200 MiB past the largest one on the machine
+    is ``top_processes(10, by="memory")[0]``."""
+    from resguard.testing import use_backend
+
+    if backend == "linux" and not os.path.exists("/proc/self/stat"):
+        pytest.skip("the linux backend reads /proc, which this platform does not have")
+    target_bytes = _largest_rss_bytes() + _GROWTH_BYTES
+    available_bytes = psutil.virtual_memory().available
+    if target_bytes + _MARGIN_BYTES > available_bytes:
+        pytest.skip(
+            f"growing a process to {target_bytes >> 20} MiB (the largest here + 200 MiB) "
+            f"needs it plus 1 GiB available; {available_bytes >> 20} MiB are"
+        )
     child = subprocess.Popen(
-        [sys.executable, "-c", "x = b'x' * (300 * 2**20); input()"], stdin=subprocess.PIPE
+        [sys.executable, "-c", GROWER, str(target_bytes)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
-        table = ProcessTable(backend="psutil")
-        rows: list[ProcessInfo] = []
-
-        def big() -> bool:
-            rows[:] = table.sample()
-            mine = [row for row in rows if row.pid == child.pid]
-            return bool(mine) and mine[0].rss >= 300 * 2**20
-
-        wait_until(big, timeout_s=30, what="the child's 300 MiB to be resident")
-        rank = 1 + sum(row.rss > _mine(rows, child.pid).rss for row in rows)
-        top = table.top(rank + 2, by="memory")
-        assert child.pid in {row.pid for row in top}
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        with use_backend(backend):
+            top = top_processes(10, by="memory")
+        assert top[0].pid == child.pid, (target_bytes, top[:3])
+        assert top[0].rss >= target_bytes
+        assert top[0].cmdline[:2] == (sys.executable, "-c")  # the top rows are described
         assert top == sorted(top, key=lambda row: row.rss, reverse=True)
     finally:
         child.kill()
