@@ -10,6 +10,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -547,3 +548,121 @@ def test_an_rlimit_still_judges_memory_when_the_host_reading_fails() -> None:
     assert memory["percent"] is not None
     assert found["unknown"]["memory.percent"] == "None"
     assert "psutil.virtual_memory() unreadable" in found["unknown"]["memory.total"]
+
+
+# ----------------------------------------------- faults that must not flap or leak ---
+
+
+def test_an_unreadable_affinity_stays_a_fault_until_the_limits_are_read_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The affinity is read with the limits, once a second; its fault is on every sample
+    in between (it was only on the re-reading ones, and each other sample logged a
+    false "works again"), and says the host's count stands in."""
+    platform_process = type(psutil.Process()._proc)  # type: ignore[attr-defined]
+    monkeypatch.setattr(platform_process, "cpu_affinity_get", _raise(psutil.AccessDenied()))
+    clock = ManualClock(100.0)
+    sampler = Sampler(backend="psutil", clock=clock)
+    with caplog.at_level(logging.WARNING, "resguard.snapshot"):
+        snaps = [sampler.sample()]
+        for _ in range(3):
+            clock.advance(0.3)  # within limits_max_age_s: the limits are not read again
+            snaps.append(sampler.sample())
+    for snap in snaps:
+        assert [(f.field, f.source, f.fallback) for f in snap.faults] == [
+            ("cpu.effective", "psutil.Process().cpu_affinity()", "the host's CPU count")
+        ]
+        assert snap.fault_for("cpu.effective") is None  # filled in: not unknown
+        assert snap.cpu.effective == psutil.cpu_count()
+        assert snap.cpu.effective_source == "host"
+    messages = [r.getMessage() for r in caplog.records if "cpu_affinity" in r.getMessage()]
+    assert len(messages) == 1
+    assert "cpu.effective from the host's CPU count" in messages[0]
+    assert "unknown" not in messages[0]
+
+
+Pmem = collections.namedtuple("Pmem", "rss vms shared text lib data dirty")
+
+
+def test_a_looser_rlimit_s_unreadable_use_leaves_no_fault(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under RLIMIT_AS and a tighter RLIMIT_DATA only the data segment counts: the
+    address space that could not be read is no damage to the snapshot, and the data
+    segment comes from the sample's one memory_info() (inside oneshot())."""
+    import resguard.snapshot._portable as portable
+
+    total = psutil.virtual_memory().total
+    found = (("RLIMIT_AS", total // 2), ("RLIMIT_DATA", total // 4))
+    monkeypatch.setattr(portable, "rlimits", lambda: found)
+    platform_process = type(psutil.Process()._proc)  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    def memory_info(self: object) -> Pmem:
+        calls.append(1)
+        return Pmem(50 * MiB, "no vms here", 0, 0, 0, 70 * MiB, 0)  # vms unreadable
+
+    monkeypatch.setattr(platform_process, "memory_info", memory_info)
+    snap = Sampler(backend="psutil").sample(children=False)
+    memory = snap.memory
+    assert (memory.limit, memory.source, memory.source_detail) == (
+        total // 4,
+        "rlimit",
+        "RLIMIT_DATA",
+    )
+    assert memory.used == 70 * MiB
+    assert memory.percent == pytest.approx(100 * 70 * MiB / (total // 4))
+    assert [f for f in snap.faults if f.field.startswith("memory")] == []
+    assert snap.fault_for("process.vms") is not None  # the process's own field, honestly
+    assert calls == [1]
+
+
+def test_a_winning_rlimit_hides_the_host_s_used_faults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On macOS "used" needs wired and active; when an rlimit binds, the host's used is
+    not what the snapshot reports, so its missing parts are no fault either."""
+    import resguard.snapshot._portable as portable
+
+    MacVm = collections.namedtuple("MacVm", "total available percent used free")  # no wired
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: MacVm(16 << 30, 6 << 30, 0.0, 0, 0))
+    monkeypatch.setattr(portable, "rlimits", lambda: (("RLIMIT_AS", 8 << 30),))
+    sampler = PsutilSampler(
+        limits_max_age_s=1.0,
+        slow_files_max_age_s=0.5,
+        clock=ManualClock(10.0),
+        wall_clock=time.time,
+        platform="darwin",
+        sysctl=_raise(OSError(2, "No such file")),
+    )
+    snap = sampler.sample(children=False)
+    assert snap.memory.source_detail == "RLIMIT_AS"
+    assert snap.memory.used is not None
+    assert [f for f in snap.faults if f.field.startswith("memory")] == []
+
+
+def test_a_slow_children_walk_does_not_block_another_thread_s_sample() -> None:
+    """psutil walks every process to find descendants (milliseconds with many): another
+    thread sharing the sampler takes its sample meanwhile instead of waiting on the lock."""
+    sampler = Sampler(backend="psutil")
+    sampler.sample()
+    walking, release = threading.Event(), threading.Event()
+    own: Any = getattr(sampler._impl, "_process")  # noqa: B009  # the backend's psutil handle
+    real_children = own.children
+
+    def slow_children(recursive: bool = False) -> list[psutil.Process]:
+        walking.set()
+        release.wait(10)
+        return list(real_children(recursive=recursive))
+
+    own.children = slow_children
+    walker = threading.Thread(target=sampler.sample)
+    walker.start()
+    try:
+        assert walking.wait(5)
+        other: list[Snapshot] = []
+        sampling = threading.Thread(target=lambda: other.append(sampler.sample(children=False)))
+        sampling.start()
+        sampling.join(5)
+        assert other, "a sample without children waited for another thread's children walk"
+        assert other[0].memory.total == psutil.virtual_memory().total
+    finally:
+        release.set()
+        walker.join(10)
+        del own.children

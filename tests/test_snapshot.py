@@ -380,3 +380,94 @@ def test_patching_sampler_sample_on_the_class_reaches_every_sampler() -> None:
     assert patched.call_count == 4
     assert "sample" not in vars(before)
     assert "Sampler.sample" in repr(before.sample)
+
+
+def test_a_looser_cgroup_s_damaged_stat_leaves_no_fault_when_an_rlimit_binds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the binding limit's "used" is read: the cgroup's damaged memory.stat says
+    nothing about memory counted against a tighter RLIMIT_DATA."""
+    from resguard.snapshot import _limits
+
+    monkeypatch.setattr(_limits, "rlimits", lambda: (("RLIMIT_DATA", 2**30),))
+    tree = KernelTree(tmp_path)
+    tree.damage("memory.stat", "truncated")
+    snap = Sampler(tree.roots).sample(children=False)
+    assert (snap.memory.source, snap.memory.source_detail) == ("rlimit", "RLIMIT_DATA")
+    assert snap.memory.used is not None
+    assert [fault for fault in snap.faults if fault.field.startswith("memory")] == []
+
+
+_BYTES_OR_NONE = st.one_of(st.none(), st.integers(0, 2**50))
+_RLIMITS = st.lists(
+    st.tuples(st.sampled_from(["RLIMIT_AS", "RLIMIT_DATA"]), st.integers(1, 2**50)),
+    max_size=2,
+    unique_by=lambda pair: pair[0],
+).map(tuple)
+
+
+@given(limit=_BYTES_OR_NONE, found=_RLIMITS)
+def test_tightest_is_the_least_known_limit_and_names_it(
+    limit: int | None, found: tuple[tuple[str, int], ...]
+) -> None:
+    from resguard.snapshot._limits import tightest
+
+    bound, source, detail = tightest(limit, "host", "meminfo", found)
+    candidates = ([(limit, "host", "meminfo")] if limit is not None else []) + [
+        (soft, "rlimit", name) for name, soft in found
+    ]
+    if not candidates:
+        assert (bound, source, detail) == (None, "host", "meminfo")
+        return
+    assert bound == min(value for value, _, _ in candidates)
+    assert (bound, source, detail) in candidates
+    if limit is not None and bound == limit:
+        assert source == "host"  # a tie keeps the earlier one
+
+
+@given(limit=_BYTES_OR_NONE, used=_BYTES_OR_NONE, host=_BYTES_OR_NONE)
+def test_headroom_never_exceeds_the_limit_nor_the_host_s_available(
+    limit: int | None, used: int | None, host: int | None
+) -> None:
+    from resguard.snapshot._limits import headroom
+
+    available, percent = headroom(limit, used, host)
+    if limit is None or used is None:
+        assert (available, percent) == (None, None)
+        return
+    assert available is not None
+    assert percent is not None
+    assert 0 <= available <= max(limit - used, 0)
+    assert host is None or available <= host
+    assert percent == (100.0 * used / limit if limit else 100.0)
+
+
+@given(total=_BYTES_OR_NONE, cgroup=_BYTES_OR_NONE, found=_RLIMITS)
+def test_limit_without_an_rlimit_is_the_least_of_the_rest(
+    total: int | None, cgroup: int | None, found: tuple[tuple[str, int], ...]
+) -> None:
+    from resguard.snapshot._limits import limit_without
+
+    rest = [value for value in (total, cgroup) if value is not None]
+    rest += [soft for name, soft in found if name != "RLIMIT_AS"]
+    assert limit_without((total, cgroup), found, "RLIMIT_AS") == (min(rest) if rest else None)
+
+
+@given(
+    count=st.integers(1, 512),
+    affinity=st.one_of(st.none(), st.integers(-1, 600)),
+    quota=st.one_of(st.none(), st.floats(0.01, 600)),
+)
+def test_cpu_bound_is_the_least_of_count_affinity_and_quota(
+    count: int, affinity: int | None, quota: float | None
+) -> None:
+    from resguard.snapshot._limits import cpu_bound
+
+    effective, source = cpu_bound(count, affinity, quota)
+    bounds = {"host": float(count)}
+    if affinity is not None and affinity > 0:
+        bounds["affinity"] = float(affinity)
+    if quota is not None:
+        bounds["cgroup"] = quota
+    assert effective == min(bounds.values())
+    assert bounds[source] == effective

@@ -25,9 +25,14 @@ __all__ = [
     "LIMITS_MAX_AGE_S",
     "Limits",
     "MemoryReader",
+    "cpu_bound",
+    "headroom",
     "invalidate_limits",
+    "limit_without",
     "limits_generation",
+    "memory_faults",
     "rlimits",
+    "tightest",
 ]
 
 LIMITS_MAX_AGE_S = 1.0
@@ -149,18 +154,12 @@ class MemoryReader:
         return self._limits
 
     def _cpu_bound(self, quota: float | None) -> tuple[float, str]:
-        """The CPUs this process may use and what bounds them: the host, the affinity mask
-        or the cgroup quota, whichever is smallest."""
-        effective, source = float(self._cpu_count), "host"
+        """The CPUs this process may use and what bounds them (see :func:`cpu_bound`)."""
         try:
-            affinity = len(os.sched_getaffinity(0))
+            affinity: int | None = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):
-            affinity = self._cpu_count
-        if 0 < affinity < effective:
-            effective, source = float(affinity), "affinity"
-        if quota is not None and quota < effective:
-            effective, source = quota, "cgroup"
-        return effective, source
+            affinity = None
+        return cpu_bound(self._cpu_count, affinity, quota)
 
     def memory(
         self,
@@ -175,44 +174,33 @@ class MemoryReader:
         :class:`MemoryInfo`); *text* is ``/proc/meminfo`` and *meminfo* its parse."""
         total = meminfo.get("MemTotal") or None  # a total of 0 is damage, not a machine
         host_available = meminfo.get("MemAvailable", meminfo.get("MemFree"))
-        meminfo_damage = (
+        host_damage = (
             self._files.damage(self._meminfo_path, text)
             if total is None or host_available is None
             else None
         )
-        limit: int | None = total
         used: int | None = None
-        source, detail = ("host", self._meminfo_path) if total is not None else ("unknown", "")
-        used_damage: Damage | None = meminfo_damage
-        if total is not None and host_available is not None:
-            used = max(total - host_available, 0)
-        gone = self._cgroup_dir is not None and (location is None or limits.cgroup_gone)
-        if gone:
+        used_damage: Damage | None = None
+        if self._cgroup_dir is not None and (location is None or limits.cgroup_gone):
             # the cgroup asked about is gone: the host's numbers would answer another question
-            limit = used = None
-            source, detail = "unknown", ""
-        elif (
-            limits.memory is not None
-            and location is not None
-            and (limit is None or limits.memory[0] < limit)
-        ):
-            bound_limit, directory, name = limits.memory
-            limit, source, detail = bound_limit, "cgroup", f"{directory}/{name}"
-            used, used_damage = self._cgroup_used(directory, location.version, faults)
-        for name, soft in () if gone else limits.rlimits:
-            if limit is None or soft < limit:
-                limit, source, detail = soft, "rlimit", name
-                used, used_damage = self._rlimit_used(name, process)
-        available: int | None = None
-        percent: float | None = None
-        if limit is not None and used is not None:
-            headroom = limit - used
-            if host_available is not None:
-                headroom = min(headroom, host_available)
-            available = max(headroom, 0)
-            percent = 100.0 * used / limit if limit else 100.0
-        _memory_faults(faults, total, limit, used, meminfo_damage, used_damage)
-        return MemoryInfo(
+            limit, source, detail = None, "unknown", ""
+        else:
+            limit, source, detail = (
+                (total, "host", self._meminfo_path) if total is not None else (None, "unknown", "")
+            )
+            bound = limits.memory if location is not None else None
+            if bound is not None and (limit is None or bound[0] < limit):
+                limit, source, detail = bound[0], "cgroup", f"{bound[1]}/{bound[2]}"
+            limit, source, detail = tightest(limit, source, detail, limits.rlimits)
+            # only the binding limit's "used" is read: a looser one's faults are no damage
+            if source == "host" and total is not None and host_available is not None:
+                used = max(total - host_available, 0)
+            elif source == "cgroup" and bound is not None and location is not None:
+                used, used_damage = self._cgroup_used(bound[1], location.version, faults)
+            elif source == "rlimit":
+                used, used_damage = self._rlimit_used(detail, process)
+        available, percent = headroom(limit, used, host_available)
+        memory = MemoryInfo(
             total=total,
             limit=limit,
             used=used,
@@ -222,6 +210,8 @@ class MemoryReader:
             source_detail=detail,
             cgroup=location.relative if location else None,
         )
+        faults.extend(memory_faults(memory, host_damage, used_damage))
+        return memory
 
     def _rlimit_used(self, name: str, process: ProcessSelf) -> tuple[int | None, Damage | None]:
         """What an rlimit counts: the address space (``RLIMIT_AS``) or the data segment."""
@@ -279,16 +269,14 @@ class MemoryReader:
         """The effective limit as if the soft *rlimit* were not set (``None``: unknown),
         from the *memory* just sampled and the limits read for it."""
         limits = self._limits
-        bounds = [memory.total] if memory.total is not None else []
-        if limits is not None:
-            if limits.memory is not None and location is not None and not limits.cgroup_gone:
-                bounds.append(limits.memory[0])
-            bounds.extend(soft for name, soft in limits.rlimits if name != rlimit)
         if self._cgroup_dir is not None and (
             location is None or (limits is not None and limits.cgroup_gone)
         ):
             return None  # the cgroup asked about is gone: no limit is known
-        return min(bounds) if bounds else None
+        if limits is None:
+            return memory.total
+        bound = limits.memory[0] if limits.memory is not None and location is not None else None
+        return limit_without((memory.total, bound), limits.rlimits, rlimit)
 
 
 def rlimits() -> tuple[tuple[str, int], ...]:
@@ -310,19 +298,74 @@ def rlimits() -> tuple[tuple[str, int], ...]:
     return tuple(found)
 
 
-def _memory_faults(
-    faults: list[Fault],
-    total: int | None,
-    limit: int | None,
-    used: int | None,
-    meminfo_damage: Damage | None,
-    used_damage: Damage | None,
-) -> None:
-    """The faults of a memory reading: what the damaged files left unknown."""
-    if total is None and meminfo_damage is not None:
-        path, kind, why = meminfo_damage
-        faults.append(Fault("memory" if limit is None else "memory.total", path, kind, why))
-    if limit is not None and used is None and used_damage is not None:
+def cpu_bound(count: int, affinity: int | None, quota: float | None) -> tuple[float, str]:
+    """(CPUs this process may use, what bounds them): the host's *count*, the *affinity*
+    mask's size or the cgroup *quota* in CPUs, whichever is smallest (``None``: not known
+    or not set)."""
+    effective, source = float(count), "host"
+    if affinity is not None and 0 < affinity < effective:
+        effective, source = float(affinity), "affinity"
+    if quota is not None and quota < effective:
+        effective, source = quota, "cgroup"
+    return effective, source
+
+
+def tightest(
+    limit_bytes: int | None, source: str, detail: str, found: tuple[tuple[str, int], ...]
+) -> tuple[int | None, str, str]:
+    """(limit, source, detail) of the tightest of *limit_bytes* (from *source*, *detail*;
+    ``None``: unknown) and the soft rlimits *found* (see :func:`rlimits`)."""
+    for name, soft in found:
+        if limit_bytes is None or soft < limit_bytes:
+            limit_bytes, source, detail = soft, "rlimit", name
+    return limit_bytes, source, detail
+
+
+def headroom(
+    limit_bytes: int | None, used_bytes: int | None, host_available_bytes: int | None
+) -> tuple[int | None, float | None]:
+    """(available bytes, percent used) under *limit_bytes*: the limit minus what is used,
+    at most what the host has available (a limit above the free memory does not free
+    any); both ``None`` when the limit or the use is unknown."""
+    if limit_bytes is None or used_bytes is None:
+        return None, None
+    available = limit_bytes - used_bytes
+    if host_available_bytes is not None:
+        available = min(available, host_available_bytes)
+    return max(available, 0), 100.0 * used_bytes / limit_bytes if limit_bytes else 100.0
+
+
+def limit_without(
+    bounds: tuple[int | None, ...], found: tuple[tuple[str, int], ...], rlimit: str
+) -> int | None:
+    """The least of *bounds* (``None`` ones unknown) and the rlimits *found* other than
+    *rlimit*: the limit as if *rlimit* were not set (``None``: unknown)."""
+    known = [bound for bound in bounds if bound is not None]
+    known.extend(soft for name, soft in found if name != rlimit)
+    return min(known) if known else None
+
+
+def memory_faults(
+    memory: MemoryInfo, host_damage: Damage | None, used_damage: Damage | None
+) -> list[Fault]:
+    """The faults of a *memory* reading: *host_damage* is why the host's total or
+    available is unknown, *used_damage* why the binding limit's "used" is (read only for
+    the limit that binds, so a looser limit's damage never shows)."""
+    faults: list[Fault] = []
+    if host_damage is not None:
+        path, kind, why = host_damage
+        if memory.total is None:
+            faults.append(
+                Fault("memory" if memory.limit is None else "memory.total", path, kind, why)
+            )
+        elif memory.limit is not None:
+            # the host's available is unknown: what is known came from the binding limit
+            for name in ("used", "available", "percent"):
+                known = getattr(memory, name) is not None
+                fallback = memory.source_detail if known else None
+                faults.append(Fault(f"memory.{name}", path, kind, why, fallback=fallback))
+    if memory.limit is not None and memory.used is None and used_damage is not None:
         path, kind, why = used_damage
-        for field in ("memory.used", "memory.available", "memory.percent"):
-            faults.append(Fault(field, path, kind, why))
+        for name in ("memory.used", "memory.available", "memory.percent"):
+            faults.append(Fault(name, path, kind, why))
+    return faults

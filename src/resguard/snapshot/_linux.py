@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from resguard._modules import forks
 from resguard._probes import cgroup as _cgroup
@@ -19,6 +19,7 @@ from resguard._probes.psi import parse_pressure
 from resguard._probes.reporting import log_faults
 from resguard.snapshot._cpu import CpuCounters
 from resguard.snapshot._limits import Damage, Limits, MemoryReader
+from resguard.snapshot._slow import SlowValues
 from resguard.snapshot._values import (
     CpuInfo,
     Fault,
@@ -56,7 +57,6 @@ class LinuxSampler:
         self._clock = clock
         self._wall_clock = wall_clock
         self._roots = roots
-        self._slow_max_age_s = slow_files_max_age_s
         self._cgroup_dir: str | None = cgroup
         self._files = FileCache()
         self._lock = threading.Lock()
@@ -83,8 +83,7 @@ class LinuxSampler:
         self._uptime_path = self._proc("uptime")
         self._self_stat_path = self._proc("self", "stat")
         self._self_statm_path = self._proc("self", "statm")
-        # slowly changing files: (read at, value, damage when the value is None)
-        self._parsed: dict[str, tuple[float, Any, Damage | None]] = {}
+        self._slow = SlowValues(slow_files_max_age_s)  # PSI, load averages
 
     def _proc(self, *parts: str) -> str:
         return os.path.join(self._roots.proc, *parts)
@@ -278,14 +277,14 @@ class LinuxSampler:
         """Read and parse a slowly changing file (PSI, load averages), at most once per
         *slow_files_max_age_s*; the kernel recomputes their averages every 2 to 5 s.
         Returns the value and, when it is ``None``, why."""
-        previous = self._parsed.get(path)
-        if previous is not None and now_s - previous[0] < self._slow_max_age_s:
-            return previous[1], previous[2]
+        return self._slow.get(path, now_s, lambda: self._read_parsed(path, parse))
+
+    def _read_parsed(
+        self, path: str, parse: Callable[[str], _T | None]
+    ) -> tuple[_T | None, Damage | None]:
         text = self._files.read(path)
         value = parse(text) if text is not None else None
-        damage = self._files.damage(path, text) if value is None else None
-        self._parsed[path] = (now_s, value, damage)
-        return value, damage
+        return value, self._files.damage(path, text) if value is None else None
 
     def _process(
         self, now_s: float, faults: list[Fault], *, uss: bool, children: bool

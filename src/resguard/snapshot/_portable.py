@@ -13,17 +13,25 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
-
-import attrs
 
 from resguard._modules import forks
 from resguard._probes import macos
 from resguard._probes.files import FaultKind
 from resguard._probes.reporting import log_faults
 from resguard.snapshot._cpu import CpuCounters
-from resguard.snapshot._limits import limits_generation, rlimits
+from resguard.snapshot._limits import (
+    Damage,
+    cpu_bound,
+    headroom,
+    limit_without,
+    limits_generation,
+    memory_faults,
+    rlimits,
+    tightest,
+)
+from resguard.snapshot._slow import SlowValues
 from resguard.snapshot._values import (
     CpuInfo,
     Fault,
@@ -40,26 +48,34 @@ if TYPE_CHECKING:
 __all__ = ["PsutilSampler"]
 
 _T = TypeVar("_T")
+_Used = tuple[int | None, Damage | None]  # bytes an rlimit counts, or why unknown
 
 VIRTUAL_MEMORY = "psutil.virtual_memory()"
+_MEMORY_INFO = "psutil.Process().memory_info()"
+_AFFINITY = "psutil.Process().cpu_affinity()"
 _LEVEL_SOURCE = f"sysctl {macos.PRESSURE_LEVEL}"
 _COMPRESSED_SOURCE = f"sysctl {macos.COMPRESSOR_BYTES}"
 
 
 class _Limits:
-    """What changes rarely: the rlimits and the CPUs this process may use."""
+    """What changes rarely: the rlimits and the CPUs this process may use, with the
+    faults of reading them (added to every sample until they are read again, as the
+    linux backend's ``Limits.faults`` are: a fault that came and went with the re-reads
+    would log a false recovery each time)."""
 
-    __slots__ = ("cpu_effective", "cpu_source", "expire_s", "generation", "rlimits")
+    __slots__ = ("cpu_effective", "cpu_source", "expire_s", "faults", "generation", "rlimits")
 
     def __init__(
         self,
         found: tuple[tuple[str, int], ...],
         cpu: tuple[float, str],
+        faults: tuple[Fault, ...],
         expire_s: float,
         generation: int,
     ) -> None:
         self.rlimits = found
         self.cpu_effective, self.cpu_source = cpu
+        self.faults = faults
         self.expire_s = expire_s
         self.generation = generation
 
@@ -85,7 +101,6 @@ class PsutilSampler:
         self._clock = clock
         self._wall_clock = wall_clock
         self._limits_max_age_s = limits_max_age_s
-        self._slow_max_age_s = slow_files_max_age_s
         self._darwin = platform == "darwin"
         self._windows = platform.startswith("win")
         self._sysctl = sysctl if sysctl is not None else macos.libc_sysctl
@@ -95,7 +110,7 @@ class PsutilSampler:
         self._counters = CpuCounters(ticks_per_s=1.0)
         self._cpu_count = self._count()
         self._limits: _Limits | None = None
-        self._slow: dict[str, tuple[float, Any, list[Fault]]] = {}
+        self._slow = SlowValues(slow_files_max_age_s)  # load averages, swap, pressure level
         self._failing: frozenset[str] = frozenset()
         forks.register(self)
 
@@ -122,22 +137,28 @@ class PsutilSampler:
 
     def sample(self, *, uss: bool = False, children: bool = True) -> Snapshot:
         """Take a snapshot (see :meth:`resguard.snapshot.Sampler.sample`)."""
+        faults: list[Fault] = []
         with self._lock:
-            faults: list[Fault] = []
             if self._pid != os.getpid():
                 self._setup()
             if self._process is None:
                 self._process = self._own_process(faults)
+            own = self._process
+        # psutil walks every process for the descendants (a millisecond and more): not
+        # under the lock, which every thread sharing the default sampler waits on
+        children_rss = _children_rss(own, faults) if children and own is not None else None
+        with self._lock:
             now_s = self._clock()
-            limits = self._current_limits(now_s, faults)
-            process = self._process_self(now_s, faults, uss=uss, children=children)
-            memory = self._memory(limits, process, faults)
-            swap, swap_faults = self._slow_value("swap", self._swap, now_s)
+            limits = self._current_limits(now_s)
+            process, data = self._process_self(now_s, faults, uss=uss, children_rss=children_rss)
+            memory = self._memory(limits, process, data, faults)
+            swap, swap_faults = self._slow.get("swap", now_s, lambda: _collecting(self._swap))
             faults.extend(swap_faults)
             cpu = self._cpu(limits, now_s, faults)
             pressure = PressureInfo(
                 memory=None, cpu=None, io=None, source=None, memory_level=self._level(now_s, faults)
             )
+            faults.extend(limits.faults)
             if faults or self._failing:
                 self._failing = log_faults(faults, self._failing, now_s)
             return Snapshot(
@@ -156,53 +177,37 @@ class PsutilSampler:
         the other rlimit."""
         with self._lock:
             limits = self._limits
-            bounds = [memory.total] if memory.total is not None else []
-            if limits is not None:
-                bounds.extend(soft for name, soft in limits.rlimits if name != rlimit)
-            return min(bounds) if bounds else None
+            return limit_without((memory.total,), limits.rlimits if limits else (), rlimit)
 
     # ------------------------------------------------------------------ the calls ---
 
-    def _slow_value(
-        self, key: str, read: Callable[[list[Fault]], _T], now_s: float
-    ) -> tuple[_T, list[Fault]]:
-        """A value that changes slowly or is recomputed every few seconds (load averages,
-        the pressure level, swap), read at most once per *slow_files_max_age_s*, with its
-        faults."""
-        previous = self._slow.get(key)
-        if previous is not None and now_s - previous[0] < self._slow_max_age_s:
-            return previous[1], previous[2]
-        faults: list[Fault] = []
-        value = read(faults)
-        self._slow[key] = (now_s, value, faults)
-        return value, faults
-
-    def _current_limits(self, now_s: float, faults: list[Fault]) -> _Limits:
+    def _current_limits(self, now_s: float) -> _Limits:
         """The rlimits and the CPU bound, re-read at most once per *limits_max_age_s* or
         after :func:`~resguard.snapshot.invalidate_limits`."""
         generation = limits_generation()
         limits = self._limits
         if limits is not None and now_s < limits.expire_s and generation == limits.generation:
             return limits
-        limits = _Limits(
-            rlimits(), self._cpu_bound(faults), now_s + self._limits_max_age_s, generation
-        )
+        faults: list[Fault] = []
+        cpu = cpu_bound(self._cpu_count, self._affinity(faults), None)
+        limits = _Limits(rlimits(), cpu, tuple(faults), now_s + self._limits_max_age_s, generation)
         self._limits = limits
         return limits
 
-    def _cpu_bound(self, faults: list[Fault]) -> tuple[float, str]:
-        """The CPUs this process may use: the host's, or its affinity mask where psutil
-        has one (Linux, Windows, FreeBSD) and it is smaller."""
-        count = self._cpu_count
+    def _affinity(self, faults: list[Fault]) -> int | None:
+        """How many CPUs this process's affinity mask allows, where psutil has one (Linux,
+        Windows, FreeBSD); ``None`` elsewhere or when it cannot be read (a fault then: the
+        bound is the host's count)."""
         process = self._process
         if process is None or not hasattr(process, "cpu_affinity"):
-            return float(count), "host"
-        affinity = _guarded(
-            "psutil.Process().cpu_affinity()", process.cpu_affinity, faults, "cpu.effective"
-        )
-        if isinstance(affinity, list) and 0 < len(affinity) < count:
-            return float(len(affinity)), "affinity"
-        return float(count), "host"
+            return None
+        attempt: list[Fault] = []
+        affinity = _guarded(_AFFINITY, process.cpu_affinity, attempt, "cpu.effective")
+        if affinity is not None and not isinstance(affinity, list):
+            _garbage(attempt, _AFFINITY, affinity, "cpu.effective")
+            affinity = None
+        faults.extend(_with_fallback(attempt, "the host's CPU count"))
+        return len(affinity) if affinity is not None else None
 
     def _count(self) -> int:
         try:
@@ -213,29 +218,33 @@ class PsutilSampler:
 
     # -------------------------------------------------------------------- memory ---
 
-    def _memory(self, limits: _Limits, process: ProcessSelf, faults: list[Fault]) -> MemoryInfo:
+    def _memory(
+        self, limits: _Limits, process: ProcessSelf, data: _Used, faults: list[Fault]
+    ) -> MemoryInfo:
         """Host memory from ``virtual_memory()``, against the tightest of the host's total
-        and the soft rlimits (see :class:`MemoryInfo`)."""
-        host_faults: list[Fault] = []
-        vm = _guarded(VIRTUAL_MEMORY, self._psutil.virtual_memory, host_faults, "memory")
-        total, host_available = _checked_memory(vm, host_faults) if vm is not None else (None, None)
+        and the soft rlimits (see :class:`MemoryInfo`); *data* is this process's data
+        segment (or why it is unknown), from the ``memory_info()`` read in ``oneshot()``."""
+        vm, host_damage = _attempt(VIRTUAL_MEMORY, self._psutil.virtual_memory)
+        total = host_available = None
+        if vm is not None:
+            total, host_available, host_damage = _checked_memory(vm)
+        limit, source, detail = tightest(
+            total,
+            *(("host", VIRTUAL_MEMORY) if total is not None else ("unknown", "")),
+            limits.rlimits,
+        )
+        # only the binding limit's "used" is read: a looser one's faults are no damage
         used: int | None = None
-        if total is not None and host_available is not None:
+        used_damage: Damage | None = None
+        if source == "host" and total is not None and host_available is not None:
             used = self._used(vm, total, host_available, faults)
-        limit: int | None = total
-        source, detail = ("host", VIRTUAL_MEMORY) if total is not None else ("unknown", "")
-        for name, soft in limits.rlimits:
-            if limit is None or soft < limit:
-                limit, source, detail = soft, "rlimit", name
-                used = self._rlimit_used(name, process, faults)
-        available: int | None = None
-        percent: float | None = None
-        if limit is not None and used is not None:
-            headroom = limit - used
-            if host_available is not None:
-                headroom = min(headroom, host_available)
-            available = max(headroom, 0)
-            percent = 100.0 * used / limit if limit else 100.0
+        elif source == "rlimit" and detail == "RLIMIT_AS":
+            used = process.vms
+            if used is None:
+                used_damage = (_MEMORY_INFO, "missing", "no virtual size")
+        elif source == "rlimit":
+            used, used_damage = data
+        available, percent = headroom(limit, used, host_available)
         memory = MemoryInfo(
             total=total,
             limit=limit,
@@ -246,7 +255,7 @@ class PsutilSampler:
             source_detail=detail,
             cgroup=None,
         )
-        faults.extend(_narrowed(host_faults, memory))
+        faults.extend(memory_faults(memory, host_damage, used_damage))
         return memory
 
     def _used(self, vm: Any, total: int, available: int, faults: list[Fault]) -> int:
@@ -273,29 +282,6 @@ class PsutilSampler:
             )
             compressed = 0
         return min(wired + active + compressed, total)
-
-    def _rlimit_used(self, name: str, process: ProcessSelf, faults: list[Fault]) -> int | None:
-        """What an rlimit counts: the address space (``RLIMIT_AS``) or the data segment
-        (where psutil gives one: Linux and the BSDs)."""
-        if name == "RLIMIT_AS":
-            if process.vms is None:
-                _unknown_used(faults, "psutil.Process().memory_info()", "no virtual size")
-            return process.vms
-        info = _guarded(
-            "psutil.Process().memory_info()",
-            self._process.memory_info if self._process is not None else _no_process,
-            faults,
-            "memory.used",
-            "memory.available",
-            "memory.percent",
-        )
-        data = getattr(info, "data", None) if info is not None else None
-        if info is not None and not isinstance(data, int):
-            _unknown_used(
-                faults, "psutil.Process().memory_info()", "no data segment size on this platform"
-            )
-            return None
-        return data
 
     def _swap(self, faults: list[Fault]) -> SwapInfo:
         """The host's swap, read at most every *slow_files_max_age_s*: psutil reads two
@@ -326,7 +312,7 @@ class PsutilSampler:
                 )
             else:
                 percent = self._counters.host_percent(busy_total)
-        loads, load_faults = self._slow_value("load", self._loads, now_s)
+        loads, load_faults = self._slow.get("load", now_s, lambda: _collecting(self._loads))
         faults.extend(load_faults)
         load_1m, load_5m, load_15m = loads if loads is not None else (None, None, None)
         return CpuInfo(
@@ -365,7 +351,7 @@ class PsutilSampler:
         """macOS's memory-pressure level (``None`` elsewhere)."""
         if not self._darwin:
             return None
-        level, level_faults = self._slow_value("level", self._read_level, now_s)
+        level, level_faults = self._slow.get("level", now_s, lambda: _collecting(self._read_level))
         faults.extend(level_faults)
         return level
 
@@ -380,11 +366,13 @@ class PsutilSampler:
     # ------------------------------------------------------------- this process ---
 
     def _process_self(
-        self, now_s: float, faults: list[Fault], *, uss: bool, children: bool
-    ) -> ProcessSelf:
+        self, now_s: float, faults: list[Fault], *, uss: bool, children_rss: int | None
+    ) -> tuple[ProcessSelf, _Used]:
+        """This process's numbers, and its data segment (what ``RLIMIT_DATA`` counts) or
+        why it is unknown, from the same ``memory_info()``."""
         process = self._process
         if process is None:
-            return ProcessSelf(
+            empty = ProcessSelf(
                 pid=os.getpid(),
                 rss=None,
                 vms=None,
@@ -393,6 +381,7 @@ class PsutilSampler:
                 num_threads=None,
                 children_rss=None,
             )
+            return empty, (None, ("psutil.Process()", "unreadable", "no handle on this process"))
         info, times, threads = _own_numbers(process, faults)
         cpu_percent = None
         cpu_s = _cpu_seconds(times, faults) if times is not None else None
@@ -402,15 +391,16 @@ class PsutilSampler:
         if threads is not None and (not isinstance(threads, int) or threads <= 0):
             _garbage(faults, "psutil.Process().num_threads()", threads, "process.num_threads")
             threads = None
-        return ProcessSelf(
+        own = ProcessSelf(
             pid=self._pid,
             rss=_own_bytes(info, "rss", faults),
             vms=_own_bytes(info, "vms", faults),
             uss=_uss(process, faults) if uss else None,
             cpu_percent=cpu_percent,
             num_threads=threads,
-            children_rss=_children_rss(process, faults) if children else None,
+            children_rss=children_rss,
         )
+        return own, _data_segment(info, faults)
 
     def _start(self, process: Any) -> tuple[float, float] | None:
         """(0 s of CPU, the clock's time when this process started), so the first sample
@@ -422,25 +412,42 @@ class PsutilSampler:
         return (0.0, self._clock() - age_s) if age_s > 0 else None
 
 
-def _guarded(source: str, call: Callable[[], _T], faults: list[Fault], *fields: str) -> _T | None:
-    """``call()``, or ``None`` and a fault on each of *fields* when it raises."""
+def _attempt(source: str, call: Callable[[], _T]) -> tuple[_T | None, Damage | None]:
+    """``(call(), None)``, or ``(None, why)`` when it raises."""
     try:
-        return call()
+        return call(), None
     except Exception as error:  # psutil.Error, OSError, or anything odd: never raise
         kind: FaultKind = "vanished" if _is_gone(error) else "unreadable"
         detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        return None, (source, kind, detail)
+
+
+def _guarded(source: str, call: Callable[[], _T], faults: list[Fault], *fields: str) -> _T | None:
+    """``call()``, or ``None`` and a fault on each of *fields* when it raises."""
+    value, damage = _attempt(source, call)
+    if damage is not None:
+        _, kind, detail = damage
         faults.extend(Fault(field, source, kind, detail) for field in fields)
-        return None
+    return value
+
+
+def _collecting(read: Callable[[list[Fault]], _T]) -> tuple[_T, list[Fault]]:
+    """``read(faults)`` and the faults it found (a slow value keeps both)."""
+    faults: list[Fault] = []
+    return read(faults), faults
+
+
+def _with_fallback(faults: list[Fault], fallback: str) -> list[Fault]:
+    return [
+        Fault(fault.field, fault.source, fault.kind, fault.detail, fallback=fallback)
+        for fault in faults
+    ]
 
 
 def _is_gone(error: BaseException) -> bool:
     psutil = sys.modules.get("psutil")
     gone = getattr(psutil, "NoSuchProcess", ProcessLookupError)
     return isinstance(error, (gone, ProcessLookupError))
-
-
-def _no_process() -> Any:
-    raise LookupError("no psutil handle on this process")
 
 
 def _byte_count(value: Any, name: str) -> int | None:
@@ -451,37 +458,30 @@ def _byte_count(value: Any, name: str) -> int | None:
     return number
 
 
-def _checked_memory(vm: Any, faults: list[Fault]) -> tuple[int | None, int | None]:
-    """(total, available) of a ``virtual_memory()`` result, or a fault for nonsense."""
+def _checked_memory(vm: Any) -> tuple[int | None, int | None, Damage | None]:
+    """(total, available, why one is unknown) of a ``virtual_memory()`` result."""
     total, available = _byte_count(vm, "total"), _byte_count(vm, "available")
     if total is None or total == 0:
         detail = f"total={getattr(vm, 'total', None)!r} is no machine's memory"
-        faults.append(Fault("memory", VIRTUAL_MEMORY, "garbage", detail))
-        return None, None
+        return None, None, (VIRTUAL_MEMORY, "garbage", detail)
     if available is None or available > total:
         detail = f"available={getattr(vm, 'available', None)!r} of total={total}"
-        for field in ("memory.used", "memory.available", "memory.percent"):
-            faults.append(Fault(field, VIRTUAL_MEMORY, "garbage", detail))
-        return total, None
-    return total, available
+        return total, None, (VIRTUAL_MEMORY, "garbage", detail)
+    return total, available, None
 
 
-def _narrowed(host_faults: list[Fault], memory: MemoryInfo) -> Iterator[Fault]:
-    """The host reading's faults as they stand once an rlimit answered: a field the
-    rlimit filled in keeps its value (the fault names the rlimit as fallback), and a
-    failed reading leaves only the total unknown."""
-    for fault in host_faults:
-        field = fault.field
-        if field == "memory" and memory.limit is not None:
-            field = "memory.total"
-        known = field != "memory" and getattr(memory, field.split(".")[1]) is not None
-        fallback = memory.source_detail if known else None
-        yield attrs.evolve(fault, field=field, fallback=fallback)
-
-
-def _unknown_used(faults: list[Fault], source: str, detail: str) -> None:
-    for field in ("memory.used", "memory.available", "memory.percent"):
-        faults.append(Fault(field, source, "missing", detail))
+def _data_segment(info: Any, faults: list[Fault]) -> _Used:
+    """The data segment in a ``memory_info()`` answer (Linux and the BSDs have one), or
+    why it is unknown."""
+    if info is None:
+        failed = next((fault for fault in faults if fault.source == _MEMORY_INFO), None)
+        if failed is None:
+            return None, (_MEMORY_INFO, "unreadable", "memory_info() was not read")
+        return None, (_MEMORY_INFO, failed.kind, failed.detail)
+    data = getattr(info, "data", None)
+    if isinstance(data, bool) or not isinstance(data, int) or data < 0:
+        return None, (_MEMORY_INFO, "missing", "no data segment size on this platform")
+    return data, None
 
 
 def _busy_total(times: Any) -> tuple[float, float] | None:
