@@ -471,3 +471,22 @@ def test_cpu_bound_is_the_least_of_count_affinity_and_quota(
         bounds["cgroup"] = quota
     assert effective == min(bounds.values())
     assert bounds[source] == effective
+
+
+def test_a_sampler_of_a_cgroup_off_linux_is_refused_saying_cgroups_are_not_available(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On macOS a Sampler(cgroup=...) was accepted (and became a linux sampler of files
+    that are not there); a re-rooted tree still works everywhere."""
+    tree = KernelTree(tmp_path)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with pytest.raises(
+        resguard.InvalidValue,
+        match=r"cgroup='/sys/fs/cgroup': cgroups are not available on this platform \(darwin\)",
+    ):
+        Sampler(cgroup="/sys/fs/cgroup")
+    with pytest.raises(resguard.InvalidValue, match="cgroups are not available"):
+        resguard.Monitor(cgroup="/sys/fs/cgroup")
+    with pytest.raises(resguard.InvalidType, match="is not a path"):
+        Sampler(cgroup=3)  # type: ignore[arg-type]  # the type is checked first
+    assert Sampler(tree.roots, cgroup=tree.path("memory.max").rsplit("/", 1)[0]).backend == "linux"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -145,7 +144,8 @@ def check_sampler(sampler: object, cgroup: object) -> Sampler:
 
 def _sampler_for(cgroup: object) -> Sampler:
     """A Sampler for *cgroup* (``None``: this process's own), failing now if it is not
-    a cgroup directory, not on the first sample."""
+    a cgroup directory, not on the first sample. The Sampler refuses a cgroup off Linux
+    and a path that is no directory."""
     if cgroup is None:
         return Sampler()
     if not isinstance(cgroup, (str, os.PathLike)):
@@ -153,25 +153,15 @@ def _sampler_for(cgroup: object) -> Sampler:
             f"cgroup={shown(cgroup)} is not a path; expected a cgroup "
             "directory such as '/sys/fs/cgroup/system.slice/web.service'"
         )
-    if not sys.platform.startswith("linux"):
-        raise InvalidValue(
-            f"cgroup={shown(cgroup)}: cgroups are not available on this platform "
-            f"({sys.platform}); leave cgroup= out to judge this machine's memory"
-        )
-    path = os.fspath(cgroup)
-    if not isinstance(path, str) or not os.path.isdir(path):
-        raise InvalidValue(
-            f"cgroup={shown(cgroup)} is not a cgroup directory (it does not exist "
-            "or is not a directory)"
-        )
-    if not os.path.exists(os.path.join(path, "cgroup.procs")):  # every cgroup, v1 or v2
-        raise InvalidValue(
-            f"cgroup={shown(cgroup)} is a directory but not a cgroup (it has no "
-            "cgroup.procs); expected a directory under /sys/fs/cgroup"
-        )
     try:
-        return Sampler(cgroup=path)
+        sampler = Sampler(cgroup=cgroup)
     except ResguardError:
         raise
     except (OSError, ValueError) as error:
         raise InvalidValue(f"cgroup={shown(cgroup)} is not a cgroup directory: {error}") from error
+    if not os.path.exists(os.path.join(os.fspath(cgroup), "cgroup.procs")):  # v1 or v2
+        raise InvalidValue(
+            f"cgroup={shown(cgroup)} is a directory but not a cgroup (it has no "
+            "cgroup.procs); expected a directory under /sys/fs/cgroup"
+        )
+    return sampler

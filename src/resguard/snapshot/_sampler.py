@@ -4,6 +4,7 @@ files, ``_linux``) and ``psutil`` (portable, ``_portable``), chosen once per sam
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
@@ -144,7 +145,9 @@ class Sampler:
 
 def _checked_cgroup(cgroup: object, roots: Roots) -> str | None:
     """The cgroup directory given to :class:`Sampler` as a ``str`` (``None``: this
-    process's own); a cgroup that is not one fails now, not on a sample."""
+    process's own); a cgroup that is not one fails now, not on a sample, and so does any
+    off Linux (where there are none) unless *roots* re-root the kernel's files (a
+    :class:`~resguard.testing.KernelTree` works everywhere)."""
     if cgroup is None:
         return None
     if not isinstance(cgroup, (str, os.PathLike)):
@@ -155,6 +158,11 @@ def _checked_cgroup(cgroup: object, roots: Roots) -> str | None:
     path = os.fspath(cgroup)
     if not isinstance(path, str):
         raise InvalidType(f"cgroup={shown(cgroup)} is not a text path; expected a str")
+    if not sys.platform.startswith("linux") and roots == DEFAULT_ROOTS:
+        raise InvalidValue(
+            f"cgroup={shown(cgroup)}: cgroups are not available on this platform "
+            f"({sys.platform}); leave cgroup= out to judge this machine's memory"
+        )
     _cgroup.location_of(path, roots)  # InvalidValue
     return path
 
