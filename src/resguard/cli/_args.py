@@ -46,10 +46,10 @@ def error_line(text: str) -> None:
 
 
 def choose_backend(name: str | None) -> None:
-    """Make *name* (``--backend``) the process's sensing backend before anything measures,
-    or, without it, refuse a ``RESGUARD_BACKEND`` that names no backend (the library only
-    logs it; a command would measure with another backend than the user asked for)."""
-    from resguard._errors import InvalidState
+    """Make *name* (``--backend``) the process's sensing backend from now on, and its
+    children's (through ``RESGUARD_BACKEND``); without it, refuse a ``RESGUARD_BACKEND``
+    that names no backend (the library only logs it; a command would measure with
+    another backend than the user asked for)."""
     from resguard._probes import backend
 
     if name is None:
@@ -57,12 +57,11 @@ def choose_backend(name: str | None) -> None:
         if error is not None:
             raise error
         return
-    os.environ[backend.ENV_VAR] = name  # children (and the backend's first read) see it
-    chosen = backend.default_backend()
-    if chosen != name:  # only in-process: something measured before main() ran
-        raise InvalidState(
-            f"--backend {name}: this process already measures with the {chosen} backend"
-        )
+    chosen = backend.checked_backend(name)
+    os.environ[backend.ENV_VAR] = chosen  # children see it
+    # the default samplers and tables are kept per backend: one measured before (main()
+    # called in-process) does not hold the new default back
+    backend.set_default_backend(chosen)
 
 
 def integration(module: str) -> Any:
