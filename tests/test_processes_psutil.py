@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import resguard._probes.backend
 from resguard._errors import InvalidType, InvalidValue
 from resguard.processes import ProcessTable, describe, top_processes
-from resguard.snapshot import ProcessInfo, Roots
+from resguard.snapshot import Backend, ProcessInfo, Roots
 from resguard.testing import ManualClock
 
 from support import wait_until, warnings_about
@@ -131,7 +131,7 @@ def _largest_rss_bytes() -> int:
 
 
 @pytest.mark.parametrize("backend", ["psutil", "linux"])
-def test_top_processes_by_memory_names_the_grower_first(backend: str) -> None:
+def test_top_processes_by_memory_names_the_grower_first(backend: Backend) -> None:
     """Issue 13's acceptance: a process grown 200 MiB past the largest one on the machine
     is ``top_processes(10, by="memory")[0]``."""
     from resguard.testing import use_backend
