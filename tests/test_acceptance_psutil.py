@@ -9,14 +9,15 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import attrs
 import psutil
 import pytest
 
 from resguard import Guard, Monitor, ResourceExhausted, presets
-from resguard.rules import Level
+from resguard.rules import Level, Policy
 from resguard.snapshot import Roots, Sampler
 
 MiB = 2**20
@@ -92,12 +93,30 @@ def test_a_guard_on_the_psutil_backend_admits_and_refuses_beyond_the_headroom() 
     assert guard.unknown_reason(verdict=False) is None  # every number it needs is known
 
 
-@pytest.mark.parametrize("preset", [presets.laptop, presets.service])
-def test_the_presets_evaluate_a_psutil_snapshot(preset: object) -> None:
+def _expected(percent: float, warning: float, critical: float) -> Level:
+    if percent >= critical:
+        return Level.CRITICAL
+    return Level.WARNING if percent >= warning else Level.OK
+
+
+@pytest.mark.parametrize(
+    ("preset", "warning", "critical"), [(presets.laptop, 85, 95), (presets.service, 80, 90)]
+)
+def test_the_presets_evaluate_a_psutil_snapshot(
+    preset: Callable[[], Policy], warning: float, critical: float
+) -> None:
+    """The presets judge the psutil backend's memory percentage by their thresholds (a
+    one-sample verdict: the process and trend rules have nothing to judge yet), for the
+    measured number and for the same snapshot at each threshold."""
     snap = Sampler(backend="psutil").sample()
-    verdict = preset().evaluate(snap)  # type: ignore[operator]
-    assert verdict.level in (Level.OK, Level.WARNING, Level.CRITICAL)
+    percent = snap.memory.percent
+    assert percent is not None
+    verdict = preset().evaluate(snap)
     assert verdict.known, verdict.unknown
+    assert verdict.level == _expected(percent, warning, critical), verdict
+    for at in (warning - 1, warning, critical):
+        moved = attrs.evolve(snap, memory=attrs.evolve(snap.memory, percent=float(at)))
+        assert preset().evaluate(moved).level == _expected(at, warning, critical), at
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -184,22 +184,25 @@ def test_the_level_is_read_at_most_every_slow_interval(mac_vm: None) -> None:
 
 
 def test_read_int_takes_ints_and_quads_and_nothing_else() -> None:
-    assert macos.read_int(lambda name: level(7), "x")[::2] == (7, "")
-    assert macos.read_int(lambda name: quad(2**40), "x")[::2] == (2**40, "")
-    value, kind, why = macos.read_int(lambda name: b"abc", "x")
-    assert (value, kind) == (None, "garbage")
-    assert "odd size (3)" in why
-    value, kind, why = macos.read_int(lambda name: "1", "x")  # type: ignore[arg-type,return-value]
-    assert (value, kind) == (None, "garbage")
-    assert "odd size (str)" in why
+    """A value read is the int itself (it answered kind "garbage" with it, as if damaged);
+    what cannot be read is (kind, why)."""
+    assert macos.read_int(lambda name: level(7), "x") == 7
+    assert macos.read_int(lambda name: quad(2**40), "x") == 2**40
+    assert macos.read_int(lambda name: b"abc", "x") == (
+        "garbage",
+        "a value of odd size (3); expected 4 or 8 bytes",
+    )
+    not_bytes = macos.read_int(lambda name: "1", "x")  # type: ignore[arg-type,return-value]
+    assert not_bytes == ("garbage", "a value of odd size (str); expected 4 or 8 bytes")
 
 
 def test_the_libc_reader_fails_cleanly_where_libc_has_no_sysctlbyname() -> None:
     """Linux's libc has no sysctlbyname: the real reader raises SysctlError, read_int
     answers None (on a Mac this reads the kernel; not run in CI)."""
-    value, kind, why = macos.read_int(macos.libc_sysctl, macos.PRESSURE_LEVEL)
-    assert (value, kind) == (None, "unreadable")
-    assert "sysctlbyname" in why
+    failed = macos.read_int(macos.libc_sysctl, macos.PRESSURE_LEVEL)
+    assert isinstance(failed, tuple)
+    assert failed[0] == "unreadable"
+    assert "sysctlbyname" in failed[1]
 
 
 def test_the_libc_reader_passes_name_buffer_and_size_as_sysctlbyname_wants(
@@ -217,7 +220,7 @@ def test_the_libc_reader_passes_name_buffer_and_size_as_sysctlbyname_wants(
         return 0
 
     monkeypatch.setattr(macos, "_sysctlbyname", lambda: fake)
-    assert macos.read_int(macos.libc_sysctl, macos.PRESSURE_LEVEL)[::2] == (4, "")
+    assert macos.read_int(macos.libc_sysctl, macos.PRESSURE_LEVEL) == 4
     assert calls == [(b"kern.memorystatus_vm_pressure_level", 8)]
 
     def failing(name: bytes, buffer: Any, size: Any, new: None, new_size: Any) -> int:
@@ -225,6 +228,7 @@ def test_the_libc_reader_passes_name_buffer_and_size_as_sysctlbyname_wants(
         return -1
 
     monkeypatch.setattr(macos, "_sysctlbyname", lambda: failing)
-    value, kind, why = macos.read_int(macos.libc_sysctl, macos.PRESSURE_LEVEL)
-    assert (value, kind) == (None, "unreadable")
-    assert "SysctlError" in why
+    failed = macos.read_int(macos.libc_sysctl, macos.PRESSURE_LEVEL)
+    assert isinstance(failed, tuple)
+    assert failed[0] == "unreadable"
+    assert "SysctlError" in failed[1]

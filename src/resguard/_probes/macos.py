@@ -74,15 +74,15 @@ def _sysctlbyname() -> Callable[..., int] | None:
     return function
 
 
-def read_int(sysctl: Sysctl, name: str) -> tuple[int | None, FaultKind, str]:
+def read_int(sysctl: Sysctl, name: str) -> int | tuple[FaultKind, str]:
     """The integer sysctl *name* (a 4-byte int or an 8-byte quad, little-endian as on
-    every Mac), else ``(None, kind, why)`` (``"unreadable"``: the read failed;
+    every Mac), else why not: ``(kind, detail)`` (``"unreadable"``: the read failed;
     ``"garbage"``: a value of another size); never raises."""
     try:
         raw = sysctl(name)
     except Exception as error:  # an injected or real reader failing in any way
-        return None, "unreadable", f"{type(error).__name__}: {error}"
+        return "unreadable", f"{type(error).__name__}: {error}"
     if not isinstance(raw, (bytes, bytearray)) or len(raw) not in (4, 8):
         size = len(raw) if isinstance(raw, (bytes, bytearray)) else type(raw).__name__
-        return None, "garbage", f"a value of odd size ({size}); expected 4 or 8 bytes"
-    return int.from_bytes(raw, "little", signed=False), "garbage", ""
+        return "garbage", f"a value of odd size ({size}); expected 4 or 8 bytes"
+    return int.from_bytes(raw, "little", signed=False)

@@ -275,8 +275,9 @@ class PsutilSampler:
                 )
             )
             return max(total - available, 0)
-        compressed, kind, why = macos.read_int(self._sysctl, macos.COMPRESSOR_BYTES)
-        if compressed is None:
+        compressed = macos.read_int(self._sysctl, macos.COMPRESSOR_BYTES)
+        if isinstance(compressed, tuple):
+            kind, why = compressed
             faults.append(
                 Fault("memory.used", _COMPRESSED_SOURCE, kind, why, fallback="wired + active")
             )
@@ -356,11 +357,13 @@ class PsutilSampler:
         return level
 
     def _read_level(self, faults: list[Fault]) -> int | None:
-        level, kind, why = macos.read_int(self._sysctl, macos.PRESSURE_LEVEL)
-        if level is not None and level not in macos.PRESSURE_LEVELS:
-            kind, why, level = "garbage", f"level {level} is none of 1, 2, 4", None
-        if level is None:
+        level = macos.read_int(self._sysctl, macos.PRESSURE_LEVEL)
+        if isinstance(level, int) and level not in macos.PRESSURE_LEVELS:
+            level = ("garbage", f"level {level} is none of 1, 2, 4")
+        if isinstance(level, tuple):
+            kind, why = level
             faults.append(Fault("pressure.memory_level", _LEVEL_SOURCE, kind, why))
+            return None
         return level
 
     # ------------------------------------------------------------- this process ---
