@@ -82,12 +82,6 @@ SITES_ALLOWED: dict[tuple[str, str, str], str] = {
     ): "the default sysctl reader; read_int, its only caller, turns any exception of a "
     "reader into None and a fault",
     (
-        "src/resguard/snapshot/_portable.py",
-        "_no_process",
-        "LookupError",
-    ): "stands in for a psutil call when there is no handle; _guarded, its only caller, "
-    "turns any exception into None and a fault",
-    (
         "src/resguard/ollama/_transport.py",
         "BoundedTransport.handle_request",
         "Exception",
