@@ -9,8 +9,9 @@ are bytes, times are seconds, percentages run from 0 to 100; each numeric field 
 which in its attrs metadata (:func:`metric_unit`).
 
 The package keeps one job per module: ``_values`` (the records and their units),
-``_limits`` (memory against the effective limit), ``_cpu`` (CPU percentages from time
-counters), ``_linux`` (the kernel readers), ``_portable`` (the psutil readers) and
+``_limits`` (memory against the effective limit, decided alike for both backends),
+``_cpu`` (CPU percentages from time counters), ``_slow`` (values read at most every
+half second), ``_linux`` (the kernel readers), ``_portable`` (the psutil readers) and
 ``_sampler`` (the :class:`Sampler` façade that picks one).
 """
 
