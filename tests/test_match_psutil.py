@@ -10,6 +10,7 @@ import attrs
 import psutil
 import pytest
 
+from resguard._probes.procfs import TICKS_PER_S
 from resguard.budget._match import CmdlineCache
 from resguard.processes import ProcessTable
 from resguard.snapshot import ProcessInfo
@@ -71,5 +72,22 @@ def test_a_re_rooted_proc_reads_the_linux_way(tmp_path: object) -> None:
     root = Path(str(tmp_path))
     (root / "4242").mkdir()
     (root / "4242" / "cmdline").write_bytes(b"worker\0--fast\0")
-    row = attrs.evolve(_row(psutil.Process().pid), pid=4242)
+    (root / "stat").write_text("cpu  1 0 1 1 0 0 0 0 0 0\nbtime 1700000000\n")
+    fields = ["S", "1"] + ["0"] * 17 + ["12345", "1000", "42"] + ["0"] * 10
+    (root / "4242" / "stat").write_text("4242 (worker) " + " ".join(fields) + "\n")
+    row = attrs.evolve(
+        _row(psutil.Process().pid), pid=4242, create_time=1700000000 + 12345 / TICKS_PER_S
+    )
     assert CmdlineCache(str(root)).fill([row])[0].cmdline == ("worker", "--fast")
+    # the same PID with another start: a newcomer, whose command line is not the row's
+    other = attrs.evolve(row, create_time=row.create_time - 5)
+    assert CmdlineCache(str(root)).fill([other])[0].cmdline == ()
+
+
+def test_on_linux_a_row_whose_pid_is_another_process_now_gets_no_command_line(
+    sleeper: subprocess.Popen[bytes],
+) -> None:
+    row = next(r for r in ProcessTable(backend="linux").sample() if r.pid == sleeper.pid)
+    assert CmdlineCache(backend="linux").fill([row])[0].cmdline == ("sleep", "31")
+    other = attrs.evolve(row, create_time=row.create_time - 1)
+    assert CmdlineCache(backend="linux").fill([other])[0].cmdline == ()

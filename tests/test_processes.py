@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resguard._errors import InvalidType, InvalidValue
+from resguard._probes.identity import read_cmdline
 from resguard._probes.procfs import TICKS_PER_S
 from resguard.processes import (
     ProcessTable,
@@ -21,7 +22,6 @@ from resguard.processes import (
     processes_html,
     top_processes,
 )
-from resguard.processes._linux import read_cmdline
 from resguard.processes._rows import RowFacts, rows_from
 from resguard.snapshot import ProcessInfo
 from resguard.testing import ManualClock

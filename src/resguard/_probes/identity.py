@@ -25,22 +25,29 @@ from typing import TYPE_CHECKING, TypeVar
 import attrs
 
 from resguard._probes.files import read_bytes
+from resguard._probes.procfs import TICKS_PER_S, parse_btime, parse_cmdline
 
 if TYPE_CHECKING:
     import psutil
 
 __all__ = [
     "SAME_START_S",
+    "STAT_READ_BYTES",
     "Identity",
     "PortableHandle",
     "PortableIdentity",
     "PortableStat",
     "ProcStat",
     "ProcessHandle",
+    "boot_clock_s",
+    "boot_time_s",
+    "clock_boot_time_s",
     "cmdline_of",
     "my_uid",
     "parse_stat",
     "pidfd_supported",
+    "proc_cmdline_of",
+    "read_cmdline",
     "read_portable",
     "read_stat",
     "same_start",
@@ -114,6 +121,52 @@ def _integer(text: str) -> int:
     if not text.lstrip("-").isdigit() or not text.isascii():
         raise ValueError(f"{text!r} is not an integer")
     return int(text)
+
+
+STAT_READ_BYTES = 1 << 20
+"""The most read of ``/proc/stat``: btime follows the per-interrupt counts, far down on
+big machines."""
+
+
+def boot_clock_s() -> float | None:
+    """Seconds since boot by ``CLOCK_BOOTTIME``; ``None`` where there is none."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is None:
+        return None
+    try:
+        return time.clock_gettime(boottime)
+    except OSError:
+        return None
+
+
+def clock_boot_time_s() -> float:
+    """The boot time as the clock minus ``CLOCK_BOOTTIME`` (``0.0`` without it)."""
+    uptime_s = boot_clock_s()
+    return time.time() - uptime_s if uptime_s is not None else 0.0
+
+
+def boot_time_s(proc: str = "/proc") -> float:
+    """The boot time (epoch seconds) in *proc*'s ``stat``, else :func:`clock_boot_time_s`:
+    what the linux process table dates processes by (boot time + start ticks)."""
+    raw = read_bytes(f"{proc}/stat", STAT_READ_BYTES)
+    btime = parse_btime(raw.decode("ascii", "replace")) if raw is not None else None
+    return btime if btime is not None else clock_boot_time_s()
+
+
+def read_cmdline(proc: str, pid: int) -> tuple[str, ...]:
+    """``/proc/<pid>/cmdline`` as its arguments; ``()`` when it cannot be read."""
+    return parse_cmdline(read_bytes(f"{proc}/{pid}/cmdline") or b"")
+
+
+def proc_cmdline_of(proc: str, pid: int, create_time_s: float, booted_s: float) -> tuple[str, ...]:
+    """*pid*'s command line from *proc* while it is still the process that started at
+    *create_time_s* (a linux row's, dated from the boot time *booted_s*); ``()``
+    otherwise. The start ticks are read *after* the command line: a match then proves the
+    line was this process's (a newcomer on the PID has later ticks)."""
+    cmdline = read_cmdline(proc, pid)
+    stat = read_stat(pid, proc)
+    row_ticks = round((create_time_s - booted_s) * TICKS_PER_S)
+    return cmdline if stat is not None and stat.start_ticks == row_ticks else ()
 
 
 def read_stat(pid: int, proc: str = "/proc") -> ProcStat | None:

@@ -12,9 +12,7 @@ from collections.abc import Sequence
 import attrs
 
 from resguard._probes.backend import Backend, backend_for
-from resguard._probes.files import read_bytes
-from resguard._probes.identity import cmdline_of
-from resguard._probes.procfs import parse_cmdline
+from resguard._probes.identity import boot_time_s, cmdline_of, proc_cmdline_of
 from resguard.budget._values import Budget
 from resguard.snapshot import ContainerStats, OllamaModelInfo, ProcessInfo
 
@@ -43,10 +41,6 @@ def model_matches(pattern: re.Pattern[str], item: OllamaModelInfo) -> bool:
     return _fullmatch(pattern, name, name.removesuffix(":latest"))
 
 
-def _read_cmdline(proc: str, pid: int) -> tuple[str, ...]:
-    return parse_cmdline(read_bytes(f"{proc}/{pid}/cmdline") or b"")
-
-
 class CmdlineCache:
     """Command lines by process identity (they rarely change): one read per process.
 
@@ -57,6 +51,7 @@ class CmdlineCache:
         self._proc = proc
         self._backend = backend_for(backend, {"proc": proc if proc != "/proc" else None})
         self._known: dict[tuple[int, float], tuple[str, ...]] = {}
+        self._booted_s: float | None = None  # read at the first linux fill
         self._lock = threading.Lock()
 
     def fill(self, rows: Sequence[ProcessInfo]) -> list[ProcessInfo]:
@@ -66,12 +61,16 @@ class CmdlineCache:
                 key = (row.pid, row.create_time)
                 cmdline = row.cmdline or self._known.get(key)
                 if cmdline is None:
-                    cmdline = (
-                        _read_cmdline(self._proc, row.pid)
-                        if self._backend == "linux"
-                        else cmdline_of(row.pid, row.create_time)
-                    )
+                    cmdline = self._read(row)
                 current[key] = cmdline
                 result.append(row if row.cmdline else attrs.evolve(row, cmdline=cmdline))
             self._known = current
         return result
+
+    def _read(self, row: ProcessInfo) -> tuple[str, ...]:
+        """*row*'s command line while its PID still belongs to its process, else ``()``."""
+        if self._backend != "linux":
+            return cmdline_of(row.pid, row.create_time)
+        if self._booted_s is None:
+            self._booted_s = boot_time_s(self._proc)
+        return proc_cmdline_of(self._proc, row.pid, row.create_time, self._booted_s)

@@ -25,8 +25,9 @@ from resguard._modules import forks
 from resguard._modules.clockcheck import checked_clock
 from resguard._modules.render import records_table
 from resguard._probes.backend import Backend, backend_for, default_backend
+from resguard._probes.identity import boot_time_s, proc_cmdline_of
 from resguard._probes.paths import DEFAULT_ROOTS, Roots
-from resguard.processes._linux import LinuxProcesses, boot_time_s, read_cmdline_of
+from resguard.processes._linux import LinuxProcesses
 from resguard.processes._users import user_name
 from resguard.snapshot import Fault, ProcessInfo
 from resguard.units import shown
@@ -168,7 +169,7 @@ def _describe(row: ProcessInfo, backend: Backend, proc: str, booted_s: float | N
 
     if backend == "linux":
         booted_s = boot_time_s(proc) if booted_s is None else booted_s
-        cmdline = read_cmdline_of(proc, row.pid, row.create_time, booted_s)
+        cmdline = proc_cmdline_of(proc, row.pid, row.create_time, booted_s)
         username = user_name(row.uid)
     else:
         from resguard.processes._portable import describe_psutil

@@ -10,61 +10,17 @@ to ``CLOCK_BOOTTIME``. Processes that vanish or cannot be read are skipped silen
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 
 from resguard._probes import procfs as _procfs
 from resguard._probes.files import damage_of
 from resguard._probes.files import read_bytes as _read
-from resguard._probes.identity import read_stat
+from resguard._probes.identity import STAT_READ_BYTES, boot_clock_s, clock_boot_time_s
 from resguard._probes.reporting import SENSING_FAULTS, FaultLike, log_faults
 from resguard.processes._rows import Previous, RowFacts, rows_from
 from resguard.snapshot import Fault, ProcessInfo
 
-__all__ = ["LinuxProcesses", "boot_time_s", "read_cmdline", "read_cmdline_of"]
-
-_STAT_READ_BYTES = 1 << 20  # btime follows the per-interrupt counts: far down on big machines
-
-
-def _boot_clock_s() -> float | None:
-    boottime = getattr(time, "CLOCK_BOOTTIME", None)
-    if boottime is None:
-        return None
-    try:
-        return time.clock_gettime(boottime)
-    except OSError:
-        return None
-
-
-def read_cmdline(proc: str, pid: int) -> tuple[str, ...]:
-    """``/proc/<pid>/cmdline`` as its arguments; ``()`` when it cannot be read."""
-    return _procfs.parse_cmdline(_read(f"{proc}/{pid}/cmdline") or b"")
-
-
-def read_cmdline_of(
-    proc: str, pid: int, create_time_s: float, boot_time_s: float
-) -> tuple[str, ...]:
-    """*pid*'s command line while it is still the process that started at *create_time_s*
-    (a row's; *boot_time_s* as that row's reader had it); ``()`` otherwise. The start
-    ticks are read *after* the command line: a match then proves the line was this
-    process's (a newcomer on the PID would have later ticks)."""
-    cmdline = read_cmdline(proc, pid)
-    stat = read_stat(pid, proc)
-    row_ticks = round((create_time_s - boot_time_s) * _procfs.TICKS_PER_S)
-    return cmdline if stat is not None and stat.start_ticks == row_ticks else ()
-
-
-def boot_time_s(proc: str) -> float:
-    """The boot time (epoch seconds) in *proc*'s ``stat``, else the clock minus
-    ``CLOCK_BOOTTIME`` (as :class:`LinuxProcesses` dates processes)."""
-    raw = _read(os.path.join(proc, "stat"), _STAT_READ_BYTES)
-    btime = _procfs.parse_btime(raw.decode("ascii", "replace")) if raw is not None else None
-    return btime if btime is not None else _clock_boot_time_s()
-
-
-def _clock_boot_time_s() -> float:
-    uptime_s = _boot_clock_s()
-    return time.time() - uptime_s if uptime_s is not None else 0.0
+__all__ = ["LinuxProcesses"]
 
 
 class LinuxProcesses:
@@ -80,7 +36,7 @@ class LinuxProcesses:
 
     def _read_boot_time(self) -> float:
         path = os.path.join(self.proc, "stat")
-        raw = _read(path, _STAT_READ_BYTES)
+        raw = _read(path, STAT_READ_BYTES)
         text = raw.decode("ascii", "replace") if raw is not None else None
         btime = _procfs.parse_btime(text) if text is not None else None
         if btime is not None:
@@ -94,7 +50,7 @@ class LinuxProcesses:
         SENSING_FAULTS.failed(
             path, f"{kind}: {detail}; boot time from the clock instead", kind=kind
         )
-        return _clock_boot_time_s()
+        return clock_boot_time_s()
 
     def _uptime_s(self, faults: list[Fault]) -> float | None:
         path = os.path.join(self.proc, "uptime")
@@ -112,7 +68,7 @@ class LinuxProcesses:
                 else ("unreadable", "cannot read")
             )
         )
-        fallback = _boot_clock_s()
+        fallback = boot_clock_s()
         faults.append(
             Fault(
                 "processes.cpu_percent",
