@@ -686,3 +686,24 @@ def test_a_slow_children_walk_does_not_block_another_thread_s_sample() -> None:
         release.set()
         walker.join(10)
         del own.children
+
+
+def test_under_a_binding_rlimit_a_host_without_available_only_loses_the_host_s_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The host's available only caps the headroom of a tighter limit: used and percent
+    are the rlimit's own and stay known without a fault; available is the rlimit's
+    headroom, with a fault saying where it came from."""
+    import resguard.snapshot._portable as portable
+
+    Vm = collections.namedtuple("Vm", "total available percent used free")
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Vm(64 << 30, None, 0.0, 0, 0))
+    monkeypatch.setattr(portable, "rlimits", lambda: (("RLIMIT_AS", 32 << 30),))
+    snap = Sampler(backend="psutil").sample(children=False)
+    memory = snap.memory
+    assert (memory.total, memory.limit, memory.source_detail) == (64 << 30, 32 << 30, "RLIMIT_AS")
+    assert memory.used == snap.process.vms
+    assert memory.available == max((32 << 30) - (memory.used or 0), 0)
+    assert [(f.field, f.source, f.fallback) for f in snap.faults] == [
+        ("memory.available", "psutil.virtual_memory()", "RLIMIT_AS")
+    ]

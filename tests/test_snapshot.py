@@ -490,3 +490,21 @@ def test_a_sampler_of_a_cgroup_off_linux_is_refused_saying_cgroups_are_not_avail
     with pytest.raises(resguard.InvalidType, match="is not a path"):
         Sampler(cgroup=3)  # type: ignore[arg-type]  # the type is checked first
     assert Sampler(tree.roots, cgroup=tree.path("memory.max").rsplit("/", 1)[0]).backend == "linux"
+
+
+@given(steps=st.lists(st.tuples(st.floats(0, 2), st.integers()), min_size=1, max_size=20))
+def test_a_slow_value_is_read_again_only_once_it_is_max_age_old(
+    steps: list[tuple[float, int]],
+) -> None:
+    from resguard.snapshot._slow import SlowValues
+
+    slow = SlowValues(0.5)
+    now_s, read_at, kept = 0.0, None, None
+    for advance_s, value in steps:
+        now_s += advance_s
+        got = slow.get("load", now_s, lambda value=value: value)  # type: ignore[misc]
+        if read_at is None or now_s - read_at >= 0.5:
+            read_at, kept = now_s, value
+        assert got == kept
+    slow.clear()
+    assert slow.get("load", now_s, lambda: -1) == -1

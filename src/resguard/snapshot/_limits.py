@@ -358,12 +358,13 @@ def memory_faults(
             faults.append(
                 Fault("memory" if memory.limit is None else "memory.total", path, kind, why)
             )
+        elif memory.source == "host":
+            for name in ("memory.used", "memory.available", "memory.percent"):
+                faults.append(Fault(name, path, kind, why))
         elif memory.limit is not None:
-            # the host's available is unknown: what is known came from the binding limit
-            for name in ("used", "available", "percent"):
-                known = getattr(memory, name) is not None
-                fallback = memory.source_detail if known else None
-                faults.append(Fault(f"memory.{name}", path, kind, why, fallback=fallback))
+            # another limit binds: only its headroom misses the host's cap
+            fallback = memory.source_detail if memory.available is not None else None
+            faults.append(Fault("memory.available", path, kind, why, fallback=fallback))
     if memory.limit is not None and memory.used is None and used_damage is not None:
         path, kind, why = used_damage
         for name in ("memory.used", "memory.available", "memory.percent"):
