@@ -508,3 +508,44 @@ def test_a_slow_value_is_read_again_only_once_it_is_max_age_old(
         assert got == kept
     slow.clear()
     assert slow.get("load", now_s, lambda: -1) == -1
+
+
+def test_a_slow_children_walk_does_not_block_another_thread_s_sample(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The linux backend reads every descendant's files for children_rss: another thread
+    sharing the sampler samples meanwhile instead of waiting on its lock."""
+    import threading
+
+    from resguard.snapshot import _linux
+
+    sampler = Sampler(backend="linux")
+    sampler.sample()
+    walking, release = threading.Event(), threading.Event()
+    real = _linux._read_children
+    walker_ident: list[int] = []
+
+    def slow_read_children(path: str) -> list[str]:
+        if threading.get_ident() in walker_ident:
+            walking.set()
+            release.wait(10)
+        return real(path)
+
+    monkeypatch.setattr(_linux, "_read_children", slow_read_children)
+
+    def walk() -> None:
+        walker_ident.append(threading.get_ident())
+        sampler.sample()
+
+    walker = threading.Thread(target=walk)
+    walker.start()
+    try:
+        assert walking.wait(5)
+        other: list[Snapshot] = []
+        sampling = threading.Thread(target=lambda: other.append(sampler.sample(children=False)))
+        sampling.start()
+        sampling.join(5)
+        assert other, "a sample without children waited for another thread's children walk"
+    finally:
+        release.set()
+        walker.join(10)

@@ -190,14 +190,17 @@ class LinuxSampler:
         """Take a snapshot. ``uss=True`` adds the process's unique set size (reads smaps,
         milliseconds); ``children=False`` skips summing descendants' RSS (then
         ``children_rss`` is ``None``: not measured)."""
+        faults: list[Fault] = []
+        # the descendants' walk reads every child's files: not under the lock, which
+        # every thread sharing the default sampler waits on
+        children_rss = _children_rss(self._roots.proc, os.getpid(), faults) if children else None
         with self._lock:
             if self._pid != os.getpid():
                 self._setup()
             now_s = self._clock()
-            faults: list[Fault] = []
             text = self._files.read(self._meminfo_path)
             meminfo = _procfs.parse_meminfo(text) if text is not None else {}
-            process = self._process(now_s, faults, uss=uss, children=children)
+            process = self._process(now_s, faults, uss=uss, children_rss=children_rss)
             limits = self._memory.limits(self._location, now_s)
             memory = self._memory.memory(text, meminfo, process, limits, self._location, faults)
             swap = self._memory.swap(text, meminfo, faults)
@@ -287,7 +290,7 @@ class LinuxSampler:
         return value, self._files.damage(path, text) if value is None else None
 
     def _process(
-        self, now_s: float, faults: list[Fault], *, uss: bool, children: bool
+        self, now_s: float, faults: list[Fault], *, uss: bool, children_rss: int | None
     ) -> ProcessSelf:
         text = self._files.read(self._self_stat_path)
         stat = _procfs.parse_pid_stat(text) if text is not None else None
@@ -321,7 +324,7 @@ class LinuxSampler:
             uss=_uss() if uss else None,
             cpu_percent=cpu_percent,
             num_threads=threads,
-            children_rss=_children_rss(self._roots.proc, self._pid, faults) if children else None,
+            children_rss=children_rss,
         )
 
 
