@@ -27,7 +27,7 @@ from resguard.snapshot import Roots, Sampler, Snapshot
 from resguard.snapshot._portable import PsutilSampler
 from resguard.testing import KernelTree, ManualClock
 
-from support import fresh_fault_log
+from support import fresh_fault_log, warnings_about
 
 MiB = 2**20
 
@@ -36,16 +36,6 @@ MiB = 2**20
 def _fresh_fault_log() -> Iterator[None]:
     with fresh_fault_log():
         yield
-
-
-def warnings_about(caplog: pytest.LogCaptureFixture, source: str) -> list[str]:
-    return [
-        record.getMessage()
-        for record in caplog.records
-        if record.name == "resguard.snapshot"
-        and record.levelno == logging.WARNING
-        and record.getMessage().startswith(source + " is failing")
-    ]
 
 
 # ------------------------------------------------------------- choosing it ---

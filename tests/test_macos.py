@@ -18,7 +18,7 @@ from resguard.snapshot import Snapshot
 from resguard.snapshot._portable import PsutilSampler
 from resguard.testing import ManualClock
 
-from support import fresh_fault_log
+from support import fresh_fault_log, warnings_about
 
 GiB = 2**30
 
@@ -70,15 +70,6 @@ def mac_sampler(sysctl: Callable[[str], bytes], clock: ManualClock | None = None
         platform="darwin",
         sysctl=sysctl,
     )
-
-
-def warnings_about(caplog: pytest.LogCaptureFixture, source: str) -> list[str]:
-    return [
-        record.getMessage()
-        for record in caplog.records
-        if record.name == "resguard.snapshot"
-        and record.getMessage().startswith(source + " is failing")
-    ]
 
 
 @pytest.mark.parametrize("kernel_level", [1, 2, 4])
