@@ -70,3 +70,14 @@ def test_on_linux_the_linux_backend_tests_run_and_nothing_is_counted(
     assert out.returncode == 0, out.stdout + out.stderr
     assert "4 passed" in out.stdout
     assert "skipped" not in out.stdout
+
+
+def test_off_linux_the_reason_names_the_platform_not_a_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from plugins import backends
+
+    monkeypatch.setenv("RESGUARD_BACKEND", "psutil")
+    assert backends.why() == "RESGUARD_BACKEND=psutil"
+    monkeypatch.delenv("RESGUARD_BACKEND")  # on macOS or Windows psutil is the default
+    assert backends.why() == "the psutil backend, this platform's own"

@@ -10,19 +10,29 @@ with them skipped.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from resguard._probes.backend import default_backend
+from resguard._probes.backend import ENV_VAR, default_backend
 
 MARKER = "linux_backend"
-REASON = "about the linux backend (real /proc, cgroups, PSI); this run uses RESGUARD_BACKEND=psutil"
+ABOUT = "about the linux backend (real /proc, cgroups, PSI)"
+
+
+def why() -> str:
+    """What this run measures with, as the skip reason and the count say it: the variable
+    CI sets, or (on macOS, Windows) the platform's own backend."""
+    if os.environ.get(ENV_VAR, "").strip().lower() == "psutil":
+        return f"{ENV_VAR}=psutil"
+    return "the psutil backend, this platform's own"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip the tests about the linux backend when the run's backend is psutil."""
     if default_backend() == "linux":
         return
-    skip = pytest.mark.skip(reason=REASON)
+    skip = pytest.mark.skip(reason=f"{ABOUT}; this run uses {why()}")
     for item in items:
         if item.get_closest_marker(MARKER) is not None:
             item.add_marker(skip)
@@ -33,7 +43,7 @@ def skipped_for_backend(reporter: pytest.TerminalReporter) -> int:
     count = 0
     for report in reporter.stats.get("skipped", []):
         longrepr = getattr(report, "longrepr", None)
-        if isinstance(longrepr, tuple) and len(longrepr) == 3 and REASON in str(longrepr[2]):
+        if isinstance(longrepr, tuple) and len(longrepr) == 3 and ABOUT in str(longrepr[2]):
             count += 1
     return count
 
@@ -44,6 +54,4 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     count = skipped_for_backend(terminalreporter)
     noun = "test" if count == 1 else "tests"
-    terminalreporter.write_line(
-        f"{count} {noun} skipped: about the linux backend (RESGUARD_BACKEND=psutil)"
-    )
+    terminalreporter.write_line(f"{count} {noun} skipped: about the linux backend ({why()})")
