@@ -245,6 +245,7 @@ class FakeProcess:
     def __init__(self, pid: int, **answers: object) -> None:
         self.pid = pid
         self.answers: dict[str, object] = {
+            "status": psutil.STATUS_RUNNING,
             "name": f"fake{pid}",
             "ppid": 1,
             "create_time": 1000.0 + pid,

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import psutil
 
 __all__ = [
+    "COMM_CHARS",
     "SAME_START_S",
     "STAT_READ_BYTES",
     "Identity",
@@ -41,8 +42,10 @@ __all__ = [
     "ProcessHandle",
     "boot_clock_s",
     "boot_time_s",
+    "clean_text",
     "clock_boot_time_s",
     "cmdline_of",
+    "full_name",
     "my_uid",
     "parse_stat",
     "pidfd_supported",
@@ -52,6 +55,7 @@ __all__ = [
     "read_stat",
     "same_start",
     "same_user",
+    "short_name",
 ]
 
 SAME_START_S = 1e-3
@@ -59,6 +63,58 @@ SAME_START_S = 1e-3
 reads them to microseconds (macOS, Windows) or to a clock tick (10 ms on Linux, where a
 later process with the PID has a later tick), so nothing finer can tell two apart."""
 PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
+COMM_CHARS = 15
+"""How much of a name Linux keeps as ``comm`` (``TASK_COMM_LEN`` less its NUL)."""
+
+
+def clean_text(text: str) -> str:
+    """*text* with what is not UTF-8 as U+FFFD, as the linux readers decode it: psutil
+    and ``pwd`` hand undecodable bytes over as lone surrogates, which nothing can print."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate no byte stands for
+            raw = text.encode("utf-8", "surrogatepass")
+        return raw.decode("utf-8", "replace")
+    return text
+
+
+def full_name(comm: str, argv: tuple[str, ...]) -> str:
+    """A process's name as psutil gives it: the kernel cuts ``comm`` to
+    :data:`COMM_CHARS`; a name that long is the basename of ``argv[0]`` when that starts
+    with it (``systemd-journal`` is ``systemd-journald``)."""
+    if len(comm) < COMM_CHARS or not argv:
+        return comm
+    longer = argv[0].rsplit("/", 1)[-1]
+    return longer if longer.startswith(comm) else comm
+
+
+def short_name(name: str) -> str:
+    """*name* in the kernel's form: its first :data:`COMM_CHARS` characters."""
+    return name[:COMM_CHARS]
+
+
+def _forget_psutil_processes() -> None:
+    """In a forked child: drop ``process_iter()``'s cached ``psutil.Process`` objects.
+    Each has a lock that a parent's thread may have held at the fork, which nothing in the
+    child would ever release."""
+    psutil = sys.modules.get("psutil")
+    iterate = getattr(psutil, "process_iter", None)
+    clear = getattr(iterate, "cache_clear", None)
+    cache = getattr(psutil, "_pmap", None)  # what cache_clear() clears (older psutil)
+    try:
+        if callable(clear):
+            clear()
+        elif isinstance(cache, dict):
+            cache.clear()
+    except Exception:  # a child must start even if the cache cannot be cleared
+        pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_psutil_processes)
 
 
 @attrs.frozen
@@ -476,7 +532,7 @@ def cmdline_of(pid: int, create_time_s: float) -> tuple[str, ...]:
         return ()
     if not isinstance(parts, list):
         return ()
-    return tuple(part for part in parts if isinstance(part, str) and part)
+    return tuple(clean_text(part) for part in parts if isinstance(part, str) and part)
 
 
 def read_portable(pid: int) -> tuple[psutil.Process, PortableStat] | None:
@@ -498,6 +554,7 @@ def _portable_stat(
     process: psutil.Process, exited: bool
 ) -> tuple[psutil.Process, PortableStat] | None:
     created, name, ppid = process.create_time(), process.name(), process.ppid()
+    name = clean_text(name) if isinstance(name, str) else name
     rss = getattr(process.memory_info(), "rss", None)
     uid: int | None = None
     if hasattr(process, "uids"):  # not on Windows: there whose process it is is unknown

@@ -18,6 +18,7 @@ __all__ = [
     "print_json",
     "size",
     "table",
+    "writable",
 ]
 
 UNKNOWN = "?"
@@ -95,6 +96,20 @@ def print_compact_json(value: Any, out: TextIO) -> None:
     out.write("\n")
 
 
+def writable(text: str, out: TextIO) -> str:
+    """*text* as *out* can write it: what its encoding cannot hold (a lone surrogate from
+    an undecodable file name, an emoji on a Latin-1 terminal) becomes a replacement
+    character, so no process's name can crash the command printing it."""
+    encoding = getattr(out, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return text.encode(encoding, "replace").decode(encoding, "replace")
+    except LookupError:  # an encoding Python does not know: keep what ASCII can say
+        return text.encode("ascii", "replace").decode("ascii")
+    return text
+
+
 class Live:
     """Where the updates of a repeating command go: on a terminal (*redraw*) each update
     replaces the screen; otherwise each is appended (one line or JSON object per update)."""
@@ -104,7 +119,7 @@ class Live:
         self.redraw = redraw
 
     def show(self, text: str) -> None:
-        self.out.write((_CLEAR_SCREEN if self.redraw else "") + text + "\n")
+        self.out.write(writable((_CLEAR_SCREEN if self.redraw else "") + text + "\n", self.out))
         self.out.flush()
 
     def show_json(self, value: Any) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from resguard.cli._args import Commands, duration, non_negative_int
-from resguard.cli._render import Column, fixed, print_json, size, table
+from resguard.cli._render import Column, fixed, print_json, size, table, writable
 
 __all__ = ["add_parser", "format_processes", "run"]
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         print_json([row.to_dict() for row in rows], out)
     else:
-        out.write(format_processes(rows) + "\n")
+        out.write(writable(format_processes(rows) + "\n", out))
     return 0
 
 

@@ -13,6 +13,10 @@ from resguard.cli.top import format_processes
 
 __all__ = ["add_parser", "format_frame", "format_line", "run", "stale_reason"]
 
+_CPU_WINDOW_S = 0.25
+"""How long the first update measures CPU over: the process table measures no window
+shorter than this (ticks are 10 ms: a few milliseconds would read as 0 % or 500 %)."""
+
 
 def _top_rows(snap: Any, n: int) -> list[Any]:
     """The busiest user-space processes of the snapshot's table (kernel threads have no
@@ -107,6 +111,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     monitor = Monitor(policy=policy, slow_interval=min(args.interval, 2.0), reclaim=False)
     frames = 0
     with monitor:
+        monitor.sample_slow()  # every process's CPU time now: the start of the window
+        time.sleep(_CPU_WINDOW_S)
         monitor.sample_slow()
         while True:
             state = monitor.sample_now() if frames == 0 else monitor.state

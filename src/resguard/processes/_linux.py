@@ -4,7 +4,9 @@
 
 A ``stat`` file that is there but damaged (garbage, cut short, empty) skips its row and
 logs one warning per kind of damage; a damaged ``/proc/uptime`` or boot time falls back
-to ``CLOCK_BOOTTIME``. Processes that vanish or cannot be read are skipped silently.
+to ``CLOCK_BOOTTIME``. Processes that vanish or cannot be read, and zombies, are skipped
+silently. A name the kernel cut to 15 characters is completed from ``argv[0]`` as psutil
+does, so both backends name (and group) a process alike.
 """
 
 from __future__ import annotations
@@ -15,12 +17,21 @@ from collections.abc import Sequence
 from resguard._probes import procfs as _procfs
 from resguard._probes.files import damage_of
 from resguard._probes.files import read_bytes as _read
-from resguard._probes.identity import STAT_READ_BYTES, boot_clock_s, clock_boot_time_s
+from resguard._probes.identity import (
+    COMM_CHARS,
+    STAT_READ_BYTES,
+    boot_clock_s,
+    clock_boot_time_s,
+    full_name,
+    read_cmdline,
+)
 from resguard._probes.reporting import SENSING_FAULTS, FaultLike, log_faults
 from resguard.processes._rows import Previous, RowFacts, rows_from
 from resguard.snapshot import Fault, ProcessInfo
 
 __all__ = ["LinuxProcesses"]
+
+_EXITED = frozenset("ZXx")  # zombie, dead: exited, waiting for the parent to reap it
 
 
 class LinuxProcesses:
@@ -112,11 +123,16 @@ class LinuxProcesses:
             kind, detail = damage_of(text)
             damaged.setdefault(kind, Fault("processes", entry.path + "/stat", kind, detail))
             return None
+        comm, state, ppid, ticks, threads, start_ticks, rss, _ = stat
+        if state in _EXITED:
+            return None  # a zombie: no memory, no CPU, nothing to show
         try:
             uid = entry.stat(follow_symlinks=False).st_uid
         except OSError:
             return None  # vanished
-        name, _, ppid, ticks, threads, start_ticks, rss, _ = stat
+        name = comm
+        if len(comm) >= COMM_CHARS:  # cut by the kernel: the full name, as psutil gives it
+            name = full_name(comm, read_cmdline(self.proc, int(entry.name)))
         started_s = start_ticks / _procfs.TICKS_PER_S
         return RowFacts(
             pid=int(entry.name),

@@ -1,8 +1,9 @@
 """The process table's portable reader: ``psutil.process_iter`` on every platform psutil
 supports (and on Linux when ``RESGUARD_BACKEND=psutil``).
 
-Each process is read inside ``oneshot()``: name, parent, start time, RSS, CPU times,
-threads and owner. Processes that vanish, turn into zombies or refuse access while they
+Each process is read inside ``oneshot()``: status, name, parent, start time, RSS, CPU
+times, threads and owner; what is not UTF-8 in a name or command line becomes U+FFFD, as
+the linux reader decodes it. Processes that vanish, turn into zombies or refuse access while they
 are read are skipped silently (as ``ps`` shows nothing it cannot read); anything else a
 call raises, or a value that is not what psutil promises (``None`` for ``memory_info``),
 skips the row with one warning per kind. When ``process_iter`` itself fails the table is
@@ -22,7 +23,7 @@ from collections.abc import Callable, Sequence
 import psutil
 
 from resguard._probes.files import FaultKind
-from resguard._probes.identity import cmdline_of, same_start
+from resguard._probes.identity import clean_text, cmdline_of, same_start
 from resguard._probes.reporting import FaultLike, log_faults
 from resguard.processes._rows import Previous, RowFacts, rows_from
 from resguard.processes._users import HAS_PWD, user_name
@@ -32,6 +33,7 @@ __all__ = ["ITER_SOURCE", "PsutilProcesses", "describe_psutil"]
 
 ITER_SOURCE = "psutil.process_iter()"
 _HAS_UIDS = hasattr(psutil.Process, "uids")  # not on Windows
+_EXITED = frozenset({psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD})
 
 
 _Damage = tuple[str, FaultKind, str]  # (the call, the kind of damage, what it returned)
@@ -48,6 +50,8 @@ def _read(process: psutil.Process, wall_s: float) -> RowFacts | _Damage:
     """The row's facts, or what was damaged; psutil.Error (skip silently) and anything
     odd a platform's psutil raises pass through."""
     with process.oneshot():
+        if process.status() in _EXITED:
+            raise psutil.ZombieProcess(process.pid)  # no memory, no CPU: skipped, as on linux
         name = process.name()
         ppid = process.ppid()
         created = process.create_time()
@@ -71,7 +75,7 @@ def _read(process: psutil.Process, wall_s: float) -> RowFacts | _Damage:
     uid = getattr(uids, "effective", None)
     return RowFacts(
         pid=process.pid,
-        name=name,
+        name=clean_text(name),
         ppid=ppid,
         create_time_s=float(created),
         rss_bytes=rss,  # type: ignore[arg-type]
@@ -160,4 +164,4 @@ def describe_psutil(row: ProcessInfo) -> tuple[tuple[str, ...], str | None]:
             return cmdline, None
     except Exception:  # gone, denied, or odd
         return cmdline, None
-    return cmdline, name if isinstance(name, str) else None
+    return cmdline, clean_text(name) if isinstance(name, str) else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from resguard._probes.identity import clean_text
+
 try:
     import pwd as _pwd
 except ImportError:  # Windows: the psutil reader asks the process for its user instead
@@ -18,6 +20,6 @@ def user_name(uid: int | None) -> str | None:
     if uid is None or _pwd is None:
         return None
     try:
-        return _pwd.getpwuid(uid).pw_name
+        return clean_text(_pwd.getpwuid(uid).pw_name)
     except (KeyError, OverflowError, TypeError):
         return str(uid)

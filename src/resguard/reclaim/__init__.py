@@ -53,11 +53,14 @@ __all__ = [
 
 DEFAULT_PROTECTED_NAMES = frozenset(
     {
+        # Linux
         "init",
         "systemd",
-        "systemd-journal",
+        "systemd-journald",
         "systemd-logind",
         "systemd-udevd",
+        "systemd-networkd",
+        "systemd-resolved",
         "dbus-daemon",
         "dbus-broker",
         "sshd",
@@ -72,10 +75,44 @@ DEFAULT_PROTECTED_NAMES = frozenset(
         "kwin_x11",
         "sway",
         "plasmashell",
+        # macOS
+        "launchd",
+        "kernel_task",
+        "loginwindow",
+        "WindowServer",
+        "Dock",
+        "Finder",
+        "SystemUIServer",
+        "coreaudiod",
+        "configd",
+        "mds",
+        "opendirectoryd",
+        "securityd",
+        "syslogd",
+        "logd",
+        "UserEventAgent",
+        # Windows
+        "System",
+        "System Idle Process",
+        "Registry",
+        "smss.exe",
+        "csrss.exe",
+        "wininit.exe",
+        "winlogon.exe",
+        "services.exe",
+        "lsass.exe",
+        "svchost.exe",
+        "dwm.exe",
+        "explorer.exe",
+        "fontdrvhost.exe",
     }
 )
-"""Process names (``comm``) the stopper never touches, whatever the patterns say: losing
-one of these takes the machine, the session or the remote login with it."""
+"""Process names the stopper never touches, whatever the patterns say (Linux, macOS and
+Windows essentials): losing one of these takes the machine, the session or the remote
+login with it. Names are compared in full and in the kernel's 15-character form (a
+protected name covers any name with the same first 15 characters), so ``systemd-journald``
+is protected whether a backend reads it as ``systemd-journald`` or as Linux's
+``systemd-journal``."""
 
 _logger = get_logger("resguard")
 _lock = threading.Lock()

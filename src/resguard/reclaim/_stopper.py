@@ -21,19 +21,22 @@ from resguard._errors import InvalidType, InvalidValue
 from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin
 from resguard._probes.backend import Backend, checked_backend
-from resguard._probes.files import read_bytes
 from resguard._probes.identity import (
     Identity,
     PortableHandle,
     PortableIdentity,
     ProcessHandle,
+    cmdline_of,
+    full_name,
     my_uid,
+    read_cmdline,
     read_portable,
     read_stat,
     same_start,
     same_user,
+    short_name,
 )
-from resguard._probes.procfs import PAGE_SIZE, parse_cmdline
+from resguard._probes.procfs import PAGE_SIZE
 from resguard.reclaim._base import Cost
 from resguard.reclaim._base import shown as _shown
 from resguard.units import format_bytes
@@ -43,6 +46,7 @@ __all__ = [
     "ProcessStopper",
     "StopAction",
     "StopCandidate",
+    "protected_name",
     "protection_reason",
 ]
 
@@ -150,10 +154,6 @@ def _protected_names(protect: object) -> frozenset[str]:
     return DEFAULT_PROTECTED_NAMES | frozenset(names)
 
 
-def _read_cmdline(proc: str, pid: int) -> str:
-    return " ".join(parse_cmdline(read_bytes(f"{proc}/{pid}/cmdline") or b""))
-
-
 def _check_candidate(candidate: object) -> None:
     """Refuse anything but a StopCandidate naming one process, before any signal."""
     if not isinstance(candidate, StopCandidate):
@@ -212,9 +212,20 @@ def protection_reason(
         return "another user's process"
     if kernel_thread:
         return "a kernel thread"
-    if name is not None and name in protected_names:
+    if name is not None and protected_name(name, protected_names):
         return f"a protected name ({name})"
     return None
+
+
+def protected_name(name: str, protected_names: frozenset[str]) -> bool:
+    """Whether *name* is one of *protected_names*, compared in full and in the kernel's
+    form (the first 15 characters, all that Linux's ``comm`` keeps): the one rule of both
+    backends, whichever form a backend could read. A protected name therefore also covers
+    a longer name that starts with the same 15 characters."""
+    if name in protected_names:
+        return True
+    cut = short_name(name)
+    return any(short_name(protected) == cut for protected in protected_names)
 
 
 _Action = Callable[[str, bool, str], "StopAction"]
@@ -354,8 +365,10 @@ class ProcessStopper:
                 uid: int | None = entry.stat(follow_symlinks=False).st_uid
             except OSError:
                 continue
-            command = _read_cmdline(self._proc, pid) or first.name
-            if not self._matches(first.name, command):
+            argv = read_cmdline(self._proc, pid)
+            name = full_name(first.name, argv)
+            command = " ".join(argv) or name
+            if not self._matches(name, command):
                 continue
             second = read_stat(pid, self._proc)
             if second is None or second.start_ticks != first.start_ticks:
@@ -364,7 +377,7 @@ class ProcessStopper:
                 StopCandidate(
                     pid=pid,
                     start_ticks=first.start_ticks,
-                    name=first.name,
+                    name=name,
                     cmdline=command,
                     uid=uid,
                     rss=first.rss_pages * PAGE_SIZE,
@@ -372,7 +385,7 @@ class ProcessStopper:
                         pid,
                         mine=same_user(uid, my_uid()),
                         kernel_thread=first.kernel_thread,
-                        name=first.name,
+                        name=name,
                     ),
                 )
             )
@@ -511,7 +524,32 @@ class ProcessStopper:
             )
             if reason is not None:
                 return action("none", False, f"protected: {reason}")
-            return self._terminate(handle, action)
+            return self._terminate(handle, action, lambda: self._changed_linux(candidate, handle))
+
+    def _changed_linux(self, candidate: StopCandidate, handle: ProcessHandle) -> str | None:
+        """Why the process is no longer what was listed (it exec()ed another program), or
+        ``None``; its command line is read before its start ticks, so it is its own."""
+        argv = read_cmdline(self._proc, candidate.pid)
+        stat = handle.stat()
+        if stat is None:
+            return None  # gone: sending says so
+        return self._changed(candidate, full_name(stat.name, argv), argv)
+
+    def _changed_portable(self, candidate: StopCandidate, handle: PortableHandle) -> str | None:
+        """:meth:`_changed_linux` on the portable path (the handle checks the name)."""
+        argv = cmdline_of(candidate.pid, candidate.create_time or 0.0)
+        stat = handle.stat()
+        if stat is None:
+            return None
+        return self._changed(candidate, stat.name, argv)
+
+    def _changed(self, candidate: StopCandidate, name: str, argv: tuple[str, ...]) -> str | None:
+        """Why a process now called *name* with *argv* is not the listed *candidate*: another
+        name, or a command line no pattern matches (new arguments that match are fine)."""
+        command = " ".join(argv) or name
+        if name != candidate.name or not self._matches(name, command):
+            return f"changed since it was listed: now {name!r} ({command!r})"
+        return None
 
     def _stop_portable(self, candidate: StopCandidate, action: _Action) -> StopAction:
         if candidate.create_time is None or candidate.ppid is None:
@@ -539,7 +577,9 @@ class ProcessStopper:
             import psutil
 
             try:
-                return self._terminate(handle, action)
+                return self._terminate(
+                    handle, action, lambda: self._changed_portable(candidate, handle)
+                )
             except psutil.AccessDenied as error:  # psutil's kill(), where there is no SIGKILL
                 return action("none", False, f"not permitted: {error.msg or 'access denied'}")
 
@@ -558,19 +598,37 @@ class ProcessStopper:
             format_bytes(candidate.rss),
         )
 
-    def _terminate(self, handle: ProcessHandle | PortableHandle, action: _Action) -> StopAction:
+    def _terminate(
+        self,
+        handle: ProcessHandle | PortableHandle,
+        action: _Action,
+        changed: Callable[[], str | None],
+    ) -> StopAction:
         try:
-            return self._signal(handle, action)
+            return self._signal(handle, action, changed)
         except PermissionError as error:
             return action("none", False, f"not permitted: {error.strerror}")
         except OSError as error:  # a platform's own refusal (Windows' errnos)
             return action("none", False, f"could not be signalled: {error.strerror or error}")
 
-    def _signal(self, handle: ProcessHandle | PortableHandle, action: _Action) -> StopAction:
+    def _signal(
+        self,
+        handle: ProcessHandle | PortableHandle,
+        action: _Action,
+        changed: Callable[[], str | None],
+    ) -> StopAction:
+        """SIGTERM, then SIGKILL after the grace period; before each, *changed* says why
+        the process is no longer what was listed (then nothing more is sent)."""
+        reason = changed()
+        if reason is not None:
+            return action("none", False, reason)
         if not handle.send(signal.SIGTERM):
             return action("none", True, "exited before it was signalled")
         if handle.wait_exited(self.grace_s, clock=self._clock, sleep=self._sleep):
             return action("SIGTERM", True, "exited within the grace period after SIGTERM")
+        reason = changed()
+        if reason is not None:
+            return action("SIGTERM", False, f"not killed: {reason}")
         if not handle.kill():
             return action("SIGTERM", True, "exited at the end of the grace period")
         if handle.wait_exited(_KILL_WAIT_S, clock=self._clock, sleep=self._sleep):
