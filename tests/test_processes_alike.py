@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -217,7 +219,8 @@ def test_a_child_forked_while_a_thread_holds_a_cached_psutil_process_reads_the_t
     table = ProcessTable(backend="psutil")
     table.sample()  # psutil now caches a Process, each with its own lock, per PID
     cached = next(iter(psutil.process_iter()))
-    with held_by_another_thread(cached._lock):
+    lock: threading.RLock = vars(cached)["_lock"]  # psutil's own, taken by oneshot()
+    with held_by_another_thread(lock):
         status = in_child(table.sample, timeout_s=10)
     assert status == 0
 
@@ -257,3 +260,29 @@ def test_a_window_of_a_few_milliseconds_keeps_the_previous_percent() -> None:
     rows, after = rows_from([tick_later], previous, 100.002, 2)
     assert rows[0].cpu_percent == pytest.approx(100.0)
     assert after == previous
+
+
+@pytest.mark.parametrize("pattern", [LONG_NAME, "precious-databa", "precious-.*"])
+def test_a_process_budget_matches_a_long_name_in_full_or_in_the_kernels_cut_form(
+    pattern: str,
+) -> None:
+    from resguard.budget import Budget
+    from resguard.budget._match import process_matches
+    from resguard.snapshot import ProcessInfo
+
+    budget = Budget("db", "process", pattern, None, 1 << 30)
+    row = ProcessInfo(
+        pid=10,
+        name=LONG_NAME,
+        cmdline=(),
+        username=None,
+        uid=0,
+        ppid=1,
+        rss=1,
+        uss=None,
+        cpu_percent=0.0,
+        num_threads=1,
+        create_time=1.0,
+    )
+    assert process_matches(budget, re.compile(pattern), row)
+    assert not process_matches(budget, re.compile("precious"), row)  # a whole name only

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import attrs
 
 from resguard._probes.backend import Backend, backend_for
-from resguard._probes.identity import boot_time_s, cmdline_of, proc_cmdline_of
+from resguard._probes.identity import boot_time_s, cmdline_of, proc_cmdline_of, short_name
 from resguard.budget._values import Budget
 from resguard.snapshot import ContainerStats, OllamaModelInfo, ProcessInfo
 
@@ -24,9 +24,12 @@ def _fullmatch(pattern: re.Pattern[str], *candidates: str) -> bool:
 
 
 def process_matches(budget: Budget, pattern: re.Pattern[str], row: ProcessInfo) -> bool:
+    """Whether *row* is one of *budget*'s: a ``process`` budget's pattern matches the
+    whole name, its kernel form (15 characters, as Linux's ``comm`` keeps it) or the
+    program's basename; a ``cmdline`` budget's is searched in the command line."""
     if budget.kind == "process":
         program = os.path.basename(row.cmdline[0]) if row.cmdline else ""
-        return _fullmatch(pattern, row.name, program)
+        return _fullmatch(pattern, row.name, short_name(row.name), program)
     return bool(pattern.search(" ".join(row.cmdline)))
 
 

@@ -46,12 +46,13 @@ def _count(value: object) -> bool:
     return math.isfinite(value) and value >= 0
 
 
-def _read(process: psutil.Process, wall_s: float) -> RowFacts | _Damage:
-    """The row's facts, or what was damaged; psutil.Error (skip silently) and anything
-    odd a platform's psutil raises pass through."""
+def _read(process: psutil.Process, wall_s: float) -> RowFacts | _Damage | None:
+    """The row's facts, what was damaged, or ``None`` for a zombie (no memory, no CPU:
+    skipped, as on linux); psutil.Error (skip silently) and anything odd a platform's
+    psutil raises pass through."""
     with process.oneshot():
         if process.status() in _EXITED:
-            raise psutil.ZombieProcess(process.pid)  # no memory, no CPU: skipped, as on linux
+            return None
         name = process.name()
         ppid = process.ppid()
         created = process.create_time()
@@ -136,7 +137,7 @@ class PsutilProcesses:
             fault = Fault("processes", "psutil.Process", "unreadable", _detail(error))
             damaged.setdefault("psutil.Process", fault)
             return None
-        if isinstance(facts, RowFacts):
+        if facts is None or isinstance(facts, RowFacts):
             return facts
         call, kind, detail = facts
         damaged.setdefault(call, Fault("processes", call, kind, detail))
