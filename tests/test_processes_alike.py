@@ -286,3 +286,71 @@ def test_a_process_budget_matches_a_long_name_in_full_or_in_the_kernels_cut_form
     )
     assert process_matches(budget, re.compile(pattern), row)
     assert not process_matches(budget, re.compile("precious"), row)  # a whole name only
+
+
+def test_watch_once_measures_cpu_over_at_least_the_minimum_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    from resguard.cli import main
+    from resguard.monitor import Monitor
+
+    slow_samples: list[float] = []
+    sample_slow = Monitor.sample_slow
+
+    def timed(self: Monitor) -> None:
+        sample_slow(self)
+        slow_samples.append(time.monotonic())
+
+    printed: list[float] = []
+
+    class Out(io.StringIO):
+        def write(self, text: str) -> int:
+            printed.append(time.monotonic())
+            return super().write(text)
+
+    monkeypatch.setattr(Monitor, "sample_slow", timed)
+    assert main(["watch", "--once", "--json"], Out()) in (0, 1)
+    before_frame = [at for at in slow_samples if at <= printed[0]]
+    assert len(before_frame) >= 2
+    assert before_frame[-1] - before_frame[0] >= MIN_WINDOW_S
+
+
+_EXECS_ON_SIGTERM = """
+import os, signal, sys
+program = sys.argv[1]
+signal.signal(signal.SIGTERM, lambda *_: os.execv(program, [program, "3014"]))
+print(flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("mode", ["linux", "psutil", "psutil-fallback"])
+def test_a_process_that_execs_another_program_on_sigterm_is_not_killed(
+    mode: str, tmp_path: Path
+) -> None:
+    backend: Backend = "linux" if mode == "linux" else "psutil"
+    program = tmp_path / LONG_NAME
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", program)
+    victim = subprocess.Popen(
+        [sys.executable, "-c", _EXECS_ON_SIGTERM, str(program), "execs-on-sigterm"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert victim.stdout is not None
+        victim.stdout.readline()  # the handler is in place
+        stopper = ProcessStopper(
+            ["execs-on-sigterm"], enabled=True, dry_run=False, grace="1s", backend=backend
+        )
+        stopper._use_pidfd = mode != "psutil-fallback"  # without: its exit is polled for
+        listed = next(c for c in stopper.candidates() if c.pid == victim.pid)
+        action = stopper.stop(listed)
+        assert action.reason.startswith("not killed: changed since it was listed")
+        assert (action.signal, action.done) == ("SIGTERM", False)
+        assert victim.poll() is None  # the other program was never SIGKILLed
+        assert _cmdline(victim.pid).startswith(str(program).encode())
+    finally:
+        victim.kill()
+        victim.wait()

@@ -618,10 +618,16 @@ class PortableHandle(_Handle):
         return read[1] if self.identity.matches(read[1]) else None
 
     def exited(self) -> bool:
-        """Whether the process has exited: gone, a zombie, or its PID is another's now."""
+        """Whether the process has exited: gone, a zombie, or its PID is another's now
+        (one that exec()ed another program has not: :meth:`send` refuses it)."""
         if self.pidfd is not None:
             return _readable(self.pidfd, 0)
-        return self.stat() is None
+        read = read_portable(self.identity.pid)
+        return (
+            read is None
+            or read[1].exited
+            or not same_start(read[1].create_time, self.identity.create_time)
+        )
 
     def send(self, signum: int) -> bool:
         """Send *signum* after verifying the process afresh; ``False`` (and nothing sent)

@@ -535,13 +535,15 @@ class ProcessStopper:
             return None  # gone: sending says so
         return self._changed(candidate, full_name(stat.name, argv), argv)
 
-    def _changed_portable(self, candidate: StopCandidate, handle: PortableHandle) -> str | None:
-        """:meth:`_changed_linux` on the portable path (the handle checks the name)."""
-        argv = cmdline_of(candidate.pid, candidate.create_time or 0.0)
-        stat = handle.stat()
-        if stat is None:
-            return None
-        return self._changed(candidate, stat.name, argv)
+    def _changed_portable(self, candidate: StopCandidate) -> str | None:
+        """:meth:`_changed_linux` on the portable path: the command line (read only while
+        the PID has the listed create time), then the process afresh, the same one."""
+        created = candidate.create_time or 0.0
+        argv = cmdline_of(candidate.pid, created)
+        read = read_portable(candidate.pid)
+        if read is None or read[1].exited or not same_start(read[1].create_time, created):
+            return None  # gone: sending says so
+        return self._changed(candidate, read[1].name, argv)
 
     def _changed(self, candidate: StopCandidate, name: str, argv: tuple[str, ...]) -> str | None:
         """Why a process now called *name* with *argv* is not the listed *candidate*: another
@@ -577,9 +579,7 @@ class ProcessStopper:
             import psutil
 
             try:
-                return self._terminate(
-                    handle, action, lambda: self._changed_portable(candidate, handle)
-                )
+                return self._terminate(handle, action, lambda: self._changed_portable(candidate))
             except psutil.AccessDenied as error:  # psutil's kill(), where there is no SIGKILL
                 return action("none", False, f"not permitted: {error.msg or 'access denied'}")
 
