@@ -204,6 +204,7 @@ def test_a_process_that_execs_another_program_after_it_was_listed_is_not_signall
         wait_until(lambda: _cmdline(shell.pid).startswith(ran), what="the exec")
         action = stopper.stop(listed)
         assert (action.signal, action.done) == ("none", False)
+        assert action.reason.startswith("changed since it was listed: now 'precious-database")
         assert shell.poll() is None  # still running: nothing was sent
     finally:
         shell.kill()

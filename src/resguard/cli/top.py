@@ -11,6 +11,8 @@ from resguard.cli._render import Column, fixed, print_json, size, table, writabl
 
 __all__ = ["add_parser", "format_processes", "run"]
 
+_CPU_WINDOW_S = 0.25  # the process table measures no CPU window shorter than this
+
 
 def format_processes(rows: Sequence[Any], width: int = 120) -> str:
     """A fixed-width table of process rows, command lines cut to fit *width* columns."""
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     processes = ProcessTable()
     if args.interval > 0:  # a first sample, so CPU percent covers the interval
         processes.sample()
-        time.sleep(args.interval)
+        time.sleep(max(args.interval, _CPU_WINDOW_S))
     rows = processes.top(args.n, by=args.by, group=args.group)
     if args.json:
         print_json([row.to_dict() for row in rows], out)
@@ -64,7 +66,7 @@ def add_parser(commands: Commands) -> None:
         "--interval",
         type=duration,
         default=0.5,
-        help="measure CPU over this long (default 0.5s; 0 = since start)",
+        help="measure CPU over this long (default 0.5s, at least 0.25s; 0 = since start)",
     )
     top.add_argument("--json", action="store_true", help="print JSON")
     top.set_defaults(handler=run)

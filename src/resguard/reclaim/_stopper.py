@@ -560,8 +560,8 @@ class ProcessStopper:
             candidate.pid, candidate.create_time, candidate.ppid, candidate.uid, candidate.name
         )
         handle = PortableHandle.open(identity, use_pidfd=self._use_pidfd)
-        if handle is None:
-            return action("none", False, _GONE)
+        if handle is None:  # gone, or the same process under another name now
+            return action("none", False, self._changed_portable(candidate) or _GONE)
         with handle:
             stat = handle.stat()
             reason = (
