@@ -1287,3 +1287,22 @@ def test_a_static_monitor_names_a_bad_argument(
         ]
     with pytest.raises(error, match=named.replace("(", r"\(").replace(")", r"\)")):
         StaticMonitor(**kwargs)
+
+
+@pytest.mark.parametrize("backend", ["linux", "psutil"])
+def test_the_monitor_s_process_table_follows_its_sampler_s_backend(
+    backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Monitor(sampler=Sampler(backend='psutil')) still listed processes through the linux
+    readers (the process default): one Monitor measured two ways."""
+    import resguard._probes.backend
+    from resguard.rules import ProcessCount
+
+    other = "linux" if backend == "psutil" else "psutil"
+    monkeypatch.setattr(resguard._probes.backend, "_chosen", other)  # the default differs
+    policy = Policy([ProcessCount(rss_above="1TiB", at_least=1)])
+    monitor = Monitor(policy=policy, sampler=Sampler(backend=backend), reclaim=False)
+    table = monitor._process_table
+    assert table is not None
+    assert table.backend == backend
+    assert table.sample()  # it lists this machine's processes

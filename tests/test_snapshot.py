@@ -549,3 +549,57 @@ def test_a_slow_children_walk_does_not_block_another_thread_s_sample(
     finally:
         release.set()
         walker.join(10)
+
+
+@pytest.mark.parametrize("bad", ["", "   ", ".", "/tmp", "/sys/fs/cgroup/../../tmp"])
+def test_a_cgroup_that_is_empty_or_not_under_the_cgroup_mount_is_refused_by_sampler_and_monitor(
+    bad: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sampler(cgroup='') was accepted and then memory was unknown forever with a
+    misleading 'vanished' fault, while Monitor(cgroup='') refused it; '/tmp' and '.'
+    were accepted as v2 cgroups. One check refuses them for both, quoting the value."""
+    monkeypatch.setattr(sys, "platform", "linux")
+    for make in (lambda: Sampler(cgroup=bad), lambda: resguard.Monitor(cgroup=bad, reclaim=False)):
+        with pytest.raises(resguard.InvalidValue) as info:
+            make()
+        message = str(info.value)
+        assert message.startswith(f"cgroup={bad!r} is not a cgroup directory")
+        assert "expected a directory under /sys/fs/cgroup with cgroup.procs" in message
+
+
+def test_a_directory_under_the_mount_without_cgroup_files_is_refused(tmp_path: Path) -> None:
+    tree = KernelTree(tmp_path)
+    plain = tmp_path / "cgroup" / "not-a-cgroup"
+    plain.mkdir()
+    with pytest.raises(resguard.InvalidValue, match=r"not-a-cgroup.*has no cgroup\.procs"):
+        Sampler(tree.roots, cgroup=str(plain))
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "cgroup.procs").write_text("")
+    with pytest.raises(resguard.InvalidValue, match=r"not under the cgroup mount"):
+        Sampler(tree.roots, cgroup=str(outside))
+    # the fixture tree's own cgroup (memory files, as KernelTree writes them) still works
+    assert Sampler(tree.roots, cgroup=str(tmp_path / "cgroup" / "a")).sample().memory.limit == (
+        2 * 2**30
+    )
+
+
+@pytest.mark.parametrize("backend", ["linux", "psutil"])
+def test_pickling_or_deep_copying_a_sampler_is_a_clear_error_from_the_tree(
+    backend: Backend,
+) -> None:
+    """It raised a raw "TypeError: cannot pickle 'module' object" (psutil) or
+    '_thread.lock' (linux)."""
+    import copy
+    import pickle
+
+    sampler = Sampler(backend=backend)
+    sampler.sample()
+    for attempt in (lambda: pickle.dumps(sampler), lambda: copy.deepcopy(sampler)):
+        with pytest.raises(resguard.InvalidType, match="make a new Sampler") as info:
+            attempt()
+        assert isinstance(info.value, TypeError)  # pickle's contract
+        assert f"({backend} backend)" in str(info.value)
+    shallow = copy.copy(sampler)  # a second façade over the same readers
+    assert shallow.backend == backend
+    assert shallow.sample().memory.total == sampler.sample().memory.total

@@ -172,16 +172,44 @@ def locate(
     return None
 
 
+# What a cgroup directory holds: every v1 and v2 cgroup has cgroup.procs; the memory
+# files stand for it in a fixture tree (resguard.testing.KernelTree writes only those).
+_CONTROL_FILES = ("cgroup.procs", "memory.max", "memory.current", "memory.limit_in_bytes")
+
+
+def _not_a_cgroup(directory: str, roots: Roots) -> str | None:
+    """Why *directory* is no cgroup under *roots* (``None``: it is one)."""
+    if not directory.strip():
+        return "it is empty"
+    if not os.path.isdir(directory):
+        return "no such directory" if not os.path.lexists(directory) else "not a directory"
+    mount = os.path.realpath(roots.cgroup)
+    real = os.path.realpath(directory)
+    if real != mount and not real.startswith(mount.rstrip(os.sep) + os.sep):
+        return f"it is not under the cgroup mount {roots.cgroup}"
+    if not any(os.path.exists(os.path.join(directory, name)) for name in _CONTROL_FILES):
+        return "it has no cgroup.procs"
+    return None
+
+
 def location_of(directory: str, roots: Roots = DEFAULT_ROOTS) -> CgroupLocation:
     """The location of an explicit cgroup *directory* (e.g. to watch a child's cgroup);
-    :class:`~resguard.InvalidValue` naming it when it is not a directory."""
-    location = find_location(directory, roots)
+    :class:`~resguard.InvalidValue` quoting it when it is empty, not a directory, not
+    under the cgroup mount (``roots.cgroup``) or has no cgroup control files: the one
+    check of ``Sampler(cgroup=...)`` and ``Monitor(cgroup=...)``."""
+    problem = _not_a_cgroup(directory, roots)
+    location = find_location(directory, roots) if problem is None else None
     if location is None:
         from resguard._errors import InvalidValue
+        from resguard.units import shown
 
+        quoted = shown(directory)
+        if len(quoted) > 200:  # a path is at most 4096 bytes; a line need not be
+            quoted = quoted[:200] + "…"
         raise InvalidValue(
-            f"cgroup={directory!r} is not a cgroup directory; expected an "
-            "existing directory such as '/sys/fs/cgroup/my.slice'"
+            f"cgroup={quoted} is not a cgroup directory "
+            f"({problem or 'it is gone'}); expected a directory under {roots.cgroup} "
+            f"with cgroup.procs, e.g. '{os.path.join(roots.cgroup, 'system.slice')}'"
         )
     return location
 
@@ -189,6 +217,8 @@ def location_of(directory: str, roots: Roots = DEFAULT_ROOTS) -> CgroupLocation:
 def find_location(directory: str, roots: Roots = DEFAULT_ROOTS) -> CgroupLocation | None:
     """Like :func:`location_of`, but ``None`` when *directory* is not there (it may have
     been removed since it was named)."""
+    if not directory.strip():
+        return None  # abspath("") would be the working directory
     directory = os.path.abspath(directory)
     if not os.path.isdir(directory):
         return None

@@ -19,10 +19,15 @@ from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
 from resguard._modules.waiter import Waiter
 from resguard.monitor import _decide, _loops
-from resguard.monitor._options import Options, check_policy, check_sampler, check_sources
+from resguard.monitor._options import (
+    Options,
+    check_policy,
+    check_sampler,
+    check_sources,
+    process_table,
+)
 from resguard.monitor._sources import sample_sources, subscriber_name
 from resguard.monitor._state import Source, State, Subscriber, monotonic_now
-from resguard.processes import ProcessTable
 from resguard.reclaim import Ladder, ReclaimReport
 from resguard.rules import Level, Policy, ProcessCount, ProcessThreshold
 from resguard.snapshot import Fault, Sampler, Snapshot
@@ -141,7 +146,7 @@ class Monitor:
         needs_processes = any(
             isinstance(rule, (ProcessThreshold, ProcessCount)) for rule in self.policy.rules
         )
-        self._process_table = ProcessTable() if needs_processes else None
+        self._process_table = process_table(self._sampler) if needs_processes else None
         self._policy_state = self.policy.new_state()
         self._failures = _Failures(self._clock)
         self._failed, self._worked = self._failures.failed, self._failures.worked

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import attrs
 
 from resguard._errors import InvalidType, InvalidValue, ResguardError
+from resguard._probes.backend import BACKENDS
+from resguard.processes import ProcessTable
 from resguard.rules import Policy
 from resguard.snapshot import Sampler
 from resguard.units import format_duration, named, parse_duration, parse_percent, shown
@@ -16,7 +19,14 @@ from resguard.units import format_duration, named, parse_duration, parse_percent
 if TYPE_CHECKING:
     from resguard.monitor._state import Source
 
-__all__ = ["MIN_INTERVAL_S", "Options", "check_policy", "check_sampler", "check_sources"]
+__all__ = [
+    "MIN_INTERVAL_S",
+    "Options",
+    "check_policy",
+    "check_sampler",
+    "check_sources",
+    "process_table",
+]
 
 MIN_INTERVAL_S = 0.001
 """The floor of every interval: a shorter one would keep a core busy sampling."""
@@ -144,8 +154,8 @@ def check_sampler(sampler: object, cgroup: object) -> Sampler:
 
 def _sampler_for(cgroup: object) -> Sampler:
     """A Sampler for *cgroup* (``None``: this process's own), failing now if it is not
-    a cgroup directory, not on the first sample. The Sampler refuses a cgroup off Linux
-    and a path that is no directory."""
+    a cgroup directory, not on the first sample. The Sampler's check is the one: it refuses
+    a cgroup off Linux, an empty path and one that is no cgroup directory."""
     if cgroup is None:
         return Sampler()
     if not isinstance(cgroup, (str, os.PathLike)):
@@ -159,9 +169,15 @@ def _sampler_for(cgroup: object) -> Sampler:
         raise
     except (OSError, ValueError) as error:
         raise InvalidValue(f"cgroup={shown(cgroup)} is not a cgroup directory: {error}") from error
-    if not os.path.exists(os.path.join(os.fspath(cgroup), "cgroup.procs")):  # v1 or v2
-        raise InvalidValue(
-            f"cgroup={shown(cgroup)} is a directory but not a cgroup (it has no "
-            "cgroup.procs); expected a directory under /sys/fs/cgroup"
-        )
     return sampler
+
+
+def process_table(sampler: object) -> ProcessTable:
+    """The Monitor's process table, on its sampler's backend so that one Monitor measures
+    one way (``Sampler(backend="psutil")`` lists processes through psutil too); on the
+    default backend for a sampler without one and for a linux sampler off Linux (one
+    re-rooted on a fixture tree: there is no ``/proc`` to list there)."""
+    backend = getattr(sampler, "backend", None)
+    if backend not in BACKENDS or (backend == "linux" and not sys.platform.startswith("linux")):
+        return ProcessTable()
+    return ProcessTable(backend="linux" if backend == "linux" else "psutil")

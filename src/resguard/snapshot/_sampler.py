@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NoReturn, Protocol, SupportsIndex
 
 from resguard._errors import InvalidType, InvalidValue
 from resguard._probes import cgroup as _cgroup
@@ -20,6 +20,7 @@ from resguard.units import shown
 
 if TYPE_CHECKING:
     from resguard._modules.clock import Clock
+    from resguard.snapshot._portable import PsutilSampler
 
 __all__ = ["SLOW_FILES_MAX_AGE_S", "Sampler"]
 
@@ -107,9 +108,7 @@ class Sampler:
                 wall_clock=wall_clock,
             )
         else:
-            from resguard.snapshot._portable import PsutilSampler  # imports psutil
-
-            reader = PsutilSampler(
+            reader = _portable_sampler()(
                 limits_max_age_s=limits_max_age_s,
                 slow_files_max_age_s=slow_files_max_age_s,
                 clock=clock,
@@ -117,6 +116,22 @@ class Sampler:
             )
         self._backend: Backend = chosen
         self._impl = reader
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        raise InvalidType(
+            f"a Sampler ({self._backend} backend) cannot be pickled or deep-copied: it holds "
+            "open file descriptors, locks and its previous CPU readings, which mean nothing "
+            "in another process; make a new Sampler(...) there (or for the copy)"
+        )
+
+    def __deepcopy__(self, memo: object) -> NoReturn:
+        self.__reduce_ex__(4)
+
+    def __copy__(self) -> Sampler:
+        """A second façade over the same readers (they may be shared by threads)."""
+        copied = object.__new__(type(self))
+        copied.__dict__.update(self.__dict__)
+        return copied
 
     @property
     def backend(self) -> Backend:
@@ -141,6 +156,24 @@ class Sampler:
         takes a share of, so that setting it again does not compound."""
         memory = self.sample(children=False).memory
         return self._impl.limit_without_rlimit(memory, rlimit)
+
+
+def _portable_sampler() -> type[PsutilSampler]:
+    """The psutil backend's reader class, or an ImportError naming psutil and the fix."""
+    try:
+        import psutil  # noqa: F401  # the reader imports it when made: fail here, clearly
+
+        from resguard.snapshot._portable import PsutilSampler
+    except ImportError as error:
+        if error.name != "psutil":
+            raise
+        raise ImportError(
+            f"the psutil sensing backend needs psutil, which cannot be imported ({error}); "
+            "install it (pip install psutil), or choose the linux backend on Linux "
+            "(RESGUARD_BACKEND=linux)",
+            name="psutil",
+        ) from error
+    return PsutilSampler
 
 
 def _checked_cgroup(cgroup: object, roots: Roots) -> str | None:
