@@ -6,6 +6,10 @@ The choice is made once per process, at first use: ``RESGUARD_BACKEND`` when it 
 else ``linux`` on Linux and ``psutil`` elsewhere. A value that names no backend is
 reported once and the platform's own is used (a typo in an environment variable must not
 make every guarded request raise); the command line refuses it outright.
+
+Names typed in a shell (``RESGUARD_BACKEND``, ``resguard --backend``) may be in any case
+and carry surrounding whitespace (:func:`typed_backend`); the Python argument
+``backend=`` takes the exact names.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ __all__ = [
     "env_backend_error",
     "platform_backend",
     "set_default_backend",
+    "typed_backend",
 ]
 
 Backend = Literal["linux", "psutil"]
@@ -36,6 +41,7 @@ BACKENDS: Final[tuple[Backend, ...]] = ("linux", "psutil")
 ENV_VAR: Final = "RESGUARD_BACKEND"
 
 _chosen: Backend | None = None
+_QUOTED_MAX_CHARS = 80  # a quoted value longer than this is cut: an error stays one line
 
 
 def platform_backend() -> Backend:
@@ -47,10 +53,10 @@ def env_backend_error() -> InvalidValue | None:
     """The error a bad ``RESGUARD_BACKEND`` deserves (``None`` when it is unset or good);
     the command line raises it, the library only logs it."""
     value = os.environ.get(ENV_VAR)
-    if value is None or value.strip() == "" or value.strip().lower() in BACKENDS:
+    if value is None or value.strip() == "" or typed_backend(value) is not None:
         return None
     return InvalidValue(
-        f"{ENV_VAR}={value!r} names no sensing backend; expected one of "
+        f"{ENV_VAR}={_quoted(value)} names no sensing backend; expected one of "
         f"{', '.join(BACKENDS)} (or unset: {platform_backend()} on this platform)"
     )
 
@@ -60,12 +66,19 @@ def default_backend() -> Backend:
     :func:`platform_backend`. Read once; a bad value is logged once and ignored."""
     global _chosen
     if _chosen is None:
-        value = os.environ.get(ENV_VAR, "").strip().lower()
+        typed = typed_backend(os.environ.get(ENV_VAR, ""))
         error = env_backend_error()
         if error is not None:
             get_logger("resguard.snapshot").warning("%s; using %s", error, platform_backend())
-        _chosen = _as_backend(value) if error is None and value else platform_backend()
+        _chosen = typed if typed is not None else platform_backend()
     return _chosen
+
+
+def typed_backend(text: str) -> Backend | None:
+    """The backend *text* names as typed in a shell (``RESGUARD_BACKEND``, ``--backend``):
+    any case, surrounding whitespace ignored; ``None`` when it names none."""
+    name = text.strip().lower()
+    return _as_backend(name) if name in BACKENDS else None
 
 
 def checked_backend(backend: object) -> Backend:
@@ -75,13 +88,14 @@ def checked_backend(backend: object) -> Backend:
         return default_backend()
     if not isinstance(backend, str):
         raise InvalidType(
-            f"backend={shown(backend)} is not a backend name; expected one of "
-            f"{', '.join(map(repr, BACKENDS))} or None"
+            f"backend={shown(backend)} is not a backend name; expected "
+            f"{' or '.join(map(repr, BACKENDS))}, or None for the default"
         )
     if backend not in BACKENDS:
+        exact = " (the exact name, in lower case)" if typed_backend(backend) else ""
         raise InvalidValue(
-            f"backend={shown(backend)} names no sensing backend; expected one of "
-            f"{', '.join(map(repr, BACKENDS))} or None"
+            f"backend={_quoted(backend)} names no sensing backend; expected "
+            f"{' or '.join(map(repr, BACKENDS))}{exact}, or None for the default"
         )
     return _as_backend(backend)
 
@@ -115,6 +129,14 @@ def set_default_backend(backend: Backend | None) -> Backend | None:
     previous = _chosen
     _chosen = None if backend is None else checked_backend(backend)
     return previous
+
+
+def _quoted(text: str) -> str:
+    """``repr(text)``, cut after :data:`_QUOTED_MAX_CHARS` characters (a 100 KB variable
+    would otherwise make a 100 KB error line)."""
+    if len(text) <= _QUOTED_MAX_CHARS:
+        return repr(text)
+    return f"{text[:_QUOTED_MAX_CHARS]!r}… ({len(text)} characters)"
 
 
 def _as_backend(name: str) -> Backend:

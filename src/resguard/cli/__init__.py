@@ -75,13 +75,29 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except ResguardError as error:
         error_line(f"{command}: {error}")
         return EXIT_USAGE
-    except Exception as error:  # a bug in resguard: one line, never a traceback
-        if os.environ.get("RESGUARD_DEBUG"):
-            import traceback
-
-            traceback.print_exc()
+    except ImportError as error:
+        if error.name != "psutil":
+            return _internal_error(error, command)
         error_line(
-            f"resguard: internal error: {type(error).__name__}: {error} (in "
-            f"'{command}'; set RESGUARD_DEBUG=1 to see where, and please report it)"
+            f"{command}: psutil cannot be imported; the psutil backend needs it: "
+            f"install it (pip install psutil){_or_linux()}"
         )
         return EXIT_USAGE
+    except Exception as error:  # a bug in resguard: one line, never a traceback
+        return _internal_error(error, command)
+
+
+def _internal_error(error: Exception, command: str) -> int:
+    if os.environ.get("RESGUARD_DEBUG"):
+        import traceback
+
+        traceback.print_exception(error)
+    error_line(
+        f"resguard: internal error: {type(error).__name__}: {error} (in "
+        f"'{command}'; set RESGUARD_DEBUG=1 to see where, and please report it)"
+    )
+    return EXIT_USAGE
+
+
+def _or_linux() -> str:
+    return ", or use --backend linux" if sys.platform.startswith("linux") else ""

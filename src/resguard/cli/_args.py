@@ -18,6 +18,7 @@ __all__ = [
     "Commands",
     "Parser",
     "Version",
+    "backend_name",
     "choose_backend",
     "duration",
     "error_line",
@@ -57,11 +58,25 @@ def choose_backend(name: str | None) -> None:
         if error is not None:
             raise error
         return
-    chosen = backend.checked_backend(name)
-    os.environ[backend.ENV_VAR] = chosen  # children see it
+    chosen = backend.checked_backend(name)  # the only step that can fail: then neither
     # the default samplers and tables are kept per backend: one measured before (main()
     # called in-process) does not hold the new default back
     backend.set_default_backend(chosen)
+    os.environ[backend.ENV_VAR] = chosen  # children see it
+
+
+def backend_name(text: str) -> str:
+    """``--backend``: a backend name as typed in a shell, in any case and with surrounding
+    whitespace (as ``RESGUARD_BACKEND`` takes it)."""
+    from resguard._probes.backend import typed_backend
+
+    typed = typed_backend(text)
+    if typed is None:
+        quoted = repr(text) if len(text) <= 80 else f"{text[:80]!r}… ({len(text)} characters)"
+        raise argparse.ArgumentTypeError(
+            f"{quoted} names no sensing backend; expected linux or psutil"
+        )
+    return typed
 
 
 def integration(module: str) -> Any:

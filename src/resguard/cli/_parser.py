@@ -6,7 +6,7 @@ import argparse
 
 from resguard._probes.backend import BACKENDS, ENV_VAR, platform_backend
 from resguard.cli import budget, docker, ollama, snapshot, top, watch
-from resguard.cli._args import Parser, Version
+from resguard.cli._args import Parser, Version, backend_name
 
 __all__ = ["build_parser"]
 
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=Version, help="print the version and exit")
     parser.add_argument(
         "--backend",
+        type=backend_name,  # any case, as RESGUARD_BACKEND
         choices=BACKENDS,
         default=None,
         help=f"how to measure: linux (the kernel's files, container-aware) or psutil "

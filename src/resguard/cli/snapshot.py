@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 from typing import Any, TextIO
 
 from resguard.cli._args import Commands
@@ -79,7 +80,10 @@ def _process_line(snap: Any) -> str:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    import resguard.snapshot as sensing  # looked up per call: tests replace snapshot()
+    # The module, looked up per call (tests replace its snapshot()): `import
+    # resguard.snapshot as m` would bind the package attribute, which is the function
+    # once resguard.snapshot() was called.
+    sensing = importlib.import_module("resguard.snapshot")
 
     snap = sensing.snapshot(uss=args.uss)
     if args.json:
