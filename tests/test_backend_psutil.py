@@ -71,7 +71,7 @@ def test_psutil_with_roots_or_a_cgroup_is_refused_quoting_them(tmp_path: Any) ->
     ("backend", "error"), [("macos", InvalidValue), ("PSUTIL", InvalidValue), (3, InvalidType)]
 )
 def test_a_bad_backend_is_refused_quoting_it(backend: Any, error: type[Exception]) -> None:
-    with pytest.raises(error, match=r"backend=.*expected one of 'linux', 'psutil'"):
+    with pytest.raises(error, match=r"backend=.*expected 'linux' or 'psutil'"):
         Sampler(backend=backend)
 
 
@@ -426,11 +426,15 @@ _RAISES = st.sampled_from(
     ]
 )
 _ODD = st.one_of(st.none(), st.text(max_size=2), st.lists(st.integers(-3, 3), max_size=2))
-# mostly plausible numbers, with the edges a broken platform layer could give
+# mostly plausible numbers, with the edges a broken platform layer could give (integers
+# too large for a float among them: 10**400 raised OverflowError out of sample())
+_HUGE = [2**63, 2**64, 10**400]
 _BYTES = st.one_of(
-    st.integers(0, 2**36), st.sampled_from([0, 1, -1, 2**64]), st.floats(), st.none()
+    st.integers(0, 2**36), st.sampled_from([0, 1, -1, *_HUGE]), st.floats(), st.none()
 )
-_SECONDS = st.one_of(st.floats(0, 1e7), st.sampled_from([-1.0, math.inf, math.nan]), st.none())
+_SECONDS = st.one_of(
+    st.floats(0, 1e7), st.sampled_from([-1.0, math.inf, math.nan, 1e308, *_HUGE]), st.none()
+)
 
 
 def _shaped(name: str, fields: str, value: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
@@ -444,7 +448,7 @@ _ANSWERS = {
     "swap_memory": _shaped("sswap", "total used free percent sin sout", _BYTES),
     "cpu_times": _shaped("scputimes", "user nice system idle iowait guest", _SECONDS),
     "getloadavg": st.one_of(st.tuples(_SECONDS, _SECONDS, _SECONDS), _ODD, _RAISES),
-    "cpu_count": st.one_of(st.integers(-1, 64), _ODD, _RAISES),
+    "cpu_count": st.one_of(st.integers(-1, 64), st.sampled_from(_HUGE), _ODD, _RAISES),
     "own.memory_info": _shaped("pmem", "rss vms data", _BYTES),
     "own.cpu_times": _shaped("pcputimes", "user system", _SECONDS),
     "own.num_threads": st.one_of(st.integers(-1, 64), _ODD, _RAISES),

@@ -12,6 +12,8 @@ from typing import Any
 
 import psutil
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from resguard._probes import macos
 from resguard.snapshot import Snapshot
@@ -223,3 +225,69 @@ def test_the_libc_reader_passes_name_buffer_and_size_as_sysctlbyname_wants(
     assert isinstance(failed, tuple)
     assert failed[0] == "unreadable"
     assert "SysctlError" in failed[1]
+
+
+_QUAD = st.integers(min_value=0, max_value=2**64 - 1)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=150)
+@given(
+    compressed=st.one_of(_QUAD, st.sampled_from([2**64 - 1, 2**63, 16 * GiB, 16 * GiB + 1])),
+    wired=st.integers(min_value=0, max_value=16 * GiB),
+    active=st.integers(min_value=0, max_value=16 * GiB),
+)
+def test_a_compressor_value_above_the_total_is_garbage_not_a_full_machine(
+    monkeypatch: pytest.MonkeyPatch, compressed: int, wired: int, active: int
+) -> None:
+    """vm.compressor_bytes_used = 2**64 - 1 (or anything that puts wired + active +
+    compressed above the RAM) made used the whole machine, 100 %, with no fault: every
+    Guard refused everything. Such a value is garbage: used falls back to wired + active
+    (or total minus available when those alone are too many), with a fault saying so."""
+    total = 16 * GiB
+    vm = MacVm(total, 6 * GiB, 62.5, 7 * GiB, 2 * GiB, active, 4 * GiB, wired)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: vm)
+    sysctl = FakeSysctl(
+        kern__memorystatus_vm_pressure_level=level(1), vm__compressor_bytes_used=quad(compressed)
+    )
+    snap = mac_sampler(sysctl).sample()
+    used = snap.memory.used
+    assert used is not None
+    assert 0 <= used <= total
+    fallbacks = {f.fallback for f in snap.faults if f.field == "memory.used"}
+    if wired + active + compressed <= total:
+        assert (used, fallbacks) == (wired + active + compressed, set())
+    elif wired + active <= total:
+        assert (used, fallbacks) == (wired + active, {"wired + active"})
+        fault = next(f for f in snap.faults if f.field == "memory.used")
+        assert (fault.source, fault.kind) == ("sysctl vm.compressor_bytes_used", "garbage")
+    else:
+        assert used == total - 6 * GiB
+        assert "total minus available" in fallbacks
+    assert snap.fault_for("memory.used") is None  # filled in: never unknown, never 0 % forced
+
+
+def test_a_guard_admits_under_a_nonsense_compressor_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tester's case end to end: the compressor answers 2**64 - 1 on a calm Mac, and
+    a Guard on the default sampler refused every call."""
+    import importlib
+
+    import resguard._probes.backend
+    from resguard import Guard, ResourceExhausted
+    from resguard.snapshot import Sampler
+
+    sensing = importlib.import_module("resguard.snapshot")
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: MAC_VM)
+    sysctl = FakeSysctl(
+        kern__memorystatus_vm_pressure_level=level(1), vm__compressor_bytes_used=quad(2**64 - 1)
+    )
+    sampler = Sampler(backend="psutil")
+    monkeypatch.setattr(sampler, "_impl", mac_sampler(sysctl))
+    monkeypatch.setattr(resguard._probes.backend, "_chosen", "psutil")
+    monkeypatch.setitem(sensing._default_samplers, "psutil", sampler)
+    try:
+        with Guard(memory="90%", reserve="1MiB"):
+            admitted = True
+    except ResourceExhausted:
+        admitted = False
+    assert admitted
+    assert sensing.snapshot().memory.percent == pytest.approx(100 * 7 / 16)

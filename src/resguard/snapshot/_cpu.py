@@ -9,6 +9,8 @@ negative share.
 
 from __future__ import annotations
 
+import math
+
 from resguard._probes.procfs import TICKS_PER_S
 
 __all__ = ["CpuCounters"]
@@ -65,6 +67,8 @@ class CpuCounters:
         elapsed = now_s - previous[1]
         if elapsed > 0 and ticks >= previous[0]:
             share = 100.0 * (ticks - previous[0]) / self._ticks_per_s / elapsed
+            if not math.isfinite(share):  # counters of garbage: not a share of anything
+                return self._process_percent
             self._process_percent = max(share, 0.0)
             self._process = (ticks, now_s)
         elif ticks < previous[0]:

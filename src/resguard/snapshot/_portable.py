@@ -55,6 +55,9 @@ _MEMORY_INFO = "psutil.Process().memory_info()"
 _AFFINITY = "psutil.Process().cpu_affinity()"
 _LEVEL_SOURCE = f"sysctl {macos.PRESSURE_LEVEL}"
 _COMPRESSED_SOURCE = f"sysctl {macos.COMPRESSOR_BYTES}"
+_MAX_BYTES = 2**63  # no machine has this much: a count at or above it is garbage
+_MAX_CPUS = 2**20
+_ARITHMETIC = (ArithmeticError, TypeError, ValueError)  # a conversion of garbage failing
 
 
 class _Limits:
@@ -214,7 +217,9 @@ class PsutilSampler:
             count = self._psutil.cpu_count()
         except Exception:
             count = None
-        return count if isinstance(count, int) and count > 0 else os.cpu_count() or 1
+        if isinstance(count, int) and not isinstance(count, bool) and 0 < count < _MAX_CPUS:
+            return count
+        return os.cpu_count() or 1
 
     # -------------------------------------------------------------------- memory ---
 
@@ -282,7 +287,30 @@ class PsutilSampler:
                 Fault("memory.used", _COMPRESSED_SOURCE, kind, why, fallback="wired + active")
             )
             compressed = 0
-        return min(wired + active + compressed, total)
+        elif wired + active + compressed > total:  # more than RAM: not a real count
+            faults.append(
+                Fault(
+                    "memory.used",
+                    _COMPRESSED_SOURCE,
+                    "garbage",
+                    f"{compressed} compressed + {wired} wired + {active} active bytes "
+                    f"exceed the total of {total}",
+                    fallback="wired + active",
+                )
+            )
+            compressed = 0
+        if wired + active > total:
+            faults.append(
+                Fault(
+                    "memory.used",
+                    VIRTUAL_MEMORY,
+                    "garbage",
+                    f"{wired} wired + {active} active bytes exceed the total of {total}",
+                    fallback="total minus available",
+                )
+            )
+            return max(total - available, 0)
+        return wired + active + compressed
 
     def _swap(self, faults: list[Fault]) -> SwapInfo:
         """The host's swap, read at most every *slow_files_max_age_s*: psutil reads two
@@ -454,9 +482,10 @@ def _is_gone(error: BaseException) -> bool:
 
 
 def _byte_count(value: Any, name: str) -> int | None:
-    """The non-negative integer attribute *name* of a psutil result, else ``None``."""
+    """The non-negative integer attribute *name* of a psutil result below 2**63 (no
+    machine counts more bytes; a float conversion of more would overflow), else ``None``."""
     number = getattr(value, name, None)
-    if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+    if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number < _MAX_BYTES:
         return None
     return number
 
@@ -481,8 +510,8 @@ def _data_segment(info: Any, faults: list[Fault]) -> _Used:
         if failed is None:
             return None, (_MEMORY_INFO, "unreadable", "memory_info() was not read")
         return None, (_MEMORY_INFO, failed.kind, failed.detail)
-    data = getattr(info, "data", None)
-    if isinstance(data, bool) or not isinstance(data, int) or data < 0:
+    data = _byte_count(info, "data")
+    if data is None:
         return None, (_MEMORY_INFO, "missing", "no data segment size on this platform")
     return data, None
 
@@ -496,13 +525,13 @@ def _busy_total(times: Any) -> tuple[float, float] | None:
             for name in times._fields
             if name not in ("guest", "guest_nice")
         }
-    except (AttributeError, TypeError, ValueError):
+    except (AttributeError, *_ARITHMETIC):  # 10**400 seconds overflows a float
         return None
     if "idle" not in parts or any(not 0 <= value < float("inf") for value in parts.values()):
         return None
     idle = parts["idle"] + parts.get("iowait", 0.0)
     total = sum(parts.values())
-    return total - idle, total
+    return (total - idle, total) if total < float("inf") else None
 
 
 def _own_numbers(process: Any, faults: list[Fault]) -> tuple[Any, Any, Any]:
@@ -557,7 +586,7 @@ def _cpu_seconds(times: Any, faults: list[Fault]) -> float | None:
     """User + system seconds of a ``cpu_times()`` answer, or a fault for nonsense."""
     try:
         cpu_s = float(times.user) + float(times.system)
-    except (AttributeError, TypeError, ValueError):
+    except (AttributeError, *_ARITHMETIC):
         cpu_s = -1.0
     if not 0 <= cpu_s < float("inf"):
         _garbage(faults, "psutil.Process().cpu_times()", times, "process.cpu_percent")
@@ -592,7 +621,8 @@ def _children_rss(process: Any, faults: list[Fault]) -> int | None:
     total = 0
     for kid in kids:
         try:
-            total += max(int(kid.memory_info().rss), 0)
+            rss = _byte_count(kid.memory_info(), "rss")
         except Exception:  # gone since children() listed it, or not ours to read
             continue
+        total += rss or 0
     return total
