@@ -602,7 +602,7 @@ def test_a_looser_rlimit_s_unreadable_use_leaves_no_fault(monkeypatch: pytest.Mo
     """Under RLIMIT_AS and a tighter RLIMIT_DATA only the data segment counts: the
     address space that could not be read is no damage to the snapshot, and the data
     segment comes from the sample's one memory_info() (inside oneshot())."""
-    import resguard.snapshot._portable as portable
+    from resguard.snapshot import _portable as portable
 
     total = psutil.virtual_memory().total
     found = (("RLIMIT_AS", total // 2), ("RLIMIT_DATA", total // 4))
@@ -632,7 +632,7 @@ def test_a_looser_rlimit_s_unreadable_use_leaves_no_fault(monkeypatch: pytest.Mo
 def test_a_winning_rlimit_hides_the_host_s_used_faults(monkeypatch: pytest.MonkeyPatch) -> None:
     """On macOS "used" needs wired and active; when an rlimit binds, the host's used is
     not what the snapshot reports, so its missing parts are no fault either."""
-    import resguard.snapshot._portable as portable
+    from resguard.snapshot import _portable as portable
 
     MacVm = collections.namedtuple("MacVm", "total available percent used free")  # no wired
     monkeypatch.setattr(psutil, "virtual_memory", lambda: MacVm(16 << 30, 6 << 30, 0.0, 0, 0))
@@ -688,7 +688,7 @@ def test_under_a_binding_rlimit_a_host_without_available_only_loses_the_host_s_c
     """The host's available only caps the headroom of a tighter limit: used and percent
     are the rlimit's own and stay known without a fault; available is the rlimit's
     headroom, with a fault saying where it came from."""
-    import resguard.snapshot._portable as portable
+    from resguard.snapshot import _portable as portable
 
     Vm = collections.namedtuple("Vm", "total available percent used free")
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Vm(64 << 30, None, 0.0, 0, 0))

@@ -366,9 +366,12 @@ def test_patching_sampler_sample_on_the_class_reaches_every_sampler() -> None:
     reaches samplers made before, after, and the default one behind ``snapshot()``; an
     instance attribute shadowing the method would defeat it and show the backend's
     private class in reprs."""
+    import importlib
     from unittest import mock
 
-    import resguard.snapshot as snapshot_module
+    # the module, whatever the package attribute is (the function once resguard.snapshot()
+    # ran before its first import: `import resguard.snapshot as m` would bind that)
+    snapshot_module = importlib.import_module("resguard.snapshot")
 
     before = Sampler()
     fake = before.sample()
