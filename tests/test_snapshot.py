@@ -306,7 +306,7 @@ def test_a_fork_while_another_thread_samples_cannot_hang_the_child(backend: Back
 
 
 def test_cpu_counters_give_the_share_between_two_readings() -> None:
-    counters = CpuCounters()
+    counters = CpuCounters(cpu_count=1)
     assert counters.host_percent((100, 1000)) == pytest.approx(10.0)  # since boot
     assert counters.host_percent((150, 1100)) == pytest.approx(50.0)
     assert counters.host_percent((150, 1100)) == pytest.approx(50.0)  # no tick: the last
@@ -316,7 +316,7 @@ def test_cpu_counters_give_the_share_between_two_readings() -> None:
 
 
 def test_cpu_counters_of_this_process_need_a_baseline() -> None:
-    counters = CpuCounters()
+    counters = CpuCounters(cpu_count=1)
     ticks_per_s = TICKS_PER_S
     assert counters.process_percent(0, 10.0) is None  # the first reading is the baseline
     assert counters.has_process_baseline
@@ -327,6 +327,38 @@ def test_cpu_counters_of_this_process_need_a_baseline() -> None:
     assert not after_reset.has_process_baseline
     # a baseline at the process's start: its average since then
     assert counters.process_percent(ticks_per_s, 14.0, baseline=(0, 10.0)) == pytest.approx(25.0)
+
+
+def test_cpu_counters_measure_no_window_shorter_than_a_quarter_second() -> None:
+    """Two samples a few milliseconds apart, counted in 10 ms ticks, gave 0 % or 300 %:
+    such a window keeps the baseline and answers the previous share."""
+    counters = CpuCounters(cpu_count=2)
+    assert counters.process_percent(0, 10.0) is None
+    assert counters.process_percent(50, 11.0) == pytest.approx(50.0 * 100 / TICKS_PER_S)
+    assert counters.process_percent(53, 11.01) == pytest.approx(50.0 * 100 / TICKS_PER_S)
+    # the baseline stayed at 11.0: 0.5 s later the window covers the whole 0.5 s
+    assert counters.process_percent(50 + TICKS_PER_S // 4, 11.5) == pytest.approx(50.0)
+    host = CpuCounters(cpu_count=2)
+    assert host.host_percent((100, 1000)) == pytest.approx(10.0)
+    assert host.host_percent((103, 1003)) == pytest.approx(10.0)  # 3 ticks: too short
+    assert host.host_percent((100 + 60, 1000 + 100)) == pytest.approx(60.0)  # from the baseline
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 10**6), st.floats(0, 5, allow_nan=False)), min_size=1, max_size=30
+    ),
+    st.integers(1, 64),
+)
+def test_a_process_share_never_exceeds_every_cpu_busy(
+    steps: list[tuple[int, float]], cpu_count: int
+) -> None:
+    counters = CpuCounters(cpu_count=cpu_count)
+    ticks, now_s = 0, 0.0
+    for more_ticks, later_s in steps:
+        ticks, now_s = ticks + more_ticks, now_s + later_s
+        percent = counters.process_percent(ticks, now_s)
+        assert percent is None or 0.0 <= percent <= 100.0 * cpu_count
 
 
 def test_the_sampler_times_everything_by_its_clocks(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import math
 import os
 
 __all__ = [
+    "CPU_WINDOW_MIN_S",
     "PAGE_SIZE",
     "TICKS_PER_S",
     "parse_btime",
@@ -36,6 +37,11 @@ def _sysconf(name: str, default: int) -> int:
 
 PAGE_SIZE = _sysconf("SC_PAGE_SIZE", 4096)
 TICKS_PER_S = _sysconf("SC_CLK_TCK", 100)
+
+CPU_WINDOW_MIN_S = 0.25
+"""The shortest window a CPU percent is measured over (the process table, this process,
+the host): CPU time comes in 10 ms ticks, so one tick either way is then at most 4 % of
+one CPU; ``top`` refreshes every 1-3 s and 0.25 s still answers quickly."""
 
 _MEMINFO_KEYS = ("MemTotal:", "MemAvailable:", "MemFree:", "SwapTotal:", "SwapFree:")
 _MAX_DIGITS = 20  # 2**64 has 20 digits; longer is damage (and int() of 5000 digits raises)

@@ -6,12 +6,13 @@ import argparse
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from resguard._probes.procfs import CPU_WINDOW_MIN_S
 from resguard.cli._args import Commands, duration, non_negative_int
 from resguard.cli._render import Column, fixed, print_json, size, table, writable
 
 __all__ = ["add_parser", "format_processes", "run"]
 
-_CPU_WINDOW_S = 0.25  # the process table measures no CPU window shorter than this
+_CPU_WINDOW_S = CPU_WINDOW_MIN_S  # the process table measures no CPU window shorter than this
 
 
 def format_processes(rows: Sequence[Any], width: int = 120) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, TextIO
 
+from resguard._probes.procfs import CPU_WINDOW_MIN_S
 from resguard.cli._args import Commands, non_negative_int, period
 from resguard.cli._render import Live, fixed, size
 from resguard.cli.snapshot import format_snapshot
@@ -13,7 +14,7 @@ from resguard.cli.top import format_processes
 
 __all__ = ["add_parser", "format_frame", "format_line", "run", "stale_reason"]
 
-_CPU_WINDOW_S = 0.25
+_CPU_WINDOW_S = CPU_WINDOW_MIN_S  # the first frame's process CPU covers a real window
 """How long the first update measures CPU over: the process table measures no window
 shorter than this (ticks are 10 ms: a few milliseconds would read as 0 % or 500 %)."""
 

@@ -13,13 +13,13 @@ import os
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from resguard._probes.procfs import CPU_WINDOW_MIN_S
 from resguard.snapshot import ProcessInfo
 
 __all__ = ["MIN_WINDOW_S", "Previous", "RowFacts", "rows_from"]
 
-MIN_WINDOW_S = 0.25
-"""The shortest window a CPU percent is measured over: a tick of 10 ms either way is then
-at most 4 % of one CPU (``top`` refreshes every 1-3 s; 0.25 s still answers quickly)."""
+MIN_WINDOW_S = CPU_WINDOW_MIN_S
+"""The shortest window a CPU percent is measured over (see ``procfs.CPU_WINDOW_MIN_S``)."""
 
 
 class RowFacts(NamedTuple):

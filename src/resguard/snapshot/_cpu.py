@@ -4,26 +4,38 @@
 counters it read (the kernel's clock ticks, or psutil's seconds) and the time it read
 them at, and it answers the share of CPU since the previous reading. Counters that go
 back (a restarted container, a wrapped counter) start a new baseline instead of a
-negative share.
+negative share. A window shorter than :data:`~resguard._probes.procfs.CPU_WINDOW_MIN_S`
+(two samples a few milliseconds apart, counted in 10 ms ticks) keeps the previous baseline
+and answers the previous share; a process's share never exceeds 100 × the CPU count.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
-from resguard._probes.procfs import TICKS_PER_S
+from resguard._probes.procfs import CPU_WINDOW_MIN_S, TICKS_PER_S
 
 __all__ = ["CpuCounters"]
 
 
 class CpuCounters:
     """The previous readings of the host's and this process's CPU time, counted in
-    *ticks_per_s* units a second (the kernel's clock ticks; 1.0 for psutil's seconds)."""
+    *ticks_per_s* units a second (the kernel's clock ticks; 1.0 for psutil's seconds), on
+    a machine of *cpu_count* CPUs (default :func:`os.cpu_count`)."""
 
-    __slots__ = ("_host", "_host_percent", "_process", "_process_percent", "_ticks_per_s")
+    __slots__ = (
+        "_cpu_count",
+        "_host",
+        "_host_percent",
+        "_process",
+        "_process_percent",
+        "_ticks_per_s",
+    )
 
-    def __init__(self, ticks_per_s: float = TICKS_PER_S) -> None:
+    def __init__(self, ticks_per_s: float = TICKS_PER_S, cpu_count: int | None = None) -> None:
         self._ticks_per_s = ticks_per_s
+        self._cpu_count = max(cpu_count or os.cpu_count() or 1, 1)
         self._host: tuple[float, float] = (0, 0)  # (busy, total) ticks of all CPUs
         self._host_percent: float | None = None
         self._process: tuple[float, float] | None = None  # (ticks, monotonic seconds)
@@ -45,6 +57,9 @@ class CpuCounters:
         and these; the last share when no tick passed in between."""
         busy, total = ticks
         previous_busy, previous_total = self._host
+        window_ticks = CPU_WINDOW_MIN_S * self._ticks_per_s * self._cpu_count
+        if previous_total and previous_busy <= busy and 0 <= total - previous_total < window_ticks:
+            return self._host_percent  # too short a window to measure: keep the baseline
         if total > previous_total and busy >= previous_busy:
             share = 100.0 * (busy - previous_busy) / (total - previous_total)
             self._host_percent = min(max(share, 0.0), 100.0)
@@ -65,11 +80,13 @@ class CpuCounters:
             self._process = (ticks, now_s)  # a baseline for the next one
             return None
         elapsed = now_s - previous[1]
+        if self._process is not None and ticks >= previous[0] and 0 <= elapsed < CPU_WINDOW_MIN_S:
+            return self._process_percent  # too short a window to measure: keep the baseline
         if elapsed > 0 and ticks >= previous[0]:
             share = 100.0 * (ticks - previous[0]) / self._ticks_per_s / elapsed
             if not math.isfinite(share):  # counters of garbage: not a share of anything
                 return self._process_percent
-            self._process_percent = max(share, 0.0)
+            self._process_percent = min(max(share, 0.0), 100.0 * self._cpu_count)
             self._process = (ticks, now_s)
         elif ticks < previous[0]:
             self._process = (ticks, now_s)
