@@ -576,3 +576,37 @@ def test_the_live_view_redraws_a_terminal_and_appends_to_a_pipe() -> None:
     appended.show_json({"level": "OK"})
     assert screen.getvalue() == "\x1b[H\x1b[2Jframe\n"
     assert pipe.getvalue() == 'one\n{"level":"OK"}\n'
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1", "utf-8"])
+def test_no_command_fails_on_a_name_its_output_cannot_encode(
+    monkeypatch: pytest.MonkeyPatch, encoding: str
+) -> None:
+    """A process, container or model name that the terminal's encoding cannot hold (an
+    emoji on Latin-1, a lone surrogate from an undecodable file name) is written with a
+    replacement character by every command, not only top and watch."""
+    import io
+
+    import resguard.cli as cli
+
+    def prints_names(args: Any, out: Any) -> int:
+        out.write("model \U0001f999-llama, process spin\udcff\n")
+        return 0
+
+    real = cli.build_parser
+
+    def parser_printing_names() -> argparse.ArgumentParser:
+        parser = real()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for command in action.choices.values():
+                    command.set_defaults(handler=prints_names)
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", parser_printing_names)
+    for command in (["snapshot"], ["budget"], ["top"], ["watch", "--once"]):
+        raw = io.BytesIO()
+        out = io.TextIOWrapper(raw, encoding=encoding)
+        assert main(command, out) == 0, command
+        out.flush()
+        assert raw.getvalue().decode(encoding).startswith("model ")

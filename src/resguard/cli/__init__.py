@@ -33,6 +33,7 @@ from resguard.cli._args import (
     error_line,
 )
 from resguard.cli._parser import build_parser as build_parser
+from resguard.cli._render import tolerant
 from resguard.cli.snapshot import format_snapshot as format_snapshot
 from resguard.cli.top import format_processes as format_processes
 from resguard.cli.watch import format_frame as format_frame
@@ -54,7 +55,7 @@ def _silence_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the command line; returns the exit code (see the module docstring)."""
-    stream = out if out is not None else sys.stdout
+    stream = tolerant(out if out is not None else sys.stdout)
     command = "resguard"
     try:
         try:

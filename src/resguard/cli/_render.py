@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal, NamedTuple, TextIO
+from typing import Any, Literal, NamedTuple, TextIO, cast
 
 from resguard.units import format_bytes
 
@@ -18,6 +18,7 @@ __all__ = [
     "print_json",
     "size",
     "table",
+    "tolerant",
     "writable",
 ]
 
@@ -108,6 +109,26 @@ def writable(text: str, out: TextIO) -> str:
     except LookupError:  # an encoding Python does not know: keep what ASCII can say
         return text.encode("ascii", "replace").decode("ascii")
     return text
+
+
+class _Tolerant:
+    """A text stream whose writes never fail on a character its encoding cannot hold."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def write(self, text: str) -> int:
+        return self._out.write(writable(text, self._out))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._out, name)  # encoding, flush, isatty, fileno, ...
+
+
+def tolerant(out: TextIO) -> TextIO:
+    """*out* for every command's output: a process, container or model name its encoding
+    cannot hold (a lone surrogate, an emoji on a Latin-1 terminal) is written with a
+    replacement character instead of failing the command."""
+    return out if isinstance(out, _Tolerant) else cast("TextIO", _Tolerant(out))
 
 
 class Live:
