@@ -685,9 +685,10 @@ def test_a_headroom_source_giving_no_number_is_unknown_not_a_failed_load(
 def test_a_share_budget_is_resolved_once_the_limit_is_known(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import importlib
     import types
 
-    import resguard.snapshot as snapshots
+    snapshots = importlib.import_module("resguard.snapshot")  # the module, not the function
 
     real = snapshots.snapshot
     unknown = types.SimpleNamespace(memory=types.SimpleNamespace(limit=None, available=None))
