@@ -134,7 +134,10 @@ _LAZY: dict[str, str] = {
     "SwapInfo": "resguard.snapshot",
     "snapshot": "resguard.snapshot",
 }
-_SUBMODULES = frozenset({"presets", "reclaim"})
+# names whose attribute is the module itself: snapshot and profile are callable modules
+# (``rg.snapshot()`` calls the function), so ``import resguard.snapshot as m`` binds the
+# module whether or not ``rg.snapshot`` was used first
+_SUBMODULES = frozenset({"presets", "reclaim", "snapshot", "profile"})
 
 __all__ = [
     "Admission",
