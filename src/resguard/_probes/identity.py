@@ -351,6 +351,14 @@ class _Handle(abc.ABC):
         """
         return _wait_exited(self.exited, self.pidfd, timeout_s, clock, sleep)
 
+    def _signal(self, pid: int, signum: int) -> None:
+        """Send *signum* through the pidfd where there is one, else by *pid* (which the
+        caller has just verified); ``ProcessLookupError`` when it has exited."""
+        if self.pidfd is not None:
+            signal.pidfd_send_signal(self.pidfd, signum)
+        else:
+            os.kill(pid, signum)  # Windows: TerminateProcess for SIGTERM
+
 
 class ProcessHandle(_Handle):
     """A verified handle on one process: signals reach it, or nothing.
@@ -397,11 +405,7 @@ class ProcessHandle(_Handle):
         if self.exited():
             return False
         try:
-            if self.pidfd is not None:
-                signal.pidfd_send_signal(self.pidfd, signum)
-            else:
-                # the start time was re-read just above, in exited()
-                os.kill(self.identity.pid, signum)
+            self._signal(self.identity.pid, signum)  # its start time re-read in exited()
         except ProcessLookupError:
             return False
         return True
@@ -635,11 +639,7 @@ class PortableHandle(_Handle):
         if self.stat() is None or (self.pidfd is not None and self.exited()):
             return False
         try:
-            if self.pidfd is not None:
-                signal.pidfd_send_signal(self.pidfd, signum)
-            else:
-                # verified just above (Windows: os.kill is TerminateProcess for SIGTERM)
-                os.kill(self.identity.pid, signum)
+            self._signal(self.identity.pid, signum)  # verified just above
         except ProcessLookupError:
             return False
         except PermissionError:
