@@ -183,7 +183,10 @@ try:
 except ImportError as error:
     print(error)
 """
-    assert f"pip install 'resguard[{extra}]'" in run_python(code)
+    message = run_python(code)
+    assert f"pip install 'resguard[{extra}]'" in message
+    # the name 'resguard' on PyPI belongs to another project: the checkout's command too
+    assert f"pip install -e '.[{extra}]'" in message
 
 
 def test_every_public_name_is_in_the_api_reference() -> None:

@@ -36,7 +36,8 @@ try:
     from IPython.display import HTML, Image, display
 except ImportError as error:  # pragma: no cover - exercised by the import test
     raise ImportError(
-        "resguard.notebook needs IPython: pip install 'resguard[notebook]'"
+        "resguard.notebook needs IPython: pip install 'resguard[notebook]' "
+        "(from a checkout of resguard: pip install -e '.[notebook]')"
     ) from error
 
 from resguard._errors import ResguardError

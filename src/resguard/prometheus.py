@@ -90,7 +90,8 @@ try:
     from prometheus_client.registry import Collector, CollectorRegistry
 except ImportError as error:  # pragma: no cover - exercised by the import test
     raise ImportError(
-        "resguard.prometheus needs prometheus_client: pip install 'resguard[prometheus]'"
+        "resguard.prometheus needs prometheus_client: pip install 'resguard[prometheus]' "
+        "(from a checkout of resguard: pip install -e '.[prometheus]')"
     ) from error
 
 from resguard._errors import InvalidType, InvalidValue

@@ -47,7 +47,8 @@ try:
 except ImportError as _exc:  # pragma: no cover - exercised in a venv without the extra
     raise ImportError(
         "resguard.docker needs the 'docker' package; install it with "
-        "pip install 'resguard[docker]'",
+        "pip install 'resguard[docker]' (from a checkout of resguard: "
+        "pip install -e '.[docker]')",
         name=_exc.name,
     ) from _exc
 

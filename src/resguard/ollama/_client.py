@@ -24,7 +24,8 @@ try:
             os.environ["OLLAMA_HOST"] = _saved_host
 except ImportError as _error:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
-        "resguard.ollama needs the 'ollama' package: pip install 'resguard[ollama]'"
+        "resguard.ollama needs the 'ollama' package: pip install 'resguard[ollama]' "
+        "(from a checkout of resguard: pip install -e '.[ollama]')"
     ) from _error
 
 __all__ = ["ollama"]

@@ -90,7 +90,9 @@ Sample.__module__ = __name__  # reprs, pickles and the API docs name the public 
 
 _logger = get_logger("resguard")
 _F = TypeVar("_F", bound=Callable[..., Any])
-_NOTEBOOK_EXTRA = "pip install 'resguard[notebook]'"
+_NOTEBOOK_EXTRA = (
+    "pip install 'resguard[notebook]' (from a checkout of resguard: pip install -e '.[notebook]')"
+)
 
 
 class _AlreadyRunning(InvalidState):
