@@ -58,6 +58,18 @@ def test_over_the_share_is_refused_for_memory() -> None:
     assert decision.refusal.retry_after_s == 1.0
 
 
+@pytest.mark.parametrize(("memory", "ceiling"), [("1%", "163.8 MiB = 1%"), ("200MiB", "200.0 MiB")])
+def test_a_memory_refusal_names_the_guards_ceiling(memory: str, ceiling: str) -> None:
+    """``Guard(memory="1%")`` said "0 B of headroom ... (6.4 GiB used of 16.0 GiB)",
+    never the 1 % that made the headroom 0."""
+    decision = first_try(calm(), Limits(memory=Amount(memory)), Counts(), 100 * 2**20)
+    assert decision.refusal is not None
+    assert f"the guard's ceiling {ceiling}" in decision.refusal.detail
+    whole = first_try(calm(memory_percent=99), Limits(memory=Amount("100%")), Counts(), GiB)
+    assert whole.refusal is not None
+    assert "ceiling" not in whole.refusal.detail  # the limit itself: nothing to add
+
+
 def test_what_others_reserved_is_a_reservation_refusal() -> None:
     limits = Limits(memory=Amount("75%"))  # 12 GiB of 16; 8 GiB used: 4 GiB of room
     view = calm(memory_percent=50)

@@ -272,10 +272,14 @@ def _memory_refusal(snap: Snapshot, limits: Limits, counts: Counts, reserve: int
     # "reservation" when the call would fit but for what others reserved
     fits_alone = headroom is not None and headroom + reserved >= reserve
     reason = "reservation" if fits_alone and not over_share else "memory"
+    ceiling = ""
+    if share is not None and limits.memory is not None and share != memory.limit:
+        of_limit = f" = {limits.memory.percent:g}%" if limits.memory.is_share else ""
+        ceiling = f", the guard's ceiling {format_bytes(share)}{of_limit}"
     detail = (
         f"{format_bytes(max(headroom or 0, 0))} of headroom for "
         f"{format_bytes(reserve)} ({_bytes_or_unknown(memory.used)} used of "
-        f"{_bytes_or_unknown(memory.limit)}, {format_bytes(reserved)} reserved)"
+        f"{_bytes_or_unknown(memory.limit)}{ceiling}, {format_bytes(reserved)} reserved)"
     )
     return _refuse(reason, detail, limits.retry_after_s, snap, counts, reserve)
 
