@@ -30,6 +30,7 @@ from resguard.cli._args import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     choose_backend,
+    command_name,
     error_line,
 )
 from resguard.cli._parser import build_parser as build_parser
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             args = build_parser().parse_args(argv)  # a module global: tests replace it
         except SystemExit as done:  # --help, --version, a usage error (already on stderr)
             return done.code if isinstance(done.code, int) else EXIT_USAGE
-        command = f"resguard {args.command}"
+        command = command_name(args)  # with docker's and ollama's subcommand
         choose_backend(args.backend)
         code = int(args.handler(args, stream))
         stream.flush()  # inside the try: a closed pipe shows here, not at exit

@@ -10,21 +10,25 @@ from collections.abc import Sequence
 from typing import Any, NoReturn, TypeAlias
 
 from resguard._errors import ResguardError
+from resguard._probes.backend import BACKENDS
 
 __all__ = [
     "EXIT_BROKEN_PIPE",
     "EXIT_INTERRUPTED",
     "EXIT_USAGE",
+    "CommandParser",
     "Commands",
     "Parser",
     "Version",
     "backend_name",
     "choose_backend",
+    "command_name",
     "duration",
     "error_line",
     "integration",
     "non_negative_int",
     "period",
+    "positive_int",
 ]
 
 EXIT_USAGE = 2
@@ -79,14 +83,22 @@ def backend_name(text: str) -> str:
     return typed
 
 
-def integration(module: str) -> Any:
-    """Import an integration module, or explain on stderr which extra to install."""
+def command_name(args: argparse.Namespace) -> str:
+    """The command as typed, for its error lines: ``resguard snapshot``, and with the
+    subcommand of ``docker`` and ``ollama`` (``resguard docker stats``)."""
+    words = ["resguard", getattr(args, "command", None), getattr(args, "subcommand", None)]
+    return " ".join(word for word in words if isinstance(word, str))
+
+
+def integration(module: str, command: str) -> Any:
+    """Import an integration module, or explain on stderr (as *command*) which extra to
+    install."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        sys.stderr.write(f"resguard: {error}\n")
+        error_line(f"{command}: {error}")
         return None
 
 
@@ -97,6 +109,17 @@ def non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is negative; expected 0 or more")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A count of 1 or more (``watch --count``: 0 would stop before the first update)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is less than 1; expected a count of 1 or more")
     return value
 
 
@@ -125,6 +148,43 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         error_line(f"{self.prog}: {message} (see '{self.prog} --help')")
         raise SystemExit(EXIT_USAGE)
+
+
+class CommandParser(Parser):
+    """A command's parser: it refuses what it does not know itself, in the command's own
+    name (``resguard docker stats: unrecognized arguments: ...``; argparse leaves it to
+    the top parser, whose error says only ``resguard:``), and says where an option of
+    the top parser, ``--backend``, goes."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            prog = " ".join([self.prog, *_subcommand(parsed)])
+            hint = _backend_hint(extras, prog)
+            error_line(
+                f"{prog}: unrecognized arguments: {' '.join(extras)}{hint} "
+                f"(see '{self.prog} --help')"
+            )
+            raise SystemExit(EXIT_USAGE)
+        return parsed, extras
+
+
+def _subcommand(parsed: argparse.Namespace) -> list[str]:
+    subcommand = getattr(parsed, "subcommand", None)
+    return [subcommand] if isinstance(subcommand, str) else []
+
+
+def _backend_hint(extras: Sequence[str], prog: str) -> str:
+    """Where ``--backend`` goes, when it was given after the command."""
+    for index, word in enumerate(extras):
+        if word == "--backend" or word.startswith("--backend="):
+            value = word.partition("=")[2] or "".join(extras[index + 1 : index + 2])
+            value = value.strip().lower() if value.strip().lower() in BACKENDS else "psutil"
+            before, _, after = prog.partition(" ")
+            return f"; --backend goes before the command: {before} --backend {value} {after}"
+    return ""
 
 
 class Version(argparse.Action):

@@ -6,7 +6,7 @@ import argparse
 
 from resguard._probes.backend import BACKENDS, ENV_VAR, platform_backend
 from resguard.cli import budget, docker, ollama, snapshot, top, watch
-from resguard.cli._args import Parser, Version, backend_name
+from resguard.cli._args import CommandParser, Parser, Version, backend_name
 
 __all__ = ["build_parser"]
 
@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"how to measure: linux (the kernel's files, container-aware) or psutil "
         f"(portable); default ${ENV_VAR}, else {platform_backend()} here",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=CommandParser
+    )
     for command in _COMMANDS:
         command.add_parser(commands)
     return parser

@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from resguard.cli._args import EXIT_USAGE, Commands, integration
+from resguard.cli._args import EXIT_USAGE, Commands, command_name, integration
 from resguard.cli._render import Column, print_json, table
 
 if TYPE_CHECKING:
@@ -143,15 +143,15 @@ def cli(
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    if integration("resguard.docker") is None:
+    if integration("resguard.docker", command_name(args)) is None:
         return EXIT_USAGE
-    return cli(args.docker_command, as_json=args.json, out=out)
+    return cli(args.subcommand, as_json=args.json, out=out)
 
 
 def add_parser(commands: Commands) -> None:
     docker = commands.add_parser(
         "docker", help="containers' memory, limits (needs the docker extra)"
     )
-    docker.add_argument("docker_command", choices=("stats", "limits"), metavar="stats|limits")
+    docker.add_argument("subcommand", choices=("stats", "limits"), metavar="stats|limits")
     docker.add_argument("--json", action="store_true", help="print JSON")
     docker.set_defaults(handler=run)

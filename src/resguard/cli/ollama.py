@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from resguard.cli._args import EXIT_USAGE, Commands, integration
+from resguard.cli._args import EXIT_USAGE, Commands, command_name, integration
 from resguard.cli._render import Column, print_json, table
 
 if TYPE_CHECKING:
@@ -133,14 +133,14 @@ def cli(
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    if integration("resguard.ollama") is None:
+    if integration("resguard.ollama", command_name(args)) is None:
         return EXIT_USAGE
-    return cli(args.ollama_command, args.names, host=args.host, as_json=args.json, out=out)
+    return cli(args.subcommand, args.names, host=args.host, as_json=args.json, out=out)
 
 
 def add_parser(commands: Commands) -> None:
     ollama = commands.add_parser("ollama", help="models loaded in Ollama (needs the ollama extra)")
-    ollama.add_argument("ollama_command", choices=("ps", "unload"), metavar="ps|unload")
+    ollama.add_argument("subcommand", choices=("ps", "unload"), metavar="ps|unload")
     ollama.add_argument("names", nargs="*", metavar="NAME", help="models to unload")
     ollama.add_argument(
         "--host", default=None, help="the Ollama server (default $OLLAMA_HOST or 127.0.0.1:11434)"
