@@ -21,9 +21,9 @@ def format_processes(rows: Sequence[Any], width: int = 120) -> str:
         Column("PID", ">", 7),
         Column("CPU%", ">", 6),
         Column("RSS", ">", 10),
-        Column("N", ">", 3),
+        Column("PROCS", ">", 5),  # how many processes the row stands for (--group merges)
         Column("USER", "<", 10, cut=10),
-        Column("COMMAND", cut=max(width - 42, 20)),
+        Column("COMMAND", cut=max(width - 44, 20)),
     )
     return table(
         columns,
@@ -61,13 +61,24 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 def add_parser(commands: Commands) -> None:
     top = commands.add_parser("top", help="the processes using the most CPU or memory")
     top.add_argument("-n", type=non_negative_int, default=10, help="rows (default 10)")
-    top.add_argument("--by", choices=("cpu", "memory"), default="cpu")
-    top.add_argument("--group", action="store_true", help="one row per process name")
+    top.add_argument(
+        "--by",
+        choices=("cpu", "memory"),
+        default="cpu",
+        help="order by CPU percent or resident memory (default cpu)",
+    )
+    top.add_argument(
+        "--group",
+        action="store_true",
+        help="one row per process name, PROCS saying how many processes it merges",
+    )
     top.add_argument(
         "--interval",
         type=duration,
         default=0.5,
-        help="measure CPU over this long (default 0.5s, at least 0.25s; 0 = since start)",
+        help=f"measure CPU over this long (default 0.5s); CPU is measured over at least "
+        f"{CPU_WINDOW_MIN_S:g}s, so a shorter interval is raised to {CPU_WINDOW_MIN_S:g}s; "
+        f"0 = each process's average since it started",
     )
     top.add_argument("--json", action="store_true", help="print JSON")
     top.set_defaults(handler=run)

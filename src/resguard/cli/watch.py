@@ -7,7 +7,7 @@ import argparse
 from typing import Any, TextIO
 
 from resguard._probes.procfs import CPU_WINDOW_MIN_S
-from resguard.cli._args import Commands, non_negative_int, period
+from resguard.cli._args import Commands, non_negative_int, period, positive_int
 from resguard.cli._render import Live, fixed, size
 from resguard.cli.snapshot import format_snapshot
 from resguard.cli.top import format_processes
@@ -72,16 +72,25 @@ def format_line(state: Any, stale: str | None = None) -> str:
     psi_text = f" psi-mem {fixed(psi.some.avg10, '.1f')}%" if psi is not None else ""
     top = _top_rows(snap, 1)
     top_text = f" top {top[0].name} {fixed(top[0].cpu_percent, '.0f')}%" if top else ""
-    reason = verdict.reason
-    unknown = [text for text in _unknowns(state, stale) if text not in reason]
-    if unknown:
-        reason += f" (unknown: {'; '.join(unknown)})"
+    reason = _line_reason(state, stale)
     return (
         f"{_clock_text(snap.taken_at)} "
         f"{verdict.level.name:<8} mem {fixed(memory.percent, '.1f')}% "
         f"({size(memory.used)}/{size(memory.limit)} {memory.source})"
-        f"{psi_text} cpu {fixed(snap.cpu.percent, '.0f')}%{top_text} | {reason}"
+        f"{psi_text} cpu {fixed(snap.cpu.percent, '.0f')}%{top_text}"
+        f"{f' | {reason}' if reason else ''}"
     )
+
+
+def _line_reason(state: Any, stale: str | None) -> str:
+    """What the line's level does not say already: the breaches, the worst first, then
+    what is unknown; empty for a plain OK (the line starts with the level)."""
+    breaches = sorted(state.verdict.breaches, key=lambda breach: -breach.level)
+    reason = "; ".join(breach.message for breach in breaches)
+    unknown = _unknowns(state, stale)
+    if unknown:
+        reason += f"{' (' if reason else ''}unknown: {'; '.join(unknown)}{')' if reason else ''}"
+    return reason
 
 
 def stale_reason(monitor: Any) -> str | None:
@@ -125,7 +134,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             else:
                 live.show(format_line(state, stale))
             frames += 1
-            if args.once or (args.count and frames >= args.count):
+            if args.once or (args.count is not None and frames >= args.count):
                 return 0 if state.verdict.ok or not args.once else 1
             time.sleep(args.interval)
 
@@ -142,13 +151,14 @@ def add_parser(commands: Commands) -> None:
         help="the rules to judge by (default laptop)",
     )
     watch.add_argument("-n", type=non_negative_int, default=8, help="process rows (default 8)")
-    watch.add_argument(
+    stop = watch.add_mutually_exclusive_group()
+    stop.add_argument(
         "--count",
-        type=non_negative_int,
-        default=0,
-        help="stop after this many updates (default: run until Ctrl-C)",
+        type=positive_int,
+        default=None,
+        help="stop after this many updates, 1 or more (default: run until Ctrl-C)",
     )
-    watch.add_argument(
+    stop.add_argument(
         "--once", action="store_true", help="print one update; exit 1 if the verdict is not OK"
     )
     watch.add_argument("--json", action="store_true", help="one JSON object per update")
