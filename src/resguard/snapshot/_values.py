@@ -106,7 +106,7 @@ class MemoryInfo(ValueMixin):
 @attrs.frozen
 class SwapInfo(ValueMixin):
     """Swap space of the host, in bytes (``None`` where ``/proc/meminfo`` or psutil could
-    not say)."""
+    not say); ``percent`` is 0.0 on a host without swap (``total`` 0: none is used)."""
 
     total: int | None = attrs.field(metadata=BYTES)
     used: int | None = attrs.field(metadata=BYTES)
