@@ -167,7 +167,7 @@ class CommandParser(Parser):
                 f"{prog}: unrecognized arguments: {' '.join(extras)}{hint} "
                 f"(see '{self.prog} --help')"
             )
-            raise SystemExit(EXIT_USAGE)
+            self.exit(EXIT_USAGE)  # argparse's own exit, as error() is a usage error
         return parsed, extras
 
 
