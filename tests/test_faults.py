@@ -41,7 +41,7 @@ from resguard.snapshot import (
 from resguard.testing import KernelTree, ManualClock, Roots
 
 from factories import GiB
-from support import run_python
+from support import run_python, warnings_about
 
 SAMPLES = 25
 
@@ -119,17 +119,6 @@ def none_fields(snap: Snapshot) -> set[str]:
 
 def healthy_none(tree: KernelTree) -> set[str]:
     return none_fields(Sampler(tree.roots).sample())
-
-
-def warnings_about(caplog: pytest.LogCaptureFixture, path: str, text: str) -> list[str]:
-    return [
-        record.getMessage()
-        for record in caplog.records
-        if record.name == "resguard.snapshot"
-        and record.levelno == logging.WARNING
-        and record.getMessage().startswith(path + " ")
-        and text in record.getMessage()
-    ]
 
 
 def make_sampler(tree: KernelTree) -> Sampler:

@@ -102,11 +102,15 @@ def integration(module: str, command: str) -> Any:
         return None
 
 
-def non_negative_int(text: str) -> int:
+def _whole_number(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def non_negative_int(text: str) -> int:
+    value = _whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is negative; expected 0 or more")
     return value
@@ -114,10 +118,7 @@ def non_negative_int(text: str) -> int:
 
 def positive_int(text: str) -> int:
     """A count of 1 or more (``watch --count``: 0 would stop before the first update)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = _whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is less than 1; expected a count of 1 or more")
     return value
