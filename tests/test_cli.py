@@ -344,18 +344,9 @@ def _blind_state(unknown: tuple[str, ...] = ("memory.percent: /proc/meminfo empt
     """A monitor state whose snapshot could read nothing numeric (decision: None)."""
     from resguard.monitor import State
     from resguard.rules import Level, Verdict
+    from resguard.testing import unknown_memory
 
-    snap = rg.snapshot()
-    memory = attrs.evolve(
-        snap.memory,
-        total=None,
-        limit=None,
-        used=None,
-        available=None,
-        percent=None,
-        source="unknown",
-    )
-    swap = attrs.evolve(snap.swap, total=None, used=None, free=None, percent=None)
+    snap = unknown_memory(rg.snapshot(), swap=True)
     cpu = attrs.evolve(snap.cpu, percent=None, load_1m=None, load_5m=None, load_15m=None)
     process = attrs.evolve(
         snap.process, rss=None, vms=None, cpu_percent=None, num_threads=None, children_rss=None
@@ -363,9 +354,7 @@ def _blind_state(unknown: tuple[str, ...] = ("memory.percent: /proc/meminfo empt
     rows = rg.top_processes(2) or []
     # figures that could not be read are None at run time (the table's types say int/float)
     rows = [attrs.evolve(row, rss=None, cpu_percent=None) for row in rows]  # type: ignore[arg-type]
-    blind = attrs.evolve(
-        snap, memory=memory, swap=swap, cpu=cpu, process=process, processes=tuple(rows)
-    )
+    blind = attrs.evolve(snap, cpu=cpu, process=process, processes=tuple(rows))
     return State(snapshot=blind, verdict=Verdict(Level.OK, (), unknown), sequence=1)
 
 
