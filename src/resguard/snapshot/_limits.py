@@ -25,6 +25,7 @@ __all__ = [
     "LIMITS_MAX_AGE_S",
     "Limits",
     "MemoryReader",
+    "bound_memory",
     "cpu_bound",
     "headroom",
     "invalidate_limits",
@@ -199,18 +200,18 @@ class MemoryReader:
                 used, used_damage = self._cgroup_used(bound[1], location.version, faults)
             elif source == "rlimit":
                 used, used_damage = self._rlimit_used(detail, process)
-        available, percent = headroom(limit, used, host_available)
-        memory = MemoryInfo(
+        memory, damage = bound_memory(
             total=total,
             limit=limit,
             used=used,
-            available=available,
-            percent=percent,
+            host_available=host_available,
             source=source,
-            source_detail=detail,
+            detail=detail,
             cgroup=location.relative if location else None,
+            host_damage=host_damage,
+            used_damage=used_damage,
         )
-        faults.extend(memory_faults(memory, host_damage, used_damage))
+        faults.extend(damage)
         return memory
 
     def _rlimit_used(self, name: str, process: ProcessSelf) -> tuple[int | None, Damage | None]:
@@ -333,6 +334,35 @@ def headroom(
     if host_available_bytes is not None:
         available = min(available, host_available_bytes)
     return max(available, 0), 100.0 * used_bytes / limit_bytes if limit_bytes else 100.0
+
+
+def bound_memory(
+    *,
+    total: int | None,
+    limit: int | None,
+    used: int | None,
+    host_available: int | None,
+    source: str,
+    detail: str,
+    cgroup: str | None,
+    host_damage: Damage | None,
+    used_damage: Damage | None,
+) -> tuple[MemoryInfo, list[Fault]]:
+    """Memory against the binding *limit* (chosen by :func:`tightest`, its *used* read by
+    the backend), with its headroom and percent, and the faults of that reading (see
+    :func:`memory_faults`); both backends end their memory reading here."""
+    available, percent = headroom(limit, used, host_available)
+    memory = MemoryInfo(
+        total=total,
+        limit=limit,
+        used=used,
+        available=available,
+        percent=percent,
+        source=source,
+        source_detail=detail,
+        cgroup=cgroup,
+    )
+    return memory, memory_faults(memory, host_damage, used_damage)
 
 
 def limit_without(

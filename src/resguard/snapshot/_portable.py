@@ -23,11 +23,10 @@ from resguard._probes.reporting import log_faults
 from resguard.snapshot._cpu import CpuCounters
 from resguard.snapshot._limits import (
     Damage,
+    bound_memory,
     cpu_bound,
-    headroom,
     limit_without,
     limits_generation,
-    memory_faults,
     rlimits,
     tightest,
 )
@@ -249,18 +248,18 @@ class PsutilSampler:
                 used_damage = (_MEMORY_INFO, "missing", "no virtual size")
         elif source == "rlimit":
             used, used_damage = data
-        available, percent = headroom(limit, used, host_available)
-        memory = MemoryInfo(
+        memory, damage = bound_memory(
             total=total,
             limit=limit,
             used=used,
-            available=available,
-            percent=percent,
+            host_available=host_available,
             source=source,
-            source_detail=detail,
+            detail=detail,
             cgroup=None,
+            host_damage=host_damage,
+            used_damage=used_damage,
         )
-        faults.extend(memory_faults(memory, host_damage, used_damage))
+        faults.extend(damage)
         return memory
 
     def _used(self, vm: Any, total: int, available: int, faults: list[Fault]) -> int:
