@@ -6,10 +6,13 @@ import contextlib
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
+
+from resguard.snapshot import Sampler, Snapshot
 
 
 def free_port() -> int:
@@ -74,3 +77,27 @@ def warnings_about(
         and record.getMessage().startswith(source + " ")
         and text in record.getMessage()
     ]
+
+
+def sample_beside_a_stalled_walk(
+    sampler: Sampler,
+    walk: Callable[[], object],
+    walking: threading.Event,
+    release: threading.Event,
+) -> Snapshot | None:
+    """Run *walk* (a sample that sums children) in a thread until it sets the event
+    *walking* inside its children walk, then take ``sampler.sample(children=False)`` in
+    another thread: that snapshot, or ``None`` when it still waited after 5 s (it was
+    blocked behind the walk). Setting *release* lets the walk finish."""
+    walker = threading.Thread(target=walk)
+    walker.start()
+    try:
+        assert walking.wait(5), "the walk never reached the children"
+        other: list[Snapshot] = []
+        sampling = threading.Thread(target=lambda: other.append(sampler.sample(children=False)))
+        sampling.start()
+        sampling.join(5)
+        return other[0] if other else None
+    finally:
+        release.set()
+        walker.join(10)

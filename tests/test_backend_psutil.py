@@ -27,7 +27,7 @@ from resguard.snapshot import Roots, Sampler, Snapshot
 from resguard.snapshot._portable import PsutilSampler
 from resguard.testing import KernelTree, ManualClock
 
-from support import fresh_fault_log, warnings_about
+from support import fresh_fault_log, sample_beside_a_stalled_walk, warnings_about
 
 MiB = 2**20
 
@@ -666,20 +666,12 @@ def test_a_slow_children_walk_does_not_block_another_thread_s_sample() -> None:
         return list(real_children(recursive=recursive))
 
     own.children = slow_children
-    walker = threading.Thread(target=sampler.sample)
-    walker.start()
     try:
-        assert walking.wait(5)
-        other: list[Snapshot] = []
-        sampling = threading.Thread(target=lambda: other.append(sampler.sample(children=False)))
-        sampling.start()
-        sampling.join(5)
-        assert other, "a sample without children waited for another thread's children walk"
-        assert other[0].memory.total == psutil.virtual_memory().total
+        other = sample_beside_a_stalled_walk(sampler, sampler.sample, walking, release)
     finally:
-        release.set()
-        walker.join(10)
         del own.children
+    assert other is not None, "a sample without children waited for another thread's walk"
+    assert other.memory.total == psutil.virtual_memory().total
 
 
 def test_under_a_binding_rlimit_a_host_without_available_only_loses_the_host_s_cap(

@@ -33,7 +33,7 @@ from resguard.snapshot import (
 from resguard.snapshot._cpu import CpuCounters
 from resguard.testing import KernelTree, ManualClock
 
-from support import wait_until
+from support import sample_beside_a_stalled_walk, wait_until
 
 MiB = 2**20
 
@@ -572,18 +572,8 @@ def test_a_slow_children_walk_does_not_block_another_thread_s_sample(
         walker_ident.append(threading.get_ident())
         sampler.sample()
 
-    walker = threading.Thread(target=walk)
-    walker.start()
-    try:
-        assert walking.wait(5)
-        other: list[Snapshot] = []
-        sampling = threading.Thread(target=lambda: other.append(sampler.sample(children=False)))
-        sampling.start()
-        sampling.join(5)
-        assert other, "a sample without children waited for another thread's children walk"
-    finally:
-        release.set()
-        walker.join(10)
+    other = sample_beside_a_stalled_walk(sampler, walk, walking, release)
+    assert other is not None, "a sample without children waited for another thread's walk"
 
 
 @pytest.mark.parametrize("bad", ["", "   ", ".", "/tmp", "/sys/fs/cgroup/../../tmp"])
