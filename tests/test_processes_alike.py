@@ -22,9 +22,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resguard._probes.backend import Backend
+from resguard._probes.procfs import CPU_WINDOW_MIN_S
 from resguard.cli._render import Live, writable
 from resguard.processes import ProcessTable, describe
-from resguard.processes._rows import MIN_WINDOW_S, Previous, RowFacts, rows_from
+from resguard.processes._rows import Previous, RowFacts, rows_from
 from resguard.reclaim import DEFAULT_PROTECTED_NAMES, ProcessStopper
 from resguard.reclaim._stopper import protection_reason
 
@@ -248,7 +249,7 @@ def test_no_sequence_of_samples_reports_more_than_100_percent_per_cpu(
         before = previous.get((7, 1000.0))
         rows, previous = rows_from([fact], previous, now_s, cpus)
         assert 0.0 <= rows[0].cpu_percent <= 100.0 * cpus
-        if before is not None and now_s - before[1] < MIN_WINDOW_S:
+        if before is not None and now_s - before[1] < CPU_WINDOW_MIN_S:
             assert previous[(7, 1000.0)] == before  # a sub-minimum window: the same baseline
             assert rows[0].cpu_percent == before[2]
 
@@ -315,7 +316,7 @@ def test_watch_once_measures_cpu_over_at_least_the_minimum_window(
     assert main(["watch", "--once", "--json"], Out()) in (0, 1)
     before_frame = [at for at in slow_samples if at <= printed[0]]
     assert len(before_frame) >= 2
-    assert before_frame[-1] - before_frame[0] >= MIN_WINDOW_S
+    assert before_frame[-1] - before_frame[0] >= CPU_WINDOW_MIN_S
 
 
 _EXECS_ON_SIGTERM = """

@@ -12,8 +12,6 @@ from resguard.cli._render import Column, fixed, print_json, size, table, writabl
 
 __all__ = ["add_parser", "format_processes", "run"]
 
-_CPU_WINDOW_S = CPU_WINDOW_MIN_S  # the process table measures no CPU window shorter than this
-
 
 def format_processes(rows: Sequence[Any], width: int = 120) -> str:
     """A fixed-width table of process rows, command lines cut to fit *width* columns."""
@@ -49,7 +47,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     processes = ProcessTable()
     if args.interval > 0:  # a first sample, so CPU percent covers the interval
         processes.sample()
-        time.sleep(max(args.interval, _CPU_WINDOW_S))
+        time.sleep(max(args.interval, CPU_WINDOW_MIN_S))  # no shorter window is measured
     rows = processes.top(args.n, by=args.by, group=args.group)
     if args.json:
         print_json([row.to_dict() for row in rows], out)

@@ -14,7 +14,6 @@ from resguard.cli.top import format_processes
 
 __all__ = ["add_parser", "format_frame", "format_line", "run", "stale_reason"]
 
-_CPU_WINDOW_S = CPU_WINDOW_MIN_S  # the first frame's process CPU covers a real window
 """How long the first update measures CPU over: the process table measures no window
 shorter than this (ticks are 10 ms: a few milliseconds would read as 0 % or 500 %)."""
 
@@ -122,7 +121,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     frames = 0
     with monitor:
         monitor.sample_slow()  # every process's CPU time now: the start of the window
-        time.sleep(_CPU_WINDOW_S)
+        time.sleep(CPU_WINDOW_MIN_S)  # the first frame's process CPU covers a real window
         monitor.sample_slow()
         while True:
             state = monitor.sample_now() if frames == 0 else monitor.state

@@ -4,7 +4,7 @@ process since the table's previous sample (else its average since it started), k
 
 CPU time is counted in clock ticks (10 ms on Linux), so a window of a few milliseconds
 says nothing: one tick in 5 ms reads as 200 %. A window shorter than
-:data:`MIN_WINDOW_S` keeps the previous sample as the baseline and the row keeps the
+``CPU_WINDOW_MIN_S`` keeps the previous sample as the baseline and the row keeps the
 percent it had; no percent exceeds 100 × the CPU count."""
 
 from __future__ import annotations
@@ -16,10 +16,7 @@ from typing import NamedTuple
 from resguard._probes.procfs import CPU_WINDOW_MIN_S
 from resguard.snapshot import ProcessInfo
 
-__all__ = ["MIN_WINDOW_S", "Previous", "RowFacts", "rows_from"]
-
-MIN_WINDOW_S = CPU_WINDOW_MIN_S
-"""The shortest window a CPU percent is measured over (see ``procfs.CPU_WINDOW_MIN_S``)."""
+__all__ = ["Previous", "RowFacts", "rows_from"]
 
 
 class RowFacts(NamedTuple):
@@ -40,7 +37,7 @@ class RowFacts(NamedTuple):
 
 Previous = dict[tuple[int, float], tuple[float, float, float]]
 """``(pid, create time) -> (CPU seconds, the table's clock, the percent)`` at the
-baseline: the last sample at least :data:`MIN_WINDOW_S` before (or the first)."""
+baseline: the last sample at least ``CPU_WINDOW_MIN_S`` before (or the first)."""
 
 
 def _cpu_count() -> int:
@@ -60,7 +57,7 @@ def rows_from(
     facts: Iterable[RowFacts], previous: Previous, now_s: float, cpus: int | None = None
 ) -> tuple[list[ProcessInfo], Previous]:
     """The rows of *facts* at the table's clock reading *now_s*, and what the next call
-    takes as *previous*. A process seen in *previous* at least :data:`MIN_WINDOW_S` ago
+    takes as *previous*. A process seen in *previous* at least ``CPU_WINDOW_MIN_S`` ago
     gets its CPU percent over the time since then, and that sample becomes the baseline;
     seen more recently, it keeps the baseline and its percent; a new one (or one whose
     clock or CPU time went back) gets its lifetime average. Percents are capped at
@@ -73,7 +70,7 @@ def rows_from(
         key = (fact.pid, fact.create_time_s)
         before = previous.get(key)
         went_back = before is not None and (now_s < before[1] or fact.cpu_s < before[0])
-        if before is not None and not went_back and now_s - before[1] < MIN_WINDOW_S:
+        if before is not None and not went_back and now_s - before[1] < CPU_WINDOW_MIN_S:
             cpu = before[2]  # too short a window to measure: keep the baseline
             current[key] = before
         else:
