@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, TypeVar
 import attrs
 
 from resguard._probes.files import read_bytes
+from resguard._probes.names import clean_text
 from resguard._probes.procfs import TICKS_PER_S, parse_btime, parse_cmdline
 
 if TYPE_CHECKING:
     import psutil
 
 __all__ = [
-    "COMM_CHARS",
     "SAME_START_S",
     "STAT_READ_BYTES",
     "Identity",
@@ -42,10 +42,8 @@ __all__ = [
     "ProcessHandle",
     "boot_clock_s",
     "boot_time_s",
-    "clean_text",
     "clock_boot_time_s",
     "cmdline_of",
-    "full_name",
     "my_uid",
     "parse_stat",
     "pidfd_supported",
@@ -55,7 +53,6 @@ __all__ = [
     "read_stat",
     "same_start",
     "same_user",
-    "short_name",
 ]
 
 SAME_START_S = 1e-3
@@ -63,37 +60,6 @@ SAME_START_S = 1e-3
 reads them to microseconds (macOS, Windows) or to a clock tick (10 ms on Linux, where a
 later process with the PID has a later tick), so nothing finer can tell two apart."""
 PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
-COMM_CHARS = 15
-"""How much of a name Linux keeps as ``comm`` (``TASK_COMM_LEN`` less its NUL)."""
-
-
-def clean_text(text: str) -> str:
-    """*text* with what is not UTF-8 as U+FFFD, as the linux readers decode it: psutil
-    and ``pwd`` hand undecodable bytes over as lone surrogates, which nothing can print."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        try:
-            raw = text.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:  # a surrogate no byte stands for
-            raw = text.encode("utf-8", "surrogatepass")
-        return raw.decode("utf-8", "replace")
-    return text
-
-
-def full_name(comm: str, argv: tuple[str, ...]) -> str:
-    """A process's name as psutil gives it: the kernel cuts ``comm`` to
-    :data:`COMM_CHARS`; a name that long is the basename of ``argv[0]`` when that starts
-    with it (``systemd-journal`` is ``systemd-journald``)."""
-    if len(comm) < COMM_CHARS or not argv:
-        return comm
-    longer = argv[0].rsplit("/", 1)[-1]
-    return longer if longer.startswith(comm) else comm
-
-
-def short_name(name: str) -> str:
-    """*name* in the kernel's form: its first :data:`COMM_CHARS` characters."""
-    return name[:COMM_CHARS]
 
 
 def _forget_psutil_processes() -> None:

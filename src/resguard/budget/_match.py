@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import attrs
 
 from resguard._probes.backend import Backend, backend_for
-from resguard._probes.identity import boot_time_s, cmdline_of, proc_cmdline_of, short_name
+from resguard._probes.identity import boot_time_s, cmdline_of, proc_cmdline_of
+from resguard._probes.names import short_name
 from resguard.budget._values import Budget
 from resguard.snapshot import ContainerStats, OllamaModelInfo, ProcessInfo
 

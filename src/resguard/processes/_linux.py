@@ -18,13 +18,12 @@ from resguard._probes import procfs as _procfs
 from resguard._probes.files import damage_of
 from resguard._probes.files import read_bytes as _read
 from resguard._probes.identity import (
-    COMM_CHARS,
     STAT_READ_BYTES,
     boot_clock_s,
     clock_boot_time_s,
-    full_name,
     read_cmdline,
 )
+from resguard._probes.names import COMM_CHARS, full_name
 from resguard._probes.reporting import SENSING_FAULTS, FaultLike, log_faults
 from resguard.processes._rows import Previous, RowFacts, rows_from
 from resguard.snapshot import Fault, ProcessInfo

@@ -23,7 +23,8 @@ from collections.abc import Callable, Sequence
 import psutil
 
 from resguard._probes.files import FaultKind
-from resguard._probes.identity import clean_text, cmdline_of, same_start
+from resguard._probes.identity import cmdline_of, same_start
+from resguard._probes.names import clean_text
 from resguard._probes.reporting import FaultLike, log_faults
 from resguard.processes._rows import Previous, RowFacts, rows_from
 from resguard.processes._users import HAS_PWD, user_name

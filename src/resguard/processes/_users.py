@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from resguard._probes.identity import clean_text
+from resguard._probes.names import clean_text
 
 try:
     import pwd as _pwd

@@ -27,15 +27,14 @@ from resguard._probes.identity import (
     PortableIdentity,
     ProcessHandle,
     cmdline_of,
-    full_name,
     my_uid,
     read_cmdline,
     read_portable,
     read_stat,
     same_start,
     same_user,
-    short_name,
 )
+from resguard._probes.names import full_name, short_name
 from resguard._probes.procfs import PAGE_SIZE
 from resguard.reclaim._base import Cost
 from resguard.reclaim._base import shown as _shown
