@@ -1,0 +1,89 @@
+"""The guardian's vocabulary shared by its policy and its effects: what one
+``[[guardian.action]]`` asks for (:class:`ActionSpec`), what an action touched
+(:class:`Target`), what came of it (:class:`Outcome`, one journal line's result) and the
+:class:`Effects` protocol the machine's effects implement (so the decisions can be tested
+against a recording double and never signal anything)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Protocol
+
+import attrs
+
+if TYPE_CHECKING:
+    from resguard.rules import Breach
+    from resguard.snapshot import Snapshot
+
+__all__ = ["ACTIONS", "PROCESS_ACTIONS", "ActionSpec", "Effects", "Outcome", "Target"]
+
+ACTIONS = ("notify", "ollama-unload-idle", "renice", "pause", "stop")
+"""Every value ``do`` accepts."""
+
+PROCESS_ACTIONS = frozenset({"renice", "pause", "stop"})
+"""The actions that signal or renice processes: each needs a non-empty ``match``."""
+
+
+@attrs.frozen
+class ActionSpec:
+    """One ``[[guardian.action]]`` table, validated.
+
+    ``when`` is a rule's name, or ``"WARNING"``/``"CRITICAL"`` for any breach at or above
+    that level. ``match`` holds the opt-in patterns, searched in a process's name and in
+    its joined command line; it is required (non-empty) for renice, pause and stop.
+    """
+
+    index: int  # position in the file, naming the action in the journal and the log
+    when: str
+    do: str
+    match: tuple[re.Pattern[str], ...] = ()
+    cooldown_s: float = 60.0
+    idle_for_s: float = 300.0  # ollama-unload-idle: a model idle at least this long
+    renice_by: int = 10  # renice: 1..19, lowers priority only
+    grace_s: float = 5.0  # stop: SIGTERM, then SIGKILL after grace
+
+    @property
+    def label(self) -> str:
+        """``action[0] pause when runaway``: how the journal and log name this action."""
+        return f"action[{self.index}] {self.do} when {self.when}"
+
+
+@attrs.frozen
+class Target:
+    """What an action touched: a process (pid, name, exact start time) or a model."""
+
+    pid: int | None = None
+    name: str | None = None
+    start_time: float | None = None
+    model: str | None = None
+
+
+@attrs.frozen
+class Outcome:
+    """One journal line's result part.
+
+    ``result`` is ``"done"``, ``"would"`` (dry-run), ``"skipped: <why>"`` or
+    ``"failed: <why>"``; ``freed_bytes`` is measured after the action, ``None`` where
+    nothing was measured.
+    """
+
+    action: str
+    target: Target | None
+    dry_run: bool
+    result: str
+    freed_bytes: int | None = None
+
+
+class Effects(Protocol):
+    """What the guardian does to the machine (``resguard.guardian._effects.MachineEffects``)."""
+
+    def act(
+        self, spec: ActionSpec, breach: Breach, snapshot: Snapshot, *, dry_run: bool
+    ) -> list[Outcome]:
+        """Carry out *spec* for *breach* (or say what would be done)."""
+
+    def clear(self, spec: ActionSpec, *, dry_run: bool) -> list[Outcome]:
+        """The rule *spec* acted on cleared: SIGCONT what it paused, restore nice."""
+
+    def close(self) -> list[Outcome]:
+        """Shutdown: resume every process still paused."""
