@@ -34,18 +34,23 @@ SOURCE_FIELDS = frozenset(attrs.fields_dict(Snapshot)) - {
     "monotonic",
     "faults",
 }
-"""The snapshot fields a slow source may fill in (``processes``, ``containers``, ``ollama``)."""
+"""The snapshot fields a slow source may fill in (``processes``, ``containers``, ``ollama``,
+``heat``, ``cgroup_pids``)."""
 
 
 def _source_value_ok(field: str, value: object) -> bool:
     """Whether *value* can stand in the snapshot's *field* (rules, metrics and the CLI
     read it without checking again)."""
-    from resguard.snapshot import ContainersInfo, OllamaModelInfo, ProcessInfo
+    from resguard.snapshot import ContainersInfo, HeatInfo, OllamaModelInfo, ProcessInfo
 
     if value is None:
         return True
     if field == "containers":
         return isinstance(value, ContainersInfo)
+    if field == "heat":
+        return isinstance(value, HeatInfo)
+    if field == "cgroup_pids":
+        return isinstance(value, tuple) and all(type(item) is int and item > 0 for item in value)
     row = ProcessInfo if field == "processes" else OllamaModelInfo
     return isinstance(value, tuple) and all(isinstance(item, row) for item in value)
 

@@ -22,7 +22,9 @@ __all__ = [
     "ContainersInfo",
     "ContainersMemory",
     "CpuInfo",
+    "FanSpeed",
     "Fault",
+    "HeatInfo",
     "MemoryInfo",
     "OllamaModelInfo",
     "PressureInfo",
@@ -32,11 +34,20 @@ __all__ = [
     "ResourcePressure",
     "Snapshot",
     "SwapInfo",
+    "TemperatureSensor",
     "metric_paths",
     "metric_unit",
 ]
 
-UNITS: tuple[str, ...] = ("bytes", "seconds", "microseconds", "percent", "count")
+UNITS: tuple[str, ...] = (
+    "bytes",
+    "seconds",
+    "microseconds",
+    "percent",
+    "count",
+    "celsius",
+    "rpm",
+)
 """The units a numeric snapshot field is counted in (see :func:`metric_unit`). Each such
 field carries its unit as attrs metadata under ``"unit"``
 (``attrs.fields(MemoryInfo).used.metadata["unit"] == "bytes"``); a field without one (a
@@ -47,6 +58,8 @@ SECONDS: Final = types.MappingProxyType({"unit": "seconds"})
 MICROSECONDS: Final = types.MappingProxyType({"unit": "microseconds"})
 PERCENT: Final = types.MappingProxyType({"unit": "percent"})
 COUNT: Final = types.MappingProxyType({"unit": "count"})
+CELSIUS: Final = types.MappingProxyType({"unit": "celsius"})
+RPM: Final = types.MappingProxyType({"unit": "rpm"})
 
 
 @attrs.frozen
@@ -246,6 +259,69 @@ class OllamaModelInfo(ValueMixin):
     context_length: int | None = attrs.field(default=None, metadata=COUNT)
 
 
+@attrs.frozen
+class TemperatureSensor(ValueMixin):
+    """One temperature sensor, in degrees Celsius: ``chip`` is the hwmon device's name
+    (``coretemp``, ``acpitz``, ``nvme``), ``label`` the sensor's (``Package id 0``; the
+    file's stem, ``temp1``, when it has none). ``high_celsius`` is the mark the hardware
+    calls too warm (hwmon ``tempN_max``), ``critical_celsius`` where it shuts down
+    (``tempN_crit``); ``None`` when the chip does not say."""
+
+    chip: str
+    label: str
+    current_celsius: float = attrs.field(metadata=CELSIUS)
+    high_celsius: float | None = attrs.field(metadata=CELSIUS)
+    critical_celsius: float | None = attrs.field(metadata=CELSIUS)
+
+
+@attrs.frozen
+class FanSpeed(ValueMixin):
+    """One fan: its chip, its label (``fan1`` when it has none) and revolutions per minute."""
+
+    chip: str
+    label: str
+    rpm: float = attrs.field(metadata=RPM)
+
+
+@attrs.frozen
+class HeatInfo(ValueMixin):
+    """Temperatures and fans where the OS gives them.
+
+    ``hottest_celsius`` is the highest ``current_celsius`` of ``sensors`` and
+    ``fastest_fan_rpm`` the highest ``rpm`` of ``fans`` (``None`` without any), computed
+    once when read. ``thermal_pressure`` is macOS's state from ``pmset -g therm``
+    (``"nominal"``, ``"moderate"``, ``"heavy"``, ``"trapping"``, ``"sleeping"``, or
+    ``"cpu speed limit 80%"`` when only the speed limit is below 100; ``None`` elsewhere
+    and when it could not be read). ``source`` names where the numbers came from
+    (``"hwmon"``, ``"psutil"``, ``"pmset"``, joined by ``+`` when several answered).
+    """
+
+    sensors: tuple[TemperatureSensor, ...]
+    fans: tuple[FanSpeed, ...]
+    hottest_celsius: float | None = attrs.field(metadata=CELSIUS)
+    fastest_fan_rpm: float | None = attrs.field(metadata=RPM)
+    thermal_pressure: str | None
+    source: str
+
+    @classmethod
+    def from_readings(
+        cls,
+        sensors: tuple[TemperatureSensor, ...],
+        fans: tuple[FanSpeed, ...],
+        thermal_pressure: str | None,
+        source: str,
+    ) -> HeatInfo:
+        """The record of these readings, with the hottest sensor and fastest fan found."""
+        return cls(
+            sensors,
+            fans,
+            max((sensor.current_celsius for sensor in sensors), default=None),
+            max((fan.rpm for fan in fans), default=None),
+            thermal_pressure,
+            source,
+        )
+
+
 FAULT_KINDS: tuple[str, ...] = typing.get_args(FaultKind)
 
 
@@ -279,10 +355,13 @@ class Fault(ValueMixin):
 @attrs.frozen
 class Snapshot(ValueMixin):
     """Everything resguard knows at one instant. ``taken_at`` is wall-clock epoch seconds,
-    ``monotonic`` the :func:`time.monotonic` reading. ``processes``, ``containers`` and
-    ``ollama`` are filled in by a Monitor whose sources sample them, else ``None``.
-    ``faults`` lists the sources that could not be read for this snapshot and the fields
-    they left unknown (``None``); it is empty when everything was read.
+    ``monotonic`` the :func:`time.monotonic` reading. ``processes``, ``containers``,
+    ``ollama`` and ``heat`` are filled in by a Monitor whose sources sample them, else
+    ``None``. ``cgroup_pids`` are the pids in the memory cgroup whose limit ``memory``
+    reports and in its descendants, sorted, sampled with the process table when
+    ``memory.cgroup`` is set (linux backend; ``None`` otherwise). ``faults`` lists the
+    sources that could not be read for this snapshot and the fields they left unknown
+    (``None``); it is empty when everything was read.
     """
 
     memory: MemoryInfo
@@ -296,6 +375,8 @@ class Snapshot(ValueMixin):
     containers: ContainersInfo | None = None
     ollama: tuple[OllamaModelInfo, ...] | None = None
     faults: tuple[Fault, ...] = ()
+    heat: HeatInfo | None = None
+    cgroup_pids: tuple[int, ...] | None = None
 
     def fault_for(self, path: str) -> Fault | None:
         """The fault that left the metric *path* (``"memory.percent"``) unknown, else ``None``
