@@ -7,17 +7,17 @@ backend is psutil (identity: PID and psutil's create time, with parent, owner an
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import math
 import os
 import re
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import attrs
 
-from resguard._errors import InvalidType, InvalidValue
+from resguard._errors import InvalidType
 from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin
 from resguard._probes.backend import Backend, checked_backend
@@ -25,7 +25,9 @@ from resguard._probes.identity import (
     Identity,
     PortableHandle,
     PortableIdentity,
+    PortableStat,
     ProcessHandle,
+    ProcStat,
     cmdline_of,
     my_uid,
     read_cmdline,
@@ -38,6 +40,7 @@ from resguard._probes.names import full_name, short_name
 from resguard._probes.procfs import PAGE_SIZE
 from resguard.reclaim._base import Cost
 from resguard.reclaim._base import shown as _shown
+from resguard.reclaim._checks import check_candidate, check_flag, compile_patterns, protected_names
 from resguard.units import format_bytes
 
 __all__ = [
@@ -101,88 +104,6 @@ class StopAction(ValueMixin):
     create_time: float | None = None
 
 
-def _check_flag(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidType(f"{name}={_shown(value)} is not a bool; expected True or False")
-    return value
-
-
-def _compile_patterns(patterns: object) -> tuple[re.Pattern[str], ...]:
-    expected = "expected a list of regular expressions (strings), e.g. [r'^python worker']"
-    if isinstance(patterns, (str, bytes)):
-        raise InvalidType(f"{_shown(patterns)} is one string; {expected}")
-    if not isinstance(patterns, Iterable):
-        raise InvalidType(f"{_shown(patterns)} is not a list of patterns; {expected}")
-    compiled = []
-    for pattern in list(patterns):
-        if isinstance(pattern, re.Pattern) and isinstance(pattern.pattern, str):
-            regex = pattern
-        elif isinstance(pattern, str):
-            try:
-                regex = re.compile(pattern)
-            except (re.error, RecursionError, OverflowError) as error:
-                raise InvalidValue(
-                    f"{_shown(pattern)} is not a regular expression: {error}; {expected}"
-                ) from None
-        else:
-            raise InvalidType(
-                f"{_shown(pattern)} in {_shown(patterns)} is not a pattern; {expected}"
-            )
-        if regex.search("") is not None:
-            raise InvalidValue(
-                f"{regex.pattern!r} matches an empty string, so it matches "
-                "every process; expected a pattern that names what may be "
-                "stopped"
-            )
-        compiled.append(regex)
-    return tuple(compiled)
-
-
-def _protected_names(protect: object) -> frozenset[str]:
-    expected = "expected a list of process names, e.g. ['postgres']"
-    if isinstance(protect, (str, bytes)):
-        raise InvalidType(f"protect={_shown(protect)} is one string; {expected}")
-    if not isinstance(protect, Iterable):
-        raise InvalidType(f"protect={_shown(protect)} is not a list of names; {expected}")
-    names = list(protect)
-    for name in names:
-        if not isinstance(name, str):
-            raise InvalidType(f"{_shown(name)} in protect is not a process name; {expected}")
-    from resguard.reclaim import DEFAULT_PROTECTED_NAMES  # documented there, with the ladder
-
-    return DEFAULT_PROTECTED_NAMES | frozenset(names)
-
-
-def _check_candidate(candidate: object) -> None:
-    """Refuse anything but a StopCandidate naming one process, before any signal."""
-    if not isinstance(candidate, StopCandidate):
-        raise InvalidType(
-            f"{_shown(candidate)} is not a StopCandidate; expected one "
-            "from ProcessStopper.candidates()"
-        )
-    expected = "expected a StopCandidate from ProcessStopper.candidates()"
-    created = candidate.create_time
-    # an identity is start ticks (the linux path) or a create time (the portable path)
-    optional = {"pid": False, "start_ticks": created is not None, "ppid": True}
-    for field, may_be_none in optional.items():
-        value = getattr(candidate, field)
-        if (value is None and may_be_none) or (
-            isinstance(value, int) and not isinstance(value, bool)
-        ):
-            continue
-        raise InvalidType(f"candidate.{field}={_shown(value)} is not a whole number; {expected}")
-    if created is not None and not isinstance(created, float):
-        raise InvalidType(f"candidate.create_time={_shown(created)} is not a time; {expected}")
-    ticks = candidate.start_ticks
-    bad_time = created is not None and not (math.isfinite(created) and created > 0)
-    if candidate.pid <= 0 or (ticks is not None and ticks < 0) or bad_time:
-        # os.kill(0) and os.kill(-1) signal whole groups: never let such a PID near it
-        raise InvalidValue(
-            f"candidate.pid={candidate.pid!r} (start_ticks={ticks!r}, create_time="
-            f"{created!r}) is not one process; {expected}"
-        )
-
-
 def _pid_rule(pid: int) -> str | None:
     """Why *pid* is never stopped whoever owns it: PID 1, groups, this process, its parent."""
     return protection_reason(pid, own_pids=(os.getpid(), os.getppid()), same_user=True)
@@ -228,6 +149,7 @@ def protected_name(name: str, protected_names: frozenset[str]) -> bool:
 
 
 _Action = Callable[[str, bool, str], "StopAction"]
+_AnyHandle = ProcessHandle | PortableHandle
 
 
 def _action(candidate: StopCandidate, signal_name: str, done: bool, reason: str) -> StopAction:
@@ -287,16 +209,16 @@ class ProcessStopper:
         from resguard.units import parse_duration
 
         chosen = checked_backend(backend)
-        compiled = _compile_patterns(patterns)
-        enabled = _check_flag(enabled, "enabled")
-        dry_run = _check_flag(dry_run, "dry_run")
+        compiled = compile_patterns(patterns)
+        enabled = check_flag(enabled, "enabled")
+        dry_run = check_flag(dry_run, "dry_run")
         grace_s = parse_duration(grace)
-        protected_names = _protected_names(protect)
+        protected = protected_names(protect)
         self.patterns = compiled
         self.enabled = enabled
         self.dry_run = dry_run
         self.grace_s = grace_s
-        self.protected_names = protected_names
+        self.protected_names = protected
         self.actions: list[StopAction] = []
         self._dry_run_logged: set[tuple[int, int | None, float | None]] = set()
         self._proc = "/proc"
@@ -354,41 +276,22 @@ class ProcessStopper:
         except OSError:
             return []
         for entry in entries:
-            if not entry.name.isdigit():
-                continue
-            pid = int(entry.name)
-            first = read_stat(pid, self._proc)
-            if first is None or first.exited:
-                continue
-            try:
-                uid: int | None = entry.stat(follow_symlinks=False).st_uid
-            except OSError:
-                continue
-            argv = read_cmdline(self._proc, pid)
-            name = full_name(first.name, argv)
-            command = " ".join(argv) or name
-            if not self._matches(name, command):
-                continue
-            second = read_stat(pid, self._proc)
-            if second is None or second.start_ticks != first.start_ticks:
-                continue  # gone, or its PID changed hands while it was read
-            found.append(
-                StopCandidate(
-                    pid=pid,
-                    start_ticks=first.start_ticks,
-                    name=name,
-                    cmdline=command,
-                    uid=uid,
-                    rss=first.rss_pages * PAGE_SIZE,
-                    protected=self._why_protected(
-                        pid,
-                        mine=same_user(uid, my_uid()),
-                        kernel_thread=first.kernel_thread,
-                        name=name,
-                    ),
-                )
-            )
+            if entry.name.isdigit():
+                candidate = _linux_candidate(self, int(entry.name), entry)
+                if candidate is not None:
+                    found.append(candidate)
         return found
+
+    def candidate(self, pid: int) -> StopCandidate | None:
+        """*pid* as :meth:`candidates` would list it (read as one process, with the reason
+        it is protected), or ``None`` when it is gone, has exited or matches no pattern."""
+        if isinstance(pid, bool) or not isinstance(pid, int):
+            raise InvalidType(f"pid={_shown(pid)} is not a process id; expected an integer")
+        if pid <= 0:
+            return None
+        if self._portable():
+            return self._portable_candidate(pid)
+        return _linux_candidate(self, pid, None)
 
     def _portable_candidates(self) -> list[StopCandidate]:
         import psutil
@@ -469,7 +372,7 @@ class ProcessStopper:
         Nothing is sent when it is protected, in dry run, or when the process with that
         identity has exited or its PID belongs to another process now.
         """
-        _check_candidate(candidate)
+        check_candidate(candidate)
         action = functools.partial(_action, candidate)
         reason = candidate.protected or _pid_rule(candidate.pid)
         if reason is not None:
@@ -483,10 +386,7 @@ class ProcessStopper:
                 False,
                 f"dry run: would send SIGTERM, then SIGKILL after {self.grace_s:g} s",
             )
-        if self._portable():
-            result = self._stop_portable(candidate, action)
-        else:
-            result = self._stop_linux(candidate, action)
+        result = self._stop_verified(candidate, action)
         if result.signal != "none" or result.done:
             _logger.warning(
                 "stopping pid %d (%s, %s): %s, %s",
@@ -498,32 +398,35 @@ class ProcessStopper:
             )
         return result
 
-    def _stop_linux(self, candidate: StopCandidate, action: _Action) -> StopAction:
-        if candidate.start_ticks is None:
-            return action("none", False, _UNVERIFIABLE.format(what="start time in clock ticks"))
-        identity = Identity(candidate.pid, candidate.start_ticks)
-        handle = ProcessHandle.open(identity, self._proc, use_pidfd=self._use_pidfd)
-        if handle is None:
-            return action("none", False, _GONE)
-        with handle:
+    def _stop_verified(self, candidate: StopCandidate, action: _Action) -> StopAction:
+        with _opened(self, candidate) as (handle, refusal, changed):
+            if handle is None:
+                return action("none", False, refusal)
+            if isinstance(handle, ProcessHandle):
+                return self._terminate(handle, action, changed)
+            import psutil
+
             try:
-                uid: int | None = os.stat(f"{self._proc}/{candidate.pid}").st_uid
-            except OSError:
-                uid = None
-            stat = handle.stat()  # the owner read above is this process's
-            reason = (
-                self._why_protected(
-                    candidate.pid,
-                    mine=same_user(uid, my_uid()),
-                    kernel_thread=stat.kernel_thread,
-                    name=stat.name,
-                )
-                if stat is not None
-                else None
-            )
-            if reason is not None:
-                return action("none", False, f"protected: {reason}")
-            return self._terminate(handle, action, lambda: self._changed_linux(candidate, handle))
+                return self._terminate(handle, action, changed)
+            except psutil.AccessDenied as error:  # psutil's kill(), where there is no SIGKILL
+                return action("none", False, f"not permitted: {error.msg or 'access denied'}")
+
+    @contextlib.contextmanager
+    def verified(self, candidate: StopCandidate) -> Iterator[tuple[_AnyHandle | None, str]]:
+        """A handle on *candidate* for an action other than :meth:`stop` (pause, resume,
+        renice), verified as :meth:`stop` verifies before its first signal: not protected
+        (re-read through the handle), the same process by its exact start time (held
+        through a pidfd where the kernel has one), still matching a pattern. Yields
+        ``(handle, "")`` or ``(None, why not)``; ``enabled`` and ``dry_run`` are the
+        caller's to honour."""
+        check_candidate(candidate)
+        reason = candidate.protected or _pid_rule(candidate.pid)
+        if reason is not None:
+            yield None, f"protected: {reason}"
+            return
+        with _opened(self, candidate) as (handle, refusal, changed):
+            why = refusal if handle is None else changed()
+            yield (handle, "") if why is None else (None, why)
 
     def _changed_linux(self, candidate: StopCandidate, handle: ProcessHandle) -> str | None:
         """Why the process is no longer what was listed (it exec()ed another program), or
@@ -551,36 +454,6 @@ class ProcessStopper:
         if name != candidate.name or not self._matches(name, command):
             return f"changed since it was listed: now {name!r} ({command!r})"
         return None
-
-    def _stop_portable(self, candidate: StopCandidate, action: _Action) -> StopAction:
-        if candidate.create_time is None or candidate.ppid is None:
-            return action("none", False, _UNVERIFIABLE.format(what="psutil create time"))
-        identity = PortableIdentity(
-            candidate.pid, candidate.create_time, candidate.ppid, candidate.uid, candidate.name
-        )
-        handle = PortableHandle.open(identity, use_pidfd=self._use_pidfd)
-        if handle is None:  # gone, or the same process under another name now
-            return action("none", False, self._changed_portable(candidate) or _GONE)
-        with handle:
-            stat = handle.stat()
-            reason = (
-                self._why_protected(
-                    candidate.pid,
-                    mine=stat.same_user,
-                    kernel_thread=stat.kernel_thread,
-                    name=stat.name,
-                )
-                if stat is not None
-                else None
-            )
-            if reason is not None:
-                return action("none", False, f"protected: {reason}")
-            import psutil
-
-            try:
-                return self._terminate(handle, action, lambda: self._changed_portable(candidate))
-            except psutil.AccessDenied as error:  # psutil's kill(), where there is no SIGKILL
-                return action("none", False, f"not permitted: {error.msg or 'access denied'}")
 
     def _log_dry_run(self, candidate: StopCandidate) -> None:
         """Warn what a dry run would stop, once per process rather than once per climb."""
@@ -637,3 +510,107 @@ class ProcessStopper:
         return action(
             "SIGKILL", False, f"still running {_KILL_WAIT_S:g} s after SIGKILL (uninterruptible?)"
         )
+
+
+def _linux_candidate(
+    stopper: ProcessStopper, pid: int, entry: os.DirEntry[str] | None
+) -> StopCandidate | None:
+    """*pid* read from ``/proc`` as one process: its start time is read before and after
+    its command line and owner, and a process whose PID changed hands in between (or that
+    matches no pattern) is left out."""
+    proc = stopper._proc
+    first = read_stat(pid, proc)
+    if first is None or first.exited:
+        return None
+    try:
+        st = entry.stat(follow_symlinks=False) if entry is not None else os.stat(f"{proc}/{pid}")
+    except OSError:
+        return None
+    argv = read_cmdline(proc, pid)
+    name = full_name(first.name, argv)
+    command = " ".join(argv) or name
+    if not stopper._matches(name, command):
+        return None
+    second = read_stat(pid, proc)
+    if second is None or second.start_ticks != first.start_ticks:
+        return None  # gone, or its PID changed hands while it was read
+    return StopCandidate(
+        pid=pid,
+        start_ticks=first.start_ticks,
+        name=name,
+        cmdline=command,
+        uid=st.st_uid,
+        rss=first.rss_pages * PAGE_SIZE,
+        protected=stopper._why_protected(
+            pid,
+            mine=same_user(st.st_uid, my_uid()),
+            kernel_thread=first.kernel_thread,
+            name=name,
+        ),
+    )
+
+
+_Opened = tuple["_AnyHandle | None", str, Callable[[], "str | None"]]
+
+
+@contextlib.contextmanager
+def _opened(stopper: ProcessStopper, candidate: StopCandidate) -> Iterator[_Opened]:
+    """A handle on *candidate* with its protection re-read through it (the owner, name and
+    kernel-thread flag of that very process), and what says whether it exec()ed another
+    program since it was listed; or ``None`` and why not (gone, unverifiable, protected)."""
+    opened: str | tuple[_AnyHandle, bool, ProcStat | PortableStat | None]
+    if stopper._portable():
+        opened = _open_portable(stopper, candidate)
+    else:
+        opened = _open_linux(stopper, candidate)
+    if isinstance(opened, str):
+        yield None, opened, lambda: None
+        return
+    handle, mine, stat = opened
+    with handle:
+        reason = (
+            stopper._why_protected(
+                candidate.pid, mine=mine, kernel_thread=stat.kernel_thread, name=stat.name
+            )
+            if stat is not None
+            else None
+        )
+        if reason is not None:
+            yield None, f"protected: {reason}", lambda: None
+        elif isinstance(handle, ProcessHandle):
+            linux = handle
+            yield handle, "", lambda: stopper._changed_linux(candidate, linux)
+        else:
+            yield handle, "", lambda: stopper._changed_portable(candidate)
+
+
+def _open_linux(
+    stopper: ProcessStopper, candidate: StopCandidate
+) -> str | tuple[ProcessHandle, bool, ProcStat | None]:
+    if candidate.start_ticks is None:
+        return _UNVERIFIABLE.format(what="start time in clock ticks")
+    identity = Identity(candidate.pid, candidate.start_ticks)
+    handle = ProcessHandle.open(identity, stopper._proc, use_pidfd=stopper._use_pidfd)
+    if handle is None:
+        return _GONE
+    try:
+        uid: int | None = os.stat(f"{stopper._proc}/{candidate.pid}").st_uid
+    except OSError:
+        uid = None
+    stat = handle.stat()  # the owner read above is this process's
+    return handle, same_user(uid, my_uid()), stat
+
+
+def _open_portable(
+    stopper: ProcessStopper, candidate: StopCandidate
+) -> str | tuple[PortableHandle, bool, PortableStat | None]:
+    if candidate.create_time is None or candidate.ppid is None:
+        return _UNVERIFIABLE.format(what="psutil create time")
+    identity = PortableIdentity(
+        candidate.pid, candidate.create_time, candidate.ppid, candidate.uid, candidate.name
+    )
+    handle = PortableHandle.open(identity, use_pidfd=stopper._use_pidfd)
+    if handle is None:  # gone, or the same process under another name now
+        return stopper._changed_portable(candidate) or _GONE
+    stat = handle.stat()
+    return handle, stat is not None and stat.same_user, stat
