@@ -1,39 +1,32 @@
 """Reading budgets: the TOML tables (a pyproject's ``[tool.resguard]`` or a file of
 ``[[budget]]`` tables) checked key by key into :class:`Budget` values, and finding the
-file."""
+file (the search and the reader are :mod:`resguard._modules.tomlfile`, shared with the
+guardian; a ``[guardian]`` table beside the budgets is the guardian's and left alone)."""
 
 from __future__ import annotations
 
 import difflib
 import os
 import re
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resguard._errors import ConfigError, InvalidType, InvalidValue
+from resguard._modules.tomlfile import read_toml, search_config
 from resguard.budget._values import SELECTORS, Budget
 from resguard.rules import Level
-from resguard.units import Amount, format_bytes, parse_duration
+from resguard.units import Amount, parse_duration
 
 if TYPE_CHECKING:
     from resguard.budget._measure import Budgets
     from resguard.budget._rule import BudgetRule
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 __all__ = ["find_config", "load", "parse", "rules"]
 
 _KEYS = frozenset(
     {"name", *SELECTORS, "target", "min", "max", "level", "for", "host", "clear", "cooldown"}
 )
-_DEFAULT_FILES = ("resguard.toml", "pyproject.toml")
-_MAX_CONFIG_BYTES = 1 << 20
-_DEEP_DOTTED_KEY = re.compile(r"""(?:(?:[\w-]+|"[^"\n]*"|'[^'\n]*')[ \t]*\.[ \t]*){99,}""")
 
 
 def _error(path: str, key: str, value: object, problem: str) -> ConfigError:
@@ -205,6 +198,8 @@ def parse(data: Mapping[str, Any], path: str = "<config>") -> list[Budget]:
     if not isinstance(section, Mapping):
         raise _error(path, prefix, section, "is not a table")
     for key in section:
+        if key == "guardian":  # the guardian's table, read by resguard.guardian
+            continue
         if key != "budget" and difflib.get_close_matches(str(key), ["budget"], cutoff=0.6):
             raise _error(
                 path,
@@ -240,29 +235,9 @@ def parse(data: Mapping[str, Any], path: str = "<config>") -> list[Budget]:
 
 def find_config(start: str | os.PathLike[str] | None = None) -> Path | None:
     """``resguard.toml``, else a ``pyproject.toml`` with ``[tool.resguard]``, in *start* or
-    the nearest directory above it."""
-    if start is not None and not isinstance(start, (str, os.PathLike)):
-        raise InvalidType(f"find_config({start!r}): expected a directory path or None")
-    if start is not None and "\x00" in os.fsdecode(start):
-        raise InvalidValue(f"find_config({start!r}): a path cannot hold a NUL character")
-    here = Path(start or os.getcwd()).resolve()
-    for directory in (here, *here.parents):
-        for name in _DEFAULT_FILES:
-            candidate = directory / name
-            try:
-                if not candidate.is_file():
-                    continue
-            except OSError:  # a name too long, a loop of links: nothing to read there
-                continue
-            if name == "pyproject.toml":
-                try:  # bytes: a file that is not UTF-8 is found here and reported by load()
-                    text = candidate.read_bytes()
-                except OSError:
-                    continue
-                if b"[tool.resguard" not in text:
-                    continue
-            return candidate
-    return None
+    the nearest directory above it, else ``resguard.toml`` in the user's config directory
+    (:func:`search_config`)."""
+    return search_config(start, pyproject_marker=b"[tool.resguard")
 
 
 def _check_path(path: object, what: str) -> None:
@@ -278,47 +253,15 @@ def load(path: str | os.PathLike[str] | None = None) -> Budgets:
         if found is None:
             raise ConfigError(
                 "no budgets found: no resguard.toml, and no pyproject.toml with "
-                "[tool.resguard] in this directory or above; pass --config FILE",
+                "[tool.resguard] in this directory or above, nor a resguard.toml in the "
+                "user config directory; pass --config FILE",
                 path=None,
                 key=None,
                 value=None,
             )
         path = found
     _check_path(path, "load")
-    shown = os.fsdecode(path)
-    if "\x00" in shown:
-        raise ConfigError(f"{shown!r}: a path cannot hold a NUL character", path=shown)
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(_MAX_CONFIG_BYTES + 1)
-        if len(raw) > _MAX_CONFIG_BYTES:
-            raise ConfigError(
-                f"{shown}: larger than {format_bytes(_MAX_CONFIG_BYTES)}; a budget "
-                f"file is a few tables",
-                path=shown,
-            )
-        text = raw.decode("utf-8")
-        if _DEEP_DOTTED_KEY.search(text):  # tomllib needs memory quadratic in a key's length
-            raise ConfigError(
-                f"{shown}: a dotted key of 100 parts or more; a budget file needs a few", path=shown
-            )
-        data = tomllib.loads(text)
-    except FileNotFoundError:
-        raise ConfigError(f"{shown}: no such file", path=shown) from None
-    except OSError as exc:
-        raise ConfigError(f"{shown}: cannot be read ({exc})", path=shown) from None
-    except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib lets the decoding error out
-        raise ConfigError(
-            f"{shown}: not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r}"
-            f" at offset {exc.start}); TOML files are UTF-8",
-            path=shown,
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{shown}: not valid TOML ({exc})", path=shown) from None
-    except RecursionError:
-        raise ConfigError(
-            f"{shown}: arrays or tables nested too deeply to read", path=shown
-        ) from None
+    data, shown = read_toml(path, noun="a budget file")
     from resguard.budget._measure import Budgets
 
     return Budgets(parse(data, shown), config=shown)

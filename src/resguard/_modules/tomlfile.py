@@ -1,0 +1,128 @@
+"""Finding and reading resguard's TOML configuration, shared by budgets and the guardian:
+one search (``--config``, then ``resguard.toml`` or a marked ``pyproject.toml`` here or
+above, then the user config directory) and one careful reader (size-capped, UTF-8, every
+failure a :class:`~resguard.ConfigError` naming the file)."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from resguard._errors import ConfigError, InvalidType, InvalidValue
+from resguard.units import format_bytes
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["read_toml", "search_config", "user_config_file"]
+
+_DEFAULT_FILES = ("resguard.toml", "pyproject.toml")
+_MAX_CONFIG_BYTES = 1 << 20
+_DEEP_DOTTED_KEY = re.compile(r"""(?:(?:[\w-]+|"[^"\n]*"|'[^'\n]*')[ \t]*\.[ \t]*){99,}""")
+
+
+def _platformdirs_config_dir() -> str | None:
+    """platformdirs' config directory for resguard, ``None`` where it is not installed."""
+    try:
+        import platformdirs
+    except ImportError:
+        return None
+    return str(platformdirs.user_config_dir("resguard"))
+
+
+def user_config_file() -> Path | None:
+    """``resguard.toml`` in the user's config directory: platformdirs'
+    ``user_config_dir("resguard")`` when platformdirs is importable, else
+    ``$XDG_CONFIG_HOME/resguard`` (default ``~/.config/resguard``), and on macOS
+    ``~/Library/Application Support/resguard``. ``None`` where no home directory is known."""
+    try:
+        found = _platformdirs_config_dir()
+        if found is not None:
+            return Path(found) / "resguard.toml"
+        if sys.platform == "darwin":
+            base = Path.home() / "Library" / "Application Support"
+        else:
+            base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    except (RuntimeError, KeyError, OSError):  # no HOME and no passwd entry
+        return None
+    return base / "resguard" / "resguard.toml"
+
+
+def _readable_file(candidate: Path) -> bool:
+    try:
+        return candidate.is_file()
+    except OSError:  # a name too long, a loop of links: nothing to read there
+        return False
+
+
+def search_config(
+    start: str | os.PathLike[str] | None = None, *, pyproject_marker: bytes = b"[tool.resguard"
+) -> Path | None:
+    """The configuration file both budgets and the guardian read: ``resguard.toml``, else a
+    ``pyproject.toml`` holding *pyproject_marker*, in *start* (default the working
+    directory) or the nearest directory above it; else :func:`user_config_file` when it
+    exists. ``None`` when there is none."""
+    if start is not None and not isinstance(start, (str, os.PathLike)):
+        raise InvalidType(f"find_config({start!r}): expected a directory path or None")
+    if start is not None and "\x00" in os.fsdecode(start):
+        raise InvalidValue(f"find_config({start!r}): a path cannot hold a NUL character")
+    here = Path(start or os.getcwd()).resolve()
+    for directory in (here, *here.parents):
+        for name in _DEFAULT_FILES:
+            candidate = directory / name
+            if not _readable_file(candidate):
+                continue
+            if name == "pyproject.toml":
+                try:  # bytes: a file that is not UTF-8 is found here and reported by load()
+                    text = candidate.read_bytes()
+                except OSError:
+                    continue
+                if pyproject_marker not in text:
+                    continue
+            return candidate
+    user = user_config_file()
+    return user if user is not None and _readable_file(user) else None
+
+
+def read_toml(path: str | os.PathLike[str], *, noun: str) -> tuple[dict[str, Any], str]:
+    """The parsed TOML of *path* and its name as shown in errors; *noun* (``"a budget
+    file"``) says in an error what such a file normally holds."""
+    shown = os.fsdecode(path)
+    if "\x00" in shown:
+        raise ConfigError(f"{shown!r}: a path cannot hold a NUL character", path=shown)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(_MAX_CONFIG_BYTES + 1)
+        if len(raw) > _MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{shown}: larger than {format_bytes(_MAX_CONFIG_BYTES)}; {noun} is a few tables",
+                path=shown,
+            )
+        text = raw.decode("utf-8")
+        if _DEEP_DOTTED_KEY.search(text):  # tomllib needs memory quadratic in a key's length
+            raise ConfigError(
+                f"{shown}: a dotted key of 100 parts or more; {noun} needs a few", path=shown
+            )
+        data = tomllib.loads(text)
+    except FileNotFoundError:
+        raise ConfigError(f"{shown}: no such file", path=shown) from None
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot be read ({exc})", path=shown) from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib lets the decoding error out
+        raise ConfigError(
+            f"{shown}: not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r}"
+            f" at offset {exc.start}); TOML files are UTF-8",
+            path=shown,
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{shown}: not valid TOML ({exc})", path=shown) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{shown}: arrays or tables nested too deeply to read", path=shown
+        ) from None
+    return data, shown
