@@ -43,6 +43,7 @@ __all__ = [
     "Amount",
     "format_bytes",
     "format_duration",
+    "format_size",
     "parse_bytes",
     "parse_duration",
     "parse_percent",
@@ -212,6 +213,24 @@ def format_bytes(n_bytes: int | float, *, binary: bool = True, precision: int = 
                 return f"{sign}{scaled:.{precision}e} {unit}"
             return f"{sign}{magnitude / factor:.{precision}f} {unit}"
     return f"{sign}{round(magnitude)} B"
+
+
+def format_size(n_bytes: int | float | None, *, unknown: str = "unknown") -> str:
+    """A measured size as resguard shows it to people, everywhere (printouts, reprs,
+    notebook tables, messages): IEC units (``190.8 MiB``, ``1.5 GiB``), *unknown* for
+    ``None`` (a figure that could not be read is never shown as 0).
+
+    Unlike :func:`format_bytes` it never raises for a number: a NaN or infinite figure a
+    hostile source produced is shown as it is, since a repr or a log line must not fail.
+    A size the user typed (``growth="50MB"``) may be echoed as typed instead.
+    """
+    if n_bytes is None:
+        return unknown
+    if isinstance(n_bytes, float) and not math.isfinite(n_bytes):
+        return repr(n_bytes)
+    if isinstance(n_bytes, bool) or not isinstance(n_bytes, (int, float)):
+        return shown(n_bytes)
+    return format_bytes(n_bytes)
 
 
 def parse_duration(value: int | float | str | _dt.timedelta) -> float:

@@ -5,8 +5,10 @@ function) samples this process in a background thread while the block runs:
 
 * **RSS** of this process, and the summed RSS of its descendants (``children=True``): what
   the operating system charges, what an OOM killer or a cgroup limit sees;
-* **USS** (unique set size, from ``/proc/self/smaps``) at the slower ``uss_interval``
-  because reading it costs milliseconds;
+* **USS** (unique set size, from ``/proc/self/smaps_rollup``) at the slower
+  ``uss_interval`` because reading it costs about 15 ms per GiB resident (the kernel walks
+  every page); it is in the samples and the summary, not in the plot, whose lines are all
+  read at every sample;
 * **CPU percent** of this process between two samples (100 = one full core, all threads);
 * the machine's **headroom**: ``memory.available`` and ``memory.limit`` of a
   :class:`resguard.Snapshot` (cgroup-aware), and **PSI** memory ``some avg10``;
@@ -20,10 +22,10 @@ above any earlier peak of its life, ``peak_rss`` is that exact peak even if it f
 two samples.
 
 **Two views of memory.** RSS counts pages that are resident; tracemalloc counts bytes
-that were asked for. They differ on purpose: ``numpy.zeros(25_000_000)`` (200 MB) is
+that were asked for. They differ on purpose: ``numpy.zeros(25_000_000)`` (190.7 MiB) is
 allocated with ``calloc``, whose large blocks are fresh ``mmap`` pages the kernel maps
 lazily, so RSS does not grow until the pages are written, while tracemalloc reports the
-full 200 MB at once (numpy reports its data buffers to tracemalloc in its own domain).
+full 190.7 MiB at once (numpy reports its data buffers to tracemalloc in its own domain).
 ``numpy.ones`` writes every page and shows in both. A ``bytearray(n)`` is filled with
 zeros by ``memset`` and is resident at once. Conversely memory that C libraries allocate
 without telling tracemalloc (a C extension's own ``malloc``, mmap'd model weights) shows in
@@ -32,14 +34,15 @@ RSS only. tests/test_profile.py checks each of these statements.
 **Overhead** (benchmarks/bench_profile.py, 2-core Linux VM). One sample reads a handful of
 small kernel files: about 0.1 ms (70–270 µs measured, the high end on a loaded machine),
 about what ``psutil``'s ``memory_info`` + ``cpu_times`` + ``virtual_memory`` cost together.
-A block also pays a fixed 1–3 ms (starting the thread, the first and last samples, USS).
+A block also pays a fixed 1–3 ms (starting the thread, the first and last samples) plus
+the USS reads at those two, about 15 ms per GiB resident.
 So a CPU-bound pure-Python loop runs about 0.1 % slower at ``interval="100ms"`` and about
 1 % slower at ``"10ms"`` (the sampler briefly takes the GIL); the measured slowdown of a
 0.5 s loop stayed within the machine's noise (±5 %) at both intervals.
 ``tracemalloc=True`` costs far more: an allocation-heavy loop ran about 10× slower.
 
 **Sampling and the GIL.** The sampler is a Python thread, so it cannot sample while C code
-holds the GIL (a 200 MB ``memset`` takes a quarter of a second); the high-water mark above
+holds the GIL (a 200 MiB ``memset`` takes a quarter of a second); the high-water mark above
 still catches such a block's peak when it is a new one.
 """
 
@@ -377,7 +380,9 @@ class Profile:
 
     @property
     def peak_uss(self) -> int | None:
-        """The highest USS read (``None`` when USS was not sampled)."""
+        """The highest USS read, bytes (``None`` when USS was not sampled). USS is read
+        at the first and the last sample and every ``uss_interval`` between, so a peak
+        between two reads is missed: compare with :attr:`peak_rss`, read at every sample."""
         values = [sample.uss for sample in self.samples if sample.uss is not None]
         return max(values) if values else None
 
@@ -474,8 +479,9 @@ class Profile:
     def plot(self, *, title: str | None = None) -> Figure:
         """Memory and CPU over time as a matplotlib Figure (two panels, shared time axis).
 
-        The top panel shows RSS (and USS, children, traced bytes when sampled) with the
-        peak marked; the effective limit is drawn when it is within reach of the curve,
+        The top panel shows RSS (and children, traced bytes when sampled) with the peak
+        marked; USS is not drawn (it is read only every ``uss_interval``, see
+        :attr:`peak_uss`); the effective limit is drawn when it is within reach of the curve,
         else named in the legend. The bottom panel shows CPU percent. The figure is made
         without pyplot (no GUI, no global state); notebooks show it as PNG.
         """
@@ -548,7 +554,8 @@ def profile(
         children: add the RSS of descendant processes (``Sample.children_rss``).
         tracemalloc: also trace Python-level allocations (:attr:`Profile.peak_traced`);
             costly, see the module docstring. Tracing already on is kept on.
-        uss_interval: how often to read USS (``None``: never); it costs milliseconds.
+        uss_interval: how often to read USS (``None``: never); a read costs about 15 ms
+            per GiB resident, so it is not read at every sample nor drawn in the plot.
         label: a name shown in the summary and the plot.
 
     ``@profile`` without parentheses decorates with the defaults; the wrapped function's
