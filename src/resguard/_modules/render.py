@@ -1,14 +1,33 @@
-"""Turning snapshot values into plain dicts (JSON) and small HTML tables (notebooks)."""
+"""Turning snapshot values into plain dicts (JSON) and small HTML tables (notebooks), and
+the pieces of text those tables show people: local times, percentages, command lines."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import html
-from collections.abc import Iterable, Iterator, Mapping
+import math
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
 
-__all__ = ["ValueMixin", "flatten", "format_value", "html_table", "leaf_unit", "to_plain"]
+__all__ = [
+    "ValueMixin",
+    "command_text",
+    "flatten",
+    "format_value",
+    "html_table",
+    "leaf_unit",
+    "local_time",
+    "percent_text",
+    "printable",
+    "rows_table",
+    "sections_table",
+    "to_plain",
+]
+
+UNKNOWN = "unknown"
 
 # (how many value types it was built from, leaf name -> unit), swapped whole when rebuilt
 _leaf_units: tuple[int, dict[str, str | None]] = (0, {})
@@ -89,12 +108,12 @@ def format_value(value: float | None, spec: str = "", *, unknown: str = "unknown
 def _format(path: str, value: Any, unit: str | None = None) -> str:
     """*value* for people: a whole number of bytes with its unit (JSON keeps the raw
     integers), a float with two decimals, ``—`` for ``None``."""
-    from resguard.units import format_bytes
+    from resguard.units import format_size
 
     if unit is None:
         unit = leaf_unit(path.rsplit(".", 1)[-1])
     if isinstance(value, int) and not isinstance(value, bool) and unit == "bytes":
-        return format_bytes(value)
+        return format_size(value)
     if isinstance(value, float):
         return f"{value:.2f}"
     return "—" if value is None else str(value)
@@ -142,6 +161,101 @@ def _unit(record: Any, name: str) -> str | None:
             unit = field.metadata.get("unit")
             return unit if isinstance(unit, str) else None
     return None
+
+
+def local_time(epoch_s: float | None, *, unknown: str = UNKNOWN) -> str:
+    """Wall-clock epoch seconds as this machine's local time, ``2026-12-01 17:20:03``;
+    *unknown* for ``None``; a time no calendar holds (NaN, year 10⁶) is shown as the
+    number it is, never an exception in a repr."""
+    if epoch_s is None:
+        return unknown
+    try:
+        return _dt.datetime.fromtimestamp(epoch_s).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError, TypeError):
+        return repr(epoch_s)
+
+
+def percent_text(value: float | None, *, unknown: str = UNKNOWN) -> str:
+    """A percentage for people, ``45.9%``; *unknown* for ``None``."""
+    if value is None:
+        return unknown
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return repr(value)
+    return f"{value:.1f}%"
+
+
+def printable(text: str) -> str:
+    """*text* with every control character (newlines, escapes, bidi overrides) written as
+    its escape (``\\n``, ``\\x1b``, ``\\u202e``): a command line is shown on one line as it
+    is, and nothing in it can move the cursor or reorder what follows."""
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char.isprintable() or char == " ":
+            out.append(char)
+        elif unicodedata.category(char) == "Zs":  # a no-break or wide space: a space
+            out.append(" ")
+        else:
+            out.append(char.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
+def command_text(cmdline: Sequence[str], name: str, *, width: int = 120) -> str:
+    """A process's command line for a table: its arguments joined by spaces, control
+    characters escaped (:func:`printable`), cut to *width* characters with ``…``; a process
+    without one (a kernel thread, a zombie) shows its name in brackets, as ``ps`` does."""
+    text = printable(" ".join(cmdline)) if cmdline else f"[{printable(name)}]"
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def _text(text: str) -> str:
+    """*text* for an HTML cell: one line, no control character, no markup."""
+    return html.escape(printable(text))
+
+
+def sections_table(sections: Iterable[tuple[str, Iterable[tuple[str, str]]]], title: str) -> str:
+    """One HTML table of labelled groups: a heading row per section, then its (label,
+    text) rows; texts are already formatted for people and are made :func:`printable` and
+    escaped here, as are the labels and the title. A section without rows is left out."""
+    parts = [f"<table><caption>{_text(title)}</caption>"]
+    for heading, rows in sections:
+        body = "".join(
+            f"<tr><th style='text-align:left'>{_text(label)}</th>"
+            f"<td style='text-align:left'>{_text(text)}</td></tr>"
+            for label, text in rows
+        )
+        if body:
+            parts.append(
+                f"<tbody><tr><th colspan='2' style='text-align:left'>{_text(heading)}"
+                f"</th></tr>{body}</tbody>"
+            )
+    parts.append("</table>")
+    return "".join(parts)
+
+
+def rows_table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    title: str = "",
+    *,
+    numeric: frozenset[int] = frozenset(),
+) -> str:
+    """An HTML table with a header of *columns* and one row per sequence of texts (already
+    formatted for people; made :func:`printable` and escaped here, as are the columns and
+    the title). The columns at the indices in *numeric* are aligned right."""
+    caption = f"<caption>{_text(title)}</caption>" if title else ""
+    head = "".join(f"<th>{_text(column)}</th>" for column in columns)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td style='text-align:{'right' if index in numeric else 'left'}'>{_text(text)}</td>"
+            for index, text in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table>{caption}<tr>{head}</tr>{body}</table>"
 
 
 class ValueMixin:
