@@ -5,7 +5,22 @@ Rules
     :class:`Threshold` compares one snapshot field, named by its dotted path
     (``"memory.percent"``, ``"pressure.memory.some.avg10"``, ``"process.rss"``), with a
     value; :class:`ProcessThreshold` and :class:`ProcessCount` judge the process table;
-    :class:`LeakDetector` and :class:`TimeToLimit` judge a metric's trend.
+    :class:`LeakDetector` and :class:`TimeToLimit` judge a metric's trend;
+    :class:`SensorThreshold`, :class:`FanThreshold` and :class:`ThermalPressure` judge
+    ``snapshot.heat``.
+
+Culprits
+    Every breach names whom to blame in ``Breach.offenders``: a table rule its firing rows;
+    a rule on a memory or CPU metric (``memory.*``, ``swap.*``, ``pressure.memory.*``,
+    ``cpu.percent``, ``pressure.cpu.*``, ``cpu.load_*``) the top 3 processes by RSS or
+    CPU, as :func:`culprits` chooses them (scoped to ``snapshot.cgroup_pids`` when the
+    memory limit is a cgroup's); a heat rule its sensors or fans.
+
+What a rule reads
+    A rule's ``reads`` names the snapshot fields it judges. A Monitor samples a slow
+    source (``"processes"``, ``"heat"``) only when :meth:`Policy.needs` says a rule reads
+    it; culprits are taken from the process table when it is there and never make a
+    Monitor sample it.
 
 Semantics of a threshold (``op`` is ``>``, ``>=``, ``<`` or ``<=``)
     *trigger*: ``metric op value``. *hold*: ``metric op clear`` (``clear`` defaults to
@@ -63,12 +78,15 @@ Layout (private modules, one job each; import from ``resguard.rules``)
     rule's arguments (metric paths, levels, durations, threshold figures); ``_sustain`` the
     sustain machine; ``_threshold`` :class:`Threshold`; ``_table`` the per-row thresholds
     and :class:`ProcessCount`; ``_series`` bucketed history and slopes; ``_trends``
-    :class:`LeakDetector` and :class:`TimeToLimit`; ``_policy`` :class:`Policy`.
+    :class:`LeakDetector` and :class:`TimeToLimit`; ``_heat`` the heat rules;
+    ``_culprits`` :func:`culprits`; ``_policy`` :class:`Policy`.
 """
 
 from __future__ import annotations
 
+from resguard.rules._culprits import culprit_resource, culprits
 from resguard.rules._figures import compile_getter as compile_getter
+from resguard.rules._heat import FanThreshold, SensorThreshold, ThermalPressure, thermal_rank
 from resguard.rules._policy import Policy, PolicyState
 from resguard.rules._series import SeriesState as SeriesState
 from resguard.rules._series import least_squares_slope as least_squares_slope
@@ -78,11 +96,13 @@ from resguard.rules._table import ContainerThreshold, ProcessCount, ProcessThres
 from resguard.rules._threshold import Threshold
 from resguard.rules._trends import LeakDetector, TimeToLimit
 from resguard.rules._verdict import OK_VERDICT as OK_VERDICT  # a snapshot no rule fires on
-from resguard.rules._verdict import Breach, Level, Offender, Rule, Verdict
+from resguard.rules._verdict import THERMAL_STATES, Breach, Level, Offender, Rule, Verdict
 
 __all__ = [
+    "THERMAL_STATES",
     "Breach",
     "ContainerThreshold",
+    "FanThreshold",
     "LeakDetector",
     "Level",
     "Offender",
@@ -91,10 +111,15 @@ __all__ = [
     "ProcessCount",
     "ProcessThreshold",
     "Rule",
+    "SensorThreshold",
     "Sustain",
+    "ThermalPressure",
     "Threshold",
     "TimeToLimit",
     "Verdict",
+    "culprit_resource",
+    "culprits",
+    "thermal_rank",
 ]
 
 SustainState = Sustain  # the name before the machine was public
@@ -103,6 +128,7 @@ SustainState = Sustain  # the name before the machine was public
 for _public in (
     Breach,
     ContainerThreshold,
+    FanThreshold,
     LeakDetector,
     Level,
     Offender,
@@ -111,12 +137,17 @@ for _public in (
     ProcessCount,
     ProcessThreshold,
     Rule,
+    SensorThreshold,
     SeriesState,
     Sustain,
+    ThermalPressure,
     Threshold,
     TimeToLimit,
     Verdict,
     compile_getter,
+    culprit_resource,
+    culprits,
+    thermal_rank,
     least_squares_slope,
     theil_sen_slope,
 ):

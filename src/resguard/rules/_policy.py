@@ -117,6 +117,16 @@ class Policy:
     def __len__(self) -> int:
         return len(self.rules)
 
+    def needs(self, field: str) -> bool:
+        """Whether a rule reads the snapshot field *field* or a path under it (its
+        ``reads``): ``policy.needs("processes")``, ``policy.needs("heat")``. A Monitor
+        samples the slow sources (the process table, heat) only for a policy that needs
+        them; a custom rule asks for one by naming it in ``reads``."""
+        if not isinstance(field, str):
+            raise InvalidType(f"field={shown(field)} is not a snapshot field name")
+        under = field + "."
+        return any(path == field or path.startswith(under) for path, _ in self._reads)
+
     def new_state(self) -> PolicyState:
         """A fresh state: no rule pending, firing or cooling down, no history."""
         return PolicyState(self)

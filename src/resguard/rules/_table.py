@@ -35,6 +35,11 @@ _MAX_PIDS: Final = 2**22  # PID_MAX_LIMIT on 64-bit Linux
 Figure = tuple[str, str, object]  # (argument, field of a row, value as given)
 
 
+def _row_unit(field: str) -> str | None:
+    """An offender's unit for a process field: a CPU percent is a share of one core."""
+    return "core_percent" if field == "cpu_percent" else None
+
+
 def _process_figures(cpu_percent_above: object, rss_above: object) -> tuple[Figure, ...]:
     return (
         ("cpu_percent_above", "cpu_percent", cpu_percent_above),
@@ -176,9 +181,8 @@ class PerRowThreshold(abc.ABC):
     def _key(row: Any) -> Hashable:
         """A row's identity across snapshots."""
 
-    @staticmethod
     @abc.abstractmethod
-    def _offender(row: Any, value: float, since: float) -> Offender:
+    def _offender(self, row: Any, value: float, since: float) -> Offender:
         """The offender a firing row is named by in the breach."""
 
     def __repr__(self) -> str:
@@ -257,9 +261,8 @@ class ProcessThreshold(PerRowThreshold):
     def _key(row: ProcessInfo) -> Hashable:
         return (row.pid, row.create_time)
 
-    @staticmethod
-    def _offender(row: ProcessInfo, value: float, since: float) -> Offender:
-        return Offender(row.pid, row.name, value, since)
+    def _offender(self, row: ProcessInfo, value: float, since: float) -> Offender:
+        return Offender(row.pid, row.name, value, since, unit=_row_unit(self.field))
 
 
 class ContainerThreshold(PerRowThreshold):
@@ -305,8 +308,7 @@ class ContainerThreshold(PerRowThreshold):
     def _key(row: ContainerStats) -> Hashable:
         return row.id
 
-    @staticmethod
-    def _offender(row: ContainerStats, value: float, since: float) -> Offender:
+    def _offender(self, row: ContainerStats, value: float, since: float) -> Offender:
         return Offender(None, row.name, value, since, row.id)
 
 
@@ -407,8 +409,9 @@ class ProcessCount:
         since = state.firing_since
         assert since is not None
         get = self._get
+        unit = _row_unit(self.field)
         offenders = sorted(
-            (Offender(p.pid, p.name, float(get(p)), since) for p in above),
+            (Offender(p.pid, p.name, float(get(p)), since, unit=unit) for p in above),
             key=lambda offender: -offender.value,
         )
         return Breach(

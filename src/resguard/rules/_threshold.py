@@ -5,6 +5,7 @@ from __future__ import annotations
 import operator
 
 from resguard._errors import InvalidType, InvalidValue
+from resguard.rules._culprits import culprit_resource, culprits
 from resguard.rules._figures import (
     OPS,
     check_can_fire,
@@ -30,10 +31,13 @@ class Threshold:
 
     ``Threshold("memory.percent", ">=", 85, level=Level.WARNING, clear=80)`` fires when
     memory reaches 85 % of the effective limit and stays firing until it drops below 80 %.
+    A breach of a memory or CPU metric names its culprits (:func:`~resguard.rules.culprits`:
+    the top 3 processes by RSS or CPU, when the snapshot has the process table).
     See the module docstring for the exact semantics and the forms of *value*.
     """
 
     __slots__ = (
+        "_blames",
         "_clear",
         "_compare",
         "_fixed_clear",
@@ -85,6 +89,7 @@ class Threshold:
         self._get = operator.attrgetter(metric)  # precompiled; step() maps a None part to None
         self._fixed_value, self._fixed_clear = self._value.fixed, self._clear.fixed
         self.name = rule_name(name, f"{metric} {op} {self._value.text}")
+        self._blames = culprit_resource(metric) is not None
         self.reads: tuple[str, ...] = (
             metric,
             *dict.fromkeys(
@@ -148,4 +153,5 @@ class Threshold:
             since_wall(snapshot, since),
             now - since,
             self.kind,
+            culprits(snapshot, self.metric, since=since) if self._blames else (),
         )

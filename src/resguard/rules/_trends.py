@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from resguard._errors import InvalidType, InvalidValue
+from resguard.rules._culprits import culprit_resource, culprits
 from resguard.rules._figures import (
     check_metric,
     compile_getter,
@@ -179,6 +180,7 @@ class LeakDetector(Trend):
             since_wall(snapshot, since),
             now - since,
             self.kind,
+            culprits(snapshot, self.metric, since=since) if culprit_resource(self.metric) else (),
         )
 
 
@@ -316,6 +318,6 @@ class TimeToLimit(Trend):
             since_wall(snapshot, since),
             now - since,
             "seconds",
-            (),
+            culprits(snapshot, self.metric, since=since) if culprit_resource(self.metric) else (),
             estimate,
         )

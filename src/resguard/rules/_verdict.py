@@ -14,6 +14,7 @@ from resguard.units import format_bytes, format_duration, shown
 
 __all__ = [
     "OK_VERDICT",
+    "THERMAL_STATES",
     "Breach",
     "Level",
     "Offender",
@@ -23,6 +24,7 @@ __all__ = [
     "format_value",
     "is_breach",
     "since_wall",
+    "thermal_state",
 ]
 
 
@@ -39,15 +41,24 @@ class Level(enum.IntEnum):
 
 @attrs.frozen(slots=True)
 class Offender(ValueMixin):
-    """A process (or container) named by a table breach: its value (CPU percent, RSS bytes,
-    percent of a container's limit) and since when (monotonic seconds) it has been above
-    the threshold. ``pid`` is ``None`` and ``id`` the container id for containers."""
+    """A culprit a breach names: a process, a container or a sensor; its value and since
+    when (monotonic seconds) it has been named.
+
+    ``pid`` is ``None`` for a container (``id`` is its id) and for a sensor or fan (``name``
+    is ``"chip label"``). ``unit`` is the value's unit when it is not the breach's:
+    ``"core_percent"`` (a process's CPU as ``top`` counts it, 100 = one core),
+    ``"memory_percent"`` (a process's RSS as a share of the effective memory limit),
+    ``"bytes"``, ``"celsius"``, ``"rpm"``; ``None`` means the breach's own ``unit``. For a
+    table rule ``since`` is when the row started to fire; for the culprits of a
+    machine-wide breach (:func:`~resguard.rules.culprits`) it is when the breach began.
+    """
 
     pid: int | None
     name: str
     value: float
     since: float
     id: str | None = None
+    unit: str | None = None
 
     @property
     def label(self) -> str:
@@ -63,8 +74,11 @@ class Breach(ValueMixin):
     figure (for a leak the estimated growth over the window, for a time-to-limit the
     estimated seconds left, for a process count the number of processes), ``threshold``
     the figure it crossed (in the same unit, ``unit`` being ``"bytes"``, ``"percent"``,
-    ``"seconds"``, ``"count"`` or ``""``). ``since``/``since_wall`` tell since when the
-    condition has held (monotonic and epoch seconds), ``held_s`` for how long.
+    ``"seconds"``, ``"count"``, ``"celsius"``, ``"rpm"``, ``"thermal_pressure"`` (a rank
+    in :data:`THERMAL_STATES`) or ``""``). ``offenders`` are the culprits (at most three
+    are shown in ``message``; all are in :meth:`to_dict`). ``since``/``since_wall`` tell
+    since when the condition has held (monotonic and epoch seconds), ``held_s`` for how
+    long.
     """
 
     rule: str
@@ -86,13 +100,26 @@ class Breach(ValueMixin):
         text = f"{self.rule}: {format_value(self.value, self.unit)}"
         if self.offenders:
             shown = ", ".join(
-                f"{o.label} {format_value(o.value, self.unit)}" for o in self.offenders[:3]
+                f"{o.label} {format_value(o.value, o.unit or self.unit)}"
+                for o in self.offenders[:3]
             )
             more = len(self.offenders) - 3
             text += f" ({shown}{f', +{more} more' if more > 0 else ''})"
         if self.held_s >= 1:
             text += f" for {format_value(self.held_s, 'seconds')}"
         return text
+
+
+_SHARES: Final = {"core_percent": "of a core", "memory_percent": "of memory"}
+
+THERMAL_STATES: Final = ("nominal", "moderate", "heavy", "trapping", "sleeping")
+"""macOS thermal pressure states (``pmset -g therm``), mildest first: a rule's rank."""
+
+
+def thermal_state(rank: float) -> str:
+    """The name of a thermal pressure rank (an index in :data:`THERMAL_STATES`)."""
+    index = int(rank) if finite(rank) else -1
+    return THERMAL_STATES[index] if 0 <= index < len(THERMAL_STATES) else f"{rank:g}"
 
 
 def format_value(value: float, unit: str) -> str:
@@ -110,6 +137,14 @@ def format_value(value: float, unit: str) -> str:
         return "never" if math.isinf(value) else format_duration(max(value, 0.0))
     if unit == "count":
         return f"{value:.0f}"
+    if unit in _SHARES:
+        return f"{value:.0f}% {_SHARES[unit]}"
+    if unit == "celsius":
+        return f"{value:.0f} °C"
+    if unit == "rpm":
+        return f"{value:.0f} rpm"
+    if unit == "thermal_pressure":
+        return thermal_state(value)
     return f"{value:g}"
 
 

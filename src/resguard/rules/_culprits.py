@@ -1,0 +1,128 @@
+"""Culprits: the processes to blame for a machine-wide metric, as a breach names them.
+
+A breach of ``memory.percent`` says how full memory is; the person reading it wants to
+know *who* holds it. :func:`culprits` answers that from the snapshot's own process table,
+with no I/O: the largest processes by RSS for a memory metric, the busiest by CPU for a
+CPU metric, scoped to the members of the cgroup when the limit judged is a cgroup's.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from typing import Final, Literal
+
+from resguard._errors import InvalidType, InvalidValue
+from resguard.rules._verdict import Offender
+from resguard.snapshot import ProcessInfo, Snapshot
+from resguard.units import shown
+
+__all__ = ["CULPRITS_SHOWN", "Resource", "culprit_resource", "culprits"]
+
+CULPRITS_SHOWN: Final = 3
+"""How many culprits a breach names by default (the field notes' ``ps ... | head``)."""
+
+Resource = Literal["memory", "cpu"]
+
+_MEMORY_PREFIXES: Final = ("memory.", "swap.", "pressure.memory.")
+_CPU_PREFIXES: Final = ("pressure.cpu.", "cpu.load_")
+
+
+def culprit_resource(metric: str) -> Resource | None:
+    """Which resource the processes are blamed for when *metric* is in breach:
+    ``"memory"`` for ``memory.*``, ``swap.*``, ``pressure.memory.*`` and macOS's
+    ``pressure.memory_level``; ``"cpu"`` for ``cpu.percent``, ``pressure.cpu.*`` and
+    ``cpu.load_*``; ``None`` for the rest (this process's own figures, containers,
+    heat: those name their own rows or nobody)."""
+    if metric.startswith(_MEMORY_PREFIXES) or metric == "pressure.memory_level":
+        return "memory"
+    if metric == "cpu.percent" or metric.startswith(_CPU_PREFIXES):
+        return "cpu"
+    return None
+
+
+def _no_memory_no_command(row: ProcessInfo) -> bool:
+    return not row.cmdline and not row.rss
+
+
+def _kernel_thread_test() -> Callable[[ProcessInfo], bool]:
+    """``resguard.processes.is_kernel_thread``, imported at the first culprit (not with
+    the rules); an older resguard.processes without it: the same test, written here."""
+    import resguard.processes as processes
+
+    test: Callable[[ProcessInfo], bool] | None = getattr(processes, "is_kernel_thread", None)
+    return _no_memory_no_command if test is None else test
+
+
+def _members(snapshot: Snapshot) -> Sequence[ProcessInfo] | None:
+    """The rows that can be blamed: the cgroup's members when the snapshot names them,
+    kernel threads left out; ``None`` when the process table was not sampled."""
+    rows = snapshot.processes
+    if rows is None:
+        return None
+    kernel_thread = _kernel_thread_test()
+    pids = snapshot.cgroup_pids
+    if pids is not None:
+        scope = frozenset(pids)
+        return [row for row in rows if row.pid in scope and not kernel_thread(row)]
+    return [row for row in rows if not kernel_thread(row)]
+
+
+def _memory_limit(snapshot: Snapshot) -> float | None:
+    limit = snapshot.memory.limit
+    if limit is None:
+        limit = snapshot.memory.total
+    return float(limit) if limit else None
+
+
+def culprits(
+    snapshot: Snapshot,
+    metric: str,
+    n: int = CULPRITS_SHOWN,
+    *,
+    since: float | None = None,
+) -> tuple[Offender, ...]:
+    """The *n* processes of *snapshot* to blame for *metric*, the worst first.
+
+    For a memory metric (see :func:`culprit_resource`) the largest by RSS, each valued as
+    a percent of ``memory.limit`` (of ``memory.total`` when there is no limit; in bytes
+    when neither is known): unit ``"memory_percent"``. For a CPU metric the busiest by
+    ``cpu_percent``, a share of one core as ``top`` counts it: unit ``"core_percent"``.
+    Only processes using some of the resource are named. When ``snapshot.cgroup_pids`` is
+    not ``None`` (the memory limit is a cgroup's) only its members are candidates; kernel
+    threads never are. Nothing (``()``) when the process table was not sampled or
+    *metric* blames no process. *since* (default ``snapshot.monotonic``) is the culprits'
+    ``since``: a breach passes when it began. Pure: no I/O, no state.
+    """
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise InvalidType(f"n={shown(n)} is not a count; expected an int of at least 0")
+    if n < 0:
+        raise InvalidValue(f"n={shown(n)} is not a count; expected an int of at least 0")
+    resource = culprit_resource(metric) if isinstance(metric, str) else None
+    if resource is None or n == 0:
+        return ()
+    rows = _members(snapshot)
+    if not rows:
+        return ()
+    when = snapshot.monotonic if since is None else since
+    if resource == "cpu":
+        return _top(rows, n, lambda row: row.cpu_percent, 1.0, "core_percent", when)
+    limit = _memory_limit(snapshot)
+    if limit is None:
+        return _top(rows, n, lambda row: row.rss, 1.0, "bytes", when)
+    return _top(rows, n, lambda row: row.rss, 100.0 / limit, "memory_percent", when)
+
+
+def _top(
+    rows: Sequence[ProcessInfo],
+    n: int,
+    key: Callable[[ProcessInfo], float | None],
+    scale: float,
+    unit: str,
+    since: float,
+) -> tuple[Offender, ...]:
+    """The *n* rows with the largest positive ``key``, as offenders valued ``key * scale``."""
+    using = [(float(value), row) for row in rows if (value := key(row)) is not None and value > 0]
+    # ties broken by pid so the same table always names the same culprits
+    top = heapq.nsmallest(n, using, key=lambda item: (-item[0], item[1].pid))
+    return tuple(Offender(row.pid, row.name, value * scale, since, unit=unit) for value, row in top)
