@@ -1,18 +1,24 @@
 """What every command shares: the parser that reports a usage error in one line, argument
-types, exit codes, the one-line error writer and the import of an optional integration."""
+types, exit codes, the one-line error writer, the import of an optional integration and
+the CPU window of a one-shot (``--window``: read, wait, read again)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any, NoReturn, TypeAlias
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeAlias, TypeVar
 
 from resguard._errors import ResguardError
 from resguard._probes.backend import BACKENDS
 
+if TYPE_CHECKING:
+    from resguard.processes import ProcessTable
+    from resguard.snapshot import ProcessInfo, Sampler, Snapshot
+
 __all__ = [
+    "DEFAULT_WINDOW_S",
     "EXIT_BROKEN_PIPE",
     "EXIT_INTERRUPTED",
     "EXIT_USAGE",
@@ -20,15 +26,20 @@ __all__ = [
     "Commands",
     "Parser",
     "Version",
+    "Window",
+    "add_window_argument",
     "backend_name",
     "choose_backend",
     "command_name",
     "duration",
     "error_line",
     "integration",
+    "measure_window",
     "non_negative_int",
+    "over_window",
     "period",
     "positive_int",
+    "window_seconds",
 ]
 
 EXIT_USAGE = 2
@@ -212,3 +223,107 @@ class Version(argparse.Action):
         sys.stdout.write(f"resguard {resguard.__version__}\n")
         sys.stdout.flush()
         raise SystemExit(0)
+
+
+DEFAULT_WINDOW_S = 1.0
+"""How long a one-shot (``snapshot``, ``top``, ``watch --once``) measures CPU over."""
+
+_WINDOW_MAX_S = 3600.0  # an hour: longer is a typo (``--window 1d``), not a measurement
+_T = TypeVar("_T")
+
+
+def window_seconds(text: str) -> float:
+    """``--window``: a duration (``1``, ``1.5s``, ``500ms``) above 0 and at most an hour."""
+    seconds = duration(text)
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a window; expected a duration above 0, e.g. 1s or 500ms"
+        )
+    if seconds > _WINDOW_MAX_S:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is too long a window; expected at most 1h, e.g. 1s"
+        )
+    return seconds
+
+
+def add_window_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--window SECONDS`` (:data:`DEFAULT_WINDOW_S` by default) to *parser*."""
+    from resguard._probes.procfs import CPU_WINDOW_MIN_S
+
+    parser.add_argument(
+        "--window",
+        type=window_seconds,
+        default=DEFAULT_WINDOW_S,
+        metavar="SECONDS",
+        help=f"measure CPU over this long (default {DEFAULT_WINDOW_S:g}s, e.g. 2s or 500ms); "
+        f"CPU is measured over at least {CPU_WINDOW_MIN_S:g}s, so a shorter window is raised "
+        f"to {CPU_WINDOW_MIN_S:g}s",
+    )
+
+
+def _wait_until(
+    deadline_s: float, clock: Callable[[], float], sleep: Callable[[float], Any]
+) -> None:
+    """Wait until *clock* reads *deadline_s* (in slices, so a clock that jumps or a sleep
+    cut short by a signal neither ends the wait early nor stretches it)."""
+    while (left_s := deadline_s - clock()) > 0:
+        sleep(min(left_s, 0.25))
+
+
+def over_window(
+    window_s: float,
+    read: Callable[[], _T],
+    *,
+    clock: Callable[[], float] | None = None,
+    sleep: Callable[[float], Any] | None = None,
+) -> _T:
+    """*read* once (the baseline), wait *window_s* (at least the shortest CPU window), and
+    return a second *read*, whose CPU figures then cover the window. Ctrl-C during the
+    wait raises :class:`KeyboardInterrupt`, which the command line turns into exit 130."""
+    import time
+
+    from resguard._probes.procfs import CPU_WINDOW_MIN_S
+
+    clock = clock if clock is not None else time.monotonic
+    sleep = sleep if sleep is not None else time.sleep
+    read()
+    _wait_until(clock() + max(window_s, CPU_WINDOW_MIN_S), clock, sleep)
+    return read()
+
+
+class Window(NamedTuple):
+    """What :func:`measure_window` read at the end of its window (``None``: not asked for)."""
+
+    snapshot: Snapshot | None
+    """The sampler's second sample: ``cpu.percent`` and ``process.cpu_percent`` over the
+    window."""
+    rows: list[ProcessInfo] | None
+    """The table's second scan, every process's CPU percent over the window (pass them to
+    ``ProcessTable.top(rows=...)`` to rank them)."""
+
+
+def measure_window(
+    window_s: float,
+    *,
+    sampler: Sampler | None = None,
+    processes: ProcessTable | None = None,
+    uss: bool = False,
+    clock: Callable[[], float] | None = None,
+    sleep: Callable[[float], Any] | None = None,
+) -> Window:
+    """Read *sampler* and *processes*, wait *window_s* and read both again, so that every
+    CPU figure of the answer covers the window (a sampler's first sample knows no CPU
+    percent, a table's first scan only each process's lifetime average). *uss* asks the
+    second sample for the unique set size."""
+    both: list[Any] = [None, None]
+    first = [True]
+
+    def read() -> None:
+        if sampler is not None:  # the baseline needs neither USS nor the children walk
+            both[0] = sampler.sample(uss=uss and not first[0], children=not first[0])
+        if processes is not None:
+            both[1] = processes.sample()
+        first[0] = False
+
+    over_window(window_s, read, clock=clock, sleep=sleep)
+    return Window(snapshot=both[0], rows=both[1])

@@ -108,14 +108,29 @@ class ProcessTable:
             self.faults = self._reader.faults
             return rows
 
-    def top(self, n: int = 10, *, by: SortKey = "cpu", group: bool = False) -> list[ProcessInfo]:
+    def top(
+        self,
+        n: int = 10,
+        *,
+        by: SortKey = "cpu",
+        group: bool = False,
+        rows: list[ProcessInfo] | None = None,
+    ) -> list[ProcessInfo]:
         """The *n* processes using the most CPU (``by="cpu"``) or memory (``by="memory"``).
 
         ``group=True`` merges processes with the same name into one row (``count`` > 1),
-        e.g. all renderer processes of one browser.
+        e.g. all renderer processes of one browser. *rows* ranks a scan this table already
+        made (:meth:`sample`'s answer) instead of scanning again.
         """
         key = _check_top(n, by, group)
-        rows = self.sample()
+        if rows is None:
+            rows = self.sample()
+        elif not isinstance(rows, list) or not all(isinstance(row, ProcessInfo) for row in rows):
+            raise InvalidType(
+                f"rows={shown(rows)} are not ProcessInfo rows; expected a list from sample()"
+            )
+        else:
+            rows = list(rows)
         if group:
             rows = _group_by_name(rows)
         rows.sort(key=key, reverse=True)
