@@ -115,8 +115,8 @@ def test_to_dict_is_json_and_html_renders() -> None:
     data = json.loads(json.dumps(snap.to_dict()))
     assert data["memory"]["limit"] == snap.memory.limit
     html = snap._repr_html_()
-    assert "<table>" in html
-    assert "memory.limit" in html
+    assert "<caption>resguard snapshot at " in html
+    assert ">Memory<" in html
 
 
 def test_snapshots_are_immutable() -> None:

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import attrs
 
-from resguard._modules.render import ValueMixin, flatten, html_table
+from resguard._modules.render import ValueMixin
 from resguard._probes.files import FaultKind
 from resguard._probes.psi import PsiLine
 
@@ -392,16 +392,9 @@ class Snapshot(ValueMixin):
         return None
 
     def _repr_html_(self) -> str:
-        rows = []
-        for path, value in flatten(self):
-            if path == "faults":
-                value = "; ".join(str(fault) for fault in self.faults) or "none"
-            elif value is None:
-                fault = self.fault_for(path)
-                if fault is not None:
-                    value = f"unknown ({fault.source}: {fault.kind})"
-            rows.append((path, value))
-        return html_table(rows, "resguard snapshot")
+        from resguard.snapshot._html import snapshot_html  # it imports these values
+
+        return snapshot_html(self)
 
 
 def metric_paths() -> dict[str, Any]:
