@@ -1,0 +1,359 @@
+"""What the guardian does to the machine: :class:`MachineEffects`, the
+:class:`~resguard.guardian._actions.Effects` that notifies, unloads idle Ollama models and
+renices, pauses or stops processes.
+
+**Which processes.** A process action targets the breach's culprits (its offenders with a
+pid) whose name or joined command line a pattern of ``match`` finds (``re.search``).
+When the breach names no process, it targets *one* process: of the snapshot's process
+table, the largest matching one by the breach's resource (RSS for a memory, swap or
+memory-pressure metric, CPU otherwise) that may be touched. A culprit that matches no
+pattern is never touched, and there is no default pattern: an action without ``match``
+is refused.
+
+**The stopper's rules.** Every process is read and verified by
+:class:`resguard.reclaim.ProcessStopper`, the opt-in stopper: never PID 1, the guardian,
+its parent, another user's process, a kernel thread or a protected name
+(:data:`resguard.reclaim.DEFAULT_PROTECTED_NAMES` and *protect*); its identity is its
+exact start time, re-checked right before each signal through a pidfd where the kernel
+has one. A dry run signals nothing and says ``"would"`` with the target.
+
+**Pause, renice, and undoing them.** ``pause`` sends SIGSTOP and remembers the process by
+pid and start time; when the rule clears (:meth:`MachineEffects.clear`) or the guardian
+stops (:meth:`MachineEffects.close`) that same process, verified again, gets SIGCONT.
+``renice`` only lowers priority (nice + ``by``, at most 19) and the rule's clearing puts
+back the nice value it had, unless someone changed it since. The nice value is set by
+pid right after the pidfd says the process is still alive: a window of microseconds in
+which it could exit and its pid be reused remains (``setpriority`` takes no pidfd).
+
+**Freed bytes.** ``stop``: the process's RSS as read right before it was signalled,
+reported once it is gone (``None`` when it is not). ``ollama-unload-idle``: the model's
+size as ``/api/ps`` reported it. ``pause``, ``renice`` and ``notify`` free nothing
+measurable: ``None``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from resguard._errors import ResguardError
+from resguard._modules.log import get_logger
+from resguard._probes.identity import boot_time_s
+from resguard._probes.procfs import TICKS_PER_S
+from resguard.guardian._actions import PROCESS_ACTIONS, ActionSpec, Outcome, Target
+from resguard.guardian._notify import Notifier
+from resguard.guardian._unload import ModelUnloader
+
+if TYPE_CHECKING:
+    from resguard._probes.backend import Backend
+    from resguard.reclaim import ProcessStopper, StopCandidate
+    from resguard.rules import Breach
+    from resguard.snapshot import ProcessInfo, Snapshot
+
+__all__ = ["MachineEffects", "ranks_by_memory"]
+
+_logger = get_logger("resguard")
+
+_MEMORY_PREFIXES = ("memory.", "swap.", "pressure.memory", "processes.rss", "processes.uss")
+_NO_MATCH = "refused: a process action needs `match` patterns (there is no default)"
+_MAX_NICE = 19
+
+
+def ranks_by_memory(metric: str) -> bool:
+    """Whether a breach of *metric* is about memory (its processes ranked by RSS) rather
+    than CPU."""
+    return metric.startswith(_MEMORY_PREFIXES)
+
+
+@attrs.frozen
+class _Held:
+    """A process an action changed and must put back: paused, or reniced from ``nice``."""
+
+    candidate: StopCandidate
+    target: Target
+    nice: int | None = None  # renice: the value before; the one set is ``set_nice``
+    set_nice: int | None = None
+
+
+class MachineEffects:
+    """The guardian's effects on this machine (see the module's docstring).
+
+    *backend* says how processes are read and verified (as for
+    :class:`resguard.reclaim.ProcessStopper`); *protect* adds names never touched;
+    *ollama_host* and *ollama_keep_alive* (the server's ``OLLAMA_KEEP_ALIVE``) are for
+    ``ollama-unload-idle``; *notifier* and *unloader* replace the desktop notifier and the
+    model unloader (tests); *wall_clock* is the epoch clock Ollama's expiry is compared with.
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: Backend | None = None,
+        protect: Iterable[str] = (),
+        ollama_host: str | None = None,
+        ollama_keep_alive: float | str | None = None,
+        notifier: Notifier | None = None,
+        unloader: ModelUnloader | None = None,
+        wall_clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._backend = backend
+        self._protect = tuple(protect)
+        self.notifier = notifier if notifier is not None else Notifier()
+        if unloader is None:
+            extra: dict[str, Any] = {} if wall_clock is None else {"wall_clock": wall_clock}
+            unloader = ModelUnloader(ollama_host, keep_alive=ollama_keep_alive, **extra)
+        self.unloader = unloader
+        self._stoppers: dict[tuple[int, tuple[str, ...], float], ProcessStopper] = {}
+        self._paused: dict[int, list[_Held]] = {}
+        self._reniced: dict[int, list[_Held]] = {}
+
+    # ------------------------------------------------------------------ the protocol
+    def act(
+        self, spec: ActionSpec, breach: Breach, snapshot: Snapshot, *, dry_run: bool
+    ) -> list[Outcome]:
+        """Carry out *spec* for *breach* (in a dry run, say what would be done)."""
+        if spec.do == "notify":
+            return [self._notify(spec, breach, dry_run)]
+        if spec.do == "ollama-unload-idle":
+            return self.unloader.unload_idle(spec.idle_for_s, dry_run=dry_run)
+        if spec.do not in PROCESS_ACTIONS:
+            return [Outcome(spec.do, None, dry_run, f"failed: unknown action {spec.do!r}")]
+        if not spec.match:
+            return [Outcome(spec.do, None, dry_run, _NO_MATCH)]
+        try:
+            stopper = self._stopper(spec)
+        except ResguardError as error:  # a pattern that matches everything, say
+            return [Outcome(spec.do, None, dry_run, f"refused: {error}")]
+        found = self._targets(stopper, breach, snapshot)
+        if isinstance(found, str):
+            return [Outcome(spec.do, None, dry_run, found)]
+        return [self._process(stopper, spec, candidate, dry_run) for candidate in found]
+
+    def clear(self, spec: ActionSpec, *, dry_run: bool) -> list[Outcome]:
+        """The rule *spec* acted on cleared: SIGCONT to what it paused, nice values back."""
+        outcomes = []
+        try:
+            stopper = self._stopper(spec) if spec.match else None
+        except ResguardError:
+            stopper = None
+        for held in self._paused.pop(spec.index, []):
+            outcomes.append(self._resume(stopper, spec.do, held, dry_run))
+        for held in self._reniced.pop(spec.index, []):
+            outcomes.append(self._restore_nice(stopper, held, dry_run))
+        return outcomes
+
+    def close(self) -> list[Outcome]:
+        """Shutdown: SIGCONT to every process still paused (reniced ones keep their nice)."""
+        outcomes: list[Outcome] = []
+        for index, helds in list(self._paused.items()):
+            stopper = next((s for key, s in self._stoppers.items() if key[0] == index), None)
+            outcomes.extend(self._resume(stopper, "pause", held, False) for held in helds)
+        self._paused.clear()
+        self.unloader.close()
+        return outcomes
+
+    # ------------------------------------------------------------------ notify
+    def _notify(self, spec: ActionSpec, breach: Breach, dry_run: bool) -> Outcome:
+        title = f"resguard: {breach.level.name} {breach.rule}"
+        if dry_run:
+            return Outcome(spec.do, None, True, "would")
+        return Outcome(spec.do, None, False, self.notifier.notify(title, breach.message))
+
+    # ------------------------------------------------------------------ processes
+    def _stopper(self, spec: ActionSpec) -> ProcessStopper:
+        from resguard.reclaim import ProcessStopper
+
+        key = (spec.index, tuple(pattern.pattern for pattern in spec.match), spec.grace_s)
+        stopper = self._stoppers.get(key)
+        if stopper is None:
+            stopper = ProcessStopper(
+                spec.match,
+                enabled=True,
+                dry_run=False,
+                grace=spec.grace_s,
+                protect=self._protect,
+                backend=self._backend,
+            )
+            self._stoppers[key] = stopper
+        return stopper
+
+    def _targets(
+        self, stopper: ProcessStopper, breach: Breach, snapshot: Snapshot
+    ) -> list[StopCandidate] | str:
+        """The processes to act on (see the module's docstring), or why there are none."""
+        rows = {row.pid: row for row in snapshot.processes or ()}
+        named = [offender.pid for offender in breach.offenders if offender.pid is not None]
+        if named:
+            found = []
+            for pid in named:
+                candidate = stopper.candidate(pid)
+                if candidate is not None and _same(candidate, rows.get(pid)):
+                    found.append(candidate)
+            return found or "skipped: no culprit of the breach matches `match`"
+        if snapshot.processes is None:
+            return "skipped: the breach names no process and no process table was sampled"
+        memory = ranks_by_memory(breach.metric)
+        ranked = sorted(
+            snapshot.processes,
+            key=lambda row: row.rss if memory else row.cpu_percent,
+            reverse=True,
+        )
+        refused: StopCandidate | None = None
+        for row in ranked:  # the rows' command lines may be unread: the stopper reads them
+            candidate = stopper.candidate(row.pid)
+            if candidate is None or not _same(candidate, row):
+                continue  # matches nothing, gone, or its pid is another process's now
+            if candidate.protected is None:
+                return [candidate]
+            refused = refused or candidate
+        return [refused] if refused is not None else "skipped: no process matches `match`"
+
+    def _process(
+        self, stopper: ProcessStopper, spec: ActionSpec, candidate: StopCandidate, dry_run: bool
+    ) -> Outcome:
+        target = _target(candidate)
+        if candidate.protected is not None:
+            return Outcome(spec.do, target, dry_run, f"skipped: protected: {candidate.protected}")
+        held = self._paused if spec.do == "pause" else self._reniced
+        if any(_is(h.candidate, candidate) for h in held.get(spec.index, [])):
+            done = "paused" if spec.do == "pause" else "reniced"
+            return Outcome(spec.do, target, dry_run, f"skipped: already {done} by this action")
+        if dry_run:
+            return Outcome(spec.do, target, True, "would")
+        if spec.do == "stop":
+            return self._stop(stopper, candidate, target)
+        if spec.do == "pause":
+            result = self._send(stopper, candidate, signal.SIGSTOP)
+            if result == "done":
+                self._paused.setdefault(spec.index, []).append(_Held(candidate, target))
+                _logger.warning("paused pid %d (%s)", candidate.pid, candidate.name)
+            return Outcome(spec.do, target, False, result)
+        return self._renice(stopper, spec, candidate, target)
+
+    def _stop(self, stopper: ProcessStopper, candidate: StopCandidate, target: Target) -> Outcome:
+        action = stopper.stop(candidate)
+        for helds in self._paused.values():  # a stopped process is no longer ours to resume
+            helds[:] = [held for held in helds if not _is(held.candidate, candidate)]
+        if action.done:
+            return Outcome("stop", target, False, "done", candidate.rss)
+        return Outcome("stop", target, False, _refusal(action.reason))
+
+    def _send(self, stopper: ProcessStopper, candidate: StopCandidate, signum: int) -> str:
+        with stopper.verified(candidate) as (handle, why):
+            if handle is None:
+                return _refusal(why)
+            try:
+                sent = handle.send(signum)
+            except OSError as error:
+                return f"failed: not permitted: {error.strerror or error}"
+            return "done" if sent else "skipped: it exited before it was signalled"
+
+    def _renice(
+        self, stopper: ProcessStopper, spec: ActionSpec, candidate: StopCandidate, target: Target
+    ) -> Outcome:
+        with stopper.verified(candidate) as (handle, why):
+            if handle is None:
+                return Outcome("renice", target, False, _refusal(why))
+            try:
+                before = os.getpriority(os.PRIO_PROCESS, candidate.pid)
+                after = min(before + spec.renice_by, _MAX_NICE)
+                if after <= before:
+                    return Outcome("renice", target, False, f"skipped: already at nice {before}")
+                if handle.exited():
+                    return Outcome("renice", target, False, "skipped: it exited")
+                os.setpriority(os.PRIO_PROCESS, candidate.pid, after)
+            except OSError as error:
+                return Outcome("renice", target, False, f"failed: {error.strerror or error}")
+        held = _Held(candidate, target, nice=before, set_nice=after)
+        self._reniced.setdefault(spec.index, []).append(held)
+        _logger.warning(
+            "reniced pid %d (%s): %d -> %d", candidate.pid, candidate.name, before, after
+        )
+        return Outcome("renice", target, False, "done")
+
+    def _again(self, stopper: ProcessStopper | None, held: _Held) -> StopCandidate | str:
+        """The held process read afresh, the same one (by start time), or why not."""
+        if stopper is None:
+            return "skipped: its action has no `match` any more"
+        fresh = stopper.candidate(held.candidate.pid)
+        if fresh is None or not _is(fresh, held.candidate):
+            return "skipped: it is gone (its pid is free or another process's now)"
+        return fresh
+
+    def _resume(
+        self, stopper: ProcessStopper | None, action: str, held: _Held, dry_run: bool
+    ) -> Outcome:
+        if dry_run:
+            return Outcome(action, held.target, True, "would")
+        fresh = self._again(stopper, held)
+        if isinstance(fresh, str) or stopper is None:
+            return Outcome(action, held.target, False, str(fresh))
+        result = self._send(stopper, fresh, signal.SIGCONT)
+        if result == "done":
+            _logger.warning("resumed pid %d (%s)", fresh.pid, fresh.name)
+        return Outcome(action, held.target, False, result)
+
+    def _restore_nice(self, stopper: ProcessStopper | None, held: _Held, dry_run: bool) -> Outcome:
+        if dry_run:
+            return Outcome("renice", held.target, True, "would")
+        fresh = self._again(stopper, held)
+        if isinstance(fresh, str) or stopper is None or held.nice is None:
+            return Outcome("renice", held.target, False, str(fresh))
+        with stopper.verified(fresh) as (handle, why):
+            if handle is None:
+                return Outcome("renice", held.target, False, _refusal(why))
+            try:
+                now = os.getpriority(os.PRIO_PROCESS, fresh.pid)
+                if now != held.set_nice:
+                    why = f"skipped: its nice was changed since (now {now})"
+                    return Outcome("renice", held.target, False, why)
+                os.setpriority(os.PRIO_PROCESS, fresh.pid, held.nice)
+            except OSError as error:
+                return Outcome("renice", held.target, False, f"failed: {error.strerror or error}")
+        return Outcome("renice", held.target, False, "done")
+
+
+def _refusal(reason: str) -> str:
+    """A stopper's reason as a journal result: refusals are skips, the rest failures."""
+    if reason.startswith(("protected", "gone", "changed", "exited", "not verifiable")):
+        return f"skipped: {reason}"
+    return f"failed: {reason}"
+
+
+def _start_s(candidate: StopCandidate) -> float | None:
+    """The candidate's start time in epoch seconds, as the process table dates it."""
+    if candidate.create_time is not None:
+        return candidate.create_time
+    if candidate.start_ticks is None:
+        return None
+    return boot_time_s() + candidate.start_ticks / TICKS_PER_S
+
+
+def _same(candidate: StopCandidate, row: ProcessInfo | None) -> bool:
+    """Whether the snapshot's *row* (when there is one) is *candidate*'s process, not an
+    earlier one whose pid it took: their start times agree to a clock tick."""
+    start_s = _start_s(candidate)
+    if row is None or start_s is None:
+        return True
+    return abs(row.create_time - start_s) <= 1.5 / TICKS_PER_S
+
+
+def _is(a: StopCandidate, b: StopCandidate) -> bool:
+    """Whether two readings are one process: pid and exact start time."""
+    if a.pid != b.pid:
+        return False
+    if a.start_ticks is not None or b.start_ticks is not None:
+        return a.start_ticks == b.start_ticks
+    return (
+        a.create_time is not None
+        and b.create_time is not None
+        and (abs(a.create_time - b.create_time) <= 1e-3)
+    )
+
+
+def _target(candidate: StopCandidate) -> Target:
+    return Target(pid=candidate.pid, name=candidate.name, start_time=_start_s(candidate))
