@@ -10,7 +10,8 @@ table reads makes it raise.
 
 Two backends read the processes (see :mod:`resguard._probes.backend`): ``linux`` parses
 ``/proc`` itself (fast, and it reads a re-rooted ``/proc``), ``psutil`` works on every
-platform psutil supports.
+platform psutil supports. :func:`is_kernel_thread` tells the kernel's own threads
+(``kworker/…``: no memory, nothing to act on) from programs.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from resguard._modules.render import records_table
 from resguard._probes.backend import Backend, backend_for, default_backend
 from resguard._probes.identity import boot_time_s, proc_cmdline_of
 from resguard._probes.paths import DEFAULT_ROOTS, Roots
+from resguard.processes._kernel import is_kernel_thread
 from resguard.processes._linux import LinuxProcesses
 from resguard.processes._users import user_name
 from resguard.snapshot import Fault, ProcessInfo
 from resguard.units import shown
 
-__all__ = ["ProcessTable", "describe", "top_processes"]
+__all__ = ["ProcessTable", "describe", "is_kernel_thread", "top_processes"]
 
 SortKey = Literal["cpu", "memory"]
 _SORT_KEYS: dict[str, Callable[[ProcessInfo], float]] = {
