@@ -1,0 +1,420 @@
+"""The frame of ``resguard watch``, sans I/O: from a monitor state, the process rows to
+show and the terminal's size, the lines of one screen, each a tuple of styled segments.
+
+Nothing here reads the machine, writes a terminal or imports rich: :mod:`._screen`
+paints a :class:`Frame` (in colour with rich, or plain), ``watch`` feeds it. Every text
+that comes from the machine (command lines, process and sensor names, reasons) is escaped
+here (:func:`printable`), and every line is cut to the width (:func:`fit`), so what a
+process put in its command line never reaches the terminal raw and no line wraps.
+"""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+
+from resguard.cli._render import fixed, size
+
+__all__ = [
+    "FOOTER",
+    "Frame",
+    "Segment",
+    "ViewOptions",
+    "breach_resource",
+    "build_frame",
+    "cells",
+    "choose_rows",
+    "culprit_pids",
+    "fit",
+    "is_kernel_row",
+    "printable",
+    "sort_resource",
+]
+
+Sort = Literal["auto", "cpu", "memory"]
+FOOTER = "q quit  c sort by CPU  m sort by memory"
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\x1b": "\\x1b"}
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_MEMORY_PREFIXES = ("memory.", "swap.", "pressure.memory.")
+_CPU_PREFIXES = ("cpu.", "pressure.cpu.", "processes.cpu")
+_MAX_BREACH_LINES = 4
+_MAX_UNKNOWN_LINES = 2
+_MIN_COMMAND_CELLS = 8
+
+
+class Segment(NamedTuple):
+    """A run of text in one style: ``""`` (plain), ``"OK"``, ``"WARNING"``, ``"CRITICAL"``
+    (the levels' colours), ``"unknown"`` (dim), ``"culprit"``, ``"title"``, ``"key"`` or
+    ``"active"`` (the sort in use)."""
+
+    text: str
+    style: str = ""
+
+
+Line = tuple[Segment, ...]
+
+
+@dataclass(frozen=True)
+class ViewOptions:
+    """What the person chose: how many process rows, the sort (``"auto"``: by the
+    resource in breach, else CPU; keys ``c``/``m`` set ``"cpu"``/``"memory"``) and
+    whether kernel threads are shown (``--all``)."""
+
+    rows: int = 8
+    sort: Sort = "auto"
+    show_all: bool = False
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One screen: lines of styled segments, each at most ``width`` cells."""
+
+    lines: tuple[Line, ...]
+    width: int
+    culprits: frozenset[int] = field(default_factory=frozenset)
+
+    def plain(self) -> str:
+        """The frame as plain text, one line per line, no colour."""
+        return "\n".join("".join(segment.text for segment in line) for line in self.lines)
+
+
+# ------------------------------------------------------------------- text safety ---
+
+
+def printable(text: str) -> str:
+    """*text* with every control or invisible character written visibly: newline as
+    ``\\n``, tab ``\\t``, ESC ``\\x1b``, other C0/C1 controls and DEL as ``\\xNN``,
+    format characters (bidi overrides), separators and lone surrogates as ``\\uNNNN``;
+    what a process put in its command line can never move the cursor or colour the
+    screen."""
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif char == " " or unicodedata.category(char) not in _UNSAFE_CATEGORIES:
+            out.append(char)
+        elif ord(char) < 0x100:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(f"\\u{ord(char):04x}" if ord(char) < 0x10000 else f"\\U{ord(char):08x}")
+    return "".join(out)
+
+
+def _char_cells(char: str) -> int:
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def cells(text: str) -> int:
+    """How many terminal cells *text* (already :func:`printable`) takes: wide East
+    Asian characters two, combining marks none."""
+    if text.isascii():
+        return len(text)
+    return sum(_char_cells(char) for char in text)
+
+
+def fit(text: str, width: int) -> str:
+    """*text* cut to *width* cells, ending in ``…`` when it was cut."""
+    if cells(text) <= width:
+        return text
+    if width <= 0:
+        return ""
+    out, used = [], 0
+    for char in text:
+        wide = _char_cells(char)
+        if used + wide > width - 1:
+            break
+        out.append(char)
+        used += wide
+    return "".join(out) + "…"
+
+
+def _fit_line(line: Line, width: int) -> Line:
+    """*line*'s segments made printable and cut so that the whole is *width* cells."""
+    out: list[Segment] = []
+    left = width
+    for text, style in line:
+        safe = printable(text)
+        if cells(safe) > left:
+            out.append(Segment(fit(safe, left), style))
+            break
+        out.append(Segment(safe, style))
+        left -= cells(safe)
+    return tuple(segment for segment in out if segment.text)
+
+
+# --------------------------------------------------------------------- the rows ---
+
+
+def is_kernel_row(row: Any) -> bool:
+    """Whether *row* is a kernel thread: :func:`resguard.processes.is_kernel_thread` when
+    this resguard has it, else kthreadd and its children, or no memory and no name."""
+    import resguard.processes as processes
+
+    check = getattr(processes, "is_kernel_thread", None)
+    if check is not None:
+        return bool(check(row))
+    return row.pid == 2 or row.ppid == 2 or not row.rss
+
+
+def _level_value(breach: Any) -> int:
+    return int(breach.level)
+
+
+def breach_resource(breach: Any) -> Literal["cpu", "memory"] | None:
+    """The resource a breach is about: ``"memory"`` for memory, swap and memory pressure,
+    ``"cpu"`` for CPU, CPU pressure and per-process CPU, else ``None``."""
+    metric = str(breach.metric)
+    if metric.startswith(_MEMORY_PREFIXES) or metric in ("processes.rss", "processes.uss"):
+        return "memory"
+    if metric.startswith(_CPU_PREFIXES):
+        return "cpu"
+    return None
+
+
+def sort_resource(verdict: Any, sort: Sort) -> Literal["cpu", "memory"]:
+    """What the table is sorted by: the person's choice, else the resource of the worst
+    breach that has one, else CPU (as ``top``)."""
+    if sort != "auto":
+        return sort
+    for breach in sorted(verdict.breaches, key=_level_value, reverse=True):
+        resource = breach_resource(breach)
+        if resource is not None:
+            return resource
+    return "cpu"
+
+
+def culprit_pids(verdict: Any) -> frozenset[int]:
+    """The pids every breach names as its culprits (``Breach.offenders``)."""
+    return frozenset(
+        offender.pid
+        for breach in verdict.breaches
+        for offender in breach.offenders
+        if offender.pid is not None
+    )
+
+
+def _or_low(value: float | None) -> float:
+    return -1.0 if value is None else float(value)
+
+
+def _sort_key(resource: str) -> Any:
+    if resource == "memory":
+        return lambda row: (_or_low(row.rss), _or_low(row.cpu_percent))
+    return lambda row: (_or_low(row.cpu_percent), _or_low(row.rss))
+
+
+def in_cgroup(snapshot: Any) -> frozenset[int] | None:
+    """The pids the table is scoped to: the memory cgroup's whose limit the verdict
+    judges (``snapshot.cgroup_pids``) when the limit is a cgroup's, else ``None``."""
+    pids = getattr(snapshot, "cgroup_pids", None)
+    if pids is None or snapshot.memory.cgroup is None:
+        return None
+    return frozenset(pids)
+
+
+def choose_rows(state: Any, options: ViewOptions, count: int | None = None) -> list[Any]:
+    """The process rows to show, best first: kernel threads left out unless
+    ``show_all``, only the cgroup's processes when the limit is a cgroup's, sorted by
+    :func:`sort_resource`, the top *count* (default ``options.rows``) with every culprit
+    kept in."""
+    count = options.rows if count is None else count
+    snapshot, verdict = state.snapshot, state.verdict
+    scope = in_cgroup(snapshot)
+    rows = [
+        row
+        for row in snapshot.processes or ()
+        if (options.show_all or not is_kernel_row(row)) and (scope is None or row.pid in scope)
+    ]
+    rows.sort(key=_sort_key(sort_resource(verdict, options.sort)), reverse=True)
+    if count <= 0:
+        return []
+    culprits = culprit_pids(verdict)
+    top = rows[:count]
+    missing = [row for row in rows[count:] if row.pid in culprits]
+    if missing:
+        kept = [row for row in top if row.pid in culprits]
+        others = [row for row in top if row.pid not in culprits]
+        top = kept + missing + others
+        top = sorted(top[:count], key=rows.index)
+    return top
+
+
+# ------------------------------------------------------------------- the sections ---
+
+
+def _clock(epoch_s: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(epoch_s))
+
+
+def _header(state: Any) -> Line:
+    level = state.verdict.level.name
+    return (
+        Segment(f"resguard watch  {_clock(state.snapshot.taken_at)}  verdict: ", "title"),
+        Segment(level, level),
+    )
+
+
+def _limited(lines: list[Line], most: int, what: str) -> list[Line]:
+    if len(lines) <= most:
+        return lines
+    return [*lines[: most - 1], (Segment(f"  … {len(lines) - most + 1} more {what}", "unknown"),)]
+
+
+def _breaches(verdict: Any) -> list[Line]:
+    breaches = sorted(verdict.breaches, key=_level_value, reverse=True)
+    lines: list[Line] = [
+        (Segment("  ! ", breach.level.name), Segment(breach.message, breach.level.name))
+        for breach in breaches
+    ]
+    return _limited(lines, _MAX_BREACH_LINES, "breaches")
+
+
+def _unknowns(verdict: Any, stale: str | None) -> list[Line]:
+    reasons = ([stale] if stale else []) + list(verdict.unknown)
+    lines: list[Line] = [(Segment(f"  ? unknown: {reason}", "unknown"),) for reason in reasons]
+    return _limited(lines, _MAX_UNKNOWN_LINES, "unknown")
+
+
+def _psi(pressure: Any) -> str:
+    if pressure is None:
+        return "n/a"
+    full = fixed(pressure.full.avg10, ".1f") if pressure.full is not None else "-"
+    return f"{fixed(pressure.some.avg10, '.1f')}/{full}%"
+
+
+def _numbers(snapshot: Any) -> list[Line]:
+    memory, cpu, pressure = snapshot.memory, snapshot.cpu, snapshot.pressure
+    where = f"cgroup {memory.cgroup}" if memory.cgroup else memory.source
+    lines = [
+        f"memory  {size(memory.used)} of {size(memory.limit)} "
+        f"({fixed(memory.percent, '.1f')}%), {size(memory.available)} free; {where}",
+        f"swap    {size(snapshot.swap.used)} of {size(snapshot.swap.total)}",
+        f"cpu     {fixed(cpu.percent, '.1f')}% of {fixed(cpu.effective, 'g')} CPUs busy, "
+        f"load {fixed(cpu.load_1m, '.2f')} {fixed(cpu.load_5m, '.2f')} "
+        f"{fixed(cpu.load_15m, '.2f')}",
+        f"psi     mem {_psi(pressure.memory)}  cpu {_psi(pressure.cpu)}  "
+        f"io {_psi(pressure.io)} (some/full avg10)",
+    ]
+    heat = _heat(getattr(snapshot, "heat", None))
+    return [(Segment(text),) for text in [*lines, *heat]]
+
+
+def _heat(heat: Any) -> list[str]:
+    """The hottest sensor and the fastest fan, or that none was found."""
+    if heat is None:
+        return []
+    parts = []
+    if heat.sensors:
+        hottest = max(heat.sensors, key=lambda sensor: sensor.current_celsius)
+        high = f" (high {hottest.high_celsius:.0f}°C)" if hottest.high_celsius else ""
+        parts.append(f"{hottest.current_celsius:.0f}°C {hottest.chip} {hottest.label}{high}")
+    if heat.fans:
+        fastest = max(heat.fans, key=lambda fan: fan.rpm)
+        parts.append(f"fan {fastest.rpm:.0f} rpm {fastest.chip} {fastest.label}")
+    if heat.thermal_pressure is not None:
+        parts.append(f"thermal {heat.thermal_pressure}")
+    return [f"heat    {', '.join(parts) if parts else 'no sensors or fans found'}"]
+
+
+def _ollama(snapshot: Any) -> list[Line]:
+    """The models Ollama holds, with size and idle time, when it answered."""
+    from resguard.units import format_duration
+
+    models = getattr(snapshot, "ollama", None)
+    if models is None:
+        return []
+    if not models:
+        return [(Segment("ollama  no model loaded"),)]
+    lines: list[Line] = []
+    for model in models:
+        idle = (
+            "in use"
+            if model.idle_since is None
+            else f"idle {format_duration(max(0.0, snapshot.taken_at - model.idle_since))}"
+        )
+        lines.append((Segment(f"ollama  {model.name}  {size(model.size)}  {idle}"),))
+    return lines
+
+
+def _table_title(state: Any, options: ViewOptions, resource: str) -> Line:
+    memory = state.snapshot.memory
+    scope = in_cgroup(state.snapshot)
+    what = f"processes of cgroup {memory.cgroup}" if scope is not None else "processes"
+    why = " (in breach)" if options.sort == "auto" and state.verdict.breaches else ""
+    by = f"by {'memory' if resource == 'memory' else 'CPU'}{why}"
+    hidden = "" if options.show_all else ", kernel threads hidden"
+    return (Segment(f"{what} {by}{hidden}; * culprit", "title"),)
+
+
+def _table(rows: Sequence[Any], culprits: frozenset[int], width: int) -> list[Line]:
+    command = max(width - 37, _MIN_COMMAND_CELLS)
+    lines: list[Line] = [
+        (Segment(f"  {'PID':>7} {'CPU%':>6} {'RSS':>9} {'USER':<9} {'COMMAND':<{command}}", "key"),)
+    ]
+    for row in rows:
+        mark = row.pid in culprits
+        user = fit(printable(row.username or "?"), 9)
+        text = printable(" ".join(row.cmdline) or f"[{row.name}]")
+        cells_text = (
+            f"{row.pid:>7} {fixed(row.cpu_percent, '.1f'):>6} {size(row.rss):>9} "
+            f"{user:<9} {fit(text, command)}"
+        )
+        lines.append(
+            (Segment("* ", "culprit"), Segment(cells_text, "culprit"))
+            if mark
+            else (Segment("  " + cells_text),)
+        )
+    return lines
+
+
+def _footer(resource: str) -> Line:
+    """:data:`FOOTER`, the keys marked and the sort in use underlined."""
+    cpu, memory = ("active", "") if resource == "cpu" else ("", "active")
+    return (
+        Segment("q", "key"),
+        Segment(" quit  "),
+        Segment("c", "key"),
+        Segment(" sort by CPU", cpu),
+        Segment("  "),
+        Segment("m", "key"),
+        Segment(" sort by memory", memory),
+    )
+
+
+def build_frame(
+    state: Any,
+    rows: Sequence[Any],
+    options: ViewOptions,
+    width: int,
+    height: int,
+    stale: str | None = None,
+    *,
+    footer: bool = True,
+) -> Frame:
+    """One screen of *width* × *height* cells: the header with the level, the breaches
+    and their culprits, what is unknown, memory/swap/CPU/PSI/heat, the Ollama models,
+    the process table (*rows*, from :func:`choose_rows`; culprits marked ``*``) and the
+    footer with the keys. Rows are dropped first when the screen is short."""
+    width, height = max(width, 20), max(height, 3)
+    verdict = state.verdict
+    resource = sort_resource(verdict, options.sort)
+    culprits = culprit_pids(verdict)
+    top: list[Line] = [_header(state), *_breaches(verdict)]
+    top += _unknowns(verdict, stale)
+    top += [(), *_numbers(state.snapshot), *_ollama(state.snapshot)]
+    bottom = [_footer(resource)] if footer else []
+    room = height - len(top) - len(bottom) - 3  # the blank, the title and the column names
+    shown = list(rows[: max(room, 0)])
+    table: list[Line] = []
+    if rows and room > 0:
+        table = [(), _table_title(state, options, resource)]
+        table += _table(shown, culprits, width)
+    lines = [*top, *table][: height - len(bottom)] + bottom
+    return Frame(tuple(_fit_line(line, width) for line in lines), width, culprits)
