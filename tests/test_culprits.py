@@ -38,7 +38,9 @@ def table() -> tuple[ProcessInfo, ...]:
 
 
 def kernel_thread(pid: int, name: str, cpu_percent: float = 0.0) -> ProcessInfo:
-    return attrs.evolve(make_process(pid, name, cpu_percent=cpu_percent, rss=0), cmdline=())
+    """A child of kthreadd (PID 2) without a command line or memory, as Linux lists one."""
+    row = make_process(pid, name, cpu_percent=cpu_percent, rss=0)
+    return attrs.evolve(row, cmdline=(), ppid=2)
 
 
 def test_a_memory_metric_names_the_three_largest_by_rss_as_a_share_of_the_limit() -> None:

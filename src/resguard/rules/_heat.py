@@ -307,7 +307,8 @@ class ThermalPressure:
 
     ``ThermalPressure("heavy", level="warning")`` fires while the Mac says heavy or worse.
     A state it does not know is "condition false"; the CPU speed limit form counts as
-    moderate (:func:`thermal_rank`). Inactive everywhere but macOS (``thermal_pressure`` is ``None`` there).
+    moderate (:func:`thermal_rank`). Inactive everywhere but macOS (``thermal_pressure``
+    is ``None`` there).
     """
 
     __slots__ = ("at_least", "for_s", "level", "metric", "name", "rank", "reads")

@@ -62,8 +62,11 @@ class Offender(ValueMixin):
 
     @property
     def label(self) -> str:
-        """``"1234 python"`` for a process, ``"3f2a1b9c0d4e postgres"`` for a container."""
-        return f"{self.pid if self.pid is not None else (self.id or '')[:12]} {self.name}"
+        """``"1234 python"`` for a process, ``"3f2a1b9c0d4e postgres"`` for a container,
+        the name alone for a sensor or a fan (``"coretemp Package id 0"``)."""
+        if self.pid is not None:
+            return f"{self.pid} {self.name}"
+        return f"{self.id[:12]} {self.name}" if self.id else self.name
 
 
 @attrs.frozen(slots=True)
