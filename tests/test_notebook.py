@@ -17,9 +17,18 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
+from test_notebook_top import (  # noqa: E402 (after the skips: it needs IPython)
+    expected_command,
+    hostile_process,
+    read_table,
+    row_of,
+)
+from test_snapshot_html import Grouped  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "docs" / "notebooks" / "profiling.ipynb"
-MB = 1_000_000
+SIZE = r"-?[0-9.]+ (?:B|KiB|MiB|GiB)"
+DECIMAL_SIZE = re.compile(r"\d\s*(?:kB|KB|MB|GB|TB)\b")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -60,6 +69,12 @@ def outputs_of(cell: Any, mime: str) -> list[Any]:
         if output.get("output_type") in ("display_data", "execute_result")
         and mime in output.get("data", {})
     ]
+
+
+def mib(text: str) -> float:
+    """A printed size (``"-1.5 MiB"``) in MiB."""
+    number, unit = text.split()
+    return float(number) * {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}[unit] / 2**20
 
 
 def stream_text(cell: Any) -> str:
@@ -112,15 +127,17 @@ def test_notebook_runs_top_to_bottom_without_errors(executed: Any) -> None:
 
 @pytest.mark.slow
 def test_the_profile_peak_matches_the_200_mb_allocation(executed: Any) -> None:
-    text = stream_text(cell_with(executed, "peak above baseline: {prof"))
-    match = re.search(r"peak above baseline: ([0-9.]+) MB", text)
+    text = stream_text(cell_with(executed, "(prof.peak_rss_delta)"))
+    match = re.search(rf"peak above baseline: ({SIZE})", text)
     assert match, text
-    assert float(match.group(1)) == pytest.approx(200, rel=0.10)
+    assert mib(match.group(1)) == pytest.approx(200, rel=0.10)
+    assert not DECIMAL_SIZE.search(text)
 
-    summary = outputs_of(cell_with(executed, 'label="200 MB bytearray"'), "text/html")
+    summary = outputs_of(cell_with(executed, 'label="200 MiB bytearray"'), "text/html")
     assert summary
     assert "peak_rss" in summary[-1]
-    assert "200 MB bytearray" in summary[-1]
+    assert "200 MiB bytearray" in summary[-1]
+    assert not DECIMAL_SIZE.search(summary[-1])
 
 
 @pytest.mark.slow
@@ -139,20 +156,24 @@ def test_the_cell_magic_shows_summary_and_plot_and_keeps_the_profile(executed: A
     assert len(pngs) == 1
     assert_png(pngs[0])
     text = stream_text(cell_with(executed, "cell peak above baseline"))
-    match = re.search(r"cell peak above baseline: ([0-9.]+) MB", text)
+    match = re.search(rf"cell peak above baseline: ({SIZE})", text)
     assert match, text
-    assert float(match.group(1)) == pytest.approx(200, rel=0.10)
+    assert mib(match.group(1)) == pytest.approx(200, rel=0.10)
 
 
 @pytest.mark.slow
 def test_rss_and_tracemalloc_differ_for_numpy_zeros(executed: Any) -> None:
-    text = stream_text(cell_with(executed, "np.zeros(25_000_000)"))
-    found = dict(re.findall(r"(zeros|ones): RSS \+(-?[0-9]+) MB", text))
-    traced = dict(re.findall(r"(zeros|ones): .*tracemalloc peak ([0-9]+) MB", text))
-    assert int(found["zeros"]) < 20
-    assert int(found["ones"]) == pytest.approx(200, rel=0.10)
-    assert int(traced["zeros"]) >= 200
-    assert int(traced["ones"]) >= 200
+    text = stream_text(cell_with(executed, "np.zeros(200 * MiB // 8)"))
+    found = {name: mib(size) for name, size in re.findall(rf"(zeros|ones): RSS ({SIZE})", text)}
+    traced = {
+        name: mib(size)
+        for name, size in re.findall(rf"(zeros|ones): .*tracemalloc peak ({SIZE})", text)
+    }
+    assert found["zeros"] < 20
+    assert found["ones"] == pytest.approx(200, rel=0.10)
+    assert traced["zeros"] >= 200
+    assert traced["ones"] >= 200
+    assert not DECIMAL_SIZE.search(text)
 
 
 @pytest.mark.slow
@@ -164,7 +185,11 @@ def test_top_and_snapshot_render_as_html_tables(executed: Any) -> None:
     assert top[0].count("<tr>") == 6  # a header and five rows
     snapshot_html = outputs_of(cell_with(executed, "rg.snapshot()"), "text/html")
     assert snapshot_html
-    assert "memory.limit" in snapshot_html[0]
+    grouped = Grouped()
+    grouped.feed(snapshot_html[0])
+    assert grouped.order[:4] == ["Memory", "Swap", "CPU", "Pressure"]
+    assert grouped.sections["Memory"]["limit"].endswith(("MiB", "GiB", "TiB"))
+    assert grouped.caption.startswith("resguard snapshot at 20")  # a local time, not epoch
 
 
 @pytest.mark.slow
@@ -270,3 +295,42 @@ def test_bad_magic_options_are_one_line_usage_errors(magic: str, line: str, text
             run()
     finally:
         InteractiveShell.clear_instance()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc for the child")
+def test_the_top_magic_in_a_real_kernel_shows_command_lines(
+    kernel_name: str, tmp_path: Path
+) -> None:
+    """The magic in a kernel shows the child's command line, escaped and cut."""
+    from nbformat import v4
+
+    new_notebook: Callable[..., Any] = v4.new_notebook
+    new_code_cell: Callable[[str], Any] = v4.new_code_cell
+    notebook = new_notebook(
+        cells=[
+            new_code_cell("%load_ext resguard.notebook"),
+            new_code_cell("%resguard_top -n 100000 --by memory --interval 0.1s"),
+        ],
+        metadata={
+            "kernelspec": {"name": kernel_name, "language": "python", "display_name": "Python 3"}
+        },
+    )
+    client = nbclient.NotebookClient(
+        notebook,
+        kernel_name=kernel_name,
+        timeout=120,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    with hostile_process() as child:
+        client.execute()
+    outputs = [
+        output["data"]["text/html"]
+        for output in notebook.cells[1].outputs
+        if "text/html" in output.get("data", {})
+    ]
+    assert len(outputs) == 1
+    parsed = read_table(outputs[0])
+    assert parsed.header[-1] == "command"
+    assert "b" not in parsed.tags
+    assert row_of(parsed, child.pid)["command"] == expected_command()

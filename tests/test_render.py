@@ -18,13 +18,14 @@ def test_tables_format_as_bytes_exactly_the_snapshot_fields_declared_bytes(path:
     assert (leaf_unit(leaf) == "bytes") == (metric_unit(path) == "bytes")
 
 
-def test_a_snapshot_table_shows_bytes_with_units_and_keeps_other_numbers() -> None:
+def test_a_value_table_shows_bytes_with_units_and_keeps_other_numbers() -> None:
     snap = make_snapshot(used=3 * 2**30)
-    html = snap._repr_html_()
+    memory_html = snap.memory._repr_html_()  # a record's flat table (the snapshot's is grouped)
     assert (
-        "<th style='text-align:left'>memory.used</th><td style='text-align:right'>3.0 GiB" in html
+        "<th style='text-align:left'>used</th><td style='text-align:right'>3.0 GiB" in memory_html
     )
-    assert "<th style='text-align:left'>cpu.count</th><td style='text-align:right'>8<" in html
+    cpu_html = snap.cpu._repr_html_()
+    assert "<th style='text-align:left'>count</th><td style='text-align:right'>8<" in cpu_html
     assert snap.to_dict()["memory"]["used"] == 3 * 2**30  # JSON keeps the raw integers
 
 

@@ -14,8 +14,11 @@ turns USS off), ``--tracemalloc``, ``--no-children``, ``--no-plot``, ``--label T
 stored in ``_resguard_profile`` too).
 
 ``%resguard_top [-n 10] [--by cpu|memory] [--group] [--interval 0.5s]`` shows the top
-processes as an HTML table; CPU percent is measured since the previous ``%resguard_top``
-(the first one waits ``--interval``).
+processes as an HTML table with their command lines (control characters escaped, cut to
+120 characters; a kernel thread shows ``[name]``); CPU percent is of one core (100 = one
+full core, as ``top`` counts) and measured since the previous ``%resguard_top`` (the first
+one waits ``--interval``). Sizes are in IEC units (KiB, MiB, GiB), as everywhere resguard
+shows them.
 
 Snapshots, states, verdicts, profiles and budget reports render as HTML tables on their own
 (``_repr_html_``); the extension also shows a list of process rows
@@ -41,11 +44,39 @@ except ImportError as error:  # pragma: no cover - exercised by the import test
     ) from error
 
 from resguard._errors import ResguardError
-from resguard.processes import ProcessTable, processes_html
+from resguard._modules.render import command_text, percent_text, rows_table
+from resguard.processes import ProcessTable
 from resguard.profile import Profile
-from resguard.units import parse_duration
+from resguard.snapshot import ProcessInfo
+from resguard.units import format_size, parse_duration
 
-__all__ = ["ResguardMagics", "figure_png", "load_ipython_extension"]
+__all__ = ["ResguardMagics", "figure_png", "load_ipython_extension", "processes_table"]
+
+COMMAND_CHARS = 120
+"""How much of a command line a process table shows (the rest is cut with ``…``)."""
+
+
+def processes_table(rows: list[ProcessInfo], title: str) -> str:
+    """Process rows as an HTML table: pid, name, the processes a grouped row stands for,
+    CPU (100% = one core), RSS, threads, user and the command line; every text escaped."""
+    grouped = any(row.count > 1 for row in rows)
+    columns = ["pid", "name", *(["procs"] if grouped else []), "CPU %", "RSS", "threads"]
+    cells = []
+    for row in rows:
+        cells.append(
+            [
+                str(row.pid),
+                row.name,
+                *([str(row.count)] if grouped else []),
+                percent_text(row.cpu_percent),
+                format_size(row.rss),
+                str(row.num_threads),
+                row.username or "?",
+                command_text(row.cmdline, row.name, width=COMMAND_CHARS),
+            ]
+        )
+    numeric = frozenset(index for index, column in enumerate(columns) if column != "name")
+    return rows_table([*columns, "user", "command"], cells, title, numeric=numeric)
 
 
 def figure_png(figure: Any, dpi: int = 100) -> bytes:
@@ -126,7 +157,7 @@ class ResguardMagics(Magics):
             self._table.sample()
             time.sleep(first_wait_s)
         rows = self._table.top(args.n, by=args.by, group=args.group)
-        display(HTML(processes_html(rows, f"top {args.n} processes by {args.by}")))
+        display(HTML(processes_table(rows, f"top {args.n} processes by {args.by}")))
 
 
 def _unquote(text: str | None) -> str | None:
@@ -138,10 +169,8 @@ def _unquote(text: str | None) -> str | None:
 def _process_rows_html(rows: Any) -> str | None:
     """HTML for a list of process rows (``rg.top_processes()``); ``None`` for other lists,
     which IPython then shows as usual."""
-    from resguard.snapshot import ProcessInfo
-
     if rows and all(isinstance(row, ProcessInfo) for row in rows):
-        return processes_html(list(rows), f"{len(rows)} processes")
+        return processes_table(list(rows), f"{len(rows)} processes")
     return None
 
 
