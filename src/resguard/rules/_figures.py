@@ -246,9 +246,10 @@ def parse_bound(value: object, kind: str, metric: str, what: str) -> Bound:
     """Read a threshold figure for a metric of *kind* (see the module docstring)."""
     if kind == "percent":
         maximum = percent_maximum(metric)
-        hint = f"{metric} is a percentage: expected e.g. 85 or '85%'" + (
-            " (at most 100)" if maximum is not None else ""
-        )
+        if maximum is None:  # a process's CPU, counted as top counts it
+            hint = f"{metric} is a share of one core (100 = one core): expected e.g. 90 or '90%'"
+        else:
+            hint = f"{metric} is a percentage: expected e.g. 85 or '85%' (at most 100)"
         text = value.strip()[:-1] if isinstance(value, str) and is_percent(value) else value
         number = plain_number(text, what, hint, typed=value, maximum=maximum)
         return Bound(number, f"{number:g}%")
@@ -259,24 +260,33 @@ def parse_bound(value: object, kind: str, metric: str, what: str) -> Bound:
     return Bound(number, f"{number:g}")
 
 
-def check_clear_side(op: str, value: Bound, clear: Bound) -> None:
+def check_clear_side(
+    op: str,
+    value: Bound,
+    clear: Bound,
+    typed: tuple[object, object] | None = None,
+    argument: str = "value",
+) -> None:
+    """Refuse a clear level on the wrong side of the firing level; the error quotes
+    *typed* (the value and the clear as passed; default: their normalised text) and names
+    the firing figure's *argument*."""
     if value.fixed is None or clear.fixed is None:
         if (value.fixed is None) != (clear.fixed is None) or value.limit_path != clear.limit_path:
             return  # mixed forms: checked at evaluation (hold is at least trigger)
         above, below = value.fraction, clear.fraction
     else:
         above, below = value.fixed, clear.fixed
+    typed_value, typed_clear = (value.text, clear.text) if typed is None else typed
+    quoted = f"clear={shown(typed_clear)} is {{}} {argument}={shown(typed_value)}"
     if op in (">", ">=") and below > above:
         raise InvalidValue(
-            f"clear={shown(clear.text)} is above value={shown(value.text)}; "
-            f"for {shown(op)} the clear level must be at or below the firing "
-            f"level"
+            f"{quoted.format('above')}; for {shown(op)} the clear level must be at or "
+            "below the firing level"
         )
     if op in ("<", "<=") and below < above:
         raise InvalidValue(
-            f"clear={shown(clear.text)} is below value={shown(value.text)}; "
-            f"for {shown(op)} the clear level must be at or above the firing "
-            f"level"
+            f"{quoted.format('below')}; for {shown(op)} the clear level must be at or "
+            "above the firing level"
         )
 
 

@@ -69,7 +69,7 @@ def choose_bounds(
     label = f"{noun} {field}"
     value = parse_bound(raw, kind, label, argument)
     cleared = value if clear is None else parse_bound(clear, kind, label, "clear")
-    check_clear_side(">", value, cleared)
+    check_clear_side(">", value, cleared, (raw, clear), argument)
     return field, kind, value, cleared
 
 

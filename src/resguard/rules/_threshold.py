@@ -79,7 +79,7 @@ class Threshold:
         self._clear = (
             self._value if clear is None else parse_bound(clear, self.kind, metric, "clear")
         )
-        check_clear_side(op, self._value, self._clear)
+        check_clear_side(op, self._value, self._clear, (value, clear))
         check_can_fire(metric, self.kind, op, self._value, value)
         self.value, self.clear = value, (value if clear is None else clear)
         self.level = rule_level(level)
