@@ -311,6 +311,7 @@ def test_the_top_magic_in_a_real_kernel_shows_command_lines(
         cells=[
             new_code_cell("%load_ext resguard.notebook"),
             new_code_cell("%resguard_top -n 100000 --by memory --interval 0.1s"),
+            new_code_cell("%resguard_top -n 100000 --by memory --all"),
         ],
         metadata={
             "kernelspec": {"name": kernel_name, "language": "python", "display_name": "Python 3"}
@@ -334,3 +335,33 @@ def test_the_top_magic_in_a_real_kernel_shows_command_lines(
     assert parsed.header[-1] == "command"
     assert "b" not in parsed.tags
     assert row_of(parsed, child.pid)["command"] == expected_command()
+    shown_all = [
+        read_table(output["data"]["text/html"])
+        for output in notebook.cells[2].outputs
+        if "text/html" in output.get("data", {})
+    ]
+    assert len(shown_all) == 1
+    kernel_threads = kernel_thread_pids()
+    pids = {int(row[0]) for row in parsed.rows}
+    all_pids = {int(row[0]) for row in shown_all[0].rows}
+    assert not pids & kernel_threads  # hidden by default
+    if kernel_threads:  # none are visible in a PID namespace
+        assert all_pids & kernel_threads  # --all shows them
+        assert row_of(shown_all[0], min(all_pids & kernel_threads))["command"].startswith("[")
+
+
+def kernel_thread_pids() -> set[int]:
+    """The pids of kthreadd and its children that map no memory, read from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            statm = (entry / "statm").read_text().split()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if int(entry.name) == 2 or (ppid == 2 and int(statm[1]) == 0):
+            found.add(int(entry.name))
+    return found

@@ -13,12 +13,13 @@ turns USS off), ``--tracemalloc``, ``--no-children``, ``--no-plot``, ``--label T
 ``--out NAME`` (store the :class:`resguard.profile.Profile` in that variable; it is always
 stored in ``_resguard_profile`` too).
 
-``%resguard_top [-n 10] [--by cpu|memory] [--group] [--interval 0.5s]`` shows the top
-processes as an HTML table with their command lines (control characters escaped, cut to
-120 characters; a kernel thread shows ``[name]``); CPU percent is of one core (100 = one
-full core, as ``top`` counts) and measured since the previous ``%resguard_top`` (the first
-one waits ``--interval``). Sizes are in IEC units (KiB, MiB, GiB), as everywhere resguard
-shows them.
+``%resguard_top [-n 10] [--by cpu|memory] [--group] [--all] [--interval 0.5s]`` shows the
+top processes as an HTML table with their command lines (control characters escaped, cut
+to 120 characters; a process without one shows ``[name]``). The kernel's own threads are
+left out unless ``--all`` (:func:`resguard.processes.is_kernel_thread`). CPU percent is of
+one core (100 = one full core, as ``top`` counts) and measured since the previous
+``%resguard_top`` (the first one waits ``--interval``). Sizes are in IEC units (KiB, MiB,
+GiB), as everywhere resguard shows them.
 
 Snapshots, states, verdicts, profiles and budget reports render as HTML tables on their own
 (``_repr_html_``); the extension also shows a list of process rows
@@ -45,7 +46,7 @@ except ImportError as error:  # pragma: no cover - exercised by the import test
 
 from resguard._errors import ResguardError
 from resguard._modules.render import command_text, percent_text, rows_table
-from resguard.processes import ProcessTable
+from resguard.processes import ProcessTable, is_kernel_thread
 from resguard.profile import Profile
 from resguard.snapshot import ProcessInfo
 from resguard.units import format_size, parse_duration
@@ -137,6 +138,7 @@ class ResguardMagics(Magics):
     @argument("-n", type=int, default=10, help="rows (default 10)")
     @argument("--by", choices=("cpu", "memory"), default="cpu", help="sort order")
     @argument("--group", action="store_true", help="one row per process name")
+    @argument("--all", action="store_true", help="also show the kernel's own threads")
     @argument(
         "--interval",
         default="0.5s",
@@ -156,7 +158,10 @@ class ResguardMagics(Magics):
             self._table = ProcessTable()
             self._table.sample()
             time.sleep(first_wait_s)
-        rows = self._table.top(args.n, by=args.by, group=args.group)
+        scan = self._table.sample()
+        if not args.all:
+            scan = [row for row in scan if not is_kernel_thread(row)]
+        rows = self._table.top(args.n, by=args.by, group=args.group, rows=scan)
         display(HTML(processes_table(rows, f"top {args.n} processes by {args.by}")))
 
 
