@@ -11,8 +11,9 @@ which in its attrs metadata (:func:`metric_unit`).
 The package keeps one job per module: ``_values`` (the records and their units),
 ``_limits`` (memory against the effective limit, decided alike for both backends),
 ``_cpu`` (CPU percentages from time counters), ``_slow`` (values read at most every
-half second), ``_linux`` (the kernel readers), ``_portable`` (the psutil readers) and
-``_sampler`` (the :class:`Sampler` façade that picks one).
+half second), ``_linux`` (the kernel readers), ``_portable`` (the psutil readers),
+``_sampler`` (the :class:`Sampler` façade that picks one) and ``_heat`` (temperatures,
+fans and macOS's thermal state: :class:`HeatReader`, :func:`read_heat`).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import sys
 import threading
 import types
 
-from resguard._probes.backend import BACKENDS, Backend, default_backend
+from resguard._probes.backend import BACKENDS, Backend, checked_backend, default_backend
 from resguard._probes.files import FaultKind
 from resguard._probes.paths import Roots
 from resguard._probes.reporting import RELOG_AFTER_S as RELOG_AFTER_S  # internal, not in __all__
 from resguard._probes.reporting import SENSING_FAULTS as SENSING_FAULTS
+from resguard.snapshot._heat import HeatReader
 from resguard.snapshot._limits import LIMITS_MAX_AGE_S as LIMITS_MAX_AGE_S
 from resguard.snapshot._limits import invalidate_limits
 from resguard.snapshot._sampler import SLOW_FILES_MAX_AGE_S as SLOW_FILES_MAX_AGE_S
@@ -68,6 +70,7 @@ __all__ = [
     "Fault",
     "FaultKind",
     "HeatInfo",
+    "HeatReader",
     "MemoryInfo",
     "OllamaModelInfo",
     "PressureInfo",
@@ -85,6 +88,7 @@ __all__ = [
     "invalidate_limits",
     "metric_paths",
     "metric_unit",
+    "read_heat",
     "snapshot",
 ]
 
@@ -110,6 +114,7 @@ for _public in (
     TemperatureSensor,
     FanSpeed,
     HeatInfo,
+    HeatReader,
     invalidate_limits,
     metric_paths,
     metric_unit,
@@ -141,6 +146,25 @@ def default_sampler() -> Sampler:
             if sampler is None:
                 sampler = _default_samplers[backend] = Sampler(backend=backend)
     return sampler
+
+
+_default_heat: dict[str, HeatReader] = {}
+
+
+def read_heat(*, backend: Backend | None = None) -> HeatInfo | None:
+    """This machine's temperatures, fans and (macOS) thermal state now, or ``None`` when
+    the OS gives none (a VM, a container without ``/sys/class/hwmon``): a one-shot for
+    scripts and ``resguard snapshot``. One :class:`HeatReader` per backend (default
+    :func:`default_backend`) is kept, so a damaged sensor is warned about once, not on
+    every call. A Monitor fills ``Snapshot.heat`` itself (``Monitor(heat=True)``)."""
+    chosen = checked_backend(backend)
+    reader = _default_heat.get(chosen)
+    if reader is None:
+        with _default_lock:
+            reader = _default_heat.get(chosen)
+            if reader is None:
+                reader = _default_heat[chosen] = HeatReader(backend=chosen)
+    return reader.read()
 
 
 def snapshot(*, uss: bool = False, children: bool = True) -> Snapshot:

@@ -8,6 +8,7 @@ laptop and without root.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from resguard._errors import InvalidType, InvalidValue
@@ -29,6 +30,7 @@ class KernelTree:
     :meth:`restore` puts it back. ``files`` names the files by their short names and
     ``contents`` holds their healthy text. ``cgroup=False`` writes a host without cgroups
     (no ``/proc/self/cgroup``, no cgroup files): the host's numbers bind.
+    :meth:`add_hwmon` writes temperature sensors and fans under :attr:`hwmon_root`.
 
     Example::
 
@@ -93,6 +95,44 @@ class KernelTree:
         for name in self.contents:
             self.restore(name)
         (root / "proc" / str(os.getpid()) / "task").mkdir(parents=True, exist_ok=True)
+
+    @property
+    def hwmon_root(self) -> str:
+        """The tree's ``/sys/class/hwmon``, to pass as ``HeatReader(hwmon_root=...)``
+        (empty until :meth:`add_hwmon` writes a chip)."""
+        return str(self.root / "sys" / "class" / "hwmon")
+
+    def add_hwmon(
+        self,
+        chip: str,
+        temperatures: Sequence[tuple[str | None, float, float | None, float | None]] = (),
+        fans: Sequence[tuple[str | None, float]] = (),
+    ) -> str:
+        """Write one more hwmon chip named *chip*: each temperature as ``(label,
+        celsius, high, critical)`` (``None``: no such file), each fan as ``(label,
+        rpm)``, in the kernel's units (millidegrees). Its files join :attr:`files` as
+        ``"hwmonN/temp1_input"`` and so on (:meth:`damage` breaks them); returns
+        ``"hwmonN"``."""
+        hwmon = Path(self.hwmon_root)
+        number = len([name for name in self.files if name.endswith("/name")])
+        device = f"hwmon{number}"
+        written = {"name": f"{chip}\n"}
+        for index, (label, celsius, high, critical) in enumerate(temperatures, 1):
+            for suffix, value in (("input", celsius), ("max", high), ("crit", critical)):
+                if value is not None:
+                    written[f"temp{index}_{suffix}"] = f"{round(value * 1000)}\n"
+            if label is not None:
+                written[f"temp{index}_label"] = f"{label}\n"
+        for index, (label, rpm) in enumerate(fans, 1):
+            written[f"fan{index}_input"] = f"{round(rpm)}\n"
+            if label is not None:
+                written[f"fan{index}_label"] = f"{label}\n"
+        for name, content in written.items():
+            key = f"{device}/{name}"
+            self.contents[key] = content
+            self.files[key] = hwmon / device / name
+            self.restore(key)
+        return device
 
     @property
     def roots(self) -> Roots:
