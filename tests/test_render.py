@@ -4,10 +4,25 @@ fields; ``snapshot.metric_unit`` reads the same)."""
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
+
 import attrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from resguard._modules.render import ValueMixin, html_table, leaf_unit, records_table
+from resguard._modules.render import (
+    ValueMixin,
+    command_text,
+    html_table,
+    leaf_unit,
+    local_time,
+    percent_text,
+    printable,
+    records_table,
+    rows_table,
+    sections_table,
+)
 from resguard.snapshot import metric_paths, metric_unit
 from resguard.testing import make_container, make_snapshot
 
@@ -69,3 +84,79 @@ def test_container_rows_show_bytes_and_a_dash_for_unknown() -> None:
     assert "5.0 MiB" in html
     assert "1.0 GiB" in html
     assert "<td>—</td>" in html  # an unknown figure (no CPU reading yet) is a dash, never 0
+
+
+# -- the texts tables show people ----------------------------------------------------------
+
+
+class _CellTexts(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.cells: list[str] = []
+        self.tags: list[str] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        if tag in ("th", "td", "caption"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("th", "td", "caption") and self._cell is not None:
+            self.cells.append("".join(self._cell))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+@given(st.text())
+def test_printable_text_has_no_control_character_and_keeps_printable_text(text: str) -> None:
+    shown = printable(text)
+    assert shown.isprintable()
+    if text.isprintable():
+        assert shown == text
+
+
+@given(st.lists(st.text(), max_size=5), st.text(), st.integers(min_value=1, max_value=200))
+def test_a_command_line_is_one_printable_line_within_its_width(
+    argv: list[str], name: str, width: int
+) -> None:
+    text = command_text(tuple(argv), name, width=width)
+    assert text.isprintable()
+    assert len(text) <= width
+    if not argv and len(name) + 2 <= width and name.isprintable():
+        assert text == f"[{name}]"
+
+
+@given(st.text(), st.text(), st.text())
+def test_table_texts_come_back_as_their_printable_selves_never_as_markup(
+    title: str, label: str, text: str
+) -> None:
+    for html in (
+        sections_table([("group", [(label, text)])], title),
+        rows_table([label], [[text]], title),
+    ):
+        parser = _CellTexts()
+        parser.feed(html)
+        parser.close()
+        assert printable(text) in parser.cells
+        assert printable(label) in parser.cells
+        assert not title or printable(title) in parser.cells
+        assert set(parser.tags) <= {"table", "caption", "tbody", "tr", "th", "td"}
+
+
+@given(st.one_of(st.none(), st.floats(), st.integers(min_value=-(10**30), max_value=10**30)))
+def test_local_time_and_percent_text_never_raise(value: float | None) -> None:
+    assert isinstance(local_time(value), str)
+    assert isinstance(percent_text(value), str)
+
+
+def test_local_time_is_the_local_calendar_time() -> None:
+    import datetime as dt
+
+    at = 1_800_000_000.25
+    assert local_time(at) == dt.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
+    assert local_time(None) == "unknown"
+    assert percent_text(45.94) == "45.9%"
