@@ -319,3 +319,25 @@ def test_culprits_are_the_top_n_of_the_scope_worst_first(
         assert offender.value == pytest.approx(figure[offender.pid])
     left_out = [figure[pid] for pid in candidates if pid not in {o.pid for o in named}]
     assert not named or all(value <= named[-1].value for value in left_out)
+
+
+def test_a_notebook_shows_each_breach_with_its_culprits() -> None:
+    verdict = Policy([Threshold("memory.percent", ">=", 85)]).evaluate(
+        make_snapshot(memory_percent=90, processes=table())
+    )
+    html = verdict._repr_html_()
+    assert "<th>culprits</th>" in html
+    assert "12 ollama 78% of memory, 11 chrome 62% of memory, 10 python 6% of memory" in html
+
+
+def test_more_than_three_culprits_are_counted_not_listed() -> None:
+    rows = tuple(make_process(pid, f"w{pid}", cpu_percent=60.0) for pid in range(1, 6))
+    verdict = Policy([ProcessCount(cpu_percent_above=50)]).evaluate(make_snapshot(processes=rows))
+    assert verdict.breaches[0].culprits.endswith(", +2 more")
+    assert (
+        Policy([Threshold("memory.percent", ">", 1)])
+        .evaluate(make_snapshot(memory_percent=5))
+        .breaches[0]
+        .culprits
+        == ""
+    )

@@ -98,16 +98,21 @@ class Breach(ValueMixin):
     estimate_s: float | None = None
 
     @property
+    def culprits(self) -> str:
+        """The first three offenders for people: ``"1234 python 97% of a core, 4321
+        chrome 62% of memory, +2 more"``; ``""`` when the breach names nobody."""
+        shown = ", ".join(
+            f"{o.label} {format_value(o.value, o.unit or self.unit)}" for o in self.offenders[:3]
+        )
+        more = len(self.offenders) - 3
+        return shown + (f", +{more} more" if more > 0 else "")
+
+    @property
     def message(self) -> str:
-        """A one-line description for logs and the CLI."""
+        """A one-line description for logs and the CLI, culprits included."""
         text = f"{self.rule}: {format_value(self.value, self.unit)}"
         if self.offenders:
-            shown = ", ".join(
-                f"{o.label} {format_value(o.value, o.unit or self.unit)}"
-                for o in self.offenders[:3]
-            )
-            more = len(self.offenders) - 3
-            text += f" ({shown}{f', +{more} more' if more > 0 else ''})"
+            text += f" ({self.culprits})"
         if self.held_s >= 1:
             text += f" for {format_value(self.held_s, 'seconds')}"
         return text
@@ -192,7 +197,9 @@ class Verdict(ValueMixin):
     def _repr_html_(self) -> str:
         import html  # only in a notebook: keeps `import resguard` light
 
-        table = records_table(self.breaches, ("rule", "level", "value", "threshold", "held_s"))
+        table = records_table(
+            self.breaches, ("rule", "level", "value", "threshold", "held_s", "culprits")
+        )
         unknown = "".join(f"<p>unknown: {html.escape(item)}</p>" for item in self.unknown)
         return f"<p><b>{self.level.name}</b></p>" + (table if self.breaches else "") + unknown
 
