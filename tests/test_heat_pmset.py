@@ -1,0 +1,188 @@
+"""macOS's thermal state from ``pmset -g therm``: the parser on fixture texts, the command
+run with a deadline, and HeatReader on macOS's path.
+
+Not run on a Mac here: the fixtures are written after ``pmset -g therm`` output as macOS
+prints it (Intel and Apple Silicon, with and without a recorded warning level); the
+command is a stand-in ``pmset`` script, a real process on this machine's PATH."""
+
+from __future__ import annotations
+
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from resguard._probes.thermal import (
+    PmsetTherm,
+    parse_pmset_therm,
+    run_pmset,
+    thermal_pressure,
+)
+from resguard.snapshot import HeatReader
+
+NOMINAL_APPLE_SILICON = (
+    "Note: No thermal warning level has been recorded\n"
+    "Note: No performance warning level has been recorded\n"
+    "Note: No CPU power status has been recorded\n"
+)
+NOMINAL_INTEL = (
+    "Note: No thermal warning level has been recorded\n"
+    "Note: No performance warning level has been recorded\n"
+    "2024-03-02 09:14:51 +0100 CPU Power notify\n"
+    "\tCPU_Scheduler_Limit \t= 100\n"
+    "\tCPU_Available_CPUs \t= 8\n"
+    "\tCPU_Speed_Limit \t= 100\n"
+)
+THROTTLED_INTEL = (
+    "Note: No thermal warning level has been recorded\n"
+    "Note: No performance warning level has been recorded\n"
+    "2020-11-24 13:10:40 +0100 CPU Power notify\n"
+    "    CPU_Scheduler_Limit     = 100\n"
+    "    CPU_Available_CPUs  = 8\n"
+    "    CPU_Speed_Limit     = 35\n"
+)
+WARNING_RECORDED = (
+    "Thermal Warning Level = 5\n"
+    "Performance Warning Level = 0\n"
+    "2024-07-15 16:02:11 +0200 CPU Power notify\n"
+    "\tCPU_Scheduler_Limit \t= 80\n"
+    "\tCPU_Available_CPUs \t= 6\n"
+    "\tCPU_Speed_Limit \t= 62\n"
+)
+TWO_RECORDS = (  # a later notification replaces an earlier one: the last value wins
+    "Note: No thermal warning level has been recorded\n"
+    "2024-07-15 16:02:11 +0200 CPU Power notify\n"
+    "\tCPU_Speed_Limit \t= 50\n"
+    "2024-07-15 16:09:40 +0200 CPU Power notify\n"
+    "\tCPU_Speed_Limit \t= 100\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "pressure"),
+    [
+        (NOMINAL_APPLE_SILICON, PmsetTherm(None, None, None, None, None), "nominal"),
+        (NOMINAL_INTEL, PmsetTherm(None, None, 100, 8, 100), "nominal"),
+        (THROTTLED_INTEL, PmsetTherm(None, None, 100, 8, 35), "cpu speed limit 35%"),
+        (
+            WARNING_RECORDED,
+            PmsetTherm(5, 0, 80, 6, 62),
+            "thermal warning level 5, cpu speed limit 62%, cpu scheduler limit 80%",
+        ),
+        (TWO_RECORDS, PmsetTherm(None, None, None, None, 100), "nominal"),
+        (
+            "Performance Warning Level: 2\n",
+            PmsetTherm(None, 2, None, None, None),
+            "performance warning level 2",
+        ),
+    ],
+)
+def test_pmset_output_is_parsed(text: str, expected: PmsetTherm, pressure: str) -> None:
+    therm = parse_pmset_therm(text)
+    assert therm == expected
+    assert thermal_pressure(therm) == pressure
+
+
+@pytest.mark.parametrize("text", ["", "pmset: unknown option\n", "CPU_Speed_Limit = fast\n"])
+def test_text_without_its_lines_is_not_a_state(text: str) -> None:
+    assert parse_pmset_therm(text) is None
+
+
+@given(st.text(max_size=400))
+def test_the_parser_never_raises(text: str) -> None:
+    therm = parse_pmset_therm(text)
+    if therm is not None:
+        assert isinstance(thermal_pressure(therm), str)
+
+
+def stand_in(tmp_path: Path, script: str) -> str:
+    """A ``pmset`` on a private PATH: a real executable that runs *script* (sh)."""
+    path = tmp_path / "pmset"
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(tmp_path)
+
+
+def which_in(directory: str) -> Any:
+    import shutil
+
+    return lambda name: shutil.which(name, path=directory)
+
+
+def test_the_command_s_output_is_returned(tmp_path: Path) -> None:
+    directory = stand_in(tmp_path, f"printf '{THROTTLED_INTEL}'")
+    assert run_pmset(which=which_in(directory)) == THROTTLED_INTEL
+
+
+def test_it_is_run_with_its_arguments(tmp_path: Path) -> None:
+    directory = stand_in(tmp_path, 'echo "$@"')
+    assert run_pmset(which=which_in(directory)) == "-g therm\n"
+
+
+def test_no_pmset_is_no_state_and_no_damage(tmp_path: Path) -> None:
+    assert run_pmset(which=which_in(str(tmp_path))) is None
+
+
+def test_a_hanging_pmset_is_given_up_at_its_deadline(tmp_path: Path) -> None:
+    directory = stand_in(tmp_path, "exec sleep 30")
+    started = time.monotonic()
+    result = run_pmset(0.3, which=which_in(directory))
+    assert time.monotonic() - started < 5
+    assert isinstance(result, tuple)
+    assert result[1] == "unreadable"
+    assert "no answer within 0.3 s" in result[2]
+
+
+def test_a_failing_pmset_is_a_damage(tmp_path: Path) -> None:
+    directory = stand_in(tmp_path, "echo oops >&2; exit 3")
+    result = run_pmset(which=which_in(directory))
+    assert result == ("pmset -g therm", "unreadable", "exited with status 3")
+
+
+def test_a_runner_that_raises_is_a_damage() -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    result = run_pmset(which=lambda name: "/usr/bin/pmset", run=broken)
+    assert isinstance(result, tuple)
+    assert "PermissionError" in result[2]
+
+
+def test_heat_reader_reports_the_thermal_state(tmp_path: Path) -> None:
+    directory = stand_in(tmp_path, f"printf '{THROTTLED_INTEL}'")
+    reader = HeatReader(backend="psutil", pmset=lambda: run_pmset(which=which_in(directory)))
+    heat = reader.read()
+    assert heat is not None
+    assert heat.thermal_pressure == "cpu speed limit 35%"
+    assert "pmset" in heat.source.split("+")
+
+
+def test_unparseable_pmset_output_leaves_the_state_unknown(tmp_path: Path) -> None:
+    reader = HeatReader(backend="linux", hwmon_root=str(tmp_path), pmset=lambda: "¯\\_(ツ)_/¯\n")
+    assert reader.read() is None
+    (fault,) = reader.faults
+    assert fault.field == "heat"
+    assert fault.source == "pmset -g therm"
+    assert fault.kind == "garbage"
+
+
+def test_a_pmset_damage_with_sensors_read_leaves_only_the_state_unknown(tmp_path: Path) -> None:
+    from resguard.testing import KernelTree
+
+    tree = KernelTree(tmp_path / "k")
+    tree.add_hwmon("coretemp", [(None, 60.0, None, None)])
+    reader = HeatReader(
+        hwmon_root=tree.hwmon_root,
+        pmset=lambda: ("pmset -g therm", "unreadable", "no answer within 2 s"),
+    )
+    heat = reader.read()
+    assert heat is not None
+    assert heat.hottest_celsius == 60.0
+    assert heat.thermal_pressure is None
+    assert [(fault.field, fault.fallback) for fault in reader.faults] == [
+        ("heat.thermal_pressure", None)
+    ]
