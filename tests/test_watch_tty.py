@@ -1,0 +1,322 @@
+"""``resguard watch`` on a real terminal: a pty sized as a person's (80×24), the command
+run as a user would, the bytes it writes read back. The alternate screen is entered and
+left (on ``q``, SIGINT and SIGTERM) and the terminal's mode given back; a frame fits the
+screen; a command line with a newline and an escape sequence never reaches the terminal
+raw; ``NO_COLOR`` and a pipe mean no colour; without rich the frame is plain and says
+once how to get colour. Every wait polls with a deadline."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from resguard.cli._screen import ALT_SCREEN_OFF, ALT_SCREEN_ON, CLEAR, RICH_HINT
+from resguard.cli._view import FOOTER, cells
+
+ALT_ON, ALT_OFF = ALT_SCREEN_ON.encode(), ALT_SCREEN_OFF.encode()
+ENTER, LEAVE = b"\x1b[?1049h", b"\x1b[?1049l"
+SGR = re.compile(rb"\x1b\[[0-9;]*m")
+DEADLINE_S = 8.0
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="no pty on Windows")
+
+
+class Terminal:
+    """``resguard watch`` running on a pty of *columns* × *lines*; what it wrote so far."""
+
+    def __init__(
+        self, *args: str, columns: int = 80, lines: int = 24, env: dict[str, str] | None = None
+    ) -> None:
+        self.master, self.secondary = os.openpty()
+        fcntl.ioctl(self.secondary, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
+        self.mode_before = termios.tcgetattr(self.secondary)
+        environ = {key: value for key, value in os.environ.items() if key != "NO_COLOR"}
+        environ.update({"TERM": "xterm-256color", **(env or {})})
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "resguard", "watch", "--interval", "0.2", *args],
+            stdin=self.secondary,
+            stdout=self.secondary,
+            stderr=self.secondary,
+            env=environ,
+            close_fds=True,
+        )
+        self.output = b""
+
+    def read_until(self, done: Callable[[bytes], bool], what: str) -> bytes:
+        deadline = time.monotonic() + DEADLINE_S
+        while not done(self.output):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; got {self.output[-2000:]!r}")
+            ready, _, _ = select.select([self.master], [], [], 0.05)
+            if ready:
+                try:
+                    self.output += os.read(self.master, 65536)
+                except OSError:  # the pty closed: the program is gone
+                    if self.process.poll() is not None:
+                        break
+        return self.output
+
+    def first_frame(self) -> bytes:
+        return self.read_until(lambda out: _frames(out) != [], "a whole frame")
+
+    def exit_code(self) -> int:
+        """Wait for the program to end (reading what it writes meanwhile)."""
+        self.read_until(lambda _: self.process.poll() is not None, "the program to exit")
+        self.process.wait(timeout=DEADLINE_S)
+        self._drain()
+        return self.process.returncode
+
+    def _drain(self) -> None:
+        while True:
+            ready, _, _ = select.select([self.master], [], [], 0.05)
+            if not ready:
+                return
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.output += chunk
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=DEADLINE_S)
+        os.close(self.master)
+        os.close(self.secondary)
+
+
+def _frames(output: bytes) -> list[bytes]:
+    """The complete frames written: from a clear to the footer's end."""
+    frames = []
+    for part in output.split(CLEAR.encode())[1:]:
+        text = SGR.sub(b"", part)
+        if b"sort by memory" in text:
+            frames.append(part[: part.rfind(b"memory") + len(b"memory")])
+    return frames
+
+
+def _screen_lines(frame: bytes) -> list[str]:
+    """A frame as the lines a person sees: colour codes removed, the pty's CRLF split."""
+    return SGR.sub(b"", frame).decode().replace("\r\n", "\n").split("\n")
+
+
+@pytest.fixture
+def terminal() -> Iterator[Callable[..., Terminal]]:
+    started: list[Terminal] = []
+
+    def start(*args: str, **options: object) -> Terminal:
+        started.append(Terminal(*args, **options))  # type: ignore[arg-type]
+        return started[-1]
+
+    yield start
+    for each in started:
+        each.close()
+
+
+def _mode_restored(term: Terminal) -> None:
+    mode = termios.tcgetattr(term.secondary)
+    assert mode[3] & termios.ICANON, "cbreak mode left on"
+    assert mode[3] & termios.ECHO, "echo left off"
+    assert mode == term.mode_before
+
+
+def test_q_leaves_the_alternate_screen_and_gives_the_terminal_back(
+    terminal: Callable[..., Terminal],
+) -> None:
+    term = terminal()
+    out = term.first_frame()
+    assert out.startswith(ENTER), out[:40]
+    os.write(term.master, b"q")
+    assert term.exit_code() == 0
+    assert term.output.rstrip().endswith(ALT_OFF), term.output[-80:]
+    assert term.output.count(ENTER) == 1
+    assert term.output.count(LEAVE) == 1
+    assert b"\x1b[?25h" in term.output.split(CLEAR.encode())[-1]  # the cursor shown again
+    _mode_restored(term)
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_leaves_the_alternate_screen_without_a_traceback(
+    terminal: Callable[..., Terminal], signum: int, code: int
+) -> None:
+    term = terminal()
+    term.first_frame()
+    term.process.send_signal(signum)
+    assert term.exit_code() == code
+    assert LEAVE in term.output.split(CLEAR.encode())[-1]
+    assert b"Traceback" not in term.output
+    _mode_restored(term)
+
+
+def test_a_frame_fits_an_80_by_24_terminal(terminal: Callable[..., Terminal]) -> None:
+    term = terminal("-n", "40")  # more rows asked than the screen holds
+    term.first_frame()
+    os.write(term.master, b"q")
+    term.exit_code()
+    for frame in _frames(term.output):
+        lines = _screen_lines(frame)
+        assert len(lines) <= 24, lines
+        assert all(cells(line) <= 80 for line in lines), [
+            line for line in lines if cells(line) > 80
+        ]
+        assert "verdict:" in lines[0]
+        assert lines[-1] == FOOTER
+        assert any(line.lstrip().startswith("PID") for line in lines), lines
+
+
+def _hostile_child() -> subprocess.Popen[bytes]:
+    code = "import sys, time; sys.stdin.read()"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, "rgmark\nsecond", "\x1b[31mred", "bell\x07\x9bend"],
+        stdin=subprocess.PIPE,
+    )
+
+
+def test_a_command_line_with_control_characters_never_reaches_the_terminal_raw(
+    terminal: Callable[..., Terminal],
+) -> None:
+    child = _hostile_child()
+    try:
+        term = terminal("-n", "1000", columns=400, lines=600, env={"NO_COLOR": "1"})
+        out = term.read_until(lambda out: b"rgmark" in out, "the child's command line")
+        term.read_until(lambda out: b"bell" in out.split(b"rgmark", 1)[1], "its last word")
+        os.write(term.master, b"q")
+        term.exit_code()
+    finally:
+        child.kill()
+        child.wait(timeout=DEADLINE_S)
+    out = term.output
+    assert b"rgmark\\nsecond" in out
+    assert b"\\x1b[31mred" in out
+    assert b"bell\\x07\\x9bend" in out
+    assert b"rgmark\n" not in out
+    assert b"rgmark\r" not in out
+    assert b"\x1b[31m" not in out
+    assert b"\x07" not in out
+    assert "\x9b".encode() not in out
+
+
+def test_no_color_means_no_colour_codes(terminal: Callable[..., Terminal]) -> None:
+    term = terminal(env={"NO_COLOR": "1"})
+    term.first_frame()
+    os.write(term.master, b"q")
+    term.exit_code()
+    assert SGR.search(term.output) is None, SGR.findall(term.output)[:5]
+    assert term.output.startswith(ENTER)  # still the live view, only without colour
+
+
+def test_on_a_terminal_the_level_is_coloured(terminal: Callable[..., Terminal]) -> None:
+    term = terminal()
+    frame = term.first_frame().split(CLEAR.encode())[1]
+    os.write(term.master, b"q")
+    term.exit_code()
+    first_line = frame.split(b"\n")[0]
+    assert re.search(rb"\x1b\[1;3[123]m(OK|WARNING|CRITICAL)", first_line), first_line
+
+
+def test_keys_sort_the_table_by_memory_and_by_cpu(terminal: Callable[..., Terminal]) -> None:
+    term = terminal("--interval", "30", env={"NO_COLOR": "1"})  # no new sample meanwhile
+    term.first_frame()
+    os.write(term.master, b"m")
+    term.read_until(lambda out: b"processes by memory" in out, "the table sorted by memory")
+    rss_order = _column(_frames(term.output)[-1], "RSS")
+    os.write(term.master, b"c")
+    term.read_until(
+        lambda out: b"processes by CPU" in out.split(b"processes by memory")[-1],
+        "the table sorted by CPU again",
+    )
+    os.write(term.master, b"q")
+    assert term.exit_code() == 0
+    from resguard.units import parse_bytes
+
+    sizes = [parse_bytes(text) for text in rss_order]
+    assert sizes == sorted(sizes, reverse=True), rss_order
+
+
+def _column(frame: bytes, title: str) -> list[str]:
+    lines = _screen_lines(frame)
+    (header,) = [index for index, line in enumerate(lines) if line.lstrip().startswith("PID")]
+    position = lines[header].split().index(title)
+    rows = lines[header + 1 : -1]
+    return [" ".join(line[1:].split()[position : position + 2]) for line in rows if line.strip()]
+
+
+def test_without_rich_the_frame_is_plain_and_says_once_how_to_get_colour(
+    terminal: Callable[..., Terminal], tmp_path: Path
+) -> None:
+    shadow = tmp_path / "rich"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('no rich here', name='rich')\n")
+    term = terminal(env={"PYTHONPATH": str(tmp_path)})
+    term.first_frame()
+    term.read_until(lambda out: len(_frames(out)) >= 2, "a second frame")
+    os.write(term.master, b"q")
+    assert term.exit_code() == 0
+    assert SGR.search(term.output) is None
+    assert term.output.count(RICH_HINT.encode()) == 1
+    assert RICH_HINT.encode() in term.output.split(LEAVE)[-1]  # after the screen is back
+
+
+def test_piped_output_is_plain_lines() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "resguard", "watch", "--count", "2", "--interval", "0.1"],
+        capture_output=True,
+        env={**os.environ, "TERM": "xterm-256color"},
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert b"\x1b" not in out.stdout
+    lines = out.stdout.decode().splitlines()
+    assert len(lines) == 2
+    assert all(re.match(r"\d\d:\d\d:\d\d (OK|WARNING|CRITICAL) ", line) for line in lines), lines
+
+
+def test_the_library_and_help_never_import_rich() -> None:
+    code = (
+        "import sys, io, contextlib\n"
+        "import resguard\n"
+        "assert 'rich' not in sys.modules, 'import resguard'\n"
+        "from resguard.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['--help']); main(['watch', '--help'])\n"
+        "assert 'rich' not in sys.modules, '--help'\n"
+        "print('clean')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip().endswith("clean"), done.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--once", "--json", "--window", "0.25"], ["--once"], ["--count", "1", "--interval", "0.1"]],
+)
+def test_once_json_and_piped_output_never_need_rich(tmp_path: Path, args: list[str]) -> None:
+    """(httpx, under the ollama extra, imports rich when it is there: not resguard's
+    import, so the check is that watch works without it.)"""
+    shadow = tmp_path / "rich"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('no rich here', name='rich')\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "resguard", "watch", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        timeout=60,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    assert done.stderr == ""
+    assert done.stdout.strip()
