@@ -5,12 +5,20 @@ from __future__ import annotations
 import argparse
 
 from resguard._probes.backend import BACKENDS, ENV_VAR, platform_backend
-from resguard.cli import budget, docker, ollama, snapshot, top, watch
+from resguard.cli import budget, docker, guardian, ollama, snapshot, top, watch
 from resguard.cli._args import CommandParser, Parser, Version, backend_name
 
 __all__ = ["build_parser"]
 
-_COMMANDS = (snapshot, top, watch, docker, ollama, budget)  # the order --help lists them in
+_COMMANDS = (
+    snapshot,
+    top,
+    watch,
+    guardian,
+    docker,
+    ollama,
+    budget,
+)  # the order --help lists them in
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,71 @@
 """The laptop guardian: a long-running agent that judges the machine by a policy from
 ``resguard.toml`` and acts on it (notify, unload idle Ollama models, renice, pause or
-stop processes the user opted in by pattern), journalling every action."""
+stop processes the user opted in by pattern), journalling every action.
+
+Layout (private modules, one job each; import from ``resguard.guardian``)
+    ``_actions`` the vocabulary shared by decisions and effects (:class:`ActionSpec`,
+    :class:`Target`, :class:`Outcome`, the :class:`Effects` protocol); ``_config`` the
+    ``[guardian]`` table (:func:`load_config`, :func:`load_policy`); ``_plan`` the
+    decisions, sans I/O (:class:`Planner`); ``_journal`` the JSON-lines journal;
+    ``_run`` the loop (:class:`Guardian`); ``_install`` the systemd unit and launchd
+    agent; ``_effects``, ``_notify``, ``_unload`` what the actions do to the machine.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from resguard.guardian._actions import ACTIONS, ActionSpec, Effects, Outcome, Target
+from resguard.guardian._config import PRESETS, GuardianConfig, load_config, load_policy
+from resguard.guardian._config import parse_config as parse_config
+from resguard.guardian._install import (
+    enable_hint as enable_hint,
+)
+from resguard.guardian._install import (
+    guardian_command as guardian_command,
+)
+from resguard.guardian._install import (
+    launchd_plist as launchd_plist,
+)
+from resguard.guardian._install import (
+    systemd_unit as systemd_unit,
+)
+from resguard.guardian._install import (
+    unit_path as unit_path,
+)
+from resguard.guardian._journal import Journal
+from resguard.guardian._plan import Decision, Planner
+from resguard.guardian._run import Guardian
+from resguard.guardian._run import host_sampler as host_sampler
+from resguard.guardian._run import machine_effects as machine_effects
+
+__all__ = [
+    "ACTIONS",
+    "PRESETS",
+    "ActionSpec",
+    "Decision",
+    "Effects",
+    "Guardian",
+    "GuardianConfig",
+    "Journal",
+    "Outcome",
+    "Planner",
+    "Target",
+    "load_config",
+    "load_policy",
+    "parse_config",
+]
+
+for _public in (
+    ActionSpec,
+    Decision,
+    Guardian,
+    GuardianConfig,
+    Journal,
+    Outcome,
+    Planner,
+    Target,
+    load_config,
+    load_policy,
+    parse_config,
+):
+    _public.__module__ = __name__
+del _public

@@ -1,0 +1,331 @@
+"""The guardian's ``[guardian]`` table (in ``resguard.toml``, or ``[tool.resguard.guardian]``
+in a ``pyproject.toml``), checked key by key into a :class:`GuardianConfig`: the preset,
+dry-run, the interval, the journal, the extra rules and the actions. Every error is a
+:class:`~resguard.ConfigError` naming the file, the entry and the value as typed; nothing
+is half-applied (the whole table is checked before anything is built)."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from resguard._errors import ConfigError, InvalidType, InvalidValue
+from resguard._modules.clock import Clock, monotonic
+from resguard._modules.tomlfile import read_toml, search_config
+from resguard.guardian._actions import ACTIONS, PROCESS_ACTIONS, ActionSpec
+from resguard.rules import Level, Policy, ProcessCount, ProcessThreshold, Rule, Threshold
+from resguard.units import parse_duration
+
+__all__ = ["PRESETS", "GuardianConfig", "load_config", "load_policy", "parse_config"]
+
+PRESETS = ("laptop", "service", "none")
+"""Every value ``preset`` accepts (``none``: only the rules of the file)."""
+
+_TOP_KEYS = ("preset", "dry_run", "interval", "journal", "rule", "action")
+_RULE_COMMON = ("name", "for", "clear", "level")
+_RULE_FORMS: dict[str, tuple[str, ...]] = {
+    "threshold": ("metric", "op", "value", "cooldown"),
+    "process": ("process_cpu_percent_above",),
+    "count": ("processes_cpu_percent_above", "at_least", "cooldown"),
+}
+_ACTION_KEYS = ("when", "do", "match", "cooldown", "idle_for", "by", "grace")
+_ACTION_ONLY = {"idle_for": "ollama-unload-idle", "by": "renice", "grace": "stop"}
+_LEVELS = ("WARNING", "CRITICAL")
+
+
+@attrs.frozen
+class GuardianConfig:
+    """The guardian's configuration, checked. ``path`` is the file it came from (``None``
+    for the defaults: no file found); ``rules`` are the file's own rules, judged beside
+    the preset's; ``interval_s`` is the time between two evaluations."""
+
+    path: str | None = None
+    preset: str = "laptop"
+    dry_run: bool = True
+    interval_s: float = 2.0
+    journal: str | None = None
+    rules: tuple[Rule, ...] = ()
+    actions: tuple[ActionSpec, ...] = ()
+
+    def policy(self, *, clock: Clock = monotonic) -> Policy:
+        """The preset's rules and the file's, judged together."""
+        return Policy([*_preset_rules(self.preset, clock), *self.rules], clock=clock)
+
+
+def _preset_rules(preset: str, clock: Clock) -> list[Rule]:
+    from resguard import presets
+
+    if preset == "none":
+        return []
+    policy = presets.laptop(clock=clock) if preset == "laptop" else presets.service(clock=clock)
+    return list(policy.rules)
+
+
+def _error(path: str, key: str, value: object, problem: str) -> ConfigError:
+    return ConfigError(f"{path}: {key} = {value!r}: {problem}", path=path, key=key, value=value)
+
+
+def _check_keys(path: str, prefix: str, table: Mapping[str, Any], known: tuple[str, ...]) -> None:
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise _error(
+                path,
+                f"{prefix}.{key}",
+                table[key],
+                f"unknown key {key!r}{hint} (known: {', '.join(sorted(known))})",
+            )
+
+
+def _seconds(path: str, key: str, value: object, *, positive: bool = False) -> float:
+    try:
+        seconds = parse_duration(value)  # type: ignore[arg-type]
+    except (InvalidValue, InvalidType):
+        raise _error(path, key, value, 'is not a duration; expected e.g. "30s" or "5m"') from None
+    if positive and seconds <= 0:
+        raise _error(path, key, value, "must be longer than 0 s")
+    return seconds
+
+
+def _text(path: str, key: str, value: object, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _error(path, key, value, f"expected {what} (a non-empty string)")
+    return value
+
+
+# --------------------------------------------------------------------------- rules ---
+
+
+def _rule_form(path: str, prefix: str, table: Mapping[str, Any]) -> str:
+    forms = [form for form, keys in _RULE_FORMS.items() if keys[0] in table]
+    if len(forms) != 1:
+        raise _error(
+            path,
+            prefix,
+            dict(table),
+            "needs exactly one of metric (with op and value), process_cpu_percent_above, "
+            "or processes_cpu_percent_above (with at_least)",
+        )
+    form = forms[0]
+    _check_keys(path, prefix, table, (*_RULE_COMMON, *_RULE_FORMS[form]))
+    return form
+
+
+def _rule_arguments(path: str, prefix: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments every rule type shares, checked."""
+    arguments: dict[str, Any] = {"name": _text(path, f"{prefix}.name", table.get("name"), "a name")}
+    if "for" in table:
+        arguments["for_"] = _seconds(path, f"{prefix}.for", table["for"])
+    if "cooldown" in table:
+        arguments["cooldown"] = _seconds(path, f"{prefix}.cooldown", table["cooldown"])
+    if "level" in table:
+        level = table["level"]
+        if not isinstance(level, str) or level.upper() not in _LEVELS:
+            raise _error(path, f"{prefix}.level", level, 'expected "warning" or "critical"')
+        arguments["level"] = Level[level.upper()]
+    if "clear" in table:
+        arguments["clear"] = table["clear"]
+    return arguments
+
+
+def _rule(path: str, prefix: str, table: object) -> Rule:
+    if not isinstance(table, Mapping):
+        raise _error(path, prefix, table, "is not a table; expected name, metric, op, value ...")
+    form = _rule_form(path, prefix, table)
+    arguments = _rule_arguments(path, prefix, table)
+    try:
+        if form == "threshold":
+            for key in ("op", "value"):
+                if key not in table:
+                    raise _error(path, prefix, dict(table), f"a metric rule needs {key}")
+            return Threshold(table["metric"], table["op"], table["value"], **arguments)
+        if form == "process":
+            return ProcessThreshold(
+                cpu_percent_above=table["process_cpu_percent_above"], **arguments
+            )
+        if "at_least" not in table:
+            raise _error(path, prefix, dict(table), "processes_cpu_percent_above needs at_least")
+        return ProcessCount(
+            cpu_percent_above=table["processes_cpu_percent_above"],
+            at_least=table["at_least"],
+            **arguments,
+        )
+    except (InvalidValue, InvalidType) as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(
+            f"{path}: {prefix} (name = {arguments['name']!r}): {error}",
+            path=path,
+            key=prefix,
+            value=dict(table),
+        ) from None
+
+
+# ------------------------------------------------------------------------- actions ---
+
+
+def _patterns(path: str, key: str, value: object) -> tuple[re.Pattern[str], ...]:
+    expected = 'expected a list of regular expressions, e.g. ["chrome.*--type=renderer"]'
+    if not isinstance(value, list) or not value:
+        raise _error(path, key, value, expected)
+    patterns = []
+    for item in value:
+        if not isinstance(item, str) or not item:
+            raise _error(path, key, value, f"{item!r} is not a pattern; {expected}")
+        try:
+            patterns.append(re.compile(item))
+        except re.error as exc:
+            raise _error(path, key, item, f"is not a regular expression ({exc})") from None
+    return tuple(patterns)
+
+
+def _renice_by(path: str, key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 19:
+        raise _error(path, key, value, "expected a whole number from 1 to 19 (lower priority only)")
+    return value
+
+
+def _action(path: str, prefix: str, index: int, table: object, names: frozenset[str]) -> ActionSpec:
+    if not isinstance(table, Mapping):
+        raise _error(path, prefix, table, "is not a table; expected when, do, ...")
+    _check_keys(path, prefix, table, _ACTION_KEYS)
+    do = table.get("do")
+    if do not in ACTIONS:
+        raise _error(path, f"{prefix}.do", do, f"expected one of {', '.join(ACTIONS)}")
+    when = _text(path, f"{prefix}.when", table.get("when"), "a rule's name or a level")
+    if when.upper() in _LEVELS:
+        when = when.upper()
+    elif when not in names:
+        close = difflib.get_close_matches(when, sorted(names), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise _error(
+            path, f"{prefix}.when", when, f"names no rule{hint} (or give warning or critical)"
+        )
+    for key, only in _ACTION_ONLY.items():
+        if key in table and do != only:
+            raise _error(path, f"{prefix}.{key}", table[key], f"is for do = {only!r} only")
+    fields: dict[str, Any] = {}
+    if do in PROCESS_ACTIONS:
+        if "match" not in table:
+            raise _error(
+                path, prefix, dict(table), f"do = {do!r} acts on processes: it needs match"
+            )
+        fields["match"] = _patterns(path, f"{prefix}.match", table["match"])
+    elif "match" in table:
+        raise _error(path, f"{prefix}.match", table["match"], "is for renice, pause and stop")
+    if "cooldown" in table:
+        fields["cooldown_s"] = _seconds(path, f"{prefix}.cooldown", table["cooldown"])
+    if "idle_for" in table:
+        fields["idle_for_s"] = _seconds(path, f"{prefix}.idle_for", table["idle_for"])
+    if "grace" in table:
+        fields["grace_s"] = _seconds(path, f"{prefix}.grace", table["grace"])
+    if "by" in table:
+        fields["renice_by"] = _renice_by(path, f"{prefix}.by", table["by"])
+    return ActionSpec(index=index, when=when, do=str(do), **fields)
+
+
+# --------------------------------------------------------------------------- table ---
+
+
+def _entries(path: str, base: str, table: Mapping[str, Any], key: str) -> list[object]:
+    raw = table.get(key, [])
+    if not isinstance(raw, list):
+        raise _error(path, f"{base}.{key}", raw, f"expected [[{base}.{key}]] tables")
+    return raw
+
+
+def _scalars(path: str, base: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    preset = table.get("preset", "laptop")
+    if preset not in PRESETS:
+        raise _error(path, f"{base}.preset", preset, f"expected one of {', '.join(PRESETS)}")
+    fields["preset"] = preset
+    dry_run = table.get("dry_run", True)
+    if not isinstance(dry_run, bool):
+        raise _error(path, f"{base}.dry_run", dry_run, "expected true or false")
+    fields["dry_run"] = dry_run
+    if "interval" in table:
+        fields["interval_s"] = _seconds(path, f"{base}.interval", table["interval"], positive=True)
+    if "journal" in table:
+        fields["journal"] = _text(path, f"{base}.journal", table["journal"], "a file path")
+    return fields
+
+
+def _section(data: Mapping[str, Any], path: str) -> tuple[Mapping[str, Any] | None, str]:
+    """The ``[guardian]`` table of a parsed file (``None`` when it has none) and its
+    dotted name."""
+    base = "guardian"
+    if "tool" in data:
+        base = "tool.resguard.guardian"
+        tool = data["tool"]
+        resguard = tool.get("resguard", {}) if isinstance(tool, Mapping) else {}
+        section = resguard.get("guardian") if isinstance(resguard, Mapping) else None
+    else:
+        for key in data:
+            if key not in ("guardian", "budget"):
+                raise _error(
+                    path, key, data[key], f"unknown key {key!r}; expected a [guardian] table"
+                )
+        section = data.get("guardian")
+    if section is not None and not isinstance(section, Mapping):
+        raise _error(path, base, section, "is not a table")
+    return section, base
+
+
+def parse_config(data: Mapping[str, Any], path: str = "<config>") -> GuardianConfig:
+    """The guardian's configuration from parsed TOML (a ``resguard.toml``'s top level or a
+    pyproject's); the defaults when it has no ``[guardian]`` table."""
+    if not isinstance(data, Mapping):
+        raise InvalidType(f"parse_config({data!r}): expected the parsed TOML as a mapping")
+    table, base = _section(data, path)
+    if table is None:
+        return GuardianConfig(path=path)
+    _check_keys(path, base, table, _TOP_KEYS)
+    fields = _scalars(path, base, table)
+    rules = tuple(
+        _rule(path, f"{base}.rule[{index}]", entry)
+        for index, entry in enumerate(_entries(path, base, table, "rule"))
+    )
+    preset_names = {rule.name for rule in _preset_rules(fields["preset"], monotonic)}
+    seen: set[str] = set()
+    for index, rule in enumerate(rules):
+        if rule.name in seen or rule.name in preset_names:
+            whose = "another rule" if rule.name in seen else f"the {fields['preset']} preset"
+            raise _error(
+                path, f"{base}.rule[{index}].name", rule.name, f"is already used by {whose}"
+            )
+        seen.add(rule.name)
+    names = frozenset(seen | preset_names)
+    actions = tuple(
+        _action(path, f"{base}.action[{index}]", index, entry, names)
+        for index, entry in enumerate(_entries(path, base, table, "action"))
+    )
+    return GuardianConfig(path=path, rules=rules, actions=actions, **fields)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> GuardianConfig:
+    """The guardian's configuration from *path*, else from the file the search finds
+    (``./resguard.toml``, a ``pyproject.toml`` with ``[tool.resguard.guardian]``, here or
+    above, then ``resguard.toml`` in the user config directory); the defaults (the laptop
+    preset, dry-run, no actions) when there is none."""
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise InvalidType(f"load_config({path!r}): expected the path of a TOML file or None")
+    if path is None:
+        found = search_config(pyproject_marker=b"[tool.resguard.guardian")
+        if found is None:
+            return GuardianConfig()
+        path = found
+    data, shown = read_toml(path, noun="a guardian configuration")
+    return parse_config(data, shown)
+
+
+def load_policy(path: str | os.PathLike[str] | None = None, *, clock: Clock = monotonic) -> Policy:
+    """The policy a guardian configuration judges by: its preset's rules and its own
+    (``resguard watch --config PATH`` shows what the guardian would see)."""
+    return load_config(path).policy(clock=clock)

@@ -1,0 +1,128 @@
+"""The guardian's decisions as a sans-I/O state machine: for each verdict (and the time it
+was judged at), which actions fire now and which actions' rules cleared.
+
+* An action matches a breach when its ``when`` names the breach's rule, or when ``when``
+  is a level and the breach is at or above it. Each (action, rule) pair is tracked alone:
+  its *episode* runs from the first verdict that holds the breach to the first that does
+  not.
+* ``notify`` fires once per episode: at its start, or later in the same episode once the
+  cooldown since the pair's previous notification has run out; never twice.
+* Every other action fires while the episode lasts, at most once per ``cooldown_s`` for
+  each (action, rule) pair (the cooldown outlives an episode: a rule that flaps does not
+  make an action fire faster).
+* A firing that found nothing to act on (every outcome ``skipped: ...``: no culprit
+  matches, no idle model) does not count: the runner says so (:meth:`Planner.found_nothing`)
+  and the action may fire at the next verdict.
+* ``pause`` and ``renice`` are undone when no rule they acted for holds any more: the
+  decision lists them under ``clear`` once, after they fired.
+
+Nothing here reads a clock or touches a process; the runner passes ``now`` in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from resguard.guardian._actions import ActionSpec
+from resguard.rules import Breach, Level, Verdict
+
+__all__ = ["UNDONE_ON_CLEAR", "Decision", "Planner"]
+
+UNDONE_ON_CLEAR = frozenset({"pause", "renice"})
+"""The actions whose effect is undone (SIGCONT, the nice value restored) when their rule
+clears."""
+
+
+@attrs.frozen
+class Decision:
+    """What to do after one verdict: ``fire`` the (action, breach) pairs, in the order of
+    the actions, and ``clear`` the actions whose rules all cleared."""
+
+    fire: tuple[tuple[ActionSpec, Breach], ...] = ()
+    clear: tuple[ActionSpec, ...] = ()
+
+
+def matches(spec: ActionSpec, breach: Breach) -> bool:
+    """Whether *spec*'s ``when`` covers *breach* (its rule, or a level at or below)."""
+    if spec.when in Level.__members__ and spec.when != "OK":
+        return breach.level >= Level[spec.when]
+    return breach.rule == spec.when
+
+
+class Planner:
+    """The decision state of one guardian: ``planner.step(verdict, now) -> Decision``.
+
+    State is bounded by the number of (action, rule) pairs, i.e. by the policy.
+    """
+
+    __slots__ = ("_acted", "_active", "_before", "_last_fired", "_notified", "actions")
+
+    def __init__(self, actions: Iterable[ActionSpec]) -> None:
+        self.actions: tuple[ActionSpec, ...] = tuple(actions)
+        self._active: set[tuple[int, str]] = set()  # pairs whose episode is running
+        self._notified: set[tuple[int, str]] = set()  # notify pairs done this episode
+        self._last_fired: dict[tuple[int, str], float] = {}
+        self._acted: set[int] = set()  # pause/renice actions that fired since their clear
+        self._before: dict[tuple[int, str], float | None] = {}  # last step's fired pairs
+
+    def step(self, verdict: Verdict, now: float) -> Decision:
+        """The actions to take for *verdict*, judged at monotonic time *now*."""
+        fire: list[tuple[ActionSpec, Breach]] = []
+        clear: list[ActionSpec] = []
+        present: set[tuple[int, str]] = set()
+        self._before = {}
+        for position, spec in enumerate(self.actions):
+            held = _matching(spec, verdict.breaches)
+            for breach in held:
+                key = (position, breach.rule)
+                present.add(key)
+                if self._due(spec, key, now):
+                    fire.append((spec, breach))
+                    self._before[key] = self._last_fired.get(key)
+                    self._last_fired[key] = now
+                    if spec.do == "notify":
+                        self._notified.add(key)
+                    if spec.do in UNDONE_ON_CLEAR:
+                        self._acted.add(position)
+            if not held and position in self._acted:
+                self._acted.discard(position)
+                clear.append(spec)
+        self._notified &= present  # an episode that ended may notify again when it restarts
+        self._active = present
+        return Decision(tuple(fire), tuple(clear))
+
+    def _due(self, spec: ActionSpec, key: tuple[int, str], now: float) -> bool:
+        if spec.do == "notify" and key in self._notified:
+            return False
+        last = self._last_fired.get(key)
+        return last is None or now - last >= spec.cooldown_s
+
+    def found_nothing(self, spec: ActionSpec, rule: str) -> None:
+        """The last step's firing of *spec* for *rule* found nothing to act on (every
+        outcome ``skipped``): it does not count, so neither its cooldown nor "notified"
+        holds the action back at the next step (the culprit may be named then)."""
+        position = self.actions.index(spec)
+        key = (position, rule)
+        if key not in self._before:
+            return
+        previous = self._before.pop(key)
+        if previous is None:
+            self._last_fired.pop(key, None)
+        else:
+            self._last_fired[key] = previous
+        self._notified.discard(key)
+
+    def holding(self) -> frozenset[tuple[int, str]]:
+        """The (action position, rule) pairs whose episode is running."""
+        return frozenset(self._active)
+
+
+def _matching(spec: ActionSpec, breaches: Sequence[Breach]) -> list[Breach]:
+    """The breaches *spec* covers, one per rule (the first, should a rule repeat)."""
+    seen: dict[str, Breach] = {}
+    for breach in breaches:
+        if breach.rule not in seen and matches(spec, breach):
+            seen[breach.rule] = breach
+    return list(seen.values())

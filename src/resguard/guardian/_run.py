@@ -1,0 +1,167 @@
+"""The guardian's loop: observe the machine through a :class:`~resguard.Monitor`, decide
+with the :class:`Planner`, act through the :class:`Effects`, journal every outcome.
+
+The monitor judges the machine, not the guardian's own cgroup: on Linux its sampler reads
+the root memory cgroup (the host's memory, where Ollama and the browser live), elsewhere
+psutil's host-wide figures. A failing effect (a bug, a process gone) is journalled as
+``failed: ...`` and never stops the loop.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from functools import partial
+
+from resguard._modules.log import get_logger
+from resguard.guardian._actions import ActionSpec, Effects, Outcome
+from resguard.guardian._config import GuardianConfig
+from resguard.guardian._journal import Journal
+from resguard.guardian._plan import Planner
+from resguard.monitor import Monitor, State
+from resguard.rules import Breach, Verdict
+from resguard.snapshot import Sampler, Snapshot, default_backend
+
+__all__ = ["Guardian", "host_sampler", "machine_effects"]
+
+_logger = get_logger("resguard.guardian")
+_CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def host_sampler() -> Sampler:
+    """A sampler of the whole machine's memory: the root memory cgroup on Linux (v2's
+    ``/sys/fs/cgroup``, v1's ``/sys/fs/cgroup/memory``), the default sampler (host-wide)
+    where there is none or the backend is psutil."""
+    if default_backend() == "linux":
+        v2 = os.path.exists(os.path.join(_CGROUP_ROOT, "cgroup.controllers"))
+        root = _CGROUP_ROOT if v2 else os.path.join(_CGROUP_ROOT, "memory")
+        try:
+            return Sampler(cgroup=root)
+        except Exception as error:  # a container without its cgroup tree: its own view
+            _logger.info("the host's memory cgroup %s cannot be read (%s)", root, error)
+    return Sampler()
+
+
+def machine_effects() -> Effects:
+    """The effects on this machine (:class:`resguard.guardian._effects.MachineEffects`
+    with its defaults: signals through pidfds, the Ollama of ``$OLLAMA_HOST``, desktop
+    notifications)."""
+    from resguard.guardian._effects import MachineEffects
+
+    return MachineEffects()
+
+
+class Guardian:
+    """One guardian: ``tick()`` observes, decides and acts once; ``run(stop)`` ticks every
+    ``interval_s`` until *stop* is set; ``close()`` resumes what it paused.
+
+    *dry_run* (default the configuration's) makes every effect say what it would do.
+    *monitor* defaults to one with the configuration's policy over :func:`host_sampler`
+    (no reclaim: the guardian acts only through its actions).
+    """
+
+    def __init__(
+        self,
+        config: GuardianConfig,
+        effects: Effects,
+        *,
+        journal: Journal | None = None,
+        monitor: Monitor | None = None,
+        dry_run: bool | None = None,
+    ) -> None:
+        self.config = config
+        self.effects = effects
+        self.journal = journal if journal is not None else Journal(config.journal)
+        self.dry_run = config.dry_run if dry_run is None else dry_run
+        self.monitor = monitor if monitor is not None else _monitor_for(config)
+        self.planner = Planner(config.actions)
+        self.ticks = 0
+        self._closed = False
+        self._nothing: dict[tuple[int, str], str] = {}  # the last "found nothing" journalled
+
+    def observe(self) -> State:
+        """Sample the process table and the machine and judge them (no action)."""
+        self.monitor.sample_slow()
+        return self.monitor.sample_now()
+
+    def act(self, state: State) -> Verdict:
+        """Decide on *state* and carry the decision out; returns its verdict."""
+        self.ticks += 1
+        decision = self.planner.step(state.verdict, state.snapshot.monotonic)
+        for spec, breach in decision.fire:
+            outcomes = self._do(spec, breach.rule, partial(self._act, spec, breach, state.snapshot))
+            if all(_found_nothing(outcome) for outcome in outcomes):
+                self.planner.found_nothing(spec, breach.rule)
+        for spec in decision.clear:
+            self._do(spec, spec.when, partial(self.effects.clear, spec, dry_run=self.dry_run))
+        return state.verdict
+
+    def tick(self) -> Verdict:
+        """``act(observe())``."""
+        return self.act(self.observe())
+
+    def run(self, stop: threading.Event, *, on_tick: Callable[[Verdict], object] = repr) -> None:
+        """Tick every ``config.interval_s`` until *stop* is set, then :meth:`close`."""
+        try:
+            while not stop.is_set():
+                on_tick(self.tick())
+                stop.wait(self.config.interval_s)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Resume every process still paused (journalled); once."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            outcomes = self.effects.close()
+        except Exception as error:  # a bug in the effects: said, not raised at shutdown
+            _logger.warning("the guardian could not resume what it paused: %s", error)
+            return
+        for outcome in outcomes:
+            self.journal.write(None, outcome)
+
+    def _act(self, spec: ActionSpec, breach: Breach, snapshot: Snapshot) -> list[Outcome]:
+        return self.effects.act(spec, breach, snapshot, dry_run=self.dry_run)
+
+    def _do(self, spec: ActionSpec, rule: str, call: Callable[[], list[Outcome]]) -> list[Outcome]:
+        try:
+            outcomes = call()
+        except Exception as error:  # an effect's bug must not stop the guardian
+            outcomes = [
+                Outcome(
+                    action=spec.do,
+                    target=None,
+                    dry_run=self.dry_run,
+                    result=f"failed: {type(error).__name__}: {error}",
+                )
+            ]
+        key = (spec.index, rule)
+        for outcome in outcomes:
+            if _found_nothing(outcome):
+                if self._nothing.get(key) == outcome.result:
+                    continue  # said once; a culprit that never matches is not news each tick
+                self._nothing[key] = outcome.result
+            else:
+                self._nothing.pop(key, None)
+            self.journal.write(rule, outcome)
+        return outcomes
+
+
+def _found_nothing(outcome: Outcome) -> bool:
+    """An outcome that touched nothing: skipped before any process or model was chosen
+    (no culprit matches ``match``, no idle model)."""
+    return outcome.target is None and outcome.result.startswith("skipped")
+
+
+def _monitor_for(config: GuardianConfig) -> Monitor:
+    return Monitor(
+        interval=config.interval_s,
+        policy=config.policy(),
+        sampler=host_sampler(),
+        reclaim=False,
+        adaptive=False,
+        psi_trigger=False,
+    )

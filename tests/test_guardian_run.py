@@ -1,0 +1,336 @@
+"""The guardian's loop and command (resguard.guardian.Guardian, ``resguard guardian``)
+against real processes: a child burning a core is named by the verdict, acted on (through
+a recording double, and through the machine's own effects: paused, then resumed when the
+rule clears or the guardian stops), journalled; ``--once`` and SIGTERM end cleanly."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from resguard.cli import main
+from resguard.guardian import (
+    ActionSpec,
+    Effects,
+    Guardian,
+    GuardianConfig,
+    Journal,
+    Outcome,
+    Target,
+    host_sampler,
+    load_config,
+)
+from resguard.monitor import Monitor
+from resguard.rules import Breach, Policy, ProcessThreshold, Verdict
+from resguard.snapshot import ProcessInfo, Snapshot
+
+from support import wait_until
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+@pytest.fixture
+def burner() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A child burning one core, with a marker in its command line to match it by."""
+    marker = f"guardian-test-{uuid.uuid4().hex[:10]}"
+    child = subprocess.Popen([sys.executable, "-c", "while 1: pass", marker])
+    try:
+        yield child, marker
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+
+
+def state_of(pid: int) -> str:
+    """The process's state letter in /proc/PID/stat (R, S, T ...)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text.rsplit(")", 1)[1].split()[0]
+
+
+def _matches(spec: ActionSpec, pid: int) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return any(pattern.search(command) for pattern in spec.match)
+
+
+class Recording:
+    """An Effects double that records its calls and answers what a dry run would."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def act(
+        self, spec: ActionSpec, breach: Breach, snapshot: Snapshot, *, dry_run: bool
+    ) -> list[Outcome]:
+        self.calls.append(("act", (spec.do, breach)))
+        if not spec.match:
+            return [Outcome(spec.do, None, dry_run, "would")]
+        hits = [o for o in breach.offenders if o.pid is not None and _matches(spec, o.pid)]
+        if not hits:
+            return [Outcome(spec.do, None, dry_run, "skipped: no culprit matches")]
+        return [Outcome(spec.do, Target(pid=o.pid, name=o.name), dry_run, "would") for o in hits]
+
+    def clear(self, spec: ActionSpec, *, dry_run: bool) -> list[Outcome]:
+        self.calls.append(("clear", spec.do))
+        return [Outcome(spec.do, None, dry_run, "would resume")]
+
+    def close(self) -> list[Outcome]:
+        self.calls.append(("close", None))
+        return []
+
+
+def write_config(tmp_path: Path, marker: str, *, dry_run: bool, extra: str = "") -> Path:
+    path = tmp_path / "resguard.toml"
+    path.write_text(
+        f"""
+[guardian]
+preset = "none"
+dry_run = {str(dry_run).lower()}
+interval = "100ms"
+
+[[guardian.rule]]
+name = "burning"
+process_cpu_percent_above = 20
+
+[[guardian.action]]
+when = "burning"
+do = "pause"
+match = ["{marker}"]
+
+[[guardian.action]]
+when = "warning"
+do = "notify"
+{extra}
+"""
+    )
+    return path
+
+
+class ChildOnly(ProcessThreshold):
+    """The per-process CPU rule, judging one process: other tests burn cores on this
+    machine too, and the rule must clear when *this* child stops burning."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(cpu_percent_above=20, name="burning")
+        self.pid = pid
+
+    def _rows(self, snapshot: Snapshot) -> Sequence[ProcessInfo] | None:
+        rows = snapshot.processes
+        return None if rows is None else [row for row in rows if row.pid == self.pid]
+
+
+def child_guardian(config: GuardianConfig, effects: Effects, pid: int, journal: Path) -> Guardian:
+    """A guardian whose policy judges only the child *pid* (its own actions unchanged)."""
+    monitor = Monitor(
+        policy=Policy([ChildOnly(pid)]),
+        sampler=host_sampler(),
+        reclaim=False,
+        adaptive=False,
+        psi_trigger=False,
+    )
+    return Guardian(config, effects, journal=Journal(journal), monitor=monitor)
+
+
+def names_pid(verdict: Verdict, pid: int) -> bool:
+    return any(o.pid == pid for b in verdict.breaches for o in b.offenders)
+
+
+def test_the_verdict_names_the_burning_child_and_each_action_fires_as_planned(
+    tmp_path: Path, burner: tuple[subprocess.Popen[bytes], str]
+) -> None:
+    child, marker = burner
+    config = load_config(write_config(tmp_path, marker, dry_run=True))
+    effects = Recording()
+    journal_path = tmp_path / "journal.jsonl"
+    guardian = child_guardian(config, effects, child.pid, journal_path)
+    wait_until(lambda: names_pid(guardian.tick(), child.pid), what="the verdict to name the child")
+    for _ in range(3):
+        guardian.tick()
+    acts = [call[1][0] for call in effects.calls if call[0] == "act"]
+    assert acts == ["pause", "notify"]  # notify once per breach, pause held by its cooldown
+    lines = [json.loads(line) for line in journal_path.read_text().splitlines()]
+    pause = next(line for line in lines if line["action"] == "pause")
+    assert pause["rule"] == "burning"
+    assert pause["dry_run"] is True
+    assert pause["target"]["pid"] == child.pid
+    child.kill()
+    child.wait(timeout=10)
+    wait_until(lambda: guardian.tick().ok, what="the rule to clear once the child is gone")
+    assert ("clear", "pause") in effects.calls
+    guardian.close()
+    assert effects.calls[-1] == ("close", None)
+
+
+def test_a_burning_process_is_paused_then_resumed_when_its_rule_clears(
+    tmp_path: Path, burner: tuple[subprocess.Popen[bytes], str]
+) -> None:
+    from resguard.guardian import machine_effects
+
+    child, marker = burner
+    config = load_config(write_config(tmp_path, marker, dry_run=False))
+    guardian = child_guardian(config, machine_effects(), child.pid, tmp_path / "j.jsonl")
+    try:
+        wait_until(
+            lambda: guardian.tick() is not None and state_of(child.pid) == "T",
+            what="the guardian to pause the burning child",
+        )
+        # paused, it burns nothing: the rule clears and the guardian resumes it
+        wait_until(
+            lambda: guardian.tick() is not None and state_of(child.pid) != "T",
+            what="the guardian to resume the child when the rule cleared",
+        )
+    finally:
+        guardian.close()
+    results = [
+        (line["action"], line["result"])
+        for line in map(json.loads, (tmp_path / "j.jsonl").read_text().splitlines())
+        if line["target"] and line["target"].get("pid") == child.pid
+    ]
+    assert results[0] == ("pause", "done")
+    assert any(action == "pause" and "done" in result for action, result in results[1:])
+
+
+def test_dry_run_signals_nothing_and_the_journal_says_what_would_have_been_done(
+    tmp_path: Path, burner: tuple[subprocess.Popen[bytes], str]
+) -> None:
+    from resguard.guardian import machine_effects
+
+    child, marker = burner
+    config = load_config(write_config(tmp_path, marker, dry_run=True))
+    journal = tmp_path / "j.jsonl"
+    guardian = child_guardian(config, machine_effects(), child.pid, journal)
+    try:
+        wait_until(
+            lambda: (
+                guardian.tick() is not None
+                and journal.exists()
+                and '"result": "would"' in journal.read_text()
+            ),
+            what="a dry-run pause in the journal",
+        )
+        assert state_of(child.pid) in ("R", "S")
+    finally:
+        guardian.close()
+    pause = next(
+        line
+        for line in map(json.loads, journal.read_text().splitlines())
+        if line["action"] == "pause" and line["result"] == "would"
+    )
+    assert (pause["result"], pause["dry_run"], pause["target"]["pid"]) == (
+        "would",
+        True,
+        child.pid,
+    )
+
+
+def test_once_evaluates_and_acts_once_and_prints_the_verdict_naming_the_culprit(
+    tmp_path: Path, burner: tuple[subprocess.Popen[bytes], str]
+) -> None:
+    child, marker = burner
+    config = write_config(tmp_path, marker, dry_run=True)
+    out = io.StringIO()
+    journal = tmp_path / "once.jsonl"
+    argv = ["guardian", "--config", str(config), "--once", "--json", "--window", "1"]
+    code = main([*argv, "--journal", str(journal)], out=out)
+    assert code == 1  # the verdict is not OK
+    answer = json.loads(out.getvalue())
+    offenders = [o["pid"] for b in answer["verdict"]["breaches"] for o in b["offenders"]]
+    assert child.pid in offenders
+    assert {line["action"] for line in answer["actions"]} == {"pause", "notify"}
+    assert len(journal.read_text().splitlines()) == len(answer["actions"])
+    assert state_of(child.pid) in ("R", "S")  # dry-run
+
+
+def test_sigterm_stops_the_guardian_cleanly_and_resumes_what_it_paused(
+    tmp_path: Path, burner: tuple[subprocess.Popen[bytes], str]
+) -> None:
+    child, marker = burner
+    config = write_config(tmp_path, marker, dry_run=False)
+    config.write_text(
+        config.read_text()
+        .replace('when = "burning"', 'when = "always"')
+        .replace(
+            "[[guardian.action]]",
+            '[[guardian.rule]]\nname = "always"\nmetric = "cpu.count"\nop = ">="\nvalue = 1\n\n'
+            "[[guardian.action]]",
+            1,
+        )
+    )
+    journal = tmp_path / "j.jsonl"
+    command = [sys.executable, "-m", "resguard", "guardian", "--config", str(config)]
+    guardian = subprocess.Popen(
+        [*command, "--journal", str(journal)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PATH": str(tmp_path)},  # no notify-send: notify logs a line
+    )
+    try:
+        wait_until(lambda: state_of(child.pid) == "T", what="the child paused", timeout_s=30)
+        guardian.send_signal(signal.SIGTERM)
+        _, stderr = guardian.communicate(timeout=30)
+    finally:
+        if guardian.poll() is None:
+            guardian.kill()
+    assert guardian.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert "guardian started (ACTING" in stderr
+    assert "guardian stopped" in stderr
+    assert state_of(child.pid) in ("R", "S")
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    resumed = [line for line in lines if line["rule"] is None]
+    assert resumed
+    assert resumed[-1]["target"]["pid"] == child.pid
+
+
+def test_the_guardian_judges_the_machines_memory_not_its_own_cgroup() -> None:
+    snapshot = host_sampler().sample(children=False)
+    assert snapshot.memory.cgroup in (None, "/")
+
+
+def test_a_bad_config_is_one_line_and_exit_2_never_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "resguard.toml"
+    path.write_text('[guardian]\npreset = "desk"\n')
+    assert main(["guardian", "--config", str(path), "--once"], out=io.StringIO()) == 2
+    error = capsys.readouterr().err
+    assert error.strip().splitlines() == [
+        f"resguard guardian: {path}: guardian.preset = 'desk': expected one of laptop, "
+        "service, none"
+    ]
+
+
+def test_an_effect_that_raises_is_journalled_as_failed_and_the_loop_goes_on(
+    tmp_path: Path, burner: tuple[subprocess.Popen[bytes], str]
+) -> None:
+    child, marker = burner
+
+    class Broken(Recording):
+        def act(
+            self, spec: ActionSpec, breach: Breach, snapshot: Snapshot, *, dry_run: bool
+        ) -> list[Outcome]:
+            raise RuntimeError("boom")
+
+    config = load_config(write_config(tmp_path, marker, dry_run=True))
+    guardian = child_guardian(config, Broken(), child.pid, tmp_path / "j.jsonl")
+    wait_until(lambda: guardian.journal.lines_written > 0 or not guardian.tick(), what="an action")
+    lines = [json.loads(line) for line in (tmp_path / "j.jsonl").read_text().splitlines()]
+    assert all(line["result"] == "failed: RuntimeError: boom" for line in lines)
+    guardian.tick()  # still running
+
+
+def test_an_unconfigured_guardian_is_the_laptop_preset_in_dry_run() -> None:
+    assert GuardianConfig().dry_run is True
+    assert GuardianConfig().preset == "laptop"
