@@ -341,3 +341,20 @@ def test_more_than_three_culprits_are_counted_not_listed() -> None:
         .culprits
         == ""
     )
+
+
+def test_a_culprit_named_with_control_characters_cannot_forge_a_log_line() -> None:
+    rows = (make_process(66, "evil\x1b[2J\nWARNING: fake", cpu_percent=300.0),)
+    verdict = Policy([ProcessThreshold(cpu_percent_above=100)]).evaluate(
+        make_snapshot(processes=rows)
+    )
+    message = verdict.breaches[0].message
+    assert "\x1b" not in message
+    assert "\n" not in message
+    assert "66 evil\\x1b[2J\\nWARNING: fake 300% of a core" in message
+    assert verdict.breaches[0].offenders[0].name == "evil\x1b[2J\nWARNING: fake"  # data kept
+
+
+def test_a_custom_rules_odd_offender_still_makes_a_message() -> None:
+    odd = Offender(None, None, 1.0, 0.0, id=None)  # type: ignore[arg-type]
+    assert odd.label == "None"

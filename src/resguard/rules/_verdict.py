@@ -23,6 +23,7 @@ __all__ = [
     "finite",
     "format_value",
     "is_breach",
+    "printable",
     "since_wall",
     "thermal_state",
 ]
@@ -63,10 +64,12 @@ class Offender(ValueMixin):
     @property
     def label(self) -> str:
         """``"1234 python"`` for a process, ``"3f2a1b9c0d4e postgres"`` for a container,
-        the name alone for a sensor or a fan (``"coretemp Package id 0"``)."""
+        the name alone for a sensor or a fan (``"coretemp Package id 0"``). Control
+        characters in the name are escaped (``\\x1b``): it ends up in logs and terminals."""
+        name = printable(self.name)
         if self.pid is not None:
-            return f"{self.pid} {self.name}"
-        return f"{self.id[:12]} {self.name}" if self.id else self.name
+            return f"{self.pid} {name}"
+        return f"{printable(self.id[:12])} {name}" if self.id else name
 
 
 @attrs.frozen(slots=True)
@@ -116,6 +119,17 @@ class Breach(ValueMixin):
         if self.held_s >= 1:
             text += f" for {format_value(self.held_s, 'seconds')}"
         return text
+
+
+def printable(text: object) -> str:
+    """*text* with every character that is not printable written as its escape
+    (``"a\\nb"``), so a process that names itself with a newline or a terminal escape
+    cannot forge a log line or clear a screen; what is no string is shown as its repr."""
+    if not isinstance(text, str):
+        return shown(text)
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 _SHARES: Final = {"core_percent": "of a core", "memory_percent": "of memory"}
