@@ -6,9 +6,9 @@ function) samples this process in a background thread while the block runs:
 * **RSS** of this process, and the summed RSS of its descendants (``children=True``): what
   the operating system charges, what an OOM killer or a cgroup limit sees;
 * **USS** (unique set size, from ``/proc/self/smaps_rollup``) at the slower
-  ``uss_interval`` because reading it costs about 15 ms per GiB resident (the kernel walks
-  every page); it is in the samples and the summary, not in the plot, whose lines are all
-  read at every sample;
+  ``uss_interval`` because a read costs 13–19 ms at 1 GiB resident (the kernel walks
+  every page; benchmarks/bench_uss.py); it is in the samples and the summary, not in the
+  plot, whose lines are all read at every sample;
 * **CPU percent** of this process between two samples (100 = one full core, all threads);
 * the machine's **headroom**: ``memory.available`` and ``memory.limit`` of a
   :class:`resguard.Snapshot` (cgroup-aware), and **PSI** memory ``some avg10``;
@@ -35,7 +35,7 @@ RSS only. tests/test_profile.py checks each of these statements.
 small kernel files: about 0.1 ms (70–270 µs measured, the high end on a loaded machine),
 about what ``psutil``'s ``memory_info`` + ``cpu_times`` + ``virtual_memory`` cost together.
 A block also pays a fixed 1–3 ms (starting the thread, the first and last samples) plus
-the USS reads at those two, about 15 ms per GiB resident.
+the USS reads at those two (13–19 ms each at 1 GiB resident).
 So a CPU-bound pure-Python loop runs about 0.1 % slower at ``interval="100ms"`` and about
 1 % slower at ``"10ms"`` (the sampler briefly takes the GIL); the measured slowdown of a
 0.5 s loop stayed within the machine's noise (±5 %) at both intervals.
@@ -554,8 +554,8 @@ def profile(
         children: add the RSS of descendant processes (``Sample.children_rss``).
         tracemalloc: also trace Python-level allocations (:attr:`Profile.peak_traced`);
             costly, see the module docstring. Tracing already on is kept on.
-        uss_interval: how often to read USS (``None``: never); a read costs about 15 ms
-            per GiB resident, so it is not read at every sample nor drawn in the plot.
+        uss_interval: how often to read USS (``None``: never); a read costs 13–19 ms
+            at 1 GiB resident, so it is not read at every sample nor drawn in the plot.
         label: a name shown in the summary and the plot.
 
     ``@profile`` without parentheses decorates with the defaults; the wrapped function's

@@ -3,10 +3,12 @@ CPU over time (two panels on a shared time axis).
 
 The plot draws only series read at every sample (RSS, RSS with children, tracemalloc,
 CPU), so its lines share their instants. USS is left out: it is read every
-``uss_interval`` (1 s by default) because one read of ``/proc/self/smaps_rollup`` costs
-about 15 ms per GiB resident (4 ms at 200 MiB, against 0.06 ms for a whole sample on the
-2-core VM), and a line through two or three readings drew flat at 40 MiB while RSS rose
-by 190 MiB between them. ``peak_uss`` stays in the summary, named with its interval."""
+``uss_interval`` (1 s by default) because one read of ``/proc/self/smaps_rollup`` grows
+with resident memory (the kernel walks every page): 4–11 ms at 200 MiB and 13–19 ms at
+1 GiB, against 0.06–0.27 ms for a whole sample without it (benchmarks/bench_uss.py, 2-core
+VM), which at ``interval="100ms"`` would be up to a fifth of a core. A line through its two
+or three readings drew flat at 40 MiB while RSS rose by 190 MiB between them.
+``peak_uss`` stays in the summary, named with its interval."""
 
 from __future__ import annotations
 
