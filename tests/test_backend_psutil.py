@@ -27,7 +27,7 @@ from resguard.snapshot import Roots, Sampler, Snapshot
 from resguard.snapshot._portable import PsutilSampler
 from resguard.testing import KernelTree, ManualClock
 
-from support import fresh_fault_log, sample_beside_a_stalled_walk, warnings_about
+from support import fresh_fault_log, sample_beside_a_stalled_walk, wait_until, warnings_about
 
 MiB = 2**20
 
@@ -121,10 +121,10 @@ def test_psutil_numbers_are_psutil_s_own() -> None:
     assert snap.swap.total == psutil.swap_memory().total
     assert snap.cpu.count == psutil.cpu_count()
     assert snap.cpu.effective == len(psutil.Process().cpu_affinity())
-    assert snap.cpu.percent is not None
-    assert 0 <= snap.cpu.percent <= 100
+    assert snap.cpu.percent is None  # the first sample: unknown, and not a fault
     assert snap.cpu.load_1m == pytest.approx(os.getloadavg()[0], abs=0.5)
     process = snap.process
+    assert process.cpu_percent is None
     assert process.pid == os.getpid()
     assert process.rss == pytest.approx(psutil.Process().memory_info().rss, rel=0.2)
     assert process.uss is not None
@@ -150,12 +150,21 @@ def test_cpu_percent_since_the_previous_sample_follows_real_work() -> None:
     assert 40 <= percent <= 100
 
 
-def test_the_first_process_cpu_percent_is_the_average_since_it_started() -> None:
-    percent = Sampler(backend="psutil").sample().process.cpu_percent
-    process = psutil.Process()
-    times = process.cpu_times()
-    age_s = time.time() - process.create_time()
-    assert percent == pytest.approx(100 * (times.user + times.system) / age_s, rel=0.5, abs=2)
+def test_the_first_sample_knows_no_cpu_percent_and_the_next_one_measures_since_it() -> None:
+    """The first sample once reported the host's average since boot and this process's
+    average since it started (42.6 % while htop said 100 %): now it says unknown."""
+    clock = ManualClock(1000.0)
+    sampler = Sampler(backend="psutil", clock=clock)
+    first = sampler.sample(children=False)
+    assert (first.cpu.percent, first.process.cpu_percent) == (None, None)
+    assert first.faults == ()  # unknown because nothing was measured yet: no damage
+    cpus = psutil.cpu_count() or 1
+    total_s = sum(psutil.cpu_times())  # the host's window is counted in its CPU seconds
+    wait_until(lambda: sum(psutil.cpu_times()) - total_s >= 0.3 * cpus, what="0.3 s to pass")
+    clock.advance(1.0)
+    second = sampler.sample(children=False)
+    assert second.cpu.percent is not None
+    assert second.process.cpu_percent is not None
 
 
 def test_children_rss_counts_a_real_child() -> None:

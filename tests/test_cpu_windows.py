@@ -5,9 +5,14 @@ sample, never since boot."""
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
+from forking import in_child
+from resguard._probes.procfs import TICKS_PER_S
 from resguard.cli._args import (
     DEFAULT_WINDOW_S,
     Parser,
@@ -15,6 +20,8 @@ from resguard.cli._args import (
     over_window,
     window_seconds,
 )
+from resguard.snapshot import Sampler
+from resguard.testing import KernelTree, ManualClock
 
 
 class FakeTime:
@@ -108,3 +115,151 @@ def test_a_bad_window_is_a_one_line_usage_error(capsys: pytest.CaptureFixture[st
     assert err.count("\n") == 1
     assert "'0'" in err
     assert "above 0" in err
+
+
+# --------------------------------------------- a sampler's first and later samples ---
+
+HOST_STAT = "cpu  {user} 0 {system} {idle} 0 0 0 0 0 0\nbtime 1700000000\n"
+
+
+def write_host(tree: KernelTree, *, user: int, system: int, idle: int) -> None:
+    Path(tree.path("stat")).write_text(HOST_STAT.format(user=user, system=system, idle=idle))
+
+
+def write_self(tree: KernelTree, ticks: int) -> None:
+    """This process's stat in the tree with *ticks* of user time (and no system time)."""
+    text = Path(tree.path("self/stat")).read_text()
+    head, _, tail = text.rpartition(") ")
+    fields = tail.split()
+    fields[11], fields[12] = str(ticks), "0"  # utime, stime: fields 14 and 15 of proc(5)
+    Path(tree.path("self/stat")).write_text(f"{head}) {' '.join(fields)}\n")
+
+
+def test_linux_first_sample_is_unknown_and_later_ones_cover_the_time_since_the_last(
+    tmp_path: Path,
+) -> None:
+    """The first sample reported the host's average since boot (42.6 % five runs in a row
+    while htop said 100 %) and this process's average since it started."""
+    tree = KernelTree(tmp_path)
+    write_host(tree, user=50_000, system=10_000, idle=900_000)  # 6 % since boot
+    write_self(tree, 10_000)  # 100 s of CPU over its life
+    clock = ManualClock(100.0)
+    sampler = Sampler(tree.roots, clock=clock)
+    cpus = os.cpu_count() or 1
+
+    first = sampler.sample(children=False)
+    assert (first.cpu.percent, first.process.cpu_percent) == (None, None)
+    assert first.faults == ()  # unknown is not damage
+
+    write_host(tree, user=50_000 + 80 * cpus, system=10_000, idle=900_000 + 20 * cpus)
+    write_self(tree, 10_000 + TICKS_PER_S // 2)
+    clock.advance(1.0)
+    second = sampler.sample(children=False)
+    assert second.cpu.percent == pytest.approx(80.0)  # the window's, not boot's 6 %
+    assert second.process.cpu_percent == pytest.approx(50.0)
+
+    write_host(tree, user=50_000 + 90 * cpus, system=10_000, idle=900_000 + 110 * cpus)
+    write_self(tree, 10_000 + TICKS_PER_S // 2 + TICKS_PER_S)
+    clock.advance(2.0)
+    third = sampler.sample(children=False)
+    assert third.cpu.percent == pytest.approx(10.0)  # since the second sample only
+    assert third.process.cpu_percent == pytest.approx(50.0)
+
+
+def test_linux_a_window_too_short_keeps_the_previous_share(tmp_path: Path) -> None:
+    tree = KernelTree(tmp_path)
+    cpus = os.cpu_count() or 1
+    write_host(tree, user=1000, system=0, idle=1000)
+    write_self(tree, 0)
+    clock = ManualClock(100.0)
+    sampler = Sampler(tree.roots, clock=clock)
+    sampler.sample(children=False)
+    clock.advance(0.01)
+    write_host(tree, user=1001, system=0, idle=1000)
+    write_self(tree, 1)  # one tick in 10 ms: 100 % of a core, were it measured
+    short = sampler.sample(children=False)
+    assert (short.cpu.percent, short.process.cpu_percent) == (None, None)  # nothing known yet
+    clock.advance(1.0)
+    write_host(tree, user=1000 + 50 * cpus, system=0, idle=1000 + 50 * cpus)
+    write_self(tree, TICKS_PER_S // 4)
+    measured = sampler.sample(children=False)
+    assert measured.cpu.percent == pytest.approx(50.0)
+    assert measured.process.cpu_percent == pytest.approx(25.0 / 1.01)  # from the baseline
+    clock.advance(0.01)
+    again = sampler.sample(children=False)
+    assert again.cpu.percent == measured.cpu.percent
+    assert again.process.cpu_percent == measured.process.cpu_percent
+
+
+def test_linux_after_a_fork_the_child_s_first_sample_is_unknown_again(tmp_path: Path) -> None:
+    tree = KernelTree(tmp_path)
+    write_host(tree, user=1000, system=0, idle=1000)
+    clock = ManualClock(100.0)
+    sampler = Sampler(tree.roots, clock=clock)
+    sampler.sample(children=False)
+    clock.advance(1.0)
+    write_host(tree, user=1000 + 400, system=0, idle=1000 + 400)
+    assert sampler.sample(children=False).cpu.percent == pytest.approx(50.0)
+
+    def child() -> None:
+        clock.advance(1.0)
+        write_host(tree, user=2000, system=0, idle=2000)
+        snap = sampler.sample(children=False)
+        # the parent's baseline means nothing here: the child's first sample is a baseline
+        assert (snap.cpu.percent, snap.process.cpu_percent) == (None, None)
+
+    assert in_child(child) == 0
+
+
+class Times(NamedTuple):
+    user: float
+    system: float
+    idle: float
+
+
+class OwnTimes(NamedTuple):
+    user: float
+    system: float
+    children_user: float
+    children_system: float
+
+
+def test_psutil_first_sample_is_unknown_and_later_ones_cover_the_time_since_the_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import psutil
+
+    host = [Times(5000.0, 1000.0, 90_000.0)]
+    own = [OwnTimes(100.0, 0.0, 0.0, 0.0)]
+    monkeypatch.setattr(psutil, "cpu_times", lambda percpu=False: host[0])
+    from psutil._common import memoize_when_activated  # what oneshot() expects of it
+
+    monkeypatch.setattr(psutil.Process, "cpu_times", memoize_when_activated(lambda self: own[0]))
+    clock = ManualClock(100.0)
+    sampler = Sampler(backend="psutil", clock=clock)
+    cpus = psutil.cpu_count() or 1
+
+    first = sampler.sample(children=False)
+    assert (first.cpu.percent, first.process.cpu_percent) == (None, None)
+    assert first.faults == ()
+
+    host[0] = Times(5000.0 + 0.8 * cpus, 1000.0, 90_000.0 + 0.2 * cpus)
+    own[0] = OwnTimes(100.5, 0.0, 0.0, 0.0)
+    clock.advance(1.0)
+    second = sampler.sample(children=False)
+    assert second.cpu.percent == pytest.approx(80.0)
+    assert second.process.cpu_percent == pytest.approx(50.0)
+
+    host[0] = Times(5000.0 + 1.0 * cpus, 1000.0, 90_000.0 + 2.0 * cpus)
+    own[0] = OwnTimes(101.5, 0.5, 0.0, 0.0)
+    clock.advance(2.0)
+    third = sampler.sample(children=False)
+    assert third.cpu.percent == pytest.approx(100 * 0.2 / 2.0)
+    assert third.process.cpu_percent == pytest.approx(75.0)
+
+    def child() -> None:
+        clock.advance(1.0)
+        snap = sampler.sample(children=False)
+        assert (snap.cpu.percent, snap.process.cpu_percent) == (None, None)
+
+    assert in_child(child) == 0

@@ -52,7 +52,6 @@ SOURCES: dict[str, dict[str, Any]] = {
     "meminfo": {"none": {"memory.total", "swap.total", "swap.used", "swap.free", "swap.percent"}},
     "stat": {"none": {"cpu.percent"}},
     "loadavg": {"none": {"cpu.load_1m", "cpu.load_5m", "cpu.load_15m"}},
-    "uptime": {"none": set(), "fallback": "process.cpu_percent", "setup": True},
     "self/stat": {
         "none": {"process.cpu_percent", "process.num_threads"},
         "fallback": "process.rss",
@@ -118,12 +117,13 @@ def none_fields(snap: Snapshot) -> set[str]:
 
 
 def healthy_none(tree: KernelTree) -> set[str]:
-    return none_fields(Sampler(tree.roots).sample())
+    return none_fields(Sampler(tree.roots, clock=ManualClock(100.0)).sample())
 
 
 def make_sampler(tree: KernelTree) -> Sampler:
-    # no caching of limits and slow files: the repair must show on the next sample
-    return Sampler(tree.roots, limits_max_age_s=0, slow_files_max_age_s=0)
+    # no caching of limits and slow files: the repair must show on the next sample; a
+    # clock that stands still keeps every CPU percent at its first sample's (unknown)
+    return Sampler(tree.roots, limits_max_age_s=0, slow_files_max_age_s=0, clock=ManualClock(100.0))
 
 
 def test_the_healthy_tree_has_no_faults_and_the_cgroup_binds(tree: KernelTree) -> None:
@@ -136,6 +136,8 @@ def test_the_healthy_tree_has_no_faults_and_the_cgroup_binds(tree: KernelTree) -
     assert snap.pressure.memory is not None
     # memory_level is macOS's pressure level: the linux backend never has it (not a fault)
     assert none_fields(snap) == {
+        "cpu.percent",  # a first sample: unknown, and not a fault
+        "process.cpu_percent",
         "process.uss",
         "processes",
         "containers",

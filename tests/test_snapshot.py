@@ -307,10 +307,10 @@ def test_a_fork_while_another_thread_samples_cannot_hang_the_child(backend: Back
 
 def test_cpu_counters_give_the_share_between_two_readings() -> None:
     counters = CpuCounters(cpu_count=1)
-    assert counters.host_percent((100, 1000)) == pytest.approx(10.0)  # since boot
+    assert counters.host_percent((100, 1000)) is None  # one reading: unknown, not since boot
     assert counters.host_percent((150, 1100)) == pytest.approx(50.0)
     assert counters.host_percent((150, 1100)) == pytest.approx(50.0)  # no tick: the last
-    assert counters.host_percent((10, 200)) == pytest.approx(50.0)  # went back: new baseline
+    assert counters.host_percent((10, 200)) is None  # went back: a new baseline, unknown
     assert counters.host_percent((60, 300)) == pytest.approx(50.0)
     assert counters.host_percent((60, 400)) == 0.0
 
@@ -319,14 +319,11 @@ def test_cpu_counters_of_this_process_need_a_baseline() -> None:
     counters = CpuCounters(cpu_count=1)
     ticks_per_s = TICKS_PER_S
     assert counters.process_percent(0, 10.0) is None  # the first reading is the baseline
-    assert counters.has_process_baseline
     assert counters.process_percent(ticks_per_s // 2, 11.0) == pytest.approx(50.0)
     assert counters.process_percent(ticks_per_s // 2, 11.0) == pytest.approx(50.0)  # 0 s
-    counters.reset()
-    after_reset = counters  # a new name: mypy does not carry the narrowing above over
-    assert not after_reset.has_process_baseline
-    # a baseline at the process's start: its average since then
-    assert counters.process_percent(ticks_per_s, 14.0, baseline=(0, 10.0)) == pytest.approx(25.0)
+    counters.reset()  # after a fork: unknown again, never the share before it
+    assert counters.process_percent(ticks_per_s, 14.0) is None
+    assert counters.process_percent(ticks_per_s * 2, 18.0) == pytest.approx(25.0)
 
 
 def test_cpu_counters_measure_no_window_shorter_than_a_quarter_second() -> None:
@@ -334,14 +331,16 @@ def test_cpu_counters_measure_no_window_shorter_than_a_quarter_second() -> None:
     such a window keeps the baseline and answers the previous share."""
     counters = CpuCounters(cpu_count=2)
     assert counters.process_percent(0, 10.0) is None
+    assert counters.process_percent(3, 10.01) is None  # too short, and nothing known yet
     assert counters.process_percent(50, 11.0) == pytest.approx(50.0 * 100 / TICKS_PER_S)
     assert counters.process_percent(53, 11.01) == pytest.approx(50.0 * 100 / TICKS_PER_S)
     # the baseline stayed at 11.0: 0.5 s later the window covers the whole 0.5 s
     assert counters.process_percent(50 + TICKS_PER_S // 4, 11.5) == pytest.approx(50.0)
     host = CpuCounters(cpu_count=2)
-    assert host.host_percent((100, 1000)) == pytest.approx(10.0)
-    assert host.host_percent((103, 1003)) == pytest.approx(10.0)  # 3 ticks: too short
+    assert host.host_percent((100, 1000)) is None
+    assert host.host_percent((103, 1003)) is None  # 3 ticks: too short, nothing known yet
     assert host.host_percent((100 + 60, 1000 + 100)) == pytest.approx(60.0)  # from the baseline
+    assert host.host_percent((163, 1103)) == pytest.approx(60.0)  # too short: the last share
 
 
 @given(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -75,12 +74,10 @@ class LinuxSampler:
         self._psi_paths: tuple[str, str, str] = ("", "", "")
         self._psi_source: str | None = None
         self._setup_faults: tuple[Fault, ...] = ()
-        self._once_faults: tuple[Fault, ...] = ()
         self._failing: frozenset[str] = frozenset()
         self._meminfo_path = self._proc("meminfo")
         self._stat_path = self._proc("stat")
         self._loadavg_path = self._proc("loadavg")
-        self._uptime_path = self._proc("uptime")
         self._self_stat_path = self._proc("self", "stat")
         self._self_statm_path = self._proc("self", "statm")
         self._slow = SlowValues(slow_files_max_age_s)  # PSI, load averages
@@ -128,8 +125,7 @@ class LinuxSampler:
                     )
                 )
         self._setup_faults = tuple(setup)
-        self._once_faults = ()
-        self._counters.reset()  # the first sample reports the average since boot
+        self._counters.reset()  # the next sample's CPU percents are unknown: a baseline
 
     def _find_psi(self) -> None:
         """PSI of the cgroup when it has its own, else the system's, else none."""
@@ -154,29 +150,6 @@ class LinuxSampler:
             path if path and os.path.exists(path) else "" for path in candidates
         )
         self._psi_paths = (memory_psi, cpu_psi, io_psi)
-
-    def _start_baseline(self, start_ticks: int, now_s: float) -> tuple[int, float] | None:
-        """(0 ticks, the clock's time when this process started), so the first sample
-        reports the process's average since it started; ``None`` when the start cannot be
-        placed."""
-        text = self._files.read(self._uptime_path)
-        uptime_s = _procfs.parse_uptime(text) if text is not None else None
-        if uptime_s is None:
-            path, kind, detail = self._files.damage(self._uptime_path, text)
-            try:
-                uptime_s = time.clock_gettime(time.CLOCK_BOOTTIME)
-                fallback: str | None = "CLOCK_BOOTTIME"
-            except (AttributeError, OSError):
-                fallback = None
-            self._once_faults = (
-                Fault("process.cpu_percent", path, kind, detail, fallback=fallback),
-            )
-            if uptime_s is None:
-                return None
-        age_s = uptime_s - start_ticks / _procfs.TICKS_PER_S
-        if age_s <= 0:
-            return None  # inconsistent clocks: this sample sets the baseline
-        return 0, now_s - age_s
 
     @property
     def location(self) -> _cgroup.CgroupLocation | None:
@@ -210,12 +183,8 @@ class LinuxSampler:
                 faults.extend(limits.faults)
             if self._setup_faults:
                 faults.extend(self._setup_faults)
-            once = self._once_faults
-            if once:
-                faults.extend(once)
-                self._once_faults = ()
             if faults or self._failing:
-                self._failing = log_faults(faults, self._failing, now_s, once=once)
+                self._failing = log_faults(faults, self._failing, now_s)
             return Snapshot(
                 memory=memory,
                 swap=swap,
@@ -299,12 +268,8 @@ class LinuxSampler:
         rss: int | None = None
         vms: int | None = None
         if stat is not None:
-            _, _, _, ticks, threads, start_ticks, rss, vms = stat
-            counters = self._counters
-            baseline = (
-                None if counters.has_process_baseline else self._start_baseline(start_ticks, now_s)
-            )
-            cpu_percent = counters.process_percent(ticks, now_s, baseline)
+            _, _, _, ticks, threads, _, rss, vms = stat
+            cpu_percent = self._counters.process_percent(ticks, now_s)
         else:
             path, kind, why = self._files.damage(self._self_stat_path, text)
             for field in ("process.cpu_percent", "process.num_threads"):

@@ -127,7 +127,7 @@ class PsutilSampler:
     def _setup(self) -> None:
         """(Re)make the psutil handle on this process: at first use and after a fork."""
         self._pid = os.getpid()
-        self._counters.reset()  # the first sample reports the average since boot
+        self._counters.reset()  # the next sample's CPU percents are unknown: a baseline
         self._slow.clear()
         self._limits = None
         self._process = None
@@ -416,8 +416,7 @@ class PsutilSampler:
         cpu_percent = None
         cpu_s = _cpu_seconds(times, faults) if times is not None else None
         if cpu_s is not None:
-            baseline = None if self._counters.has_process_baseline else self._start(process)
-            cpu_percent = self._counters.process_percent(cpu_s, now_s, baseline)
+            cpu_percent = self._counters.process_percent(cpu_s, now_s)
         if threads is not None and (not isinstance(threads, int) or threads <= 0):
             _garbage(faults, "psutil.Process().num_threads()", threads, "process.num_threads")
             threads = None
@@ -431,15 +430,6 @@ class PsutilSampler:
             children_rss=children_rss,
         )
         return own, _data_segment(info, faults)
-
-    def _start(self, process: Any) -> tuple[float, float] | None:
-        """(0 s of CPU, the clock's time when this process started), so the first sample
-        reports the average since it started; ``None`` when the start cannot be placed."""
-        try:
-            age_s = self._wall_clock() - float(process.create_time())
-        except Exception:
-            return None
-        return (0.0, self._clock() - age_s) if age_s > 0 else None
 
 
 def _attempt(source: str, call: Callable[[], _T]) -> tuple[_T | None, Damage | None]:
