@@ -1302,7 +1302,7 @@ def test_the_monitor_s_process_table_follows_its_sampler_s_backend(
     monkeypatch.setattr(resguard._probes.backend, "_chosen", other)  # the default differs
     policy = Policy([ProcessCount(rss_above="1TiB", at_least=1)])
     monitor = Monitor(policy=policy, sampler=Sampler(backend=backend), reclaim=False)
-    table = monitor._process_table
+    table = monitor._builtin.process_table
     assert table is not None
     assert table.backend == backend
     assert table.sample()  # it lists this machine's processes

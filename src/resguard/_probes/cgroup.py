@@ -1,4 +1,5 @@
-"""cgroup v1 and v2: where this process sits, its memory limits and usage, its CPU quota.
+"""cgroup v1 and v2: where this process sits, its memory limits and usage, its CPU quota,
+and the processes of a cgroup and its descendants (:func:`member_pids`).
 
 Limits are found by walking from the process's own cgroup up to the root of the mounted
 hierarchy, because a limit set on a parent binds every child. ``memory.low``/``memory.min``
@@ -13,22 +14,26 @@ import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 import attrs
 
-from resguard._probes.files import read_text
+from resguard._probes.files import FaultKind, read_text
 from resguard._probes.paths import DEFAULT_ROOTS, Roots
 
 __all__ = [
     "DAMAGED",
+    "MAX_MEMBER_CGROUPS",
+    "MAX_MEMBER_PIDS",
     "CgroupLocation",
     "CgroupMemory",
+    "MemberDamage",
     "MemoryBound",
     "cpu_quota",
     "find_location",
     "locate",
     "location_of",
+    "member_pids",
     "memory_bound",
     "memory_limit",
     "parse_count",
@@ -447,3 +452,83 @@ def cpu_quota(
         if cpus is not None and (best is None or cpus < best):
             best = cpus
     return best
+
+
+MAX_MEMBER_CGROUPS = 4096
+"""The most cgroup directories :func:`member_pids` walks (the cgroup and its descendants)."""
+MAX_MEMBER_PIDS = 1 << 20
+"""The most pids :func:`member_pids` collects (Linux's own ``pid_max`` limit is 4 M)."""
+
+
+_MEMBERS_CAP_BYTES = 8 * 2**20  # a million pids of 7 digits and their newlines
+
+
+class MemberDamage(NamedTuple):
+    """Why the members of a cgroup could not all be read."""
+
+    path: str
+    kind: FaultKind
+    detail: str
+
+
+def _members_of(directory: str) -> list[int] | MemberDamage:
+    """The pids in one cgroup directory's ``cgroup.procs`` (v1 and v2), else its ``tasks``
+    (v1: thread ids, the pids among them), or (path, kind, detail) of why not."""
+    damage = MemberDamage(directory, "missing", "no cgroup.procs or tasks")
+    for name in ("cgroup.procs", "tasks"):
+        path = os.path.join(directory, name)
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(_MEMBERS_CAP_BYTES)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            damage = MemberDamage(path, "unreadable", f"cannot read: {error.strerror or error}")
+            continue
+        text = data.decode("ascii", "replace")
+        lines = text.split()
+        if (text and not text.endswith("\n")) or not all(
+            line.isdigit() and line.isascii() and len(line) < 12 for line in lines
+        ):
+            return MemberDamage(path, "garbage", f"not a list of pids: {text[:40]!r}")
+        return [int(line) for line in lines]
+    return damage
+
+
+def member_pids(
+    directory: str,
+    *,
+    max_cgroups: int = MAX_MEMBER_CGROUPS,
+    max_pids: int = MAX_MEMBER_PIDS,
+) -> tuple[int, ...] | MemberDamage:
+    """The pids in the cgroup *directory* and every cgroup below it, sorted and without
+    repeats (cgroup v1 or v2), or a :class:`MemberDamage` saying why they could not all
+    be read: a member list that is missing, unreadable or damaged, or a tree beyond
+    *max_cgroups* directories or *max_pids* pids (a partial list would misplace
+    processes). A child cgroup removed during the walk is skipped. Never raises."""
+    found: set[int] = set()
+    todo = [directory]
+    walked = 0
+    while todo:
+        current = todo.pop()
+        walked += 1
+        if walked > max_cgroups:
+            return MemberDamage(directory, "truncated", f"more than {max_cgroups} cgroups below it")
+        members = _members_of(current)
+        if isinstance(members, MemberDamage):
+            if current != directory and not os.path.isdir(current):
+                continue  # removed since it was listed
+            return members
+        found.update(members)
+        if len(found) > max_pids:
+            return MemberDamage(directory, "truncated", f"more than {max_pids} pids in it")
+        try:
+            with os.scandir(current) as entries:
+                todo.extend(entry.path for entry in entries if entry.is_dir(follow_symlinks=False))
+        except OSError as error:
+            if current == directory or os.path.isdir(current):
+                return MemberDamage(
+                    current, "unreadable", f"cannot list: {error.strerror or error}"
+                )
+    found.discard(0)
+    return tuple(sorted(found))

@@ -21,16 +21,16 @@ from resguard._modules.waiter import Waiter
 from resguard.monitor import _decide, _loops
 from resguard.monitor._options import (
     Options,
+    builtin_sources,
     check_policy,
     check_sampler,
     check_sources,
-    process_table,
 )
 from resguard.monitor._sources import sample_sources, subscriber_name
 from resguard.monitor._state import Source, State, Subscriber, monotonic_now
 from resguard.reclaim import Ladder, ReclaimReport
-from resguard.rules import Level, Policy, ProcessCount, ProcessThreshold
-from resguard.snapshot import Fault, Sampler, Snapshot
+from resguard.rules import Level, Policy
+from resguard.snapshot import Fault, HeatReader, Sampler, Snapshot
 from resguard.units import shown
 
 __all__ = ["Monitor"]
@@ -75,6 +75,10 @@ class Monitor:
         clock: monotonic seconds, the clock of the sampler's snapshots (default
             :func:`time.monotonic`); :meth:`unknown_reason`, the reclaim pace and the slow
             loop's schedule read it for "now".
+        heat: sample ``snapshot.heat`` even when no rule reads it: True, or the
+            :class:`~resguard.snapshot.HeatReader` to read through.
+        processes: sample the process table (and ``cgroup_pids``) even when no rule
+            reads it.
 
     Every bad argument raises :class:`~resguard.InvalidValue` or
     :class:`~resguard.InvalidType` naming it, before anything is started.
@@ -99,6 +103,8 @@ class Monitor:
         ladder: Ladder | None = None,
         stale_after: float | str | None = None,
         clock: Clock | None = None,
+        heat: bool | HeatReader = False,
+        processes: bool = False,
     ) -> None:
         options = Options.parse(
             interval=interval,
@@ -118,6 +124,9 @@ class Monitor:
         if ladder is not None and not isinstance(ladder, Ladder):
             raise InvalidType(f"ladder={shown(ladder)} is not a resguard.reclaim.Ladder")
         self._sampler = check_sampler(sampler, cgroup)
+        self._builtin = builtin_sources(
+            self.policy, self._sampler, heat=heat, processes=processes, clock=self._clock
+        )
         self._set_options(options)
         self.ladder = ladder if ladder is not None else Ladder(self._measure_used)
         self._init_state()
@@ -143,10 +152,6 @@ class Monitor:
         self.stale_after_s = options.stale_after_s
 
     def _init_state(self) -> None:
-        needs_processes = any(
-            isinstance(rule, (ProcessThreshold, ProcessCount)) for rule in self.policy.rules
-        )
-        self._process_table = process_table(self._sampler) if needs_processes else None
         self._policy_state = self.policy.new_state()
         self._failures = _Failures(self._clock)
         self._failed, self._worked = self._failures.failed, self._failures.worked
@@ -224,12 +229,13 @@ class Monitor:
         return state
 
     def sample_slow(self) -> None:
-        """Sample the process table and every source once (what the slow loop does).
+        """Sample the process table (with the binding cgroup's members), heat and every
+        source once (what the slow loop does); the first two when asked for.
 
         A failing source is logged once per kind of error; its fields become ``None`` and
         ``snapshot.faults`` names it, so rules on them report *unknown*."""
         updates, faults = sample_sources(
-            self._process_table, self._sources, self._failed, self._worked
+            self._builtin, self._sources, self._failed, self._worked, self.state.snapshot.memory
         )
         with self._extra_lock:
             self._extra.update(updates)
@@ -262,14 +268,7 @@ class Monitor:
                 f"{shown(callback)} is not callable; expected a function (new_state, old_state)"
             )
         self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            try:
-                self._subscribers.remove(callback)
-            except ValueError:
-                pass
-
-        return unsubscribe
+        return _unsubscriber(self._subscribers, callback)
 
     @property
     def clock(self) -> Clock:
@@ -446,6 +445,18 @@ class Monitor:
         task_group, self._task_group = self._task_group, None
         task_group.cancel_scope.cancel()
         return bool(await task_group.__aexit__(exc_type, exc, tb))
+
+
+def _unsubscriber(subscribers: list[Subscriber], callback: Subscriber) -> Callable[[], None]:
+    """The function that takes *callback* out of *subscribers* (again: nothing)."""
+
+    def unsubscribe() -> None:
+        try:
+            subscribers.remove(callback)
+        except ValueError:
+            pass
+
+    return unsubscribe
 
 
 class _Failures:

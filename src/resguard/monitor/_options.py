@@ -10,18 +10,21 @@ from typing import TYPE_CHECKING
 import attrs
 
 from resguard._errors import InvalidType, InvalidValue, ResguardError
-from resguard._probes.backend import BACKENDS
+from resguard._probes.backend import BACKENDS, Backend
 from resguard.processes import ProcessTable
 from resguard.rules import Policy
 from resguard.snapshot import Sampler
 from resguard.units import format_duration, named, parse_duration, parse_percent, shown
 
 if TYPE_CHECKING:
+    from resguard._modules.clock import Clock
+    from resguard.monitor._sources import BuiltinSources
     from resguard.monitor._state import Source
 
 __all__ = [
     "MIN_INTERVAL_S",
     "Options",
+    "builtin_sources",
     "check_policy",
     "check_sampler",
     "check_sources",
@@ -181,3 +184,48 @@ def process_table(sampler: object) -> ProcessTable:
     if backend not in BACKENDS or (backend == "linux" and not sys.platform.startswith("linux")):
         return ProcessTable()
     return ProcessTable(backend="linux" if backend == "linux" else "psutil")
+
+
+def builtin_sources(
+    policy: Policy, sampler: object, *, heat: object, processes: object, clock: Clock
+) -> BuiltinSources:
+    """The monitor's own slow readers: the process table when a rule reads ``processes``
+    (or ``cgroup_pids``) or *processes* is True, heat when a rule reads ``heat`` or *heat*
+    is True (or the :class:`~resguard.snapshot.HeatReader` to read through), each on the
+    sampler's backend."""
+    from resguard.monitor._sources import BuiltinSources, policy_needs
+    from resguard.rules import ProcessCount, ProcessThreshold
+    from resguard.snapshot import HeatReader
+
+    if isinstance(heat, HeatReader):
+        given: HeatReader | None = heat
+    elif isinstance(heat, bool):
+        given = None
+    else:
+        raise InvalidType(
+            f"heat={shown(heat)} is not a bool; expected True, False or a "
+            "resguard.snapshot.HeatReader"
+        )
+    wants_heat = given is not None or heat is True or policy_needs(policy, "heat")
+    wants_processes = (
+        _flag(processes, "processes")
+        or policy_needs(policy, "processes")
+        or policy_needs(policy, "cgroup_pids")
+        or any(isinstance(rule, (ProcessThreshold, ProcessCount)) for rule in policy.rules)
+    )
+    table = process_table(sampler) if wants_processes else None
+    reader = given
+    if reader is None and wants_heat:
+        reader = HeatReader(backend=_heat_backend(sampler), clock=clock)
+    return BuiltinSources(table, reader, clock=clock)
+
+
+def _heat_backend(sampler: object) -> Backend:
+    """Heat on the sampler's backend; the default one for a sampler without one, and for
+    a linux sampler off Linux (re-rooted on a fixture tree: there is no hwmon there)."""
+    backend = getattr(sampler, "backend", None)
+    if backend not in BACKENDS or (backend == "linux" and not sys.platform.startswith("linux")):
+        from resguard._probes.backend import default_backend
+
+        return default_backend()
+    return "linux" if backend == "linux" else "psutil"

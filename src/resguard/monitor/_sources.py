@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from resguard._errors import InvalidValue
-from resguard.snapshot import Fault, Snapshot
+from resguard._probes import cgroup as _cgroup
+from resguard._probes.reporting import log_faults
+from resguard.snapshot import Fault, HeatReader, MemoryInfo, Snapshot
 from resguard.units import shown
 
 if TYPE_CHECKING:
     from resguard.monitor._state import Source
     from resguard.processes import ProcessTable
+    from resguard.rules import Policy
 
 __all__ = [
     "SOURCE_FIELDS",
+    "BuiltinSources",
+    "binding_cgroup",
     "declared_fields",
+    "policy_needs",
     "sample_sources",
     "source_fault",
     "source_fields",
@@ -91,17 +100,75 @@ def source_fault(field: str, source: str, error: BaseException) -> Fault:
     return Fault(field, source, "unreadable", f"{type(error).__name__}: {error}")
 
 
-def sample_sources(
-    process_table: ProcessTable | None,
-    sources: Sequence[Source],
+def policy_needs(policy: Policy, field: str) -> bool:
+    """Whether a rule of *policy* reads the snapshot *field* or a path under it (the
+    paths in its ``reads``: ``("heat",)``, ``("processes", "memory.limit")``,
+    ``("heat.hottest_celsius",)``), so the monitor must sample it."""
+    under = field + "."
+    for rule in policy.rules:
+        reads = getattr(rule, "reads", ())
+        if isinstance(reads, str) or not isinstance(reads, (list, tuple, frozenset, set)):
+            continue
+        if any(
+            isinstance(path, str) and (path == field or path.startswith(under)) for path in reads
+        ):
+            return True
+    return False
+
+
+def binding_cgroup(memory: MemoryInfo) -> str | None:
+    """The cgroup directory whose limit *memory* reports (``memory.source == "cgroup"``:
+    ``source_detail`` is that directory's limit file), else ``None``: the host's or an
+    rlimit's limit binds, and the processes to judge are the host's."""
+    if memory.source != "cgroup" or not memory.source_detail.startswith("/"):
+        return None
+    return os.path.dirname(memory.source_detail)
+
+
+class BuiltinSources:
+    """The monitor's own slow readers: the process table (with the members of the
+    binding memory cgroup, ``cgroup_pids``, on the linux backend) and heat; each ``None``
+    when neither the policy nor the caller asked for it."""
+
+    def __init__(
+        self,
+        process_table: ProcessTable | None,
+        heat: HeatReader | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.process_table = process_table
+        self.heat = heat
+        self.members = process_table is not None and process_table.backend == "linux"
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failing: frozenset[str] = frozenset()
+
+    def cgroup_pids(self, memory: MemoryInfo) -> tuple[tuple[int, ...] | None, tuple[Fault, ...]]:
+        """The pids of the binding memory cgroup and its descendants (``None`` when no
+        cgroup's limit binds, or they could not be read: then one warning and a fault)."""
+        directory = binding_cgroup(memory)
+        found = _cgroup.member_pids(directory) if directory is not None else None
+        faults: tuple[Fault, ...] = ()
+        pids: tuple[int, ...] | None = None
+        if isinstance(found, _cgroup.MemberDamage):
+            faults = (Fault("cgroup_pids", found.path, found.kind, found.detail),)
+        else:
+            pids = found
+        with self._lock:
+            self._failing = log_faults(faults, self._failing, self._clock())
+        return pids, faults
+
+
+def _sample_builtin(
+    builtin: BuiltinSources,
+    memory: MemoryInfo,
     failed: Callable[[str, BaseException], None],
     worked: Callable[[str], None],
-) -> tuple[dict[str, Any], dict[str, tuple[Fault, ...]]]:
-    """Sample the process table and every source once: the snapshot fields they fill in,
-    and the faults of each by name. A failing one is *failed*; its declared fields become
-    ``None`` and its faults name them, so rules on them report *unknown*."""
-    updates: dict[str, Any] = {}
-    faults: dict[str, tuple[Fault, ...]] = {}
+    updates: dict[str, Any],
+    faults: dict[str, tuple[Fault, ...]],
+) -> None:
+    process_table = builtin.process_table
     if process_table is not None:
         try:
             updates["processes"] = tuple(process_table.sample())
@@ -111,6 +178,43 @@ def sample_sources(
         except Exception as error:
             failed("process table", error)
             faults["process table"] = (source_fault("processes", "process table", error),)
+        if builtin.members:
+            try:
+                updates["cgroup_pids"], member_faults = builtin.cgroup_pids(memory)
+                if member_faults:
+                    faults["cgroup members"] = member_faults
+                worked("cgroup members")
+            except Exception as error:  # member_pids never raises; the last net
+                failed("cgroup members", error)
+                updates["cgroup_pids"] = None
+                faults["cgroup members"] = (source_fault("cgroup_pids", "cgroup members", error),)
+    if builtin.heat is not None:
+        try:
+            updates["heat"] = builtin.heat.read()
+            if builtin.heat.faults:
+                faults["heat"] = builtin.heat.faults
+            worked("heat")
+        except Exception as error:  # read() never raises; the last net
+            failed("heat", error)
+            updates["heat"] = None
+            faults["heat"] = (source_fault("heat", "heat", error),)
+
+
+def sample_sources(
+    builtin: BuiltinSources,
+    sources: Sequence[Source],
+    failed: Callable[[str, BaseException], None],
+    worked: Callable[[str], None],
+    memory: MemoryInfo,
+) -> tuple[dict[str, Any], dict[str, tuple[Fault, ...]]]:
+    """Sample the monitor's own readers (the process table, the cgroup's members, heat)
+    and every source once: the snapshot fields they fill in, and the faults of each by
+    name (*memory* is the latest reading, whose binding cgroup's members are read). A
+    failing one is *failed*; its declared fields become ``None`` and its faults name
+    them, so rules on them report *unknown*."""
+    updates: dict[str, Any] = {}
+    faults: dict[str, tuple[Fault, ...]] = {}
+    _sample_builtin(builtin, memory, failed, worked, updates, faults)
     for source in sources:
         name = source.name
         try:
