@@ -274,7 +274,7 @@ def test_another_users_matching_process_is_never_touched(
 def test_without_culprits_the_busiest_matching_process_is_the_one_target(
     children: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
-    idle = children("rankidle", "import time\nwhile 1: time.sleep(1)")
+    idle = children("rankidle", "import signal\nsignal.pause()")
     busy = children("rankbusy")
     table = ProcessTable()
     table.sample()

@@ -20,7 +20,9 @@ unload the guardian, for that one model:
    the model's own ``context_length``): Ollama restarts a model's idle timer, and so
    moves its ``expires_at``, only when its *last* in-flight request ends. The no-op ends
    at once, so ``expires_at`` moves if and only if no other request was in flight;
-3. re-reads ``/api/ps`` and unloads the model only when ``expires_at`` moved.
+3. re-reads ``/api/ps`` (for up to :data:`CHECK_WAIT_S`: Ollama restarts the timer in its
+   scheduler a moment after it answers) and unloads the model only when ``expires_at``
+   moved; a busy model costs that wait.
 
 Limits, honestly: a request that starts in the milliseconds between step 3 and the unload
 is not seen (Ollama then unloads the model when that request ends, without cutting it
@@ -50,13 +52,15 @@ from resguard.units import format_bytes, format_duration
 if TYPE_CHECKING:
     from resguard.snapshot import OllamaModelInfo
 
-__all__ = ["DEFAULT_KEEP_ALIVE_S", "UNREACHABLE", "ModelUnloader"]
+__all__ = ["CHECK_WAIT_S", "DEFAULT_KEEP_ALIVE_S", "UNREACHABLE", "ModelUnloader"]
 
 _logger = get_logger("resguard")
 
 DEFAULT_KEEP_ALIVE_S = 300.0
 """Ollama's own default keep-alive (``OLLAMA_KEEP_ALIVE`` unset): 5 minutes."""
 UNREACHABLE = "skipped: ollama unreachable"
+CHECK_WAIT_S = 2.0
+"""How long after its no-op request a model's expiry has to move for it to count as idle."""
 _ACTION = "ollama-unload-idle"
 _SEEN_MAX = 256  # models whose expiry the unloader remembers
 
@@ -66,7 +70,8 @@ class ModelUnloader:
 
     *host* as :class:`resguard.ollama.OllamaModels` takes it; *keep_alive* the server's
     ``OLLAMA_KEEP_ALIVE`` (``None``: this environment's, else 5 minutes); *timeout_s* the
-    deadline of each request; *wall_clock* the epoch clock ``expires_at`` is compared with.
+    deadline of each request; *wall_clock* the epoch clock ``expires_at`` is compared with,
+    *clock* and *sleep* time the wait for the expiry to move.
     *models* is a ready ``OllamaModels`` (tests); otherwise one is made at first use.
     """
 
@@ -77,12 +82,16 @@ class ModelUnloader:
         keep_alive: float | str | None = None,
         timeout_s: float = 5.0,
         wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
         models: Any = None,
     ) -> None:
         self.host = host
         self.timeout_s = timeout_s
         self._keep_alive = keep_alive
         self._wall_clock = wall_clock
+        self._clock = clock
+        self._sleep = sleep
         self._models = models
         self._down = False  # warned that Ollama is unreachable, until it answers again
         self._seen: dict[str, tuple[float | None, float, bool]] = {}
@@ -204,12 +213,24 @@ class ModelUnloader:
             self._client().client.generate(model=first.name, prompt="", options=options)
         except Exception as error:
             return f"skipped: the no-op request that checks it is idle failed: {error}"
-        after = self._fresh(listed.name)
-        if isinstance(after, str):
-            return after
-        if after.expires_at == first.expires_at:
-            return "skipped: a request is in flight (its expiry did not move after a no-op)"
-        return None
+        return self._moved(first)
+
+    def _moved(self, first: OllamaModelInfo) -> str | None:
+        """``None`` once ``/api/ps`` shows *first*'s expiry moved after the no-op; why not
+        when it has not within :data:`CHECK_WAIT_S` (Ollama restarts the idle timer in its
+        scheduler, a moment after it answers)."""
+        deadline = self._clock() + CHECK_WAIT_S
+        pause_s = 0.01
+        while True:
+            after = self._fresh(first.name)
+            if isinstance(after, str):
+                return after
+            if after.expires_at != first.expires_at:
+                return None
+            if self._clock() >= deadline:
+                return "skipped: a request is in flight (its expiry did not move after a no-op)"
+            self._sleep(pause_s)
+            pause_s = min(pause_s * 2, 0.2)
 
     def _fresh(self, name: str) -> OllamaModelInfo | str:
         infos = self._loaded()
