@@ -38,7 +38,6 @@ Sort = Literal["auto", "cpu", "memory"]
 FOOTER = "q quit  c sort by CPU  m sort by memory"
 _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\x1b": "\\x1b"}
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-_MEMORY_PREFIXES = ("memory.", "swap.", "pressure.memory.")
 _CPU_PREFIXES = ("cpu.", "pressure.cpu.", "processes.cpu")
 _MAX_BREACH_LINES = 4
 _MAX_UNKNOWN_LINES = 2
@@ -170,12 +169,15 @@ def _level_value(breach: Any) -> int:
 def breach_resource(breach: Any) -> Literal["cpu", "memory"] | None:
     """The resource a breach is about: ``"memory"`` for memory, swap and memory pressure,
     ``"cpu"`` for CPU, CPU pressure and per-process CPU, else ``None``."""
+    from resguard.rules import culprit_resource
+
     metric = str(breach.metric)
-    if metric.startswith(_MEMORY_PREFIXES) or metric in ("processes.rss", "processes.uss"):
+    resource = culprit_resource(metric)
+    if resource is not None:
+        return resource
+    if metric in ("processes.rss", "processes.uss"):
         return "memory"
-    if metric.startswith(_CPU_PREFIXES):
-        return "cpu"
-    return None
+    return "cpu" if metric.startswith(_CPU_PREFIXES) else None
 
 
 def sort_resource(verdict: Any, sort: Sort) -> Literal["cpu", "memory"]:

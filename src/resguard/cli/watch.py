@@ -15,15 +15,20 @@ from typing import Any, TextIO
 
 from resguard._errors import InvalidState
 from resguard._probes.procfs import CPU_WINDOW_MIN_S
-from resguard.cli import _args
-from resguard.cli._args import Commands, non_negative_int, period, positive_int
+from resguard.cli._args import (
+    Commands,
+    add_window_argument,
+    non_negative_int,
+    over_window,
+    period,
+    positive_int,
+)
 from resguard.cli._render import Live, fixed, size
 from resguard.cli._view import ViewOptions, build_frame, choose_rows, culprit_pids, sort_resource
 
 __all__ = ["add_parser", "format_frame", "format_line", "run", "stale_reason", "update"]
 
 EXIT_TERMINATED = 143  # 128 + SIGTERM
-_DEFAULT_WINDOW_S = 1.0
 _BIG_HEIGHT = 10_000
 
 
@@ -170,7 +175,7 @@ def _monitor(args: argparse.Namespace, ollama: Any) -> Any:
 def _window(args: argparse.Namespace) -> float:
     """How long the first update measures CPU over: ``--window`` for ``--once`` (default
     1 s), else the period (at least the table's shortest window)."""
-    window = float(getattr(args, "window", None) or _DEFAULT_WINDOW_S)
+    window = float(args.window)
     return max(window if args.once else min(window, args.interval), CPU_WINDOW_MIN_S)
 
 
@@ -181,8 +186,6 @@ def _measure(monitor: Any) -> Any:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    import time
-
     from resguard.cli._feeds import OllamaFeed
 
     ollama = None if args.json and args.once else OllamaFeed.if_installed()
@@ -190,17 +193,16 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if ollama is not None:
         ollama.start()
     try:
-        _measure(monitor)  # the start of every CPU window
-        time.sleep(_window(args))
+        state = over_window(_window(args), lambda: _measure(monitor))
         if out.isatty() and not args.json and not args.once:
-            return _live(monitor, args, out)
-        return _stream(monitor, args, out)
+            return _live(monitor, state, args, out)
+        return _stream(monitor, state, args, out)
     finally:
         if ollama is not None:
             ollama.close()
 
 
-def _stream(monitor: Any, args: argparse.Namespace, out: TextIO) -> int:
+def _stream(monitor: Any, state: Any, args: argparse.Namespace, out: TextIO) -> int:
     """Updates appended to *out*: JSON lines, or one line each (a frame for ``--once``
     on a terminal)."""
     import time
@@ -209,7 +211,6 @@ def _stream(monitor: Any, args: argparse.Namespace, out: TextIO) -> int:
     options = ViewOptions(rows=args.n, show_all=args.all)
     frames = 0
     while True:
-        state = _measure(monitor)
         stale = stale_reason(monitor)
         if args.json:
             live.show_json(update(state, stale, options))
@@ -221,9 +222,10 @@ def _stream(monitor: Any, args: argparse.Namespace, out: TextIO) -> int:
         if args.once or (args.count is not None and frames >= args.count):
             return 0 if state.verdict.ok or not args.once else 1
         time.sleep(args.interval)
+        state = _measure(monitor)
 
 
-def _live(monitor: Any, args: argparse.Namespace, out: TextIO) -> int:
+def _live(monitor: Any, state: Any, args: argparse.Namespace, out: TextIO) -> int:
     """The live view: the alternate screen, a frame per period, keys between frames;
     ``q`` ends it (0), as Ctrl-C does (130, from main) and SIGTERM (143)."""
     from resguard.cli._screen import Screen, colour_wanted, default_keys
@@ -231,7 +233,6 @@ def _live(monitor: Any, args: argparse.Namespace, out: TextIO) -> int:
     options = ViewOptions(rows=args.n, show_all=args.all)
     frames = 0
     with Screen(out, default_keys(), colour=colour_wanted(out)) as screen:
-        state = _measure(monitor)
         while not screen.terminated:
             rows = _described(choose_rows(state, options))
             stale = stale_reason(monitor)
@@ -321,19 +322,5 @@ def add_parser(commands: Commands) -> None:
         "--once", action="store_true", help="print one update; exit 1 if the verdict is not OK"
     )
     watch.add_argument("--json", action="store_true", help="one JSON object per update")
-    _add_window(watch)
+    add_window_argument(watch)
     watch.set_defaults(handler=run)
-
-
-def _add_window(watch: argparse.ArgumentParser) -> None:
-    """``--window``: A's shared argument where cli._args has it, else the same here."""
-    add = getattr(_args, "add_window_argument", None)
-    if add is not None:
-        add(watch)
-        return
-    watch.add_argument(
-        "--window",
-        type=period,
-        default=_DEFAULT_WINDOW_S,
-        help="measure CPU over this long before the first update (default 1s)",
-    )
