@@ -119,10 +119,14 @@ def test_a_hanging_notifier_is_killed_at_its_deadline(tmp_path: Path) -> None:
     assert "did not finish within 0.5 s" in result
 
 
-def test_a_failing_notifier_is_a_failed_result_with_what_it_said(tmp_path: Path) -> None:
+def test_a_failing_notifier_is_a_failed_result_and_the_alert_is_logged_instead(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     _fake(tmp_path, "notify-send", "sys.stderr.write('no dbus session'); sys.exit(3)\n")
-    result = _notifier(tmp_path).notify("t", "b")
+    with caplog.at_level(logging.WARNING, logger="resguard"):
+        result = _notifier(tmp_path).notify("resguard: WARNING hot", "cpu 97 C")
     assert result == "failed: " + str(tmp_path / "notify-send") + " exited with 3: no dbus session"
+    assert "resguard: WARNING hot: cpu 97 C (failed: " in caplog.text
 
 
 def test_without_a_notifier_the_notification_is_a_log_line(

@@ -226,6 +226,8 @@ class MachineEffects:
             return Outcome(spec.do, target, True, "would")
         if spec.do == "stop":
             return self._stop(stopper, candidate, target)
+        if not _can(spec.do):
+            return Outcome(spec.do, target, False, f"failed: this platform cannot {spec.do}")
         if spec.do == "pause":
             result = self._send(stopper, candidate, signal.SIGSTOP)
             if result == "done":
@@ -315,6 +317,13 @@ class MachineEffects:
             except OSError as error:
                 return Outcome("renice", held.target, False, f"failed: {error.strerror or error}")
         return Outcome("renice", held.target, False, "done")
+
+
+def _can(action: str) -> bool:
+    """Whether this platform has what *action* needs (Windows has no SIGSTOP nor nice)."""
+    if action == "pause":
+        return hasattr(signal, "SIGSTOP") and hasattr(signal, "SIGCONT")
+    return action != "renice" or hasattr(os, "setpriority")
 
 
 def _refusal(reason: str) -> str:

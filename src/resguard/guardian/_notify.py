@@ -88,12 +88,17 @@ class Notifier:
 
     def notify(self, title: str, body: str) -> str:
         """Show *title* and *body*; the journal's result: ``"done"`` (shown, or logged
-        where there is no notifier) or ``"failed: <why>"``."""
+        where there is no notifier) or ``"failed: <why>"`` (then logged as well)."""
         program = self.program()
         if program is None:
             _logger.warning("%s: %s", _short(title), _short(body))
             return "done"
-        argv = notification_argv(program, title, body)
+        result = self._run(program, notification_argv(program, title, body))
+        if result != "done":  # the alert is never lost: it is logged instead
+            _logger.warning("%s: %s (%s)", _short(title), _short(body), result)
+        return result
+
+    def _run(self, program: str, argv: list[str]) -> str:
         try:
             finished = subprocess.run(
                 argv,
