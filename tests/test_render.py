@@ -160,3 +160,15 @@ def test_local_time_is_the_local_calendar_time() -> None:
     assert local_time(at) == dt.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
     assert local_time(None) == "unknown"
     assert percent_text(45.94) == "45.9%"
+
+
+def test_a_percent_field_is_shown_with_its_sign() -> None:
+    @attrs.frozen
+    class Share(ValueMixin):
+        busy_share_now: float = attrs.field(metadata={"unit": "percent"})
+        plain_ratio_now: float = 0.5
+
+    html = Share(45.94)._repr_html_()
+    assert "45.9%" in html
+    assert "0.50" in html  # a float without a unit keeps two decimals
+    assert "45.9%" in records_table([Share(45.94)], ("busy_share_now",))

@@ -106,14 +106,17 @@ def format_value(value: float | None, spec: str = "", *, unknown: str = "unknown
 
 
 def _format(path: str, value: Any, unit: str | None = None) -> str:
-    """*value* for people: a whole number of bytes with its unit (JSON keeps the raw
-    integers), a float with two decimals, ``—`` for ``None``."""
+    """*value* for people: a whole number of bytes in IEC units (JSON keeps the raw
+    integers), a percentage with ``%``, another float with two decimals, ``—`` for
+    ``None``."""
     from resguard.units import format_size
 
     if unit is None:
         unit = leaf_unit(path.rsplit(".", 1)[-1])
     if isinstance(value, int) and not isinstance(value, bool) and unit == "bytes":
         return format_size(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and unit == "percent":
+        return percent_text(value)
     if isinstance(value, float):
         return f"{value:.2f}"
     return "—" if value is None else str(value)
