@@ -1033,3 +1033,86 @@ def test_the_stopper_takes_a_backend_as_the_table_does(monkeypatch: pytest.Monke
         ProcessStopper(["x"], backend="bsd")  # type: ignore[arg-type]
     with pytest.raises(InvalidType, match="backend=3"):
         ProcessStopper(["x"], backend=3)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------
+# One process, and a verified handle for actions other than stop (the guardian's)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_candidate_reads_one_process_as_candidates_lists_it(
+    mode: str, sleeper: subprocess.Popen[bytes]
+) -> None:
+    stopper = _stopper(mode, rf"^sleep {S3001}$")
+    one, listed = stopper.candidate(sleeper.pid), _candidate(stopper, sleeper.pid)
+    assert one is not None
+    fields = ("pid", "start_ticks", "create_time", "name", "cmdline", "uid", "protected")
+    assert [getattr(one, f) for f in fields] == [getattr(listed, f) for f in fields]
+    assert _stopper(mode, rf"^sleep {S3002}$").candidate(sleeper.pid) is None  # no match
+    sleeper.kill()
+    sleeper.wait()
+    assert stopper.candidate(sleeper.pid) is None  # gone
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_verified_hands_out_a_handle_on_the_listed_process(
+    mode: str, sleeper: subprocess.Popen[bytes]
+) -> None:
+    stopper = _stopper(mode, rf"^sleep {S3001}$")
+    candidate = stopper.candidate(sleeper.pid)
+    assert candidate is not None
+    with stopper.verified(candidate) as (handle, why):
+        assert (handle is not None, why) == (True, "")
+        assert handle is not None
+        assert handle.send(signal.SIGSTOP)
+        wait_until(lambda: _stat_state(sleeper.pid) == "T", what="the sleeper to stop")
+        assert handle.send(signal.SIGCONT)
+    assert sleeper.poll() is None
+
+
+def _stat_state(pid: int) -> str | None:
+    stat = read_stat(pid)
+    return stat.state if stat is not None else None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_verified_refuses_a_process_that_is_not_the_listed_one(
+    mode: str, sleeper: subprocess.Popen[bytes]
+) -> None:
+    stopper = _stopper(mode, rf"^sleep {S3001}$")
+    candidate = stopper.candidate(sleeper.pid)
+    assert candidate is not None
+    if candidate.start_ticks is not None:  # listed one tick before this process started
+        earlier = attrs.evolve(candidate, start_ticks=candidate.start_ticks - 1)
+    else:
+        assert candidate.create_time is not None
+        earlier = attrs.evolve(candidate, create_time=candidate.create_time - 1.0)
+    with stopper.verified(earlier) as (handle, why):
+        assert handle is None
+        assert why.startswith("gone before it was signalled")
+    assert _stat_state(sleeper.pid) in ("S", "R")
+
+
+@pytest.mark.parametrize("mode", ["pidfd", "psutil"])
+def test_verified_refuses_another_users_process(mode: str) -> None:
+    if os.geteuid() != 0:
+        unavailable("starting another user's process needs root")
+    process = _spawn("sleep", S3006, user=65534)
+    try:
+        _wait_for_exec(process.pid, f"sleep {S3006}")
+        stopper = _stopper(mode, rf"^sleep {S3006}$")
+        candidate = stopper.candidate(process.pid)
+        assert candidate is not None
+        with stopper.verified(candidate) as (handle, why):
+            assert (handle, why) == (None, "protected: another user's process")
+        # a listing forged as this user's is re-checked: the owner (linux), or the whole
+        # identity with its owner (psutil: another process then, by its uid)
+        forged = attrs.evolve(candidate, uid=os.getuid(), protected=None)
+        refusal = "protected: another user's process" if mode == "pidfd" else "gone before"
+        with stopper.verified(forged) as (handle, why):
+            assert handle is None
+            assert why.startswith(refusal)
+        assert _stat_state(process.pid) in ("S", "R")
+    finally:
+        process.kill()
+        process.wait()
