@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from resguard.monitor import Monitor
-from resguard.rules import Policy, Threshold, culprits
-from resguard.snapshot import Snapshot
+from resguard.rules import Offender, Policy, Threshold, culprits
 
 from support import wait_until
 
@@ -79,21 +78,21 @@ def test_a_process_burning_a_core_is_the_cpu_culprit_by_share_of_a_core() -> Non
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         monitor = Monitor(policy=Policy([]), processes=True, reclaim=False)
-        found: list[Snapshot] = []
+        found: list[Offender] = []
 
         def burning() -> bool:
             monitor.sample_slow()
             snapshot = monitor.sample_now().snapshot
-            top = culprits(snapshot, "cpu.percent", 1)
-            if top and top[0].pid == burner.pid and top[0].value >= 40:
-                found.append(snapshot)
+            # top 5, not first: the suite's other tests may burn cores beside this one
+            named = {item.pid: item for item in culprits(snapshot, "cpu.percent", 5)}
+            if burner.pid in named and named[burner.pid].value >= 20:
+                found.append(named[burner.pid])
                 return True
             return False
 
-        wait_until(burning, timeout_s=20.0, what="the burner to be the busiest process")
-        (first,) = culprits(found[-1], "cpu.percent", 1)
-        assert first.unit == "core_percent"
-        assert first.value <= 110  # one thread: at most one core, as top counts it
+        wait_until(burning, timeout_s=30.0, what="the burner among the busiest processes")
+        assert found[-1].unit == "core_percent"
+        assert found[-1].value <= 110  # one thread: at most one core, as top counts it
     finally:
         burner.kill()
         burner.wait(timeout=10)

@@ -41,17 +41,12 @@ def culprit_resource(metric: str) -> Resource | None:
     return None
 
 
-def _no_memory_no_command(row: ProcessInfo) -> bool:
-    return not row.cmdline and not row.rss
-
-
 def _kernel_thread_test() -> Callable[[ProcessInfo], bool]:
-    """``resguard.processes.is_kernel_thread``, imported at the first culprit (not with
-    the rules); an older resguard.processes without it: the same test, written here."""
-    import resguard.processes as processes
+    """:func:`resguard.processes.is_kernel_thread`, imported at the first culprit: judging
+    a snapshot needs no process table code until a breach names someone."""
+    from resguard.processes import is_kernel_thread
 
-    test: Callable[[ProcessInfo], bool] | None = getattr(processes, "is_kernel_thread", None)
-    return _no_memory_no_command if test is None else test
+    return is_kernel_thread
 
 
 def _members(snapshot: Snapshot) -> Sequence[ProcessInfo] | None:
