@@ -66,7 +66,8 @@ def describe(rule: str | None, outcome: Outcome) -> str:
 
 
 class Journal:
-    """Appends journal lines to *path* (``None``: log only); *wall_clock* gives the time."""
+    """Appends journal lines to *path* (``~`` expanded; ``None``: log only); *wall_clock*
+    gives the time."""
 
     def __init__(
         self,
@@ -75,7 +76,7 @@ class Journal:
         wall_clock: Callable[[], float] = time.time,
         logger: logging.Logger = _logger,
     ) -> None:
-        self.path = None if path is None else os.fspath(path)
+        self.path = None if path is None else os.path.expanduser(os.fspath(path))
         self._wall_clock = wall_clock
         self._logger = logger
         self._failing = False
