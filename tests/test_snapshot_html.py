@@ -192,3 +192,25 @@ def test_names_from_the_machine_are_text_never_markup() -> None:
 def test_a_time_no_calendar_holds_is_shown_not_raised(taken_at: float) -> None:
     snap = attrs.evolve(make_snapshot(), taken_at=taken_at)
     assert parsed(snap).caption == f"resguard snapshot at {taken_at!r}"
+
+
+def test_long_lists_are_cut_and_counted_and_a_cgroup_quota_is_named() -> None:
+    sensors = tuple(
+        TemperatureSensor("acpitz", f"temp{i}", 40.0 + i, None, None) for i in range(14)
+    )
+    base = make_snapshot(
+        containers=tuple(make_container(f"c{i}", memory_used=2**20) for i in range(12))
+    )
+    snap = attrs.evolve(
+        base,
+        heat=HeatInfo.from_readings(sensors, (), None, "hwmon"),
+        cpu=attrs.evolve(base.cpu, effective=0.5, effective_source="cgroup"),
+    )
+    table = parsed(snap)
+    assert table.sections["Heat"]["hottest"] == "53.0 °C"
+    assert table.sections["Heat"]["… sensors"] == "4 more"
+    assert "acpitz temp9" in table.sections["Heat"]
+    assert "acpitz temp10" not in table.sections["Heat"]
+    assert table.sections["Containers"]["… containers"] == "2 more"
+    assert table.sections["CPU"]["usable cores"] == "0.5 (cgroup)"
+    assert "busy (of the cgroup's quota)" in table.sections["CPU"]

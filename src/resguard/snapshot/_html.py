@@ -24,7 +24,7 @@ __all__ = ["snapshot_html"]
 
 _Rows = Iterator[tuple[str, str]]
 _FIRST_SAMPLE = "unknown (no earlier sample to measure from)"
-_LISTED = 10  # containers and models listed by name; the rest are counted
+_LISTED = 10  # sensors, fans, containers and models listed by name; the rest are counted
 
 
 def snapshot_html(snapshot: Snapshot) -> str:
@@ -88,7 +88,10 @@ def _swap(snapshot: Snapshot) -> _Rows:
 
 def _cpu(snapshot: Snapshot) -> _Rows:
     cpu = snapshot.cpu
-    yield "busy (all cores)", _percent(snapshot, "cpu.percent", cpu.percent, _FIRST_SAMPLE)
+    busy = (
+        "busy (of the cgroup's quota)" if cpu.effective_source == "cgroup" else "busy (all cores)"
+    )
+    yield busy, _percent(snapshot, "cpu.percent", cpu.percent, _FIRST_SAMPLE)
     yield "cores", str(cpu.count)
     yield "usable cores", f"{cpu.effective:g} ({printable(cpu.effective_source)})"
     loads = (cpu.load_1m, cpu.load_5m, cpu.load_15m)
@@ -133,7 +136,7 @@ def _celsius(value: float | None) -> str:
 
 def _heat(heat: HeatInfo) -> _Rows:
     yield "hottest", _celsius(heat.hottest_celsius)
-    for sensor in heat.sensors:
+    for sensor in heat.sensors[:_LISTED]:
         marks = [
             f"{name} {_celsius(mark)}"
             for name, mark in (("high", sensor.high_celsius), ("critical", sensor.critical_celsius))
@@ -141,8 +144,12 @@ def _heat(heat: HeatInfo) -> _Rows:
         ]
         text = _celsius(sensor.current_celsius) + (f" ({', '.join(marks)})" if marks else "")
         yield printable(f"{sensor.chip} {sensor.label}"), text
-    for fan in heat.fans:
+    if len(heat.sensors) > _LISTED:
+        yield "… sensors", f"{len(heat.sensors) - _LISTED} more"
+    for fan in heat.fans[:_LISTED]:
         yield printable(f"{fan.chip} {fan.label}"), f"{fan.rpm:.0f} rpm"
+    if len(heat.fans) > _LISTED:
+        yield "… fans", f"{len(heat.fans) - _LISTED} more"
     if heat.thermal_pressure is not None:
         yield "thermal pressure", printable(heat.thermal_pressure)
     yield "read from", printable(heat.source)
@@ -183,7 +190,7 @@ def _containers(containers: ContainersInfo) -> _Rows:
         cpu = "" if item.cpu_percent is None else f", CPU {percent_text(item.cpu_percent)}"
         yield printable(item.name), f"{format_size(item.memory_used)} {limit}{share}{cpu}"
     if len(containers.items) > _LISTED:
-        yield "…", f"{len(containers.items) - _LISTED} more"
+        yield "… containers", f"{len(containers.items) - _LISTED} more"
 
 
 def _ollama(models: tuple[OllamaModelInfo, ...], now: float) -> _Rows:
@@ -200,7 +207,7 @@ def _ollama(models: tuple[OllamaModelInfo, ...], now: float) -> _Rows:
             text += f", unloads at {local_time(model.expires_at)}"
         yield printable(model.name), text
     if len(models) > _LISTED:
-        yield "…", f"{len(models) - _LISTED} more"
+        yield "… models", f"{len(models) - _LISTED} more"
 
 
 def _faults(snapshot: Snapshot) -> _Rows:
