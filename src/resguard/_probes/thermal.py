@@ -23,8 +23,6 @@ with a deadline, and never raises.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -109,12 +107,18 @@ def thermal_pressure(therm: PmsetTherm) -> str:
 def run_pmset(
     timeout_s: float = PMSET_TIMEOUT_S,
     *,
-    which: Callable[[str], str | None] = shutil.which,
-    run: Callable[..., Any] = subprocess.run,
+    which: Callable[[str], str | None] | None = None,
+    run: Callable[..., Any] | None = None,
 ) -> str | Damage | None:
     """The output of ``pmset -g therm``, ``None`` where there is no ``pmset`` (not macOS),
     or why it gave none: it failed, exited non-zero or did not answer within *timeout_s*.
-    Never raises; *which* and *run* are injectable for tests."""
+    Never raises; *which* (default :func:`shutil.which`) and *run* (default
+    :func:`subprocess.run`) are injectable for tests."""
+    import shutil
+    import subprocess  # here: only a reader on macOS runs it
+
+    which = shutil.which if which is None else which
+    run = subprocess.run if run is None else run
     source = " ".join(PMSET_COMMAND)
     try:
         executable = which(PMSET_COMMAND[0])
