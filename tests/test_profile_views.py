@@ -106,3 +106,10 @@ def test_a_profile_printout_never_mixes_decimal_and_iec_sizes() -> None:
     assert not DECIMAL_SIZE.search(joined), joined
     assert "peak RSS" in repr(prof)
     assert re.search(r"\(\+-?[0-9.]+ (?:B|KiB|MiB)\)", repr(prof))
+
+
+def test_the_summary_shows_percentages_and_cpu_time_for_people() -> None:
+    table = cells(ticked_profile(3, 0.1)._repr_html_())
+    assert table["mean_cpu_percent"].endswith("%")
+    assert table["peak_cpu_percent"].endswith("%")
+    assert re.fullmatch(r"[0-9.]+(?:ms|s)|[0-9]+m[0-9]{2}s", table["cpu_seconds"])

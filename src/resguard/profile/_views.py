@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from resguard._modules.render import html_table
+from resguard._modules.render import html_table, percent_text
 from resguard.units import format_duration, format_size
 
 if TYPE_CHECKING:
@@ -46,6 +46,8 @@ _BYTE_FIGURES = frozenset(
     }
 )
 
+_PERCENT_FIGURES = frozenset({"mean_cpu_percent", "peak_cpu_percent", "peak_psi_memory_some_avg10"})
+
 
 def summary_html(prof: Profile) -> str:
     """The headline figures of *prof* as an HTML table (unknown figures say so)."""
@@ -62,6 +64,10 @@ def summary_html(prof: Profile) -> str:
             rows.append((f"peak_uss (read every {every})", format_size(value)))
         elif key in _BYTE_FIGURES:
             rows.append((key, format_size(value)))
+        elif key in _PERCENT_FIGURES:
+            rows.append((key, percent_text(value)))
+        elif key == "cpu_seconds":
+            rows.append((key, format_duration(value)))
         else:
             rows.append((key, value))
     title = f"resguard profile{': ' + prof.label if prof.label else ''}"
