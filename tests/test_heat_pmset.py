@@ -186,3 +186,11 @@ def test_a_pmset_damage_with_sensors_read_leaves_only_the_state_unknown(tmp_path
     assert [(fault.field, fault.fallback) for fault in reader.faults] == [
         ("heat.thermal_pressure", None)
     ]
+
+
+def test_importing_the_snapshot_layer_does_not_import_subprocess() -> None:
+    """The pmset probe imports subprocess when it runs (macOS), not on every import."""
+    from support import run_python
+
+    loaded = run_python("import sys, resguard.snapshot; print('subprocess' in sys.modules)")
+    assert loaded.strip() == "False"
