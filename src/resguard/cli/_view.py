@@ -37,7 +37,7 @@ __all__ = [
 Sort = Literal["auto", "cpu", "memory"]
 FOOTER = "q quit  c sort by CPU  m sort by memory"
 _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\x1b": "\\x1b"}
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"})
 _CPU_PREFIXES = ("cpu.", "pressure.cpu.", "processes.cpu")
 _MAX_BREACH_LINES = 4
 _MAX_UNKNOWN_LINES = 2
@@ -86,7 +86,8 @@ class Frame:
 def printable(text: str) -> str:
     """*text* with every control or invisible character written visibly: newline as
     ``\\n``, tab ``\\t``, ESC ``\\x1b``, other C0/C1 controls and DEL as ``\\xNN``,
-    format characters (bidi overrides), separators and lone surrogates as ``\\uNNNN``;
+    format characters (bidi overrides), separators other than the space and lone
+    surrogates as ``\\uNNNN`` (or ``\\xNN``);
     what a process put in its command line can never move the cursor or colour the
     screen."""
     if text.isprintable():

@@ -188,7 +188,7 @@ def _measure(monitor: Any) -> Any:
 def run(args: argparse.Namespace, out: TextIO) -> int:
     from resguard.cli._feeds import OllamaFeed
 
-    ollama = None if args.json and args.once else OllamaFeed.if_installed()
+    ollama = OllamaFeed.if_installed()
     monitor = _monitor(args, ollama)
     if ollama is not None:
         ollama.start()
