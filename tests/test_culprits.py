@@ -62,6 +62,7 @@ def test_a_memory_metric_names_the_three_largest_by_rss_as_a_share_of_the_limit(
         "pressure.memory.some.avg10",
         "pressure.memory.full.avg60",
         "pressure.memory_level",
+        "processes.rss",
     ],
 )
 def test_memory_swap_and_memory_pressure_blame_memory(metric: str) -> None:
@@ -69,7 +70,14 @@ def test_memory_swap_and_memory_pressure_blame_memory(metric: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "metric", ["cpu.percent", "pressure.cpu.some.avg10", "cpu.load_1m", "cpu.load_15m"]
+    "metric",
+    [
+        "cpu.percent",
+        "pressure.cpu.some.avg10",
+        "cpu.load_1m",
+        "cpu.load_15m",
+        "processes.cpu_percent",
+    ],
 )
 def test_cpu_metrics_blame_cpu(metric: str) -> None:
     assert culprit_resource(metric) == "cpu"
