@@ -4,10 +4,12 @@ flight, and an Ollama that is down or hangs is skipped within a deadline."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -210,3 +212,52 @@ def test_the_unload_check_keeps_the_loaded_context_length(
     ]
     assert check["options"] == {"num_ctx": 4096}
     assert re.fullmatch(IDLE.replace(".", r"\."), check["model"])
+
+
+def test_the_guardian_under_a_memory_squeeze_unloads_only_the_idle_model_and_journals_it(
+    tmp_path: Path,
+    server: OllamaStandIn,
+    ollama_clock: OffsetClock,
+    effects: MachineEffects,
+    busy_request: Callable[[str], None],
+) -> None:
+    from resguard.guardian import Guardian, Journal, load_config
+
+    config_path = tmp_path / "resguard.toml"
+    config_path.write_text(
+        """
+[guardian]
+preset = "none"
+dry_run = false
+
+[[guardian.rule]]
+name = "squeeze"
+metric = "memory.percent"
+op = ">="
+value = 0
+level = "critical"
+
+[[guardian.action]]
+when = "squeeze"
+do = "ollama-unload-idle"
+idle_for = "5m"
+"""
+    )
+    _use(server, IDLE, prompt="hello")
+    _use(server, BUSY, prompt="hello")
+    ollama_clock.advance(600)
+    busy_request(BUSY)
+    journal = tmp_path / "journal.jsonl"
+    guardian = Guardian(load_config(config_path), effects, journal=Journal(journal))
+    try:
+        guardian.tick()
+    finally:
+        guardian.close()
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    done = [line for line in lines if line["result"] == "done"]
+    assert [(line["action"], line["target"]["model"]) for line in done] == [
+        ("ollama-unload-idle", IDLE)
+    ]
+    assert done[0]["freed_bytes"] == SIZES[IDLE]
+    assert (done[0]["rule"], done[0]["dry_run"]) == ("squeeze", False)
+    assert server.loaded_names() == [BUSY]
