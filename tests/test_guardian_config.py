@@ -156,6 +156,17 @@ def test_a_pyproject_holds_it_under_tool_resguard_guardian(tmp_path: Path) -> No
         load_config(bad)
 
 
+def test_the_laptop_presets_heat_options_are_keys_of_the_table(tmp_path: Path) -> None:
+    path = write(tmp_path, '[guardian]\nfan_rpm_above = 4000\nsensor_celsius_above = "90"\n')
+    config = load_config(path)
+    assert (config.fan_rpm_above, config.sensor_celsius_above) == (4000, "90")
+    names = [rule.name for rule in config.policy().rules]
+    assert "fans above 4000 rpm for 5m" in names
+    assert "a sensor above 90 °C for 30s" in names
+    without = [rule.name for rule in parse_config({}, "x").policy().rules]
+    assert not any(name.startswith("fans above") for name in without)  # no fan rule unless asked
+
+
 BAD = [
     ('preset = "desktop"', "guardian.preset = 'desktop'", "laptop, service, none"),
     ('dry_run = "yes"', "guardian.dry_run = 'yes'", "true or false"),
@@ -163,6 +174,13 @@ BAD = [
     ('interval = "soon"', "guardian.interval = 'soon'", "not a duration"),
     ("intervall = 3", "guardian.intervall = 3", "did you mean 'interval'"),
     ("journal = 5", "guardian.journal = 5", "a file path"),
+    ("fan_rpm_above = -3", "guardian.fan_rpm_above = -3", "rpm from 0"),
+    ("sensor_celsius_above = true", "guardian.sensor_celsius_above = True", "°C"),
+    (
+        'preset = "service"\nfan_rpm_above = 4000',
+        "guardian.fan_rpm_above = 4000",
+        'an option of preset = "laptop"',
+    ),
     (
         '[[guardian.rule]]\nname = "x"\nmetric = "memory.prcent"\nop = ">"\nvalue = 5',
         "guardian.rule[0] (name = 'x')",
@@ -393,6 +411,8 @@ tables = st.fixed_dictionaries(
         "preset": toml_values,
         "dry_run": toml_values,
         "interval": toml_values,
+        "fan_rpm_above": toml_values,
+        "sensor_celsius_above": toml_values,
         "rule": st.lists(entries, max_size=3),
         "action": st.lists(entries, max_size=3),
     },

@@ -75,3 +75,12 @@ def test_a_journal_that_cannot_be_written_warns_once_and_the_guardian_goes_on(
         journal.write("rule", outcome)
     assert journal.lines_written == 1
     assert any("can be written again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_journal_path_with_a_tilde_goes_under_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    journal = Journal("~/guardian.jsonl", wall_clock=lambda: EPOCH)
+    journal.write("rule", Outcome("notify", None, False, "done"))
+    assert json.loads((tmp_path / "guardian.jsonl").read_text())["action"] == "notify"

@@ -26,7 +26,8 @@ __all__ = ["PRESETS", "GuardianConfig", "load_config", "load_policy", "parse_con
 PRESETS = ("laptop", "service", "none")
 """Every value ``preset`` accepts (``none``: only the rules of the file)."""
 
-_TOP_KEYS = ("preset", "dry_run", "interval", "journal", "rule", "action")
+_LAPTOP_KEYS = ("fan_rpm_above", "sensor_celsius_above")  # the laptop preset's options
+_TOP_KEYS = ("preset", "dry_run", "interval", "journal", *_LAPTOP_KEYS, "rule", "action")
 _RULE_COMMON = ("name", "for", "clear", "level")
 _RULE_FORMS: dict[str, tuple[str, ...]] = {
     "threshold": ("metric", "op", "value", "cooldown"),
@@ -42,28 +43,34 @@ _LEVELS = ("WARNING", "CRITICAL")
 class GuardianConfig:
     """The guardian's configuration, checked. ``path`` is the file it came from (``None``
     for the defaults: no file found); ``rules`` are the file's own rules, judged beside
-    the preset's; ``interval_s`` is the time between two evaluations."""
+    the preset's; ``interval_s`` is the time between two evaluations; ``fan_rpm_above``
+    and ``sensor_celsius_above`` are the laptop preset's options
+    (:func:`resguard.presets.laptop`)."""
 
     path: str | None = None
     preset: str = "laptop"
     dry_run: bool = True
     interval_s: float = 2.0
     journal: str | None = None
+    fan_rpm_above: float | str | None = None
+    sensor_celsius_above: float | str | None = None
     rules: tuple[Rule, ...] = ()
     actions: tuple[ActionSpec, ...] = ()
 
     def policy(self, *, clock: Clock = monotonic) -> Policy:
         """The preset's rules and the file's, judged together."""
-        return Policy([*_preset_rules(self.preset, clock), *self.rules], clock=clock)
+        options = {key: getattr(self, key) for key in _LAPTOP_KEYS}
+        return Policy([*_preset_rules(self.preset, clock, options), *self.rules], clock=clock)
 
 
-def _preset_rules(preset: str, clock: Clock) -> list[Rule]:
+def _preset_rules(preset: str, clock: Clock, options: Mapping[str, Any]) -> list[Rule]:
     from resguard import presets
 
     if preset == "none":
         return []
-    policy = presets.laptop(clock=clock) if preset == "laptop" else presets.service(clock=clock)
-    return list(policy.rules)
+    if preset == "service":
+        return list(presets.service(clock=clock).rules)
+    return list(presets.laptop(clock=clock, **options).rules)
 
 
 def _error(path: str, key: str, value: object, problem: str) -> ConfigError:
@@ -254,7 +261,24 @@ def _scalars(path: str, base: str, table: Mapping[str, Any]) -> dict[str, Any]:
         fields["interval_s"] = _seconds(path, f"{base}.interval", table["interval"], positive=True)
     if "journal" in table:
         fields["journal"] = _text(path, f"{base}.journal", table["journal"], "a file path")
+    for key in _LAPTOP_KEYS:
+        if key not in table:
+            continue
+        if preset != "laptop":
+            raise _error(path, f"{base}.{key}", table[key], 'is an option of preset = "laptop"')
+        fields[key] = table[key]
     return fields
+
+
+def _laptop_options(path: str, base: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The laptop preset's options, each checked by building the preset with it."""
+    options = {key: fields[key] for key in _LAPTOP_KEYS if key in fields}
+    for key, value in options.items():
+        try:
+            _preset_rules("laptop", monotonic, {key: value})
+        except (InvalidValue, InvalidType) as error:
+            raise _error(path, f"{base}.{key}", value, str(error)) from None
+    return options
 
 
 def _section(data: Mapping[str, Any], path: str) -> tuple[Mapping[str, Any] | None, str]:
@@ -292,7 +316,8 @@ def parse_config(data: Mapping[str, Any], path: str = "<config>") -> GuardianCon
         _rule(path, f"{base}.rule[{index}]", entry)
         for index, entry in enumerate(_entries(path, base, table, "rule"))
     )
-    preset_names = {rule.name for rule in _preset_rules(fields["preset"], monotonic)}
+    options = _laptop_options(path, base, fields)
+    preset_names = {rule.name for rule in _preset_rules(fields["preset"], monotonic, options)}
     seen: set[str] = set()
     for index, rule in enumerate(rules):
         if rule.name in seen or rule.name in preset_names:
