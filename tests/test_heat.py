@@ -363,3 +363,10 @@ def test_read_heat_is_a_one_shot_of_the_default_backend() -> None:
         read_heat(backend="nope")  # type: ignore[arg-type]
     with pytest.raises(InvalidType):
         read_heat(backend=[])  # type: ignore[arg-type]
+
+
+def test_a_tree_numbers_its_chips_in_the_order_they_were_added(tree: KernelTree) -> None:
+    assert tree.add_hwmon("a", [(None, 30.0, None, None)]) == "hwmon0"
+    os.unlink(tree.path("hwmon0/name"))  # damage does not renumber the chips after it
+    assert tree.add_hwmon("b", [(None, 31.0, None, None)]) == "hwmon1"
+    assert tree.path("hwmon1/temp1_input").endswith(os.path.join("hwmon1", "temp1_input"))

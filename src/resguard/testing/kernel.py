@@ -114,7 +114,7 @@ class KernelTree:
         ``"hwmonN/temp1_input"`` and so on (:meth:`damage` breaks them); returns
         ``"hwmonN"``."""
         hwmon = Path(self.hwmon_root)
-        number = len([name for name in self.files if name.endswith("/name")])
+        number = len([name for name in self.contents if name.endswith("/name")])
         device = f"hwmon{number}"
         written = {"name": f"{chip}\n"}
         for index, (label, celsius, high, critical) in enumerate(temperatures, 1):
