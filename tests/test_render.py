@@ -172,3 +172,9 @@ def test_a_percent_field_is_shown_with_its_sign() -> None:
     assert "45.9%" in html
     assert "0.50" in html  # a float without a unit keeps two decimals
     assert "45.9%" in records_table([Share(45.94)], ("busy_share_now",))
+
+
+def test_a_lone_surrogate_is_escaped_so_the_html_encodes() -> None:
+    html = sections_table([("group", [("name", "a\udc80b")])], "title")
+    assert "a\\udc80b" in html
+    html.encode("utf-8")  # a notebook sends it as UTF-8: a lone surrogate would raise
