@@ -253,8 +253,9 @@ def test_once_evaluates_and_acts_once_and_prints_the_verdict_naming_the_culprit(
     assert state_of(child.pid) in ("R", "S")  # dry-run
 
 
-def test_sigterm_stops_the_guardian_cleanly_and_resumes_what_it_paused(
-    tmp_path: Path, burner: tuple[subprocess.Popen[bytes], str]
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_guardian_cleanly_and_resumes_what_it_paused(
+    tmp_path: Path, burner: tuple[subprocess.Popen[bytes], str], signum: signal.Signals
 ) -> None:
     child, marker = burner
     config = write_config(tmp_path, marker, dry_run=False)
@@ -278,7 +279,7 @@ def test_sigterm_stops_the_guardian_cleanly_and_resumes_what_it_paused(
     )
     try:
         wait_until(lambda: state_of(child.pid) == "T", what="the child paused", timeout_s=30)
-        guardian.send_signal(signal.SIGTERM)
+        guardian.send_signal(signum)
         _, stderr = guardian.communicate(timeout=30)
     finally:
         if guardian.poll() is None:
@@ -292,6 +293,11 @@ def test_sigterm_stops_the_guardian_cleanly_and_resumes_what_it_paused(
     resumed = [line for line in lines if line["rule"] is None]
     assert resumed
     assert resumed[-1]["target"]["pid"] == child.pid
+
+
+def test_the_process_table_is_sampled_whatever_the_rules_read() -> None:
+    guardian = Guardian(GuardianConfig(preset="none"), Recording())
+    assert guardian.observe().snapshot.processes  # culprits and process actions need it
 
 
 def test_the_guardian_judges_the_machines_memory_not_its_own_cgroup() -> None:

@@ -57,8 +57,10 @@ class Guardian:
     ``interval_s`` until *stop* is set; ``close()`` resumes what it paused.
 
     *dry_run* (default the configuration's) makes every effect say what it would do.
-    *monitor* defaults to one with the configuration's policy over :func:`host_sampler`
-    (no reclaim: the guardian acts only through its actions).
+    *monitor* defaults to one with the configuration's policy over :func:`host_sampler`,
+    sampling the process table whatever the rules read (breaches name their culprits from
+    it, process actions pick their targets in it) and not reclaiming (the guardian acts
+    only through its actions).
     """
 
     def __init__(
@@ -161,6 +163,7 @@ def _monitor_for(config: GuardianConfig) -> Monitor:
         interval=config.interval_s,
         policy=config.policy(),
         sampler=host_sampler(),
+        processes=True,  # culprits and process actions need the table whatever the rules read
         reclaim=False,
         adaptive=False,
         psi_trigger=False,
