@@ -21,7 +21,10 @@ has one. A dry run signals nothing and says ``"would"`` with the target.
 pid and start time; when the rule clears (:meth:`MachineEffects.clear`) or the guardian
 stops (:meth:`MachineEffects.close`) that same process, verified again, gets SIGCONT.
 ``renice`` only lowers priority (nice + ``by``, at most 19) and the rule's clearing puts
-back the nice value it had, unless someone changed it since. The nice value is set by
+back the nice value it had, unless someone changed it since (putting back a lower value
+needs the right to raise a priority: root, or ``RLIMIT_NICE``; without it the clearing is
+journalled as failed). ``stop`` waits for the grace, and up to 5 s after SIGKILL, in the
+guardian's tick. The nice value is set by
 pid right after the pidfd says the process is still alive: a window of microseconds in
 which it could exit and its pid be reused remains (``setpriority`` takes no pidfd).
 
@@ -240,6 +243,8 @@ class MachineEffects:
         action = stopper.stop(candidate)
         for helds in self._paused.values():  # a stopped process is no longer ours to resume
             helds[:] = [held for held in helds if not _is(held.candidate, candidate)]
+        if action.done and action.signal == "none":  # it ended by itself: nothing freed by us
+            return Outcome("stop", target, False, "skipped: it exited before it was signalled")
         if action.done:
             return Outcome("stop", target, False, "done", candidate.rss)
         return Outcome("stop", target, False, _refusal(action.reason))

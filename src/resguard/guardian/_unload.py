@@ -29,9 +29,12 @@ is not seen (Ollama then unloads the model when that request ends, without cutti
 short); a model unloaded by someone else between steps 1 and 2 is loaded again by the
 no-op; a model a client loaded with runner options other than ``num_ctx`` (``num_gpu``,
 ``num_batch``) may be reloaded by the no-op, since Ollama reloads a runner whose options
-differ; a keep-alive shorter than the one assumed makes a model look idle for longer than
-it is (the no-op still keeps a busy one). A dry run sends nothing, the no-op included, so
-it cannot tell a busy model from an idle one: it says which models *would* be checked.
+differ; a model that cannot generate (an embedding model) answers the no-op with an
+error and is then skipped, never unloaded; a keep-alive shorter than the one assumed makes
+a model look idle for longer than it is (the no-op still keeps a busy one); the no-op
+restarts an idle model's timer, so one whose unload then fails looks freshly used. A dry run
+sends nothing, the no-op included, so it cannot tell a busy model from an idle one: it
+says which models *would* be checked.
 
 The models are measured where Ollama lives, on the machine, not in a service's cgroup;
 ``freed_bytes`` is the model's size as ``/api/ps`` reported it before the unload.
