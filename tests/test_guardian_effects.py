@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 import attrs
 import pytest
 
+from resguard._probes.backend import Backend
 from resguard.guardian._actions import ActionSpec
 from resguard.guardian._effects import MachineEffects
 from resguard.guardian._notify import Notifier
@@ -120,15 +121,16 @@ def _snapshot() -> Snapshot:
     return make_snapshot(processes=tuple(ProcessTable().sample()))
 
 
-def _effects() -> MachineEffects:
-    return MachineEffects(notifier=Notifier(which=lambda name: None))
+def _effects(backend: Backend | None = None) -> MachineEffects:
+    return MachineEffects(backend=backend, notifier=Notifier(which=lambda name: None))
 
 
+@pytest.mark.parametrize("backend", ["linux", "psutil"])
 def test_pause_stops_the_matching_culprit_and_clear_resumes_that_same_process(
-    children: Callable[..., subprocess.Popen[bytes]],
+    children: Callable[..., subprocess.Popen[bytes]], backend: Backend
 ) -> None:
-    burner = children("pause")
-    effects, spec = _effects(), _spec("pause", rf"guardian-pause-{RUN}")
+    burner = children(f"pause{backend}")
+    effects, spec = _effects(backend), _spec("pause", rf"guardian-pause{backend}-{RUN}")
     [outcome] = effects.act(spec, _breach(burner.pid), _snapshot(), dry_run=False)
     assert (outcome.result, outcome.target and outcome.target.pid) == ("done", burner.pid)
     assert outcome.target is not None
@@ -251,18 +253,20 @@ def _as_nobody() -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="starting another user's process needs root")
+@pytest.mark.parametrize("backend", ["linux", "psutil"])
 @pytest.mark.parametrize("do", ["pause", "renice", "stop"])
 def test_another_users_matching_process_is_never_touched(
-    children: Callable[..., subprocess.Popen[bytes]], do: str
+    children: Callable[..., subprocess.Popen[bytes]], do: str, backend: Backend
 ) -> None:
     python = next(
         (p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.path.exists(p)), None
     )
     if python is None:
         pytest.skip("no python3 that another user may run")
-    theirs = children(f"nobody{do}", python=python, preexec_fn=_as_nobody)
+    theirs = children(f"nobody{do}{backend}", python=python, preexec_fn=_as_nobody)
     nice = os.getpriority(os.PRIO_PROCESS, theirs.pid)
-    effects, spec = _effects(), _spec(do, rf"guardian-nobody{do}-{RUN}", grace_s=0.1)
+    effects = _effects(backend)
+    spec = _spec(do, rf"guardian-nobody{do}{backend}-{RUN}", grace_s=0.1)
     for breach in (_breach(theirs.pid), _breach()):  # named as a culprit, or found by rank
         [outcome] = effects.act(spec, breach, _snapshot(), dry_run=False)
         assert outcome.result == "skipped: protected: another user's process"
@@ -325,3 +329,15 @@ def test_resume_refuses_a_process_that_is_not_the_one_paused(
     [refused] = effects.clear(spec, dry_run=False)
     assert refused.result.startswith("skipped: it is gone")
     assert _state(burner.pid) == "T"  # nothing was sent to it
+
+
+@pytest.mark.parametrize("by", [0, -5, 20])
+def test_renice_never_raises_a_priority_even_when_asked_to(
+    children: Callable[..., subprocess.Popen[bytes]], by: int
+) -> None:
+    burner = children(f"raise{by}")
+    os.setpriority(os.PRIO_PROCESS, burner.pid, 5)
+    spec = _spec("renice", rf"guardian-raise{by}-{RUN}", renice_by=by)
+    [outcome] = _effects().act(spec, _breach(burner.pid), _snapshot(), dry_run=False)
+    assert outcome.result == f"refused: by = {by}, not 1-19"
+    assert os.getpriority(os.PRIO_PROCESS, burner.pid) == 5

@@ -262,6 +262,8 @@ class MachineEffects:
     def _renice(
         self, stopper: ProcessStopper, spec: ActionSpec, candidate: StopCandidate, target: Target
     ) -> Outcome:
+        if not 1 <= spec.renice_by <= _MAX_NICE:  # the config refuses it; never raise one
+            return Outcome("renice", target, False, f"refused: by = {spec.renice_by}, not 1-19")
         with stopper.verified(candidate) as (handle, why):
             if handle is None:
                 return Outcome("renice", target, False, _refusal(why))
