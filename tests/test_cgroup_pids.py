@@ -68,6 +68,27 @@ def test_the_members_of_a_real_cgroup_and_its_child_are_the_snapshot_s(
     assert monitor.sample_now().snapshot.cgroup_pids == (inner.pid,)
 
 
+def test_when_a_parent_s_limit_binds_its_whole_subtree_is_the_cgroup_s(
+    memory_cgroup: Any,
+) -> None:
+    """Watching a child whose parent's limit binds: the verdict is about the parent, so
+    the processes are the parent's subtree, the child's sibling included."""
+    memory_cgroup.set_limit(300 * MiB)
+    watched = memory_cgroup.child("watched")
+    sibling = memory_cgroup.child("sibling")
+    mine = watched.python("import signal; signal.pause()")
+    theirs = sibling.python("import signal; signal.pause()")
+    joined(watched, mine)
+    joined(sibling, theirs)
+    monitor = Monitor(
+        policy=quiet_policy(), cgroup=str(watched.path), processes=True, reclaim=False
+    )
+    memory = monitor.state.snapshot.memory
+    assert binding_cgroup(memory) == str(memory_cgroup.path)
+    monitor.sample_slow()
+    assert monitor.sample_now().snapshot.cgroup_pids == tuple(sorted((mine.pid, theirs.pid)))
+
+
 def test_a_process_in_a_cgroup_without_a_limit_is_judged_by_the_host(memory_cgroup: Any) -> None:
     """The host's limit binds: the verdict is the host's, so are its processes (None)."""
     memory_cgroup.set_limit(None)
