@@ -4,6 +4,7 @@ entry and the value as typed."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,22 @@ def test_every_key_of_the_table_is_read(tmp_path: Path) -> None:
     assert (notify.when, notify.do, notify.cooldown_s) == ("WARNING", "notify", 60)
 
 
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"preset": "desk"}, "preset='desk'"),
+        ({"dry_run": 1}, "dry_run=1"),
+        ({"interval_s": 0.0}, "interval_s=0.0"),
+        ({"interval_s": "2s"}, "interval_s='2s'"),
+    ],
+)
+def test_a_config_built_by_hand_is_checked_as_the_file_is(
+    fields: dict[str, Any], error: str
+) -> None:
+    with pytest.raises(ResguardError, match=re.escape(error)):
+        GuardianConfig(**fields)
+
+
 def test_without_a_guardian_table_the_defaults_are_dry_run_laptop_and_no_actions() -> None:
     config = parse_config({}, "resguard.toml")
     assert config == GuardianConfig(path="resguard.toml")
@@ -170,7 +187,8 @@ def test_the_laptop_presets_heat_options_are_keys_of_the_table(tmp_path: Path) -
 BAD = [
     ('preset = "desktop"', "guardian.preset = 'desktop'", "laptop, service, none"),
     ('dry_run = "yes"', "guardian.dry_run = 'yes'", "true or false"),
-    ('interval = "0s"', "guardian.interval = '0s'", "longer than 0"),
+    ('interval = "0s"', "guardian.interval = '0s'", "from 10ms to 24h"),
+    ('interval = "1us"', "guardian.interval = '1us'", "from 10ms to 24h"),
     ('interval = "soon"', "guardian.interval = 'soon'", "not a duration"),
     ("intervall = 3", "guardian.intervall = 3", "did you mean 'interval'"),
     ("journal = 5", "guardian.journal = 5", "a file path"),

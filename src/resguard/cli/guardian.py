@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from resguard._errors import InvalidValue
-from resguard.cli._args import Commands, add_window_argument, over_window, period
+from resguard.cli._args import Commands, add_window_argument, duration, over_window
 from resguard.cli._render import print_json
 
 if TYPE_CHECKING:
@@ -30,6 +30,16 @@ if TYPE_CHECKING:
 __all__ = ["add_parser", "run"]
 
 _PLATFORMS = ("linux", "macos")
+
+
+def _interval(text: str) -> float:
+    """``--interval``: a duration from 10 ms to 24 h (the same bounds as the file's)."""
+    from resguard.guardian import MAX_INTERVAL_S, MIN_INTERVAL_S
+
+    seconds = duration(text)
+    if not MIN_INTERVAL_S <= seconds <= MAX_INTERVAL_S:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a period from 10ms to 24h, e.g. 2s")
+    return seconds
 
 
 def _config(args: argparse.Namespace) -> GuardianConfig:
@@ -187,7 +197,7 @@ def add_parser(commands: Commands) -> None:
         help="only say what would be done (whatever the file says)",
     )
     guardian.add_argument(
-        "--interval", type=period, default=None, help="time between evaluations (default 2s)"
+        "--interval", type=_interval, default=None, help="time between evaluations (default 2s)"
     )
     guardian.add_argument("--json", action="store_true", help="--once: print the verdict as JSON")
     add_window_argument(guardian)

@@ -14,6 +14,8 @@ Layout (private modules, one job each; import from ``resguard.guardian``)
 from __future__ import annotations
 
 from resguard.guardian._actions import ACTIONS, ActionSpec, Effects, Outcome, Target
+from resguard.guardian._config import MAX_INTERVAL_S as MAX_INTERVAL_S
+from resguard.guardian._config import MIN_INTERVAL_S as MIN_INTERVAL_S
 from resguard.guardian._config import PRESETS, GuardianConfig, load_config, load_policy
 from resguard.guardian._config import parse_config as parse_config
 from resguard.guardian._install import (

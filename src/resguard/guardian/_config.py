@@ -21,11 +21,21 @@ from resguard.guardian._actions import ACTIONS, PROCESS_ACTIONS, ActionSpec
 from resguard.rules import Level, Policy, ProcessCount, ProcessThreshold, Rule, Threshold
 from resguard.units import parse_duration
 
-__all__ = ["PRESETS", "GuardianConfig", "load_config", "load_policy", "parse_config"]
+__all__ = [
+    "MAX_INTERVAL_S",
+    "MIN_INTERVAL_S",
+    "PRESETS",
+    "GuardianConfig",
+    "load_config",
+    "load_policy",
+    "parse_config",
+]
 
 PRESETS = ("laptop", "service", "none")
 """Every value ``preset`` accepts (``none``: only the rules of the file)."""
 
+MIN_INTERVAL_S = 0.01  # shorter is a busy loop: every tick scans the process table
+MAX_INTERVAL_S = 86400.0
 _LAPTOP_KEYS = ("fan_rpm_above", "sensor_celsius_above")  # the laptop preset's options
 _TOP_KEYS = ("preset", "dry_run", "interval", "journal", *_LAPTOP_KEYS, "rule", "action")
 _RULE_COMMON = ("name", "for", "clear", "level")
@@ -56,6 +66,23 @@ class GuardianConfig:
     sensor_celsius_above: float | str | None = None
     rules: tuple[Rule, ...] = ()
     actions: tuple[ActionSpec, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        # built by hand as well as from a file: the same limits as the file's keys
+        if self.preset not in PRESETS:
+            raise InvalidValue(
+                f"preset={self.preset!r} is not a preset; expected one of {', '.join(PRESETS)}"
+            )
+        if not isinstance(self.dry_run, bool):
+            raise InvalidType(f"dry_run={self.dry_run!r}: expected True or False")
+        interval = self.interval_s
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)):
+            raise InvalidType(f"interval_s={interval!r}: expected a number of seconds")
+        if not MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S:
+            raise InvalidValue(
+                f"interval_s={interval!r}: expected {MIN_INTERVAL_S:g} s to "
+                f"{MAX_INTERVAL_S:g} s between two evaluations"
+            )
 
     def policy(self, *, clock: Clock = monotonic) -> Policy:
         """The preset's rules and the file's, judged together."""
@@ -90,14 +117,11 @@ def _check_keys(path: str, prefix: str, table: Mapping[str, Any], known: tuple[s
             )
 
 
-def _seconds(path: str, key: str, value: object, *, positive: bool = False) -> float:
+def _seconds(path: str, key: str, value: object) -> float:
     try:
-        seconds = parse_duration(value)  # type: ignore[arg-type]
+        return parse_duration(value)  # type: ignore[arg-type]
     except (InvalidValue, InvalidType):
         raise _error(path, key, value, 'is not a duration; expected e.g. "30s" or "5m"') from None
-    if positive and seconds <= 0:
-        raise _error(path, key, value, "must be longer than 0 s")
-    return seconds
 
 
 def _text(path: str, key: str, value: object, what: str) -> str:
@@ -258,7 +282,10 @@ def _scalars(path: str, base: str, table: Mapping[str, Any]) -> dict[str, Any]:
         raise _error(path, f"{base}.dry_run", dry_run, "expected true or false")
     fields["dry_run"] = dry_run
     if "interval" in table:
-        fields["interval_s"] = _seconds(path, f"{base}.interval", table["interval"], positive=True)
+        interval_s = _seconds(path, f"{base}.interval", table["interval"])
+        if not MIN_INTERVAL_S <= interval_s <= MAX_INTERVAL_S:
+            raise _error(path, f"{base}.interval", table["interval"], "expected from 10ms to 24h")
+        fields["interval_s"] = interval_s
     if "journal" in table:
         fields["journal"] = _text(path, f"{base}.journal", table["journal"], "a file path")
     for key in _LAPTOP_KEYS:

@@ -103,11 +103,11 @@ class Guardian:
         """``act(observe())``."""
         return self.act(self.observe())
 
-    def run(self, stop: threading.Event, *, on_tick: Callable[[Verdict], object] = repr) -> None:
+    def run(self, stop: threading.Event) -> None:
         """Tick every ``config.interval_s`` until *stop* is set, then :meth:`close`."""
         try:
             while not stop.is_set():
-                on_tick(self.tick())
+                self.tick()
                 stop.wait(self.config.interval_s)
         finally:
             self.close()
