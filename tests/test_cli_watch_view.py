@@ -315,3 +315,69 @@ def test_watch_once_json_names_a_process_burning_a_core() -> None:
     data = json.loads(done.stdout)
     (row,) = [row for row in data["top"] if row["pid"] == child.pid]
     assert 20.0 <= row["cpu_percent"] <= 105.0  # a share of one core; the 2 cores are shared
+
+
+MiB = 1024 * 1024
+_HOLD = (
+    "import sys\n"
+    "held = bytearray(int(sys.argv[1]))\n"
+    "for at in range(0, len(held), 4096): held[at] = 1\n"
+    "print('held', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+def test_in_a_cgroup_the_table_is_the_cgroups_and_the_memory_culprit_comes_first(
+    memory_cgroup: Any,
+) -> None:
+    """A child holding most of a 400 MiB cgroup, and ``watch --once --json`` run inside
+    the same cgroup: the rows are the cgroup's processes only, sorted by memory (the
+    limit is in breach), the child first and marked as the culprit."""
+    import json
+
+    memory_cgroup.set_limit(400 * MiB)  # the holder and watch itself (~60 MiB): above 85%
+    holder = memory_cgroup.python(
+        _HOLD, str(300 * MiB), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline() == b"held\n"
+    watch = memory_cgroup.spawn(
+        [sys.executable, "-m", "resguard", "watch", "--once", "--json", "--window", "0.25"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = watch.communicate(timeout=60)
+    data = json.loads(out)
+    assert data["snapshot"]["memory"]["cgroup"] == memory_cgroup.relative, err
+    assert data["level"] != "OK", data["snapshot"]["memory"]
+    assert memory_cgroup.oom_kills() == 0
+    assert data["sorted_by"] == "memory"
+    pids = [row["pid"] for row in data["top"]]
+    assert pids[0] == holder.pid, data["top"]
+    assert data["top"][0]["culprit"] is True
+    members = set(data["snapshot"]["cgroup_pids"])
+    assert set(pids) <= members
+    assert os.getpid() not in pids  # the host's processes are not the cgroup's
+
+
+def test_the_live_view_lists_ollamas_models_from_the_stand_in(ollama_server: Any) -> None:
+    """Ollama answering (the stand-in, through OLLAMA_HOST): the frame lists the loaded
+    model with its size and idle time."""
+    import ollama
+    from tests.test_watch_tty import Terminal
+
+    ollama.Client(host=ollama_server.host).generate(model="llama3.2:1b", prompt="hi")
+    term = Terminal(env={"NO_COLOR": "1", "OLLAMA_HOST": ollama_server.host})
+    try:
+        term.read_until(lambda out: b"ollama  llama3.2:1b" in out, "the model in the frame")
+        os.write(term.master, b"q")
+        assert term.exit_code() == 0
+    finally:
+        term.close()
+    line = next(
+        line
+        for line in term.output.decode().replace("\r\n", "\n").split("\n")
+        if "ollama  llama3.2:1b" in line
+    )
+    assert "GiB" in line or "MiB" in line
+    assert "idle " in line or "in use" in line
