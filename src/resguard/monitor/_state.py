@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import attrs
 
 from resguard._errors import InvalidType, InvalidValue
-from resguard._modules.render import ValueMixin, flatten, html_table
+from resguard._modules.render import ValueMixin
 from resguard.rules import Level, Verdict
 from resguard.snapshot import Snapshot
 from resguard.units import shown
@@ -47,14 +47,14 @@ class State(ValueMixin):
         return max(now - self.snapshot.monotonic, 0.0)
 
     def _repr_html_(self) -> str:
-        return html_table(
-            [
-                ("level", self.verdict.level.name),
-                ("reason", self.verdict.reason),
-                *flatten(self.snapshot),
-            ],
-            f"resguard state #{self.sequence}",
+        """The verdict, then the snapshot grouped as a notebook shows one."""
+        import html
+
+        head = (
+            f"<p>resguard state #{self.sequence}: <b>{self.verdict.level.name}</b>: "
+            f"{html.escape(self.verdict.reason)}</p>"
         )
+        return head + self.snapshot._repr_html_()
 
 
 Subscriber = Callable[[State, "State | None"], object]
