@@ -381,3 +381,50 @@ def test_the_live_view_lists_ollamas_models_from_the_stand_in(ollama_server: Any
     )
     assert "GiB" in line or "MiB" in line
     assert "idle " in line or "in use" in line
+
+
+def test_watch_config_judges_by_the_guardian_policy_and_names_the_burner(tmp_path: Any) -> None:
+    """``--config``: the ``[guardian]`` policy of that file, here a per-process CPU rule
+    with no waiting (the runaway's 60 s shortened): a child burning a core is the
+    breach's culprit and is marked in the top rows."""
+    import json
+
+    config = tmp_path / "resguard.toml"
+    config.write_text(
+        '[guardian]\npreset = "none"\n\n[[guardian.rule]]\nname = "burner"\n'
+        "process_cpu_percent_above = 20\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "resguard",
+                "watch",
+                "--once",
+                "--json",
+                "--config",
+                str(config),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    assert done.returncode == 1, done.stderr  # the verdict is not OK
+    data = json.loads(done.stdout)
+    (breach,) = [breach for breach in data["breaches"] if breach["rule"] == "burner"]
+    assert child.pid in [offender["pid"] for offender in breach["offenders"]]
+    (row,) = [row for row in data["top"] if row["pid"] == child.pid]
+    assert row["culprit"] is True
+    assert data["sorted_by"] == "cpu"
+
+
+def test_watch_config_and_preset_conflict(capsys: pytest.CaptureFixture[str]) -> None:
+    from resguard.cli import main
+
+    assert main(["watch", "--config", "x.toml", "--preset", "laptop"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
