@@ -289,10 +289,10 @@ class HeatInfo(ValueMixin):
 
     ``hottest_celsius`` is the highest ``current_celsius`` of ``sensors`` and
     ``fastest_fan_rpm`` the highest ``rpm`` of ``fans`` (``None`` without any), computed
-    once when read. ``thermal_pressure`` is macOS's state from ``pmset -g therm``
-    (``"nominal"``, ``"moderate"``, ``"heavy"``, ``"trapping"``, ``"sleeping"``, or
-    ``"cpu speed limit 80%"`` when only the speed limit is below 100; ``None`` elsewhere
-    and when it could not be read). ``source`` names where the numbers came from
+    once when read. ``thermal_pressure`` is macOS's state from ``pmset -g therm``:
+    ``"nominal"``, or what holds the machine back, e.g. ``"cpu speed limit 35%"`` or
+    ``"thermal warning level 5, cpu speed limit 62%"`` (see :doc:`platforms`); ``None``
+    elsewhere and when it could not be read. ``source`` names where the numbers came from
     (``"hwmon"``, ``"psutil"``, ``"pmset"``, joined by ``+`` when several answered).
     """
 
