@@ -194,3 +194,29 @@ def test_importing_the_snapshot_layer_does_not_import_subprocess() -> None:
 
     loaded = run_python("import sys, resguard.snapshot; print('subprocess' in sys.modules)")
     assert loaded.strip() == "False"
+
+
+def test_pmset_is_run_again_only_when_its_answer_is_old() -> None:
+    from resguard.snapshot._heat import PMSET_MAX_AGE_S
+    from resguard.testing import ManualClock
+
+    clock = ManualClock()
+    runs: list[float] = []
+
+    def pmset() -> str:
+        runs.append(clock())
+        return THROTTLED_INTEL if len(runs) == 1 else NOMINAL_INTEL
+
+    reader = HeatReader(backend="psutil", pmset=pmset, clock=clock)
+    first = reader.read()
+    clock.advance(PMSET_MAX_AGE_S / 2)
+    second = reader.read()
+    assert first is not None
+    assert second is not None
+    assert second.thermal_pressure == first.thermal_pressure == "cpu speed limit 35%"
+    assert len(runs) == 1
+    clock.advance(PMSET_MAX_AGE_S)
+    third = reader.read()
+    assert third is not None
+    assert third.thermal_pressure == "nominal"
+    assert len(runs) == 2

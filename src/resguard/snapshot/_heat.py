@@ -27,7 +27,11 @@ from resguard._probes.thermal import Damage
 from resguard.snapshot._values import FanSpeed, Fault, HeatInfo, TemperatureSensor
 from resguard.units import shown
 
-__all__ = ["HeatReader", "Pmset"]
+__all__ = ["PMSET_MAX_AGE_S", "HeatReader", "Pmset"]
+
+PMSET_MAX_AGE_S = 10.0
+"""How old ``pmset -g therm``'s answer may be before it is run again: it is a process to
+start, and macOS changes its thermal state over tens of seconds, not every tick."""
 
 Pmset = Callable[[], "str | Damage | None"]
 """Runs ``pmset -g therm``: its output, ``None`` where there is none, or a damage."""
@@ -52,7 +56,8 @@ class HeatReader:
     *hwmon_root* re-roots
     ``/sys/class/hwmon`` for tests (a :class:`~resguard.testing.KernelTree` writes one).
     *pmset* runs ``pmset -g therm`` (default: the real command, on macOS only, with a
-    deadline). *clock* times the rate limit of the warnings.
+    deadline; its answer is kept for :data:`PMSET_MAX_AGE_S`). *clock* (monotonic
+    seconds) times that and the rate limit of the warnings.
     """
 
     def __init__(
@@ -78,6 +83,7 @@ class HeatReader:
         if pmset is None and sys.platform == "darwin":
             pmset = _thermal.run_pmset
         self._pmset = pmset
+        self._pmset_cache: tuple[float, str | Damage | None] | None = None
         self._clock = clock
         self._lock = threading.Lock()
         self._failing: frozenset[str] = frozenset()
@@ -158,10 +164,7 @@ class HeatReader:
     def _read_pmset(self, faults: list[Fault]) -> str | None:
         if self._pmset is None:
             return None
-        try:
-            output = self._pmset()
-        except Exception as error:  # an injected runner; the real one never raises
-            output = ("pmset -g therm", "unreadable", f"{type(error).__name__}: {error}")
+        output = self._pmset_output(self._pmset)
         if output is None:
             return None
         if not isinstance(output, str):
@@ -179,6 +182,21 @@ class HeatReader:
             )
             return None
         return _thermal.thermal_pressure(therm)
+
+    def _pmset_output(self, pmset: Pmset) -> str | Damage | None:
+        """*pmset*'s answer, run again only when the last one is older than
+        :data:`PMSET_MAX_AGE_S` (a monitor reads heat every slow tick)."""
+        now = self._clock()
+        cached = self._pmset_cache
+        if cached is not None and 0 <= now - cached[0] < PMSET_MAX_AGE_S:
+            return cached[1]
+        output: str | Damage | None
+        try:
+            output = pmset()
+        except Exception as error:  # an injected runner; the real one never raises
+            output = ("pmset -g therm", "unreadable", f"{type(error).__name__}: {error}")
+        self._pmset_cache = (now, output)
+        return output
 
 
 def _psutil_call(psutil: Any, name: str, faults: list[Fault], source: str) -> dict[str, Any]:
