@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import resguard
 from resguard.rules import (
+    THERMAL_STATES,
     FanThreshold,
     Level,
     Policy,
@@ -353,3 +354,27 @@ def test_any_celsius_figure_in_range_is_read_as_given(figure: float) -> None:
 def test_a_celsius_figure_out_of_range_is_refused_quoting_it(figure: float) -> None:
     with pytest.raises(resguard.InvalidValue, match="celsius_above="):
         SensorThreshold(celsius_above=figure)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    states=st.lists(
+        st.sampled_from([*THERMAL_STATES, "serious", "cpu speed limit 70%", "?", None]),
+        min_size=1,
+        max_size=30,
+    ),
+    at_least=st.sampled_from(THERMAL_STATES[1:]),
+    for_s=st.sampled_from([0.0, 2.0, 5.0]),
+)
+def test_thermal_pressure_fires_exactly_when_at_or_above_its_state_long_enough(
+    states: list[str | None], at_least: str, for_s: float
+) -> None:
+    rule = ThermalPressure(at_least, for_=for_s)
+    times = [float(t) for t in range(len(states))]
+    fired = [
+        not v.ok
+        for v in run(rule, [hot(t, pressure=s) for t, s in zip(times, states, strict=True)])
+    ]
+    ranks = [thermal_rank(state) for state in states]
+    above = [rank is not None and rank >= THERMAL_STATES.index(at_least) for rank in ranks]
+    assert fired == model_fires([1.0 if a else 0.0 for a in above], times, 0.5, for_s)
