@@ -191,3 +191,15 @@ def test_pause_and_renice_are_cleared_once_after_firing_when_nothing_they_cover_
             action = ACTIONS[index]
             still = any(_covers(action, rule, present) for rule in present)
             assert still  # an armed action whose rules all cleared was cleared this tick
+
+
+def test_a_firing_that_found_nothing_to_act_on_does_not_start_the_cooldown() -> None:
+    pause, notify = spec(0, "pause"), spec(1, "notify")
+    planner = Planner([pause, notify])
+    v = verdict(breach("runaway"))
+    assert fired(planner, v, 0.0) == [("pause", "runaway"), ("notify", "runaway")]
+    planner.found_nothing(pause, "runaway")  # no culprit matched: as if it never fired
+    assert fired(planner, v, 1.0) == [("pause", "runaway")]
+    assert fired(planner, v, 2.0) == []  # this one counted: the cooldown holds
+    planner.found_nothing(pause, "runaway")  # not fired at the last step: changes nothing
+    assert fired(planner, v, 3.0) == []

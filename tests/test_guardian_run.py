@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from resguard.cli import main
@@ -340,3 +341,39 @@ def test_an_effect_that_raises_is_journalled_as_failed_and_the_loop_goes_on(
 def test_an_unconfigured_guardian_is_the_laptop_preset_in_dry_run() -> None:
     assert GuardianConfig().dry_run is True
     assert GuardianConfig().preset == "laptop"
+
+
+def test_nothing_to_act_on_is_journalled_once_and_the_action_tries_again_next_tick(
+    tmp_path: Path,
+) -> None:
+    from resguard.monitor import State
+    from resguard.rules import Level, Offender
+
+    class Scripted(Recording):
+        def __init__(self) -> None:
+            super().__init__()
+            self.answers = [
+                [Outcome("pause", None, True, "skipped: no culprit matches")],
+                [Outcome("pause", None, True, "skipped: no culprit matches")],
+                [Outcome("pause", Target(pid=4242, name="chrome"), True, "would")],
+            ]
+
+        def act(
+            self, spec: ActionSpec, breach: Breach, snapshot: Snapshot, *, dry_run: bool
+        ) -> list[Outcome]:
+            self.calls.append(("act", spec.do))
+            return self.answers.pop(0) if self.answers else []
+
+    config = load_config(write_config(tmp_path, "chrome", dry_run=True))
+    config = attrs.evolve(config, actions=config.actions[:1])  # the pause alone
+    effects = Scripted()
+    guardian = Guardian(config, effects, journal=Journal(tmp_path / "j.jsonl"))
+    snapshot = host_sampler().sample(children=False)
+    offender = Offender(4242, "chrome", 99.0, 0.0)
+    held = Breach("burning", "processes.cpu_percent", ">", 99.0, 20.0, Level.WARNING, 0, 0, 0)
+    verdict = Verdict(Level.WARNING, (attrs.evolve(held, offenders=(offender,)),))
+    for sequence in range(1, 6):
+        guardian.act(State(attrs.evolve(snapshot, monotonic=float(sequence)), verdict, sequence))
+    assert effects.calls == [("act", "pause")] * 3  # tried again until it found its target
+    lines = [json.loads(line) for line in (tmp_path / "j.jsonl").read_text().splitlines()]
+    assert [line["result"] for line in lines] == ["skipped: no culprit matches", "would"]
