@@ -378,3 +378,17 @@ def test_thermal_pressure_fires_exactly_when_at_or_above_its_state_long_enough(
     ranks = [thermal_rank(state) for state in states]
     above = [rank is not None and rank >= THERMAL_STATES.index(at_least) for rank in ranks]
     assert fired == model_fires([1.0 if a else 0.0 for a in above], times, 0.5, for_s)
+
+
+def test_an_unknown_heat_sample_keeps_a_pending_sensor_pending() -> None:
+    rule = SensorThreshold(above_high=True, for_=10)
+    fault = Fault("heat", "/sys/class/hwmon", "unreadable", "EIO")
+    blind = attrs.evolve(make_snapshot(at=5.0), faults=(fault,))
+    verdicts = run(rule, [hot(0.0, [sensor(95.0)]), blind, hot(10.0, [sensor(95.0)])])
+    assert [v.level for v in verdicts] == [Level.OK, Level.OK, Level.WARNING]
+    assert not verdicts[1].known
+
+
+@pytest.mark.parametrize("typed", ["85", "85C", "85c", "85 °C", " 85°C "])
+def test_a_celsius_figure_may_carry_its_unit(typed: str) -> None:
+    assert SensorThreshold(celsius_above=typed).celsius_above == 85.0

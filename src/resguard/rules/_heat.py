@@ -41,7 +41,7 @@ def _figure(value: object, what: str, unit: str, maximum: float) -> float:
     text: object = value
     if isinstance(value, str):
         stripped = value.strip()
-        for suffix in (unit, unit.lstrip("°"), unit.upper()):
+        for suffix in (unit, unit.lstrip("°"), unit.upper(), unit.lstrip("°").lower()):
             if stripped.endswith(suffix):
                 stripped = stripped[: -len(suffix)]
                 break
@@ -105,8 +105,8 @@ class _HeatRows(abc.ABC):
         rows = self._rows(snapshot)
         if rows is None:
             last = state.last
-            if last is not None and explain(snapshot, "heat"):  # unknown: keeps firing
-                return attrs.evolve(last, held_s=now - last.since)
+            if explain(snapshot, "heat"):  # unknown: firing keeps firing, pending pending
+                return None if last is None else attrs.evolve(last, held_s=now - last.since)
             state.rows.clear()
             state.last = None
             return None
