@@ -116,13 +116,16 @@ class Screen:
         self._held: _Held | None = None
 
     def __enter__(self) -> Screen:
-        self._wake = os.pipe()
-        os.set_blocking(self._wake[1], False)
+        if os.name == "posix":  # select() waits on pipes only there
+            self._wake = os.pipe()
+            os.set_blocking(self._wake[1], False)
         self._saved_term = _on_sigterm(self._sigterm)
         self._held = _hold_logs()
         self.out.write(ALT_SCREEN_ON)
         self.out.flush()
         self._saved_mode = _cbreak(self._keys_fd)
+        if self._saved_mode is None:  # no termios (Windows) or no mode to set: no keys
+            self._keys_fd = None
         return self
 
     def __exit__(
@@ -167,11 +170,15 @@ class Screen:
         when none was, when keys cannot be read (no terminal, no termios) or when SIGTERM
         arrived (``terminated``)."""
         import select
+        import time
 
         waits = [
             fd for fd in (self._keys_fd, self._wake[0] if self._wake else None) if fd is not None
         ]
         if self.terminated:
+            return None
+        if not waits:  # no keys and nothing to wake on (Windows): only the period
+            time.sleep(max(timeout_s, 0.0))
             return None
         ready, _, _ = select.select(waits, [], [], max(timeout_s, 0.0))
         if self._keys_fd is None or self._keys_fd not in ready or self.terminated:
