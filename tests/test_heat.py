@@ -370,3 +370,12 @@ def test_a_tree_numbers_its_chips_in_the_order_they_were_added(tree: KernelTree)
     os.unlink(tree.path("hwmon0/name"))  # damage does not renumber the chips after it
     assert tree.add_hwmon("b", [(None, 31.0, None, None)]) == "hwmon1"
     assert tree.path("hwmon1/temp1_input").endswith(os.path.join("hwmon1", "temp1_input"))
+
+
+def test_a_reader_says_where_it_reads(tree: KernelTree) -> None:
+    assert repr(HeatReader(hwmon_root=tree.hwmon_root)) == (
+        f"HeatReader(backend='linux', hwmon_root={tree.hwmon_root!r})"
+    )
+    assert repr(HeatReader(backend="psutil", pmset=lambda: None)) == (
+        "HeatReader(backend='psutil', pmset)"
+    )

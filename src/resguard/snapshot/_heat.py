@@ -92,7 +92,13 @@ class HeatReader:
 
     @property
     def backend(self) -> Backend:
+        """Where the temperatures and fans come from: ``"linux"`` or ``"psutil"``."""
         return self._backend
+
+    def __repr__(self) -> str:
+        where = f", hwmon_root={self._hwmon_root!r}" if self._backend == "linux" else ""
+        pmset = ", pmset" if self._pmset is not None else ""
+        return f"HeatReader(backend={self._backend!r}{where}{pmset})"
 
     def read(self) -> HeatInfo | None:
         """The heat now; never raises (what fails is skipped, logged once and in
