@@ -379,3 +379,12 @@ def test_a_reader_says_where_it_reads(tree: KernelTree) -> None:
     assert repr(HeatReader(backend="psutil", pmset=lambda: None)) == (
         "HeatReader(backend='psutil', pmset)"
     )
+
+
+def test_psutil_that_cannot_be_imported_is_a_fault_not_an_exception(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "psutil", None)  # import psutil raises ImportError
+    reader = HeatReader(backend="psutil", pmset=lambda: None)
+    assert reader.read() is None
+    assert [(fault.field, fault.source) for fault in reader.faults] == [("heat", "psutil")]

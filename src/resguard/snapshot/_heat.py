@@ -146,8 +146,11 @@ class HeatReader:
     def _read_psutil(
         self, faults: list[Fault]
     ) -> tuple[tuple[TemperatureSensor, ...], tuple[FanSpeed, ...]]:
-        import psutil
-
+        try:
+            import psutil
+        except ImportError as error:  # a dependency, but never an exception out of read()
+            faults.append(Fault("heat", "psutil", "unreadable", f"cannot import psutil: {error}"))
+            return (), ()
         sensors: list[TemperatureSensor] = []
         fans: list[FanSpeed] = []
         temperatures = _psutil_call(psutil, "sensors_temperatures", faults, _TEMPERATURES)
