@@ -11,7 +11,7 @@ import attrs
 from resguard._errors import InvalidType, InvalidValue
 from resguard._modules.render import ValueMixin, records_table
 from resguard.rules import Level
-from resguard.units import MAX_SECONDS, format_bytes
+from resguard.units import MAX_SECONDS, format_size
 
 __all__ = ["SELECTORS", "Budget", "BudgetReport", "ComponentUse", "efficiency_score"]
 
@@ -44,11 +44,8 @@ class Budget(ValueMixin):
     @property
     def range_text(self) -> str:
         if self.min_bytes is None:
-            return f"≤ {format_bytes(self.max_bytes, binary=False)}"
-        return (
-            f"{format_bytes(self.min_bytes, binary=False)}–"
-            f"{format_bytes(self.max_bytes, binary=False)}"
-        )
+            return f"≤ {format_size(self.max_bytes)}"
+        return f"{format_size(self.min_bytes)}–{format_size(self.max_bytes)}"
 
     @property
     def clear_at_bytes(self) -> int:

@@ -26,13 +26,13 @@ _COLUMNS = (
 
 def _row(item: ComponentUse) -> tuple[str, ...]:
     from resguard.budget import Budget
-    from resguard.units import format_bytes
+    from resguard.units import format_size
 
     budget = Budget(item.name, item.kind, item.pattern, item.min_bytes, item.max_bytes)
     if item.used is None:
         use, matches = "—", item.detail[:100]
     else:
-        use = format_bytes(item.used, binary=False)
+        use = format_size(item.used)
         shown = ", ".join(item.members[:3]) + (", …" if item.count > 3 else "")
         matches = f"{item.count}" + (f" ({shown})" if shown else "")
     return (item.name, item.kind, use, budget.range_text, item.status, matches)
