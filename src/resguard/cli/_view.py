@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
+import attrs
+
 from resguard.cli._render import fixed, size
 
 __all__ = [
@@ -271,12 +273,29 @@ def _limited(lines: list[Line], most: int, what: str) -> list[Line]:
 
 
 def _breaches(verdict: Any) -> list[Line]:
+    """One line per breach, the worst first; with two or fewer, each breach's culprits
+    on a line of their own (a narrow screen would cut them off the end of the first)."""
     breaches = sorted(verdict.breaches, key=_level_value, reverse=True)
-    lines: list[Line] = [
-        (Segment("  ! ", breach.level.name), Segment(breach.message, breach.level.name))
-        for breach in breaches
-    ]
+    lines: list[Line] = []
+    for breach in breaches:
+        style = breach.level.name
+        if len(breaches) > 2 or not breach.offenders:
+            lines.append((Segment("  ! ", style), Segment(breach.message, style)))
+            continue
+        alone = attrs.evolve(breach, offenders=()).message
+        lines.append((Segment("  ! ", style), Segment(alone, style)))
+        lines.append(
+            (Segment("      culprits: ", "unknown"), Segment(_culprits(breach), "culprit"))
+        )
     return _limited(lines, _MAX_BREACH_LINES, "breaches")
+
+
+def _culprits(breach: Any) -> str:
+    """The breach's culprits for people (``Breach.culprits`` where the rules have it)."""
+    text = getattr(breach, "culprits", None)
+    if isinstance(text, str):
+        return text
+    return ", ".join(offender.label for offender in breach.offenders)
 
 
 def _unknowns(verdict: Any, stale: str | None) -> list[Line]:
