@@ -12,7 +12,7 @@ import pytest
 
 import resguard
 from resguard import presets
-from resguard.rules import FanThreshold, Level, Policy, SensorThreshold, Verdict
+from resguard.rules import FanThreshold, LeakDetector, Level, Policy, SensorThreshold, Verdict
 from resguard.snapshot import FanSpeed, HeatInfo, Snapshot, TemperatureSensor
 from resguard.testing import make_process, make_snapshot
 
@@ -104,6 +104,29 @@ def test_swap_in_use_growing_warns_and_swap_standing_still_does_not() -> None:
     assert all(v.ok for v in judge(presets.laptop(), standing))
     slow = [swapped(t, GiB + t * 2**18) for t in range(0, 400, 5)]  # 75 MiB per 5 min
     assert all(v.ok for v in judge(presets.laptop(), slow))
+
+
+def test_swap_emptied_is_quiet_even_while_the_trend_still_remembers_it_growing() -> None:
+    def swapped(t: int, used: int) -> Snapshot:
+        snap = make_snapshot(at=float(t))
+        return attrs.evolve(
+            snap, swap=attrs.evolve(snap.swap, total=8 * GiB, used=used, free=8 * GiB - used)
+        )
+
+    growing = [swapped(t, GiB + t * 2**20) for t in range(0, 400, 5)]
+    emptied = [swapped(t, 0) for t in range(400, 420, 5)]
+    verdicts = judge(presets.laptop(), [*growing, *emptied])
+    assert "swap in use grows" in verdicts[len(growing) - 1].reason
+    assert all(v.ok for v in verdicts[len(growing) :])
+
+
+@pytest.mark.parametrize(
+    ("only_above", "error"),
+    [("lots", resguard.InvalidValue), (-1, resguard.InvalidValue), (True, resguard.InvalidType)],
+)
+def test_a_bad_only_above_is_refused_quoting_it(only_above: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match=f"only_above for swap.used: {only_above!r}"):
+        LeakDetector("swap.used", only_above=only_above)  # type: ignore[arg-type]
 
 
 def test_a_sensor_over_its_high_mark_for_30_seconds() -> None:

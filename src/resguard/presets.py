@@ -52,8 +52,9 @@ sensors and fans. ``laptop(sensor_celsius_above=90)`` judges every sensor agains
 skipped by the default form). There is no fan rule unless ``fan_rpm_above`` is given:
 what "fast" means depends on the fan (a laptop's idles at 1200-2500 rpm and runs flat
 out at 4000-6500), and a rule with a guessed figure would fire on a fan that is only
-doing its job. The swap rule needs swap in use: its growth is the slope of
-``swap.used``, so a host without swap (or with swap that does not grow) never fires it.
+doing its job. The swap rule judges the slope of ``swap.used`` only while swap is in
+use (``only_above=0``): a host without swap, swap that does not grow, or swap emptied
+while the trend still remembers it growing never fires it.
 
 ``service()`` — a service in production or in a container: no process-table rules (a
 service judges itself, not the machine), tighter memory levels, and a time-to-limit
@@ -280,6 +281,7 @@ def laptop(
                 "swap.used",
                 growth="256MiB",
                 window="5m",
+                only_above=0,
                 level=Level.WARNING,
                 name="swap in use grows > 256 MiB per 5 min",
             ),

@@ -89,10 +89,13 @@ class LeakDetector(Trend):
     ``min_fill`` of the window. The rule fires while the estimate is above ``growth`` and,
     once firing, until it drops to ``clear`` (default: half of ``growth``). A leak at
     exactly the ``growth`` rate is at the edge (the estimate is as often above as below);
-    one 20 % faster is found reliably with noise of ±20 MB.
+    one 20 % faster is found reliably with noise of ±20 MB. With ``only_above`` the rule
+    is quiet (and a firing one clears) while the metric is at or below that figure:
+    ``LeakDetector("swap.used", growth="256MiB", window="5m", only_above=0)`` judges swap
+    only while some is in use, so a trend that lags behind swap emptied says nothing.
     """
 
-    __slots__ = ("clear", "growth", "kind")
+    __slots__ = ("clear", "growth", "kind", "only_above")
 
     fewest = 8
 
@@ -106,9 +109,11 @@ class LeakDetector(Trend):
         points: int = 60,
         min_fill: float = 0.5,
         name: str | None = None,
+        only_above: float | str | None = None,
     ) -> None:
         self.metric = check_metric(metric)
         self.kind = metric_kind(metric)
+        self.only_above = None if only_above is None else self._amount(only_above, "only_above")
         self.growth = self._amount(growth, "growth")
         if self.growth <= 0:
             raise InvalidValue(f"growth={shown(growth)} must be above 0")
@@ -156,14 +161,17 @@ class LeakDetector(Trend):
                 or not explain(snapshot, self.metric)
             ):
                 return None
-        elif self.feed(state, now, value):
-            estimate = None if state.slope is None else state.slope * self.window_s
-            state.last_estimate = estimate
-            if state.firing_since is not None:
-                if estimate is None or estimate <= self.clear:
-                    state.firing_since = None
-            elif estimate is not None and estimate > self.growth:
-                state.firing_since = now
+        else:
+            if self.feed(state, now, value):
+                estimate = None if state.slope is None else state.slope * self.window_s
+                state.last_estimate = estimate
+                if state.firing_since is not None:
+                    if estimate is None or estimate <= self.clear:
+                        state.firing_since = None
+                elif estimate is not None and estimate > self.growth:
+                    state.firing_since = now
+            if self.only_above is not None and value <= self.only_above:
+                state.firing_since = None  # e.g. no swap in use: nothing grows now
         since = state.firing_since
         if since is None:
             return None
