@@ -363,6 +363,8 @@ def test_the_search_takes_the_working_directory_then_above_then_the_user_config_
     assert load_config().path == str(user)  # a pyproject without the guardian's table
     (isolated.parent / "pyproject.toml").write_text('[tool.resguard.guardian]\npreset = "none"\n')
     assert load_config().preset == "none"
+    (isolated / "resguard.toml").write_text('[[budget]]\nname = "a"\nmachine = true\nmax = 1\n')
+    assert load_config().preset == "none"  # a resguard.toml of budgets alone is not the guardian's
     (isolated / "resguard.toml").write_text("[guardian]\ndry_run = false\n")
     assert load_config().dry_run is False
     assert load_config().preset == "laptop"
@@ -376,6 +378,18 @@ def test_budgets_search_the_user_config_dir_last_too(isolated: Path, tmp_path: P
     user.parent.mkdir(parents=True)
     user.write_text('[[budget]]\nname = "me"\nprocess = "python"\nmax = "1GiB"\n')
     assert find_config() == user
+
+
+def test_a_file_named_on_purpose_without_the_guardians_table_is_an_error(tmp_path: Path) -> None:
+    budgets = write(tmp_path, '[[budget]]\nname = "a"\nmachine = true\nmax = 1\n')
+    with pytest.raises(ConfigError, match=r"resguard\.toml: has no \[guardian\] table"):
+        load_config(budgets)
+    typo = write(tmp_path, "[tool.resguard.guardain]\npreset = 'none'\n", "pyproject.toml")
+    with pytest.raises(ConfigError, match=r"tool\.resguard\.guardain = .*did you mean 'guardian'"):
+        load_config(typo)
+    empty = write(tmp_path, "[tool.resguard]\n", "other.toml")
+    with pytest.raises(ConfigError, match=r"has no \[tool\.resguard\.guardian\] table"):
+        load_config(empty)
 
 
 def test_a_missing_or_broken_file_is_a_config_error_naming_it(tmp_path: Path) -> None:

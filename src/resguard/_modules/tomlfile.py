@@ -60,33 +60,41 @@ def _readable_file(candidate: Path) -> bool:
         return False
 
 
+def _holds(candidate: Path, marker: bytes | None) -> bool:
+    """Whether *candidate* is a readable file holding *marker* (any file for ``None``)."""
+    if not _readable_file(candidate):
+        return False
+    if marker is None:
+        return True
+    try:  # bytes: a file that is not UTF-8 is found here and reported by read_toml()
+        return marker in candidate.read_bytes()
+    except OSError:
+        return False
+
+
 def search_config(
-    start: str | os.PathLike[str] | None = None, *, pyproject_marker: bytes = b"[tool.resguard"
+    start: str | os.PathLike[str] | None = None,
+    *,
+    pyproject_marker: bytes = b"[tool.resguard",
+    file_marker: bytes | None = None,
 ) -> Path | None:
-    """The configuration file both budgets and the guardian read: ``resguard.toml``, else a
-    ``pyproject.toml`` holding *pyproject_marker*, in *start* (default the working
-    directory) or the nearest directory above it; else :func:`user_config_file` when it
+    """The configuration file both budgets and the guardian read: ``resguard.toml`` (one
+    holding *file_marker*, when given), else a ``pyproject.toml`` holding
+    *pyproject_marker*, in *start* (default the working directory) or the nearest
+    directory above it; else :func:`user_config_file` (holding *file_marker*) when it
     exists. ``None`` when there is none."""
     if start is not None and not isinstance(start, (str, os.PathLike)):
         raise InvalidType(f"find_config({start!r}): expected a directory path or None")
     if start is not None and "\x00" in os.fsdecode(start):
         raise InvalidValue(f"find_config({start!r}): a path cannot hold a NUL character")
+    markers = {"resguard.toml": file_marker, "pyproject.toml": pyproject_marker}
     here = Path(start or os.getcwd()).resolve()
     for directory in (here, *here.parents):
         for name in _DEFAULT_FILES:
-            candidate = directory / name
-            if not _readable_file(candidate):
-                continue
-            if name == "pyproject.toml":
-                try:  # bytes: a file that is not UTF-8 is found here and reported by load()
-                    text = candidate.read_bytes()
-                except OSError:
-                    continue
-                if pyproject_marker not in text:
-                    continue
-            return candidate
+            if _holds(directory / name, markers[name]):
+                return directory / name
     user = user_config_file()
-    return user if user is not None and _readable_file(user) else None
+    return user if user is not None and _holds(user, file_marker) else None
 
 
 def read_toml(path: str | os.PathLike[str], *, noun: str) -> tuple[dict[str, Any], str]:

@@ -316,7 +316,16 @@ def _section(data: Mapping[str, Any], path: str) -> tuple[Mapping[str, Any] | No
         base = "tool.resguard.guardian"
         tool = data["tool"]
         resguard = tool.get("resguard", {}) if isinstance(tool, Mapping) else {}
-        section = resguard.get("guardian") if isinstance(resguard, Mapping) else None
+        resguard = resguard if isinstance(resguard, Mapping) else {}
+        for key in resguard:
+            if key != "guardian" and difflib.get_close_matches(str(key), ["guardian"], cutoff=0.7):
+                raise _error(
+                    path,
+                    f"tool.resguard.{key}",
+                    resguard[key],
+                    f"unknown key {key!r}; did you mean 'guardian'?",
+                )
+        section = resguard.get("guardian")
     else:
         for key in data:
             if key not in ("guardian", "budget"):
@@ -362,18 +371,27 @@ def parse_config(data: Mapping[str, Any], path: str = "<config>") -> GuardianCon
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> GuardianConfig:
-    """The guardian's configuration from *path*, else from the file the search finds
-    (``./resguard.toml``, a ``pyproject.toml`` with ``[tool.resguard.guardian]``, here or
-    above, then ``resguard.toml`` in the user config directory); the defaults (the laptop
-    preset, dry-run, no actions) when there is none."""
+    """The guardian's configuration from *path* (which must hold the guardian's table),
+    else from the file the search finds (a ``resguard.toml`` that mentions the guardian
+    or a ``pyproject.toml`` with ``[tool.resguard.guardian]``, here or above, then
+    ``resguard.toml`` in the user config directory); the defaults (the laptop preset,
+    dry-run, no actions) when there is none."""
     if path is not None and not isinstance(path, (str, os.PathLike)):
         raise InvalidType(f"load_config({path!r}): expected the path of a TOML file or None")
     if path is None:
-        found = search_config(pyproject_marker=b"[tool.resguard.guardian")
+        found = search_config(pyproject_marker=b"[tool.resguard.guardian", file_marker=b"guardian")
         if found is None:
             return GuardianConfig()
         path = found
     data, shown = read_toml(path, noun="a guardian configuration")
+    if _section(data, shown)[0] is None:
+        where = "[tool.resguard.guardian]" if "tool" in data else "[guardian]"
+        raise ConfigError(
+            f"{shown}: has no {where} table; the guardian's keys go there (see "
+            "resguard guardian --help)",
+            path=shown,
+            key=where.strip("[]"),
+        )
     return parse_config(data, shown)
 
 
