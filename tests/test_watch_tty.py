@@ -320,3 +320,57 @@ def test_once_json_and_piped_output_never_need_rich(tmp_path: Path, args: list[s
     assert done.returncode in (0, 1), done.stderr
     assert done.stderr == ""
     assert done.stdout.strip()
+
+
+def _tmux(socket: str, *args: str) -> str:
+    done = subprocess.run(
+        ["tmux", "-L", socket, *args], capture_output=True, text=True, timeout=DEADLINE_S
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _poll(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        select.select([], [], [], 0.05)
+
+
+@pytest.mark.skipif(
+    not Path("/usr/bin/tmux").exists() and not Path("/usr/local/bin/tmux").exists(),
+    reason="tmux is not installed",
+)
+def test_in_tmux_the_view_leaves_no_scrollback_and_the_screen_as_it_was() -> None:
+    """The field notes' complaint: 242 lines of scrollback after 10 s of watch. In a real
+    terminal multiplexer (80×24), watch draws on the alternate screen: while it runs the
+    pane shows its frame, after ``q`` the shell's screen is back and the history did not
+    grow."""
+    socket = f"resguard-test-{os.getpid()}"
+    session = "watch"
+    _tmux(socket, "new-session", "-d", "-s", session, "-x", "80", "-y", "24", "sh")
+    try:
+
+        def pane(what: str) -> str:
+            return _tmux(socket, "display-message", "-p", "-t", session, what).strip()
+
+        history = pane("#{history_size}")
+        command = f"cd {Path.cwd()} && {sys.executable} -m resguard watch --interval 0.1"
+        _tmux(socket, "send-keys", "-t", session, command, "Enter")
+        _poll(lambda: pane("#{alternate_on}") == "1", "watch to take the alternate screen")
+        _poll(
+            lambda: "sort by memory" in _tmux(socket, "capture-pane", "-p", "-t", session),
+            "a frame with its footer",
+        )
+        screen = _tmux(socket, "capture-pane", "-p", "-t", session).splitlines()
+        assert screen[0].startswith("resguard watch ")
+        _tmux(socket, "send-keys", "-t", session, "q")
+        _poll(lambda: pane("#{alternate_on}") == "0", "watch to give the screen back")
+        assert pane("#{history_size}") == history
+        after = _tmux(socket, "capture-pane", "-p", "-t", session)
+        assert "resguard watch " in after  # the command line typed, nothing more
+        assert "verdict:" not in after
+        assert pane("#{cursor_flag}") == "1"  # the cursor is shown again
+    finally:
+        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, timeout=10)
