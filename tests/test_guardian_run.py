@@ -377,3 +377,34 @@ def test_nothing_to_act_on_is_journalled_once_and_the_action_tries_again_next_ti
     assert effects.calls == [("act", "pause")] * 3  # tried again until it found its target
     lines = [json.loads(line) for line in (tmp_path / "j.jsonl").read_text().splitlines()]
     assert [line["result"] for line in lines] == ["skipped: no culprit matches", "would"]
+
+
+def test_a_burning_process_no_pattern_names_is_never_paused(
+    tmp_path: Path, burner: tuple[subprocess.Popen[bytes], str]
+) -> None:
+    from resguard.guardian import machine_effects
+
+    child, _ = burner
+    config = load_config(write_config(tmp_path, "no-process-is-called-this", dry_run=False))
+    journal = tmp_path / "j.jsonl"
+    guardian = child_guardian(config, machine_effects(), child.pid, journal)
+    states = []
+    try:
+        wait_until(
+            lambda: names_pid(guardian.tick(), child.pid) and journal.exists(),
+            what="a breach naming the child",
+        )
+        for _ in range(3):
+            guardian.tick()
+            states.append(state_of(child.pid))
+    finally:
+        guardian.close()
+    assert "T" not in states
+    pauses = [
+        line
+        for line in map(json.loads, journal.read_text().splitlines())
+        if line["action"] == "pause"
+    ]
+    assert pauses
+    assert all(line["result"].startswith("skipped") for line in pauses)
+    assert all(line["target"] is None for line in pauses)
