@@ -374,3 +374,48 @@ def test_in_tmux_the_view_leaves_no_scrollback_and_the_screen_as_it_was() -> Non
         assert pane("#{cursor_flag}") == "1"  # the cursor is shown again
     finally:
         subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, timeout=10)
+
+
+def test_an_error_inside_the_live_view_still_gives_the_terminal_back(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bug while drawing (here the second frame fails): the command's one-line internal
+    error, and before it the main screen, the cursor and the terminal's mode restored."""
+    import resguard.cli._screen as screen_module
+    import resguard.cli.watch as watch_module
+    from resguard.cli import main
+
+    master, secondary = os.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    before = termios.tcgetattr(secondary)
+    keys = os.fdopen(os.dup(secondary), "r")
+    out = os.fdopen(os.dup(secondary), "w")
+    from resguard.cli._view import build_frame as real_build
+
+    calls: list[int] = []
+
+    def build_then_fail(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("a bug in the second frame")
+        return real_build(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(watch_module, "build_frame", build_then_fail)
+    monkeypatch.setattr(screen_module, "default_keys", lambda: keys)
+    monkeypatch.setattr(screen_module, "colour_wanted", lambda out: False)
+    try:
+        code = main(["watch", "--interval", "0.05"], out)
+        out.flush()
+        written = b""
+        while select.select([master], [], [], 0.05)[0]:
+            written += os.read(master, 65536)
+        assert code == 2
+        assert "internal error: RuntimeError: a bug in the second frame" in capsys.readouterr().err
+        assert written.startswith(ENTER)
+        assert written.rstrip().endswith(ALT_OFF)
+        assert termios.tcgetattr(secondary) == before
+    finally:
+        keys.close()
+        out.close()
+        os.close(master)
+        os.close(secondary)
