@@ -5,14 +5,17 @@ sample, never since boot."""
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 
 from forking import in_child
 from resguard._probes.procfs import TICKS_PER_S
+from resguard.cli import main
 from resguard.cli._args import (
     DEFAULT_WINDOW_S,
     Parser,
@@ -20,7 +23,7 @@ from resguard.cli._args import (
     over_window,
     window_seconds,
 )
-from resguard.snapshot import Sampler
+from resguard.snapshot import ProcessInfo, Sampler
 from resguard.testing import KernelTree, ManualClock
 
 
@@ -263,3 +266,61 @@ def test_psutil_first_sample_is_unknown_and_later_ones_cover_the_time_since_the_
         assert (snap.cpu.percent, snap.process.cpu_percent) == (None, None)
 
     assert in_child(child) == 0
+
+
+# ------------------------------------------------------- the one-shots on the CLI ---
+
+
+def run_cli(*args: str) -> str:
+    out = io.StringIO()
+    assert main(list(args), out) == 0
+    return out.getvalue()
+
+
+def test_top_hides_kernel_threads_unless_all() -> None:
+    from resguard.processes import is_kernel_thread
+
+    def kernel_threads(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [row for row in rows if is_kernel_thread(ProcessInfo(**row_fields(row)))]
+
+    everything = json.loads(run_cli("top", "--json", "--all", "--by", "memory", "-n", "100000"))
+    programs = json.loads(run_cli("top", "--json", "--by", "memory", "-n", "100000"))
+    assert kernel_threads(programs) == []
+    if any(row["pid"] == 2 and row["name"] == "kthreadd" for row in everything):
+        assert kernel_threads(everything)  # kworkers, ksoftirqd: --all shows them
+    else:
+        pytest.skip("no kernel threads visible here (not Linux, or a PID namespace)")
+
+
+def row_fields(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "cmdline": tuple(row["cmdline"])}
+
+
+def test_top_still_takes_the_old_interval_as_a_window() -> None:
+    rows = json.loads(run_cli("top", "--json", "-n", "1", "--interval", "0"))
+    assert len(rows) == 1  # 0 no longer means each process's lifetime average: 0.25 s
+
+
+def test_snapshot_shows_the_busiest_processes_over_its_window() -> None:
+    text = run_cli("snapshot", "--window", "300ms")
+    lines = text.splitlines()
+    title = next(index for index, line in enumerate(lines) if line.startswith("busiest"))
+    assert lines[title] == "busiest over 0.3s (CPU% of one core, as top counts)"
+    assert lines[title + 1].split() == ["PID", "CPU%", "RSS", "NAME"]
+    rows = lines[title + 2 : -1]
+    assert 1 <= len(rows) <= 5
+    assert str(os.getpid()) in {row.split()[0] for row in rows} or len(rows) == 5
+    data = json.loads(run_cli("snapshot", "--json", "--window", "0.3"))
+    assert data["window_s"] == 0.3
+    assert 1 <= len(data["top_processes"]) <= 5
+    assert set(data["top_processes"][0]) == {
+        "pid",
+        "name",
+        "cpu_percent",
+        "rss",
+        "username",
+        "cmdline",
+    }
+    shares = [row["cpu_percent"] for row in data["top_processes"]]
+    assert shares == sorted(shares, reverse=True)
+    assert data["cpu"]["percent"] is not None  # measured over the window, never unknown here

@@ -256,8 +256,8 @@ def add_window_argument(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_WINDOW_S,
         metavar="SECONDS",
         help=f"measure CPU over this long (default {DEFAULT_WINDOW_S:g}s, e.g. 2s or 500ms); "
-        f"CPU is measured over at least {CPU_WINDOW_MIN_S:g}s, so a shorter window is raised "
-        f"to {CPU_WINDOW_MIN_S:g}s",
+        f"CPU is measured over at least {CPU_WINDOW_MIN_S:g}s, so a shorter interval is "
+        f"raised to {CPU_WINDOW_MIN_S:g}s",
     )
 
 
@@ -305,7 +305,7 @@ class Window(NamedTuple):
 def measure_window(
     window_s: float,
     *,
-    sampler: Sampler | None = None,
+    sampler: Sampler | Callable[..., Snapshot] | None = None,
     processes: ProcessTable | None = None,
     uss: bool = False,
     clock: Callable[[], float] | None = None,
@@ -313,14 +313,21 @@ def measure_window(
 ) -> Window:
     """Read *sampler* and *processes*, wait *window_s* and read both again, so that every
     CPU figure of the answer covers the window (a sampler's first sample knows no CPU
-    percent, a table's first scan only each process's lifetime average). *uss* asks the
-    second sample for the unique set size."""
+    percent, a table's first scan only each process's lifetime average; a process that
+    started during the window is measured over its life, all inside the window).
+
+    *sampler* is a :class:`~resguard.snapshot.Sampler` or a function taking its
+    ``sample`` keywords (``resguard.snapshot.snapshot``: the default sampler). *uss* asks
+    the second sample for the unique set size."""
+    from resguard.snapshot import Sampler
+
+    sample = sampler.sample if isinstance(sampler, Sampler) else sampler
     both: list[Any] = [None, None]
     first = [True]
 
     def read() -> None:
-        if sampler is not None:  # the baseline needs neither USS nor the children walk
-            both[0] = sampler.sample(uss=uss and not first[0], children=not first[0])
+        if sample is not None:  # the baseline needs neither USS nor the children walk
+            both[0] = sample(uss=uss and not first[0], children=not first[0])
         if processes is not None:
             both[1] = processes.sample()
         first[0] = False

@@ -1,15 +1,20 @@
-"""``resguard snapshot``: memory, CPU, pressure and this process, once."""
+"""``resguard snapshot``: memory, CPU over a window, pressure, heat, the processes busiest
+over that window and this process, once."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+from collections.abc import Sequence
 from typing import Any, TextIO
 
-from resguard.cli._args import Commands
-from resguard.cli._render import fixed, print_json, size
+from resguard.cli._args import Commands, add_window_argument, measure_window
+from resguard.cli._render import Column, fixed, print_json, size, table, writable
 
-__all__ = ["add_parser", "format_snapshot", "run"]
+__all__ = ["TOP_N", "add_parser", "format_snapshot", "run"]
+
+TOP_N = 5
+"""How many of the processes busiest over the window ``resguard snapshot`` shows."""
 
 
 def _pressure_text(pressure: Any) -> str:
@@ -43,8 +48,47 @@ def _faults_text(snap: Any) -> str | None:
     return "; ".join(f"{fault.field} ({fault.source}: {fault.kind})" for fault in faults)
 
 
-def format_snapshot(snap: Any) -> str:
-    """A short human-readable summary of a snapshot (``?`` for what could not be read)."""
+def _heat_line(heat: Any) -> str | None:
+    """The hottest sensor, the fastest fan and macOS's thermal state, or ``None`` when
+    the OS gave no heat at all."""
+    if heat is None:
+        return None
+    parts = []
+    if heat.sensors:
+        hottest = max(heat.sensors, key=lambda sensor: sensor.current_celsius)
+        parts.append(f"hottest {hottest.current_celsius:.0f} °C ({hottest.chip} {hottest.label})")
+    if heat.fans:
+        fastest = max(heat.fans, key=lambda fan: fan.rpm)
+        parts.append(f"fan {fastest.rpm:.0f} rpm ({fastest.chip} {fastest.label})")
+    if heat.thermal_pressure is not None:
+        parts.append(f"thermal pressure {heat.thermal_pressure}")
+    return "heat     " + ("; ".join(parts) or "no sensors") + f" (from {heat.source})"
+
+
+def format_top(rows: Sequence[Any], window_s: float | None) -> str:
+    """The processes busiest over the window, as a small table under a title."""
+    over = f" over {window_s:g}s" if window_s is not None else ""
+    title = f"busiest{over} (CPU% of one core, as top counts)"
+    if not rows:
+        return title + ": none readable"
+    columns = (
+        Column("PID", ">", 7),
+        Column("CPU%", ">", 6),
+        Column("RSS", ">", 10),
+        Column("NAME", cut=40),
+    )
+    body = table(
+        columns,
+        [(str(row.pid), fixed(row.cpu_percent, ".1f"), size(row.rss), row.name) for row in rows],
+    )
+    return title + "\n" + body
+
+
+def format_snapshot(
+    snap: Any, top: Sequence[Any] | None = None, window_s: float | None = None
+) -> str:
+    """A short human-readable summary of a snapshot (``?`` for what could not be read);
+    with *top*, the processes busiest over the window of *window_s* seconds after it."""
     memory, cpu = snap.memory, snap.cpu
     lines = [
         f"memory   {size(memory.used)} used of {size(memory.limit)} "
@@ -56,11 +100,16 @@ def format_snapshot(snap: Any) -> str:
         f"{fixed(cpu.count, 'd')} CPUs usable ({cpu.effective_source}), load "
         f"{fixed(cpu.load_1m, '.2f')} {fixed(cpu.load_5m, '.2f')} {fixed(cpu.load_15m, '.2f')}",
         _pressure_line(snap.pressure),
-        _process_line(snap),
     ]
+    heat = _heat_line(getattr(snap, "heat", None))
+    if heat is not None:
+        lines.append(heat)
+    lines.append(_process_line(snap))
     faults = _faults_text(snap)
     if faults:
         lines.append(f"unknown  {faults}")
+    if top is not None:
+        lines.append(format_top(top, window_s))
     return "\n".join(lines)
 
 
@@ -79,22 +128,64 @@ def _process_line(snap: Any) -> str:
     return f"process  pid {process.pid}: " + ", ".join(parts)
 
 
+def _busiest(processes: Any, rows: list[Any] | None) -> list[Any]:
+    """The :data:`TOP_N` processes busiest over the window, kernel threads left out."""
+    from resguard.cli.top import top_rows
+
+    return top_rows(processes, rows or [], TOP_N, by="cpu")
+
+
+def _with_heat(sensing: Any, snap: Any) -> Any:
+    """*snap* with the heat read now, where the OS gives it."""
+    import attrs
+
+    heat = sensing.read_heat()
+    return attrs.evolve(snap, heat=heat) if heat is not None else snap
+
+
 def run(args: argparse.Namespace, out: TextIO) -> int:
+    from resguard.processes import ProcessTable
+
     # The module, looked up per call (tests replace its snapshot()): `import
     # resguard.snapshot as m` would bind the package attribute, which is the function
     # once resguard.snapshot() was called.
     sensing = importlib.import_module("resguard.snapshot")
-
-    snap = sensing.snapshot(uss=args.uss)
+    processes = ProcessTable()
+    # two readings a window apart: one sample knows no CPU percent, and a first scan of
+    # the table only each process's average since it started
+    window = measure_window(
+        args.window, sampler=sensing.snapshot, processes=processes, uss=args.uss
+    )
+    snap = _with_heat(sensing, window.snapshot)
+    busiest = _busiest(processes, window.rows)
     if args.json:
-        print_json(snap.to_dict(), out)
+        data = snap.to_dict()
+        data["window_s"] = args.window
+        data["top_processes"] = [_top_dict(row) for row in busiest]
+        print_json(data, out)
     else:  # snapshot() measures through the default sampler
-        out.write(format_snapshot(snap) + f"\nbackend  {sensing.default_sampler().backend}\n")
+        text = format_snapshot(snap, busiest, args.window)
+        out.write(writable(text + f"\nbackend  {sensing.default_sampler().backend}\n", out))
     return 0
 
 
+def _top_dict(row: Any) -> dict[str, Any]:
+    return {
+        "pid": row.pid,
+        "name": row.name,
+        "cpu_percent": row.cpu_percent,
+        "rss": row.rss,
+        "username": row.username,
+        "cmdline": list(row.cmdline),
+    }
+
+
 def add_parser(commands: Commands) -> None:
-    snap = commands.add_parser("snapshot", help="memory, CPU, pressure and this process, once")
+    snap = commands.add_parser(
+        "snapshot",
+        help="memory, CPU, pressure, heat, the busiest processes and this process, once",
+    )
+    add_window_argument(snap)
     snap.add_argument("--json", action="store_true", help="print JSON")
     snap.add_argument("--uss", action="store_true", help="also measure unique set size (slow)")
     snap.set_defaults(handler=run)

@@ -1,4 +1,4 @@
-"""``resguard top``: the processes using the most CPU or memory."""
+"""``resguard top``: the processes using the most CPU or memory over a window."""
 
 from __future__ import annotations
 
@@ -7,10 +7,16 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from resguard._probes.procfs import CPU_WINDOW_MIN_S
-from resguard.cli._args import Commands, duration, non_negative_int
+from resguard.cli._args import (
+    Commands,
+    add_window_argument,
+    duration,
+    measure_window,
+    non_negative_int,
+)
 from resguard.cli._render import Column, fixed, print_json, size, table, writable
 
-__all__ = ["add_parser", "format_processes", "run"]
+__all__ = ["add_parser", "format_processes", "run", "top_rows"]
 
 
 def format_processes(rows: Sequence[Any], width: int = 120) -> str:
@@ -39,21 +45,46 @@ def format_processes(rows: Sequence[Any], width: int = 120) -> str:
     )
 
 
-def run(args: argparse.Namespace, out: TextIO) -> int:
-    import time
+def top_rows(
+    processes: Any,
+    rows: list[Any],
+    n: int,
+    *,
+    by: str = "cpu",
+    group: bool = False,
+    kernel_threads: bool = False,
+) -> list[Any]:
+    """The *n* first of *rows* (a scan of the table *processes*) by *by*, kernel threads
+    left out unless *kernel_threads*."""
+    from resguard.processes import is_kernel_thread
 
+    if not kernel_threads:
+        rows = [row for row in rows if not is_kernel_thread(row)]
+    chosen: list[Any] = processes.top(n, by=by, group=group, rows=rows)
+    return chosen
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
     from resguard.processes import ProcessTable
 
     processes = ProcessTable()
-    if args.interval > 0:  # a first sample, so CPU percent covers the interval
-        processes.sample()
-        time.sleep(max(args.interval, CPU_WINDOW_MIN_S))  # no shorter window is measured
-    rows = processes.top(args.n, by=args.by, group=args.group)
+    # two scans a window apart: a table's first scan knows only each process's average
+    # since it started, which is no current figure
+    window = measure_window(args.window, processes=processes)
+    rows = top_rows(
+        processes, window.rows or [], args.n, by=args.by, group=args.group, kernel_threads=args.all
+    )
     if args.json:
         print_json([row.to_dict() for row in rows], out)
     else:
         out.write(writable(format_processes(rows) + "\n", out))
     return 0
+
+
+def _interval(text: str) -> float:
+    """The old ``--interval``: a duration of 0 or more, measured as a window of at least
+    the shortest CPU window (0 once meant each process's average since it started)."""
+    return max(duration(text), CPU_WINDOW_MIN_S)
 
 
 def add_parser(commands: Commands) -> None:
@@ -63,7 +94,7 @@ def add_parser(commands: Commands) -> None:
         "--by",
         choices=("cpu", "memory"),
         default="cpu",
-        help="order by CPU percent or resident memory (default cpu)",
+        help="order by CPU percent (of one core, as top counts) or resident memory (default cpu)",
     )
     top.add_argument(
         "--group",
@@ -71,12 +102,10 @@ def add_parser(commands: Commands) -> None:
         help="one row per process name, PROCS saying how many processes it merges",
     )
     top.add_argument(
-        "--interval",
-        type=duration,
-        default=0.5,
-        help=f"measure CPU over this long (default 0.5s); CPU is measured over at least "
-        f"{CPU_WINDOW_MIN_S:g}s, so a shorter interval is raised to {CPU_WINDOW_MIN_S:g}s; "
-        f"0 = each process's average since it started",
+        "--all", action="store_true", help="also show kernel threads (hidden by default)"
     )
+    add_window_argument(top)
+    # what --window was called before issue 14, kept for scripts
+    top.add_argument("--interval", type=_interval, dest="window", help=argparse.SUPPRESS)
     top.add_argument("--json", action="store_true", help="print JSON")
     top.set_defaults(handler=run)

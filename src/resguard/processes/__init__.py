@@ -53,6 +53,14 @@ class _Reader(Protocol):
 class ProcessTable:
     """Samples every process's CPU time and memory; thread-safe.
 
+    A row's ``cpu_percent`` (100 = one full core, as ``top`` counts) covers the time since
+    this table's previous scan that saw the process. The table's **first scan** has no
+    previous one, so each row's percent is then the process's *average since it started*
+    (likewise a process first seen in a later scan): a lifetime figure, not what it does
+    now; a process that burnt a core for an hour and sleeps now reads high. For current
+    figures scan twice, a window apart, as ``resguard snapshot`` and ``resguard top`` do
+    (``--window``, default 1 s).
+
     *clock* is the monotonic clock used to turn CPU-time deltas into percentages.
     *backend* is ``"linux"`` or ``"psutil"``; ``None`` picks the linux readers for
     non-default *roots* and the process's default backend otherwise.
@@ -231,7 +239,8 @@ _default_tables: dict[str, ProcessTable] = {}  # one per backend: the default ma
 
 def top_processes(n: int = 10, *, by: SortKey = "cpu", group: bool = False) -> list[ProcessInfo]:
     """The top *n* processes by CPU or memory; CPU is measured since the previous call
-    (on the default backend: one table per backend).
+    (on the default backend: one table per backend), and the first call's is each
+    process's average since it started (see :class:`ProcessTable`).
 
     :class:`~resguard.InvalidType` / :class:`~resguard.InvalidValue` for a bad *n*, *by*
     or *group*, before anything is read.
