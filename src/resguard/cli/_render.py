@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, NamedTuple, TextIO, cast
 
-from resguard.units import format_bytes
+from resguard.units import format_size
 
 __all__ = [
     "UNKNOWN",
@@ -27,8 +27,9 @@ _CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 
 def size(value: int | None, unknown: str = UNKNOWN) -> str:
-    """*value* bytes for people, or *unknown* when it could not be measured."""
-    return unknown if value is None else format_bytes(value)
+    """*value* bytes for people (the one size formatter, :func:`resguard.units.format_size`:
+    IEC units), or *unknown* when it could not be measured."""
+    return format_size(value, unknown=unknown)
 
 
 def fixed(value: float | None, spec: str, unknown: str = UNKNOWN) -> str:
