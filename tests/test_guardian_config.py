@@ -242,6 +242,11 @@ BAD = [
         "already used by another rule",
     ),
     (
+        '[[guardian.rule]]\nname = "Critical"\nprocess_cpu_percent_above = 9',
+        "guardian.rule[0].name = 'Critical'",
+        "is a level's name",
+    ),
+    (
         '[[guardian.rule]]\nname = "x"\nprocessescpu = 3',
         "guardian.rule[0]",
         "needs exactly one of",

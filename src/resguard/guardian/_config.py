@@ -356,6 +356,13 @@ def parse_config(data: Mapping[str, Any], path: str = "<config>") -> GuardianCon
     preset_names = {rule.name for rule in _preset_rules(fields["preset"], monotonic, options)}
     seen: set[str] = set()
     for index, rule in enumerate(rules):
+        if rule.name.upper() in _LEVELS:
+            raise _error(
+                path,
+                f"{base}.rule[{index}].name",
+                rule.name,
+                "is a level's name (an action's when = it means every rule at that level)",
+            )
         if rule.name in seen or rule.name in preset_names:
             whose = "another rule" if rule.name in seen else f"the {fields['preset']} preset"
             raise _error(
