@@ -250,6 +250,9 @@ def test_every_documented_metric_is_exposed_and_every_exposed_one_documented(
         ollama=(OllamaModelInfo("x:1b", 10, 5, None, None),),
         faults=(Fault("swap", "/proc/meminfo", "garbage", "x"),),
         pressure=attrs.evolve(monitor.state.snapshot.pressure, memory_level=2),  # macOS's
+        # a first sample has no CPU window yet (unknown): give the CPU gauges a figure
+        cpu=attrs.evolve(monitor.state.snapshot.cpu, percent=12.5),
+        process=attrs.evolve(monitor.state.snapshot.process, cpu_percent=3.0),
     )
     frozen = _FrozenMonitor(State(snap, monitor.state.verdict, 1))
     collector = ResguardCollector(
