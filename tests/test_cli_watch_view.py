@@ -364,7 +364,8 @@ def test_the_live_view_lists_ollamas_models_from_the_stand_in(ollama_server: Any
     """Ollama answering (the stand-in, through OLLAMA_HOST): the frame lists the loaded
     model with its size and idle time."""
     import ollama
-    from tests.test_watch_tty import Terminal
+
+    from watch_terminal import Terminal
 
     ollama.Client(host=ollama_server.host).generate(model="llama3.2:1b", prompt="hi")
     term = Terminal(env={"NO_COLOR": "1", "OLLAMA_HOST": ollama_server.host})

@@ -24,89 +24,12 @@ import pytest
 
 from resguard.cli._screen import ALT_SCREEN_OFF, ALT_SCREEN_ON, CLEAR, RICH_HINT
 from resguard.cli._view import FOOTER, cells
+from watch_terminal import DEADLINE_S, SGR, Terminal, frames
 
 ALT_ON, ALT_OFF = ALT_SCREEN_ON.encode(), ALT_SCREEN_OFF.encode()
 ENTER, LEAVE = b"\x1b[?1049h", b"\x1b[?1049l"
-SGR = re.compile(rb"\x1b\[[0-9;]*m")
-DEADLINE_S = 8.0
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="no pty on Windows")
-
-
-class Terminal:
-    """``resguard watch`` running on a pty of *columns* × *lines*; what it wrote so far."""
-
-    def __init__(
-        self, *args: str, columns: int = 80, lines: int = 24, env: dict[str, str] | None = None
-    ) -> None:
-        self.master, self.secondary = os.openpty()
-        fcntl.ioctl(self.secondary, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
-        self.mode_before = termios.tcgetattr(self.secondary)
-        environ = {key: value for key, value in os.environ.items() if key != "NO_COLOR"}
-        environ.update({"TERM": "xterm-256color", **(env or {})})
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "resguard", "watch", "--interval", "0.2", *args],
-            stdin=self.secondary,
-            stdout=self.secondary,
-            stderr=self.secondary,
-            env=environ,
-            close_fds=True,
-        )
-        self.output = b""
-
-    def read_until(self, done: Callable[[bytes], bool], what: str) -> bytes:
-        deadline = time.monotonic() + DEADLINE_S
-        while not done(self.output):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; got {self.output[-2000:]!r}")
-            ready, _, _ = select.select([self.master], [], [], 0.05)
-            if ready:
-                try:
-                    self.output += os.read(self.master, 65536)
-                except OSError:  # the pty closed: the program is gone
-                    if self.process.poll() is not None:
-                        break
-        return self.output
-
-    def first_frame(self) -> bytes:
-        return self.read_until(lambda out: _frames(out) != [], "a whole frame")
-
-    def exit_code(self) -> int:
-        """Wait for the program to end (reading what it writes meanwhile)."""
-        self.read_until(lambda _: self.process.poll() is not None, "the program to exit")
-        self.process.wait(timeout=DEADLINE_S)
-        self._drain()
-        return self.process.returncode
-
-    def _drain(self) -> None:
-        while True:
-            ready, _, _ = select.select([self.master], [], [], 0.05)
-            if not ready:
-                return
-            try:
-                chunk = os.read(self.master, 65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            self.output += chunk
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=DEADLINE_S)
-        os.close(self.master)
-        os.close(self.secondary)
-
-
-def _frames(output: bytes) -> list[bytes]:
-    """The complete frames written: from a clear to the footer's end."""
-    frames = []
-    for part in output.split(CLEAR.encode())[1:]:
-        text = SGR.sub(b"", part)
-        if b"sort by memory" in text:
-            frames.append(part[: part.rfind(b"memory") + len(b"memory")])
-    return frames
 
 
 def _screen_lines(frame: bytes) -> list[str]:
@@ -167,7 +90,7 @@ def test_a_frame_fits_an_80_by_24_terminal(terminal: Callable[..., Terminal]) ->
     term.first_frame()
     os.write(term.master, b"q")
     term.exit_code()
-    for frame in _frames(term.output):
+    for frame in frames(term.output):
         lines = _screen_lines(frame)
         assert len(lines) <= 24, lines
         assert all(cells(line) <= 80 for line in lines), [
@@ -233,7 +156,7 @@ def test_keys_sort_the_table_by_memory_and_by_cpu(terminal: Callable[..., Termin
     term.first_frame()
     os.write(term.master, b"m")
     term.read_until(lambda out: b"processes by memory" in out, "the table sorted by memory")
-    rss_order = _column(_frames(term.output)[-1], "RSS")
+    rss_order = _column(frames(term.output)[-1], "RSS")
     os.write(term.master, b"c")
     term.read_until(
         lambda out: b"processes by CPU" in out.split(b"processes by memory")[-1],
@@ -263,7 +186,7 @@ def test_without_rich_the_frame_is_plain_and_says_once_how_to_get_colour(
     (shadow / "__init__.py").write_text("raise ImportError('no rich here', name='rich')\n")
     term = terminal(env={"PYTHONPATH": str(tmp_path)})
     term.first_frame()
-    term.read_until(lambda out: len(_frames(out)) >= 2, "a second frame")
+    term.read_until(lambda out: len(frames(out)) >= 2, "a second frame")
     os.write(term.master, b"q")
     assert term.exit_code() == 0
     assert SGR.search(term.output) is None
