@@ -232,7 +232,17 @@ def test_a_thermal_breach_says_the_state() -> None:
         ("serious", 2),
         ("critical", 3),
         ("fair", 1),
-        ("cpu speed limit 80%", 1),
+        ("cpu speed limit 80%", 2),
+        ("cpu speed limit 100%", 0),
+        ("cpu scheduler limit 50%", 2),
+        ("thermal warning level 0", 0),
+        ("thermal warning level 3", 1),
+        ("thermal warning level 5", 2),
+        ("thermal warning level 10", 3),
+        ("performance warning level 1", 2),
+        ("thermal warning level 10, cpu speed limit 35%", 3),
+        ("thermal warning level 2, cpu speed limit 62%", 2),
+        ("banana, thermal warning level 5", 2),
         ("banana", None),
         (None, None),
         ("", None),
@@ -240,6 +250,15 @@ def test_a_thermal_breach_says_the_state() -> None:
 )
 def test_thermal_ranks(state: object, rank: int | None) -> None:
     assert thermal_rank(state) == rank
+
+
+def test_the_laptop_warns_when_pmset_says_the_mac_slows_itself_and_is_critical_at_crisis() -> None:
+    policy = Policy(
+        [ThermalPressure("heavy", level="warning"), ThermalPressure("trapping", level="critical")]
+    )
+    readings = ["nominal", "cpu speed limit 62%", "thermal warning level 10, cpu speed limit 35%"]
+    levels = [policy.evaluate(hot(0.0, pressure=r), policy.new_state()).level for r in readings]
+    assert levels == [Level.OK, Level.WARNING, Level.CRITICAL]
 
 
 def test_off_macos_the_thermal_rules_are_inactive() -> None:
@@ -359,7 +378,16 @@ def test_a_celsius_figure_out_of_range_is_refused_quoting_it(figure: float) -> N
 @settings(max_examples=200, deadline=None)
 @given(
     states=st.lists(
-        st.sampled_from([*THERMAL_STATES, "serious", "cpu speed limit 70%", "?", None]),
+        st.sampled_from(
+            [
+                *THERMAL_STATES,
+                "serious",
+                "cpu speed limit 70%",
+                "thermal warning level 10",
+                "?",
+                None,
+            ]
+        ),
         min_size=1,
         max_size=30,
     ),

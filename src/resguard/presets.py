@@ -40,7 +40,9 @@ renderer, and a busy loop ``while 1: pass`` measured at 93-99 % of a core for 34
 today's preset called OK; [5] "any single process > 100 % CPU" (renderers at 240 %);
 [6] "several processes > 50 % at once"; [7] "the system < 80 % total CPU" is normal;
 [8] the laptop overheating (the sensors' own ``high`` marks, or macOS's thermal pressure
-from ``pmset -g therm``); [9] "fans running continuously"; [10] a leak in this process,
+from ``pmset -g therm``: heavy is the Mac limiting its CPU speed or a thermal warning
+level of 5, "danger", trapping a level of 10, "crisis"; see
+:func:`~resguard.rules.thermal_rank`); [9] "fans running continuously"; [10] a leak in this process,
 as before.
 
 Every breach names its culprits (:func:`resguard.rules.culprits`): the memory, swap and
