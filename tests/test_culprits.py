@@ -366,3 +366,24 @@ def test_a_culprit_named_with_control_characters_cannot_forge_a_log_line() -> No
 def test_a_custom_rules_odd_offender_still_makes_a_message() -> None:
     odd = Offender(None, None, 1.0, 0.0, id=None)  # type: ignore[arg-type]
     assert odd.label == "None"
+
+
+def test_a_notebook_verdict_shows_figures_in_their_units_not_raw_numbers() -> None:
+    snap = make_snapshot(used=3 * GiB, processes=table())
+    html = Policy([Threshold("memory.used", ">=", "1GiB", for_=0)]).evaluate(snap)._repr_html_()
+    assert "3.0 GiB" in html
+    assert "1.0 GiB" in html
+    assert "3221225472" not in html
+    assert ">WARNING<" in html
+    assert "12 ollama 78% of memory" in html
+
+
+def test_a_notebook_verdict_escapes_what_it_cannot_judge() -> None:
+    snap = make_snapshot(memory_percent=50)
+    fault = Fault("memory", "/proc/<mem\x1binfo>", "empty", "no lines")
+    blind = attrs.evolve(
+        snap, memory=attrs.evolve(snap.memory, percent=None, used=None), faults=(fault,)
+    )
+    html = Policy([Threshold("memory.percent", ">=", 85)]).evaluate(blind)._repr_html_()
+    assert "/proc/&lt;mem\\x1binfo&gt;" in html
+    assert "\x1b" not in html

@@ -8,9 +8,10 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
 
-from resguard._modules.render import ValueMixin, records_table
+from resguard._modules.render import ValueMixin, rows_table
+from resguard._modules.render import printable as escaped
 from resguard.snapshot import Snapshot
-from resguard.units import format_bytes, format_duration, shown
+from resguard.units import format_duration, format_size, shown
 
 __all__ = [
     "OK_VERDICT",
@@ -122,14 +123,10 @@ class Breach(ValueMixin):
 
 
 def printable(text: object) -> str:
-    """*text* with every character that is not printable written as its escape
-    (``"a\\nb"``), so a process that names itself with a newline or a terminal escape
-    cannot forge a log line or clear a screen; what is no string is shown as its repr."""
-    if not isinstance(text, str):
-        return shown(text)
-    if text.isprintable():
-        return text
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    """*text* with every control character written as its escape (``"a\\nb"``), so a
+    process that names itself with a newline or a terminal escape cannot forge a log line
+    or clear a screen; what is no string is shown as its repr."""
+    return escaped(text) if isinstance(text, str) else shown(text)
 
 
 _SHARES: Final = {"core_percent": "of a core", "memory_percent": "of memory"}
@@ -152,7 +149,7 @@ def format_value(value: float, unit: str) -> str:
     if not finite(value):
         return "never" if unit == "seconds" and value > 0 else f"{shown(value)}"
     if unit == "bytes":
-        return format_bytes(value)
+        return format_size(value)
     if unit == "percent":
         return f"{value:.1f}%"
     if unit == "seconds":
@@ -211,11 +208,21 @@ class Verdict(ValueMixin):
     def _repr_html_(self) -> str:
         import html  # only in a notebook: keeps `import resguard` light
 
-        table = records_table(
-            self.breaches, ("rule", "level", "value", "threshold", "held_s", "culprits")
-        )
-        unknown = "".join(f"<p>unknown: {html.escape(item)}</p>" for item in self.unknown)
-        return f"<p><b>{self.level.name}</b></p>" + (table if self.breaches else "") + unknown
+        rows = [
+            (
+                breach.rule,
+                breach.level.name,
+                format_value(breach.value, breach.unit),
+                format_value(breach.threshold, breach.unit),
+                format_value(breach.held_s, "seconds"),
+                breach.culprits,
+            )
+            for breach in self.breaches
+        ]
+        columns = ("rule", "level", "value", "threshold", "held", "culprits")
+        table = rows_table(columns, rows, numeric=frozenset({2, 3, 4})) if rows else ""
+        unknown = "".join(f"<p>unknown: {html.escape(escaped(item))}</p>" for item in self.unknown)
+        return f"<p><b>{self.level.name}</b></p>" + table + unknown
 
 
 OK_VERDICT: Final = Verdict(Level.OK, ())
