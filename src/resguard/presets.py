@@ -29,7 +29,7 @@ a sensor above its high mark for 30 s           WARNING   5 °C below the mark  
 macOS thermal pressure heavy or worse           WARNING   below heavy          [8]
 macOS thermal pressure trapping or worse        CRITICAL  below trapping       [8]
 a fan above *fan_rpm_above* for 5 min           WARNING   90 % of the figure   [9]
-process RSS grows > 50 MB over 10 min           WARNING   growth of 25 MB      [10]
+process RSS grows > 50 MiB over 10 min          WARNING   growth of 25 MiB     [10]
 ==============================================  ========  ===================  ======
 
 Sources, the field notes' words: [1] "memory > 20 GB used (on 24 GB)", 83 %; [2] "23 GB
@@ -72,7 +72,7 @@ PSI memory full avg10 > 2 %                    CRITICAL     1 % or less
 macOS memory pressure warning (level >= 2)     WARNING      normal (level 1)
 macOS memory pressure critical (level >= 4)    CRITICAL     below critical
 memory.used reaches memory.limit within 2 min  WARNING      3 min or more
-process RSS grows > 50 MB over 10 min          WARNING      growth of 25 MB or less
+process RSS grows > 50 MiB over 10 min         WARNING      growth of 25 MiB or less
 =============================================  ===========  ==========================
 
 PSI rules are inactive on kernels without PSI, the macOS pressure rules
@@ -177,10 +177,10 @@ def _macos_pressure_rules() -> list[Rule]:
 def _leak() -> LeakDetector:
     return LeakDetector(
         "process.rss",
-        growth="50MB",
+        growth="50MiB",
         window="10m",
         level=Level.WARNING,
-        name="process RSS grows > 50 MB per 10 min",
+        name="process RSS grows > 50 MiB per 10 min",
     )
 
 
