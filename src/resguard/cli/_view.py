@@ -61,12 +61,14 @@ Line = tuple[Segment, ...]
 @dataclass(frozen=True)
 class ViewOptions:
     """What the person chose: how many process rows, the sort (``"auto"``: by the
-    resource in breach, else CPU; keys ``c``/``m`` set ``"cpu"``/``"memory"``) and
-    whether kernel threads are shown (``--all``)."""
+    resource in breach, else CPU; keys ``c``/``m`` set ``"cpu"``/``"memory"``),
+    whether kernel threads are shown (``--all``) and whether heat was asked for (then a
+    snapshot without it says that no sensor or fan could be read)."""
 
     rows: int = 8
     sort: Sort = "auto"
     show_all: bool = False
+    heat: bool = True
 
 
 @dataclass(frozen=True)
@@ -311,7 +313,7 @@ def _psi(pressure: Any) -> str:
     return f"{fixed(pressure.some.avg10, '.1f')}/{full}%"
 
 
-def _numbers(snapshot: Any) -> list[Line]:
+def _numbers(snapshot: Any, options: ViewOptions) -> list[Line]:
     memory, cpu, pressure = snapshot.memory, snapshot.cpu, snapshot.pressure
     where = f"cgroup {memory.cgroup}" if memory.cgroup else memory.source
     lines = [
@@ -324,14 +326,14 @@ def _numbers(snapshot: Any) -> list[Line]:
         f"psi     mem {_psi(pressure.memory)}  cpu {_psi(pressure.cpu)}  "
         f"io {_psi(pressure.io)} (some/full avg10)",
     ]
-    heat = _heat(getattr(snapshot, "heat", None))
+    heat = _heat(getattr(snapshot, "heat", None), options.heat)
     return [(Segment(text),) for text in [*lines, *heat]]
 
 
-def _heat(heat: Any) -> list[str]:
+def _heat(heat: Any, asked: bool) -> list[str]:
     """The hottest sensor and the fastest fan, or that none was found."""
     if heat is None:
-        return []
+        return ["heat    no temperature sensor or fan readable here"] if asked else []
     parts = []
     if heat.sensors:
         hottest = max(heat.sensors, key=lambda sensor: sensor.current_celsius)
@@ -430,7 +432,7 @@ def build_frame(
     culprits = culprit_pids(verdict)
     top: list[Line] = [_header(state), *_breaches(verdict)]
     top += _unknowns(verdict, stale)
-    top += [(), *_numbers(state.snapshot), *_ollama(state.snapshot)]
+    top += [(), *_numbers(state.snapshot, options), *_ollama(state.snapshot)]
     bottom = [_footer(resource)] if footer else []
     room = height - len(top) - len(bottom) - 3  # the blank, the title and the column names
     shown = list(rows[: max(room, 0)])
