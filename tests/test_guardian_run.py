@@ -408,3 +408,39 @@ def test_a_burning_process_no_pattern_names_is_never_paused(
     assert pauses
     assert all(line["result"].startswith("skipped") for line in pauses)
     assert all(line["target"] is None for line in pauses)
+
+
+def test_renice_lowers_the_burning_childs_priority_and_stop_ends_it(
+    tmp_path: Path, burner: tuple[subprocess.Popen[bytes], str]
+) -> None:
+    from resguard.guardian import machine_effects
+
+    child, marker = burner
+    path = write_config(tmp_path, marker, dry_run=False)
+    text = path.read_text().replace('do = "pause"', 'do = "renice"\nby = 7', 1)
+    path.write_text(text)
+    guardian = child_guardian(load_config(path), machine_effects(), child.pid, tmp_path / "r")
+    try:
+        wait_until(
+            lambda: guardian.tick() is not None and os.getpriority(os.PRIO_PROCESS, child.pid) == 7,
+            what="the child reniced by 7",
+        )
+    finally:
+        guardian.close()
+    path.write_text(text.replace('do = "renice"\nby = 7', 'do = "stop"\ngrace = "2s"'))
+    guardian = child_guardian(load_config(path), machine_effects(), child.pid, tmp_path / "s")
+    try:
+        wait_until(
+            lambda: guardian.tick() is not None and child.poll() is not None,
+            what="the child stopped",
+        )
+    finally:
+        guardian.close()
+    assert child.returncode == -signal.SIGTERM
+    stops = [
+        line
+        for line in map(json.loads, (tmp_path / "s").read_text().splitlines())
+        if line["action"] == "stop"
+    ]
+    assert stops[0]["target"]["pid"] == child.pid
+    assert stops[0]["result"] == "done"
