@@ -123,3 +123,5 @@ def test_install_options_without_install_are_a_usage_error(
 ) -> None:
     assert main(["guardian", "--force"], out=io.StringIO()) == 2
     assert "--force goes with --install" in capsys.readouterr().err
+    assert main(["guardian", "--json"], out=io.StringIO()) == 2
+    assert "--json goes with --once" in capsys.readouterr().err

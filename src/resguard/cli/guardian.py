@@ -172,6 +172,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             raise InvalidValue(f"--{flag} goes with --install")
     if args.install:
         return _install(args, out)
+    if args.json and not args.once:
+        raise InvalidValue("--json goes with --once (the running guardian logs and journals)")
     return _guard(args, out)
 
 
