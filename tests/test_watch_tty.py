@@ -342,3 +342,19 @@ def test_an_error_inside_the_live_view_still_gives_the_terminal_back(
         out.close()
         os.close(master)
         os.close(secondary)
+
+
+def test_a_resized_terminal_gets_a_frame_of_its_new_size_at_once(
+    terminal: Callable[..., Terminal],
+) -> None:
+    term = terminal("--interval", "30", env={"NO_COLOR": "1"})  # no new period meanwhile
+    term.first_frame()
+    fcntl.ioctl(term.secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 16, 60, 0, 0))
+    term.process.send_signal(signal.SIGWINCH)  # what the terminal sends its program
+    term.read_until(lambda out: len(frames(out)) >= 2, "a frame after the resize")
+    lines = _screen_lines(frames(term.output)[-1])
+    os.write(term.master, b"q")
+    assert term.exit_code() == 0
+    assert len(lines) <= 16, lines
+    assert all(cells(line) <= 60 for line in lines), lines
+    assert lines[-1] == FOOTER

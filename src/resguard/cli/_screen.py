@@ -25,6 +25,7 @@ __all__ = [
     "ALT_SCREEN_OFF",
     "ALT_SCREEN_ON",
     "CLEAR",
+    "RESIZED",
     "RICH_HINT",
     "STYLES",
     "Screen",
@@ -35,6 +36,7 @@ __all__ = [
 ALT_SCREEN_ON = "\x1b[?1049h\x1b[?25l"  # the alternate screen, the cursor hidden
 ALT_SCREEN_OFF = "\x1b[?25h\x1b[?1049l"  # the cursor shown, the main screen back
 CLEAR = "\x1b[H\x1b[2J"
+RESIZED = "resized"  # what Screen.key() answers when the terminal changed size
 RICH_HINT = "resguard watch: no colour without rich; pip install 'resguard[cli]'"
 STYLES = {
     "": "",
@@ -101,17 +103,19 @@ def paint(frame: Frame, colour: bool) -> tuple[str, bool]:
 class Screen:
     """The live view's terminal as a context manager: on entry the alternate screen (and
     no cursor), keys in cbreak mode when *keys* is a terminal and termios exists, and
-    SIGTERM noted (``terminated``) and waking :meth:`key`; on exit all of it undone,
-    whatever ended the view (``q``, Ctrl-C, SIGTERM, an error)."""
+    SIGTERM noted (``terminated``) and a resize (SIGWINCH), each waking :meth:`key`; on
+    exit all of it undone, whatever ended the view (``q``, Ctrl-C, SIGTERM, an error)."""
 
     def __init__(self, out: TextIO, keys: TextIO | None = None, *, colour: bool) -> None:
         self.out = out
         self.colour = colour
         self.terminated = False
+        self.resized = False
         self.hinted = False
         self._keys_fd = _terminal_fd(keys)
         self._saved_mode: Any = None
         self._saved_term: Any = None
+        self._saved_winch: Any = None
         self._wake: tuple[int, int] | None = None
         self._held: _Held | None = None
 
@@ -119,7 +123,9 @@ class Screen:
         if os.name == "posix":  # select() waits on pipes only there
             self._wake = os.pipe()
             os.set_blocking(self._wake[1], False)
-        self._saved_term = _on_sigterm(self._sigterm)
+        self._saved_term = _on_signal(signal.SIGTERM, self._sigterm)
+        winch = getattr(signal, "SIGWINCH", None)
+        self._saved_winch = None if winch is None else _on_signal(winch, self._sigwinch)
         self._held = _hold_logs()
         self.out.write(ALT_SCREEN_ON)
         self.out.flush()
@@ -141,6 +147,8 @@ class Screen:
         finally:
             if self._saved_term is not None:
                 signal.signal(signal.SIGTERM, self._saved_term)
+            if self._saved_winch is not None:
+                signal.signal(signal.SIGWINCH, self._saved_winch)
             if self._wake is not None:
                 for fd in self._wake:
                     os.close(fd)
@@ -151,6 +159,13 @@ class Screen:
 
     def _sigterm(self, signum: int, frame: FrameType | None) -> None:
         self.terminated = True
+        self._wake_up()
+
+    def _sigwinch(self, signum: int, frame: FrameType | None) -> None:
+        self.resized = True
+        self._wake_up()
+
+    def _wake_up(self) -> None:
         if self._wake is not None:
             try:
                 os.write(self._wake[1], b"T")
@@ -166,8 +181,9 @@ class Screen:
         self.out.flush()
 
     def key(self, timeout_s: float) -> str | None:
-        """The next key pressed within *timeout_s* (waiting that long otherwise); ``None``
-        when none was, when keys cannot be read (no terminal, no termios) or when SIGTERM
+        """The next key pressed within *timeout_s* (waiting that long otherwise);
+        :data:`RESIZED` when the terminal changed size meanwhile; ``None`` when no key
+        was pressed, when keys cannot be read (no terminal, no termios) or when SIGTERM
         arrived (``terminated``)."""
         import select
         import time
@@ -175,13 +191,18 @@ class Screen:
         waits = [
             fd for fd in (self._keys_fd, self._wake[0] if self._wake else None) if fd is not None
         ]
-        if self.terminated:
-            return None
         if not waits:  # no keys and nothing to wake on (Windows): only the period
             time.sleep(max(timeout_s, 0.0))
             return None
         ready, _, _ = select.select(waits, [], [], max(timeout_s, 0.0))
-        if self._keys_fd is None or self._keys_fd not in ready or self.terminated:
+        if self._wake is not None and self._wake[0] in ready:
+            os.read(self._wake[0], 64)  # drained: the next wait waits again
+        if self.terminated:
+            return None
+        if self.resized:
+            self.resized = False
+            return RESIZED
+        if self._keys_fd is None or self._keys_fd not in ready:
             return None
         data = os.read(self._keys_fd, 64)
         if not data:  # the terminal hung up: no more keys, only the period
@@ -234,10 +255,10 @@ def _hint() -> None:
     error_line(RICH_HINT)
 
 
-def _on_sigterm(handler: Any) -> Any:
-    """Install *handler* for SIGTERM (main thread only); the previous one, or None."""
+def _on_signal(signum: int, handler: Any) -> Any:
+    """Install *handler* for *signum* (main thread only); the previous one, or None."""
     try:
-        return signal.signal(signal.SIGTERM, handler)
+        return signal.signal(signum, handler)
     except (ValueError, OSError):  # not the main thread: leave SIGTERM as it is
         return None
 

@@ -228,7 +228,7 @@ def _stream(monitor: Any, state: Any, args: argparse.Namespace, out: TextIO) -> 
 def _live(monitor: Any, state: Any, args: argparse.Namespace, out: TextIO) -> int:
     """The live view: the alternate screen, a frame per period, keys between frames;
     ``q`` ends it (0), as Ctrl-C does (130, from main) and SIGTERM (143)."""
-    from resguard.cli._screen import Screen, colour_wanted, default_keys
+    from resguard.cli._screen import RESIZED, Screen, colour_wanted, default_keys
 
     options = ViewOptions(rows=args.n, show_all=args.all)
     frames = 0
@@ -245,22 +245,27 @@ def _live(monitor: Any, state: Any, args: argparse.Namespace, out: TextIO) -> in
                 return 0
             if key in ("c", "m"):
                 options = _sorted_by(options, key)
-                continue  # the same state, sorted anew, at once
+            if key in ("c", "m", RESIZED):
+                continue  # the same state, sorted anew or fitted to the new size, at once
             if not screen.terminated:
                 state = _measure(monitor)
     return EXIT_TERMINATED
 
 
 def _next_key(screen: Any, period_s: float) -> str | None:
-    """The first of ``q``, ``c``, ``m`` pressed within *period_s* (others ignored), or
-    ``None`` when the period ends or SIGTERM arrives first."""
+    """The first of ``q``, ``c``, ``m`` pressed within *period_s* (others ignored) or a
+    resize, or ``None`` when the period ends or SIGTERM arrives first."""
     import time
+
+    from resguard.cli._screen import RESIZED
 
     due = time.monotonic() + period_s
     while not screen.terminated:
         key = screen.key(max(due - time.monotonic(), 0.0))
         if key is None:
             return None
+        if key == RESIZED:
+            return RESIZED
         if key.lower() in ("q", "c", "m"):
             return str(key.lower())
     return None
