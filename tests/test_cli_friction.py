@@ -86,11 +86,11 @@ def test_the_process_table_names_its_count_column() -> None:
     assert header == ["PID", "CPU%", "RSS", "PROCS", "USER", "COMMAND"]
 
 
-def test_the_docs_synopses_show_top_interval_and_watch_count() -> None:
+def test_the_docs_synopses_show_top_window_and_watch_count() -> None:
     text = DOCS.read_text(encoding="utf-8")
     (top,) = [line for line in text.splitlines() if line.startswith("| `resguard top ")]
     (watch,) = [line for line in text.splitlines() if line.startswith("| `resguard watch ")]
-    assert "[--interval 0.5s]" in top
+    assert "[--window SECONDS]" in top
     assert "PROCS" in top
     assert "[--count N \\| --once]" in watch
     assert "[-n N]" in watch

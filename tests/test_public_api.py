@@ -15,9 +15,9 @@ from support import run_python
 PUBLIC = sorted(
     [
         "Admission",
+        "Amount",
         "Breach",
         "CacheInfo",
-        "Amount",
         "CacheStats",
         "ConfigError",
         "ContainerStats",
@@ -27,8 +27,11 @@ PUBLIC = sorted(
         "Cost",
         "CpuInfo",
         "DockerError",
+        "FanSpeed",
+        "FanThreshold",
         "Guard",
         "GuardStats",
+        "HeatInfo",
         "IntegrationError",
         "InvalidState",
         "InvalidType",
@@ -49,7 +52,6 @@ PUBLIC = sorted(
         "PolicyState",
         "PressureInfo",
         "PressureLine",
-        "Rule",
         "ProcessCount",
         "ProcessInfo",
         "ProcessSelf",
@@ -61,10 +63,14 @@ PUBLIC = sorted(
         "ResguardError",
         "ResourceExhausted",
         "ResourcePressure",
+        "Rule",
         "Sampler",
+        "SensorThreshold",
         "Snapshot",
         "State",
         "SwapInfo",
+        "TemperatureSensor",
+        "ThermalPressure",
         "Threshold",
         "TimeToLimit",
         "UnknownMetric",
@@ -72,6 +78,7 @@ PUBLIC = sorted(
         "Verdict",
         "format_bytes",
         "format_duration",
+        "format_size",
         "limit_self",
         "load_ipython_extension",
         "memoize",
@@ -231,8 +238,13 @@ SNAPSHOT_PUBLIC = sorted(
         "ProcessInfo",
         "ProcessSelf",
         "ResourcePressure",
+        "FanSpeed",
+        "HeatInfo",
+        "HeatReader",
         "Roots",
         "Sampler",
+        "TemperatureSensor",
+        "read_heat",
         "Snapshot",
         "SwapInfo",
         "UNITS",
@@ -257,5 +269,33 @@ def test_the_sense_layers_surface_does_not_drift() -> None:
     snapshot_module = importlib.import_module("resguard.snapshot")  # not the function
 
     assert sorted(snapshot_module.__all__) == SNAPSHOT_PUBLIC
-    assert sorted(resguard.processes.__all__) == ["ProcessTable", "describe", "top_processes"]
+    assert sorted(resguard.processes.__all__) == [
+        "ProcessTable",
+        "describe",
+        "is_kernel_thread",
+        "top_processes",
+    ]
     assert snapshot_module.BACKENDS == ("linux", "psutil")
+
+
+def test_the_guardians_surface_does_not_drift() -> None:
+    """``resguard.guardian`` is what a config's author and an embedding program use."""
+    import resguard.guardian
+
+    assert sorted(resguard.guardian.__all__) == [
+        "ACTIONS",
+        "ActionSpec",
+        "Decision",
+        "Effects",
+        "Guardian",
+        "GuardianConfig",
+        "Journal",
+        "Outcome",
+        "PRESETS",
+        "Planner",
+        "Target",
+        "load_config",
+        "load_policy",
+        "parse_config",
+    ]
+    assert resguard.guardian.ACTIONS == ("notify", "ollama-unload-idle", "renice", "pause", "stop")
