@@ -26,6 +26,8 @@ from resguard.cli._args import (
 from resguard.snapshot import ProcessInfo, Sampler
 from resguard.testing import KernelTree, ManualClock
 
+from support import run_python
+
 
 class FakeTime:
     """A monotonic clock that moves only when slept on."""
@@ -324,3 +326,21 @@ def test_snapshot_shows_the_busiest_processes_over_its_window() -> None:
     shares = [row["cpu_percent"] for row in data["top_processes"]]
     assert shares == sorted(shares, reverse=True)
     assert data["cpu"]["percent"] is not None  # measured over the window, never unknown here
+
+
+def test_resguard_snapshot_follows_its_default_sampler() -> None:
+    """``resguard.snapshot()``: unknown at first in a fresh interpreter, then since the
+    previous call."""
+    code = (
+        "import json, time, resguard\n"
+        "first = resguard.snapshot(children=False)\n"
+        "end = time.monotonic() + 0.6\n"
+        "while time.monotonic() < end: pass\n"  # a busy wait: the window holds real work
+        "second = resguard.snapshot(children=False)\n"
+        "print(json.dumps([first.cpu.percent, first.process.cpu_percent,"
+        " second.cpu.percent, second.process.cpu_percent]))\n"
+    )
+    first_host, first_own, host, own = json.loads(run_python(code))
+    assert (first_host, first_own) == (None, None)
+    assert host > 0  # the busy wait kept a core busy (the neighbours may share it)
+    assert own > 0
