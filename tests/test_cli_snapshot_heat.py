@@ -1,5 +1,6 @@
-"""``resguard snapshot`` shows heat where the OS gives it, and Ctrl-C during a one-shot's
-window ends it cleanly."""
+"""``resguard snapshot`` shows heat where the OS gives it, Ctrl-C during a one-shot's
+window ends it cleanly, and ``resguard top`` never writes a command line's control
+characters to the terminal."""
 
 from __future__ import annotations
 
@@ -71,3 +72,28 @@ def test_ctrl_c_during_the_window_exits_130_without_a_traceback() -> None:
     assert child.returncode == 130
     assert err == ""
     assert out == ""
+
+
+def test_top_escapes_control_characters_of_command_lines() -> None:
+    import io
+
+    from resguard.cli import main
+
+    hostile = "x\ny\x1b[2J\x07"
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()", hostile], stdin=subprocess.PIPE
+    )
+    try:
+        wait_until(
+            lambda: hostile in psutil.Process(child.pid).cmdline(), what="the child to start"
+        )
+        out = io.StringIO()
+        assert main(["top", "--by", "memory", "-n", "100000", "--window", "0.25"], out) == 0
+    finally:
+        child.kill()
+        child.wait()
+    text = out.getvalue()
+    assert "\x1b" not in text
+    assert "\x07" not in text
+    (line,) = [line for line in text.splitlines() if line.lstrip().startswith(f"{child.pid} ")]
+    assert "x\\ny\\x1b[2J\\x07" in line

@@ -8,8 +8,10 @@ import importlib
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from resguard._probes.procfs import CPU_WINDOW_MIN_S
 from resguard.cli._args import Commands, add_window_argument, measure_window
 from resguard.cli._render import Column, fixed, print_json, size, table, writable
+from resguard.cli._view import printable
 
 __all__ = ["TOP_N", "add_parser", "format_snapshot", "run"]
 
@@ -79,7 +81,10 @@ def format_top(rows: Sequence[Any], window_s: float | None) -> str:
     )
     body = table(
         columns,
-        [(str(row.pid), fixed(row.cpu_percent, ".1f"), size(row.rss), row.name) for row in rows],
+        [
+            (str(row.pid), fixed(row.cpu_percent, ".1f"), size(row.rss), printable(row.name))
+            for row in rows
+        ],
     )
     return title + "\n" + body
 
@@ -156,15 +161,16 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     window = measure_window(
         args.window, sampler=sensing.snapshot, processes=processes, uss=args.uss
     )
+    window_s = max(args.window, CPU_WINDOW_MIN_S)  # what was measured over
     snap = _with_heat(sensing, window.snapshot)
     busiest = _busiest(processes, window.rows)
     if args.json:
         data = snap.to_dict()
-        data["window_s"] = args.window
+        data["window_s"] = window_s
         data["top_processes"] = [_top_dict(row) for row in busiest]
         print_json(data, out)
     else:  # snapshot() measures through the default sampler
-        text = format_snapshot(snap, busiest, args.window)
+        text = format_snapshot(snap, busiest, window_s)
         out.write(writable(text + f"\nbackend  {sensing.default_sampler().backend}\n", out))
     return 0
 

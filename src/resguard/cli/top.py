@@ -15,12 +15,15 @@ from resguard.cli._args import (
     non_negative_int,
 )
 from resguard.cli._render import Column, fixed, print_json, size, table, writable
+from resguard.cli._view import printable
 
 __all__ = ["add_parser", "format_processes", "run", "top_rows"]
 
 
 def format_processes(rows: Sequence[Any], width: int = 120) -> str:
-    """A fixed-width table of process rows, command lines cut to fit *width* columns."""
+    """A fixed-width table of process rows, command lines cut to fit *width* columns and
+    their control characters escaped (a newline or ESC in an argument cannot reach the
+    terminal)."""
     columns = (
         Column("PID", ">", 7),
         Column("CPU%", ">", 6),
@@ -37,8 +40,8 @@ def format_processes(rows: Sequence[Any], width: int = 120) -> str:
                 fixed(row.cpu_percent, ".1f"),
                 size(row.rss),
                 str(row.count),
-                row.username or "?",
-                " ".join(row.cmdline) or row.name,
+                printable(row.username or "?"),
+                printable(" ".join(row.cmdline) or row.name),
             )
             for row in rows
         ],
