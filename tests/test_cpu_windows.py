@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from forking import in_child
 from resguard._probes.procfs import TICKS_PER_S
@@ -24,6 +26,7 @@ from resguard.cli._args import (
     window_seconds,
 )
 from resguard.snapshot import ProcessInfo, Sampler
+from resguard.snapshot._cpu import CpuCounters
 from resguard.testing import KernelTree, ManualClock
 
 from support import run_python
@@ -344,3 +347,23 @@ def test_resguard_snapshot_follows_its_default_sampler() -> None:
     assert (first_host, first_own) == (None, None)
     assert host > 0  # the busy wait kept a core busy (the neighbours may share it)
     assert own > 0
+
+
+@given(
+    st.lists(st.tuples(st.integers(-50, 10**5), st.integers(-50, 10**5)), min_size=1, max_size=30),
+    st.integers(1, 64),
+)
+def test_host_shares_are_unknown_first_and_after_counters_go_back_else_0_to_100(
+    steps: list[tuple[int, int]], cpu_count: int
+) -> None:
+    counters = CpuCounters(cpu_count=cpu_count)
+    busy, idle = 10**6, 10**6
+    seen: list[tuple[int, int]] = []  # the baseline is one of them
+    for more_busy, more_idle in steps:
+        busy, idle = max(busy + more_busy, 0), max(idle + more_idle, 0)
+        percent = counters.host_percent((busy, busy + idle))
+        below_all = all(busy < old[0] or busy + idle < old[1] for old in seen)
+        if below_all:  # the first reading, or counters back below any baseline: unknown
+            assert percent is None
+        assert percent is None or 0.0 <= percent <= 100.0
+        seen.append((busy, busy + idle))
