@@ -63,6 +63,7 @@ def test_a_memory_metric_names_the_three_largest_by_rss_as_a_share_of_the_limit(
         "pressure.memory.full.avg60",
         "pressure.memory_level",
         "processes.rss",
+        "processes.uss",
     ],
 )
 def test_memory_swap_and_memory_pressure_blame_memory(metric: str) -> None:

@@ -27,7 +27,7 @@ Resource = Literal["memory", "cpu"]
 _MEMORY_PREFIXES: Final = ("memory.", "swap.", "pressure.memory.")
 _CPU_PREFIXES: Final = ("pressure.cpu.", "cpu.load_")
 # the process rules' metrics too: a live view sorts its table by the resource in breach
-_MEMORY_METRICS: Final = frozenset({"pressure.memory_level", "processes.rss"})
+_MEMORY_METRICS: Final = frozenset({"pressure.memory_level", "processes.rss", "processes.uss"})
 _CPU_METRICS: Final = frozenset({"cpu.percent", "processes.cpu_percent"})
 
 
@@ -35,10 +35,10 @@ def culprit_resource(metric: str) -> Resource | None:
     """Which resource the processes are blamed for when *metric* is in breach:
     ``"memory"`` for ``memory.*``, ``swap.*``, ``pressure.memory.*`` and macOS's
     ``pressure.memory_level``; ``"cpu"`` for ``cpu.percent``, ``pressure.cpu.*`` and
-    ``cpu.load_*``; the process rules' ``processes.rss`` and ``processes.cpu_percent``
-    likewise (a live view sorts its table by the resource in breach); ``None`` for the
-    rest (this process's own figures, containers, heat: those name their own rows or
-    nobody)."""
+    ``cpu.load_*``; the process rules' ``processes.rss``, ``processes.uss`` and
+    ``processes.cpu_percent`` likewise (a live view sorts its table by the resource in
+    breach); ``None`` for the rest (this process's own figures, containers, heat: those
+    name their own rows or nobody)."""
     if metric.startswith(_MEMORY_PREFIXES) or metric in _MEMORY_METRICS:
         return "memory"
     if metric.startswith(_CPU_PREFIXES) or metric in _CPU_METRICS:
