@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from resguard._probes.thermal import (
     PmsetTherm,
     parse_pmset_therm,
+    pressure_rank,
     run_pmset,
     thermal_pressure,
 )
@@ -92,11 +93,61 @@ def test_text_without_its_lines_is_not_a_state(text: str) -> None:
     assert parse_pmset_therm(text) is None
 
 
-@given(st.text(max_size=400))
-def test_the_parser_never_raises(text: str) -> None:
+_KEYS = {
+    "Thermal Warning Level": "thermal_warning_level",
+    "Performance Warning Level": "performance_warning_level",
+    "CPU_Scheduler_Limit": "cpu_scheduler_limit_percent",
+    "CPU_Available_CPUs": "cpu_available_cpus",
+    "CPU_Speed_Limit": "cpu_speed_limit_percent",
+}
+_LINES = st.one_of(
+    st.tuples(st.sampled_from(sorted(_KEYS)), st.integers(0, 200), st.sampled_from([" = ", ":"])),
+    st.sampled_from(
+        [
+            "Note: No thermal warning level has been recorded",
+            "2024-03-02 09:14:51 +0100 CPU Power notify",
+        ]
+    ),
+    st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40),
+)
+
+
+@given(st.lists(_LINES, max_size=12))
+def test_the_parser_keeps_the_last_figure_of_each_key_and_names_and_ranks_it_alike(
+    lines: list[tuple[str, int, str] | str],
+) -> None:
+    text = "\n".join(
+        line if isinstance(line, str) else f"\t{line[0]}{line[2]}{line[1]}" for line in lines
+    )
     therm = parse_pmset_therm(text)
-    if therm is not None:
-        assert isinstance(thermal_pressure(therm), str)
+    figures = {_KEYS[line[0]]: line[1] for line in lines if isinstance(line, tuple)}
+    if figures:
+        assert therm is not None
+        assert therm._asdict() == {field: figures.get(field) for field in PmsetTherm._fields}
+    if therm is None:
+        return
+    rank = pressure_rank(therm)
+    assert rank in (0, 1, 2, 3)
+    assert (thermal_pressure(therm) == "nominal") == (rank == 0)
+
+
+@pytest.mark.parametrize(
+    ("therm", "rank"),
+    [
+        (PmsetTherm(None, None, None, None, None), 0),
+        (PmsetTherm(0, 0, 100, 8, 100), 0),
+        (PmsetTherm(3, None, None, None, None), 1),
+        (PmsetTherm(5, None, None, None, None), 2),
+        (PmsetTherm(10, None, None, None, None), 3),
+        (PmsetTherm(None, 1, None, None, None), 2),
+        (PmsetTherm(None, None, 100, 8, 80), 2),
+        (PmsetTherm(None, None, 50, 8, 100), 2),
+        (PmsetTherm(2, None, 100, 8, 62), 2),
+        (PmsetTherm(10, None, 100, 8, 35), 3),
+    ],
+)
+def test_the_rank_is_the_worst_figure_s(therm: PmsetTherm, rank: int) -> None:
+    assert pressure_rank(therm) == rank
 
 
 def stand_in(tmp_path: Path, script: str) -> str:
@@ -158,6 +209,7 @@ def test_heat_reader_reports_the_thermal_state(tmp_path: Path) -> None:
     heat = reader.read()
     assert heat is not None
     assert heat.thermal_pressure == "cpu speed limit 35%"
+    assert heat.thermal_rank == 2  # heavy: found from the figures, not the text
     assert "pmset" in heat.source.split("+")
 
 
@@ -183,6 +235,7 @@ def test_a_pmset_damage_with_sensors_read_leaves_only_the_state_unknown(tmp_path
     assert heat is not None
     assert heat.hottest_celsius == 60.0
     assert heat.thermal_pressure is None
+    assert heat.thermal_rank is None
     assert [(fault.field, fault.fallback) for fault in reader.faults] == [
         ("heat.thermal_pressure", None)
     ]

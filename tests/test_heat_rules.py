@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import resguard
+from resguard._probes.thermal import PmsetTherm, pressure_rank, thermal_pressure
 from resguard.rules import (
     THERMAL_STATES,
     FanThreshold,
@@ -41,9 +42,16 @@ def hot(
     at: float,
     sensors: Sequence[TemperatureSensor] = (),
     fans: Sequence[FanSpeed] = (),
-    pressure: str | None = None,
+    pressure: str | PmsetTherm | None = None,
 ) -> Snapshot:
-    heat = HeatInfo.from_readings(tuple(sensors), tuple(fans), pressure, "hwmon")
+    """A snapshot at *at* with this heat; *pressure* a state's name or what pmset said."""
+    text: str | None
+    rank: int | None
+    if isinstance(pressure, PmsetTherm):
+        text, rank = thermal_pressure(pressure), pressure_rank(pressure)
+    else:
+        text, rank = pressure, thermal_rank(pressure)
+    heat = HeatInfo.from_readings(tuple(sensors), tuple(fans), text, "hwmon", thermal_rank=rank)
     return attrs.evolve(make_snapshot(at=at), heat=heat)
 
 
@@ -232,17 +240,8 @@ def test_a_thermal_breach_says_the_state() -> None:
         ("serious", 2),
         ("critical", 3),
         ("fair", 1),
-        ("cpu speed limit 80%", 2),
-        ("cpu speed limit 100%", 0),
-        ("cpu scheduler limit 50%", 2),
-        ("thermal warning level 0", 0),
-        ("thermal warning level 3", 1),
-        ("thermal warning level 5", 2),
-        ("thermal warning level 10", 3),
-        ("performance warning level 1", 2),
-        ("thermal warning level 10, cpu speed limit 35%", 3),
-        ("thermal warning level 2, cpu speed limit 62%", 2),
-        ("banana, thermal warning level 5", 2),
+        ("sleeping", 4),
+        ("cpu speed limit 80%", None),  # pmset's text is ranked from its figures when read
         ("banana", None),
         (None, None),
         ("", None),
@@ -256,9 +255,28 @@ def test_the_laptop_warns_when_pmset_says_the_mac_slows_itself_and_is_critical_a
     policy = Policy(
         [ThermalPressure("heavy", level="warning"), ThermalPressure("trapping", level="critical")]
     )
-    readings = ["nominal", "cpu speed limit 62%", "thermal warning level 10, cpu speed limit 35%"]
+    readings = [
+        PmsetTherm(None, None, 100, 8, 100),
+        PmsetTherm(None, None, 100, 8, 62),
+        PmsetTherm(10, None, 100, 8, 35),
+    ]
     levels = [policy.evaluate(hot(0.0, pressure=r), policy.new_state()).level for r in readings]
     assert levels == [Level.OK, Level.WARNING, Level.CRITICAL]
+
+
+def test_the_thermal_rule_judges_the_rank_read_with_the_heat_not_its_text() -> None:
+    rule = ThermalPressure("heavy")
+    said_heavy = HeatInfo.from_readings((), (), "heavy", "pmset", thermal_rank=0)
+    ranked_heavy = HeatInfo.from_readings((), (), "something new", "pmset", thermal_rank=2)
+    verdicts = run(
+        rule,
+        [
+            attrs.evolve(make_snapshot(at=0.0), heat=said_heavy),
+            attrs.evolve(make_snapshot(at=1.0), heat=ranked_heavy),
+        ],
+    )
+    assert [v.ok for v in verdicts] == [True, False]
+    assert verdicts[1].breaches[0].message == "macOS thermal pressure heavy or worse: heavy"
 
 
 def test_off_macos_the_thermal_rules_are_inactive() -> None:
@@ -382,8 +400,8 @@ def test_a_celsius_figure_out_of_range_is_refused_quoting_it(figure: float) -> N
             [
                 *THERMAL_STATES,
                 "serious",
-                "cpu speed limit 70%",
-                "thermal warning level 10",
+                PmsetTherm(None, None, 100, 8, 70),
+                PmsetTherm(10, None, None, None, None),
                 "?",
                 None,
             ]
@@ -395,7 +413,7 @@ def test_a_celsius_figure_out_of_range_is_refused_quoting_it(figure: float) -> N
     for_s=st.sampled_from([0.0, 2.0, 5.0]),
 )
 def test_thermal_pressure_fires_exactly_when_at_or_above_its_state_long_enough(
-    states: list[str | None], at_least: str, for_s: float
+    states: list[str | PmsetTherm | None], at_least: str, for_s: float
 ) -> None:
     rule = ThermalPressure(at_least, for_=for_s)
     times = [float(t) for t in range(len(states))]
@@ -403,7 +421,10 @@ def test_thermal_pressure_fires_exactly_when_at_or_above_its_state_long_enough(
         not v.ok
         for v in run(rule, [hot(t, pressure=s) for t, s in zip(times, states, strict=True)])
     ]
-    ranks = [thermal_rank(state) for state in states]
+    ranks = [
+        pressure_rank(state) if isinstance(state, PmsetTherm) else thermal_rank(state)
+        for state in states
+    ]
     above = [rank is not None and rank >= THERMAL_STATES.index(at_least) for rank in ranks]
     assert fired == model_fires([1.0 if a else 0.0 for a in above], times, 0.5, for_s)
 

@@ -87,6 +87,7 @@ def test_heat_is_a_plain_dict_for_json() -> None:
         "hottest_celsius": 50.0,
         "fastest_fan_rpm": 900.0,
         "thermal_pressure": None,
+        "thermal_rank": None,
         "source": "x",
     }
 

@@ -12,7 +12,15 @@ import pytest
 
 import resguard
 from resguard import presets
-from resguard.rules import FanThreshold, LeakDetector, Level, Policy, SensorThreshold, Verdict
+from resguard.rules import (
+    FanThreshold,
+    LeakDetector,
+    Level,
+    Policy,
+    SensorThreshold,
+    Verdict,
+    thermal_rank,
+)
 from resguard.snapshot import FanSpeed, HeatInfo, Snapshot, TemperatureSensor
 from resguard.testing import make_process, make_snapshot
 
@@ -36,7 +44,9 @@ def with_heat(
     fans: tuple[FanSpeed, ...] = (),
     pressure: str | None = None,
 ) -> Snapshot:
-    return attrs.evolve(snap, heat=HeatInfo.from_readings(sensors, fans, pressure, "hwmon"))
+    rank = thermal_rank(pressure)
+    heat = HeatInfo.from_readings(sensors, fans, pressure, "hwmon", thermal_rank=rank)
+    return attrs.evolve(snap, heat=heat)
 
 
 def test_a_busy_loop_at_93_to_99_percent_of_a_core_is_a_runaway_after_60_seconds() -> None:

@@ -139,10 +139,17 @@ def test_metric_paths_name_the_numeric_fields() -> None:
     assert "memory.source" not in paths
 
 
-# Numbers that are deliberately plain: an identifier and the load averages (a run-queue
-# length averaged by the kernel has no unit of its own).
+# Numbers that are deliberately plain: an identifier, the load averages (a run-queue
+# length averaged by the kernel has no unit of its own) and macOS's levels and ranks.
 UNITLESS = frozenset(
-    {"process.pid", "cpu.load_1m", "cpu.load_5m", "cpu.load_15m", "pressure.memory_level"}
+    {
+        "process.pid",
+        "cpu.load_1m",
+        "cpu.load_5m",
+        "cpu.load_15m",
+        "pressure.memory_level",
+        "heat.thermal_rank",
+    }
 )
 
 

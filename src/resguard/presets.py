@@ -42,8 +42,8 @@ today's preset called OK; [5] "any single process > 100 % CPU" (renderers at 240
 [8] the laptop overheating (the sensors' own ``high`` marks, or macOS's thermal pressure
 from ``pmset -g therm``: heavy is the Mac limiting its CPU speed or a thermal warning
 level of 5, "danger", trapping a level of 10, "crisis"; see
-:func:`~resguard.rules.thermal_rank`); [9] "fans running continuously"; [10] a leak in
-this process, as before.
+:class:`~resguard.snapshot.HeatInfo`'s ``thermal_rank``); [9] "fans running
+continuously"; [10] a leak in this process, as before.
 
 Every breach names its culprits (:func:`resguard.rules.culprits`): the memory, swap and
 PSI memory rules the three largest processes by RSS (as a share of the memory limit,

@@ -13,7 +13,8 @@ whether the machine is being held back for heat. Its output, as macOS prints it:
 and, once a level has been recorded, ``Thermal Warning Level = N`` /
 ``Performance Warning Level = N`` lines instead of the notes. Apple Silicon Macs often
 print the notes alone. :func:`parse_pmset_therm` reads all of these (any spacing, tabs,
-``=`` or ``:``; the last value of a key wins) and :func:`thermal_pressure` names the state.
+``=`` or ``:``; the last value of a key wins), :func:`thermal_pressure` names the state
+and :func:`pressure_rank` ranks it, from the same numbers.
 
 This was written and tested against fixture texts of that output on Linux; it has not
 been run on a Mac here. :func:`run_pmset` runs the command only where ``pmset`` exists,
@@ -33,6 +34,7 @@ __all__ = [
     "PMSET_TIMEOUT_S",
     "PmsetTherm",
     "parse_pmset_therm",
+    "pressure_rank",
     "run_pmset",
     "thermal_pressure",
 ]
@@ -102,6 +104,26 @@ def thermal_pressure(therm: PmsetTherm) -> str:
     if therm.performance_warning_level:
         parts.append(f"performance warning level {therm.performance_warning_level}")
     return ", ".join(parts) or "nominal"
+
+
+def pressure_rank(therm: PmsetTherm) -> int:
+    """The rank of *therm* in ``resguard.rules.THERMAL_STATES`` (0 nominal, 1 moderate,
+    2 heavy, 3 trapping), by its worst figure: a thermal warning level of IOKit's scale
+    (0 normal, 5 danger, 10 crisis) is nominal at 0, moderate below 5, heavy from 5 and
+    trapping from 10; a CPU speed or scheduler limit below 100 % (the Mac slowing itself
+    to cool down) and any performance warning level above 0 are heavy. This is
+    resguard's reading of what pmset prints, tested on its fixture output, not on a Mac.
+    """
+    ranks = [0]
+    level = therm.thermal_warning_level
+    if level:
+        ranks.append(1 if level < 5 else 2 if level < 10 else 3)
+    limits = (therm.cpu_speed_limit_percent, therm.cpu_scheduler_limit_percent)
+    if any(limit is not None and limit < 100 for limit in limits):
+        ranks.append(2)
+    if therm.performance_warning_level:
+        ranks.append(2)
+    return max(ranks)
 
 
 def run_pmset(

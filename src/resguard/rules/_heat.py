@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import abc
 import math
-import re
 from collections.abc import Hashable, Sequence
 from typing import Any, ClassVar, Final
 
@@ -31,10 +30,6 @@ __all__ = ["FanThreshold", "SensorThreshold", "ThermalPressure", "thermal_rank"]
 
 _HOTTEST_C: Final = 300.0  # no laptop or server part reports more; a typo if above
 _FASTEST_RPM: Final = 100_000.0
-_PMSET_PART: Final = re.compile(
-    r"(thermal warning level|performance warning level|cpu speed limit|cpu scheduler limit)"
-    r" (\d{1,6}) ?%?"
-)
 _ALIASES: Final = {"fair": "moderate", "serious": "heavy", "critical": "trapping"}
 
 
@@ -290,38 +285,19 @@ class FanThreshold(_HeatRows):
 
 
 def thermal_rank(state: object) -> int | None:
-    """The rank of a macOS thermal pressure reading in
-    :data:`~resguard.rules.THERMAL_STATES` (``"heavy"`` → 2), case and spaces ignored.
+    """The rank of a thermal state's name in :data:`~resguard.rules.THERMAL_STATES`
+    (``"heavy"`` → 2), case and spaces ignored; Apple's other names map to the same ranks
+    (fair → moderate, serious → heavy, critical → trapping). ``None`` for anything else.
 
-    The reading is a state name (Apple's others map to the same ranks: fair → moderate,
-    serious → heavy, critical → trapping) or what ``pmset -g therm`` reports, comma-joined
-    (``"thermal warning level 5, cpu speed limit 62%"``), ranked by its worst part:
-    a thermal warning level of IOKit's scale (0 normal, 5 danger, 10 crisis) is nominal,
-    moderate below 5, heavy from 5 and trapping from 10; a CPU speed or scheduler limit
-    below 100 % (the Mac slowing itself to cool down) and any performance warning level
-    above 0 are heavy. ``None`` when no part is understood. The mapping is resguard's
-    reading of what pmset prints, tested on its fixture output, not on a Mac.
+    A snapshot carries its own rank (``heat.thermal_rank``, found from ``pmset -g
+    therm``'s figures when read); this ranks a name a person typed, as
+    :class:`ThermalPressure`'s ``at_least``.
     """
     if not isinstance(state, str):
         return None
-    ranks = [_part_rank(" ".join(part.lower().split())) for part in state.split(",")]
-    known = [rank for rank in ranks if rank is not None]
-    return max(known) if known else None
-
-
-def _part_rank(part: str) -> int | None:
-    part = _ALIASES.get(part, part)
-    if part in THERMAL_STATES:
-        return THERMAL_STATES.index(part)
-    match = _PMSET_PART.fullmatch(part)
-    if match is None:
-        return None
-    what, figure = match.group(1), int(match.group(2))
-    if what == "thermal warning level":
-        return 0 if figure == 0 else 1 if figure < 5 else 2 if figure < 10 else 3
-    if what == "performance warning level":
-        return 0 if figure == 0 else 2
-    return 0 if figure >= 100 else 2  # a CPU speed or scheduler limit, percent
+    name = " ".join(state.lower().split())
+    name = _ALIASES.get(name, name)
+    return THERMAL_STATES.index(name) if name in THERMAL_STATES else None
 
 
 class ThermalPressure:
@@ -330,9 +306,10 @@ class ThermalPressure:
     (the kernel debounces its own level, as for memory pressure).
 
     ``ThermalPressure("heavy", level="warning")`` fires while the Mac says heavy or worse.
-    A reading is ranked by :func:`thermal_rank` (pmset's warning levels and CPU speed
-    limits included); one it does not understand is "condition false". Inactive
-    everywhere but macOS (``thermal_pressure`` is ``None`` there).
+    It judges ``heat.thermal_rank``, the rank found from pmset's figures when the heat
+    was read (its warning levels and CPU speed limits; see :doc:`platforms`); a heat
+    record without a rank is "condition false". Inactive everywhere but macOS
+    (``thermal_rank`` is ``None`` there).
     """
 
     __slots__ = ("at_least", "for_s", "level", "metric", "name", "rank", "reads")
@@ -375,7 +352,7 @@ class ThermalPressure:
         heat = snapshot.heat
         if heat is None and explain(snapshot, "heat"):  # unknown: no evidence either way
             return self._breach(snapshot, state, now)
-        rank = None if heat is None else thermal_rank(heat.thermal_pressure)
+        rank = None if heat is None else heat.thermal_rank
         trigger = rank is not None and rank >= self.rank
         if not state.advance(now, trigger):
             return None

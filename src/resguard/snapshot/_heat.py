@@ -115,12 +115,16 @@ class HeatReader:
             sensors, fans = self._read_psutil(faults)
             if sensors or fans:
                 sources.append("psutil")
-        pressure = self._read_pmset(faults)
-        if pressure is not None:
+        therm = self._read_pmset(faults)
+        if therm is not None:
             sources.append("pmset")
-        heat = (
-            HeatInfo.from_readings(sensors, fans, pressure, "+".join(sources)) if sources else None
-        )
+        heat = None
+        if sources:
+            pressure = None if therm is None else _thermal.thermal_pressure(therm)
+            rank = None if therm is None else _thermal.pressure_rank(therm)
+            heat = HeatInfo.from_readings(
+                sensors, fans, pressure, "+".join(sources), thermal_rank=rank
+            )
         if heat is None:  # nothing at all: what failed left heat unknown
             faults = [Fault("heat", fault.source, fault.kind, fault.detail) for fault in faults]
         with self._lock:
@@ -170,7 +174,7 @@ class HeatReader:
                     fans.append(fan)
         return tuple(sensors), tuple(fans)
 
-    def _read_pmset(self, faults: list[Fault]) -> str | None:
+    def _read_pmset(self, faults: list[Fault]) -> _thermal.PmsetTherm | None:
         if self._pmset is None:
             return None
         output = self._pmset_output(self._pmset)
@@ -190,7 +194,7 @@ class HeatReader:
                 )
             )
             return None
-        return _thermal.thermal_pressure(therm)
+        return therm
 
     def _pmset_output(self, pmset: Pmset) -> str | Damage | None:
         """*pmset*'s answer, run again only when the last one is older than

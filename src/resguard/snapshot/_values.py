@@ -292,8 +292,15 @@ class HeatInfo(ValueMixin):
     once when read. ``thermal_pressure`` is macOS's state from ``pmset -g therm``:
     ``"nominal"``, or what holds the machine back, e.g. ``"cpu speed limit 35%"`` or
     ``"thermal warning level 5, cpu speed limit 62%"`` (see :doc:`platforms`); ``None``
-    elsewhere and when it could not be read. ``source`` names where the numbers came from
-    (``"hwmon"``, ``"psutil"``, ``"pmset"``, joined by ``+`` when several answered).
+    elsewhere and when it could not be read. ``thermal_rank`` is that state's rank in
+    :data:`~resguard.rules.THERMAL_STATES`, found from pmset's figures when read, not
+    from the text: a thermal warning level (IOKit's scale: 5 danger, 10 crisis) of 1-4 is
+    moderate (1), from 5 heavy (2), from 10 trapping (3); a CPU speed or scheduler limit
+    below 100 % or a performance warning level is heavy; else nominal (0). ``None`` with
+    the text (or in a record built without one: the thermal rule sees no pressure; the
+    mapping is resguard's reading of pmset, not tested on a Mac). ``source`` names where
+    the numbers came from (``"hwmon"``, ``"psutil"``, ``"pmset"``, joined by ``+`` when
+    several answered).
     """
 
     sensors: tuple[TemperatureSensor, ...]
@@ -301,6 +308,7 @@ class HeatInfo(ValueMixin):
     hottest_celsius: float | None = attrs.field(metadata=CELSIUS)
     fastest_fan_rpm: float | None = attrs.field(metadata=RPM)
     thermal_pressure: str | None
+    thermal_rank: int | None = attrs.field(default=None, kw_only=True)
     source: str
 
     @classmethod
@@ -310,6 +318,8 @@ class HeatInfo(ValueMixin):
         fans: tuple[FanSpeed, ...],
         thermal_pressure: str | None,
         source: str,
+        *,
+        thermal_rank: int | None = None,
     ) -> HeatInfo:
         """The record of these readings, with the hottest sensor and fastest fan found."""
         return cls(
@@ -319,6 +329,7 @@ class HeatInfo(ValueMixin):
             max((fan.rpm for fan in fans), default=None),
             thermal_pressure,
             source,
+            thermal_rank=thermal_rank,
         )
 
 
