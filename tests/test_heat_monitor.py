@@ -10,7 +10,6 @@ import pytest
 
 from resguard import InvalidType
 from resguard.monitor import Monitor
-from resguard.monitor._sources import policy_needs
 from resguard.rules import Breach, Level, Policy, ProcessCount, Threshold
 from resguard.snapshot import HeatReader, Sampler, Snapshot
 from resguard.testing import KernelTree
@@ -60,9 +59,9 @@ def monitor_on(tree: KernelTree, policy: Policy, **kwargs: Any) -> Monitor:
 
 def test_a_rule_that_reads_heat_makes_the_monitor_sample_it() -> None:
     policy = Policy([HotRule()])
-    assert policy_needs(policy, "heat")
-    assert policy_needs(Policy([Threshold("heat.hottest_celsius", ">", 90)]), "heat")
-    assert not policy_needs(Policy([Threshold("memory.percent", ">", 90)]), "heat")
+    assert policy.needs("heat")
+    assert Policy([Threshold("heat.hottest_celsius", ">", 90)]).needs("heat")
+    assert not Policy([Threshold("memory.percent", ">", 90)]).needs("heat")
     assert Monitor(policy=policy, reclaim=False)._builtin.heat is not None
 
 

@@ -193,8 +193,7 @@ def builtin_sources(
     (or ``cgroup_pids``) or *processes* is True, heat when a rule reads ``heat`` or *heat*
     is True (or the :class:`~resguard.snapshot.HeatReader` to read through), each on the
     sampler's backend."""
-    from resguard.monitor._sources import BuiltinSources, policy_needs
-    from resguard.rules import ProcessCount, ProcessThreshold
+    from resguard.monitor._sources import BuiltinSources
     from resguard.snapshot import HeatReader
 
     if isinstance(heat, HeatReader):
@@ -206,12 +205,9 @@ def builtin_sources(
             f"heat={shown(heat)} is not a bool; expected True, False or a "
             "resguard.snapshot.HeatReader"
         )
-    wants_heat = given is not None or heat is True or policy_needs(policy, "heat")
+    wants_heat = given is not None or heat is True or policy.needs("heat")
     wants_processes = (
-        _flag(processes, "processes")
-        or policy_needs(policy, "processes")
-        or policy_needs(policy, "cgroup_pids")
-        or any(isinstance(rule, (ProcessThreshold, ProcessCount)) for rule in policy.rules)
+        _flag(processes, "processes") or policy.needs("processes") or policy.needs("cgroup_pids")
     )
     table = process_table(sampler) if wants_processes else None
     reader = given

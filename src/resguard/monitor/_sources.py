@@ -19,14 +19,12 @@ from resguard.units import shown
 if TYPE_CHECKING:
     from resguard.monitor._state import Source
     from resguard.processes import ProcessTable
-    from resguard.rules import Policy
 
 __all__ = [
     "SOURCE_FIELDS",
     "BuiltinSources",
     "binding_cgroup",
     "declared_fields",
-    "policy_needs",
     "sample_sources",
     "source_fault",
     "source_fields",
@@ -98,22 +96,6 @@ def subscriber_name(subscriber: object) -> str:
 
 def source_fault(field: str, source: str, error: BaseException) -> Fault:
     return Fault(field, source, "unreadable", f"{type(error).__name__}: {error}")
-
-
-def policy_needs(policy: Policy, field: str) -> bool:
-    """Whether a rule of *policy* reads the snapshot *field* or a path under it (the
-    paths in its ``reads``: ``("heat",)``, ``("processes", "memory.limit")``,
-    ``("heat.hottest_celsius",)``), so the monitor must sample it."""
-    under = field + "."
-    for rule in policy.rules:
-        reads = getattr(rule, "reads", ())
-        if isinstance(reads, str) or not isinstance(reads, (list, tuple, frozenset, set)):
-            continue
-        if any(
-            isinstance(path, str) and (path == field or path.startswith(under)) for path in reads
-        ):
-            return True
-    return False
 
 
 def binding_cgroup(memory: MemoryInfo) -> str | None:
