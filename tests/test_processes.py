@@ -19,7 +19,6 @@ from resguard.processes import (
     ProcessTable,
     _group_by_name,
     describe,
-    processes_html,
     top_processes,
 )
 from resguard.processes._rows import RowFacts, rows_from
@@ -177,8 +176,6 @@ def test_other_public_functions_check_their_arguments() -> None:
         ProcessTable(clock=5)  # type: ignore[arg-type]
     with pytest.raises(InvalidType, match="row=None"):
         describe(None)  # type: ignore[arg-type]
-    with pytest.raises(InvalidType, match="rows="):
-        processes_html([1, 2])  # type: ignore[list-item]
 
 
 def test_top_processes_default_table() -> None:

@@ -24,7 +24,6 @@ from typing import Literal, Protocol
 from resguard._errors import InvalidType, InvalidValue
 from resguard._modules import forks
 from resguard._modules.clockcheck import checked_clock
-from resguard._modules.render import records_table
 from resguard._probes.backend import Backend, backend_for, default_backend
 from resguard._probes.identity import boot_time_s, proc_cmdline_of
 from resguard._probes.paths import DEFAULT_ROOTS, Roots
@@ -41,7 +40,6 @@ _SORT_KEYS: dict[str, Callable[[ProcessInfo], float]] = {
     "cpu": lambda info: info.cpu_percent,
     "memory": lambda info: info.rss,
 }
-TOP_COLUMNS = ("pid", "name", "count", "cpu_percent", "rss", "num_threads", "username")
 
 
 class _Reader(Protocol):
@@ -222,16 +220,6 @@ def _group_by_name(rows: list[ProcessInfo]) -> list[ProcessInfo]:
             )
         )
     return merged
-
-
-def processes_html(rows: list[ProcessInfo], title: str = "top processes") -> str:
-    """An HTML table of process rows for notebooks."""
-    rows = list(rows)
-    if not all(isinstance(row, ProcessInfo) for row in rows):
-        raise InvalidType(
-            f"rows={shown(rows)} are not ProcessInfo rows; expected the result of top_processes()"
-        )
-    return records_table(rows, TOP_COLUMNS, title)
 
 
 _default_tables: dict[str, ProcessTable] = {}  # one per backend: the default may change

@@ -144,7 +144,7 @@ def _peak_and_limit(axis: Any, prof: Profile) -> None:
             [peak_sample.rss / _MIB],
             "o",
             color="tab:red",
-            label=f"peak {format_size(peak)} (+{bytes_text(prof.peak_rss_delta)})",
+            label=f"peak {format_size(peak)} (+{format_size(prof.peak_rss_delta)})",
         )
     limit = prof.limit
     if limit and peak and limit <= 4 * peak:
