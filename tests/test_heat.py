@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,9 +19,9 @@ from hypothesis import strategies as st
 from resguard import InvalidType, InvalidValue
 from resguard._probes import hwmon
 from resguard.snapshot import HeatInfo, HeatReader, TemperatureSensor, read_heat
-from resguard.testing import KernelTree
+from resguard.testing import KernelTree, make_snapshot
 
-from support import warnings_about
+from support import fresh_fault_log, warnings_about
 
 
 @pytest.fixture
@@ -153,7 +154,29 @@ def test_a_damaged_fan_is_skipped(tree: KernelTree) -> None:
     assert heat is not None
     assert heat.fans == ()
     assert heat.fastest_fan_rpm is None
-    assert reader.faults[0].field == "heat.fans"
+    # its only fan: no "other fans" were read, the fastest is unknown, not absent
+    (fault,) = reader.faults
+    assert (fault.field, fault.fallback) == ("heat.fastest_fan_rpm", None)
+
+
+def test_every_sensor_failing_beside_a_fan_leaves_the_hottest_unknown_on_both_backends(
+    tree: KernelTree, fake_sensors: dict[str, Any]
+) -> None:
+    tree.add_hwmon("coretemp", [(None, 50.0, None, None)])
+    tree.add_hwmon("thinkpad", [], [("fan1", 4120.0)])
+    tree.damage("hwmon0/temp1_input", "unreadable")
+    fake_sensors["temperatures"] = OSError(5, "Input/output error")
+    fake_sensors["fans"] = {"thinkpad": [Row(label="fan1", current=4120)]}
+    for reader in (HeatReader(hwmon_root=tree.hwmon_root), HeatReader(backend="psutil")):
+        with fresh_fault_log():  # psutil's failure stays news to the tests after this one
+            heat = reader.read()
+        assert heat is not None
+        assert heat.hottest_celsius is None
+        assert heat.fastest_fan_rpm == 4120.0
+        snap = attrs.evolve(make_snapshot(), heat=heat, faults=reader.faults)
+        assert snap.fault_for("heat.hottest_celsius") is not None, reader
+        assert snap.fault_for("heat.fastest_fan_rpm") is None
+        assert [fault.field for fault in reader.faults] == ["heat.hottest_celsius"]
 
 
 def test_a_repaired_sensor_is_read_again_and_its_recovery_said(
@@ -319,7 +342,9 @@ def test_psutil_rows_that_are_no_readings_are_skipped(fake_sensors: dict[str, An
     assert heat is not None
     assert heat.sensors == (TemperatureSensor("c", "z", 50.0, None, None),)
     assert heat.fans == ()
-    assert sum(fault.fallback is not None for fault in reader.faults) == 4
+    assert sum(fault.fallback is not None for fault in reader.faults) == 3  # the sensors'
+    # no fan was read: its bad row leaves the fastest unknown, not "the other fans" read
+    assert [f.field for f in reader.faults if f.fallback is None] == ["heat.fastest_fan_rpm"]
 
 
 def test_psutil_answering_something_else_is_a_fault(fake_sensors: dict[str, Any]) -> None:

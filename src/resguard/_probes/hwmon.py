@@ -23,14 +23,16 @@ from resguard._probes.files import FaultKind, damage_of
 from resguard._probes.names import clean_text
 
 __all__ = [
+    "CELSIUS_RANGE",
     "HWMON_ROOT",
     "MAX_CHIPS",
     "MAX_INPUTS",
+    "RPM_MAX",
     "Damage",
     "Fan",
     "HwmonReading",
     "Temperature",
-    "printable",
+    "label_text",
     "read_hwmon",
 ]
 
@@ -41,8 +43,10 @@ MAX_INPUTS = 64
 """The most ``tempN``/``fanN`` inputs read per chip and kind."""
 _LABEL_CHARS = 64
 _FILE_CAP_BYTES = 4096
-_CELSIUS_RANGE = (-273.15, 500.0)  # physically possible for a chip; beyond is a bad read
-_RPM_MAX = 100_000.0
+CELSIUS_RANGE = (-273.15, 500.0)
+"""The temperatures a chip can have, °C; a reading beyond is a bad read."""
+RPM_MAX = 100_000.0
+"""The fastest a fan can spin, rpm; a reading above is a bad read."""
 
 _INPUT = re.compile(r"^(temp|fan)([0-9]{1,4})_input$")
 _INTEGER = re.compile(r"^-?[0-9]{1,12}\n$")
@@ -77,8 +81,10 @@ class HwmonReading(NamedTuple):
     damages: tuple[Damage, ...]
 
 
-def printable(text: str) -> str:
-    """A chip's or label's text for people: one line, printable, at most 64 characters."""
+def label_text(text: str) -> str:
+    """A chip's name or a label as the record keeps it: one line, each unprintable
+    character a ``?``, at most 64 characters (not an escape for a terminal: that is
+    :func:`resguard._modules.render.printable`'s, when it is shown)."""
     cleaned = "".join(char if char.isprintable() else "?" for char in clean_text(text.strip()))
     return cleaned[:_LABEL_CHARS]
 
@@ -119,7 +125,7 @@ def _celsius(path: str, *, optional: bool) -> float | Damage | None:
     celsius = value / 1000.0
     if optional and celsius <= 0:
         return None
-    low, high = _CELSIUS_RANGE
+    low, high = CELSIUS_RANGE
     if not low <= celsius <= high:
         return path, "garbage", f"{celsius:g} °C is no temperature a chip can have"
     return celsius
@@ -127,7 +133,7 @@ def _celsius(path: str, *, optional: bool) -> float | Damage | None:
 
 def _label(directory: str, stem: str) -> str:
     text = _read(os.path.join(directory, f"{stem}_label"))
-    label = printable(text) if isinstance(text, str) else ""
+    label = label_text(text) if isinstance(text, str) else ""
     return label or stem
 
 
@@ -180,7 +186,7 @@ def _read_fan(chip: str, place: str, index: int, damages: list[Damage]) -> Fan |
     if not isinstance(rpm, int):
         damages.append(rpm)
         return None
-    if not 0 <= rpm <= _RPM_MAX:
+    if not 0 <= rpm <= RPM_MAX:
         damages.append((path, "garbage", f"{rpm} rpm is no fan speed"))
         return None
     return Fan(chip, _label(place, stem), float(rpm))
@@ -201,7 +207,7 @@ def read_hwmon(root: str = HWMON_ROOT) -> HwmonReading:
     for entry in chips:
         directory = os.path.join(root, entry)
         name = _read(os.path.join(directory, "name"))
-        chip = (printable(name) if isinstance(name, str) else "") or entry
+        chip = (label_text(name) if isinstance(name, str) else "") or entry
         inputs, place = _inputs(directory)
         counts = {"temp": 0, "fan": 0}
         for kind, index in inputs:

@@ -39,6 +39,9 @@ Pmset = Callable[[], "str | Damage | None"]
 _TEMPERATURES = "psutil.sensors_temperatures()"
 _FANS = "psutil.sensors_fans()"
 _SKIPPED = {"heat.sensors": "the other sensors", "heat.fans": "the other fans"}
+# what a kind's failure leaves unknown when none of its rows was read, on either backend
+_UNKNOWN = {"heat.sensors": "heat.hottest_celsius", "heat.fans": "heat.fastest_fan_rpm"}
+_CELSIUS_LOW, _CELSIUS_HIGH = _hwmon.CELSIUS_RANGE
 
 
 def _outcome(source: str, faults: Sequence[Any]) -> str:
@@ -127,6 +130,8 @@ class HeatReader:
             )
         if heat is None:  # nothing at all: what failed left heat unknown
             faults = [Fault("heat", fault.source, fault.kind, fault.detail) for fault in faults]
+        else:
+            faults = _unread_kinds(faults, sensors, fans)
         with self._lock:
             self.faults = tuple(faults)
             self._failing = log_faults(faults, self._failing, self._clock(), outcome=_outcome)
@@ -212,13 +217,28 @@ class HeatReader:
         return output
 
 
+def _unread_kinds(
+    faults: list[Fault], sensors: Sequence[TemperatureSensor], fans: Sequence[FanSpeed]
+) -> list[Fault]:
+    """*faults*, those of a kind none of whose rows was read named for the figure they
+    leave unknown (``heat.hottest_celsius``, ``heat.fastest_fan_rpm``) with no fallback:
+    "the other sensors" were not read when there are none."""
+    read = {"heat.sensors": bool(sensors), "heat.fans": bool(fans)}
+    return [
+        Fault(_UNKNOWN[fault.field], fault.source, fault.kind, fault.detail)
+        if fault.field in _UNKNOWN and not read[fault.field]
+        else fault
+        for fault in faults
+    ]
+
+
 def _psutil_call(psutil: Any, name: str, faults: list[Fault], source: str) -> dict[str, Any]:
     """psutil's *name*() as a dict of chip -> rows; ``{}`` where psutil has none on this
     platform, and a fault when it raises or answers something else."""
     function = getattr(psutil, name, None)
     if function is None:
         return {}  # macOS, Windows: psutil has no such sensors there
-    field = "heat.hottest_celsius" if name == "sensors_temperatures" else "heat.fastest_fan_rpm"
+    field = "heat.sensors" if name == "sensors_temperatures" else "heat.fans"
     try:
         answer = function()
     except Exception as error:  # psutil may raise on a damaged /sys, or anything else
@@ -242,20 +262,22 @@ def _number(value: object, low: float, high: float) -> float | None:
 
 
 def _psutil_sensor(chip: str, index: int, row: Any) -> TemperatureSensor | None:
-    current = _number(getattr(row, "current", None), -273.15, 500.0)
+    current = _number(getattr(row, "current", None), _CELSIUS_LOW, _CELSIUS_HIGH)
     if current is None:
         return None
-    label = _hwmon.printable(str(getattr(row, "label", "") or "")) or f"temp{index + 1}"
-    marks = [_number(getattr(row, name, None), 0.001, 500.0) for name in ("high", "critical")]
-    return TemperatureSensor(_hwmon.printable(chip) or "?", label, current, marks[0], marks[1])
+    label = _hwmon.label_text(str(getattr(row, "label", "") or "")) or f"temp{index + 1}"
+    marks = [
+        _number(getattr(row, name, None), 0.001, _CELSIUS_HIGH) for name in ("high", "critical")
+    ]
+    return TemperatureSensor(_hwmon.label_text(chip) or "?", label, current, marks[0], marks[1])
 
 
 def _psutil_fan(chip: str, index: int, row: Any) -> FanSpeed | None:
-    rpm = _number(getattr(row, "current", None), 0.0, 100_000.0)
+    rpm = _number(getattr(row, "current", None), 0.0, _hwmon.RPM_MAX)
     if rpm is None:
         return None
-    label = _hwmon.printable(str(getattr(row, "label", "") or "")) or f"fan{index + 1}"
-    return FanSpeed(_hwmon.printable(chip) or "?", label, rpm)
+    label = _hwmon.label_text(str(getattr(row, "label", "") or "")) or f"fan{index + 1}"
+    return FanSpeed(_hwmon.label_text(chip) or "?", label, rpm)
 
 
 def _bad_row(source: str, field: str, chip: str, row: object) -> Fault:
