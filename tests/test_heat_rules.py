@@ -103,7 +103,7 @@ def test_a_dip_below_the_mark_restarts_the_30_seconds() -> None:
 
 
 def test_a_firing_sensor_clears_at_margin_below_its_mark() -> None:
-    rule = SensorThreshold(above_high=True, margin=5)
+    rule = SensorThreshold(above_high=True, margin_celsius=5)
     temps = [85.0, 79.0, 75.5, 75.0, 82.0]
     levels = [v.level for v in run(rule, [hot(float(t), [sensor(c)]) for t, c in enumerate(temps)])]
     assert levels == [Level.WARNING, Level.WARNING, Level.WARNING, Level.OK, Level.WARNING]
@@ -160,7 +160,11 @@ def test_a_non_finite_reading_is_never_above_anything() -> None:
         ({"celsius_above": 400}, resguard.InvalidValue, "celsius_above=400 is above 300"),
         ({"celsius_above": 80, "clear": 85}, resguard.InvalidValue, "clear=85 is above"),
         ({"above_high": True, "clear": 70}, resguard.InvalidValue, "clear=70 is for celsius"),
-        ({"above_high": True, "margin": "lots"}, resguard.InvalidValue, "margin='lots'"),
+        (
+            {"above_high": True, "margin_celsius": "lots"},
+            resguard.InvalidValue,
+            "margin_celsius='lots'",
+        ),
         ({"above_high": True, "for_": "soon"}, resguard.InvalidValue, "for_: 'soon'"),
         ({"above_high": True, "level": "ok"}, resguard.InvalidValue, "level='ok'"),
         ({"above_high": True, "name": 5}, resguard.InvalidType, "name=5"),
@@ -366,7 +370,7 @@ def test_a_fan_fires_exactly_when_it_stayed_above_for_long_enough(
 def test_a_firing_sensor_holds_until_margin_below_its_mark(
     temps: list[float], high: float, margin: float
 ) -> None:
-    rule = SensorThreshold(above_high=True, margin=margin)
+    rule = SensorThreshold(above_high=True, margin_celsius=margin)
     firing = False
     for t, (verdict, temp) in enumerate(
         zip(

@@ -229,3 +229,15 @@ def test_the_docstring_table_has_a_row_for_every_rule() -> None:
 def test_laptop_keeps_its_old_signature() -> None:
     assert len(presets.laptop().rules) == len(presets.laptop(clock=lambda: 0.0).rules)
     assert any(isinstance(rule, SensorThreshold) for rule in presets.laptop().rules)
+
+
+def test_the_per_process_cpu_rules_say_their_figure_is_a_share_of_a_core() -> None:
+    from resguard.rules import ProcessCount, ProcessThreshold
+
+    names = [
+        rule.name
+        for rule in presets.laptop().rules
+        if isinstance(rule, (ProcessThreshold, ProcessCount))
+    ]
+    assert len(names) == 3
+    assert all("of a core" in name and "CPU" not in name for name in names), names

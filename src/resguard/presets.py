@@ -21,8 +21,8 @@ PSI memory full avg10 > 5 %                     CRITICAL  2 % or less          [
 macOS memory pressure warning (level >= 2)      WARNING   normal (level 1)     [3]
 macOS memory pressure critical (level >= 4)     CRITICAL  below critical       [3]
 runaway: a process > 90 % of a core for 60 s    WARNING   80 % or less         [4]
-a process above 100 % CPU for 30 s              WARNING   80 % or less         [5]
-2 or more processes above 50 % CPU for 10 s     WARNING   fewer than 2 > 40 %  [6]
+a process above 100 % of a core for 30 s        WARNING   80 % or less         [5]
+2+ processes above 50 % of a core for 10 s      WARNING   fewer than 2 > 40 %  [6]
 total CPU above 80 % for 60 s                   WARNING   70 % or less         [7]
 swap in use grows > 256 MiB per 5 min           WARNING   growth of 128 MiB    [2]
 a sensor above its high mark for 30 s           WARNING   5 °C below the mark  [8]
@@ -200,7 +200,7 @@ def _cpu_rules() -> list[Rule]:
             for_="30s",
             clear=80,
             level=Level.WARNING,
-            name="a process above 100% CPU for 30s",
+            name="a process above 100% of a core for 30s",
         ),
         ProcessCount(
             cpu_percent_above=50,
@@ -208,7 +208,7 @@ def _cpu_rules() -> list[Rule]:
             for_="10s",
             clear=40,
             level=Level.WARNING,
-            name="2+ processes above 50% CPU for 10s",
+            name="2+ processes above 50% of a core for 10s",
         ),
         Threshold(
             "cpu.percent",
@@ -228,7 +228,7 @@ def _heat_rules(
     """A sensor over its mark (or a figure) for 30 s, macOS's thermal pressure, and the
     fans over *fan_rpm_above* for 5 minutes when a figure is given."""
     if sensor_celsius_above is None:
-        sensor = SensorThreshold(above_high=True, for_="30s", margin=5, level=Level.WARNING)
+        sensor = SensorThreshold(above_high=True, for_="30s", margin_celsius=5, level=Level.WARNING)
     else:
         figure = SensorThreshold(celsius_above=sensor_celsius_above)  # checks it as typed
         sensor = SensorThreshold(

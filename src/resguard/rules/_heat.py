@@ -170,12 +170,12 @@ class SensorThreshold(_HeatRows):
 
     ``SensorThreshold(above_high=True, for_="30s")`` fires when a sensor has read above
     the ``high`` mark its driver reports for 30 s (sensors without one are skipped) and
-    clears at ``high - margin`` °C. ``SensorThreshold(celsius_above=90, clear=85)`` uses
+    clears at ``high - margin_celsius`` °C. ``SensorThreshold(celsius_above=90, clear=85)`` uses
     a fixed figure instead (``clear`` defaults to it). Same per-row semantics as
     :class:`~resguard.rules.ProcessThreshold` (identity = ``(chip, label)``).
     """
 
-    __slots__ = ("above_high", "celsius_above", "margin")
+    __slots__ = ("above_high", "celsius_above", "margin_celsius")
     table = "sensors"
 
     def __init__(
@@ -185,7 +185,7 @@ class SensorThreshold(_HeatRows):
         celsius_above: float | str | None = None,
         for_: float | str = 0,
         clear: float | str | None = None,
-        margin: float | str = 0,
+        margin_celsius: float | str = 0,
         level: Level | str = Level.WARNING,
         name: str | None = None,
     ) -> None:
@@ -205,14 +205,14 @@ class SensorThreshold(_HeatRows):
             if clear is not None:
                 raise InvalidValue(
                     f"clear={shown(clear)} is for celsius_above=; with above_high=True "
-                    "the rule clears margin= degrees below each sensor's high mark"
+                    "the rule clears margin_celsius= degrees below each sensor's high mark"
                 )
             self.celsius_above = None
-            self.margin = _figure(margin, "margin", "°C", _HOTTEST_C)
-            self._threshold, self._clear = 0.0, -self.margin
+            self.margin_celsius = _figure(margin_celsius, "margin_celsius", "°C", _HOTTEST_C)
+            self._threshold, self._clear = 0.0, -self.margin_celsius
             default = "a sensor above its high mark"
         else:
-            self.margin = 0.0
+            self.margin_celsius = 0.0
             self.celsius_above = _figure(celsius_above, "celsius_above", "°C", _HOTTEST_C)
             cleared = (
                 self.celsius_above if clear is None else _figure(clear, "clear", "°C", _HOTTEST_C)
