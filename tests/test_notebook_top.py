@@ -130,3 +130,40 @@ def test_a_row_without_a_command_line_shows_its_name_in_brackets() -> None:
     html = processes_table([thread], "kernel")
     row = row_of(read_table(html), 7)
     assert row["command"] == r"[kworker/0:1\x1b]"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc for the child")
+def test_the_first_top_magic_shows_cpu_now_not_since_the_process_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that burnt a core for a second and sleeps now reads near 0 %, not its
+    lifetime average, even with ``--interval 0`` (a second scan within the shortest CPU
+    window kept the first scan's lifetime figures)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    import resguard.notebook as notebook
+
+    done = tmp_path / "burnt"
+    burn = (
+        "import sys, time\n"
+        "start = time.process_time()\n"
+        "while time.process_time() - start < 1.0:\n"
+        "    pass\n"
+        "open(sys.argv[1], 'w').close()\n"
+        "time.sleep(120)\n"
+    )
+    shown: list[str] = []
+    monkeypatch.setattr(notebook, "display", lambda value: shown.append(value.data))
+    child = subprocess.Popen([sys.executable, "-c", burn, str(done)])
+    shell: object = InteractiveShell.instance()
+    try:
+        wait_until(done.exists, what="the child's second of CPU")
+        magics = notebook.ResguardMagics(shell)
+        magics.resguard_top("-n 100000 --interval 0")
+    finally:
+        InteractiveShell.clear_instance()
+        child.kill()
+        child.wait(timeout=10)
+    (html,) = shown
+    cpu = float(row_of(read_table(html), child.pid)["CPU %"].rstrip("%"))
+    assert cpu < 30.0  # its lifetime average is above 50 %

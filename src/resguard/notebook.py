@@ -18,7 +18,9 @@ top processes as an HTML table with their command lines (control characters esca
 to 120 characters; a process without one shows ``[name]``). The kernel's own threads are
 left out unless ``--all`` (:func:`resguard.processes.is_kernel_thread`). CPU percent is of
 one core (100 = one full core, as ``top`` counts) and measured since the previous
-``%resguard_top`` (the first one waits ``--interval``). Sizes are in IEC units (KiB, MiB,
+``%resguard_top`` (the first one waits ``--interval``, at least 0.25 s, the shortest window
+a CPU percent is measured over: a shorter wait showed each process's average since it
+started). Sizes are in IEC units (KiB, MiB,
 GiB), as everywhere resguard shows them.
 
 Snapshots, states, verdicts, profiles and budget reports render as HTML tables on their own
@@ -46,6 +48,7 @@ except ImportError as error:  # pragma: no cover - exercised by the import test
 
 from resguard._errors import ResguardError
 from resguard._modules.render import command_text, percent_text, rows_table
+from resguard._probes.procfs import CPU_WINDOW_MIN_S
 from resguard.processes import ProcessTable, is_kernel_thread
 from resguard.profile import Profile
 from resguard.snapshot import ProcessInfo
@@ -155,9 +158,11 @@ class ResguardMagics(Magics):
         if args.n < 0:
             raise UsageError(f"%resguard_top: -n {args.n} is negative; expected 0 or more rows")
         if self._table is None:
+            # a table's first scan knows each process's average since it started, and a
+            # second within the shortest CPU window keeps it: wait at least that window
             self._table = ProcessTable()
             self._table.sample()
-            time.sleep(first_wait_s)
+            time.sleep(max(first_wait_s, CPU_WINDOW_MIN_S))
         scan = self._table.sample()
         if not args.all:
             scan = [row for row in scan if not is_kernel_thread(row)]
