@@ -24,6 +24,7 @@ from typing import Literal, Protocol
 from resguard._errors import InvalidType, InvalidValue
 from resguard._modules import forks
 from resguard._modules.clockcheck import checked_clock
+from resguard._modules.defaults import made_once
 from resguard._probes.backend import Backend, backend_for, default_backend
 from resguard._probes.identity import boot_time_s, proc_cmdline_of
 from resguard._probes.paths import DEFAULT_ROOTS, Roots
@@ -235,7 +236,5 @@ def top_processes(n: int = 10, *, by: SortKey = "cpu", group: bool = False) -> l
     """
     _check_top(n, by, group)
     backend = default_backend()
-    table = _default_tables.get(backend)
-    if table is None:
-        table = _default_tables.setdefault(backend, ProcessTable(backend=backend))
+    table = made_once(_default_tables, backend, lambda: ProcessTable(backend=backend))
     return table.top(n, by=by, group=group)

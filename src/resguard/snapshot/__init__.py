@@ -18,11 +18,10 @@ fans and macOS's thermal state: :class:`HeatReader`, :func:`read_heat`).
 
 from __future__ import annotations
 
-import os
 import sys
-import threading
 import types
 
+from resguard._modules.defaults import made_once
 from resguard._probes.backend import BACKENDS, Backend, checked_backend, default_backend
 from resguard._probes.files import FaultKind
 from resguard._probes.paths import Roots
@@ -123,32 +122,14 @@ for _public in (
 del _public
 
 _default_samplers: dict[str, Sampler] = {}  # one per backend: the default may change
-_default_lock = threading.Lock()
-
-
-def _fresh_lock() -> None:
-    global _default_lock
-    _default_lock = threading.Lock()  # a parent's thread may have held it at the fork
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_fresh_lock)
+_default_heat: dict[str, HeatReader] = {}
 
 
 def default_sampler() -> Sampler:
     """The process-wide sampler behind :func:`snapshot`, on :func:`default_backend` (one
     per backend, made at first use)."""
     backend = default_backend()
-    sampler = _default_samplers.get(backend)
-    if sampler is None:
-        with _default_lock:
-            sampler = _default_samplers.get(backend)
-            if sampler is None:
-                sampler = _default_samplers[backend] = Sampler(backend=backend)
-    return sampler
-
-
-_default_heat: dict[str, HeatReader] = {}
+    return made_once(_default_samplers, backend, lambda: Sampler(backend=backend))
 
 
 def read_heat(*, backend: Backend | None = None) -> HeatInfo | None:
@@ -158,13 +139,7 @@ def read_heat(*, backend: Backend | None = None) -> HeatInfo | None:
     :func:`default_backend`) is kept, so a damaged sensor is warned about once, not on
     every call. A Monitor fills ``Snapshot.heat`` itself (``Monitor(heat=True)``)."""
     chosen = checked_backend(backend)
-    reader = _default_heat.get(chosen)
-    if reader is None:
-        with _default_lock:
-            reader = _default_heat.get(chosen)
-            if reader is None:
-                reader = _default_heat[chosen] = HeatReader(backend=chosen)
-    return reader.read()
+    return made_once(_default_heat, chosen, lambda: HeatReader(backend=chosen)).read()
 
 
 def snapshot(*, uss: bool = False, children: bool = True) -> Snapshot:
