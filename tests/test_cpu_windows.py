@@ -27,7 +27,7 @@ from resguard.cli._args import (
 )
 from resguard.snapshot import ProcessInfo, Sampler
 from resguard.snapshot._cpu import CpuCounters
-from resguard.testing import KernelTree, ManualClock
+from resguard.testing import KernelTree, ManualClock, make_process
 
 from support import run_python
 
@@ -232,38 +232,51 @@ class OwnTimes(NamedTuple):
     children_system: float
 
 
-def test_psutil_first_sample_is_unknown_and_later_ones_cover_the_time_since_the_last(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import psutil
+def test_psutil_counters_first_reading_is_unknown_and_later_ones_cover_the_time_since() -> None:
+    """The psutil backend's path: its answers made into counters as the sampler makes them
+    (busy and total seconds of all CPUs; user + system seconds of this process), judged by
+    CpuCounters in seconds (``ticks_per_s=1.0``)."""
+    from resguard.snapshot._portable import _busy_total, _cpu_seconds
 
-    host = [Times(5000.0, 1000.0, 90_000.0)]
-    own = [OwnTimes(100.0, 0.0, 0.0, 0.0)]
-    monkeypatch.setattr(psutil, "cpu_times", lambda percpu=False: host[0])
-    from psutil._common import memoize_when_activated  # what oneshot() expects of it
+    cpus = 4
+    counters = CpuCounters(ticks_per_s=1.0, cpu_count=cpus)
+    faults: list[Any] = []
 
-    monkeypatch.setattr(psutil.Process, "cpu_times", memoize_when_activated(lambda self: own[0]))
+    def read(host: Times, own: OwnTimes, now_s: float) -> tuple[float | None, float | None]:
+        busy_total = _busy_total(host)
+        cpu_s = _cpu_seconds(own, faults)
+        assert busy_total is not None
+        assert cpu_s is not None
+        return counters.host_percent(busy_total), counters.process_percent(cpu_s, now_s)
+
+    assert read(Times(5000.0, 1000.0, 90_000.0), OwnTimes(100.0, 0.0, 0.0, 0.0), 100.0) == (
+        None,
+        None,
+    )
+    second = read(
+        Times(5000.0 + 0.8 * cpus, 1000.0, 90_000.0 + 0.2 * cpus),
+        OwnTimes(100.5, 0.0, 0.0, 0.0),
+        101.0,
+    )
+    assert second == pytest.approx((80.0, 50.0))
+    third = read(
+        Times(5000.0 + 1.0 * cpus, 1000.0, 90_000.0 + 2.0 * cpus),
+        OwnTimes(101.5, 0.5, 0.0, 0.0),
+        103.0,
+    )
+    assert third == pytest.approx((100 * 0.2 / 2.0, 75.0))
+    assert faults == []
+
+
+def test_psutil_sampler_s_first_sample_is_unknown_and_so_is_a_forked_child_s() -> None:
     clock = ManualClock(100.0)
     sampler = Sampler(backend="psutil", clock=clock)
-    cpus = psutil.cpu_count() or 1
-
     first = sampler.sample(children=False)
     assert (first.cpu.percent, first.process.cpu_percent) == (None, None)
     assert first.faults == ()
-
-    host[0] = Times(5000.0 + 0.8 * cpus, 1000.0, 90_000.0 + 0.2 * cpus)
-    own[0] = OwnTimes(100.5, 0.0, 0.0, 0.0)
     clock.advance(1.0)
     second = sampler.sample(children=False)
-    assert second.cpu.percent == pytest.approx(80.0)
-    assert second.process.cpu_percent == pytest.approx(50.0)
-
-    host[0] = Times(5000.0 + 1.0 * cpus, 1000.0, 90_000.0 + 2.0 * cpus)
-    own[0] = OwnTimes(101.5, 0.5, 0.0, 0.0)
-    clock.advance(2.0)
-    third = sampler.sample(children=False)
-    assert third.cpu.percent == pytest.approx(100 * 0.2 / 2.0)
-    assert third.process.cpu_percent == pytest.approx(75.0)
+    assert second.process.cpu_percent is not None  # a second of the clock is a window
 
     def child() -> None:
         clock.advance(1.0)
@@ -318,14 +331,8 @@ def test_snapshot_shows_the_busiest_processes_over_its_window() -> None:
     data = json.loads(run_cli("snapshot", "--json", "--window", "0.3"))
     assert data["window_s"] == 0.3
     assert 1 <= len(data["top_processes"]) <= 5
-    assert set(data["top_processes"][0]) == {
-        "pid",
-        "name",
-        "cpu_percent",
-        "rss",
-        "username",
-        "cmdline",
-    }
+    # the same row as top --json's (R3 14: one JSON shape for a process row)
+    assert set(data["top_processes"][0]) == set(make_process(1, "x").to_dict())
     shares = [row["cpu_percent"] for row in data["top_processes"]]
     assert shares == sorted(shares, reverse=True)
     assert data["cpu"]["percent"] is not None  # measured over the window, never unknown here
