@@ -474,3 +474,65 @@ def test_any_table_is_a_config_or_one_resguard_error_never_another_exception(
     for action in config.actions:
         if action.do in ("renice", "pause", "stop"):
             assert action.match  # a process action always has an opt-in pattern
+
+
+@pytest.mark.parametrize(
+    ("rule", "key"),
+    [
+        ({"process_cpu_percent_above": -5}, "process_cpu_percent_above=-5"),
+        ({"processes_cpu_percent_above": -5, "at_least": 2}, "processes_cpu_percent_above=-5"),
+    ],
+)
+def test_a_rules_error_names_the_files_keys_not_pythons_arguments(
+    rule: dict[str, Any], key: str
+) -> None:
+    data = {"guardian": {"preset": "none", "rule": [{"name": "x", **rule}]}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, "r.toml")
+    message = str(caught.value)
+    assert f"guardian.rule[0] (name = 'x'): {key} is not a number" in message
+    assert not re.search(r"(?<![\w])cpu_percent_above", message)
+
+
+def test_the_rule_errors_python_names_are_translated_where_they_appear() -> None:
+    from resguard.guardian._config import _as_typed
+
+    said = "for_: -1 is not a duration; cpu_percent_above=5 ... process cpu_percent is a share"
+    assert _as_typed(said, "process") == (
+        "for: -1 is not a duration; process_cpu_percent_above=5 ... process cpu_percent is a share"
+    )
+    assert _as_typed(said, "count").startswith("for: -1")
+    assert "processes_cpu_percent_above=5" in _as_typed(said, "count")
+
+
+@pytest.mark.parametrize("interval_s", [0.001, 100_000.0])
+def test_an_interval_out_of_bounds_is_refused_with_one_message_wherever_it_is_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], interval_s: float
+) -> None:
+    import io
+
+    from resguard import InvalidValue
+    from resguard.cli import main
+
+    expected = "expected from 10ms to 24h00m between two evaluations"
+    with pytest.raises(InvalidValue, match=expected):
+        GuardianConfig(interval_s=interval_s)
+    with pytest.raises(ConfigError, match=expected):
+        parse_config({"guardian": {"interval": interval_s}}, "g.toml")
+    path = write(tmp_path, '[guardian]\npreset = "none"\n')
+    argv = ["guardian", "--config", str(path), "--once", "--interval", f"{interval_s}s"]
+    assert main(argv, out=io.StringIO()) == 2
+    error = capsys.readouterr().err
+    assert "--interval" in error
+    assert expected in error
+
+
+def test_a_bad_search_start_is_an_error_naming_the_function_called() -> None:
+    from resguard import InvalidType
+    from resguard._modules.tomlfile import search_config
+    from resguard.budget import find_config
+
+    with pytest.raises(InvalidType, match=r"^search_config\(5\)"):
+        search_config(5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidType, match=r"^find_config\(5\)"):
+        find_config(5)  # type: ignore[arg-type]

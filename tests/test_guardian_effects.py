@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ from resguard.guardian._actions import ActionSpec
 from resguard.guardian._effects import MachineEffects
 from resguard.guardian._notify import Notifier
 from resguard.processes import ProcessTable
+from resguard.reclaim import StopCandidate
 from resguard.rules import Breach, Level, Offender
 from resguard.snapshot import Snapshot
 from resguard.testing import make_snapshot
@@ -341,3 +343,65 @@ def test_renice_never_raises_a_priority_even_when_asked_to(
     [outcome] = _effects().act(spec, _breach(burner.pid), _snapshot(), dry_run=False)
     assert outcome.result == f"refused: by = {by}, not 1-19"
     assert os.getpriority(os.PRIO_PROCESS, burner.pid) == 5
+
+
+def test_an_action_is_logged_once_by_the_journal_never_by_the_effect_as_well(
+    children: Callable[..., subprocess.Popen[bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
+    from resguard.guardian import Journal
+
+    burner = children("logonce")
+    effects, spec = _effects(), _spec("pause", rf"guardian-logonce-{RUN}")
+    journal = Journal(None)
+    with caplog.at_level(logging.DEBUG, logger="resguard"):
+        for outcome in effects.act(spec, _breach(burner.pid), _snapshot(), dry_run=False):
+            journal.write("runaway", outcome)
+        for outcome in effects.clear(spec, dry_run=False):
+            journal.write("runaway", outcome)
+    said = [r for r in caplog.records if str(burner.pid) in r.getMessage()]
+    assert [r.getMessage().split(" ")[:2] for r in said] == [["pause", str(burner.pid)]] * 2
+    assert {r.name for r in said} == {"resguard.guardian"}
+
+
+def test_without_culprits_the_processes_are_scanned_once_not_read_one_by_one(
+    children: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    burner = children("scanonce")
+    effects, spec = _effects(), _spec("pause", rf"guardian-scanonce-{RUN}")
+    stopper = effects._stopper(spec)
+    calls: list[str] = []
+    one, every = stopper.candidate, stopper.candidates
+
+    def candidate(pid: int) -> StopCandidate | None:
+        calls.append("candidate")
+        return one(pid)
+
+    def candidates() -> list[StopCandidate]:
+        calls.append("candidates")
+        return every()
+
+    stopper.candidate = candidate  # type: ignore[method-assign]
+    stopper.candidates = candidates  # type: ignore[method-assign]
+    [outcome] = effects.act(spec, _breach(metric="memory.percent"), _snapshot(), dry_run=True)
+    assert outcome.target is not None
+    assert outcome.target.pid == burner.pid
+    assert calls == ["candidates"]
+
+
+def test_a_refusal_and_a_skip_are_told_apart_by_status_not_by_their_words(
+    children: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    burner = children("status")
+    snapshot = _snapshot()
+    [no_match] = _effects().act(_spec("pause"), _breach(burner.pid), snapshot, dry_run=False)
+    assert (no_match.status, no_match.reason) == (
+        "refused",
+        "a process action needs `match` patterns (there is no default)",
+    )
+    spec = _spec("stop", rf"guardian-status-{RUN}", grace_s=0.1)
+    [row] = [row for row in snapshot.processes or () if row.pid == burner.pid]
+    effects = MachineEffects(protect=[row.name], notifier=Notifier(which=lambda name: None))
+    [protected] = effects.act(spec, _breach(burner.pid), snapshot, dry_run=False)
+    assert protected.status == "skipped"
+    assert protected.reason.startswith("protected")
+    assert burner.poll() is None

@@ -182,7 +182,7 @@ def test_ollama_down_is_skipped_with_one_warning(caplog: pytest.LogCaptureFixtur
     )
     with caplog.at_level(logging.WARNING, logger="resguard"):
         first, second = _act(effects), _act(effects)
-    assert [o.result for o in first + second] == [UNREACHABLE, UNREACHABLE]
+    assert [o.reason for o in first + second] == [UNREACHABLE, UNREACHABLE]
     assert len([r for r in caplog.records if "unreachable" in r.getMessage()]) == 1
 
 
@@ -193,7 +193,7 @@ def test_a_hanging_ollama_is_skipped_within_the_deadline() -> None:
         [outcome] = unloader.unload_idle(300.0, dry_run=False)
         took_s = time.monotonic() - started
         unloader.close()
-    assert outcome.result == UNREACHABLE
+    assert (outcome.status, outcome.reason) == ("skipped", UNREACHABLE)
     assert took_s < 5.0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -203,3 +204,23 @@ def test_a_firing_that_found_nothing_to_act_on_does_not_start_the_cooldown() -> 
     assert fired(planner, v, 2.0) == []  # this one counted: the cooldown holds
     planner.found_nothing(pause, "runaway")  # not fired at the last step: changes nothing
     assert fired(planner, v, 3.0) == []
+
+
+def test_two_actions_with_one_index_are_refused_they_would_share_their_state() -> None:
+    from resguard import InvalidValue
+    from resguard.guardian import GuardianConfig
+
+    twins = [spec(3, "pause"), spec(3, "notify")]
+    with pytest.raises(InvalidValue, match="each action needs its own index"):
+        Planner(twins)
+    with pytest.raises(InvalidValue, match="each action needs its own index"):
+        GuardianConfig(actions=tuple(twins))
+
+
+def test_actions_are_known_by_their_index_whatever_their_position() -> None:
+    planner = Planner([spec(7, "pause"), spec(2, "renice", cooldown_s=10)])
+    v = verdict(breach("runaway"))
+    decision = planner.step(v, 0.0)
+    planner.found_nothing(decision.fire[1][0], "runaway")  # the renice found nothing
+    assert fired(planner, v, 1.0) == [("renice", "runaway")]  # only it may fire again
+    assert [s.index for s in planner.step(verdict(), 2.0).clear] == [7, 2]

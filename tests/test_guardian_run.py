@@ -28,13 +28,15 @@ from resguard.guardian import (
     Journal,
     Outcome,
     Target,
-    host_sampler,
     load_config,
 )
-from resguard.monitor import Monitor
+from resguard.guardian._effects import MachineEffects
+from resguard.guardian._run import host_sampler
+from resguard.monitor import Monitor, State
 from resguard.rules import Breach, Policy, ProcessThreshold, Verdict
-from resguard.snapshot import ProcessInfo, Snapshot
+from resguard.snapshot import ProcessInfo, Sampler, Snapshot
 
+from plugins.integration import unavailable
 from support import wait_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -80,12 +82,12 @@ class Recording:
             return [Outcome(spec.do, None, dry_run, "would")]
         hits = [o for o in breach.offenders if o.pid is not None and _matches(spec, o.pid)]
         if not hits:
-            return [Outcome(spec.do, None, dry_run, "skipped: no culprit matches")]
+            return [Outcome(spec.do, None, dry_run, "skipped", "no culprit matches")]
         return [Outcome(spec.do, Target(pid=o.pid, name=o.name), dry_run, "would") for o in hits]
 
     def clear(self, spec: ActionSpec, *, dry_run: bool) -> list[Outcome]:
         self.calls.append(("clear", spec.do))
-        return [Outcome(spec.do, None, dry_run, "would resume")]
+        return [Outcome(spec.do, None, dry_run, "would")]
 
     def close(self) -> list[Outcome]:
         self.calls.append(("close", None))
@@ -132,7 +134,9 @@ class ChildOnly(ProcessThreshold):
         return None if rows is None else [row for row in rows if row.pid == self.pid]
 
 
-def child_guardian(config: GuardianConfig, effects: Effects, pid: int, journal: Path) -> Guardian:
+def child_guardian(
+    config: GuardianConfig, effects: Effects | None, pid: int, journal: Path
+) -> Guardian:
     """A guardian whose policy judges only the child *pid* (its own actions unchanged)."""
     monitor = Monitor(
         policy=Policy([ChildOnly(pid)]),
@@ -174,19 +178,32 @@ def test_the_verdict_names_the_burning_child_and_each_action_fires_as_planned(
     assert effects.calls[-1] == ("close", None)
 
 
+class Watched(MachineEffects):
+    """The machine's effects, with the outcomes of every clearing kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cleared: list[Outcome] = []
+
+    def clear(self, spec: ActionSpec, *, dry_run: bool) -> list[Outcome]:
+        outcomes = super().clear(spec, dry_run=dry_run)
+        self.cleared.extend(outcomes)
+        return outcomes
+
+
 def test_a_burning_process_is_paused_then_resumed_when_its_rule_clears(
     tmp_path: Path, burner: tuple[subprocess.Popen[bytes], str]
 ) -> None:
-    from resguard.guardian import machine_effects
-
     child, marker = burner
     config = load_config(write_config(tmp_path, marker, dry_run=False))
-    guardian = child_guardian(config, machine_effects(), child.pid, tmp_path / "j.jsonl")
+    effects = Watched()
+    guardian = child_guardian(config, effects, child.pid, tmp_path / "j.jsonl")
     try:
         wait_until(
             lambda: guardian.tick() is not None and state_of(child.pid) == "T",
             what="the guardian to pause the burning child",
         )
+        assert effects.cleared == []
         # paused, it burns nothing: the rule clears and the guardian resumes it
         wait_until(
             lambda: guardian.tick() is not None and state_of(child.pid) != "T",
@@ -194,24 +211,24 @@ def test_a_burning_process_is_paused_then_resumed_when_its_rule_clears(
         )
     finally:
         guardian.close()
+    resumed = [(o.action, o.target and o.target.pid, o.status) for o in effects.cleared]
+    assert resumed == [("pause", child.pid, "done")]  # the clearing resumed it, nothing else
+    lines = list(map(json.loads, (tmp_path / "j.jsonl").read_text().splitlines()))
     results = [
         (line["action"], line["result"])
-        for line in map(json.loads, (tmp_path / "j.jsonl").read_text().splitlines())
+        for line in lines
         if line["target"] and line["target"].get("pid") == child.pid
     ]
-    assert results[0] == ("pause", "done")
-    assert any(action == "pause" and "done" in result for action, result in results[1:])
+    assert results == [("pause", "done"), ("pause", "done")]  # paused, then resumed
 
 
 def test_dry_run_signals_nothing_and_the_journal_says_what_would_have_been_done(
     tmp_path: Path, burner: tuple[subprocess.Popen[bytes], str]
 ) -> None:
-    from resguard.guardian import machine_effects
-
     child, marker = burner
     config = load_config(write_config(tmp_path, marker, dry_run=True))
     journal = tmp_path / "j.jsonl"
-    guardian = child_guardian(config, machine_effects(), child.pid, journal)
+    guardian = child_guardian(config, None, child.pid, journal)
     try:
         wait_until(
             lambda: (
@@ -302,8 +319,11 @@ def test_the_process_table_is_sampled_whatever_the_rules_read() -> None:
 
 
 def test_the_guardian_judges_the_machines_memory_not_its_own_cgroup() -> None:
+    own = Sampler().sample(children=False).memory.cgroup
+    if own is None:
+        unavailable("this process is in no memory cgroup resguard can read")
     snapshot = host_sampler().sample(children=False)
-    assert snapshot.memory.cgroup in (None, "/")
+    assert snapshot.memory.cgroup == "/"  # the root cgroup: the whole machine's memory
 
 
 def test_a_bad_config_is_one_line_and_exit_2_never_a_traceback(
@@ -331,30 +351,47 @@ def test_an_effect_that_raises_is_journalled_as_failed_and_the_loop_goes_on(
             raise RuntimeError("boom")
 
     config = load_config(write_config(tmp_path, marker, dry_run=True))
+    config = attrs.evolve(config, actions=config.actions[:1])  # the pause alone
     guardian = child_guardian(config, Broken(), child.pid, tmp_path / "j.jsonl")
-    wait_until(lambda: guardian.journal.lines_written > 0 or not guardian.tick(), what="an action")
+    wait_until(
+        lambda: guardian.tick() is not None and guardian.journal.lines_written > 0,
+        what="the broken action journalled",
+    )
+    state = guardian.observe()
+    assert names_pid(state.verdict, child.pid)
+    later = attrs.evolve(state.snapshot, monotonic=state.snapshot.monotonic + 61.0)  # cooldown
+    guardian.act(State(later, state.verdict, state.sequence))  # the loop goes on: it fires again
     lines = [json.loads(line) for line in (tmp_path / "j.jsonl").read_text().splitlines()]
-    assert all(line["result"] == "failed: RuntimeError: boom" for line in lines)
-    guardian.tick()  # still running
+    assert [line["result"] for line in lines] == ["failed: RuntimeError: boom"] * 2
 
 
-def test_an_unconfigured_guardian_is_the_laptop_preset_in_dry_run() -> None:
-    assert GuardianConfig().dry_run is True
-    assert GuardianConfig().preset == "laptop"
+def test_an_unconfigured_guardian_is_the_laptop_preset_in_dry_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from resguard import presets
+
+    monkeypatch.chdir(tmp_path)  # no resguard.toml here or above, none in the config dir
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    guardian = Guardian(load_config(), Recording())
+    assert guardian.config.path is None
+    assert guardian.dry_run is True
+    names = [rule.name for rule in guardian.config.policy().rules]
+    assert names == [rule.name for rule in presets.laptop().rules]
+    assert guardian.config.actions == ()
 
 
 def test_nothing_to_act_on_is_journalled_once_and_the_action_tries_again_next_tick(
     tmp_path: Path,
 ) -> None:
-    from resguard.monitor import State
     from resguard.rules import Level, Offender
 
     class Scripted(Recording):
         def __init__(self) -> None:
             super().__init__()
             self.answers = [
-                [Outcome("pause", None, True, "skipped: no culprit matches")],
-                [Outcome("pause", None, True, "skipped: no culprit matches")],
+                [Outcome("pause", None, True, "skipped", "no culprit matches")],
+                [Outcome("pause", None, True, "skipped", "no culprit matches")],
                 [Outcome("pause", Target(pid=4242, name="chrome"), True, "would")],
             ]
 
@@ -382,12 +419,10 @@ def test_nothing_to_act_on_is_journalled_once_and_the_action_tries_again_next_ti
 def test_a_burning_process_no_pattern_names_is_never_paused(
     tmp_path: Path, burner: tuple[subprocess.Popen[bytes], str]
 ) -> None:
-    from resguard.guardian import machine_effects
-
     child, _ = burner
     config = load_config(write_config(tmp_path, "no-process-is-called-this", dry_run=False))
     journal = tmp_path / "j.jsonl"
-    guardian = child_guardian(config, machine_effects(), child.pid, journal)
+    guardian = child_guardian(config, None, child.pid, journal)
     states = []
     try:
         wait_until(
@@ -413,13 +448,11 @@ def test_a_burning_process_no_pattern_names_is_never_paused(
 def test_renice_lowers_the_burning_childs_priority_and_stop_ends_it(
     tmp_path: Path, burner: tuple[subprocess.Popen[bytes], str]
 ) -> None:
-    from resguard.guardian import machine_effects
-
     child, marker = burner
     path = write_config(tmp_path, marker, dry_run=False)
     text = path.read_text().replace('do = "pause"', 'do = "renice"\nby = 7', 1)
     path.write_text(text)
-    guardian = child_guardian(load_config(path), machine_effects(), child.pid, tmp_path / "r")
+    guardian = child_guardian(load_config(path), None, child.pid, tmp_path / "r")
     try:
         wait_until(
             lambda: guardian.tick() is not None and os.getpriority(os.PRIO_PROCESS, child.pid) == 7,
@@ -428,7 +461,7 @@ def test_renice_lowers_the_burning_childs_priority_and_stop_ends_it(
     finally:
         guardian.close()
     path.write_text(text.replace('do = "renice"\nby = 7', 'do = "stop"\ngrace = "2s"'))
-    guardian = child_guardian(load_config(path), machine_effects(), child.pid, tmp_path / "s")
+    guardian = child_guardian(load_config(path), None, child.pid, tmp_path / "s")
     try:
         wait_until(
             lambda: guardian.tick() is not None and child.poll() is not None,

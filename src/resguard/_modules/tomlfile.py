@@ -5,9 +5,11 @@ failure a :class:`~resguard.ConfigError` naming the file)."""
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import sys
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["read_toml", "search_config", "user_config_file"]
+__all__ = ["check_keys", "read_toml", "search_config", "user_config_file"]
 
 _DEFAULT_FILES = ("resguard.toml", "pyproject.toml")
 _MAX_CONFIG_BYTES = 1 << 20
@@ -77,16 +79,18 @@ def search_config(
     *,
     pyproject_marker: bytes = b"[tool.resguard",
     file_marker: bytes | None = None,
+    caller: str = "search_config",
 ) -> Path | None:
     """The configuration file both budgets and the guardian read: ``resguard.toml`` (one
     holding *file_marker*, when given), else a ``pyproject.toml`` holding
     *pyproject_marker*, in *start* (default the working directory) or the nearest
     directory above it; else :func:`user_config_file` (holding *file_marker*) when it
-    exists. ``None`` when there is none."""
+    exists. ``None`` when there is none. A bad *start* is an error naming *caller* (the
+    public function the user called)."""
     if start is not None and not isinstance(start, (str, os.PathLike)):
-        raise InvalidType(f"find_config({start!r}): expected a directory path or None")
+        raise InvalidType(f"{caller}({start!r}): expected a directory path or None")
     if start is not None and "\x00" in os.fsdecode(start):
-        raise InvalidValue(f"find_config({start!r}): a path cannot hold a NUL character")
+        raise InvalidValue(f"{caller}({start!r}): a path cannot hold a NUL character")
     markers = {"resguard.toml": file_marker, "pyproject.toml": pyproject_marker}
     here = Path(start or os.getcwd()).resolve()
     for directory in (here, *here.parents):
@@ -134,3 +138,22 @@ def read_toml(path: str | os.PathLike[str], *, noun: str) -> tuple[dict[str, Any
             f"{shown}: arrays or tables nested too deeply to read", path=shown
         ) from None
     return data, shown
+
+
+def check_keys(path: str, prefix: str, table: Mapping[str, Any], known: Collection[str]) -> None:
+    """Raise a :class:`~resguard.ConfigError` for the first key of *table* (the table
+    *prefix* of the file *path*) that is not one of *known*, with the closest known key as
+    a hint (``did you mean 'for'?``) and the list of known keys."""
+    ordered = sorted(known)
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), ordered, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            value = table[key]
+            raise ConfigError(
+                f"{path}: {prefix}.{key} = {value!r}: unknown key {key!r}{hint} "
+                f"(known: {', '.join(ordered)})",
+                path=path,
+                key=f"{prefix}.{key}",
+                value=value,
+            )

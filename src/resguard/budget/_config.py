@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resguard._errors import ConfigError, InvalidType, InvalidValue
-from resguard._modules.tomlfile import read_toml, search_config
+from resguard._modules.tomlfile import check_keys, read_toml, search_config
 from resguard.budget._values import SELECTORS, Budget
 from resguard.rules import Level
 from resguard.units import Amount, parse_duration
@@ -74,19 +74,6 @@ def _named(path: str, prefix: str, table: Mapping[str, Any], name: str | None) -
             f"differs from the table's key {name!r}; leave it out",
         )
     return name, prefix
-
-
-def _check_keys(path: str, prefix: str, table: Mapping[str, Any]) -> None:
-    for key in table:
-        if key not in _KEYS:
-            close = difflib.get_close_matches(str(key), sorted(_KEYS), n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise _error(
-                path,
-                f"{prefix}.{key}",
-                table[key],
-                f"unknown key {key!r}{hint} (known: {', '.join(sorted(_KEYS))})",
-            )
 
 
 def _selector(path: str, prefix: str, table: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -158,7 +145,7 @@ def _budget(path: str, prefix: str, table: object, name: str | None) -> Budget:
             path, prefix, table, "is not a table; expected keys such as name, process and max"
         )
     name, prefix = _named(path, prefix, table, name)
-    _check_keys(path, prefix, table)
+    check_keys(path, prefix, table, _KEYS)
     kind, pattern = _selector(path, prefix, table)
     min_bytes, max_bytes, clear_bytes = _sizes(path, prefix, table)
     level = _level(path, prefix, table)
@@ -237,7 +224,7 @@ def find_config(start: str | os.PathLike[str] | None = None) -> Path | None:
     """``resguard.toml``, else a ``pyproject.toml`` with ``[tool.resguard]``, in *start* or
     the nearest directory above it, else ``resguard.toml`` in the user's config directory
     (:func:`search_config`)."""
-    return search_config(start, pyproject_marker=b"[tool.resguard")
+    return search_config(start, pyproject_marker=b"[tool.resguard", caller="find_config")
 
 
 def _check_path(path: object, what: str) -> None:

@@ -32,16 +32,6 @@ __all__ = ["add_parser", "run"]
 _PLATFORMS = ("linux", "macos")
 
 
-def _interval(text: str) -> float:
-    """``--interval``: a duration from 10 ms to 24 h (the same bounds as the file's)."""
-    from resguard.guardian import MAX_INTERVAL_S, MIN_INTERVAL_S
-
-    seconds = duration(text)
-    if not MIN_INTERVAL_S <= seconds <= MAX_INTERVAL_S:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a period from 10ms to 24h, e.g. 2s")
-    return seconds
-
-
 def _config(args: argparse.Namespace) -> GuardianConfig:
     import attrs
 
@@ -51,10 +41,14 @@ def _config(args: argparse.Namespace) -> GuardianConfig:
     changes: dict[str, Any] = {}
     if args.dry_run:
         changes["dry_run"] = True
-    if args.interval is not None:
-        changes["interval_s"] = args.interval
     if args.journal is not None:
         changes["journal"] = args.journal
+    if args.interval is not None:
+        changes["interval_s"] = args.interval
+        try:  # the configuration's own bounds, as for the file's interval
+            return attrs.evolve(config, **changes)
+        except InvalidValue as error:
+            raise InvalidValue(f"--interval: {error}") from None
     return attrs.evolve(config, **changes) if changes else config
 
 
@@ -121,10 +115,10 @@ def _once(guardian: Guardian, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _guard(args: argparse.Namespace, out: TextIO) -> int:
-    from resguard.guardian import Guardian, machine_effects
+    from resguard.guardian import Guardian
 
     config = _config(args)
-    guardian = Guardian(config, machine_effects(), dry_run=config.dry_run)
+    guardian = Guardian(config)
     with _logging_to_stderr():
         logging.getLogger("resguard.guardian").info("%s", _start_line(config))
         if args.once:
@@ -199,7 +193,7 @@ def add_parser(commands: Commands) -> None:
         help="only say what would be done (whatever the file says)",
     )
     guardian.add_argument(
-        "--interval", type=_interval, default=None, help="time between evaluations (default 2s)"
+        "--interval", type=duration, default=None, help="time between evaluations (default 2s)"
     )
     guardian.add_argument("--json", action="store_true", help="--once: print the verdict as JSON")
     add_window_argument(guardian)

@@ -14,30 +14,23 @@ Layout (private modules, one job each; import from ``resguard.guardian``)
 from __future__ import annotations
 
 from resguard.guardian._actions import ACTIONS, ActionSpec, Effects, Outcome, Target
-from resguard.guardian._config import MAX_INTERVAL_S as MAX_INTERVAL_S
-from resguard.guardian._config import MIN_INTERVAL_S as MIN_INTERVAL_S
-from resguard.guardian._config import PRESETS, GuardianConfig, load_config, load_policy
-from resguard.guardian._config import parse_config as parse_config
-from resguard.guardian._install import (
-    enable_hint as enable_hint,
+from resguard.guardian._config import (
+    PRESETS,
+    GuardianConfig,
+    load_config,
+    load_policy,
+    parse_config,
 )
 from resguard.guardian._install import (
-    guardian_command as guardian_command,
-)
-from resguard.guardian._install import (
-    launchd_plist as launchd_plist,
-)
-from resguard.guardian._install import (
-    systemd_unit as systemd_unit,
-)
-from resguard.guardian._install import (
-    unit_path as unit_path,
+    enable_hint,
+    guardian_command,
+    launchd_plist,
+    systemd_unit,
+    unit_path,
 )
 from resguard.guardian._journal import Journal
 from resguard.guardian._plan import Decision, Planner
 from resguard.guardian._run import Guardian
-from resguard.guardian._run import host_sampler as host_sampler
-from resguard.guardian._run import machine_effects as machine_effects
 
 __all__ = [
     "ACTIONS",
@@ -51,9 +44,14 @@ __all__ = [
     "Outcome",
     "Planner",
     "Target",
+    "enable_hint",
+    "guardian_command",
+    "launchd_plist",
     "load_config",
     "load_policy",
     "parse_config",
+    "systemd_unit",
+    "unit_path",
 ]
 
 for _public in (
@@ -65,9 +63,14 @@ for _public in (
     Outcome,
     Planner,
     Target,
+    enable_hint,
+    guardian_command,
+    launchd_plist,
     load_config,
     load_policy,
     parse_config,
+    systemd_unit,
+    unit_path,
 ):
     _public.__module__ = __name__
 del _public

@@ -7,15 +7,17 @@ against a recording double and never signal anything)."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import attrs
+
+from resguard._errors import InvalidValue
 
 if TYPE_CHECKING:
     from resguard.rules import Breach
     from resguard.snapshot import Snapshot
 
-__all__ = ["ACTIONS", "PROCESS_ACTIONS", "ActionSpec", "Effects", "Outcome", "Target"]
+__all__ = ["ACTIONS", "PROCESS_ACTIONS", "ActionSpec", "Effects", "Outcome", "Status", "Target"]
 
 ACTIONS = ("notify", "ollama-unload-idle", "renice", "pause", "stop")
 """Every value ``do`` accepts."""
@@ -58,20 +60,38 @@ class Target:
     model: str | None = None
 
 
+Status = Literal["done", "would", "skipped", "refused", "failed"]
+"""What came of an action: ``done``; ``would`` (dry-run); ``skipped`` (nothing to do, or a
+process that must not be touched); ``refused`` (the action cannot be carried out as
+configured); ``failed`` (it was tried and did not work)."""
+STATUSES: tuple[Status, ...] = ("done", "would", "skipped", "refused", "failed")
+
+
 @attrs.frozen
 class Outcome:
     """One journal line's result part.
 
-    ``result`` is ``"done"``, ``"would"`` (dry-run), ``"skipped: <why>"`` or
-    ``"failed: <why>"``; ``freed_bytes`` is measured after the action, ``None`` where
-    nothing was measured.
+    ``status`` is one of :data:`STATUSES` and ``reason`` says why (empty for ``done`` and
+    ``would``); ``result`` is the two as the journal writes them (``"skipped: <why>"``).
+    ``freed_bytes`` is measured after the action, ``None`` where nothing was measured.
     """
 
     action: str
     target: Target | None
     dry_run: bool
-    result: str
+    status: Status = attrs.field()
+    reason: str = ""
     freed_bytes: int | None = None
+
+    @status.validator
+    def _known(self, attribute: object, status: object) -> None:
+        if status not in STATUSES:
+            raise InvalidValue(f"status={status!r}: expected one of {', '.join(STATUSES)}")
+
+    @property
+    def result(self) -> str:
+        """``status`` and ``reason`` as one journal field: ``"done"``, ``"failed: why"``."""
+        return f"{self.status}: {self.reason}" if self.reason else self.status
 
 
 class Effects(Protocol):

@@ -16,19 +16,21 @@ import attrs
 
 from resguard._errors import ConfigError, InvalidType, InvalidValue
 from resguard._modules.clock import Clock, monotonic
-from resguard._modules.tomlfile import read_toml, search_config
+from resguard._modules.tomlfile import check_keys, read_toml, search_config
 from resguard.guardian._actions import ACTIONS, PROCESS_ACTIONS, ActionSpec
 from resguard.rules import Level, Policy, ProcessCount, ProcessThreshold, Rule, Threshold
-from resguard.units import parse_duration
+from resguard.units import format_duration, parse_duration
 
 __all__ = [
     "MAX_INTERVAL_S",
     "MIN_INTERVAL_S",
     "PRESETS",
     "GuardianConfig",
+    "interval_problem",
     "load_config",
     "load_policy",
     "parse_config",
+    "preset_problem",
 ]
 
 PRESETS = ("laptop", "service", "none")
@@ -47,6 +49,8 @@ _RULE_FORMS: dict[str, tuple[str, ...]] = {
 _ACTION_KEYS = ("when", "do", "match", "cooldown", "idle_for", "by", "grace")
 _ACTION_ONLY = {"idle_for": "ollama-unload-idle", "by": "renice", "grace": "stop"}
 _LEVELS = ("WARNING", "CRITICAL")
+_FOR_ARGUMENT = re.compile(r"(?<![\w.])for_(?!\w)")
+_CPU_ARGUMENT = re.compile(r"(?<![\w.])cpu_percent_above(?!\w)")
 
 
 @attrs.frozen
@@ -68,26 +72,49 @@ class GuardianConfig:
     actions: tuple[ActionSpec, ...] = ()
 
     def __attrs_post_init__(self) -> None:
-        # built by hand as well as from a file: the same limits as the file's keys
-        if self.preset not in PRESETS:
-            raise InvalidValue(
-                f"preset={self.preset!r} is not a preset; expected one of {', '.join(PRESETS)}"
-            )
-        if not isinstance(self.dry_run, bool):
-            raise InvalidType(f"dry_run={self.dry_run!r}: expected True or False")
-        interval = self.interval_s
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)):
-            raise InvalidType(f"interval_s={interval!r}: expected a number of seconds")
-        if not MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S:
-            raise InvalidValue(
-                f"interval_s={interval!r}: expected {MIN_INTERVAL_S:g} s to "
-                f"{MAX_INTERVAL_S:g} s between two evaluations"
-            )
+        # built by hand as well as from a file: the same checks as the file's keys
+        if (problem := preset_problem(self.preset)) is not None:
+            raise InvalidValue(f"preset={self.preset!r}: {problem}")
+        if (problem := _dry_run_problem(self.dry_run)) is not None:
+            raise InvalidType(f"dry_run={self.dry_run!r}: {problem}")
+        if (problem := interval_problem(self.interval_s)) is not None:
+            if _not_a_number(self.interval_s):
+                raise InvalidType(f"interval_s={self.interval_s!r}: {problem}")
+            raise InvalidValue(f"interval_s={self.interval_s!r}: {problem}")
+        indexes = [action.index for action in self.actions]
+        if len(set(indexes)) != len(indexes):
+            raise InvalidValue(f"actions with indexes {indexes}: each action needs its own index")
 
     def policy(self, *, clock: Clock = monotonic) -> Policy:
         """The preset's rules and the file's, judged together."""
         options = {key: getattr(self, key) for key in _LAPTOP_KEYS}
         return Policy([*_preset_rules(self.preset, clock, options), *self.rules], clock=clock)
+
+
+def preset_problem(value: object) -> str | None:
+    """What is wrong with *value* as the guardian's ``preset``; ``None`` when nothing."""
+    return None if value in PRESETS else f"expected one of {', '.join(PRESETS)}"
+
+
+def _dry_run_problem(value: object) -> str | None:
+    return None if isinstance(value, bool) else "expected true or false"
+
+
+def _not_a_number(value: object) -> bool:
+    return isinstance(value, bool) or not isinstance(value, (int, float))
+
+
+def interval_problem(seconds: object) -> str | None:
+    """What is wrong with *seconds* as the time between two evaluations (the file's
+    ``interval``, ``--interval``, ``GuardianConfig(interval_s=)``); ``None`` when nothing."""
+    if _not_a_number(seconds):
+        return "expected a number of seconds"
+    if not MIN_INTERVAL_S <= seconds <= MAX_INTERVAL_S:  # type: ignore[operator]
+        return (
+            f"expected from {format_duration(MIN_INTERVAL_S)} to "
+            f"{format_duration(MAX_INTERVAL_S)} between two evaluations"
+        )
+    return None
 
 
 def _preset_rules(preset: str, clock: Clock, options: Mapping[str, Any]) -> list[Rule]:
@@ -102,19 +129,6 @@ def _preset_rules(preset: str, clock: Clock, options: Mapping[str, Any]) -> list
 
 def _error(path: str, key: str, value: object, problem: str) -> ConfigError:
     return ConfigError(f"{path}: {key} = {value!r}: {problem}", path=path, key=key, value=value)
-
-
-def _check_keys(path: str, prefix: str, table: Mapping[str, Any], known: tuple[str, ...]) -> None:
-    for key in table:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise _error(
-                path,
-                f"{prefix}.{key}",
-                table[key],
-                f"unknown key {key!r}{hint} (known: {', '.join(sorted(known))})",
-            )
 
 
 def _seconds(path: str, key: str, value: object) -> float:
@@ -144,7 +158,7 @@ def _rule_form(path: str, prefix: str, table: Mapping[str, Any]) -> str:
             "or processes_cpu_percent_above (with at_least)",
         )
     form = forms[0]
-    _check_keys(path, prefix, table, (*_RULE_COMMON, *_RULE_FORMS[form]))
+    check_keys(path, prefix, table, (*_RULE_COMMON, *_RULE_FORMS[form]))
     return form
 
 
@@ -163,6 +177,15 @@ def _rule_arguments(path: str, prefix: str, table: Mapping[str, Any]) -> dict[st
     if "clear" in table:
         arguments["clear"] = table["clear"]
     return arguments
+
+
+def _as_typed(message: str, form: str) -> str:
+    """A rule constructor's *message* with its Python argument names as the file's keys
+    (``for_`` is ``for``, ``cpu_percent_above`` the form's ``..._cpu_percent_above``)."""
+    message = _FOR_ARGUMENT.sub("for", message)
+    if form == "threshold":
+        return message
+    return _CPU_ARGUMENT.sub(_RULE_FORMS[form][0], message)
 
 
 def _rule(path: str, prefix: str, table: object) -> Rule:
@@ -191,7 +214,7 @@ def _rule(path: str, prefix: str, table: object) -> Rule:
         if isinstance(error, ConfigError):
             raise
         raise ConfigError(
-            f"{path}: {prefix} (name = {arguments['name']!r}): {error}",
+            f"{path}: {prefix} (name = {arguments['name']!r}): {_as_typed(str(error), form)}",
             path=path,
             key=prefix,
             value=dict(table),
@@ -225,7 +248,7 @@ def _renice_by(path: str, key: str, value: object) -> int:
 def _action(path: str, prefix: str, index: int, table: object, names: frozenset[str]) -> ActionSpec:
     if not isinstance(table, Mapping):
         raise _error(path, prefix, table, "is not a table; expected when, do, ...")
-    _check_keys(path, prefix, table, _ACTION_KEYS)
+    check_keys(path, prefix, table, _ACTION_KEYS)
     do = table.get("do")
     if do not in ACTIONS:
         raise _error(path, f"{prefix}.do", do, f"expected one of {', '.join(ACTIONS)}")
@@ -274,17 +297,20 @@ def _entries(path: str, base: str, table: Mapping[str, Any], key: str) -> list[o
 def _scalars(path: str, base: str, table: Mapping[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     preset = table.get("preset", "laptop")
-    if preset not in PRESETS:
-        raise _error(path, f"{base}.preset", preset, f"expected one of {', '.join(PRESETS)}")
-    fields["preset"] = preset
     dry_run = table.get("dry_run", True)
-    if not isinstance(dry_run, bool):
-        raise _error(path, f"{base}.dry_run", dry_run, "expected true or false")
-    fields["dry_run"] = dry_run
+    for key, value, check in (
+        ("preset", preset, preset_problem),
+        ("dry_run", dry_run, _dry_run_problem),
+    ):
+        problem = check(value)
+        if problem is not None:
+            raise _error(path, f"{base}.{key}", value, problem)
+    fields["preset"], fields["dry_run"] = preset, dry_run
     if "interval" in table:
         interval_s = _seconds(path, f"{base}.interval", table["interval"])
-        if not MIN_INTERVAL_S <= interval_s <= MAX_INTERVAL_S:
-            raise _error(path, f"{base}.interval", table["interval"], "expected from 10ms to 24h")
+        problem = interval_problem(interval_s)
+        if problem is not None:
+            raise _error(path, f"{base}.interval", table["interval"], problem)
         fields["interval_s"] = interval_s
     if "journal" in table:
         fields["journal"] = _text(path, f"{base}.journal", table["journal"], "a file path")
@@ -346,7 +372,7 @@ def parse_config(data: Mapping[str, Any], path: str = "<config>") -> GuardianCon
     table, base = _section(data, path)
     if table is None:
         return GuardianConfig(path=path)
-    _check_keys(path, base, table, _TOP_KEYS)
+    check_keys(path, base, table, _TOP_KEYS)
     fields = _scalars(path, base, table)
     rules = tuple(
         _rule(path, f"{base}.rule[{index}]", entry)

@@ -4,9 +4,10 @@ renices, pauses or stops processes.
 
 **Which processes.** A process action targets the breach's culprits (its offenders with a
 pid) whose name or joined command line a pattern of ``match`` finds (``re.search``).
-When the breach names no process, it targets *one* process: of the snapshot's process
-table, the largest matching one by the breach's resource (RSS for a memory, swap or
-memory-pressure metric, CPU otherwise) that may be touched. A culprit that matches no
+When the breach names no process, it targets *one* process: of the matching processes
+(one scan of the process table by the stopper), the largest by the breach's resource
+(:func:`resguard.rules.culprit_resource`: RSS for memory, CPU otherwise, as the
+snapshot's table measured them) that may be touched. A culprit that matches no
 pattern is never touched, and there is no default pattern: an action without ``match``
 is refused.
 
@@ -44,12 +45,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from resguard._errors import ResguardError
-from resguard._modules.log import get_logger
-from resguard._probes.identity import boot_time_s
-from resguard._probes.procfs import TICKS_PER_S
-from resguard.guardian._actions import PROCESS_ACTIONS, ActionSpec, Outcome, Target
+from resguard.guardian._actions import PROCESS_ACTIONS, ActionSpec, Outcome, Status, Target
 from resguard.guardian._notify import Notifier
 from resguard.guardian._unload import ModelUnloader
+from resguard.rules import culprit_resource
 
 if TYPE_CHECKING:
     from resguard._probes.backend import Backend
@@ -57,23 +56,15 @@ if TYPE_CHECKING:
     from resguard.rules import Breach
     from resguard.snapshot import ProcessInfo, Snapshot
 
-__all__ = ["MachineEffects", "ranks_by_memory"]
+__all__ = ["MachineEffects"]
 
-_logger = get_logger("resguard")
-
-_MEMORY_PREFIXES = ("memory.", "swap.", "pressure.memory", "processes.rss", "processes.uss")
-_NO_MATCH = "refused: a process action needs `match` patterns (there is no default)"
+_NO_MATCH = "a process action needs `match` patterns (there is no default)"
 _MAX_NICE = 19
-
-
-def ranks_by_memory(metric: str) -> bool:
-    """Whether a breach of *metric* is about memory (its processes ranked by RSS) rather
-    than CPU."""
-    return metric.startswith(_MEMORY_PREFIXES)
+_Said = tuple[Status, str]  # an outcome's status and reason, before its target is known
 
 
 @attrs.frozen
-class _Held:
+class _Changed:
     """A process an action changed and must put back: paused, or reniced from ``nice``."""
 
     candidate: StopCandidate
@@ -111,8 +102,8 @@ class MachineEffects:
             unloader = ModelUnloader(ollama_host, keep_alive=ollama_keep_alive, **extra)
         self.unloader = unloader
         self._stoppers: dict[tuple[int, tuple[str, ...], float], ProcessStopper] = {}
-        self._paused: dict[int, list[_Held]] = {}
-        self._reniced: dict[int, list[_Held]] = {}
+        self._paused: dict[int, list[_Changed]] = {}
+        self._reniced: dict[int, list[_Changed]] = {}
 
     # ------------------------------------------------------------------ the protocol
     def act(
@@ -124,16 +115,16 @@ class MachineEffects:
         if spec.do == "ollama-unload-idle":
             return self.unloader.unload_idle(spec.idle_for_s, dry_run=dry_run)
         if spec.do not in PROCESS_ACTIONS:
-            return [Outcome(spec.do, None, dry_run, f"failed: unknown action {spec.do!r}")]
+            return [Outcome(spec.do, None, dry_run, "failed", f"unknown action {spec.do!r}")]
         if not spec.match:
-            return [Outcome(spec.do, None, dry_run, _NO_MATCH)]
+            return [Outcome(spec.do, None, dry_run, "refused", _NO_MATCH)]
         try:
             stopper = self._stopper(spec)
         except ResguardError as error:  # a pattern that matches everything, say
-            return [Outcome(spec.do, None, dry_run, f"refused: {error}")]
+            return [Outcome(spec.do, None, dry_run, "refused", str(error))]
         found = self._targets(stopper, breach, snapshot)
         if isinstance(found, str):
-            return [Outcome(spec.do, None, dry_run, found)]
+            return [Outcome(spec.do, None, dry_run, "skipped", found)]
         return [self._process(stopper, spec, candidate, dry_run) for candidate in found]
 
     def clear(self, spec: ActionSpec, *, dry_run: bool) -> list[Outcome]:
@@ -164,7 +155,10 @@ class MachineEffects:
         title = f"resguard: {breach.level.name} {breach.rule}"
         if dry_run:
             return Outcome(spec.do, None, True, "would")
-        return Outcome(spec.do, None, False, self.notifier.notify(title, breach.message))
+        failed = self.notifier.notify(title, breach.message)
+        if failed is not None:
+            return Outcome(spec.do, None, False, "failed", failed)
+        return Outcome(spec.do, None, False, "done")
 
     # ------------------------------------------------------------------ processes
     def _stopper(self, spec: ActionSpec) -> ProcessStopper:
@@ -194,136 +188,142 @@ class MachineEffects:
             found = []
             for pid in named:
                 candidate = stopper.candidate(pid)
-                if candidate is not None and _same(candidate, rows.get(pid)):
+                row = rows.get(pid)
+                if candidate is not None and (row is None or candidate.is_row(row)):
                     found.append(candidate)
-            return found or "skipped: no culprit of the breach matches `match`"
+            return found or "no culprit of the breach matches `match`"
         if snapshot.processes is None:
-            return "skipped: the breach names no process and no process table was sampled"
-        memory = ranks_by_memory(breach.metric)
-        ranked = sorted(
-            snapshot.processes,
-            key=lambda row: row.rss if memory else row.cpu_percent,
-            reverse=True,
-        )
-        refused: StopCandidate | None = None
-        for row in ranked:  # the rows' command lines may be unread: the stopper reads them
-            candidate = stopper.candidate(row.pid)
-            if candidate is None or not _same(candidate, row):
-                continue  # matches nothing, gone, or its pid is another process's now
-            if candidate.protected is None:
-                return [candidate]
-            refused = refused or candidate
-        return [refused] if refused is not None else "skipped: no process matches `match`"
+            return "the breach names no process and no process table was sampled"
+        chosen = _largest(stopper.candidates(), rows, culprit_resource(breach.metric))
+        return [chosen] if chosen is not None else "no process matches `match`"
 
     def _process(
         self, stopper: ProcessStopper, spec: ActionSpec, candidate: StopCandidate, dry_run: bool
     ) -> Outcome:
         target = _target(candidate)
         if candidate.protected is not None:
-            return Outcome(spec.do, target, dry_run, f"skipped: protected: {candidate.protected}")
+            return Outcome(spec.do, target, dry_run, "skipped", f"protected: {candidate.protected}")
         held = self._paused if spec.do == "pause" else self._reniced
-        if any(_is(h.candidate, candidate) for h in held.get(spec.index, [])):
+        if any(h.candidate.same_process(candidate) for h in held.get(spec.index, [])):
             done = "paused" if spec.do == "pause" else "reniced"
-            return Outcome(spec.do, target, dry_run, f"skipped: already {done} by this action")
+            return Outcome(spec.do, target, dry_run, "skipped", f"already {done} by this action")
         if dry_run:
             return Outcome(spec.do, target, True, "would")
         if spec.do == "stop":
             return self._stop(stopper, candidate, target)
         if not _can(spec.do):
-            return Outcome(spec.do, target, False, f"failed: this platform cannot {spec.do}")
+            return Outcome(spec.do, target, False, "failed", f"this platform cannot {spec.do}")
         if spec.do == "pause":
-            result = self._send(stopper, candidate, signal.SIGSTOP)
-            if result == "done":
-                self._paused.setdefault(spec.index, []).append(_Held(candidate, target))
-                _logger.warning("paused pid %d (%s)", candidate.pid, candidate.name)
-            return Outcome(spec.do, target, False, result)
+            status, why = self._send(stopper, candidate, signal.SIGSTOP)
+            if status == "done":
+                self._paused.setdefault(spec.index, []).append(_Changed(candidate, target))
+            return Outcome(spec.do, target, False, status, why)
         return self._renice(stopper, spec, candidate, target)
 
     def _stop(self, stopper: ProcessStopper, candidate: StopCandidate, target: Target) -> Outcome:
         action = stopper.stop(candidate)
         for helds in self._paused.values():  # a stopped process is no longer ours to resume
-            helds[:] = [held for held in helds if not _is(held.candidate, candidate)]
+            helds[:] = [held for held in helds if not held.candidate.same_process(candidate)]
         if action.done and action.signal == "none":  # it ended by itself: nothing freed by us
-            return Outcome("stop", target, False, "skipped: it exited before it was signalled")
+            return Outcome("stop", target, False, "skipped", "it exited before it was signalled")
         if action.done:
-            return Outcome("stop", target, False, "done", candidate.rss)
-        return Outcome("stop", target, False, _refusal(action.reason))
+            return Outcome("stop", target, False, "done", freed_bytes=candidate.rss)
+        return Outcome(
+            "stop", target, False, "skipped" if action.refused else "failed", action.reason
+        )
 
-    def _send(self, stopper: ProcessStopper, candidate: StopCandidate, signum: int) -> str:
+    def _send(self, stopper: ProcessStopper, candidate: StopCandidate, signum: int) -> _Said:
         with stopper.verified(candidate) as (handle, why):
-            if handle is None:
-                return _refusal(why)
+            if handle is None:  # the stopper's refusals: it may not be touched
+                return "skipped", why
             try:
                 sent = handle.send(signum)
             except OSError as error:
-                return f"failed: not permitted: {error.strerror or error}"
-            return "done" if sent else "skipped: it exited before it was signalled"
+                return "failed", f"not permitted: {error.strerror or error}"
+            return ("done", "") if sent else ("skipped", "it exited before it was signalled")
 
     def _renice(
         self, stopper: ProcessStopper, spec: ActionSpec, candidate: StopCandidate, target: Target
     ) -> Outcome:
         if not 1 <= spec.renice_by <= _MAX_NICE:  # the config refuses it; never raise one
-            return Outcome("renice", target, False, f"refused: by = {spec.renice_by}, not 1-19")
+            return Outcome("renice", target, False, "refused", f"by = {spec.renice_by}, not 1-19")
         with stopper.verified(candidate) as (handle, why):
             if handle is None:
-                return Outcome("renice", target, False, _refusal(why))
+                return Outcome("renice", target, False, "skipped", why)
             try:
                 before = os.getpriority(os.PRIO_PROCESS, candidate.pid)
                 after = min(before + spec.renice_by, _MAX_NICE)
                 if after <= before:
-                    return Outcome("renice", target, False, f"skipped: already at nice {before}")
+                    return Outcome("renice", target, False, "skipped", f"already at nice {before}")
                 if handle.exited():
-                    return Outcome("renice", target, False, "skipped: it exited")
+                    return Outcome("renice", target, False, "skipped", "it exited")
                 os.setpriority(os.PRIO_PROCESS, candidate.pid, after)
             except OSError as error:
-                return Outcome("renice", target, False, f"failed: {error.strerror or error}")
-        held = _Held(candidate, target, nice=before, set_nice=after)
+                return Outcome("renice", target, False, "failed", str(error.strerror or error))
+        held = _Changed(candidate, target, nice=before, set_nice=after)
         self._reniced.setdefault(spec.index, []).append(held)
-        _logger.warning(
-            "reniced pid %d (%s): %d -> %d", candidate.pid, candidate.name, before, after
-        )
         return Outcome("renice", target, False, "done")
 
-    def _again(self, stopper: ProcessStopper | None, held: _Held) -> StopCandidate | str:
+    def _again(self, stopper: ProcessStopper | None, held: _Changed) -> StopCandidate | str:
         """The held process read afresh, the same one (by start time), or why not."""
         if stopper is None:
-            return "skipped: its action has no `match` any more"
+            return "its action has no `match` any more"
         fresh = stopper.candidate(held.candidate.pid)
-        if fresh is None or not _is(fresh, held.candidate):
-            return "skipped: it is gone (its pid is free or another process's now)"
+        if fresh is None or not fresh.same_process(held.candidate):
+            return "it is gone (its pid is free or another process's now)"
         return fresh
 
     def _resume(
-        self, stopper: ProcessStopper | None, action: str, held: _Held, dry_run: bool
+        self, stopper: ProcessStopper | None, action: str, held: _Changed, dry_run: bool
     ) -> Outcome:
         if dry_run:
             return Outcome(action, held.target, True, "would")
         fresh = self._again(stopper, held)
         if isinstance(fresh, str) or stopper is None:
-            return Outcome(action, held.target, False, str(fresh))
-        result = self._send(stopper, fresh, signal.SIGCONT)
-        if result == "done":
-            _logger.warning("resumed pid %d (%s)", fresh.pid, fresh.name)
-        return Outcome(action, held.target, False, result)
+            return Outcome(action, held.target, False, "skipped", str(fresh))
+        status, why = self._send(stopper, fresh, signal.SIGCONT)
+        return Outcome(action, held.target, False, status, why)
 
-    def _restore_nice(self, stopper: ProcessStopper | None, held: _Held, dry_run: bool) -> Outcome:
+    def _restore_nice(
+        self, stopper: ProcessStopper | None, held: _Changed, dry_run: bool
+    ) -> Outcome:
         if dry_run:
             return Outcome("renice", held.target, True, "would")
         fresh = self._again(stopper, held)
         if isinstance(fresh, str) or stopper is None or held.nice is None:
-            return Outcome("renice", held.target, False, str(fresh))
+            return Outcome("renice", held.target, False, "skipped", str(fresh))
         with stopper.verified(fresh) as (handle, why):
             if handle is None:
-                return Outcome("renice", held.target, False, _refusal(why))
+                return Outcome("renice", held.target, False, "skipped", why)
             try:
                 now = os.getpriority(os.PRIO_PROCESS, fresh.pid)
                 if now != held.set_nice:
-                    why = f"skipped: its nice was changed since (now {now})"
-                    return Outcome("renice", held.target, False, why)
+                    why = f"its nice was changed since (now {now})"
+                    return Outcome("renice", held.target, False, "skipped", why)
                 os.setpriority(os.PRIO_PROCESS, fresh.pid, held.nice)
             except OSError as error:
-                return Outcome("renice", held.target, False, f"failed: {error.strerror or error}")
+                why = str(error.strerror or error)
+                return Outcome("renice", held.target, False, "failed", why)
         return Outcome("renice", held.target, False, "done")
+
+
+def _largest(
+    candidates: Iterable[StopCandidate], rows: dict[int, ProcessInfo], resource: str | None
+) -> StopCandidate | None:
+    """Of the matching *candidates* that are rows of the table (not a later process with
+    the pid), the largest by *resource* as the table measured it (RSS for memory, CPU
+    otherwise) that may be touched; else the largest protected one (its outcome says why),
+    else ``None``."""
+
+    def size(candidate: StopCandidate) -> float:
+        row = rows[candidate.pid]
+        return row.rss if resource == "memory" else row.cpu_percent
+
+    listed = [c for c in candidates if c.pid in rows and c.is_row(rows[c.pid])]
+    listed.sort(key=size, reverse=True)
+    free = [candidate for candidate in listed if candidate.protected is None]
+    chosen = free or listed
+    return chosen[0] if chosen else None
 
 
 def _can(action: str) -> bool:
@@ -333,43 +333,5 @@ def _can(action: str) -> bool:
     return action != "renice" or hasattr(os, "setpriority")
 
 
-def _refusal(reason: str) -> str:
-    """A stopper's reason as a journal result: refusals are skips, the rest failures."""
-    if reason.startswith(("protected", "gone", "changed", "exited", "not verifiable")):
-        return f"skipped: {reason}"
-    return f"failed: {reason}"
-
-
-def _start_s(candidate: StopCandidate) -> float | None:
-    """The candidate's start time in epoch seconds, as the process table dates it."""
-    if candidate.create_time is not None:
-        return candidate.create_time
-    if candidate.start_ticks is None:
-        return None
-    return boot_time_s() + candidate.start_ticks / TICKS_PER_S
-
-
-def _same(candidate: StopCandidate, row: ProcessInfo | None) -> bool:
-    """Whether the snapshot's *row* (when there is one) is *candidate*'s process, not an
-    earlier one whose pid it took: their start times agree to a clock tick."""
-    start_s = _start_s(candidate)
-    if row is None or start_s is None:
-        return True
-    return abs(row.create_time - start_s) <= 1.5 / TICKS_PER_S
-
-
-def _is(a: StopCandidate, b: StopCandidate) -> bool:
-    """Whether two readings are one process: pid and exact start time."""
-    if a.pid != b.pid:
-        return False
-    if a.start_ticks is not None or b.start_ticks is not None:
-        return a.start_ticks == b.start_ticks
-    return (
-        a.create_time is not None
-        and b.create_time is not None
-        and (abs(a.create_time - b.create_time) <= 1e-3)
-    )
-
-
 def _target(candidate: StopCandidate) -> Target:
-    return Target(pid=candidate.pid, name=candidate.name, start_time=_start_s(candidate))
+    return Target(pid=candidate.pid, name=candidate.name, start_time=candidate.start_time_s)

@@ -4,9 +4,12 @@
 A line holds ``time`` (ISO 8601, UTC), ``epoch`` (seconds), ``rule``, ``action``,
 ``target`` (``{"pid", "name", "start_time"}`` for a process, ``{"model"}`` for a model,
 ``null`` for a notification), ``dry_run``, ``result`` (``done``, ``would``,
-``skipped: ...``, ``failed: ...``) and ``freed_bytes`` (measured after the action, or
-``null``). A journal that cannot be written never stops the guardian: one warning, then
-silence until it can be written again (which is logged too).
+``skipped: ...``, ``refused: ...``, ``failed: ...``) and ``freed_bytes`` (measured after
+the action, or ``null``). The log line of an action is this module's alone (the effects
+log none of their own), with the names it quotes escaped (a process name holding a newline
+or an ESC cannot forge a line or drive the terminal). A journal that cannot be written
+never stops the guardian: one warning, then silence until it can be written again (which
+is logged too).
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from resguard._modules.log import get_logger
+from resguard._modules.render import printable
 from resguard.guardian._actions import Outcome, Target
 from resguard.units import format_bytes
 
 __all__ = ["Journal", "describe", "record"]
 
-_logger = logging.getLogger("resguard.guardian")
+_logger = get_logger("resguard.guardian")
 
 
 def _target(target: Target | None) -> dict[str, Any] | None:
@@ -62,7 +67,7 @@ def describe(rule: str | None, outcome: Outcome) -> str:
     freed = f", freed {format_bytes(outcome.freed_bytes)}" if outcome.freed_bytes else ""
     because = f" (rule {rule})" if rule else ""
     prefix = "dry-run: " if outcome.dry_run else ""
-    return f"{prefix}{outcome.action}{what}: {outcome.result}{freed}{because}"
+    return printable(f"{prefix}{outcome.action}{what}: {outcome.result}{freed}{because}")
 
 
 class Journal:
@@ -87,7 +92,7 @@ class Journal:
     def write(self, rule: str | None, outcome: Outcome) -> dict[str, Any]:
         """Journal and log *outcome*; returns the line. Never raises for the file."""
         line = record(rule, outcome, self._wall_clock())
-        level = logging.WARNING if outcome.result.startswith("failed") else logging.INFO
+        level = logging.INFO if outcome.status in ("done", "would", "skipped") else logging.WARNING
         self._logger.log(level, "%s", describe(rule, outcome))
         if self.path is not None:
             self._append(json.dumps(line, sort_keys=False) + "\n")

@@ -13,14 +13,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from resguard._modules.log import get_logger
 from resguard._probes.names import clean_text
 
 __all__ = ["NOTIFY_TIMEOUT_S", "Notifier", "applescript_string", "notification_argv"]
 
-_logger = get_logger("resguard")
+_logger = get_logger("resguard.guardian")
 
 NOTIFY_TIMEOUT_S = 5.0
 """How long a notifier may run before it is killed and the notification counts as failed."""
@@ -79,26 +79,21 @@ class Notifier:
     def program(self) -> str | None:
         """The notifier this platform would run: ``notify-send`` or ``osascript``, when on
         ``PATH``; ``None`` otherwise."""
-        names: Sequence[str] = ("osascript",) if self._platform == "darwin" else ("notify-send",)
-        for name in names:
-            found = self._which(name)
-            if found:
-                return found
-        return None
+        return self._which("osascript" if self._platform == "darwin" else "notify-send") or None
 
-    def notify(self, title: str, body: str) -> str:
-        """Show *title* and *body*; the journal's result: ``"done"`` (shown, or logged
-        where there is no notifier) or ``"failed: <why>"`` (then logged as well)."""
+    def notify(self, title: str, body: str) -> str | None:
+        """Show *title* and *body* (or log them where there is no notifier); ``None`` when
+        done, else why it failed (then they are logged as well)."""
         program = self.program()
         if program is None:
             _logger.warning("%s: %s", _short(title), _short(body))
-            return "done"
-        result = self._run(program, notification_argv(program, title, body))
-        if result != "done":  # the alert is never lost: it is logged instead
-            _logger.warning("%s: %s (%s)", _short(title), _short(body), result)
-        return result
+            return None
+        failed = self._run(program, notification_argv(program, title, body))
+        if failed is not None:  # the alert is never lost: it is logged instead
+            _logger.warning("%s: %s (failed: %s)", _short(title), _short(body), failed)
+        return failed
 
-    def _run(self, program: str, argv: list[str]) -> str:
+    def _run(self, program: str, argv: list[str]) -> str | None:
         try:
             finished = subprocess.run(
                 argv,
@@ -109,12 +104,10 @@ class Notifier:
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            return f"failed: {program} did not finish within {self.timeout_s:g} s"
+            return f"{program} did not finish within {self.timeout_s:g} s"
         except OSError as error:
-            return f"failed: {program} could not run: {error.strerror or error}"
+            return f"{program} could not run: {error.strerror or error}"
         if finished.returncode != 0:
             said = clean_text(finished.stderr.decode("utf-8", "replace").strip())[:200]
-            return f"failed: {program} exited with {finished.returncode}" + (
-                f": {said}" if said else ""
-            )
-        return "done"
+            return f"{program} exited with {finished.returncode}" + (f": {said}" if said else "")
+        return None

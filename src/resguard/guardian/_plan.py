@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
+from resguard._errors import InvalidValue
 from resguard.guardian._actions import ActionSpec
 from resguard.rules import Breach, Level, Verdict
 
@@ -54,13 +55,17 @@ def matches(spec: ActionSpec, breach: Breach) -> bool:
 class Planner:
     """The decision state of one guardian: ``planner.step(verdict, now) -> Decision``.
 
-    State is bounded by the number of (action, rule) pairs, i.e. by the policy.
+    State is bounded by the number of (action, rule) pairs, i.e. by the policy. Actions
+    are told apart by their ``index`` (unique: :class:`GuardianConfig` checks it).
     """
 
     __slots__ = ("_acted", "_active", "_before", "_last_fired", "_notified", "actions")
 
     def __init__(self, actions: Iterable[ActionSpec]) -> None:
         self.actions: tuple[ActionSpec, ...] = tuple(actions)
+        indexes = [spec.index for spec in self.actions]
+        if len(set(indexes)) != len(indexes):
+            raise InvalidValue(f"actions with indexes {indexes}: each action needs its own index")
         self._active: set[tuple[int, str]] = set()  # pairs whose episode is running
         self._notified: set[tuple[int, str]] = set()  # notify pairs done this episode
         self._last_fired: dict[tuple[int, str], float] = {}
@@ -73,10 +78,10 @@ class Planner:
         clear: list[ActionSpec] = []
         present: set[tuple[int, str]] = set()
         self._before = {}
-        for position, spec in enumerate(self.actions):
+        for spec in self.actions:
             held = _matching(spec, verdict.breaches)
             for breach in held:
-                key = (position, breach.rule)
+                key = (spec.index, breach.rule)
                 present.add(key)
                 if self._due(spec, key, now):
                     fire.append((spec, breach))
@@ -85,9 +90,9 @@ class Planner:
                     if spec.do == "notify":
                         self._notified.add(key)
                     if spec.do in UNDONE_ON_CLEAR:
-                        self._acted.add(position)
-            if not held and position in self._acted:
-                self._acted.discard(position)
+                        self._acted.add(spec.index)
+            if not held and spec.index in self._acted:
+                self._acted.discard(spec.index)
                 clear.append(spec)
         self._notified &= present  # an episode that ended may notify again when it restarts
         self._active = present
@@ -103,8 +108,7 @@ class Planner:
         """The last step's firing of *spec* for *rule* found nothing to act on (every
         outcome ``skipped``): it does not count, so neither its cooldown nor "notified"
         holds the action back at the next step (the culprit may be named then)."""
-        position = self.actions.index(spec)
-        key = (position, rule)
+        key = (spec.index, rule)
         if key not in self._before:
             return
         previous = self._before.pop(key)
@@ -115,7 +119,7 @@ class Planner:
         self._notified.discard(key)
 
     def holding(self) -> frozenset[tuple[int, str]]:
-        """The (action position, rule) pairs whose episode is running."""
+        """The (action index, rule) pairs whose episode is running."""
         return frozenset(self._active)
 
 

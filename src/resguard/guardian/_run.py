@@ -23,7 +23,7 @@ from resguard.monitor import Monitor, State
 from resguard.rules import Breach, Verdict
 from resguard.snapshot import Sampler, Snapshot, default_backend
 
-__all__ = ["Guardian", "host_sampler", "machine_effects"]
+__all__ = ["Guardian", "host_sampler"]
 
 _logger = get_logger("resguard.guardian")
 _CGROUP_ROOT = "/sys/fs/cgroup"
@@ -43,20 +43,13 @@ def host_sampler() -> Sampler:
     return Sampler()
 
 
-def machine_effects() -> Effects:
-    """The effects on this machine (:class:`resguard.guardian._effects.MachineEffects`
-    with its defaults: signals through pidfds, the Ollama of ``$OLLAMA_HOST``, desktop
-    notifications)."""
-    from resguard.guardian._effects import MachineEffects
-
-    return MachineEffects()
-
-
 class Guardian:
     """One guardian: ``tick()`` observes, decides and acts once; ``run(stop)`` ticks every
     ``interval_s`` until *stop* is set; ``close()`` resumes what it paused.
 
-    *dry_run* (default the configuration's) makes every effect say what it would do.
+    *effects* defaults to this machine's (signals through pidfds, the Ollama of
+    ``$OLLAMA_HOST``, desktop notifications); *dry_run* (default the configuration's)
+    makes every effect say what it would do.
     *monitor* defaults to one with the configuration's policy over :func:`host_sampler`,
     sampling the process table whatever the rules read (breaches name their culprits from
     it, process actions pick their targets in it) and not reclaiming (the guardian acts
@@ -66,14 +59,14 @@ class Guardian:
     def __init__(
         self,
         config: GuardianConfig,
-        effects: Effects,
+        effects: Effects | None = None,
         *,
         journal: Journal | None = None,
         monitor: Monitor | None = None,
         dry_run: bool | None = None,
     ) -> None:
         self.config = config
-        self.effects = effects
+        self.effects = effects if effects is not None else _machine_effects()
         self.journal = journal if journal is not None else Journal(config.journal)
         self.dry_run = config.dry_run if dry_run is None else dry_run
         self.monitor = monitor if monitor is not None else _monitor_for(config)
@@ -133,12 +126,7 @@ class Guardian:
             outcomes = call()
         except Exception as error:  # an effect's bug must not stop the guardian
             outcomes = [
-                Outcome(
-                    action=spec.do,
-                    target=None,
-                    dry_run=self.dry_run,
-                    result=f"failed: {type(error).__name__}: {error}",
-                )
+                Outcome(spec.do, None, self.dry_run, "failed", f"{type(error).__name__}: {error}")
             ]
         key = (spec.index, rule)
         for outcome in outcomes:
@@ -154,8 +142,15 @@ class Guardian:
 
 def _found_nothing(outcome: Outcome) -> bool:
     """An outcome that touched nothing: skipped before any process or model was chosen
-    (no culprit matches ``match``, no idle model)."""
-    return outcome.target is None and outcome.result.startswith("skipped")
+    (no culprit matches ``match``, no idle model). A refusal is not one: the action is
+    configured so that it can never act, and its cooldown holds it back."""
+    return outcome.target is None and outcome.status == "skipped"
+
+
+def _machine_effects() -> Effects:
+    from resguard.guardian._effects import MachineEffects
+
+    return MachineEffects()
 
 
 def _monitor_for(config: GuardianConfig) -> Monitor:

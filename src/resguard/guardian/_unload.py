@@ -45,23 +45,25 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from resguard._errors import ResguardError
 from resguard._modules.log import get_logger
 from resguard.guardian._actions import Outcome, Target
-from resguard.units import format_bytes, format_duration
+from resguard.units import format_duration
 
 if TYPE_CHECKING:
     from resguard.snapshot import OllamaModelInfo
 
 __all__ = ["CHECK_WAIT_S", "DEFAULT_KEEP_ALIVE_S", "UNREACHABLE", "ModelUnloader"]
 
-_logger = get_logger("resguard")
+_logger = get_logger("resguard.guardian")
 
 DEFAULT_KEEP_ALIVE_S = 300.0
 """Ollama's own default keep-alive (``OLLAMA_KEEP_ALIVE`` unset): 5 minutes."""
-UNREACHABLE = "skipped: ollama unreachable"
+UNREACHABLE = "ollama unreachable"
+"""Why ``ollama-unload-idle`` skipped: Ollama did not answer."""
 CHECK_WAIT_S = 2.0
 """How long after its no-op request a model's expiry has to move for it to count as idle."""
 _ACTION = "ollama-unload-idle"
@@ -106,25 +108,19 @@ class ModelUnloader:
             keep_alive = self._keep_alive
             if keep_alive is None:
                 keep_alive = os.environ.get("OLLAMA_KEEP_ALIVE") or DEFAULT_KEEP_ALIVE_S
+            make = partial(
+                OllamaModels,
+                self.host,
+                timeout=self.timeout_s,
+                unload_timeout=self.timeout_s,
+                wall_clock=self._wall_clock,
+                register=False,
+            )
             try:
-                self._models = OllamaModels(
-                    self.host,
-                    timeout=self.timeout_s,
-                    default_keep_alive=keep_alive,
-                    unload_timeout=self.timeout_s,
-                    wall_clock=self._wall_clock,
-                    register=False,
-                )
+                self._models = make(default_keep_alive=keep_alive)
             except ResguardError as error:  # a bad OLLAMA_KEEP_ALIVE: Ollama's default
                 _logger.warning("OLLAMA_KEEP_ALIVE: %s; assuming 5 minutes", error)
-                self._models = OllamaModels(
-                    self.host,
-                    timeout=self.timeout_s,
-                    default_keep_alive=DEFAULT_KEEP_ALIVE_S,
-                    unload_timeout=self.timeout_s,
-                    wall_clock=self._wall_clock,
-                    register=False,
-                )
+                self._models = make(default_keep_alive=DEFAULT_KEEP_ALIVE_S)
         return self._models
 
     def close(self) -> None:
@@ -172,7 +168,7 @@ class ModelUnloader:
         nothing was."""
         infos = self._loaded()
         if infos is None:
-            return [Outcome(_ACTION, None, dry_run, UNREACHABLE)]
+            return [Outcome(_ACTION, None, dry_run, "skipped", UNREACHABLE)]
         now = self._wall_clock()
         idle = []
         for info in infos:
@@ -180,8 +176,8 @@ class ModelUnloader:
             if since is not None and now - since >= idle_for_s:
                 idle.append(info)
         if not idle:
-            why = f"skipped: no model idle for {format_duration(idle_for_s)}"
-            return [Outcome(_ACTION, None, dry_run, why)]
+            why = f"no model idle for {format_duration(idle_for_s)}"
+            return [Outcome(_ACTION, None, dry_run, "skipped", why)]
         if dry_run:
             return [Outcome(_ACTION, Target(model=info.name), True, "would") for info in idle]
         return [self._unload_one(info) for info in idle]
@@ -190,16 +186,13 @@ class ModelUnloader:
         target = Target(model=listed.name)
         why = self._busy(listed)
         if why is not None:
-            return Outcome(_ACTION, target, False, why)
+            return Outcome(_ACTION, target, False, "skipped", why)
         try:
             self._client().unload(listed.name)
         except Exception as error:  # OllamaError: down, or still listed after the deadline
-            return Outcome(_ACTION, target, False, f"failed: {error}")
+            return Outcome(_ACTION, target, False, "failed", str(error))
         self._seen.pop(listed.name, None)
-        _logger.warning(
-            "ollama-unload-idle: unloaded %s (%s)", listed.name, format_bytes(listed.size)
-        )
-        return Outcome(_ACTION, target, False, "done", listed.size)
+        return Outcome(_ACTION, target, False, "done", freed_bytes=listed.size)
 
     def _busy(self, listed: OllamaModelInfo) -> str | None:
         """Why *listed* must not be unloaded now (steps 1-3 of the module's docstring), or
@@ -208,14 +201,14 @@ class ModelUnloader:
         if isinstance(first, str):
             return first
         if first.expires_at != listed.expires_at:
-            return "skipped: in use (a request ended since /api/ps was read)"
+            return "in use (a request ended since /api/ps was read)"
         if first.expires_at is None or first.expires_at < self._wall_clock():
-            return "skipped: stopping (an unload is waiting for a request to end)"
+            return "stopping (an unload is waiting for a request to end)"
         options = {"num_ctx": first.context_length} if first.context_length else None
         try:
             self._client().client.generate(model=first.name, prompt="", options=options)
         except Exception as error:
-            return f"skipped: the no-op request that checks it is idle failed: {error}"
+            return f"the no-op request that checks it is idle failed: {error}"
         return self._moved(first)
 
     def _moved(self, first: OllamaModelInfo) -> str | None:
@@ -231,7 +224,7 @@ class ModelUnloader:
             if after.expires_at != first.expires_at:
                 return None
             if self._clock() >= deadline:
-                return "skipped: a request is in flight (its expiry did not move after a no-op)"
+                return "a request is in flight (its expiry did not move after a no-op)"
             self._sleep(pause_s)
             pause_s = min(pause_s * 2, 0.2)
 
@@ -242,4 +235,4 @@ class ModelUnloader:
         for info in infos:
             if info.name == name:
                 return info
-        return "skipped: no longer loaded"
+        return "no longer loaded"

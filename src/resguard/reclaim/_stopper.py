@@ -14,6 +14,7 @@ import re
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -28,6 +29,7 @@ from resguard._probes.identity import (
     PortableStat,
     ProcessHandle,
     ProcStat,
+    boot_time_s,
     cmdline_of,
     my_uid,
     read_cmdline,
@@ -37,11 +39,14 @@ from resguard._probes.identity import (
     same_user,
 )
 from resguard._probes.names import full_name, short_name
-from resguard._probes.procfs import PAGE_SIZE
+from resguard._probes.procfs import PAGE_SIZE, TICKS_PER_S
 from resguard.reclaim._base import Cost
 from resguard.reclaim._base import shown as _shown
 from resguard.reclaim._checks import check_candidate, check_flag, compile_patterns, protected_names
 from resguard.units import format_bytes
+
+if TYPE_CHECKING:
+    from resguard.snapshot import ProcessInfo
 
 __all__ = [
     "ACTIONS_KEPT",
@@ -54,6 +59,7 @@ __all__ = [
 
 _logger = get_logger("resguard")
 
+_ROW_START_TOLERANCE_S = 1.5 / TICKS_PER_S  # a table row's start time is rounded to a tick
 _KILL_WAIT_S = 5.0  # how long to wait for a SIGKILLed process to become a zombie
 _GONE = "gone before it was signalled (it exited, or its PID belongs to another process now)"
 _UNVERIFIABLE = (
@@ -82,6 +88,36 @@ class StopCandidate(ValueMixin):
     create_time: float | None = None
     ppid: int | None = None
 
+    @property
+    def start_time_s(self) -> float | None:
+        """The start time in epoch seconds, as the process table dates processes (boot time
+        plus start ticks on Linux, psutil's create time elsewhere); ``None`` when unknown."""
+        if self.create_time is not None:
+            return self.create_time
+        if self.start_ticks is None:
+            return None
+        return boot_time_s() + self.start_ticks / TICKS_PER_S
+
+    def same_process(self, other: StopCandidate) -> bool:
+        """Whether *other* is a reading of this very process: the same pid and exact start
+        time (not an earlier or later process that had the pid)."""
+        if self.pid != other.pid:
+            return False
+        if self.start_ticks is not None or other.start_ticks is not None:
+            return self.start_ticks == other.start_ticks
+        if self.create_time is None or other.create_time is None:
+            return False
+        return same_start(self.create_time, other.create_time)
+
+    def is_row(self, row: ProcessInfo) -> bool:
+        """Whether the process table's *row* is this process, not one whose pid it took:
+        the same pid and start times that agree to a clock tick (the table dates Linux
+        processes by ticks since boot); ``True`` when this start time is unknown."""
+        start_s = self.start_time_s
+        if row.pid != self.pid:
+            return False
+        return start_s is None or abs(row.create_time - start_s) <= _ROW_START_TOLERANCE_S
+
 
 @attrs.frozen
 class StopAction(ValueMixin):
@@ -102,6 +138,9 @@ class StopAction(ValueMixin):
     reason: str
     start_ticks: int | None = None
     create_time: float | None = None
+    refused: bool = False
+    """Nothing was sent because the process may not be touched: protected, gone, changed
+    since it was listed, or not verifiable here (``reason`` says which)."""
 
 
 def _pid_rule(pid: int) -> str | None:
@@ -148,11 +187,13 @@ def protected_name(name: str, protected_names: frozenset[str]) -> bool:
     return any(short_name(protected) == cut for protected in protected_names)
 
 
-_Action = Callable[[str, bool, str], "StopAction"]
+_Action = Callable[..., "StopAction"]
 _AnyHandle = ProcessHandle | PortableHandle
 
 
-def _action(candidate: StopCandidate, signal_name: str, done: bool, reason: str) -> StopAction:
+def _action(
+    candidate: StopCandidate, signal_name: str, done: bool, reason: str, refused: bool = False
+) -> StopAction:
     return StopAction(
         candidate.pid,
         candidate.name,
@@ -163,6 +204,7 @@ def _action(candidate: StopCandidate, signal_name: str, done: bool, reason: str)
         reason,
         candidate.start_ticks,
         candidate.create_time,
+        refused,
     )
 
 
@@ -376,7 +418,7 @@ class ProcessStopper:
         action = functools.partial(_action, candidate)
         reason = candidate.protected or _pid_rule(candidate.pid)
         if reason is not None:
-            return action("none", False, f"protected: {reason}")
+            return action("none", False, f"protected: {reason}", True)
         if not self.enabled:
             return action("none", False, "not enabled")
         if self.dry_run:
@@ -401,7 +443,7 @@ class ProcessStopper:
     def _stop_verified(self, candidate: StopCandidate, action: _Action) -> StopAction:
         with _opened(self, candidate) as (handle, refusal, changed):
             if handle is None:
-                return action("none", False, refusal)
+                return action("none", False, refusal, True)
             if isinstance(handle, ProcessHandle):
                 return self._terminate(handle, action, changed)
             import psutil
@@ -417,7 +459,8 @@ class ProcessStopper:
         renice), verified as :meth:`stop` verifies before its first signal: not protected
         (re-read through the handle), the same process by its exact start time (held
         through a pidfd where the kernel has one), still matching a pattern. Yields
-        ``(handle, "")`` or ``(None, why not)``; ``enabled`` and ``dry_run`` are the
+        ``(handle, "")`` or ``(None, why not)``: every refusal is one of those checks (the
+        process may not be touched), never a failure; ``enabled`` and ``dry_run`` are the
         caller's to honour."""
         check_candidate(candidate)
         reason = candidate.protected or _pid_rule(candidate.pid)
@@ -493,7 +536,7 @@ class ProcessStopper:
         the process is no longer what was listed (then nothing more is sent)."""
         reason = changed()
         if reason is not None:
-            return action("none", False, reason)
+            return action("none", False, reason, True)
         if not handle.send(signal.SIGTERM):
             return action("none", True, "exited before it was signalled")
         if handle.wait_exited(self.grace_s, clock=self._clock, sleep=self._sleep):
