@@ -81,9 +81,20 @@ def test_container_rows_show_bytes_and_a_dash_for_unknown() -> None:
         [attrs.evolve(container, cpu_percent=None)],
         ("name", "memory_used", "memory_limit", "cpu_percent"),
     )
-    assert "5.0 MiB" in html
-    assert "1.0 GiB" in html
-    assert "<td>—</td>" in html  # an unknown figure (no CPU reading yet) is a dash, never 0
+    parser = _CellTexts()
+    parser.feed(html)
+    assert parser.cells[-4:] == ["web", "5.0 MiB", "1.0 GiB", "—"]  # unknown CPU: never 0
+
+
+def test_a_record_table_escapes_control_characters_as_the_other_tables_do() -> None:
+    container = make_container("evil\x1b[2J\nname", memory_used=2**20)
+    html = records_table([container], ("name", "memory_used"), "title\x07")
+    assert "\x1b" not in html
+    assert "\x07" not in html
+    parser = _CellTexts()
+    parser.feed(html)
+    assert printable("evil\x1b[2J\nname") in parser.cells
+    assert "text-align:right'>1.0 MiB" in html  # a figure is aligned right, a text left
 
 
 # -- the texts tables show people ----------------------------------------------------------

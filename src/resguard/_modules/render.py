@@ -140,20 +140,25 @@ def html_table(
 
 
 def records_table(records: Iterable[Any], columns: tuple[str, ...], title: str = "") -> str:
-    """An HTML table with one row per attrs record and the given columns."""
-    caption = f"<caption>{html.escape(title)}</caption>" if title else ""
-    head = "".join(f"<th>{html.escape(column)}</th>" for column in columns)
-    rows = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{html.escape(_format(column, getattr(record, column), _unit(record, column)))}"
-            "</td>"
-            for column in columns
-        )
-        + "</tr>"
+    """An HTML table with one row per attrs record and the given columns, each value
+    formatted by the unit its field declares (:func:`rows_table` draws it: texts made
+    printable and escaped, numbers aligned right)."""
+    cells = [
+        [(getattr(record, column), _unit(record, column)) for column in columns]
         for record in records
+    ]
+    numeric = frozenset(
+        index for index in range(len(columns)) if any(_is_number(row[index][0]) for row in cells)
     )
-    return f"<table>{caption}<tr>{head}</tr>{rows}</table>"
+    texts = [
+        [_format(column, value, unit) for column, (value, unit) in zip(columns, row, strict=True)]
+        for row in cells
+    ]
+    return rows_table(columns, texts, title, numeric=numeric)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _unit(record: Any, name: str) -> str | None:
