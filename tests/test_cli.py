@@ -562,17 +562,15 @@ def test_one_table_renderer_pads_fixed_and_fitted_columns() -> None:
     assert table(fitted, []) == "NAME SIZE"
 
 
-def test_the_live_view_redraws_a_terminal_and_appends_to_a_pipe() -> None:
+def test_the_stream_of_updates_appends_a_line_or_a_json_object_each() -> None:
     import io
 
     from resguard.cli._render import Live
 
-    screen, pipe = io.StringIO(), io.StringIO()
-    Live(screen, redraw=True).show("frame")
-    appended = Live(pipe, redraw=False)
+    pipe = io.StringIO()
+    appended = Live(pipe)
     appended.show("one")
     appended.show_json({"level": "OK"})
-    assert screen.getvalue() == "\x1b[H\x1b[2Jframe\n"
     assert pipe.getvalue() == 'one\n{"level":"OK"}\n'
 
 
@@ -608,3 +606,51 @@ def test_no_command_fails_on_a_name_its_output_cannot_encode(
         assert main(command, out) == 0, command
         out.flush()
         assert raw.getvalue().decode(encoding).startswith("model ")
+
+
+def test_a_process_row_has_one_json_shape_in_top_snapshot_and_watch() -> None:
+    """``top --json``, ``snapshot --json``'s ``top_processes`` and ``watch --json``'s
+    ``top`` print a row as ProcessInfo.to_dict() (watch adds ``culprit``); snapshot had
+    six keys of its own."""
+    import io
+
+    def json_of(*argv: str) -> Any:
+        out = io.StringIO()
+        assert main(list(argv), out=out) in (0, 1)
+        return json.loads(out.getvalue())
+
+    row_keys = set(rg.top_processes(1)[0].to_dict())
+    (top,) = json_of("top", "--json", "-n", "1", "--window", "0.25")
+    snapshot = json_of("snapshot", "--json", "--window", "0.25")
+    watch = json_of("watch", "--once", "--json", "-n", "1", "--window", "0.25")
+    assert set(top) == row_keys
+    assert {frozenset(row) for row in snapshot["top_processes"]} == {frozenset(row_keys)}
+    assert {frozenset(row) for row in watch["top"]} == {frozenset(row_keys | {"culprit"})}
+
+
+def test_the_window_measured_is_said_once_raised_to_the_shortest_cpu_window() -> None:
+    """measure_window says the window it waited (a short one raised to 0.25 s), so no
+    command clamps it again on its own."""
+    from resguard.cli._args import measure_window
+
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    short = measure_window(0.1, clock=lambda: now[0], sleep=sleep)
+    assert short.window_s == 0.25
+    assert now[0] == pytest.approx(0.25)
+    assert measure_window(2.0, clock=lambda: now[0], sleep=sleep).window_s == 2.0
+    assert now[0] == pytest.approx(2.25)
+
+
+def test_top_shows_a_process_without_a_command_line_as_its_name_in_brackets() -> None:
+    """As ps, watch and the notebook do (one command_text): a kernel thread or a zombie
+    is ``[name]``, escaped."""
+    from resguard.cli import format_processes
+    from resguard.testing import make_process
+
+    bare = attrs.evolve(make_process(7, "kworker/0:1\x1b"), cmdline=())
+    (line,) = format_processes([bare]).splitlines()[1:]
+    assert line.endswith(r"[kworker/0:1\x1b]")

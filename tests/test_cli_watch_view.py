@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import resguard as rg
+from resguard._modules.render import printable
 from resguard.cli._view import (
     FOOTER,
     ViewOptions,
@@ -24,8 +25,6 @@ from resguard.cli._view import (
     cells,
     choose_rows,
     fit,
-    is_kernel_row,
-    printable,
 )
 from resguard.cli.watch import format_line, update
 from resguard.monitor import State
@@ -204,7 +203,7 @@ def test_kernel_threads_are_hidden_unless_all(rows: tuple[Any, ...]) -> None:
     state = _state(rows)
     hidden = choose_rows(state, ViewOptions(rows=len(rows)))
     shown = choose_rows(state, ViewOptions(rows=len(rows), show_all=True))
-    assert not any(is_kernel_row(row) for row in hidden)
+    assert not any(is_kernel_thread(row) for row in hidden)
     assert {row.pid for row in kernel} <= {row.pid for row in shown}
     assert len(shown) == len(rows)
 
@@ -221,7 +220,12 @@ def test_the_processes_of_the_cgroup_when_the_limit_is_a_cgroups(rows: tuple[Any
     assert len(choose_rows(host, ViewOptions(rows=20))) > 1
 
 
-def test_heat_shows_the_hottest_sensor_and_the_fastest_fan(rows: tuple[Any, ...]) -> None:
+def test_heat_shows_the_hottest_sensor_and_the_fastest_fan_as_snapshot_does(
+    rows: tuple[Any, ...],
+) -> None:
+    """One heat formatter for watch and snapshot (R3 D9: "85°C" beside "85 °C")."""
+    from resguard.cli import format_snapshot
+
     heat = HeatInfo.from_readings(
         (
             TemperatureSensor("acpitz", "temp1", 48.0, None, None),
@@ -232,7 +236,9 @@ def test_heat_shows_the_hottest_sensor_and_the_fastest_fan(rows: tuple[Any, ...]
         "hwmon",
     )
     text = build_frame(_state(rows, heat=heat), [], ViewOptions(), 120, 40).plain()
-    assert "heat    71°C coretemp Package id 0 (high 80°C), fan 2400 rpm thinkpad fan1" in text
+    shown = "hottest 71 °C coretemp Package id 0 (high 80 °C); fan 2400 rpm thinkpad fan1"
+    assert f"heat    {shown}\n" in text
+    assert f"heat     {shown} (from hwmon)" in format_snapshot(_state(rows, heat=heat).snapshot)
     bare = HeatInfo.from_readings((), (), None, "hwmon")
     assert (
         "heat    no sensors or fans found"
@@ -429,3 +435,20 @@ def test_watch_config_and_preset_conflict(capsys: pytest.CaptureFixture[str]) ->
 
     assert main(["watch", "--config", "x.toml", "--preset", "laptop"]) == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_the_frame_escapes_bidi_c1_esc_and_lone_surrogates_and_spaces_a_nbsp(
+    rows: tuple[Any, ...],
+) -> None:
+    """One escaper for the terminal and the notebook (render.printable): every control,
+    bidi override and lone surrogate from a command line is written visibly; a no-break
+    space is harmless on a terminal and shown as a space."""
+    (mine,) = [row for row in rows if row.pid == os.getpid()]
+    argv = ("nb\xa0sp", "bidi\u202eend", "c1\x9bx", "esc\x1b[2J", "lone\udc80", "ls\u2028x")
+    hostile = attrs.evolve(mine, cmdline=argv)
+    bare = attrs.evolve(mine, pid=mine.pid + 1_000_000, cmdline=(), name="kw\x1bx\xa0y")
+    state = _state((hostile, bare))
+    text = build_frame(state, [hostile, bare], ViewOptions(), 220, 40).plain()
+    assert r"nb sp bidi\u202eend c1\x9bx esc\x1b[2J lone\udc80 ls\u2028x" in text
+    assert r"[kw\x1bx y]" in text  # no command line: the name in brackets, escaped
+    assert not any(char in text for char in "\xa0\u202e\x9b\x1b\udc80\u2028")

@@ -5,9 +5,9 @@ renderer (:mod:`resguard.cli._render`).
 Exit codes: 0 success, 1 the verdict is not OK (``watch --once``, ``guardian --once``) or
 a budget is over, 2 bad usage, a bad value, an unreachable service or an internal error,
 130 interrupted (Ctrl-C), 143 ended by SIGTERM (``watch``'s live view; the guardian
-resumes what it paused and exits 0), 141 stdout was closed early (``resguard top --json | head -1``), the status a
-shell reports for a program that SIGPIPE ended. ``--json`` prints machine-readable output
-on stdout.
+resumes what it paused and exits 0), 141 stdout was closed early (``resguard top --json |
+head -1``), the status a shell reports for a program that SIGPIPE ended. ``--json``
+prints machine-readable output on stdout.
 
 ``--backend linux|psutil`` (before the command) picks how every command measures, as
 ``RESGUARD_BACKEND`` does; a ``RESGUARD_BACKEND`` that names no backend is refused (exit

@@ -280,15 +280,27 @@ def over_window(
     """*read* once (the baseline), wait *window_s* (at least the shortest CPU window), and
     return a second *read*, whose CPU figures then cover the window. Ctrl-C during the
     wait raises :class:`KeyboardInterrupt`, which the command line turns into exit 130."""
+    return _over(window_s, read, clock, sleep)[0]
+
+
+def _over(
+    window_s: float,
+    read: Callable[[], _T],
+    clock: Callable[[], float] | None,
+    sleep: Callable[[float], Any] | None,
+) -> tuple[_T, float]:
+    """:func:`over_window`'s second read and the seconds it waited: *window_s*, raised to
+    the shortest CPU window (the one place that clamp is made)."""
     import time
 
     from resguard._probes.procfs import CPU_WINDOW_MIN_S
 
     clock = clock if clock is not None else time.monotonic
     sleep = sleep if sleep is not None else time.sleep
+    measured_s = max(window_s, CPU_WINDOW_MIN_S)
     read()
-    _wait_until(clock() + max(window_s, CPU_WINDOW_MIN_S), clock, sleep)
-    return read()
+    _wait_until(clock() + measured_s, clock, sleep)
+    return read(), measured_s
 
 
 class Window(NamedTuple):
@@ -300,6 +312,9 @@ class Window(NamedTuple):
     rows: list[ProcessInfo] | None
     """The table's second scan, every process's CPU percent over the window (pass them to
     ``ProcessTable.top(rows=...)`` to rank them)."""
+    window_s: float
+    """The seconds measured over: the window asked for, at least the shortest CPU window
+    (what ``snapshot`` reports, not the window typed)."""
 
 
 def measure_window(
@@ -332,5 +347,5 @@ def measure_window(
             both[1] = processes.sample()
         first[0] = False
 
-    over_window(window_s, read, clock=clock, sleep=sleep)
-    return Window(snapshot=both[0], rows=both[1])
+    _, measured_s = _over(window_s, read, clock, sleep)
+    return Window(snapshot=both[0], rows=both[1], window_s=measured_s)

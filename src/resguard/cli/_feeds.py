@@ -1,34 +1,17 @@
-"""What ``resguard watch`` adds to its Monitor: the process table when the policy does not
-sample it, and the Ollama models, polled in a thread of their own so a slow or hanging
-Ollama never delays a frame (the source hands the monitor the latest answer at once)."""
+"""What ``resguard watch`` adds to its Monitor: the Ollama models, polled in a thread of
+their own so a slow or hanging Ollama never delays a frame (the source hands the monitor
+the latest answer at once)."""
 
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import threading
 from typing import Any
 
-__all__ = ["OLLAMA_POLL_S", "OLLAMA_TIMEOUT_S", "OllamaFeed", "ProcessFeed", "monitor_options"]
+__all__ = ["OLLAMA_POLL_S", "OLLAMA_TIMEOUT_S", "OllamaFeed"]
 
 OLLAMA_POLL_S = 2.0
 OLLAMA_TIMEOUT_S = 0.5  # Ollama on loopback answers `ps` in milliseconds
-
-
-class ProcessFeed:
-    """A Monitor source sampling the whole process table (watch shows it whatever the
-    policy's rules read)."""
-
-    name = "process table"
-    fields = ("processes",)
-
-    def __init__(self) -> None:
-        from resguard.processes import ProcessTable
-
-        self._table = ProcessTable()
-
-    def sample(self) -> dict[str, Any]:
-        return {"processes": tuple(self._table.sample())}
 
 
 class OllamaFeed:
@@ -78,19 +61,3 @@ class OllamaFeed:
 
     def sample(self) -> dict[str, Any]:
         return {"ollama": self._latest}
-
-
-def monitor_options(policy: Any) -> tuple[dict[str, Any], bool]:
-    """The Monitor keywords watch passes where this resguard's Monitor has them
-    (``heat=True``, ``processes=True``), and whether watch must add a
-    :class:`ProcessFeed` (the Monitor samples the table only for process rules)."""
-    from resguard.monitor import Monitor
-    from resguard.rules import ProcessCount, ProcessThreshold
-
-    parameters = inspect.signature(Monitor).parameters
-    options: dict[str, Any] = {"heat": True} if "heat" in parameters else {}
-    if "processes" in parameters:
-        options["processes"] = True
-        return options, False
-    samples = any(isinstance(rule, (ProcessThreshold, ProcessCount)) for rule in policy.rules)
-    return options, not samples

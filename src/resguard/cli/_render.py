@@ -1,5 +1,5 @@
 """The one renderer every command prints through: fixed or fitted tables, JSON, and the
-live view that redraws a terminal or prints one line per update to a pipe."""
+stream of updates a repeating command appends (one line or JSON object each)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ __all__ = [
 ]
 
 UNKNOWN = "?"
-_CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 
 def size(value: int | None, unknown: str = UNKNOWN) -> str:
@@ -133,15 +132,14 @@ def tolerant(out: TextIO) -> TextIO:
 
 
 class Live:
-    """Where the updates of a repeating command go: on a terminal (*redraw*) each update
-    replaces the screen; otherwise each is appended (one line or JSON object per update)."""
+    """Where the appended updates of a repeating command go: one line, frame or JSON
+    object per update (the live view on a terminal is :mod:`._screen`'s)."""
 
-    def __init__(self, out: TextIO, *, redraw: bool) -> None:
+    def __init__(self, out: TextIO) -> None:
         self.out = out
-        self.redraw = redraw
 
     def show(self, text: str) -> None:
-        self.out.write(writable((_CLEAR_SCREEN if self.redraw else "") + text + "\n", self.out))
+        self.out.write(writable(text + "\n", self.out))
         self.out.flush()
 
     def show_json(self, value: Any) -> None:

@@ -4,43 +4,52 @@ show and the terminal's size, the lines of one screen, each a tuple of styled se
 Nothing here reads the machine, writes a terminal or imports rich: :mod:`._screen`
 paints a :class:`Frame` (in colour with rich, or plain), ``watch`` feeds it. Every text
 that comes from the machine (command lines, process and sensor names, reasons) is escaped
-here (:func:`printable`), and every line is cut to the width (:func:`fit`), so what a
-process put in its command line never reaches the terminal raw and no line wraps.
+here (:func:`resguard._modules.render.printable`, the one escaper: controls, bidi and
+lone surrogates written as escapes, a no-break space as a space), and every line is cut to
+the width (:func:`fit`), so what a process put in its command line never reaches the
+terminal raw and no line wraps.
 """
 
 from __future__ import annotations
 
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import attrs
 
+from resguard._modules.render import command_text, printable
 from resguard.cli._render import fixed, size
+from resguard.processes import is_kernel_thread
+from resguard.rules import culprit_resource
+
+if TYPE_CHECKING:
+    from resguard.monitor import State
+    from resguard.rules import Breach, Verdict
+    from resguard.snapshot import HeatInfo, ProcessInfo, ResourcePressure, Snapshot
 
 __all__ = [
     "FOOTER",
     "Frame",
     "Segment",
     "ViewOptions",
-    "breach_resource",
     "build_frame",
     "cells",
     "choose_rows",
+    "clock_text",
     "culprit_pids",
     "fit",
-    "is_kernel_row",
-    "printable",
+    "heat_text",
+    "process_row",
+    "psi_text",
     "sort_resource",
+    "unknowns",
 ]
 
 Sort = Literal["auto", "cpu", "memory"]
 FOOTER = "q quit  c sort by CPU  m sort by memory"
-_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\x1b": "\\x1b"}
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"})
-_CPU_PREFIXES = ("cpu.", "pressure.cpu.", "processes.cpu")
 _MAX_BREACH_LINES = 4
 _MAX_UNKNOWN_LINES = 2
 _MIN_COMMAND_CELLS = 8
@@ -87,28 +96,6 @@ class Frame:
 # ------------------------------------------------------------------- text safety ---
 
 
-def printable(text: str) -> str:
-    """*text* with every control or invisible character written visibly: newline as
-    ``\\n``, tab ``\\t``, ESC ``\\x1b``, other C0/C1 controls and DEL as ``\\xNN``,
-    format characters (bidi overrides), separators other than the space and lone
-    surrogates as ``\\uNNNN`` (or ``\\xNN``);
-    what a process put in its command line can never move the cursor or colour the
-    screen."""
-    if text.isprintable():
-        return text
-    out = []
-    for char in text:
-        if char in _ESCAPES:
-            out.append(_ESCAPES[char])
-        elif char == " " or unicodedata.category(char) not in _UNSAFE_CATEGORIES:
-            out.append(char)
-        elif ord(char) < 0x100:
-            out.append(f"\\x{ord(char):02x}")
-        else:
-            out.append(f"\\u{ord(char):04x}" if ord(char) < 0x10000 else f"\\U{ord(char):08x}")
-    return "".join(out)
-
-
 def _char_cells(char: str) -> int:
     if unicodedata.combining(char):
         return 0
@@ -116,7 +103,7 @@ def _char_cells(char: str) -> int:
 
 
 def cells(text: str) -> int:
-    """How many terminal cells *text* (already :func:`printable`) takes: wide East
+    """How many terminal cells *text* (already made printable) takes: wide East
     Asian characters two, combining marks none."""
     if text.isascii():
         return len(text)
@@ -156,48 +143,23 @@ def _fit_line(line: Line, width: int) -> Line:
 # --------------------------------------------------------------------- the rows ---
 
 
-def is_kernel_row(row: Any) -> bool:
-    """Whether *row* is a kernel thread: :func:`resguard.processes.is_kernel_thread` when
-    this resguard has it, else kthreadd and its children, or no memory and no name."""
-    import resguard.processes as processes
-
-    check = getattr(processes, "is_kernel_thread", None)
-    if check is not None:
-        return bool(check(row))
-    return row.pid == 2 or row.ppid == 2 or not row.rss
-
-
-def _level_value(breach: Any) -> int:
+def _level_value(breach: Breach) -> int:
     return int(breach.level)
 
 
-def breach_resource(breach: Any) -> Literal["cpu", "memory"] | None:
-    """The resource a breach is about: ``"memory"`` for memory, swap and memory pressure,
-    ``"cpu"`` for CPU, CPU pressure and per-process CPU, else ``None``."""
-    from resguard.rules import culprit_resource
-
-    metric = str(breach.metric)
-    resource = culprit_resource(metric)
-    if resource is not None:
-        return resource
-    if metric in ("processes.rss", "processes.uss"):
-        return "memory"
-    return "cpu" if metric.startswith(_CPU_PREFIXES) else None
-
-
-def sort_resource(verdict: Any, sort: Sort) -> Literal["cpu", "memory"]:
+def sort_resource(verdict: Verdict, sort: Sort) -> Literal["cpu", "memory"]:
     """What the table is sorted by: the person's choice, else the resource of the worst
     breach that has one, else CPU (as ``top``)."""
     if sort != "auto":
         return sort
     for breach in sorted(verdict.breaches, key=_level_value, reverse=True):
-        resource = breach_resource(breach)
+        resource = culprit_resource(breach.metric)
         if resource is not None:
             return resource
     return "cpu"
 
 
-def culprit_pids(verdict: Any) -> frozenset[int]:
+def culprit_pids(verdict: Verdict) -> frozenset[int]:
     """The pids every breach names as its culprits (``Breach.offenders``)."""
     return frozenset(
         offender.pid
@@ -207,26 +169,33 @@ def culprit_pids(verdict: Any) -> frozenset[int]:
     )
 
 
+def process_row(row: ProcessInfo, **extra: object) -> dict[str, Any]:
+    """One process row as JSON, the same in every command: :meth:`ProcessInfo.to_dict`
+    (what ``top --json`` prints) and the fields *extra* adds (``watch --json``'s
+    ``culprit``)."""
+    return {**row.to_dict(), **extra}
+
+
 def _or_low(value: float | None) -> float:
     return -1.0 if value is None else float(value)
 
 
-def _sort_key(resource: str) -> Any:
+def _sort_key(resource: str) -> Callable[[ProcessInfo], tuple[float, float]]:
     if resource == "memory":
         return lambda row: (_or_low(row.rss), _or_low(row.cpu_percent))
     return lambda row: (_or_low(row.cpu_percent), _or_low(row.rss))
 
 
-def in_cgroup(snapshot: Any) -> frozenset[int] | None:
+def in_cgroup(snapshot: Snapshot) -> frozenset[int] | None:
     """The pids the table is scoped to: the memory cgroup's whose limit the verdict
     judges (``snapshot.cgroup_pids``) when the limit is a cgroup's, else ``None``."""
-    pids = getattr(snapshot, "cgroup_pids", None)
+    pids = snapshot.cgroup_pids
     if pids is None or snapshot.memory.cgroup is None:
         return None
     return frozenset(pids)
 
 
-def choose_rows(state: Any, options: ViewOptions, count: int | None = None) -> list[Any]:
+def choose_rows(state: State, options: ViewOptions, count: int | None = None) -> list[ProcessInfo]:
     """The process rows to show, best first: kernel threads left out unless
     ``show_all``, only the cgroup's processes when the limit is a cgroup's, sorted by
     :func:`sort_resource`, the top *count* (default ``options.rows``) with every culprit
@@ -237,7 +206,7 @@ def choose_rows(state: Any, options: ViewOptions, count: int | None = None) -> l
     rows = [
         row
         for row in snapshot.processes or ()
-        if (options.show_all or not is_kernel_row(row)) and (scope is None or row.pid in scope)
+        if (options.show_all or not is_kernel_thread(row)) and (scope is None or row.pid in scope)
     ]
     rows.sort(key=_sort_key(sort_resource(verdict, options.sort)), reverse=True)
     if count <= 0:
@@ -256,14 +225,15 @@ def choose_rows(state: Any, options: ViewOptions, count: int | None = None) -> l
 # ------------------------------------------------------------------- the sections ---
 
 
-def _clock(epoch_s: float) -> str:
+def clock_text(epoch_s: float) -> str:
+    """*epoch_s* as the local time of day, ``HH:MM:SS`` (the header's and a line's clock)."""
     return time.strftime("%H:%M:%S", time.localtime(epoch_s))
 
 
-def _header(state: Any) -> Line:
+def _header(state: State) -> Line:
     level = state.verdict.level.name
     return (
-        Segment(f"resguard watch  {_clock(state.snapshot.taken_at)}  verdict: ", "title"),
+        Segment(f"resguard watch  {clock_text(state.snapshot.taken_at)}  verdict: ", "title"),
         Segment(level, level),
     )
 
@@ -274,7 +244,7 @@ def _limited(lines: list[Line], most: int, what: str) -> list[Line]:
     return [*lines[: most - 1], (Segment(f"  … {len(lines) - most + 1} more {what}", "unknown"),)]
 
 
-def _breaches(verdict: Any) -> list[Line]:
+def _breaches(verdict: Verdict) -> list[Line]:
     """One line per breach, the worst first; with two or fewer, each breach's culprits
     on a line of their own (a narrow screen would cut them off the end of the first)."""
     breaches = sorted(verdict.breaches, key=_level_value, reverse=True)
@@ -286,34 +256,32 @@ def _breaches(verdict: Any) -> list[Line]:
             continue
         alone = attrs.evolve(breach, offenders=()).message
         lines.append((Segment("  ! ", style), Segment(alone, style)))
-        lines.append(
-            (Segment("      culprits: ", "unknown"), Segment(_culprits(breach), "culprit"))
-        )
+        lines.append((Segment("      culprits: ", "unknown"), Segment(breach.culprits, "culprit")))
     return _limited(lines, _MAX_BREACH_LINES, "breaches")
 
 
-def _culprits(breach: Any) -> str:
-    """The breach's culprits for people (``Breach.culprits`` where the rules have it)."""
-    text = getattr(breach, "culprits", None)
-    if isinstance(text, str):
-        return text
-    return ", ".join(offender.label for offender in breach.offenders)
+def unknowns(verdict: Verdict, stale: str | None) -> list[str]:
+    """Why the state is not fresh (*stale*), then what the verdict could not judge."""
+    return ([stale] if stale else []) + list(verdict.unknown)
 
 
-def _unknowns(verdict: Any, stale: str | None) -> list[Line]:
-    reasons = ([stale] if stale else []) + list(verdict.unknown)
-    lines: list[Line] = [(Segment(f"  ? unknown: {reason}", "unknown"),) for reason in reasons]
+def _unknown_lines(verdict: Verdict, stale: str | None) -> list[Line]:
+    lines: list[Line] = [
+        (Segment(f"  ? unknown: {reason}", "unknown"),) for reason in unknowns(verdict, stale)
+    ]
     return _limited(lines, _MAX_UNKNOWN_LINES, "unknown")
 
 
-def _psi(pressure: Any) -> str:
+def psi_text(pressure: ResourcePressure | None) -> str:
+    """One resource's PSI as ``some/full%`` (avg10), ``-`` for a missing full line,
+    ``n/a`` where the kernel has no PSI for it."""
     if pressure is None:
         return "n/a"
     full = fixed(pressure.full.avg10, ".1f") if pressure.full is not None else "-"
     return f"{fixed(pressure.some.avg10, '.1f')}/{full}%"
 
 
-def _numbers(snapshot: Any, options: ViewOptions) -> list[Line]:
+def _numbers(snapshot: Snapshot, options: ViewOptions) -> list[Line]:
     memory, cpu, pressure = snapshot.memory, snapshot.cpu, snapshot.pressure
     where = f"cgroup {memory.cgroup}" if memory.cgroup else memory.source
     lines = [
@@ -323,35 +291,40 @@ def _numbers(snapshot: Any, options: ViewOptions) -> list[Line]:
         f"cpu     {fixed(cpu.percent, '.1f')}% of {fixed(cpu.effective, 'g')} CPUs busy, "
         f"load {fixed(cpu.load_1m, '.2f')} {fixed(cpu.load_5m, '.2f')} "
         f"{fixed(cpu.load_15m, '.2f')}",
-        f"psi     mem {_psi(pressure.memory)}  cpu {_psi(pressure.cpu)}  "
-        f"io {_psi(pressure.io)} (some/full avg10)",
+        f"psi     mem {psi_text(pressure.memory)}  cpu {psi_text(pressure.cpu)}  "
+        f"io {psi_text(pressure.io)} (some/full avg10)",
     ]
-    heat = _heat(getattr(snapshot, "heat", None), options.heat)
-    return [(Segment(text),) for text in [*lines, *heat]]
+    if snapshot.heat is not None:
+        lines.append(f"heat    {heat_text(snapshot.heat)}")
+    elif options.heat:
+        lines.append("heat    no temperature sensor or fan readable here")
+    return [(Segment(text),) for text in lines]
 
 
-def _heat(heat: Any, asked: bool) -> list[str]:
-    """The hottest sensor and the fastest fan, or that none was found."""
-    if heat is None:
-        return ["heat    no temperature sensor or fan readable here"] if asked else []
+def heat_text(heat: HeatInfo) -> str:
+    """The hottest sensor (with its high mark), the fastest fan and macOS's thermal
+    pressure, ``; ``-separated, or that none was found: the heat line of ``watch`` and
+    ``snapshot``, e.g. ``hottest 71 °C coretemp Package id 0 (high 80 °C); fan 2400 rpm
+    thinkpad fan1``."""
     parts = []
     if heat.sensors:
         hottest = max(heat.sensors, key=lambda sensor: sensor.current_celsius)
-        high = f" (high {hottest.high_celsius:.0f}°C)" if hottest.high_celsius else ""
-        parts.append(f"{hottest.current_celsius:.0f}°C {hottest.chip} {hottest.label}{high}")
+        high = f" (high {hottest.high_celsius:.0f} °C)" if hottest.high_celsius else ""
+        celsius = hottest.current_celsius
+        parts.append(f"hottest {celsius:.0f} °C {hottest.chip} {hottest.label}{high}")
     if heat.fans:
         fastest = max(heat.fans, key=lambda fan: fan.rpm)
         parts.append(f"fan {fastest.rpm:.0f} rpm {fastest.chip} {fastest.label}")
     if heat.thermal_pressure is not None:
-        parts.append(f"thermal {heat.thermal_pressure}")
-    return [f"heat    {', '.join(parts) if parts else 'no sensors or fans found'}"]
+        parts.append(f"thermal pressure {heat.thermal_pressure}")
+    return "; ".join(parts) if parts else "no sensors or fans found"
 
 
-def _ollama(snapshot: Any) -> list[Line]:
+def _ollama(snapshot: Snapshot) -> list[Line]:
     """The models Ollama holds, with size and idle time, when it answered."""
     from resguard.units import format_duration
 
-    models = getattr(snapshot, "ollama", None)
+    models = snapshot.ollama
     if models is None:
         return []
     if not models:
@@ -367,7 +340,7 @@ def _ollama(snapshot: Any) -> list[Line]:
     return lines
 
 
-def _table_title(state: Any, options: ViewOptions, resource: str) -> Line:
+def _table_title(state: State, options: ViewOptions, resource: str) -> Line:
     memory = state.snapshot.memory
     scope = in_cgroup(state.snapshot)
     what = f"processes of cgroup {memory.cgroup}" if scope is not None else "processes"
@@ -377,7 +350,7 @@ def _table_title(state: Any, options: ViewOptions, resource: str) -> Line:
     return (Segment(f"{what} {by}{hidden}; * culprit", "title"),)
 
 
-def _table(rows: Sequence[Any], culprits: frozenset[int], width: int) -> list[Line]:
+def _table(rows: Sequence[ProcessInfo], culprits: frozenset[int], width: int) -> list[Line]:
     command = max(width - 37, _MIN_COMMAND_CELLS)
     lines: list[Line] = [
         (Segment(f"  {'PID':>7} {'CPU%':>6} {'RSS':>9} {'USER':<9} {'COMMAND':<{command}}", "key"),)
@@ -385,7 +358,7 @@ def _table(rows: Sequence[Any], culprits: frozenset[int], width: int) -> list[Li
     for row in rows:
         mark = row.pid in culprits
         user = fit(printable(row.username or "?"), 9)
-        text = printable(" ".join(row.cmdline) or f"[{row.name}]")
+        text = command_text(row.cmdline, row.name, width=command)
         cells_text = (
             f"{row.pid:>7} {fixed(row.cpu_percent, '.1f'):>6} {size(row.rss):>9} "
             f"{user:<9} {fit(text, command)}"
@@ -413,8 +386,8 @@ def _footer(resource: str) -> Line:
 
 
 def build_frame(
-    state: Any,
-    rows: Sequence[Any],
+    state: State,
+    rows: Sequence[ProcessInfo],
     options: ViewOptions,
     width: int,
     height: int,
@@ -431,7 +404,7 @@ def build_frame(
     resource = sort_resource(verdict, options.sort)
     culprits = culprit_pids(verdict)
     top: list[Line] = [_header(state), *_breaches(verdict)]
-    top += _unknowns(verdict, stale)
+    top += _unknown_lines(verdict, stale)
     top += [(), *_numbers(state.snapshot, options), *_ollama(state.snapshot)]
     bottom = [_footer(resource)] if footer else []
     room = height - len(top) - len(bottom) - 3  # the blank, the title and the column names

@@ -6,12 +6,17 @@ from __future__ import annotations
 import argparse
 import importlib
 from collections.abc import Sequence
-from typing import Any, TextIO
+from types import ModuleType
+from typing import TYPE_CHECKING, TextIO
 
-from resguard._probes.procfs import CPU_WINDOW_MIN_S
+from resguard._modules.render import printable
 from resguard.cli._args import Commands, add_window_argument, measure_window
 from resguard.cli._render import Column, fixed, print_json, size, table, writable
-from resguard.cli._view import printable
+from resguard.cli._view import heat_text, process_row, psi_text
+
+if TYPE_CHECKING:
+    from resguard.processes import ProcessTable
+    from resguard.snapshot import HeatInfo, PressureInfo, ProcessInfo, Snapshot
 
 __all__ = ["TOP_N", "add_parser", "format_snapshot", "run"]
 
@@ -19,55 +24,39 @@ TOP_N = 5
 """How many of the processes busiest over the window ``resguard snapshot`` shows."""
 
 
-def _pressure_text(pressure: Any) -> str:
-    if pressure is None:
-        return "n/a"
-    full = fixed(pressure.full.avg10, ".1f") if pressure.full is not None else "-"
-    return f"{fixed(pressure.some.avg10, '.1f')}/{full}%"
-
-
 _LEVEL_NAMES = {1: "normal", 2: "warning", 4: "critical"}  # kern.memorystatus_vm_pressure_level
 
 
-def _pressure_line(pressure: Any) -> str:
+def _pressure_line(pressure: PressureInfo) -> str:
     """PSI's memory, CPU and I/O lines, and macOS's memory-pressure level where known."""
     line = (
-        f"pressure memory {_pressure_text(pressure.memory)}, "
-        f"cpu {_pressure_text(pressure.cpu)}, io {_pressure_text(pressure.io)} "
+        f"pressure memory {psi_text(pressure.memory)}, "
+        f"cpu {psi_text(pressure.cpu)}, io {psi_text(pressure.io)} "
         "(PSI some/full, avg10)"
     )
-    level = getattr(pressure, "memory_level", None)
+    level = pressure.memory_level
     if level is not None:
         line += f"; macOS memory pressure {_LEVEL_NAMES.get(level, 'level')} ({level})"
     return line
 
 
-def _faults_text(snap: Any) -> str | None:
+def _faults_text(snap: Snapshot) -> str | None:
     """What the snapshot could not read, one entry per damaged field, or None."""
-    faults = getattr(snap, "faults", ())
+    faults = snap.faults
     if not faults:
         return None
     return "; ".join(f"{fault.field} ({fault.source}: {fault.kind})" for fault in faults)
 
 
-def _heat_line(heat: Any) -> str | None:
-    """The hottest sensor, the fastest fan and macOS's thermal state, or ``None`` when
-    the OS gave no heat at all."""
+def _heat_line(heat: HeatInfo | None) -> str | None:
+    """The heat line (:func:`~resguard.cli._view.heat_text`, as ``watch`` shows it) and
+    where it came from, or ``None`` when the OS gave no heat at all."""
     if heat is None:
         return None
-    parts = []
-    if heat.sensors:
-        hottest = max(heat.sensors, key=lambda sensor: sensor.current_celsius)
-        parts.append(f"hottest {hottest.current_celsius:.0f} °C ({hottest.chip} {hottest.label})")
-    if heat.fans:
-        fastest = max(heat.fans, key=lambda fan: fan.rpm)
-        parts.append(f"fan {fastest.rpm:.0f} rpm ({fastest.chip} {fastest.label})")
-    if heat.thermal_pressure is not None:
-        parts.append(f"thermal pressure {heat.thermal_pressure}")
-    return "heat     " + ("; ".join(parts) or "no sensors") + f" (from {heat.source})"
+    return f"heat     {heat_text(heat)} (from {heat.source})"
 
 
-def format_top(rows: Sequence[Any], window_s: float | None) -> str:
+def format_top(rows: Sequence[ProcessInfo], window_s: float | None) -> str:
     """The processes busiest over the window, as a small table under a title."""
     over = f" over {window_s:g}s" if window_s is not None else ""
     title = f"busiest{over} (CPU% of one core, as top counts)"
@@ -90,7 +79,7 @@ def format_top(rows: Sequence[Any], window_s: float | None) -> str:
 
 
 def format_snapshot(
-    snap: Any, top: Sequence[Any] | None = None, window_s: float | None = None
+    snap: Snapshot, top: Sequence[ProcessInfo] | None = None, window_s: float | None = None
 ) -> str:
     """A short human-readable summary of a snapshot (``?`` for what could not be read);
     with *top*, the processes busiest over the window of *window_s* seconds after it."""
@@ -106,7 +95,7 @@ def format_snapshot(
         f"{fixed(cpu.load_1m, '.2f')} {fixed(cpu.load_5m, '.2f')} {fixed(cpu.load_15m, '.2f')}",
         _pressure_line(snap.pressure),
     ]
-    heat = _heat_line(getattr(snap, "heat", None))
+    heat = _heat_line(snap.heat)
     if heat is not None:
         lines.append(heat)
     lines.append(_process_line(snap))
@@ -118,7 +107,7 @@ def format_snapshot(
     return "\n".join(lines)
 
 
-def _process_line(snap: Any) -> str:
+def _process_line(snap: Snapshot) -> str:
     """This process: RSS, USS when it was measured, CPU, threads, and the descendants' RSS
     when it was measured (``?`` only for what a fault left unknown)."""
     process = snap.process
@@ -133,18 +122,18 @@ def _process_line(snap: Any) -> str:
     return f"process  pid {process.pid}: " + ", ".join(parts)
 
 
-def _busiest(processes: Any, rows: list[Any] | None) -> list[Any]:
+def _busiest(processes: ProcessTable, rows: list[ProcessInfo] | None) -> list[ProcessInfo]:
     """The :data:`TOP_N` processes busiest over the window, kernel threads left out."""
     from resguard.cli.top import top_rows
 
     return top_rows(processes, rows or [], TOP_N, by="cpu")
 
 
-def _with_heat(sensing: Any, snap: Any) -> Any:
+def _with_heat(sensing: ModuleType, snap: Snapshot) -> Snapshot:
     """*snap* with the heat read now, where the OS gives it."""
     import attrs
 
-    heat = sensing.read_heat()
+    heat: HeatInfo | None = sensing.read_heat()
     return attrs.evolve(snap, heat=heat) if heat is not None else snap
 
 
@@ -161,29 +150,18 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     window = measure_window(
         args.window, sampler=sensing.snapshot, processes=processes, uss=args.uss
     )
-    window_s = max(args.window, CPU_WINDOW_MIN_S)  # what was measured over
+    assert window.snapshot is not None  # a sampler was given
     snap = _with_heat(sensing, window.snapshot)
     busiest = _busiest(processes, window.rows)
     if args.json:
         data = snap.to_dict()
-        data["window_s"] = window_s
-        data["top_processes"] = [_top_dict(row) for row in busiest]
+        data["window_s"] = window.window_s
+        data["top_processes"] = [process_row(row) for row in busiest]
         print_json(data, out)
     else:  # snapshot() measures through the default sampler
-        text = format_snapshot(snap, busiest, window_s)
+        text = format_snapshot(snap, busiest, window.window_s)
         out.write(writable(text + f"\nbackend  {sensing.default_sampler().backend}\n", out))
     return 0
-
-
-def _top_dict(row: Any) -> dict[str, Any]:
-    return {
-        "pid": row.pid,
-        "name": row.name,
-        "cpu_percent": row.cpu_percent,
-        "rss": row.rss,
-        "username": row.username,
-        "cmdline": list(row.cmdline),
-    }
 
 
 def add_parser(commands: Commands) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from resguard._probes.procfs import CPU_WINDOW_MIN_S
+from resguard._modules.render import command_text, printable
 from resguard.cli._args import (
     Commands,
     add_window_argument,
@@ -15,22 +15,27 @@ from resguard.cli._args import (
     non_negative_int,
 )
 from resguard.cli._render import Column, fixed, print_json, size, table, writable
-from resguard.cli._view import printable
+from resguard.cli._view import process_row
+
+if TYPE_CHECKING:
+    from resguard.processes import ProcessTable, SortKey
+    from resguard.snapshot import ProcessInfo
 
 __all__ = ["add_parser", "format_processes", "run", "top_rows"]
 
 
-def format_processes(rows: Sequence[Any], width: int = 120) -> str:
+def format_processes(rows: Sequence[ProcessInfo], width: int = 120) -> str:
     """A fixed-width table of process rows, command lines cut to fit *width* columns and
     their control characters escaped (a newline or ESC in an argument cannot reach the
     terminal)."""
+    command = max(width - 44, 20)
     columns = (
         Column("PID", ">", 7),
         Column("CPU%", ">", 6),
         Column("RSS", ">", 10),
         Column("PROCS", ">", 5),  # how many processes the row stands for (--group merges)
         Column("USER", "<", 10, cut=10),
-        Column("COMMAND", cut=max(width - 44, 20)),
+        Column("COMMAND", cut=command),
     )
     return table(
         columns,
@@ -41,7 +46,7 @@ def format_processes(rows: Sequence[Any], width: int = 120) -> str:
                 size(row.rss),
                 str(row.count),
                 printable(row.username or "?"),
-                printable(" ".join(row.cmdline) or row.name),
+                command_text(row.cmdline, row.name, width=command),
             )
             for row in rows
         ],
@@ -49,22 +54,21 @@ def format_processes(rows: Sequence[Any], width: int = 120) -> str:
 
 
 def top_rows(
-    processes: Any,
-    rows: list[Any],
+    processes: ProcessTable,
+    rows: list[ProcessInfo],
     n: int,
     *,
-    by: str = "cpu",
+    by: SortKey = "cpu",
     group: bool = False,
     kernel_threads: bool = False,
-) -> list[Any]:
+) -> list[ProcessInfo]:
     """The *n* first of *rows* (a scan of the table *processes*) by *by*, kernel threads
     left out unless *kernel_threads*."""
     from resguard.processes import is_kernel_thread
 
     if not kernel_threads:
         rows = [row for row in rows if not is_kernel_thread(row)]
-    chosen: list[Any] = processes.top(n, by=by, group=group, rows=rows)
-    return chosen
+    return processes.top(n, by=by, group=group, rows=rows)
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
@@ -78,16 +82,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         processes, window.rows or [], args.n, by=args.by, group=args.group, kernel_threads=args.all
     )
     if args.json:
-        print_json([row.to_dict() for row in rows], out)
+        print_json([process_row(row) for row in rows], out)
     else:
         out.write(writable(format_processes(rows) + "\n", out))
     return 0
-
-
-def _interval(text: str) -> float:
-    """The old ``--interval``: a duration of 0 or more, measured as a window of at least
-    the shortest CPU window (0 once meant each process's average since it started)."""
-    return max(duration(text), CPU_WINDOW_MIN_S)
 
 
 def add_parser(commands: Commands) -> None:
@@ -108,7 +106,8 @@ def add_parser(commands: Commands) -> None:
         "--all", action="store_true", help="also show kernel threads (hidden by default)"
     )
     add_window_argument(top)
-    # what --window was called before issue 14, kept for scripts
-    top.add_argument("--interval", type=_interval, dest="window", help=argparse.SUPPRESS)
+    # what --window was called before issue 14, kept for scripts; 0 (once each process's
+    # average since it started) is measured over the shortest CPU window, as --window is
+    top.add_argument("--interval", type=duration, dest="window", help=argparse.SUPPRESS)
     top.add_argument("--json", action="store_true", help="print JSON")
     top.set_defaults(handler=run)

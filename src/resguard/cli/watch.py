@@ -10,11 +10,9 @@ chooses the output.
 from __future__ import annotations
 
 import argparse
-import importlib
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from resguard._errors import InvalidState
-from resguard._probes.procfs import CPU_WINDOW_MIN_S
+from resguard._modules.render import printable
 from resguard.cli._args import (
     Commands,
     add_window_argument,
@@ -24,41 +22,54 @@ from resguard.cli._args import (
     positive_int,
 )
 from resguard.cli._render import Live, fixed, size
-from resguard.cli._view import ViewOptions, build_frame, choose_rows, culprit_pids, sort_resource
+from resguard.cli._view import (
+    ViewOptions,
+    build_frame,
+    choose_rows,
+    clock_text,
+    culprit_pids,
+    process_row,
+    sort_resource,
+    unknowns,
+)
 
-__all__ = ["add_parser", "format_frame", "format_line", "run", "stale_reason", "update"]
+if TYPE_CHECKING:
+    from resguard.cli._feeds import OllamaFeed
+    from resguard.cli._screen import Screen
+    from resguard.monitor import Monitor, State
+    from resguard.rules import Policy
+    from resguard.snapshot import ProcessInfo
+
+__all__ = [
+    "add_parser",
+    "format_frame",
+    "format_line",
+    "run",
+    "stale_reason",
+    "terminal_size",
+    "update",
+]
 
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 _BIG_HEIGHT = 10_000
 
 
-def _described(rows: list[Any]) -> list[Any]:
+def _described(rows: list[ProcessInfo]) -> list[ProcessInfo]:
     """*rows* with their command lines and users read (only the rows shown)."""
     from resguard.processes import describe
 
     return [describe(row) for row in rows]
 
 
-def stale_reason(monitor: Any) -> str | None:
+def stale_reason(monitor: Monitor) -> str | None:
     """Why the monitor's state is too old to trust ("stale: last sample 3.2 s ago"), or
     None; the verdict's own unknowns are shown from the verdict."""
-    reason: str | None = monitor.unknown_reason()
+    reason = monitor.unknown_reason()
     return None if reason is None or reason.startswith("unknown: ") else reason
 
 
-def _unknowns(state: Any, stale: str | None) -> list[str]:
-    """Why the state is not fresh (``stale``), then what the verdict could not judge."""
-    return ([stale] if stale else []) + list(state.verdict.unknown)
-
-
-def _width() -> int:
-    import shutil
-
-    return shutil.get_terminal_size().columns
-
-
 def format_frame(
-    state: Any,
+    state: State,
     n: int,
     stale: str | None = None,
     *,
@@ -69,14 +80,13 @@ def format_frame(
     breaches and culprits, what is unknown, numbers, the top *n* processes."""
     options = ViewOptions(rows=n, show_all=show_all)
     rows = _described(choose_rows(state, options))
-    frame = build_frame(state, rows, options, width or _width(), _BIG_HEIGHT, stale, footer=False)
+    width = width or terminal_size(None)[0]
+    frame = build_frame(state, rows, options, width, _BIG_HEIGHT, stale, footer=False)
     return frame.plain()
 
 
-def format_line(state: Any, stale: str | None = None) -> str:
+def format_line(state: State, stale: str | None = None) -> str:
     """One line of ``resguard watch`` when the output is not a terminal."""
-    from resguard.cli._view import printable
-
     snap, verdict = state.snapshot, state.verdict
     memory = snap.memory
     psi = snap.pressure.memory
@@ -91,7 +101,7 @@ def format_line(state: Any, stale: str | None = None) -> str:
         top_text = f" top {top[0].name} {figure}"
     reason = _line_reason(state, stale)
     return printable(
-        f"{_clock_text(snap.taken_at)} "
+        f"{clock_text(snap.taken_at)} "
         f"{verdict.level.name:<8} mem {fixed(memory.percent, '.1f')}% "
         f"({size(memory.used)}/{size(memory.limit)} {memory.source})"
         f"{psi_text} cpu {fixed(snap.cpu.percent, '.0f')}%{top_text}"
@@ -99,26 +109,21 @@ def format_line(state: Any, stale: str | None = None) -> str:
     )
 
 
-def _clock_text(taken_at: float) -> str:
-    import time
-
-    return time.strftime("%H:%M:%S", time.localtime(taken_at))
-
-
-def _line_reason(state: Any, stale: str | None) -> str:
+def _line_reason(state: State, stale: str | None) -> str:
     """What the line's level does not say already: the breaches (with their culprits),
     the worst first, then what is unknown; empty for a plain OK."""
     breaches = sorted(state.verdict.breaches, key=lambda breach: -breach.level)
     reason = "; ".join(breach.message for breach in breaches)
-    unknown = _unknowns(state, stale)
+    unknown = unknowns(state.verdict, stale)
     if unknown:
         reason += f"{' (' if reason else ''}unknown: {'; '.join(unknown)}{')' if reason else ''}"
     return reason
 
 
-def update(state: Any, stale: str | None, options: ViewOptions) -> dict[str, Any]:
+def update(state: State, stale: str | None, options: ViewOptions) -> dict[str, Any]:
     """One update of ``watch --json``: the verdict, its breaches with their culprits, the
-    top rows (culprits marked) and the snapshot without its process table."""
+    top rows (:func:`process_row`: ``culprit`` marks a breach's culprit) and the snapshot
+    without its process table."""
     verdict = state.verdict
     culprits = culprit_pids(verdict)
     rows = _described(choose_rows(state, options))
@@ -127,10 +132,10 @@ def update(state: Any, stale: str | None, options: ViewOptions) -> dict[str, Any
     return {
         "level": verdict.level.name,
         "reason": verdict.reason,
-        "unknown": _unknowns(state, stale),
+        "unknown": unknowns(verdict, stale),
         "breaches": [breach.to_dict() for breach in verdict.breaches],
         "sorted_by": sort_resource(verdict, options.sort),
-        "top": [{**row.to_dict(), "culprit": row.pid in culprits} for row in rows],
+        "top": [process_row(row, culprit=row.pid in culprits) for row in rows],
         "snapshot": snapshot,
     }
 
@@ -138,48 +143,42 @@ def update(state: Any, stale: str | None, options: ViewOptions) -> dict[str, Any
 # ------------------------------------------------------------------------- running ---
 
 
-def _policy(args: argparse.Namespace) -> Any:
+def _policy(args: argparse.Namespace) -> Policy:
     """The rules to judge by: ``--config``'s ``[guardian]`` policy, else the preset."""
     from resguard import presets
 
     if args.config is not None:
-        load = getattr(importlib.import_module("resguard.guardian"), "load_policy", None)
-        if load is None:
-            raise InvalidState(
-                f"--config {args.config!r} needs resguard.guardian.load_policy, which this "
-                "resguard does not have yet; use --preset"
-            )
-        return load(args.config)
+        from resguard.guardian import load_policy
+
+        return load_policy(args.config)
     return presets.service() if args.preset == "service" else presets.laptop()
 
 
-def _monitor(args: argparse.Namespace, ollama: Any) -> Any:
-    from resguard.cli._feeds import ProcessFeed, monitor_options
+def _monitor(args: argparse.Namespace, ollama: OllamaFeed | None) -> Monitor:
+    """A Monitor that samples heat and the whole process table (watch shows them whatever
+    the policy's rules read) and Ollama's models where the extra is installed."""
     from resguard.monitor import Monitor
 
-    policy = _policy(args)
-    options, add_table = monitor_options(policy)
-    sources: list[Any] = [ProcessFeed()] if add_table else []
-    if ollama is not None:
-        sources.append(ollama)
     return Monitor(
-        policy=policy,
-        sources=sources,
+        policy=_policy(args),
+        sources=[ollama] if ollama is not None else [],
         slow_interval=min(args.interval, 2.0),
         stale_after=max(3 * args.interval, 5.0),
         reclaim=False,
-        **options,
+        heat=True,
+        processes=True,
     )
 
 
 def _window(args: argparse.Namespace) -> float:
     """How long the first update measures CPU over: ``--window`` for ``--once`` (default
-    1 s), else the period (at least the table's shortest window)."""
+    1 s), else at most the period (:func:`over_window` raises it to the shortest CPU
+    window)."""
     window = float(args.window)
-    return max(window if args.once else min(window, args.interval), CPU_WINDOW_MIN_S)
+    return window if args.once else min(window, args.interval)
 
 
-def _measure(monitor: Any) -> Any:
+def _measure(monitor: Monitor) -> State:
     """One update: the process table and sources, then the fast sample judged."""
     monitor.sample_slow()
     return monitor.sample_now()
@@ -202,12 +201,12 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             ollama.close()
 
 
-def _stream(monitor: Any, state: Any, args: argparse.Namespace, out: TextIO) -> int:
+def _stream(monitor: Monitor, state: State, args: argparse.Namespace, out: TextIO) -> int:
     """Updates appended to *out*: JSON lines, or one line each (a frame for ``--once``
     on a terminal)."""
     import time
 
-    live = Live(out, redraw=False)
+    live = Live(out)
     options = ViewOptions(rows=args.n, show_all=args.all)
     frames = 0
     while True:
@@ -225,7 +224,7 @@ def _stream(monitor: Any, state: Any, args: argparse.Namespace, out: TextIO) -> 
         state = _measure(monitor)
 
 
-def _live(monitor: Any, state: Any, args: argparse.Namespace, out: TextIO) -> int:
+def _live(monitor: Monitor, state: State, args: argparse.Namespace, out: TextIO) -> int:
     """The live view: the alternate screen, a frame per period, keys between frames;
     ``q`` ends it (0), as Ctrl-C does (130, from main) and SIGTERM (143)."""
     from resguard.cli._screen import RESIZED, Screen, colour_wanted, default_keys
@@ -236,7 +235,7 @@ def _live(monitor: Any, state: Any, args: argparse.Namespace, out: TextIO) -> in
         while not screen.terminated:
             rows = _described(choose_rows(state, options))
             stale = stale_reason(monitor)
-            screen.show(build_frame(state, rows, options, *_terminal_size(out), stale))
+            screen.show(build_frame(state, rows, options, *terminal_size(out), stale))
             frames += 1
             if args.count is not None and frames >= args.count:
                 return 0
@@ -252,7 +251,7 @@ def _live(monitor: Any, state: Any, args: argparse.Namespace, out: TextIO) -> in
     return EXIT_TERMINATED
 
 
-def _next_key(screen: Any, period_s: float) -> str | None:
+def _next_key(screen: Screen, period_s: float) -> str | None:
     """The first of ``q``, ``c``, ``m`` pressed within *period_s* (others ignored) or a
     resize, or ``None`` when the period ends or SIGTERM arrives first."""
     import time
@@ -277,16 +276,19 @@ def _sorted_by(options: ViewOptions, key: str) -> ViewOptions:
     return dataclasses.replace(options, sort="cpu" if key == "c" else "memory")
 
 
-def _terminal_size(out: TextIO) -> tuple[int, int]:
-    """*out*'s columns and lines; 80×24 (or ``COLUMNS``/``LINES``) where the terminal does
-    not say (a pty nobody sized reports 0×0)."""
+def terminal_size(out: TextIO | None) -> tuple[int, int]:
+    """*out*'s columns and lines (``None``: ``COLUMNS``/``LINES`` or stdout's); 80×24 (or
+    ``COLUMNS``/``LINES``) where the terminal does not say (a pty nobody sized reports
+    0×0)."""
     import os
     import shutil
 
-    try:
-        columns, lines = os.get_terminal_size(out.fileno())
-    except (OSError, ValueError, AttributeError):
-        columns = lines = 0
+    columns = lines = 0
+    if out is not None:
+        try:
+            columns, lines = os.get_terminal_size(out.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
     fallback = shutil.get_terminal_size()
     return columns or fallback.columns, lines or fallback.lines
 
