@@ -445,3 +445,16 @@ def test_an_unknown_heat_sample_keeps_a_pending_sensor_pending() -> None:
 @pytest.mark.parametrize("typed", ["85", "85C", "85c", "85 °C", " 85°C "])
 def test_a_celsius_figure_may_carry_its_unit(typed: str) -> None:
     assert SensorThreshold(celsius_above=typed).celsius_above == 85.0
+
+
+def test_a_firing_thermal_rule_keeps_its_figures_while_the_heat_is_unknown() -> None:
+    rule = ThermalPressure("heavy")
+    fault = Fault("heat", "pmset -g therm", "unreadable", "no answer within 2 s")
+    blind = attrs.evolve(make_snapshot(at=5.0), faults=(fault,))
+    verdicts = run(rule, [hot(0.0, pressure="trapping"), blind])
+    breaches = [verdict.breaches[0] for verdict in verdicts]
+    assert [(b.op, b.value, b.threshold, b.unit) for b in breaches] == [
+        (">=", 3.0, 2.0, "thermal_pressure")
+    ] * 2
+    assert [b.held_s for b in breaches] == [0.0, 5.0]
+    assert not verdicts[1].known

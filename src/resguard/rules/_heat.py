@@ -20,7 +20,7 @@ import attrs
 
 from resguard._errors import InvalidType, InvalidValue
 from resguard.rules._figures import duration, explain, plain_number, rule_level, rule_name
-from resguard.rules._sustain import Sustain
+from resguard.rules._sustain import Sustain, firing_breach
 from resguard.rules._table import sustained_rows
 from resguard.rules._verdict import THERMAL_STATES, Breach, Level, Offender, since_wall
 from resguard.snapshot import Snapshot
@@ -357,22 +357,8 @@ class ThermalPressure:
         if not state.advance(now, trigger):
             return None
         assert rank is not None
-        state.last_value = float(rank)
+        state.last_value, state.last_threshold = float(rank), float(self.rank)
         return self._breach(snapshot, state, now)
 
     def _breach(self, snapshot: Snapshot, state: Sustain, now: float) -> Breach | None:
-        since = state.firing_since
-        if since is None:
-            return None
-        return Breach(
-            self.name,
-            self.metric,
-            ">=",
-            state.last_value,
-            float(self.rank),
-            self.level,
-            since,
-            since_wall(snapshot, since),
-            now - since,
-            "thermal_pressure",
-        )
+        return firing_breach(self, state, snapshot, now, ">=", "thermal_pressure")

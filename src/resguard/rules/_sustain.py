@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from resguard._errors import InvalidType, InvalidValue
+from resguard.rules._verdict import Breach, Level, Offender, since_wall
 from resguard.units import MAX_SECONDS, shown
 
-__all__ = ["Sustain"]
+if TYPE_CHECKING:
+    from resguard.snapshot import Snapshot
+
+__all__ = ["Sustain", "firing_breach"]
 
 
 def _seconds(value: object, what: str) -> float:
@@ -109,3 +115,42 @@ class Sustain:
             self.firing_since = pending
             return True
         return False
+
+
+class _Judging(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def level(self) -> Level: ...
+
+
+def firing_breach(
+    rule: _Judging,
+    state: Sustain,
+    snapshot: Snapshot,
+    now: float,
+    op: str,
+    unit: str,
+    offenders: Callable[[float], tuple[Offender, ...]] | None = None,
+) -> Breach | None:
+    """*rule*'s breach while *state* fires (``None`` while it does not), from the figures
+    last kept in it (``last_value`` against ``last_threshold``), held since it began;
+    *offenders* names the culprits given that start."""
+    since = state.firing_since
+    if since is None:
+        return None
+    return Breach(
+        rule.name,
+        rule.metric,
+        op,
+        state.last_value,
+        state.last_threshold,
+        rule.level,
+        since,
+        since_wall(snapshot, since),
+        now - since,
+        unit,
+        () if offenders is None else offenders(since),
+    )

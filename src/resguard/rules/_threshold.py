@@ -18,8 +18,8 @@ from resguard.rules._figures import (
     rule_level,
     rule_name,
 )
-from resguard.rules._sustain import Sustain
-from resguard.rules._verdict import Breach, Level, since_wall
+from resguard.rules._sustain import Sustain, firing_breach
+from resguard.rules._verdict import Breach, Level
 from resguard.snapshot import Snapshot
 from resguard.units import shown
 
@@ -139,19 +139,12 @@ class Threshold:
 
     def _held(self, snapshot: Snapshot, state: Sustain, now: float) -> Breach | None:
         """A firing rule's breach from its last known figures (at an unknown sample too)."""
-        since = state.firing_since
-        if since is None:
-            return None
-        return Breach(
-            self.name,
-            self.metric,
+        return firing_breach(
+            self,
+            state,
+            snapshot,
+            now,
             self.op,
-            state.last_value,
-            state.last_threshold,
-            self.level,
-            since,
-            since_wall(snapshot, since),
-            now - since,
             self.kind,
-            culprits(snapshot, self.metric, since=since) if self._blames else (),
+            (lambda since: culprits(snapshot, self.metric, since=since)) if self._blames else None,
         )
