@@ -32,8 +32,7 @@ def test_the_hottest_sensor_and_fastest_fan_are_one_line() -> None:
     text = format_snapshot(attrs.evolve(rg.snapshot(children=False), heat=heat))
     (line,) = [line for line in text.splitlines() if line.startswith("heat")]
     assert line == (
-        "heat     hottest 71 °C coretemp Package id 0 (high 80 °C); fan 4100 rpm thinkpad fan1 "
-        "(from hwmon)"
+        "heat     71 °C coretemp Package id 0 (high 80 °C); fan 4100 rpm thinkpad fan1 (from hwmon)"
     )
 
 

@@ -236,7 +236,7 @@ def test_heat_shows_the_hottest_sensor_and_the_fastest_fan_as_snapshot_does(
         "hwmon",
     )
     text = build_frame(_state(rows, heat=heat), [], ViewOptions(), 120, 40).plain()
-    shown = "hottest 71 °C coretemp Package id 0 (high 80 °C); fan 2400 rpm thinkpad fan1"
+    shown = "71 °C coretemp Package id 0 (high 80 °C); fan 2400 rpm thinkpad fan1"
     assert f"heat    {shown}\n" in text
     assert f"heat     {shown} (from hwmon)" in format_snapshot(_state(rows, heat=heat).snapshot)
     bare = HeatInfo.from_readings((), (), None, "hwmon")

@@ -304,14 +304,13 @@ def _numbers(snapshot: Snapshot, options: ViewOptions) -> list[Line]:
 def heat_text(heat: HeatInfo) -> str:
     """The hottest sensor (with its high mark), the fastest fan and macOS's thermal
     pressure, ``; ``-separated, or that none was found: the heat line of ``watch`` and
-    ``snapshot``, e.g. ``hottest 71 °C coretemp Package id 0 (high 80 °C); fan 2400 rpm
-    thinkpad fan1``."""
+    ``snapshot``, e.g. ``71 °C coretemp Package id 0 (high 80 °C); fan 2400 rpm thinkpad
+    fan1``."""
     parts = []
     if heat.sensors:
         hottest = max(heat.sensors, key=lambda sensor: sensor.current_celsius)
         high = f" (high {hottest.high_celsius:.0f} °C)" if hottest.high_celsius else ""
-        celsius = hottest.current_celsius
-        parts.append(f"hottest {celsius:.0f} °C {hottest.chip} {hottest.label}{high}")
+        parts.append(f"{hottest.current_celsius:.0f} °C {hottest.chip} {hottest.label}{high}")
     if heat.fans:
         fastest = max(heat.fans, key=lambda fan: fan.rpm)
         parts.append(f"fan {fastest.rpm:.0f} rpm {fastest.chip} {fastest.label}")
