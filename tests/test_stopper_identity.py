@@ -5,6 +5,7 @@ time agrees to a clock tick; a refusal says it is one, not only in words."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -80,3 +81,13 @@ def test_a_live_processes_row_is_its_candidate_and_a_protected_stop_is_a_refusal
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_dry_runs_log_line_escapes_the_process_name(caplog: pytest.LogCaptureFixture) -> None:
+    stopper = ProcessStopper([r"x"], enabled=True, dry_run=True)
+    forged = attrs.evolve(linux(pid=2**22 + 7), name="x\nresguard: forged\x1b[2J")
+    with caplog.at_level(logging.WARNING, logger="resguard"):
+        stopper.stop(forged)
+    [record] = caplog.records
+    assert not {"\n", "\x1b"} & set(record.getMessage())
+    assert "x\\nresguard: forged\\x1b[2J" in record.getMessage()

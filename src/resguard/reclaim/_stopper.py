@@ -20,7 +20,7 @@ import attrs
 
 from resguard._errors import InvalidType
 from resguard._modules.log import get_logger
-from resguard._modules.render import ValueMixin
+from resguard._modules.render import ValueMixin, printable
 from resguard._probes.backend import Backend, checked_backend
 from resguard._probes.identity import (
     Identity,
@@ -208,12 +208,230 @@ def _action(
     )
 
 
+_Opened = tuple["_AnyHandle | None", str, Callable[[], "str | None"]]
+
+
 ACTIONS_KEPT = 1000
 """How many of its latest actions a :class:`ProcessStopper` keeps in ``actions``."""
 _DRY_RUN_LOGGED_MAX = 4096  # identities remembered for logging a dry run once each
 
 
-class ProcessStopper:
+class _ProcessReader:
+    """How the stopper reads and verifies processes (``/proc`` or psutil): a process
+    listed as one (its start time read before and after its command line and owner), a
+    handle opened on that very process with its protection re-read through it, and
+    whether it exec()ed another program since it was listed. :class:`ProcessStopper`
+    decides what to send; this says to what, and whether it is still that process."""
+
+    patterns: tuple[re.Pattern[str], ...]
+    protected_names: frozenset[str]
+    _proc: str
+    _backend: Backend
+    _use_pidfd: bool
+
+    def _why_protected(self, pid: int, *, mine: bool, kernel_thread: bool, name: str) -> str | None:
+        return protection_reason(
+            pid,
+            own_pids=(os.getpid(), os.getppid()),
+            same_user=mine,
+            kernel_thread=kernel_thread,
+            name=name,
+            protected_names=self.protected_names,
+        )
+
+    def _matches(self, name: str, command: str) -> bool:
+        return any(pattern.search(command) or pattern.search(name) for pattern in self.patterns)
+
+    def _portable(self) -> bool:
+        """Whether processes are read through psutil: the psutil backend, or no /proc."""
+        return self._backend == "psutil" or not os.path.exists(f"{self._proc}/self/stat")
+
+    def _linux_candidates(self) -> list[StopCandidate]:
+        found: list[StopCandidate] = []
+        try:
+            entries = list(os.scandir(self._proc))
+        except OSError:
+            return []
+        for entry in entries:
+            if entry.name.isdigit():
+                candidate = self._linux_candidate(int(entry.name), entry)
+                if candidate is not None:
+                    found.append(candidate)
+        return found
+
+    def _portable_candidates(self) -> list[StopCandidate]:
+        import psutil
+
+        try:
+            listed = list(psutil.process_iter())
+        except Exception:  # psutil.Error, OSError or anything odd: nothing to stop
+            return []
+        found = []
+        for process in listed:
+            try:  # a cheap first look through psutil's cached Process
+                name = process.name()
+                command = " ".join(process.cmdline()) or name
+            except Exception:
+                continue
+            if isinstance(name, str) and self._matches(name, command):
+                candidate = self._portable_candidate(process.pid)
+                if candidate is not None:
+                    found.append(candidate)
+        return found
+
+    def _portable_candidate(self, pid: int) -> StopCandidate | None:
+        """*pid* read afresh, its command line, and afresh again: the same process."""
+        first = read_portable(pid)
+        if first is None or first[1].exited:
+            return None
+        process, stat = first
+        try:
+            command = " ".join(process.cmdline()) or stat.name
+        except Exception:
+            return None
+        second = read_portable(pid)
+        if not self._matches(stat.name, command) or second is None:
+            return None
+        if not same_start(second[1].create_time, stat.create_time):
+            return None  # its PID changed hands while it was read
+        return StopCandidate(
+            pid=pid,
+            start_ticks=None,
+            name=stat.name,
+            cmdline=command,
+            uid=stat.uid,
+            rss=stat.rss,
+            protected=self._why_protected(
+                pid, mine=stat.same_user, kernel_thread=stat.kernel_thread, name=stat.name
+            ),
+            create_time=stat.create_time,
+            ppid=stat.ppid,
+        )
+
+    def _changed_linux(self, candidate: StopCandidate, handle: ProcessHandle) -> str | None:
+        """Why the process is no longer what was listed (it exec()ed another program), or
+        ``None``; its command line is read before its start ticks, so it is its own."""
+        argv = read_cmdline(self._proc, candidate.pid)
+        stat = handle.stat()
+        if stat is None:
+            return None  # gone: sending says so
+        return self._changed(candidate, full_name(stat.name, argv), argv)
+
+    def _changed_portable(self, candidate: StopCandidate) -> str | None:
+        """:meth:`_changed_linux` on the portable path: the command line (read only while
+        the PID has the listed create time), then the process afresh, the same one."""
+        created = candidate.create_time or 0.0
+        argv = cmdline_of(candidate.pid, created)
+        read = read_portable(candidate.pid)
+        if read is None or read[1].exited or not same_start(read[1].create_time, created):
+            return None  # gone: sending says so
+        return self._changed(candidate, read[1].name, argv)
+
+    def _changed(self, candidate: StopCandidate, name: str, argv: tuple[str, ...]) -> str | None:
+        """Why a process now called *name* with *argv* is not the listed *candidate*: another
+        name, or a command line no pattern matches (new arguments that match are fine)."""
+        command = " ".join(argv) or name
+        if name != candidate.name or not self._matches(name, command):
+            return f"changed since it was listed: now {name!r} ({command!r})"
+        return None
+
+    def _linux_candidate(self, pid: int, entry: os.DirEntry[str] | None) -> StopCandidate | None:
+        """*pid* read from ``/proc`` as one process: its start time is read before and after
+        its command line and owner, and a process whose PID changed hands in between (or that
+        matches no pattern) is left out."""
+        proc = self._proc
+        first = read_stat(pid, proc)
+        if first is None or first.exited:
+            return None
+        try:
+            st = (
+                entry.stat(follow_symlinks=False) if entry is not None else os.stat(f"{proc}/{pid}")
+            )
+        except OSError:
+            return None
+        argv = read_cmdline(proc, pid)
+        name = full_name(first.name, argv)
+        command = " ".join(argv) or name
+        if not self._matches(name, command):
+            return None
+        second = read_stat(pid, proc)
+        if second is None or second.start_ticks != first.start_ticks:
+            return None  # gone, or its PID changed hands while it was read
+        return StopCandidate(
+            pid=pid,
+            start_ticks=first.start_ticks,
+            name=name,
+            cmdline=command,
+            uid=st.st_uid,
+            rss=first.rss_pages * PAGE_SIZE,
+            protected=self._why_protected(
+                pid,
+                mine=same_user(st.st_uid, my_uid()),
+                kernel_thread=first.kernel_thread,
+                name=name,
+            ),
+        )
+
+    @contextlib.contextmanager
+    def _opened(self, candidate: StopCandidate) -> Iterator[_Opened]:
+        """A handle on *candidate* with its protection re-read through it (the owner, name and
+        kernel-thread flag of that very process), and what says whether it exec()ed another
+        program since it was listed; or ``None`` and why not (gone, unverifiable, protected)."""
+        opened: str | tuple[_AnyHandle, bool, ProcStat | PortableStat | None] = (
+            self._open_portable(candidate) if self._portable() else self._open_linux(candidate)
+        )
+        if isinstance(opened, str):
+            yield None, opened, lambda: None
+            return
+        handle, mine, stat = opened
+        with handle:
+            reason = (
+                self._why_protected(
+                    candidate.pid, mine=mine, kernel_thread=stat.kernel_thread, name=stat.name
+                )
+                if stat is not None
+                else None
+            )
+            if reason is not None:
+                yield None, f"protected: {reason}", lambda: None
+            elif isinstance(handle, ProcessHandle):
+                linux = handle
+                yield handle, "", lambda: self._changed_linux(candidate, linux)
+            else:
+                yield handle, "", lambda: self._changed_portable(candidate)
+
+    def _open_linux(
+        self, candidate: StopCandidate
+    ) -> str | tuple[ProcessHandle, bool, ProcStat | None]:
+        if candidate.start_ticks is None:
+            return _UNVERIFIABLE.format(what="start time in clock ticks")
+        identity = Identity(candidate.pid, candidate.start_ticks)
+        handle = ProcessHandle.open(identity, self._proc, use_pidfd=self._use_pidfd)
+        if handle is None:
+            return _GONE
+        try:
+            uid: int | None = os.stat(f"{self._proc}/{candidate.pid}").st_uid
+        except OSError:
+            uid = None
+        stat = handle.stat()  # the owner read above is this process's
+        return handle, same_user(uid, my_uid()), stat
+
+    def _open_portable(
+        self, candidate: StopCandidate
+    ) -> str | tuple[PortableHandle, bool, PortableStat | None]:
+        if candidate.create_time is None or candidate.ppid is None:
+            return _UNVERIFIABLE.format(what="psutil create time")
+        identity = PortableIdentity(
+            candidate.pid, candidate.create_time, candidate.ppid, candidate.uid, candidate.name
+        )
+        handle = PortableHandle.open(identity, use_pidfd=self._use_pidfd)
+        if handle is None:  # gone, or the same process under another name now
+            return self._changed_portable(candidate) or _GONE
+        stat = handle.stat()
+        return handle, stat is not None and stat.same_user, stat
+
+
+class ProcessStopper(_ProcessReader):
     """The opt-in last step: stop processes whose name or command line matches a pattern.
 
     Off unless constructed with ``enabled=True``; with ``dry_run=True`` (the default) it
@@ -284,23 +502,6 @@ class ProcessStopper:
             pid, own_pids=(os.getpid(), os.getppid()), same_user=same_user(uid, my_uid())
         )
 
-    def _why_protected(self, pid: int, *, mine: bool, kernel_thread: bool, name: str) -> str | None:
-        return protection_reason(
-            pid,
-            own_pids=(os.getpid(), os.getppid()),
-            same_user=mine,
-            kernel_thread=kernel_thread,
-            name=name,
-            protected_names=self.protected_names,
-        )
-
-    def _matches(self, name: str, command: str) -> bool:
-        return any(pattern.search(command) or pattern.search(name) for pattern in self.patterns)
-
-    def _portable(self) -> bool:
-        """Whether processes are read through psutil: the psutil backend, or no /proc."""
-        return self._backend == "psutil" or not os.path.exists(f"{self._proc}/self/stat")
-
     def candidates(self) -> list[StopCandidate]:
         """Matching processes, largest first, each with the reason it is protected (or None).
 
@@ -309,19 +510,6 @@ class ProcessStopper:
         """
         found = self._portable_candidates() if self._portable() else self._linux_candidates()
         found.sort(key=lambda candidate: candidate.rss, reverse=True)
-        return found
-
-    def _linux_candidates(self) -> list[StopCandidate]:
-        found: list[StopCandidate] = []
-        try:
-            entries = list(os.scandir(self._proc))
-        except OSError:
-            return []
-        for entry in entries:
-            if entry.name.isdigit():
-                candidate = _linux_candidate(self, int(entry.name), entry)
-                if candidate is not None:
-                    found.append(candidate)
         return found
 
     def candidate(self, pid: int) -> StopCandidate | None:
@@ -333,56 +521,7 @@ class ProcessStopper:
             return None
         if self._portable():
             return self._portable_candidate(pid)
-        return _linux_candidate(self, pid, None)
-
-    def _portable_candidates(self) -> list[StopCandidate]:
-        import psutil
-
-        try:
-            listed = list(psutil.process_iter())
-        except Exception:  # psutil.Error, OSError or anything odd: nothing to stop
-            return []
-        found = []
-        for process in listed:
-            try:  # a cheap first look through psutil's cached Process
-                name = process.name()
-                command = " ".join(process.cmdline()) or name
-            except Exception:
-                continue
-            if isinstance(name, str) and self._matches(name, command):
-                candidate = self._portable_candidate(process.pid)
-                if candidate is not None:
-                    found.append(candidate)
-        return found
-
-    def _portable_candidate(self, pid: int) -> StopCandidate | None:
-        """*pid* read afresh, its command line, and afresh again: the same process."""
-        first = read_portable(pid)
-        if first is None or first[1].exited:
-            return None
-        process, stat = first
-        try:
-            command = " ".join(process.cmdline()) or stat.name
-        except Exception:
-            return None
-        second = read_portable(pid)
-        if not self._matches(stat.name, command) or second is None:
-            return None
-        if not same_start(second[1].create_time, stat.create_time):
-            return None  # its PID changed hands while it was read
-        return StopCandidate(
-            pid=pid,
-            start_ticks=None,
-            name=stat.name,
-            cmdline=command,
-            uid=stat.uid,
-            rss=stat.rss,
-            protected=self._why_protected(
-                pid, mine=stat.same_user, kernel_thread=stat.kernel_thread, name=stat.name
-            ),
-            create_time=stat.create_time,
-            ppid=stat.ppid,
-        )
+        return self._linux_candidate(pid, None)
 
     def reclaimable_bytes(self) -> int:
         if not self.enabled:
@@ -433,7 +572,7 @@ class ProcessStopper:
             _logger.warning(
                 "stopping pid %d (%s, %s): %s, %s",
                 candidate.pid,
-                candidate.name,
+                printable(candidate.name),
                 format_bytes(candidate.rss),
                 result.signal,
                 result.reason,
@@ -441,7 +580,7 @@ class ProcessStopper:
         return result
 
     def _stop_verified(self, candidate: StopCandidate, action: _Action) -> StopAction:
-        with _opened(self, candidate) as (handle, refusal, changed):
+        with self._opened(candidate) as (handle, refusal, changed):
             if handle is None:
                 return action("none", False, refusal, True)
             if isinstance(handle, ProcessHandle):
@@ -467,36 +606,9 @@ class ProcessStopper:
         if reason is not None:
             yield None, f"protected: {reason}"
             return
-        with _opened(self, candidate) as (handle, refusal, changed):
+        with self._opened(candidate) as (handle, refusal, changed):
             why = refusal if handle is None else changed()
             yield (handle, "") if why is None else (None, why)
-
-    def _changed_linux(self, candidate: StopCandidate, handle: ProcessHandle) -> str | None:
-        """Why the process is no longer what was listed (it exec()ed another program), or
-        ``None``; its command line is read before its start ticks, so it is its own."""
-        argv = read_cmdline(self._proc, candidate.pid)
-        stat = handle.stat()
-        if stat is None:
-            return None  # gone: sending says so
-        return self._changed(candidate, full_name(stat.name, argv), argv)
-
-    def _changed_portable(self, candidate: StopCandidate) -> str | None:
-        """:meth:`_changed_linux` on the portable path: the command line (read only while
-        the PID has the listed create time), then the process afresh, the same one."""
-        created = candidate.create_time or 0.0
-        argv = cmdline_of(candidate.pid, created)
-        read = read_portable(candidate.pid)
-        if read is None or read[1].exited or not same_start(read[1].create_time, created):
-            return None  # gone: sending says so
-        return self._changed(candidate, read[1].name, argv)
-
-    def _changed(self, candidate: StopCandidate, name: str, argv: tuple[str, ...]) -> str | None:
-        """Why a process now called *name* with *argv* is not the listed *candidate*: another
-        name, or a command line no pattern matches (new arguments that match are fine)."""
-        command = " ".join(argv) or name
-        if name != candidate.name or not self._matches(name, command):
-            return f"changed since it was listed: now {name!r} ({command!r})"
-        return None
 
     def _log_dry_run(self, candidate: StopCandidate) -> None:
         """Warn what a dry run would stop, once per process rather than once per climb."""
@@ -509,7 +621,7 @@ class ProcessStopper:
         _logger.warning(
             "dry run: would stop pid %d (%s, %s)",
             candidate.pid,
-            candidate.name,
+            printable(candidate.name),
             format_bytes(candidate.rss),
         )
 
@@ -553,107 +665,3 @@ class ProcessStopper:
         return action(
             "SIGKILL", False, f"still running {_KILL_WAIT_S:g} s after SIGKILL (uninterruptible?)"
         )
-
-
-def _linux_candidate(
-    stopper: ProcessStopper, pid: int, entry: os.DirEntry[str] | None
-) -> StopCandidate | None:
-    """*pid* read from ``/proc`` as one process: its start time is read before and after
-    its command line and owner, and a process whose PID changed hands in between (or that
-    matches no pattern) is left out."""
-    proc = stopper._proc
-    first = read_stat(pid, proc)
-    if first is None or first.exited:
-        return None
-    try:
-        st = entry.stat(follow_symlinks=False) if entry is not None else os.stat(f"{proc}/{pid}")
-    except OSError:
-        return None
-    argv = read_cmdline(proc, pid)
-    name = full_name(first.name, argv)
-    command = " ".join(argv) or name
-    if not stopper._matches(name, command):
-        return None
-    second = read_stat(pid, proc)
-    if second is None or second.start_ticks != first.start_ticks:
-        return None  # gone, or its PID changed hands while it was read
-    return StopCandidate(
-        pid=pid,
-        start_ticks=first.start_ticks,
-        name=name,
-        cmdline=command,
-        uid=st.st_uid,
-        rss=first.rss_pages * PAGE_SIZE,
-        protected=stopper._why_protected(
-            pid,
-            mine=same_user(st.st_uid, my_uid()),
-            kernel_thread=first.kernel_thread,
-            name=name,
-        ),
-    )
-
-
-_Opened = tuple["_AnyHandle | None", str, Callable[[], "str | None"]]
-
-
-@contextlib.contextmanager
-def _opened(stopper: ProcessStopper, candidate: StopCandidate) -> Iterator[_Opened]:
-    """A handle on *candidate* with its protection re-read through it (the owner, name and
-    kernel-thread flag of that very process), and what says whether it exec()ed another
-    program since it was listed; or ``None`` and why not (gone, unverifiable, protected)."""
-    opened: str | tuple[_AnyHandle, bool, ProcStat | PortableStat | None]
-    if stopper._portable():
-        opened = _open_portable(stopper, candidate)
-    else:
-        opened = _open_linux(stopper, candidate)
-    if isinstance(opened, str):
-        yield None, opened, lambda: None
-        return
-    handle, mine, stat = opened
-    with handle:
-        reason = (
-            stopper._why_protected(
-                candidate.pid, mine=mine, kernel_thread=stat.kernel_thread, name=stat.name
-            )
-            if stat is not None
-            else None
-        )
-        if reason is not None:
-            yield None, f"protected: {reason}", lambda: None
-        elif isinstance(handle, ProcessHandle):
-            linux = handle
-            yield handle, "", lambda: stopper._changed_linux(candidate, linux)
-        else:
-            yield handle, "", lambda: stopper._changed_portable(candidate)
-
-
-def _open_linux(
-    stopper: ProcessStopper, candidate: StopCandidate
-) -> str | tuple[ProcessHandle, bool, ProcStat | None]:
-    if candidate.start_ticks is None:
-        return _UNVERIFIABLE.format(what="start time in clock ticks")
-    identity = Identity(candidate.pid, candidate.start_ticks)
-    handle = ProcessHandle.open(identity, stopper._proc, use_pidfd=stopper._use_pidfd)
-    if handle is None:
-        return _GONE
-    try:
-        uid: int | None = os.stat(f"{stopper._proc}/{candidate.pid}").st_uid
-    except OSError:
-        uid = None
-    stat = handle.stat()  # the owner read above is this process's
-    return handle, same_user(uid, my_uid()), stat
-
-
-def _open_portable(
-    stopper: ProcessStopper, candidate: StopCandidate
-) -> str | tuple[PortableHandle, bool, PortableStat | None]:
-    if candidate.create_time is None or candidate.ppid is None:
-        return _UNVERIFIABLE.format(what="psutil create time")
-    identity = PortableIdentity(
-        candidate.pid, candidate.create_time, candidate.ppid, candidate.uid, candidate.name
-    )
-    handle = PortableHandle.open(identity, use_pidfd=stopper._use_pidfd)
-    if handle is None:  # gone, or the same process under another name now
-        return stopper._changed_portable(candidate) or _GONE
-    stat = handle.stat()
-    return handle, stat is not None and stat.same_user, stat
