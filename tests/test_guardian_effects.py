@@ -405,3 +405,20 @@ def test_a_refusal_and_a_skip_are_told_apart_by_status_not_by_their_words(
     assert protected.status == "skipped"
     assert protected.reason.startswith("protected")
     assert burner.poll() is None
+
+
+def test_a_stop_is_logged_once_by_the_journal_not_by_the_stopper_as_well(
+    children: Callable[..., subprocess.Popen[bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
+    from resguard.guardian import Journal
+
+    burner = children("stoplogonce")
+    spec = _spec("stop", rf"guardian-stoplogonce-{RUN}", grace_s=2.0)
+    with caplog.at_level(logging.DEBUG, logger="resguard"):
+        for outcome in _effects().act(spec, _breach(burner.pid), _snapshot(), dry_run=False):
+            Journal(None).write("runaway", outcome)
+    burner.wait(timeout=10)
+    said = [r.getMessage() for r in caplog.records if str(burner.pid) in r.getMessage()]
+    assert len(said) == 1
+    assert said[0].startswith(f"stop {burner.pid} ")
+    assert ": done, freed " in said[0]

@@ -29,6 +29,10 @@ guardian's tick. The nice value is set by
 pid right after the pidfd says the process is still alive: a window of microseconds in
 which it could exit and its pid be reused remains (``setpriority`` takes no pidfd).
 
+**Outcomes.** Each action ends in an :class:`~resguard.guardian.Outcome` whose status
+says what came of it (a stopper's refusal to touch a process is ``skipped``, an action
+that cannot act as configured ``refused``); nothing here logs it: the journal does, once.
+
 **Freed bytes.** ``stop``: the process's RSS as read right before it was signalled,
 reported once it is gone (``None`` when it is not). ``ollama-unload-idle``: the model's
 size as ``/api/ps`` reported it. ``pause``, ``renice`` and ``notify`` free nothing
@@ -221,7 +225,7 @@ class MachineEffects:
         return self._renice(stopper, spec, candidate, target)
 
     def _stop(self, stopper: ProcessStopper, candidate: StopCandidate, target: Target) -> Outcome:
-        action = stopper.stop(candidate)
+        action = stopper.stop(candidate, log=False)  # the journal logs it
         for helds in self._paused.values():  # a stopped process is no longer ours to resume
             helds[:] = [held for held in helds if not held.candidate.same_process(candidate)]
         if action.done and action.signal == "none":  # it ended by itself: nothing freed by us

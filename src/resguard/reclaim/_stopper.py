@@ -547,11 +547,13 @@ class ProcessStopper(_ProcessReader):
                 freed += candidate.rss
         return freed
 
-    def stop(self, candidate: StopCandidate) -> StopAction:
+    def stop(self, candidate: StopCandidate, *, log: bool = True) -> StopAction:
         """Stop one candidate (as :meth:`candidates` listed it) and say what happened.
 
         Nothing is sent when it is protected, in dry run, or when the process with that
-        identity has exited or its PID belongs to another process now.
+        identity has exited or its PID belongs to another process now. *log*: warn what
+        was sent (``False`` for a caller that records its actions itself, as the
+        guardian's journal does).
         """
         check_candidate(candidate)
         action = functools.partial(_action, candidate)
@@ -568,7 +570,7 @@ class ProcessStopper(_ProcessReader):
                 f"dry run: would send SIGTERM, then SIGKILL after {self.grace_s:g} s",
             )
         result = self._stop_verified(candidate, action)
-        if result.signal != "none" or result.done:
+        if log and (result.signal != "none" or result.done):
             _logger.warning(
                 "stopping pid %d (%s, %s): %s, %s",
                 candidate.pid,
