@@ -80,9 +80,8 @@ from resguard.profile._core import (
     tracing_begin,
     tracing_end,
 )
-from resguard.profile._views import bytes_text
 from resguard.snapshot import Sampler
-from resguard.units import format_duration
+from resguard.units import format_duration, format_size
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -443,8 +442,8 @@ class Profile:
         state = "running" if self._running else f"{len(self._samples)} samples"
         return (
             f"<resguard.Profile {self.label or ''}{' ' if self.label else ''}{state}, "
-            f"{format_duration(self.duration)}, peak RSS {bytes_text(self.peak_rss)} "
-            f"(+{bytes_text(self.peak_rss_delta)})>"
+            f"{format_duration(self.duration)}, peak RSS {format_size(self.peak_rss)} "
+            f"(+{format_size(self.peak_rss_delta)})>"
         )
 
     def _repr_html_(self) -> str:

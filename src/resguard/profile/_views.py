@@ -23,12 +23,7 @@ if TYPE_CHECKING:
 
     from resguard.profile import Profile
 
-__all__ = ["bytes_text", "plot", "summary_html"]
-
-
-def bytes_text(value: int | None) -> str:
-    """*value* as bytes for people, ``"unknown"`` when it is ``None``."""
-    return format_size(value)
+__all__ = ["plot", "summary_html"]
 
 
 _ABSENT_WHEN_NOT_ASKED = frozenset({"peak_uss", "peak_traced", "peak_psi_memory_some_avg10"})
