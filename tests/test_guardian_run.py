@@ -477,3 +477,19 @@ def test_renice_lowers_the_burning_childs_priority_and_stop_ends_it(
     ]
     assert stops[0]["target"]["pid"] == child.pid
     assert stops[0]["result"] == "done"
+
+
+def test_the_start_line_is_one_line_whatever_the_rule_names_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "resguard.toml"
+    path.write_text(
+        '[guardian]\npreset = "none"\n\n[[guardian.rule]]\nname = "hot\\nresguard: forged"\n'
+        'metric = "cpu.count"\nop = ">"\nvalue = 100000\n\n'
+        '[[guardian.action]]\nwhen = "hot\\nresguard: forged"\ndo = "notify"\n'
+    )
+    assert main(["guardian", "--config", str(path), "--once"], out=io.StringIO()) == 0
+    err = capsys.readouterr().err
+    [start] = [line for line in err.splitlines() if "guardian started" in line]
+    assert "notify when hot\\nresguard: forged" in start
+    assert not any(line.startswith("resguard: forged") for line in err.splitlines())

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from resguard._errors import InvalidValue
+from resguard._modules.render import printable
 from resguard.cli._args import Commands, add_window_argument, duration, over_window
 from resguard.cli._render import print_json
 
@@ -57,7 +58,7 @@ def _start_line(config: GuardianConfig) -> str:
     where = config.path or "no config file found: the defaults"
     actions = ", ".join(f"{a.do} when {a.when}" for a in config.actions) or "none"
     journal = config.journal or "none (log only)"
-    return (
+    return printable(  # a rule's name or a path is the file's text: one line, escaped
         f"guardian started ({mode}); config {where}; preset {config.preset}; "
         f"{len(config.rules)} rule(s) of its own; actions: {actions}; journal {journal}; "
         f"every {config.interval_s:g}s"

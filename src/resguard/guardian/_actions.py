@@ -17,7 +17,16 @@ if TYPE_CHECKING:
     from resguard.rules import Breach
     from resguard.snapshot import Snapshot
 
-__all__ = ["ACTIONS", "PROCESS_ACTIONS", "ActionSpec", "Effects", "Outcome", "Status", "Target"]
+__all__ = [
+    "ACTIONS",
+    "PROCESS_ACTIONS",
+    "STATUSES",
+    "ActionSpec",
+    "Effects",
+    "Outcome",
+    "Status",
+    "Target",
+]
 
 ACTIONS = ("notify", "ollama-unload-idle", "renice", "pause", "stop")
 """Every value ``do`` accepts."""
