@@ -59,14 +59,13 @@ class Planner:
     are told apart by their ``index`` (unique: :class:`GuardianConfig` checks it).
     """
 
-    __slots__ = ("_acted", "_active", "_before", "_last_fired", "_notified", "actions")
+    __slots__ = ("_acted", "_before", "_last_fired", "_notified", "actions")
 
     def __init__(self, actions: Iterable[ActionSpec]) -> None:
         self.actions: tuple[ActionSpec, ...] = tuple(actions)
         indexes = [spec.index for spec in self.actions]
         if len(set(indexes)) != len(indexes):
             raise InvalidValue(f"actions with indexes {indexes}: each action needs its own index")
-        self._active: set[tuple[int, str]] = set()  # pairs whose episode is running
         self._notified: set[tuple[int, str]] = set()  # notify pairs done this episode
         self._last_fired: dict[tuple[int, str], float] = {}
         self._acted: set[int] = set()  # pause/renice actions that fired since their clear
@@ -95,7 +94,6 @@ class Planner:
                 self._acted.discard(spec.index)
                 clear.append(spec)
         self._notified &= present  # an episode that ended may notify again when it restarts
-        self._active = present
         return Decision(tuple(fire), tuple(clear))
 
     def _due(self, spec: ActionSpec, key: tuple[int, str], now: float) -> bool:
@@ -117,10 +115,6 @@ class Planner:
         else:
             self._last_fired[key] = previous
         self._notified.discard(key)
-
-    def holding(self) -> frozenset[tuple[int, str]]:
-        """The (action index, rule) pairs whose episode is running."""
-        return frozenset(self._active)
 
 
 def _matching(spec: ActionSpec, breaches: Sequence[Breach]) -> list[Breach]:

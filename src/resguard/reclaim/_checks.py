@@ -6,13 +6,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from resguard._errors import InvalidType, InvalidValue
 from resguard.reclaim._base import shown as _shown
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["check_candidate", "check_flag", "compile_patterns", "protected_names"]
 
