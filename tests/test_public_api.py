@@ -294,8 +294,13 @@ def test_the_guardians_surface_does_not_drift() -> None:
         "PRESETS",
         "Planner",
         "Target",
+        "enable_hint",
+        "guardian_command",
+        "launchd_plist",
         "load_config",
         "load_policy",
         "parse_config",
+        "systemd_unit",
+        "unit_path",
     ]
     assert resguard.guardian.ACTIONS == ("notify", "ollama-unload-idle", "renice", "pause", "stop")
