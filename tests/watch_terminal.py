@@ -7,7 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import select
+import selectors
 import struct
 import subprocess
 import sys
@@ -47,8 +47,7 @@ class Terminal:
         while not done(self.output):
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what}; got {self.output[-2000:]!r}")
-            ready, _, _ = select.select([self.master], [], [], 0.05)
-            if ready:
+            if self._readable(0.05):
                 try:
                     self.output += os.read(self.master, 65536)
                 except OSError:  # the pty closed: the program is gone
@@ -66,10 +65,16 @@ class Terminal:
         self._drain()
         return self.process.returncode
 
+    def _readable(self, timeout_s: float) -> bool:
+        """Whether the program wrote something within *timeout_s* (a poll selector:
+        select() fails on a descriptor of 1024 or more, which a long test session reaches)."""
+        with selectors.PollSelector() as selector:
+            selector.register(self.master, selectors.EVENT_READ)
+            return bool(selector.select(timeout_s))
+
     def _drain(self) -> None:
         while True:
-            ready, _, _ = select.select([self.master], [], [], 0.05)
-            if not ready:
+            if not self._readable(0.05):
                 return
             try:
                 chunk = os.read(self.master, 65536)
