@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import weakref
 from typing import Literal
 
 from resguard._modules import forks
@@ -107,6 +108,16 @@ def damage_of(text: str) -> Damage:
     return "garbage", f"cannot parse {text[:40]!r}"
 
 
+def _close_all(fds: dict[str, int]) -> None:
+    """Close every descriptor of *fds* (a cache's, when it is closed or collected)."""
+    for fd in list(fds.values()):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    fds.clear()
+
+
 class FileCache:
     """Keeps descriptors of small kernel files open and re-reads them with ``pread``."""
 
@@ -116,6 +127,9 @@ class FileCache:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         forks.register(self)
+        # the descriptors are plain numbers: without this a sampler nobody closed kept its
+        # files open for the life of the process (one set per Sampler ever made)
+        weakref.finalize(self, _close_all, self._fds)
 
     def read(self, path: str) -> str | None:
         """The file's current content, or ``None`` when it is missing or unreadable (then
@@ -166,13 +180,10 @@ class FileCache:
 
     def _forget_all(self) -> None:
         with self._lock:
-            fds, self._fds = self._fds, {}
+            fds = dict(self._fds)
+            self._fds.clear()  # in place: the finalizer holds this dict
             self._pid = os.getpid()
-        for fd in fds.values():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        _close_all(fds)
 
     def close(self) -> None:
         """Close every kept descriptor."""
