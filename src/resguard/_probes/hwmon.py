@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 from typing import NamedTuple
 
 from resguard._probes.files import FaultKind, damage_of
@@ -48,7 +49,8 @@ CELSIUS_RANGE = (-273.15, 500.0)
 RPM_MAX = 100_000.0
 """The fastest a fan can spin, rpm; a reading above is a bad read."""
 
-_INPUT = re.compile(r"^(temp|fan)([0-9]{1,4})_input$")
+# the kernel never pads an index: temp01_input is no input (it read temp1 a second time)
+_INPUT = re.compile(r"(temp|fan)(0|[1-9][0-9]{0,3})_input\Z")
 _INTEGER = re.compile(r"^-?[0-9]{1,12}\n$")
 
 Damage = tuple[str, FaultKind, str]
@@ -89,15 +91,22 @@ def label_text(text: str) -> str:
     return cleaned[:_LABEL_CHARS]
 
 
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+
+
 def _read(path: str) -> str | Damage:
-    """The text of a small sysfs file, or why not."""
+    """The text of a small sysfs file (at most 4 KiB), or why not. Opened without
+    blocking and read only when it is a regular file (every sysfs attribute is): a FIFO
+    or a device planted under a re-rooted tree cannot hang the walk."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, _OPEN_FLAGS)
     except OSError as error:
         if error.errno in (errno.ENOENT, errno.ENOTDIR):
             return path, "missing", "no such file"
         return path, "unreadable", f"cannot open: {error.strerror or error}"
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return path, "unreadable", "not a regular file"
         data = os.read(fd, _FILE_CAP_BYTES)
     except OSError as error:
         return path, "unreadable", f"cannot read: {error.strerror or error}"
@@ -146,9 +155,11 @@ def _inputs(directory: str) -> tuple[list[tuple[str, int]], str]:
         except OSError:
             continue
         found = sorted(
-            (match.group(1), int(match.group(2)))
-            for match in map(_INPUT.match, names)
-            if match is not None
+            {
+                (match.group(1), int(match.group(2)))
+                for match in map(_INPUT.match, names)
+                if match is not None
+            }
         )
         if found:
             return found, place
