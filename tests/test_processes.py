@@ -224,23 +224,29 @@ def test_a_reused_pid_with_another_start_never_gets_a_delta_from_its_predecessor
     fact: RowFacts, before_cpu_s: float, elapsed_s: float
 ) -> None:
     predecessor = (fact.pid, fact.create_time_s - 1.0)  # the same PID, started earlier
-    rows, current = rows_from([fact], {predecessor: (before_cpu_s, 0.0, 50.0)}, elapsed_s, _CPUS)
+    rows, current = rows_from(
+        [fact], {predecessor: (before_cpu_s, 0.0, 50.0, False)}, elapsed_s, _CPUS
+    )
     assert rows[0].cpu_percent == pytest.approx(_lifetime(fact))
-    assert current == {(fact.pid, fact.create_time_s): (fact.cpu_s, elapsed_s, _lifetime(fact))}
+    assert current == {
+        (fact.pid, fact.create_time_s): (fact.cpu_s, elapsed_s, _lifetime(fact), True)
+    }
 
 
 @given(
     facts=st.lists(_FACT, max_size=8),
     previous=st.dictionaries(
         st.tuples(st.integers(1, 50), st.sampled_from([1000.0, 1000.5, 2000.0])),
-        st.tuples(st.floats(0, 1e6), st.floats(-100, 100), st.floats(0, 100.0 * _CPUS)),
+        st.tuples(
+            st.floats(0, 1e6), st.floats(-100, 100), st.floats(0, 100.0 * _CPUS), st.booleans()
+        ),
         max_size=8,
     ),
     now_s=st.floats(-100, 100),
 )
 def test_counters_or_clocks_going_back_never_give_a_negative_percent(
     facts: list[RowFacts],
-    previous: dict[tuple[int, float], tuple[float, float, float]],
+    previous: dict[tuple[int, float], tuple[float, float, float, bool]],
     now_s: float,
 ) -> None:
     rows, _ = rows_from(facts, previous, now_s, _CPUS)
@@ -260,9 +266,9 @@ def test_counters_or_clocks_going_back_never_give_a_negative_percent(
 
 def test_the_cpu_percent_of_a_known_process_is_since_the_previous_sample() -> None:
     fact = RowFacts(7, "p", 1, 1000.0, 0, cpu_s=12.0, num_threads=1, uid=0, age_s=100.0)
-    rows, current = rows_from([fact], {(7, 1000.0): (10.0, 1.0, 80.0)}, 5.0)
+    rows, current = rows_from([fact], {(7, 1000.0): (10.0, 1.0, 80.0, False)}, 5.0)
     assert rows[0].cpu_percent == pytest.approx(50.0)  # 2 CPU seconds in 4 s
-    assert current == {(7, 1000.0): (12.0, 5.0, rows[0].cpu_percent)}
+    assert current == {(7, 1000.0): (12.0, 5.0, rows[0].cpu_percent, False)}
 
 
 def test_describe_on_linux_gives_no_command_line_for_a_row_of_another_start_time() -> None:

@@ -256,7 +256,7 @@ def test_no_sequence_of_samples_reports_more_than_100_percent_per_cpu(
 
 def test_a_window_of_a_few_milliseconds_keeps_the_previous_percent() -> None:
     first = RowFacts(7, "p", 1, 1000.0, 0, 10.0, 1, 0, 100.0)
-    rows, previous = rows_from([first], {(7, 1000.0): (9.0, 99.0, 0.0)}, 100.0, 2)
+    rows, previous = rows_from([first], {(7, 1000.0): (9.0, 99.0, 0.0, False)}, 100.0, 2)
     assert rows[0].cpu_percent == pytest.approx(100.0)  # 1 CPU second in 1 s
     tick_later = first._replace(cpu_s=10.01)  # one 10 ms tick in 2 ms: not 500 %
     rows, after = rows_from([tick_later], previous, 100.002, 2)

@@ -387,7 +387,8 @@ def test_process_count_needs_enough_processes_at_once() -> None:
     for t in range(25):
         # two busy processes at any time, but which ones changes every 4 s
         busy = {t % 3, (t // 4) % 3 + 3}
-        rows = table(*[(pid, f"p{pid}", 60.0 if pid in busy else 10.0) for pid in range(6)])
+        # pids from 10: pid 0 is the kernel's own process, which no rule judges
+        rows = table(*[(10 + pid, f"p{pid}", 60.0 if pid in busy else 10.0) for pid in range(6)])
         snapshots.append((t, make_snapshot(at=t, processes=rows)))
     verdicts = run(rule, snapshots)
     assert levels(verdicts)[:10] == [Level.OK] * 10

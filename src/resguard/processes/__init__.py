@@ -56,9 +56,10 @@ class ProcessTable:
     this table's previous scan that saw the process. The table's **first scan** has no
     previous one, so each row's percent is then the process's *average since it started*
     (likewise a process first seen in a later scan): a lifetime figure, not what it does
-    now; a process that burnt a core for an hour and sleeps now reads high. For current
-    figures scan twice, a window apart, as ``resguard snapshot`` and ``resguard top`` do
-    (``--window``, default 1 s).
+    now; a process that burnt a core for an hour and sleeps now reads high. Such a row says
+    so (``cpu_since_start``), and the per-process rules and culprits leave its CPU figure
+    out. For current figures scan twice, a window apart, as ``resguard snapshot`` and
+    ``resguard top`` do (``--window``, default 1 s).
 
     *clock* is the monotonic clock used to turn CPU-time deltas into percentages.
     *backend* is ``"linux"`` or ``"psutil"``; ``None`` picks the linux readers for
@@ -218,6 +219,7 @@ def _group_by_name(rows: list[ProcessInfo]) -> list[ProcessInfo]:
                 cpu_percent=sum(member.cpu_percent for member in members),
                 num_threads=sum(member.num_threads for member in members),
                 count=len(members),
+                cpu_since_start=any(member.cpu_since_start for member in members),
             )
         )
     return merged

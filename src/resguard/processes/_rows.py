@@ -35,16 +35,19 @@ class RowFacts(NamedTuple):
     """How long it has run (``None`` when the backend cannot tell)."""
 
 
-Previous = dict[tuple[int, float], tuple[float, float, float]]
-"""``(pid, create time) -> (CPU seconds, the table's clock, the percent)`` at the
-baseline: the last sample at least ``CPU_WINDOW_MIN_S`` before (or the first)."""
+Previous = dict[tuple[int, float], tuple[float, float, float, bool]]
+"""``(pid, create time) -> (CPU seconds, the table's clock, the percent, whether that
+percent is the lifetime average)`` at the baseline: the last sample at least
+``CPU_WINDOW_MIN_S`` before (or the first)."""
 
 
 def _cpu_count() -> int:
     return os.cpu_count() or 1
 
 
-def _percent(fact: RowFacts, before: tuple[float, float, float] | None, now_s: float) -> float:
+def _percent(
+    fact: RowFacts, before: tuple[float, float, float, bool] | None, now_s: float
+) -> float:
     """The CPU percent since *before* (``None``: the lifetime average)."""
     if before is not None and now_s > before[1] and fact.cpu_s >= before[0]:
         return 100.0 * (fact.cpu_s - before[0]) / (now_s - before[1])
@@ -60,8 +63,9 @@ def rows_from(
     takes as *previous*. A process seen in *previous* at least ``CPU_WINDOW_MIN_S`` ago
     gets its CPU percent over the time since then, and that sample becomes the baseline;
     seen more recently, it keeps the baseline and its percent; a new one (or one whose
-    clock or CPU time went back) gets its lifetime average. Percents are capped at
-    100 × *cpus* (``None``: this machine's CPU count).
+    clock or CPU time went back) gets its lifetime average, and its row says so
+    (``cpu_since_start``: the per-process rules and culprits do not judge that figure).
+    Percents are capped at 100 × *cpus* (``None``: this machine's CPU count).
     """
     most = 100.0 * (cpus if cpus is not None else _cpu_count())
     rows: list[ProcessInfo] = []
@@ -71,11 +75,12 @@ def rows_from(
         before = previous.get(key)
         went_back = before is not None and (now_s < before[1] or fact.cpu_s < before[0])
         if before is not None and not went_back and now_s - before[1] < CPU_WINDOW_MIN_S:
-            cpu = before[2]  # too short a window to measure: keep the baseline
+            cpu, since_start = before[2], before[3]  # too short a window: keep the baseline
             current[key] = before
         else:
-            cpu = min(max(_percent(fact, None if went_back else before, now_s), 0.0), most)
-            current[key] = (fact.cpu_s, now_s, cpu)
+            since_start = before is None or went_back
+            cpu = min(max(_percent(fact, None if since_start else before, now_s), 0.0), most)
+            current[key] = (fact.cpu_s, now_s, cpu, since_start)
         rows.append(
             ProcessInfo(
                 pid=fact.pid,
@@ -89,6 +94,7 @@ def rows_from(
                 cpu_percent=cpu,
                 num_threads=fact.num_threads,
                 create_time=fact.create_time_s,
+                cpu_since_start=since_start,
             )
         )
     return rows, current

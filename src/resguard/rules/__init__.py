@@ -14,7 +14,11 @@ Culprits
     a rule on a memory or CPU metric (``memory.*``, ``swap.*``, ``pressure.memory.*``,
     ``cpu.percent``, ``pressure.cpu.*``, ``cpu.load_*``) the top 3 processes by RSS or
     CPU, as :func:`culprits` chooses them (scoped to ``snapshot.cgroup_pids`` when the
-    memory limit is a cgroup's); a heat rule its sensors or fans.
+    memory limit is a cgroup's); a heat rule its sensors or fans. No rule names a kernel
+    thread or the process that took the snapshot (``snapshot.process.pid``: resguard
+    itself), and no CPU rule or CPU culprit judges a row whose ``cpu_percent`` is its
+    average since it started (``ProcessInfo.cpu_since_start``: the table's first scan of
+    it, a lifetime figure): that process is judged from its next scan on.
 
 What a rule reads
     A rule's ``reads`` names the snapshot fields it judges. A Monitor samples a slow

@@ -17,7 +17,7 @@ from resguard.rules._verdict import Offender
 from resguard.snapshot import ProcessInfo, Snapshot
 from resguard.units import shown
 
-__all__ = ["CULPRITS_SHOWN", "Resource", "culprit_resource", "culprits"]
+__all__ = ["CULPRITS_SHOWN", "Resource", "culprit_resource", "culprits", "judged_rows"]
 
 CULPRITS_SHOWN: Final = 3
 """How many culprits a breach names by default (the field notes' ``ps ... | head``)."""
@@ -54,18 +54,33 @@ def _kernel_thread_test() -> Callable[[ProcessInfo], bool]:
     return is_kernel_thread
 
 
-def _members(snapshot: Snapshot) -> Sequence[ProcessInfo] | None:
-    """The rows that can be blamed: the cgroup's members when the snapshot names them,
-    kernel threads left out; ``None`` when the process table was not sampled."""
-    rows = snapshot.processes
+def judged_rows(snapshot: Snapshot, rows: Sequence[ProcessInfo], *, cpu: bool) -> list[ProcessInfo]:
+    """The rows of *snapshot*'s process table a rule may name: never a kernel thread (it
+    holds no memory and cannot be signalled), never the process that took the snapshot
+    (``snapshot.process.pid``: resguard itself, judged by the ``process.*`` metrics), and
+    for a CPU figure (*cpu*) never a row whose ``cpu_percent`` is its average since it
+    started (``cpu_since_start``: the table had no earlier sample of it, so the figure
+    says nothing of what it does now; it is judged from the next scan on)."""
+    kernel_thread = _kernel_thread_test()
+    me = snapshot.process.pid
+    return [
+        row
+        for row in rows
+        if row.pid != me and not (cpu and row.cpu_since_start) and not kernel_thread(row)
+    ]
+
+
+def _members(snapshot: Snapshot, resource: Resource) -> Sequence[ProcessInfo] | None:
+    """The rows that can be blamed (:func:`judged_rows`): the cgroup's members when the
+    snapshot names them; ``None`` when the process table was not sampled."""
+    rows: Sequence[ProcessInfo] | None = snapshot.processes
     if rows is None:
         return None
-    kernel_thread = _kernel_thread_test()
     pids = snapshot.cgroup_pids
     if pids is not None:
         scope = frozenset(pids)
-        return [row for row in rows if row.pid in scope and not kernel_thread(row)]
-    return [row for row in rows if not kernel_thread(row)]
+        rows = [row for row in rows if row.pid in scope]
+    return judged_rows(snapshot, rows, cpu=resource == "cpu")
 
 
 def _memory_limit(snapshot: Snapshot) -> float | None:
@@ -90,9 +105,11 @@ def culprits(
     ``cpu_percent``, a share of one core as ``top`` counts it: unit ``"core_percent"``.
     Only processes using some of the resource are named. When ``snapshot.cgroup_pids`` is
     not ``None`` (the memory limit is a cgroup's) only its members are candidates; kernel
-    threads never are. Nothing (``()``) when the process table was not sampled or
-    *metric* blames no process. *since* (default ``snapshot.monotonic``) is the culprits'
-    ``since``: a breach passes when it began. Pure: no I/O, no state.
+    threads, the process that took the snapshot (resguard) and, for CPU, rows whose figure
+    is a lifetime average (``cpu_since_start``) never are (:func:`judged_rows`). Nothing
+    (``()``) when the process table was not sampled or *metric* blames no process. *since*
+    (default ``snapshot.monotonic``) is the culprits' ``since``: a breach passes when it
+    began. Pure: no I/O, no state.
     """
     if isinstance(n, bool) or not isinstance(n, int):
         raise InvalidType(f"n={shown(n)} is not a count; expected an int of at least 0")
@@ -101,7 +118,7 @@ def culprits(
     resource = culprit_resource(metric) if isinstance(metric, str) else None
     if resource is None or n == 0:
         return ()
-    rows = _members(snapshot)
+    rows = _members(snapshot, resource)
     if not rows:
         return ()
     when = snapshot.monotonic if since is None else since

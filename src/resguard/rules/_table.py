@@ -14,6 +14,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, ClassVar, Final
 
 from resguard._errors import InvalidType, InvalidValue
+from resguard.rules._culprits import judged_rows
 from resguard.rules._figures import (
     Bound,
     check_clear_side,
@@ -232,7 +233,10 @@ class ProcessThreshold(PerRowThreshold):
     pending, firing, and ``clear`` hysteresis; no cooldown). The breach names every firing
     process (:class:`Offender`). Inactive while ``snapshot.processes`` is ``None``; state is
     kept only for processes above ``clear`` in the latest table, so it stays bounded.
-    ``rss_above`` takes a size or a percentage of ``memory.limit``.
+    ``rss_above`` takes a size or a percentage of ``memory.limit``. Kernel threads, the
+    process that took the snapshot (resguard itself) and, for CPU, a row whose figure is
+    its average since it started (``cpu_since_start``: its first scan) are not judged
+    (see ``judged_rows`` in ``resguard.rules._culprits``).
     """
 
     __slots__ = ()
@@ -255,7 +259,10 @@ class ProcessThreshold(PerRowThreshold):
         return f"a process {self.field}"
 
     def _rows(self, snapshot: Snapshot) -> Sequence[ProcessInfo] | None:
-        return snapshot.processes
+        rows = snapshot.processes
+        return (
+            None if rows is None else judged_rows(snapshot, rows, cpu=self.field == "cpu_percent")
+        )
 
     @staticmethod
     def _key(row: ProcessInfo) -> Hashable:
@@ -320,7 +327,9 @@ class ProcessCount:
     ones). Trigger: count above the value ≥ ``at_least``; hold: count above ``clear`` ≥
     ``at_least``; ``for_``/``cooldown`` as for :class:`Threshold`. The breach's value is the
     count and it names the processes above ``clear``. Inactive while
-    ``snapshot.processes`` is ``None``.
+    ``snapshot.processes`` is ``None``. The rows counted are
+    those of :class:`ProcessThreshold` (no kernel thread, not resguard itself, no
+    first-scan CPU figure), as for :class:`ProcessThreshold`.
     """
 
     __slots__ = (
@@ -394,7 +403,7 @@ class ProcessCount:
             assert threshold is not None
             assert clear is not None
             get = self._get
-            for process in processes:
+            for process in judged_rows(snapshot, processes, cpu=self.field == "cpu_percent"):
                 value = get(process)
                 if value is not None and value > clear:
                     above.append(process)

@@ -141,6 +141,15 @@ def thermal_state(rank: float) -> str:
     return THERMAL_STATES[index] if 0 <= index < len(THERMAL_STATES) else f"{rank:g}"
 
 
+def _share(value: float) -> str:
+    """A culprit's share of a core or of memory: whole percents from 1 %, one decimal
+    below (``"0.4%"``: a process holding 300 MB of 64 GiB is not "0%"), ``"<0.1%"`` for
+    less."""
+    if value >= 0.95 or value <= 0:
+        return f"{value:.0f}%"
+    return f"{value:.1f}%" if value >= 0.05 else "<0.1%"
+
+
 def format_value(value: float, unit: str) -> str:
     """*value* in *unit* for a message; never raises (a NaN or infinite figure a custom
     rule or a hostile source produced is shown as it is, not an error in a log line)."""
@@ -157,7 +166,7 @@ def format_value(value: float, unit: str) -> str:
     if unit == "count":
         return f"{value:.0f}"
     if unit in _SHARES:
-        return f"{value:.0f}% {_SHARES[unit]}"
+        return f"{_share(value)} {_SHARES[unit]}"
     if unit == "celsius":
         return f"{value:.0f} °C"
     if unit == "rpm":

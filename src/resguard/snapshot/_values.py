@@ -184,7 +184,10 @@ class ProcessSelf(ValueMixin):
 class ProcessInfo(ValueMixin):
     """One row of the process table (or a group of processes with one name when ``count``
     is above 1). Identity is ``(pid, create_time)``; ``cpu_percent`` is since the table's
-    previous sample, 100 = one full core."""
+    previous sample, 100 = one full core. ``cpu_since_start`` is true when there was no
+    previous sample of the process (the table's first scan, a process started since):
+    ``cpu_percent`` is then its average since it started, a lifetime figure that says
+    nothing of what it does now, and the per-process rules and culprits do not judge it."""
 
     pid: int
     name: str
@@ -198,6 +201,7 @@ class ProcessInfo(ValueMixin):
     num_threads: int = attrs.field(metadata=COUNT)
     create_time: float = attrs.field(metadata=SECONDS)
     count: int = attrs.field(default=1, metadata=COUNT)
+    cpu_since_start: bool = False
 
 
 @attrs.frozen
