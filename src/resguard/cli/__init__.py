@@ -3,7 +3,9 @@
 renderer (:mod:`resguard.cli._render`).
 
 Exit codes: 0 success, 1 the verdict is not OK (``watch --once``, ``guardian --once``) or
-a budget is over, 2 bad usage, a bad value, an unreachable service or an internal error,
+a budget is over, 2 bad usage, a bad value, an unreachable service, an output that cannot
+be written (``resguard: cannot write to standard output: No space left on device`` for
+``> /dev/full``, ``...: it is closed`` for ``>&-``) or an internal error,
 130 interrupted (Ctrl-C), 143 ended by SIGTERM (``watch``'s live view; the guardian
 resumes what it paused and exits 0), 141 stdout was closed early (``resguard top --json |
 head -1``), the status a shell reports for a program that SIGPIPE ended. ``--json``
@@ -35,7 +37,7 @@ from resguard.cli._args import (
     error_line,
 )
 from resguard.cli._parser import build_parser as build_parser
-from resguard.cli._render import tolerant
+from resguard.cli._render import OutputError, standard_output, tolerant
 from resguard.cli.snapshot import format_snapshot as format_snapshot
 from resguard.cli.top import format_processes as format_processes
 from resguard.cli.watch import format_frame as format_frame
@@ -57,7 +59,7 @@ def _silence_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the command line; returns the exit code (see the module docstring)."""
-    stream = tolerant(out if out is not None else sys.stdout)
+    stream = tolerant(out) if out is not None else standard_output()
     command = "resguard"
     try:
         try:
@@ -75,6 +77,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         if out is None:
             _silence_stdout()
         return EXIT_BROKEN_PIPE
+    except OutputError as error:  # a full disk, a closed stdout: not a bug in resguard
+        if out is None and sys.stdout is not None:
+            _silence_stdout()  # what is left in the buffer would fail again at exit
+        error_line(f"{command}: cannot write to standard output: {error.strerror or error}")
+        return EXIT_USAGE
     except ResguardError as error:
         error_line(f"{command}: {error}")
         return EXIT_USAGE

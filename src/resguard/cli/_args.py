@@ -219,9 +219,11 @@ class Version(argparse.Action):
         option_string: str | None = None,
     ) -> NoReturn:
         import resguard
+        from resguard.cli._render import standard_output
 
-        sys.stdout.write(f"resguard {resguard.__version__}\n")
-        sys.stdout.flush()
+        out = standard_output()  # a full or closed stdout: one line from main, not a bug
+        out.write(f"resguard {resguard.__version__}\n")
+        out.flush()
         raise SystemExit(0)
 
 

@@ -3,7 +3,9 @@ stream of updates a repeating command appends (one line or JSON object each)."""
 
 from __future__ import annotations
 
+import errno
 import json
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, NamedTuple, TextIO, cast
 
@@ -13,10 +15,12 @@ __all__ = [
     "UNKNOWN",
     "Column",
     "Live",
+    "OutputError",
     "fixed",
     "print_compact_json",
     "print_json",
     "size",
+    "standard_output",
     "table",
     "tolerant",
     "writable",
@@ -111,23 +115,77 @@ def writable(text: str, out: TextIO) -> str:
     return text
 
 
+class OutputError(OSError):
+    """The command's output could not be written: a full disk (``> /dev/full``), a
+    closed standard output (``>&-``), an I/O error. Not a bug in resguard: the command
+    line says so in one line. (A reader that went away is :class:`BrokenPipeError`.)"""
+
+
+def _output_error(error: OSError | ValueError) -> OutputError:
+    if isinstance(error, OSError):
+        return OutputError(error.errno or errno.EIO, error.strerror or str(error))
+    return OutputError(errno.EBADF, "it is closed")  # ValueError: I/O on a closed file
+
+
 class _Tolerant:
-    """A text stream whose writes never fail on a character its encoding cannot hold."""
+    """A text stream whose writes never fail on a character its encoding cannot hold, and
+    fail as :class:`OutputError` when the stream itself cannot be written."""
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
 
     def write(self, text: str) -> int:
-        return self._out.write(writable(text, self._out))
+        try:
+            return self._out.write(writable(text, self._out))
+        except BrokenPipeError:
+            raise
+        except (OSError, ValueError) as error:
+            raise _output_error(error) from error
+
+    def flush(self) -> None:
+        try:
+            self._out.flush()
+        except BrokenPipeError:
+            raise
+        except (OSError, ValueError) as error:
+            raise _output_error(error) from error
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._out, name)  # encoding, flush, isatty, fileno, ...
 
 
+class _Closed:
+    """Standard output when there is none (``resguard watch >&-``: Python's
+    ``sys.stdout`` is ``None``): not a terminal, and a write fails as
+    :class:`OutputError`, so only a command that prints fails, and says why."""
+
+    encoding = "utf-8"
+
+    def write(self, text: str) -> int:
+        raise OutputError(errno.EBADF, "it is closed")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        raise OutputError(errno.EBADF, "it is closed")
+
+
+def standard_output() -> TextIO:
+    """``sys.stdout`` as every command writes it (:func:`tolerant`), or a closed stream
+    when the process has none."""
+    out = sys.stdout
+    return tolerant(cast("TextIO", _Closed()) if out is None else out)
+
+
 def tolerant(out: TextIO) -> TextIO:
     """*out* for every command's output: a process, container or model name its encoding
     cannot hold (a lone surrogate, an emoji on a Latin-1 terminal) is written with a
-    replacement character instead of failing the command."""
+    replacement character instead of failing the command, and a write or flush that
+    fails (a full disk, a closed descriptor) raises :class:`OutputError`."""
     return out if isinstance(out, _Tolerant) else cast("TextIO", _Tolerant(out))
 
 
