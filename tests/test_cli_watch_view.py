@@ -35,6 +35,9 @@ from resguard.snapshot import FanSpeed, HeatInfo, OllamaModelInfo, TemperatureSe
 HOSTILE = ("/usr/bin/evil", "line\none", "\x1b[31mred\x1b[0m", "tab\there", "c1\x9bx", "bidi\u202e")
 
 
+WATCHER_PID = 2**22 + 1  # above Linux's PID_MAX_LIMIT: no real process has it
+
+
 @pytest.fixture(scope="module")
 def rows() -> tuple[Any, ...]:
     """This machine's process table, CPU measured over a short real window."""
@@ -65,7 +68,11 @@ def _breach(
 def _state(
     rows: tuple[Any, ...], *breaches: Breach, unknown: tuple[str, ...] = (), **fields: Any
 ) -> State:
-    snapshot = attrs.evolve(rg.snapshot(), processes=rows, **fields)
+    taken = rg.snapshot()
+    # taken by another process (resguard watch) than this test's, whose row the tests use:
+    # the view never lists the process that took the snapshot
+    watcher = attrs.evolve(taken.process, pid=WATCHER_PID)
+    snapshot = attrs.evolve(taken, processes=rows, process=watcher, **fields)
     level = max((breach.level for breach in breaches), default=Level.OK)
     return State(snapshot=snapshot, verdict=Verdict(level, breaches, unknown), sequence=1)
 

@@ -6,7 +6,8 @@ rich is imported here only, lazily, when a frame is painted in colour: ``import
 resguard``, ``resguard --help``, ``--once``, ``--json`` and a pipe never need it. Colour
 is off when ``NO_COLOR`` is set to anything but an empty string (https://no-color.org)
 or ``TERM=dumb``; without rich (the ``cli`` extra) the frame is plain and the view says
-once how to get colour.
+once how to get colour. A ``TERM=dumb`` terminal gets no live view at all
+(:func:`redraws`): ``resguard watch`` writes it one line per update.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "Screen",
     "colour_wanted",
     "paint",
+    "redraws",
 ]
 
 ALT_SCREEN_ON = "\x1b[?1049h\x1b[?25l"  # the alternate screen, the cursor hidden
@@ -120,7 +122,7 @@ class Screen:
         self._held: _Held | None = None
 
     def __enter__(self) -> Screen:
-        if os.name == "posix":  # select() waits on pipes only there
+        if os.name == "posix":  # poll() waits on pipes only there
             self._wake = os.pipe()
             os.set_blocking(self._wake[1], False)
         self._saved_term = _on_signal(signal.SIGTERM, self._sigterm)
@@ -185,7 +187,6 @@ class Screen:
         :data:`RESIZED` when the terminal changed size meanwhile; ``None`` when no key
         was pressed, when keys cannot be read (no terminal, no termios) or when SIGTERM
         arrived (``terminated``)."""
-        import select
         import time
 
         waits = [
@@ -194,7 +195,7 @@ class Screen:
         if not waits:  # no keys and nothing to wake on (Windows): only the period
             time.sleep(max(timeout_s, 0.0))
             return None
-        ready, _, _ = select.select(waits, [], [], max(timeout_s, 0.0))
+        ready = _ready(waits, max(timeout_s, 0.0))
         if self._wake is not None and self._wake[0] in ready:
             os.read(self._wake[0], 64)  # drained: the next wait waits again
         if self.terminated:
@@ -209,6 +210,32 @@ class Screen:
             self._keys_fd = None
             return None
         return data[:1].decode("latin-1")
+
+
+def _ready(fds: list[int], timeout_s: float) -> set[int]:
+    """Which of *fds* can be read within *timeout_s*: poll(2) where there is one, which
+    takes any descriptor (select(2) fails on one of 1024 or more, which a process that
+    keeps many files open reaches)."""
+    import selectors
+
+    kind = getattr(selectors, "PollSelector", selectors.DefaultSelector)
+    with kind() as selector:
+        for fd in fds:
+            selector.register(fd, selectors.EVENT_READ)
+        return {int(key.fd) for key, _ in selector.select(timeout_s)}
+
+
+def redraws(out: TextIO, environ: Any = None) -> bool:
+    """Whether *out* gets the live view (the alternate screen, a frame redrawn in place):
+    a terminal that can move its cursor. ``TERM=dumb`` (Emacs' shell, a serial console)
+    cannot: it gets one line per update, as a pipe does."""
+    environ = os.environ if environ is None else environ
+    if environ.get("TERM") == "dumb":
+        return False
+    try:
+        return bool(out.isatty())
+    except (OSError, ValueError):
+        return False
 
 
 class _Held(logging.Handler):

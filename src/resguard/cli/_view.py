@@ -196,17 +196,19 @@ def in_cgroup(snapshot: Snapshot) -> frozenset[int] | None:
 
 
 def choose_rows(state: State, options: ViewOptions, count: int | None = None) -> list[ProcessInfo]:
-    """The process rows to show, best first: kernel threads left out unless
-    ``show_all``, only the cgroup's processes when the limit is a cgroup's, sorted by
-    :func:`sort_resource`, the top *count* (default ``options.rows``) with every culprit
-    kept in."""
+    """The process rows to show, best first: kernel threads and resguard's own process
+    (``snapshot.process.pid``) left out unless ``show_all``, only the cgroup's processes
+    when the limit is a cgroup's, sorted by :func:`sort_resource`, the top *count*
+    (default ``options.rows``) with every culprit kept in."""
     count = options.rows if count is None else count
     snapshot, verdict = state.snapshot, state.verdict
     scope = in_cgroup(snapshot)
+    me = snapshot.process.pid
     rows = [
         row
         for row in snapshot.processes or ()
-        if (options.show_all or not is_kernel_thread(row)) and (scope is None or row.pid in scope)
+        if (options.show_all or (row.pid != me and not is_kernel_thread(row)))
+        and (scope is None or row.pid in scope)
     ]
     rows.sort(key=_sort_key(sort_resource(verdict, options.sort)), reverse=True)
     if count <= 0:

@@ -22,6 +22,7 @@ from resguard.cli._args import (
     positive_int,
 )
 from resguard.cli._render import Live, fixed, size
+from resguard.cli._screen import redraws
 from resguard.cli._view import (
     ViewOptions,
     build_frame,
@@ -193,7 +194,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         ollama.start()
     try:
         state = over_window(_window(args), lambda: _measure(monitor))
-        if out.isatty() and not args.json and not args.once:
+        if not args.json and not args.once and redraws(out):
             return _live(monitor, state, args, out)
         return _stream(monitor, state, args, out)
     finally:
@@ -203,7 +204,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 def _stream(monitor: Monitor, state: State, args: argparse.Namespace, out: TextIO) -> int:
     """Updates appended to *out*: JSON lines, or one line each (a frame for ``--once``
-    on a terminal)."""
+    on a terminal that is not ``TERM=dumb``)."""
     import time
 
     live = Live(out)
@@ -213,7 +214,7 @@ def _stream(monitor: Monitor, state: State, args: argparse.Namespace, out: TextI
         stale = stale_reason(monitor)
         if args.json:
             live.show_json(update(state, stale, options))
-        elif args.once and out.isatty():
+        elif args.once and redraws(out):
             live.show(format_frame(state, args.n, stale, show_all=args.all))
         else:
             live.show(format_line(state, stale))
@@ -316,7 +317,9 @@ def add_parser(commands: Commands) -> None:
     )
     watch.add_argument("-n", type=non_negative_int, default=8, help="process rows (default 8)")
     watch.add_argument(
-        "--all", action="store_true", help="show kernel threads too (hidden by default)"
+        "--all",
+        action="store_true",
+        help="show kernel threads and resguard itself too (hidden by default)",
     )
     stop = watch.add_mutually_exclusive_group()
     stop.add_argument(
