@@ -141,7 +141,7 @@ def test_pause_stops_the_matching_culprit_and_clear_resumes_that_same_process(
     [again] = effects.act(spec, _breach(burner.pid), _snapshot(), dry_run=False)
     assert again.result == "skipped: already paused by this action"
     [resumed] = effects.clear(spec, dry_run=False)
-    assert (resumed.action, resumed.result) == ("pause", "done")
+    assert (resumed.action, resumed.result) == ("resume", "done")  # not "pause" again
     wait_until(lambda: _state(burner.pid) in ("R", "S"), what="the child to run again")
     assert effects.clear(spec, dry_run=False) == []  # resumed once, forgotten
 
@@ -192,10 +192,12 @@ def test_stop_ends_the_culprit_with_sigterm_and_reports_its_rss_as_freed(
     wait_until(lambda: _rss(burner.pid) >= 32 << 20, what="the child to hold 32 MiB")
     effects, spec = _effects(), _spec("stop", rf"guardian-stop-{RUN}", grace_s=10.0)
     [outcome] = effects.act(spec, _breach(burner.pid), _snapshot(), dry_run=False)
-    assert outcome.result == "done"
+    assert outcome.result == "done: SIGTERM sent; SIGKILL in 10 s"
     assert burner.wait(timeout=10) == -signal.SIGTERM
-    assert outcome.freed_bytes is not None
-    assert outcome.freed_bytes >= 32 << 20
+    [(rule, exited)] = effects.pending()  # the next tick sees it gone
+    assert (rule, exited.action, exited.result) == ("runaway", "stop", "done: it exited after SIGTERM")
+    assert exited.freed_bytes is not None
+    assert exited.freed_bytes >= 32 << 20
 
 
 def test_stop_kills_a_process_that_ignores_sigterm_after_the_grace(
@@ -204,10 +206,35 @@ def test_stop_kills_a_process_that_ignores_sigterm_after_the_grace(
     code = "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile 1: pass"
     stubborn = children("stubborn", code)
     wait_until(lambda: _ignores_sigterm(stubborn.pid), what="the child to ignore SIGTERM")
-    effects, spec = _effects(), _spec("stop", rf"guardian-stubborn-{RUN}", grace_s=0.3)
+    now = [0.0]
+    effects = MachineEffects(notifier=Notifier(which=lambda name: None), clock=lambda: now[0])
+    spec = _spec("stop", rf"guardian-stubborn-{RUN}", grace_s=30.0)
     [outcome] = effects.act(spec, _breach(stubborn.pid), _snapshot(), dry_run=False)
-    assert outcome.result == "done"
+    assert outcome.result == "done: SIGTERM sent; SIGKILL in 30 s"  # returned at once
+    now[0] = 29.9
+    assert effects.pending() == []  # within its grace: nothing yet, and no waiting
+    assert stubborn.poll() is None
+    [again] = effects.act(spec, _breach(stubborn.pid), _snapshot(), dry_run=False)
+    assert again.result == "skipped: already sent SIGTERM; SIGKILL due"
+    now[0] = 30.0
+    [(_, killed)] = effects.pending()
+    assert (killed.action, killed.result) == ("kill", "done: still running 30 s after SIGTERM")
     assert stubborn.wait(timeout=10) == -signal.SIGKILL
+
+
+def test_shutdown_abandons_a_pending_kill_and_never_waits_for_the_grace(
+    children: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    code = "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile 1: pass"
+    stubborn = children("abandon", code)
+    wait_until(lambda: _ignores_sigterm(stubborn.pid), what="the child to ignore SIGTERM")
+    effects, spec = _effects(), _spec("stop", rf"guardian-abandon-{RUN}", grace_s=600.0)
+    [outcome] = effects.act(spec, _breach(stubborn.pid), _snapshot(), dry_run=False)
+    assert outcome.result.startswith("done: SIGTERM sent")
+    [abandoned] = effects.close()
+    assert (abandoned.action, abandoned.status) == ("kill", "skipped")
+    assert "not killed" in abandoned.reason
+    assert stubborn.poll() is None  # SIGTERM only: it ignored it and runs on
 
 
 @pytest.mark.parametrize("do", ["pause", "renice", "stop"])
@@ -359,7 +386,10 @@ def test_an_action_is_logged_once_by_the_journal_never_by_the_effect_as_well(
         for outcome in effects.clear(spec, dry_run=False):
             journal.write("runaway", outcome)
     said = [r for r in caplog.records if str(burner.pid) in r.getMessage()]
-    assert [r.getMessage().split(" ")[:2] for r in said] == [["pause", str(burner.pid)]] * 2
+    assert [r.getMessage().split(" ")[:2] for r in said] == [
+        ["pause", str(burner.pid)],
+        ["resume", str(burner.pid)],
+    ]
     assert {r.name for r in said} == {"resguard.guardian"}
 
 
@@ -414,11 +444,15 @@ def test_a_stop_is_logged_once_by_the_journal_not_by_the_stopper_as_well(
 
     burner = children("stoplogonce")
     spec = _spec("stop", rf"guardian-stoplogonce-{RUN}", grace_s=2.0)
+    effects = _effects()
     with caplog.at_level(logging.DEBUG, logger="resguard"):
-        for outcome in _effects().act(spec, _breach(burner.pid), _snapshot(), dry_run=False):
+        for outcome in effects.act(spec, _breach(burner.pid), _snapshot(), dry_run=False):
             Journal(None).write("runaway", outcome)
-    burner.wait(timeout=10)
+        burner.wait(timeout=10)
+        for rule, outcome in effects.pending():
+            Journal(None).write(rule, outcome)
     said = [r.getMessage() for r in caplog.records if str(burner.pid) in r.getMessage()]
-    assert len(said) == 1
+    assert len(said) == 2  # the SIGTERM, then its end: each once
     assert said[0].startswith(f"stop {burner.pid} ")
-    assert ": done, freed " in said[0]
+    assert ": done: SIGTERM sent" in said[0]
+    assert ": done: it exited after SIGTERM, freed " in said[1]

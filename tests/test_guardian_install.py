@@ -101,7 +101,7 @@ def test_the_launchd_agent_is_a_plist_running_the_guardian_at_login(tmp_path: Pa
     assert agent["ProgramArguments"] == guardian_command()
     assert agent["ProgramArguments"][-1] == "guardian"
     assert agent["RunAtLoad"] is True
-    assert "launchctl load -w" in text
+    assert "launchctl bootstrap gui/$(id -u)" in text  # not the deprecated load -w
     assert "Library/LaunchAgents/io.resguard.guardian.plist" in text
 
 

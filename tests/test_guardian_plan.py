@@ -25,8 +25,11 @@ def verdict(*breaches: Breach) -> Verdict:
     return Verdict(level, tuple(breaches))
 
 
-def spec(index: int, do: str, when: str = "runaway", cooldown_s: float = 60.0) -> ActionSpec:
-    return ActionSpec(index=index, when=when, do=do, cooldown_s=cooldown_s)
+def spec(
+    index: int, do: str, when: str = "runaway", cooldown_s: float = 60.0, hold_s: float = 0.0
+) -> ActionSpec:
+    """An action; *hold_s* 0 (undone at the first clear verdict) unless a test says."""
+    return ActionSpec(index=index, when=when, do=do, cooldown_s=cooldown_s, hold_s=hold_s)
 
 
 def fired(planner: Planner, v: Verdict, now: float) -> list[tuple[str, str]]:
@@ -224,3 +227,32 @@ def test_actions_are_known_by_their_index_whatever_their_position() -> None:
     planner.found_nothing(decision.fire[1][0], "runaway")  # the renice found nothing
     assert fired(planner, v, 1.0) == [("renice", "runaway")]  # only it may fire again
     assert [s.index for s in planner.step(verdict(), 2.0).clear] == [7, 2]
+
+
+def test_a_pause_holds_until_its_rule_has_been_clear_for_the_hold() -> None:
+    planner = Planner([spec(0, "pause", hold_s=10)])
+    planner.step(verdict(breach("runaway")), 0.0)
+    assert planner.step(verdict(), 1.0).clear == ()  # paused, it burns nothing: still held
+    assert planner.step(verdict(), 10.9).clear == ()
+    assert [s.do for s in planner.step(verdict(), 11.0).clear] == ["pause"]
+    assert planner.step(verdict(), 30.0).clear == ()  # once
+
+
+def test_a_breach_within_the_hold_restarts_it() -> None:
+    planner = Planner([spec(0, "pause", cooldown_s=0, hold_s=10)])
+    planner.step(verdict(breach("runaway")), 0.0)
+    planner.step(verdict(), 1.0)
+    planner.step(verdict(breach("runaway")), 8.0)  # back: the clear time starts again
+    assert planner.step(verdict(), 9.0).clear == ()
+    assert planner.step(verdict(), 18.0).clear == ()
+    assert [s.do for s in planner.step(verdict(), 19.0).clear] == ["pause"]
+
+
+def test_the_hold_defaults_to_the_cooldown() -> None:
+    action = ActionSpec(index=0, when="runaway", do="pause", cooldown_s=42)
+    assert action.hold == 42
+    planner = Planner([action])
+    planner.step(verdict(breach("runaway")), 0.0)
+    assert planner.step(verdict(), 1.0).clear == ()  # clear from here
+    assert planner.step(verdict(), 42.9).clear == ()
+    assert [s.do for s in planner.step(verdict(), 43.0).clear] == ["pause"]

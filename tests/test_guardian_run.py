@@ -89,12 +89,23 @@ class Recording:
         self.calls.append(("clear", spec.do))
         return [Outcome(spec.do, None, dry_run, "would")]
 
+    def pending(self) -> list[tuple[str | None, Outcome]]:
+        return []
+
+    def recover(self) -> list[Outcome]:
+        self.calls.append(("recover", None))
+        return []
+
     def close(self) -> list[Outcome]:
         self.calls.append(("close", None))
         return []
 
 
-def write_config(tmp_path: Path, marker: str, *, dry_run: bool, extra: str = "") -> Path:
+def write_config(
+    tmp_path: Path, marker: str, *, dry_run: bool, extra: str = "", hold: str = "0s"
+) -> Path:
+    """A guardian pausing the burner; *hold*: how long the rule must be clear before the
+    pause is undone (a test that waits for the resume keeps it short)."""
     path = tmp_path / "resguard.toml"
     path.write_text(
         f"""
@@ -110,6 +121,7 @@ process_cpu_percent_above = 20
 [[guardian.action]]
 when = "burning"
 do = "pause"
+hold = "{hold}"
 match = ["{marker}"]
 
 [[guardian.action]]
@@ -195,7 +207,7 @@ def test_a_burning_process_is_paused_then_resumed_when_its_rule_clears(
     tmp_path: Path, burner: tuple[subprocess.Popen[bytes], str]
 ) -> None:
     child, marker = burner
-    config = load_config(write_config(tmp_path, marker, dry_run=False))
+    config = load_config(write_config(tmp_path, marker, dry_run=False, hold="200ms"))
     effects = Watched()
     guardian = child_guardian(config, effects, child.pid, tmp_path / "j.jsonl")
     try:
@@ -212,14 +224,14 @@ def test_a_burning_process_is_paused_then_resumed_when_its_rule_clears(
     finally:
         guardian.close()
     resumed = [(o.action, o.target and o.target.pid, o.status) for o in effects.cleared]
-    assert resumed == [("pause", child.pid, "done")]  # the clearing resumed it, nothing else
+    assert resumed == [("resume", child.pid, "done")]  # the clearing resumed it, nothing else
     lines = list(map(json.loads, (tmp_path / "j.jsonl").read_text().splitlines()))
     results = [
         (line["action"], line["result"])
         for line in lines
         if line["target"] and line["target"].get("pid") == child.pid
     ]
-    assert results == [("pause", "done"), ("pause", "done")]  # paused, then resumed
+    assert results == [("pause", "done"), ("resume", "done")]  # paused, then resumed
 
 
 def test_dry_run_signals_nothing_and_the_journal_says_what_would_have_been_done(
@@ -271,7 +283,11 @@ def test_once_evaluates_and_acts_once_and_prints_the_verdict_naming_the_culprit(
     assert state_of(child.pid) in ("R", "S")  # dry-run
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    "signum",
+    [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT],
+    ids=["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"],
+)
 def test_a_signal_stops_the_guardian_cleanly_and_resumes_what_it_paused(
     tmp_path: Path, burner: tuple[subprocess.Popen[bytes], str], signum: signal.Signals
 ) -> None:
@@ -293,7 +309,8 @@ def test_a_signal_stops_the_guardian_cleanly_and_resumes_what_it_paused(
         [*command, "--journal", str(journal)],
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PATH": str(tmp_path)},  # no notify-send: notify logs a line
+        # no notify-send: notify logs a line; the paused-process record under tmp_path
+        env={**os.environ, "PATH": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state")},
     )
     try:
         wait_until(lambda: state_of(child.pid) == "T", what="the child paused", timeout_s=30)
@@ -460,7 +477,8 @@ def test_renice_lowers_the_burning_childs_priority_and_stop_ends_it(
         )
     finally:
         guardian.close()
-    path.write_text(text.replace('do = "renice"\nby = 7', 'do = "stop"\ngrace = "2s"'))
+    stop = text.replace('do = "renice"\nby = 7\nhold = "0s"', 'do = "stop"\ngrace = "2s"')
+    path.write_text(stop)
     guardian = child_guardian(load_config(path), None, child.pid, tmp_path / "s")
     try:
         wait_until(
@@ -476,10 +494,11 @@ def test_renice_lowers_the_burning_childs_priority_and_stop_ends_it(
         if line["action"] == "stop"
     ]
     assert stops[0]["target"]["pid"] == child.pid
-    assert stops[0]["result"] == "done"
+    assert stops[0]["result"] == "done: SIGTERM sent; SIGKILL in 2 s"
+    assert stops[-1]["result"] == "done: it exited after SIGTERM"  # said at close
 
 
-def test_the_start_line_is_one_line_whatever_the_rule_names_hold(
+def test_a_rule_name_holding_a_newline_is_refused_and_forges_no_log_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "resguard.toml"
@@ -488,8 +507,9 @@ def test_the_start_line_is_one_line_whatever_the_rule_names_hold(
         'metric = "cpu.count"\nop = ">"\nvalue = 100000\n\n'
         '[[guardian.action]]\nwhen = "hot\\nresguard: forged"\ndo = "notify"\n'
     )
-    assert main(["guardian", "--config", str(path), "--once"], out=io.StringIO()) == 0
+    # a name with a control character is refused at load (R1 12): nothing it could forge
+    assert main(["guardian", "--config", str(path), "--once"], out=io.StringIO()) == 2
     err = capsys.readouterr().err
-    [start] = [line for line in err.splitlines() if "guardian started" in line]
-    assert "notify when hot\\nresguard: forged" in start
+    assert "holds a control or bidi character" in err
+    assert "guardian started" not in err
     assert not any(line.startswith("resguard: forged") for line in err.splitlines())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -513,21 +514,28 @@ def test_a_newcomer_on_a_reused_pid_survives(mode: str) -> None:
 
 
 @pytest.mark.parametrize("backend", ["linux", "psutil"])
-def test_pid_1_this_process_and_its_parent_are_never_signalled(
+def test_pid_1_this_process_and_its_ancestors_are_never_signalled(
     backend: str, signals_sent: list[tuple[str, int]]
 ) -> None:
     stopper = ProcessStopper(
-        [r"."],
+        [r"python"],
         enabled=True,
         dry_run=False,
         grace="10ms",
         backend=backend,  # type: ignore[arg-type]
     )
+    stopper.patterns = (re.compile(r"."),)  # every process (the stopper refuses such a pattern)
     uid = os.getuid()
+    grandparent = read_stat(os.getppid())
+    ancestors = [grandparent.ppid] if grandparent is not None and grandparent.ppid > 1 else []
     for pid, reason in (
         (1, "PID 1"),
         (os.getpid(), "this process"),
         (os.getppid(), "this process's parent"),
+        *(
+            (pid, "an ancestor of this process (its shell, terminal or session)")
+            for pid in ancestors
+        ),
     ):
         stat = read_stat(pid)
         start = stat.start_ticks if stat is not None else 0

@@ -9,7 +9,7 @@ import difflib
 import os
 import re
 import sys
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["check_keys", "read_toml", "search_config", "user_config_file"]
+__all__ = [
+    "Wants",
+    "check_keys",
+    "has_tool_resguard",
+    "read_toml",
+    "search_config",
+    "user_config_file",
+]
 
 _DEFAULT_FILES = ("resguard.toml", "pyproject.toml")
 _MAX_CONFIG_BYTES = 1 << 20
@@ -62,43 +69,57 @@ def _readable_file(candidate: Path) -> bool:
         return False
 
 
-def _holds(candidate: Path, marker: bytes | None) -> bool:
-    """Whether *candidate* is a readable file holding *marker* (any file for ``None``)."""
+Wants = Callable[[Mapping[str, Any]], bool]
+"""What a search looks for in a file's parsed TOML (``True``: this file is the one)."""
+
+
+def has_tool_resguard(data: Mapping[str, Any]) -> bool:
+    """Whether parsed TOML has a ``[tool.resguard]`` table (in any TOML spelling)."""
+    tool = data.get("tool")
+    return isinstance(tool, Mapping) and "resguard" in tool
+
+
+def _holds(candidate: Path, wants: Wants | None) -> bool:
+    """Whether *candidate* is a readable file whose parsed TOML *wants* accepts (any file
+    for ``None``). A file that cannot be read or parsed is found (:func:`read_toml` then
+    says what is wrong with it): a broken configuration is never passed over silently."""
     if not _readable_file(candidate):
         return False
-    if marker is None:
+    if wants is None:
         return True
-    try:  # bytes: a file that is not UTF-8 is found here and reported by read_toml()
-        return marker in candidate.read_bytes()
-    except OSError:
-        return False
+    try:
+        data, _ = read_toml(candidate, noun="a configuration")
+    except ConfigError:
+        return True
+    return wants(data)
 
 
 def search_config(
     start: str | os.PathLike[str] | None = None,
     *,
-    pyproject_marker: bytes = b"[tool.resguard",
-    file_marker: bytes | None = None,
+    pyproject_wants: Wants = has_tool_resguard,
+    file_wants: Wants | None = None,
     caller: str = "search_config",
 ) -> Path | None:
     """The configuration file both budgets and the guardian read: ``resguard.toml`` (one
-    holding *file_marker*, when given), else a ``pyproject.toml`` holding
-    *pyproject_marker*, in *start* (default the working directory) or the nearest
-    directory above it; else :func:`user_config_file` (holding *file_marker*) when it
-    exists. ``None`` when there is none. A bad *start* is an error naming *caller* (the
-    public function the user called)."""
+    whose parsed TOML *file_wants* accepts, when given), else a ``pyproject.toml`` that
+    *pyproject_wants* accepts, in *start* (default the working directory) or the nearest
+    directory above it; else :func:`user_config_file` (accepted by *file_wants*) when it
+    exists. Files are judged by their parsed tables, never by the bytes they hold (a
+    comment naming a table is not the table). ``None`` when there is none. A bad *start*
+    is an error naming *caller* (the public function the user called)."""
     if start is not None and not isinstance(start, (str, os.PathLike)):
         raise InvalidType(f"{caller}({start!r}): expected a directory path or None")
     if start is not None and "\x00" in os.fsdecode(start):
         raise InvalidValue(f"{caller}({start!r}): a path cannot hold a NUL character")
-    markers = {"resguard.toml": file_marker, "pyproject.toml": pyproject_marker}
+    markers = {"resguard.toml": file_wants, "pyproject.toml": pyproject_wants}
     here = Path(start or os.getcwd()).resolve()
     for directory in (here, *here.parents):
         for name in _DEFAULT_FILES:
             if _holds(directory / name, markers[name]):
                 return directory / name
     user = user_config_file()
-    return user if user is not None and _holds(user, file_marker) else None
+    return user if user is not None and _holds(user, file_wants) else None
 
 
 def read_toml(path: str | os.PathLike[str], *, noun: str) -> tuple[dict[str, Any], str]:

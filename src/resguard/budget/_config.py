@@ -224,7 +224,7 @@ def find_config(start: str | os.PathLike[str] | None = None) -> Path | None:
     """``resguard.toml``, else a ``pyproject.toml`` with ``[tool.resguard]``, in *start* or
     the nearest directory above it, else ``resguard.toml`` in the user's config directory
     (:func:`search_config`)."""
-    return search_config(start, pyproject_marker=b"[tool.resguard", caller="find_config")
+    return search_config(start, caller="find_config")
 
 
 def _check_path(path: object, what: str) -> None:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["add_parser", "run"]
 
 _PLATFORMS = ("linux", "macos")
+_STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
 
 
 def _config(args: argparse.Namespace) -> GuardianConfig:
@@ -84,15 +87,18 @@ def _logging_to_stderr() -> Iterator[None]:
 
 @contextmanager
 def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM and SIGINT set *stop* (the loop then resumes what it paused and ends)."""
+    """SIGTERM, SIGINT, SIGHUP (a closed terminal) and SIGQUIT set *stop* (the loop then
+    resumes what it paused and ends)."""
     previous: dict[int, Any] = {}
 
     def handler(signum: int, frame: object) -> None:
         stop.set()
 
     if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[int(signum)] = signal.signal(signum, handler)
+        for name in _STOP_SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is not None:
+                previous[int(signum)] = signal.signal(signum, handler)
     try:
         yield
     finally:
@@ -111,7 +117,7 @@ def _once(guardian: Guardian, args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         print_json({"verdict": verdict.to_dict(), "actions": lines}, out)
     else:
-        out.write(f"{verdict.reason}\n")
+        out.write(f"{printable(verdict.reason)}\n")
     return 0 if verdict.ok else 1
 
 
@@ -119,7 +125,7 @@ def _guard(args: argparse.Namespace, out: TextIO) -> int:
     from resguard.guardian import Guardian
 
     config = _config(args)
-    guardian = Guardian(config)
+    guardian = Guardian(config, once=args.once)
     with _logging_to_stderr():
         logging.getLogger("resguard.guardian").info("%s", _start_line(config))
         if args.once:
@@ -135,30 +141,57 @@ def _guard(args: argparse.Namespace, out: TextIO) -> int:
 
 def _install(args: argparse.Namespace, out: TextIO) -> int:
     from resguard.guardian import (
+        check_path,
         enable_hint,
         guardian_command,
         launchd_plist,
+        load_config,
         systemd_unit,
         unit_path,
     )
 
     platform = args.platform or ("macos" if sys.platform == "darwin" else "linux")
-    path = Path(args.output) if args.output is not None else unit_path(platform)
+    if args.output is not None:
+        path = Path(check_path(args.output, "--output"))
+    else:
+        path = unit_path(platform)
+        home = os.environ.get("HOME") or str(Path.home())
+        if not os.path.isdir(home):  # a tree made under /nonexistent runs nothing at login
+            raise InvalidValue(f"HOME={home!r} is not a directory; set HOME or pass --output")
+    if args.config is not None:
+        load_config(check_path(args.config, "--config"))  # a unit that fails every login: no
     command = guardian_command(args.config)
     if platform == "macos":
         data = launchd_plist(command, str(Path.home() / "Library" / "Logs"))
     else:
         data = systemd_unit(command).encode()
-    if path.exists() and not args.force:
+    if path.is_dir():
+        raise InvalidValue(f"{path} is a directory; --output names the unit file to write")
+    if (path.exists() or path.is_symlink()) and not args.force:
         raise InvalidValue(f"{path} exists; pass --force to overwrite it")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    except OSError as error:
-        raise InvalidValue(f"{path} cannot be written ({error.strerror or error})") from None
+    _write(path, data)
     out.write(f"wrote {path}\nto run the guardian at login: {enable_hint(platform, path)}\n")
     out.write("nothing was enabled or started.\n")
     return 0
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write *data* at *path* through a new file renamed over it: a symlink at *path* is
+    replaced, never followed."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, path)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(temporary)
+            raise
+    except OSError as error:
+        raise InvalidValue(f"{path} cannot be written ({error.strerror or error})") from None
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:

@@ -22,6 +22,7 @@ from resguard.guardian._config import (
     parse_config,
 )
 from resguard.guardian._install import (
+    check_path,
     enable_hint,
     guardian_command,
     launchd_plist,
@@ -44,6 +45,7 @@ __all__ = [
     "Outcome",
     "Planner",
     "Target",
+    "check_path",
     "enable_hint",
     "guardian_command",
     "launchd_plist",
@@ -63,6 +65,7 @@ for _public in (
     Outcome,
     Planner,
     Target,
+    check_path,
     enable_hint,
     guardian_command,
     launchd_plist,

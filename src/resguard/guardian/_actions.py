@@ -21,6 +21,7 @@ __all__ = [
     "ACTIONS",
     "PROCESS_ACTIONS",
     "STATUSES",
+    "UNDO_ACTIONS",
     "ActionSpec",
     "Effects",
     "Outcome",
@@ -30,6 +31,11 @@ __all__ = [
 
 ACTIONS = ("notify", "ollama-unload-idle", "renice", "pause", "stop")
 """Every value ``do`` accepts."""
+
+UNDO_ACTIONS = {"pause": "resume", "renice": "renice-undo", "stop": "kill"}
+"""The journal's action names of what follows an action on its own: a pause's SIGCONT
+(``resume``), a renice put back (``renice-undo``), a stop's SIGKILL at the end of its grace
+(``kill``)."""
 
 PROCESS_ACTIONS = frozenset({"renice", "pause", "stop"})
 """The actions that signal or renice processes: each needs a non-empty ``match``."""
@@ -52,6 +58,13 @@ class ActionSpec:
     idle_for_s: float = 300.0  # ollama-unload-idle: a model idle at least this long
     renice_by: int = 10  # renice: 1..19, lowers priority only
     grace_s: float = 5.0  # stop: SIGTERM, then SIGKILL after grace
+    hold_s: float | None = None  # pause/renice: undone once the rule has been clear this long
+
+    @property
+    def hold(self) -> float:
+        """How long the rule must have been clear before a pause or renice is undone
+        (``hold``, default the cooldown)."""
+        return self.cooldown_s if self.hold_s is None else self.hold_s
 
     @property
     def label(self) -> str:
@@ -114,5 +127,12 @@ class Effects(Protocol):
     def clear(self, spec: ActionSpec, *, dry_run: bool) -> list[Outcome]:
         """The rule *spec* acted on cleared: SIGCONT what it paused, restore nice."""
 
+    def pending(self) -> list[tuple[str | None, Outcome]]:
+        """What earlier actions left due, done now (a stop's SIGKILL at the end of its
+        grace), each with the rule it was for."""
+
+    def recover(self) -> list[Outcome]:
+        """Start: resume what an earlier guardian paused and never resumed."""
+
     def close(self) -> list[Outcome]:
-        """Shutdown: resume every process still paused."""
+        """Shutdown: resume every process still paused, abandon the SIGKILLs due."""

@@ -18,6 +18,7 @@ from resguard._errors import ConfigError, InvalidType, InvalidValue
 from resguard._modules.clock import Clock, monotonic
 from resguard._modules.tomlfile import check_keys, read_toml, search_config
 from resguard.guardian._actions import ACTIONS, PROCESS_ACTIONS, ActionSpec
+from resguard.reclaim import pattern_problem
 from resguard.rules import Level, Policy, ProcessCount, ProcessThreshold, Rule, Threshold
 from resguard.units import format_duration, parse_duration
 
@@ -46,8 +47,11 @@ _RULE_FORMS: dict[str, tuple[str, ...]] = {
     "process": ("process_cpu_percent_above",),
     "count": ("processes_cpu_percent_above", "at_least", "cooldown"),
 }
-_ACTION_KEYS = ("when", "do", "match", "cooldown", "idle_for", "by", "grace")
+_ACTION_KEYS = ("when", "do", "match", "cooldown", "idle_for", "by", "grace", "hold")
 _ACTION_ONLY = {"idle_for": "ollama-unload-idle", "by": "renice", "grace": "stop"}
+_HOLD_FOR = ("pause", "renice")  # the actions undone when their rule has been clear a while
+_MAX_S = {"cooldown": 86400.0, "hold": 86400.0, "grace": 600.0, "idle_for": 7 * 86400.0}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
 _LEVELS = ("WARNING", "CRITICAL")
 _FOR_ARGUMENT = re.compile(r"(?<![\w.])for_(?!\w)")
 _CPU_ARGUMENT = re.compile(r"(?<![\w.])cpu_percent_above(?!\w)")
@@ -144,6 +148,15 @@ def _text(path: str, key: str, value: object, what: str) -> str:
     return value
 
 
+def _bounded(path: str, key: str, value: object) -> float:
+    """A duration key of an action, from 0 to its upper bound (``_MAX_S``)."""
+    seconds = _seconds(path, key, value)
+    most = _MAX_S[key.rsplit(".", 1)[-1]]
+    if not 0 <= seconds <= most:
+        raise _error(path, key, value, f"expected from 0s to {format_duration(most)}")
+    return seconds
+
+
 # --------------------------------------------------------------------------- rules ---
 
 
@@ -164,7 +177,10 @@ def _rule_form(path: str, prefix: str, table: Mapping[str, Any]) -> str:
 
 def _rule_arguments(path: str, prefix: str, table: Mapping[str, Any]) -> dict[str, Any]:
     """The keyword arguments every rule type shares, checked."""
-    arguments: dict[str, Any] = {"name": _text(path, f"{prefix}.name", table.get("name"), "a name")}
+    name = _text(path, f"{prefix}.name", table.get("name"), "a name")
+    if _CONTROL.search(name):  # it reaches the log, the verdict and the terminal
+        raise _error(path, f"{prefix}.name", name, "holds a control or bidi character")
+    arguments: dict[str, Any] = {"name": name}
     if "for" in table:
         arguments["for_"] = _seconds(path, f"{prefix}.for", table["for"])
     if "cooldown" in table:
@@ -233,9 +249,13 @@ def _patterns(path: str, key: str, value: object) -> tuple[re.Pattern[str], ...]
         if not isinstance(item, str) or not item:
             raise _error(path, key, value, f"{item!r} is not a pattern; {expected}")
         try:
-            patterns.append(re.compile(item))
-        except re.error as exc:
+            compiled = re.compile(item)
+        except (re.error, RecursionError, OverflowError) as exc:
             raise _error(path, key, item, f"is not a regular expression ({exc})") from None
+        problem = pattern_problem(compiled)
+        if problem is not None:
+            raise _error(path, key, item, problem)
+        patterns.append(compiled)
     return tuple(patterns)
 
 
@@ -256,8 +276,8 @@ def _action(path: str, prefix: str, index: int, table: object, names: frozenset[
     if when.upper() in _LEVELS:
         when = when.upper()
     elif when not in names:
-        close = difflib.get_close_matches(when, sorted(names), n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        close = _close_names(when, names)
+        hint = f"; did you mean {close!r}?" if close else ""
         raise _error(
             path, f"{prefix}.when", when, f"names no rule{hint} (or give warning or critical)"
         )
@@ -273,15 +293,30 @@ def _action(path: str, prefix: str, index: int, table: object, names: frozenset[
         fields["match"] = _patterns(path, f"{prefix}.match", table["match"])
     elif "match" in table:
         raise _error(path, f"{prefix}.match", table["match"], "is for renice, pause and stop")
-    if "cooldown" in table:
-        fields["cooldown_s"] = _seconds(path, f"{prefix}.cooldown", table["cooldown"])
-    if "idle_for" in table:
-        fields["idle_for_s"] = _seconds(path, f"{prefix}.idle_for", table["idle_for"])
-    if "grace" in table:
-        fields["grace_s"] = _seconds(path, f"{prefix}.grace", table["grace"])
+    if "hold" in table and do not in _HOLD_FOR:
+        raise _error(path, f"{prefix}.hold", table["hold"], "is for do = 'pause' or 'renice' only")
+    for key, field in (
+        ("cooldown", "cooldown_s"),
+        ("idle_for", "idle_for_s"),
+        ("grace", "grace_s"),
+        ("hold", "hold_s"),
+    ):
+        if key in table:
+            fields[field] = _bounded(path, f"{prefix}.{key}", table[key])
     if "by" in table:
         fields["renice_by"] = _renice_by(path, f"{prefix}.by", table["by"])
     return ActionSpec(index=index, when=when, do=str(do), **fields)
+
+
+def _close_names(when: str, names: frozenset[str]) -> str | None:
+    """The rule *when* most likely meant: one whose name starts with or holds it (a preset
+    rule's short name, ``runaway``), else the closest spelling."""
+    folded = when.casefold()
+    holding = sorted(name for name in names if folded in name.casefold())
+    if holding:
+        return min(holding, key=lambda name: (not name.casefold().startswith(folded), len(name)))
+    close = difflib.get_close_matches(when, sorted(names), n=1, cutoff=0.5)
+    return close[0] if close else None
 
 
 # --------------------------------------------------------------------------- table ---
@@ -403,16 +438,28 @@ def parse_config(data: Mapping[str, Any], path: str = "<config>") -> GuardianCon
     return GuardianConfig(path=path, rules=rules, actions=actions, **fields)
 
 
+def _has_guardian(data: Mapping[str, Any]) -> bool:
+    """Whether parsed TOML holds the guardian's table (a pyproject's
+    ``[tool.resguard.guardian]``, a resguard.toml's ``[guardian]``), however spelled."""
+    if "tool" in data:
+        tool = data["tool"]
+        data = tool.get("resguard", {}) if isinstance(tool, Mapping) else {}
+        data = data if isinstance(data, Mapping) else {}
+    # a misspelt table ([guardain]) is found and reported, never passed over
+    return any(difflib.get_close_matches(str(key), ["guardian"], cutoff=0.7) for key in data)
+
+
 def load_config(path: str | os.PathLike[str] | None = None) -> GuardianConfig:
     """The guardian's configuration from *path* (which must hold the guardian's table),
-    else from the file the search finds (a ``resguard.toml`` that mentions the guardian
-    or a ``pyproject.toml`` with ``[tool.resguard.guardian]``, here or above, then
+    else from the file the search finds (a ``resguard.toml`` with a ``[guardian]`` table
+    or a ``pyproject.toml`` with ``[tool.resguard.guardian]``, by their parsed TOML, here
+    or above, then
     ``resguard.toml`` in the user config directory); the defaults (the laptop preset,
     dry-run, no actions) when there is none."""
     if path is not None and not isinstance(path, (str, os.PathLike)):
         raise InvalidType(f"load_config({path!r}): expected the path of a TOML file or None")
     if path is None:
-        found = search_config(pyproject_marker=b"[tool.resguard.guardian", file_marker=b"guardian")
+        found = search_config(pyproject_wants=_has_guardian, file_wants=_has_guardian)
         if found is None:
             return GuardianConfig()
         path = found

@@ -43,14 +43,23 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from resguard._errors import ResguardError
-from resguard.guardian._actions import PROCESS_ACTIONS, ActionSpec, Outcome, Status, Target
+from resguard.guardian._actions import (
+    PROCESS_ACTIONS,
+    UNDO_ACTIONS,
+    ActionSpec,
+    Outcome,
+    Status,
+    Target,
+)
 from resguard.guardian._notify import Notifier
+from resguard.guardian._paused import PausedFile
 from resguard.guardian._unload import ModelUnloader
 from resguard.rules import culprit_resource
 
@@ -64,6 +73,8 @@ __all__ = ["MachineEffects"]
 
 _NO_MATCH = "a process action needs `match` patterns (there is no default)"
 _MAX_NICE = 19
+_UNDO_RENICE = UNDO_ACTIONS["renice"]
+_RECORDED = ("pid", "start_ticks", "create_time", "ppid", "name", "cmdline", "uid")
 _Said = tuple[Status, str]  # an outcome's status and reason, before its target is known
 
 
@@ -75,6 +86,19 @@ class _Changed:
     target: Target
     nice: int | None = None  # renice: the value before; the one set is ``set_nice``
     set_nice: int | None = None
+    match: tuple[str, ...] = ()  # the action's patterns, for the paused-process record
+
+
+@attrs.frozen
+class _Kill:
+    """A stop whose SIGTERM was sent: SIGKILL is due at *deadline* (monotonic) unless the
+    process exits first; *rule* is the rule it was stopped for (its journal lines')."""
+
+    stopper: ProcessStopper
+    candidate: StopCandidate
+    target: Target
+    rule: str
+    deadline: float
 
 
 class MachineEffects:
@@ -84,7 +108,9 @@ class MachineEffects:
     :class:`resguard.reclaim.ProcessStopper`); *protect* adds names never touched;
     *ollama_host* and *ollama_keep_alive* (the server's ``OLLAMA_KEEP_ALIVE``) are for
     ``ollama-unload-idle``; *notifier* and *unloader* replace the desktop notifier and the
-    model unloader (tests); *wall_clock* is the epoch clock Ollama's expiry is compared with.
+    model unloader (tests); *wall_clock* is the epoch clock Ollama's expiry is compared with;
+    *clock* (monotonic) dates a stop's SIGKILL; *paused_dir* is the directory where the
+    processes held paused are recorded (``resguard.guardian._paused``; ``None``: nowhere).
     """
 
     def __init__(
@@ -97,6 +123,8 @@ class MachineEffects:
         notifier: Notifier | None = None,
         unloader: ModelUnloader | None = None,
         wall_clock: Callable[[], float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        paused_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self._backend = backend
         self._protect = tuple(protect)
@@ -108,6 +136,9 @@ class MachineEffects:
         self._stoppers: dict[tuple[int, tuple[str, ...], float], ProcessStopper] = {}
         self._paused: dict[int, list[_Changed]] = {}
         self._reniced: dict[int, list[_Changed]] = {}
+        self._kills: list[_Kill] = []
+        self._clock = clock
+        self._record = PausedFile(paused_dir)
 
     # ------------------------------------------------------------------ the protocol
     def act(
@@ -129,7 +160,9 @@ class MachineEffects:
         found = self._targets(stopper, breach, snapshot)
         if isinstance(found, str):
             return [Outcome(spec.do, None, dry_run, "skipped", found)]
-        return [self._process(stopper, spec, candidate, dry_run) for candidate in found]
+        return [
+            self._process(stopper, spec, candidate, dry_run, breach.rule) for candidate in found
+        ]
 
     def clear(self, spec: ActionSpec, *, dry_run: bool) -> list[Outcome]:
         """The rule *spec* acted on cleared: SIGCONT to what it paused, nice values back."""
@@ -139,20 +172,78 @@ class MachineEffects:
         except ResguardError:
             stopper = None
         for held in self._paused.pop(spec.index, []):
-            outcomes.append(self._resume(stopper, spec.do, held, dry_run))
+            outcomes.append(self._resume(stopper, held, dry_run))
+        self._save()
         for held in self._reniced.pop(spec.index, []):
             outcomes.append(self._restore_nice(stopper, held, dry_run))
         return outcomes
 
+    def pending(self) -> list[tuple[str | None, Outcome]]:
+        """What earlier actions left due, done now: a stopped process that exited since
+        its SIGTERM (``stop``, its RSS freed), or one still running at the end of its
+        grace (``kill``: SIGKILL, verified first). Each with the rule it was for."""
+        now = self._clock()
+        outcomes: list[tuple[str | None, Outcome]] = []
+        waiting = []
+        for kill in self._kills:
+            if self._exited(kill):
+                outcomes.append((kill.rule, _exited(kill)))
+            elif now >= kill.deadline:
+                outcomes.append((kill.rule, self._kill(kill)))
+            else:
+                waiting.append(kill)
+        self._kills = waiting
+        return outcomes
+
+    def recover(self) -> list[Outcome]:
+        """Start: SIGCONT to each process the paused-process record names that is still
+        that very process (an earlier guardian paused it and never resumed it); the
+        record is then rewritten with what this guardian holds (nothing yet)."""
+        from resguard.reclaim import ProcessStopper, StopCandidate
+
+        outcomes = []
+        for entry in self._record.leftovers():
+            fields = {key: entry[key] for key in entry if key != "match"}
+            candidate = StopCandidate(rss=0, protected=None, **fields)
+            held = _Changed(candidate, _target(candidate), match=tuple(entry["match"]))
+            try:
+                stopper = ProcessStopper(list(held.match), enabled=True, protect=self._protect)
+            except ResguardError as error:
+                outcomes.append(Outcome("resume", held.target, False, "skipped", str(error)))
+                continue
+            outcomes.append(self._resume(stopper, held, False))
+        self._save()
+        return outcomes
+
     def close(self) -> list[Outcome]:
-        """Shutdown: SIGCONT to every process still paused (reniced ones keep their nice)."""
+        """Shutdown: SIGCONT to every process still paused (reniced ones keep their nice);
+        the SIGKILLs still due are abandoned (the processes were sent SIGTERM only)."""
         outcomes: list[Outcome] = []
+        for kill in self._kills:
+            if self._exited(kill):
+                outcomes.append(_exited(kill))
+                continue
+            why = "the guardian stopped before its grace ran out: not killed"
+            outcomes.append(Outcome("kill", kill.target, False, "skipped", why))
+        self._kills = []
         for index, helds in list(self._paused.items()):
             stopper = next((s for key, s in self._stoppers.items() if key[0] == index), None)
-            outcomes.extend(self._resume(stopper, "pause", held, False) for held in helds)
+            outcomes.extend(self._resume(stopper, held, False) for held in helds)
         self._paused.clear()
+        self._save()
         self.unloader.close()
         return outcomes
+
+    def _save(self) -> None:
+        entries = [
+            {
+                **{key: getattr(held.candidate, key) for key in _RECORDED},
+                "match": list(held.match),
+            }
+            for helds in self._paused.values()
+            for held in helds
+        ]
+        self._record.save(entries)
 
     # ------------------------------------------------------------------ notify
     def _notify(self, spec: ActionSpec, breach: Breach, dry_run: bool) -> Outcome:
@@ -202,7 +293,12 @@ class MachineEffects:
         return [chosen] if chosen is not None else "no process matches `match`"
 
     def _process(
-        self, stopper: ProcessStopper, spec: ActionSpec, candidate: StopCandidate, dry_run: bool
+        self,
+        stopper: ProcessStopper,
+        spec: ActionSpec,
+        candidate: StopCandidate,
+        dry_run: bool,
+        rule: str,
     ) -> Outcome:
         target = _target(candidate)
         if candidate.protected is not None:
@@ -214,27 +310,65 @@ class MachineEffects:
         if dry_run:
             return Outcome(spec.do, target, True, "would")
         if spec.do == "stop":
-            return self._stop(stopper, candidate, target)
+            return self._stop(stopper, candidate, target, rule)
         if not _can(spec.do):
             return Outcome(spec.do, target, False, "failed", f"this platform cannot {spec.do}")
         if spec.do == "pause":
             status, why = self._send(stopper, candidate, signal.SIGSTOP)
             if status == "done":
-                self._paused.setdefault(spec.index, []).append(_Changed(candidate, target))
+                match = tuple(pattern.pattern for pattern in spec.match)
+                paused = _Changed(candidate, target, match=match)
+                self._paused.setdefault(spec.index, []).append(paused)
+                self._save()
             return Outcome(spec.do, target, False, status, why)
         return self._renice(stopper, spec, candidate, target)
 
-    def _stop(self, stopper: ProcessStopper, candidate: StopCandidate, target: Target) -> Outcome:
-        action = stopper.stop(candidate, log=False)  # the journal logs it
+    def _stop(
+        self, stopper: ProcessStopper, candidate: StopCandidate, target: Target, rule: str
+    ) -> Outcome:
+        """SIGTERM now; the SIGKILL is due at the end of the grace, sent by a later
+        :meth:`pending` (the tick and a shutdown never wait for it)."""
+        if any(kill.candidate.same_process(candidate) for kill in self._kills):
+            return Outcome("stop", target, False, "skipped", "already sent SIGTERM; SIGKILL due")
+        was_paused = False
         for helds in self._paused.values():  # a stopped process is no longer ours to resume
-            helds[:] = [held for held in helds if not held.candidate.same_process(candidate)]
-        if action.done and action.signal == "none":  # it ended by itself: nothing freed by us
+            kept = [held for held in helds if not held.candidate.same_process(candidate)]
+            was_paused = was_paused or len(kept) != len(helds)
+            helds[:] = kept
+        self._save()
+        with stopper.verified(candidate) as (handle, why):
+            if handle is None:
+                return Outcome("stop", target, False, "skipped", why)
+            try:
+                sent = handle.send(signal.SIGTERM)
+                if sent and was_paused and hasattr(signal, "SIGCONT"):
+                    handle.send(signal.SIGCONT)  # a stopped process acts on SIGTERM once resumed
+            except OSError as error:
+                return Outcome("stop", target, False, "failed", f"not permitted: {error}")
+        if not sent:
             return Outcome("stop", target, False, "skipped", "it exited before it was signalled")
-        if action.done:
-            return Outcome("stop", target, False, "done", freed_bytes=candidate.rss)
-        return Outcome(
-            "stop", target, False, "skipped" if action.refused else "failed", action.reason
-        )
+        grace = stopper.grace_s
+        self._kills.append(_Kill(stopper, candidate, target, rule, self._clock() + grace))
+        return Outcome("stop", target, False, "done", f"SIGTERM sent; SIGKILL in {grace:g} s")
+
+    @staticmethod
+    def _exited(kill: _Kill) -> bool:
+        fresh = kill.stopper.candidate(kill.candidate.pid)
+        return fresh is None or not fresh.same_process(kill.candidate)
+
+    def _kill(self, kill: _Kill) -> Outcome:
+        grace = kill.stopper.grace_s
+        with kill.stopper.verified(kill.candidate) as (handle, why):
+            if handle is None:
+                return Outcome("kill", kill.target, False, "skipped", why)
+            try:
+                sent = handle.kill()
+            except OSError as error:
+                return Outcome("kill", kill.target, False, "failed", f"not permitted: {error}")
+        if not sent:
+            return _exited(kill)
+        why = f"still running {grace:g} s after SIGTERM"
+        return Outcome("kill", kill.target, False, "done", why, kill.candidate.rss)
 
     def _send(self, stopper: ProcessStopper, candidate: StopCandidate, signum: int) -> _Said:
         with stopper.verified(candidate) as (handle, why):
@@ -277,9 +411,8 @@ class MachineEffects:
             return "it is gone (its pid is free or another process's now)"
         return fresh
 
-    def _resume(
-        self, stopper: ProcessStopper | None, action: str, held: _Changed, dry_run: bool
-    ) -> Outcome:
+    def _resume(self, stopper: ProcessStopper | None, held: _Changed, dry_run: bool) -> Outcome:
+        action = UNDO_ACTIONS["pause"]
         if dry_run:
             return Outcome(action, held.target, True, "would")
         fresh = self._again(stopper, held)
@@ -292,23 +425,29 @@ class MachineEffects:
         self, stopper: ProcessStopper | None, held: _Changed, dry_run: bool
     ) -> Outcome:
         if dry_run:
-            return Outcome("renice", held.target, True, "would")
+            return Outcome(_UNDO_RENICE, held.target, True, "would")
         fresh = self._again(stopper, held)
         if isinstance(fresh, str) or stopper is None or held.nice is None:
-            return Outcome("renice", held.target, False, "skipped", str(fresh))
+            return Outcome(_UNDO_RENICE, held.target, False, "skipped", str(fresh))
         with stopper.verified(fresh) as (handle, why):
             if handle is None:
-                return Outcome("renice", held.target, False, "skipped", why)
+                return Outcome(_UNDO_RENICE, held.target, False, "skipped", why)
             try:
                 now = os.getpriority(os.PRIO_PROCESS, fresh.pid)
                 if now != held.set_nice:
                     why = f"its nice was changed since (now {now})"
-                    return Outcome("renice", held.target, False, "skipped", why)
+                    return Outcome(_UNDO_RENICE, held.target, False, "skipped", why)
                 os.setpriority(os.PRIO_PROCESS, fresh.pid, held.nice)
             except OSError as error:
                 why = str(error.strerror or error)
-                return Outcome("renice", held.target, False, "failed", why)
-        return Outcome("renice", held.target, False, "done")
+                return Outcome(_UNDO_RENICE, held.target, False, "failed", why)
+        return Outcome(_UNDO_RENICE, held.target, False, "done")
+
+
+def _exited(kill: _Kill) -> Outcome:
+    """A stopped process gone after its SIGTERM: done, its RSS freed."""
+    freed = kill.candidate.rss
+    return Outcome("stop", kill.target, False, "done", "it exited after SIGTERM", freed)
 
 
 def _largest(

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import os
 import plistlib
+import re
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from resguard._errors import InvalidValue
+
 __all__ = [
     "LAUNCHD_LABEL",
     "SYSTEMD_UNIT",
+    "check_path",
     "enable_hint",
     "guardian_command",
     "launchd_plist",
@@ -24,6 +28,15 @@ __all__ = [
 
 SYSTEMD_UNIT = "resguard-guardian.service"
 LAUNCHD_LABEL = "io.resguard.guardian"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def check_path(path: str, what: str) -> str:
+    """*path* when it holds no control character (a newline would add a line to the unit
+    file: ``ExecStartPre=...``); else :class:`~resguard.InvalidValue` naming *what*."""
+    if _CONTROL.search(path):
+        raise InvalidValue(f"{what} {path!r} holds a control character; a unit cannot name it")
+    return path
 
 
 def guardian_command(config: str | None = None) -> list[str]:
@@ -33,7 +46,10 @@ def guardian_command(config: str | None = None) -> list[str]:
     script = executable.parent / "resguard"
     head = [str(script)] if script.is_file() else [str(executable), "-m", "resguard"]
     tail = ["--config", str(Path(config).absolute())] if config is not None else []
-    return [*head, "guardian", *tail]
+    command = [*head, "guardian", *tail]
+    for word in command:
+        check_path(word, "the path")
+    return command
 
 
 def _systemd_quote(word: str) -> str:
@@ -80,11 +96,21 @@ def launchd_plist(command: Sequence[str], log_dir: str) -> bytes:
 
 
 def unit_path(platform: str, environ: Mapping[str, str] = os.environ) -> Path:
-    """Where the unit of *platform* (``"linux"`` or ``"macos"``) goes for this user."""
-    home = Path(environ.get("HOME") or Path.home())
+    """Where the unit of *platform* (``"linux"`` or ``"macos"``) goes for this user:
+    ``$XDG_CONFIG_HOME/systemd/user`` (an unset or relative ``XDG_CONFIG_HOME`` is ignored,
+    as the XDG specification says: ``~/.config``), ``~/Library/LaunchAgents`` on macOS.
+    A ``HOME`` that is empty or relative is an
+    :class:`~resguard.InvalidValue` (pass ``--output``)."""
+    home_text = environ.get("HOME")
+    if home_text is None:
+        home_text = str(Path.home())
+    if not os.path.isabs(home_text):
+        raise InvalidValue(f"HOME={home_text!r} is not an absolute path; set HOME or pass --output")
+    home = Path(check_path(home_text, "HOME"))
     if platform == "macos":
         return home / "Library" / "LaunchAgents" / f"{LAUNCHD_LABEL}.plist"
-    config = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
+    xdg = environ.get("XDG_CONFIG_HOME", "")
+    config = Path(check_path(xdg, "XDG_CONFIG_HOME")) if os.path.isabs(xdg) else home / ".config"
     return config / "systemd" / "user" / SYSTEMD_UNIT
 
 
@@ -92,7 +118,7 @@ def enable_hint(platform: str, path: Path, environ: Mapping[str, str] = os.envir
     """What to run to enable the unit written at *path* (nothing is enabled for you)."""
     home = unit_path(platform, environ)
     if platform == "macos":
-        hint = f"launchctl load -w {shlex.quote(str(home))}"
+        hint = f"launchctl bootstrap gui/$(id -u) {shlex.quote(str(home))}"
     else:
         hint = "systemctl --user daemon-reload && systemctl --user enable --now resguard-guardian"
     if path.absolute() != home.absolute():

@@ -13,8 +13,11 @@ was judged at), which actions fire now and which actions' rules cleared.
 * A firing that found nothing to act on (every outcome ``skipped: ...``: no culprit
   matches, no idle model) does not count: the runner says so (:meth:`Planner.found_nothing`)
   and the action may fire at the next verdict.
-* ``pause`` and ``renice`` are undone when no rule they acted for holds any more: the
-  decision lists them under ``clear`` once, after they fired.
+* ``pause`` and ``renice`` are undone once no rule they acted for has held for the
+  action's ``hold`` (default its cooldown): the decision lists them under ``clear`` once,
+  after they fired. A pause stops the process burning CPU, so its CPU rule clears at the
+  next verdict: without the hold the pause would last one interval. A breach that returns
+  within the hold restarts it.
 
 Nothing here reads a clock or touches a process; the runner passes ``now`` in.
 """
@@ -59,7 +62,7 @@ class Planner:
     are told apart by their ``index`` (unique: :class:`GuardianConfig` checks it).
     """
 
-    __slots__ = ("_acted", "_before", "_last_fired", "_notified", "actions")
+    __slots__ = ("_acted", "_before", "_clear_since", "_last_fired", "_notified", "actions")
 
     def __init__(self, actions: Iterable[ActionSpec]) -> None:
         self.actions: tuple[ActionSpec, ...] = tuple(actions)
@@ -70,6 +73,7 @@ class Planner:
         self._last_fired: dict[tuple[int, str], float] = {}
         self._acted: set[int] = set()  # pause/renice actions that fired since their clear
         self._before: dict[tuple[int, str], float | None] = {}  # last step's fired pairs
+        self._clear_since: dict[int, float] = {}  # acted actions whose rules are all clear
 
     def step(self, verdict: Verdict, now: float) -> Decision:
         """The actions to take for *verdict*, judged at monotonic time *now*."""
@@ -90,9 +94,14 @@ class Planner:
                         self._notified.add(key)
                     if spec.do in UNDONE_ON_CLEAR:
                         self._acted.add(spec.index)
-            if not held and spec.index in self._acted:
-                self._acted.discard(spec.index)
-                clear.append(spec)
+            if held:
+                self._clear_since.pop(spec.index, None)
+            elif spec.index in self._acted:
+                since = self._clear_since.setdefault(spec.index, now)
+                if now - since >= spec.hold:
+                    self._acted.discard(spec.index)
+                    del self._clear_since[spec.index]
+                    clear.append(spec)
         self._notified &= present  # an episode that ended may notify again when it restarts
         return Decision(tuple(fire), tuple(clear))
 

@@ -18,7 +18,7 @@ from resguard._modules.log import get_logger
 from resguard.guardian._actions import ActionSpec, Effects, Outcome
 from resguard.guardian._config import GuardianConfig
 from resguard.guardian._journal import Journal
-from resguard.guardian._plan import Planner
+from resguard.guardian._plan import UNDONE_ON_CLEAR, Planner
 from resguard.monitor import Monitor, State
 from resguard.rules import Breach, Verdict
 from resguard.snapshot import Sampler, Snapshot, default_backend
@@ -27,6 +27,10 @@ __all__ = ["Guardian", "host_sampler"]
 
 _logger = get_logger("resguard.guardian")
 _CGROUP_ROOT = "/sys/fs/cgroup"
+_ONCE = (
+    "--once does not pause or renice: it exits at once and would undo it as it exits "
+    "(run the guardian, or use dry-run to see what it would do)"
+)
 
 
 def host_sampler() -> Sampler:
@@ -64,6 +68,7 @@ class Guardian:
         journal: Journal | None = None,
         monitor: Monitor | None = None,
         dry_run: bool | None = None,
+        once: bool = False,
     ) -> None:
         self.config = config
         self.effects = effects if effects is not None else _machine_effects()
@@ -73,7 +78,9 @@ class Guardian:
         self.planner = Planner(config.actions)
         self.ticks = 0
         self._closed = False
+        self.once = once
         self._nothing: dict[tuple[int, str], str] = {}  # the last "found nothing" journalled
+        self._skipped: dict[tuple[int, str], set[tuple[int | None, str]]] = {}
 
     def observe(self) -> State:
         """Sample the process table and the machine and judge them (no action)."""
@@ -83,6 +90,13 @@ class Guardian:
     def act(self, state: State) -> Verdict:
         """Decide on *state* and carry the decision out; returns its verdict."""
         self.ticks += 1
+        try:
+            due = self.effects.pending()
+        except Exception as error:  # an effect's bug must not stop the guardian
+            _logger.warning("the guardian could not finish its pending actions: %s", error)
+            due = []
+        for rule, outcome in due:
+            self.journal.write(rule, outcome)
         decision = self.planner.step(state.verdict, state.snapshot.monotonic)
         for spec, breach in decision.fire:
             outcomes = self._do(spec, breach.rule, partial(self._act, spec, breach, state.snapshot))
@@ -96,9 +110,21 @@ class Guardian:
         """``act(observe())``."""
         return self.act(self.observe())
 
-    def run(self, stop: threading.Event) -> None:
-        """Tick every ``config.interval_s`` until *stop* is set, then :meth:`close`."""
+    def recover(self) -> None:
+        """Resume (journalled) what an earlier guardian paused and never resumed."""
         try:
+            outcomes = self.effects.recover()
+        except Exception as error:  # a bug in the effects: said, not raised at start
+            _logger.warning("the guardian could not resume what was left paused: %s", error)
+            return
+        for outcome in outcomes:
+            self.journal.write(None, outcome)
+
+    def run(self, stop: threading.Event) -> None:
+        """:meth:`recover`, tick every ``config.interval_s`` until *stop* is set, then
+        :meth:`close`."""
+        try:
+            self.recover()
             while not stop.is_set():
                 self.tick()
                 stop.wait(self.config.interval_s)
@@ -119,6 +145,8 @@ class Guardian:
             self.journal.write(None, outcome)
 
     def _act(self, spec: ActionSpec, breach: Breach, snapshot: Snapshot) -> list[Outcome]:
+        if self.once and spec.do in UNDONE_ON_CLEAR and not self.dry_run:
+            return [Outcome(spec.do, None, False, "refused", _ONCE)]
         return self.effects.act(spec, breach, snapshot, dry_run=self.dry_run)
 
     def _do(self, spec: ActionSpec, rule: str, call: Callable[[], list[Outcome]]) -> list[Outcome]:
@@ -129,6 +157,8 @@ class Guardian:
                 Outcome(spec.do, None, self.dry_run, "failed", f"{type(error).__name__}: {error}")
             ]
         key = (spec.index, rule)
+        skipped = self._skipped.setdefault(key, set())
+        now_skipped = set()
         for outcome in outcomes:
             if _found_nothing(outcome):
                 if self._nothing.get(key) == outcome.result:
@@ -136,7 +166,13 @@ class Guardian:
                 self._nothing[key] = outcome.result
             else:
                 self._nothing.pop(key, None)
+            if outcome.status == "skipped" and outcome.target is not None:
+                said = (outcome.target.pid, outcome.result)
+                now_skipped.add(said)
+                if said in skipped:
+                    continue  # the same process skipped for the same reason: said once
             self.journal.write(rule, outcome)
+        self._skipped[key] = now_skipped
         return outcomes
 
 
@@ -149,8 +185,9 @@ def _found_nothing(outcome: Outcome) -> bool:
 
 def _machine_effects() -> Effects:
     from resguard.guardian._effects import MachineEffects
+    from resguard.guardian._paused import default_paused_path
 
-    return MachineEffects()
+    return MachineEffects(paused_dir=default_paused_path())
 
 
 def _monitor_for(config: GuardianConfig) -> Monitor:

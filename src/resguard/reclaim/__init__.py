@@ -24,6 +24,7 @@ from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin
 from resguard.reclaim._base import Cost, Reclaimable
 from resguard.reclaim._base import shown as _shown
+from resguard.reclaim._checks import MATCHED_CHARS, pattern_problem
 from resguard.reclaim._stopper import (
     ACTIONS_KEPT,
     ProcessStopper,
@@ -35,6 +36,7 @@ from resguard.units import format_bytes
 __all__ = [
     "ACTIONS_KEPT",
     "DEFAULT_PROTECTED_NAMES",
+    "MATCHED_CHARS",
     "Cost",
     "GarbageCollect",
     "Ladder",
@@ -45,6 +47,7 @@ __all__ = [
     "StepResult",
     "StopAction",
     "StopCandidate",
+    "pattern_problem",
     "register",
     "registered",
     "unregister",

@@ -4,13 +4,83 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import sys
 from collections.abc import Iterable
+from typing import Any
 
 from resguard._errors import InvalidType, InvalidValue
 from resguard.reclaim._base import shown as _shown
 
-__all__ = ["check_candidate", "check_flag", "compile_patterns", "protected_names"]
+if sys.version_info >= (3, 11):
+    from re import _parser as _sre_parse
+else:  # pragma: no cover - Python 3.10
+    import sre_parse as _sre_parse
+
+__all__ = [
+    "MATCHED_CHARS",
+    "check_candidate",
+    "check_flag",
+    "compile_patterns",
+    "own_pids",
+    "pattern_problem",
+    "protected_names",
+]
+
+MATCHED_CHARS = 1024
+"""How much of a process's name and of its command line a pattern is matched against
+(each cut to this many characters): a pattern's work is bounded by the text's length."""
+
+_PROBES = ("x", "Q", "7", "/", "-", "_", ".")  # a pattern matching all of them matches anything
+_REPEATS = frozenset({_sre_parse.MAX_REPEAT, _sre_parse.MIN_REPEAT})
+_NAME_IT = "expected a pattern that names what may be touched"
+_UNBOUNDED = 64  # a repeat of more than this many is treated as unbounded
+
+
+def pattern_problem(regex: re.Pattern[str]) -> str | None:
+    """Why *regex* may not choose processes to act on, or ``None``: it matches an empty
+    string or any one-character text (so every process), or it can take exponential time
+    (a repeat nested in an unbounded repeat, ``(a+)+``; an alternation in one, ``(a|ab)*``)."""
+    if regex.search("") is not None:
+        return f"matches an empty string, so it matches every process; {_NAME_IT}"
+    if all(regex.search(probe) for probe in _PROBES):
+        return f"matches any text, so it matches every process; {_NAME_IT}"
+    try:
+        tree = _sre_parse.parse(regex.pattern, regex.flags & ~re.UNICODE)
+    except Exception:  # it compiled: the parser's internals are not ours
+        return None
+    if _exponential(tree, inside=False):
+        return (
+            "can take exponential time (a repeat or an alternation inside an unbounded "
+            "repeat, as in (a+)+ or (a|ab)*); expected it written without the nesting"
+        )
+    return None
+
+
+def _exponential(items: Any, *, inside: bool) -> bool:
+    """Whether the parsed *items* hold a repeat or a branch inside an unbounded repeat."""
+    for op, value in items:
+        if op in _REPEATS:
+            _low, high, body = value
+            unbounded = high is _sre_parse.MAXREPEAT or high > _UNBOUNDED
+            if inside and unbounded:
+                return True
+            if _exponential(body, inside=inside or unbounded):
+                return True
+        elif op is _sre_parse.BRANCH:
+            if inside:
+                return True
+            if any(_exponential(branch, inside=inside) for branch in value[1]):
+                return True
+        elif op is _sre_parse.SUBPATTERN:
+            if _exponential(value[-1], inside=inside):
+                return True
+        elif op in (_sre_parse.ASSERT, _sre_parse.ASSERT_NOT) and _exponential(
+            value[1], inside=inside
+        ):
+            return True
+    return False
 
 
 def check_flag(value: object, name: str) -> bool:
@@ -40,14 +110,37 @@ def compile_patterns(patterns: object) -> tuple[re.Pattern[str], ...]:
             raise InvalidType(
                 f"{_shown(pattern)} in {_shown(patterns)} is not a pattern; {expected}"
             )
-        if regex.search("") is not None:
-            raise InvalidValue(
-                f"{regex.pattern!r} matches an empty string, so it matches "
-                "every process; expected a pattern that names what may be "
-                "stopped"
-            )
+        problem = pattern_problem(regex)
+        if problem is not None:
+            raise InvalidValue(f"{regex.pattern!r} {problem}")
         compiled.append(regex)
     return tuple(compiled)
+
+
+_MAX_ANCESTORS = 64  # a loop in a damaged table cannot make the walk endless
+
+
+def own_pids() -> tuple[int, ...]:
+    """This process, its parent and every ancestor above (its shell, the terminal, tmux,
+    the session's manager ...), nearest first: none of them is ever touched (a pattern
+    matching ``bash`` or ``tmux`` must not pause the terminal the caller runs in)."""
+    from resguard._probes.identity import read_stat
+
+    chain = [os.getpid(), os.getppid()]
+    if os.path.exists("/proc/self/stat"):
+        while len(chain) < _MAX_ANCESTORS and chain[-1] > 1:
+            stat = read_stat(chain[-1])
+            if stat is None or stat.ppid <= 0 or stat.ppid in chain:
+                break
+            chain.append(stat.ppid)
+        return tuple(chain)
+    try:
+        import psutil
+
+        parents = [parent.pid for parent in psutil.Process(chain[-1]).parents()]
+    except Exception:  # psutil missing or a platform's refusal: the parent at least
+        parents = []
+    return (*chain, *parents[: _MAX_ANCESTORS - 2])
 
 
 def protected_names(protect: object) -> frozenset[str]:

@@ -42,7 +42,14 @@ from resguard._probes.names import full_name, short_name
 from resguard._probes.procfs import PAGE_SIZE, TICKS_PER_S
 from resguard.reclaim._base import Cost
 from resguard.reclaim._base import shown as _shown
-from resguard.reclaim._checks import check_candidate, check_flag, compile_patterns, protected_names
+from resguard.reclaim._checks import (
+    MATCHED_CHARS,
+    check_candidate,
+    check_flag,
+    compile_patterns,
+    own_pids,
+    protected_names,
+)
 from resguard.units import format_bytes
 
 if TYPE_CHECKING:
@@ -144,21 +151,23 @@ class StopAction(ValueMixin):
 
 
 def _pid_rule(pid: int) -> str | None:
-    """Why *pid* is never stopped whoever owns it: PID 1, groups, this process, its parent."""
-    return protection_reason(pid, own_pids=(os.getpid(), os.getppid()), same_user=True)
+    """Why *pid* is never stopped whoever owns it: PID 1, groups, this process, its
+    ancestors."""
+    return protection_reason(pid, own_pids=own_pids(), same_user=True)
 
 
 def protection_reason(
     pid: int,
     *,
-    own_pids: tuple[int, int],
+    own_pids: tuple[int, ...],
     same_user: bool,
     kernel_thread: bool = False,
     name: str | None = None,
     protected_names: frozenset[str] = frozenset(),
 ) -> str | None:
     """Why the process *pid* must never be stopped, or ``None`` when it may be: the one
-    rule of both paths. *own_pids* is (this process, its parent); *same_user* is
+    rule of both paths. *own_pids* is this process, its parent, then its other ancestors
+    (:func:`own_pids`); *same_user* is
     :func:`resguard._probes.identity.same_user` of its owner (``False`` wherever whose it
     is cannot be proved); *name* is checked against *protected_names*."""
     if pid <= 1:
@@ -167,6 +176,8 @@ def protection_reason(
         return "this process"
     if pid == own_pids[1]:
         return "this process's parent"
+    if pid in own_pids[2:]:
+        return "an ancestor of this process (its shell, terminal or session)"
     if not same_user:
         return "another user's process"
     if kernel_thread:
@@ -232,7 +243,7 @@ class _ProcessReader:
     def _why_protected(self, pid: int, *, mine: bool, kernel_thread: bool, name: str) -> str | None:
         return protection_reason(
             pid,
-            own_pids=(os.getpid(), os.getppid()),
+            own_pids=own_pids(),
             same_user=mine,
             kernel_thread=kernel_thread,
             name=name,
@@ -240,6 +251,9 @@ class _ProcessReader:
         )
 
     def _matches(self, name: str, command: str) -> bool:
+        """Whether a pattern matches *name* or *command*, each cut to ``MATCHED_CHARS``
+        (a pattern's time is bounded by the text it reads: any process's argv is read)."""
+        name, command = name[:MATCHED_CHARS], command[:MATCHED_CHARS]
         return any(pattern.search(command) or pattern.search(name) for pattern in self.patterns)
 
     def _portable(self) -> bool:
@@ -498,9 +512,7 @@ class ProcessStopper(_ProcessReader):
         where uids cannot be compared, as on Windows, every process is another user's)."""
         if isinstance(pid, bool) or not isinstance(pid, int):
             raise InvalidType(f"pid={_shown(pid)} is not a process id; expected an integer")
-        return protection_reason(
-            pid, own_pids=(os.getpid(), os.getppid()), same_user=same_user(uid, my_uid())
-        )
+        return protection_reason(pid, own_pids=own_pids(), same_user=same_user(uid, my_uid()))
 
     def candidates(self) -> list[StopCandidate]:
         """Matching processes, largest first, each with the reason it is protected (or None).
