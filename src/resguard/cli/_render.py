@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, NamedTuple, TextIO, cast
 
+from resguard._errors import ResguardError
 from resguard.units import format_size
 
 __all__ = [
@@ -115,10 +116,12 @@ def writable(text: str, out: TextIO) -> str:
     return text
 
 
-class OutputError(OSError):
+class OutputError(ResguardError, OSError):
     """The command's output could not be written: a full disk (``> /dev/full``), a
     closed standard output (``>&-``), an I/O error. Not a bug in resguard: the command
-    line says so in one line. (A reader that went away is :class:`BrokenPipeError`.)"""
+    line says so in one line (caught before the other errors of the tree). An
+    :class:`OSError` with the failure's ``errno`` and ``strerror``; a reader that went
+    away stays :class:`BrokenPipeError`."""
 
 
 def _output_error(error: OSError | ValueError) -> OutputError:
