@@ -22,7 +22,14 @@ from resguard._errors import InvalidType, InvalidValue
 from resguard.rules._figures import duration, explain, plain_number, rule_level, rule_name
 from resguard.rules._sustain import Sustain, firing_breach
 from resguard.rules._table import sustained_rows
-from resguard.rules._verdict import THERMAL_STATES, Breach, Level, Offender, since_wall
+from resguard.rules._verdict import (
+    THERMAL_STATES,
+    Breach,
+    Level,
+    Offender,
+    printable,
+    since_wall,
+)
 from resguard.snapshot import Snapshot
 from resguard.units import format_duration, shown
 
@@ -96,6 +103,25 @@ class _HeatRows(abc.ABC):
 
     def new_state(self) -> _RowsState:
         return _RowsState()
+
+    def _unjudged(self, snapshot: Snapshot) -> str | None:
+        """Why some row of the table cannot be judged: a NaN or infinite figure (a
+        hand-built or hostile record; the readers never make one), which
+        :class:`~resguard.rules.Policy` lists in ``Verdict.unknown`` so the verdict is
+        never a plain OK over a sensor nobody could read; ``None`` when every row can be."""
+        rows = self._rows(snapshot)
+        if not rows:
+            return None
+        bad = [row for row in rows if self._figures_broken(row)]
+        if not bad:
+            return None
+        named = ", ".join(printable(f"{row.chip} {row.label}".strip()) for row in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        return f"{self.metric}: {named}{more} read no finite figure"
+
+    @abc.abstractmethod
+    def _figures_broken(self, row: Any) -> bool:
+        """Whether *row*'s figures are there but not finite (NaN, infinite)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({shown(self.name)}, level={shown(self.level)})"
@@ -236,6 +262,12 @@ class SensorThreshold(_HeatRows):
     def _shown(self, row: Any) -> float:
         return float(row.current_celsius)
 
+    def _figures_broken(self, row: Any) -> bool:
+        if _finite(row.current_celsius) is None:
+            return True
+        high = row.high_celsius  # None: the chip has no mark, which is no fault
+        return self.above_high and high is not None and _finite(high) is None
+
     def _crossed(self, offender_row: Any) -> float:
         if self.above_high:
             return float(offender_row.high_celsius)
@@ -282,6 +314,9 @@ class FanThreshold(_HeatRows):
 
     def _shown(self, row: Any) -> float:
         return float(row.rpm)
+
+    def _figures_broken(self, row: Any) -> bool:
+        return _finite(row.rpm) is None
 
 
 def thermal_rank(state: object) -> int | None:

@@ -65,6 +65,7 @@ class Policy:
         "_logged_at",
         "_reads",
         "_steps",
+        "_unjudged",
         "clock",
         "rules",
         "state",
@@ -97,6 +98,10 @@ class Policy:
                     raise InvalidType(f"{shown(rule)}.reads has {shown(path)}, not a metric path")
                 reads.setdefault(path, compile_getter(path))
         self._reads = tuple(reads.items())
+        # the heat rules say when a row of their table holds a NaN or infinite figure
+        self._unjudged: tuple[Callable[[Snapshot], str | None], ...] = tuple(
+            check for rule in self.rules if callable(check := getattr(rule, "_unjudged", None))
+        )
         if not callable(clock):
             raise InvalidType(
                 f"clock={shown(clock)} is not a clock; expected a function returning "
@@ -185,6 +190,8 @@ class Policy:
         if self._failing:
             self._recover(failed)
         unknown = self._unknown(snapshot) if snapshot.faults else ()
+        if self._unjudged:
+            unknown = (*unknown, *_unjudged(self._unjudged, snapshot))
         if failed:
             unknown = (*unknown, *failed.values())
         if breaches is None:
@@ -224,3 +231,17 @@ class Policy:
                 index, None
             ) is not None:  # pop: states in other threads share this
                 self._faults.recovered(f"rule {self.rules[index].name!r}")
+
+
+def _unjudged(checks: Iterable[Callable[[Snapshot], str | None]], snapshot: Snapshot) -> list[str]:
+    """The heat rules' reasons a row of *snapshot* could not be judged (a NaN or infinite
+    figure), once each; a check that fails on a record it cannot read says nothing."""
+    reasons: dict[str, None] = {}
+    for check in checks:
+        try:
+            reason = check(snapshot)
+        except Exception:  # a garbled hand-built record: the rule's own step reports it
+            continue
+        if reason:
+            reasons[reason] = None
+    return list(reasons)

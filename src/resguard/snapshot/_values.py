@@ -5,6 +5,7 @@ A value does no I/O; :class:`~resguard.snapshot.Sampler` builds them from the ke
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from typing import Any, Final
@@ -287,6 +288,12 @@ class FanSpeed(ValueMixin):
     rpm: float = attrs.field(metadata=RPM)
 
 
+def _highest(values: typing.Iterable[float]) -> float | None:
+    """The highest finite value (a NaN compares false both ways, so ``max`` would answer
+    by order); ``None`` without one."""
+    return max((value for value in values if math.isfinite(value)), default=None)
+
+
 @attrs.frozen
 class HeatInfo(ValueMixin):
     """Temperatures and fans where the OS gives them.
@@ -329,8 +336,8 @@ class HeatInfo(ValueMixin):
         return cls(
             sensors,
             fans,
-            max((sensor.current_celsius for sensor in sensors), default=None),
-            max((fan.rpm for fan in fans), default=None),
+            _highest(sensor.current_celsius for sensor in sensors),
+            _highest(fan.rpm for fan in fans),
             thermal_pressure,
             source,
             thermal_rank=thermal_rank,
