@@ -456,3 +456,23 @@ def test_the_same_skip_of_the_same_process_is_journalled_once_while_it_lasts() -
         snapshot = make_snapshot(at=float(now))
         guardian.act(State(snapshot, Verdict(Level.WARNING, (breach,)), now))
     assert len(lines) == 1  # not once per cooldown while the rule holds
+
+
+# ------------------------------------------------------------------ ancestors
+
+
+def test_the_guardians_whole_parent_chain_is_protected_not_only_its_parent() -> None:
+    import re
+
+    from resguard._probes.identity import read_stat
+
+    parent = read_stat(os.getppid())
+    if parent is None or parent.ppid <= 1:
+        pytest.skip("this process has no grandparent to protect")
+    grandparent = read_stat(parent.ppid)
+    assert grandparent is not None
+    stopper = ProcessStopper([re.escape(grandparent.name)], enabled=True)
+    candidate = stopper.candidate(parent.ppid)
+    assert candidate is not None
+    assert candidate.protected == "an ancestor of this process (its shell, terminal or session)"
+    assert stopper.stop(candidate).signal == "none"

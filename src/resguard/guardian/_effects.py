@@ -13,30 +13,37 @@ is refused.
 
 **The stopper's rules.** Every process is read and verified by
 :class:`resguard.reclaim.ProcessStopper`, the opt-in stopper: never PID 1, the guardian,
-its parent, another user's process, a kernel thread or a protected name
+its ancestors, another user's process, a kernel thread or a protected name
 (:data:`resguard.reclaim.DEFAULT_PROTECTED_NAMES` and *protect*); its identity is its
 exact start time, re-checked right before each signal through a pidfd where the kernel
 has one. A dry run signals nothing and says ``"would"`` with the target.
 
 **Pause, renice, and undoing them.** ``pause`` sends SIGSTOP and remembers the process by
 pid and start time; when the rule clears (:meth:`MachineEffects.clear`) or the guardian
-stops (:meth:`MachineEffects.close`) that same process, verified again, gets SIGCONT.
+stops (:meth:`MachineEffects.close`) that same process, verified again, gets SIGCONT
+(journalled as ``resume``; a nice value put back is ``renice-undo``). What is held paused
+is recorded (``resguard.guardian._paused``) for a later guardian to resume
+(:meth:`MachineEffects.recover`) should this one die without resuming it.
 ``renice`` only lowers priority (nice + ``by``, at most 19) and the rule's clearing puts
 back the nice value it had, unless someone changed it since (putting back a lower value
 needs the right to raise a priority: root, or ``RLIMIT_NICE``; without it the clearing is
-journalled as failed). ``stop`` waits for the grace, and up to 5 s after SIGKILL, in the
-guardian's tick. The nice value is set by
-pid right after the pidfd says the process is still alive: a window of microseconds in
-which it could exit and its pid be reused remains (``setpriority`` takes no pidfd).
+journalled as failed). The nice value is set by pid right after the pidfd says the process
+is still alive: a window of microseconds in which it could exit and its pid be reused
+remains (``setpriority`` takes no pidfd).
+
+**Stop.** ``stop`` sends SIGTERM and returns; the SIGKILL is due at the end of the grace
+and :meth:`MachineEffects.pending` (called every tick) sends it, verified again, or says
+the process exited. Nothing waits for a grace; :meth:`MachineEffects.close` abandons the
+SIGKILLs still due.
 
 **Outcomes.** Each action ends in an :class:`~resguard.guardian.Outcome` whose status
 says what came of it (a stopper's refusal to touch a process is ``skipped``, an action
 that cannot act as configured ``refused``); nothing here logs it: the journal does, once.
 
 **Freed bytes.** ``stop``: the process's RSS as read right before it was signalled,
-reported once it is gone (``None`` when it is not). ``ollama-unload-idle``: the model's
-size as ``/api/ps`` reported it. ``pause``, ``renice`` and ``notify`` free nothing
-measurable: ``None``.
+reported on the line that says it is gone or killed (``None`` on the SIGTERM's line).
+``ollama-unload-idle``: the model's size as ``/api/ps`` reported it. ``pause``, ``renice``
+and ``notify`` free nothing measurable: ``None``.
 """
 
 from __future__ import annotations
