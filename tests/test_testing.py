@@ -197,3 +197,12 @@ def test_use_backend_switches_the_defaults_and_gives_the_old_one_back() -> None:
     with pytest.raises(InvalidValue, match="'PSUTIL'"), use_backend("PSUTIL"):  # type: ignore[arg-type]
         pass
     assert default_backend() == before
+
+
+def test_make_process_reads_its_rss_as_typed_and_refuses_garbage() -> None:
+    from resguard import InvalidValue
+    from resguard.testing import make_process
+
+    assert make_process(1, rss="410MiB").rss == 410 * 2**20
+    with pytest.raises(InvalidValue, match="'lots'"):
+        make_process(1, rss="lots")  # a row the rules would fail on later, as an unknown

@@ -54,12 +54,14 @@ def make_process(
     name: str = "proc",
     *,
     cpu_percent: float = 0.0,
-    rss: int = 10 * MB,
+    rss: int | str = 10 * MB,
     create_time: float | None = None,
 ) -> ProcessInfo:
     """One process-table row (a :class:`~resguard.snapshot.ProcessInfo`) of user 1000;
     identity ``(pid, create_time)`` (default create time: the pid, so rows made with
-    different pids are different processes and the same pid is the same process)."""
+    different pids are different processes and the same pid is the same process). *rss*
+    is read as typed (``"410MiB"``), like :func:`make_snapshot`'s sizes."""
+    rss = _bytes("rss", rss)
     return ProcessInfo(
         pid=pid,
         name=name,
