@@ -8,7 +8,10 @@ whole, atomically, after every sample. Two loops run:
   evaluates the policy and publishes the new :class:`State`;
 * the **slow loop** samples what is costly or may block (the process table, Docker,
   Ollama) every *slow_interval* and climbs the reclaim ladder when the verdict says
-  WARNING or worse, so a slow source never delays a verdict.
+  WARNING or worse, so a slow source never delays a verdict. The table's first scan of
+  a process knows only its average CPU since it started (``ProcessInfo.cpu_since_start``):
+  the per-process CPU rules and CPU culprits judge that process from its next scan, one
+  *slow_interval* later, so a process that was busy earlier and idles now is not blamed.
 
 A thread runs each loop by default (``with monitor:`` or :meth:`Monitor.start`); under
 ``async with monitor:`` they are anyio tasks and the slow work runs in worker threads.
