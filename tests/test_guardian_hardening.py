@@ -283,6 +283,8 @@ def test_hold_is_for_pause_and_renice_and_durations_have_upper_bounds(tmp_path: 
             load_config(config_file(tmp_path, action))
     spec = load_config(config_file(tmp_path, 'do = "pause"\nmatch = ["x1"]')).actions[0]
     assert spec.hold == spec.cooldown_s
+    with pytest.raises(ConfigError, match=r"is not a duration \(it is negative\)"):
+        load_config(config_file(tmp_path, 'do = "notify"\ncooldown = -1'))
 
 
 # ------------------------------------------------------------------ 6: --once
@@ -456,6 +458,9 @@ def test_the_same_skip_of_the_same_process_is_journalled_once_while_it_lasts() -
         snapshot = make_snapshot(at=float(now))
         guardian.act(State(snapshot, Verdict(Level.WARNING, (breach,)), now))
     assert len(lines) == 1  # not once per cooldown while the rule holds
+    guardian.act(State(make_snapshot(at=10.0), Verdict(Level.OK, ()), 10))
+    guardian.act(State(make_snapshot(at=11.0), Verdict(Level.WARNING, (breach,)), 11))
+    assert len(lines) == 2  # a new episode says it again
 
 
 # ------------------------------------------------------------------ ancestors

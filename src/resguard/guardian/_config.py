@@ -138,8 +138,13 @@ def _error(path: str, key: str, value: object, problem: str) -> ConfigError:
 def _seconds(path: str, key: str, value: object) -> float:
     try:
         return parse_duration(value)  # type: ignore[arg-type]
-    except (InvalidValue, InvalidType):
-        raise _error(path, key, value, 'is not a duration; expected e.g. "30s" or "5m"') from None
+    except (InvalidValue, InvalidType) as error:
+        # the units' own words say why (negative, too large), not only that it is not one
+        why = str(error).split(";", 1)[0].split(": ", 1)
+        because = f" ({why[1]})" if len(why) == 2 else ""
+        raise _error(
+            path, key, value, f'is not a duration{because}; expected e.g. "30s" or "5m"'
+        ) from None
 
 
 def _text(path: str, key: str, value: object, what: str) -> str:

@@ -321,11 +321,14 @@ class MachineEffects:
         if not _can(spec.do):
             return Outcome(spec.do, target, False, "failed", f"this platform cannot {spec.do}")
         if spec.do == "pause":
+            match = tuple(pattern.pattern for pattern in spec.match)
+            paused = _Changed(candidate, target, match=match)
+            helds = self._paused.setdefault(spec.index, [])
+            helds.append(paused)
+            self._save()  # recorded before the SIGSTOP: a crash right after it leaves a record
             status, why = self._send(stopper, candidate, signal.SIGSTOP)
-            if status == "done":
-                match = tuple(pattern.pattern for pattern in spec.match)
-                paused = _Changed(candidate, target, match=match)
-                self._paused.setdefault(spec.index, []).append(paused)
+            if status != "done":
+                helds.remove(paused)
                 self._save()
             return Outcome(spec.do, target, False, status, why)
         return self._renice(stopper, spec, candidate, target)

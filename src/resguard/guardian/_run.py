@@ -18,7 +18,7 @@ from resguard._modules.log import get_logger
 from resguard.guardian._actions import ActionSpec, Effects, Outcome
 from resguard.guardian._config import GuardianConfig
 from resguard.guardian._journal import Journal
-from resguard.guardian._plan import UNDONE_ON_CLEAR, Planner
+from resguard.guardian._plan import UNDONE_ON_CLEAR, Planner, matches
 from resguard.monitor import Monitor, State
 from resguard.rules import Breach, Verdict
 from resguard.snapshot import Sampler, Snapshot, default_backend
@@ -104,6 +104,14 @@ class Guardian:
                 self.planner.found_nothing(spec, breach.rule)
         for spec in decision.clear:
             self._do(spec, spec.when, partial(self.effects.clear, spec, dry_run=self.dry_run))
+        holding = {
+            (spec.index, breach.rule)
+            for spec in self.planner.actions
+            for breach in state.verdict.breaches
+            if matches(spec, breach)
+        }
+        for key in [key for key in self._skipped if key not in holding]:
+            del self._skipped[key]  # a new episode says its skips again
         return state.verdict
 
     def tick(self) -> Verdict:
