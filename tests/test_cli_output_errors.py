@@ -21,6 +21,8 @@ COMMANDS = [
     ["top", "--window", "0.1"],
     ["top", "--json", "--window", "0.1"],
     ["--version"],
+    ["--help"],
+    ["budget", "--help"],
 ]
 
 

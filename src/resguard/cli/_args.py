@@ -14,6 +14,8 @@ from resguard._errors import ResguardError
 from resguard._probes.backend import BACKENDS
 
 if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
+
     from resguard.processes import ProcessTable
     from resguard.snapshot import ProcessInfo, Sampler, Snapshot
 
@@ -160,6 +162,19 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         error_line(f"{self.prog}: {message} (see '{self.prog} --help')")
         raise SystemExit(EXIT_USAGE)
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        """``--help`` on stdout as every command writes it: a full or closed stdout is
+        one line and exit 2 from main (argparse dropped the error and exited 0)."""
+        if file is not None and file is not sys.stdout:
+            super()._print_message(message, file)
+            return
+        if message:
+            from resguard.cli._render import standard_output
+
+            out = standard_output()
+            out.write(message)
+            out.flush()
 
 
 class CommandParser(Parser):
