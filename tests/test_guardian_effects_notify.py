@@ -126,7 +126,8 @@ def test_a_failing_notifier_is_a_failed_result_and_the_alert_is_logged_instead(
     with caplog.at_level(logging.WARNING, logger="resguard"):
         result = _notifier(tmp_path).notify("resguard: WARNING hot", "cpu 97 C")
     assert result == str(tmp_path / "notify-send") + " exited with 3: no dbus session"
-    assert "resguard: WARNING hot: cpu 97 C (failed: " in caplog.text
+    assert "WARNING hot: cpu 97 C (failed: " in caplog.text
+    assert "resguard: WARNING" not in caplog.text  # the log line has its own prefix
 
 
 def test_without_a_notifier_the_notification_is_a_log_line(
@@ -134,7 +135,8 @@ def test_without_a_notifier_the_notification_is_a_log_line(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="resguard"):
         assert _notifier(tmp_path).notify("resguard: WARNING runaway", "pid 42 at 99%") is None
-    assert "resguard: WARNING runaway: pid 42 at 99%" in caplog.text
+    assert "WARNING runaway: pid 42 at 99%" in caplog.text
+    assert "resguard: WARNING" not in caplog.text  # not "resguard: resguard: ..."
 
 
 def test_the_notify_action_shows_the_breach_and_a_dry_run_shows_nothing(tmp_path: Path) -> None:
@@ -148,4 +150,13 @@ def test_the_notify_action_shows_the_breach_and_a_dry_run_shows_nothing(tmp_path
     [real] = effects.act(spec, breach, make_snapshot(), dry_run=False)
     assert real.result == "done"
     assert real.freed_bytes is None
-    assert json.loads(record.read_text())[-2:] == ["resguard: WARNING runaway", breach.message]
+    body = breach.message.removeprefix("runaway: ")  # the title names the rule, once
+    assert breach.message.startswith("runaway: ")
+    assert json.loads(record.read_text())[-2:] == ["resguard: WARNING runaway", body]
+
+
+def test_a_notification_only_logged_says_so_in_its_result(tmp_path: Path) -> None:
+    effects = MachineEffects(notifier=_notifier(tmp_path), unloader=ModelUnloader("127.0.0.1:9"))
+    spec = ActionSpec(index=0, when="runaway", do="notify")
+    [logged] = effects.act(spec, _breach(), make_snapshot(), dry_run=False)
+    assert logged.result == "done: logged: no notify-send or osascript"

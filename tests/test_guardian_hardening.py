@@ -481,3 +481,23 @@ def test_the_guardians_whole_parent_chain_is_protected_not_only_its_parent() -> 
     assert candidate is not None
     assert candidate.protected == "an ancestor of this process (its shell, terminal or session)"
     assert stopper.stop(candidate).signal == "none"
+
+
+def test_a_misspelt_guardian_table_found_by_the_search_is_the_same_error_as_with_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "none"))
+    monkeypatch.setenv("HOME", str(tmp_path / "none"))
+    path = tmp_path / "pyproject.toml"
+    path.write_text('[tool.resguard.guardain]\npreset = "none"\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="did you mean 'guardian'") as searched:
+        load_config()
+    with pytest.raises(ConfigError) as named:
+        load_config(path)
+    assert str(searched.value) == str(named.value)
+
+
+def test_a_bad_interval_is_quoted_as_typed(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["guardian", "--interval", "1ms", "--once"], out=io.StringIO()) == 2
+    assert "--interval 1ms: expected from 10ms" in capsys.readouterr().err

@@ -40,6 +40,7 @@ def _config(args: argparse.Namespace) -> GuardianConfig:
     import attrs
 
     from resguard.guardian import load_config
+    from resguard.units import format_duration
 
     config = load_config(args.config)
     changes: dict[str, Any] = {}
@@ -51,8 +52,10 @@ def _config(args: argparse.Namespace) -> GuardianConfig:
         changes["interval_s"] = args.interval
         try:  # the configuration's own bounds, as for the file's interval
             return attrs.evolve(config, **changes)
-        except InvalidValue as error:
-            raise InvalidValue(f"--interval: {error}") from None
+        except InvalidValue as error:  # the value as typed, not interval_s=0.001
+            problem = str(error).split(": ", 1)[-1]
+            typed = format_duration(args.interval)
+            raise InvalidValue(f"--interval {typed}: {problem}") from None
     return attrs.evolve(config, **changes) if changes else config
 
 
@@ -234,7 +237,12 @@ def add_parser(commands: Commands) -> None:
     guardian.add_argument(
         "--install", action="store_true", help="write a systemd user unit or launchd agent"
     )
-    guardian.add_argument("--platform", choices=_PLATFORMS, default=None, help="--install for")
+    guardian.add_argument(
+        "--platform",
+        choices=_PLATFORMS,
+        default=None,
+        help="--install: the unit for this platform (default: this one)",
+    )
     guardian.add_argument("--output", default=None, metavar="PATH", help="--install: write here")
     guardian.add_argument("--force", action="store_true", help="--install: overwrite")
     guardian.set_defaults(handler=run)

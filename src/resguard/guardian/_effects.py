@@ -255,11 +255,15 @@ class MachineEffects:
     # ------------------------------------------------------------------ notify
     def _notify(self, spec: ActionSpec, breach: Breach, dry_run: bool) -> Outcome:
         title = f"resguard: {breach.level.name} {breach.rule}"
+        body = breach.message.removeprefix(f"{breach.rule}: ")  # the title names the rule
         if dry_run:
             return Outcome(spec.do, None, True, "would")
-        failed = self.notifier.notify(title, breach.message)
+        logged = self.notifier.program() is None
+        failed = self.notifier.notify(title, body)
         if failed is not None:
             return Outcome(spec.do, None, False, "failed", failed)
+        if logged:
+            return Outcome(spec.do, None, False, "done", "logged: no notify-send or osascript")
         return Outcome(spec.do, None, False, "done")
 
     # ------------------------------------------------------------------ processes

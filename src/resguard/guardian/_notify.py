@@ -85,12 +85,13 @@ class Notifier:
         """Show *title* and *body* (or log them where there is no notifier); ``None`` when
         done, else why it failed (then they are logged as well)."""
         program = self.program()
+        shown = _short(title).removeprefix("resguard: ")  # the log's own prefix says it
         if program is None:
-            _logger.warning("%s: %s", _short(title), _short(body))
+            _logger.warning("%s: %s", shown, _short(body))
             return None
         failed = self._run(program, notification_argv(program, title, body))
         if failed is not None:  # the alert is never lost: it is logged instead
-            _logger.warning("%s: %s (failed: %s)", _short(title), _short(body), failed)
+            _logger.warning("%s: %s (failed: %s)", shown, _short(body), failed)
         return failed
 
     def _run(self, program: str, argv: list[str]) -> str | None:
