@@ -501,3 +501,20 @@ def test_a_misspelt_guardian_table_found_by_the_search_is_the_same_error_as_with
 def test_a_bad_interval_is_quoted_as_typed(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["guardian", "--interval", "1ms", "--once"], out=io.StringIO()) == 2
     assert "--interval 1ms: expected from 10ms" in capsys.readouterr().err
+
+
+def test_a_rule_named_as_a_preset_rule_replaces_it_in_its_place(tmp_path: Path) -> None:
+    runaway = "runaway: a process above 90% of a core for 60s"
+    path = tmp_path / "resguard.toml"
+    path.write_text(
+        f'[guardian]\npreset = "laptop"\n[[guardian.rule]]\nname = "{runaway}"\n'
+        'process_cpu_percent_above = 150\nfor = "5s"\n'
+        f'[[guardian.action]]\nwhen = "{runaway}"\ndo = "notify"\n'
+    )
+    config = load_config(path)
+    names = [rule.name for rule in config.policy().rules]
+    assert names.count(runaway) == 1
+    assert names == [rule.name for rule in GuardianConfig(preset="laptop").policy().rules]
+    [rule] = [rule for rule in config.policy().rules if rule.name == runaway]
+    assert isinstance(rule, ProcessThreshold)
+    assert rule is config.rules[0]

@@ -90,9 +90,13 @@ class GuardianConfig:
             raise InvalidValue(f"actions with indexes {indexes}: each action needs its own index")
 
     def policy(self, *, clock: Clock = monotonic) -> Policy:
-        """The preset's rules and the file's, judged together."""
+        """The preset's rules and the file's, judged together; a rule of the file named as
+        a preset rule replaces it (in its place)."""
         options = {key: getattr(self, key) for key in _LAPTOP_KEYS}
-        return Policy([*_preset_rules(self.preset, clock, options), *self.rules], clock=clock)
+        own = {rule.name: rule for rule in self.rules}
+        preset = [own.get(rule.name, rule) for rule in _preset_rules(self.preset, clock, options)]
+        replaced = {rule.name for rule in preset}
+        return Policy([*preset, *(r for r in self.rules if r.name not in replaced)], clock=clock)
 
 
 def preset_problem(value: object) -> str | None:
@@ -429,10 +433,9 @@ def parse_config(data: Mapping[str, Any], path: str = "<config>") -> GuardianCon
                 rule.name,
                 "is a level's name (an action's when = it means every rule at that level)",
             )
-        if rule.name in seen or rule.name in preset_names:
-            whose = "another rule" if rule.name in seen else f"the {fields['preset']} preset"
+        if rule.name in seen:  # a preset rule's name replaces that rule
             raise _error(
-                path, f"{base}.rule[{index}].name", rule.name, f"is already used by {whose}"
+                path, f"{base}.rule[{index}].name", rule.name, "is already used by another rule"
             )
         seen.add(rule.name)
     names = frozenset(seen | preset_names)
