@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resguard.guardian import ActionSpec, Decision, Planner
-from resguard.rules import Breach, Level, Verdict
+from resguard.rules import Breach, Level, Offender, Verdict
 
 RULES = ("runaway", "memory", "heat")
 
@@ -256,3 +257,19 @@ def test_the_hold_defaults_to_the_cooldown() -> None:
     assert planner.step(verdict(), 1.0).clear == ()  # clear from here
     assert planner.step(verdict(), 42.9).clear == ()
     assert [s.do for s in planner.step(verdict(), 43.0).clear] == ["pause"]
+
+
+def _named(rule: str, *pids: int) -> Breach:
+    offenders = tuple(Offender(pid, f"p{pid}", 99.0, 0.0) for pid in pids)
+    return attrs.evolve(breach(rule), offenders=offenders)
+
+
+def test_a_process_action_fires_within_its_cooldown_for_a_culprit_it_has_not_named() -> None:
+    planner = Planner([spec(0, "stop", cooldown_s=300)])
+    assert fired(planner, verdict(_named("runaway", 11)), 0.0) == [("stop", "runaway")]
+    assert fired(planner, verdict(_named("runaway", 11)), 5.0) == []  # the same one: cooldown
+    # a second runaway: acted on now, not in five minutes
+    assert fired(planner, verdict(_named("runaway", 11, 22)), 10.0) == [("stop", "runaway")]
+    assert fired(planner, verdict(_named("runaway", 22)), 15.0) == []
+    assert fired(planner, verdict(_named("runaway", 11, 22)), 299.0) == []
+    assert fired(planner, verdict(_named("runaway", 22)), 310.0) == [("stop", "runaway")]

@@ -9,7 +9,10 @@ was judged at), which actions fire now and which actions' rules cleared.
   cooldown since the pair's previous notification has run out; never twice.
 * Every other action fires while the episode lasts, at most once per ``cooldown_s`` for
   each (action, rule) pair (the cooldown outlives an episode: a rule that flaps does not
-  make an action fire faster).
+  make an action fire faster). A process action (renice, pause, stop) also fires, within
+  its cooldown, when the breach names a culprit it did not name at the pair's previous
+  firing: a second runaway is not left running for the rest of the first one's cooldown
+  (the culprits acted on already are skipped by the effects: paused, reniced or stopped).
 * A firing that found nothing to act on (every outcome ``skipped: ...``: no culprit
   matches, no idle model) does not count: the runner says so (:meth:`Planner.found_nothing`)
   and the action may fire at the next verdict.
@@ -29,7 +32,7 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from resguard._errors import InvalidValue
-from resguard.guardian._actions import ActionSpec
+from resguard.guardian._actions import PROCESS_ACTIONS, ActionSpec
 from resguard.rules import Breach, Level, Verdict
 
 __all__ = ["UNDONE_ON_CLEAR", "Decision", "Planner"]
@@ -62,7 +65,15 @@ class Planner:
     are told apart by their ``index`` (unique: :class:`GuardianConfig` checks it).
     """
 
-    __slots__ = ("_acted", "_before", "_clear_since", "_last_fired", "_notified", "actions")
+    __slots__ = (
+        "_acted",
+        "_before",
+        "_clear_since",
+        "_culprits",
+        "_last_fired",
+        "_notified",
+        "actions",
+    )
 
     def __init__(self, actions: Iterable[ActionSpec]) -> None:
         self.actions: tuple[ActionSpec, ...] = tuple(actions)
@@ -74,6 +85,7 @@ class Planner:
         self._acted: set[int] = set()  # pause/renice actions that fired since their clear
         self._before: dict[tuple[int, str], float | None] = {}  # last step's fired pairs
         self._clear_since: dict[int, float] = {}  # acted actions whose rules are all clear
+        self._culprits: dict[tuple[int, str], frozenset[int]] = {}  # named at the last firing
 
     def step(self, verdict: Verdict, now: float) -> Decision:
         """The actions to take for *verdict*, judged at monotonic time *now*."""
@@ -86,10 +98,16 @@ class Planner:
             for breach in held:
                 key = (spec.index, breach.rule)
                 present.add(key)
-                if self._due(spec, key, now):
+                named = frozenset(o.pid for o in breach.offenders if o.pid is not None)
+                if self._due(spec, key, now) or (
+                    spec.do in PROCESS_ACTIONS
+                    and key in self._culprits
+                    and not named <= self._culprits[key]
+                ):
                     fire.append((spec, breach))
                     self._before[key] = self._last_fired.get(key)
                     self._last_fired[key] = now
+                    self._culprits[key] = named
                     if spec.do == "notify":
                         self._notified.add(key)
                     if spec.do in UNDONE_ON_CLEAR:
