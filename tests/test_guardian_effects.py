@@ -195,7 +195,11 @@ def test_stop_ends_the_culprit_with_sigterm_and_reports_its_rss_as_freed(
     assert outcome.result == "done: SIGTERM sent; SIGKILL in 10 s"
     assert burner.wait(timeout=10) == -signal.SIGTERM
     [(rule, exited)] = effects.pending()  # the next tick sees it gone
-    assert (rule, exited.action, exited.result) == ("runaway", "stop", "done: it exited after SIGTERM")
+    assert (rule, exited.action, exited.result) == (
+        "runaway",
+        "stop",
+        "done: it exited after SIGTERM",
+    )
     assert exited.freed_bytes is not None
     assert exited.freed_bytes >= 32 << 20
 
