@@ -249,7 +249,7 @@ class Monitor:
 
     def _level_changed(self, state: State, previous: State) -> None:
         log = _logger.warning if state.level > previous.level else _logger.info
-        log("level %s -> %s: %s", previous.level.name, state.level.name, state.verdict.reason)
+        log("level %s -> %s%s", previous.level.name, state.level.name, _details(state))
         for subscriber in list(self._subscribers):
             try:
                 subscriber(state, previous)
@@ -445,6 +445,17 @@ class Monitor:
         task_group, self._task_group = self._task_group, None
         task_group.cancel_scope.cancel()
         return bool(await task_group.__aexit__(exc_type, exc, tb))
+
+
+def _details(state: State) -> str:
+    """What the level-change line adds after the levels: the verdict's reason without the
+    level it starts with (``"level OK -> WARNING: memory.percent …"``, not ``"WARNING:
+    WARNING: …"``; ``"level WARNING -> OK"``, not ``"… OK: OK"``)."""
+    reason = state.verdict.reason
+    name = state.level.name
+    if reason.startswith(name):
+        return reason[len(name) :]
+    return f": {reason}"
 
 
 def _unsubscriber(subscribers: list[Subscriber], callback: Subscriber) -> Callable[[], None]:
