@@ -69,13 +69,13 @@ def test_watch_count_one_stops_after_one_update() -> None:
 # --------------------------------------------------------------------- top's help ---
 
 
-def test_top_help_says_what_a_short_interval_does_and_the_default_order(
+def test_top_help_says_what_a_short_window_does_and_the_default_order(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["top", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "measured over at least 0.25s, so a shorter interval is raised to 0.25s" in text
+    assert "measured over at least 0.25s, so a shorter window is raised to 0.25s" in text
     assert "(default cpu)" in text
     assert "PROCS" in text  # --group says what the column counts
 

@@ -36,9 +36,10 @@ def test_the_hottest_sensor_and_fastest_fan_are_one_line() -> None:
     )
 
 
-def test_no_heat_line_where_the_os_gives_none() -> None:
+def test_the_heat_line_says_none_is_readable_where_the_os_gives_none() -> None:
     text = format_snapshot(attrs.evolve(rg.snapshot(children=False), heat=None))
-    assert not any(line.startswith("heat") for line in text.splitlines())
+    heat = [line for line in text.splitlines() if line.startswith("heat")]
+    assert heat == ["heat     no temperature sensor or fan readable here"]  # as watch says
 
 
 def test_macos_thermal_pressure_is_shown() -> None:

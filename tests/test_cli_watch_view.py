@@ -248,7 +248,7 @@ def test_heat_shows_the_hottest_sensor_and_the_fastest_fan_as_snapshot_does(
     assert f"heat     {shown} (from hwmon)" in format_snapshot(_state(rows, heat=heat).snapshot)
     bare = HeatInfo.from_readings((), (), None, "hwmon")
     assert (
-        "heat    no sensors or fans found"
+        "heat    no temperature sensor or fan readable here"
         in build_frame(_state(rows, heat=bare), [], ViewOptions(), 120, 40).plain()
     )
 
@@ -263,7 +263,7 @@ def test_ollama_models_with_their_size_and_idle_time(rows: tuple[Any, ...]) -> N
     state = attrs.evolve(state, snapshot=attrs.evolve(state.snapshot, taken_at=now))
     text = build_frame(state, [], ViewOptions(), 120, 40).plain()
     assert "ollama  llama3.2:1b  1.2 GiB  idle 5m00s" in text
-    assert "ollama  qwen2:7b  4.4 GiB  in use" in text
+    assert "ollama  qwen2:7b  4.4 GiB  idle unknown" in text  # no idle time: no evidence
     assert (
         "ollama" not in build_frame(_state(rows, ollama=None), [], ViewOptions(), 120, 40).plain()
     )

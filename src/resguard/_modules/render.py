@@ -22,6 +22,7 @@ __all__ = [
     "local_time",
     "percent_text",
     "printable",
+    "program_name",
     "rows_table",
     "sections_table",
     "to_plain",
@@ -209,12 +210,28 @@ def printable(text: str) -> str:
     return "".join(out)
 
 
-def command_text(cmdline: Sequence[str], name: str, *, width: int = 120) -> str:
+def command_text(
+    cmdline: Sequence[str], name: str, *, width: int = 120, program: bool = False
+) -> str:
     """A process's command line for a table: its arguments joined by spaces, control
     characters escaped (:func:`printable`), cut to *width* characters with ``…``; a process
-    without one (a kernel thread, a zombie) shows its name in brackets, as ``ps`` does."""
+    without one (a kernel thread, a zombie) shows its name in brackets, as ``ps`` does.
+    With *program*, the program's path is cut to its last part (``python3 -c …``, not
+    ``/root/.pyenv/versions/3.11.7/bin/python3 -…``) so a narrow column still shows
+    what runs."""
+    if cmdline and program:
+        cmdline = (program_name(cmdline[0]), *cmdline[1:])
     text = printable(" ".join(cmdline)) if cmdline else f"[{printable(name)}]"
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def program_name(argv0: str) -> str:
+    """*argv0* with the directories of its program left out: ``/usr/bin/python3`` is
+    ``python3``; a title a process set itself (``/opt/app/chrome --type=renderer`` in one
+    argument, ``postgres: checkpointer``) keeps what follows its first space."""
+    head, space, rest = argv0.partition(" ")
+    base = head.replace("\\", "/").rsplit("/", 1)[-1]
+    return (base or head) + space + rest
 
 
 def _text(text: str) -> str:

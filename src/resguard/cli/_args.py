@@ -273,7 +273,7 @@ def add_window_argument(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_WINDOW_S,
         metavar="SECONDS",
         help=f"measure CPU over this long (default {DEFAULT_WINDOW_S:g}s, e.g. 2s or 500ms); "
-        f"CPU is measured over at least {CPU_WINDOW_MIN_S:g}s, so a shorter interval is "
+        f"CPU is measured over at least {CPU_WINDOW_MIN_S:g}s, so a shorter window is "
         f"raised to {CPU_WINDOW_MIN_S:g}s",
     )
 

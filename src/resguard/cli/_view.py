@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FOOTER",
+    "NO_HEAT",
     "Frame",
     "Segment",
     "ViewOptions",
@@ -50,6 +51,8 @@ __all__ = [
 
 Sort = Literal["auto", "cpu", "memory"]
 FOOTER = "q quit  c sort by CPU  m sort by memory"
+NO_HEAT = "no temperature sensor or fan readable here"
+"""The heat line of ``watch`` and ``snapshot`` where none was read."""
 _MAX_BREACH_LINES = 4
 _MAX_UNKNOWN_LINES = 2
 _MIN_COMMAND_CELLS = 8
@@ -186,13 +189,34 @@ def _sort_key(resource: str) -> Callable[[ProcessInfo], tuple[float, float]]:
     return lambda row: (_or_low(row.cpu_percent), _or_low(row.rss))
 
 
+def bound_by_cgroup(snapshot: Snapshot) -> bool:
+    """Whether the memory limit is the cgroup's (``memory.source`` ``"cgroup"``), not the
+    host's or an rlimit's while the process merely sits in a cgroup."""
+    return snapshot.memory.cgroup is not None and snapshot.memory.source == "cgroup"
+
+
 def in_cgroup(snapshot: Snapshot) -> frozenset[int] | None:
     """The pids the table is scoped to: the memory cgroup's whose limit the verdict
     judges (``snapshot.cgroup_pids``) when the limit is a cgroup's, else ``None``."""
     pids = snapshot.cgroup_pids
-    if pids is None or snapshot.memory.cgroup is None:
+    if pids is None or not bound_by_cgroup(snapshot):
         return None
     return frozenset(pids)
+
+
+def short_cgroup(path: str, cells_left: int) -> str:
+    """*path* within *cells_left* cells: whole when it fits, else ``…/`` and its last
+    part (cut at the front too when even that is too long; *cells_left* 0: that last part
+    whole), so a table title keeps what follows the path."""
+    if cells(path) <= cells_left:
+        return path
+    last = "…/" + path.rstrip("/").rsplit("/", 1)[-1]
+    if cells(last) <= cells_left or cells_left <= 0:
+        return last
+    tail = last[2:]
+    while tail and cells(tail) > max(cells_left - 1, 1):
+        tail = tail[1:]
+    return "…" + tail
 
 
 def choose_rows(state: State, options: ViewOptions, count: int | None = None) -> list[ProcessInfo]:
@@ -285,7 +309,9 @@ def psi_text(pressure: ResourcePressure | None) -> str:
 
 def _numbers(snapshot: Snapshot, options: ViewOptions) -> list[Line]:
     memory, cpu, pressure = snapshot.memory, snapshot.cpu, snapshot.pressure
-    where = f"cgroup {memory.cgroup}" if memory.cgroup else memory.source
+    # the cgroup only where its limit is the one that binds (a session's cgroup under the
+    # host's limit is not where the figure comes from)
+    where = f"cgroup {memory.cgroup}" if bound_by_cgroup(snapshot) else memory.source
     lines = [
         f"memory  {size(memory.used)} of {size(memory.limit)} "
         f"({fixed(memory.percent, '.1f')}%), {size(memory.available)} free; {where}",
@@ -299,7 +325,7 @@ def _numbers(snapshot: Snapshot, options: ViewOptions) -> list[Line]:
     if snapshot.heat is not None:
         lines.append(f"heat    {heat_text(snapshot.heat)}")
     elif options.heat:
-        lines.append("heat    no temperature sensor or fan readable here")
+        lines.append(f"heat    {NO_HEAT}")
     return [(Segment(text),) for text in lines]
 
 
@@ -318,7 +344,7 @@ def heat_text(heat: HeatInfo) -> str:
         parts.append(f"fan {fastest.rpm:.0f} rpm {fastest.chip} {fastest.label}")
     if heat.thermal_pressure is not None:
         parts.append(f"thermal pressure {heat.thermal_pressure}")
-    return "; ".join(parts) if parts else "no sensors or fans found"
+    return "; ".join(parts) if parts else NO_HEAT
 
 
 def _ollama(snapshot: Snapshot) -> list[Line]:
@@ -332,8 +358,9 @@ def _ollama(snapshot: Snapshot) -> list[Line]:
         return [(Segment("ollama  no model loaded"),)]
     lines: list[Line] = []
     for model in models:
+        # no idle time is no evidence of use: the server did not say
         idle = (
-            "in use"
+            "idle unknown"
             if model.idle_since is None
             else f"idle {format_duration(max(0.0, snapshot.taken_at - model.idle_since))}"
         )
@@ -341,14 +368,20 @@ def _ollama(snapshot: Snapshot) -> list[Line]:
     return lines
 
 
-def _table_title(state: State, options: ViewOptions, resource: str) -> Line:
+def _table_title(state: State, options: ViewOptions, resource: str, width: int) -> Line:
     memory = state.snapshot.memory
-    scope = in_cgroup(state.snapshot)
-    what = f"processes of cgroup {memory.cgroup}" if scope is not None else "processes"
     why = " (in breach)" if options.sort == "auto" and state.verdict.breaches else ""
     by = f"by {'memory' if resource == 'memory' else 'CPU'}{why}"
     hidden = "" if options.show_all else ", kernel threads hidden"
-    return (Segment(f"{what} {by}{hidden}; * culprit", "title"),)
+    if in_cgroup(state.snapshot) is None or memory.cgroup is None:
+        return (Segment(f"processes {by}{hidden}; * culprit", "title"),)
+    what = "processes of cgroup "
+    last = short_cgroup(memory.cgroup, 0)  # ``…/`` and the last part
+    if cells(f"{what}{last} {by}{hidden}; * culprit") > width:
+        hidden = ""  # on a narrow screen the cgroup's name matters more
+    rest = f" {by}{hidden}; * culprit"
+    what += short_cgroup(memory.cgroup, width - cells(what) - cells(rest))
+    return (Segment(what + rest, "title"),)
 
 
 def _table(rows: Sequence[ProcessInfo], culprits: frozenset[int], width: int) -> list[Line]:
@@ -359,7 +392,7 @@ def _table(rows: Sequence[ProcessInfo], culprits: frozenset[int], width: int) ->
     for row in rows:
         mark = row.pid in culprits
         user = fit(printable(row.username or "?"), 9)
-        text = command_text(row.cmdline, row.name, width=command)
+        text = command_text(row.cmdline, row.name, width=command, program=True)
         cells_text = (
             f"{row.pid:>7} {fixed(row.cpu_percent, '.1f'):>6} {size(row.rss):>9} "
             f"{user:<9} {fit(text, command)}"
@@ -412,7 +445,7 @@ def build_frame(
     shown = list(rows[: max(room, 0)])
     table: list[Line] = []
     if rows and room > 0:
-        table = [(), _table_title(state, options, resource)]
+        table = [(), _table_title(state, options, resource, width)]
         table += _table(shown, culprits, width)
     lines = [*top, *table][: height - len(bottom)] + bottom
     return Frame(tuple(_fit_line(line, width) for line in lines), width, culprits)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TextIO
 from resguard._modules.render import printable
 from resguard.cli._args import Commands, add_window_argument, measure_window
 from resguard.cli._render import Column, fixed, print_json, size, table, writable
-from resguard.cli._view import heat_text, process_row, psi_text
+from resguard.cli._view import NO_HEAT, heat_text, process_row, psi_text
 
 if TYPE_CHECKING:
     from resguard.processes import ProcessTable
@@ -48,11 +48,11 @@ def _faults_text(snap: Snapshot) -> str | None:
     return "; ".join(f"{fault.field} ({fault.source}: {fault.kind})" for fault in faults)
 
 
-def _heat_line(heat: HeatInfo | None) -> str | None:
+def _heat_line(heat: HeatInfo | None) -> str:
     """The heat line (:func:`~resguard.cli._view.heat_text`, as ``watch`` shows it) and
-    where it came from, or ``None`` when the OS gave no heat at all."""
+    where it came from, or, as ``watch`` says it, that none was readable."""
     if heat is None:
-        return None
+        return f"heat     {NO_HEAT}"
     return f"heat     {heat_text(heat)} (from {heat.source})"
 
 
@@ -95,9 +95,7 @@ def format_snapshot(
         f"{fixed(cpu.load_1m, '.2f')} {fixed(cpu.load_5m, '.2f')} {fixed(cpu.load_15m, '.2f')}",
         _pressure_line(snap.pressure),
     ]
-    heat = _heat_line(snap.heat)
-    if heat is not None:
-        lines.append(heat)
+    lines.append(_heat_line(snap.heat))
     lines.append(_process_line(snap))
     faults = _faults_text(snap)
     if faults:
@@ -108,8 +106,9 @@ def format_snapshot(
 
 
 def _process_line(snap: Snapshot) -> str:
-    """This process: RSS, USS when it was measured, CPU, threads, and the descendants' RSS
-    when it was measured (``?`` only for what a fault left unknown)."""
+    """This process (resguard itself, not one of the machine's): RSS, USS when it was
+    measured, CPU, threads, and the descendants' RSS when it was measured (``?`` only for
+    what a fault left unknown)."""
     process = snap.process
     threads = process.num_threads
     parts = [f"rss {size(process.rss)}"]
@@ -119,7 +118,7 @@ def _process_line(snap: Snapshot) -> str:
     parts.append(f"{fixed(threads, 'd')} thread{'' if threads == 1 else 's'}")
     if process.children_rss is not None or snap.fault_for("process.children_rss"):
         parts.append(f"children {size(process.children_rss)}")
-    return f"process  pid {process.pid}: " + ", ".join(parts)
+    return f"resguard itself, pid {process.pid}: " + ", ".join(parts)
 
 
 def _busiest(processes: ProcessTable, rows: list[ProcessInfo] | None) -> list[ProcessInfo]:

@@ -27,7 +27,8 @@ __all__ = ["add_parser", "format_processes", "run", "top_rows"]
 def format_processes(rows: Sequence[ProcessInfo], width: int = 120) -> str:
     """A fixed-width table of process rows, command lines cut to fit *width* columns and
     their control characters escaped (a newline or ESC in an argument cannot reach the
-    terminal)."""
+    terminal); a command shows its program's name, not its path (``--json`` has the whole
+    command line)."""
     command = max(width - 44, 20)
     columns = (
         Column("PID", ">", 7),
@@ -46,11 +47,27 @@ def format_processes(rows: Sequence[ProcessInfo], width: int = 120) -> str:
                 size(row.rss),
                 str(row.count),
                 printable(row.username or "?"),
-                command_text(row.cmdline, row.name, width=command),
+                command_text(row.cmdline, row.name, width=command, program=True),
             )
             for row in rows
         ],
     )
+
+
+def table_width(out: TextIO) -> int:
+    """The columns for the table: the terminal's, else ``COLUMNS`` (piped output honours
+    it, as ``ps`` does), else 120."""
+    import os
+
+    try:
+        return os.get_terminal_size(out.fileno()).columns or 120
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        return 120
+    return columns if columns > 0 else 120
 
 
 def top_rows(
@@ -84,7 +101,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         print_json([process_row(row) for row in rows], out)
     else:
-        out.write(writable(format_processes(rows) + "\n", out))
+        out.write(writable(format_processes(rows, table_width(out)) + "\n", out))
     return 0
 
 
