@@ -104,6 +104,15 @@ def test_the_memory_line_names_the_cgroup_whose_limit_binds() -> None:
     assert any(line.startswith("processes of cgroup /docker/abc by ") for line in lines)
 
 
+def test_a_long_cgroup_path_on_the_memory_line_keeps_its_last_part_on_80_columns() -> None:
+    rows = (_row(4242, (PYTHON, "-c", "while 1: pass")),)
+    state = _state(rows, source="cgroup", cgroup=LONG_CGROUP)
+    (memory,) = [line for line in _frame(state) if line.startswith("memory")]
+    assert cells(memory) <= 80
+    assert "; cgroup …" in memory  # not "/user.slice/user-1000.slice/user@100…"
+    assert memory.endswith("-code-4242.scope")
+
+
 # ------------------------------------------------------------------- item 4 ---
 
 

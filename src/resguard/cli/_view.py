@@ -307,14 +307,19 @@ def psi_text(pressure: ResourcePressure | None) -> str:
     return f"{fixed(pressure.some.avg10, '.1f')}/{full}%"
 
 
-def _numbers(snapshot: Snapshot, options: ViewOptions) -> list[Line]:
+def _numbers(snapshot: Snapshot, options: ViewOptions, width: int) -> list[Line]:
     memory, cpu, pressure = snapshot.memory, snapshot.cpu, snapshot.pressure
-    # the cgroup only where its limit is the one that binds (a session's cgroup under the
-    # host's limit is not where the figure comes from)
-    where = f"cgroup {memory.cgroup}" if bound_by_cgroup(snapshot) else memory.source
-    lines = [
+    figures = (
         f"memory  {size(memory.used)} of {size(memory.limit)} "
-        f"({fixed(memory.percent, '.1f')}%), {size(memory.available)} free; {where}",
+        f"({fixed(memory.percent, '.1f')}%), {size(memory.available)} free; "
+    )
+    # the cgroup only where its limit is the one that binds (a session's cgroup under the
+    # host's limit is not where the figure comes from), its path's end kept on the width
+    where = memory.source
+    if bound_by_cgroup(snapshot) and memory.cgroup is not None:
+        where = "cgroup " + short_cgroup(memory.cgroup, width - cells(figures) - 7)
+    lines = [
+        figures + where,
         f"swap    {size(snapshot.swap.used)} of {size(snapshot.swap.total)}",
         f"cpu     {fixed(cpu.percent, '.1f')}% of {fixed(cpu.effective, 'g')} CPUs busy, "
         f"load {fixed(cpu.load_1m, '.2f')} {fixed(cpu.load_5m, '.2f')} "
@@ -439,7 +444,7 @@ def build_frame(
     culprits = culprit_pids(verdict)
     top: list[Line] = [_header(state), *_breaches(verdict)]
     top += _unknown_lines(verdict, stale)
-    top += [(), *_numbers(state.snapshot, options), *_ollama(state.snapshot)]
+    top += [(), *_numbers(state.snapshot, options, width), *_ollama(state.snapshot)]
     bottom = [_footer(resource)] if footer else []
     room = height - len(top) - len(bottom) - 3  # the blank, the title and the column names
     shown = list(rows[: max(room, 0)])
