@@ -86,5 +86,5 @@ def bench(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
     """The main job: a live view of this machine's pressure with verdicts (Ctrl-C stops)."""
-    session.install("-e", ".")
+    session.install("-e", ".[cli]")  # as README's command: the live view in colour
     session.run("resguard", "watch", *session.posargs)
