@@ -814,7 +814,7 @@ def test_stop_from_a_subscriber_stops_the_monitor_and_it_can_start_again(tmp_pat
     wait_until(lambda: not monitor.running, what="the monitor to stop")
     assert monitor.faults == {}  # stop() raised nothing into the loop
     wait_until(lambda: not _monitor_threads(), what="the monitor's threads to end")
-    assert _open_fds() == fds  # the pipe is closed
+    assert _open_fds() <= fds  # the pipe is closed (a collected sampler may close more)
     unsubscribe()
     monitor.start()  # a real restart, not a no-op on stale bookkeeping
     try:
@@ -856,7 +856,7 @@ def test_start_stop_start_runs_one_fast_loop_even_after_a_stop_that_gave_up_wait
     finally:
         monitor.stop()
     wait_until(lambda: not _monitor_threads(), what="the monitor's threads to end")
-    assert _open_fds() == fds
+    assert _open_fds() <= fds  # nothing left open (a collected sampler may close more)
 
 
 def test_a_monitor_survives_a_fork_the_child_can_start_it_and_sample(tmp_path: Path) -> None:

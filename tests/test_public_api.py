@@ -294,6 +294,7 @@ def test_the_guardians_surface_does_not_drift() -> None:
         "PRESETS",
         "Planner",
         "Target",
+        "check_path",
         "enable_hint",
         "guardian_command",
         "launchd_plist",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -235,7 +236,8 @@ def test_process_stopper_never_touches_protected_processes() -> None:
     assert ProcessStopper.protected(999_999, None) == "another user's process"
     # a pattern matching everything, in dry run: PID 1, this process and its parent are
     # reported as protected and never as a stop
-    stopper = ProcessStopper([r"."], enabled=True)
+    stopper = ProcessStopper([r"never-a-process-name"], enabled=True)
+    stopper.patterns = (re.compile(r"."),)  # every process (the stopper refuses such a pattern)
     stopper.reclaim(10**15)
     by_pid = {action.pid: action for action in stopper.actions}
     for pid in (1, me, parent):
