@@ -53,11 +53,14 @@ STYLES = {
 }
 
 
+_DUMB = ("dumb", "")
+
+
 def colour_wanted(out: TextIO, environ: Any = None) -> bool:
     """Whether the live view on *out* may use colour: a terminal, ``NO_COLOR`` unset or
-    empty, ``TERM`` not ``dumb``."""
+    empty, ``TERM`` not ``dumb`` nor set empty (a terminal that names no type)."""
     environ = os.environ if environ is None else environ
-    if environ.get("NO_COLOR", "") != "" or environ.get("TERM") == "dumb":
+    if environ.get("NO_COLOR", "") != "" or environ.get("TERM") in _DUMB:
         return False
     try:
         return bool(out.isatty())
@@ -106,10 +109,15 @@ class Screen:
     """The live view's terminal as a context manager: on entry the alternate screen (and
     no cursor), keys in cbreak mode when *keys* is a terminal and termios exists, and
     SIGTERM noted (``terminated``) and a resize (SIGWINCH), each waking :meth:`key`; on
-    exit all of it undone, whatever ended the view (``q``, Ctrl-C, SIGTERM, an error)."""
+    exit all of it undone, whatever ended the view (``q``, Ctrl-C, SIGTERM, an error).
+    With ``alternate=False`` (the line-by-line stream) only the keys and SIGTERM: no
+    alternate screen, and the log is not held back."""
 
-    def __init__(self, out: TextIO, keys: TextIO | None = None, *, colour: bool) -> None:
+    def __init__(
+        self, out: TextIO, keys: TextIO | None = None, *, colour: bool, alternate: bool = True
+    ) -> None:
         self.out = out
+        self.alternate = alternate
         self.colour = colour
         self.terminated = False
         self.resized = False
@@ -128,9 +136,10 @@ class Screen:
         self._saved_term = _on_signal(signal.SIGTERM, self._sigterm)
         winch = getattr(signal, "SIGWINCH", None)
         self._saved_winch = None if winch is None else _on_signal(winch, self._sigwinch)
-        self._held = _hold_logs()
-        self.out.write(ALT_SCREEN_ON)
-        self.out.flush()
+        if self.alternate:
+            self._held = _hold_logs()
+            self.out.write(ALT_SCREEN_ON)
+            self.out.flush()
         self._saved_mode = _cbreak(self._keys_fd)
         if self._saved_mode is None:  # no termios (Windows) or no mode to set: no keys
             self._keys_fd = None
@@ -144,8 +153,9 @@ class Screen:
     ) -> None:
         try:
             _restore(self._keys_fd, self._saved_mode)
-            self.out.write(ALT_SCREEN_OFF)
-            self.out.flush()
+            if self.alternate:
+                self.out.write(ALT_SCREEN_OFF)
+                self.out.flush()
         finally:
             if self._saved_term is not None:
                 signal.signal(signal.SIGTERM, self._saved_term)
@@ -228,9 +238,10 @@ def _ready(fds: list[int], timeout_s: float) -> set[int]:
 def redraws(out: TextIO, environ: Any = None) -> bool:
     """Whether *out* gets the live view (the alternate screen, a frame redrawn in place):
     a terminal that can move its cursor. ``TERM=dumb`` (Emacs' shell, a serial console)
-    cannot: it gets one line per update, as a pipe does."""
+    cannot: it gets one line per update, as a pipe does; so does ``TERM`` set empty (no
+    terminal type named: nothing says it can)."""
     environ = os.environ if environ is None else environ
-    if environ.get("TERM") == "dumb":
+    if environ.get("TERM") in _DUMB:
         return False
     try:
         return bool(out.isatty())

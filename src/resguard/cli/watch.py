@@ -204,25 +204,46 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 def _stream(monitor: Monitor, state: State, args: argparse.Namespace, out: TextIO) -> int:
     """Updates appended to *out*: JSON lines, or one line each (a frame for ``--once``
-    on a terminal that is not ``TERM=dumb``)."""
-    import time
-
+    on a terminal that is not ``TERM=dumb``). Between updates SIGTERM ends it (143, as
+    the live view does) and, on a terminal (``TERM=dumb``), ``q`` (with or without
+    Enter) ends it (0)."""
     live = Live(out)
     options = ViewOptions(rows=args.n, show_all=args.all)
-    frames = 0
-    while True:
+    if args.once:
         stale = stale_reason(monitor)
         if args.json:
             live.show_json(update(state, stale, options))
-        elif args.once and redraws(out):
+        elif redraws(out):
             live.show(format_frame(state, args.n, stale, show_all=args.all))
         else:
             live.show(format_line(state, stale))
-        frames += 1
-        if args.once or (args.count is not None and frames >= args.count):
-            return 0 if state.verdict.ok or not args.once else 1
-        time.sleep(args.interval)
-        state = _measure(monitor)
+        return 0 if state.verdict.ok else 1
+    from resguard.cli._screen import Screen, default_keys
+
+    keys = default_keys() if _is_terminal(out) else None
+    frames = 0
+    with Screen(out, keys, colour=False, alternate=False) as screen:
+        while not screen.terminated:
+            stale = stale_reason(monitor)
+            if args.json:
+                live.show_json(update(state, stale, options))
+            else:
+                live.show(format_line(state, stale))
+            frames += 1
+            if args.count is not None and frames >= args.count:
+                return 0
+            if _next_key(screen, args.interval) == "q":
+                return 0
+            if not screen.terminated:
+                state = _measure(monitor)
+    return EXIT_TERMINATED
+
+
+def _is_terminal(out: TextIO) -> bool:
+    try:
+        return bool(out.isatty())
+    except (OSError, ValueError):
+        return False
 
 
 def _live(monitor: Monitor, state: State, args: argparse.Namespace, out: TextIO) -> int:
