@@ -20,40 +20,174 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "MATCHED_CHARS",
+    "MATCH_DEADLINE_S",
+    "BoundedMatcher",
     "check_candidate",
     "check_flag",
     "compile_patterns",
+    "is_cheap",
     "own_pids",
     "pattern_problem",
     "protected_names",
+    "search_bounded",
 ]
 
 MATCHED_CHARS = 1024
 """How much of a process's name and of its command line a pattern is matched against
-(each cut to this many characters): a pattern's work is bounded by the text's length."""
+(each cut to this many characters)."""
 
-_PROBES = ("x", "Q", "7", "/", "-", "_", ".")  # a pattern matching all of them matches anything
-_REPEATS = frozenset({_sre_parse.MAX_REPEAT, _sre_parse.MIN_REPEAT})
+MATCH_DEADLINE_S = 1.0
+"""How long a pattern that is not provably cheap may take on one batch of texts (in a
+child process) before it is refused: it then matches nothing, so nothing is touched."""
+
 _NAME_IT = "expected a pattern that names what may be touched"
 _UNBOUNDED = 64  # a repeat of more than this many is treated as unbounded
+_REPEATS = frozenset({_sre_parse.MAX_REPEAT, _sre_parse.MIN_REPEAT})
+_ATOMS = frozenset({_sre_parse.LITERAL, _sre_parse.NOT_LITERAL, _sre_parse.ANY, _sre_parse.IN})
+_PLAIN = _ATOMS | {_sre_parse.AT, _sre_parse.GROUPREF}
+
+
+def _probe_texts() -> tuple[str, ...]:
+    """A fixed, diverse set of names and command lines: a pattern matching more than half
+    of them matches almost any process."""
+    import random
+
+    chance = random.Random(14)  # a fixed seed: the same probes everywhere, every run
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:@ "
+    names = tuple(
+        "".join(chance.choice(alphabet) for _ in range(length))
+        for length in (1, 2, 3, 5, 8, 12, 16, 24, 32, 40)
+    )
+    typical = (
+        "/usr/lib/systemd/systemd --user",
+        "/usr/bin/python3 -m http.server 8000",
+        "bash",
+        "-zsh",
+        "sshd: alice@pts/0",
+        "/usr/sbin/cron -f",
+        "node /home/bob/app/server.js --port=3000",
+        "/opt/google/chrome/chrome --type=renderer --lang=en-US",
+        "ollama runner --model /root/.ollama/models/blobs/sha256-1",
+        "[kworker/0:1-events]",
+        "java -Xmx2g -jar build/libs/service.jar",
+        "/usr/bin/dbus-daemon --session --address=systemd:",
+    )
+    return ("", "x", "Q", "7", "/", "-", "_", ".", "ab", "Z9", "a b", "~/.", *names, *typical)
+
+
+_PROBES = _probe_texts()
+
+
+def is_cheap(regex: re.Pattern[str]) -> bool:
+    """Whether *regex* is provably cheap on any text of ``MATCHED_CHARS``, so it may be
+    matched in this process: literals, classes, anchors and alternations of them, with at
+    most one repeat in the whole pattern, of a single character or class (``.*``,
+    ``[a-z]+``), never of a group, an alternation or another repeat."""
+    try:
+        tree = _sre_parse.parse(regex.pattern, regex.flags & ~re.UNICODE)
+    except Exception:  # it compiled: the parser's internals are not ours
+        return False
+    repeats = _count_repeats(tree)
+    return repeats is not None and repeats <= 1
+
+
+def _count_repeats(items: Any) -> int | None:
+    """How many repeats the parsed *items* hold, or ``None`` for anything not provably cheap."""
+    count = 0
+    for op, value in items:
+        if op in _REPEATS:
+            body = list(value[2])
+            if len(body) != 1 or body[0][0] not in _ATOMS:
+                return None
+            count += 1
+        elif op is _sre_parse.BRANCH:
+            for branch in value[1]:
+                inner = _count_repeats(branch)
+                if inner is None:
+                    return None
+                count += inner
+        elif op is _sre_parse.SUBPATTERN:
+            inner = _count_repeats(value[-1])
+            if inner is None:
+                return None
+            count += inner
+        elif op in (_sre_parse.ASSERT, _sre_parse.ASSERT_NOT):
+            inner = _count_repeats(value[1])
+            if inner is None:
+                return None
+            count += inner
+        elif op not in _PLAIN:
+            return None
+    return count
+
+
+_CHILD = (
+    "import json, re, sys\n"
+    "job = json.load(sys.stdin)\n"
+    "regex = re.compile(job['pattern'], job['flags'])\n"
+    "json.dump([regex.search(text) is not None for text in job['texts']], sys.stdout)\n"
+)
+
+
+def search_bounded(
+    regex: re.Pattern[str], texts: list[str], *, deadline: float = MATCH_DEADLINE_S
+) -> list[bool] | None:
+    """Whether *regex* finds something in each of *texts*, or ``None`` when that took longer
+    than *deadline* (or could not be found out): a provably cheap pattern is searched here,
+    any other in a child process that is killed at the deadline (Python's ``re`` has no
+    timeout and holds the GIL, so it could not be stopped here)."""
+    if is_cheap(regex):
+        return [regex.search(text) is not None for text in texts]
+    if not texts:
+        return []
+    import json
+    import subprocess
+
+    job = json.dumps({"pattern": regex.pattern, "flags": regex.flags, "texts": texts})
+    try:
+        done = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", _CHILD],
+            input=job.encode(),
+            capture_output=True,
+            timeout=deadline,
+            check=False,
+        )
+        found = json.loads(done.stdout) if done.returncode == 0 else None
+    except (subprocess.TimeoutExpired, OSError, ValueError):
+        return None
+    if not isinstance(found, list) or len(found) != len(texts):
+        return None
+    return [item is True for item in found]
 
 
 def pattern_problem(regex: re.Pattern[str]) -> str | None:
     """Why *regex* may not choose processes to act on, or ``None``: it matches an empty
-    string or any one-character text (so every process), or it can take exponential time
-    (a repeat nested in an unbounded repeat, ``(a+)+``; an alternation in one, ``(a|ab)*``)."""
-    if regex.search("") is not None:
-        return f"matches an empty string, so it matches every process; {_NAME_IT}"
-    if all(regex.search(probe) for probe in _PROBES):
-        return f"matches any text, so it matches every process; {_NAME_IT}"
+    string or more than half of a fixed set of short names and typical command lines (so
+    almost every process), it holds a repeat or an alternation inside an unbounded repeat
+    (``(a+)+``, ``(a|ab)*``), or it takes longer than ``MATCH_DEADLINE_S`` on those short
+    texts. A pattern let through that is not provably cheap is still matched in a child
+    process with a deadline (:class:`BoundedMatcher`): this check is not what bounds it."""
     try:
         tree = _sre_parse.parse(regex.pattern, regex.flags & ~re.UNICODE)
     except Exception:  # it compiled: the parser's internals are not ours
-        return None
-    if _exponential(tree, inside=False):
+        tree = None
+    if tree is not None and _exponential(tree, inside=False):
         return (
             "can take exponential time (a repeat or an alternation inside an unbounded "
             "repeat, as in (a+)+ or (a|ab)*); expected it written without the nesting"
+        )
+    found = search_bounded(regex, list(_PROBES))
+    if found is None:
+        return (
+            f"took longer than {MATCH_DEADLINE_S:g}s on short texts; expected it written "
+            "without repeats side by side or inside one another"
+        )
+    if found[0]:
+        return f"matches an empty string, so it matches every process; {_NAME_IT}"
+    if sum(found) * 2 > len(found):
+        return (
+            f"matches {sum(found)} of {len(found)} short names and typical command lines, "
+            f"so almost every process; {_NAME_IT}"
         )
     return None
 
@@ -81,6 +215,80 @@ def _exponential(items: Any, *, inside: bool) -> bool:
         ):
             return True
     return False
+
+
+_KNOWN_MAX = 8192  # texts whose costly results are kept between batches
+
+
+class BoundedMatcher:
+    """Whether any of *patterns* matches a process's name or command line, each cut to
+    ``MATCHED_CHARS``, where no pattern can hang the caller: provably cheap patterns are
+    searched here, any other for a whole batch of texts in a child process with a deadline
+    of ``MATCH_DEADLINE_S``. A pattern that overruns it is refused from then on (it matches
+    nothing: nothing is touched through it), logged once, and ``refused`` says why."""
+
+    def __init__(self, patterns: tuple[re.Pattern[str], ...]) -> None:
+        self.patterns = patterns
+        self.refused: dict[str, str] = {}
+        self._cheap = tuple(regex for regex in patterns if is_cheap(regex))
+        self._all_costly = tuple(regex for regex in patterns if regex not in self._cheap)
+        self._known: dict[str, bool] = {}  # costly results of the latest batch, by text
+
+    @property
+    def costly(self) -> bool:
+        """Whether a pattern not yet refused needs a child process to be matched."""
+        return bool(self._costly())
+
+    def _costly(self) -> list[re.Pattern[str]]:
+        return [regex for regex in self._all_costly if regex.pattern not in self.refused]
+
+    def prepare(self, texts: Iterable[str]) -> None:
+        """Match the costly patterns against all of *texts* at once (one child per pattern),
+        so that :meth:`matches` on them answers without a child each."""
+        self._known = {}
+        costly = self._costly()
+        if not costly:
+            return
+        batch = sorted({text[:MATCHED_CHARS] for text in texts})
+        known = dict.fromkeys(batch, False)
+        for regex in costly:
+            found = self._search(regex, batch)
+            for text, hit in zip(batch, found, strict=True):
+                known[text] = known[text] or hit
+        self._known = known
+
+    def _search(self, regex: re.Pattern[str], texts: list[str]) -> list[bool]:
+        found = search_bounded(regex, texts)
+        if found is not None:
+            return found
+        why = (
+            f"refused: pattern {regex.pattern!r} took longer than {MATCH_DEADLINE_S:g}s on "
+            "a process's name or command line; it matches nothing from now on (nothing is "
+            "touched through it): expected it written without repeats side by side or "
+            "inside one another"
+        )
+        if regex.pattern not in self.refused:
+            import logging
+
+            logging.getLogger("resguard.reclaim").warning("%s", why)
+        self.refused[regex.pattern] = why
+        self._known = {}  # what it matched before counts no more
+        return [False] * len(texts)
+
+    def matches(self, name: str, command: str) -> bool:
+        name, command = name[:MATCHED_CHARS], command[:MATCHED_CHARS]
+        if any(regex.search(command) or regex.search(name) for regex in self._cheap):
+            return True
+        missing = [text for text in dict.fromkeys((command, name)) if text not in self._known]
+        if missing and self._costly():
+            if len(self._known) > _KNOWN_MAX:
+                self._known = {}
+            known = dict.fromkeys(missing, False)
+            for regex in self._costly():
+                for text, hit in zip(missing, self._search(regex, missing), strict=True):
+                    known[text] = known[text] or hit
+            self._known.update(known)
+        return self._known.get(command, False) or self._known.get(name, False)
 
 
 def check_flag(value: object, name: str) -> bool:

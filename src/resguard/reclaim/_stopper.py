@@ -14,7 +14,7 @@ import re
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -43,7 +43,7 @@ from resguard._probes.procfs import PAGE_SIZE, TICKS_PER_S
 from resguard.reclaim._base import Cost
 from resguard.reclaim._base import shown as _shown
 from resguard.reclaim._checks import (
-    MATCHED_CHARS,
+    BoundedMatcher,
     check_candidate,
     check_flag,
     compile_patterns,
@@ -239,6 +239,7 @@ class _ProcessReader:
     _proc: str
     _backend: Backend
     _use_pidfd: bool
+    _matcher: BoundedMatcher
 
     def _why_protected(self, pid: int, *, mine: bool, kernel_thread: bool, name: str) -> str | None:
         return protection_reason(
@@ -250,11 +251,23 @@ class _ProcessReader:
             protected_names=self.protected_names,
         )
 
+    @property
+    def matcher(self) -> BoundedMatcher:
+        """How the patterns are matched, none able to hang this process (see ``refused``)."""
+        if getattr(self, "_matcher", None) is None or self._matcher.patterns is not self.patterns:
+            self._matcher = BoundedMatcher(self.patterns)
+        return self._matcher
+
     def _matches(self, name: str, command: str) -> bool:
-        """Whether a pattern matches *name* or *command*, each cut to ``MATCHED_CHARS``
-        (a pattern's time is bounded by the text it reads: any process's argv is read)."""
-        name, command = name[:MATCHED_CHARS], command[:MATCHED_CHARS]
-        return any(pattern.search(command) or pattern.search(name) for pattern in self.patterns)
+        """Whether a pattern matches *name* or *command*, each cut to ``MATCHED_CHARS``."""
+        return self.matcher.matches(name, command)
+
+    def _prepare(self, pids: list[int]) -> None:
+        """The costly patterns matched against every listed process at once (one child)."""
+        if self.matcher.costly:
+            argvs = [(read_stat(pid, self._proc), read_cmdline(self._proc, pid)) for pid in pids]
+            names = [(full_name(st.name, argv), argv) for st, argv in argvs if st is not None]
+            self.matcher.prepare(t for n, argv in names for t in (n, " ".join(argv) or n))
 
     def _portable(self) -> bool:
         """Whether processes are read through psutil: the psutil backend, or no /proc."""
@@ -266,6 +279,7 @@ class _ProcessReader:
             entries = list(os.scandir(self._proc))
         except OSError:
             return []
+        self._prepare([int(entry.name) for entry in entries if entry.name.isdigit()])
         for entry in entries:
             if entry.name.isdigit():
                 candidate = self._linux_candidate(int(entry.name), entry)
@@ -281,13 +295,18 @@ class _ProcessReader:
         except Exception:  # psutil.Error, OSError or anything odd: nothing to stop
             return []
         found = []
+        looked: list[tuple[Any, str, str]] = []
         for process in listed:
             try:  # a cheap first look through psutil's cached Process
                 name = process.name()
                 command = " ".join(process.cmdline()) or name
             except Exception:
                 continue
-            if isinstance(name, str) and self._matches(name, command):
+            if isinstance(name, str):
+                looked.append((process, name, command))
+        self.matcher.prepare(text for _, name, command in looked for text in (name, command))
+        for process, name, command in looked:
+            if self._matches(name, command):
                 candidate = self._portable_candidate(process.pid)
                 if candidate is not None:
                     found.append(candidate)
