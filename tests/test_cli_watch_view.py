@@ -340,6 +340,7 @@ _HOLD = (
 )
 
 
+@pytest.mark.linux_backend  # a cgroup's limit and members are the kernel readers'
 def test_in_a_cgroup_the_table_is_the_cgroups_and_the_memory_culprit_comes_first(
     memory_cgroup: Any,
 ) -> None:

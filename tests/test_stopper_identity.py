@@ -74,7 +74,11 @@ def test_a_live_processes_row_is_its_candidate_and_a_protected_stop_is_a_refusal
         assert candidate.start_time_s == pytest.approx(row.create_time, abs=1.5 / TICKS_PER_S)
         action = stopper.stop(attrs.evolve(candidate, protected="a protected name"))
         assert (action.done, action.refused, action.signal) == (False, True, "none")
-        gone = attrs.evolve(candidate, start_ticks=(candidate.start_ticks or 0) + 1)
+        gone = attrs.evolve(  # on either backend: the linux one compares ticks, psutil times
+            candidate,
+            start_ticks=(candidate.start_ticks or 0) + 1,
+            create_time=None if candidate.create_time is None else candidate.create_time + 5.0,
+        )
         action = stopper.stop(gone)  # another process's identity: verified, refused
         assert (action.done, action.refused) == (False, True)
         assert child.poll() is None
