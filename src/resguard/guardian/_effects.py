@@ -80,6 +80,7 @@ __all__ = ["MachineEffects"]
 
 _NO_MATCH = "a process action needs `match` patterns (there is no default)"
 _MAX_NICE = 19
+_ORPHAN_CHECK_S = 10.0  # how often a running guardian resumes what gone guardians left paused
 _UNDO_RENICE = UNDO_ACTIONS["renice"]
 _RECORDED = ("pid", "start_ticks", "create_time", "ppid", "name", "cmdline", "uid")
 _Said = tuple[Status, str]  # an outcome's status and reason, before its target is known
@@ -146,6 +147,7 @@ class MachineEffects:
         self._kills: list[_Kill] = []
         self._clock = clock
         self._record = PausedFile(paused_dir)
+        self._orphans_due = clock() + _ORPHAN_CHECK_S
 
     # ------------------------------------------------------------------ the protocol
     def act(
@@ -200,12 +202,22 @@ class MachineEffects:
             else:
                 waiting.append(kill)
         self._kills = waiting
+        if now >= self._orphans_due:  # another guardian may have died holding pauses
+            self._orphans_due = now + _ORPHAN_CHECK_S
+            outcomes.extend((None, outcome) for outcome in self._resume_leftovers())
         return outcomes
 
     def recover(self) -> list[Outcome]:
         """Start: SIGCONT to each process the paused-process record names that is still
         that very process (an earlier guardian paused it and never resumed it); the
-        record is then rewritten with what this guardian holds (nothing yet)."""
+        record is then rewritten with what this guardian holds (nothing yet). A running
+        guardian does the same every 10 s (from :meth:`pending`) for the
+        records of other guardians that have gone since."""
+        outcomes = self._resume_leftovers()
+        self._save()
+        return outcomes
+
+    def _resume_leftovers(self) -> list[Outcome]:
         from resguard.reclaim import ProcessStopper, StopCandidate
 
         outcomes = []
@@ -219,7 +231,6 @@ class MachineEffects:
                 outcomes.append(Outcome("resume", held.target, False, "skipped", str(error)))
                 continue
             outcomes.append(self._resume(stopper, held, False))
-        self._save()
         return outcomes
 
     def close(self) -> list[Outcome]:
@@ -241,7 +252,7 @@ class MachineEffects:
         self.unloader.close()
         return outcomes
 
-    def _save(self) -> None:
+    def _save(self) -> bool:
         entries = [
             {
                 **{key: getattr(held.candidate, key) for key in _RECORDED},
@@ -250,7 +261,7 @@ class MachineEffects:
             for helds in self._paused.values()
             for held in helds
         ]
-        self._record.save(entries)
+        return self._record.save(entries)
 
     # ------------------------------------------------------------------ notify
     def _notify(self, spec: ActionSpec, breach: Breach, dry_run: bool) -> Outcome:
@@ -329,7 +340,11 @@ class MachineEffects:
             paused = _Changed(candidate, target, match=match)
             helds = self._paused.setdefault(spec.index, [])
             helds.append(paused)
-            self._save()  # recorded before the SIGSTOP: a crash right after it leaves a record
+            if not self._save():  # recorded before the SIGSTOP: a crash after it leaves a record
+                helds.remove(paused)
+                self._save()
+                why = f"the paused-process record {self._record.path} cannot be written"
+                return Outcome(spec.do, target, False, "refused", why)
             status, why = self._send(stopper, candidate, signal.SIGSTOP)
             if status != "done":
                 helds.remove(paused)
@@ -459,9 +474,10 @@ class MachineEffects:
 
 
 def _exited(kill: _Kill) -> Outcome:
-    """A stopped process gone after its SIGTERM: done, its RSS freed."""
+    """A stopped process gone since its SIGTERM was sent: done, its RSS freed. Not "it
+    exited after SIGTERM": it may have ended some other way (a SIGKILL from elsewhere)."""
     freed = kill.candidate.rss
-    return Outcome("stop", kill.target, False, "done", "it exited after SIGTERM", freed)
+    return Outcome("stop", kill.target, False, "done", "gone since its SIGTERM was sent", freed)
 
 
 def _largest(

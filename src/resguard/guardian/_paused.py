@@ -11,13 +11,17 @@ by its exact identity (pid and start time, as the stopper reads it), with the ac
 record's owner pid is not running, or is another process now, by its start time) and
 resumes an entry only when that very process (the same pid and start time, still matching
 one of the patterns, not protected) is still there; anything else is dropped unsignalled.
-A guardian that is still running keeps its record: two guardians never resume each other's.
+A guardian that is still running keeps its record: two guardians never resume each other's;
+a running guardian reads the records again every 10 s, so that what a guardian beside it
+left paused when it died is resumed without waiting for a restart.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -91,14 +95,15 @@ class PausedFile:
                 pass
         return found
 
-    def save(self, entries: list[dict[str, Any]]) -> None:
-        """Record *entries* (remove the record when there are none); never raises."""
+    def save(self, entries: list[dict[str, Any]]) -> bool:
+        """Record *entries* (remove the record when there are none); never raises. Whether
+        the record now says what *entries* say (``True`` where no record is kept)."""
         if self.path is None:
-            return
+            return True
         try:
             if not entries:
                 self.path.unlink(missing_ok=True)
-                return
+                return True
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".paused-")
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -110,16 +115,33 @@ class PausedFile:
                     "the paused-process record %s cannot be written (%s)", self.path, error
                 )
             self._failing = True
-            return
+            return False
         self._failing = False
+        return True
+
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
 
 
 def _read(path: Path) -> object:
+    """A record's parsed JSON, ``None`` (with a warning) for one that cannot be read: opened
+    without blocking and read only when it is a regular file (a FIFO planted there cannot
+    hang the guardian), at most 1 MiB, and any JSON it cannot parse (nested too deeply for
+    the parser, say) is that one record skipped, never the others."""
     try:
-        with open(path, "rb") as handle:
-            return json.loads(handle.read(_MAX_BYTES))
-    except (OSError, ValueError) as error:
-        _logger.warning("the paused-process record %s cannot be read (%s)", path, error)
+        fd = os.open(path, _OPEN_FLAGS)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            raw = os.read(fd, _MAX_BYTES + 1)
+        finally:
+            os.close(fd)
+        if len(raw) > _MAX_BYTES:
+            raise ValueError("larger than 1 MiB")
+        return json.loads(raw)
+    except (OSError, ValueError, RecursionError, MemoryError) as error:
+        why = "nested too deeply" if isinstance(error, RecursionError) else error
+        _logger.warning("the paused-process record %s cannot be read (%s)", path, why)
         return None
 
 
