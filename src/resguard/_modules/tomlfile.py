@@ -6,14 +6,17 @@ failure a :class:`~resguard.ConfigError` naming the file)."""
 from __future__ import annotations
 
 import difflib
+import errno
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 from resguard._errors import ConfigError, InvalidType, InvalidValue
+from resguard._modules.log import get_logger
 from resguard.units import format_bytes
 
 if sys.version_info >= (3, 11):
@@ -31,6 +34,8 @@ __all__ = [
 ]
 
 _DEFAULT_FILES = ("resguard.toml", "pyproject.toml")
+_logger = get_logger("resguard")
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
 _MAX_CONFIG_BYTES = 1 << 20
 _DEEP_DOTTED_KEY = re.compile(r"""(?:(?:[\w-]+|"[^"\n]*"|'[^'\n]*')[ \t]*\.[ \t]*){99,}""")
 
@@ -81,17 +86,35 @@ def has_tool_resguard(data: Mapping[str, Any]) -> bool:
 
 def _holds(candidate: Path, wants: Wants | None) -> bool:
     """Whether *candidate* is a readable file whose parsed TOML *wants* accepts (any file
-    for ``None``). A file that cannot be read or parsed is found (:func:`read_toml` then
-    says what is wrong with it): a broken configuration is never passed over silently."""
+    for ``None``). A ``resguard.toml`` that cannot be read or parsed is found
+    (:func:`read_toml` then says what is wrong with it), and so is a ``pyproject.toml``
+    that names resguard anywhere: a broken configuration is never passed over silently. A
+    broken ``pyproject.toml`` that never names resguard is another project's file: passed
+    over, with a warning that says why."""
     if not _readable_file(candidate):
         return False
     if wants is None:
         return True
     try:
         data, _ = read_toml(candidate, noun="a configuration")
-    except ConfigError:
-        return True
+    except ConfigError as error:
+        if candidate.name != "pyproject.toml" or _names_resguard(candidate):
+            return True
+        _logger.warning(
+            "%s; passed over in the search for resguard's configuration (it names no resguard)",
+            error,
+        )
+        return False
     return wants(data)
+
+
+def _names_resguard(candidate: Path) -> bool:
+    """Whether the first MiB of *candidate* holds ``resguard`` (``True`` when unreadable:
+    then it is for :func:`read_toml` to say why)."""
+    try:
+        return b"resguard" in _read_regular(candidate).lower()
+    except OSError:
+        return True
 
 
 def search_config(
@@ -129,8 +152,7 @@ def read_toml(path: str | os.PathLike[str], *, noun: str) -> tuple[dict[str, Any
     if "\x00" in shown:
         raise ConfigError(f"{shown!r}: a path cannot hold a NUL character", path=shown)
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(_MAX_CONFIG_BYTES + 1)
+        raw = _read_regular(path)
         if len(raw) > _MAX_CONFIG_BYTES:
             raise ConfigError(
                 f"{shown}: larger than {format_bytes(_MAX_CONFIG_BYTES)}; {noun} is a few tables",
@@ -159,6 +181,30 @@ def read_toml(path: str | os.PathLike[str], *, noun: str) -> tuple[dict[str, Any
             f"{shown}: arrays or tables nested too deeply to read", path=shown
         ) from None
     return data, shown
+
+
+def _read_regular(path: str | os.PathLike[str]) -> bytes:
+    """At most 1 MiB + 1 byte of *path*, opened without blocking and read only when it is a
+    regular file: a FIFO with no writer (or a device) named as the configuration cannot
+    hang the reader."""
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory")
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks = []
+        left = _MAX_CONFIG_BYTES + 1
+        while left > 0:
+            chunk = os.read(fd, left)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def check_keys(path: str, prefix: str, table: Mapping[str, Any], known: Collection[str]) -> None:
