@@ -256,10 +256,22 @@ def parse_duration(value: int | float | str | _dt.timedelta) -> float:
             total += float(part[1]) * _DURATION_UNITS[part[2]]
             position = part.end()
         if position != len(text) or not text:
-            raise InvalidValue(f"{value!r} is not a duration; {_DURATION_HINT}")
+            # "-1s": the one reason worth giving (a duration is never negative)
+            negative = text.startswith("-") and _unsigned_duration(text[1:].lstrip())
+            because = ": it is negative" if negative else ""
+            raise InvalidValue(f"{value!r} is not a duration{because}; {_DURATION_HINT}")
     if not total <= MAX_SECONDS:  # "1e999" is inf: quoted as typed
         raise InvalidValue(f"{value!r} is not a duration: too large; {_DURATION_HINT}")
     return total
+
+
+def _unsigned_duration(text: str) -> bool:
+    """Whether *text* reads as a duration (no sign)."""
+    try:
+        parse_duration(text)
+    except InvalidValue:
+        return False
+    return bool(text) and not text.startswith("-")
 
 
 def format_duration(seconds: float) -> str:
