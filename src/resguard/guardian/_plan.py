@@ -45,10 +45,14 @@ clears."""
 @attrs.frozen
 class Decision:
     """What to do after one verdict: ``fire`` the (action, breach) pairs, in the order of
-    the actions, and ``clear`` the actions whose rules all cleared."""
+    the actions, and ``clear`` the actions whose rules all cleared. ``early`` holds the
+    (action index, rule) pairs of ``fire`` that fired within their cooldown, for a culprit
+    not named before: one that finds nothing to act on is not news (the new culprit is not
+    one `match` covers), so the runner does not journal it."""
 
     fire: tuple[tuple[ActionSpec, Breach], ...] = ()
     clear: tuple[ActionSpec, ...] = ()
+    early: frozenset[tuple[int, str]] = frozenset()
 
 
 def matches(spec: ActionSpec, breach: Breach) -> bool:
@@ -91,6 +95,7 @@ class Planner:
         """The actions to take for *verdict*, judged at monotonic time *now*."""
         fire: list[tuple[ActionSpec, Breach]] = []
         clear: list[ActionSpec] = []
+        early: set[tuple[int, str]] = set()
         present: set[tuple[int, str]] = set()
         self._before = {}
         for spec in self.actions:
@@ -99,11 +104,14 @@ class Planner:
                 key = (spec.index, breach.rule)
                 present.add(key)
                 named = frozenset(o.pid for o in breach.offenders if o.pid is not None)
-                if self._due(spec, key, now) or (
+                due = self._due(spec, key, now)
+                if due or (
                     spec.do in PROCESS_ACTIONS
                     and key in self._culprits
                     and not named <= self._culprits[key]
                 ):
+                    if not due:
+                        early.add(key)
                     fire.append((spec, breach))
                     self._before[key] = self._last_fired.get(key)
                     self._last_fired[key] = now
@@ -121,7 +129,7 @@ class Planner:
                     del self._clear_since[spec.index]
                     clear.append(spec)
         self._notified &= present  # an episode that ended may notify again when it restarts
-        return Decision(tuple(fire), tuple(clear))
+        return Decision(tuple(fire), tuple(clear), frozenset(early))
 
     def _due(self, spec: ActionSpec, key: tuple[int, str], now: float) -> bool:
         if spec.do == "notify" and key in self._notified:

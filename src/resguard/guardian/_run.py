@@ -99,7 +99,9 @@ class Guardian:
             self.journal.write(rule, outcome)
         decision = self.planner.step(state.verdict, state.snapshot.monotonic)
         for spec, breach in decision.fire:
-            outcomes = self._do(spec, breach.rule, partial(self._act, spec, breach, state.snapshot))
+            early = (spec.index, breach.rule) in decision.early
+            act = partial(self._act, spec, breach, state.snapshot)
+            outcomes = self._do(spec, breach.rule, act, quiet_nothing=early)
             if all(_found_nothing(outcome) for outcome in outcomes):
                 self.planner.found_nothing(spec, breach.rule)
         for spec in decision.clear:
@@ -157,7 +159,16 @@ class Guardian:
             return [Outcome(spec.do, None, False, "refused", _ONCE)]
         return self.effects.act(spec, breach, snapshot, dry_run=self.dry_run)
 
-    def _do(self, spec: ActionSpec, rule: str, call: Callable[[], list[Outcome]]) -> list[Outcome]:
+    def _do(
+        self,
+        spec: ActionSpec,
+        rule: str,
+        call: Callable[[], list[Outcome]],
+        *,
+        quiet_nothing: bool = False,
+    ) -> list[Outcome]:
+        """*call*'s outcomes, journalled (but a found-nothing when *quiet_nothing*: an
+        early firing that found nothing, see :class:`Decision`)."""
         try:
             outcomes = call()
         except Exception as error:  # an effect's bug must not stop the guardian
@@ -169,7 +180,7 @@ class Guardian:
         now_skipped = set()
         for outcome in outcomes:
             if _found_nothing(outcome):
-                if self._nothing.get(key) == outcome.result:
+                if quiet_nothing or self._nothing.get(key) == outcome.result:
                     continue  # said once; a culprit that never matches is not news each tick
                 self._nothing[key] = outcome.result
             else:
