@@ -198,7 +198,7 @@ def test_stop_ends_the_culprit_with_sigterm_and_reports_its_rss_as_freed(
     assert (rule, exited.action, exited.result) == (
         "runaway",
         "stop",
-        "done: it exited after SIGTERM",
+        "done: gone since its SIGTERM was sent",
     )
     assert exited.freed_bytes is not None
     assert exited.freed_bytes >= 32 << 20
@@ -459,4 +459,4 @@ def test_a_stop_is_logged_once_by_the_journal_not_by_the_stopper_as_well(
     assert len(said) == 2  # the SIGTERM, then its end: each once
     assert said[0].startswith(f"stop {burner.pid} ")
     assert ": done: SIGTERM sent" in said[0]
-    assert ": done: it exited after SIGTERM, freed " in said[1]
+    assert ": done: gone since its SIGTERM was sent, freed " in said[1]

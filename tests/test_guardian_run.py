@@ -495,7 +495,7 @@ def test_renice_lowers_the_burning_childs_priority_and_stop_ends_it(
     ]
     assert stops[0]["target"]["pid"] == child.pid
     assert stops[0]["result"] == "done: SIGTERM sent; SIGKILL in 2 s"
-    assert stops[-1]["result"] == "done: it exited after SIGTERM"  # said at close
+    assert stops[-1]["result"] == "done: gone since its SIGTERM was sent"  # said at close
 
 
 def test_a_rule_name_holding_a_newline_is_refused_and_forges_no_log_line(
