@@ -6,7 +6,6 @@ failure a :class:`~resguard.ConfigError` naming the file)."""
 from __future__ import annotations
 
 import difflib
-import errno
 import os
 import re
 import stat
@@ -112,9 +111,10 @@ def _names_resguard(candidate: Path) -> bool:
     """Whether the first MiB of *candidate* holds ``resguard`` (``True`` when unreadable:
     then it is for :func:`read_toml` to say why)."""
     try:
-        return b"resguard" in _read_regular(candidate).lower()
+        raw = _read_regular(candidate)
     except OSError:
         return True
+    return isinstance(raw, str) or b"resguard" in raw.lower()
 
 
 def search_config(
@@ -153,6 +153,8 @@ def read_toml(path: str | os.PathLike[str], *, noun: str) -> tuple[dict[str, Any
         raise ConfigError(f"{shown!r}: a path cannot hold a NUL character", path=shown)
     try:
         raw = _read_regular(path)
+        if isinstance(raw, str):
+            raise ConfigError(f"{shown}: cannot be read ({raw})", path=shown)
         if len(raw) > _MAX_CONFIG_BYTES:
             raise ConfigError(
                 f"{shown}: larger than {format_bytes(_MAX_CONFIG_BYTES)}; {noun} is a few tables",
@@ -183,17 +185,17 @@ def read_toml(path: str | os.PathLike[str], *, noun: str) -> tuple[dict[str, Any
     return data, shown
 
 
-def _read_regular(path: str | os.PathLike[str]) -> bytes:
+def _read_regular(path: str | os.PathLike[str]) -> bytes | str:
     """At most 1 MiB + 1 byte of *path*, opened without blocking and read only when it is a
-    regular file: a FIFO with no writer (or a device) named as the configuration cannot
-    hang the reader."""
+    regular file (else why not): a FIFO with no writer (or a device) named as the
+    configuration cannot hang the reader."""
     fd = os.open(path, _OPEN_FLAGS)
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, "is a directory")
+            return "it is a directory"
         if not stat.S_ISREG(mode):
-            raise OSError(errno.EINVAL, "not a regular file")
+            return "not a regular file: only one is read, never a FIFO or a device"
         chunks = []
         left = _MAX_CONFIG_BYTES + 1
         while left > 0:

@@ -18,7 +18,6 @@ left paused when it died is resumed without waiting for a restart.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import stat
@@ -128,21 +127,26 @@ def _read(path: Path) -> object:
     without blocking and read only when it is a regular file (a FIFO planted there cannot
     hang the guardian), at most 1 MiB, and any JSON it cannot parse (nested too deeply for
     the parser, say) is that one record skipped, never the others."""
+    why: object
     try:
         fd = os.open(path, _OPEN_FLAGS)
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise OSError(errno.EINVAL, "not a regular file")
-            raw = os.read(fd, _MAX_BYTES + 1)
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+            raw = os.read(fd, _MAX_BYTES + 1) if regular else b""
         finally:
             os.close(fd)
-        if len(raw) > _MAX_BYTES:
-            raise ValueError("larger than 1 MiB")
-        return json.loads(raw)
-    except (OSError, ValueError, RecursionError, MemoryError) as error:
-        why = "nested too deeply" if isinstance(error, RecursionError) else error
-        _logger.warning("the paused-process record %s cannot be read (%s)", path, why)
-        return None
+        if not regular:
+            why = "not a regular file"
+        elif len(raw) > _MAX_BYTES:
+            why = "larger than 1 MiB"
+        else:
+            return json.loads(raw)
+    except RecursionError:
+        why = "nested too deeply"
+    except (OSError, ValueError, MemoryError) as error:
+        why = error
+    _logger.warning("the paused-process record %s cannot be read (%s)", path, why)
+    return None
 
 
 def _running(owner: dict[str, Any]) -> bool:
