@@ -335,6 +335,7 @@ def test_the_process_table_is_sampled_whatever_the_rules_read() -> None:
     assert guardian.observe().snapshot.processes  # culprits and process actions need it
 
 
+@pytest.mark.linux_backend  # a memory cgroup is the kernel readers'
 def test_the_guardian_judges_the_machines_memory_not_its_own_cgroup() -> None:
     own = Sampler().sample(children=False).memory.cgroup
     if own is None:
