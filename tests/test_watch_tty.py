@@ -291,7 +291,7 @@ def test_in_tmux_the_view_leaves_no_scrollback_and_the_screen_as_it_was() -> Non
         _tmux(socket, "send-keys", "-t", session, "q")
         _poll(lambda: pane("#{alternate_on}") == "0", "watch to give the screen back")
         assert pane("#{history_size}") == history
-        after = _tmux(socket, "capture-pane", "-p", "-t", session)
+        after = _tmux(socket, "capture-pane", "-p", "-J", "-t", session)  # -J: wrapped lines joined
         assert "resguard watch " in after  # the command line typed, nothing more
         assert "verdict:" not in after
         assert pane("#{cursor_flag}") == "1"  # the cursor is shown again
