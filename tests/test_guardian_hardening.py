@@ -56,6 +56,8 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     def start(*argv: str, code: str = "while 1: pass") -> subprocess.Popen[bytes]:
         child = subprocess.Popen([sys.executable, "-c", code, *argv])
         started.append(child)
+        if argv:  # until the exec: a child just forked still has pytest's command line
+            wait_until(lambda: argv[-1].encode() in _cmdline(child.pid), what="the child")
         return child
 
     yield start
@@ -64,6 +66,13 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
             os.kill(child.pid, signal.SIGCONT)
             child.kill()
         child.wait(timeout=10)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def config_file(tmp_path: Path, action: str, *, name: str = "resguard.toml") -> Path:
