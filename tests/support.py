@@ -101,3 +101,19 @@ def sample_beside_a_stalled_walk(
     finally:
         release.set()
         walker.join(10)
+
+
+def process_state(pid: int) -> str:
+    """The process's state letter in /proc/PID/stat (``R``, ``S``, ``D``; ``T`` stopped)."""
+    with open(f"/proc/{pid}/stat") as file:
+        return file.read().rsplit(")", 1)[1].split()[0]
+
+
+def process_cmdline(pid: int) -> bytes:
+    """/proc/PID/cmdline as read now (empty when the process is gone): a child just forked
+    still has its parent's, so tests wait for their marker in it before acting."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            return file.read()
+    except OSError:
+        return b""

@@ -25,7 +25,7 @@ from resguard.rules import Breach, Level, Offender
 from resguard.snapshot import Snapshot
 from resguard.testing import make_snapshot
 
-from support import wait_until
+from support import process_cmdline, process_state, wait_until
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="real processes are read from /proc here"
@@ -43,18 +43,10 @@ def _spawn(
     )
     assert isinstance(process, subprocess.Popen)
     wait_until(
-        lambda: f"guardian-{tag}".encode() in _cmdline(process.pid),
+        lambda: f"guardian-{tag}".encode() in process_cmdline(process.pid),
         what=f"the {tag} child to start",
     )
     return process
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as file:
-            return file.read()
-    except OSError:
-        return b""
 
 
 def _rss(pid: int) -> int:
@@ -66,12 +58,6 @@ def _ignores_sigterm(pid: int) -> bool:
     with open(f"/proc/{pid}/status") as file:
         mask = next(line for line in file if line.startswith("SigIgn:")).split()[1]
     return bool(int(mask, 16) & (1 << (signal.SIGTERM - 1)))
-
-
-def _state(pid: int) -> str:
-    """The one-letter state of /proc/PID/stat (``T``: stopped, ``R``/``S``: running)."""
-    with open(f"/proc/{pid}/stat") as file:
-        return file.read().rsplit(")", 1)[1].split()[0]
 
 
 @pytest.fixture
@@ -137,12 +123,12 @@ def test_pause_stops_the_matching_culprit_and_clear_resumes_that_same_process(
     assert (outcome.result, outcome.target and outcome.target.pid) == ("done", burner.pid)
     assert outcome.target is not None
     assert outcome.target.start_time is not None
-    wait_until(lambda: _state(burner.pid) == "T", what="the child to be stopped")
+    wait_until(lambda: process_state(burner.pid) == "T", what="the child to be stopped")
     [again] = effects.act(spec, _breach(burner.pid), _snapshot(), dry_run=False)
     assert again.result == "skipped: already paused by this action"
     [resumed] = effects.clear(spec, dry_run=False)
     assert (resumed.action, resumed.result) == ("resume", "done")  # not "pause" again
-    wait_until(lambda: _state(burner.pid) in ("R", "S"), what="the child to run again")
+    wait_until(lambda: process_state(burner.pid) in ("R", "S"), what="the child to run again")
     assert effects.clear(spec, dry_run=False) == []  # resumed once, forgotten
 
 
@@ -154,10 +140,10 @@ def test_close_resumes_every_process_still_paused(
     spec = _spec("pause", rf"guardian-close-{RUN}")
     [outcome] = effects.act(spec, _breach(burner.pid), _snapshot(), dry_run=False)
     assert outcome.result == "done"
-    wait_until(lambda: _state(burner.pid) == "T", what="the child to be stopped")
+    wait_until(lambda: process_state(burner.pid) == "T", what="the child to be stopped")
     [resumed] = effects.close()
     assert resumed.result == "done"
-    wait_until(lambda: _state(burner.pid) in ("R", "S"), what="the child to run again")
+    wait_until(lambda: process_state(burner.pid) in ("R", "S"), what="the child to run again")
 
 
 def test_renice_lowers_priority_by_the_step_and_clear_puts_it_back(
@@ -252,7 +238,7 @@ def test_a_dry_run_signals_nothing_and_says_what_it_would_do(
     assert (outcome.result, outcome.dry_run) == ("would", True)
     assert outcome.target is not None
     assert outcome.target.pid == burner.pid
-    assert _state(burner.pid) in ("R", "S")
+    assert process_state(burner.pid) in ("R", "S")
     assert os.getpriority(os.PRIO_PROCESS, burner.pid) == nice
     assert burner.poll() is None
     assert effects.clear(spec, dry_run=True) == []
@@ -268,7 +254,7 @@ def test_a_culprit_no_pattern_matches_is_never_touched(
     assert outcome.result == "skipped: no culprit of the breach matches `match`"
     assert outcome.target is None
     assert burner.poll() is None
-    assert _state(burner.pid) in ("R", "S")
+    assert process_state(burner.pid) in ("R", "S")
 
 
 def test_an_action_without_match_is_refused_never_a_default(
@@ -277,7 +263,7 @@ def test_an_action_without_match_is_refused_never_a_default(
     burner = children("nomatch")
     [outcome] = _effects().act(_spec("pause"), _breach(burner.pid), _snapshot(), dry_run=False)
     assert outcome.result.startswith("refused: a process action needs `match`")
-    assert _state(burner.pid) in ("R", "S")
+    assert process_state(burner.pid) in ("R", "S")
 
 
 def _as_nobody() -> None:
@@ -304,7 +290,7 @@ def test_another_users_matching_process_is_never_touched(
         [outcome] = effects.act(spec, breach, _snapshot(), dry_run=False)
         assert outcome.result == "skipped: protected: another user's process"
     assert theirs.poll() is None
-    assert _state(theirs.pid) != "T"  # not stopped (a starting child may be in D)
+    assert process_state(theirs.pid) != "T"  # not stopped (a starting child may be in D)
     assert os.getpriority(os.PRIO_PROCESS, theirs.pid) == nice
 
 
@@ -353,7 +339,7 @@ def test_resume_refuses_a_process_that_is_not_the_one_paused(
     effects, spec = _effects(), _spec("pause", rf"guardian-swap-{RUN}")
     [outcome] = effects.act(spec, _breach(burner.pid), _snapshot(), dry_run=False)
     assert outcome.result == "done"
-    wait_until(lambda: _state(burner.pid) == "T", what="the child to be stopped")
+    wait_until(lambda: process_state(burner.pid) == "T", what="the child to be stopped")
     [held] = effects._paused[0]
     # the remembered process started earlier: the pid now is another process's (the linux
     # backend compares start ticks, psutil start times)
@@ -366,7 +352,7 @@ def test_resume_refuses_a_process_that_is_not_the_one_paused(
     effects._paused[0] = [attrs.evolve(held, candidate=earlier)]
     [refused] = effects.clear(spec, dry_run=False)
     assert refused.result.startswith("skipped: it is gone")
-    assert _state(burner.pid) == "T"  # nothing was sent to it
+    assert process_state(burner.pid) == "T"  # nothing was sent to it
 
 
 @pytest.mark.parametrize("by", [0, -5, 20])

@@ -36,16 +36,11 @@ from resguard.rules import Breach, Level, Policy, ProcessThreshold, Verdict
 from resguard.snapshot import ProcessInfo, Sampler, Snapshot
 from resguard.testing import make_snapshot
 
-from support import wait_until
+from support import process_cmdline, process_state, wait_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 RUN = uuid.uuid4().hex[:8]
-
-
-def state_of(pid: int) -> str:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return text.rsplit(")", 1)[1].split()[0]
 
 
 @pytest.fixture
@@ -57,7 +52,7 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
         child = subprocess.Popen([sys.executable, "-c", code, *argv])
         started.append(child)
         if argv:  # until the exec: a child just forked still has pytest's command line
-            wait_until(lambda: argv[-1].encode() in _cmdline(child.pid), what="the child")
+            wait_until(lambda: argv[-1].encode() in process_cmdline(child.pid), what="the child")
         return child
 
     yield start
@@ -66,13 +61,6 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
             os.kill(child.pid, signal.SIGCONT)
             child.kill()
         child.wait(timeout=10)
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def config_file(tmp_path: Path, action: str, *, name: str = "resguard.toml") -> Path:
@@ -114,7 +102,7 @@ def test_a_guardian_killed_outright_leaves_a_record_the_next_one_resumes(
     config = config_file(tmp_path, f'do = "pause"\nmatch = ["{marker}"]')
     first = guardian_process(config, tmp_path)
     try:
-        wait_until(lambda: state_of(child.pid) == "T", what="the child paused", timeout_s=30)
+        wait_until(lambda: process_state(child.pid) == "T", what="the child paused", timeout_s=30)
         first.kill()  # SIGKILL: no chance to resume anything
         first.communicate(timeout=30)
     finally:
@@ -124,12 +112,12 @@ def test_a_guardian_killed_outright_leaves_a_record_the_next_one_resumes(
     [record] = records
     [entry] = json.loads(record.read_text())["paused"]
     assert entry["pid"] == child.pid
-    assert state_of(child.pid) == "T"  # left stopped, as R1 found
+    assert process_state(child.pid) == "T"  # left stopped, as R1 found
     # the next guardian resumes it at start (then pauses it again: the rule holds)
     config.write_text(config.read_text().replace('do = "pause"', 'do = "notify"').split("match")[0])
     second = guardian_process(config, tmp_path)
     try:
-        wait_until(lambda: state_of(child.pid) != "T", what="the child resumed", timeout_s=30)
+        wait_until(lambda: process_state(child.pid) != "T", what="the child resumed", timeout_s=30)
         second.send_signal(signal.SIGTERM)
         second.communicate(timeout=30)
     finally:
@@ -149,7 +137,7 @@ def test_a_record_whose_process_is_another_one_now_is_dropped_unsignalled(
     marker = f"hardening-reused-{RUN}"
     child = spawn(marker)
     os.kill(child.pid, signal.SIGSTOP)
-    wait_until(lambda: state_of(child.pid) == "T", what="the child stopped by the test")
+    wait_until(lambda: process_state(child.pid) == "T", what="the child stopped by the test")
     directory = tmp_path / "paused"
     directory.mkdir()
     entry = {
@@ -165,7 +153,7 @@ def test_a_record_whose_process_is_another_one_now_is_dropped_unsignalled(
     (directory / "guardian-1.json").write_text(json.dumps({"owner": {}, "paused": [entry]}))
     [outcome] = MachineEffects(paused_dir=directory).recover()
     assert (outcome.action, outcome.status) == ("resume", "skipped")
-    assert state_of(child.pid) == "T"  # not ours to resume
+    assert process_state(child.pid) == "T"  # not ours to resume
 
 
 # ------------------------------------------------------------------ 2: a stop's grace
@@ -267,18 +255,18 @@ def test_a_pause_on_a_cpu_rule_holds_while_the_paused_process_cools(
     guardian = Guardian(load_config(path), journal=Journal(tmp_path / "j.jsonl"), monitor=monitor)
     try:
         wait_until(
-            lambda: guardian.tick() is not None and state_of(child.pid) == "T",
+            lambda: guardian.tick() is not None and process_state(child.pid) == "T",
             what="the child paused",
         )
         cleared = 0
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:  # paused, its CPU falls: the rule clears
             cleared += guardian.tick().ok
-            assert state_of(child.pid) == "T"  # and the pause holds
+            assert process_state(child.pid) == "T"  # and the pause holds
         assert cleared
     finally:
         guardian.close()
-    assert state_of(child.pid) != "T"
+    assert process_state(child.pid) != "T"
 
 
 def test_hold_is_for_pause_and_renice_and_durations_have_upper_bounds(tmp_path: Path) -> None:
@@ -311,7 +299,7 @@ def test_once_refuses_to_pause_and_says_so_in_the_journal(
     [line] = [json.loads(text) for text in journal.read_text().splitlines()]
     assert line["action"] == "pause"
     assert line["result"].startswith("refused: --once does not pause")
-    assert state_of(child.pid) in ("R", "S")
+    assert process_state(child.pid) in ("R", "S")
 
 
 # ------------------------------------------------------------------ 8: the search

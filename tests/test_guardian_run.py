@@ -37,7 +37,7 @@ from resguard.rules import Breach, Policy, ProcessThreshold, Verdict
 from resguard.snapshot import ProcessInfo, Sampler, Snapshot
 
 from plugins.integration import unavailable
-from support import wait_until
+from support import process_state, wait_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -52,12 +52,6 @@ def burner() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     finally:
         child.kill()
         child.wait(timeout=10)
-
-
-def state_of(pid: int) -> str:
-    """The process's state letter in /proc/PID/stat (R, S, T ...)."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return text.rsplit(")", 1)[1].split()[0]
 
 
 def _matches(spec: ActionSpec, pid: int) -> bool:
@@ -212,13 +206,13 @@ def test_a_burning_process_is_paused_then_resumed_when_its_rule_clears(
     guardian = child_guardian(config, effects, child.pid, tmp_path / "j.jsonl")
     try:
         wait_until(
-            lambda: guardian.tick() is not None and state_of(child.pid) == "T",
+            lambda: guardian.tick() is not None and process_state(child.pid) == "T",
             what="the guardian to pause the burning child",
         )
         assert effects.cleared == []
         # paused, it burns nothing: the rule clears and the guardian resumes it
         wait_until(
-            lambda: guardian.tick() is not None and state_of(child.pid) != "T",
+            lambda: guardian.tick() is not None and process_state(child.pid) != "T",
             what="the guardian to resume the child when the rule cleared",
         )
     finally:
@@ -250,7 +244,7 @@ def test_dry_run_signals_nothing_and_the_journal_says_what_would_have_been_done(
             ),
             what="a dry-run pause in the journal",
         )
-        assert state_of(child.pid) in ("R", "S")
+        assert process_state(child.pid) in ("R", "S")
     finally:
         guardian.close()
     pause = next(
@@ -280,7 +274,7 @@ def test_once_evaluates_and_acts_once_and_prints_the_verdict_naming_the_culprit(
     assert child.pid in offenders
     assert {line["action"] for line in answer["actions"]} == {"pause", "notify"}
     assert len(journal.read_text().splitlines()) == len(answer["actions"])
-    assert state_of(child.pid) in ("R", "S")  # dry-run
+    assert process_state(child.pid) in ("R", "S")  # dry-run
 
 
 @pytest.mark.parametrize(
@@ -313,7 +307,7 @@ def test_a_signal_stops_the_guardian_cleanly_and_resumes_what_it_paused(
         env={**os.environ, "PATH": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state")},
     )
     try:
-        wait_until(lambda: state_of(child.pid) == "T", what="the child paused", timeout_s=30)
+        wait_until(lambda: process_state(child.pid) == "T", what="the child paused", timeout_s=30)
         guardian.send_signal(signum)
         _, stderr = guardian.communicate(timeout=30)
     finally:
@@ -323,7 +317,7 @@ def test_a_signal_stops_the_guardian_cleanly_and_resumes_what_it_paused(
     assert "Traceback" not in stderr
     assert "guardian started (ACTING" in stderr
     assert "guardian stopped" in stderr
-    assert state_of(child.pid) in ("R", "S")
+    assert process_state(child.pid) in ("R", "S")
     lines = [json.loads(line) for line in journal.read_text().splitlines()]
     resumed = [line for line in lines if line["rule"] is None]
     assert resumed
@@ -449,7 +443,7 @@ def test_a_burning_process_no_pattern_names_is_never_paused(
         )
         for _ in range(3):
             guardian.tick()
-            states.append(state_of(child.pid))
+            states.append(process_state(child.pid))
     finally:
         guardian.close()
     assert "T" not in states

@@ -33,17 +33,12 @@ from resguard.rules import Breach, Level, Offender, Verdict
 from resguard.snapshot import Snapshot
 from resguard.testing import make_snapshot
 
-from support import wait_until
+from support import process_cmdline, process_state, wait_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 RUN = uuid.uuid4().hex[:8]
 _RECORDED = ("pid", "start_ticks", "create_time", "ppid", "name", "cmdline", "uid")
-
-
-def state_of(pid: int) -> str:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return text.rsplit(")", 1)[1].split()[0]
 
 
 @pytest.fixture
@@ -55,7 +50,7 @@ def spawn() -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
         child = subprocess.Popen([sys.executable, "-c", "while 1: pass", marker])
         started.append(child)
         wait_until(  # until the exec: a child just forked still has pytest's command line
-            lambda: marker.encode() in _cmdline(child.pid), what=f"{marker} to start"
+            lambda: marker.encode() in process_cmdline(child.pid), what=f"{marker} to start"
         )
         return child
 
@@ -67,16 +62,9 @@ def spawn() -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
         child.wait(timeout=10)
 
 
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
 def stopped(child: subprocess.Popen[bytes]) -> None:
     os.kill(child.pid, signal.SIGSTOP)
-    wait_until(lambda: state_of(child.pid) == "T", what="the child stopped")
+    wait_until(lambda: process_state(child.pid) == "T", what="the child stopped")
 
 
 def entry_for(child: subprocess.Popen[bytes], marker: str) -> dict[str, Any]:
@@ -132,7 +120,7 @@ def test_a_record_nested_too_deeply_is_skipped_and_the_others_are_resumed(
     (directory / "guardian-1.json").write_text("[" * 200_000 + "]" * 200_000)
     outcomes = MachineEffects(paused_dir=directory).recover()
     assert [(o.action, o.status) for o in outcomes] == [("resume", "done")]
-    assert state_of(child.pid) != "T"
+    assert process_state(child.pid) != "T"
     assert list(directory.glob("guardian-*.json")) == []
 
 
@@ -155,7 +143,7 @@ def test_a_fifo_among_the_records_never_hangs_the_guardian(
             except OSError:
                 pass
     assert [(o.action, o.status) for o in outcomes] == [("resume", "done")]  # type: ignore[attr-defined]
-    assert state_of(child.pid) != "T"
+    assert process_state(child.pid) != "T"
 
 
 def test_a_fifo_named_as_the_config_is_refused_not_waited_on(tmp_path: Path) -> None:
@@ -188,7 +176,7 @@ def test_a_running_guardian_resumes_what_a_guardian_beside_it_left_when_it_died(
     now[0] = 11.0
     [(rule, outcome)] = effects.pending()
     assert (rule, outcome.action, outcome.status) == (None, "resume", "done")
-    assert state_of(child.pid) != "T"
+    assert process_state(child.pid) != "T"
 
 
 # ------------------------------------------------------------------ R1b 7: no record, no pause
@@ -208,7 +196,7 @@ def test_a_pause_is_refused_while_its_record_cannot_be_written(
     [outcome] = effects.act(spec, breach, make_snapshot(), dry_run=False)
     assert outcome.status == "refused", outcome
     assert "paused-process record" in outcome.result
-    assert state_of(child.pid) != "T"  # never stopped
+    assert process_state(child.pid) != "T"  # never stopped
 
 
 # ------------------------------------------------------------------ R1b 6: the search
