@@ -31,7 +31,7 @@ def resguard(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str
 
 
 def test_snapshot_json() -> None:
-    out = resguard("snapshot", "--json")
+    out = resguard("snapshot", "--json", "--window", "0.1")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["memory"]["total"] == psutil.virtual_memory().total
@@ -40,7 +40,7 @@ def test_snapshot_json() -> None:
 
 
 def test_snapshot_text_names_the_limit_source() -> None:
-    out = resguard("snapshot")
+    out = resguard("snapshot", "--window", "0.1")
     assert out.returncode == 0, out.stderr
     assert "limit from" in out.stdout
     assert "pressure" in out.stdout
@@ -56,7 +56,7 @@ def test_top_json_by_memory() -> None:
 
 
 def test_top_text_has_a_header() -> None:
-    out = resguard("top", "-n", "2", "--group")
+    out = resguard("top", "-n", "2", "--group", "--window", "0.1")
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0].split()[:3] == ["PID", "CPU%", "RSS"]
 
@@ -97,7 +97,7 @@ def test_watch_json_lines() -> None:
 
 
 def test_watch_once_exit_code_follows_the_verdict() -> None:
-    out = resguard("watch", "--once", "--json")
+    out = resguard("watch", "--once", "--json", "--window", "0.1")
     level = json.loads(out.stdout)["level"]
     assert out.returncode == (0 if level == "OK" else 1)
 
@@ -397,7 +397,7 @@ def test_watch_names_a_stale_state_and_json_lists_the_unknowns() -> None:
     assert stale.startswith("stale: last sample")
     assert stale in format_line(monitor.state, stale)
     assert f"? unknown: {stale}" in format_frame(monitor.state, 3, stale)
-    out = resguard("watch", "--once", "--json")
+    out = resguard("watch", "--once", "--json", "--window", "0.1")
     assert isinstance(json.loads(out.stdout)["unknown"], list)
 
 
@@ -500,7 +500,7 @@ def _damaged_meminfo(
 def test_a_damaged_meminfo_shows_unknown_never_zero_or_a_traceback(
     content: bytes, tmp_path: Path
 ) -> None:
-    out = _damaged_meminfo(content, tmp_path, "snapshot")
+    out = _damaged_meminfo(content, tmp_path, "snapshot", "--window", "0.1")
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr
     first = out.stdout.splitlines()[0]
@@ -510,7 +510,7 @@ def test_a_damaged_meminfo_shows_unknown_never_zero_or_a_traceback(
 
 
 def test_watch_with_a_damaged_meminfo_says_what_is_unknown(tmp_path: Path) -> None:
-    out = _damaged_meminfo(b"garbage\n", tmp_path, "watch", "--once", "--json")
+    out = _damaged_meminfo(b"garbage\n", tmp_path, "watch", "--once", "--json", "--window", "0.1")
     assert "Traceback" not in out.stderr
     update = json.loads(out.stdout)
     # the source that failed: the file itself, or psutil's call that reads it

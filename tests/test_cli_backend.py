@@ -59,7 +59,9 @@ def test_help_and_version_still_work_with_a_bad_resguard_backend() -> None:
 
 
 def test_the_backend_option_overrides_the_environment() -> None:
-    out = resguard_cli("--backend", "linux", "snapshot", env={"RESGUARD_BACKEND": "linx"})
+    out = resguard_cli(
+        "--backend", "linux", "snapshot", "--window", "0.1", env={"RESGUARD_BACKEND": "linx"}
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == "backend  linux"
 
@@ -76,8 +78,8 @@ def test_the_backend_option_takes_any_case_as_the_environment_variable_does(type
     """RESGUARD_BACKEND=PSUTIL was accepted but --backend PSUTIL refused: both are typed in
     a shell, so both take any case and surrounding whitespace."""
     for args, env in (
-        (("--backend", typed, "snapshot"), {}),
-        (("snapshot",), {backend.ENV_VAR: typed}),
+        (("--backend", typed, "snapshot", "--window", "0.1"), {}),
+        (("snapshot", "--window", "0.1"), {backend.ENV_VAR: typed}),
     ):
         out = resguard_cli(*args, env=env)
         assert out.returncode == 0, out.stderr
@@ -107,13 +109,14 @@ def test_a_refused_backend_option_changes_neither_the_default_nor_the_environmen
     assert (backend.default_backend(), os.environ[backend.ENV_VAR]) == ("linux", "linux")
 
 
+_SHORT = ["--window", "0.1"]  # these tests are about which backend measures, not the CPU window
 _MEASURING = [
-    ["snapshot"],
-    ["snapshot", "--json"],
-    ["top", "-n", "1"],
-    ["top", "-n", "1", "--json"],
-    ["watch", "--once"],
-    ["watch", "--once", "--json"],
+    ["snapshot", *_SHORT],
+    ["snapshot", "--json", *_SHORT],
+    ["top", "-n", "1", *_SHORT],
+    ["top", "-n", "1", "--json", *_SHORT],
+    ["watch", "--once", *_SHORT],
+    ["watch", "--once", "--json", *_SHORT],
 ]
 
 
@@ -187,10 +190,10 @@ def test_the_library_names_psutil_when_it_is_missing(monkeypatch: pytest.MonkeyP
 def test_snapshot_measured_by_the_psutil_backend_says_so_and_has_real_numbers() -> None:
     import psutil
 
-    text = resguard_cli("--backend", "psutil", "snapshot")
+    text = resguard_cli("--backend", "psutil", "snapshot", "--window", "0.1")
     assert text.returncode == 0, text.stderr
     assert text.stdout.splitlines()[-1] == "backend  psutil"
-    as_json = resguard_cli("--backend", "psutil", "snapshot", "--json")
+    as_json = resguard_cli("--backend", "psutil", "snapshot", "--json", "--window", "0.1")
     assert as_json.returncode == 0, as_json.stderr
     data = json.loads(as_json.stdout)
     assert data["memory"]["total"] == psutil.virtual_memory().total
@@ -205,10 +208,10 @@ def test_the_backend_option_switches_a_process_that_measured_with_another(
     monkeypatch.setenv(backend.ENV_VAR, "linux")  # undone afterwards, whatever main() sets
     monkeypatch.setattr(backend, "_chosen", "linux")
     first = io.StringIO()
-    assert main(["--backend", "linux", "snapshot"], first) == 0
+    assert main(["--backend", "linux", "snapshot", "--window", "0.1"], first) == 0
     assert first.getvalue().splitlines()[-1] == "backend  linux"
     second = io.StringIO()
-    assert main(["--backend", "psutil", "snapshot"], second) == 0
+    assert main(["--backend", "psutil", "snapshot", "--window", "0.1"], second) == 0
     assert second.getvalue().splitlines()[-1] == "backend  psutil"
     assert backend.default_backend() == "psutil"
     assert os.environ[backend.ENV_VAR] == "psutil"
