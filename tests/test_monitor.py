@@ -189,45 +189,79 @@ def test_a_failing_source_is_logged_once_and_never_stops_sampling(
     assert sum("flaky works again" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_adaptive_interval_follows_headroom_and_fill_rate(tmp_path: Path) -> None:
-    machine = FixedMachine(tmp_path)  # 10 % in use
-    clock = ManualClock()
+def _paced_monitor(tmp_path: Path, clock: ManualClock, **kwargs: Any) -> tuple[Any, Monitor]:
+    machine = FixedMachine(tmp_path)  # 10 % of 16 GiB in use
     monitor = Monitor(
         "100ms",
-        policy=two_levels(),
+        policy=two_levels(),  # edges at 40, 50, 70 and 80 %
         sampler=BrokenSampler(machine.sampler, clock),  # type: ignore[arg-type]
         clock=clock,
         reclaim=False,
         min_interval="5ms",
         relaxed_interval="400ms",
-        relax_below="30%",
+        **kwargs,
     )
-    for _ in range(5):  # back to back, as before: only the fill loop below takes time
-        monitor.sample_now()
-    assert monitor.next_interval_s() == 0.4  # calm: OK, below 30 %, flat
-    machine.set_used_percent(12)  # a jump of two points of the limit
-    monitor.sample_now()
-    assert monitor.next_interval_s() <= 0.1
-    machine.set_used_percent(35)  # above relax_below, flat from here on
-    for _ in range(70):
-        monitor.sample_now()
-    assert monitor.next_interval_s() == 0.1
-    percent = 35.0
-    for _ in range(6):  # fill quickly: 8 % of 16 GiB per sample, 10 ms apart
-        percent += 8
+    return machine, monitor
+
+
+def test_the_interval_shrinks_as_memory_nears_the_nearest_edge(tmp_path: Path) -> None:
+    clock = ManualClock()
+    machine, monitor = _paced_monitor(tmp_path, clock, relax_below="100%")
+    intervals = []
+    for percent in (5, 15, 25, 35, 38, 39.8):  # towards the clear level at 40 %
         machine.set_used_percent(percent)
-        clock.advance(0.01)
-        monitor.sample_now()
-    assert 0.005 <= monitor.next_interval_s() < 0.1
+        monitor.sample_now()  # back to back: no fill rate measured, the default one
+        intervals.append(monitor.next_interval_s())
+    assert intervals[0] == 0.4  # far from every edge: relaxed
+    assert intervals == sorted(intervals, reverse=True)
+    assert len(set(intervals)) == len(intervals)  # strictly: every step nearer is faster
+    assert intervals[-1] == 0.005  # 33 MiB from the edge: at min_interval
     fixed = Monitor(
         "100ms", policy=two_levels(), sampler=machine.sampler, reclaim=False, adaptive=False
     )
     assert fixed.next_interval_s() == 0.1
 
 
+def test_a_threshold_at_half_the_limit_is_not_polled_at_the_relaxed_interval(
+    tmp_path: Path,
+) -> None:
+    # issue 15: calm meant "below relax_below (50 %) of the limit", so a threshold at 50 %
+    # was approached at the slowest pace; now relax_below is only one more edge
+    clock = ManualClock()
+    machine, monitor = _paced_monitor(tmp_path, clock)
+    machine.set_used_percent(49.5)
+    monitor.sample_now()
+    assert monitor.state.level == Level.OK
+    assert monitor.next_interval_s() < 0.02
+
+
+def test_a_fast_fill_shortens_the_interval_and_a_warning_keeps_it_at_most_interval(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock()
+    machine, monitor = _paced_monitor(tmp_path, clock, relax_below="100%")
+    machine.set_used_percent(20)
+    monitor.sample_now()
+    calm = monitor.next_interval_s()  # 20 % of the limit from the edge at 40 %
+    percent = 20.0
+    for _ in range(3):  # 1 % of 16 GiB per 10 ms: 16 GiB/s, faster than the default
+        percent += 1
+        machine.set_used_percent(percent)
+        clock.advance(0.01)
+        monitor.sample_now()
+    assert 0.005 <= monitor.next_interval_s() < calm
+    machine.set_used_percent(60)  # WARNING, 10 points from the next edge at 70 %
+    for _ in range(3):
+        clock.advance(10.0)  # slowly: the fastest fill seen is still the one above
+        monitor.sample_now()
+    assert monitor.state.level == Level.WARNING
+    assert monitor.next_interval_s() <= 0.1
+
+
 def _armed(monitor: Monitor) -> bool:
+    """Whether the running monitor armed a PSI trigger."""
     with monitor:
-        return monitor._trigger_fd is not None
+        return any(line.startswith("PSI") for line in monitor.events_armed)
 
 
 def test_psi_trigger_is_armed_exactly_where_the_kernel_allows(tmp_path: Path) -> None:
@@ -648,6 +682,7 @@ def test_a_cgroup_that_does_not_exist_fails_at_construction(tmp_path: Path) -> N
         ({"policy": "service"}, InvalidType, "'service'"),
         ({"adaptive": "false"}, InvalidType, "'false'"),
         ({"psi_trigger": 1}, InvalidType, "psi_trigger"),
+        ({"events": "yes"}, InvalidType, "events"),
         ({"reclaim": None}, InvalidType, "reclaim"),
         ({"sources": "docker"}, InvalidType, "'docker'"),
         ({"sources": [object()]}, InvalidType, "object"),

@@ -28,6 +28,7 @@ says so, for guards and readiness checks that must not trust an old verdict fore
 from __future__ import annotations
 
 from resguard.monitor._decide import RELOG_AFTER_S as RELOG_AFTER_S
+from resguard.monitor._events import EVENT_KINDS as EVENT_KINDS
 from resguard.monitor._monitor import Monitor
 from resguard.monitor._options import MIN_INTERVAL_S as MIN_INTERVAL_S
 from resguard.monitor._state import Source, State
@@ -37,6 +38,11 @@ __all__ = ["Monitor", "Source", "State"]
 JOIN_TIMEOUT_S = 10.0
 """How long :meth:`Monitor.stop` waits for each background thread (one blocked in a
 subscriber or a source finishes on its own, and closes its own pipe)."""
+
+BURST_S = 1.0
+"""How long the fast loop samples at ``min_interval`` after a kernel memory event before it
+relaxes to its paced interval again (Android lmkd's pattern): an event says memory moves
+now, and the next edge may be close behind."""
 
 FIRST_SLOW_WAIT_S = 2.0
 """How long :meth:`Monitor.start` waits for the first slow sample (the process table and

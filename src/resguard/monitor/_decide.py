@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 
 import attrs
 
 from resguard.monitor._options import Options
+from resguard.monitor._pace import paced_interval_s
 from resguard.monitor._state import State
 from resguard.rules import Level
 from resguard.snapshot import MemoryInfo, Snapshot
@@ -22,6 +24,7 @@ __all__ = [
     "History",
     "SlowSchedule",
     "SlowWork",
+    "fastest_fill_bytes_per_s",
     "next_interval_s",
     "reclaim_needed_bytes",
     "remember",
@@ -46,34 +49,57 @@ def remember(history: History, snapshot: Snapshot) -> None:
         history.append((snapshot.monotonic, used))
 
 
-def next_interval_s(options: Options, state: State, history: History) -> float:
+def fastest_fill_bytes_per_s(history: History) -> float | None:
+    """The fastest growth of memory use between two consecutive samples of *history*
+    (bytes per second), ``None`` while it never grew (or the clock never moved)."""
+    fastest: float | None = None
+    previous: tuple[float, int] | None = None
+    for sample in history:
+        if previous is not None and sample[0] > previous[0] and sample[1] > previous[1]:
+            rate = (sample[1] - previous[1]) / (sample[0] - previous[0])
+            fastest = rate if fastest is None else max(fastest, rate)
+        previous = sample
+    return fastest
+
+
+def next_interval_s(
+    options: Options,
+    state: State,
+    history: History,
+    edges_bytes: Iterable[int] = (),
+    *,
+    burst: bool = False,
+) -> float:
     """How long the fast loop waits after publishing *state*.
 
-    *relaxed_interval* while all is calm (verdict OK, memory below *relax_below* of the
-    limit, and not growing by a point of the limit between the last two samples);
-    *interval* otherwise; shorter still while memory fills up, so that the limit is
-    seen coming at least 20 samples ahead at the measured fill rate. Never relaxed
-    while memory or part of the verdict is unknown: blind is not calm.
+    Paced (``_pace.paced_interval_s``) by the distance from memory use to the nearest
+    edge, *edges_bytes* (the policy's and the watched guards'), the limit itself and
+    *relax_below* of the limit (one more edge, kept for compatibility: no longer a level
+    below which all is calm), at the fastest fill rate seen in *history* (or the pace's
+    default), between *min_interval* and *relaxed_interval*; at most *interval* while
+    the verdict is not OK. *min_interval* during a *burst* (after a kernel event);
+    *interval* while memory or part of the verdict is unknown: blind is not calm, nor a
+    reason to spin. *interval* always when not *adaptive*.
     """
     if not options.adaptive:
         return options.interval_s
+    if burst:
+        return options.min_interval_s
     memory = state.snapshot.memory
-    interval = options.interval_s
-    percent, limit, available = memory.percent, memory.limit, memory.available
-    if len(history) >= 2 and percent is not None and limit is not None:
-        (t0, used0), (t1, used1) = history[0], history[-1]
-        jump = history[-1][1] - history[-2][1]
-        calm = (
-            state.verdict.level == Level.OK
-            and state.verdict.known
-            and percent < options.relax_below_percent
-            and jump < limit / 100
-        )
-        if calm:
-            interval = options.relaxed_interval_s
-        if len(history) >= 4 and t1 > t0 and used1 > used0 and available is not None:
-            seconds_to_limit = available / ((used1 - used0) / (t1 - t0))
-            interval = min(interval, max(options.min_interval_s, seconds_to_limit / 20))
+    if memory.used is None or not state.verdict.known:
+        return options.interval_s
+    edges = list(edges_bytes)
+    if memory.limit is not None:
+        edges += (memory.limit, int(memory.limit * options.relax_below_percent / 100))
+    interval = paced_interval_s(
+        memory.used,
+        edges,
+        fastest_fill_bytes_per_s(history),
+        min_interval_s=options.min_interval_s,
+        relaxed_interval_s=options.relaxed_interval_s,
+    )
+    if state.verdict.level != Level.OK:
+        interval = min(interval, options.interval_s)
     return interval
 
 

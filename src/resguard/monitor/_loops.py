@@ -1,10 +1,12 @@
 """The Monitor's two loops, as threads and as anyio tasks: only the waiting differs.
 
 What each step does and how long to wait comes from the monitor's :class:`Steps` (decided
-in ``_decide``); a thread waits in ``poll`` on a
-pipe and the PSI trigger (fast; where there is no ``poll``, on the stop flag) or on a
-:class:`~resguard._modules.waiter.Waiter` (slow), a task sleeps (fast) or waits on the
-same waiter with a deadline (slow).
+in ``_decide``). The fast thread waits in one ``poll`` on its stop pipe and every
+descriptor of the run's kernel memory events (``_events.Wakeups``), the paced interval
+being the timeout (where there is no ``poll``, on the stop flag). The fast task waits on a
+:class:`~resguard._modules.waiter.Waiter` with the same deadline, woken by the
+``_events.Forwarder`` thread that polls the descriptors for it. The slow thread and task
+wait on a waiter too.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import select
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -22,14 +25,17 @@ from resguard._modules.log import get_logger
 from resguard._modules.waiter import Waiter
 from resguard._probes.psi import open_trigger
 from resguard.monitor._decide import SlowWork
+from resguard.monitor._events import EventHub, Forwarder, Wakeups, open_events
 from resguard.snapshot import Snapshot
 
 __all__ = [
     "Run",
     "Steps",
+    "TaskRun",
     "fast_task",
     "fast_thread",
     "open_psi_trigger",
+    "open_wakeups",
     "slow_task",
     "slow_thread",
 ]
@@ -43,18 +49,20 @@ def _has_poll() -> bool:
 @attrs.frozen
 class Steps:
     """The monitor's side of the loops: one fast tick (returns how long to wait), the slow
-    work due now, doing it, how long the slow loop may wait, and a PSI wake-up seen."""
+    work due now, doing it, how long the slow loop may wait, and the run's kernel events
+    (armed by the tick; ``woken(fds)`` drains the ready ones)."""
 
     tick: Callable[[], float]
     slow_due: Callable[[], SlowWork]
     slow_work: Callable[[SlowWork], None]
     slow_wait_s: Callable[[], float]
-    triggered: Callable[[], None]
+    woken: Callable[[tuple[int, ...]], None]
+    wakeups: Wakeups
 
 
 class Run:
     """One :meth:`Monitor.start`: its stop flag, the pipe that wakes the fast loop, the
-    waiter of the slow loop and the PSI trigger; closed exactly once, by
+    waiter of the slow loop and the kernel events; closed exactly once, by
     :meth:`Monitor.stop` or by the fast loop when it ends after stop() stopped waiting."""
 
     __slots__ = (
@@ -63,12 +71,12 @@ class Run:
         "first_slow",
         "slow_waiter",
         "stop",
-        "trigger_fd",
         "wake_read",
         "wake_write",
+        "wakeups",
     )
 
-    def __init__(self, trigger_fd: int | None, slow_waiter: Waiter) -> None:
+    def __init__(self, wakeups: Wakeups, slow_waiter: Waiter) -> None:
         self.stop = threading.Event()
         self.first_slow = threading.Event()  # the slow loop's first sample is done
         self.slow_waiter = slow_waiter
@@ -77,7 +85,7 @@ class Run:
             os.set_blocking(self.wake_write, False)
         else:  # the fast loop waits on the stop flag instead (see fast_thread)
             self.wake_read = self.wake_write = -1
-        self.trigger_fd = trigger_fd
+        self.wakeups = wakeups
         self._lock = threading.Lock()
         self._closed = False
 
@@ -125,8 +133,9 @@ class Run:
         self._close_fds()
 
     def _close_fds(self) -> None:
-        for fd in (self.wake_read, self.wake_write, self.trigger_fd):
-            if fd is not None and fd >= 0:
+        self.wakeups.close()
+        for fd in (self.wake_read, self.wake_write):
+            if fd >= 0:
                 try:
                     os.close(fd)
                 except OSError:
@@ -148,16 +157,34 @@ def _unavailable(why: str) -> None:
         )
 
 
+def _no_poll_here() -> bool:
+    """Whether nothing can be waited on here (not Linux, or no ``select.poll``): said once."""
+    if not sys.platform.startswith("linux"):
+        _unavailable(f"no pressure stall information on {sys.platform}")
+        return True
+    if not _has_poll():
+        _unavailable("this Python has no select.poll")
+        return True
+    return False
+
+
+def open_wakeups(
+    hub: EventHub, snapshot: Snapshot, *, events: bool, psi: bool, root: str | None
+) -> Wakeups:
+    """A run's kernel memory events for *snapshot*'s memory: none with ``events=False``,
+    where nothing can be waited on, or where nothing can be armed (each said once)."""
+    if not events or _no_poll_here():
+        return Wakeups(hub, None)
+    return Wakeups(hub, open_events(snapshot, psi=psi, root=root))
+
+
 def open_psi_trigger(snapshot: Snapshot) -> int | None:
-    """A PSI trigger on the memory pressure file *snapshot* read (``None``: none here).
+    """A PSI trigger alone on the memory pressure file *snapshot* read (``None``: none
+    here); the monitor opens all its events through :func:`open_wakeups`.
 
     Where the platform has no PSI (not Linux) or no ``select.poll`` to wait on a trigger,
     that is said once and the fast loop waits its plain interval."""
-    if not sys.platform.startswith("linux"):
-        _unavailable(f"no pressure stall information on {sys.platform}")
-        return None
-    if not _has_poll():
-        _unavailable("this Python has no select.poll")
+    if _no_poll_here():
         return None
     source = snapshot.pressure.source
     if source is None:
@@ -178,18 +205,36 @@ def fast_thread(steps: Steps, run: Run) -> None:
             return
         poller = select.poll()
         poller.register(run.wake_read, select.POLLIN)
-        if run.trigger_fd is not None:
-            poller.register(run.trigger_fd, select.POLLPRI)
+        registered: tuple[tuple[int, int], ...] = ()
         while not run.stop.is_set():
             wait_s = steps.tick()
             if run.stop.is_set():
                 return
-            events = poller.poll(wait_s * 1000)
-            if any(fd == run.trigger_fd for fd, _ in events):
-                steps.triggered()
+            registered = _register(poller, registered, steps.wakeups.descriptors)
+            ready = tuple(fd for fd, _ in poller.poll(wait_s * 1000) if fd != run.wake_read)
+            if ready and not run.stop.is_set():
+                steps.woken(ready)
     finally:
         if run.stop.is_set():
             run.close()
+
+
+def _register(
+    poller: select.poll,
+    registered: tuple[tuple[int, int], ...],
+    descriptors: tuple[tuple[int, int], ...],
+) -> tuple[tuple[int, int], ...]:
+    """Poll *descriptors* from now on instead of *registered* (a re-arm changes them)."""
+    if descriptors == registered:
+        return registered
+    for fd, _ in registered:
+        try:
+            poller.unregister(fd)
+        except (KeyError, ValueError):  # closed meanwhile
+            pass
+    for fd, mask in descriptors:
+        poller.register(fd, mask)
+    return descriptors
 
 
 def _wait_on_stop(steps: Steps, run: Run) -> None:
@@ -211,11 +256,27 @@ def slow_thread(steps: Steps, run: Run) -> None:
         run.slow_waiter.wait_thread(steps.slow_wait_s())
 
 
-async def fast_task(steps: Steps) -> None:
+async def fast_task(steps: Steps, forwarder: Forwarder | None) -> None:
+    """The fast loop as a task: tick, then wait until the deadline or until *forwarder*
+    (a thread polling the kernel events' descriptors) hands it ready ones."""
     import anyio
 
+    if forwarder is None:  # no kernel events: a plain sleep
+        while True:
+            await anyio.sleep(steps.tick())
     while True:
-        await anyio.sleep(steps.tick())
+        wait_s = steps.tick()
+        forwarder.published()
+        event = forwarder.waiter.arm()  # before looking: a hand-over after it is not lost
+        if not forwarder.ready:
+            with anyio.move_on_after(wait_s):
+                await event.wait()
+        ready = forwarder.take()
+        if ready:
+            try:
+                steps.woken(ready)
+            finally:
+                forwarder.done()
 
 
 async def slow_task(steps: Steps, waiter: Waiter) -> None:
@@ -231,3 +292,49 @@ async def slow_task(steps: Steps, waiter: Waiter) -> None:
         event = waiter.arm()  # before the wait is computed: a want after it is not lost
         with anyio.move_on_after(steps.slow_wait_s()):
             await event.wait()
+
+
+class TaskRun:
+    """One ``async with monitor:``: its task group, the run's kernel events and the
+    thread that forwards them to the fast task (none without events)."""
+
+    __slots__ = ("forwarder", "group", "slow_waiter", "wakeups")
+
+    def __init__(self, wakeups: Wakeups, slow_waiter: Waiter) -> None:
+        import anyio
+
+        self.group = anyio.create_task_group()
+        self.wakeups, self.slow_waiter = wakeups, slow_waiter
+        has_events = wakeups.events is not None and _has_poll()
+        self.forwarder = Forwarder(wakeups, Waiter()) if has_events else None
+
+    async def enter(self, steps: Steps) -> None:
+        """Start the tasks (and the forwarder); on failure nothing stays open."""
+        try:
+            await self.group.__aenter__()
+            if self.forwarder is not None:
+                self.forwarder.start()
+        except BaseException:
+            self._close(0.0)
+            raise
+        self.group.start_soon(fast_task, steps, self.forwarder)
+        self.group.start_soon(slow_task, steps, self.slow_waiter)
+
+    async def exit(self, exc_type: Any, exc: Any, tb: Any, join_timeout_s: float) -> bool | None:
+        """Cancel the tasks and wait for them, then stop the forwarder and close the events."""
+        self.group.cancel_scope.cancel()
+        try:
+            return bool(await self.group.__aexit__(exc_type, exc, tb))
+        finally:  # the tasks are done: no one touches the events any more
+            self._close(join_timeout_s)
+
+    def _close(self, join_timeout_s: float) -> None:
+        if self.forwarder is not None:
+            self.forwarder.close(join_timeout_s)
+        self.wakeups.close()
+
+    def abandon(self) -> None:
+        """In a forked child: close this process's copies (the parent's threads are gone)."""
+        if self.forwarder is not None:
+            self.forwarder.abandon()
+        self.wakeups.close()

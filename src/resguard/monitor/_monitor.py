@@ -18,7 +18,7 @@ from resguard._modules.clockcheck import checked_clock
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
 from resguard._modules.waiter import Waiter
-from resguard.monitor import _decide, _loops
+from resguard.monitor import _decide, _events, _loops, _steps
 from resguard.monitor._options import (
     Options,
     builtin_sources,
@@ -56,14 +56,18 @@ class Monitor:
         sources: extra sources for the slow loop (Docker containers, Ollama models).
         slow_interval: the slow loop's period (default ``"2s"``).
         min_interval: the fastest the adaptive fast loop may go (default ``"10ms"``).
-        relaxed_interval: the period while all is calm: verdict OK, memory below
-            *relax_below* (default ``"50%"``) of the limit and not jumping (default
-            ``"200ms"``; a PSI trigger still wakes the loop at once).
-        adaptive: sample faster while memory fills up (by the measured fill rate) and
-            slower while all is calm; ``False`` keeps *interval*.
-        psi_trigger: wake at once when the kernel reports memory stalls (PSI trigger;
-            Linux only: elsewhere the monitor logs once that it is not available on this
-            platform and keeps its interval).
+        relaxed_interval: the longest wait (default ``"200ms"``): while the verdict is
+            OK and known, the wait is paced by the distance from memory use to the nearest
+            edge of the policy and the watched guards (:meth:`watch_edges`) at the fill
+            rate, between *min_interval* and this; a kernel event still wakes it at once.
+        relax_below: one more edge to pace by, as a percent of the limit (default
+            ``"50%"``): no longer a level below which all is calm.
+        adaptive: pace the interval as above; ``False`` keeps *interval*.
+        events: wake on the kernel's memory events (default True: cgroup v1 thresholds
+            at the edges and OOM notifications, v2 ``memory.events``, PSI triggers), then
+            sample at *min_interval* for :data:`~resguard.monitor.BURST_S`; ``False``
+            polls only. Where nothing can be armed the monitor says why once, and polls.
+        psi_trigger: arm PSI triggers among the events (Linux only).
         cgroup: judge this cgroup directory's memory instead of this process's own.
         reclaim: climb the reclaim ladder on WARNING (default True): at once when the
             verdict reaches it, then at most once per *slow_interval* while it lasts.
@@ -95,6 +99,7 @@ class Monitor:
         relaxed_interval: float | str = "200ms",
         relax_below: float | str = "50%",
         adaptive: bool = True,
+        events: bool = True,
         psi_trigger: bool = True,
         cgroup: str | None = None,
         sampler: Sampler | None = None,
@@ -114,6 +119,7 @@ class Monitor:
             relax_below=relax_below,
             adaptive=adaptive,
             psi_trigger=psi_trigger,
+            events=events,
             reclaim=reclaim,
             reclaim_to=reclaim_to,
             stale_after=stale_after,
@@ -149,6 +155,7 @@ class Monitor:
         self.reclaim_to_percent = options.reclaim_to_percent
         self.adaptive = options.adaptive
         self.psi_trigger = options.psi_trigger
+        self.events = options.events
         self.stale_after_s = options.stale_after_s
 
     def _init_state(self) -> None:
@@ -163,12 +170,14 @@ class Monitor:
         self._slow_waiter = Waiter()
         self._run: _loops.Run | None = None  # the background threads' run, while they run
         self._threads: list[threading.Thread] = []
-        self._task_group: Any = None
-        self._trigger_fd: int | None = None
+        self._events = _events.EventHub(
+            self._failed, self._worked, lambda: bool(self._failures.memo.failing)
+        )
+        self._wakeups = _events.Wakeups(self._events, None)  # the running loops' events
+        self._tasks: _loops.TaskRun | None = None  # under async with
         self._sequence = 0
         self._new_locks()
         self.ticks = 0
-        self.triggered_wakeups = 0
 
     def _new_locks(self) -> None:
         self._tick_lock = threading.Lock()
@@ -297,77 +306,69 @@ class Monitor:
         return _decide.unknown_reason(self.state, now_s, self.stale_after_s)
 
     def next_interval_s(self) -> float:
-        """How long the fast loop waits now (see ``_decide.next_interval_s``):
-        *relaxed_interval* while all is calm, *interval* otherwise, shorter still while
-        memory fills up; never relaxed while memory or the verdict is unknown."""
-        return _decide.next_interval_s(self._options, self.state, self._history)
+        """How long the fast loop waits now (see ``_decide.next_interval_s``): paced by
+        the nearest memory edge, *min_interval* during a burst after an event, at most
+        *interval* while the verdict is not OK or not known."""
+        state = self.state
+        edges = self._events.edges(self.policy, state.snapshot.memory)
+        burst = self._clock() < self._events.burst_until_s
+        return _decide.next_interval_s(self._options, state, self._history, edges, burst=burst)
+
+    # -- kernel events (the plumbing is in _events) ---------------------------------------
+
+    def watch_edges(self, provider: _events.EdgeProvider) -> Callable[[], None]:
+        """Arm the events and pace the polling at *provider*'s memory edges too
+        (``provider.memory_edges_bytes(memory)``: a guard's budget edge), until the
+        returned function is called or the provider is collected (held weakly)."""
+        return self._events.watch(provider)
+
+    def subscribe_events(self, callback: _events.EventSubscriber) -> Callable[[], None]:
+        """Call ``callback(event)`` with every kernel memory event (an OOM kill is one of
+        kind ``"oom_kill"``); returns an unsubscribe function. Exceptions in a callback
+        are logged once per kind of error."""
+        return self._events.subscribe(callback)
+
+    @property
+    def event_counts(self) -> dict[str, int]:
+        """Kernel memory events seen, by kind (every kind of ``EVENT_KINDS``, from 0)."""
+        return self._events.counted()
+
+    @property
+    def events_armed(self) -> tuple[str, ...]:
+        """What the running loops have armed, readable (``()``: they poll, or stopped)."""
+        return self._wakeups.armed
+
+    @property
+    def triggered_wakeups(self) -> int:
+        """How often a kernel event woke the fast loop (not its timer)."""
+        return self._events.wakeups
 
     # -- the loops' steps -----------------------------------------------------------------
 
-    def _tick(self) -> float:
-        """One fast-loop step: sample, then how long to wait; never raises."""
-        try:
-            self.sample_now()
-            return self.next_interval_s()
-        except Exception as error:  # a bug; the loop goes on at its base pace
-            self._failed("the monitor's interval", error)
-            return self.interval_s
-
-    def _slow_due(self) -> _decide.SlowWork:
-        with self._schedule_lock:
-            return self._schedule.due(self._clock(), self.state.level)
-
-    def _slow_work(self, work: _decide.SlowWork) -> None:
-        """Climb the ladder and sample the sources, as *work* says; never raises."""
-        if work.climb:
-            try:
-                self.reclaim_now()
-                if self._failures.memo.failing:
-                    self._worked("reclaiming")
-            except Exception as error:  # steps are guarded; this is the last net
-                self._failed("reclaiming", error)
-        if work.sample:
-            try:
-                self.sample_slow()
-            except Exception as error:  # sources are guarded one by one; the last net
-                self._failed("the monitor's slow sample", error)
-            with self._schedule_lock:
-                self._schedule.sampled(self._clock())
-
-    def _slow_wait_s(self) -> float:
-        with self._schedule_lock:
-            return self._schedule.wait_s(self._clock())
-
-    def _triggered(self) -> None:
-        self.triggered_wakeups += 1
-
-    def _steps(self) -> _loops.Steps:
-        with self._schedule_lock:  # a fresh start samples the sources first
-            self._schedule.restart()
-        return _loops.Steps(
-            self._tick, self._slow_due, self._slow_work, self._slow_wait_s, self._triggered
-        )
+    def _open_wakeups(self) -> _events.Wakeups:
+        root = _events.sampler_root(self._sampler)
+        snapshot, psi = self.state.snapshot, self.psi_trigger
+        return _loops.open_wakeups(self._events, snapshot, events=self.events, psi=psi, root=root)
 
     # -- threads --------------------------------------------------------------------------
 
     @property
     def running(self) -> bool:
         """Whether the background loops run (threads, or tasks under ``async with``)."""
-        return self._run is not None or self._task_group is not None
+        return self._run is not None or self._tasks is not None
 
     def start(self) -> Monitor:
         """Start the background threads (idempotent)."""
         with self._life_lock:
-            if self._run is not None or self._task_group is not None:
+            if self.running:
                 return self  # already running, as threads or as tasks
-            trigger_fd = _loops.open_psi_trigger(self.state.snapshot) if self.psi_trigger else None
             self._slow_waiter = Waiter()
-            run = _loops.Run(trigger_fd, self._slow_waiter)
+            run = _loops.Run(wakeups := self._open_wakeups(), self._slow_waiter)
             # the first state after start() has the slow fields (processes, sources),
             # unless a source hangs: then start() returns anyway, and they follow
-            threads = run.start_threads(self._steps(), _package_constant("FIRST_SLOW_WAIT_S"))
-            self._trigger_fd = trigger_fd
-            self._run, self._threads = run, threads
+            steps = _steps.steps_for(self, wakeups)
+            threads = run.start_threads(steps, _package_constant("FIRST_SLOW_WAIT_S"))
+            self._run, self._threads, self._wakeups = run, threads, wakeups
         return self
 
     def stop(self) -> None:
@@ -379,7 +380,7 @@ class Monitor:
         with self._life_lock:
             run, threads = self._run, self._threads
             self._run, self._threads = None, []
-            self._trigger_fd = None
+            self._wakeups = _events.Wakeups(self._events, None)
         if run is None:
             return
         run.request_stop()
@@ -395,12 +396,13 @@ class Monitor:
         # the parent's threads do not exist here: the monitor is stopped, start() restarts
         # it, and no lock may stay held by a thread that is gone
         run, self._run, self._threads = self._run, None, []
-        self._trigger_fd = None
-        self._task_group = None
+        tasks, self._tasks = self._tasks, None
+        self._wakeups = _events.Wakeups(self._events, None)
         self._new_locks()
         self._slow_waiter = Waiter()
-        if run is not None:
-            run.abandon()
+        for gone in (run, tasks):  # the kernel side's close is safe in a child
+            if gone is not None:
+                gone.abandon()
 
     def __enter__(self) -> Monitor:
         return self.start()
@@ -416,24 +418,20 @@ class Monitor:
     # -- anyio ----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Monitor:
-        import anyio
-
         with self._life_lock:
             if self.running:  # two sets of loops would sample and reclaim twice
                 raise InvalidState(
                     "the monitor is already running (start() or another "
                     "async with); use one of them"
                 )
-            self._task_group = task_group = anyio.create_task_group()
-            self._slow_waiter = waiter = Waiter()
+            self._slow_waiter = Waiter()
+            self._tasks = tasks = _loops.TaskRun(self._open_wakeups(), self._slow_waiter)
         try:
-            await task_group.__aenter__()
+            await tasks.enter(_steps.steps_for(self, tasks.wakeups))
         except BaseException:
-            self._task_group = None
+            self._tasks = None
             raise
-        steps = self._steps()
-        task_group.start_soon(_loops.fast_task, steps)
-        task_group.start_soon(_loops.slow_task, steps, waiter)
+        self._wakeups = tasks.wakeups
         return self
 
     async def __aexit__(
@@ -442,9 +440,10 @@ class Monitor:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        task_group, self._task_group = self._task_group, None
-        task_group.cancel_scope.cancel()
-        return bool(await task_group.__aexit__(exc_type, exc, tb))
+        tasks, self._tasks = self._tasks, None
+        self._wakeups = _events.Wakeups(self._events, None)
+        assert tasks is not None, "__aexit__ without __aenter__"
+        return await tasks.exit(exc_type, exc, tb, _package_constant("JOIN_TIMEOUT_S"))
 
 
 def _details(state: State) -> str:

@@ -47,6 +47,7 @@ class Options:
     reclaim_to_percent: float
     adaptive: bool
     psi_trigger: bool
+    events: bool
     reclaim: bool
     stale_after_s: float
 
@@ -61,6 +62,7 @@ class Options:
         relax_below: object,
         adaptive: object,
         psi_trigger: object,
+        events: object,
         reclaim: object,
         reclaim_to: object,
         stale_after: object,
@@ -77,6 +79,7 @@ class Options:
             reclaim_to_percent=named("reclaim_to", parse_percent, reclaim_to),
             adaptive=adaptive_flag,
             psi_trigger=_flag(psi_trigger, "psi_trigger"),
+            events=_flag(events, "events"),
             reclaim=_flag(reclaim, "reclaim"),
             stale_after_s=_stale_after(
                 stale_after, relaxed_s, relaxed_s if adaptive_flag else interval_s

@@ -1,0 +1,378 @@
+"""The Monitor's kernel memory events: who is told, what is counted, where it is armed.
+
+The kernel side (:mod:`resguard._probes.memevents`) opens and drains the descriptors; this
+module is the monitor's side of them:
+
+* :class:`EventHub` (one per monitor) holds the ``subscribe_events`` callbacks, the counts
+  by kind, the providers of memory edges (``watch_edges``, held weakly) and the end of the
+  current *burst*: after an event the fast loop samples at ``min_interval`` for
+  :data:`resguard.monitor.BURST_S`, then relaxes (Android lmkd's pattern);
+* :class:`Wakeups` (one per start of the loops) owns that run's
+  :class:`~resguard._probes.memevents.MemoryEvents`: it arms them at the edges after every
+  tick, drains what woke the loop and closes them when the run ends;
+* :class:`Forwarder` is the thread that waits on the descriptors for ``async with
+  monitor:`` (a PSI trigger signals ``POLLPRI`` only, which an event loop's
+  ``wait_readable`` does not see) and hands what is ready to the fast task.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from resguard._errors import InvalidType
+from resguard._modules.log import get_logger
+from resguard._modules.waiter import Waiter
+from resguard.snapshot import MemoryInfo, Snapshot
+from resguard.units import shown
+
+if TYPE_CHECKING:
+    from resguard._probes.memevents import MemoryEvent, MemoryEvents
+    from resguard.rules import Policy
+
+__all__ = [
+    "EVENT_KINDS",
+    "EdgeProvider",
+    "EventHub",
+    "EventSubscriber",
+    "Forwarder",
+    "Wakeups",
+    "open_events",
+]
+
+EVENT_KINDS = ("threshold", "oom", "oom_kill", "high", "max", "pressure")
+"""Every kind of :class:`~resguard.monitor.MemoryEvent` (counted from 0)."""
+
+EventSubscriber = Callable[["MemoryEvent"], object]
+
+_logger = get_logger("resguard.monitor")
+_said: set[str] = set()  # the reasons for polling said in this process (one line each)
+_said_lock = threading.Lock()
+
+
+class EdgeProvider(Protocol):
+    """Something with memory edges to be woken at (a guard's budget edge)."""
+
+    def memory_edges_bytes(self, memory: MemoryInfo) -> Iterable[int]: ...
+
+
+def sampler_root(sampler: object) -> str | None:
+    """The root a sampler reads the kernel's files under: ``/``, a fixture tree's root
+    (``Roots(proc=ROOT/proc, ...)``), or ``None`` when its ``/proc`` is elsewhere."""
+    roots = getattr(getattr(sampler, "_impl", None), "_roots", None)
+    proc = os.path.normpath(str(getattr(roots, "proc", "/proc")))
+    if proc == "/proc":
+        return "/"
+    return os.path.dirname(proc) if os.path.basename(proc) == "proc" else None
+
+
+def say_polling(why: str) -> None:
+    """Say once per process and reason that the monitor polls instead of waking on events."""
+    with _said_lock:
+        if why in _said:
+            return
+        _said.add(why)
+    _logger.info("the monitor polls at its paced interval: no kernel memory events (%s)", why)
+
+
+def open_events(snapshot: Snapshot, *, psi: bool, root: str | None) -> MemoryEvents | None:
+    """The kernel memory events for *snapshot*'s memory (its cgroup, else the host), or
+    ``None`` when nothing could be armed (said once, see :func:`say_polling`). *root*
+    re-roots the kernel's files (``/``; ``None``: a tree whose root is not known)."""
+    from resguard._probes.memevents import MemoryEvents
+
+    if root is None:  # a fixture tree that cannot be re-rooted: its files, but no PSI
+        root, psi = "/", False
+    events = MemoryEvents.open(snapshot.memory, snapshot.pressure.source, psi=psi, root=root)
+    if events.available:
+        return events
+    say_polling(events.why_not or "nothing to arm here")
+    events.close()
+    return None
+
+
+class EventHub:
+    """One monitor's event subscribers, counts, edge providers and burst (any thread)."""
+
+    def __init__(
+        self,
+        failed: Callable[[str, BaseException], None],
+        worked: Callable[[str], None],
+        failing: Callable[[], bool],
+    ) -> None:
+        self._failed, self._worked, self._failing = failed, worked, failing
+        self._lock = threading.Lock()
+        self.subscribers: list[EventSubscriber] = []
+        self.counts: dict[str, int] = dict.fromkeys(EVENT_KINDS, 0)
+        self.wakeups = 0  # fast-loop wake-ups by an event (not by the timer)
+        self.burst_until_s = float("-inf")
+        self._providers: dict[int, weakref.ref[Any]] = {}
+        self._edges_policy: Policy | None = None
+        self._edges_key: tuple[int | None, ...] | None = None
+        self._edges: tuple[int, ...] = ()
+
+    # -- edges ----------------------------------------------------------------------------
+
+    def watch(self, provider: object) -> Callable[[], None]:
+        """Count *provider*'s memory edges until the returned function is called or the
+        provider is collected (held weakly)."""
+        if not callable(getattr(provider, "memory_edges_bytes", None)):
+            raise InvalidType(
+                f"{shown(provider)} has no memory_edges_bytes(memory) method; expected "
+                "a resguard.Guard or an object with one"
+            )
+        try:
+            ref: weakref.ref[Any] = weakref.ref(provider)
+        except TypeError:
+            raise InvalidType(
+                f"{shown(provider)} cannot be weakly referenced; the monitor holds edge "
+                "providers weakly (give its class a __weakref__ slot)"
+            ) from None
+        key = id(provider)
+        with self._lock:
+            self._providers[key] = ref
+
+        def unwatch() -> None:
+            with self._lock:
+                if self._providers.get(key) is ref:
+                    del self._providers[key]
+
+        return unwatch
+
+    def providers(self) -> list[Any]:
+        """The watched providers still alive (the collected ones are forgotten)."""
+        with self._lock:
+            alive = [(key, ref()) for key, ref in self._providers.items()]
+            for key, provider in alive:
+                if provider is None:
+                    del self._providers[key]
+        return [provider for _, provider in alive if provider is not None]
+
+    def edges(self, policy: Policy, memory: MemoryInfo) -> tuple[int, ...]:
+        """The memory.used values (bytes) where the policy or a watched provider changes
+        its mind, at *memory*'s limit: recomputed when the policy, the limit or the
+        providers change."""
+        providers = self.providers()
+        key = (memory.limit, *map(id, providers))
+        if policy is self._edges_policy and key == self._edges_key:
+            return self._edges
+        from resguard.rules import memory_edges_bytes
+
+        found = set(memory_edges_bytes(policy, memory))
+        for provider in providers:
+            try:
+                found.update(int(edge) for edge in provider.memory_edges_bytes(memory))
+            except Exception as error:  # a provider's bug must not stop the loop
+                self._failed(f"the edges of {_name(provider)}", error)
+        limit = memory.limit
+        edges = tuple(sorted(e for e in found if e >= 0 and (limit is None or e <= limit)))
+        self._edges_policy, self._edges_key, self._edges = policy, key, edges
+        return edges
+
+    # -- events ---------------------------------------------------------------------------
+
+    def subscribe(self, callback: object) -> Callable[[], None]:
+        if not callable(callback):
+            raise InvalidType(f"{shown(callback)} is not callable; expected a function (event)")
+        self.subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            try:
+                self.subscribers.remove(callback)
+            except ValueError:
+                pass
+
+        return unsubscribe
+
+    def counted(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+    def deliver(self, events: Iterable[MemoryEvent], now_s: float, burst_s: float) -> None:
+        """Count *events*, say an OOM kill at WARNING (once for the batch), tell the
+        subscribers and start a burst of fast samples."""
+        batch = tuple(events)
+        if not batch:
+            return
+        with self._lock:
+            for event in batch:
+                self.counts[event.kind] = self.counts.get(event.kind, 0) + event.count
+            self.burst_until_s = now_s + burst_s
+        kills = [event for event in batch if event.kind == "oom_kill"]
+        if kills:
+            _logger.warning(
+                "OOM kill in %s: %s",
+                os.path.dirname(kills[0].source) or kills[0].source,
+                "; ".join(event.detail for event in kills),
+            )
+        for callback in list(self.subscribers):
+            for event in batch:
+                try:
+                    callback(event)
+                except Exception as error:
+                    self._failed(_name(callback), error)
+                else:
+                    if self._failing():
+                        self._worked(_name(callback))
+
+
+def _name(thing: object) -> str:
+    from resguard.monitor._sources import subscriber_name
+
+    return subscriber_name(thing)
+
+
+class Wakeups:
+    """One run's kernel events: armed at the edges after each tick, drained when they
+    wake the loop, closed once when the run ends (or in a forked child)."""
+
+    def __init__(self, hub: EventHub, events: MemoryEvents | None) -> None:
+        self.hub = hub
+        self.events = events
+        self.descriptors: tuple[tuple[int, int], ...] = ()  # published after each tick
+        self._generation = -1  # of the descriptors published
+        self._closed = False
+
+    @property
+    def armed(self) -> tuple[str, ...]:
+        return () if self.events is None or self._closed else tuple(self.events.armed)
+
+    def after_tick(self, policy: Policy, memory: MemoryInfo, now_s: float, burst_s: float) -> None:
+        """Arm at the edges of *memory*'s limit (the kernel side re-registers only what
+        changed), read the counters no descriptor signals (v2 ``memory.events`` on a
+        fixture tree, v1's ``oom_kill``: one ``pread``) and publish the descriptors."""
+        events = self.events
+        if events is None or self._closed:
+            return
+        events.arm(self.hub.edges(policy, memory), memory.used)
+        self.hub.deliver(events.read(()), now_s, burst_s)
+        if events.generation != self._generation:
+            self._generation = events.generation
+            self.descriptors = events.descriptors()
+
+    def woken(self, fds: Iterable[int], now_s: float, burst_s: float) -> None:
+        """The descriptors *fds* are ready: drain them and deliver what they said."""
+        events = self.events
+        if events is None or self._closed:
+            return
+        self.hub.wakeups += 1
+        self.hub.deliver(events.read(tuple(fds)), now_s, burst_s)
+
+    def close(self) -> None:
+        self._closed = True
+        self.descriptors = ()
+        if self.events is not None:
+            self.events.close()
+
+
+class Forwarder:
+    """The thread that waits on a run's descriptors for the fast task (``async with``).
+
+    It polls its wake pipe and every descriptor the task published after its tick, hands
+    the ready ones to the task through a :class:`~resguard._modules.waiter.Waiter` and
+    waits until the task has drained them (a level-triggered descriptor would wake it
+    again at once). Only the task touches the events object; a change of descriptors or
+    a stop writes to the pipe, which wakes the poll. The thread closes its pipe when it
+    ends (or :meth:`close` does, when it never started).
+    """
+
+    def __init__(self, wakeups: Wakeups, waiter: Waiter) -> None:
+        self.wakeups, self.waiter = wakeups, waiter
+        self.stop = threading.Event()
+        self.drained = threading.Event()
+        self.ready: tuple[int, ...] = ()
+        self.wake_read, self.wake_write = os.pipe()
+        os.set_blocking(self.wake_read, False)
+        os.set_blocking(self.wake_write, False)
+        self.thread = threading.Thread(target=self._run, name="resguard-events", daemon=True)
+        self._seen: tuple[tuple[int, int], ...] = ()
+        self._pipe_lock = threading.Lock()
+        self._pipe_closed = False
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def take(self) -> tuple[int, ...]:
+        """The descriptors found ready (the task drains them, then calls :meth:`done`)."""
+        ready, self.ready = self.ready, ()
+        return ready
+
+    def done(self) -> None:
+        self.drained.set()
+
+    def poke(self) -> None:
+        """Wake the poll (descriptors changed, or stop)."""
+        with self._pipe_lock:
+            if self._pipe_closed:
+                return
+            try:
+                os.write(self.wake_write, b"x")
+            except OSError:  # full: a wake-up is waiting already
+                pass
+
+    def published(self) -> None:
+        """The task published its descriptors after a tick: re-poll if they changed."""
+        if self.wakeups.descriptors != self._seen:
+            self.poke()
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                self._wait_once()
+        finally:
+            self._close_pipe()
+
+    def _wait_once(self) -> None:
+        poller = select.poll()
+        poller.register(self.wake_read, select.POLLIN)
+        self._seen = self.wakeups.descriptors
+        for fd, mask in self._seen:
+            poller.register(fd, mask)
+        # POLLNVAL: closed by a re-arm since it was published; the task pokes the pipe
+        ready = [
+            fd
+            for fd, mask in poller.poll(1000)
+            if fd != self.wake_read and not mask & select.POLLNVAL
+        ]
+        try:
+            while os.read(self.wake_read, 64):
+                pass
+        except OSError:  # empty (EAGAIN)
+            pass
+        if ready and not self.stop.is_set():
+            self.drained.clear()
+            self.ready = tuple(ready)
+            self.waiter.wake()
+            while not self.stop.is_set() and not self.drained.wait(0.5):
+                pass
+
+    def _close_pipe(self) -> None:
+        with self._pipe_lock:
+            if self._pipe_closed:
+                return
+            self._pipe_closed = True
+        for fd in (self.wake_read, self.wake_write):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def abandon(self) -> None:
+        """In a forked child: the thread is gone; close this process's copy of the pipe."""
+        self.stop.set()
+        self._pipe_lock = threading.Lock()
+        self._close_pipe()
+
+    def close(self, join_timeout_s: float) -> None:
+        """Stop the thread and wait for it (up to *join_timeout_s*)."""
+        self.stop.set()
+        self.drained.set()
+        self.poke()
+        if self.thread.ident is None:
+            self._close_pipe()
+        else:
+            self.thread.join(join_timeout_s)

@@ -1,0 +1,88 @@
+"""The Monitor's side of its loops, bound to one run: a fast tick, the slow work.
+
+Each step never raises: a failure is logged once per kind through the monitor's failure
+log and the loop goes on (the loops themselves are in ``_loops``, the decisions in
+``_decide``).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+from resguard.monitor import _decide
+from resguard.monitor._loops import Steps
+
+if TYPE_CHECKING:
+    from resguard.monitor._events import Wakeups
+    from resguard.monitor._monitor import Monitor
+
+__all__ = ["steps_for"]
+
+
+def steps_for(monitor: Monitor, wakeups: Wakeups) -> Steps:
+    """The steps of one start of *monitor*'s loops, with that run's kernel events."""
+    with monitor._schedule_lock:  # a fresh start samples the sources first
+        monitor._schedule.restart()
+    return Steps(
+        partial(_tick, monitor, wakeups),
+        partial(_slow_due, monitor),
+        partial(_slow_work, monitor),
+        partial(_slow_wait_s, monitor),
+        partial(_woken, monitor, wakeups),
+        wakeups,
+    )
+
+
+def _burst_s() -> float:
+    """:data:`resguard.monitor.BURST_S`, read when used (tests shorten it)."""
+    from resguard import monitor as package
+
+    return float(package.BURST_S)
+
+
+def _tick(monitor: Monitor, wakeups: Wakeups) -> float:
+    """One fast-loop step: sample, arm the events, then how long to wait."""
+    try:
+        memory = monitor.sample_now().snapshot.memory
+        wakeups.after_tick(monitor.policy, memory, monitor.clock(), _burst_s())
+        return monitor.next_interval_s()
+    except Exception as error:  # a bug; the loop goes on at its base pace
+        monitor._failed("the monitor's interval", error)
+        return monitor.interval_s
+
+
+def _woken(monitor: Monitor, wakeups: Wakeups, ready: tuple[int, ...]) -> None:
+    """The descriptors *ready* woke the fast loop: drain and deliver their events."""
+    try:
+        wakeups.woken(ready, monitor.clock(), _burst_s())
+    except Exception as error:  # the kernel side never raises; the last net
+        monitor._failed("the kernel memory events", error)
+
+
+def _slow_due(monitor: Monitor) -> _decide.SlowWork:
+    with monitor._schedule_lock:
+        return monitor._schedule.due(monitor.clock(), monitor.state.level)
+
+
+def _slow_work(monitor: Monitor, work: _decide.SlowWork) -> None:
+    """Climb the ladder and sample the sources, as *work* says."""
+    if work.climb:
+        try:
+            monitor.reclaim_now()
+            if monitor._failures.memo.failing:
+                monitor._worked("reclaiming")
+        except Exception as error:  # steps are guarded; this is the last net
+            monitor._failed("reclaiming", error)
+    if work.sample:
+        try:
+            monitor.sample_slow()
+        except Exception as error:  # sources are guarded one by one; the last net
+            monitor._failed("the monitor's slow sample", error)
+        with monitor._schedule_lock:
+            monitor._schedule.sampled(monitor.clock())
+
+
+def _slow_wait_s(monitor: Monitor) -> float:
+    with monitor._schedule_lock:
+        return monitor._schedule.wait_s(monitor.clock())
