@@ -20,6 +20,13 @@ Culprits
     average since it started (``ProcessInfo.cpu_since_start``: the table's first scan of
     it, a lifetime figure): that process is judged from its next scan on.
 
+Memory edges
+    :func:`memory_edges_bytes` (also :meth:`Policy.memory_edges_bytes`) lists every
+    ``memory.used`` value, in bytes against the current limit, at which a rule changes its
+    mind: a memory threshold's value and clear value, a leak rule's ``only_above``, or what
+    a rule of your own returns from its ``memory_edges_bytes(memory)``. A Monitor polls
+    faster near them and arms the kernel's memory thresholds there.
+
 What a rule reads
     A rule's ``reads`` names the snapshot fields it judges. A Monitor samples a slow
     source (``"processes"``, ``"heat"``) only when :meth:`Policy.needs` says a rule reads
@@ -83,12 +90,14 @@ Layout (private modules, one job each; import from ``resguard.rules``)
     sustain machine; ``_threshold`` :class:`Threshold`; ``_table`` the per-row thresholds
     and :class:`ProcessCount`; ``_series`` bucketed history and slopes; ``_trends``
     :class:`LeakDetector` and :class:`TimeToLimit`; ``_heat`` the heat rules;
-    ``_culprits`` :func:`culprits`; ``_policy`` :class:`Policy`.
+    ``_culprits`` :func:`culprits`; ``_edges`` :func:`memory_edges_bytes`; ``_policy``
+    :class:`Policy`.
 """
 
 from __future__ import annotations
 
 from resguard.rules._culprits import culprit_resource, culprits
+from resguard.rules._edges import memory_edges_bytes
 from resguard.rules._figures import compile_getter as compile_getter
 from resguard.rules._heat import FanThreshold, SensorThreshold, ThermalPressure, thermal_rank
 from resguard.rules._policy import Policy, PolicyState
@@ -123,6 +132,7 @@ __all__ = [
     "Verdict",
     "culprit_resource",
     "culprits",
+    "memory_edges_bytes",
     "thermal_rank",
 ]
 
@@ -151,6 +161,7 @@ for _public in (
     compile_getter,
     culprit_resource,
     culprits,
+    memory_edges_bytes,
     thermal_rank,
     least_squares_slope,
     theil_sen_slope,

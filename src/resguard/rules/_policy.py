@@ -10,9 +10,10 @@ from resguard._errors import InvalidType, InvalidValue
 from resguard._modules.clock import Clock, monotonic
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
+from resguard.rules._edges import rules_edges_bytes
 from resguard.rules._figures import compile_getter, explain
 from resguard.rules._verdict import OK_VERDICT, Breach, Level, Rule, Verdict, finite, is_breach
-from resguard.snapshot import Snapshot
+from resguard.snapshot import MemoryInfo, Snapshot
 from resguard.units import shown
 
 __all__ = ["Policy", "PolicyState"]
@@ -60,6 +61,7 @@ class Policy:
     """
 
     __slots__ = (
+        "_edges",
         "_failing",
         "_faults",
         "_logged_at",
@@ -111,6 +113,8 @@ class Policy:
         self._faults = FaultLog(_logger)
         self._failing: dict[int, str] = {}  # rule index -> kind of error, logged once
         self._logged_at: dict[tuple[int, str], float] = {}  # (index, kind) -> logged when
+        # the last memory edges: (rules, limit, edges), replaced whole (threads share it)
+        self._edges: tuple[tuple[Rule, ...], int | None, tuple[int, ...]] | None = None
         self.state = self.new_state()
 
     def __repr__(self) -> str:
@@ -131,6 +135,20 @@ class Policy:
             raise InvalidType(f"field={shown(field)} is not a snapshot field name")
         under = field + "."
         return any(path == field or path.startswith(under) for path, _ in self._reads)
+
+    def memory_edges_bytes(self, memory: MemoryInfo) -> tuple[int, ...]:
+        """Every ``memory.used`` value (bytes, sorted, unique, from 0 to ``memory.limit``)
+        at which one of the rules changes its mind (a memory threshold's value and clear
+        value, resolved against *memory*'s limit; see :func:`resguard.rules.memory_edges_bytes`).
+        A Monitor polls faster near them and arms the kernel's thresholds there. The answer
+        is kept until the limit (or ``rules``) changes: a call on every tick costs a lookup."""
+        limit = memory.limit
+        last = self._edges
+        if last is not None and last[1] == limit and last[0] is self.rules:
+            return last[2]
+        edges = rules_edges_bytes(self.rules, memory)
+        self._edges = (self.rules, limit, edges)
+        return edges
 
     def new_state(self) -> PolicyState:
         """A fresh state: no rule pending, firing or cooling down, no history."""
