@@ -1,4 +1,7 @@
-"""Run every benchmark module (or those named on the command line) and print one table."""
+"""Run every benchmark module (or those named on the command line) and print one table.
+
+Below the table: how many targets were met, and each one missed or not measured.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +40,8 @@ def main(argv: list[str]) -> int:
         f"{psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB\n"
     )
     print(table.markdown())
+    print()
+    print(table.summary())
     return 0
 
 
