@@ -7,8 +7,9 @@ made of them.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
-__all__ = ["PsiLine", "open_trigger", "parse_pressure"]
+__all__ = ["PsiLine", "PsiTrigger", "arm_trigger", "open_trigger", "parse_pressure"]
 
 PsiLine = tuple[float, float, float, int]
 """One PSI line: avg10, avg60, avg300 (percent of wall time stalled) and total (µs)."""
@@ -36,12 +37,22 @@ def parse_pressure(text: str | None) -> tuple[PsiLine, PsiLine | None] | None:
     return None if some is None else (some, lines.get("full"))
 
 
-def open_trigger(path: str, stall_us: int = 100_000, window_us: int = 1_000_000) -> int | None:
+class PsiTrigger(NamedTuple):
+    """An armed PSI trigger: its descriptor and the stall and window the kernel accepted."""
+
+    fd: int
+    stall_us: int
+    window_us: int
+
+
+def arm_trigger(path: str, stall_us: int = 100_000, window_us: int = 1_000_000) -> PsiTrigger | str:
     """Arm a PSI trigger on *path*: the descriptor becomes ready (``POLLPRI``) when tasks
-    stall for *stall_us* within *window_us*.
+    stall for *stall_us* within *window_us*; else why not (one clause, for a log line).
 
     Without CAP_SYS_RESOURCE the kernel only accepts windows that are multiples of 2 s, so
-    that is tried next; ``None`` when the kernel refuses both (then the caller polls).
+    a 2 s window (the stall scaled alike) is tried next: the result says which was taken.
+    A plain file with content (a fixture tree's) is refused, never written into. Never
+    raises; no descriptor is left open on failure.
     """
     import os
 
@@ -49,15 +60,27 @@ def open_trigger(path: str, stall_us: int = 100_000, window_us: int = 1_000_000)
     if window_us % 2_000_000:
         unprivileged_window = 2_000_000
         attempts.append((max(stall_us * unprivileged_window // window_us, 1), unprivileged_window))
+    why = f"the kernel refused a trigger on {path}"
     for stall, window in attempts:
         try:
             fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return None
+        except OSError as error:
+            return f"cannot open {path} ({error.strerror or error})"
         try:
+            if os.fstat(fd).st_size > 0:  # the kernel's PSI files have no size: a fixture's do
+                os.close(fd)
+                return f"{path} is not a kernel PSI file (a plain file takes no trigger)"
             os.write(fd, f"some {stall} {window}\0".encode())
-        except OSError:
+        except OSError as error:
             os.close(fd)
+            why = f"the kernel refused a trigger on {path} ({error.strerror or error})"
             continue
-        return fd
-    return None
+        return PsiTrigger(fd, stall, window)
+    return why
+
+
+def open_trigger(path: str, stall_us: int = 100_000, window_us: int = 1_000_000) -> int | None:
+    """Arm a PSI trigger on *path* (see :func:`arm_trigger`) and return its descriptor;
+    ``None`` when the kernel refuses both windows (then the caller polls)."""
+    armed = arm_trigger(path, stall_us, window_us)
+    return armed.fd if isinstance(armed, PsiTrigger) else None

@@ -1,0 +1,365 @@
+"""cgroup v1 memory notifications, registered through ``cgroup.event_control``: usage
+thresholds on ``memory.usage_in_bytes``, OOM notifications on ``memory.oom_control`` and
+``memory.pressure_level``; each is one eventfd the kernel signals. The part of
+:mod:`resguard._probes.memevents` that is v1's (see its docstring for the whole).
+
+Registering is writing ``"<eventfd> <fd of the file> [<argument>]"`` to the control file;
+unregistering is closing the eventfd (the kernel drops the entry when it is released).
+The file's descriptor is needed only while registering, but the usage, limit and
+``oom_control`` ones are kept: they are re-read with ``pread`` (the gap, the limit, the
+kill counter).
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from collections.abc import Iterable
+
+import attrs
+
+__all__ = [
+    "MAX_EDGES",
+    "FdTable",
+    "V1Notifier",
+    "Watch",
+    "nearest_edges",
+    "pread_text",
+    "rearm_slack_bytes",
+    "usage_thresholds",
+]
+
+MAX_EDGES = 32
+"""The most usage thresholds armed at once (each is one eventfd and a kernel entry)."""
+
+_SLACK_MIN_BYTES = 4 * 2**20
+_READ_BYTES = 4096
+_PRESSURE_LEVELS = ("medium", "critical")  # "low" is any reclaim at all: noise
+_POLLIN = 0x001  # select.POLLIN on every Linux
+
+
+def nearest_edges(
+    edges_bytes: Iterable[object], used_bytes: int, count: int = MAX_EDGES
+) -> tuple[int, ...]:
+    """The *count* edges nearest to *used_bytes*, sorted and without repeats; what is not
+    a non-negative integer is left out (never raises)."""
+    unique = sorted({edge for edge in edges_bytes if type(edge) is int and edge >= 0})
+    if len(unique) <= count:
+        return tuple(unique)
+    low = high = bisect.bisect_left(unique, used_bytes)
+    while high - low < count:
+        if low == 0:
+            high += 1
+        elif high == len(unique) or used_bytes - unique[low - 1] <= unique[high] - used_bytes:
+            low -= 1
+        else:
+            high += 1
+    return tuple(unique[low:high])
+
+
+def usage_thresholds(
+    edges_bytes: Iterable[int], gap_bytes: int, limit_bytes: int | None
+) -> dict[int, tuple[int, ...]]:
+    """Each ``memory.usage_in_bytes`` value to register, mapped to the ``memory.used``
+    edges it stands for: ``edge + gap``, clamped into ``1 .. limit - 1`` (usage never goes
+    past the limit; clamping may merge edges). Empty when the limit leaves no room."""
+    if limit_bytes is not None and limit_bytes < 2:
+        return {}
+    found: dict[int, list[int]] = {}
+    for edge in sorted(set(edges_bytes)):
+        value = max(edge + gap_bytes, 1)
+        if limit_bytes is not None:
+            value = min(value, limit_bytes - 1)
+        found.setdefault(value, []).append(edge)
+    return {value: tuple(edges) for value, edges in found.items()}
+
+
+def rearm_slack_bytes(limit_bytes: int | None) -> int:
+    """How far the usage-to-used gap may move before thresholds are registered again:
+    1 % of the limit, at least 4 MiB (a registration is cheap, but cache churn moves the
+    gap all the time, and a crossing missed by less is caught by the next sample)."""
+    return max(_SLACK_MIN_BYTES, (limit_bytes or 0) // 100)
+
+
+def pread_text(fd: int) -> str | None:
+    """The file behind *fd* from its start (a seq file is generated anew), or ``None``."""
+    try:
+        return os.pread(fd, _READ_BYTES, 0).decode("ascii", "replace")
+    except OSError:
+        return None
+
+
+def _number(text: str | None) -> int | None:
+    value = (text or "").strip()
+    if not text or not text.endswith("\n") or not value.isdigit() or len(value) > 20:
+        return None
+    return int(value)
+
+
+def _oom_kills_of(fd: int | None) -> int | None:
+    """The ``oom_kill`` counter of a ``memory.oom_control`` read through *fd*."""
+    text = pread_text(fd) if fd is not None else None
+    for line in (text or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == "oom_kill" and value.isdigit() and value.isascii() and len(value) <= 20:
+            return int(value)
+    return None
+
+
+def _why(error: OSError) -> str:
+    return str(error.strerror or error)
+
+
+@attrs.define
+class Watch:
+    """One armed descriptor: what a ready one is reported as."""
+
+    kind: str  # "threshold", "oom", "pressure" (eventfds) or "psi" (a PSI trigger)
+    mask: int  # what to poll it for
+    source: str
+    detail: str
+    value_bytes: int | None = None  # a threshold's usage value
+
+
+class FdTable:
+    """The descriptors one owner must close, and what each is for (never one twice)."""
+
+    def __init__(self) -> None:
+        self.owned: dict[int, str] = {}
+
+    def own(self, fd: int, what: str) -> int:
+        """Take *fd* (to be closed by :meth:`close_all`) and return it."""
+        self.owned[fd] = what
+        return fd
+
+    def open_read(self, path: str) -> int | None:
+        """A kept read-only descriptor of *path*, or ``None`` when it cannot be opened."""
+        try:
+            return self.own(os.open(path, os.O_RDONLY | os.O_CLOEXEC), path)
+        except OSError:
+            return None
+
+    def disown(self, fd: int | None) -> None:
+        """Close *fd* if it is still owned."""
+        if fd is not None and self.owned.pop(fd, None) is not None:
+            close_quietly(fd)
+
+    def close_all(self) -> None:
+        """Close everything still owned."""
+        close_all(self.owned)
+
+
+def close_quietly(fd: int) -> None:
+    """Close *fd*, ignoring that it may be closed already."""
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def close_all(owned: dict[int, str]) -> None:
+    """Close every descriptor of *owned* and empty it (in place: a finalizer holds it)."""
+    for fd in list(owned):
+        close_quietly(fd)
+    owned.clear()
+
+
+class V1Notifier:
+    """The eventfds of one v1 memory cgroup: :meth:`open` registers the OOM and pressure
+    level notifications, :meth:`arm` the usage thresholds. Its descriptors live in the
+    shared *fds* table and its armed ones in *watches*; *reasons* collects why something
+    could not be armed. Not thread-safe alone (:class:`MemoryEvents` holds the lock)."""
+
+    def __init__(self, fds: FdTable, watches: dict[int, Watch], reasons: list[str]) -> None:
+        self.fds, self.watches, self.reasons = fds, watches, reasons
+        self.lines: list[str] = []  # what is armed besides the thresholds
+        self.threshold_problem: str | None = None  # why the last arm() missed some
+        self.oom_path = ""
+        self.usage_path = ""
+        self._control_fd: int | None = None
+        self._usage_fd: int | None = None
+        self._limit_fd: int | None = None
+        self._oom_fd: int | None = None
+        self._oom_kills: int | None = None
+        self._edges: tuple[int, ...] | None = None
+        self._gap_bytes = 0
+        self._limit_bytes: int | None = None
+
+    @property
+    def thresholds_ready(self) -> bool:
+        """Whether :meth:`arm` can register thresholds (the control and usage files)."""
+        return self._control_fd is not None and self._usage_fd is not None
+
+    @property
+    def watches_oom(self) -> bool:
+        """Whether the ``oom_kill`` counter is read (the ``oom_control`` file is open)."""
+        return self._oom_fd is not None
+
+    def open(self, directory: str, limit_path: str, limit_bytes: int | None) -> None:
+        """Register what *directory* offers (OOM, pressure levels); thresholds wait for
+        :meth:`arm`. What fails is said in :attr:`reasons`."""
+        if not hasattr(os, "eventfd"):
+            self.reasons.append("this Python has no os.eventfd (cgroup v1 events need one)")
+            return
+        control = directory + "/cgroup.event_control"
+        if not os.path.exists(control):
+            self.reasons.append(f"{directory} has no cgroup.event_control")
+            return
+        try:
+            self._control_fd = self.fds.own(os.open(control, os.O_WRONLY | os.O_CLOEXEC), control)
+        except OSError as error:
+            self.reasons.append(f"cannot write {control} ({_why(error)})")
+            return
+        if not self._control_checks_registrations(control):
+            return
+        self.usage_path = directory + "/memory.usage_in_bytes"
+        self._usage_fd = self.fds.open_read(self.usage_path)
+        self._limit_fd = self.fds.open_read(limit_path)
+        self._limit_bytes = limit_bytes
+        if self._usage_fd is None:
+            self.reasons.append(f"cannot read {self.usage_path}, so no usage thresholds")
+        self._arm_oom(directory)
+        self._arm_pressure_levels(directory)
+
+    def _control_checks_registrations(self, control: str) -> bool:
+        """Whether *control* is the kernel's: it refuses a registration that names no
+        eventfd, where a plain file (a fixture tree) takes anything."""
+        assert self._control_fd is not None
+        try:
+            os.write(self._control_fd, b"resguard-probe")
+        except OSError:
+            return True
+        self.reasons.append(f"{control} is not a kernel control file (it took anything)")
+        self.fds.disown(self._control_fd)
+        self._control_fd = None
+        return False
+
+    def _register(self, target_fd: int, argument: str, source: str) -> int | str:
+        """A new eventfd registered on *target_fd* with *argument*, or why not."""
+        assert self._control_fd is not None
+        try:
+            efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        except OSError as error:
+            return f"no eventfd ({_why(error)})"
+        line = f"{efd} {target_fd} {argument}".rstrip()
+        try:
+            os.write(self._control_fd, line.encode())
+        except OSError as error:
+            close_quietly(efd)
+            return f"the kernel refused a registration on {source} ({_why(error)})"
+        return self.fds.own(efd, source)
+
+    def _arm_oom(self, directory: str) -> None:
+        self.oom_path = directory + "/memory.oom_control"
+        self._oom_fd = self.fds.open_read(self.oom_path)
+        if self._oom_fd is None:
+            self.reasons.append(f"cannot read {self.oom_path}")
+            return
+        self._oom_kills = _oom_kills_of(self._oom_fd)
+        efd = self._register(self._oom_fd, "", self.oom_path)
+        if isinstance(efd, str):
+            self.reasons.append(efd)
+            return
+        self.watches[efd] = Watch("oom", _POLLIN, self.oom_path, "OOM in the cgroup")
+        self.lines.append(f"v1 OOM notifications on {self.oom_path}")
+
+    def _arm_pressure_levels(self, directory: str) -> None:
+        path = directory + "/memory.pressure_level"
+        if not os.path.exists(path):
+            self.reasons.append(f"{directory} has no memory.pressure_level")
+            return
+        fd = self.fds.open_read(path)
+        if fd is None:
+            self.reasons.append(f"cannot read {path}")
+            return
+        levels = []
+        for level in _PRESSURE_LEVELS:
+            efd = self._register(fd, level, path)
+            if isinstance(efd, str):
+                self.reasons.append(efd)
+                continue
+            self.watches[efd] = Watch("pressure", _POLLIN, path, f"pressure_level {level}")
+            levels.append(level)
+        self.fds.disown(fd)  # the kernel keeps what it needs; the eventfds are ours
+        if levels:
+            self.lines.append(f"v1 pressure_level {' and '.join(levels)} on {path}")
+
+    def oom_kills(self) -> tuple[int, int] | None:
+        """``(before, now)`` of the ``oom_kill`` counter when it grew since the last call,
+        else ``None``. It grows after the OOM notification (when the victim is chosen),
+        so it is read on every read, not only when the OOM eventfd is ready."""
+        kills = _oom_kills_of(self._oom_fd)
+        if kills is None:
+            return None
+        before, self._oom_kills = self._oom_kills, kills
+        return None if before is None or kills <= before else (before, kills)
+
+    def arm(self, edges_bytes: Iterable[int], used_bytes: int | None) -> bool:
+        """Register thresholds at the :data:`MAX_EDGES` edges nearest to current use, each
+        at ``edge + gap`` (see the module docstring of memevents); nothing when the edges
+        and the gap (within :func:`rearm_slack_bytes`) are as armed. Whether the
+        descriptors changed."""
+        if self._usage_fd is None or self._control_fd is None:
+            return False
+        usage = _number(pread_text(self._usage_fd))
+        if usage is None:
+            return False
+        limit = _number(pread_text(self._limit_fd)) if self._limit_fd is not None else None
+        if limit is not None and limit < 1 << 62:  # v1's "no limit" is a huge number
+            self._limit_bytes = limit
+        gap = self._gap_bytes
+        if type(used_bytes) is int and used_bytes >= 0:
+            gap = max(usage - used_bytes, 0)
+        edges = nearest_edges(edges_bytes, usage - gap)
+        slack = rearm_slack_bytes(self._limit_bytes)
+        if edges == self._edges and abs(gap - self._gap_bytes) <= slack:
+            return False
+        self._edges, self._gap_bytes = edges, gap
+        self._register_thresholds(usage_thresholds(edges, gap, self._limit_bytes))
+        return True
+
+    def _register_thresholds(self, wanted: dict[int, tuple[int, ...]]) -> None:
+        """Keep the registrations whose usage value is still wanted, drop the others and
+        register the new ones (the kept ones never leave a moment uncovered)."""
+        assert self._usage_fd is not None
+        kept: set[int] = set()
+        for fd, watch in list(self.watches.items()):
+            if watch.kind != "threshold":
+                continue
+            value = watch.value_bytes
+            if value is not None and value in wanted and value not in kept:
+                kept.add(value)
+                watch.detail = _threshold_detail(value, wanted[value])
+                continue
+            del self.watches[fd]
+            self.fds.disown(fd)  # closing the eventfd is the kernel's unregistration
+        failed = []
+        for value, edges in wanted.items():
+            if value in kept:
+                continue
+            efd = self._register(self._usage_fd, str(value), self.usage_path)
+            if isinstance(efd, str):
+                failed.append(efd)
+                continue
+            detail = _threshold_detail(value, edges)
+            self.watches[efd] = Watch("threshold", _POLLIN, self.usage_path, detail, value)
+        self.threshold_problem = (
+            f"{len(failed)} usage thresholds not armed: {failed[0]}" if failed else None
+        )
+
+    def armed_lines(self) -> list[str]:
+        """What is armed, the thresholds first."""
+        if not self.thresholds_ready:
+            return list(self.lines)
+        count = sum(1 for watch in self.watches.values() if watch.kind == "threshold")
+        return [f"v1 usage thresholds at {count} on {self.usage_path}", *self.lines]
+
+    def forget(self) -> None:
+        """Drop every descriptor reference (the shared table has closed them)."""
+        self._control_fd = self._usage_fd = self._limit_fd = self._oom_fd = None
+        self.lines.clear()
+
+
+def _threshold_detail(value_bytes: int, edges: tuple[int, ...]) -> str:
+    shown = ", ".join(str(edge) for edge in edges[:3]) + (", ..." if len(edges) > 3 else "")
+    return f"usage crossed {value_bytes} B (memory.used edge {shown} B)"

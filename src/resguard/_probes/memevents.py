@@ -1,0 +1,408 @@
+"""Kernel memory events: descriptors that become ready when memory crosses a line, so the
+Monitor can sleep in one ``poll()`` instead of sampling to find out.
+
+What is armed depends on where the limit that binds lives (``MemoryInfo.source`` and
+``source_detail``, the same directory ``monitor._sources.binding_cgroup`` names):
+
+- **cgroup v1** (the limit is a ``memory.limit_in_bytes``): usage thresholds, one eventfd
+  per edge registered through ``cgroup.event_control`` against ``memory.usage_in_bytes``
+  (the kernel signals when usage crosses the value either way); the ``memory.oom_control``
+  eventfd (an OOM in the cgroup; its ``oom_kill`` counter, re-read on every :meth:`read`,
+  tells a kill from an OOM condition); ``memory.pressure_level`` at ``medium`` and
+  ``critical`` where the kernel has it.
+- **cgroup v2** (``memory.max``/``memory.high``): ``memory.events``, polled for
+  modification (kernfs signals ``POLLPRI|POLLERR``); :meth:`MemoryEvents.read` re-reads it
+  and reports the growth of its ``high``, ``max``, ``oom`` and ``oom_kill`` counters. It
+  works when called on every tick too (a fixture tree's regular file never signals).
+- **the host** (no cgroup limit binds): only PSI.
+
+With ``psi=True`` a PSI trigger is armed on the memory pressure file the snapshot reads
+(the cgroup's ``memory.pressure`` on v2, ``/proc/pressure/memory`` otherwise); which
+stall and window the kernel accepted is said in :attr:`MemoryEvents.armed` (unprivileged
+windows are multiples of 2 s).
+
+**The gap translation.** Rules and guards speak of ``memory.used``, the working set (usage
+minus inactive file cache), but the kernel compares thresholds with
+``memory.usage_in_bytes``, which includes that cache. :meth:`MemoryEvents.arm` therefore
+registers each edge at ``edge + gap``, the gap being ``usage_in_bytes - used`` now (usage
+read with one ``pread``). The gap drifts as cache comes and goes, so the thresholds are
+registered again when the edge set changed or the gap moved by more than
+:func:`~resguard._probes.memcg_v1.rearm_slack_bytes` (1 % of the limit, at least 4 MiB);
+a crossing missed by less than that is caught by the Monitor's next sample. At most
+:data:`~resguard._probes.memcg_v1.MAX_EDGES` edges are armed, the nearest to current use.
+The v1 registrations themselves are :mod:`resguard._probes.memcg_v1`'s.
+
+Nothing here raises: what cannot be armed (no permission, a missing file, the kernel
+refusing a registration, no ``os.eventfd`` or ``select.poll``) leaves
+:attr:`MemoryEvents.available` false or the set partial, and :attr:`MemoryEvents.why_not`
+says why in one sentence. Every descriptor is closed on every failure path, by
+:meth:`MemoryEvents.close` (idempotent, safe in a forked child: the parent's registrations
+stay, as the kernel holds them through the parent's descriptors) or when the object is
+collected.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+import attrs
+
+from resguard._modules import forks
+from resguard._probes.memcg_v1 import (
+    MAX_EDGES,
+    FdTable,
+    V1Notifier,
+    Watch,
+    close_all,
+    nearest_edges,
+    pread_text,
+    rearm_slack_bytes,
+    usage_thresholds,
+)
+from resguard._probes.psi import PsiTrigger, arm_trigger
+
+__all__ = [
+    "MAX_EDGES",
+    "V2_COUNTERS",
+    "MemoryEvent",
+    "MemoryEvents",
+    "MemoryLike",
+    "counter_events",
+    "nearest_edges",
+    "parse_memory_events",
+    "rearm_slack_bytes",
+    "rerooted",
+    "usage_thresholds",
+]
+
+V2_COUNTERS = ("high", "max", "oom", "oom_kill")
+"""The ``memory.events`` counters reported (``low`` is a protection, not pressure)."""
+
+_READ_BYTES = 4096
+
+
+class MemoryLike(Protocol):
+    """What is read of ``resguard.snapshot.MemoryInfo`` (the sense layer cannot import it)."""
+
+    @property
+    def limit(self) -> int | None: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def source_detail(self) -> str: ...
+
+
+_POLLPRI, _POLLERR = 0x002, 0x008  # select.POLL*: the same on every Linux
+
+
+@attrs.frozen
+class MemoryEvent:
+    """One thing the kernel reported about memory since the last :meth:`MemoryEvents.read`.
+
+    ``kind`` is ``"threshold"`` (usage crossed an armed edge, either way), ``"oom"`` (the
+    cgroup hit its limit and could not reclaim), ``"oom_kill"`` (the kernel killed a
+    process of it), ``"high"``/``"max"`` (v2: usage went over ``memory.high`` / hit
+    ``memory.max``) or ``"pressure"`` (a v1 pressure level or a PSI trigger); ``count``
+    how many since the last read (at least 1); ``source`` the file it came from; ``detail``
+    what it was, for a log line.
+    """
+
+    kind: str
+    count: int
+    source: str
+    detail: str
+
+
+def rerooted(path: str, root: str) -> str:
+    """*path* under the fixture *root* (``/`` leaves it alone); a path already under
+    *root* (a snapshot taken from that tree names its own files) is kept as it is."""
+    if root in ("", "/"):
+        return path
+    base = os.path.abspath(root).rstrip("/")
+    if path == base or path.startswith(base + "/"):
+        return path
+    return base + "/" + path.lstrip("/")
+
+
+def parse_memory_events(text: str | None) -> dict[str, int] | None:
+    """The counters of a v2 ``memory.events`` text (``name value`` lines), or ``None``
+    when it is not one: cut short, empty, or any line that is not a name and a whole
+    number (a damaged file gives no event rather than a wrong one). Never raises."""
+    if not text or not text.endswith("\n") or len(text) > _READ_BYTES:
+        return None
+    counters: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if (
+            not name
+            or not all(char.isascii() and (char.isalnum() or char == "_") for char in name)
+            or not value.isdigit()
+            or not value.isascii()
+            or len(value) > 20
+        ):
+            return None
+        counters[name] = int(value)
+    return counters
+
+
+def counter_events(
+    before: Mapping[str, int], after: Mapping[str, int], source: str
+) -> tuple[MemoryEvent, ...]:
+    """One event per counter of :data:`V2_COUNTERS` that grew from *before* to *after*;
+    a counter that shrank (the cgroup was made anew) or is missing in either gives none."""
+    events = []
+    for name in V2_COUNTERS:
+        old, new = before.get(name), after.get(name)
+        if old is not None and new is not None and new > old:
+            events.append(MemoryEvent(name, new - old, source, f"{name} {old} -> {new}"))
+    return tuple(events)
+
+
+def _pressure_path(
+    pressure_source: str | None, directory: str | None, limit_file: str, root: str
+) -> str:
+    """The PSI file to arm a trigger on: the one the snapshot reads (*pressure_source*),
+    else the v2 cgroup's own, else the host's."""
+    if pressure_source is not None and pressure_source.startswith("/"):
+        return rerooted(pressure_source, root).rstrip("/") + "/memory.pressure"
+    v2 = limit_file != "memory.limit_in_bytes"
+    if pressure_source is None and directory is not None and v2:
+        return directory + "/memory.pressure"
+    return rerooted("/proc/pressure/memory", root)
+
+
+class MemoryEvents:
+    """The armed kernel memory events of one process (see the module docstring): open with
+    :meth:`open`, wait on :meth:`descriptors`, drain with :meth:`read`, move the usage
+    thresholds with :meth:`arm`, release with :meth:`close`. Thread-safe; never raises."""
+
+    available: bool
+    """Whether anything is armed at all."""
+    why_not: str | None
+    """Why nothing (or less than this kernel could offer) is armed: one sentence."""
+    armed: tuple[str, ...]
+    """What is armed, readable (``"v1 usage thresholds at 2 on ..."``, ``"PSI some
+    100ms/1s on /proc/pressure/memory"``)."""
+    generation: int
+    """Grows whenever :meth:`descriptors` changes (thresholds re-registered, closed)."""
+
+    def __init__(self, root: str = "/") -> None:
+        """An empty set (nothing armed); :meth:`open` is how one is made."""
+        self.available = False
+        self.why_not = None
+        self.armed = ()
+        self.generation = 0
+        self._root = root
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._fds = FdTable()  # every descriptor this object must close
+        self._watches: dict[int, Watch] = {}
+        self._reasons: list[str] = []
+        self._lines: list[str] = []  # what is armed besides v1's
+        self._closed = False
+        self._v1 = V1Notifier(self._fds, self._watches, self._reasons)
+        self._events_fd: int | None = None  # v2 memory.events
+        self._events_path = ""
+        self._counters: dict[str, int] | None = None
+        forks.register(self)
+        weakref.finalize(self, close_all, self._fds.owned)
+
+    @classmethod
+    def open(
+        cls,
+        memory: MemoryLike,
+        pressure_source: str | None,
+        *,
+        psi: bool = True,
+        root: str = "/",
+    ) -> MemoryEvents:
+        """Arm what this kernel offers for the limit *memory* reports (v1, v2 or the
+        host, chosen from ``memory.source``/``source_detail``) and, with *psi*, a PSI
+        trigger on the pressure file *pressure_source* names (``"system"`` or a cgroup
+        directory, as ``PressureInfo.source``). *root* re-roots every path (fixture
+        trees). Never raises: see :attr:`available` and :attr:`why_not`."""
+        events = cls(root)
+        try:
+            events._open(memory, pressure_source, psi)
+        except Exception as error:  # never raise into the monitor; say it instead
+            events._reasons.append(f"arming failed unexpectedly ({error!r})")
+            events._release()
+        events._settle()
+        return events
+
+    def _open(self, memory: MemoryLike, pressure_source: str | None, psi: bool) -> None:
+        if not sys.platform.startswith("linux"):
+            self._reasons.append(f"there are no kernel memory events on {sys.platform}")
+            return
+        import select
+
+        if not hasattr(select, "poll"):
+            self._reasons.append("this Python has no select.poll to wait on kernel events")
+            return
+        detail = memory.source_detail
+        directory = None
+        if memory.source == "cgroup" and detail.startswith("/"):
+            directory = rerooted(os.path.dirname(detail), self._root)
+        limit_file = os.path.basename(detail)
+        if directory is not None and limit_file == "memory.limit_in_bytes":
+            self._v1.open(directory, rerooted(detail, self._root), memory.limit)
+        elif directory is not None and limit_file in ("memory.max", "memory.high"):
+            self._open_v2(directory)
+        if psi:
+            self._open_psi(_pressure_path(pressure_source, directory, limit_file, self._root))
+        if not self._watches and self._events_fd is None and not self._reasons:
+            self._reasons.append(
+                f"no cgroup limit binds (the {memory.source} limit does) and PSI is off"
+                if directory is None
+                else f"nothing could be armed for {detail}"
+            )
+
+    def _open_v2(self, directory: str) -> None:
+        path = directory + "/memory.events"
+        fd = self._fds.open_read(path)
+        if fd is None:
+            self._reasons.append(f"cannot read {path}")
+            return
+        self._events_fd, self._events_path = fd, path
+        self._counters = parse_memory_events(pread_text(fd))  # the baseline: no event
+        self._lines.append(f"v2 memory.events on {path}")
+
+    def _open_psi(self, path: str) -> None:
+        trigger = arm_trigger(path)
+        if not isinstance(trigger, PsiTrigger):
+            self._reasons.append(f"no PSI trigger: {trigger}")
+            return
+        self._fds.own(trigger.fd, path)
+        stall_ms, window_s = trigger.stall_us // 1000, trigger.window_us / 1_000_000
+        line = f"PSI some {stall_ms}ms/{window_s:g}s on {path}"
+        self._watches[trigger.fd] = Watch("psi", _POLLPRI, path, line)
+        self._lines.append(line)
+
+    def _settle(self) -> None:
+        """Recompute :attr:`available`, :attr:`armed` and :attr:`why_not`."""
+        if self._closed:
+            self.available, self.armed, self.why_not = False, (), "closed."
+            return
+        self.armed = (*self._v1.armed_lines(), *self._lines)
+        self.available = bool(
+            self._watches or self._events_fd is not None or self._v1.thresholds_ready
+        )
+        reasons = [*self._reasons, *filter(None, [self._v1.threshold_problem])]
+        unique = list(dict.fromkeys(reasons))
+        self.why_not = "; ".join(unique) + "." if unique else None
+
+    def _release(self) -> None:
+        self._fds.close_all()
+        self._watches.clear()
+        self._lines.clear()
+        self._v1.forget()
+        self._events_fd = None
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # a parent's thread may have held it at the fork
+
+    def arm(self, edges_bytes: Iterable[int], used_bytes: int | None) -> None:
+        """Be woken when ``memory.used`` crosses any of *edges_bytes* (v1 usage
+        thresholds; v2 and the host: nothing to arm per byte). *used_bytes* is
+        ``memory.used`` now (``None``: the last gap is kept). The thresholds are
+        registered again only when the nearest edges changed or the gap moved by more
+        than :func:`rearm_slack_bytes`. Never raises."""
+        with self._lock:
+            if self._closed or not self._v1.thresholds_ready:
+                return
+            try:
+                if self._v1.arm(edges_bytes, used_bytes):
+                    self.generation += 1
+            except Exception as error:  # never raise into the monitor; say it instead
+                self._reasons.append(f"re-arming failed unexpectedly ({error!r})")
+            self._settle()
+
+    @property
+    def thresholds_bytes(self) -> tuple[int, ...]:
+        """The ``memory.usage_in_bytes`` values armed now (v1), sorted."""
+        with self._lock:
+            found = (w.value_bytes for w in self._watches.values() if w.kind == "threshold")
+            return tuple(sorted(value for value in found if value is not None))
+
+    def descriptors(self) -> tuple[tuple[int, int], ...]:
+        """``(fd, select.POLL* mask)`` of everything armed, to wait on in one ``poll()``;
+        ask again when :attr:`generation` changed (after :meth:`arm`)."""
+        with self._lock:
+            if self._closed:
+                return ()
+            found = [(fd, watch.mask) for fd, watch in self._watches.items()]
+            if self._events_fd is not None:
+                found.append((self._events_fd, _POLLPRI | _POLLERR))
+            return tuple(found)
+
+    def read(self, ready_fds: Iterable[int] = ()) -> tuple[MemoryEvent, ...]:
+        """Drain the ready descriptors (*ready_fds*, as ``poll()`` returned them) into
+        events; v2's ``memory.events`` and v1's ``oom_kill`` counter are re-read on every
+        call, so calling it on every tick finds what no descriptor signalled. Never
+        raises."""
+        with self._lock:
+            if self._closed:
+                return ()
+            try:
+                return self._read(ready_fds)
+            except Exception:  # never raise into the monitor: the next sample still looks
+                return ()
+
+    def _read(self, ready_fds: Iterable[int]) -> tuple[MemoryEvent, ...]:
+        events: list[MemoryEvent] = []
+        oom_seen = 0
+        for fd in dict.fromkeys(ready_fds):
+            watch = self._watches.get(fd) if type(fd) is int else None
+            if watch is None:
+                continue
+            if watch.kind == "psi":  # poll() said so: that was the trigger's signal
+                events.append(MemoryEvent("pressure", 1, watch.source, watch.detail))
+                continue
+            try:
+                count = os.eventfd_read(fd)
+            except OSError:  # nothing pending (BlockingIOError): already drained
+                continue
+            if watch.kind == "oom":
+                oom_seen += count
+            elif count > 0:
+                events.append(MemoryEvent(watch.kind, count, watch.source, watch.detail))
+        if self._v1.watches_oom:
+            kills = self._v1.oom_kills()
+            path = self._v1.oom_path
+            if kills is not None:
+                before, now = kills
+                events.append(
+                    MemoryEvent("oom_kill", now - before, path, f"oom_kill {before} -> {now}")
+                )
+            elif oom_seen:
+                events.append(MemoryEvent("oom", oom_seen, path, "under_oom"))
+        if self._events_fd is not None:
+            events.extend(self._counter_events())
+        return tuple(events)
+
+    def _counter_events(self) -> tuple[MemoryEvent, ...]:
+        assert self._events_fd is not None
+        counters = parse_memory_events(pread_text(self._events_fd))  # also clears POLLPRI
+        if counters is None:
+            return ()
+        before, self._counters = self._counters, counters
+        return () if before is None else counter_events(before, counters, self._events_path)
+
+    def close(self) -> None:
+        """Close every descriptor (closing an eventfd unregisters it); idempotent, and
+        safe in a forked child, where it closes only the child's copies (the parent's
+        registrations stay)."""
+        if os.getpid() != self._pid:
+            self._lock = threading.Lock()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._release()
+            self.generation += 1
+            self._settle()
