@@ -90,9 +90,9 @@ class Target:
         return cls("ours", bound, False, text)
 
     @classmethod
-    def cost_at_most(cls, times: float, *, of: str = "the alternative") -> Target:
+    def cost_at_most(cls, times: float, *, of: str = "the alternative", text: str = "") -> Target:
         """resguard's figure ≤ *times* the alternative's (a cost ratio)."""
-        return cls("ours/theirs", times, True, f"≤ {times:g}× {of}")
+        return cls("ours/theirs", times, True, text or f"≤ {times:g}× {of}")
 
     @classmethod
     def speedup_at_least(cls, times: float, *, text: str = "") -> Target:

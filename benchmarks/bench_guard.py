@@ -1,9 +1,12 @@
 """A guard's admission against doing nothing and against a per-call psutil check.
 
-Rows: ``with guard:`` while a Monitor samples in the background (the hot path: one attribute
-read and one lock, no I/O), the same under ``async with guard:``, an empty
-``with nullcontext():`` for scale, and what services often write instead:
-``psutil.virtual_memory().percent < 90`` on every call (reads /proc/meminfo each time).
+Rows: ``with guard:`` while a Monitor samples in the background, without a reservation (the
+lock-free path: one read of the published state and a comparison) and with one
+(``reserve="1MiB"``: one short critical section on enter and one on exit), each beside an
+empty ``with nullcontext():``; the same under ``async with`` beside ``async with
+nullcontext():``; and what services often write instead: ``psutil.virtual_memory().percent
+< 90`` on every call (reads /proc/meminfo each time). Each pair is timed alternately and
+keeps each side's best, fair on a shared, noisy machine.
 Run: ``.venv/bin/python benchmarks/run.py guard``.
 """
 
@@ -12,8 +15,10 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import anyio
 import psutil
@@ -23,22 +28,42 @@ sys.path.insert(0, str(Path(__file__).parent))
 from resguard.guard import Guard
 from resguard.monitor import Monitor
 
-from _harness import Table, per_call_s
+from _harness import Table, Target, per_call_s
 
 ASYNC_CALLS = 100_000
 
 
-def _async_per_call_s(guard: Guard) -> float:
-    """Seconds per ``async with guard:`` (best of 5 runs of ASYNC_CALLS in one task)."""
+def _paired(
+    ours: Callable[[], float], theirs: Callable[[], float], rounds: int = 3
+) -> tuple[float, float]:
+    """Run both timers alternately; keep each one's best."""
+    ours_s, theirs_s = [], []
+    for _ in range(rounds):
+        ours_s.append(ours())
+        theirs_s.append(theirs())
+    return min(ours_s), min(theirs_s)
+
+
+def _async_per_call_s(manager: Any) -> float:
+    """Seconds per ``async with manager:`` (the best of 3 runs of ASYNC_CALLS in one task)."""
 
     async def loop() -> float:
         start = time.perf_counter()
         for _ in range(ASYNC_CALLS):
-            async with guard:
+            async with manager:
                 pass
         return (time.perf_counter() - start) / ASYNC_CALLS
 
-    return min(anyio.run(loop) for _ in range(5))
+    return min(anyio.run(loop) for _ in range(3))
+
+
+def _with(manager: Any) -> Callable[[], float]:
+    def enter_exit() -> None:
+        with manager:
+            pass
+
+    enter_exit()
+    return lambda: per_call_s(enter_exit, repeat=3, min_time_s=0.1)
 
 
 def run(table: Table) -> None:
@@ -48,48 +73,66 @@ def run(table: Table) -> None:
         with lock:
             pass
 
-    # admission takes one uncontended lock on entry and one on exit: the floor on this machine
     table.note(
         "uncontended `with threading.Lock()` (context for the rows below)",
         f"{per_call_s(locked) * 1e9:.0f} ns",
     )
+
+    def psutil_check() -> None:
+        if not psutil.virtual_memory().percent < 90:
+            raise RuntimeError("memory is short")
+
+    psutil_s = per_call_s(psutil_check)
+    nothing = nullcontext()
     with Monitor(interval="50ms") as monitor:
-        guard = Guard(memory="90%", monitor=monitor)
-
-        def admit() -> None:
-            with guard:
-                pass
-
-        def nothing() -> None:
-            with nullcontext():
-                pass
-
-        def psutil_check() -> None:
-            if not psutil.virtual_memory().percent < 90:
-                raise RuntimeError("memory is short")
-
-        admit()
-        ours = per_call_s(admit)
+        plain = Guard(memory="90%", monitor=monitor)
+        reserving = Guard(memory="90%", reserve="1MiB", monitor=monitor)
+        ours, theirs = _paired(_with(plain), _with(nothing))
+        what = "Guard admission `with guard:` (Monitor running, no reservation)"
         table.compare(
-            "Guard admission `with guard:` (Monitor running)",
-            ours,
-            "`with nullcontext():`",
-            per_call_s(nothing),
-            "≤ 1 µs",
+            what, ours, "`with nullcontext():`", theirs, Target.cost_at_most(2.5, of="nullcontext")
         )
         table.compare(
-            "Guard admission `with guard:` (Monitor running)",
+            what,
             ours,
             "per-call `psutil.virtual_memory().percent < 90`",
-            per_call_s(psutil_check),
-            "≥ 50×",
+            psutil_s,
+            Target.speedup_at_least(100),
+        )
+        ours, theirs = _paired(_with(reserving), _with(nothing))
+        table.compare(
+            "Guard admission `with guard:` (Monitor running, `reserve='1MiB'`)",
+            ours,
+            "`with nullcontext():`",
+            theirs,
+            Target.cost_at_most(5, of="nullcontext"),
+        )
+        ours, theirs = _paired(lambda: _async_per_call_s(plain), lambda: _async_per_call_s(nothing))
+        what = "Guard admission `async with guard:` (Monitor running, no reservation)"
+        table.compare(
+            what,
+            ours,
+            "`async with nullcontext():`",
+            theirs,
+            Target.cost_at_most(2.5, of="nullcontext"),
         )
         table.compare(
-            "Guard admission `async with guard:` (Monitor running)",
-            _async_per_call_s(guard),
+            what,
+            ours,
             "per-call `psutil.virtual_memory()`",
-            per_call_s(psutil_check),
-            "≥ 10×",
+            psutil_s,
+            Target.speedup_at_least(100),
         )
-        stats = guard.stats()
-        assert stats.in_flight == 0, stats
+        ours, theirs = _paired(
+            lambda: _async_per_call_s(reserving), lambda: _async_per_call_s(nothing)
+        )
+        table.compare(
+            "Guard admission `async with guard:` (Monitor running, `reserve='1MiB'`)",
+            ours,
+            "`async with nullcontext():`",
+            theirs,
+            Target.cost_at_most(5, of="nullcontext"),
+        )
+        for guard in (plain, reserving):
+            stats = guard.stats()
+            assert stats.in_flight == 0, stats

@@ -19,7 +19,7 @@ def if_chain(snapshot: Snapshot) -> int:
     """The hand-written alternative: one pass of comparisons with plain ints for levels
     (0 OK, 1 WARNING, 2 CRITICAL), no memory of the past."""
     level = 0
-    percent = snapshot.memory.percent
+    percent = snapshot.memory.percent or 0.0
     if percent >= 95:
         level = 2
     elif percent >= 85:
