@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from resguard import presets
+from resguard import InvalidType, presets
 from resguard.rules import (
     LeakDetector,
     Level,
@@ -219,3 +219,10 @@ def test_at_each_edge_a_threshold_changes_its_mind_fresh_or_while_firing(rule: T
 @pytest.mark.parametrize("limit", [None, 0, 1, LIMIT])
 def test_a_policy_without_memory_rules_has_no_edges_whatever_the_limit(limit: int | None) -> None:
     assert edges([Threshold("cpu.percent", ">", 80)], limit=limit) == ()
+
+
+def test_anything_but_a_policy_and_a_memory_reading_is_refused_by_type() -> None:
+    with pytest.raises(InvalidType, match=r"is not a resguard\.rules\.Policy"):
+        memory_edges_bytes([Threshold("memory.percent", ">", 50)], memory())  # type: ignore[arg-type]
+    with pytest.raises(InvalidType, match=r"is not a resguard\.snapshot\.MemoryInfo"):
+        memory_edges_bytes(Policy([]), make_snapshot())  # type: ignore[arg-type]

@@ -29,10 +29,12 @@ import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final
 
+from resguard._errors import InvalidType
 from resguard.rules._figures import Bound
 from resguard.rules._threshold import Threshold
 from resguard.rules._trends import LeakDetector
 from resguard.snapshot import MemoryInfo
+from resguard.units import shown
 
 if TYPE_CHECKING:
     from resguard.rules._policy import Policy
@@ -50,7 +52,11 @@ def memory_edges_bytes(policy: Policy, memory: MemoryInfo) -> tuple[int, ...]:
     ``()`` when there is none (or the limit they need is unknown). Pure; cached per
     policy and limit (:meth:`Policy.memory_edges_bytes
     <resguard.rules.Policy.memory_edges_bytes>` is the same)."""
-    return policy.memory_edges_bytes(memory)
+    method = getattr(policy, "memory_edges_bytes", None)
+    if not callable(method):
+        raise InvalidType(f"policy={shown(policy)} is not a resguard.rules.Policy")
+    edges: tuple[int, ...] = method(memory)
+    return edges
 
 
 def rules_edges_bytes(rules: Iterable[Rule], memory: MemoryInfo) -> tuple[int, ...]:

@@ -142,6 +142,8 @@ class Policy:
         value, resolved against *memory*'s limit; see :func:`resguard.rules.memory_edges_bytes`).
         A Monitor polls faster near them and arms the kernel's thresholds there. The answer
         is kept until the limit (or ``rules``) changes: a call on every tick costs a lookup."""
+        if type(memory) is not MemoryInfo and not isinstance(memory, MemoryInfo):
+            raise InvalidType(f"memory={shown(memory)} is not a resguard.snapshot.MemoryInfo")
         limit = memory.limit
         last = self._edges
         if last is not None and last[1] == limit and last[0] is self.rules:
