@@ -9,6 +9,7 @@ import os
 import select
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from resguard.snapshot import MemoryInfo
 
 from plugins.cgroup import MemoryCgroup
 from plugins.integration import unavailable
+from support import wait_until
 
 MiB = 2**20
 
@@ -100,6 +102,12 @@ def _wait_for(events: MemoryEvents, kind: str, timeout_s: float = 10.0) -> tuple
     return ()
 
 
+def _arm(events: MemoryEvents, edges_bytes: list[int], used_bytes: int) -> None:
+    """Arm and wait for the worker to have registered them (milliseconds each)."""
+    events.arm(edges_bytes, used_bytes)
+    assert events.wait_armed(30.0)
+
+
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -113,7 +121,7 @@ def test_an_armed_edge_fires_when_the_child_crosses_it_and_arm_moves_it(
     events = _v1_events(memory_cgroup, 256 * MiB)
     try:
         allocator = Allocator(memory_cgroup)
-        events.arm([64 * MiB], memory_cgroup.usage_bytes())  # no cache: the gap is 0
+        _arm(events, [64 * MiB], memory_cgroup.usage_bytes())  # no cache: the gap is 0
         assert events.armed[0].startswith("v1 usage thresholds at 1 ")
         allocator.send("96")
         crossed = [e for e in _wait_for(events, "threshold") if e.kind == "threshold"]
@@ -122,8 +130,9 @@ def test_an_armed_edge_fires_when_the_child_crosses_it_and_arm_moves_it(
         assert crossed[0].source == str(memory_cgroup.path / "memory.usage_in_bytes")
 
         generation = events.generation
-        events.arm([192 * MiB], memory_cgroup.usage_bytes())
+        _arm(events, [192 * MiB], memory_cgroup.usage_bytes())
         assert events.generation > generation
+        assert events.thresholds_bytes == (192 * MiB,)
         allocator.send("free")  # back down through 64 MiB: no longer armed there
         assert _wait_for(events, "threshold", timeout_s=0.5) == ()
         allocator.send("224")
@@ -137,10 +146,11 @@ def test_an_armed_edge_fires_when_the_child_crosses_it_and_arm_moves_it(
 def test_the_same_edges_and_gap_are_not_registered_again(memory_cgroup: MemoryCgroup) -> None:
     events = _v1_events(memory_cgroup, 256 * MiB)
     try:
-        events.arm([64 * MiB, 128 * MiB], 0)
-        before = events.descriptors()
-        events.arm([128 * MiB, 64 * MiB], 0)  # the same set, the same gap: nothing to do
+        _arm(events, [64 * MiB, 128 * MiB], 0)
+        before, generation = events.descriptors(), events.generation
+        _arm(events, [128 * MiB, 64 * MiB], 0)  # the same set, the same gap: nothing to do
         assert events.descriptors() == before
+        assert events.generation == generation
     finally:
         events.close()
 
@@ -151,11 +161,9 @@ def test_rearming_after_the_limit_changed_clamps_to_the_new_limit_and_fires(
     events = _v1_events(memory_cgroup, 256 * MiB)
     try:
         allocator = Allocator(memory_cgroup)
-        events.arm([192 * MiB], memory_cgroup.usage_bytes())
+        _arm(events, [192 * MiB], memory_cgroup.usage_bytes())
         memory_cgroup.set_limit(128 * MiB)
-        events.arm(
-            [200 * MiB, 64 * MiB], memory_cgroup.usage_bytes()
-        )  # 200 MiB is past the new limit: clamped
+        _arm(events, [200 * MiB, 64 * MiB], memory_cgroup.usage_bytes())  # 200: past it
         assert events.thresholds_bytes == (64 * MiB, 128 * MiB - 1)
         allocator.send("80")
         crossed = [e for e in _wait_for(events, "threshold") if e.kind == "threshold"]
@@ -186,7 +194,7 @@ def test_a_forked_child_closing_its_copy_leaves_the_parents_thresholds_armed(
     events = _v1_events(memory_cgroup, 256 * MiB)
     try:
         allocator = Allocator(memory_cgroup)
-        events.arm([64 * MiB], 0)
+        _arm(events, [64 * MiB], memory_cgroup.usage_bytes())
         pid = os.fork()
         if pid == 0:  # the child: close, twice, and say whether nothing is left
             events.close()
@@ -210,6 +218,11 @@ def test_open_arm_read_close_cycles_leave_no_descriptor_open(memory_cgroup: Memo
         events.close()
         events.close()
     assert _open_fds() == before
+    wait_until(
+        lambda: not any(t.name == "resguard-memevents" for t in threading.enumerate()),
+        timeout_s=10,
+        what="the registering threads to end with their closed sets",
+    )
 
 
 # --- degradation --------------------------------------------------------------------------

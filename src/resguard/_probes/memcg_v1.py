@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import threading
 from collections.abc import Iterable
 
 import attrs
@@ -26,6 +27,7 @@ __all__ = [
     "nearest_edges",
     "pread_text",
     "rearm_slack_bytes",
+    "shut",
     "usage_thresholds",
 ]
 
@@ -114,7 +116,7 @@ def _why(error: OSError) -> str:
 class Watch:
     """One armed descriptor: what a ready one is reported as."""
 
-    kind: str  # "threshold", "oom", "pressure" (eventfds) or "psi" (a PSI trigger)
+    kind: str  # "threshold", "oom", "pressure", "rearmed" (eventfds), "psi" (a PSI trigger)
     mask: int  # what to poll it for
     source: str
     detail: str
@@ -122,10 +124,20 @@ class Watch:
 
 
 class FdTable:
-    """The descriptors one owner must close, and what each is for (never one twice)."""
+    """What one :class:`~resguard._probes.memevents.MemoryEvents` shares with its parts:
+    the descriptors it must close (and what each is for), the lock over them and its
+    watches, whether it is closed, and the generation of its descriptor set."""
 
     def __init__(self) -> None:
         self.owned: dict[int, str] = {}
+        self.lock = threading.RLock()  # a finalizer may run while its own thread holds it
+        self.changed = threading.Condition(self.lock)
+        self.closed = False
+        self.generation = 0
+
+    def is_closed(self) -> bool:
+        """Whether the owner was closed (read afresh: another thread may close it)."""
+        return self.closed
 
     def own(self, fd: int, what: str) -> int:
         """Take *fd* (to be closed by :meth:`close_all`) and return it."""
@@ -147,6 +159,11 @@ class FdTable:
     def close_all(self) -> None:
         """Close everything still owned."""
         close_all(self.owned)
+
+    def renew_locks(self) -> None:
+        """Fresh locks in a forked child (a parent's thread may have held them)."""
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
 
 
 def close_quietly(fd: int) -> None:
@@ -180,10 +197,19 @@ class V1Notifier:
         self._usage_fd: int | None = None
         self._limit_fd: int | None = None
         self._oom_fd: int | None = None
+        self._rearmed_fd: int | None = None
         self._oom_kills: int | None = None
         self._edges: tuple[int, ...] | None = None
         self._gap_bytes = 0
         self._limit_bytes: int | None = None
+        self._slack_bytes = rearm_slack_bytes(None)
+        self._given: tuple[object, ...] = ()  # the edges of the last arm(), as given
+        self._unique: tuple[int, ...] = ()  # ... sorted, without repeats
+        self._wanted: dict[int, tuple[int, ...]] = {}  # usage value -> its edges
+        self._usage_bytes = 0  # usage when they were asked for (nearest first)
+        self._asked = self._done = 0
+        self._worker: threading.Thread | None = None
+        self.registering = threading.Lock()  # held while the worker writes a registration
 
     @property
     def thresholds_ready(self) -> bool:
@@ -216,10 +242,33 @@ class V1Notifier:
         self._usage_fd = self.fds.open_read(self.usage_path)
         self._limit_fd = self.fds.open_read(limit_path)
         self._limit_bytes = limit_bytes
+        self._slack_bytes = rearm_slack_bytes(limit_bytes)
         if self._usage_fd is None:
             self.reasons.append(f"cannot read {self.usage_path}, so no usage thresholds")
+        else:
+            self._open_rearmed()
         self._arm_oom(directory)
         self._arm_pressure_levels(directory)
+
+    def _open_rearmed(self) -> None:
+        """The eventfd the worker signals when it changed the descriptors, so that a
+        poller blocked on the old set wakes and polls the new one."""
+        try:
+            fd = self.fds.own(os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK), "re-armed")
+        except OSError as error:
+            self.reasons.append(f"no eventfd ({_why(error)})")
+            self._usage_fd = None  # no thresholds: a poller would not see them armed
+            return
+        self._rearmed_fd = fd
+        self.watches[fd] = Watch("rearmed", _POLLIN, self.usage_path, "thresholds re-armed")
+
+    def _signal_rearmed(self) -> None:
+        """Wake the poller (call it holding the lock: the descriptor stays open)."""
+        if self._rearmed_fd is not None and not self.fds.is_closed():
+            try:
+                os.eventfd_write(self._rearmed_fd, 1)
+            except OSError:  # the counter is full: the poller is awake anyway
+                pass
 
     def _control_checks_registrations(self, control: str) -> bool:
         """Whether *control* is the kernel's: it refuses a registration that names no
@@ -247,7 +296,7 @@ class V1Notifier:
         except OSError as error:
             close_quietly(efd)
             return f"the kernel refused a registration on {source} ({_why(error)})"
-        return self.fds.own(efd, source)
+        return efd  # not owned yet: the caller owns it under the lock
 
     def _arm_oom(self, directory: str) -> None:
         self.oom_path = directory + "/memory.oom_control"
@@ -260,6 +309,7 @@ class V1Notifier:
         if isinstance(efd, str):
             self.reasons.append(efd)
             return
+        self.fds.own(efd, self.oom_path)
         self.watches[efd] = Watch("oom", _POLLIN, self.oom_path, "OOM in the cgroup")
         self.lines.append(f"v1 OOM notifications on {self.oom_path}")
 
@@ -278,6 +328,7 @@ class V1Notifier:
             if isinstance(efd, str):
                 self.reasons.append(efd)
                 continue
+            self.fds.own(efd, path)
             self.watches[efd] = Watch("pressure", _POLLIN, path, f"pressure_level {level}")
             levels.append(level)
         self.fds.disown(fd)  # the kernel keeps what it needs; the eventfds are ours
@@ -294,34 +345,95 @@ class V1Notifier:
         before, self._oom_kills = self._oom_kills, kills
         return None if before is None or kills <= before else (before, kills)
 
-    def arm(self, edges_bytes: Iterable[int], used_bytes: int | None) -> bool:
-        """Register thresholds at the :data:`MAX_EDGES` edges nearest to current use, each
-        at ``edge + gap`` (see the module docstring of memevents); nothing when the edges
-        and the gap (within :func:`rearm_slack_bytes`) are as armed. Whether the
-        descriptors changed."""
+    def arm(self, edges_bytes: Iterable[int], used_bytes: int | None) -> None:
+        """Ask for thresholds at the :data:`MAX_EDGES` edges nearest to current use, each
+        at ``edge + gap`` (see memevents' docstring); nothing when the edges and the gap
+        (within :func:`rearm_slack_bytes`) are as asked before. Call it holding the lock.
+
+        The kernel takes a grace period (5–15 ms here) per threshold registered, so the
+        registering is done by a worker thread, nearest first, never by the caller: the
+        descriptors change as it goes (``fds.generation`` grows)."""
         if self._usage_fd is None or self._control_fd is None:
-            return False
+            return
         usage = _number(pread_text(self._usage_fd))
         if usage is None:
-            return False
-        limit = _number(pread_text(self._limit_fd)) if self._limit_fd is not None else None
-        if limit is not None and limit < 1 << 62:  # v1's "no limit" is a huge number
-            self._limit_bytes = limit
+            return
         gap = self._gap_bytes
         if type(used_bytes) is int and used_bytes >= 0:
             gap = max(usage - used_bytes, 0)
-        edges = nearest_edges(edges_bytes, usage - gap)
-        slack = rearm_slack_bytes(self._limit_bytes)
-        if edges == self._edges and abs(gap - self._gap_bytes) <= slack:
-            return False
+        given = edges_bytes if isinstance(edges_bytes, tuple) else tuple(edges_bytes)
+        if given != self._given:
+            self._given, self._unique = given, nearest_edges(given, 0, len(given))
+        edges = self._unique
+        if len(edges) > MAX_EDGES:
+            edges = nearest_edges(edges, usage - gap)
+        if edges == self._edges and abs(gap - self._gap_bytes) <= self._slack_bytes:
+            return  # the path of almost every tick: one pread
+        limit = _number(pread_text(self._limit_fd)) if self._limit_fd is not None else None
+        if limit is not None and limit < 1 << 62:  # v1's "no limit" is a huge number
+            self._limit_bytes = limit
+        self._slack_bytes = rearm_slack_bytes(self._limit_bytes)
         self._edges, self._gap_bytes = edges, gap
-        self._register_thresholds(usage_thresholds(edges, gap, self._limit_bytes))
+        self._wanted = usage_thresholds(edges, gap, self._limit_bytes)
+        self._usage_bytes = usage
+        self._asked += 1
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(
+                target=_register_forever, args=(self,), name="resguard-memevents", daemon=True
+            )
+            self._worker.start()
+        self.fds.changed.notify_all()
+
+    def settled(self) -> bool:
+        """Whether the worker has done what the last :meth:`arm` asked (under the lock)."""
+        return self._done == self._asked
+
+    def register_pending(self) -> bool:
+        """The worker's step: register the wanted thresholds not yet armed, nearest to
+        current use first, then close those no longer wanted. ``False`` once closed."""
+        with self.fds.changed:
+            while not self.fds.closed and self._done == self._asked:
+                self.fds.changed.wait()
+            if self.fds.closed:
+                return False
+            asked, wanted = self._asked, self._wanted
+            armed = {w.value_bytes for w in self.watches.values() if w.kind == "threshold"}
+            missing = sorted(set(wanted) - armed, key=lambda v: abs(v - self._usage_bytes))
+        failed: list[str] = []
+        for value in missing:
+            with self.registering:  # close() waits on it before closing the control file
+                if self.fds.is_closed() or self._usage_fd is None:
+                    return False
+                efd = self._register(self._usage_fd, str(value), self.usage_path)
+            with self.fds.lock:
+                if isinstance(efd, str):
+                    failed.append(efd)
+                elif self.fds.is_closed():  # closed while the kernel took it
+                    close_quietly(efd)
+                    return False
+                else:
+                    self.fds.own(efd, self.usage_path)
+                    detail = _threshold_detail(value, wanted[value])
+                    self.watches[efd] = Watch("threshold", _POLLIN, self.usage_path, detail, value)
+                    self.fds.generation += 1
+                    if value == missing[0]:
+                        self._signal_rearmed()  # the nearest one: poll it at once
+                if self._asked != asked:
+                    return True  # asked again meanwhile: start over from the new wish
+        with self.fds.changed:
+            if self._asked == asked and not self.fds.closed:
+                self._drop_unwanted(wanted)
+                self.threshold_problem = (
+                    f"{len(failed)} usage thresholds not armed: {failed[0]}" if failed else None
+                )
+                self._done = asked
+                self._signal_rearmed()
+                self.fds.changed.notify_all()
         return True
 
-    def _register_thresholds(self, wanted: dict[int, tuple[int, ...]]) -> None:
-        """Keep the registrations whose usage value is still wanted, drop the others and
-        register the new ones (the kept ones never leave a moment uncovered)."""
-        assert self._usage_fd is not None
+    def _drop_unwanted(self, wanted: dict[int, tuple[int, ...]]) -> None:
+        """Close the thresholds not in *wanted* (and repeats); closing an eventfd is the
+        kernel's unregistration, and it costs the caller nothing."""
         kept: set[int] = set()
         for fd, watch in list(self.watches.items()):
             if watch.kind != "threshold":
@@ -332,20 +444,8 @@ class V1Notifier:
                 watch.detail = _threshold_detail(value, wanted[value])
                 continue
             del self.watches[fd]
-            self.fds.disown(fd)  # closing the eventfd is the kernel's unregistration
-        failed = []
-        for value, edges in wanted.items():
-            if value in kept:
-                continue
-            efd = self._register(self._usage_fd, str(value), self.usage_path)
-            if isinstance(efd, str):
-                failed.append(efd)
-                continue
-            detail = _threshold_detail(value, edges)
-            self.watches[efd] = Watch("threshold", _POLLIN, self.usage_path, detail, value)
-        self.threshold_problem = (
-            f"{len(failed)} usage thresholds not armed: {failed[0]}" if failed else None
-        )
+            self.fds.disown(fd)
+            self.fds.generation += 1
 
     def armed_lines(self) -> list[str]:
         """What is armed, the thresholds first."""
@@ -354,10 +454,37 @@ class V1Notifier:
         count = sum(1 for watch in self.watches.values() if watch.kind == "threshold")
         return [f"v1 usage thresholds at {count} on {self.usage_path}", *self.lines]
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child: no worker runs there, and its lock may have been held."""
+        self.registering = threading.Lock()
+        self._worker = None
+
     def forget(self) -> None:
         """Drop every descriptor reference (the shared table has closed them)."""
         self._control_fd = self._usage_fd = self._limit_fd = self._oom_fd = None
+        self._rearmed_fd = None
         self.lines.clear()
+
+
+def _register_forever(notifier: V1Notifier) -> None:
+    """The worker thread's body: register what is asked until the owner is closed (an
+    unexpected error ends it; the next :meth:`V1Notifier.arm` starts another)."""
+    try:
+        while notifier.register_pending():
+            pass
+    except Exception:  # a worker never takes the process down; polling goes on
+        return
+
+
+def shut(fds: FdTable, notifier: V1Notifier) -> None:
+    """Close *fds* for good: mark it closed (the worker stops), wait for a registration
+    being written, then close every descriptor. Idempotent."""
+    with fds.changed:
+        fds.closed = True
+        fds.changed.notify_all()
+    with notifier.registering, fds.lock:
+        fds.close_all()
+        fds.generation += 1
 
 
 def _threshold_detail(value_bytes: int, edges: tuple[int, ...]) -> str:

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import weakref
 from collections.abc import Iterable, Mapping
 from typing import Protocol
@@ -58,10 +57,10 @@ from resguard._probes.memcg_v1 import (
     FdTable,
     V1Notifier,
     Watch,
-    close_all,
     nearest_edges,
     pread_text,
     rearm_slack_bytes,
+    shut,
     usage_thresholds,
 )
 from resguard._probes.psi import PsiTrigger, arm_trigger
@@ -181,36 +180,26 @@ class MemoryEvents:
     :meth:`open`, wait on :meth:`descriptors`, drain with :meth:`read`, move the usage
     thresholds with :meth:`arm`, release with :meth:`close`. Thread-safe; never raises."""
 
-    available: bool
-    """Whether anything is armed at all."""
-    why_not: str | None
-    """Why nothing (or less than this kernel could offer) is armed: one sentence."""
-    armed: tuple[str, ...]
-    """What is armed, readable (``"v1 usage thresholds at 2 on ..."``, ``"PSI some
-    100ms/1s on /proc/pressure/memory"``)."""
-    generation: int
-    """Grows whenever :meth:`descriptors` changes (thresholds re-registered, closed)."""
-
     def __init__(self, root: str = "/") -> None:
         """An empty set (nothing armed); :meth:`open` is how one is made."""
-        self.available = False
-        self.why_not = None
-        self.armed = ()
-        self.generation = 0
         self._root = root
-        self._lock = threading.Lock()
         self._pid = os.getpid()
-        self._fds = FdTable()  # every descriptor this object must close
+        self._fds = FdTable()  # every descriptor this object must close, and the lock
         self._watches: dict[int, Watch] = {}
         self._reasons: list[str] = []
         self._lines: list[str] = []  # what is armed besides v1's
-        self._closed = False
         self._v1 = V1Notifier(self._fds, self._watches, self._reasons)
         self._events_fd: int | None = None  # v2 memory.events
         self._events_path = ""
         self._counters: dict[str, int] | None = None
         forks.register(self)
-        weakref.finalize(self, close_all, self._fds.owned)
+        weakref.finalize(self, shut, self._fds, self._v1)  # its worker stops with it
+
+    @property
+    def generation(self) -> int:
+        """Grows whenever :meth:`descriptors` changes (a threshold registered or dropped,
+        the set closed): poll the new set then."""
+        return self._fds.generation
 
     @classmethod
     def open(
@@ -232,7 +221,6 @@ class MemoryEvents:
         except Exception as error:  # never raise into the monitor; say it instead
             events._reasons.append(f"arming failed unexpectedly ({error!r})")
             events._release()
-        events._settle()
         return events
 
     def _open(self, memory: MemoryLike, pressure_source: str | None, psi: bool) -> None:
@@ -283,57 +271,82 @@ class MemoryEvents:
         self._watches[trigger.fd] = Watch("psi", _POLLPRI, path, line)
         self._lines.append(line)
 
-    def _settle(self) -> None:
-        """Recompute :attr:`available`, :attr:`armed` and :attr:`why_not`."""
-        if self._closed:
-            self.available, self.armed, self.why_not = False, (), "closed."
-            return
-        self.armed = (*self._v1.armed_lines(), *self._lines)
-        self.available = bool(
-            self._watches or self._events_fd is not None or self._v1.thresholds_ready
-        )
-        reasons = [*self._reasons, *filter(None, [self._v1.threshold_problem])]
-        unique = list(dict.fromkeys(reasons))
-        self.why_not = "; ".join(unique) + "." if unique else None
+    @property
+    def available(self) -> bool:
+        """Whether anything is armed at all (v1: thresholds come with :meth:`arm`)."""
+        with self._fds.lock:
+            if self._fds.closed:
+                return False
+            return bool(self._watches or self._events_fd is not None or self._v1.thresholds_ready)
+
+    @property
+    def why_not(self) -> str | None:
+        """Why nothing (or less than this kernel could offer) is armed: one sentence for
+        one info log line; ``None`` when all of it is."""
+        with self._fds.lock:
+            reasons = [*self._reasons, *filter(None, [self._v1.threshold_problem])]
+            unique = list(dict.fromkeys(reasons))
+            if unique:
+                return "; ".join(unique) + "."
+            return "closed." if self._fds.closed else None
+
+    @property
+    def armed(self) -> tuple[str, ...]:
+        """What is armed now, readable (``"v1 usage thresholds at 2 on ..."``, ``"PSI some
+        100ms/1s on /proc/pressure/memory"``)."""
+        with self._fds.lock:
+            if self._fds.closed:
+                return ()
+            return (*self._v1.armed_lines(), *self._lines)
 
     def _release(self) -> None:
-        self._fds.close_all()
+        shut(self._fds, self._v1)
         self._watches.clear()
         self._lines.clear()
         self._v1.forget()
         self._events_fd = None
 
     def _after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()  # a parent's thread may have held it at the fork
+        self._fds.renew_locks()  # a parent's thread may have held them at the fork
+        self._v1.after_fork_in_child()
 
     def arm(self, edges_bytes: Iterable[int], used_bytes: int | None) -> None:
         """Be woken when ``memory.used`` crosses any of *edges_bytes* (v1 usage
         thresholds; v2 and the host: nothing to arm per byte). *used_bytes* is
-        ``memory.used`` now (``None``: the last gap is kept). The thresholds are
-        registered again only when the nearest edges changed or the gap moved by more
-        than :func:`rearm_slack_bytes`. Never raises."""
-        with self._lock:
-            if self._closed or not self._v1.thresholds_ready:
+        ``memory.used`` now (``None``: the last gap is kept). The thresholds are asked
+        for again only when the nearest edges changed or the gap moved by more than
+        :func:`rearm_slack_bytes`; a worker thread registers them (the kernel takes
+        milliseconds for each), so this returns at once: :attr:`generation` grows as
+        they are armed, :meth:`wait_armed` waits for them. Never raises."""
+        with self._fds.lock:
+            if self._fds.closed or not self._v1.thresholds_ready:
                 return
             try:
-                if self._v1.arm(edges_bytes, used_bytes):
-                    self.generation += 1
+                self._v1.arm(edges_bytes, used_bytes)
             except Exception as error:  # never raise into the monitor; say it instead
                 self._reasons.append(f"re-arming failed unexpectedly ({error!r})")
-            self._settle()
+
+    def wait_armed(self, timeout_s: float) -> bool:
+        """Wait up to *timeout_s* until the thresholds the last :meth:`arm` asked for are
+        registered; whether they are (``True`` where there is nothing to wait for)."""
+        with self._fds.changed:
+            done = self._fds.changed.wait_for(
+                lambda: self._fds.closed or self._v1.settled(), timeout=max(timeout_s, 0.0)
+            )
+            return bool(done) and not self._fds.closed
 
     @property
     def thresholds_bytes(self) -> tuple[int, ...]:
         """The ``memory.usage_in_bytes`` values armed now (v1), sorted."""
-        with self._lock:
+        with self._fds.lock:
             found = (w.value_bytes for w in self._watches.values() if w.kind == "threshold")
             return tuple(sorted(value for value in found if value is not None))
 
     def descriptors(self) -> tuple[tuple[int, int], ...]:
         """``(fd, select.POLL* mask)`` of everything armed, to wait on in one ``poll()``;
         ask again when :attr:`generation` changed (after :meth:`arm`)."""
-        with self._lock:
-            if self._closed:
+        with self._fds.lock:
+            if self._fds.closed:
                 return ()
             found = [(fd, watch.mask) for fd, watch in self._watches.items()]
             if self._events_fd is not None:
@@ -345,8 +358,8 @@ class MemoryEvents:
         events; v2's ``memory.events`` and v1's ``oom_kill`` counter are re-read on every
         call, so calling it on every tick finds what no descriptor signalled. Never
         raises."""
-        with self._lock:
-            if self._closed:
+        with self._fds.lock:
+            if self._fds.closed:
                 return ()
             try:
                 return self._read(ready_fds)
@@ -366,6 +379,8 @@ class MemoryEvents:
             try:
                 count = os.eventfd_read(fd)
             except OSError:  # nothing pending (BlockingIOError): already drained
+                continue
+            if watch.kind == "rearmed":  # the worker changed the set: no event, a new poll
                 continue
             if watch.kind == "oom":
                 oom_seen += count
@@ -394,15 +409,13 @@ class MemoryEvents:
         return () if before is None else counter_events(before, counters, self._events_path)
 
     def close(self) -> None:
-        """Close every descriptor (closing an eventfd unregisters it); idempotent, and
-        safe in a forked child, where it closes only the child's copies (the parent's
-        registrations stay)."""
+        """Close every descriptor (closing an eventfd unregisters it) and stop the worker;
+        idempotent, and safe in a forked child, where it closes only the child's copies
+        (the parent's registrations stay)."""
         if os.getpid() != self._pid:
-            self._lock = threading.Lock()
-        with self._lock:
-            if self._closed:
+            self._pid = os.getpid()
+            self._after_fork_in_child()  # the fork hook did it already; cheap to be sure
+        with self._fds.lock:
+            if self._fds.closed:
                 return
-            self._closed = True
             self._release()
-            self.generation += 1
-            self._settle()
