@@ -206,7 +206,7 @@ def _paced_monitor(tmp_path: Path, clock: ManualClock, **kwargs: Any) -> tuple[A
 
 def test_the_interval_shrinks_as_memory_nears_the_nearest_edge(tmp_path: Path) -> None:
     clock = ManualClock()
-    machine, monitor = _paced_monitor(tmp_path, clock, relax_below="100%")
+    machine, monitor = _paced_monitor(tmp_path, clock)
     intervals = []
     for percent in (5, 15, 25, 35, 38, 39.8):  # towards the clear level at 40 %
         machine.set_used_percent(percent)
@@ -226,7 +226,7 @@ def test_a_threshold_at_half_the_limit_is_not_polled_at_the_relaxed_interval(
     tmp_path: Path,
 ) -> None:
     # issue 15: calm meant "below relax_below (50 %) of the limit", so a threshold at 50 %
-    # was approached at the slowest pace; now relax_below is only one more edge
+    # was approached at the slowest pace; now relax_below is only an extra edge if given
     clock = ManualClock()
     machine, monitor = _paced_monitor(tmp_path, clock)
     machine.set_used_percent(49.5)
@@ -235,11 +235,21 @@ def test_a_threshold_at_half_the_limit_is_not_polled_at_the_relaxed_interval(
     assert monitor.next_interval_s() < 0.02
 
 
+def test_relax_below_when_given_is_one_more_edge_to_pace_by(tmp_path: Path) -> None:
+    clock = ManualClock()
+    _, plain = _paced_monitor(tmp_path / "a", clock)
+    _, extra = _paced_monitor(tmp_path / "b", clock, relax_below="11%")
+    assert plain.relax_below_percent is None
+    for monitor in (plain, extra):
+        monitor.sample_now()  # at 10 %: 1 % of 16 GiB below the extra edge
+    assert extra.next_interval_s() < plain.next_interval_s()
+
+
 def test_a_fast_fill_shortens_the_interval_and_a_warning_keeps_it_at_most_interval(
     tmp_path: Path,
 ) -> None:
     clock = ManualClock()
-    machine, monitor = _paced_monitor(tmp_path, clock, relax_below="100%")
+    machine, monitor = _paced_monitor(tmp_path, clock)
     machine.set_used_percent(20)
     monitor.sample_now()
     calm = monitor.next_interval_s()  # 20 % of the limit from the edge at 40 %

@@ -60,6 +60,11 @@ resguard_state_age_seconds             gauge                     age of the moni
                                                                  (with a monitor)
 resguard_verdict_unknown               gauge                     rules that could not judge
                                                                  (with a monitor)
+resguard_oom_kills_total               counter                   OOM kills in the monitor's
+                                                                 cgroup (with a monitor)
+resguard_memory_events_total           counter  kind             kernel memory events, every
+                                                                 kind from the first scrape
+                                                                 (with a monitor)
 =====================================  =======  ===============  ============================
 
 A figure resguard could not measure (a damaged ``/proc`` file, an unreadable cgroup limit)
@@ -144,6 +149,8 @@ METRICS: tuple[str, ...] = (
     "resguard_sensing_faults",
     "resguard_state_age_seconds",
     "resguard_verdict_unknown",
+    "resguard_oom_kills_total",
+    "resguard_memory_events_total",
 )
 
 
@@ -300,6 +307,8 @@ class ResguardCollector(Collector):
         for field, kind in sorted({(f.field, f.kind) for f in (snap.faults if snap else ())}):
             faults.add_metric([field, kind], 1)
         yield faults
+        if self.monitor is not None:
+            yield from _event_metrics(self.monitor)
         yield from self._guard_metrics()
         yield from self._cache_metrics()
         if snap is not None:
@@ -496,6 +505,28 @@ def _system_metrics(snap: Snapshot) -> Iterator[Metric]:
         "This process's CPU, 100 = one core",
         snap.process.cpu_percent,
     )
+
+
+def _event_metrics(monitor: Any) -> Iterator[Metric]:
+    """The monitor's kernel memory events by kind (``Monitor.event_counts``), every kind
+    at 0 until one is seen, and its OOM kills alone (the alert everyone wants)."""
+    from resguard.monitor import EVENT_KINDS
+
+    counts = getattr(monitor, "event_counts", None)
+    counts = counts if isinstance(counts, dict) else {}
+    yield CounterMetricFamily(
+        "resguard_oom_kills",
+        "OOM kills the kernel reported in the monitor's cgroup",
+        value=counts.get("oom_kill", 0),
+    )
+    events = CounterMetricFamily(
+        "resguard_memory_events",
+        "Kernel memory events the monitor saw, by kind",
+        labels=["kind"],
+    )
+    for kind in dict.fromkeys((*EVENT_KINDS, *sorted(counts))):
+        events.add_metric([kind], counts.get(kind, 0))
+    yield events
 
 
 def _container_metrics(snap: Snapshot) -> Iterator[Metric]:

@@ -74,8 +74,9 @@ def next_interval_s(
 
     Paced (``_pace.paced_interval_s``) by the distance from memory use to the nearest
     edge, *edges_bytes* (the policy's and the watched guards'), the limit itself and
-    *relax_below* of the limit (one more edge, kept for compatibility: no longer a level
-    below which all is calm), at the fastest fill rate seen in *history* (or the pace's
+    *relax_below* of the limit when one was given (one more edge, kept for compatibility:
+    no longer a level below which all is calm, since a fixed share of the limit is no
+    edge of anyone's), at the fastest fill rate seen in *history* (never below the pace's
     default), between *min_interval* and *relaxed_interval*; at most *interval* while
     the verdict is not OK. *min_interval* during a *burst* (after a kernel event);
     *interval* while memory or part of the verdict is unknown: blind is not calm, nor a
@@ -90,7 +91,9 @@ def next_interval_s(
         return options.interval_s
     edges = list(edges_bytes)
     if memory.limit is not None:
-        edges += (memory.limit, int(memory.limit * options.relax_below_percent / 100))
+        edges.append(memory.limit)
+        if options.relax_below_percent is not None:
+            edges.append(int(memory.limit * options.relax_below_percent / 100))
     interval = paced_interval_s(
         memory.used,
         edges,

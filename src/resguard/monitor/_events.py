@@ -255,12 +255,15 @@ class Wakeups:
             self.descriptors = events.descriptors()
 
     def woken(self, fds: Iterable[int], now_s: float, burst_s: float) -> None:
-        """The descriptors *fds* are ready: drain them and deliver what they said."""
+        """The descriptors *fds* are ready: drain them and deliver what they said (a
+        wake-up that said nothing, the kernel side's own re-arm, is not counted)."""
         events = self.events
         if events is None or self._closed:
             return
-        self.hub.wakeups += 1
-        self.hub.deliver(events.read(tuple(fds)), now_s, burst_s)
+        said = events.read(tuple(fds))
+        if said:
+            self.hub.wakeups += 1
+            self.hub.deliver(said, now_s, burst_s)
 
     def close(self) -> None:
         self._closed = True

@@ -60,8 +60,8 @@ class Monitor:
             OK and known, the wait is paced by the distance from memory use to the nearest
             edge of the policy and the watched guards (:meth:`watch_edges`) at the fill
             rate, between *min_interval* and this; a kernel event still wakes it at once.
-        relax_below: one more edge to pace by, as a percent of the limit (default
-            ``"50%"``): no longer a level below which all is calm.
+        relax_below: one more edge to pace by, as a percent of the limit (default none):
+            no longer a level below which all is calm, which a fixed share never is.
         adaptive: pace the interval as above; ``False`` keeps *interval*.
         events: wake on the kernel's memory events (default True: cgroup v1 thresholds
             at the edges and OOM notifications, v2 ``memory.events``, PSI triggers), then
@@ -97,7 +97,7 @@ class Monitor:
         slow_interval: float | str = "2s",
         min_interval: float | str = "10ms",
         relaxed_interval: float | str = "200ms",
-        relax_below: float | str = "50%",
+        relax_below: float | str | None = None,
         adaptive: bool = True,
         events: bool = True,
         psi_trigger: bool = True,

@@ -43,7 +43,7 @@ class Options:
     slow_interval_s: float
     min_interval_s: float
     relaxed_interval_s: float
-    relax_below_percent: float
+    relax_below_percent: float | None
     reclaim_to_percent: float
     adaptive: bool
     psi_trigger: bool
@@ -75,7 +75,9 @@ class Options:
             slow_interval_s=_interval(slow_interval, "slow_interval"),
             min_interval_s=min(_interval(min_interval, "min_interval"), interval_s),
             relaxed_interval_s=relaxed_s,
-            relax_below_percent=named("relax_below", parse_percent, relax_below),
+            relax_below_percent=(
+                None if relax_below is None else named("relax_below", parse_percent, relax_below)
+            ),
             reclaim_to_percent=named("reclaim_to", parse_percent, reclaim_to),
             adaptive=adaptive_flag,
             psi_trigger=_flag(psi_trigger, "psi_trigger"),

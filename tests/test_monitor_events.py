@@ -1,0 +1,495 @@
+"""The Monitor woken by kernel memory events (issue 15): a real cgroup v1 child crossing a
+threshold, re-armed at a new limit, an OOM kill published and exported, the same verdicts
+without events, the single line of the polling fallback, ``async with``, and no descriptor
+or thread left behind (after stop, after ``async with``, in a forked child)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from forking import in_child
+from resguard import InvalidType
+from resguard.monitor import BURST_S, EVENT_KINDS, Monitor, _events, _steps
+from resguard.rules import Level, Policy, Threshold
+from resguard.snapshot import Sampler, Snapshot
+from resguard.testing import KernelTree, ManualClock, Roots, make_snapshot
+
+from plugins.integration import unavailable
+from support import wait_until
+
+MiB = 2**20
+
+GROWER = """
+import sys
+blocks = []
+for line in sys.stdin:
+    blocks.append(b"x" * (int(line) * 2**20))
+    print("done", flush=True)
+"""
+
+SLOW = "30s"  # every wait of the fast loop: polling alone cannot see a crossing in time
+
+
+def half_warns() -> Policy:
+    """WARNING above 50 % of the limit (clear at 40 %): edges at 40 and 50 %."""
+    return Policy(
+        [Threshold("memory.percent", ">", 50, level=Level.WARNING, clear=40, name="half")]
+    )
+
+
+class Grower:
+    """A child in the cgroup that allocates what it is told, in MiB."""
+
+    def __init__(self, cgroup: Any) -> None:
+        self.cgroup = cgroup
+        self.process = cgroup.python(
+            GROWER, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def grow(self, mib: int) -> None:
+        self.process.stdin.write(f"{mib}\n")
+        self.process.stdin.flush()
+        assert self.process.stdout.readline().strip() == "done"
+
+    def grow_to(self, target_bytes: int, step_mib: int = 8) -> None:
+        while self.cgroup.usage_bytes() < target_bytes:
+            self.grow(step_mib)
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture
+def v1_cgroup(memory_cgroup: Any) -> Any:
+    if memory_cgroup.version != "v1":
+        unavailable("the usage thresholds are cgroup v1's (cgroup.event_control)")
+    return memory_cgroup
+
+
+@pytest.fixture
+def grower(v1_cgroup: Any) -> Iterator[Grower]:
+    child = Grower(v1_cgroup)
+    try:
+        yield child
+    finally:
+        child.close()
+
+
+def slow_monitor(cgroup: Any, **kwargs: Any) -> Monitor:
+    """A monitor of *cgroup* whose every wait is :data:`SLOW`: only an event wakes it."""
+    options: dict[str, Any] = {
+        "policy": half_warns(),
+        "cgroup": str(cgroup.path),
+        "reclaim": False,
+        "interval": SLOW,
+        "min_interval": SLOW,
+        "relaxed_interval": SLOW,
+    }
+    options.update(kwargs)
+    return Monitor(**options)
+
+
+def thresholds_armed(monitor: Monitor) -> bool:
+    """Whether the loop ticked and armed usage thresholds ("v1 usage thresholds at 2 ...")."""
+    found = re.search(r"usage thresholds at (\d+)", " ".join(monitor.events_armed))
+    return monitor.ticks >= 1 and found is not None and int(found.group(1)) > 0
+
+
+# -- a real crossing ---------------------------------------------------------------------
+
+
+@pytest.mark.cgroup
+@pytest.mark.linux_backend
+def test_a_crossing_in_a_real_cgroup_wakes_the_monitor_through_an_event(
+    v1_cgroup: Any, grower: Grower
+) -> None:
+    v1_cgroup.set_limit(256 * MiB)
+    grower.grow_to(60 * MiB)  # below both edges (102 and 128 MiB)
+    monitor = slow_monitor(v1_cgroup)
+    seen: list[Any] = []
+    monitor.subscribe_events(seen.append)
+    with monitor:
+        wait_until(lambda: thresholds_armed(monitor), what=f"thresholds ({monitor.events_armed})")
+        grower.grow_to(150 * MiB)  # past 50 %
+        wait_until(
+            lambda: monitor.state.level == Level.WARNING,
+            timeout_s=20,  # within one 30 s wait: only an event can have woken it
+            what=f"WARNING (now {monitor.state.snapshot.memory})",
+        )
+    assert monitor.triggered_wakeups >= 1  # by an event that said something
+    assert monitor.event_counts["threshold"] >= 1
+    assert any(event.kind == "threshold" for event in seen)
+    assert monitor.events_armed == ()  # stopped: nothing armed any more
+
+
+@pytest.mark.cgroup
+@pytest.mark.linux_backend
+def test_a_new_limit_is_armed_at_its_own_edges(v1_cgroup: Any, grower: Grower) -> None:
+    v1_cgroup.set_limit(256 * MiB)
+    grower.grow_to(60 * MiB)
+    # a 1 s pace, so that the new limit is seen; the edge that fires says which was armed
+    monitor = slow_monitor(v1_cgroup, interval="1s", min_interval="1s", relaxed_interval="1s")
+    seen: list[Any] = []
+    monitor.subscribe_events(seen.append)
+    with monitor:
+        wait_until(lambda: thresholds_armed(monitor), what="thresholds")
+        v1_cgroup.set_limit(512 * MiB)  # the edges move to 204.8 and 256 MiB
+        wait_until(
+            lambda: monitor.state.snapshot.memory.limit == 512 * MiB,
+            timeout_s=20,
+            what="the new limit",
+        )
+        ticks = monitor.ticks
+        wait_until(lambda: monitor.ticks >= ticks + 2, timeout_s=10, what="a tick after it")
+        seen.clear()
+        grower.grow_to(270 * MiB)  # past 50 % of the new limit
+        wait_until(lambda: monitor.state.level == Level.WARNING, timeout_s=20, what="WARNING")
+        wait_until(
+            lambda: any(str(256 * MiB) in event.detail for event in seen),
+            timeout_s=10,
+            what=f"the new 50 % edge firing ({[event.detail for event in seen]})",
+        )
+    old_edges = (str(int(256 * MiB * 0.4)), str(128 * MiB))
+    assert not any(edge in event.detail for event in seen for edge in old_edges)
+
+
+@pytest.mark.cgroup
+@pytest.mark.linux_backend
+def test_an_oom_kill_is_published_counted_logged_and_exported(
+    v1_cgroup: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from resguard.prometheus import ResguardCollector
+
+    caplog.set_level(logging.WARNING, logger="resguard")
+    v1_cgroup.set_limit(64 * MiB)
+    monitor = slow_monitor(v1_cgroup)
+    registry = CollectorRegistry()
+    registry.register(ResguardCollector(monitor))
+    before = generate_latest(registry).decode()
+    assert "resguard_oom_kills_total 0.0" in before  # present at 0 from the first scrape
+    for kind in EVENT_KINDS:
+        assert f'resguard_memory_events_total{{kind="{kind}"}} 0.0' in before
+    seen: list[Any] = []
+    monitor.subscribe_events(seen.append)
+    with monitor:
+        wait_until(lambda: monitor.events_armed != (), what="the events armed")
+        hog = v1_cgroup.python("blocks = [b'x' * 2**20 for _ in range(256)]")
+        hog.wait(timeout=30)
+        wait_until(
+            lambda: any(event.kind == "oom_kill" for event in seen),
+            timeout_s=20,
+            what=f"an oom_kill event (seen {seen})",
+        )
+    assert v1_cgroup.oom_kills() >= 1
+    assert monitor.event_counts["oom_kill"] >= 1
+    kills = [r.getMessage() for r in caplog.records if r.getMessage().startswith("OOM kill")]
+    assert kills
+    assert str(v1_cgroup.path) in kills[0]
+    after = generate_latest(registry).decode()
+    count = monitor.event_counts["oom_kill"]
+    assert f"resguard_oom_kills_total {float(count)}" in after
+    assert f'resguard_memory_events_total{{kind="oom_kill"}} {float(count)}' in after
+
+
+# -- async ---------------------------------------------------------------------------------
+
+
+@pytest.mark.cgroup
+@pytest.mark.linux_backend
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_async_with_is_woken_by_an_event_and_leaves_nothing_behind(
+    v1_cgroup: Any, grower: Grower, backend: str
+) -> None:
+    v1_cgroup.set_limit(256 * MiB)
+    grower.grow_to(60 * MiB)
+    monitor = slow_monitor(v1_cgroup)
+    fds, threads = _open_fds(), _our_threads()
+
+    async def main() -> None:
+        async with monitor:
+            with anyio.fail_after(10):
+                while not thresholds_armed(monitor):
+                    await anyio.sleep(0.01)
+            grower.grow_to(150 * MiB)
+            with anyio.fail_after(20):  # within one 30 s wait: an event woke the task
+                while monitor.state.level != Level.WARNING:
+                    await anyio.sleep(0.01)
+
+    anyio.run(main, backend=backend)
+    assert monitor.triggered_wakeups >= 1
+    assert monitor.event_counts["threshold"] >= 1
+    assert not monitor.running
+    assert monitor.events_armed == ()
+    assert _open_fds() <= fds
+    _no_new_threads(threads)
+
+
+def test_leaving_async_with_at_once_never_hangs_and_leaks_nothing() -> None:
+    monitor = Monitor(policy=half_warns(), reclaim=False, interval=SLOW, relaxed_interval=SLOW)
+    fds, threads = _open_fds(), _our_threads()
+
+    async def main() -> None:
+        with anyio.fail_after(10):
+            for _ in range(3):
+                async with monitor:
+                    await anyio.sleep(0)
+
+    anyio.run(main)
+    assert _open_fds() <= fds
+    _no_new_threads(threads)
+
+
+# -- no leaks ------------------------------------------------------------------------------
+
+
+def _open_fds() -> set[int]:
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+def _our_threads() -> set[threading.Thread]:
+    """resguard's threads (an event loop's pool of worker threads stays for reuse)."""
+    return {thread for thread in threading.enumerate() if thread.name.startswith("resguard")}
+
+
+def _no_new_threads(before: set[threading.Thread]) -> None:
+    """resguard's threads besides *before* end (a worker told to stop ends on its own)."""
+    wait_until(
+        lambda: _our_threads() <= before,
+        timeout_s=5,
+        what=f"resguard's threads to end ({_our_threads() - before})",
+    )
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _events_or_skip(monitor: Monitor) -> None:
+    if not monitor.events_armed:
+        unavailable(f"no kernel memory events could be armed here ({sys.platform})")
+
+
+def test_stop_closes_every_descriptor_and_thread_it_opened() -> None:
+    monitor = Monitor(policy=half_warns(), reclaim=False)
+    fds, threads = _open_fds(), _our_threads()
+    for _ in range(2):
+        with monitor:
+            wait_until(lambda: monitor.ticks >= 2, what="two ticks")
+            _events_or_skip(monitor)
+    assert _open_fds() <= fds
+    _no_new_threads(threads)
+
+
+def test_a_forked_child_closes_its_copies_of_the_events() -> None:
+    monitor = Monitor(policy=half_warns(), reclaim=False).start()
+    try:
+        wait_until(lambda: monitor.ticks >= 2, what="two ticks")
+        _events_or_skip(monitor)
+        armed = [fd for fd, _ in monitor._wakeups.descriptors]
+        assert armed
+
+        def check() -> None:
+            still_open = [fd for fd in armed if _is_open(fd)]
+            assert still_open == [], still_open
+            assert not monitor.running
+            assert monitor.events_armed == ()
+
+        assert in_child(check) == 0
+        assert all(_is_open(fd) for fd in armed)  # the parent's stay armed
+    finally:
+        monitor.stop()
+
+
+# -- events=False: the same verdicts, no descriptors ---------------------------------------
+
+
+class Scripted:
+    """Hands out one scripted snapshot per sample, stamped with the clock (then the last)."""
+
+    def __init__(self, snapshots: list[Snapshot], clock: ManualClock) -> None:
+        self.snapshots, self.clock, self.calls = snapshots, clock, 0
+
+    def sample(self, **_: Any) -> Snapshot:
+        import attrs
+
+        snapshot = self.snapshots[min(self.calls, len(self.snapshots) - 1)]
+        self.calls += 1
+        return attrs.evolve(snapshot, monotonic=float(self.clock()))
+
+
+def _levels(events: bool, percents: list[float]) -> tuple[list[Level], Any]:
+    clock = ManualClock()
+    script = [make_snapshot(memory_percent=percent) for percent in [percents[0], *percents]]
+    monitor = Monitor(
+        policy=half_warns(),
+        sampler=Scripted(script, clock),  # type: ignore[arg-type]
+        clock=clock,
+        reclaim=False,
+        events=events,
+    )
+    wakeups = monitor._open_wakeups()
+    try:
+        steps = _steps.steps_for(monitor, wakeups)
+        levels = []
+        for _ in percents:
+            clock.advance(steps.tick())
+            levels.append(monitor.state.level)
+        return levels, wakeups.events
+    finally:
+        wakeups.close()
+
+
+def test_events_change_when_the_monitor_looks_never_what_it_concludes() -> None:
+    percents = [10.0, 45, 51, 60, 49, 45, 39, 30, 55, 38]
+    polled, none = _levels(False, percents)
+    assert none is None  # events=False: no kernel events at all, PSI included
+    woken, _ = _levels(True, percents)
+    assert woken == polled
+    assert polled == [
+        Level.OK,
+        Level.OK,
+        Level.WARNING,
+        Level.WARNING,
+        Level.WARNING,  # held down to the clear level
+        Level.WARNING,
+        Level.OK,
+        Level.OK,
+        Level.WARNING,
+        Level.OK,
+    ]
+
+
+def test_events_false_opens_no_descriptor() -> None:
+    monitor = Monitor(policy=half_warns(), reclaim=False, events=False)
+    with monitor:
+        wait_until(lambda: monitor.ticks >= 2, what="two ticks")
+        assert monitor._wakeups.events is None
+        assert monitor._wakeups.descriptors == ()
+        assert monitor.events_armed == ()
+
+
+# -- a burst after an event ----------------------------------------------------------------
+
+
+def test_after_an_event_the_loop_samples_at_min_interval_for_the_burst(tmp_path: Path) -> None:
+    clock = ManualClock()
+    tree = KernelTree(tmp_path)  # a cgroup v2 tree: memory.events is a plain file here
+    events_file = Path(tree.path("memory.max")).with_name("memory.events")
+    events_file.write_text("low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n")
+    monitor = Monitor(
+        policy=Policy([Threshold("memory.percent", ">", 90, level=Level.WARNING)]),
+        sampler=Sampler(tree.roots, clock=clock),  # 768 MiB of 2 GiB used
+        clock=clock,
+        reclaim=False,
+        min_interval="5ms",
+        relaxed_interval="400ms",
+    )
+    wakeups = monitor._open_wakeups()
+    seen: list[Any] = []
+    monitor.subscribe_events(seen.append)
+    try:
+        steps = _steps.steps_for(monitor, wakeups)
+        calm = steps.tick()
+        assert calm > 0.005
+        events_file.write_text("low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\n")  # the kernel's
+        assert steps.tick() == 0.005  # read on the tick: no descriptor fires on a file
+        assert [event.kind for event in seen] == ["max", "oom", "oom_kill"]
+        assert monitor.event_counts["oom_kill"] == 1
+        clock.advance(BURST_S / 2)
+        assert steps.tick() == 0.005
+        clock.advance(BURST_S)
+        assert steps.tick() == calm  # relaxed again
+    finally:
+        wakeups.close()
+
+
+# -- the fallback --------------------------------------------------------------------------
+
+
+def test_where_nothing_can_be_armed_the_monitor_polls_and_says_why_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_events, "_said", set())
+    caplog.set_level(logging.INFO, logger="resguard")
+    tree = KernelTree(tmp_path, cgroup=False)  # a host tree without PSI files
+    for _ in range(2):
+        monitor = Monitor(policy=half_warns(), sampler=Sampler(tree.roots), reclaim=False)
+        with monitor:
+            wait_until(lambda: monitor.ticks >= 2, what="two ticks")  # noqa: B023
+            assert monitor.events_armed == ()
+    lines = [r.getMessage() for r in caplog.records if "the monitor polls" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "no kernel memory events" in lines[0]
+    assert caplog.records[[r.getMessage() for r in caplog.records].index(lines[0])].levelno == (
+        logging.INFO
+    )
+
+
+def test_the_root_of_a_fixture_tree_is_where_its_proc_is(tmp_path: Path) -> None:
+    assert _events.sampler_root(Sampler()) == "/"
+    tree = Sampler(Roots(proc=str(tmp_path / "proc"), cgroup=str(tmp_path / "cgroup")))
+    assert _events.sampler_root(tree) == str(tmp_path)
+    elsewhere = Sampler(Roots(proc=str(tmp_path / "p"), cgroup=str(tmp_path / "cgroup")))
+    assert _events.sampler_root(elsewhere) is None  # then no PSI: it is not the tree's
+
+
+# -- watch_edges ---------------------------------------------------------------------------
+
+
+class Budget:
+    """An edge provider, as a guard with a memory budget is."""
+
+    def __init__(self, edge_bytes: int) -> None:
+        self.edge_bytes = edge_bytes
+
+    def memory_edges_bytes(self, memory: Any) -> list[int]:
+        return [self.edge_bytes]
+
+
+def test_watched_edges_pace_the_loop_until_unwatched_or_collected(tmp_path: Path) -> None:
+    import gc
+
+    clock = ManualClock()
+    script = [make_snapshot(memory_percent=10)]  # 10 % of 16 GiB; edges at 40, 50 %
+    monitor = Monitor(
+        policy=half_warns(),
+        sampler=Scripted(script, clock),  # type: ignore[arg-type]
+        clock=clock,
+        reclaim=False,
+        min_interval="5ms",
+        relaxed_interval="400ms",
+    )
+    monitor.sample_now()
+    far = monitor.next_interval_s()
+    used = monitor.state.snapshot.memory.used
+    assert used is not None
+    budget = Budget(used + 16 * MiB)  # a guard's budget ends just above
+    unwatch = monitor.watch_edges(budget)
+    assert monitor.next_interval_s() == 0.005
+    unwatch()
+    assert monitor.next_interval_s() == far
+    monitor.watch_edges(budget)
+    assert monitor.next_interval_s() == 0.005
+    del budget
+    gc.collect()
+    assert monitor.next_interval_s() == far  # held weakly
+    with pytest.raises(InvalidType, match="memory_edges_bytes"):
+        monitor.watch_edges(object())  # type: ignore[arg-type]
