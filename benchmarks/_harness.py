@@ -59,7 +59,7 @@ def format_s(seconds: float) -> str:
 def _format_bound(value: float, unit: str) -> str:
     if unit == "s":
         return format_s(value)
-    return f"{value:g}{unit}" if unit.startswith(("%", "×")) else f"{value:g} {unit}"
+    return f"{value:g}{unit}" if unit.startswith("×") else f"{value:g} {unit}"
 
 
 @dataclass(frozen=True)

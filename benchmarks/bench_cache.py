@@ -274,7 +274,7 @@ def _sizer(table: Table) -> None:
             "tracemalloc",
             f"{allocated:,} B",
             f"error {error:+.1f} %",
-            Target.ours_at_most(15, " %", what="|error|"),
+            Target.ours_at_most(15, "%", what="|error|"),
             ours_value=abs(error),
         )
 

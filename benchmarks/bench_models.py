@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from resguard.models import LazyModel
 
-from _harness import Table, per_call_s
+from _harness import Table, Target, per_call_s
 
 
 def _model(x: int) -> int:
@@ -50,14 +50,14 @@ def run(table: Table) -> None:
         ours,
         "plain call `m(x)`",
         per_call_s(plain),
-        "< 2 µs per use",
+        Target.ours_at_most(2e-6, what="per use"),
     )
     table.compare(
         "LazyModel pinned use",
         ours,
         "global + lock lazy loader",
         per_call_s(hand_rolled),
-        "within 3× of hand-rolled",
+        Target.cost_at_most(3, of="hand-rolled"),
     )
     table.compare(
         "LazyModel.get() (loaded, not pinned)",

@@ -245,8 +245,9 @@ def _wait(predicate: Any, timeout_s: float) -> bool:
 
 def _cell(
     cgroup: Path, child: _Child, percent: int, pause_s: float, options: dict[str, Any]
-) -> tuple[list[float], int]:
-    """Latencies (s) of REPETITIONS crossings of *percent*, and how many got no verdict."""
+) -> tuple[list[float], int, int]:
+    """Latencies (s) of REPETITIONS crossings of *percent*, how many got no verdict and how
+    many verdicts came before the child's own read (counted as 0)."""
     edge = LIMIT_BYTES * percent // 100
     base = int(edge / 1.1)  # the threshold within 10 % of the usage at the start
     policy = Policy([Threshold("memory.percent", ">", percent, level=Level.WARNING, clear=percent)])
@@ -259,7 +260,7 @@ def _cell(
 
     monitor.subscribe(subscriber)
     latencies: list[float] = []
-    lost = 0
+    lost = early = 0
     with monitor:
         for _ in range(REPETITIONS):
             child.ask(f"base {base}")
@@ -271,10 +272,11 @@ def _cell(
                 lost += 1
             else:
                 # the kernel may wake the Monitor before the child's own read: that is 0 late
+                early += published[0] < crossed
                 latencies.append(max(published[0] - crossed, 0.0))
             child.ask(f"base {base}")
             _wait(lambda: monitor.state.level == Level.OK, 5.0)
-    return latencies, lost
+    return latencies, lost, early
 
 
 def reaction_latency(table: Table) -> None:
@@ -298,9 +300,9 @@ def reaction_latency(table: Table) -> None:
                         if options is None:
                             table.note(what, "not available yet (no `events=`)", target=target)
                             continue
-                        latencies, lost = _cell(cgroup, child, percent, pause_s, options)
+                        latencies, lost, early = _cell(cgroup, child, percent, pause_s, options)
                         everything += latencies
-                        _cell_row(table, what, latencies, lost, target)
+                        _cell_row(table, what, latencies, lost, early, target)
                 if everything:
                     median = statistics.median(everything)
                     for name, interval_s in ALTERNATIVES[1:]:
@@ -321,6 +323,8 @@ def _cell_row(table: Table, what: str, latencies: list[float], lost: int, target
         return
     median = statistics.median(latencies)
     detail = f"median of {len(latencies)}, max {format_s(max(latencies))}"
+    if early:
+        detail += f", {early} before the child's read"
     if lost:
         detail += f", {lost} without a verdict"
     table.note(

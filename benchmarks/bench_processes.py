@@ -13,7 +13,7 @@ import psutil
 
 from resguard.processes import ProcessTable
 
-from _harness import Table, per_call_s
+from _harness import Table, Target, per_call_s
 
 EXTRA_PROCESSES = 200
 # what the table reads of every process (uids only where psutil has it: not on Windows)
@@ -75,7 +75,7 @@ def run(table: Table) -> None:
                 ours,
                 "psutil.process_iter loop: the table's attributes, cmdline/username of the top 10",
                 loop,
-                "≥ 1× (as fast)" if backend == "psutil" else "",
+                Target.speedup_at_least(1, text="≥ 1× (as fast)") if backend == "psutil" else "",
             )
             ours, loop = _alternating(top, psutil_loop_every_attr)
             table.compare(

@@ -11,7 +11,7 @@ import psutil
 from resguard.processes import ProcessTable
 from resguard.snapshot import Sampler
 
-from _harness import Table, per_call_s
+from _harness import Table, Target, per_call_s
 
 EXTRA_PROCESSES = 300
 
@@ -49,11 +49,9 @@ def run(table: Table) -> None:
         ours,
         "psutil.virtual_memory()",
         theirs,
-        "≤ 3× the psutil call",
+        Target.cost_at_most(3, of="the psutil call"),
     )
-    table.note(
-        "  … as a multiple of psutil.virtual_memory()", f"{ours / theirs:.1f}×", target="≤ 3×"
-    )
+    table.note("  … as a multiple of psutil.virtual_memory()", f"{ours / theirs:.1f}×")
     _backend_rows(table, ours)
 
     sleepers = [subprocess.Popen(["sleep", "600"]) for _ in range(EXTRA_PROCESSES)]
@@ -85,7 +83,7 @@ def run(table: Table) -> None:
             top,
             "ps aux | sort -k4 -nr | head",
             pipeline,
-            "≥ 2× faster",
+            Target.speedup_at_least(2, text="≥ 2× faster"),
         )
         table.compare(
             f"top_processes(10), {count} processes", top, "psutil.process_iter loop", loop
@@ -99,7 +97,11 @@ def run(table: Table) -> None:
     base = _import_s("import psutil, attrs, anyio")
     ours_import = _import_s("import resguard")
     table.compare(
-        "import resguard", ours_import, "import psutil, attrs, anyio", base, "adds ≤ 30 %"
+        "import resguard",
+        ours_import,
+        "import psutil, attrs, anyio",
+        base,
+        Target.cost_at_most(1.3, text="adds ≤ 30 %"),
     )
     first_use = _import_s("import resguard; resguard.snapshot()")
     base_use = _import_s("import psutil, attrs, anyio; psutil.virtual_memory()")
