@@ -316,7 +316,9 @@ def reaction_latency(table: Table) -> None:
             child.close()
 
 
-def _cell_row(table: Table, what: str, latencies: list[float], lost: int, target: Target) -> None:
+def _cell_row(
+    table: Table, what: str, latencies: list[float], lost: int, early: int, target: Target
+) -> None:
     name, interval_s = ALTERNATIVES[0]
     if not latencies:
         table.note(what, f"no verdict in {VERDICT_DEADLINE_S:g} s ({lost} tries)", target=target)
