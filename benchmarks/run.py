@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import platform
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -34,7 +35,9 @@ def main(argv: list[str]) -> int:
     for name in names:
         module = importlib.import_module(name if name.startswith("bench_") else f"bench_{name}")
         print(f"running {module.__name__} ...", file=sys.stderr, flush=True)
+        start = time.monotonic()
         module.run(table)
+        print(f"  {module.__name__}: {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
     print(
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}, "
         f"{psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB\n"
