@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -226,6 +227,47 @@ def test_open_arm_read_close_cycles_leave_no_descriptor_open(memory_cgroup: Memo
 
 
 # --- degradation --------------------------------------------------------------------------
+
+
+def test_a_cgroup_removed_while_armed_raises_nothing_and_leaks_nothing(
+    memory_cgroup: MemoryCgroup,
+) -> None:
+    before = _open_fds()
+    events = _v1_events(memory_cgroup, 256 * MiB)
+    _arm(events, [64 * MiB, 128 * MiB], memory_cgroup.usage_bytes())
+    memory_cgroup.path.rmdir()  # no process in it: the kernel lets it go while armed
+    _wait_for(events, "threshold", timeout_s=0.5)  # removal signals each eventfd once
+    events.arm([32 * MiB], 0)  # its usage file reads ENODEV now: nothing to arm
+    assert events.read([fd for fd, _ in events.descriptors()]) == ()
+    events.close()
+    assert _open_fds() == before
+
+
+@pytest.mark.parametrize(("module", "name"), [(os, "eventfd"), (select, "poll")])
+def test_without_eventfd_or_poll_in_this_python_nothing_is_armed_and_it_says_so(
+    memory_cgroup: MemoryCgroup, monkeypatch: pytest.MonkeyPatch, module: object, name: str
+) -> None:
+    if memory_cgroup.version != "v1":
+        unavailable("this test needs cgroup v1 (eventfds are v1's)")
+    memory_cgroup.set_limit(256 * MiB)
+    monkeypatch.delattr(module, name)  # an old Python, a platform without them
+    before = _open_fds()
+    memory = _memory(str(memory_cgroup.path / "memory.limit_in_bytes"), 256 * MiB)
+    events = MemoryEvents.open(memory, "system", psi=False)
+    assert not events.available
+    assert events.descriptors() == ()
+    assert events.armed == ()
+    assert events.why_not is not None
+    assert f"no {'os.eventfd' if name == 'eventfd' else 'select.poll'}" in events.why_not
+    events.close()
+    assert _open_fds() == before
+
+
+def test_off_linux_nothing_is_armed_and_it_says_on_what(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "darwin")
+    events = MemoryEvents.open(_memory("/proc/meminfo", 1, "host"), "system")
+    assert not events.available
+    assert events.why_not == "there are no kernel memory events on darwin."
 
 
 def _v1_tree(tmp_path: Path, *, control: bool) -> Path:

@@ -401,25 +401,22 @@ class V1Notifier:
             missing = sorted(set(wanted) - armed, key=lambda v: abs(v - self._usage_bytes))
         failed: list[str] = []
         for value in missing:
-            with self.registering:  # close() waits on it before closing the control file
+            # close() waits on it before closing anything: no registration is written to
+            # a closed (or reused) descriptor, and none is left unowned when it returns
+            with self.registering:
                 if self.fds.is_closed() or self._usage_fd is None:
                     return False
                 efd = self._register(self._usage_fd, str(value), self.usage_path)
-            with self.fds.lock:
-                if isinstance(efd, str):
-                    failed.append(efd)
-                elif self.fds.is_closed():  # closed while the kernel took it
-                    close_quietly(efd)
-                    return False
-                else:
-                    self.fds.own(efd, self.usage_path)
-                    detail = _threshold_detail(value, wanted[value])
-                    self.watches[efd] = Watch("threshold", _POLLIN, self.usage_path, detail, value)
-                    self.fds.generation += 1
-                    if value == missing[0]:
-                        self._signal_rearmed()  # the nearest one: poll it at once
-                if self._asked != asked:
-                    return True  # asked again meanwhile: start over from the new wish
+                with self.fds.lock:
+                    if isinstance(efd, str):
+                        failed.append(efd)
+                    elif self.fds.is_closed():  # closed while the kernel took it
+                        close_quietly(efd)
+                        return False
+                    else:
+                        self._add_threshold(efd, value, wanted[value], first=value == missing[0])
+                    if self._asked != asked:
+                        return True  # asked again meanwhile: start over from the new wish
         with self.fds.changed:
             if self._asked == asked and not self.fds.closed:
                 self._drop_unwanted(wanted)
@@ -430,6 +427,14 @@ class V1Notifier:
                 self._signal_rearmed()
                 self.fds.changed.notify_all()
         return True
+
+    def _add_threshold(self, efd: int, value: int, edges: tuple[int, ...], first: bool) -> None:
+        self.fds.own(efd, self.usage_path)
+        detail = _threshold_detail(value, edges)
+        self.watches[efd] = Watch("threshold", _POLLIN, self.usage_path, detail, value)
+        self.fds.generation += 1
+        if first:
+            self._signal_rearmed()  # the nearest one: poll it at once
 
     def _drop_unwanted(self, wanted: dict[int, tuple[int, ...]]) -> None:
         """Close the thresholds not in *wanted* (and repeats); closing an eventfd is the
@@ -478,7 +483,8 @@ def _register_forever(notifier: V1Notifier) -> None:
 
 def shut(fds: FdTable, notifier: V1Notifier) -> None:
     """Close *fds* for good: mark it closed (the worker stops), wait for a registration
-    being written, then close every descriptor. Idempotent."""
+    being written, then close every descriptor. Idempotent. Never call it holding
+    ``fds.lock`` (the worker takes ``registering``, then the lock)."""
     with fds.changed:
         fds.closed = True
         fds.changed.notify_all()

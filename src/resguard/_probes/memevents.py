@@ -299,13 +299,6 @@ class MemoryEvents:
                 return ()
             return (*self._v1.armed_lines(), *self._lines)
 
-    def _release(self) -> None:
-        shut(self._fds, self._v1)
-        self._watches.clear()
-        self._lines.clear()
-        self._v1.forget()
-        self._events_fd = None
-
     def _after_fork_in_child(self) -> None:
         self._fds.renew_locks()  # a parent's thread may have held them at the fork
         self._v1.after_fork_in_child()
@@ -411,11 +404,16 @@ class MemoryEvents:
     def close(self) -> None:
         """Close every descriptor (closing an eventfd unregisters it) and stop the worker;
         idempotent, and safe in a forked child, where it closes only the child's copies
-        (the parent's registrations stay)."""
+        (the parent's registrations stay). When it returns, nothing of it is open."""
         if os.getpid() != self._pid:
             self._pid = os.getpid()
             self._after_fork_in_child()  # the fork hook did it already; cheap to be sure
+        self._release()
+
+    def _release(self) -> None:
+        shut(self._fds, self._v1)  # not holding the lock: it waits for the worker
         with self._fds.lock:
-            if self._fds.closed:
-                return
-            self._release()
+            self._watches.clear()
+            self._lines.clear()
+            self._v1.forget()
+            self._events_fd = None
