@@ -493,3 +493,54 @@ def test_watched_edges_pace_the_loop_until_unwatched_or_collected(tmp_path: Path
     assert monitor.next_interval_s() == far  # held weakly
     with pytest.raises(InvalidType, match="memory_edges_bytes"):
         monitor.watch_edges(object())  # type: ignore[arg-type]
+
+
+# -- a storm of pressure wake-ups ----------------------------------------------------------
+
+
+class FakeEvents:
+    """Stands in for the kernel side: read() says what the test scripted."""
+
+    def __init__(self, said: tuple[Any, ...]) -> None:
+        self.said = said
+        self.generation = 0
+        self.armed = ("fake",)
+
+    def read(self, ready_fds: Any = ()) -> tuple[Any, ...]:
+        return self.said if ready_fds else ()
+
+    def close(self) -> None:
+        pass
+
+
+def _event(kind: str) -> Any:
+    from resguard._probes.memevents import MemoryEvent
+
+    return MemoryEvent(kind, 1, "/sys/fs/cgroup/memory/x/memory.pressure_level", kind)
+
+
+@pytest.mark.parametrize(
+    ("kinds", "hold"),
+    [
+        (("pressure",), True),
+        (("pressure", "threshold"), False),
+        (("oom_kill",), False),
+        ((), False),
+    ],
+)
+def test_a_wake_up_by_pressure_alone_mutes_those_descriptors_for_min_interval(
+    kinds: tuple[str, ...], hold: bool
+) -> None:
+    monitor = Monitor(policy=half_warns(), reclaim=False, min_interval="7ms")
+    wakeups = _events.Wakeups(monitor._events, FakeEvents(tuple(map(_event, kinds))))  # type: ignore[arg-type]
+    steps = _steps.steps_for(monitor, wakeups)
+    assert steps.woken((5,)) == (0.007 if hold else 0.0)
+    assert monitor.triggered_wakeups == (1 if kinds else 0)  # a re-arm's wake-up says nothing
+    mute = _events.Mute()
+    mute.hold((5,), 60.0)
+    active, left_s = mute.active(((5, 1), (6, 1)))
+    assert active == ((6, 1),)
+    assert left_s is not None
+    assert 0 < left_s <= 60.0
+    mute.hold((5,), 0.0)
+    assert mute.active(((5, 1), (6, 1))) == (((5, 1), (6, 1)), None)

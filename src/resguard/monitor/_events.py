@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import select
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -254,22 +255,50 @@ class Wakeups:
             self._generation = events.generation
             self.descriptors = events.descriptors()
 
-    def woken(self, fds: Iterable[int], now_s: float, burst_s: float) -> None:
+    def woken(self, fds: Iterable[int], now_s: float, burst_s: float) -> bool:
         """The descriptors *fds* are ready: drain them and deliver what they said (a
-        wake-up that said nothing, the kernel side's own re-arm, is not counted)."""
+        wake-up that said nothing, the kernel side's own re-arm, is not counted); whether
+        it said pressure alone (v1's ``pressure_level`` may fire hundreds of times a
+        second under reclaim: the loop need not sample at that rate)."""
         events = self.events
         if events is None or self._closed:
-            return
+            return False
         said = events.read(tuple(fds))
-        if said:
-            self.hub.wakeups += 1
-            self.hub.deliver(said, now_s, burst_s)
+        if not said:
+            return False
+        self.hub.wakeups += 1
+        self.hub.deliver(said, now_s, burst_s)
+        return all(event.kind == "pressure" for event in said)
 
     def close(self) -> None:
         self._closed = True
         self.descriptors = ()
         if self.events is not None:
             self.events.close()
+
+
+class Mute:
+    """Descriptors left out of the poll for a while: those that just woke the loop with
+    pressure alone, for *min_interval* (a storm of them must not become a busy loop,
+    while a threshold or an OOM still wakes it at once). Real time: the poll's."""
+
+    __slots__ = ("fds", "until_s")
+
+    def __init__(self) -> None:
+        self.fds: frozenset[int] = frozenset()
+        self.until_s = float("-inf")
+
+    def hold(self, fds: Iterable[int], hold_s: float) -> None:
+        self.fds, self.until_s = frozenset(fds), time.monotonic() + hold_s
+
+    def active(
+        self, descriptors: tuple[tuple[int, int], ...]
+    ) -> tuple[tuple[tuple[int, int], ...], float | None]:
+        """The descriptors to poll now, and how long until the muted ones come back."""
+        left_s = self.until_s - time.monotonic()
+        if left_s <= 0 or not self.fds:
+            return descriptors, None
+        return tuple(item for item in descriptors if item[0] not in self.fds), left_s
 
 
 class Forwarder:
@@ -288,6 +317,7 @@ class Forwarder:
         self.stop = threading.Event()
         self.drained = threading.Event()
         self.ready: tuple[int, ...] = ()
+        self.mute = Mute()  # set by the task before it calls done()
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
         os.set_blocking(self.wake_write, False)
@@ -333,12 +363,14 @@ class Forwarder:
         poller = select.poll()
         poller.register(self.wake_read, select.POLLIN)
         self._seen = self.wakeups.descriptors
-        for fd, mask in self._seen:
+        active, muted_s = self.mute.active(self._seen)
+        for fd, mask in active:
             poller.register(fd, mask)
+        timeout_s = 1.0 if muted_s is None else min(1.0, muted_s)
         # POLLNVAL: closed by a re-arm since it was published; the task pokes the pipe
         ready = [
             fd
-            for fd, mask in poller.poll(1000)
+            for fd, mask in poller.poll(timeout_s * 1000)
             if fd != self.wake_read and not mask & select.POLLNVAL
         ]
         try:

@@ -25,7 +25,7 @@ from resguard._modules.log import get_logger
 from resguard._modules.waiter import Waiter
 from resguard._probes.psi import open_trigger
 from resguard.monitor._decide import SlowWork
-from resguard.monitor._events import EventHub, Forwarder, Wakeups, open_events
+from resguard.monitor._events import EventHub, Forwarder, Mute, Wakeups, open_events
 from resguard.snapshot import Snapshot
 
 __all__ = [
@@ -50,13 +50,14 @@ def _has_poll() -> bool:
 class Steps:
     """The monitor's side of the loops: one fast tick (returns how long to wait), the slow
     work due now, doing it, how long the slow loop may wait, and the run's kernel events
-    (armed by the tick; ``woken(fds)`` drains the ready ones)."""
+    (armed by the tick; ``woken(fds)`` drains the ready ones and says how long to hold
+    before the next tick)."""
 
     tick: Callable[[], float]
     slow_due: Callable[[], SlowWork]
     slow_work: Callable[[SlowWork], None]
     slow_wait_s: Callable[[], float]
-    woken: Callable[[tuple[int, ...]], None]
+    woken: Callable[[tuple[int, ...]], float]
     wakeups: Wakeups
 
 
@@ -206,14 +207,17 @@ def fast_thread(steps: Steps, run: Run) -> None:
         poller = select.poll()
         poller.register(run.wake_read, select.POLLIN)
         registered: tuple[tuple[int, int], ...] = ()
+        mute = Mute()
         while not run.stop.is_set():
             wait_s = steps.tick()
             if run.stop.is_set():
                 return
-            registered = _register(poller, registered, steps.wakeups.descriptors)
-            ready = tuple(fd for fd, _ in poller.poll(wait_s * 1000) if fd != run.wake_read)
-            if ready and not run.stop.is_set():
-                steps.woken(ready)
+            active, muted_s = mute.active(steps.wakeups.descriptors)
+            registered = _register(poller, registered, active)
+            timeout_s = wait_s if muted_s is None else min(wait_s, muted_s)
+            ready = tuple(fd for fd, _ in poller.poll(timeout_s * 1000) if fd != run.wake_read)
+            if ready and not run.stop.is_set() and (hold_s := steps.woken(ready)) > 0:
+                mute.hold(ready, hold_s)
     finally:
         if run.stop.is_set():
             run.close()
@@ -274,7 +278,8 @@ async def fast_task(steps: Steps, forwarder: Forwarder | None) -> None:
         ready = forwarder.take()
         if ready:
             try:
-                steps.woken(ready)
+                if (hold_s := steps.woken(ready)) > 0:
+                    forwarder.mute.hold(ready, hold_s)
             finally:
                 forwarder.done()
 

@@ -52,12 +52,16 @@ def _tick(monitor: Monitor, wakeups: Wakeups) -> float:
         return monitor.interval_s
 
 
-def _woken(monitor: Monitor, wakeups: Wakeups, ready: tuple[int, ...]) -> None:
-    """The descriptors *ready* woke the fast loop: drain and deliver their events."""
+def _woken(monitor: Monitor, wakeups: Wakeups, ready: tuple[int, ...]) -> float:
+    """The descriptors *ready* woke the fast loop: drain and deliver their events; how
+    long to leave them out of the poll (0: not at all; *min_interval* after a wake-up by
+    pressure alone, so that a storm of them is not a busy loop)."""
     try:
-        wakeups.woken(ready, monitor.clock(), _burst_s())
+        pressure_only = wakeups.woken(ready, monitor.clock(), _burst_s())
     except Exception as error:  # the kernel side never raises; the last net
         monitor._failed("the kernel memory events", error)
+        return monitor.min_interval_s
+    return monitor.min_interval_s if pressure_only else 0.0
 
 
 def _slow_due(monitor: Monitor) -> _decide.SlowWork:
