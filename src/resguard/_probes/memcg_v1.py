@@ -459,6 +459,12 @@ class V1Notifier:
         count = sum(1 for watch in self.watches.values() if watch.kind == "threshold")
         return [f"v1 usage thresholds at {count} on {self.usage_path}", *self.lines]
 
+    def join_worker(self, timeout_s: float) -> None:
+        """Wait up to *timeout_s* for a stopping worker to end (not from the worker)."""
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout_s)
+
     def after_fork_in_child(self) -> None:
         """In a forked child: no worker runs there, and its lock may have been held."""
         self.registering = threading.Lock()
@@ -491,6 +497,7 @@ def shut(fds: FdTable, notifier: V1Notifier) -> None:
     with notifier.registering, fds.lock:
         fds.close_all()
         fds.generation += 1
+    notifier.join_worker(timeout_s=1.0)
 
 
 def _threshold_detail(value_bytes: int, edges: tuple[int, ...]) -> str:
