@@ -488,6 +488,12 @@ def test_watched_edges_pace_the_loop_until_unwatched_or_collected(tmp_path: Path
     assert monitor.next_interval_s() == far
     monitor.watch_edges(budget)
     assert monitor.next_interval_s() == 0.005
+    budget.edge_bytes = used + 8192 * MiB  # its edge moved (a guard's reserve_bytes set)
+    monitor.watch_edges(budget)  # so it watches itself again: recomputed
+    assert monitor.next_interval_s() == far
+    budget.edge_bytes = used + 16 * MiB
+    monitor.watch_edges(budget)
+    assert monitor.next_interval_s() == 0.005
     del budget
     gc.collect()
     assert monitor.next_interval_s() == far  # held weakly
@@ -536,6 +542,8 @@ def test_a_wake_up_by_pressure_alone_mutes_those_descriptors_for_min_interval(
     steps = _steps.steps_for(monitor, wakeups)
     assert steps.woken((5,)) == (0.007 if hold else 0.0)
     assert monitor.triggered_wakeups == (1 if kinds else 0)  # a re-arm's wake-up says nothing
+    burst = monitor.clock() < monitor._events.burst_until_s
+    assert burst == (bool(kinds) and not hold)  # pressure alone starts no burst
     mute = _events.Mute()
     mute.hold((5,), 60.0)
     active, left_s = mute.active(((5, 1), (6, 1)))

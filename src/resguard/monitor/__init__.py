@@ -42,7 +42,9 @@ subscriber or a source finishes on its own, and closes its own pipe)."""
 BURST_S = 1.0
 """How long the fast loop samples at ``min_interval`` after a kernel memory event before it
 relaxes to its paced interval again (Android lmkd's pattern): an event says memory moves
-now, and the next edge may be close behind."""
+now, and the next edge may be close behind. Pressure alone (a PSI trigger, v1's
+``pressure_level``) is sampled at once but starts no burst: it also fires on a calm host's
+passing stalls."""
 
 FIRST_SLOW_WAIT_S = 2.0
 """How long :meth:`Monitor.start` waits for the first slow sample (the process table and

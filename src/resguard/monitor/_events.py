@@ -112,8 +112,9 @@ class EventHub:
         self.wakeups = 0  # fast-loop wake-ups by an event (not by the timer)
         self.burst_until_s = float("-inf")
         self._providers: dict[int, weakref.ref[Any]] = {}
+        self._watches = 0  # grows at every watch and unwatch: a re-watch recomputes
         self._edges_policy: Policy | None = None
-        self._edges_key: tuple[int | None, ...] | None = None
+        self._edges_key: tuple[int | None, ...] | None = None  # limit, watches, providers
         self._edges: tuple[int, ...] = ()
 
     # -- edges ----------------------------------------------------------------------------
@@ -136,11 +137,13 @@ class EventHub:
         key = id(provider)
         with self._lock:
             self._providers[key] = ref
+            self._watches += 1
 
         def unwatch() -> None:
             with self._lock:
                 if self._providers.get(key) is ref:
                     del self._providers[key]
+                    self._watches += 1
 
         return unwatch
 
@@ -156,9 +159,9 @@ class EventHub:
     def edges(self, policy: Policy, memory: MemoryInfo) -> tuple[int, ...]:
         """The memory.used values (bytes) where the policy or a watched provider changes
         its mind, at *memory*'s limit: recomputed when the policy, the limit or the
-        providers change."""
+        providers change (a provider whose edges moved watches itself again)."""
         providers = self.providers()
-        key = (memory.limit, *map(id, providers))
+        key = (memory.limit, self._watches, *map(id, providers))
         if policy is self._edges_policy and key == self._edges_key:
             return self._edges
         from resguard.rules import memory_edges_bytes
@@ -195,14 +198,17 @@ class EventHub:
 
     def deliver(self, events: Iterable[MemoryEvent], now_s: float, burst_s: float) -> None:
         """Count *events*, say an OOM kill at WARNING (once for the batch), tell the
-        subscribers and start a burst of fast samples."""
+        subscribers and start a burst of fast samples (not for pressure alone)."""
         batch = tuple(events)
         if not batch:
             return
         with self._lock:
             for event in batch:
                 self.counts[event.kind] = self.counts.get(event.kind, 0) + event.count
-            self.burst_until_s = now_s + burst_s
+            # pressure alone is sampled at once but starts no burst: a PSI trigger also
+            # fires on a calm host's passing stalls, and the edges still pace the loop
+            if any(event.kind != "pressure" for event in batch):
+                self.burst_until_s = now_s + burst_s
         kills = [event for event in batch if event.kind == "oom_kill"]
         if kills:
             _logger.warning(
