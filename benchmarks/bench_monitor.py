@@ -262,6 +262,7 @@ def _cell(
     latencies: list[float] = []
     lost = early = 0
     with monitor:
+        time.sleep(1)  # a monitor runs long before a crossing: let it arm its edges first
         for _ in range(REPETITIONS):
             child.ask(f"base {base}")
             _wait(lambda: monitor.state.level == Level.OK, 5.0)
