@@ -3,9 +3,12 @@
 Readers (guards, middleware, metrics) pay one attribute read: ``monitor.state`` is replaced
 whole, atomically, after every sample. Two loops run:
 
-* the **fast loop** samples memory, CPU, PSI and this process every *interval* (faster as
-  headroom shrinks at the measured fill rate, and at once when a PSI trigger fires),
-  evaluates the policy and publishes the new :class:`State`;
+* the **fast loop** samples memory, CPU, PSI and this process, evaluates the policy and
+  publishes the new :class:`State`, then waits in one ``poll()`` on the kernel's memory
+  events (cgroup v1 thresholds armed at the policy's and the watched guards' edges, OOM
+  notifications, v2 ``memory.events``, PSI triggers) with a timeout paced by the distance
+  to the nearest edge; after an event it samples at *min_interval* for :data:`BURST_S`
+  (see docs/monitor.md; :class:`MemoryEvent` is what ``subscribe_events`` callbacks get);
 * the **slow loop** samples what is costly or may block (the process table, Docker,
   Ollama) every *slow_interval* and climbs the reclaim ladder when the verdict says
   WARNING or worse, so a slow source never delays a verdict. The table's first scan of
@@ -27,13 +30,14 @@ says so, for guards and readiness checks that must not trust an old verdict fore
 
 from __future__ import annotations
 
+from resguard._probes.memevents import MemoryEvent
 from resguard.monitor._decide import RELOG_AFTER_S as RELOG_AFTER_S
 from resguard.monitor._events import EVENT_KINDS as EVENT_KINDS
 from resguard.monitor._monitor import Monitor
 from resguard.monitor._options import MIN_INTERVAL_S as MIN_INTERVAL_S
 from resguard.monitor._state import Source, State
 
-__all__ = ["Monitor", "Source", "State"]
+__all__ = ["MemoryEvent", "Monitor", "Source", "State"]
 
 JOIN_TIMEOUT_S = 10.0
 """How long :meth:`Monitor.stop` waits for each background thread (one blocked in a
@@ -50,6 +54,6 @@ FIRST_SLOW_WAIT_S = 2.0
 """How long :meth:`Monitor.start` waits for the first slow sample (the process table and
 the sources), so that it never hangs on a source that does not answer."""
 
-for _public in (Monitor, Source, State):
+for _public in (MemoryEvent, Monitor, Source, State):
     _public.__module__ = __name__
 del _public
