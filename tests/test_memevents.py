@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from resguard._probes.memevents import (
     MAX_EDGES,
+    PRESSURE_HOLDOFF_S,
     MemoryEvent,
     MemoryEvents,
     counter_events,
@@ -28,6 +29,7 @@ from resguard._probes.memevents import (
     usage_thresholds,
 )
 from resguard.snapshot import MemoryInfo
+from resguard.testing import ManualClock
 
 from plugins.cgroup import MemoryCgroup
 from plugins.integration import unavailable
@@ -184,6 +186,33 @@ def test_an_oom_kill_in_the_cgroup_is_reported_as_oom_kill(memory_cgroup: Memory
         assert kills[0].source == str(memory_cgroup.path / "memory.oom_control")
         assert kills[0].detail.startswith("oom_kill 0 -> ")
         assert memory_cgroup.oom_kills() >= 1
+    finally:
+        events.close()
+
+
+def test_a_pressure_level_that_fired_is_not_polled_until_its_hold_off_is_over(
+    memory_cgroup: MemoryCgroup,
+) -> None:
+    if memory_cgroup.version != "v1":
+        unavailable("this test needs cgroup v1 (memory.pressure_level is v1's)")
+    memory_cgroup.set_limit(32 * MiB)
+    clock = ManualClock()
+    detail = str(memory_cgroup.path / "memory.limit_in_bytes")
+    events = MemoryEvents.open(_memory(detail, 32 * MiB), None, psi=False, clock=clock)
+    try:
+        levels = {fd for fd, _ in events.descriptors()}
+        memory_cgroup.python("b = b'x' * (128 * 2**20)")  # reclaim, then the OOM killer
+        pressure = [e for e in _wait_for(events, "pressure") if e.kind == "pressure"]
+        assert pressure
+        assert pressure[0].detail.startswith("pressure_level ")
+        muted = levels - {fd for fd, _ in events.descriptors()}
+        assert muted  # the level that fired is left out of the poll for now
+        clock.advance(PRESSURE_HOLDOFF_S / 2)
+        events.read()
+        assert levels - {fd for fd, _ in events.descriptors()} == muted
+        clock.advance(PRESSURE_HOLDOFF_S / 2)
+        events.read()  # every tick reads: the hold-off is over
+        assert {fd for fd, _ in events.descriptors()} >= muted
     finally:
         events.close()
 

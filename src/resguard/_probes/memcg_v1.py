@@ -121,6 +121,7 @@ class Watch:
     source: str
     detail: str
     value_bytes: int | None = None  # a threshold's usage value
+    muted_until_s: float | None = None  # not polled until then (a pressure level's hold-off)
 
 
 class FdTable:

@@ -9,7 +9,12 @@ What is armed depends on where the limit that binds lives (``MemoryInfo.source``
   (the kernel signals when usage crosses the value either way); the ``memory.oom_control``
   eventfd (an OOM in the cgroup; its ``oom_kill`` counter, re-read on every :meth:`read`,
   tells a kill from an OOM condition); ``memory.pressure_level`` at ``medium`` and
-  ``critical`` where the kernel has it.
+  ``critical`` where the kernel has it (a level that fired is not polled for
+  :data:`PRESSURE_HOLDOFF_S`: the kernel signals it hundreds of times a second under
+  reclaim). Each threshold registration makes the kernel wait out an RCU grace period
+  (8–16 ms measured here), so a worker thread registers them, nearest to current use
+  first, and an extra eventfd wakes the poller whenever the set changed
+  (:attr:`MemoryEvents.generation` grows: poll :meth:`MemoryEvents.descriptors` anew).
 - **cgroup v2** (``memory.max``/``memory.high``): ``memory.events``, polled for
   modification (kernfs signals ``POLLPRI|POLLERR``); :meth:`MemoryEvents.read` re-reads it
   and reports the growth of its ``high``, ``max``, ``oom`` and ``oom_kill`` counters. It
@@ -35,18 +40,21 @@ The v1 registrations themselves are :mod:`resguard._probes.memcg_v1`'s.
 Nothing here raises: what cannot be armed (no permission, a missing file, the kernel
 refusing a registration, no ``os.eventfd`` or ``select.poll``) leaves
 :attr:`MemoryEvents.available` false or the set partial, and :attr:`MemoryEvents.why_not`
-says why in one sentence. Every descriptor is closed on every failure path, by
-:meth:`MemoryEvents.close` (idempotent, safe in a forked child: the parent's registrations
-stay, as the kernel holds them through the parent's descriptors) or when the object is
-collected.
+says why in one sentence. A fixture tree's plain files are told from the kernel's (a
+control file that takes an invalid registration, a PSI file with a size) and never
+written into. Every descriptor is closed on every failure path, by
+:meth:`MemoryEvents.close` (idempotent, joins the worker, safe in a forked child: it
+closes the child's copies only, and the parent's registrations stay) or when the object
+is collected.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 import attrs
@@ -67,6 +75,7 @@ from resguard._probes.psi import PsiTrigger, arm_trigger
 
 __all__ = [
     "MAX_EDGES",
+    "PRESSURE_HOLDOFF_S",
     "V2_COUNTERS",
     "MemoryEvent",
     "MemoryEvents",
@@ -78,6 +87,11 @@ __all__ = [
     "rerooted",
     "usage_thresholds",
 ]
+
+PRESSURE_HOLDOFF_S = 1.0
+"""How long a v1 pressure level that fired is not polled: the kernel signals it every 512
+pages scanned (hundreds of times a second under reclaim), and a Monitor woken that often
+would spend a core sampling; what it counts meanwhile is reported after."""
 
 V2_COUNTERS = ("high", "max", "oom", "oom_kill")
 """The ``memory.events`` counters reported (``low`` is a protection, not pressure)."""
@@ -180,8 +194,9 @@ class MemoryEvents:
     :meth:`open`, wait on :meth:`descriptors`, drain with :meth:`read`, move the usage
     thresholds with :meth:`arm`, release with :meth:`close`. Thread-safe; never raises."""
 
-    def __init__(self, root: str = "/") -> None:
+    def __init__(self, root: str = "/", clock: Callable[[], float] = time.monotonic) -> None:
         """An empty set (nothing armed); :meth:`open` is how one is made."""
+        self._clock = clock
         self._root = root
         self._pid = os.getpid()
         self._fds = FdTable()  # every descriptor this object must close, and the lock
@@ -209,13 +224,15 @@ class MemoryEvents:
         *,
         psi: bool = True,
         root: str = "/",
+        clock: Callable[[], float] = time.monotonic,
     ) -> MemoryEvents:
         """Arm what this kernel offers for the limit *memory* reports (v1, v2 or the
         host, chosen from ``memory.source``/``source_detail``) and, with *psi*, a PSI
         trigger on the pressure file *pressure_source* names (``"system"`` or a cgroup
         directory, as ``PressureInfo.source``). *root* re-roots every path (fixture
-        trees). Never raises: see :attr:`available` and :attr:`why_not`."""
-        events = cls(root)
+        trees); *clock* times the pressure levels' hold-off (:data:`PRESSURE_HOLDOFF_S`).
+        Never raises: see :attr:`available` and :attr:`why_not`."""
+        events = cls(root, clock)
         try:
             events._open(memory, pressure_source, psi)
         except Exception as error:  # never raise into the monitor; say it instead
@@ -341,7 +358,11 @@ class MemoryEvents:
         with self._fds.lock:
             if self._fds.closed:
                 return ()
-            found = [(fd, watch.mask) for fd, watch in self._watches.items()]
+            found = [
+                (fd, watch.mask)
+                for fd, watch in self._watches.items()
+                if watch.muted_until_s is None
+            ]
             if self._events_fd is not None:
                 found.append((self._events_fd, _POLLPRI | _POLLERR))
             return tuple(found)
@@ -362,6 +383,8 @@ class MemoryEvents:
     def _read(self, ready_fds: Iterable[int]) -> tuple[MemoryEvent, ...]:
         events: list[MemoryEvent] = []
         oom_seen = 0
+        now_s = self._clock()
+        self._unmute(now_s)
         for fd in dict.fromkeys(ready_fds):
             watch = self._watches.get(fd) if type(fd) is int else None
             if watch is None:
@@ -377,6 +400,10 @@ class MemoryEvents:
                 continue
             if watch.kind == "oom":
                 oom_seen += count
+            elif watch.kind == "pressure":
+                events.append(MemoryEvent(watch.kind, count, watch.source, watch.detail))
+                watch.muted_until_s = now_s + PRESSURE_HOLDOFF_S
+                self._fds.generation += 1
             elif count > 0:
                 events.append(MemoryEvent(watch.kind, count, watch.source, watch.detail))
         if self._v1.watches_oom:
@@ -392,6 +419,14 @@ class MemoryEvents:
         if self._events_fd is not None:
             events.extend(self._counter_events())
         return tuple(events)
+
+    def _unmute(self, now_s: float) -> None:
+        """Poll again the pressure levels whose hold-off is over (what they counted
+        meanwhile is reported when poll says they are ready)."""
+        for watch in self._watches.values():
+            if watch.muted_until_s is not None and now_s >= watch.muted_until_s:
+                watch.muted_until_s = None
+                self._fds.generation += 1
 
     def _counter_events(self) -> tuple[MemoryEvent, ...]:
         assert self._events_fd is not None
