@@ -263,6 +263,8 @@ def _cell(
     lost = early = 0
     with monitor:
         time.sleep(1)  # a monitor runs long before a crossing: let it arm its edges first
+        if options.get("events", True) and hasattr(monitor, "events_armed"):
+            _wait(lambda: any("threshold" in armed for armed in monitor.events_armed), 2.0)
         for _ in range(REPETITIONS):
             child.ask(f"base {base}")
             _wait(lambda: monitor.state.level == Level.OK, 5.0)
