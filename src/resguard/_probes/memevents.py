@@ -317,8 +317,13 @@ class MemoryEvents:
             return (*self._v1.armed_lines(), *self._lines)
 
     def _after_fork_in_child(self) -> None:
+        """Close the child's copies at once: no monitor thread survives a fork, and while
+        a child holds a copy of a threshold's eventfd the kernel keeps the registration
+        the parent dropped (a long-lived forked worker would pile them up)."""
         self._fds.renew_locks()  # a parent's thread may have held them at the fork
         self._v1.after_fork_in_child()
+        self._pid = os.getpid()
+        self._release()
 
     def arm(self, edges_bytes: Iterable[int], used_bytes: int | None) -> None:
         """Be woken when ``memory.used`` crosses any of *edges_bytes* (v1 usage
@@ -441,7 +446,6 @@ class MemoryEvents:
         idempotent, and safe in a forked child, where it closes only the child's copies
         (the parent's registrations stay). When it returns, nothing of it is open."""
         if os.getpid() != self._pid:
-            self._pid = os.getpid()
             self._after_fork_in_child()  # the fork hook did it already; cheap to be sure
         self._release()
 
