@@ -26,6 +26,22 @@ Decisions, written down once:
   back at once. :meth:`LRUCache.reclaim` evicts the largest entries first (least recently
   used first among equals) and reports the bytes from its own accounting; the ladder
   re-measures the process rather than trusting that figure.
+- **Hits without the lock.** While every key a cache holds is of a type in
+  ``_core.ATOMIC_KEYS`` (exactly ``int``, ``str``, ``bytes``, ``float``, ``bool``, ``None``),
+  a hit on such a key (``cache[k]``, ``get``, ``in``, a memoized call keyed by one int or str)
+  takes no lock: it reads the entry with ``dict.get``, refreshes recency with
+  ``OrderedDict.move_to_end`` and counts itself with ``itertools.count``'s ``__next__``. Each
+  is one C call that runs no Python code (comparing two such keys is C), so under the GIL it
+  is atomic: no change can land half-way through it, and every change (insert, evict, expire,
+  shrink) still takes the lock and is made of such whole C calls. A key whose hash or
+  equality is Python code could let another thread change the OrderedDict in the middle of a
+  lookup, which can crash CPython (its odict reads the key table before the comparison and
+  trusts it after); so the first such key stored switches that cache to locked hits for good,
+  moving its entries to a new OrderedDict that the lock-free hits still in flight never see
+  changed. A free-threaded build (``sys._is_gil_enabled()`` False at import) takes the lock on
+  every hit. A lock-free hit returns the value stored under its key when it read it; if the
+  entry is evicted before recency is refreshed, the refresh finds nothing and is dropped.
+  Hit and miss counts stay exact (``itertools.count`` never loses a tick under the GIL).
 - **Hostile keys cannot break the cache.** The lock is re-entrant, so a key whose ``__hash__``
   or ``__eq__`` uses the same cache (or memoized function) does not deadlock. Such nested
   calls only read (a hit is served; a memoized miss computes without storing); a nested

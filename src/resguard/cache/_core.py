@@ -2,8 +2,11 @@
 and time to live, under one re-entrant lock, mended when a key turns out broken.
 
 :class:`CacheCore` holds the entries and their accounting; everything in it named ``*_locked``
-runs with the lock held. :meth:`CacheCore._find_locked` is the one lookup that ``get``, ``in``,
-``setdefault``, the expired path of ``cache[key]`` and a memoized miss go through.
+runs with the lock held. :meth:`CacheCore._find_locked` is the one locked lookup that ``get``,
+``in``, ``setdefault``, the expired path of ``cache[key]`` and a memoized miss go through.
+
+Hits of keys in :data:`ATOMIC_KEYS` skip the lock while the cache holds only such keys (what
+that relies on: the package docstring).
 :class:`MemoAccess` is the small interface the memo layer drives a cache through, so that it
 never reaches into the cache's attributes. Pickling state lives here too
 (:func:`get_state`/:func:`set_state`): it is the engine's state.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 import threading
 
 # Bound at import, not looked up at call time: code may memoize a builtin and put the wrapper
@@ -26,13 +30,34 @@ from typing import Any, Final, cast
 from resguard._errors import InvalidState, InvalidType, InvalidValue
 from resguard._modules.clock import Clock
 from resguard._modules.log import get_logger
+from resguard.cache._sizeof import FLAT_TYPES
 from resguard.cache._sizeof import sizeof as default_sizeof
 from resguard.cache._stats import Counters, ValueTooLarge
 from resguard.units import format_bytes
 
-__all__ = ["EXPIRED", "MISSING", "CacheCore", "Entry", "MemoAccess", "get_state", "set_state"]
+__all__ = [
+    "ATOMIC_KEYS",
+    "EXPIRED",
+    "LOCK_FREE_HITS",
+    "MISSING",
+    "CacheCore",
+    "Entry",
+    "MemoAccess",
+    "dict_get",
+    "get_state",
+    "od_move_to_end",
+    "od_pop",
+    "set_state",
+]
 
 logger = get_logger("resguard.cache")
+
+
+# The OrderedDict methods the hot paths call, unbound: ``dict_get(data, key)`` is specialised
+# by CPython 3.11 (a method descriptor), where ``data.get(key)`` on an OrderedDict is not.
+dict_get: Final = dict.get  # OrderedDict.get is dict.get
+od_move_to_end: Final = OrderedDict.move_to_end
+od_pop: Final = OrderedDict.pop
 
 MISSING: Final[Any] = object()
 """No value: a miss, or an argument not given."""
@@ -40,8 +65,26 @@ MISSING: Final[Any] = object()
 EXPIRED: Final[Any] = object()
 """What a lookup that did not ask whether it is nested returns for an expired entry."""
 
-Entry = tuple[Any, int, float]
-"""An entry: (value, size in bytes, monotonic expiry time); a plain tuple, the cheapest to build."""
+Entry = tuple[Any, ...]
+"""An entry: ``(value, size in bytes)``, and ``(value, size, monotonic expiry time)`` in a cache
+with a time to live; a plain tuple, the cheapest to build and to keep."""
+
+ATOMIC_KEYS: Final[frozenset[type]] = frozenset({int, str, bytes, float, bool, type(None)})
+"""Key types (exactly these, not subclasses) whose hashing and comparison with each other run
+no Python code: the keys a hit may look up without the lock."""
+
+
+def _gil_build() -> bool:
+    """Whether this is CPython running with its GIL (a free-threaded build reports False)."""
+    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
+    gil = True if is_gil_enabled is None else bool(is_gil_enabled())
+    return gil and sys.implementation.name == "cpython"
+
+
+LOCK_FREE_HITS: bool = _gil_build()
+"""Whether a new cache serves hits without the lock (see the module docstring): on CPython with
+the GIL, decided at import; False on a free-threaded build (where the GIL could only be turned
+on later, never off) and on other interpreters. Read when a cache is built."""
 
 Dropped = list[tuple[Any, Any]]
 """Pairs dropped under the lock, for ``on_evict`` once it is released."""
@@ -72,6 +115,8 @@ class CacheCore:
         """Set the (checked) configuration and build the empty state."""
         self._max_bytes = max_bytes
         self._max_items = max_items
+        # The largest entry that fits, None for any (-1 when the cache stores nothing).
+        self._size_cap = -1 if max_items == 0 else max_bytes
         self._ttl_s = ttl_s
         self._sizeof = sizeof
         self._user_sized = sizeof is not default_sizeof
@@ -81,7 +126,8 @@ class CacheCore:
         self._setup()
 
     def _setup(self) -> None:
-        """The unpicklable and per-instance state (also rebuilt when unpickling)."""
+        """The unpicklable and per-instance state (also rebuilt when unpickling); it starts
+        with hits lock-free where the build allows (see the module docstring)."""
         # Re-entrant: a key's __hash__/__eq__ runs under the lock and may use this cache
         # (CPython's test_need_for_rlock). An uncontended RLock costs what a Lock does.
         self._lock = threading.RLock()
@@ -92,11 +138,27 @@ class CacheCore:
         # its operations on it can crash the interpreter.
         self._is_owned: Callable[[], bool] = cast(Any, self._lock)._is_owned
         self._data: OrderedDict[Any, Entry] = OrderedDict()  # least recently used first
-        self._get, self._move_to_end = self._data.get, self._data.move_to_end  # hit path
+        self._get, self._move_to_end = self._data.get, self._data.move_to_end  # locked hits
+        # The entries while hits of ATOMIC_KEYS may skip the lock; None once they may not.
+        self._fast: OrderedDict[Any, Entry] | None = self._data if LOCK_FREE_HITS else None
+        # The same for an insert that may write an entry of two (_put_locked written out).
+        self._fast_put = self._fast if self._ttl_s is None else None
         self._expiry: OrderedDict[Any, None] = OrderedDict()  # insertion order = expiry order
         self._bytes = 0
         self._counters = Counters()
+        self._hit, self._miss = self._counters.hit, self._counters.miss
+        self._keep_dropped = self._on_evict is not None  # no pairs to build for nobody
         self._broken_logged = False
+
+    def _lock_hits_locked(self) -> None:
+        """From now on every hit takes the lock (a key outside ATOMIC_KEYS is being stored).
+
+        The entries move to a new OrderedDict: a lock-free hit still in flight holds the old
+        one, which nothing changes any more, so its lookup never meets the new key.
+        """
+        self._fast = self._fast_put = None
+        data = OrderedDict(self._data)  # every key in it is atomic: copying runs no Python code
+        self._data, self._get, self._move_to_end = data, data.get, data.move_to_end
 
     # ------------------------------------------------------------------ the one lookup
 
@@ -123,14 +185,14 @@ class CacheCore:
                         self._move_to_end(key)
                     except KeyError:  # nested in a change that has its node out (see _is_owned)
                         pass
-                    self._counters.hits += 1
+                    self._hit()
                 return entry[0]
             if dropped is None:
                 return EXPIRED
             if not nested:
                 dropped.append(self._drop_expired_locked(key, entry))
         if counted:
-            self._counters.misses += 1
+            self._miss()
         return MISSING
 
     def _find_expired(self, key: Any, counted: bool = True) -> Any:
@@ -190,70 +252,74 @@ class CacheCore:
         """
         if self._user_sized:
             size = self._size_of_value(value)
-        else:
-            size = default_sizeof(key) + default_sizeof(value)
-        max_bytes = self._max_bytes
-        if (max_bytes is not None and size > max_bytes) or self._max_items == 0:
-            with self._lock:
-                self._counters.too_large += 1
-            if self._max_items == 0:
-                message = "a cache of max_items=0 stores nothing; nothing was stored"
-            elif self._user_sized:
-                message = (
-                    f"a {type(value).__name__} of size {size} (by sizeof="
-                    f"{self._sizeof!r}) does not fit in a cache of max_bytes={max_bytes}; "
-                    "nothing was stored"
-                )
-            else:
-                message = (
-                    f"a {type(value).__name__} of {format_bytes(size)} (with its key) "
-                    f"does not fit in a cache of max_bytes={format_bytes(max_bytes or 0)}; "
-                    "nothing was stored"
-                )
-            raise ValueTooLarge(message, size_bytes=size, max_bytes=max_bytes or 0)
+        else:  # what default_sizeof does for flat values (see there), without calling it
+            size = (key.__sizeof__() if type(key) in FLAT_TYPES else default_sizeof(key)) + (
+                value.__sizeof__() if type(value) in FLAT_TYPES else default_sizeof(value)
+            )
+        cap = self._size_cap
+        if cap is not None and size > cap:
+            self._refuse_too_large(value, size)
         return size
+
+    def _refuse_too_large(self, value: object, size: int) -> None:
+        """Count a value that cannot be stored and raise ValueTooLarge for it."""
+        max_bytes = self._max_bytes
+        with self._lock:
+            self._counters.too_large += 1
+        if self._max_items == 0:
+            message = "a cache of max_items=0 stores nothing; nothing was stored"
+        elif self._user_sized:
+            message = (
+                f"a {type(value).__name__} of size {size} (by sizeof="
+                f"{self._sizeof!r}) does not fit in a cache of max_bytes={max_bytes}; "
+                "nothing was stored"
+            )
+        else:
+            message = (
+                f"a {type(value).__name__} of {format_bytes(size)} (with its key) "
+                f"does not fit in a cache of max_bytes={format_bytes(max_bytes or 0)}; "
+                "nothing was stored"
+            )
+        raise ValueTooLarge(message, size_bytes=size, max_bytes=max_bytes or 0)
 
     # ------------------------------------------------------------------ changes
 
-    def _put_locked(self, key: Any, value: Any, size: int) -> Dropped:
-        """Insert or replace under the lock; return the pairs dropped to make room.
+    def _put_locked(self, key: Any, value: Any, size: int) -> Dropped | None:
+        """Insert or replace under the lock; return the pairs dropped to make room (None
+        when none, or when nobody asked to see them: no ``on_evict``).
 
         When a key's ``__eq__`` raises part-way (an OrderedDict operation then may have
         done half its work), the byte count is taken again from what is stored.
         """
+        if self._fast is not None and type(key) not in ATOMIC_KEYS:
+            self._lock_hits_locked()
         data = self._data
         try:
-            if self._ttl_s is not None:
-                now = self._clock()
-                dropped = self._expire_locked(now)
-                expires = now + self._ttl_s
+            dropped: Dropped | None = None
+            if self._ttl_s is None:
+                entry: Entry = (value, size)
             else:
-                dropped = []
-                expires = math.inf
+                now = self._clock()
+                dropped = self._expire_locked(now) if self._expiry else None
+                entry = (value, size, now + self._ttl_s)
             old = data.pop(key, None)
             if old is not None:
                 self._forget_locked(key, old)
             # Make room before inserting, so that even a reader that does not take the lock
             # (``current_bytes``) never sees more than max_bytes.
             max_bytes, max_items = self._max_bytes, self._max_items
-            repaired = False
-            while data and (
-                (max_bytes is not None and self._bytes + size > max_bytes)
-                or (max_items is not None and len(data) >= max_items)
+            if (max_bytes is not None and self._bytes + size > max_bytes) or (
+                max_items is not None and len(data) >= max_items
             ):
-                try:
-                    old_key, old_entry = data.popitem(last=False)
-                except KeyError:
-                    if repaired:
-                        raise
-                    self._repair_locked()  # an entry the order lost: rebuild, go on
-                    repaired = True
-                    continue
-                self._forget_locked(old_key, old_entry)
-                self._counters.evictions += 1
-                dropped.append((old_key, old_entry[0]))
+                dropped = self._make_room_locked(size, dropped)
+            if self._fast is not None:  # atomic keys: the insert cannot be re-entered
+                data[key] = entry
+                self._bytes += size
+                if self._ttl_s is not None:
+                    self._expiry[key] = None
+                return dropped
             count = len(data)
-            data[key] = (value, size, expires)
+            data[key] = entry
             self._bytes += size
             if len(data) == count:  # it replaced an entry after all (a key's __eq__ re-entered)
                 self._resync_locked()
@@ -262,6 +328,35 @@ class CacheCore:
         except BaseException:
             self._resync_locked()
             raise
+        return dropped
+
+    def _make_room_locked(self, size: int, dropped: Dropped | None) -> Dropped | None:
+        """Evict least recently used entries until *size* more bytes and one more item fit."""
+        data, counters = self._data, self._counters
+        max_bytes, max_items = self._max_bytes, self._max_items
+        keep = self._keep_dropped
+        expiring = self._ttl_s is not None
+        repaired = False
+        while data and (
+            (max_bytes is not None and self._bytes + size > max_bytes)
+            or (max_items is not None and len(data) >= max_items)
+        ):
+            try:
+                old_key, old_entry = data.popitem(last=False)
+            except KeyError:
+                if repaired:
+                    raise
+                self._repair_locked()  # an entry the order lost: rebuild, go on
+                repaired = True
+                continue
+            self._bytes -= old_entry[1]
+            if expiring:
+                self._forget_expiry_locked(old_key)
+            counters.evictions += 1
+            if keep:
+                if dropped is None:
+                    dropped = []
+                dropped.append((old_key, old_entry[0]))
         return dropped
 
     def _pop_locked(self, key: Any) -> Entry | None:
@@ -283,10 +378,13 @@ class CacheCore:
         """Account for an entry already popped from ``_data``."""
         self._bytes -= entry[1]
         if self._ttl_s is not None:
-            try:
-                self._expiry.pop(key, None)
-            except Exception:  # a key that cannot be compared: _expire_locked drops it later
-                pass
+            self._forget_expiry_locked(key)
+
+    def _forget_expiry_locked(self, key: Any) -> None:
+        try:
+            self._expiry.pop(key, None)
+        except Exception:  # a key that cannot be compared: _expire_locked drops it later
+            pass
 
     def _drop_expired_locked(self, key: Any, entry: Entry) -> tuple[Any, Any]:
         try:
@@ -343,15 +441,17 @@ class CacheCore:
 
         Iterating an OrderedDict looks every key up; a broken key raises KeyError (then the
         cache is repaired, unless this call is nested: it only reads), and a key whose
-        ``__eq__`` reads the cache moves entries meanwhile (RuntimeError). What still fails
-        lists the pairs in storage order, which needs no lookup.
+        ``__eq__`` reads the cache moves entries meanwhile (RuntimeError), as may a lock-free
+        hit (when a collection runs a finaliser mid-copy and the GIL switches threads: tried
+        again, the copy is whole). What still fails lists the pairs in storage order, which
+        needs no lookup.
         """
-        for attempt in range(2):
+        for attempt in range(3):
             try:
                 return list(self._data.items())
             except Exception:
-                if attempt == 0 and not nested:
-                    self._repair_locked()
+                if attempt == 0 and not nested and self._fast is None:
+                    self._repair_locked()  # atomic keys cannot be broken: no repair for them
         return list(dict.items(self._data))
 
     def _snapshot_items(self) -> list[tuple[Any, Any]]:
@@ -364,51 +464,8 @@ class CacheCore:
         return pairs
 
     def _repair_locked(self) -> None:
-        """Drop every entry whose key cannot be found by its hash any more; O(n), rare.
-
-        ``popitem`` finds an entry by the hash it was stored with, so it empties both
-        OrderedDicts whatever their keys do now; healthy keys go back in the same order
-        (in place: the memoize wrappers hold a reference to ``_data``). It also mends an
-        OrderedDict whose order lost an entry its dict still holds.
-        """
-        data, expiry = self._data, self._expiry
-        broken: set[int] = set()
-        for key in list(dict.keys(data)):  # dict's own iteration does not look keys up
-            try:
-                if key not in data:
-                    broken.add(id(key))
-            except Exception:
-                broken.add(id(key))
-        pairs = _drain(data)
-        expiry_keys = [key for key, _ in _drain(expiry)]
-        self._bytes = 0
-        kept: set[int] = set()
-        for key, entry in pairs:
-            if id(key) not in broken:
-                try:
-                    data[key] = entry
-                except Exception:
-                    pass
-                else:
-                    self._bytes += entry[1]
-                    kept.add(id(key))
-                    continue
-            self._counters.broken += 1
-        for key in expiry_keys:
-            if id(key) in kept:
-                try:
-                    expiry[key] = None
-                except Exception:  # it went back into _data a moment ago; let it not expire
-                    pass
-        self._resync_locked()
-        if len(kept) < len(pairs) and not self._broken_logged:
-            self._broken_logged = True
-            logger.warning(
-                "cache %r dropped an entry whose key can no longer be found (its "
-                "hash or equality changed after it was stored); keys must not "
-                "change while cached; stats().broken counts these",
-                self._name,
-            )
+        """Drop every entry whose key cannot be found by its hash any more (:func:`_repair`)."""
+        _repair(self)
 
     def _notify(self, dropped: Dropped | None) -> None:
         """Call ``on_evict`` for dropped pairs, outside the lock; log what it raises."""
@@ -421,6 +478,55 @@ class CacheCore:
                 logger.warning(
                     "on_evict of cache %r raised for key %r", self._name, key, exc_info=True
                 )
+
+
+def _repair(core: CacheCore) -> None:
+    """Drop every entry of *core* whose key cannot be found by its hash any more; O(n), rare;
+    under the lock.
+
+    ``popitem`` finds an entry by the hash it was stored with, so it empties both
+    OrderedDicts whatever their keys do now; healthy keys go back in the same order
+    (in place). It also mends an OrderedDict whose order lost an entry its dict still
+    holds.
+    """
+    data, expiry = core._data, core._expiry
+    broken: set[int] = set()
+    for key in list(dict.keys(data)):  # dict's own iteration does not look keys up
+        try:
+            if key not in data:
+                broken.add(id(key))
+        except Exception:
+            broken.add(id(key))
+    pairs = _drain(data)
+    expiry_keys = [key for key, _ in _drain(expiry)]
+    core._bytes = 0
+    kept: set[int] = set()
+    for key, entry in pairs:
+        if id(key) not in broken:
+            try:
+                data[key] = entry
+            except Exception:
+                pass
+            else:
+                core._bytes += entry[1]
+                kept.add(id(key))
+                continue
+        core._counters.broken += 1
+    for key in expiry_keys:
+        if id(key) in kept:
+            try:
+                expiry[key] = None
+            except Exception:  # it went back into _data a moment ago; let it not expire
+                pass
+    core._resync_locked()
+    if len(kept) < len(pairs) and not core._broken_logged:
+        core._broken_logged = True
+        logger.warning(
+            "cache %r dropped an entry whose key can no longer be found (its "
+            "hash or equality changed after it was stored); keys must not "
+            "change while cached; stats().broken counts these",
+            core._name,
+        )
 
 
 def _drain(ordered: OrderedDict[Any, Any]) -> list[tuple[Any, Any]]:
@@ -442,6 +548,7 @@ OWN_ATTRIBUTES: Final = frozenset(
     {
         "_max_bytes",
         "_max_items",
+        "_size_cap",
         "_ttl_s",
         "_sizeof",
         "_user_sized",
@@ -455,9 +562,14 @@ OWN_ATTRIBUTES: Final = frozenset(
         "_data",
         "_get",
         "_move_to_end",
+        "_fast",
+        "_fast_put",
         "_expiry",
         "_bytes",
         "_counters",
+        "_hit",
+        "_miss",
+        "_keep_dropped",
         "_broken_logged",
     }
 )
@@ -469,9 +581,11 @@ def get_state(core: CacheCore) -> dict[str, Any]:
     nested = core._is_owned()
     with core._lock:
         now = core._clock()
-        entries = [
-            (key, entry[0], entry[1], entry[2] - now) for key, entry in core._pairs_locked(nested)
-        ]
+        pairs = core._pairs_locked(nested)
+        if core._ttl_s is None:
+            entries = [(key, entry[0], entry[1], math.inf) for key, entry in pairs]
+        else:
+            entries = [(key, entry[0], entry[1], entry[2] - now) for key, entry in pairs]
         counters = core._counters.as_tuple()
     # A subclass's own attributes travel too (copy.copy shares them, deepcopy copies them).
     attributes = {
@@ -506,9 +620,10 @@ def set_state(core: CacheCore, state: dict[str, Any]) -> None:
     ttl_s = core._ttl_s
     now = core._clock()
     live = [entry for entry in state["entries"] if ttl_s is None or entry[3] > 0]
+    if any(type(entry[0]) not in ATOMIC_KEYS for entry in live):
+        core._lock_hits_locked()  # not yet shared with any thread: no lock needed
     for key, value, size, left_s in live:  # least recently used first
-        expires = now + left_s if ttl_s is not None else math.inf
-        core._data[key] = (value, size, expires)
+        core._data[key] = (value, size) if ttl_s is None else (value, size, now + left_s)
         core._bytes += size
     if ttl_s is not None:  # the expiry order is the order of time left
         for key, *_ in sorted(live, key=operator.itemgetter(3)):
@@ -522,52 +637,55 @@ def set_state(core: CacheCore, state: dict[str, Any]) -> None:
 class MemoAccess:
     """What a memoized function uses of its cache, bound once when it is decorated.
 
-    The attributes serve the wrapper's written-out hit path (``acquire``, ``get``,
-    ``move_to_end``, ``clock``, ``expiring``, ``counters``); the methods serve its misses.
+    The attributes serve the wrapper's written-out hit path (``core``, ``acquire``,
+    ``clock``, ``expiring``, ``hit``); the methods serve its misses. Of the cache's own
+    attributes the wrapper reads ``core._fast`` (the entries while hits are lock-free, else
+    None) and, under the lock, ``core._get`` and ``core._move_to_end``: the cache replaces
+    them when it switches to locked hits (:meth:`CacheCore._lock_hits_locked`), so the
+    wrapper reads them on every call instead of binding them.
     """
 
     __slots__ = (
-        "_core",
         "acquire",
         "clock",
+        "core",
         "counters",
         "expiring",
-        "get",
+        "hit",
         "is_nested",
         "lock",
-        "move_to_end",
         "release",
     )
 
     def __init__(self, core: CacheCore) -> None:
-        self._core = core
+        self.core = core
         self.lock = core._lock
         self.acquire, self.release = core._acquire, core._release
         self.is_nested = core._is_owned
-        self.get, self.move_to_end = core._get, core._move_to_end
         self.clock = core._clock
         self.expiring = core._ttl_s is not None
         self.counters = core._counters
+        self.hit = core._hit
 
     def find_locked(self, key: Any, nested: bool, dropped: Dropped) -> Any:
         """The cache's one lookup (see :meth:`CacheCore._find_locked`), under :attr:`lock`."""
-        return self._core._find_locked(key, True, nested, dropped)
+        return self.core._find_locked(key, True, nested, dropped)
 
-    def notify(self, dropped: Dropped) -> None:
+    def notify(self, dropped: Dropped | None) -> None:
         """``on_evict`` for what a lookup dropped; outside the lock."""
-        self._core._notify(dropped)
+        self.core._notify(dropped)
 
-    def store(self, key: Any, value: Any) -> Dropped:
+    def store(self, key: Any, value: Any) -> Dropped | None:
         """Cache a computed value; one too large is skipped (returned, not cached), and a
         nested call (from a key's ``__eq__`` while the cache is busy) stores nothing.
         Returns what was dropped to make room, for :meth:`notify`."""
-        core = self._core
+        core = self.core
         if core._is_owned():
-            return []
+            return None
         try:
             size = core._entry_size(key, value)
         except ValueTooLarge:
-            return []
+            return None
         with core._lock:
             return core._put_locked(key, value, size)
 
@@ -578,4 +696,4 @@ class MemoAccess:
 
     def rename(self, name: str) -> None:
         """The name on the reclaim ladder and in logs (memoize names it for the function)."""
-        self._core._name = name
+        self.core._name = name

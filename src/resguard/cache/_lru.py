@@ -11,7 +11,20 @@ from typing import Any, Generic, TypeVar, cast, overload
 from resguard import reclaim as _reclaim
 from resguard._errors import InvalidType, InvalidValue
 from resguard._modules.clock import Clock, monotonic
-from resguard.cache._core import EXPIRED, MISSING, CacheCore, Dropped, Entry, get_state, set_state
+from resguard.cache._core import (
+    ATOMIC_KEYS,
+    EXPIRED,
+    MISSING,
+    CacheCore,
+    Dropped,
+    Entry,
+    dict_get,
+    get_state,
+    od_move_to_end,
+    od_pop,
+    set_state,
+)
+from resguard.cache._sizeof import FLAT_TYPES
 from resguard.cache._sizeof import sizeof as default_sizeof
 from resguard.cache._stats import (
     CacheStats,
@@ -29,7 +42,30 @@ V = TypeVar("V")
 R = TypeVar("R")
 
 
-class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
+class _CachetoolsNames(CacheCore, Generic[V]):
+    """The names ``cachetools`` gives a cache's bound and size, on :class:`LRUCache`."""
+
+    @property
+    def maxsize(self) -> float:
+        """``cachetools`` compatibility: ``max_bytes`` if set, else ``max_items``, else inf."""
+        if self._max_bytes is not None:
+            return self._max_bytes
+        return self._max_items if self._max_items is not None else math.inf
+
+    @property
+    def currsize(self) -> int:
+        """``cachetools`` compatibility: bytes held when bounded by bytes, else items."""
+        return self._bytes if self._max_bytes is not None else len(self._data)
+
+    def getsizeof(self, value: V) -> int:
+        """``cachetools`` compatibility: the size of *value* by this cache's sizer when bounded
+        by bytes, else 1 (a bound in items counts every value as one)."""
+        if self._max_bytes is None:
+            return 1
+        return self._size_of_value(value)
+
+
+class LRUCache(_CachetoolsNames[V], MutableMapping[K, V], Generic[K, V]):
     """A thread-safe LRU mapping bounded by bytes and/or items, with optional TTL.
 
     ``max_bytes`` takes what :func:`resguard.parse_bytes` takes (``"512MiB"``, ``2**20``);
@@ -82,26 +118,47 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
 
     def __getitem__(self, key: K) -> V:
         # Written out rather than through _find_locked: the hit is the figure the benchmark
-        # holds against cachetools, and a method call would add a fifth to it. Bound
-        # acquire/release with try/finally cost half of ``with lock`` and are as safe.
-        self._acquire()
-        try:
-            entry = self._get(key)
+        # holds against cachetools, and a method call would add a fifth to it.
+        data = self._fast
+        if data is not None and type(key) in ATOMIC_KEYS:  # lock-free (see _core)
+            # Bound methods kept on the instance are called through a local (and the
+            # OrderedDict's unbound): called as ``self._hit()`` they take CPython 3.11's
+            # unspecialised method lookup.
+            entry = dict_get(data, key)
             if entry is None:
-                self._counters.misses += 1
-            elif self._ttl_s is None or entry[2] > self._clock():
+                count = self._miss
+                count()
+                return self.__missing__(key)
+            if self._ttl_s is None or entry[2] > self._clock():
                 try:
-                    self._move_to_end(key)
-                except KeyError:  # nested in a change that has its node out (see _is_owned)
+                    od_move_to_end(data, key)
+                except KeyError:  # evicted since it was read: it was live then
                     pass
-                self._counters.hits += 1
+                count = self._hit
+                count()
                 return entry[0]  # type: ignore[no-any-return]
-        finally:
-            self._release()
-        if entry is not None:  # expired: the one lookup drops it (it knows a nested call)
-            value = self._find_expired(key)
-            if value is not MISSING:  # stored again meanwhile
-                return cast(V, value)
+        else:
+            # Bound acquire/release with try/finally cost half of ``with lock``, as safe.
+            self._acquire()
+            try:
+                entry = self._get(key)
+                if entry is None:
+                    self._miss()
+                elif self._ttl_s is None or entry[2] > self._clock():
+                    try:
+                        self._move_to_end(key)
+                    except KeyError:  # nested in a change that has its node out (see _is_owned)
+                        pass
+                    self._hit()
+                    return entry[0]  # type: ignore[no-any-return]
+            finally:
+                self._release()
+            if entry is None:
+                return self.__missing__(key)
+        # expired: the one lookup drops it (it knows a nested call)
+        value = self._find_expired(key)
+        if value is not MISSING:  # stored again meanwhile
+            return cast(V, value)
         return self.__missing__(key)
 
     def __missing__(self, key: K) -> V:
@@ -117,6 +174,21 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
 
     def get(self, key: K, /, default: object = None) -> object:
         """The value for *key* (refreshing recency) or *default*; never calls ``__missing__``."""
+        data = self._fast
+        if data is not None and type(key) in ATOMIC_KEYS:  # lock-free, as in __getitem__
+            entry = dict_get(data, key)
+            if entry is None:
+                count = self._miss
+                count()
+                return default
+            if self._ttl_s is None or entry[2] > self._clock():
+                try:
+                    od_move_to_end(data, key)
+                except KeyError:  # evicted since it was read: it was live then
+                    pass
+                count = self._hit
+                count()
+                return entry[0]
         self._acquire()  # not through _find: one call fewer on every get
         try:
             value = self._find_locked(key)
@@ -127,6 +199,13 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
         return default if value is MISSING else value
 
     def __contains__(self, key: object) -> bool:
+        data = self._fast
+        if data is not None and type(key) in ATOMIC_KEYS:  # lock-free: one dict lookup
+            entry = dict_get(data, key)
+            if entry is None:
+                return False
+            if self._ttl_s is None or entry[2] > self._clock():
+                return True
         return self._find(key, counted=False) is not MISSING
 
     def __len__(self) -> int:
@@ -153,12 +232,43 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
     # ----------------------------------------------------------------- writing
 
     def __setitem__(self, key: K, value: V) -> None:
-        if self._is_owned():  # inlined _refuse_nested: inserting is the second hottest path
+        # Written out (_refuse_nested, _entry_size, _put_locked) for the common case: inserting
+        # is the second hottest path, and each call would add a tenth to it.
+        is_owned = self._is_owned  # bound methods through locals (see __getitem__)
+        if is_owned():
             self._refuse_nested("cache[key] = value")
-        size = self._entry_size(key, value)
-        with self._lock:
-            dropped = self._put_locked(key, value, size)
-        self._notify(dropped)
+        if self._user_sized:
+            size = self._size_of_value(value)
+        else:
+            size = (key.__sizeof__() if type(key) in FLAT_TYPES else default_sizeof(key)) + (
+                value.__sizeof__() if type(value) in FLAT_TYPES else default_sizeof(value)
+            )
+        cap = self._size_cap
+        if cap is not None and size > cap:
+            self._refuse_too_large(value, size)
+        acquire, release = self._acquire, self._release
+        acquire()
+        try:
+            data = self._fast_put  # read under the lock, under which _lock_hits_locked sets it
+            if data is None or type(key) not in ATOMIC_KEYS:
+                dropped = self._put_locked(key, value, size)
+            else:  # an atomic key in a lock-free cache without TTL: no Python code can re-enter
+                old = od_pop(data, key, None)
+                if old is not None:
+                    self._bytes -= old[1]
+                max_bytes, max_items = self._max_bytes, self._max_items
+                if (max_bytes is not None and self._bytes + size > max_bytes) or (
+                    max_items is not None and len(data) >= max_items
+                ):
+                    dropped = self._make_room_locked(size, None)
+                else:
+                    dropped = None
+                data[key] = (value, size)
+                self._bytes += size
+        finally:
+            release()
+        if dropped:
+            self._notify(dropped)
 
     def __delitem__(self, key: K) -> None:
         self._refuse_nested("del cache[key]")
@@ -223,7 +333,7 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
         with self._lock:
             value = self._find_locked(key, True, False, dropped)
             if value is MISSING:
-                dropped += self._put_locked(key, default, size)
+                dropped += self._put_locked(key, default, size) or ()
                 value = default
         self._notify(dropped)
         return cast(V, value)
@@ -279,26 +389,8 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
         # Sort outside the lock: a large cache must not stall readers while it is ordered.
         candidates.sort(key=_entry_size_key, reverse=True)  # stable: LRU first among equals
         with self._lock:
-            freed = self._evict_largest_locked(candidates, target_bytes, dropped)
+            freed = _evict_largest_locked(self, candidates, target_bytes, dropped)
         self._notify(dropped)
-        return freed
-
-    def _evict_largest_locked(
-        self, candidates: list[tuple[Any, Entry]], target_bytes: int, dropped: Dropped
-    ) -> int:
-        counters = self._counters
-        freed = 0
-        for key, _ in candidates:
-            if freed >= target_bytes:
-                break
-            entry = self._pop_locked(key)
-            if entry is None:
-                continue
-            freed += entry[1]
-            counters.shrink_evictions += 1
-            dropped.append((key, entry[0]))
-        counters.shrinks += 1
-        counters.reclaimed_bytes += freed
         return freed
 
     def shrink(self, amount: int | float | str) -> int:
@@ -308,20 +400,7 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
         half, ``shrink(1.0)`` everything); anything else is read by :func:`resguard.parse_bytes`.
         Largest values go first, as in :meth:`reclaim`. Returns the bytes freed.
         """
-        if isinstance(amount, bool) or not isinstance(amount, (int, float, str)):
-            raise InvalidType(
-                f'shrink({amount!r}): expected bytes (e.g. "64MiB", 1024) or a share (0.5 or "50%")'
-            )
-        share: float | None = None
-        if isinstance(amount, float) and 0.0 <= amount <= 1.0:
-            share = amount
-        elif isinstance(amount, str) and amount.strip().endswith("%"):
-            from resguard.units import parse_percent
-
-            share = parse_percent(amount) / 100
-        if share is not None:
-            return self.reclaim(math.ceil(self._bytes * share))
-        return self.reclaim(parse_bytes(amount))
+        return self.reclaim(_shrink_bytes(amount, self._bytes))
 
     def stats(self) -> CacheStats:
         """Counters and current sizes (expired entries are dropped first)."""
@@ -366,38 +445,8 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
         sizer, the sum of ``sizeof(value)`` with a hook."""
         return self._bytes
 
-    @property
-    def maxsize(self) -> float:
-        """``cachetools`` compatibility: ``max_bytes`` if set, else ``max_items``, else inf."""
-        if self._max_bytes is not None:
-            return self._max_bytes
-        return self._max_items if self._max_items is not None else math.inf
-
-    @property
-    def currsize(self) -> int:
-        """``cachetools`` compatibility: bytes held when bounded by bytes, else items."""
-        return self._bytes if self._max_bytes is not None else len(self._data)
-
-    def getsizeof(self, value: V) -> int:
-        """``cachetools`` compatibility: the size of *value* by this cache's sizer when bounded
-        by bytes, else 1 (a bound in items counts every value as one)."""
-        if self._max_bytes is None:
-            return 1
-        return self._size_of_value(value)
-
     def __repr__(self) -> str:
-        bound = []
-        if self._max_bytes is not None:
-            bound.append(f"max_bytes={format_bytes(self._max_bytes)}")
-        if self._max_items is not None:
-            bound.append(f"max_items={self._max_items}")
-        if self._ttl_s is not None:
-            bound.append(f"ttl={self._ttl_s:g}s")
-        # Starts with the class name, as cachetools' reprs do (its test suite checks it).
-        return (
-            f"{type(self).__name__}({self._name!r}, items={len(self._data)}, "
-            f"bytes={format_bytes(self._bytes)}{', ' if bound else ''}{', '.join(bound)})"
-        )
+        return _describe(self)
 
     # ----------------------------------------------------------------- pickling
 
@@ -409,8 +458,62 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
         _reclaim.register(self)
 
 
+def _evict_largest_locked(
+    core: CacheCore, candidates: list[tuple[Any, Entry]], target_bytes: int, dropped: Dropped
+) -> int:
+    """Evict *candidates* in their order until *target_bytes* are freed; under the lock."""
+    counters = core._counters
+    freed = 0
+    for key, _ in candidates:
+        if freed >= target_bytes:
+            break
+        entry = core._pop_locked(key)
+        if entry is None:
+            continue
+        freed += entry[1]
+        counters.shrink_evictions += 1
+        dropped.append((key, entry[0]))
+    counters.shrinks += 1
+    counters.reclaimed_bytes += freed
+    return freed
+
+
+def _shrink_bytes(amount: object, held_bytes: int) -> int:
+    """The bytes ``shrink(amount)`` frees of *held_bytes*: bytes, or a share of them."""
+    if isinstance(amount, bool) or not isinstance(amount, (int, float, str)):
+        raise InvalidType(
+            f'shrink({amount!r}): expected bytes (e.g. "64MiB", 1024) or a share (0.5 or "50%")'
+        )
+    share: float | None = None
+    if isinstance(amount, float) and 0.0 <= amount <= 1.0:
+        share = amount
+    elif isinstance(amount, str) and amount.strip().endswith("%"):
+        from resguard.units import parse_percent
+
+        share = parse_percent(amount) / 100
+    if share is not None:
+        return math.ceil(held_bytes * share)
+    return parse_bytes(amount)
+
+
+def _describe(cache: LRUCache[Any, Any]) -> str:
+    """The repr: the class name first, as cachetools' reprs (its test suite checks it)."""
+    bound = []
+    if cache._max_bytes is not None:
+        bound.append(f"max_bytes={format_bytes(cache._max_bytes)}")
+    if cache._max_items is not None:
+        bound.append(f"max_items={cache._max_items}")
+    if cache._ttl_s is not None:
+        bound.append(f"ttl={cache._ttl_s:g}s")
+    return (
+        f"{type(cache).__name__}({cache._name!r}, items={len(cache._data)}, "
+        f"bytes={format_bytes(cache._bytes)}{', ' if bound else ''}{', '.join(bound)})"
+    )
+
+
 def _entry_size_key(pair: tuple[Any, Entry]) -> int:
-    return pair[1][1]
+    size: int = pair[1][1]
+    return size
 
 
 class _ItemsView(ItemsView[K, V]):

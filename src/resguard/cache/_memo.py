@@ -19,7 +19,14 @@ from typing import Any, Final, ParamSpec, Protocol, TypeVar, cast, overload
 
 from resguard._errors import InvalidType
 from resguard._modules.clock import Clock, monotonic
-from resguard.cache._core import MISSING, Dropped, MemoAccess
+from resguard.cache._core import (
+    ATOMIC_KEYS,
+    MISSING,
+    Dropped,
+    MemoAccess,
+    dict_get,
+    od_move_to_end,
+)
 from resguard.cache._flight import Call, Outcome, Role, SingleFlight, may_wait, outcome
 from resguard.cache._lru import LRUCache
 from resguard.cache._sizeof import sizeof as default_sizeof
@@ -69,6 +76,25 @@ class _Memo:
         ):
             role, call = Role.ALONE, None  # its leader would stall: compute on our own
         return _Step(self, key, token, role, call)
+
+    def hit_locked(self, key: Any) -> Any:
+        """The live value of *key* under the lock (a hit, counted), else MISSING: the
+        wrapper's hit where the lock-free one is not allowed; :meth:`claim` counts a miss."""
+        access = self.access
+        core = access.core
+        access.acquire()
+        try:
+            entry = core._get(key)
+            if entry is not None and (not access.expiring or entry[2] > access.clock()):
+                try:
+                    core._move_to_end(key)
+                except KeyError:  # nested in a change that has its node out (see _core)
+                    pass
+                access.hit()
+                return entry[0]
+        finally:
+            access.release()
+        return MISSING
 
     def after_wait(self, step: _Step, waited: bool) -> _Step:
         """The next step once *step*'s wait is over (not *waited*: it would have deadlocked)."""
@@ -316,42 +342,43 @@ def _sync_wrapper(
     typed: bool,
 ) -> Callable[..., Any]:
     access = memo.access
-    acquire, release, get, move_to_end = (
-        access.acquire,
-        access.release,
-        access.get,
-        access.move_to_end,
+    core, clock, expiring, hit = access.core, access.clock, access.expiring, access.hit
+    claim, after_wait, wait, hit_locked = (
+        memo.claim,
+        memo.after_wait,
+        memo.flight.wait_thread,
+        memo.hit_locked,
     )
-    clock, expiring, counters = access.clock, access.expiring, access.counters
-    claim, after_wait, wait = memo.claim, memo.after_wait, memo.flight.wait_thread
     make_key, fast_types, get_ident = _make_key, _FAST_TYPES, threading.get_ident
+    atomic_keys, get, move_to_end = ATOMIC_KEYS, dict_get, od_move_to_end
     # Locals, not globals: the wrapper may itself replace builtins.len (and a bound method
-    # saves a lookup on every hit; ``_data`` is never replaced, only changed in place).
+    # saves a lookup on every hit).
     len_, type_ = len, type
     plain = key is None and not typed  # the default key of one int or str is the argument
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if plain and not kwargs and len_(args) == 1 and type_(args[0]) in fast_types:
-            k = args[0]  # as _make_key would, without the call
-        elif key is not None:
-            k = key(*args, **kwargs)
-        else:
-            k = make_key(args, kwargs, typed)
         # The hit, written out rather than through claim() (the cache's one lookup): it is the
-        # figure the benchmark holds against cachetools.cached, and calls would double it.
-        acquire()
-        try:
-            entry = get(k)
-            if entry is not None and (not expiring or entry[2] > clock()):
-                try:
-                    move_to_end(k)
-                except KeyError:  # nested in a change that has its node out (see _core)
-                    pass
-                counters.hits += 1
-                return entry[0]
-        finally:
-            release()
-        return miss(k, args, kwargs)
+        # figure the benchmark holds against functools.lru_cache, and calls would double it.
+        if plain and not kwargs and len_(args) == 1 and type_(args[0]) in fast_types:
+            k = args[0]  # as _make_key would, without the call; an atomic key
+        else:
+            k = key(*args, **kwargs) if key is not None else make_key(args, kwargs, typed)
+            if type_(k) not in atomic_keys:
+                value = hit_locked(k)
+                return miss(k, args, kwargs) if value is MISSING else value
+        data = core._fast
+        if data is None:
+            value = hit_locked(k)
+            return miss(k, args, kwargs) if value is MISSING else value
+        entry = get(data, k)  # lock-free (see _core)
+        if entry is not None and (not expiring or entry[2] > clock()):
+            try:
+                move_to_end(data, k)
+            except KeyError:  # evicted since it was read: it was live then
+                pass
+            hit()
+            return entry[0]
+        return miss(k, args, kwargs)  # its locked lookup counts the miss (or a late hit)
 
     def miss(k: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         step = claim(k, get_ident())

@@ -54,7 +54,7 @@ from builtins import all, getattr, id, isinstance, len, map, sum, type, zip  # n
 from collections.abc import Callable
 from typing import Any, Final
 
-__all__ = ["MAX_DEPTH", "SAMPLE_ITEMS", "sizeof"]
+__all__ = ["FLAT_TYPES", "MAX_DEPTH", "SAMPLE_ITEMS", "sizeof"]
 
 MAX_DEPTH: Final = 4
 """How deep :func:`sizeof` looks into nested containers."""
@@ -66,6 +66,8 @@ _getsizeof = sys.getsizeof
 _FLAT: Final[frozenset[type]] = frozenset(
     {bytes, str, bytearray, int, float, bool, complex, type(None)}
 )
+FLAT_TYPES: Final = _FLAT
+"""Types sized by their own ``__sizeof__`` alone (exactly these; the cache's insert asks)."""
 _SEQUENCES: Final = (list, tuple, set, frozenset)
 # Exact sizes without a call per object: an ASCII str and a bytes object are a fixed header
 # plus their length, a float is a fixed size (CPython's compact layouts).
@@ -77,8 +79,8 @@ _FLOAT_BYTES: Final = sys.getsizeof(0.0)
 def sizeof(value: object) -> int:
     """Return the bytes *value* holds in memory (see the module docstring for the rules)."""
     kind = type(value)
-    if kind in _FLAT:
-        return _getsizeof(value)
+    if kind in _FLAT:  # none of them is tracked by the collector: getsizeof adds nothing
+        return value.__sizeof__()  # a fifth of getsizeof's cost
     return _deep(value, MAX_DEPTH, None)
 
 

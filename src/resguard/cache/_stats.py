@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 # Bound at import (see _core): code may memoize a builtin and put the wrapper in its place.
+import itertools
 from builtins import callable, getattr, isinstance, len  # noqa: UP029
+from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
 import attrs
@@ -16,6 +18,7 @@ __all__ = [
     "CacheInfo",
     "CacheStats",
     "Counters",
+    "Tally",
     "ValueTooLarge",
     "check_callable",
     "check_max_bytes",
@@ -35,13 +38,54 @@ class ValueTooLarge(InvalidValue):
         self.max_bytes = max_bytes
 
 
+class Tally:
+    """A count that threads raise without a lock: :attr:`tick` is ``itertools.count``'s
+    ``__next__``, one C call that runs no Python code, so under the GIL no two ticks can
+    interleave and none is lost. Read and set it only under the cache's lock (a read is a tick
+    too, which it subtracts; two reads at once would each miss the other's)."""
+
+    __slots__ = ("_offset", "tick")
+
+    tick: Callable[[], int]
+    """Count one (returns a number that is no use to the caller)."""
+
+    def __init__(self) -> None:
+        self.tick = itertools.count().__next__
+        self._offset = 0  # ticks that were reads, less the value a set() started from
+
+    def get(self) -> int:
+        """The ticks so far (under the cache's lock)."""
+        value = self.tick() - self._offset
+        self._offset += 1
+        return value
+
+    def set(self, value: int) -> None:
+        """Make the count *value* now (under the cache's lock)."""
+        self._offset = self.tick() + 1 - value
+
+
 class Counters:
     """A cache's counters in one record, the one list of their names (stats, pickles and
-    resets read :attr:`FIELDS`). Changed under the cache's lock."""
+    resets read :attr:`FIELDS`). ``hits`` and ``misses`` are :class:`Tally` objects, raised
+    without the lock by a hit that does not take it; the others change under the cache's lock.
+    Read them all under the lock."""
 
     # In the order pickles carry them (``broken`` last: older pickles have only nine).
-    hits: int
-    misses: int
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "hits",
+        "misses",
+        "evictions",
+        "expirations",
+        "shrinks",
+        "shrink_evictions",
+        "reclaimed_bytes",
+        "too_large",
+        "merged",
+        "broken",
+    )
+    """The counters' names, in the order above."""
+    _TALLIED: ClassVar[frozenset[str]] = frozenset({"hits", "misses"})
+
     evictions: int
     expirations: int
     shrinks: int
@@ -51,30 +95,56 @@ class Counters:
     merged: int
     broken: int
 
-    __slots__ = tuple(__annotations__)
-    FIELDS: ClassVar[tuple[str, ...]] = __slots__
-    """The counters' names, in the order above."""
+    __slots__ = (*FIELDS[2:], "hit", "hit_tally", "miss", "miss_tally")
+
+    hit: Callable[[], int]
+    """Count one hit: lock-free (:attr:`Tally.tick`)."""
+    miss: Callable[[], int]
+    """Count one miss: lock-free (:attr:`Tally.tick`)."""
 
     def __init__(self) -> None:
+        self.hit_tally, self.miss_tally = Tally(), Tally()
+        self.hit, self.miss = self.hit_tally.tick, self.miss_tally.tick
         self.reset()
+
+    def _set(self, field: str, value: int) -> None:
+        if field in self._TALLIED:
+            (self.hit_tally if field == "hits" else self.miss_tally).set(value)
+        else:
+            setattr(self, field, value)
+
+    def _get(self, field: str) -> int:
+        if field in self._TALLIED:
+            return (self.hit_tally if field == "hits" else self.miss_tally).get()
+        return getattr(self, field)  # type: ignore[no-any-return]
+
+    @property
+    def hits(self) -> int:
+        """Hits so far (under the cache's lock)."""
+        return self.hit_tally.get()
+
+    @property
+    def misses(self) -> int:
+        """Misses so far (under the cache's lock)."""
+        return self.miss_tally.get()
 
     def reset(self) -> None:
         """Every counter back to zero."""
         for field in self.FIELDS:
-            setattr(self, field, 0)
+            self._set(field, 0)
 
     def as_tuple(self) -> tuple[int, ...]:
         """The counters in :attr:`FIELDS` order (what a pickle carries)."""
-        return tuple(getattr(self, field) for field in self.FIELDS)
+        return tuple(self._get(field) for field in self.FIELDS)
 
     def restore(self, values: tuple[int, ...]) -> None:
         """Set the counters from :meth:`as_tuple`'s values; missing trailing ones become 0."""
         padded = (*values, *(0,) * len(self.FIELDS))[: len(self.FIELDS)]
         for field, value in zip(self.FIELDS, padded, strict=True):
-            setattr(self, field, value)
+            self._set(field, value)
 
     def as_dict(self) -> dict[str, int]:
-        return {field: getattr(self, field) for field in self.FIELDS}
+        return {field: self._get(field) for field in self.FIELDS}
 
 
 @attrs.frozen(slots=True)
