@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from resguard._probes.memevents import (
     MAX_EDGES,
     PRESSURE_HOLDOFF_S,
+    THRESHOLD_HOLDOFF_S,
     MemoryEvent,
     MemoryEvents,
     counter_events,
@@ -186,6 +187,34 @@ def test_an_oom_kill_in_the_cgroup_is_reported_as_oom_kill(memory_cgroup: Memory
         assert kills[0].source == str(memory_cgroup.path / "memory.oom_control")
         assert kills[0].detail.startswith("oom_kill 0 -> ")
         assert memory_cgroup.oom_kills() >= 1
+    finally:
+        events.close()
+
+
+def test_a_threshold_that_fired_rests_for_its_hold_off_then_reports_what_it_counted(
+    memory_cgroup: MemoryCgroup,
+) -> None:
+    if memory_cgroup.version != "v1":
+        unavailable("these tests need cgroup v1 (the usage thresholds are v1's)")
+    memory_cgroup.set_limit(256 * MiB)
+    clock = ManualClock()
+    detail = str(memory_cgroup.path / "memory.limit_in_bytes")
+    events = MemoryEvents.open(_memory(detail, 256 * MiB), None, psi=False, clock=clock)
+    try:
+        allocator = Allocator(memory_cgroup)
+        _arm(events, [64 * MiB], memory_cgroup.usage_bytes())
+        allocator.send("96")
+        assert any(e.kind == "threshold" for e in _wait_for(events, "threshold"))
+        assert events.thresholds_bytes == (64 * MiB,)  # still armed ...
+        polled = {fd for fd, _ in events.descriptors()}
+        allocator.send("free")  # ... and counting: down through it again
+        assert _wait_for(events, "threshold", timeout_s=0.3) == ()  # but not polled yet
+        clock.advance(THRESHOLD_HOLDOFF_S)
+        assert events.read() == ()  # every tick reads: the hold-off is over
+        assert len({fd for fd, _ in events.descriptors()} - polled) == 1
+        crossed = [e for e in _wait_for(events, "threshold") if e.kind == "threshold"]
+        assert crossed  # the crossing made while it rested
+        assert crossed[0].detail.startswith(f"usage crossed {64 * MiB} B")
     finally:
         events.close()
 

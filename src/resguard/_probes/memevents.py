@@ -9,11 +9,12 @@ What is armed depends on where the limit that binds lives (``MemoryInfo.source``
   (the kernel signals when usage crosses the value either way); the ``memory.oom_control``
   eventfd (an OOM in the cgroup; its ``oom_kill`` counter, re-read on every :meth:`read`,
   tells a kill from an OOM condition); ``memory.pressure_level`` at ``medium`` and
-  ``critical`` where the kernel has it (a level that fired is not polled for
-  :data:`PRESSURE_HOLDOFF_S`: the kernel signals it hundreds of times a second under
-  reclaim). Each threshold registration makes the kernel wait out an RCU grace period
-  (8–16 ms measured here), so a worker thread registers them, nearest to current use
-  first, and an extra eventfd wakes the poller whenever the set changed
+  ``critical`` where the kernel has it. A level that fired is not polled for
+  :data:`PRESSURE_HOLDOFF_S` (the kernel signals it hundreds of times a second under
+  reclaim), a threshold for :data:`THRESHOLD_HOLDOFF_S` (use hovering at an edge).
+  Each threshold registration makes the kernel wait out an RCU grace period (8–16 ms
+  measured here), so a worker thread registers them, nearest to current use first, and
+  an extra eventfd wakes the poller whenever the set changed
   (:attr:`MemoryEvents.generation` grows: poll :meth:`MemoryEvents.descriptors` anew).
 - **cgroup v2** (``memory.max``/``memory.high``): ``memory.events``, polled for
   modification (kernfs signals ``POLLPRI|POLLERR``); :meth:`MemoryEvents.read` re-reads it
@@ -74,8 +75,10 @@ from resguard._probes.memcg_v1 import (
 from resguard._probes.psi import PsiTrigger, arm_trigger
 
 __all__ = [
+    "HOLDOFF_S",
     "MAX_EDGES",
     "PRESSURE_HOLDOFF_S",
+    "THRESHOLD_HOLDOFF_S",
     "V2_COUNTERS",
     "MemoryEvent",
     "MemoryEvents",
@@ -92,6 +95,14 @@ PRESSURE_HOLDOFF_S = 1.0
 """How long a v1 pressure level that fired is not polled: the kernel signals it every 512
 pages scanned (hundreds of times a second under reclaim), and a Monitor woken that often
 would spend a core sampling; what it counts meanwhile is reported after."""
+
+THRESHOLD_HOLDOFF_S = 0.1
+"""How long a usage threshold that fired is not polled: use that hovers at an edge with
+allocations and frees would cross it thousands of times a second; the Monitor samples at
+its fastest for a burst after an event anyway, so nothing is missed meanwhile."""
+
+HOLDOFF_S = {"pressure": PRESSURE_HOLDOFF_S, "threshold": THRESHOLD_HOLDOFF_S}
+"""The hold-off of each kind of eventfd (OOM notifications have none: they are rare)."""
 
 V2_COUNTERS = ("high", "max", "oom", "oom_kill")
 """The ``memory.events`` counters reported (``low`` is a protection, not pressure)."""
@@ -230,7 +241,7 @@ class MemoryEvents:
         host, chosen from ``memory.source``/``source_detail``) and, with *psi*, a PSI
         trigger on the pressure file *pressure_source* names (``"system"`` or a cgroup
         directory, as ``PressureInfo.source``). *root* re-roots every path (fixture
-        trees); *clock* times the pressure levels' hold-off (:data:`PRESSURE_HOLDOFF_S`).
+        trees); *clock* times the hold-offs of what fired (:data:`HOLDOFF_S`).
         Never raises: see :attr:`available` and :attr:`why_not`."""
         events = cls(root, clock)
         try:
@@ -405,12 +416,12 @@ class MemoryEvents:
                 continue
             if watch.kind == "oom":
                 oom_seen += count
-            elif watch.kind == "pressure":
-                events.append(MemoryEvent(watch.kind, count, watch.source, watch.detail))
-                watch.muted_until_s = now_s + PRESSURE_HOLDOFF_S
+                continue
+            events.append(MemoryEvent(watch.kind, count, watch.source, watch.detail))
+            holdoff_s = HOLDOFF_S.get(watch.kind)
+            if holdoff_s is not None:
+                watch.muted_until_s = now_s + holdoff_s
                 self._fds.generation += 1
-            elif count > 0:
-                events.append(MemoryEvent(watch.kind, count, watch.source, watch.detail))
         if self._v1.watches_oom:
             kills = self._v1.oom_kills()
             path = self._v1.oom_path
@@ -426,8 +437,8 @@ class MemoryEvents:
         return tuple(events)
 
     def _unmute(self, now_s: float) -> None:
-        """Poll again the pressure levels whose hold-off is over (what they counted
-        meanwhile is reported when poll says they are ready)."""
+        """Poll again the descriptors whose hold-off is over (what they counted meanwhile
+        is reported when poll says they are ready)."""
         for watch in self._watches.values():
             if watch.muted_until_s is not None and now_s >= watch.muted_until_s:
                 watch.muted_until_s = None
