@@ -167,6 +167,25 @@ def test_a_new_limit_is_armed_at_its_own_edges(v1_cgroup: Any, grower: Grower) -
 
 @pytest.mark.cgroup
 @pytest.mark.linux_backend
+def test_with_thresholds_armed_at_the_edges_the_loop_relaxes_in_a_small_cgroup(
+    v1_cgroup: Any, grower: Grower
+) -> None:
+    v1_cgroup.set_limit(256 * MiB)  # 256 MiB fills in 43 ms at the pace's rate: all is near
+    grower.grow_to(60 * MiB)
+    pace: dict[str, Any] = {"reclaim": False, "min_interval": "5ms", "relaxed_interval": "400ms"}
+    polled = Monitor(policy=half_warns(), cgroup=str(v1_cgroup.path), events=False, **pace)
+    polled.sample_now()
+    assert polled.next_interval_s() == 0.005  # pacing alone: every edge is close
+    monitor = Monitor(policy=half_warns(), cgroup=str(v1_cgroup.path), **pace)
+    with monitor:
+        wait_until(lambda: thresholds_armed(monitor), what="thresholds")
+        # the kernel wakes the loop at each edge: no need to poll towards them
+        wait_until(lambda: monitor.next_interval_s() == 0.4, timeout_s=5, what="relaxed")
+    assert monitor.next_interval_s() == 0.005  # stopped: nothing armed, paced again
+
+
+@pytest.mark.cgroup
+@pytest.mark.linux_backend
 def test_an_oom_kill_is_published_counted_logged_and_exported(
     v1_cgroup: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -69,6 +69,7 @@ def next_interval_s(
     edges_bytes: Iterable[int] = (),
     *,
     burst: bool = False,
+    covered: bool = False,
 ) -> float:
     """How long the fast loop waits after publishing *state*.
 
@@ -80,7 +81,10 @@ def next_interval_s(
     default), between *min_interval* and *relaxed_interval*; at most *interval* while
     the verdict is not OK. *min_interval* during a *burst* (after a kernel event);
     *interval* while memory or part of the verdict is unknown: blind is not calm, nor a
-    reason to spin. *interval* always when not *adaptive*.
+    reason to spin. *interval* always when not *adaptive*. While the edges are *covered*
+    by kernel thresholds (cgroup v1: the kernel wakes the loop at each crossing), their
+    distance no longer shortens the wait: *relaxed_interval*, at most *interval* while
+    the verdict is not OK.
     """
     if not options.adaptive:
         return options.interval_s
@@ -89,8 +93,8 @@ def next_interval_s(
     memory = state.snapshot.memory
     if memory.used is None or not state.verdict.known:
         return options.interval_s
-    edges = list(edges_bytes)
-    if memory.limit is not None:
+    edges = [] if covered else list(edges_bytes)
+    if memory.limit is not None and not covered:
         edges.append(memory.limit)
         if options.relax_below_percent is not None:
             edges.append(int(memory.limit * options.relax_below_percent / 100))

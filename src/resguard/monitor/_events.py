@@ -248,6 +248,14 @@ class Wakeups:
     def armed(self) -> tuple[str, ...]:
         return () if self.events is None or self._closed else tuple(self.events.armed)
 
+    @property
+    def covered(self) -> bool:
+        """Whether usage thresholds are armed (cgroup v1): the kernel wakes the loop at
+        the edges, so pacing by their distance is not needed."""
+        if self.events is None or self._closed:
+            return False
+        return bool(self.events.thresholds_bytes)
+
     def after_tick(self, policy: Policy, memory: MemoryInfo, now_s: float, burst_s: float) -> None:
         """Arm at the edges of *memory*'s limit (the kernel side re-registers only what
         changed), read the counters no descriptor signals (v2 ``memory.events`` on a

@@ -306,13 +306,15 @@ class Monitor:
         return _decide.unknown_reason(self.state, now_s, self.stale_after_s)
 
     def next_interval_s(self) -> float:
-        """How long the fast loop waits now (see ``_decide.next_interval_s``): paced by
-        the nearest memory edge, *min_interval* during a burst after an event, at most
-        *interval* while the verdict is not OK or not known."""
+        """How long the fast loop waits now (``_decide.next_interval_s``): paced by the
+        nearest edge unless kernel thresholds cover the edges, *min_interval* in a burst
+        after an event, at most *interval* while the verdict is not OK or not known."""
         state = self.state
         edges = self._events.edges(self.policy, state.snapshot.memory)
-        burst = self._clock() < self._events.burst_until_s
-        return _decide.next_interval_s(self._options, state, self._history, edges, burst=burst)
+        burst, covered = self._clock() < self._events.burst_until_s, self._wakeups.covered
+        return _decide.next_interval_s(
+            self._options, state, self._history, edges, burst=burst, covered=covered
+        )
 
     # -- kernel events (the plumbing is in _events) ---------------------------------------
 
