@@ -280,6 +280,38 @@ def test_open_arm_read_close_cycles_leave_no_descriptor_open(memory_cgroup: Memo
     assert not any(t.name == "resguard-memevents" for t in threading.enumerate())
 
 
+def test_arm_read_and_close_from_many_threads_never_raise_nor_leave_anything_open(
+    memory_cgroup: MemoryCgroup,
+) -> None:
+    _v1_events(memory_cgroup, 256 * MiB).close()  # the imports and the first open are paid
+    before = _open_fds()
+    errors: list[BaseException] = []
+    for round_ in range(3):
+        events = _v1_events(memory_cgroup, 256 * MiB)
+
+        def hammer(seed: int, events: MemoryEvents = events) -> None:
+            try:
+                for step in range(200):
+                    edges = [((seed + step + n) % 200 + 1) * MiB for n in range(0, 60, 7)]
+                    events.arm(edges, step * 4096)  # a moving gap: re-registrations
+                    events.read([fd for fd, _ in events.descriptors()])
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=hammer, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        if round_:  # close while they run (round 0: after them)
+            events.close()
+        for thread in threads:
+            thread.join(timeout=60)
+        events.close()
+        assert events.descriptors() == ()
+    assert errors == []
+    assert _open_fds() == before
+    assert not any(t.name == "resguard-memevents" for t in threading.enumerate())
+
+
 # --- degradation --------------------------------------------------------------------------
 
 
