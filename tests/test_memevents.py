@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ from resguard.testing import ManualClock
 
 from plugins.cgroup import MemoryCgroup
 from plugins.integration import unavailable
+from support import wait_until
 
 MiB = 2**20
 
@@ -111,6 +113,10 @@ def _arm(events: MemoryEvents, edges_bytes: list[int], used_bytes: int) -> None:
     assert events.wait_armed(30.0)
 
 
+def _armed_of(events: MemoryEvents, wanted: set[int], count: int) -> bool:
+    return len(set(events.thresholds_bytes) & wanted) >= count
+
+
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -154,6 +160,30 @@ def test_the_same_edges_and_gap_are_not_registered_again(memory_cgroup: MemoryCg
         _arm(events, [128 * MiB, 64 * MiB], 0)  # the same set, the same gap: nothing to do
         assert events.descriptors() == before
         assert events.generation == generation
+    finally:
+        events.close()
+
+
+def test_a_wish_changing_faster_than_the_kernel_registers_never_piles_up_thresholds(
+    memory_cgroup: MemoryCgroup,
+) -> None:
+    events = _v1_events(memory_cgroup, 256 * MiB)
+    try:
+        used = memory_cgroup.usage_bytes()
+        wish: list[int] = []
+        for step in range(12):  # each wish is replaced when a few of it are armed
+            wish = [used + (step * MAX_EDGES + n) * 64 * 1024 for n in range(1, MAX_EDGES + 1)]
+            events.arm(wish, used)
+            wanted = set(wish)
+            wait_until(
+                partial(_armed_of, events, wanted, 3),
+                timeout_s=30,
+                what="a few thresholds of the wish armed",
+            )
+            assert len(events.thresholds_bytes) <= MAX_EDGES
+        assert events.wait_armed(30.0)
+        assert events.thresholds_bytes == tuple(wish)
+        assert events.armed[0].startswith(f"v1 usage thresholds at {MAX_EDGES} ")
     finally:
         events.close()
 

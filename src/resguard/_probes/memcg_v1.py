@@ -400,6 +400,7 @@ class V1Notifier:
             asked, wanted = self._asked, self._wanted
             armed = {w.value_bytes for w in self.watches.values() if w.kind == "threshold"}
             missing = sorted(set(wanted) - armed, key=lambda v: abs(v - self._usage_bytes))
+            self._make_room(len(armed) + len(missing) - MAX_EDGES, wanted)
         failed: list[str] = []
         for value in missing:
             # close() waits on it before closing anything: no registration is written to
@@ -436,6 +437,24 @@ class V1Notifier:
         self.fds.generation += 1
         if first:
             self._signal_rearmed()  # the nearest one: poll it at once
+
+    def _make_room(self, excess: int, wanted: dict[int, tuple[int, ...]]) -> None:
+        """Drop *excess* thresholds no longer wanted, the farthest from use first, so that
+        a wish that changes on every tick (before a batch ends, when the rest are dropped)
+        never piles up more than :data:`MAX_EDGES`."""
+        if excess <= 0:
+            return
+        unwanted = [
+            (abs(watch.value_bytes - self._usage_bytes), fd)
+            for fd, watch in self.watches.items()
+            if watch.kind == "threshold"
+            and watch.value_bytes is not None
+            and watch.value_bytes not in wanted
+        ]
+        for _, fd in sorted(unwanted, reverse=True)[:excess]:
+            del self.watches[fd]
+            self.fds.disown(fd)
+            self.fds.generation += 1
 
     def _drop_unwanted(self, wanted: dict[int, tuple[int, ...]]) -> None:
         """Close the thresholds not in *wanted* (and repeats); closing an eventfd is the
