@@ -28,6 +28,7 @@ from resguard._probes.memevents import (
     nearest_edges,
     parse_memory_events,
     rearm_slack_bytes,
+    rerooted,
     usage_thresholds,
 )
 from resguard.snapshot import MemoryInfo
@@ -628,6 +629,16 @@ def test_usage_thresholds_shift_by_the_gap_keep_order_and_stay_below_the_limit(
             assert value == (expected if top is None else min(expected, top))
     values = [value for value, _ in sorted(wanted.items(), key=lambda item: min(item[1]))]
     assert values == sorted(values)  # a higher edge never gets a lower threshold
+
+
+@given(st.text(alphabet="/ab.", max_size=20), st.sampled_from(["/", "/tmp/tree", "/tmp/tree/"]))
+def test_rerooting_is_idempotent_and_stays_under_the_root(path: str, root: str) -> None:
+    once = rerooted(path, root)
+    assert rerooted(once, root) == once
+    if root != "/":
+        assert once.startswith("/tmp/tree/") or once == "/tmp/tree"
+    else:
+        assert once == path
 
 
 def test_the_rearm_slack_is_one_percent_of_the_limit_and_at_least_four_mib() -> None:

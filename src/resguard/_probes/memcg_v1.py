@@ -8,6 +8,11 @@ unregistering is closing the eventfd (the kernel drops the entry when it is rele
 The file's descriptor is needed only while registering, but the usage, limit and
 ``oom_control`` ones are kept: they are re-read with ``pread`` (the gap, the limit, the
 kill counter).
+
+A threshold registration makes the kernel wait out an RCU grace period (8–16 ms each on
+this kernel), so thresholds are registered by one worker thread per set, nearest to
+current use first, new ones before the old are dropped (coverage never lapses), and never
+more than :data:`MAX_EDGES` at once however fast the wish changes.
 """
 
 from __future__ import annotations
