@@ -6,6 +6,7 @@ import collections
 import copy
 import gc
 import logging
+import math
 import pickle
 import random
 import sys
@@ -22,6 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from resguard import reclaim
 from resguard._errors import InvalidState, InvalidType, InvalidValue
 from resguard.cache import CacheInfo, CacheStats, LRUCache, ValueTooLarge, memoize
+from resguard.cache import _core as cache_core
 from resguard.cache._sizeof import sizeof
 from resguard.testing import ManualClock
 
@@ -351,7 +353,7 @@ class CacheModel(RuleBasedStateMachine):
 
     MAX_BYTES = 600
     MAX_ITEMS = 6
-    TTL_S = 10.0
+    TTL_S: float | None = 10.0
 
     def __init__(self) -> None:
         super().__init__()
@@ -389,7 +391,8 @@ class CacheModel(RuleBasedStateMachine):
         index = self._find(key)
         if index is not None:
             del self.model[index]
-        self.model.append((key, value, size, self.clock() + self.TTL_S))
+        expires = math.inf if self.TTL_S is None else self.clock() + self.TTL_S
+        self.model.append((key, value, size, expires))
         while (
             sum(item[2] for item in self.model) > self.MAX_BYTES or len(self.model) > self.MAX_ITEMS
         ):
@@ -486,13 +489,37 @@ class CacheModel(RuleBasedStateMachine):
         assert self.cache.stats().items == len(self.model)
 
 
-CacheModel.TestCase.settings = settings(
+class CacheModelWithoutTTL(CacheModel):
+    """The model again with entries that never expire (the cache's insert written out for
+    lock-free caches serves these; ``poison`` switches a cache to locked hits)."""
+
+    TTL_S = None
+
+
+class CacheModelLocked(CacheModel):
+    """The model again on caches built as on a free-threaded build: every hit locked."""
+
+    def __init__(self) -> None:
+        saved, cache_core.LOCK_FREE_HITS = cache_core.LOCK_FREE_HITS, False
+        try:
+            super().__init__()
+        finally:
+            cache_core.LOCK_FREE_HITS = saved
+        assert self.cache._fast is None
+
+
+_MODEL_SETTINGS = settings(
     max_examples=300,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+CacheModel.TestCase.settings = _MODEL_SETTINGS
+CacheModelWithoutTTL.TestCase.settings = settings(_MODEL_SETTINGS, max_examples=200)
+CacheModelLocked.TestCase.settings = settings(_MODEL_SETTINGS, max_examples=100)
 TestCacheModel = CacheModel.TestCase
+TestCacheModelWithoutTTL = CacheModelWithoutTTL.TestCase
+TestCacheModelLocked = CacheModelLocked.TestCase
 
 
 # ------------------------------------------------------------------ threads
