@@ -380,11 +380,12 @@ class Forwarder:
         active, muted_s = self.mute.active(self._seen)
         for fd, mask in active:
             poller.register(fd, mask)
-        timeout_s = 1.0 if muted_s is None else min(1.0, muted_s)
+        # no timeout but the mute's: a stop or new descriptors write to the pipe
+        timeout_ms = None if muted_s is None else muted_s * 1000
         # POLLNVAL: closed by a re-arm since it was published; the task pokes the pipe
         ready = [
             fd
-            for fd, mask in poller.poll(timeout_s * 1000)
+            for fd, mask in poller.poll(timeout_ms)
             if fd != self.wake_read and not mask & select.POLLNVAL
         ]
         try:
