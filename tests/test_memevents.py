@@ -222,6 +222,23 @@ def test_an_oom_kill_in_the_cgroup_is_reported_as_oom_kill(memory_cgroup: Memory
         events.close()
 
 
+def test_an_oom_without_a_kill_is_reported_as_oom(memory_cgroup: MemoryCgroup) -> None:
+    events = _v1_events(memory_cgroup, 32 * MiB)
+    try:
+        (memory_cgroup.path / "memory.oom_control").write_text("1")  # no OOM killer here
+        hog = memory_cgroup.python("b = b'x' * (128 * 2**20)")  # it waits in the OOM
+        seen = _wait_for(events, "oom")
+        hog.kill()
+        ooms = [event for event in seen if event.kind.startswith("oom")]
+        assert ooms, seen
+        assert ooms[0].kind == "oom"  # the kernel killed nothing
+        assert ooms[0].detail == "under_oom"
+        assert ooms[0].source == str(memory_cgroup.path / "memory.oom_control")
+        assert memory_cgroup.oom_kills() == 0
+    finally:
+        events.close()
+
+
 def test_a_threshold_that_fired_rests_for_its_hold_off_then_reports_what_it_counted(
     memory_cgroup: MemoryCgroup,
 ) -> None:
