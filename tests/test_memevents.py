@@ -5,6 +5,7 @@ leaking a descriptor."""
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import subprocess
@@ -356,6 +357,20 @@ def test_arm_read_and_close_from_many_threads_never_raise_nor_leave_anything_ope
         events.close()
         assert events.descriptors() == ()
     assert errors == []
+    assert _open_fds() == before
+    assert not any(t.name == "resguard-memevents" for t in threading.enumerate())
+
+
+def test_a_set_nobody_closed_is_closed_with_its_worker_when_collected(
+    memory_cgroup: MemoryCgroup,
+) -> None:
+    _v1_events(memory_cgroup, 256 * MiB).close()  # the imports and the first open are paid
+    before = _open_fds()
+    events = _v1_events(memory_cgroup, 256 * MiB)
+    _arm(events, [64 * MiB, 96 * MiB], memory_cgroup.usage_bytes())
+    assert _open_fds() > before
+    del events
+    gc.collect()
     assert _open_fds() == before
     assert not any(t.name == "resguard-memevents" for t in threading.enumerate())
 
