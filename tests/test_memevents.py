@@ -95,13 +95,16 @@ class Allocator:
 
 def _wait_for(events: MemoryEvents, kind: str, timeout_s: float = 10.0) -> tuple[MemoryEvent, ...]:
     """Poll the armed descriptors until *events* reports one of *kind* (every event read on
-    the way is returned), or ``()`` once *timeout_s* has passed."""
-    poller = select.poll()
-    for fd, mask in events.descriptors():
-        poller.register(fd, mask)
+    the way is returned), or ``()`` once *timeout_s* has passed; as the Monitor does, the
+    set is polled anew whenever its generation moved."""
     seen: list[MemoryEvent] = []
+    generation, poller = -1, select.poll()
     deadline = time.monotonic() + timeout_s
     while (left_s := deadline - time.monotonic()) > 0:
+        if events.generation != generation:
+            generation, poller = events.generation, select.poll()
+            for fd, mask in events.descriptors():
+                poller.register(fd, mask)
         ready = poller.poll(max(left_s, 0.001) * 1000)
         seen.extend(events.read([fd for fd, _ in ready]))
         if any(event.kind == kind for event in seen):
