@@ -107,6 +107,15 @@ def thresholds_armed(monitor: Monitor) -> bool:
     return monitor.ticks >= 1 and found is not None and int(found.group(1)) > 0
 
 
+def wait_all_armed(monitor: Monitor) -> None:
+    """Until the loop armed thresholds, and the kernel side registered all it was asked
+    for (a worker registers them one by one, nearest first)."""
+    wait_until(lambda: thresholds_armed(monitor), what=f"thresholds ({monitor.events_armed})")
+    events = monitor._wakeups.events
+    assert events is not None
+    assert events.wait_armed(10.0)
+
+
 # -- a real crossing ---------------------------------------------------------------------
 
 
@@ -121,7 +130,7 @@ def test_a_crossing_in_a_real_cgroup_wakes_the_monitor_through_an_event(
     seen: list[Any] = []
     monitor.subscribe_events(seen.append)
     with monitor:
-        wait_until(lambda: thresholds_armed(monitor), what=f"thresholds ({monitor.events_armed})")
+        wait_all_armed(monitor)
         grower.grow_to(150 * MiB)  # past 50 %
         wait_until(
             lambda: monitor.state.level == Level.WARNING,
@@ -153,6 +162,9 @@ def test_a_new_limit_is_armed_at_its_own_edges(v1_cgroup: Any, grower: Grower) -
         )
         ticks = monitor.ticks
         wait_until(lambda: monitor.ticks >= ticks + 2, timeout_s=10, what="a tick after it")
+        events = monitor._wakeups.events
+        assert events is not None
+        assert events.wait_armed(10.0)  # the worker registered the new edges
         seen.clear()
         grower.grow_to(270 * MiB)  # past 50 % of the new limit
         wait_until(lambda: monitor.state.level == Level.WARNING, timeout_s=20, what="WARNING")
@@ -243,6 +255,7 @@ def test_async_with_is_woken_by_an_event_and_leaves_nothing_behind(
             with anyio.fail_after(10):
                 while not thresholds_armed(monitor):
                     await anyio.sleep(0.01)
+            await anyio.to_thread.run_sync(wait_all_armed, monitor)
             grower.grow_to(150 * MiB)
             with anyio.fail_after(20):  # within one 30 s wait: an event woke the task
                 while monitor.state.level != Level.WARNING:
