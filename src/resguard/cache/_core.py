@@ -147,6 +147,7 @@ class CacheCore:
         self._bytes = 0
         self._counters = Counters()
         self._hit, self._miss = self._counters.hit, self._counters.miss
+        self._hits = self._counters.hit_tally.count  # next(self._hits) is self._hit()
         self._keep_dropped = self._on_evict is not None  # no pairs to build for nobody
         self._broken_logged = False
 
@@ -568,6 +569,7 @@ OWN_ATTRIBUTES: Final = frozenset(
         "_bytes",
         "_counters",
         "_hit",
+        "_hits",
         "_miss",
         "_keep_dropped",
         "_broken_logged",

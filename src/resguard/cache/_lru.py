@@ -4,7 +4,7 @@ users, the reclaim ladder and monitoring see it."""
 from __future__ import annotations
 
 import math
-from builtins import isinstance, len, type  # noqa: UP029 (see _core)
+from builtins import isinstance, len, next, type  # noqa: UP029 (see _core)
 from collections.abc import Callable, Hashable, ItemsView, Iterator, MutableMapping, ValuesView
 from typing import Any, Generic, TypeVar, cast, overload
 
@@ -134,8 +134,7 @@ class LRUCache(_CachetoolsNames[V], MutableMapping[K, V], Generic[K, V]):
                     od_move_to_end(data, key)
                 except KeyError:  # evicted since it was read: it was live then
                     pass
-                count = self._hit
-                count()
+                next(self._hits)  # self._hit(), in a call CPython 3.11 specialises
                 return entry[0]  # type: ignore[no-any-return]
         else:
             # Bound acquire/release with try/finally cost half of ``with lock``, as safe.
@@ -186,8 +185,7 @@ class LRUCache(_CachetoolsNames[V], MutableMapping[K, V], Generic[K, V]):
                     od_move_to_end(data, key)
                 except KeyError:  # evicted since it was read: it was live then
                     pass
-                count = self._hit
-                count()
+                next(self._hits)
                 return entry[0]
         self._acquire()  # not through _find: one call fewer on every get
         try:
@@ -253,9 +251,8 @@ class LRUCache(_CachetoolsNames[V], MutableMapping[K, V], Generic[K, V]):
             if data is None or type(key) not in ATOMIC_KEYS:
                 dropped = self._put_locked(key, value, size)
             else:  # an atomic key in a lock-free cache without TTL: no Python code can re-enter
-                old = od_pop(data, key, None)
-                if old is not None:
-                    self._bytes -= old[1]
+                if key in data:  # a replacement: rare, and a test is cheaper than a pop
+                    self._bytes -= od_pop(data, key)[1]
                 max_bytes, max_items = self._max_bytes, self._max_items
                 if (max_bytes is not None and self._bytes + size > max_bytes) or (
                     max_items is not None and len(data) >= max_items

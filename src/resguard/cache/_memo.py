@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
-from builtins import callable, getattr, hash, isinstance, len, type  # noqa: UP029 (see _core)
+from builtins import callable, getattr, hash, isinstance, len, next, type  # noqa: UP029 (see _core)
 from collections.abc import Awaitable, Callable, Hashable
 from types import TracebackType
 from typing import Any, Final, ParamSpec, Protocol, TypeVar, cast, overload
@@ -342,7 +342,8 @@ def _sync_wrapper(
     typed: bool,
 ) -> Callable[..., Any]:
     access = memo.access
-    core, clock, expiring, hit = access.core, access.clock, access.expiring, access.hit
+    core, clock, expiring = access.core, access.clock, access.expiring
+    hits, next_ = access.counters.hit_tally.count, next  # next(hits) counts a hit
     claim, after_wait, wait, hit_locked = (
         memo.claim,
         memo.after_wait,
@@ -376,7 +377,7 @@ def _sync_wrapper(
                 move_to_end(data, k)
             except KeyError:  # evicted since it was read: it was live then
                 pass
-            hit()
+            next_(hits)
             return entry[0]
         return miss(k, args, kwargs)  # its locked lookup counts the miss (or a late hit)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 # Bound at import (see _core): code may memoize a builtin and put the wrapper in its place.
 import itertools
 from builtins import callable, getattr, isinstance, len  # noqa: UP029
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, NamedTuple
 
 import attrs
@@ -44,13 +44,17 @@ class Tally:
     interleave and none is lost. Read and set it only under the cache's lock (a read is a tick
     too, which it subtracts; two reads at once would each miss the other's)."""
 
-    __slots__ = ("_offset", "tick")
+    __slots__ = ("_offset", "count", "tick")
 
+    count: Iterator[int]
+    """The ``itertools.count`` under it: ``next(count)`` is :attr:`tick` (and CPython 3.11
+    specialises that call, where a call of the bound ``__next__`` it does not)."""
     tick: Callable[[], int]
     """Count one (returns a number that is no use to the caller)."""
 
     def __init__(self) -> None:
-        self.tick = itertools.count().__next__
+        self.count = itertools.count()
+        self.tick = self.count.__next__
         self._offset = 0  # ticks that were reads, less the value a set() started from
 
     def get(self) -> int:
