@@ -584,3 +584,32 @@ def test_a_wake_up_by_pressure_alone_mutes_those_descriptors_for_min_interval(
     assert 0 < left_s <= 60.0
     mute.hold((5,), 0.0)
     assert mute.active(((5, 1), (6, 1))) == (((5, 1), (6, 1)), None)
+
+
+def test_a_failing_event_callback_is_logged_once_and_the_others_still_hear(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="resguard")
+    monitor = Monitor(policy=half_warns(), reclaim=False)
+    heard: list[str] = []
+
+    def broken(event: Any) -> None:
+        raise RuntimeError("callback bug")
+
+    monitor.subscribe_events(broken)
+    unsubscribe = monitor.subscribe_events(lambda event: heard.append(event.kind))
+    wakeups = _events.Wakeups(monitor._events, FakeEvents((_event("oom_kill"),)))  # type: ignore[arg-type]
+    steps = _steps.steps_for(monitor, wakeups)
+    for _ in range(3):
+        steps.woken((5,))
+    assert heard == ["oom_kill"] * 3
+    assert monitor.event_counts["oom_kill"] == 3
+    failing = [r for r in caplog.records if "callback bug" in r.getMessage()]
+    assert len(failing) == 1
+    assert sum(r.getMessage().startswith("OOM kill in") for r in caplog.records) == 3
+    unsubscribe()
+    unsubscribe()  # again: nothing
+    steps.woken((5,))
+    assert len(heard) == 3
+    with pytest.raises(InvalidType, match="not callable"):
+        monitor.subscribe_events("print")  # type: ignore[arg-type]
