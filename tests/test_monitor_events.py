@@ -613,3 +613,82 @@ def test_a_failing_event_callback_is_logged_once_and_the_others_still_hear(
     assert len(heard) == 3
     with pytest.raises(InvalidType, match="not callable"):
         monitor.subscribe_events("print")  # type: ignore[arg-type]
+
+
+class ClosingEvents(FakeEvents):
+    """A fake kernel side that remembers being closed."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+        self.closed = False
+        self.thresholds_bytes = ()
+
+    def arm(self, edges_bytes: Any, used_bytes: Any) -> None:
+        pass
+
+    def descriptors(self) -> tuple[tuple[int, int], ...]:
+        return ()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_when_the_binding_limit_moves_the_events_of_the_new_place_are_opened() -> None:
+    import attrs
+
+    host = make_snapshot(memory_percent=40)
+    cgroup = attrs.evolve(
+        host,
+        memory=attrs.evolve(
+            host.memory,
+            source="cgroup",
+            source_detail="/sys/fs/cgroup/memory/x/memory.limit_in_bytes",
+        ),
+    )
+    opened: list[ClosingEvents] = []
+
+    def opener(snapshot: Snapshot) -> Any:
+        opened.append(ClosingEvents())
+        return opened[-1]
+
+    monitor = Monitor(policy=half_warns(), reclaim=False)
+    first = ClosingEvents()
+    wakeups = _events.Wakeups(
+        monitor._events,
+        first,  # type: ignore[arg-type]
+        opener=opener,
+        binding=_events.binding_of(host.memory),
+    )
+    wakeups.after_tick(monitor.policy, host, 0.0, BURST_S)
+    assert opened == []  # the same place: nothing re-opened
+    wakeups.after_tick(monitor.policy, cgroup, 0.0, BURST_S)  # a cgroup's limit binds now
+    assert first.closed
+    assert len(opened) == 1
+    assert id(wakeups.events) == id(opened[0])
+    wakeups.after_tick(monitor.policy, cgroup, 0.0, BURST_S)
+    assert len(opened) == 1
+    unknown = attrs.evolve(cgroup, memory=attrs.evolve(cgroup.memory, limit=None, source="host"))
+    wakeups.after_tick(monitor.policy, unknown, 0.0, BURST_S)
+    assert len(opened) == 1  # an unknown limit is no move
+    wakeups.close()
+    assert opened[0].closed
+
+
+def test_events_armed_only_in_part_are_said_once_at_info(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_events, "_said", set())
+    caplog.set_level(logging.INFO, logger="resguard")
+    tree = KernelTree(tmp_path)  # v2: memory.events armed; its PSI file is no kernel file
+    events_file = Path(tree.path("memory.max")).with_name("memory.events")
+    events_file.write_text("low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n")
+    snapshot = Sampler(tree.roots).sample()
+    for _ in range(2):
+        events = _events.open_events(snapshot, psi=True, root=str(tmp_path))
+        assert events is not None
+        events.close()
+    lines = [
+        r.getMessage() for r in caplog.records if "some kernel memory events" in r.getMessage()
+    ]
+    assert len(lines) == 1, lines
+    assert "PSI" in lines[0]

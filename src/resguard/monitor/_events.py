@@ -51,7 +51,7 @@ EVENT_KINDS = ("threshold", "oom", "oom_kill", "high", "max", "pressure")
 EventSubscriber = Callable[["MemoryEvent"], object]
 
 _logger = get_logger("resguard.monitor")
-_said: set[str] = set()  # the reasons for polling said in this process (one line each)
+_said: set[tuple[bool, str]] = set()  # (partly, reason) said in this process: one line each
 _said_lock = threading.Lock()
 
 
@@ -71,13 +71,23 @@ def sampler_root(sampler: object) -> str | None:
     return os.path.dirname(proc) if os.path.basename(proc) == "proc" else None
 
 
-def say_polling(why: str) -> None:
-    """Say once per process and reason that the monitor polls instead of waking on events."""
+def say_polling(why: str, *, partly: bool = False) -> None:
+    """Say once per process and reason that the monitor polls instead of waking on events
+    (*partly*: it wakes on some, and polls for what could not be armed)."""
     with _said_lock:
-        if why in _said:
+        if (partly, why) in _said:
             return
-        _said.add(why)
-    _logger.info("the monitor polls at its paced interval: no kernel memory events (%s)", why)
+        _said.add((partly, why))
+    if partly:
+        _logger.info("the monitor wakes on some kernel memory events, not all (%s)", why)
+    else:
+        _logger.info("the monitor polls at its paced interval: no kernel memory events (%s)", why)
+
+
+def binding_of(memory: MemoryInfo) -> tuple[str, str] | None:
+    """Where *memory*'s limit comes from (the events are armed there); ``None`` while
+    the limit is unknown (no reason to re-open anything)."""
+    return None if memory.limit is None else (memory.source, memory.source_detail)
 
 
 def open_events(snapshot: Snapshot, *, psi: bool, root: str | None) -> MemoryEvents | None:
@@ -90,6 +100,8 @@ def open_events(snapshot: Snapshot, *, psi: bool, root: str | None) -> MemoryEve
         root, psi = "/", False
     events = MemoryEvents.open(snapshot.memory, snapshot.pressure.source, psi=psi, root=root)
     if events.available:
+        if events.why_not:
+            say_polling(events.why_not, partly=True)
         return events
     say_polling(events.why_not or "nothing to arm here")
     events.close()
@@ -235,13 +247,23 @@ def _name(thing: object) -> str:
 
 class Wakeups:
     """One run's kernel events: armed at the edges after each tick, drained when they
-    wake the loop, closed once when the run ends (or in a forked child)."""
+    wake the loop, closed once when the run ends (or in a forked child). When the limit
+    that binds moves elsewhere (removed, or a parent's binds now), *opener* opens the
+    events of the new place and the old ones are closed."""
 
-    def __init__(self, hub: EventHub, events: MemoryEvents | None) -> None:
+    def __init__(
+        self,
+        hub: EventHub,
+        events: MemoryEvents | None,
+        *,
+        opener: Callable[[Snapshot], MemoryEvents | None] | None = None,
+        binding: tuple[str, str] | None = None,
+    ) -> None:
         self.hub = hub
         self.events = events
         self.descriptors: tuple[tuple[int, int], ...] = ()  # published after each tick
         self._generation = -1  # of the descriptors published
+        self._opener, self._binding = opener, binding
         self._closed = False
 
     @property
@@ -256,18 +278,32 @@ class Wakeups:
             return False
         return bool(self.events.thresholds_bytes)
 
-    def after_tick(self, policy: Policy, memory: MemoryInfo, now_s: float, burst_s: float) -> None:
-        """Arm at the edges of *memory*'s limit (the kernel side re-registers only what
-        changed), read the counters no descriptor signals (v2 ``memory.events`` on a
-        fixture tree, v1's ``oom_kill``: one ``pread``) and publish the descriptors."""
+    def after_tick(self, policy: Policy, snapshot: Snapshot, now_s: float, burst_s: float) -> None:
+        """Arm at the edges of *snapshot*'s limit (the kernel side re-registers only what
+        changed; the events of another place when the limit moved), read the counters no
+        descriptor signals (v2 ``memory.events`` on a fixture tree, v1's ``oom_kill``: one
+        ``pread``) and publish the descriptors."""
+        if self._closed:
+            return
+        memory = snapshot.memory
+        binding = binding_of(memory)
+        if self._opener is not None and binding is not None and binding != self._binding:
+            self._reopen(snapshot, binding)
         events = self.events
-        if events is None or self._closed:
+        if events is None:
             return
         events.arm(self.hub.edges(policy, memory), memory.used)
         self.hub.deliver(events.read(()), now_s, burst_s)
         if events.generation != self._generation:
             self._generation = events.generation
             self.descriptors = events.descriptors()
+
+    def _reopen(self, snapshot: Snapshot, binding: tuple[str, str]) -> None:
+        assert self._opener is not None
+        if self.events is not None:
+            self.events.close()
+        self._binding, self._generation, self.descriptors = binding, -1, ()
+        self.events = self._opener(snapshot)
 
     def woken(self, fds: Iterable[int], now_s: float, burst_s: float) -> bool:
         """The descriptors *fds* are ready: drain them and deliver what they said (a

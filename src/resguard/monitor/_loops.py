@@ -25,7 +25,14 @@ from resguard._modules.log import get_logger
 from resguard._modules.waiter import Waiter
 from resguard._probes.psi import open_trigger
 from resguard.monitor._decide import SlowWork
-from resguard.monitor._events import EventHub, Forwarder, Mute, Wakeups, open_events
+from resguard.monitor._events import (
+    EventHub,
+    Forwarder,
+    Mute,
+    Wakeups,
+    binding_of,
+    open_events,
+)
 from resguard.snapshot import Snapshot
 
 __all__ = [
@@ -176,7 +183,8 @@ def open_wakeups(
     where nothing can be waited on, or where nothing can be armed (each said once)."""
     if not events or _no_poll_here():
         return Wakeups(hub, None)
-    return Wakeups(hub, open_events(snapshot, psi=psi, root=root))
+    opener = functools.partial(open_events, psi=psi, root=root)
+    return Wakeups(hub, opener(snapshot), opener=opener, binding=binding_of(snapshot.memory))
 
 
 def open_psi_trigger(snapshot: Snapshot) -> int | None:

@@ -44,8 +44,8 @@ def _burst_s() -> float:
 def _tick(monitor: Monitor, wakeups: Wakeups) -> float:
     """One fast-loop step: sample, arm the events, then how long to wait."""
     try:
-        memory = monitor.sample_now().snapshot.memory
-        wakeups.after_tick(monitor.policy, memory, monitor.clock(), _burst_s())
+        snapshot = monitor.sample_now().snapshot
+        wakeups.after_tick(monitor.policy, snapshot, monitor.clock(), _burst_s())
         return monitor.next_interval_s()
     except Exception as error:  # a bug; the loop goes on at its base pace
         monitor._failed("the monitor's interval", error)
