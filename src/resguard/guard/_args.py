@@ -28,8 +28,10 @@ __all__ = [
     "amount_argument",
     "check_duration",
     "check_held",
+    "check_monitor",
     "check_on_breach",
     "check_reserve",
+    "clock_of",
     "named_argument",
     "settings",
 ]
@@ -96,6 +98,7 @@ class Settings:
     name: str
     monitor: Monitor | None
     clock: Clock
+    clock_given: bool = False  # False: the clock is the monitor's (or monotonic)
 
 
 def amount_argument(what: str, value: object) -> Amount:
@@ -158,7 +161,7 @@ def _check_name(name: object) -> str:
     return name
 
 
-def _check_monitor(monitor: object) -> Monitor | None:
+def check_monitor(monitor: object) -> Monitor | None:
     if monitor is None:
         return None
     from resguard.monitor import Monitor
@@ -170,7 +173,7 @@ def _check_monitor(monitor: object) -> Monitor | None:
     return monitor
 
 
-def _clock_of(clock: object, monitor: Monitor | None) -> Clock:
+def clock_of(clock: object, monitor: Monitor | None) -> Clock:
     """The clock given, else the monitor's (its states' ages are on it), else monotonic."""
     if clock is not None:
         return checked_clock(clock)
@@ -206,7 +209,7 @@ def settings(
     check_on_breach(on_breach)
     answer = _check_on_unknown(on_unknown)
     checked_name = _check_name(name)
-    checked_monitor = _check_monitor(monitor)
+    checked_monitor = check_monitor(monitor)
     limits = Limits(memory_limit, rss_limit, checked_level, limit, answer, retry_after_s)
     return Settings(
         limits,
@@ -217,5 +220,6 @@ def settings(
         on_breach,  # type: ignore[arg-type]  # checked above
         checked_name,
         checked_monitor,
-        _clock_of(clock, checked_monitor),
+        clock_of(clock, checked_monitor),
+        clock is not None,
     )

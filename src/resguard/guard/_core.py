@@ -19,7 +19,7 @@ from resguard.units import Amount, format_bytes
 
 if TYPE_CHECKING:
     from resguard.monitor import State
-    from resguard.snapshot import Snapshot
+    from resguard.snapshot import MemoryInfo, Snapshot
 
 __all__ = [
     "NO_LIMIT_BYTES",
@@ -35,6 +35,7 @@ __all__ = [
     "budget",
     "decide",
     "judge",
+    "memory_edges_bytes",
     "room",
     "stale_after_s",
     "state_unknown",
@@ -334,6 +335,26 @@ def budget(view: View, limits: Limits, reserve_bytes: int) -> tuple[int, dict[st
     if (unknown and limits.on_unknown == "refuse") or refusal is not None:
         return -1, {}
     return (NO_LIMIT_BYTES if headroom is None else headroom), unknown
+
+
+def memory_edges_bytes(limits: Limits, reserve_bytes: int, memory: MemoryInfo) -> tuple[int, ...]:
+    """The ``memory.used`` values (bytes, sorted) at which a guard with *limits* and a
+    reservation of *reserve_bytes* per block changes its mind, under *memory*'s limit.
+
+    Its ``memory`` budget (a call is refused once ``used`` is above it), and with a
+    reservation the budget minus it and the limit minus it (``available`` is the limit
+    minus ``used``): where one such call stops fitting while nothing else is reserved.
+    """
+    limit = memory.limit
+    edges: set[int] = set()
+    share = None if limits.memory is None else limits.memory.resolve(limit)
+    if share is not None:
+        edges.add(share)
+        if reserve_bytes > 0:
+            edges.add(share - reserve_bytes)
+    if reserve_bytes > 0 and limit is not None:
+        edges.add(limit - reserve_bytes)
+    return tuple(sorted(e for e in edges if e >= 0 and (limit is None or e <= limit)))
 
 
 def breach(view: View, limits: Limits, counts: Counts) -> Refusal | None:

@@ -27,7 +27,6 @@ from resguard.guard._args import (
     check_reserve,
     settings,
 )
-from resguard.guard._core import View
 from resguard.guard._state import GuardState, Waiting
 from resguard.rules import Level
 from resguard.units import shown
@@ -79,6 +78,8 @@ class Guard(GuardState):
             the monitor's own clock, else :func:`time.monotonic`; inject one in tests).
     """
 
+    __slots__ = ()
+
     def __init__(
         self,
         memory: int | float | str | None = None,
@@ -126,6 +127,7 @@ class Guard(GuardState):
                 self._in_flight += 1
                 self._reserved += reserve
                 self._admitted += 1
+                self._close_if_reserved()
                 if self._queue:
                     self._queue[0].wake()
             elif decision.action == "refuse":
@@ -137,8 +139,8 @@ class Guard(GuardState):
     def acquire(self, reserve: int | None = None, wait_s: float | None = None) -> int:
         """Admit one call (blocking up to *wait_s* in FIFO order); returns the reservation
         to pass to :meth:`release`. Prefer ``with guard:`` or :meth:`admit`."""
-        if reserve is None and wait_s is None and self._admit_at_once():
-            return self.reserve_bytes
+        if reserve is None and wait_s is None and self._admit_at_once(enter=False):
+            return self._reserve_bytes
         waiter, reserve, deadline_s, wait_s = self._first_try(reserve, wait_s)
         if waiter is None:
             return reserve
@@ -242,44 +244,47 @@ class Guard(GuardState):
     def _give_back(self, reserve: int, held_s: float | None) -> bool:
         """The one way an admission leaves (lock held): False, changing nothing, when there
         is no such admission in flight."""
-        if self._in_flight <= 0 or not 0 <= reserve <= self._reserved:
+        if not 0 <= reserve <= self._reserved:
             return False
-        self._in_flight -= 1
+        if self._in_flight > 0:
+            self._in_flight -= 1
+        elif not self._tokens:
+            return False
+        else:  # admitted without the lock before the guard's settings changed
+            self._tokens.pop()
         self._reserved -= reserve
         if held_s is not None:
             self._hold_ema_s += _HOLD_WEIGHT * (held_s - self._hold_ema_s)
         if self._queue:
             self._queue[0].wake()
+        if reserve and self._free and self._reserved <= self._budget_bytes:
+            self._open_state = self._budget_state  # room again for blocks reserving none
         return True
 
     # -- context managers and decorators --------------------------------------------------
 
-    def _update_budget(self, monitor: Monitor, state: State, now_s: float) -> None:
-        _, reason = _core.state_unknown(monitor, state, now_s)
-        view = View(state.snapshot, state.verdict.level, _core.verdict_unknown(reason))
-        budget_bytes, unknown = _core.budget(view, self._limits, self.reserve_bytes)
-        with self._lock:
-            self._budget_bytes = budget_bytes
-            self._warn_unknown(unknown)
-            self._fresh_until_s = state.snapshot.monotonic + _core.stale_after_s(monitor)
-            self._budget_state = state
-
-    def _admit_at_once(self) -> bool:
-        """The hot path of ``with guard:`` and ``async with guard:``: admit with one read of
-        the monitor's state and one lock, no I/O; False when the full path must decide.
-
-        Written out, one lock and no calls but the clock: the guard benchmark wants it."""
-        monitor = self.monitor
+    def _admit_at_once(self, *, enter: bool) -> bool:
+        """Admit with one read of the monitor's state and no I/O, when its budget (worked
+        out once per state) allows; False when the full path must decide (no monitor, a
+        stale state, a refusing one, someone queued). For a block entered (*enter*):
+        without the lock where nothing is counted but the call itself (:attr:`lock_free`),
+        else in one critical section that also starts its hold time; for :meth:`acquire`
+        always with the lock, as :meth:`release` checks what it gives back."""
+        monitor = self._monitor
         if monitor is None or self._auto:
             return False
         state = monitor.state
         now_s = self._clock()
         if state is not self._budget_state:
             self._update_budget(monitor, state, now_s)
-        reserve = self.reserve_bytes
-        with self._lock:
+        if enter and self._free:
+            return self._admit_free(state, now_s)
+        reserve = self._reserve_bytes
+        lock = self._lock
+        lock.acquire()  # not `with`: two calls cost less than the context manager
+        try:
             if (
-                self._in_flight < self._slots
+                self._in_flight + len(self._tokens) < self._slots
                 and now_s <= self._fresh_until_s
                 and self._budget_bytes - self._reserved >= reserve
                 and not self._queue
@@ -287,7 +292,19 @@ class Guard(GuardState):
                 self._in_flight += 1
                 self._reserved += reserve
                 self._admitted += 1
+                if enter and self._timed:
+                    self._holds.enter(now_s)
                 return True
+        finally:
+            lock.release()
+        return False
+
+    def _admit_free(self, state: State, now_s: float) -> bool:
+        """The lock-free admission of ``__enter__``, after the budget was worked out."""
+        if state is self._open_state and now_s <= self._fresh_until_s and not self._queue:
+            self._tokens.append(None)
+            next(self._free_admitted)
+            return True
         return False
 
     def _timing(self) -> None:
@@ -297,8 +314,22 @@ class Guard(GuardState):
             self._holds.enter(now_s)
 
     def __enter__(self) -> Guard:
-        if not self._admit_at_once():
-            self.acquire(self.reserve_bytes)
+        # Lock-free (no reservation, no concurrency limit, the GIL): the published state
+        # is the one found to admit (its budget, what admit() calls reserved), it is still
+        # fresh and nobody is queued. Each read is atomic; a caller queued just after the
+        # check is overtaken by a block that takes nothing it waits for (no bytes, no slot).
+        if (
+            self._free
+            and self._monitor.state is self._open_state  # type: ignore[union-attr]
+            and self._clock() <= self._fresh_until_s
+            and not self._queue
+        ):
+            self._tokens.append(None)  # atomic under the GIL, as is next()
+            next(self._free_admitted)
+            return self
+        if self._admit_at_once(enter=True):
+            return self
+        self.acquire(self._reserve_bytes)
         if self._timed:
             self._timing()
         return self
@@ -309,24 +340,38 @@ class Guard(GuardState):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        reserve = self.reserve_bytes  # the guard's own: nothing to parse
-        with self._lock:
-            if self._timed:  # the hold time feeds the concurrency retry_after
-                if self._give_back(reserve, self._holds.leave(self._clock())):
-                    return
-            elif self._in_flight > 0 and self._reserved >= reserve:
-                # _give_back(reserve, None) written out, as no hold time is kept without
-                # max_concurrent: the guard benchmark wants this way out free of calls
+        if self._free:
+            try:
+                self._tokens.pop()  # atomic under the GIL
+                return
+            except IndexError:
+                pass  # admitted with the lock (before the settings changed), or never
+        reserve = self._reserve_bytes  # the guard's own: nothing to parse
+        lock = self._lock
+        lock.acquire()
+        try:
+            # the hold time feeds the concurrency retry_after: kept only with max_concurrent
+            held_s = self._holds.leave(self._clock()) if self._timed else None
+            if self._in_flight > 0 and self._reserved >= reserve:
+                # _give_back(reserve, held_s) written out: the guard benchmark wants this
+                # way out free of calls
                 self._in_flight -= 1
                 self._reserved -= reserve
+                if held_s is not None:
+                    self._hold_ema_s += _HOLD_WEIGHT * (held_s - self._hold_ema_s)
                 if self._queue:
                     self._queue[0].wake()
                 return
+            if self._give_back(reserve, held_s):  # one admitted without the lock
+                return
+        finally:
+            lock.release()
         self.release(reserve)  # a block left without entering it, or one from before a fork
 
     async def __aenter__(self) -> Guard:
-        if not self._admit_at_once():
-            await self.acquire_async(self.reserve_bytes)
+        if self._admit_at_once(enter=True):
+            return self
+        await self.acquire_async(self._reserve_bytes)
         if self._timed:
             self._timing()
         return self

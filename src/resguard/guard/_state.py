@@ -7,31 +7,39 @@ context managers.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING
 
 import attrs
 
 from resguard._errors import ResourceExhausted
 from resguard._modules import forks
-from resguard._modules.clock import Clock
 from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin
 from resguard._modules.waiter import Waiter
 from resguard.guard import _core
-from resguard.guard._args import OnUnknown, Settings, check_reserve
+from resguard.guard._args import Settings, check_reserve
 from resguard.guard._core import Counts, HoldMeter, View, WarnOnce
 from resguard.guard._self import limits_generation
-from resguard.rules import Level
+from resguard.guard._settings import GuardSettings
 from resguard.snapshot import Sampler, Snapshot, default_sampler
+
+if TYPE_CHECKING:
+    from resguard.monitor import Monitor, State
 
 __all__ = ["GuardState", "GuardStats"]
 
 _logger = get_logger("resguard")
 
 _POLL_S = 0.01
+
+
+def _count_value(counter: itertools.count[int]) -> int:
+    """The next value of *counter*, without taking it (``repr`` is ``count(N)``)."""
+    return int(repr(counter)[6:-1])
 
 
 @attrs.frozen
@@ -57,27 +65,21 @@ class Waiting(Waiter):
         self.reserve = reserve
 
 
-class GuardState:
+class GuardState(GuardSettings):
     """The state and the readings of a :class:`~resguard.guard.Guard` (its base class)."""
 
+    __slots__ = ()
+
     def __init__(self, given: Settings) -> None:
-        self._limits = given.limits
-        self._auto = given.auto
-        self.reserve_bytes = given.reserve_bytes
-        self.wait_s = given.wait_s
-        self.max_age_s = given.max_age_s
-        self.on_breach = given.on_breach
-        self.name = given.name
-        self.monitor = given.monitor
-        self._clock = given.clock
-        self._lock = threading.Lock()
+        super().__init__(given)
         self._in_flight = self._reserved = self._admitted = 0
+        # Blocks admitted without the lock (see LOCK_FREE): one token each, appended on
+        # the way in and popped on the way out, so in flight = _in_flight + len(_tokens)
+        self._tokens: list[None] = []
+        self._free_admitted = itertools.count()
         self._queue: deque[Waiting] = deque()
         self._refused: dict[str, int] = {}
         self._hold_ema_s = 0.0
-        self._holds = HoldMeter()  # for `with guard:`, whose blocks do not time themselves
-        # the hold time feeds only the concurrency retry_after: not measured without a limit
-        self._timed = given.limits.max_concurrent is not None
         self._learned: dict[str, int] = {}
         self._sampler: Sampler = default_sampler()
         self._cached: Snapshot | None = None
@@ -85,13 +87,11 @@ class GuardState:
         self._cached_generation = limits_generation.value
         self._refreshing = False
         self._warned = WarnOnce()
-        # what the latest monitor state allows before reservations, computed once per state
-        self._budget_state: object = None
         self._budget_bytes = -1  # below any reservation while the state says refuse
         self._fresh_until_s = -math.inf  # the hot path's state is trusted until then
-        self._slots = given.limits.max_concurrent or 1 << 62
         self._forked = False  # in a forked child: admissions of before the fork may leave
         forks.register(self)
+        self._watch(self._monitor)
 
     def _after_fork_in_child(self) -> None:
         # Only the forking thread lives on: the others' admissions and places in the queue
@@ -99,70 +99,14 @@ class GuardState:
         self._lock = threading.Lock()
         self._queue = deque()
         self._in_flight = self._reserved = 0
+        self._tokens = []
         self._holds = HoldMeter()
         self._refreshing = False
-        self._budget_state = None
+        self._budget_state = self._open_state = None
         self._forked = True
 
-    @property
-    def level(self) -> Level | None:
-        """The verdict level at and above which the guard refuses (``None``: never)."""
-        return self._limits.level
-
-    @level.setter
-    def level(self, level: Level | None) -> None:
-        self._change(level=level)
-
-    @property
-    def max_concurrent(self) -> int | None:
-        """The most calls in flight at once (``None``: no limit)."""
-        return self._limits.max_concurrent
-
-    @max_concurrent.setter
-    def max_concurrent(self, max_concurrent: int | None) -> None:
-        self._change(max_concurrent=max_concurrent)
-
-    @property
-    def on_unknown(self) -> OnUnknown:
-        """``"admit"`` or ``"refuse"`` when a number the guard needs is unknown."""
-        return self._limits.on_unknown
-
-    @on_unknown.setter
-    def on_unknown(self, on_unknown: OnUnknown) -> None:
-        self._change(on_unknown=on_unknown)
-
-    @property
-    def retry_after_s(self) -> float:
-        """The ``retry_after`` suggested when refusing for memory, level or unknowns."""
-        return self._limits.retry_after_s
-
-    @retry_after_s.setter
-    def retry_after_s(self, retry_after_s: float) -> None:
-        self._change(retry_after_s=retry_after_s)
-
-    def _change(self, **changes: Any) -> None:
-        """Set limits as assigning the attributes did (unchecked); the hot path's budget is
-        worked out again at the next admission."""
-        with self._lock:
-            self._limits = limits = attrs.evolve(self._limits, **changes)
-            self._slots = limits.max_concurrent or 1 << 62
-            if self._timed and limits.max_concurrent is None:
-                self._holds = HoldMeter()  # blocks in flight leave untimed
-            self._timed = limits.max_concurrent is not None
-            self._budget_state = None
-
-    @property
-    def clock(self) -> Clock:
-        """The monotonic clock the guard reads every time from."""
-        return self._clock
-
-    @property
-    def auto_reserve(self) -> bool:
-        """Whether reservations are learned per guarded function (``reserve="auto"``)."""
-        return self._auto
-
     def _current(self) -> View:
-        monitor = self.monitor
+        monitor = self._monitor
         if monitor is not None:
             state = monitor.state
             stale, reason = _core.state_unknown(monitor, state, self._clock())
@@ -203,8 +147,29 @@ class GuardState:
         finally:
             self._refreshing = False
 
+    def _close_if_reserved(self) -> None:
+        """After a reservation was taken (lock held): blocks admitted without the lock
+        reserve nothing, but while reservations pass the budget the full path refuses even
+        those (reason ``"reservation"``), so they take it."""
+        if self._reserved > self._budget_bytes:
+            self._open_state = None
+
+    def _update_budget(self, monitor: Monitor, state: State, now_s: float) -> None:
+        _, reason = _core.state_unknown(monitor, state, now_s)
+        view = View(state.snapshot, state.verdict.level, _core.verdict_unknown(reason))
+        budget_bytes, unknown = _core.budget(view, self._limits, self._reserve_bytes)
+        with self._lock:
+            # The open state last: a lock-free reader that finds it finds its deadline too
+            self._open_state = None
+            self._budget_bytes = budget_bytes
+            self._warn_unknown(unknown)
+            self._fresh_until_s = state.snapshot.monotonic + _core.stale_after_s(monitor)
+            self._budget_state = state
+            if self._free and budget_bytes >= 0 and self._reserved <= budget_bytes:
+                self._open_state = state
+
     def _counts(self) -> Counts:
-        return Counts(self._in_flight, self._reserved, self._hold_ema_s)
+        return Counts(self._in_flight + len(self._tokens), self._reserved, self._hold_ema_s)
 
     def unknown_reason(self, *, verdict: bool = True) -> str | None:
         """Why the guard cannot fully judge now (the Monitor's verdict is stale or has
@@ -264,7 +229,7 @@ class GuardState:
         return error
 
     def _poll_s(self) -> float:
-        monitor = self.monitor
+        monitor = self._monitor
         return min(monitor.interval_s, 0.05) if monitor is not None else _POLL_S
 
     def breach(self) -> ResourceExhausted | None:
@@ -303,10 +268,10 @@ class GuardState:
         with self._lock:
             return GuardStats(
                 self.name,
-                self._admitted,
+                self._admitted + _count_value(self._free_admitted),
                 sum(self._refused.values()),
                 dict(self._refused),
-                self._in_flight,
+                self._in_flight + len(self._tokens),
                 self._reserved,
                 len(self._queue),
             )
