@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resguard.cache import LRUCache, _core, _lru, _memo, memoize
 from resguard.cache._sizeof import sizeof
@@ -430,3 +432,42 @@ def test_counters_reset_restore_and_report_hits_and_misses() -> None:
     assert (counters.hits, counters.misses, counters.evictions, counters.broken) == (7, 8, 9, 0)
     counters.reset()
     assert counters.as_tuple() == (0,) * len(Counters.FIELDS)
+
+
+# ------------------------------------------------------------------ the written-out insert
+
+
+@given(
+    max_items=st.integers(1, 5),
+    steps=st.lists(st.tuples(st.sampled_from("sgd"), st.integers(0, 8)), max_size=60),
+)
+@settings(max_examples=200, deadline=None)
+def test_an_item_bounded_cache_evicts_in_lru_order_and_counts_like_a_model(
+    max_items: int, steps: list[tuple[str, int]]
+) -> None:
+    """The insert written out for an item bound alone (one eviction per insert when full)."""
+    cache: LRUCache[int, str] = LRUCache(max_items=max_items)
+    model: list[tuple[int, str]] = []  # least recently used first
+    evictions = 0
+    for step, (action, key) in enumerate(steps):
+        found = next((i for i, (k, _) in enumerate(model) if k == key), None)
+        if action == "s":
+            value = f"v{step}"
+            cache[key] = value
+            if found is not None:
+                del model[found]
+            elif len(model) == max_items:
+                del model[0]
+                evictions += 1
+            model.append((key, value))
+        elif action == "g":
+            assert cache.get(key) == (None if found is None else model[found][1])
+            if found is not None:
+                model.append(model.pop(found))
+        elif found is not None:
+            del cache[key]
+            del model[found]
+        assert list(cache.items()) == model
+    stats = cache.stats()
+    assert stats.evictions == evictions
+    assert stats.bytes == sum(sizeof(k) + sizeof(v) for k, v in model)

@@ -47,17 +47,19 @@ __all__ = [
     "get_state",
     "od_move_to_end",
     "od_pop",
+    "od_popitem",
     "set_state",
 ]
 
 logger = get_logger("resguard.cache")
 
 
-# The OrderedDict methods the hot paths call, unbound: ``dict_get(data, key)`` is specialised
-# by CPython 3.11 (a method descriptor), where ``data.get(key)`` on an OrderedDict is not.
-dict_get: Final = dict.get  # OrderedDict.get is dict.get
+# Called unbound by the hot paths: ``data.get(key)`` on an OrderedDict takes CPython 3.11's
+# unspecialised method lookup. (OrderedDict.get is dict.get.)
+dict_get: Final = dict.get
 od_move_to_end: Final = OrderedDict.move_to_end
 od_pop: Final = OrderedDict.pop
+od_popitem: Final = OrderedDict.popitem
 
 MISSING: Final[Any] = object()
 """No value: a miss, or an argument not given."""
@@ -66,8 +68,7 @@ EXPIRED: Final[Any] = object()
 """What a lookup that did not ask whether it is nested returns for an expired entry."""
 
 Entry = tuple[Any, ...]
-"""An entry: ``(value, size in bytes)``, and ``(value, size, monotonic expiry time)`` in a cache
-with a time to live; a plain tuple, the cheapest to build and to keep."""
+"""An entry: ``(value, size in bytes)``, with a TTL ``(value, size, monotonic expiry time)``."""
 
 ATOMIC_KEYS: Final[frozenset[type]] = frozenset({int, str, bytes, float, bool, type(None)})
 """Key types (exactly these, not subclasses) whose hashing and comparison with each other run
@@ -76,15 +77,13 @@ no Python code: the keys a hit may look up without the lock."""
 
 def _gil_build() -> bool:
     """Whether this is CPython running with its GIL (a free-threaded build reports False)."""
-    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
-    gil = True if is_gil_enabled is None else bool(is_gil_enabled())
-    return gil and sys.implementation.name == "cpython"
+    is_gil_enabled = getattr(sys, "_is_gil_enabled", lambda: True)
+    return bool(is_gil_enabled()) and sys.implementation.name == "cpython"
 
 
 LOCK_FREE_HITS: bool = _gil_build()
-"""Whether a new cache serves hits without the lock (see the module docstring): on CPython with
-the GIL, decided at import; False on a free-threaded build (where the GIL could only be turned
-on later, never off) and on other interpreters. Read when a cache is built."""
+"""Whether a new cache serves hits without the lock: CPython with the GIL, decided at import
+(a free-threaded build can turn its GIL on later, never off). Read when a cache is built."""
 
 Dropped = list[tuple[Any, Any]]
 """Pairs dropped under the lock, for ``on_evict`` once it is released."""
@@ -126,8 +125,7 @@ class CacheCore:
         self._setup()
 
     def _setup(self) -> None:
-        """The unpicklable and per-instance state (also rebuilt when unpickling); it starts
-        with hits lock-free where the build allows (see the module docstring)."""
+        """The unpicklable and per-instance state (also rebuilt when unpickling)."""
         # Re-entrant: a key's __hash__/__eq__ runs under the lock and may use this cache
         # (CPython's test_need_for_rlock). An uncontended RLock costs what a Lock does.
         self._lock = threading.RLock()

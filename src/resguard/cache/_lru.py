@@ -22,6 +22,7 @@ from resguard.cache._core import (
     get_state,
     od_move_to_end,
     od_pop,
+    od_popitem,
     set_state,
 )
 from resguard.cache._sizeof import FLAT_TYPES
@@ -254,12 +255,15 @@ class LRUCache(_CachetoolsNames[V], MutableMapping[K, V], Generic[K, V]):
                 if key in data:  # a replacement: rare, and a test is cheaper than a pop
                     self._bytes -= od_pop(data, key)[1]
                 max_bytes, max_items = self._max_bytes, self._max_items
-                if (max_bytes is not None and self._bytes + size > max_bytes) or (
-                    max_items is not None and len(data) >= max_items
-                ):
+                full = max_items is not None and len(data) >= max_items
+                dropped = None
+                if full and max_bytes is None and not self._keep_dropped:
+                    # The item bound alone, and nobody to tell: one eviction (every insert
+                    # keeps len(data) <= max_items), written out.
+                    self._bytes -= od_popitem(data, False)[1][1]
+                    self._counters.evictions += 1
+                elif full or (max_bytes is not None and self._bytes + size > max_bytes):
                     dropped = self._make_room_locked(size, None)
-                else:
-                    dropped = None
                 data[key] = (value, size)
                 self._bytes += size
         finally:
