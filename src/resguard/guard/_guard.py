@@ -33,7 +33,7 @@ from resguard.units import shown
 
 if TYPE_CHECKING:
     from resguard.guard._admission import Admission
-    from resguard.monitor import Monitor, State
+    from resguard.monitor import Monitor
 
 __all__ = ["Guard"]
 
@@ -299,20 +299,6 @@ class Guard(GuardState):
             lock.release()
         return False
 
-    def _admit_free(self, state: State, now_s: float) -> bool:
-        """The lock-free admission of ``__enter__``, after the budget was worked out."""
-        if state is self._open_state and now_s <= self._fresh_until_s and not self._queue:
-            self._tokens.append(None)
-            next(self._free_admitted)
-            return True
-        return False
-
-    def _timing(self) -> None:
-        """Count a ``with guard:`` block in for its hold time (see :class:`HoldMeter`)."""
-        now_s = self._clock()
-        with self._lock:
-            self._holds.enter(now_s)
-
     def __enter__(self) -> Guard:
         # Lock-free (no reservation, no concurrency limit, the GIL): the published state
         # is the one found to admit (its budget, what admit() calls reserved), it is still
@@ -369,6 +355,15 @@ class Guard(GuardState):
         self.release(reserve)  # a block left without entering it, or one from before a fork
 
     async def __aenter__(self) -> Guard:
+        if (  # the lock-free admission of __enter__, written out: no call to pay for
+            self._free
+            and self._monitor.state is self._open_state  # type: ignore[union-attr]
+            and self._clock() <= self._fresh_until_s
+            and not self._queue
+        ):
+            self._tokens.append(None)
+            next(self._free_admitted)
+            return self
         if self._admit_at_once(enter=True):
             return self
         await self.acquire_async(self._reserve_bytes)
@@ -382,6 +377,12 @@ class Guard(GuardState):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._free:
+            try:
+                self._tokens.pop()
+                return
+            except IndexError:
+                pass
         self.__exit__(exc_type, exc, tb)
 
     def admit(

@@ -168,6 +168,20 @@ class GuardState(GuardSettings):
             if self._free and budget_bytes >= 0 and self._reserved <= budget_bytes:
                 self._open_state = state
 
+    def _admit_free(self, state: State, now_s: float) -> bool:
+        """The lock-free admission of ``__enter__``, after the budget was worked out."""
+        if state is self._open_state and now_s <= self._fresh_until_s and not self._queue:
+            self._tokens.append(None)
+            next(self._free_admitted)
+            return True
+        return False
+
+    def _timing(self) -> None:
+        """Count a ``with guard:`` block in for its hold time (see :class:`HoldMeter`)."""
+        now_s = self._clock()
+        with self._lock:
+            self._holds.enter(now_s)
+
     def _counts(self) -> Counts:
         return Counts(self._in_flight + len(self._tokens), self._reserved, self._hold_ema_s)
 
