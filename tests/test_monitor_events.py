@@ -547,6 +547,9 @@ class FakeEvents:
     def read(self, ready_fds: Any = ()) -> tuple[Any, ...]:
         return self.said if ready_fds else ()
 
+    def descriptors(self) -> tuple[tuple[int, int], ...]:
+        return ((5, 1),)
+
     def close(self) -> None:
         pass
 
@@ -574,6 +577,9 @@ def test_a_wake_up_by_pressure_alone_mutes_those_descriptors_for_min_interval(
     steps = _steps.steps_for(monitor, wakeups)
     assert steps.woken((5,)) == (0.007 if hold else 0.0)
     assert monitor.triggered_wakeups == (1 if kinds else 0)  # a re-arm's wake-up says nothing
+    if not kinds:  # that one published the new set; saying nothing again is muted
+        assert wakeups.descriptors == ((5, 1),)
+        assert steps.woken((5,)) == min(0.007, _steps.SILENT_HOLD_S)
     burst = monitor.clock() < monitor._events.burst_until_s
     assert burst == (bool(kinds) and not hold)  # pressure alone starts no burst
     mute = _events.Mute()

@@ -305,20 +305,27 @@ class Wakeups:
         self._binding, self._generation, self.descriptors = binding, -1, ()
         self.events = self._opener(snapshot)
 
-    def woken(self, fds: Iterable[int], now_s: float, burst_s: float) -> bool:
-        """The descriptors *fds* are ready: drain them and deliver what they said (a
-        wake-up that said nothing, the kernel side's own re-arm, is not counted); whether
-        it said pressure alone (v1's ``pressure_level`` may fire hundreds of times a
-        second under reclaim: the loop need not sample at that rate)."""
+    def woken(self, fds: Iterable[int], now_s: float, burst_s: float) -> str | None:
+        """The descriptors *fds* are ready: drain them and deliver what they said; why
+        to leave them out of the poll for a while, if so: ``"pressure"`` when they said
+        pressure alone (v1's ``pressure_level`` may fire hundreds of times a second under
+        reclaim), ``"silent"`` when they said nothing while the set stayed the same (a
+        descriptor that stays ready without saying anything must not make a busy loop).
+        A wake-up that said nothing is not counted; when the set changed (the kernel
+        side's re-arm), the new one is published now."""
         events = self.events
         if events is None or self._closed:
-            return False
+            return None
         said = events.read(tuple(fds))
         if not said:
-            return False
+            if events.generation == self._generation:
+                return "silent"
+            self._generation = events.generation
+            self.descriptors = events.descriptors()
+            return None
         self.hub.wakeups += 1
         self.hub.deliver(said, now_s, burst_s)
-        return all(event.kind == "pressure" for event in said)
+        return "pressure" if all(event.kind == "pressure" for event in said) else None
 
     def close(self) -> None:
         self._closed = True

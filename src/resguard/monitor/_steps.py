@@ -17,7 +17,12 @@ if TYPE_CHECKING:
     from resguard.monitor._events import Wakeups
     from resguard.monitor._monitor import Monitor
 
-__all__ = ["steps_for"]
+__all__ = ["SILENT_HOLD_S", "steps_for"]
+
+SILENT_HOLD_S = 0.01
+"""How long descriptors that woke the loop without saying anything stay out of its poll:
+long enough that one stuck ready is no busy loop, short enough that the kernel side's
+next re-arm notice (on the same descriptor) is not missed for long."""
 
 
 def steps_for(monitor: Monitor, wakeups: Wakeups) -> Steps:
@@ -54,14 +59,17 @@ def _tick(monitor: Monitor, wakeups: Wakeups) -> float:
 
 def _woken(monitor: Monitor, wakeups: Wakeups, ready: tuple[int, ...]) -> float:
     """The descriptors *ready* woke the fast loop: drain and deliver their events; how
-    long to leave them out of the poll (0: not at all; *min_interval* after a wake-up by
-    pressure alone, so that a storm of them is not a busy loop)."""
+    long to leave them out of the poll (0: not at all): *min_interval* after a wake-up by
+    pressure alone, :data:`SILENT_HOLD_S` (at most) after one that said nothing, so that
+    neither a storm nor a descriptor stuck ready is a busy loop."""
     try:
-        pressure_only = wakeups.woken(ready, monitor.clock(), _burst_s())
+        mute = wakeups.woken(ready, monitor.clock(), _burst_s())
     except Exception as error:  # the kernel side never raises; the last net
         monitor._failed("the kernel memory events", error)
+        mute = "silent"
+    if mute == "pressure":
         return monitor.min_interval_s
-    return monitor.min_interval_s if pressure_only else 0.0
+    return min(monitor.min_interval_s, SILENT_HOLD_S) if mute == "silent" else 0.0
 
 
 def _slow_due(monitor: Monitor) -> _decide.SlowWork:
