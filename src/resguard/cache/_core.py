@@ -48,22 +48,25 @@ __all__ = [
     "od_move_to_end",
     "od_pop",
     "od_popitem",
+    "rlock_is_owned",
+    "rlock_release",
     "set_state",
 ]
 
 logger = get_logger("resguard.cache")
 
 
-# Called unbound by the hot paths: ``data.get(key)`` on an OrderedDict takes CPython 3.11's
-# unspecialised method lookup. (OrderedDict.get is dict.get.)
+# Called unbound by the hot paths (OrderedDict.get is dict.get; the lock's type is _thread's):
+# ``data.get(key)`` or ``self._lock.release()`` take CPython 3.11's unspecialised lookup.
 dict_get: Final = dict.get
 od_move_to_end: Final = OrderedDict.move_to_end
 od_pop: Final = OrderedDict.pop
 od_popitem: Final = OrderedDict.popitem
+rlock_is_owned: Final = type(threading.RLock())._is_owned  # type: ignore[attr-defined]
+rlock_release: Final = type(threading.RLock()).release
 
 MISSING: Final[Any] = object()
 """No value: a miss, or an argument not given."""
-
 EXPIRED: Final[Any] = object()
 """What a lookup that did not ask whether it is nested returns for an expired entry."""
 
@@ -637,12 +640,10 @@ def set_state(core: CacheCore, state: dict[str, Any]) -> None:
 class MemoAccess:
     """What a memoized function uses of its cache, bound once when it is decorated.
 
-    The attributes serve the wrapper's written-out hit path (``core``, ``acquire``,
-    ``clock``, ``expiring``, ``hit``); the methods serve its misses. Of the cache's own
-    attributes the wrapper reads ``core._fast`` (the entries while hits are lock-free, else
-    None) and, under the lock, ``core._get`` and ``core._move_to_end``: the cache replaces
-    them when it switches to locked hits (:meth:`CacheCore._lock_hits_locked`), so the
-    wrapper reads them on every call instead of binding them.
+    The attributes serve the wrapper's written-out hit path, the methods its misses. It
+    reads ``core._fast`` (the entries while hits are lock-free, else None), and under the
+    lock ``core._get``/``core._move_to_end``, on every call: the cache replaces them when it
+    switches to locked hits (:meth:`CacheCore._lock_hits_locked`).
     """
 
     __slots__ = (

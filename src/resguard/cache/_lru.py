@@ -23,6 +23,8 @@ from resguard.cache._core import (
     od_move_to_end,
     od_pop,
     od_popitem,
+    rlock_is_owned,
+    rlock_release,
     set_state,
 )
 from resguard.cache._sizeof import FLAT_TYPES
@@ -233,23 +235,24 @@ class LRUCache(_CachetoolsNames[V], MutableMapping[K, V], Generic[K, V]):
     def __setitem__(self, key: K, value: V) -> None:
         # Written out (_refuse_nested, _entry_size, _put_locked) for the common case: inserting
         # is the second hottest path, and each call would add a tenth to it.
-        is_owned = self._is_owned  # bound methods through locals (see __getitem__)
-        if is_owned():
+        lock = self._lock  # its methods called unbound: CPython 3.11 specialises those calls
+        if rlock_is_owned(lock):
             self._refuse_nested("cache[key] = value")
+        kind = type(key)
         if self._user_sized:
             size = self._size_of_value(value)
         else:
-            size = (key.__sizeof__() if type(key) in FLAT_TYPES else default_sizeof(key)) + (
+            size = (key.__sizeof__() if kind in FLAT_TYPES else default_sizeof(key)) + (
                 value.__sizeof__() if type(value) in FLAT_TYPES else default_sizeof(value)
             )
         cap = self._size_cap
         if cap is not None and size > cap:
             self._refuse_too_large(value, size)
-        acquire, release = self._acquire, self._release
+        acquire = self._acquire
         acquire()
         try:
             data = self._fast_put  # read under the lock, under which _lock_hits_locked sets it
-            if data is None or type(key) not in ATOMIC_KEYS:
+            if data is None or kind not in ATOMIC_KEYS:
                 dropped = self._put_locked(key, value, size)
             else:  # an atomic key in a lock-free cache without TTL: no Python code can re-enter
                 if key in data:  # a replacement: rare, and a test is cheaper than a pop
@@ -267,7 +270,7 @@ class LRUCache(_CachetoolsNames[V], MutableMapping[K, V], Generic[K, V]):
                 data[key] = (value, size)
                 self._bytes += size
         finally:
-            release()
+            rlock_release(lock)
         if dropped:
             self._notify(dropped)
 
