@@ -271,9 +271,13 @@ def test_refusals_are_counted_exactly_while_the_state_flips() -> None:
 
 
 def test_gil_enabled_reads_sys_is_gil_enabled_where_there_is_one() -> None:
-    assert _settings.gil_enabled(types.SimpleNamespace()) is True  # before 3.13: a GIL
-    assert _settings.gil_enabled(types.SimpleNamespace(_is_gil_enabled=lambda: True)) is True
-    assert _settings.gil_enabled(types.SimpleNamespace(_is_gil_enabled=lambda: False)) is False
+    def fake_sys(name: str = "cpython", **gil: Any) -> types.SimpleNamespace:
+        return types.SimpleNamespace(implementation=types.SimpleNamespace(name=name), **gil)
+
+    assert _settings.gil_enabled(fake_sys()) is True  # before 3.13: always a GIL
+    assert _settings.gil_enabled(fake_sys(_is_gil_enabled=lambda: True)) is True
+    assert _settings.gil_enabled(fake_sys(_is_gil_enabled=lambda: False)) is False
+    assert _settings.gil_enabled(fake_sys("pypy")) is False  # atomicity not checked there
 
 
 def test_a_free_threaded_build_without_the_gil_is_detected_at_import() -> None:

@@ -2,7 +2,9 @@
 
 A :class:`Guard` decides on the hot path without I/O: it reads the Monitor's latest state
 (one attribute read) or, without a Monitor, a cached snapshot refreshed at most every
-*max_age*. Callers may declare what they will need (a *reservation*); admission checks
+*max_age*; with a Monitor, no reservation and no ``max_concurrent`` it takes no lock
+either (:attr:`Guard.lock_free`: the GIL makes its few operations atomic). Callers may
+declare what they will need (a *reservation*); admission checks
 ``headroom − reserved_in_flight ≥ reserve`` so that many requests arriving together do not
 all see the same free memory and all get in. Refusal raises
 :class:`~resguard.ResourceExhausted` with a reason (one of :data:`REFUSAL_REASONS`), the
@@ -15,9 +17,11 @@ thread died, the machine stalled) or a verdict with unknowns is *unknown*, and
 what is still known, ``"refuse"`` refuses with reason ``"unknown"``.
 
 Inside: the decisions are pure functions (``_core``: admit, queue or refuse, the hot
-path's budget, breaches), the arguments are checked in ``_args``, the :class:`Guard`
-(``_guard``) keeps the counts and does the waiting, :class:`Admission` is one call with its
-own reservation, and :func:`limit_self` sets the process's own rlimit (``_self``).
+path's budget, breaches, edges), the arguments are checked in ``_args``, the settings
+(limits, reservation, monitor, whether to admit lock-free) are ``_settings``, the counts
+and readings ``_state``, the :class:`Guard` (``_guard``) admits and does the waiting,
+:class:`Admission` is one call with its own reservation, and :func:`limit_self` sets the
+process's own rlimit (``_self``).
 """
 
 from __future__ import annotations

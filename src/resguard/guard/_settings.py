@@ -29,16 +29,18 @@ __all__ = ["LOCK_FREE", "GuardSettings", "gil_enabled"]
 
 
 def gil_enabled(sys_module: Any = sys) -> bool:
-    """Whether the interpreter runs with the GIL: False only on a free-threaded build that
-    runs without it (``sys._is_gil_enabled()`` False)."""
+    """Whether the interpreter is CPython running with the GIL: False on a free-threaded
+    build that runs without it (``sys._is_gil_enabled()`` False) and on other
+    interpreters, whose atomicity nothing here was checked against."""
     check = getattr(sys_module, "_is_gil_enabled", None)
-    return True if check is None else bool(check())
+    gil = True if check is None else bool(check())
+    return gil and sys_module.implementation.name == "cpython"
 
 
 #: Whether a guard may admit ``with guard:`` without its lock. The lock-free path relies on
-#: the GIL making ``list.append``, ``list.pop`` and ``next()`` of an ``itertools.count``
-#: atomic; a free-threaded CPython running without the GIL (checked once, at import) takes
-#: the locked path. A guard reads this when it is made or its settings change.
+#: CPython's GIL making ``list.append``, ``list.pop`` and ``next()`` of an
+#: ``itertools.count`` atomic; without it (checked once, at import) every guard takes the
+#: locked path. A guard reads this when it is made or its settings change.
 LOCK_FREE = gil_enabled()
 
 
@@ -170,8 +172,9 @@ class GuardSettings:
 
     @property
     def lock_free(self) -> bool:
-        """Whether ``with guard:`` admits without taking the guard's lock now (see
-        :data:`LOCK_FREE` and the guard's docs)."""
+        """Whether ``with guard:`` admits without taking the guard's lock now: with a
+        Monitor, no reservation, no ``max_concurrent``, and the GIL (what the lock-free
+        path relies on is in the API reference, under Guards)."""
         return self._free
 
     @property
