@@ -377,7 +377,7 @@ def _levels(events: bool, percents: list[float]) -> tuple[list[Level], Any]:
         reclaim=False,
         events=events,
     )
-    wakeups = monitor._open_wakeups()
+    wakeups = _steps.open_wakeups(monitor)
     try:
         steps = _steps.steps_for(monitor, wakeups)
         levels = []
@@ -434,7 +434,7 @@ def test_after_an_event_the_loop_samples_at_min_interval_for_the_burst(tmp_path:
         min_interval="5ms",
         relaxed_interval="400ms",
     )
-    wakeups = monitor._open_wakeups()
+    wakeups = _steps.open_wakeups(monitor)
     seen: list[Any] = []
     monitor.subscribe_events(seen.append)
     try:

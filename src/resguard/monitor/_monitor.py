@@ -347,11 +347,6 @@ class Monitor:
 
     # -- the loops' steps -----------------------------------------------------------------
 
-    def _open_wakeups(self) -> _events.Wakeups:
-        root = _events.sampler_root(self._sampler)
-        snapshot, psi = self.state.snapshot, self.psi_trigger
-        return _loops.open_wakeups(self._events, snapshot, events=self.events, psi=psi, root=root)
-
     # -- threads --------------------------------------------------------------------------
 
     @property
@@ -365,7 +360,7 @@ class Monitor:
             if self.running:
                 return self  # already running, as threads or as tasks
             self._slow_waiter = Waiter()
-            run = _loops.Run(wakeups := self._open_wakeups(), self._slow_waiter)
+            run = _loops.Run(wakeups := _steps.open_wakeups(self), self._slow_waiter)
             # the first state after start() has the slow fields (processes, sources),
             # unless a source hangs: then start() returns anyway, and they follow
             steps = _steps.steps_for(self, wakeups)
@@ -427,7 +422,7 @@ class Monitor:
                     "async with); use one of them"
                 )
             self._slow_waiter = Waiter()
-            self._tasks = tasks = _loops.TaskRun(self._open_wakeups(), self._slow_waiter)
+            self._tasks = tasks = _loops.TaskRun(_steps.open_wakeups(self), self._slow_waiter)
         try:
             await tasks.enter(_steps.steps_for(self, tasks.wakeups))
         except BaseException:

@@ -10,14 +10,15 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING
 
-from resguard.monitor import _decide
+from resguard.monitor import _decide, _loops
+from resguard.monitor._events import sampler_root
 from resguard.monitor._loops import Steps
 
 if TYPE_CHECKING:
     from resguard.monitor._events import Wakeups
     from resguard.monitor._monitor import Monitor
 
-__all__ = ["SILENT_HOLD_S", "steps_for"]
+__all__ = ["SILENT_HOLD_S", "open_wakeups", "steps_for"]
 
 SILENT_HOLD_S = 0.01
 """How long descriptors that woke the loop without saying anything stay out of its poll:
@@ -36,6 +37,15 @@ def steps_for(monitor: Monitor, wakeups: Wakeups) -> Steps:
         partial(_slow_wait_s, monitor),
         partial(_woken, monitor, wakeups),
         wakeups,
+    )
+
+
+def open_wakeups(monitor: Monitor) -> Wakeups:
+    """The kernel memory events for one start of *monitor*'s loops (none with
+    ``events=False``), on the files its sampler reads."""
+    root, snapshot = sampler_root(monitor.sampler), monitor.state.snapshot
+    return _loops.open_wakeups(
+        monitor._events, snapshot, events=monitor.events, psi=monitor.psi_trigger, root=root
     )
 
 
