@@ -127,7 +127,8 @@ class Guard(GuardState):
                 self._in_flight += 1
                 self._reserved += reserve
                 self._admitted += 1
-                self._close_if_reserved()
+                if self._free:
+                    self._set_open()  # the queue moved, or reservations grew
                 if self._queue:
                     self._queue[0].wake()
             elif decision.action == "refuse":
@@ -193,6 +194,7 @@ class Guard(GuardState):
         waiter = Waiting(reserve)
         with self._lock:
             self._queue.append(waiter)
+            self._open_state = None  # the lock-free path must not overtake it
         return waiter, reserve, self._clock() + wait_s, wait_s
 
     def _try_again(self, waiter: Waiting, deadline_s: float, wait_s: float) -> float | None:
@@ -216,6 +218,8 @@ class Guard(GuardState):
                 self._queue.remove(waiter)
             except ValueError:
                 return
+            if self._free:
+                self._set_open()
             if self._queue:
                 self._queue[0].wake()
 
@@ -257,8 +261,8 @@ class Guard(GuardState):
             self._hold_ema_s += _HOLD_WEIGHT * (held_s - self._hold_ema_s)
         if self._queue:
             self._queue[0].wake()
-        if reserve and self._free and self._reserved <= self._budget_bytes:
-            self._open_state = self._budget_state  # room again for blocks reserving none
+        if reserve and self._free:
+            self._set_open()  # room again for blocks reserving none
         return True
 
     # -- context managers and decorators --------------------------------------------------
@@ -301,14 +305,14 @@ class Guard(GuardState):
 
     def __enter__(self) -> Guard:
         # Lock-free (no reservation, no concurrency limit, the GIL): the published state
-        # is the one found to admit (its budget, what admit() calls reserved), it is still
-        # fresh and nobody is queued. Each read is atomic; a caller queued just after the
-        # check is overtaken by a block that takes nothing it waits for (no bytes, no slot).
+        # is the one found to admit (its budget, what admit() calls reserved, nobody
+        # queued) and it is still fresh. Each read is atomic; a caller queued just after
+        # the check is overtaken by a block that takes nothing it waits for (no bytes, no
+        # slot).
         if (
             self._free
             and self._monitor.state is self._open_state  # type: ignore[union-attr]
             and self._clock() <= self._fresh_until_s
-            and not self._queue
         ):
             self._tokens.append(None)  # atomic under the GIL, as is next()
             next(self._free_admitted)
@@ -359,7 +363,6 @@ class Guard(GuardState):
             self._free
             and self._monitor.state is self._open_state  # type: ignore[union-attr]
             and self._clock() <= self._fresh_until_s
-            and not self._queue
         ):
             self._tokens.append(None)
             next(self._free_admitted)

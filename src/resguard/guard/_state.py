@@ -147,12 +147,13 @@ class GuardState(GuardSettings):
         finally:
             self._refreshing = False
 
-    def _close_if_reserved(self) -> None:
-        """After a reservation was taken (lock held): blocks admitted without the lock
-        reserve nothing, but while reservations pass the budget the full path refuses even
-        those (reason ``"reservation"``), so they take it."""
-        if self._reserved > self._budget_bytes:
-            self._open_state = None
+    def _set_open(self) -> None:
+        """Which state ``with guard:`` may admit on without the lock (lock held): the state
+        the budget was worked out for while the guard is lock-free, nobody is queued (no
+        overtaking) and what :meth:`admit` calls reserved leaves room (past it the full path
+        refuses even a call reserving nothing: reason ``"reservation"``); else none."""
+        admits = self._free and not self._queue and self._reserved <= self._budget_bytes
+        self._open_state = self._budget_state if admits else None
 
     def _update_budget(self, monitor: Monitor, state: State, now_s: float) -> None:
         _, reason = _core.state_unknown(monitor, state, now_s)
@@ -165,12 +166,11 @@ class GuardState(GuardSettings):
             self._warn_unknown(unknown)
             self._fresh_until_s = state.snapshot.monotonic + _core.stale_after_s(monitor)
             self._budget_state = state
-            if self._free and budget_bytes >= 0 and self._reserved <= budget_bytes:
-                self._open_state = state
+            self._set_open()
 
     def _admit_free(self, state: State, now_s: float) -> bool:
         """The lock-free admission of ``__enter__``, after the budget was worked out."""
-        if state is self._open_state and now_s <= self._fresh_until_s and not self._queue:
+        if state is self._open_state and now_s <= self._fresh_until_s:
             self._tokens.append(None)
             next(self._free_admitted)
             return True
