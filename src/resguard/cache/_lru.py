@@ -45,30 +45,7 @@ V = TypeVar("V")
 R = TypeVar("R")
 
 
-class _CachetoolsNames(CacheCore, Generic[V]):
-    """The names ``cachetools`` gives a cache's bound and size, on :class:`LRUCache`."""
-
-    @property
-    def maxsize(self) -> float:
-        """``cachetools`` compatibility: ``max_bytes`` if set, else ``max_items``, else inf."""
-        if self._max_bytes is not None:
-            return self._max_bytes
-        return self._max_items if self._max_items is not None else math.inf
-
-    @property
-    def currsize(self) -> int:
-        """``cachetools`` compatibility: bytes held when bounded by bytes, else items."""
-        return self._bytes if self._max_bytes is not None else len(self._data)
-
-    def getsizeof(self, value: V) -> int:
-        """``cachetools`` compatibility: the size of *value* by this cache's sizer when bounded
-        by bytes, else 1 (a bound in items counts every value as one)."""
-        if self._max_bytes is None:
-            return 1
-        return self._size_of_value(value)
-
-
-class LRUCache(_CachetoolsNames[V], MutableMapping[K, V], Generic[K, V]):
+class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
     """A thread-safe LRU mapping bounded by bytes and/or items, with optional TTL.
 
     ``max_bytes`` takes what :func:`resguard.parse_bytes` takes (``"512MiB"``, ``2**20``);
@@ -124,9 +101,8 @@ class LRUCache(_CachetoolsNames[V], MutableMapping[K, V], Generic[K, V]):
         # holds against cachetools, and a method call would add a fifth to it.
         data = self._fast
         if data is not None and type(key) in ATOMIC_KEYS:  # lock-free (see _core)
-            # Bound methods kept on the instance are called through a local (and the
-            # OrderedDict's unbound): called as ``self._hit()`` they take CPython 3.11's
-            # unspecialised method lookup.
+            # Called unbound, or through a local: ``self._hit()`` or ``data.get(key)`` take
+            # CPython 3.11's unspecialised method lookup.
             entry = dict_get(data, key)
             if entry is None:
                 count = self._miss
@@ -408,18 +384,7 @@ class LRUCache(_CachetoolsNames[V], MutableMapping[K, V], Generic[K, V]):
 
     def stats(self) -> CacheStats:
         """Counters and current sizes (expired entries are dropped first)."""
-        nested = self._is_owned()
-        with self._lock:
-            dropped = self._expire_unless_nested_locked(nested)
-            result = CacheStats(
-                bytes=self._bytes,
-                items=len(self._data),
-                max_bytes=self._max_bytes,
-                max_items=self._max_items,
-                **self._counters.as_dict(),
-            )
-        self._notify(dropped)
-        return result
+        return _stats(self)
 
     def reset_stats(self) -> None:
         """Set every counter back to zero (the entries stay)."""
@@ -449,6 +414,25 @@ class LRUCache(_CachetoolsNames[V], MutableMapping[K, V], Generic[K, V]):
         sizer, the sum of ``sizeof(value)`` with a hook."""
         return self._bytes
 
+    @property
+    def maxsize(self) -> float:
+        """``cachetools`` compatibility: ``max_bytes`` if set, else ``max_items``, else inf."""
+        if self._max_bytes is not None:
+            return self._max_bytes
+        return self._max_items if self._max_items is not None else math.inf
+
+    @property
+    def currsize(self) -> int:
+        """``cachetools`` compatibility: bytes held when bounded by bytes, else items."""
+        return self._bytes if self._max_bytes is not None else len(self._data)
+
+    def getsizeof(self, value: V) -> int:
+        """``cachetools`` compatibility: the size of *value* by this cache's sizer when bounded
+        by bytes, else 1 (a bound in items counts every value as one)."""
+        if self._max_bytes is None:
+            return 1
+        return self._size_of_value(value)
+
     def __repr__(self) -> str:
         return _describe(self)
 
@@ -460,6 +444,22 @@ class LRUCache(_CachetoolsNames[V], MutableMapping[K, V], Generic[K, V]):
     def __setstate__(self, state: dict[str, Any]) -> None:
         set_state(self, state)
         _reclaim.register(self)
+
+
+def _stats(cache: LRUCache[Any, Any]) -> CacheStats:
+    """:meth:`LRUCache.stats`: the counters and sizes, read under the lock."""
+    nested = cache._is_owned()
+    with cache._lock:
+        dropped = cache._expire_unless_nested_locked(nested)
+        result = CacheStats(
+            bytes=cache._bytes,
+            items=len(cache._data),
+            max_bytes=cache._max_bytes,
+            max_items=cache._max_items,
+            **cache._counters.as_dict(),
+        )
+    cache._notify(dropped)
+    return result
 
 
 def _evict_largest_locked(
