@@ -140,7 +140,7 @@ class Guard(GuardState):
     def acquire(self, reserve: int | None = None, wait_s: float | None = None) -> int:
         """Admit one call (blocking up to *wait_s* in FIFO order); returns the reservation
         to pass to :meth:`release`. Prefer ``with guard:`` or :meth:`admit`."""
-        if reserve is None and wait_s is None and self._admit_at_once(enter=False):
+        if reserve is None and wait_s is None and self._admit_at_once(False):
             return self._reserve_bytes
         waiter, reserve, deadline_s, wait_s = self._first_try(reserve, wait_s)
         if waiter is None:
@@ -267,7 +267,7 @@ class Guard(GuardState):
 
     # -- context managers and decorators --------------------------------------------------
 
-    def _admit_at_once(self, *, enter: bool) -> bool:
+    def _admit_at_once(self, enter: bool) -> bool:
         """Admit with one read of the monitor's state and no I/O, when its budget (worked
         out once per state) allows; False when the full path must decide (no monitor, a
         stale state, a refusing one, someone queued). For a block entered (*enter*):
@@ -288,7 +288,7 @@ class Guard(GuardState):
         lock.acquire()  # not `with`: two calls cost less than the context manager
         try:
             if (
-                self._in_flight + len(self._tokens) < self._slots
+                (not self._timed or self._in_flight + len(self._tokens) < self._slots)
                 and now_s <= self._fresh_until_s
                 and self._budget_bytes - self._reserved >= reserve
                 and not self._queue
@@ -317,7 +317,7 @@ class Guard(GuardState):
             self._tokens.append(None)  # atomic under the GIL, as is next()
             next(self._free_admitted)
             return self
-        if self._admit_at_once(enter=True):
+        if self._admit_at_once(True):
             return self
         self.acquire(self._reserve_bytes)
         if self._timed:
@@ -367,7 +367,7 @@ class Guard(GuardState):
             self._tokens.append(None)
             next(self._free_admitted)
             return self
-        if self._admit_at_once(enter=True):
+        if self._admit_at_once(True):
             return self
         await self.acquire_async(self._reserve_bytes)
         if self._timed:
