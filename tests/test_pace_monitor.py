@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from resguard import Guard
 from resguard.monitor import Monitor
 from resguard.rules import Level, Policy, Threshold
 from resguard.snapshot import MemoryInfo, Snapshot
@@ -135,3 +136,13 @@ def test_a_slow_fill_measured_never_relaxes_polling_near_an_edge() -> None:
         clock.advance(10.0)
         monitor.sample_now()
     assert monitor.next_interval_s() <= near  # the default rate is a floor
+
+
+def test_a_guard_given_the_monitor_paces_it_at_its_memory_budget() -> None:
+    monitor, sampler, clock = monitor_on(Policy([Threshold("memory.percent", ">=", 99)]))
+    guard = Guard(memory="75%", monitor=monitor)
+    assert guard.memory_edges_bytes(monitor.state.snapshot.memory) == (LIMIT * 3 // 4,)
+    assert shrinking(intervals(monitor, sampler, clock, CLIMB))
+    del guard
+    gc.collect()
+    assert intervals(monitor, sampler, clock, [74.95]) == [RELAXED_S]
