@@ -6,9 +6,11 @@ its monitor."""
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import time
 import types
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -36,6 +38,18 @@ def critical_above(percent: float) -> Policy:
 def static(percent: float = 40, *, clock: ManualClock | None = None, **kw: Any) -> StaticMonitor:
     """A monitor at *percent* of 16 GiB whose verdict is CRITICAL above 90 %."""
     return StaticMonitor(memory_percent=percent, policy=critical_above(90), clock=clock, **kw)
+
+
+@pytest.fixture
+def switching() -> Iterator[None]:
+    """Threads switched every 10 µs instead of every 5 ms: one thread would otherwise run
+    its calls through alone, and a race would never be met."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 class CountingLock:
@@ -173,7 +187,7 @@ def test_async_with_takes_the_same_paths() -> None:
 # -- exact counters under 32 threads --------------------------------------------------------
 
 
-def test_32_threads_through_the_lock_free_path_count_every_call() -> None:
+def test_32_threads_through_the_lock_free_path_count_every_call(switching: None) -> None:
     guard = Guard(memory="90%", monitor=static())
     assert guard.lock_free
     with Watcher(guard) as watcher:
@@ -185,7 +199,9 @@ def test_32_threads_through_the_lock_free_path_count_every_call() -> None:
 
 
 @pytest.mark.parametrize("kind", ["reserve", "max_concurrent", "both"])
-def test_32_threads_through_the_locked_path_never_pass_max_concurrent(kind: str) -> None:
+def test_32_threads_through_the_locked_path_never_pass_max_concurrent(
+    kind: str, switching: None
+) -> None:
     limit = 4 if kind != "reserve" else None
     reserve = "64MiB" if kind != "max_concurrent" else None
     guard = Guard(memory="90%", monitor=static(), max_concurrent=limit, reserve=reserve, wait="60s")
@@ -215,7 +231,7 @@ def test_32_threads_through_the_locked_path_never_pass_max_concurrent(kind: str)
     assert peak >= 1
 
 
-def test_refusals_are_counted_exactly_while_the_state_flips() -> None:
+def test_refusals_are_counted_exactly_while_the_state_flips(switching: None) -> None:
     """A scripted state flips between admitting (40 %) and refusing (97 %: CRITICAL) while
     32 threads call: what the callers saw is exactly what the guard counted."""
     monitor = static()
@@ -292,7 +308,7 @@ def test_a_free_threaded_build_without_the_gil_is_detected_at_import() -> None:
 
 
 def test_without_the_gil_every_guard_takes_the_locked_path_and_counts_exactly(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, switching: None
 ) -> None:
     monkeypatch.setattr(_settings, "LOCK_FREE", False)
     guard = Guard(memory="90%", monitor=static())
