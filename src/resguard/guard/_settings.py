@@ -180,7 +180,9 @@ class GuardSettings:
     @property
     def reserve_bytes(self) -> int:
         """The reservation of each ``with guard:`` block and the default of
-        :meth:`admit` (0 with ``reserve="auto"``, which learns one per function)."""
+        :meth:`admit` (0 with ``reserve="auto"``, which learns one per function). Assign
+        it while no ``with guard:`` block is in flight: a block gives back the guard's
+        reservation as it is when the block leaves."""
         return self._reserve_bytes
 
     @reserve_bytes.setter
