@@ -504,3 +504,15 @@ def test_a_monitor_assigned_later_brings_its_clock() -> None:
     assert fixed.clock is pinned
     with pytest.raises(TypeError):
         fixed.monitor = "monitor"  # type: ignore[assignment]
+
+
+def test_the_monitor_arms_and_paces_at_the_guards_edges_as_they_move() -> None:
+    monitor = static()
+    info = monitor.state.snapshot.memory
+    policy = Policy([])  # no edges of its own: only the guard's count
+    guard = Guard(memory="50%", monitor=monitor)
+    assert monitor._events.edges(policy, info) == (8 * GiB,)
+    guard.reserve_bytes = 1 * GiB  # the same guard watched again: its edges worked out again
+    assert monitor._events.edges(policy, info) == (7 * GiB, 8 * GiB, 15 * GiB)
+    guard.monitor = None
+    assert monitor._events.edges(policy, info) == ()
