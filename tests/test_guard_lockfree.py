@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -18,7 +18,7 @@ import attrs
 import pytest
 
 from resguard import ResourceExhausted
-from resguard.guard import Guard, _settings
+from resguard.guard import Guard, _expiry, _settings
 from resguard.rules import Level, Policy, Threshold
 from resguard.snapshot import MemoryInfo
 from resguard.testing import ManualClock, StaticMonitor, make_snapshot
@@ -35,7 +35,9 @@ def critical_above(percent: float) -> Policy:
     return Policy([Threshold("memory.percent", ">", percent, level=Level.CRITICAL)])
 
 
-def static(percent: float = 40, *, clock: ManualClock | None = None, **kw: Any) -> StaticMonitor:
+def static(
+    percent: float = 40, *, clock: Callable[[], float] | None = None, **kw: Any
+) -> StaticMonitor:
     """A monitor at *percent* of 16 GiB whose verdict is CRITICAL above 90 %."""
     return StaticMonitor(memory_percent=percent, policy=critical_above(90), clock=clock, **kw)
 
@@ -516,3 +518,78 @@ def test_the_monitor_arms_and_paces_at_the_guards_edges_as_they_move() -> None:
     assert monitor._events.edges(policy, info) == (7 * GiB, 8 * GiB, 15 * GiB)
     guard.monitor = None
     assert monitor._events.edges(policy, info) == ()
+
+
+# -- the expiry thread (guards on the real clock read no clock per admission) ---------------
+
+
+def expiry_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "resguard-guard-expiry"]
+
+
+def test_on_the_real_clock_a_stale_state_is_withdrawn_by_the_expiry_thread() -> None:
+    monitor = static(clock=time.monotonic, live=False, stale_after="300ms")
+    guard = Guard(monitor=monitor, on_unknown="refuse")
+    assert guard.clock is time.monotonic
+    with guard:  # opens the state, and hands it to the expiry thread
+        pass
+    published_s = monitor.state.snapshot.monotonic
+    assert expiry_threads()
+
+    reasons: list[str] = []
+
+    def refused() -> bool:
+        try:
+            with guard:
+                return False
+        except ResourceExhausted as error:
+            reasons.append(error.reason)
+            return True
+
+    wait_until(refused, timeout_s=10, what="the lock-free path to refuse the stale state")
+    assert reasons == ["unknown"]
+    assert time.monotonic() - published_s > 0.3  # not before it was stale
+    # nothing open any more: the thread ends
+    wait_until(lambda: not expiry_threads(), timeout_s=10, what="the expiry thread to end")
+    monitor.set(memory_percent=40)  # a fresh state opens again, lock-free
+    with guard:
+        pass
+    counting = count_locks(guard)
+    with guard:
+        pass
+    assert counting.taken == 0
+
+
+def test_the_expiry_thread_closes_each_guard_at_its_own_time_and_restarts_after_a_fork() -> None:
+    expiry = _expiry.Expiry()
+    now_s = time.monotonic()
+
+    class Open:
+        def __init__(self, stale_at_s: float) -> None:
+            self.stale_at_s: float | None = stale_at_s
+            self.closed = threading.Event()
+
+        def _expire(self, at_s: float) -> float | None:
+            if self.stale_at_s is not None and at_s > self.stale_at_s:
+                self.stale_at_s = None
+                self.closed.set()
+            return self.stale_at_s
+
+    soon, later = Open(now_s + 0.05), Open(now_s + 0.3)
+    expiry.watch(later, later.stale_at_s or 0)
+    expiry.watch(soon, soon.stale_at_s or 0)  # earlier: wakes the thread sooner
+    assert soon.closed.wait(5)
+    assert not later.closed.is_set() or time.monotonic() > now_s + 0.3
+    assert later.closed.wait(5)
+    wait_until(lambda: expiry._thread is None, timeout_s=5, what="the thread to end")
+    expiry._after_fork_in_child()
+    again = Open(time.monotonic() + 0.01)
+    expiry.watch(again, again.stale_at_s or 0)
+    assert again.closed.wait(5)
+
+
+def test_an_injected_clock_is_read_on_every_lock_free_admission() -> None:
+    clock = ManualClock()
+    guard = Guard(monitor=static(clock=clock, live=False, stale_after="1s"))
+    assert guard.lock_free
+    assert not guard._expiring  # ManualClock time is not the expiry thread's

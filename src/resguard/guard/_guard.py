@@ -306,13 +306,13 @@ class Guard(GuardState):
     def __enter__(self) -> Guard:
         # Lock-free (no reservation, no concurrency limit, the GIL): the published state
         # is the one found to admit (its budget, what admit() calls reserved, nobody
-        # queued) and it is still fresh. Each read is atomic; a caller queued just after
-        # the check is overtaken by a block that takes nothing it waits for (no bytes, no
-        # slot).
+        # queued) and it is still fresh (on the real clock, the expiry thread withdraws
+        # it once stale). Each read is atomic; a caller queued just after the check is
+        # overtaken by a block that takes nothing it waits for (no bytes, no slot).
         if (
             self._free
             and self._monitor.state is self._open_state  # type: ignore[union-attr]
-            and self._clock() <= self._fresh_until_s
+            and (self._expiring or self._clock() <= self._fresh_until_s)
         ):
             self._tokens.append(None)  # atomic under the GIL, as is next()
             next(self._free_admitted)
@@ -362,7 +362,7 @@ class Guard(GuardState):
         if (  # the lock-free admission of __enter__, written out: no call to pay for
             self._free
             and self._monitor.state is self._open_state  # type: ignore[union-attr]
-            and self._clock() <= self._fresh_until_s
+            and (self._expiring or self._clock() <= self._fresh_until_s)
         ):
             self._tokens.append(None)
             next(self._free_admitted)

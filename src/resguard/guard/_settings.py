@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from resguard._modules.clock import Clock
+from resguard._modules.clock import Clock, monotonic
 from resguard.guard import _core
 from resguard.guard._args import OnUnknown, Settings, check_monitor, check_reserve, clock_of
 from resguard.guard._core import HoldMeter
@@ -59,6 +59,7 @@ class GuardSettings:
         "_cached_generation",
         "_clock",
         "_clock_given",
+        "_expiring",
         "_forked",
         "_free",
         "_free_admitted",
@@ -109,6 +110,7 @@ class GuardSettings:
         self._open_state: object = None  # the state that admits `with guard:` lock-free
         self._unwatch: Callable[[], None] | None = None
         self._free = False  # whether `with guard:` admits without the lock now
+        self._expiring = False  # whether the expiry thread closes its stale states
         self._set_mode()
 
     @property
@@ -169,6 +171,9 @@ class GuardSettings:
             and self._reserve_bytes == 0
             and self._limits.max_concurrent is None
         )
+        # on the real clock, the expiry thread withdraws a stale open state: the lock-free
+        # path then reads no clock (an injected clock is read on every admission)
+        self._expiring = self._free and self._clock is monotonic
 
     @property
     def lock_free(self) -> bool:

@@ -23,6 +23,7 @@ from resguard._modules.waiter import Waiter
 from resguard.guard import _core
 from resguard.guard._args import Settings, check_reserve
 from resguard.guard._core import Counts, HoldMeter, View, WarnOnce
+from resguard.guard._expiry import EXPIRY
 from resguard.guard._self import limits_generation
 from resguard.guard._settings import GuardSettings
 from resguard.snapshot import Sampler, Snapshot, default_sampler
@@ -152,8 +153,23 @@ class GuardState(GuardSettings):
         the budget was worked out for while the guard is lock-free, nobody is queued (no
         overtaking) and what :meth:`admit` calls reserved leaves room (past it the full path
         refuses even a call reserving nothing: reason ``"reservation"``); else none."""
-        admits = self._free and not self._queue and self._reserved <= self._budget_bytes
+        admits = (
+            self._free
+            and not self._queue
+            and self._reserved <= self._budget_bytes
+            and self._clock() <= self._fresh_until_s  # never a stale state again
+        )
         self._open_state = self._budget_state if admits else None
+        if admits and self._expiring:
+            EXPIRY.watch(self, self._fresh_until_s)
+
+    def _expire(self, now_s: float) -> float | None:
+        """Close the open state if it is stale at *now_s* (the expiry thread calls this):
+        when it grows stale if still open, else ``None``."""
+        with self._lock:
+            if self._open_state is not None and now_s > self._fresh_until_s:
+                self._open_state = None
+            return None if self._open_state is None else self._fresh_until_s
 
     def _update_budget(self, monitor: Monitor, state: State, now_s: float) -> None:
         _, reason = _core.state_unknown(monitor, state, now_s)
