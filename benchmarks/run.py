@@ -9,6 +9,7 @@ import importlib
 import platform
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import psutil
@@ -36,7 +37,11 @@ def main(argv: list[str]) -> int:
         module = importlib.import_module(name if name.startswith("bench_") else f"bench_{name}")
         print(f"running {module.__name__} ...", file=sys.stderr, flush=True)
         start = time.monotonic()
-        module.run(table)
+        try:
+            module.run(table)
+        except Exception as error:  # one broken part must not cost the others' figures
+            traceback.print_exc()
+            table.note(f"{module.__name__}", f"failed: {type(error).__name__}: {error}")
         print(f"  {module.__name__}: {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
     print(
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}, "
