@@ -253,6 +253,7 @@ TARGETS: dict[str, tuple[Callable[[str, Any], Any], tuple[str, ...]]] = {
             "relaxed_interval",
             "relax_below",
             "adaptive",
+            "events",
             "psi_trigger",
             "cgroup",
             "sampler",

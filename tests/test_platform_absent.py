@@ -17,6 +17,7 @@ import pytest
 import resguard
 from resguard.guard import _self
 from resguard.monitor import _loops
+from resguard.monitor._events import EventHub
 from resguard.profile import _core as profile_core
 
 from support import wait_until
@@ -67,20 +68,23 @@ def test_the_monitor_runs_and_stops_without_select_poll_and_says_so_once(
         _run_and_stop_without_poll()
     lines = _unavailable_lines(caplog)
     assert lines == [
-        "PSI triggers are not available on this platform (this Python has no select.poll); "
-        "the monitor samples at its interval"
+        "kernel memory events (PSI triggers, cgroup notifications) are not available on this "
+        "platform (this Python has no select.poll); the monitor polls at its paced interval"
     ]
 
 
 @pytest.mark.usefixtures("unsaid")
-def test_no_psi_trigger_is_armed_off_linux_and_that_is_said_once(
+def test_no_kernel_event_is_armed_off_linux_and_that_is_said_once(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="resguard")
     snap = resguard.testing.make_snapshot()
     monkeypatch.setattr(sys, "platform", "darwin")
-    assert _loops.open_psi_trigger(snap) is None
-    assert _loops.open_psi_trigger(snap) is None
+    hub = EventHub(lambda source, error: None, lambda source: None, lambda: False)
+    for _ in range(2):
+        wakeups = _loops.open_wakeups(hub, snap, events=True, psi=True, root=None)
+        assert wakeups.events is None
+        wakeups.close()
     assert len(_unavailable_lines(caplog)) == 1
     assert "on darwin" in _unavailable_lines(caplog)[0]
 

@@ -23,7 +23,6 @@ import attrs
 
 from resguard._modules.log import get_logger
 from resguard._modules.waiter import Waiter
-from resguard._probes.psi import open_trigger
 from resguard.monitor._decide import SlowWork
 from resguard.monitor._events import (
     EventHub,
@@ -41,7 +40,6 @@ __all__ = [
     "TaskRun",
     "fast_task",
     "fast_thread",
-    "open_psi_trigger",
     "open_wakeups",
     "slow_task",
     "slow_thread",
@@ -154,13 +152,13 @@ _said_unavailable = False  # "not available on this platform" is logged once per
 
 
 def _unavailable(why: str) -> None:
-    """Say once per process that PSI wake-ups cannot work here (the loop keeps its interval)."""
+    """Say once per process that kernel memory events cannot work here (the loop polls)."""
     global _said_unavailable
     if not _said_unavailable:
         _said_unavailable = True
         get_logger("resguard.monitor").info(
-            "PSI triggers are not available on this platform (%s); the monitor samples at "
-            "its interval",
+            "kernel memory events (PSI triggers, cgroup notifications) are not available on "
+            "this platform (%s); the monitor polls at its paced interval",
             why,
         )
 
@@ -185,26 +183,6 @@ def open_wakeups(
         return Wakeups(hub, None)
     opener = functools.partial(open_events, psi=psi, root=root)
     return Wakeups(hub, opener(snapshot), opener=opener, binding=binding_of(snapshot.memory))
-
-
-def open_psi_trigger(snapshot: Snapshot) -> int | None:
-    """A PSI trigger alone on the memory pressure file *snapshot* read (``None``: none
-    here); the monitor opens all its events through :func:`open_wakeups`.
-
-    Where the platform has no PSI (not Linux) or no ``select.poll`` to wait on a trigger,
-    that is said once and the fast loop waits its plain interval."""
-    if _no_poll_here():
-        return None
-    source = snapshot.pressure.source
-    if source is None:
-        return None
-    if source == "system":
-        path = "/proc/pressure/memory"
-    elif os.path.isabs(source):
-        path = os.path.join(source, "memory.pressure")
-    else:
-        return None  # a pressure source that is not a PSI file (no trigger to arm)
-    return open_trigger(path)
 
 
 def fast_thread(steps: Steps, run: Run) -> None:
