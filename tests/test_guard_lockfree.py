@@ -18,6 +18,7 @@ import attrs
 import pytest
 
 from resguard import ResourceExhausted
+from resguard._modules import gil
 from resguard.guard import Guard, _expiry, _settings
 from resguard.rules import Level, Policy, Threshold
 from resguard.snapshot import MemoryInfo
@@ -292,10 +293,10 @@ def test_gil_enabled_reads_sys_is_gil_enabled_where_there_is_one() -> None:
     def fake_sys(name: str = "cpython", **gil: Any) -> types.SimpleNamespace:
         return types.SimpleNamespace(implementation=types.SimpleNamespace(name=name), **gil)
 
-    assert _settings.gil_enabled(fake_sys()) is True  # before 3.13: always a GIL
-    assert _settings.gil_enabled(fake_sys(_is_gil_enabled=lambda: True)) is True
-    assert _settings.gil_enabled(fake_sys(_is_gil_enabled=lambda: False)) is False
-    assert _settings.gil_enabled(fake_sys("pypy")) is False  # atomicity not checked there
+    assert gil.gil_enabled(fake_sys()) is True  # before 3.13: always a GIL
+    assert gil.gil_enabled(fake_sys(_is_gil_enabled=lambda: True)) is True
+    assert gil.gil_enabled(fake_sys(_is_gil_enabled=lambda: False)) is False
+    assert gil.gil_enabled(fake_sys("pypy")) is False  # atomicity not checked there
 
 
 def test_a_free_threaded_build_without_the_gil_is_detected_at_import() -> None:

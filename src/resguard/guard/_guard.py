@@ -315,7 +315,7 @@ class Guard(GuardState):
             and (self._expiring or self._clock() <= self._fresh_until_s)
         ):
             self._tokens.append(None)  # atomic under the GIL, as is next()
-            next(self._free_admitted)
+            next(self._free_admitted.count)
             return self
         if self._admit_at_once(True):
             return self
@@ -365,7 +365,7 @@ class Guard(GuardState):
             and (self._expiring or self._clock() <= self._fresh_until_s)
         ):
             self._tokens.append(None)
-            next(self._free_admitted)
+            next(self._free_admitted.count)
             return self
         if self._admit_at_once(True):
             return self

@@ -8,7 +8,6 @@ admits without the lock.
 from __future__ import annotations
 
 import math
-import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,11 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from resguard._modules.clock import Clock, monotonic
+
+# LOCK_FREE: whether a guard may admit ``with guard:`` without its lock, read when it is
+# made or its settings change (the lock-free path relies on the GIL making list.append,
+# list.pop and a Tally's tick atomic)
+from resguard._modules.gil import LOCK_FREE
 from resguard.guard import _core
 from resguard.guard._args import OnUnknown, Settings, check_monitor, check_reserve, clock_of
 from resguard.guard._core import HoldMeter
@@ -25,23 +29,7 @@ if TYPE_CHECKING:
     from resguard.monitor import Monitor
     from resguard.snapshot import MemoryInfo
 
-__all__ = ["LOCK_FREE", "GuardSettings", "gil_enabled"]
-
-
-def gil_enabled(sys_module: Any = sys) -> bool:
-    """Whether the interpreter is CPython running with the GIL: False on a free-threaded
-    build that runs without it (``sys._is_gil_enabled()`` False) and on other
-    interpreters, whose atomicity nothing here was checked against."""
-    check = getattr(sys_module, "_is_gil_enabled", None)
-    gil = True if check is None else bool(check())
-    return gil and sys_module.implementation.name == "cpython"
-
-
-#: Whether a guard may admit ``with guard:`` without its lock. The lock-free path relies on
-#: CPython's GIL making ``list.append``, ``list.pop`` and ``next()`` of an
-#: ``itertools.count`` atomic; without it (checked once, at import) every guard takes the
-#: locked path. A guard reads this when it is made or its settings change.
-LOCK_FREE = gil_enabled()
+__all__ = ["GuardSettings"]
 
 
 class GuardSettings:

@@ -7,7 +7,6 @@ context managers.
 
 from __future__ import annotations
 
-import itertools
 import math
 import threading
 from collections import deque
@@ -19,6 +18,7 @@ from resguard._errors import ResourceExhausted
 from resguard._modules import forks
 from resguard._modules.log import get_logger
 from resguard._modules.render import ValueMixin
+from resguard._modules.tally import Tally
 from resguard._modules.waiter import Waiter
 from resguard.guard import _core
 from resguard.guard._args import Settings, check_reserve
@@ -36,11 +36,6 @@ __all__ = ["GuardState", "GuardStats"]
 _logger = get_logger("resguard")
 
 _POLL_S = 0.01
-
-
-def _count_value(counter: itertools.count[int]) -> int:
-    """The next value of *counter*, without taking it (``repr`` is ``count(N)``)."""
-    return int(repr(counter)[6:-1])
 
 
 @attrs.frozen
@@ -77,7 +72,7 @@ class GuardState(GuardSettings):
         # Blocks admitted without the lock (see LOCK_FREE): one token each, appended on
         # the way in and popped on the way out, so in flight = _in_flight + len(_tokens)
         self._tokens: list[None] = []
-        self._free_admitted = itertools.count()
+        self._free_admitted = Tally()  # blocks admitted without the lock
         self._queue: deque[Waiting] = deque()
         self._refused: dict[str, int] = {}
         self._hold_ema_s = 0.0
@@ -188,7 +183,7 @@ class GuardState(GuardSettings):
         """The lock-free admission of ``__enter__``, after the budget was worked out."""
         if state is self._open_state and now_s <= self._fresh_until_s:
             self._tokens.append(None)
-            next(self._free_admitted)
+            next(self._free_admitted.count)
             return True
         return False
 
@@ -298,7 +293,7 @@ class GuardState(GuardSettings):
         with self._lock:
             return GuardStats(
                 self.name,
-                self._admitted + _count_value(self._free_admitted),
+                self._admitted + self._free_admitted.get(),
                 sum(self._refused.values()),
                 dict(self._refused),
                 self._in_flight + len(self._tokens),
