@@ -260,22 +260,24 @@ def test_refusals_are_counted_exactly_while_the_state_flips(switching: None) -> 
                 outcomes[outcome] += 1
 
     def flipper() -> None:
-        high = False
-        while not done.is_set() or min(outcomes.values()) == 0:
+        high, deadline_s = False, time.monotonic() + 60  # never past the test, whatever it saw
+        while (not done.is_set() or min(outcomes.values()) == 0) and time.monotonic() < deadline_s:
             high = not high
             monitor.set(memory_percent=97 if high else 40)
 
-    flipping = threading.Thread(target=flipper)
+    # daemons: a thread that never ends fails this test, never the interpreter's exit
+    flipping = threading.Thread(target=flipper, daemon=True)
     flipping.start()
     try:
-        threads = [threading.Thread(target=worker) for _ in range(THREADS)]
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(THREADS)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(120)
     finally:
         done.set()
-        flipping.join(60)
+        flipping.join(70)
+    assert not any(thread.is_alive() for thread in [*threads, flipping])
     stats = guard.stats()
     assert outcomes["admitted"] + outcomes["refused"] >= THREADS * CALLS
     assert outcomes["admitted"] > 0
@@ -367,6 +369,38 @@ def test_a_lock_free_call_does_not_overtake_a_queued_caller() -> None:
         pass
     assert counting.taken == 0
     assert guard.stats().refused_by_reason == {"queued": 1, "timeout": 1}
+
+
+def test_a_new_state_published_while_a_caller_is_queued_does_not_open_the_lock_free_path() -> None:
+    clock = ManualClock()
+    monitor = static(clock=clock)
+    guard = Guard(memory="90%", monitor=monitor)
+    with guard:  # the first state's budget worked out: open
+        pass
+    refused: list[ResourceExhausted] = []
+
+    def big() -> None:  # 12 GiB cannot fit in the 8 GiB left under 90 % of 16 GiB
+        try:
+            with guard.admit(reserve="12GiB", wait="10s"):
+                pass
+        except ResourceExhausted as error:
+            refused.append(error)
+
+    waiter = threading.Thread(target=big, daemon=True)
+    waiter.start()
+    try:
+        wait_until(lambda: guard.stats().waiting == 1, what="the big call to queue")
+        monitor.set(memory_percent=41)  # a new state: its budget is worked out anew
+        for _ in range(3):  # the first works it out under the lock, the others must not pass
+            with pytest.raises(ResourceExhausted) as info:
+                with guard:
+                    pytest.fail("a block overtook the queued caller")
+            assert info.value.reason == "queued"
+    finally:
+        clock.advance(11)  # the waiter's deadline passes
+        waiter.join(10)
+    assert [error.reason for error in refused] == ["timeout"]
+    assert guard.stats().refused_by_reason == {"queued": 3, "timeout": 1}
 
 
 def test_a_stale_state_is_not_trusted_by_the_lock_free_path() -> None:
