@@ -103,6 +103,43 @@ def sample_beside_a_stalled_walk(
         walker.join(10)
 
 
+def run_threads(
+    count: int,
+    target: Callable[[int], object],
+    *,
+    switch_interval_s: float | None = None,
+    join_timeout_s: float = 120.0,
+) -> None:
+    """Run ``target(index)`` in *count* threads released together by a barrier, and fail the
+    test when any raised or is still running after *join_timeout_s* (daemon threads: a hung
+    one cannot hold the run open). With *switch_interval_s* the interpreter switches threads
+    that often meanwhile (``sys.setswitchinterval``), so that their steps interleave."""
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def body(index: int) -> None:
+        try:
+            barrier.wait()
+            target(index)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(i,), daemon=True) for i in range(count)]
+    old_interval_s = sys.getswitchinterval()
+    if switch_interval_s is not None:
+        sys.setswitchinterval(switch_interval_s)
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + join_timeout_s
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        sys.setswitchinterval(old_interval_s)
+    assert not any(thread.is_alive() for thread in threads), "threads hung"
+    assert errors == []
+
+
 def process_state(pid: int) -> str:
     """The process's state letter in /proc/PID/stat (``R``, ``S``, ``D``; ``T`` stopped)."""
     with open(f"/proc/{pid}/stat") as file:

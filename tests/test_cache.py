@@ -27,7 +27,7 @@ from resguard.cache import _core as cache_core
 from resguard.cache._sizeof import sizeof
 from resguard.testing import ManualClock
 
-from support import run_python, wait_until
+from support import run_python, run_threads, wait_until
 
 JOIN_TIMEOUT_S = 120.0
 
@@ -525,26 +525,6 @@ TestCacheModelLocked = CacheModelLocked.TestCase
 # ------------------------------------------------------------------ threads
 
 
-def _run_threads(count: int, target: Any) -> None:
-    barrier = threading.Barrier(count)
-    errors: list[BaseException] = []
-
-    def body(index: int) -> None:
-        try:
-            barrier.wait()
-            target(index)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(JOIN_TIMEOUT_S)
-    assert not any(thread.is_alive() for thread in threads), "threads hung"
-    assert errors == []
-
-
 def test_32_threads_hammering_one_cache_keep_its_invariants() -> None:
     old_interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads as often as possible
@@ -569,7 +549,7 @@ def test_32_threads_hammering_one_cache_keep_its_invariants() -> None:
                     cache.shrink(0.25)
                 assert cache.current_bytes <= 20_000
 
-        _run_threads(32, hammer)
+        run_threads(32, hammer)
         stats = cache.stats()
         assert stats.hits + stats.misses == sum(gets)
         assert stats.bytes == sum(sizeof(k) + sizeof(v) for k, v in cache.items())
@@ -583,7 +563,7 @@ def test_32_threads_hammering_one_cache_keep_its_invariants() -> None:
             for i in range(300):
                 roomy[(index, i)] = i
 
-        _run_threads(32, write)
+        run_threads(32, write)
         assert len(roomy) == 32 * 300
         assert all(roomy[(t, i)] == i for t in range(32) for i in range(300))
     finally:
@@ -610,7 +590,7 @@ def test_32_threads_on_one_memoized_function_compute_each_key_once() -> None:
     old_interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads as often as possible
     try:
-        _run_threads(32, call)
+        run_threads(32, call)
     finally:
         sys.setswitchinterval(old_interval)
     assert set(computed) == set(range(40))
@@ -637,7 +617,7 @@ def test_32_threads_on_an_evicting_memoized_function_stay_consistent() -> None:
             x = rng.randrange(20)
             assert ident(x) == x
 
-    _run_threads(32, call)
+    run_threads(32, call)
     stats = ident.cache_stats()
     assert stats.items <= 5
     assert sum(computed.values()) == stats.misses - stats.merged
@@ -768,7 +748,7 @@ def test_two_threads_waiting_on_each_others_keys_do_not_deadlock() -> None:
     def call(index: int) -> None:
         results[index + 1] = crossed(index + 1)
 
-    _run_threads(2, call)
+    run_threads(2, call)
     assert set(results) == {1, 2}
 
 
@@ -782,7 +762,7 @@ def test_merge_false_lets_every_missing_caller_compute() -> None:
         gate.wait(JOIN_TIMEOUT_S)  # all four are computing at the same time
         return x
 
-    _run_threads(4, lambda index: slow(1))
+    run_threads(4, lambda index: slow(1))
     assert computed[1] == 4
 
 
@@ -819,7 +799,7 @@ def test_waiters_get_the_first_callers_exception() -> None:
         except LookupError:
             outcomes.append("LookupError")
 
-    _run_threads(2, call)
+    run_threads(2, call)
     assert outcomes == ["LookupError", "LookupError"]
     assert calls[1] == 1
     assert failing.cache_stats().items == 0

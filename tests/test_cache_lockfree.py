@@ -14,12 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from resguard._modules import gil
+from resguard._modules.tally import Tally
 from resguard.cache import LRUCache, _core, _lru, _memo, memoize
 from resguard.cache._sizeof import sizeof
-from resguard.cache._stats import Counters, Tally
+from resguard.cache._stats import Counters
 from resguard.testing import ManualClock
 
-from support import run_python
+from support import run_python, run_threads
 
 JOIN_TIMEOUT_S = 120.0
 BLOCKED_S = 0.2  # how long a hit that takes the lock is seen to wait for it
@@ -142,9 +144,10 @@ def test_a_free_threaded_build_locks_hits_however_it_was_told(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(sys, "_is_gil_enabled", lambda: False, raising=False)
-    assert _core._gil_build() is False
+    assert gil.gil_enabled(sys) is False
     monkeypatch.setattr(sys, "_is_gil_enabled", lambda: True, raising=False)
-    assert _core._gil_build() is (sys.implementation.name == "cpython")
+    assert gil.gil_enabled(sys) is (sys.implementation.name == "cpython")
+    assert _core.LOCK_FREE_HITS is gil.LOCK_FREE  # the caches build on the one decision
 
 
 def test_a_cache_unpickled_with_python_keys_locks_its_hits() -> None:
@@ -236,36 +239,6 @@ def test_a_memoized_hit_whose_entry_is_evicted_before_its_refresh_returns_its_va
 # ------------------------------------------------------------------ 32 threads
 
 
-def _switching_often() -> Any:
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    return old
-
-
-def _run_threads(count: int, target: Callable[[int], None]) -> None:
-    barrier = threading.Barrier(count)
-    errors: list[BaseException] = []
-
-    def body(index: int) -> None:
-        try:
-            barrier.wait()
-            target(index)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
-    old = _switching_often()
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(JOIN_TIMEOUT_S)
-    finally:
-        sys.setswitchinterval(old)
-    assert not any(thread.is_alive() for thread in threads), "threads hung"
-    assert errors == []
-
-
 @pytest.mark.parametrize("ttl", [None, 5.0])
 def test_32_threads_hitting_while_others_insert_evict_expire_and_shrink(
     ttl: float | None,
@@ -302,7 +275,7 @@ def test_32_threads_hitting_while_others_insert_evict_expire_and_shrink(
                 cache.expire()
             assert cache.current_bytes <= max_bytes
 
-    _run_threads(32, hammer)
+    run_threads(32, hammer, switch_interval_s=1e-6)
     stats = cache.stats()
     assert stats.hits + stats.misses == sum(lookups)
     assert stats.hits > 0
@@ -326,7 +299,7 @@ def test_32_threads_hitting_keep_the_counts_exact() -> None:
             assert cache[i % 10] == i % 10
             assert cache.get(10 + i % 3) is None
 
-    _run_threads(32, hit)
+    run_threads(32, hit, switch_interval_s=1e-6)
     stats = cache.stats()
     assert (stats.hits, stats.misses) == (32 * 2000, 32 * 2000)
 
@@ -349,7 +322,7 @@ def test_32_threads_on_a_memoized_function_shrunk_meanwhile_compute_each_miss_on
             if index == 0 and step % 50 == 0:
                 triple.cache.shrink(0.5)
 
-    _run_threads(32, call)
+    run_threads(32, call, switch_interval_s=1e-6)
     stats = triple.cache_stats()
     assert stats.hits + stats.misses == 32 * 400
     assert stats.misses - stats.merged == computed[0]  # a miss computed or waited, never both

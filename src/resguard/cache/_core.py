@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import operator
-import sys
 import threading
 
 # Bound at import, not looked up at call time: code may memoize a builtin and put the wrapper
@@ -29,6 +28,7 @@ from typing import Any, Final, cast
 
 from resguard._errors import InvalidState, InvalidType, InvalidValue
 from resguard._modules.clock import Clock
+from resguard._modules.gil import LOCK_FREE
 from resguard._modules.log import get_logger
 from resguard.cache._sizeof import FLAT_TYPES
 from resguard.cache._sizeof import sizeof as default_sizeof
@@ -78,15 +78,9 @@ ATOMIC_KEYS: Final[frozenset[type]] = frozenset({int, str, bytes, float, bool, t
 no Python code: the keys a hit may look up without the lock."""
 
 
-def _gil_build() -> bool:
-    """Whether this is CPython running with its GIL (a free-threaded build reports False)."""
-    is_gil_enabled = getattr(sys, "_is_gil_enabled", lambda: True)
-    return bool(is_gil_enabled()) and sys.implementation.name == "cpython"
-
-
-LOCK_FREE_HITS: bool = _gil_build()
-"""Whether a new cache serves hits without the lock: CPython with the GIL, decided at import
-(a free-threaded build can turn its GIL on later, never off). Read when a cache is built."""
+LOCK_FREE_HITS: bool = LOCK_FREE
+"""Whether a new cache serves hits without the lock (:data:`resguard._modules.gil.LOCK_FREE`:
+CPython with the GIL, decided at import). Read when a cache is built; tests patch it here."""
 
 Dropped = list[tuple[Any, Any]]
 """Pairs dropped under the lock, for ``on_evict`` once it is released."""

@@ -4,21 +4,20 @@
 from __future__ import annotations
 
 # Bound at import (see _core): code may memoize a builtin and put the wrapper in its place.
-import itertools
 from builtins import callable, getattr, isinstance, len  # noqa: UP029
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
 import attrs
 
 from resguard._errors import InvalidType, InvalidValue
+from resguard._modules.tally import Tally
 from resguard.units import named, parse_bytes, parse_duration
 
 __all__ = [
     "CacheInfo",
     "CacheStats",
     "Counters",
-    "Tally",
     "ValueTooLarge",
     "check_callable",
     "check_max_bytes",
@@ -36,36 +35,6 @@ class ValueTooLarge(InvalidValue):
         super().__init__(message)
         self.size_bytes = size_bytes
         self.max_bytes = max_bytes
-
-
-class Tally:
-    """A count that threads raise without a lock: :attr:`tick` is ``itertools.count``'s
-    ``__next__``, one C call that runs no Python code, so under the GIL no two ticks can
-    interleave and none is lost. Read and set it only under the cache's lock (a read is a tick
-    too, which it subtracts; two reads at once would each miss the other's)."""
-
-    __slots__ = ("_offset", "count", "tick")
-
-    count: Iterator[int]
-    """The ``itertools.count`` under it: ``next(count)`` is :attr:`tick` (and CPython 3.11
-    specialises that call, where a call of the bound ``__next__`` it does not)."""
-    tick: Callable[[], int]
-    """Count one (returns a number that is no use to the caller)."""
-
-    def __init__(self) -> None:
-        self.count = itertools.count()
-        self.tick = self.count.__next__
-        self._offset = 0  # ticks that were reads, less the value a set() started from
-
-    def get(self) -> int:
-        """The ticks so far (under the cache's lock)."""
-        value = self.tick() - self._offset
-        self._offset += 1
-        return value
-
-    def set(self, value: int) -> None:
-        """Make the count *value* now (under the cache's lock)."""
-        self._offset = self.tick() + 1 - value
 
 
 class Counters:
