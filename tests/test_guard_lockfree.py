@@ -17,7 +17,7 @@ import anyio
 import attrs
 import pytest
 
-from resguard import ResourceExhausted
+from resguard import InvalidState, ResourceExhausted
 from resguard._modules import gil
 from resguard.guard import Guard, _expiry, _settings
 from resguard.rules import Level, Policy, Threshold
@@ -457,6 +457,25 @@ def test_settings_changed_while_blocks_are_in_flight_leave_the_counts_exact() ->
     with guard:
         assert guard.stats().reserved_bytes == 1 * MiB
     assert guard.stats().reserved_bytes == 0
+
+
+def test_reserve_bytes_is_refused_while_admissions_are_in_flight() -> None:
+    guard = Guard(memory="90%", monitor=static())
+    for reserving in (0, 1 * MiB):  # lock-free blocks, then locked ones
+        guard.reserve_bytes = reserving
+        with guard:
+            with pytest.raises(InvalidState, match=r"reserve_bytes=2097152 assigned while 1"):
+                guard.reserve_bytes = 2 * MiB
+            guard.reserve_bytes = reserving  # the same value changes nothing
+            assert guard.stats().reserved_bytes == reserving
+        stats = guard.stats()
+        assert (stats.in_flight, stats.reserved_bytes) == (0, 0)
+    with guard.admit(reserve="4MiB"):  # an admission of admit() counts too
+        with pytest.raises(InvalidState):
+            guard.reserve_bytes = 0
+    guard.reserve_bytes = 0  # none in flight: taken
+    assert guard.reserve_bytes == 0
+    assert lock_free(guard)
 
 
 def test_a_lock_free_block_left_without_entering_it_is_still_refused() -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from resguard._errors import InvalidState
 from resguard._modules.clock import Clock, monotonic
 
 # LOCK_FREE: whether a guard may admit ``with guard:`` without its lock, read when it is
@@ -24,6 +25,7 @@ from resguard.guard import _core
 from resguard.guard._args import OnUnknown, Settings, check_monitor, check_reserve, clock_of
 from resguard.guard._core import HoldMeter
 from resguard.rules import Level
+from resguard.units import shown
 
 if TYPE_CHECKING:
     from resguard.monitor import Monitor
@@ -76,6 +78,8 @@ class GuardSettings:
         "on_breach",
         "wait_s",
     )
+    _in_flight: int  # the admissions in flight, counted by GuardState
+    _tokens: list[None]
 
     def __init__(self, given: Settings) -> None:
         self._limits = given.limits
@@ -173,15 +177,23 @@ class GuardSettings:
     @property
     def reserve_bytes(self) -> int:
         """The reservation of each ``with guard:`` block and the default of
-        :meth:`admit` (0 with ``reserve="auto"``, which learns one per function). Assign
-        it while no ``with guard:`` block is in flight: a block gives back the guard's
-        reservation as it is when the block leaves."""
+        :meth:`admit` (0 with ``reserve="auto"``, which learns one per function). A new
+        value is refused (:class:`~resguard.InvalidState`) while any admission is in
+        flight: a block gives back the guard's reservation as it is when the block leaves,
+        so a change under it would miscount what is reserved."""
         return self._reserve_bytes
 
     @reserve_bytes.setter
     def reserve_bytes(self, reserve_bytes: int) -> None:
         checked = check_reserve(reserve_bytes, "reserve_bytes")
         with self._lock:
+            in_flight = self._in_flight + len(self._tokens)
+            if in_flight and checked != self._reserve_bytes:
+                raise InvalidState(
+                    f"{self.name}: reserve_bytes={shown(reserve_bytes)} assigned while "
+                    f"{in_flight} admission(s) are in flight; expected it assigned while none "
+                    f"is (a block gives back the reservation the guard has when it leaves)"
+                )
             self._reserve_bytes = checked
             self._budget_state = self._open_state = None
             self._set_mode()
