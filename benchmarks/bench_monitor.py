@@ -4,11 +4,16 @@ Reaction: a child process in a real cgroup-v1 child of 256 MiB climbs in 1 MiB s
 reads the cgroup's usage file after each step; the first read that shows resguard's working
 set (usage minus inactive file cache) past the threshold is the crossing. The Monitor's
 verdict is timed by a subscriber. Both sides read ``CLOCK_MONOTONIC`` (``perf_counter`` is
-not comparable across processes). Cells: thresholds at 30, 50, 80 and 95 % of the limit, a
-sudden allocation (the steps back to back) and a steady climb (a pause after each step),
-each from a start where the threshold is within 10 % of the usage, with kernel events and
-with ``events=False`` (pure polling). The alternatives are other tools' poll intervals: a
-poller with period T sees a crossing T/2 later on average.
+not comparable across processes). The latency is signed: the kernel can wake the Monitor
+during the crossing step, before the child's own read, and such a verdict is negative, never
+counted as 0; each row also gives the median from the start of the crossing step (never
+negative). Cells: thresholds at 30, 50, 80 and 95 % of the limit, a sudden allocation (the
+steps back to back) and a steady climb (a pause after each step), each from a start where the
+threshold is within 10 % of the usage, with kernel events and with ``events=False`` (pure
+polling). An events cell's alternative is the same cell measured with ``events=False``; a
+polling cell's is a nominal figure, not measured: other tools' check intervals, where a poller
+with period T sees a crossing T/2 late on average. A crossing that starts while the Monitor
+has no usage threshold armed is counted, and its cell is judged missed (it measured polling).
 
 CPU: the Monitor at its defaults on this (calm) machine, with and without events, beside a
 psutil poller at 50 ms. ``RESGUARD_BENCH_MONITOR_S`` shortens the 30 s windows.
@@ -17,7 +22,6 @@ Run: ``.venv/bin/python benchmarks/run.py monitor``.
 
 from __future__ import annotations
 
-import inspect
 import os
 import resource
 import statistics
@@ -28,6 +32,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +55,17 @@ CLIMB_PAUSE_S = 0.005  # the steady climb: 1 MiB every 5 ms (200 MiB/s)
 VERDICT_DEADLINE_S = 3.0
 EVENTS_TARGET_S = 0.002
 POLLING_TARGET_S = 0.020
-ALTERNATIVES = (
-    ("Dask 100 ms", 0.1),
-    ("Ray 250 ms", 0.25),
-    ("earlyoom 100 ms (its fastest)", 0.1),
-    ("kubelet 10 s", 10.0),
+NOMINAL = (  # other tools' check intervals: documented figures, not measured here
+    ("Dask's 100 ms", 0.1),
+    ("Ray's 250 ms", 0.25),
+    ("earlyoom's 100 ms (its fastest)", 0.1),
+    ("kubelet's 10 s", 10.0),
 )
 
 # The allocating child: "base B" grows or shrinks its buffer until the working set is about
 # B bytes; "climb EDGE PAUSE" adds 1 MiB steps until the working set read from the usage file
-# is past EDGE, and answers the CLOCK_MONOTONIC time of that read.
+# is past EDGE, and answers the CLOCK_MONOTONIC times of that read and of the start of the
+# step that crossed.
 CHILD = r"""
 import mmap, os, sys, time
 MiB = 1 << 20
@@ -91,8 +97,9 @@ for line in sys.stdin:
         print("ok", usage() - gap, flush=True)
     elif command == "climb":
         edge, pause = int(args[0]), float(args[1])
-        crossed = -1.0
+        crossed = step = -1.0
         while top < steps:
+            step = time.clock_gettime(time.CLOCK_MONOTONIC)
             buffer[top * MiB:(top + 1) * MiB] = block
             top += 1
             if usage() - gap > edge:
@@ -100,17 +107,12 @@ for line in sys.stdin:
                 break
             if pause:
                 time.sleep(pause)
-        print("crossed", crossed, flush=True)
+        print("crossed", crossed, step, flush=True)
 """
 
 
 def _now() -> float:
     return time.clock_gettime(time.CLOCK_MONOTONIC)
-
-
-def _events_supported() -> bool:
-    """Whether this Monitor takes ``events=`` (kernel events; issue 15)."""
-    return "events" in inspect.signature(Monitor).parameters
 
 
 def _cpu_s() -> float:
@@ -149,16 +151,13 @@ def monitor_cpu(table: Table) -> None:
     """CPU the monitor costs on a calm machine, with and without kernel events."""
     theirs = _naive_cpu(MONITOR_CPU_S)
     alternative = "psutil poller at 50 ms (vm, cpu, rss)"
-    cases: list[tuple[str, dict[str, Any] | None, float]] = [
-        ("with kernel events (default)", {} if _events_supported() else None, 0.2),
-        ("without events (`events=False`)", {"events": False} if _events_supported() else {}, 0.5),
+    cases: list[tuple[str, dict[str, Any], float]] = [
+        ("with kernel events (default)", {}, 0.2),
+        ("without events (`events=False`)", {"events": False}, 0.5),
     ]
     for label, options, bound_percent in cases:
         what = f"Monitor CPU, calm machine, over {MONITOR_CPU_S:g} s, {label}"
         target = Target.ours_at_most(bound_percent, "% of a core")
-        if options is None:
-            table.note(what, "not available yet (no `events=`)", target=target)
-            continue
         ours = _monitor_cpu(MONITOR_CPU_S, **options)
         table.note(
             what,
@@ -169,17 +168,16 @@ def monitor_cpu(table: Table) -> None:
             target,
             ours_value=ours * 100,
         )
-    if "adaptive" in inspect.signature(Monitor).parameters:
-        window_s = min(MONITOR_CPU_S, 10.0)
-        busy = _monitor_cpu(window_s, adaptive=False)
-        table.note(
-            f"Monitor CPU sampling every 50 ms (`adaptive=False`), over {window_s:g} s",
-            f"{busy * 100:.2f} % of a core",
-            alternative,
-            f"{theirs * 100:.2f} % of a core",
-            f"{theirs / busy:.1f}×" if busy else "",
-            "(context)",
-        )
+    window_s = min(MONITOR_CPU_S, 10.0)
+    busy = _monitor_cpu(window_s, adaptive=False)
+    table.note(
+        f"Monitor CPU sampling every 50 ms (`adaptive=False`), over {window_s:g} s",
+        f"{busy * 100:.2f} % of a core",
+        alternative,
+        f"{theirs * 100:.2f} % of a core",
+        f"{theirs / busy:.1f}×" if busy else "",
+        "(context)",
+    )
 
 
 class _Child:
@@ -243,15 +241,39 @@ def _wait(predicate: Any, timeout_s: float) -> bool:
     return True
 
 
+@dataclass
+class Cell:
+    """The crossings of one cell.
+
+    *latencies_s* are signed: the verdict's time minus the child's read that saw the
+    crossing (negative: the kernel woke the Monitor during the step, before that read).
+    *from_step_s* are the verdict's time minus the start of the crossing step. *lost*
+    crossings got no verdict in VERDICT_DEADLINE_S; *unarmed* ones started while the Monitor
+    said no usage threshold was armed (with events: those crossings were polled).
+    """
+
+    latencies_s: list[float] = field(default_factory=list)
+    from_step_s: list[float] = field(default_factory=list)
+    lost: int = 0
+    unarmed: int = 0
+
+    def median_s(self) -> float | None:
+        return statistics.median(self.latencies_s) if self.latencies_s else None
+
+
+def _thresholds_armed(monitor: Monitor) -> bool:
+    return any("threshold" in armed for armed in monitor.events_armed)
+
+
 def _cell(
     cgroup: Path, child: _Child, percent: int, pause_s: float, options: dict[str, Any]
-) -> tuple[list[float], int, int]:
-    """Latencies (s) of REPETITIONS crossings of *percent*, how many got no verdict and how
-    many verdicts came before the child's own read (counted as 0)."""
+) -> Cell:
+    """REPETITIONS crossings of *percent* by *child*, timed against the Monitor's verdict."""
     edge = LIMIT_BYTES * percent // 100
     base = int(edge / 1.1)  # the threshold within 10 % of the usage at the start
     policy = Policy([Threshold("memory.percent", ">", percent, level=Level.WARNING, clear=percent)])
     monitor = Monitor(policy=policy, cgroup=str(cgroup), reclaim=False, **options)
+    events = options.get("events", True)
     published: list[float] = []
 
     def subscriber(new: State, old: State | None) -> None:
@@ -259,27 +281,36 @@ def _cell(
             published.append(_now())
 
     monitor.subscribe(subscriber)
-    latencies: list[float] = []
-    lost = early = 0
+    cell = Cell()
     with monitor:
         time.sleep(1)  # a monitor runs long before a crossing: let it arm its edges first
-        if options.get("events", True) and hasattr(monitor, "events_armed"):
-            _wait(lambda: any("threshold" in armed for armed in monitor.events_armed), 2.0)
+        if events:
+            _wait(lambda: _thresholds_armed(monitor), 2.0)
         for _ in range(REPETITIONS):
             child.ask(f"base {base}")
             _wait(lambda: monitor.state.level == Level.OK, 5.0)
             time.sleep(0.3)  # let the monitor see the start (pacing, armed thresholds)
+            cell.unarmed += events and not _thresholds_armed(monitor)
             published.clear()
-            crossed = float(child.ask(f"climb {edge} {pause_s}")[1])
+            answer = child.ask(f"climb {edge} {pause_s}")
+            crossed, step = float(answer[1]), float(answer[2])
             if crossed < 0 or not _wait(lambda: bool(published), VERDICT_DEADLINE_S):
-                lost += 1
+                cell.lost += 1
             else:
-                # the kernel may wake the Monitor before the child's own read: that is 0 late
-                early += published[0] < crossed
-                latencies.append(max(published[0] - crossed, 0.0))
+                cell.latencies_s.append(published[0] - crossed)
+                cell.from_step_s.append(published[0] - step)
             child.ask(f"base {base}")
             _wait(lambda: monitor.state.level == Level.OK, 5.0)
-    return latencies, lost, early
+    return cell
+
+
+MODES: tuple[tuple[str, dict[str, Any], float], ...] = (
+    ("events", {}, EVENTS_TARGET_S),
+    ("`events=False`", {"events": False}, POLLING_TARGET_S),
+)
+PATTERNS = (("sudden", 0.0), ("steady climb", CLIMB_PAUSE_S))
+
+CellKey = tuple[str, str, int]  # (mode, pattern, percent)
 
 
 def reaction_latency(table: Table) -> None:
@@ -287,59 +318,111 @@ def reaction_latency(table: Table) -> None:
     if os.geteuid() != 0 or not (V1 / "memory.limit_in_bytes").exists():
         table.note("reaction latency", "skipped: needs root and a cgroup v1 memory hierarchy")
         return
-    modes: list[tuple[str, dict[str, Any] | None, float]] = [
-        ("events", {} if _events_supported() else None, EVENTS_TARGET_S),
-        ("`events=False`", {"events": False} if _events_supported() else {}, POLLING_TARGET_S),
-    ]
+    cells: dict[CellKey, Cell] = {}
     with _cgroup() as cgroup:
         child = _Child(cgroup)
         try:
-            for mode, options, bound_s in modes:
-                everything: list[float] = []
-                for pattern, pause_s in (("sudden", 0.0), ("steady climb", CLIMB_PAUSE_S)):
+            for mode, options, _ in MODES:
+                for pattern, pause_s in PATTERNS:
                     for percent in THRESHOLDS_PERCENT:
-                        what = f"reaction, {mode}, threshold {percent} %, {pattern}"
-                        target = Target.ours_at_most(bound_s, what="median")
-                        if options is None:
-                            table.note(what, "not available yet (no `events=`)", target=target)
-                            continue
-                        latencies, lost, early = _cell(cgroup, child, percent, pause_s, options)
-                        everything += latencies
-                        _cell_row(table, what, latencies, lost, early, target)
-                if everything:
-                    median = statistics.median(everything)
-                    for name, interval_s in ALTERNATIVES[1:]:
-                        table.compare(
-                            f"reaction, {mode}, all cells (median of {len(everything)})",
-                            median,
-                            f"{name} check interval (median T/2)",
-                            interval_s / 2,
+                        cells[mode, pattern, percent] = _cell(
+                            cgroup, child, percent, pause_s, options
                         )
         finally:
             child.close()
+    reaction_rows(table, cells)
+
+
+def _ratio(theirs_s: float | None, ours_s: float | None) -> str:
+    """theirs ÷ ours, or nothing where resguard's figure is 0 or negative (before the read)."""
+    if theirs_s is None or ours_s is None or ours_s <= 0:
+        return ""
+    return f"{theirs_s / ours_s:.1f}×"
+
+
+def reaction_rows(table: Table, cells: dict[CellKey, Cell]) -> None:
+    """The reaction rows: each events cell beside the same cell with ``events=False``
+    (measured), each polling cell beside a nominal T/2 (not measured), then all cells."""
+    nominal_name, nominal_s = NOMINAL[0]
+    for mode, _, bound_s in MODES:
+        everything: list[float] = []
+        for pattern, _ in PATTERNS:
+            for percent in THRESHOLDS_PERCENT:
+                cell = cells[mode, pattern, percent]
+                everything += cell.latencies_s
+                if mode == "events":
+                    polled = cells["`events=False`", pattern, percent].median_s()
+                    alternative = "the same cell with `events=False` (measured)"
+                    theirs = polled
+                else:
+                    alternative = f"nominal: {nominal_name} check interval, T/2 (not measured)"
+                    theirs = nominal_s / 2
+                _cell_row(
+                    table,
+                    f"reaction, {mode}, threshold {percent} %, {pattern}",
+                    cell,
+                    alternative,
+                    theirs,
+                    Target.ours_at_most(bound_s, what="median"),
+                )
+        if not everything:
+            continue
+        median = statistics.median(everything)
+        what = f"reaction, {mode}, all cells (median of {len(everything)})"
+        if mode == "events":
+            polled_all = [
+                s for key, cell in cells.items() if key[0] != "events" for s in cell.latencies_s
+            ]
+            theirs_all = statistics.median(polled_all) if polled_all else None
+            table.note(
+                what,
+                format_s(median),
+                "all cells with `events=False` (measured)",
+                format_s(theirs_all) if theirs_all is not None else "not measured",
+                _ratio(theirs_all, median),
+            )
+            continue
+        for name, interval_s in NOMINAL[1:]:
+            table.note(
+                what,
+                format_s(median),
+                f"nominal: {name} check interval, T/2 (not measured)",
+                format_s(interval_s / 2),
+                _ratio(interval_s / 2, median),
+            )
 
 
 def _cell_row(
-    table: Table, what: str, latencies: list[float], lost: int, early: int, target: Target
+    table: Table,
+    what: str,
+    cell: Cell,
+    alternative: str,
+    theirs_s: float | None,
+    target: Target,
 ) -> None:
-    name, interval_s = ALTERNATIVES[0]
-    if not latencies:
-        table.note(what, f"no verdict in {VERDICT_DEADLINE_S:g} s ({lost} tries)", target=target)
+    median = cell.median_s()
+    unarmed = f"{cell.unarmed} of {REPETITIONS} crossings began with no usage threshold armed"
+    if median is None:
+        detail = f"no verdict in {VERDICT_DEADLINE_S:g} s ({cell.lost} tries)"
+        table.note(what, detail + (f"; {unarmed}" if cell.unarmed else ""), target=target)
         return
-    median = statistics.median(latencies)
-    detail = f"median of {len(latencies)}, max {format_s(max(latencies))}"
+    detail = f"median of {len(cell.latencies_s)}, max {format_s(max(cell.latencies_s))}"
+    early = sum(1 for latency in cell.latencies_s if latency < 0)
     if early:
-        detail += f", {early} before the child's read"
-    if lost:
-        detail += f", {lost} without a verdict"
+        detail += f", {early} before the child's read (negative)"
+    detail += f", from the step's start: median {format_s(statistics.median(cell.from_step_s))}"
+    if cell.lost:
+        detail += f", {cell.lost} without a verdict"
+    if cell.unarmed:
+        detail += f"; not armed: {unarmed} (polled, judged missed)"
     table.note(
         f"{what} ({detail})",
         format_s(median),
-        f"{name} check interval (median T/2)",
-        format_s(interval_s / 2),
-        f"{interval_s / 2 / median:.1f}×" if median else "",
+        alternative,
+        format_s(theirs_s) if theirs_s is not None else "not measured",
+        _ratio(theirs_s, median),
         target,
-        ours_value=median if not lost else float("inf"),
+        ours_value=median if not cell.lost and not cell.unarmed else float("inf"),
     )
 
 

@@ -1,6 +1,7 @@
 """Run every benchmark module (or those named on the command line) and print one table.
 
-Below the table: how many targets were met, and each one missed or not measured.
+Below the table: how many targets were met, and each one missed or not measured. The first
+row is the empty call that every per-call timing subtracts (see ``_harness.per_call_s``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _harness import Table
+from _harness import Table, empty_call_s, format_s
 
 
 def main(argv: list[str]) -> int:
@@ -33,6 +34,10 @@ def main(argv: list[str]) -> int:
         return 2
     names = argv or known
     table = Table()
+    table.note(
+        "a timed loop calling an empty function (subtracted from every per-call figure below)",
+        format_s(empty_call_s()),
+    )
     for name in names:
         module = importlib.import_module(name if name.startswith("bench_") else f"bench_{name}")
         print(f"running {module.__name__} ...", file=sys.stderr, flush=True)
