@@ -157,6 +157,31 @@ def test_an_armed_edge_fires_when_the_child_crosses_it_and_arm_moves_it(
         events.close()
 
 
+def test_a_gap_that_shrinks_within_the_slack_never_makes_the_crossing_late(
+    memory_cgroup: MemoryCgroup,
+) -> None:
+    # issue 15 (R2 4): registered at edge + gap, a gap that reclaim shrank (by less than
+    # the re-arm slack, 4 MiB here) let memory.used cross the edge with no event at all
+    events = _v1_events(memory_cgroup, 256 * MiB)
+    try:
+        allocator = Allocator(memory_cgroup)
+        allocator.send("1")
+        usage = memory_cgroup.usage_bytes()
+        edge = usage + 16 * MiB
+        _arm(events, [edge], usage - 3 * MiB - 512 * 1024)  # 3.5 MiB of cache, it seems
+        before = events.covered_edges_bytes
+        assert before == (edge,)
+        allocator.send("17")  # no cache after all: used = usage, 1 MiB past the edge
+        assert memory_cgroup.usage_bytes() > edge
+        crossed = [e for e in _wait_for(events, "threshold") if e.kind == "threshold"]
+        assert crossed
+        assert crossed[0].detail.startswith(f"usage crossed {edge} B")
+        events.arm([edge], memory_cgroup.usage_bytes() - 3 * MiB - 512 * 1024)  # same wish
+        assert events.covered_edges_bytes == ()  # passed: nothing wakes the loop there now
+    finally:
+        events.close()
+
+
 def test_the_same_edges_and_gap_are_not_registered_again(memory_cgroup: MemoryCgroup) -> None:
     events = _v1_events(memory_cgroup, 256 * MiB)
     try:

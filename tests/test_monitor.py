@@ -235,6 +235,31 @@ def test_a_threshold_at_half_the_limit_is_not_polled_at_the_relaxed_interval(
     assert monitor.next_interval_s() < 0.02
 
 
+def test_an_edge_no_kernel_threshold_covers_still_paces_the_loop(tmp_path: Path) -> None:
+    # issue 15 (R2 4): one armed threshold made every edge "covered"; a threshold use has
+    # already passed (it fired early, the gap shrank) wakes nothing at the edge itself
+    from resguard.monitor import _decide
+
+    clock = ManualClock()
+    machine, monitor = _paced_monitor(tmp_path, clock)
+    machine.set_used_percent(49.5)
+    monitor.sample_now()
+    memory = monitor.state.snapshot.memory
+    assert memory.used is not None
+    used = memory.used
+    edges = monitor._events.edges(monitor.policy, memory)
+    half = min(edges, key=lambda edge: abs(edge - used))
+    others = tuple(edge for edge in edges if edge != half)
+
+    def wait_s(covered: tuple[int, ...]) -> float:
+        options, history = monitor._options, monitor._history
+        return _decide.next_interval_s(options, monitor.state, history, edges, covered=covered)
+
+    assert wait_s(tuple(edges)) == 0.4  # the kernel wakes the loop at each: relaxed
+    assert wait_s(others) < 0.02  # the near edge at 50 % is paced by its distance
+    assert wait_s(()) < 0.02
+
+
 def test_relax_below_when_given_is_one_more_edge_to_pace_by(tmp_path: Path) -> None:
     clock = ManualClock()
     _, plain = _paced_monitor(tmp_path / "a", clock)

@@ -213,6 +213,7 @@ class V1Notifier:
         self._unique: tuple[int, ...] = ()  # ... sorted, without repeats
         self._wanted: dict[int, tuple[int, ...]] = {}  # usage value -> its edges
         self._usage_bytes = 0  # usage when they were asked for (nearest first)
+        self._usage_now_bytes = 0  # usage at the last arm()
         self._asked = self._done = 0
         self._worker: threading.Thread | None = None
         self.registering = threading.Lock()  # held while the worker writes a registration
@@ -353,7 +354,8 @@ class V1Notifier:
 
     def arm(self, edges_bytes: Iterable[int], used_bytes: int | None) -> None:
         """Ask for thresholds at the :data:`MAX_EDGES` edges nearest to current use, each
-        at ``edge + gap`` (see memevents' docstring); nothing when the edges and the gap
+        at ``edge + gap - slack``, never below the edge (see memevents' docstring);
+        nothing when the edges and the gap
         (within :func:`rearm_slack_bytes`) are as asked before. Call it holding the lock.
 
         The kernel takes a grace period (5–15 ms here) per threshold registered, so the
@@ -373,6 +375,7 @@ class V1Notifier:
         edges = self._unique
         if len(edges) > MAX_EDGES:
             edges = nearest_edges(edges, usage - gap)
+        self._usage_now_bytes = usage
         if edges == self._edges and abs(gap - self._gap_bytes) <= self._slack_bytes:
             return  # the path of almost every tick: one pread
         limit = _number(pread_text(self._limit_fd)) if self._limit_fd is not None else None
@@ -380,7 +383,9 @@ class V1Notifier:
             self._limit_bytes = limit
         self._slack_bytes = rearm_slack_bytes(self._limit_bytes)
         self._edges, self._gap_bytes = edges, gap
-        self._wanted = usage_thresholds(edges, gap, self._limit_bytes)
+        # a slack early: until the next re-arm the gap may shrink by up to the slack (reclaim
+        # taking inactive cache), and a threshold at edge + gap would then fire late or never
+        self._wanted = usage_thresholds(edges, max(gap - self._slack_bytes, 0), self._limit_bytes)
         self._usage_bytes = usage
         self._asked += 1
         if self._worker is None or not self._worker.is_alive():
@@ -389,6 +394,21 @@ class V1Notifier:
             )
             self._worker.start()
         self.fds.changed.notify_all()
+
+    def covered_edges_bytes(self) -> tuple[int, ...]:
+        """The edges whose threshold is armed above usage at the last :meth:`arm` (under
+        the lock): the kernel wakes the loop before ``memory.used`` crosses them. An edge
+        whose threshold usage has passed (it fired early, or was registered below usage)
+        is not covered: nothing wakes the loop when ``memory.used`` crosses it."""
+        armed = {w.value_bytes for w in self.watches.values() if w.kind == "threshold"}
+        return tuple(
+            sorted(
+                edge
+                for value, edges in self._wanted.items()
+                if value in armed and value > self._usage_now_bytes
+                for edge in edges
+            )
+        )
 
     def settled(self) -> bool:
         """Whether the worker has done what the last :meth:`arm` asked (under the lock)."""

@@ -30,11 +30,16 @@ windows are multiples of 2 s).
 **The gap translation.** Rules and guards speak of ``memory.used``, the working set (usage
 minus inactive file cache), but the kernel compares thresholds with
 ``memory.usage_in_bytes``, which includes that cache. :meth:`MemoryEvents.arm` therefore
-registers each edge at ``edge + gap``, the gap being ``usage_in_bytes - used`` now (usage
-read with one ``pread``). The gap drifts as cache comes and goes, so the thresholds are
-registered again when the edge set changed or the gap moved by more than
-:func:`~resguard._probes.memcg_v1.rearm_slack_bytes` (1 % of the limit, at least 4 MiB);
-a crossing missed by less than that is caught by the Monitor's next sample. At most
+registers each edge at ``edge + gap - slack`` (never below the edge), the gap being
+``usage_in_bytes - used`` now (usage read with one ``pread``) and the slack
+:func:`~resguard._probes.memcg_v1.rearm_slack_bytes` (1 % of the limit, at least 4 MiB).
+The gap drifts as cache comes and goes (reclaim takes inactive cache first), so the
+thresholds are registered again when the edge set changed or the gap moved by more than
+the slack: until then a rising ``memory.used`` reaches the edge no sooner than usage
+reaches its threshold, so the event is never late, at most early (one burst of samples).
+An edge whose threshold usage has already passed (it fired early, or use is above it) is
+not covered (:attr:`MemoryEvents.covered_edges_bytes`): the Monitor paces its polling by
+the distance to it as it does without events. At most
 :data:`~resguard._probes.memcg_v1.MAX_EDGES` edges are armed, the nearest to current use.
 The v1 registrations themselves are :mod:`resguard._probes.memcg_v1`'s.
 
@@ -367,6 +372,14 @@ class MemoryEvents:
         with self._fds.lock:
             found = (w.value_bytes for w in self._watches.values() if w.kind == "threshold")
             return tuple(sorted(value for value in found if value is not None))
+
+    @property
+    def covered_edges_bytes(self) -> tuple[int, ...]:
+        """The edges (``memory.used`` values, sorted) the kernel wakes the loop before
+        use rises through: a threshold armed for them above usage at the last
+        :meth:`arm` (v1). Others, those below use included, are for pacing to watch."""
+        with self._fds.lock:
+            return () if self._fds.closed else self._v1.covered_edges_bytes()
 
     def descriptors(self) -> tuple[tuple[int, int], ...]:
         """``(fd, select.POLL* mask)`` of everything armed, to wait on in one ``poll()``;

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import attrs
 
@@ -69,7 +69,7 @@ def next_interval_s(
     edges_bytes: Iterable[int] = (),
     *,
     burst: bool = False,
-    covered: bool = False,
+    covered: Collection[int] = (),
 ) -> float:
     """How long the fast loop waits after publishing *state*.
 
@@ -81,10 +81,10 @@ def next_interval_s(
     default), between *min_interval* and *relaxed_interval*; at most *interval* while
     the verdict is not OK. *min_interval* during a *burst* (after a kernel event);
     *interval* while memory or part of the verdict is unknown: blind is not calm, nor a
-    reason to spin. *interval* always when not *adaptive*. While the edges are *covered*
-    by kernel thresholds (cgroup v1: the kernel wakes the loop at each crossing), their
-    distance no longer shortens the wait: *relaxed_interval*, at most *interval* while
-    the verdict is not OK.
+    reason to spin. *interval* always when not *adaptive*. The edges in *covered* have
+    kernel thresholds armed ahead of use (cgroup v1: the kernel wakes the loop before use
+    rises through them): their distance no longer shortens the wait, nor the limit's
+    while any is covered (the OOM eventfd watches it); the others still pace it.
     """
     if not options.adaptive:
         return options.interval_s
@@ -93,8 +93,9 @@ def next_interval_s(
     memory = state.snapshot.memory
     if memory.used is None or not state.verdict.known:
         return options.interval_s
-    edges = [] if covered else list(edges_bytes)
-    if memory.limit is not None and not covered:
+    skip = set(covered)
+    edges = [edge for edge in edges_bytes if edge not in skip]
+    if memory.limit is not None and not skip:
         edges.append(memory.limit)
         if options.relax_below_percent is not None:
             edges.append(int(memory.limit * options.relax_below_percent / 100))

@@ -271,12 +271,13 @@ class Wakeups:
         return () if self.events is None or self._closed else tuple(self.events.armed)
 
     @property
-    def covered(self) -> bool:
-        """Whether usage thresholds are armed (cgroup v1): the kernel wakes the loop at
-        the edges, so pacing by their distance is not needed."""
+    def covered(self) -> tuple[int, ...]:
+        """The edges usage thresholds cover (cgroup v1: the kernel wakes the loop before
+        use rises through them), which pacing by distance need not watch; empty when
+        none (v2, the host, no events, or every threshold already passed)."""
         if self.events is None or self._closed:
-            return False
-        return bool(self.events.thresholds_bytes)
+            return ()
+        return self.events.covered_edges_bytes
 
     def after_tick(self, policy: Policy, snapshot: Snapshot, now_s: float, burst_s: float) -> None:
         """Arm at the edges of *snapshot*'s limit (the kernel side re-registers only what
