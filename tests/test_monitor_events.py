@@ -29,6 +29,7 @@ from plugins.integration import unavailable
 from support import wait_until
 
 MiB = 2**20
+GiB = 2**30
 
 GROWER = """
 import sys
@@ -367,34 +368,61 @@ class Scripted:
         return attrs.evolve(snapshot, monotonic=float(self.clock()))
 
 
-def _levels(events: bool, percents: list[float]) -> tuple[list[Level], Any]:
+_EVENTS_AT = {2, 4, 8}  # the steps before which the kernel says memory.high grew
+
+
+def _levels(events: bool, percents: list[float], tmp_path: Path) -> tuple[list[Level], Any]:
+    """The levels a monitor on a v2 tree concludes as use moves through *percents* of its
+    2 GiB limit, the kernel's ``memory.events`` growing (and, with *events*, the loop
+    woken by it) before the steps in ``_EVENTS_AT``; also each tick's wait and the events
+    delivered."""
     clock = ManualClock()
-    script = [make_snapshot(memory_percent=percent) for percent in [percents[0], *percents]]
+    tree = KernelTree(tmp_path)  # used = memory.current - inactive_file (256 MiB)
+    current = Path(tree.path("memory.current"))
+    events_file = current.with_name("memory.events")
+    events_file.write_text("low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n")
     monitor = Monitor(
         policy=half_warns(),
-        sampler=Scripted(script, clock),  # type: ignore[arg-type]
+        sampler=Sampler(tree.roots, clock=clock),
         clock=clock,
         reclaim=False,
         events=events,
+        min_interval="5ms",
+        relaxed_interval="400ms",
     )
+    seen: list[str] = []
+    monitor.subscribe_events(lambda event: seen.append(event.kind))
     wakeups = _steps.open_wakeups(monitor)
     try:
         steps = _steps.steps_for(monitor, wakeups)
-        levels = []
-        for _ in percents:
-            clock.advance(steps.tick())
+        levels, waits, high = [], [], 0
+        for step, percent in enumerate(percents):
+            current.write_text(f"{int(2 * GiB * percent / 100) + GiB // 4}\n")
+            if step in _EVENTS_AT:
+                high += 1
+                events_file.write_text(f"low 0\nhigh {high}\nmax 0\noom 0\noom_kill 0\n")
+                steps.woken(tuple(fd for fd, _ in wakeups.descriptors))  # as poll() says
+            waits.append(steps.tick())
             levels.append(monitor.state.level)
-        return levels, wakeups.events
+            clock.advance(0.05)
+        opened = wakeups.events is not None and wakeups.events.available
+        return levels, (waits, seen, opened)
     finally:
         wakeups.close()
 
 
-def test_events_change_when_the_monitor_looks_never_what_it_concludes() -> None:
+def test_events_change_when_the_monitor_looks_never_what_it_concludes(tmp_path: Path) -> None:
+    # R2 2: events are delivered between the ticks, so the two modes run different code
     percents = [10.0, 45, 51, 60, 49, 45, 39, 30, 55, 38]
-    polled, none = _levels(False, percents)
-    assert none is None  # events=False: no kernel events at all, PSI included
-    woken, _ = _levels(True, percents)
-    assert woken == polled
+    polled, (polled_waits, unheard, opened) = _levels(False, percents, tmp_path / "a")
+    assert not opened  # events=False: no kernel events at all, PSI included
+    assert unheard == []
+    woken, (woken_waits, heard, opened) = _levels(True, percents, tmp_path / "b")
+    assert opened
+    assert heard == ["high", "high", "high"]  # each growth delivered once, between ticks
+    assert [woken_waits[step] for step in sorted(_EVENTS_AT)] == [0.005] * 3  # a burst
+    assert woken_waits != polled_waits  # when it looks changed ...
+    assert woken == polled  # ... what it concludes did not
     assert polled == [
         Level.OK,
         Level.OK,
