@@ -6,6 +6,7 @@ its monitor."""
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import threading
 import time
@@ -492,6 +493,40 @@ def test_a_forked_child_leaves_a_lock_free_block_entered_before_the_fork() -> No
     assert guard.stats().in_flight == 0
     with guard:
         assert guard.stats().in_flight == 1
+
+
+_EXPIRY_FORK_SCRIPT = """
+import os, signal, threading, time
+from resguard.guard._expiry import Expiry
+
+class Open:
+    def _expire(self, now_s):
+        return now_s + 3600
+
+class Soon:
+    def __init__(self):
+        self.closed = threading.Event()
+
+    def _expire(self, now_s):
+        self.closed.set()
+
+expiry, held = Expiry(), Open()  # not the module's EXPIRY: any Expiry is reset
+expiry.watch(held, time.monotonic() + 3600)  # its thread sleeps towards an hour from now
+with expiry._cond:  # held at the fork, as the parent's thread may hold it
+    pid = os.fork()
+if pid == 0:
+    signal.alarm(10)
+    fresh = expiry._thread is None and not list(expiry._guards)
+    soon = Soon()
+    expiry.watch(soon, time.monotonic())
+    os._exit(0 if fresh and soon.closed.wait(5) else 1)
+print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
+def test_a_forked_child_starts_each_expiry_afresh_through_the_shared_fork_hook() -> None:
+    assert run_python(_EXPIRY_FORK_SCRIPT).strip() == "0"
 
 
 # -- edges ----------------------------------------------------------------------------------

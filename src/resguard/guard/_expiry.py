@@ -12,12 +12,12 @@ held.
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 import weakref
 from typing import Protocol
 
+from resguard._modules import forks
 from resguard._modules.log import get_logger
 
 __all__ = ["EXPIRY", "Expiring", "Expiry"]
@@ -43,6 +43,7 @@ class Expiry:
         self._guards: weakref.WeakSet[Expiring] = weakref.WeakSet()
         self._wake_s = math.inf
         self._thread: threading.Thread | None = None
+        forks.register(self)  # a forked child starts afresh (see _after_fork_in_child)
 
     def watch(self, guard: Expiring, stale_at_s: float) -> None:
         """Close *guard*'s open state once :func:`time.monotonic` passes *stale_at_s*
@@ -92,6 +93,3 @@ class Expiry:
 
 
 EXPIRY = Expiry()
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=EXPIRY._after_fork_in_child)
