@@ -23,6 +23,7 @@ Run: ``.venv/bin/python benchmarks/run.py monitor``.
 from __future__ import annotations
 
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -262,7 +263,12 @@ class Cell:
 
 
 def _thresholds_armed(monitor: Monitor) -> bool:
-    return any("threshold" in armed for armed in monitor.events_armed)
+    """Whether the Monitor says at least one v1 usage threshold is registered now."""
+    for armed in monitor.events_armed:
+        found = re.search(r"usage thresholds at (\d+)", armed)
+        if found and int(found.group(1)) > 0:
+            return True
+    return False
 
 
 def _cell(

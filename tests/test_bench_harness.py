@@ -145,3 +145,18 @@ def test_an_events_cell_whose_thresholds_were_not_armed_is_marked_and_missed(
     assert row.met is False
     others = [r for r in rows if r.what.startswith("reaction, events, threshold") and r is not row]
     assert all(r.met is True for r in others)
+
+
+def test_thresholds_count_as_armed_only_when_one_is_registered(
+    bench: tuple[ModuleType, ModuleType],
+) -> None:
+    _, monitor = bench
+
+    class Armed:
+        def __init__(self, *lines: str) -> None:
+            self.events_armed = lines
+
+    assert monitor._thresholds_armed(Armed("v1 usage thresholds at 2 on /cg/memory.usage"))
+    assert not monitor._thresholds_armed(Armed("v1 usage thresholds at 0 on /cg/memory.usage"))
+    assert not monitor._thresholds_armed(Armed("PSI some 150ms/1s on /proc/pressure/memory"))
+    assert not monitor._thresholds_armed(Armed())
