@@ -511,6 +511,20 @@ def test_the_root_of_a_fixture_tree_is_where_its_proc_is(tmp_path: Path) -> None
     assert _events.sampler_root(elsewhere) is None  # then no PSI: it is not the tree's
 
 
+def test_the_root_is_read_from_the_samplers_public_roots(tmp_path: Path) -> None:
+    # R2 11: it reached into the sampler's private reader, so a sampler's stand-in (or
+    # a new reader) with the same public roots was taken for the host's
+    roots = Roots(proc=str(tmp_path / "proc"), cgroup=str(tmp_path / "cgroup"))
+    assert Sampler(roots).roots == roots
+
+    class StandIn:
+        def __init__(self) -> None:
+            self.roots = roots
+
+    assert _events.sampler_root(StandIn()) == str(tmp_path)
+    assert _events.sampler_root(object()) == "/"  # nothing said: the host's
+
+
 # -- watch_edges ---------------------------------------------------------------------------
 
 

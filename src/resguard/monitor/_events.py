@@ -64,7 +64,7 @@ class EdgeProvider(Protocol):
 def sampler_root(sampler: object) -> str | None:
     """The root a sampler reads the kernel's files under: ``/``, a fixture tree's root
     (``Roots(proc=ROOT/proc, ...)``), or ``None`` when its ``/proc`` is elsewhere."""
-    roots = getattr(getattr(sampler, "_impl", None), "_roots", None)
+    roots = getattr(sampler, "roots", None)  # Sampler.roots; a stand-in may have none
     proc = os.path.normpath(str(getattr(roots, "proc", "/proc")))
     if proc == "/proc":
         return "/"

@@ -116,6 +116,7 @@ class Sampler:
             )
         self._backend: Backend = chosen
         self._impl = reader
+        self._roots = roots
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
         raise InvalidType(
@@ -137,6 +138,12 @@ class Sampler:
     def backend(self) -> Backend:
         """Where this sampler's numbers come from: ``"linux"`` or ``"psutil"``."""
         return self._backend
+
+    @property
+    def roots(self) -> Roots:
+        """Where this sampler reads the kernel's files (``/proc``, the cgroup mount), as
+        given (the psutil backend reads through psutil, under the default ones)."""
+        return self._roots
 
     @property
     def location(self) -> _cgroup.CgroupLocation | None:
