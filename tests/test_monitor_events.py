@@ -634,6 +634,36 @@ def test_a_wake_up_by_pressure_alone_mutes_those_descriptors_for_min_interval(
     assert mute.active(((5, 1), (6, 1))) == (((5, 1), (6, 1)), None)
 
 
+def test_a_mute_holds_on_the_clock_it_is_given() -> None:
+    # R2 12: the hold read time.monotonic itself; the loops now give it the poll's clock
+    clock = ManualClock()
+    mute = _events.Mute(clock)
+    mute.hold((5,), 0.5)
+    clock.advance(0.4)
+    active, left_s = mute.active(((5, 1), (6, 1)))
+    assert active == ((6, 1),)
+    assert left_s == pytest.approx(0.1)
+    clock.advance(0.1)
+    assert mute.active(((5, 1), (6, 1))) == (((5, 1), (6, 1)), None)
+
+
+def test_the_burst_is_read_once_as_a_run_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # R2 12: each tick and wake-up read the module global, so a run's burst could change
+    # under it; a changed BURST_S holds from the next start on
+    import resguard.monitor
+
+    clock = ManualClock()
+    monitor = Monitor(policy=half_warns(), reclaim=False, clock=clock)
+    wakeups = _events.Wakeups(monitor._events, FakeEvents((_event("oom_kill"),)))  # type: ignore[arg-type]
+    steps = _steps.steps_for(monitor, wakeups)
+    monkeypatch.setattr(resguard.monitor, "BURST_S", 60.0)
+    steps.woken((5,))
+    assert monitor._events.burst_until_s == clock() + BURST_S
+    steps = _steps.steps_for(monitor, wakeups)  # the next run
+    steps.woken((5,))
+    assert monitor._events.burst_until_s == clock() + 60.0
+
+
 def test_a_failing_event_callback_is_logged_once_and_the_others_still_hear(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

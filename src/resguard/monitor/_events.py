@@ -338,22 +338,25 @@ class Wakeups:
 class Mute:
     """Descriptors left out of the poll for a while: those that just woke the loop with
     pressure alone, for *min_interval* (a storm of them must not become a busy loop,
-    while a threshold or an OOM still wakes it at once). Real time: the poll's."""
+    while a threshold or an OOM still wakes it at once). On *clock*, the clock of the
+    poll's timeout: real time (``time.monotonic``) in the loops, whatever the monitor's
+    clock, since a hold on a clock that does not move would never end."""
 
-    __slots__ = ("fds", "until_s")
+    __slots__ = ("clock", "fds", "until_s")
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.fds: frozenset[int] = frozenset()
         self.until_s = float("-inf")
 
     def hold(self, fds: Iterable[int], hold_s: float) -> None:
-        self.fds, self.until_s = frozenset(fds), time.monotonic() + hold_s
+        self.fds, self.until_s = frozenset(fds), self.clock() + hold_s
 
     def active(
         self, descriptors: tuple[tuple[int, int], ...]
     ) -> tuple[tuple[tuple[int, int], ...], float | None]:
         """The descriptors to poll now, and how long until the muted ones come back."""
-        left_s = self.until_s - time.monotonic()
+        left_s = self.until_s - self.clock()
         if left_s <= 0 or not self.fds:
             return descriptors, None
         return tuple(item for item in descriptors if item[0] not in self.fds), left_s

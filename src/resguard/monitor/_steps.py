@@ -30,12 +30,13 @@ def steps_for(monitor: Monitor, wakeups: Wakeups) -> Steps:
     """The steps of one start of *monitor*'s loops, with that run's kernel events."""
     with monitor._schedule_lock:  # a fresh start samples the sources first
         monitor._schedule.restart()
+    burst_s = _burst_s()  # once per run: a run's decisions read no module global
     return Steps(
-        partial(_tick, monitor, wakeups),
+        partial(_tick, monitor, wakeups, burst_s),
         partial(_slow_due, monitor),
         partial(_slow_work, monitor),
         partial(_slow_wait_s, monitor),
-        partial(_woken, monitor, wakeups),
+        partial(_woken, monitor, wakeups, burst_s),
         wakeups,
     )
 
@@ -50,30 +51,31 @@ def open_wakeups(monitor: Monitor) -> Wakeups:
 
 
 def _burst_s() -> float:
-    """:data:`resguard.monitor.BURST_S`, read when used (tests shorten it)."""
+    """:data:`resguard.monitor.BURST_S`, read as a run starts (a changed value holds from
+    the next start on)."""
     from resguard import monitor as package
 
     return float(package.BURST_S)
 
 
-def _tick(monitor: Monitor, wakeups: Wakeups) -> float:
+def _tick(monitor: Monitor, wakeups: Wakeups, burst_s: float) -> float:
     """One fast-loop step: sample, arm the events, then how long to wait."""
     try:
         snapshot = monitor.sample_now().snapshot
-        wakeups.after_tick(monitor.policy, snapshot, monitor.clock(), _burst_s())
+        wakeups.after_tick(monitor.policy, snapshot, monitor.clock(), burst_s)
         return monitor.next_interval_s()
     except Exception as error:  # a bug; the loop goes on at its base pace
         monitor._failed("the monitor's interval", error)
         return monitor.interval_s
 
 
-def _woken(monitor: Monitor, wakeups: Wakeups, ready: tuple[int, ...]) -> float:
+def _woken(monitor: Monitor, wakeups: Wakeups, burst_s: float, ready: tuple[int, ...]) -> float:
     """The descriptors *ready* woke the fast loop: drain and deliver their events; how
     long to leave them out of the poll (0: not at all): *min_interval* after a wake-up by
     pressure alone, :data:`SILENT_HOLD_S` (at most) after one that said nothing, so that
     neither a storm nor a descriptor stuck ready is a busy loop."""
     try:
-        mute = wakeups.woken(ready, monitor.clock(), _burst_s())
+        mute = wakeups.woken(ready, monitor.clock(), burst_s)
     except Exception as error:  # the kernel side never raises; the last net
         monitor._failed("the kernel memory events", error)
         mute = "silent"
