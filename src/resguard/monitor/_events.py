@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from resguard._errors import InvalidType
 from resguard._modules.log import get_logger
-from resguard._modules.waiter import Waiter
+from resguard._modules.waiter import Waiter, WakePipe
 from resguard.snapshot import MemoryInfo, Snapshot
 from resguard.units import shown
 
@@ -379,13 +379,9 @@ class Forwarder:
         self.drained = threading.Event()
         self.ready: tuple[int, ...] = ()
         self.mute = Mute()  # set by the task before it calls done()
-        self.wake_read, self.wake_write = os.pipe()
-        os.set_blocking(self.wake_read, False)
-        os.set_blocking(self.wake_write, False)
+        self.pipe = WakePipe()
         self.thread = threading.Thread(target=self._run, name="resguard-events", daemon=True)
         self._seen: tuple[tuple[int, int], ...] = ()
-        self._pipe_lock = threading.Lock()
-        self._pipe_closed = False
 
     def start(self) -> None:
         self.thread.start()
@@ -398,31 +394,21 @@ class Forwarder:
     def done(self) -> None:
         self.drained.set()
 
-    def poke(self) -> None:
-        """Wake the poll (descriptors changed, or stop)."""
-        with self._pipe_lock:
-            if self._pipe_closed:
-                return
-            try:
-                os.write(self.wake_write, b"x")
-            except OSError:  # full: a wake-up is waiting already
-                pass
-
     def published(self) -> None:
         """The task published its descriptors after a tick: re-poll if they changed."""
         if self.wakeups.descriptors != self._seen:
-            self.poke()
+            self.pipe.poke()
 
     def _run(self) -> None:
         try:
             while not self.stop.is_set():
                 self._wait_once()
         finally:
-            self._close_pipe()
+            self.pipe.close()
 
     def _wait_once(self) -> None:
         poller = select.poll()
-        poller.register(self.wake_read, select.POLLIN)
+        poller.register(self.pipe.read_fd, select.POLLIN)
         self._seen = self.wakeups.descriptors
         active, muted_s = self.mute.active(self._seen)
         for fd, mask in active:
@@ -433,13 +419,9 @@ class Forwarder:
         ready = [
             fd
             for fd, mask in poller.poll(timeout_ms)
-            if fd != self.wake_read and not mask & select.POLLNVAL
+            if fd != self.pipe.read_fd and not mask & select.POLLNVAL
         ]
-        try:
-            while os.read(self.wake_read, 64):
-                pass
-        except OSError:  # empty (EAGAIN)
-            pass
+        self.pipe.drain()
         if ready and not self.stop.is_set():
             self.drained.clear()
             self.ready = tuple(ready)
@@ -447,29 +429,17 @@ class Forwarder:
             while not self.stop.is_set() and not self.drained.wait(0.5):
                 pass
 
-    def _close_pipe(self) -> None:
-        with self._pipe_lock:
-            if self._pipe_closed:
-                return
-            self._pipe_closed = True
-        for fd in (self.wake_read, self.wake_write):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
     def abandon(self) -> None:
         """In a forked child: the thread is gone; close this process's copy of the pipe."""
         self.stop.set()
-        self._pipe_lock = threading.Lock()
-        self._close_pipe()
+        self.pipe.abandon()
 
     def close(self, join_timeout_s: float) -> None:
         """Stop the thread and wait for it (up to *join_timeout_s*)."""
         self.stop.set()
         self.drained.set()
-        self.poke()
+        self.pipe.poke()
         if self.thread.ident is None:
-            self._close_pipe()
+            self.pipe.close()
         else:
             self.thread.join(join_timeout_s)

@@ -12,7 +12,6 @@ wait on a waiter too.
 from __future__ import annotations
 
 import functools
-import os
 import select
 import sys
 import threading
@@ -22,7 +21,7 @@ from typing import Any
 import attrs
 
 from resguard._modules.log import get_logger
-from resguard._modules.waiter import Waiter
+from resguard._modules.waiter import Waiter, WakePipe
 from resguard.monitor._decide import SlowWork
 from resguard.monitor._events import (
     EventHub,
@@ -75,10 +74,9 @@ class Run:
         "_closed",
         "_lock",
         "first_slow",
+        "pipe",
         "slow_waiter",
         "stop",
-        "wake_read",
-        "wake_write",
         "wakeups",
     )
 
@@ -86,11 +84,8 @@ class Run:
         self.stop = threading.Event()
         self.first_slow = threading.Event()  # the slow loop's first sample is done
         self.slow_waiter = slow_waiter
-        if _has_poll():
-            self.wake_read, self.wake_write = os.pipe()
-            os.set_blocking(self.wake_write, False)
-        else:  # the fast loop waits on the stop flag instead (see fast_thread)
-            self.wake_read = self.wake_write = -1
+        # without poll the fast loop waits on the stop flag instead (see fast_thread)
+        self.pipe = WakePipe() if _has_poll() else None
         self.wakeups = wakeups
         self._lock = threading.Lock()
         self._closed = False
@@ -118,12 +113,8 @@ class Run:
     def request_stop(self) -> None:
         self.stop.set()
         self.slow_waiter.wake()
-        with self._lock:
-            if not self._closed and self.wake_write >= 0:
-                try:
-                    os.write(self.wake_write, b"x")
-                except OSError:  # full: the loop has a wake-up waiting already
-                    pass
+        if self.pipe is not None:
+            self.pipe.poke()
 
     def close(self) -> None:
         with self._lock:
@@ -133,19 +124,17 @@ class Run:
         self._close_fds()
 
     def abandon(self) -> None:
-        """In a forked child: close this process's copies, whatever the lock says."""
+        """In a forked child: close this process's copies, whatever the locks say."""
         self._closed = True
         self.stop.set()
-        self._close_fds()
+        self.wakeups.close()
+        if self.pipe is not None:
+            self.pipe.abandon()
 
     def _close_fds(self) -> None:
         self.wakeups.close()
-        for fd in (self.wake_read, self.wake_write):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        if self.pipe is not None:
+            self.pipe.close()
 
 
 _said_unavailable = False  # "not available on this platform" is logged once per process
@@ -187,11 +176,12 @@ def open_wakeups(
 
 def fast_thread(steps: Steps, run: Run) -> None:
     try:
-        if run.wake_read < 0 or not _has_poll():
+        pipe = run.pipe
+        if pipe is None or not _has_poll():
             _wait_on_stop(steps, run)  # no poll (Windows): the stop flag is the only wake-up
             return
         poller = select.poll()
-        poller.register(run.wake_read, select.POLLIN)
+        poller.register(pipe.read_fd, select.POLLIN)
         registered: tuple[tuple[int, int], ...] = ()
         mute = Mute()
         while not run.stop.is_set():
@@ -201,7 +191,7 @@ def fast_thread(steps: Steps, run: Run) -> None:
             active, muted_s = mute.active(steps.wakeups.descriptors)
             registered = _register(poller, registered, active)
             timeout_s = wait_s if muted_s is None else min(wait_s, muted_s)
-            ready = tuple(fd for fd, _ in poller.poll(timeout_s * 1000) if fd != run.wake_read)
+            ready = tuple(fd for fd, _ in poller.poll(timeout_s * 1000) if fd != pipe.read_fd)
             if ready and not run.stop.is_set() and (hold_s := steps.woken(ready)) > 0:
                 mute.hold(ready, hold_s)
     finally:
