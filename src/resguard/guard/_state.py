@@ -1,8 +1,8 @@
 """What a guard keeps and knows: its counts and queue, the numbers it reads (the Monitor's
 state, or a snapshot cached for *max_age*), what is unknown, and its counters.
 
-:class:`~resguard.guard.Guard` builds on it with the admission, the waiting and the
-context managers.
+``_open`` builds on it with the state a guard admits on at once, ``_queue`` with the full
+admission and the waiting, :class:`~resguard.guard.Guard` with the context managers.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from typing import TYPE_CHECKING
 
 import attrs
 
@@ -23,19 +22,13 @@ from resguard._modules.waiter import Waiter
 from resguard.guard import _core
 from resguard.guard._args import Settings, check_reserve
 from resguard.guard._core import Counts, HoldMeter, View, WarnOnce
-from resguard.guard._expiry import EXPIRY
 from resguard.guard._self import limits_generation
 from resguard.guard._settings import GuardSettings
 from resguard.snapshot import Sampler, Snapshot, default_sampler
 
-if TYPE_CHECKING:
-    from resguard.monitor import Monitor, State
-
 __all__ = ["GuardState", "GuardStats"]
 
 _logger = get_logger("resguard")
-
-_POLL_S = 0.01
 
 
 @attrs.frozen
@@ -62,7 +55,7 @@ class Waiting(Waiter):
 
 
 class GuardState(GuardSettings):
-    """The state and the readings of a :class:`~resguard.guard.Guard` (its base class)."""
+    """The counts and the readings of a :class:`~resguard.guard.Guard` (a base of it)."""
 
     __slots__ = ()
 
@@ -143,56 +136,6 @@ class GuardState(GuardSettings):
         finally:
             self._refreshing = False
 
-    def _set_open(self) -> None:
-        """Which state ``with guard:`` may admit on without the lock (lock held): the state
-        the budget was worked out for while the guard is lock-free, nobody is queued (no
-        overtaking) and what :meth:`admit` calls reserved leaves room (past it the full path
-        refuses even a call reserving nothing: reason ``"reservation"``); else none."""
-        admits = (
-            self._free
-            and not self._queue
-            and self._reserved <= self._budget_bytes
-            and self._clock() <= self._fresh_until_s  # never a stale state again
-        )
-        self._open_state = self._budget_state if admits else None
-        if admits and self._expiring:
-            EXPIRY.watch(self, self._fresh_until_s)
-
-    def _expire(self, now_s: float) -> float | None:
-        """Close the open state if it is stale at *now_s* (the expiry thread calls this):
-        when it grows stale if still open, else ``None``."""
-        with self._lock:
-            if self._open_state is not None and now_s > self._fresh_until_s:
-                self._open_state = None
-            return None if self._open_state is None else self._fresh_until_s
-
-    def _update_budget(self, monitor: Monitor, state: State, now_s: float) -> None:
-        _, reason = _core.state_unknown(monitor, state, now_s)
-        view = View(state.snapshot, state.verdict.level, _core.verdict_unknown(reason))
-        budget_bytes, unknown = _core.budget(view, self._limits, self._reserve_bytes)
-        with self._lock:
-            # The open state last: a lock-free reader that finds it finds its deadline too
-            self._open_state = None
-            self._budget_bytes = budget_bytes
-            self._warn_unknown(unknown)
-            self._fresh_until_s = state.snapshot.monotonic + _core.stale_after_s(monitor)
-            self._budget_state = state
-            self._set_open()
-
-    def _admit_free(self, state: State, now_s: float) -> bool:
-        """The lock-free admission of ``__enter__``, after the budget was worked out."""
-        if state is self._open_state and now_s <= self._fresh_until_s:
-            self._tokens.append(None)
-            next(self._free_admitted.count)
-            return True
-        return False
-
-    def _timing(self) -> None:
-        """Count a ``with guard:`` block in for its hold time (see :class:`HoldMeter`)."""
-        now_s = self._clock()
-        with self._lock:
-            self._holds.enter(now_s)
-
     def _counts(self) -> Counts:
         return Counts(self._in_flight + len(self._tokens), self._reserved, self._hold_ema_s)
 
@@ -252,10 +195,6 @@ class GuardState(GuardSettings):
         with self._lock:
             self._refused[error.reason] = self._refused.get(error.reason, 0) + 1
         return error
-
-    def _poll_s(self) -> float:
-        monitor = self._monitor
-        return min(monitor.interval_s, 0.05) if monitor is not None else _POLL_S
 
     def breach(self) -> ResourceExhausted | None:
         """Why running work should stop now (the process passed the ``rss`` limit or the
