@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resguard import InvalidState, InvalidType, InvalidValue, ResguardError
-from resguard._probes.psi import open_trigger
+from resguard._probes.psi import PsiTrigger, arm_trigger
 from resguard.monitor import Monitor, State
 from resguard.reclaim import Cost, register, unregister
 from resguard.rules import ContainerThreshold, Level, Policy, Threshold
@@ -304,10 +304,10 @@ def test_psi_trigger_is_armed_exactly_where_the_kernel_allows(tmp_path: Path) ->
     source = monitor.state.snapshot.pressure.source
     # a snapshot without PSI (the psutil backend) still has the host's file armed
     path = "/proc/pressure/memory" if source in (None, "system") else f"{source}/memory.pressure"
-    probe = open_trigger(path)
-    if probe is not None:
-        os.close(probe)
-    assert _armed(monitor) == (probe is not None)  # the kernel's answer, not a guess
+    probe = arm_trigger(path)
+    if isinstance(probe, PsiTrigger):
+        os.close(probe.fd)
+    assert _armed(monitor) == isinstance(probe, PsiTrigger)  # the kernel's answer, not a guess
     assert not _armed(Monitor(policy=two_levels(), reclaim=False, psi_trigger=False))
     machine = FixedMachine(tmp_path)  # no PSI in this tree: nothing to arm, no error
     assert not _armed(Monitor(policy=two_levels(), sampler=machine.sampler, reclaim=False))

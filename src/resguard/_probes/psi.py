@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-__all__ = ["PsiLine", "PsiTrigger", "arm_trigger", "open_trigger", "parse_pressure"]
+__all__ = ["PsiLine", "PsiTrigger", "arm_trigger", "parse_pressure"]
 
 PsiLine = tuple[float, float, float, int]
 """One PSI line: avg10, avg60, avg300 (percent of wall time stalled) and total (µs)."""
@@ -77,10 +77,3 @@ def arm_trigger(path: str, stall_us: int = 100_000, window_us: int = 1_000_000) 
             continue
         return PsiTrigger(fd, stall, window)
     return why
-
-
-def open_trigger(path: str, stall_us: int = 100_000, window_us: int = 1_000_000) -> int | None:
-    """Arm a PSI trigger on *path* (see :func:`arm_trigger`) and return its descriptor;
-    ``None`` when the kernel refuses both windows (then the caller polls)."""
-    armed = arm_trigger(path, stall_us, window_us)
-    return armed.fd if isinstance(armed, PsiTrigger) else None
