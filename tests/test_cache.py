@@ -23,7 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from resguard import reclaim
 from resguard._errors import InvalidState, InvalidType, InvalidValue
 from resguard.cache import CacheInfo, CacheStats, LRUCache, ValueTooLarge, memoize
-from resguard.cache import _core as cache_core
+from resguard.cache import _hits as cache_hits
 from resguard.cache._sizeof import sizeof
 from resguard.testing import ManualClock
 
@@ -500,11 +500,11 @@ class CacheModelLocked(CacheModel):
     """The model again on caches built as on a free-threaded build: every hit locked."""
 
     def __init__(self) -> None:
-        saved, cache_core.LOCK_FREE_HITS = cache_core.LOCK_FREE_HITS, False
+        saved, cache_hits.LOCK_FREE_HITS = cache_hits.LOCK_FREE_HITS, False
         try:
             super().__init__()
         finally:
-            cache_core.LOCK_FREE_HITS = saved
+            cache_hits.LOCK_FREE_HITS = saved
         assert self.cache._fast is None
 
 
@@ -1420,7 +1420,7 @@ def test_copies_of_a_subclass_keep_its_own_attributes(duplicate: Any) -> None:
 
 
 def test_only_lru_caches_own_attributes_are_left_out_of_a_pickle() -> None:
-    from resguard.cache._core import OWN_ATTRIBUTES
+    from resguard.cache._pickling import OWN_ATTRIBUTES
 
     cache: LRUCache[str, int] = LRUCache(max_items=2, ttl=5, name="x")
     assert set(vars(cache)) == set(OWN_ATTRIBUTES)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from resguard._modules import gil
 from resguard._modules.tally import Tally
-from resguard.cache import LRUCache, _core, _lru, _memo, memoize
+from resguard.cache import LRUCache, _hits, _lru, _memo, memoize
 from resguard.cache._sizeof import sizeof
 from resguard.cache._stats import Counters
 from resguard.testing import ManualClock
@@ -73,7 +73,7 @@ def _finishes_while_the_lock_is_held(
 @pytest.fixture
 def locked_build(monkeypatch: pytest.MonkeyPatch) -> None:
     """Caches built now behave as on a free-threaded build (no GIL at import)."""
-    monkeypatch.setattr(_core, "LOCK_FREE_HITS", False)
+    monkeypatch.setattr(_hits, "LOCK_FREE_HITS", False)
 
 
 def _memoized_square() -> Any:
@@ -127,6 +127,40 @@ def test_a_memoized_call_keyed_by_several_arguments_hits_under_the_lock() -> Non
     assert add.cache_info().hits == 1
 
 
+def test_a_locked_hit_refreshes_recency_counts_once_and_leaves_expiry_to_the_miss() -> None:
+    # The one locked hit (CacheCore._hit_locked) behind cache[k], get() and a memoized
+    # call of several arguments: each kind refreshes, counts, and meets an expired entry.
+    clock = ManualClock()
+    cache: LRUCache[_PythonKey, int] = LRUCache(max_items=2, ttl=10, clock=clock)
+    keys = [_PythonKey(i) for i in range(3)]
+    cache[keys[0]], cache[keys[1]] = 0, 1
+    assert cache[keys[0]] == 0  # refreshed: keys[1] is now the least recently used
+    assert cache.get(keys[0]) == 0
+    assert keys[1] in cache  # in leaves recency alone
+    cache[keys[2]] = 2
+    assert list(cache) == [keys[0], keys[2]]
+    clock.advance(11)
+    assert cache.get(keys[0], -1) == -1
+    with pytest.raises(KeyError):
+        cache[keys[2]]
+    stats = cache.stats()
+    assert (stats.hits, stats.misses, stats.expirations, stats.items) == (2, 2, 2, 0)
+
+    calls: list[int] = []
+
+    @memoize(ttl=10, clock=clock)
+    def add(x: int, y: int = 0) -> int:
+        calls.append(x)
+        return x + y
+
+    assert [add(1, y=2), add(1, y=2)] == [3, 3]
+    clock.advance(11)
+    assert add(1, y=2) == 3
+    assert calls == [1, 1]
+    assert add.cache_info()[:2] == (1, 2)
+    assert add.cache_stats().expirations == 1
+
+
 def test_a_free_threaded_build_takes_the_lock_on_every_hit(locked_build: None) -> None:
     cache: LRUCache[int, str] = LRUCache(max_items=10)
     cache[1] = "one"
@@ -147,7 +181,7 @@ def test_a_free_threaded_build_locks_hits_however_it_was_told(
     assert gil.gil_enabled(sys) is False
     monkeypatch.setattr(sys, "_is_gil_enabled", lambda: True, raising=False)
     assert gil.gil_enabled(sys) is (sys.implementation.name == "cpython")
-    assert _core.LOCK_FREE_HITS is gil.LOCK_FREE  # the caches build on the one decision
+    assert _hits.LOCK_FREE_HITS is gil.LOCK_FREE  # the caches build on the one decision
 
 
 def test_a_cache_unpickled_with_python_keys_locks_its_hits() -> None:
@@ -174,7 +208,7 @@ def test_a_hit_whose_entry_is_evicted_and_replaced_before_its_refresh_returns_wh
     cache: LRUCache[int, str] = LRUCache(max_items=3)
     for i in range(3):
         cache[i] = f"old {i}"
-    real = _core.od_move_to_end
+    real = _hits.od_move_to_end
 
     def replace(key: int) -> None:
         cache.pop(key)
@@ -200,7 +234,7 @@ def test_a_hit_whose_entry_is_evicted_before_its_refresh_neither_raises_nor_revi
     cache: LRUCache[int, str] = LRUCache(max_items=3)
     for i in range(3):
         cache[i] = f"v{i}"
-    real = _core.od_move_to_end
+    real = _hits.od_move_to_end
 
     def evicted_meanwhile(data: Any, key: int) -> None:
         worker = threading.Thread(target=lambda: cache.pop(key))
@@ -219,7 +253,7 @@ def test_a_hit_whose_entry_is_evicted_before_its_refresh_neither_raises_nor_revi
 def test_a_memoized_hit_whose_entry_is_evicted_before_its_refresh_returns_its_value(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = _core.od_move_to_end
+    real = _hits.od_move_to_end
     holder: list[Any] = []
 
     def evicted_meanwhile(data: Any, key: int) -> None:

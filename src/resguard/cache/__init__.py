@@ -27,7 +27,7 @@ Decisions, written down once:
   used first among equals) and reports the bytes from its own accounting; the ladder
   re-measures the process rather than trusting that figure.
 - **Hits without the lock.** While every key a cache holds is of a type in
-  ``_core.ATOMIC_KEYS`` (exactly ``int``, ``str``, ``bytes``, ``float``, ``bool``, ``None``),
+  ``_hits.ATOMIC_KEYS`` (exactly ``int``, ``str``, ``bytes``, ``float``, ``bool``, ``None``),
   a hit on such a key (``cache[k]``, ``get``, ``in``, a memoized call keyed by one int or str)
   takes no lock: it reads the entry with ``dict.get``, refreshes recency with
   ``OrderedDict.move_to_end`` and counts itself with ``itertools.count``'s ``__next__``. Each
@@ -52,8 +52,10 @@ Decisions, written down once:
   releases every caller waiting for it, and a waiter stops waiting for a leader thread that
   died without an answer.
 
-Layout: ``_core`` is the storage engine (entries, bounds, expiry, repair) and the small
-interface the memo layer uses; ``_lru`` the mapping with its reclaiming and counters;
+Layout, by job: ``_core`` is the storage engine (entries, bounds, expiry, the one locked
+hit and lookup) and the small interface the memo layer uses; ``_hits`` what hits without the
+lock rely on; ``_cost`` what an entry costs; ``_repair`` mending broken keys; ``_pickling``
+what a pickle carries; ``_shrink`` evicting largest first under pressure; ``_lru`` the mapping;
 ``_flight`` single-flight (the computations in flight and the wait-for graph); ``_memo`` the
 decorators; ``_stats`` the numbers and argument checks; ``_sizeof`` the default sizer.
 """

@@ -2,20 +2,19 @@
 and time to live, under one re-entrant lock, mended when a key turns out broken.
 
 :class:`CacheCore` holds the entries and their accounting; everything in it named ``*_locked``
-runs with the lock held. :meth:`CacheCore._find_locked` is the one locked lookup that ``get``,
-``in``, ``setdefault``, the expired path of ``cache[key]`` and a memoized miss go through.
+runs with the lock held. :meth:`CacheCore._hit_locked` is the one locked hit and
+:meth:`CacheCore._find_locked` the one locked lookup that ``get``, ``in``, ``setdefault``, the
+expired path of ``cache[key]`` and a memoized miss go through.
 
-Hits of keys in :data:`ATOMIC_KEYS` skip the lock while the cache holds only such keys (what
-that relies on: the package docstring).
-:class:`MemoAccess` is the small interface the memo layer drives a cache through, so that it
-never reaches into the cache's attributes. Pickling state lives here too
-(:func:`get_state`/:func:`set_state`): it is the engine's state.
+Hits of keys in :data:`~._hits.ATOMIC_KEYS` skip the lock while the cache holds only such keys
+(what that relies on: :mod:`._hits` and the package docstring). :class:`MemoAccess` is the
+small interface the memo layer drives a cache through, so that it never reaches into the
+cache's attributes. What an entry costs is :mod:`._cost`; mending broken keys
+:mod:`._repair`; what a pickle carries :mod:`._pickling`.
 """
 
 from __future__ import annotations
 
-import math
-import operator
 import threading
 
 # Bound at import, not looked up at call time: code may memoize a builtin and put the wrapper
@@ -26,44 +25,27 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final, cast
 
-from resguard._errors import InvalidState, InvalidType, InvalidValue
+from resguard._errors import InvalidState
 from resguard._modules.clock import Clock
-from resguard._modules.gil import LOCK_FREE
 from resguard._modules.log import get_logger
-from resguard.cache._sizeof import FLAT_TYPES
+from resguard.cache import _hits
+from resguard.cache._cost import entry_size
+from resguard.cache._hits import ATOMIC_KEYS
+from resguard.cache._repair import repair_locked
 from resguard.cache._sizeof import sizeof as default_sizeof
 from resguard.cache._stats import Counters, ValueTooLarge
-from resguard.units import format_bytes
 
 __all__ = [
-    "ATOMIC_KEYS",
     "EXPIRED",
-    "LOCK_FREE_HITS",
     "MISSING",
     "CacheCore",
+    "Dropped",
     "Entry",
     "MemoAccess",
-    "dict_get",
-    "get_state",
-    "od_move_to_end",
-    "od_pop",
-    "od_popitem",
-    "rlock_is_owned",
-    "rlock_release",
-    "set_state",
 ]
 
 logger = get_logger("resguard.cache")
 
-
-# Called unbound by the hot paths (OrderedDict.get is dict.get; the lock's type is _thread's):
-# ``data.get(key)`` or ``self._lock.release()`` take CPython 3.11's unspecialised lookup.
-dict_get: Final = dict.get
-od_move_to_end: Final = OrderedDict.move_to_end
-od_pop: Final = OrderedDict.pop
-od_popitem: Final = OrderedDict.popitem
-rlock_is_owned: Final = type(threading.RLock())._is_owned  # type: ignore[attr-defined]
-rlock_release: Final = type(threading.RLock()).release
 
 MISSING: Final[Any] = object()
 """No value: a miss, or an argument not given."""
@@ -72,15 +54,6 @@ EXPIRED: Final[Any] = object()
 
 Entry = tuple[Any, ...]
 """An entry: ``(value, size in bytes)``, with a TTL ``(value, size, monotonic expiry time)``."""
-
-ATOMIC_KEYS: Final[frozenset[type]] = frozenset({int, str, bytes, float, bool, type(None)})
-"""Key types (exactly these, not subclasses) whose hashing and comparison with each other run
-no Python code: the keys a hit may look up without the lock."""
-
-
-LOCK_FREE_HITS: bool = LOCK_FREE
-"""Whether a new cache serves hits without the lock (:data:`resguard._modules.gil.LOCK_FREE`:
-CPython with the GIL, decided at import). Read when a cache is built; tests patch it here."""
 
 Dropped = list[tuple[Any, Any]]
 """Pairs dropped under the lock, for ``on_evict`` once it is released."""
@@ -135,7 +108,7 @@ class CacheCore:
         self._data: OrderedDict[Any, Entry] = OrderedDict()  # least recently used first
         self._get, self._move_to_end = self._data.get, self._data.move_to_end  # locked hits
         # The entries while hits of ATOMIC_KEYS may skip the lock; None once they may not.
-        self._fast: OrderedDict[Any, Entry] | None = self._data if LOCK_FREE_HITS else None
+        self._fast: OrderedDict[Any, Entry] | None = self._data if _hits.LOCK_FREE_HITS else None
         # The same for an insert that may write an entry of two (_put_locked written out).
         self._fast_put = self._fast if self._ttl_s is None else None
         self._expiry: OrderedDict[Any, None] = OrderedDict()  # insertion order = expiry order
@@ -162,34 +135,47 @@ class CacheCore:
         """Whether *entry* has not outlived the time to live (the hit check)."""
         return self._ttl_s is None or entry[2] > self._clock()
 
+    def _hit_locked(self, key: Any) -> Any:
+        """The locked hit, the one there is: the live value of *key* with its recency
+        refreshed and the hit counted; EXPIRED for an entry that outlived the time to live
+        (left in place), MISSING for none (neither counted). Under the lock."""
+        entry = self._get(key)
+        if entry is None:
+            return MISSING
+        if self._ttl_s is not None and entry[2] <= self._clock():
+            return EXPIRED
+        try:
+            self._move_to_end(key)
+        except KeyError:  # nested in a change that has its node out (see _is_owned)
+            pass
+        self._hit()
+        return entry[0]
+
     def _find_locked(
         self, key: Any, counted: bool = True, nested: bool = False, dropped: Dropped | None = None
     ) -> Any:
         """The live value of *key*, or MISSING; under the lock.
 
-        A hit refreshes recency and counts, a miss counts (neither when not *counted*: ``in``).
-        An expired entry is dropped into *dropped* (for ``on_evict`` after the lock) unless
-        the call is *nested* (it only reads); without *dropped* (a caller that has not asked
-        whether it is nested: the fast paths) it is left alone, uncounted, and EXPIRED is
-        returned: :meth:`_find_expired` then looks again.
+        A hit refreshes recency and counts (:meth:`_hit_locked`), a miss counts (neither when
+        not *counted*: ``in``). An expired entry is dropped into *dropped* (for ``on_evict``
+        after the lock) unless the call is *nested* (it only reads); without *dropped* (a
+        caller that has not asked whether it is nested: the fast paths) it is left alone,
+        uncounted, and EXPIRED is returned: :meth:`_find_expired` then looks again.
         """
-        entry = self._get(key)
-        if entry is not None:
-            if self._ttl_s is None or entry[2] > self._clock():
-                if counted:
-                    try:
-                        self._move_to_end(key)
-                    except KeyError:  # nested in a change that has its node out (see _is_owned)
-                        pass
-                    self._hit()
-                return entry[0]
+        if counted:
+            value = self._hit_locked(key)
+        else:
+            entry = self._get(key)
+            value = MISSING if entry is None else entry[0] if self._live(entry) else EXPIRED
+        if value is EXPIRED:
             if dropped is None:
                 return EXPIRED
             if not nested:
-                dropped.append(self._drop_expired_locked(key, entry))
-        if counted:
+                dropped.append(self._drop_expired_locked(key))
+            value = MISSING
+        if value is MISSING and counted:
             self._miss()
-        return MISSING
+        return value
 
     def _find_expired(self, key: Any, counted: bool = True) -> Any:
         """:meth:`_find_locked` again after it met an expired entry, knowing whether this call
@@ -221,62 +207,6 @@ class CacheCore:
                 "key's __hash__ or __eq__ using the cache it is stored in): such nested calls "
                 "may only read"
             )
-
-    # ------------------------------------------------------------------ sizing
-
-    def _size_of_value(self, value: object) -> int:
-        result = self._sizeof(value)
-        try:
-            size = operator.index(result)
-        except TypeError:
-            raise InvalidType(
-                f"sizeof={self._sizeof!r} returned {result!r} for a {type(value).__name__}; "
-                "expected a whole number of bytes"
-            ) from None
-        if size < 0:
-            raise InvalidValue(
-                f"sizeof={self._sizeof!r} returned {size} for a {type(value).__name__}; "
-                "expected a number of bytes >= 0"
-            )
-        return size
-
-    def _entry_size(self, key: object, value: object) -> int:
-        """The cost of one entry; raises ValueTooLarge (counting it) when it cannot fit.
-
-        A ``sizeof=`` hook alone is the cost (cachetools' ``getsizeof``); the default sizer
-        counts the key too.
-        """
-        if self._user_sized:
-            size = self._size_of_value(value)
-        else:  # what default_sizeof does for flat values (see there), without calling it
-            size = (key.__sizeof__() if type(key) in FLAT_TYPES else default_sizeof(key)) + (
-                value.__sizeof__() if type(value) in FLAT_TYPES else default_sizeof(value)
-            )
-        cap = self._size_cap
-        if cap is not None and size > cap:
-            self._refuse_too_large(value, size)
-        return size
-
-    def _refuse_too_large(self, value: object, size: int) -> None:
-        """Count a value that cannot be stored and raise ValueTooLarge for it."""
-        max_bytes = self._max_bytes
-        with self._lock:
-            self._counters.too_large += 1
-        if self._max_items == 0:
-            message = "a cache of max_items=0 stores nothing; nothing was stored"
-        elif self._user_sized:
-            message = (
-                f"a {type(value).__name__} of size {size} (by sizeof="
-                f"{self._sizeof!r}) does not fit in a cache of max_bytes={max_bytes}; "
-                "nothing was stored"
-            )
-        else:
-            message = (
-                f"a {type(value).__name__} of {format_bytes(size)} (with its key) "
-                f"does not fit in a cache of max_bytes={format_bytes(max_bytes or 0)}; "
-                "nothing was stored"
-            )
-        raise ValueTooLarge(message, size_bytes=size, max_bytes=max_bytes or 0)
 
     # ------------------------------------------------------------------ changes
 
@@ -366,6 +296,19 @@ class CacheCore:
             self._forget_locked(key, entry)
         return entry
 
+    def _remove(self, key: Any) -> Any:
+        """Remove *key* (``del``, ``pop``), taking the lock: its live value, or MISSING when
+        absent or expired (an expired entry counted and given to ``on_evict``)."""
+        with self._lock:
+            entry = self._pop_locked(key)
+            if entry is None:
+                return MISSING
+            if self._live(entry):
+                return entry[0]
+            self._counters.expirations += 1
+        self._notify([(key, entry[0])])
+        return MISSING
+
     def _resync_locked(self) -> None:
         """Take the byte count again from the stored entries (after an interrupted change)."""
         self._bytes = sum(entry[1] for entry in dict.values(self._data))
@@ -382,9 +325,9 @@ class CacheCore:
         except Exception:  # a key that cannot be compared: _expire_locked drops it later
             pass
 
-    def _drop_expired_locked(self, key: Any, entry: Entry) -> tuple[Any, Any]:
+    def _drop_expired_locked(self, key: Any) -> tuple[Any, Any]:
         try:
-            del self._data[key]
+            entry: Entry = self._data.pop(key)
         except BaseException:
             self._resync_locked()
             raise
@@ -460,8 +403,8 @@ class CacheCore:
         return pairs
 
     def _repair_locked(self) -> None:
-        """Drop every entry whose key cannot be found by its hash any more (:func:`_repair`)."""
-        _repair(self)
+        """Drop every entry whose key cannot be found by its hash any more (:mod:`._repair`)."""
+        repair_locked(self)
 
     def _notify(self, dropped: Dropped | None) -> None:
         """Call ``on_evict`` for dropped pairs, outside the lock; log what it raises."""
@@ -476,168 +419,16 @@ class CacheCore:
                 )
 
 
-def _repair(core: CacheCore) -> None:
-    """Drop every entry of *core* whose key cannot be found by its hash any more; O(n), rare;
-    under the lock.
-
-    ``popitem`` finds an entry by the hash it was stored with, so it empties both
-    OrderedDicts whatever their keys do now; healthy keys go back in the same order
-    (in place). It also mends an OrderedDict whose order lost an entry its dict still
-    holds.
-    """
-    data, expiry = core._data, core._expiry
-    broken: set[int] = set()
-    for key in list(dict.keys(data)):  # dict's own iteration does not look keys up
-        try:
-            if key not in data:
-                broken.add(id(key))
-        except Exception:
-            broken.add(id(key))
-    pairs = _drain(data)
-    expiry_keys = [key for key, _ in _drain(expiry)]
-    core._bytes = 0
-    kept: set[int] = set()
-    for key, entry in pairs:
-        if id(key) not in broken:
-            try:
-                data[key] = entry
-            except Exception:
-                pass
-            else:
-                core._bytes += entry[1]
-                kept.add(id(key))
-                continue
-        core._counters.broken += 1
-    for key in expiry_keys:
-        if id(key) in kept:
-            try:
-                expiry[key] = None
-            except Exception:  # it went back into _data a moment ago; let it not expire
-                pass
-    core._resync_locked()
-    if len(kept) < len(pairs) and not core._broken_logged:
-        core._broken_logged = True
-        logger.warning(
-            "cache %r dropped an entry whose key can no longer be found (its "
-            "hash or equality changed after it was stored); keys must not "
-            "change while cached; stats().broken counts these",
-            core._name,
-        )
-
-
-def _drain(ordered: OrderedDict[Any, Any]) -> list[tuple[Any, Any]]:
-    """Empty *ordered*, returning its pairs in order (then any its order had lost)."""
-    pairs = []
-    while True:
-        try:
-            pairs.append(ordered.popitem(last=False))
-        except Exception:  # empty, or a colliding key's __eq__ raised: the dict has the rest
-            break
-    pairs.extend(dict.items(ordered))  # in the dict but no longer in the order
-    OrderedDict.clear(ordered)
-    return pairs
-
-
-# ===================================================================== pickling
-
-OWN_ATTRIBUTES: Final = frozenset(
-    {
-        "_max_bytes",
-        "_max_items",
-        "_size_cap",
-        "_ttl_s",
-        "_sizeof",
-        "_user_sized",
-        "_on_evict",
-        "_clock",
-        "_name",
-        "_lock",
-        "_acquire",
-        "_release",
-        "_is_owned",
-        "_data",
-        "_get",
-        "_move_to_end",
-        "_fast",
-        "_fast_put",
-        "_expiry",
-        "_bytes",
-        "_counters",
-        "_hit",
-        "_hits",
-        "_miss",
-        "_keep_dropped",
-        "_broken_logged",
-    }
-)
-"""The cache's own instance attributes; pickling carries every other one (a subclass's)."""
-
-
-def get_state(core: CacheCore) -> dict[str, Any]:
-    """What a pickle or copy of *core* carries: no lock, TTLs as time left."""
-    nested = core._is_owned()
-    with core._lock:
-        now = core._clock()
-        pairs = core._pairs_locked(nested)
-        if core._ttl_s is None:
-            entries = [(key, entry[0], entry[1], math.inf) for key, entry in pairs]
-        else:
-            entries = [(key, entry[0], entry[1], entry[2] - now) for key, entry in pairs]
-        counters = core._counters.as_tuple()
-    # A subclass's own attributes travel too (copy.copy shares them, deepcopy copies them).
-    attributes = {
-        name: value for name, value in core.__dict__.items() if name not in OWN_ATTRIBUTES
-    }
-    return {
-        "max_bytes": core._max_bytes,
-        "max_items": core._max_items,
-        "ttl_s": core._ttl_s,
-        "sizeof": core._sizeof,
-        "on_evict": core._on_evict,
-        "clock": core._clock,
-        "name": core._name,
-        "entries": entries,
-        "counters": counters,
-        "attributes": attributes,
-    }
-
-
-def set_state(core: CacheCore, state: dict[str, Any]) -> None:
-    """Rebuild *core* from :func:`get_state`'s dict (time left counts from now)."""
-    core.__dict__.update(state.get("attributes", {}))
-    core._configure(
-        state["max_bytes"],
-        state["max_items"],
-        state["ttl_s"],
-        state["sizeof"],
-        state["on_evict"],
-        state["clock"],
-        state["name"],
-    )
-    ttl_s = core._ttl_s
-    now = core._clock()
-    live = [entry for entry in state["entries"] if ttl_s is None or entry[3] > 0]
-    if any(type(entry[0]) not in ATOMIC_KEYS for entry in live):
-        core._lock_hits_locked()  # not yet shared with any thread: no lock needed
-    for key, value, size, left_s in live:  # least recently used first
-        core._data[key] = (value, size) if ttl_s is None else (value, size, now + left_s)
-        core._bytes += size
-    if ttl_s is not None:  # the expiry order is the order of time left
-        for key, *_ in sorted(live, key=operator.itemgetter(3)):
-            core._expiry[key] = None
-    core._counters.restore(state["counters"])  # a pickle from before ``broken`` has nine
-
-
 # ===================================================================== the memo layer's view
 
 
 class MemoAccess:
     """What a memoized function uses of its cache, bound once when it is decorated.
 
-    The attributes serve the wrapper's written-out hit path, the methods its misses. It
-    reads ``core._fast`` (the entries while hits are lock-free, else None), and under the
-    lock ``core._get``/``core._move_to_end``, on every call: the cache replaces them when it
-    switches to locked hits (:meth:`CacheCore._lock_hits_locked`).
+    The attributes serve the wrapper's written-out lock-free hit, the methods its locked hit
+    and its misses. The wrapper reads ``core._fast`` (the entries while hits are lock-free,
+    else None) on every call: the cache sets it to None when it switches to locked hits
+    (:meth:`CacheCore._lock_hits_locked`).
     """
 
     __slots__ = (
@@ -646,7 +437,6 @@ class MemoAccess:
         "core",
         "counters",
         "expiring",
-        "hit",
         "is_nested",
         "lock",
         "release",
@@ -660,7 +450,17 @@ class MemoAccess:
         self.clock = core._clock
         self.expiring = core._ttl_s is not None
         self.counters = core._counters
-        self.hit = core._hit
+
+    def hit(self, key: Any) -> Any:
+        """The cache's locked hit (:meth:`CacheCore._hit_locked`), taking the lock: the live
+        value of *key*, counted, else MISSING, uncounted (the miss's own lookup counts it
+        and drops an expired entry)."""
+        self.acquire()
+        try:
+            value = self.core._hit_locked(key)
+        finally:
+            self.release()
+        return MISSING if value is EXPIRED else value
 
     def find_locked(self, key: Any, nested: bool, dropped: Dropped) -> Any:
         """The cache's one lookup (see :meth:`CacheCore._find_locked`), under :attr:`lock`."""
@@ -678,7 +478,7 @@ class MemoAccess:
         if core._is_owned():
             return None
         try:
-            size = core._entry_size(key, value)
+            size = entry_size(core, key, value)
         except ValueTooLarge:
             return None
         with core._lock:

@@ -9,24 +9,21 @@ from collections.abc import Callable, Hashable, ItemsView, Iterator, MutableMapp
 from typing import Any, Generic, TypeVar, cast, overload
 
 from resguard import reclaim as _reclaim
-from resguard._errors import InvalidType, InvalidValue
+from resguard._errors import InvalidType
 from resguard._modules.clock import Clock, monotonic
-from resguard.cache._core import (
+from resguard.cache._core import EXPIRED, MISSING, CacheCore, Dropped
+from resguard.cache._cost import entry_size, refuse_too_large, size_of_value
+from resguard.cache._hits import (
     ATOMIC_KEYS,
-    EXPIRED,
-    MISSING,
-    CacheCore,
-    Dropped,
-    Entry,
     dict_get,
-    get_state,
     od_move_to_end,
     od_pop,
     od_popitem,
     rlock_is_owned,
     rlock_release,
-    set_state,
 )
+from resguard.cache._pickling import get_state, set_state
+from resguard.cache._shrink import reclaim_largest, shrink_bytes
 from resguard.cache._sizeof import FLAT_TYPES
 from resguard.cache._sizeof import sizeof as default_sizeof
 from resguard.cache._stats import (
@@ -36,7 +33,7 @@ from resguard.cache._stats import (
     check_max_items,
     check_ttl,
 )
-from resguard.units import format_bytes, parse_bytes
+from resguard.units import format_bytes
 
 __all__ = ["LRUCache"]
 
@@ -97,10 +94,10 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
     # ----------------------------------------------------------------- reading
 
     def __getitem__(self, key: K) -> V:
-        # Written out rather than through _find_locked: the hit is the figure the benchmark
-        # holds against cachetools, and a method call would add a fifth to it.
+        # The lock-free hit written out rather than through _find_locked: it is the figure the
+        # benchmark holds against cachetools, and a method call would add a fifth to it.
         data = self._fast
-        if data is not None and type(key) in ATOMIC_KEYS:  # lock-free (see _core)
+        if data is not None and type(key) in ATOMIC_KEYS:  # lock-free (see _hits)
             # Called unbound, or through a local: ``self._hit()`` or ``data.get(key)`` take
             # CPython 3.11's unspecialised method lookup.
             entry = dict_get(data, key)
@@ -119,20 +116,15 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
             # Bound acquire/release with try/finally cost half of ``with lock``, as safe.
             self._acquire()
             try:
-                entry = self._get(key)
-                if entry is None:
+                value = self._hit_locked(key)
+                if value is MISSING:
                     self._miss()
-                elif self._ttl_s is None or entry[2] > self._clock():
-                    try:
-                        self._move_to_end(key)
-                    except KeyError:  # nested in a change that has its node out (see _is_owned)
-                        pass
-                    self._hit()
-                    return entry[0]  # type: ignore[no-any-return]
             finally:
                 self._release()
-            if entry is None:
+            if value is MISSING:
                 return self.__missing__(key)
+            if value is not EXPIRED:
+                return cast(V, value)
         # expired: the one lookup drops it (it knows a nested call)
         value = self._find_expired(key)
         if value is not MISSING:  # stored again meanwhile
@@ -166,9 +158,11 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
                     pass
                 next(self._hits)
                 return entry[0]
-        self._acquire()  # not through _find: one call fewer on every get
+        self._acquire()  # not through _find or _find_locked: a call fewer on every get
         try:
-            value = self._find_locked(key)
+            value = self._hit_locked(key)
+            if value is MISSING:
+                self._miss()
         finally:
             self._release()
         if value is EXPIRED:
@@ -209,21 +203,21 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
     # ----------------------------------------------------------------- writing
 
     def __setitem__(self, key: K, value: V) -> None:
-        # Written out (_refuse_nested, _entry_size, _put_locked) for the common case: inserting
+        # Written out (_refuse_nested, entry_size, _put_locked) for the common case: inserting
         # is the second hottest path, and each call would add a tenth to it.
         lock = self._lock  # its methods called unbound: CPython 3.11 specialises those calls
         if rlock_is_owned(lock):
             self._refuse_nested("cache[key] = value")
         kind = type(key)
         if self._user_sized:
-            size = self._size_of_value(value)
+            size = size_of_value(self, value)
         else:
             size = (key.__sizeof__() if kind in FLAT_TYPES else default_sizeof(key)) + (
                 value.__sizeof__() if type(value) in FLAT_TYPES else default_sizeof(value)
             )
         cap = self._size_cap
         if cap is not None and size > cap:
-            self._refuse_too_large(value, size)
+            refuse_too_large(self, value, size)
         acquire = self._acquire
         acquire()
         try:
@@ -252,15 +246,7 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
 
     def __delitem__(self, key: K) -> None:
         self._refuse_nested("del cache[key]")
-        with self._lock:
-            entry = self._pop_locked(key)
-            if entry is None:
-                raise KeyError(key)
-            expired = not self._live(entry)
-            if expired:
-                self._counters.expirations += 1
-        if expired:
-            self._notify([(key, entry[0])])
+        if self._remove(key) is MISSING:
             raise KeyError(key)
 
     @overload
@@ -273,14 +259,9 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
     def pop(self, key: K, /, default: object = MISSING) -> object:
         """Remove *key* and return its value, or *default* (``KeyError`` without one)."""
         self._refuse_nested("pop()")
-        with self._lock:
-            entry = self._pop_locked(key)
-            if entry is not None:
-                if self._live(entry):
-                    return entry[0]
-                self._counters.expirations += 1
-        if entry is not None:
-            self._notify([(key, entry[0])])
+        value = self._remove(key)
+        if value is not MISSING:
+            return value
         if default is MISSING:
             raise KeyError(key)
         return default
@@ -308,7 +289,7 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
     def setdefault(self, key: K, default: V = None) -> V:  # type: ignore[assignment]
         """The value for *key*; when absent, store *default* and return it (atomically)."""
         self._refuse_nested("setdefault()")
-        size = self._entry_size(key, default)
+        size = entry_size(self, key, default)
         dropped: Dropped = []
         with self._lock:
             value = self._find_locked(key, True, False, dropped)
@@ -358,20 +339,7 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
         Returns the bytes freed by the cache's own accounting. Counted in ``stats()`` as
         ``shrinks``, ``shrink_evictions`` and ``reclaimed_bytes``.
         """
-        if isinstance(target_bytes, bool) or not isinstance(target_bytes, int):
-            raise InvalidType(f"target_bytes={target_bytes!r} is not a whole number of bytes")
-        if target_bytes < 0:
-            raise InvalidValue(f"target_bytes={target_bytes!r} must not be negative")
-        self._refuse_nested("reclaim()")
-        with self._lock:
-            dropped = self._expire_unless_nested_locked(False)
-            candidates = self._pairs_locked() if target_bytes > 0 else []
-        # Sort outside the lock: a large cache must not stall readers while it is ordered.
-        candidates.sort(key=_entry_size_key, reverse=True)  # stable: LRU first among equals
-        with self._lock:
-            freed = _evict_largest_locked(self, candidates, target_bytes, dropped)
-        self._notify(dropped)
-        return freed
+        return reclaim_largest(self, target_bytes)
 
     def shrink(self, amount: int | float | str) -> int:
         """Free *amount*: bytes (``"64MiB"``, ``1024``) or a share of what the cache holds.
@@ -380,7 +348,7 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
         half, ``shrink(1.0)`` everything); anything else is read by :func:`resguard.parse_bytes`.
         Largest values go first, as in :meth:`reclaim`. Returns the bytes freed.
         """
-        return self.reclaim(_shrink_bytes(amount, self._bytes))
+        return self.reclaim(shrink_bytes(amount, self._bytes))
 
     def stats(self) -> CacheStats:
         """Counters and current sizes (expired entries are dropped first)."""
@@ -431,7 +399,7 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
         by bytes, else 1 (a bound in items counts every value as one)."""
         if self._max_bytes is None:
             return 1
-        return self._size_of_value(value)
+        return size_of_value(self, value)
 
     def __repr__(self) -> str:
         return _describe(self)
@@ -462,44 +430,6 @@ def _stats(cache: LRUCache[Any, Any]) -> CacheStats:
     return result
 
 
-def _evict_largest_locked(
-    core: CacheCore, candidates: list[tuple[Any, Entry]], target_bytes: int, dropped: Dropped
-) -> int:
-    """Evict *candidates* in their order until *target_bytes* are freed; under the lock."""
-    counters = core._counters
-    freed = 0
-    for key, _ in candidates:
-        if freed >= target_bytes:
-            break
-        entry = core._pop_locked(key)
-        if entry is None:
-            continue
-        freed += entry[1]
-        counters.shrink_evictions += 1
-        dropped.append((key, entry[0]))
-    counters.shrinks += 1
-    counters.reclaimed_bytes += freed
-    return freed
-
-
-def _shrink_bytes(amount: object, held_bytes: int) -> int:
-    """The bytes ``shrink(amount)`` frees of *held_bytes*: bytes, or a share of them."""
-    if isinstance(amount, bool) or not isinstance(amount, (int, float, str)):
-        raise InvalidType(
-            f'shrink({amount!r}): expected bytes (e.g. "64MiB", 1024) or a share (0.5 or "50%")'
-        )
-    share: float | None = None
-    if isinstance(amount, float) and 0.0 <= amount <= 1.0:
-        share = amount
-    elif isinstance(amount, str) and amount.strip().endswith("%"):
-        from resguard.units import parse_percent
-
-        share = parse_percent(amount) / 100
-    if share is not None:
-        return math.ceil(held_bytes * share)
-    return parse_bytes(amount)
-
-
 def _describe(cache: LRUCache[Any, Any]) -> str:
     """The repr: the class name first, as cachetools' reprs (its test suite checks it)."""
     bound = []
@@ -513,11 +443,6 @@ def _describe(cache: LRUCache[Any, Any]) -> str:
         f"{type(cache).__name__}({cache._name!r}, items={len(cache._data)}, "
         f"bytes={format_bytes(cache._bytes)}{', ' if bound else ''}{', '.join(bound)})"
     )
-
-
-def _entry_size_key(pair: tuple[Any, Entry]) -> int:
-    size: int = pair[1][1]
-    return size
 
 
 class _ItemsView(ItemsView[K, V]):

@@ -19,15 +19,9 @@ from typing import Any, Final, ParamSpec, Protocol, TypeVar, cast, overload
 
 from resguard._errors import InvalidType
 from resguard._modules.clock import Clock, monotonic
-from resguard.cache._core import (
-    ATOMIC_KEYS,
-    MISSING,
-    Dropped,
-    MemoAccess,
-    dict_get,
-    od_move_to_end,
-)
+from resguard.cache._core import MISSING, Dropped, MemoAccess
 from resguard.cache._flight import Call, Outcome, Role, SingleFlight, may_wait, outcome
+from resguard.cache._hits import ATOMIC_KEYS, dict_get, od_move_to_end
 from resguard.cache._lru import LRUCache
 from resguard.cache._sizeof import sizeof as default_sizeof
 from resguard.cache._stats import CacheInfo, CacheStats, check_callable
@@ -76,25 +70,6 @@ class _Memo:
         ):
             role, call = Role.ALONE, None  # its leader would stall: compute on our own
         return _Step(self, key, token, role, call)
-
-    def hit_locked(self, key: Any) -> Any:
-        """The live value of *key* under the lock (a hit, counted), else MISSING: the
-        wrapper's hit where the lock-free one is not allowed; :meth:`claim` counts a miss."""
-        access = self.access
-        core = access.core
-        access.acquire()
-        try:
-            entry = core._get(key)
-            if entry is not None and (not access.expiring or entry[2] > access.clock()):
-                try:
-                    core._move_to_end(key)
-                except KeyError:  # nested in a change that has its node out (see _core)
-                    pass
-                access.hit()
-                return entry[0]
-        finally:
-            access.release()
-        return MISSING
 
     def after_wait(self, step: _Step, waited: bool) -> _Step:
         """The next step once *step*'s wait is over (not *waited*: it would have deadlocked)."""
@@ -348,7 +323,7 @@ def _sync_wrapper(
         memo.claim,
         memo.after_wait,
         memo.flight.wait_thread,
-        memo.hit_locked,
+        access.hit,
     )
     make_key, fast_types, get_ident = _make_key, _FAST_TYPES, threading.get_ident
     atomic_keys, get, move_to_end = ATOMIC_KEYS, dict_get, od_move_to_end
@@ -371,7 +346,7 @@ def _sync_wrapper(
         if data is None:
             value = hit_locked(k)
             return miss(k, args, kwargs) if value is MISSING else value
-        entry = get(data, k)  # lock-free (see _core)
+        entry = get(data, k)  # lock-free (see _hits)
         if entry is not None and (not expiring or entry[2] > clock()):
             try:
                 move_to_end(data, k)
