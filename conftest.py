@@ -52,12 +52,23 @@ def _setup(namespace: dict[str, Any]) -> None:
     namespace["__name__"] = "docs"
 
 
+def _teardown(namespace: dict[str, Any]) -> None:
+    """Stop every Monitor a page started (a page reads as a script that ends, and the
+    tests after it check that no monitor thread is left)."""
+    from resguard import Monitor
+
+    for value in list(namespace.values()):
+        if isinstance(value, Monitor):
+            value.stop()
+
+
 def _pages(patterns: list[str], fixtures: list[str], excludes: list[str] = []) -> Sybil:  # noqa: B006
     return Sybil(
         parsers=[PythonCodeBlockParser(), SkipParser()],
         patterns=patterns,
         excludes=excludes,
         setup=_setup,
+        teardown=_teardown,
         fixtures=fixtures,
     )
 
