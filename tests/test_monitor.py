@@ -260,6 +260,21 @@ def test_an_edge_no_kernel_threshold_covers_still_paces_the_loop(tmp_path: Path)
     assert wait_s(()) < 0.02
 
 
+def test_relax_below_paces_the_loop_even_where_thresholds_cover_the_edges(
+    tmp_path: Path,
+) -> None:
+    # relax_below's edge is no threshold's: nothing wakes the loop there, covered or not
+    from resguard.monitor import _decide
+
+    clock = ManualClock()
+    _, monitor = _paced_monitor(tmp_path, clock, relax_below="11%")
+    monitor.sample_now()  # at 10 %: 1 % of 16 GiB below the extra edge
+    edges = monitor._events.edges(monitor.policy, monitor.state.snapshot.memory)
+    options, history = monitor._options, monitor._history
+    waited_s = _decide.next_interval_s(options, monitor.state, history, edges, covered=edges)
+    assert waited_s < 0.4
+
+
 def test_relax_below_when_given_is_one_more_edge_to_pace_by(tmp_path: Path) -> None:
     clock = ManualClock()
     _, plain = _paced_monitor(tmp_path / "a", clock)

@@ -355,12 +355,12 @@ class V1Notifier:
     def arm(self, edges_bytes: Iterable[int], used_bytes: int | None) -> None:
         """Ask for thresholds at the :data:`MAX_EDGES` edges nearest to current use, each
         at ``edge + gap - slack``, never below the edge (see memevents' docstring);
-        nothing when the edges and the gap
-        (within :func:`rearm_slack_bytes`) are as asked before. Call it holding the lock.
+        nothing when the edges and the gap (within :func:`rearm_slack_bytes`) are as
+        asked before. Call it holding the lock.
 
-        The kernel takes a grace period (5–15 ms here) per threshold registered, so the
-        registering is done by a worker thread, nearest first, never by the caller: the
-        descriptors change as it goes (``fds.generation`` grows)."""
+        The kernel takes a grace period (8–16 ms measured here) per threshold registered,
+        so the registering is done by a worker thread, nearest first, never by the
+        caller: the descriptors change as it goes (``fds.generation`` grows)."""
         if self._usage_fd is None or self._control_fd is None:
             return
         usage = _number(pread_text(self._usage_fd))

@@ -95,9 +95,10 @@ def next_interval_s(
         return options.interval_s
     skip = set(covered)
     edges = [edge for edge in edges_bytes if edge not in skip]
-    if memory.limit is not None and not skip:
-        edges.append(memory.limit)
-        if options.relax_below_percent is not None:
+    if memory.limit is not None:
+        if not skip:
+            edges.append(memory.limit)
+        if options.relax_below_percent is not None:  # never armed: always paced by
             edges.append(int(memory.limit * options.relax_below_percent / 100))
     interval = paced_interval_s(
         memory.used,
