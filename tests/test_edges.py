@@ -226,3 +226,83 @@ def test_anything_but_a_policy_and_a_memory_reading_is_refused_by_type() -> None
         memory_edges_bytes([Threshold("memory.percent", ">", 50)], memory())  # type: ignore[arg-type]
     with pytest.raises(InvalidType, match=r"is not a resguard\.snapshot\.MemoryInfo"):
         memory_edges_bytes(Policy([]), make_snapshot())  # type: ignore[arg-type]
+
+
+# --- a rule of one's own that gives too much or the wrong thing ----------------------------
+
+
+class OwnEdges:
+    """A rule of one's own whose ``memory_edges_bytes`` answers *values(memory)*."""
+
+    name, level, reads = "own edges", Level.WARNING, ("memory.used",)
+
+    def __init__(self, values: object) -> None:
+        self.values = values
+
+    def new_state(self) -> None:
+        return None
+
+    def step(self, snapshot: object, state: object, now: float) -> None:
+        return None
+
+    def memory_edges_bytes(self, memory: MemoryInfo) -> object:
+        return self.values
+
+
+def test_an_endless_or_huge_answer_is_read_only_up_to_the_cap_per_rule() -> None:
+    from resguard.rules._edges import MAX_OWN_EDGES
+
+    pulled = itertools.count()
+
+    def endless() -> Iterable[int]:  # endless in effect: stops only so the test cannot hang
+        for value in itertools.count():
+            if next(pulled) > 2**22:
+                return
+            yield value
+
+    assert edges([OwnEdges(endless())]) == tuple(range(MAX_OWN_EDGES))
+    assert next(pulled) <= MAX_OWN_EDGES + 1  # nothing past the cap was asked for
+    assert edges([OwnEdges(range(10**9)), OwnEdges([5 * MiB])]) == (
+        *range(MAX_OWN_EDGES),
+        5 * MiB,
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [MiB, "5"],
+        ["5", MiB],
+        [True, MiB],
+        [MiB, False],
+        [MiB, None],
+        [MiB, b"7"],
+        "12345",
+        b"\x10\x20",
+        bytearray(b"\x10"),
+        5,
+        None,
+    ],
+    ids=repr,
+)
+def test_an_answer_with_anything_but_numbers_gives_none_of_its_edges(answer: object) -> None:
+    # a str, bool or other non-number is a broken method: none of its values is used
+    # (not the numbers beside it), and a bool is never an edge; the other rules keep theirs
+    assert edges([OwnEdges(answer), OwnEdges([3 * MiB])]) == (3 * MiB,)
+
+
+def test_a_number_too_big_for_a_float_is_past_the_limit_not_a_broken_answer() -> None:
+    assert edges([OwnEdges([10**400, MiB, -(10**400)])]) == (MiB,)
+    assert edges([OwnEdges([10**400, MiB])], limit=None) == (MiB,)
+
+
+@given(st.lists(st.integers(-(2**1100), 2**1100) | st.floats(), max_size=20))
+def test_any_numbers_give_the_ones_from_zero_to_the_limit_rounded_up(
+    values: list[int | float],
+) -> None:
+    expected = {
+        math.ceil(value)
+        for value in values
+        if 0 <= value <= LIMIT  # NaN: never
+    }
+    assert edges([OwnEdges(values)]) == tuple(sorted(expected))

@@ -13,8 +13,14 @@ policy could change its decision, resolved against the current ``memory.limit``:
 * :class:`~resguard.rules.LeakDetector` on one of those metrics with ``only_above``: the
   figure below which it is quiet (its growth judges a trend, which has no edge);
 * a rule of your own (a budget on the machine's memory) that has a
-  ``memory_edges_bytes(memory) -> Iterable[int]`` method: what it returns. A method that
-  raises or returns garbage is passed over: pacing is no place to fail a policy.
+  ``memory_edges_bytes(memory) -> Iterable[int]`` method: what it returns, numbers
+  (``int`` or ``float``) read up to :data:`MAX_OWN_EDGES` of them (an endless or huge
+  iterable is never read to its end: the values past the cap are not asked for). A method
+  that raises, or whose answer is not an iterable of numbers (a ``str``, ``bytes``, a
+  ``bool`` or ``None`` among them), is passed over whole, none of its values used (a
+  ``bool`` is never an edge): pacing is no place to fail a policy. A number out of range
+  (below 0, above the limit, NaN, or too big for a float) is no edge, like a built-in
+  rule's.
 
 :class:`~resguard.rules.TimeToLimit` judges the fill rate, not a level: it has no edge
 (the pacing's own fill rate covers it). Rules on other metrics (swap, PSI, CPU, processes,
@@ -25,6 +31,7 @@ the limit (when known) count.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final
@@ -40,7 +47,12 @@ if TYPE_CHECKING:
     from resguard.rules._policy import Policy
     from resguard.rules._verdict import Rule
 
-__all__ = ["memory_edges_bytes", "rules_edges_bytes"]
+__all__ = ["MAX_OWN_EDGES", "memory_edges_bytes", "rules_edges_bytes"]
+
+MAX_OWN_EDGES: Final = 1024
+"""The most values read from one rule's own ``memory_edges_bytes`` answer: the first
+ones count, the rest are never asked for (an endless iterator must not hang the Monitor's
+fast loop, nor a million values slow each tick)."""
 
 _MEMORY_METRICS: Final = frozenset({"memory.used", "memory.percent", "memory.available"})
 _FAR: Final = float(2**63)  # the ceiling of an edge while the limit is unknown (NaN, inf fail)
@@ -63,7 +75,7 @@ def rules_edges_bytes(rules: Iterable[Rule], memory: MemoryInfo) -> tuple[int, .
     """The memory edges of *rules* under *memory*'s limit (see the module docstring);
     uncached: :meth:`Policy.memory_edges_bytes` keeps the last answer."""
     limit = memory.limit
-    edges: list[float] = []
+    edges: list[float | int] = []
     for rule in rules:
         if isinstance(rule, Threshold):
             if rule.metric in _MEMORY_METRICS:
@@ -97,14 +109,22 @@ def _used_at(metric: str, figure: float, limit: int | None) -> float:
     return limit - figure  # memory.available
 
 
-def _own_edges(method: Callable[[MemoryInfo], Iterable[object]], memory: MemoryInfo) -> list[float]:
+def _own_edges(
+    method: Callable[[MemoryInfo], Iterable[object]], memory: MemoryInfo
+) -> list[float | int]:
     """The edges a rule of its own gives through its ``memory_edges_bytes(memory)``: its
-    numbers (a bug in it gives none: it must not stop the pacing)."""
+    first :data:`MAX_OWN_EDGES` numbers, ints kept exact; none at all when it raises or
+    answers anything but numbers (it must not stop the pacing, nor be half-used)."""
     try:
-        return [
-            float(edge)
-            for edge in method(memory)
-            if isinstance(edge, (int, float)) and not isinstance(edge, bool)
-        ]
+        answer = method(memory)
+        if isinstance(answer, (str, bytes, bytearray, memoryview)):
+            return []  # iterable, but of characters or bytes: not edges
+        values = list(itertools.islice(answer, MAX_OWN_EDGES))
     except Exception:
         return []
+    numbers: list[float | int] = []
+    for value in values:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return []
+        numbers.append(value)
+    return numbers
