@@ -35,8 +35,11 @@ registers each edge at ``edge + gap - slack`` (never below the edge), the gap be
 :func:`~resguard._probes.memcg_v1.rearm_slack_bytes` (1 % of the limit, at least 4 MiB).
 The gap drifts as cache comes and goes (reclaim takes inactive cache first), so the
 thresholds are registered again when the edge set changed or the gap moved by more than
-the slack: until then a rising ``memory.used`` reaches the edge no sooner than usage
-reaches its threshold, so the event is never late, at most early (one burst of samples).
+the slack: while the gap shrinks by less than that between two calls, a rising
+``memory.used`` reaches the edge no sooner than usage reaches its threshold, so the event
+is never late, at most early (one burst of samples). Cache activated or freed by more
+than the slack at once moves ``memory.used`` with no change the kernel compares; the
+next sample sees that crossing.
 An edge whose threshold usage has already passed (it fired early, or use is above it) is
 not covered (:attr:`MemoryEvents.covered_edges_bytes`): the Monitor paces its polling by
 the distance to it as it does without events. At most
