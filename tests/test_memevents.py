@@ -123,6 +123,9 @@ def _armed_of(events: MemoryEvents, wanted: set[int], count: int) -> bool:
 
 
 def _open_fds() -> int:
+    """The process's open descriptors, once what earlier tests left is collected (the
+    collector closing their leftovers mid-test must not move the count)."""
+    gc.collect()
     return len(os.listdir("/proc/self/fd"))
 
 
@@ -345,7 +348,6 @@ def test_a_forked_child_drops_its_copies_and_leaves_the_parents_thresholds_armed
 
 def test_open_arm_read_close_cycles_leave_no_descriptor_open(memory_cgroup: MemoryCgroup) -> None:
     _v1_events(memory_cgroup, 256 * MiB).close()  # the imports and the first open are paid
-    gc.collect()  # what earlier tests left for the collector is not counted as this set's
     before = _open_fds()
     for step in range(5):
         events = _v1_events(memory_cgroup, 256 * MiB)

@@ -5,6 +5,7 @@ or thread left behind (after stop, after ``async with``, in a forked child)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
@@ -290,6 +291,8 @@ def test_leaving_async_with_at_once_never_hangs_and_leaks_nothing() -> None:
 
 
 def _open_fds() -> set[int]:
+    """The process's open descriptors, once what earlier tests left is collected."""
+    gc.collect()
     return {int(name) for name in os.listdir("/proc/self/fd")}
 
 
