@@ -4,6 +4,8 @@ fixed share of the limit, near an edge as fast as *min_interval*, with no edge r
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from typing import overload
 
 import pytest
 from hypothesis import given
@@ -96,6 +98,108 @@ def test_between_the_clamps_the_wait_is_the_distance_at_the_rate_over_the_safety
 def test_the_minimum_wins_when_the_clamps_cross() -> None:
     assert paced_interval_s(0, [10**12], None, min_interval_s=0.5, relaxed_interval_s=0.1) == 0.5
     assert paced_interval_s(0, [], None, min_interval_s=0.5, relaxed_interval_s=0.1) == 0.5
+
+
+# --- sorted edges found by bisection, and edges no float can hold ------------------------
+
+
+class CountedEdges(Sequence[int]):
+    """A sorted sequence of *n* evenly spaced edges that counts the items read from it."""
+
+    def __init__(self, n: int, step: int) -> None:
+        self.n, self.step, self.reads = n, step, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    @overload
+    def __getitem__(self, index: int) -> int: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[int]: ...
+    def __getitem__(self, index: int | slice) -> int | Sequence[int]:
+        if isinstance(index, slice):
+            raise TypeError("no slices: the pacing reads items")
+        if not -self.n <= index < self.n:
+            raise IndexError(index)
+        self.reads += 1
+        return (index % self.n) * self.step
+
+    def __iter__(self) -> Iterator[int]:
+        raise AssertionError("the sorted edges were scanned, not bisected")
+
+
+def sorted_pace(
+    used: int | None,
+    edges: Sequence[int],
+    skip: Collection[int] = (),
+    more: Iterable[int] = (),
+    fill: float | None = None,
+) -> float:
+    return paced_interval_s(
+        used,
+        more,
+        fill,
+        min_interval_s=MIN_S,
+        relaxed_interval_s=RELAXED_S,
+        sorted_edges_bytes=edges,
+        skip_bytes=skip,
+    )
+
+
+def test_a_million_sorted_edges_are_bisected_not_scanned_on_each_tick() -> None:
+    edges = CountedEdges(10**6, GiB)
+    used = 500_000 * GiB + 300 * MiB  # paced between the clamps: a wrong edge shows
+    assert MIN_S < sorted_pace(used, edges) == pace(used, [500_000 * GiB]) < RELAXED_S
+    assert edges.reads <= 2 * 20 + 4  # two log2(10**6) searches at most
+    edges.reads = 0
+    skip = {499_999 * GiB, 500_000 * GiB, 500_001 * GiB}  # armed: they need no pacing
+    assert MIN_S < sorted_pace(used, edges, skip) == pace(used, [500_002 * GiB]) < RELAXED_S
+    assert edges.reads <= 2 * 20 + 4 + len(skip) + 2
+
+
+@given(
+    st.one_of(st.none(), sizes),
+    st.lists(sizes, max_size=12),
+    st.lists(sizes, max_size=3),
+    st.data(),
+    rates,
+)
+def test_sorted_edges_less_the_skipped_pace_as_the_same_edges_in_any_order(
+    used: int | None,
+    edges: list[int],
+    more: list[int],
+    data: st.DataObject,
+    fill: float | None,
+) -> None:
+    ordered = tuple(sorted(set(edges)))
+    skip = set(data.draw(st.lists(st.sampled_from(ordered), max_size=4))) if ordered else set()
+    counted = [edge for edge in ordered if edge not in skip]
+    assert sorted_pace(used, ordered, skip, more, fill) == pace(used, [*counted, *more], fill)
+
+
+def test_an_edge_too_big_for_a_float_is_far_not_an_error() -> None:
+    assert pace(100, [10**400]) == RELAXED_S
+    assert pace(10**400, [0]) == RELAXED_S
+    assert pace(100, [10**400, 100 + MiB]) == MIN_S
+    assert sorted_pace(100, (10**300, 10**400)) == RELAXED_S
+    assert sorted_pace(100, (-(10**400), 10**400), (), [100 + MiB]) == MIN_S
+
+
+@given(
+    st.one_of(st.none(), huge := st.integers(-(2**2000), 2**2000)),
+    st.lists(huge, max_size=8),
+    st.lists(huge, max_size=3),
+    rates,
+)
+def test_any_integers_give_a_finite_wait_within_the_clamps(
+    used: int | None, edges: list[int], more: list[int], fill: float | None
+) -> None:
+    for wait in (
+        pace(used, [*edges, *more], fill),
+        sorted_pace(used, sorted(edges), (), more, fill),
+    ):
+        assert math.isfinite(wait)
+        assert MIN_S <= wait <= RELAXED_S
 
 
 # --- concrete cases: a policy's edges, as the Monitor feeds them ------------------------

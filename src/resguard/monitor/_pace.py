@@ -19,8 +19,9 @@ Pure: no clock, no I/O; the monitor's ``_decide.next_interval_s`` calls it on ea
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Final
 
 __all__ = ["DEFAULT_FILL_BYTES_PER_S", "SAFETY_FACTOR", "paced_interval_s"]
@@ -49,28 +50,47 @@ def paced_interval_s(
     *,
     min_interval_s: float,
     relaxed_interval_s: float,
+    sorted_edges_bytes: Sequence[int] = (),
+    skip_bytes: Collection[int] = (),
 ) -> float:
     """How long the fast loop may wait with memory at *used_bytes* and the edges at
-    *edges_bytes* (``memory.used`` values, in any order), memory filling at most at
-    *fill_bytes_per_s* (the fastest fill seen; ``None``, 0 or less: none measured).
+    *edges_bytes* (``memory.used`` values, in any order: a few, each one read) and
+    *sorted_edges_bytes* (ascending ints, as :func:`resguard.rules.memory_edges_bytes`
+    gives them: bisected, so a tick reads O(log n) of them, less those in *skip_bytes*),
+    memory filling at most at *fill_bytes_per_s* (the fastest fill seen; ``None``, 0 or
+    less: none measured).
 
     The wait is the distance to the nearest edge, above or below, divided by the fill
     rate (the faster of *fill_bytes_per_s* and :data:`DEFAULT_FILL_BYTES_PER_S`) and by
     :data:`SAFETY_FACTOR`, clamped to [*min_interval_s*, *relaxed_interval_s*] (the
-    minimum wins should they cross). No edge: *relaxed_interval_s*, nothing to approach.
-    Unknown use (``None``): *min_interval_s*, since blind is not calm. Pure.
+    minimum wins should they cross). No edge: *relaxed_interval_s*, nothing to approach;
+    an edge too far for a float (``10**400``) or not a number (NaN) is no nearer than
+    none, so the wait is finite whatever the edges. Unknown use (``None``):
+    *min_interval_s*, since blind is not calm. Pure.
     """
     if used_bytes is None:
         return min_interval_s
-    nearest = math.inf
+    nearest: float = math.inf
     for edge in edges_bytes:
         distance = edge - used_bytes if edge >= used_bytes else used_bytes - edge
-        if distance < nearest:
+        if distance < nearest:  # NaN compares false: no edge
             nearest = distance
+    above = bisect.bisect_left(sorted_edges_bytes, used_bytes)
+    for index in range(above, len(sorted_edges_bytes)):  # past the skipped ones, each way
+        if (edge := sorted_edges_bytes[index]) not in skip_bytes:
+            nearest = min(nearest, edge - used_bytes)
+            break
+    for index in range(above - 1, -1, -1):
+        if (edge := sorted_edges_bytes[index]) not in skip_bytes:
+            nearest = min(nearest, used_bytes - edge)
+            break
     if nearest == math.inf:
         return max(min_interval_s, relaxed_interval_s)
     rate = float(DEFAULT_FILL_BYTES_PER_S)
     if fill_bytes_per_s is not None and fill_bytes_per_s > rate:  # NaN compares false
         rate = fill_bytes_per_s
-    wait_s = nearest / rate / SAFETY_FACTOR
+    try:
+        wait_s = nearest / rate / SAFETY_FACTOR
+    except OverflowError:  # an int distance too big for a float: as far as can be
+        wait_s = math.inf
     return max(min_interval_s, min(relaxed_interval_s, wait_s))
