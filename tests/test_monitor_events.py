@@ -578,6 +578,42 @@ def test_watched_edges_pace_the_loop_until_unwatched_or_collected(tmp_path: Path
         monitor.watch_edges(object())  # type: ignore[arg-type]
 
 
+class Given:
+    """An edge provider that gives whatever it was given (R1's misbehaving providers)."""
+
+    def __init__(self, edges: Any) -> None:
+        self.edges = edges
+
+    def memory_edges_bytes(self, memory: Any) -> Any:
+        return self.edges() if callable(self.edges) else self.edges
+
+
+def test_a_provider_that_gives_endless_or_wrong_edges_is_a_fault_and_arms_none_of_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # R1 B and G: itertools.count() hung the fast loop (all of it was read into a set);
+    # ["123", "abc"] armed 123 B then raised, and [True] became an edge at 1 B
+    import itertools
+
+    caplog.set_level(logging.WARNING, logger="resguard")
+    monitor = Monitor(policy=half_warns(), reclaim=False)
+    memory = monitor.sample_now().snapshot.memory
+    policy_edges = monitor._events.edges(monitor.policy, memory)
+    provider = Given(itertools.count)
+    monitor.watch_edges(provider)
+    assert monitor._events.edges(monitor.policy, memory) == policy_edges
+    for wrong in (["123", "abc"], [True], [4096, -1], [1.5], range(_events.MAX_PROVIDER_EDGES + 1)):
+        provider.edges = wrong
+        monitor.watch_edges(provider)  # its edges moved: read again
+        assert monitor._events.edges(monitor.policy, memory) == policy_edges, wrong
+    faults = [r.getMessage() for r in caplog.records if "the edges of" in r.getMessage()]
+    assert faults
+    assert "more than 1024 edges" in caplog.text
+    provider.edges = [4096, 8192]  # it behaves: its edges count, and that is said
+    monitor.watch_edges(provider)
+    assert {4096, 8192} <= set(monitor._events.edges(monitor.policy, memory))
+
+
 # -- a storm of pressure wake-ups ----------------------------------------------------------
 
 

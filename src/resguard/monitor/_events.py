@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from resguard._errors import InvalidType
+from resguard._errors import InvalidType, InvalidValue
 from resguard._modules.log import get_logger
 from resguard._modules.waiter import Waiter, WakePipe
 from resguard.snapshot import MemoryInfo, Snapshot
@@ -49,6 +49,10 @@ EVENT_KINDS = ("threshold", "oom", "oom_kill", "high", "max", "pressure")
 """Every kind of :class:`~resguard.monitor.MemoryEvent` (counted from 0)."""
 
 EventSubscriber = Callable[["MemoryEvent"], object]
+
+MAX_PROVIDER_EDGES = 1024
+"""The most edges one provider's ``memory_edges_bytes`` may give: it is read lazily up to
+one more than this (an endless iterator never hangs the loop), and more is a fault."""
 
 _logger = get_logger("resguard.monitor")
 _said: set[tuple[bool, str]] = set()  # (partly, reason) said in this process: one line each
@@ -180,10 +184,14 @@ class EventHub:
 
         found = set(memory_edges_bytes(policy, memory))
         for provider in providers:
+            source = f"the edges of {_name(provider)}"
             try:
-                found.update(int(edge) for edge in provider.memory_edges_bytes(memory))
+                found.update(provider_edges(provider, memory))
             except Exception as error:  # a provider's bug must not stop the loop
-                self._failed(f"the edges of {_name(provider)}", error)
+                self._failed(source, error)
+            else:
+                if self._failing():
+                    self._worked(source)
         limit = memory.limit
         edges = tuple(sorted(e for e in found if e >= 0 and (limit is None or e <= limit)))
         self._edges_policy, self._edges_key, self._edges = policy, key, edges
@@ -243,6 +251,28 @@ def _name(thing: object) -> str:
     from resguard.monitor._sources import subscriber_name
 
     return subscriber_name(thing)
+
+
+def provider_edges(provider: Any, memory: MemoryInfo) -> tuple[int, ...]:
+    """*provider*'s edges at *memory*: byte counts (``int``, not ``bool``, at least 0), at
+    most :data:`MAX_PROVIDER_EDGES`; anything else raises and none of them counts (a
+    provider half-read is no provider's wish)."""
+    from itertools import islice
+
+    given = provider.memory_edges_bytes(memory)
+    edges = tuple(islice(iter(given), MAX_PROVIDER_EDGES + 1))
+    if len(edges) > MAX_PROVIDER_EDGES:
+        raise InvalidValue(
+            f"memory_edges_bytes gave more than {MAX_PROVIDER_EDGES} edges; expected a "
+            "few memory.used values in bytes"
+        )
+    for edge in edges:
+        if type(edge) is not int or edge < 0:
+            raise InvalidValue(
+                f"memory_edges_bytes gave {shown(edge)}; expected memory.used values as "
+                "int byte counts, 0 or more"
+            )
+    return edges
 
 
 class Wakeups:
