@@ -19,6 +19,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _harness import Table, empty_call_s, format_s
 
+INSTALL = "the benchmarks need the bench extra: pip install -e '.[bench]', or run nox -s bench"
+
 
 def main(argv: list[str]) -> int:
     here = Path(__file__).parent
@@ -39,7 +41,13 @@ def main(argv: list[str]) -> int:
         format_s(empty_call_s()),
     )
     for name in names:
-        module = importlib.import_module(name if name.startswith("bench_") else f"bench_{name}")
+        module_name = name if name.startswith("bench_") else f"bench_{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:  # an alternative it times is not installed
+            print(f"run.py: {module_name}: {error}; {INSTALL}", file=sys.stderr, flush=True)
+            table.note(module_name, f"failed: {error} ({INSTALL})")
+            continue
         print(f"running {module.__name__} ...", file=sys.stderr, flush=True)
         start = time.monotonic()
         try:

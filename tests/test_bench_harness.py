@@ -160,3 +160,30 @@ def test_thresholds_count_as_armed_only_when_one_is_registered(
     assert not monitor._thresholds_armed(Armed("v1 usage thresholds at 0 on /cg/memory.usage"))
     assert not monitor._thresholds_armed(Armed("PSI some 150ms/1s on /proc/pressure/memory"))
     assert not monitor._thresholds_armed(Armed())
+
+
+def test_a_part_whose_alternative_is_not_installed_is_a_failed_row_saying_what_to_install(
+    bench: tuple[ModuleType, ModuleType],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run = _load("run")
+    real_import = run.importlib.import_module
+
+    def import_module(name: str) -> ModuleType:
+        if name == "bench_cache":
+            raise ModuleNotFoundError("No module named 'cachetools'", name="cachetools")
+        return real_import(name)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(run.importlib, "import_module", import_module)
+    monkeypatch.setattr(run, "empty_call_s", lambda: 4e-8)
+    try:
+        assert run.main(["cache"]) == 0
+    finally:
+        sys.modules.pop("run", None)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    (row,) = [line for line in out.splitlines() if line.startswith("| bench_cache |")]
+    assert "failed: No module named 'cachetools'" in row
+    assert "pip install -e '.[bench]'" in row
+    assert "nox -s bench" in err
