@@ -18,7 +18,7 @@ import anyio
 import attrs
 import pytest
 
-from resguard import InvalidState, ResourceExhausted
+from resguard import InvalidState, InvalidType, ResourceExhausted
 from resguard._modules import gil
 from resguard.guard import Guard, _expiry, _settings
 from resguard.rules import Level, Policy, Threshold
@@ -545,6 +545,14 @@ def test_memory_edges_are_the_budget_in_bytes_or_share_of_the_limit() -> None:
     assert reserving.memory_edges_bytes(memory(16 * GiB)) == (7 * GiB, 8 * GiB, 15 * GiB)
     assert Guard().memory_edges_bytes(memory(16 * GiB)) == ()  # no budget, no reservation
     assert Guard(memory="32GiB").memory_edges_bytes(memory(16 * GiB)) == ()  # past the limit
+
+
+@pytest.mark.parametrize("wrong", [None, {"limit": 16 * GiB}, make_snapshot(), 16 * GiB])
+def test_memory_edges_of_anything_but_a_memory_reading_are_refused_by_type(wrong: object) -> None:
+    guard = Guard(memory="50%", reserve="1GiB", monitor=static())
+    with pytest.raises(InvalidType, match=r"^memory=.* is not a resguard\.snapshot\.MemoryInfo"):
+        guard.memory_edges_bytes(wrong)  # type: ignore[arg-type]
+    assert guard.memory_edges_bytes(memory(16 * GiB)) == (7 * GiB, 8 * GiB, 15 * GiB)
 
 
 def test_memory_edges_with_the_limit_unknown() -> None:

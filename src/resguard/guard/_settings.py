@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from resguard._errors import InvalidState
+from resguard._errors import InvalidState, InvalidType
 from resguard._modules.clock import Clock, monotonic
 
 # LOCK_FREE: whether a guard may admit ``with guard:`` without its lock, read when it is
@@ -25,11 +25,11 @@ from resguard.guard import _core
 from resguard.guard._args import OnUnknown, Settings, check_monitor, check_reserve, clock_of
 from resguard.guard._core import HoldMeter
 from resguard.rules import Level
+from resguard.snapshot import MemoryInfo
 from resguard.units import shown
 
 if TYPE_CHECKING:
     from resguard.monitor import Monitor
-    from resguard.snapshot import MemoryInfo
 
 __all__ = ["GuardSettings"]
 
@@ -240,6 +240,11 @@ class GuardSettings:
         its edge; edges above a known limit are left out, as ``used`` cannot reach them.
         The ``rss`` limit is about this process's RSS, not ``memory.used``: no edge.
         """
+        if type(memory) is not MemoryInfo and not isinstance(memory, MemoryInfo):
+            raise InvalidType(
+                f"memory={shown(memory)} is not a resguard.snapshot.MemoryInfo; expected a "
+                f"snapshot's memory, e.g. guard.memory_edges_bytes(monitor.state.snapshot.memory)"
+            )
         return _core.memory_edges_bytes(self._limits, self._reserve_bytes, memory)
 
     @property
