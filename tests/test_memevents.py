@@ -415,8 +415,16 @@ def test_a_cgroup_removed_while_armed_raises_nothing_and_leaks_nothing(
     before = _open_fds()
     events = _v1_events(memory_cgroup, 256 * MiB)
     _arm(events, [64 * MiB, 128 * MiB], memory_cgroup.usage_bytes())
+    armed_on_a_live_cgroup = not events.gone
+    assert armed_on_a_live_cgroup
     memory_cgroup.path.rmdir()  # no process in it: the kernel lets it go while armed
-    _wait_for(events, "threshold", timeout_s=0.5)  # removal signals each eventfd once
+    assert events.gone
+    # the removal signals each eventfd once: drained, and none of it is an event (R1 D)
+    assert _wait_for(events, "threshold", timeout_s=0.5) == ()
+    assert _wait_for(events, "oom", timeout_s=0.2) == ()
+    memory_cgroup.path.mkdir()  # another cgroup at the same path
+    assert events.gone
+    memory_cgroup.path.rmdir()
     events.arm([32 * MiB], 0)  # its usage file reads ENODEV now: nothing to arm
     assert events.read([fd for fd, _ in events.descriptors()]) == ()
     events.close()

@@ -147,6 +147,47 @@ def test_a_crossing_in_a_real_cgroup_wakes_the_monitor_through_an_event(
 
 @pytest.mark.cgroup
 @pytest.mark.linux_backend
+def test_a_cgroup_removed_and_made_again_is_armed_anew_and_its_removal_is_no_event(
+    v1_cgroup: Any,
+) -> None:
+    # R1 A and D: the events stayed on the dead memcg (the binding looked the same once
+    # the cgroup was back), so crossings in the new one woke nothing; and the removal
+    # itself, which signals every eventfd, was counted as threshold, oom and pressure
+    v1_cgroup.set_limit(256 * MiB)
+    monitor = Monitor(
+        policy=half_warns(),
+        cgroup=str(v1_cgroup.path),
+        reclaim=False,
+        interval="50ms",  # while the cgroup is gone memory is unknown: polled at this
+        min_interval="5ms",
+        relaxed_interval="30s",  # once armed only an event can wake it in time
+    )
+    with monitor:
+        wait_all_armed(monitor)
+        counts = monitor.event_counts
+        v1_cgroup.path.rmdir()  # nothing runs in it: the kernel lets it go while armed
+        wait_until(lambda: monitor.events_armed == (), timeout_s=10, what="events closed")
+        assert monitor.event_counts == counts  # the removal's signals are no events
+        v1_cgroup.path.mkdir()
+        v1_cgroup.set_limit(256 * MiB)
+        wait_all_armed(monitor)  # on the new cgroup
+        grower = Grower(v1_cgroup)
+        try:
+            wakeups = monitor.triggered_wakeups
+            grower.grow_to(150 * MiB)  # past 50 %
+            wait_until(
+                lambda: monitor.state.level == Level.WARNING,
+                timeout_s=20,  # within one 30 s wait: only an event can have woken it
+                what=f"WARNING (now {monitor.state.snapshot.memory})",
+            )
+        finally:
+            grower.close()
+    assert monitor.triggered_wakeups > wakeups
+    assert monitor.event_counts["threshold"] > counts["threshold"]
+
+
+@pytest.mark.cgroup
+@pytest.mark.linux_backend
 def test_a_new_limit_is_armed_at_its_own_edges(v1_cgroup: Any, grower: Grower) -> None:
     v1_cgroup.set_limit(256 * MiB)
     grower.grow_to(60 * MiB)
@@ -619,6 +660,9 @@ def test_a_provider_that_gives_endless_or_wrong_edges_is_a_fault_and_arms_none_o
 
 class FakeEvents:
     """Stands in for the kernel side: read() says what the test scripted."""
+
+    gone = False  # its cgroup is never removed
+    covered_edges_bytes = ()
 
     def __init__(self, said: tuple[Any, ...]) -> None:
         self.said = said

@@ -92,6 +92,7 @@ __all__ = [
     "MemoryEvents",
     "MemoryLike",
     "counter_events",
+    "identity_of",
     "nearest_edges",
     "parse_memory_events",
     "rearm_slack_bytes",
@@ -161,6 +162,15 @@ def rerooted(path: str, root: str) -> str:
     return base + "/" + path.lstrip("/")
 
 
+def identity_of(directory: str) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of *directory*, ``None`` when it is not there."""
+    try:
+        stat = os.stat(directory)
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino)
+
+
 def parse_memory_events(text: str | None) -> dict[str, int] | None:
     """The counters of a v2 ``memory.events`` text (``name value`` lines), or ``None``
     when it is not one: cut short, empty, or any line that is not a name and a whole
@@ -226,6 +236,8 @@ class MemoryEvents:
         self._events_fd: int | None = None  # v2 memory.events
         self._events_path = ""
         self._counters: dict[str, int] | None = None
+        self._directory: str | None = None  # the cgroup armed, and which one it was:
+        self._identity: tuple[int, int] | None = None  # one removed and made again differs
         forks.register(self)
         weakref.finalize(self, shut, self._fds, self._v1)  # its worker stops with it
 
@@ -273,6 +285,8 @@ class MemoryEvents:
         if memory.source == "cgroup" and detail.startswith("/"):
             directory = rerooted(os.path.dirname(detail), self._root)
         limit_file = os.path.basename(detail)
+        if directory is not None:
+            self._directory, self._identity = directory, identity_of(directory)
         if directory is not None and limit_file == "memory.limit_in_bytes":
             self._v1.open(directory, rerooted(detail, self._root), memory.limit)
         elif directory is not None and limit_file in ("memory.max", "memory.high"):
@@ -408,9 +422,25 @@ class MemoryEvents:
             if self._fds.closed:
                 return ()
             try:
-                return self._read(ready_fds)
+                events = self._read(ready_fds)  # drained either way: no busy poll
             except Exception:  # never raise into the monitor: the next sample still looks
                 return ()
+            # a removed cgroup signals every eventfd as it goes offline: none of it is news
+            return () if events and self._gone() else events
+
+    @property
+    def gone(self) -> bool:
+        """Whether the cgroup these events are armed on was removed (a directory made
+        again at its path is another cgroup): its descriptors watch a dead memcg, which
+        signals each of them once as it goes offline, and will never signal again."""
+        with self._fds.lock:
+            return self._gone()
+
+    def _gone(self) -> bool:
+        directory = self._directory
+        if directory is None:
+            return False
+        return self._identity is None or identity_of(directory) != self._identity
 
     def _read(self, ready_fds: Iterable[int]) -> tuple[MemoryEvent, ...]:
         events: list[MemoryEvent] = []

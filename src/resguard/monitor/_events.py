@@ -294,6 +294,7 @@ class Wakeups:
         self.descriptors: tuple[tuple[int, int], ...] = ()  # published after each tick
         self._generation = -1  # of the descriptors published
         self._opener, self._binding = opener, binding
+        self._lost = False  # its cgroup was removed: open anew once a limit binds
         self._closed = False
 
     @property
@@ -318,8 +319,11 @@ class Wakeups:
             return
         memory = snapshot.memory
         binding = binding_of(memory)
-        if self._opener is not None and binding is not None and binding != self._binding:
-            self._reopen(snapshot, binding)
+        if self._opener is not None:
+            if binding is not None and (binding != self._binding or self._lost):
+                self._reopen(snapshot, binding)  # moved, or back after its cgroup went
+            elif self.events is not None and self.events.gone:
+                self._lose()
         events = self.events
         if events is None:
             return
@@ -334,7 +338,22 @@ class Wakeups:
         if self.events is not None:
             self.events.close()
         self._binding, self._generation, self.descriptors = binding, -1, ()
-        self.events = self._opener(snapshot)
+        was_lost, self.events = self._lost, self._opener(snapshot)
+        # still gone (the limit read before the removal was seen): try again next tick
+        self._lost = (was_lost and self.events is None) or bool(self.events and self.events.gone)
+
+    def _lose(self) -> None:
+        """The cgroup armed was removed: close its events (they pin the dead memcg and
+        will never fire) and poll until a limit binds again, then open that one's."""
+        assert self.events is not None
+        _logger.info(
+            "the monitor's cgroup was removed: its kernel memory events are closed, and "
+            "the monitor polls until a limit binds again (%s)",
+            self._binding[1] if self._binding else "?",
+        )
+        self.events.close()
+        self.events, self._generation, self.descriptors = None, -1, ()
+        self._lost = True
 
     def woken(self, fds: Iterable[int], now_s: float, burst_s: float) -> str | None:
         """The descriptors *fds* are ready: drain them and deliver what they said; why
