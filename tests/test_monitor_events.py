@@ -619,6 +619,19 @@ def test_watched_edges_pace_the_loop_until_unwatched_or_collected(tmp_path: Path
         monitor.watch_edges(object())  # type: ignore[arg-type]
 
 
+def test_a_provider_watched_twice_counts_until_both_watches_are_undone() -> None:
+    # R1 E: the guard watches itself and a user watches it too; one unwatch undid both
+    monitor = Monitor(policy=half_warns(), reclaim=False)
+    memory = monitor.sample_now().snapshot.memory
+    budget = Budget(4096)
+    first, second = monitor.watch_edges(budget), monitor.watch_edges(budget)
+    first()
+    first()  # undoing the same watch twice undoes it once
+    assert 4096 in monitor._events.edges(monitor.policy, memory)
+    second()
+    assert 4096 not in monitor._events.edges(monitor.policy, memory)
+
+
 class Given:
     """An edge provider that gives whatever it was given (R1's misbehaving providers)."""
 

@@ -127,7 +127,7 @@ class EventHub:
         self.counts: dict[str, int] = dict.fromkeys(EVENT_KINDS, 0)
         self.wakeups = 0  # fast-loop wake-ups by an event (not by the timer)
         self.burst_until_s = float("-inf")
-        self._providers: dict[int, weakref.ref[Any]] = {}
+        self._providers: dict[int, tuple[weakref.ref[Any], int]] = {}  # ref, its watches
         self._watches = 0  # grows at every watch and unwatch: a re-watch recomputes
         self._edges_policy: Policy | None = None
         self._edges_key: tuple[int | None, ...] | None = None  # limit, watches, providers
@@ -150,23 +150,31 @@ class EventHub:
                 f"{shown(provider)} cannot be weakly referenced; the monitor holds edge "
                 "providers weakly (give its class a __weakref__ slot)"
             ) from None
-        key = id(provider)
+        key, done = id(provider), list[bool]()
         with self._lock:
-            self._providers[key] = ref
+            held = self._providers.get(key)
+            same = held is not None and held[0] is ref  # CPython hands out one ref per object
+            self._providers[key] = (ref, held[1] + 1 if same and held else 1)
             self._watches += 1
 
-        def unwatch() -> None:
+        def unwatch() -> None:  # one watch's: the provider counts until its last is undone
             with self._lock:
-                if self._providers.get(key) is ref:
+                held = self._providers.get(key)
+                if done or held is None or held[0] is not ref:
+                    return
+                done.append(True)
+                if held[1] > 1:
+                    self._providers[key] = (ref, held[1] - 1)
+                else:
                     del self._providers[key]
-                    self._watches += 1
+                self._watches += 1
 
         return unwatch
 
     def providers(self) -> list[Any]:
         """The watched providers still alive (the collected ones are forgotten)."""
         with self._lock:
-            alive = [(key, ref()) for key, ref in self._providers.items()]
+            alive = [(key, ref()) for key, (ref, _) in self._providers.items()]
             for key, provider in alive:
                 if provider is None:
                     del self._providers[key]

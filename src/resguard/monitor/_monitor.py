@@ -321,7 +321,8 @@ class Monitor:
     def watch_edges(self, provider: _events.EdgeProvider) -> Callable[[], None]:
         """Arm the events and pace the polling at *provider*'s memory edges too
         (``provider.memory_edges_bytes(memory)``: a guard's budget edge), until the
-        returned function is called or the provider is collected (held weakly)."""
+        returned function is called or the provider is collected (held weakly). Each
+        call is one watch: a provider watched twice counts until both are undone."""
         return self._events.watch(provider)
 
     def subscribe_events(self, callback: _events.EventSubscriber) -> Callable[[], None]:
