@@ -254,6 +254,24 @@ def test_an_oom_kill_in_the_cgroup_is_reported_as_oom_kill(memory_cgroup: Memory
         events.close()
 
 
+def test_an_oom_that_kills_is_both_an_oom_and_an_oom_kill_however_late_it_is_read(
+    memory_cgroup: MemoryCgroup,
+) -> None:
+    # R1 F: the OOM itself was an "oom" event only when its eventfd was read before the
+    # victim was chosen; read after (here: once the kill is counted), it was left out
+    events = _v1_events(memory_cgroup, 64 * MiB)
+    try:
+        memory_cgroup.python("b = b'x' * (256 * 2**20)").wait(timeout=30)
+        wait_until(lambda: memory_cgroup.oom_kills() >= 1, timeout_s=10, what="the kill")
+        said = events.read([fd for fd, _ in events.descriptors()])
+        assert [event.kind for event in said if event.kind.startswith("oom")] == [
+            "oom",
+            "oom_kill",
+        ]
+    finally:
+        events.close()
+
+
 def test_an_oom_without_a_kill_is_reported_as_oom(memory_cgroup: MemoryCgroup) -> None:
     events = _v1_events(memory_cgroup, 32 * MiB)
     try:

@@ -7,11 +7,12 @@ What is armed depends on where the limit that binds lives (``MemoryInfo.source``
 - **cgroup v1** (the limit is a ``memory.limit_in_bytes``): usage thresholds, one eventfd
   per edge registered through ``cgroup.event_control`` against ``memory.usage_in_bytes``
   (the kernel signals when usage crosses the value either way); the ``memory.oom_control``
-  eventfd (an OOM in the cgroup; its ``oom_kill`` counter, re-read on every :meth:`read`,
-  tells a kill from an OOM condition); ``memory.pressure_level`` at ``medium`` and
-  ``critical`` where the kernel has it. A level that fired is not polled for
-  :data:`PRESSURE_HOLDOFF_S` (the kernel signals it hundreds of times a second under
-  reclaim), a threshold for :data:`THRESHOLD_HOLDOFF_S` (use hovering at an edge).
+  eventfd (an OOM in the cgroup: an ``oom`` event) and its ``oom_kill`` counter, re-read
+  on every :meth:`read` (each kill: an ``oom_kill`` event, as v2 counts both);
+  ``memory.pressure_level`` at ``medium`` and ``critical`` where the kernel has it. A
+  level that fired is not polled for :data:`PRESSURE_HOLDOFF_S` (the kernel signals it
+  hundreds of times a second under reclaim), a threshold for :data:`THRESHOLD_HOLDOFF_S`
+  (use hovering at an edge).
   Each threshold registration makes the kernel wait out an RCU grace period (8–16 ms
   measured here), so a worker thread registers them, nearest to current use first, and
   an extra eventfd wakes the poller whenever the set changed
@@ -471,13 +472,15 @@ class MemoryEvents:
         if self._v1.watches_oom:
             kills = self._v1.oom_kills()
             path = self._v1.oom_path
+            # as v2's memory.events counts both: the OOM itself (the eventfd), then each
+            # kill (the counter grows when the victim is chosen, before or after this read)
+            if oom_seen:
+                events.append(MemoryEvent("oom", oom_seen, path, "under_oom"))
             if kills is not None:
                 before, now = kills
                 events.append(
                     MemoryEvent("oom_kill", now - before, path, f"oom_kill {before} -> {now}")
                 )
-            elif oom_seen:
-                events.append(MemoryEvent("oom", oom_seen, path, "under_oom"))
         if self._events_fd is not None:
             events.extend(self._counter_events())
         return tuple(events)
