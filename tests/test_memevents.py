@@ -139,7 +139,8 @@ def test_an_armed_edge_fires_when_the_child_crosses_it_and_arm_moves_it(
     try:
         allocator = Allocator(memory_cgroup)
         _arm(events, [64 * MiB], memory_cgroup.usage_bytes())  # no cache: the gap is 0
-        assert events.armed[0].startswith("v1 usage thresholds at 1 ")
+        # the edges by the memory.used they stand for, so a user can check them (R3)
+        assert events.armed[0].startswith("v1 usage thresholds at 1 (memory.used 64.0 MiB) on ")
         allocator.send("96")
         crossed = [e for e in _wait_for(events, "threshold") if e.kind == "threshold"]
         assert crossed
@@ -216,7 +217,8 @@ def test_a_wish_changing_faster_than_the_kernel_registers_never_piles_up_thresho
             assert len(events.thresholds_bytes) <= MAX_EDGES
         assert events.wait_armed(30.0)
         assert events.thresholds_bytes == tuple(wish)
-        assert events.armed[0].startswith(f"v1 usage thresholds at {MAX_EDGES} ")
+        assert events.armed[0].startswith(f"v1 usage thresholds at {MAX_EDGES} (memory.used ")
+        assert f"and {MAX_EDGES - 8} more) on " in events.armed[0]  # a readable line
     finally:
         events.close()
 

@@ -40,6 +40,7 @@ MAX_EDGES = 32
 """The most usage thresholds armed at once (each is one eventfd and a kernel entry)."""
 
 _SLACK_MIN_BYTES = 4 * 2**20
+_SHOWN_EDGES = 8  # edges named in the readable line; the rest are counted
 _READ_BYTES = 4096
 _PRESSURE_LEVELS = ("medium", "critical")  # "low" is any reclaim at all: noise
 _POLLIN = 0x001  # select.POLLIN on every Linux
@@ -501,8 +502,15 @@ class V1Notifier:
         """What is armed, the thresholds first."""
         if not self.thresholds_ready:
             return list(self.lines)
-        count = sum(1 for watch in self.watches.values() if watch.kind == "threshold")
-        return [f"v1 usage thresholds at {count} on {self.usage_path}", *self.lines]
+        from resguard.units import format_bytes
+
+        armed = {w.value_bytes for w in self.watches.values() if w.kind == "threshold"}
+        edges = sorted(edge for value in armed for edge in self._wanted.get(value or -1, ()))
+        shown = ", ".join(format_bytes(edge) for edge in edges[:_SHOWN_EDGES])
+        if len(edges) > _SHOWN_EDGES:
+            shown += f" and {len(edges) - _SHOWN_EDGES} more"
+        at = f" (memory.used {shown})" if edges else ""
+        return [f"v1 usage thresholds at {len(armed)}{at} on {self.usage_path}", *self.lines]
 
     def join_worker(self, timeout_s: float) -> None:
         """Wait up to *timeout_s* for a stopping worker to end (not from the worker)."""
