@@ -464,7 +464,11 @@ class MemoryEvents:
             if watch.kind == "oom":
                 oom_seen += count
                 continue
-            events.append(MemoryEvent(watch.kind, count, watch.source, watch.detail))
+            if watch.kind == "pressure":  # one event per wake-up, not per kernel signal
+                detail = f"{watch.detail} ({count} signal{'s' if count != 1 else ''})"
+                events.append(MemoryEvent("pressure", 1, watch.source, detail))
+            else:
+                events.append(MemoryEvent(watch.kind, count, watch.source, watch.detail))
             holdoff_s = HOLDOFF_S.get(watch.kind)
             if holdoff_s is not None:
                 watch.muted_until_s = now_s + holdoff_s
