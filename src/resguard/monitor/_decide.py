@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Sequence
 
 import attrs
 
@@ -66,7 +66,7 @@ def next_interval_s(
     options: Options,
     state: State,
     history: History,
-    edges_bytes: Iterable[int] = (),
+    edges_bytes: Sequence[int] = (),
     *,
     burst: bool = False,
     covered: Collection[int] = (),
@@ -74,7 +74,8 @@ def next_interval_s(
     """How long the fast loop waits after publishing *state*.
 
     Paced (``_pace.paced_interval_s``) by the distance from memory use to the nearest
-    edge, *edges_bytes* (the policy's and the watched guards'), the limit itself and
+    edge, *edges_bytes* (the policy's and the watched guards', ascending: bisected, so a
+    million of them cost a tick no more than a few), the limit itself and
     *relax_below* of the limit when one was given (one more edge, kept for compatibility:
     no longer a level below which all is calm, since a fixed share of the limit is no
     edge of anyone's), at the fastest fill rate seen in *history* (never below the pace's
@@ -93,19 +94,21 @@ def next_interval_s(
     memory = state.snapshot.memory
     if memory.used is None or not state.verdict.known:
         return options.interval_s
-    skip = set(covered)
-    edges = [edge for edge in edges_bytes if edge not in skip]
+    skip = covered if isinstance(covered, (set, frozenset)) else frozenset(covered)
+    extra: list[int] = []
     if memory.limit is not None:
         if not skip:
-            edges.append(memory.limit)
+            extra.append(memory.limit)
         if options.relax_below_percent is not None:  # never armed: always paced by
-            edges.append(int(memory.limit * options.relax_below_percent / 100))
+            extra.append(int(memory.limit * options.relax_below_percent / 100))
     interval = paced_interval_s(
         memory.used,
-        edges,
+        extra,
         fastest_fill_bytes_per_s(history),
         min_interval_s=options.min_interval_s,
         relaxed_interval_s=options.relaxed_interval_s,
+        sorted_edges_bytes=edges_bytes,
+        skip_bytes=skip,
     )
     if state.verdict.level != Level.OK:
         interval = min(interval, options.interval_s)
