@@ -78,7 +78,7 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Run the benchmarks (about 6 minutes; names as arguments run parts) and print one
+    """Run the benchmarks (about 5 minutes; names as arguments run parts) and print one
     Markdown table with each target judged met or missed (docs/performance.md is one run)."""
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/run.py", *session.posargs)
