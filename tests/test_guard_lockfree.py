@@ -5,6 +5,7 @@ its monitor."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
@@ -336,32 +337,41 @@ def test_without_the_gil_every_guard_takes_the_locked_path_and_counts_exactly(
 # -- what the lock-free path must not skip --------------------------------------------------
 
 
-def test_a_lock_free_call_does_not_overtake_a_queued_caller() -> None:
-    clock = ManualClock()
-    guard = Guard(memory="90%", monitor=static(clock=clock))
-    assert guard.lock_free
-    with guard:
-        pass
+@contextlib.contextmanager
+def queued_big_call(guard: Guard, clock: ManualClock) -> Iterator[list[ResourceExhausted]]:
+    """A call reserving 12 GiB (which cannot fit in the 8 GiB left under 90 % of 16 GiB)
+    queued on *guard* with a 10 s wait for the block; then its deadline passes on *clock*.
+    Yields the refusals it got."""
     refused: list[ResourceExhausted] = []
 
-    def big() -> None:  # 12 GiB cannot fit in the 8 GiB left under 90 % of 16 GiB
+    def big() -> None:
         try:
             with guard.admit(reserve="12GiB", wait="10s"):
                 pass
         except ResourceExhausted as error:
             refused.append(error)
 
-    waiter = threading.Thread(target=big)
+    waiter = threading.Thread(target=big, daemon=True)
     waiter.start()
     try:
         wait_until(lambda: guard.stats().waiting == 1, what="the big call to queue")
+        yield refused
+    finally:
+        clock.advance(11)  # the waiter's deadline passes
+        waiter.join(10)
+
+
+def test_a_lock_free_call_does_not_overtake_a_queued_caller() -> None:
+    clock = ManualClock()
+    guard = Guard(memory="90%", monitor=static(clock=clock))
+    assert guard.lock_free
+    with guard:
+        pass
+    with queued_big_call(guard, clock) as refused:
         with pytest.raises(ResourceExhausted) as info:
             with guard:
                 pytest.fail("a lock-free admission overtook the queue")
         assert info.value.reason == "queued"
-    finally:
-        clock.advance(11)  # the waiter's deadline passes
-        waiter.join(10)
     assert [error.reason for error in refused] == ["timeout"]
     with guard:  # the clock moved: the new state's budget is worked out
         pass
@@ -378,28 +388,13 @@ def test_a_new_state_published_while_a_caller_is_queued_does_not_open_the_lock_f
     guard = Guard(memory="90%", monitor=monitor)
     with guard:  # the first state's budget worked out: open
         pass
-    refused: list[ResourceExhausted] = []
-
-    def big() -> None:  # 12 GiB cannot fit in the 8 GiB left under 90 % of 16 GiB
-        try:
-            with guard.admit(reserve="12GiB", wait="10s"):
-                pass
-        except ResourceExhausted as error:
-            refused.append(error)
-
-    waiter = threading.Thread(target=big, daemon=True)
-    waiter.start()
-    try:
-        wait_until(lambda: guard.stats().waiting == 1, what="the big call to queue")
+    with queued_big_call(guard, clock) as refused:
         monitor.set(memory_percent=41)  # a new state: its budget is worked out anew
         for _ in range(3):  # the first works it out under the lock, the others must not pass
             with pytest.raises(ResourceExhausted) as info:
                 with guard:
                     pytest.fail("a block overtook the queued caller")
             assert info.value.reason == "queued"
-    finally:
-        clock.advance(11)  # the waiter's deadline passes
-        waiter.join(10)
     assert [error.reason for error in refused] == ["timeout"]
     assert guard.stats().refused_by_reason == {"queued": 3, "timeout": 1}
 
