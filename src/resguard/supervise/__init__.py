@@ -1,0 +1,1 @@
+"""Supervise a command under a memory budget: ``resguard run -- CMD``."""
