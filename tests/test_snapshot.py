@@ -149,6 +149,7 @@ UNITLESS = frozenset(
         "cpu.load_15m",
         "pressure.memory_level",
         "heat.thermal_rank",
+        "gpu.memory.device",
     }
 )
 

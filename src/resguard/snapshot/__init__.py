@@ -41,6 +41,10 @@ from resguard.snapshot._values import (
     CpuInfo,
     FanSpeed,
     Fault,
+    GpuInfo,
+    GpuMemory,
+    GpuProcess,
+    GpuSummary,
     HeatInfo,
     MemoryInfo,
     OllamaModelInfo,
@@ -52,8 +56,10 @@ from resguard.snapshot._values import (
     Snapshot,
     SwapInfo,
     TemperatureSensor,
+    gpu_percent,
     metric_paths,
     metric_unit,
+    ollama_processor,
 )
 
 __all__ = [
@@ -68,6 +74,10 @@ __all__ = [
     "FanSpeed",
     "Fault",
     "FaultKind",
+    "GpuInfo",
+    "GpuMemory",
+    "GpuProcess",
+    "GpuSummary",
     "HeatInfo",
     "HeatReader",
     "MemoryInfo",
@@ -84,9 +94,11 @@ __all__ = [
     "TemperatureSensor",
     "default_backend",
     "default_sampler",
+    "gpu_percent",
     "invalidate_limits",
     "metric_paths",
     "metric_unit",
+    "ollama_processor",
     "read_heat",
     "snapshot",
 ]
@@ -98,6 +110,10 @@ for _public in (
     CpuInfo,
     FanSpeed,
     Fault,
+    GpuInfo,
+    GpuMemory,
+    GpuProcess,
+    GpuSummary,
     HeatInfo,
     MemoryInfo,
     OllamaModelInfo,
@@ -114,9 +130,11 @@ for _public in (
     FanSpeed,
     HeatInfo,
     HeatReader,
+    gpu_percent,
     invalidate_limits,
     metric_paths,
     metric_unit,
+    ollama_processor,
 ):
     _public.__module__ = __name__  # reprs, pickles and the API docs name the public module
 del _public

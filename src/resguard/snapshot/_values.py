@@ -25,6 +25,10 @@ __all__ = [
     "CpuInfo",
     "FanSpeed",
     "Fault",
+    "GpuInfo",
+    "GpuMemory",
+    "GpuProcess",
+    "GpuSummary",
     "HeatInfo",
     "MemoryInfo",
     "OllamaModelInfo",
@@ -36,8 +40,10 @@ __all__ = [
     "Snapshot",
     "SwapInfo",
     "TemperatureSensor",
+    "gpu_percent",
     "metric_paths",
     "metric_unit",
+    "ollama_processor",
 ]
 
 UNITS: tuple[str, ...] = (
@@ -251,10 +257,40 @@ class ContainersInfo(ValueMixin):
         )
 
 
+def gpu_percent(size_bytes: int, size_vram_bytes: int) -> float | None:
+    """The share (0-100) of a model's *size_bytes* that is in GPU memory, ``None`` when
+    it cannot be said (a size of 0 or less, or more in VRAM than in all: a damaged
+    ``/api/ps`` answer)."""
+    if size_bytes <= 0 or not 0 <= size_vram_bytes <= size_bytes:
+        return None
+    return 100.0 * size_vram_bytes / size_bytes
+
+
+def ollama_processor(size_bytes: int, size_vram_bytes: int) -> str:
+    """Where a loaded model runs, as ``ollama ps`` prints it in its PROCESSOR column:
+    ``"100% CPU"`` when nothing is in VRAM, ``"100% GPU"`` when all of it is,
+    ``"Unknown"`` when the sizes cannot be (more in VRAM than in all, a size of 0),
+    else the CPU share rounded half away from zero, then the rest: ``"48%/52% CPU/GPU"``
+    (Ollama's ``cmd`` rounds the CPU side with Go's ``math.Round``)."""
+    if size_vram_bytes == 0:
+        return "100% CPU"
+    if size_vram_bytes == size_bytes:
+        return "100% GPU"
+    if size_vram_bytes > size_bytes or size_bytes <= 0 or size_vram_bytes < 0:
+        return "Unknown"
+    cpu_percent = math.floor((size_bytes - size_vram_bytes) * 100 / size_bytes + 0.5)
+    return f"{cpu_percent}%/{100 - cpu_percent}% CPU/GPU"
+
+
 @attrs.frozen
 class OllamaModelInfo(ValueMixin):
     """A model loaded in Ollama: total and GPU bytes, when its keep-alive ends and since
-    when it has been idle (wall-clock epoch seconds; ``None`` when unknown)."""
+    when it has been idle (wall-clock epoch seconds; ``None`` when unknown).
+
+    ``processor`` is its CPU/GPU split as ``ollama ps`` prints it (``"100% GPU"``,
+    ``"100% CPU"``, ``"48%/52% CPU/GPU"``; see :func:`ollama_processor`) and
+    ``gpu_percent`` the share of ``size`` in VRAM (0-100, ``None`` when the sizes cannot
+    say), both computed from ``size`` and ``size_vram`` when the record is made."""
 
     name: str
     size: int = attrs.field(metadata=BYTES)
@@ -262,6 +298,92 @@ class OllamaModelInfo(ValueMixin):
     expires_at: float | None = attrs.field(metadata=SECONDS)
     idle_since: float | None = attrs.field(metadata=SECONDS)
     context_length: int | None = attrs.field(default=None, metadata=COUNT)
+    processor: str = attrs.field(init=False, eq=False)
+    gpu_percent: float | None = attrs.field(init=False, eq=False, metadata=PERCENT)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "processor", ollama_processor(self.size, self.size_vram))
+        object.__setattr__(self, "gpu_percent", gpu_percent(self.size, self.size_vram))
+
+
+@attrs.frozen
+class GpuProcess(ValueMixin):
+    """A process holding GPU memory on one device (NVML's compute processes):
+    ``used_bytes`` is ``None`` where NVML does not say (no per-process accounting in a
+    container without the host's pid namespace, some drivers on Windows/WSL)."""
+
+    pid: int
+    used_bytes: int | None = attrs.field(metadata=BYTES)
+
+
+@attrs.frozen
+class GpuInfo(ValueMixin):
+    """One NVIDIA GPU as NVML reports it. Each reading NVML could not give (a query the
+    board does not support, a driver error, a reading past its deadline) is ``None``
+    (*unknown*, never 0); ``processes`` is ``()`` when NVML lists none and ``None`` when
+    it could not list them. ``utilization_percent`` is the share of the last sample
+    period a kernel ran (0-100); memory is in bytes."""
+
+    index: int
+    name: str | None
+    uuid: str | None
+    memory_total_bytes: int | None = attrs.field(metadata=BYTES)
+    memory_used_bytes: int | None = attrs.field(metadata=BYTES)
+    memory_free_bytes: int | None = attrs.field(metadata=BYTES)
+    utilization_percent: float | None = attrs.field(metadata=PERCENT)
+    temperature_celsius: float | None = attrs.field(metadata=CELSIUS)
+    processes: tuple[GpuProcess, ...] | None = ()
+
+    @property
+    def memory_percent(self) -> float | None:
+        """Used memory as a share of total (0-100), ``None`` when either is unknown."""
+        total, used = self.memory_total_bytes, self.memory_used_bytes
+        if total is None or used is None or total <= 0:
+            return None
+        return 100.0 * used / total
+
+
+@attrs.frozen
+class GpuMemory(ValueMixin):
+    """The memory of the fullest GPU (the highest used share; the first on a tie):
+    ``device`` is its index. Rules and guards judge this one, so a job that fits the
+    emptiest board is still refused when one board is full: VRAM is per device."""
+
+    device: int
+    total: int = attrs.field(metadata=BYTES)
+    used: int = attrs.field(metadata=BYTES)
+    free: int = attrs.field(metadata=BYTES)
+    percent: float = attrs.field(metadata=PERCENT)
+
+
+@attrs.frozen
+class GpuSummary(ValueMixin):
+    """The figures rules read about the GPUs (``gpu.memory.percent``, ``gpu.memory.used``):
+    ``count`` devices, ``memory`` of the fullest one (``None`` when no device reported its
+    memory). Made from :attr:`Snapshot.gpus` by :meth:`from_gpus`."""
+
+    count: int = attrs.field(metadata=COUNT)
+    memory: GpuMemory | None
+
+    @classmethod
+    def from_gpus(cls, gpus: tuple[GpuInfo, ...] | None) -> GpuSummary | None:
+        """The summary of *gpus*; ``None`` when they are unknown (``None``)."""
+        if gpus is None:
+            return None
+        fullest: GpuMemory | None = None
+        for gpu in gpus:
+            percent = gpu.memory_percent
+            if percent is None or not math.isfinite(percent):
+                continue
+            if fullest is None or percent > fullest.percent:
+                total, used = gpu.memory_total_bytes, gpu.memory_used_bytes
+                assert total is not None
+                assert used is not None
+                free = gpu.memory_free_bytes
+                fullest = GpuMemory(
+                    gpu.index, total, used, max(0, total - used) if free is None else free, percent
+                )
+        return cls(len(gpus), fullest)
 
 
 @attrs.frozen
@@ -379,11 +501,13 @@ class Snapshot(ValueMixin):
     """Everything resguard knows at one instant. ``taken_at`` is wall-clock epoch seconds,
     ``monotonic`` the :func:`time.monotonic` reading. ``processes``, ``containers``,
     ``ollama`` and ``heat`` are filled in by a Monitor whose sources sample them, else
-    ``None``. ``cgroup_pids`` are the pids in the memory cgroup whose limit ``memory``
-    reports and in its descendants, sorted, sampled with the process table when
-    ``memory.cgroup`` is set (linux backend; ``None`` otherwise). ``faults`` lists the
-    sources that could not be read for this snapshot and the fields they left unknown
-    (``None``); it is empty when everything was read.
+    ``None``. ``gpus`` are the NVIDIA GPUs NVML reports (``None``: unknown, no NVML or
+    no driver; ``()``: NVML says there is none) and ``gpu`` their summary for rules
+    (:class:`GpuSummary`, ``None`` with ``gpus``). ``cgroup_pids`` are the pids in the
+    memory cgroup whose limit ``memory`` reports and in its descendants, sorted, sampled
+    with the process table when ``memory.cgroup`` is set (linux backend; ``None``
+    otherwise). ``faults`` lists the sources that could not be read for this snapshot and
+    the fields they left unknown (``None``); it is empty when everything was read.
     """
 
     memory: MemoryInfo
@@ -399,6 +523,11 @@ class Snapshot(ValueMixin):
     faults: tuple[Fault, ...] = ()
     heat: HeatInfo | None = None
     cgroup_pids: tuple[int, ...] | None = None
+    gpus: tuple[GpuInfo, ...] | None = None
+    gpu: GpuSummary | None = attrs.field(init=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "gpu", GpuSummary.from_gpus(self.gpus))
 
     def fault_for(self, path: str) -> Fault | None:
         """The fault that left the metric *path* (``"memory.percent"``) unknown, else ``None``
