@@ -27,6 +27,7 @@ from resguard._probes.files import FaultKind
 from resguard._probes.paths import Roots
 from resguard._probes.reporting import RELOG_AFTER_S as RELOG_AFTER_S  # internal, not in __all__
 from resguard._probes.reporting import SENSING_FAULTS as SENSING_FAULTS
+from resguard.snapshot._gpu import GpuReader
 from resguard.snapshot._heat import HeatReader
 from resguard.snapshot._limits import LIMITS_MAX_AGE_S as LIMITS_MAX_AGE_S
 from resguard.snapshot._limits import invalidate_limits
@@ -77,6 +78,7 @@ __all__ = [
     "GpuInfo",
     "GpuMemory",
     "GpuProcess",
+    "GpuReader",
     "GpuSummary",
     "HeatInfo",
     "HeatReader",
@@ -99,6 +101,7 @@ __all__ = [
     "metric_paths",
     "metric_unit",
     "ollama_processor",
+    "read_gpus",
     "read_heat",
     "snapshot",
 ]
@@ -113,6 +116,7 @@ for _public in (
     GpuInfo,
     GpuMemory,
     GpuProcess,
+    GpuReader,
     GpuSummary,
     HeatInfo,
     MemoryInfo,
@@ -141,6 +145,18 @@ del _public
 
 _default_samplers: dict[str, Sampler] = {}  # one per backend: the default may change
 _default_heat: dict[str, HeatReader] = {}
+_default_gpus: dict[str, GpuReader] = {}
+
+
+def read_gpus(*, nvml: object = None) -> tuple[GpuInfo, ...] | None:
+    """This machine's NVIDIA GPUs now (NVML), ``()`` when NVML says there are none and
+    ``None`` when it cannot tell (no driver, a reading that hung): a one-shot for scripts.
+    Without the ``gpu`` extra it raises ImportError naming ``pip install 'resguard[gpu]'``
+    (:func:`snapshot` then just has ``gpus=None``). *nvml* replaces ``pynvml`` (e.g.
+    :class:`resguard.testing.FakeNVML`). See :doc:`gpu`."""
+    if nvml is not None:
+        return GpuReader(nvml).read()
+    return made_once(_default_gpus, "pynvml", GpuReader).read()
 
 
 def default_sampler() -> Sampler:

@@ -7,12 +7,15 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn, Protocol, SupportsIndex
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, SupportsIndex
+
+import attrs
 
 from resguard._errors import InvalidType, InvalidValue
 from resguard._probes import cgroup as _cgroup
 from resguard._probes.backend import Backend, backend_for
 from resguard._probes.paths import DEFAULT_ROOTS, Roots
+from resguard.snapshot._gpu import gpu_reader
 from resguard.snapshot._limits import LIMITS_MAX_AGE_S
 from resguard.snapshot._linux import LinuxSampler
 from resguard.snapshot._values import MemoryInfo, Snapshot
@@ -64,6 +67,13 @@ class Sampler:
     :func:`time.monotonic`) times all of that and gives ``Snapshot.monotonic``;
     *wall_clock* (default :func:`time.time`) gives ``Snapshot.taken_at``.
 
+    *gpus* says whether ``Snapshot.gpus`` is read (NVIDIA GPUs through NVML, the ``gpu``
+    extra; at most every *slow_files_max_age_s*): ``None`` (the default) reads them when
+    ``pynvml`` imports and the sampler reads this machine (default *roots*), ``True``
+    always (an ImportError naming ``pip install 'resguard[gpu]'`` without the extra),
+    ``False`` never. *nvml* replaces ``pynvml`` with a module-like object of NVML's
+    functions (:class:`resguard.testing.FakeNVML` in tests). See :doc:`gpu`.
+
     :meth:`sample` never raises because of what it reads: a file or psutil call that is
     missing, empty, cut short, unparseable, unreadable or gone leaves its numbers ``None``
     (or another source fills in), the snapshot's ``faults`` say which, and one warning is
@@ -80,6 +90,8 @@ class Sampler:
         slow_files_max_age_s: float = SLOW_FILES_MAX_AGE_S,
         clock: Clock = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        gpus: bool | None = None,
+        nvml: Any = None,
     ) -> None:
         if not isinstance(roots, Roots):
             raise InvalidType(
@@ -114,6 +126,11 @@ class Sampler:
                 clock=clock,
                 wall_clock=wall_clock,
             )
+        if gpus is not None and not isinstance(gpus, bool):
+            raise InvalidType(f"gpus={shown(gpus)} is not a bool; expected True, False or None")
+        if gpus is None and nvml is None and roots != DEFAULT_ROOTS:
+            gpus = False  # re-rooted kernel files are a test's machine: not this one's GPUs
+        self._gpus = gpu_reader(gpus, nvml, slow_files_max_age_s)
         self._backend: Backend = chosen
         self._impl = reader
         self._roots = roots
@@ -155,7 +172,11 @@ class Sampler:
         """Take a snapshot. ``uss=True`` adds the process's unique set size (reads smaps,
         milliseconds); ``children=False`` skips summing descendants' RSS (then
         ``children_rss`` is ``None``: not measured)."""
-        return self._impl.sample(uss=uss, children=children)
+        snap = self._impl.sample(uss=uss, children=children)
+        if self._gpus is None:
+            return snap
+        gpus = self._gpus.read(snap.monotonic)
+        return snap if gpus is None else attrs.evolve(snap, gpus=gpus)
 
     def limit_without_rlimit(self, rlimit: str) -> int | None:
         """The effective memory limit as if this process's soft *rlimit* (``"RLIMIT_DATA"``
