@@ -1,6 +1,6 @@
 """The ``resguard`` command line: one module per command (``snapshot``, ``top``,
-``watch``, ``docker``, ``ollama``, ``budget``, ``guardian``), all printing through one
-renderer (:mod:`resguard.cli._render`).
+``watch``, ``docker``, ``ollama``, ``budget``, ``guardian``, ``run``), all printing through
+one renderer (:mod:`resguard.cli._render`). ``run`` exits with its command's own code.
 
 Exit codes: 0 success, 1 the verdict is not OK (``watch --once``, ``guardian --once``) or
 a budget is over, 2 bad usage, a bad value, an unreachable service, an output that cannot

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from resguard._probes.backend import BACKENDS, ENV_VAR, platform_backend
-from resguard.cli import budget, docker, guardian, ollama, snapshot, top, watch
+from resguard.cli import budget, docker, guardian, ollama, run, snapshot, top, watch
 from resguard.cli._args import CommandParser, Parser, Version, backend_name
 
 __all__ = ["build_parser"]
@@ -18,6 +18,7 @@ _COMMANDS = (
     docker,
     ollama,
     budget,
+    run,
 )  # the order --help lists them in
 
 

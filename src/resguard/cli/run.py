@@ -1,0 +1,191 @@
+"""``resguard run [--memory 64MiB] [--restart on-failure|always|never] -- CMD ARGS...``:
+run a command under a memory budget and restart it by a policy, journalling each start
+and exit (see docs/supervise.md).
+
+Exit codes: the command's own (128 + N when signal N ended it, as shells report: 137
+for an OOM kill), 127 when the command is not found (126: not executable), 2 for bad
+usage or a budget that cannot be applied; ``--dry-run`` exits 0 after saying what it
+would do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from typing import TextIO
+
+from resguard._errors import InvalidValue
+from resguard._modules.render import printable
+from resguard.cli._args import Commands, duration, error_line, non_negative_int
+
+__all__ = ["add_parser", "run"]
+
+_MIN_MEMORY_BYTES = 1 << 20  # below a MiB not even the wrapper can start
+_NOT_FOUND, _NOT_EXECUTABLE = 127, 126
+
+
+def _memory(text: str) -> int:
+    from resguard.units import parse_bytes
+
+    try:
+        value = parse_bytes(text)
+    except InvalidValue as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if value < _MIN_MEMORY_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is too small for a memory budget; expected 1MiB or more, e.g. 64MiB"
+        )
+    return value
+
+
+def _command(args: argparse.Namespace) -> tuple[str, ...]:
+    words = list(args.argv)
+    if words[:1] == ["--"]:
+        words = words[1:]
+    if not words:
+        raise InvalidValue("no command given; expected: resguard run [options] -- CMD ARGS...")
+    return tuple(words)
+
+
+def _missing(program: str) -> tuple[int, str] | None:
+    """The exit code and words when *program* cannot be run, as a shell would say."""
+    if os.sep in program:
+        if not os.path.exists(program):
+            return _NOT_FOUND, f"{program!r}: no such file"
+        if os.path.isdir(program) or not os.access(program, os.X_OK):
+            return _NOT_EXECUTABLE, f"{program!r}: not an executable file"
+        return None
+    if shutil.which(program) is None:
+        return _NOT_FOUND, f"{program!r}: not found on PATH"
+    return None
+
+
+def _dry_run(config: object, out: TextIO) -> int:
+    from resguard.supervise import RunConfig, choose_budget
+    from resguard.units import format_duration
+
+    assert isinstance(config, RunConfig)
+    budget = choose_budget(config.memory_bytes, cgroup_parent=config.cgroup_parent, enable=False)
+    plan = config.plan()
+    delays = [format_duration(plan.backoff.delay_s(n)) for n in range(1, plan.max_restarts + 1)]
+    shown = ", ".join(delays[:6]) + (", …" if len(delays) > 6 else "")
+    restarts = (
+        "never restarted"
+        if config.restart == "never" or not delays
+        else f"restarted {config.restart}, at most {plan.max_restarts} time(s) in a row "
+        f"(waits {shown})"
+    )
+    out.write(
+        printable(f"dry-run: would run {' '.join(config.argv)}")
+        + "\n"
+        + printable(f"budget: {budget.describe()}")
+        + "\n"
+        + f"restarts: {restarts}; a run of {format_duration(config.stable_s)} or more resets "
+        "the count and the backoff\n"
+        + "journal: stderr"
+        + (printable(f" and {config.journal}") if config.journal else "")
+        + "\n"
+    )
+    return 0
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    from resguard.supervise import RunConfig, RunJournal, Supervisor
+
+    argv = _command(args)
+    config = RunConfig(
+        argv,
+        memory_bytes=args.memory,
+        restart=args.restart,
+        max_restarts=args.max_restarts,
+        backoff_s=args.backoff,
+        backoff_max_s=args.backoff_max,
+        stable_s=args.stable,
+        stop_timeout_s=args.stop_timeout,
+        journal=args.journal,
+        cgroup_parent=args.cgroup_parent,
+    )
+    if args.dry_run:
+        return _dry_run(config, out)
+    missing = _missing(argv[0])
+    if missing is not None:
+        code, words = missing
+        error_line(printable(f"resguard run: cannot run {words}"))
+        return code
+    return Supervisor(config, RunJournal(config.journal, sys.stderr)).run()
+
+
+def _add_restart_arguments(parser: argparse.ArgumentParser) -> None:
+    from resguard.supervise import RESTART_POLICIES
+
+    parser.add_argument(
+        "--restart",
+        choices=RESTART_POLICIES,
+        default="on-failure",
+        help="when to restart: on-failure (a non-zero exit, a signal, an OOM kill; the "
+        "default), always, never",
+    )
+    parser.add_argument(
+        "--max-restarts",
+        type=non_negative_int,
+        default=5,
+        metavar="N",
+        help="restarts in a row before giving up (default 5; a stable run resets the count)",
+    )
+    parser.add_argument(
+        "--backoff",
+        type=duration,
+        metavar="DURATION",
+        default=1.0,
+        help="wait before the first restart (1s)",
+    )
+    parser.add_argument(
+        "--backoff-max",
+        type=duration,
+        metavar="DURATION",
+        default=30.0,
+        help="the doubling wait's cap (30s)",
+    )
+    parser.add_argument(
+        "--stable",
+        type=duration,
+        default=10.0,
+        metavar="DURATION",
+        help="a run this long resets the backoff and the restart count (10s)",
+    )
+    parser.add_argument(
+        "--stop-timeout",
+        type=duration,
+        default=10.0,
+        metavar="DURATION",
+        help="after a stop signal, SIGKILL the command if it still runs this long (10s)",
+    )
+
+
+def add_parser(commands: Commands) -> None:
+    parser = commands.add_parser(
+        "run",
+        help="run a command under a memory budget, restarting it by a policy",
+        description="Run CMD in its own memory cgroup (as root or in a delegated one; else "
+        "under RLIMIT_AS), forward signals to it, restart it by --restart with exponential "
+        "backoff, and journal each start and exit; OOM kills are reported as such. Exits "
+        "with the command's own code.",
+    )
+    parser.add_argument(
+        "--memory", type=_memory, default=None, metavar="SIZE", help="the budget, e.g. 64MiB"
+    )
+    _add_restart_arguments(parser)
+    parser.add_argument("--journal", default=None, metavar="PATH", help="append JSON lines here")
+    parser.add_argument(
+        "--cgroup-parent",
+        default=None,
+        metavar="DIR",
+        help="make the command's cgroup below DIR (default: this process's own cgroup)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="say what would be done, start nothing"
+    )
+    parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
+    parser.set_defaults(handler=run)

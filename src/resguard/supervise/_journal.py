@@ -1,0 +1,84 @@
+"""The supervisor's journal: one line per event on stderr (``resguard run: ...``) and, with
+``--journal PATH``, the same event as a JSON line appended to PATH.
+
+A JSON line holds ``time`` (ISO 8601, UTC), ``epoch`` (seconds), ``event`` and the event's
+fields: ``budget`` (``kind`` cgroup-v1, cgroup-v2, rlimit-as or none, ``limit_bytes``,
+``parent``, ``why``, and ``cgroup`` the run's own cgroup); ``start`` (``run``, ``pid``,
+``argv``); ``signal`` (``signal``, ``pid``, ``forwarded``: false when the terminal already
+delivered it to the child, ``action``); ``exit`` (``run``, ``pid``, ``status`` exited,
+killed or oom-killed, ``code`` as a shell shows it, ``signal``, ``oom_kills``, ``run_s``,
+``restart`` true or false, ``delay_s``, ``reason``); ``end`` (``code``, ``runs``,
+``oom_kills``, ``cgroup_left`` when the cgroup could not be removed). As the guardian's
+journal, a file that cannot be written never stops the supervisor: one warning on stderr,
+then silence until it can be written again.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from resguard._modules.render import printable
+
+__all__ = ["RunJournal"]
+
+
+class RunJournal:
+    """Writes each event to *err* as one line and, when *path* is given, as JSON to it."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        err: TextIO,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = None if path is None else os.path.expanduser(os.fspath(path))
+        self._err = err
+        self._wall_clock = wall_clock
+        self._failing = False
+        self.lines: list[dict[str, Any]] = []
+
+    def write(self, event: str, text: str, **fields: Any) -> dict[str, Any]:
+        """Journal *event* (its words *text* for stderr, its *fields* for the JSON line)."""
+        epoch = self._wall_clock()
+        moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
+        line: dict[str, Any] = {
+            "time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "epoch": round(epoch, 3),
+            "event": event,
+            **fields,
+        }
+        self.lines.append(line)
+        self._say(f"resguard run: {printable(text)}")
+        if self.path is not None:
+            self._append(json.dumps(line) + "\n")
+        return line
+
+    def _say(self, text: str) -> None:
+        try:
+            self._err.write(text + "\n")
+            self._err.flush()
+        except (OSError, ValueError):
+            pass  # a closed stderr is no reason to stop supervising
+
+    def _append(self, text: str) -> None:
+        assert self.path is not None
+        try:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(text)
+        except (OSError, ValueError) as error:
+            if not self._failing:
+                self._failing = True
+                self._say(
+                    f"resguard run: the journal {self.path} cannot be written ({error}); "
+                    "events go to stderr only until it can"
+                )
+            return
+        if self._failing:
+            self._failing = False
+            self._say(f"resguard run: the journal {self.path} can be written again")

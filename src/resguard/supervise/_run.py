@@ -1,0 +1,332 @@
+"""The supervisor's I/O: start the command in its budget, wait for it or a signal, forward
+signals, journal each start and exit, and follow :class:`~resguard.supervise.Plan`.
+
+The child stays in resguard's process group, so it keeps the terminal (an interactive
+command works) and a terminal's Ctrl-C or Ctrl-\\ reaches it from the kernel directly:
+resguard then does not forward that SIGINT/SIGQUIT again (one Ctrl-C is one SIGINT).
+SIGTERM, SIGINT and SIGQUIT ask for a stop: the child gets the signal, is not restarted,
+and gets SIGKILL after ``stop_timeout_s`` or at a second stop signal (a second Ctrl-C).
+SIGHUP, SIGUSR1 and SIGUSR2 are forwarded only; a child that one of them ends (its default
+action) was stopped by the user, not crashed, and is not restarted. Waiting is on a pidfd
+and the signal wakeup pipe together: no polling, no SIGCHLD.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import attrs
+
+from resguard._errors import InvalidState
+from resguard.supervise._budget import Budget, Cgroup, choose_budget, limit_address_space
+from resguard.supervise._journal import RunJournal
+from resguard.supervise._policy import Backoff, Decision, Exit, Plan, RestartPolicy
+from resguard.supervise._spawn import spawn
+from resguard.units import format_duration
+
+__all__ = ["FORWARDED", "RunConfig", "Supervisor"]
+
+FORWARDED = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+_STOPS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
+_TERMINAL_SIGNALS = frozenset({signal.SIGINT, signal.SIGQUIT})
+_REMOVE_TIMEOUT_S = 5.0
+
+
+@attrs.frozen
+class RunConfig:
+    """What ``resguard run`` was asked to do (the CLI's flags, parsed)."""
+
+    argv: tuple[str, ...]
+    memory_bytes: int | None = None
+    restart: RestartPolicy = "on-failure"
+    max_restarts: int = 5
+    backoff_s: float = 1.0
+    backoff_max_s: float = 30.0
+    stable_s: float = 10.0
+    stop_timeout_s: float = 10.0
+    journal: str | None = None
+    cgroup_parent: str | None = None
+
+    def plan(self) -> Plan:
+        return Plan(
+            self.restart,
+            self.max_restarts,
+            Backoff(self.backoff_s, self.backoff_max_s),
+            self.stable_s,
+        )
+
+
+class _Inbox:
+    """The signals that came, read from the wakeup pipe (their numbers as bytes)."""
+
+    def __init__(self, read_fd: int) -> None:
+        self.fd = read_fd
+
+    def wait(self, fds: list[int], timeout_s: float | None) -> None:
+        with suppress(InterruptedError):
+            select.select([self.fd, *fds], [], [], timeout_s)
+
+    def take(self) -> list[int]:
+        try:
+            return list(os.read(self.fd, 256))
+        except BlockingIOError:
+            return []
+
+
+@contextmanager
+def _signals_caught() -> Iterator[_Inbox]:
+    """Catch the forwarded signals (none of them ends resguard meanwhile) into an inbox."""
+    read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    previous: dict[int, Any] = {}
+    old_wakeup = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    try:
+        for number in FORWARDED:
+            previous[number] = signal.signal(number, lambda signum, frame: None)
+        yield _Inbox(read_fd)
+    finally:
+        for caught, handler in previous.items():
+            signal.signal(caught, handler)
+        signal.set_wakeup_fd(old_wakeup)
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def _terminal_delivered(number: int) -> bool:
+    """Whether the terminal sent *number* to the child already (Ctrl-C in the foreground)."""
+    if number not in _TERMINAL_SIGNALS:
+        return False
+    try:
+        return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
+class Supervisor:
+    """Runs :class:`RunConfig` to its end; :meth:`run` returns the exit code."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        journal: RunJournal,
+        *,
+        budget: Budget | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.journal = journal
+        self.budget = budget
+        self.plan = config.plan()
+        self._clock = clock
+        self.cgroup: Cgroup | None = None
+
+    def run(self) -> int:
+        budget = self.budget or choose_budget(
+            self.config.memory_bytes, cgroup_parent=self.config.cgroup_parent
+        )
+        self.cgroup, budget = self._make_cgroup(budget)
+        self.journal.write(
+            "budget",
+            f"budget: {budget.describe()}"
+            + (f"; cgroup {self.cgroup.path}" if self.cgroup else ""),
+            **budget.to_dict(),
+            cgroup=self.cgroup.path if self.cgroup else None,
+        )
+        left: str | None = None
+        code = 0
+        try:
+            with _signals_caught() as inbox:
+                code = self._loop(inbox, budget)
+        finally:
+            if self.cgroup is not None:
+                deadline = self._clock() + _REMOVE_TIMEOUT_S
+                left = self.cgroup.remove(deadline, self._clock, time.sleep)
+        ended = f"exit {code} after {self.plan.runs} run(s), {self.plan.oom_kills} OOM kill(s)"
+        self.journal.write(
+            "end",
+            ended + (f"; {left}" if left else ""),
+            code=code,
+            runs=self.plan.runs,
+            oom_kills=self.plan.oom_kills,
+            cgroup_left=left,
+        )
+        return code
+
+    def _make_cgroup(self, budget: Budget) -> tuple[Cgroup | None, Budget]:
+        if budget.parent is None or budget.limit_bytes is None:
+            return None, budget
+        name = f"resguard-run-{os.getpid()}-{secrets.token_hex(3)}"
+        try:
+            cgroup = Cgroup.create(budget.parent, name, budget.kind[-2:], budget.limit_bytes)
+        except OSError as error:
+            why = f"cannot make a cgroup below {budget.parent}: {error.strerror}"
+            return None, Budget("rlimit-as", budget.limit_bytes, why)
+        return cgroup, budget
+
+    def _apply(self, budget: Budget) -> Callable[[int], None]:
+        def apply(pid: int) -> None:
+            if self.cgroup is not None:
+                self.cgroup.add(pid)
+            elif budget.kind == "rlimit-as" and budget.limit_bytes is not None:
+                limit_address_space(pid, budget.limit_bytes)
+
+        return apply
+
+    def _loop(self, inbox: _Inbox, budget: Budget) -> int:
+        run = 0
+        while True:
+            run += 1
+            pid, ended = self._one(run, inbox, budget)
+            decision = self.plan.after(ended)
+            self._journal_exit(run, pid, ended, decision)
+            if not decision.restart:
+                return decision.exit_code
+            if self._pause(decision.delay_s, inbox):
+                return ended.exit_code
+
+    def _pause(self, delay_s: float, inbox: _Inbox) -> bool:
+        """Wait *delay_s* before the next start; ``True`` when a stop signal came."""
+        deadline = self._clock() + delay_s
+        while (left_s := deadline - self._clock()) > 0:
+            inbox.wait([], left_s)
+            for number in inbox.take():
+                if number in _STOPS:
+                    self.plan.stop()
+                    name = signal.Signals(number).name
+                    self.journal.write(
+                        "signal",
+                        f"{name} while waiting to restart: stopping",
+                        signal=name,
+                        pid=None,
+                        forwarded=False,
+                        action="stop",
+                    )
+                    return True
+        return False
+
+    def _start(self, run: int, budget: Budget) -> subprocess.Popen[bytes]:
+        try:
+            process = spawn(self.config.argv, self._apply(budget))
+        except OSError as error:
+            raise InvalidState(
+                f"cannot start {self.config.argv[0]!r} in its budget: {error.strerror or error}"
+            ) from None
+        self.journal.write(
+            "start",
+            f"run {run}: started {process.pid}: {' '.join(self.config.argv)}",
+            run=run,
+            pid=process.pid,
+            argv=list(self.config.argv),
+        )
+        return process
+
+    def _one(self, run: int, inbox: _Inbox, budget: Budget) -> tuple[int, Exit]:
+        before = self.cgroup.oom_kills() if self.cgroup is not None else None
+        started = self._clock()
+        process = self._start(run, budget)
+        pidfd = os.pidfd_open(process.pid)
+        forwarded: set[int] = set()
+        deadline: float | None = None
+        try:
+            while process.poll() is None:
+                timeout_s = None if deadline is None else max(0.0, deadline - self._clock())
+                inbox.wait([pidfd], timeout_s)
+                for number in inbox.take():
+                    deadline = self._on_signal(number, process.pid, pidfd, forwarded, deadline)
+                if deadline is not None and self._clock() >= deadline and process.poll() is None:
+                    self._kill(process.pid, pidfd, "the stop timeout passed")
+                    deadline = float("inf")
+        finally:
+            os.close(pidfd)
+        returncode = int(process.returncode)
+        if -returncode in forwarded:
+            self.plan.stop()  # ended by a signal the user sent: a stop, not a crash
+        oom_kills = None
+        if self.cgroup is not None:
+            after = self.cgroup.oom_kills()
+            if before is not None and after is not None:
+                oom_kills = after - before
+            self.cgroup.kill_members()  # a daemonised helper does not outlive its run
+        return process.pid, Exit(returncode, oom_kills, self._clock() - started)
+
+    def _on_signal(
+        self, number: int, pid: int, pidfd: int, forwarded: set[int], deadline: float | None
+    ) -> float | None:
+        name = signal.Signals(number).name
+        if number in _STOPS and self.plan.stopping:
+            self._kill(pid, pidfd, f"a second stop signal ({name})")
+            return float("inf")
+        delivered = _terminal_delivered(number)
+        if not delivered:
+            with suppress(OSError):
+                signal.pidfd_send_signal(pidfd, number)
+        forwarded.add(number)
+        action = "forward"
+        if number in _STOPS:
+            self.plan.stop()
+            action = "stop"
+            deadline = self._clock() + self.config.stop_timeout_s
+        how = "the terminal sent it to" if delivered else "forwarded to"
+        more = (
+            f"; stopping (SIGKILL in {format_duration(self.config.stop_timeout_s)} or at "
+            "a second stop signal)"
+            if action == "stop"
+            else ""
+        )
+        self.journal.write(
+            "signal",
+            f"{name}: {how} {pid}{more}",
+            signal=name,
+            pid=pid,
+            forwarded=not delivered,
+            action=action,
+        )
+        return deadline
+
+    def _kill(self, pid: int, pidfd: int, why: str) -> None:
+        with suppress(OSError):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        if self.cgroup is not None:
+            self.cgroup.kill_members()
+        self.journal.write(
+            "signal",
+            f"SIGKILL to {pid}: {why}",
+            signal="SIGKILL",
+            pid=pid,
+            forwarded=False,
+            action="kill",
+        )
+
+    def _journal_exit(self, run: int, pid: int, ended: Exit, decision: Decision) -> None:
+        if decision.restart:
+            then = f"restarting in {format_duration(decision.delay_s)} ({decision.reason})"
+        else:
+            then = f"not restarted: {decision.reason}"
+        self.journal.write(
+            "exit",
+            f"run {run} ({pid}) {ended.describe()} after {format_duration(ended.run_s)}; {then}",
+            run=run,
+            pid=pid,
+            status=ended.kind,
+            code=ended.exit_code,
+            signal=ended.signal,
+            oom_kills=ended.oom_kills,
+            run_s=round(ended.run_s, 3),
+            restart=decision.restart,
+            delay_s=decision.delay_s if decision.restart else None,
+            reason=decision.reason,
+        )
