@@ -6,12 +6,13 @@ import logging
 import threading
 
 import pytest
-from tests.support import run_python, wait_until
 
 from resguard._probes.gpu import NvmlSession
 from resguard.snapshot import GpuProcess, GpuReader, Sampler, read_gpus
 from resguard.testing import ManualClock
 from resguard.testing.nvml import FakeGpu, FakeNVML
+
+from support import run_python, wait_until
 
 GIB = 1 << 30
 

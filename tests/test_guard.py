@@ -33,6 +33,7 @@ from resguard.monitor import Monitor
 from resguard.rules import Level, Policy, Threshold
 from resguard.snapshot import Sampler, Snapshot
 from resguard.testing import ManualClock, Roots, make_snapshot
+from resguard.testing.nvml import make_gpu
 
 from support import run_python, wait_until
 
@@ -641,6 +642,8 @@ def test_every_refusal_reason_is_produced_where_it_applies(clock: ManualClock) -
     seen["unknown"] = _refusal(
         Guard(memory="90%", monitor=unknown, on_unknown="refuse", clock=clock)
     )
+    full_gpu = attrs.evolve(make_snapshot(at=clock()), gpus=(make_gpu(used_percent=95),))
+    seen["vram"] = _refusal(Guard(vram="90%", monitor=scripted_monitor(full_gpu), clock=clock))
     reasons = {key: error.reason for key, error in seen.items()}
     assert reasons.pop("memory-too") == "memory"
     assert reasons == {reason: reason for reason in REFUSAL_REASONS}

@@ -9,7 +9,9 @@ While a reading that missed its deadline is still stuck, later readings answer `
 at once instead of piling threads up behind it. Any NVML error degrades the one query it
 broke to ``None`` (``NotSupported`` silently: many boards lack a sensor); a session
 whose ``nvmlInit`` failed (no library, no driver: a machine without an NVIDIA GPU)
-answers ``None`` from then on, after one log line.
+answers ``None`` from then on, after one log line (debug when there is no NVIDIA library
+at all, so a server on a machine without a GPU prints nothing about it; info when the
+driver is not loaded; a warning for any other failure).
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ NVML_DEADLINE_S: Final = 1.0
 """How long one reading of every device may take before it counts as hung (NVML answers
 in about a millisecond per query on a healthy driver)."""
 
-_QUIET_INIT_ERRORS: Final = frozenset(
-    {"NVMLError_LibraryNotFound", "NVMLError_DriverNotLoaded", "NVMLError_NoPermission"}
-)  # the usual answers of a machine without an NVIDIA GPU: info, not warning
+_INIT_LOG_LEVELS: Final = {
+    "NVMLError_LibraryNotFound": logging.DEBUG,  # no NVIDIA driver at all: no GPU to speak of
+    "NVMLError_DriverNotLoaded": logging.INFO,  # a driver installed but not loaded
+    "NVMLError_NoPermission": logging.INFO,
+}  # anything else (a driver that is there and fails) is a warning
 
 _log = get_logger("resguard.snapshot")
 
@@ -167,7 +171,7 @@ class NvmlSession:
         except Exception as error:
             name = type(error).__name__
             self._unavailable = f"{name}: {error}"
-            level = logging.INFO if name in _QUIET_INIT_ERRORS else logging.WARNING
+            level = _INIT_LOG_LEVELS.get(name, logging.WARNING)
             _log.log(level, "no GPU readings: NVML did not start (%s); gpus unknown", error)
             return False
         self._ready = True

@@ -46,4 +46,5 @@ from resguard.guard._args import OnUnknown as OnUnknown  # noqa: E402
 from resguard.guard._args import Reserve as Reserve  # noqa: E402
 from resguard.guard._args import check_duration as check_duration  # noqa: E402
 from resguard.guard._args import check_reserve as check_reserve  # noqa: E402
+from resguard.guard._core import WAIT_BUCKETS_S as WAIT_BUCKETS_S  # noqa: E402
 from resguard.guard._core import state_unknown as state_unknown  # noqa: E402

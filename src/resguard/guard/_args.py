@@ -196,9 +196,11 @@ def settings(
     on_unknown: object,
     name: object,
     clock: object,
+    vram: object = None,
 ) -> Settings:
     """Check every argument of :class:`~resguard.guard.Guard`, in the order given."""
     memory_limit, rss_limit = _amount(memory, "memory"), _amount(rss, "rss")
+    vram_limit = _amount(vram, "vram")
     checked_level = _check_level(level)
     limit = _check_max_concurrent(max_concurrent)
     auto = isinstance(reserve, str) and reserve == "auto"
@@ -210,7 +212,9 @@ def settings(
     answer = _check_on_unknown(on_unknown)
     checked_name = _check_name(name)
     checked_monitor = check_monitor(monitor)
-    limits = Limits(memory_limit, rss_limit, checked_level, limit, answer, retry_after_s)
+    limits = Limits(
+        memory_limit, rss_limit, checked_level, limit, answer, retry_after_s, vram_limit
+    )
     return Settings(
         limits,
         auto,

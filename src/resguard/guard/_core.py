@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NO_LIMIT_BYTES",
     "REFUSAL_REASONS",
+    "WAIT_BUCKETS_S",
     "Counts",
     "Decision",
     "HoldMeter",
@@ -41,6 +42,7 @@ __all__ = [
     "state_unknown",
     "unknown_parts",
     "verdict_unknown",
+    "vram_unknown",
 ]
 
 OnUnknown = Literal["admit", "refuse"]
@@ -59,7 +61,8 @@ OnUnknown = Literal["admit", "refuse"]
 #: * ``"timeout"``: the call queued for its whole ``wait`` without getting in (the cause it
 #:   waited on is in ``numbers["cause"]``);
 #: * ``"unknown"``: a number the guard needs is unknown or the Monitor's state is stale,
-#:   and ``on_unknown="refuse"``.
+#:   and ``on_unknown="refuse"``;
+#: * ``"vram"``: the fullest GPU's used memory is above the guard's ``vram``.
 REFUSAL_REASONS: tuple[str, ...] = (
     "memory",
     "reservation",
@@ -69,7 +72,15 @@ REFUSAL_REASONS: tuple[str, ...] = (
     "queued",
     "timeout",
     "unknown",
+    "vram",
 )
+
+WAIT_BUCKETS_S: tuple[float, ...] = (
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+"""The upper bounds (seconds) of the buckets a queued admission's wait is counted in
+(:attr:`GuardStats.queued_wait_counts <resguard.GuardStats>`; one more bucket above the
+last); admissions that did not queue are not counted there."""
 
 NO_LIMIT_BYTES = 2**63 - 1
 """The room reported when nothing known bounds it."""
@@ -87,6 +98,7 @@ class Limits:
     max_concurrent: int | None = None
     on_unknown: OnUnknown = "admit"
     retry_after_s: float = 1.0
+    vram: Amount | None = None
 
 
 @attrs.frozen
@@ -218,7 +230,11 @@ def unknown_parts(view: View, limits: Limits, reserved: int, reserve: int) -> di
         kind = view.verdict_unknown.partition("(")[2].partition(":")[0]
         parts[f"verdict {kind}"] = view.verdict_unknown
     needs_numbers = (
-        limits.memory is not None or limits.rss is not None or reserve > 0 or reserved > 0
+        limits.memory is not None
+        or limits.rss is not None
+        or limits.vram is not None
+        or reserve > 0
+        or reserved > 0
     )
     if view.sample_failed is not None or view.snap is None:
         if needs_numbers:
@@ -229,7 +245,43 @@ def unknown_parts(view: View, limits: Limits, reserved: int, reserve: int) -> di
         for path in missing:
             fault = snap.fault_for(path)
             parts[path] = f"{path} is unknown" + (f" ({fault})" if fault else "")
+        if limits.vram is not None and vram_unknown(snap) is not None:
+            parts["gpu.memory"] = f"gpu.memory is unknown ({vram_unknown(snap)})"
     return parts
+
+
+def vram_unknown(snap: Snapshot) -> str | None:
+    """Why *snap* says nothing of GPU memory, or ``None`` when it does."""
+    gpu = snap.gpu
+    if gpu is None:
+        return "no GPU readings: no NVML, no driver, or a reading that hung"
+    if gpu.count == 0:
+        return "NVML reports no GPU"
+    if gpu.memory is None:
+        return "no GPU reported its memory"
+    return None
+
+
+def _vram_refusal(snap: Snapshot, limits: Limits, counts: Counts, reserve: int) -> Refusal | None:
+    """Refused for ``"vram"`` when the fullest GPU uses more than the guard's ``vram``
+    (bytes, or a share of that GPU's total); nothing when GPU memory is unknown."""
+    vram, gpu = limits.vram, snap.gpu
+    if vram is None or gpu is None or gpu.memory is None:
+        return None
+    memory = gpu.memory
+    ceiling = vram.resolve(memory.total)
+    if ceiling is None or memory.used <= ceiling:
+        return None
+    of_total = f" = {vram.percent:g}% of {format_bytes(memory.total)}" if vram.is_share else ""
+    detail = (
+        f"GPU {memory.device} uses {format_bytes(memory.used)} of VRAM, above the guard's "
+        f"{format_bytes(ceiling)}{of_total}"
+    )
+    refusal = _refuse("vram", detail, limits.retry_after_s, snap, counts, reserve)
+    refusal.numbers.update(
+        vram_used_bytes=memory.used, vram_total_bytes=memory.total, vram_device=memory.device
+    )
+    return refusal
 
 
 def judge(
@@ -251,6 +303,10 @@ def judge(
         return _refuse("concurrency", detail, hold_s, snap, counts, reserve), unknown
     if snap is None or view.sample_failed is not None:
         return None, unknown  # nothing current to check against, and on_unknown says admit
+    if limits.vram is not None:
+        refusal = _vram_refusal(snap, limits, counts, reserve)
+        if refusal is not None:
+            return refusal, unknown
     return _memory_refusal(snap, limits, counts, reserve), unknown
 
 

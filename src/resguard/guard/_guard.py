@@ -70,6 +70,12 @@ class Guard(GuardQueue):
         clock: the monotonic clock every time of the guard is read from: the Monitor
             state's age, waits' deadlines, the cached snapshot's age, hold times (default
             the monitor's own clock, else :func:`time.monotonic`; inject one in tests).
+        vram: the most GPU memory the fullest NVIDIA GPU may use when admitting (bytes,
+            ``"20GiB"``, or a percent of that GPU's total, ``"90%"``), refused with reason
+            ``"vram"``; judged on ``snapshot().gpu.memory`` (NVML, the ``gpu`` extra).
+            Reservations are RAM and are not counted against it. Unknown GPU memory (no
+            NVML, no driver, no device) is an unknown number: *on_unknown* decides. See
+            :doc:`gpu`.
     """
 
     __slots__ = ()
@@ -90,12 +96,13 @@ class Guard(GuardQueue):
         on_unknown: OnUnknown = "admit",
         name: str = "guard",
         clock: Clock | None = None,
+        vram: int | float | str | None = None,
     ) -> None:
         # everything is checked before anything is kept: a bad argument leaves no guard
         given = settings(
             memory, rss, level, max_concurrent, reserve, wait, monitor=monitor,
             max_age=max_age, retry_after=retry_after, on_breach=on_breach,
-            on_unknown=on_unknown, name=name, clock=clock,
+            on_unknown=on_unknown, name=name, clock=clock, vram=vram,
         )  # fmt: skip
         super().__init__(given)
 

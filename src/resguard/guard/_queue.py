@@ -46,6 +46,7 @@ class GuardQueue(OpenState):
             if decision.action == "admit":
                 if queued is not None:
                     self._queue.popleft()
+                    self._count_wait(self._clock() - queued.since_s)
                 self._in_flight += 1
                 self._reserved += reserve
                 self._admitted += 1
@@ -57,6 +58,9 @@ class GuardQueue(OpenState):
                 assert decision.refusal is not None
                 reason = decision.refusal.reason
                 self._refused[reason] = self._refused.get(reason, 0) + 1
+        if decision.action == "refuse":
+            assert decision.refusal is not None
+            self._refusals.note(decision.refusal.reason)  # outside the lock: may log a line
         return decision
 
     def acquire(self, reserve: int | None = None, wait_s: float | None = None) -> int:
@@ -113,7 +117,7 @@ class GuardQueue(OpenState):
         assert decision.refusal is not None
         if decision.action == "refuse":
             raise self._error(decision.refusal)
-        waiter = Waiting(reserve)
+        waiter = Waiting(reserve, self._clock())
         with self._lock:
             self._queue.append(waiter)
             self._open_state = None  # the lock-free path must not overtake it

@@ -26,7 +26,7 @@ from resguard.guard._args import OnUnknown, Settings, check_monitor, check_reser
 from resguard.guard._core import HoldMeter
 from resguard.rules import Level
 from resguard.snapshot import MemoryInfo
-from resguard.units import shown
+from resguard.units import Amount, shown
 
 if TYPE_CHECKING:
     from resguard.monitor import Monitor
@@ -64,6 +64,7 @@ class GuardSettings:
         "_open_state",
         "_queue",
         "_refreshing",
+        "_refusals",
         "_refused",
         "_reserve_bytes",
         "_reserved",
@@ -72,6 +73,8 @@ class GuardSettings:
         "_timed",
         "_tokens",
         "_unwatch",
+        "_wait_counts",
+        "_wait_sum_s",
         "_warned",
         "max_age_s",
         "name",
@@ -113,6 +116,12 @@ class GuardSettings:
     @level.setter
     def level(self, level: Level | None) -> None:
         self._change(level=level)
+
+    @property
+    def vram(self) -> Amount | None:
+        """The most GPU memory the fullest GPU may use when admitting (``None``: not
+        judged), as given (``vram=``)."""
+        return self._limits.vram
 
     @property
     def max_concurrent(self) -> int | None:

@@ -7,6 +7,7 @@ admission and the waiting, :class:`~resguard.guard.Guard` with the context manag
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from collections import deque
@@ -15,7 +16,7 @@ import attrs
 
 from resguard._errors import ResourceExhausted
 from resguard._modules import forks
-from resguard._modules.log import get_logger
+from resguard._modules.log import RefusalLog, get_logger
 from resguard._modules.render import ValueMixin
 from resguard._modules.tally import Tally
 from resguard._modules.waiter import Waiter
@@ -33,7 +34,12 @@ _logger = get_logger("resguard")
 
 @attrs.frozen
 class GuardStats(ValueMixin):
-    """Counters of one guard: admitted and refused calls (by reason), what is in flight."""
+    """Counters of one guard: admitted and refused calls (by reason), what is in flight.
+
+    ``queued_wait_counts`` counts the admissions that queued first by how long they
+    waited, one per bucket of :data:`~resguard.guard.WAIT_BUCKETS_S` and a last one above
+    it (not cumulative), ``queued_wait_s`` the sum of those waits; an admission that did
+    not queue waited 0 s and is in neither (``admitted`` minus their sum)."""
 
     name: str
     admitted: int
@@ -42,16 +48,20 @@ class GuardStats(ValueMixin):
     in_flight: int
     reserved_bytes: int
     waiting: int
+    queued_wait_counts: tuple[int, ...] = ()
+    queued_wait_s: float = attrs.field(default=0.0, metadata={"unit": "seconds"})
 
 
 class Waiting(Waiter):
-    """A caller in the guard's FIFO queue, with the bytes it wants to reserve."""
+    """A caller in the guard's FIFO queue, with the bytes it wants to reserve and since
+    when (the guard's clock) it waits."""
 
-    __slots__ = ("reserve",)
+    __slots__ = ("reserve", "since_s")
 
-    def __init__(self, reserve: int) -> None:
+    def __init__(self, reserve: int, since_s: float = 0.0) -> None:
         super().__init__()
         self.reserve = reserve
+        self.since_s = since_s
 
 
 class GuardState(GuardSettings):
@@ -68,6 +78,9 @@ class GuardState(GuardSettings):
         self._free_admitted = Tally()  # blocks admitted without the lock
         self._queue: deque[Waiting] = deque()
         self._refused: dict[str, int] = {}
+        self._refusals = RefusalLog(self.name, clock=self._clock)  # summaries, not a line each
+        self._wait_counts = [0] * (len(_core.WAIT_BUCKETS_S) + 1)  # queued admissions' waits
+        self._wait_sum_s = 0.0
         self._hold_ema_s = 0.0
         self._learned: dict[str, int] = {}
         self._sampler: Sampler = default_sampler()
@@ -194,7 +207,15 @@ class GuardState(GuardSettings):
     def _count_refusal(self, error: ResourceExhausted) -> ResourceExhausted:
         with self._lock:
             self._refused[error.reason] = self._refused.get(error.reason, 0) + 1
+        self._refusals.note(error.reason)  # outside the lock: it may write a line
         return error
+
+    def _count_wait(self, waited_s: float) -> None:
+        """Count one queued admission that waited *waited_s* (lock held); a wait equal to
+        a bound is in that bound's bucket, as Prometheus's ``le`` counts."""
+        waited_s = max(waited_s, 0.0)
+        self._wait_counts[bisect.bisect_left(_core.WAIT_BUCKETS_S, waited_s)] += 1
+        self._wait_sum_s += waited_s
 
     def breach(self) -> ResourceExhausted | None:
         """Why running work should stop now (the process passed the ``rss`` limit or the
@@ -238,4 +259,6 @@ class GuardState(GuardSettings):
                 self._in_flight + len(self._tokens),
                 self._reserved,
                 len(self._queue),
+                tuple(self._wait_counts),
+                self._wait_sum_s,
             )

@@ -10,6 +10,9 @@
     sampler = Sampler(nvml=nvml)
     nvml.devices[0].memory_used_bytes = 23 << 30  # the next reading sees it
 
+:func:`make_gpu` builds a :class:`~resguard.snapshot.GpuInfo` at any fill for a
+snapshot (``attrs.evolve(make_snapshot(), gpus=(make_gpu(used_percent=95),))``).
+
 ``FakeNVML(init_error="DriverNotLoaded")`` is a machine whose driver is missing,
 :meth:`FakeNVML.fail` breaks one query, :meth:`FakeNVML.hang` makes every call block (a
 wedged driver) until :meth:`FakeNVML.release`.
@@ -25,6 +28,7 @@ from typing import Any
 import attrs
 
 from resguard._errors import InvalidValue
+from resguard.snapshot import GpuInfo, GpuProcess
 
 __all__ = [
     "NVML_TEMPERATURE_GPU",
@@ -36,6 +40,7 @@ __all__ = [
     "NVMLError_LibraryNotFound",
     "NVMLError_NotSupported",
     "NVMLError_Unknown",
+    "make_gpu",
 ]
 
 NVML_TEMPERATURE_GPU = 0
@@ -90,6 +95,30 @@ class FakeGpu:
     temperature_celsius: int | None = 40
     processes: list[tuple[int, int | None]] = attrs.Factory(list)
     uuid: str = ""
+
+
+def make_gpu(
+    index: int = 0,
+    *,
+    used_percent: float = 25.0,
+    total_bytes: int = 16 << 30,
+    utilization_percent: float | None = 10.0,
+    temperature_celsius: float | None = 45.0,
+    processes: Iterable[tuple[int, int | None]] = (),
+) -> GpuInfo:
+    """A :class:`~resguard.snapshot.GpuInfo` with *used_percent* of *total_bytes* used."""
+    used = int(total_bytes * used_percent / 100)
+    return GpuInfo(
+        index,
+        "NVIDIA Fake GPU",
+        f"GPU-fake-{index:04d}",
+        total_bytes,
+        used,
+        total_bytes - used,
+        utilization_percent,
+        temperature_celsius,
+        tuple(GpuProcess(pid, used_bytes) for pid, used_bytes in processes),
+    )
 
 
 def _error(kind: str) -> NVMLError:
