@@ -238,6 +238,11 @@ def test_model_is_a_reclaimable_at_model_cost_plus_reload_time() -> None:
     assert model.reclaimable_bytes() == 0  # not loaded
     model.get()
     assert model.cost >= reclaim.Cost.MODEL + 0.1
+    assert model.reclaimable_bytes() == 0  # just used: not before the minimum idle time
+    clock.advance(reclaim.DEFAULT_MIN_IDLE_S - 1)
+    assert model.reclaim(MiB) == 0
+    assert model.unloads == 0  # still loaded
+    clock.advance(1.001)
     assert model.reclaimable_bytes() == 3 * MiB
     assert model.reclaim(MiB) == 3 * MiB
     assert not model.loaded

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from resguard import InvalidState, InvalidType, InvalidValue, ResguardError
 from resguard._probes.psi import PsiTrigger, arm_trigger
 from resguard.monitor import Monitor, State
-from resguard.reclaim import Cost, register, unregister
+from resguard.reclaim import Cost
 from resguard.rules import ContainerThreshold, Level, Policy, Threshold
 from resguard.snapshot import Sampler, Snapshot
 from resguard.testing import ManualClock, Roots
@@ -392,23 +392,19 @@ def test_warning_climbs_the_ladder_cheapest_first(tmp_path: Path) -> None:
     calls: list[str] = []
     model = Recorder("model", Cost.MODEL + 3, calls)
     cache = Recorder("cache", Cost.CACHE, calls)
-    register(model)
-    register(cache)
-    try:
-        monitor = Monitor("10ms", policy=two_levels(), sampler=machine.sampler, psi_trigger=False)
-        with monitor:
-            machine.set_used_percent(60)
-            wait_until(lambda: monitor.last_reclaim is not None, what="a climb of the ladder")
-        report = monitor.last_reclaim
-        assert report is not None
-        names = [step.name for step in report.steps]
-        assert names[0] == "gc.collect"
-        assert names.index("cache") < names.index("model")
-        assert calls[:2] == ["cache", "model"]
-        assert report.target_bytes >= monitor.ladder.min_reclaim_bytes
-    finally:
-        unregister(model)
-        unregister(cache)
+    monitor = Monitor("10ms", policy=two_levels(), sampler=machine.sampler, psi_trigger=False)
+    monitor.reclaimables.register(model)
+    monitor.reclaimables.register(cache)
+    with monitor:
+        machine.set_used_percent(60)
+        wait_until(lambda: monitor.last_reclaim is not None, what="a climb of the ladder")
+    report = monitor.last_reclaim
+    assert report is not None
+    names = [step.name for step in report.steps]
+    assert names[0] == "gc.collect"
+    assert names.index("cache") < names.index("model")
+    assert calls[:2] == ["cache", "model"]
+    assert report.target_bytes >= monitor.ladder.min_reclaim_bytes
 
 
 def test_bad_arguments() -> None:

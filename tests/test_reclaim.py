@@ -38,14 +38,16 @@ from support import wait_until
 import resguard as rg
 from resguard.rules import Level, Policy, Threshold
 
-cache = rg.LRUCache(max_bytes="200MiB")
-for index in range(30):
-    cache[index] = bytes([index]) * (4 * 2**20)          # 120 MiB of large values
-model = rg.LazyModel(load=lambda: b"m" * (40 * 2**20), size="40MiB", name="model")
-model.get()                                               # loaded, idle, unpinned
-
 policy = Policy([Threshold("memory.percent", ">", 60, level=Level.WARNING, clear=55)])
 monitor = rg.Monitor("10ms", policy=policy, reclaim_to="50%", psi_trigger=False)
+cache = rg.LRUCache(max_bytes="200MiB", register=monitor)  # on this monitor's ladder
+for index in range(30):
+    cache[index] = bytes([index]) * (4 * 2**20)          # 120 MiB of large values
+model = rg.LazyModel(
+    load=lambda: b"m" * (40 * 2**20), size="40MiB", name="model", register=monitor,
+    reclaim_min_idle=0,                                   # idle enough at once
+)
+model.get()                                               # loaded, idle, unpinned
 with monitor:
     ballast = b"b" * (30 * 2**20)                         # push the cgroup past 60 %
     wait_until(lambda: monitor.last_reclaim is not None, timeout_s=30, what="a reclaim")
@@ -66,7 +68,7 @@ print(json.dumps({
 def _own_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test sees only the rungs it registers: caches other test modules left registered
     (alive until a gc) must not join these ladders."""
-    monkeypatch.setattr(reclaim_module, "_registry", {})
+    monkeypatch.setattr(reclaim_module.PROCESS_REGISTRY, "_items", {})
 
 
 @pytest.mark.linux_backend
@@ -393,7 +395,7 @@ def test_a_cost_that_turns_bad_later_leaves_the_ladder_working(
     register(item)  # type: ignore[arg-type]
     try:
         item.cost = "cheap"
-        names = [step.name for step in Ladder(lambda: 0).steps()]  # no TypeError from sort
+        names = [step.name for step in Ladder(lambda: 0, process=True).steps()]  # no TypeError
         assert "drifting" not in names
         assert "drifting" in caplog.text
     finally:

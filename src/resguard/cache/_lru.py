@@ -53,6 +53,10 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
     ``on_evict(key, value)`` is called, outside the lock, for every entry the cache drops on its
     own (capacity, expiry, shrink) but not for ``del``, ``pop`` or ``clear``; an exception from
     it is logged, never raised. ``clock`` is the monotonic clock for TTL (inject one in tests).
+    ``register`` puts the cache on a reclaim ladder: ``True`` (default) the process-wide
+    registry (climbed by ``Monitor(reclaim="process")``), a Monitor or Ladder that one's
+    only, ``False`` none (a copy or an unpickled cache is on the process-wide registry when
+    the original was, else on none).
 
     Where it makes sense it is a drop-in for ``cachetools.LRUCache``: a subclass may define
     ``__missing__(key)``, ``maxsize``/``currsize``/``getsizeof`` exist, it pickles and copies
@@ -71,7 +75,9 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
         *,
         clock: Clock = monotonic,
         name: str | None = None,
+        register: _reclaim.RegisterTarget = True,
     ) -> None:
+        registry = _reclaim.registry_for(register)
         max_bytes_checked = check_max_bytes(max_bytes)
         max_items_checked = check_max_items(max_items)
         ttl_checked = check_ttl(ttl)
@@ -89,7 +95,9 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
             clock,
             name if name is not None else f"LRUCache@{id(self):x}",
         )
-        _reclaim.register(self)
+        self._process_registered = registry is _reclaim.PROCESS_REGISTRY
+        if registry is not None:
+            registry.register(self)
 
     # ----------------------------------------------------------------- reading
 
@@ -407,11 +415,16 @@ class LRUCache(CacheCore, MutableMapping[K, V], Generic[K, V]):
     # ----------------------------------------------------------------- pickling
 
     def __getstate__(self) -> dict[str, Any]:
-        return get_state(self)
+        state = get_state(self)
+        state["process_registered"] = self._process_registered
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         set_state(self, state)
-        _reclaim.register(self)
+        # a pickle from before registries were scoped was always process-wide
+        self._process_registered = bool(state.get("process_registered", True))
+        if self._process_registered:
+            _reclaim.register(self)
 
 
 def _stats(cache: LRUCache[Any, Any]) -> CacheStats:

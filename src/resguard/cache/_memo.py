@@ -25,6 +25,7 @@ from resguard.cache._hits import ATOMIC_KEYS, dict_get, od_move_to_end
 from resguard.cache._lru import LRUCache
 from resguard.cache._sizeof import sizeof as default_sizeof
 from resguard.cache._stats import CacheInfo, CacheStats, check_callable
+from resguard.reclaim import RegisterTarget
 
 __all__ = ["Memoized", "memoize"]
 
@@ -183,7 +184,9 @@ class Memoized(Protocol[P, R]):
     def __get__(self, instance: object, owner: type | None = None) -> Callable[..., R]: ...
 
     def cache_info(self) -> CacheInfo:
-        """``functools.lru_cache`` style: hits, misses, maxsize (items), currsize (items)."""
+        """``functools.lru_cache`` style: hits, misses, maxsize, currsize; in bytes when
+        bounded by ``max_bytes`` (as ``cachetools.cached(info=True)`` reports a cache
+        bounded by size), else in items."""
         ...
 
     def cache_clear(self) -> None:
@@ -218,6 +221,7 @@ def memoize(
     on_evict: Callable[[Any, Any], object] | None = None,
     name: str | None = None,
     clock: Clock = monotonic,
+    register: RegisterTarget = True,
 ) -> Callable[[Callable[P, R]], Memoized[P, R]]: ...
 
 
@@ -235,6 +239,7 @@ def memoize(
     on_evict: Callable[[Any, Any], object] | None = None,
     name: str | None = None,
     clock: Clock = monotonic,
+    register: RegisterTarget = True,
 ) -> Any:
     """Cache a sync or ``async`` function's results in an :class:`LRUCache`.
 
@@ -253,16 +258,15 @@ def memoize(
     ``functools.lru_cache``'s behaviour: every missing caller computes.
 
     A result too large for ``max_bytes`` is returned and not cached (``too_large`` in
-    :meth:`~Memoized.cache_stats`).
+    :meth:`~Memoized.cache_stats`). ``register`` is :class:`LRUCache`'s.
     """
-    cache: LRUCache[Any, Any] = LRUCache(
-        max_bytes, max_items, ttl, sizeof, on_evict, clock=clock, name=name
-    )
     check_callable(key, "key", optional=True)
-    if not isinstance(typed, bool):
-        raise InvalidType(f"typed={typed!r} is not a bool")
-    if not isinstance(merge, bool):
-        raise InvalidType(f"merge={merge!r} is not a bool")
+    for flag, what in ((typed, "typed"), (merge, "merge")):
+        if not isinstance(flag, bool):
+            raise InvalidType(f"{what}={flag!r} is not a bool")
+    cache: LRUCache[Any, Any] = LRUCache(
+        max_bytes, max_items, ttl, sizeof, on_evict, clock=clock, name=name, register=register
+    )
 
     def decorate(function: Callable[..., Any]) -> Any:
         if not callable(function):
@@ -283,10 +287,18 @@ def memoize(
     return decorate
 
 
+def info_of(stats: CacheStats) -> CacheInfo:
+    """``cache_info()`` from the cache's counters: bounded by bytes, maxsize and currsize
+    are bytes (cachetools' units for a cache bounded by size, so ``currsize / maxsize`` is
+    how full it is); else items (functools'), maxsize ``None`` when unbounded."""
+    if stats.max_bytes is not None:
+        return CacheInfo(stats.hits, stats.misses, stats.max_bytes, stats.bytes)
+    return CacheInfo(stats.hits, stats.misses, stats.max_items, stats.items)
+
+
 def _attach(wrapper: Any, cache: LRUCache[Any, Any], memo: _Memo, typed: bool, merge: bool) -> None:
     def cache_info() -> CacheInfo:
-        stats = cache.stats()
-        return CacheInfo(stats.hits, stats.misses, stats.max_items, stats.items)
+        return info_of(cache.stats())
 
     def cache_clear() -> None:
         cache.clear()
@@ -299,7 +311,7 @@ def _attach(wrapper: Any, cache: LRUCache[Any, Any], memo: _Memo, typed: bool, m
             "ttl": cache.ttl,
             "typed": typed,
             "merge": merge,
-            "maxsize": cache.max_items,
+            "maxsize": cache.max_bytes if cache.max_bytes is not None else cache.max_items,
         }
 
     wrapper.cache = cache

@@ -42,6 +42,7 @@ OWN_ATTRIBUTES: Final = frozenset(
         "_miss",
         "_keep_dropped",
         "_broken_logged",
+        "_process_registered",
     }
 )
 """The cache's own instance attributes; pickling carries every other one (a subclass's)."""

@@ -163,7 +163,13 @@ class CacheStats:
 
 
 class CacheInfo(NamedTuple):
-    """``cache_info()`` of a memoized function, shaped like :func:`functools.lru_cache`'s."""
+    """``cache_info()`` of a memoized function, shaped like :func:`functools.lru_cache`'s.
+
+    ``maxsize`` and ``currsize`` share one unit: bytes when the cache is bounded by
+    ``max_bytes`` (as ``cachetools.cached(info=True)`` reports a cache bounded by size),
+    else items (``maxsize`` ``None`` when unbounded). Every figure, both bounds included,
+    is in ``cache_stats()``.
+    """
 
     hits: int
     misses: int

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
@@ -12,7 +13,7 @@ import anyio
 import anyio.to_thread
 
 from resguard import reclaim as _reclaim
-from resguard._errors import InvalidType, ResourceExhausted
+from resguard._errors import InvalidType, InvalidValue, ResourceExhausted
 from resguard._modules.clock import Clock, monotonic
 from resguard._modules.waiter import Waiter
 from resguard.models._claim import (
@@ -34,7 +35,7 @@ from resguard.models._common import (
     size_of,
 )
 from resguard.models._sweeper import sweeper
-from resguard.units import format_bytes
+from resguard.units import format_bytes, named, parse_duration
 
 if TYPE_CHECKING:
     from resguard.models._pool import ModelPool
@@ -50,6 +51,16 @@ def _this_thread() -> Owner:
 
 def _this_task() -> Owner:
     return ("task", anyio.get_current_task().id)
+
+
+def _min_idle_s(value: object) -> float:
+    """``reclaim_min_idle``: a finite duration of 0 s or more."""
+    seconds = named("reclaim_min_idle", parse_duration, value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidValue(
+            f"reclaim_min_idle={value!r} must be a duration of 0 or more (e.g. 30, '1m')"
+        )
+    return seconds
 
 
 def _check_arguments(
@@ -124,7 +135,10 @@ class LazyModel(Generic[T]):
     the caller gets ``ResourceExhausted(reason="timeout")``. In async code the wait and a
     sync loader's worker thread are cancellable (see the module docs for what happens to
     the load still running then).
-    """
+
+    ``register``: whose reclaim ladder it is on (``True``: process-wide, a Monitor or
+    Ladder: that one's), which unloads it only once unused for ``reclaim_min_idle``
+    (default :data:`~resguard.reclaim.DEFAULT_MIN_IDLE_S`)."""
 
     def __init__(
         self,
@@ -138,12 +152,14 @@ class LazyModel(Generic[T]):
         pool: ModelPool | None = None,
         clock: Clock = monotonic,
         sweep: bool = True,
-        register: bool = True,
+        register: _reclaim.RegisterTarget = True,
         wait: float | str = DEFAULT_WAIT_S,
+        reclaim_min_idle: float | str = _reclaim.DEFAULT_MIN_IDLE_S,
     ) -> None:
         _check_arguments(load, unload, guard, size, name, clock, pool)
         check_flag(sweep, "sweep")
-        check_flag(register, "register")
+        registry = _reclaim.registry_for(register)
+        self.reclaim_min_idle_s = _min_idle_s(reclaim_min_idle)
         self.wait_s = cast("float", check_duration(wait, "wait"))
         self._load = load
         self._unload = unload
@@ -166,8 +182,8 @@ class LazyModel(Generic[T]):
         self.pool: ModelPool | None = None
         if pool is not None:
             pool.add(self)
-        if register:
-            _reclaim.register(self)
+        if registry is not None:
+            registry.register(self)
 
     # ------------------------------------------------------------------ state
     @property
@@ -210,14 +226,7 @@ class LazyModel(Generic[T]):
         return max(0.0, (self.clock() if now is None else now) - self._last_used_s)
 
     def __repr__(self) -> str:
-        state = (
-            "pinned"
-            if self._pins
-            else "loaded"
-            if self._loaded
-            else ("loading" if self._attempt else "unloaded")
-        )
-        return f"<LazyModel {self._name!r} {state} size={self._size!r}>"
+        return _describe(self)
 
     # ------------------------------------------------------------------ the ladder
     @property
@@ -225,9 +234,12 @@ class LazyModel(Generic[T]):
         """``Cost.MODEL`` plus the measured reload time in seconds."""
         return _reclaim.Cost.MODEL + self._reload_s
 
+    def _idle_enough(self) -> bool:  # under the lock, or as a hint
+        return self.clock() - self._last_used_s >= self.reclaim_min_idle_s
+
     def reclaimable_bytes(self) -> int:
-        """The model's size when it is loaded and not pinned, else 0."""
-        if not self._loaded or self._pins or self._attempt is not None:
+        """The size when loaded, not pinned and unused for ``reclaim_min_idle``; else 0."""
+        if not self._loaded or self._pins or self._attempt is not None or not self._idle_enough():
             return 0
         try:
             return self.size_bytes
@@ -235,9 +247,9 @@ class LazyModel(Generic[T]):
             return 0
 
     def reclaim(self, target_bytes: int) -> int:
-        """Unload the model if it is idle (not pinned); return the bytes freed."""
+        """Unload it when :meth:`reclaimable_bytes` says so; return the bytes freed."""
         size = self.reclaimable_bytes()
-        if size and self._unload_if(lambda: True):
+        if size and self._unload_if(self._idle_enough):
             return size
         return 0
 
@@ -508,6 +520,18 @@ class LazyModel(Generic[T]):
     def uses(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Decorator: the call runs with the model loaded and pinned, passed as first argument."""
         return _pinned_calls(self, fn)
+
+
+def _describe(lazy: LazyModel[Any]) -> str:
+    """The repr: name, state (pinned, loaded, loading, unloaded) and size."""
+    state = (
+        "pinned"
+        if lazy._pins
+        else "loaded"
+        if lazy._loaded
+        else ("loading" if lazy._attempt else "unloaded")
+    )
+    return f"<LazyModel {lazy._name!r} {state} size={lazy._size!r}>"
 
 
 def _pinned_calls(lazy: LazyModel[Any], fn: Callable[..., Any]) -> Callable[..., Any]:

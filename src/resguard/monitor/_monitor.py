@@ -28,7 +28,7 @@ from resguard.monitor._options import (
 )
 from resguard.monitor._sources import sample_sources, subscriber_name
 from resguard.monitor._state import Source, State, Subscriber, monotonic_now
-from resguard.reclaim import Ladder, ReclaimReport
+from resguard.reclaim import Ladder, ReclaimReport, Registry
 from resguard.rules import Level, Policy
 from resguard.snapshot import Fault, HeatReader, Sampler, Snapshot
 from resguard.units import shown
@@ -69,8 +69,9 @@ class Monitor:
             polls only. Where nothing can be armed the monitor says why once, and polls.
         psi_trigger: arm PSI triggers among the events (Linux only).
         cgroup: judge this cgroup directory's memory instead of this process's own.
-        reclaim: climb the reclaim ladder on WARNING (default True): at once when the
-            verdict reaches it, then at most once per *slow_interval* while it lasts.
+        reclaim: climb the reclaim ladder on WARNING (at once, then once per *slow_interval*):
+            ``True`` (default) gc and what was registered with it (:attr:`reclaimables`),
+            ``"process"`` the process-wide registry too (as before), ``False`` never.
         reclaim_to: the memory use the ladder aims for, as a percent of the effective
             limit (default ``"80%"``, the presets' clear level).
         stale_after: how old the state may grow before it is *stale* (default the larger
@@ -103,7 +104,7 @@ class Monitor:
         psi_trigger: bool = True,
         cgroup: str | None = None,
         sampler: Sampler | None = None,
-        reclaim: bool = True,
+        reclaim: bool | str = True,
         reclaim_to: float | str = "80%",
         ladder: Ladder | None = None,
         stale_after: float | str | None = None,
@@ -127,14 +128,12 @@ class Monitor:
         self._clock: Clock = checked_clock(clock) if clock is not None else time.monotonic
         self.policy = check_policy(policy)
         self._sources = check_sources(sources)
-        if ladder is not None and not isinstance(ladder, Ladder):
-            raise InvalidType(f"ladder={shown(ladder)} is not a resguard.reclaim.Ladder")
         self._sampler = check_sampler(sampler, cgroup)
         self._builtin = builtin_sources(
             self.policy, self._sampler, heat=heat, processes=processes, clock=self._clock
         )
         self._set_options(options)
-        self.ladder = ladder if ladder is not None else Ladder(self._measure_used)
+        self.ladder = _ladder(ladder, self._measure_used, options)
         self._init_state()
         forks.register(self)
         try:
@@ -184,6 +183,11 @@ class Monitor:
         self._extra_lock = threading.Lock()
         self._life_lock = threading.Lock()  # start() and stop() one at a time
         self._schedule_lock = threading.Lock()
+
+    @property
+    def reclaimables(self) -> Registry:
+        """What its ladder climbs besides gc: ``register=monitor`` puts things here."""
+        return self.ladder.reclaimables
 
     @property
     def last_reclaim(self) -> ReclaimReport | None:
@@ -442,6 +446,16 @@ class Monitor:
         self._wakeups = _events.Wakeups(self._events, None)
         assert tasks is not None, "__aexit__ without __aenter__"
         return await tasks.exit(exc_type, exc, tb, _package_constant("JOIN_TIMEOUT_S"))
+
+
+def _ladder(ladder: object, measure: Callable[[], int | None], options: Options) -> Ladder:
+    """The ladder given, or the monitor's own (with the process-wide registry's items for
+    ``reclaim="process"``)."""
+    if ladder is None:
+        return Ladder(measure, process=options.reclaim_process)
+    if not isinstance(ladder, Ladder):
+        raise InvalidType(f"ladder={shown(ladder)} is not a resguard.reclaim.Ladder")
+    return ladder
 
 
 def _details(state: State) -> str:

@@ -50,6 +50,7 @@ class Options:
     events: bool
     reclaim: bool
     stale_after_s: float
+    reclaim_process: bool = False
 
     @classmethod
     def parse(
@@ -82,11 +83,25 @@ class Options:
             adaptive=adaptive_flag,
             psi_trigger=_flag(psi_trigger, "psi_trigger"),
             events=_flag(events, "events"),
-            reclaim=_flag(reclaim, "reclaim"),
+            reclaim=_reclaim(reclaim) != "off",
             stale_after_s=_stale_after(
                 stale_after, relaxed_s, relaxed_s if adaptive_flag else interval_s
             ),
+            reclaim_process=_reclaim(reclaim) == "process",
         )
+
+
+def _reclaim(value: object) -> str:
+    """``reclaim=``: ``"off"`` (False), ``"own"`` (True: what was registered with this
+    monitor) or ``"process"`` (the process-wide registry too)."""
+    if value == "process" and isinstance(value, str):
+        return "process"
+    if not isinstance(value, bool):
+        raise InvalidType(
+            f"reclaim={shown(value)} is not a reclaim choice; expected True (what was "
+            'registered with this monitor), "process" (the process-wide registry too) or False'
+        )
+    return "own" if value else "off"
 
 
 def _interval(value: object, name: str) -> float:

@@ -1,18 +1,19 @@
 """The reclaim ladder: things that hold memory they can give back, cheapest first.
 
 Anything that can free memory on request (caches, lazy models, idle Ollama models)
-implements :class:`Reclaimable` and registers with :func:`register`. The registry keeps
-weak references, so registering never keeps an object alive. Costs order the ladder:
-lower cost is reclaimed first (see :class:`Cost`).
+implements :class:`Reclaimable` and registers with a ladder: its own (``ladder.register``,
+``register=monitor`` on a model or cache, :func:`registry_for`), or the process-wide
+:data:`PROCESS_REGISTRY` (:func:`register`, ``register=True``), which only a ladder made
+with ``process=True`` climbs. Registries keep weak references, so registering never keeps
+an object alive. Costs order the ladder: lower cost is reclaimed first (see :class:`Cost`).
+Models are not reclaimed until idle for :data:`DEFAULT_MIN_IDLE_S` (their
+``reclaim_min_idle``).
 """
 
 from __future__ import annotations
 
 import gc
-import math
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable
 
 import attrs
@@ -25,6 +26,15 @@ from resguard._modules.render import ValueMixin
 from resguard.reclaim._base import Cost, Reclaimable
 from resguard.reclaim._base import shown as _shown
 from resguard.reclaim._checks import MATCHED_CHARS, pattern_problem
+from resguard.reclaim._registry import (
+    PROCESS_REGISTRY,
+    RegisterTarget,
+    Registry,
+    by_cost,
+    check_reclaimable,
+    registry_for,
+    valid_cost,
+)
 from resguard.reclaim._stopper import (
     ACTIONS_KEPT,
     ProcessStopper,
@@ -35,8 +45,10 @@ from resguard.units import format_bytes
 
 __all__ = [
     "ACTIONS_KEPT",
+    "DEFAULT_MIN_IDLE_S",
     "DEFAULT_PROTECTED_NAMES",
     "MATCHED_CHARS",
+    "PROCESS_REGISTRY",
     "Cost",
     "GarbageCollect",
     "Ladder",
@@ -44,12 +56,15 @@ __all__ = [
     "ProcessStopper",
     "ReclaimReport",
     "Reclaimable",
+    "RegisterTarget",
+    "Registry",
     "StepResult",
     "StopAction",
     "StopCandidate",
     "pattern_problem",
     "register",
     "registered",
+    "registry_for",
     "unregister",
 ]
 
@@ -118,99 +133,37 @@ is protected whether a backend reads it as ``systemd-journald`` or as Linux's
 ``systemd-journal``."""
 
 _logger = get_logger("resguard")
-_lock = threading.Lock()
-_registry: dict[int, weakref.ref[Reclaimable]] = {}
 
+DEFAULT_MIN_IDLE_S = 30.0
+"""Seconds a model must have gone unused before the ladder may reclaim it (a lazy model, so
+a pool's members, and Ollama's models; not caches, whose entries are cheap to recompute).
 
-def _check_reclaimable(item: object, where: str) -> Reclaimable:
-    if not isinstance(item, Reclaimable):
-        raise InvalidType(
-            f"{_shown(item)} is not a Reclaimable; {where} expected an object "
-            "with name, cost, reclaimable_bytes() and reclaim(target_bytes)"
-        )
-    return item
-
-
-def _reclaimables(extra: object) -> tuple[Reclaimable, ...]:
-    if isinstance(extra, (str, bytes)) or not isinstance(extra, Iterable):
-        raise InvalidType(f"extra={_shown(extra)} is not a list of Reclaimables")
-    return tuple(_check_reclaimable(item, "Ladder(extra=...)") for item in extra)
-
-
-def _valid_cost(item: Reclaimable) -> float | None:
-    """*item*'s cost, or ``None`` when it is not a finite number (or reading it failed)."""
-    try:
-        cost = item.cost
-    except Exception:
-        return None
-    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not math.isfinite(cost):
-        return None
-    return float(cost)
+Why 30 s: a WARNING episode outlives the memory that caused it (PSI memory ``some avg10`` is
+a 10 s average, and from 10 % it needs about 16 s to decay below the service preset's 2 %
+clear line; the slow loop climbs the ladder every 2 s while it lasts), so a shorter wait lets
+one episode unload a model that a request reloaded a moment ago, which the next request
+reloads again: thrashing. 30 s stays far below the idle TTLs models are given (minutes) and
+Ollama's own keep-alive (5 min), so a model nobody uses is still given back promptly.
+``reclaim_min_idle=0`` on the model restores reclaiming at any idle time."""
 
 
 def register(item: Reclaimable) -> None:
-    """Put *item* on the ladder, held by a weak reference."""
-    _check_reclaimable(item, "register()")
-    cost = _valid_cost(item)
-    if cost is None:
-        raise InvalidValue(
-            f"{_shown(getattr(item, 'cost', None))} is not a cost for "
-            f"{_shown(item)}; expected a finite number (see resguard.Cost)"
-        )
-    key = id(item)
-
-    def _forget(_: weakref.ref[Reclaimable], key: int = key) -> None:
-        with _lock:
-            if _registry.get(key) is _:
-                del _registry[key]
-
-    try:
-        ref = weakref.ref(item, _forget)
-    except TypeError:
-        raise InvalidType(
-            f"{_shown(item)} cannot be held by a weak reference; expected an "
-            "object that allows one (add '__weakref__' to its __slots__)"
-        ) from None
-    with _lock:
-        _registry[key] = ref
+    """Put *item* on the process-wide registry (:data:`PROCESS_REGISTRY`), held by a weak
+    reference; only ladders made with ``process=True`` (``Monitor(reclaim="process")``)
+    climb it."""
+    PROCESS_REGISTRY.register(item)
 
 
 def unregister(item: Reclaimable) -> None:
-    """Take *item* off the ladder; a no-op when it is not on it."""
-    _check_reclaimable(item, "unregister()")
-    with _lock:
-        ref = _registry.get(id(item))
-        if ref is not None and ref() is item:
-            del _registry[id(item)]
+    """Take *item* off the process-wide registry; a no-op when it is not on it."""
+    PROCESS_REGISTRY.unregister(item)
 
 
 def registered() -> list[Reclaimable]:
-    """The live reclaimables, cheapest first (ties keep registration order).
-
-    An item whose cost is no longer a finite number is left out, with a warning.
-    """
-    with _lock:
-        refs = list(_registry.values())
-    items = [item for item in (ref() for ref in refs) if item is not None]
-    return _by_cost(items)
-
-
-_bad_costs = FaultLog(_logger)
-
-
-def _by_cost(items: Iterable[Reclaimable]) -> list[Reclaimable]:
-    ranked: list[tuple[float, Reclaimable]] = []
-    for item in items:
-        cost = _valid_cost(item)
-        if cost is None:
-            _bad_costs.failed(
-                f"the cost of reclaimable {getattr(item, 'name', '?')!r}",
-                "not a finite number; left off the ladder",
-            )
-            continue
-        ranked.append((cost, item))
-    ranked.sort(key=lambda pair: pair[0])
-    return [item for _, item in ranked]
+    """The live reclaimables of the process-wide registry, cheapest first (ties keep
+    registration order). An item whose cost is no longer a finite number is left out, with
+    a warning."""
+    return PROCESS_REGISTRY.registered()
 
 
 # ---------------------------------------------------------------------------------------
@@ -324,8 +277,20 @@ class ReclaimReport(ValueMixin):
         return self.freed_bytes >= self.target_bytes
 
 
+def _reclaimables(extra: object) -> tuple[Reclaimable, ...]:
+    if isinstance(extra, (str, bytes)) or not isinstance(extra, Iterable):
+        raise InvalidType(f"extra={_shown(extra)} is not a list of Reclaimables")
+    return tuple(check_reclaimable(item, "Ladder(extra=...)") for item in extra)
+
+
 class Ladder:
-    """Climbs the registered reclaimables cheapest first until enough memory is back.
+    """Climbs its reclaimables cheapest first until enough memory is back.
+
+    Its rungs are ``gc.collect``, what was registered with it (:meth:`register`, or
+    ``register=`` this ladder or its Monitor on a model or cache), *extra*, and with
+    *process* the process-wide registry's items (:data:`PROCESS_REGISTRY`, what
+    :func:`register` and ``register=True`` put there): a ladder reclaims what was given to
+    it, not every model of the process.
 
     *measure* returns the memory in use now (bytes, or ``None`` when unknown), and is
     called before and after each step: the ladder trusts measurements, not what a step
@@ -334,7 +299,8 @@ class Ladder:
     measured total reaches the target, which :meth:`run` computes as what is needed plus
     *min_reclaim_bytes*. While memory cannot be measured, a step's claim is counted
     instead, and no rung of :attr:`Cost.PROCESS` or above runs: processes are never
-    stopped on a number nobody could read.
+    stopped on a number nobody could read. ``freed_bytes_by_step`` sums what each rung
+    freed over every climb (by name, counted as :attr:`ReclaimReport.freed_bytes` is).
     """
 
     def __init__(
@@ -345,6 +311,7 @@ class Ladder:
         gc_step: GarbageCollect | None = None,
         trim_step: MallocTrim | None = None,
         extra: Iterable[Reclaimable] = (),
+        process: bool = False,
     ) -> None:
         from resguard.units import parse_bytes
 
@@ -364,18 +331,39 @@ class Ladder:
                 f"trim_step={_shown(trim_step)} is not a MallocTrim; expected "
                 "resguard.reclaim.MallocTrim() or None"
             )
+        if not isinstance(process, bool):
+            raise InvalidType(f"process={_shown(process)} is not a bool; expected True or False")
         extra_items = _reclaimables(extra)
         self.measure = measure
         self.min_reclaim_bytes = min_reclaim_bytes
         self.gc_step = gc_step if gc_step is not None else GarbageCollect()
         self.trim_step = trim_step if trim_step is not None else MallocTrim()
         self.extra = extra_items
+        self.process = process
+        self.reclaimables = Registry()
         self.last_report: ReclaimReport | None = None
+        self.freed_bytes_by_step: dict[str, int] = {}
         self._faults = FaultLog(_logger)
+        self._told_left_out = False
+
+    def register(self, item: Reclaimable) -> None:
+        """Put *item* on this ladder (held by a weak reference)."""
+        self.reclaimables.register(item)
+
+    def unregister(self, item: Reclaimable) -> None:
+        """Take *item* off this ladder; a no-op when it is not on it."""
+        self.reclaimables.unregister(item)
 
     def steps(self) -> list[Reclaimable]:
-        """The rungs in order: gc, then every registered item by cost."""
-        return _by_cost([self.gc_step, *registered(), *self.extra])
+        """This ladder's rungs in order: gc, then its items, *extra* and (with *process*)
+        the process-wide registry's, by cost (an item on two of them climbs once)."""
+        items: list[Reclaimable] = [self.gc_step, *self.reclaimables.registered(), *self.extra]
+        if self.process:
+            items.extend(PROCESS_REGISTRY.registered())
+        unique: dict[int, Reclaimable] = {}
+        for item in items:
+            unique.setdefault(id(item), item)  # the first place of each
+        return by_cost(unique.values())
 
     def _measure(self) -> int | None:
         try:
@@ -392,43 +380,68 @@ class Ladder:
         self._faults.recovered("the ladder's memory measure")
         return used
 
+    def _tell_left_out(self) -> None:
+        """Once per ladder: process-wide items exist that this ladder does not climb (their
+        owners may expect the old, process-wide reclaim)."""
+        if self.process or self._told_left_out:
+            return
+        self._told_left_out = True
+        left_out = [item for item in PROCESS_REGISTRY.registered() if item not in self.reclaimables]
+        if left_out:
+            _logger.info(
+                "reclaim: %d reclaimable(s) registered process-wide are not on this ladder "
+                '(%s); pass register=monitor to them, or Monitor(reclaim="process")',
+                len(left_out),
+                ", ".join(_shown(getattr(item, "name", item)) for item in left_out[:3]),
+            )
+
+    def _step(
+        self, item: Reclaimable, remaining: int, before: int | None
+    ) -> tuple[StepResult, int | None] | None:
+        """Run one rung: its result and the use measured after it (``None``: it failed or
+        must not run blind)."""
+        step = f"reclaim step {_shown(getattr(item, 'name', item))}"
+        if before is None and (valid_cost(item) or 0.0) >= Cost.PROCESS:
+            # once while memory stays unknown, not on every climb of the ladder
+            self._faults.failed(step, "not run: memory use is unknown", kind="unknown")
+            return None
+        start = time.perf_counter()
+        try:
+            claimed = int(item.reclaim(remaining))
+        except Exception as error:  # a reclaimable must never break the ladder
+            self._faults.failed(step, error, kind=type(error).__name__)
+            return None
+        self._faults.recovered(step)
+        self.trim_step.trim()
+        after = self._measure()
+        measured = max(before - after, 0) if before is not None and after is not None else None
+        took_s = time.perf_counter() - start
+        return StepResult(str(item.name), claimed, measured, took_s), after
+
     def run(self, needed_bytes: int) -> ReclaimReport:
         """Free at least *needed_bytes* plus the minimum reclaim, cheapest step first."""
         if isinstance(needed_bytes, bool) or not isinstance(needed_bytes, int):
             raise InvalidType(
                 f"{_shown(needed_bytes)} is not a number of bytes; expected an integer"
             )
+        self._tell_left_out()
         target = max(needed_bytes, 0) + self.min_reclaim_bytes
         results: list[StepResult] = []
         freed_total = 0
-        all_measured = True
         before = self._measure()
         for item in self.steps():
             if freed_total >= target:
                 break
-            step = f"reclaim step {_shown(getattr(item, 'name', item))}"
-            if before is None and (_valid_cost(item) or 0.0) >= Cost.PROCESS:
-                # once while memory stays unknown, not on every climb of the ladder
-                self._faults.failed(step, "not run: memory use is unknown", kind="unknown")
+            stepped = self._step(item, target - freed_total, before)
+            if stepped is None:
                 continue
-            remaining = target - freed_total
-            start = time.perf_counter()
-            try:
-                claimed = int(item.reclaim(remaining))
-            except Exception as error:  # a reclaimable must never break the ladder
-                self._faults.failed(step, error, kind=type(error).__name__)
-                continue
-            self._faults.recovered(step)
-            self.trim_step.trim()
-            after = self._measure()
-            measured = max(before - after, 0) if before is not None and after is not None else None
-            before = after
-            if measured is None:
-                all_measured = False
-            freed_total += measured if measured is not None else max(claimed, 0)
-            results.append(
-                StepResult(str(item.name), claimed, measured, time.perf_counter() - start)
-            )
+            result, before = stepped
+            freed = _freed(result)
+            freed_total += freed
+            by_step = self.freed_bytes_by_step
+            by_step[result.name] = by_step.get(result.name, 0) + freed
+            results.append(result)
+        all_measured = all(result.measured_bytes is not None for result in results)
         report = ReclaimReport(target, freed_total, tuple(results), all_measured)
         self.last_report = report
         if results:
@@ -442,6 +455,13 @@ class Ladder:
         return report
 
 
-for _public in (Cost, Reclaimable, ProcessStopper, StopAction, StopCandidate):
+def _freed(result: StepResult) -> int:
+    """What a step counts towards the target: measured, else its claim."""
+    if result.measured_bytes is not None:
+        return result.measured_bytes
+    return max(result.claimed_bytes, 0)
+
+
+for _public in (Cost, Reclaimable, ProcessStopper, StopAction, StopCandidate, Registry):
     _public.__module__ = __name__
 del _public
