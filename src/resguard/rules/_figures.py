@@ -2,7 +2,8 @@
 
 A threshold figure is a :class:`Bound`: a fixed number in the metric's unit, or, for a
 byte metric, a :class:`~resguard.units.Amount` that may be a share of a limit read from
-each snapshot judged (``"85%"`` of ``memory.limit``, or of ``swap.total`` for ``swap.*``).
+each snapshot judged (``"85%"`` of ``memory.limit``, or of ``swap.total`` for ``swap.*``,
+of ``gpu.memory.total``, the fullest GPU's, for ``gpu.memory.*``).
 """
 
 from __future__ import annotations
@@ -167,6 +168,7 @@ def percent_maximum(metric: str) -> float | None:
     return None if metric.endswith("cpu_percent") else 100.0
 
 
+_SHARE_OF: Final = {"swap": "swap.total", "gpu": "gpu.memory.total"}  # else memory.limit
 _DERIVED_SECTIONS: Final = frozenset({"memory", "swap"})  # percent, used... from each other
 
 
@@ -254,7 +256,7 @@ def parse_bound(value: object, kind: str, metric: str, what: str) -> Bound:
         number = plain_number(text, what, hint, typed=value, maximum=maximum)
         return Bound(number, f"{number:g}%")
     if kind == "bytes":
-        limit = "swap.total" if metric.startswith("swap.") else "memory.limit"
+        limit = _SHARE_OF.get(metric.partition(".")[0], "memory.limit")
         return Bound.of_bytes(byte_amount(value, metric, what), limit)
     number = plain_number(value, what, f"{metric} takes a plain number")
     return Bound(number, f"{number:g}")
