@@ -260,12 +260,22 @@ def test_readiness_follows_the_monitor_level(machine: Machine, monitor: Monitor)
     app = Recorder()
     middleware = GuardMiddleware(app, Guard(monitor=monitor), start_monitor=False)
     ready = call(middleware, "/readyz")
-    assert (ready.status, ready.json()) == (200, {"status": "ready", "level": "OK"})
+    assert ready.status == 200
+    assert "retry-after" not in ready.headers
+    body = ready.json()
+    assert (body["status"], body["ready"], body["level"], body["breaches"]) == (
+        "ready",
+        True,
+        "OK",
+        [],
+    )
     machine.set_used_percent(97)
     assert monitor.sample_now().level == Level.CRITICAL
     unready = call(middleware, "/readyz")
     assert unready.status == 503
+    assert unready.headers["retry-after"] == "1"  # the guard's retry_after
     assert unready.json()["status"] == "unready"
+    assert unready.json()["ready"] is False
     assert unready.json()["level"] == "CRITICAL"
     assert "memory.percent" in unready.json()["reason"]
     assert call(middleware, "/readyz", method="HEAD").body == b""
@@ -920,7 +930,8 @@ def test_starlette_under_uvicorn(machine: Machine, monitor: Monitor) -> None:
         # uvicorn closes the connection of a request that raised; a client reusing it
         # could be reset (see HoldErroredConnection), so it asks for the close itself
         assert client.get("/boom", headers=CLOSE).status_code == 500
-        assert client.get("/readyz").json() == {"status": "ready", "level": "OK"}
+        ready = client.get("/readyz").json()
+        assert (ready["status"], ready["ready"], ready["level"]) == ("ready", True, "OK")
 
         machine.set_used_percent(80)  # over the guard's 75 % share, under CRITICAL
         wait_until(lambda: percent_of(monitor) >= 79, timeout_s=20, what="memory at 79 %")

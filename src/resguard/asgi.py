@@ -1,12 +1,22 @@
-"""ASGI middleware: refuse requests with 503 + Retry-After under pressure; a readiness endpoint.
+"""ASGI middleware: refuse requests with 503 + Retry-After under pressure; health paths.
 
 :class:`GuardMiddleware` wraps any ASGI application (FastAPI, Starlette, a bare callable)
 without depending on a framework. For each HTTP request it admits through a
 :class:`~resguard.Guard`; a refusal answers ``503 Service Unavailable`` with a
-``Retry-After`` header and a small JSON body, without calling the application. A readiness
-path (default ``/readyz``) answers 503 while the Monitor's verdict is CRITICAL, so that a
-Kubernetes readiness probe or a load balancer sends traffic elsewhere. The ASGI lifespan
-starts and stops the Monitor.
+``Retry-After`` header and a small JSON body, without calling the application. The ASGI
+lifespan starts and stops the Monitor.
+
+Two kinds of health paths, for a Kubernetes probe or a load balancer:
+
+- **readiness** (default ``/readyz``) answers 503 with ``Retry-After`` while the Monitor's
+  verdict is CRITICAL, so traffic goes elsewhere while this replica sheds load; its JSON
+  says why: the level, each breaching rule with its figure, value and threshold, the age
+  of the state it judged and what is unknown.
+- **liveness** (default ``/livez`` and ``/healthz``) answers 200 whatever the pressure. A
+  liveness probe that failed under pressure would get a replica restarted exactly while it
+  was shedding load correctly: the restart drops the requests in flight, the warm caches
+  and models, and moves the load onto the others. The application's own handler for such
+  a path wins; the middleware answers when the application has none (it answers 404).
 
 When the verdict cannot be known (the Monitor's state is stale, or a rule could not judge
 because a source is damaged), readiness says so in an ``"unknown"`` field with the reason
@@ -33,12 +43,13 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from resguard._errors import InvalidType, InvalidValue, ResguardError, ResourceExhausted
+from resguard._modules.render import printable
 from resguard.guard import Admission, Guard, Reserve, check_duration, check_reserve, state_unknown
 from resguard.monitor import Monitor
-from resguard.rules import Level
+from resguard.rules import Breach, Level
 from resguard.units import shown
 
-__all__ = ["DEFAULT_EXCLUDE", "GuardMiddleware", "retry_after_header"]
+__all__ = ["DEFAULT_EXCLUDE", "DEFAULT_LIVENESS", "GuardMiddleware", "retry_after_header"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -49,6 +60,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: Paths that never go through the guard: liveness probes (refusing one would get the pod
 #: restarted, the opposite of shedding load) and metrics scrapes.
 DEFAULT_EXCLUDE: tuple[str, ...] = ("/healthz", "/livez", "/metrics")
+
+#: Paths answering liveness (200 whatever the pressure) unless the application serves them.
+DEFAULT_LIVENESS: tuple[str, ...] = ("/livez", "/healthz")
 
 #: While a request queues for admission, the middleware reads its body to notice the client
 #: leaving (``http.disconnect``) and replays it to the app; it stops reading beyond this.
@@ -70,6 +84,8 @@ class GuardMiddleware:
         exclude: paths that skip the guard: exact (``"/healthz"``) or, ending in ``*``, a
             prefix (``"/static/*"``). Default :data:`DEFAULT_EXCLUDE`.
         readiness_path: the path answering readiness (``None`` turns it off).
+        liveness_paths: the paths answering liveness, never through the guard (``()`` or
+            ``None`` turns them off). Default :data:`DEFAULT_LIVENESS`.
         start_monitor: start the Monitor on ``lifespan.startup`` (or at the first request
             when the server runs without lifespan) and stop it on ``lifespan.shutdown``. A
             monitor that is already running is left alone.
@@ -87,6 +103,7 @@ class GuardMiddleware:
         monitor: Monitor | None = None,
         exclude: Iterable[str] = DEFAULT_EXCLUDE,
         readiness_path: str | None = "/readyz",
+        liveness_paths: Iterable[str] | None = DEFAULT_LIVENESS,
         start_monitor: bool = True,
         reserve: Reserve = None,
         wait: float | str | None = None,
@@ -97,6 +114,7 @@ class GuardMiddleware:
         readiness = (
             _check_path(readiness_path, "readiness_path") if readiness_path is not None else None
         )
+        liveness = _parse_liveness(liveness_paths)
         # parsed once here, not per request (an invalid value fails at startup)
         parsed_reserve: Reserve = None
         if reserve is not None:
@@ -112,6 +130,7 @@ class GuardMiddleware:
         self.guard = guard
         self.monitor = monitor
         self.readiness_path = readiness
+        self.liveness_paths = liveness
         self._exact = frozenset(exact)
         self._prefixes = tuple(prefixes)
         self.start_monitor = start_monitor
@@ -146,6 +165,8 @@ class GuardMiddleware:
                 path = path[len(root) :]
             if path == self.readiness_path:
                 await self._readiness(scope, send)
+            elif path in self.liveness_paths:
+                await self._liveness(scope, receive, send)
             elif path in self._exact or (self._prefixes and path.startswith(self._prefixes)):
                 await self.app(scope, receive, send)
             else:
@@ -288,34 +309,59 @@ class GuardMiddleware:
         if not self._monitor_ready:
             self._start_lazily()
         answer = self.readiness()
-        status = 200 if answer["status"] == "ready" else 503
-        body = json.dumps(answer).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [_JSON, (b"content-length", str(len(body)).encode()), _NO_STORE],
-            }
-        )
-        await send(
-            {"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body}
-        )
+        headers = [_JSON, _NO_STORE]
+        if answer["ready"]:
+            status = 200
+        else:
+            status = 503
+            seconds = retry_after_header(self.guard.retry_after_s)
+            headers.append((b"retry-after", str(seconds).encode()))
+        await _answer_json(scope, send, status, answer, headers)
+
+    async def _liveness(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The application's answer for a liveness path, or 200 when it has none (404)."""
+        missing = False
+
+        async def unless_missing(message: Message) -> None:
+            nonlocal missing
+            if message["type"] == "http.response.start" and message.get("status") == 404:
+                missing = True
+            if not missing:
+                await send(message)
+
+        await self.app(scope, receive, unless_missing)
+        if missing:
+            await _answer_json(scope, send, 200, {"status": "alive"}, [_JSON, _NO_STORE])
 
     def readiness(self) -> dict[str, Any]:
-        """What the readiness path answers: ``{"status": "ready", "level": "OK"}``, or
-        ``"unready"`` with a reason while the verdict is at or above *unready_level*.
+        """What the readiness path answers: ``status`` (``"ready"`` or ``"unready"``) and
+        ``ready`` (the same as a bool), ``level`` (the verdict's, ``None`` without a fresh
+        one), ``reason`` when unready, ``breaches`` (each breaching rule with its
+        ``metric``, ``op``, ``value``, ``threshold``, ``unit``, ``level``, ``held_s`` and
+        ``culprits``), ``age_s`` (how old the judged state is; ``None`` before the first
+        sample) and ``unknown`` when something could not be known.
 
-        Without a Monitor, or while its state is stale, the guard decides: unready while it
-        is over its RSS or memory share (``level`` is then ``None``). What cannot be known
-        is named in ``"unknown"``; the guard's ``on_unknown`` then decides between ready
-        (``"admit"``) and unready (``"refuse"``).
+        Unready while the verdict is at or above *unready_level*. Without a Monitor, or
+        while its state is stale, the guard decides: unready while it is over its RSS or
+        memory share (``level`` is then ``None``). What cannot be known is named in
+        ``"unknown"``; the guard's ``on_unknown`` then decides between ready (``"admit"``)
+        and unready (``"refuse"``).
         """
+        answer = self._judged()
+        ready = answer.pop("status") == "ready"
+        return {"status": "ready" if ready else "unready", "ready": ready, **answer}
+
+    def _judged(self) -> dict[str, Any]:
         monitor = self.monitor
         guard = self.guard
         unknown: str | None = None
+        age_s: float | None = None
         if monitor is not None:
             state = monitor.state
-            stale, unknown = state_unknown(monitor, state, guard.clock())
+            now_s = guard.clock()
+            stale, unknown = state_unknown(monitor, state, now_s)
+            if state.sequence:
+                age_s = round(max(now_s - state.snapshot.monotonic, 0.0), 3)
             verdict = state.verdict
             if not stale:
                 answer: dict[str, Any] = {"level": verdict.level.name}
@@ -325,9 +371,11 @@ class GuardMiddleware:
                     answer.update(self._unknown_answer(unknown))
                 else:
                     answer["status"] = "ready"
+                answer["breaches"] = [_breach(breach) for breach in verdict.breaches]
+                answer["age_s"] = age_s
                 if unknown is not None:
                     answer["unknown"] = unknown
-                return {"status": answer.pop("status"), **answer}
+                return answer
         breach = guard.breach()
         if breach is not None:
             answer = {"status": "unready", "level": None, "reason": str(breach)}
@@ -340,6 +388,8 @@ class GuardMiddleware:
             answer = {"status": "ready", "level": None}
             if unknown is not None:
                 answer.update(self._unknown_answer(unknown))
+        answer["breaches"] = []
+        answer["age_s"] = age_s
         if unknown is not None:
             answer["unknown"] = unknown
         return answer
@@ -441,6 +491,49 @@ class GuardMiddleware:
             await self._stop_monitor()
 
 
+async def _answer_json(
+    scope: Scope,
+    send: Send,
+    status: int,
+    answer: dict[str, Any],
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """Answer *answer* as JSON (no body for HEAD)."""
+    body = json.dumps(answer).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send(
+        {"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body}
+    )
+
+
+def _number(value: float) -> float | None:
+    """*value* for JSON: ``None`` for NaN or an infinity (no JSON number), else as is."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _breach(breach: Breach) -> dict[str, Any]:
+    """One breaching rule as readiness lists it."""
+    return {
+        "rule": printable(breach.rule),
+        "metric": breach.metric,
+        "op": breach.op,
+        "value": _number(breach.value),
+        "threshold": _number(breach.threshold),
+        "unit": breach.unit,
+        "level": breach.level.name,
+        "held_s": _number(round(breach.held_s, 3)),
+        "culprits": [offender.label for offender in breach.offenders],
+    }
+
+
 def retry_after_header(retry_after_s: float) -> int:
     """Whole seconds for a ``Retry-After`` header: rounded up, at least 1."""
     if isinstance(retry_after_s, bool) or not isinstance(retry_after_s, (int, float)):
@@ -493,6 +586,22 @@ def _parse_exclude(exclude: Iterable[str]) -> tuple[list[str], list[str]]:
         else:
             exact.append(path)
     return exact, prefixes
+
+
+def _parse_liveness(paths: Iterable[str] | None) -> frozenset[str]:
+    """The liveness paths, each checked like ``readiness_path``."""
+    if paths is None:
+        return frozenset()
+    if isinstance(paths, str):
+        paths = (paths,)
+    try:
+        entries = list(paths)
+    except TypeError:
+        raise InvalidType(
+            f"liveness_paths={shown(paths)} is not a list of paths; "
+            f"expected e.g. ('/livez', '/healthz')"
+        ) from None
+    return frozenset(_check_path(entry, "liveness_paths") for entry in entries)
 
 
 def _check_path(path: object, what: str) -> str:
