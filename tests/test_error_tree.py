@@ -114,8 +114,9 @@ class Site:
 
 
 # The test doubles' servers raise their HTTP answers inside their own request handlers
-# (caught there and sent as a status code), never into a caller of resguard.
-SERVERS = ("testing/ollama/", "testing/misbehaving.py")
+# (caught there and sent as a status code), never into a caller of resguard; the NVML
+# double raises NVML's own errors into the GPU probe, which catches them.
+SERVERS = ("testing/ollama/", "testing/misbehaving.py", "testing/nvml.py")
 
 
 def _modules() -> Iterator[tuple[Path, str]]:

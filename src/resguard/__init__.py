@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # the names below load on first use (PEP 562); type checkers 
     from resguard import presets, reclaim
     from resguard.cache import CacheInfo, CacheStats, LRUCache, Memoized, ValueTooLarge, memoize
     from resguard.guard import Admission, Guard, GuardStats, limit_self
-    from resguard.models import LazyModel, ModelPool
+    from resguard.models import HeadroomSource, LazyModel, ModelPool
     from resguard.monitor import Monitor, State
     from resguard.processes import ProcessTable, top_processes
     from resguard.profile import Profile
@@ -70,6 +70,8 @@ if TYPE_CHECKING:  # the names below load on first use (PEP 562); type checkers 
         ContainerStats,
         CpuInfo,
         FanSpeed,
+        GpuInfo,
+        GpuProcess,
         HeatInfo,
         MemoryInfo,
         OllamaModelInfo,
@@ -99,6 +101,7 @@ _LAZY: dict[str, str] = {
     "GuardStats": "resguard.guard",
     "limit_self": "resguard.guard",
     "LazyModel": "resguard.models",
+    "HeadroomSource": "resguard.models",
     "ModelPool": "resguard.models",
     "Monitor": "resguard.monitor",
     "State": "resguard.monitor",
@@ -144,6 +147,8 @@ _LAZY: dict[str, str] = {
     "ResourcePressure": "resguard.snapshot",
     "Sampler": "resguard.snapshot",
     "Snapshot": "resguard.snapshot",
+    "GpuInfo": "resguard.snapshot",
+    "GpuProcess": "resguard.snapshot",
     "SwapInfo": "resguard.snapshot",
     "snapshot": "resguard.snapshot",
 }
@@ -168,8 +173,11 @@ __all__ = [
     "DockerError",
     "FanSpeed",
     "FanThreshold",
+    "GpuInfo",
+    "GpuProcess",
     "Guard",
     "GuardStats",
+    "HeadroomSource",
     "HeatInfo",
     "IntegrationError",
     "InvalidState",

@@ -11,6 +11,8 @@
   real :class:`~resguard.snapshot.Sampler` to read.
 - :func:`use_backend` runs a block on one sensing backend (``"linux"`` or ``"psutil"``),
   as ``RESGUARD_BACKEND`` would for the whole process.
+- :class:`FakeNVML` is an NVML double (``Sampler(nvml=FakeNVML(devices=[FakeGpu(...)]))``):
+  GPUs, a missing driver, a failing query or a hung driver on a machine without a GPU.
 - :mod:`resguard.testing.ollama` is an Ollama stand-in server on loopback
   (``python -m resguard.testing.ollama --port N`` from a shell).
 
@@ -24,6 +26,7 @@ from resguard.snapshot import Roots
 from resguard.testing.backend import use_backend
 from resguard.testing.kernel import KernelTree
 from resguard.testing.monitor import StaticMonitor
+from resguard.testing.nvml import FakeGpu, FakeNVML
 from resguard.testing.snapshots import (
     MEMINFO_EMPTY,
     WALL_OFFSET_S,
@@ -36,6 +39,8 @@ from resguard.testing.snapshots import (
 __all__ = [
     "MEMINFO_EMPTY",
     "WALL_OFFSET_S",
+    "FakeGpu",
+    "FakeNVML",
     "KernelTree",
     "ManualClock",
     "Roots",
