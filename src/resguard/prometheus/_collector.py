@@ -127,7 +127,6 @@ class ResguardCollector(Collector):
         self.caches: tuple[Any, ...] = tuple(cache_list)
         self.models: tuple[Any, ...] = tuple(model_list)
         self.ladder = ladder if ladder is not None else getattr(monitor, "ladder", None)
-        self._freed = _parts.FreedTally()
         self._sampler = sampler
         self._faults = FaultLog(_logger)
         self._errors: dict[str, int] = {}
@@ -180,7 +179,7 @@ class ResguardCollector(Collector):
         if self.monitor is not None:
             yield from _parts.event_metrics(self.monitor)
         if self.ladder is not None:
-            yield from _parts.reclaim_metrics(self.ladder, self._freed, self._failed)
+            yield from _parts.reclaim_metrics(self.ladder, self._failed)
         yield from _parts.guard_metrics(self.guards, self._failed)
         yield from _parts.cache_metrics(self.caches, self._failed)
         if snap is not None:

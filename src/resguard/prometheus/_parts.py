@@ -17,13 +17,11 @@ from prometheus_client.core import (
     Metric,
 )
 
-import resguard.guard as _guard
-from resguard.guard import REFUSAL_REASONS
+from resguard.guard import REFUSAL_REASONS, WAIT_BUCKETS_S
 from resguard.snapshot import Snapshot
 
 __all__ = [
     "Failed",
-    "FreedTally",
     "Names",
     "cache_metrics",
     "event_metrics",
@@ -92,7 +90,6 @@ def guard_metrics(guards: Sequence[Any], failed: Failed) -> Iterator[Metric]:
     waiting = GaugeMetricFamily(
         "resguard_guard_waiting", "Calls queued for admission", labels=["guard"]
     )
-    bounds_s: Sequence[float] = getattr(_guard, "WAIT_BUCKETS_S", ())
     unique = Names()
     for guard in guards:
         try:
@@ -106,44 +103,19 @@ def guard_metrics(guards: Sequence[Any], failed: Failed) -> Iterator[Metric]:
         counts.update(stats.refused_by_reason)
         for reason, count in counts.items():
             refused.add_metric([name, reason], count)
-        buckets = wait_buckets(
-            bounds_s, tuple(getattr(stats, "queued_wait_counts", ())), stats.admitted
-        )
+        buckets = wait_buckets(WAIT_BUCKETS_S, stats.queued_wait_counts, stats.admitted)
         if buckets is not None:
-            wait.add_metric([name], buckets, sum_value=float(getattr(stats, "queued_wait_s", 0.0)))
+            wait.add_metric([name], buckets, sum_value=stats.queued_wait_s)
         in_flight.add_metric([name], stats.in_flight)
         reserved.add_metric([name], stats.reserved_bytes)
         waiting.add_metric([name], stats.waiting)
     yield from (admitted, refused, wait, in_flight, reserved, waiting)
 
 
-class FreedTally:
-    """Bytes freed per ladder step over all climbs: the ladder's own running sums
-    (``freed_bytes_by_step``) when it keeps them, else the sum of each new
-    ``last_report`` this collector saw (climbs between two scrapes but the last are
-    then missed)."""
-
-    def __init__(self) -> None:
-        self._seen: Any = None
-        self._freed: dict[str, int] = {}
-
-    def counts(self, ladder: Any) -> dict[str, int]:
-        kept = getattr(ladder, "freed_bytes_by_step", None)
-        if isinstance(kept, dict):
-            return dict(kept)
-        report = getattr(ladder, "last_report", None)
-        if report is not None and report is not self._seen:
-            self._seen = report
-            for step in report.steps:
-                freed = step.measured_bytes
-                freed = max(step.claimed_bytes, 0) if freed is None else freed
-                self._freed[step.name] = self._freed.get(step.name, 0) + freed
-        return dict(self._freed)
-
-
-def reclaim_metrics(ladder: Any, tally: FreedTally, failed: Failed) -> Iterator[Metric]:
+def reclaim_metrics(ladder: Any, failed: Failed) -> Iterator[Metric]:
     """``resguard_reclaim_freed_bytes_total{step}``: every rung the ladder has now at 0
-    from the first scrape, and every rung that ever freed something."""
+    from the first scrape, and every rung that ever freed something (the ladder's own
+    running sums, ``freed_bytes_by_step``, so no climb between two scrapes is lost)."""
     family = CounterMetricFamily(
         "resguard_reclaim_freed_bytes",
         "Bytes the reclaim ladder freed, by step (measured; claimed where unmeasurable)",
@@ -151,7 +123,7 @@ def reclaim_metrics(ladder: Any, tally: FreedTally, failed: Failed) -> Iterator[
     )
     try:
         names = [str(getattr(item, "name", item)) for item in ladder.steps()]
-        counts = tally.counts(ladder)
+        counts = dict(ladder.freed_bytes_by_step)
     except Exception as error:
         failed("reclaim", error)
         return
