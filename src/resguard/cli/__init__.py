@@ -22,12 +22,14 @@ that could not be measured is shown as ``?``.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Sequence
 from typing import TextIO
 
 from resguard._errors import ResguardError
+from resguard._modules.log import set_default_level
 from resguard.cli._args import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -59,6 +61,7 @@ def _silence_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the command line; returns the exit code (see the module docstring)."""
+    set_default_level(logging.WARNING)  # a command's stderr is for warnings and errors
     stream = tolerant(out) if out is not None else standard_output()
     command = "resguard"
     try:
