@@ -208,3 +208,13 @@ def test_refusals_counted_from_many_threads_lose_none() -> None:
     for thread in threads:
         thread.join()
     assert refusals.counted == {"memory": 160_000}
+
+
+def test_the_command_line_keeps_its_stderr_for_warnings() -> None:
+    err = stderr_of(
+        "import io; from resguard.cli import main\n"
+        "assert main(['snapshot', '--json'], out=io.StringIO()) == 0\n"
+        "log.info('an info line a library user would see'); log.warning('w')"
+    )
+    assert "resguard: INFO" not in err
+    assert err.splitlines()[-1] == "resguard: WARNING w"
