@@ -31,11 +31,13 @@ from resguard.monitor import State
 from resguard.processes import ProcessTable, is_kernel_thread
 from resguard.rules import Breach, Level, Offender, Verdict
 from resguard.snapshot import FanSpeed, HeatInfo, OllamaModelInfo, TemperatureSensor
+from resguard.testing.nvml import make_gpu
 
 HOSTILE = ("/usr/bin/evil", "line\none", "\x1b[31mred\x1b[0m", "tab\there", "c1\x9bx", "bidi\u202e")
 
 
 WATCHER_PID = 2**22 + 1  # above Linux's PID_MAX_LIMIT: no real process has it
+GIB = 1 << 30
 
 
 @pytest.fixture(scope="module")
@@ -262,11 +264,46 @@ def test_ollama_models_with_their_size_and_idle_time(rows: tuple[Any, ...]) -> N
     state = _state(rows, ollama=models)
     state = attrs.evolve(state, snapshot=attrs.evolve(state.snapshot, taken_at=now))
     text = build_frame(state, [], ViewOptions(), 120, 40).plain()
-    assert "ollama  llama3.2:1b  1.2 GiB  idle 5m00s" in text
-    assert "ollama  qwen2:7b  4.4 GiB  idle unknown" in text  # no idle time: no evidence
+    assert "ollama  llama3.2:1b  1.2 GiB  100% CPU  idle 5m00s" in text
+    assert "ollama  qwen2:7b  4.4 GiB  100% CPU  idle unknown" in text  # no idle: no evidence
     assert (
         "ollama" not in build_frame(_state(rows, ollama=None), [], ViewOptions(), 120, 40).plain()
     )
+
+
+def test_ollama_models_show_their_cpu_gpu_split_as_ollama_ps(rows: tuple[Any, ...]) -> None:
+    now = rg.snapshot().taken_at
+    models = (
+        OllamaModelInfo("gpt-oss:20b", 14_000_000_000, 14_000_000_000, now + 240, now),
+        OllamaModelInfo("qwen2:72b", 40_000_000_000, 20_800_000_000, now + 240, now),
+    )
+    text = build_frame(_state(rows, ollama=models), [], ViewOptions(), 120, 40).plain()
+    assert "ollama  gpt-oss:20b  13.0 GiB  100% GPU  idle" in text
+    assert "ollama  qwen2:72b  37.3 GiB  48%/52% CPU/GPU  idle" in text
+
+
+def test_gpus_are_shown_with_memory_utilization_and_temperature(rows: tuple[Any, ...]) -> None:
+    gpus = (
+        make_gpu(0, used_percent=50, total_bytes=80 * GIB, utilization_percent=45),
+        make_gpu(1, used_percent=0, temperature_celsius=None, processes=[(7, GIB)]),
+    )
+    lines = build_frame(_state(rows, gpus=gpus), [], ViewOptions(), 120, 40).plain().split("\n")
+    assert "gpu0    NVIDIA Fake GPU: 40.0 GiB of 80.0 GiB (50.0%), 45% busy, 45 °C" in lines
+    assert "gpu1    NVIDIA Fake GPU: 0 B of 16.0 GiB (0.0%), 10% busy, ? °C, 1 process" in lines
+    none = build_frame(_state(rows, gpus=()), [], ViewOptions(), 120, 40).plain()
+    assert "gpu     NVML reports no GPU" in none
+    unknown = build_frame(_state(rows, gpus=None), [], ViewOptions(), 120, 40).plain()
+    assert "gpu" not in unknown.replace("GiB", "")  # most machines: no NVML, nothing to say
+
+
+def test_the_line_and_json_carry_the_fullest_gpus_share(rows: tuple[Any, ...]) -> None:
+    gpus = (make_gpu(0, used_percent=30), make_gpu(1, used_percent=91))
+    state = _state(rows, gpus=gpus)
+    assert " vram 91% " in format_line(state) + " "
+    data = update(state, None, ViewOptions())
+    assert data["snapshot"]["gpu"]["memory"]["device"] == 1
+    assert data["snapshot"]["gpus"][1]["memory_used_bytes"] == gpus[1].memory_used_bytes
+    assert " vram" not in format_line(_state(rows))
 
 
 # --------------------------------------------------------- --json and the line ---

@@ -28,7 +28,7 @@ from resguard.rules import culprit_resource
 if TYPE_CHECKING:
     from resguard.monitor import State
     from resguard.rules import Breach, Verdict
-    from resguard.snapshot import HeatInfo, ProcessInfo, ResourcePressure, Snapshot
+    from resguard.snapshot import GpuInfo, HeatInfo, ProcessInfo, ResourcePressure, Snapshot
 
 __all__ = [
     "FOOTER",
@@ -42,6 +42,8 @@ __all__ = [
     "clock_text",
     "culprit_pids",
     "fit",
+    "gpu_lines",
+    "gpu_text",
     "heat_text",
     "process_row",
     "psi_text",
@@ -51,6 +53,8 @@ __all__ = [
 
 Sort = Literal["auto", "cpu", "memory"]
 FOOTER = "q quit  c sort by CPU  m sort by memory"
+NO_GPUS = "NVML reports no GPU"
+"""The GPU line where NVML answered with no device (unknown GPUs show no line in ``watch``)."""
 NO_HEAT = "no temperature sensor or fan readable here"
 """The heat line of ``watch`` and ``snapshot`` where none was read."""
 _MAX_BREACH_LINES = 4
@@ -331,7 +335,36 @@ def _numbers(snapshot: Snapshot, options: ViewOptions, width: int) -> list[Line]
         lines.append(f"heat    {heat_text(snapshot.heat)}")
     elif options.heat:
         lines.append(f"heat    {NO_HEAT}")
+    lines += gpu_lines(snapshot.gpus, "gpu{index:<5}", "gpu     ")
     return [(Segment(text),) for text in lines]
+
+
+def gpu_text(gpu: GpuInfo) -> str:
+    """One GPU as ``watch`` and ``snapshot`` show it: name, memory used of total (share),
+    utilization, temperature and how many processes hold memory on it, ``?`` for what
+    NVML did not give, e.g. ``NVIDIA H200: 12.0 GiB of 140.0 GiB (8.6%), 45% busy,
+    51 °C, 2 processes``."""
+    busy = fixed(gpu.utilization_percent, ".0f")
+    temperature = "? °C" if gpu.temperature_celsius is None else f"{gpu.temperature_celsius:.0f} °C"
+    text = (
+        f"{gpu.name or '?'}: {size(gpu.memory_used_bytes)} of {size(gpu.memory_total_bytes)} "
+        f"({fixed(gpu.memory_percent, '.1f')}%), {busy}% busy, {temperature}"
+    )
+    if gpu.processes:
+        count = len(gpu.processes)
+        text += f", {count} process{'' if count == 1 else 'es'}"
+    return text
+
+
+def gpu_lines(gpus: tuple[GpuInfo, ...] | None, each: str, none: str) -> list[str]:
+    """A line per GPU (*each* formatted with its ``index``, then :func:`gpu_text`), one
+    saying :data:`NO_GPUS` after *none* when NVML lists no device, nothing when the GPUs
+    are unknown (no NVML: most machines, nothing to say)."""
+    if gpus is None:
+        return []
+    if not gpus:
+        return [none + NO_GPUS]
+    return [each.format(index=gpu.index) + gpu_text(gpu) for gpu in gpus]
 
 
 def heat_text(heat: HeatInfo) -> str:
@@ -353,7 +386,7 @@ def heat_text(heat: HeatInfo) -> str:
 
 
 def _ollama(snapshot: Snapshot) -> list[Line]:
-    """The models Ollama holds, with size and idle time, when it answered."""
+    """The models Ollama holds, with size, CPU/GPU split and idle time, when it answered."""
     from resguard.units import format_duration
 
     models = snapshot.ollama
@@ -369,7 +402,8 @@ def _ollama(snapshot: Snapshot) -> list[Line]:
             if model.idle_since is None
             else f"idle {format_duration(max(0.0, snapshot.taken_at - model.idle_since))}"
         )
-        lines.append((Segment(f"ollama  {model.name}  {size(model.size)}  {idle}"),))
+        where = model.processor  # as ollama ps prints it: "100% GPU", "48%/52% CPU/GPU"
+        lines.append((Segment(f"ollama  {model.name}  {size(model.size)}  {where}  {idle}"),))
     return lines
 
 
@@ -435,7 +469,7 @@ def build_frame(
     footer: bool = True,
 ) -> Frame:
     """One screen of *width* × *height* cells: the header with the level, the breaches
-    and their culprits, what is unknown, memory/swap/CPU/PSI/heat, the Ollama models,
+    and their culprits, what is unknown, memory/swap/CPU/PSI/heat/GPUs, the Ollama models,
     the process table (*rows*, from :func:`choose_rows`; culprits marked ``*``) and the
     footer with the keys. Rows are dropped first when the screen is short."""
     width, height = max(width, 20), max(height, 3)

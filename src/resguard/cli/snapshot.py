@@ -1,5 +1,5 @@
-"""``resguard snapshot``: memory, CPU over a window, pressure, heat, the processes busiest
-over that window and this process, once."""
+"""``resguard snapshot``: memory, CPU over a window, pressure, heat, the GPUs, the
+processes busiest over that window and this process, once."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TextIO
 from resguard._modules.render import printable
 from resguard.cli._args import Commands, add_window_argument, measure_window
 from resguard.cli._render import Column, fixed, print_json, size, table, writable
-from resguard.cli._view import NO_HEAT, heat_text, process_row, psi_text
+from resguard.cli._view import NO_HEAT, gpu_lines, heat_text, process_row, psi_text
 
 if TYPE_CHECKING:
     from resguard.processes import ProcessTable
@@ -23,6 +23,11 @@ __all__ = ["TOP_N", "add_parser", "format_snapshot", "run"]
 TOP_N = 5
 """How many of the processes busiest over the window ``resguard snapshot`` shows."""
 
+
+NO_GPU_READINGS = (
+    "unknown (no NVML or no NVIDIA driver; the gpu extra: pip install 'resguard[gpu]')"
+)
+"""The GPU line of ``resguard snapshot`` where no GPU could be read."""
 
 _LEVEL_NAMES = {1: "normal", 2: "warning", 4: "critical"}  # kern.memorystatus_vm_pressure_level
 
@@ -96,6 +101,7 @@ def format_snapshot(
         _pressure_line(snap.pressure),
     ]
     lines.append(_heat_line(snap.heat))
+    lines += gpu_lines(snap.gpus, "gpu {index:<5}", "gpu      ") or [f"gpu      {NO_GPU_READINGS}"]
     lines.append(_process_line(snap))
     faults = _faults_text(snap)
     if faults:

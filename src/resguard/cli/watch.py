@@ -1,6 +1,7 @@
-"""``resguard watch``: the verdict, its culprits, memory, CPU, pressure, heat, Ollama's
-models and the processes behind them: a live view on a terminal (the alternate screen,
-colour by level, keys ``q``/``c``/``m``), one line per update to a pipe, or JSON lines.
+"""``resguard watch``: the verdict, its culprits, memory, CPU, pressure, heat, the GPUs,
+Ollama's models (with their CPU/GPU split) and the processes behind them: a live view on
+a terminal (the alternate screen, colour by level, keys ``q``/``c``/``m``), one line per
+update to a pipe, or JSON lines.
 
 The frame is built sans I/O by :mod:`._view` and painted by :mod:`._screen`; this module
 measures (a Monitor driven once per period, so CPU covers the period), reads keys and
@@ -101,11 +102,13 @@ def format_line(state: State, stale: str | None = None) -> str:
         )
         top_text = f" top {top[0].name} {figure}"
     reason = _line_reason(state, stale)
+    gpu = snap.gpu.memory if snap.gpu is not None else None  # the fullest GPU's
+    vram_text = f" vram {fixed(gpu.percent, '.0f')}%" if gpu is not None else ""
     return printable(
         f"{clock_text(snap.taken_at)} "
         f"{verdict.level.name:<8} mem {fixed(memory.percent, '.1f')}% "
         f"({size(memory.used)}/{size(memory.limit)} {memory.source})"
-        f"{psi_text} cpu {fixed(snap.cpu.percent, '.0f')}%{top_text}"
+        f"{psi_text} cpu {fixed(snap.cpu.percent, '.0f')}%{vram_text}{top_text}"
         f"{f' | {reason}' if reason else ''}"
     )
 
