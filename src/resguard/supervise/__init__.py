@@ -5,7 +5,7 @@ I/O (:class:`Supervisor`: spawn, wait, signals, the cgroup) is kept thin around 
 See docs/supervise.md.
 """
 
-from resguard.supervise._budget import Budget, choose_budget
+from resguard.supervise._budget import Budget, Cgroup, choose_budget
 from resguard.supervise._journal import RunJournal
 from resguard.supervise._policy import (
     RESTART_POLICIES,
@@ -22,6 +22,7 @@ __all__ = [
     "RESTART_POLICIES",
     "Backoff",
     "Budget",
+    "Cgroup",
     "Decision",
     "Exit",
     "Plan",

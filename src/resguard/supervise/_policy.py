@@ -102,9 +102,9 @@ class Backoff:
         if self.initial_s == 0 or restart <= 1:
             return min(self.initial_s, cap_s)
         doublings = restart - 1
-        if doublings >= math.log2(cap_s / self.initial_s):  # no 2.0**10_000 overflow
+        if doublings >= math.log2(cap_s) - math.log2(self.initial_s):  # no float overflow
             return cap_s
-        return min(self.initial_s * 2.0**doublings, cap_s)
+        return min(math.ldexp(self.initial_s, doublings), cap_s)
 
 
 @attrs.frozen

@@ -249,7 +249,7 @@ class Supervisor:
                     deadline = self._on_signal(number, process.pid, pidfd, forwarded, deadline)
                 if deadline is not None and self._clock() >= deadline and process.poll() is None:
                     self._kill(process.pid, pidfd, "the stop timeout passed")
-                    deadline = float("inf")
+                    deadline = None  # SIGKILL cannot be caught: its end is next
         finally:
             os.close(pidfd)
         returncode = int(process.returncode)
@@ -269,7 +269,7 @@ class Supervisor:
         name = signal.Signals(number).name
         if number in _STOPS and self.plan.stopping:
             self._kill(pid, pidfd, f"a second stop signal ({name})")
-            return float("inf")
+            return None
         delivered = _terminal_delivered(number)
         if not delivered:
             with suppress(OSError):

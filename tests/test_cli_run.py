@@ -1,0 +1,108 @@
+"""``resguard run``'s command line: bad input is one line quoting it, a missing command
+exits 127 as a shell would, ``--dry-run`` says what it would do and changes nothing."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from resguard.cli import main
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    out = io.StringIO()
+    code = main(["run", *argv], out=out)
+    return code, out.getvalue(), capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "quoted"),
+    [
+        (["--memory", "lots", "--", "true"], "'lots' is not a size"),
+        (["--memory", "64", "--", "true"], "'64' is too small for a memory budget"),
+        (["--restart", "sometimes", "--", "true"], "invalid choice: 'sometimes'"),
+        (["--max-restarts", "-1", "--", "true"], "'-1' is negative"),
+        (["--backoff", "soon", "--", "true"], "'soon' is not a duration"),
+        (["--memory", "64MiB"], "no command given; expected: resguard run [options] -- CMD"),
+        (["--memory", "64MiB", "--cgroup-parent", "/tmp", "--", "true"], "'/tmp' is not a cgroup"),
+    ],
+)
+def test_bad_input_is_one_line_quoting_the_value_and_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], quoted: str
+) -> None:
+    code, _, err = _run(capsys, *argv)
+    assert code == 2
+    assert quoted in err
+    assert err.startswith("resguard run")
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_a_command_that_is_not_found_exits_127_as_a_shell_would(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = _run(capsys, "--", "no-such-command-resguard")
+    assert (code, err) == (
+        127,
+        "resguard run: cannot run 'no-such-command-resguard': not found on PATH\n",
+    )
+    text = tmp_path / "notes.txt"
+    text.write_text("")
+    code, _, err = _run(capsys, "--", str(text))
+    assert code == 126
+    assert "not an executable file" in err
+
+
+def test_options_after_the_double_dash_belong_to_the_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = _run(capsys, "--dry-run", "--restart", "never", "--", "ls", "--restart", "-l")
+    assert code == 0
+    assert out.splitlines()[0] == "dry-run: would run ls --restart -l"
+    assert "never restarted" in out
+
+
+def test_dry_run_says_the_budget_and_the_restart_waits_and_makes_no_cgroup(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    own = _own_memory_cgroup()
+    before = set(os.listdir(own)) if own else set()
+    code, out, _ = _run(
+        capsys,
+        "--dry-run",
+        "--memory",
+        "64MiB",
+        "--max-restarts",
+        "3",
+        "--backoff",
+        "0.5s",
+        "--journal",
+        "/tmp/j.jsonl",
+        "--",
+        sys.executable,
+        "-c",
+        "pass",
+    )
+    assert code == 0
+    assert "budget: 64.0 MiB as " in out
+    assert "at most 3 time(s) in a row (waits 500ms, 1s, 2s)" in out
+    assert "journal: stderr and /tmp/j.jsonl" in out
+    if own:
+        assert set(os.listdir(own)) == before
+
+
+def _own_memory_cgroup() -> str | None:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return f"/sys/fs/cgroup/memory{path}"
+    return None
+
+
+def test_run_is_listed_in_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "\n    run  " in capsys.readouterr().out

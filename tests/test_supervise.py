@@ -1,0 +1,359 @@
+"""``resguard run`` for real: a child in its own memory cgroup (below the test's cgroup,
+as root), OOM kills, restarts, forwarded signals, the cgroup removed at the end; the
+RLIMIT_AS fallback and the v2 files on a fixture tree need no root."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from resguard.supervise import Budget, Cgroup, RunConfig, RunJournal, Supervisor, choose_budget
+
+from plugins.cgroup import MemoryCgroup
+from support import wait_until
+
+pytestmark = pytest.mark.linux_backend
+
+GROW = "b = []\nwhile True: b.append(bytearray(8 << 20))"
+MiB = 1 << 20
+
+
+def _resguard(*args: str, journal: Path, **kwargs: Any) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "resguard", "run", "--journal", str(journal), *args]
+    return subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs
+    )
+
+
+def _lines(journal: Path, event: str | None = None) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    return [line for line in lines if event is None or line["event"] == event]
+
+
+def _finish(process: subprocess.Popen[str]) -> tuple[int, str]:
+    _, err = process.communicate(timeout=60)
+    return process.returncode, err
+
+
+def _no_run_cgroup_left(parent: MemoryCgroup) -> bool:
+    return not [p for p in parent.path.iterdir() if p.name.startswith("resguard-run-")]
+
+
+def test_three_ooms_with_max_restarts_2_are_reported_as_oom_kills_and_exit_non_zero(
+    memory_cgroup: MemoryCgroup, tmp_path: Path
+) -> None:
+    """The issue's acceptance: two OOM kills are restarted (max-restarts 2), the third
+    ends it; every exit is an OOM kill, none a crash; the exit code is the child's 137."""
+    journal = tmp_path / "journal.jsonl"
+    process = _resguard(
+        "--memory",
+        "64MiB",
+        "--restart",
+        "on-failure",
+        "--max-restarts",
+        "2",
+        "--backoff",
+        "0.05s",
+        "--cgroup-parent",
+        str(memory_cgroup.path),
+        "--",
+        sys.executable,
+        "-c",
+        GROW,
+        journal=journal,
+    )
+    code, err = _finish(process)
+    assert code == 137, err
+    (budget,) = _lines(journal, "budget")
+    assert budget["kind"] == f"cgroup-{memory_cgroup.version}"
+    assert budget["limit_bytes"] == 64 * MiB
+    assert len(_lines(journal, "start")) == 3
+    exits = _lines(journal, "exit")
+    assert [e["status"] for e in exits] == ["oom-killed"] * 3
+    assert [e["oom_kills"] for e in exits] == [1, 1, 1]
+    assert [e["restart"] for e in exits] == [True, True, False]
+    assert [e["delay_s"] for e in exits] == [0.05, 0.1, None]
+    assert "gave up after 2 restart(s)" in exits[-1]["reason"]
+    assert err.count("OOM-killed (exit 137, SIGKILL)") == 3
+    assert err.count("restarting in") == 2
+    (end,) = _lines(journal, "end")
+    assert (end["code"], end["runs"], end["oom_kills"], end["cgroup_left"]) == (137, 3, 3, None)
+    assert _no_run_cgroup_left(memory_cgroup)
+
+
+def test_a_clean_exit_is_not_restarted_and_its_cgroup_is_removed(
+    memory_cgroup: MemoryCgroup, tmp_path: Path
+) -> None:
+    journal = tmp_path / "journal.jsonl"
+    code, err = _finish(
+        _resguard(
+            "--memory",
+            "64MiB",
+            "--backoff",
+            "0.05s",
+            "--cgroup-parent",
+            str(memory_cgroup.path),
+            "--",
+            sys.executable,
+            "-c",
+            "pass",
+            journal=journal,
+        )
+    )
+    assert code == 0, err
+    assert len(_lines(journal, "start")) == 1
+    (ended,) = _lines(journal, "exit")
+    assert (ended["status"], ended["code"], ended["restart"]) == ("exited", 0, False)
+    assert _no_run_cgroup_left(memory_cgroup)
+
+
+WAITER = """
+import os, signal, sys, time
+out = sys.argv[1]
+def note(signum, frame):
+    with open(out, "a") as f:
+        f.write(signal.Signals(signum).name + "\\n")
+    if signum == signal.SIGTERM:
+        sys.exit(7)
+signal.signal(signal.SIGTERM, note)
+signal.signal(signal.SIGUSR1, note)
+with open(out + ".ready", "w") as f:
+    f.write(str(os.getpid()))
+while True:
+    signal.pause()
+"""
+
+
+def _started(marker: Path) -> None:
+    wait_until(lambda: Path(f"{marker}.ready").exists(), timeout_s=20, what="the child to start")
+
+
+def test_sigterm_reaches_the_child_and_resguard_exits_with_the_childs_code(
+    memory_cgroup: MemoryCgroup, tmp_path: Path
+) -> None:
+    journal, marker = tmp_path / "journal.jsonl", tmp_path / "marker"
+    process = _resguard(
+        "--memory",
+        "64MiB",
+        "--cgroup-parent",
+        str(memory_cgroup.path),
+        "--",
+        sys.executable,
+        "-c",
+        WAITER,
+        str(marker),
+        journal=journal,
+    )
+    _started(marker)
+    child = int(Path(f"{marker}.ready").read_text())
+    assert f"{memory_cgroup.relative}/resguard-run-" in Path(f"/proc/{child}/cgroup").read_text()
+    process.send_signal(signal.SIGUSR1)  # forwarded only: the child goes on
+    wait_until(lambda: marker.exists(), timeout_s=10, what="SIGUSR1 to reach the child")
+    process.send_signal(signal.SIGTERM)
+    code, err = _finish(process)
+    assert code == 7, err  # the child's own code, not restarted (on-failure)
+    assert marker.read_text().split() == ["SIGUSR1", "SIGTERM"]
+    signals = _lines(journal, "signal")
+    assert [(s["signal"], s["forwarded"], s["action"]) for s in signals] == [
+        ("SIGUSR1", True, "forward"),
+        ("SIGTERM", True, "stop"),
+    ]
+    (ended,) = _lines(journal, "exit")
+    assert (ended["code"], ended["restart"], ended["reason"]) == (7, False, "stopped by a signal")
+    assert _no_run_cgroup_left(memory_cgroup)
+
+
+def test_a_child_that_ignores_sigterm_is_killed_after_the_stop_timeout(
+    memory_cgroup: MemoryCgroup, tmp_path: Path
+) -> None:
+    journal, marker = tmp_path / "journal.jsonl", tmp_path / "marker"
+    stubborn = WAITER.replace("signal.signal(signal.SIGTERM, note)", "signal.signal(15, 1)")
+    process = _resguard(
+        "--memory",
+        "64MiB",
+        "--stop-timeout",
+        "0.2s",
+        "--cgroup-parent",
+        str(memory_cgroup.path),
+        "--",
+        sys.executable,
+        "-c",
+        stubborn,
+        str(marker),
+        journal=journal,
+    )
+    _started(marker)
+    process.send_signal(signal.SIGTERM)
+    code, err = _finish(process)
+    assert code == 137, err
+    assert [s["action"] for s in _lines(journal, "signal")] == ["stop", "kill"]
+    (ended,) = _lines(journal, "exit")
+    assert (ended["status"], ended["restart"]) == ("killed", False)  # no OOM: killed by us
+
+
+def test_a_helper_left_running_is_killed_with_the_cgroup_at_the_end(
+    memory_cgroup: MemoryCgroup, tmp_path: Path
+) -> None:
+    journal, helper = tmp_path / "journal.jsonl", tmp_path / "helper.pid"
+    code_text = (
+        "import subprocess, sys\n"
+        "p = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+        f"open({str(helper)!r}, 'w').write(str(p.pid))\n"
+    )
+    code, err = _finish(
+        _resguard(
+            "--memory",
+            "64MiB",
+            "--restart",
+            "never",
+            "--cgroup-parent",
+            str(memory_cgroup.path),
+            "--",
+            sys.executable,
+            "-c",
+            code_text,
+            journal=journal,
+        )
+    )
+    assert code == 0, err
+    pid = int(helper.read_text())
+
+    def gone() -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] in "ZX"
+        except (OSError, IndexError):
+            return True
+
+    wait_until(gone, timeout_s=10, what=f"the helper {pid} to be killed")
+    assert _no_run_cgroup_left(memory_cgroup)
+
+
+def test_without_a_cgroup_rlimit_as_bounds_the_child_and_the_journal_says_what_it_cannot_see(
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "journal.jsonl"
+    budget = Budget("rlimit-as", 256 * MiB, "not root: test")
+    config = RunConfig(
+        (sys.executable, "-c", "bytearray(1 << 30)"), memory_bytes=256 * MiB, restart="never"
+    )
+    with open(os.devnull, "w") as err:
+        code = Supervisor(config, RunJournal(journal, err), budget=budget).run()
+    assert code == 1  # MemoryError: an allocation failed, which looks like any crash
+    (line,) = _lines(journal, "budget")
+    assert line["kind"] == "rlimit-as"
+    (ended,) = _lines(journal, "exit")
+    assert (ended["status"], ended["oom_kills"]) == ("exited", None)
+    assert "cannot be told from a crash" in Budget("rlimit-as", MiB, "x").describe()
+
+
+def _v2_tree(root: Path) -> Path:
+    parent = root / "delegated"
+    parent.mkdir()
+    for name, text in [
+        ("cgroup.procs", ""),
+        ("cgroup.subtree_control", ""),
+        ("cgroup.controllers", "cpu memory"),
+    ]:
+        (parent / name).write_text(text)
+    return parent
+
+
+def test_v2_enables_memory_below_the_parent_and_writes_memory_max_on_a_fixture_tree(
+    tmp_path: Path,
+) -> None:
+    """The kernel is not needed to check which v2 files are written (this machine is v1)."""
+    parent = _v2_tree(tmp_path)
+    dry = choose_budget(64 * MiB, cgroup_parent=str(parent), enable=False)
+    assert dry.kind == "cgroup-v2"
+    assert (parent / "cgroup.subtree_control").read_text() == ""  # a dry run writes nothing
+    budget = choose_budget(64 * MiB, cgroup_parent=str(parent))
+    assert (budget.kind, budget.parent) == ("cgroup-v2", str(parent))
+    assert (parent / "cgroup.subtree_control").read_text() == "+memory"
+    cgroup = Cgroup.create(str(parent), "run", "v2", 64 * MiB)
+    assert (parent / "run" / "memory.max").read_text() == str(64 * MiB)
+    cgroup.add(4242)
+    assert (parent / "run" / "cgroup.procs").read_text() == "4242"
+    (parent / "run" / "memory.events").write_text("low 0\nhigh 0\nmax 9\noom 2\noom_kill 1\n")
+    assert cgroup.oom_kills() == 1
+
+
+def test_v2_without_a_memory_controller_for_children_falls_back_to_rlimit_as_saying_why(
+    tmp_path: Path,
+) -> None:
+    parent = _v2_tree(tmp_path)
+    (parent / "cgroup.subtree_control").unlink()
+    (parent / "cgroup.subtree_control").mkdir()  # cannot be read or written
+    budget = choose_budget(64 * MiB, cgroup_parent=str(parent))
+    assert budget.kind == "rlimit-as"
+    assert "cannot enable the memory controller below" in budget.why
+
+
+def test_a_parent_that_is_not_writable_falls_back_to_rlimit_as(tmp_path: Path) -> None:
+    budget = choose_budget(
+        64 * MiB, cgroup_parent=str(_v2_tree(tmp_path)), writable=lambda p: False
+    )
+    assert budget.kind == "rlimit-as"
+    assert "is not writable" in budget.why
+
+
+def test_a_second_ctrl_c_kills_a_child_that_ignores_the_first(
+    memory_cgroup: MemoryCgroup, tmp_path: Path
+) -> None:
+    journal, marker = tmp_path / "journal.jsonl", tmp_path / "marker"
+    deaf = WAITER.replace("signal.signal(signal.SIGTERM, note)", "signal.signal(2, 1)")
+    process = _resguard(
+        "--memory",
+        "64MiB",
+        "--cgroup-parent",
+        str(memory_cgroup.path),
+        "--",
+        sys.executable,
+        "-c",
+        deaf,
+        str(marker),
+        journal=journal,
+    )
+    _started(marker)
+    process.send_signal(signal.SIGINT)  # not from a terminal: forwarded
+    wait_until(lambda: _lines(journal, "signal"), timeout_s=10, what="the first SIGINT")
+    process.send_signal(signal.SIGINT)
+    code, err = _finish(process)
+    assert code == 137, err
+    assert [(s["forwarded"], s["action"]) for s in _lines(journal, "signal")] == [
+        (True, "stop"),
+        (False, "kill"),
+    ]
+    assert "a second stop signal (SIGINT)" in err
+
+
+def test_a_child_ended_by_a_forwarded_sighup_was_stopped_not_crashed(
+    memory_cgroup: MemoryCgroup, tmp_path: Path
+) -> None:
+    journal, marker = tmp_path / "journal.jsonl", tmp_path / "marker"
+    process = _resguard(
+        "--memory",
+        "64MiB",
+        "--restart",
+        "always",
+        "--cgroup-parent",
+        str(memory_cgroup.path),
+        "--",
+        sys.executable,
+        "-c",
+        WAITER,
+        str(marker),
+        journal=journal,
+    )
+    _started(marker)
+    process.send_signal(signal.SIGHUP)  # its default action ends the child
+    code, err = _finish(process)
+    assert code == 129, err
+    (ended,) = _lines(journal, "exit")
+    assert (ended["status"], ended["signal"], ended["restart"]) == ("killed", "SIGHUP", False)
