@@ -28,6 +28,7 @@ from resguard.snapshot import (
     Snapshot,
 )
 from resguard.testing import ManualClock, make_container, make_snapshot
+from resguard.testing.nvml import make_gpu
 from resguard.testing.ollama import OllamaStandIn
 
 from support import wait_until
@@ -255,6 +256,7 @@ def test_every_documented_metric_is_exposed_and_every_exposed_one_documented(
         process=attrs.evolve(monitor.state.snapshot.process, cpu_percent=3.0),
         # the working set is a cgroup's figure
         memory=attrs.evolve(monitor.state.snapshot.memory, source="cgroup"),
+        gpus=(make_gpu(0),),
     )
     frozen = _FrozenMonitor(State(snap, monitor.state.verdict, 1))
     collector = ResguardCollector(

@@ -29,6 +29,7 @@ from resguard.reclaim import Ladder
 from resguard.rules import Level, Policy, Threshold
 from resguard.snapshot import PressureInfo, PressureLine, ResourcePressure
 from resguard.testing import ManualClock, StaticMonitor, make_snapshot
+from resguard.testing.nvml import make_gpu
 
 from support import wait_until
 
@@ -129,6 +130,28 @@ def test_the_working_set_is_a_cgroups_figure_only() -> None:
     host = ResguardCollector(_Frozen(State(snap, quiet().evaluate(snap), 1)))
     assert scrape(cgroup)[("resguard_memory_working_set_bytes", ())] == 3 * MIB
     assert ("resguard_memory_working_set_bytes", ()) not in scrape(host)
+
+
+def test_each_gpu_is_exported_by_its_index_and_unknown_gpus_are_absent() -> None:
+    gpus = (
+        make_gpu(0, used_percent=50.0, total_bytes=16 << 30, utilization_percent=80.0),
+        make_gpu(1, temperature_celsius=None, utilization_percent=None),
+    )
+    snap = attrs.evolve(make_snapshot(), gpus=gpus)
+    samples = scrape(ResguardCollector(_Frozen(State(snap, quiet().evaluate(snap), 1))))
+    assert samples[("resguard_gpu_devices", ())] == 2
+    assert samples[("resguard_gpu_memory_total_bytes", (("gpu", "0"),))] == 16 << 30
+    assert samples[("resguard_gpu_memory_used_bytes", (("gpu", "0"),))] == 8 << 30
+    assert samples[("resguard_gpu_memory_free_bytes", (("gpu", "0"),))] == 8 << 30
+    assert samples[("resguard_gpu_utilization_ratio", (("gpu", "0"),))] == 0.8
+    assert samples[("resguard_gpu_temperature_celsius", (("gpu", "0"),))] == 45.0
+    for unknown in ("utilization_ratio", "temperature_celsius"):  # NVML could not say
+        assert (f"resguard_gpu_{unknown}", (("gpu", "1"),)) not in samples
+    no_device = attrs.evolve(make_snapshot(), gpus=())
+    samples = scrape(ResguardCollector(_Frozen(State(no_device, quiet().evaluate(snap), 1))))
+    assert samples[("resguard_gpu_devices", ())] == 0
+    no_nvml = scrape(frozen())  # gpus=None: unknown, not "no GPU"
+    assert not [name for name, _ in no_nvml if name.startswith("resguard_gpu_")]
 
 
 async def _nothing(scope: Any, receive: Any, send: Any) -> None:

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml  # type: ignore[import-untyped]
+import yaml  # type: ignore[import-untyped,unused-ignore]
 
 from resguard import ResourceExhausted
 from resguard.guard import REFUSAL_REASONS, Guard
 from resguard.monitor import Monitor
 from resguard.prometheus import DEPRECATED, ResguardCollector, serve
 from resguard.rules import Level, Policy, Threshold
+from resguard.snapshot import Sampler
+from resguard.testing.nvml import FakeGpu, FakeNVML
 
 from plugins.integration import unavailable
 
@@ -45,9 +47,11 @@ def run_promtool(
 
 @pytest.fixture(scope="module")
 def exposition() -> str:
-    """One real scrape of everything a service registers, with a monitor and a refusal."""
+    """One real scrape of everything a service registers, with a monitor (sampling a
+    pretend NVML's GPU) and a refusal."""
     policy = Policy([Threshold("memory.percent", ">", 99.9, level=Level.CRITICAL)])
-    with Monitor(interval="50ms", policy=policy, reclaim=False) as monitor:
+    sampler = Sampler(nvml=FakeNVML([FakeGpu(memory_used_bytes=4 << 30, utilization_percent=30)]))
+    with Monitor(interval="50ms", policy=policy, reclaim=False, sampler=sampler) as monitor:
         guard = Guard(max_concurrent=1, name="api", monitor=monitor)
         with guard.admit(), pytest.raises(ResourceExhausted), guard.admit():
             pass
@@ -85,6 +89,7 @@ def test_the_scrape_keeps_the_naming_conventions(exposition: str) -> None:
         r'^resguard_reclaim_freed_bytes_total\{step="gc.collect"\} 0\.0$', exposition, re.MULTILINE
     )
     assert re.search(r"^resguard_ready 1\.0$", exposition, re.MULTILINE)
+    assert 'resguard_gpu_utilization_ratio{gpu="0"} 0.3' in exposition
     ratio = float(re.findall(r"^resguard_memory_used_ratio (\S+)$", exposition, re.MULTILINE)[0])
     percent = float(
         re.findall(r"^resguard_memory_used_percent (\S+)$", exposition, re.MULTILINE)[0]

@@ -67,6 +67,12 @@ resguard_model_vram_bytes                       gauge      model           GPU m
 resguard_container_memory_used_bytes            gauge      container       a container's working set
 resguard_container_memory_limit_bytes           gauge      container       its limit, when it has
                                                                            one
+resguard_gpu_devices                            gauge                      NVIDIA GPUs NVML lists
+resguard_gpu_memory_total_bytes                 gauge      gpu             a GPU's memory
+resguard_gpu_memory_used_bytes                  gauge      gpu             its memory in use
+resguard_gpu_memory_free_bytes                  gauge      gpu             its memory free
+resguard_gpu_utilization_ratio                  gauge      gpu             kernel busy share, 0–1
+resguard_gpu_temperature_celsius                gauge      gpu             its temperature
 resguard_scrape_errors_total                    counter    part            parts of scrapes that
                                                                            failed
 resguard_sensing_up                             gauge                      1 when every figure is
@@ -170,6 +176,12 @@ METRICS: tuple[str, ...] = (
     "resguard_model_vram_bytes",
     "resguard_container_memory_used_bytes",
     "resguard_container_memory_limit_bytes",
+    "resguard_gpu_devices",
+    "resguard_gpu_memory_total_bytes",
+    "resguard_gpu_memory_used_bytes",
+    "resguard_gpu_memory_free_bytes",
+    "resguard_gpu_utilization_ratio",
+    "resguard_gpu_temperature_celsius",
     "resguard_scrape_errors_total",
     "resguard_sensing_up",
     "resguard_sensing_faults",

@@ -185,6 +185,7 @@ class ResguardCollector(Collector):
         if snap is not None:
             yield from _parts.model_metrics(self.models, snap, self._failed)
             yield from _system.container_metrics(snap)
+            yield from _system.gpu_metrics(snap)
         errors = CounterMetricFamily(
             "resguard_scrape_errors", "Parts of a scrape that failed", labels=["part"]
         )

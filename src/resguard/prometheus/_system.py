@@ -10,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from resguard.snapshot import Snapshot, metric_unit
 
-__all__ = ["container_metrics", "system_metrics"]
+__all__ = ["container_metrics", "gpu_metrics", "system_metrics"]
 
 # Prometheus's base-unit suffix for each unit of resguard.snapshot.metric_unit; a count
 # (CPUs) or a plain number has none
@@ -143,6 +143,34 @@ def _pressure_metrics(snap: Snapshot) -> Iterator[Metric]:
     yield ratio
     yield percent
     yield from counters
+
+
+def gpu_metrics(snap: Snapshot) -> Iterator[Metric]:
+    """Each NVIDIA GPU by its index (``gpu``), when NVML could be asked (``resguard[gpu]``):
+    ``resguard_gpu_devices`` is 0 where NVML lists none; a reading it could not give is
+    absent."""
+    gpus = snap.gpus
+    if gpus is None:  # unknown: no NVML, no driver
+        return
+    yield GaugeMetricFamily("resguard_gpu_devices", "NVIDIA GPUs NVML lists", value=len(gpus))
+    readings = (
+        ("memory_total_bytes", "GPU memory in total", lambda gpu: gpu.memory_total_bytes),
+        ("memory_used_bytes", "GPU memory in use", lambda gpu: gpu.memory_used_bytes),
+        ("memory_free_bytes", "GPU memory free", lambda gpu: gpu.memory_free_bytes),
+        (
+            "utilization_ratio",
+            "Share of the last sample period a kernel ran on the GPU, 0 to 1",
+            lambda gpu: _ratio(gpu.utilization_percent),
+        ),
+        ("temperature_celsius", "GPU temperature", lambda gpu: gpu.temperature_celsius),
+    )
+    for suffix, documentation, read in readings:
+        family = GaugeMetricFamily(f"resguard_gpu_{suffix}", documentation, labels=["gpu"])
+        for gpu in gpus:
+            value = read(gpu)
+            if value is not None:
+                family.add_metric([str(gpu.index)], value)
+        yield family
 
 
 def container_metrics(snap: Snapshot) -> Iterator[Metric]:
