@@ -22,6 +22,7 @@ from resguard._modules.log import (
     PREFIX,
     RefusalLog,
     fields,
+    flush_refusals,
     get_logger,
     verdict_fields,
 )
@@ -218,3 +219,18 @@ def test_the_command_line_keeps_its_stderr_for_warnings() -> None:
     )
     assert "resguard: INFO" not in err
     assert err.splitlines()[-1] == "resguard: WARNING w"
+
+
+def test_flush_refusals_says_every_bursts_tail(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="resguard")
+    clock = ManualClock(0.0)
+    a, b = RefusalLog("a", clock=clock), RefusalLog("b", clock=clock)
+    for refusals in (a, b, a, b, b):
+        refusals.note("memory")
+    assert len(caplog.records) == 2  # the first refusal of each burst
+    flush_refusals()
+    tails = [r.getMessage() for r in caplog.records[2:]]
+    assert sorted(tails) == [
+        "a refused 1 request(s) in the last 0s: memory 1",
+        "b refused 2 request(s) in the last 0s: memory 2",
+    ]

@@ -21,6 +21,7 @@ import logging
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -31,6 +32,7 @@ __all__ = [
     "DefaultHandler",
     "RefusalLog",
     "fields",
+    "flush_refusals",
     "get_logger",
     "set_default_level",
     "verdict_fields",
@@ -180,6 +182,7 @@ class RefusalLog:
         self._due_s = -float("inf")
         self._last_s: float | None = None  # when the last line was written
         self._writing = threading.Lock()  # taken by the one caller writing a line
+        _REFUSAL_LOGS.add(self)
 
     def note(self, reason: str) -> None:
         """Count one refusal for *reason*; write a line when one is due."""
@@ -256,3 +259,14 @@ class RefusalLog:
             by_reason,
             extra=extra,
         )
+
+
+_REFUSAL_LOGS: weakref.WeakSet[RefusalLog] = weakref.WeakSet()
+
+
+def flush_refusals() -> None:
+    """Say the tail of every refusal burst not said yet (each :class:`RefusalLog`'s
+    :meth:`~RefusalLog.flush`): called on a level change, so the refusals of an episode
+    are told before the line that ends it."""
+    for refusals in list(_REFUSAL_LOGS):
+        refusals.flush()
