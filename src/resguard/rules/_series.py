@@ -99,6 +99,31 @@ class SeriesState:
                 slopes[:] = sorted(_pair_slopes(list(self.times), list(self.values)))
                 return
 
+    def restart(self) -> None:
+        """Forget the history (the firing state and the last estimate are the rule's)."""
+        self.times.clear()
+        self.values.clear()
+        if self.slopes is not None:
+            self.slopes.clear()
+        self.bucket = -math.inf
+        self.time_sum = self.value_sum = 0.0
+        self.count = 0
+        self.slope = None
+
+    def fitted(self, now: float) -> float | None:
+        """The trend line's value at *now* (``None`` without a slope): through the means of
+        the closed buckets, or with ``robust=True`` through their median intercept (a spike
+        moves it no more than it moves the slope)."""
+        slope = self.slope
+        if slope is None or not self.times:
+            return None
+        if self.slopes is None:
+            count = len(self.times)
+            return sum(self.values) / count + slope * (now - sum(self.times) / count)
+        intercepts = sorted(x - slope * t for t, x in zip(self.times, self.values, strict=True))
+        middle = _median(intercepts)
+        return None if middle is None else middle + slope * now
+
     def median_slope(self) -> float | None:
         """The Theil-Sen slope of the closed buckets (needs ``robust=True``)."""
         return _median(self.slopes) if self.slopes else None

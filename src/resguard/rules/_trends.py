@@ -30,7 +30,15 @@ __all__ = ["LeakDetector", "TimeToLimit", "Trend"]
 
 class Trend(abc.ABC):
     """What the trend rules share: a metric's samples bucketed over a window and the slope
-    of the closed buckets, updated when a bucket closes."""
+    of the closed buckets, updated when a bucket closes.
+
+    A fall ends the trend: while the trend matters (the rule fires, or its estimate is
+    past its clear line), a sample more than :attr:`fall_share` of a window's worth of the
+    trend (slope × window) below the trend line restarts the series from that sample, and
+    a firing rule clears there. Memory given back (a reclaim, a process that exited) was otherwise judged by the
+    fill before it until enough buckets closed: a forecast kept WARNING for seconds at 15 %
+    of the limit, and the ladder climbed all along.
+    """
 
     __slots__ = (
         "_get",
@@ -45,6 +53,7 @@ class Trend(abc.ABC):
     )
 
     fewest: ClassVar[int]  # closed buckets a slope needs
+    fall_share: ClassVar[float]  # of the window's trend: a fall below the line that ends it
     _get: Callable[[Snapshot], Any]
     level: Level
     metric: str
@@ -58,6 +67,23 @@ class Trend(abc.ABC):
     @abc.abstractmethod
     def _slope(self, state: SeriesState) -> float | None:
         """The slope of *state*'s closed buckets, per second."""
+
+    @abc.abstractmethod
+    def _matters(self, state: SeriesState) -> bool:
+        """Whether the trend is strong enough to fire or keep firing (past the clear line)."""
+
+    def fell(self, state: SeriesState, now: float, value: Any) -> bool:
+        """Whether *value* fell by more than the window's trend below the trend line while
+        the trend matters (the trend is over): then the series restarts from this sample."""
+        slope = state.slope
+        if slope is None or not slope > 0 or not self._matters(state):
+            return False
+        fitted = state.fitted(now)
+        if fitted is None or not float(value) < fitted - slope * self.window_s * self.fall_share:
+            return False
+        state.restart()
+        self.feed(state, now, value)
+        return True
 
     def feed(self, state: SeriesState, now: float, value: Any) -> bool:
         """Add a sample to *state*; return whether the closed buckets (so the slope)
@@ -98,6 +124,7 @@ class LeakDetector(Trend):
     __slots__ = ("clear", "growth", "kind", "only_above")
 
     fewest = 8
+    fall_share = 1.0  # a window's growth given back: RSS is noisy, the growth small
 
     def __init__(
         self,
@@ -149,6 +176,12 @@ class LeakDetector(Trend):
     def _slope(self, state: SeriesState) -> float | None:
         return state.median_slope()
 
+    def _matters(self, state: SeriesState) -> bool:
+        slope = state.slope
+        return state.firing_since is not None or (
+            slope is not None and slope * self.window_s > self.clear
+        )
+
     def step(self, snapshot: Snapshot, state: SeriesState, now: float) -> Breach | None:
         try:
             value = self._get(snapshot)
@@ -161,6 +194,8 @@ class LeakDetector(Trend):
                 or not explain(snapshot, self.metric)
             ):
                 return None
+        elif self.fell(state, now, value):
+            state.firing_since = state.last_estimate = None
         else:
             if self.feed(state, now, value):
                 estimate = None if state.slope is None else state.slope * self.window_s
@@ -229,6 +264,7 @@ class TimeToLimit(Trend):
     __slots__ = ("_get_limit", "clear_s", "limit", "within_s")
 
     fewest = 3
+    fall_share = 0.5  # half a window's fill given back: the last half-minute undone
 
     def __init__(
         self,
@@ -278,6 +314,10 @@ class TimeToLimit(Trend):
     def _slope(self, state: SeriesState) -> float | None:
         return least_squares_slope(state.times, state.values)
 
+    def _matters(self, state: SeriesState) -> bool:
+        estimate = state.last_estimate
+        return state.firing_since is not None or (estimate is not None and estimate < self.clear_s)
+
     def step(self, snapshot: Snapshot, state: SeriesState, now: float) -> Breach | None:
         value, limit = self._get(snapshot), self._get_limit(snapshot)
         if value is None or limit is None:
@@ -290,6 +330,9 @@ class TimeToLimit(Trend):
                 return self._breach(snapshot, held, since, now)
             state.last_estimate = None
             state.firing_since = None
+            return None
+        if self.fell(state, now, value):
+            state.firing_since = state.last_estimate = None
             return None
         self.feed(state, now, value)
         slope = state.slope
