@@ -272,6 +272,8 @@ def test_uses_decorator_marks_the_model_busy_during_the_call(
     assert ask("a b") == "b a"
     assert seen["reclaimable"] == 0  # in use: not on offer to the ladder
     assert seen["idle_since"] == pytest.approx(ollama_clock(), abs=5)
+    assert models.reclaimable_bytes() == 0  # used a moment ago: not idle for 30 s yet
+    ollama_clock.advance(reclaim.DEFAULT_MIN_IDLE_S + 1)
     assert models.reclaimable_bytes() == 1_514_584_145
 
 
@@ -297,6 +299,7 @@ async def test_uses_decorator_on_async_functions(
             return str((await client.generate(model=MEDIUM, prompt=prompt)).response)
 
         assert await ask("x y") == "y x"
+        ollama_clock.advance(reclaim.DEFAULT_MIN_IDLE_S + 1)
         assert await ask_medium("1 2") == "2 1"
         assert {i.name for i in await models.loaded()} == {SMALL, MEDIUM}
         assert await models.unload_idle(min_idle="1m") == []
@@ -319,11 +322,14 @@ def test_reclaim_unloads_idle_models_least_recently_used_first(
     for name in (SMALL, MEDIUM, BIG):
         models.ensure(name, keep_alive="1h")
         ollama_clock.advance(5)
+    ollama_clock.advance(reclaim.DEFAULT_MIN_IDLE_S)
     with models.using(SMALL):
         assert models.reclaim(1) == 3_518_155_776  # MEDIUM: the oldest that is not in use
         assert {i.name for i in models.loaded()} == {SMALL, BIG}
         assert models.reclaim(10**12) == 6_654_289_920  # BIG; SMALL is in use
         assert [i.name for i in models.loaded()] == [SMALL]
+    assert models.reclaim(10**12) == 0  # SMALL was used a moment ago
+    ollama_clock.advance(reclaim.DEFAULT_MIN_IDLE_S)
     assert models.reclaim(10**12) == 1_514_584_145
 
 
@@ -342,7 +348,8 @@ def test_ladder_unloads_the_idle_model_under_a_real_squeeze(
         scale=1 / 16,  # ~100 MB per runner
         cgroup=memory_cgroup.path,
     )
-    models = OllamaModels(server.host, clock=ollama_clock, wall_clock=ollama_clock)
+    ladder = reclaim.Ladder(lambda: working_set(), min_reclaim="1MiB")
+    models = OllamaModels(server.host, clock=ollama_clock, wall_clock=ollama_clock, register=ladder)
 
     def working_set() -> int:
         memory = read_memory(memory_cgroup.path, memory_cgroup.version)
@@ -351,7 +358,7 @@ def test_ladder_unloads_the_idle_model_under_a_real_squeeze(
 
     try:
         models.ensure("idle:1b")
-        ollama_clock.advance(5)
+        ollama_clock.advance(reclaim.DEFAULT_MIN_IDLE_S + 5)
         with models.using("busy:1b"):
             loaded_ws = working_set()
             assert loaded_ws > 190 * 2**20
@@ -363,7 +370,7 @@ def test_ladder_unloads_the_idle_model_under_a_real_squeeze(
             idle_pid = server.runner_pids()["idle:1b"]
             busy_pid = server.runner_pids()["busy:1b"]
 
-            report = reclaim.Ladder(working_set, min_reclaim="1MiB").run(needed)
+            report = ladder.run(needed)
 
             assert [i.name for i in models.loaded()] == ["busy:1b"]
             assert gone(idle_pid)
@@ -608,7 +615,7 @@ def test_monitor_on_warning_unloads_the_idle_model_in_a_squeezed_cgroup(
     models = OllamaModels(server.host, clock=ollama_clock, wall_clock=ollama_clock)
     try:
         models.ensure("idle:1b")
-        ollama_clock.advance(5)
+        ollama_clock.advance(reclaim.DEFAULT_MIN_IDLE_S + 5)
         with models.using("busy:1b"):
             usage = memory_cgroup.usage_bytes()
             memory_cgroup.set_limit(usage + 24 * 2**20)
@@ -619,6 +626,7 @@ def test_monitor_on_warning_unloads_the_idle_model_in_a_squeezed_cgroup(
                 sources=[models.as_source()],
                 psi_trigger=False,
                 reclaim_to="80%",
+                reclaim="process",  # the models registered process-wide (the default)
             )
             monitor.sample_slow()
             state = monitor.sample_now()
@@ -1034,6 +1042,7 @@ async def test_async_callers_in_worker_threads_use_the_one_async_client(
         ollama_server.host, clock=ollama_clock, wall_clock=ollama_clock, register=False
     ) as models:
         await models.ensure(SMALL, keep_alive="1h")
+        ollama_clock.advance(reclaim.DEFAULT_MIN_IDLE_S + 1)
         # the ladder and the Monitor source, as the Monitor's task loops call them
         assert await anyio.to_thread.run_sync(models.reclaimable_bytes) == 1_514_584_145
         sampled = (await anyio.to_thread.run_sync(models.as_source().sample))["ollama"]
@@ -1044,6 +1053,7 @@ async def test_async_callers_in_worker_threads_use_the_one_async_client(
         assert await models.loaded() == ()
         # from a thread that is not an AnyIO worker: a sync client over the same record
         await models.ensure(SMALL)
+        ollama_clock.advance(reclaim.DEFAULT_MIN_IDLE_S + 1)
         assert models.reclaimable_bytes() == 1_514_584_145
         assert vars(models)["_sync_face"] is not None
 

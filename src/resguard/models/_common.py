@@ -55,7 +55,7 @@ def headroom_from(source: HeadroomSource | None) -> int | None:
     unknown, never 0: a source that returns ``None`` or raises is logged once (and its
     recovery once) and the load is admitted without a headroom check.
     """
-    where = "the guard's headroom" if source is not None else "the machine's memory headroom"
+    where = "the headroom source" if source is not None else "the machine's memory headroom"
     try:
         headroom = source.headroom_bytes() if source is not None else machine_headroom_bytes()
     except Exception as error:  # a probe that fails is unknown, never a failed load

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from resguard._errors import InvalidType, InvalidValue, ResourceExhausted
+from resguard._modules.log import fields
 from resguard.models._common import HeadroomSource, faults, headroom_from, log
 from resguard.models._lazy import LazyModel
 from resguard.units import Amount, format_bytes, named
@@ -54,7 +55,9 @@ class ModelPool:
     counts. A share is resolved against the limit as it is each time the budget is used
     (:class:`resguard.units.Amount`), so it follows a container whose limit changes; while
     the limit is unknown only the machine's headroom counts. ``guard`` (optional) is where
-    the machine headroom comes from; without it a fresh :func:`resguard.snapshot` is read.
+    the machine headroom comes from; without it, a member's own ``headroom_source`` when
+    it has one (an Ollama model's: where Ollama runs, see
+    :class:`resguard.ollama.OllamaHeadroom`), else a fresh :func:`resguard.snapshot`.
     ``sampler`` (optional, a :class:`resguard.snapshot.Sampler`) is where the limit is read;
     without it, the process-wide sampler behind :func:`resguard.snapshot`.
     """
@@ -163,11 +166,28 @@ class ModelPool:
     def _pending_bytes(self, exclude: LazyModel[Any] | None) -> int:
         return sum(m.size_bytes for m in self._models if m is not exclude and m.loading)
 
-    def headroom_bytes(self, exclude: LazyModel[Any] | None = None) -> int | None:
+    def _source(self, models: Sequence[LazyModel[Any]]) -> HeadroomSource | None:
+        """Where the room for *models* is read: the pool's guard, else the first one's
+        own ``headroom_source`` (an Ollama model's server), else the machine (None)."""
+        if self.guard is not None:
+            return self.guard
+        for model in models:
+            source = getattr(model, "headroom_source", None)
+            if isinstance(source, HeadroomSource):
+                return source
+        return None
+
+    def headroom_bytes(
+        self, exclude: LazyModel[Any] | None = None, *, source: HeadroomSource | None = None
+    ) -> int | None:
         """Bytes a new load may take now: the budget left and the machine's headroom
-        (``None`` when neither is known: no budget and the machine's memory unreadable)."""
+        (``None`` when neither is known: no budget and the machine's memory unreadable).
+        The machine's headroom is read from *source*, else the pool's ``guard``, else
+        *exclude*'s own ``headroom_source``, else :func:`resguard.snapshot`."""
         budget_bytes = self.budget_bytes
-        machine = headroom_from(self.guard)
+        if source is None:
+            source = self._source([] if exclude is None else [exclude])
+        machine = headroom_from(source)
         if machine is not None:
             machine -= self._pending_bytes(exclude)
         if budget_bytes is None:
@@ -219,7 +239,15 @@ class ModelPool:
                     freed += victim_size
                     evicted.append(victim.name)
             if evicted:
-                log.info("pool %r evicted %s to load %r", self.name, evicted, model.name)
+                log.info(
+                    "pool %r evicted %s to load %r",
+                    self.name,
+                    evicted,
+                    model.name,
+                    extra=fields(
+                        "pool_evict", pool=self.name, evicted=list(evicted), model=model.name
+                    ),
+                )
 
     def choose(self, variants: Sequence[LazyModel[Any]]) -> LazyModel[Any]:
         """The largest variant that fits now (counting idle members as evictable).
@@ -234,7 +262,7 @@ class ModelPool:
         for variant in variants:
             self.add(variant)
         with self._lock:
-            headroom = self.headroom_bytes()
+            headroom = self.headroom_bytes(source=self._source(variants))
             ranked = sorted(variants, key=lambda m: m.size_bytes, reverse=True)
             if headroom is None:
                 return ranked[0]  # unknown room: the largest (logged once by _headroom)

@@ -8,9 +8,11 @@ reacts to memory pressure from other programs. :class:`OllamaModels` (and its as
   :class:`resguard.snapshot.OllamaModelInfo`;
 - ``unload(name)`` sends ``keep_alive: 0`` and polls ``/api/ps`` until the model is gone;
 - ``unload_idle(min_idle=...)`` unloads models idle for at least that long;
-- ``ensure(name)`` loads a model after checking there is room for it (the size Ollama
-  reported when it was last loaded, else the ``/api/tags`` disk size times ``size_factor``),
-  unloading idle models first when needed;
+- ``ensure(name)`` loads a model after checking there is room for it where Ollama runs
+  (:class:`OllamaHeadroom`: the machine, or the cgroup of Ollama's process, for a local
+  server; a ``headroom=`` of yours for a remote one) for the size Ollama reported when it
+  was last loaded, else the ``/api/tags`` disk size times ``size_factor``, unloading idle
+  models first when needed;
 - ``lazy(name)`` gives a :class:`resguard.LazyModel`, ``uses(name)`` a decorator for model
   calls, ``using(name)`` a context manager that marks a model as in use;
 - the object is on the reclaim ladder: under WARNING it unloads idle models, least
@@ -70,18 +72,27 @@ from resguard.ollama._glue import OllamaSource
 from resguard.ollama._names import canonical as canonical  # public, not in __all__ (as before)
 from resguard.ollama._names import parse_host
 from resguard.ollama._sync import OllamaModels
+from resguard.ollama._where import OllamaHeadroom
 from resguard.snapshot import OllamaModelInfo
 
 __all__ = [
     "AsyncOllamaModels",
     "OllamaError",
+    "OllamaHeadroom",
     "OllamaModelInfo",
     "OllamaModels",
     "OllamaSource",
     "parse_host",
 ]
 
-for _public in (AsyncOllamaModels, OllamaModels, OllamaSource, canonical, parse_host):
+for _public in (
+    AsyncOllamaModels,
+    OllamaHeadroom,
+    OllamaModels,
+    OllamaSource,
+    canonical,
+    parse_host,
+):
     _public.__module__ = __name__
 
 

@@ -13,7 +13,6 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 
-from resguard import reclaim as _reclaim
 from resguard._errors import InvalidType
 from resguard.ollama._client import ollama
 from resguard.ollama._face import Face, headroom_from
@@ -94,13 +93,14 @@ class AsyncOllamaModels(Face):
             await anyio.sleep(effect.seconds)
             return None
         if effect is HEADROOM:
-            return await anyio.to_thread.run_sync(headroom_from, self.guard)
+            return await anyio.to_thread.run_sync(headroom_from, self.headroom)
         return time.monotonic()
 
     async def aclose(self) -> None:
         """Take this object off the ladder and close the HTTP clients."""
         self._closed = True
-        _reclaim.unregister(self)
+        if self._registry is not None:
+            self._registry.unregister(self)
         if self._owns_client:
             await self.client.close()  # type: ignore[no-untyped-call]
         if self._sync_face is not None:

@@ -44,7 +44,8 @@ class Book:
         self.set_keep_alive_s: dict[str, float] = {}
         self.last_used: dict[str, float] = {}  # by self.clock (monotonic)
         self.in_use: dict[str, int] = {}
-        self.sizes: dict[str, int] = {}
+        self.sizes: dict[str, int] = {}  # learned: the size /api/ps last reported loaded
+        self.disk_sizes: dict[str, int] = {}  # the size /api/tags last reported on disk
         self.load_s: dict[str, float] = {}
         self.lazies: weakref.WeakValueDictionary[str, LazyModel[str]] = (
             weakref.WeakValueDictionary()
@@ -101,7 +102,12 @@ class Book:
         return OllamaModelInfo(**fields)
 
     def victims(
-        self, infos: Sequence[OllamaModelInfo], exclude: str | None = None, min_idle_s: float = 0.0
+        self,
+        infos: Sequence[OllamaModelInfo],
+        exclude: str | None = None,
+        min_idle_s: float = 0.0,
+        *,
+        unknown_is_idle: bool = False,
     ) -> list[OllamaModelInfo]:
         return _core.victims(
             infos,
@@ -109,6 +115,7 @@ class Book:
             busy=self.busy,
             exclude=exclude,
             min_idle_s=min_idle_s,
+            unknown_is_idle=unknown_is_idle,
         )
 
     def loaded_as(self, name: str, keep_alive_s: float | None, elapsed_s: float) -> None:

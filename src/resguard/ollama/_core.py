@@ -59,10 +59,12 @@ def victims(
     busy: Callable[[str], bool],
     exclude: str | None = None,
     min_idle_s: float = 0.0,
+    unknown_is_idle: bool = False,
 ) -> list[OllamaModelInfo]:
     """The models that may be unloaded, least recently used first (an unknown idle time
     counts as the oldest): not *exclude*, not busy, idle for at least *min_idle_s* (a
-    model whose idle time is unknown only when *min_idle_s* is 0)."""
+    model whose idle time is unknown only when *min_idle_s* is 0 or *unknown_is_idle*:
+    the ladder's view, where a model nobody here used is the least recently used)."""
     out = [
         info
         for info in infos
@@ -70,6 +72,7 @@ def victims(
         and not busy(info.name)
         and (
             min_idle_s <= 0
+            or (info.idle_since is None and unknown_is_idle)
             or (info.idle_since is not None and wall_now - info.idle_since >= min_idle_s)
         )
     ]

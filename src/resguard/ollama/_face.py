@@ -29,6 +29,7 @@ from resguard.ollama._names import (
 )
 from resguard.ollama._steps import Procedures, Request, Steps
 from resguard.ollama._transport import boundary
+from resguard.ollama._where import OllamaHeadroom
 
 if TYPE_CHECKING:
     from resguard.ollama._glue import OllamaSource
@@ -47,6 +48,7 @@ class Face(abc.ABC):
 
     _client_type: type  # ollama.Client or ollama.AsyncClient
     _transport_type: Callable[[float, int], Any]  # the bounded transport for it
+    _registry: _reclaim.Registry | None  # where it is on a ladder (None: nowhere)
 
     def __init__(
         self,
@@ -59,14 +61,21 @@ class Face(abc.ABC):
         keep_alive: float | str | None = None,
         default_keep_alive: float | str | None = None,
         guard: HeadroomSource | None = None,
+        headroom: HeadroomSource | None = None,
         size_factor: float = 1.25,
         unload_timeout: float | str = 10.0,
-        reclaim_min_idle: float | str = 0.0,
+        reclaim_min_idle: float | str = _reclaim.DEFAULT_MIN_IDLE_S,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
-        register: bool = True,
+        register: _reclaim.RegisterTarget = True,
     ) -> None:
-        _check(client, self._client_type, guard, size_factor, wall_clock, register)
+        _check(client, self._client_type, guard, size_factor, wall_clock)
+        registry = _reclaim.registry_for(register)  # checks it: InvalidType names register=
+        if headroom is not None and not isinstance(headroom, HeadroomSource):
+            raise InvalidType(
+                f"headroom={headroom!r} must have headroom_bytes() (a HeadroomSource such as "
+                "resguard.ollama.OllamaHeadroom or a resguard.Guard watching Ollama's host)"
+            )
         clock = checked_clock(clock)
         url = parse_host(host) if client is None or host is not None else None
         self.timeout_s = seconds(timeout, "timeout")
@@ -88,22 +97,32 @@ class Face(abc.ABC):
         )
         self._owns_client = client is None
         self.client = client if client is not None else self._make_client(url)
-        self._share(book, steps, guard, url)
-        if register:
-            _reclaim.register(self)
+        if headroom is None and guard is None:
+            headroom = OllamaHeadroom(url or _client_url(self.client))
+        self._share(book, steps, guard, url, headroom if headroom is not None else guard)
+        self._registry = registry
+        if registry is not None:
+            registry.register(self)
 
     def _share(
-        self, book: Book, steps: Procedures, guard: HeadroomSource | None, url: str | None
+        self,
+        book: Book,
+        steps: Procedures,
+        guard: HeadroomSource | None,
+        url: str | None,
+        headroom: HeadroomSource | None,
     ) -> None:
         self._book = book
         self._steps = steps
         self._url = url
         self.guard = guard
+        self.headroom = headroom
         self.size_factor = steps.size_factor
         self.unload_timeout_s = steps.unload_timeout_s
         self.reclaim_min_idle_s = steps.reclaim_min_idle_s
         self.name = f"ollama@{book.host}"
         self._closed = False
+        self._registry = None  # the async face's sync one is never registered
         self._lock = threading.Lock()
         self._sync_face: OllamaModels | None = None  # the async face's, made when needed
 
@@ -188,13 +207,20 @@ class Face(abc.ABC):
         return self.as_source()
 
 
+def _client_url(client: Any) -> str | None:
+    """The server a ``client=`` of the user's talks to (``None`` when it does not say)."""
+    try:
+        return str(client._client.base_url).rstrip("/") or None
+    except Exception:  # not an ollama client as we know it: the machine's room counts
+        return None
+
+
 def _check(
     client: object,
     client_type: type,
     guard: object,
     size_factor: object,
     wall_clock: object,
-    register: object,
 ) -> None:
     if client is not None and not isinstance(client, client_type):
         raise InvalidType(f"client must be an ollama.{client_type.__name__}, not {client!r}")
@@ -209,5 +235,3 @@ def _check(
         )
     if not callable(wall_clock):
         raise InvalidType(f"wall_clock={wall_clock!r} must be a callable returning epoch seconds")
-    if not isinstance(register, bool):
-        raise InvalidType(f"register={register!r} must be True or False")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from resguard.models import LazyModel, ModelPool
+from resguard.models import HeadroomSource, LazyModel, ModelPool
 from resguard.ollama._names import canonical
 
 if TYPE_CHECKING:
@@ -47,6 +47,11 @@ class OllamaLazy(LazyModel[str]):
             guard=owner.guard,
             pool=pool,
         )
+
+    @property
+    def headroom_source(self) -> HeadroomSource | None:
+        """Where a pool reads the room for this model: where Ollama runs."""
+        return self._owner.headroom
 
     def _make_room(self) -> None:
         if self.pool is not None:

@@ -11,6 +11,7 @@ from types import MappingProxyType
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from resguard._errors import OllamaError
+from resguard._modules.log import fields
 from resguard.ollama import _core
 from resguard.ollama._book import Book, log
 from resguard.ollama._names import canonical, wire_keep_alive
@@ -146,11 +147,15 @@ class Procedures:
 
     def installed(self) -> Steps[dict[str, int]]:
         sizes: dict[str, int] = yield Request("GET /api/tags", "list", parse=_disk_sizes)
+        self.book.disk_sizes.update(sizes)
         return sizes
 
     def estimate_bytes(self, name: str) -> Steps[int]:
+        """The learned size (``/api/ps``), else the size on disk times ``size_factor``
+        (``/api/tags``, asked only for a model not seen there before)."""
         key = canonical(name)
-        known = _core.estimate_bytes(key, self.book.sizes, {}, self.size_factor)
+        book = self.book
+        known = _core.estimate_bytes(key, book.sizes, book.disk_sizes, self.size_factor)
         if known is not None:
             return known
         estimate = _core.estimate_bytes(key, {}, (yield from self.installed()), self.size_factor)
@@ -185,7 +190,12 @@ class Procedures:
                 break
             yield Sleep(min(delay_s, max(wait_s - ((yield NOW) - started_s), 0.0)))
             delay_s = min(delay_s * 2, 0.2)
-        log.info("unloaded Ollama model %s (%s)", key, format_bytes(before.get(key, 0)))
+        log.info(
+            "unloaded Ollama model %s (%s)",
+            key,
+            format_bytes(before.get(key, 0)),
+            extra=fields("model_unload", model=key, freed_bytes=before.get(key)),
+        )
         return before.get(key, 0)
 
     def unload_idle(self, min_idle_s: float) -> Steps[list[str]]:
@@ -199,8 +209,10 @@ class Procedures:
     def free(
         self, need: int, exclude: str | None, min_idle_s: float, wait_s: float | None = None
     ) -> Steps[int]:
-        """Unload idle models, least recently used first, until *need* bytes are freed."""
-        candidates = self.book.victims((yield from self.loaded()), exclude, min_idle_s)
+        """Unload idle models, least recently used first, until *need* bytes are freed
+        (a model whose idle time is unknown counts as the least recently used)."""
+        infos = yield from self.loaded()
+        candidates = self.book.victims(infos, exclude, min_idle_s, unknown_is_idle=True)
         plan = _core.plan_unloads(candidates, need)
         freed = 0
         for info in [*plan, *candidates[len(plan) :]]:  # more only if the sizes were off
@@ -255,7 +267,7 @@ class Procedures:
             self.book.faults.failed(who, error)
             return 0
         self.book.faults.recovered(who)
-        victims = self.book.victims(infos, min_idle_s=self.reclaim_min_idle_s)
+        victims = self.book.victims(infos, None, self.reclaim_min_idle_s, unknown_is_idle=True)
         return sum(i.size for i in victims)
 
     def reclaim(self, who: str, target_bytes: int) -> Steps[int]:

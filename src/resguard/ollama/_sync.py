@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from resguard import reclaim as _reclaim
 from resguard.ollama._client import ollama
 from resguard.ollama._face import Face, headroom_from
 from resguard.ollama._names import canonical, seconds
@@ -37,7 +36,10 @@ class OllamaModels(Face):
     answer read. ``keep_alive`` is what resguard asks for when it loads a model (``None``:
     the server's default); ``default_keep_alive`` tells resguard the server's
     ``OLLAMA_KEEP_ALIVE`` so idle times of models loaded by others can be derived.
-    ``guard`` supplies the headroom for admission (else a fresh snapshot is read).
+    ``headroom`` is where admission reads the room for a model (a
+    :class:`resguard.models.HeadroomSource`); without it, ``guard`` when given, else
+    :class:`resguard.ollama.OllamaHeadroom` for the host: where Ollama runs, not this
+    process's cgroup.
     ``clock`` (monotonic seconds) times resguard's own record of use; ``wall_clock``
     (epoch seconds) is what the server's ``expires_at`` is compared with.
     """
@@ -55,7 +57,7 @@ class OllamaModels(Face):
         models.max_answer_bytes = face.max_answer_bytes
         models._owns_client = True
         models.client = models._make_client(face._url)
-        models._share(face._book, face._steps, face.guard, face._url)
+        models._share(face._book, face._steps, face.guard, face._url, face.headroom)
         return models
 
     def _threads(self) -> OllamaModels:
@@ -77,13 +79,14 @@ class OllamaModels(Face):
             time.sleep(effect.seconds)
             return None
         if effect is HEADROOM:
-            return headroom_from(self.guard)
+            return headroom_from(self.headroom)
         return time.monotonic()
 
     def close(self) -> None:
         """Take this object off the ladder and close the HTTP client (when resguard made it)."""
         self._closed = True
-        _reclaim.unregister(self)
+        if self._registry is not None:
+            self._registry.unregister(self)
         if self._owns_client:
             self.client.close()  # type: ignore[no-untyped-call]
 

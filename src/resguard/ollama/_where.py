@@ -1,0 +1,239 @@
+"""Where an Ollama server lives and how much room it has there.
+
+A model Ollama loads takes memory in Ollama's process, not in the service that asks for
+it: a service in a 300 MiB cgroup may ask a local Ollama, which has the machine, for a
+1.5 GB model. :class:`OllamaHeadroom` measures the room where the server runs: for a
+local host (loopback or one of this machine's addresses) the machine's available memory,
+bounded by the cgroup of the process listening on the server's port when it has a limit;
+for a remote host it is unknown (Ollama's API does not publish its host's free memory).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import time
+import urllib.parse
+from collections.abc import Callable
+
+import psutil
+
+from resguard._modules.faults import FaultLog
+from resguard._modules.log import get_logger
+from resguard._probes import cgroup as _cgroup
+from resguard._probes.files import read_text
+from resguard._probes.paths import DEFAULT_ROOTS, Roots
+
+__all__ = [
+    "LOOKUP_RETRY_S",
+    "OllamaHeadroom",
+    "is_local",
+    "listening_inodes",
+    "listening_pid",
+    "start_ticks",
+]
+
+log = get_logger("resguard.ollama")
+LOOKUP_RETRY_S = 30.0  # a listener that was not found is looked for again after this long
+_SCAN_DEADLINE_S = 1.0  # the most one look through /proc/*/fd may take
+_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's st column
+
+
+def listening_inodes(text: str, port: int) -> set[int]:
+    """The socket inodes listening on *port* in a ``/proc/net/tcp`` or ``tcp6`` text
+    (lines that are cut short or not numbers are skipped; never raises)."""
+    inodes: set[int] = set()
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10 or fields[3] != _LISTEN:
+            continue
+        _, _, hex_port = fields[1].rpartition(":")
+        try:
+            if int(hex_port, 16) == port and fields[9].isdigit():
+                inodes.add(int(fields[9]))
+        except ValueError:
+            continue
+    return inodes
+
+
+def start_ticks(proc: str, pid: int) -> int | None:
+    """When process *pid* started (``/proc/<pid>/stat`` field 22, clock ticks since boot):
+    with the pid, its identity; ``None`` when it is gone."""
+    text = read_text(f"{proc}/{pid}/stat")
+    if text is None:
+        return None
+    fields = text.rpartition(")")[2].split()
+    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
+
+
+def listening_pid(
+    port: int, proc: str = "/proc", deadline_s: float = _SCAN_DEADLINE_S
+) -> int | None:
+    """The process with a socket listening on TCP *port*, or ``None`` when none is seen
+    (no listener, or its process is another user's and this one is not root)."""
+    inodes: set[int] = set()
+    for name in ("tcp", "tcp6"):
+        inodes |= listening_inodes(read_text(f"{proc}/net/{name}") or "", port)
+    if not inodes:
+        return None
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    ends = time.monotonic() + deadline_s
+    try:
+        pids = sorted((int(e) for e in os.listdir(proc) if e.isdigit()), reverse=True)
+    except OSError:
+        return None
+    for pid in pids:  # the newest first: a server is usually younger than the system's own
+        if time.monotonic() > ends:
+            return None
+        fd_dir = f"{proc}/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue  # gone, or not ours to read
+        for fd in fds:
+            try:
+                if os.readlink(f"{fd_dir}/{fd}") in wanted:
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
+def _local_addresses() -> set[str]:
+    try:
+        return {
+            address.address.split("%")[0].lower()
+            for addresses in psutil.net_if_addrs().values()
+            for address in addresses
+            if address.family in (socket.AF_INET, socket.AF_INET6)
+        }
+    except Exception:  # a probe that fails: only loopback counts as local
+        return set()
+
+
+def is_local(hostname: str) -> bool:
+    """Whether *hostname* (from a URL) is this machine: loopback, the unspecified address,
+    ``localhost``, this host's name or one of its interfaces' addresses. No name is looked
+    up in DNS (that could hang): any other name is remote."""
+    name = hostname.strip("[]").lower()
+    if name in ("localhost", "localhost.localdomain") or name.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return name == socket.gethostname().lower()
+    if address.is_loopback or address.is_unspecified:
+        return True
+    return str(address) in _local_addresses()
+
+
+class OllamaHeadroom:
+    """The room an Ollama server has for another model: a
+    :class:`resguard.models.HeadroomSource` for the server at *host* (a URL as
+    :func:`resguard.ollama.parse_host` gives it; ``None``: this machine).
+
+    - **Local host** (loopback, ``localhost``, this host's name or addresses): the
+      machine's available memory (``MemAvailable``), and no more than the room left in
+      the memory cgroup of the process listening on the server's port (its tightest limit
+      minus its working set) when that cgroup has a limit. The process is found from
+      ``/proc/net/tcp{,6}`` and ``/proc/<pid>/fd``; seeing another user's process needs
+      root. When it cannot be found the machine's memory counts, with one warning (and
+      the look is tried again after :data:`LOOKUP_RETRY_S`).
+    - **Remote host**: ``None`` (unknown, never 0): Ollama does not publish its host's
+      free memory, so loads are admitted and the remote Ollama's own check answers (a
+      load it cannot fit fails with its "model requires more system memory"). Pass a
+      ``headroom=`` of your own that measures that host to check before loading.
+
+    It never raises: what cannot be read is unknown (``None``) or, for the cgroup, left out.
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        *,
+        roots: Roots = DEFAULT_ROOTS,
+        machine: Callable[[], int | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        split = urllib.parse.urlsplit(host or "http://127.0.0.1")
+        self.host = host
+        self.port = split.port or (443 if split.scheme == "https" else 80)
+        self.local = host is None or is_local(split.hostname or "127.0.0.1")
+        self._roots = roots
+        self._machine = machine or _machine_available_bytes
+        self._clock = clock
+        self._pid: tuple[int, int] | None = None  # (pid, start ticks) of the listener
+        self._looked_at: float | None = None
+        self._faults = FaultLog(log)
+
+    def __repr__(self) -> str:
+        return f"<OllamaHeadroom {self.host or 'this machine'}: {self.where()}>"
+
+    def where(self) -> str:
+        """What the headroom is measured on, in words."""
+        if not self.local:
+            return "unknown (a remote Ollama)"
+        if self._pid is None:
+            return "this machine's memory"
+        return f"this machine's memory and the cgroup of Ollama's process {self._pid[0]}"
+
+    @property
+    def pid(self) -> int | None:
+        """The process found listening on the server's port (``None``: not found yet)."""
+        self._listener()
+        return None if self._pid is None else self._pid[0]
+
+    def headroom_bytes(self) -> int | None:
+        """Bytes a model load may take in Ollama now; ``None`` when unknown."""
+        if not self.local:
+            return None
+        machine = self._machine()
+        bound = self._cgroup_room()
+        if machine is None:
+            return bound
+        return machine if bound is None else min(machine, bound)
+
+    def _listener(self) -> int | None:
+        if self._pid is not None:
+            pid, started = self._pid
+            if start_ticks(self._roots.proc, pid) == started:
+                return pid
+            self._pid, self._looked_at = None, None  # gone or replaced: look again
+        now = self._clock()
+        if self._looked_at is not None and now - self._looked_at < LOOKUP_RETRY_S:
+            return None
+        self._looked_at = now
+        where = f"Ollama's process (port {self.port})"
+        found = listening_pid(self.port, self._roots.proc)
+        found_started = None if found is None else start_ticks(self._roots.proc, found)
+        if found is None or found_started is None:
+            self._faults.failed(
+                where,
+                f"no process seen listening on port {self.port} (another user's needs "
+                "root to be seen); Ollama's headroom is this machine's available memory",
+            )
+            return None
+        self._faults.recovered(where)
+        self._pid = (found, found_started)
+        return found
+
+    def _cgroup_room(self) -> int | None:
+        pid = self._listener()
+        if pid is None:
+            return None
+        try:
+            location = _cgroup.locate(self._roots, str(pid))
+            bound = None if location is None else _cgroup.memory_bound(location)
+        except Exception:  # a probe that fails leaves the cgroup out, never fails a load
+            return None
+        if bound is None:
+            return None
+        return max(bound.limit - bound.memory.working_set, 0)
+
+
+def _machine_available_bytes() -> int | None:
+    try:
+        return int(psutil.virtual_memory().available)
+    except Exception:  # unknown, never 0
+        return None

@@ -1,0 +1,274 @@
+"""Ollama's headroom where Ollama lives (issue 16 item 4): a local server's room is the
+machine's or its process's cgroup's, never the asking service's; learned sizes let a
+ModelPool choose the large variant. Through the official ollama client and the stand-in,
+run as ``python -m resguard.testing.ollama`` in a process of its own."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psutil
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from resguard import InvalidType, ModelPool, ResourceExhausted
+from resguard.ollama import OllamaHeadroom, OllamaModels
+from resguard.ollama._where import is_local, listening_inodes, listening_pid
+from resguard.testing import ManualClock
+from resguard.testing.ollama import OllamaStandIn
+
+SMALL = "llama3.2:1b"  # 1.32 GB on disk, 1.51 GB loaded: "the 1.5 GB model"
+LARGE = "gpt-oss:20b"  # 13.78 GB on disk (x 1.25 = 16.04 GiB), 12.5 GiB loaded
+MEDIUM = "llama3.2:3b"
+MIB = 2**20
+GIB = 2**30
+
+
+class Headroom:
+    """A HeadroomSource with a set value (what a guard on Ollama's host would report)."""
+
+    def __init__(self, value: int | None) -> None:
+        self.value = value
+
+    def headroom_bytes(self) -> int | None:
+        return self.value
+
+
+def start_standin(spawn: Callable[..., subprocess.Popen[str]] | None = None) -> tuple[Any, str]:
+    """``python -m resguard.testing.ollama --port 0`` in its own process; (process, host)."""
+    command = [sys.executable, "-m", "resguard.testing.ollama", "--port", "0"]
+    if spawn is None:
+        process: Any = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    else:
+        process = spawn(command, stdout=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    assert "serving on" in line, line
+    return process, line.split()[4]
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """One stand-in process (outside any test cgroup) shared by the module's tests."""
+    process, host = start_standin()
+    yield process, host
+    process.terminate()
+    process.wait(timeout=10)
+
+
+# ---------------------------------------------------------------- pure parts
+def _tcp_table(rows: list[tuple[int, str, int]]) -> str:
+    header = (
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
+        "timeout inode\n"
+    )
+    lines = [
+        f"   {i}: 0100007F:{port:04X} 00000000:0000 {state} 00000000:00000000 "
+        f"00:00000000 00000000     0        0 {inode} 1 0000000000000000 100 0 0 10 0"
+        for i, (port, state, inode) in enumerate(rows)
+    ]
+    return header + "\n".join(lines) + "\n"
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 65535), st.sampled_from(["0A", "01", "06"]), st.integers(1, 10**9)
+        ),
+        max_size=20,
+    ),
+    st.integers(1, 65535),
+)
+def test_listening_inodes_are_the_sockets_listening_on_the_port(
+    rows: list[tuple[int, str, int]], port: int
+) -> None:
+    expected = {inode for p, state, inode in rows if p == port and state == "0A"}
+    assert listening_inodes(_tcp_table(rows), port) == expected
+
+
+@given(st.text(), st.integers(1, 65535))
+def test_listening_inodes_never_raise_on_damaged_text(text: str, port: int) -> None:
+    assert isinstance(listening_inodes(text, port), set)
+
+
+@pytest.mark.parametrize(
+    ("hostname", "local"),
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("LocalHost", True),
+        ("0.0.0.0", True),
+        (socket.gethostname(), True),
+        ("203.0.113.5", False),  # TEST-NET-3: never this machine's
+        ("ollama.example.com", False),  # no DNS lookup: a name is remote
+    ],
+)
+def test_which_hosts_are_this_machine(hostname: str, local: bool) -> None:
+    assert is_local(hostname) is local
+
+
+def test_a_remote_ollama_has_unknown_headroom_and_the_models_say_where() -> None:
+    remote = OllamaHeadroom("http://203.0.113.5:11434")
+    assert remote.local is False
+    assert remote.headroom_bytes() is None  # unknown, never 0
+    assert "remote" in remote.where()
+    models = OllamaModels("http://203.0.113.5:11434", register=False)
+    try:
+        assert isinstance(models.headroom, OllamaHeadroom)
+        assert models.headroom.local is False
+    finally:
+        models.close()
+
+
+def test_a_headroom_of_your_own_is_checked_and_used() -> None:
+    with pytest.raises(InvalidType, match="headroom="):
+        OllamaModels("http://127.0.0.1:1", headroom=42, register=False)  # type: ignore[arg-type]
+    mine = Headroom(5 * GIB)
+    with OllamaModels("http://203.0.113.5:11434", headroom=mine, register=False) as models:
+        assert models.headroom is mine
+
+
+# ---------------------------------------------------------------- finding Ollama's process
+def test_the_standin_process_is_found_from_its_port(
+    standin: tuple[subprocess.Popen[str], str],
+) -> None:
+    process, host = standin
+    port = int(host.rsplit(":", 1)[1])
+    assert listening_pid(port) == process.pid
+    headroom = OllamaHeadroom(host)
+    assert headroom.local
+    assert headroom.pid == process.pid
+    assert str(process.pid) in headroom.where()
+    assert headroom.headroom_bytes() == pytest.approx(psutil.virtual_memory().available, rel=0.1)
+
+
+def test_no_listener_is_the_machines_memory_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on (bound, never listening)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        clock = ManualClock()
+        headroom = OllamaHeadroom(f"http://127.0.0.1:{port}", machine=lambda: 7 * GIB, clock=clock)
+        with caplog.at_level(logging.WARNING, logger="resguard.ollama"):
+            assert headroom.headroom_bytes() == 7 * GIB
+            assert headroom.headroom_bytes() == 7 * GIB
+            clock.advance(60)
+            assert headroom.headroom_bytes() == 7 * GIB
+        warnings = [r for r in caplog.records if f"port {port}" in r.getMessage()]
+        assert len(warnings) == 1
+        assert headroom.pid is None
+
+
+# ---------------------------------------------------------------- the acceptance
+SERVICE = """
+import json, sys
+from resguard import ResourceExhausted
+from resguard.models import machine_headroom_bytes
+from resguard.ollama import OllamaHeadroom, OllamaModels
+
+host, machine = sys.argv[1], sys.argv[2]
+own = machine_headroom_bytes()  # this process's cgroup: what admission compared with before
+headroom = None if machine == "real" else OllamaHeadroom(host, machine=lambda: int(machine))
+with OllamaModels(host, headroom=headroom, register=False) as models:
+    try:
+        info = models.ensure("llama3.2:1b")
+        print(json.dumps({"own": own, "loaded": info.name, "size": info.size}))
+    except ResourceExhausted as error:
+        print(json.dumps({"own": own, "refused": error.reason, "numbers": error.numbers}))
+"""
+
+
+def test_a_service_in_a_300mib_cgroup_admits_a_model_the_local_ollama_has_room_for(
+    memory_cgroup: Any, standin: tuple[subprocess.Popen[str], str]
+) -> None:
+    _, host = standin
+    memory_cgroup.set_limit(300 * MIB)
+
+    def service(machine: str) -> dict[str, Any]:
+        process = memory_cgroup.python(SERVICE, host, machine, stdout=subprocess.PIPE)
+        out, _ = process.communicate(timeout=60)
+        assert process.returncode == 0, out
+        result: dict[str, Any] = json.loads(out)
+        return result
+
+    admitted = service("real")  # the machine has room (this machine has far more than 1.6 GB)
+    assert admitted["own"] < 300 * MIB  # the service's own cgroup could never fit the model
+    assert admitted["loaded"] == SMALL
+    assert admitted["size"] == 1_514_584_145
+    with OllamaModels(host, register=False) as models:
+        models.unload(SMALL)
+
+    refused = service(str(GIB))  # the machine has 1 GiB left: the model does not fit
+    assert refused["refused"] == "memory"
+    assert refused["numbers"]["headroom_bytes"] == GIB
+    assert refused["numbers"]["size_bytes"] == 1_651_372_912  # 1.32 GB on disk x 1.25
+
+
+def test_ollama_in_a_limited_cgroup_is_bounded_by_it(memory_cgroup: Any) -> None:
+    memory_cgroup.set_limit(200 * MIB)  # Ollama's own cgroup; this test process is outside
+    process, host = start_standin(memory_cgroup.spawn)
+    try:
+        headroom = OllamaHeadroom(host)
+        assert headroom.pid == process.pid
+        room = headroom.headroom_bytes()
+        assert room is not None
+        assert room <= 200 * MIB
+        with (
+            OllamaModels(host, register=False) as models,
+            pytest.raises(ResourceExhausted) as refused,
+        ):
+            models.ensure(SMALL)
+        assert refused.value.reason == "memory"
+        assert refused.value.numbers["headroom_bytes"] <= 200 * MIB
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+# ---------------------------------------------------------------- learned sizes and the pool
+def test_a_pool_of_16gib_chooses_gpt_oss_20b_once_its_learned_size_fits(
+    ollama_server: OllamaStandIn,
+) -> None:
+    with OllamaModels(ollama_server.host, headroom=Headroom(100 * GIB), register=False) as models:
+        pool = ModelPool(budget="16GiB")
+        large = models.lazy(LARGE, pool=pool)
+        small = models.lazy(MEDIUM, pool=pool)
+        assert large.size_bytes == 17_225_217_155  # 13.78 GB on disk x 1.25: 16.04 GiB
+        assert pool.choose([large, small]) is small  # the estimate does not fit 16 GiB
+
+        models.ensure(LARGE)  # its first load: /api/ps says what it really takes
+        models.unload(LARGE)
+        assert large.size_bytes == 13_421_772_800  # learned: 12.5 GiB, remembered after unload
+        chosen = pool.choose([large, small])
+        assert chosen is large
+        with chosen as name:
+            assert name == LARGE
+        assert ollama_server.loaded_names() == [LARGE]
+
+
+def test_a_pool_of_ollama_models_reads_ollamas_headroom_not_the_services(
+    ollama_server: OllamaStandIn,
+) -> None:
+    room = Headroom(100 * 10**9)
+    with OllamaModels(ollama_server.host, headroom=room, register=False) as models:
+        models.ensure(LARGE)
+        models.unload(LARGE)  # learned: 13.4 GB
+        room.value = 5 * 10**9  # Ollama's host has 5 GB free (this machine may have more)
+        pool = ModelPool(budget="16GiB")  # no guard: the members say where their room is
+        large = models.lazy(LARGE, pool=pool)
+        small = models.lazy(MEDIUM, pool=pool)
+        assert pool.choose([large, small]) is small  # 13.4 GB does not fit Ollama's 5 GB
+        room.value = 1 * 10**9
+        with pytest.raises(ResourceExhausted) as refused:
+            pool.choose([large, small])
+        assert refused.value.numbers["headroom_bytes"] == 1 * 10**9
