@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 import ollama
 import pytest
 
 from resguard.cli.ollama import cli
-from resguard.testing.ollama import OllamaStandIn
+from resguard.testing.ollama import CatalogueModel, OllamaStandIn
 
 from support import free_port
 
@@ -76,3 +77,53 @@ def test_resguard_ollama_ps_and_unload_through_the_command_line(
     assert main(["ollama", "unload", SMALL, "--host", ollama_server.host], out=out) == 0
     assert out.getvalue() == f"unloaded {SMALL} (1.4 GiB)\n"
     assert ollama_server.loaded_names() == []
+
+
+def test_ps_shows_the_cpu_gpu_split_as_ollama_ps_prints_it(ollama_server_factory: Any) -> None:
+    gb = 10**9
+    server = ollama_server_factory(
+        catalogue=[
+            CatalogueModel("split:1b", gb, 1000 * 10**6, vram_bytes=520 * 10**6),
+            CatalogueModel("gpu:1b", gb, 1000 * 10**6, vram_bytes=1000 * 10**6),
+        ]
+    )
+    client = ollama.Client(host=server.host)
+    client.generate(model="split:1b")
+    client.generate(model="gpu:1b")
+    out = io.StringIO()
+    assert cli("ps", [], host=server.host, as_json=False, out=out) == 0
+    rows = {line.split()[0]: line for line in out.getvalue().splitlines()[1:]}
+    assert "48%/52% CPU/GPU" in rows["split:1b"]
+    assert "100% GPU" in rows["gpu:1b"]
+
+    out = io.StringIO()
+    assert cli("ps", [], host=server.host, as_json=True, out=out) == 0
+    models = {m["name"]: m for m in json.loads(out.getvalue())["models"]}
+    assert models["split:1b"]["size_vram"] == 520 * 10**6
+    assert models["split:1b"]["processor"] == "48%/52% CPU/GPU"
+    assert models["split:1b"]["gpu_percent"] == pytest.approx(52.0)
+    assert models["gpu:1b"]["processor"] == "100% GPU"
+
+
+def test_the_standin_command_reports_the_vram_share_asked_for() -> None:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "resguard.testing.ollama", "--port", "0", "--vram-percent", "52"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        host = process.stdout.readline().split()[4]
+        client = ollama.Client(host=host)
+        client.generate(model=SMALL)
+        (model,) = client.ps().models
+        assert model.size_vram == round(1_514_584_145 * 0.52)
+        out = io.StringIO()
+        assert cli("ps", [], host=host, as_json=False, out=out) == 0
+        assert "48%/52% CPU/GPU" in out.getvalue()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

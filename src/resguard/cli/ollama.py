@@ -32,16 +32,6 @@ def _until(info: OllamaModelInfo, now: float) -> str:
     return format_duration(left)
 
 
-def _processor(info: OllamaModelInfo) -> str:
-    """Where the model runs, as ``ollama ps`` says it: all CPU, all GPU, or the split."""
-    cpu = round((info.size - info.size_vram) / info.size * 100) if info.size else 0
-    if cpu == 100:
-        return "100% CPU"
-    if cpu == 0:
-        return "100% GPU"
-    return f"{cpu}%/{100 - cpu}% CPU/GPU"
-
-
 def format_models(infos: Sequence[OllamaModelInfo], now: float) -> str:
     """The ``ps`` table; *now* is wall-clock seconds (``expires_at`` and ``idle_since``
     are wall-clock)."""
@@ -51,7 +41,7 @@ def format_models(infos: Sequence[OllamaModelInfo], now: float) -> str:
         (
             info.name,
             format_bytes(info.size),
-            _processor(info),
+            info.processor,
             _until(info, now),
             "-" if info.idle_since is None else format_duration(max(0.0, now - info.idle_since)),
         )

@@ -45,7 +45,10 @@ class OffsetClock:
 
 @dataclass(frozen=True)
 class CatalogueModel:
-    """One installed model: ``disk_bytes`` as /api/tags reports, ``loaded_bytes`` as /api/ps."""
+    """One installed model: ``disk_bytes`` as /api/tags reports, ``loaded_bytes`` as /api/ps
+    (its ``size``), ``vram_bytes`` the part of that /api/ps reports on the GPU (its
+    ``size_vram``: 0 runs all on the CPU, ``loaded_bytes`` all on the GPU, in between a
+    split as ``ollama ps`` prints it: "48%/52% CPU/GPU")."""
 
     name: str
     disk_bytes: int
@@ -56,6 +59,7 @@ class CatalogueModel:
     capabilities: tuple[str, ...] = ("completion",)
     load_s: float = 0.0
     context_length: int = 4096
+    vram_bytes: int = 0
 
     @property
     def digest(self) -> str:

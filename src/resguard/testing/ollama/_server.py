@@ -475,7 +475,7 @@ class OllamaStandIn:
                     "digest": model.digest,
                     "details": model.details(for_ps=True),
                     "expires_at": timestamp(expires),
-                    "size_vram": 0,
+                    "size_vram": min(max(model.vram_bytes, 0), model.loaded_bytes),
                     "context_length": model.context_length,
                 }
             )
