@@ -35,9 +35,9 @@ class Trend(abc.ABC):
     A fall ends the trend: while the trend matters (the rule fires, or its estimate is
     past its clear line), a sample more than :attr:`fall_share` of a window's worth of the
     trend (slope × window) below the trend line restarts the series from that sample, and
-    a firing rule clears there. Memory given back (a reclaim, a process that exited) was otherwise judged by the
-    fill before it until enough buckets closed: a forecast kept WARNING for seconds at 15 %
-    of the limit, and the ladder climbed all along.
+    a firing rule clears there. Memory given back (a reclaim, a process that exited) was
+    otherwise judged by the fill before it until enough buckets closed: a forecast kept
+    WARNING for seconds at 15 % of the limit, and the ladder climbed all along.
     """
 
     __slots__ = (
