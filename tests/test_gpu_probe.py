@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 import pytest
 
-from resguard._probes.gpu import NvmlSession
+from resguard._probes.gpu import DRIVER_DIR, NvmlSession
 from resguard.snapshot import GpuProcess, GpuReader, Sampler, read_gpus
 from resguard.testing import ManualClock
 from resguard.testing.nvml import FakeGpu, FakeNVML
@@ -173,7 +174,7 @@ def test_real_pynvml_degrades_cleanly_without_a_driver() -> None:
     gpus = reader.read()
     if gpus is None:
         assert reader.unavailable is not None
-        assert "NVMLError" in reader.unavailable
+        assert "NVMLError" in reader.unavailable or DRIVER_DIR in reader.unavailable
     else:  # a machine with a GPU: real readings
         assert all(gpu.memory_total_bytes for gpu in gpus)
 
@@ -184,3 +185,15 @@ def test_sampler_on_re_rooted_files_reads_no_gpus_unless_told(tmp_path: object) 
     tree = KernelTree(tmp_path)  # type: ignore[arg-type]
     assert Sampler(tree.roots).sample().gpus is None
     assert Sampler(tree.roots, nvml=FakeNVML()).sample().gpus == ()
+
+
+def test_without_a_driver_nvml_is_not_started_and_no_thread_is_spent() -> None:
+    out = run_python(
+        "import pynvml, resguard\n"
+        "calls = []\n"
+        "pynvml.nvmlInit = lambda: calls.append('init')\n"
+        "resguard.snapshot(); resguard.snapshot()\n"
+        "print(calls)\n"
+    )
+    driver = os.path.isdir(DRIVER_DIR)
+    assert out.strip() == ("['init']" if driver else "[]")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from resguard._modules.log import get_logger
 from resguard._probes.reporting import report_failure, report_recovery
 
 __all__ = [
+    "DRIVER_DIR",
     "GPU_EXTRA_HINT",
     "NVML_DEADLINE_S",
     "NvmlSession",
@@ -124,6 +126,11 @@ class NvmlSession:
         """Why NVML gives nothing (its ``nvmlInit`` error), ``None`` while it answers."""
         return self._unavailable
 
+    def mark_unavailable(self, why: str) -> None:
+        """Answer ``None`` from now on without asking NVML, for *why* (logged at debug)."""
+        self._unavailable = why
+        _log.debug("no GPU readings: %s; gpus unknown", why)
+
     def read(self) -> tuple[RawGpu, ...] | None:
         """Every device's readings now; ``None`` when NVML cannot be used or the reading
         missed its deadline."""
@@ -139,7 +146,11 @@ class NvmlSession:
             worker = threading.Thread(
                 target=self._read_into, args=(result,), name="resguard-nvml", daemon=True
             )
-            worker.start()
+            try:
+                worker.start()
+            except RuntimeError as error:  # no thread to be had (an rlimit, a thread cap)
+                report_failure("nvml", f"no thread: {error}", "no thread", time.monotonic())
+                return None
             worker.join(self._deadline_s)
             if worker.is_alive():
                 self._stuck = worker
@@ -247,9 +258,18 @@ _shared: list[NvmlSession] = []
 _shared_lock = threading.Lock()
 
 
+DRIVER_DIR: Final = "/proc/driver/nvidia"
+"""Where Linux shows a loaded NVIDIA kernel driver (in containers too: it is the kernel's)."""
+
+
 def shared_session() -> NvmlSession:
-    """The process-wide session over ``pynvml`` (ImportError naming the extra without it)."""
+    """The process-wide session over ``pynvml`` (ImportError naming the extra without it).
+    On Linux without :data:`DRIVER_DIR` it answers ``None`` without starting NVML: no
+    thread, no library loaded, where there is no driver to ask."""
     with _shared_lock:
         if not _shared:
-            _shared.append(NvmlSession(import_nvml()))
+            session = NvmlSession(import_nvml())
+            if sys.platform.startswith("linux") and not os.path.isdir(DRIVER_DIR):
+                session.mark_unavailable(f"no NVIDIA driver loaded ({DRIVER_DIR} is absent)")
+            _shared.append(session)
         return _shared[0]
