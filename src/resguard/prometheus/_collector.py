@@ -61,7 +61,9 @@ def _is_ready(answer: Any) -> bool:
         return answer.get("status") == "ready"
     if isinstance(answer, bool):
         return answer
-    raise TypeError(f"readiness answered {shown(answer)}; expected a dict with a status or a bool")
+    raise InvalidType(
+        f"readiness answered {shown(answer)}; expected a dict with a status or a bool"
+    )
 
 
 class ResguardCollector(Collector):
