@@ -197,3 +197,17 @@ def test_without_a_driver_nvml_is_not_started_and_no_thread_is_spent() -> None:
     )
     driver = os.path.isdir(DRIVER_DIR)
     assert out.strip() == ("['init']" if driver else "[]")
+
+
+def test_a_thread_that_cannot_start_is_unknown_gpus_not_an_exception(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reader = GpuReader(_two_gpus())
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    assert reader.read() is None
+    monkeypatch.undo()
+    assert reader.read() is not None

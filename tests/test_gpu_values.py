@@ -97,3 +97,19 @@ def test_snapshot_gpu_figures_are_rule_paths_with_units() -> None:
     assert metric_unit("gpu.memory.used") == "bytes"
     assert metric_unit("gpu.memory.percent") == "percent"
     assert metric_unit("gpus.temperature_celsius") == "celsius"
+
+
+@given(st.lists(st.one_of(st.none(), st.integers(0, 1000)), max_size=6))
+def test_summary_is_the_device_with_the_highest_known_share(used: list[int | None]) -> None:
+    gpus = tuple(_gpu(i, None if u is None else 1000, u) for i, u in enumerate(used))
+    summary = GpuSummary.from_gpus(gpus)
+    assert summary is not None
+    assert summary.count == len(used)
+    known = [(u, i) for i, u in enumerate(used) if u is not None]
+    if not known:
+        assert summary.memory is None
+        return
+    assert summary.memory is not None
+    best = max(u for u, _ in known)
+    assert summary.memory.used == best
+    assert summary.memory.device == min(i for u, i in known if u == best)  # first on a tie
