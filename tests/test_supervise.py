@@ -4,6 +4,7 @@ RLIMIT_AS fallback and the v2 files on a fixture tree need no root."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -357,3 +358,29 @@ def test_a_child_ended_by_a_forwarded_sighup_was_stopped_not_crashed(
     assert code == 129, err
     (ended,) = _lines(journal, "exit")
     assert (ended["status"], ended["signal"], ended["restart"]) == ("killed", "SIGHUP", False)
+
+
+def test_a_stop_signal_during_the_backoff_ends_it_without_another_start(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    process = _resguard("--backoff", "60s", "--", sys.executable, "-c", "exit(3)", journal=journal)
+    wait_until(lambda: journal.exists() and _lines(journal, "exit"), what="the first exit")
+    process.send_signal(signal.SIGTERM)
+    code, err = _finish(process)
+    assert code == 3, err  # the last run's code, long before the 60 s wait is over
+    assert len(_lines(journal, "start")) == 1
+    (stop,) = _lines(journal, "signal")
+    assert (stop["signal"], stop["pid"], stop["action"]) == ("SIGTERM", None, "stop")
+    (budget,) = _lines(journal, "budget")
+    assert budget["kind"] == "none"  # no --memory: supervised, unbounded
+
+
+def test_a_journal_that_cannot_be_written_is_said_once_and_stderr_goes_on(tmp_path: Path) -> None:
+    err = io.StringIO()
+    journal = RunJournal(tmp_path, err)  # a directory: every append fails
+    for run in (1, 2):
+        journal.write("start", f"run {run}: started", run=run)
+    lines = err.getvalue().splitlines()
+    assert lines[0] == "resguard run: run 1: started"
+    assert sum("cannot be written" in line for line in lines) == 1
+    assert lines[-1] == "resguard run: run 2: started"
+    assert [line["run"] for line in journal.lines] == [1, 2]

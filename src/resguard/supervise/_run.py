@@ -135,26 +135,26 @@ class Supervisor:
         self.cgroup: Cgroup | None = None
 
     def run(self) -> int:
-        budget = self.budget or choose_budget(
-            self.config.memory_bytes, cgroup_parent=self.config.cgroup_parent
-        )
-        self.cgroup, budget = self._make_cgroup(budget)
-        self.journal.write(
-            "budget",
-            f"budget: {budget.describe()}"
-            + (f"; cgroup {self.cgroup.path}" if self.cgroup else ""),
-            **budget.to_dict(),
-            cgroup=self.cgroup.path if self.cgroup else None,
-        )
-        left: str | None = None
-        code = 0
-        try:
-            with _signals_caught() as inbox:
+        with _signals_caught() as inbox:  # from here on a SIGTERM cannot strand the cgroup
+            budget = self.budget or choose_budget(
+                self.config.memory_bytes, cgroup_parent=self.config.cgroup_parent
+            )
+            self.cgroup, budget = self._make_cgroup(budget)
+            self.journal.write(
+                "budget",
+                f"budget: {budget.describe()}"
+                + (f"; cgroup {self.cgroup.path}" if self.cgroup else ""),
+                **budget.to_dict(),
+                cgroup=self.cgroup.path if self.cgroup else None,
+            )
+            left: str | None = None
+            code = 0
+            try:
                 code = self._loop(inbox, budget)
-        finally:
-            if self.cgroup is not None:
-                deadline = self._clock() + _REMOVE_TIMEOUT_S
-                left = self.cgroup.remove(deadline, self._clock, time.sleep)
+            finally:
+                if self.cgroup is not None:
+                    deadline = self._clock() + _REMOVE_TIMEOUT_S
+                    left = self.cgroup.remove(deadline, self._clock, time.sleep)
         ended = f"exit {code} after {self.plan.runs} run(s), {self.plan.oom_kills} OOM kill(s)"
         self.journal.write(
             "end",
@@ -188,6 +188,9 @@ class Supervisor:
 
     def _loop(self, inbox: _Inbox, budget: Budget) -> int:
         run = 0
+        stopped_by = self._stop_pending(inbox, "before the first start")
+        if stopped_by is not None:
+            return 128 + stopped_by  # as a shell reports a command that signal ended
         while True:
             run += 1
             pid, ended = self._one(run, inbox, budget)
@@ -203,20 +206,26 @@ class Supervisor:
         deadline = self._clock() + delay_s
         while (left_s := deadline - self._clock()) > 0:
             inbox.wait([], left_s)
-            for number in inbox.take():
-                if number in _STOPS:
-                    self.plan.stop()
-                    name = signal.Signals(number).name
-                    self.journal.write(
-                        "signal",
-                        f"{name} while waiting to restart: stopping",
-                        signal=name,
-                        pid=None,
-                        forwarded=False,
-                        action="stop",
-                    )
-                    return True
+            if self._stop_pending(inbox, "while waiting to restart") is not None:
+                return True
         return False
+
+    def _stop_pending(self, inbox: _Inbox, when: str) -> int | None:
+        """The stop signal that came while no command runs (journalled), if one did."""
+        for number in inbox.take():
+            if number in _STOPS:
+                self.plan.stop()
+                name = signal.Signals(number).name
+                self.journal.write(
+                    "signal",
+                    f"{name} {when}: stopping",
+                    signal=name,
+                    pid=None,
+                    forwarded=False,
+                    action="stop",
+                )
+                return number
+        return None
 
     def _start(self, run: int, budget: Budget) -> subprocess.Popen[bytes]:
         try:
