@@ -177,6 +177,9 @@ def test_a_readiness_that_raises_leaves_ready_unknown_and_counts_the_error() -> 
     samples = scrape(collector)
     assert ("resguard_ready", ()) not in samples
     assert samples[("resguard_scrape_errors_total", (("part", "readiness"),))] == 1
+    garbage = scrape(ResguardCollector(readiness=lambda: "yes"))  # neither a dict nor a bool
+    assert ("resguard_ready", ()) not in garbage
+    assert garbage[("resguard_scrape_errors_total", (("part", "readiness"),))] == 1
     assert (
         scrape(ResguardCollector(readiness=lambda: {"status": "unready"}))[("resguard_ready", ())]
         == 0
