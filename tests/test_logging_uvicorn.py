@@ -28,7 +28,7 @@ TESTS = Path(__file__).parent
 class Server:
     """uvicorn serving apps.logged_app:app; its stderr lines collected by a thread."""
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Machine, *options: str) -> None:
         self.machine = machine
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -42,8 +42,9 @@ class Server:
             "127.0.0.1",
             "--port",
             str(self.port),
+            *options,
             "apps.logged_app:app",
-        ]  # no --log-level, no --log-config: uvicorn's defaults, as an operator runs it
+        ]  # without options: uvicorn's default logging, as an operator runs it
         env = {**os.environ, "RESGUARD_TEST_PROC": str(machine.proc), "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
             argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -65,7 +66,7 @@ class Server:
             assert self.process.poll() is None, "uvicorn exited:\n" + "\n".join(self.lines)
             return bool(self.said(text))
 
-        wait_until(seen, timeout_s=30, what=f"{text!r} on uvicorn's stderr: {self.lines}")
+        wait_until(seen, timeout_s=30, what=f"{text!r} on uvicorn's stderr")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -120,3 +121,33 @@ def test_critical_is_unready_with_retry_after_and_liveness_stays_up(server: Serv
     server.machine.set_used_percent(30)
     server.wait_for("-> OK")
     assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
+
+
+PAGE = TESTS.parent / "docs" / "logging.md"
+
+
+def page_log_config(tmp_path: Path) -> Path:
+    """docs/logging.md's uvicorn ``--log-config`` YAML, as a file."""
+    text = PAGE.read_text()
+    start = text.index("```yaml\n# log-config.yaml") + len("```yaml\n")
+    path = tmp_path / "log-config.yaml"
+    path.write_text(text[start : text.index("```", start)])
+    return path
+
+
+def test_the_pages_log_config_routes_resguard_through_uvicorns_handler_once(
+    tmp_path: Path,
+) -> None:
+    machine = Machine(tmp_path)
+    machine.set_used_percent(30)
+    server = Server(machine, "--log-config", str(page_log_config(tmp_path)))
+    try:
+        server.wait_for("Uvicorn running on")
+        machine.set_used_percent(60)
+        server.wait_for("resguard: level OK -> WARNING")
+        server.wait_for("resguard: reclaim")
+    finally:
+        server.stop()
+    assert server.said("resguard: WARNING") == []  # the default handler stepped aside
+    [line] = server.said("level OK -> WARNING")  # once
+    assert line.startswith("WARNING:  resguard: level OK -> WARNING")
