@@ -4,6 +4,7 @@ RLIMIT_AS fallback and the v2 files on a fixture tree need no root."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -384,3 +385,72 @@ def test_a_journal_that_cannot_be_written_is_said_once_and_stderr_goes_on(tmp_pa
     assert sum("cannot be written" in line for line in lines) == 1
     assert lines[-1] == "resguard run: run 2: started"
     assert [line["run"] for line in journal.lines] == [1, 2]
+
+
+COUNTER = """
+import os, signal, sys, time
+out = sys.argv[1]
+def note(signum, frame):
+    with open(out, "a") as f:
+        f.write("INT\\n")
+signal.signal(signal.SIGINT, note)
+with open(out + ".ready", "w") as f:
+    f.write(str(os.getpid()))
+signal.pause()
+time.sleep(0.5)  # time for a second SIGINT to arrive, if one were sent
+sys.exit(5)
+"""
+
+
+def test_a_terminal_ctrl_c_reaches_the_child_once_not_twice(tmp_path: Path) -> None:
+    """The child shares the terminal's foreground group: the kernel sends it the Ctrl-C,
+    so resguard does not forward that SIGINT again."""
+    import pty
+
+    journal, marker = tmp_path / "journal.jsonl", tmp_path / "marker"
+    argv = [sys.executable, "-m", "resguard", "run", "--journal", str(journal), "--"]
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: resguard in the foreground of a new terminal
+        os.execv(sys.executable, [*argv, sys.executable, "-c", COUNTER, str(marker)])
+    try:
+        _started(marker)
+        os.write(terminal, b"\x03")  # Ctrl-C typed on the terminal
+        status: list[int] = []
+
+        def ended() -> bool:
+            with contextlib.suppress(OSError):
+                os.read(terminal, 65536)  # keep the terminal's buffer from filling
+            done, code = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status.append(os.waitstatus_to_exitcode(code))
+            return bool(done)
+
+        wait_until(ended, timeout_s=20, what="resguard to end after Ctrl-C")
+    finally:
+        os.close(terminal)
+    assert status == [5]
+    assert marker.read_text() == "INT\n"
+    (stop,) = _lines(journal, "signal")
+    assert (stop["signal"], stop["forwarded"], stop["action"]) == ("SIGINT", False, "stop")
+
+
+def test_the_supervisor_refuses_to_run_off_the_main_thread(tmp_path: Path) -> None:
+    import threading
+
+    from resguard import InvalidState
+
+    errors: list[BaseException] = []
+    supervisor = Supervisor(RunConfig(("true",)), RunJournal(None, io.StringIO()))
+
+    def run() -> None:
+        try:
+            supervisor.run()
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=10)
+    assert len(errors) == 1
+    assert isinstance(errors[0], InvalidState)
+    assert "main thread" in str(errors[0])

@@ -18,6 +18,7 @@ import secrets
 import select
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -135,6 +136,10 @@ class Supervisor:
         self.cgroup: Cgroup | None = None
 
     def run(self) -> int:
+        """Supervise to the end; returns the exit code. Catches the forwarded signals for
+        its duration, so it runs on the main thread only."""
+        if threading.current_thread() is not threading.main_thread():
+            raise InvalidState("Supervisor.run() catches signals: call it on the main thread")
         with _signals_caught() as inbox:  # from here on a SIGTERM cannot strand the cgroup
             budget = self.budget or choose_budget(
                 self.config.memory_bytes, cgroup_parent=self.config.cgroup_parent
