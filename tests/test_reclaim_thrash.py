@@ -315,3 +315,30 @@ def test_cache_info_of_a_cache_bounded_by_bytes_is_in_bytes() -> None:
 
     counted(1)
     assert counted.cache_info() == (0, 1, 3, 1)  # items, as functools
+
+
+# ------------------------------------------------------------- what the operator reads
+
+
+def test_level_changes_reclaim_steps_and_unloads_carry_their_fields(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = ManualClock()
+    machine = Machine(clock)
+    monitor = _warning_monitor(machine)
+    model = _model(machine, register=monitor, reclaim_min_idle=0)
+    model.get()
+    machine.base = int(4.5 * GiB)
+    with caplog.at_level(logging.INFO, logger="resguard"):
+        _climb_while_warning(monitor)
+    by_event = {getattr(r, "resguard_event", None): r for r in caplog.records}
+    change = by_event["level_change"]
+    assert change.getMessage().startswith("level OK -> WARNING")
+    assert vars(change)["resguard_level"] == "WARNING"
+    assert vars(change)["resguard_previous_level"] == "OK"
+    assert vars(change)["resguard_rule"] == "memory.percent >= 80%"
+    step = next(r for r in caplog.records if getattr(r, "resguard_step", None) == "llm")
+    assert step.getMessage().startswith("reclaim step llm: freed 4.0 GiB")
+    assert vars(step)["resguard_freed_bytes"] == 4 * GiB  # measured
+    assert vars(by_event["model_unload"])["resguard_model"] == "llm"
+    assert vars(by_event["reclaim"])["resguard_freed_bytes"] >= 4 * GiB

@@ -16,12 +16,15 @@ from builtins import isinstance  # noqa: UP029
 from typing import TYPE_CHECKING, Any
 
 from resguard._errors import InvalidType, InvalidValue
-from resguard.units import parse_bytes
+from resguard._modules.log import fields, get_logger
+from resguard.units import format_bytes, parse_bytes
 
 if TYPE_CHECKING:
     from resguard.cache._core import CacheCore, Dropped, Entry
 
 __all__ = ["reclaim_largest", "shrink_bytes"]
+
+_logger = get_logger("resguard.cache")
 
 
 def reclaim_largest(core: CacheCore, target_bytes: int) -> int:
@@ -40,6 +43,15 @@ def reclaim_largest(core: CacheCore, target_bytes: int) -> int:
     with core._lock:
         freed = _evict_largest_locked(core, candidates, target_bytes, dropped)
     core._notify(dropped)
+    if freed:  # the ladder's step line says it too: this one is for a direct shrink()
+        _logger.debug(
+            "cache %r shrank by %s",
+            core._name,
+            format_bytes(freed),
+            extra=fields(
+                "cache_shrink", cache=core._name, freed_bytes=freed, target_bytes=target_bytes
+            ),
+        )
     return freed
 
 

@@ -15,6 +15,7 @@ import anyio.to_thread
 from resguard import reclaim as _reclaim
 from resguard._errors import InvalidType, InvalidValue, ResourceExhausted
 from resguard._modules.clock import Clock, monotonic
+from resguard._modules.log import fields
 from resguard._modules.waiter import Waiter
 from resguard.models._claim import (
     Attempt,
@@ -486,13 +487,7 @@ class LazyModel(Generic[T]):
                 return False
             value, self._value, self._loaded = self._value, None, False
             self.unloads += 1
-        if self._unload is not None:
-            try:
-                self._unload(cast("T", value))
-            except Exception:
-                log.exception("unloading model %r failed", self._name)
-        del value
-        log.info("unloaded model %r", self._name)
+        _release(self._name, self._unload, value)
         return True
 
     def _forget(self) -> bool:
@@ -520,6 +515,18 @@ class LazyModel(Generic[T]):
     def uses(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Decorator: the call runs with the model loaded and pinned, passed as first argument."""
         return _pinned_calls(self, fn)
+
+
+def _release(name: str, unload: Callable[[Any], object] | None, value: Any) -> None:
+    """Call the model's *unload* (a failure is logged, never raised) and say it once."""
+    extra = fields("model_unload", model=name)
+    if unload is not None:
+        try:
+            unload(value)
+        except Exception:
+            log.exception("unloading model %r failed", name, extra=extra)
+    del value
+    log.info("unloaded model %r", name, extra=extra)
 
 
 def _describe(lazy: LazyModel[Any]) -> str:

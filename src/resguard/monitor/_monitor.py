@@ -16,7 +16,7 @@ from resguard._modules import forks
 from resguard._modules.clock import Clock
 from resguard._modules.clockcheck import checked_clock
 from resguard._modules.faults import FaultLog
-from resguard._modules.log import get_logger
+from resguard._modules.log import fields, flush_refusals, get_logger, verdict_fields
 from resguard._modules.waiter import Waiter
 from resguard.monitor import _decide, _events, _loops, _steps
 from resguard.monitor._options import (
@@ -261,8 +261,7 @@ class Monitor:
         return self.ladder.run(_decide.reclaim_needed_bytes(memory, self.reclaim_to_percent))
 
     def _level_changed(self, state: State, previous: State) -> None:
-        log = _logger.warning if state.level > previous.level else _logger.info
-        log("level %s -> %s%s", previous.level.name, state.level.name, _details(state))
+        _log_level_change(state, previous)
         for subscriber in list(self._subscribers):
             try:
                 subscriber(state, previous)
@@ -456,6 +455,18 @@ def _ladder(ladder: object, measure: Callable[[], int | None], options: Options)
     if not isinstance(ladder, Ladder):
         raise InvalidType(f"ladder={shown(ladder)} is not a resguard.reclaim.Ladder")
     return ladder
+
+
+def _log_level_change(state: State, previous: State) -> None:
+    """The level-change line, with its rule and culprits as fields; the refusals of the
+    episode are told before the line that ends it."""
+    flush_refusals()
+    log = _logger.warning if state.level > previous.level else _logger.info
+    extra = {
+        **fields("level_change", previous_level=previous.level.name),
+        **verdict_fields(state.verdict),  # level, rule, rules, culprits
+    }
+    log("level %s -> %s%s", previous.level.name, state.level.name, _details(state), extra=extra)
 
 
 def _details(state: State) -> str:

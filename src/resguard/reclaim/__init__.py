@@ -21,7 +21,7 @@ import attrs
 from resguard._errors import InvalidType, InvalidValue
 from resguard._modules.clockcheck import checked_clock
 from resguard._modules.faults import FaultLog
-from resguard._modules.log import get_logger
+from resguard._modules.log import fields, get_logger
 from resguard._modules.render import ValueMixin
 from resguard.reclaim._base import Cost, Reclaimable
 from resguard.reclaim._base import shown as _shown
@@ -441,6 +441,7 @@ class Ladder:
             by_step = self.freed_bytes_by_step
             by_step[result.name] = by_step.get(result.name, 0) + freed
             results.append(result)
+            _log_step(result, target - freed_total + freed)
         all_measured = all(result.measured_bytes is not None for result in results)
         report = ReclaimReport(target, freed_total, tuple(results), all_measured)
         self.last_report = report
@@ -451,8 +452,30 @@ class Ladder:
                 "" if all_measured else " (partly claimed, unmeasured)",
                 format_bytes(target),
                 len(results),
+                extra=fields(
+                    "reclaim",
+                    freed_bytes=freed_total if all_measured else None,
+                    target_bytes=target,
+                ),
             )
         return report
+
+
+def _log_step(result: StepResult, remaining_bytes: int) -> None:
+    """One line per rung that ran: what it freed (measured, else its claim), with fields."""
+    _logger.info(
+        "reclaim step %s: freed %s%s",
+        result.name,
+        format_bytes(_freed(result)),
+        "" if result.measured_bytes is not None else " (claimed, unmeasured)",
+        extra=fields(
+            "reclaim_step",
+            step=result.name,
+            freed_bytes=result.measured_bytes,
+            claimed_bytes=result.claimed_bytes,
+            target_bytes=remaining_bytes,
+        ),
+    )
 
 
 def _freed(result: StepResult) -> int:
