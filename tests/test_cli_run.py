@@ -27,6 +27,7 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
         (["--restart", "sometimes", "--", "true"], "invalid choice: 'sometimes'"),
         (["--max-restarts", "-1", "--", "true"], "'-1' is negative"),
         (["--backoff", "soon", "--", "true"], "'soon' is not a duration"),
+        (["--stable", "0", "--", "true"], "'0' is too short"),
         (["--memory", "64MiB"], "no command given; expected: resguard run [options] -- CMD"),
         (["--memory", "64MiB", "--cgroup-parent", "/tmp", "--", "true"], "'/tmp' is not a cgroup"),
     ],

@@ -18,7 +18,7 @@ from typing import TextIO
 
 from resguard._errors import InvalidValue
 from resguard._modules.render import printable
-from resguard.cli._args import Commands, duration, error_line, non_negative_int
+from resguard.cli._args import Commands, duration, error_line, non_negative_int, period
 
 __all__ = ["add_parser", "run"]
 
@@ -150,7 +150,7 @@ def _add_restart_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--stable",
-        type=duration,
+        type=period,  # 0 would make every run stable: --max-restarts would never bind
         default=10.0,
         metavar="DURATION",
         help="a run this long resets the backoff and the restart count (10s)",
