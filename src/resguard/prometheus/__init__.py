@@ -126,6 +126,11 @@ __all__ = [
     "with_metrics",
 ]
 
+# the public path in reprs, pickles and the API reference, not the private module's
+for _public in (ResguardCollector, Server, asgi_app, serve, with_metrics):
+    _public.__module__ = __name__
+del _public
+
 #: The deprecated names, each with the one that replaces it (removed in the next release).
 DEPRECATED: dict[str, str] = {
     "resguard_memory_used_percent": "resguard_memory_used_ratio",
