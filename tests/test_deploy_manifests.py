@@ -578,6 +578,7 @@ def test_the_probed_paths_answer_as_the_manifest_expects_under_pressure() -> Non
 
     answers = anyio.run(probe)
     assert answers[ready].status_code == 503
+    assert answers[ready].json()["ready"] is False  # readiness said it, not a refusal
     assert int(answers[ready].headers["retry-after"]) >= 1
     assert answers[alive].status_code == 200
     assert answers["/"].status_code == 503  # the guard sheds the request itself

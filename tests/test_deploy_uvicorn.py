@@ -1,0 +1,95 @@
+"""The deployed pod, run here: docs/deploy.md's app under the Deployment's own command.
+
+The app is the page's code block as written; the server is the container's ``command``
+(uvicorn, its ``app:app``, its port option) with only the address made loopback and the
+port a free one. The probes and the scrape are the manifest's own paths, so what the
+kubelet and Prometheus would ask a pod is asked of a real uvicorn over loopback.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from support import free_port, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "deploy.md"
+DEPLOYMENT = ROOT / "deploy" / "kubernetes" / "deployment.yaml"
+
+
+def page_app() -> str:
+    """The page's first python block: the app the image is built around."""
+    match = re.search(r"^```python\n(.*?)^```", PAGE.read_text(), re.MULTILINE | re.DOTALL)
+    assert match, f"{PAGE} has no python block"
+    return match.group(1)
+
+
+def container() -> dict[str, Any]:
+    doc = yaml.safe_load(DEPLOYMENT.read_text())
+    found: dict[str, Any] = doc["spec"]["template"]["spec"]["containers"][0]
+    return found
+
+
+@pytest.fixture(scope="module")
+def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The base URL of the page's app served by the container's command."""
+    folder = tmp_path_factory.mktemp("pod")
+    command = list(container()["command"])
+    module = command[1].partition(":")[0]
+    (folder / f"{module}.py").write_text(page_app())
+    port = free_port()
+    command[command.index("--host") + 1] = "127.0.0.1"
+    command[command.index("--port") + 1] = str(port)
+    assert command[0] == "uvicorn"
+    server = subprocess.Popen(
+        [sys.executable, "-m", *command],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    alive = container()["livenessProbe"]["httpGet"]["path"]
+
+    def answers() -> bool:
+        if server.poll() is not None:
+            raise AssertionError(f"uvicorn exited: {server.communicate()[1]}")
+        try:
+            return httpx.get(url + alive, timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(answers, timeout_s=20, what="the pod's uvicorn to answer")
+        yield url
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
+
+
+def test_the_probes_and_the_scrape_answer_on_a_calm_pod(pod: str) -> None:
+    spec = container()
+    ready = httpx.get(pod + spec["readinessProbe"]["httpGet"]["path"], timeout=5)
+    alive = httpx.get(pod + spec["livenessProbe"]["httpGet"]["path"], timeout=5)
+    assert alive.status_code == 200
+    assert ready.status_code == 200, ready.text
+    body = ready.json()
+    assert body["ready"] is True
+    assert body["age_s"] is not None  # the monitor started with the server
+    annotations = yaml.safe_load(DEPLOYMENT.read_text())["spec"]["template"]["metadata"]
+    scrape = httpx.get(pod + annotations["annotations"]["prometheus.io/path"], timeout=5)
+    assert scrape.status_code == 200
+    for series in (
+        "resguard_ready 1.0",
+        'resguard_guard_refused_total{guard="api",reason="memory"} 0.0',
+    ):
+        assert series in scrape.text
