@@ -38,18 +38,21 @@ def _ratio(percent: float | None) -> float | None:
     return None if percent is None else percent / 100.0
 
 
-def _deprecated(name: str, instead: str, documentation: str) -> str:
+def _deprecated(instead: str, documentation: str) -> str:
     return f"Deprecated, use {instead} (0 to 1); removed in the next release. {documentation}"
 
 
 def _percent_and_ratio(
-    ratio_name: str, percent_name: str, documentation: str, percent: float | None
+    names: tuple[str, str], documentation: str, scale: tuple[str, str], percent: float | None
 ) -> Iterator[Metric]:
-    """The ``_ratio`` gauge (0–1) and, for one release, the deprecated ``_percent`` one."""
-    yield _gauge(ratio_name, f"{documentation}, 0 to 1", _ratio(percent))
-    yield _gauge(
-        percent_name, _deprecated(percent_name, ratio_name, f"{documentation}, 0-100"), percent
-    )
+    """The ``_ratio`` gauge and, for one release, the deprecated ``_percent`` one; *scale*
+    says what 1 and 100 mean in each."""
+    ratio_name, percent_name = names
+    yield _gauge(ratio_name, f"{documentation}, {scale[0]}", _ratio(percent))
+    yield _gauge(percent_name, _deprecated(ratio_name, f"{documentation}, {scale[1]}"), percent)
+
+
+_SHARE = ("0 to 1", "0-100")
 
 
 def system_metrics(snap: Snapshot) -> Iterator[Metric]:
@@ -74,16 +77,16 @@ def system_metrics(snap: Snapshot) -> Iterator[Metric]:
     )
     yield _gauge(_metric("memory_total", "memory.total"), "Host physical memory", memory.total)
     yield from _percent_and_ratio(
-        "resguard_memory_used_ratio",
-        _metric("memory_used", "memory.percent"),
+        ("resguard_memory_used_ratio", _metric("memory_used", "memory.percent")),
         "Memory used over the effective limit",
+        _SHARE,
         memory.percent,
     )
     yield _gauge(_metric("swap_used", "swap.used"), "Swap in use", snap.swap.used)
     yield from _percent_and_ratio(
-        "resguard_cpu_usage_ratio",
-        _metric("cpu", "cpu.percent"),
+        ("resguard_cpu_usage_ratio", _metric("cpu", "cpu.percent")),
         "Host CPU busy over all CPUs",
+        _SHARE,
         snap.cpu.percent,
     )
     yield _gauge("resguard_cpu_effective", "CPUs this process may use", snap.cpu.effective)
@@ -97,9 +100,9 @@ def system_metrics(snap: Snapshot) -> Iterator[Metric]:
         _metric("process_rss", "process.rss"), "This process's resident set size", snap.process.rss
     )
     yield from _percent_and_ratio(
-        "resguard_process_cpu_usage_ratio",
-        _metric("process_cpu", "process.cpu_percent"),
-        "This process's CPU, 1 (or 100) = one full core",
+        ("resguard_process_cpu_usage_ratio", _metric("process_cpu", "process.cpu_percent")),
+        "This process's CPU",
+        ("1 = one full core", "100 = one full core"),
         snap.process.cpu_percent,
     )
 
@@ -116,7 +119,7 @@ def _pressure_metrics(snap: Snapshot) -> Iterator[Metric]:
     percent_name = _metric("pressure_avg10", "pressure.memory.some.avg10")
     percent = GaugeMetricFamily(
         percent_name,
-        _deprecated(percent_name, "resguard_pressure_avg10_ratio", "PSI stall share over 10 s"),
+        _deprecated("resguard_pressure_avg10_ratio", "PSI stall share over 10 s, 0-100"),
         labels=["resource", "kind"],
     )
     counters: list[Metric] = []
