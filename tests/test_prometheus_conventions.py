@@ -117,7 +117,7 @@ def test_ratios_are_the_percentages_over_100(memory_percent: float, cpu_percent:
 def test_the_deprecated_names_say_so_and_name_their_replacement() -> None:
     text = exposition(frozen())
     for old, new in DEPRECATED.items():
-        assert f"# HELP {old} Deprecated, use {new} (0 to 1)" in text
+        assert f"# HELP {old} Deprecated, use {new}; removed in the next release." in text
         assert f"# HELP {new} " in text
         assert "Deprecated" not in text.split(f"# HELP {new} ")[1].splitlines()[0]
 

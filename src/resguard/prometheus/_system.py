@@ -39,7 +39,7 @@ def _ratio(percent: float | None) -> float | None:
 
 
 def _deprecated(instead: str, documentation: str) -> str:
-    return f"Deprecated, use {instead} (0 to 1); removed in the next release. {documentation}"
+    return f"Deprecated, use {instead}; removed in the next release. {documentation}"
 
 
 def _percent_and_ratio(
