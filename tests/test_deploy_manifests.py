@@ -586,3 +586,10 @@ def test_the_probed_paths_answer_as_the_manifest_expects_under_pressure() -> Non
     for rule in adapter_rules():
         series = re.findall(r"resguard_\w+", rule["seriesQuery"])[0]
         assert re.search(rf"^{series}[{{ ]", answers[metrics].text, re.MULTILINE), series
+
+
+def test_the_how_to_lists_every_shipped_manifest() -> None:
+    page = (ROOT / "docs" / "deploy.md").read_text()
+    shipped = {f"deploy/kubernetes/{path.relative_to(KUBE)}" for path in KUBE.rglob("*.yaml")}
+    assert shipped
+    assert {name for name in shipped if f"`{name}`" not in page} == set()
