@@ -22,6 +22,7 @@ from resguard.snapshot import (
 )
 from resguard.snapshot._html import snapshot_html
 from resguard.testing import make_container, make_process, make_snapshot, unknown_memory
+from resguard.testing.nvml import make_gpu
 from resguard.units import format_size
 
 DECIMAL_SIZE = re.compile(r"\d\s*(?:kB|KB|MB|GB|TB|PB|EB)\b")
@@ -116,6 +117,7 @@ def test_the_groups_follow_what_the_snapshot_holds() -> None:
         heat=heat,
         ollama=(OllamaModelInfo("llama3:8b", 5 * 2**30, 0, None, base.taken_at - 90),),
         cgroup_pids=(2,),
+        gpus=(make_gpu(0, used_percent=50, total_bytes=2**34),),
     )
     table = parsed(full)
     assert table.order == [
@@ -124,6 +126,7 @@ def test_the_groups_follow_what_the_snapshot_holds() -> None:
         "CPU",
         "Pressure",
         "Heat",
+        "GPUs",
         "This process",
         "Processes",
         "Containers",
@@ -141,7 +144,10 @@ def test_the_groups_follow_what_the_snapshot_holds() -> None:
     }
     assert table.sections["Containers"]["web"].startswith("300.0 MiB of 1.0 GiB")
     model = table.sections["Ollama"]["llama3:8b"]
-    assert model.startswith("5.0 GiB, idle 1m30s (since ")
+    assert model.startswith("5.0 GiB (100% CPU), idle 1m30s (since ")
+    assert table.sections["GPUs"]["0: NVIDIA Fake GPU"] == (
+        "8.0 GiB of 16.0 GiB (50.0%), busy 10.0%, 45.0 °C"
+    )
     since = dt.datetime.fromtimestamp(base.taken_at - 90).strftime("%Y-%m-%d %H:%M:%S")
     assert since in model
 

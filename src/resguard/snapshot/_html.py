@@ -1,5 +1,5 @@
 """The snapshot as a notebook shows it: one table in groups (Memory, Swap, CPU, Pressure,
-Heat, This process, Processes, Containers, Ollama, Faults), times as local times, sizes in
+Heat, GPUs, This process, Processes, Containers, Ollama, Faults), times as local times, sizes in
 IEC units, percentages with ``%``, and what could not be read as ``unknown (source:
 why)``. Every text from the machine (cgroup paths, container and model names, sensor
 labels, fault details) is escaped by the table."""
@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from resguard._modules.render import local_time, percent_text, printable, sections_table
 from resguard.snapshot._values import (
     ContainersInfo,
+    GpuInfo,
     HeatInfo,
     OllamaModelInfo,
     PressureLine,
@@ -37,6 +38,8 @@ def snapshot_html(snapshot: Snapshot) -> str:
     ]
     if snapshot.heat is not None:
         sections.append(("Heat", _heat(snapshot.heat)))
+    if snapshot.gpus is not None:
+        sections.append(("GPUs", _gpus(snapshot.gpus)))
     sections.append(("This process", _process(snapshot)))
     if snapshot.processes is not None:
         sections.append(("Processes", _processes(snapshot)))
@@ -196,9 +199,10 @@ def _containers(containers: ContainersInfo) -> _Rows:
 def _ollama(models: tuple[OllamaModelInfo, ...], now: float) -> _Rows:
     yield "models loaded", str(len(models))
     for model in models[:_LISTED]:
-        text = format_size(model.size)
+        text = f"{format_size(model.size)} ({model.processor}"
         if model.size_vram:
-            text += f" ({format_size(model.size_vram)} on the GPU)"
+            text += f", {format_size(model.size_vram)} on the GPU"
+        text += ")"
         idle_s = None if model.idle_since is None else now - model.idle_since
         if idle_s is not None and math.isfinite(idle_s):
             idle = format_duration(max(idle_s, 0.0))
@@ -208,6 +212,26 @@ def _ollama(models: tuple[OllamaModelInfo, ...], now: float) -> _Rows:
         yield printable(model.name), text
     if len(models) > _LISTED:
         yield "… models", f"{len(models) - _LISTED} more"
+
+
+def _or_unknown(value: int | None) -> str:
+    return "unknown" if value is None else format_size(value)
+
+
+def _gpus(gpus: tuple[GpuInfo, ...]) -> _Rows:
+    if not gpus:
+        yield "devices", "none (NVML reports no GPU)"
+    for gpu in gpus[:_LISTED]:
+        text = (
+            f"{_or_unknown(gpu.memory_used_bytes)} of {_or_unknown(gpu.memory_total_bytes)} "
+            f"({percent_text(gpu.memory_percent)}), busy {percent_text(gpu.utilization_percent)}, "
+            f"{_celsius(gpu.temperature_celsius)}"
+        )
+        if gpu.processes:
+            text += f", {len(gpu.processes)} processes"
+        yield printable(f"{gpu.index}: {gpu.name or 'unknown'}"), text
+    if len(gpus) > _LISTED:
+        yield "… GPUs", f"{len(gpus) - _LISTED} more"
 
 
 def _faults(snapshot: Snapshot) -> _Rows:
