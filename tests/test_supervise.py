@@ -454,3 +454,14 @@ def test_the_supervisor_refuses_to_run_off_the_main_thread(tmp_path: Path) -> No
     assert len(errors) == 1
     assert isinstance(errors[0], InvalidState)
     assert "main thread" in str(errors[0])
+
+
+def test_without_pidfds_the_supervisor_says_it_needs_linux(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from resguard import InvalidState
+
+    monkeypatch.delattr(os, "pidfd_open", raising=False)
+    supervisor = Supervisor(RunConfig(("true",)), RunJournal(None, io.StringIO()))
+    with pytest.raises(InvalidState, match=r"needs Linux 5\.3"):
+        supervisor.run()

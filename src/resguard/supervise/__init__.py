@@ -32,3 +32,18 @@ __all__ = [
     "Supervisor",
     "choose_budget",
 ]
+
+for _public in (
+    Backoff,
+    Budget,
+    Cgroup,
+    Decision,
+    Exit,
+    Plan,
+    RunConfig,
+    RunJournal,
+    Supervisor,
+    choose_budget,
+):
+    _public.__module__ = __name__
+del _public

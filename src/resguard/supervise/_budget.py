@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import os
-import resource
 import signal
 from collections.abc import Callable
 from typing import Literal
@@ -230,4 +229,6 @@ class Cgroup:
 
 def limit_address_space(pid: int, limit_bytes: int) -> None:
     """Set RLIMIT_AS of *pid* (a child that has not exec'd yet)."""
+    import resource  # Unix only: imported when a budget is applied
+
     resource.prlimit(pid, resource.RLIMIT_AS, (limit_bytes, limit_bytes))

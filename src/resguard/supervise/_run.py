@@ -35,16 +35,19 @@ from resguard.units import format_duration
 
 __all__ = ["FORWARDED", "RunConfig", "Supervisor"]
 
-FORWARDED = (
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-)
-_STOPS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
-_TERMINAL_SIGNALS = frozenset({signal.SIGINT, signal.SIGQUIT})
+FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+"""The signals resguard run catches and forwards (names: not every platform has them all)."""
+_STOPS = frozenset({"SIGTERM", "SIGINT", "SIGQUIT"})
+_TERMINAL_SIGNALS = frozenset({"SIGINT", "SIGQUIT"})
+
+
+def _name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 _REMOVE_TIMEOUT_S = 5.0
 
 
@@ -96,7 +99,7 @@ def _signals_caught() -> Iterator[_Inbox]:
     previous: dict[int, Any] = {}
     old_wakeup = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     try:
-        for number in FORWARDED:
+        for number in (getattr(signal, name) for name in FORWARDED):
             previous[number] = signal.signal(number, lambda signum, frame: None)
         yield _Inbox(read_fd)
     finally:
@@ -109,7 +112,7 @@ def _signals_caught() -> Iterator[_Inbox]:
 
 def _terminal_delivered(number: int) -> bool:
     """Whether the terminal sent *number* to the child already (Ctrl-C in the foreground)."""
-    if number not in _TERMINAL_SIGNALS:
+    if _name(number) not in _TERMINAL_SIGNALS:
         return False
     try:
         return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
@@ -138,6 +141,11 @@ class Supervisor:
     def run(self) -> int:
         """Supervise to the end; returns the exit code. Catches the forwarded signals for
         its duration, so it runs on the main thread only."""
+        if not hasattr(os, "pidfd_open") or not hasattr(signal, "pidfd_send_signal"):
+            raise InvalidState(
+                "resguard run needs Linux 5.3 or later (pidfd_open); here, supervise with "
+                "the service manager (launchd, systemd)"
+            )
         if threading.current_thread() is not threading.main_thread():
             raise InvalidState("Supervisor.run() catches signals: call it on the main thread")
         with _signals_caught() as inbox:  # from here on a SIGTERM cannot strand the cgroup
@@ -218,9 +226,9 @@ class Supervisor:
     def _stop_pending(self, inbox: _Inbox, when: str) -> int | None:
         """The stop signal that came while no command runs (journalled), if one did."""
         for number in inbox.take():
-            if number in _STOPS:
+            if _name(number) in _STOPS:
                 self.plan.stop()
-                name = signal.Signals(number).name
+                name = _name(number)
                 self.journal.write(
                     "signal",
                     f"{name} {when}: stopping",
@@ -280,8 +288,8 @@ class Supervisor:
     def _on_signal(
         self, number: int, pid: int, pidfd: int, forwarded: set[int], deadline: float | None
     ) -> float | None:
-        name = signal.Signals(number).name
-        if number in _STOPS and self.plan.stopping:
+        name = _name(number)
+        if name in _STOPS and self.plan.stopping:
             self._kill(pid, pidfd, f"a second stop signal ({name})")
             return None
         delivered = _terminal_delivered(number)
@@ -290,7 +298,7 @@ class Supervisor:
                 signal.pidfd_send_signal(pidfd, number)
         forwarded.add(number)
         action = "forward"
-        if number in _STOPS:
+        if name in _STOPS:
             self.plan.stop()
             action = "stop"
             deadline = self._clock() + self.config.stop_timeout_s
