@@ -186,6 +186,18 @@ def test_a_readiness_that_raises_leaves_ready_unknown_and_counts_the_error() -> 
     )
 
 
+def test_every_scrape_error_part_is_a_counter_at_0_from_the_first_scrape() -> None:
+    samples = scrape(ResguardCollector())
+    parts = {
+        dict(labels)["part"]: value
+        for (name, labels), value in samples.items()
+        if name == "resguard_scrape_errors_total"
+    }
+    assert parts == dict.fromkeys(
+        ("snapshot", "guard", "cache", "model", "reclaim", "readiness"), 0
+    )
+
+
 class _Rung:
     """A reclaimable that frees *frees* bytes of the ladder's measured use each time."""
 

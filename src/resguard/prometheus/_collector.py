@@ -19,7 +19,11 @@ from resguard.prometheus import _parts, _system
 from resguard.snapshot import Sampler, Snapshot
 from resguard.units import shown
 
-__all__ = ["ResguardCollector", "objects"]
+__all__ = ["SCRAPE_PARTS", "ResguardCollector", "objects"]
+
+#: The parts of a scrape that can fail on their own: ``resguard_scrape_errors_total``'s
+#: ``part`` label values, each at 0 from the first scrape.
+SCRAPE_PARTS: tuple[str, ...] = ("snapshot", "guard", "cache", "model", "reclaim", "readiness")
 
 _logger = get_logger("resguard")
 
@@ -131,7 +135,7 @@ class ResguardCollector(Collector):
         self.ladder = ladder if ladder is not None else getattr(monitor, "ladder", None)
         self._sampler = sampler
         self._faults = FaultLog(_logger)
-        self._errors: dict[str, int] = {}
+        self._errors: dict[str, int] = dict.fromkeys(SCRAPE_PARTS, 0)  # all at 0 from the start
 
     def describe(self) -> Iterable[Metric]:
         """Nothing: the names depend on what is watched; no scrape at registration."""
@@ -191,7 +195,7 @@ class ResguardCollector(Collector):
         errors = CounterMetricFamily(
             "resguard_scrape_errors", "Parts of a scrape that failed", labels=["part"]
         )
-        for part, count in sorted(self._errors.items()):
+        for part, count in self._errors.items():
             errors.add_metric([part], count)
         yield errors
 
