@@ -234,3 +234,31 @@ def test_flush_refusals_says_every_bursts_tail(caplog: pytest.LogCaptureFixture)
         "a refused 1 request(s) in the last 0s: memory 1",
         "b refused 2 request(s) in the last 0s: memory 2",
     ]
+
+
+def test_a_json_formatter_finds_the_level_change_and_reclaim_step_fields(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from resguard.monitor import Monitor
+    from test_asgi import Machine
+
+    caplog.set_level(logging.INFO, logger="resguard")
+    machine = Machine(tmp_path)
+    policy = Policy([Threshold("memory.percent", ">", 50, level=Level.WARNING, name="high")])
+    monitor = Monitor(policy=policy, sampler=machine.sampler, psi_trigger=False)
+    machine.set_used_percent(30)
+    monitor.sample_now()
+    machine.set_used_percent(60)
+    monitor.sample_now()
+    monitor.reclaim_now()
+    lines = formatted(caplog)
+    [change] = [line for line in lines if line.get("resguard_event") == "level_change"]
+    assert change["resguard_level"] == "WARNING"
+    assert change["resguard_previous_level"] == "OK"
+    assert change["resguard_rule"] == "high"
+    assert change["resguard_rules"] == ["high"]
+    assert change["resguard_culprits"] == []
+    steps = [line for line in lines if line.get("resguard_event") == "reclaim_step"]
+    assert steps
+    assert steps[0]["resguard_step"] == "gc.collect"
+    assert "resguard_freed_bytes" in steps[0]

@@ -98,7 +98,7 @@ def test_the_level_change_and_the_reclaim_are_in_uvicorns_default_stderr(server:
     server.wait_for("resguard: WARNING level OK -> WARNING")
     [line] = server.said("level OK -> WARNING")  # once: no second handler repeats it
     assert "memory-high" in line
-    server.wait_for("resguard: INFO reclaim")
+    server.wait_for("resguard: INFO reclaim step gc.collect: freed ")
     body = httpx.get(f"{server.url}/readyz", timeout=10).json()
     assert (body["ready"], body["level"]) == (True, "WARNING")
     assert [breach["rule"] for breach in body["breaches"]] == ["memory-high"]
