@@ -303,9 +303,9 @@ async def _hello(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"hello " + scope["path"].encode()})
 
 
-def _get(app: Callable[..., Any], path: str) -> httpx.Response:
+def _get(app: Callable[..., Any], path: str, root_path: str = "") -> httpx.Response:
     async def main() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, root_path=root_path)
         async with httpx.AsyncClient(transport=transport, base_url="http://replica") as client:
             return await client.get(path)
 
@@ -320,6 +320,9 @@ def test_with_metrics_answers_the_metrics_path_and_passes_the_rest_on() -> None:
     assert 'resguard_guard_refused_total{guard="api",reason="memory"} 0.0' in metrics.text
     assert _get(app, "/metricsx").text == "hello /metricsx"
     assert _get(app, "/").text == "hello /"
+    # below a prefix (uvicorn --root-path /api) the path is matched without it
+    assert _get(app, "/api/metrics", root_path="/api").status_code == 200
+    assert "resguard_guard_admitted_total" in _get(app, "/api/metrics", root_path="/api").text
     assert "resguard_memory_used_ratio" in _get(asgi_app(), "/").text
 
 

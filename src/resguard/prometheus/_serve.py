@@ -100,6 +100,14 @@ def asgi_app(collector: ResguardCollector | Sequence[Collector] | None = None) -
     return app
 
 
+def _below_root(scope: Scope) -> str:
+    """The request's path without the prefix the app is mounted below (``--root-path``),
+    as GuardMiddleware matches its own paths."""
+    path = str(scope.get("path", ""))
+    root = scope.get("root_path")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 def with_metrics(
     app: Any,
     collector: ResguardCollector | Sequence[Collector] | None = None,
@@ -116,7 +124,7 @@ def with_metrics(
     metrics = asgi_app(collector)
 
     async def routed(scope: Scope, receive: Any, send: Any) -> None:
-        if scope.get("type") == "http" and scope.get("path") == path:
+        if scope.get("type") == "http" and _below_root(scope) == path:
             await metrics(scope, receive, send)
         else:
             await app(scope, receive, send)
