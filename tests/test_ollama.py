@@ -1068,3 +1068,19 @@ def test_a_client_of_your_own_is_named_by_host_or_not_at_all(ollama_server: Olla
     with OllamaModels(client=client, register=False) as unnamed:
         assert unnamed.host == "ollama"
         assert unnamed.loaded() == ()
+
+
+def test_models_and_their_lazies_are_on_the_ladder_they_were_registered_with(
+    ollama_server: OllamaStandIn,
+) -> None:
+    ladder = reclaim.Ladder(lambda: 0)
+    with OllamaModels(ollama_server.host, register=ladder) as models:
+        lazy = models.lazy(SMALL)
+        assert models in ladder.reclaimables.registered()
+        assert lazy in ladder.reclaimables.registered()
+        assert models not in reclaim.registered()  # not process-wide: another Monitor's
+        assert lazy not in reclaim.registered()  # ladder cannot unload them
+        assert models.reclaim_min_idle_s == reclaim.DEFAULT_MIN_IDLE_S
+    assert models not in ladder.reclaimables.registered()
+    with pytest.raises(InvalidType, match="register="):
+        OllamaModels(ollama_server.host, register="yes")  # type: ignore[arg-type]

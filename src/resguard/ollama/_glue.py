@@ -17,7 +17,8 @@ __all__ = ["OllamaLazy", "OllamaSource"]
 class OllamaLazy(LazyModel[str]):
     """A LazyModel for an Ollama model: admission unloads idle Ollama models when needed.
 
-    Its loader, unloader and size run in threads, through ``owner._in_thread``."""
+    Its loader, unloader and size run in threads, through ``owner._in_thread``; it is on
+    the same reclaim ladder as its owner (``register=`` of :class:`OllamaModels`)."""
 
     def __init__(
         self,
@@ -46,6 +47,7 @@ class OllamaLazy(LazyModel[str]):
             name=f"ollama:{canonical(name)}",
             guard=owner.guard,
             pool=pool,
+            register=owner._registry if owner._registry is not None else False,
         )
 
     @property
