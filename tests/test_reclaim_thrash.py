@@ -5,9 +5,12 @@ bytes. All on injected clocks: real LazyModels, real ladders, real policies."""
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resguard import InvalidType, LazyModel, LRUCache, Monitor, memoize, presets, reclaim
 from resguard.reclaim import DEFAULT_MIN_IDLE_S, Ladder, Registry, registry_for
@@ -342,3 +345,29 @@ def test_level_changes_reclaim_steps_and_unloads_carry_their_fields(
     assert vars(step)["resguard_freed_bytes"] == 4 * GiB  # measured
     assert vars(by_event["model_unload"])["resguard_model"] == "llm"
     assert vars(by_event["reclaim"])["resguard_freed_bytes"] >= 4 * GiB
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rate_percent_per_s=st.floats(0.5, 2.0),
+    noise_share=st.floats(0.0, 0.4),
+    seed=st.integers(0, 2**16),
+)
+def test_noise_smaller_than_the_fall_line_never_ends_a_fill(
+    rate_percent_per_s: float, noise_share: float, seed: int
+) -> None:
+    """A steady fill with noise below half the fall line (a quarter of a window's fill) keeps
+    its series: the fall rule reads a real release, not noise."""
+    rng = random.Random(seed)
+    rule = TimeToLimit(within="2m", window="1m", clear="3m")
+    state = rule.new_state()
+    amplitude = noise_share * rate_percent_per_s * rule.window_s * rule.fall_share / 2
+    fell = 0
+    for i in range(300):  # 30 s at 100 ms, from 15 % up
+        now = i * 0.1
+        percent = 15 + rate_percent_per_s * now + rng.uniform(-amplitude, amplitude)
+        snapshot = make_snapshot(at=now, memory_percent=min(percent, 100), limit=10 * GiB)
+        fell += rule.fell(state, now, snapshot.memory.used)
+        rule.step(snapshot, state, now)
+    assert fell == 0
+    assert len(state.times) >= 10  # every closed bucket kept
