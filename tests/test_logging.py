@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from resguard import InvalidValue
 from resguard._modules.log import (
     FIELD_NAMES,
     PREFIX,
@@ -168,7 +169,7 @@ def test_fields_are_one_vocabulary_with_one_prefix() -> None:
         "resguard_freed_bytes": 1024,
     }
     assert {"level", "rule", "culprits", "freed_bytes"} <= FIELD_NAMES
-    with pytest.raises(ValueError, match="freed_byte"):
+    with pytest.raises(InvalidValue, match="freed_byte"):
         fields("reclaim_step", freed_byte=1)
     logging.makeLogRecord(fields("x", **dict.fromkeys(FIELD_NAMES - {"event"})))  # no clash
 

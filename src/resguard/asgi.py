@@ -347,58 +347,9 @@ class GuardMiddleware:
         ``"unknown"``; the guard's ``on_unknown`` then decides between ready (``"admit"``)
         and unready (``"refuse"``).
         """
-        answer = self._judged()
+        answer = _judged(self.monitor, self.guard, self.unready_level)
         ready = answer.pop("status") == "ready"
         return {"status": "ready" if ready else "unready", "ready": ready, **answer}
-
-    def _judged(self) -> dict[str, Any]:
-        monitor = self.monitor
-        guard = self.guard
-        unknown: str | None = None
-        age_s: float | None = None
-        if monitor is not None:
-            state = monitor.state
-            now_s = guard.clock()
-            stale, unknown = state_unknown(monitor, state, now_s)
-            if state.sequence:
-                age_s = round(max(now_s - state.snapshot.monotonic, 0.0), 3)
-            verdict = state.verdict
-            if not stale:
-                answer: dict[str, Any] = {"level": verdict.level.name}
-                if verdict.level >= self.unready_level:  # a known breach is a breach
-                    answer.update(status="unready", reason=verdict.reason)
-                elif unknown is not None:
-                    answer.update(self._unknown_answer(unknown))
-                else:
-                    answer["status"] = "ready"
-                answer["breaches"] = [_breach(breach) for breach in verdict.breaches]
-                answer["age_s"] = age_s
-                if unknown is not None:
-                    answer["unknown"] = unknown
-                return answer
-        breach = guard.breach()
-        if breach is not None:
-            answer = {"status": "unready", "level": None, "reason": str(breach)}
-        elif guard.headroom_bytes() < 0:
-            answer = {"status": "unready", "level": None, "reason": "over the memory share"}
-        else:
-            numbers = guard.unknown_reason(verdict=False)
-            if numbers is not None:
-                unknown = numbers if unknown is None else f"{unknown}; {numbers}"
-            answer = {"status": "ready", "level": None}
-            if unknown is not None:
-                answer.update(self._unknown_answer(unknown))
-        answer["breaches"] = []
-        answer["age_s"] = age_s
-        if unknown is not None:
-            answer["unknown"] = unknown
-        return answer
-
-    def _unknown_answer(self, unknown: str) -> dict[str, Any]:
-        if self.guard.on_unknown == "refuse":
-            reason = unknown if unknown.startswith("unknown: ") else f"unknown: {unknown}"
-            return {"status": "unready", "reason": reason}
-        return {"status": "ready"}
 
     # -- the monitor's life -----------------------------------------------------------------
 
@@ -489,6 +440,57 @@ class GuardMiddleware:
                     return
         finally:
             await self._stop_monitor()
+
+
+def _judged(monitor: Monitor | None, guard: Guard, unready_level: Level) -> dict[str, Any]:
+    """Readiness before ``ready`` is added: see :meth:`GuardMiddleware.readiness`."""
+    unknown: str | None = None
+    age_s: float | None = None
+    if monitor is not None:
+        state = monitor.state
+        now_s = guard.clock()
+        stale, unknown = state_unknown(monitor, state, now_s)
+        if state.sequence:
+            age_s = round(max(now_s - state.snapshot.monotonic, 0.0), 3)
+        verdict = state.verdict
+        if not stale:
+            answer: dict[str, Any] = {"level": verdict.level.name}
+            if verdict.level >= unready_level:  # a known breach is a breach
+                answer.update(status="unready", reason=verdict.reason)
+            elif unknown is not None:
+                answer.update(_unknown_answer(guard, unknown))
+            else:
+                answer["status"] = "ready"
+            answer["breaches"] = [_breach(breach) for breach in verdict.breaches]
+            answer["age_s"] = age_s
+            if unknown is not None:
+                answer["unknown"] = unknown
+            return answer
+    breach = guard.breach()
+    if breach is not None:
+        answer = {"status": "unready", "level": None, "reason": str(breach)}
+    elif guard.headroom_bytes() < 0:
+        answer = {"status": "unready", "level": None, "reason": "over the memory share"}
+    else:
+        numbers = guard.unknown_reason(verdict=False)
+        if numbers is not None:
+            unknown = numbers if unknown is None else f"{unknown}; {numbers}"
+        answer = {"status": "ready", "level": None}
+        if unknown is not None:
+            answer.update(_unknown_answer(guard, unknown))
+    answer["breaches"] = []
+    answer["age_s"] = age_s
+    if unknown is not None:
+        answer["unknown"] = unknown
+    return answer
+
+
+def _unknown_answer(guard: Guard, unknown: str) -> dict[str, Any]:
+    """Ready or not while *unknown* cannot be known, by the guard's ``on_unknown``."""
+    if guard.on_unknown == "refuse":
+        reason = unknown if unknown.startswith("unknown: ") else f"unknown: {unknown}"
+        return {"status": "unready", "reason": reason}
+    return {"status": "ready"}
 
 
 async def _answer_json(

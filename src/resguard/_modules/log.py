@@ -25,6 +25,8 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from resguard._errors import InvalidValue
+
 __all__ = [
     "DEFAULT_HANDLER",
     "FIELD_NAMES",
@@ -78,11 +80,13 @@ def get_logger(name: str = "resguard") -> logging.Logger:
 def fields(event: str, **values: object) -> dict[str, object]:
     """The ``extra`` of a record about *event*: ``fields("reclaim_step", step="cache",
     freed_bytes=1024)`` is ``{"resguard_event": "reclaim_step", "resguard_step": "cache",
-    "resguard_freed_bytes": 1024}``. A name outside :data:`FIELD_NAMES` is a ValueError
+    "resguard_freed_bytes": 1024}``. A name outside :data:`FIELD_NAMES` is an InvalidValue
     (a typo would otherwise be a field no dashboard finds)."""
     unknown = sorted(set(values) - FIELD_NAMES)
     if unknown:
-        raise ValueError(f"unknown log field(s) {unknown}; expected some of {sorted(FIELD_NAMES)}")
+        raise InvalidValue(
+            f"unknown log field(s) {unknown}; expected some of {sorted(FIELD_NAMES)}"
+        )
     extra: dict[str, object] = {PREFIX + "event": event}
     for name, value in values.items():
         extra[PREFIX + name] = value
