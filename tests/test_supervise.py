@@ -48,11 +48,13 @@ def _no_run_cgroup_left(parent: MemoryCgroup) -> bool:
     return not [p for p in parent.path.iterdir() if p.name.startswith("resguard-run-")]
 
 
-def test_three_ooms_with_max_restarts_2_are_reported_as_oom_kills_and_exit_non_zero(
+def test_max_restarts_2_reports_two_oom_kills_restarted_and_exits_non_zero_after_them(
     memory_cgroup: MemoryCgroup, tmp_path: Path
 ) -> None:
-    """The issue's acceptance: two OOM kills are restarted (max-restarts 2), the third
-    ends it; every exit is an OOM kill, none a crash; the exit code is the child's 137."""
+    """The issue's acceptance, "reports two OOM kills and exits non-zero after the
+    restarts": two OOM kills are each reported and restarted (--max-restarts 2 counts
+    restarts), the third run's OOM kill ends it; every exit is an OOM kill, none a crash,
+    and the exit code is the child's own 137."""
     journal = tmp_path / "journal.jsonl"
     process = _resguard(
         "--memory",
@@ -81,6 +83,8 @@ def test_three_ooms_with_max_restarts_2_are_reported_as_oom_kills_and_exit_non_z
     assert [e["status"] for e in exits] == ["oom-killed"] * 3
     assert [e["oom_kills"] for e in exits] == [1, 1, 1]
     assert [e["restart"] for e in exits] == [True, True, False]
+    restarted_ooms = [e for e in exits if e["status"] == "oom-killed" and e["restart"]]
+    assert len(restarted_ooms) == 2
     assert [e["delay_s"] for e in exits] == [0.05, 0.1, None]
     assert "gave up after 2 restart(s)" in exits[-1]["reason"]
     assert err.count("OOM-killed (exit 137, SIGKILL)") == 3
