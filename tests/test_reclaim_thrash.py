@@ -371,3 +371,29 @@ def test_noise_smaller_than_the_fall_line_never_ends_a_fill(
         rule.step(snapshot, state, now)
     assert fell == 0
     assert len(state.times) >= 10  # every closed bucket kept
+
+
+def test_a_reclaimable_whose_name_raises_does_not_break_the_ladder() -> None:
+    class Nameless:
+        cost = 1.0
+        broken = False
+
+        @property
+        def name(self) -> str:
+            if self.broken:
+                raise RuntimeError("no name today")
+            return "nameless"
+
+        def reclaimable_bytes(self) -> int:
+            return 0
+
+        def reclaim(self, target_bytes: int) -> int:
+            return 5
+
+    ladder = Ladder(lambda: None, min_reclaim=0)
+    item = Nameless()
+    ladder.register(item)
+    item.broken = True  # after it was registered, as a cost can turn bad later
+    report = ladder.run(10)
+    assert [step.name for step in report.steps] == ["gc.collect", "<a Nameless>"]
+    assert ladder.freed_bytes_by_step["<a Nameless>"] == 5  # its claim: memory unknown

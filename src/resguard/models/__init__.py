@@ -3,9 +3,11 @@
 A :class:`LazyModel` loads on first use — exactly once however many threads or tasks ask at
 the same moment — and keeps the model while it earns its memory: ``with model as m:`` (or
 ``async with``) pins it, and a pinned model is never unloaded. An unpinned model is unloaded
-after ``idle_ttl`` without use, and earlier when the machine is tight: every lazy model is
-on the reclaim ladder (:mod:`resguard.reclaim`) at ``Cost.MODEL + reload seconds``, so the
-models that reload fastest go first.
+after ``idle_ttl`` without use, and earlier when the machine is tight: a lazy model is on a
+reclaim ladder (:mod:`resguard.reclaim`: ``register=monitor`` that Monitor's, the default
+the process-wide one) at ``Cost.MODEL + reload seconds``, so the models that reload fastest
+go first, once unused for ``reclaim_min_idle`` (30 s by default: a model a request has just
+reloaded is not unloaded again by the same pressure).
 
 Before loading, a model asks for room for its ``size``: from a Guard (``headroom_bytes()``,
 and a reservation through ``guard.admit(reserve=size)`` while it loads) or, without one,

@@ -13,6 +13,7 @@ Models are not reclaimed until idle for :data:`DEFAULT_MIN_IDLE_S` (their
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -32,6 +33,7 @@ from resguard.reclaim._registry import (
     Registry,
     by_cost,
     check_reclaimable,
+    label,
     registry_for,
     valid_cost,
 )
@@ -343,6 +345,7 @@ class Ladder:
         self.reclaimables = Registry()
         self.last_report: ReclaimReport | None = None
         self.freed_bytes_by_step: dict[str, int] = {}
+        self._tally_lock = threading.Lock()  # two climbs at once (a reclaim_now by hand)
         self._faults = FaultLog(_logger)
         self._told_left_out = False
 
@@ -392,7 +395,7 @@ class Ladder:
                 "reclaim: %d reclaimable(s) registered process-wide are not on this ladder "
                 '(%s); pass register=monitor to them, or Monitor(reclaim="process")',
                 len(left_out),
-                ", ".join(_shown(getattr(item, "name", item)) for item in left_out[:3]),
+                ", ".join(_shown(label(item)) for item in left_out[:3]),
             )
 
     def _step(
@@ -400,7 +403,8 @@ class Ladder:
     ) -> tuple[StepResult, int | None] | None:
         """Run one rung: its result and the use measured after it (``None``: it failed or
         must not run blind)."""
-        step = f"reclaim step {_shown(getattr(item, 'name', item))}"
+        name = label(item)
+        step = f"reclaim step {_shown(name)}"
         if before is None and (valid_cost(item) or 0.0) >= Cost.PROCESS:
             # once while memory stays unknown, not on every climb of the ladder
             self._faults.failed(step, "not run: memory use is unknown", kind="unknown")
@@ -416,7 +420,7 @@ class Ladder:
         after = self._measure()
         measured = max(before - after, 0) if before is not None and after is not None else None
         took_s = time.perf_counter() - start
-        return StepResult(str(item.name), claimed, measured, took_s), after
+        return StepResult(name, claimed, measured, took_s), after
 
     def run(self, needed_bytes: int) -> ReclaimReport:
         """Free at least *needed_bytes* plus the minimum reclaim, cheapest step first."""
@@ -438,8 +442,9 @@ class Ladder:
             result, before = stepped
             freed = _freed(result)
             freed_total += freed
-            by_step = self.freed_bytes_by_step
-            by_step[result.name] = by_step.get(result.name, 0) + freed
+            with self._tally_lock:
+                by_step = self.freed_bytes_by_step
+                by_step[result.name] = by_step.get(result.name, 0) + freed
             results.append(result)
             _log_step(result, target - freed_total + freed)
         all_measured = all(result.measured_bytes is not None for result in results)

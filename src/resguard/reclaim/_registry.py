@@ -26,6 +26,7 @@ __all__ = [
     "Registry",
     "by_cost",
     "check_reclaimable",
+    "label",
     "registry_for",
     "valid_cost",
 ]
@@ -42,6 +43,15 @@ def check_reclaimable(item: object, where: str) -> Reclaimable:
             "with name, cost, reclaimable_bytes() and reclaim(target_bytes)"
         )
     return item
+
+
+def label(item: object) -> str:
+    """*item*'s name as a string, for logs and results (never raises: a hostile ``name`` or
+    ``__str__`` gives ``<a TYPE>``)."""
+    try:
+        return str(item.name)  # type: ignore[attr-defined]
+    except Exception:
+        return f"<a {type(item).__name__}>"
 
 
 def valid_cost(item: Reclaimable) -> float | None:
@@ -63,7 +73,7 @@ def by_cost(items: Iterable[Reclaimable]) -> list[Reclaimable]:
         cost = valid_cost(item)
         if cost is None:
             _bad_costs.failed(
-                f"the cost of reclaimable {getattr(item, 'name', '?')!r}",
+                f"the cost of reclaimable {label(item)!r}",
                 "not a finite number; left off the ladder",
             )
             continue
