@@ -11,7 +11,7 @@ required, as tests/plugins/integration.py does).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,19 @@ pytest_plugins = [
 ]
 
 
-@pytest.fixture
-def docs_ollama(ollama_server_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> str:
-    """An Ollama stand-in on loopback (tests/plugins/ollama.py), as ``$OLLAMA_HOST``."""
-    server = ollama_server_factory()
-    monkeypatch.setenv("OLLAMA_HOST", server.host)
-    return str(server.host)
+@pytest.fixture(scope="module")
+def docs_ollama() -> Iterator[str]:
+    """An Ollama stand-in on loopback, as ``$OLLAMA_HOST``, for the whole page (Sybil runs a
+    page as a module): a client made in one block still talks to it in the next."""
+    from resguard.testing.ollama import OffsetClock, OllamaStandIn
+
+    server = OllamaStandIn(clock=OffsetClock()).start()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OLLAMA_HOST", server.host)
+        try:
+            yield str(server.host)
+        finally:
+            server.stop()
 
 
 @pytest.fixture

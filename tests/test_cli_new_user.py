@@ -79,7 +79,7 @@ def test_an_ollama_model_without_an_idle_time_is_not_said_to_be_in_use() -> None
     state = _state(())
     state = attrs.evolve(state, snapshot=attrs.evolve(state.snapshot, ollama=(model,)))
     (line,) = [line for line in _frame(state, 120, 40) if line.startswith("ollama")]
-    assert line == "ollama  qwen2:7b  4.4 GiB  idle unknown"
+    assert line == "ollama  qwen2:7b  4.4 GiB  100% CPU  idle unknown"
     assert "in use" not in line
 
 
