@@ -22,7 +22,8 @@ PYTHON = os.environ.get("RESGUARD_NOX_PYTHON")  # None: the interpreter running 
 
 def _pytest(session: nox.Session, env: dict[str, str]) -> None:
     session.install("-e", ".[test]", "pip")  # pip: the peer suites download cachetools' sdist
-    session.run("pytest", *session.posargs, env=env)
+    # the slowest tests are named at the end, so that CI's time budget is spent knowingly
+    session.run("pytest", "--durations=25", *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON)
