@@ -48,6 +48,7 @@ def _no_run_cgroup_left(parent: MemoryCgroup) -> bool:
     return not [p for p in parent.path.iterdir() if p.name.startswith("resguard-run-")]
 
 
+@pytest.mark.cgroup
 def test_max_restarts_2_reports_two_oom_kills_restarted_and_exits_non_zero_after_them(
     memory_cgroup: MemoryCgroup, tmp_path: Path
 ) -> None:
@@ -94,6 +95,7 @@ def test_max_restarts_2_reports_two_oom_kills_restarted_and_exits_non_zero_after
     assert _no_run_cgroup_left(memory_cgroup)
 
 
+@pytest.mark.cgroup
 def test_a_clean_exit_is_not_restarted_and_its_cgroup_is_removed(
     memory_cgroup: MemoryCgroup, tmp_path: Path
 ) -> None:
@@ -141,6 +143,7 @@ def _started(marker: Path) -> None:
     wait_until(lambda: Path(f"{marker}.ready").exists(), timeout_s=20, what="the child to start")
 
 
+@pytest.mark.cgroup
 def test_sigterm_reaches_the_child_and_resguard_exits_with_the_childs_code(
     memory_cgroup: MemoryCgroup, tmp_path: Path
 ) -> None:
@@ -176,6 +179,7 @@ def test_sigterm_reaches_the_child_and_resguard_exits_with_the_childs_code(
     assert _no_run_cgroup_left(memory_cgroup)
 
 
+@pytest.mark.cgroup
 def test_a_child_that_ignores_sigterm_is_killed_after_the_stop_timeout(
     memory_cgroup: MemoryCgroup, tmp_path: Path
 ) -> None:
@@ -204,6 +208,7 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_stop_timeout(
     assert (ended["status"], ended["restart"]) == ("killed", False)  # no OOM: killed by us
 
 
+@pytest.mark.cgroup
 def test_a_helper_left_running_is_killed_with_the_cgroup_at_the_end(
     memory_cgroup: MemoryCgroup, tmp_path: Path
 ) -> None:
@@ -309,6 +314,7 @@ def test_a_parent_that_is_not_writable_falls_back_to_rlimit_as(tmp_path: Path) -
     assert "is not writable" in budget.why
 
 
+@pytest.mark.cgroup
 def test_a_second_ctrl_c_kills_a_child_that_ignores_the_first(
     memory_cgroup: MemoryCgroup, tmp_path: Path
 ) -> None:
@@ -339,6 +345,7 @@ def test_a_second_ctrl_c_kills_a_child_that_ignores_the_first(
     assert "a second stop signal (SIGINT)" in err
 
 
+@pytest.mark.cgroup
 def test_a_child_ended_by_a_forwarded_sighup_was_stopped_not_crashed(
     memory_cgroup: MemoryCgroup, tmp_path: Path
 ) -> None:
