@@ -12,7 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resguard import InvalidType, LazyModel, LRUCache, Monitor, memoize, presets, reclaim
+from resguard import (
+    InvalidType,
+    InvalidValue,
+    LazyModel,
+    LRUCache,
+    Monitor,
+    memoize,
+    presets,
+    reclaim,
+)
 from resguard.reclaim import DEFAULT_MIN_IDLE_S, Ladder, Registry, registry_for
 from resguard.rules import LeakDetector, Level, Policy, Threshold, TimeToLimit
 from resguard.snapshot import Snapshot
@@ -397,3 +406,11 @@ def test_a_reclaimable_whose_name_raises_does_not_break_the_ladder() -> None:
     report = ladder.run(10)
     assert [step.name for step in report.steps] == ["gc.collect", "<a Nameless>"]
     assert ladder.freed_bytes_by_step["<a Nameless>"] == 5  # its claim: memory unknown
+
+
+def test_reclaim_process_with_a_ladder_that_does_not_climb_it_is_refused() -> None:
+    machine = Machine(ManualClock())
+    with pytest.raises(InvalidValue, match="process=True"):
+        _warning_monitor(machine, reclaim="process", ladder=Ladder(machine.used))
+    wide = Ladder(machine.used, process=True)
+    assert _warning_monitor(machine, reclaim="process", ladder=wide).ladder is wide

@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from resguard._errors import InvalidState, InvalidType
+from resguard._errors import InvalidState, InvalidType, InvalidValue
 from resguard._modules import forks
 from resguard._modules.clock import Clock
 from resguard._modules.clockcheck import checked_clock
@@ -454,6 +454,11 @@ def _ladder(ladder: object, measure: Callable[[], int | None], options: Options)
         return Ladder(measure, process=options.reclaim_process)
     if not isinstance(ladder, Ladder):
         raise InvalidType(f"ladder={shown(ladder)} is not a resguard.reclaim.Ladder")
+    if options.reclaim_process and not ladder.process:
+        raise InvalidValue(
+            f'reclaim="process" with ladder={shown(ladder)}, which does not climb the '
+            "process-wide registry; expected Ladder(..., process=True), or reclaim=True"
+        )
     return ladder
 
 
