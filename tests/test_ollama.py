@@ -564,14 +564,20 @@ def test_closing_takes_it_off_the_ladder(ollama_server: OllamaStandIn) -> None:
     assert models.reclaim(10**9) == 0
 
 
-def test_a_model_too_big_for_the_server_is_an_ollama_error(
+def test_a_model_too_big_for_the_server_is_refused_with_the_servers_own_numbers(
     ollama_server_factory: Callable[..., OllamaStandIn],
 ) -> None:
+    # A remote Ollama's room is unknown to resguard: its own check is the one that answers,
+    # and its answer is a refusal for memory (a 503 to a web client), not a server error.
     server = ollama_server_factory(memory_bytes=2 * 10**9)
-    with OllamaModels(server.host, guard=Headroom(10**12), register=False) as models:
-        with pytest.raises(OllamaError, match="requires more system memory") as caught:
+    with OllamaModels(server.host, headroom=Headroom(10**12), register=False) as models:
+        with pytest.raises(ResourceExhausted, match="no room to load 'qwen3:8b'") as caught:
             models.ensure(BIG)
-        assert caught.value.status_code == 500
+        assert caught.value.reason == "memory"
+        assert caught.value.numbers["size_bytes"] == round(6.2 * 2**30)  # "6.2 GiB"
+        assert caught.value.numbers["headroom_bytes"] == round(1.9 * 2**30)  # "1.9 GiB"
+        assert isinstance(caught.value.__cause__, OllamaError)
+        assert caught.value.__cause__.status_code == 500
         models.ensure(SMALL)  # fits alone
         assert [i.name for i in models.loaded()] == [SMALL]
 

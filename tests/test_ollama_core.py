@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from resguard import OllamaError, ResourceExhausted
 from resguard.ollama import _core
@@ -232,3 +234,32 @@ def test_a_failed_request_is_thrown_into_the_steps_and_the_ladder_logs_it() -> N
 
     assert Script(answer).run(steps.reclaimable_bytes("test")) == 0
     assert Script(answer).run(steps.sample("test")) == {"ollama": None}
+
+
+@given(st.integers(1, 10**13), st.integers(0, 10**13))
+def test_ollamas_own_refusal_is_read_with_its_numbers(need: int, available: int) -> None:
+    said = (
+        f"model requires more system memory ({need / 2**30:.1f} GiB) "
+        f"than is available ({available / 2**30:.1f} GiB)"
+    )
+    refused = _core.refused_by_server("m:1b", "http://h:11434", f"HTTP 500: {said}")
+    assert refused is not None
+    assert refused.reason == "memory"
+    assert abs(refused.numbers["size_bytes"] - need) <= 0.05 * 2**30 + 1
+    assert abs(refused.numbers["headroom_bytes"] - available) <= 0.05 * 2**30 + 1
+
+
+@given(st.text())
+def test_any_other_error_is_not_a_refusal(message: str) -> None:
+    if "requires more system memory" not in message:
+        assert _core.refused_by_server("m:1b", "http://h:11434", message) is None
+
+
+def test_the_ladder_counts_a_model_of_unknown_idle_time_as_the_oldest() -> None:
+    infos = [info("known", idle_since=WALL_S - 5), info("unknown"), info("old", idle_since=0.0)]
+    ladder = _core.victims(
+        infos, wall_now=WALL_S, busy=lambda _: False, min_idle_s=30.0, unknown_is_idle=True
+    )
+    assert [i.name for i in ladder] == ["unknown", "old"]  # "known" was used 5 s ago
+    explicit = _core.victims(infos, wall_now=WALL_S, busy=lambda _: False, min_idle_s=30.0)
+    assert [i.name for i in explicit] == ["old"]  # unload_idle(min_idle=) leaves unknowns alone

@@ -54,8 +54,11 @@ and timeouts. A public call's whole run is bounded by the requests it makes:
 **Errors.** Every failure of the server — down, past its deadline, too large an answer, an
 HTTP error, a dropped connection, an answer of the wrong shape — is raised as
 :class:`resguard.OllamaError` (``status_code`` set when the server answered, the original
-exception as ``__cause__``). A host that is not a URL (``"nonsense::host"``, port 99999)
-is an :class:`resguard.InvalidValue` when the object is made. The Monitor source and the
+exception as ``__cause__``), except Ollama's own refusal of a load for memory
+("model requires more system memory"), which is :class:`resguard.ResourceExhausted`
+(``reason="memory"``, Ollama's figures in ``numbers``). A host that is not a URL
+(``"nonsense::host"``, port 99999) is an :class:`resguard.InvalidValue` when the object is
+made. The Monitor source and the
 ladder never raise: they log the fault once (until it recovers) and carry on.
 """
 

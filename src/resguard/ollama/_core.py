@@ -4,12 +4,13 @@ clock reads (the time is an argument). Both faces, sync and async, act on what t
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 
 from resguard._errors import ResourceExhausted
 from resguard.ollama._names import FOREVER_AFTER_S
 from resguard.snapshot import OllamaModelInfo
-from resguard.units import format_bytes
+from resguard.units import format_bytes, parse_bytes
 
 __all__ = [
     "estimate_bytes",
@@ -17,9 +18,18 @@ __all__ = [
     "idle_since",
     "plan_unloads",
     "refused",
+    "refused_by_server",
     "shortfall_bytes",
     "victims",
 ]
+
+# Ollama's own refusal of a load it cannot fit (llm/server.go), the one number a remote
+# server gives about its memory: "model requires more system memory (12.5 GiB) than is
+# available (3.0 GiB)".
+_SERVER_REFUSAL = re.compile(
+    r"requires more system memory \(([0-9.]+ ?[KMGT]?i?B)\) "
+    r"than is available \(([0-9.]+ ?[KMGT]?i?B)\)"
+)
 
 
 def idle_since(
@@ -127,4 +137,26 @@ def refused(name: str, need: int, headroom: int, freed: int) -> ResourceExhauste
         reason="memory",
         retry_after=5.0,
         numbers={"size_bytes": need, "headroom_bytes": headroom, "freed_bytes": freed},
+    )
+
+
+def refused_by_server(name: str, host: str, message: str) -> ResourceExhausted | None:
+    """Ollama's own "model requires more system memory" answer to a load as the same
+    refusal resguard gives (``reason="memory"``, Ollama's figures in ``numbers``); ``None``
+    for any other error."""
+    found = _SERVER_REFUSAL.search(message)
+    if found is None:
+        return None
+    need: int | None
+    available: int | None
+    try:
+        need, available = parse_bytes(found.group(1)), parse_bytes(found.group(2))
+    except ValueError:  # a figure resguard cannot read is unknown, not 0
+        need = available = None
+    return ResourceExhausted(
+        f"Ollama at {host} has no room to load {name!r}: it says the model needs "
+        f"{found.group(1)} and {found.group(2)} is available",
+        reason="memory",
+        retry_after=5.0,
+        numbers={"size_bytes": need, "headroom_bytes": available, "freed_bytes": 0},
     )

@@ -238,13 +238,19 @@ class Procedures:
         key = canonical(name)
         started_s = yield NOW
         need = (yield from self.estimate_bytes(name)) if reserve and self.reserves else None
-        yield Request(
-            f"loading {name!r}",
-            "generate",
-            {"model": name, "keep_alive": wire_keep_alive(keep_alive_s)},
-            load=True,
-            reserve=need,
-        )
+        try:
+            yield Request(
+                f"loading {name!r}",
+                "generate",
+                {"model": name, "keep_alive": wire_keep_alive(keep_alive_s)},
+                load=True,
+                reserve=need,
+            )
+        except OllamaError as error:  # the server's own check: no room where it runs
+            refused = _core.refused_by_server(name, self.book.host, str(error))
+            if refused is None:
+                raise
+            raise refused from error
         self.book.loaded_as(key, keep_alive_s, (yield NOW) - started_s)
         found = _core.find((yield from self.loaded()), key)
         if found is None:

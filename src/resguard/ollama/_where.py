@@ -141,8 +141,8 @@ class OllamaHeadroom:
       root. When it cannot be found the machine's memory counts, with one warning (and
       the look is tried again after :data:`LOOKUP_RETRY_S`).
     - **Remote host**: ``None`` (unknown, never 0): Ollama does not publish its host's
-      free memory, so loads are admitted and the remote Ollama's own check answers (a
-      load it cannot fit fails with its "model requires more system memory"). Pass a
+      free memory, so loads are admitted and the remote Ollama's own check answers (its
+      "model requires more system memory" is raised as ``ResourceExhausted``). Pass a
       ``headroom=`` of your own that measures that host to check before loading.
 
     It never raises: what cannot be read is unknown (``None``) or, for the cgroup, left out.
@@ -156,9 +156,11 @@ class OllamaHeadroom:
         machine: Callable[[], int | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        split = urllib.parse.urlsplit(host or "http://127.0.0.1")
+        split = urllib.parse.urlsplit(host or "")
         self.host = host
-        self.port = split.port or (443 if split.scheme == "https" else 80)
+        self.port: int | None = None  # None: no server named, the machine's memory alone
+        if host is not None:
+            self.port = split.port or (443 if split.scheme == "https" else 80)
         self.local = host is None or is_local(split.hostname or "127.0.0.1")
         self._roots = roots
         self._machine = machine or _machine_available_bytes
@@ -195,6 +197,8 @@ class OllamaHeadroom:
         return machine if bound is None else min(machine, bound)
 
     def _listener(self) -> int | None:
+        if self.port is None:
+            return None
         if self._pid is not None:
             pid, started = self._pid
             if start_ticks(self._roots.proc, pid) == started:
