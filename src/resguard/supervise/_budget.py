@@ -209,6 +209,17 @@ class Cgroup:
                 os.close(pidfd)
         return killed
 
+    def empty(
+        self, deadline: float, now: Callable[[], float], wait: Callable[[float], object]
+    ) -> bool:
+        """Kill what is left and wait until no process is in the cgroup, by *deadline*
+        (the next run then starts with the whole budget)."""
+        while self.kill_members() or self.pids():
+            if now() >= deadline:
+                return False
+            wait(0.01)
+        return True
+
     def remove(
         self, deadline: float, now: Callable[[], float], wait: Callable[[float], object]
     ) -> str | None:

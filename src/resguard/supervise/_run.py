@@ -282,7 +282,8 @@ class Supervisor:
             after = self.cgroup.oom_kills()
             if before is not None and after is not None:
                 oom_kills = after - before
-            self.cgroup.kill_members()  # a daemonised helper does not outlive its run
+            # a daemonised helper does not outlive its run, nor eat the next run's budget
+            self.cgroup.empty(self._clock() + _REMOVE_TIMEOUT_S, self._clock, time.sleep)
         return process.pid, Exit(returncode, oom_kills, self._clock() - started)
 
     def _on_signal(
