@@ -414,3 +414,35 @@ def test_reclaim_process_with_a_ladder_that_does_not_climb_it_is_refused() -> No
         _warning_monitor(machine, reclaim="process", ladder=Ladder(machine.used))
     wide = Ladder(machine.used, process=True)
     assert _warning_monitor(machine, reclaim="process", ladder=wide).ladder is wide
+
+
+def test_a_monitors_verdict_is_ok_at_the_first_sample_after_its_ladder_freed_memory() -> None:
+    """The whole episode on one clock: the service preset, a real ladder unloading a real
+    model, and the next sample's verdict."""
+    clock = ManualClock()
+    machine = Machine(clock)
+    monitor = Monitor(
+        policy=presets.service(clock=clock),
+        sampler=machine,  # type: ignore[arg-type]  # duck-typed: anything with sample()
+        clock=clock,
+        events=False,
+    )
+    model = _model(machine, register=monitor)
+    model.get()  # 4 GiB of 10, then idle
+    for _ in range(600):  # a minute at 40 %
+        assert monitor.sample_now().level is Level.OK
+        clock.advance(0.1)
+    for i in range(100):  # 40 % -> 85 % in 10 s
+        machine.base = int(4.5 * GiB * i / 100)
+        monitor.sample_now()
+        clock.advance(0.1)
+    state = monitor.sample_now()
+    assert state.level is Level.WARNING
+    assert monitor.next_interval_s() <= monitor.interval_s  # not OK: sampled fast
+    report = monitor.reclaim_now()
+    assert "llm" in [step.name for step in report.steps]
+    clock.advance(monitor.next_interval_s())
+    after = monitor.sample_now()
+    assert after.snapshot.memory.percent is not None
+    assert after.snapshot.memory.percent < 50
+    assert after.level is Level.OK, after.verdict.reason

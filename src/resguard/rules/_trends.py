@@ -34,8 +34,9 @@ class Trend(abc.ABC):
 
     A fall ends the trend: while the trend matters (the rule fires, or its estimate is
     past its clear line), a sample more than :attr:`fall_share` of a window's worth of the
-    trend (slope × window) below the trend line restarts the series from that sample, and
-    a firing rule clears there. Memory given back (a reclaim, a process that exited) was
+    trend (slope × window) below where the trend stands (the trend line; the latest
+    closed bucket for a forecast) restarts the series from that sample, and a firing rule
+    clears there. Memory given back (a reclaim, a process that exited) was
     otherwise judged by the fill before it until enough buckets closed: a forecast kept
     WARNING for seconds at 15 % of the limit, and the ladder climbed all along.
     """
@@ -68,6 +69,10 @@ class Trend(abc.ABC):
     def _slope(self, state: SeriesState) -> float | None:
         """The slope of *state*'s closed buckets, per second."""
 
+    def _reference(self, state: SeriesState, now: float) -> float | None:
+        """Where the trend stands now, that a fall is measured from: the trend line."""
+        return state.fitted(now)
+
     @abc.abstractmethod
     def _matters(self, state: SeriesState) -> bool:
         """Whether the trend is strong enough to fire or keep firing (past the clear line)."""
@@ -78,8 +83,11 @@ class Trend(abc.ABC):
         slope = state.slope
         if slope is None or not slope > 0 or not self._matters(state):
             return False
-        fitted = state.fitted(now)
-        if fitted is None or not float(value) < fitted - slope * self.window_s * self.fall_share:
+        reference = self._reference(state, now)
+        if (
+            reference is None
+            or not float(value) < reference - slope * self.window_s * self.fall_share
+        ):
             return False
         state.restart()
         self.feed(state, now, value)
@@ -264,7 +272,7 @@ class TimeToLimit(Trend):
     __slots__ = ("_get_limit", "clear_s", "limit", "within_s")
 
     fewest = 3
-    fall_share = 0.5  # half a window's fill given back: the last half-minute undone
+    fall_share = 0.5  # half a window's fill below the latest bucket: half a minute undone
 
     def __init__(
         self,
@@ -313,6 +321,11 @@ class TimeToLimit(Trend):
 
     def _slope(self, state: SeriesState) -> float | None:
         return least_squares_slope(state.times, state.values)
+
+    def _reference(self, state: SeriesState, now: float) -> float | None:
+        """The latest closed bucket: a fill that started within the window lies above a
+        straight line through all of it, so the line would put the fall too low."""
+        return state.values[-1] if state.values else None
 
     def _matters(self, state: SeriesState) -> bool:
         estimate = state.last_estimate
