@@ -117,9 +117,14 @@ def test_critical_is_unready_with_retry_after_and_liveness_stays_up(server: Serv
     for path in ("/livez", "/healthz"):
         alive = httpx.get(f"{server.url}{path}", timeout=10)
         assert (alive.status_code, alive.json()) == (200, {"status": "alive"})
-    assert httpx.get(f"{server.url}/", timeout=10).status_code == 503
+    for _ in range(20):
+        assert httpx.get(f"{server.url}/", timeout=10).status_code == 503
+    server.wait_for("resguard: WARNING guard refuses requests (level 1)")
     server.machine.set_used_percent(30)
     server.wait_for("-> OK")
+    # the burst's tail is told before the line that ends the episode; never 20 lines
+    assert len(server.said("refuse")) == 2
+    assert "refused 19 request(s)" in server.said("refuse")[1]
     assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
 
 
