@@ -476,3 +476,23 @@ def test_without_pidfds_the_supervisor_says_it_needs_linux(
     supervisor = Supervisor(RunConfig(("true",)), RunJournal(None, io.StringIO()))
     with pytest.raises(InvalidState, match=r"needs Linux 5\.3"):
         supervisor.run()
+
+
+def test_a_budget_that_cannot_be_applied_runs_nothing_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from resguard import InvalidState
+    from resguard.supervise import _run
+
+    def refuse(pid: int, limit_bytes: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(_run, "limit_address_space", refuse)
+    marker = tmp_path / "ran"
+    config = RunConfig(("touch", str(marker)), memory_bytes=256 * MiB)
+    journal = RunJournal(None, io.StringIO())
+    supervisor = Supervisor(config, journal, budget=Budget("rlimit-as", 256 * MiB, "test"))
+    with pytest.raises(InvalidState, match="cannot apply the rlimit-as budget to 'touch'"):
+        supervisor.run()
+    assert not marker.exists()  # the wrapper was told not to exec
+    assert [line["event"] for line in journal.lines] == ["budget"]

@@ -18,6 +18,7 @@ import secrets
 import select
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -244,8 +245,13 @@ class Supervisor:
         try:
             process = spawn(self.config.argv, self._apply(budget))
         except OSError as error:
+            command = repr(self.config.argv[0])
+            if error.filename == sys.executable:  # the wrapper is this interpreter
+                what = f"start the wrapper ({sys.executable}) that runs {command}"
+            else:
+                what = f"apply the {budget.kind} budget to {command}"
             raise InvalidState(
-                f"cannot start {self.config.argv[0]!r} in its budget: {error.strerror or error}"
+                f"cannot {what}: {error.strerror or error}; nothing was run"
             ) from None
         self.journal.write(
             "start",
