@@ -142,3 +142,20 @@ def test_exits_are_described_as_a_shell_would_report_them() -> None:
 def test_a_bad_policy_is_refused_quoting_it(policy: str, max_restarts: int, match: str) -> None:
     with pytest.raises(InvalidValue, match=match):
         Plan(policy, max_restarts)  # type: ignore[arg-type]
+
+
+@given(st.lists(st.tuples(codes, st.booleans()), max_size=30), st.integers(1, 4))
+def test_a_stable_run_always_starts_a_fresh_streak(
+    runs: list[tuple[int, bool]], max_restarts: int
+) -> None:
+    plan = Plan("on-failure", max_restarts, Backoff(1.0, 8.0), stable_s=10.0)
+    streak = 0
+    for code, stable in runs:
+        decision = plan.after(Exit(code, run_s=10.0 if stable else 0.1))
+        streak = 1 if stable else streak + 1
+        if streak > max_restarts:
+            assert not decision.restart
+            break
+        assert decision.restart
+        assert decision.restart_number == streak
+        assert decision.delay_s == min(2.0 ** (streak - 1), 8.0)
