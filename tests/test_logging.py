@@ -16,6 +16,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resguard import InvalidValue
 from resguard._modules.log import (
@@ -263,3 +265,51 @@ def test_a_json_formatter_finds_the_level_change_and_reclaim_step_fields(
     assert steps
     assert steps[0]["resguard_step"] == "gc.collect"
     assert "resguard_freed_bytes" in steps[0]
+
+
+class Collecting(logging.Handler):
+    """Keeps the records it gets in *records*."""
+
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["memory", "timeout", "level"]), st.floats(0, 30)),
+        max_size=200,
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_refusal_lines_count_every_refusal_once_and_at_most_one_line_per_interval(
+    refusals_and_waits: list[tuple[str, float]],
+) -> None:
+    clock = ManualClock(0.0)
+    said: list[logging.LogRecord] = []
+    logger = logging.getLogger("test.refusal_lines")
+    logger.propagate = False
+    handler = Collecting(said)
+    logger.addHandler(handler)
+    try:
+        refusals = RefusalLog("g", interval_s=10, logger=logger, clock=clock)
+        for reason, wait_s in refusals_and_waits:
+            refusals.note(reason)
+            clock.advance(wait_s)
+        lines_before_flush = len(said)
+        refusals.flush()
+    finally:
+        logger.removeHandler(handler)
+    by_reason: dict[str, int] = {}
+    for record in said:
+        for reason, count in record.__dict__["resguard_refused_by_reason"].items():
+            by_reason[reason] = by_reason.get(reason, 0) + count
+    expected: dict[str, int] = {}
+    for reason, _ in refusals_and_waits:
+        expected[reason] = expected.get(reason, 0) + 1
+    assert by_reason == expected
+    assert lines_before_flush <= 1 + clock() // 10
+    assert len(said) <= lines_before_flush + 1
