@@ -1090,3 +1090,14 @@ def test_models_and_their_lazies_are_on_the_ladder_they_were_registered_with(
     assert models not in ladder.reclaimables.registered()
     with pytest.raises(InvalidType, match="register="):
         OllamaModels(ollama_server.host, register="yes")  # type: ignore[arg-type]
+
+
+def test_a_stopped_standin_answers_nothing_on_a_kept_alive_connection(
+    ollama_server_factory: Callable[..., OllamaStandIn],
+) -> None:
+    server = ollama_server_factory()
+    with OllamaModels(server.host, register=False) as models:
+        assert models.loaded() == ()  # the client keeps this connection open
+        server.stop()
+        with pytest.raises(OllamaError):  # it answered on, as if still up
+            models.loaded()

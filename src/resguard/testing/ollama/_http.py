@@ -101,7 +101,7 @@ class Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         standin = self.standin
         path = self.path.split("?", 1)[0]
-        if standin.drop_connections:
+        if standin.drop_connections or standin.stopped:  # a stopped server answers nothing
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(2)

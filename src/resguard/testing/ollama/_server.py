@@ -193,6 +193,12 @@ class OllamaStandIn:
         bound = self._bind[0] if self._bind[0] not in ("", "0.0.0.0") else "127.0.0.1"
         return f"http://{bound}:{self.port}"
 
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` was called (a client's kept-alive connection is then
+        closed at its next request, as a real server's going down would be)."""
+        return self._stop.is_set()
+
     def pause(self, seconds: float) -> None:
         """Wait *seconds* (a simulated delay the test asked for), cut short by stop()."""
         if seconds > 0:
