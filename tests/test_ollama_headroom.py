@@ -272,3 +272,63 @@ def test_a_pool_of_ollama_models_reads_ollamas_headroom_not_the_services(
         with pytest.raises(ResourceExhausted) as refused:
             pool.choose([large, small])
         assert refused.value.numbers["headroom_bytes"] == 1 * 10**9
+
+
+# ---------------------------------------------------------------- a fixture tree
+def _tree(tmp_path: Any, *, limit: str, stat_text: str = "0 (ollama) S 1 " + "0 " * 30) -> Any:
+    """A /proc and a cgroup v1 tree where process 4242 listens on port 11434 in cgroup
+    /ollama (memory.limit_in_bytes *limit*, 100 MiB used, 10 MiB of it inactive file)."""
+    from resguard._probes.paths import Roots
+
+    proc, cgroup = tmp_path / "proc", tmp_path / "cgroup"
+    (proc / "net").mkdir(parents=True)
+    (proc / "net" / "tcp").write_text(_tcp_table([(11434, "0A", 777), (22, "0A", 778)]))
+    (proc / "net" / "tcp6").write_text("garbage\x00\n:::\n")
+    (proc / "4242" / "fd").mkdir(parents=True)
+    (proc / "4242" / "fd" / "3").symlink_to("socket:[777]")
+    (proc / "4242" / "stat").write_text(stat_text)
+    (proc / "4242" / "cgroup").write_text("5:memory:/ollama\n")
+    (proc / "99" / "fd").mkdir(parents=True)  # another process, not the listener
+    (proc / "99" / "fd" / "0").symlink_to("/dev/null")
+    memory = cgroup / "memory" / "ollama"
+    memory.mkdir(parents=True)
+    (cgroup / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    (memory / "memory.limit_in_bytes").write_text(limit)
+    (memory / "memory.usage_in_bytes").write_text(f"{100 * MIB}\n")
+    (memory / "memory.stat").write_text(f"total_inactive_file {10 * MIB}\n")
+    (memory / "cgroup.procs").write_text("4242\n")
+    return Roots(proc=str(proc), cgroup=str(cgroup))
+
+
+def test_ollamas_cgroup_bounds_its_headroom_in_a_fixture_tree(tmp_path: Any) -> None:
+    roots = _tree(tmp_path, limit=f"{2 * GIB}\n")
+    headroom = OllamaHeadroom("http://127.0.0.1:11434", roots=roots, machine=lambda: 20 * GIB)
+    assert headroom.pid == 4242
+    assert headroom.headroom_bytes() == 2 * GIB - 90 * MIB  # limit minus the working set
+    unlimited = _tree(tmp_path / "other", limit="9223372036854771712\n")
+    machine_only = OllamaHeadroom("http://[::1]:11434", roots=unlimited, machine=lambda: 3 * GIB)
+    assert machine_only.headroom_bytes() == 3 * GIB  # no limit on Ollama's cgroup
+    tight = OllamaHeadroom("http://localhost:11434", roots=roots, machine=lambda: 1 * GIB)
+    assert tight.headroom_bytes() == 1 * GIB  # the machine is tighter than the cgroup
+
+
+def test_a_damaged_tree_is_the_machines_memory_and_never_raises(tmp_path: Any) -> None:
+    roots = _tree(tmp_path, limit="not a number\n", stat_text="junk")
+    headroom = OllamaHeadroom("http://127.0.0.1:11434", roots=roots, machine=lambda: 5 * GIB)
+    assert headroom.headroom_bytes() == 5 * GIB  # its identity unreadable: not trusted
+    unknown = OllamaHeadroom("http://127.0.0.1:11434", roots=roots, machine=lambda: None)
+    assert unknown.headroom_bytes() is None  # unknown, never 0
+
+
+def test_a_replaced_listener_is_looked_for_again(tmp_path: Any) -> None:
+    roots = _tree(tmp_path, limit=f"{2 * GIB}\n")
+    clock = ManualClock()
+    headroom = OllamaHeadroom(
+        "http://127.0.0.1:11434", roots=roots, machine=lambda: 20 * GIB, clock=clock
+    )
+    assert headroom.pid == 4242
+    stat = tmp_path / "proc" / "4242" / "stat"
+    stat.write_text("0 (ollama) S 1 " + "0 " * 17 + "999 " + "0 " * 12)  # another start time
+    (tmp_path / "proc" / "4242" / "fd" / "3").unlink()  # and no longer the listener
+    assert headroom.headroom_bytes() == 20 * GIB  # the old cgroup is not trusted
+    assert headroom.pid is None
