@@ -195,8 +195,7 @@ class OllamaStandIn:
 
     @property
     def stopped(self) -> bool:
-        """Whether :meth:`stop` was called (a client's kept-alive connection is then
-        closed at its next request, as a real server's going down would be)."""
+        """Whether :meth:`stop` was called (kept-alive connections then close)."""
         return self._stop.is_set()
 
     def pause(self, seconds: float) -> None:
@@ -470,19 +469,18 @@ class OllamaStandIn:
                     expires = now + min(runner.keep_alive_s, FOREVER_S)
                 rows.append((expires, runner))
         rows.sort(key=lambda row: -math.floor(row[0]))
-        models = []
-        for expires, runner in rows:
-            model = runner.model
-            models.append(
-                {
-                    "name": model.name,
-                    "model": model.name,
-                    "size": model.loaded_bytes,
-                    "digest": model.digest,
-                    "details": model.details(for_ps=True),
-                    "expires_at": timestamp(expires),
-                    "size_vram": min(max(model.vram_bytes, 0), model.loaded_bytes),
-                    "context_length": model.context_length,
-                }
-            )
-        return {"models": models}
+        return {"models": [_ps_row(runner.model, expires) for expires, runner in rows]}
+
+
+def _ps_row(model: CatalogueModel, expires_s: float) -> dict[str, Any]:
+    """One loaded model as ``/api/ps`` lists it."""
+    return {
+        "name": model.name,
+        "model": model.name,
+        "size": model.loaded_bytes,
+        "digest": model.digest,
+        "details": model.details(for_ps=True),
+        "expires_at": timestamp(expires_s),
+        "size_vram": min(max(model.vram_bytes, 0), model.loaded_bytes),
+        "context_length": model.context_length,
+    }
