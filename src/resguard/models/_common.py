@@ -30,7 +30,21 @@ DEFAULT_WAIT_S = 600.0  # how long a caller waits for a load that another caller
 
 @runtime_checkable
 class HeadroomSource(Protocol):
-    """What a model asks for room: a :class:`resguard.Guard` or anything with this method."""
+    """Where a model load asks for room: anything with ``headroom_bytes()``.
+
+    A :class:`resguard.Guard` is one (this process's headroom, minus its reservations), so
+    is a :class:`resguard.ModelPool` and :class:`resguard.ollama.OllamaHeadroom` (where an
+    Ollama server runs). Write one for numbers resguard cannot read itself, e.g. the host
+    of a remote Ollama::
+
+        class NodeHeadroom:
+            def headroom_bytes(self) -> int | None:
+                return read_mem_available_from_node_exporter()  # None: unknown
+
+        OllamaModels("http://gpu-box:11434", headroom=NodeHeadroom())
+
+    ``None`` means unknown, never 0: the load is admitted and one warning is logged.
+    """
 
     def headroom_bytes(self) -> int | None:
         """Bytes that can be committed now (available memory minus reservations);
