@@ -332,3 +332,15 @@ def test_a_replaced_listener_is_looked_for_again(tmp_path: Any) -> None:
     (tmp_path / "proc" / "4242" / "fd" / "3").unlink()  # and no longer the listener
     assert headroom.headroom_bytes() == 20 * GIB  # the old cgroup is not trusted
     assert headroom.pid is None
+
+
+def test_a_size_is_learned_from_a_load_someone_else_made(ollama_server: OllamaStandIn) -> None:
+    import ollama
+
+    ollama.Client(host=ollama_server.host).generate(model=LARGE)  # another client loads it
+    with OllamaModels(ollama_server.host, headroom=Headroom(100 * GIB), register=False) as models:
+        pool = ModelPool(budget="16GiB")
+        large = models.lazy(LARGE, pool=pool)
+        small = models.lazy(MEDIUM, pool=pool)
+        assert large.size_bytes == 13_421_772_800  # /api/ps's size, not 16.04 GiB from disk
+        assert pool.choose([large, small]) is large

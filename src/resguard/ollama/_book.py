@@ -18,9 +18,10 @@ from resguard.ollama import _core
 from resguard.ollama._names import canonical
 from resguard.snapshot import OllamaModelInfo
 
-__all__ = ["Book", "log"]
+__all__ = ["PS_FRESH_S", "Book", "log"]
 
 log = get_logger("resguard.ollama")
+PS_FRESH_S = 2.0  # an estimate reads /api/ps again (to learn a size) at most this often
 
 
 class Book:
@@ -46,6 +47,7 @@ class Book:
         self.in_use: dict[str, int] = {}
         self.sizes: dict[str, int] = {}  # learned: the size /api/ps last reported loaded
         self.disk_sizes: dict[str, int] = {}  # the size /api/tags last reported on disk
+        self.ps_read_s: float | None = None  # when /api/ps was last read (self.clock)
         self.load_s: dict[str, float] = {}
         self.lazies: weakref.WeakValueDictionary[str, LazyModel[str]] = (
             weakref.WeakValueDictionary()
@@ -76,6 +78,11 @@ class Book:
     def infos(self, response: Any) -> tuple[OllamaModelInfo, ...]:
         """An ``/api/ps`` answer as OllamaModelInfo, with the idle times resguard knows."""
         return tuple(self.info(item) for item in response.models)
+
+    def ps_is_fresh(self) -> bool:
+        """Whether ``/api/ps`` was read within :data:`PS_FRESH_S` (its sizes are learned)."""
+        read = self.ps_read_s
+        return read is not None and self.clock() - read < PS_FRESH_S
 
     def info(self, item: Any) -> OllamaModelInfo:
         name = canonical(item.model or item.name or "")

@@ -143,6 +143,7 @@ class Procedures:
     def loaded(self, within_s: float | None = None) -> Steps[tuple[OllamaModelInfo, ...]]:
         request = self._ps if within_s is None else self._ps._replace(within_s=within_s)
         infos: tuple[OllamaModelInfo, ...] = yield request
+        self.book.ps_read_s = self.book.clock()  # the sizes of all loaded ones are learned
         return infos
 
     def installed(self) -> Steps[dict[str, int]]:
@@ -151,10 +152,13 @@ class Procedures:
         return sizes
 
     def estimate_bytes(self, name: str) -> Steps[int]:
-        """The learned size (``/api/ps``), else the size on disk times ``size_factor``
-        (``/api/tags``, asked only for a model not seen there before)."""
+        """The learned size (``/api/ps``; read again first, at most every
+        :data:`PS_FRESH_S`, in case someone else loaded the model), else the size on disk
+        times ``size_factor`` (``/api/tags``, asked only for a model not seen there)."""
         key = canonical(name)
         book = self.book
+        if key not in book.sizes and not book.ps_is_fresh():
+            yield from self.loaded()  # learns the size of every model loaded now
         known = _core.estimate_bytes(key, book.sizes, book.disk_sizes, self.size_factor)
         if known is not None:
             return known
