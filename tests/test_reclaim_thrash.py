@@ -4,8 +4,10 @@ bytes. All on injected clocks: real LazyModels, real ladders, real policies."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
+import threading
 from typing import Any
 
 import pytest
@@ -446,3 +448,35 @@ def test_a_monitors_verdict_is_ok_at_the_first_sample_after_its_ladder_freed_mem
     assert after.snapshot.memory.percent is not None
     assert after.snapshot.memory.percent < 50
     assert after.level is Level.OK, after.verdict.reason
+
+
+def test_a_collection_inside_the_registry_lock_does_not_deadlock() -> None:
+    """A registered cache in a reference cycle is freed by a garbage collection, which may
+    run while this thread holds the registry's lock (any allocation in there can start one):
+    the weak reference's callback must not wait for that lock."""
+
+    class Cyclic:
+        name, cost = "cyclic", 1.0
+
+        def __init__(self) -> None:
+            self.me = self
+
+        def reclaimable_bytes(self) -> int:
+            return 0
+
+        def reclaim(self, target_bytes: int) -> int:
+            return 0
+
+    registry = Registry()
+    registry.register(Cyclic())
+
+    def collect_inside_the_lock() -> None:
+        with registry._lock:
+            gc.collect()
+
+    worker = threading.Thread(target=collect_inside_the_lock, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "the weakref callback waited for the lock it runs under"
+    assert len(registry) == 0
+    assert registry.registered() == []

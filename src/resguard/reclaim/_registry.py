@@ -9,6 +9,7 @@ model and cache of the process.
 
 from __future__ import annotations
 
+import collections
 import math
 import threading
 import weakref
@@ -83,13 +84,26 @@ def by_cost(items: Iterable[Reclaimable]) -> list[Reclaimable]:
 
 
 class Registry:
-    """Reclaimables held by weak references, in registration order; thread-safe."""
+    """Reclaimables held by weak references, in registration order; thread-safe.
 
-    __slots__ = ("__weakref__", "_items", "_lock")
+    A collected item's weak reference is only queued by its callback (an atomic append)
+    and dropped at the next call: the callback may run from a garbage collection inside
+    this registry's own lock, which it must not wait for.
+    """
+
+    __slots__ = ("__weakref__", "_gone", "_items", "_lock")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: dict[int, weakref.ref[Reclaimable]] = {}
+        self._gone: collections.deque[tuple[int, weakref.ref[Reclaimable]]] = collections.deque()
+
+    def _purge_locked(self) -> None:
+        gone = self._gone
+        while gone:
+            key, ref = gone.popleft()
+            if self._items.get(key) is ref:
+                del self._items[key]
 
     def register(self, item: Reclaimable) -> None:
         """Put *item* on this registry, held by a weak reference (again: a no-op)."""
@@ -105,9 +119,7 @@ class Registry:
         def forget(gone: weakref.ref[Reclaimable], key: int = key) -> None:
             registry = owner()
             if registry is not None:
-                with registry._lock:
-                    if registry._items.get(key) is gone:
-                        del registry._items[key]
+                registry._gone.append((key, gone))
 
         try:
             ref = weakref.ref(item, forget)
@@ -117,6 +129,7 @@ class Registry:
                 "object that allows one (add '__weakref__' to its __slots__)"
             ) from None
         with self._lock:
+            self._purge_locked()
             held = self._items.get(key)
             if held is None or held() is not item:
                 self._items[key] = ref
@@ -125,6 +138,7 @@ class Registry:
         """Take *item* off this registry; a no-op when it is not on it."""
         check_reclaimable(item, "unregister()")
         with self._lock:
+            self._purge_locked()
             ref = self._items.get(id(item))
             if ref is not None and ref() is item:
                 del self._items[id(item)]
@@ -132,6 +146,7 @@ class Registry:
     def registered(self) -> list[Reclaimable]:
         """The live reclaimables, cheapest first (ties keep registration order)."""
         with self._lock:
+            self._purge_locked()
             refs = list(self._items.values())
         return by_cost(item for item in (ref() for ref in refs) if item is not None)
 
@@ -142,6 +157,7 @@ class Registry:
 
     def __len__(self) -> int:
         with self._lock:
+            self._purge_locked()
             refs = list(self._items.values())
         return sum(1 for ref in refs if ref() is not None)
 
