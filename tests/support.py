@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
+import anyio
+import httpx
 import pytest
 
+from resguard.monitor import Monitor
+from resguard.rules import Level, Policy, Threshold
 from resguard.snapshot import Sampler, Snapshot
+from resguard.testing import Roots
 
 
 def free_port() -> int:
@@ -154,3 +163,216 @@ def process_cmdline(pid: int) -> bytes:
             return file.read()
     except OSError:
         return b""
+
+
+# ------------------------------------------------------------------- a real uvicorn ---
+
+
+class Uvicorn:
+    """A uvicorn subprocess on loopback: its base *url*, its *process*, and its stderr
+    *lines*, collected by a thread as they come (nothing it writes can fill a pipe)."""
+
+    def __init__(self, process: subprocess.Popen[bytes], url: str) -> None:
+        self.process = process
+        self.url = url
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line.decode(errors="replace").rstrip("\n"))
+
+    def said(self, text: str) -> list[str]:
+        """Its stderr lines so far that contain *text*."""
+        return [line for line in list(self.lines) if text in line]
+
+    def stderr(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, text: str, *, timeout_s: float = 30) -> None:
+        """Wait until a line with *text* is on its stderr; fail at once if it exited."""
+
+        def seen() -> bool:
+            self.assert_running()
+            return bool(self.said(text))
+
+        wait_until(seen, timeout_s=timeout_s, what=f"{text!r} on uvicorn's stderr")
+
+    def assert_running(self) -> None:
+        if self.process.poll() is not None:
+            self._reader.join(timeout=5)  # the rest of what it said before it exited
+            raise AssertionError(f"uvicorn exited with {self.process.returncode}:\n{self.stderr()}")
+
+    def answers(self, path: str) -> bool:
+        """Whether GET *path* answers 200 now (``False`` while it cannot connect)."""
+        self.assert_running()
+        try:
+            return httpx.get(self.url + path, timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self, *, timeout_s: float = 20) -> None:
+        """SIGTERM, then SIGKILL when it has not exited within *timeout_s*."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout_s)
+        self._reader.join(timeout=10)
+
+
+def uvicorn_argv(args: Sequence[str], port: int) -> list[str]:
+    """``python -m uvicorn *args`` on 127.0.0.1:*port*: a ``--host`` or ``--port`` in *args*
+    (a deployment's own command) has its value replaced, a missing one is added."""
+    argv = list(args)
+    for option, value in (("--host", "127.0.0.1"), ("--port", str(port))):
+        if option in argv:
+            argv[argv.index(option) + 1] = value
+        else:
+            argv[:0] = [option, value]
+    return [sys.executable, "-m", "uvicorn", *argv]
+
+
+@contextlib.contextmanager
+def start_uvicorn(
+    *args: str,
+    ready: str = "/livez",
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    spawn: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen,
+    timeout_s: float = 30,
+) -> Iterator[Uvicorn]:
+    """Run ``uvicorn *args`` (its options and its app) on a free loopback port, yield it once
+    GET *ready* answers 200, and stop it on the way out (SIGTERM, then SIGKILL after a
+    deadline). *env* is added to this process's environment; *spawn* starts the argv
+    (``memory_cgroup.spawn`` runs it in a cgroup). If it exits or never answers, the test
+    fails with its stderr."""
+    port = free_port()
+    process = spawn(
+        uvicorn_argv(args, port),
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    server = Uvicorn(process, f"http://127.0.0.1:{port}")
+    try:
+        try:
+            wait_until(
+                lambda: server.answers(ready),
+                timeout_s=timeout_s,
+                what=f"uvicorn to answer {ready}",
+            )
+        except AssertionError as error:
+            server.assert_running()  # exited: that error has its stderr
+            raise AssertionError(f"{error}; its stderr:\n{server.stderr()}") from None
+        yield server
+    finally:
+        server.stop()
+
+
+# ------------------------------------------------- a fixture machine and ASGI calls ---
+
+MiB = 2**20
+GiB = 2**30
+
+
+class Machine:
+    """A fixture /proc whose memory the test sets; a Sampler reads it like the real one."""
+
+    def __init__(self, root: Path, total_gib: float = 16) -> None:
+        self.proc = root / "proc"
+        (self.proc / "self").mkdir(parents=True)
+        self.total_gib = total_gib
+        statm = f"{GiB // 4096} {(256 * MiB) // 4096} 0 0 0 0 0\n"
+        (self.proc / "self" / "statm").write_text(statm)
+        self.set_used_percent(50)
+        self.sampler = Sampler(Roots(proc=str(self.proc), cgroup=str(root / "no-cgroup")))
+
+    def set_used_percent(self, percent: float) -> None:
+        total_kib = int(self.total_gib * GiB / 1024)
+        available_kib = int(total_kib * (100 - percent) / 100)
+        # rewritten in place: the sampler keeps the descriptor open and re-reads it
+        (self.proc / "meminfo").write_text(
+            f"MemTotal: {total_kib} kB\nMemFree: {available_kib} kB\n"
+            f"MemAvailable: {available_kib} kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n"
+        )
+
+
+def make_monitor(machine: Machine, **kwargs: Any) -> Monitor:
+    """CRITICAL above 90 % used; no reclaiming (nothing to reclaim on a fixture)."""
+    policy = Policy([Threshold("memory.percent", ">", 90, level=Level.CRITICAL)])
+    return Monitor(
+        policy=policy, sampler=machine.sampler, reclaim=False, psi_trigger=False, **kwargs
+    )
+
+
+class Recorder:
+    """A bare ASGI app that answers 200 'ok' and records what reached it."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "http", "this app does not speak lifespan"
+        self.paths.append(scope["path"])
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def http_scope(path: str, method: str = "GET", root_path: str = "") -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": root_path,
+        "query_string": b"",
+        "headers": [(b"host", b"test")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+class Response:
+    def __init__(self, messages: list[dict[str, Any]]) -> None:
+        start = messages[0]
+        assert start["type"] == "http.response.start"
+        self.status: int = start["status"]
+        self.headers = {name.decode(): value.decode() for name, value in start["headers"]}
+        self.body = b"".join(m.get("body", b"") for m in messages[1:])
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def call(
+    app: Any, path: str, method: str = "GET", backend: str = "asyncio", root_path: str = ""
+) -> Response:
+    """One request through *app* with real ASGI messages, in a fresh event loop."""
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    async def main() -> None:
+        await app(http_scope(path, method, root_path), receive, send)
+
+    anyio.run(main, backend=backend)
+    return Response(messages)

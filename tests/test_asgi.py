@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import select
 import signal
 import socket
@@ -22,6 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -43,12 +42,21 @@ from resguard.guard import Guard
 from resguard.monitor import Monitor
 from resguard.rules import Level, Policy, Threshold
 from resguard.snapshot import Sampler, Snapshot
-from resguard.testing import ManualClock, Roots, make_snapshot
+from resguard.testing import ManualClock, make_snapshot
 
-from support import free_port, wait_until
+from support import (
+    GiB,
+    Machine,
+    MiB,
+    Recorder,
+    Uvicorn,
+    call,
+    http_scope,
+    make_monitor,
+    start_uvicorn,
+    wait_until,
+)
 
-MiB = 2**20
-GiB = 2**30
 TESTS = Path(__file__).parent
 
 
@@ -63,39 +71,9 @@ def percent_of(monitor: Monitor | None) -> float:
 # ------------------------------------------------------------------------ fixtures ---
 
 
-class Machine:
-    """A fixture /proc whose memory the test sets; a Sampler reads it like the real one."""
-
-    def __init__(self, root: Path, total_gib: float = 16) -> None:
-        self.proc = root / "proc"
-        (self.proc / "self").mkdir(parents=True)
-        self.total_gib = total_gib
-        statm = f"{GiB // 4096} {(256 * MiB) // 4096} 0 0 0 0 0\n"
-        (self.proc / "self" / "statm").write_text(statm)
-        self.set_used_percent(50)
-        self.sampler = Sampler(Roots(proc=str(self.proc), cgroup=str(root / "no-cgroup")))
-
-    def set_used_percent(self, percent: float) -> None:
-        total_kib = int(self.total_gib * GiB / 1024)
-        available_kib = int(total_kib * (100 - percent) / 100)
-        # rewritten in place: the sampler keeps the descriptor open and re-reads it
-        (self.proc / "meminfo").write_text(
-            f"MemTotal: {total_kib} kB\nMemFree: {available_kib} kB\n"
-            f"MemAvailable: {available_kib} kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n"
-        )
-
-
 @pytest.fixture
 def machine(tmp_path: Path) -> Machine:
     return Machine(tmp_path)
-
-
-def make_monitor(machine: Machine, **kwargs: Any) -> Monitor:
-    """CRITICAL above 90 % used; no reclaiming (nothing to reclaim on a fixture)."""
-    policy = Policy([Threshold("memory.percent", ">", 90, level=Level.CRITICAL)])
-    return Monitor(
-        policy=policy, sampler=machine.sampler, reclaim=False, psi_trigger=False, **kwargs
-    )
 
 
 @pytest.fixture
@@ -109,73 +87,6 @@ def monitor(machine: Machine) -> Iterator[Monitor]:
 
 def running(monitor: Monitor) -> bool:
     return any(thread.is_alive() for thread in monitor._threads)
-
-
-class Recorder:
-    """A bare ASGI app that answers 200 'ok' and records what reached it."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        assert scope["type"] == "http", "this app does not speak lifespan"
-        self.paths.append(scope["path"])
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"text/plain")],
-            }
-        )
-        await send({"type": "http.response.body", "body": b"ok"})
-
-
-def http_scope(path: str, method: str = "GET", root_path: str = "") -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": root_path,
-        "query_string": b"",
-        "headers": [(b"host", b"test")],
-        "client": ("127.0.0.1", 40000),
-        "server": ("127.0.0.1", 8000),
-    }
-
-
-class Response:
-    def __init__(self, messages: list[dict[str, Any]]) -> None:
-        start = messages[0]
-        assert start["type"] == "http.response.start"
-        self.status: int = start["status"]
-        self.headers = {name.decode(): value.decode() for name, value in start["headers"]}
-        self.body = b"".join(m.get("body", b"") for m in messages[1:])
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def call(
-    app: Any, path: str, method: str = "GET", backend: str = "asyncio", root_path: str = ""
-) -> Response:
-    """One request through *app* with real ASGI messages, in a fresh event loop."""
-    messages: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    async def main() -> None:
-        await app(http_scope(path, method, root_path), receive, send)
-
-    anyio.run(main, backend=backend)
-    return Response(messages)
 
 
 # ------------------------------------------------------------- direct ASGI calls ---
@@ -1111,38 +1022,12 @@ N_REQUESTS = 200
 CGROUP_LIMIT_BYTES = 256 * MiB
 
 
-def start_alloc_server(cgroup: Any, target: list[str]) -> tuple[subprocess.Popen[bytes], str]:
-    """uvicorn running tests/apps/alloc_app.py inside *cgroup*; waits until it answers."""
-    port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--app-dir",
-        str(TESTS),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-        *target,
-    ]
-    env = {**os.environ, "RESGUARD_TEST_WAIT": "8s"}
-    process = cgroup.spawn(argv, env=env, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        assert process.poll() is None, f"uvicorn exited with {process.returncode} at startup"
-        try:
-            httpx.get(f"{url}/stats", timeout=5).raise_for_status()
-        except httpx.TransportError:
-            return False
-        return True
-
-    wait_until(answers, timeout_s=60, what="uvicorn to answer /stats")
-    return process, url
+def alloc_server(cgroup: Any, *target: str) -> AbstractContextManager[Uvicorn]:
+    """uvicorn running tests/apps/alloc_app.py inside *cgroup*, once it answers /stats."""
+    return start_uvicorn(
+        "--app-dir", str(TESTS), "--log-level", "warning", "--no-access-log", *target,
+        ready="/stats", env={"RESGUARD_TEST_WAIT": "8s"}, spawn=cgroup.spawn, timeout_s=60,
+    )  # fmt: skip
 
 
 async def burst(url: str) -> list[Any]:
@@ -1165,17 +1050,18 @@ async def burst(url: str) -> list[Any]:
 @pytest.mark.slow
 def test_unguarded_server_is_oom_killed(memory_cgroup: Any) -> None:
     memory_cgroup.set_limit(CGROUP_LIMIT_BYTES)
-    process, url = start_alloc_server(memory_cgroup, ["apps.alloc_app:app"])
-    results: list[Any] = []
-    for _ in range(3):  # one burst kills it; more only if a slow machine spread it out
-        results += asyncio.run(burst(url))
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
-        if process.returncode is not None:
-            break
-    assert process.returncode == -signal.SIGKILL
-    assert memory_cgroup.oom_kills() >= 1
-    assert any(isinstance(result, str) for result in results)  # connections were lost
+    with alloc_server(memory_cgroup, "apps.alloc_app:app") as server:
+        process, url = server.process, server.url
+        results: list[Any] = []
+        for _ in range(3):  # one burst kills it; more only if a slow machine spread it out
+            results += asyncio.run(burst(url))
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+            if process.returncode is not None:
+                break
+        assert process.returncode == -signal.SIGKILL
+        assert memory_cgroup.oom_kills() >= 1
+        assert any(isinstance(result, str) for result in results)  # connections were lost
 
 
 @pytest.mark.linux_backend
@@ -1183,33 +1069,34 @@ def test_unguarded_server_is_oom_killed(memory_cgroup: Any) -> None:
 @pytest.mark.slow
 def test_guarded_server_sheds_load_and_survives(memory_cgroup: Any) -> None:
     memory_cgroup.set_limit(CGROUP_LIMIT_BYTES)
-    process, url = start_alloc_server(memory_cgroup, ["--factory", "apps.alloc_app:guarded_app"])
-    before = httpx.get(f"{url}/stats", timeout=30).json()
-    # the server judges memory by its own cgroup, not by the 24 GiB host
-    assert before["memory"]["source"] == "cgroup"
-    assert before["memory"]["limit"] == CGROUP_LIMIT_BYTES
+    with alloc_server(memory_cgroup, "--factory", "apps.alloc_app:guarded_app") as server:
+        process, url = server.process, server.url
+        before = httpx.get(f"{url}/stats", timeout=30).json()
+        # the server judges memory by its own cgroup, not by the 24 GiB host
+        assert before["memory"]["source"] == "cgroup"
+        assert before["memory"]["limit"] == CGROUP_LIMIT_BYTES
 
-    results = asyncio.run(burst(url))
+        results = asyncio.run(burst(url))
 
-    assert process.poll() is None, "the guarded server died"
-    assert memory_cgroup.oom_kills() == 0
-    counts = Counter(result if isinstance(result, str) else result[0] for result in results)
-    assert set(counts) <= {200, 503}, f"unexpected outcomes: {counts}"
-    assert all(
-        retry_after is not None and int(retry_after) >= 1
-        for status, retry_after in results
-        if status == 503
-    )
-    assert counts[200] >= N_REQUESTS / 3, f"too few served: {counts}"
+        assert process.poll() is None, "the guarded server died"
+        assert memory_cgroup.oom_kills() == 0
+        counts = Counter(result if isinstance(result, str) else result[0] for result in results)
+        assert set(counts) <= {200, 503}, f"unexpected outcomes: {counts}"
+        assert all(
+            retry_after is not None and int(retry_after) >= 1
+            for status, retry_after in results
+            if status == 503
+        )
+        assert counts[200] >= N_REQUESTS / 3, f"too few served: {counts}"
 
-    after = httpx.get(f"{url}/stats", timeout=30).json()
-    assert after["served"] == counts[200]  # every admitted request was answered
-    assert after["guard"]["admitted"] == counts[200]
-    assert after["guard"]["refused"] == counts[503]
-    assert (after["guard"]["in_flight"], after["guard"]["reserved_bytes"]) == (0, 0)
-    # at most what fits: 16 MiB each under the 70 % share of 256 MiB
-    assert after["peak_in_flight"] * 16 * MiB < 0.7 * CGROUP_LIMIT_BYTES
-    assert httpx.get(f"{url}/readyz", timeout=30).status_code == 200
+        after = httpx.get(f"{url}/stats", timeout=30).json()
+        assert after["served"] == counts[200]  # every admitted request was answered
+        assert after["guard"]["admitted"] == counts[200]
+        assert after["guard"]["refused"] == counts[503]
+        assert (after["guard"]["in_flight"], after["guard"]["reserved_bytes"]) == (0, 0)
+        # at most what fits: 16 MiB each under the 70 % share of 256 MiB
+        assert after["peak_in_flight"] * 16 * MiB < 0.7 * CGROUP_LIMIT_BYTES
+        assert httpx.get(f"{url}/readyz", timeout=30).status_code == 200
 
 
 def test_readiness_reason_for_a_damaged_source_says_unknown_once() -> None:

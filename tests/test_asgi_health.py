@@ -24,7 +24,8 @@ from resguard.guard import Guard
 from resguard.monitor import Monitor
 from resguard.rules import Level, Policy, Threshold
 from resguard.testing import ManualClock
-from test_asgi import Machine, Recorder, call, make_monitor
+
+from support import Machine, Recorder, call, make_monitor
 
 
 class NotFound:

@@ -243,7 +243,8 @@ def test_a_json_formatter_finds_the_level_change_and_reclaim_step_fields(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from resguard.monitor import Monitor
-    from test_asgi import Machine
+
+    from support import Machine
 
     caplog.set_level(logging.INFO, logger="resguard")
     machine = Machine(tmp_path)
