@@ -113,3 +113,22 @@ def test_summary_is_the_device_with_the_highest_known_share(used: list[int | Non
     best = max(u for u, _ in known)
     assert summary.memory.used == best
     assert summary.memory.device == min(i for u, i in known if u == best)  # first on a tie
+
+
+def test_nvmls_raw_readings_land_in_the_fields_of_their_names() -> None:
+    from resguard._probes.gpu import RawGpu
+    from resguard.snapshot._gpu import _info
+
+    # every reading distinct, so a copy by position into a reordered class would show
+    raw = RawGpu(3, "NVIDIA H200", "GPU-3", 1000, 400, 600, 12.5, 61.0, ((42, 300), (43, None)))
+    info = _info(raw)
+    assert (info.index, info.name, info.uuid) == (3, "NVIDIA H200", "GPU-3")
+    assert (info.memory_total_bytes, info.memory_used_bytes, info.memory_free_bytes) == (
+        1000,
+        400,
+        600,
+    )
+    assert (info.utilization_percent, info.temperature_celsius) == (12.5, 61.0)
+    assert info.processes is not None
+    assert [(p.pid, p.used_bytes) for p in info.processes] == [(42, 300), (43, None)]
+    assert _info(raw._replace(processes=None)).processes is None  # could not be listed

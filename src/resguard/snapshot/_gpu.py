@@ -53,19 +53,21 @@ class GpuReader:
 
 
 def _info(raw: _gpu.RawGpu) -> GpuInfo:
+    """*raw* as a :class:`GpuInfo`, field by name (a reordered ``RawGpu`` or ``GpuInfo``
+    can never swap two readings of one type silently)."""
     processes = None
     if raw.processes is not None:
-        processes = tuple(GpuProcess(pid, used) for pid, used in raw.processes)
+        processes = tuple(GpuProcess(pid=pid, used_bytes=used) for pid, used in raw.processes)
     return GpuInfo(
-        raw.device,
-        raw.name,
-        raw.uuid,
-        raw.memory_total_bytes,
-        raw.memory_used_bytes,
-        raw.memory_free_bytes,
-        raw.utilization_percent,
-        raw.temperature_celsius,
-        processes,
+        index=raw.device,
+        name=raw.name,
+        uuid=raw.uuid,
+        memory_total_bytes=raw.memory_total_bytes,
+        memory_used_bytes=raw.memory_used_bytes,
+        memory_free_bytes=raw.memory_free_bytes,
+        utilization_percent=raw.utilization_percent,
+        temperature_celsius=raw.temperature_celsius,
+        processes=processes,
     )
 
 
