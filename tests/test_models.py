@@ -866,3 +866,62 @@ def test_a_share_budget_follows_the_limit_as_it_is_now(tmp_path: Path) -> None:
     Path(tree.path("memory.max")).write_text(f"{2**30}\n")
     assert pool.budget_bytes == 2**29
     assert pool.headroom_bytes() == 2**29 - 1536 * MiB  # over budget now: no new load fits
+
+
+class _Room:
+    """A HeadroomSource with a set value: a model server's room, as it would report it."""
+
+    def __init__(self, value: int | None) -> None:
+        self.value = value
+
+    def headroom_bytes(self) -> int | None:
+        return self.value
+
+
+def test_a_model_servers_headroom_is_a_declared_argument_a_pool_reads() -> None:
+    with pytest.raises(InvalidType, match="headroom="):
+        LazyModel(lambda: 1, size=MiB, headroom=42, register=False, sweep=False)  # type: ignore[arg-type]
+    server = _Room(10 * MiB)  # a vLLM or Ollama host with 10 MiB free
+    pool = ModelPool(budget="1GiB")  # no guard: the members say where their room is
+    large = LazyModel(lambda: 1, size=20 * MiB, headroom=server, pool=pool, register=False)
+    small = LazyModel(lambda: 2, size=5 * MiB, headroom=server, pool=pool, register=False)
+    assert large.headroom is server
+    assert pool.headroom_bytes(exclude=large) == 10 * MiB  # the server's, not this machine's
+    assert pool.choose([large, small]) is small
+    with pytest.raises(ResourceExhausted) as refused:
+        large.get()  # a pool's member is refused on the server's room
+    assert refused.value.numbers["headroom_bytes"] == 10 * MiB
+
+
+def test_a_lone_model_checks_its_servers_headroom_before_loading() -> None:
+    server = _Room(1 * MiB)
+    model = LazyModel(lambda: 1, size=2 * MiB, headroom=server, register=False, sweep=False)
+    with pytest.raises(ResourceExhausted) as refused:
+        model.get()
+    assert refused.value.numbers["headroom_bytes"] == 1 * MiB
+    server.value = 4 * MiB
+    assert model.get() == 1
+
+
+def test_the_repr_shows_the_size_formatted_and_never_calls_or_raises() -> None:
+    fixed = LazyModel(lambda: 1, size="2GiB", name="fixed", register=False, sweep=False)
+    assert repr(fixed) == "<LazyModel 'fixed' unloaded size=2.0 GiB>"
+    asked: list[int] = []
+
+    def size() -> int:
+        asked.append(1)
+        return 3 * MiB
+
+    lazy = LazyModel(lambda: 1, size=size, name="asked", register=False, sweep=False)
+    assert repr(lazy) == "<LazyModel 'asked' unloaded size=?>"  # never called by a repr
+    assert not asked
+    assert lazy.size_bytes == 3 * MiB
+    assert repr(lazy) == "<LazyModel 'asked' unloaded size=3.0 MiB>"  # its last answer
+
+    def broken() -> int:
+        raise RuntimeError("the server is down")
+
+    failing = LazyModel(lambda: 1, size=broken, name="broken", register=False, sweep=False)
+    with pytest.raises(RuntimeError):
+        _ = failing.size_bytes
+    assert "size=?" in repr(failing)

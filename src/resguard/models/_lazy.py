@@ -72,6 +72,7 @@ def _check_arguments(
     name: object,
     clock: object,
     pool: object,
+    headroom: object = None,
 ) -> None:
     """Refuse what a LazyModel cannot work with, before anything is set."""
     from resguard.models._pool import ModelPool
@@ -86,6 +87,11 @@ def _check_arguments(
         )
     if guard is not None and not isinstance(guard, HeadroomSource):
         raise InvalidType(f"guard must have headroom_bytes() (a resguard.Guard), not {guard!r}")
+    if headroom is not None and not isinstance(headroom, HeadroomSource):
+        raise InvalidType(
+            f"headroom={headroom!r} must have headroom_bytes() (a resguard.models."
+            "HeadroomSource measuring where the model's memory lives)"
+        )
     if not callable(size):
         size_of(size, "size")  # type: ignore[arg-type]  # validated here, refused if not a size
     if name is not None and (not isinstance(name, str) or not name.strip()):
@@ -139,7 +145,13 @@ class LazyModel(Generic[T]):
 
     ``register``: whose reclaim ladder it is on (``True``: process-wide, a Monitor or
     Ladder: that one's), which unloads it only once unused for ``reclaim_min_idle``
-    (default :data:`~resguard.reclaim.DEFAULT_MIN_IDLE_S`)."""
+    (default :data:`~resguard.reclaim.DEFAULT_MIN_IDLE_S`).
+
+    ``headroom`` (a :class:`~resguard.models.HeadroomSource`) is where the model's memory
+    lives when that is not this process: a model server (Ollama, vLLM, ...) whose
+    ``headroom_bytes()`` is the room on the server's side. A pool without a ``guard`` reads
+    its members' ``headroom`` instead of this machine's; a model outside a pool checks it
+    before loading instead of ``guard`` (which still takes any reservation)."""
 
     def __init__(
         self,
@@ -150,6 +162,7 @@ class LazyModel(Generic[T]):
         idle_ttl: float | str | None = None,
         name: str | None = None,
         guard: HeadroomSource | None = None,
+        headroom: HeadroomSource | None = None,
         pool: ModelPool | None = None,
         clock: Clock = monotonic,
         sweep: bool = True,
@@ -157,7 +170,7 @@ class LazyModel(Generic[T]):
         wait: float | str = DEFAULT_WAIT_S,
         reclaim_min_idle: float | str = _reclaim.DEFAULT_MIN_IDLE_S,
     ) -> None:
-        _check_arguments(load, unload, guard, size, name, clock, pool)
+        _check_arguments(load, unload, guard, size, name, clock, pool, headroom)
         check_flag(sweep, "sweep")
         registry = _reclaim.registry_for(register)
         self.reclaim_min_idle_s = _min_idle_s(reclaim_min_idle)
@@ -165,9 +178,11 @@ class LazyModel(Generic[T]):
         self._load = load
         self._unload = unload
         self._size = size
+        self._known_size: int | None = None if callable(size) else size_of(size, "size")
         self.idle_ttl_s = check_duration(idle_ttl, "idle_ttl", allow_none=True)
         self._name = name or getattr(load, "__qualname__", None) or "model"
         self.guard = guard
+        self.headroom = headroom
         self.clock = clock
         self._is_async = inspect.iscoroutinefunction(load)
         self._lock = threading.Lock()
@@ -195,7 +210,9 @@ class LazyModel(Generic[T]):
     @property
     def size_bytes(self) -> int:
         """Memory the loaded model takes, in bytes."""
-        return size_of(self._size, f"size of model {self._name!r}")
+        size = size_of(self._size, f"size of model {self._name!r}")
+        self._known_size = size  # what the repr shows (it never calls a size callable)
+        return size
 
     @property
     def loaded(self) -> bool:
@@ -340,7 +357,7 @@ class LazyModel(Generic[T]):
         if self.pool is not None:
             self.pool._make_room(self, size)
             return
-        headroom = headroom_from(self.guard)
+        headroom = headroom_from(self.headroom if self.headroom is not None else self.guard)
         if headroom is not None and headroom < size:
             raise ResourceExhausted(
                 f"no room to load model {self._name!r}: it needs {format_bytes(size)}, "
@@ -530,7 +547,9 @@ def _release(name: str, unload: Callable[[Any], object] | None, value: Any) -> N
 
 
 def _describe(lazy: LazyModel[Any]) -> str:
-    """The repr: name, state (pinned, loaded, loading, unloaded) and size."""
+    """The repr: name, state (pinned, loaded, loading, unloaded) and size, formatted. A
+    size callable is never called here (it may ask a server): its last answer is shown,
+    ``size=?`` before the first. Never raises."""
     state = (
         "pinned"
         if lazy._pins
@@ -538,7 +557,12 @@ def _describe(lazy: LazyModel[Any]) -> str:
         if lazy._loaded
         else ("loading" if lazy._attempt else "unloaded")
     )
-    return f"<LazyModel {lazy._name!r} {state} size={lazy._size!r}>"
+    try:
+        known = lazy._known_size
+        size = "?" if known is None else format_bytes(known)
+    except Exception:  # a repr must never raise
+        size = "?"
+    return f"<LazyModel {lazy._name!r} {state} size={size}>"
 
 
 def _pinned_calls(lazy: LazyModel[Any], fn: Callable[..., Any]) -> Callable[..., Any]:

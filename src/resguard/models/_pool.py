@@ -55,8 +55,8 @@ class ModelPool:
     counts. A share is resolved against the limit as it is each time the budget is used
     (:class:`resguard.units.Amount`), so it follows a container whose limit changes; while
     the limit is unknown only the machine's headroom counts. ``guard`` (optional) is where
-    the machine headroom comes from; without it, a member's own ``headroom_source`` when
-    it has one (an Ollama model's: where Ollama runs, see
+    the machine headroom comes from; without it, a member's own ``headroom`` when it has
+    one (``LazyModel(headroom=...)``; an Ollama model's is where Ollama runs, see
     :class:`resguard.ollama.OllamaHeadroom`), else a fresh :func:`resguard.snapshot`.
     ``sampler`` (optional, a :class:`resguard.snapshot.Sampler`) is where the limit is read;
     without it, the process-wide sampler behind :func:`resguard.snapshot`.
@@ -168,13 +168,12 @@ class ModelPool:
 
     def _source(self, models: Sequence[LazyModel[Any]]) -> HeadroomSource | None:
         """Where the room for *models* is read: the pool's guard, else the first one's
-        own ``headroom_source`` (an Ollama model's server), else the machine (None)."""
+        own ``headroom`` (a model server's, such as Ollama's), else the machine (None)."""
         if self.guard is not None:
             return self.guard
         for model in models:
-            source = getattr(model, "headroom_source", None)
-            if isinstance(source, HeadroomSource):
-                return source
+            if model.headroom is not None:
+                return model.headroom
         return None
 
     def headroom_bytes(
@@ -183,7 +182,7 @@ class ModelPool:
         """Bytes a new load may take now: the budget left and the machine's headroom
         (``None`` when neither is known: no budget and the machine's memory unreadable).
         The machine's headroom is read from *source*, else the pool's ``guard``, else
-        *exclude*'s own ``headroom_source``, else :func:`resguard.snapshot`."""
+        *exclude*'s own ``headroom``, else :func:`resguard.snapshot`."""
         budget_bytes = self.budget_bytes
         if source is None:
             source = self._source([] if exclude is None else [exclude])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from resguard.models import HeadroomSource, LazyModel, ModelPool
+from resguard.models import LazyModel, ModelPool
 from resguard.ollama._names import canonical
 
 if TYPE_CHECKING:
@@ -46,14 +46,10 @@ class OllamaLazy(LazyModel[str]):
             idle_ttl=idle_ttl,
             name=f"ollama:{canonical(name)}",
             guard=owner.guard,
+            headroom=owner.headroom,  # where Ollama runs: what a pool reads for this model
             pool=pool,
             register=owner._registry if owner._registry is not None else False,
         )
-
-    @property
-    def headroom_source(self) -> HeadroomSource | None:
-        """Where a pool reads the room for this model: where Ollama runs."""
-        return self._owner.headroom
 
     def _make_room(self) -> None:
         if self.pool is not None:
