@@ -172,9 +172,10 @@ class Uvicorn:
     """A uvicorn subprocess on loopback: its base *url*, its *process*, and its stderr
     *lines*, collected by a thread as they come (nothing it writes can fill a pipe)."""
 
-    def __init__(self, process: subprocess.Popen[bytes], url: str) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], port: int) -> None:
         self.process = process
-        self.url = url
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -240,17 +241,18 @@ def uvicorn_argv(args: Sequence[str], port: int) -> list[str]:
 @contextlib.contextmanager
 def start_uvicorn(
     *args: str,
-    ready: str = "/livez",
+    ready: str | None = "/livez",
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     spawn: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen,
     timeout_s: float = 30,
 ) -> Iterator[Uvicorn]:
     """Run ``uvicorn *args`` (its options and its app) on a free loopback port, yield it once
-    GET *ready* answers 200, and stop it on the way out (SIGTERM, then SIGKILL after a
-    deadline). *env* is added to this process's environment; *spawn* starts the argv
-    (``memory_cgroup.spawn`` runs it in a cgroup). If it exits or never answers, the test
-    fails with its stderr."""
+    GET *ready* answers 200 (at once with ``ready=None``: several start together, then the
+    caller waits for ``server.answers(path)``), and stop it on the way out (SIGTERM, then
+    SIGKILL after a deadline). *env* is added to this process's environment; *spawn* starts
+    the argv (``memory_cgroup.spawn`` runs it in a cgroup). If it exits or never answers,
+    the test fails with its stderr."""
     port = free_port()
     process = spawn(
         uvicorn_argv(args, port),
@@ -259,17 +261,19 @@ def start_uvicorn(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    server = Uvicorn(process, f"http://127.0.0.1:{port}")
+    server = Uvicorn(process, port)
     try:
-        try:
-            wait_until(
-                lambda: server.answers(ready),
-                timeout_s=timeout_s,
-                what=f"uvicorn to answer {ready}",
-            )
-        except AssertionError as error:
-            server.assert_running()  # exited: that error has its stderr
-            raise AssertionError(f"{error}; its stderr:\n{server.stderr()}") from None
+        if ready is not None:
+            path = ready
+            try:
+                wait_until(
+                    lambda: server.answers(path),
+                    timeout_s=timeout_s,
+                    what=f"uvicorn to answer {path}",
+                )
+            except AssertionError as error:
+                server.assert_running()  # exited: that error has its stderr
+                raise AssertionError(f"{error}; its stderr:\n{server.stderr()}") from None
         yield server
     finally:
         server.stop()

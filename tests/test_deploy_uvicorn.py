@@ -9,8 +9,6 @@ kubelet and Prometheus would ask a pod is asked of a real uvicorn over loopback.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from support import free_port, wait_until
+from support import start_uvicorn
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "deploy.md"
@@ -46,34 +44,11 @@ def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     command = list(container()["command"])
     module = command[1].partition(":")[0]
     (folder / f"{module}.py").write_text(page_app())
-    port = free_port()
-    command[command.index("--host") + 1] = "127.0.0.1"
-    command[command.index("--port") + 1] = str(port)
     assert command[0] == "uvicorn"
-    server = subprocess.Popen(
-        [sys.executable, "-m", *command],
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    # the container's command; start_uvicorn makes its --host loopback and its --port free
     alive = container()["livenessProbe"]["httpGet"]["path"]
-
-    def answers() -> bool:
-        if server.poll() is not None:
-            raise AssertionError(f"uvicorn exited: {server.communicate()[1]}")
-        try:
-            return httpx.get(url + alive, timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_until(answers, timeout_s=20, what="the pod's uvicorn to answer")
-        yield url
-    finally:
-        server.terminate()
-        server.communicate(timeout=10)
+    with start_uvicorn(*command[1:], ready=alive, cwd=folder) as server:
+        yield server.url
 
 
 def test_the_probes_and_the_scrape_answer_on_a_calm_pod(pod: str) -> None:

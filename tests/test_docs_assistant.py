@@ -10,14 +10,12 @@ machine has in use) and calls each route the page names, the health paths includ
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from support import free_port, wait_until
+from support import start_uvicorn
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "tutorials" / "assistant-server.md"
 GiB = 2**30
@@ -44,32 +42,14 @@ def server_source() -> str:
     return step1 + "\n\n" + step3
 
 
-def start(folder: Path, cgroup: Any) -> tuple[subprocess.Popen[bytes], str]:
-    """``uvicorn server:app`` in *folder*, inside *cgroup*; waits until it answers."""
-    port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "--app-dir", str(folder), "--port", str(port)]
-    process = cgroup.spawn([*argv, "server:app"], stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        assert process.poll() is None, f"uvicorn exited with {process.returncode}"
-        try:
-            httpx.get(f"{url}/livez", timeout=5)
-        except httpx.TransportError:
-            return False
-        return True
-
-    wait_until(answers, timeout_s=60, what="the tutorial's server to answer")
-    return process, url
-
-
 def test_the_pasted_server_answers_every_route_the_page_names(
     tmp_path: Path, memory_cgroup: Any
 ) -> None:
     (tmp_path / "server.py").write_text(server_source())
     memory_cgroup.set_limit(GiB)
-    process, url = start(tmp_path, memory_cgroup)
-    try:
+    server = start_uvicorn("--app-dir", str(tmp_path), "server:app", spawn=memory_cgroup.spawn)
+    with server as running:
+        url = running.url
         # step 1
         answer = httpx.post(f"{url}/speak", params={"text": "hi"}, timeout=10)
         assert (answer.status_code, answer.json()) == (200, {"text": "hi"})
@@ -86,6 +66,3 @@ def test_the_pasted_server_answers_every_route_the_page_names(
         for path in ("/livez", "/healthz"):
             alive = httpx.get(f"{url}{path}", timeout=10)
             assert (alive.status_code, alive.json()) == (200, {"status": "alive"})
-    finally:
-        process.terminate()
-        process.wait(timeout=20)

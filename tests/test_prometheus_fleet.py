@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import httpx
 import pytest
 
 from plugins.integration import unavailable
-from support import free_port, wait_until
+from support import Uvicorn, free_port, start_uvicorn, wait_until
 
 TESTS = Path(__file__).resolve().parent
 RULES = TESTS.parent / "deploy" / "prometheus" / "resguard-rules.yml"
@@ -38,13 +37,16 @@ def prometheus_binary() -> str:
     return found
 
 
-def uvicorn_argv(port: int) -> list[str]:
-    return [
-        sys.executable, "-m", "uvicorn", "--app-dir", str(TESTS),
-        "--host", "127.0.0.1", "--port", str(port),
-        "--log-level", "warning", "--no-access-log",
+def replica(cgroup: Any | None, critical_percent: str) -> AbstractContextManager[Uvicorn]:
+    """A fleet replica under uvicorn, in *cgroup* when one is given, not yet answering:
+    CRITICAL at *critical_percent* of the memory it judges by."""
+    return start_uvicorn(
+        "--app-dir", str(TESTS), "--log-level", "warning", "--no-access-log",
         "--factory", "apps.fleet_app:replica",
-    ]  # fmt: skip
+        ready=None,
+        env={"RESGUARD_FLEET_CRITICAL_PERCENT": critical_percent},
+        spawn=subprocess.Popen if cgroup is None else cgroup.spawn,
+    )  # fmt: skip
 
 
 def config(ports: dict[str, int]) -> str:
@@ -83,37 +85,25 @@ class Fleet:
         }
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
 @pytest.fixture
 def fleet(memory_cgroup: Any, tmp_path: Path) -> Iterator[Fleet]:
     binary = prometheus_binary()
     memory_cgroup.set_limit(LIMIT_BYTES)
-    ports = {name: free_port() for name in REPLICAS}
-
-    # CRITICAL at half the squeezed replica's cgroup; the calm ones, wherever this runs (a
-    # CI container's own limit), only when nearly full
-    def quiet(critical_percent: str) -> dict[str, Any]:
-        env = {**os.environ, "RESGUARD_FLEET_CRITICAL_PERCENT": critical_percent}
-        return {"env": env, "stdout": subprocess.DEVNULL}
-
-    processes = [memory_cgroup.spawn(uvicorn_argv(ports["squeezed"]), **quiet("50"))]
-    processes += [
-        subprocess.Popen(uvicorn_argv(ports[name]), **quiet("99.9")) for name in REPLICAS[1:]
-    ]
-    (tmp_path / "prometheus.yml").write_text(config(ports))
-    web_port = free_port()
-    log = (tmp_path / "prometheus.log").open("wb")
-    processes.append(
-        subprocess.Popen(
+    with contextlib.ExitStack() as stack:
+        # CRITICAL at half the squeezed replica's cgroup; the calm ones, wherever this runs (a
+        # CI container's own limit), only when nearly full; all three start together
+        servers = {
+            name: stack.enter_context(
+                replica(memory_cgroup, "50") if name == "squeezed" else replica(None, "99.9")
+            )
+            for name in REPLICAS
+        }
+        (tmp_path / "prometheus.yml").write_text(
+            config({name: server.port for name, server in servers.items()})
+        )
+        web_port = free_port()
+        log = stack.enter_context((tmp_path / "prometheus.log").open("wb"))
+        prometheus = subprocess.Popen(
             [
                 binary,
                 f"--config.file={tmp_path / 'prometheus.yml'}",
@@ -124,31 +114,34 @@ def fleet(memory_cgroup: Any, tmp_path: Path) -> Iterator[Fleet]:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    )
-    replicas = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    try:
-        for name, url in replicas.items():
+        stack.callback(_stop, prometheus)
+        for name, server in servers.items():
             wait_until(
-                functools.partial(_answers, f"{url}/livez", processes),
+                functools.partial(server.answers, "/livez"),
                 timeout_s=30,
                 what=f"replica {name} to answer",
             )
         url = f"http://127.0.0.1:{web_port}"
         wait_until(
-            lambda: _answers(f"{url}/-/ready", processes),
+            lambda: _answers(f"{url}/-/ready", prometheus),
             timeout_s=30,
             what="Prometheus to be ready",
         )
-        yield Fleet(url, replicas)
-    finally:
-        for process in reversed(processes):
-            _stop(process)
-        log.close()
+        yield Fleet(url, {name: server.url for name, server in servers.items()})
 
 
-def _answers(url: str, processes: list[subprocess.Popen[bytes]]) -> bool:
-    for process in processes:
-        assert process.poll() is None, f"{process.args!r} exited with {process.returncode}"
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _answers(url: str, process: subprocess.Popen[bytes]) -> bool:
+    assert process.poll() is None, f"{process.args!r} exited with {process.returncode}"
     with contextlib.suppress(httpx.TransportError):
         return httpx.get(url, timeout=2).status_code == 200
     return False
