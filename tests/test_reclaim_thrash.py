@@ -106,7 +106,9 @@ def test_a_model_a_request_reloaded_is_not_unloaded_again_within_the_min_idle() 
     with model:  # a request reloads it (85 % again) and uses it for a second
         clock.advance(1)
     assert model.loads == 2
-    for _ in range(int(DEFAULT_MIN_IDLE_S // 2) - 1):  # the slow loop's pace, still WARNING
+    # 28 s at the slow loop's pace, still WARNING: fixed times, so a shorter minimum idle
+    # (0, the old behaviour) unloads it at the first step
+    for _ in range(14):
         clock.advance(2)
         machine.base -= 10 * MiB  # memory falls, not yet below the clear line
         assert _climb_while_warning(monitor) is not None
@@ -131,7 +133,7 @@ def test_the_min_idle_is_the_models_own_and_zero_restores_the_old_behaviour() ->
     ladder.run(8 * GiB)
     assert patient.loaded
     assert eager.unloads == 1
-    with pytest.raises(Exception, match="reclaim_min_idle"):
+    with pytest.raises(InvalidValue, match="reclaim_min_idle"):
         LazyModel(lambda: 1, size=1, register=False, reclaim_min_idle=-1)
 
 
