@@ -344,3 +344,30 @@ def test_a_size_is_learned_from_a_load_someone_else_made(ollama_server: OllamaSt
         small = models.lazy(MEDIUM, pool=pool)
         assert large.size_bytes == 13_421_772_800  # /api/ps's size, not 16.04 GiB from disk
         assert pool.choose([large, small]) is large
+
+
+def test_a_client_without_host_is_the_machines_memory_said_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import ollama
+
+    from resguard._modules.faults import FaultLog
+    from resguard.ollama import _face
+
+    monkeypatch.setattr(_face, "_faults", FaultLog(logging.getLogger("resguard.ollama")))
+    client = ollama.Client(host="http://203.0.113.5:11434")  # its URL is the client's secret
+    with caplog.at_level(logging.WARNING, logger="resguard.ollama"):
+        for _ in range(2):
+            with OllamaModels(client=client, register=False) as models:
+                assert isinstance(models.headroom, OllamaHeadroom)
+                assert models.headroom.host is None  # never read from the client's privates
+                assert models.headroom.where() == "this machine's memory"
+    warnings = [r for r in caplog.records if "pass host= with client=" in r.getMessage()]
+    assert len(warnings) == 1  # once, not per object
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="resguard.ollama"):
+        with OllamaModels("http://203.0.113.5:11434", client=client, register=False) as named:
+            assert isinstance(named.headroom, OllamaHeadroom)
+            assert named.headroom.host == "http://203.0.113.5:11434"  # the host given
+            assert named.headroom.local is False
+    assert "pass host=" not in caplog.text

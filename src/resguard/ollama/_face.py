@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from resguard import reclaim as _reclaim
 from resguard._errors import InvalidType, InvalidValue
 from resguard._modules.clockcheck import checked_clock
+from resguard._modules.faults import FaultLog
+from resguard._modules.log import get_logger
 from resguard.models import HeadroomSource, LazyModel, ModelPool, headroom_from
 from resguard.ollama._book import Book
 from resguard.ollama._names import (
@@ -40,6 +42,8 @@ __all__ = ["Face", "headroom_from"]
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 _NO_RESERVATION = contextlib.nullcontext()  # reusable; most requests hold none
+_faults = FaultLog(get_logger("resguard.ollama"))  # said once per process, not per object
+_UNNAMED_CLIENT = "the server of a client= given without host="
 
 
 class Face(abc.ABC):
@@ -98,7 +102,7 @@ class Face(abc.ABC):
         self._owns_client = client is None
         self.client = client if client is not None else self._make_client(url)
         if headroom is None and guard is None:
-            headroom = OllamaHeadroom(url or _client_url(self.client))
+            headroom = _default_headroom(url)
         self._share(book, steps, guard, url, headroom if headroom is not None else guard)
         self._registry = registry
         if registry is not None:
@@ -207,12 +211,18 @@ class Face(abc.ABC):
         return self.as_source()
 
 
-def _client_url(client: Any) -> str | None:
-    """The server a ``client=`` of the user's talks to (``None`` when it does not say)."""
-    try:
-        return str(client._client.base_url).rstrip("/") or None
-    except Exception:  # not an ollama client as we know it: the machine's room counts
-        return None
+def _default_headroom(url: str | None) -> OllamaHeadroom:
+    """Where Ollama's room is measured without a ``headroom=``: at the host the user gave
+    (``host=``, else ``$OLLAMA_HOST`` or the default, as :func:`parse_host` reads them).
+    A ``client=`` without ``host=`` names no server resguard may rely on (the client keeps
+    its URL in private attributes): this machine's memory counts, said once."""
+    if url is None:
+        _faults.failed(
+            _UNNAMED_CLIENT,
+            "unknown: pass host= with client= so Ollama's headroom is measured where it "
+            "runs; until then it is this machine's available memory",
+        )
+    return OllamaHeadroom(url)
 
 
 def _check(
