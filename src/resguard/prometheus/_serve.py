@@ -11,6 +11,7 @@ from prometheus_client import make_asgi_app, start_http_server
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from resguard._errors import InvalidType, InvalidValue
+from resguard._modules.paths import below_root
 from resguard.prometheus._collector import ResguardCollector, objects
 from resguard.units import shown
 
@@ -100,14 +101,6 @@ def asgi_app(collector: ResguardCollector | Sequence[Collector] | None = None) -
     return app
 
 
-def _below_root(scope: Scope) -> str:
-    """The request's path without the prefix the app is mounted below (``--root-path``),
-    as GuardMiddleware matches its own paths."""
-    path = str(scope.get("path", ""))
-    root = scope.get("root_path")
-    return path[len(root) :] if root and path.startswith(root) else path
-
-
 def with_metrics(
     app: Any,
     collector: ResguardCollector | Sequence[Collector] | None = None,
@@ -124,7 +117,10 @@ def with_metrics(
     metrics = asgi_app(collector)
 
     async def routed(scope: Scope, receive: Any, send: Any) -> None:
-        if scope.get("type") == "http" and _below_root(scope) == path:
+        if (
+            scope.get("type") == "http"
+            and below_root(str(scope.get("path", "")), scope.get("root_path")) == path
+        ):
             await metrics(scope, receive, send)
         else:
             await app(scope, receive, send)
