@@ -43,10 +43,19 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from resguard._errors import InvalidType, InvalidValue, ResguardError, ResourceExhausted
+from resguard._modules.paths import below_root
 from resguard._modules.render import printable
-from resguard.guard import Admission, Guard, Reserve, check_duration, check_reserve, state_unknown
+from resguard.guard import (
+    Admission,
+    Guard,
+    OnUnknown,
+    Reserve,
+    check_duration,
+    check_reserve,
+    state_unknown,
+)
 from resguard.monitor import Monitor
-from resguard.rules import Breach, Level
+from resguard.rules import Breach, Level, Verdict
 from resguard.units import shown
 
 __all__ = ["DEFAULT_EXCLUDE", "DEFAULT_LIVENESS", "GuardMiddleware", "retry_after_header"]
@@ -159,10 +168,7 @@ class GuardMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            path = scope["path"]
-            root = scope.get("root_path")
-            if root and path.startswith(root):  # mounted below a prefix (--root-path)
-                path = path[len(root) :]
+            path = below_root(scope["path"], scope.get("root_path"))
             if path == self.readiness_path:
                 await self._readiness(scope, send)
             elif path in self.liveness_paths:
@@ -347,7 +353,7 @@ class GuardMiddleware:
         ``"unknown"``; the guard's ``on_unknown`` then decides between ready (``"admit"``)
         and unready (``"refuse"``).
         """
-        answer = _judged(self.monitor, self.guard, self.unready_level)
+        answer = _readiness_of(self.guard, self.monitor, self.unready_level)
         ready = answer.pop("status") == "ready"
         return {"status": "ready" if ready else "unready", "ready": ready, **answer}
 
@@ -442,8 +448,9 @@ class GuardMiddleware:
             await self._stop_monitor()
 
 
-def _judged(monitor: Monitor | None, guard: Guard, unready_level: Level) -> dict[str, Any]:
-    """Readiness before ``ready`` is added: see :meth:`GuardMiddleware.readiness`."""
+def _readiness_of(guard: Guard, monitor: Monitor | None, unready_level: Level) -> dict[str, Any]:
+    """Everything readiness judges, read once here, then :func:`readiness_answer`."""
+    verdict: Verdict | None = None
     unknown: str | None = None
     age_s: float | None = None
     if monitor is not None:
@@ -452,42 +459,74 @@ def _judged(monitor: Monitor | None, guard: Guard, unready_level: Level) -> dict
         stale, unknown = state_unknown(monitor, state, now_s)
         if state.sequence:
             age_s = round(max(now_s - state.snapshot.monotonic, 0.0), 3)
-        verdict = state.verdict
         if not stale:
-            answer: dict[str, Any] = {"level": verdict.level.name}
-            if verdict.level >= unready_level:  # a known breach is a breach
-                answer.update(status="unready", reason=verdict.reason)
-            elif unknown is not None:
-                answer.update(_unknown_answer(guard, unknown))
-            else:
-                answer["status"] = "ready"
-            answer["breaches"] = [_breach(breach) for breach in verdict.breaches]
-            answer["age_s"] = age_s
-            if unknown is not None:
-                answer["unknown"] = unknown
-            return answer
-    breach = guard.breach()
-    if breach is not None:
-        answer = {"status": "unready", "level": None, "reason": str(breach)}
-    elif guard.headroom_bytes() < 0:
-        answer = {"status": "unready", "level": None, "reason": "over the memory share"}
+            verdict = state.verdict
+    guard_breach, over_share, numbers_unknown = None, False, None
+    if verdict is None:  # no fresh verdict: the guard's own reading (it may sample)
+        breach = guard.breach()
+        guard_breach = None if breach is None else str(breach)
+        over_share = guard.headroom_bytes() < 0
+        numbers_unknown = guard.unknown_reason(verdict=False)
+    return readiness_answer(
+        verdict,
+        age_s=age_s,
+        unknown=unknown,
+        unready_level=unready_level,
+        on_unknown=guard.on_unknown,
+        guard_breach=guard_breach,
+        over_share=over_share,
+        numbers_unknown=numbers_unknown,
+    )
+
+
+def readiness_answer(
+    verdict: Verdict | None,
+    *,
+    age_s: float | None,
+    unknown: str | None,
+    unready_level: Level,
+    on_unknown: OnUnknown,
+    guard_breach: str | None = None,
+    over_share: bool = False,
+    numbers_unknown: str | None = None,
+) -> dict[str, Any]:
+    """Readiness (before ``ready`` is added, see :meth:`GuardMiddleware.readiness`) from
+    values read once: a decision with no clock, no Monitor and no sampling of its own.
+
+    *verdict* is the Monitor's fresh verdict, or ``None`` (no Monitor, no sample yet, a
+    stale state); *age_s* the judged state's age and *unknown* why it cannot be trusted.
+    Without a verdict the guard's own reading decides: *guard_breach* (why running work
+    should stop), *over_share* (no headroom left) and *numbers_unknown* (what numbers it
+    could not read); they are not looked at while there is a verdict.
+    """
+    answer: dict[str, Any]
+    breaches: list[dict[str, Any]] = []
+    if verdict is not None:
+        answer = {"level": verdict.level.name}
+        breaches = [_breach(breach) for breach in verdict.breaches]
+        if verdict.level >= unready_level:  # a known breach is a breach
+            answer.update(status="unready", reason=verdict.reason)
+        else:
+            answer.update(_unknown_answer(on_unknown, unknown))
+    elif guard_breach is not None:
+        answer = {"level": None, "status": "unready", "reason": guard_breach}
+    elif over_share:
+        answer = {"level": None, "status": "unready", "reason": "over the memory share"}
     else:
-        numbers = guard.unknown_reason(verdict=False)
-        if numbers is not None:
-            unknown = numbers if unknown is None else f"{unknown}; {numbers}"
-        answer = {"status": "ready", "level": None}
-        if unknown is not None:
-            answer.update(_unknown_answer(guard, unknown))
-    answer["breaches"] = []
-    answer["age_s"] = age_s
+        if numbers_unknown is not None:
+            unknown = numbers_unknown if unknown is None else f"{unknown}; {numbers_unknown}"
+        answer = {"level": None, **_unknown_answer(on_unknown, unknown)}
+    answer.update(breaches=breaches, age_s=age_s)
     if unknown is not None:
         answer["unknown"] = unknown
     return answer
 
 
-def _unknown_answer(guard: Guard, unknown: str) -> dict[str, Any]:
-    """Ready or not while *unknown* cannot be known, by the guard's ``on_unknown``."""
-    if guard.on_unknown == "refuse":
+def _unknown_answer(on_unknown: OnUnknown, unknown: str | None) -> dict[str, Any]:
+    """Ready, or by *on_unknown* not while *unknown* (when not ``None``) cannot be known."""
+    if unknown is None:
+        return {"status": "ready"}
+    if on_unknown == "refuse":
         reason = unknown if unknown.startswith("unknown: ") else f"unknown: {unknown}"
         return {"status": "unready", "reason": reason}
     return {"status": "ready"}
