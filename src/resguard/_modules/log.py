@@ -61,11 +61,9 @@ FIELD_NAMES: Final = frozenset(
         "cache",
         "evicted",
         "guard",
-        "reason",
         "refused",
         "refused_by_reason",
         "interval_s",
-        "seconds",
     }
 )
 
