@@ -14,14 +14,13 @@ is logged too).
 
 from __future__ import annotations
 
-import datetime
-import json
 import logging
 import os
 import time
 from collections.abc import Callable
 from typing import Any
 
+from resguard._modules.jsonl import JsonlAppender, stamped
 from resguard._modules.log import get_logger
 from resguard._modules.render import printable
 from resguard.guardian._actions import Outcome, Target
@@ -42,10 +41,8 @@ def _target(target: Target | None) -> dict[str, Any] | None:
 
 def record(rule: str | None, outcome: Outcome, epoch: float) -> dict[str, Any]:
     """The journal line of *outcome* for *rule* at wall time *epoch*, as a dict."""
-    moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
     return {
-        "time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "epoch": round(epoch, 3),
+        **stamped(epoch),
         "rule": rule,
         "action": outcome.action,
         "target": _target(outcome.target),
@@ -84,7 +81,11 @@ class Journal:
         self.path = None if path is None else os.path.expanduser(os.fspath(path))
         self._wall_clock = wall_clock
         self._logger = logger
-        self._failing = False
+        self._file = (
+            None
+            if self.path is None
+            else JsonlAppender(self.path, on_fail=self._failed, on_recover=self._recovered)
+        )
         self.lines_written = 0
         self.listeners: list[Callable[[dict[str, Any]], object]] = []
         """Called with each line as it is written (``--once --json`` collects them)."""
@@ -94,28 +95,19 @@ class Journal:
         line = record(rule, outcome, self._wall_clock())
         level = logging.INFO if outcome.status in ("done", "would", "skipped") else logging.WARNING
         self._logger.log(level, "%s", describe(rule, outcome))
-        if self.path is not None:
-            self._append(json.dumps(line, sort_keys=False) + "\n")
+        if self._file is not None and self._file.append(line):
+            self.lines_written += 1
         for listener in self.listeners:
             listener(line)
         return line
 
-    def _append(self, text: str) -> None:
-        assert self.path is not None
-        try:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(text)
-        except (OSError, ValueError) as error:
-            if not self._failing:
-                self._failing = True
-                self._logger.warning(
-                    "the journal %s cannot be written (%s); the guardian goes on, its "
-                    "actions only logged until it can",
-                    self.path,
-                    error,
-                )
-            return
-        self.lines_written += 1
-        if self._failing:
-            self._failing = False
-            self._logger.warning("the journal %s can be written again", self.path)
+    def _failed(self, path: str, error: BaseException) -> None:
+        self._logger.warning(
+            "the journal %s cannot be written (%s); the guardian goes on, its "
+            "actions only logged until it can",
+            path,
+            error,
+        )
+
+    def _recovered(self, path: str) -> None:
+        self._logger.warning("the journal %s can be written again", path)

@@ -15,13 +15,12 @@ then silence until it can be written again.
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from resguard._modules.jsonl import JsonlAppender, stamped
 from resguard._modules.render import printable
 
 __all__ = ["RunJournal"]
@@ -40,23 +39,20 @@ class RunJournal:
         self.path = None if path is None else os.path.expanduser(os.fspath(path))
         self._err = err
         self._wall_clock = wall_clock
-        self._failing = False
+        self._file = (
+            None
+            if self.path is None
+            else JsonlAppender(self.path, on_fail=self._failed, on_recover=self._recovered)
+        )
         self.lines: list[dict[str, Any]] = []
 
     def write(self, event: str, text: str, **fields: Any) -> dict[str, Any]:
         """Journal *event* (its words *text* for stderr, its *fields* for the JSON line)."""
-        epoch = self._wall_clock()
-        moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
-        line: dict[str, Any] = {
-            "time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "epoch": round(epoch, 3),
-            "event": event,
-            **fields,
-        }
+        line: dict[str, Any] = {**stamped(self._wall_clock()), "event": event, **fields}
         self.lines.append(line)
         self._say(f"resguard run: {printable(text)}")
-        if self.path is not None:
-            self._append(json.dumps(line) + "\n")
+        if self._file is not None:
+            self._file.append(line)
         return line
 
     def _say(self, text: str) -> None:
@@ -66,19 +62,11 @@ class RunJournal:
         except (OSError, ValueError):
             pass  # a closed stderr is no reason to stop supervising
 
-    def _append(self, text: str) -> None:
-        assert self.path is not None
-        try:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(text)
-        except (OSError, ValueError) as error:
-            if not self._failing:
-                self._failing = True
-                self._say(
-                    f"resguard run: the journal {self.path} cannot be written ({error}); "
-                    "events go to stderr only until it can"
-                )
-            return
-        if self._failing:
-            self._failing = False
-            self._say(f"resguard run: the journal {self.path} can be written again")
+    def _failed(self, path: str, error: BaseException) -> None:
+        self._say(
+            f"resguard run: the journal {path} cannot be written ({error}); "
+            "events go to stderr only until it can"
+        )
+
+    def _recovered(self, path: str) -> None:
+        self._say(f"resguard run: the journal {path} can be written again")
