@@ -11,6 +11,16 @@ from pathlib import Path
 import pytest
 
 from resguard.cli import main
+from resguard.supervise import (
+    DEFAULT_BACKOFF_MAX_S,
+    DEFAULT_BACKOFF_S,
+    DEFAULT_MAX_RESTARTS,
+    DEFAULT_STABLE_S,
+    DEFAULT_STOP_TIMEOUT_S,
+    Plan,
+    RunConfig,
+)
+from resguard.units import format_duration
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -27,7 +37,7 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
         (["--restart", "sometimes", "--", "true"], "invalid choice: 'sometimes'"),
         (["--max-restarts", "-1", "--", "true"], "'-1' is negative"),
         (["--backoff", "soon", "--", "true"], "'soon' is not a duration"),
-        (["--stable", "0", "--", "true"], "'0' is too short"),
+        (["--stable", "0", "--", "true"], "--stable: stable_s=0.0 is out of range; expected a"),
         (["--memory", "64MiB"], "no command given; expected: resguard run [options] -- CMD"),
         (["--memory", "64MiB", "--cgroup-parent", "/tmp", "--", "true"], "'/tmp' is not a cgroup"),
     ],
@@ -107,3 +117,17 @@ def _own_memory_cgroup() -> str | None:
 def test_run_is_listed_in_the_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     assert "\n    run  " in capsys.readouterr().out
+
+
+def test_the_flags_defaults_are_the_supervisor_s_own(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "--dry-run", "--", "true")
+    assert code == 0
+    first, cap = format_duration(DEFAULT_BACKOFF_S), format_duration(DEFAULT_BACKOFF_MAX_S)
+    assert f"at most {DEFAULT_MAX_RESTARTS} time(s) in a row (waits {first}, " in out
+    assert f"a run of {format_duration(DEFAULT_STABLE_S)} or more resets" in out
+    assert RunConfig(("true",)).plan() == Plan()
+    assert main(["run", "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    for default in (first, cap, format_duration(DEFAULT_STOP_TIMEOUT_S)):
+        assert f"({default})" in shown
+    assert f"default {DEFAULT_MAX_RESTARTS};" in shown

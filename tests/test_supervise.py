@@ -16,7 +16,16 @@ from typing import Any
 
 import pytest
 
-from resguard.supervise import Budget, Cgroup, RunConfig, RunJournal, Supervisor, choose_budget
+from resguard.supervise import (
+    Budget,
+    Cgroup,
+    ParentFacts,
+    RunConfig,
+    RunJournal,
+    Supervisor,
+    budget_for,
+    choose_budget,
+)
 
 from plugins.cgroup import MemoryCgroup
 from support import wait_until
@@ -276,18 +285,16 @@ def _v2_tree(root: Path) -> Path:
     return parent
 
 
-def test_v2_enables_memory_below_the_parent_and_writes_memory_max_on_a_fixture_tree(
+def test_choosing_a_v2_budget_writes_nothing_and_making_its_cgroup_enables_memory(
     tmp_path: Path,
 ) -> None:
     """The kernel is not needed to check which v2 files are written (this machine is v1)."""
     parent = _v2_tree(tmp_path)
-    dry = choose_budget(64 * MiB, cgroup_parent=str(parent), enable=False)
-    assert dry.kind == "cgroup-v2"
-    assert (parent / "cgroup.subtree_control").read_text() == ""  # a dry run writes nothing
     budget = choose_budget(64 * MiB, cgroup_parent=str(parent))
     assert (budget.kind, budget.parent) == ("cgroup-v2", str(parent))
-    assert (parent / "cgroup.subtree_control").read_text() == "+memory"
+    assert (parent / "cgroup.subtree_control").read_text() == ""  # choosing writes nothing
     cgroup = Cgroup.create(str(parent), "run", "v2", 64 * MiB)
+    assert (parent / "cgroup.subtree_control").read_text() == "+memory"
     assert (parent / "run" / "memory.max").read_text() == str(64 * MiB)
     cgroup.add(4242)
     assert (parent / "run" / "cgroup.procs").read_text() == "4242"
@@ -301,9 +308,40 @@ def test_v2_without_a_memory_controller_for_children_falls_back_to_rlimit_as_say
     parent = _v2_tree(tmp_path)
     (parent / "cgroup.subtree_control").unlink()
     (parent / "cgroup.subtree_control").mkdir()  # cannot be read or written
-    budget = choose_budget(64 * MiB, cgroup_parent=str(parent))
-    assert budget.kind == "rlimit-as"
-    assert "cannot enable the memory controller below" in budget.why
+    budget = choose_budget(256 * MiB, cgroup_parent=str(parent))
+    assert budget.kind == "cgroup-v2"  # the controller is enabled when the cgroup is made
+    journal = RunJournal(None, io.StringIO())
+    config = RunConfig((sys.executable, "-c", "pass"), memory_bytes=256 * MiB, restart="never")
+    assert Supervisor(config, journal, budget=budget).run() == 0
+    line = journal.lines[0]
+    assert (line["event"], line["kind"], line["cgroup"]) == ("budget", "rlimit-as", None)
+    assert f"cannot make a cgroup below {parent}" in line["why"]
+    assert sorted(os.listdir(parent)) == [
+        "cgroup.controllers",
+        "cgroup.procs",
+        "cgroup.subtree_control",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("facts", "kind", "why"),
+    [
+        (ParentFacts(None), "rlimit-as", "no memory cgroup hierarchy is mounted"),
+        (ParentFacts("/cg", is_cgroup=False), "rlimit-as", "/cg is not a cgroup directory"),
+        (ParentFacts("/cg", writable=False, root=False), "rlimit-as", "not root: /cg is not"),
+        (ParentFacts("/cg", writable=False), "rlimit-as", "no write access: /cg is not"),
+        (ParentFacts("/cg", "v1"), "cgroup-v1", "below its own cgroup"),
+        (ParentFacts("/cg", "v2", given=True), "cgroup-v2", "below the given --cgroup-parent"),
+    ],
+)
+def test_budget_for_decides_from_the_parent_s_facts_alone(
+    facts: ParentFacts, kind: str, why: str
+) -> None:
+    budget = budget_for(facts, 64 * MiB)
+    assert (budget.kind, budget.limit_bytes) == (kind, 64 * MiB)
+    assert budget.why.startswith(why)
+    assert budget.parent == (facts.path if kind.startswith("cgroup") else None)
+    assert budget_for(facts, None) == Budget("none", None, "--memory not given")
 
 
 def test_a_parent_that_is_not_writable_falls_back_to_rlimit_as(tmp_path: Path) -> None:

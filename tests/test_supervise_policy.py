@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import signal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resguard import InvalidValue
-from resguard.supervise import RESTART_POLICIES, Backoff, Exit, Plan
+from resguard import InvalidType, InvalidValue
+from resguard.supervise import RESTART_POLICIES, Backoff, Exit, Plan, RunConfig
 
 seconds = st.floats(min_value=0, max_value=1e6, allow_nan=False)
 codes = st.integers(min_value=-64, max_value=255).filter(lambda code: code != 0)
@@ -42,10 +43,47 @@ def test_backoff_of_a_huge_restart_number_is_the_cap_not_an_overflow() -> None:
     assert [Backoff(0.05, 1).delay_s(n) for n in range(1, 7)] == [0.05, 0.1, 0.2, 0.4, 0.8, 1]
 
 
-@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), True])
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf")])
 def test_a_backoff_that_is_no_duration_is_refused_quoting_it(bad: float) -> None:
-    with pytest.raises(InvalidValue, match="initial_s="):
+    with pytest.raises(InvalidValue, match=f"initial_s={bad!r} is out of range"):
         Backoff(bad)
+
+
+@pytest.mark.parametrize("bad", [True, "1s", None])
+def test_a_backoff_that_is_not_a_number_is_a_type_error_quoting_it(bad: object) -> None:
+    with pytest.raises(InvalidType, match=f"max_s={bad!r} is not a number"):
+        Backoff(1.0, bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("stable_s", [0, 0.0, -1.0, float("nan"), float("inf")])
+def test_a_plan_whose_stable_run_is_not_positive_is_refused_so_it_cannot_restart_forever(
+    stable_s: float,
+) -> None:
+    with pytest.raises(InvalidValue, match=f"stable_s={stable_s!r} is out of range"):
+        Plan("always", 2, stable_s=stable_s)
+
+
+@pytest.mark.parametrize(
+    ("field", "bad", "error"),
+    [
+        ("stable_s", 0.0, InvalidValue),
+        ("stable_s", "10s", InvalidType),
+        ("stop_timeout_s", -1.0, InvalidValue),
+        ("stop_timeout_s", float("nan"), InvalidValue),
+        ("stop_timeout_s", None, InvalidType),
+        ("backoff_s", -0.5, InvalidValue),
+        ("backoff_max_s", float("inf"), InvalidValue),
+        ("backoff_max_s", True, InvalidType),
+        ("max_restarts", -1, InvalidValue),
+        ("max_restarts", 2.0, InvalidType),
+        ("restart", "sometimes", InvalidValue),
+    ],
+)
+def test_a_run_config_refuses_a_bad_value_when_made_quoting_it(
+    field: str, bad: object, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match=re.escape(f"{field}={bad!r}")):
+        RunConfig(("true",), **{field: bad})  # type: ignore[arg-type]
 
 
 @given(st.sampled_from(RESTART_POLICIES), st.integers(min_value=0, max_value=6), st.lists(exits))
@@ -136,12 +174,16 @@ def test_exits_are_described_as_a_shell_would_report_them() -> None:
     [
         ("sometimes", 1, "restart='sometimes'"),
         ("always", -1, "max_restarts=-1"),
-        ("never", True, "True"),
     ],
 )
 def test_a_bad_policy_is_refused_quoting_it(policy: str, max_restarts: int, match: str) -> None:
     with pytest.raises(InvalidValue, match=match):
         Plan(policy, max_restarts)  # type: ignore[arg-type]
+
+
+def test_a_count_of_restarts_that_is_not_an_integer_is_a_type_error() -> None:
+    with pytest.raises(InvalidType, match="max_restarts=True is not an integer"):
+        Plan("never", True)
 
 
 @given(st.lists(st.tuples(codes, st.booleans()), max_size=30), st.integers(1, 4))

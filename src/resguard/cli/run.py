@@ -16,14 +16,22 @@ import shutil
 import sys
 from typing import TextIO
 
-from resguard._errors import InvalidValue
+from resguard._errors import InvalidValue, ResguardError
 from resguard._modules.render import printable
-from resguard.cli._args import Commands, duration, error_line, non_negative_int, period
+from resguard.cli._args import Commands, duration, error_line, non_negative_int
 
 __all__ = ["add_parser", "run"]
 
 _MIN_MEMORY_BYTES = 1 << 20  # below a MiB not even the wrapper can start
 _NOT_FOUND, _NOT_EXECUTABLE = 127, 126
+_FLAGS = {
+    "restart": "--restart",
+    "max_restarts": "--max-restarts",
+    "backoff_s": "--backoff",
+    "backoff_max_s": "--backoff-max",
+    "stable_s": "--stable",
+    "stop_timeout_s": "--stop-timeout",
+}
 
 
 def _memory(text: str) -> int:
@@ -67,7 +75,7 @@ def _dry_run(config: object, out: TextIO) -> int:
     from resguard.units import format_duration
 
     assert isinstance(config, RunConfig)
-    budget = choose_budget(config.memory_bytes, cgroup_parent=config.cgroup_parent, enable=False)
+    budget = choose_budget(config.memory_bytes, cgroup_parent=config.cgroup_parent)
     plan = config.plan()
     delays = [format_duration(plan.backoff.delay_s(n)) for n in range(1, plan.max_restarts + 1)]
     shown = ", ".join(delays[:6]) + (", …" if len(delays) > 6 else "")
@@ -95,18 +103,24 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     from resguard.supervise import RunConfig, RunJournal, Supervisor
 
     argv = _command(args)
-    config = RunConfig(
-        argv,
-        memory_bytes=args.memory,
-        restart=args.restart,
-        max_restarts=args.max_restarts,
-        backoff_s=args.backoff,
-        backoff_max_s=args.backoff_max,
-        stable_s=args.stable,
-        stop_timeout_s=args.stop_timeout,
-        journal=args.journal,
-        cgroup_parent=args.cgroup_parent,
-    )
+    try:  # RunConfig checks the values; the error names the flag they came from
+        config = RunConfig(
+            argv,
+            memory_bytes=args.memory,
+            restart=args.restart,
+            max_restarts=args.max_restarts,
+            backoff_s=args.backoff,
+            backoff_max_s=args.backoff_max,
+            stable_s=args.stable,
+            stop_timeout_s=args.stop_timeout,
+            journal=args.journal,
+            cgroup_parent=args.cgroup_parent,
+        )
+    except ResguardError as error:
+        flag = _FLAGS.get(str(error).partition("=")[0])
+        if flag is None:
+            raise
+        raise InvalidValue(f"{flag}: {error}") from None
     if args.dry_run:
         return _dry_run(config, out)
     missing = _missing(argv[0])
@@ -118,49 +132,54 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _add_restart_arguments(parser: argparse.ArgumentParser) -> None:
-    from resguard.supervise import RESTART_POLICIES
+    from resguard import supervise as sv
+    from resguard.units import format_duration
 
     parser.add_argument(
         "--restart",
-        choices=RESTART_POLICIES,
-        default="on-failure",
-        help="when to restart: on-failure (a non-zero exit, a signal, an OOM kill; the "
-        "default), always, never",
+        choices=sv.RESTART_POLICIES,
+        default=sv.DEFAULT_RESTART,
+        help="when to restart: on-failure (a non-zero exit, a signal, an OOM kill), always, "
+        f"never (default {sv.DEFAULT_RESTART})",
     )
     parser.add_argument(
         "--max-restarts",
         type=non_negative_int,
-        default=5,
+        default=sv.DEFAULT_MAX_RESTARTS,
         metavar="N",
-        help="restarts in a row before giving up (default 5; a stable run resets the count)",
+        help=f"restarts in a row before giving up (default {sv.DEFAULT_MAX_RESTARTS}; a "
+        "stable run resets the count)",
     )
+    # the durations are parsed here and checked by RunConfig (InvalidValue quoting them)
     parser.add_argument(
         "--backoff",
         type=duration,
         metavar="DURATION",
-        default=1.0,
-        help="wait before the first restart (1s)",
+        default=sv.DEFAULT_BACKOFF_S,
+        help=f"wait before the first restart ({format_duration(sv.DEFAULT_BACKOFF_S)})",
     )
     parser.add_argument(
         "--backoff-max",
         type=duration,
         metavar="DURATION",
-        default=30.0,
-        help="the doubling wait's cap (30s)",
+        default=sv.DEFAULT_BACKOFF_MAX_S,
+        help=f"the doubling wait's cap ({format_duration(sv.DEFAULT_BACKOFF_MAX_S)})",
     )
     parser.add_argument(
         "--stable",
-        type=period,  # 0 would make every run stable: --max-restarts would never bind
-        default=10.0,
+        type=duration,
+        default=sv.DEFAULT_STABLE_S,
         metavar="DURATION",
-        help="a run this long resets the backoff and the restart count (10s)",
+        help="a run this long (more than 0) resets the backoff and the restart count "
+        f"({format_duration(sv.DEFAULT_STABLE_S)})",
     )
     parser.add_argument(
         "--stop-timeout",
         type=duration,
-        default=10.0,
+        default=sv.DEFAULT_STOP_TIMEOUT_S,
         metavar="DURATION",
-        help="after a stop signal, SIGKILL the command if it still runs this long (10s)",
+        help="after a stop signal, SIGKILL the command if it still runs this long "
+        f"({format_duration(sv.DEFAULT_STOP_TIMEOUT_S)})",
     )
 
 

@@ -27,7 +27,15 @@ from resguard._probes.cgroup import locate
 from resguard._probes.paths import DEFAULT_ROOTS, Roots
 from resguard.units import format_bytes, shown
 
-__all__ = ["Budget", "BudgetKind", "Cgroup", "choose_budget"]
+__all__ = [
+    "Budget",
+    "BudgetKind",
+    "Cgroup",
+    "ParentFacts",
+    "budget_for",
+    "choose_budget",
+    "parent_facts",
+]
 
 BudgetKind = Literal["cgroup-v1", "cgroup-v2", "rlimit-as", "none"]
 
@@ -65,45 +73,35 @@ class Budget:
         }
 
 
-def _v2_memory_enabled(parent: str, enable: bool) -> str | None:
-    """``None`` when *parent*'s children get the memory controller (enabling it if need
-    be and *enable*), else why not."""
-    control = os.path.join(parent, "cgroup.subtree_control")
-    try:
-        with open(control, encoding="ascii") as handle:
-            if "memory" in handle.read().split() or not enable:
-                return None
-        with open(control, "w", encoding="ascii") as handle:
-            handle.write("+memory")
-    except OSError as error:
-        busy = (
-            " (it holds processes of its own; pass --cgroup-parent)"
-            if error.errno
-            in (
-                errno.EBUSY,
-                errno.EOPNOTSUPP,
-            )
-            else ""
-        )
-        return f"cannot enable the memory controller below {parent}: {error.strerror}{busy}"
-    return None
+CgroupVersion = Literal["v1", "v2"]
 
 
-def choose_budget(
-    limit_bytes: int | None,
-    *,
+@attrs.frozen
+class ParentFacts:
+    """What choosing a budget needs to know of the cgroup parent, read by
+    :func:`parent_facts`: its *path* (``None``: no memory cgroup hierarchy is mounted), its
+    cgroup *version*, whether it was *given* (``--cgroup-parent``), *is_cgroup* (a
+    directory with ``cgroup.procs``), *writable* by this process, and whether this process
+    is *root*."""
+
+    path: str | None
+    version: CgroupVersion = "v2"
+    given: bool = False
+    is_cgroup: bool = True
+    writable: bool = True
+    root: bool = True
+
+
+def parent_facts(
     cgroup_parent: str | None = None,
+    *,
     roots: Roots = DEFAULT_ROOTS,
     writable: Callable[[str], bool] = lambda path: os.access(path, os.W_OK),
-    enable: bool = True,
-) -> Budget:
-    """Pick how *limit_bytes* is enforced: a cgroup below *cgroup_parent* (default: this
-    process's own memory cgroup) when it can be made there, else RLIMIT_AS; the reason
-    is kept for the journal. On v2 the memory controller is enabled for the parent's
-    children unless *enable* is false (``--dry-run`` changes nothing). A *cgroup_parent*
-    that is not a cgroup directory is refused with :class:`~resguard.InvalidValue`."""
-    if limit_bytes is None:
-        return Budget("none", None, "--memory not given")
+) -> ParentFacts:
+    """Read the facts of *cgroup_parent* (default: this process's own memory cgroup); it
+    writes nothing. A *cgroup_parent* that is not a cgroup directory is refused with
+    :class:`~resguard.InvalidValue`."""
+    version: CgroupVersion
     if cgroup_parent is not None:
         parent = os.path.abspath(cgroup_parent)
         if not os.path.exists(os.path.join(parent, "cgroup.procs")):
@@ -116,17 +114,72 @@ def choose_budget(
     else:
         location = locate(roots)
         if location is None or location.memory_dir is None:
-            return Budget("rlimit-as", limit_bytes, "no memory cgroup hierarchy is mounted")
-        parent, version = location.memory_dir, location.version
-    if not os.path.isdir(parent) or not os.path.exists(os.path.join(parent, "cgroup.procs")):
+            return ParentFacts(None)
+        parent = location.memory_dir
+        version = "v1" if location.version == "v1" else "v2"
+    is_cgroup = os.path.isdir(parent) and os.path.exists(os.path.join(parent, "cgroup.procs"))
+    return ParentFacts(
+        parent,
+        version,
+        given=cgroup_parent is not None,
+        is_cgroup=is_cgroup,
+        writable=is_cgroup and writable(parent),
+        root=os.geteuid() == 0,
+    )
+
+
+def budget_for(facts: ParentFacts, limit_bytes: int | None) -> Budget:
+    """How *limit_bytes* is enforced given the parent's *facts*, with the reason kept for
+    the journal: a cgroup below the parent where one can be made there, else RLIMIT_AS.
+    A plain function: it reads and writes nothing."""
+    if limit_bytes is None:
+        return Budget("none", None, "--memory not given")
+    parent = facts.path
+    if parent is None:
+        return Budget("rlimit-as", limit_bytes, "no memory cgroup hierarchy is mounted")
+    if not facts.is_cgroup:
         return Budget("rlimit-as", limit_bytes, f"{parent} is not a cgroup directory")
-    if not writable(parent):
-        why = "not root" if os.geteuid() != 0 else "no write access"
+    if not facts.writable:
+        why = "not root" if not facts.root else "no write access"
         return Budget("rlimit-as", limit_bytes, f"{why}: {parent} is not writable (delegate it)")
-    if version == "v2" and (problem := _v2_memory_enabled(parent, enable)) is not None:
-        return Budget("rlimit-as", limit_bytes, problem)
-    how = "the given --cgroup-parent" if cgroup_parent is not None else "its own cgroup"
-    return Budget(f"cgroup-{version}", limit_bytes, f"below {how}", parent)  # type: ignore[arg-type]
+    kind: BudgetKind = "cgroup-v1" if facts.version == "v1" else "cgroup-v2"
+    how = "the given --cgroup-parent" if facts.given else "its own cgroup"
+    return Budget(kind, limit_bytes, f"below {how}", parent)
+
+
+def choose_budget(
+    limit_bytes: int | None,
+    *,
+    cgroup_parent: str | None = None,
+    roots: Roots = DEFAULT_ROOTS,
+    writable: Callable[[str], bool] = lambda path: os.access(path, os.W_OK),
+) -> Budget:
+    """:func:`budget_for` the :func:`parent_facts` of *cgroup_parent*; it writes nothing
+    (on v2 the memory controller is enabled for the parent's children when the cgroup is
+    made, :meth:`Cgroup.create`), so ``--dry-run`` changes nothing."""
+    if limit_bytes is None:
+        return budget_for(ParentFacts(None), None)
+    return budget_for(parent_facts(cgroup_parent, roots=roots, writable=writable), limit_bytes)
+
+
+def enable_memory_for_children(parent: str) -> None:
+    """Enable the v2 memory controller for *parent*'s children unless it is already;
+    :class:`OSError` saying why when it cannot be (the parent holds processes of its own)."""
+    control = os.path.join(parent, "cgroup.subtree_control")
+    with open(control, encoding="ascii") as handle:
+        if "memory" in handle.read().split():
+            return
+    _write(control, "+memory")
+
+
+def cgroup_problem(parent: str, error: OSError) -> str:
+    """Why a cgroup cannot be made below *parent*, in words for the journal."""
+    busy = (
+        " (it holds processes of its own; pass --cgroup-parent)"
+        if error.errno in (errno.EBUSY, errno.EOPNOTSUPP)
+        else ""
+    )
+    return f"cannot make a cgroup below {parent}: {error.strerror or error}{busy}"
 
 
 def _write(path: str, text: str) -> None:
@@ -143,8 +196,11 @@ class Cgroup:
 
     @classmethod
     def create(cls, parent: str, name: str, version: str, limit_bytes: int) -> Cgroup:
-        """Make ``parent/name`` with the limit; :class:`OSError` (and nothing left behind)
-        when it cannot be made."""
+        """Make ``parent/name`` with the limit (on v2 enabling the memory controller for
+        *parent*'s children first); :class:`OSError` (and no cgroup left behind) when it
+        cannot be made."""
+        if version == "v2":
+            enable_memory_for_children(parent)
         path = os.path.join(parent, name)
         os.mkdir(path)
         cgroup = cls(path, version)

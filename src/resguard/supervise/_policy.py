@@ -17,15 +17,38 @@ from typing import Final, Literal
 
 import attrs
 
-from resguard._errors import InvalidValue
+from resguard._errors import InvalidType, InvalidValue
 
-__all__ = ["RESTART_POLICIES", "Backoff", "Decision", "Exit", "Plan", "RestartPolicy"]
+__all__ = [
+    "DEFAULT_BACKOFF_MAX_S",
+    "DEFAULT_BACKOFF_S",
+    "DEFAULT_MAX_RESTARTS",
+    "DEFAULT_RESTART",
+    "DEFAULT_STABLE_S",
+    "DEFAULT_STOP_TIMEOUT_S",
+    "RESTART_POLICIES",
+    "Backoff",
+    "Decision",
+    "Exit",
+    "Plan",
+    "RestartPolicy",
+    "signal_name",
+]
 
 RestartPolicy = Literal["on-failure", "always", "never"]
 RESTART_POLICIES: Final[tuple[RestartPolicy, ...]] = ("on-failure", "always", "never")
 
+# The one set of defaults: Plan, Backoff, RunConfig and the CLI's flags and help read these.
+DEFAULT_RESTART: Final[RestartPolicy] = "on-failure"
+DEFAULT_MAX_RESTARTS: Final = 5
+DEFAULT_BACKOFF_S: Final = 1.0
+DEFAULT_BACKOFF_MAX_S: Final = 30.0
+DEFAULT_STABLE_S: Final = 10.0
+DEFAULT_STOP_TIMEOUT_S: Final = 10.0
 
-def _signal_name(number: int) -> str:
+
+def signal_name(number: int) -> str:
+    """``SIGTERM`` for 15; ``signal 99`` for a number this platform does not name."""
     try:
         return signal.Signals(number).name
     except ValueError:
@@ -51,7 +74,7 @@ class Exit:
     @property
     def signal(self) -> str | None:
         """The name of the signal that ended the run (``SIGKILL``), or ``None``."""
-        return _signal_name(-self.returncode) if self.returncode < 0 else None
+        return signal_name(-self.returncode) if self.returncode < 0 else None
 
     @property
     def kind(self) -> Literal["exited", "killed", "oom-killed"]:
@@ -81,11 +104,43 @@ class Exit:
         return text
 
 
+def _not_a_number(value: object) -> bool:
+    return isinstance(value, bool) or not isinstance(value, (int, float))
+
+
+def check_seconds(name: str, value: object, *, positive: bool = False) -> None:
+    """Refuse *value* for the duration *name* unless it is a finite number of seconds, 0 or
+    more (more than 0 when *positive*): :class:`~resguard.InvalidType` for what is not a
+    number, :class:`~resguard.InvalidValue` for a number out of range, quoting it."""
+    expected = (
+        "a duration of more than 0 seconds" if positive else "a duration of 0 or more seconds"
+    )
+    if _not_a_number(value):
+        raise InvalidType(f"{name}={value!r} is not a number; expected {expected}")
+    assert isinstance(value, (int, float))
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise InvalidValue(f"{name}={value!r} is out of range; expected {expected}")
+
+
+def check_policy(restart: object, max_restarts: object) -> None:
+    """Refuse a *restart* that is not a policy or a *max_restarts* that is not a count."""
+    if restart not in RESTART_POLICIES:
+        raise InvalidValue(
+            f"restart={restart!r} is not a restart policy; expected one of "
+            + ", ".join(RESTART_POLICIES)
+        )
+    if _not_a_number(max_restarts) or not isinstance(max_restarts, int):
+        raise InvalidType(f"max_restarts={max_restarts!r} is not an integer; expected a count")
+    if max_restarts < 0:
+        raise InvalidValue(f"max_restarts={max_restarts!r} is out of range; expected 0 or more")
+
+
 def _seconds(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not (
-        isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
-    ):
-        raise InvalidValue(f"{attribute.name}={value!r} is not a duration of 0 or more seconds")
+    check_seconds(attribute.name, value)
+
+
+def _positive_seconds(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    check_seconds(attribute.name, value, positive=True)
 
 
 @attrs.frozen
@@ -93,8 +148,8 @@ class Backoff:
     """Exponential backoff: *initial_s* before the first restart, doubled before each next
     one, never more than *max_s* (a *max_s* below *initial_s* is raised to it)."""
 
-    initial_s: float = attrs.field(default=1.0, validator=_seconds)
-    max_s: float = attrs.field(default=30.0, validator=_seconds)
+    initial_s: float = attrs.field(default=DEFAULT_BACKOFF_S, validator=_seconds)
+    max_s: float = attrs.field(default=DEFAULT_BACKOFF_MAX_S, validator=_seconds)
 
     def delay_s(self, restart: int) -> float:
         """The wait before restart number *restart* (1 = the first restart)."""
@@ -124,10 +179,12 @@ class Plan:
     """The restart state machine: feed it each run's :class:`Exit` with :meth:`after`;
     :meth:`stop` when a stop signal came."""
 
-    policy: RestartPolicy = "on-failure"
-    max_restarts: int = 5
+    policy: RestartPolicy = DEFAULT_RESTART
+    max_restarts: int = DEFAULT_MAX_RESTARTS
     backoff: Backoff = attrs.field(factory=Backoff)
-    stable_s: float = 10.0
+    stable_s: float = attrs.field(default=DEFAULT_STABLE_S, validator=_positive_seconds)
+    """A run this long is stable (more than 0: at 0 every run would be, and a crash loop
+    would never reach ``max_restarts``)."""
     restarts: int = 0
     """Restarts since the last stable run (the count ``max_restarts`` bounds)."""
     runs: int = 0
@@ -135,15 +192,9 @@ class Plan:
     stopping: bool = False
 
     def __attrs_post_init__(self) -> None:
-        if self.policy not in RESTART_POLICIES:
-            raise InvalidValue(
-                f"restart={self.policy!r} is not a restart policy; expected one of "
-                + ", ".join(RESTART_POLICIES)
-            )
-        if isinstance(self.max_restarts, bool) or not (
-            isinstance(self.max_restarts, int) and self.max_restarts >= 0
-        ):
-            raise InvalidValue(f"max_restarts={self.max_restarts!r} is not a count of 0 or more")
+        check_policy(self.policy, self.max_restarts)
+        if not isinstance(self.backoff, Backoff):
+            raise InvalidType(f"backoff={self.backoff!r} is not a Backoff")
 
     def stop(self) -> None:
         """A stop signal came: whatever the current run ends with, it is the last."""

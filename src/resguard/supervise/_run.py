@@ -28,9 +28,30 @@ from typing import Any
 import attrs
 
 from resguard._errors import InvalidState
-from resguard.supervise._budget import Budget, Cgroup, choose_budget, limit_address_space
+from resguard.supervise._budget import (
+    Budget,
+    Cgroup,
+    cgroup_problem,
+    choose_budget,
+    limit_address_space,
+)
 from resguard.supervise._journal import RunJournal
-from resguard.supervise._policy import Backoff, Decision, Exit, Plan, RestartPolicy
+from resguard.supervise._policy import (
+    DEFAULT_BACKOFF_MAX_S,
+    DEFAULT_BACKOFF_S,
+    DEFAULT_MAX_RESTARTS,
+    DEFAULT_RESTART,
+    DEFAULT_STABLE_S,
+    DEFAULT_STOP_TIMEOUT_S,
+    Backoff,
+    Decision,
+    Exit,
+    Plan,
+    RestartPolicy,
+    check_policy,
+    check_seconds,
+    signal_name,
+)
 from resguard.supervise._spawn import spawn
 from resguard.units import format_duration
 
@@ -42,30 +63,32 @@ _STOPS = frozenset({"SIGTERM", "SIGINT", "SIGQUIT"})
 _TERMINAL_SIGNALS = frozenset({"SIGINT", "SIGQUIT"})
 
 
-def _name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
 _REMOVE_TIMEOUT_S = 5.0
 
 
 @attrs.frozen
 class RunConfig:
-    """What ``resguard run`` was asked to do (the CLI's flags, parsed)."""
+    """What ``resguard run`` was asked to do (the CLI's flags, parsed), checked when made:
+    :class:`~resguard.InvalidType` or :class:`~resguard.InvalidValue` quoting a value it
+    cannot use (the CLI relies on these checks)."""
 
     argv: tuple[str, ...]
     memory_bytes: int | None = None
-    restart: RestartPolicy = "on-failure"
-    max_restarts: int = 5
-    backoff_s: float = 1.0
-    backoff_max_s: float = 30.0
-    stable_s: float = 10.0
-    stop_timeout_s: float = 10.0
+    restart: RestartPolicy = DEFAULT_RESTART
+    max_restarts: int = DEFAULT_MAX_RESTARTS
+    backoff_s: float = DEFAULT_BACKOFF_S
+    backoff_max_s: float = DEFAULT_BACKOFF_MAX_S
+    stable_s: float = DEFAULT_STABLE_S
+    stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S
     journal: str | None = None
     cgroup_parent: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        check_policy(self.restart, self.max_restarts)
+        check_seconds("backoff_s", self.backoff_s)
+        check_seconds("backoff_max_s", self.backoff_max_s)
+        check_seconds("stable_s", self.stable_s, positive=True)
+        check_seconds("stop_timeout_s", self.stop_timeout_s)
 
     def plan(self) -> Plan:
         return Plan(
@@ -113,7 +136,7 @@ def _signals_caught() -> Iterator[_Inbox]:
 
 def _terminal_delivered(number: int) -> bool:
     """Whether the terminal sent *number* to the child already (Ctrl-C in the foreground)."""
-    if _name(number) not in _TERMINAL_SIGNALS:
+    if signal_name(number) not in _TERMINAL_SIGNALS:
         return False
     try:
         return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
@@ -187,7 +210,7 @@ class Supervisor:
         try:
             cgroup = Cgroup.create(budget.parent, name, budget.kind[-2:], budget.limit_bytes)
         except OSError as error:
-            why = f"cannot make a cgroup below {budget.parent}: {error.strerror}"
+            why = cgroup_problem(budget.parent, error)
             return None, Budget("rlimit-as", budget.limit_bytes, why)
         return cgroup, budget
 
@@ -227,9 +250,9 @@ class Supervisor:
     def _stop_pending(self, inbox: _Inbox, when: str) -> int | None:
         """The stop signal that came while no command runs (journalled), if one did."""
         for number in inbox.take():
-            if _name(number) in _STOPS:
+            if signal_name(number) in _STOPS:
                 self.plan.stop()
-                name = _name(number)
+                name = signal_name(number)
                 self.journal.write(
                     "signal",
                     f"{name} {when}: stopping",
@@ -295,7 +318,7 @@ class Supervisor:
     def _on_signal(
         self, number: int, pid: int, pidfd: int, forwarded: set[int], deadline: float | None
     ) -> float | None:
-        name = _name(number)
+        name = signal_name(number)
         if name in _STOPS and self.plan.stopping:
             self._kill(pid, pidfd, f"a second stop signal ({name})")
             return None
