@@ -16,6 +16,7 @@ from resguard.testing.nvml import FakeGpu, FakeNVML
 from support import run_python, wait_until
 
 GIB = 1 << 30
+LONG_S = 30.0  # the deadline where nothing hangs: a loaded machine's new thread is slow
 
 
 def _two_gpus() -> FakeNVML:
@@ -76,7 +77,7 @@ def test_a_failing_query_leaves_only_its_fields_unknown_and_is_logged_once(
 ) -> None:
     nvml = _two_gpus()
     nvml.fail("memory", "GpuIsLost")
-    reader = GpuReader(nvml)
+    reader = GpuReader(nvml, deadline_s=LONG_S)
     with caplog.at_level(logging.WARNING, logger="resguard"):
         for _ in range(3):
             gpus = reader.read()
@@ -97,7 +98,7 @@ def test_no_driver_is_unknown_with_one_info_line_and_no_retry(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     nvml = FakeNVML(init_error="DriverNotLoaded")
-    reader = GpuReader(nvml)
+    reader = GpuReader(nvml, deadline_s=LONG_S)
     with caplog.at_level(logging.INFO, logger="resguard"):
         assert reader.read() is None
         assert reader.read() is None
@@ -108,26 +109,34 @@ def test_no_driver_is_unknown_with_one_info_line_and_no_retry(
     assert [r.levelno for r in infos] == [logging.INFO]
 
 
+def _no_reading_out() -> None:
+    wait_until(
+        lambda: not any(t.name == "resguard-nvml" for t in threading.enumerate()),
+        what="every NVML reading's thread to return",
+    )
+
+
 def test_a_hung_driver_costs_one_deadline_then_answers_unknown_at_once() -> None:
     nvml = _two_gpus()
     reader = GpuReader(nvml, deadline_s=0.05)
-    assert reader.read() is not None  # started
+    # a reading's new thread may take over 50 ms on a loaded machine: the answers that do
+    # not hang are waited for, only the hung one is timed
+    wait_until(lambda: reader.read() is not None, what="a first reading")
+    _no_reading_out()
     nvml.hang()
     assert reader.read() is None  # waited 0.05 s
+    assert nvml.blocked.wait(10), "the reading never reached NVML"
     calls = nvml.calls
     assert reader.read() is None  # the hung call is still out: no second thread
     assert nvml.calls == calls
     nvml.release()
-    wait_until(
-        lambda: not any(t.name == "resguard-nvml" for t in threading.enumerate()),
-        what="the hung NVML reading to return",
-    )
-    assert reader.read() is not None
+    _no_reading_out()
+    wait_until(lambda: reader.read() is not None, what="a reading once NVML answers again")
 
 
 def test_shutdown_stops_nvml_started_once() -> None:
     nvml = _two_gpus()
-    session = NvmlSession(nvml)
+    session = NvmlSession(nvml, deadline_s=LONG_S)
     session.read()
     session.read()
     session.shutdown()
@@ -202,7 +211,7 @@ def test_without_a_driver_nvml_is_not_started_and_no_thread_is_spent() -> None:
 def test_a_thread_that_cannot_start_is_unknown_gpus_not_an_exception(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    reader = GpuReader(_two_gpus())
+    reader = GpuReader(_two_gpus(), deadline_s=LONG_S)
 
     def refuse(self: threading.Thread) -> None:
         raise RuntimeError("can't start new thread")

@@ -154,6 +154,9 @@ class FakeNVML:
         self._failing: dict[str, str] = {}
         self._running = threading.Event()
         self._running.set()
+        self.blocked = threading.Event()
+        """Set once a call is blocked by :meth:`hang` (a test waits for it before it counts
+        ``calls``: a reading's thread may not have reached NVML yet)."""
 
     def fail(self, query: str, kind: str = "Unknown") -> None:
         """Make *query* (``"memory"``, ``"utilization"``, ``"temperature"``, ``"name"``,
@@ -166,7 +169,9 @@ class FakeNVML:
         self._failing.clear()
 
     def hang(self) -> None:
-        """Every call blocks (a wedged driver) until :meth:`release`."""
+        """Every call blocks (a wedged driver) until :meth:`release`; :attr:`blocked` is
+        set when one does."""
+        self.blocked.clear()
         self._running.clear()
 
     def release(self) -> None:
@@ -174,6 +179,8 @@ class FakeNVML:
 
     def _call(self, query: str) -> None:
         self.calls += 1
+        if not self._running.is_set():
+            self.blocked.set()
         self._running.wait()
         kind = self._failing.get(query)
         if kind is not None:
