@@ -357,15 +357,7 @@ class LazyModel(Generic[T]):
         if self.pool is not None:
             self.pool._make_room(self, size)
             return
-        headroom = headroom_from(self.headroom if self.headroom is not None else self.guard)
-        if headroom is not None and headroom < size:
-            raise ResourceExhausted(
-                f"no room to load model {self._name!r}: it needs {format_bytes(size)}, "
-                f"{format_bytes(max(headroom, 0))} is free",
-                reason="memory",
-                retry_after=5.0,
-                numbers={"size_bytes": size, "headroom_bytes": headroom},
-            )
+        _check_room(self._name, size, self.headroom if self.headroom is not None else self.guard)
 
     def _reservation(self) -> Any:
         admit = getattr(self.guard, "admit", None)
@@ -544,6 +536,20 @@ def _release(name: str, unload: Callable[[Any], object] | None, value: Any) -> N
             log.exception("unloading model %r failed", name, extra=extra)
     del value
     log.info("unloaded model %r", name, extra=extra)
+
+
+def _check_room(name: str, size: int, source: HeadroomSource | None) -> None:
+    """Refuse a lone model's load of *size* bytes when *source* (the machine when
+    ``None``) has less room; an unknown room admits it."""
+    headroom = headroom_from(source)
+    if headroom is not None and headroom < size:
+        raise ResourceExhausted(
+            f"no room to load model {name!r}: it needs {format_bytes(size)}, "
+            f"{format_bytes(max(headroom, 0))} is free",
+            reason="memory",
+            retry_after=5.0,
+            numbers={"size_bytes": size, "headroom_bytes": headroom},
+        )
 
 
 def _describe(lazy: LazyModel[Any]) -> str:
