@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
 import signal
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -47,6 +49,21 @@ def test_backoff_of_a_huge_restart_number_is_the_cap_not_an_overflow() -> None:
 def test_a_backoff_that_is_no_duration_is_refused_quoting_it(bad: float) -> None:
     with pytest.raises(InvalidValue, match=f"initial_s={bad!r} is out of range"):
         Backoff(bad)
+
+
+@given(st.floats(allow_nan=True))
+def test_a_duration_is_accepted_exactly_when_finite_and_in_range(value: float) -> None:
+    """A backoff may be 0 s; a stable run must be longer than 0 s."""
+    makers: list[tuple[Callable[[], object], str, bool]] = [
+        (lambda: Backoff(value), "initial_s", math.isfinite(value) and value >= 0),
+        (lambda: Plan(stable_s=value), "stable_s", math.isfinite(value) and value > 0),
+    ]
+    for make, name, accepted in makers:
+        if accepted:
+            make()
+        else:
+            with pytest.raises(InvalidValue, match=re.escape(f"{name}={value!r} is out of")):
+                make()
 
 
 @pytest.mark.parametrize("bad", [True, "1s", None])

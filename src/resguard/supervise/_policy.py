@@ -129,7 +129,7 @@ def check_policy(restart: object, max_restarts: object) -> None:
             f"restart={restart!r} is not a restart policy; expected one of "
             + ", ".join(RESTART_POLICIES)
         )
-    if _not_a_number(max_restarts) or not isinstance(max_restarts, int):
+    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int):
         raise InvalidType(f"max_restarts={max_restarts!r} is not an integer; expected a count")
     if max_restarts < 0:
         raise InvalidValue(f"max_restarts={max_restarts!r} is out of range; expected 0 or more")
