@@ -71,9 +71,12 @@ def test_readiness_names_each_breaching_rule_with_its_numbers(tmp_path: Path) ->
 
 
 def test_readiness_tells_the_state_age_on_the_guards_clock(tmp_path: Path) -> None:
-    clock = ManualClock(time.monotonic())
+    # the snapshot's time is the sampler's real clock: the guard's starts a minute ahead, so
+    # the first age is never clamped at 0 by a sample taken after the clock was made
+    clock = ManualClock(time.monotonic() + 60)
     _, middleware = critical(tmp_path, clock)
     first = call(middleware, "/readyz").json()["age_s"]
+    assert first > 0
     clock.advance(2.5)
     assert call(middleware, "/readyz").json()["age_s"] == pytest.approx(first + 2.5, abs=0.01)
 
