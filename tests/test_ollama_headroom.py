@@ -19,8 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resguard import InvalidType, ModelPool, ResourceExhausted
+from resguard._probes.sockets import listener, listening_inodes, listening_pid
 from resguard.ollama import OllamaHeadroom, OllamaModels
-from resguard.ollama._where import is_local, listening_inodes, listening_pid
+from resguard.ollama._where import is_local
 from resguard.testing import ManualClock
 from resguard.testing.ollama import OllamaStandIn
 
@@ -94,7 +95,7 @@ def test_listening_inodes_are_the_sockets_listening_on_the_port(
 
 @given(st.text(), st.integers(1, 65535))
 def test_listening_inodes_never_raise_on_damaged_text(text: str, port: int) -> None:
-    assert isinstance(listening_inodes(text, port), set)
+    assert isinstance(listening_inodes(text, port), frozenset)
 
 
 @pytest.mark.parametrize(
@@ -371,3 +372,32 @@ def test_a_client_without_host_is_the_machines_memory_said_once(
             assert named.headroom.host == "http://203.0.113.5:11434"  # the host given
             assert named.headroom.local is False
     assert "pass host=" not in caplog.text
+
+
+def test_the_listener_scan_is_bounded_by_the_injected_clock(tmp_path: Any) -> None:
+    roots = _tree(tmp_path, limit=f"{2 * GIB}\n")
+    assert listening_pid(11434, roots.proc, clock=lambda: 0.0) == 4242
+    found = listener(11434, roots.proc, clock=lambda: 0.0)
+    assert found is not None
+    assert (found.pid, found.start_ticks) == (4242, 0)
+    readings = iter([0.0, 5.0, 10.0, 15.0])  # past the 1 s deadline at the first process
+    assert listening_pid(11434, roots.proc, clock=lambda: next(readings)) is None
+    assert listener(11434, str(tmp_path / "no-proc"), clock=lambda: 0.0) is None
+
+
+def test_ollamas_headroom_scans_by_the_clients_clock(tmp_path: Any) -> None:
+    roots = _tree(tmp_path, limit=f"{2 * GIB}\n")
+    ticks: list[float] = []
+
+    def clock() -> float:  # the client's clock: every reading the headroom takes is seen
+        ticks.append(0.0)
+        return 0.0
+
+    headroom = OllamaHeadroom("http://127.0.0.1:11434", roots=roots, clock=clock)
+    assert headroom.pid == 4242
+    assert len(ticks) >= 3  # the retry pacing and both ends of the scan's deadline
+    with OllamaModels("http://203.0.113.5:11434", clock=clock, register=False) as models:
+        assert isinstance(models.headroom, OllamaHeadroom)
+        before = len(ticks)
+        models.headroom._clock()
+        assert len(ticks) == before + 1  # the face handed its clock on

@@ -102,7 +102,7 @@ class Face(abc.ABC):
         self._owns_client = client is None
         self.client = client if client is not None else self._make_client(url)
         if headroom is None and guard is None:
-            headroom = _default_headroom(url)
+            headroom = _default_headroom(url, clock)
         self._share(book, steps, guard, url, headroom if headroom is not None else guard)
         self._registry = registry
         if registry is not None:
@@ -211,18 +211,19 @@ class Face(abc.ABC):
         return self.as_source()
 
 
-def _default_headroom(url: str | None) -> OllamaHeadroom:
+def _default_headroom(url: str | None, clock: Callable[[], float]) -> OllamaHeadroom:
     """Where Ollama's room is measured without a ``headroom=``: at the host the user gave
     (``host=``, else ``$OLLAMA_HOST`` or the default, as :func:`parse_host` reads them).
     A ``client=`` without ``host=`` names no server resguard may rely on (the client keeps
-    its URL in private attributes): this machine's memory counts, said once."""
+    its URL in private attributes): this machine's memory counts, said once. *clock* is
+    the client's: it paces the look for Ollama's process and bounds its scan."""
     if url is None:
         _faults.failed(
             _UNNAMED_CLIENT,
             "unknown: pass host= with client= so Ollama's headroom is measured where it "
             "runs; until then it is this machine's available memory",
         )
-    return OllamaHeadroom(url)
+    return OllamaHeadroom(url, clock=clock)
 
 
 def _check(

@@ -11,7 +11,6 @@ for a remote host it is unknown (Ollama's API does not publish its host's free m
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import time
 import urllib.parse
@@ -22,82 +21,14 @@ import psutil
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
 from resguard._probes import cgroup as _cgroup
-from resguard._probes.files import read_text
+from resguard._probes.identity import Identity, read_stat
 from resguard._probes.paths import DEFAULT_ROOTS, Roots
+from resguard._probes.sockets import listener
 
-__all__ = [
-    "LOOKUP_RETRY_S",
-    "OllamaHeadroom",
-    "is_local",
-    "listening_inodes",
-    "listening_pid",
-    "start_ticks",
-]
+__all__ = ["LOOKUP_RETRY_S", "OllamaHeadroom", "is_local"]
 
 log = get_logger("resguard.ollama")
 LOOKUP_RETRY_S = 30.0  # a listener that was not found is looked for again after this long
-_SCAN_DEADLINE_S = 1.0  # the most one look through /proc/*/fd may take
-_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's st column
-
-
-def listening_inodes(text: str, port: int) -> set[int]:
-    """The socket inodes listening on *port* in a ``/proc/net/tcp`` or ``tcp6`` text
-    (lines that are cut short or not numbers are skipped; never raises)."""
-    inodes: set[int] = set()
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 10 or fields[3] != _LISTEN:
-            continue
-        _, _, hex_port = fields[1].rpartition(":")
-        try:
-            if int(hex_port, 16) == port and fields[9].isdigit():
-                inodes.add(int(fields[9]))
-        except ValueError:
-            continue
-    return inodes
-
-
-def start_ticks(proc: str, pid: int) -> int | None:
-    """When process *pid* started (``/proc/<pid>/stat`` field 22, clock ticks since boot):
-    with the pid, its identity; ``None`` when it is gone."""
-    text = read_text(f"{proc}/{pid}/stat")
-    if text is None:
-        return None
-    fields = text.rpartition(")")[2].split()
-    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
-
-
-def listening_pid(
-    port: int, proc: str = "/proc", deadline_s: float = _SCAN_DEADLINE_S
-) -> int | None:
-    """The process with a socket listening on TCP *port*, or ``None`` when none is seen
-    (no listener, or its process is another user's and this one is not root)."""
-    inodes: set[int] = set()
-    for name in ("tcp", "tcp6"):
-        inodes |= listening_inodes(read_text(f"{proc}/net/{name}") or "", port)
-    if not inodes:
-        return None
-    wanted = {f"socket:[{inode}]" for inode in inodes}
-    ends = time.monotonic() + deadline_s
-    try:
-        pids = sorted((int(e) for e in os.listdir(proc) if e.isdigit()), reverse=True)
-    except OSError:
-        return None
-    for pid in pids:  # the newest first: a server is usually younger than the system's own
-        if time.monotonic() > ends:
-            return None
-        fd_dir = f"{proc}/{pid}/fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue  # gone, or not ours to read
-        for fd in fds:
-            try:
-                if os.readlink(f"{fd_dir}/{fd}") in wanted:
-                    return pid
-            except OSError:
-                continue
-    return None
 
 
 def _local_addresses() -> set[str]:
@@ -165,7 +96,7 @@ class OllamaHeadroom:
         self._roots = roots
         self._machine = machine or _machine_available_bytes
         self._clock = clock
-        self._pid: tuple[int, int] | None = None  # (pid, start ticks) of the listener
+        self._pid: Identity | None = None  # the listener: its pid and start time
         self._looked_at: float | None = None
         self._faults = FaultLog(log)
 
@@ -178,13 +109,13 @@ class OllamaHeadroom:
             return "unknown (a remote Ollama)"
         if self._pid is None:
             return "this machine's memory"
-        return f"this machine's memory and the cgroup of Ollama's process {self._pid[0]}"
+        return f"this machine's memory and the cgroup of Ollama's process {self._pid.pid}"
 
     @property
     def pid(self) -> int | None:
         """The process found listening on the server's port (``None``: not found yet)."""
         self._listener()
-        return None if self._pid is None else self._pid[0]
+        return None if self._pid is None else self._pid.pid
 
     def headroom_bytes(self) -> int | None:
         """Bytes a model load may take in Ollama now; ``None`` when unknown."""
@@ -200,18 +131,16 @@ class OllamaHeadroom:
         if self.port is None:
             return None
         if self._pid is not None:
-            pid, started = self._pid
-            if start_ticks(self._roots.proc, pid) == started:
-                return pid
+            if self._pid.matches(read_stat(self._pid.pid, self._roots.proc)):
+                return self._pid.pid
             self._pid, self._looked_at = None, None  # gone or replaced: look again
         now = self._clock()
         if self._looked_at is not None and now - self._looked_at < LOOKUP_RETRY_S:
             return None
         self._looked_at = now
         where = f"Ollama's process (port {self.port})"
-        found = listening_pid(self.port, self._roots.proc)
-        found_started = None if found is None else start_ticks(self._roots.proc, found)
-        if found is None or found_started is None:
+        found = listener(self.port, self._roots.proc, clock=self._clock)
+        if found is None:
             self._faults.failed(
                 where,
                 f"no process seen listening on port {self.port} (another user's needs "
@@ -219,8 +148,8 @@ class OllamaHeadroom:
             )
             return None
         self._faults.recovered(where)
-        self._pid = (found, found_started)
-        return found
+        self._pid = found
+        return found.pid
 
     def _cgroup_room(self) -> int | None:
         pid = self._listener()
