@@ -681,6 +681,7 @@ def test_a_headroom_source_giving_no_number_is_unknown_not_a_failed_load(
         def headroom_bytes(self) -> object:
             return given
 
+    assert headroom_from(Headroom(MiB)) == MiB  # a fault logged before has recovered
     assert headroom_from(Odd()) is None  # type: ignore[arg-type]
     model = LazyModel(Loader().load, size=MiB, guard=Odd(), register=False, sweep=False)  # type: ignore[arg-type]
     assert len(model.get()) == MiB
@@ -925,3 +926,91 @@ def test_the_repr_shows_the_size_formatted_and_never_calls_or_raises() -> None:
     with pytest.raises(RuntimeError):
         _ = failing.size_bytes
     assert "size=?" in repr(failing)
+
+
+# ---------------------------------------------------------------- hostile headroom sources
+class Hangs:
+    """A headroom source that answers only once released (an NFS read, a stuck RPC)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    def headroom_bytes(self) -> int:
+        self.calls += 1
+        self.release.wait(30)
+        return 1 << 40
+
+
+def test_a_hanging_headroom_source_is_unknown_after_its_deadline_and_asked_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hangs = Hangs()
+    assert headroom_from(Headroom(MiB)) == MiB  # a fault logged before has recovered
+    try:
+        started = time.monotonic()
+        assert headroom_from(hangs, deadline_s=0.2) is None
+        assert headroom_from(hangs, deadline_s=0.2) is None  # still hanging: not asked again
+        assert time.monotonic() - started < 5
+        assert hangs.calls == 1
+        model = LazyModel(Loader().load, size=MiB, guard=hangs, register=False, sweep=False)
+        assert len(model.get()) == MiB  # admitted, not stuck behind the source
+        assert caplog.text.count("gave no answer within 0.2 s") == 1
+    finally:
+        hangs.release.set()
+    wait_until(lambda: headroom_from(hangs, deadline_s=5) == 1 << 40, timeout_s=10, what="answer")
+
+
+@pytest.mark.parametrize("given", [True, False, -5, "x", "1024", math.nan, 10**30, [1]])
+def test_a_headroom_source_giving_garbage_is_unknown_never_a_number_of_bytes(
+    given: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Odd:
+        def headroom_bytes(self) -> object:
+            return given
+
+    assert headroom_from(Headroom(MiB)) == MiB  # a fault logged before has recovered
+    assert headroom_from(Odd()) is None  # type: ignore[arg-type]
+    assert repr(given) in caplog.text
+
+
+def test_resguards_own_over_committed_room_is_zero_not_unknown() -> None:
+    sizes = {"a": 5 * MiB}
+    pool = ModelPool(budget=10 * MiB, guard=Headroom(GIB))
+    model = LazyModel(Loader().load, size=lambda: sizes["a"], pool=pool, register=False)
+    model.get()
+    sizes["a"] = 50 * MiB  # it grew past the budget once loaded
+    assert pool.headroom_bytes() == -40 * MiB
+    assert headroom_from(pool) == 0  # over-committed: no room, not "unknown: admit"
+
+
+GIB = 1 << 30
+
+
+class Headroom:
+    """A headroom source with a set value."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def headroom_bytes(self) -> int:
+        return self.value
+
+
+class Unsized:
+    """A size that cannot be read (an Ollama model that is not pulled)."""
+
+    def __call__(self) -> int:
+        raise InvalidValue("model 'gone' is not installed")
+
+
+def test_a_pool_choice_skips_a_variant_whose_size_cannot_be_read() -> None:
+    pool = ModelPool(budget=100 * MiB, guard=Headroom(GIB))
+    gone = LazyModel(Loader().load, size=Unsized(), name="gone", register=False)
+    small = LazyModel(Loader().load, size=10 * MiB, name="small", register=False)
+    assert pool.choose([gone, small]) is small
+    big = LazyModel(Loader().load, size=500 * MiB, name="big", register=False)
+    with pytest.raises(ResourceExhausted, match="'gone' was left out"):
+        pool.choose([gone, big])
+    with pytest.raises(InvalidValue, match="none of the variants can be chosen: 'gone'"):
+        pool.choose([gone])

@@ -263,3 +263,16 @@ def test_the_ladder_counts_a_model_of_unknown_idle_time_as_the_oldest() -> None:
     assert [i.name for i in ladder] == ["unknown", "old"]  # "known" was used 5 s ago
     explicit = _core.victims(infos, wall_now=WALL_S, busy=lambda _: False, min_idle_s=30.0)
     assert [i.name for i in explicit] == ["old"]  # unload_idle(min_idle=) leaves unknowns alone
+
+
+@given(st.one_of(st.integers(), st.booleans(), st.none(), st.floats(), st.text(max_size=5)))
+def test_a_learned_size_is_a_whole_number_of_bytes_from_1_to_1_pib_or_unknown(
+    reported: object,
+) -> None:
+    learned = _core.learned_bytes(reported)
+    plausible = (
+        isinstance(reported, int)
+        and not isinstance(reported, bool)
+        and 0 < reported <= _core.MAX_LOADED_BYTES
+    )
+    assert learned == (reported if plausible else None)

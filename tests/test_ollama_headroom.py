@@ -401,3 +401,62 @@ def test_ollamas_headroom_scans_by_the_clients_clock(tmp_path: Any) -> None:
         before = len(ticks)
         models.headroom._clock()
         assert len(ticks) == before + 1  # the face handed its clock on
+
+
+# ---------------------------------------------------------------- hostile sources and sizes
+def test_a_hanging_headroom_costs_ensure_the_clients_timeout_not_its_hang(
+    ollama_server: OllamaStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    import threading
+    import time
+
+    release = threading.Event()
+
+    class Hangs:
+        def headroom_bytes(self) -> int:
+            release.wait(30)
+            return 1 << 40
+
+    try:
+        with OllamaModels(
+            ollama_server.host, headroom=Hangs(), timeout=0.5, register=False
+        ) as models:
+            started = time.monotonic()
+            assert models.ensure(SMALL).name == SMALL  # unknown room: admitted
+            assert time.monotonic() - started < 5
+        assert "gave no answer within 0.5 s" in caplog.text
+    finally:
+        release.set()
+
+
+@pytest.mark.parametrize("reported", [0, 10**20, 2**63])
+def test_an_absurd_size_from_api_ps_is_unknown_and_the_estimate_counts(
+    ollama_server_factory: Callable[..., OllamaStandIn], reported: int
+) -> None:
+    from resguard.testing.ollama import CatalogueModel
+
+    catalogue = [
+        CatalogueModel("x:1b", 1_000_000_000, reported),
+        CatalogueModel("small:1b", 500_000_000, 600_000_000),
+    ]
+    server = ollama_server_factory(catalogue=catalogue, scale=1e-15)
+    with OllamaModels(server.host, headroom=Headroom(8 * GIB), register=False) as models:
+        models.ensure("x:1b")
+        models.unload("x:1b")
+        assert models.estimate_bytes("x:1b") == 1_250_000_000  # disk x 1.25, not 0 or 87 EiB
+        pool = ModelPool(budget="16GiB")
+        large, small = models.lazy("x:1b", pool=pool), models.lazy("small:1b", pool=pool)
+        assert pool.choose([large, small]) is large
+
+
+def test_a_pool_choice_skips_a_variant_that_is_not_pulled(ollama_server: OllamaStandIn) -> None:
+    from resguard import OllamaError
+
+    with OllamaModels(ollama_server.host, headroom=Headroom(100 * GIB), register=False) as models:
+        pool = ModelPool(budget="16GiB")
+        missing = models.lazy("no-such-model:70b", pool=pool)
+        small = models.lazy(SMALL, pool=pool)
+        assert pool.choose([missing, small]) is small
+        with pytest.raises(OllamaError, match="no-such-model:70b") as caught:
+            pool.choose([missing])
+        assert caught.value.status_code == 404

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from resguard.models._common import (
     DEFAULT_WAIT_S,
+    HEADROOM_DEADLINE_S,
     HeadroomSource,
     headroom_from,
     machine_headroom_bytes,
@@ -50,6 +51,7 @@ from resguard.models._pool import MIN_BUDGET_PERCENT, ModelPool
 
 __all__ = [
     "DEFAULT_WAIT_S",
+    "HEADROOM_DEADLINE_S",
     "MIN_BUDGET_PERCENT",
     "HeadroomSource",
     "LazyModel",

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from resguard._errors import InvalidType, InvalidValue
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
-from resguard.units import named, parse_bytes, parse_duration
+from resguard.units import MAX_BYTES, named, parse_bytes, parse_duration
 
 __all__ = [
     "DEFAULT_WAIT_S",
+    "HEADROOM_DEADLINE_S",
     "HeadroomSource",
     "check_duration",
     "check_flag",
@@ -26,6 +28,9 @@ __all__ = [
 log = get_logger("resguard.models")
 faults = FaultLog(log)
 DEFAULT_WAIT_S = 600.0  # how long a caller waits for a load that another caller runs
+HEADROOM_DEADLINE_S = 5.0
+"""How long a model load waits for a :class:`HeadroomSource`'s answer before the room
+counts as unknown (an Ollama model waits its client's ``timeout``)."""
 
 
 @runtime_checkable
@@ -61,41 +66,100 @@ def machine_headroom_bytes() -> int | None:
     return None if available is None else int(available)
 
 
-def headroom_from(source: HeadroomSource | None) -> int | None:
+def headroom_from(
+    source: HeadroomSource | None, *, deadline_s: float = HEADROOM_DEADLINE_S
+) -> int | None:
     """The bytes a model load may take now, as lazy models and pools ask for them.
 
     From *source* (a :class:`resguard.Guard`, a pool, ``Containers.as_source()``…) or,
     when it is ``None``, from the machine (:func:`machine_headroom_bytes`). ``None`` means
-    unknown, never 0: a source that returns ``None`` or raises is logged once (and its
-    recovery once) and the load is admitted without a headroom check.
+    unknown, never 0: a source that raises, returns ``None``, answers something that is
+    not a number of bytes from 0 to :data:`resguard.units.MAX_BYTES` (``True``, ``-5``,
+    ``"x"``, NaN, ``10**30``) or gives no answer within *deadline_s* is logged once (and
+    its recovery once) and the load is admitted without a headroom check. (A negative
+    number from resguard's own sources, a Guard or a pool, is over-committed: 0.)
     """
     where = "the headroom source" if source is not None else "the machine's memory headroom"
+    admitted = "model loads are admitted without a headroom check"
     try:
-        headroom = source.headroom_bytes() if source is not None else machine_headroom_bytes()
+        if source is None:
+            headroom: object = machine_headroom_bytes()
+        else:
+            answered, headroom = _ask(source, deadline_s)
+            if not answered:
+                faults.failed(
+                    where,
+                    f"unknown ({source!r} gave no answer within {deadline_s:g} s); {admitted}",
+                    kind="hangs",
+                )
+                return None
     except Exception as error:  # a probe that fails is unknown, never a failed load
-        faults.failed(
-            where,
-            f"unknown ({type(error).__name__}: {error}); model loads are "
-            "admitted without a headroom check",
-        )
+        faults.failed(where, f"unknown ({type(error).__name__}: {error}); {admitted}")
         return None
     if headroom is None:
-        faults.failed(
-            where,
-            "unknown (memory could not be read); model loads are admitted without a headroom check",
-        )
+        faults.failed(where, f"unknown (memory could not be read); {admitted}")
         return None
-    try:
-        headroom_bytes = int(headroom)
-    except (TypeError, ValueError, OverflowError):  # NaN, inf, junk: unknown, not a failed load
+    module = type(source).__module__
+    headroom_bytes = _as_bytes(headroom, own=module.partition(".")[0] == "resguard")
+    if headroom_bytes is None:
         faults.failed(
             where,
-            f"unknown (it gave {headroom!r}, not a number of bytes); model loads are "
-            "admitted without a headroom check",
+            f"unknown (it gave {headroom!r}, not a number of bytes from 0 to 16 EiB); {admitted}",
+            kind="garbage",
         )
         return None
     faults.recovered(where)
     return headroom_bytes
+
+
+_asking: dict[int, threading.Thread] = {}  # id(source): its call that has not answered yet
+_asking_lock = threading.Lock()
+
+
+def _ask(source: HeadroomSource, deadline_s: float) -> tuple[bool, object]:
+    """``(True, source.headroom_bytes())`` when it answers within *deadline_s* (its
+    exception is raised here), ``(False, None)`` when it does not. The call runs in a
+    daemon thread; while one has not answered, the source is not asked again (a source
+    that hangs costs one thread, not one per load)."""
+    key = id(source)  # the thread holds *source*, so its id is not reused meanwhile
+    with _asking_lock:
+        pending = _asking.get(key)
+        if pending is not None and pending.is_alive():
+            return False, None
+    box: list[tuple[bool, object]] = []
+
+    def call() -> None:
+        try:
+            box.append((True, source.headroom_bytes()))
+        except BaseException as error:  # handed to the caller, never lost in the thread
+            box.append((False, error))
+
+    thread = threading.Thread(target=call, name="resguard-headroom", daemon=True)
+    thread.start()
+    thread.join(deadline_s)
+    if not box:
+        with _asking_lock:
+            _asking[key] = thread
+        return False, None
+    with _asking_lock:
+        _asking.pop(key, None)
+    ok, value = box[0]
+    if not ok:
+        raise value  # type: ignore[misc]
+    return True, value
+
+
+def _as_bytes(value: object, *, own: bool) -> int | None:
+    """*value* as bytes of room, or ``None`` when it is not a number of bytes: not a
+    bool, a finite int or float at most :data:`MAX_BYTES` and not negative (a negative
+    one from resguard's own sources is 0: reservations exceed what is free)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value < 0:
+        return 0 if own else None
+    return int(value) if value <= MAX_BYTES else None
 
 
 def size_of(value: int | str | Callable[[], int], what: str) -> int:

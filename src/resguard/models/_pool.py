@@ -7,7 +7,13 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from resguard._errors import InvalidType, InvalidValue, ResourceExhausted
+from resguard._errors import (
+    InvalidType,
+    InvalidValue,
+    OllamaError,
+    ResguardError,
+    ResourceExhausted,
+)
 from resguard._modules.log import fields
 from resguard.models._common import HeadroomSource, faults, headroom_from, log
 from resguard.models._lazy import LazyModel
@@ -261,19 +267,45 @@ class ModelPool:
         for variant in variants:
             self.add(variant)
         with self._lock:
+            ranked, skipped = _sized(variants)
             headroom = self.headroom_bytes(source=self._source(variants))
-            ranked = sorted(variants, key=lambda m: m.size_bytes, reverse=True)
             if headroom is None:
-                return ranked[0]  # unknown room: the largest (logged once by _headroom)
+                return ranked[0][0]  # unknown room: the largest (logged once by _headroom)
             free = headroom + sum(m.size_bytes for m in self.idle_models())
-            for variant in ranked:
-                if variant.loaded or variant.loading or variant.size_bytes <= free:
+            for variant, size in ranked:
+                if variant.loaded or variant.loading or size <= free:
                     return variant
-        smallest = ranked[-1]
+        smallest, smallest_size = ranked[-1]
+        left_out = "".join(f"; {name!r} was left out ({error})" for name, error in skipped.items())
         raise ResourceExhausted(
             f"none of the variants fits: the smallest, {smallest.name!r}, needs "
-            f"{format_bytes(smallest.size_bytes)} and {format_bytes(max(free, 0))} is free",
+            f"{format_bytes(smallest_size)} and {format_bytes(max(free, 0))} is free{left_out}",
             reason="memory",
             retry_after=5.0,
-            numbers={"headroom_bytes": free, "sizes": {m.name: m.size_bytes for m in ranked}},
+            numbers={"headroom_bytes": free, "sizes": {m.name: size for m, size in ranked}},
         )
+
+
+def _sized(
+    variants: Sequence[LazyModel[Any]],
+) -> tuple[list[tuple[LazyModel[Any], int]], dict[str, ResguardError]]:
+    """The variants whose size can be read, largest first, and why each other one cannot
+    (an Ollama model that is not pulled, a size out of range): those are left out of a
+    choice, not raised into it; when none is left, one error names them all."""
+    ranked: list[tuple[LazyModel[Any], int]] = []
+    skipped: dict[str, ResguardError] = {}
+    for variant in variants:
+        try:
+            ranked.append((variant, variant.size_bytes))
+        except ResguardError as error:
+            skipped[variant.name] = error
+    if ranked:
+        return sorted(ranked, key=lambda pair: pair[1], reverse=True), skipped
+    errors = list(skipped.values())
+    text = "none of the variants can be chosen: " + "; ".join(
+        f"{name!r}: {error}" for name, error in skipped.items()
+    )
+    if all(isinstance(error, OllamaError) for error in errors):
+        codes = {error.status_code for error in errors}  # type: ignore[attr-defined]
+        raise OllamaError(text, status_code=codes.pop() if len(codes) == 1 else None) from errors[0]
+    raise InvalidValue(text) from errors[0]

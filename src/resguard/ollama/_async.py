@@ -93,7 +93,8 @@ class AsyncOllamaModels(Face):
             await anyio.sleep(effect.seconds)
             return None
         if effect is HEADROOM:
-            return await anyio.to_thread.run_sync(headroom_from, self.headroom)
+            ask = functools.partial(headroom_from, self.headroom, deadline_s=self.timeout_s)
+            return await anyio.to_thread.run_sync(ask)
         return time.monotonic()
 
     async def aclose(self) -> None:

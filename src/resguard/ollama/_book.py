@@ -87,9 +87,12 @@ class Book:
     def info(self, item: Any) -> OllamaModelInfo:
         name = canonical(item.model or item.name or "")
         expires_at = item.expires_at.timestamp() if item.expires_at is not None else None
-        size = int(item.size or 0)
-        if size:
-            self.sizes[name] = size
+        learned = _core.learned_bytes(item.size)
+        if learned is not None:
+            self.sizes[name] = learned
+        else:  # 0, negative or absurd: unknown, so its disk size is the estimate again
+            self.sizes.pop(name, None)
+        size = learned or 0  # what unloading it frees: nothing known
         used = self.last_used.get(name)
         since = _core.idle_since(
             wall_now=self.wall_clock(),

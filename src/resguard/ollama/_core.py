@@ -13,9 +13,11 @@ from resguard.snapshot import OllamaModelInfo
 from resguard.units import format_bytes, parse_bytes
 
 __all__ = [
+    "MAX_LOADED_BYTES",
     "estimate_bytes",
     "find",
     "idle_since",
+    "learned_bytes",
     "plan_unloads",
     "refused",
     "refused_by_server",
@@ -30,6 +32,20 @@ _SERVER_REFUSAL = re.compile(
     r"requires more system memory \(([0-9.]+ ?[KMGT]?i?B)\) "
     r"than is available \(([0-9.]+ ?[KMGT]?i?B)\)"
 )
+
+
+MAX_LOADED_BYTES = 2**50
+"""The largest size Ollama may report for a loaded model that resguard believes (1 PiB):
+a larger one, 0 or a negative one is unknown, and the estimate from its size on disk
+counts instead."""
+
+
+def learned_bytes(reported: object) -> int | None:
+    """A size ``/api/ps`` reported for a loaded model, when it is a plausible one: a
+    whole number of bytes from 1 to :data:`MAX_LOADED_BYTES`; else ``None`` (unknown)."""
+    if isinstance(reported, bool) or not isinstance(reported, int):
+        return None
+    return reported if 0 < reported <= MAX_LOADED_BYTES else None
 
 
 def idle_since(

@@ -79,7 +79,7 @@ class OllamaModels(Face):
             time.sleep(effect.seconds)
             return None
         if effect is HEADROOM:
-            return headroom_from(self.headroom)
+            return headroom_from(self.headroom, deadline_s=self.timeout_s)
         return time.monotonic()
 
     def close(self) -> None:
