@@ -420,8 +420,8 @@ def test_the_adapter_queries_are_promql(tmp_path: Path) -> None:
 
 
 #: Series of two pods scraped every 15 s for 10 min: ``busy`` admits 3 and refuses 1
-#: request a second, holds 3 in flight and 2 queued, stalls on memory 10 % of the time;
-#: ``idle`` has every counter flat at 0.
+#: request a second, holds 3 in flight and 2 queued, waits for memory 10 % of the time and
+#: uses 75 % of its limit; ``idle`` has every counter flat at 0 and uses 10 %.
 SERIES = {
     'resguard_guard_admitted_total{guard="api"}': ("0+45x40", "0x40"),
     'resguard_guard_refused_total{guard="api",reason="memory"}': ("0+15x40", "0x40"),
@@ -429,12 +429,14 @@ SERIES = {
     'resguard_guard_in_flight{guard="api"}': ("3x40", "0x40"),
     'resguard_guard_waiting{guard="api"}': ("2x40", "0x40"),
     "resguard_pressure_memory_waiting_seconds_total": ("0+1.5x40", "0x40"),
+    "resguard_memory_used_ratio": ("0.75x40", "0.1x40"),
 }
 #: What each custom metric must be for (busy, idle): what the HPA's targets are set against.
 EXPECTED = {
     "resguard_guard_concurrency": (5, 0),
     "resguard_shed_ratio": (0.25, 0),  # 0 when idle, not NaN (0 / 0)
-    "resguard_memory_stall_ratio": (0.1, 0),
+    "resguard_memory_waiting_ratio": (0.1, 0),
+    "resguard_memory_used_ratio": (0.75, 0.1),
 }
 
 

@@ -1,14 +1,15 @@
-"""The deployed pod, run here: docs/deploy.md's app under the Deployment's own command.
+"""The deployed pod, run here: the assistant tutorial's server under the Deployment's command.
 
-The app is the page's code block as written; the server is the container's ``command``
-(uvicorn, its ``app:app``, its port option) with only the address made loopback and the
-port a free one. The probes and the scrape are the manifest's own paths, so what the
-kubelet and Prometheus would ask a pod is asked of a real uvicorn over loopback.
+deploy/kubernetes runs docs/tutorials/assistant-server.md's ``server.py`` (docs/deploy.md
+says so): the app is that page's steps 1 and 3 as written, saved as the module the
+container's ``command`` names (uvicorn, its ``server:app``, its port option), with only the
+address made loopback and the port a free one. The probes and the scrape are the
+manifest's own paths, so what the kubelet and Prometheus would ask a pod is asked of a real
+uvicorn over loopback.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,18 +18,11 @@ import httpx
 import pytest
 import yaml
 
+from apps.tutorial_server import server_source
 from support import start_uvicorn
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGE = ROOT / "docs" / "deploy.md"
 DEPLOYMENT = ROOT / "deploy" / "kubernetes" / "deployment.yaml"
-
-
-def page_app() -> str:
-    """The page's first python block: the app the image is built around."""
-    match = re.search(r"^```python\n(.*?)^```", PAGE.read_text(), re.MULTILINE | re.DOTALL)
-    assert match, f"{PAGE} has no python block"
-    return match.group(1)
 
 
 def container() -> dict[str, Any]:
@@ -39,12 +33,14 @@ def container() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The base URL of the page's app served by the container's command."""
+    """The base URL of the tutorial's server served by the container's command."""
     folder = tmp_path_factory.mktemp("pod")
     command = list(container()["command"])
     module = command[1].partition(":")[0]
-    (folder / f"{module}.py").write_text(page_app())
+    assert module == "server", command  # the tutorial's server.py, not another app
+    (folder / f"{module}.py").write_text(server_source())
     assert command[0] == "uvicorn"
+    assert "--workers" not in command  # one worker per pod: one registry per scrape target
     # the container's command; start_uvicorn makes its --host loopback and its --port free
     alive = container()["livenessProbe"]["httpGet"]["path"]
     with start_uvicorn(*command[1:], ready=alive, cwd=folder) as server:

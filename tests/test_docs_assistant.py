@@ -5,7 +5,8 @@ blocks but sends them no request, so a handler that answers 500 (a ``...`` body 
 ``dict`` is promised) or a route shadowed by an earlier one passed unseen. This test
 writes those two blocks to a file, runs ``uvicorn server:app`` in a memory cgroup with a
 1 GiB limit (so the page's 80 % share is of a figure the test knows, not of whatever the
-machine has in use) and calls each route the page names, the health paths included.
+machine has in use) and calls each route the page names, the health paths and the
+``/metrics`` that deploy/kubernetes scrapes included.
 """
 
 from __future__ import annotations
@@ -15,31 +16,10 @@ from typing import Any
 
 import httpx
 
+from apps.tutorial_server import server_source
 from support import start_uvicorn
 
-PAGE = Path(__file__).resolve().parents[1] / "docs" / "tutorials" / "assistant-server.md"
 GiB = 2**30
-
-
-def python_blocks(text: str) -> list[str]:
-    """The page's ```python blocks, in order."""
-    blocks, rest = [], text
-    while (start := rest.find("```python\n")) >= 0:
-        rest = rest[start + len("```python\n") :]
-        end = rest.index("```")
-        blocks.append(rest[:end])
-        rest = rest[end:]
-    return blocks
-
-
-def server_source() -> str:
-    """Steps 1 and 3 of the page: the server's code (the other blocks are its test)."""
-    blocks = python_blocks(PAGE.read_text())
-    step1 = next(
-        block for block in blocks if "app = FastAPI()" in block and "def build" not in block
-    )
-    step3 = next(block for block in blocks if "model_guard" in block)
-    return step1 + "\n\n" + step3
 
 
 def test_the_pasted_server_answers_every_route_the_page_names(
@@ -66,3 +46,8 @@ def test_the_pasted_server_answers_every_route_the_page_names(
         for path in ("/livez", "/healthz"):
             alive = httpx.get(f"{url}{path}", timeout=10)
             assert (alive.status_code, alive.json()) == (200, {"status": "alive"})
+        # step 1's with_metrics: the scrape that deploy/kubernetes points Prometheus at
+        scrape = httpx.get(f"{url}/metrics", timeout=10)
+        assert scrape.status_code == 200
+        assert "resguard_ready 1.0" in scrape.text
+        assert 'resguard_guard_admitted_total{guard="api"} 2.0' in scrape.text

@@ -101,7 +101,7 @@ def test_the_scrape_keeps_the_naming_conventions(exposition: str) -> None:
 def test_the_alert_rules_pass_promtool_check_rules() -> None:
     done = run_promtool("check", "rules", str(RULES))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 5 rules found" in done.stdout
+    assert "SUCCESS: 6 rules found" in done.stdout
 
 
 def test_the_rules_tests_fire_each_alert() -> None:
@@ -138,13 +138,30 @@ def test_the_rules_tests_fire_each_alert() -> None:
             "increase(resguard_oom_kills_total[5m]) > 1",
         ),
         ("ResguardSensingDown", "resguard_sensing_up == 0", "resguard_sensing_up == -1"),
+        (
+            "ResguardContainerOOMKilled",
+            '{reason="OOMKilled"} == 1',
+            '{reason="OOMKilled"} == 2',
+        ),
+        # an old OOM kill (no restart since) would fire for ever
+        (
+            "ResguardContainerOOMKilled",
+            "increase(kube_pod_container_status_restarts_total[10m]) > 0",
+            "increase(kube_pod_container_status_restarts_total[10m]) >= 0",
+        ),
+        # a pod that exports no resguard series is not one of resguard's
+        (
+            "ResguardContainerOOMKilled",
+            "group by (namespace, pod) (last_over_time(resguard_sensing_up[1h]))",
+            "group by (namespace, pod) (kube_pod_container_status_restarts_total)",
+        ),
     ],
 )
 def test_the_rules_tests_fail_on_rules_that_do_not_fire(
     tmp_path: Path, alert: str, old: str, new: str
 ) -> None:
-    """The rules tests can fail: with one alert's threshold moved out of reach, promtool
-    reports that alert missing."""
+    """The rules tests can fail: with one alert's threshold moved out of reach (or a filter
+    dropped, so it fires where it should not), promtool reports that alert."""
     text = RULES.read_text()
     assert text.count(old) == 1, old
     (tmp_path / RULES.name).write_text(text.replace(old, new))
