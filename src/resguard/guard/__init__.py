@@ -10,6 +10,14 @@ all see the same free memory and all get in. Refusal raises
 :class:`~resguard.ResourceExhausted` with a reason (one of :data:`REFUSAL_REASONS`), the
 numbers and ``retry_after``.
 
+A caller given a ``wait`` queues (FIFO) for what other calls hold (a ``max_concurrent``
+slot, reserved bytes, its turn) and for memory to free up. A verdict at the guard's
+``level`` is load shedding: it is refused at once with reason ``"level"``, never queued
+(a queued caller too, as soon as the verdict reaches it). A wait that runs out is refused
+with what it waited on: ``"timeout"`` for other calls, the memory's own reason
+(``"memory"``, ``"rss"``, ``"vram"``, ``"unknown"``) for memory; ``numbers["waited_s"]``
+and ``numbers["cause"]`` say how long it waited and on what.
+
 What the guard cannot know it does not guess: a number the snapshot left ``None`` (a
 damaged ``/proc`` file), a Monitor state older than the monitor's ``stale_after`` (its
 thread died, the machine stalled) or a verdict with unknowns is *unknown*, and

@@ -25,6 +25,7 @@ __all__ = [
     "NO_LIMIT_BYTES",
     "REFUSAL_REASONS",
     "WAIT_BUCKETS_S",
+    "WAIT_FOR_OTHERS",
     "Counts",
     "Decision",
     "HoldMeter",
@@ -55,11 +56,14 @@ OnUnknown = Literal["admit", "refuse"]
 #: * ``"reservation"``: as ``"memory"``, but only because of what calls in flight reserved;
 #: * ``"rss"``: this process's RSS (plus reservations) would pass the guard's ``rss``, or
 #:   passed it while the work ran (``on_breach``, :meth:`Guard.check`);
-#: * ``"level"``: the Monitor's verdict is at or above the guard's ``level``;
+#: * ``"level"``: the Monitor's verdict is at or above the guard's ``level`` (refused at
+#:   once, never queued: load shedding);
 #: * ``"concurrency"``: ``max_concurrent`` calls are in flight;
 #: * ``"queued"``: others are queued first and this call may not wait (no overtaking);
-#: * ``"timeout"``: the call queued for its whole ``wait`` without getting in (the cause it
-#:   waited on is in ``numbers["cause"]``);
+#: * ``"timeout"``: the call queued for its whole ``wait`` for other calls (a slot, a
+#:   reservation, its turn) without getting in (``numbers["cause"]`` is what it waited on;
+#:   a wait for memory that ends is refused with the memory's reason, ``numbers["waited_s"]``
+#:   saying how long it waited);
 #: * ``"unknown"``: a number the guard needs is unknown or the Monitor's state is stale,
 #:   and ``on_unknown="refuse"``;
 #: * ``"vram"``: the fullest GPU's used memory is above the guard's ``vram``.
@@ -289,10 +293,10 @@ def judge(
 ) -> tuple[Refusal | None, dict[str, str]]:
     """Why a call reserving *reserve* bytes may not start now (``None``: it may), and what
     the guard needed but did not know (looked at only past the verdict's level)."""
-    snap, level = view.snap, view.level
-    if limits.level is not None and level is not None and level >= limits.level:
-        detail = f"the verdict is {level.name}"
-        return _refuse("level", detail, limits.retry_after_s, snap, counts, reserve), {}
+    snap = view.snap
+    level_refusal = _level_refusal(view, limits, counts, reserve)
+    if level_refusal is not None:
+        return level_refusal, {}
     unknown = unknown_parts(view, limits, counts.reserved, reserve)
     if unknown and limits.on_unknown == "refuse":
         detail = "; ".join(unknown.values())
@@ -357,12 +361,21 @@ def decide(
 
     *ahead*: others are queued before this caller (nobody overtakes the queue); *queued*:
     the caller is in the queue already, waiting until *deadline_s*; otherwise this is its
-    first try, and it may queue when *wait_s* is above 0. A queued call still refused at
-    its deadline is refused with reason ``"timeout"``, the cause it waited on kept.
+    first try, and it may queue when *wait_s* is above 0.
+
+    A verdict at the guard's ``level`` never queues: the call is refused at once with
+    reason ``"level"`` (load shedding), a queued one too. A queued call still refused at
+    its deadline keeps its cause's reason when that is the machine's memory (``"memory"``,
+    ``"rss"``, ``"vram"``, ``"unknown"``); only a wait for other calls
+    (:data:`WAIT_FOR_OTHERS`) ends as ``"timeout"``. Either way ``numbers`` say how long
+    it waited (``waited_s``) and what on (``cause``).
     """
     unknown: dict[str, str] = {}
+    refusal = _level_refusal(view, limits, counts, reserve)
+    if refusal is not None:
+        return Decision("refuse", _waited(refusal, wait_s, deadline_s, now_s, queued), unknown)
     if ahead:
-        refusal: Refusal | None = _refuse(
+        refusal = _refuse(
             "queued", "others are waiting first", limits.retry_after_s, view.snap, counts, reserve
         )
     else:
@@ -371,13 +384,34 @@ def decide(
         return Decision("admit", None, unknown)
     if (now_s < deadline_s) if queued else (wait_s > 0):
         return Decision("queue", refusal, unknown)
-    return Decision("refuse", _timed_out(refusal, wait_s) if queued else refusal, unknown)
+    return Decision("refuse", _waited(refusal, wait_s, deadline_s, now_s, queued), unknown)
 
 
-def _timed_out(refusal: Refusal, wait_s: float) -> Refusal:
-    numbers = {**refusal.numbers, "waited_s": wait_s, "cause": refusal.reason}
-    detail = f"{refusal.detail} (after waiting {wait_s:g}s)"
-    return attrs.evolve(refusal, reason="timeout", detail=detail, numbers=numbers)
+#: The causes a queued call waits on that other calls hold (a slot, a reservation, a
+#: place ahead in the queue): a wait for them that ends is refused as ``"timeout"``.
+WAIT_FOR_OTHERS: frozenset[str] = frozenset({"concurrency", "reservation", "queued"})
+
+
+def _level_refusal(view: View, limits: Limits, counts: Counts, reserve: int) -> Refusal | None:
+    level = view.level
+    if limits.level is None or level is None or level < limits.level:
+        return None
+    detail = f"the verdict is {level.name}"
+    return _refuse("level", detail, limits.retry_after_s, view.snap, counts, reserve)
+
+
+def _waited(
+    refusal: Refusal, wait_s: float, deadline_s: float, now_s: float, queued: bool
+) -> Refusal:
+    """*refusal* for a call that was refused after queueing (unchanged on a first try)."""
+    if not queued:
+        return refusal
+    waited_s = min(max(now_s - (deadline_s - wait_s), 0.0), wait_s)
+    numbers = {**refusal.numbers, "waited_s": waited_s, "cause": refusal.reason}
+    detail = f"{refusal.detail} (after waiting {waited_s:g}s)"
+    if refusal.reason in WAIT_FOR_OTHERS:
+        return attrs.evolve(refusal, reason="timeout", detail=detail, numbers=numbers)
+    return attrs.evolve(refusal, detail=detail, numbers=numbers)
 
 
 def budget(view: View, limits: Limits, reserve_bytes: int) -> tuple[int, dict[str, str]]:
@@ -416,17 +450,14 @@ def memory_edges_bytes(limits: Limits, reserve_bytes: int, memory: MemoryInfo) -
 def breach(view: View, limits: Limits, counts: Counts) -> Refusal | None:
     """Why running work should stop now (the process passed the ``rss`` limit, the verdict
     reached the guard's level), or ``None``. Unknown numbers never stop running work."""
-    snap, level = view.snap, view.level
+    snap = view.snap
     if limits.rss is not None and snap is not None and view.sample_failed is None:
         limit = limits.rss.resolve(snap.memory.limit)
         rss = snap.process.rss
         if limit is not None and rss is not None and rss > limit:
             detail = f"process RSS {format_bytes(rss)} passed {format_bytes(limit)}"
             return _refuse("rss", detail, limits.retry_after_s, snap, counts, 0)
-    if limits.level is not None and level is not None and level >= limits.level:
-        detail = f"the verdict is {level.name}"
-        return _refuse("level", detail, limits.retry_after_s, snap, counts, 0)
-    return None
+    return _level_refusal(view, limits, counts, 0)
 
 
 def stale_after_s(monitor: Any) -> float:
