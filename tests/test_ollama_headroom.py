@@ -460,3 +460,60 @@ def test_a_pool_choice_skips_a_variant_that_is_not_pulled(ollama_server: OllamaS
         with pytest.raises(OllamaError, match="no-such-model:70b") as caught:
             pool.choose([missing])
         assert caught.value.status_code == 404
+
+
+def pid_of(headroom: OllamaHeadroom) -> int | None:
+    """Its listener's pid now (a call, so a type checker does not keep an earlier answer)."""
+    return headroom.pid
+
+
+def test_an_ollama_restarted_elsewhere_is_found_within_a_second_not_thirty(
+    tmp_path: Any,
+) -> None:
+    roots = _tree(tmp_path, limit=f"{2 * GIB}\n")
+    proc = tmp_path / "proc"
+    clock = ManualClock()
+    headroom = OllamaHeadroom(
+        "http://127.0.0.1:11434", roots=roots, machine=lambda: 20 * GIB, clock=clock
+    )
+    assert pid_of(headroom) == 4242
+    (proc / "4242" / "stat").write_text("0 (ollama) S 1 " + "0 " * 17 + "999 " + "0 " * 12)
+    (proc / "4242" / "fd" / "3").unlink()  # Ollama stopped; its socket not yet gone
+    assert pid_of(headroom) is None
+    (proc / "5000" / "fd").mkdir(parents=True)  # restarted: process 5000, a new socket
+    (proc / "5000" / "fd" / "4").symlink_to("socket:[888]")
+    (proc / "5000" / "stat").write_text("0 (ollama) S 1 " + "0 " * 30)
+    (proc / "5000" / "cgroup").write_text("5:memory:/ollama\n")
+    (proc / "net" / "tcp").write_text(_tcp_table([(11434, "0A", 888)]))
+    assert pid_of(headroom) is None  # looked at most every RELOOK_S
+    clock.advance(1.5)
+    assert pid_of(headroom) == 5000  # not after LOOKUP_RETRY_S (30 s) of the machine's memory
+    assert headroom.headroom_bytes() == 2 * GIB - 90 * MIB
+
+
+def test_the_fd_scan_is_not_repeated_for_the_same_sockets_before_the_retry(
+    tmp_path: Any,
+) -> None:
+    roots = _tree(tmp_path, limit=f"{2 * GIB}\n")
+    proc = tmp_path / "proc"
+    (proc / "4242" / "fd" / "3").unlink()  # a listener nobody here can see (another user's)
+    clock = ManualClock()
+    headroom = OllamaHeadroom("http://127.0.0.1:11434", roots=roots, clock=clock)
+    assert pid_of(headroom) is None
+    (proc / "4242" / "fd" / "3").symlink_to("socket:[777]")
+    clock.advance(5)
+    assert pid_of(headroom) is None  # the same socket: the last scan's answer stands
+    clock.advance(30)
+    assert pid_of(headroom) == 4242
+
+
+def test_a_refusal_says_where_the_room_is_and_sizes_that_round_alike_exactly() -> None:
+    from resguard.ollama import _core
+
+    refusal = _core.refused("m:1b", 1_503_238_554, 1_503_000_000, 0, "where Ollama runs (x)")
+    assert str(refusal).endswith(
+        "it needs about 1,503,238,554 bytes; 1,503,000,000 bytes is free where Ollama runs (x)"
+    )
+    assert "needs about 1.4 GiB; 100.0 MiB is free" in str(
+        _core.refused("m:1b", 1_503_238_554, 100 * MIB, 0)
+    )

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from resguard._probes.files import read_text
 from resguard._probes.identity import Identity, read_stat
 
-__all__ = ["SCAN_DEADLINE_S", "listener", "listening_inodes", "listening_pid"]
+__all__ = ["SCAN_DEADLINE_S", "listener", "listening_inodes", "listening_pid", "port_inodes"]
 
 SCAN_DEADLINE_S = 1.0
 """The most one look through ``/proc/*/fd`` may take (a machine with many processes)."""
@@ -42,19 +42,29 @@ def listening_inodes(text: str, port: int) -> frozenset[int]:
     return frozenset(inodes)
 
 
+def port_inodes(port: int, proc: str = "/proc") -> frozenset[int]:
+    """The socket inodes listening on TCP *port* now, from ``/proc/net/tcp`` and ``tcp6``
+    (two small files: cheap, unlike the ``/proc/*/fd`` scan that finds their process)."""
+    inodes: set[int] = set()
+    for name in ("tcp", "tcp6"):
+        inodes |= listening_inodes(read_text(f"{proc}/net/{name}") or "", port)
+    return frozenset(inodes)
+
+
 def listening_pid(
     port: int,
     proc: str = "/proc",
     *,
     deadline_s: float = SCAN_DEADLINE_S,
     clock: Callable[[], float] = time.monotonic,
+    inodes: frozenset[int] | None = None,
 ) -> int | None:
-    """The process with a socket listening on TCP *port*, or ``None`` when none is seen
-    (no listener, its process is another user's and this one is not root, or the look
-    took longer than *deadline_s* by *clock*)."""
-    inodes: set[int] = set()
-    for name in ("tcp", "tcp6"):
-        inodes |= listening_inodes(read_text(f"{proc}/net/{name}") or "", port)
+    """The process with a socket listening on TCP *port* (one of *inodes* when given, as
+    :func:`port_inodes` read them), or ``None`` when none is seen (no listener, its
+    process is another user's and this one is not root, or the look took longer than
+    *deadline_s* by *clock*)."""
+    if inodes is None:
+        inodes = port_inodes(port, proc)
     if not inodes:
         return None
     wanted = {f"socket:[{inode}]" for inode in inodes}
@@ -94,11 +104,12 @@ def listener(
     *,
     deadline_s: float = SCAN_DEADLINE_S,
     clock: Callable[[], float] = time.monotonic,
+    inodes: frozenset[int] | None = None,
 ) -> Identity | None:
     """The process listening on TCP *port* with its start time (an :class:`Identity`, so
     a later process on its PID is never taken for it), or ``None`` when none is seen or
     its stat cannot be read."""
-    pid = listening_pid(port, proc, deadline_s=deadline_s, clock=clock)
+    pid = listening_pid(port, proc, deadline_s=deadline_s, clock=clock, inodes=inodes)
     stat = None if pid is None else read_stat(pid, proc)
     if pid is None or stat is None:
         return None

@@ -22,6 +22,7 @@ __all__ = [
     "refused",
     "refused_by_server",
     "shortfall_bytes",
+    "sizes_apart",
     "victims",
 ]
 
@@ -145,15 +146,30 @@ def estimate_bytes(
     return math.ceil(installed[key] * size_factor)
 
 
-def refused(name: str, need: int, headroom: int, freed: int) -> ResourceExhausted:
-    """The refusal of a load that does not fit even after unloading idle models."""
+def refused(
+    name: str, need: int, headroom: int, freed: int, where: str = "where Ollama runs"
+) -> ResourceExhausted:
+    """The refusal of a load that does not fit even after unloading idle models; the two
+    sizes are rounded so that their comparison shows (exact bytes when they round alike)."""
+    free = max(headroom + freed, 0)
+    need_text, free_text = sizes_apart(need, free)
+    after = " after unloading idle models" if freed else ""
     return ResourceExhausted(
-        f"no room to load Ollama model {name!r}: it needs about {format_bytes(need)}, "
-        f"{format_bytes(max(headroom + freed, 0))} is free after unloading idle models",
+        f"no room to load Ollama model {name!r}: it needs about {need_text}; "
+        f"{free_text} is free {where}{after}",
         reason="memory",
         retry_after=5.0,
         numbers={"size_bytes": need, "headroom_bytes": headroom, "freed_bytes": freed},
     )
+
+
+def sizes_apart(first: int, second: int) -> tuple[str, str]:
+    """*first* and *second* formatted (``1.4 GiB``), or as exact bytes when different
+    sizes would read the same (``1,503,238,554 bytes`` and ``1,503,000,000 bytes``)."""
+    one, other = format_bytes(first), format_bytes(second)
+    if one == other and first != second:
+        return f"{first:,} bytes", f"{second:,} bytes"
+    return one, other
 
 
 def refused_by_server(name: str, host: str, message: str) -> ResourceExhausted | None:

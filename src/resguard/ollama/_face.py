@@ -103,6 +103,9 @@ class Face(abc.ABC):
         self.client = client if client is not None else self._make_client(url)
         if headroom is None and guard is None:
             headroom = _default_headroom(url, clock)
+        if isinstance(headroom, OllamaHeadroom):
+            measured = headroom
+            steps.where = lambda: f"where Ollama runs ({measured.where()})"
         self._share(book, steps, guard, url, headroom if headroom is not None else guard)
         self._registry = registry
         if registry is not None:

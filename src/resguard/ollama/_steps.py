@@ -139,6 +139,7 @@ class Procedures:
         self.reclaim_min_idle_s = reclaim_min_idle_s
         self.reserves = reserves  # the guard has admit(reserve=): hold one while loading
         self._ps = Request("GET /api/ps", "ps", parse=book.infos)
+        self.where: Callable[[], str] = lambda: f"at Ollama on {book.host}"  # for refusals
 
     def loaded(self, within_s: float | None = None) -> Steps[tuple[OllamaModelInfo, ...]]:
         request = self._ps if within_s is None else self._ps._replace(within_s=within_s)
@@ -234,7 +235,7 @@ class Procedures:
             return
         freed = yield from self.free(shortfall, canonical(name), 0.0)
         if headroom + freed < need:
-            raise _core.refused(name, need, headroom, freed)
+            raise _core.refused(name, need, headroom, freed, self.where())
 
     def load(
         self, name: str, keep_alive_s: float | None, *, reserve: bool = True

@@ -23,12 +23,17 @@ from resguard._modules.log import get_logger
 from resguard._probes import cgroup as _cgroup
 from resguard._probes.identity import Identity, read_stat
 from resguard._probes.paths import DEFAULT_ROOTS, Roots
-from resguard._probes.sockets import listener
+from resguard._probes.sockets import listener, port_inodes
 
-__all__ = ["LOOKUP_RETRY_S", "OllamaHeadroom", "is_local"]
+__all__ = ["LOOKUP_RETRY_S", "RELOOK_S", "OllamaHeadroom", "is_local"]
 
 log = get_logger("resguard.ollama")
-LOOKUP_RETRY_S = 30.0  # a listener that was not found is looked for again after this long
+LOOKUP_RETRY_S = 30.0
+"""A fruitless look for the listener is tried again after this long while the port's
+sockets stay the same (another user's process, seen only by root)."""
+RELOOK_S = 1.0
+"""The port's sockets are read again at most this often when no listener is kept: a new
+one (Ollama restarted, perhaps in another cgroup) is looked for at once."""
 
 
 def _local_addresses() -> set[str]:
@@ -69,8 +74,9 @@ class OllamaHeadroom:
       the memory cgroup of the process listening on the server's port (its tightest limit
       minus its working set) when that cgroup has a limit. The process is found from
       ``/proc/net/tcp{,6}`` and ``/proc/<pid>/fd``; seeing another user's process needs
-      root. When it cannot be found the machine's memory counts, with one warning (and
-      the look is tried again after :data:`LOOKUP_RETRY_S`).
+      root. When it cannot be found the machine's memory counts, with one warning; the
+      port's sockets are read again at most every :data:`RELOOK_S` and a new one (Ollama
+      restarted) is looked for at once, the same ones after :data:`LOOKUP_RETRY_S`.
     - **Remote host**: ``None`` (unknown, never 0): Ollama does not publish its host's
       free memory, so loads are admitted and the remote Ollama's own check answers (its
       "model requires more system memory" is raised as ``ResourceExhausted``). Pass a
@@ -98,6 +104,7 @@ class OllamaHeadroom:
         self._clock = clock
         self._pid: Identity | None = None  # the listener: its pid and start time
         self._looked_at: float | None = None
+        self._looked_inodes: frozenset[int] = frozenset()  # the port's sockets at that look
         self._faults = FaultLog(log)
 
     def __repr__(self) -> str:
@@ -128,18 +135,31 @@ class OllamaHeadroom:
         return machine if bound is None else min(machine, bound)
 
     def _listener(self) -> int | None:
+        """The kept listener while it lives; else a look: the port's sockets (cheap) at
+        most every :data:`RELOOK_S`, and the ``/proc/*/fd`` scan (bounded by
+        :data:`~resguard._probes.sockets.SCAN_DEADLINE_S`) only for sockets not scanned
+        for before or after :data:`LOOKUP_RETRY_S`."""
         if self.port is None:
             return None
         if self._pid is not None:
             if self._pid.matches(read_stat(self._pid.pid, self._roots.proc)):
                 return self._pid.pid
-            self._pid, self._looked_at = None, None  # gone or replaced: look again
+            self._pid, self._looked_at = None, None  # gone or replaced: look again at once
         now = self._clock()
-        if self._looked_at is not None and now - self._looked_at < LOOKUP_RETRY_S:
+        if self._looked_at is not None and now - self._looked_at < RELOOK_S:
             return None
-        self._looked_at = now
+        inodes = port_inodes(self.port, self._roots.proc)
+        if (
+            self._looked_at is not None
+            and inodes == self._looked_inodes
+            and now - self._looked_at < LOOKUP_RETRY_S
+        ):
+            return None  # the same sockets the last scan found no process for
+        self._looked_at, self._looked_inodes = now, inodes
+        found = None
+        if inodes:
+            found = listener(self.port, self._roots.proc, clock=self._clock, inodes=inodes)
         where = f"Ollama's process (port {self.port})"
-        found = listener(self.port, self._roots.proc, clock=self._clock)
         if found is None:
             self._faults.failed(
                 where,
