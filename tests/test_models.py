@@ -1014,3 +1014,14 @@ def test_a_pool_choice_skips_a_variant_whose_size_cannot_be_read() -> None:
         pool.choose([gone, big])
     with pytest.raises(InvalidValue, match="none of the variants can be chosen: 'gone'"):
         pool.choose([gone])
+
+
+def test_a_refusal_whose_sizes_round_alike_gives_them_exactly() -> None:
+    need = 1_503_238_554
+    model = LazyModel(Loader().load, size=need, guard=Headroom(1_503_000_000), register=False)
+    with pytest.raises(ResourceExhausted) as caught:
+        model.get()
+    assert "it needs 1,503,238,554 bytes; 1,503,000,000 bytes is free" in str(caught.value)
+    pool = ModelPool(guard=Headroom(1_503_000_000))
+    with pytest.raises(ResourceExhausted, match="needs 1,503,238,554 bytes; 1,503,000,000"):
+        pool.choose([LazyModel(Loader().load, size=need, name="m", register=False)])

@@ -34,6 +34,7 @@ from resguard.models._common import (
     headroom_from,
     log,
     size_of,
+    sizes_apart,
 )
 from resguard.models._sweeper import sweeper
 from resguard.units import format_bytes, named, parse_duration
@@ -543,9 +544,9 @@ def _check_room(name: str, size: int, source: HeadroomSource | None) -> None:
     ``None``) has less room; an unknown room admits it."""
     headroom = headroom_from(source)
     if headroom is not None and headroom < size:
+        need_text, free_text = sizes_apart(size, max(headroom, 0))
         raise ResourceExhausted(
-            f"no room to load model {name!r}: it needs {format_bytes(size)}, "
-            f"{format_bytes(max(headroom, 0))} is free",
+            f"no room to load model {name!r}: it needs {need_text}; {free_text} is free",
             reason="memory",
             retry_after=5.0,
             numbers={"size_bytes": size, "headroom_bytes": headroom},

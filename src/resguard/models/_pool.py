@@ -15,9 +15,9 @@ from resguard._errors import (
     ResourceExhausted,
 )
 from resguard._modules.log import fields
-from resguard.models._common import HeadroomSource, faults, headroom_from, log
+from resguard.models._common import HeadroomSource, faults, headroom_from, log, sizes_apart
 from resguard.models._lazy import LazyModel
-from resguard.units import Amount, format_bytes, named
+from resguard.units import Amount, named
 
 __all__ = ["MIN_BUDGET_PERCENT", "ModelPool"]
 
@@ -225,10 +225,11 @@ class ModelPool:
             while headroom + freed < size:
                 victims = self.idle_models(exclude=[model])
                 if not victims:
+                    need_text, free_text = sizes_apart(size, max(headroom + freed, 0))
                     raise ResourceExhausted(
-                        f"no room to load model {model.name!r}: it needs {format_bytes(size)}, "
-                        f"{format_bytes(max(headroom + freed, 0))} is free in pool "
-                        f"{self.name!r} and no idle model is left to evict",
+                        f"no room to load model {model.name!r}: it needs {need_text}; "
+                        f"{free_text} is free in pool {self.name!r} and no idle model is "
+                        "left to evict",
                         reason="memory",
                         retry_after=5.0,
                         numbers={
@@ -276,10 +277,11 @@ class ModelPool:
                 if variant.loaded or variant.loading or size <= free:
                     return variant
         smallest, smallest_size = ranked[-1]
+        need_text, free_text = sizes_apart(smallest_size, max(free, 0))
         left_out = "".join(f"; {name!r} was left out ({error})" for name, error in skipped.items())
         raise ResourceExhausted(
             f"none of the variants fits: the smallest, {smallest.name!r}, needs "
-            f"{format_bytes(smallest_size)} and {format_bytes(max(free, 0))} is free{left_out}",
+            f"{need_text}; {free_text} is free{left_out}",
             reason="memory",
             retry_after=5.0,
             numbers={"headroom_bytes": free, "sizes": {m.name: size for m, size in ranked}},

@@ -164,8 +164,8 @@ def refused(
 
 
 def sizes_apart(first: int, second: int) -> tuple[str, str]:
-    """*first* and *second* formatted (``1.4 GiB``), or as exact bytes when different
-    sizes would read the same (``1,503,238,554 bytes`` and ``1,503,000,000 bytes``)."""
+    """*first* and *second* formatted, or as exact bytes when different sizes would read
+    the same (as :class:`resguard.ModelPool`'s refusals say them)."""
     one, other = format_bytes(first), format_bytes(second)
     if one == other and first != second:
         return f"{first:,} bytes", f"{second:,} bytes"
