@@ -349,11 +349,12 @@ def test_bad_arguments_are_named(kwargs: dict[str, object], error: type[Exceptio
         (lambda: Guard(rss="0B"), "rss='0B' must be above zero; expected e.g. '20GiB' or '90%'"),
         (
             lambda: Guard(memory="0%"),
-            "memory='0%' must be above 0% (it would refuse everything); expected e.g. '90%'",
+            "memory='0%' must be above 0% (it would refuse everything); expected a share of "
+            "the effective memory limit such as '90%'",
         ),
         (
-            lambda: limit_self("0"),
-            "memory='0' must be above zero; expected e.g. '20GiB' or '90%'",
+            lambda: limit_self("0B"),
+            "memory='0B' must be above zero; expected e.g. '20GiB' or '90%'",
         ),
     ],
 )

@@ -25,6 +25,7 @@ __all__ = [
     "OnUnknown",
     "Reserve",
     "Settings",
+    "VramAmount",
     "amount_argument",
     "check_duration",
     "check_held",
@@ -101,14 +102,54 @@ class Settings:
     clock_given: bool = False  # False: the clock is the monitor's (or monotonic)
 
 
+class VramAmount(Amount):
+    """A guard's ``vram``: an :class:`~resguard.units.Amount` whose share is of the GPU's
+    memory, which is how it reads (``"90% of the GPU's memory"``), not of the limit."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        if self.percent is not None:
+            return f"{self.percent:g}% of the GPU's memory"
+        return super().__str__()
+
+    def __reduce__(self) -> tuple[Callable[..., Amount], tuple[object]]:
+        return (VramAmount, (self.typed,))  # a guard's vram is above zero
+
+
+def _unitless(value: object) -> bool:
+    """Whether *value* is a number that names no unit: a string of digits (``"90"``) or a
+    fraction of a byte (``1.5``). A size needs a unit; only whole bytes may be given bare."""
+    if isinstance(value, float):
+        return not value.is_integer()
+    if isinstance(value, str):
+        try:
+            float(value.strip().replace("_", ""))
+        except ValueError:
+            return False
+        return True
+    return False
+
+
 def amount_argument(what: str, value: object) -> Amount:
     """A size or a share of the limit above zero for the argument *what*, refused with the
-    guard's own wording (Amount's would quote the value twice and speak of refusing)."""
-    amount: Amount = named_argument(what, functools.partial(Amount, positive=False), value)
+    guard's own wording (Amount's would quote the value twice and speak of refusing).
+
+    A number with no unit (``"90"``, ``1.5``) is refused: ``"90"`` read as 90 bytes would
+    refuse everything where ``"90%"`` was meant, and 1.5 bytes is no size. Whole bytes may
+    be given as an int (``2**30``)."""
+    of = "of the GPU's memory" if what == "vram" else "of the effective memory limit"
+    if _unitless(value):
+        raise InvalidValue(
+            f"{what}={shown(value)} has no unit; expected a size such as '20GiB', whole "
+            f"bytes as an int, or a share {of} such as '90%'"
+        )
+    make = VramAmount if what == "vram" else Amount
+    amount: Amount = named_argument(what, functools.partial(make, positive=False), value)
     if amount.percent is not None and not amount.percent > 0:
         raise InvalidValue(
             f"{what}={shown(value)} must be above 0% (it would refuse everything); "
-            "expected e.g. '90%'"
+            f"expected a share {of} such as '90%'"
         )
     if amount.bytes is not None and amount.bytes <= 0:
         raise InvalidValue(

@@ -70,8 +70,9 @@ class Guard(GuardQueue):
         clock: the monotonic clock every time of the guard is read from: the Monitor
             state's age, waits' deadlines, the cached snapshot's age, hold times (default
             the monitor's own clock, else :func:`time.monotonic`; inject one in tests).
-        vram: the most GPU memory the fullest NVIDIA GPU may use when admitting (bytes,
-            ``"20GiB"``, or a percent of that GPU's total, ``"90%"``), refused with reason
+        vram: the most GPU memory the fullest NVIDIA GPU may use when admitting (a size,
+            ``"20GiB"``, whole bytes as an int, or a share of the GPU's memory, ``"90%"``;
+            a number without a unit, ``"90"`` or ``1.5``, is refused), refused with reason
             ``"vram"``; judged on ``snapshot().gpu.memory`` (NVML, the ``gpu`` extra).
             Reservations are RAM and are not counted against it. Unknown GPU memory (no
             NVML, no driver, no device) is an unknown number: *on_unknown* decides. See
