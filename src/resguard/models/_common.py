@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from resguard._errors import InvalidType, InvalidValue
+from resguard._modules import forks
 from resguard._modules.faults import FaultLog
 from resguard._modules.log import get_logger
 from resguard.units import MAX_BYTES, format_bytes, named, parse_bytes, parse_duration
@@ -113,8 +114,21 @@ def headroom_from(
     return headroom_bytes
 
 
-_asking: dict[int, threading.Thread] = {}  # id(source): its call that has not answered yet
-_asking_lock = threading.Lock()
+class _Asking:
+    """The headroom calls that have not answered yet, by ``id(source)`` (the thread holds
+    its source, so that id is not reused meanwhile); a forked child has none of them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.threads: dict[int, threading.Thread] = {}
+        forks.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        self.lock = threading.Lock()  # a parent's thread may have held it at the fork
+        self.threads = {}
+
+
+_asking = _Asking()
 
 
 def _ask(source: HeadroomSource, deadline_s: float) -> tuple[bool, object]:
@@ -122,9 +136,9 @@ def _ask(source: HeadroomSource, deadline_s: float) -> tuple[bool, object]:
     exception is raised here), ``(False, None)`` when it does not. The call runs in a
     daemon thread; while one has not answered, the source is not asked again (a source
     that hangs costs one thread, not one per load)."""
-    key = id(source)  # the thread holds *source*, so its id is not reused meanwhile
-    with _asking_lock:
-        pending = _asking.get(key)
+    key = id(source)
+    with _asking.lock:
+        pending = _asking.threads.get(key)
         if pending is not None and pending.is_alive():
             return False, None
     box: list[tuple[bool, object]] = []
@@ -138,12 +152,11 @@ def _ask(source: HeadroomSource, deadline_s: float) -> tuple[bool, object]:
     thread = threading.Thread(target=call, name="resguard-headroom", daemon=True)
     thread.start()
     thread.join(deadline_s)
-    if not box:
-        with _asking_lock:
-            _asking[key] = thread
-        return False, None
-    with _asking_lock:
-        _asking.pop(key, None)
+    with _asking.lock:
+        if not box:
+            _asking.threads[key] = thread
+            return False, None
+        _asking.threads.pop(key, None)
     ok, value = box[0]
     if not ok:
         raise value  # type: ignore[misc]
