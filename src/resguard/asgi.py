@@ -42,7 +42,13 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from resguard._errors import InvalidType, InvalidValue, ResguardError, ResourceExhausted
+from resguard._errors import (
+    ConfigError,
+    InvalidType,
+    InvalidValue,
+    ResguardError,
+    ResourceExhausted,
+)
 from resguard._modules.paths import below_root
 from resguard._modules.render import printable
 from resguard.guard import (
@@ -124,6 +130,7 @@ class GuardMiddleware:
             _check_path(readiness_path, "readiness_path") if readiness_path is not None else None
         )
         liveness = _parse_liveness(liveness_paths)
+        _check_apart(readiness, liveness)
         # parsed once here, not per request (an invalid value fails at startup)
         parsed_reserve: Reserve = None
         if reserve is not None:
@@ -643,6 +650,24 @@ def _parse_liveness(paths: Iterable[str] | None) -> frozenset[str]:
             f"expected e.g. ('/livez', '/healthz')"
         ) from None
     return frozenset(_check_path(entry, "liveness_paths") for entry in entries)
+
+
+def _check_apart(readiness: str | None, liveness: frozenset[str]) -> None:
+    """Refuse a readiness path that is (or is below) a liveness path: that path would then
+    answer 503 under pressure, and the orchestrator restart the replica for it."""
+    if readiness is None:
+        return
+    for live in sorted(liveness):
+        if readiness == live or readiness.startswith(live.rstrip("/") + "/"):
+            where = "is" if readiness == live else "is below"
+            raise ConfigError(
+                f"readiness_path={shown(readiness)} {where} the liveness path {shown(live)} "
+                f"(liveness_paths={shown(tuple(sorted(liveness)))}): a liveness path answers "
+                f"200 whatever the pressure; give readiness its own path (e.g. '/readyz') "
+                f"or leave that one out of liveness_paths",
+                key="readiness_path",
+                value=readiness,
+            )
 
 
 def _check_path(path: object, what: str) -> str:
