@@ -34,9 +34,12 @@ __all__ = [
     "DRIVER_DIR",
     "GPU_EXTRA_HINT",
     "NVML_DEADLINE_S",
+    "PLAUSIBLE",
     "NvmlSession",
     "RawGpu",
     "import_nvml",
+    "memory_readings",
+    "plausible",
     "shared_session",
 ]
 
@@ -100,6 +103,37 @@ def _number(value: object) -> float | None:
     return float(value)
 
 
+#: The readings NVML can give, as (lowest, highest) a working board reports: anything
+#: outside (inf, -300 °C, a utilisation of 1e9) is a driver answering nonsense, unknown.
+PLAUSIBLE: Final = {
+    "utilization_percent": (0.0, 100.0),
+    "temperature_celsius": (-40.0, 150.0),
+}
+
+
+def plausible(field: str, value: float | None) -> float | None:
+    """*value* when it is a finite reading of *field* in :data:`PLAUSIBLE`'s range, else
+    ``None`` (unknown)."""
+    if value is None:
+        return None
+    low, high = PLAUSIBLE[field]
+    return value if low <= value <= high else None  # NaN and inf fail both comparisons
+
+
+def memory_readings(
+    total: int | None, used: int | None, free: int | None
+) -> tuple[int | None, int | None, int | None]:
+    """NVML's (total, used, free) with a used or free above the total (which no board
+    has) unknown, ``None``."""
+    if total is None:
+        return total, used, free
+    return (
+        total,
+        used if used is None or used <= total else None,
+        free if free is None or free <= total else None,
+    )
+
+
 class NvmlSession:
     """NVML over *module* (``pynvml`` or a double with its functions, e.g.
     :class:`resguard.testing.FakeNVML`): :meth:`read` gives every device's readings, or
@@ -115,6 +149,7 @@ class NvmlSession:
         self._stuck: threading.Thread | None = None
         self._at_exit = False
         self._failing: set[str] = set()  # the queries whose failure was logged
+        self._implausible: set[str] = set()  # the fields whose nonsense was logged
         forks.register(self)
 
     def _after_fork_in_child(self) -> None:
@@ -241,17 +276,45 @@ class NvmlSession:
                 for row in listed
                 if (pid := _count(getattr(row, "pid", None))) is not None
             )
+        read = (
+            _count(getattr(memory, "total", None)),
+            _count(getattr(memory, "used", None)),
+            _count(getattr(memory, "free", None)),
+        )
+        total, used, free = memory_readings(*read)
+        self._check(index, "memory_used_bytes", read[1], used)
+        self._check(index, "memory_free_bytes", read[2], free)
+        utilization = _number(getattr(rates, "gpu", None))
+        temperature = _number(query("temperature", nvml.nvmlDeviceGetTemperature, handle, sensor))
         return RawGpu(
             index,
             _text(query("name", nvml.nvmlDeviceGetName, handle)),
             _text(query("uuid", nvml.nvmlDeviceGetUUID, handle)),
-            _count(getattr(memory, "total", None)),
-            _count(getattr(memory, "used", None)),
-            _count(getattr(memory, "free", None)),
-            _number(getattr(rates, "gpu", None)),
-            _number(query("temperature", nvml.nvmlDeviceGetTemperature, handle, sensor)),
+            total,
+            used,
+            free,
+            self._plausible(index, "utilization_percent", utilization),
+            self._plausible(index, "temperature_celsius", temperature),
             processes,
         )
+
+    def _plausible(self, index: int, field: str, value: float | None) -> float | None:
+        kept = plausible(field, value)
+        self._check(index, field, value, kept)
+        return kept
+
+    def _check(self, index: int, field: str, read: object, kept: object) -> None:
+        """Log once per field (per session) that NVML answered nonsense for it."""
+        if read is not None and kept is None and field not in self._implausible:
+            self._implausible.add(field)
+            _log.warning(
+                "GPU %d: NVML reported %s = %r, which no working board reports; %s unknown "
+                "(said once)",
+                index,
+                field,
+                read,
+                field,
+            )
 
 
 _shared: list[NvmlSession] = []
