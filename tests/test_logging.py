@@ -143,7 +143,7 @@ def test_a_json_formatter_finds_the_refusal_summary_fields(
     assert first["resguard_refused_by_reason"] == {"memory": 1}
     assert summary == {
         "level": "WARNING",
-        "message": "guard 'api' refused 4 request(s) in the last 10s: memory 3, timeout 1",
+        "message": "guard 'api' refused 4 requests in the last 10s: memory=3, timeout=1",
         "resguard_event": "refusals",
         "resguard_guard": "guard 'api'",
         "resguard_refused": 4,
@@ -188,8 +188,8 @@ def test_a_burst_of_refusals_is_one_line_then_one_summary_per_interval(
             clock.advance(1)
     lines = [record.getMessage() for record in caplog.records]
     assert len(lines) == 3, lines  # the first at once (0 s), then a summary at 10 s, 20 s
-    assert lines[0].startswith("g refuses requests (memory 1)")
-    assert all("refused 1000 request(s)" in line for line in lines[1:3])
+    assert lines[0].startswith("g refused 1 request: memory;")
+    assert all("refused 1000 requests" in line for line in lines[1:3])
     refusals.flush()  # the tail
     said = [record.__dict__["resguard_refused"] for record in caplog.records]
     assert sum(said) == 3000
@@ -234,8 +234,8 @@ def test_flush_refusals_says_every_bursts_tail(caplog: pytest.LogCaptureFixture)
     flush_refusals()
     tails = [r.getMessage() for r in caplog.records[2:]]
     assert sorted(tails) == [
-        "a refused 1 request(s) in the last 0s: memory 1",
-        "b refused 2 request(s) in the last 0s: memory 2",
+        "a refused 1 request in the last 0s: memory=1",
+        "b refused 2 requests in the last 0s: memory=2",
     ]
 
 
@@ -246,7 +246,7 @@ def test_a_json_formatter_finds_the_level_change_and_reclaim_step_fields(
 
     from support import Machine
 
-    caplog.set_level(logging.INFO, logger="resguard")
+    caplog.set_level(logging.DEBUG, logger="resguard")  # a step that freed nothing: DEBUG
     machine = Machine(tmp_path)
     policy = Policy([Threshold("memory.percent", ">", 50, level=Level.WARNING, name="high")])
     monitor = Monitor(policy=policy, sampler=machine.sampler, psi_trigger=False)

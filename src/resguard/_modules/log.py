@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from resguard._errors import InvalidValue
+from resguard._modules.faults import FaultLog
 
 __all__ = [
     "DEFAULT_HANDLER",
@@ -33,9 +34,13 @@ __all__ = [
     "PREFIX",
     "DefaultHandler",
     "RefusalLog",
+    "SafeFaultLog",
+    "emit",
     "fields",
+    "flush_due_refusals",
     "flush_refusals",
     "get_logger",
+    "handler_failed",
     "set_default_level",
     "verdict_fields",
 ]
@@ -73,6 +78,69 @@ _FORMAT: Final = "resguard: %(levelname)s %(message)s"
 def get_logger(name: str = "resguard") -> logging.Logger:
     """The ``resguard`` logger or one of its children (``"resguard.cache"``)."""
     return logging.getLogger(name)
+
+
+def emit(
+    logger: logging.Logger,
+    level: int,
+    msg: str,
+    *args: object,
+    extra: Mapping[str, object] | None = None,
+    exc_info: bool | None = None,
+    stacklevel: int = 1,
+) -> bool:
+    """``logger.log(level, msg, *args, extra=extra)`` that never raises: Python's logging
+    does not catch what a handler's ``emit`` itself raises (a JSON handler with a bug, a
+    closed stream), and a log line must never kill a monitor's thread or turn a refusal
+    into a 500. A raising handler is said once on standard error (:func:`handler_failed`);
+    returns whether the record went through. The record names the line that called this
+    one (*stacklevel* frames up: 1, the caller), not this helper."""
+    try:
+        logger.log(level, msg, *args, extra=extra, exc_info=exc_info, stacklevel=stacklevel + 1)
+    except Exception as error:
+        handler_failed(error)
+        return False
+    return True
+
+
+_handler_failures = itertools.count()  # next() is atomic: how many records a handler lost
+
+
+def handler_failed(error: BaseException) -> None:
+    """Say, once per process, on standard error (never through logging: the broken handler
+    would be called again), that a logging handler raised and resguard's lines may be lost."""
+    if next(_handler_failures) != 0:
+        return
+    try:
+        stream = sys.stderr if sys.stderr is not None else sys.__stderr__
+        if stream is not None:
+            stream.write(
+                f"resguard: a logging handler raised {type(error).__name__}: {error}; "
+                "resguard goes on, its log lines may be lost (said once)\n"
+            )
+            stream.flush()
+    except Exception:  # a closed standard error: nothing left to tell
+        pass
+
+
+class SafeFaultLog(FaultLog):
+    """A :class:`~resguard._modules.faults.FaultLog` whose lines never raise: a failure
+    told from a monitor's loop or a ladder's climb must not become a second failure there
+    (:func:`handler_failed` says a raising handler once)."""
+
+    def failed(self, source: str, error: BaseException | str, *, kind: str | None = None) -> bool:
+        try:
+            return super().failed(source, error, kind=kind)
+        except Exception as broken:
+            handler_failed(broken)
+            return True  # recorded; only its line was lost
+
+    def recovered(self, source: str) -> bool:
+        try:
+            return super().recovered(source)
+        except Exception as broken:
+            handler_failed(broken)
+            return True
 
 
 def fields(event: str, **values: object) -> dict[str, object]:
@@ -162,8 +230,10 @@ class RefusalLog:
     :meth:`note` is called on every refusal: it counts without a lock (``next()`` on an
     ``itertools.count`` is one atomic C call) and reads the clock; at most once per
     *interval_s* it writes a line: the first refusal of a burst at once, then a summary of
-    what was refused since the last line. :meth:`flush` says what was counted and not yet
-    said (a burst's tail). Call both outside any lock of your own: they may write a line.
+    what was refused since the last line. :meth:`flush_due` (the monitor's tick calls it
+    through :func:`flush_due_refusals`) tells a burst's tail once the interval is over,
+    though no refusal followed; :meth:`flush` tells it now. Call them outside any lock of
+    your own: they may write a line. A line never raises (:func:`emit`).
     """
 
     def __init__(
@@ -183,6 +253,7 @@ class RefusalLog:
         self._said: dict[str, int] = {}  # per reason: refusals already in a line
         self._due_s = -float("inf")
         self._last_s: float | None = None  # when the last line was written
+        self._pending = False  # set after a count, cleared before one is read: none is lost
         self._writing = threading.Lock()  # taken by the one caller writing a line
         _REFUSAL_LOGS.add(self)
 
@@ -192,12 +263,19 @@ class RefusalLog:
         if counter is None:
             counter = self._counters.setdefault(reason, itertools.count())
         next(counter)
+        self._pending = True
         if self._clock() >= self._due_s:
             self._write()
 
     def flush(self) -> None:
         """Write the summary of what was counted and not yet said (nothing if none)."""
         self._write()
+
+    def flush_due(self) -> None:
+        """Write the summary of what was not yet said if its interval is over: the tail of
+        a burst that ended is told within about one interval, not at the next refusal."""
+        if self._pending and self._clock() >= self._due_s:
+            self._write()
 
     @property
     def counted(self) -> dict[str, int]:
@@ -217,6 +295,7 @@ class RefusalLog:
         if not self._writing.acquire(blocking=False):
             return  # another caller is writing this line
         try:
+            self._pending = False
             now_s = self._clock()
             new: dict[str, int] = {}
             for reason in list(self._counters):
@@ -234,7 +313,7 @@ class RefusalLog:
 
     def _line(self, new: Mapping[str, int], now_s: float, last_s: float | None) -> None:
         refused = sum(new.values())
-        by_reason = ", ".join(f"{reason} {count}" for reason, count in sorted(new.items()))
+        by_reason = ", ".join(f"{reason}={count}" for reason, count in sorted(new.items()))
         extra = fields(
             "refusals",
             guard=self.name,
@@ -244,19 +323,25 @@ class RefusalLog:
         )
         # a burst starts with its first refusal, a whole interval after the last line
         if refused == 1 and (last_s is None or now_s - last_s >= self.interval_s):
-            self.logger.warning(
-                "%s refuses requests (%s); a summary follows at most every %gs while it lasts",
+            emit(
+                self.logger,
+                logging.WARNING,
+                "%s refused 1 request: %s; a summary follows at most every %gs while "
+                "refusals go on",
                 self.name,
-                by_reason,
+                next(iter(new)),
                 self.interval_s,
                 extra=extra,
             )
             return
         since_s = now_s - last_s if last_s is not None else 0.0
-        self.logger.warning(
-            "%s refused %d request(s) in the last %.0fs: %s",
+        emit(
+            self.logger,
+            logging.WARNING,
+            "%s refused %d request%s in the last %.0fs: %s",
             self.name,
             refused,
+            "" if refused == 1 else "s",
             since_s,
             by_reason,
             extra=extra,
@@ -272,3 +357,11 @@ def flush_refusals() -> None:
     are told before the line that ends it."""
     for refusals in list(_REFUSAL_LOGS):
         refusals.flush()
+
+
+def flush_due_refusals() -> None:
+    """Say the tail of every refusal burst whose interval is over
+    (:meth:`RefusalLog.flush_due`): the monitor's tick calls it, so a burst of refusals at
+    level OK (concurrency, queue, reservation) is told whole, not only its first line."""
+    for refusals in list(_REFUSAL_LOGS):
+        refusals.flush_due()

@@ -15,6 +15,7 @@ cache's attributes. What an entry costs is :mod:`._cost`; mending broken keys
 
 from __future__ import annotations
 
+import logging
 import threading
 
 # Bound at import, not looked up at call time: code may memoize a builtin and put the wrapper
@@ -27,7 +28,7 @@ from typing import Any, Final, cast
 
 from resguard._errors import InvalidState
 from resguard._modules.clock import Clock
-from resguard._modules.log import get_logger
+from resguard._modules.log import emit, get_logger
 from resguard.cache import _hits
 from resguard.cache._cost import entry_size
 from resguard.cache._hits import ATOMIC_KEYS
@@ -414,8 +415,13 @@ class CacheCore:
             try:
                 self._on_evict(key, value)
             except Exception:
-                logger.warning(
-                    "on_evict of cache %r raised for key %r", self._name, key, exc_info=True
+                emit(
+                    logger,
+                    logging.WARNING,
+                    "on_evict of cache %r raised for key %r",
+                    self._name,
+                    key,
+                    exc_info=True,
                 )
 
 

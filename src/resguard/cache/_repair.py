@@ -4,10 +4,11 @@ it was stored can no longer be found, and makes the OrderedDicts raise even on i
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from resguard._modules.log import get_logger
+from resguard._modules.log import emit, get_logger
 
 if TYPE_CHECKING:
     from resguard.cache._core import CacheCore
@@ -58,7 +59,9 @@ def repair_locked(core: CacheCore) -> None:
     core._resync_locked()
     if len(kept) < len(pairs) and not core._broken_logged:
         core._broken_logged = True
-        logger.warning(
+        emit(
+            logger,
+            logging.WARNING,
             "cache %r dropped an entry whose key can no longer be found (its "
             "hash or equality changed after it was stored); keys must not "
             "change while cached; stats().broken counts these",

@@ -9,6 +9,7 @@ least recently used first among equals.
 
 from __future__ import annotations
 
+import logging
 import math
 
 # Bound at import (see _core): code may memoize a builtin and put the wrapper in its place.
@@ -16,7 +17,7 @@ from builtins import isinstance  # noqa: UP029
 from typing import TYPE_CHECKING, Any
 
 from resguard._errors import InvalidType, InvalidValue
-from resguard._modules.log import fields, get_logger
+from resguard._modules.log import emit, fields, get_logger
 from resguard.units import format_bytes, parse_bytes
 
 if TYPE_CHECKING:
@@ -44,7 +45,9 @@ def reclaim_largest(core: CacheCore, target_bytes: int) -> int:
         freed = _evict_largest_locked(core, candidates, target_bytes, dropped)
     core._notify(dropped)
     if freed:  # the ladder's step line says it too: this one is for a direct shrink()
-        _logger.debug(
+        emit(
+            _logger,
+            logging.DEBUG,
             "cache %r shrank by %s",
             core._name,
             format_bytes(freed),

@@ -17,6 +17,7 @@ module is the monitor's side of them:
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import threading
@@ -26,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from resguard._errors import InvalidType, InvalidValue
-from resguard._modules.log import get_logger
+from resguard._modules.log import emit, get_logger
 from resguard._modules.waiter import Waiter, WakePipe
 from resguard.snapshot import MemoryInfo, Snapshot
 from resguard.units import shown
@@ -83,9 +84,19 @@ def say_polling(why: str, *, partly: bool = False) -> None:
             return
         _said.add((partly, why))
     if partly:
-        _logger.info("the monitor wakes on some kernel memory events, not all (%s)", why)
+        emit(
+            _logger,
+            logging.INFO,
+            "the monitor wakes on some kernel memory events, not all (%s)",
+            why,
+        )
     else:
-        _logger.info("the monitor polls at its paced interval: no kernel memory events (%s)", why)
+        emit(
+            _logger,
+            logging.INFO,
+            "the monitor polls at its paced interval: no kernel memory events (%s)",
+            why,
+        )
 
 
 def binding_of(memory: MemoryInfo) -> tuple[str, str] | None:
@@ -239,7 +250,9 @@ class EventHub:
                 self.burst_until_s = now_s + burst_s
         kills = [event for event in batch if event.kind == "oom_kill"]
         if kills:
-            _logger.warning(
+            emit(
+                _logger,
+                logging.WARNING,
                 "OOM kill in %s: %s",
                 os.path.dirname(kills[0].source) or kills[0].source,
                 "; ".join(event.detail for event in kills),
@@ -354,7 +367,9 @@ class Wakeups:
         """The cgroup armed was removed: close its events (they pin the dead memcg and
         will never fire) and poll until a limit binds again, then open that one's."""
         assert self.events is not None
-        _logger.info(
+        emit(
+            _logger,
+            logging.INFO,
             "the monitor's cgroup was removed: its kernel memory events are closed, and "
             "the monitor polls until a limit binds again (%s)",
             self._binding[1] if self._binding else "?",

@@ -12,6 +12,7 @@ wait on a waiter too.
 from __future__ import annotations
 
 import functools
+import logging
 import select
 import sys
 import threading
@@ -20,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from resguard._modules.log import get_logger
+from resguard._modules.log import emit, get_logger
 from resguard._modules.waiter import Waiter, WakePipe
 from resguard.monitor._decide import SlowWork
 from resguard.monitor._events import (
@@ -145,7 +146,9 @@ def _unavailable(why: str) -> None:
     global _said_unavailable
     if not _said_unavailable:
         _said_unavailable = True
-        get_logger("resguard.monitor").info(
+        emit(
+            get_logger("resguard.monitor"),
+            logging.INFO,
             "kernel memory events (PSI triggers, cgroup notifications) are not available on "
             "this platform (%s); the monitor polls at its paced interval",
             why,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -15,8 +16,14 @@ from resguard._errors import InvalidState, InvalidType, InvalidValue
 from resguard._modules import forks
 from resguard._modules.clock import Clock
 from resguard._modules.clockcheck import checked_clock
-from resguard._modules.faults import FaultLog
-from resguard._modules.log import fields, flush_refusals, get_logger, verdict_fields
+from resguard._modules.log import (
+    SafeFaultLog,
+    emit,
+    fields,
+    flush_refusals,
+    get_logger,
+    verdict_fields,
+)
 from resguard._modules.waiter import Waiter
 from resguard.monitor import _decide, _events, _loops, _steps
 from resguard.monitor._options import (
@@ -261,7 +268,7 @@ class Monitor:
         return self.ladder.run(_decide.reclaim_needed_bytes(memory, self.reclaim_to_percent))
 
     def _level_changed(self, state: State, previous: State) -> None:
-        _log_level_change(state, previous)
+        _log_level_change(state, previous, self.ladder)
         for subscriber in list(self._subscribers):
             try:
                 subscriber(state, previous)
@@ -462,16 +469,35 @@ def _ladder(ladder: object, measure: Callable[[], int | None], options: Options)
     return ladder
 
 
-def _log_level_change(state: State, previous: State) -> None:
+def _log_level_change(state: State, previous: State, ladder: Ladder) -> None:
     """The level-change line, with its rule and culprits as fields; the refusals of the
-    episode are told before the line that ends it."""
+    episode are told before the line that ends it. Never raises (:func:`emit`). Back
+    below WARNING, *ladder*'s next climb that frees nothing says so again."""
+    if state.level < Level.WARNING:
+        ladder.end_episode()
     flush_refusals()
-    log = _logger.warning if state.level > previous.level else _logger.info
     extra = {
         **fields("level_change", previous_level=previous.level.name),
         **verdict_fields(state.verdict),  # level, rule, rules, culprits
     }
-    log("level %s -> %s%s", previous.level.name, state.level.name, _details(state), extra=extra)
+    line = "level %s -> %s%s"
+    emit(
+        _logger,
+        _line_level(state.level, previous.level),
+        line,
+        previous.level.name,
+        state.level.name,
+        _details(state),
+        extra=extra,
+    )
+
+
+def _line_level(level: Level, previous: Level) -> int:
+    """The logging level of a change to *level*: ERROR for CRITICAL (an ERROR filter shows
+    it), WARNING for a climb to WARNING, INFO for a way down."""
+    if level >= Level.CRITICAL:
+        return logging.ERROR
+    return logging.WARNING if level > previous else logging.INFO
 
 
 def _details(state: State) -> str:
@@ -505,7 +531,7 @@ class _Failures:
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self._log = FaultLog(_logger)
+        self._log = SafeFaultLog(_logger)  # its lines never raise into the loops
         self.memo = _decide.FailureMemo()
 
     def failed(self, source: str, error: BaseException) -> None:

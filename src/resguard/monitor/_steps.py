@@ -7,9 +7,11 @@ log and the loop goes on (the loops themselves are in ``_loops``, the decisions 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
+from resguard._modules.log import flush_due_refusals, handler_failed
 from resguard.monitor import _decide, _loops
 from resguard.monitor._events import sampler_root
 from resguard.monitor._loops import Steps
@@ -31,14 +33,46 @@ def steps_for(monitor: Monitor, wakeups: Wakeups) -> Steps:
     with monitor._schedule_lock:  # a fresh start samples the sources first
         monitor._schedule.restart()
     burst_s = _burst_s()  # once per run: a run's decisions read no module global
+    never_work = _decide.SlowWork(climb=False, sample=False)
     return Steps(
-        partial(_tick, monitor, wakeups, burst_s),
-        partial(_slow_due, monitor),
-        partial(_slow_work, monitor),
-        partial(_slow_wait_s, monitor),
-        partial(_woken, monitor, wakeups, burst_s),
+        _contained(monitor, partial(_tick, monitor, wakeups, burst_s), _base_interval_s),
+        _contained(monitor, partial(_slow_due, monitor), lambda _: never_work),
+        _contained(monitor, partial(_slow_work, monitor), lambda _: None),
+        _contained(monitor, partial(_slow_wait_s, monitor), _slow_interval_s),
+        _contained(monitor, partial(_woken, monitor, wakeups, burst_s), lambda _: 0.0),
         wakeups,
     )
+
+
+_T = TypeVar("_T")
+
+
+def _contained(
+    monitor: Monitor, step: Callable[..., _T], fallback: Callable[[Monitor], _T]
+) -> Callable[..., _T]:
+    """*step* as the loops call it: whatever it raises (a bug in the monitor's own
+    bookkeeping, a failure log whose handler raised) is logged once per kind and the loop
+    goes on with *fallback*'s answer; a loop thread never dies of it."""
+
+    def contained(*args: object) -> _T:
+        try:
+            return step(*args)
+        except Exception as error:
+            try:
+                monitor._failed("the monitor's loop", error)
+            except Exception as broken:
+                handler_failed(broken)
+            return fallback(monitor)
+
+    return contained
+
+
+def _base_interval_s(monitor: Monitor) -> float:
+    return monitor.interval_s
+
+
+def _slow_interval_s(monitor: Monitor) -> float:
+    return monitor.slow_interval_s
 
 
 def open_wakeups(monitor: Monitor) -> Wakeups:
@@ -59,14 +93,17 @@ def _burst_s() -> float:
 
 
 def _tick(monitor: Monitor, wakeups: Wakeups, burst_s: float) -> float:
-    """One fast-loop step: sample, arm the events, then how long to wait."""
+    """One fast-loop step: sample, arm the events, tell the tail of a refusal burst that
+    ended (:func:`flush_due_refusals`), then how long to wait."""
     try:
         snapshot = monitor.sample_now().snapshot
         wakeups.after_tick(monitor.policy, snapshot, monitor.clock(), burst_s)
-        return monitor.next_interval_s()
+        wait_s = monitor.next_interval_s()
     except Exception as error:  # a bug; the loop goes on at its base pace
         monitor._failed("the monitor's interval", error)
-        return monitor.interval_s
+        wait_s = monitor.interval_s
+    flush_due_refusals()
+    return wait_s
 
 
 def _woken(monitor: Monitor, wakeups: Wakeups, burst_s: float, ready: tuple[int, ...]) -> float:

@@ -13,6 +13,7 @@ Models are not reclaimed until idle for :data:`DEFAULT_MIN_IDLE_S` (their
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -21,8 +22,7 @@ import attrs
 
 from resguard._errors import InvalidType, InvalidValue
 from resguard._modules.clockcheck import checked_clock
-from resguard._modules.faults import FaultLog
-from resguard._modules.log import fields, get_logger
+from resguard._modules.log import SafeFaultLog, emit, fields, get_logger
 from resguard._modules.render import ValueMixin
 from resguard.reclaim._base import Cost, Reclaimable
 from resguard.reclaim._base import shown as _shown
@@ -346,8 +346,14 @@ class Ladder:
         self.last_report: ReclaimReport | None = None
         self.freed_bytes_by_step: dict[str, int] = {}
         self._tally_lock = threading.Lock()  # two climbs at once (a reclaim_now by hand)
-        self._faults = FaultLog(_logger)
+        self._faults = SafeFaultLog(_logger)  # a climb never fails on its log line
         self._told_left_out = False
+        self._told_nothing = False  # "nothing left to reclaim" said in this episode
+
+    def end_episode(self) -> None:
+        """A pressure episode ended (the monitor calls this back at OK): the next climb
+        that frees nothing says so again, once."""
+        self._told_nothing = False
 
     def register(self, item: Reclaimable) -> None:
         """Put *item* on this ladder (held by a weak reference)."""
@@ -391,7 +397,9 @@ class Ladder:
         self._told_left_out = True
         left_out = [item for item in PROCESS_REGISTRY.registered() if item not in self.reclaimables]
         if left_out:
-            _logger.info(
+            emit(
+                _logger,
+                logging.INFO,
                 "reclaim: %d reclaimable(s) registered process-wide are not on this ladder "
                 '(%s); pass register=monitor to them, or Monitor(reclaim="process")',
                 len(left_out),
@@ -431,6 +439,7 @@ class Ladder:
         self._tell_left_out()
         target = max(needed_bytes, 0) + self.min_reclaim_bytes
         results: list[StepResult] = []
+        held: list[str] = []
         freed_total = 0
         before = self._measure()
         for item in self.steps():
@@ -447,28 +456,77 @@ class Ladder:
                 by_step[result.name] = by_step.get(result.name, 0) + freed
             results.append(result)
             _log_step(result, target - freed_total + freed)
+            if freed <= 0 and (why := _held(item)) is not None:
+                held.append(why)
         all_measured = all(result.measured_bytes is not None for result in results)
         report = ReclaimReport(target, freed_total, tuple(results), all_measured)
         self.last_report = report
         if results:
-            _logger.info(
-                "reclaim: freed %s%s of %s in %d steps",
-                format_bytes(freed_total),
-                "" if all_measured else " (partly claimed, unmeasured)",
-                format_bytes(target),
-                len(results),
-                extra=fields(
-                    "reclaim",
-                    freed_bytes=freed_total if all_measured else None,
-                    target_bytes=target,
-                ),
-            )
+            self._log_climb(report, held)
         return report
+
+    def _log_climb(self, report: ReclaimReport, held: list[str]) -> None:
+        """The climb's line: INFO when it freed something; when it freed nothing, INFO
+        once per episode (what is held, and why), DEBUG on every later climb (a long
+        WARNING with nothing to free climbs every few seconds)."""
+        if report.freed_bytes <= 0:
+            if self._told_nothing:
+                level = logging.DEBUG
+            else:
+                self._told_nothing, level = True, logging.INFO
+            emit(
+                _logger,
+                level,
+                "reclaim: nothing left to reclaim (0 B of %s in %s)%s; said again "
+                "once memory is freed or the level is back to OK",
+                format_bytes(report.target_bytes),
+                _steps_count(len(report.steps)),
+                f"; held: {', '.join(held)}" if held else "",
+                extra=fields("reclaim", freed_bytes=0, target_bytes=report.target_bytes),
+            )
+            return
+        self._told_nothing = False
+        emit(
+            _logger,
+            logging.INFO,
+            "reclaim: freed %s%s of %s in %s",
+            format_bytes(report.freed_bytes),
+            "" if report.measured else " (partly claimed, unmeasured)",
+            format_bytes(report.target_bytes),
+            _steps_count(len(report.steps)),
+            extra=fields(
+                "reclaim",
+                freed_bytes=report.freed_bytes if report.measured else None,
+                target_bytes=report.target_bytes,
+            ),
+        )
+
+
+def _steps_count(count: int) -> str:
+    return "1 step" if count == 1 else f"{count} steps"
+
+
+def _held(item: Reclaimable) -> str | None:
+    """Why *item* (a step that freed nothing) holds its memory, when it says: a loaded
+    model not idle for its minimum (``"m (used 3 s ago, min idle 30 s)"``)."""
+    try:
+        min_idle_s = getattr(item, "reclaim_min_idle_s", None)
+        if not getattr(item, "loaded", False) or not isinstance(min_idle_s, (int, float)):
+            return None
+        idle_s = float(item.idle_s())  # type: ignore[attr-defined]
+        if idle_s >= min_idle_s:
+            return None
+        return f"{label(item)} (used {idle_s:.0f} s ago, min idle {min_idle_s:g} s)"
+    except Exception:  # a description only: an item that cannot say is left out
+        return None
 
 
 def _log_step(result: StepResult, remaining_bytes: int) -> None:
-    """One line per rung that ran: what it freed (measured, else its claim), with fields."""
-    _logger.info(
+    """One line per rung that ran: what it freed (measured, else its claim), with fields;
+    INFO when it freed something, DEBUG when not (they repeat at every climb)."""
+    emit(
+        _logger,
+        logging.INFO if _freed(result) > 0 else logging.DEBUG,
         "reclaim step %s: freed %s%s",
         result.name,
         format_bytes(_freed(result)),

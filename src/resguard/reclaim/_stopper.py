@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import re
 import signal
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from resguard._errors import InvalidType
-from resguard._modules.log import get_logger
+from resguard._modules.log import emit, get_logger
 from resguard._modules.render import ValueMixin, printable
 from resguard._probes.backend import Backend, checked_backend
 from resguard._probes.identity import (
@@ -65,6 +66,7 @@ __all__ = [
 ]
 
 _logger = get_logger("resguard")
+_warn = functools.partial(emit, _logger, logging.WARNING)  # a stop's line never raises
 
 _ROW_START_TOLERANCE_S = 1.5 / TICKS_PER_S  # a table row's start time is rounded to a tick
 _KILL_WAIT_S = 5.0  # how long to wait for a SIGKILLed process to become a zombie
@@ -602,14 +604,9 @@ class ProcessStopper(_ProcessReader):
             )
         result = self._stop_verified(candidate, action)
         if log and (result.signal != "none" or result.done):
-            _logger.warning(
-                "stopping pid %d (%s, %s): %s, %s",
-                candidate.pid,
-                printable(candidate.name),
-                format_bytes(candidate.rss),
-                result.signal,
-                result.reason,
-            )
+            name, rss = printable(candidate.name), format_bytes(candidate.rss)
+            why = (result.signal, result.reason)
+            _warn("stopping pid %d (%s, %s): %s, %s", candidate.pid, name, rss, *why)
         return result
 
     def _stop_verified(self, candidate: StopCandidate, action: _Action) -> StopAction:
@@ -651,12 +648,8 @@ class ProcessStopper(_ProcessReader):
         if len(self._dry_run_logged) >= _DRY_RUN_LOGGED_MAX:
             self._dry_run_logged.clear()
         self._dry_run_logged.add(seen)
-        _logger.warning(
-            "dry run: would stop pid %d (%s, %s)",
-            candidate.pid,
-            printable(candidate.name),
-            format_bytes(candidate.rss),
-        )
+        name, rss = printable(candidate.name), format_bytes(candidate.rss)
+        _warn("dry run: would stop pid %d (%s, %s)", candidate.pid, name, rss)
 
     def _terminate(
         self,
