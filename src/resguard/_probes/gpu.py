@@ -22,6 +22,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, Final, NamedTuple
@@ -40,6 +41,7 @@ __all__ = [
     "import_nvml",
     "memory_readings",
     "plausible",
+    "session_for",
     "shared_session",
 ]
 
@@ -166,38 +168,48 @@ class NvmlSession:
         self._unavailable = why
         _log.debug("no GPU readings: %s; gpus unknown", why)
 
-    def read(self) -> tuple[RawGpu, ...] | None:
-        """Every device's readings now; ``None`` when NVML cannot be used or the reading
-        missed its deadline."""
-        with self._lock:
-            if self._unavailable is not None:
+    def read(self, deadline_s: float | None = None) -> tuple[RawGpu, ...] | None:
+        """Every device's readings now, waited for at most *deadline_s* (``None``: the
+        session's); ``None`` when NVML cannot be used or the reading missed its deadline.
+        A reader that comes while another's reading is out waits for that one (at most
+        the deadline), never starting a second."""
+        deadline_s = self._deadline_s if deadline_s is None else deadline_s
+        if not self._lock.acquire(timeout=deadline_s):
+            return None  # another reader's reading is out and hangs: this one is unknown too
+        try:
+            return self._read_locked(deadline_s)
+        finally:
+            self._lock.release()
+
+    def _read_locked(self, deadline_s: float) -> tuple[RawGpu, ...] | None:
+        if self._unavailable is not None:
+            return None
+        if self._stuck is not None:
+            if self._stuck.is_alive():
                 return None
-            if self._stuck is not None:
-                if self._stuck.is_alive():
-                    return None
-                self._stuck = None
-                report_recovery("nvml")
-            result: list[tuple[RawGpu, ...] | None] = [None]
-            worker = threading.Thread(
-                target=self._read_into, args=(result,), name="resguard-nvml", daemon=True
+            self._stuck = None
+            report_recovery("nvml")
+        result: list[tuple[RawGpu, ...] | None] = [None]
+        worker = threading.Thread(
+            target=self._read_into, args=(result,), name="resguard-nvml", daemon=True
+        )
+        try:
+            worker.start()
+        except RuntimeError as error:  # no thread to be had (an rlimit, a thread cap)
+            report_failure("nvml", f"no thread: {error}", "no thread", time.monotonic())
+            return None
+        worker.join(deadline_s)
+        if worker.is_alive():
+            self._stuck = worker
+            report_failure(
+                "nvml",
+                f"hung: an NVML reading took over {deadline_s:g} s (a wedged "
+                "driver?); gpus unknown until it returns",
+                "hung",
+                time.monotonic(),
             )
-            try:
-                worker.start()
-            except RuntimeError as error:  # no thread to be had (an rlimit, a thread cap)
-                report_failure("nvml", f"no thread: {error}", "no thread", time.monotonic())
-                return None
-            worker.join(self._deadline_s)
-            if worker.is_alive():
-                self._stuck = worker
-                report_failure(
-                    "nvml",
-                    f"hung: an NVML reading took over {self._deadline_s:g} s (a wedged "
-                    "driver?); gpus unknown until it returns",
-                    "hung",
-                    time.monotonic(),
-                )
-                return None
-            return result[0]
+            return None
+        return result[0]
 
     def _read_into(self, result: list[tuple[RawGpu, ...] | None]) -> None:
         try:
@@ -319,6 +331,21 @@ class NvmlSession:
 
 _shared: list[NvmlSession] = []
 _shared_lock = threading.Lock()
+
+
+_sessions: weakref.WeakValueDictionary[int, NvmlSession] = weakref.WeakValueDictionary()
+
+
+def session_for(module: Any, *, deadline_s: float = NVML_DEADLINE_S) -> NvmlSession:
+    """The one session over NVML *module* (a module or a double), shared by every reader
+    of it: a hung reading is then paid for once (one stuck thread, one deadline), not
+    again by each new :class:`~resguard.snapshot.Sampler` made with the same ``nvml=``."""
+    with _shared_lock:
+        session = _sessions.get(id(module))
+        if session is None or session._nvml is not module:
+            session = NvmlSession(module, deadline_s=deadline_s)
+            _sessions[id(module)] = session  # the session holds module: its id stays its own
+        return session
 
 
 DRIVER_DIR: Final = "/proc/driver/nvidia"

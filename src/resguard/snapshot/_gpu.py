@@ -17,10 +17,12 @@ class GpuReader:
     (``pynvml``, or :class:`resguard.testing.FakeNVML` in tests); ``None`` takes the
     process-wide ``pynvml`` session (ImportError naming ``resguard[gpu]`` without it).
     A reading is kept for *max_age_s* (NVML's counters move about once a second) and
-    waited for at most *deadline_s* (then ``None``: a wedged driver hangs NVML calls).
+    waited for at most *deadline_s* (then ``None``: a wedged driver hangs NVML calls);
+    readers of one *nvml* share its session, so a hung reading costs one thread and one
+    deadline, not one per new reader.
     :meth:`read` never raises: ``None`` is unknown (no driver, a hung reading)."""
 
-    __slots__ = ("_at_s", "_lock", "_max_age_s", "_session", "_value")
+    __slots__ = ("_at_s", "_deadline_s", "_lock", "_max_age_s", "_session", "_value")
 
     def __init__(
         self, nvml: Any = None, *, max_age_s: float = 0.5, deadline_s: float = _gpu.NVML_DEADLINE_S
@@ -28,8 +30,9 @@ class GpuReader:
         if nvml is None:
             self._session = _gpu.shared_session()
         else:
-            self._session = _gpu.NvmlSession(nvml, deadline_s=deadline_s)
+            self._session = _gpu.session_for(nvml, deadline_s=deadline_s)
         self._max_age_s = max_age_s
+        self._deadline_s = deadline_s
         self._lock = threading.Lock()
         self._at_s: float | None = None
         self._value: tuple[GpuInfo, ...] | None = None
@@ -46,7 +49,7 @@ class GpuReader:
             at_s = self._at_s
             if now_s is not None and at_s is not None and 0 <= now_s - at_s < self._max_age_s:
                 return self._value
-            raw = self._session.read()
+            raw = self._session.read(self._deadline_s)
             self._value = None if raw is None else tuple(_info(item) for item in raw)
             self._at_s = now_s
             return self._value
