@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import threading
 import time
@@ -1025,3 +1026,28 @@ def test_a_refusal_whose_sizes_round_alike_gives_them_exactly() -> None:
     pool = ModelPool(guard=Headroom(1_503_000_000))
     with pytest.raises(ResourceExhausted, match="needs 1,503,238,554 bytes; 1,503,000,000"):
         pool.choose([LazyModel(Loader().load, size=need, name="m", register=False)])
+
+
+class RaisingHandler(logging.Handler):
+    """A logging handler with a bug: its emit() raises (Python's logging does not catch it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        raise RuntimeError("handler bug")
+
+
+def test_a_raising_log_handler_never_fails_an_unload_an_eviction_or_a_fault_line() -> None:
+    logger = logging.getLogger("resguard.models")
+    handler = RaisingHandler()
+    logger.addHandler(handler)
+    try:
+        pool = ModelPool(budget=100 * MiB, guard=Headroom(GIB))
+        loaders: dict[str, Loader] = {}
+        a = make(pool, "a", 60 * MiB, loaders)
+        b = make(pool, "b", 60 * MiB, loaders)
+        a.get()
+        b.get()  # evicts a: the eviction line and a's unload line go to the broken handler
+        assert (a.loaded, b.loaded) == (False, True)
+        assert b.unload()
+        assert headroom_from(UnknownHeadroom()) is None  # its fault line too
+    finally:
+        logger.removeHandler(handler)

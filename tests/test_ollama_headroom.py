@@ -517,3 +517,19 @@ def test_a_refusal_says_where_the_room_is_and_sizes_that_round_alike_exactly() -
     assert "needs about 1.4 GiB; 100.0 MiB is free" in str(
         _core.refused("m:1b", 1_503_238_554, 100 * MIB, 0)
     )
+
+
+def test_a_raising_log_handler_never_fails_an_ollama_unload(ollama_server: OllamaStandIn) -> None:
+    class Raising(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            raise RuntimeError("handler bug")
+
+    logger = logging.getLogger("resguard.ollama")
+    handler = Raising()
+    logger.addHandler(handler)
+    try:
+        with OllamaModels(ollama_server.host, headroom=Headroom(100 * GIB), register=False) as m:
+            m.ensure(SMALL)
+            assert m.unload(SMALL) > 0  # the "unloaded Ollama model" line did not raise
+    finally:
+        logger.removeHandler(handler)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import math
 import threading
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,7 @@ import anyio.to_thread
 from resguard import reclaim as _reclaim
 from resguard._errors import InvalidType, InvalidValue, ResourceExhausted
 from resguard._modules.clock import Clock, monotonic
-from resguard._modules.log import fields
+from resguard._modules.log import emit, fields
 from resguard._modules.waiter import Waiter
 from resguard.models._claim import (
     Attempt,
@@ -325,7 +326,9 @@ class LazyModel(Generic[T]):
         elapsed_s: float,
     ) -> None:
         if failure is not None and attempt.abandoned and isinstance(failure, Exception):
-            log.warning(
+            emit(
+                log,
+                logging.WARNING,
                 "loading model %r failed after its caller was cancelled: %s: %s",
                 self._name,
                 type(failure).__name__,
@@ -534,9 +537,9 @@ def _release(name: str, unload: Callable[[Any], object] | None, value: Any) -> N
         try:
             unload(value)
         except Exception:
-            log.exception("unloading model %r failed", name, extra=extra)
+            emit(log, logging.ERROR, "unloading model %r failed", name, extra=extra, exc_info=True)
     del value
-    log.info("unloaded model %r", name, extra=extra)
+    emit(log, logging.INFO, "unloaded model %r", name, extra=extra)
 
 
 def _check_room(name: str, size: int, source: HeadroomSource | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -14,7 +15,7 @@ from resguard._errors import (
     ResguardError,
     ResourceExhausted,
 )
-from resguard._modules.log import fields
+from resguard._modules.log import emit, fields
 from resguard.models._common import HeadroomSource, faults, headroom_from, log, sizes_apart
 from resguard.models._lazy import LazyModel
 from resguard.units import Amount, named
@@ -245,7 +246,9 @@ class ModelPool:
                     freed += victim_size
                     evicted.append(victim.name)
             if evicted:
-                log.info(
+                emit(
+                    log,
+                    logging.INFO,
                     "pool %r evicted %s to load %r",
                     self.name,
                     evicted,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from resguard._modules.log import emit
 from resguard._modules.waiter import Waiter
 from resguard.models._common import log
 
@@ -53,7 +55,13 @@ class _Sweeper:
                 try:
                     model.unload_if_idle()
                 except Exception:  # never let one model stop the sweeper
-                    log.exception("idle check of model %r failed", model.name)
+                    emit(
+                        log,
+                        logging.ERROR,
+                        "idle check of model %r failed",
+                        model.name,
+                        exc_info=True,
+                    )
 
 
 sweeper = _Sweeper()

@@ -5,13 +5,14 @@ awaiting (h11's "write the logic once, vary only the I/O")."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from resguard._errors import OllamaError
-from resguard._modules.log import fields
+from resguard._modules.log import emit, fields
 from resguard.ollama import _core
 from resguard.ollama._book import Book, log
 from resguard.ollama._names import canonical, wire_keep_alive
@@ -195,7 +196,9 @@ class Procedures:
                 break
             yield Sleep(min(delay_s, max(wait_s - ((yield NOW) - started_s), 0.0)))
             delay_s = min(delay_s * 2, 0.2)
-        log.info(
+        emit(
+            log,
+            logging.INFO,
             "unloaded Ollama model %s (%s)",
             key,
             format_bytes(before.get(key, 0)),
