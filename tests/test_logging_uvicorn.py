@@ -50,7 +50,8 @@ def test_the_level_change_and_the_reclaim_are_in_uvicorns_default_stderr(
     server.wait_for("resguard: WARNING level OK -> WARNING")
     [line] = server.said("level OK -> WARNING")  # once: no second handler repeats it
     assert "memory-high" in line
-    server.wait_for("resguard: INFO reclaim step gc.collect: freed ")
+    # the climb's line (its steps are DEBUG when they free nothing, as on a fixture /proc)
+    server.wait_for("resguard: INFO reclaim: ")
     body = httpx.get(f"{server.url}/readyz", timeout=10).json()
     assert (body["ready"], body["level"]) == (True, "WARNING")
     assert [breach["rule"] for breach in body["breaches"]] == ["memory-high"]
@@ -73,14 +74,14 @@ def test_critical_is_unready_with_retry_after_and_liveness_stays_up(
         assert (alive.status_code, alive.json()) == (200, {"status": "alive"})
     for _ in range(20):
         assert httpx.get(f"{server.url}/", timeout=10).status_code == 503
-    server.wait_for("resguard: WARNING guard refuses requests (level 1)")
+    server.wait_for("resguard: WARNING guard refused 1 request: level;")
     machine.set_used_percent(30)
     server.wait_for("-> OK")
     # the burst's tail is told before the line that ends the episode; never 20 lines, and
     # no summary in between: the app's summary interval outlasts the burst (logged_app)
     assert "at most every 3600s" in server.said("refuse")[0]
     assert len(server.said("refuse")) == 2
-    assert "refused 19 request(s)" in server.said("refuse")[1]
+    assert "refused 19 requests" in server.said("refuse")[1]
     assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
 
 
