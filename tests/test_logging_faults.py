@@ -277,3 +277,30 @@ def test_a_monitor_back_at_ok_lets_its_ladder_say_nothing_is_left_again(
             monitor.reclaim_now()
             monitor.reclaim_now()
     assert said() == 2  # one per WARNING episode
+
+
+class ChangedOnce:
+    """A set that a guard made in another thread changes while it is listed, once."""
+
+    def __init__(self, items: list[RefusalLog]) -> None:
+        self.items, self.changed = items, False
+
+    def __iter__(self) -> Iterator[RefusalLog]:
+        if not self.changed:
+            self.changed = True
+            raise RuntimeError("Set changed size during iteration")
+        return iter(self.items)
+
+
+def test_a_guard_made_while_a_tick_lists_the_refusal_logs_breaks_no_tick(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="resguard")
+    clock = ManualClock(0.0)
+    refusals = RefusalLog("api", interval_s=10, clock=clock)
+    refusals.note("queue")
+    refusals.note("queue")
+    monkeypatch.setattr(log_module, "_REFUSAL_LOGS", ChangedOnce([refusals]))
+    clock.advance(10)
+    flush_due_refusals()
+    assert caplog.records[-1].getMessage() == "api refused 1 request in the last 10s: queue=1"

@@ -269,13 +269,13 @@ class RefusalLog:
 
     def flush(self) -> None:
         """Write the summary of what was counted and not yet said (nothing if none)."""
-        self._write()
+        self._write(tail=True)
 
     def flush_due(self) -> None:
         """Write the summary of what was not yet said if its interval is over: the tail of
         a burst that ended is told within about one interval, not at the next refusal."""
         if self._pending and self._clock() >= self._due_s:
-            self._write()
+            self._write(tail=True)
 
     @property
     def counted(self) -> dict[str, int]:
@@ -291,7 +291,7 @@ class RefusalLog:
         self._reads[reason] = reads + 1
         return value - reads
 
-    def _write(self) -> None:
+    def _write(self, *, tail: bool = False) -> None:
         if not self._writing.acquire(blocking=False):
             return  # another caller is writing this line
         try:
@@ -307,11 +307,11 @@ class RefusalLog:
                 return
             last_s, self._last_s = self._last_s, now_s
             self._due_s = now_s + self.interval_s
-            self._line(new, now_s, last_s)
+            self._line(new, now_s, last_s, tail)
         finally:
             self._writing.release()
 
-    def _line(self, new: Mapping[str, int], now_s: float, last_s: float | None) -> None:
+    def _line(self, new: Mapping[str, int], now_s: float, last_s: float | None, tail: bool) -> None:
         refused = sum(new.values())
         by_reason = ", ".join(f"{reason}={count}" for reason, count in sorted(new.items()))
         extra = fields(
@@ -321,8 +321,9 @@ class RefusalLog:
             refused_by_reason=dict(new),
             interval_s=self.interval_s,
         )
-        # a burst starts with its first refusal, a whole interval after the last line
-        if refused == 1 and (last_s is None or now_s - last_s >= self.interval_s):
+        # a burst starts with its first refusal, a whole interval after the last line (a
+        # tail told by a flush is a summary, whatever its count)
+        if not tail and refused == 1 and (last_s is None or now_s - last_s >= self.interval_s):
             emit(
                 self.logger,
                 logging.WARNING,
@@ -351,11 +352,22 @@ class RefusalLog:
 _REFUSAL_LOGS: weakref.WeakSet[RefusalLog] = weakref.WeakSet()
 
 
+def _refusal_logs() -> list[RefusalLog]:
+    """The refusal logs now. A guard made in another thread while this lists them makes
+    the set change size under the iteration (RuntimeError): the listing is taken again."""
+    for _ in range(100):
+        try:
+            return list(_REFUSAL_LOGS)
+        except RuntimeError:
+            continue
+    return []  # a storm of new guards: their tails are told at the next call
+
+
 def flush_refusals() -> None:
     """Say the tail of every refusal burst not said yet (each :class:`RefusalLog`'s
     :meth:`~RefusalLog.flush`): called on a level change, so the refusals of an episode
     are told before the line that ends it."""
-    for refusals in list(_REFUSAL_LOGS):
+    for refusals in _refusal_logs():
         refusals.flush()
 
 
@@ -363,5 +375,5 @@ def flush_due_refusals() -> None:
     """Say the tail of every refusal burst whose interval is over
     (:meth:`RefusalLog.flush_due`): the monitor's tick calls it, so a burst of refusals at
     level OK (concurrency, queue, reservation) is told whole, not only its first line."""
-    for refusals in list(_REFUSAL_LOGS):
+    for refusals in _refusal_logs():
         refusals.flush_due()
