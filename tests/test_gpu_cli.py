@@ -8,7 +8,7 @@ import sys
 
 import attrs
 
-from resguard.cli.snapshot import NO_GPU_READINGS, format_snapshot
+from resguard.cli.snapshot import format_snapshot, no_gpu_readings
 from resguard.testing import make_snapshot
 from resguard.testing.nvml import make_gpu
 
@@ -32,7 +32,7 @@ def test_snapshot_lists_each_gpu() -> None:
 
 
 def test_snapshot_says_why_no_gpu_is_shown() -> None:
-    assert _gpu_lines(format_snapshot(make_snapshot())) == [f"gpu      {NO_GPU_READINGS}"]
+    assert _gpu_lines(format_snapshot(make_snapshot())) == [f"gpu      {no_gpu_readings()}"]
     none = attrs.evolve(make_snapshot(), gpus=())
     assert _gpu_lines(format_snapshot(none)) == ["gpu      NVML reports no GPU"]
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import os
+import sys
 from collections.abc import Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, TextIO
@@ -24,10 +27,23 @@ TOP_N = 5
 """How many of the processes busiest over the window ``resguard snapshot`` shows."""
 
 
-NO_GPU_READINGS = (
-    "unknown (no NVML or no NVIDIA driver; the gpu extra: pip install 'resguard[gpu]')"
-)
-"""The GPU line of ``resguard snapshot`` where no GPU could be read."""
+NO_GPU_READINGS = "unknown (no NVML: install the gpu extra, pip install 'resguard[gpu]')"
+"""The GPU line of ``resguard snapshot`` where no GPU could be read and the ``gpu`` extra
+(nvidia-ml-py) is not installed."""
+
+
+def no_gpu_readings() -> str:
+    """The GPU line of ``resguard snapshot`` where no GPU could be read: the extra to
+    install only when it is missing; with it, that no driver is loaded (Linux shows a
+    loaded one in ``/proc/driver/nvidia``) or that NVML gave nothing."""
+    from resguard._probes.gpu import DRIVER_DIR
+
+    if importlib.util.find_spec("pynvml") is None:
+        return NO_GPU_READINGS
+    if sys.platform.startswith("linux") and not os.path.isdir(DRIVER_DIR):
+        return f"unknown (no NVIDIA driver loaded: {DRIVER_DIR} is absent)"
+    return "unknown (NVML gave no readings: no NVIDIA GPU or driver, or a reading that hung)"
+
 
 _LEVEL_NAMES = {1: "normal", 2: "warning", 4: "critical"}  # kern.memorystatus_vm_pressure_level
 
@@ -101,7 +117,9 @@ def format_snapshot(
         _pressure_line(snap.pressure),
     ]
     lines.append(_heat_line(snap.heat))
-    lines += gpu_lines(snap.gpus, "gpu {index:<5}", "gpu      ") or [f"gpu      {NO_GPU_READINGS}"]
+    lines += gpu_lines(snap.gpus, "gpu {index:<5}", "gpu      ") or [
+        f"gpu      {no_gpu_readings()}"
+    ]
     lines.append(_process_line(snap))
     faults = _faults_text(snap)
     if faults:

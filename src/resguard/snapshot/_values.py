@@ -258,12 +258,19 @@ class ContainersInfo(ValueMixin):
 
 
 def gpu_percent(size_bytes: int, size_vram_bytes: int) -> float | None:
-    """The share (0-100) of a model's *size_bytes* that is in GPU memory, ``None`` when
-    it cannot be said (a size of 0 or less, or more in VRAM than in all: a damaged
-    ``/api/ps`` answer)."""
+    """The share (0-100) of a model's *size_bytes* that is in GPU memory, in whole
+    percent as ``ollama ps`` prints it (the rest of its CPU share, rounded half away from
+    zero: ``52.0``, never ``51.99999997``); ``None`` when it cannot be said (a size of 0
+    or less, or more in VRAM than in all: a damaged ``/api/ps`` answer)."""
     if size_bytes <= 0 or not 0 <= size_vram_bytes <= size_bytes:
         return None
-    return 100.0 * size_vram_bytes / size_bytes
+    return float(100 - _cpu_percent(size_bytes, size_vram_bytes))
+
+
+def _cpu_percent(size_bytes: int, size_vram_bytes: int) -> int:
+    """The CPU share of a model in whole percent, rounded half away from zero as Ollama's
+    ``cmd`` does (Go's ``math.Round``), in exact integer arithmetic."""
+    return (200 * (size_bytes - size_vram_bytes) + size_bytes) // (2 * size_bytes)
 
 
 def ollama_processor(size_bytes: int, size_vram_bytes: int) -> str:
@@ -278,7 +285,7 @@ def ollama_processor(size_bytes: int, size_vram_bytes: int) -> str:
         return "100% GPU"
     if size_vram_bytes > size_bytes or size_bytes <= 0 or size_vram_bytes < 0:
         return "Unknown"
-    cpu_percent = math.floor((size_bytes - size_vram_bytes) * 100 / size_bytes + 0.5)
+    cpu_percent = _cpu_percent(size_bytes, size_vram_bytes)
     return f"{cpu_percent}%/{100 - cpu_percent}% CPU/GPU"
 
 
