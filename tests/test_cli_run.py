@@ -131,3 +131,38 @@ def test_the_flags_defaults_are_the_supervisor_s_own(capsys: pytest.CaptureFixtu
     for default in (first, cap, format_duration(DEFAULT_STOP_TIMEOUT_S)):
         assert f"({default})" in shown
     assert f"default {DEFAULT_MAX_RESTARTS};" in shown
+
+
+def test_a_dry_run_of_a_huge_restart_count_shows_a_bounded_schedule(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = _run(capsys, "--dry-run", "--max-restarts", "99999999999999999999", "--", "x")
+    assert code == 0
+    assert (
+        "at most 99999999999999999999 time(s) in a row (waits 1s, 2s, 4s, 8s, 16s, 30s, …)" in out
+    )
+
+
+def test_a_backoff_cap_below_the_first_wait_is_refused_and_a_long_first_wait_raises_the_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _, err = _run(capsys, "--backoff", "5s", "--backoff-max", "1s", "--", "true")
+    assert code == 2
+    assert "--backoff-max: backoff_max_s=1.0 is below backoff_s=5.0" in err
+    code, out, _ = _run(capsys, "--dry-run", "--backoff", "60s", "--", "true")
+    assert (code, "(waits 1m00s, 1m00s, 1m00s" in out) == (0, True)
+
+
+def test_the_command_is_shown_quoted_as_a_shell_would_take_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = _run(capsys, "--dry-run", "--", "echo", "a b", "it's")
+    assert code == 0
+    assert out.splitlines()[0] == "dry-run: would run echo 'a b' 'it'\"'\"'s'"
+
+
+def test_the_help_has_an_example_and_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "example: resguard run --memory 512MiB" in shown
+    assert "127 when it is not found, 126 when it cannot be run" in shown

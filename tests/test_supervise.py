@@ -270,6 +270,8 @@ def test_without_a_cgroup_rlimit_as_bounds_the_child_and_the_journal_says_what_i
     assert line["kind"] == "rlimit-as"
     (ended,) = _lines(journal, "exit")
     assert (ended["status"], ended["oom_kills"]) == ("exited", None)
+    (end,) = _lines(journal, "end")
+    assert end["oom_kills"] is None  # unknown under RLIMIT_AS, not 0
     assert "cannot be told from a crash" in Budget("rlimit-as", MiB, "x").describe()
 
 

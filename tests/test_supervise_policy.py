@@ -28,8 +28,9 @@ exits = st.builds(
 def test_backoff_starts_at_the_initial_wait_doubles_and_never_passes_its_cap(
     initial_s: float, max_s: float, restart: int
 ) -> None:
+    initial_s, max_s = sorted((initial_s, max_s))  # a cap below the first wait is refused
     backoff = Backoff(initial_s, max_s)
-    cap_s = max(initial_s, max_s)
+    cap_s = max_s
     delay_s = backoff.delay_s(restart)
     assert 0 <= delay_s <= cap_s
     assert backoff.delay_s(1) == initial_s
@@ -55,7 +56,7 @@ def test_a_backoff_that_is_no_duration_is_refused_quoting_it(bad: float) -> None
 def test_a_duration_is_accepted_exactly_when_finite_and_in_range(value: float) -> None:
     """A backoff may be 0 s; a stable run must be longer than 0 s."""
     makers: list[tuple[Callable[[], object], str, bool]] = [
-        (lambda: Backoff(value), "initial_s", math.isfinite(value) and value >= 0),
+        (lambda: Backoff(value, value), "initial_s", math.isfinite(value) and value >= 0),
         (lambda: Plan(stable_s=value), "stable_s", math.isfinite(value) and value > 0),
     ]
     for make, name, accepted in makers:
@@ -218,3 +219,36 @@ def test_a_stable_run_always_starts_a_fresh_streak(
         assert decision.restart
         assert decision.restart_number == streak
         assert decision.delay_s == min(2.0 ** (streak - 1), 8.0)
+
+
+def test_a_death_by_sigpipe_is_a_clean_end_not_restarted_on_failure() -> None:
+    ended = Exit(-signal.SIGPIPE)
+    assert (ended.failed, ended.exit_code) == (False, 141)
+    decision = Plan("on-failure").after(ended)
+    assert (decision.restart, decision.exit_code) == (False, 141)
+    assert Plan("always").after(ended).restart
+
+
+def test_a_backoff_cap_below_its_first_wait_is_refused() -> None:
+    with pytest.raises(InvalidValue, match=r"max_s=1\.0 is below initial_s=5\.0"):
+        Backoff(5.0, 1.0)
+    with pytest.raises(InvalidValue, match=r"backoff_max_s=1\.0 is below backoff_s=5\.0"):
+        RunConfig(("true",), backoff_s=5.0, backoff_max_s=1.0)
+
+
+def test_oom_kills_are_unknown_once_a_run_s_could_not_be_counted() -> None:
+    plan = Plan("always", 3)
+    plan.after(Exit(-9, oom_kills=1))
+    assert plan.oom_kills == 1
+    plan.after(Exit(1, oom_kills=None))  # RLIMIT_AS: no counter
+    plan.after(Exit(-9, oom_kills=1))
+    assert plan.oom_kills is None
+
+
+def test_a_command_that_could_not_be_started_is_not_restarted_nor_counted_as_a_run() -> None:
+    plan = Plan("always", 5)
+    ended = Exit(127, started=False)
+    assert (ended.kind, ended.failed) == ("not-started", True)
+    decision = plan.after(ended)
+    assert (decision.restart, decision.exit_code, plan.runs) == (False, 127, 0)
+    assert ended.describe() == "could not be started (exit 127)"

@@ -56,6 +56,8 @@ Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 def error_line(text: str) -> None:
     """*text* as exactly one line on stderr (a closed stderr is not worth a traceback)."""
     line = " ".join(text.split()) or "resguard: error"
+    if sys.stderr is None:  # started with stderr closed (2>&-)
+        return
     try:
         sys.stderr.write(line + "\n")
         sys.stderr.flush()

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
+import signal
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from resguard._errors import InvalidValue, ResguardError
 from resguard._modules.render import printable
@@ -24,6 +26,7 @@ __all__ = ["add_parser", "run"]
 
 _MIN_MEMORY_BYTES = 1 << 20  # below a MiB not even the wrapper can start
 _NOT_FOUND, _NOT_EXECUTABLE = 127, 126
+_SHOWN_DELAYS = 6
 _FLAGS = {
     "restart": "--restart",
     "max_restarts": "--max-restarts",
@@ -77,8 +80,9 @@ def _dry_run(config: object, out: TextIO) -> int:
     assert isinstance(config, RunConfig)
     budget = choose_budget(config.memory_bytes, cgroup_parent=config.cgroup_parent)
     plan = config.plan()
-    delays = [format_duration(plan.backoff.delay_s(n)) for n in range(1, plan.max_restarts + 1)]
-    shown = ", ".join(delays[:6]) + (", …" if len(delays) > 6 else "")
+    shown_restarts = min(plan.max_restarts, _SHOWN_DELAYS + 1)  # bounded: N may be huge
+    delays = [format_duration(plan.backoff.delay_s(n)) for n in range(1, shown_restarts + 1)]
+    shown = ", ".join(delays[:_SHOWN_DELAYS]) + (", …" if len(delays) > _SHOWN_DELAYS else "")
     restarts = (
         "never restarted"
         if config.restart == "never" or not delays
@@ -86,7 +90,7 @@ def _dry_run(config: object, out: TextIO) -> int:
         f"(waits {shown})"
     )
     out.write(
-        printable(f"dry-run: would run {' '.join(config.argv)}")
+        printable(f"dry-run: would run {shlex.join(config.argv)}")
         + "\n"
         + printable(f"budget: {budget.describe()}")
         + "\n"
@@ -100,7 +104,7 @@ def _dry_run(config: object, out: TextIO) -> int:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    from resguard.supervise import RunConfig, RunJournal, Supervisor
+    from resguard.supervise import DEFAULT_BACKOFF_MAX_S, RunConfig, RunJournal, Supervisor
 
     argv = _command(args)
     try:  # RunConfig checks the values; the error names the flag they came from
@@ -110,7 +114,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             restart=args.restart,
             max_restarts=args.max_restarts,
             backoff_s=args.backoff,
-            backoff_max_s=args.backoff_max,
+            # not given: the default cap, or the first wait when that is longer
+            backoff_max_s=max(DEFAULT_BACKOFF_MAX_S, args.backoff)
+            if args.backoff_max is None
+            else args.backoff_max,
             stable_s=args.stable,
             stop_timeout_s=args.stop_timeout,
             journal=args.journal,
@@ -128,7 +135,24 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         code, words = missing
         error_line(printable(f"resguard run: cannot run {words}"))
         return code
-    return Supervisor(config, RunJournal(config.journal, sys.stderr)).run()
+    _hold_signals(lambda signum, frame: None)
+    try:
+        # sys.stderr is None when resguard was started with stderr closed: the file alone
+        return Supervisor(config, RunJournal(config.journal, sys.stderr)).run()
+    finally:
+        _hold_signals(signal.SIG_IGN)  # no command is left: nothing inherits it
+
+
+def _hold_signals(handler: Any) -> None:
+    """Hold the forwarded signals to the process's exit: the supervisor gives back the
+    handlers it found when it ends, and a stop signal between its end line and the exit
+    (the interpreter's shutdown resets caught signals) must not end resguard with 143 in
+    place of the command's code. A caught signal is reset by exec, so the command still
+    gets the default actions; SIG_IGN is set only once the command is gone."""
+    from resguard.supervise import FORWARDED
+
+    for name in FORWARDED:
+        signal.signal(getattr(signal, name), handler)
 
 
 def _add_restart_arguments(parser: argparse.ArgumentParser) -> None:
@@ -162,8 +186,9 @@ def _add_restart_arguments(parser: argparse.ArgumentParser) -> None:
         "--backoff-max",
         type=duration,
         metavar="DURATION",
-        default=sv.DEFAULT_BACKOFF_MAX_S,
-        help=f"the doubling wait's cap ({format_duration(sv.DEFAULT_BACKOFF_MAX_S)})",
+        default=None,
+        help=f"the doubling wait's cap, not below --backoff "
+        f"({format_duration(sv.DEFAULT_BACKOFF_MAX_S)})",
     )
     parser.add_argument(
         "--stable",
@@ -191,6 +216,10 @@ def add_parser(commands: Commands) -> None:
         "under RLIMIT_AS), forward signals to it, restart it by --restart with exponential "
         "backoff, and journal each start and exit; OOM kills are reported as such. Exits "
         "with the command's own code.",
+        epilog="example: resguard run --memory 512MiB --restart on-failure --journal "
+        "run.jsonl -- python serve.py. Exit code: the command's own (128 + N when signal N "
+        "ended it: 137 for an OOM kill), 127 when it is not found, 126 when it cannot be "
+        "run, 2 for bad usage.",
     )
     parser.add_argument(
         "--memory", type=_memory, default=None, metavar="SIZE", help="the budget, e.g. 64MiB"

@@ -6,11 +6,13 @@ fields: ``budget`` (``kind`` cgroup-v1, cgroup-v2, rlimit-as or none, ``limit_by
 ``parent``, ``why``, and ``cgroup`` the run's own cgroup); ``start`` (``run``, ``pid``,
 ``argv``); ``signal`` (``signal``, ``pid``, ``forwarded``: false when the terminal already
 delivered it to the child, ``action``); ``exit`` (``run``, ``pid``, ``status`` exited,
-killed or oom-killed, ``code`` as a shell shows it, ``signal``, ``oom_kills``, ``run_s``,
-``restart`` true or false, ``delay_s``, ``reason``); ``end`` (``code``, ``runs``,
-``oom_kills``, ``cgroup_left`` when the cgroup could not be removed). As the guardian's
-journal, a file that cannot be written never stops the supervisor: one warning on stderr,
-then silence until it can be written again.
+killed, oom-killed or not-started (its exec failed: nothing ran), ``code`` as a shell
+shows it, ``signal``, ``oom_kills``, ``run_s``, ``restart`` true or false, ``delay_s``,
+``reason``); ``end`` (``code``, ``runs``, ``oom_kills``: null when a run's could not be
+counted, as under RLIMIT_AS, ``cgroup_left`` when the cgroup could not be removed). As
+the guardian's journal, a file that cannot be written never stops the supervisor: one
+warning on stderr, then silence until it can be written again; with stderr closed
+(``2>&-``) the file alone gets the events.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ __all__ = ["RunJournal"]
 
 
 class RunJournal:
-    """Writes each event to *err* as one line and, when *path* is given, as JSON to it."""
+    """Writes each event to *err* as one line (``None``: stderr is closed, the file alone
+    gets them) and, when *path* is given, as JSON to it."""
 
     def __init__(
         self,
         path: str | os.PathLike[str] | None,
-        err: TextIO,
+        err: TextIO | None,
         *,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -56,6 +59,8 @@ class RunJournal:
         return line
 
     def _say(self, text: str) -> None:
+        if self._err is None:
+            return
         try:
             self._err.write(text + "\n")
             self._err.flush()

@@ -60,11 +60,13 @@ class Exit:
     """How one run ended: *returncode* as :class:`subprocess.Popen` gives it (negative: the
     signal that ended it), *oom_kills* the rise of the budget's OOM-kill counter during the
     run (``None``: the budget cannot count them, as with RLIMIT_AS), *run_s* how long it
-    ran."""
+    ran; *started* false when the command's ``exec`` failed (*returncode* is then the
+    code a shell gives: 127 not found, 126 not runnable)."""
 
     returncode: int
     oom_kills: int | None = None
     run_s: float = 0.0
+    started: bool = True
 
     @property
     def exit_code(self) -> int:
@@ -77,21 +79,27 @@ class Exit:
         return signal_name(-self.returncode) if self.returncode < 0 else None
 
     @property
-    def kind(self) -> Literal["exited", "killed", "oom-killed"]:
+    def kind(self) -> Literal["exited", "killed", "oom-killed", "not-started"]:
         """``oom-killed`` when SIGKILL ended it and the budget counted an OOM kill during the
         run (the kernel's OOM killer, not a crash); ``killed`` for any other signal;
         ``exited`` when the child returned a code (even after a helper of its was
-        OOM-killed: then ``oom_kills`` says so)."""
+        OOM-killed: then ``oom_kills`` says so); ``not-started`` when its exec failed."""
+        if not self.started:
+            return "not-started"
         if self.returncode == -signal.SIGKILL and self.oom_kills:
             return "oom-killed"
         return "killed" if self.returncode < 0 else "exited"
 
     @property
     def failed(self) -> bool:
-        return self.exit_code != 0
+        """A non-zero end, except a death by SIGPIPE: its reader went away, which systemd
+        also counts as a clean exit (``resguard run -- yes | head -1`` is not a crash)."""
+        return self.exit_code != 0 and self.signal != "SIGPIPE"
 
     def describe(self) -> str:
         """``OOM-killed (exit 137, SIGKILL, 1 OOM kill in its budget)``, ``exited 0``."""
+        if self.kind == "not-started":
+            return f"could not be started (exit {self.exit_code})"
         if self.kind == "exited":
             text = f"exited {self.exit_code}"
         elif self.kind == "killed":
@@ -135,6 +143,15 @@ def check_policy(restart: object, max_restarts: object) -> None:
         raise InvalidValue(f"max_restarts={max_restarts!r} is out of range; expected 0 or more")
 
 
+def check_cap(name: str, cap_s: float, first_name: str, first_s: float) -> None:
+    """Refuse a backoff's cap *cap_s* below its first wait *first_s*."""
+    if cap_s < first_s:
+        raise InvalidValue(
+            f"{name}={cap_s!r} is below {first_name}={first_s!r}; expected a cap of at "
+            "least the first wait"
+        )
+
+
 def _seconds(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     check_seconds(attribute.name, value)
 
@@ -146,10 +163,13 @@ def _positive_seconds(instance: object, attribute: attrs.Attribute[float], value
 @attrs.frozen
 class Backoff:
     """Exponential backoff: *initial_s* before the first restart, doubled before each next
-    one, never more than *max_s* (a *max_s* below *initial_s* is raised to it)."""
+    one, never more than *max_s* (a *max_s* below *initial_s* is refused)."""
 
     initial_s: float = attrs.field(default=DEFAULT_BACKOFF_S, validator=_seconds)
     max_s: float = attrs.field(default=DEFAULT_BACKOFF_MAX_S, validator=_seconds)
+
+    def __attrs_post_init__(self) -> None:
+        check_cap("max_s", self.max_s, "initial_s", self.initial_s)
 
     def delay_s(self, restart: int) -> float:
         """The wait before restart number *restart* (1 = the first restart)."""
@@ -188,7 +208,8 @@ class Plan:
     restarts: int = 0
     """Restarts since the last stable run (the count ``max_restarts`` bounds)."""
     runs: int = 0
-    oom_kills: int = 0
+    oom_kills: int | None = 0
+    """OOM kills over all runs; ``None`` once a run's could not be counted (RLIMIT_AS)."""
     stopping: bool = False
 
     def __attrs_post_init__(self) -> None:
@@ -202,9 +223,12 @@ class Plan:
 
     def after(self, ended: Exit) -> Decision:
         """The decision that follows the run that ended as *ended*."""
-        self.runs += 1
-        self.oom_kills += ended.oom_kills or 0
         code = ended.exit_code
+        if not ended.started:  # nothing ran: a restart would fail the same way
+            return Decision(False, code, "the command could not be started")
+        self.runs += 1
+        if self.oom_kills is not None:
+            self.oom_kills = None if ended.oom_kills is None else self.oom_kills + ended.oom_kills
         if ended.run_s >= self.stable_s:
             self.restarts = 0
         if self.stopping:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -48,11 +49,12 @@ from resguard.supervise._policy import (
     Exit,
     Plan,
     RestartPolicy,
+    check_cap,
     check_policy,
     check_seconds,
     signal_name,
 )
-from resguard.supervise._spawn import spawn
+from resguard.supervise._spawn import NotStarted, spawn
 from resguard.units import format_duration
 
 __all__ = ["FORWARDED", "RunConfig", "Supervisor"]
@@ -87,6 +89,7 @@ class RunConfig:
         check_policy(self.restart, self.max_restarts)
         check_seconds("backoff_s", self.backoff_s)
         check_seconds("backoff_max_s", self.backoff_max_s)
+        check_cap("backoff_max_s", self.backoff_max_s, "backoff_s", self.backoff_s)
         check_seconds("stable_s", self.stable_s, positive=True)
         check_seconds("stop_timeout_s", self.stop_timeout_s)
 
@@ -134,14 +137,18 @@ def _signals_caught() -> Iterator[_Inbox]:
         os.close(write_fd)
 
 
-def _terminal_delivered(number: int) -> bool:
-    """Whether the terminal sent *number* to the child already (Ctrl-C in the foreground)."""
-    if signal_name(number) not in _TERMINAL_SIGNALS:
-        return False
+def _foreground_of_terminal() -> bool:
+    """Whether resguard's process group is the foreground of the terminal on stdin."""
     try:
         return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
     except OSError:
         return False
+
+
+def _terminal_delivered(number: int) -> bool:
+    """Whether the terminal sent *number* to the child already (Ctrl-C in the foreground;
+    the child then shares resguard's process group)."""
+    return signal_name(number) in _TERMINAL_SIGNALS and _foreground_of_terminal()
 
 
 class Supervisor:
@@ -161,6 +168,12 @@ class Supervisor:
         self.plan = config.plan()
         self._clock = clock
         self.cgroup: Cgroup | None = None
+        self._killed = False  # the current run got its SIGKILL
+        self._not_started = ""  # why the last start failed, in words
+        # in a terminal's foreground the child shares resguard's group (it keeps the
+        # terminal; Ctrl-C reaches it from the kernel); else its own group, so a signal
+        # to resguard's group reaches it once, forwarded
+        self._own_group = not _foreground_of_terminal()
 
     def run(self) -> int:
         """Supervise to the end; returns the exit code. Catches the forwarded signals for
@@ -192,16 +205,25 @@ class Supervisor:
                 if self.cgroup is not None:
                     deadline = self._clock() + _REMOVE_TIMEOUT_S
                     left = self.cgroup.remove(deadline, self._clock, time.sleep)
-        ended = f"exit {code} after {self.plan.runs} run(s), {self.plan.oom_kills} OOM kill(s)"
+            # still inside: a stop signal now cannot end resguard before its end line
+            self._journal_end(code, budget, left)
+        return code
+
+    def _journal_end(self, code: int, budget: Budget, left: str | None) -> None:
+        oom_kills = self.plan.oom_kills
+        if oom_kills is None:
+            how = " under RLIMIT_AS" if budget.kind == "rlimit-as" else ""
+            counted = f"OOM kills unknown{how}"
+        else:
+            counted = f"{oom_kills} OOM kill(s)"
         self.journal.write(
             "end",
-            ended + (f"; {left}" if left else ""),
+            f"exit {code} after {self.plan.runs} run(s), {counted}" + (f"; {left}" if left else ""),
             code=code,
             runs=self.plan.runs,
-            oom_kills=self.plan.oom_kills,
+            oom_kills=oom_kills,
             cgroup_left=left,
         )
-        return code
 
     def _make_cgroup(self, budget: Budget) -> tuple[Cgroup | None, Budget]:
         if budget.parent is None or budget.limit_bytes is None:
@@ -264,9 +286,9 @@ class Supervisor:
                 return number
         return None
 
-    def _start(self, run: int, budget: Budget) -> subprocess.Popen[bytes]:
+    def _start(self, run: int, budget: Budget) -> subprocess.Popen[bytes] | NotStarted:
         try:
-            process = spawn(self.config.argv, self._apply(budget))
+            process = spawn(self.config.argv, self._apply(budget), own_group=self._own_group)
         except OSError as error:
             command = repr(self.config.argv[0])
             if error.filename == sys.executable:  # the wrapper is this interpreter
@@ -276,19 +298,25 @@ class Supervisor:
             raise InvalidState(
                 f"cannot {what}: {error.strerror or error}; nothing was run"
             ) from None
+        if isinstance(process, NotStarted):
+            return process
         self.journal.write(
             "start",
-            f"run {run}: started {process.pid}: {' '.join(self.config.argv)}",
+            f"run {run}: started {process.pid}: {shlex.join(self.config.argv)}",
             run=run,
             pid=process.pid,
             argv=list(self.config.argv),
         )
         return process
 
-    def _one(self, run: int, inbox: _Inbox, budget: Budget) -> tuple[int, Exit]:
+    def _one(self, run: int, inbox: _Inbox, budget: Budget) -> tuple[int | None, Exit]:
         before = self.cgroup.oom_kills() if self.cgroup is not None else None
         started = self._clock()
+        self._killed = False
         process = self._start(run, budget)
+        if isinstance(process, NotStarted):
+            self._not_started = f"{shlex.quote(self.config.argv[0])}: {process.strerror}"
+            return None, Exit(process.code, run_s=self._clock() - started, started=False)
         pidfd = os.pidfd_open(process.pid)
         forwarded: set[int] = set()
         deadline: float | None = None
@@ -320,9 +348,10 @@ class Supervisor:
     ) -> float | None:
         name = signal_name(number)
         if name in _STOPS and self.plan.stopping:
-            self._kill(pid, pidfd, f"a second stop signal ({name})")
+            if not self._killed:  # a storm of stops is one SIGKILL, one line
+                self._kill(pid, pidfd, f"a second stop signal ({name})")
             return None
-        delivered = _terminal_delivered(number)
+        delivered = not self._own_group and _terminal_delivered(number)
         if not delivered:
             with suppress(OSError):
                 signal.pidfd_send_signal(pidfd, number)
@@ -350,6 +379,7 @@ class Supervisor:
         return deadline
 
     def _kill(self, pid: int, pidfd: int, why: str) -> None:
+        self._killed = True
         with suppress(OSError):
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
         if self.cgroup is not None:
@@ -363,7 +393,23 @@ class Supervisor:
             action="kill",
         )
 
-    def _journal_exit(self, run: int, pid: int, ended: Exit, decision: Decision) -> None:
+    def _journal_exit(self, run: int, pid: int | None, ended: Exit, decision: Decision) -> None:
+        if not ended.started:
+            self.journal.write(
+                "exit",
+                f"run {run}: {self._not_started}: {ended.describe()}; nothing ran, not restarted",
+                run=run,
+                pid=None,
+                status=ended.kind,
+                code=ended.exit_code,
+                signal=None,
+                oom_kills=None,
+                run_s=round(ended.run_s, 3),
+                restart=False,
+                delay_s=None,
+                reason=f"{decision.reason}: {self._not_started}",
+            )
+            return
         if decision.restart:
             then = f"restarting in {format_duration(decision.delay_s)} ({decision.reason})"
         else:
