@@ -533,3 +533,23 @@ def test_a_raising_log_handler_never_fails_an_ollama_unload(ollama_server: Ollam
             assert m.unload(SMALL) > 0  # the "unloaded Ollama model" line did not raise
     finally:
         logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("on_disk", [0, 10**20])
+def test_an_absurd_size_on_disk_is_a_clear_error_and_a_pool_leaves_it_out(
+    ollama_server_factory: Callable[..., OllamaStandIn], on_disk: int
+) -> None:
+    from resguard import OllamaError
+    from resguard.testing.ollama import CatalogueModel
+
+    catalogue = [
+        CatalogueModel("x:1b", on_disk, 1_000_000_000),
+        CatalogueModel("small:1b", 500_000_000, 600_000_000),
+    ]
+    server = ollama_server_factory(catalogue=catalogue, scale=1e-15)
+    with OllamaModels(server.host, headroom=Headroom(8 * GIB), register=False) as models:
+        with pytest.raises(OllamaError, match=f"reports {on_disk!r} bytes on disk for 'x:1b'"):
+            models.estimate_bytes("x:1b")
+        pool = ModelPool(budget="16GiB")
+        large, small = models.lazy("x:1b", pool=pool), models.lazy("small:1b", pool=pool)
+        assert pool.choose([large, small]) is small

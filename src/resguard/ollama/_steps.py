@@ -150,7 +150,9 @@ class Procedures:
 
     def installed(self) -> Steps[dict[str, int]]:
         sizes: dict[str, int] = yield Request("GET /api/tags", "list", parse=_disk_sizes)
-        self.book.disk_sizes.update(sizes)
+        self.book.disk_sizes.update(
+            (key, size) for key, size in sizes.items() if _core.learned_bytes(size) is not None
+        )
         return sizes
 
     def estimate_bytes(self, name: str) -> Steps[int]:
@@ -164,7 +166,13 @@ class Procedures:
         known = _core.estimate_bytes(key, book.sizes, book.disk_sizes, self.size_factor)
         if known is not None:
             return known
-        estimate = _core.estimate_bytes(key, {}, (yield from self.installed()), self.size_factor)
+        installed = yield from self.installed()
+        if key in installed and _core.learned_bytes(installed[key]) is None:
+            raise OllamaError(
+                f"Ollama at {book.host} reports {installed[key]!r} bytes on disk for {name!r}: "
+                "not a size its memory can be estimated from (1 byte to 1 PiB)"
+            )
+        estimate = _core.estimate_bytes(key, {}, installed, self.size_factor)
         if estimate is None:
             raise OllamaError(
                 f"model {name!r} is not installed in Ollama at {self.book.host}", status_code=404
