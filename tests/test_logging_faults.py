@@ -6,8 +6,10 @@ free says so once per episode, a jump to CRITICAL is an ERROR record."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -304,3 +306,13 @@ def test_a_guard_made_while_a_tick_lists_the_refusal_logs_breaks_no_tick(
     clock.advance(10)
     flush_due_refusals()
     assert caplog.records[-1].getMessage() == "api refused 1 request in the last 10s: queue=1"
+
+
+def test_a_closed_stderr_breaks_no_log_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed = io.StringIO()
+    closed.close()
+    monkeypatch.setattr(sys, "stderr", closed)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # the default handler writes
+    monkeypatch.setattr(logging.getLogger("resguard"), "handlers", [log_module.DEFAULT_HANDLER])
+    logging.getLogger("resguard.test").warning("a line nobody can read")  # raised ValueError
+    RefusalLog("g").note("level")

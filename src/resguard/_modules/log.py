@@ -206,7 +206,10 @@ class DefaultHandler(logging.Handler):
         except RecursionError:
             raise
         except Exception:
-            self.handleError(record)
+            try:  # logging's report goes to the same standard error, which may be closed
+                self.handleError(record)
+            except Exception:  # (ValueError: I/O operation on closed file): nowhere to say it
+                pass
 
 
 _root = logging.getLogger("resguard")
