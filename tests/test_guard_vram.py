@@ -110,7 +110,7 @@ def test_a_refusal_burst_is_one_warning_line_not_one_per_request(
             _refused(guard)
     lines = [r.getMessage() for r in caplog.records if r.name == "resguard.guard"]
     assert len(lines) == 1
-    assert "api refuses requests (vram 1)" in lines[0]
+    assert "api refused 1 request: vram;" in lines[0]
 
 
 def test_a_queued_admission_counts_its_wait_and_an_immediate_one_does_not() -> None:

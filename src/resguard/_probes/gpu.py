@@ -28,7 +28,7 @@ from types import ModuleType
 from typing import Any, Final, NamedTuple
 
 from resguard._modules import forks
-from resguard._modules.log import get_logger
+from resguard._modules.log import emit, get_logger
 from resguard._probes.reporting import report_failure, report_recovery
 
 __all__ = [
@@ -166,7 +166,7 @@ class NvmlSession:
     def mark_unavailable(self, why: str) -> None:
         """Answer ``None`` from now on without asking NVML, for *why* (logged at debug)."""
         self._unavailable = why
-        _log.debug("no GPU readings: %s; gpus unknown", why)
+        emit(_log, logging.DEBUG, "no GPU readings: %s; gpus unknown", why)
 
     def read(self, deadline_s: float | None = None) -> tuple[RawGpu, ...] | None:
         """Every device's readings now, waited for at most *deadline_s* (``None``: the
@@ -230,7 +230,7 @@ class NvmlSession:
             name = type(error).__name__
             self._unavailable = f"{name}: {error}"
             level = _INIT_LOG_LEVELS.get(name, logging.WARNING)
-            _log.log(level, "no GPU readings: NVML did not start (%s); gpus unknown", error)
+            emit(_log, level, "no GPU readings: NVML did not start (%s); gpus unknown", error)
             return False
         self._ready = True
         if not self._at_exit:
@@ -319,7 +319,9 @@ class NvmlSession:
         """Log once per field (per session) that NVML answered nonsense for it."""
         if read is not None and kept is None and field not in self._implausible:
             self._implausible.add(field)
-            _log.warning(
+            emit(
+                _log,
+                logging.WARNING,
                 "GPU %d: NVML reported %s = %r, which no working board reports; %s unknown "
                 "(said once)",
                 index,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from types import TracebackType
 from typing import Any
 
 from resguard._errors import InvalidState, InvalidType, ResourceExhausted
-from resguard._modules.log import get_logger
+from resguard._modules.log import emit, get_logger
 from resguard.guard import _guard
 from resguard.guard._args import OnBreach, Reserve, check_duration, check_on_breach, check_reserve
 from resguard.units import shown
@@ -149,7 +150,9 @@ class Admission:
             try:
                 breach = guard.breach()
             except Exception as error:  # a failing sample must not fail the block
-                _logger.debug("%s could not check for a breach: %s", guard.name, error)
+                emit(
+                    _logger, logging.DEBUG, "%s could not check for a breach: %s", guard.name, error
+                )
                 breach = None
             if breach is not None:
                 self.breached = breach

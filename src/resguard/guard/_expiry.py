@@ -11,6 +11,7 @@ held.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -18,7 +19,7 @@ import weakref
 from typing import Protocol
 
 from resguard._modules import forks
-from resguard._modules.log import get_logger
+from resguard._modules.log import emit, get_logger
 
 __all__ = ["EXPIRY", "Expiring", "Expiry"]
 
@@ -73,7 +74,7 @@ class Expiry:
                 try:
                     stale_at_s = guard._expire(now_s)
                 except Exception as error:  # one guard's fault must not stop the others'
-                    _logger.error("the expiry of %r failed: %s", guard, error)
+                    emit(_logger, logging.ERROR, "the expiry of %r failed: %s", guard, error)
                     continue
                 if stale_at_s is not None:
                     next_s = min(next_s, stale_at_s)

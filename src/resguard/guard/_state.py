@@ -8,6 +8,7 @@ admission and the waiting, :class:`~resguard.guard.Guard` with the context manag
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 import threading
 from collections import deque
@@ -16,7 +17,7 @@ import attrs
 
 from resguard._errors import ResourceExhausted
 from resguard._modules import forks
-from resguard._modules.log import RefusalLog, get_logger
+from resguard._modules.log import RefusalLog, emit, get_logger
 from resguard._modules.render import ValueMixin
 from resguard._modules.tally import Tally
 from resguard._modules.waiter import Waiter
@@ -200,9 +201,10 @@ class GuardState(GuardSettings):
             return
         text = "; ".join(parts.values())
         doing = "admits although" if self.on_unknown == "admit" else "refuses while"
-        _logger.warning(
-            "%s %s %s (on_unknown=%r; logged once)", self.name, doing, text, self.on_unknown
-        )
+        emit(
+            _logger, logging.WARNING, "%s %s %s (on_unknown=%r; logged once)",
+            self.name, doing, text, self.on_unknown,
+        )  # fmt: skip
 
     def _count_refusal(self, error: ResourceExhausted) -> ResourceExhausted:
         with self._lock:
@@ -244,7 +246,10 @@ class GuardState(GuardSettings):
         try:
             return self._sampler.sample(children=False).process.rss
         except Exception as error:  # learning must never break the call it measures
-            _logger.debug("%s could not measure RSS for reserve='auto': %s", self.name, error)
+            emit(
+                _logger, logging.DEBUG, "%s could not measure RSS for reserve='auto': %s",
+                self.name, error,
+            )  # fmt: skip
             return None
 
     def stats(self) -> GuardStats:
