@@ -975,14 +975,14 @@ def test_a_headroom_source_giving_garbage_is_unknown_never_a_number_of_bytes(
     assert repr(given) in caplog.text
 
 
-def test_resguards_own_over_committed_room_is_zero_not_unknown() -> None:
+def test_resguards_own_over_committed_room_is_kept_not_unknown() -> None:
     sizes = {"a": 5 * MiB}
     pool = ModelPool(budget=10 * MiB, guard=Headroom(GIB))
     model = LazyModel(Loader().load, size=lambda: sizes["a"], pool=pool, register=False)
     model.get()
     sizes["a"] = 50 * MiB  # it grew past the budget once loaded
     assert pool.headroom_bytes() == -40 * MiB
-    assert headroom_from(pool) == 0  # over-committed: no room, not "unknown: admit"
+    assert headroom_from(pool) == -40 * MiB  # over-committed, not "unknown: admit"
 
 
 GIB = 1 << 30

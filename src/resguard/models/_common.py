@@ -78,7 +78,7 @@ def headroom_from(
     not a number of bytes from 0 to :data:`resguard.units.MAX_BYTES` (``True``, ``-5``,
     ``"x"``, NaN, ``10**30``) or gives no answer within *deadline_s* is logged once (and
     its recovery once) and the load is admitted without a headroom check. (A negative
-    number from resguard's own sources, a Guard or a pool, is over-committed: 0.)
+    number from resguard's own sources, a Guard or a pool, is kept: over-committed.)
     """
     where = "the headroom source" if source is not None else "the machine's memory headroom"
     admitted = "model loads are admitted without a headroom check"
@@ -165,13 +165,14 @@ def _ask(source: HeadroomSource, deadline_s: float) -> tuple[bool, object]:
 def _as_bytes(value: object, *, own: bool) -> int | None:
     """*value* as bytes of room, or ``None`` when it is not a number of bytes: not a
     bool, a finite int or float at most :data:`MAX_BYTES` and not negative (a negative
-    one from resguard's own sources is 0: reservations exceed what is free)."""
+    one from resguard's own sources is kept: reservations exceed what is free by that
+    much, which an eviction must make up)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if value < 0:
-        return 0 if own else None
+        return int(value) if own else None
     return int(value) if value <= MAX_BYTES else None
 
 
