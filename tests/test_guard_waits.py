@@ -12,12 +12,15 @@ import attrs
 import pytest
 
 from resguard import ResourceExhausted
+from resguard.asgi import GuardMiddleware
 from resguard.guard import Guard
 from resguard.guard._core import Counts, Limits, View, decide
 from resguard.rules import Level, Policy, Threshold
 from resguard.testing import StaticMonitor, make_snapshot
 from resguard.testing.nvml import make_gpu
 from resguard.units import Amount
+
+from support import Recorder, call
 
 GiB = 2**30
 
@@ -105,3 +108,17 @@ def test_a_guard_with_a_wait_sheds_a_critical_verdict_without_waiting() -> None:
     assert info.value.reason == "level"
     assert guard.stats().refused_by_reason == {"level": 1}
     assert guard.stats().waiting == 0
+
+
+def test_the_middleware_answers_a_critical_verdict_at_once_with_reason_level() -> None:
+    policy = Policy([Threshold("memory.percent", ">", 90, level=Level.CRITICAL)])
+    monitor = StaticMonitor(memory_percent=95, policy=policy)
+    guard = Guard(memory="80%", reserve="32MiB", wait="5s", monitor=monitor, name="api")
+    app = Recorder()
+    started = time.monotonic()
+    response = call(GuardMiddleware(app, guard, start_monitor=False), "/chat")
+    assert time.monotonic() - started < 2.5  # not the 5 s wait
+    assert response.status == 503
+    assert response.json()["reason"] == "level"
+    assert app.paths == []
+    assert guard.stats().refused_by_reason == {"level": 1}
