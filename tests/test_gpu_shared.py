@@ -6,6 +6,9 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
+from resguard._probes import gpu as probe
 from resguard._probes.gpu import session_for
 from resguard.snapshot._gpu import GpuReader
 from resguard.testing.nvml import FakeGpu, FakeNVML
@@ -42,3 +45,12 @@ def test_one_session_per_module_and_another_for_another_module() -> None:
     assert session_for(first) is session_for(first)
     assert session_for(first) is not session_for(second)
     assert GpuReader(first).read() is not None
+
+
+def test_the_process_wide_session_is_the_one_a_reader_given_that_module_gets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = FakeNVML([FakeGpu()])
+    monkeypatch.setattr(probe, "_shared", [])
+    monkeypatch.setattr(probe, "import_nvml", lambda: module)
+    assert probe.shared_session() is session_for(module)

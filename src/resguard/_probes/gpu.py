@@ -360,7 +360,11 @@ def shared_session() -> NvmlSession:
     thread, no library loaded, where there is no driver to ask."""
     with _shared_lock:
         if not _shared:
-            session = NvmlSession(import_nvml())
+            module = import_nvml()
+            session = _sessions.get(id(module))
+            if session is None or session._nvml is not module:
+                session = NvmlSession(module)
+                _sessions[id(module)] = session  # a reader given nvml=pynvml shares it
             if sys.platform.startswith("linux") and not os.path.isdir(DRIVER_DIR):
                 session.mark_unavailable(f"no NVIDIA driver loaded ({DRIVER_DIR} is absent)")
             _shared.append(session)
