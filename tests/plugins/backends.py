@@ -3,6 +3,11 @@ backend reading the real machine (real /proc numbers, real cgroups, PSI), so a r
 portable backend (``RESGUARD_BACKEND=psutil``, what ``nox -s tests-psutil`` does) skips
 them with a reason and counts them at the end.
 
+The psutil run is what a Mac runs, so it also skips what needs a Linux memory cgroup (the
+``memory_cgroup`` fixture): the portable backend never reads cgroups, and the cgroup
+machinery itself (``resguard run``'s budget, a replica squeezed in a cgroup) was tested by
+the linux run, on the same kernel, minutes before.
+
 These are plain skips, not integration skips: ``RESGUARD_REQUIRE_INTEGRATION=1`` fails
 only what :func:`plugins.integration.unavailable` skips, so the psutil run in CI passes
 with them skipped.
@@ -18,6 +23,8 @@ from resguard._probes.backend import ENV_VAR, default_backend
 
 MARKER = "linux_backend"
 ABOUT = "about the linux backend (real /proc, cgroups, PSI)"
+CGROUP_FIXTURE = "memory_cgroup"
+NEEDS_CGROUP = "needs a Linux memory cgroup, which a portable backend's platform does not have"
 
 
 def why() -> str:
@@ -33,17 +40,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if default_backend() == "linux":
         return
     skip = pytest.mark.skip(reason=f"{ABOUT}; this run uses {why()}")
+    skip_cgroup = pytest.mark.skip(reason=f"{NEEDS_CGROUP}; this run uses {why()}")
     for item in items:
         if item.get_closest_marker(MARKER) is not None:
             item.add_marker(skip)
+        elif CGROUP_FIXTURE in getattr(item, "fixturenames", ()):
+            item.add_marker(skip_cgroup)
 
 
-def skipped_for_backend(reporter: pytest.TerminalReporter) -> int:
-    """How many tests of this run skipped because they are about the linux backend."""
+def skipped_for_backend(reporter: pytest.TerminalReporter, about: str = ABOUT) -> int:
+    """How many tests of this run skipped for *about* (by default: about the linux
+    backend)."""
     count = 0
     for report in reporter.stats.get("skipped", []):
         longrepr = getattr(report, "longrepr", None)
-        if isinstance(longrepr, tuple) and len(longrepr) == 3 and ABOUT in str(longrepr[2]):
+        if isinstance(longrepr, tuple) and len(longrepr) == 3 and about in str(longrepr[2]):
             count += 1
     return count
 
@@ -55,3 +66,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     count = skipped_for_backend(terminalreporter)
     noun = "test" if count == 1 else "tests"
     terminalreporter.write_line(f"{count} {noun} skipped: about the linux backend ({why()})")
+    count = skipped_for_backend(terminalreporter, NEEDS_CGROUP)
+    noun = "test" if count == 1 else "tests"
+    terminalreporter.write_line(
+        f"{count} {noun} skipped: they need a Linux memory cgroup ({why()})"
+    )
