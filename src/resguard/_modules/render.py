@@ -12,6 +12,8 @@ from typing import Any
 
 import attrs
 
+from resguard.units import format_bytes
+
 __all__ = [
     "ValueMixin",
     "command_text",
@@ -25,6 +27,7 @@ __all__ = [
     "program_name",
     "rows_table",
     "sections_table",
+    "sizes_apart",
     "to_plain",
 ]
 
@@ -296,3 +299,13 @@ class ValueMixin:
 
     def _repr_html_(self) -> str:
         return html_table(flatten(self), type(self).__name__)
+
+
+def sizes_apart(first: int, second: int) -> tuple[str, str]:
+    """*first* and *second* formatted (``1.4 GiB``), or as exact bytes when different
+    sizes would read the same (``1,503,238,554 bytes`` and ``1,503,000,000 bytes``), so a
+    refusal's "needs X; Y is free" shows which is larger."""
+    one, other = format_bytes(first), format_bytes(second)
+    if one == other and first != second:
+        return f"{first:,} bytes", f"{second:,} bytes"
+    return one, other

@@ -10,7 +10,8 @@ from typing import Protocol, runtime_checkable
 from resguard._errors import InvalidType, InvalidValue
 from resguard._modules import forks
 from resguard._modules.log import SafeFaultLog, get_logger
-from resguard.units import MAX_BYTES, format_bytes, named, parse_bytes, parse_duration
+from resguard._modules.render import sizes_apart
+from resguard.units import MAX_BYTES, named, parse_bytes, parse_duration
 
 __all__ = [
     "DEFAULT_WAIT_S",
@@ -174,16 +175,6 @@ def _as_bytes(value: object, *, own: bool) -> int | None:
     if value < 0:
         return int(value) if own else None
     return int(value) if value <= MAX_BYTES else None
-
-
-def sizes_apart(first: int, second: int) -> tuple[str, str]:
-    """*first* and *second* formatted (``1.4 GiB``), or as exact bytes when different
-    sizes would read the same (``1,503,238,554 bytes`` and ``1,503,000,000 bytes``), so a
-    refusal's "needs X; Y is free" shows which is larger."""
-    one, other = format_bytes(first), format_bytes(second)
-    if one == other and first != second:
-        return f"{first:,} bytes", f"{second:,} bytes"
-    return one, other
 
 
 def size_of(value: int | str | Callable[[], int], what: str) -> int:

@@ -8,9 +8,10 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 
 from resguard._errors import ResourceExhausted
+from resguard._modules.render import sizes_apart
 from resguard.ollama._names import FOREVER_AFTER_S
 from resguard.snapshot import OllamaModelInfo
-from resguard.units import format_bytes, parse_bytes
+from resguard.units import parse_bytes
 
 __all__ = [
     "MAX_LOADED_BYTES",
@@ -161,15 +162,6 @@ def refused(
         retry_after=5.0,
         numbers={"size_bytes": need, "headroom_bytes": headroom, "freed_bytes": freed},
     )
-
-
-def sizes_apart(first: int, second: int) -> tuple[str, str]:
-    """*first* and *second* formatted, or as exact bytes when different sizes would read
-    the same (as :class:`resguard.ModelPool`'s refusals say them)."""
-    one, other = format_bytes(first), format_bytes(second)
-    if one == other and first != second:
-        return f"{first:,} bytes", f"{second:,} bytes"
-    return one, other
 
 
 def refused_by_server(name: str, host: str, message: str) -> ResourceExhausted | None:
