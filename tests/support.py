@@ -380,3 +380,20 @@ def call(
 
     anyio.run(main, backend=backend)
     return Response(messages)
+
+
+async def hello_app(scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI app that answers ``hello <path>`` to everything (what a wrapper passes on)."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello " + scope["path"].encode()})
+
+
+def asgi_get(app: Callable[..., Any], path: str, root_path: str = "") -> httpx.Response:
+    """GET *path* from an ASGI *app* in this process (httpx's ASGI transport)."""
+
+    async def main() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, root_path=root_path)
+        async with httpx.AsyncClient(transport=transport, base_url="http://replica") as client:
+            return await client.get(path)
+
+    return anyio.run(main)

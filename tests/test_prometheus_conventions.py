@@ -10,9 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import anyio
 import attrs
-import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -31,7 +29,7 @@ from resguard.snapshot import PressureInfo, PressureLine, ResourcePressure
 from resguard.testing import ManualClock, StaticMonitor, make_snapshot
 from resguard.testing.nvml import make_gpu
 
-from support import wait_until
+from support import asgi_get, hello_app, wait_until
 
 MIB = 2**20
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -298,39 +296,25 @@ def test_wait_buckets_need_one_count_per_bound_and_the_overflow() -> None:
     assert wait_buckets(BOUNDS_S, (1, 2, 3), 6) is None
 
 
-async def _hello(scope: Any, receive: Any, send: Any) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": b"hello " + scope["path"].encode()})
-
-
-def _get(app: Callable[..., Any], path: str, root_path: str = "") -> httpx.Response:
-    async def main() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app, root_path=root_path)
-        async with httpx.AsyncClient(transport=transport, base_url="http://replica") as client:
-            return await client.get(path)
-
-    return anyio.run(main)
-
-
 def test_with_metrics_answers_the_metrics_path_and_passes_the_rest_on() -> None:
     guard = Guard(name="api")
-    app = with_metrics(_hello, ResguardCollector(guards=[guard]))
-    metrics = _get(app, "/metrics")
+    app = with_metrics(hello_app, ResguardCollector(guards=[guard]))
+    metrics = asgi_get(app, "/metrics")
     assert metrics.status_code == 200
     assert 'resguard_guard_refused_total{guard="api",reason="memory"} 0.0' in metrics.text
-    assert _get(app, "/metricsx").text == "hello /metricsx"
-    assert _get(app, "/").text == "hello /"
+    assert asgi_get(app, "/metricsx").text == "hello /metricsx"
+    assert asgi_get(app, "/").text == "hello /"
     # below a prefix (uvicorn --root-path /api) the path is matched without it
-    assert _get(app, "/api/metrics", root_path="/api").status_code == 200
-    assert "resguard_guard_admitted_total" in _get(app, "/api/metrics", root_path="/api").text
-    assert "resguard_memory_used_ratio" in _get(asgi_app(), "/").text
+    assert asgi_get(app, "/api/metrics", root_path="/api").status_code == 200
+    assert "resguard_guard_admitted_total" in asgi_get(app, "/api/metrics", root_path="/api").text
+    assert "resguard_memory_used_ratio" in asgi_get(asgi_app(), "/").text
 
 
 @pytest.mark.parametrize(
     ("call", "error", "quoted"),
     [
         (lambda: with_metrics(5), InvalidType, "app=5"),
-        (lambda: with_metrics(_hello, path="metrics"), InvalidValue, "path='metrics'"),
+        (lambda: with_metrics(hello_app, path="metrics"), InvalidValue, "path='metrics'"),
         (lambda: ResguardCollector(readiness=5), InvalidType, "readiness=5"),
         (lambda: ResguardCollector(ladder="l"), InvalidType, "ladder='l'"),
     ],

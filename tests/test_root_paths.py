@@ -3,11 +3,6 @@ with_metrics: ``/api/x`` under ``/api`` is ``/x``; ``/apiary`` is not below ``/a
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-import anyio
-import httpx
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,19 +11,7 @@ from resguard._modules.paths import below_root
 from resguard.asgi import GuardMiddleware
 from resguard.prometheus import ResguardCollector, with_metrics
 
-
-async def _hello(scope: Any, receive: Any, send: Any) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": b"hello " + scope["path"].encode()})
-
-
-def _get(app: Callable[..., Any], path: str, root_path: str = "") -> httpx.Response:
-    async def main() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app, root_path=root_path)
-        async with httpx.AsyncClient(transport=transport, base_url="http://replica") as client:
-            return await client.get(path)
-
-    return anyio.run(main)
+from support import asgi_get, hello_app
 
 
 def test_a_path_is_below_a_root_only_at_a_slash() -> None:
@@ -61,19 +44,19 @@ def test_what_is_below_a_root_comes_back_with_the_root_put_back(
 
 def test_the_middleware_does_not_take_apiary_for_a_path_below_api() -> None:
     guard = Guard(name="api")
-    middleware = GuardMiddleware(_hello, guard, exclude=("/apiary",), start_monitor=False)
+    middleware = GuardMiddleware(hello_app, guard, exclude=("/apiary",), start_monitor=False)
     # /apiary is no path below /api: it is matched whole, and excluded
-    assert _get(middleware, "/apiary", root_path="/api").text == "hello /apiary"
+    assert asgi_get(middleware, "/apiary", root_path="/api").text == "hello /apiary"
     assert guard.stats().admitted == 0
     # below the root, its paths are matched without it
-    assert _get(middleware, "/api/apiary", root_path="/api").status_code == 200
+    assert asgi_get(middleware, "/api/apiary", root_path="/api").status_code == 200
     assert guard.stats().admitted == 0
-    assert _get(middleware, "/api/work", root_path="/api").status_code == 200
+    assert asgi_get(middleware, "/api/work", root_path="/api").status_code == 200
     assert guard.stats().admitted == 1
 
 
 def test_with_metrics_does_not_take_apiary_for_a_path_below_api() -> None:
-    app = with_metrics(_hello, ResguardCollector(guards=[]), path="/apiary")
-    assert "resguard_" in _get(app, "/apiary", root_path="/api").text
-    assert "resguard_" in _get(app, "/api/apiary", root_path="/api").text
-    assert _get(app, "/api/apiary/x", root_path="/api").text == "hello /api/apiary/x"
+    app = with_metrics(hello_app, ResguardCollector(guards=[]), path="/apiary")
+    assert "resguard_" in asgi_get(app, "/apiary", root_path="/api").text
+    assert "resguard_" in asgi_get(app, "/api/apiary", root_path="/api").text
+    assert asgi_get(app, "/api/apiary/x", root_path="/api").text == "hello /api/apiary/x"
