@@ -316,3 +316,19 @@ def test_a_closed_stderr_breaks_no_log_call(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(logging.getLogger("resguard"), "handlers", [log_module.DEFAULT_HANDLER])
     logging.getLogger("resguard.test").warning("a line nobody can read")  # raised ValueError
     RefusalLog("g").note("level")
+
+
+def test_a_probes_fault_line_with_a_raising_handler_is_recorded_and_never_raises(
+    raising: Raising, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every sampler and probe tells its faults through FaultLog: a user's broken handler
+    must not turn a damaged kernel file into an exception in a request or a Monitor()."""
+    from resguard._modules.faults import FaultLog
+
+    faults = FaultLog(logging.getLogger("resguard.test"))
+    raising.attach()
+    assert faults.failed("/proc/meminfo", "garbage") is True
+    assert faults.failing() == {"/proc/meminfo": "garbage"}
+    assert faults.recovered("/proc/meminfo") is True
+    assert raising.calls == 2
+    assert capsys.readouterr().err.count("a logging handler raised RuntimeError") == 1

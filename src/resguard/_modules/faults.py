@@ -16,7 +16,9 @@ class FaultLog:
     ``failed(source, error)`` logs a warning the first time *source* fails (or when the
     message changes); with ``kind=`` (the kind of damage, e.g. ``"garbage"``) it logs again
     only when the kind changes, so a message carrying changing numbers is not logged per
-    tick. ``recovered(source)`` logs once when it works again. Thread-safe.
+    tick. ``recovered(source)`` logs once when it works again. Thread-safe. Its lines never
+    raise: a logging handler whose ``emit()`` raises (Python's logging lets that through) is
+    said once on standard error, and the fault is still recorded.
     """
 
     def __init__(self, logger: logging.Logger) -> None:
@@ -39,7 +41,7 @@ class FaultLog:
                 return False
             self._failing[source] = message
             self._kinds[source] = key
-        self._logger.warning("%s is failing: %s (logged once until it recovers)", source, message)
+        self._say("%s is failing: %s (logged once until it recovers)", source, message)
         return True
 
     def recovered(self, source: str) -> bool:
@@ -48,8 +50,16 @@ class FaultLog:
             if self._failing.pop(source, None) is None:
                 return False
             self._kinds.pop(source, None)
-        self._logger.warning("%s works again", source)
+        self._say("%s works again", source)
         return True
+
+    def _say(self, message: str, *args: object) -> None:
+        try:
+            self._logger.warning(message, *args, stacklevel=2)
+        except Exception as broken:  # a user's handler: its bug must not fail the probe
+            from resguard._modules.log import handler_failed  # log builds on this module
+
+            handler_failed(broken)
 
     def failing(self) -> dict[str, str]:
         """The sources failing now, with their last message."""

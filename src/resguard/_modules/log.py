@@ -26,7 +26,6 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from resguard._errors import InvalidValue
-from resguard._modules.faults import FaultLog
 
 __all__ = [
     "DEFAULT_HANDLER",
@@ -34,7 +33,6 @@ __all__ = [
     "PREFIX",
     "DefaultHandler",
     "RefusalLog",
-    "SafeFaultLog",
     "emit",
     "fields",
     "flush_due_refusals",
@@ -121,26 +119,6 @@ def handler_failed(error: BaseException) -> None:
             stream.flush()
     except Exception:  # a closed standard error: nothing left to tell
         pass
-
-
-class SafeFaultLog(FaultLog):
-    """A :class:`~resguard._modules.faults.FaultLog` whose lines never raise: a failure
-    told from a monitor's loop or a ladder's climb must not become a second failure there
-    (:func:`handler_failed` says a raising handler once)."""
-
-    def failed(self, source: str, error: BaseException | str, *, kind: str | None = None) -> bool:
-        try:
-            return super().failed(source, error, kind=kind)
-        except Exception as broken:
-            handler_failed(broken)
-            return True  # recorded; only its line was lost
-
-    def recovered(self, source: str) -> bool:
-        try:
-            return super().recovered(source)
-        except Exception as broken:
-            handler_failed(broken)
-            return True
 
 
 def fields(event: str, **values: object) -> dict[str, object]:

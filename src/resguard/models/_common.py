@@ -9,7 +9,8 @@ from typing import Protocol, runtime_checkable
 
 from resguard._errors import InvalidType, InvalidValue
 from resguard._modules import forks
-from resguard._modules.log import SafeFaultLog, get_logger
+from resguard._modules.faults import FaultLog
+from resguard._modules.log import get_logger
 from resguard._modules.render import sizes_apart
 from resguard.units import MAX_BYTES, named, parse_bytes, parse_duration
 
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 log = get_logger("resguard.models")
-faults = SafeFaultLog(log)
+faults = FaultLog(log)
 DEFAULT_WAIT_S = 600.0  # how long a caller waits for a load that another caller runs
 HEADROOM_DEADLINE_S = 5.0
 """How long a model load waits for a :class:`HeadroomSource`'s answer before the room

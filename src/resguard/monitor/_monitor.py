@@ -16,8 +16,8 @@ from resguard._errors import InvalidState, InvalidType, InvalidValue
 from resguard._modules import forks
 from resguard._modules.clock import Clock
 from resguard._modules.clockcheck import checked_clock
+from resguard._modules.faults import FaultLog
 from resguard._modules.log import (
-    SafeFaultLog,
     emit,
     fields,
     flush_refusals,
@@ -531,7 +531,7 @@ class _Failures:
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self._log = SafeFaultLog(_logger)  # its lines never raise into the loops
+        self._log = FaultLog(_logger)  # its lines never raise into the loops
         self.memo = _decide.FailureMemo()
 
     def failed(self, source: str, error: BaseException) -> None:

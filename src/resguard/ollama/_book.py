@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from resguard import reclaim as _reclaim
-from resguard._modules.log import SafeFaultLog, get_logger
+from resguard._modules.faults import FaultLog
+from resguard._modules.log import get_logger
 from resguard.models import LazyModel
 from resguard.ollama import _core
 from resguard.ollama._names import canonical
@@ -51,7 +52,7 @@ class Book:
         self.lazies: weakref.WeakValueDictionary[str, LazyModel[str]] = (
             weakref.WeakValueDictionary()
         )
-        self.faults = SafeFaultLog(log)
+        self.faults = FaultLog(log)
 
     def touch(self, name: str) -> None:
         with self.lock:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from resguard import reclaim as _reclaim
 from resguard._errors import InvalidType, InvalidValue
 from resguard._modules.clockcheck import checked_clock
-from resguard._modules.log import SafeFaultLog, get_logger
+from resguard._modules.faults import FaultLog
+from resguard._modules.log import get_logger
 from resguard.models import HeadroomSource, LazyModel, ModelPool, headroom_from
 from resguard.ollama._book import Book
 from resguard.ollama._names import (
@@ -41,7 +42,7 @@ __all__ = ["Face", "headroom_from"]
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 _NO_RESERVATION = contextlib.nullcontext()  # reusable; most requests hold none
-_faults = SafeFaultLog(get_logger("resguard.ollama"))  # said once per process, not per object
+_faults = FaultLog(get_logger("resguard.ollama"))  # said once per process, not per object
 _UNNAMED_CLIENT = "the server of a client= given without host="
 
 

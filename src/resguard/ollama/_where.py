@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 import psutil
 
-from resguard._modules.log import SafeFaultLog, get_logger
+from resguard._modules.faults import FaultLog
+from resguard._modules.log import get_logger
 from resguard._probes import cgroup as _cgroup
 from resguard._probes.identity import Identity, read_stat
 from resguard._probes.paths import DEFAULT_ROOTS, Roots
@@ -104,7 +105,7 @@ class OllamaHeadroom:
         self._pid: Identity | None = None  # the listener: its pid and start time
         self._looked_at: float | None = None
         self._looked_inodes: frozenset[int] = frozenset()  # the port's sockets at that look
-        self._faults = SafeFaultLog(log)
+        self._faults = FaultLog(log)
 
     def __repr__(self) -> str:
         return f"<OllamaHeadroom {self.host or 'this machine'}: {self.where()}>"

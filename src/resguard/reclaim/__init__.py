@@ -22,7 +22,8 @@ import attrs
 
 from resguard._errors import InvalidType, InvalidValue
 from resguard._modules.clockcheck import checked_clock
-from resguard._modules.log import SafeFaultLog, emit, fields, get_logger
+from resguard._modules.faults import FaultLog
+from resguard._modules.log import emit, fields, get_logger
 from resguard._modules.render import ValueMixin
 from resguard.reclaim._base import Cost, Reclaimable
 from resguard.reclaim._base import shown as _shown
@@ -346,7 +347,7 @@ class Ladder:
         self.last_report: ReclaimReport | None = None
         self.freed_bytes_by_step: dict[str, int] = {}
         self._tally_lock = threading.Lock()  # two climbs at once (a reclaim_now by hand)
-        self._faults = SafeFaultLog(_logger)  # a climb never fails on its log line
+        self._faults = FaultLog(_logger)  # a climb never fails on its log line
         self._told_left_out = False
         self._told_nothing = False  # "nothing left to reclaim" said in this episode
 

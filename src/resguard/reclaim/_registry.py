@@ -17,7 +17,8 @@ from collections.abc import Iterable
 from typing import Protocol, Union
 
 from resguard._errors import InvalidType, InvalidValue
-from resguard._modules.log import SafeFaultLog, get_logger
+from resguard._modules.faults import FaultLog
+from resguard._modules.log import get_logger
 from resguard.reclaim._base import Reclaimable, shown
 
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 _logger = get_logger("resguard")
-_bad_costs = SafeFaultLog(_logger)
+_bad_costs = FaultLog(_logger)
 
 
 def check_reclaimable(item: object, where: str) -> Reclaimable:
