@@ -166,3 +166,18 @@ def test_the_help_has_an_example_and_the_exit_codes(capsys: pytest.CaptureFixtur
     shown = " ".join(capsys.readouterr().out.split())
     assert "example: resguard run --memory 512MiB" in shown
     assert "127 when it is not found, 126 when it cannot be run" in shown
+
+
+def test_an_in_process_run_gives_the_callers_signal_handlers_back(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Only resguard's own process ignores stop signals after its command ends (so a storm
+    cannot replace the command's code with 143); a caller's process keeps its handlers, or
+    every child it starts later would inherit SIG_IGN for SIGTERM and SIGINT (CI's guardian
+    tests then waited for children that ignored their SIGTERM)."""
+    import signal
+
+    before = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    code, _, _ = _run(capsys, "--restart", "never", "--", sys.executable, "-c", "pass")
+    assert code == 0
+    assert {number: signal.getsignal(number) for number in before} == before

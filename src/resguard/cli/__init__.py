@@ -70,6 +70,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         except SystemExit as done:  # --help, --version, a usage error (already on stderr)
             return done.code if isinstance(done.code, int) else EXIT_USAGE
         command = command_name(args)  # with docker's and ollama's subcommand
+        args.own_process = argv is None  # the process's own command line, not a caller's
         choose_backend(args.backend)
         code = int(args.handler(args, stream))
         stream.flush()  # inside the try: a closed pipe shows here, not at exit

@@ -135,24 +135,32 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         code, words = missing
         error_line(printable(f"resguard run: cannot run {words}"))
         return code
-    _hold_signals(lambda signum, frame: None)
+    previous = _hold_signals(lambda signum, frame: None)
     try:
         # sys.stderr is None when resguard was started with stderr closed: the file alone
         return Supervisor(config, RunJournal(config.journal, sys.stderr)).run()
     finally:
-        _hold_signals(signal.SIG_IGN)  # no command is left: nothing inherits it
+        if getattr(args, "own_process", False):
+            _hold_signals(signal.SIG_IGN)  # the process exits now: nothing inherits it
+        else:  # a caller's process goes on: its children must not inherit SIG_IGN
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
 
-def _hold_signals(handler: Any) -> None:
-    """Hold the forwarded signals to the process's exit: the supervisor gives back the
-    handlers it found when it ends, and a stop signal between its end line and the exit
-    (the interpreter's shutdown resets caught signals) must not end resguard with 143 in
-    place of the command's code. A caught signal is reset by exec, so the command still
-    gets the default actions; SIG_IGN is set only once the command is gone."""
+def _hold_signals(handler: Any) -> dict[int, Any]:
+    """Hold the forwarded signals to the process's exit, returning the handlers they had:
+    the supervisor gives back the handlers it found when it ends, and a stop signal
+    between its end line and the exit (the interpreter's shutdown resets caught signals)
+    must not end resguard with 143 in place of the command's code. A caught signal is reset
+    by exec, so the command still gets the default actions; SIG_IGN is set only once the
+    command is gone, and only in resguard's own process (an in-process caller's later
+    children would inherit it)."""
     from resguard.supervise import FORWARDED
 
-    for name in FORWARDED:
-        signal.signal(getattr(signal, name), handler)
+    return {
+        number: signal.signal(number, handler)
+        for number in (getattr(signal, name) for name in FORWARDED)
+    }
 
 
 def _add_restart_arguments(parser: argparse.ArgumentParser) -> None:
