@@ -397,3 +397,26 @@ def asgi_get(app: Callable[..., Any], path: str, root_path: str = "") -> httpx.R
             return await client.get(path)
 
     return anyio.run(main)
+
+
+def sigint_counter(*, ready: str, exit_code: int) -> str:
+    """A child program (``python -c``) that writes *ready* (an expression, e.g.
+    ``os.getpid()``) to ``argv[1] + ".ready"``, then one ``INT`` line to ``argv[1]`` per
+    SIGINT it gets within half a second of the first, and exits *exit_code*. SIGINT is
+    blocked before it says it is ready and then waited for, so a signal sent the moment it
+    is ready is never lost (a handler and pause() race: one between them left pause()
+    waiting until the supervisor's stop timeout killed it, as seen under load)."""
+    return f"""
+import os, signal, sys
+out = sys.argv[1]
+signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGINT}})
+with open(out + ".ready", "w") as f:
+    f.write(str({ready}))
+signal.sigwait({{signal.SIGINT}})
+with open(out, "a") as f:
+    f.write("INT\\n")
+if signal.sigtimedwait({{signal.SIGINT}}, 0.5) is not None:  # a second SIGINT, were one sent
+    with open(out, "a") as f:
+        f.write("INT\\n")
+sys.exit({exit_code})
+"""

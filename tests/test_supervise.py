@@ -28,7 +28,7 @@ from resguard.supervise import (
 )
 
 from plugins.cgroup import MemoryCgroup
-from support import wait_until
+from support import sigint_counter, wait_until
 
 pytestmark = pytest.mark.linux_backend
 
@@ -438,23 +438,7 @@ def test_a_journal_that_cannot_be_written_is_said_once_and_stderr_goes_on(tmp_pa
     assert [line["run"] for line in journal.lines] == [1, 2]
 
 
-# SIGINT is blocked before the child says it is ready and then waited for, so a Ctrl-C
-# typed the moment it is ready is never lost (a handler and pause() race: a signal between
-# the two left pause() waiting until resguard's stop timeout killed it, as seen under load).
-COUNTER = """
-import os, signal, sys
-out = sys.argv[1]
-signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-with open(out + ".ready", "w") as f:
-    f.write(str(os.getpid()))
-signal.sigwait({signal.SIGINT})
-with open(out, "a") as f:
-    f.write("INT\\n")
-if signal.sigtimedwait({signal.SIGINT}, 0.5) is not None:  # a second SIGINT, were one sent
-    with open(out, "a") as f:
-        f.write("INT\\n")
-sys.exit(5)
-"""
+COUNTER = sigint_counter(ready="os.getpid()", exit_code=5)
 
 
 def test_a_terminal_ctrl_c_reaches_the_child_once_not_twice(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from support import wait_until
+from support import sigint_counter, wait_until
 
 pytestmark = pytest.mark.linux_backend
 
@@ -102,20 +102,7 @@ def test_a_storm_of_stop_signals_is_one_sigkill_and_resguard_writes_its_end_line
     assert end["code"] == 137
 
 
-# SIGINT blocked, then waited for: no signal is lost between a check and pause()
-COUNTER = """
-import os, signal, sys
-out = sys.argv[1]
-signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-with open(out + ".ready", "w") as f:
-    f.write(str(os.getpgrp()))
-signal.sigwait({signal.SIGINT})
-with open(out, "a") as f:
-    f.write("INT\\n")
-if signal.sigtimedwait({signal.SIGINT}, 0.5) is not None:  # a second delivery, were there one
-    with open(out, "a") as f:
-        f.write("INT\\n")
-"""
+COUNTER = sigint_counter(ready="os.getpgrp()", exit_code=0)
 
 
 def test_outside_a_terminal_a_sigint_to_the_process_group_reaches_the_child_once(
